@@ -1,0 +1,107 @@
+"""The authenticator's view of its world: the request in flight, the user, the clock.
+
+Everything the state machine cannot compute by itself comes through these
+interfaces, so tests can script presence and advance time by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import Protocol
+
+
+class KeepaliveStatus(IntEnum):
+    """Same numbers as CTAPHID_KEEPALIVE (CTAP 2.1 section 11.2.9.2.1)."""
+
+    PROCESSING = 0x01
+    UPNEEDED = 0x02
+
+
+class RequestContext(Protocol):
+    """The request being processed, as the transport sees it.
+
+    Structurally identical to ``transports.handler.Transaction`` so that a
+    transport's transaction object can be passed straight in.
+    """
+
+    @property
+    def channel(self) -> int: ...
+
+    def is_cancelled(self) -> bool: ...
+
+    def wait_cancelled(self, timeout: float) -> bool: ...
+
+    def set_keepalive(self, status: int) -> None: ...
+
+
+class PresenceKind(Enum):
+    """Why the key asks the user to touch it."""
+
+    REGISTER = "register"
+    AUTHENTICATE = "authenticate"
+    EXCLUDED = "excluded"  # a credential in the excludeList exists: touch to confirm the error
+    RESET = "reset"
+    SELECT = "select"
+    CREDENTIAL_MANAGEMENT = "credential-management"
+    LARGE_BLOB = "large-blob"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class PresenceRequest:
+    kind: PresenceKind
+    rp_id: str | None = None
+    user_name: str | None = None
+
+
+class PresenceResult(Enum):
+    GRANTED = "granted"
+    DENIED = "denied"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+class Presence(Protocol):
+    """A user-presence front end (auto, deny, terminal, desktop notification...)."""
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        """Block until the user answers, the timeout passes or the context is cancelled.
+
+        Implementations poll ``context.wait_cancelled`` so a CTAPHID_CANCEL ends
+        the wait promptly; the caller has already set the UPNEEDED keepalive.
+        """
+        ...
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+
+class NullContext:
+    """A request context for callers with no transport (tests, CLI)."""
+
+    channel = 0
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        time.sleep(timeout)
+        return False
+
+    def set_keepalive(self, status: int) -> None:
+        pass

@@ -1,0 +1,6 @@
+"""Transports: CTAPHID framing (sans-IO) and the adapters that carry it.
+
+Nothing here imports ``authenticator``, ``keystore`` or ``vfido``: a transport
+talks to a :class:`transports.handler.CtapHandler`, which the application
+wires to the authenticator.
+"""

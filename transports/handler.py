@@ -1,0 +1,63 @@
+"""The small interface between a transport and whatever answers its requests.
+
+A transport (in-process, UDP, UHID) assembles CTAPHID messages and calls a
+:class:`CtapHandler` from a worker thread. The handler receives a
+:class:`Transaction` through which it learns about a CTAPHID_CANCEL and tells
+the transport which keepalive status to send while it works.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Protocol
+
+
+class KeepaliveStatus(IntEnum):
+    """CTAPHID_KEEPALIVE status byte (CTAP 2.1 section 11.2.9.2.1)."""
+
+    PROCESSING = 0x01
+    UPNEEDED = 0x02
+
+
+class Transaction(Protocol):
+    """One CTAPHID MSG or CBOR request being processed.
+
+    Implemented by the transport's runner; the handler only reads it.
+    """
+
+    @property
+    def channel(self) -> int:
+        """The CTAPHID channel id the request came in on."""
+        ...
+
+    def is_cancelled(self) -> bool:
+        """True once CTAPHID_CANCEL arrived on this channel (or the channel is gone)."""
+        ...
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True if the transaction was cancelled."""
+        ...
+
+    def set_keepalive(self, status: int) -> None:
+        """Choose the keepalive status (a :class:`KeepaliveStatus`) sent while the request is outstanding."""
+        ...
+
+
+class CtapHandler(Protocol):
+    """What a transport needs from the device behind it."""
+
+    def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+        """Answer a CTAPHID_CBOR payload (command byte + CBOR) with status byte + CBOR."""
+        ...
+
+    def handle_msg(self, apdu: bytes, transaction: Transaction) -> bytes:
+        """Answer a CTAPHID_MSG payload (a CTAP1/U2F APDU) with response data + SW1 SW2."""
+        ...
+
+    def wink(self) -> None:
+        """CTAPHID_WINK: show the user which key this is."""
+        ...
+
+    def power_cycle(self) -> None:
+        """The device was unplugged and plugged in again (UDP power-cycle datagram)."""
+        ...
