@@ -1,0 +1,103 @@
+"""What a credential ID carries: the sealed private key and the few facts bound to it.
+
+Every credential ID this key issues (CTAP2 server-side and discoverable ones,
+and CTAP1 key handles) is ``keystore.credential_id.seal`` of the canonical CBOR
+encoding of a :class:`SealedCredential`, bound to the rpIdHash (for U2F: the
+application parameter). An ID that does not unseal is simply not ours.
+
+For discoverable credentials the keystore additionally holds a
+``CredentialRecord`` (user entity, rp name...); an ID whose ``discoverable``
+flag is set but has no record was deleted and is treated as unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cbor2
+
+from keystore import credential_id
+
+# CBOR map keys of the sealed plaintext.
+_ALG = 1
+_KEY = 2
+_CRED_PROTECT = 3
+_FLAGS = 4
+_CRED_BLOB = 5
+
+_FLAG_DISCOVERABLE = 0x01
+_FLAG_HMAC_SECRET = 0x02
+_FLAG_U2F = 0x04
+
+
+@dataclass(frozen=True)
+class SealedCredential:
+    algorithm: int
+    private_key: bytes = field(repr=False)  # CredentialKey.private_bytes()
+    cred_protect: int = 1
+    discoverable: bool = False
+    hmac_secret: bool = False
+    u2f: bool = False  # created by CTAP1 REGISTER
+    cred_blob: bytes | None = field(default=None, repr=False)
+
+    def to_bytes(self) -> bytes:
+        flags = (
+            (_FLAG_DISCOVERABLE if self.discoverable else 0)
+            | (_FLAG_HMAC_SECRET if self.hmac_secret else 0)
+            | (_FLAG_U2F if self.u2f else 0)
+        )
+        data: dict[int, object] = {_ALG: self.algorithm, _KEY: self.private_key}
+        if self.cred_protect != 1:
+            data[_CRED_PROTECT] = self.cred_protect
+        if flags:
+            data[_FLAGS] = flags
+        if self.cred_blob is not None:
+            data[_CRED_BLOB] = self.cred_blob
+        return cbor2.dumps(data, canonical=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SealedCredential:
+        """Parse a plaintext we sealed ourselves. Raises ValueError if malformed."""
+        try:
+            m = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several types
+            raise ValueError("malformed sealed credential") from exc
+        if not isinstance(m, dict):
+            raise ValueError("malformed sealed credential")
+        alg, key = m.get(_ALG), m.get(_KEY)
+        flags = m.get(_FLAGS, 0)
+        cred_protect = m.get(_CRED_PROTECT, 1)
+        blob = m.get(_CRED_BLOB)
+        if (
+            not isinstance(alg, int)
+            or not isinstance(key, bytes)
+            or not isinstance(flags, int)
+            or not isinstance(cred_protect, int)
+            or not (blob is None or isinstance(blob, bytes))
+        ):
+            raise ValueError("malformed sealed credential")
+        return cls(
+            algorithm=alg,
+            private_key=key,
+            cred_protect=cred_protect,
+            discoverable=bool(flags & _FLAG_DISCOVERABLE),
+            hmac_secret=bool(flags & _FLAG_HMAC_SECRET),
+            u2f=bool(flags & _FLAG_U2F),
+            cred_blob=blob,
+        )
+
+
+def encode_credential_id(key: bytes, rp_id_hash: bytes, source: SealedCredential) -> bytes:
+    """Seal ``source`` into a credential ID bound to ``rp_id_hash``."""
+    return credential_id.seal(key, rp_id_hash, source.to_bytes())
+
+
+def decode_credential_id(key: bytes, rp_id_hash: bytes, cred_id: bytes) -> SealedCredential | None:
+    """The sealed credential, or None if ``cred_id`` is not one of ours for this RP."""
+    plaintext = credential_id.unseal(key, rp_id_hash, cred_id)
+    if plaintext is None:
+        return None
+    try:
+        return SealedCredential.from_bytes(plaintext)
+    except ValueError:
+        return None
