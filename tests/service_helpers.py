@@ -1,0 +1,129 @@
+"""Run `vfido` as a real subprocess (the service and the CLI) for tests."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSPHRASE = "correct horse battery staple"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def env(**extra: str) -> dict[str, str]:
+    result = dict(os.environ)
+    result["PYTHONPATH"] = str(ROOT) + os.pathsep + result.get("PYTHONPATH", "")
+    result.update(extra)
+    return result
+
+
+def vfido(
+    args: Sequence[str], *, passphrase: str | None = PASSPHRASE, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command to completion."""
+    e = env(**extra_env)
+    if passphrase is not None:
+        e["VFIDO_PASSPHRASE"] = passphrase
+    return subprocess.run(
+        [sys.executable, "-m", "vfido", *args],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen[str]
+    port: int
+    peer_port: int
+    stderr_lines: list[str]
+    _drain: threading.Thread
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._drain.join(timeout=5)
+        return code
+
+
+@contextmanager
+def udp_service(
+    args: Sequence[str], *, passphrase: str | None = PASSPHRASE, ready_timeout: float = 60.0
+) -> Iterator[Service]:
+    """Start `vfido run --transport udp` on free ports and wait for its ready line."""
+    port, peer_port = free_udp_port(), free_udp_port()
+    e = env()
+    if passphrase is not None:
+        e["VFIDO_PASSPHRASE"] = passphrase
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vfido",
+            "run",
+            "--transport",
+            "udp",
+            "--udp-port",
+            str(port),
+            "--udp-peer-port",
+            str(peer_port),
+            *args,
+        ],
+        env=e,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            rest = process.stderr.read()
+            raise RuntimeError("vfido run did not start:\n" + "\n".join(lines) + rest)
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            line = process.stderr.readline()
+            lines.append(line.rstrip("\n"))
+            if "listening on udp" in line:
+                break
+
+    def drain() -> None:  # keep reading so the service never blocks on a full pipe
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    service = Service(process, port, peer_port, lines, drainer)
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,199 @@
+"""The `vfido` command line and service, run as real subprocesses.
+
+The service is driven over the UDP simulation transport by python-fido2
+(CTAP2 and CTAP1), exactly as an external test tool would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+from fido2.ctap1 import Ctap1
+from fido2.ctap2 import Ctap2
+from fido2.webauthn import UserVerificationRequirement
+
+from tests.rp import RelyingParty, challenge_of, random_user
+from tests.service_helpers import udp_service, vfido
+from transports.udp import open_udp_device
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def keystore(tmp_path: Path) -> Path:
+    directory = tmp_path / "ks"
+    result = vfido(["init", "--keystore", str(directory)])
+    assert result.returncode == 0, result.stderr
+    assert "created keystore" in result.stdout
+    return directory
+
+
+def test_init_makes_private_files(keystore: Path) -> None:
+    assert stat.S_IMODE(keystore.stat().st_mode) == 0o700
+    files = [p for p in keystore.iterdir() if p.is_file()]
+    assert files
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_init_refuses_to_overwrite(keystore: Path) -> None:
+    result = vfido(["init", "--keystore", str(keystore)])
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+
+
+def test_wrong_passphrase_is_one_clear_line(keystore: Path) -> None:
+    result = vfido(["info", "--keystore", str(keystore)], passphrase="not it")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "passphrase" in result.stderr.lower()
+
+
+def test_missing_keystore_is_one_clear_line(tmp_path: Path) -> None:
+    result = vfido(["info", "--keystore", str(tmp_path / "nothing")])
+    assert result.returncode == 1
+    assert "vfido init" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_passphrase_without_terminal(keystore: Path) -> None:
+    result = vfido(["info", "--keystore", str(keystore)], passphrase=None)
+    assert result.returncode == 1
+    assert "VFIDO_PASSPHRASE" in result.stderr
+
+
+def test_info_shows_what_the_key_advertises(keystore: Path) -> None:
+    result = vfido(["info", "--keystore", str(keystore)])
+    assert result.returncode == 0, result.stderr
+    assert "FIDO_2_0" in result.stdout and "U2F_V2" in result.stdout
+    assert "ES256" in result.stdout and "EdDSA" in result.stdout and "RS256" in result.stdout
+
+
+def test_passphrase_file_and_change(keystore: Path, tmp_path: Path) -> None:
+    new_file = tmp_path / "new"
+    new_file.write_text("a new passphrase\n")
+    result = vfido(
+        [
+            "passphrase",
+            "change",
+            "--keystore",
+            str(keystore),
+            "--new-passphrase-file",
+            str(new_file),
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert vfido(["info", "--keystore", str(keystore)]).returncode == 1  # old one fails
+    ok = vfido(["info", "--keystore", str(keystore), "--passphrase-file", str(new_file)])
+    assert ok.returncode == 0, ok.stderr
+
+
+def _register(port: int, peer_port: int, rp: RelyingParty, rk: bool) -> bytes:
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement="required" if rk else "discouraged",
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    device = open_udp_device(port=port, peer_port=peer_port)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+        response = client.make_credential(options.public_key)
+    finally:
+        device.close()
+    return rp.complete_registration(state, response, challenge_of(options)).credential_id
+
+
+def _authenticate(port: int, peer_port: int, rp: RelyingParty) -> int:
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+
+    options, state = rp.begin_authentication(
+        user_verification=UserVerificationRequirement.DISCOURAGED
+    )
+    device = open_udp_device(port=port, peer_port=peer_port)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+        response = client.get_assertion(options.public_key).get_response(0)
+    finally:
+        device.close()
+    return rp.complete_authentication(state, response, challenge_of(options))
+
+
+def test_udp_service_ephemeral_ctap2_and_ctap1() -> None:
+    with udp_service(["--ephemeral"]) as service:
+        device = open_udp_device(port=service.port, peer_port=service.peer_port)
+        try:
+            info = Ctap2(device).get_info()
+            assert "FIDO_2_0" in info.versions
+            root = None  # attestation root is checked in the in-process tests
+            # CTAP1 / U2F over the same UDP transport
+            ctap1 = Ctap1(device)
+            assert ctap1.get_version() == "U2F_V2"
+            app, chal = os.urandom(32), os.urandom(32)
+            reg = ctap1.register(chal, app)
+            reg.verify(app, chal)
+            sig = ctap1.authenticate(chal, app, reg.key_handle)
+            sig.verify(app, chal, reg.public_key)
+            sig2 = ctap1.authenticate(chal, app, reg.key_handle)
+            assert sig2.counter > sig.counter
+        finally:
+            device.close()
+        rp = RelyingParty(root_der=root, attestation="none")
+        for rk in (False, True):
+            _register(service.port, service.peer_port, rp, rk)
+        assert _authenticate(service.port, service.peer_port, rp) >= 1
+    assert service.process.returncode == 0
+
+
+def test_persistent_keystore_across_restarts(keystore: Path) -> None:
+    rp = RelyingParty(attestation="none")
+    with udp_service(["--keystore", str(keystore)]) as service:
+        cred_id = _register(service.port, service.peer_port, rp, rk=True)
+        first = _authenticate(service.port, service.peer_port, rp)
+    listing = vfido(["credentials", "list", "--keystore", str(keystore)])
+    assert listing.returncode == 0, listing.stderr
+    assert "example.com" in listing.stdout and "ES256" in listing.stdout
+    with udp_service(["--keystore", str(keystore)]) as service:
+        second = _authenticate(service.port, service.peer_port, rp)
+    assert second > first
+    # delete it by id prefix, then it is gone
+    import base64
+
+    prefix = base64.urlsafe_b64encode(cred_id).rstrip(b"=").decode()[:16]
+    deleted = vfido(["credentials", "delete", "--keystore", str(keystore), prefix])
+    assert deleted.returncode == 0, deleted.stderr
+    listing = vfido(["credentials", "list", "--keystore", str(keystore)])
+    assert "no discoverable credentials" in listing.stdout
+
+
+def test_reset_voids_old_credentials(keystore: Path) -> None:
+    rp = RelyingParty(attestation="none")
+    with udp_service(["--keystore", str(keystore)]) as service:
+        _register(service.port, service.peer_port, rp, rk=False)
+    assert vfido(["reset", "--keystore", str(keystore)]).returncode == 1  # needs --yes
+    assert vfido(["reset", "--keystore", str(keystore), "--yes"]).returncode == 0
+    from fido2.client import ClientError
+
+    with udp_service(["--keystore", str(keystore)]) as service, pytest.raises(ClientError):
+        _authenticate(service.port, service.peer_port, rp)
+
+
+def test_service_stops_cleanly_on_sigint() -> None:
+    with udp_service(["--ephemeral"]) as service:
+        code = service.stop(signal.SIGINT)
+    assert code == 0
+    assert not any("Traceback" in line for line in service.stderr_lines)
+
+
+def test_second_service_on_same_keystore_is_refused(keystore: Path) -> None:
+    with udp_service(["--keystore", str(keystore)]):
+        result = vfido(["info", "--keystore", str(keystore)])
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0

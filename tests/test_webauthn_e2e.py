@@ -1,0 +1,150 @@
+"""End to end: python-fido2's Fido2Client drives the key through CTAPHID; two RP verifiers check.
+
+These are the WebAuthn ceremonies a browser performs, for every algorithm, for
+discoverable and server-side credentials, and for each attestation mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fido2.client import ClientError
+from fido2.ctap import CtapError
+from fido2.webauthn import (
+    PublicKeyCredentialDescriptor,
+    PublicKeyCredentialParameters,
+    PublicKeyCredentialType,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from authenticator.config import Config
+from tests.rp import RelyingParty, attestation_fmt, challenge_of, random_user
+from tests.vkey import Key, running_key
+from vfido.presence import DenyPresence
+
+ALGORITHMS = {"ES256": -7, "EdDSA": -8, "ES384": -35, "ES512": -36, "RS256": -257}
+
+
+@pytest.fixture(scope="module")
+def key() -> Iterator[Key]:
+    with running_key() as k:
+        yield k
+
+
+def register(key: Key, rp: RelyingParty, alg: int, rk: bool) -> tuple[bytes, Any]:
+    rp.server.allowed_algorithms = [
+        PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=alg)
+    ]
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = key.client().make_credential(options.public_key)
+    cred = rp.complete_registration(state, response, challenge_of(options))
+    assert cred.public_key[3] == alg
+    return user_id, response
+
+
+def authenticate(key: Key, rp: RelyingParty, allow: bool = True) -> tuple[int, Any]:
+    """One authentication ceremony; ``allow=False`` sends an empty allowCredentials."""
+    options, state = rp.server.authenticate_begin(
+        rp.credentials if allow else None,
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    selection = key.client().get_assertion(options.public_key)
+    response = selection.get_response(0)
+    counter = rp.complete_authentication(state, response, challenge_of(options))
+    return counter, response
+
+
+@pytest.mark.parametrize("rk", [False, True], ids=["server-side", "discoverable"])
+@pytest.mark.parametrize("alg_name", list(ALGORITHMS))
+def test_register_and_authenticate(key: Key, alg_name: str, rk: bool) -> None:
+    rp = RelyingParty(root_der=key.root_der)
+    user_id, response = register(key, rp, ALGORITHMS[alg_name], rk)
+    assert attestation_fmt(response) == "packed"  # type: ignore[arg-type]
+    first, _ = authenticate(key, rp)
+    second, _ = authenticate(key, rp)
+    assert second > first >= 1
+    if rk:
+        # A discoverable credential also answers an empty allowList, with its user handle.
+        third, assertion = authenticate(key, rp, allow=False)
+        assert third > second
+        assert assertion.response.user_handle == user_id  # type: ignore[attr-defined]
+
+
+def test_counters_are_per_credential_and_small(key: Key) -> None:
+    rp_a, rp_b = RelyingParty(root_der=key.root_der), RelyingParty(root_der=key.root_der)
+    register(key, rp_a, -7, False)
+    register(key, rp_b, -7, False)
+    counts_a = [authenticate(key, rp_a)[0] for _ in range(3)]
+    counts_b = [authenticate(key, rp_b)[0] for _ in range(2)]
+    assert counts_a == [1, 2, 3]
+    assert counts_b == [1, 2]
+
+
+@pytest.mark.parametrize("mode", ["self", "none"])
+def test_attestation_modes(mode: str) -> None:
+    with running_key(config=Config(attestation=mode)) as k:
+        rp = RelyingParty(root_der=None, attestation="direct" if mode == "self" else "none")
+        _, response = register(k, rp, -7, False)
+        assert attestation_fmt(response) == ("packed" if mode == "self" else "none")  # type: ignore[arg-type]
+        statement = response.response.attestation_object.att_stmt  # type: ignore[attr-defined]
+        assert "x5c" not in statement
+        authenticate(k, rp)
+
+
+def test_zero_counter_mode() -> None:
+    with running_key(config=Config(constant_zero_counter=True)) as k:
+        rp = RelyingParty(root_der=k.root_der)
+        register(k, rp, -7, True)
+        assert [authenticate(k, rp)[0] for _ in range(3)] == [0, 0, 0]
+
+
+def test_exclude_credentials_refuses_a_second_registration(key: Key) -> None:
+    rp = RelyingParty(root_der=key.root_der)
+    register(key, rp, -7, False)
+    with pytest.raises(ClientError) as info:
+        register(key, rp, -7, False)  # Fido2Server lists rp.credentials in excludeCredentials
+    assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+    assert info.value.cause.code == CtapError.ERR.CREDENTIAL_EXCLUDED
+
+
+def test_unknown_credential_is_not_found(key: Key) -> None:
+    rp = RelyingParty(root_der=key.root_der)
+    register(key, rp, -7, False)
+    cred = rp.credentials[0]
+    forged = bytearray(cred.credential_id)
+    forged[-1] ^= 1
+    options, _ = rp.server.authenticate_begin(
+        [PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=bytes(forged))]
+    )
+    with pytest.raises(ClientError) as info:
+        key.client().get_assertion(options.public_key)
+    assert info.value.cause.code == CtapError.ERR.NO_CREDENTIALS
+
+
+def test_credential_from_another_rp_is_not_found(key: Key) -> None:
+    rp = RelyingParty(root_der=key.root_der)
+    register(key, rp, -8, False)
+    other = RelyingParty(root_der=key.root_der, rp_id="example.org", origin="https://example.org")
+    options, _ = other.server.authenticate_begin(rp.credentials)
+    with pytest.raises(ClientError) as info:
+        key.client(origin="https://example.org").get_assertion(options.public_key)
+    assert info.value.cause.code == CtapError.ERR.NO_CREDENTIALS
+
+
+def test_user_denies_presence() -> None:
+    with running_key(presence=DenyPresence()) as k:
+        rp = RelyingParty(root_der=k.root_der)
+        with pytest.raises(ClientError) as info:
+            register(k, rp, -7, False)
+        assert info.value.cause.code == CtapError.ERR.OPERATION_DENIED

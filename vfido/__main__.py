@@ -1,0 +1,3 @@
+from vfido.cli import main
+
+raise SystemExit(main())

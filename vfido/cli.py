@@ -1,0 +1,299 @@
+"""The `vfido` command line."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from keystore.sqlite_store import SqliteKeyStore
+from keystore.store import KeystoreError
+from vfido import __version__
+from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
+from vfido.service import keystore_default_dir
+
+log = logging.getLogger("vfido")
+
+ALG_NAMES = {-7: "ES256", -8: "EdDSA", -35: "ES384", -36: "ES512", -257: "RS256"}
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# --- keystore helpers -------------------------------------------------------
+
+
+def _keystore_dir(args: argparse.Namespace) -> Path:
+    return Path(args.keystore) if args.keystore else keystore_default_dir()
+
+
+def _open_store(args: argparse.Namespace) -> SqliteKeyStore:
+    if getattr(args, "ephemeral", False):
+        return SqliteKeyStore.ephemeral()
+    directory = _keystore_dir(args)
+    if not SqliteKeyStore.exists(directory):
+        raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
+    return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory = _keystore_dir(args)
+    if SqliteKeyStore.exists(directory):
+        raise CliError(f"a keystore already exists in {directory}")
+    aaguid = bytes.fromhex(args.aaguid.replace("-", "")) if args.aaguid else None
+    if aaguid is not None and len(aaguid) != 16:
+        raise CliError("--aaguid must be 16 bytes (32 hex digits)")
+    passphrase = get_passphrase(args.passphrase_file, confirm=True)
+    with SqliteKeyStore.create(directory, passphrase, aaguid=aaguid) as store:
+        print(f"created keystore {directory} (AAGUID {store.identity().aaguid.hex()})")
+    return 0
+
+
+def _presence(args: argparse.Namespace) -> object:
+    from vfido.presence import AutoPresence, DenyPresence
+
+    if args.presence == "auto":
+        return AutoPresence(args.presence_delay)
+    return DenyPresence()
+
+
+def _config(args: argparse.Namespace) -> object:
+    from authenticator.config import Config
+
+    return Config(attestation=args.attestation, constant_zero_counter=args.zero_counter)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vfido.service import TransportOptions, run
+
+    store = _open_store(args)
+    options = TransportOptions(
+        kind=args.transport,
+        udp_port=args.udp_port,
+        udp_peer_port=args.udp_peer_port,
+        serial=args.serial,
+    )
+    run(store, _presence(args), _config(args), options)  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import cbor2
+
+    from authenticator.config import Config
+    from authenticator.device import Authenticator
+    from authenticator.env import NullContext
+    from vfido.presence import DenyPresence
+
+    with _open_store(args) as store:
+        identity = store.identity()
+        print(f"keystore:      {'(ephemeral)' if args.ephemeral else _keystore_dir(args)}")
+        print(f"aaguid:        {identity.aaguid.hex()}")
+        print(f"credentials:   {store.count_credentials()} discoverable")
+        response = Authenticator(store, DenyPresence(), Config()).handle_cbor(
+            b"\x04", NullContext()
+        )
+        info = cbor2.loads(response[1:])
+        names = {
+            1: "versions",
+            2: "extensions",
+            4: "options",
+            5: "maxMsgSize",
+            7: "maxCredentialCountInList",
+            8: "maxCredentialIdLength",
+            9: "transports",
+            10: "algorithms",
+            14: "firmwareVersion",
+        }
+        for key, name in names.items():
+            if key in info:
+                value = info[key]
+                if key == 10:
+                    value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
+                print(f"{name + ':':<14} {value}")
+    return 0
+
+
+def cmd_credentials_list(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        summaries = store.list_credentials()
+        if not summaries:
+            print("no discoverable credentials")
+            return 0
+        print(f"{'id':<24} {'rp':<28} {'user':<24} {'alg':<6} {'prot':<4} {'counter':>7}  created")
+        for s in summaries:
+            r = s.record
+            created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
+            user = r.user_name or r.user_display_name or _b64url(r.user_id)
+            print(
+                f"{_b64url(r.credential_id)[:22] + '..':<24} {r.rp_id[:28]:<28} {user[:24]:<24} "
+                f"{ALG_NAMES.get(r.algorithm, str(r.algorithm)):<6} {r.cred_protect:<4} "
+                f"{s.sign_count:>7}  {created:%Y-%m-%d %H:%M:%S}Z"
+            )
+    return 0
+
+
+def cmd_credentials_delete(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        matches = [
+            s.record.credential_id
+            for s in store.list_credentials()
+            if _b64url(s.record.credential_id).startswith(args.id.rstrip("."))
+        ]
+        if not matches:
+            raise CliError(f"no credential with id {args.id}")
+        if len(matches) > 1:
+            raise CliError(f"{len(matches)} credentials start with {args.id}: give more of the id")
+        store.delete_credential(matches[0])
+        print(f"deleted {_b64url(matches[0])}")
+    return 0
+
+
+def cmd_passphrase_change(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        new = get_passphrase(args.new_passphrase_file, confirm=True, env=NEW_ENV_VAR)
+        store.change_passphrase(new)
+    print("passphrase changed")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CliError("reset erases every credential and PIN: confirm with --yes")
+    with _open_store(args) as store:
+        store.reset()
+    print("keystore reset: every credential is gone and old credential IDs are void")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------
+
+
+def _add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> None:
+    p.add_argument(
+        "--keystore", metavar="DIR", help="keystore directory (default: $XDG_DATA_HOME/vfido)"
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="read the passphrase from FILE (else $VFIDO_PASSPHRASE, else a prompt)",
+    )
+    if ephemeral:
+        p.add_argument(
+            "--ephemeral",
+            action="store_true",
+            help="in-memory keystore, gone when the key stops (for CI)",
+        )
+    else:
+        p.set_defaults(ephemeral=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vfido", description="A virtual FIDO2 security key.")
+    parser.add_argument("--version", action="version", version=f"vfido {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each CTAPHID command and CTAP status to stderr",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create a keystore")
+    _add_keystore_args(p)
+    p.add_argument("--aaguid", help="AAGUID as 32 hex digits (default: random)")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("run", help="run the key")
+    _add_keystore_args(p, ephemeral=True)
+    p.add_argument("--transport", choices=["udp", "uhid"], default="udp")
+    p.add_argument(
+        "--presence",
+        choices=["auto", "deny"],
+        default="auto",
+        help="how user presence is answered (default: auto)",
+    )
+    p.add_argument(
+        "--presence-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --presence auto: wait this long before approving",
+    )
+    p.add_argument("--udp-port", type=int, default=8111, help="UDP port the key binds")
+    p.add_argument("--udp-peer-port", type=int, default=7112, help="UDP port replies go to")
+    p.add_argument("--serial", help="USB serial number (printable ASCII) for uhid")
+    p.add_argument("--attestation", choices=["packed", "self", "none"], default="packed")
+    p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("info", help="show the keystore and what the key advertises")
+    _add_keystore_args(p, ephemeral=True)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("credentials", help="list or delete discoverable credentials")
+    csub = p.add_subparsers(dest="credentials_command", required=True, metavar="ACTION")
+    q = csub.add_parser("list", help="list discoverable credentials")
+    _add_keystore_args(q)
+    q.set_defaults(func=cmd_credentials_list)
+    q = csub.add_parser("delete", help="delete a credential by (a prefix of) its id")
+    _add_keystore_args(q)
+    q.add_argument("id", help="base64url credential id, or a unique prefix")
+    q.set_defaults(func=cmd_credentials_delete)
+
+    p = sub.add_parser("passphrase", help="change the keystore passphrase")
+    psub = p.add_subparsers(dest="passphrase_command", required=True, metavar="ACTION")
+    q = psub.add_parser("change", help="re-wrap the keystore under a new passphrase")
+    _add_keystore_args(q)
+    q.add_argument(
+        "--new-passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="read the new passphrase from FILE (else $VFIDO_NEW_PASSPHRASE, else a prompt)",
+    )
+    q.set_defaults(func=cmd_passphrase_change)
+
+    p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
+    _add_keystore_args(p)
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p.set_defaults(func=cmd_reset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="vfido: %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("authenticator").setLevel(logging.WARNING)
+        logging.getLogger("transports").setLevel(logging.WARNING)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, KeystoreError, PassphraseError) as exc:
+        print(f"vfido: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"vfido: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,124 @@
+"""Wiring: keystore -> authenticator -> transport, and the life cycle of `vfido run`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Protocol
+
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from authenticator.env import Presence
+from keystore.sqlite_store import SqliteKeyStore
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    kind: str = "udp"  # "udp" | "uhid"
+    udp_host: str = "127.0.0.1"
+    udp_port: int = 8111
+    udp_peer_port: int = 7112
+    serial: str | None = None
+    name: str = "vfido virtual FIDO2 key"
+
+
+def default_serial(store: SqliteKeyStore) -> str:
+    """A printable-ASCII serial derived from the AAGUID (stable per keystore)."""
+    return "vfido-" + store.identity().aaguid.hex()[:12]
+
+
+def make_transport(
+    options: TransportOptions, device: Authenticator, store: SqliteKeyStore
+) -> Transport:
+    if options.kind == "udp":
+        from transports.udp import UdpTransport
+
+        udp = UdpTransport(
+            device,
+            host=options.udp_host,
+            port=options.udp_port,
+            peer_host=options.udp_host,
+            peer_port=options.udp_peer_port,
+        )
+        return udp
+    if options.kind == "uhid":
+        from transports.uhid import UhidTransport
+
+        return UhidTransport(
+            device, name=options.name, serial=options.serial or default_serial(store)
+        )
+    raise ValueError(f"unknown transport {options.kind!r}")
+
+
+def announce(options: TransportOptions, transport: Transport) -> None:
+    """Tell the user (and test harnesses) where the key is: one line on stderr."""
+    if options.kind == "udp":
+        port = getattr(transport, "port", options.udp_port)
+        print(
+            f"vfido: listening on udp {options.udp_host}:{port}, replies to port "
+            f"{options.udp_peer_port}",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        path = None
+        hidraw_path = getattr(transport, "hidraw_path", None)
+        if hidraw_path is not None:
+            for _ in range(50):  # the kernel creates the node asynchronously
+                path = hidraw_path()
+                if path:
+                    break
+                threading.Event().wait(0.1)
+        print(f"hidraw: {path or 'unknown'}", file=sys.stderr, flush=True)
+
+
+def run(
+    store: SqliteKeyStore,
+    presence: Presence,
+    config: Config,
+    options: TransportOptions,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store."""
+    stop = stop or threading.Event()
+    device = Authenticator(store, presence, config)
+    transport = make_transport(options, device, store)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        transport.start()
+        try:
+            announce(options, transport)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            transport.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        store.close()
+        log.info("stopped")
+
+
+def keystore_default_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vfido"
