@@ -1,0 +1,337 @@
+"""Build and boot the vfido test guest: a real Debian kernel with UHID under qemu (TCG).
+
+The host kernel has no UHID, so the real HID path (``/dev/uhid`` -> ``/dev/hidrawN`` ->
+libfido2, python-fido2, browsers) is tested in a qemu guest that boots Debian's generic
+kernel with a tiny busybox initramfs, chroots into the host's root shared read-only over
+9p, and runs ``tests/vm/guest_checks.py`` with the host's own Python. See
+/work/shared/vm-recipe.md (the measured recipe) and tests/vm/README.md.
+
+Kernel and initramfs are cached in ``$VFIDO_VM_CACHE`` (default ``~/.cache/vfido-vm``).
+
+Run by hand: ``python3 tests/vm/vmharness.py [--checks a,b] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent.parent
+APT_PACKAGES = (
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "kmod",
+    "chromium",
+    "fido2-tools",
+    "udev",
+    "firefox-esr",
+)
+GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
+DEFAULT_TIMEOUT = 540.0
+
+
+class PrerequisiteMissing(RuntimeError):
+    """The machine cannot run the guest (not root, no qemu, no kernel package...)."""
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    kernel: Path
+    initrd: Path
+    version: str
+
+
+@dataclass(frozen=True)
+class GuestRun:
+    returncode: int
+    timed_out: bool
+    console: str
+    guest_log: str
+    results: dict[str, object] | None
+    wall_seconds: float
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VFIDO_VM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "vfido-vm"
+
+
+def host_python() -> str:
+    """The real interpreter path (pyenv shims do not work with an empty environment)."""
+    return os.path.realpath(sys.executable)
+
+
+def check_prerequisites() -> None:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("not root (the 9p share of / with security_model=none needs root)")
+    for tool in ("qemu-system-x86_64", "apt-get", "apt-cache", "dpkg", "depmod", "timeout"):
+        if shutil.which(tool) is None:
+            missing.append(f"{tool} not found")
+    if not Path("/bin/busybox").exists():
+        missing.append("/bin/busybox not found (apt-get install busybox-static)")
+    if missing:
+        raise PrerequisiteMissing("; ".join(missing) + " -- run tests/vm/install-deps.sh as root")
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PrerequisiteMissing(
+            f"{shlex.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
+    return proc.stdout
+
+
+def kernel_package() -> str:
+    """The generic kernel image named by ``linux-image-amd64`` (the cloud one lacks 9p)."""
+    for attempt in range(2):
+        out = subprocess.run(
+            ["apt-cache", "depends", "linux-image-amd64"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        match = re.search(r"Depends:\s*(linux-image-\S+-amd64)\b", out)
+        if match and "cloud" not in match.group(1):
+            return match.group(1)
+        if attempt == 0:
+            subprocess.run(["apt-get", "update"], capture_output=True, check=False)
+    raise PrerequisiteMissing("apt-cache does not know linux-image-amd64 (apt-get update?)")
+
+
+def _extract_kernel(cache: Path, package: str) -> tuple[Path, str]:
+    version = package.removeprefix("linux-image-")
+    root = cache / f"kernel-{version}"
+    marker = root / ".complete"
+    if not marker.exists():
+        download = cache / "dl"
+        download.mkdir(parents=True, exist_ok=True)
+        debs = sorted(download.glob(f"{package}_*.deb"))
+        if not debs:
+            _run(["apt-get", "download", package], cwd=download)
+            debs = sorted(download.glob(f"{package}_*.deb"))
+        if not debs:
+            raise PrerequisiteMissing(f"apt-get download {package} produced no .deb")
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        _run(["dpkg", "-x", str(debs[-1]), str(root)])
+        _run(["depmod", "-b", str(root), version])
+        marker.write_text(debs[-1].name)
+    return root, version
+
+
+def _module_closure(root: Path, version: str) -> list[str]:
+    """Relative paths (within lib/modules/VERSION) of the guest modules and dependencies."""
+    moddir = root / "lib" / "modules" / version
+    deps: dict[str, list[str]] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        if ":" in line:
+            mod, rest = line.split(":", 1)
+            deps[mod] = rest.split()
+
+    def name_of(path: str) -> str:
+        base = path.rsplit("/", 1)[-1]
+        base = re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", base)
+        return base.replace("-", "_")
+
+    by_name = {name_of(p): p for p in deps}
+    wanted: list[str] = []
+    todo = [by_name[m.replace("-", "_")] for m in GUEST_MODULES]
+    while todo:
+        path = todo.pop()
+        if path in wanted:
+            continue
+        wanted.append(path)
+        todo.extend(deps.get(path, []))
+    return wanted
+
+
+def _cpio_newc(files: dict[str, tuple[int, bytes]]) -> bytes:
+    """A newc cpio archive of ``{path: (mode, data)}`` (directories have empty data)."""
+    out = io.BytesIO()
+    ino = 1
+    for name, (mode, data) in [*sorted(files.items()), ("TRAILER!!!", (0, b""))]:
+        encoded = name.encode() + b"\0"
+        header = "070701" + "".join(
+            f"{v:08x}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        )
+        ino += 1
+        out.write(header.encode() + encoded)
+        out.write(b"\0" * ((4 - (110 + len(encoded)) % 4) % 4))
+        out.write(data)
+        out.write(b"\0" * ((4 - len(data) % 4) % 4))
+    return out.getvalue()
+
+
+def build_guest(cache: Path | None = None) -> GuestImage:
+    """Download/extract the kernel and build the initramfs (both cached)."""
+    check_prerequisites()
+    cache = cache or cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    package = kernel_package()
+    root, version = _extract_kernel(cache, package)
+    kernel = root / "boot" / f"vmlinuz-{version}"
+    if not kernel.exists():
+        raise PrerequisiteMissing(f"{kernel} missing in {package}")
+    init = (HERE / "init.sh").read_bytes()
+    busybox = Path("/bin/busybox").read_bytes()
+    modules = _module_closure(root, version)
+    key = hashlib.sha256(
+        init + hashlib.sha256(busybox).digest() + version.encode() + "\n".join(modules).encode()
+    ).hexdigest()[:16]
+    initrd = cache / f"initrd-{version}-{key}.gz"
+    if initrd.exists():
+        return GuestImage(kernel, initrd, version)
+
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        stage = Path(tmp)
+        moddir = stage / "lib" / "modules" / version
+        for rel in modules:
+            data = (root / "lib" / "modules" / version / rel).read_bytes()
+            if rel.endswith(".xz"):
+                data, rel = lzma.decompress(data), rel.removesuffix(".xz")
+            target = moddir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        for extra in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+            src = root / "lib" / "modules" / version / extra
+            if src.exists():
+                shutil.copy(src, moddir / extra)
+        _run(["depmod", "-b", str(stage), version])
+        files: dict[str, tuple[int, bytes]] = {}
+        for d in ("bin", "sbin", "proc", "sys", "dev", "newroot", "tmp", "lib", "lib/modules"):
+            files[d] = (0o040755, b"")
+        files["bin/busybox"] = (0o100755, busybox)
+        files["init"] = (0o100755, init)
+        for path in sorted(stage.rglob("*")):
+            rel = str(path.relative_to(stage))
+            if path.is_dir():
+                files[rel] = (0o040755, b"")
+            else:
+                files[rel] = (0o100644, path.read_bytes())
+        archive = gzip.compress(_cpio_newc(files), compresslevel=6)
+        partial = initrd.with_suffix(".part")
+        partial.write_bytes(archive)
+        partial.rename(initrd)
+    return GuestImage(kernel, initrd, version)
+
+
+def run_guest(
+    image: GuestImage,
+    out_dir: Path,
+    *,
+    checkout: Path = CHECKOUT,
+    checks: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> GuestRun:
+    """Boot the guest once; it runs guest_checks.py and writes ``out_dir/results.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env_lines = {
+        "VFIDO_CHECKOUT": str(checkout.resolve()),
+        "VFIDO_PYTHON": host_python(),
+        "VFIDO_CHECKS": checks,
+    }
+    (out_dir / "guest.env").write_text(
+        "".join(f"{k}={shlex.quote(v)}\n" for k, v in env_lines.items())
+    )
+    for stale in ("results.json", "guest.log"):
+        (out_dir / stale).unlink(missing_ok=True)
+
+    def share(ident: str, path: Path, tag: str, readonly: bool) -> list[str]:
+        ro = ",readonly=on" if readonly else ""
+        return [
+            "-fsdev",
+            f"local,id={ident},path={path},security_model=none,multidevs=remap{ro}",
+            "-device",
+            f"virtio-9p-pci,fsdev={ident},mount_tag={tag}",
+        ]
+
+    cmd = [
+        "timeout",
+        "--kill-after=10",
+        str(int(timeout)),
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-m",
+        "4096",
+        "-smp",
+        "2",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-kernel",
+        str(image.kernel),
+        "-initrd",
+        str(image.initrd),
+        "-append",
+        "console=ttyS0 quiet panic=-1",
+        *share("r", Path("/"), "hostroot", True),
+        *share("c", checkout.resolve(), "checkout", False),
+        *share("o", out_dir.resolve(), "vfidoout", False),
+    ]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    wall = time.monotonic() - start
+    console = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    (out_dir / "console.log").write_text(console)
+    log_path = out_dir / "guest.log"
+    guest_log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    results_path = out_dir / "results.json"
+    results = None
+    if results_path.exists():
+        try:
+            results = json.loads(results_path.read_text())
+        except json.JSONDecodeError:
+            results = None
+    return GuestRun(
+        returncode=proc.returncode,
+        timed_out=proc.returncode in (124, 137),
+        console=console,
+        guest_log=guest_log,
+        results=results,
+        wall_seconds=wall,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checks", default="", help="comma-separated subset of checks")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    args = parser.parse_args()
+    image = build_guest()
+    out = args.out or Path(tempfile.mkdtemp(prefix="vfido-vm-"))
+    run = run_guest(image, out, checks=args.checks, timeout=args.timeout)
+    print(run.console[-3000:])
+    print("---- guest.log (tail)")
+    print(run.guest_log[-6000:])
+    print(f"---- rc={run.returncode} wall={run.wall_seconds:.1f}s out={out}")
+    if run.results is not None:
+        print(json.dumps(run.results, indent=1)[:20000])
+    return 0 if run.results is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
