@@ -105,3 +105,15 @@ class NullContext:
 
     def set_keepalive(self, status: int) -> None:
         pass
+
+
+class UserVerifier(Protocol):
+    """Built-in user verification (a fingerprint reader's job on a hardware key).
+
+    GRANTED means the user was verified; DENIED means verification failed (the
+    authenticator counts it against uvRetries).
+    """
+
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult: ...

@@ -1,0 +1,441 @@
+"""authenticatorClientPIN (0x06): PIN set/change, retries, and pinUvAuthTokens.
+
+CTAP 2.1 section 6.5. Persistent PIN state lives in the keystore under the
+keys below (all erased by authenticatorReset); the token and the consecutive
+failure count are runtime state that a power cycle clears.
+
+    pin.hash         salt(16) || PBKDF2-HMAC-SHA256(LEFT(SHA-256(PIN), 16), salt)
+    pin.length       the PIN's length in code points (for setMinPINLength)
+    pin.retries      remaining PIN attempts (8 after a correct PIN)
+    pin.min_length   minimum PIN length in code points (default 4)
+    pin.force_change forcePINChange
+    uv.retries       remaining built-in UV attempts
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from authenticator.env import (
+    Clock,
+    PresenceKind,
+    PresenceRequest,
+    PresenceResult,
+    RequestContext,
+    UserVerifier,
+)
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.pin_protocol import PinProtocol, new_protocols
+from authenticator.pin_token import Permission, PinUvAuthToken
+from keystore.store import KeyStore, KeystoreFull
+
+log = logging.getLogger(__name__)
+
+PIN_RETRIES_MAX = 8
+UV_RETRIES_MAX = 8
+#: Consecutive wrong PINs before PIN_AUTH_BLOCKED until the next power cycle.
+PIN_FAILURES_BEFORE_POWER_CYCLE = 3
+DEFAULT_MIN_PIN_LENGTH = 4
+_PBKDF2_ITERATIONS = 10_000
+
+_HASH, _LENGTH, _RETRIES = "pin.hash", "pin.length", "pin.retries"
+_MIN_LENGTH, _FORCE, _UV_RETRIES = "pin.min_length", "pin.force_change", "uv.retries"
+
+
+class SubCommand(IntEnum):
+    GET_PIN_RETRIES = 0x01
+    GET_KEY_AGREEMENT = 0x02
+    SET_PIN = 0x03
+    CHANGE_PIN = 0x04
+    GET_PIN_TOKEN = 0x05
+    GET_PIN_UV_AUTH_TOKEN_USING_UV_WITH_PERMISSIONS = 0x06
+    GET_UV_RETRIES = 0x07
+    GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS = 0x09
+
+
+@dataclass(frozen=True)
+class ClientPinRequest:
+    """authenticatorClientPIN parameters (section 6.5.5.1), types checked."""
+
+    sub_command: int  # 0x02
+    protocol: int | None = None  # 0x01 pinUvAuthProtocol
+    key_agreement: dict[Any, Any] | None = None  # 0x03
+    pin_uv_auth_param: bytes | None = field(default=None, repr=False)  # 0x04
+    new_pin_enc: bytes | None = field(default=None, repr=False)  # 0x05
+    pin_hash_enc: bytes | None = field(default=None, repr=False)  # 0x06
+    permissions: int | None = None  # 0x09
+    rp_id: str | None = None  # 0x0A
+
+    @classmethod
+    def from_cbor_map(cls, m: Mapping[Any, Any]) -> ClientPinRequest:
+        def get(key: int, kind: type | tuple[type, ...]) -> Any:
+            value = m.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"clientPin key {key}")
+            return value
+
+        sub = get(0x02, int)
+        if sub is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
+        return cls(
+            sub_command=sub,
+            protocol=get(0x01, int),
+            key_agreement=get(0x03, dict),
+            pin_uv_auth_param=get(0x04, bytes),
+            new_pin_enc=get(0x05, bytes),
+            pin_hash_enc=get(0x06, bytes),
+            permissions=get(0x09, int),
+            rp_id=get(0x0A, str),
+        )
+
+
+def _int(value: bytes | None, default: int) -> int:
+    return default if value is None else int.from_bytes(value, "big")
+
+
+def _enc(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def pin_hash16(pin: str) -> bytes:
+    """LEFT(SHA-256(PIN), 16), what the platform sends encrypted as pinHashEnc."""
+    return hashlib.sha256(pin.encode()).digest()[:16]
+
+
+def _salted(hash16: bytes, salt: bytes) -> bytes:
+    return hashlib.pbkdf2_hmac("sha256", hash16, salt, _PBKDF2_ITERATIONS)
+
+
+class ClientPin:
+    """PIN/UV state and the authenticatorClientPIN command."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: Clock,
+        *,
+        user_verifier: UserVerifier | None = None,
+        supported_permissions: Permission = (
+            Permission.MAKE_CREDENTIAL
+            | Permission.GET_ASSERTION
+            | Permission.CREDENTIAL_MANAGEMENT
+            | Permission.LARGE_BLOB_WRITE
+            | Permission.AUTHENTICATOR_CONFIG
+        ),
+        uv_timeout: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._user_verifier = user_verifier
+        self._supported_permissions = supported_permissions
+        self._uv_timeout = uv_timeout
+        self.protocols: dict[int, PinProtocol] = new_protocols()
+        self.token = PinUvAuthToken(clock)
+        self.consecutive_failures = 0
+
+    def __repr__(self) -> str:
+        return f"ClientPin(pin_set={self.is_pin_set})"
+
+    # --- persistent state ------------------------------------------------
+    @property
+    def is_pin_set(self) -> bool:
+        return self._store.get_state(_HASH) is not None
+
+    @property
+    def pin_retries(self) -> int:
+        return _int(self._store.get_state(_RETRIES), PIN_RETRIES_MAX)
+
+    @property
+    def uv_retries(self) -> int:
+        return _int(self._store.get_state(_UV_RETRIES), UV_RETRIES_MAX)
+
+    @property
+    def min_pin_length(self) -> int:
+        return _int(self._store.get_state(_MIN_LENGTH), DEFAULT_MIN_PIN_LENGTH)
+
+    @property
+    def pin_length(self) -> int:
+        return _int(self._store.get_state(_LENGTH), 0)
+
+    @property
+    def force_pin_change(self) -> bool:
+        return _int(self._store.get_state(_FORCE), 0) == 1
+
+    @property
+    def has_uv(self) -> bool:
+        return self._user_verifier is not None
+
+    def _put(self, updates: Mapping[str, bytes | None]) -> None:
+        try:
+            self._store.put_state(updates)
+        except KeystoreFull:
+            raise CtapError(CtapStatus.KEY_STORE_FULL) from None
+
+    def set_min_pin_length(self, length: int, force_change: bool) -> None:
+        """Used by authenticatorConfig setMinPINLength (section 6.11.4)."""
+        updates: dict[str, bytes | None] = {_MIN_LENGTH: _enc(length)}
+        if force_change or (self.is_pin_set and self.pin_length < length):
+            updates[_FORCE] = _enc(1)
+        self._put(updates)
+        if _FORCE in updates:
+            self.token.reset()
+
+    def power_cycle(self) -> None:
+        """Power-up: new key-agreement keys and token, failure count cleared."""
+        for protocol in self.protocols.values():
+            protocol.regenerate()
+        self.token.reset()
+        self.consecutive_failures = 0
+
+    # --- used by the other commands ----------------------------------------
+    def protocol(self, number: int | None) -> PinProtocol:
+        if number is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+        found = self.protocols.get(number)
+        if found is None:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "unsupported pinUvAuthProtocol")
+        return found
+
+    def verify_token(
+        self,
+        protocol_number: int | None,
+        message: bytes,
+        pin_uv_auth_param: bytes,
+        permission: Permission,
+        rp_id: str | None = None,
+    ) -> None:
+        """Check a pinUvAuthParam made with the current token, and its permission.
+
+        PIN_AUTH_INVALID for a bad MAC or an unusable token; UNAUTHORIZED_PERMISSION
+        for a missing permission or another RP ID (sections 6.1.2 step 11, 6.2.2 step 9).
+        When the token has no RP ID yet and ``rp_id`` is given, the token is bound to it.
+        """
+        protocol = self.protocol(protocol_number)
+        self.token.expire_if_due()
+        if not self.token.in_use:
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "no token in use")
+        if not protocol.verify(self.token.value, message, pin_uv_auth_param):
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID)
+        if not self.token.permissions & permission:
+            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "permission not granted")
+        if rp_id is not None:
+            if self.token.rp_id is not None and not hmac.compare_digest(
+                self.token.rp_id.encode(), rp_id.encode()
+            ):
+                raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "token bound to another RP")
+            if self.token.rp_id is None:
+                self.token.rp_id = rp_id
+        self.token.mark_used()
+
+    def verify_user_builtin(self, context: RequestContext, rp_id: str | None) -> None:
+        """Built-in UV for makeCredential / getAssertion with the uv option (6.1.2 step 11)."""
+        if self._user_verifier is None:
+            raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
+        if self.uv_retries <= 0:
+            raise CtapError(CtapStatus.UV_BLOCKED)
+        self._run_uv(context, rp_id)
+
+    # --- the command -------------------------------------------------------
+    def process(self, m: Mapping[Any, Any], context: RequestContext) -> dict[int, Any]:
+        request = ClientPinRequest.from_cbor_map(m)
+        sub = request.sub_command
+        if sub == SubCommand.GET_PIN_RETRIES:
+            result: dict[int, Any] = {0x03: self.pin_retries}
+            if self.consecutive_failures >= PIN_FAILURES_BEFORE_POWER_CYCLE:
+                result[0x04] = True  # powerCycleState
+            return result
+        if sub == SubCommand.GET_UV_RETRIES:
+            if not self.has_uv:
+                raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+            return {0x05: self.uv_retries}
+        if sub == SubCommand.GET_KEY_AGREEMENT:
+            return {0x01: self.protocol(request.protocol).get_public_key()}
+        if sub == SubCommand.SET_PIN:
+            return self._set_pin(request)
+        if sub == SubCommand.CHANGE_PIN:
+            return self._change_pin(request)
+        if sub == SubCommand.GET_PIN_TOKEN:
+            return self._get_token_with_pin(request, legacy=True)
+        if sub == SubCommand.GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS:
+            return self._get_token_with_pin(request, legacy=False)
+        if sub == SubCommand.GET_PIN_UV_AUTH_TOKEN_USING_UV_WITH_PERMISSIONS:
+            return self._get_token_with_uv(request, context)
+        raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+
+    # --- subcommands -------------------------------------------------------
+    def _shared_secret(self, request: ClientPinRequest) -> tuple[PinProtocol, bytes]:
+        protocol = self.protocol(request.protocol)
+        if request.key_agreement is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "keyAgreement")
+        return protocol, protocol.decapsulate(request.key_agreement)
+
+    def _new_pin(self, protocol: PinProtocol, secret: bytes, new_pin_enc: bytes) -> str:
+        """Decrypt and check newPinEnc (6.5.5.5 steps 6-8)."""
+        if len(new_pin_enc) != (64 if protocol.version == 1 else 80):
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "newPinEnc length")
+        padded = protocol.decrypt(secret, new_pin_enc)
+        pin_bytes = padded.rstrip(b"\x00")
+        if len(pin_bytes) > 63 or len(pin_bytes) == len(padded):
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN too long")
+        try:
+            pin = pin_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN is not UTF-8") from None
+        if len(pin) < self.min_pin_length:
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN too short")
+        return pin
+
+    def _store_pin(self, pin: str) -> None:
+        salt = os.urandom(16)
+        self._put(
+            {
+                _HASH: salt + _salted(pin_hash16(pin), salt),
+                _LENGTH: _enc(len(pin)),
+                _RETRIES: _enc(PIN_RETRIES_MAX),
+                _FORCE: None,
+            }
+        )
+
+    def _check_pin_hash(self, protocol: PinProtocol, secret: bytes, pin_hash_enc: bytes) -> None:
+        """Steps shared by changePIN and getPinToken (6.5.5.6, 6.5.5.7): the retry
+        counter is decremented and persisted BEFORE the PIN is compared."""
+        if self.consecutive_failures >= PIN_FAILURES_BEFORE_POWER_CYCLE:
+            raise CtapError(CtapStatus.PIN_AUTH_BLOCKED)
+        retries = self.pin_retries
+        if retries <= 0:
+            raise CtapError(CtapStatus.PIN_BLOCKED)
+        self._put({_RETRIES: _enc(retries - 1)})
+        stored = self._store.get_state(_HASH)
+        assert stored is not None
+        try:
+            hash16 = protocol.decrypt(secret, pin_hash_enc)
+        except CtapError:
+            hash16 = b""
+        if len(hash16) != 16 or not hmac.compare_digest(_salted(hash16, stored[:16]), stored[16:]):
+            protocol.regenerate()
+            self.consecutive_failures += 1
+            if retries - 1 <= 0:
+                raise CtapError(CtapStatus.PIN_BLOCKED)
+            if self.consecutive_failures >= PIN_FAILURES_BEFORE_POWER_CYCLE:
+                raise CtapError(CtapStatus.PIN_AUTH_BLOCKED)
+            raise CtapError(CtapStatus.PIN_INVALID)
+        self.consecutive_failures = 0
+        self._put({_RETRIES: _enc(PIN_RETRIES_MAX)})
+
+    def _set_pin(self, request: ClientPinRequest) -> dict[int, Any]:
+        # 6.5.5.5 setPIN
+        if request.new_pin_enc is None or request.pin_uv_auth_param is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER)
+        protocol, secret = self._shared_secret(request)
+        if self.is_pin_set:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "PIN already set")
+        if not protocol.verify(secret, request.new_pin_enc, request.pin_uv_auth_param):
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID)
+        self._store_pin(self._new_pin(protocol, secret, request.new_pin_enc))
+        return {}
+
+    def _change_pin(self, request: ClientPinRequest) -> dict[int, Any]:
+        # 6.5.5.6 changePIN
+        if (
+            request.new_pin_enc is None
+            or request.pin_hash_enc is None
+            or request.pin_uv_auth_param is None
+        ):
+            raise CtapError(CtapStatus.MISSING_PARAMETER)
+        protocol, secret = self._shared_secret(request)
+        if not self.is_pin_set:
+            raise CtapError(CtapStatus.PIN_NOT_SET)
+        if self.pin_retries <= 0:
+            raise CtapError(CtapStatus.PIN_BLOCKED)
+        message = request.new_pin_enc + request.pin_hash_enc
+        if not protocol.verify(secret, message, request.pin_uv_auth_param):
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID)
+        self._check_pin_hash(protocol, secret, request.pin_hash_enc)
+        pin = self._new_pin(protocol, secret, request.new_pin_enc)
+        if self.force_pin_change:
+            stored = self._store.get_state(_HASH)
+            assert stored is not None
+            if hmac.compare_digest(_salted(pin_hash16(pin), stored[:16]), stored[16:]):
+                raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "new PIN equals the old one")
+        self._store_pin(pin)
+        self.token.reset()
+        return {}
+
+    def _check_permissions(self, permissions: int | None) -> Permission:
+        if permissions is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "permissions")
+        if permissions == 0:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "no permissions")
+        if permissions & ~int(self._supported_permissions):
+            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION)
+        return Permission(permissions)
+
+    def _issue_token(
+        self,
+        protocol: PinProtocol,
+        secret: bytes,
+        permissions: Permission,
+        rp_id: str | None,
+        user_present: bool = False,
+    ) -> dict[int, Any]:
+        self.token.reset()  # one token serves both protocols
+        self.token.begin_using(user_present, permissions, rp_id)
+        return {0x02: protocol.encrypt(secret, self.token.value)}
+
+    def _get_token_with_pin(self, request: ClientPinRequest, legacy: bool) -> dict[int, Any]:
+        # 6.5.5.7.1 getPinToken / 6.5.5.7.2 getPinUvAuthTokenUsingPinWithPermissions
+        if request.pin_hash_enc is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinHashEnc")
+        if legacy:
+            if request.permissions is not None or request.rp_id is not None:
+                raise CtapError(CtapStatus.INVALID_PARAMETER)
+            permissions = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
+        else:
+            permissions = self._check_permissions(request.permissions)
+        protocol, secret = self._shared_secret(request)
+        if not self.is_pin_set:
+            raise CtapError(CtapStatus.PIN_NOT_SET)
+        self._check_pin_hash(protocol, secret, request.pin_hash_enc)
+        if self.force_pin_change:
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN change required")
+        return self._issue_token(protocol, secret, permissions, request.rp_id)
+
+    def _run_uv(self, context: RequestContext, rp_id: str | None) -> None:
+        assert self._user_verifier is not None
+        retries = self.uv_retries
+        self._put({_UV_RETRIES: _enc(retries - 1)})  # persisted before the attempt
+        result = self._user_verifier.verify_user(
+            PresenceRequest(PresenceKind.AUTHENTICATE, rp_id=rp_id), context, self._uv_timeout
+        )
+        if result is PresenceResult.GRANTED:
+            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX)})
+            return
+        if result is PresenceResult.CANCELLED:
+            self._put({_UV_RETRIES: _enc(retries)})  # no attempt was made
+            raise CtapError(CtapStatus.KEEPALIVE_CANCEL)
+        if result is PresenceResult.TIMEOUT:
+            self._put({_UV_RETRIES: _enc(retries)})
+            raise CtapError(CtapStatus.USER_ACTION_TIMEOUT)
+        if retries - 1 <= 0:
+            raise CtapError(CtapStatus.UV_BLOCKED)
+        raise CtapError(CtapStatus.UV_INVALID)
+
+    def _get_token_with_uv(
+        self, request: ClientPinRequest, context: RequestContext
+    ) -> dict[int, Any]:
+        # 6.5.5.7.3 getPinUvAuthTokenUsingUvWithPermissions
+        if not self.has_uv:
+            raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+        permissions = self._check_permissions(request.permissions)
+        protocol, secret = self._shared_secret(request)
+        if self.uv_retries <= 0:
+            raise CtapError(CtapStatus.UV_BLOCKED)
+        self._run_uv(context, request.rp_id)
+        return self._issue_token(protocol, secret, permissions, request.rp_id)

@@ -1,0 +1,98 @@
+"""pinUvAuthToken state (CTAP 2.1 section 6.5.2.1) and the permission bits.
+
+Runtime only: tokens never touch the keystore and die with a power cycle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import IntFlag
+
+from authenticator.env import Clock
+
+
+class Permission(IntFlag):
+    """pinUvAuthToken permissions (section 6.5.5.7)."""
+
+    NONE = 0
+    MAKE_CREDENTIAL = 0x01  # mc
+    GET_ASSERTION = 0x02  # ga
+    CREDENTIAL_MANAGEMENT = 0x04  # cm
+    BIO_ENROLLMENT = 0x08  # be
+    LARGE_BLOB_WRITE = 0x10  # lbw
+    AUTHENTICATOR_CONFIG = 0x20  # acfg
+
+
+#: A token not used within this many seconds of issuance stops being usable (6.5.2.1).
+INITIAL_USAGE_TIME_LIMIT = 30.0
+#: No token lives longer than this, used or not.
+MAX_USAGE_TIME_PERIOD = 600.0
+
+
+@dataclass
+class PinUvAuthToken:
+    """The one pinUvAuthToken shared by both PIN/UV auth protocols."""
+
+    clock: Clock
+    value: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    permissions: Permission = Permission.NONE
+    rp_id: str | None = None
+    in_use: bool = False
+    user_present: bool = False
+    user_verified: bool = False
+    _started: float = 0.0
+    _used: bool = False
+
+    def reset(self) -> None:
+        """resetPinUvAuthToken(): a fresh random value, nothing granted."""
+        self.value = os.urandom(32)
+        self.stop_using()
+
+    def begin_using(
+        self, user_is_present: bool, permissions: Permission, rp_id: str | None
+    ) -> None:
+        """beginUsingPinUvAuthToken(userIsPresent) plus the permissions of the request."""
+        self.in_use = True
+        self.user_present = user_is_present
+        self.user_verified = True
+        self.permissions = permissions
+        self.rp_id = rp_id
+        self._started = self.clock.monotonic()
+        self._used = False
+
+    def stop_using(self) -> None:
+        self.in_use = False
+        self.user_present = False
+        self.user_verified = False
+        self.permissions = Permission.NONE
+        self.rp_id = None
+        self._used = False
+
+    def expire_if_due(self) -> None:
+        """pinUvAuthTokenUsageTimerObserver: stop using the token when its time is up."""
+        if not self.in_use:
+            return
+        age = self.clock.monotonic() - self._started
+        if age > MAX_USAGE_TIME_PERIOD or (not self._used and age > INITIAL_USAGE_TIME_LIMIT):
+            self.stop_using()
+
+    def mark_used(self) -> None:
+        self._used = True
+
+    def get_user_present_flag(self) -> bool:
+        self.expire_if_due()
+        return self.in_use and self.user_present
+
+    def get_user_verified_flag(self) -> bool:
+        self.expire_if_due()
+        return self.in_use and self.user_verified
+
+    def clear_user_present_flag(self) -> None:
+        self.user_present = False
+
+    def clear_user_verified_flag(self) -> None:
+        self.user_verified = False
+
+    def clear_permissions_except_lbw(self) -> None:
+        self.permissions &= Permission.LARGE_BLOB_WRITE
