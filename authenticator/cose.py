@@ -27,6 +27,13 @@ _EC_CURVES: dict[int, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
     ES384: (ec.SECP384R1(), hashes.SHA384(), 48),
     ES512: (ec.SECP521R1(), hashes.SHA512(), 66),
 }
+_COSE_CLASSES: dict[int, Any] = {
+    ES256: cose.ES256,
+    ES384: cose.ES384,
+    ES512: cose.ES512,
+    EDDSA: cose.EdDSA,
+    RS256: cose.RS256,
+}
 _RSA_BITS = 2048
 _RSA_E = 65537
 
@@ -104,15 +111,9 @@ class CredentialKey:
     def cose_public_key(self) -> cose.CoseKey:
         """The COSE_Key map (integer keys) of the public key."""
         public = self._key.public_key()
-        key_class: type[cose.CoseKey] = {
-            ES256: cose.ES256,
-            ES384: cose.ES384,
-            ES512: cose.ES512,
-            EDDSA: cose.EdDSA,
-            RS256: cose.RS256,
-        }[self.algorithm]
-        result: Any = key_class.from_cryptography_key(public)
-        return result  # type: ignore[no-any-return]
+        key_class: Any = _COSE_CLASSES[self.algorithm]
+        result: cose.CoseKey = key_class.from_cryptography_key(public)
+        return result
 
     def public_key(self) -> Any:
         """The ``cryptography`` public key object."""

@@ -1,0 +1,225 @@
+"""authenticatorCredentialManagement (0x0A), CTAP 2.1 section 6.8.
+
+Begin subcommands are authenticated with a pinUvAuthToken carrying the ``cm``
+permission; the GetNext subcommands continue the enumeration started by the
+previous command and fail once any other command came in between.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from authenticator import cbor
+from authenticator.client_pin import ClientPin
+from authenticator.cose import CredentialKey
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.pin_token import Permission
+from keystore.store import CredentialRecord, KeyStore
+
+
+class SubCommand(IntEnum):
+    GET_CREDS_METADATA = 0x01
+    ENUMERATE_RPS_BEGIN = 0x02
+    ENUMERATE_RPS_GET_NEXT_RP = 0x03
+    ENUMERATE_CREDENTIALS_BEGIN = 0x04
+    ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL = 0x05
+    DELETE_CREDENTIAL = 0x06
+    UPDATE_USER_INFORMATION = 0x07
+
+
+# subCommandParams keys (6.8.1)
+_P_RP_ID_HASH, _P_CREDENTIAL_ID, _P_USER = 0x01, 0x02, 0x03
+
+
+@dataclass(frozen=True)
+class CredentialManagementRequest:
+    sub_command: int  # 0x01
+    params: Mapping[Any, Any] | None  # 0x02 subCommandParams
+    params_bytes: bytes  # canonical encoding of 0x02, the signed message's tail
+    protocol: int | None  # 0x03 pinUvAuthProtocol
+    pin_uv_auth_param: bytes | None = field(repr=False)  # 0x04
+
+    @classmethod
+    def from_cbor_map(cls, m: Mapping[Any, Any]) -> CredentialManagementRequest:
+        sub = m.get(0x01)
+        if sub is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
+        params = m.get(0x02)
+        protocol = m.get(0x03)
+        param = m.get(0x04)
+        if (
+            not isinstance(sub, int)
+            or isinstance(sub, bool)
+            or not (params is None or isinstance(params, dict))
+            or not (
+                protocol is None or (isinstance(protocol, int) and not isinstance(protocol, bool))
+            )
+            or not (param is None or isinstance(param, bytes))
+        ):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "credentialManagement")
+        return cls(sub, params, cbor.encode(params) if params is not None else b"", protocol, param)
+
+    def param(self, key: int, kind: type) -> Any:
+        value = (self.params or {}).get(key)
+        if value is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, f"subCommandParams {key}")
+        if not isinstance(value, kind):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"subCommandParams {key}")
+        return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _credential_id(descriptor: Mapping[Any, Any]) -> bytes:
+    cred_id = descriptor.get("id")
+    if descriptor.get("type") != "public-key" or not isinstance(cred_id, bytes):
+        raise CtapError(CtapStatus.INVALID_PARAMETER, "credentialID descriptor")
+    return cred_id
+
+
+def _user_entity(record: CredentialRecord) -> dict[str, Any]:
+    user: dict[str, Any] = {"id": record.user_id}
+    if record.user_name is not None:
+        user["name"] = record.user_name
+    if record.user_display_name is not None:
+        user["displayName"] = record.user_display_name
+    return user
+
+
+class CredentialManagement:
+    def __init__(self, store: KeyStore, client_pin: ClientPin, max_resident: int) -> None:
+        self._store = store
+        self._pin = client_pin
+        self._max_resident = max_resident
+        self._rps: list[CredentialRecord] = []  # one representative per RP, pending GetNextRP
+        self._creds: list[CredentialRecord] = []  # pending GetNextCredential
+
+    def reset_pending(self) -> None:
+        """Any command other than the GetNext ones ends an enumeration."""
+        self._rps = []
+        self._creds = []
+
+    def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
+        request = CredentialManagementRequest.from_cbor_map(m)
+        sub = request.sub_command
+        if sub == SubCommand.ENUMERATE_RPS_GET_NEXT_RP:
+            return self._next_rp()
+        if sub == SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
+            return self._next_credential()
+        self.reset_pending()
+        if sub not in SubCommand.__members__.values():
+            raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+        # 6.8.2 - 6.8.7: every other subcommand is authenticated.
+        if request.pin_uv_auth_param is None:
+            raise CtapError(CtapStatus.PUAT_REQUIRED)
+        if request.protocol is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+        message = bytes([sub]) + request.params_bytes
+        if sub == SubCommand.GET_CREDS_METADATA:
+            self._authorize(request, message, None)
+            return self._metadata()
+        if sub == SubCommand.ENUMERATE_RPS_BEGIN:
+            self._authorize(request, message, None)
+            return self._rps_begin()
+        if sub == SubCommand.ENUMERATE_CREDENTIALS_BEGIN:
+            rp_id_hash = request.param(_P_RP_ID_HASH, bytes)
+            records = self._store.find_credentials(rp_id_hash)
+            self._authorize(request, message, records[0].rp_id if records else "")
+            return self._credentials_begin(records)
+        if sub == SubCommand.DELETE_CREDENTIAL:
+            cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
+            record = self._store.get_credential(cred_id)
+            self._authorize(request, message, record.rp_id if record else "")
+            if record is None or not self._store.delete_credential(cred_id):
+                raise CtapError(CtapStatus.NO_CREDENTIALS)
+            return {}
+        # UPDATE_USER_INFORMATION
+        cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
+        user = request.param(_P_USER, dict)
+        record = self._store.get_credential(cred_id)
+        self._authorize(request, message, record.rp_id if record else "")
+        if record is None:
+            raise CtapError(CtapStatus.NO_CREDENTIALS)
+        user_id = user.get("id")
+        if not isinstance(user_id, bytes) or not hmac.compare_digest(user_id, record.user_id):
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "user id differs")
+        name, display = user.get("name"), user.get("displayName")
+        if not (name is None or isinstance(name, str)) or not (
+            display is None or isinstance(display, str)
+        ):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "user")
+        self._store.update_user(cred_id, name, display)
+        return {}
+
+    def _authorize(
+        self, request: CredentialManagementRequest, message: bytes, rp_id: str | None
+    ) -> None:
+        """Verify the token; ``rp_id`` None means the subcommand spans all RPs, so a
+        token bound to one RP may not be used (6.8.2 step 4, 6.8.3 step 4)."""
+        assert request.pin_uv_auth_param is not None
+        self._pin.verify_token(
+            request.protocol,
+            message,
+            request.pin_uv_auth_param,
+            Permission.CREDENTIAL_MANAGEMENT,
+        )
+        bound = self._pin.token.rp_id
+        if bound is not None and (rp_id is None or bound != rp_id):
+            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "token bound to another RP")
+
+    def _metadata(self) -> dict[int, Any]:
+        count = self._store.count_credentials()
+        return {0x01: count, 0x02: max(0, self._max_resident - count)}
+
+    def _rps_begin(self) -> dict[int, Any]:
+        seen: dict[bytes, CredentialRecord] = {}
+        for summary in self._store.list_credentials():
+            seen.setdefault(summary.record.rp_id_hash, summary.record)
+        if not seen:
+            raise CtapError(CtapStatus.NO_CREDENTIALS)
+        rps = list(seen.values())
+        first, self._rps = rps[0], rps[1:]
+        return {**self._rp_entry(first), 0x05: len(rps)}
+
+    @staticmethod
+    def _rp_entry(record: CredentialRecord) -> dict[int, Any]:
+        rp: dict[str, Any] = {"id": record.rp_id}
+        if record.rp_name is not None:
+            rp["name"] = record.rp_name
+        return {0x03: rp, 0x04: record.rp_id_hash}
+
+    def _next_rp(self) -> dict[int, Any]:
+        if not self._rps:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "no RP enumeration in progress")
+        record = self._rps.pop(0)
+        return self._rp_entry(record)
+
+    def _credentials_begin(self, records: list[CredentialRecord]) -> dict[int, Any]:
+        if not records:
+            raise CtapError(CtapStatus.NO_CREDENTIALS)
+        first, self._creds = records[0], records[1:]
+        return {**self._credential_entry(first), 0x09: len(records)}
+
+    def _next_credential(self) -> dict[int, Any]:
+        if not self._creds:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "no credential enumeration in progress")
+        return self._credential_entry(self._creds.pop(0))
+
+    @staticmethod
+    def _credential_entry(record: CredentialRecord) -> dict[int, Any]:
+        key = CredentialKey.from_private_bytes(record.algorithm, record.private_key)
+        entry: dict[int, Any] = {
+            0x06: _user_entity(record),
+            0x07: {"id": record.credential_id, "type": "public-key"},
+            0x08: dict(key.cose_public_key()),
+            0x0A: record.cred_protect,
+        }
+        if record.large_blob_key is not None:
+            entry[0x0B] = record.large_blob_key
+        return entry
