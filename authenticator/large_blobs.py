@@ -1,0 +1,153 @@
+"""authenticatorLargeBlobs (0x0C), CTAP 2.1 section 6.10.
+
+The serialized large-blob array is kept in the keystore (encrypted like every
+state value) under ``large_blob``; a write becomes visible only once its last
+fragment arrived and the array's SHA-256 trailer checked out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authenticator.client_pin import ClientPin
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.pin_token import Permission
+from keystore.store import KeyStore, KeystoreFull
+
+STATE_KEY = "large_blob"
+#: The empty array: CBOR [] followed by LEFT(SHA-256(h'80'), 16).
+EMPTY_ARRAY = b"\x80" + hashlib.sha256(b"\x80").digest()[:16]
+MAX_SERIALIZED_LARGE_BLOB_ARRAY = 8192
+
+
+def _trailer_ok(array: bytes) -> bool:
+    return len(array) >= 17 and hmac.compare_digest(
+        hashlib.sha256(array[:-16]).digest()[:16], array[-16:]
+    )
+
+
+def _uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
+class LargeBlobsRequest:
+    offset: int  # 0x03
+    get: int | None = None  # 0x01
+    set: bytes | None = field(default=None, repr=False)  # 0x02
+    length: int | None = None  # 0x04
+    pin_uv_auth_param: bytes | None = field(default=None, repr=False)  # 0x05
+    protocol: int | None = None  # 0x06
+
+    @classmethod
+    def from_cbor_map(cls, m: Mapping[Any, Any]) -> LargeBlobsRequest:
+        get, set_, offset, length = m.get(1), m.get(2), m.get(3), m.get(4)
+        param, protocol = m.get(5), m.get(6)
+        if offset is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "offset")
+        if (
+            not _uint(offset)
+            or not (get is None or _uint(get))
+            or not (set_ is None or isinstance(set_, bytes))
+            or not (length is None or _uint(length))
+            or not (param is None or isinstance(param, bytes))
+            or not (protocol is None or _uint(protocol))
+        ):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "largeBlobs")
+        return cls(offset, get, set_, length, param, protocol)
+
+
+class LargeBlobs:
+    def __init__(
+        self,
+        store: KeyStore,
+        client_pin: ClientPin,
+        max_fragment_length: int,
+        max_size: int = MAX_SERIALIZED_LARGE_BLOB_ARRAY,
+    ) -> None:
+        self._store = store
+        self._pin = client_pin
+        self._max_fragment = max_fragment_length
+        self.max_size = max_size
+        self._buffer = bytearray()
+        self._expected_length = 0
+        self._expected_next_offset = 0
+
+    def array(self) -> bytes:
+        return self._store.get_state(STATE_KEY) or EMPTY_ARRAY
+
+    def process(self, m: Mapping[Any, Any], uv_protected: bool) -> dict[int, Any]:
+        """``uv_protected``: a PIN is set or built-in UV is on, so writes need a token."""
+        request = LargeBlobsRequest.from_cbor_map(m)
+        if (request.get is None) == (request.set is None):
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "exactly one of get and set")
+        if request.get is not None:
+            return self._get(request, request.get)
+        assert request.set is not None
+        return self._set(request, request.set, uv_protected)
+
+    def _get(self, request: LargeBlobsRequest, count: int) -> dict[int, Any]:
+        # 6.10.2 steps for get
+        if request.length is not None:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "length with get")
+        if count > self._max_fragment:
+            raise CtapError(CtapStatus.INVALID_LENGTH)
+        array = self.array()
+        if request.offset > len(array):
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "offset beyond the array")
+        return {0x01: array[request.offset : request.offset + count]}
+
+    def _set(
+        self, request: LargeBlobsRequest, fragment: bytes, uv_protected: bool
+    ) -> dict[int, Any]:
+        # 6.10.2 steps for set
+        if len(fragment) > self._max_fragment:
+            raise CtapError(CtapStatus.INVALID_LENGTH)
+        if request.offset == 0:
+            if request.length is None:
+                raise CtapError(CtapStatus.INVALID_PARAMETER, "length missing")
+            if request.length > self.max_size:
+                raise CtapError(CtapStatus.LARGE_BLOB_STORAGE_FULL)
+            if request.length < 17:
+                raise CtapError(CtapStatus.INVALID_PARAMETER, "length too small")
+            self._expected_length = request.length
+            self._expected_next_offset = 0
+        elif request.length is not None:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "length after the first fragment")
+        if request.offset != self._expected_next_offset:
+            raise CtapError(CtapStatus.INVALID_SEQ)
+        if uv_protected:
+            if request.pin_uv_auth_param is None:
+                raise CtapError(CtapStatus.PUAT_REQUIRED)
+            if request.protocol is None:
+                raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+            message = (
+                b"\xff" * 32
+                + b"\x0c\x00"
+                + struct.pack("<I", request.offset)
+                + hashlib.sha256(fragment).digest()
+            )
+            self._pin.verify_token(
+                request.protocol, message, request.pin_uv_auth_param, Permission.LARGE_BLOB_WRITE
+            )
+        if request.offset + len(fragment) > self._expected_length:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "beyond the announced length")
+        if request.offset == 0:
+            self._buffer = bytearray()
+        self._buffer += fragment
+        self._expected_next_offset += len(fragment)
+        if self._expected_next_offset == self._expected_length:
+            array, self._buffer = bytes(self._buffer), bytearray()
+            self._expected_next_offset = 0
+            if not _trailer_ok(array):
+                raise CtapError(CtapStatus.INTEGRITY_FAILURE)
+            try:
+                self._store.put_state({STATE_KEY: array})
+            except KeystoreFull:
+                raise CtapError(CtapStatus.LARGE_BLOB_STORAGE_FULL) from None
+        return {}
