@@ -1,0 +1,152 @@
+"""authenticatorConfig (0x0D), CTAP 2.1 section 6.11, and the settings it changes.
+
+Persistent keystore state (erased by authenticatorReset):
+
+    config.ep           enterprise attestation enabled (1)
+    config.always_uv    alwaysUv (1)
+    pin.min_length_rpids  canonical CBOR list of RP IDs allowed to read minPinLength
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from authenticator import cbor
+from authenticator.client_pin import ClientPin
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.pin_token import Permission
+from keystore.store import KeyStore, KeystoreFull
+
+_EP, _ALWAYS_UV, _MIN_LENGTH_RPIDS = "config.ep", "config.always_uv", "pin.min_length_rpids"
+#: maxRPIDsForSetMinPINLength advertised in getInfo (0x10).
+MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH = 8
+
+
+class SubCommand(IntEnum):
+    ENABLE_ENTERPRISE_ATTESTATION = 0x01
+    TOGGLE_ALWAYS_UV = 0x02
+    SET_MIN_PIN_LENGTH = 0x03
+
+
+class Settings:
+    """Read access to what authenticatorConfig persists."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    def _flag(self, key: str) -> bool:
+        return self._store.get_state(key) == b"\x01"
+
+    @property
+    def enterprise_attestation(self) -> bool:
+        return self._flag(_EP)
+
+    @property
+    def always_uv(self) -> bool:
+        return self._flag(_ALWAYS_UV)
+
+    @property
+    def min_pin_length_rp_ids(self) -> list[str]:
+        raw = self._store.get_state(_MIN_LENGTH_RPIDS)
+        if raw is None:
+            return []
+        value = cbor.decode(raw)
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    def put(self, updates: Mapping[str, bytes | None]) -> None:
+        try:
+            self._store.put_state(updates)
+        except KeystoreFull:
+            raise CtapError(CtapStatus.KEY_STORE_FULL) from None
+
+
+@dataclass(frozen=True)
+class ConfigRequest:
+    sub_command: int  # 0x01
+    params: Mapping[Any, Any] | None  # 0x02 subCommandParams
+    protocol: int | None  # 0x03
+    pin_uv_auth_param: bytes | None = field(repr=False)  # 0x04
+
+    @classmethod
+    def from_cbor_map(cls, m: Mapping[Any, Any]) -> ConfigRequest:
+        sub, params, protocol, param = m.get(1), m.get(2), m.get(3), m.get(4)
+        if sub is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
+        if (
+            not isinstance(sub, int)
+            or isinstance(sub, bool)
+            or not (params is None or isinstance(params, dict))
+            or not (protocol is None or (isinstance(protocol, int) and protocol >= 0))
+            or not (param is None or isinstance(param, bytes))
+        ):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "authenticatorConfig")
+        return cls(sub, params, protocol, param)
+
+
+class AuthenticatorConfig:
+    def __init__(
+        self, store: KeyStore, client_pin: ClientPin, enterprise_attestation_supported: bool
+    ) -> None:
+        self.settings = Settings(store)
+        self._pin = client_pin
+        self._ep_supported = enterprise_attestation_supported
+
+    def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
+        request = ConfigRequest.from_cbor_map(m)
+        # 6.11 steps 1-4: authenticate when a PIN or built-in UV protects the key.
+        if self._pin.is_pin_set or self._pin.has_uv or self.settings.always_uv:
+            if request.pin_uv_auth_param is None:
+                raise CtapError(CtapStatus.PUAT_REQUIRED)
+            if request.protocol is None:
+                raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+            message = (
+                b"\xff" * 32
+                + bytes([0x0D, request.sub_command & 0xFF])
+                + (cbor.encode(request.params) if request.params is not None else b"")
+            )
+            self._pin.verify_token(
+                request.protocol,
+                message,
+                request.pin_uv_auth_param,
+                Permission.AUTHENTICATOR_CONFIG,
+            )
+        sub = request.sub_command
+        if sub == SubCommand.ENABLE_ENTERPRISE_ATTESTATION:
+            if not self._ep_supported:
+                raise CtapError(CtapStatus.UNSUPPORTED_OPTION, "no enterprise attestation")
+            self.settings.put({_EP: b"\x01"})
+            return {}
+        if sub == SubCommand.TOGGLE_ALWAYS_UV:
+            self.settings.put({_ALWAYS_UV: None if self.settings.always_uv else b"\x01"})
+            return {}
+        if sub == SubCommand.SET_MIN_PIN_LENGTH:
+            return self._set_min_pin_length(request.params or {})
+        raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+
+    def _set_min_pin_length(self, params: Mapping[Any, Any]) -> dict[int, Any]:
+        # 6.11.4 setMinPINLength
+        new_length = params.get(0x01, self._pin.min_pin_length)
+        rp_ids = params.get(0x02)
+        force = params.get(0x03, False)
+        if (
+            not isinstance(new_length, int)
+            or isinstance(new_length, bool)
+            or not isinstance(force, bool)
+            or not (rp_ids is None or isinstance(rp_ids, list))
+        ):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "setMinPINLength")
+        if rp_ids is not None and not all(isinstance(r, str) for r in rp_ids):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "minPinLengthRPIDs")
+        if new_length < self._pin.min_pin_length or new_length > 63:
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "minimum PIN length cannot shrink")
+        if rp_ids is not None and len(rp_ids) > MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH:
+            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "too many RP IDs")
+        if force and not self._pin.is_pin_set:
+            raise CtapError(CtapStatus.PIN_NOT_SET)
+        if rp_ids is not None:
+            self.settings.put({_MIN_LENGTH_RPIDS: cbor.encode(rp_ids)})
+        self._pin.set_min_pin_length(new_length, force)
+        return {}
