@@ -1,0 +1,64 @@
+"""Static configuration of the authenticator.
+
+Everything authenticatorGetInfo reports is derived from a :class:`Config` and
+the keystore; nothing there is written by hand. Optional features default to off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authenticator.cose import SUPPORTED_ALGORITHMS
+
+ATTESTATION_FORMATS = ("packed", "self", "none")
+
+#: The smallest maxMsgSize CTAP allows an authenticator to report (CTAP 2.1 section 6.4).
+MIN_MSG_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    #: "packed" (batch certificate, x5c), "self" (packed self attestation) or "none".
+    attestation: str = "packed"
+    #: Always report signCount 0 (privacy option; the RP then ignores counters).
+    constant_zero_counter: bool = False
+    #: Seconds to wait for the user's touch before USER_ACTION_TIMEOUT.
+    presence_timeout: float = 30.0
+    #: authenticatorReset only works this many seconds after power-up (CTAP 2.1 section 6.6).
+    reset_window: float = 10.0
+    #: maxMsgSize reported in getInfo; longer requests get CTAP2_ERR_REQUEST_TOO_LARGE.
+    max_msg_size: int = 7609
+    #: firmwareVersion reported in getInfo (0x0E).
+    firmware_version: int = 0x00010000
+    #: Credential algorithms this key accepts, in order of getInfo's "algorithms".
+    algorithms: tuple[int, ...] = SUPPORTED_ALGORITHMS
+    #: maxCredentialCountInList reported in getInfo (0x07).
+    max_credential_count_in_list: int = 32
+    #: Seconds the state for authenticatorGetNextAssertion survives (CTAP 2.1 section 6.3).
+    next_assertion_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.attestation not in ATTESTATION_FORMATS:
+            raise ValueError(f"attestation must be one of {', '.join(ATTESTATION_FORMATS)}")
+        for name in ("presence_timeout", "reset_window", "next_assertion_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive number")
+        if not isinstance(self.max_msg_size, int) or self.max_msg_size < MIN_MSG_SIZE:
+            raise ValueError(f"max_msg_size must be an integer >= {MIN_MSG_SIZE}")
+        if not isinstance(self.firmware_version, int) or self.firmware_version < 0:
+            raise ValueError("firmware_version must be a non-negative integer")
+        if (
+            not isinstance(self.max_credential_count_in_list, int)
+            or self.max_credential_count_in_list < 1
+        ):
+            raise ValueError("max_credential_count_in_list must be a positive integer")
+        if not isinstance(self.algorithms, tuple) or not self.algorithms:
+            raise ValueError("algorithms must be a non-empty tuple")
+        if len(set(self.algorithms)) != len(self.algorithms):
+            raise ValueError("algorithms must not repeat")
+        unknown = [a for a in self.algorithms if a not in SUPPORTED_ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {unknown}")
+        if not isinstance(self.constant_zero_counter, bool):
+            raise ValueError("constant_zero_counter must be a bool")

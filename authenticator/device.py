@@ -1,0 +1,216 @@
+"""The authenticator: CTAP2 command dispatch, CTAP1 delegation, runtime state.
+
+:class:`Authenticator` structurally satisfies ``transports.handler.CtapHandler``.
+Every request is parsed into a typed request object before anything acts on
+it, so malformed input never reaches the keystore. Every failure becomes a
+CTAP status byte: :class:`CtapError` carries its own, anything else is
+CTAP1_ERR_OTHER (logged by exception type only, never with its message, which
+could contain request data).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from authenticator import cbor
+from authenticator.config import Config
+from authenticator.env import Clock, Presence, RequestContext, SystemClock
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.get_assertion import get_assertion, get_next_assertion
+from authenticator.get_info import build_info
+from authenticator.make_credential import make_credential
+from authenticator.requests import GetAssertionRequest, MakeCredentialRequest
+from authenticator.reset import reset, selection
+from authenticator.state import RuntimeState, Services
+from keystore.store import KeyStore
+
+log = logging.getLogger(__name__)
+
+
+class Command(IntEnum):
+    """CTAP2 command bytes (CTAP 2.1 section 6)."""
+
+    MAKE_CREDENTIAL = 0x01
+    GET_ASSERTION = 0x02
+    GET_INFO = 0x04
+    CLIENT_PIN = 0x06
+    RESET = 0x07
+    GET_NEXT_ASSERTION = 0x08
+    BIO_ENROLLMENT = 0x09
+    CREDENTIAL_MANAGEMENT = 0x0A
+    SELECTION = 0x0B
+    LARGE_BLOBS = 0x0C
+    CONFIG = 0x0D
+
+
+# ISO 7816 status words for CTAP1 when the CTAP1 handler is unavailable or fails.
+_SW_INS_NOT_SUPPORTED = b"\x6d\x00"
+_SW_UNKNOWN = b"\x6f\x00"
+
+_DEFAULT_CONFIG = Config()
+_DEFAULT_CLOCK = SystemClock()
+
+# A handler gets the services, the CBOR payload (after the command byte) and
+# the request context, and returns the response map (None: no response data).
+_Handler = Callable[[Services, bytes, RequestContext], dict[int, Any] | None]
+
+
+def _parameters(payload: bytes) -> object:
+    """Decode a command's parameter map (strict canonical CBOR)."""
+    if not payload:
+        raise CtapError(CtapStatus.MISSING_PARAMETER, "no parameters")
+    return cbor.decode(payload)
+
+
+def _no_parameters(payload: bytes) -> None:
+    if payload:
+        raise CtapError(CtapStatus.INVALID_LENGTH, "command takes no parameters")
+
+
+def _make_credential(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
+    request = MakeCredentialRequest.from_cbor_map(_parameters(payload))
+    return make_credential(s, request, ctx).to_cbor_map()
+
+
+def _get_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
+    request = GetAssertionRequest.from_cbor_map(_parameters(payload))
+    return get_assertion(s, request, ctx).to_cbor_map()
+
+
+def _get_info(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
+    _no_parameters(payload)
+    return build_info(s.config, s.store).to_cbor_map()
+
+
+def _reset(s: Services, payload: bytes, ctx: RequestContext) -> None:
+    _no_parameters(payload)
+    reset(s, ctx)
+    return None
+
+
+def _get_next_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
+    _no_parameters(payload)
+    return get_next_assertion(s, ctx).to_cbor_map()
+
+
+def _selection(s: Services, payload: bytes, ctx: RequestContext) -> None:
+    _no_parameters(payload)
+    selection(s, ctx)
+    return None
+
+
+_HANDLERS: dict[int, _Handler] = {
+    Command.MAKE_CREDENTIAL: _make_credential,
+    Command.GET_ASSERTION: _get_assertion,
+    Command.GET_INFO: _get_info,
+    Command.RESET: _reset,
+    Command.GET_NEXT_ASSERTION: _get_next_assertion,
+    Command.SELECTION: _selection,
+}
+
+
+class Authenticator:
+    """A CTAP 2.1 / CTAP1 authenticator over a keystore and a presence front end."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        presence: Presence,
+        config: Config = _DEFAULT_CONFIG,
+        clock: Clock = _DEFAULT_CLOCK,
+    ) -> None:
+        self._services = Services(
+            store=store,
+            presence=presence,
+            config=config,
+            clock=clock,
+            runtime=RuntimeState(clock.monotonic()),
+        )
+        self._lock = threading.Lock()  # one request at a time
+        self._ctap1: Any = None
+
+    @property
+    def config(self) -> Config:
+        return self._services.config
+
+    # --- CtapHandler ---------------------------------------------------------
+
+    def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
+        """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
+        with self._lock:
+            command = request[0] if request else None
+            try:
+                body = self._dispatch(bytes(request), transaction)
+            except CtapError as exc:
+                log.info("command %s -> %s", _name(command), exc)
+                return bytes([exc.status])
+            except Exception as exc:  # never let anything escape to the transport
+                log.error(
+                    "command %s failed: internal error (%s)", _name(command), type(exc).__name__
+                )
+                return bytes([CtapStatus.OTHER])
+            log.debug("command %s -> OK", _name(command))
+            if body is None:
+                return bytes([CtapStatus.OK])
+            return bytes([CtapStatus.OK]) + cbor.encode(body)
+
+    def handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
+        """Answer a CTAPHID_MSG (CTAP1/U2F APDU) via authenticator.ctap1."""
+        with self._lock:
+            self._services.runtime.clear_pending()
+            try:
+                handler = self._ctap1_handler()
+            except ImportError:
+                log.error("CTAP1 is not available")
+                return _SW_INS_NOT_SUPPORTED
+            try:
+                response: bytes = handler.process(bytes(apdu), transaction)
+                return response
+            except Exception as exc:
+                log.error("CTAP1 request failed: internal error (%s)", type(exc).__name__)
+                return _SW_UNKNOWN
+
+    def wink(self) -> None:
+        log.info("wink: this is the vfido key")
+
+    def power_cycle(self) -> None:
+        """Unplug + replug: forget runtime state and reopen the reset window."""
+        self._services.runtime.power_cycle(self._services.clock.monotonic())
+        log.info("power cycle")
+
+    # --- internals ----------------------------------------------------------
+
+    def _ctap1_handler(self) -> Any:
+        if self._ctap1 is None:
+            module = importlib.import_module("authenticator.ctap1")
+            s = self._services
+            self._ctap1 = module.Ctap1Handler(s.store, s.presence, s.config)
+        return self._ctap1
+
+    def _dispatch(self, request: bytes, context: RequestContext) -> dict[int, Any] | None:
+        if not request:
+            raise CtapError(CtapStatus.INVALID_LENGTH, "empty request")
+        if len(request) > self._services.config.max_msg_size:
+            raise CtapError(CtapStatus.REQUEST_TOO_LARGE, "request exceeds maxMsgSize")
+        command = request[0]
+        if command != Command.GET_NEXT_ASSERTION:
+            # The getNextAssertion state only survives consecutive getNextAssertion calls.
+            self._services.runtime.clear_pending()
+        handler = _HANDLERS.get(command)
+        if handler is None:
+            raise CtapError(CtapStatus.INVALID_COMMAND, f"command 0x{command:02x}")
+        return handler(self._services, request[1:], context)
+
+
+def _name(command: int | None) -> str:
+    if command is None:
+        return "(empty)"
+    try:
+        return Command(command).name
+    except ValueError:
+        return f"0x{command:02x}"

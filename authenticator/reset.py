@@ -1,0 +1,31 @@
+"""authenticatorReset (0x07, CTAP 2.1 section 6.6) and authenticatorSelection
+(0x0B, section 6.9)."""
+
+from __future__ import annotations
+
+import logging
+
+from authenticator.env import PresenceKind, PresenceRequest, RequestContext
+from authenticator.errors import CtapError, CtapStatus
+from authenticator.state import Services, require_presence
+
+log = logging.getLogger(__name__)
+
+
+def reset(services: Services, context: RequestContext) -> None:
+    # Only within the configured window after power-up (the spec's 10 s);
+    # later -> CTAP2_ERR_NOT_ALLOWED.
+    elapsed = services.runtime.since_power_up(services.clock.monotonic())
+    if elapsed > services.config.reset_window:
+        raise CtapError(CtapStatus.NOT_ALLOWED, "reset window closed")
+    # User presence: declined -> OPERATION_DENIED, timeout -> USER_ACTION_TIMEOUT.
+    require_presence(services, context, PresenceRequest(PresenceKind.RESET))
+    # Erase credentials, counters and state; new credential key (old IDs die).
+    services.store.reset()
+    services.runtime.clear_pending()
+    log.warning("authenticatorReset: all credentials erased")
+
+
+def selection(services: Services, context: RequestContext) -> None:
+    # Touch -> OK; declined -> OPERATION_DENIED; timeout -> USER_ACTION_TIMEOUT.
+    require_presence(services, context, PresenceRequest(PresenceKind.SELECT))

@@ -1,0 +1,158 @@
+"""Runtime (volatile) state of the authenticator and the services handlers share.
+
+Persistent state lives in the keystore. What lives here is lost on power-cycle:
+
+* when the device was last powered up (authenticatorReset's time window);
+* the pending authenticatorGetNextAssertion state (CTAP 2.1 section 6.3):
+  the remaining credentials, the request they answer, the channel it came in
+  on and a 30-second timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from authenticator.authdata import AuthDataFlags
+from authenticator.config import Config
+from authenticator.credential_source import SealedCredential
+from authenticator.env import (
+    Clock,
+    KeepaliveStatus,
+    Presence,
+    PresenceRequest,
+    PresenceResult,
+    RequestContext,
+)
+from authenticator.errors import CtapError, CtapStatus
+from keystore.store import CredentialRecord, KeyStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AssertionCandidate:
+    """A credential that may answer a getAssertion: its ID, unsealed key and record."""
+
+    credential_id: bytes
+    sealed: SealedCredential = field(repr=False)
+    record: CredentialRecord | None = field(default=None, repr=False)  # discoverable only
+
+
+@dataclass
+class PendingAssertion:
+    """What authenticatorGetNextAssertion needs (CTAP 2.1 section 6.3)."""
+
+    channel: int
+    rp_id_hash: bytes
+    client_data_hash: bytes
+    flags: AuthDataFlags
+    remaining: list[AssertionCandidate] = field(repr=False)
+    deadline: float
+
+
+class RuntimeState:
+    """Thread-safe holder of the volatile state."""
+
+    def __init__(self, now: float) -> None:
+        self._lock = threading.Lock()
+        self._power_up = now
+        self._pending: PendingAssertion | None = None
+
+    def power_cycle(self, now: float) -> None:
+        with self._lock:
+            self._power_up = now
+            self._pending = None
+
+    def since_power_up(self, now: float) -> float:
+        with self._lock:
+            return now - self._power_up
+
+    def set_pending(self, pending: PendingAssertion | None) -> None:
+        with self._lock:
+            self._pending = pending
+
+    def clear_pending(self) -> None:
+        self.set_pending(None)
+
+    def has_pending(self) -> bool:
+        with self._lock:
+            return self._pending is not None
+
+    def next_candidate(
+        self, channel: int, now: float, timeout: float
+    ) -> tuple[PendingAssertion, AssertionCandidate]:
+        """Steps 1-4 and 7-8 of authenticatorGetNextAssertion.
+
+        Returns the pending request and the next credential, restarting the
+        timer; raises CTAP2_ERR_NOT_ALLOWED when nothing (more) is pending.
+        """
+        with self._lock:
+            pending = self._pending
+            # Step 1: no remembered getAssertion parameters.
+            if pending is None:
+                raise CtapError(CtapStatus.NOT_ALLOWED, "no pending assertion")
+            # The state belongs to the channel that asked for it.
+            if pending.channel != channel:
+                raise CtapError(CtapStatus.NOT_ALLOWED, "pending assertion is on another channel")
+            # Step 3: timer expired -> discard the state.
+            if now > pending.deadline:
+                self._pending = None
+                raise CtapError(CtapStatus.NOT_ALLOWED, "pending assertion expired")
+            # Step 2: credentialCounter >= numberOfCredentials.
+            if not pending.remaining:
+                self._pending = None
+                raise CtapError(CtapStatus.NOT_ALLOWED, "no more credentials")
+            # Step 4 (select), step 7 (reset timer), step 8 (advance counter).
+            candidate = pending.remaining.pop(0)
+            pending.deadline = now + timeout
+            if not pending.remaining:
+                self._pending = None
+            return pending, candidate
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a command handler may use."""
+
+    store: KeyStore
+    presence: Presence
+    config: Config
+    clock: Clock
+    runtime: RuntimeState
+
+
+def ask_presence(
+    services: Services, context: RequestContext, request: PresenceRequest
+) -> PresenceResult:
+    """Ask the user for a touch, with the UPNEEDED keepalive while waiting."""
+    if context.is_cancelled():
+        return PresenceResult.CANCELLED
+    context.set_keepalive(KeepaliveStatus.UPNEEDED)
+    try:
+        result = services.presence.request_presence(
+            request, context, services.config.presence_timeout
+        )
+    finally:
+        context.set_keepalive(KeepaliveStatus.PROCESSING)
+    log.info("presence for %s: %s", request.kind.value, result.value)
+    return result
+
+
+_PRESENCE_ERRORS = {
+    PresenceResult.DENIED: CtapStatus.OPERATION_DENIED,
+    PresenceResult.TIMEOUT: CtapStatus.USER_ACTION_TIMEOUT,
+    PresenceResult.CANCELLED: CtapStatus.KEEPALIVE_CANCEL,
+}
+
+
+def require_presence(services: Services, context: RequestContext, request: PresenceRequest) -> None:
+    """Ask for a touch; raise the matching CtapError unless it is granted.
+
+    DENIED -> OPERATION_DENIED, TIMEOUT -> USER_ACTION_TIMEOUT,
+    CANCELLED (CTAPHID_CANCEL) -> KEEPALIVE_CANCEL.
+    """
+    result = ask_presence(services, context, request)
+    if result is not PresenceResult.GRANTED:
+        raise CtapError(_PRESENCE_ERRORS[result], f"user presence {result.value}")
