@@ -1,0 +1,158 @@
+"""CTAP 2.1 extensions (section 12): parsing of inputs and computing of outputs.
+
+makeCredential: credProtect, hmac-secret, hmac-secret-mc, credBlob,
+largeBlobKey, minPinLength. getAssertion: hmac-secret, credBlob, largeBlobKey.
+Unknown extensions are ignored (section 12).
+
+hmac-secret's two CredRandoms are derived, not stored: HMAC-SHA-256 of the
+credential ID under the device's credential key, one for each UV state. A
+reset replaces the credential key, so they die with every credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from authenticator.client_pin import ClientPin
+from authenticator.errors import CtapError, CtapStatus
+
+CRED_PROTECT = "credProtect"
+HMAC_SECRET = "hmac-secret"
+HMAC_SECRET_MC = "hmac-secret-mc"
+CRED_BLOB = "credBlob"
+LARGE_BLOB_KEY = "largeBlobKey"
+MIN_PIN_LENGTH = "minPinLength"
+
+#: What getInfo lists, in this order.
+SUPPORTED = (CRED_PROTECT, HMAC_SECRET, HMAC_SECRET_MC, CRED_BLOB, LARGE_BLOB_KEY, MIN_PIN_LENGTH)
+#: maxCredBlobLength (getInfo 0x0F).
+MAX_CRED_BLOB_LENGTH = 32
+
+
+def _type_error(name: str) -> CtapError:
+    return CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"extension {name}")
+
+
+@dataclass(frozen=True)
+class HmacSecretInput:
+    """hmac-secret getAssertion input (12.5): keyAgreement, saltEnc, saltAuth, protocol."""
+
+    key_agreement: dict[Any, Any]
+    salt_enc: bytes = field(repr=False)
+    salt_auth: bytes = field(repr=False)
+    protocol: int = 1
+
+    @classmethod
+    def parse(cls, value: Any, name: str) -> HmacSecretInput:
+        if not isinstance(value, dict):
+            raise _type_error(name)
+        ka, enc, auth, protocol = value.get(1), value.get(2), value.get(3), value.get(4, 1)
+        if ka is None or enc is None or auth is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, f"extension {name}")
+        if (
+            not isinstance(ka, dict)
+            or not isinstance(enc, bytes)
+            or not isinstance(auth, bytes)
+            or not isinstance(protocol, int)
+            or isinstance(protocol, bool)
+        ):
+            raise _type_error(name)
+        return cls(ka, enc, auth, protocol)
+
+
+@dataclass(frozen=True)
+class MakeCredentialExtensions:
+    cred_protect: int | None = None
+    hmac_secret: bool = False
+    hmac_secret_mc: HmacSecretInput | None = None
+    cred_blob: bytes | None = field(default=None, repr=False)
+    large_blob_key: bool = False
+    min_pin_length: bool = False
+
+    @classmethod
+    def parse(cls, m: Mapping[Any, Any] | None) -> MakeCredentialExtensions:
+        if not m:
+            return cls()
+        cred_protect = m.get(CRED_PROTECT)
+        if cred_protect is not None and (
+            not isinstance(cred_protect, int) or isinstance(cred_protect, bool)
+        ):
+            raise _type_error(CRED_PROTECT)
+        if cred_protect is not None and cred_protect not in (1, 2, 3):
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "credProtect level")
+        flags = {}
+        for name in (HMAC_SECRET, LARGE_BLOB_KEY, MIN_PIN_LENGTH):
+            value = m.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise _type_error(name)
+            flags[name] = bool(value)
+        if m.get(LARGE_BLOB_KEY) is False:
+            raise CtapError(CtapStatus.INVALID_OPTION, "largeBlobKey false")
+        blob = m.get(CRED_BLOB)
+        if blob is not None and not isinstance(blob, bytes):
+            raise _type_error(CRED_BLOB)
+        mc = m.get(HMAC_SECRET_MC)
+        return cls(
+            cred_protect=cred_protect,
+            hmac_secret=flags[HMAC_SECRET] or mc is not None,
+            hmac_secret_mc=HmacSecretInput.parse(mc, HMAC_SECRET_MC) if mc is not None else None,
+            cred_blob=blob,
+            large_blob_key=flags[LARGE_BLOB_KEY],
+            min_pin_length=flags[MIN_PIN_LENGTH],
+        )
+
+
+@dataclass(frozen=True)
+class GetAssertionExtensions:
+    hmac_secret: HmacSecretInput | None = None
+    cred_blob: bool = False
+    large_blob_key: bool = False
+
+    @classmethod
+    def parse(cls, m: Mapping[Any, Any] | None) -> GetAssertionExtensions:
+        if not m:
+            return cls()
+        hs = m.get(HMAC_SECRET)
+        for name in (CRED_BLOB, LARGE_BLOB_KEY):
+            value = m.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise _type_error(name)
+        if m.get(LARGE_BLOB_KEY) is False:
+            raise CtapError(CtapStatus.INVALID_OPTION, "largeBlobKey false")
+        return cls(
+            hmac_secret=HmacSecretInput.parse(hs, HMAC_SECRET) if hs is not None else None,
+            cred_blob=bool(m.get(CRED_BLOB)),
+            large_blob_key=bool(m.get(LARGE_BLOB_KEY)),
+        )
+
+
+def cred_random(credential_key: bytes, credential_id: bytes, uv: bool) -> bytes:
+    """CredRandomWithUV / CredRandomWithoutUV for a credential (32 bytes)."""
+    label = b"vfido hmac-secret with uv\x00" if uv else b"vfido hmac-secret without uv\x00"
+    return hmac.new(credential_key, label + credential_id, hashlib.sha256).digest()
+
+
+def hmac_secret_output(
+    client_pin: ClientPin,
+    request: HmacSecretInput,
+    credential_key: bytes,
+    credential_id: bytes,
+    uv: bool,
+) -> bytes:
+    """The encrypted hmac-secret output (12.5 getAssertion steps)."""
+    protocol = client_pin.protocol(request.protocol)
+    shared = protocol.decapsulate(request.key_agreement)
+    if not protocol.verify(shared, request.salt_enc, request.salt_auth):
+        raise CtapError(CtapStatus.PIN_AUTH_INVALID, "saltAuth")
+    salts = protocol.decrypt(shared, request.salt_enc)
+    if len(salts) not in (32, 64):
+        raise CtapError(CtapStatus.INVALID_LENGTH, "salts")
+    key = cred_random(credential_key, credential_id, uv)
+    output = b"".join(
+        hmac.new(key, salts[i : i + 32], hashlib.sha256).digest() for i in range(0, len(salts), 32)
+    )
+    return protocol.encrypt(shared, output)
