@@ -1,0 +1,119 @@
+"""Attestation statements (WebAuthn section 8) and U2F registration signatures.
+
+Three CTAP2 formats, chosen by ``Config.attestation``:
+
+* ``"packed"``: full (batch) attestation. ``alg`` is ES256, ``sig`` is made by
+  the batch key over ``authData || clientDataHash`` and ``x5c`` holds the batch
+  certificate only (the root is the relying party's trust anchor, never sent).
+* ``"self"``: packed self attestation: no ``x5c``, signed by the new
+  credential's own key, ``alg`` is the credential's algorithm.
+* ``"none"``: an empty statement.
+
+CTAP1 REGISTER uses :func:`sign_u2f_registration` (the ``fido-u2f`` format's
+signature, FIDO U2F raw message formats v1.2 section 4.3).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from authenticator.cose import ES256, CredentialKey
+from keystore.store import DeviceIdentity
+
+FORMATS: tuple[str, ...] = ("packed", "self", "none")
+
+#: Length of an uncompressed P-256 point (0x04 || X || Y), the U2F public key format.
+U2F_PUBLIC_KEY_SIZE = 65
+
+
+@functools.lru_cache(maxsize=8)
+def _load_batch_key(attestation_key: bytes) -> ec.EllipticCurvePrivateKey:
+    # Parsing PKCS#8 costs far more than signing; identities are few and long-lived.
+    try:
+        key = serialization.load_der_private_key(attestation_key, password=None)
+    except (ValueError, TypeError):
+        raise ValueError("attestation key is not an unencrypted PKCS#8 key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("attestation key must be a P-256 key")
+    return key
+
+
+def batch_key(identity: DeviceIdentity) -> ec.EllipticCurvePrivateKey:
+    """The identity's batch (attestation) private key, parsed once per key."""
+    return _load_batch_key(identity.attestation_key)
+
+
+def batch_certificate(identity: DeviceIdentity) -> bytes:
+    """DER of the batch certificate (first in the identity's chain)."""
+    if not identity.attestation_chain:
+        raise ValueError("identity has no attestation certificate")
+    return identity.attestation_chain[0]
+
+
+def sign_with_batch_key(identity: DeviceIdentity, data: bytes) -> bytes:
+    """DER ECDSA-SHA256 signature of ``data`` by the batch key."""
+    return batch_key(identity).sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def make_attestation(
+    fmt: str,
+    identity: DeviceIdentity,
+    auth_data: bytes,
+    client_data_hash: bytes,
+    credential_key: CredentialKey,
+) -> tuple[str, dict[str, Any]]:
+    """``(fmt, attStmt)`` for an authenticatorMakeCredential response.
+
+    ``fmt`` is a ``Config.attestation`` value; the returned format is the
+    WebAuthn attestation statement format identifier ("self" becomes "packed").
+    Raises ValueError for an unknown format.
+    """
+    signed = auth_data + client_data_hash
+    if fmt == "packed":
+        return "packed", {
+            "alg": ES256,
+            "sig": sign_with_batch_key(identity, signed),
+            "x5c": [batch_certificate(identity)],
+        }
+    if fmt == "self":
+        return "packed", {"alg": credential_key.algorithm, "sig": credential_key.sign(signed)}
+    if fmt == "none":
+        return "none", {}
+    raise ValueError(f"unknown attestation format {fmt!r}")
+
+
+def u2f_public_key(credential_key: CredentialKey) -> bytes:
+    """The 65-byte uncompressed point of an ES256 credential (U2F's public key encoding)."""
+    public = credential_key.public_key()
+    if credential_key.algorithm != ES256 or not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ValueError("U2F keys are ES256 only")
+    return public.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def u2f_registration_signed_data(
+    app_param: bytes, challenge_param: bytes, key_handle: bytes, public_key: bytes
+) -> bytes:
+    """``0x00 || appParam || challengeParam || keyHandle || userPublicKey``."""
+    if len(app_param) != 32 or len(challenge_param) != 32:
+        raise ValueError("application and challenge parameters are 32 bytes")
+    if len(public_key) != U2F_PUBLIC_KEY_SIZE or public_key[0] != 0x04:
+        raise ValueError("public key must be a 65-byte uncompressed point")
+    return b"\x00" + app_param + challenge_param + key_handle + public_key
+
+
+def sign_u2f_registration(
+    identity: DeviceIdentity,
+    app_param: bytes,
+    challenge_param: bytes,
+    key_handle: bytes,
+    public_key: bytes,
+) -> bytes:
+    """The batch key's signature in a U2F registration response (fido-u2f attestation)."""
+    data = u2f_registration_signed_data(app_param, challenge_param, key_handle, public_key)
+    return sign_with_batch_key(identity, data)
