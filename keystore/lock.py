@@ -1,0 +1,54 @@
+"""Exclusive per-directory lock (``fcntl.flock`` on a lock file)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from keystore.store import KeystoreError, KeystoreLocked, KeystoreUnavailable
+
+FILE_MODE = 0o600
+
+
+class DirectoryLock:
+    """Holds ``flock(LOCK_EX)`` on ``path`` until :meth:`release`.
+
+    The file is created with mode 0600 (never wider: ``os.open`` applies the
+    mode at creation) and not followed if it is a symlink.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise KeystoreError(f"lock file {path} is a symbolic link; refusing") from None
+            raise KeystoreUnavailable(
+                f"cannot open lock file {path}: {os.strerror(exc.errno or 0)}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KeystoreLocked(f"keystore {path.parent} is in use by another process") from None
+        except OSError as exc:
+            os.close(fd)
+            raise KeystoreUnavailable(
+                f"cannot lock {path}: {os.strerror(exc.errno or 0)}"
+            ) from None
+        self._fd: int | None = fd
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("lock released")
+        return self._fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            # Closing the descriptor drops the flock.
+            os.close(fd)

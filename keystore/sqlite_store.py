@@ -1,0 +1,905 @@
+"""The SQLite keystore: one encrypted database file in a private directory.
+
+Layout of a keystore directory (mode 0700, files 0600, owned by the user)::
+
+    vfido.db         SQLite database (WAL mode, synchronous=FULL)
+    vfido.db-wal     SQLite write-ahead log / shared memory (transient)
+    vfido.db-shm
+    vfido.lock       flock(2)ed while a process has the keystore open
+
+Encryption (see :mod:`keystore.crypto`): a random 32-byte master key is
+wrapped with AES-256-GCM under an Argon2id key derived from the passphrase
+(parameters in the ``meta`` table). Every record (credential, state value,
+identity) is AES-256-GCM encrypted under a key derived from the master key, with
+a fresh nonce per write and the table name plus the row's index columns as
+associated data. Lookup columns hold HMAC-SHA256 blinded values, so neither
+credential IDs nor rpIdHashes are stored in the clear. Counters are plain
+integers keyed by the blinded credential ID (no credential ID is stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import stat
+import threading
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import cbor2
+
+from keystore import kdf
+from keystore.crypto import (
+    AuthenticationFailed,
+    RecordKeys,
+    new_master_key,
+    unwrap_master_key,
+    wrap_master_key,
+)
+from keystore.identity import (
+    identity_from_bytes,
+    identity_to_bytes,
+    new_identity,
+    rotate_credential_key,
+)
+from keystore.lock import DirectoryLock
+from keystore.store import (
+    CredentialRecord,
+    CredentialSummary,
+    DeviceIdentity,
+    KeystoreCorrupt,
+    KeystoreError,
+    KeystoreFull,
+    KeystoreLocked,
+    KeystoreUnavailable,
+    WrongPassphrase,
+)
+
+DB_NAME = "vfido.db"
+LOCK_NAME = "vfido.lock"
+FORMAT_VERSION = 1
+APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+_T_CREDENTIALS = "credentials"
+_T_STATE = "state"
+_T_IDENTITY = "identity"
+_IDENTITY_ROW = (b"\x01",)
+
+_SCHEMA = (
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL)",
+    "CREATE TABLE credentials ("
+    " seq INTEGER PRIMARY KEY,"
+    " cred_tag BLOB NOT NULL UNIQUE,"
+    " rp_tag BLOB NOT NULL,"
+    " user_tag BLOB NOT NULL UNIQUE,"
+    " blob BLOB NOT NULL)",
+    "CREATE INDEX credentials_by_rp ON credentials (rp_tag)",
+    "CREATE TABLE counters (cred_tag BLOB PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE state (key_tag BLOB PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID",
+)
+
+# SQLite primary result codes (the low byte of extended codes).
+_SQLITE_PERM = 3
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_AUTH = 23
+_SQLITE_NOTADB = 26
+
+
+# --------------------------------------------------------------------------
+# errors
+
+
+def _map_sqlite_error(exc: sqlite3.Error, action: str) -> KeystoreError:
+    """Translate a sqlite3 exception into the keystore hierarchy (no secrets)."""
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
+    name: str = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    primary = code & 0xFF if code is not None else None
+    text = str(exc).lower()
+    if primary == _SQLITE_FULL or "database or disk is full" in text:
+        return KeystoreFull(f"cannot {action}: no space left for the keystore ({name})")
+    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or "not a database" in text:
+        return KeystoreCorrupt(f"cannot {action}: the keystore file is damaged ({name})")
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return KeystoreLocked(f"cannot {action}: the keystore database is busy ({name})")
+    if primary in (_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_AUTH):
+        return KeystoreUnavailable(f"cannot {action}: the keystore is not writable ({name})")
+    return KeystoreUnavailable(f"cannot {action}: database error ({name})")
+
+
+def _map_os_error(exc: OSError, action: str) -> KeystoreError:
+    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return KeystoreFull(f"cannot {action}: {reason}")
+    return KeystoreUnavailable(f"cannot {action}: {reason}")
+
+
+# --------------------------------------------------------------------------
+# file system checks
+
+
+def _check_private(path: Path, *, directory: bool) -> None:
+    """Refuse files/directories other users can access or that we do not own."""
+    try:
+        st = path.stat() if directory else path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _map_os_error(exc, f"inspect {path}") from None
+    if directory and not stat.S_ISDIR(st.st_mode):
+        raise KeystoreError(f"{path} is not a directory")
+    if not directory and not stat.S_ISREG(st.st_mode):
+        raise KeystoreError(f"{path} is not a regular file; refusing to use it")
+    if st.st_uid != os.geteuid():
+        raise KeystoreError(f"{path} is owned by another user; refusing to use it")
+    perms = stat.S_IMODE(st.st_mode)
+    if perms & 0o077:
+        want = "700" if directory else "600"
+        raise KeystoreError(
+            f"{path} is accessible by other users (mode {perms:03o}); "
+            f"refusing to use it (chmod {want} it if that is intended)"
+        )
+
+
+def _keystore_files(directory: Path) -> list[Path]:
+    db = directory / DB_NAME
+    return [
+        directory / LOCK_NAME,
+        db,
+        db.with_name(DB_NAME + "-wal"),
+        db.with_name(DB_NAME + "-shm"),
+        db.with_name(DB_NAME + "-journal"),
+    ]
+
+
+def _prepare_new_directory(directory: Path) -> None:
+    """Make ``directory`` (mode 0700) or accept an existing private (or empty) one."""
+    try:
+        if not directory.exists():
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            # The mode is applied at creation (umask can only narrow it).
+            directory.mkdir(mode=DIR_MODE)
+            return
+        st = directory.stat()
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and stat.S_IMODE(st.st_mode) & 0o077
+            and not any(directory.iterdir())
+        ):
+            # An empty directory of ours: tighten it before anything goes in.
+            directory.chmod(DIR_MODE)
+    except OSError as exc:
+        raise _map_os_error(exc, f"create keystore directory {directory}") from None
+    _check_private(directory, directory=True)
+
+
+def _fsync_path(path: Path, *, directory: bool) -> None:
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------
+# record encoding
+
+_R_CREDENTIAL_ID = 1
+_R_RP_ID = 2
+_R_RP_ID_HASH = 3
+_R_USER_ID = 4
+_R_ALGORITHM = 5
+_R_PRIVATE_KEY = 6
+_R_CREATED = 7
+_R_RP_NAME = 8
+_R_USER_NAME = 9
+_R_USER_DISPLAY_NAME = 10
+_R_CRED_PROTECT = 11
+_R_CRED_RANDOM_UV = 12
+_R_CRED_RANDOM_NO_UV = 13
+_R_CRED_BLOB = 14
+_R_LARGE_BLOB_KEY = 15
+_R_BACKUP_ELIGIBLE = 16
+_R_BACKUP_STATE = 17
+
+
+def _encode_record(r: CredentialRecord) -> bytes:
+    data: dict[int, Any] = {
+        _R_CREDENTIAL_ID: r.credential_id,
+        _R_RP_ID: r.rp_id,
+        _R_RP_ID_HASH: r.rp_id_hash,
+        _R_USER_ID: r.user_id,
+        _R_ALGORITHM: r.algorithm,
+        _R_PRIVATE_KEY: r.private_key,
+        _R_CREATED: r.created,
+        _R_CRED_PROTECT: r.cred_protect,
+        _R_BACKUP_ELIGIBLE: r.backup_eligible,
+        _R_BACKUP_STATE: r.backup_state,
+    }
+    optional = {
+        _R_RP_NAME: r.rp_name,
+        _R_USER_NAME: r.user_name,
+        _R_USER_DISPLAY_NAME: r.user_display_name,
+        _R_CRED_RANDOM_UV: r.cred_random_uv,
+        _R_CRED_RANDOM_NO_UV: r.cred_random_no_uv,
+        _R_CRED_BLOB: r.cred_blob,
+        _R_LARGE_BLOB_KEY: r.large_blob_key,
+    }
+    data.update({k: v for k, v in optional.items() if v is not None})
+    return bytes(cbor2.dumps(data, canonical=True))
+
+
+def _field(m: dict[Any, Any], key: int, typ: type, *, optional: bool = False) -> Any:
+    value = m.get(key)
+    if value is None and optional:
+        return None
+    if type(value) is not typ:
+        raise KeystoreCorrupt("a stored credential is malformed")
+    return value
+
+
+def _decode_record(data: bytes) -> CredentialRecord:
+    try:
+        m = cbor2.loads(data)
+    except Exception:  # cbor2 raises several types
+        raise KeystoreCorrupt("a stored credential is malformed") from None
+    if not isinstance(m, dict):
+        raise KeystoreCorrupt("a stored credential is malformed")
+    return CredentialRecord(
+        credential_id=_field(m, _R_CREDENTIAL_ID, bytes),
+        rp_id=_field(m, _R_RP_ID, str),
+        rp_id_hash=_field(m, _R_RP_ID_HASH, bytes),
+        user_id=_field(m, _R_USER_ID, bytes),
+        algorithm=_field(m, _R_ALGORITHM, int),
+        private_key=_field(m, _R_PRIVATE_KEY, bytes),
+        created=_field(m, _R_CREATED, int),
+        rp_name=_field(m, _R_RP_NAME, str, optional=True),
+        user_name=_field(m, _R_USER_NAME, str, optional=True),
+        user_display_name=_field(m, _R_USER_DISPLAY_NAME, str, optional=True),
+        cred_protect=_field(m, _R_CRED_PROTECT, int),
+        cred_random_uv=_field(m, _R_CRED_RANDOM_UV, bytes, optional=True),
+        cred_random_no_uv=_field(m, _R_CRED_RANDOM_NO_UV, bytes, optional=True),
+        cred_blob=_field(m, _R_CRED_BLOB, bytes, optional=True),
+        large_blob_key=_field(m, _R_LARGE_BLOB_KEY, bytes, optional=True),
+        backup_eligible=_field(m, _R_BACKUP_ELIGIBLE, bool),
+        backup_state=_field(m, _R_BACKUP_STATE, bool),
+    )
+
+
+# --------------------------------------------------------------------------
+# connections
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open an existing database file read-write (never creates one)."""
+    uri = "file:" + urllib.request.pathname2url(str(path)) + "?mode=rw"
+    try:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _map_sqlite_error(exc, "open the keystore database") from exc
+
+
+def _configure(conn: sqlite3.Connection, *, journal_mode: str) -> None:
+    try:
+        mode = conn.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0]
+        if str(mode).lower() != journal_mode.lower():
+            raise KeystoreUnavailable(f"cannot put the keystore in {journal_mode} mode")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("PRAGMA trusted_schema=OFF")
+        conn.execute("PRAGMA cell_size_check=ON")
+    except sqlite3.Error as exc:
+        raise _map_sqlite_error(exc, "open the keystore database") from exc
+
+
+def _init_schema(
+    conn: sqlite3.Connection,
+    keys: RecordKeys,
+    identity: DeviceIdentity,
+    meta: Mapping[str, object],
+) -> None:
+    """Create tables, meta rows and the identity in one transaction."""
+    try:
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            rows = [("format_version", FORMAT_VERSION), *meta.items()]
+            conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
+            blob = keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(identity))
+            conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise _map_sqlite_error(exc, "create the keystore") from exc
+
+
+def _read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Check the file is a vfido keystore of a supported version; return meta."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        has_meta = conn.execute(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()[0]
+        if app_id != APPLICATION_ID or not has_meta:
+            raise KeystoreCorrupt("the keystore file is not a vfido keystore")
+        meta = {str(n): v for n, v in conn.execute("SELECT name, value FROM meta")}
+    except sqlite3.Error as exc:
+        raise _map_sqlite_error(exc, "read the keystore") from exc
+    version = meta.get("format_version")
+    if type(version) is not int or version < 1:
+        raise KeystoreCorrupt("the keystore has no valid format version")
+    if version > FORMAT_VERSION:
+        raise KeystoreError(
+            f"the keystore has format version {version}, newer than this vfido supports "
+            f"({FORMAT_VERSION}); upgrade vfido to open it"
+        )
+    return meta
+
+
+# --------------------------------------------------------------------------
+# the store
+
+
+class SqliteKeyStore:
+    """:class:`keystore.store.KeyStore` on an encrypted SQLite database.
+
+    Thread-safe (one internal lock); one process at a time per directory.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        keys: RecordKeys,
+        master_key: bytes,
+        *,
+        directory: Path | None,
+        lock: DirectoryLock | None,
+        max_credentials: int | None,
+    ) -> None:
+        """Internal: use :meth:`create`, :meth:`open` or :meth:`ephemeral`."""
+        self._conn: sqlite3.Connection | None = conn
+        self._keys = keys
+        self._master_key = master_key
+        self._directory = directory
+        self._lock = lock
+        self._mutex = threading.RLock()
+        if max_credentials is not None and max_credentials < 0:
+            raise ValueError("max_credentials must be >= 0")
+        self._max_credentials = max_credentials
+        self._identity = self._load_identity()
+
+    # --- constructors ----------------------------------------------------
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        """True if ``directory`` holds a keystore database."""
+        return (Path(directory) / DB_NAME).exists()
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        passphrase: str,
+        *,
+        aaguid: bytes | None = None,
+        kdf_memory_kib: int = kdf.DEFAULT_MEMORY_KIB,
+        kdf_params: kdf.KdfParams | None = None,
+        max_credentials: int | None = None,
+    ) -> SqliteKeyStore:
+        """Create a new keystore in ``directory`` (made with mode 0700 if missing).
+
+        ``kdf_params`` overrides the Argon2id parameters; it exists so tests can
+        pass :func:`keystore.kdf.insecure_test_params`. Otherwise production
+        parameters with ``kdf_memory_kib`` (at least 64 MiB) are used.
+        Raises :class:`KeystoreError` if a keystore already exists there.
+        """
+        directory = Path(directory)
+        params = kdf_params if kdf_params is not None else kdf.new_params(kdf_memory_kib)
+        _prepare_new_directory(directory)
+        lock = DirectoryLock(directory / LOCK_NAME)
+        try:
+            for path in _keystore_files(directory):
+                _check_private(path, directory=False)
+            db = directory / DB_NAME
+            if db.exists():
+                raise KeystoreError(f"a keystore already exists in {directory}")
+            master_key = new_master_key()
+            keys = RecordKeys.derive(master_key)
+            wrapped = wrap_master_key(kdf.derive_key(passphrase, params), master_key)
+            identity = new_identity(aaguid)
+            cls._build_file(directory, keys, identity, params, wrapped)
+            conn = _connect(db)
+            try:
+                _configure(conn, journal_mode="WAL")
+                return cls(
+                    conn,
+                    keys,
+                    master_key,
+                    directory=directory,
+                    lock=lock,
+                    max_credentials=max_credentials,
+                )
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+
+    @staticmethod
+    def _build_file(
+        directory: Path,
+        keys: RecordKeys,
+        identity: DeviceIdentity,
+        params: kdf.KdfParams,
+        wrapped: bytes,
+    ) -> None:
+        """Write the initial database under a temporary name, then rename it into place,
+        so a crash never leaves a half-made ``vfido.db``."""
+        tmp = directory / (DB_NAME + ".new")
+        try:
+            for stale in (tmp, tmp.with_name(tmp.name + "-journal")):
+                stale.unlink(missing_ok=True)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
+            )
+            os.close(fd)
+        except OSError as exc:
+            raise _map_os_error(exc, "create the keystore file") from None
+        try:
+            conn = _connect(tmp)
+            try:
+                # Rollback journal while building: committing leaves one complete file.
+                _configure(conn, journal_mode="DELETE")
+                meta = {"kdf": params.to_json(), "wrapped_master_key": wrapped}
+                _init_schema(conn, keys, identity, meta)
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file header
+            except sqlite3.Error as exc:
+                raise _map_sqlite_error(exc, "create the keystore") from exc
+            finally:
+                conn.close()
+            _fsync_path(tmp, directory=False)
+            os.rename(tmp, directory / DB_NAME)
+            _fsync_path(directory, directory=True)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _map_os_error(exc, "create the keystore") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def open(
+        cls, directory: Path, passphrase: str, *, max_credentials: int | None = None
+    ) -> SqliteKeyStore:
+        """Open an existing keystore. Raises :class:`WrongPassphrase`,
+        :class:`KeystoreLocked` (open elsewhere), :class:`KeystoreCorrupt`, or
+        :class:`KeystoreError` (missing, unsafe permissions, newer format)."""
+        directory = Path(directory)
+        if not directory.is_dir() or not cls.exists(directory):
+            raise KeystoreError(f"no vfido keystore in {directory}")
+        _check_private(directory, directory=True)
+        lock = DirectoryLock(directory / LOCK_NAME)
+        try:
+            for path in _keystore_files(directory):
+                _check_private(path, directory=False)
+            conn = _connect(directory / DB_NAME)
+            try:
+                _configure(conn, journal_mode="WAL")
+                meta = _read_meta(conn)
+                try:
+                    params = kdf.KdfParams.from_json(str(meta["kdf"]))
+                except (KeyError, kdf.KdfParamsError):
+                    raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
+                wrapped = meta.get("wrapped_master_key")
+                if not isinstance(wrapped, bytes):
+                    raise KeystoreCorrupt("the keystore's wrapped key is missing")
+                try:
+                    master_key = unwrap_master_key(kdf.derive_key(passphrase, params), wrapped)
+                except AuthenticationFailed:
+                    raise WrongPassphrase("wrong passphrase for this keystore") from None
+                return cls(
+                    conn,
+                    RecordKeys.derive(master_key),
+                    master_key,
+                    directory=directory,
+                    lock=lock,
+                    max_credentials=max_credentials,
+                )
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def ephemeral(
+        cls, *, aaguid: bytes | None = None, max_credentials: int | None = None
+    ) -> SqliteKeyStore:
+        """An in-memory keystore with a random master key (gone when closed)."""
+        try:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _map_sqlite_error(exc, "create an in-memory keystore") from exc
+        try:
+            _configure(conn, journal_mode="MEMORY")
+            master_key = new_master_key()
+            keys = RecordKeys.derive(master_key)
+            _init_schema(conn, keys, new_identity(aaguid), {})
+            return cls(
+                conn, keys, master_key, directory=None, lock=None, max_credentials=max_credentials
+            )
+        except BaseException:
+            conn.close()
+            raise
+
+    # --- housekeeping ----------------------------------------------------
+
+    @property
+    def directory(self) -> Path | None:
+        """The keystore directory (None for an ephemeral keystore)."""
+        return self._directory
+
+    @property
+    def max_credentials(self) -> int | None:
+        """The configured limit on discoverable credentials (None: no limit)."""
+        return self._max_credentials
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def __repr__(self) -> str:
+        where = "ephemeral" if self._directory is None else str(self._directory)
+        return f"SqliteKeyStore({where}{', closed' if self._conn is None else ''})"
+
+    def __enter__(self) -> SqliteKeyStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database and release the directory lock (idempotent)."""
+        with self._mutex:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def change_passphrase(self, new: str, *, kdf_params: kdf.KdfParams | None = None) -> None:
+        """Re-wrap the master key under ``new`` (fresh salt; same costs unless
+        ``kdf_params`` is given). Records are not re-encrypted."""
+        if self._directory is None:
+            raise KeystoreError("an ephemeral keystore has no passphrase")
+        with self._mutex:
+            conn = self._require_open()
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE name = 'kdf'").fetchone()
+            except sqlite3.Error as exc:
+                raise _map_sqlite_error(exc, "read the keystore") from exc
+            if row is None:
+                raise KeystoreCorrupt("the keystore's key derivation data is missing")
+            if kdf_params is None:
+                try:
+                    kdf_params = kdf.KdfParams.from_json(str(row[0])).with_fresh_salt()
+                except kdf.KdfParamsError:
+                    raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
+            wrapped = wrap_master_key(kdf.derive_key(new, kdf_params), self._master_key)
+            with self._tx("change the passphrase") as c:
+                c.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (kdf_params.to_json(),))
+                c.execute("UPDATE meta SET value = ? WHERE name = 'wrapped_master_key'", (wrapped,))
+
+    # --- internals -------------------------------------------------------
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise KeystoreUnavailable("the keystore is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _tx(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed (durably) on success, rolled back otherwise."""
+        with self._mutex:
+            conn = self._require_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _map_sqlite_error(exc, action) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise _map_sqlite_error(exc, action) from exc
+                raise
+
+    @contextlib.contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        """Reads under the store lock, with sqlite errors mapped."""
+        with self._mutex:
+            conn = self._require_open()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise _map_sqlite_error(exc, action) from exc
+
+    def _decrypt(self, table: str, row: tuple[bytes, ...], blob: object) -> bytes:
+        if not isinstance(blob, bytes):
+            raise KeystoreCorrupt(f"a record in {table} is malformed")
+        try:
+            return self._keys.decrypt(table, row, blob)
+        except AuthenticationFailed:
+            raise KeystoreCorrupt(
+                f"a record in {table} failed authentication (the keystore was modified)"
+            ) from None
+
+    def _load_identity(self) -> DeviceIdentity:
+        with self._read("read the device identity") as conn:
+            row = conn.execute("SELECT blob FROM identity WHERE id = 1").fetchone()
+        if row is None:
+            raise KeystoreCorrupt("the keystore has no device identity")
+        try:
+            return identity_from_bytes(self._decrypt(_T_IDENTITY, _IDENTITY_ROW, row[0]))
+        except ValueError:
+            raise KeystoreCorrupt("the stored device identity is malformed") from None
+
+    def _cred_tag(self, credential_id: bytes) -> bytes:
+        return self._keys.blind("cred", credential_id)
+
+    def _state_tag(self, key: str) -> bytes:
+        return self._keys.blind("state", key.encode("utf-8"))
+
+    def _credential_from_row(
+        self, cred_tag: Any, rp_tag: Any, user_tag: Any, blob: Any
+    ) -> CredentialRecord:
+        if not all(isinstance(t, bytes) for t in (cred_tag, rp_tag, user_tag)):
+            raise KeystoreCorrupt("a record in credentials is malformed")
+        record = _decode_record(self._decrypt(_T_CREDENTIALS, (cred_tag, rp_tag, user_tag), blob))
+        # The tags are bound by the AAD; checking them against the record as well
+        # costs three HMACs and catches a record stored under the wrong index.
+        if (
+            self._cred_tag(record.credential_id) != cred_tag
+            or self._keys.blind("rp", record.rp_id_hash) != rp_tag
+            or self._keys.blind("user", record.rp_id_hash, record.user_id) != user_tag
+        ):
+            raise KeystoreCorrupt("a record in credentials does not match its index")
+        return record
+
+    # --- KeyStore: identity ----------------------------------------------
+
+    def identity(self) -> DeviceIdentity:
+        self._require_open()
+        return self._identity
+
+    # --- KeyStore: discoverable credentials -----------------------------
+
+    def put_credential(self, record: CredentialRecord) -> None:
+        cred_tag = self._cred_tag(record.credential_id)
+        rp_tag = self._keys.blind("rp", record.rp_id_hash)
+        user_tag = self._keys.blind("user", record.rp_id_hash, record.user_id)
+        blob = self._keys.encrypt(
+            _T_CREDENTIALS, (cred_tag, rp_tag, user_tag), _encode_record(record)
+        )
+        with self._tx("store the credential") as c:
+            replaced = [
+                r[0]
+                for r in c.execute(
+                    "SELECT cred_tag FROM credentials WHERE user_tag = ? OR cred_tag = ?",
+                    (user_tag, cred_tag),
+                )
+            ]
+            if not replaced and self._max_credentials is not None:
+                (count,) = c.execute("SELECT count(*) FROM credentials").fetchone()
+                if count >= self._max_credentials:
+                    raise KeystoreFull("the keystore's credential limit is reached")
+            c.execute(
+                "DELETE FROM credentials WHERE user_tag = ? OR cred_tag = ?", (user_tag, cred_tag)
+            )
+            for old in replaced:
+                if old != cred_tag:
+                    c.execute("DELETE FROM counters WHERE cred_tag = ?", (old,))
+            c.execute(
+                "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob) VALUES (?, ?, ?, ?)",
+                (cred_tag, rp_tag, user_tag, blob),
+            )
+
+    def find_credentials(self, rp_id_hash: bytes) -> list[CredentialRecord]:
+        rp_tag = self._keys.blind("rp", rp_id_hash)
+        with self._read("look up credentials") as conn:
+            rows = conn.execute(
+                "SELECT seq, cred_tag, rp_tag, user_tag, blob FROM credentials WHERE rp_tag = ?",
+                (rp_tag,),
+            ).fetchall()
+        found: list[tuple[int, int, CredentialRecord]] = []
+        for seq, cred_tag, row_rp_tag, user_tag, blob in rows:
+            record = self._credential_from_row(cred_tag, row_rp_tag, user_tag, blob)
+            found.append((record.created, int(seq), record))
+        found.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        return [r for _, _, r in found]
+
+    def get_credential(self, credential_id: bytes) -> CredentialRecord | None:
+        cred_tag = self._cred_tag(credential_id)
+        with self._read("look up a credential") as conn:
+            row = conn.execute(
+                "SELECT cred_tag, rp_tag, user_tag, blob FROM credentials WHERE cred_tag = ?",
+                (cred_tag,),
+            ).fetchone()
+        if row is None:
+            return None
+        return self._credential_from_row(*row)
+
+    def list_credentials(self) -> list[CredentialSummary]:
+        with self._read("list credentials") as conn:
+            rows = conn.execute(
+                "SELECT c.seq, c.cred_tag, c.rp_tag, c.user_tag, c.blob, coalesce(n.value, 0)"
+                " FROM credentials AS c LEFT JOIN counters AS n ON n.cred_tag = c.cred_tag"
+                " ORDER BY c.seq"
+            ).fetchall()
+        return [
+            CredentialSummary(self._credential_from_row(t, rp, u, b), int(count))
+            for _, t, rp, u, b, count in rows
+        ]
+
+    def delete_credential(self, credential_id: bytes) -> bool:
+        cred_tag = self._cred_tag(credential_id)
+        with self._tx("delete the credential") as c:
+            deleted = c.execute("DELETE FROM credentials WHERE cred_tag = ?", (cred_tag,)).rowcount
+            if deleted:
+                c.execute("DELETE FROM counters WHERE cred_tag = ?", (cred_tag,))
+        return bool(deleted)
+
+    def update_user(self, credential_id: bytes, name: str | None, display_name: str | None) -> bool:
+        cred_tag = self._cred_tag(credential_id)
+        with self._tx("update the credential") as c:
+            row = c.execute(
+                "SELECT cred_tag, rp_tag, user_tag, blob FROM credentials WHERE cred_tag = ?",
+                (cred_tag,),
+            ).fetchone()
+            if row is None:
+                return False
+            record = self._credential_from_row(*row)
+            updated = replace(record, user_name=name, user_display_name=display_name)
+            blob = self._keys.encrypt(_T_CREDENTIALS, tuple(row[:3]), _encode_record(updated))
+            c.execute("UPDATE credentials SET blob = ? WHERE cred_tag = ?", (blob, cred_tag))
+        return True
+
+    def count_credentials(self) -> int:
+        with self._read("count credentials") as conn:
+            (count,) = conn.execute("SELECT count(*) FROM credentials").fetchone()
+        return int(count)
+
+    # --- KeyStore: signature counters ------------------------------------
+
+    def increment_counter(self, credential_id: bytes, step: int = 1) -> int:
+        if step < 0:
+            raise ValueError("counter step must not be negative")
+        cred_tag = self._cred_tag(credential_id)
+        with self._tx("update the signature counter") as c:
+            (value,) = c.execute(
+                "INSERT INTO counters (cred_tag, value) VALUES (?, ?)"
+                " ON CONFLICT (cred_tag) DO UPDATE SET value = value + excluded.value"
+                " RETURNING value",
+                (cred_tag, step),
+            ).fetchall()[0]
+        return int(value)
+
+    def get_counter(self, credential_id: bytes) -> int:
+        cred_tag = self._cred_tag(credential_id)
+        with self._read("read the signature counter") as conn:
+            row = conn.execute(
+                "SELECT value FROM counters WHERE cred_tag = ?", (cred_tag,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    # --- KeyStore: other persistent state --------------------------------
+
+    def get_state(self, key: str) -> bytes | None:
+        tag = self._state_tag(key)
+        with self._read("read device state") as conn:
+            row = conn.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
+        if row is None:
+            return None
+        stored_key, value = self._decode_state(tag, row[0])
+        if stored_key != key:
+            raise KeystoreCorrupt("a record in state does not match its key")
+        return value
+
+    def _decode_state(self, tag: bytes, blob: object) -> tuple[str, bytes]:
+        try:
+            item = cbor2.loads(self._decrypt(_T_STATE, (tag,), blob))
+        except KeystoreCorrupt:
+            raise
+        except Exception:  # cbor2 raises several types
+            raise KeystoreCorrupt("a record in state is malformed") from None
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], bytes)
+        ):
+            raise KeystoreCorrupt("a record in state is malformed")
+        return item[0], item[1]
+
+    def put_state(self, updates: Mapping[str, bytes | None]) -> None:
+        rows: list[tuple[bytes, bytes | None]] = []
+        for key, value in updates.items():
+            tag = self._state_tag(key)
+            if value is None:
+                rows.append((tag, None))
+            elif isinstance(value, bytes | bytearray | memoryview):
+                plain = bytes(cbor2.dumps([key, bytes(value)], canonical=True))
+                rows.append((tag, self._keys.encrypt(_T_STATE, (tag,), plain)))
+            else:
+                raise TypeError("state values must be bytes or None")
+        with self._tx("store device state") as c:
+            for tag, blob in rows:
+                if blob is None:
+                    c.execute("DELETE FROM state WHERE key_tag = ?", (tag,))
+                else:
+                    c.execute(
+                        "INSERT INTO state (key_tag, blob) VALUES (?, ?)"
+                        " ON CONFLICT (key_tag) DO UPDATE SET blob = excluded.blob",
+                        (tag, blob),
+                    )
+
+    def state_keys(self) -> Iterable[str]:
+        with self._read("list device state") as conn:
+            rows = conn.execute("SELECT key_tag, blob FROM state").fetchall()
+        keys = []
+        for tag, blob in rows:
+            if not isinstance(tag, bytes):
+                raise KeystoreCorrupt("a record in state is malformed")
+            key, _ = self._decode_state(tag, blob)
+            keys.append(key)
+        return sorted(keys)
+
+    # --- KeyStore: reset -------------------------------------------------
+
+    def reset(self) -> None:
+        with self._mutex:
+            new = rotate_credential_key(self._identity)
+            blob = self._keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(new))
+            with self._tx("reset the keystore") as c:
+                c.execute("DELETE FROM credentials")
+                c.execute("DELETE FROM counters")
+                c.execute("DELETE FROM state")
+                c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
+            self._identity = new
+            # Push the deletions out of the write-ahead log too (best effort: the
+            # reset itself is already committed).
+            with contextlib.suppress(sqlite3.Error, KeystoreError):
+                self._require_open().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
