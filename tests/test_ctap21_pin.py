@@ -1,0 +1,163 @@
+"""CTAP 2.1 PIN/UV: python-fido2's ClientPin against the key, both PIN/UV auth protocols.
+
+Through the in-process CTAPHID device; results are checked by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2 import ClientPin, Ctap2
+from fido2.ctap2.pin import PinProtocol, PinProtocolV1, PinProtocolV2
+
+from tests.vkey import Key, running_key
+
+PIN = "1234"
+PROTOCOLS = {"v1": PinProtocolV1, "v2": PinProtocolV2}
+
+ERR = CtapError.ERR
+
+
+@pytest.fixture
+def key() -> Iterator[Key]:
+    with running_key() as k:
+        yield k
+
+
+@pytest.fixture(params=list(PROTOCOLS))
+def protocol(request: pytest.FixtureRequest) -> PinProtocol:
+    return PROTOCOLS[request.param]()
+
+
+def client_pin(key: Key, protocol: PinProtocol) -> ClientPin:
+    return ClientPin(Ctap2(key.device), protocol)
+
+
+def code(exc: pytest.ExceptionInfo[CtapError]) -> int:
+    return exc.value.code
+
+
+def test_get_info_advertises_ctap21_pin_support(key: Key) -> None:
+    info = Ctap2(key.device).get_info()
+    assert "FIDO_2_1" in info.versions and "FIDO_2_0" in info.versions
+    assert info.options["clientPin"] is False
+    assert info.options["pinUvAuthToken"] is True
+    assert set(info.pin_uv_protocols) == {1, 2}
+    assert info.options["credMgmt"] is True
+    assert info.options["largeBlobs"] is True
+    assert info.options["authnrCfg"] is True
+    assert info.min_pin_length == 4
+    for ext in ("credProtect", "hmac-secret", "credBlob", "largeBlobKey", "minPinLength"):
+        assert ext in info.extensions
+
+
+def test_set_pin_then_token(key: Key, protocol: PinProtocol) -> None:
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    assert Ctap2(key.device).get_info().options["clientPin"] is True
+    assert cp.get_pin_retries()[0] == 8
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    assert len(token) == 32
+    with pytest.raises(CtapError) as info:
+        cp.set_pin("5678")  # a PIN is already set
+    assert code(info) == ERR.NOT_ALLOWED
+
+
+def test_pin_length_rules(key: Key, protocol: PinProtocol) -> None:
+    cp = client_pin(key, protocol)
+    with pytest.raises(CtapError) as info:
+        cp.set_pin("123")
+    assert code(info) == ERR.PIN_POLICY_VIOLATION
+    cp.set_pin("\u00e9\u00e9\u00e9\u00e9")  # 4 code points, 8 bytes
+    with pytest.raises(CtapError) as info:
+        cp.change_pin("\u00e9\u00e9\u00e9\u00e9", "x" * 64)
+    assert code(info) == ERR.PIN_POLICY_VIOLATION
+    cp.change_pin("\u00e9\u00e9\u00e9\u00e9", "y" * 63)
+    cp.get_pin_token("y" * 63)
+
+
+def test_wrong_pins_block_until_power_cycle_then_for_good(key: Key, protocol: PinProtocol) -> None:
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    for expected_retries, expected in (
+        (7, ERR.PIN_INVALID),
+        (6, ERR.PIN_INVALID),
+        (5, ERR.PIN_AUTH_BLOCKED),
+    ):
+        with pytest.raises(CtapError) as info:
+            cp.get_pin_token("0000")
+        assert code(info) == expected
+        assert cp.get_pin_retries()[0] == expected_retries
+    with pytest.raises(CtapError) as info:
+        cp.get_pin_token(PIN)  # even the right PIN, until a power cycle
+    assert code(info) == ERR.PIN_AUTH_BLOCKED
+    assert cp.get_pin_retries()[0] == 5  # a blocked attempt costs nothing
+    key.authenticator.power_cycle()
+    cp = client_pin(key, protocol)
+    cp.get_pin_token(PIN)  # correct PIN resets the counter
+    assert cp.get_pin_retries()[0] == 8
+    # 8 wrong PINs in a row (power cycling every 3) block the PIN for good
+    for attempt in range(8):
+        if attempt and attempt % 3 == 0:
+            key.authenticator.power_cycle()
+            cp = client_pin(key, protocol)
+        with pytest.raises(CtapError):
+            cp.get_pin_token("0000")
+    assert cp.get_pin_retries()[0] == 0
+    key.authenticator.power_cycle()
+    cp = client_pin(key, protocol)
+    with pytest.raises(CtapError) as info:
+        cp.get_pin_token(PIN)
+    assert code(info) == ERR.PIN_BLOCKED
+
+
+def test_change_pin_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
+    from fido2.ctap2 import CredentialManagement
+
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MANAGEMENT)
+    CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
+    cp.change_pin(PIN, "87654321")
+    with pytest.raises(CtapError) as info:
+        CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
+    assert code(info) == ERR.PIN_AUTH_INVALID
+    with pytest.raises(CtapError) as info:
+        cp.get_pin_token(PIN)
+    assert code(info) == ERR.PIN_INVALID
+    cp.get_pin_token("87654321")
+
+
+def test_token_permissions_are_enforced(key: Key, protocol: PinProtocol) -> None:
+    from fido2.ctap2 import CredentialManagement
+
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, "example.com")
+    with pytest.raises(CtapError) as info:
+        CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
+    assert code(info) == ERR.UNAUTHORIZED_PERMISSION
+    with pytest.raises(CtapError) as info:
+        cp.get_pin_token(PIN, ClientPin.PERMISSION(0))
+    assert code(info) == ERR.INVALID_PARAMETER
+
+
+def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
+    from fido2.ctap2 import CredentialManagement
+
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MANAGEMENT)
+    key.authenticator.power_cycle()
+    with pytest.raises(CtapError) as info:
+        CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
+    assert code(info) == ERR.PIN_AUTH_INVALID
+
+
+def test_reset_clears_the_pin(key: Key) -> None:
+    cp = client_pin(key, PinProtocolV2())
+    cp.set_pin(PIN)
+    Ctap2(key.device).reset()
+    assert Ctap2(key.device).get_info().options["clientPin"] is False
