@@ -603,23 +603,21 @@ class SqliteKeyStore:
         ``kdf_params`` is given). Records are not re-encrypted."""
         if self._directory is None:
             raise KeystoreError("an ephemeral keystore has no passphrase")
-        with self._mutex:
-            conn = self._require_open()
-            try:
+        if kdf_params is None:
+            with self._read("read the keystore") as conn:
                 row = conn.execute("SELECT value FROM meta WHERE name = 'kdf'").fetchone()
-            except sqlite3.Error as exc:
-                raise _map_sqlite_error(exc, "read the keystore") from exc
             if row is None:
                 raise KeystoreCorrupt("the keystore's key derivation data is missing")
-            if kdf_params is None:
-                try:
-                    kdf_params = kdf.KdfParams.from_json(str(row[0])).with_fresh_salt()
-                except kdf.KdfParamsError:
-                    raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
-            wrapped = wrap_master_key(kdf.derive_key(new, kdf_params), self._master_key)
-            with self._tx("change the passphrase") as c:
-                c.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (kdf_params.to_json(),))
-                c.execute("UPDATE meta SET value = ? WHERE name = 'wrapped_master_key'", (wrapped,))
+            try:
+                kdf_params = kdf.KdfParams.from_json(str(row[0])).with_fresh_salt()
+            except kdf.KdfParamsError:
+                raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
+        # The slow derivation runs without holding the store lock. Each pair of
+        # (parameters, wrapped key) is written together in one transaction.
+        wrapped = wrap_master_key(kdf.derive_key(new, kdf_params), self._master_key)
+        with self._tx("change the passphrase") as c:
+            c.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (kdf_params.to_json(),))
+            c.execute("UPDATE meta SET value = ? WHERE name = 'wrapped_master_key'", (wrapped,))
 
     # --- internals -------------------------------------------------------
 

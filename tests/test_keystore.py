@@ -7,11 +7,15 @@ import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keystore import kdf
 from keystore.credential_id import seal, unseal
@@ -373,6 +377,25 @@ def test_second_opener_refused(ks_dir: Path) -> None:
         assert second.get_state("k") == b"v"
 
 
+def test_second_process_refused(ks_dir: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from keystore.sqlite_store import SqliteKeyStore\n"
+        "from keystore.store import KeystoreLocked\n"
+        "try:\n"
+        "    SqliteKeyStore.open(Path(sys.argv[1]), sys.argv[2]).close()\n"
+        "except KeystoreLocked:\n"
+        "    sys.exit(3)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    argv = [sys.executable, "-c", code, str(ks_dir), PASS]
+    with create(ks_dir):
+        assert subprocess.run(argv, env=env, check=False).returncode == 3
+    assert subprocess.run(argv, env=env, check=False).returncode == 0
+
+
 def test_permissions_private_even_with_permissive_umask(ks_dir: Path) -> None:
     old = os.umask(0)
     try:
@@ -392,14 +415,11 @@ def test_permissions_private_even_with_permissive_umask(ks_dir: Path) -> None:
         os.umask(old)
 
 
-@pytest.mark.parametrize("name", [DB_NAME, LOCK_NAME, DB_NAME + "-wal"])
+@pytest.mark.parametrize("name", [DB_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm"])
 def test_group_readable_file_refused(ks_dir: Path, name: str) -> None:
-    s = create(ks_dir)
-    s.increment_counter(b"id")
-    wal = ks_dir / (DB_NAME + "-wal")
-    s.close()
-    if not wal.exists():  # closing checkpoints and removes the WAL: recreate one
-        wal.touch(mode=0o600)
+    create(ks_dir).close()
+    if not (ks_dir / name).exists():  # closing removes the WAL and shm files
+        (ks_dir / name).touch(mode=0o600)
     (ks_dir / name).chmod(0o640)
     with pytest.raises(KeystoreError, match="accessible by other users"):
         SqliteKeyStore.open(ks_dir, PASS)
@@ -822,3 +842,42 @@ def test_scale_and_indexed_lookups() -> None:
             args = (b"x",) * q.count("?")
             plan = " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + q, args))
             assert "SEARCH" in plan and "SCAN" not in plan, (q, plan)
+
+
+_opt_text = st.none() | st.text(max_size=64)
+_opt_bytes = st.none() | st.binary(max_size=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rec=st.builds(
+        CredentialRecord,
+        credential_id=st.binary(min_size=1, max_size=200),
+        rp_id=st.text(max_size=64),
+        rp_id_hash=st.binary(min_size=32, max_size=32),
+        user_id=st.binary(min_size=1, max_size=64),
+        algorithm=st.integers(-(2**31), 2**31),
+        private_key=st.binary(max_size=200),
+        created=st.integers(0, 2**40),
+        rp_name=_opt_text,
+        user_name=_opt_text,
+        user_display_name=_opt_text,
+        cred_protect=st.integers(1, 3),
+        cred_random_uv=_opt_bytes,
+        cred_random_no_uv=_opt_bytes,
+        cred_blob=_opt_bytes,
+        large_blob_key=_opt_bytes,
+        backup_eligible=st.booleans(),
+        backup_state=st.booleans(),
+    ),
+    state=st.dictionaries(st.text(max_size=20), st.binary(max_size=100), max_size=5),
+)
+def test_round_trip_property(rec: CredentialRecord, state: dict[str, bytes]) -> None:
+    with SqliteKeyStore.ephemeral() as e:
+        e.put_credential(rec)
+        assert e.get_credential(rec.credential_id) == rec
+        assert e.find_credentials(rec.rp_id_hash) == [rec]
+        e.put_state(state)
+        assert sorted(e.state_keys()) == sorted(state)
+        for k, v in state.items():
+            assert e.get_state(k) == v
