@@ -253,6 +253,7 @@ class UhidTransport:
                 return
             if self._stopping.is_set():
                 raise RuntimeError("transport was stopped")
+            from transports.runner import HidRunner
             try:
                 fd = os.open(self._path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -283,8 +284,6 @@ class UhidTransport:
                 raise UhidUnavailableError(
                     f"the kernel refused to create the HID device: {exc}"
                 ) from exc
-            from transports.runner import HidRunner
-
             self._fd = fd
             self._runner = HidRunner(self._handler, self._send_report)
             log.info("uhid device %r created", self._serial)

@@ -279,7 +279,358 @@ def uhid_transport_echo(data: dict[str, Any]) -> str:
     return f"INIT + 1 KiB PING + CBOR echo via {path}"
 
 
-# @@MORE-CHECKS@@
+def require_vfido() -> None:
+    if not vfido_available():
+        raise RuntimeError("vfido/cli.py missing in this checkout")
+
+
+@check("vfido_python_fido2")
+def vfido_python_fido2(data: dict[str, Any]) -> str:
+    """`vfido run --transport uhid`: WebAuthn via Fido2Client + Fido2Server, and CTAP1/U2F."""
+    require_vfido()
+    import hashlib
+
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+    from fido2.ctap1 import Ctap1
+    from fido2.server import Fido2Server
+    from fido2.webauthn import (
+        PublicKeyCredentialRpEntity,
+        PublicKeyCredentialUserEntity,
+        UserVerificationRequirement,
+    )
+
+    with vfido_key("vfido-vm-a") as key:
+        dev = wait_for(lambda: find_fido2_device(key.serial), 10, "python-fido2 device")
+        data["hidraw"] = key.hidraw
+        data["capabilities"] = dev.capabilities
+        client = Fido2Client(dev, DefaultClientDataCollector("https://example.com"))
+        data["info_versions"] = list(client.info.versions)
+        server = Fido2Server(PublicKeyCredentialRpEntity(id="example.com", name="Example"))
+        user = PublicKeyCredentialUserEntity(id=b"user-1", name="alice")
+        options, state = server.register_begin(
+            user, user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        t0 = time.monotonic()
+        reg = client.make_credential(options.public_key)
+        auth_data = server.register_complete(state, reg)
+        data["make_credential_s"] = time.monotonic() - t0
+        assert auth_data.credential_data is not None
+        creds = [auth_data.credential_data]
+        options, state = server.authenticate_begin(
+            creds, user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        t0 = time.monotonic()
+        selection = client.get_assertion(options.public_key)
+        server.authenticate_complete(state, creds, selection.get_response(0))
+        data["get_assertion_s"] = time.monotonic() - t0
+
+        # CTAP1 / U2F over the same hidraw node.
+        ctap1 = Ctap1(dev)
+        data["u2f_version"] = ctap1.get_version()
+        app = hashlib.sha256(b"https://u2f.example.com").digest()
+        chal = hashlib.sha256(b"challenge").digest()
+        registration = ctap1.register(chal, app)
+        registration.verify(app, chal)
+        signature = ctap1.authenticate(chal, app, registration.key_handle)
+        signature.verify(app, chal, registration.public_key)
+        data["u2f_counter"] = signature.counter
+        dev.close()
+    return "Fido2Client register+authenticate verified by Fido2Server; U2F register+authenticate"
+
+
+def fido2_tools_round(device: str, alg: str, resident: bool, data: dict[str, Any]) -> None:
+    import hashlib
+
+    cdh = base64.b64encode(hashlib.sha256(os.urandom(16)).digest()).decode()
+    user_id = base64.b64encode(os.urandom(16)).decode()
+    rp = "fido2-tools.example.com"
+    cred_in = f"{cdh}\n{rp}\nuser-{alg}\n{user_id}\n".encode()
+    make = ["fido2-cred", "-M", *(["-r"] if resident else []), device, alg]
+    made = sh(make, input=cred_in)
+    verified = sh(["fido2-cred", "-V", "-o", "/dev/stdout", alg], input=made.encode())
+    lines = verified.splitlines()
+    cred_id, pubkey = lines[0], "\n".join(lines[1:]) + "\n"
+    pk_path = OUT / f"pk-{alg}-{int(resident)}.pem"
+    pk_path.write_text(pubkey)
+    cdh2 = base64.b64encode(hashlib.sha256(os.urandom(16)).digest()).decode()
+    if resident:
+        assert_in = f"{cdh2}\n{rp}\n".encode()
+        get = ["fido2-assert", "-G", "-r", device]
+    else:
+        assert_in = f"{cdh2}\n{rp}\n{cred_id}\n".encode()
+        get = ["fido2-assert", "-G", device]
+    assertion = sh(get, input=assert_in)
+    if resident:
+        # -r prints one assertion per resident credential of the RP; keep the last (ours).
+        blocks = assertion.strip().splitlines()
+        assertion = "\n".join(blocks[-4:]) + "\n" if len(blocks) >= 4 else assertion
+    sh(["fido2-assert", "-V", str(pk_path), alg], input=assertion.encode())
+    data[f"{alg}_{'rk' if resident else 'nonrk'}"] = "ok"
+
+
+@check("vfido_fido2_tools")
+def vfido_fido2_tools(data: dict[str, Any]) -> str:
+    """libfido2's tools: -L, -I, make/verify credential and get/verify assertion."""
+    require_vfido()
+    with vfido_key("vfido-vm-tools") as key:
+        assert key.hidraw is not None
+        listing = sh(["fido2-token", "-L"])
+        data["list"] = listing
+        if key.hidraw not in listing:
+            raise RuntimeError(f"fido2-token -L does not list {key.hidraw}")
+        info = sh(["fido2-token", "-I", key.hidraw])
+        data["info"] = info
+        if "FIDO_2_0" not in info:
+            raise RuntimeError("fido2-token -I: no FIDO_2_0 version")
+        failures = []
+        for alg in ("es256", "eddsa"):
+            for resident in (False, True):
+                try:
+                    fido2_tools_round(key.hidraw, alg, resident, data)
+                except Exception as exc:
+                    failures.append(f"{alg} rk={resident}: {exc}")
+        if failures:
+            raise RuntimeError("; ".join(failures))
+    return "fido2-token -L/-I, fido2-cred -M|-V and fido2-assert -G|-V for es256/eddsa, rk/non-rk"
+
+
+@check("vfido_two_keys")
+def vfido_two_keys(data: dict[str, Any]) -> str:
+    """Two `vfido run` keys at once, each found by serial and used via python-fido2."""
+    require_vfido()
+    from fido2.ctap2 import Ctap2
+
+    with vfido_key("vfido-vm-k1") as k1, vfido_key("vfido-vm-k2") as k2:
+        data["hidraw"] = [k1.hidraw, k2.hidraw]
+        if k1.hidraw == k2.hidraw:
+            raise RuntimeError("both keys report the same hidraw node")
+        aaguids = []
+        for key in (k1, k2):
+            dev = wait_for(lambda key=key: find_fido2_device(key.serial), 10, key.serial)
+            if dev.descriptor.path != key.hidraw:
+                raise RuntimeError(f"{key.serial}: {dev.descriptor.path} != {key.hidraw}")
+            aaguids.append(bytes(Ctap2(dev).get_info().aaguid).hex())
+            if dev.ping(b"hello " + key.serial.encode()) != b"hello " + key.serial.encode():
+                raise RuntimeError("ping mismatch")
+            dev.close()
+        data["aaguids"] = aaguids
+        if aaguids[0] == aaguids[1]:
+            raise RuntimeError("two ephemeral keys share an AAGUID")
+    return f"two keys at {data['hidraw']}"
+
+
+# --- browsers ----------------------------------------------------------------------------------
+
+
+class PageServer:
+    """Serves webauthn.html on http://localhost:PORT/ and collects POSTed results."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        page = (HERE / "webauthn.html").read_bytes()
+        owner = self
+        self.results: dict[str, Any] | None = None
+        self.updated = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                owner.results = json.loads(body)
+                owner.updated.set()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_done(self, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.results is not None and self.results.get("done"):
+                return self.results
+            self.updated.wait(1.0)
+            self.updated.clear()
+        return self.results
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+def bring_up_loopback() -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=False, capture_output=True)
+
+
+def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[str]]) -> str:
+    require_vfido()
+    bring_up_loopback()
+    server = PageServer()
+    url = f"http://localhost:{server.port}/?browser={name}"
+    with vfido_key(f"vfido-vm-{name}") as key:
+        data["hidraw"] = key.hidraw
+        log_path = OUT / f"{name}.log"
+        with log_path.open("wb") as blog:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                argv_for(url),
+                stdin=subprocess.DEVNULL,
+                stdout=blog,
+                stderr=blog,
+                start_new_session=True,
+            )
+            try:
+                results = server.wait_done(240)
+            finally:
+                data["browser_seconds"] = time.monotonic() - t0
+                try:
+                    os.killpg(proc.pid, 15)
+                    proc.wait(10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+                server.close()
+    data["page"] = results
+    if results is None:
+        raise RuntimeError(f"{name} posted no results; log tail: {log_path.read_text()[-3000:]}")
+    summary = ", ".join(
+        f"{s['name']}={'ok' if s['ok'] else s['error']['name']}" for s in results["scenarios"]
+    )
+    if not results.get("done"):
+        raise RuntimeError(f"{name} did not finish the page: {summary}")
+    return summary
+
+
+def chromium_argv(url: str) -> list[str]:
+    profile = Path("/tmp/chromium-profile")
+    profile.mkdir(parents=True, exist_ok=True)
+    return [
+        "chromium",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        url,
+    ]
+
+
+def firefox_argv(url: str) -> list[str]:
+    profile = Path("/tmp/firefox-profile")
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "user.js").write_text(
+        'user_pref("security.webauth.webauthn_enable_usbtoken", true);\n'
+        'user_pref("security.webauth.webauthn_enable_softtoken", false);\n'
+        'user_pref("browser.shell.checkDefaultBrowser", false);\n'
+        'user_pref("datareporting.policy.dataSubmissionEnabled", false);\n'
+        'user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);\n'
+        'user_pref("app.update.enabled", false);\n'
+    )
+    return ["firefox-esr", "--headless", "--no-remote", "--profile", str(profile), url]
+
+
+@check("chromium_webauthn")
+def chromium_webauthn(data: dict[str, Any]) -> str:
+    return run_browser(data, "chromium", chromium_argv)
+
+
+@check("firefox_webauthn")
+def firefox_webauthn(data: dict[str, Any]) -> str:
+    return run_browser(data, "firefox", firefox_argv)
+
+
+# --- udev: an unprivileged user gets the key through the project's rules -----------------------
+
+
+@check("udev_rules")
+def udev_rules(data: dict[str, Any]) -> str:
+    """systemd-udevd in the guest with udev/70-vfido.rules: group vfido gets /dev/uhid and hidraw.
+
+    The host's Python lives under /root (mode 0700), so vfido itself runs as root here; the
+    unprivileged side is checked with tools outside /root: opening /dev/uhid with sh, and
+    libfido2's fido2-token listing and querying the key, as uid 65534 with and without the
+    group "vfido" (uaccess needs logind, which the guest does not run).
+    """
+    require_vfido()
+    udevd = Path("/lib/systemd/systemd-udevd")
+    if not udevd.exists():
+        raise RuntimeError("systemd-udevd not installed (apt-get install udev)")
+    env = dict(os.environ, SYSTEMD_IGNORE_CHROOT="1")
+    rules_dir = Path("/etc/udev/rules.d")
+    group_copy = Path("/tmp/etc-group")
+    text = Path("/etc/group").read_text()
+    if not re.search(r"^vfido:", text, re.M):
+        text += "vfido:x:990:\n"
+    group_copy.write_text(text)
+    gid = int(re.search(r"^vfido:[^:]*:(\d+):", text, re.M).group(1))  # type: ignore[union-attr]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534"]
+    member = [*nobody, f"--groups={gid}"]
+    outsider = [*nobody, "--clear-groups"]
+    mounted: list[str] = []
+    try:
+        sh(["mount", "-t", "tmpfs", "rules", str(rules_dir)])
+        mounted.append(str(rules_dir))
+        sh(["mount", "--bind", str(group_copy), "/etc/group"])
+        mounted.append("/etc/group")
+        shutil.copy(CHECKOUT / "udev" / "70-vfido.rules", rules_dir / "70-vfido.rules")
+        sh([str(udevd), "--daemon"], env=env)
+        sh(["udevadm", "trigger", "--action=add"], env=env)
+        sh(["udevadm", "settle", "--timeout=30"], env=env)
+        st = os.stat("/dev/uhid")
+        data["uhid_mode"] = oct(st.st_mode & 0o777)
+        data["uhid_gid"] = st.st_gid
+        if st.st_gid != gid or st.st_mode & 0o060 != 0o060:
+            raise RuntimeError(f"/dev/uhid not group vfido rw: {oct(st.st_mode)} gid {st.st_gid}")
+        open_uhid = ["sh", "-c", ": <> /dev/uhid"]
+        sh([*member, *open_uhid])
+        denied = subprocess.run([*outsider, *open_uhid], capture_output=True, check=False)
+        if denied.returncode == 0:
+            raise RuntimeError("uid 65534 without group vfido could open /dev/uhid")
+        with vfido_key("vfido-vm-udev") as key:
+            sh(["udevadm", "settle", "--timeout=30"], env=env)
+            assert key.hidraw is not None
+            props = sh(["udevadm", "info", "--query=all", key.hidraw], env=env)
+            data["hidraw_udev"] = props
+            hst = os.stat(key.hidraw)
+            data["hidraw_mode"] = oct(hst.st_mode & 0o777)
+            for needed in ("ID_FIDO_TOKEN=1", "ID_SECURITY_TOKEN=1", "uaccess"):
+                if needed not in props:
+                    raise RuntimeError(f"{needed} missing from the hidraw node's udev data")
+            listing = sh([*member, "fido2-token", "-L"])
+            data["member_list"] = listing
+            if key.hidraw not in listing:
+                raise RuntimeError(f"fido2-token -L as group vfido does not list {key.hidraw}")
+            info = sh([*member, "fido2-token", "-I", key.hidraw])
+            data["member_info"] = info[:800]
+            other = subprocess.run(
+                [*outsider, "fido2-token", "-L"], capture_output=True, check=False
+            )
+            data["outsider_list"] = other.stdout.decode(errors="replace")
+            if key.hidraw in data["outsider_list"]:
+                raise RuntimeError("fido2-token -L without group vfido lists the key")
+    finally:
+        subprocess.run(["udevadm", "control", "--exit"], env=env, capture_output=True, check=False)
+        for path in reversed(mounted):
+            subprocess.run(["umount", path], capture_output=True, check=False)
+    return (
+        f"/dev/uhid {data['uhid_mode']} group vfido, hidraw {data['hidraw_mode']} tagged "
+        "uaccess/ID_FIDO_TOKEN; group member can open both, others cannot"
+    )
 
 
 def main() -> int:

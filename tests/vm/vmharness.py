@@ -29,6 +29,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
@@ -313,6 +316,40 @@ def run_guest(
         results=results,
         wall_seconds=wall,
     )
+
+
+class GuestResults:
+    def __init__(self, run: GuestRun, out_dir: Path) -> None:
+        self.run = run
+        self.out_dir = out_dir
+        self.results: dict[str, Any] = run.results or {}
+
+    @property
+    def checks(self) -> dict[str, Any]:
+        checks: dict[str, Any] = self.results.get("checks", {})
+        return checks
+
+    def check(self, name: str) -> dict[str, Any]:
+        """The result of one guest check; fails with the guest log if it did not run."""
+        if name not in self.checks:
+            pytest.fail(
+                f"guest check {name!r} did not run (out dir {self.out_dir}).\n"
+                f"guest.log tail:\n{self.run.guest_log[-4000:]}\n"
+                f"console tail:\n{self.run.console[-2000:]}",
+                pytrace=False,
+            )
+        result: dict[str, Any] = self.checks[name]
+        return result
+
+    def require_ok(self, name: str) -> dict[str, Any]:
+        result = self.check(name)
+        if not result["ok"]:
+            pytest.fail(
+                f"guest check {name!r} failed (logs in {self.out_dir}):\n{result['detail']}",
+                pytrace=False,
+            )
+        data: dict[str, Any] = result["data"]
+        return data
 
 
 def main() -> int:

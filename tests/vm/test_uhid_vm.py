@@ -1,0 +1,202 @@
+"""The real Linux HID path, tested in ONE qemu guest per session (see tests/vm/README.md).
+
+The guest (tests/vm/guest_checks.py) runs every check and records results; each test here
+asserts one check, and the browser tests verify the browsers' WebAuthn responses with
+python-fido2's Fido2Server on this side.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from fido2.server import Fido2Server
+from fido2.webauthn import AttestedCredentialData, PublicKeyCredentialRpEntity
+from vmharness import GuestResults
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+
+ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
+
+
+def test_guest_kernel_has_uhid(vm: GuestResults) -> None:
+    data = vm.require_ok("kernel_uhid")
+    assert data["uname"].endswith("-amd64")
+
+
+def test_uhid_create2_makes_a_fido_hidraw_node(vm: GuestResults) -> None:
+    data = vm.require_ok("uhid_create_raw")
+    assert data["hidraw"].startswith("/dev/hidraw")
+    assert data["hidraw"] in data["fido2_token_L"]
+
+
+def test_uhid_transport_echo_through_hidraw(vm: GuestResults) -> None:
+    data = vm.require_ok("uhid_transport_echo")
+    assert data["hidraw"] in data["fido2_token_L"]
+
+
+def test_vfido_run_python_fido2_webauthn_and_u2f(vm: GuestResults) -> None:
+    data = vm.require_ok("vfido_python_fido2")
+    assert "FIDO_2_0" in data["info_versions"]
+    assert data["u2f_version"] == "U2F_V2"
+
+
+def test_vfido_run_fido2_tools(vm: GuestResults) -> None:
+    data = vm.require_ok("vfido_fido2_tools")
+    for key in ("es256_nonrk", "es256_rk", "eddsa_nonrk", "eddsa_rk"):
+        assert data.get(key) == "ok", key
+
+
+def test_two_vfido_keys_at_once(vm: GuestResults) -> None:
+    data = vm.require_ok("vfido_two_keys")
+    assert len(set(data["hidraw"])) == 2
+
+
+def test_udev_rule_gives_group_access(vm: GuestResults) -> None:
+    data = vm.require_ok("udev_rules")
+    assert data["hidraw_mode"] == "0o660"
+
+
+# --- browsers ---------------------------------------------------------------------------------
+
+
+class PageVerifier:
+    """Verifies the page's create()/get() results with python-fido2's server side."""
+
+    def __init__(self, page: dict[str, Any]) -> None:
+        self.page = page
+        self.origin = page["origin"]
+        self.server = Fido2Server(
+            PublicKeyCredentialRpEntity(id="localhost", name="vfido test RP"),
+            verify_origin=lambda origin: origin == self.origin,
+        )
+        self.by_name = {s["name"]: s for s in page["scenarios"]}
+        self.credentials: dict[str, AttestedCredentialData] = {}
+
+    def scenario(self, name: str) -> dict[str, Any]:
+        assert name in self.by_name, f"the page did not run {name}: {list(self.by_name)}"
+        entry: dict[str, Any] = self.by_name[name]
+        return entry
+
+    def require_ok(self, name: str) -> dict[str, Any]:
+        entry = self.scenario(name)
+        assert entry["ok"], f"{name} failed in the browser: {entry.get('error')}"
+        return entry
+
+    def verify_create(self, name: str) -> AttestedCredentialData:
+        entry = self.require_ok(name)
+        state = {"challenge": entry["challenge"], "user_verification": "discouraged"}
+        auth_data = self.server.register_complete(state, entry["credential"])
+        assert auth_data.credential_data is not None
+        cred = auth_data.credential_data
+        assert cred.public_key[3] == entry["alg"], "credential algorithm differs from the request"
+        self.credentials[entry["credential"]["rawId"]] = cred
+        return cred
+
+    def verify_get(self, name: str) -> None:
+        entry = self.require_ok(name)
+        state = {"challenge": entry["challenge"], "user_verification": "discouraged"}
+        self.server.authenticate_complete(
+            state, list(self.credentials.values()), entry["credential"]
+        )
+
+
+def page_bytes(b64url: str) -> bytes:
+    return base64.urlsafe_b64decode(b64url + "=" * (-len(b64url) % 4))
+
+
+def browser_page(vm: GuestResults, check: str) -> PageVerifier:
+    data = vm.require_ok(check)
+    page = data["page"]
+    assert page and page.get("done"), "the page did not finish"
+    return PageVerifier(page)
+
+
+@pytest.mark.parametrize("alg", sorted(ALGS))
+def test_chromium_create_and_get(vm: GuestResults, alg: str) -> None:
+    page = browser_page(vm, "chromium_webauthn")
+    page.verify_create(f"create_{alg}")
+    page.verify_get(f"get_{alg}")
+
+
+def test_chromium_timing_recorded(vm: GuestResults, record_property: Any) -> None:
+    page = browser_page(vm, "chromium_webauthn")
+    page.verify_create("timing_create")
+    page.verify_get("timing_get")
+    timing = page.page["timing"]
+    record_property("chromium_create_ms", round(timing["create_ms"]))
+    record_property("chromium_get_ms", round(timing["get_ms"]))
+    record_property("guest_boot_s", vm.results["info"]["boot_seconds"])
+    (vm.out_dir / "timing.json").write_text(
+        json.dumps(
+            {
+                "boot_seconds": vm.results["info"]["boot_seconds"],
+                "guest_seconds": vm.results["info"].get("total_guest_seconds"),
+                "chromium": timing,
+                "chromium_run_seconds": vm.check("chromium_webauthn")["data"]["browser_seconds"],
+            },
+            indent=1,
+        )
+    )
+    assert timing["ok"]
+
+
+def test_chromium_discoverable_credential(vm: GuestResults) -> None:
+    page = browser_page(vm, "chromium_webauthn")
+    page.verify_create("create_es256")
+    cred = page.verify_create("create_rk_preferred")
+    entry = page.scenario("create_rk_preferred")
+    rk = entry["credential"].get("clientExtensionResults", {}).get("credProps", {}).get("rk")
+    get = page.scenario("get_rk_empty_allow")
+    if rk:
+        page.verify_get("get_rk_empty_allow")
+        assert get["credential"]["rawId"] == entry["credential"]["rawId"]
+        assert bytes(cred.credential_id) == page_bytes(entry["credential"]["rawId"])
+    else:
+        pytest.xfail(f"Chromium made no discoverable credential for 'preferred'; get(): {get}")
+
+
+def test_chromium_exclude_credentials_refused(vm: GuestResults) -> None:
+    page = browser_page(vm, "chromium_webauthn")
+    entry = page.scenario("create_excluded")
+    assert entry["excluded"], "no credential to exclude (create_es256 failed)"
+    assert not entry["ok"], "a credential was created despite excludeCredentials"
+    # The spec says InvalidStateError; headless Chromium keeps its "already registered" sheet
+    # up instead, so the page's AbortSignal.timeout ends the call (TimeoutError/AbortError).
+    assert entry["error"]["name"] in ("InvalidStateError", "TimeoutError", "AbortError")
+
+
+def test_chromium_resident_key_required_outcome_recorded(vm: GuestResults) -> None:
+    page = browser_page(vm, "chromium_webauthn")
+    entry = page.scenario("create_rk_required")
+    if entry["ok"]:
+        page.verify_create("create_rk_required")
+    else:
+        # Recorded, not required: Chromium wants a PIN or built-in UV for rk=required.
+        assert entry["error"]["name"] in (
+            "TimeoutError",
+            "AbortError",
+            "NotAllowedError",
+            "InvalidStateError",
+            "NotSupportedError",
+        )
+
+
+def test_firefox_create_and_get(vm: GuestResults) -> None:
+    """Best effort: Firefox ESR headless; signature checks are strict, browser quirks xfail."""
+    result = vm.check("firefox_webauthn")
+    if not result["ok"]:
+        pytest.xfail(f"Firefox run did not complete: {result['detail'][:1500]}")
+    page = PageVerifier(result["data"]["page"])
+    failed = [s["name"] for s in page.page["scenarios"] if not s["ok"]]
+    for alg in sorted(ALGS):
+        if page.by_name.get(f"create_{alg}", {}).get("ok"):
+            page.verify_create(f"create_{alg}")
+            if page.by_name.get(f"get_{alg}", {}).get("ok"):
+                page.verify_get(f"get_{alg}")
+    excluded = page.scenario("create_excluded")
+    assert not excluded["ok"], "Firefox created a credential despite excludeCredentials"
+    if any(f"{kind}_{alg}" in failed for kind in ("create", "get") for alg in ALGS):
+        pytest.xfail(f"Firefox scenarios failed: {failed}")
