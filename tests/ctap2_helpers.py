@@ -1,0 +1,272 @@
+"""Test helpers for the CTAP2 state machine.
+
+* :class:`DirectDevice`: a python-fido2 ``CtapDevice`` that hands CTAPHID_CBOR
+  / CTAPHID_MSG payloads straight to ``Authenticator.handle_cbor`` /
+  ``handle_msg`` (no CTAPHID framing), so ``fido2.ctap2.Ctap2`` drives the key.
+* :class:`EventContext`: a real ``RequestContext`` over a ``threading.Event``
+  (the cancel event python-fido2 passes) that reports keepalives.
+* Presence front ends: grant, deny, never answer (until cancel or timeout),
+  scripted.
+* :class:`ManualClock`: time only moves when a test says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fido2 import cbor as fido_cbor
+from fido2.ctap import CtapDevice, CtapError
+from fido2.ctap2 import Ctap2
+from fido2.hid import CAPABILITY, CTAPHID
+
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from keystore.sqlite_store import SqliteKeyStore
+
+RP_ID = "example.com"
+CLIENT_DATA_HASH = bytes(range(32))
+
+
+class EventContext:
+    """RequestContext backed by a cancel event; records keepalive statuses."""
+
+    def __init__(
+        self,
+        channel: int = 1,
+        event: threading.Event | None = None,
+        on_keepalive: Callable[[int], None] | None = None,
+    ) -> None:
+        self._channel = channel
+        self.event = event or threading.Event()
+        self._on_keepalive = on_keepalive
+        self.keepalives: list[int] = []
+
+    @property
+    def channel(self) -> int:
+        return self._channel
+
+    def is_cancelled(self) -> bool:
+        return self.event.is_set()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+    def set_keepalive(self, status: int) -> None:
+        self.keepalives.append(status)
+        if self._on_keepalive is not None:
+            self._on_keepalive(status)
+
+
+class DirectDevice(CtapDevice):
+    """A CtapDevice that calls the authenticator directly (no CTAPHID)."""
+
+    def __init__(self, authenticator: Authenticator, channel: int = 1) -> None:
+        self.authenticator = authenticator
+        self.channel = channel
+        self.last_context: EventContext | None = None
+
+    @property
+    def capabilities(self) -> int:
+        return int(CAPABILITY.CBOR | CAPABILITY.WINK)
+
+    def call(
+        self,
+        cmd: int,
+        data: bytes = b"",
+        event: threading.Event | None = None,
+        on_keepalive: Callable[[Any], None] | None = None,
+    ) -> bytes:
+        context = EventContext(self.channel, event, on_keepalive)
+        self.last_context = context
+        if cmd == CTAPHID.CBOR:
+            return self.authenticator.handle_cbor(data, context)
+        if cmd == CTAPHID.MSG:
+            return self.authenticator.handle_msg(data, context)
+        if cmd == CTAPHID.WINK:
+            self.authenticator.wink()
+            return b""
+        raise CtapError(CtapError.ERR.INVALID_COMMAND)
+
+    @classmethod
+    def list_devices(cls) -> Iterator[CtapDevice]:
+        return iter(())
+
+
+# --- presence ------------------------------------------------------------------
+
+
+@dataclass
+class GrantPresence:
+    """Always touches at once; remembers what it was asked."""
+
+    requests: list[PresenceRequest] = field(default_factory=list)
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        self.requests.append(request)
+        return PresenceResult.GRANTED
+
+
+@dataclass
+class DenyPresence:
+    requests: list[PresenceRequest] = field(default_factory=list)
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        self.requests.append(request)
+        return PresenceResult.DENIED
+
+
+@dataclass
+class NeverPresence:
+    """Never touched: waits for a cancel or the timeout, like a real front end."""
+
+    requests: list[PresenceRequest] = field(default_factory=list)
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        self.requests.append(request)
+        if context.wait_cancelled(timeout):
+            return PresenceResult.CANCELLED
+        return PresenceResult.TIMEOUT
+
+
+@dataclass
+class ScriptedPresence:
+    """Answers from a list (then grants)."""
+
+    answers: list[PresenceResult] = field(default_factory=list)
+    requests: list[PresenceRequest] = field(default_factory=list)
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        self.requests.append(request)
+        return self.answers.pop(0) if self.answers else PresenceResult.GRANTED
+
+
+class ManualClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# --- a key under test ------------------------------------------------------------
+
+
+@dataclass
+class Key:
+    authenticator: Authenticator
+    store: SqliteKeyStore
+    presence: Any
+    clock: ManualClock
+    device: DirectDevice
+
+    def ctap2(self) -> Ctap2:
+        return Ctap2(self.device)
+
+    def raw(
+        self, command: int, payload: bytes = b"", context: EventContext | None = None
+    ) -> tuple[int, Any]:
+        """Send command byte + payload; return (status, decoded response or None)."""
+        response = self.authenticator.handle_cbor(
+            bytes([command]) + payload, context or EventContext()
+        )
+        assert len(response) >= 1
+        if len(response) == 1:
+            return response[0], None
+        return response[0], fido_cbor.decode(response[1:])
+
+    def call(self, command: int, params: Mapping[int, Any] | None = None) -> tuple[int, Any]:
+        return self.raw(command, fido_cbor.encode(dict(params)) if params is not None else b"")
+
+
+def make_key(
+    config: Config | None = None,
+    presence: Any = None,
+    *,
+    max_credentials: int | None = None,
+    store: SqliteKeyStore | None = None,
+    clock: ManualClock | None = None,
+) -> Key:
+    """A key over an ephemeral SqliteKeyStore (or ``store``, to share one between keys)."""
+    store = store or SqliteKeyStore.ephemeral(max_credentials=max_credentials)
+    clock = clock or ManualClock()
+    presence = presence if presence is not None else GrantPresence()
+    authenticator = Authenticator(store, presence, config or Config(), clock)
+    return Key(authenticator, store, presence, clock, DirectDevice(authenticator))
+
+
+def rp(rp_id: str = RP_ID) -> dict[str, Any]:
+    return {"id": rp_id, "name": "Example"}
+
+
+def user(user_id: bytes = b"user-1", name: str = "alice") -> dict[str, Any]:
+    return {"id": user_id, "name": name, "displayName": name.title()}
+
+
+def params(*algs: int) -> list[dict[str, Any]]:
+    return [{"type": "public-key", "alg": a} for a in (algs or (-7,))]
+
+
+def make_credential_map(**overrides: Any) -> dict[int, Any]:
+    """A valid makeCredential parameter map; keyword names override entries."""
+    names = {
+        "client_data_hash": 1,
+        "rp": 2,
+        "user": 3,
+        "pub_key_cred_params": 4,
+        "exclude_list": 5,
+        "extensions": 6,
+        "options": 7,
+        "pin_uv_auth_param": 8,
+        "pin_uv_auth_protocol": 9,
+        "enterprise_attestation": 10,
+    }
+    m: dict[int, Any] = {1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params()}
+    for name, value in overrides.items():
+        key = names[name]
+        if value is None:
+            m.pop(key, None)
+        else:
+            m[key] = value
+    return m
+
+
+def get_assertion_map(**overrides: Any) -> dict[int, Any]:
+    names = {
+        "rp_id": 1,
+        "client_data_hash": 2,
+        "allow_list": 3,
+        "extensions": 4,
+        "options": 5,
+        "pin_uv_auth_param": 6,
+        "pin_uv_auth_protocol": 7,
+    }
+    m: dict[int, Any] = {1: RP_ID, 2: CLIENT_DATA_HASH}
+    for name, value in overrides.items():
+        key = names[name]
+        if value is None:
+            m.pop(key, None)
+        else:
+            m[key] = value
+    return m
+
+
+def descriptor(credential_id: bytes) -> dict[str, Any]:
+    return {"type": "public-key", "id": credential_id}
