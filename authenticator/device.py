@@ -10,7 +10,6 @@ could contain request data).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 
 from authenticator import cbor
 from authenticator.config import Config
+from authenticator.ctap1 import Ctap1Handler
 from authenticator.env import Clock, Presence, RequestContext, SystemClock
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.get_assertion import get_assertion, get_next_assertion
@@ -48,8 +48,7 @@ class Command(IntEnum):
     CONFIG = 0x0D
 
 
-# ISO 7816 status words for CTAP1 when the CTAP1 handler is unavailable or fails.
-_SW_INS_NOT_SUPPORTED = b"\x6d\x00"
+# ISO 7816 status word for a CTAP1 failure the CTAP1 handler did not catch.
 _SW_UNKNOWN = b"\x6f\x00"
 
 _DEFAULT_CONFIG = Config()
@@ -132,7 +131,7 @@ class Authenticator:
             runtime=RuntimeState(clock.monotonic()),
         )
         self._lock = threading.Lock()  # one request at a time
-        self._ctap1: Any = None
+        self._ctap1 = Ctap1Handler(store, presence, config, clock=clock)
 
     @property
     def config(self) -> Config:
@@ -142,6 +141,8 @@ class Authenticator:
 
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
+        # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
+        self._ctap1.cancel_presence()
         with self._lock:
             command = request[0] if request else None
             try:
@@ -164,13 +165,7 @@ class Authenticator:
         with self._lock:
             self._services.runtime.clear_pending()
             try:
-                handler = self._ctap1_handler()
-            except ImportError:
-                log.error("CTAP1 is not available")
-                return _SW_INS_NOT_SUPPORTED
-            try:
-                response: bytes = handler.process(bytes(apdu), transaction)
-                return response
+                return self._ctap1.process(bytes(apdu), transaction)
             except Exception as exc:
                 log.error("CTAP1 request failed: internal error (%s)", type(exc).__name__)
                 return _SW_UNKNOWN
@@ -181,16 +176,10 @@ class Authenticator:
     def power_cycle(self) -> None:
         """Unplug + replug: forget runtime state and reopen the reset window."""
         self._services.runtime.power_cycle(self._services.clock.monotonic())
+        self._ctap1.power_cycle()
         log.info("power cycle")
 
     # --- internals ----------------------------------------------------------
-
-    def _ctap1_handler(self) -> Any:
-        if self._ctap1 is None:
-            module = importlib.import_module("authenticator.ctap1")
-            s = self._services
-            self._ctap1 = module.Ctap1Handler(s.store, s.presence, s.config)
-        return self._ctap1
 
     def _dispatch(self, request: bytes, context: RequestContext) -> dict[int, Any] | None:
         if not request:

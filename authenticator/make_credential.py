@@ -12,10 +12,9 @@ what WebAuthn relying parties expect from a per-credential counter.
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import Any
 
+from authenticator.attestation import make_attestation
 from authenticator.authdata import (
     AttestedCredentialData,
     AuthDataFlags,
@@ -33,7 +32,7 @@ from authenticator.errors import CtapError, CtapStatus
 from authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
 from authenticator.responses import MakeCredentialResponse
 from authenticator.state import Services, ask_presence, require_presence
-from keystore.store import CredentialRecord, DeviceIdentity, KeystoreFull
+from keystore.store import CredentialRecord, KeystoreFull
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +63,6 @@ def check_pin_uv_auth_param(param: bytes | None, protocol: int | None) -> None:
         raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
     # No PIN/UV auth protocol is supported yet.
     raise CtapError(CtapStatus.INVALID_PARAMETER, "unsupported pinUvAuthProtocol")
-
-
-def make_attestation(
-    fmt: str,
-    identity: DeviceIdentity,
-    auth_data: bytes,
-    client_data_hash: bytes,
-    credential_key: CredentialKey,
-) -> tuple[str, dict[str, Any]]:
-    """Delegate to authenticator.attestation (written separately)."""
-    module = importlib.import_module("authenticator.attestation")
-    result: tuple[str, dict[str, Any]] = module.make_attestation(
-        fmt, identity, auth_data, client_data_hash, credential_key
-    )
-    return result
 
 
 def make_credential(
