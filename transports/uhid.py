@@ -254,6 +254,7 @@ class UhidTransport:
             if self._stopping.is_set():
                 raise RuntimeError("transport was stopped")
             from transports.runner import HidRunner
+
             try:
                 fd = os.open(self._path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -268,6 +269,8 @@ class UhidTransport:
                     "`vfido install-udev` (then log in again or re-plug with "
                     "`sudo udevadm trigger`), or run as a user allowed to open it."
                 ) from None
+            except OSError as exc:
+                raise UhidUnavailableError(f"cannot open {self._path}: {exc}") from exc
             try:
                 os.write(
                     fd,

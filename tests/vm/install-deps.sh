@@ -1,0 +1,18 @@
+#!/bin/sh
+# Debian packages the real-kernel VM tests need (tests/vm/README.md). Run as root; CI calls it
+# from .ci/run. The guest kernel itself is NOT installed: tests/vm/vmharness.py fetches it with
+# `apt-get download` into $VFIDO_VM_CACHE (default ~/.cache/vfido-vm).
+set -eu
+VFIDO_VM_APT_PACKAGES="qemu-system-x86 busybox-static cpio kmod chromium fido2-tools udev firefox-esr iproute2 util-linux"
+missing=""
+for p in $VFIDO_VM_APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+else
+    # apt-cache must know linux-image-amd64 for the kernel download.
+    apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update
+fi
+echo "vm test packages present: $VFIDO_VM_APT_PACKAGES"
