@@ -81,12 +81,25 @@ def _assertion(
     candidate: AssertionCandidate,
     number_of_credentials: int | None,
 ) -> GetAssertionResponse:
-    """Counter, authData, signature and response for one credential."""
+    """Counter, authData, signature and response for one credential.
+
+    The counter is per credential: it advances by one for every assertion made
+    with user presence and is persisted before the response is returned.
+    """
+    store = services.store
     if services.config.constant_zero_counter:
         count = 0
-    else:
+    elif flags & AuthDataFlags.UP:
         # Persisted before the response leaves the key.
-        count = min(services.store.increment_counter(candidate.credential_id), _MAX_SIGN_COUNT)
+        count = store.increment_counter(candidate.credential_id)
+    else:
+        # A silent (up=false) assertion, e.g. a platform's pre-flight probe of the
+        # allowList, reports the current counter without advancing it. No relying
+        # party accepts an assertion without the UP flag, so every assertion an RP
+        # can accept still carries a strictly larger counter, and pre-flights do
+        # not make counters jump.
+        count = store.get_counter(candidate.credential_id)
+    count = min(count, _MAX_SIGN_COUNT)
     auth_data = build_auth_data(id_hash, flags, count)
     key = CredentialKey.from_private_bytes(candidate.sealed.algorithm, candidate.sealed.private_key)
     signature = key.sign(auth_data + client_data_hash)

@@ -117,8 +117,15 @@ def test_up_false_is_silent() -> None:
     assert key.presence.requests == []
     auth_data = AuthenticatorData(response[2])
     assert not auth_data.flags & AuthenticatorData.FLAG.UP
-    assert auth_data.counter == 1
+    # A silent probe does not advance the counter; the next real assertion does.
+    assert auth_data.counter == 0
     cred.public_key.verify(auth_data + CLIENT_DATA_HASH, response[3])
+    real = key.ctap2().get_assertion(RP_ID, CLIENT_DATA_HASH, [descriptor(cred.credential_id)])
+    assert real.auth_data.counter == 1
+    status, response = key.call(
+        GA, get_assertion_map(allow_list=[descriptor(cred.credential_id)], options={"up": False})
+    )
+    assert AuthenticatorData(response[2]).counter == 1
 
     # The same request on a key whose user refuses: up=false still answers, up=true does not.
     denying = make_key(presence=DenyPresence(), store=key.store, clock=key.clock)
@@ -126,6 +133,7 @@ def test_up_false_is_silent() -> None:
     assert _status(denying, allow_list=allow, options={"up": False}) == CtapStatus.OK
     assert _status(denying, allow_list=allow) == CtapStatus.OPERATION_DENIED
     assert [r.kind for r in denying.presence.requests] == [PresenceKind.AUTHENTICATE]
+    assert key.store.get_counter(cred.credential_id) == 1
 
 
 def test_options() -> None:
