@@ -44,12 +44,18 @@ class RecordingContext:
 class DirectU2fDevice(CtapDevice):
     """A U2F-only CtapDevice (no CBOR capability) calling the handler directly.
 
-    Records every APDU and the status word of every answer. ``on_response`` may
-    be set to observe answers (e.g. to stop a polling client).
+    ``handler`` is a :class:`Ctap1Handler` or any ``process(apdu, context)``-like
+    callable (e.g. ``Authenticator.handle_msg``). Records every APDU and the
+    status word of every answer. ``on_response`` may be set to observe answers
+    (e.g. to stop a polling client).
     """
 
-    def __init__(self, handler: Ctap1Handler, context: RequestContext | None = None) -> None:
-        self.handler = handler
+    def __init__(
+        self,
+        handler: Ctap1Handler | Callable[[bytes, RequestContext], bytes],
+        context: RequestContext | None = None,
+    ) -> None:
+        self.process = handler.process if isinstance(handler, Ctap1Handler) else handler
         self.context: RequestContext = context or RecordingContext()
         self.requests: list[bytes] = []
         self.status_words: list[int] = []
@@ -69,7 +75,7 @@ class DirectU2fDevice(CtapDevice):
     ) -> bytes:
         if cmd != CTAPHID.MSG:
             raise CtapError(CtapError.ERR.INVALID_COMMAND)
-        response = self.handler.process(bytes(data), self.context)
+        response = self.process(bytes(data), self.context)
         sw = int.from_bytes(response[-2:], "big")
         with self._lock:
             self.requests.append(bytes(data))

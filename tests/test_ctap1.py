@@ -600,3 +600,50 @@ def test_webauthn_over_u2f_backend(store: SqliteKeyStore) -> None:
     with pytest.raises(ClientError) as info:
         client.make_credential(options.public_key)
     assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+
+
+# --- through the Authenticator (CTAPHID_MSG entry point) ---------------------------------
+
+
+def test_through_authenticator_handle_msg(store: SqliteKeyStore) -> None:
+    from authenticator.device import Authenticator
+
+    manual = ManualPresence()
+    presence = CountingPresence(manual)
+    authenticator = Authenticator(store, presence, Config())
+    device = DirectU2fDevice(authenticator.handle_msg)
+    ctap1 = Ctap1(device)
+    assert ctap1.get_version() == "U2F_V2"
+    # A pending U2F prompt ...
+    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
+    assert manual.wait_pending(10) is not None
+    # ... ends when a CTAP2 request arrives (here authenticatorGetInfo).
+    assert authenticator.handle_cbor(b"\x04", RecordingContext())[0] == 0
+    assert wait_for(lambda: presence.results == [PresenceResult.CANCELLED])
+    assert wait_for(lambda: manual.pending is None)
+    # The next poll asks afresh; approved, it registers.
+    chal = challenge()
+    result: list[RegistrationData] = []
+
+    def approve_when_asked() -> None:
+        if manual.wait_pending(10) is not None:
+            manual.approve()
+
+    helper = threading.Thread(target=approve_when_asked)
+    helper.start()
+    try:
+        while not result:
+            try:
+                result.append(ctap1.register(chal, APP))
+            except ApduError as exc:
+                assert exc.code == NOT_SATISFIED
+                time.sleep(0.05)
+    finally:
+        helper.join(20)
+    result[0].verify(APP, chal)
+    # Dont-enforce needs nobody; power cycle leaves key handles valid.
+    authenticator.power_cycle()
+    data = chal + APP + bytes([len(result[0].key_handle)]) + result[0].key_handle
+    signed = SignatureData(ctap1.send_apdu(ins=0x02, p1=0x08, data=data))
+    signed.verify(APP, chal, result[0].public_key)
+    assert signed.user_presence == 0 and signed.counter == 1
