@@ -19,8 +19,9 @@ from typing import Any
 
 from fido2 import cbor as fido_cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2.base import Ctap2
 from fido2.hid import CAPABILITY, CTAPHID
+from fido2.webauthn import AttestedCredentialData
 
 from authenticator.config import Config
 from authenticator.device import Authenticator
@@ -220,7 +221,7 @@ def user(user_id: bytes = b"user-1", name: str = "alice") -> dict[str, Any]:
     return {"id": user_id, "name": name, "displayName": name.title()}
 
 
-def params(*algs: int) -> list[dict[str, Any]]:
+def params(*algs: int) -> list[Mapping[str, Any]]:
     return [{"type": "public-key", "alg": a} for a in (algs or (-7,))]
 
 
@@ -268,5 +269,12 @@ def get_assertion_map(**overrides: Any) -> dict[int, Any]:
     return m
 
 
-def descriptor(credential_id: bytes) -> dict[str, Any]:
+def descriptor(credential_id: bytes) -> Mapping[str, Any]:
     return {"type": "public-key", "id": credential_id}
+
+
+def credential_data(attestation: Any) -> AttestedCredentialData:
+    """The attested credential data of a makeCredential response (must be present)."""
+    data = attestation.auth_data.credential_data
+    assert data is not None
+    return data  # type: ignore[no-any-return]
