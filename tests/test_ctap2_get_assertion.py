@@ -360,3 +360,25 @@ def test_exclude_list_skips_cred_protect_3_without_uv() -> None:
         {1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params(), 5: [descriptor(level3)]},
     )
     assert status == CtapStatus.OK
+
+
+def test_ctap1_registration_usable_through_ctap2() -> None:
+    """A U2F key handle (registered with CTAP1, app param = rpIdHash) works in CTAP2."""
+    from fido2.cose import ES256
+    from fido2.ctap1 import Ctap1
+
+    key = make_key()
+    registration = Ctap1(key.device).register(bytes(32), rp_id_hash(RP_ID))
+    handle = registration.key_handle
+    public_key = ES256.from_ctap1(registration.public_key)
+    assertion = key.ctap2().get_assertion(RP_ID, CLIENT_DATA_HASH, [descriptor(handle)])
+    assertion.verify(CLIENT_DATA_HASH, public_key)
+    assert assertion.credential["id"] == handle
+    # The counter is shared with CTAP1 authentications of the same key handle.
+    signed = Ctap1(key.device).authenticate(bytes(32), rp_id_hash(RP_ID), handle)
+    assert signed.counter == assertion.auth_data.counter + 1
+    # And the key handle excludes a new CTAP2 registration for that RP.
+    status, _ = key.call(
+        0x01, {1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params(), 5: [descriptor(handle)]}
+    )
+    assert status == CtapStatus.CREDENTIAL_EXCLUDED
