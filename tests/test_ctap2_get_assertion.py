@@ -370,7 +370,7 @@ def test_ctap1_registration_usable_through_ctap2() -> None:
     key = make_key()
     registration = Ctap1(key.device).register(bytes(32), rp_id_hash(RP_ID))
     handle = registration.key_handle
-    public_key = ES256.from_ctap1(registration.public_key)
+    public_key = ES256.from_ctap1(registration.public_key)  # type: ignore[no-untyped-call]
     assertion = key.ctap2().get_assertion(RP_ID, CLIENT_DATA_HASH, [descriptor(handle)])
     assertion.verify(CLIENT_DATA_HASH, public_key)
     assert assertion.credential["id"] == handle
