@@ -131,6 +131,8 @@ class Authenticator:
             runtime=RuntimeState(clock.monotonic()),
         )
         self._lock = threading.Lock()  # one request at a time
+        # Per instance, so features with their own state (clientPin...) can add handlers.
+        self._handlers: dict[int, _Handler] = dict(_HANDLERS)
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock)
 
     @property
@@ -190,7 +192,7 @@ class Authenticator:
         if command != Command.GET_NEXT_ASSERTION:
             # The getNextAssertion state only survives consecutive getNextAssertion calls.
             self._services.runtime.clear_pending()
-        handler = _HANDLERS.get(command)
+        handler = self._handlers.get(command)
         if handler is None:
             raise CtapError(CtapStatus.INVALID_COMMAND, f"command 0x{command:02x}")
         return handler(self._services, request[1:], context)
