@@ -54,8 +54,9 @@ class DeviceIdentity:
 class CredentialRecord:
     """A discoverable (resident) credential as stored.
 
-    Field meanings follow CTAP 2.1. ``private_key`` is the key in PKCS#8 DER
-    (or a 32-byte seed for algorithms whose keys derive from one).
+    Field meanings follow CTAP 2.1. ``private_key`` is the authenticator's compact
+    private-key encoding (``authenticator.cose.CredentialKey.private_bytes()``);
+    the keystore treats it as an opaque secret.
     """
 
     credential_id: bytes
