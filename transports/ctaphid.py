@@ -1,0 +1,422 @@
+"""A sans-IO CTAPHID device core (CTAP 2.1 section 11.2, "USB Human Interface Device (USB HID)").
+
+:class:`CtapHidCore` is a pure state machine: it is fed 64-byte reports from the host together
+with the current (monotonic) time and returns what should happen next, as a list of
+:data:`Output` items in order:
+
+* ``bytes``: one 64-byte report to send to the host;
+* :class:`Request`: a complete CTAPHID_MSG / CTAPHID_CBOR message to hand to the authenticator.
+  Answer it later with :meth:`CtapHidCore.respond` (until then the device is busy);
+* :class:`Cancel`: the outstanding request should stop (CTAPHID_CANCEL, re-INIT, power cycle);
+* :class:`Wink`: CTAPHID_WINK arrived (the empty response follows it in the same list);
+* :class:`Lock`: CTAPHID_LOCK changed the channel lock (informational).
+
+It owns no threads, sockets or clocks; :mod:`transports.runner` adds those.
+
+Deliberate choices where the specification leaves room:
+
+* CTAPHID_INIT is answered even while another channel's transaction is in progress (it does not
+  disturb that transaction), so a new client can always synchronise; only a CTAPHID_LOCK held by
+  another channel makes it fail with ERR_CHANNEL_BUSY.
+* A re-INIT of the channel whose request is being processed discards that request (its response
+  is dropped), but the device stays busy until the authenticator has actually returned.
+* The channel table is bounded; the least recently used idle channel is forgotten first.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag
+from typing import Final
+
+REPORT_SIZE: Final = 64
+INIT_DATA_SIZE: Final = REPORT_SIZE - 7  # CID(4) CMD(1) BCNT(2)
+CONT_DATA_SIZE: Final = REPORT_SIZE - 5  # CID(4) SEQ(1)
+MAX_CONTINUATION_PACKETS: Final = 128  # SEQ 0..127 (section 11.2.4)
+MAX_MESSAGE_SIZE: Final = INIT_DATA_SIZE + MAX_CONTINUATION_PACKETS * CONT_DATA_SIZE  # 7609
+BROADCAST_CID: Final = 0xFFFFFFFF
+RESERVED_CID: Final = 0
+TYPE_INIT: Final = 0x80
+PROTOCOL_VERSION: Final = 2  # CTAPHID protocol version (section 11.2.9.1.3)
+MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
+MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
+INIT_NONCE_SIZE: Final = 8
+DEFAULT_MAX_CHANNELS: Final = 128
+
+
+class Command(IntEnum):
+    """CTAPHID command codes (section 11.2.9), without the TYPE_INIT bit."""
+
+    PING = 0x01
+    MSG = 0x03
+    LOCK = 0x04
+    INIT = 0x06
+    WINK = 0x08
+    CBOR = 0x10
+    CANCEL = 0x11
+    KEEPALIVE = 0x3B
+    ERROR = 0x3F
+
+
+class HidError(IntEnum):
+    """CTAPHID_ERROR codes (section 11.2.9.1.6)."""
+
+    INVALID_CMD = 0x01
+    INVALID_PAR = 0x02
+    INVALID_LEN = 0x03
+    INVALID_SEQ = 0x04
+    MSG_TIMEOUT = 0x05
+    CHANNEL_BUSY = 0x06
+    LOCK_REQUIRED = 0x0A
+    INVALID_CHANNEL = 0x0B
+    OTHER = 0x7F
+
+
+class Capability(IntFlag):
+    """CTAPHID_INIT capability flags (section 11.2.9.1.3)."""
+
+    WINK = 0x01
+    CBOR = 0x04
+    NMSG = 0x08
+
+
+@dataclass(frozen=True)
+class Request:
+    """A complete MSG or CBOR message; answer with :meth:`CtapHidCore.respond` (``transaction``)."""
+
+    channel: int
+    command: Command
+    payload: bytes = field(repr=False)
+    transaction: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """The outstanding request ``transaction`` should stop as soon as possible."""
+
+    channel: int
+    transaction: int
+
+
+@dataclass(frozen=True)
+class Wink:
+    channel: int
+
+
+@dataclass(frozen=True)
+class Lock:
+    """``channel`` now holds the lock for ``seconds`` (0: released)."""
+
+    channel: int
+    seconds: int
+
+
+Event = Request | Cancel | Wink | Lock
+Output = bytes | Event
+
+
+def encode_message(channel: int, command: int, payload: bytes) -> list[bytes]:
+    """Split one message into an init packet and continuation packets (section 11.2.4)."""
+    if len(payload) > MAX_MESSAGE_SIZE:
+        raise ValueError("message too long for CTAPHID")
+    reports = [
+        struct.pack(">IBH", channel, TYPE_INIT | command, len(payload))
+        + payload[:INIT_DATA_SIZE].ljust(INIT_DATA_SIZE, b"\0")
+    ]
+    for seq, offset in enumerate(range(INIT_DATA_SIZE, len(payload), CONT_DATA_SIZE)):
+        chunk = payload[offset : offset + CONT_DATA_SIZE]
+        reports.append(struct.pack(">IB", channel, seq) + chunk.ljust(CONT_DATA_SIZE, b"\0"))
+    return reports
+
+
+def error_report(channel: int, code: HidError) -> bytes:
+    """One CTAPHID_ERROR report."""
+    return encode_message(channel, Command.ERROR, bytes([code]))[0]
+
+
+@dataclass
+class _Assembly:
+    """A message being received (init packet seen, continuation packets pending)."""
+
+    channel: int
+    command: Command
+    length: int
+    data: bytearray = field(repr=False)
+    next_seq: int
+    deadline: float
+
+
+@dataclass
+class _Active:
+    """A MSG/CBOR request handed to the authenticator and not answered yet."""
+
+    channel: int
+    command: Command
+    transaction: int
+    dropped: bool = False  # channel re-INITed / power cycle: the response goes nowhere
+    cancelled: bool = False
+
+
+class CtapHidCore:
+    """The CTAPHID device state machine. Not thread-safe: callers serialise access."""
+
+    def __init__(
+        self,
+        *,
+        device_version: tuple[int, int, int] = (0, 1, 0),
+        capabilities: int = Capability.WINK | Capability.CBOR,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if max_channels < 1:
+            raise ValueError("max_channels must be positive")
+        self._version = device_version
+        self._capabilities = Capability(capabilities)
+        self._max_channels = max_channels
+        self._random = random_bytes
+        self._channels: OrderedDict[int, None] = OrderedDict()  # LRU order, oldest first
+        self._rx: _Assembly | None = None
+        self._active: _Active | None = None
+        self._lock_channel: int | None = None
+        self._lock_until = 0.0
+        self._next_transaction = 1
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Allocated channel ids, least recently used first."""
+        return tuple(self._channels)
+
+    @property
+    def busy(self) -> bool:
+        """True while a message is being received or a request is being processed."""
+        return self._rx is not None or self._active is not None
+
+    def active_transaction(self) -> int | None:
+        """The transaction id of the outstanding request, if any."""
+        return self._active.transaction if self._active is not None else None
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work to do (message timeout, lock expiry), if ever."""
+        times = []
+        if self._rx is not None:
+            times.append(self._rx.deadline)
+        if self._lock_channel is not None:
+            times.append(self._lock_until)
+        return min(times) if times else None
+
+    # -- host -> device ---------------------------------------------------------------------
+
+    def feed(self, report: bytes, now: float) -> list[Output]:
+        """Process one report from the host received at ``now`` (section 11.2.4)."""
+        out = self.tick(now)
+        if len(report) > REPORT_SIZE:
+            return out  # not a CTAPHID report: ignored
+        report = bytes(report).ljust(REPORT_SIZE, b"\0")
+        channel, kind = struct.unpack_from(">IB", report)
+        if kind & TYPE_INIT:
+            (length,) = struct.unpack_from(">H", report, 5)
+            out += self._init_packet(channel, kind & ~TYPE_INIT, length, report[7:], now)
+        else:
+            out += self._continuation_packet(channel, kind, report[5:], now)
+        return out
+
+    def tick(self, now: float) -> list[Output]:
+        """Expire the message timeout (ERR_MSG_TIMEOUT) and the channel lock."""
+        out: list[Output] = []
+        if self._rx is not None and now >= self._rx.deadline:
+            out.append(error_report(self._rx.channel, HidError.MSG_TIMEOUT))
+            self._rx = None
+        if self._lock_channel is not None and now >= self._lock_until:
+            out.append(Lock(self._lock_channel, 0))
+            self._lock_channel = None
+        return out
+
+    # -- device -> host ---------------------------------------------------------------------
+
+    def respond(self, transaction: int, payload: bytes) -> list[bytes]:
+        """Reports answering request ``transaction``; ends the busy state.
+
+        Returns nothing if the request was discarded (re-INIT, power cycle) or is unknown.
+        """
+        active = self._active
+        if active is None or active.transaction != transaction:
+            return []
+        self._active = None
+        if active.dropped or active.channel not in self._channels:
+            return []
+        if len(payload) > MAX_MESSAGE_SIZE:
+            return [error_report(active.channel, HidError.OTHER)]
+        return encode_message(active.channel, active.command, payload)
+
+    def keepalive(self, transaction: int, status: int) -> list[bytes]:
+        """A CTAPHID_KEEPALIVE report for the outstanding request (section 11.2.9.1.7)."""
+        active = self._active
+        if active is None or active.transaction != transaction or active.dropped:
+            return []
+        return encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
+
+    def reset(self) -> list[Output]:
+        """Power cycle: forget all channels, the lock and partial messages."""
+        out: list[Output] = []
+        self._channels.clear()
+        self._rx = None
+        self._lock_channel = None
+        if self._active is not None and not self._active.dropped:
+            self._active.dropped = True
+            out.append(self._cancel(self._active))
+        return out
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _cancel(self, active: _Active) -> Cancel:
+        active.cancelled = True
+        return Cancel(active.channel, active.transaction)
+
+    def _locked_out(self, channel: int) -> bool:
+        return self._lock_channel is not None and self._lock_channel != channel
+
+    def _touch(self, channel: int) -> None:
+        self._channels.move_to_end(channel)
+
+    def _allocate(self) -> int:
+        while len(self._channels) >= self._max_channels:
+            if not self._evict_one():
+                break
+        while True:
+            channel = int.from_bytes(self._random(4), "big")
+            if channel not in (RESERVED_CID, BROADCAST_CID) and channel not in self._channels:
+                self._channels[channel] = None
+                return channel
+
+    def _evict_one(self) -> bool:
+        protected = {self._lock_channel}
+        if self._rx is not None:
+            protected.add(self._rx.channel)
+        if self._active is not None:
+            protected.add(self._active.channel)
+        for channel in self._channels:
+            if channel not in protected:
+                del self._channels[channel]
+                return True
+        return False
+
+    def _init_packet(
+        self, channel: int, command: int, length: int, data: bytes, now: float
+    ) -> list[Output]:
+        if command == Command.INIT:
+            return self._handle_init(channel, length, data)
+        if channel in (RESERVED_CID, BROADCAST_CID) or channel not in self._channels:
+            return [error_report(channel, HidError.INVALID_CHANNEL)]
+        self._touch(channel)
+        if command == Command.CANCEL:
+            # Section 11.2.9.1.5: never answered; transaction semantics do not apply.
+            active = self._active
+            if active is not None and active.channel == channel and not active.cancelled:
+                return [self._cancel(active)]
+            return []
+        if self._locked_out(channel):
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
+        if self._rx is not None:
+            if self._rx.channel == channel:
+                # A new init packet in the middle of a message (section 11.2.4).
+                self._rx = None
+                return [error_report(channel, HidError.INVALID_SEQ)]
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
+        if self._active is not None:
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
+        error = self._check_command(command, length)
+        if error is not None:
+            return [error_report(channel, error)]
+        cmd = Command(command)
+        if length <= INIT_DATA_SIZE:
+            return self._dispatch(channel, cmd, data[:length], now)
+        self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)
+        return []
+
+    def _check_command(self, command: int, length: int) -> HidError | None:
+        allowed = {Command.PING, Command.LOCK}
+        if Capability.WINK in self._capabilities:
+            allowed.add(Command.WINK)
+        if Capability.CBOR in self._capabilities:
+            allowed.add(Command.CBOR)
+        if Capability.NMSG not in self._capabilities:
+            allowed.add(Command.MSG)
+        if command not in allowed:
+            return HidError.INVALID_CMD
+        if length > MAX_MESSAGE_SIZE:
+            return HidError.INVALID_LEN
+        if (command == Command.LOCK and length != 1) or (command == Command.WINK and length):
+            return HidError.INVALID_LEN
+        return None
+
+    def _continuation_packet(self, channel: int, seq: int, data: bytes, now: float) -> list[Output]:
+        rx = self._rx
+        if rx is None or rx.channel != channel:
+            return []  # no message in progress on this channel: ignored (section 11.2.4)
+        if seq != rx.next_seq:
+            self._rx = None
+            return [error_report(channel, HidError.INVALID_SEQ)]
+        rx.data += data
+        rx.next_seq += 1
+        rx.deadline = now + MESSAGE_TIMEOUT
+        if len(rx.data) < rx.length:
+            return []
+        self._rx = None
+        return self._dispatch(channel, rx.command, bytes(rx.data[: rx.length]), now)
+
+    def _handle_init(self, channel: int, length: int, data: bytes) -> list[Output]:
+        """CTAPHID_INIT (section 11.2.9.1.3): allocate or re-synchronise a channel."""
+        if channel == RESERVED_CID or (channel != BROADCAST_CID and channel not in self._channels):
+            return [error_report(channel, HidError.INVALID_CHANNEL)]
+        if self._locked_out(channel):
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
+        if length != INIT_NONCE_SIZE:
+            return [error_report(channel, HidError.INVALID_LEN)]
+        out: list[Output] = []
+        if channel == BROADCAST_CID:
+            new_channel = self._allocate()
+        else:
+            new_channel = channel
+            self._touch(channel)
+            if self._rx is not None and self._rx.channel == channel:
+                self._rx = None
+            active = self._active
+            if active is not None and active.channel == channel and not active.dropped:
+                active.dropped = True
+                if not active.cancelled:
+                    out.append(self._cancel(active))
+        major, minor, build = self._version
+        payload = data[:INIT_NONCE_SIZE] + struct.pack(
+            ">IBBBBB", new_channel, PROTOCOL_VERSION, major, minor, build, self._capabilities
+        )
+        out += encode_message(channel, Command.INIT, payload)
+        return out
+
+    def _dispatch(self, channel: int, command: Command, payload: bytes, now: float) -> list[Output]:
+        """A complete message arrived (section 11.2.9)."""
+        if command == Command.PING:
+            return list(encode_message(channel, Command.PING, payload))
+        if command == Command.WINK:
+            return [Wink(channel), *encode_message(channel, Command.WINK, b"")]
+        if command == Command.LOCK:
+            seconds = payload[0]
+            if seconds > MAX_LOCK_SECONDS:
+                return [error_report(channel, HidError.INVALID_PAR)]
+            out: list[Output] = []
+            if seconds:
+                self._lock_channel, self._lock_until = channel, now + seconds
+                out.append(Lock(channel, seconds))
+            elif self._lock_channel == channel:
+                self._lock_channel = None
+                out.append(Lock(channel, 0))
+            return [*out, *encode_message(channel, Command.LOCK, b"")]
+        transaction = self._next_transaction
+        self._next_transaction += 1
+        self._active = _Active(channel, command, transaction)
+        return [Request(channel, command, payload, transaction)]

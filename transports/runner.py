@@ -1,0 +1,244 @@
+"""Threads around the sans-IO CTAPHID core: dispatch, keepalives, cancel and timeouts.
+
+:class:`HidRunner` is what every transport (in-process, UDP, UHID) drives: the transport's I/O
+thread calls :meth:`HidRunner.feed` with each 64-byte report from the host, and the runner calls
+``send_report`` with each 64-byte report for the host.
+
+Threads (CTAP 2.1 section 11.2):
+
+* a *worker* runs ``handler.handle_cbor`` / ``handler.handle_msg`` one request at a time;
+* a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
+  (section 11.2.9.1.7 asks for at most 100 ms) and drives the 500 ms message timeout.
+
+All core calls and all report sends happen under one lock, so the packets of one response are
+never interleaved with a keepalive, and no keepalive follows a response.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from transports.ctaphid import (
+    TYPE_INIT,
+    Cancel,
+    Capability,
+    Command,
+    CtapHidCore,
+    Lock,
+    Output,
+    Request,
+    Wink,
+)
+from transports.handler import CtapHandler, KeepaliveStatus
+
+KEEPALIVE_INTERVAL = 0.08
+CTAP2_ERR_OTHER = b"\x7f"
+SW_UNKNOWN_ERROR = b"\x6f\x00"
+
+_module_log = logging.getLogger(__name__)
+
+
+def _command_name(command: int) -> str:
+    try:
+        return Command(command).name
+    except ValueError:
+        return f"0x{command:02x}"
+
+
+class HidTransaction:
+    """One MSG/CBOR request in flight; implements ``transports.handler.Transaction``."""
+
+    def __init__(self, channel: int, transaction: int) -> None:
+        self._channel = channel
+        self.transaction = transaction
+        self._cancelled = threading.Event()
+        self._status = int(KeepaliveStatus.PROCESSING)
+
+    def __repr__(self) -> str:
+        return f"HidTransaction(channel=0x{self._channel:08x}, cancelled={self.is_cancelled()})"
+
+    @property
+    def channel(self) -> int:
+        return self._channel
+
+    def is_cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        return self._cancelled.wait(max(0.0, timeout))
+
+    def set_keepalive(self, status: int) -> None:
+        self._status = int(KeepaliveStatus(status))
+
+    @property
+    def keepalive_status(self) -> int:
+        return self._status
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
+class HidRunner:
+    """Thread-safe CTAPHID device: feed host reports in, get reports out via ``send_report``."""
+
+    def __init__(
+        self,
+        handler: CtapHandler,
+        send_report: Callable[[bytes], None],
+        *,
+        device_version: tuple[int, int, int] = (0, 1, 0),
+        capabilities: int = Capability.WINK | Capability.CBOR,
+        logger: logging.Logger | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._handler = handler
+        self._send_report = send_report
+        self._log = logger or _module_log
+        self._interval = keepalive_interval
+        self._clock = clock
+        self._core = CtapHidCore(device_version=device_version, capabilities=capabilities)
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._current: HidTransaction | None = None
+        self._next_keepalive = 0.0
+        self._requests: queue.Queue[tuple[Request, HidTransaction] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="ctaphid-worker", daemon=True)
+        self._ticker = threading.Thread(target=self._tick, name="ctaphid-ticker", daemon=True)
+        self._worker.start()
+        self._ticker.start()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def feed(self, report: bytes) -> None:
+        """One report from the host (called from the transport's I/O thread). Never raises."""
+        if self._closed.is_set():
+            return
+        self._trace(report)
+        with self._lock:
+            try:
+                outputs = self._core.feed(report, self._clock())
+            except Exception:  # a bug in the core must not kill the transport
+                self._log.exception("ctaphid: internal error processing a report")
+                return
+            self._emit(outputs)
+        self._wake.set()
+
+    def power_cycle(self) -> None:
+        """Unplug and re-plug: drop channels, cancel the request, tell the handler."""
+        with self._lock:
+            self._emit(self._core.reset())
+        try:
+            self._handler.power_cycle()
+        except Exception:
+            self._log.exception("ctaphid: handler.power_cycle failed")
+
+    def close(self) -> None:
+        """Stop the threads (a handler still running is cancelled and abandoned). Idempotent."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        with self._lock:
+            if self._current is not None:
+                self._current.cancel()
+        self._requests.put(None)
+        self._wake.set()
+        for thread in (self._worker, self._ticker):
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _trace(self, report: bytes) -> None:
+        if not self._log.isEnabledFor(logging.DEBUG) or len(report) < 7:
+            return
+        if report[4] & TYPE_INIT:
+            channel = int.from_bytes(report[:4], "big")
+            length = int.from_bytes(report[5:7], "big")
+            name = _command_name(report[4] & ~TYPE_INIT)
+            self._log.debug("ctaphid: %s on channel 0x%08x, %d bytes", name, channel, length)
+
+    def _send(self, reports: Sequence[bytes]) -> None:
+        """Send reports (lock held). A failing transport is logged, never raised."""
+        for report in reports:
+            try:
+                self._send_report(report)
+            except Exception:
+                self._log.exception("ctaphid: sending a report failed")
+                return
+
+    def _emit(self, outputs: Sequence[Output]) -> None:
+        """Carry out the core's outputs in order (lock held)."""
+        for item in outputs:
+            if isinstance(item, bytes):
+                if item[4] == TYPE_INIT | Command.ERROR:
+                    self._log.debug(
+                        "ctaphid: error 0x%02x on channel 0x%s", item[7], item[:4].hex()
+                    )
+                self._send([item])
+            elif isinstance(item, Request):
+                transaction = HidTransaction(item.channel, item.transaction)
+                self._current = transaction
+                self._next_keepalive = self._clock() + self._interval
+                self._requests.put((item, transaction))
+            elif isinstance(item, Cancel):
+                current = self._current
+                if current is not None and current.transaction == item.transaction:
+                    self._log.debug("ctaphid: cancel on channel 0x%08x", item.channel)
+                    current.cancel()
+            elif isinstance(item, Wink):
+                try:
+                    self._handler.wink()
+                except Exception:
+                    self._log.exception("ctaphid: handler.wink failed")
+            elif isinstance(item, Lock):
+                self._log.debug("ctaphid: lock 0x%08x for %d s", item.channel, item.seconds)
+
+    def _work(self) -> None:
+        while True:
+            job = self._requests.get()
+            if job is None:
+                return
+            request, transaction = job
+            payload = self._call_handler(request, transaction)
+            with self._lock:
+                if self._current is transaction:
+                    self._current = None
+                self._send(self._core.respond(request.transaction, payload))
+
+    def _call_handler(self, request: Request, transaction: HidTransaction) -> bytes:
+        is_cbor = request.command == Command.CBOR
+        try:
+            if is_cbor:
+                result = self._handler.handle_cbor(request.payload, transaction)
+            else:
+                result = self._handler.handle_msg(request.payload, transaction)
+            if not isinstance(result, bytes | bytearray):
+                raise TypeError(f"handler returned {type(result).__name__}, not bytes")
+            return bytes(result)
+        except Exception:
+            self._log.exception(
+                "ctaphid: handler failed on a %s request", "CBOR" if is_cbor else "MSG"
+            )
+            return CTAP2_ERR_OTHER if is_cbor else SW_UNKNOWN_ERROR
+
+    def _tick(self) -> None:
+        while not self._closed.is_set():
+            with self._lock:
+                now = self._clock()
+                self._emit(self._core.tick(now))
+                current = self._current
+                if current is not None and now >= self._next_keepalive:
+                    self._send(self._core.keepalive(current.transaction, current.keepalive_status))
+                    self._next_keepalive = now + self._interval
+                deadlines = [d for d in (self._core.next_deadline(),) if d is not None]
+                if current is not None:
+                    deadlines.append(self._next_keepalive)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
+            self._wake.wait(timeout)
+            self._wake.clear()

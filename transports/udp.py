@@ -1,0 +1,189 @@
+"""CTAPHID over UDP: one raw 64-byte report per datagram (no report-id byte).
+
+The key binds ``host:port`` and sends every report to ``peer_host:peer_port``, which is how
+simulated-device test harnesses talk to a key. A datagram holding exactly
+:data:`POWER_CYCLE_DATAGRAM` simulates unplugging and re-plugging the key. Anything else that
+is not a report (empty or longer than 64 bytes) is dropped; shorter reports are zero padded as
+on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
+client side, for tests and tools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+
+from fido2.hid import CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
+
+from transports.ctaphid import REPORT_SIZE
+from transports.handler import CtapHandler
+from transports.runner import HidRunner
+
+POWER_CYCLE_DATAGRAM = bytes.fromhex(
+    "ac1052ca95e569de69e02ebff333485f13f9b2da34c5a8a340526697a9ab2e0b"
+    "394d8d04973c134005be1a0140bff6045bb26eb77a73eaa47813f6b49a7250dc"
+)
+MAX_DATAGRAM = 65535
+
+_module_log = logging.getLogger(__name__)
+
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpTransport:
+    """Serve a :class:`CtapHandler` over UDP. The socket is bound in the constructor."""
+
+    def __init__(
+        self,
+        handler: CtapHandler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8111,
+        peer_host: str = "127.0.0.1",
+        peer_port: int = 7112,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._log = logger or _module_log
+        self._peer = (peer_host, peer_port)
+        self._sock = _udp_socket(host, port)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._runner = HidRunner(handler, self._send, logger=logger)
+
+    def __repr__(self) -> str:
+        return f"UdpTransport(port={self.port}, peer={self._peer!r})"
+
+    @property
+    def port(self) -> int:
+        """The UDP port actually bound (useful with ``port=0``)."""
+        port: int = self._sock.getsockname()[1]
+        return port
+
+    @property
+    def runner(self) -> HidRunner:
+        return self._runner
+
+    def start(self) -> None:
+        """Serve on a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
+            self._thread.start()
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until :meth:`stop`."""
+        self._loop()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and the runner. Idempotent."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        self._runner.close()
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            sock.close()
+
+    def _send(self, report: bytes) -> None:
+        try:
+            self._sock.sendto(report, self._peer)
+        except OSError as exc:
+            self._log.debug("udp: dropping a report: %s", exc)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                ready, _, _ = select.select([self._sock, self._wake_r], [], [])
+            except (OSError, ValueError):
+                return  # closed under us
+            if self._wake_r in ready or self._stopping.is_set():
+                return
+            try:
+                datagram = self._sock.recv(MAX_DATAGRAM)
+            except OSError as exc:  # e.g. ICMP port unreachable reported late
+                self._log.debug("udp: receive error: %s", exc)
+                continue
+            self._handle(datagram)
+
+    def _handle(self, datagram: bytes) -> None:
+        if datagram == POWER_CYCLE_DATAGRAM:
+            self._log.info("udp: power cycle")
+            self._runner.power_cycle()
+        elif 0 < len(datagram) <= REPORT_SIZE:
+            self._runner.feed(datagram)
+        else:
+            self._log.debug("udp: ignoring a %d-byte datagram", len(datagram))
+
+
+class UdpConnection(CtapHidConnection):
+    """Client side: binds ``host:peer_port`` and sends reports to ``host:port``."""
+
+    def __init__(
+        self,
+        port: int = 8111,
+        peer_port: int = 7112,
+        *,
+        host: str = "127.0.0.1",
+        timeout: float = 60.0,
+    ) -> None:
+        self._sock = _udp_socket(host, peer_port)
+        self._sock.settimeout(timeout)
+        self._key = (host, port)
+        self._timeout = timeout
+
+    def write_packet(self, data: bytes) -> None:
+        self._sock.sendto(bytes(data), self._key)
+
+    def read_packet(self) -> bytes:
+        while True:
+            try:
+                datagram = self._sock.recv(MAX_DATAGRAM)
+            except TimeoutError:
+                raise TimeoutError(f"no report from the key within {self._timeout} s") from None
+            if len(datagram) == REPORT_SIZE:
+                return datagram
+
+    def power_cycle(self) -> None:
+        """Send the power-cycle datagram to the key."""
+        self._sock.sendto(POWER_CYCLE_DATAGRAM, self._key)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def open_udp_device(
+    port: int = 8111, peer_port: int = 7112, *, host: str = "127.0.0.1", timeout: float = 60.0
+) -> CtapHidDevice:
+    """A python-fido2 device talking to a :class:`UdpTransport` at ``host:port``."""
+    connection = UdpConnection(port, peer_port, host=host, timeout=timeout)
+    descriptor = HidDescriptor(
+        path=f"udp:{host}:{port}",
+        vid=0x1209,
+        pid=0x0001,
+        report_size_in=REPORT_SIZE,
+        report_size_out=REPORT_SIZE,
+        product_name="vfido (udp)",
+        serial_number=None,
+    )
+    try:
+        return CtapHidDevice(descriptor, connection)
+    except BaseException:
+        connection.close()
+        raise
