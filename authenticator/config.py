@@ -36,6 +36,19 @@ class Config:
     max_credential_count_in_list: int = 32
     #: Seconds the state for authenticatorGetNextAssertion survives (CTAP 2.1 section 6.3).
     next_assertion_timeout: float = 30.0
+    #: Built-in user verification through the presence front end's ``verify_user``
+    #: (getInfo option "uv"; CTAP 2.1 section 6.1.2 step 11.2).
+    builtin_uv: bool = False
+    #: Enterprise attestation (CTAP 2.1 section 7.1): 0 = not supported (no "ep" in
+    #: getInfo); 1 = vendor-facilitated only (mode 1, for ``enterprise_rp_ids``);
+    #: 2 = both modes (mode 2, platform-managed, for any RP). Either way it is only
+    #: given after authenticatorConfig enableEnterpriseAttestation.
+    enterprise_attestation: int = 0
+    #: RP IDs for which vendor-facilitated (mode 1) enterprise attestation is given.
+    enterprise_rp_ids: tuple[str, ...] = ()
+    #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
+    #: metadata). The keystore may still run out of space first.
+    max_resident_credentials: int = 256
 
     def __post_init__(self) -> None:
         if self.attestation not in ATTESTATION_FORMATS:
@@ -62,3 +75,19 @@ class Config:
             raise ValueError(f"unsupported algorithms: {unknown}")
         if not isinstance(self.constant_zero_counter, bool):
             raise ValueError("constant_zero_counter must be a bool")
+        if not isinstance(self.builtin_uv, bool):
+            raise ValueError("builtin_uv must be a bool")
+        if self.enterprise_attestation not in (0, 1, 2) or isinstance(
+            self.enterprise_attestation, bool
+        ):
+            raise ValueError("enterprise_attestation must be 0 (off), 1 or 2")
+        if not isinstance(self.enterprise_rp_ids, tuple) or not all(
+            isinstance(r, str) and r for r in self.enterprise_rp_ids
+        ):
+            raise ValueError("enterprise_rp_ids must be a tuple of RP IDs")
+        if (
+            not isinstance(self.max_resident_credentials, int)
+            or isinstance(self.max_resident_credentials, bool)
+            or self.max_resident_credentials < 1
+        ):
+            raise ValueError("max_resident_credentials must be a positive integer")

@@ -17,12 +17,16 @@ from enum import IntEnum
 from typing import Any
 
 from authenticator import cbor
+from authenticator.client_pin import ClientPin
 from authenticator.config import Config
+from authenticator.config_command import AuthenticatorConfig, Settings
+from authenticator.credential_management import CredentialManagement
 from authenticator.ctap1 import Ctap1Handler
-from authenticator.env import Clock, Presence, RequestContext, SystemClock
+from authenticator.env import Clock, Presence, RequestContext, SystemClock, UserVerifier
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.get_assertion import get_assertion, get_next_assertion
 from authenticator.get_info import build_info
+from authenticator.large_blobs import LargeBlobs
 from authenticator.make_credential import make_credential
 from authenticator.requests import GetAssertionRequest, MakeCredentialRequest
 from authenticator.reset import reset, selection
@@ -83,13 +87,22 @@ def _get_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int
 
 def _get_info(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
     _no_parameters(payload)
-    return build_info(s.config, s.store).to_cbor_map()
+    return build_info(s).to_cbor_map()
 
 
 def _reset(s: Services, payload: bytes, ctx: RequestContext) -> None:
     _no_parameters(payload)
     reset(s, ctx)
+    # PIN state was erased with the store; runtime PIN/UV state goes too.
+    s.client_pin.power_cycle()
     return None
+
+
+def _parameter_map(payload: bytes) -> dict[Any, Any]:
+    value = _parameters(payload)
+    if not isinstance(value, dict):
+        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "parameters are not a map")
+    return value
 
 
 def _get_next_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
@@ -122,17 +135,44 @@ class Authenticator:
         presence: Presence,
         config: Config = _DEFAULT_CONFIG,
         clock: Clock = _DEFAULT_CLOCK,
+        user_verifier: UserVerifier | None = None,
     ) -> None:
+        """``user_verifier``: built-in UV when ``config.builtin_uv``; defaults to the
+        presence front end if it has ``verify_user``."""
+        if config.builtin_uv:
+            if user_verifier is None and callable(getattr(presence, "verify_user", None)):
+                user_verifier = presence  # type: ignore[assignment]
+            if user_verifier is None:
+                raise ValueError("builtin_uv needs a presence front end with verify_user")
+        else:
+            user_verifier = None
+        client_pin = ClientPin(
+            store, clock, user_verifier=user_verifier, uv_timeout=config.presence_timeout
+        )
         self._services = Services(
             store=store,
             presence=presence,
             config=config,
             clock=clock,
             runtime=RuntimeState(clock.monotonic()),
+            client_pin=client_pin,
+            settings=Settings(store),
+            user_verifier=user_verifier,
+        )
+        self._client_pin = client_pin
+        self._cred_mgmt = CredentialManagement(store, client_pin, config.max_resident_credentials)
+        # maxFragmentLength = maxMsgSize - 64 (section 6.10.2).
+        self._large_blobs = LargeBlobs(store, client_pin, config.max_msg_size - 64)
+        self._config_command = AuthenticatorConfig(
+            store, client_pin, enterprise_attestation_supported=config.enterprise_attestation > 0
         )
         self._lock = threading.Lock()  # one request at a time
         # Per instance, so features with their own state (clientPin...) can add handlers.
         self._handlers: dict[int, _Handler] = dict(_HANDLERS)
+        self._handlers[Command.CLIENT_PIN] = self._client_pin_command
+        self._handlers[Command.CREDENTIAL_MANAGEMENT] = self._credential_management
+        self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
+        self._handlers[Command.CONFIG] = self._config
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock)
 
     @property
@@ -178,8 +218,30 @@ class Authenticator:
     def power_cycle(self) -> None:
         """Unplug + replug: forget runtime state and reopen the reset window."""
         self._services.runtime.power_cycle(self._services.clock.monotonic())
+        self._client_pin.power_cycle()
+        self._cred_mgmt.reset_pending()
         self._ctap1.power_cycle()
         log.info("power cycle")
+
+    # --- CTAP 2.1 commands with their own state --------------------------------
+
+    def _client_pin_command(
+        self, s: Services, payload: bytes, ctx: RequestContext
+    ) -> dict[int, Any] | None:
+        return self._client_pin.process(_parameter_map(payload), ctx) or None
+
+    def _credential_management(
+        self, s: Services, payload: bytes, ctx: RequestContext
+    ) -> dict[int, Any] | None:
+        return self._cred_mgmt.process(_parameter_map(payload)) or None
+
+    def _large_blobs_command(
+        self, s: Services, payload: bytes, ctx: RequestContext
+    ) -> dict[int, Any] | None:
+        return self._large_blobs.process(_parameter_map(payload), s.uv_protected) or None
+
+    def _config(self, s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:
+        return self._config_command.process(_parameter_map(payload)) or None
 
     # --- internals ----------------------------------------------------------
 
@@ -192,6 +254,9 @@ class Authenticator:
         if command != Command.GET_NEXT_ASSERTION:
             # The getNextAssertion state only survives consecutive getNextAssertion calls.
             self._services.runtime.clear_pending()
+        if command != Command.CREDENTIAL_MANAGEMENT:
+            # Only credentialManagement GetNext* continue an enumeration.
+            self._cred_mgmt.reset_pending()
         handler = self._handlers.get(command)
         if handler is None:
             raise CtapError(CtapStatus.INVALID_COMMAND, f"command 0x{command:02x}")

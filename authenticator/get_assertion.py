@@ -1,24 +1,40 @@
 """authenticatorGetAssertion (0x02, CTAP 2.1 section 6.2.2) and
 authenticatorGetNextAssertion (0x08, section 6.3).
 
-No clientPin and no built-in user verification yet: the response's "uv" bit
-is always false, so user-identifying information (name, displayName) is
-never returned and credProtect levels 2 and 3 filter as the spec says.
+Step numbers in the comments follow section 6.2.2. User-identifying
+information (name, displayName) is only returned when the user was verified
+and more than one credential matched (the platform then shows an account
+chooser); otherwise the user entity carries only the id.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from authenticator.authdata import AuthDataFlags, build_auth_data, rp_id_hash
 from authenticator.cose import CredentialKey
 from authenticator.credential_source import decode_credential_id
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
-from authenticator.make_credential import check_pin_uv_auth_param, pin_probe
+from authenticator.extensions import (
+    CRED_BLOB,
+    HMAC_SECRET,
+    GetAssertionExtensions,
+    hmac_secret_output,
+)
+from authenticator.make_credential import (
+    builtin_uv,
+    check_pin_uv_auth_param,
+    collect_presence,
+    enforce_always_uv,
+    pin_probe,
+    verify_pin_uv_auth_param,
+)
+from authenticator.pin_token import Permission
 from authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
 from authenticator.responses import GetAssertionResponse
-from authenticator.state import AssertionCandidate, PendingAssertion, Services, require_presence
+from authenticator.state import AssertionCandidate, PendingAssertion, Services
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +96,8 @@ def _assertion(
     flags: AuthDataFlags,
     candidate: AssertionCandidate,
     number_of_credentials: int | None,
+    identifying: bool = False,
+    ext: GetAssertionExtensions | None = None,
 ) -> GetAssertionResponse:
     """Counter, authData, signature and response for one credential.
 
@@ -100,40 +118,69 @@ def _assertion(
         # not make counters jump.
         count = store.get_counter(candidate.credential_id)
     count = min(count, _MAX_SIGN_COUNT)
-    auth_data = build_auth_data(id_hash, flags, count)
-    key = CredentialKey.from_private_bytes(candidate.sealed.algorithm, candidate.sealed.private_key)
+    # Step 9: extension outputs for this credential.
+    outputs: dict[str, Any] = {}
+    large_blob_key = None
+    record, sealed = candidate.record, candidate.sealed
+    if ext is not None:
+        if ext.hmac_secret is not None and sealed.hmac_secret:
+            outputs[HMAC_SECRET] = hmac_secret_output(
+                services.client_pin,
+                ext.hmac_secret,
+                store.identity().credential_key,
+                candidate.credential_id,
+                bool(flags & AuthDataFlags.UV),
+            )
+        if ext.cred_blob:
+            blob = record.cred_blob if record is not None else None
+            outputs[CRED_BLOB] = blob if blob is not None else (sealed.cred_blob or b"")
+        if ext.large_blob_key and record is not None:
+            large_blob_key = record.large_blob_key
+    auth_data = build_auth_data(id_hash, flags, count, extensions=outputs)
+    key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
+    # Step 11: sign authData || clientDataHash.
     signature = key.sign(auth_data + client_data_hash)
-    user = None
-    if candidate.record is not None:
-        # Discoverable credential: the user id is mandatory. Name and
-        # displayName need user verification, which this key cannot do.
-        user = {"id": candidate.record.user_id}
+    user: dict[str, Any] | None = None
+    if record is not None:
+        # Discoverable credential: the user id is mandatory; name and
+        # displayName only with user verification and several credentials.
+        user = {"id": record.user_id}
+        if identifying:
+            if record.user_name is not None:
+                user["name"] = record.user_name
+            if record.user_display_name is not None:
+                user["displayName"] = record.user_display_name
     return GetAssertionResponse(
         credential=CredentialDescriptor(PUBLIC_KEY, candidate.credential_id).to_cbor(),
         auth_data=auth_data,
         signature=signature,
         user=user,
         number_of_credentials=number_of_credentials,
+        large_blob_key=large_blob_key,
     )
 
 
 def get_assertion(
     services: Services, request: GetAssertionRequest, context: RequestContext
 ) -> GetAssertionResponse:
+    rp_id = request.rp_id
     # Step 1: zero-length pinUvAuthParam = "touch to select" probe.
     if request.pin_uv_auth_param is not None and len(request.pin_uv_auth_param) == 0:
-        pin_probe(services, context, request.rp_id)
+        pin_probe(services, context, rp_id)
 
-    # Step 2: pinUvAuthParam present.
-    check_pin_uv_auth_param(request.pin_uv_auth_param, request.pin_uv_auth_protocol)
+    # Step 2: pinUvAuthParam present: its protocol must be present and supported.
+    check_pin_uv_auth_param(services, request.pin_uv_auth_param, request.pin_uv_auth_protocol)
+    has_param = request.pin_uv_auth_param is not None
 
     # Step 3: response "uv" and "up" bits start false.
     flags = AuthDataFlags(0)
 
     # Step 4: options.
     options = request.options
-    # 4.3: uv true without built-in user verification -> INVALID_OPTION.
-    if options.uv:
+    # 4.1: "uv" absent -> false; 4.2: pinUvAuthParam present -> "uv" treated as false.
+    uv = bool(options.uv) and not has_param
+    # 4.3: uv true needs built-in user verification (enabled).
+    if uv and services.user_verifier is None:
         raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
     # 4.4: "rk" is not valid for getAssertion.
     if options.rk is not None:
@@ -141,43 +188,70 @@ def get_assertion(
     # 4.5: "up" absent -> true.
     up = True if options.up is None else options.up
 
-    # Steps 5-9: alwaysUv / pinUvAuthParam / built-in UV: not supported, "uv" stays false.
-    uv = False
+    # Step 5: alwaysUv.
+    uv, _ = enforce_always_uv(services, has_param, uv)
 
-    # Step 10: locate the applicable credentials.
-    id_hash = rp_id_hash(request.rp_id)
+    # Extensions are parsed before any user interaction (used in step 9).
+    ext = GetAssertionExtensions.parse(request.extensions)
+
+    # Step 6: user verification.
+    user_verified_builtin = False
+    if has_param:
+        # 6.1: the pinUvAuthToken: ga permission, RP ID, userVerified flag.
+        assert request.pin_uv_auth_param is not None
+        verify_pin_uv_auth_param(
+            services,
+            request.pin_uv_auth_protocol,
+            request.client_data_hash,
+            request.pin_uv_auth_param,
+            Permission.GET_ASSERTION,
+            rp_id,
+        )
+        flags |= AuthDataFlags.UV
+    elif uv:
+        # 6.2: built-in UV (also evidence of user interaction, step 8).
+        builtin_uv(services, context, rp_id)
+        flags |= AuthDataFlags.UV
+        user_verified_builtin = True
+    verified = bool(flags & AuthDataFlags.UV)
+
+    # Step 7: locate the applicable credentials.
+    id_hash = rp_id_hash(rp_id)
     has_allow_list = bool(request.allow_list)  # an empty allowList counts as absent
     if has_allow_list:
         candidates = _from_allow_list(services, id_hash, request.allow_list)
     else:
         candidates = _discoverable(services, id_hash)
-    # 10.4: userVerificationRequired needs uv.
-    # 10.5: userVerificationOptionalWithCredentialIDList needs an allowList or uv.
+    # 7.3: userVerificationRequired needs uv.
+    # 7.4: userVerificationOptionalWithCredentialIDList needs an allowList or uv.
     candidates = [
         c
         for c in candidates
-        if not (_cred_protect(c) >= USER_VERIFICATION_REQUIRED and not uv)
+        if not (_cred_protect(c) >= USER_VERIFICATION_REQUIRED and not verified)
         and not (
             _cred_protect(c) == USER_VERIFICATION_OPTIONAL_WITH_CREDENTIAL_ID_LIST
             and not has_allow_list
-            and not uv
+            and not verified
         )
     ]
-    # 10.6
+    # 7.5
     if not candidates:
         raise CtapError(CtapStatus.NO_CREDENTIALS, "no credentials")
-    # 10.7
     number_of_credentials = len(candidates)
 
-    # Step 11: user presence (skipped for up=false: a silent probe).
-    if up:
+    # Step 8: user presence (skipped for up=false: a silent probe). Built-in
+    # UV already was evidence of user interaction.
+    if user_verified_builtin and up:
+        flags |= AuthDataFlags.UP
+    elif up:
         first = candidates[0]
-        require_presence(
+        collect_presence(
             services,
             context,
+            has_param,
             PresenceRequest(
                 PresenceKind.AUTHENTICATE,
-                rp_id=request.rp_id,
+                rp_id=rp_id,
                 user_name=first.record.user_name
                 if number_of_credentials == 1 and first.record
                 else None,
@@ -185,15 +259,15 @@ def get_assertion(
         )
         flags |= AuthDataFlags.UP
 
-    # Step 12: extensions: none supported yet; unknown extensions are ignored.
-
-    # Step 13: select the credential. With an allowList any applicable one will
+    # Step 10: select the credential. With an allowList any applicable one will
     # do and numberOfCredentials is omitted; without one the newest comes first
     # (the store's order).
     selected = candidates[0]
     several = not has_allow_list and number_of_credentials > 1
+    # 10.2: user-identifiable information only with UV and several credentials.
+    identifying = several and verified
 
-    # Step 14: sign authData || clientDataHash.
+    # Steps 9 (extensions) and 11 (signature).
     response = _assertion(
         services,
         id_hash,
@@ -201,10 +275,13 @@ def get_assertion(
         flags,
         selected,
         number_of_credentials if several else None,
+        identifying,
+        ext,
     )
     if several:
-        # 13.2.3: remember the request for authenticatorGetNextAssertion and
-        # start its timer.
+        # 10.2.3: remember the request for authenticatorGetNextAssertion and
+        # start its timer. Extensions are not carried over (hmac-secret's
+        # shared secret belongs to this request).
         services.runtime.set_pending(
             PendingAssertion(
                 channel=context.channel,
@@ -213,6 +290,7 @@ def get_assertion(
                 flags=flags,
                 remaining=candidates[1:],
                 deadline=services.clock.monotonic() + services.config.next_assertion_timeout,
+                identifying=identifying,
             )
         )
     return response
@@ -223,7 +301,13 @@ def get_next_assertion(services: Services, context: RequestContext) -> GetAssert
     pending, candidate = services.runtime.next_candidate(
         context.channel, services.clock.monotonic(), services.config.next_assertion_timeout
     )
-    # Steps 5-6: user entity (id only: no UV) and signature.
+    # Steps 5-6: user entity and signature.
     return _assertion(
-        services, pending.rp_id_hash, pending.client_data_hash, pending.flags, candidate, None
+        services,
+        pending.rp_id_hash,
+        pending.client_data_hash,
+        pending.flags,
+        candidate,
+        None,
+        pending.identifying,
     )

@@ -1,24 +1,27 @@
 """authenticatorGetInfo (0x04), CTAP 2.1 section 6.4.
 
-Derived from the Config and the keystore only. To add a feature (e.g. clientPin
-and FIDO_2_1), extend :func:`versions` / :func:`options` / the response fields
-from the feature's own state rather than writing values here by hand.
+Derived from the Config, the keystore and the persisted PIN / authenticatorConfig
+state; nothing is written by hand. bioEnroll is absent (no enrollment command).
 """
 
 from __future__ import annotations
 
 from authenticator.config import Config
+from authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
 from authenticator.cose import RS256
 from authenticator.credential_source import SealedCredential
+from authenticator.extensions import MAX_CRED_BLOB_LENGTH
+from authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
+from authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
 from authenticator.responses import GetInfoResponse
+from authenticator.state import Services
 from keystore.credential_id import SEAL_OVERHEAD
-from keystore.store import KeyStore
 
 #: Transports the key is reachable on (CTAPHID over USB/UHID; UDP emulates USB HID).
 TRANSPORTS = ("usb",)
 
-#: Largest credBlob a sealed credential may carry (reserved for the credBlob extension).
-MAX_CRED_BLOB_LENGTH = 32
+#: pinUvAuthProtocols in order of preference (0x06).
+PIN_UV_AUTH_PROTOCOLS = (2, 1)
 
 
 def _max_credential_id_length() -> int:
@@ -39,29 +42,69 @@ MAX_CREDENTIAL_ID_LENGTH = _max_credential_id_length()
 
 
 def versions(config: Config) -> tuple[str, ...]:
-    # FIDO_2_1 requires clientPin / pinUvAuthToken support: added with that feature.
-    return ("U2F_V2", "FIDO_2_0")
+    # FIDO_2_1: clientPin with pinUvAuthToken, credMgmt, largeBlobs, authnrCfg.
+    return ("U2F_V2", "FIDO_2_0", "FIDO_2_1")
 
 
 def extensions(config: Config) -> tuple[str, ...]:
-    return ()
+    return SUPPORTED_EXTENSIONS
 
 
-def options(config: Config, store: KeyStore) -> dict[str, bool]:
-    # No "clientPin" and no "uv" key: this key has neither a PIN nor built-in UV yet.
-    return {"rk": True, "up": True, "plat": False}
+def attestation_formats(config: Config) -> tuple[str, ...]:
+    """Formats makeCredential can return (CTAP 2.2 attestationFormats, 0x16), default first."""
+    if config.attestation == "none":
+        return ("none",)
+    return ("packed", "none")
 
 
-def build_info(config: Config, store: KeyStore) -> GetInfoResponse:
+def options(services: Services) -> dict[str, bool]:
+    config, settings, pin = services.config, services.settings, services.client_pin
+    result = {
+        "rk": True,
+        "up": True,
+        "plat": False,
+        # clientPin: supported; true once a PIN is set.
+        "clientPin": pin.is_pin_set,
+        "pinUvAuthToken": True,
+        "credMgmt": True,
+        "largeBlobs": True,
+        "authnrCfg": True,
+        "alwaysUv": settings.always_uv,
+        # makeCredUvNotRqd: non-discoverable credentials need no UV even with a
+        # PIN set; toggleAlwaysUv turns it off (section 6.11.2).
+        "makeCredUvNotRqd": not settings.always_uv,
+        "setMinPINLength": True,
+    }
+    if config.builtin_uv:
+        result["uv"] = True
+    if config.enterprise_attestation:
+        result["ep"] = settings.enterprise_attestation
+    return result
+
+
+def remaining_discoverable_credentials(services: Services) -> int:
+    return max(0, services.config.max_resident_credentials - services.store.count_credentials())
+
+
+def build_info(services: Services) -> GetInfoResponse:
+    config, store, pin = services.config, services.store, services.client_pin
     return GetInfoResponse(
         versions=versions(config),
         extensions=extensions(config),
         aaguid=store.identity().aaguid,
-        options=options(config, store),
+        options=options(services),
         max_msg_size=config.max_msg_size,
+        pin_uv_auth_protocols=PIN_UV_AUTH_PROTOCOLS,
         max_credential_count_in_list=config.max_credential_count_in_list,
         max_credential_id_length=MAX_CREDENTIAL_ID_LENGTH,
         transports=TRANSPORTS,
         algorithms=config.algorithms,
+        max_serialized_large_blob_array=MAX_SERIALIZED_LARGE_BLOB_ARRAY,
+        force_pin_change=pin.force_pin_change,
+        min_pin_length=pin.min_pin_length,
         firmware_version=config.firmware_version,
+        max_cred_blob_length=MAX_CRED_BLOB_LENGTH,
+        max_rpids_for_set_min_pin_length=MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH,
+        remaining_discoverable_credentials=remaining_discoverable_credentials(services),
+        attestation_formats=attestation_formats(config),
     )

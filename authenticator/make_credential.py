@@ -1,8 +1,9 @@
-"""authenticatorMakeCredential (0x01), CTAP 2.1 section 6.1.2.
+"""authenticatorMakeCredential (0x01), CTAP 2.1 section 6.1.2 (plus CTAP 2.2's
+attestationFormatsPreference).
 
-This key has no clientPin/pinUvAuthToken and no built-in user verification
-yet, so the steps that only apply to a UV-protected authenticator (6, 7, 9-11,
-13, parts of 14) reduce to nothing; they are marked below.
+Step numbers in the comments are those of section 6.1.2. "Protected by some
+form of user verification" means a PIN is set or built-in UV is enabled
+(:attr:`Services.uv_protected`).
 
 Signature counter: a new credential's counter starts at 0 and the authData of
 makeCredential carries signCount 0 (nothing has been signed with the new key;
@@ -13,6 +14,8 @@ what WebAuthn relying parties expect from a per-credential counter.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 from authenticator.attestation import make_attestation
 from authenticator.authdata import (
@@ -29,6 +32,17 @@ from authenticator.credential_source import (
 )
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.extensions import (
+    CRED_BLOB,
+    CRED_PROTECT,
+    HMAC_SECRET,
+    HMAC_SECRET_MC,
+    MAX_CRED_BLOB_LENGTH,
+    MIN_PIN_LENGTH,
+    MakeCredentialExtensions,
+    hmac_secret_output,
+)
+from authenticator.pin_token import Permission
 from authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
 from authenticator.responses import MakeCredentialResponse
 from authenticator.state import Services, ask_presence, require_presence
@@ -38,45 +52,150 @@ log = logging.getLogger(__name__)
 
 #: credProtect level 3 (CTAP 2.1 section 12.1).
 USER_VERIFICATION_REQUIRED = 3
+#: enterpriseAttestation values (section 7.1).
+EP_VENDOR_FACILITATED = 1
+EP_PLATFORM_MANAGED = 2
 
 
 def pin_probe(services: Services, context: RequestContext, rp_id: str) -> None:
     """Step 1 of makeCredential/getAssertion: a zero-length pinUvAuthParam.
 
     CTAP2.0 platforms send it to let the user pick an authenticator by touch.
-    Ask for the touch; decline or timeout -> OPERATION_DENIED; otherwise
-    PIN_NOT_SET (no PIN can be set on this key yet; with a PIN it is PIN_INVALID).
+    1.1 ask for the touch; 1.2 decline or timeout -> OPERATION_DENIED;
+    1.3 otherwise PIN_NOT_SET without a PIN, PIN_INVALID with one.
     """
     result = ask_presence(services, context, PresenceRequest(PresenceKind.SELECT, rp_id=rp_id))
     if result is PresenceResult.CANCELLED:
         raise CtapError(CtapStatus.KEEPALIVE_CANCEL, "cancelled")
     if result is not PresenceResult.GRANTED:
         raise CtapError(CtapStatus.OPERATION_DENIED, "touch probe declined")
+    if services.client_pin.is_pin_set:
+        raise CtapError(CtapStatus.PIN_INVALID, "touch probe")
     raise CtapError(CtapStatus.PIN_NOT_SET, "touch probe")
 
 
-def check_pin_uv_auth_param(param: bytes | None, protocol: int | None) -> None:
-    """Step 2: pinUvAuthParam present -> its protocol must be present and supported."""
+def check_pin_uv_auth_param(services: Services, param: bytes | None, protocol: int | None) -> None:
+    """Step 2: pinUvAuthParam present -> its protocol must be present (2.2) and
+    supported (2.1)."""
     if param is None:
         return
     if protocol is None:
         raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
-    # No PIN/UV auth protocol is supported yet.
-    raise CtapError(CtapStatus.INVALID_PARAMETER, "unsupported pinUvAuthProtocol")
+    services.client_pin.protocol(protocol)  # INVALID_PARAMETER when unsupported
+
+
+def enforce_always_uv(
+    services: Services, has_param: bool, uv: bool, rk: bool | None = None
+) -> tuple[bool, bool]:
+    """alwaysUv (makeCredential step 6, getAssertion step 5).
+
+    Returns (uv, make_cred_uv_not_rqd): with alwaysUv on, makeCredUvNotRqd is
+    treated as false, and a request without pinUvAuthParam and without uv must
+    get user verification somehow: built-in UV is used when enabled (uv
+    treated as true); with only a PIN (set or not) the platform must get a
+    token first (PUAT_REQUIRED).
+    """
+    if not services.settings.always_uv:
+        return uv, True
+    if has_param or uv:
+        return uv, False
+    if services.user_verifier is not None:
+        return True, False
+    raise CtapError(CtapStatus.PUAT_REQUIRED, "alwaysUv")
+
+
+def verify_pin_uv_auth_param(
+    services: Services,
+    protocol: int | None,
+    client_data_hash: bytes,
+    param: bytes,
+    permission: Permission,
+    rp_id: str,
+) -> None:
+    """makeCredential step 11.1 / getAssertion step 6.1: check the pinUvAuthToken.
+
+    verify() over clientDataHash, the mc/ga permission, the permissions RP ID
+    and the userVerified flag; any failure is PIN_AUTH_INVALID. The token is
+    then bound to ``rp_id`` if it was not yet.
+    """
+    pin = services.client_pin
+    pin.verify_token(protocol, client_data_hash, param, permission, rp_id)
+    if not pin.token.get_user_verified_flag():
+        raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token has no user verification")
+
+
+def builtin_uv(services: Services, context: RequestContext, rp_id: str) -> None:
+    """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv."""
+    services.client_pin.verify_user_builtin(context, rp_id)
+
+
+def collect_presence(
+    services: Services,
+    context: RequestContext,
+    used_token: bool,
+    request: PresenceRequest,
+) -> None:
+    """makeCredential step 14 / getAssertion step 8: user presence.
+
+    With a pinUvAuthParam the token's userPresent flag may stand in for a new
+    touch (getUserPresentFlagValue). Afterwards the token's flags and its
+    permissions except lbw are cleared, so one token serves one operation.
+    """
+    token = services.client_pin.token
+    if not (used_token and token.get_user_present_flag()):
+        require_presence(services, context, request)
+    if used_token:
+        token.clear_user_present_flag()
+        token.clear_user_verified_flag()
+        token.clear_permissions_except_lbw()
+
+
+def _choose_attestation(services: Services, request: MakeCredentialRequest) -> str:
+    """The attestation to produce: the configured one, or CTAP 2.2's
+    attestationFormatsPreference (the first entry this key supports)."""
+    configured = services.config.attestation
+    if request.attestation_formats_preference:
+        for fmt in request.attestation_formats_preference:
+            if fmt == "none":
+                return "none"
+            if fmt == "packed" and configured != "none":
+                return configured  # "packed" (batch) or "self" (packed self attestation)
+    return configured
+
+
+def _enterprise_attestation(services: Services, request: MakeCredentialRequest) -> bool:
+    """Step 8: whether to return an enterprise attestation (section 7.1)."""
+    value = request.enterprise_attestation
+    if value is None:
+        return False
+    config = services.config
+    # 8.1: not capable, or capable but not enabled -> INVALID_PARAMETER.
+    if not config.enterprise_attestation or not services.settings.enterprise_attestation:
+        raise CtapError(CtapStatus.INVALID_PARAMETER, "enterprise attestation not enabled")
+    # 8.2: only values 1 and 2 exist.
+    if value not in (EP_VENDOR_FACILITATED, EP_PLATFORM_MANAGED):
+        raise CtapError(CtapStatus.INVALID_OPTION, "enterpriseAttestation value")
+    if value == EP_VENDOR_FACILITATED:
+        # 8.2.1: vendor-facilitated: only for the RP IDs configured in the key;
+        # for any other RP a regular attestation is returned.
+        return request.rp.id in config.enterprise_rp_ids
+    # 8.2.2: platform-managed: the platform vouches for the RP (if this key does it).
+    return config.enterprise_attestation >= EP_PLATFORM_MANAGED
 
 
 def make_credential(
     services: Services, request: MakeCredentialRequest, context: RequestContext
 ) -> MakeCredentialResponse:
-    store, config = services.store, services.config
+    store, config, pin = services.store, services.config, services.client_pin
     rp_id = request.rp.id
 
     # Step 1: zero-length pinUvAuthParam = "touch to select" probe.
     if request.pin_uv_auth_param is not None and len(request.pin_uv_auth_param) == 0:
         pin_probe(services, context, rp_id)
 
-    # Step 2: pinUvAuthParam present.
-    check_pin_uv_auth_param(request.pin_uv_auth_param, request.pin_uv_auth_protocol)
+    # Step 2: pinUvAuthParam present: its protocol must be present and supported.
+    check_pin_uv_auth_param(services, request.pin_uv_auth_param, request.pin_uv_auth_protocol)
+    has_param = request.pin_uv_auth_param is not None
 
     # Step 3: the first supported entry of pubKeyCredParams wins; unknown
     # types and algorithms are skipped.
@@ -93,9 +212,10 @@ def make_credential(
 
     # Step 5: options. Unknown option keys were dropped while parsing.
     options = request.options
-    # 5.1/5.2: "uv" absent -> false (pinUvAuthParam would force false as well).
-    # 5.3: uv true without built-in user verification -> INVALID_OPTION.
-    if options.uv:
+    # 5.1: "uv" absent -> false. 5.2: pinUvAuthParam present -> "uv" treated as false.
+    uv = bool(options.uv) and not has_param
+    # 5.3: uv true needs built-in user verification (enabled).
+    if uv and services.user_verifier is None:
         raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
     # 5.4/5.5: "rk" is in getInfo's options, so it is supported; absent -> false.
     rk = bool(options.rk)
@@ -103,16 +223,47 @@ def make_credential(
     if options.up is False:
         raise CtapError(CtapStatus.INVALID_OPTION, "up=false is not valid for makeCredential")
 
-    # Steps 6-7 (alwaysUv, makeCredUvNotRqd): not supported, nothing to do.
+    # Step 6: alwaysUv (makeCredUvNotRqd is then treated as false).
+    uv, uv_not_required = enforce_always_uv(services, has_param, uv)
 
-    # Step 8: enterprise attestation is not supported.
-    if request.enterprise_attestation is not None:
-        raise CtapError(CtapStatus.INVALID_PARAMETER, "enterprise attestation not supported")
+    # Step 7: makeCredUvNotRqd: a UV-protected key may create a non-discoverable
+    # credential without UV; anything else without pinUvAuthParam/uv -> PUAT_REQUIRED.
+    if services.uv_protected and not uv and not has_param and (rk or not uv_not_required):
+        raise CtapError(CtapStatus.PUAT_REQUIRED, "user verification required")
 
-    # Steps 9-11: the key is not protected by user verification; nothing to verify.
+    # Step 8: enterprise attestation.
+    enterprise = _enterprise_attestation(services, request)
+
+    # Step 15 (parsed early so malformed input fails before any user interaction).
+    ext = MakeCredentialExtensions.parse(request.extensions)
+    # largeBlobKey is for discoverable credentials only (section 12.3).
+    if ext.large_blob_key and not rk:
+        raise CtapError(CtapStatus.INVALID_OPTION, "largeBlobKey needs rk")
+
+    # Steps 9-11: user verification.
+    user_verified_builtin = False
+    if has_param:
+        # 11.1: the pinUvAuthToken (also checked when no PIN is set: a token can
+        # only exist after PIN or UV, so without one this is PIN_AUTH_INVALID).
+        assert request.pin_uv_auth_param is not None
+        verify_pin_uv_auth_param(
+            services,
+            request.pin_uv_auth_protocol,
+            request.client_data_hash,
+            request.pin_uv_auth_param,
+            Permission.MAKE_CREDENTIAL,
+            rp_id,
+        )
+        flags |= AuthDataFlags.UV
+    elif uv:
+        # 11.2: built-in UV; it is also evidence of user presence (step 13).
+        builtin_uv(services, context, rp_id)
+        flags |= AuthDataFlags.UV
+        user_verified_builtin = True
 
     identity = store.identity()
     id_hash = rp_id_hash(rp_id)
+    uv_done = bool(flags & AuthDataFlags.UV)
 
     # Step 12: excludeList.
     for descriptor in request.exclude_list:
@@ -121,13 +272,14 @@ def make_credential(
         sealed = decode_credential_id(identity.credential_key, id_hash, descriptor.id)
         if sealed is None:
             continue
-        if sealed.discoverable and store.get_credential(descriptor.id) is None:
+        record = store.get_credential(descriptor.id) if sealed.discoverable else None
+        if sealed.discoverable and record is None:
             continue  # deleted discoverable credential
-        # 12.2: a userVerificationRequired credential only counts with uv, which
-        # this key never has: remove it from the list and continue.
-        if sealed.cred_protect == USER_VERIFICATION_REQUIRED:
+        level = max(sealed.cred_protect, record.cred_protect if record else 1)
+        # 12.2: a userVerificationRequired credential only counts with uv.
+        if level == USER_VERIFICATION_REQUIRED and not uv_done:
             continue
-        # 12.1.4: wait for presence; whether granted or not, the answer is
+        # 12.1: wait for presence; whether granted or not, the answer is
         # CREDENTIAL_EXCLUDED (a CTAPHID_CANCEL still ends with KEEPALIVE_CANCEL).
         result = ask_presence(
             services, context, PresenceRequest(PresenceKind.EXCLUDED, rp_id=rp_id)
@@ -136,21 +288,34 @@ def make_credential(
             raise CtapError(CtapStatus.KEEPALIVE_CANCEL, "cancelled")
         raise CtapError(CtapStatus.CREDENTIAL_EXCLUDED, "excluded credential exists")
 
-    # Step 13: no built-in UV.
-
-    # Step 14: "up" is (treated as) true: collect user presence.
-    require_presence(
-        services,
-        context,
-        PresenceRequest(
-            PresenceKind.REGISTER,
-            rp_id=rp_id,
-            user_name=request.user.name or request.user.display_name,
-        ),
+    presence_request = PresenceRequest(
+        PresenceKind.REGISTER,
+        rp_id=rp_id,
+        user_name=request.user.name or request.user.display_name,
     )
-    flags |= AuthDataFlags.UP
+    if user_verified_builtin:
+        # Step 13: built-in UV was evidence of user interaction: "up" is true.
+        flags |= AuthDataFlags.UP
+    else:
+        # Step 14: "up" is (treated as) true: collect user presence.
+        collect_presence(services, context, has_param, presence_request)
+        flags |= AuthDataFlags.UP
 
-    # Step 15: extensions: none supported yet; unknown extensions are ignored.
+    # Step 15: extensions (unknown ones are ignored).
+    cred_protect = ext.cred_protect or 1
+    cred_blob: bytes | None = None
+    outputs: dict[str, Any] = {}
+    if ext.cred_protect is not None:
+        outputs[CRED_PROTECT] = cred_protect
+    if ext.hmac_secret:
+        outputs[HMAC_SECRET] = True
+    if ext.cred_blob is not None:
+        stored = len(ext.cred_blob) <= MAX_CRED_BLOB_LENGTH
+        cred_blob = ext.cred_blob if stored else None
+        outputs[CRED_BLOB] = stored
+    if ext.min_pin_length and rp_id in services.settings.min_pin_length_rp_ids:
+        outputs[MIN_PIN_LENGTH] = pin.min_pin_length
+    large_blob_key = os.urandom(32) if ext.large_blob_key else None
 
     # Step 16: generate the credential key pair.
     key = CredentialKey.generate(algorithm)
@@ -158,12 +323,28 @@ def make_credential(
     credential_id = encode_credential_id(
         identity.credential_key,
         id_hash,
-        SealedCredential(algorithm=algorithm, private_key=private, discoverable=rk),
+        SealedCredential(
+            algorithm=algorithm,
+            private_key=private,
+            cred_protect=cred_protect,
+            discoverable=rk,
+            hmac_secret=ext.hmac_secret,
+            cred_blob=cred_blob,
+        ),
     )
+    if ext.hmac_secret_mc is not None:
+        # CTAP 2.2 hmac-secret-mc: the first hmac-secret evaluation at creation.
+        outputs[HMAC_SECRET_MC] = hmac_secret_output(
+            pin, ext.hmac_secret_mc, identity.credential_key, credential_id, uv_done
+        )
 
     # Step 17: discoverable credential: store it (replacing one for the same
     # rp.id and user.id); out of space -> KEY_STORE_FULL.
     if rk:
+        if store.count_credentials() >= config.max_resident_credentials and not _replaces(
+            services, id_hash, request.user.id
+        ):
+            raise CtapError(CtapStatus.KEY_STORE_FULL, "max_resident_credentials reached")
         record = CredentialRecord(
             credential_id=credential_id,
             rp_id=rp_id,
@@ -175,6 +356,9 @@ def make_credential(
             rp_name=request.rp.name,
             user_name=request.user.name,
             user_display_name=request.user.display_name,
+            cred_protect=cred_protect,
+            cred_blob=cred_blob,
+            large_blob_key=large_blob_key,
         )
         try:
             store.put_credential(record)
@@ -182,20 +366,34 @@ def make_credential(
             raise CtapError(CtapStatus.KEY_STORE_FULL, "keystore full") from None
     # Step 18: otherwise the credential is server-side: everything is in its ID.
 
-    # Step 19: attestation statement over authData || clientDataHash.
+    # Step 19: attestation statement over authData || clientDataHash. An
+    # enterprise attestation is the batch (packed) attestation plus epAtt.
     auth_data = build_auth_data(
         id_hash,
         flags,
         0,
         AttestedCredentialData(identity.aaguid, credential_id, key.cose_public_key()),
+        outputs,
     )
-    fmt, att_stmt = make_attestation(
-        config.attestation, identity, auth_data, request.client_data_hash, key
-    )
+    fmt_wanted = "packed" if enterprise else _choose_attestation(services, request)
+    fmt, att_stmt = make_attestation(fmt_wanted, identity, auth_data, request.client_data_hash, key)
     log.info(
-        "makeCredential: new %s credential (alg %d)",
+        "makeCredential: new %s credential (alg %d%s%s)",
         "discoverable" if rk else "server-side",
         algorithm,
+        ", uv" if uv_done else "",
+        ", enterprise attestation" if enterprise else "",
     )
     # Step 20: return the attestation object.
-    return MakeCredentialResponse(fmt=fmt, auth_data=auth_data, att_stmt=att_stmt)
+    return MakeCredentialResponse(
+        fmt=fmt,
+        auth_data=auth_data,
+        att_stmt=att_stmt,
+        ep_att=enterprise,
+        large_blob_key=large_blob_key,
+    )
+
+
+def _replaces(services: Services, id_hash: bytes, user_id: bytes) -> bool:
+    """Whether a new discoverable credential replaces one (same RP and user)."""
+    return any(r.user_id == user_id for r in services.store.find_credentials(id_hash))

@@ -32,6 +32,7 @@ MC_OPTIONS = 0x07
 MC_PIN_UV_AUTH_PARAM = 0x08
 MC_PIN_UV_AUTH_PROTOCOL = 0x09
 MC_ENTERPRISE_ATTESTATION = 0x0A
+MC_ATTESTATION_FORMATS_PREFERENCE = 0x0B  # CTAP 2.2
 
 # --- authenticatorGetAssertion (0x02) parameter keys, CTAP 2.1 section 6.2 ---
 GA_RP_ID = 0x01
@@ -210,6 +211,13 @@ def _extensions(m: Mapping[Any, Any], key: int) -> dict[str, Any]:
     return ext
 
 
+def _string_list(m: Mapping[Any, Any], key: int, what: str) -> tuple[str, ...] | None:
+    entries = _optional(m, key, list, what)
+    if entries is None:
+        return None
+    return tuple(_typed(e, str, f"{what} entry") for e in entries)
+
+
 def _options(m: Mapping[Any, Any], key: int) -> Options:
     return Options.from_cbor(m[key]) if key in m else Options()
 
@@ -230,6 +238,7 @@ class MakeCredentialRequest:
     pin_uv_auth_param: bytes | None = None
     pin_uv_auth_protocol: int | None = None
     enterprise_attestation: int | None = None
+    attestation_formats_preference: tuple[str, ...] | None = None
 
     @classmethod
     def from_cbor_map(cls, value: object) -> MakeCredentialRequest:
@@ -254,6 +263,9 @@ class MakeCredentialRequest:
             pin_uv_auth_protocol=_optional(m, MC_PIN_UV_AUTH_PROTOCOL, int, "pinUvAuthProtocol"),
             enterprise_attestation=_optional(
                 m, MC_ENTERPRISE_ATTESTATION, int, "enterpriseAttestation"
+            ),
+            attestation_formats_preference=_string_list(
+                m, MC_ATTESTATION_FORMATS_PREFERENCE, "attestationFormatsPreference"
             ),
         )
 

@@ -9,6 +9,8 @@ from typing import Any
 MC_FMT = 0x01
 MC_AUTH_DATA = 0x02
 MC_ATT_STMT = 0x03
+MC_EP_ATT = 0x04
+MC_LARGE_BLOB_KEY = 0x05
 
 # --- authenticatorGetAssertion / GetNextAssertion response ---
 GA_CREDENTIAL = 0x01
@@ -16,6 +18,7 @@ GA_AUTH_DATA = 0x02
 GA_SIGNATURE = 0x03
 GA_USER = 0x04
 GA_NUMBER_OF_CREDENTIALS = 0x05
+GA_LARGE_BLOB_KEY = 0x07
 
 # --- authenticatorGetInfo response ---
 INFO_VERSIONS = 0x01
@@ -28,8 +31,14 @@ INFO_MAX_CREDENTIAL_COUNT_IN_LIST = 0x07
 INFO_MAX_CREDENTIAL_ID_LENGTH = 0x08
 INFO_TRANSPORTS = 0x09
 INFO_ALGORITHMS = 0x0A
+INFO_MAX_SERIALIZED_LARGE_BLOB_ARRAY = 0x0B
+INFO_FORCE_PIN_CHANGE = 0x0C
+INFO_MIN_PIN_LENGTH = 0x0D
 INFO_FIRMWARE_VERSION = 0x0E
+INFO_MAX_CRED_BLOB_LENGTH = 0x0F
+INFO_MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH = 0x10
 INFO_REMAINING_DISCOVERABLE_CREDENTIALS = 0x14
+INFO_ATTESTATION_FORMATS = 0x16  # CTAP 2.2
 
 
 @dataclass(frozen=True)
@@ -37,9 +46,20 @@ class MakeCredentialResponse:
     fmt: str
     auth_data: bytes
     att_stmt: dict[str, Any]
+    ep_att: bool = False
+    large_blob_key: bytes | None = field(default=None, repr=False)
 
     def to_cbor_map(self) -> dict[int, Any]:
-        return {MC_FMT: self.fmt, MC_AUTH_DATA: self.auth_data, MC_ATT_STMT: self.att_stmt}
+        m: dict[int, Any] = {
+            MC_FMT: self.fmt,
+            MC_AUTH_DATA: self.auth_data,
+            MC_ATT_STMT: self.att_stmt,
+        }
+        if self.ep_att:
+            m[MC_EP_ATT] = True
+        if self.large_blob_key is not None:
+            m[MC_LARGE_BLOB_KEY] = self.large_blob_key
+        return m
 
 
 @dataclass(frozen=True)
@@ -49,6 +69,7 @@ class GetAssertionResponse:
     signature: bytes
     user: dict[str, Any] | None = None
     number_of_credentials: int | None = None
+    large_blob_key: bytes | None = field(default=None, repr=False)
 
     def to_cbor_map(self) -> dict[int, Any]:
         m: dict[int, Any] = {
@@ -60,6 +81,8 @@ class GetAssertionResponse:
             m[GA_USER] = self.user
         if self.number_of_credentials is not None:
             m[GA_NUMBER_OF_CREDENTIALS] = self.number_of_credentials
+        if self.large_blob_key is not None:
+            m[GA_LARGE_BLOB_KEY] = self.large_blob_key
         return m
 
 
@@ -76,7 +99,13 @@ class GetInfoResponse:
     firmware_version: int
     extensions: tuple[str, ...] = ()
     pin_uv_auth_protocols: tuple[int, ...] = ()
+    max_serialized_large_blob_array: int | None = None
+    force_pin_change: bool | None = None
+    min_pin_length: int | None = None
+    max_cred_blob_length: int | None = None
+    max_rpids_for_set_min_pin_length: int | None = None
     remaining_discoverable_credentials: int | None = None
+    attestation_formats: tuple[str, ...] = ()
     extra: dict[int, Any] = field(default_factory=dict)  # keys added by later features
 
     def to_cbor_map(self) -> dict[int, Any]:
@@ -95,7 +124,16 @@ class GetInfoResponse:
             m[INFO_EXTENSIONS] = list(self.extensions)
         if self.pin_uv_auth_protocols:
             m[INFO_PIN_UV_AUTH_PROTOCOLS] = list(self.pin_uv_auth_protocols)
-        if self.remaining_discoverable_credentials is not None:
-            m[INFO_REMAINING_DISCOVERABLE_CREDENTIALS] = self.remaining_discoverable_credentials
+        optional: dict[int, Any] = {
+            INFO_MAX_SERIALIZED_LARGE_BLOB_ARRAY: self.max_serialized_large_blob_array,
+            INFO_FORCE_PIN_CHANGE: self.force_pin_change,
+            INFO_MIN_PIN_LENGTH: self.min_pin_length,
+            INFO_MAX_CRED_BLOB_LENGTH: self.max_cred_blob_length,
+            INFO_MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH: self.max_rpids_for_set_min_pin_length,
+            INFO_REMAINING_DISCOVERABLE_CREDENTIALS: self.remaining_discoverable_credentials,
+        }
+        m.update({k: v for k, v in optional.items() if v is not None})
+        if self.attestation_formats:
+            m[INFO_ATTESTATION_FORMATS] = list(self.attestation_formats)
         m.update(self.extra)
         return m

@@ -15,7 +15,9 @@ import threading
 from dataclasses import dataclass, field
 
 from authenticator.authdata import AuthDataFlags
+from authenticator.client_pin import ClientPin
 from authenticator.config import Config
+from authenticator.config_command import Settings
 from authenticator.credential_source import SealedCredential
 from authenticator.env import (
     Clock,
@@ -24,6 +26,7 @@ from authenticator.env import (
     PresenceRequest,
     PresenceResult,
     RequestContext,
+    UserVerifier,
 )
 from authenticator.errors import CtapError, CtapStatus
 from keystore.store import CredentialRecord, KeyStore
@@ -50,6 +53,8 @@ class PendingAssertion:
     flags: AuthDataFlags
     remaining: list[AssertionCandidate] = field(repr=False)
     deadline: float
+    #: Return name/displayName (user verified and more than one credential).
+    identifying: bool = False
 
 
 class RuntimeState:
@@ -121,6 +126,15 @@ class Services:
     config: Config
     clock: Clock
     runtime: RuntimeState
+    client_pin: ClientPin
+    settings: Settings
+    user_verifier: UserVerifier | None = None
+
+    @property
+    def uv_protected(self) -> bool:
+        """ "Protected by some form of user verification" (CTAP 2.1 section 6.1.2):
+        a PIN is set or built-in user verification is enabled."""
+        return self.client_pin.is_pin_set or self.user_verifier is not None
 
 
 def ask_presence(

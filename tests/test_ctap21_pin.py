@@ -65,11 +65,31 @@ def test_set_pin_then_token(key: Key, protocol: PinProtocol) -> None:
     assert code(info) == ERR.NOT_ALLOWED
 
 
+def raw_set_pin(cp: ClientPin, padded_pin: bytes) -> None:
+    """setPIN with a padded PIN python-fido2 would refuse to send."""
+    key_agreement, shared_secret = cp._get_shared_secret()
+    pin_enc = cp.protocol.encrypt(shared_secret, padded_pin)
+    cp.ctap.client_pin(
+        cp.protocol.VERSION,
+        ClientPin.CMD.SET_PIN,
+        key_agreement=key_agreement,
+        new_pin_enc=pin_enc,
+        pin_uv_param=cp.protocol.authenticate(shared_secret, pin_enc),
+    )
+
+
 def test_pin_length_rules(key: Key, protocol: PinProtocol) -> None:
     cp = client_pin(key, protocol)
     with pytest.raises(CtapError) as info:
-        cp.set_pin("123")
+        raw_set_pin(cp, b"123".ljust(64, b"\0"))  # 3 code points < minPINLength 4
     assert code(info) == ERR.PIN_POLICY_VIOLATION
+    with pytest.raises(CtapError) as info:
+        raw_set_pin(cp, b"\xff\xfe\xfd\xfc".ljust(64, b"\0"))  # not UTF-8
+    assert code(info) == ERR.PIN_POLICY_VIOLATION
+    with pytest.raises(CtapError) as info:
+        raw_set_pin(cp, b"1234".ljust(48, b"\0"))  # paddedPin must be 64 bytes
+    assert code(info) == ERR.INVALID_PARAMETER
+    assert not Ctap2(key.device).get_info().options["clientPin"]
     cp.set_pin("\u00e9\u00e9\u00e9\u00e9")  # 4 code points, 8 bytes
     with pytest.raises(CtapError) as info:
         cp.change_pin("\u00e9\u00e9\u00e9\u00e9", "x" * 64)

@@ -46,12 +46,38 @@ VALID_STATUSES = {int(s) for s in CtapStatus}
 def test_get_info_fields() -> None:
     key = make_key()
     info = Ctap2(key.device).get_info()
-    assert info.versions == ["U2F_V2", "FIDO_2_0"]
-    assert info.extensions == []
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+    assert info.extensions == [
+        "credProtect",
+        "hmac-secret",
+        "hmac-secret-mc",
+        "credBlob",
+        "largeBlobKey",
+        "minPinLength",
+    ]
     assert bytes(info.aaguid) == key.store.identity().aaguid
-    assert info.options == {"rk": True, "up": True, "plat": False}
+    assert info.options == {
+        "rk": True,
+        "up": True,
+        "plat": False,
+        "clientPin": False,
+        "pinUvAuthToken": True,
+        "credMgmt": True,
+        "largeBlobs": True,
+        "authnrCfg": True,
+        "alwaysUv": False,
+        "makeCredUvNotRqd": True,
+        "setMinPINLength": True,
+    }
     assert info.max_msg_size == 7609
-    assert info.pin_uv_protocols == []
+    assert info.pin_uv_protocols == [2, 1]
+    assert info.max_large_blob == 8192
+    assert info.force_pin_change is False
+    assert info.min_pin_length == 4
+    assert info.max_cred_blob_length == 32
+    assert info.max_rpids_for_min_pin == 8
+    assert info.remaining_disc_creds == Config().max_resident_credentials
+    assert info.attestation_formats == ["packed", "none"]
     assert info.max_creds_in_list == Config().max_credential_count_in_list
     assert info.max_cred_id_length == MAX_CREDENTIAL_ID_LENGTH
     assert info.transports == ["usb"]
@@ -74,8 +100,8 @@ def test_get_info_follows_config() -> None:
     assert raw[7] == 4
     assert raw[10] == [{"type": "public-key", "alg": -8}, {"type": "public-key", "alg": -7}]
     assert raw[14] == 7
-    assert 2 not in raw  # no extensions yet
-    assert 6 not in raw  # no PIN/UV auth protocols yet
+    assert raw[6] == [2, 1]
+    assert "ep" not in raw[4] and "uv" not in raw[4] and "bioEnroll" not in raw[4]
     assert key.raw(0x04, b"\xa0")[0] == CtapStatus.INVALID_LENGTH
 
 
@@ -114,8 +140,10 @@ def test_config_validation(kwargs: dict[str, Any]) -> None:
 def test_message_level_errors() -> None:
     key = make_key(Config(max_msg_size=1024))
     assert key.authenticator.handle_cbor(b"", EventContext()) == bytes([CtapStatus.INVALID_LENGTH])
-    for command in (0x00, 0x03, 0x05, 0x06, 0x0E, 0x40, 0xFF):
+    for command in (0x00, 0x03, 0x05, 0x09, 0x0E, 0x40, 0x41, 0xFF):
         assert key.raw(command)[0] == CtapStatus.INVALID_COMMAND
+    for command in (0x06, 0x0A, 0x0C, 0x0D):  # CTAP 2.1 commands need their parameters
+        assert key.raw(command)[0] == CtapStatus.MISSING_PARAMETER
     too_big = cbor.encode(make_credential_map(user=user(name="x" * 1100)))
     assert key.raw(0x01, too_big)[0] == CtapStatus.REQUEST_TOO_LARGE
     assert key.store.count_credentials() == 0

@@ -158,8 +158,13 @@ def test_pin_uv_auth_param_without_pin() -> None:
         _status(key, allow_list=allow, pin_uv_auth_param=bytes(32)) == CtapStatus.MISSING_PARAMETER
     )
     assert (
-        _status(key, allow_list=allow, pin_uv_auth_param=bytes(32), pin_uv_auth_protocol=2)
+        _status(key, allow_list=allow, pin_uv_auth_param=bytes(32), pin_uv_auth_protocol=7)
         == CtapStatus.INVALID_PARAMETER
+    )
+    # No PIN set: no pinUvAuthToken exists, so no pinUvAuthParam verifies.
+    assert (
+        _status(key, allow_list=allow, pin_uv_auth_param=bytes(32), pin_uv_auth_protocol=2)
+        == CtapStatus.PIN_AUTH_INVALID
     )
     assert key.store.get_counter(a.credential_id) == 0
 

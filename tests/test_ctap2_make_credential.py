@@ -250,11 +250,16 @@ def test_pin_uv_auth_param_without_pin() -> None:
     # A zero-length pinUvAuthParam is a touch probe: touch, then PIN_NOT_SET.
     assert _status(key, pin_uv_auth_param=b"", pin_uv_auth_protocol=1) == CtapStatus.PIN_NOT_SET
     assert [r.kind for r in key.presence.requests] == [PresenceKind.SELECT]
-    # A real pinUvAuthParam needs its protocol, and no protocol is supported.
+    # A real pinUvAuthParam needs its protocol, and a supported one (1 and 2).
     assert _status(key, pin_uv_auth_param=bytes(16)) == CtapStatus.MISSING_PARAMETER
     assert (
-        _status(key, pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=1)
+        _status(key, pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=3)
         == CtapStatus.INVALID_PARAMETER
+    )
+    # Without a PIN no pinUvAuthToken exists, so no pinUvAuthParam verifies.
+    assert (
+        _status(key, pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=1, options={"rk": True})
+        == CtapStatus.PIN_AUTH_INVALID
     )
     assert key.store.count_credentials() == 0
 

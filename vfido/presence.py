@@ -47,6 +47,24 @@ class AutoPresence:
                 return PresenceResult.CANCELLED
         return PresenceResult.GRANTED
 
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        """Built-in user verification (``--uv``): the user is always verified."""
+        log.info("user verification: auto-approving %s", describe(request))
+        return self.request_presence(request, context, timeout)
+
+
+class DenyUvPresence(AutoPresence):
+    """Presence is granted but built-in user verification always fails
+    (``--presence deny-uv``: exercises uvRetries and the PIN fallback)."""
+
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        log.info("user verification: failing %s", describe(request))
+        return PresenceResult.DENIED
+
 
 class DenyPresence:
     """The user refuses every request."""
