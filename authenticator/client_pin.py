@@ -213,8 +213,11 @@ class ClientPin:
     ) -> None:
         """Check a pinUvAuthParam made with the current token, and its permission.
 
-        PIN_AUTH_INVALID for a bad MAC or an unusable token; UNAUTHORIZED_PERMISSION
-        for a missing permission or another RP ID (sections 6.1.2 step 11, 6.2.2 step 9).
+        PIN_AUTH_INVALID for a bad MAC, an unusable token, a missing permission or
+        another permissions RP ID: CTAP 2.1 answers all of these with
+        CTAP2_ERR_PIN_AUTH_INVALID (6.1.2 step 11.1, 6.2.2 step 6.1, 6.8.2-6.8.7,
+        6.10.2, 6.11); UNAUTHORIZED_PERMISSION is only for requesting a permission
+        the key does not support (6.5.5.7).
         When the token has no RP ID yet and ``rp_id`` is given, the token is bound to it.
         """
         protocol = self.protocol(protocol_number)
@@ -224,12 +227,12 @@ class ClientPin:
         if not protocol.verify(self.token.value, message, pin_uv_auth_param):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID)
         if not self.token.permissions & permission:
-            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "permission not granted")
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "permission not granted")
         if rp_id is not None:
             if self.token.rp_id is not None and not hmac.compare_digest(
                 self.token.rp_id.encode(), rp_id.encode()
             ):
-                raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "token bound to another RP")
+                raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
             if self.token.rp_id is None:
                 self.token.rp_id = rp_id
         self.token.mark_used()

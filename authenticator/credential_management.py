@@ -171,7 +171,7 @@ class CredentialManagement:
         )
         bound = self._pin.token.rp_id
         if bound is not None and (rp_id is None or bound != rp_id):
-            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "token bound to another RP")
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
 
     def _metadata(self) -> dict[int, Any]:
         count = self._store.count_credentials()

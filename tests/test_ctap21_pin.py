@@ -138,7 +138,7 @@ def test_change_pin_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
 
     cp = client_pin(key, protocol)
     cp.set_pin(PIN)
-    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MANAGEMENT)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
     CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
     cp.change_pin(PIN, "87654321")
     with pytest.raises(CtapError) as info:
@@ -158,10 +158,35 @@ def test_token_permissions_are_enforced(key: Key, protocol: PinProtocol) -> None
     token = cp.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, "example.com")
     with pytest.raises(CtapError) as info:
         CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
-    assert code(info) == ERR.UNAUTHORIZED_PERMISSION
+    assert code(info) == ERR.PIN_AUTH_INVALID  # CTAP 2.1: missing permission / other RP
+    # The token itself is good: with its ga permission and RP it verifies (and
+    # the RP simply has no credentials here)...
+    ctap = Ctap2(key.device)
+    cdh = bytes(32)
+    with pytest.raises(CtapError) as info:
+        ctap.get_assertion(
+            "example.com",
+            cdh,
+            pin_uv_param=protocol.authenticate(token, cdh),
+            pin_uv_protocol=protocol.VERSION,
+        )
+    assert code(info) == ERR.NO_CREDENTIALS
+    # ...but not for another RP.
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, "example.com")
+    with pytest.raises(CtapError) as info:
+        ctap.get_assertion(
+            "other.example",
+            cdh,
+            pin_uv_param=protocol.authenticate(token, cdh),
+            pin_uv_protocol=protocol.VERSION,
+        )
+    assert code(info) == ERR.PIN_AUTH_INVALID
     with pytest.raises(CtapError) as info:
         cp.get_pin_token(PIN, ClientPin.PERMISSION(0))
     assert code(info) == ERR.INVALID_PARAMETER
+    with pytest.raises(CtapError) as info:  # no bioEnroll on this key
+        cp.get_pin_token(PIN, ClientPin.PERMISSION.BIO_ENROLL)
+    assert code(info) == ERR.UNAUTHORIZED_PERMISSION
 
 
 def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
@@ -169,7 +194,7 @@ def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None
 
     cp = client_pin(key, protocol)
     cp.set_pin(PIN)
-    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MANAGEMENT)
+    token = cp.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
     key.authenticator.power_cycle()
     with pytest.raises(CtapError) as info:
         CredentialManagement(Ctap2(key.device), protocol, token).get_metadata()
