@@ -1,0 +1,381 @@
+"""Sans-IO tests of the CTAPHID core (CTAP 2.1 section 11.2), with an explicit clock."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.ctaphid_helpers import (
+    core_call,
+    core_init,
+    decode_messages,
+    reports_of,
+    request_reports,
+)
+from transports.ctaphid import (
+    BROADCAST_CID,
+    MAX_MESSAGE_SIZE,
+    REPORT_SIZE,
+    TYPE_INIT,
+    Cancel,
+    Capability,
+    Command,
+    CtapHidCore,
+    HidError,
+    Lock,
+    Request,
+    Wink,
+    encode_message,
+)
+
+
+def error_of(outputs: list[object]) -> tuple[int, int]:
+    """(channel, error code) of the single CTAPHID_ERROR among ``outputs``."""
+    (message,) = decode_messages(reports_of(outputs))
+    assert message.command == Command.ERROR
+    assert len(message.payload) == 1
+    return message.channel, message.payload[0]
+
+
+def test_constants() -> None:
+    assert REPORT_SIZE == 64
+    assert MAX_MESSAGE_SIZE == 7609
+    assert BROADCAST_CID == 0xFFFFFFFF
+
+
+def test_broadcast_init_allocates_distinct_channels() -> None:
+    core = CtapHidCore(device_version=(1, 2, 3))
+    nonce = bytes(range(8))
+    (message,) = decode_messages(
+        reports_of(core.feed(request_reports(BROADCAST_CID, Command.INIT, nonce)[0], 0.0))
+    )
+    assert message.channel == BROADCAST_CID and message.command == Command.INIT
+    assert len(message.payload) == 17
+    got_nonce, channel, proto, major, minor, build, caps = struct.unpack(
+        ">8sIBBBBB", message.payload
+    )
+    assert got_nonce == nonce
+    assert channel not in (0, BROADCAST_CID)
+    assert (proto, major, minor, build) == (2, 1, 2, 3)
+    assert caps == Capability.WINK | Capability.CBOR
+    others = {core_init(core) for _ in range(20)}
+    assert channel not in others and len(others) == 20
+    assert set(core.channels) == others | {channel}
+
+
+def test_init_wrong_length_is_invalid_len() -> None:
+    core = CtapHidCore()
+    out = core_call(core, BROADCAST_CID, Command.INIT, b"\x01" * 7)
+    assert error_of(out) == (BROADCAST_CID, HidError.INVALID_LEN)
+    assert core.channels == ()
+
+
+@pytest.mark.parametrize("size", [0, 1, 57, 58, 59, 116, 117, 118, 7609])
+def test_ping_echo(size: int) -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    payload = bytes((i * 7) & 0xFF for i in range(size))
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.PING, payload)))
+    assert (message.channel, message.command, message.payload) == (channel, Command.PING, payload)
+
+
+def test_too_long_message_is_invalid_len() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    head = struct.pack(">IBH", channel, TYPE_INIT | Command.PING, MAX_MESSAGE_SIZE + 1)
+    assert error_of(core.feed(head, 0.0)) == (channel, HidError.INVALID_LEN)
+    assert not core.busy
+
+
+def test_invalid_sequence() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    first, second, third = request_reports(channel, Command.PING, b"x" * 120)
+    assert core.feed(first, 0.0) == []
+    assert error_of(core.feed(third, 0.0)) == (channel, HidError.INVALID_SEQ)
+    # The message was abandoned: its remaining continuation packet is ignored.
+    assert core.feed(second, 0.0) == []
+    assert not core.busy
+
+
+def test_init_packet_mid_message_is_invalid_seq() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    assert core.feed(request_reports(channel, Command.PING, b"x" * 100)[0], 0.0) == []
+    out = core.feed(request_reports(channel, Command.PING, b"y")[0], 0.0)
+    assert error_of(out) == (channel, HidError.INVALID_SEQ)
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"z")))
+    assert message.payload == b"z"
+
+
+def test_continuation_without_message_is_ignored() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    assert core.feed(struct.pack(">IB", channel, 0).ljust(64, b"\xaa"), 0.0) == []
+    assert core.feed(struct.pack(">IB", 0x12345678, 5), 0.0) == []
+
+
+def test_message_timeout_uses_explicit_clock() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    first, second, _third = request_reports(channel, Command.PING, b"x" * 120)
+    assert core.feed(first, 10.0) == []
+    assert core.next_deadline() == pytest.approx(10.5)
+    assert core.tick(10.49) == []
+    assert core.feed(second, 10.4) == []  # each packet restarts the 500 ms timer
+    assert core.tick(10.89) == []
+    assert error_of(core.tick(10.9)) == (channel, HidError.MSG_TIMEOUT)
+    assert not core.busy and core.next_deadline() is None
+    assert core.tick(20.0) == []
+
+
+def test_timeout_is_reported_before_a_late_packet() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    first, second, _ = request_reports(channel, Command.PING, b"x" * 120)
+    core.feed(first, 0.0)
+    assert error_of(core.feed(second, 0.6)) == (channel, HidError.MSG_TIMEOUT)
+
+
+def test_other_channel_busy_while_assembling_and_processing() -> None:
+    core = CtapHidCore()
+    a, b = core_init(core), core_init(core)
+    head, rest = request_reports(a, Command.CBOR, b"\x04" * 70)
+    core.feed(head, 0.0)
+    assert error_of(core_call(core, b, Command.PING, b"hi")) == (b, HidError.CHANNEL_BUSY)
+    (request,) = core.feed(rest, 0.0)
+    assert isinstance(request, Request)
+    assert (request.channel, request.command, request.payload) == (a, Command.CBOR, b"\x04" * 70)
+    assert error_of(core_call(core, b, Command.PING, b"hi")) == (b, HidError.CHANNEL_BUSY)
+    assert error_of(core_call(core, a, Command.PING, b"hi")) == (a, HidError.CHANNEL_BUSY)
+    # A new client can still get a channel while the device is busy.
+    core_init(core)
+    (response,) = decode_messages(core.respond(request.transaction, b"\x00ok"))
+    assert (response.channel, response.command, response.payload) == (a, Command.CBOR, b"\x00ok")
+    (pong,) = decode_messages(reports_of(core_call(core, b, Command.PING, b"hi")))
+    assert pong.payload == b"hi"
+
+
+@pytest.mark.parametrize("command", [Command.PING, Command.CBOR, Command.CANCEL])
+def test_invalid_channels(command: Command) -> None:
+    core = CtapHidCore()
+    core_init(core)
+    for channel in (0, BROADCAST_CID, 0x12345678):
+        out = core_call(core, channel, command, b"x")
+        assert error_of(out) == (channel, HidError.INVALID_CHANNEL)
+
+
+def test_init_on_reserved_or_unknown_channel_is_invalid_channel() -> None:
+    core = CtapHidCore()
+    for channel in (0, 0x12345678):
+        out = core_call(core, channel, Command.INIT, b"\x00" * 8)
+        assert error_of(out) == (channel, HidError.INVALID_CHANNEL)
+
+
+def test_invalid_commands() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    for command in (0x00, 0x02, 0x2A, Command.KEEPALIVE, Command.ERROR, 0x40, 0x7F):
+        assert error_of(core_call(core, channel, command, b"")) == (channel, HidError.INVALID_CMD)
+    nmsg = CtapHidCore(capabilities=Capability.CBOR | Capability.NMSG)
+    channel = core_init(nmsg)
+    assert error_of(core_call(nmsg, channel, Command.MSG, b"\x00")) == (
+        channel,
+        HidError.INVALID_CMD,
+    )
+    assert error_of(core_call(nmsg, channel, Command.WINK, b"")) == (channel, HidError.INVALID_CMD)
+    u2f_only = CtapHidCore(capabilities=0)
+    channel = core_init(u2f_only)
+    assert error_of(core_call(u2f_only, channel, Command.CBOR, b"\x04")) == (
+        channel,
+        HidError.INVALID_CMD,
+    )
+    (request,) = core_call(u2f_only, channel, Command.MSG, b"\x00\x03\x00\x00")
+    assert isinstance(request, Request) and request.command == Command.MSG
+
+
+def test_reinit_aborts_partial_message() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    head, rest = request_reports(channel, Command.PING, b"x" * 100)
+    core.feed(head, 0.0)
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x09" * 8)))
+    assert message.channel == channel
+    assert message.payload[:8] == b"\x09" * 8
+    assert struct.unpack_from(">I", message.payload, 8)[0] == channel  # same channel kept
+    assert core.feed(rest, 0.0) == []  # the old message is gone
+    assert not core.busy
+    (pong,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"again")))
+    assert pong.payload == b"again"
+
+
+def test_reinit_discards_outstanding_request() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    (request,) = core_call(core, channel, Command.CBOR, b"\x04")
+    assert isinstance(request, Request)
+    out = core_call(core, channel, Command.INIT, b"\x05" * 8)
+    assert Cancel(channel, request.transaction) in out
+    assert decode_messages(reports_of(out))[0].command == Command.INIT
+    assert core.keepalive(request.transaction, 1) == []
+    # Still busy until the authenticator returns, then its answer is dropped.
+    assert error_of(core_call(core, channel, Command.PING, b"")) == (channel, HidError.CHANNEL_BUSY)
+    assert core.respond(request.transaction, b"\x00") == []
+    assert not core.busy
+
+
+def test_cancel_keepalive_and_response() -> None:
+    core = CtapHidCore()
+    channel, other = core_init(core), core_init(core)
+    assert core_call(core, channel, Command.CANCEL, b"") == []  # nothing to cancel, no answer
+    (request,) = core_call(core, channel, Command.CBOR, b"\x01")
+    assert isinstance(request, Request)
+    (keepalive,) = decode_messages(core.keepalive(request.transaction, 2))
+    assert (keepalive.channel, keepalive.command, keepalive.payload) == (
+        channel,
+        Command.KEEPALIVE,
+        b"\x02",
+    )
+    assert core_call(core, other, Command.CANCEL, b"") == []  # other channel: ignored
+    assert core_call(core, channel, Command.CANCEL, b"") == [Cancel(channel, request.transaction)]
+    assert core_call(core, channel, Command.CANCEL, b"") == []  # only once
+    (response,) = decode_messages(core.respond(request.transaction, b"\x2d"))
+    assert (response.command, response.payload) == (Command.CBOR, b"\x2d")
+    assert core.keepalive(request.transaction, 1) == []
+    assert core.respond(request.transaction, b"\x00") == []
+
+
+def test_wink() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    out = core_call(core, channel, Command.WINK, b"")
+    assert out[0] == Wink(channel)
+    (message,) = decode_messages(reports_of(out))
+    assert (message.command, message.payload) == (Command.WINK, b"")
+    assert error_of(core_call(core, channel, Command.WINK, b"x")) == (channel, HidError.INVALID_LEN)
+
+
+def test_lock() -> None:
+    core = CtapHidCore()
+    a, b = core_init(core), core_init(core)
+    assert error_of(core_call(core, a, Command.LOCK, b"\x0b")) == (a, HidError.INVALID_PAR)
+    assert error_of(core_call(core, a, Command.LOCK, b"\x01\x02")) == (a, HidError.INVALID_LEN)
+    out = core_call(core, a, Command.LOCK, b"\x02", now=100.0)
+    assert Lock(a, 2) in out
+    (message,) = decode_messages(reports_of(out))
+    assert (message.channel, message.command, message.payload) == (a, Command.LOCK, b"")
+    assert error_of(core_call(core, b, Command.PING, b"", now=101.0)) == (
+        b,
+        HidError.CHANNEL_BUSY,
+    )
+    assert error_of(core_call(core, BROADCAST_CID, Command.INIT, b"\0" * 8, now=101.0)) == (
+        BROADCAST_CID,
+        HidError.CHANNEL_BUSY,
+    )
+    (pong,) = decode_messages(reports_of(core_call(core, a, Command.PING, b"mine", now=101.0)))
+    assert pong.payload == b"mine"
+    # The lock expires by itself ...
+    assert core.tick(102.0) == [Lock(a, 0)]
+    (pong,) = decode_messages(reports_of(core_call(core, b, Command.PING, b"b", now=102.0)))
+    assert pong.payload == b"b"
+    # ... and LOCK 0 releases it early.
+    core_call(core, b, Command.LOCK, b"\x0a", now=103.0)
+    assert Lock(b, 0) in core_call(core, b, Command.LOCK, b"\x00", now=104.0)
+    (pong,) = decode_messages(reports_of(core_call(core, a, Command.PING, b"a", now=104.0)))
+    assert pong.payload == b"a"
+
+
+def test_short_reports_padded_long_reports_ignored() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    short = struct.pack(">IBH", channel, TYPE_INIT | Command.PING, 3) + b"abc"
+    (message,) = decode_messages(reports_of(core.feed(short, 0.0)))
+    assert message.payload == b"abc"
+    assert core.feed(short + b"\0" * 60, 0.0) == []  # 67 bytes: not a report
+    assert core.feed(b"", 0.0) == []
+
+
+def test_channel_table_is_bounded_lru() -> None:
+    core = CtapHidCore(max_channels=4)
+    first = core_init(core)
+    keep = core_init(core)
+    for _ in range(2):
+        core_init(core)
+    core_call(core, keep, Command.PING, b"")  # recently used
+    core_init(core)
+    assert len(core.channels) == 4
+    assert keep in core.channels and first not in core.channels
+    for _ in range(10):
+        core_init(core)
+    assert len(core.channels) == 4
+    assert error_of(core_call(core, first, Command.PING, b"")) == (first, HidError.INVALID_CHANNEL)
+
+
+def test_reset_forgets_channels_and_cancels() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    (request,) = core_call(core, channel, Command.CBOR, b"\x04")
+    assert isinstance(request, Request)
+    assert core.reset() == [Cancel(channel, request.transaction)]
+    assert core.channels == ()
+    assert core.respond(request.transaction, b"\x00") == []
+    assert not core.busy
+
+
+def test_encode_message_rejects_oversized() -> None:
+    with pytest.raises(ValueError):
+        encode_message(1, Command.PING, b"\0" * (MAX_MESSAGE_SIZE + 1))
+    assert len(encode_message(1, Command.PING, b"\0" * MAX_MESSAGE_SIZE)) == 129
+
+
+# -- property test: garbage never breaks the core -----------------------------------------------
+
+_KNOWN = 0x0A0B0C0D
+
+
+def _structured(data: st.DataObject) -> bytes:
+    channel = data.draw(st.sampled_from([0, BROADCAST_CID, _KNOWN, 0x11111111]))
+    kind = data.draw(
+        st.one_of(
+            st.sampled_from([TYPE_INIT | c for c in Command]),
+            st.integers(0, 0xFF),
+        )
+    )
+    length = data.draw(st.one_of(st.integers(0, 200), st.integers(0, 0xFFFF)))
+    body = data.draw(st.binary(max_size=60))
+    return (struct.pack(">IBH", channel, kind, length) + body)[: data.draw(st.integers(0, 70))]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_core_survives_garbage(data: st.DataObject) -> None:
+    # The first broadcast INIT allocates _KNOWN, so garbage can hit a live channel.
+    ids = iter([_KNOWN.to_bytes(4, "big")])
+    core = CtapHidCore(max_channels=8, random_bytes=lambda n: next(ids, None) or os.urandom(n))
+    now = 0.0
+    steps = data.draw(st.integers(1, 40))
+    for _ in range(steps):
+        report = data.draw(st.one_of(st.binary(max_size=80), st.builds(lambda: _structured(data))))
+        now += data.draw(st.sampled_from([0.0, 0.01, 0.3, 0.6, 11.0]))
+        outputs = core.feed(report, now)
+        for item in outputs:
+            if isinstance(item, bytes):
+                assert len(item) == REPORT_SIZE
+            else:
+                assert isinstance(item, Request | Cancel | Wink | Lock)
+        decode_messages(reports_of(outputs))  # every answer is a complete, well-framed message
+        for item in outputs:
+            if isinstance(item, Request) and data.draw(st.booleans()):
+                decode_messages(core.respond(item.transaction, b"\x00"))
+    active = core.active_transaction()
+    if active is not None:
+        decode_messages(core.respond(active, b"\x00"))
+    now += 11.0
+    core.tick(now)
+    channel = core_init(core, now)
+    (pong,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"ok", now)))
+    assert pong.payload == b"ok"
