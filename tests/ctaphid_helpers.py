@@ -16,6 +16,7 @@ from transports.ctaphid import (
     TYPE_INIT,
     Command,
     CtapHidCore,
+    Output,
 )
 from transports.handler import KeepaliveStatus, Transaction
 
@@ -145,9 +146,9 @@ def core_init(core: CtapHidCore, now: float = 0.0, nonce: bytes = b"\x01" * 8) -
 
 def core_call(
     core: CtapHidCore, channel: int, command: int, payload: bytes, now: float = 0.0
-) -> list[object]:
+) -> list[Output]:
     """Feed a whole request; return every output (reports and events)."""
-    out: list[object] = []
+    out: list[Output] = []
     for report in request_reports(channel, command, payload):
         out += core.feed(report, now)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +34,7 @@ from transports.ctaphid import (
 )
 
 
-def error_of(outputs: list[object]) -> tuple[int, int]:
+def error_of(outputs: Sequence[object]) -> tuple[int, int]:
     """(channel, error code) of the single CTAPHID_ERROR among ``outputs``."""
     (message,) = decode_messages(reports_of(outputs))
     assert message.command == Command.ERROR

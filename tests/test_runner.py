@@ -1,0 +1,334 @@
+"""HidRunner + in-process device, driven by python-fido2's own CTAPHID client code."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+from fido2.ctap import STATUS, CtapError
+from fido2.hid import CTAPHID, CtapHidDevice
+from fido2.hid.base import CtapHidConnection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.ctaphid_helpers import (
+    CTAP2_ERR_KEEPALIVE_CANCEL,
+    EchoHandler,
+    FailingHandler,
+    Message,
+    WaitForCancelHandler,
+    decode_messages,
+    request_reports,
+)
+from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command, HidError
+from transports.handler import Transaction
+from transports.inprocess import InProcessConnection, InProcessKey, open_device
+from transports.runner import HidRunner
+
+WAIT = 10.0  # generous bound for "eventually"; never asserted as a timing
+
+
+@pytest.fixture
+def echo_device() -> Iterator[CtapHidDevice]:
+    device = open_device(EchoHandler())
+    yield device
+    device.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 57, 58, 59, 116, 117, 7609])
+def test_ping_through_python_fido2(echo_device: CtapHidDevice, size: int) -> None:
+    payload = bytes((i * 13 + 5) & 0xFF for i in range(size))
+    assert echo_device.ping(payload) == payload
+
+
+def test_init_fields_and_descriptor(echo_device: CtapHidDevice) -> None:
+    assert echo_device.version == 2
+    assert echo_device.device_version == (0, 1, 0)
+    assert echo_device.capabilities == 0x05  # WINK | CBOR, NMSG clear (U2F supported)
+    assert echo_device.product_name == "vfido"
+    assert echo_device.descriptor.vid == 0x1209
+    assert echo_device.descriptor.report_size_in == echo_device.descriptor.report_size_out == 64
+
+
+def test_cbor_msg_and_wink() -> None:
+    handler = EchoHandler()
+    device = open_device(handler)
+    try:
+        big = bytes(range(256)) * 20
+        assert device.call(CTAPHID.CBOR, b"\x04" + big) == b"\x00\x04" + big
+        assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x00\x03\x00\x00\x90\x00"
+        device.wink()
+        assert handler.winks == 1
+    finally:
+        device.close()
+
+
+def test_handler_exceptions_are_answered_and_survived() -> None:
+    device = open_device(FailingHandler())
+    try:
+        assert device.call(CTAPHID.CBOR, b"\x04") == b"\x7f"
+        assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x6f\x00"
+        assert device.ping(b"still alive") == b"still alive"
+    finally:
+        device.close()
+
+
+def test_cancel_during_user_presence_wait() -> None:
+    handler = WaitForCancelHandler()
+    device = open_device(handler)
+    cancel = threading.Event()
+    statuses: list[STATUS] = []
+
+    def on_keepalive(status: STATUS) -> None:
+        statuses.append(status)
+        if status == STATUS.UPNEEDED:
+            cancel.set()  # python-fido2 then sends CTAPHID_CANCEL
+
+    try:
+        response = device.call(CTAPHID.CBOR, b"\x02", event=cancel, on_keepalive=on_keepalive)
+        assert response == bytes([CTAP2_ERR_KEEPALIVE_CANCEL])
+        assert STATUS.UPNEEDED in statuses
+        assert handler.saw_cancel.is_set()
+        assert device.ping(b"after cancel") == b"after cancel"
+    finally:
+        device.close()
+
+
+class CountingConnection(CtapHidConnection):
+    """Wraps a connection and counts CTAPHID_KEEPALIVE reports on the way in."""
+
+    def __init__(self, inner: InProcessConnection, after: int, reached: threading.Event) -> None:
+        self.inner = inner
+        self.keepalives: list[int] = []
+        self.after = after
+        self.reached = reached
+
+    def write_packet(self, data: bytes) -> None:
+        self.inner.write_packet(data)
+
+    def read_packet(self) -> bytes:
+        report = self.inner.read_packet()
+        if report[4] == TYPE_INIT | Command.KEEPALIVE:
+            self.keepalives.append(report[7])
+            if len(self.keepalives) >= self.after:
+                self.reached.set()
+        return report
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class WaitForEventHandler(EchoHandler):
+    """A slow request: keeps the default PROCESSING keepalive until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+        self.release.wait(WAIT)
+        return b"\x00" + request
+
+
+def test_keepalives_keep_coming_while_processing() -> None:
+    handler = WaitForEventHandler()
+    key = InProcessKey(handler)
+    try:
+        # The handler finishes only once the client has seen three keepalives.
+        connection = CountingConnection(key.connect(), 3, handler.release)
+        device = CtapHidDevice(key.descriptor, connection)
+        assert device.call(CTAPHID.CBOR, b"\x04") == b"\x00\x04"
+        assert handler.release.is_set()
+        assert len(connection.keepalives) >= 3
+        assert set(connection.keepalives) == {STATUS.PROCESSING}
+        assert device.ping(b"x") == b"x"  # no stray keepalive after the response
+    finally:
+        key.close()
+
+
+def test_second_channel_gets_channel_busy() -> None:
+    handler = WaitForCancelHandler()
+    key = InProcessKey(handler)
+    first, second = key.open(), key.open()
+    result: queue.Queue[bytes] = queue.Queue()
+    try:
+        worker = threading.Thread(target=lambda: result.put(first.call(CTAPHID.CBOR, b"\x01")))
+        worker.start()
+        assert handler.started.wait(WAIT)
+        give_up = threading.Event()
+        give_up.set()  # python-fido2 retries BUSY only while its event is clear
+        with pytest.raises(CtapError) as excinfo:
+            second.call(CTAPHID.PING, b"me too", event=give_up)
+        assert excinfo.value.code == CtapError.ERR.CHANNEL_BUSY
+        handler.release.set()
+        worker.join(WAIT)
+        assert result.get_nowait() == b"\x00\x01"
+        assert second.ping(b"me too") == b"me too"
+    finally:
+        handler.release.set()
+        key.close()
+
+
+def test_power_cycle_cancels_and_forgets_channels() -> None:
+    handler = WaitForCancelHandler()
+    key = InProcessKey(handler)
+    device = key.open()
+    raw = key.connect()
+    try:
+        # Start a long request on a raw channel, then unplug and re-plug.
+        channel = _raw_init(raw)
+        for report in request_reports(channel, Command.CBOR, b"\x02"):
+            raw.write_packet(report)
+        assert handler.started.wait(WAIT)
+        key.power_cycle()
+        assert handler.power_cycles.wait(WAIT)
+        assert handler.saw_cancel.wait(WAIT)
+        with pytest.raises(CtapError) as excinfo:
+            device.ping(b"old channel")
+        assert excinfo.value.code == CtapError.ERR.INVALID_CHANNEL
+        fresh = key.open()
+        assert fresh.ping(b"new channel") == b"new channel"
+    finally:
+        key.close()
+
+
+def _raw_init(connection: InProcessConnection) -> int:
+    nonce = b"\x07" * 8
+    connection.write_packet(request_reports(BROADCAST_CID, Command.INIT, nonce)[0])
+    (message,) = decode_messages([connection.read_packet()])
+    assert message.payload[:8] == nonce
+    channel: int = struct.unpack_from(">I", message.payload, 8)[0]
+    return channel
+
+
+def test_message_timeout_is_sent_by_the_runner() -> None:
+    key = InProcessKey(EchoHandler())
+    raw = key.connect()
+    try:
+        channel = _raw_init(raw)
+        raw.write_packet(request_reports(channel, Command.PING, b"x" * 100)[0])  # never finished
+        (message,) = decode_messages([raw.read_packet()])
+        assert (message.channel, message.command) == (channel, Command.ERROR)
+        assert message.payload == bytes([HidError.MSG_TIMEOUT])
+    finally:
+        key.close()
+
+
+def test_verbose_log_names_commands_but_not_payloads(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("vfido-test-ctaphid")
+    key = InProcessKey(EchoHandler(), logger=logger)
+    device = key.open()
+    secret = bytes.fromhex("5ec7e75ec7e75ec7e7")
+    try:
+        with caplog.at_level(logging.DEBUG, logger=logger.name):
+            assert device.ping(secret) == secret
+            assert device.call(CTAPHID.CBOR, secret) == b"\x00" + secret
+    finally:
+        key.close()
+    text = caplog.text
+    assert "PING" in text and "CBOR" in text and f"0x{device._channel_id:08x}" in text
+    assert secret.hex() not in text.lower()
+    assert repr(secret) not in text
+
+
+def test_close_is_idempotent_and_feed_after_close_is_ignored() -> None:
+    sent: list[bytes] = []
+    runner = HidRunner(EchoHandler(), sent.append)
+    runner.close()
+    runner.close()
+    runner.feed(request_reports(BROADCAST_CID, Command.INIT, b"\0" * 8)[0])
+    assert sent == []
+
+
+def test_failing_send_report_does_not_kill_the_runner() -> None:
+    calls: list[bytes] = []
+    ready = threading.Event()
+
+    def send(report: bytes) -> None:
+        calls.append(report)
+        if len(calls) == 1:
+            raise OSError("host went away")
+        ready.set()
+
+    runner = HidRunner(EchoHandler(), send)
+    try:
+        init = request_reports(BROADCAST_CID, Command.INIT, b"\0" * 8)[0]
+        runner.feed(init)
+        runner.feed(init)
+        assert ready.wait(WAIT)
+        assert decode_messages(calls[1:2])[0].command == Command.INIT
+    finally:
+        runner.close()
+
+
+# -- property test: garbage fed to a live runner -------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reports: queue.Queue[bytes] = queue.Queue()
+
+    def __call__(self, report: bytes) -> None:
+        self.reports.put(report)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=80),
+            st.builds(
+                lambda cid, kind, length, body: struct.pack(">IBH", cid, kind, length) + body,
+                st.sampled_from([0, BROADCAST_CID, 0x01020304]),
+                st.integers(0, 0xFF),
+                st.integers(0, 0xFFFF),
+                st.binary(max_size=57),
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_runner_survives_garbage(reports: list[bytes]) -> None:
+    recorder = Recorder()
+    runner = HidRunner(WaitForCancelHandler(limit=0.2), recorder)
+    try:
+        for report in reports:
+            runner.feed(report)
+        # Afterwards a normal client still gets a channel and an echo.
+        nonce = b"\x42" * 8
+        runner.feed(request_reports(BROADCAST_CID, Command.INIT, nonce)[0])
+        channel = None
+        while channel is None:
+            report = recorder.reports.get(timeout=WAIT)
+            assert len(report) == REPORT_SIZE
+            if report[:4] == b"\xff" * 4 and report[4] == TYPE_INIT | Command.INIT:
+                (message,) = decode_messages([report])
+                if message.payload[:8] == nonce:
+                    channel = struct.unpack_from(">I", message.payload, 8)[0]
+        while True:
+            for request in request_reports(channel, Command.PING, b"ok"):
+                runner.feed(request)
+            reply = _next_for(recorder, channel)
+            if reply.command == Command.ERROR:
+                assert reply.payload == bytes([HidError.CHANNEL_BUSY])
+                threading.Event().wait(0.05)  # busy with a garbage request: try again
+                continue
+            assert (reply.command, reply.payload) == (Command.PING, b"ok")
+            break
+    finally:
+        runner.close()
+
+
+def _next_for(recorder: Recorder, channel: int) -> Message:
+    while True:
+        report = recorder.reports.get(timeout=WAIT)
+        assert len(report) == REPORT_SIZE
+        if int.from_bytes(report[:4], "big") == channel and report[4] & TYPE_INIT:
+            if report[4] == TYPE_INIT | Command.KEEPALIVE:
+                continue
+            (message,) = decode_messages([report])
+            return message
