@@ -441,4 +441,6 @@ class ClientPin:
         if self.uv_retries <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
         self._run_uv(context, request.rp_id)
-        return self._issue_token(protocol, secret, permissions, request.rp_id)
+        # beginUsingPinUvAuthToken(userIsPresent: true): built-in UV is also
+        # evidence of user presence (6.5.5.7.3), unlike PIN entry on the platform.
+        return self._issue_token(protocol, secret, permissions, request.rp_id, user_present=True)

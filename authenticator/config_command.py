@@ -79,7 +79,10 @@ class ConfigRequest:
             not isinstance(sub, int)
             or isinstance(sub, bool)
             or not (params is None or isinstance(params, dict))
-            or not (protocol is None or (isinstance(protocol, int) and protocol >= 0))
+            or not (
+                protocol is None
+                or (isinstance(protocol, int) and not isinstance(protocol, bool) and protocol >= 0)
+            )
             or not (param is None or isinstance(param, bytes))
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "authenticatorConfig")

@@ -238,6 +238,7 @@ def make_credential_map(**overrides: Any) -> dict[int, Any]:
         "pin_uv_auth_param": 8,
         "pin_uv_auth_protocol": 9,
         "enterprise_attestation": 10,
+        "attestation_formats_preference": 11,
     }
     m: dict[int, Any] = {1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params()}
     for name, value in overrides.items():

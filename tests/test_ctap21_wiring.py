@@ -1,0 +1,351 @@
+"""CTAP 2.1 wiring: enterprise attestation, alwaysUv, attestationFormatsPreference,
+PIN retry persistence, built-in UV options, and fuzzing of the 2.1 commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from fido2.attestation import PackedAttestation
+from fido2.ctap import CtapError
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.config import Config as FidoConfig
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from authenticator import cbor
+from authenticator.config import Config
+from authenticator.errors import CtapStatus
+from keystore.sqlite_store import SqliteKeyStore
+from keystore.store import KeyStore
+from tests.ctap2_helpers import (
+    CLIENT_DATA_HASH,
+    EventContext,
+    GrantPresence,
+    descriptor,
+    make_credential_map,
+    make_key,
+    params,
+    rp,
+    user,
+)
+from tests.vkey import running_key
+from vfido.presence import AutoPresence, DenyUvPresence
+
+ERR = CtapError.ERR
+PIN = "2468"
+MC, GA, CLIENT_PIN, CRED_MGMT, LARGE_BLOBS, CONFIG = 0x01, 0x02, 0x06, 0x0A, 0x0C, 0x0D
+
+
+def make(ctap: Ctap2, rp_id: str = "example.com", **kwargs: Any) -> Any:
+    return ctap.make_credential(
+        CLIENT_DATA_HASH,
+        {"id": rp_id},
+        {"id": os.urandom(8), "name": "u"},
+        [{"type": "public-key", "alg": -7}],
+        **kwargs,
+    )
+
+
+def pin_token(ctap: Ctap2, permissions: ClientPin.PERMISSION, rp_id: str | None = None) -> bytes:
+    return ClientPin(ctap, PinProtocolV2()).get_pin_token(PIN, permissions, rp_id)
+
+
+def pin_param(token: bytes) -> dict[str, Any]:
+    return {
+        "pin_uv_param": PinProtocolV2().authenticate(token, CLIENT_DATA_HASH),
+        "pin_uv_protocol": 2,
+    }
+
+
+# --- enterprise attestation ----------------------------------------------------
+
+
+def test_enterprise_attestation_not_configured() -> None:
+    with running_key() as k:
+        ctap = Ctap2(k.device)
+        assert "ep" not in ctap.get_info().options
+        with pytest.raises(CtapError) as info:
+            make(ctap, enterprise_attestation=1)
+        assert info.value.code == ERR.INVALID_PARAMETER
+        with pytest.raises(CtapError) as info:
+            FidoConfig(ctap).enable_enterprise_attestation()
+        assert info.value.code == ERR.UNSUPPORTED_OPTION
+
+
+def _assert_batch_attestation(att: Any) -> None:
+    assert att.fmt == "packed" and "x5c" in att.att_stmt
+    PackedAttestation().verify(att.att_stmt, att.auth_data, CLIENT_DATA_HASH)
+
+
+def test_enterprise_attestation_mode_1_only_for_listed_rps() -> None:
+    config = Config(attestation="none", enterprise_attestation=1, enterprise_rp_ids=("corp.test",))
+    with running_key(config=config) as k:
+        ctap = Ctap2(k.device)
+        assert ctap.get_info().options["ep"] is False
+        with pytest.raises(CtapError) as info:  # capable, but not enabled yet
+            make(ctap, "corp.test", enterprise_attestation=1)
+        assert info.value.code == ERR.INVALID_PARAMETER
+        FidoConfig(ctap).enable_enterprise_attestation()
+        assert ctap.get_info().options["ep"] is True
+        att = make(ctap, "corp.test", enterprise_attestation=1)
+        assert att.ep_att is True
+        _assert_batch_attestation(att)  # even though the key is set to "none"
+        for rp_id, mode in (("other.test", 1), ("corp.test", 2)):
+            plain = make(ctap, rp_id, enterprise_attestation=mode)
+            assert plain.ep_att is None and plain.fmt == "none"
+        with pytest.raises(CtapError) as info:
+            make(ctap, "corp.test", enterprise_attestation=3)
+        assert info.value.code == ERR.INVALID_OPTION
+
+
+def test_enterprise_attestation_mode_2_for_any_rp() -> None:
+    with running_key(config=Config(enterprise_attestation=2)) as k:
+        ctap = Ctap2(k.device)
+        FidoConfig(ctap).enable_enterprise_attestation()
+        att = make(ctap, "anything.test", enterprise_attestation=2)
+        assert att.ep_att is True
+        _assert_batch_attestation(att)
+        assert make(ctap, "anything.test", enterprise_attestation=1).ep_att is None
+        assert make(ctap, "anything.test").ep_att is None
+
+
+# --- attestationFormatsPreference (CTAP 2.2) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("configured", "preference", "expected"),
+    [
+        ("packed", ["none"], "none"),
+        ("packed", ["tpm", "none", "packed"], "none"),
+        ("packed", ["tpm", "packed"], "packed"),
+        ("packed", ["apple"], "packed"),  # nothing supported: the default
+        ("none", ["packed"], "none"),  # no batch attestation offered
+        ("self", ["packed"], "packed"),
+    ],
+)
+def test_attestation_formats_preference(
+    configured: str, preference: list[str], expected: str
+) -> None:
+    key = make_key(Config(attestation=configured))
+    status, response = key.call(MC, make_credential_map(attestation_formats_preference=preference))
+    assert status == CtapStatus.OK
+    assert response[1] == expected
+    assert (response[3] == {}) == (expected == "none")
+    info = key.ctap2().get_info()
+    assert info.attestation_formats == (["none"] if configured == "none" else ["packed", "none"])
+    bad = key.call(MC, make_credential_map(attestation_formats_preference=[1]))
+    assert bad[0] == CtapStatus.CBOR_UNEXPECTED_TYPE
+
+
+# --- alwaysUv ------------------------------------------------------------------
+
+
+def test_always_uv_requires_a_token_for_everything() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    cred = make(ctap).auth_data.credential_data.credential_id
+    FidoConfig(ctap).toggle_always_uv()
+    info = ctap.get_info()
+    assert info.options["alwaysUv"] is True and info.options["makeCredUvNotRqd"] is False
+    for call in (
+        lambda: make(ctap),  # even a non-discoverable credential
+        lambda: ctap.get_assertion("example.com", CLIENT_DATA_HASH, [descriptor(cred)]),
+        lambda: FidoConfig(ctap).toggle_always_uv(),  # config itself is now protected
+    ):
+        with pytest.raises(CtapError) as err:
+            call()
+        assert err.value.code == ERR.PUAT_REQUIRED
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    with pytest.raises(CtapError) as err:
+        make(ctap)
+    assert err.value.code == ERR.PUAT_REQUIRED
+    att = make(ctap, **pin_param(pin_token(ctap, ClientPin.PERMISSION.MAKE_CREDENTIAL)))
+    assert att.auth_data.is_user_verified() and att.auth_data.is_user_present()
+    token = pin_token(ctap, ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    FidoConfig(ctap, PinProtocolV2(), token).toggle_always_uv()
+    assert ctap.get_info().options["alwaysUv"] is False
+    assert not make(ctap).auth_data.is_user_verified()  # makeCredUvNotRqd again
+
+
+def test_always_uv_uses_builtin_uv() -> None:
+    key = make_key(Config(builtin_uv=True), presence=AutoPresence())
+    ctap = key.ctap2()
+    assert ctap.get_info().options["uv"] is True
+    # UV-protected: config needs a token; get one by built-in UV.
+    token = ClientPin(ctap, PinProtocolV2()).get_uv_token(ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    FidoConfig(ctap, PinProtocolV2(), token).toggle_always_uv()
+    att = make(ctap)  # no uv option, no token: built-in UV is used
+    assert att.auth_data.is_user_verified() and att.auth_data.is_user_present()
+
+
+def test_pin_token_is_single_use_for_mc_and_user_present_flag() -> None:
+    presence = GrantPresence()
+    key = make_key(presence=presence)
+    ctap = key.ctap2()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    token = pin_token(ctap, ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com")
+    before = len(presence.requests)
+    att = make(ctap, options={"rk": True}, **pin_param(token))
+    assert att.auth_data.is_user_verified()
+    assert len(presence.requests) == before + 1  # a PIN token carries no user presence
+    with pytest.raises(CtapError) as err:  # mc permission cleared after use
+        make(ctap, **pin_param(token))
+    assert err.value.code == ERR.PIN_AUTH_INVALID
+
+
+def test_builtin_uv_token_carries_user_presence() -> None:
+    presence = AutoPresence()
+    key = make_key(Config(builtin_uv=True), presence=presence)
+    ctap = key.ctap2()
+    token = ClientPin(ctap, PinProtocolV2()).get_uv_token(
+        ClientPin.PERMISSION.MAKE_CREDENTIAL, "example.com"
+    )
+    att = make(ctap, options={"rk": True}, **pin_param(token))
+    assert att.auth_data.is_user_verified() and att.auth_data.is_user_present()
+
+
+def test_deny_uv_presence_counts_down_uv_retries() -> None:
+    key = make_key(Config(builtin_uv=True), presence=DenyUvPresence())
+    ctap = key.ctap2()
+    with pytest.raises(CtapError) as err:
+        make(ctap, options={"uv": True})
+    assert err.value.code == ERR.UV_INVALID
+    assert ClientPin(ctap, PinProtocolV2()).get_uv_retries() == 7
+    assert not make(ctap).auth_data.is_user_verified()  # presence alone still works
+    with pytest.raises(CtapError) as err:  # uv without built-in UV configured
+        make(make_key(presence=DenyUvPresence()).ctap2(), options={"uv": True})
+    assert err.value.code == ERR.INVALID_OPTION
+
+
+def test_builtin_uv_needs_a_verifier() -> None:
+    with pytest.raises(ValueError):
+        make_key(Config(builtin_uv=True), presence=GrantPresence())
+
+
+def test_user_name_only_with_uv_and_several_credentials() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    for uid, name in ((b"u1", "alice"), (b"u2", "bob")):
+        token = pin_token(ctap, ClientPin.PERMISSION.MAKE_CREDENTIAL)
+        ctap.make_credential(
+            CLIENT_DATA_HASH,
+            rp(),
+            user(uid, name),
+            params(),
+            options={"rk": True},
+            **pin_param(token),
+        )
+    token = pin_token(ctap, ClientPin.PERMISSION.GET_ASSERTION)
+    first = ctap.get_assertion("example.com", CLIENT_DATA_HASH, **pin_param(token))
+    second = ctap.get_next_assertion()
+    assert first.number_of_credentials == 2
+    assert {first.user["name"], second.user["name"]} == {"alice", "bob"}
+    plain = ctap.get_assertion("example.com", CLIENT_DATA_HASH)
+    assert set(plain.user) == {"id"} and set(ctap.get_next_assertion().user) == {"id"}
+
+
+def test_reset_clears_pin_and_tokens() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    token = pin_token(ctap, ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    ctap.reset()
+    info = ctap.get_info()
+    assert info.options["clientPin"] is False and info.min_pin_length == 4
+    with pytest.raises(CtapError) as err:
+        make(ctap, **pin_param(token))
+    assert err.value.code == ERR.PIN_AUTH_INVALID
+
+
+# --- PIN retries are persisted before the PIN is compared ----------------------
+
+
+class CrashAfterWrite:
+    """A KeyStore that "loses power" right after a put_state touching ``key``."""
+
+    def __init__(self, inner: KeyStore, key: str) -> None:
+        self._inner = inner
+        self._key = key
+        self.armed = False
+
+    def put_state(self, updates: Mapping[str, bytes | None]) -> None:
+        self._inner.put_state(updates)
+        if self.armed and self._key in updates:
+            raise RuntimeError("power lost")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_pin_retry_decrement_is_persisted_before_the_comparison() -> None:
+    inner = SqliteKeyStore.ephemeral()
+    crashing = CrashAfterWrite(inner, "pin.retries")
+    key = make_key(store=crashing)  # type: ignore[arg-type]
+    cp = ClientPin(key.ctap2(), PinProtocolV2())
+    cp.set_pin(PIN)
+    crashing.armed = True
+    with pytest.raises(CtapError) as err:
+        cp.get_pin_token(PIN)  # the right PIN, but power is lost mid-check
+    assert err.value.code == ERR.OTHER
+    assert int.from_bytes(inner.get_state("pin.retries") or b"", "big") == 7
+    crashing.armed = False
+    # A fresh start over the same store sees the spent attempt...
+    restarted = make_key(store=inner)
+    cp = ClientPin(restarted.ctap2(), PinProtocolV2())
+    assert cp.get_pin_retries()[0] == 7
+    cp.get_pin_token(PIN)  # ...and a correct PIN restores the counter.
+    assert cp.get_pin_retries()[0] == 8
+
+
+# --- fuzzing -------------------------------------------------------------------
+
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64) + 1, 2**64 - 1)
+    | st.binary(max_size=80)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.integers(-3, 12) | st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_PAYLOADS = st.dictionaries(st.integers(0, 12), _VALUES, max_size=7)
+_SUBCOMMANDS = st.integers(-1, 12)
+
+
+def _valid_statuses() -> Iterable[int]:
+    return {int(s) for s in CtapStatus} - {CtapStatus.OTHER}
+
+
+@pytest.mark.parametrize("command", [CLIENT_PIN, CRED_MGMT, LARGE_BLOBS, CONFIG])
+def test_fuzz_ctap21_commands(command: int) -> None:
+    key = make_key()
+    valid = _valid_statuses()
+
+    @settings(
+        max_examples=120,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(payload=_PAYLOADS, sub=_SUBCOMMANDS)
+    def run(payload: dict[int, Any], sub: int) -> None:
+        if sub >= 0:  # mostly aim at a real subcommand / the get/offset keys
+            payload = {**payload, (2 if command == CLIENT_PIN else 1): sub}
+        response = key.authenticator.handle_cbor(
+            bytes([command]) + cbor.encode(payload), EventContext()
+        )
+        assert response[0] in valid
+
+    run()
+    # Still a working key afterwards.
+    status, info = key.call(0x04)
+    assert status == CtapStatus.OK and "FIDO_2_1" in info[1]
+    status, _ = key.call(MC, make_credential_map())
+    assert status in (CtapStatus.OK, CtapStatus.PUAT_REQUIRED)  # alwaysUv may be on now
