@@ -420,3 +420,40 @@ class CtapHidCore:
         self._next_transaction += 1
         self._active = _Active(channel, command, transaction)
         return [Request(channel, command, payload, transaction)]
+
+
+class HostChannelFilter:
+    """Host side helper: which device reports belong to one client's conversation.
+
+    Where several clients share one report stream (in-process connections, a UDP peer port), a
+    client should only see reports for the channels it used itself, and broadcast INIT answers
+    only for its own nonce; python-fido2 treats any other report as a fatal "Wrong channel".
+    Not thread-safe: callers serialise access.
+    """
+
+    def __init__(self) -> None:
+        self._channels: set[int] = set()
+        self._nonces: set[bytes] = set()
+
+    def note_sent(self, report: bytes) -> None:
+        """Remember the channel (and INIT nonce) of a report sent by this client."""
+        if len(report) < 7:
+            return
+        channel = int.from_bytes(report[:4], "big")
+        self._channels.add(channel)
+        if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
+            self._nonces.add(bytes(report[7:15]))
+
+    def wants(self, report: bytes) -> bool:
+        """True if ``report`` from the device is part of this client's conversation."""
+        if len(report) != REPORT_SIZE:
+            return False
+        channel = int.from_bytes(report[:4], "big")
+        if channel not in self._channels:
+            return False
+        if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
+            nonce = bytes(report[7:15])
+            if nonce not in self._nonces:
+                return False
+            self._nonces.discard(nonce)
+        return True

@@ -16,7 +16,7 @@ import threading
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command
+from transports.ctaphid import REPORT_SIZE, HostChannelFilter
 from transports.handler import CtapHandler
 from transports.runner import HidRunner
 
@@ -93,20 +93,15 @@ class InProcessConnection(CtapHidConnection):
         self._owns_key = owns_key
         self._inbox: queue.Queue[bytes | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._channels: set[int] = set()
-        self._nonces: set[bytes] = set()
+        self._filter = HostChannelFilter()
         self._closed = False
 
     def write_packet(self, data: bytes) -> None:
         if self._closed:
             raise OSError("connection closed")
         report = bytes(data)
-        if len(report) >= 7:
-            channel = int.from_bytes(report[:4], "big")
-            with self._lock:
-                self._channels.add(channel)
-                if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
-                    self._nonces.add(report[7:15])
+        with self._lock:
+            self._filter.note_sent(report)
         self._key.runner.feed(report)
 
     def read_packet(self) -> bytes:
@@ -129,15 +124,9 @@ class InProcessConnection(CtapHidConnection):
 
     def _offer(self, report: bytes) -> None:
         """Queue ``report`` if it belongs to this connection's conversation."""
-        channel = int.from_bytes(report[:4], "big")
         with self._lock:
-            if channel not in self._channels:
+            if not self._filter.wants(report):
                 return
-            if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
-                nonce = report[7:15]
-                if nonce not in self._nonces:
-                    return
-                self._nonces.discard(nonce)
         self._inbox.put(report)
 
 

@@ -19,7 +19,7 @@ import threading
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import REPORT_SIZE
+from transports.ctaphid import REPORT_SIZE, HostChannelFilter
 from transports.handler import CtapHandler
 from transports.runner import HidRunner
 
@@ -133,7 +133,11 @@ class UdpTransport:
 
 
 class UdpConnection(CtapHidConnection):
-    """Client side: binds ``host:peer_port`` and sends reports to ``host:port``."""
+    """Client side: binds ``host:peer_port`` and sends reports to ``host:port``.
+
+    Reports for channels this connection never used are skipped (see
+    :class:`~transports.ctaphid.HostChannelFilter`).
+    """
 
     def __init__(
         self,
@@ -147,9 +151,21 @@ class UdpConnection(CtapHidConnection):
         self._sock.settimeout(timeout)
         self._key = (host, port)
         self._timeout = timeout
+        self._filter = HostChannelFilter()
+        self.descriptor = HidDescriptor(
+            path=f"udp:{host}:{port}",
+            vid=0x1209,
+            pid=0x0001,
+            report_size_in=REPORT_SIZE,
+            report_size_out=REPORT_SIZE,
+            product_name="vfido (udp)",
+            serial_number=None,
+        )
 
     def write_packet(self, data: bytes) -> None:
-        self._sock.sendto(bytes(data), self._key)
+        report = bytes(data)
+        self._filter.note_sent(report)
+        self._sock.sendto(report, self._key)
 
     def read_packet(self) -> bytes:
         while True:
@@ -157,7 +173,7 @@ class UdpConnection(CtapHidConnection):
                 datagram = self._sock.recv(MAX_DATAGRAM)
             except TimeoutError:
                 raise TimeoutError(f"no report from the key within {self._timeout} s") from None
-            if len(datagram) == REPORT_SIZE:
+            if self._filter.wants(datagram):  # skip other clients' and stray reports
                 return datagram
 
     def power_cycle(self) -> None:
@@ -173,17 +189,8 @@ def open_udp_device(
 ) -> CtapHidDevice:
     """A python-fido2 device talking to a :class:`UdpTransport` at ``host:port``."""
     connection = UdpConnection(port, peer_port, host=host, timeout=timeout)
-    descriptor = HidDescriptor(
-        path=f"udp:{host}:{port}",
-        vid=0x1209,
-        pid=0x0001,
-        report_size_in=REPORT_SIZE,
-        report_size_out=REPORT_SIZE,
-        product_name="vfido (udp)",
-        serial_number=None,
-    )
     try:
-        return CtapHidDevice(descriptor, connection)
+        return CtapHidDevice(connection.descriptor, connection)
     except BaseException:
         connection.close()
         raise

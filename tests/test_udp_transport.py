@@ -1,0 +1,110 @@
+"""The UDP transport: real sockets on localhost, python-fido2 as the client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.hid import CTAPHID, CtapHidDevice
+
+from tests.ctaphid_helpers import EchoHandler, free_udp_port
+from transports.ctaphid import TYPE_INIT, Command
+from transports.udp import (
+    POWER_CYCLE_DATAGRAM,
+    UdpConnection,
+    UdpTransport,
+    open_udp_device,
+)
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[UdpTransport, EchoHandler, int]]:
+    handler = EchoHandler()
+    peer_port = free_udp_port()
+    transport = UdpTransport(handler, port=0, peer_port=peer_port)
+    transport.start()
+    yield transport, handler, peer_port
+    transport.stop()
+
+
+def test_power_cycle_datagram_constant() -> None:
+    assert len(POWER_CYCLE_DATAGRAM) == 64
+    assert POWER_CYCLE_DATAGRAM.hex().startswith("ac1052ca95e569de")
+
+
+def test_round_trip_on_port_zero(served: tuple[UdpTransport, EchoHandler, int]) -> None:
+    transport, handler, peer_port = served
+    assert transport.port != 0
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        for size in (0, 1, 57, 58, 59, 116, 117, 7609):
+            payload = os.urandom(size)
+            assert device.ping(payload) == payload
+        assert device.call(CTAPHID.CBOR, b"\x04") == b"\x00\x04"
+        assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x00\x03\x00\x00\x90\x00"
+        device.wink()
+        assert handler.winks == 1
+    finally:
+        device.close()
+
+
+def test_garbage_datagrams_are_survived(served: tuple[UdpTransport, EchoHandler, int]) -> None:
+    transport, _handler, peer_port = served
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for size in (0, 1, 7, 63, 64, 65, 100, 1000, 65507):
+            s.sendto(os.urandom(size), ("127.0.0.1", transport.port))
+        s.sendto(
+            struct.pack(">IBH", 0, TYPE_INIT | Command.PING, 0xFFFF), ("127.0.0.1", transport.port)
+        )
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        assert device.ping(b"still here") == b"still here"
+    finally:
+        device.close()
+
+
+def test_power_cycle_datagram(served: tuple[UdpTransport, EchoHandler, int]) -> None:
+    transport, handler, peer_port = served
+    connection = UdpConnection(transport.port, peer_port, timeout=WAIT)
+    try:
+        device = CtapHidDevice(connection.descriptor, connection)
+        assert device.ping(b"before") == b"before"
+        connection.power_cycle()
+        assert handler.power_cycles.wait(WAIT)
+        with pytest.raises(CtapError) as excinfo:
+            device.ping(b"after")  # the channel was forgotten
+        assert excinfo.value.code == CtapError.ERR.INVALID_CHANNEL
+        assert handler.power_cycle_count == 1
+    finally:
+        connection.close()
+
+
+def test_serve_forever_blocks_until_stop() -> None:
+    peer_port = free_udp_port()
+    transport = UdpTransport(EchoHandler(), port=0, peer_port=peer_port)
+    thread = threading.Thread(target=transport.serve_forever)
+    thread.start()
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        assert device.ping(b"x") == b"x"
+        assert thread.is_alive()
+    finally:
+        device.close()
+        transport.stop()
+        transport.stop()  # idempotent
+        thread.join(WAIT)
+    assert not thread.is_alive()
+
+
+def test_port_in_use_raises() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError):
+            UdpTransport(EchoHandler(), port=s.getsockname()[1])
