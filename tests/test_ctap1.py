@@ -8,11 +8,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature as CryptographyInvalidSignature
 from fido2.attestation.base import InvalidSignature
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap import CtapDevice
 from fido2.ctap1 import APDU, ApduError, Ctap1, RegistrationData, SignatureData
 from fido2.webauthn import UserVerificationRequirement
 from hypothesis import HealthCheck, given, settings
@@ -647,3 +649,64 @@ def test_through_authenticator_handle_msg(store: SqliteKeyStore) -> None:
     signed = SignatureData(ctap1.send_apdu(ins=0x02, p1=0x08, data=data))
     signed.verify(APP, chal, result[0].public_key)
     assert signed.user_presence == 0 and signed.counter == 1
+
+
+def test_u2f_client_over_inprocess_ctaphid_with_manual_user(store: SqliteKeyStore) -> None:
+    """python-fido2's U2F client backend over real CTAPHID framing, a user approving late."""
+    from fido2.hid import CtapHidDevice
+
+    from authenticator.device import Authenticator
+    from transports.inprocess import open_device
+
+    manual = ManualPresence()
+    presence = CountingPresence(manual)
+    hid = open_device(Authenticator(store, presence, Config()))
+    assert isinstance(hid, CtapHidDevice)
+
+    class U2fOnly(CtapDevice):
+        """The CTAPHID device minus its CBOR capability: the client takes the U2F path."""
+
+        capabilities = 0
+
+        def call(self, *args: Any, **kwargs: Any) -> bytes:
+            return hid.call(*args, **kwargs)
+
+        @classmethod
+        def list_devices(cls) -> Iterator[CtapDevice]:
+            return iter(())
+
+    def approver() -> None:
+        for _ in range(2):  # registration, then authentication
+            if manual.wait_pending(20) is None:
+                return
+            time.sleep(0.6)  # a slow user: the client gets 0x6985 and polls meanwhile
+            manual.approve()
+            wait_for(lambda: manual.pending is None)
+
+    helper = threading.Thread(target=approver)
+    helper.start()
+    try:
+        rp = RelyingParty(root_der=store.identity().attestation_chain[-1])
+        client = Fido2Client(
+            U2fOnly(),
+            client_data_collector=DefaultClientDataCollector(ORIGIN),
+            user_interaction=UserInteraction(),
+        )
+        options, state = rp.begin_registration(
+            *random_user(), user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        response = client.make_credential(options.public_key)
+        assert attestation_fmt(response) == "fido-u2f"
+        rp.complete_registration(state, response, challenge_of(options))
+        options, state = rp.begin_authentication(
+            user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        assertion = client.get_assertion(options.public_key).get_response(0)
+        assert rp.complete_authentication(state, assertion, challenge_of(options)) == 1
+    finally:
+        helper.join(30)
+        hid.close()
+    assert [r.kind for r in presence.requests] == [
+        PresenceKind.REGISTER,
+        PresenceKind.AUTHENTICATE,
+    ]
