@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap import CtapError
-from fido2.ctap2 import ClientPin, Config, CredentialManagement, Ctap2, LargeBlobs
-from fido2.ctap2.pin import PinProtocolV2
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.blob import LargeBlobs
+from fido2.ctap2.config import Config
+from fido2.ctap2.credman import CredentialManagement
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.utils import sha256, websafe_decode
 from fido2.webauthn import (
     PublicKeyCredentialDescriptor,
@@ -68,16 +71,16 @@ def create(
     uv: str = "discouraged",
     extensions: dict[str, Any] | None = None,
 ) -> Any:
-    return client(key, f"https://{rp_id}").make_credential(
-        {
-            "rp": {"id": rp_id, "name": rp_id.upper()},
-            "user": {"id": user or os.urandom(8), "name": "alice", "displayName": "Alice"},
-            "challenge": os.urandom(32),
-            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
-            "authenticatorSelection": {"residentKey": rk, "userVerification": uv},
-            "extensions": extensions or {},
-        }
-    )
+    # python-fido2 accepts plain mappings for the options (typed as its dataclasses).
+    options: Any = {
+        "rp": {"id": rp_id, "name": rp_id.upper()},
+        "user": {"id": user or os.urandom(8), "name": "alice", "displayName": "Alice"},
+        "challenge": os.urandom(32),
+        "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+        "authenticatorSelection": {"residentKey": rk, "userVerification": uv},
+        "extensions": extensions or {},
+    }
+    return client(key, f"https://{rp_id}").make_credential(options)
 
 
 def get(
@@ -88,7 +91,7 @@ def get(
     uv: str = "discouraged",
     extensions: dict[str, Any] | None = None,
 ) -> Any:
-    options: dict[str, Any] = {
+    options: Any = {
         "rpId": rp_id,
         "challenge": os.urandom(32),
         "userVerification": uv,
@@ -146,13 +149,23 @@ def test_wrong_pin_uv_auth_param_is_refused(key: Key) -> None:
 
 def test_touch_probe_with_and_without_pin(key: Key) -> None:
     ctap = Ctap2(key.device)
-    args = (os.urandom(32), {"id": RP_ID}, {"id": b"u"}, [{"type": "public-key", "alg": -7}])
+
+    def probe() -> None:
+        ctap.make_credential(
+            os.urandom(32),
+            {"id": RP_ID},
+            {"id": b"u"},
+            [{"type": "public-key", "alg": -7}],
+            pin_uv_param=b"",
+            pin_uv_protocol=2,
+        )
+
     with pytest.raises(CtapError) as info:
-        ctap.make_credential(*args, pin_uv_param=b"", pin_uv_protocol=2)
+        probe()
     assert info.value.code == ERR.PIN_NOT_SET
     set_pin(key)
     with pytest.raises(CtapError) as info:
-        ctap.make_credential(*args, pin_uv_param=b"", pin_uv_protocol=2)
+        probe()
     assert info.value.code == ERR.PIN_INVALID
 
 
@@ -255,18 +268,18 @@ def test_set_min_pin_length_forces_a_change(key: Key) -> None:
     cp.change_pin(PIN, "123456")
     assert Ctap2(key.device).get_info().force_pin_change is False
     # the minPinLength extension tells the listed RP the minimum
+    options: Any = {
+        "rp": {"id": RP_ID, "name": "x"},
+        "user": {"id": b"u", "name": "u"},
+        "challenge": os.urandom(32),
+        "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+        "extensions": {"minPinLength": True},
+    }
     reg = Fido2Client(
         key.device, DefaultClientDataCollector(ORIGIN), PinEntry("123456")
-    ).make_credential(
-        {
-            "rp": {"id": RP_ID, "name": "x"},
-            "user": {"id": b"u", "name": "u"},
-            "challenge": os.urandom(32),
-            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
-            "extensions": {"minPinLength": True},
-        }
-    )
-    assert reg.response.attestation_object.auth_data.extensions["minPinLength"] == 6
+    ).make_credential(options)
+    extensions_out = reg.response.attestation_object.auth_data.extensions
+    assert extensions_out is not None and extensions_out["minPinLength"] == 6
 
 
 def test_toggle_always_uv(key: Key) -> None:

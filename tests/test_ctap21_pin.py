@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 from fido2.ctap import CtapError
-from fido2.ctap2 import ClientPin, Ctap2
-from fido2.ctap2.pin import PinProtocol, PinProtocolV1, PinProtocolV2
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin, PinProtocol, PinProtocolV1, PinProtocolV2
 
 from tests.vkey import Key, running_key
 
@@ -67,7 +67,7 @@ def test_set_pin_then_token(key: Key, protocol: PinProtocol) -> None:
 
 def raw_set_pin(cp: ClientPin, padded_pin: bytes) -> None:
     """setPIN with a padded PIN python-fido2 would refuse to send."""
-    key_agreement, shared_secret = cp._get_shared_secret()
+    key_agreement, shared_secret = cp._get_shared_secret()  # type: ignore[no-untyped-call]
     pin_enc = cp.protocol.encrypt(shared_secret, padded_pin)
     cp.ctap.client_pin(
         cp.protocol.VERSION,
@@ -134,7 +134,7 @@ def test_wrong_pins_block_until_power_cycle_then_for_good(key: Key, protocol: Pi
 
 
 def test_change_pin_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
-    from fido2.ctap2 import CredentialManagement
+    from fido2.ctap2.credman import CredentialManagement
 
     cp = client_pin(key, protocol)
     cp.set_pin(PIN)
@@ -151,7 +151,7 @@ def test_change_pin_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
 
 
 def test_token_permissions_are_enforced(key: Key, protocol: PinProtocol) -> None:
-    from fido2.ctap2 import CredentialManagement
+    from fido2.ctap2.credman import CredentialManagement
 
     cp = client_pin(key, protocol)
     cp.set_pin(PIN)
@@ -190,7 +190,7 @@ def test_token_permissions_are_enforced(key: Key, protocol: PinProtocol) -> None
 
 
 def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
-    from fido2.ctap2 import CredentialManagement
+    from fido2.ctap2.credman import CredentialManagement
 
     cp = client_pin(key, protocol)
     cp.set_pin(PIN)

@@ -8,11 +8,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
-from fido2.attestation import PackedAttestation
+from fido2.attestation.packed import PackedAttestation
 from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config as FidoConfig
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
+from fido2.webauthn import AuthenticatorData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     EventContext,
     GrantPresence,
+    Key,
     descriptor,
     make_credential_map,
     make_key,
@@ -56,7 +58,7 @@ def pin_token(ctap: Ctap2, permissions: ClientPin.PERMISSION, rp_id: str | None 
 
 def pin_param(token: bytes) -> dict[str, Any]:
     return {
-        "pin_uv_param": PinProtocolV2().authenticate(token, CLIENT_DATA_HASH),
+        "pin_uv_param": PinProtocolV2().authenticate(token, CLIENT_DATA_HASH),  # type: ignore[no-untyped-call]
         "pin_uv_protocol": 2,
     }
 
@@ -244,9 +246,22 @@ def test_user_name_only_with_uv_and_several_credentials() -> None:
     first = ctap.get_assertion("example.com", CLIENT_DATA_HASH, **pin_param(token))
     second = ctap.get_next_assertion()
     assert first.number_of_credentials == 2
+    assert first.user is not None and second.user is not None
     assert {first.user["name"], second.user["name"]} == {"alice", "bob"}
+    assert first.user["displayName"] in ("Alice", "Bob")
     plain = ctap.get_assertion("example.com", CLIENT_DATA_HASH)
-    assert set(plain.user) == {"id"} and set(ctap.get_next_assertion().user) == {"id"}
+    plain_next = ctap.get_next_assertion()
+    assert plain.user is not None and plain_next.user is not None
+    assert set(plain.user) == {"id"} and set(plain_next.user) == {"id"}
+    # One credential only (allowList): just the id, even with UV.
+    token = pin_token(ctap, ClientPin.PERMISSION.GET_ASSERTION)
+    single = ctap.get_assertion(
+        "example.com",
+        CLIENT_DATA_HASH,
+        [descriptor(first.credential["id"])],
+        **pin_param(token),
+    )
+    assert single.user is not None and set(single.user) == {"id"}
 
 
 def test_reset_clears_pin_and_tokens() -> None:
@@ -349,3 +364,69 @@ def test_fuzz_ctap21_commands(command: int) -> None:
     assert status == CtapStatus.OK and "FIDO_2_1" in info[1]
     status, _ = key.call(MC, make_credential_map())
     assert status in (CtapStatus.OK, CtapStatus.PUAT_REQUIRED)  # alwaysUv may be on now
+
+
+# --- extensions ------------------------------------------------------------------
+
+
+def test_prf_at_creation_uses_hmac_secret_mc() -> None:
+    from tests.test_ctap21_features import as_bytes, create, get
+
+    with running_key() as k:
+        salt = {"prf": {"eval": {"first": b"creation salt"}}}
+        reg = create(k, rk="discouraged", extensions=salt)
+        assert reg.response.attestation_object.auth_data.extensions["hmac-secret"] is True
+        at_creation = as_bytes(reg.client_extension_results["prf"]["results"]["first"])
+        later = get(k, allow=[reg.raw_id], extensions=salt).client_extension_results["prf"]
+        assert len(at_creation) == 32
+        assert as_bytes(later["results"]["first"]) == at_creation
+
+
+def _extension_outputs(key: Key, extensions: dict[str, Any], rk: bool = True) -> Any:
+    status, response = key.call(MC, make_credential_map(extensions=extensions, options={"rk": rk}))
+    assert status == CtapStatus.OK, status
+    return AuthenticatorData(response[2]).extensions, response
+
+
+def test_make_credential_extension_outputs() -> None:
+    key = make_key()
+    outputs, response = _extension_outputs(
+        key, {"credBlob": bytes(33), "credProtect": 2, "unknownExt": {"x": 1}}
+    )
+    assert outputs == {"credBlob": False, "credProtect": 2}  # too large: not stored
+    outputs, response = _extension_outputs(key, {"largeBlobKey": True, "minPinLength": True})
+    assert outputs is None  # minPinLength: this RP is not in the list
+    assert len(response[5]) == 32  # largeBlobKey (0x05), not in authData
+    status, _ = key.call(
+        MC, make_credential_map(extensions={"largeBlobKey": True}, options={"rk": False})
+    )
+    assert status == CtapStatus.INVALID_OPTION  # largeBlobKey needs a discoverable credential
+    status, _ = key.call(MC, make_credential_map(extensions={"credProtect": "high"}))
+    assert status == CtapStatus.CBOR_UNEXPECTED_TYPE
+
+
+def test_cred_protect_2_needs_allow_list_without_uv() -> None:
+    key = make_key()
+    _, response = _extension_outputs(key, {"credProtect": 2})
+    data = AuthenticatorData(response[2]).credential_data
+    assert data is not None
+    cred_id = data.credential_id
+    ctap = key.ctap2()
+    with pytest.raises(CtapError) as err:
+        ctap.get_assertion("example.com", CLIENT_DATA_HASH)
+    assert err.value.code == ERR.NO_CREDENTIALS
+    assert ctap.get_assertion("example.com", CLIENT_DATA_HASH, [descriptor(cred_id)])
+
+
+def test_large_blob_key_and_cred_blob_in_get_assertion() -> None:
+    key = make_key()
+    blob = os.urandom(20)
+    _, response = _extension_outputs(key, {"largeBlobKey": True, "credBlob": blob})
+    status, assertion = key.call(
+        GA, {1: "example.com", 2: CLIENT_DATA_HASH, 4: {"largeBlobKey": True, "credBlob": True}}
+    )
+    assert status == CtapStatus.OK
+    assert assertion[7] == response[5]
+    assert AuthenticatorData(assertion[2]).extensions == {"credBlob": blob}
+    status, assertion = key.call(GA, {1: "example.com", 2: CLIENT_DATA_HASH})
+    assert 7 not in assertion and AuthenticatorData(assertion[2]).extensions is None
