@@ -6,12 +6,14 @@ discoverable and server-side credentials, and for each attestation mode.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fido2.client import ClientError
 from fido2.ctap import CtapError
+from fido2.ctap2 import Ctap2
 from fido2.webauthn import (
     PublicKeyCredentialDescriptor,
     PublicKeyCredentialParameters,
@@ -21,7 +23,7 @@ from fido2.webauthn import (
 )
 
 from authenticator.config import Config
-from tests.rp import RelyingParty, attestation_fmt, challenge_of, random_user
+from tests.rp import RP_ID, RelyingParty, attestation_fmt, challenge_of, random_user
 from tests.vkey import Key, running_key
 from vfido.presence import DenyPresence
 
@@ -125,21 +127,36 @@ def test_unknown_credential_is_not_found(key: Key) -> None:
     forged = bytearray(cred.credential_id)
     forged[-1] ^= 1
     options, _ = rp.server.authenticate_begin(
-        [PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=bytes(forged))]
+        [PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=bytes(forged))],
+        user_verification=UserVerificationRequirement.DISCOURAGED,
     )
     with pytest.raises(ClientError) as info:
         key.client().get_assertion(options.public_key)
-    assert info.value.cause.code == CtapError.ERR.NO_CREDENTIALS
+    assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+    # the client probed silently; the key itself answers NO_CREDENTIALS
+    with pytest.raises(CtapError) as err:
+        Ctap2(key.device).get_assertion(
+            RP_ID, os.urandom(32), [{"type": "public-key", "id": bytes(forged)}]
+        )
+    assert err.value.code == CtapError.ERR.NO_CREDENTIALS
 
 
 def test_credential_from_another_rp_is_not_found(key: Key) -> None:
     rp = RelyingParty(root_der=key.root_der)
     register(key, rp, -8, False)
+    cred = rp.credentials[0]
     other = RelyingParty(root_der=key.root_der, rp_id="example.org", origin="https://example.org")
-    options, _ = other.server.authenticate_begin(rp.credentials)
+    options, _ = other.server.authenticate_begin(
+        rp.credentials, user_verification=UserVerificationRequirement.DISCOURAGED
+    )
     with pytest.raises(ClientError) as info:
         key.client(origin="https://example.org").get_assertion(options.public_key)
-    assert info.value.cause.code == CtapError.ERR.NO_CREDENTIALS
+    assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+    with pytest.raises(CtapError) as err:
+        Ctap2(key.device).get_assertion(
+            "example.org", os.urandom(32), [{"type": "public-key", "id": cred.credential_id}]
+        )
+    assert err.value.code == CtapError.ERR.NO_CREDENTIALS
 
 
 def test_user_denies_presence() -> None:
