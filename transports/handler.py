@@ -39,7 +39,8 @@ class Transaction(Protocol):
         ...
 
     def set_keepalive(self, status: int) -> None:
-        """Choose the keepalive status (a :class:`KeepaliveStatus`) sent while the request is outstanding."""
+        """Choose the keepalive status (a :class:`KeepaliveStatus`) sent while the request
+        is outstanding."""
         ...
 
 
