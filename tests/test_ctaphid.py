@@ -27,6 +27,7 @@ from transports.ctaphid import (
     Command,
     CtapHidCore,
     HidError,
+    HostChannelFilter,
     Lock,
     Request,
     Wink,
@@ -90,6 +91,15 @@ def test_too_long_message_is_invalid_len() -> None:
     head = struct.pack(">IBH", channel, TYPE_INIT | Command.PING, MAX_MESSAGE_SIZE + 1)
     assert error_of(core.feed(head, 0.0)) == (channel, HidError.INVALID_LEN)
     assert not core.busy
+
+
+def test_command_specific_lengths() -> None:
+    core = CtapHidCore()
+    channel = core_init(core)
+    assert error_of(core_call(core, channel, Command.CBOR, b"")) == (channel, HidError.INVALID_LEN)
+    assert error_of(core_call(core, channel, Command.LOCK, b"")) == (channel, HidError.INVALID_LEN)
+    (request,) = core_call(core, channel, Command.MSG, b"")  # the APDU parser's problem
+    assert isinstance(request, Request) and request.payload == b""
 
 
 def test_invalid_sequence() -> None:
@@ -380,3 +390,23 @@ def test_core_survives_garbage(data: st.DataObject) -> None:
     channel = core_init(core, now)
     (pong,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"ok", now)))
     assert pong.payload == b"ok"
+
+
+def test_host_channel_filter() -> None:
+    mine, theirs = HostChannelFilter(), HostChannelFilter()
+    init_a = request_reports(BROADCAST_CID, Command.INIT, b"A" * 8)[0]
+    init_b = request_reports(BROADCAST_CID, Command.INIT, b"B" * 8)[0]
+    mine.note_sent(init_a)
+    theirs.note_sent(init_b)
+    core = CtapHidCore()
+    answer_a = reports_of(core.feed(init_a, 0.0))[0]
+    answer_b = reports_of(core.feed(init_b, 0.0))[0]
+    assert mine.wants(answer_a) and not mine.wants(answer_b)
+    assert not mine.wants(answer_a)  # each nonce is answered once
+    channel = struct.unpack_from(">I", answer_a, 15)[0]
+    ping = request_reports(channel, Command.PING, b"x")[0]
+    assert not mine.wants(ping)  # not used yet
+    mine.note_sent(ping)
+    (pong,) = reports_of(core.feed(ping, 0.0))
+    assert mine.wants(pong) and not theirs.wants(pong)
+    assert not mine.wants(pong[:63])

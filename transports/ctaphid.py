@@ -351,7 +351,11 @@ class CtapHidCore:
             return HidError.INVALID_CMD
         if length > MAX_MESSAGE_SIZE:
             return HidError.INVALID_LEN
-        if (command == Command.LOCK and length != 1) or (command == Command.WINK and length):
+        if (
+            (command == Command.LOCK and length != 1)
+            or (command == Command.WINK and length)
+            or (command == Command.CBOR and not length)  # the CTAP command byte is required
+        ):
             return HidError.INVALID_LEN
         return None
 
