@@ -25,6 +25,7 @@ from typing import Any
 
 from authenticator.env import (
     Clock,
+    KeepaliveStatus,
     PresenceKind,
     PresenceRequest,
     PresenceResult,
@@ -414,9 +415,19 @@ class ClientPin:
         assert self._user_verifier is not None
         retries = self.uv_retries
         self._put({_UV_RETRIES: _enc(retries - 1)})  # persisted before the attempt
-        result = self._user_verifier.verify_user(
-            PresenceRequest(PresenceKind.AUTHENTICATE, rp_id=rp_id), context, self._uv_timeout
-        )
+        if context.is_cancelled():
+            result = PresenceResult.CANCELLED
+        else:
+            # The user must act (fingerprint, ...): UPNEEDED keepalives meanwhile.
+            context.set_keepalive(KeepaliveStatus.UPNEEDED)
+            try:
+                result = self._user_verifier.verify_user(
+                    PresenceRequest(PresenceKind.AUTHENTICATE, rp_id=rp_id),
+                    context,
+                    self._uv_timeout,
+                )
+            finally:
+                context.set_keepalive(KeepaliveStatus.PROCESSING)
         if result is PresenceResult.GRANTED:
             self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX)})
             return

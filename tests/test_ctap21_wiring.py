@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from authenticator import cbor
 from authenticator.config import Config
+from authenticator.env import KeepaliveStatus
 from authenticator.errors import CtapStatus
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeyStore
@@ -430,3 +431,16 @@ def test_large_blob_key_and_cred_blob_in_get_assertion() -> None:
     assert AuthenticatorData(assertion[2]).extensions == {"credBlob": blob}
     status, assertion = key.call(GA, {1: "example.com", 2: CLIENT_DATA_HASH})
     assert 7 not in assertion and AuthenticatorData(assertion[2]).extensions is None
+
+
+def test_builtin_uv_signals_upneeded() -> None:
+    key = make_key(Config(builtin_uv=True), presence=AutoPresence())
+    context = EventContext()
+    status, _ = key.raw(MC, cbor.encode(make_credential_map(options={"uv": True})), context)
+    assert status == CtapStatus.OK
+    assert context.keepalives[:2] == [KeepaliveStatus.UPNEEDED, KeepaliveStatus.PROCESSING]
+    cancelled = EventContext()
+    cancelled.event.set()
+    status, _ = key.raw(MC, cbor.encode(make_credential_map(options={"uv": True})), cancelled)
+    assert status == CtapStatus.KEEPALIVE_CANCEL
+    assert ClientPin(key.ctap2(), PinProtocolV2()).get_uv_retries() == 8  # no attempt made
