@@ -105,7 +105,9 @@ class CredentialKey:
                 iqmp=rsa.rsa_crt_iqmp(p, q),
                 public_numbers=rsa.RSAPublicNumbers(_RSA_E, n),
             )
-            return cls(algorithm, numbers.private_key())
+            # The primes come from an ID we sealed ourselves (authenticated), so the
+            # expensive consistency check of the key adds nothing.
+            return cls(algorithm, numbers.private_key(unsafe_skip_rsa_key_validation=True))
         raise UnsupportedAlgorithm(algorithm)
 
     def cose_public_key(self) -> cose.CoseKey:

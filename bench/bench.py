@@ -131,7 +131,8 @@ def bench_scale(sizes: list[int], n: int, base: float) -> None:
                 )
             )
         fill = time.perf_counter() - t0
-        device = open_device(Authenticator(store, AutoPresence(), Config(attestation="none")))
+        config = Config(attestation="none", max_resident_credentials=size + 10)
+        device = open_device(Authenticator(store, AutoPresence(), config))
         ctap = Ctap2(device)
         cdh = os.urandom(32)
         for u in range(5):
