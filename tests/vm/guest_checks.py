@@ -425,7 +425,7 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
 class PageServer:
     """Serves webauthn.html on http://localhost:PORT/ and collects POSTed results."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         import http.server
 
         page = (HERE / "webauthn.html").read_bytes()
@@ -445,12 +445,14 @@ class PageServer:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 owner.results = json.loads(body)
+                (OUT / f"{name}-page.json").write_bytes(body)
                 owner.updated.set()
                 self.send_response(204)
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
-                pass
+                with (OUT / f"{name}-server.log").open("a") as server_log:
+                    server_log.write(f"[{uptime():8.2f}] {format % args}\n")
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
@@ -476,7 +478,7 @@ def bring_up_loopback() -> None:
 def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[str]]) -> str:
     require_vfido()
     bring_up_loopback()
-    server = PageServer()
+    server = PageServer(name)
     url = f"http://localhost:{server.port}/?browser={name}"
     with vfido_key(f"vfido-vm-{name}") as key:
         data["hidraw"] = key.hidraw
@@ -525,6 +527,11 @@ def chromium_argv(url: str) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
+        "--disable-extensions",
+        # The emulated CPU is slow and child processes not connected within 15 s terminate
+        # themselves: keep the network service in the browser process.
+        "--enable-features=NetworkServiceInProcess",
+        "--disable-features=MediaRouter,OptimizationHints,Translate,OnDeviceModelService",
         f"--user-data-dir={profile}",
         url,
     ]
@@ -635,6 +642,11 @@ def udev_rules(data: dict[str, Any]) -> str:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ.get("HOME", "/tmp/home"))
+    home.mkdir(parents=True, exist_ok=True)
+    runtime = Path("/tmp/xdg-runtime")
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     RESULTS["info"]["boot_seconds"] = uptime()
     RESULTS["info"]["python"] = sys.version
     RESULTS["info"]["vfido_cli"] = vfido_available()
