@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import struct
 import threading
@@ -196,13 +197,47 @@ def test_power_cycle_cancels_and_forgets_channels() -> None:
         key.close()
 
 
-def _raw_init(connection: InProcessConnection) -> int:
-    nonce = b"\x07" * 8
-    connection.write_packet(request_reports(BROADCAST_CID, Command.INIT, nonce)[0])
-    (message,) = decode_messages([connection.read_packet()])
+def _raw_init(connection: InProcessConnection, channel: int = BROADCAST_CID) -> int:
+    nonce = os.urandom(8)
+    connection.write_packet(request_reports(channel, Command.INIT, nonce)[0])
+    report = connection.read_packet()
+    while report[4] == TYPE_INIT | Command.KEEPALIVE:
+        report = connection.read_packet()
+    (message,) = decode_messages([report])
+    assert message.command == Command.INIT
     assert message.payload[:8] == nonce
-    channel: int = struct.unpack_from(">I", message.payload, 8)[0]
-    return channel
+    allocated: int = struct.unpack_from(">I", message.payload, 8)[0]
+    return allocated
+
+
+def test_reinit_drops_the_outstanding_response() -> None:
+    handler = WaitForCancelHandler()
+    key = InProcessKey(handler)
+    raw = key.connect()
+    try:
+        channel = _raw_init(raw)
+        for report in request_reports(channel, Command.CBOR, b"\x02"):
+            raw.write_packet(report)
+        assert handler.started.wait(WAIT)
+        assert _raw_init(raw, channel) == channel  # re-synchronise the same channel
+        assert handler.saw_cancel.wait(WAIT)
+        # Ping until the device is free; the cancelled CBOR answer must never show up.
+        while True:
+            for report in request_reports(channel, Command.PING, b"p"):
+                raw.write_packet(report)
+            report = raw.read_packet()
+            while report[4] == TYPE_INIT | Command.KEEPALIVE:
+                report = raw.read_packet()
+            (message,) = decode_messages([report])
+            assert message.command != Command.CBOR
+            if message.command == Command.ERROR:
+                assert message.payload == bytes([HidError.CHANNEL_BUSY])
+                threading.Event().wait(0.05)
+                continue
+            assert (message.command, message.payload) == (Command.PING, b"p")
+            break
+    finally:
+        key.close()
 
 
 def test_message_timeout_is_sent_by_the_runner() -> None:
