@@ -118,7 +118,7 @@ def _assertion(
         # not make counters jump.
         count = store.get_counter(candidate.credential_id)
     count = min(count, _MAX_SIGN_COUNT)
-    # Step 9: extension outputs for this credential.
+    # Step 10: extension outputs for this credential.
     outputs: dict[str, Any] = {}
     large_blob_key = None
     record, sealed = candidate.record, candidate.sealed
@@ -138,7 +138,7 @@ def _assertion(
             large_blob_key = record.large_blob_key
     auth_data = build_auth_data(id_hash, flags, count, extensions=outputs)
     key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
-    # Step 11: sign authData || clientDataHash.
+    # Step 13: sign authData || clientDataHash.
     signature = key.sign(auth_data + client_data_hash)
     user: dict[str, Any] | None = None
     if record is not None:
@@ -188,10 +188,11 @@ def get_assertion(
     # 4.5: "up" absent -> true.
     up = True if options.up is None else options.up
 
-    # Step 5: alwaysUv.
-    uv, _ = enforce_always_uv(services, has_param, uv)
+    # Step 5: alwaysUv, when "up" is true (silent probes stay possible).
+    if up:
+        uv, _ = enforce_always_uv(services, has_param, uv)
 
-    # Extensions are parsed before any user interaction (used in step 9).
+    # Extensions are parsed before any user interaction (used in step 10).
     ext = GetAssertionExtensions.parse(request.extensions)
 
     # Step 6: user verification.
@@ -222,8 +223,8 @@ def get_assertion(
         candidates = _from_allow_list(services, id_hash, request.allow_list)
     else:
         candidates = _discoverable(services, id_hash)
-    # 7.3: userVerificationRequired needs uv.
-    # 7.4: userVerificationOptionalWithCredentialIDList needs an allowList or uv.
+    # credProtect (section 12.1): userVerificationRequired needs uv;
+    # userVerificationOptionalWithCredentialIDList needs an allowList or uv.
     candidates = [
         c
         for c in candidates
@@ -234,13 +235,13 @@ def get_assertion(
             and not verified
         )
     ]
-    # 7.5
+    # Applicable credentials list empty -> NO_CREDENTIALS.
     if not candidates:
         raise CtapError(CtapStatus.NO_CREDENTIALS, "no credentials")
     number_of_credentials = len(candidates)
 
-    # Step 8: user presence (skipped for up=false: a silent probe). Built-in
-    # UV already was evidence of user interaction.
+    # Step 8: built-in UV was evidence of user interaction: "up" bit set.
+    # Step 9: otherwise collect user presence (skipped for up=false: a silent probe).
     if user_verified_builtin and up:
         flags |= AuthDataFlags.UP
     elif up:
@@ -259,15 +260,16 @@ def get_assertion(
         )
         flags |= AuthDataFlags.UP
 
-    # Step 10: select the credential. With an allowList any applicable one will
-    # do and numberOfCredentials is omitted; without one the newest comes first
-    # (the store's order).
+    # Step 11: with an allowList any applicable credential will do and
+    # numberOfCredentials is omitted. Step 12: without one, newest first (the
+    # store's order), numberOfCredentials when more than one.
     selected = candidates[0]
     several = not has_allow_list and number_of_credentials > 1
-    # 10.2: user-identifiable information only with UV and several credentials.
+    # 12: user-identifiable information (name, displayName) only with user
+    # verification and more than one credential (the platform's account chooser).
     identifying = several and verified
 
-    # Steps 9 (extensions) and 11 (signature).
+    # Steps 10 (extensions) and 13 (signature).
     response = _assertion(
         services,
         id_hash,
@@ -279,7 +281,7 @@ def get_assertion(
         ext,
     )
     if several:
-        # 10.2.3: remember the request for authenticatorGetNextAssertion and
+        # 12: remember the request for authenticatorGetNextAssertion and
         # start its timer. Extensions are not carried over (hmac-secret's
         # shared secret belongs to this request).
         services.runtime.set_pending(

@@ -84,19 +84,20 @@ def check_pin_uv_auth_param(services: Services, param: bytes | None, protocol: i
     services.client_pin.protocol(protocol)  # INVALID_PARAMETER when unsupported
 
 
-def enforce_always_uv(
-    services: Services, has_param: bool, uv: bool, rk: bool | None = None
-) -> tuple[bool, bool]:
-    """alwaysUv (makeCredential step 6, getAssertion step 5).
+def enforce_always_uv(services: Services, has_param: bool, uv: bool) -> tuple[bool, bool]:
+    """alwaysUv (makeCredential step 6, getAssertion step 5 when "up" is true).
 
-    Returns (uv, make_cred_uv_not_rqd): with alwaysUv on, makeCredUvNotRqd is
-    treated as false, and a request without pinUvAuthParam and without uv must
-    get user verification somehow: built-in UV is used when enabled (uv
-    treated as true); with only a PIN (set or not) the platform must get a
-    token first (PUAT_REQUIRED).
+    Returns (uv, make_cred_uv_not_rqd). With alwaysUv on:
+    6.1 makeCredUvNotRqd is treated as false;
+    6.2 a key not protected by any user verification -> PUAT_REQUIRED (clientPin
+        is supported, so the platform should set a PIN);
+    6.3 no pinUvAuthParam and built-in UV enabled -> "uv" treated as true;
+    6.4 no pinUvAuthParam and no "uv" -> PUAT_REQUIRED.
     """
     if not services.settings.always_uv:
         return uv, True
+    if not services.uv_protected:
+        raise CtapError(CtapStatus.PUAT_REQUIRED, "alwaysUv without PIN or built-in UV")
     if has_param or uv:
         return uv, False
     if services.user_verifier is not None:
@@ -125,8 +126,24 @@ def verify_pin_uv_auth_param(
 
 
 def builtin_uv(services: Services, context: RequestContext, rp_id: str) -> None:
-    """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv."""
-    services.client_pin.verify_user_builtin(context, rp_id)
+    """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv.
+
+    On failure (11.2.3): a timeout stays USER_ACTION_TIMEOUT (and a
+    CTAPHID_CANCEL KEEPALIVE_CANCEL); otherwise PUAT_REQUIRED when a PIN is set
+    (the platform can fall back to it), PIN_BLOCKED when uvRetries reached 0,
+    else OPERATION_DENIED. The failed attempt counts against uvRetries.
+    """
+    pin = services.client_pin
+    try:
+        pin.verify_user_builtin(context, rp_id)
+    except CtapError as exc:
+        if exc.status not in (CtapStatus.UV_INVALID, CtapStatus.UV_BLOCKED):
+            raise
+        if pin.is_pin_set:
+            raise CtapError(CtapStatus.PUAT_REQUIRED, "built-in UV failed") from None
+        if pin.uv_retries <= 0:
+            raise CtapError(CtapStatus.PIN_BLOCKED, "built-in UV blocked") from None
+        raise CtapError(CtapStatus.OPERATION_DENIED, "built-in UV failed") from None
 
 
 def collect_presence(
@@ -164,22 +181,22 @@ def _choose_attestation(services: Services, request: MakeCredentialRequest) -> s
 
 
 def _enterprise_attestation(services: Services, request: MakeCredentialRequest) -> bool:
-    """Step 8: whether to return an enterprise attestation (section 7.1)."""
+    """Step 9: whether to return an enterprise attestation (section 7.1)."""
     value = request.enterprise_attestation
     if value is None:
         return False
     config = services.config
-    # 8.1: not capable, or capable but not enabled -> INVALID_PARAMETER.
+    # 9.1: not capable, or capable but not enabled -> INVALID_PARAMETER.
     if not config.enterprise_attestation or not services.settings.enterprise_attestation:
         raise CtapError(CtapStatus.INVALID_PARAMETER, "enterprise attestation not enabled")
-    # 8.2: only values 1 and 2 exist.
+    # 9.2: only values 1 and 2 exist.
     if value not in (EP_VENDOR_FACILITATED, EP_PLATFORM_MANAGED):
         raise CtapError(CtapStatus.INVALID_OPTION, "enterpriseAttestation value")
     if value == EP_VENDOR_FACILITATED:
-        # 8.2.1: vendor-facilitated: only for the RP IDs configured in the key;
+        # Vendor-facilitated: only for the RP IDs configured in the key;
         # for any other RP a regular attestation is returned.
         return request.rp.id in config.enterprise_rp_ids
-    # 8.2.2: platform-managed: the platform vouches for the RP (if this key does it).
+    # Platform-managed: the platform vouches for the RP (if this key does it).
     return config.enterprise_attestation >= EP_PLATFORM_MANAGED
 
 
@@ -226,12 +243,14 @@ def make_credential(
     # Step 6: alwaysUv (makeCredUvNotRqd is then treated as false).
     uv, uv_not_required = enforce_always_uv(services, has_param, uv)
 
-    # Step 7: makeCredUvNotRqd: a UV-protected key may create a non-discoverable
-    # credential without UV; anything else without pinUvAuthParam/uv -> PUAT_REQUIRED.
+    # Step 7 (makeCredUvNotRqd true): a UV-protected key may create a
+    # non-discoverable credential without UV, a discoverable one needs it.
+    # Step 8 (else): any credential needs it. Missing -> PUAT_REQUIRED (clientPin
+    # is supported, so never the OPERATION_DENIED alternative).
     if services.uv_protected and not uv and not has_param and (rk or not uv_not_required):
         raise CtapError(CtapStatus.PUAT_REQUIRED, "user verification required")
 
-    # Step 8: enterprise attestation.
+    # Step 9: enterprise attestation.
     enterprise = _enterprise_attestation(services, request)
 
     # Step 15 (parsed early so malformed input fails before any user interaction).
@@ -240,7 +259,8 @@ def make_credential(
     if ext.large_blob_key and not rk:
         raise CtapError(CtapStatus.INVALID_OPTION, "largeBlobKey needs rk")
 
-    # Steps 9-11: user verification.
+    # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
+    # Step 11: user verification.
     user_verified_builtin = False
     if has_param:
         # 11.1: the pinUvAuthToken (also checked when no PIN is set: a token can

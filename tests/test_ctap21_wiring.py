@@ -147,6 +147,17 @@ def test_attestation_formats_preference(
 # --- alwaysUv ------------------------------------------------------------------
 
 
+def test_always_uv_allows_silent_probes() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    cred = make(ctap).auth_data.credential_data.credential_id
+    FidoConfig(ctap).toggle_always_uv()
+    probe = ctap.get_assertion(
+        "example.com", CLIENT_DATA_HASH, [descriptor(cred)], options={"up": False}
+    )
+    assert not probe.auth_data.is_user_present()
+
+
 def test_always_uv_requires_a_token_for_everything() -> None:
     key = make_key()
     ctap = key.ctap2()
@@ -214,10 +225,28 @@ def test_builtin_uv_token_carries_user_presence() -> None:
 def test_deny_uv_presence_counts_down_uv_retries() -> None:
     key = make_key(Config(builtin_uv=True), presence=DenyUvPresence())
     ctap = key.ctap2()
+    with pytest.raises(CtapError) as err:  # CTAP2.0-style uv option: step 11.2.3
+        make(ctap, options={"uv": True})
+    assert err.value.code == ERR.OPERATION_DENIED
+    assert ClientPin(ctap, PinProtocolV2()).get_uv_retries() == 7
+    with pytest.raises(CtapError) as err:  # the clientPin subcommand says UV_INVALID
+        ClientPin(ctap, PinProtocolV2()).get_uv_token(ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    assert err.value.code == ERR.UV_INVALID
+    for _ in range(5):
+        with pytest.raises(CtapError):
+            make(ctap, options={"uv": True})
+    assert ClientPin(ctap, PinProtocolV2()).get_uv_retries() == 1
+    with pytest.raises(CtapError) as err:  # the last attempt
+        make(ctap, options={"uv": True})
+    assert err.value.code == ERR.PIN_BLOCKED
+    with pytest.raises(CtapError) as err:
+        ClientPin(ctap, PinProtocolV2()).get_uv_token(ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    assert err.value.code == ERR.UV_BLOCKED
+    # With a PIN set, a failed built-in UV sends the platform to the PIN.
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
     with pytest.raises(CtapError) as err:
         make(ctap, options={"uv": True})
-    assert err.value.code == ERR.UV_INVALID
-    assert ClientPin(ctap, PinProtocolV2()).get_uv_retries() == 7
+    assert err.value.code == ERR.PUAT_REQUIRED
     assert not make(ctap).auth_data.is_user_verified()  # presence alone still works
     with pytest.raises(CtapError) as err:  # uv without built-in UV configured
         make(make_key(presence=DenyUvPresence()).ctap2(), options={"uv": True})
