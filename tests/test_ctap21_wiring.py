@@ -473,3 +473,34 @@ def test_builtin_uv_signals_upneeded() -> None:
     status, _ = key.raw(MC, cbor.encode(make_credential_map(options={"uv": True})), cancelled)
     assert status == CtapStatus.KEEPALIVE_CANCEL
     assert ClientPin(key.ctap2(), PinProtocolV2()).get_uv_retries() == 8  # no attempt made
+
+
+_EXTENSION_NAMES = st.sampled_from(
+    ["credProtect", "hmac-secret", "hmac-secret-mc", "credBlob", "largeBlobKey", "minPinLength"]
+)
+_EXTENSION_VALUES = _VALUES | st.fixed_dictionaries(
+    {1: _VALUES, 2: st.binary(max_size=96), 3: st.binary(max_size=40)},
+    optional={4: st.integers(-1, 3)},
+)
+
+
+def test_fuzz_extensions() -> None:
+    key = make_key()
+    status, _ = key.call(
+        MC, make_credential_map(extensions={"hmac-secret": True}, options={"rk": True})
+    )
+    assert status == CtapStatus.OK
+    valid = _valid_statuses()
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        extensions=st.dictionaries(_EXTENSION_NAMES | st.text(max_size=6), _EXTENSION_VALUES),
+        rk=st.booleans(),
+    )
+    def run(extensions: dict[str, Any], rk: bool) -> None:
+        mc_map = make_credential_map(extensions=extensions, options={"rk": rk})
+        mc = key.raw(MC, cbor.encode(mc_map))
+        ga = key.raw(GA, cbor.encode({1: "example.com", 2: CLIENT_DATA_HASH, 4: extensions}))
+        assert mc[0] in valid and ga[0] in valid
+
+    run()
