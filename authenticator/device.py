@@ -90,14 +90,6 @@ def _get_info(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any
     return build_info(s).to_cbor_map()
 
 
-def _reset(s: Services, payload: bytes, ctx: RequestContext) -> None:
-    _no_parameters(payload)
-    reset(s, ctx)
-    # PIN state was erased with the store; runtime PIN/UV state goes too.
-    s.client_pin.power_cycle()
-    return None
-
-
 def _parameter_map(payload: bytes) -> dict[Any, Any]:
     value = _parameters(payload)
     if not isinstance(value, dict):
@@ -120,7 +112,6 @@ _HANDLERS: dict[int, _Handler] = {
     Command.MAKE_CREDENTIAL: _make_credential,
     Command.GET_ASSERTION: _get_assertion,
     Command.GET_INFO: _get_info,
-    Command.RESET: _reset,
     Command.GET_NEXT_ASSERTION: _get_next_assertion,
     Command.SELECTION: _selection,
 }
@@ -169,6 +160,7 @@ class Authenticator:
         self._lock = threading.Lock()  # one request at a time
         # Per instance, so features with their own state (clientPin...) can add handlers.
         self._handlers: dict[int, _Handler] = dict(_HANDLERS)
+        self._handlers[Command.RESET] = self._reset
         self._handlers[Command.CLIENT_PIN] = self._client_pin_command
         self._handlers[Command.CREDENTIAL_MANAGEMENT] = self._credential_management
         self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
@@ -220,10 +212,20 @@ class Authenticator:
         self._services.runtime.power_cycle(self._services.clock.monotonic())
         self._client_pin.power_cycle()
         self._cred_mgmt.reset_pending()
+        self._large_blobs.reset_pending()
         self._ctap1.power_cycle()
         log.info("power cycle")
 
-    # --- CTAP 2.1 commands with their own state --------------------------------
+    # --- commands with their own state -----------------------------------------
+
+    def _reset(self, s: Services, payload: bytes, ctx: RequestContext) -> None:
+        _no_parameters(payload)
+        reset(s, ctx)
+        # PIN, config and large-blob state was erased with the store; the
+        # runtime PIN/UV state (tokens, key agreement keys, partial writes) goes too.
+        self._client_pin.power_cycle()
+        self._large_blobs.reset_pending()
+        return None
 
     def _client_pin_command(
         self, s: Services, payload: bytes, ctx: RequestContext

@@ -78,6 +78,12 @@ class LargeBlobs:
         self._expected_length = 0
         self._expected_next_offset = 0
 
+    def reset_pending(self) -> None:
+        """Forget a partly received write (power cycle, authenticatorReset)."""
+        self._buffer = bytearray()
+        self._expected_length = 0
+        self._expected_next_offset = 0
+
     def array(self) -> bytes:
         return self._store.get_state(STATE_KEY) or EMPTY_ARRAY
 

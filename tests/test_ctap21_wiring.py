@@ -504,3 +504,21 @@ def test_fuzz_extensions() -> None:
         assert mc[0] in valid and ga[0] in valid
 
     run()
+
+
+def test_partial_large_blob_write_dies_with_power_cycle() -> None:
+    import hashlib
+
+    key = make_key()
+    body = cbor.encode([{1: os.urandom(40), 2: os.urandom(12), 3: 40}])
+    array = body + hashlib.sha256(body).digest()[:16]
+    half = len(array) // 2
+    assert key.call(LARGE_BLOBS, {2: array[:half], 3: 0, 4: len(array)})[0] == CtapStatus.OK
+    key.authenticator.power_cycle()
+    status, _ = key.call(LARGE_BLOBS, {2: array[half:], 3: half})
+    assert status == CtapStatus.INVALID_SEQ
+    # A whole write still works, and the array reads back.
+    assert key.call(LARGE_BLOBS, {2: array[:half], 3: 0, 4: len(array)})[0] == CtapStatus.OK
+    assert key.call(LARGE_BLOBS, {2: array[half:], 3: half})[0] == CtapStatus.OK
+    status, response = key.call(LARGE_BLOBS, {1: 1000, 3: 0})
+    assert status == CtapStatus.OK and response[1] == array
