@@ -46,6 +46,9 @@ PIN_FAILURES_BEFORE_POWER_CYCLE = 3
 DEFAULT_MIN_PIN_LENGTH = 4
 _PBKDF2_ITERATIONS = 10_000
 
+#: Permission bits CTAP 2.1/2.2 define: mc ga cm be lbw acfg pcmr.
+_DEFINED_PERMISSIONS = 0x7F
+
 _HASH, _LENGTH, _RETRIES = "pin.hash", "pin.length", "pin.retries"
 _MIN_LENGTH, _FORCE, _UV_RETRIES = "pin.min_length", "pin.force_change", "uv.retries"
 
@@ -310,11 +313,11 @@ class ClientPin:
     def _check_pin_hash(self, protocol: PinProtocol, secret: bytes, pin_hash_enc: bytes) -> None:
         """Steps shared by changePIN and getPinToken (6.5.5.6, 6.5.5.7): the retry
         counter is decremented and persisted BEFORE the PIN is compared."""
-        if self.consecutive_failures >= PIN_FAILURES_BEFORE_POWER_CYCLE:
-            raise CtapError(CtapStatus.PIN_AUTH_BLOCKED)
         retries = self.pin_retries
         if retries <= 0:
             raise CtapError(CtapStatus.PIN_BLOCKED)
+        if self.consecutive_failures >= PIN_FAILURES_BEFORE_POWER_CYCLE:
+            raise CtapError(CtapStatus.PIN_AUTH_BLOCKED)
         self._put({_RETRIES: _enc(retries - 1)})
         stored = self._store.get_state(_HASH)
         assert stored is not None
@@ -331,7 +334,11 @@ class ClientPin:
                 raise CtapError(CtapStatus.PIN_AUTH_BLOCKED)
             raise CtapError(CtapStatus.PIN_INVALID)
         self.consecutive_failures = 0
-        self._put({_RETRIES: _enc(PIN_RETRIES_MAX)})
+        # A correct PIN restores pinRetries, and unlocks built-in UV as well.
+        updates: dict[str, bytes | None] = {_RETRIES: _enc(PIN_RETRIES_MAX)}
+        if self.has_uv:
+            updates[_UV_RETRIES] = _enc(UV_RETRIES_MAX)
+        self._put(updates)
 
     def _set_pin(self, request: ClientPinRequest) -> dict[int, Any]:
         # 6.5.5.5 setPIN
@@ -377,9 +384,11 @@ class ClientPin:
             raise CtapError(CtapStatus.MISSING_PARAMETER, "permissions")
         if permissions == 0:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "no permissions")
-        if permissions & ~int(self._supported_permissions):
+        # Defined permissions this key does not grant (be, pcmr) are refused;
+        # undefined bits are ignored (6.5.5.7.2 steps 4 and 15).
+        if permissions & _DEFINED_PERMISSIONS & ~int(self._supported_permissions):
             raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION)
-        return Permission(permissions)
+        return Permission(permissions & int(self._supported_permissions))
 
     def _issue_token(
         self,

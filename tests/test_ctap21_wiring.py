@@ -522,3 +522,32 @@ def test_partial_large_blob_write_dies_with_power_cycle() -> None:
     assert key.call(LARGE_BLOBS, {2: array[half:], 3: half})[0] == CtapStatus.OK
     status, response = key.call(LARGE_BLOBS, {1: 1000, 3: 0})
     assert status == CtapStatus.OK and response[1] == array
+
+
+def test_permission_bits() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    # Undefined bits are ignored; the defined ones are granted.
+    token = pin_token(ctap, ClientPin.PERMISSION(0x80 | 0x01))
+    assert make(ctap, options={"rk": True}, **pin_param(token)).auth_data.is_user_verified()
+    for refused in (0x08, 0x40 | 0x01):  # bioEnroll, persistent credMgmt read-only
+        with pytest.raises(CtapError) as err:
+            pin_token(ctap, ClientPin.PERMISSION(refused))
+        assert err.value.code == ERR.UNAUTHORIZED_PERMISSION
+
+
+def test_correct_pin_restores_uv_retries() -> None:
+    key = make_key(Config(builtin_uv=True), presence=DenyUvPresence())
+    ctap = key.ctap2()
+    cp = ClientPin(ctap, PinProtocolV2())
+    cp.set_pin(PIN)
+    for _ in range(2):
+        with pytest.raises(CtapError):
+            cp.get_uv_token(ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    assert cp.get_uv_retries() == 6
+    with pytest.raises(CtapError):
+        cp.get_pin_token("0000")
+    assert cp.get_uv_retries() == 6  # a wrong PIN does not help
+    cp.get_pin_token(PIN)
+    assert cp.get_uv_retries() == 8 and cp.get_pin_retries()[0] == 8
