@@ -7,6 +7,7 @@ previous command and fail once any other command came in between.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,12 +131,12 @@ class CredentialManagement:
         if sub == SubCommand.ENUMERATE_CREDENTIALS_BEGIN:
             rp_id_hash = request.param(_P_RP_ID_HASH, bytes)
             records = self._store.find_credentials(rp_id_hash)
-            self._authorize(request, message, records[0].rp_id if records else "")
+            self._authorize(request, message, rp_id_hash)
             return self._credentials_begin(records)
         if sub == SubCommand.DELETE_CREDENTIAL:
             cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
             record = self._store.get_credential(cred_id)
-            self._authorize(request, message, record.rp_id if record else "")
+            self._authorize(request, message, record.rp_id_hash if record else b"")
             if record is None or not self._store.delete_credential(cred_id):
                 raise CtapError(CtapStatus.NO_CREDENTIALS)
             return {}
@@ -143,7 +144,7 @@ class CredentialManagement:
         cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
         user = request.param(_P_USER, dict)
         record = self._store.get_credential(cred_id)
-        self._authorize(request, message, record.rp_id if record else "")
+        self._authorize(request, message, record.rp_id_hash if record else b"")
         if record is None:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
         user_id = user.get("id")
@@ -158,10 +159,13 @@ class CredentialManagement:
         return {}
 
     def _authorize(
-        self, request: CredentialManagementRequest, message: bytes, rp_id: str | None
+        self, request: CredentialManagementRequest, message: bytes, rp_id_hash: bytes | None
     ) -> None:
-        """Verify the token; ``rp_id`` None means the subcommand spans all RPs, so a
-        token bound to one RP may not be used (6.8.2 step 4, 6.8.3 step 4)."""
+        """Verify the token (cm permission). ``rp_id_hash`` None means the subcommand
+        spans all RPs, so a token bound to one RP may not be used (6.8.2, 6.8.3);
+        otherwise a bound token must be bound to that RP. ``b""`` (credential not
+        found): any token with cm may learn NO_CREDENTIALS, as the RP cannot be
+        told. Failures: PIN_AUTH_INVALID."""
         assert request.pin_uv_auth_param is not None
         self._pin.verify_token(
             request.protocol,
@@ -170,7 +174,11 @@ class CredentialManagement:
             Permission.CREDENTIAL_MANAGEMENT,
         )
         bound = self._pin.token.rp_id
-        if bound is not None and (rp_id is None or bound != rp_id):
+        if bound is None or rp_id_hash == b"":
+            return
+        if rp_id_hash is None or not hmac.compare_digest(
+            hashlib.sha256(bound.encode("utf-8")).digest(), rp_id_hash
+        ):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
 
     def _metadata(self) -> dict[int, Any]:

@@ -13,7 +13,11 @@ from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config as FidoConfig
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
-from fido2.webauthn import AuthenticatorData
+from fido2.webauthn import (
+    AuthenticatorData,
+    PublicKeyCredentialDescriptor,
+    PublicKeyCredentialType,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -551,3 +555,36 @@ def test_correct_pin_restores_uv_retries() -> None:
     assert cp.get_uv_retries() == 6  # a wrong PIN does not help
     cp.get_pin_token(PIN)
     assert cp.get_uv_retries() == 8 and cp.get_pin_retries()[0] == 8
+
+
+def test_rp_bound_credential_management_token() -> None:
+    from fido2.ctap2.credman import CredentialManagement
+    from fido2.utils import sha256
+
+    key = make_key()
+    ctap = key.ctap2()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    token = pin_token(ctap, ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    att = make(ctap, "a.example", options={"rk": True}, **pin_param(token))
+    cred_id = att.auth_data.credential_data.credential_id
+
+    def cm(rp_id: str) -> CredentialManagement:
+        return CredentialManagement(
+            ctap,
+            PinProtocolV2(),
+            pin_token(ctap, ClientPin.PERMISSION.CREDENTIAL_MGMT, rp_id),
+        )
+
+    assert len(cm("a.example").enumerate_creds(sha256(b"a.example"))) == 1
+    for rp_id, target in (("b.example", "a.example"), ("a.example", "c.example")):
+        with pytest.raises(CtapError) as err:
+            cm(rp_id).enumerate_creds(sha256(target.encode()))
+        assert err.value.code == ERR.PIN_AUTH_INVALID
+    # Bound to an RP without credentials: NO_CREDENTIALS (python-fido2 returns []).
+    assert cm("c.example").enumerate_creds(sha256(b"c.example")) == []
+    descriptor_ = PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=cred_id)
+    with pytest.raises(CtapError) as err:
+        cm("b.example").delete_cred(descriptor_)
+    assert err.value.code == ERR.PIN_AUTH_INVALID
+    cm("a.example").delete_cred(descriptor_)
+    assert key.store.count_credentials() == 0
