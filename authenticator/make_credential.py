@@ -255,9 +255,6 @@ def make_credential(
 
     # Step 15 (parsed early so malformed input fails before any user interaction).
     ext = MakeCredentialExtensions.parse(request.extensions)
-    # largeBlobKey is for discoverable credentials only (section 12.3).
-    if ext.large_blob_key and not rk:
-        raise CtapError(CtapStatus.INVALID_OPTION, "largeBlobKey needs rk")
 
     # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
     # Step 11: user verification.
@@ -335,7 +332,10 @@ def make_credential(
         outputs[CRED_BLOB] = stored
     if ext.min_pin_length and rp_id in services.settings.min_pin_length_rp_ids:
         outputs[MIN_PIN_LENGTH] = pin.min_pin_length
-    large_blob_key = os.urandom(32) if ext.large_blob_key else None
+    # largeBlobKey: discoverable credentials only (section 12.3); platforms
+    # (python-fido2 among them) send it regardless, so a server-side credential
+    # simply gets none and the client reports largeBlob unsupported.
+    large_blob_key = os.urandom(32) if ext.large_blob_key and rk else None
 
     # Step 16: generate the credential key pair.
     key = CredentialKey.generate(algorithm)

@@ -431,10 +431,12 @@ def test_make_credential_extension_outputs() -> None:
     outputs, response = _extension_outputs(key, {"largeBlobKey": True, "minPinLength": True})
     assert outputs is None  # minPinLength: this RP is not in the list
     assert len(response[5]) == 32  # largeBlobKey (0x05), not in authData
-    status, _ = key.call(
+    status, response = key.call(
         MC, make_credential_map(extensions={"largeBlobKey": True}, options={"rk": False})
     )
-    assert status == CtapStatus.INVALID_OPTION  # largeBlobKey needs a discoverable credential
+    assert status == CtapStatus.OK and 5 not in response  # discoverable credentials only
+    status, _ = key.call(MC, make_credential_map(extensions={"largeBlobKey": False}))
+    assert status == CtapStatus.INVALID_OPTION
     status, _ = key.call(MC, make_credential_map(extensions={"credProtect": "high"}))
     assert status == CtapStatus.CBOR_UNEXPECTED_TYPE
 
@@ -588,3 +590,22 @@ def test_rp_bound_credential_management_token() -> None:
     assert err.value.code == ERR.PIN_AUTH_INVALID
     cm("a.example").delete_cred(descriptor_)
     assert key.store.count_credentials() == 0
+
+
+def test_large_blob_support_needs_a_discoverable_credential() -> None:
+    from tests.test_ctap21_features import create
+
+    with running_key() as k:
+        ext = {"largeBlob": {"support": "preferred"}}
+        assert (
+            create(k, rk="discouraged", extensions=ext).client_extension_results["largeBlob"][
+                "supported"
+            ]
+            is False
+        )
+        assert (
+            create(k, rk="required", extensions=ext).client_extension_results["largeBlob"][
+                "supported"
+            ]
+            is True
+        )
