@@ -1,0 +1,277 @@
+"""Interactive user presence: one pending request, several ways to answer it.
+
+:class:`PresenceBroker` implements :class:`authenticator.env.Presence`. For each request it
+publishes a :class:`PendingPresence` (which the control socket lists and answers:
+``vfido approve`` / ``vfido deny``) and starts the configured front end (a desktop
+notification, a terminal prompt, an automatic answer...) on its own thread. The first answer
+wins; when the request ends (answered, timed out, cancelled by the host) the front ends are
+told through :meth:`PendingPresence.wait_done` and withdraw their prompt.
+
+The authenticator turns the result into the CTAP status: DENIED -> OPERATION_DENIED,
+TIMEOUT -> USER_ACTION_TIMEOUT, CANCELLED -> KEEPALIVE_CANCEL. For the user, a timeout is a
+refusal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from typing import Protocol
+
+from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
+
+log = logging.getLogger(__name__)
+
+#: How often the broker looks at the host's CTAPHID_CANCEL while waiting for an answer.
+CANCEL_POLL = 0.05
+#: Longest site / user name shown to the user (they come from the web page).
+NAME_LIMIT = 64
+
+
+def clean(text: str, limit: int = NAME_LIMIT) -> str:
+    """``text`` safe to show on a terminal or in a notification: no control or format
+    characters (no ANSI escapes, no bidi overrides), at most ``limit`` characters."""
+    kept = "".join(
+        " " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text
+    ).strip()
+    return kept if len(kept) <= limit else kept[: limit - 1] + "\u2026"
+
+
+_QUESTIONS = {
+    PresenceKind.REGISTER: "Register this security key with {site}?",
+    PresenceKind.AUTHENTICATE: "Sign in to {site} with this security key?",
+    PresenceKind.EXCLUDED: "This key is already registered with {site}: confirm?",
+    PresenceKind.RESET: "Reset the security key? Every credential will be erased.",
+    PresenceKind.SELECT: "Use this security key{for_site}?",
+    PresenceKind.CREDENTIAL_MANAGEMENT: "Allow managing the key's credentials{for_site}?",
+    PresenceKind.LARGE_BLOB: "Allow writing large-blob data{for_site}?",
+    PresenceKind.CONFIG: "Allow changing the key's configuration?",
+}
+
+
+def question(request: PresenceRequest) -> str:
+    """What the user is asked, in one sentence: which site asks, and for what."""
+    site = clean(request.rp_id) if request.rp_id else "a site (U2F: name not known)"
+    for_site = f" for {clean(request.rp_id)}" if request.rp_id else ""
+    text = _QUESTIONS[request.kind].format(site=site, for_site=for_site)
+    if request.user_name and text.endswith("?"):
+        text = text[:-1] + f" (as {clean(request.user_name)})?"
+    return text
+
+
+def action(request: PresenceRequest) -> str:
+    """A short name of what is asked, e.g. ``sign in`` (for status lines)."""
+    return {
+        PresenceKind.REGISTER: "register",
+        PresenceKind.AUTHENTICATE: "sign in",
+    }.get(request.kind, request.kind.value.replace("-", " "))
+
+
+class PendingPresence:
+    """One presence request waiting for an answer. The first answer wins."""
+
+    def __init__(self, request_id: int, request: PresenceRequest, timeout: float) -> None:
+        self.id = request_id
+        self.request = request
+        self.timeout = timeout
+        self.created = time.monotonic()
+        self._lock = threading.Lock()
+        self._result: PresenceResult | None = None
+        self._source: str | None = None
+        self._answered = threading.Event()
+        self._done = threading.Event()
+
+    def answer(self, granted: bool, source: str) -> bool:
+        """Record the user's answer; False if the request already has one (or is over)."""
+        with self._lock:
+            if self._result is not None or self._done.is_set():
+                return False
+            self._result = PresenceResult.GRANTED if granted else PresenceResult.DENIED
+            self._source = source
+        log.info(
+            "presence: request %d %s by %s",
+            self.id,
+            "approved" if granted else "denied",
+            source,
+        )
+        self._answered.set()
+        return True
+
+    def finish(self, result: PresenceResult) -> PresenceResult:
+        """End the request (called by the broker); returns the result that stands."""
+        with self._lock:
+            if self._result is None:
+                self._result = result
+                self._source = "timeout" if result is PresenceResult.TIMEOUT else "host"
+            self._done.set()
+            return self._result
+
+    @property
+    def result(self) -> PresenceResult | None:
+        with self._lock:
+            return self._result
+
+    @property
+    def source(self) -> str | None:
+        """Who answered: ``control socket``, ``notification``, ``terminal``, ``timeout``..."""
+        with self._lock:
+            return self._source
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def remaining(self) -> float:
+        return max(0.0, self.timeout - (time.monotonic() - self.created))
+
+    def wait_answered(self, timeout: float) -> bool:
+        return self._answered.wait(timeout)
+
+    def wait_done(self, timeout: float) -> bool:
+        """Front ends call this to know when to withdraw their prompt."""
+        return self._done.wait(timeout)
+
+    def describe(self) -> dict[str, object]:
+        """The request as the control socket shows it."""
+        return {
+            "id": self.id,
+            "kind": self.request.kind.value,
+            "action": action(self.request),
+            "rp_id": self.request.rp_id,
+            "user_name": self.request.user_name,
+            "question": question(self.request),
+            "remaining": round(self.remaining(), 1),
+        }
+
+
+class FrontEnd(Protocol):
+    """Asks the user about one pending request.
+
+    ``ask`` runs on its own thread. It calls ``pending.answer(granted, source)`` when the user
+    answers, and returns once it has nothing more to do or ``pending.wait_done`` says the
+    request is over (it then withdraws its prompt).
+    """
+
+    name: str
+
+    def ask(self, pending: PendingPresence) -> None: ...
+
+
+class AutoFrontEnd:
+    """Approves after ``delay`` seconds (``--presence auto``)."""
+
+    name = "auto"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        self.delay = delay
+
+    def ask(self, pending: PendingPresence) -> None:
+        if self.delay and pending.wait_done(self.delay):
+            return
+        pending.answer(True, "auto")
+
+
+class DenyFrontEnd:
+    """Refuses at once (``--presence deny``)."""
+
+    name = "deny"
+
+    def ask(self, pending: PendingPresence) -> None:
+        pending.answer(False, "deny")
+
+
+class PresenceBroker:
+    """A :class:`authenticator.env.Presence` answered by front ends or the control socket."""
+
+    def __init__(self, front_ends: Sequence[FrontEnd] = (), *, mode: str = "manual") -> None:
+        self.front_ends = tuple(front_ends)
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: dict[int, PendingPresence] = {}
+        self._ids = itertools.count(1)
+
+    # -- what the control socket uses -----------------------------------------------------
+
+    def pending(self) -> list[PendingPresence]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def wait_pending(self, timeout: float) -> list[PendingPresence]:
+        """The pending requests, waiting up to ``timeout`` seconds for one to appear."""
+        with self._changed:
+            self._changed.wait_for(lambda: bool(self._pending), timeout)
+            return list(self._pending.values())
+
+    def answer(self, granted: bool, request_id: int | None, source: str) -> PendingPresence:
+        """Answer the pending request ``request_id`` (or the only one); ValueError if none."""
+        with self._lock:
+            pendings = list(self._pending.values())
+        if request_id is not None:
+            pendings = [p for p in pendings if p.id == request_id]
+            if not pendings:
+                raise LookupError(f"no pending request {request_id}")
+        if not pendings:
+            raise LookupError("no request is waiting for approval")
+        if len(pendings) > 1:
+            ids = ", ".join(str(p.id) for p in pendings)
+            raise LookupError(f"several requests are waiting ({ids}): choose one with --id")
+        target = pendings[0]
+        if not target.answer(granted, source):
+            raise LookupError(f"request {target.id} was already answered")
+        return target
+
+    # -- Presence ---------------------------------------------------------------------------
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        pending = PendingPresence(next(self._ids), request, timeout)
+        with self._changed:
+            self._pending[pending.id] = pending
+            self._changed.notify_all()
+        log.info("presence: request %d: %s", pending.id, question(request))
+        if not self.front_ends:
+            log.warning(
+                "presence: answer request %d with `vfido approve` or `vfido deny` (%.0f s)",
+                pending.id,
+                timeout,
+            )
+        for front_end in self.front_ends:
+            threading.Thread(
+                target=self._run_front_end,
+                args=(front_end, pending),
+                name=f"presence-{front_end.name}",
+                daemon=True,
+            ).start()
+        result = PresenceResult.TIMEOUT
+        try:
+            while True:
+                remaining = pending.remaining()
+                if pending.wait_answered(min(CANCEL_POLL, remaining)):
+                    result = pending.result or PresenceResult.TIMEOUT
+                    break
+                if context.is_cancelled():
+                    result = PresenceResult.CANCELLED
+                    break
+                if remaining <= 0:
+                    break
+        finally:
+            result = pending.finish(result)
+            with self._lock:
+                self._pending.pop(pending.id, None)
+        log.info("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
+        return result
+
+    @staticmethod
+    def _run_front_end(front_end: FrontEnd, pending: PendingPresence) -> None:
+        try:
+            front_end.ask(pending)
+        except Exception as exc:  # a broken front end must not take the key down
+            log.warning("presence front end %s failed: %s", front_end.name, exc)

@@ -1,0 +1,390 @@
+"""The control socket of a running key: ``vfido approve``, ``vfido deny``, ``vfido status``.
+
+A Unix stream socket at ``$XDG_RUNTIME_DIR/vfido/<name>.sock`` (without
+``$XDG_RUNTIME_DIR``: ``/tmp/vfido-<uid>/<name>.sock``), in a directory of mode 0700 owned
+by the user, socket mode 0600; connections from other users are refused (``SO_PEERCRED``).
+
+Protocol: JSON lines. Each request is one object ``{"cmd": NAME, ...arguments}`` on one line;
+each answer is one object on one line, ``{"ok": true, ...}`` or
+``{"ok": false, "error": "one human line"}``. A connection may send several requests.
+
+Commands are registered by name (:meth:`ControlServer.register`), so later features (list/add/
+remove credentials, presence mode, power cycle, log...) only add handlers. Now:
+
+* ``status``: what the key is (transport, hidraw node / UDP port, presence mode, pending);
+* ``pending`` ``{"wait": seconds?}``: the requests waiting for the user;
+* ``approve`` / ``deny`` ``{"id": int?, "wait": seconds?}``: answer the pending request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from vfido.broker import PresenceBroker
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: Longest request line accepted.
+MAX_LINE = 64 * 1024
+#: Longest wait a client can ask for (``approve --wait``).
+MAX_WAIT = 600.0
+MAX_CONNECTIONS = 16
+#: An idle client connection is dropped after this many seconds.
+IDLE_TIMEOUT = 60.0
+
+
+class ControlError(Exception):
+    """A control socket problem, said in one line."""
+
+
+class NotRunningError(ControlError):
+    """No key answers on the control socket."""
+
+
+class CommandError(Exception):
+    """Raised by a handler: the answer is ``{"ok": false, "error": str(exc)}``."""
+
+
+def socket_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/vfido``, else ``/tmp/vfido-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "vfido"
+    return Path("/tmp") / f"vfido-{os.getuid()}"
+
+
+def socket_path(name: str, directory: Path | None = None) -> Path:
+    if not name or "/" in name or name.startswith(".") or len(name) > 64:
+        raise ValueError("a key name is 1-64 characters, no '/', not starting with '.'")
+    return (directory or socket_dir()) / f"{name}.sock"
+
+
+def _private_dir(directory: Path) -> None:
+    """Create ``directory`` (0700) or check that it is ours and private. Raises ControlError."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        st = os.lstat(directory)
+    except OSError as exc:
+        raise ControlError(f"cannot create {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{directory} is not a directory: remove it")
+    if st.st_uid != os.getuid():
+        raise ControlError(f"{directory} belongs to another user (uid {st.st_uid}): remove it")
+    if st.st_mode & 0o077:
+        try:
+            os.chmod(directory, 0o700)
+        except OSError as exc:
+            raise ControlError(f"{directory} is not private and chmod failed: {exc}") from None
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class ControlServer:
+    """Serves the control socket on background threads (one per connection)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handlers: dict[str, Handler] = {}
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
+
+    def register(self, name: str, handler: Handler) -> None:
+        self._handlers[name] = handler
+
+    def start(self) -> None:
+        """Bind the socket (replacing a stale one) and serve it. Raises ControlError."""
+        _private_dir(self.path.parent)
+        if self.path.exists() or self.path.is_symlink():
+            if _alive(self.path):
+                raise ControlError(
+                    f"another vfido key is running with control socket {self.path}: "
+                    "stop it or choose another --name"
+                )
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise ControlError(
+                f"cannot create control socket {self.path}: {exc.strerror}"
+            ) from None
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        sock.listen(8)
+        sock.settimeout(0.5)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
+        self._thread.start()
+        log.info("control socket %s", self.path)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept_loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("control socket: accept failed: %s", exc)
+                continue
+            if not self._slots.acquire(blocking=False):
+                _send_line(conn, {"ok": False, "error": "too many control connections"})
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve_connection, args=(conn,), name="control-conn", daemon=True
+            ).start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                uid = _peer_uid(conn)
+                if uid not in (os.getuid(), 0):
+                    log.warning("control socket: refused a connection from uid %d", uid)
+                    _send_line(conn, {"ok": False, "error": "permission denied"})
+                    return
+                conn.settimeout(IDLE_TIMEOUT)
+                for line in _read_lines(conn):
+                    if self._stopping.is_set():
+                        return
+                    _send_line(conn, self._dispatch(line))
+        except (OSError, ValueError) as exc:
+            log.debug("control connection ended: %s", exc)
+        finally:
+            self._slots.release()
+
+    def _dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "not a JSON object"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return {"ok": False, "error": 'a request is {"cmd": NAME, ...}'}
+        name = request.pop("cmd")
+        handler = self._handlers.get(name)
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {name!r}"}
+        try:
+            answer = handler(request)
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:
+            log.error("control command %s failed: %s", name, type(exc).__name__)
+            return {"ok": False, "error": f"internal error ({type(exc).__name__})"}
+        return {"ok": True, **answer}
+
+
+def _read_lines(conn: socket.socket) -> Iterator[bytes]:
+    buffer = b""
+    while True:
+        newline = buffer.find(b"\n")
+        if newline >= 0:
+            line, buffer = buffer[:newline], buffer[newline + 1 :]
+            if line.strip():
+                yield line
+            continue
+        if len(buffer) > MAX_LINE:
+            raise ValueError("request line too long")
+        chunk = conn.recv(4096)
+        if not chunk:
+            return
+        buffer += chunk
+
+
+def _send_line(conn: socket.socket, obj: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+
+
+def _alive(path: Path) -> bool:
+    """True if something accepts connections on the socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+        s.settimeout(2)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+# --- client -----------------------------------------------------------------------------
+
+
+class ControlClient:
+    """One connection to a key's control socket."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(str(path))
+        except OSError as exc:
+            self._sock.close()
+            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+                raise NotRunningError(
+                    f"no vfido key answers on {path}: start one with `vfido run`"
+                ) from None
+            raise ControlError(f"cannot connect to {path}: {exc.strerror}") from None
+        self._lines = _read_lines(self._sock)
+
+    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        """Send one command; the answer without ``ok``. Raises ControlError if not ok."""
+        if timeout is not None:
+            self._sock.settimeout(timeout)
+        try:
+            self._sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            line = next(self._lines, None)
+        except TimeoutError:
+            raise ControlError(f"the key did not answer {cmd!r} in time") from None
+        except (OSError, ValueError) as exc:
+            raise ControlError(f"control socket {self.path}: {exc}") from None
+        if line is None:
+            raise ControlError(f"the key closed the control connection ({self.path})")
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ControlError("malformed answer from the key")
+        if not answer.pop("ok", False):
+            raise ControlError(str(answer.get("error", "the key refused the command")))
+        return answer
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def running_keys(directory: Path | None = None) -> list[Path]:
+    """Control sockets in ``directory`` that something answers on."""
+    directory = directory or socket_dir()
+    try:
+        candidates = sorted(directory.glob("*.sock"))
+    except OSError:
+        return []
+    return [p for p in candidates if _alive(p)]
+
+
+def find_key(
+    name: str | None = None,
+    path: Path | None = None,
+    *,
+    directory: Path | None = None,
+    prefer_pending: bool = False,
+) -> Path:
+    """The control socket to talk to: ``path``, else ``name``, else the only running key
+    (with ``prefer_pending``: the only one with a pending request). Raises ControlError."""
+    if path is not None:
+        return path
+    if name is not None:
+        return socket_path(name, directory)
+    directory = directory or socket_dir()
+    keys = running_keys(directory)
+    if not keys:
+        raise NotRunningError(
+            f"no vfido key is running (no control socket in {directory}): "
+            "start one with `vfido run`"
+        )
+    if len(keys) == 1:
+        return keys[0]
+    if prefer_pending:
+        waiting = []
+        for key in keys:
+            with contextlib.suppress(ControlError), ControlClient(key, timeout=2) as client:
+                if client.call("pending").get("pending"):
+                    waiting.append(key)
+        if len(waiting) == 1:
+            return waiting[0]
+    names = ", ".join(p.stem for p in keys)
+    raise ControlError(f"several vfido keys are running ({names}): choose one with --name")
+
+
+# --- presence commands ------------------------------------------------------------------
+
+
+def _wait_arg(args: dict[str, Any]) -> float:
+    wait = args.get("wait", 0)
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
+        raise CommandError(f"wait must be a number of seconds between 0 and {MAX_WAIT:.0f}")
+    return float(wait)
+
+
+def add_presence_commands(server: ControlServer, broker: PresenceBroker) -> None:
+    """``pending``, ``approve`` and ``deny`` for the requests of ``broker``."""
+
+    def pending(args: dict[str, Any]) -> dict[str, Any]:
+        wait = _wait_arg(args)
+        items = broker.wait_pending(wait) if wait else broker.pending()
+        return {"pending": [p.describe() for p in items]}
+
+    def answerer(granted: bool) -> Handler:
+        def handler(args: dict[str, Any]) -> dict[str, Any]:
+            wait = _wait_arg(args)
+            request_id = args.get("id")
+            if request_id is not None and (
+                not isinstance(request_id, int) or isinstance(request_id, bool)
+            ):
+                raise CommandError("id must be an integer")
+            if wait:
+                broker.wait_pending(wait)
+            try:
+                answered = broker.answer(granted, request_id, "control socket")
+            except LookupError as exc:
+                raise CommandError(str(exc)) from None
+            return {"request": answered.describe(), "granted": granted}
+
+        return handler
+
+    server.register("pending", pending)
+    server.register("approve", answerer(True))
+    server.register("deny", answerer(False))
