@@ -73,11 +73,15 @@ class Service:
 
 @contextmanager
 def udp_service(
-    args: Sequence[str], *, passphrase: str | None = PASSPHRASE, ready_timeout: float = 60.0
+    args: Sequence[str],
+    *,
+    passphrase: str | None = PASSPHRASE,
+    ready_timeout: float = 60.0,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """Start `vfido run --transport udp` on free ports and wait for its ready line."""
     port, peer_port = free_udp_port(), free_udp_port()
-    e = env()
+    e = env(**(extra_env or {}))
     if passphrase is not None:
         e["VFIDO_PASSPHRASE"] = passphrase
     process = subprocess.Popen(
