@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
 from vfido import __version__
+from vfido.broker import PresenceBroker
+from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
 from vfido.service import keystore_default_dir
 
@@ -61,23 +65,56 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _presence(args: argparse.Namespace) -> object:
-    from vfido.presence import AutoPresence, DenyPresence
+PRESENCE_MODES = ("auto", "deny", "prompt", "notify", "manual")
 
-    if args.presence == "auto":
-        return AutoPresence(args.presence_delay)
-    return DenyPresence()
+
+def _presence(args: argparse.Namespace) -> PresenceBroker:
+    """The presence broker for ``--presence``; the control socket can always answer too."""
+    from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd
+    from vfido.prompt import TerminalPrompt, terminal_available
+
+    mode = args.presence
+    front_ends: list[FrontEnd] = []
+    if mode == "auto":
+        front_ends.append(AutoFrontEnd(args.presence_delay))
+    elif mode == "deny":
+        front_ends.append(DenyFrontEnd())
+    elif mode == "prompt":
+        if not terminal_available():
+            raise CliError(
+                "--presence prompt needs a terminal in the foreground: use --presence notify "
+                "(desktop) or --presence manual (`vfido approve` / `vfido deny`)"
+            )
+        front_ends.append(TerminalPrompt())
+    elif mode == "notify":
+        from vfido.desktop import DesktopNotifier
+
+        fallback = TerminalPrompt() if terminal_available() else None
+        notifier = DesktopNotifier(fallback=fallback)
+        if not notifier.available():
+            where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
+            log.warning("no desktop notification service on the session bus: asking %s", where)
+        front_ends.append(notifier)
+    return PresenceBroker(front_ends, mode=mode)
 
 
 def _config(args: argparse.Namespace) -> object:
     from authenticator.config import Config
 
-    return Config(attestation=args.attestation, constant_zero_counter=args.zero_counter)
+    return Config(
+        attestation=args.attestation,
+        constant_zero_counter=args.zero_counter,
+        presence_timeout=args.presence_timeout,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vfido.service import TransportOptions, run
+    from transports.uhid import UhidUnavailableError
+    from vfido.service import TransportOptions, control_name, run
 
+    if args.presence_timeout <= 0:
+        raise CliError("--presence-timeout must be positive")
+    presence = _presence(args)
     store = _open_store(args)
     options = TransportOptions(
         kind=args.transport,
@@ -85,8 +122,120 @@ def cmd_run(args: argparse.Namespace) -> int:
         udp_peer_port=args.udp_peer_port,
         serial=args.serial,
     )
-    run(store, _presence(args), _config(args), options)  # type: ignore[arg-type]
+    if args.control_socket:
+        control_path = Path(args.control_socket)
+    else:
+        try:
+            control_path = socket_path(args.name or control_name(options, store))
+        except ValueError as exc:
+            store.close()
+            raise CliError(f"--name: {exc}") from None
+    info = {
+        "name": control_path.stem,
+        "keystore": "(ephemeral)" if args.ephemeral else str(_keystore_dir(args)),
+        "presence_timeout": args.presence_timeout,
+    }
+    try:
+        run(
+            store,
+            presence,
+            _config(args),  # type: ignore[arg-type]
+            options,
+            control_path=control_path,
+            info=info,
+        )
+    except UhidUnavailableError as exc:
+        raise CliError(str(exc)) from None
     return 0
+
+
+def _control_target(args: argparse.Namespace, prefer_pending: bool = False) -> Path:
+    return find_key(
+        args.name,
+        Path(args.socket) if args.socket else None,
+        prefer_pending=prefer_pending,
+    )
+
+
+def _describe_pending(item: dict[str, Any]) -> str:
+    return f"request {item.get('id')}: {item.get('question')} ({item.get('remaining')} s left)"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _control_target(args)
+    with ControlClient(path) as client:
+        answer = client.call("status")
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    print(f"key:           {answer.get('name', path.stem)} (pid {answer.get('pid')})")
+    print(f"control:       {path}")
+    if answer.get("transport") == "uhid":
+        print(f"transport:     uhid, {answer.get('hidraw') or 'no hidraw node yet'}")
+        print(f"serial:        {answer.get('serial')}")
+    else:
+        udp = answer.get("udp") or {}
+        print(f"transport:     udp {udp.get('host')}:{udp.get('port')} -> {udp.get('peer_port')}")
+    print(f"keystore:      {answer.get('keystore')}")
+    print(f"presence:      {answer.get('presence')} (timeout {answer.get('presence_timeout')} s)")
+    pending = answer.get("pending") or []
+    if not pending:
+        print("pending:       none")
+    for item in pending:
+        print(f"pending:       {_describe_pending(item)}")
+    return 0
+
+
+def _cmd_answer(args: argparse.Namespace, granted: bool) -> int:
+    path = _control_target(args, prefer_pending=True)
+    wait = args.wait or 0.0
+    if not 0 <= wait <= 600:
+        raise CliError("--wait must be between 0 and 600 seconds")
+    request: dict[str, Any] = {"wait": wait}
+    if args.id is not None:
+        request["id"] = args.id
+    with ControlClient(path) as client:
+        try:
+            answer = client.call("approve" if granted else "deny", timeout=wait + 10, **request)
+        except ControlError as exc:
+            hint = "" if wait else " (use --wait SECONDS to wait for one)"
+            text = str(exc)
+            raise CliError(text + (hint if text.startswith("no request") else "")) from None
+    item = answer.get("request") or {}
+    print(f"{'approved' if granted else 'denied'} {_describe_pending(item).split(' (')[0]}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _cmd_answer(args, True)
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    return _cmd_answer(args, False)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vfido.doctor import format_check, run_checks
+
+    checks = run_checks(name=args.name)
+    for check in checks:
+        print(format_check(check))
+    failed = sum(1 for c in checks if c.status == "FAIL")
+    print(f"{failed} check(s) failed" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def cmd_install_udev(args: argparse.Namespace) -> int:
+    from vfido.udev_install import InstallError, install
+
+    try:
+        return install(
+            prefix=Path(args.prefix) if args.prefix else None,
+            dry_run=args.dry_run,
+            user=args.user,
+        )
+    except InstallError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -222,9 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", choices=["udp", "uhid"], default="udp")
     p.add_argument(
         "--presence",
-        choices=["auto", "deny"],
+        choices=PRESENCE_MODES,
         default="auto",
-        help="how user presence is answered (default: auto)",
+        help="how user presence is asked: auto (approve everything), deny, prompt (terminal), "
+        "notify (desktop notification, else terminal), manual (only `vfido approve`/`deny`); "
+        "default: auto",
     )
     p.add_argument(
         "--presence-delay",
@@ -233,12 +384,64 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="with --presence auto: wait this long before approving",
     )
+    p.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="an unanswered request is refused after this long (default: 30)",
+    )
+    p.add_argument(
+        "--name",
+        help="name of the control socket (default: the serial for uhid, udp-PORT for udp)",
+    )
+    p.add_argument(
+        "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
+    )
     p.add_argument("--udp-port", type=int, default=8111, help="UDP port the key binds")
     p.add_argument("--udp-peer-port", type=int, default=7112, help="UDP port replies go to")
     p.add_argument("--serial", help="USB serial number (printable ASCII) for uhid")
     p.add_argument("--attestation", choices=["packed", "self", "none"], default="packed")
     p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
     p.set_defaults(func=cmd_run)
+
+    def control_args(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--name", help="which running key (default: the only one)")
+        q.add_argument("--socket", metavar="PATH", help="the key's control socket")
+
+    p = sub.add_parser("status", help="show the running key and its pending request")
+    control_args(p)
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    for name, func, verb in (("approve", cmd_approve, "approve"), ("deny", cmd_deny, "deny")):
+        p = sub.add_parser(name, help=f"{verb} the request waiting for user presence")
+        control_args(p)
+        p.add_argument("--id", type=int, help="only this request (see `vfido status`)")
+        p.add_argument(
+            "--wait",
+            type=float,
+            metavar="SECONDS",
+            help="wait up to SECONDS for a request to arrive",
+        )
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("doctor", help="check that browsers can use the key (UHID, udev, hidraw)")
+    p.add_argument("--name", help="which running key to check (default: every one)")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser(
+        "install-udev",
+        help="install the udev rules, uhid module loading and systemd user unit (as root)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only print what would be done")
+    p.add_argument(
+        "--prefix", metavar="DIR", help="install under DIR instead of / (no system changes)"
+    )
+    p.add_argument(
+        "--user", help="add USER to the group vfido (default: $SUDO_USER when run with sudo)"
+    )
+    p.set_defaults(func=cmd_install_udev)
 
     p = sub.add_parser("info", help="show the keystore and what the key advertises")
     _add_keystore_args(p, ephemeral=True)
@@ -286,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (CliError, KeystoreError, PassphraseError) as exc:
+    except (CliError, KeystoreError, PassphraseError, ControlError) as exc:
         print(f"vfido: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

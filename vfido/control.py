@@ -141,7 +141,7 @@ class ControlServer:
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
         self._thread.start()
-        log.info("control socket %s", self.path)
+        log.debug("control socket %s", self.path)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -155,7 +155,8 @@ class ControlServer:
                 self.path.unlink()
 
     def __enter__(self) -> ControlServer:
-        self.start()
+        if self._sock is None:
+            self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:

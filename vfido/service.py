@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from authenticator.env import Presence
 from keystore.sqlite_store import SqliteKeyStore
+from vfido import __version__
+from vfido.broker import PresenceBroker
+from vfido.control import ControlServer, add_presence_commands
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,42 @@ def make_transport(
     raise ValueError(f"unknown transport {options.kind!r}")
 
 
+def control_name(options: TransportOptions, store: SqliteKeyStore) -> str:
+    """The default name of a key's control socket: its serial (uhid) or ``udp-PORT``."""
+    if options.kind == "uhid":
+        return options.serial or default_serial(store)
+    return f"udp-{options.udp_port}"
+
+
+def status(
+    options: TransportOptions,
+    transport: Transport | None,
+    presence: Presence,
+    info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The control socket's ``status`` answer."""
+    result: dict[str, Any] = {
+        "version": __version__,
+        "pid": os.getpid(),
+        "transport": options.kind,
+        **info,
+    }
+    if options.kind == "uhid":
+        hidraw_path = getattr(transport, "hidraw_path", None)
+        result["serial"] = getattr(transport, "serial", options.serial)
+        result["hidraw"] = hidraw_path() if hidraw_path is not None else None
+    else:
+        result["udp"] = {
+            "host": options.udp_host,
+            "port": getattr(transport, "port", options.udp_port),
+            "peer_port": options.udp_peer_port,
+        }
+    if isinstance(presence, PresenceBroker):
+        result["presence"] = presence.mode
+        result["pending"] = [p.describe() for p in presence.pending()]
+    return result
+
+
 def announce(options: TransportOptions, transport: Transport) -> None:
     """Tell the user (and test harnesses) where the key is: one line on stderr."""
     if options.kind == "udp":
@@ -91,21 +132,46 @@ def run(
     config: Config,
     options: TransportOptions,
     stop: threading.Event | None = None,
+    *,
+    control_path: Path | None = None,
+    info: Mapping[str, Any] | None = None,
 ) -> None:
-    """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store."""
+    """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
+
+    With ``control_path``, also serve the control socket there (``status``, and for a
+    :class:`PresenceBroker` ``pending``/``approve``/``deny``); ``info`` is added to
+    ``status``. The socket is bound before the transport starts, so a second key with the
+    same name fails before creating a device.
+    """
     stop = stop or threading.Event()
     device = Authenticator(store, presence, config)
     transport = make_transport(options, device, store)
+    control: ControlServer | None = None
+    if control_path is not None:
+        control = ControlServer(control_path)
+        extra = dict(info or {})
+        control.register("status", lambda _args: status(options, transport, presence, extra))
+        if isinstance(presence, PresenceBroker):
+            add_presence_commands(control, presence)
+        try:
+            control.start()
+        except BaseException:
+            store.close()
+            raise
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = False
     try:
         transport.start()
+        started = True
         try:
             announce(options, transport)
+            if control is not None:
+                print(f"vfido: control socket {control.path}", file=sys.stderr, flush=True)
             while not stop.wait(0.5):
                 pass
         finally:
@@ -113,8 +179,11 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if control is not None:
+            control.stop()
         store.close()
-        log.info("stopped")
+        if started:
+            log.info("stopped")
 
 
 def keystore_default_dir() -> Path:

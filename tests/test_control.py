@@ -1,0 +1,358 @@
+"""The control socket (server, client, permissions) and the presence broker it answers for,
+in-process and through `vfido run` / `vfido approve` / `vfido deny` subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
+from fido2.ctap import CtapError
+from fido2.webauthn import UserVerificationRequirement
+
+from authenticator.env import PresenceResult
+from tests.presence_helpers import REGISTER, SIGN_IN, Asking, as_other_user
+from tests.rp import RelyingParty, challenge_of, random_user
+from tests.service_helpers import udp_service, vfido
+from transports.udp import open_udp_device
+from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
+from vfido.control import (
+    CommandError,
+    ControlClient,
+    ControlError,
+    ControlServer,
+    NotRunningError,
+    add_presence_commands,
+    find_key,
+    running_keys,
+    socket_dir,
+    socket_path,
+)
+
+
+@pytest.fixture
+def sock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run" / "vfido"
+
+
+def serve(path: Path, broker: PresenceBroker | None = None) -> ControlServer:
+    server = ControlServer(path)
+    server.register("status", lambda _args: {"name": path.stem})
+    if broker is not None:
+        add_presence_commands(server, broker)
+    server.start()
+    return server
+
+
+# --- the socket -------------------------------------------------------------------------------
+
+
+def test_socket_location_follows_xdg_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert socket_path("k1") == tmp_path / "vfido" / "k1.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert socket_dir() == Path(f"/tmp/vfido-{os.getuid()}")
+    for bad in ("", "a/b", ".hidden", "x" * 65):
+        with pytest.raises(ValueError):
+            socket_path(bad)
+
+
+def test_private_directory_and_socket(sock_dir: Path) -> None:
+    with serve(sock_dir / "k.sock") as server:
+        assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+        mode = os.lstat(server.path).st_mode
+        assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+        with ControlClient(server.path) as client:
+            assert client.call("status") == {"name": "k"}
+            assert "status" in client.call("commands")["commands"]
+            # several requests on one connection
+            assert client.call("status") == {"name": "k"}
+    assert not server.path.exists()  # removed on stop
+
+
+def test_loose_directory_is_tightened(sock_dir: Path) -> None:
+    sock_dir.mkdir(parents=True, mode=0o755)
+    sock_dir.chmod(0o755)
+    with serve(sock_dir / "k.sock"):
+        assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory of another user")
+def test_directory_of_another_user_is_refused(sock_dir: Path) -> None:
+    sock_dir.mkdir(parents=True, mode=0o700)
+    os.chown(sock_dir, 65534, 65534)
+    with pytest.raises(ControlError, match="another user"):
+        serve(sock_dir / "k.sock")
+
+
+def test_errors_are_answers_not_disconnects(sock_dir: Path) -> None:
+    def broken(_args: dict[str, object]) -> dict[str, object]:
+        raise RuntimeError("secret detail")
+
+    def refusing(_args: dict[str, object]) -> dict[str, object]:
+        raise CommandError("not now")
+
+    with serve(sock_dir / "k.sock") as server:
+        server.register("broken", broken)
+        server.register("refusing", refusing)
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(server.path))
+            raw.sendall(b'not json\n[1]\n{"cmd": "nope"}\n{"cmd": "broken"}\n{"cmd": "refusing"}\n')
+            replies = []
+            buffer = b""
+            while len(replies) < 5:
+                buffer += raw.recv(4096)
+                *lines, buffer = buffer.split(b"\n")
+                replies += [json.loads(line) for line in lines]
+        assert all(r["ok"] is False for r in replies)
+        assert "JSON" in replies[0]["error"] and "cmd" in replies[1]["error"]
+        assert "unknown command" in replies[2]["error"]
+        assert replies[3]["error"] == "internal error (RuntimeError)"  # no exception text
+        assert replies[4]["error"] == "not now"
+        with ControlClient(server.path) as client, pytest.raises(ControlError, match="not now"):
+            client.call("refusing")
+
+
+def test_overlong_line_closes_the_connection(sock_dir: Path) -> None:
+    with serve(sock_dir / "k.sock") as server, socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(server.path))
+        with pytest.raises(OSError):
+            for _ in range(100):
+                raw.sendall(b"x" * 4096)  # never a newline
+        # the server keeps serving others
+        with ControlClient(server.path) as client:
+            assert client.call("status") == {"name": "k"}
+
+
+def test_stale_socket_is_replaced_live_one_is_not(sock_dir: Path) -> None:
+    path = sock_dir / "k.sock"
+    sock_dir.mkdir(parents=True, mode=0o700)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # a crashed key leaves its socket file behind
+    with serve(path):
+        with pytest.raises(ControlError, match="another vfido key is running"):
+            serve(path)
+        assert running_keys(sock_dir) == [path]
+
+
+def test_other_users_are_refused(sock_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another user")
+    with serve(sock_dir / "k.sock") as server:
+        server.path.chmod(0o666)  # even if the file mode let them in
+        sock_dir.chmod(0o755)
+        sock_dir.parent.chmod(0o755)
+        tmp = sock_dir.parent
+        while tmp != tmp.parent and tmp != Path("/tmp"):  # let uid 65534 reach the socket
+            tmp.chmod(tmp.stat().st_mode | 0o005)
+            tmp = tmp.parent
+
+        def attempt() -> str:
+            try:
+                with ControlClient(server.path) as client:
+                    client.call("status")
+            except ControlError as exc:
+                return str(exc)
+            return "accepted"
+
+        assert as_other_user(attempt) == "permission denied"
+
+
+def test_client_errors_are_one_line(sock_dir: Path) -> None:
+    with pytest.raises(NotRunningError, match="vfido run"):
+        ControlClient(sock_dir / "none.sock")
+    with pytest.raises(NotRunningError, match="no vfido key is running"):
+        find_key(directory=sock_dir)
+
+
+def test_find_key_picks_the_only_one_or_the_one_waiting(sock_dir: Path) -> None:
+    quiet, waiting = PresenceBroker(), PresenceBroker()
+    with serve(sock_dir / "a.sock", quiet), serve(sock_dir / "b.sock", waiting):
+        with pytest.raises(ControlError, match="several vfido keys"):
+            find_key(directory=sock_dir)
+        asking = Asking(waiting)
+        waiting.wait_pending(30)
+        assert find_key(directory=sock_dir, prefer_pending=True) == sock_dir / "b.sock"
+        with ControlClient(sock_dir / "b.sock") as client:
+            client.call("approve")
+        assert asking.result() is PresenceResult.GRANTED
+
+
+# --- the broker through the socket ------------------------------------------------------------
+
+
+def test_approve_and_deny_through_the_socket(sock_dir: Path) -> None:
+    broker = PresenceBroker()
+    with serve(sock_dir / "k.sock", broker) as server, ControlClient(server.path) as client:
+        assert client.call("pending") == {"pending": []}
+        with pytest.raises(ControlError, match="no request is waiting"):
+            client.call("approve")
+
+        asking = Asking(broker, SIGN_IN)
+        (pending,) = client.call("pending", wait=30)["pending"]
+        assert pending["rp_id"] == "example.com" and pending["action"] == "sign in"
+        assert "Sign in to example.com" in pending["question"]
+        with pytest.raises(ControlError, match="no pending request 999"):
+            client.call("approve", id=999)
+        answer = client.call("approve", id=pending["id"])
+        assert answer["granted"] is True and answer["request"]["id"] == pending["id"]
+        assert asking.result() is PresenceResult.GRANTED
+
+        asking = Asking(broker, REGISTER)
+        answer = client.call("deny", wait=30)  # waits for the request to arrive
+        assert answer["request"]["action"] == "register"
+        assert asking.result() is PresenceResult.DENIED
+        with pytest.raises(ControlError, match="wait must be"):
+            client.call("deny", wait=-1)
+        with pytest.raises(ControlError, match="id must be"):
+            client.call("deny", id="1")
+
+
+def test_first_answer_wins() -> None:
+    broker = PresenceBroker([AutoFrontEnd(delay=0.0)])
+    assert Asking(broker).result() is PresenceResult.GRANTED
+    broker = PresenceBroker([DenyFrontEnd(), AutoFrontEnd(delay=60.0)])
+    asking = Asking(broker)
+    assert asking.result() is PresenceResult.DENIED
+    with pytest.raises(LookupError):
+        broker.answer(True, None, "late")
+
+
+def test_auto_delay_can_be_overruled_by_deny() -> None:
+    broker = PresenceBroker([AutoFrontEnd(delay=60.0)], mode="auto")
+    asking = Asking(broker)
+    (pending,) = broker.wait_pending(30)
+    broker.answer(False, pending.id, "control socket")
+    assert asking.result() is PresenceResult.DENIED
+    assert broker.pending() == []
+
+
+def test_timeout_and_host_cancel() -> None:
+    broker = PresenceBroker()
+    assert Asking(broker, timeout=0.2).result() is PresenceResult.TIMEOUT
+    asking = Asking(broker)
+    broker.wait_pending(30)
+    asking.context.cancelled.set()  # CTAPHID_CANCEL
+    assert asking.result() is PresenceResult.CANCELLED
+    assert broker.pending() == []
+
+
+def test_two_pending_requests_need_an_id() -> None:
+    broker = PresenceBroker()
+    first, second = Asking(broker, SIGN_IN), Asking(broker, REGISTER)
+    pendings: list[object] = []
+    while len(pendings) < 2:
+        pendings = list(broker.wait_pending(30))
+        threading.Event().wait(0.01)
+    with pytest.raises(LookupError, match="choose one with --id"):
+        broker.answer(True, None, "test")
+    ids = sorted(p.id for p in broker.pending())
+    broker.answer(True, ids[0], "test")
+    broker.answer(False, ids[1], "test")
+    assert {first.result(), second.result()} == {PresenceResult.GRANTED, PresenceResult.DENIED}
+
+
+# --- `vfido run` + `vfido approve` / `deny` / `status` as processes ------------------------------
+
+
+def _register(port: int, peer_port: int, rp: RelyingParty) -> bytes:
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id, name, user_verification=UserVerificationRequirement.DISCOURAGED
+    )
+    device = open_udp_device(port=port, peer_port=peer_port)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+        response = client.make_credential(options.public_key)
+    finally:
+        device.close()
+    return rp.complete_registration(state, response, challenge_of(options)).credential_id
+
+
+def _in_thread(fn: object) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+
+    def target() -> None:
+        try:
+            out.append(fn())  # type: ignore[operator]
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.slow
+def test_manual_presence_answered_by_vfido_approve_and_deny(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    rp = RelyingParty(attestation="none")
+    with udp_service(["--ephemeral", "--presence", "manual"]) as service:
+        assert any("control socket" in line for line in service.stderr_lines)
+        status = vfido(["status"])
+        assert status.returncode == 0, status.stderr
+        assert "presence:      manual" in status.stdout and "pending:       none" in status.stdout
+        raw = json.loads(vfido(["status", "--json"]).stdout)
+        assert raw["transport"] == "udp" and raw["udp"]["port"] == service.port
+
+        nothing = vfido(["approve"])
+        assert nothing.returncode == 1 and nothing.stderr.count("\n") == 1
+        assert "no request is waiting" in nothing.stderr and "--wait" in nothing.stderr
+
+        thread, out = _in_thread(lambda: _register(service.port, service.peer_port, rp))
+        approved = vfido(["approve", "--wait", "60"])
+        assert approved.returncode == 0, approved.stderr
+        assert "approved request" in approved.stdout and "example.com" in approved.stdout
+        thread.join(60)
+        assert isinstance(out[0], bytes), out
+
+        other = RelyingParty(attestation="none")  # nothing to exclude
+        thread, out = _in_thread(lambda: _register(service.port, service.peer_port, other))
+        denied = vfido(["deny", "--wait", "60", "--name", f"udp-{service.port}"])
+        assert denied.returncode == 0, denied.stderr
+        thread.join(60)
+        assert isinstance(out[0], ClientError), out
+        cause = out[0].cause
+        assert isinstance(cause, CtapError) and cause.code == CtapError.ERR.OPERATION_DENIED
+
+
+@pytest.mark.slow
+def test_unanswered_request_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    rp = RelyingParty(attestation="none")
+    args = ["--ephemeral", "--presence", "manual", "--presence-timeout", "1"]
+    with udp_service(args) as service:
+        with pytest.raises(ClientError) as info:
+            _register(service.port, service.peer_port, rp)
+        cause = info.value.cause
+        assert isinstance(cause, CtapError) and cause.code == CtapError.ERR.USER_ACTION_TIMEOUT
+
+
+@pytest.mark.slow
+def test_no_key_running_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    for command in (["approve"], ["deny"], ["status"]):
+        result = vfido(command)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert "no vfido key is running" in result.stderr
+
+
+@pytest.mark.slow
+def test_same_name_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with udp_service(["--ephemeral", "--name", "mykey"]):
+        with pytest.raises(RuntimeError, match="another vfido key is running"):
+            with udp_service(["--ephemeral", "--name", "mykey"]):
+                pass
+        assert vfido(["status", "--name", "mykey"]).returncode == 0

@@ -1,0 +1,160 @@
+"""``vfido install-udev``: install the files in the checkout's ``udev/`` directory (as root).
+
+* ``udev/70-vfido.rules`` -> ``/etc/udev/rules.d/`` (``/dev/uhid`` for group ``vfido``; the
+  key's hidraw node: uaccess, ID_SECURITY_TOKEN, group ``vfido``);
+* ``udev/modules-load.d/vfido.conf`` -> ``/etc/modules-load.d/`` (load ``uhid`` at boot);
+* ``udev/vfido.service`` -> ``/etc/systemd/user/`` (``systemctl --user enable --now vfido``).
+  When ``vfido`` is not on the default ``PATH`` (a checkout's ``.venv``), ``ExecStart`` is
+  rewritten to run this interpreter: ``<python> -m vfido run ...``.
+
+Then, best effort, each reported on its own line: create the system group ``vfido``, add
+``--user`` (default ``$SUDO_USER``) to it, ``modprobe uhid``, ``udevadm control
+--reload-rules`` and ``udevadm trigger`` for the misc and hidraw subsystems.
+
+``--prefix DIR`` installs the files under DIR and changes nothing else (tests, packaging);
+``--dry-run`` prints what would be done.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+UDEV_DIR = Path(__file__).resolve().parent.parent / "udev"
+GROUP = "vfido"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+#: (file in udev/, destination relative to the prefix)
+FILES: tuple[tuple[str, str], ...] = (
+    ("70-vfido.rules", "etc/udev/rules.d/70-vfido.rules"),
+    ("modules-load.d/vfido.conf", "etc/modules-load.d/vfido.conf"),
+    ("vfido.service", "etc/systemd/user/vfido.service"),
+)
+
+
+class InstallError(Exception):
+    """The files could not be installed (one line)."""
+
+
+def unit_text(text: str, python: str = sys.executable) -> str:
+    """The user unit, with ExecStart pointing at this interpreter if ``vfido`` is not on the
+    default PATH of the systemd user manager."""
+    if shutil.which("vfido", path=DEFAULT_PATH) is not None:
+        return text
+    return text.replace("ExecStart=/usr/bin/env vfido ", f"ExecStart={python} -m vfido ")
+
+
+def system_actions(user: str | None) -> list[list[str]]:
+    """The commands run after the files are installed."""
+    actions: list[list[str]] = []
+    try:
+        grp.getgrnam(GROUP)
+    except KeyError:
+        actions.append(["groupadd", "--system", GROUP])
+    if user:
+        actions.append(["usermod", "-aG", GROUP, user])
+    actions += [
+        ["modprobe", "uhid"],
+        ["udevadm", "control", "--reload-rules"],
+        [
+            "udevadm",
+            "trigger",
+            "--action=change",
+            "--subsystem-match=misc",
+            "--subsystem-match=hidraw",
+        ],
+    ]
+    return actions
+
+
+def _run(command: list[str]) -> str | None:
+    """Run ``command``; None if it worked, else why not (one line)."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        return f"{command[0]} is not installed"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return lines[-1] if lines else f"exit status {result.returncode}"
+    return None
+
+
+def install(
+    *,
+    prefix: Path | None = None,
+    dry_run: bool = False,
+    user: str | None = None,
+    source: Path = UDEV_DIR,
+    out: Callable[[str], None] = print,
+) -> int:
+    """Install; returns the exit status (0: files installed, warnings printed)."""
+    root = prefix or Path("/")
+    system = prefix is None
+    if system and not dry_run and os.geteuid() != 0:
+        raise InstallError(
+            "install-udev writes to /etc: run it as root (`sudo vfido install-udev`), "
+            "or add --dry-run to see what it would do"
+        )
+    missing = [name for name, _ in FILES if not (source / name).is_file()]
+    if missing:
+        raise InstallError(
+            f"cannot find {', '.join(missing)} in {source}: run vfido from its source checkout"
+        )
+    if user is None and system:
+        user = os.environ.get("SUDO_USER") or None
+    if user:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise InstallError(f"no user {user!r}") from None
+    verb = "would install" if dry_run else "installed"
+    for name, destination in FILES:
+        target = root / destination
+        text = (source / name).read_text(encoding="utf-8")
+        if name == "vfido.service":
+            text = unit_text(text)
+        if not dry_run:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp")
+                tmp.write_text(text, encoding="utf-8")
+                tmp.chmod(0o644)
+                tmp.replace(target)
+            except OSError as exc:
+                raise InstallError(f"cannot write {target}: {exc.strerror}") from None
+        out(f"{verb} {target}")
+    warnings = 0
+    for command in system_actions(user):
+        shown = " ".join(command)
+        if not system:
+            out(f"skipped (--prefix): {shown}")
+        elif dry_run:
+            out(f"would run: {shown}")
+        else:
+            problem = _run(command)
+            if problem is None:
+                out(f"ran: {shown}")
+            else:
+                warnings += 1
+                out(f"warning: `{shown}` failed: {problem}")
+    if system and not dry_run:
+        if user:
+            out(f"next: {user} logs out and in again (group {GROUP}), then runs `vfido doctor`")
+        else:
+            out(f"next: add users to group {GROUP} (usermod -aG {GROUP} USER), then `vfido doctor`")
+        out(
+            "to start the key at login: write the passphrase to ~/.config/vfido/passphrase "
+            "(mode 600), then `systemctl --user daemon-reload && "
+            "systemctl --user enable --now vfido`"
+        )
+    if warnings:
+        out(f"{warnings} step(s) failed: `vfido doctor` shows what is still missing")
+    return 0
