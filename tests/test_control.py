@@ -352,7 +352,9 @@ def test_no_key_running_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_same_name_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     with udp_service(["--ephemeral", "--name", "mykey"]):
-        with pytest.raises(RuntimeError, match="another vfido key is running"):
-            with udp_service(["--ephemeral", "--name", "mykey"]):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="another vfido key is running"),
+            udp_service(["--ephemeral", "--name", "mykey"]),
+        ):
+            pass
         assert vfido(["status", "--name", "mykey"]).returncode == 0
