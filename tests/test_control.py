@@ -105,7 +105,7 @@ def test_errors_are_answers_not_disconnects(sock_dir: Path) -> None:
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(server.path))
             raw.sendall(b'not json\n[1]\n{"cmd": "nope"}\n{"cmd": "broken"}\n{"cmd": "refusing"}\n')
-            replies = []
+            replies: list[dict[str, object]] = []
             buffer = b""
             while len(replies) < 5:
                 buffer += raw.recv(4096)
