@@ -9,6 +9,7 @@ import socket
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
@@ -105,7 +106,7 @@ def test_errors_are_answers_not_disconnects(sock_dir: Path) -> None:
         with socket.socket(socket.AF_UNIX) as raw:
             raw.connect(str(server.path))
             raw.sendall(b'not json\n[1]\n{"cmd": "nope"}\n{"cmd": "broken"}\n{"cmd": "refusing"}\n')
-            replies: list[dict[str, object]] = []
+            replies: list[dict[str, Any]] = []
             buffer = b""
             while len(replies) < 5:
                 buffer += raw.recv(4096)
