@@ -150,6 +150,7 @@ class VfidoProcess:
         self.stderr_path = OUT / f"vfido-{serial}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.hidraw: str | None = None
+        self.ready_seconds = 0.0
 
     def start(self, timeout: float = 60.0) -> str:
         err = self.stderr_path.open("wb")
@@ -167,8 +168,11 @@ class VfidoProcess:
             m = re.search(r"hidraw: (/dev/hidraw\d+)", self.stderr_path.read_text(errors="replace"))
             return m.group(1) if m else None
 
+        started = time.monotonic()
         self.hidraw = wait_for(ready, timeout, f"vfido run {self.serial}")
-        log(f"vfido {self.serial} at {self.hidraw}")
+        self.ready_seconds = time.monotonic() - started
+        RESULTS["info"].setdefault("vfido_ready_seconds", []).append(round(self.ready_seconds, 2))
+        log(f"vfido {self.serial} at {self.hidraw} after {self.ready_seconds:.1f} s")
         return self.hidraw
 
     def stop(self) -> None:
@@ -497,8 +501,14 @@ def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[
         log_path = OUT / f"{name}.log"
         with log_path.open("wb") as blog:
             t0 = time.monotonic()
+            clean_env = {
+                k: os.environ[k]
+                for k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR")
+                if k in os.environ
+            }
             proc = subprocess.Popen(
                 argv_for(url),
+                env=clean_env,
                 stdin=subprocess.DEVNULL,
                 stdout=blog,
                 stderr=blog,

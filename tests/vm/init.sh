@@ -15,7 +15,9 @@ for m in virtio_pci 9pnet_virtio 9p uhid hid-generic; do
 done
 P9="trans=virtio,version=9p2000.L,msize=262144"
 mkdir -p /newroot
-mount -t 9p -o "$P9,ro" hostroot /newroot || { echo "VFIDO-GUEST-FATAL: hostroot mount"; poweroff -f; }
+# The host root is read-only and does not change during a run: let the guest cache it
+# (cache=loose), which makes Python imports and browser start-up several times faster.
+mount -t 9p -o "$P9,ro,cache=loose" hostroot /newroot || { echo "VFIDO-GUEST-FATAL: hostroot mount"; poweroff -f; }
 R=/newroot
 mount -t proc proc $R/proc
 mount -t sysfs sys $R/sys

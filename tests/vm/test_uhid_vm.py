@@ -144,18 +144,29 @@ def test_chromium_timing_recorded(vm: GuestResults, record_property: Any) -> Non
 
 
 def test_chromium_discoverable_credential(vm: GuestResults) -> None:
+    """residentKey "preferred", then get() with an empty allowCredentials.
+
+    Observed with headless Chromium 156 and a key without PIN/UV: Chromium asks the key to
+    confirm ("Use this security key?") and then keeps its UI up (it wants a PIN for a
+    discoverable credential), so the page's AbortSignal.timeout ends both calls. If a later
+    Chromium creates the credential, the assertion must verify and name that credential.
+    """
     page = browser_page(vm, "chromium_webauthn")
     page.verify_create("create_es256")
-    cred = page.verify_create("create_rk_preferred")
     entry = page.scenario("create_rk_preferred")
-    rk = entry["credential"].get("clientExtensionResults", {}).get("credProps", {}).get("rk")
     get = page.scenario("get_rk_empty_allow")
+    if not entry["ok"]:
+        assert entry["error"]["name"] in ("TimeoutError", "AbortError"), entry["error"]
+        assert not get["ok"] or get["credential"]["rawId"] in page.credentials
+        return
+    cred = page.verify_create("create_rk_preferred")
+    rk = entry["credential"].get("clientExtensionResults", {}).get("credProps", {}).get("rk")
     if rk:
         page.verify_get("get_rk_empty_allow")
         assert get["credential"]["rawId"] == entry["credential"]["rawId"]
         assert bytes(cred.credential_id) == page_bytes(entry["credential"]["rawId"])
     else:
-        pytest.xfail(f"Chromium made no discoverable credential for 'preferred'; get(): {get}")
+        assert not get["ok"], "get() with no allowCredentials found a non-discoverable credential"
 
 
 def test_chromium_exclude_credentials_refused(vm: GuestResults) -> None:
