@@ -335,6 +335,26 @@ def _init_schema(
         raise _map_sqlite_error(exc, "create the keystore") from exc
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not a vfido SQLite database *before* SQLite opens it.
+
+    Setting the journal mode on an empty or foreign file would write to it; a
+    damaged keystore must be reported, never modified.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise _map_os_error(exc, "read the keystore") from None
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise KeystoreCorrupt("the keystore file is damaged or not a vfido keystore")
+    if int.from_bytes(header[68:72], "big") != APPLICATION_ID:
+        raise KeystoreCorrupt("the keystore file is not a vfido keystore")
+
+
 def _read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     """Check the file is a vfido keystore of a supported version; return meta."""
     try:
@@ -505,6 +525,7 @@ class SqliteKeyStore:
         try:
             for path in _keystore_files(directory):
                 _check_private(path, directory=False)
+            _check_header(directory / DB_NAME)
             conn = _connect(directory / DB_NAME)
             try:
                 _configure(conn, journal_mode="WAL")
