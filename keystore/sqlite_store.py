@@ -26,7 +26,7 @@ import sqlite3
 import stat
 import threading
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -408,6 +408,9 @@ class SqliteKeyStore:
         if max_credentials is not None and max_credentials < 0:
             raise ValueError("max_credentials must be >= 0")
         self._max_credentials = max_credentials
+        # Fault injection (vfido.faults): called inside every write transaction
+        # after its statements and before COMMIT. None in normal operation.
+        self.before_commit: Callable[[], None] | None = None
         self._identity = self._load_identity()
 
     # --- constructors ----------------------------------------------------
@@ -658,6 +661,8 @@ class SqliteKeyStore:
                 raise _map_sqlite_error(exc, action) from exc
             try:
                 yield conn
+                if self.before_commit is not None:
+                    self.before_commit()
                 conn.execute("COMMIT")
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):

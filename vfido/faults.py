@@ -2,62 +2,132 @@
 
 Enabled only through the environment variable ``VFIDO_FAULTS`` (never by a
 command-line flag, so a user cannot switch it on by accident). The value is a
-comma-separated list of ``kill-after:<what>`` rules; ``<what>`` names a keystore
-method (``increment_counter``, ``put_credential``, ``delete_credential``,
-``put_state``...) or ``put_state=<key>`` for writes of one state key. The
-process SIGKILLs itself right after the matching write has committed and
-before the authenticator can send its reply: the worst moment for a client,
-which never learns the outcome.
+comma-separated list of rules ``<when>:<what>[@<n>]``:
+
+``<when>``
+    ``kill-after``: SIGKILL right after the matching write has committed and
+    before the authenticator can send its reply (the worst moment for a
+    client, which never learns the outcome); ``kill-before-commit``: SIGKILL
+    inside the write transaction, after its statements ran and before
+    ``COMMIT`` (the write must then be wholly absent).
+``<what>``
+    a keystore write method (``increment_counter``, ``put_credential``,
+    ``delete_credential``, ``update_user``, ``put_state``, ``reset``,
+    ``change_passphrase``), ``put_state=<key>`` for writes of one state key, or
+    ``*`` for any write.
+``@<n>``
+    fire on the n-th matching write of this process (default: the first).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 ENV = "VFIDO_FAULTS"
 
+WRITE_METHODS = frozenset(
+    {
+        "put_credential",
+        "delete_credential",
+        "update_user",
+        "increment_counter",
+        "put_state",
+        "reset",
+        "change_passphrase",
+    }
+)
+_WHEN = ("kill-after", "kill-before-commit")
 
-def parse(spec: str) -> set[str]:
-    rules = set()
+
+@dataclass
+class Rule:
+    when: str  # "kill-after" | "kill-before-commit"
+    what: str  # method name, "put_state=<key>" or "*"
+    nth: int = 1
+    seen: int = 0
+
+    def matches(self, method: str, state_keys: tuple[str, ...]) -> bool:
+        if self.what in ("*", method):
+            return True
+        return method == "put_state" and any(self.what == f"put_state={k}" for k in state_keys)
+
+
+def parse(spec: str) -> list[Rule]:
+    rules = []
     for item in spec.split(","):
         item = item.strip()
         if not item:
             continue
-        if not item.startswith("kill-after:"):
+        when, sep, what = item.partition(":")
+        nth = 1
+        if "@" in what:
+            what, _, count = what.rpartition("@")
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"{ENV}: bad count in {item!r}")
+            nth = int(count)
+        method = what.split("=", 1)[0]
+        if not sep or when not in _WHEN or (what != "*" and method not in WRITE_METHODS):
             raise ValueError(f"{ENV}: unknown rule {item!r}")
-        rules.add(item.removeprefix("kill-after:"))
+        if "=" in what and method != "put_state":
+            raise ValueError(f"{ENV}: unknown rule {item!r}")
+        rules.append(Rule(when, what, nth))
     return rules
 
 
-class KillingStore:
-    """Wraps a keystore; SIGKILLs the process after the writes named by the rules."""
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
-    def __init__(self, store: Any, rules: set[str]) -> None:
+
+class KillingStore:
+    """Wraps a keystore; SIGKILLs the process at the writes named by the rules."""
+
+    def __init__(self, store: Any, rules: list[Rule], die: Callable[[], None] = _die) -> None:
         self._store = store
         self._rules = rules
+        self._die = die
 
-    def _die(self) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+    def _fire(self, method: str, state_keys: tuple[str, ...]) -> tuple[bool, bool]:
+        """(kill before commit, kill after commit) for this call; counts matches."""
+        before = after = False
+        for rule in self._rules:
+            if rule.matches(method, state_keys):
+                rule.seen += 1
+                if rule.seen == rule.nth:
+                    if rule.when == "kill-before-commit":
+                        before = True
+                    else:
+                        after = True
+        return before, after
+
+    def _call(self, method: str, state_keys: tuple[str, ...], *args: Any, **kwargs: Any) -> Any:
+        before, after = self._fire(method, state_keys)
+        if before:
+            self._store.before_commit = self._die
+        try:
+            result = getattr(self._store, method)(*args, **kwargs)
+        finally:
+            if before:
+                self._store.before_commit = None
+        if after:
+            self._die()
+        return result
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._store, name)
-        if name not in self._rules or not callable(attribute):
+        if name not in WRITE_METHODS or not callable(attribute):
             return attribute
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            result = attribute(*args, **kwargs)
-            self._die()
-            return result
+            return self._call(name, (), *args, **kwargs)
 
         return wrapped
 
     def put_state(self, updates: Mapping[str, bytes | None]) -> None:
-        self._store.put_state(updates)
-        if "put_state" in self._rules or any(f"put_state={k}" in self._rules for k in updates):
-            self._die()
+        self._call("put_state", tuple(updates), updates)
 
     def __enter__(self) -> KillingStore:
         return self
