@@ -259,7 +259,8 @@ class Session:
         token = self.token(PERM.CREDENTIAL_MGMT, None)
         cm = CredentialManagement(self.ctap2, self.cp.protocol, token)
         cred.status = "maybe-deleted"
-        cm.delete_cred(PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=cred.cred_id))
+        descriptor = PublicKeyCredentialDescriptor(PublicKeyCredentialType.PUBLIC_KEY, cred.cred_id)
+        cm.delete_cred(descriptor)
         self.m.acknowledged += 1
         cred.status = "deleted"
 
