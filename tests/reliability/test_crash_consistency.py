@@ -54,6 +54,7 @@ RPS = [f"rp{i}.example" for i in range(4)]
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 FIRST_PIN = "13572468"
 PERM = ClientPin.PERMISSION
+PUBLIC_KEY = PublicKeyCredentialType.PUBLIC_KEY
 
 
 class Dead(Exception):
@@ -259,7 +260,7 @@ class Session:
         token = self.token(PERM.CREDENTIAL_MGMT, None)
         cm = CredentialManagement(self.ctap2, self.cp.protocol, token)
         cred.status = "maybe-deleted"
-        descriptor = PublicKeyCredentialDescriptor(PublicKeyCredentialType.PUBLIC_KEY, cred.cred_id)
+        descriptor = PublicKeyCredentialDescriptor(type=PUBLIC_KEY, id=cred.cred_id)
         cm.delete_cred(descriptor)
         self.m.acknowledged += 1
         cred.status = "deleted"
