@@ -151,14 +151,21 @@ class VfidoProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.hidraw: str | None = None
         self.ready_seconds = 0.0
+        self.launched = 0.0
 
     def start(self, timeout: float = 60.0) -> str:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
         err = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
             self.cmd, cwd=CHECKOUT, stdin=subprocess.DEVNULL, stdout=err, stderr=err
         )
         err.close()
+        self.launched = time.monotonic()
 
+    def wait_ready(self, timeout: float = 60.0) -> str:
         def ready() -> str | None:
             assert self.proc is not None
             if self.proc.poll() is not None:
@@ -168,9 +175,8 @@ class VfidoProcess:
             m = re.search(r"hidraw: (/dev/hidraw\d+)", self.stderr_path.read_text(errors="replace"))
             return m.group(1) if m else None
 
-        started = time.monotonic()
         self.hidraw = wait_for(ready, timeout, f"vfido run {self.serial}")
-        self.ready_seconds = time.monotonic() - started
+        self.ready_seconds = time.monotonic() - self.launched
         RESULTS["info"].setdefault("vfido_ready_seconds", []).append(round(self.ready_seconds, 2))
         log(f"vfido {self.serial} at {self.hidraw} after {self.ready_seconds:.1f} s")
         return self.hidraw
@@ -192,6 +198,29 @@ def vfido_key(serial: str) -> Iterator[VfidoProcess]:
         key.start()
         yield key
     finally:
+        key.stop()
+
+
+_SHARED: dict[str, VfidoProcess] = {}
+
+
+@contextmanager
+def shared_vfido_key() -> Iterator[VfidoProcess]:
+    """One `vfido run` reused by several checks (start-up costs ~20 s in the guest).
+
+    Each check uses its own RP ids, so their credentials do not meet. Stopped at the end.
+    """
+    key = _SHARED.get("key")
+    if key is None or key.proc is None or key.proc.poll() is not None:
+        key = VfidoProcess("vfido-vm-shared")
+        key.start()
+        _SHARED["key"] = key
+    yield key
+
+
+def stop_shared_key() -> None:
+    key = _SHARED.pop("key", None)
+    if key is not None:
         key.stop()
 
 
@@ -305,7 +334,7 @@ def vfido_python_fido2(data: dict[str, Any]) -> str:
         UserVerificationRequirement,
     )
 
-    with vfido_key("vfido-vm-a") as key:
+    with shared_vfido_key() as key:
         dev = wait_for(lambda: find_fido2_device(key.serial), 10, "python-fido2 device")
         data["hidraw"] = key.hidraw
         data["capabilities"] = dev.capabilities
@@ -388,7 +417,7 @@ def fido2_tools_round(device: str, alg: str, resident: bool, data: dict[str, Any
 def vfido_fido2_tools(data: dict[str, Any]) -> str:
     """libfido2's tools: -L, -I, make/verify credential and get/verify assertion."""
     require_vfido()
-    with vfido_key("vfido-vm-tools") as key:
+    with shared_vfido_key() as key:
         assert key.hidraw is not None
         listing = sh(["fido2-token", "-L"])
         data["list"] = listing
@@ -416,7 +445,12 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
     require_vfido()
     from fido2.ctap2 import Ctap2
 
-    with vfido_key("vfido-vm-k1") as k1, vfido_key("vfido-vm-k2") as k2:
+    k1, k2 = VfidoProcess("vfido-vm-k1"), VfidoProcess("vfido-vm-k2")
+    try:
+        k1.launch()  # both start at once: start-up is slow in the emulated guest
+        k2.launch()
+        k1.wait_ready()
+        k2.wait_ready()
         data["hidraw"] = [k1.hidraw, k2.hidraw]
         if k1.hidraw == k2.hidraw:
             raise RuntimeError("both keys report the same hidraw node")
@@ -432,6 +466,37 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
         data["aaguids"] = aaguids
         if aaguids[0] == aaguids[1]:
             raise RuntimeError("two ephemeral keys share an AAGUID")
+        # A credential made on key 1 works on key 1 and is unknown to key 2.
+        from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
+        from fido2.server import Fido2Server
+        from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
+
+        server = Fido2Server(PublicKeyCredentialRpEntity(id="example.com", name="Example"))
+        clients = [
+            Fido2Client(
+                find_fido2_device(k.serial), DefaultClientDataCollector("https://example.com")
+            )
+            for k in (k1, k2)
+        ]
+        options, state = server.register_begin(
+            PublicKeyCredentialUserEntity(id=b"u2", name="bob"), user_verification="discouraged"
+        )
+        auth_data = server.register_complete(state, clients[0].make_credential(options.public_key))
+        assert auth_data.credential_data is not None
+        creds = [auth_data.credential_data]
+        options, state = server.authenticate_begin(creds, user_verification="discouraged")
+        server.authenticate_complete(
+            state, creds, clients[0].get_assertion(options.public_key).get_response(0)
+        )
+        try:
+            clients[1].get_assertion(options.public_key)
+        except ClientError as exc:
+            data["other_key_error"] = str(exc.code)
+        else:
+            raise RuntimeError("key 2 answered for a credential made on key 1")
+    finally:
+        k1.stop()
+        k2.stop()
     return f"two keys at {data['hidraw']}"
 
 
@@ -496,7 +561,10 @@ def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[
     bring_up_loopback()
     server = PageServer(name)
     url = f"http://localhost:{server.port}/?browser={name}"
-    with vfido_key(f"vfido-vm-{name}") as key:
+    # Chromium shares the key with the python-fido2 and libfido2 checks (other RP ids);
+    # Firefox gets a fresh key so that Chromium's discoverable credentials cannot meet it.
+    keys = shared_vfido_key() if name == "chromium" else vfido_key(f"vfido-vm-{name}")
+    with keys as key:
         data["hidraw"] = key.hidraw
         log_path = OUT / f"{name}.log"
         with log_path.open("wb") as blog:
@@ -601,6 +669,7 @@ def udev_rules(data: dict[str, Any]) -> str:
     group "vfido" (uaccess needs logind, which the guest does not run).
     """
     require_vfido()
+    stop_shared_key()  # only the key started below, after udevd, should exist
     udevd = Path("/lib/systemd/systemd-udevd")
     if not udevd.exists():
         raise RuntimeError("systemd-udevd not installed (apt-get install udev)")
@@ -679,7 +748,10 @@ def main() -> int:
     RESULTS["info"]["vfido_cli"] = vfido_available()
     save()
     log("guest checks start", sys.executable, CHECKOUT)
-    run_checks()
+    try:
+        run_checks()
+    finally:
+        stop_shared_key()
     RESULTS["info"]["total_guest_seconds"] = uptime()
     RESULTS["info"]["complete"] = True
     save()
