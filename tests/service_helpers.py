@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -106,26 +105,26 @@ def udp_service(
     )
     assert process.stderr is not None
     lines: list[str] = []
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            rest = process.stderr.read()
-            raise RuntimeError("vfido run did not start:\n" + "\n".join(lines) + rest)
-        ready, _, _ = select.select([process.stderr], [], [], 0.5)
-        if ready:
-            line = process.stderr.readline()
-            lines.append(line.rstrip("\n"))
-            if "listening on udp" in line:
-                break
+    ready = threading.Event()
 
     def drain() -> None:  # keep reading so the service never blocks on a full pipe
+        # One reader from the start: select() on a buffered text stream misses
+        # lines that arrived together with an earlier one.
         assert process.stderr is not None
         for line in process.stderr:
             lines.append(line.rstrip("\n"))
+            if "listening on udp" in line:
+                ready.set()
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
+    deadline = time.monotonic() + ready_timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            process.wait()
+            drainer.join(timeout=5)
+            raise RuntimeError("vfido run did not start:\n" + "\n".join(lines))
     service = Service(process, port, peer_port, lines, drainer)
     try:
         yield service
