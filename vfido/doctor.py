@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fido2.ctap2.base import Ctap2
+
 from vfido.control import ControlClient, ControlError, running_keys, socket_dir, socket_path
 
 UDEV_SOURCE = Path(__file__).resolve().parent.parent / "udev"
@@ -364,8 +366,6 @@ def check_roundtrip(
     key: Key, path: str, opener: Opener = _open_hidraw, timeout: float = ROUNDTRIP_TIMEOUT
 ) -> Check:
     """CTAPHID INIT (opening the device) and authenticatorGetInfo through ``opener(path)``."""
-    from fido2.ctap2.base import Ctap2
-
     name = f"{key.name}: INIT + getInfo" if key.name else "INIT + getInfo"
     outcome: dict[str, Any] = {}
 

@@ -169,9 +169,9 @@ def run(
         transport.start()
         started = True
         try:
-            announce(options, transport)
-            if control is not None:
+            if control is not None:  # before the ready line: harnesses may use it at once
                 print(f"vfido: control socket {control.path}", file=sys.stderr, flush=True)
+            announce(options, transport)
             while not stop.wait(0.5):
                 pass
         finally:
