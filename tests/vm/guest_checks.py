@@ -556,7 +556,13 @@ def bring_up_loopback() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False, capture_output=True)
 
 
-def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[str]]) -> str:
+def run_browser(
+    data: dict[str, Any],
+    name: str,
+    argv_for: Callable[[str], list[str]],
+    extra_env: dict[str, str] | None = None,
+    page_timeout: float = PAGE_TIMEOUT,
+) -> str:
     require_vfido()
     bring_up_loopback()
     server = PageServer(name)
@@ -583,7 +589,7 @@ def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[
                 start_new_session=True,
             )
             try:
-                results = server.wait_done(PAGE_TIMEOUT)
+                results = server.wait_done(page_timeout)
             finally:
                 data["browser_seconds"] = time.monotonic() - t0
                 try:
@@ -603,7 +609,7 @@ def run_browser(data: dict[str, Any], name: str, argv_for: Callable[[str], list[
             line for line in log_path.read_text(errors="replace").splitlines() if "dbus" not in line
         )
         raise RuntimeError(
-            f"{name} posted no results in {PAGE_TIMEOUT:.0f} s; server: {requests[-1000:]}; "
+            f"{name} posted no results in {page_timeout:.0f} s; server: {requests[-1000:]}; "
             f"browser log tail: {browser_log[-2500:]}"
         )
     summary = ", ".join(
@@ -642,6 +648,14 @@ def firefox_argv(url: str) -> list[str]:
         'user_pref("datareporting.policy.dataSubmissionEnabled", false);\n'
         'user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);\n'
         'user_pref("app.update.enabled", false);\n'
+        'user_pref("browser.aboutwelcome.enabled", false);\n'
+        'user_pref("browser.startup.homepage_override.mstone", "ignore");\n'
+        'user_pref("startup.homepage_welcome_url", "");\n'
+        'user_pref("network.connectivity-service.enabled", false);\n'
+        'user_pref("network.captive-portal-service.enabled", false);\n'
+        'user_pref("browser.safebrowsing.update.enabled", false);\n'
+        'user_pref("extensions.update.enabled", false);\n'
+        'user_pref("security.sandbox.content.level", 0);\n'
     )
     return ["firefox-esr", "--headless", "--no-remote", "--profile", str(profile), url]
 
@@ -653,7 +667,16 @@ def chromium_webauthn(data: dict[str, Any]) -> str:
 
 @check("firefox_webauthn")
 def firefox_webauthn(data: dict[str, Any]) -> str:
-    return run_browser(data, "firefox", firefox_argv)
+    # The guest kernel refuses Firefox's user-namespace sandbox (clone EPERM in the chroot).
+    sandbox_off = {
+        "MOZ_HEADLESS": "1",
+        "MOZ_DISABLE_CONTENT_SANDBOX": "1",
+        "MOZ_DISABLE_GMP_SANDBOX": "1",
+        "MOZ_DISABLE_RDD_SANDBOX": "1",
+        "MOZ_DISABLE_SOCKET_PROCESS_SANDBOX": "1",
+        "MOZ_DISABLE_UTILITY_SANDBOX": "1",
+    }
+    return run_browser(data, "firefox", firefox_argv, sandbox_off, page_timeout=180)
 
 
 # --- udev: an unprivileged user gets the key through the project's rules -----------------------
