@@ -64,6 +64,13 @@ from keystore.store import (
 DB_NAME = "vfido.db"
 LOCK_NAME = "vfido.lock"
 FORMAT_VERSION = 1
+"""Version of the database layout. Bump it with a step in :data:`MIGRATIONS`."""
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+"""``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
+transaction; :meth:`SqliteKeyStore.open` runs the steps and records the new
+version atomically). Format 1 is the first released layout; the file
+tests/reliability/data/keystore-v1.db must keep opening."""
 APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
 
 DIR_MODE = 0o700
@@ -378,6 +385,34 @@ def _read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     return meta
 
 
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction."""
+    if version >= FORMAT_VERSION:
+        return
+    steps = [MIGRATIONS.get(v) for v in range(version, FORMAT_VERSION)]
+    if any(step is None for step in steps):
+        raise KeystoreError(
+            f"the keystore has format version {version}, which this vfido cannot migrate "
+            f"to {FORMAT_VERSION}"
+        )
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for step in steps:
+                assert step is not None
+                step(conn)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE name = 'format_version'", (FORMAT_VERSION,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise _map_sqlite_error(exc, "migrate the keystore") from exc
+
+
 # --------------------------------------------------------------------------
 # the store
 
@@ -544,6 +579,7 @@ class SqliteKeyStore:
                     master_key = unwrap_master_key(kdf.derive_key(passphrase, params), wrapped)
                 except AuthenticationFailed:
                     raise WrongPassphrase("wrong passphrase for this keystore") from None
+                _migrate(conn, int(meta["format_version"]))
                 return cls(
                     conn,
                     RecordKeys.derive(master_key),
