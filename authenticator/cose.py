@@ -6,6 +6,8 @@ encoding is exactly what relying parties parse.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +46,18 @@ class UnsupportedAlgorithm(ValueError):
     pass
 
 
+#: How many loaded credential keys :meth:`CredentialKey.from_private_bytes` keeps.
+KEY_CACHE_SIZE = 256
+_KEY_CACHE: OrderedDict[tuple[int, bytes], CredentialKey] = OrderedDict()
+_KEY_CACHE_LOCK = threading.Lock()
+
+
+def clear_key_cache() -> None:
+    """Forget every cached key (authenticatorReset: the old keys are dead)."""
+    with _KEY_CACHE_LOCK:
+        _KEY_CACHE.clear()
+
+
 @dataclass(frozen=True)
 class CredentialKey:
     """A credential's private key and its COSE algorithm identifier."""
@@ -80,7 +94,27 @@ class CredentialKey:
 
     @classmethod
     def from_private_bytes(cls, algorithm: int, data: bytes) -> CredentialKey:
-        """Inverse of :meth:`private_bytes`. Raises ValueError on malformed input."""
+        """Inverse of :meth:`private_bytes`. Raises ValueError on malformed input.
+
+        Loading a key is costly (an EC scalar multiplication for the public point, a
+        modular inverse for RSA), so recently loaded keys are kept in a small
+        per-process cache (see :func:`clear_key_cache`).
+        """
+        key = (algorithm, bytes(data))
+        with _KEY_CACHE_LOCK:
+            cached = _KEY_CACHE.get(key)
+            if cached is not None:
+                _KEY_CACHE.move_to_end(key)
+                return cached
+        loaded = cls._load(algorithm, key[1])
+        with _KEY_CACHE_LOCK:
+            _KEY_CACHE[key] = loaded
+            while len(_KEY_CACHE) > KEY_CACHE_SIZE:
+                _KEY_CACHE.popitem(last=False)
+        return loaded
+
+    @classmethod
+    def _load(cls, algorithm: int, data: bytes) -> CredentialKey:
         if algorithm in _EC_CURVES:
             curve, _, size = _EC_CURVES[algorithm]
             if len(data) != size:

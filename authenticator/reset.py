@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from authenticator.cose import clear_key_cache
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.state import Services, require_presence
@@ -22,6 +23,7 @@ def reset(services: Services, context: RequestContext) -> None:
     require_presence(services, context, PresenceRequest(PresenceKind.RESET))
     # Erase credentials, counters and state; new credential key (old IDs die).
     services.store.reset()
+    clear_key_cache()  # loaded keys of the now dead credentials
     services.runtime.clear_pending()
     log.warning("authenticatorReset: all credentials erased")
 
