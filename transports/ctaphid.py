@@ -176,6 +176,7 @@ class CtapHidCore:
             raise ValueError("max_channels must be positive")
         self._version = device_version
         self._capabilities = Capability(capabilities)
+        self._allowed = self._allowed_commands()
         self._max_channels = max_channels
         self._random = random_bytes
         self._channels: OrderedDict[int, None] = OrderedDict()  # LRU order, oldest first
@@ -339,7 +340,7 @@ class CtapHidCore:
         self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)
         return []
 
-    def _check_command(self, command: int, length: int) -> HidError | None:
+    def _allowed_commands(self) -> frozenset[int]:
         allowed = {Command.PING, Command.LOCK}
         if Capability.WINK in self._capabilities:
             allowed.add(Command.WINK)
@@ -347,7 +348,10 @@ class CtapHidCore:
             allowed.add(Command.CBOR)
         if Capability.NMSG not in self._capabilities:
             allowed.add(Command.MSG)
-        if command not in allowed:
+        return frozenset(int(c) for c in allowed)
+
+    def _check_command(self, command: int, length: int) -> HidError | None:
+        if command not in self._allowed:
             return HidError.INVALID_CMD
         if length > MAX_MESSAGE_SIZE:
             return HidError.INVALID_LEN

@@ -107,6 +107,7 @@ class HidRunner:
         self._closed = threading.Event()
         self._current: HidTransaction | None = None
         self._next_keepalive = 0.0
+        self._ticker_due: float | None = None  # when the ticker wakes up next (None: on demand)
         self._requests: queue.Queue[tuple[Request, HidTransaction] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="ctaphid-worker", daemon=True)
         self._ticker = threading.Thread(target=self._tick, name="ctaphid-ticker", daemon=True)
@@ -127,7 +128,21 @@ class HidRunner:
                 self._log.exception("ctaphid: internal error processing a report")
                 return
             self._emit(outputs)
-        self._wake.set()
+            self._wake_ticker_if_due()
+
+    def _wake_ticker_if_due(self) -> None:
+        """Wake the ticker only if it now has to act before it planned to (lock held).
+
+        Most reports (continuation packets, a request answered within the keepalive
+        interval) move no deadline earlier, and waking a thread per report costs more
+        than the report itself.
+        """
+        due = self._core.next_deadline()
+        if self._current is not None and (due is None or self._next_keepalive < due):
+            due = self._next_keepalive
+        if due is not None and (self._ticker_due is None or due < self._ticker_due):
+            self._ticker_due = due
+            self._wake.set()
 
     def power_cycle(self) -> None:
         """Unplug and re-plug: drop channels, cancel the request, tell the handler."""
@@ -239,6 +254,7 @@ class HidRunner:
                 deadlines = [d for d in (self._core.next_deadline(),) if d is not None]
                 if current is not None:
                     deadlines.append(self._next_keepalive)
+                self._ticker_due = min(deadlines) if deadlines else None
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             self._wake.wait(timeout)
             self._wake.clear()
