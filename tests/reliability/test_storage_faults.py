@@ -106,7 +106,7 @@ def test_disk_full_answers_key_store_full_keeps_serving_and_recovers(small_fs: P
         _assert(ctap2, "other.example", server_side)
         filler.unlink()  # space again: the same running key stores again
         registered[b"after"] = _register(ctap2, "full.example", b"after")
-        device.close()  # type: ignore[attr-defined]
+        device.close()
     # Nothing half-written: exactly the acknowledged credentials, and a sound file.
     with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
         stored = {s.record.user_id: s.record.credential_id for s in store.list_credentials()}
