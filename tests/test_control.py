@@ -312,7 +312,7 @@ def test_manual_presence_answered_by_vfido_approve_and_deny(
 
         thread, out = _in_thread(lambda: _register(service.port, service.peer_port, rp))
         approved = vfido(["approve", "--wait", "60"])
-        assert approved.returncode == 0, approved.stderr
+        assert approved.returncode == 0, (approved.stderr, out, service.stderr_lines)
         assert "approved request" in approved.stdout and "example.com" in approved.stdout
         thread.join(60)
         assert isinstance(out[0], bytes), out
@@ -320,7 +320,7 @@ def test_manual_presence_answered_by_vfido_approve_and_deny(
         other = RelyingParty(attestation="none")  # nothing to exclude
         thread, out = _in_thread(lambda: _register(service.port, service.peer_port, other))
         denied = vfido(["deny", "--wait", "60", "--name", f"udp-{service.port}"])
-        assert denied.returncode == 0, denied.stderr
+        assert denied.returncode == 0, (denied.stderr, out, service.stderr_lines)
         thread.join(60)
         assert isinstance(out[0], ClientError), out
         cause = out[0].cause
