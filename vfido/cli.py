@@ -202,7 +202,8 @@ def _cmd_answer(args: argparse.Namespace, granted: bool) -> int:
             text = str(exc)
             raise CliError(text + (hint if text.startswith("no request") else "")) from None
     item = answer.get("request") or {}
-    print(f"{'approved' if granted else 'denied'} {_describe_pending(item).split(' (')[0]}")
+    verb = "approved" if granted else "denied"
+    print(f"{verb} request {item.get('id')}: {item.get('question')}")
     return 0
 
 
