@@ -169,9 +169,12 @@ def decode(data: bytes) -> Any:
 # --- encoding ----------------------------------------------------------------
 
 
+_SMALL_HEADS = tuple(tuple(bytes([m << 5 | v]) for v in range(24)) for m in range(8))
+
+
 def _head(major: int, value: int) -> bytes:
     if value < 24:
-        return bytes([major << 5 | value])
+        return _SMALL_HEADS[major][value]
     if value <= 0xFF:
         return bytes([major << 5 | 24, value])
     if value <= 0xFFFF:
@@ -187,11 +190,37 @@ def _key_order(encoded: bytes) -> tuple[int, int, bytes]:
     return encoded[0] >> 5, len(encoded), encoded
 
 
+def _encode_map(value: Mapping[Any, Any]) -> bytes:
+    items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_item_order)
+    for (a, _), (b, _) in itertools.pairwise(items):
+        if a == b:
+            raise ValueError("duplicate map key")
+    return _head(_MAP, len(items)) + b"".join([k + v for k, v in items])
+
+
+def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
+    return _key_order(item[0])
+
+
 def encode(value: Any) -> bytes:
     """Encode ``value`` in CTAP2 canonical form.
 
     Supports bool, None, int, bytes, str, mappings and sequences (not str/bytes).
     """
+    kind = type(value)
+    # Fast paths for the exact built-in types (the ABC checks below are slow).
+    if kind is bytes:
+        data: bytes = value
+        return _head(_BYTES, len(data)) + data
+    if kind is int:
+        return _head(_NINT, -1 - value) if value < 0 else _head(_UINT, value)
+    if kind is str:
+        text: bytes = value.encode("utf-8")
+        return _head(_TEXT, len(text)) + text
+    if kind is list or kind is tuple:
+        return _head(_ARRAY, len(value)) + b"".join([encode(v) for v in value])
+    if kind is dict:
+        return _encode_map(value)
     if value is None:
         return b"\xf6"
     if isinstance(value, bool):
@@ -207,13 +236,7 @@ def encode(value: Any) -> bytes:
         raw = value.encode("utf-8")
         return _head(_TEXT, len(raw)) + raw
     if isinstance(value, Mapping):
-        items = sorted(
-            ((encode(k), encode(v)) for k, v in value.items()), key=lambda kv: _key_order(kv[0])
-        )
-        for (a, _), (b, _) in itertools.pairwise(items):
-            if a == b:
-                raise ValueError("duplicate map key")
-        return _head(_MAP, len(items)) + b"".join(k + v for k, v in items)
+        return _encode_map(value)
     if isinstance(value, Sequence):
         return _head(_ARRAY, len(value)) + b"".join(encode(v) for v in value)
     raise TypeError(f"cannot CBOR-encode {type(value).__name__}")
