@@ -470,3 +470,73 @@ def test_threads_do_not_pile_up(bus: str) -> None:
             assert time.monotonic() < deadline, "front end threads still running"
             time.sleep(0.05)
         notifier.close()
+
+
+# --- `vfido run --presence prompt` on its own controlling terminal -------------------------------
+
+
+@pytest.mark.slow
+def test_vfido_run_prompt_on_its_terminal(tmp_path: Path) -> None:
+    """The service asks on /dev/tty (a pty it controls); the user types y, the site registers."""
+    import pty
+    import sys
+
+    from fido2.client import DefaultClientDataCollector, Fido2Client
+    from fido2.webauthn import UserVerificationRequirement
+
+    from tests.rp import RelyingParty, challenge_of, random_user
+    from tests.service_helpers import env, free_udp_port
+    from transports.udp import open_udp_device
+
+    port, peer_port = free_udp_port(), free_udp_port()
+    pid, master = pty.fork()
+    if pid == 0:  # child: its own session, the pty is its controlling terminal
+        os.execvpe(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "vfido",
+                "run",
+                "--ephemeral",
+                "--presence",
+                "prompt",
+                "--udp-port",
+                str(port),
+                "--udp-peer-port",
+                str(peer_port),
+            ],
+            env(XDG_RUNTIME_DIR=str(tmp_path)),
+        )
+    terminal = Terminal(master, "")
+    try:
+        terminal.expect("listening on udp", timeout=60)
+        rp = RelyingParty(attestation="none")
+        user_id, name = random_user()
+        options, state = rp.begin_registration(
+            user_id, name, user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        result: list[Any] = []
+
+        def register() -> None:
+            device = open_udp_device(port=port, peer_port=peer_port)
+            try:
+                client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+                result.append(client.make_credential(options.public_key))
+            except Exception as exc:
+                result.append(exc)
+            finally:
+                device.close()
+
+        thread = threading.Thread(target=register, daemon=True)
+        thread.start()
+        shown = terminal.expect("[y/N]", timeout=60)
+        assert "Register this security key with example.com" in shown
+        terminal.type("y\n")
+        thread.join(60)
+        assert result and not isinstance(result[0], Exception), result
+        rp.complete_registration(state, result[0], challenge_of(options))
+    finally:
+        os.kill(pid, 15)
+        os.waitpid(pid, 0)
+        os.close(master)
