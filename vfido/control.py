@@ -289,7 +289,10 @@ class ControlClient:
             raise ControlError(f"control socket {self.path}: {exc}") from None
         if line is None:
             raise ControlError(f"the key closed the control connection ({self.path})")
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = None
         if not isinstance(answer, dict):
             raise ControlError("malformed answer from the key")
         if not answer.pop("ok", False):

@@ -444,6 +444,8 @@ class Connection:
             signature=signature,
             body=list(body),
         )
+        if self.closed:
+            raise DBusError("org.freedesktop.DBus.Error.Disconnected", "connection closed")
         pending = _Call()
         serial = next(self._serials)
         # Register before sending: the reply may come back before send() returns.
