@@ -48,7 +48,7 @@ class Config:
     enterprise_rp_ids: tuple[str, ...] = ()
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
-    max_resident_credentials: int = 256
+    max_resident_credentials: int = 100_000
 
     def __post_init__(self) -> None:
         if self.attestation not in ATTESTATION_FORMATS:

@@ -189,9 +189,13 @@ class DenyFrontEnd:
 class PresenceBroker:
     """A :class:`authenticator.env.Presence` answered by front ends or the control socket."""
 
-    def __init__(self, front_ends: Sequence[FrontEnd] = (), *, mode: str = "manual") -> None:
+    def __init__(
+        self, front_ends: Sequence[FrontEnd] = (), *, mode: str = "manual", uv_fails: bool = False
+    ) -> None:
         self.front_ends = tuple(front_ends)
         self.mode = mode
+        #: Built-in user verification always fails (``--presence deny-uv``), for testing RPs.
+        self.uv_fails = uv_fails
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[int, PendingPresence] = {}
@@ -268,6 +272,17 @@ class PresenceBroker:
                 self._pending.pop(pending.id, None)
         log.info("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
         return result
+
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        """Built-in user verification (``vfido run --uv``): the user's explicit approval
+        through the same front ends stands in for a fingerprint; ``uv_fails`` makes every
+        verification fail, as a finger the sensor does not know would."""
+        if self.uv_fails:
+            log.info("presence: user verification for %s fails (deny-uv)", question(request))
+            return PresenceResult.DENIED
+        return self.request_presence(request, context, timeout)
 
     @staticmethod
     def _run_front_end(front_end: FrontEnd, pending: PendingPresence) -> None:

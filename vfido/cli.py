@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__
+from vfido import __version__, pin_cli
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -65,7 +65,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-PRESENCE_MODES = ("auto", "deny", "prompt", "notify", "manual")
+PRESENCE_MODES = ("auto", "deny", "deny-uv", "prompt", "notify", "manual")
 
 
 def _presence(args: argparse.Namespace) -> PresenceBroker:
@@ -75,7 +75,7 @@ def _presence(args: argparse.Namespace) -> PresenceBroker:
 
     mode = args.presence
     front_ends: list[FrontEnd] = []
-    if mode == "auto":
+    if mode in ("auto", "deny-uv"):
         front_ends.append(AutoFrontEnd(args.presence_delay))
     elif mode == "deny":
         front_ends.append(DenyFrontEnd())
@@ -95,17 +95,24 @@ def _presence(args: argparse.Namespace) -> PresenceBroker:
             where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
             log.warning("no desktop notification service on the session bus: asking %s", where)
         front_ends.append(notifier)
-    return PresenceBroker(front_ends, mode=mode)
+    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
 
 
 def _config(args: argparse.Namespace) -> object:
     from authenticator.config import Config
 
-    return Config(
-        attestation=args.attestation,
-        constant_zero_counter=args.zero_counter,
-        presence_timeout=args.presence_timeout,
-    )
+    try:
+        return Config(
+            attestation=args.attestation,
+            constant_zero_counter=args.zero_counter,
+            presence_timeout=args.presence_timeout,
+            builtin_uv=args.uv,
+            enterprise_attestation=args.enterprise_attestation,
+            enterprise_rp_ids=tuple(args.enterprise_rp_id),
+            max_resident_credentials=args.max_resident_credentials,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -114,8 +121,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
+    from vfido import faults
+
     presence = _presence(args)
-    store = _open_store(args)
+    config = _config(args)
+    store = faults.wrap(_open_store(args))
     options = TransportOptions(
         kind=args.transport,
         udp_port=args.udp_port,
@@ -139,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run(
             store,
             presence,
-            _config(args),  # type: ignore[arg-type]
+            config,  # type: ignore[arg-type]
             options,
             control_path=control_path,
             info=info,
@@ -249,9 +259,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with _open_store(args) as store:
         identity = store.identity()
-        print(f"keystore:      {'(ephemeral)' if args.ephemeral else _keystore_dir(args)}")
-        print(f"aaguid:        {identity.aaguid.hex()}")
-        print(f"credentials:   {store.count_credentials()} discoverable")
+        where = "(ephemeral)" if args.ephemeral else _keystore_dir(args)
+        print(f"{'keystore:':<33} {where}")
+        print(f"{'aaguid:':<33} {identity.aaguid.hex()}")
+        print(f"{'credentials:':<33} {store.count_credentials()} discoverable")
         response = Authenticator(store, DenyPresence(), Config()).handle_cbor(
             b"\x04", NullContext()
         )
@@ -261,18 +272,25 @@ def cmd_info(args: argparse.Namespace) -> int:
             2: "extensions",
             4: "options",
             5: "maxMsgSize",
+            6: "pinUvAuthProtocols",
             7: "maxCredentialCountInList",
             8: "maxCredentialIdLength",
             9: "transports",
             10: "algorithms",
+            11: "maxSerializedLargeBlobArray",
+            12: "forcePINChange",
+            13: "minPINLength",
             14: "firmwareVersion",
+            15: "maxCredBlobLength",
+            20: "remainingDiscoverableCredentials",
+            22: "attestationFormats",
         }
         for key, name in names.items():
             if key in info:
                 value = info[key]
                 if key == 10:
                     value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
-                print(f"{name + ':':<14} {value}")
+                print(f"{name + ':':<33} {value}")
     return 0
 
 
@@ -404,6 +422,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial", help="USB serial number (printable ASCII) for uhid")
     p.add_argument("--attestation", choices=["packed", "self", "none"], default="packed")
     p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
+    p.add_argument(
+        "--uv",
+        action="store_true",
+        help="built-in user verification: the user's approval verifies them (no PIN needed "
+        "for userVerification 'required'); --presence deny-uv makes it fail",
+    )
+    p.add_argument(
+        "--enterprise-attestation",
+        type=int,
+        choices=[0, 1, 2],
+        default=0,
+        help="offer enterprise attestation (1: only for --enterprise-rp-id, 2: any RP); "
+        "a platform enables it with authenticatorConfig",
+    )
+    p.add_argument(
+        "--enterprise-rp-id",
+        action="append",
+        default=[],
+        metavar="RP_ID",
+        help="an RP ID allowed enterprise attestation mode 1 (repeatable)",
+    )
+    p.add_argument(
+        "--max-resident-credentials",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="discoverable credentials the key accepts (default: 100000)",
+    )
     p.set_defaults(func=cmd_run)
 
     def control_args(q: argparse.ArgumentParser) -> None:
@@ -470,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.set_defaults(func=cmd_passphrase_change)
 
+    pin_cli.register(sub, _add_keystore_args)
+
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)
     p.add_argument("--yes", action="store_true", help="confirm")
@@ -490,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except (CliError, KeystoreError, PassphraseError, ControlError) as exc:
+    except (CliError, KeystoreError, PassphraseError, ControlError, pin_cli.PinCliError) as exc:
         print(f"vfido: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -73,6 +73,8 @@ def _with_client_pin(args: argparse.Namespace, action: Callable[[Any, Any], int]
             return action(ctap, ClientPin(ctap))
         except CtapError as exc:
             raise PinCliError(_describe(exc.code)) from None
+        except ValueError as exc:  # python-fido2's own checks (e.g. PIN length)
+            raise PinCliError(str(exc)) from None
         finally:
             device.close()
 
