@@ -9,6 +9,7 @@ Persistent keystore state (erased by authenticatorReset):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -31,14 +32,34 @@ class SubCommand(IntEnum):
     SET_MIN_PIN_LENGTH = 0x03
 
 
+#: Settings values read from each store (a keyed hash, a query and a decryption per read
+#: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
+#: dropped by Settings.put and by Settings.forget (authenticatorReset).
+_CACHE: weakref.WeakKeyDictionary[Any, dict[str, bytes | None]] = weakref.WeakKeyDictionary()
+
+
 class Settings:
     """Read access to what authenticatorConfig persists."""
 
     def __init__(self, store: KeyStore) -> None:
         self._store = store
 
+    @staticmethod
+    def forget(store: KeyStore) -> None:
+        """Drop the cached values of ``store`` (after anything but :meth:`put` changed them)."""
+        _CACHE.pop(store, None)
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            cache = _CACHE.setdefault(self._store, {})
+        except TypeError:  # a store that cannot be weakly referenced: no cache
+            return self._store.get_state(key)
+        if key not in cache:
+            cache[key] = self._store.get_state(key)
+        return cache[key]
+
     def _flag(self, key: str) -> bool:
-        return self._store.get_state(key) == b"\x01"
+        return self._get(key) == b"\x01"
 
     @property
     def enterprise_attestation(self) -> bool:
@@ -50,17 +71,20 @@ class Settings:
 
     @property
     def min_pin_length_rp_ids(self) -> list[str]:
-        raw = self._store.get_state(_MIN_LENGTH_RPIDS)
+        raw = self._get(_MIN_LENGTH_RPIDS)
         if raw is None:
             return []
         value = cbor.decode(raw)
         return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
     def put(self, updates: Mapping[str, bytes | None]) -> None:
+        self.forget(self._store)
         try:
             self._store.put_state(updates)
         except KeystoreFull:
             raise CtapError(CtapStatus.KEY_STORE_FULL) from None
+        finally:
+            self.forget(self._store)
 
 
 @dataclass(frozen=True)

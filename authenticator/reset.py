@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from authenticator.config_command import Settings
 from authenticator.cose import clear_key_cache
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
@@ -24,6 +25,7 @@ def reset(services: Services, context: RequestContext) -> None:
     # Erase credentials, counters and state; new credential key (old IDs die).
     services.store.reset()
     clear_key_cache()  # loaded keys of the now dead credentials
+    Settings.forget(services.store)  # the config state was erased
     services.runtime.clear_pending()
     log.warning("authenticatorReset: all credentials erased")
 
