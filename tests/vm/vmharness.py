@@ -46,7 +46,7 @@ APT_PACKAGES = (
     "firefox-esr",
 )
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
-DEFAULT_TIMEOUT = 720.0
+DEFAULT_TIMEOUT = 900.0
 
 
 class PrerequisiteMissing(RuntimeError):
