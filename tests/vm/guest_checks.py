@@ -129,6 +129,17 @@ def find_fido2_device(serial: str) -> Any:
     return None
 
 
+def open_hidraw(path: str | None) -> Any:
+    """A python-fido2 device for one hidraw node (without touching the other keys)."""
+    from fido2.hid import CtapHidDevice
+    from fido2.hid.linux import get_descriptor, open_connection
+
+    if path is None:
+        raise RuntimeError("no hidraw path")
+    descriptor = get_descriptor(path)
+    return CtapHidDevice(descriptor, open_connection(descriptor))
+
+
 class VfidoProcess:
     """`python3 -m vfido run --transport uhid --ephemeral --presence auto --serial S`."""
 
@@ -472,13 +483,11 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
         from fido2.server import Fido2Server
         from fido2.webauthn import PublicKeyCredentialRpEntity, PublicKeyCredentialUserEntity
 
+        # Open by path, one handle at a time: hidraw gives every open handle of a node every
+        # report, so a stale handle would read another handle's INIT reply ("Wrong channel").
         server = Fido2Server(PublicKeyCredentialRpEntity(id="example.com", name="Example"))
-        clients = [
-            Fido2Client(
-                find_fido2_device(k.serial), DefaultClientDataCollector("https://example.com")
-            )
-            for k in (k1, k2)
-        ]
+        dev1 = open_hidraw(k1.hidraw)
+        clients = [Fido2Client(dev1, DefaultClientDataCollector("https://example.com"))]
         options, state = server.register_begin(
             PublicKeyCredentialUserEntity(id=b"u2", name="bob"), user_verification="discouraged"
         )
@@ -489,12 +498,17 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
         server.authenticate_complete(
             state, creds, clients[0].get_assertion(options.public_key).get_response(0)
         )
+        dev1.close()
+        dev2 = open_hidraw(k2.hidraw)
+        clients.append(Fido2Client(dev2, DefaultClientDataCollector("https://example.com")))
         try:
             clients[1].get_assertion(options.public_key)
         except ClientError as exc:
             data["other_key_error"] = str(exc.code)
         else:
             raise RuntimeError("key 2 answered for a credential made on key 1")
+        finally:
+            dev2.close()
     finally:
         k1.stop()
         k2.stop()
