@@ -29,6 +29,8 @@ _EC_CURVES: dict[int, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
     ES384: (ec.SECP384R1(), hashes.SHA384(), 48),
     ES512: (ec.SECP521R1(), hashes.SHA512(), 66),
 }
+#: Signature algorithm objects, built once (constructing one per signature showed in profiles).
+_ECDSA: dict[int, ec.ECDSA] = {alg: ec.ECDSA(h) for alg, (_, h, _) in _EC_CURVES.items()}
 _COSE_CLASSES: dict[int, Any] = {
     ES256: cose.ES256,
     ES384: cose.ES384,
@@ -159,7 +161,7 @@ class CredentialKey:
         """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA."""
         key = self._key
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(_EC_CURVES[self.algorithm][1]))
+            return key.sign(data, _ECDSA[self.algorithm])
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign(data)
         return key.sign(data, padding.PKCS1v15(), hashes.SHA256())

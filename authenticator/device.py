@@ -189,7 +189,8 @@ class Authenticator:
                     "command %s failed: internal error (%s)", _name(command), type(exc).__name__
                 )
                 return bytes([CtapStatus.OTHER])
-            log.debug("command %s -> OK", _name(command))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("command %s -> OK", _name(command))
             if body is None:
                 return bytes([CtapStatus.OK])
             return bytes([CtapStatus.OK]) + cbor.encode(body)
