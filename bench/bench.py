@@ -22,6 +22,7 @@ Nothing here asserts a time: the numbers are for people (bench/README.md keeps t
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -56,7 +57,7 @@ from harness import (  # noqa: E402
     get_assertion_request,
     make_credential_request,
 )
-from stats import Results, section  # noqa: E402
+from stats import Results, sample, section, summarize  # noqa: E402
 
 from authenticator.config import Config  # noqa: E402
 from authenticator.device import Authenticator  # noqa: E402
@@ -475,6 +476,51 @@ def _scale_size(res: Results, size: int, n: int, b: float, kdf_kib: int) -> None
         res.figure(f"N={size:>6}: peak RSS of the process (MB)", info["maxrss_mb"])
 
 
+def _call(host: SyncHost, request: bytes) -> None:
+    check_ok(host.cbor(request))
+
+
+def bench_flat(res: Results, sizes: list[int], n: int, base: dict[str, float]) -> None:
+    """The scale latencies again, interleaved: every store open at once, samples alternate
+    between them, so load on a shared machine hits every size alike."""
+    section("flatness: the same getAssertion on every store size, interleaved")
+    b = base["ES256"]
+    cdh = os.urandom(32)
+    ga = get_assertion_request(cdh)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        hosts: dict[int, tuple[SqliteKeyStore, SyncHost]] = {}
+        for size in sizes:
+            store = SqliteKeyStore.create(
+                Path(tmp) / f"ks{size}", PASSPHRASE, kdf_params=kdf.insecure_test_params()
+            )
+            _fill(store, size)
+            config = Config(attestation="none", max_resident_credentials=size + 10)
+            host = SyncHost(Authenticator(store, AutoPresence(), config))
+            for u in range(5):
+                check_ok(host.cbor(make_credential_request(cdh, user_id=b"user%d" % u, rk=True)))
+            hosts[size] = (store, host)
+        for durable in (True, False):
+            samples: dict[int, list[float]] = {size: [] for size in sizes}
+            for store, _ in hosts.values():
+                mode = "FULL" if durable else "OFF"
+                store._require_open().execute(f"PRAGMA synchronous={mode}")
+            for _ in range(10):
+                for size, (_, host) in hosts.items():
+                    samples[size] += sample(functools.partial(_call, host, ga), max(10, n // 10))
+            label = "fsync'd" if durable else "fsync excluded"
+            for size in sizes:
+                res.add(
+                    summarize(f"interleaved N={size:>6}: getAssertion, {label}", samples[size], b)
+                )
+            first, last = sizes[0], sizes[-1]
+            res.figure(
+                f"  median N={last} / median N={first} ({label})",
+                statistics.median(samples[last]) / statistics.median(samples[first]),
+            )
+        for store, _ in hosts.values():
+            store.close()
+
+
 # --------------------------------------------------------------------------- 32 keys
 
 
@@ -636,6 +682,8 @@ def main() -> None:
     if "scale" in sections:
         sizes = [int(s) for s in args.scale.split(",") if s]
         bench_scale(res, sizes, n, base, args.kdf_kib)
+    if "flat" in sections:
+        bench_flat(res, [int(s) for s in args.scale.split(",") if s], n, base)
     if "multi" in sections:
         bench_multi(res, args.keys, args.duration / (3 if args.quick else 1), args.clients)
     if "ctaphid" in sections:
