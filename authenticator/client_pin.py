@@ -14,10 +14,12 @@ failure count are runtime state that a power cycle clears.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -117,6 +119,10 @@ def _salted(hash16: bytes, salt: bytes) -> bytes:
     return hashlib.pbkdf2_hmac("sha256", hash16, salt, _PBKDF2_ITERATIONS)
 
 
+#: Whether a PIN is set, per store (see ClientPin.is_pin_set).
+_PIN_SET: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 class ClientPin:
     """PIN/UV state and the authenticatorClientPIN command."""
 
@@ -150,7 +156,16 @@ class ClientPin:
     # --- persistent state ------------------------------------------------
     @property
     def is_pin_set(self) -> bool:
-        return self._store.get_state(_HASH) is not None
+        # Asked on every makeCredential (uv_protected); cached per store, dropped by
+        # every write through _put and by power_cycle (which follows a reset).
+        try:
+            cached = _PIN_SET.get(self._store)
+        except TypeError:  # a store that cannot be weakly referenced: no cache
+            return self._store.get_state(_HASH) is not None
+        if cached is None:
+            cached = self._store.get_state(_HASH) is not None
+            _PIN_SET[self._store] = cached
+        return cached
 
     @property
     def pin_retries(self) -> int:
@@ -176,11 +191,18 @@ class ClientPin:
     def has_uv(self) -> bool:
         return self._user_verifier is not None
 
+    def _forget_cached(self) -> None:
+        with contextlib.suppress(TypeError):  # not weakly referenceable: nothing cached
+            _PIN_SET.pop(self._store, None)
+
     def _put(self, updates: Mapping[str, bytes | None]) -> None:
+        self._forget_cached()
         try:
             self._store.put_state(updates)
         except KeystoreFull:
             raise CtapError(CtapStatus.KEY_STORE_FULL) from None
+        finally:
+            self._forget_cached()
 
     def set_min_pin_length(self, length: int, force_change: bool) -> None:
         """Used by authenticatorConfig setMinPINLength (section 6.11.4)."""
@@ -193,6 +215,7 @@ class ClientPin:
 
     def power_cycle(self) -> None:
         """Power-up: new key-agreement keys and token, failure count cleared."""
+        self._forget_cached()
         for protocol in self.protocols.values():
             protocol.regenerate()
         self.token.reset()

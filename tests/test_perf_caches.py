@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
 
@@ -47,3 +49,27 @@ def test_each_credential_signs_with_its_own_key() -> None:
                 assertion = ctap.get_assertion("example.com", cdh, allow)
                 # Raises InvalidSignature if a cached key of another credential signed.
                 data.public_key.verify(bytes(assertion.auth_data) + cdh, assertion.signature)
+
+
+def test_pin_set_cache_follows_set_pin_and_reset() -> None:
+    from fido2.ctap2.pin import ClientPin
+
+    with running_key(config=KeyConfig(reset_window=60.0)) as key:
+        ctap = Ctap2(key.device)
+        assert ctap.get_info().options["clientPin"] is False  # cached: no PIN
+        ClientPin(ctap).set_pin("12345678")
+        assert ctap.get_info().options["clientPin"] is True
+        # A discoverable credential now needs user verification (makeCredUvNotRqd covers
+        # only server-side ones); uv_protected reads the cache.
+        params: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
+        rp = {"id": "example.com", "name": "Example"}
+        with pytest.raises(CtapError) as info:
+            ctap.make_credential(
+                b"\x22" * 32, rp, {"id": b"u", "name": "u"}, params, options={"rk": True}
+            )
+        assert info.value.code == CtapError.ERR.PUAT_REQUIRED
+        ctap.reset()
+        assert ctap.get_info().options["clientPin"] is False
+        ctap.make_credential(
+            b"\x22" * 32, rp, {"id": b"u", "name": "u"}, params, options={"rk": True}
+        )
