@@ -118,6 +118,7 @@ class Session:
         self.m = model
         self.ctap2 = Ctap2(device)
         self.cp = ClientPin(self.ctap2, PinProtocolV2())
+        self.wrong_streak = 0  # 3 wrong PINs in one power cycle block PIN use until restart
 
     # --- PIN ------------------------------------------------------------
 
@@ -142,9 +143,11 @@ class Session:
             except CtapError as exc:
                 if exc.code == CtapError.ERR.PIN_INVALID and i + 1 < len(candidates):
                     self.m.acknowledged += 1
+                    self.wrong_streak += 1
                     continue
                 raise
             self.m.acknowledged += 1
+            self.wrong_streak = 0
             self.m.pin, self.m.pin_candidates = pin, []
             return token
         raise AssertionError("unreachable")
@@ -160,7 +163,7 @@ class Session:
         self.m.pin, self.m.pin_candidates = new, []
 
     def wrong_pin(self) -> None:
-        if self.m.pin_candidates or self.observe_retries() < 5:
+        if self.m.pin_candidates or self.wrong_streak >= 1 or self.observe_retries() < 5:
             return
         before = self.m.retries_upper
         wrong = "99999999" if self.m.pin != "99999999" else "88888888"
@@ -170,6 +173,7 @@ class Session:
             if exc.code != CtapError.ERR.PIN_INVALID:
                 raise
             self.m.acknowledged += 1
+            self.wrong_streak += 1
             self.m.retries_upper = before - 1
             return
         self.m.fail("a wrong PIN was accepted")
@@ -324,7 +328,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path) -> None:
         with udp_service(args, extra_env=extra) as service:
             timer = None
             if mode == "external":
-                timer = threading.Timer(rng.uniform(0.0, 1.5), service.process.kill)
+                timer = threading.Timer(rng.uniform(0.0, 1.0), service.process.kill)
                 timer.start()
             connection: Any = None
             try:
