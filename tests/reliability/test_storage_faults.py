@@ -199,7 +199,8 @@ def test_damaged_database_is_reported_in_one_line_and_never_written(
     db = keystore / DB_NAME
     damaged = _damaged_variants(db.read_bytes())[damage]
     db.write_bytes(damaged)
-    for args in (["info"], ["credentials", "list"], ["reset", "--yes"]):
+    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "0"]
+    for args in (["info"], ["credentials", "list"], ["reset", "--yes"], run):
         result = vfido([*args, "--keystore", str(keystore)])
         assert result.returncode == 1, (damage, args, result)
         assert result.stderr.count("\n") == 1, result.stderr
