@@ -149,6 +149,7 @@ class VfidoProcess:
             PYTHON,
             "-m",
             "vfido",
+            "-v",
             "run",
             "--transport",
             "uhid",
@@ -204,8 +205,8 @@ class VfidoProcess:
 
 
 @contextmanager
-def vfido_key(serial: str) -> Iterator[VfidoProcess]:
-    key = VfidoProcess(serial)
+def vfido_key(serial: str, extra: list[str] | None = None) -> Iterator[VfidoProcess]:
+    key = VfidoProcess(serial, extra)
     try:
         key.start()
         yield key
@@ -597,9 +598,10 @@ def run_browser(
     bring_up_loopback()
     server = PageServer(name)
     url = f"http://localhost:{server.port}/?browser={name}"
-    # Chromium shares the key with the python-fido2 and libfido2 checks (other RP ids);
-    # Firefox gets a fresh key so that Chromium's discoverable credentials cannot meet it.
-    keys = shared_vfido_key() if name == "chromium" else vfido_key(f"vfido-vm-{name}")
+    # Each browser gets its own key with built-in user verification (`--uv`): browsers ask a
+    # key that has a PIN or UV for it before making a discoverable credential, and with
+    # `uv` in getInfo they verify through the key instead of showing a PIN dialog.
+    keys = vfido_key(f"vfido-vm-{name}", ["--uv"])
     with keys as key:
         data["hidraw"] = key.hidraw
         log_path = OUT / f"{name}.log"
