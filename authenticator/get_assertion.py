@@ -24,12 +24,11 @@ from authenticator.extensions import (
     hmac_secret_output,
 )
 from authenticator.make_credential import (
-    builtin_uv,
     check_pin_uv_auth_param,
     collect_presence,
     enforce_always_uv,
+    perform_user_verification,
     pin_probe,
-    verify_pin_uv_auth_param,
 )
 from authenticator.pin_token import Permission
 from authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
@@ -196,25 +195,21 @@ def get_assertion(
     ext = GetAssertionExtensions.parse(request.extensions)
 
     # Step 6: user verification.
-    user_verified_builtin = False
-    if has_param:
-        # 6.1: the pinUvAuthToken: ga permission, RP ID, userVerified flag.
-        assert request.pin_uv_auth_param is not None
-        verify_pin_uv_auth_param(
-            services,
-            request.pin_uv_auth_protocol,
-            request.client_data_hash,
-            request.pin_uv_auth_param,
-            Permission.GET_ASSERTION,
-            rp_id,
-        )
+    # 6.1: the pinUvAuthToken (ga permission, RP ID, userVerified flag); 6.2: built-in
+    # UV (also evidence of user interaction, step 8).
+    verified, user_verified_builtin = perform_user_verification(
+        services,
+        context,
+        has_param=has_param,
+        uv=uv,
+        protocol=request.pin_uv_auth_protocol,
+        client_data_hash=request.client_data_hash,
+        param=request.pin_uv_auth_param,
+        permission=Permission.GET_ASSERTION,
+        rp_id=rp_id,
+    )
+    if verified:
         flags |= AuthDataFlags.UV
-    elif uv:
-        # 6.2: built-in UV (also evidence of user interaction, step 8).
-        builtin_uv(services, context, rp_id)
-        flags |= AuthDataFlags.UV
-        user_verified_builtin = True
-    verified = bool(flags & AuthDataFlags.UV)
 
     # Step 7: locate the applicable credentials.
     id_hash = rp_id_hash(rp_id)

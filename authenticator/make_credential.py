@@ -146,6 +146,34 @@ def builtin_uv(services: Services, context: RequestContext, rp_id: str) -> None:
         raise CtapError(CtapStatus.OPERATION_DENIED, "built-in UV failed") from None
 
 
+def perform_user_verification(
+    services: Services,
+    context: RequestContext,
+    *,
+    has_param: bool,
+    uv: bool,
+    protocol: int | None,
+    client_data_hash: bytes,
+    param: bytes | None,
+    permission: Permission,
+    rp_id: str,
+) -> tuple[bool, bool]:
+    """makeCredential step 11 / getAssertion step 6: verify the user, if asked to.
+
+    With a pinUvAuthParam the token is checked (11.1 / 6.1), else with the uv option
+    built-in UV runs (11.2 / 6.2). Returns (user verified, verified by built-in UV:
+    which is also evidence of user presence, steps 13 / 8).
+    """
+    if has_param:
+        assert param is not None
+        verify_pin_uv_auth_param(services, protocol, client_data_hash, param, permission, rp_id)
+        return True, False
+    if uv:
+        builtin_uv(services, context, rp_id)
+        return True, True
+    return False, False
+
+
 def collect_presence(
     services: Services,
     context: RequestContext,
@@ -258,25 +286,21 @@ def make_credential(
 
     # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
     # Step 11: user verification.
-    user_verified_builtin = False
-    if has_param:
-        # 11.1: the pinUvAuthToken (also checked when no PIN is set: a token can
-        # only exist after PIN or UV, so without one this is PIN_AUTH_INVALID).
-        assert request.pin_uv_auth_param is not None
-        verify_pin_uv_auth_param(
-            services,
-            request.pin_uv_auth_protocol,
-            request.client_data_hash,
-            request.pin_uv_auth_param,
-            Permission.MAKE_CREDENTIAL,
-            rp_id,
-        )
+    # 11.1: the pinUvAuthToken (also checked when no PIN is set: a token can only
+    # exist after PIN or UV, so without one this is PIN_AUTH_INVALID); 11.2: built-in UV.
+    verified, user_verified_builtin = perform_user_verification(
+        services,
+        context,
+        has_param=has_param,
+        uv=uv,
+        protocol=request.pin_uv_auth_protocol,
+        client_data_hash=request.client_data_hash,
+        param=request.pin_uv_auth_param,
+        permission=Permission.MAKE_CREDENTIAL,
+        rp_id=rp_id,
+    )
+    if verified:
         flags |= AuthDataFlags.UV
-    elif uv:
-        # 11.2: built-in UV; it is also evidence of user presence (step 13).
-        builtin_uv(services, context, rp_id)
-        flags |= AuthDataFlags.UV
-        user_verified_builtin = True
 
     identity = store.identity()
     id_hash = rp_id_hash(rp_id)
