@@ -218,6 +218,7 @@ def get_assertion(
         candidates = _from_allow_list(services, id_hash, request.allow_list)
     else:
         candidates = _discoverable(services, id_hash)
+    found = len(candidates)
     # credProtect (section 12.1): userVerificationRequired needs uv;
     # userVerificationOptionalWithCredentialIDList needs an allowList or uv.
     candidates = [
@@ -232,7 +233,13 @@ def get_assertion(
     ]
     # Applicable credentials list empty -> NO_CREDENTIALS.
     if not candidates:
-        raise CtapError(CtapStatus.NO_CREDENTIALS, "no credentials")
+        # For --verbose: counts and lengths only, never an ID or key.
+        raise CtapError(
+            CtapStatus.NO_CREDENTIALS,
+            f"no credentials (rpId {rp_id!r}, allowList {len(request.allow_list)} entries of "
+            f"{sorted({len(d.id) for d in request.allow_list})} bytes, {found} ours, "
+            f"uv {verified}, up {up})",
+        )
     number_of_credentials = len(candidates)
 
     # Step 8: built-in UV was evidence of user interaction: "up" bit set.

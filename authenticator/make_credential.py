@@ -422,9 +422,10 @@ def make_credential(
     fmt_wanted = "packed" if enterprise else _choose_attestation(services, request)
     fmt, att_stmt = make_attestation(fmt_wanted, identity, auth_data, request.client_data_hash, key)
     log.info(
-        "makeCredential: new %s credential (alg %d%s%s)",
+        "makeCredential: new %s credential (alg %d, credProtect %d%s%s)",
         "discoverable" if rk else "server-side",
         algorithm,
+        cred_protect,
         ", uv" if uv_done else "",
         ", enterprise attestation" if enterprise else "",
     )

@@ -601,6 +601,8 @@ def run_browser(
     # Each browser gets its own key with built-in user verification (`--uv`): browsers ask a
     # key that has a PIN or UV for it before making a discoverable credential, and with
     # `uv` in getInfo they verify through the key instead of showing a PIN dialog.
+    # A browser sends each request to every security key it sees: only this one may exist.
+    stop_shared_key()
     keys = vfido_key(f"vfido-vm-{name}", ["--uv"])
     with keys as key:
         data["hidraw"] = key.hidraw
