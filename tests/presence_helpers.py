@@ -92,3 +92,36 @@ def as_other_user(fn: Callable[[], Any]) -> Any:
     if not data.startswith(b"ok:"):
         raise AssertionError(data.decode(errors="replace"))
     return pickle.loads(data[3:])
+
+
+class ScriptedUser:
+    """A user scripted by a test, answering through the service's real :class:`PresenceBroker`.
+
+    ``presence`` is what the authenticator is given; ``approve()``/``deny()`` answer the one
+    pending request the way ``vfido approve``/``vfido deny`` do.
+    """
+
+    def __init__(self) -> None:
+        self.presence = PresenceBroker(mode="manual")
+
+    @property
+    def pending(self) -> PresenceRequest | None:
+        pendings = self.presence.pending()
+        return pendings[0].request if pendings else None
+
+    def wait_pending(self, timeout: float) -> PresenceRequest | None:
+        pendings = self.presence.wait_pending(timeout)
+        return pendings[0].request if pendings else None
+
+    def _answer(self, granted: bool) -> bool:
+        try:
+            self.presence.answer(granted, None, "test")
+        except LookupError:
+            return False
+        return True
+
+    def approve(self) -> bool:
+        return self._answer(True)
+
+    def deny(self) -> bool:
+        return self._answer(False)

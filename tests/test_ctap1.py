@@ -40,8 +40,9 @@ from tests.ctap1_helpers import (
     short_apdu,
     sw_of,
 )
+from tests.presence_helpers import ScriptedUser
 from tests.rp import ORIGIN, RelyingParty, attestation_fmt, challenge_of, random_user
-from vfido.presence import AutoPresence, DenyPresence, ManualPresence
+from vfido.presence import AutoPresence, DenyPresence
 
 APP = hashlib.sha256(b"https://u2f.example.com").digest()
 OTHER_APP = hashlib.sha256(b"https://evil.example.com").digest()
@@ -438,8 +439,8 @@ def test_presence_denied_client_keeps_polling(store: SqliteKeyStore) -> None:
 
 
 def test_manual_approval_after_polling(store: SqliteKeyStore) -> None:
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     _, device, ctap1 = make(store, presence)
     result: list[RegistrationData] = []
     chal = challenge()
@@ -472,8 +473,8 @@ def test_manual_approval_after_polling(store: SqliteKeyStore) -> None:
 
 
 def test_approval_is_for_one_command_and_one_app(store: SqliteKeyStore) -> None:
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     ctap1 = make(store, presence)[2]
     assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
     assert manual.wait_pending(10) is not None
@@ -513,8 +514,8 @@ def test_auto_presence_needs_no_retry_for_authenticate(store: SqliteKeyStore) ->
 
 
 def test_abandoned_prompt_is_cancelled(store: SqliteKeyStore) -> None:
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     clock = ManualClock()
     _, _, ctap1 = make(store, presence, clock=clock)
     assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
@@ -534,8 +535,8 @@ def test_abandoned_prompt_is_cancelled(store: SqliteKeyStore) -> None:
 
 
 def test_abandoned_approval_is_not_used_later(store: SqliteKeyStore) -> None:
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     clock = ManualClock()
     _, _, ctap1 = make(store, presence, clock=clock)
     assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
@@ -550,8 +551,8 @@ def test_abandoned_approval_is_not_used_later(store: SqliteKeyStore) -> None:
 
 @pytest.mark.parametrize("how", ["cancel_presence", "power_cycle"])
 def test_pending_prompt_cancelled_explicitly(store: SqliteKeyStore, how: str) -> None:
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     handler, _, ctap1 = make(store, presence)
     assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
     assert manual.wait_pending(10) is not None
@@ -610,8 +611,8 @@ def test_webauthn_over_u2f_backend(store: SqliteKeyStore) -> None:
 def test_through_authenticator_handle_msg(store: SqliteKeyStore) -> None:
     from authenticator.device import Authenticator
 
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     authenticator = Authenticator(store, presence, Config())
     device = DirectU2fDevice(authenticator.handle_msg)
     ctap1 = Ctap1(device)
@@ -658,8 +659,8 @@ def test_u2f_client_over_inprocess_ctaphid_with_manual_user(store: SqliteKeyStor
     from authenticator.device import Authenticator
     from transports.inprocess import open_device
 
-    manual = ManualPresence()
-    presence = CountingPresence(manual)
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
     hid = open_device(Authenticator(store, presence, Config()))
     assert isinstance(hid, CtapHidDevice)
 

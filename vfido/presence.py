@@ -7,7 +7,6 @@ already set the UPNEEDED keepalive when it asks; a front end only decides.
 from __future__ import annotations
 
 import logging
-import threading
 
 from authenticator.env import PresenceRequest, PresenceResult, RequestContext
 
@@ -74,79 +73,3 @@ class DenyPresence:
     ) -> PresenceResult:
         log.info("presence: denying %s", describe(request))
         return PresenceResult.DENIED
-
-
-class PendingRequest:
-    """A presence request waiting for an answer from somewhere else (control socket, UI)."""
-
-    def __init__(self, request: PresenceRequest) -> None:
-        self.request = request
-        self._answer: PresenceResult | None = None
-        self._event = threading.Event()
-
-    def answer(self, granted: bool) -> None:
-        self._answer = PresenceResult.GRANTED if granted else PresenceResult.DENIED
-        self._event.set()
-
-    def wait(self, context: RequestContext, timeout: float, poll: float = 0.05) -> PresenceResult:
-        waited = 0.0
-        while waited < timeout:
-            if self._event.wait(0):
-                break
-            if context.wait_cancelled(min(poll, timeout - waited)):
-                return PresenceResult.CANCELLED
-            waited += poll
-        if self._answer is None:
-            return PresenceResult.TIMEOUT
-        return self._answer
-
-
-class ManualPresence:
-    """Presence answered by another thread: ``approve()`` / ``deny()`` the pending request.
-
-    Used by the control socket (``vfido approve``) and by tests that script a user.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: PendingRequest | None = None
-        self._changed = threading.Condition(self._lock)
-
-    @property
-    def pending(self) -> PresenceRequest | None:
-        with self._lock:
-            return self._pending.request if self._pending else None
-
-    def wait_pending(self, timeout: float) -> PresenceRequest | None:
-        with self._changed:
-            self._changed.wait_for(lambda: self._pending is not None, timeout)
-            return self._pending.request if self._pending else None
-
-    def _answer(self, granted: bool) -> bool:
-        with self._lock:
-            pending = self._pending
-        if pending is None:
-            return False
-        pending.answer(granted)
-        return True
-
-    def approve(self) -> bool:
-        return self._answer(True)
-
-    def deny(self) -> bool:
-        return self._answer(False)
-
-    def request_presence(
-        self, request: PresenceRequest, context: RequestContext, timeout: float
-    ) -> PresenceResult:
-        pending = PendingRequest(request)
-        with self._changed:
-            self._pending = pending
-            self._changed.notify_all()
-        log.info("presence: waiting for approval of %s", describe(request))
-        try:
-            return pending.wait(context, timeout)
-        finally:
-            with self._lock:
-                if self._pending is pending:
-                    self._pending = None
