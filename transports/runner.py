@@ -95,7 +95,11 @@ class HidRunner:
         logger: logging.Logger | None = None,
         keepalive_interval: float = KEEPALIVE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        packet_observer: Callable[[str, bytes], None] | None = None,
     ) -> None:
+        #: Called with ("in", report) for each host report and ("out", report) for each
+        #: report sent (a trace); may be set before the transport starts. Must not block.
+        self.packet_observer = packet_observer
         self._handler = handler
         self._send_report = send_report
         self._log = logger or _module_log
@@ -121,6 +125,7 @@ class HidRunner:
         if self._closed.is_set():
             return
         self._trace(report)
+        self._observe("in", report)
         with self._lock:
             try:
                 outputs = self._core.feed(report, self._clock())
@@ -178,9 +183,19 @@ class HidRunner:
             name = _command_name(report[4] & ~TYPE_INIT)
             self._log.debug("ctaphid: %s on channel 0x%08x, %d bytes", name, channel, length)
 
+    def _observe(self, direction: str, report: bytes) -> None:
+        observer = self.packet_observer
+        if observer is None:
+            return
+        try:
+            observer(direction, report)
+        except Exception:
+            self._log.exception("ctaphid: packet observer failed")
+
     def _send(self, reports: Sequence[bytes]) -> None:
         """Send reports (lock held). A failing transport is logged, never raised."""
         for report in reports:
+            self._observe("out", report)
             try:
                 self._send_report(report)
             except Exception:

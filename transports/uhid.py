@@ -29,6 +29,7 @@ import os
 import select
 import struct
 import threading
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -217,8 +218,10 @@ class UhidTransport:
         vendor_id: int = DEFAULT_VENDOR_ID,
         product_id: int = DEFAULT_PRODUCT_ID,
         path: str = "/dev/uhid",
+        packet_observer: Callable[[str, bytes], None] | None = None,
     ) -> None:
         _fixed(name, 128, "name")
+        self._packet_observer = packet_observer  # see HidRunner.packet_observer
         if not (0 <= vendor_id <= 0xFFFF and 0 <= product_id <= 0xFFFF):
             raise ValueError("vendor_id and product_id must be 16-bit")
         self._handler = handler
@@ -288,7 +291,9 @@ class UhidTransport:
                     f"the kernel refused to create the HID device: {exc}"
                 ) from exc
             self._fd = fd
-            self._runner = HidRunner(self._handler, self._send_report)
+            self._runner = HidRunner(
+                self._handler, self._send_report, packet_observer=self._packet_observer
+            )
             log.info("uhid device %r created", self._serial)
 
     def start(self) -> None:
