@@ -9,14 +9,17 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Any
 
 from authenticator import cbor
+from keystore.store import CredentialRecord, KeyStore
 
 
 class AuthDataFlags(IntFlag):
@@ -72,3 +75,65 @@ def build_auth_data(
         flags |= AuthDataFlags.ED
         tail += cbor.encode(dict(extensions))
     return rp_id_hash + bytes([int(flags)]) + struct.pack(">I", sign_count) + tail
+
+
+# --- backup eligibility (WebAuthn Level 3 section 6.1.3, "Credential Backup State") ---------
+#
+# Backup eligibility is fixed when a credential is created. vfido makes it a property of the
+# keystore, chosen once at `vfido init --backup-eligible` and kept in the keystore state, so
+# every credential of that keystore has BE=1 (and of any other keystore BE=0). BS (backed up)
+# is set once `vfido export` has written a bundle: for discoverable credentials per record
+# (the ones in the bundle), for server-side credentials by a keystore flag (their keys are
+# sealed in their IDs with the device key, which every bundle carries). BS is never 1 without
+# BE. authenticatorReset erases the state, and with it the choice (new credentials: BE=0).
+
+#: State key: b"\x01" when the keystore was created backup-eligible.
+BACKUP_ELIGIBLE_STATE = "backup.eligible"
+#: State key: b"\x01" once the device key was exported (`vfido export`).
+BACKUP_DONE_STATE = "backup.exported"
+
+#: Per store: (credential key the values were read under, eligible, exported). The
+#: credential key changes on reset, which erases both values.
+_BACKUP_CACHE: weakref.WeakKeyDictionary[Any, tuple[bytes, bool, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _keystore_backup(store: KeyStore) -> tuple[bool, bool]:
+    key = store.identity().credential_key
+    try:
+        cached = _BACKUP_CACHE.get(store)
+    except TypeError:  # not weakly referenceable: no cache
+        cached = None
+    if cached is not None and cached[0] == key:
+        return cached[1], cached[2]
+    eligible = store.get_state(BACKUP_ELIGIBLE_STATE) == b"\x01"
+    exported = eligible and store.get_state(BACKUP_DONE_STATE) == b"\x01"
+    with contextlib.suppress(TypeError):
+        _BACKUP_CACHE[store] = (key, eligible, exported)
+    return eligible, exported
+
+
+def forget_backup_state(store: KeyStore) -> None:
+    """Drop cached backup settings of ``store`` (after writing them)."""
+    with contextlib.suppress(TypeError):
+        _BACKUP_CACHE.pop(store, None)
+
+
+def keystore_backup_eligible(store: KeyStore) -> bool:
+    """Whether credentials created now on ``store`` are backup eligible."""
+    return _keystore_backup(store)[0]
+
+
+def backup_flags(store: KeyStore, record: CredentialRecord | None) -> AuthDataFlags:
+    """BE and BS for a credential: its ``record`` (discoverable) or the keystore (server-side)."""
+    if record is not None:
+        eligible, backed_up = record.backup_eligible, record.backup_state
+    else:
+        eligible, backed_up = _keystore_backup(store)
+    flags = AuthDataFlags(0)
+    if eligible:
+        flags |= AuthDataFlags.BE
+        if backed_up:
+            flags |= AuthDataFlags.BS
+    return flags

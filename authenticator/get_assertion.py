@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from authenticator.authdata import AuthDataFlags, build_auth_data, rp_id_hash
+from authenticator.authdata import AuthDataFlags, backup_flags, build_auth_data, rp_id_hash
 from authenticator.cose import CredentialKey
 from authenticator.credential_source import decode_credential_id
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
@@ -135,7 +135,9 @@ def _assertion(
             outputs[CRED_BLOB] = blob if blob is not None else (sealed.cred_blob or b"")
         if ext.large_blob_key and record is not None:
             large_blob_key = record.large_blob_key
-    auth_data = build_auth_data(id_hash, flags, count, extensions=outputs)
+    auth_data = build_auth_data(
+        id_hash, flags | backup_flags(store, record), count, extensions=outputs
+    )
     key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
     # Step 13: sign authData || clientDataHash.
     signature = key.sign(auth_data + client_data_hash)

@@ -21,7 +21,9 @@ from authenticator.attestation import make_attestation
 from authenticator.authdata import (
     AttestedCredentialData,
     AuthDataFlags,
+    backup_flags,
     build_auth_data,
+    keystore_backup_eligible,
     rp_id_hash,
 )
 from authenticator.cose import CredentialKey
@@ -403,6 +405,7 @@ def make_credential(
             cred_protect=cred_protect,
             cred_blob=cred_blob,
             large_blob_key=large_blob_key,
+            backup_eligible=keystore_backup_eligible(store),
         )
         try:
             store.put_credential(record)
@@ -414,7 +417,7 @@ def make_credential(
     # enterprise attestation is the batch (packed) attestation plus epAtt.
     auth_data = build_auth_data(
         id_hash,
-        flags,
+        flags | backup_flags(store, record if rk else None),  # BE/BS: see authdata
         0,
         AttestedCredentialData(identity.aaguid, credential_id, key.cose_public_key()),
         outputs,
