@@ -5,9 +5,21 @@ Three CTAP2 formats, chosen by ``Config.attestation``:
 * ``"packed"``: full (batch) attestation. ``alg`` is ES256, ``sig`` is made by
   the batch key over ``authData || clientDataHash`` and ``x5c`` holds the batch
   certificate only (the root is the relying party's trust anchor, never sent).
+  ML-DSA credentials get packed *self* attestation instead (below), unless the
+  attestation is an enterprise one (see :func:`make_attestation`).
 * ``"self"``: packed self attestation: no ``x5c``, signed by the new
   credential's own key, ``alg`` is the credential's algorithm.
 * ``"none"``: an empty statement.
+
+Why self attestation for ML-DSA: WebAuthn allows any attestation algorithm for
+any credential algorithm (a packed basic statement with the ES256 batch
+certificate over an ML-DSA credential verifies fine), but a post-quantum
+credential vouched for by a classical signature is only as strong as that
+signature; the credential's own ML-DSA signature is what an RP asking for ML-DSA
+can rely on. The batch certificate carries no ML-DSA key (it is ES256), so "self"
+is the only post-quantum statement this key can make. Enterprise attestation is
+the exception: it exists to identify the device, which only the batch
+certificate does, so it stays packed basic with x5c.
 
 CTAP1 REGISTER uses :func:`sign_u2f_registration` (the ``fido-u2f`` format's
 signature, FIDO U2F raw message formats v1.2 section 4.3).
@@ -21,7 +33,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authenticator.cose import ES256, CredentialKey
+from authenticator.cose import ES256, MLDSA_ALGORITHMS, CredentialKey
 from keystore.store import DeviceIdentity
 
 FORMATS: tuple[str, ...] = ("packed", "self", "none")
@@ -65,14 +77,20 @@ def make_attestation(
     auth_data: bytes,
     client_data_hash: bytes,
     credential_key: CredentialKey,
+    *,
+    enterprise: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """``(fmt, attStmt)`` for an authenticatorMakeCredential response.
 
     ``fmt`` is a ``Config.attestation`` value; the returned format is the
     WebAuthn attestation statement format identifier ("self" becomes "packed").
+    "packed" over an ML-DSA credential is packed self attestation, except for an
+    ``enterprise`` attestation (always the batch certificate).
     Raises ValueError for an unknown format.
     """
     signed = auth_data + client_data_hash
+    if fmt == "packed" and credential_key.algorithm in MLDSA_ALGORITHMS and not enterprise:
+        fmt = "self"
     if fmt == "packed":
         return "packed", {
             "alg": ES256,
@@ -117,3 +135,60 @@ def sign_u2f_registration(
     """The batch key's signature in a U2F registration response (fido-u2f attestation)."""
     data = u2f_registration_signed_data(app_param, challenge_param, key_handle, public_key)
     return sign_with_batch_key(identity, data)
+
+
+#: Headroom in :func:`max_make_credential_response_size` for anything not modelled
+#: (a longer extension output, a future field).
+RESPONSE_SIZE_MARGIN = 128
+
+
+def max_make_credential_response_size(algorithm: int) -> int:
+    """Upper bound of a makeCredential response (status byte + CBOR) for an ML-DSA credential.
+
+    Modelled as the largest response this key can build for the algorithm: the
+    longest credential ID (credProtect, every flag, a full credBlob), the COSE
+    public key, every extension output at its largest, packed self attestation
+    (the credential's own signature), epAtt and a largeBlobKey, plus
+    :data:`RESPONSE_SIZE_MARGIN`. ``Config`` compares it with maxMsgSize and does
+    not offer an algorithm whose credentials could not be returned.
+    """
+    import cbor2
+
+    from authenticator.cose import KTY_AKP, MLDSA_SEED_SIZE, MLDSA_SIZES
+    from authenticator.credential_source import SealedCredential
+    from keystore.credential_id import SEAL_OVERHEAD
+
+    if algorithm not in MLDSA_SIZES:
+        raise ValueError(f"no size model for algorithm {algorithm}")
+    public_size, signature_size = MLDSA_SIZES[algorithm]
+    sealed = SealedCredential(
+        algorithm=algorithm,
+        private_key=bytes(MLDSA_SEED_SIZE),
+        cred_protect=3,
+        discoverable=True,
+        hmac_secret=True,
+        u2f=True,
+        cred_blob=bytes(32),  # extensions.MAX_CRED_BLOB_LENGTH
+    )
+    credential_id_length = SEAL_OVERHEAD + len(sealed.to_bytes())
+    cose_key = cbor2.dumps({1: KTY_AKP, 3: algorithm, -1: bytes(public_size)})
+    extensions = cbor2.dumps(
+        {
+            "credProtect": 3,
+            "hmac-secret": True,
+            "hmac-secret-mc": bytes(16 + 64 + 32),  # iv || two outputs, with room
+            "credBlob": True,
+            "minPinLength": 255,
+        }
+    )
+    auth_data_length = 32 + 1 + 4 + 16 + 2 + credential_id_length + len(cose_key) + len(extensions)
+    response = cbor2.dumps(
+        {
+            1: "packed",
+            2: bytes(auth_data_length),
+            3: {"alg": algorithm, "sig": bytes(signature_size)},
+            4: True,
+            5: bytes(32),
+        }
+    )
+    return 1 + len(response) + RESPONSE_SIZE_MARGIN

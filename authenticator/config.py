@@ -6,9 +6,15 @@ the keystore; nothing there is written by hand. Optional features default to off
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from authenticator.cose import SUPPORTED_ALGORITHMS
+from authenticator.attestation import max_make_credential_response_size
+from authenticator.cose import (
+    ALGORITHM_NAMES,
+    ALL_ALGORITHMS,
+    MLDSA_ALGORITHMS,
+    mldsa_unavailable_reason,
+)
 
 ATTESTATION_FORMATS = ("packed", "self", "none")
 
@@ -27,11 +33,17 @@ class Config:
     #: authenticatorReset only works this many seconds after power-up (CTAP 2.1 section 6.6).
     reset_window: float = 10.0
     #: maxMsgSize reported in getInfo; longer requests get CTAP2_ERR_REQUEST_TOO_LARGE.
+    #: 7609 is the most a CTAPHID message over 64-byte reports can carry (57 + 128 * 59),
+    #: and the bound for responses too: ML-DSA-65's makeCredential response (at most
+    #: about 5.8 KB) fits; an ML-DSA algorithm whose largest response would not fit
+    #: the configured value is not offered (see ``mldsa_unavailable``).
     max_msg_size: int = 7609
     #: firmwareVersion reported in getInfo (0x0E).
     firmware_version: int = 0x00010000
-    #: Credential algorithms this key accepts, in order of getInfo's "algorithms".
-    algorithms: tuple[int, ...] = SUPPORTED_ALGORITHMS
+    #: Credential algorithms this key accepts, in order of getInfo's "algorithms". ML-DSA
+    #: ones (-48, -49) are dropped here when they cannot be offered: runtime without ML-DSA,
+    #: ``mldsa=False``, or a maxMsgSize too small for their responses.
+    algorithms: tuple[int, ...] = ALL_ALGORITHMS
     #: maxCredentialCountInList reported in getInfo (0x07).
     max_credential_count_in_list: int = 32
     #: Seconds the state for authenticatorGetNextAssertion survives (CTAP 2.1 section 6.3).
@@ -49,6 +61,13 @@ class Config:
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
     max_resident_credentials: int = 100_000
+    #: Offer ML-DSA-44/-65 credentials where this process's ``cryptography``/OpenSSL provide
+    #: them. False leaves them out exactly as a runtime without ML-DSA does (for tests, or as
+    #: a policy).
+    mldsa: bool = True
+    #: Why (some) ML-DSA algorithms are not offered, for people (``vfido info``, logs); None
+    #: when every ML-DSA algorithm is. Derived, not a parameter.
+    mldsa_unavailable: str | None = field(init=False, default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.attestation not in ATTESTATION_FORMATS:
@@ -70,9 +89,12 @@ class Config:
             raise ValueError("algorithms must be a non-empty tuple")
         if len(set(self.algorithms)) != len(self.algorithms):
             raise ValueError("algorithms must not repeat")
-        unknown = [a for a in self.algorithms if a not in SUPPORTED_ALGORITHMS]
+        unknown = [a for a in self.algorithms if a not in ALL_ALGORITHMS]
         if unknown:
             raise ValueError(f"unsupported algorithms: {unknown}")
+        if not isinstance(self.mldsa, bool):
+            raise ValueError("mldsa must be a bool")
+        self._drop_unavailable_mldsa()
         if not isinstance(self.constant_zero_counter, bool):
             raise ValueError("constant_zero_counter must be a bool")
         if not isinstance(self.builtin_uv, bool):
@@ -91,3 +113,42 @@ class Config:
             or self.max_resident_credentials < 1
         ):
             raise ValueError("max_resident_credentials must be a positive integer")
+
+    def _drop_unavailable_mldsa(self) -> None:
+        """Leave out the ML-DSA algorithms this key cannot offer and record why."""
+        runtime_reason = mldsa_unavailable_reason()
+        reasons: list[str] = []
+        if not self.mldsa:
+            reasons.append("disabled by configuration (mldsa=False)")
+        elif runtime_reason is not None:
+            reasons.append(runtime_reason)
+        else:
+            for alg in MLDSA_ALGORITHMS:
+                needed = max_make_credential_response_size(alg)
+                if alg in self.algorithms and needed > self.max_msg_size:
+                    reasons.append(
+                        f"{ALGORITHM_NAMES[alg]} needs maxMsgSize >= {needed} "
+                        f"(configured {self.max_msg_size})"
+                    )
+        if not reasons:
+            missing = [ALGORITHM_NAMES[a] for a in MLDSA_ALGORITHMS if a not in self.algorithms]
+            if missing:
+                object.__setattr__(
+                    self, "mldsa_unavailable", f"{', '.join(missing)} not in the algorithms"
+                )
+            return
+        kept = tuple(
+            a
+            for a in self.algorithms
+            if a not in MLDSA_ALGORITHMS
+            or (
+                self.mldsa
+                and runtime_reason is None
+                and max_make_credential_response_size(a) <= self.max_msg_size
+            )
+        )
+        note = "; ".join(reasons)
+        if not kept:
+            raise ValueError(f"no usable algorithm left: ML-DSA unavailable: {note}")
+        object.__setattr__(self, "algorithms", kept)
+        object.__setattr__(self, "mldsa_unavailable", note)

@@ -2,6 +2,15 @@
 
 The public side reuses python-fido2's COSE key classes (``fido2.cose``) so the
 encoding is exactly what relying parties parse.
+
+ML-DSA-44 (COSE -48) and ML-DSA-65 (COSE -49) are post-quantum signature
+algorithms (FIPS 204; COSE: draft-ietf-cose-dilithium). They need
+``cryptography`` >= 47 on an OpenSSL that provides ML-DSA (>= 3.5); whether this
+process has them is detected once, at import (:func:`mldsa_unavailable_reason`).
+Their COSE public key is ``{1: 7 (kty AKP), 3: alg, -1: pub}`` with the raw
+FIPS 204 public key; the private key kept in a credential ID is the 32-byte
+seed ξ, and signatures are pure ML-DSA with an empty context, over
+``authData || clientDataHash`` like every other WebAuthn signature.
 """
 
 from __future__ import annotations
@@ -9,8 +18,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import cryptography
+from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as _CryptoUnsupported
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from fido2 import cose
@@ -20,9 +32,85 @@ EDDSA = -8
 ES384 = -35
 ES512 = -36
 RS256 = -257
+MLDSA44 = -48
+MLDSA65 = -49
 
-#: Supported algorithms, in the order getInfo lists them.
-SUPPORTED_ALGORITHMS: tuple[int, ...] = (ES256, EDDSA, ES384, ES512, RS256)
+#: COSE key type "AKP" (algorithm key pair) of ML-DSA public keys.
+KTY_AKP = 7
+
+#: Names of the algorithms, for people (logs, ``vfido info``, the dashboard).
+ALGORITHM_NAMES: dict[int, str] = {
+    ES256: "ES256",
+    EDDSA: "EdDSA",
+    ES384: "ES384",
+    ES512: "ES512",
+    RS256: "RS256",
+    MLDSA44: "ML-DSA-44",
+    MLDSA65: "ML-DSA-65",
+}
+
+#: The classical algorithms, always available.
+CLASSICAL_ALGORITHMS: tuple[int, ...] = (ES256, EDDSA, ES384, ES512, RS256)
+#: The post-quantum ones, available when ``cryptography``/OpenSSL provide ML-DSA.
+MLDSA_ALGORITHMS: tuple[int, ...] = (MLDSA44, MLDSA65)
+#: Every algorithm this code implements, in getInfo order (most preferred first:
+#: CTAP 2.1 section 6.4 orders "algorithms" by the authenticator's preference; ML-DSA
+#: comes last as its keys and signatures are far larger and slower. The RP's
+#: pubKeyCredParams order is what chooses a credential's algorithm).
+ALL_ALGORITHMS: tuple[int, ...] = CLASSICAL_ALGORITHMS + MLDSA_ALGORITHMS
+
+#: Sizes in bytes of ML-DSA (FIPS 204 table 2): (public key, signature).
+MLDSA_SIZES: dict[int, tuple[int, int]] = {MLDSA44: (1312, 2420), MLDSA65: (1952, 3309)}
+#: Length of the ML-DSA private seed (xi) kept in credential IDs.
+MLDSA_SEED_SIZE = 32
+
+
+def _detect_mldsa() -> tuple[Any, str | None]:
+    """``(mldsa module, None)`` if ML-DSA works here, else ``(None, reason)``.
+
+    Tries a key generation, a signature and its verification for both parameter
+    sets, so a backend that imports but cannot compute is caught too.
+    """
+    try:
+        from cryptography.hazmat.primitives.asymmetric import mldsa
+    except ImportError:
+        return None, (
+            f"cryptography {cryptography.__version__} has no ML-DSA "
+            "(it needs cryptography >= 47 built on OpenSSL >= 3.5)"
+        )
+    try:
+        for private_class in (mldsa.MLDSA44PrivateKey, mldsa.MLDSA65PrivateKey):
+            probe = private_class.generate()
+            probe.public_key().verify(probe.sign(b"vfido self-test"), b"vfido self-test")
+    except _CryptoUnsupported:
+        return None, f"the OpenSSL in use ({_openssl_version()}) provides no ML-DSA (needs >= 3.5)"
+    except (InvalidSignature, ValueError) as exc:  # pragma: no cover - a broken backend
+        return None, f"ML-DSA self-test failed ({type(exc).__name__})"
+    return mldsa, None
+
+
+def _openssl_version() -> str:
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        return str(backend.openssl_version_text())
+    except Exception:  # pragma: no cover - version text is informational only
+        return "unknown version"
+
+
+_MLDSA, _MLDSA_REASON = _detect_mldsa()
+
+
+def mldsa_unavailable_reason() -> str | None:
+    """Why this process cannot make ML-DSA credentials, or None if it can."""
+    return _MLDSA_REASON
+
+
+#: Algorithms this process can actually use (ML-DSA only where the runtime has it),
+#: in the order getInfo lists them.
+SUPPORTED_ALGORITHMS: tuple[int, ...] = CLASSICAL_ALGORITHMS + (
+    MLDSA_ALGORITHMS if _MLDSA is not None else ()
+)
 
 _EC_CURVES: dict[int, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
     ES256: (ec.SECP256R1(), hashes.SHA256(), 32),
@@ -41,11 +129,30 @@ _COSE_CLASSES: dict[int, Any] = {
 _RSA_BITS = 2048
 _RSA_E = 65537
 
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+
+class MldsaPrivateKey(Protocol):
+    """What vfido uses of ``cryptography``'s ML-DSA private keys."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> Any: ...
+
+    def private_bytes_raw(self) -> bytes: ...
+
+
+PrivateKey = (
+    ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | MldsaPrivateKey
+)
 
 
 class UnsupportedAlgorithm(ValueError):
-    pass
+    """An algorithm this code does not implement, or ML-DSA where the runtime lacks it."""
+
+
+def _mldsa_class(algorithm: int) -> Any:
+    if _MLDSA is None:
+        raise UnsupportedAlgorithm(f"{ALGORITHM_NAMES[algorithm]}: {_MLDSA_REASON}")
+    return _MLDSA.MLDSA44PrivateKey if algorithm == MLDSA44 else _MLDSA.MLDSA65PrivateKey
 
 
 #: How many loaded credential keys :meth:`CredentialKey.from_private_bytes` keeps.
@@ -75,14 +182,19 @@ class CredentialKey:
             return cls(algorithm, ed25519.Ed25519PrivateKey.generate())
         if algorithm == RS256:
             return cls(algorithm, rsa.generate_private_key(_RSA_E, _RSA_BITS))
+        if algorithm in MLDSA_ALGORITHMS:
+            return cls(algorithm, _mldsa_class(algorithm).generate())
         raise UnsupportedAlgorithm(algorithm)
 
     def private_bytes(self) -> bytes:
         """Compact private serialization (fits in a credential ID).
 
-        EC: the big-endian scalar; Ed25519: the 32-byte seed; RSA: p || q.
+        EC: the big-endian scalar; Ed25519: the 32-byte seed; RSA: p || q;
+        ML-DSA: the 32-byte seed xi (FIPS 204 ML-DSA.KeyGen_internal's input).
         """
         key = self._key
+        if self.algorithm in MLDSA_ALGORITHMS:
+            return self._mldsa_key().private_bytes_raw()
         if isinstance(key, ec.EllipticCurvePrivateKey):
             size = _EC_CURVES[self.algorithm][2]
             return key.private_numbers().private_value.to_bytes(size, "big")
@@ -90,6 +202,7 @@ class CredentialKey:
             from cryptography.hazmat.primitives import serialization as s
 
             return key.private_bytes(s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption())
+        assert isinstance(key, rsa.RSAPrivateKey)
         numbers = key.private_numbers()
         half = key.key_size // 16
         return numbers.p.to_bytes(half, "big") + numbers.q.to_bytes(half, "big")
@@ -124,6 +237,10 @@ class CredentialKey:
             return cls(algorithm, ec.derive_private_key(int.from_bytes(data, "big"), curve))
         if algorithm == EDDSA:
             return cls(algorithm, ed25519.Ed25519PrivateKey.from_private_bytes(data))
+        if algorithm in MLDSA_ALGORITHMS:
+            if len(data) != MLDSA_SEED_SIZE:
+                raise ValueError("bad ML-DSA seed length")
+            return cls(algorithm, _mldsa_class(algorithm).from_seed_bytes(data))
         if algorithm == RS256:
             if len(data) != _RSA_BITS // 8:
                 raise ValueError("bad RSA private key length")
@@ -146,8 +263,20 @@ class CredentialKey:
             return cls(algorithm, numbers.private_key(unsafe_skip_rsa_key_validation=True))
         raise UnsupportedAlgorithm(algorithm)
 
+    def _mldsa_key(self) -> MldsaPrivateKey:
+        key = self._key
+        assert not isinstance(
+            key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+        )
+        return key
+
     def cose_public_key(self) -> cose.CoseKey:
         """The COSE_Key map (integer keys) of the public key."""
+        if self.algorithm in MLDSA_ALGORITHMS:
+            # AKP key (draft-ietf-cose-dilithium): kty, alg, pub. fido2.cose.MLDSA44/65 parse
+            # it (CoseKey.parse picks the class by alg).
+            raw: bytes = self._mldsa_key().public_key().public_bytes_raw()
+            return cose.CoseKey.parse({1: KTY_AKP, 3: self.algorithm, -1: raw})
         public = self._key.public_key()
         key_class: Any = _COSE_CLASSES[self.algorithm]
         result: cose.CoseKey = key_class.from_cryptography_key(public)
@@ -158,12 +287,16 @@ class CredentialKey:
         return self._key.public_key()
 
     def sign(self, data: bytes) -> bytes:
-        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA."""
+        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA, pure ML-DSA
+        (empty context)."""
         key = self._key
+        if self.algorithm in MLDSA_ALGORITHMS:
+            return self._mldsa_key().sign(data)
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key.sign(data, _ECDSA[self.algorithm])
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign(data)
+        assert isinstance(key, rsa.RSAPrivateKey)
         return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
     def __repr__(self) -> str:
