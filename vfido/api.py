@@ -1,0 +1,688 @@
+"""Run a vfido key from Python: in-process for test suites, over UHID for browsers.
+
+:class:`VirtualKey` builds the same key ``vfido run`` serves (keystore -> authenticator ->
+CTAPHID) inside the calling process::
+
+    from vfido.api import VirtualKey
+
+    with VirtualKey() as key:                       # ephemeral keystore, auto-approving user
+        client = key.client("https://example.com")  # a python-fido2 Fido2Client on key.device
+        result = client.make_credential(options)
+        print(key.credentials())                    # the discoverable credentials it holds
+
+``transport="uhid"`` makes it a real HID device of the kernel (``/dev/uhid`` -> ``/dev/hidrawN``,
+see :attr:`VirtualKey.hidraw_path`) that browsers and libfido2 use like a USB key.
+:meth:`VirtualKey.service` runs ``vfido run`` as a subprocess instead (UDP or UHID), for tests
+that want the key in another process.
+
+The pytest plugin :mod:`vfido.pytest_plugin` wraps both in fixtures (``vfido_key``,
+``vfido_hid_key``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.hid import CtapHidDevice
+
+from authenticator.config import Config
+from authenticator.cose import CredentialKey
+from authenticator.device import Authenticator
+from keystore.sqlite_store import SqliteKeyStore
+from keystore.store import CredentialSummary
+from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
+
+#: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
+#: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
+#: / :meth:`VirtualKey.deny`.
+PRESENCE_MODES: Final = ("auto", "deny", "deny-uv", "manual")
+TRANSPORTS: Final = ("inprocess", "uhid")
+DEFAULT_ORIGIN: Final = "https://example.com"
+#: Seconds to wait for the kernel to create the hidraw node of a UHID key.
+HIDRAW_TIMEOUT: Final = 10.0
+
+_serials = itertools.count(1)
+
+
+class VirtualKeyError(RuntimeError):
+    """The key could not be started (bad options, no keystore, UHID unavailable...)."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A discoverable credential held by the key (``key.credentials()``).
+
+    Server-side (non-discoverable) credentials are not listed: the key keeps nothing for them,
+    their private key travels sealed inside the credential ID.
+    """
+
+    credential_id: bytes
+    rp_id: str
+    user_id: bytes
+    user_name: str | None
+    user_display_name: str | None
+    rp_name: str | None
+    #: COSE algorithm identifier (-7 ES256, -8 EdDSA, -35 ES384, -36 ES512, -257 RS256...).
+    algorithm: int
+    #: The COSE_Key of the credential's public key (integer keys, as an RP stores it).
+    public_key: dict[int, Any] = field(repr=False, hash=False, compare=False)
+    #: The signature counter the next assertion will exceed.
+    sign_count: int
+    created: datetime.datetime
+    #: credProtect level (1: userVerificationOptional ... 3: userVerificationRequired).
+    cred_protect: int = 1
+    backup_eligible: bool = False
+    backup_state: bool = False
+
+    @classmethod
+    def from_summary(cls, summary: CredentialSummary) -> Credential:
+        r = summary.record
+        public = CredentialKey.from_private_bytes(r.algorithm, r.private_key).cose_public_key()
+        return cls(
+            credential_id=r.credential_id,
+            rp_id=r.rp_id,
+            user_id=r.user_id,
+            user_name=r.user_name,
+            user_display_name=r.user_display_name,
+            rp_name=r.rp_name,
+            algorithm=r.algorithm,
+            public_key=dict(public),
+            sign_count=summary.sign_count,
+            created=datetime.datetime.fromtimestamp(r.created, datetime.UTC),
+            cred_protect=r.cred_protect,
+            backup_eligible=r.backup_eligible,
+            backup_state=r.backup_state,
+        )
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    """A request waiting for the user (``presence="manual"``), as :meth:`VirtualKey.approve`
+    answered it."""
+
+    id: int
+    kind: str  # "register", "authenticate", "excluded", "reset", ...
+    rp_id: str | None
+    user_name: str | None
+    question: str
+
+
+class _PinInteraction(UserInteraction):
+    """A python-fido2 user that knows the key's PIN (``VirtualKey(pin=...)``)."""
+
+    def __init__(self, pin: str | None) -> None:
+        self._pin = pin
+
+    def request_pin(self, permissions: ClientPin.PERMISSION, rp_id: str | None) -> str | None:
+        return self._pin
+
+    def __repr__(self) -> str:
+        return "_PinInteraction(pin=<hidden>)" if self._pin else "_PinInteraction()"
+
+
+def _broker(mode: str, delay: float) -> PresenceBroker:
+    """The presence broker ``vfido run --presence MODE`` uses (see vfido/cli.py)."""
+    if mode not in PRESENCE_MODES:
+        raise ValueError(f"presence must be one of {', '.join(PRESENCE_MODES)}, not {mode!r}")
+    front_ends: list[FrontEnd] = []
+    if mode in ("auto", "deny-uv"):
+        front_ends.append(AutoFrontEnd(delay))
+    elif mode == "deny":
+        front_ends.append(DenyFrontEnd())
+    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+
+
+def _config(
+    base: Config | None,
+    *,
+    uv: bool | None,
+    attestation: str | None,
+    algorithms: Sequence[int] | None,
+    zero_counter: bool | None,
+    presence_timeout: float | None,
+) -> Config:
+    changes: dict[str, Any] = {}
+    if uv is not None:
+        changes["builtin_uv"] = uv
+    if attestation is not None:
+        changes["attestation"] = attestation
+    if algorithms is not None:
+        changes["algorithms"] = tuple(algorithms)
+    if zero_counter is not None:
+        changes["constant_zero_counter"] = zero_counter
+    if presence_timeout is not None:
+        changes["presence_timeout"] = presence_timeout
+    return dataclasses.replace(base or Config(), **changes)
+
+
+def open_hidraw(path: str) -> CtapHidDevice:
+    """A python-fido2 device on one hidraw node (without opening every key on the system)."""
+    from fido2.hid.linux import get_descriptor, open_connection
+
+    descriptor = get_descriptor(path)  # type: ignore[no-untyped-call]
+    return CtapHidDevice(descriptor, open_connection(descriptor))  # type: ignore[no-untyped-call]
+
+
+def _wait_hidraw(find: Any, timeout: float = HIDRAW_TIMEOUT) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        path: str | None = find()
+        if path:
+            return path
+        if time.monotonic() > deadline:
+            raise VirtualKeyError(f"the kernel made no hidraw node within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _set_pin(device: CtapHidDevice, pin: str) -> None:
+    """Set the key's PIN through CTAP clientPin, unless it already has one."""
+    ctap2 = Ctap2(device)
+    if not ctap2.info.options.get("clientPin"):
+        ClientPin(ctap2).set_pin(pin)
+
+
+class VirtualKey:
+    """A vfido key running in this process. Use it as a context manager.
+
+    Keystore: an ephemeral in-memory one (the default), or ``keystore=DIR`` with
+    ``passphrase`` (``create=True`` makes it if missing), or an opened ``store`` (the key
+    takes it over and closes it).
+
+    Behaviour (the options of ``vfido run``): ``presence`` (``auto`` approves everything,
+    ``deny`` refuses, ``deny-uv`` approves presence but fails built-in user verification,
+    ``manual`` waits for :meth:`approve`/:meth:`deny`), ``presence_delay``,
+    ``presence_timeout``, ``uv`` (built-in user verification), ``pin`` (set at start through
+    CTAP clientPin if the key has none; :meth:`client` then answers PIN prompts with it),
+    ``attestation`` (``packed``/``self``/``none``), ``algorithms`` (COSE ids the key accepts,
+    in order of preference), ``zero_counter``; ``config`` gives a whole
+    :class:`authenticator.config.Config` (the named options override its fields).
+
+    Transport: ``inprocess`` (python-fido2 talks CTAPHID to the key through queues; nothing
+    outside the process sees it) or ``uhid`` (a kernel HID device: needs read/write access to
+    ``/dev/uhid``; ``serial`` names it, default unique per key).
+    """
+
+    def __init__(
+        self,
+        *,
+        keystore: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        create: bool = False,
+        store: SqliteKeyStore | None = None,
+        presence: str = "auto",
+        presence_delay: float = 0.0,
+        presence_timeout: float | None = None,
+        uv: bool | None = None,
+        pin: str | None = None,
+        attestation: str | None = None,
+        algorithms: Sequence[int] | None = None,
+        zero_counter: bool | None = None,
+        config: Config | None = None,
+        transport: str = "inprocess",
+        serial: str | None = None,
+        name: str = "vfido virtual FIDO2 key",
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if store is not None and keystore is not None:
+            raise ValueError("give keystore or store, not both")
+        if keystore is not None and passphrase is None:
+            raise ValueError("a keystore directory needs its passphrase")
+        if pin is not None and len(pin.encode()) < 4:
+            raise ValueError("a PIN has at least 4 characters")
+        self.config = _config(
+            config,
+            uv=uv,
+            attestation=attestation,
+            algorithms=algorithms,
+            zero_counter=zero_counter,
+            presence_timeout=presence_timeout,
+        )
+        self.presence = _broker(presence, presence_delay)
+        self.transport = transport
+        self.keystore_dir = Path(keystore) if keystore is not None else None
+        self.serial = serial or f"vfido-py-{os.getpid()}-{next(_serials)}"
+        self.name = name
+        self._passphrase = passphrase
+        self._create = create
+        self._pin = pin
+        self._store = store
+        self._authenticator: Authenticator | None = None
+        self._inprocess: Any = None  # transports.inprocess.InProcessKey
+        self._uhid: Any = None  # transports.uhid.UhidTransport
+        self._hidraw: str | None = None
+        self._device: CtapHidDevice | None = None
+        self._devices: list[CtapHidDevice] = []
+        self._started = False
+
+    def __repr__(self) -> str:
+        where = str(self.keystore_dir) if self.keystore_dir else "ephemeral"
+        state = "running" if self._started else "stopped"
+        return f"VirtualKey({self.transport}, {where}, {state})"
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> VirtualKey:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> VirtualKey:
+        """Open the keystore and plug the key in. Prefer ``with VirtualKey(...) as key``."""
+        if self._started:
+            raise VirtualKeyError("the key is already running")
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _open_store(self) -> SqliteKeyStore:
+        if self._store is not None:
+            return self._store
+        if self.keystore_dir is None:
+            return SqliteKeyStore.ephemeral()
+        passphrase, self._passphrase = self._passphrase, None  # not kept once used
+        assert passphrase is not None
+        if SqliteKeyStore.exists(self.keystore_dir):
+            return SqliteKeyStore.open(self.keystore_dir, passphrase)
+        if not self._create:
+            raise VirtualKeyError(
+                f"no keystore in {self.keystore_dir} (VirtualKey(create=True) makes one)"
+            )
+        return SqliteKeyStore.create(self.keystore_dir, passphrase)
+
+    def _start(self) -> None:
+        self._store = self._open_store()
+        self._started = True
+        self._authenticator = Authenticator(self._store, self.presence, self.config)
+        if self.transport == "inprocess":
+            from transports.inprocess import InProcessKey
+
+            self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
+        else:
+            from transports.uhid import UhidUnavailableError
+            from vfido.service import TransportOptions, make_transport
+
+            options = TransportOptions(kind="uhid", serial=self.serial, name=self.name)
+            self._uhid = make_transport(options, self._authenticator, self._store)
+            try:
+                self._uhid.start()
+            except UhidUnavailableError as exc:
+                raise VirtualKeyError(str(exc)) from None
+            self._hidraw = _wait_hidraw(self._uhid.hidraw_path)
+        if self._pin is not None:
+            _set_pin(self.device, self._pin)
+
+    def close(self) -> None:
+        """Unplug the key and close its keystore (idempotent)."""
+        devices, self._devices, self._device = self._devices, [], None
+        for device in devices:
+            device.close()
+        inprocess, self._inprocess = self._inprocess, None
+        if inprocess is not None:
+            inprocess.close()
+        uhid, self._uhid = self._uhid, None
+        if uhid is not None:
+            uhid.stop()
+        self._hidraw = None
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+        self._authenticator = None
+        self._started = False
+
+    def _require_running(self) -> None:
+        if not self._started:
+            raise VirtualKeyError("the key is not running (use `with VirtualKey(...) as key`)")
+
+    # -- what tests use ---------------------------------------------------------------------
+
+    @property
+    def device(self) -> CtapHidDevice:
+        """A python-fido2 :class:`~fido2.hid.CtapHidDevice` on the key (opened once, closed
+        with the key). Over UHID it is the hidraw node."""
+        self._require_running()
+        if self._device is None:
+            self._device = self.open_device()
+        return self._device
+
+    def open_device(self) -> CtapHidDevice:
+        """Another python-fido2 device on the key (like a second application opening the
+        node). Closed with the key, or earlier by the caller."""
+        self._require_running()
+        if self._inprocess is not None:
+            device: CtapHidDevice = self._inprocess.open()
+        else:
+            assert self._hidraw is not None
+            device = open_hidraw(self._hidraw)
+        self._devices.append(device)
+        return device
+
+    @property
+    def hidraw_path(self) -> str | None:
+        """``/dev/hidrawN`` of a UHID key (None for an in-process key)."""
+        return self._hidraw
+
+    @property
+    def store(self) -> SqliteKeyStore:
+        """The keystore (for inspection; the key writes to it concurrently)."""
+        self._require_running()
+        assert self._store is not None
+        return self._store
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The CTAP authenticator behind the transport."""
+        self._require_running()
+        assert self._authenticator is not None
+        return self._authenticator
+
+    def client(
+        self,
+        origin: str = DEFAULT_ORIGIN,
+        *,
+        user_interaction: UserInteraction | None = None,
+        device: CtapHidDevice | None = None,
+    ) -> Fido2Client:
+        """A python-fido2 :class:`~fido2.client.Fido2Client` for ``origin`` on
+        :attr:`device`. Without ``user_interaction`` it enters the key's ``pin`` if asked."""
+        return Fido2Client(
+            device or self.device,
+            client_data_collector=DefaultClientDataCollector(origin),
+            user_interaction=user_interaction or _PinInteraction(self._pin),
+        )
+
+    def credentials(self) -> list[Credential]:
+        """The discoverable credentials the key holds, oldest first."""
+        summaries = self.store.list_credentials()
+        return sorted(
+            (Credential.from_summary(s) for s in summaries),
+            key=lambda c: (c.created, c.credential_id),
+        )
+
+    @property
+    def aaguid(self) -> bytes:
+        return self.store.identity().aaguid
+
+    @property
+    def attestation_root(self) -> bytes:
+        """DER of the keystore's attestation root certificate (trust it for ``packed``)."""
+        return self.store.identity().attestation_chain[-1]
+
+    def power_cycle(self) -> None:
+        """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""
+        self._require_running()
+        if self._inprocess is not None:
+            self._inprocess.power_cycle()
+        else:
+            self.authenticator.power_cycle()
+
+    # -- presence="manual" ------------------------------------------------------------------
+
+    def _answer(self, granted: bool, wait: float) -> PendingRequest:
+        pending = self.presence.wait_pending(wait)
+        if not pending:
+            raise VirtualKeyError(f"no request waited for the user within {wait} s")
+        answered = self.presence.answer(granted, pending[0].id, "VirtualKey")
+        info = answered.describe()
+        return PendingRequest(
+            id=answered.id,
+            kind=answered.request.kind.value,
+            rp_id=answered.request.rp_id,
+            user_name=answered.request.user_name,
+            question=str(info["question"]),
+        )
+
+    def approve(self, wait: float = 10.0) -> PendingRequest:
+        """Approve the request waiting for the user (waiting up to ``wait`` s for one)."""
+        return self._answer(True, wait)
+
+    def deny(self, wait: float = 10.0) -> PendingRequest:
+        """Refuse the request waiting for the user (waiting up to ``wait`` s for one)."""
+        return self._answer(False, wait)
+
+    # -- as a service -----------------------------------------------------------------------
+
+    @staticmethod
+    def service(
+        *,
+        transport: str = "udp",
+        keystore: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        presence: str = "auto",
+        uv: bool = False,
+        attestation: str | None = None,
+        zero_counter: bool = False,
+        serial: str | None = None,
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = 60.0,
+    ) -> ServiceKey:
+        """``vfido run`` as a subprocess (``with VirtualKey.service() as key:``).
+
+        ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it)
+        or ``uhid``. Without ``keystore`` the key is ephemeral. ``extra_args`` go to
+        ``vfido run`` as they are (see ``vfido run --help``).
+        """
+        return ServiceKey(
+            transport=transport,
+            keystore=keystore,
+            passphrase=passphrase,
+            presence=presence,
+            uv=uv,
+            attestation=attestation,
+            zero_counter=zero_counter,
+            serial=serial,
+            extra_args=extra_args,
+            ready_timeout=ready_timeout,
+        )
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServiceKey:
+    """A ``vfido run`` subprocess (see :meth:`VirtualKey.service`)."""
+
+    def __init__(
+        self,
+        *,
+        transport: str,
+        keystore: str | os.PathLike[str] | None,
+        passphrase: str | None,
+        presence: str,
+        uv: bool,
+        attestation: str | None,
+        zero_counter: bool,
+        serial: str | None,
+        extra_args: Sequence[str],
+        ready_timeout: float,
+    ) -> None:
+        if transport not in ("udp", "uhid"):
+            raise ValueError("transport must be udp or uhid")
+        if keystore is not None and passphrase is None:
+            raise ValueError("a keystore directory needs its passphrase")
+        self.transport = transport
+        self.serial = serial or f"vfido-svc-{os.getpid()}-{next(_serials)}"
+        self.udp_port = _free_udp_port() if transport == "udp" else None
+        self.udp_peer_port = _free_udp_port() if transport == "udp" else None
+        self._tmp = Path(tempfile.mkdtemp(prefix="vfido-service-"))
+        #: The key's control socket (``vfido status --socket PATH``, ``vfido approve ...``).
+        self.control_socket = self._tmp / "control.sock"
+        args = ["run", "--transport", transport, "--presence", presence]
+        args += ["--control-socket", str(self.control_socket)]
+        args += ["--keystore", os.fspath(keystore)] if keystore is not None else ["--ephemeral"]
+        if transport == "udp":
+            args += ["--udp-port", str(self.udp_port), "--udp-peer-port", str(self.udp_peer_port)]
+        else:
+            args += ["--serial", self.serial]
+        if uv:
+            args.append("--uv")
+        if attestation is not None:
+            args += ["--attestation", attestation]
+        if zero_counter:
+            args.append("--zero-counter")
+        self.argv = [sys.executable, "-m", "vfido", "-v", *args, *extra_args]
+        self._passphrase = passphrase
+        self._ready_timeout = ready_timeout
+        self.process: subprocess.Popen[str] | None = None
+        #: stderr of the service, line by line (it logs each CTAP command with ``-v``).
+        self.log: list[str] = []
+        self._drain: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._hidraw: str | None = None
+        self._devices: list[CtapHidDevice] = []
+        self._device: CtapHidDevice | None = None
+
+    def __repr__(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"ServiceKey({self.transport}, pid={pid})"
+
+    def __enter__(self) -> ServiceKey:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ServiceKey:
+        env = dict(os.environ)
+        # The subprocess imports this same vfido, installed or not.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        if self._passphrase is not None:
+            env["VFIDO_PASSPHRASE"] = self._passphrase
+            self._passphrase = None
+        self.process = subprocess.Popen(
+            self.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._drain = threading.Thread(target=self._read_log, daemon=True)
+        self._drain.start()
+        deadline = time.monotonic() + self._ready_timeout
+        while not self._ready.wait(0.05):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                tail = "\n".join(self.log[-20:])
+                raise VirtualKeyError(f"vfido run did not start:\n{tail}")
+        return self
+
+    def _read_log(self) -> None:
+        # One reader from the start, so the service never blocks on a full pipe.
+        assert self.process is not None and self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.rstrip("\n")
+            self.log.append(line)
+            if line.startswith("vfido: listening on udp"):
+                self._ready.set()
+            match = re.match(r"hidraw: (/dev/hidraw\d+)", line)
+            if match:
+                self._hidraw = match.group(1)
+                self._ready.set()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the service; returns its exit status."""
+        devices, self._devices, self._device = self._devices, [], None
+        for device in devices:
+            device.close()
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+            try:
+                code = self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+            if self._drain is not None:
+                self._drain.join(timeout=5)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        return code
+
+    @property
+    def hidraw_path(self) -> str | None:
+        """``/dev/hidrawN`` of a UHID service (None over UDP)."""
+        return self._hidraw
+
+    def open_device(self) -> CtapHidDevice:
+        """A new python-fido2 device on the service (closed when it stops)."""
+        if self.transport == "udp":
+            from transports.udp import open_udp_device
+
+            assert self.udp_port is not None and self.udp_peer_port is not None
+            device = open_udp_device(self.udp_port, self.udp_peer_port)
+        else:
+            if self._hidraw is None:
+                raise VirtualKeyError("the service reported no hidraw node")
+            device = open_hidraw(self._hidraw)
+        self._devices.append(device)
+        return device
+
+    @property
+    def device(self) -> CtapHidDevice:
+        """A python-fido2 device on the service (opened once)."""
+        if self._device is None:
+            self._device = self.open_device()
+        return self._device
+
+    def client(
+        self, origin: str = DEFAULT_ORIGIN, *, user_interaction: UserInteraction | None = None
+    ) -> Fido2Client:
+        """A python-fido2 client for ``origin`` on :attr:`device`."""
+        return Fido2Client(
+            self.device,
+            client_data_collector=DefaultClientDataCollector(origin),
+            user_interaction=user_interaction or UserInteraction(),
+        )
+
+    def control(self, command: str, **args: Any) -> dict[str, Any]:
+        """One call on the service's control socket (``status``, ``approve``...)."""
+        from vfido.control import ControlClient
+
+        with ControlClient(self.control_socket) as client:
+            return client.call(command, **args)
+
+    def approve(self, wait: float = 10.0) -> dict[str, Any]:
+        """Approve the pending request (``presence="manual"``)."""
+        return self.control("approve", wait=wait, timeout=wait + 10)
+
+    def deny(self, wait: float = 10.0) -> dict[str, Any]:
+        """Deny the pending request (``presence="manual"``)."""
+        return self.control("deny", wait=wait, timeout=wait + 10)
