@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from authenticator.authdata import AuthDataFlags, backup_flags, build_auth_data, rp_id_hash
+from authenticator.behaviours import corrupt_signed_data
 from authenticator.cose import CredentialKey
 from authenticator.credential_source import decode_credential_id
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
@@ -104,11 +105,16 @@ def _assertion(
     with user presence and is persisted before the response is returned.
     """
     store = services.store
-    if services.config.constant_zero_counter:
+    behaviours = services.behaviours.current()
+    if services.config.constant_zero_counter or behaviours.zero_counter:
         count = 0
+    elif behaviours.counter_regression is not None and flags & AuthDataFlags.UP:
+        # Behaviour counter-regression (a cloned key): below the highest value reported,
+        # which is the stored one; the stored counter does not advance.
+        count = max(0, store.get_counter(candidate.credential_id) - behaviours.counter_regression)
     elif flags & AuthDataFlags.UP:
-        # Persisted before the response leaves the key.
-        count = store.increment_counter(candidate.credential_id)
+        # Persisted before the response leaves the key (counter-jump: by N, not 1).
+        count = store.increment_counter(candidate.credential_id, behaviours.counter_step())
     else:
         # A silent (up=false) assertion, e.g. a platform's pre-flight probe of the
         # allowList, reports the current counter without advancing it. No relying
@@ -140,9 +146,11 @@ def _assertion(
     )
     key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
     # Step 13: sign authData || clientDataHash.
-    signature = key.sign(auth_data + client_data_hash)
+    # Behaviour wrong-signature: sign other data.
+    signed = auth_data + client_data_hash
+    signature = key.sign(corrupt_signed_data(signed) if behaviours.wrong_signature else signed)
     user: dict[str, Any] | None = None
-    if record is not None:
+    if record is not None and not behaviours.omit_user:
         # Discoverable credential: the user id is mandatory; name and
         # displayName only with user verification and several credentials.
         user = {"id": record.user_id}
@@ -220,6 +228,10 @@ def get_assertion(
         candidates = _from_allow_list(services, id_hash, request.allow_list)
     else:
         candidates = _discoverable(services, id_hash)
+    behaviours = services.behaviours.current()
+    if behaviours.all_credentials_vanished or behaviours.vanished_credentials:
+        # Behaviour vanished-credential: these are unknown to the key.
+        candidates = [c for c in candidates if not behaviours.vanished(c.credential_id)]
     found = len(candidates)
     # credProtect (section 12.1): userVerificationRequired needs uv;
     # userVerificationOptionalWithCredentialIDList needs an allowList or uv.

@@ -26,6 +26,7 @@ from authenticator.authdata import (
     keystore_backup_eligible,
     rp_id_hash,
 )
+from authenticator.behaviours import attestation_identity
 from authenticator.cose import CredentialKey
 from authenticator.credential_source import (
     SealedCredential,
@@ -307,10 +308,11 @@ def make_credential(
     identity = store.identity()
     id_hash = rp_id_hash(rp_id)
     uv_done = bool(flags & AuthDataFlags.UV)
+    behaviours = services.behaviours.current()
 
     # Step 12: excludeList.
     for descriptor in request.exclude_list:
-        if descriptor.type != PUBLIC_KEY:
+        if descriptor.type != PUBLIC_KEY or behaviours.vanished(descriptor.id):
             continue
         sealed = decode_credential_id(identity.credential_key, id_hash, descriptor.id)
         if sealed is None:
@@ -387,6 +389,8 @@ def make_credential(
     # Step 17: discoverable credential: store it (replacing one for the same
     # rp.id and user.id); out of space -> KEY_STORE_FULL.
     if rk:
+        if behaviours.store_full:
+            raise CtapError(CtapStatus.KEY_STORE_FULL, "store-full behaviour")
         if store.count_credentials() >= config.max_resident_credentials and not _replaces(
             services, id_hash, request.user.id
         ):
@@ -423,7 +427,16 @@ def make_credential(
         outputs,
     )
     fmt_wanted = "packed" if enterprise else _choose_attestation(services, request)
-    fmt, att_stmt = make_attestation(fmt_wanted, identity, auth_data, request.client_data_hash, key)
+    attesting = identity
+    if behaviours.attestation == "none":
+        fmt_wanted = "none"
+    elif behaviours.attestation is not None:
+        # Behaviour attestation=untrusted|expired: another CA's batch certificate.
+        fmt_wanted = "packed"
+        attesting = attestation_identity(identity, behaviours.attestation)
+    fmt, att_stmt = make_attestation(
+        fmt_wanted, attesting, auth_data, request.client_data_hash, key
+    )
     log.info(
         "makeCredential: new %s credential (alg %d, credProtect %d%s%s)",
         "discoverable" if rk else "server-side",

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 
 from authenticator.authdata import AuthDataFlags
+from authenticator.behaviours import Behaviours
 from authenticator.client_pin import ClientPin
 from authenticator.config import Config
 from authenticator.config_command import Settings
@@ -129,12 +130,19 @@ class Services:
     client_pin: ClientPin
     settings: Settings
     user_verifier: UserVerifier | None = None
+    #: Scripted misbehaviour (see authenticator.behaviours); all off by default.
+    behaviours: Behaviours = field(default_factory=Behaviours)
 
     @property
     def uv_protected(self) -> bool:
         """ "Protected by some form of user verification" (CTAP 2.1 section 6.1.2):
-        a PIN is set or built-in user verification is enabled."""
-        return self.client_pin.is_pin_set or self.user_verifier is not None
+        a PIN is set or built-in user verification is enabled (or the ``pin-blocked``
+        behaviour pretends a PIN is set)."""
+        return (
+            self.client_pin.is_pin_set
+            or self.user_verifier is not None
+            or self.behaviours.current().pin_blocked
+        )
 
 
 def ask_presence(
@@ -143,11 +151,17 @@ def ask_presence(
     """Ask the user for a touch, with the UPNEEDED keepalive while waiting."""
     if context.is_cancelled():
         return PresenceResult.CANCELLED
+    no_answer_after = services.behaviours.current().presence_timeout
     context.set_keepalive(KeepaliveStatus.UPNEEDED)
     try:
-        result = services.presence.request_presence(
-            request, context, services.config.presence_timeout
-        )
+        if no_answer_after is not None:
+            # Behaviour presence-timeout: nobody touches the key.
+            cancelled = context.wait_cancelled(no_answer_after) or context.is_cancelled()
+            result = PresenceResult.CANCELLED if cancelled else PresenceResult.TIMEOUT
+        else:
+            result = services.presence.request_presence(
+                request, context, services.config.presence_timeout
+            )
     finally:
         context.set_keepalive(KeepaliveStatus.PROCESSING)
     log.info("presence for %s: %s", request.kind.value, result.value)
