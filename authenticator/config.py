@@ -152,3 +152,14 @@ class Config:
             raise ValueError(f"no usable algorithm left: ML-DSA unavailable: {note}")
         object.__setattr__(self, "algorithms", kept)
         object.__setattr__(self, "mldsa_unavailable", note)
+
+
+def mldsa_status(config: Config) -> str:
+    """One line for people: which ML-DSA algorithms the key offers, or why none/some are not."""
+    offered = [ALGORITHM_NAMES[a] for a in config.algorithms if a in MLDSA_ALGORITHMS]
+    if not offered:
+        return f"unavailable: {config.mldsa_unavailable}"
+    text = f"{', '.join(offered)} offered"
+    if config.mldsa_unavailable:
+        text += f" (not the rest: {config.mldsa_unavailable})"
+    return text

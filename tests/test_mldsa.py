@@ -1,0 +1,271 @@
+"""Post-quantum ML-DSA-44 (COSE -48) and ML-DSA-65 (COSE -49) credentials, end to end.
+
+python-fido2's Fido2Client drives the key over in-process CTAPHID; a Fido2Server
+checks the registration (packed self attestation verified by python-fido2's
+packed verifier) and every assertion with ``fido2.cose.MLDSA44/MLDSA65``. The
+"ML-DSA unavailable" behaviour is exercised with ``Config(mldsa=False)``, the
+switch that leaves ML-DSA out exactly as a runtime without it does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import pytest
+from cryptography.exceptions import InvalidSignature
+from fido2 import cose
+from fido2.attestation.base import AttestationType
+from fido2.attestation.packed import PackedAttestation
+from fido2.client import ClientError
+from fido2.ctap import CtapError as Fido2CtapError
+from fido2.ctap2.base import Ctap2
+from fido2.server import Fido2Server
+from fido2.webauthn import (
+    AttestationObject,
+    AuthenticatorData,
+    PublicKeyCredentialParameters,
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialType,
+    PublicKeyCredentialUserEntity,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from authenticator.attestation import max_make_credential_response_size
+from authenticator.config import Config, mldsa_status
+from authenticator.cose import (
+    MLDSA44,
+    MLDSA65,
+    MLDSA_SIZES,
+    CredentialKey,
+    mldsa_unavailable_reason,
+)
+from authenticator.env import NullContext
+from authenticator.errors import CtapStatus
+from authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
+from tests.vkey import Key, running_key
+
+RP_ID = "pq.example"
+ORIGIN = "https://pq.example"
+
+pytestmark = pytest.mark.skipif(
+    mldsa_unavailable_reason() is not None,
+    reason=f"ML-DSA unavailable here: {mldsa_unavailable_reason()}",
+)
+
+COSE_CLASSES: dict[int, Any] = {
+    MLDSA44: getattr(cose, "MLDSA44", None),
+    MLDSA65: getattr(cose, "MLDSA65", None),
+}
+ALG_IDS = {MLDSA44: "ML-DSA-44", MLDSA65: "ML-DSA-65"}
+
+
+class SelfAttestationVerifier:
+    """Fido2Server ``verify_attestation``: the packed statement must verify and be SELF."""
+
+    def __init__(self) -> None:
+        self.results: list[Any] = []
+
+    def __call__(self, attestation_object: AttestationObject, client_data_hash: bytes) -> None:
+        assert attestation_object.fmt == "packed"
+        result = PackedAttestation().verify(
+            attestation_object.att_stmt, attestation_object.auth_data, client_data_hash
+        )
+        assert result.attestation_type == AttestationType.SELF
+        self.results.append(result)
+
+
+def make_server(alg: int, verifier: SelfAttestationVerifier | None = None) -> Fido2Server:
+    server = Fido2Server(
+        PublicKeyCredentialRpEntity(name="PQ Example", id=RP_ID),
+        attestation="direct",  # type: ignore[arg-type]
+        verify_attestation=verifier,
+    )
+    server.allowed_algorithms = [
+        PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=alg)
+    ]
+    return server
+
+
+@pytest.fixture(scope="module")
+def key() -> Iterator[Key]:
+    with running_key() as k:
+        yield k
+
+
+def register(key: Key, server: Fido2Server, rk: bool) -> tuple[Any, Any]:
+    user = PublicKeyCredentialUserEntity(id=os.urandom(16), name="pq-user")
+    options, state = server.register_begin(
+        user,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = key.client(ORIGIN).make_credential(options.public_key)
+    auth_data = server.register_complete(state, response)
+    return auth_data, response
+
+
+@pytest.mark.parametrize("rk", [False, True], ids=["server-side", "discoverable"])
+@pytest.mark.parametrize("alg", [MLDSA65, MLDSA44], ids=ALG_IDS.get)
+def test_register_and_authenticate(key: Key, alg: int, rk: bool) -> None:
+    verifier = SelfAttestationVerifier()
+    server = make_server(alg, verifier)
+    auth_data, response = register(key, server, rk)
+    assert len(verifier.results) == 1  # the self attestation was checked
+
+    att = response.response.attestation_object
+    assert att.fmt == "packed"
+    assert att.att_stmt["alg"] == alg
+    assert "x5c" not in att.att_stmt
+    assert len(att.att_stmt["sig"]) == MLDSA_SIZES[alg][1]
+
+    credential = auth_data.credential_data
+    public_key = credential.public_key
+    assert isinstance(public_key, COSE_CLASSES[alg])
+    assert public_key[1] == 7 and public_key[3] == alg and set(public_key) == {1, 3, -1}
+    assert len(public_key[-1]) == MLDSA_SIZES[alg][0]
+    assert len(credential.credential_id) <= MAX_CREDENTIAL_ID_LENGTH
+
+    # The self-attestation signature verifies with the credential key as parsed by fido2.
+    client_data_hash = response.response.client_data.hash
+    COSE_CLASSES[alg](dict(public_key)).verify(
+        bytes(att.auth_data) + client_data_hash, att.att_stmt["sig"]
+    )
+
+    for _ in range(2):
+        options, state = server.authenticate_begin(
+            [credential] if not rk else None,
+            user_verification=UserVerificationRequirement.DISCOURAGED,
+        )
+        selection = key.client(ORIGIN).get_assertion(options.public_key)
+        assertion = selection.get_response(0)
+        # Fido2Server verifies the signature with the stored ML-DSA COSE key.
+        server.authenticate_complete(state, [credential], assertion)
+        raw = assertion.response
+        assert len(raw.signature) == MLDSA_SIZES[alg][1]
+        signed = bytes(raw.authenticator_data) + raw.client_data.hash
+        public_key.verify(signed, raw.signature)
+        # And a changed message does not.
+        with pytest.raises(InvalidSignature):
+            public_key.verify(signed + b"\x00", raw.signature)
+
+
+def test_signature_by_another_key_is_rejected() -> None:
+    one = CredentialKey.generate(MLDSA65)
+    other = CredentialKey.generate(MLDSA65)
+    message = b"authData || clientDataHash"
+    one.cose_public_key().verify(message, one.sign(message))
+    with pytest.raises(InvalidSignature):
+        one.cose_public_key().verify(message, other.sign(message))
+
+
+@pytest.mark.parametrize("alg", [MLDSA65, MLDSA44], ids=ALG_IDS.get)
+def test_seed_round_trip(alg: int) -> None:
+    key = CredentialKey.generate(alg)
+    seed = key.private_bytes()
+    assert len(seed) == 32
+    loaded = CredentialKey.from_private_bytes(alg, seed)
+    assert loaded.cose_public_key() == key.cose_public_key()
+    message = os.urandom(64)
+    key.cose_public_key().verify(message, loaded.sign(message))
+    with pytest.raises(ValueError):
+        CredentialKey.from_private_bytes(alg, seed[:31])
+    assert "seed" not in repr(key) and seed.hex() not in repr(key)
+
+
+def test_get_info_lists_mldsa_last() -> None:
+    with running_key() as key:
+        info = Ctap2(key.device).get_info()
+    algs = [a["alg"] for a in info.algorithms]
+    assert algs[-2:] == [MLDSA44, MLDSA65]
+    assert algs[0] == -7
+    assert info.max_msg_size == 7609
+    assert Config().mldsa_unavailable is None
+    assert mldsa_status(Config()) == "ML-DSA-44, ML-DSA-65 offered"
+
+
+def _make_credential_request(alg: int) -> bytes:
+    """A makeCredential request asking for every output that enlarges the response."""
+    request = {
+        1: hashlib.sha256(b"client data").digest(),
+        2: {"id": RP_ID, "name": "PQ Example"},
+        3: {"id": os.urandom(64), "name": "n" * 64, "displayName": "d" * 64},
+        4: [{"type": "public-key", "alg": alg}],
+        6: {
+            "credProtect": 3,
+            "credBlob": os.urandom(32),
+            "hmac-secret": True,
+            "largeBlobKey": True,
+        },
+        7: {"rk": True},
+    }
+    return b"\x01" + cbor2.dumps(request, canonical=True)
+
+
+@pytest.mark.parametrize("attestation", ["packed", "self"])
+@pytest.mark.parametrize("alg", [MLDSA65, MLDSA44], ids=ALG_IDS.get)
+def test_largest_response_fits(alg: int, attestation: str) -> None:
+    config = Config(attestation=attestation)
+    with running_key(config=config) as key:
+        response = key.authenticator.handle_cbor(_make_credential_request(alg), NullContext())
+    assert response[0] == CtapStatus.OK
+    body = cbor2.loads(response[1:])
+    att = AttestationObject.create(body[1], AuthenticatorData(body[2]), body[3])
+    assert att.att_stmt["alg"] == alg and "x5c" not in att.att_stmt
+    assert att.auth_data.extensions is not None and att.auth_data.extensions["credProtect"] == 3
+    assert len(body[5]) == 32  # largeBlobKey
+    assert len(response) <= max_make_credential_response_size(alg) <= config.max_msg_size
+
+
+def test_mldsa_disabled_is_not_offered() -> None:
+    config = Config(mldsa=False)
+    assert MLDSA44 not in config.algorithms and MLDSA65 not in config.algorithms
+    assert config.mldsa_unavailable == "disabled by configuration (mldsa=False)"
+    assert mldsa_status(config) == "unavailable: disabled by configuration (mldsa=False)"
+    with running_key(config=config) as key:
+        info = Ctap2(key.device).get_info()
+        algs = [a["alg"] for a in info.algorithms]
+        assert algs == [-7, -8, -35, -36, -257]
+        # The authenticator itself refuses, with the CTAP status for it.
+        with pytest.raises(Fido2CtapError) as err:
+            Ctap2(key.device).make_credential(
+                hashlib.sha256(b"x").digest(),
+                {"id": RP_ID},
+                {"id": b"u", "name": "u"},
+                [{"type": "public-key", "alg": MLDSA65}],
+            )
+        assert err.value.code == Fido2CtapError.ERR.UNSUPPORTED_ALGORITHM
+        # A browser-like client gets an error too, not a credential.
+        with pytest.raises(ClientError):
+            register(key, make_server(MLDSA65), rk=False)
+        # An RP that also accepts ES256 gets ES256.
+        server = make_server(MLDSA65)
+        server.allowed_algorithms.append(
+            PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=-7)
+        )
+        auth_data, _ = register(key, server, rk=False)
+        assert auth_data.credential_data.public_key[3] == -7
+
+
+def test_small_max_msg_size_drops_what_does_not_fit() -> None:
+    needed = max_make_credential_response_size(MLDSA65)
+    config = Config(max_msg_size=needed - 1)
+    assert MLDSA44 in config.algorithms and MLDSA65 not in config.algorithms
+    assert mldsa_status(config) == (
+        f"ML-DSA-44 offered (not the rest: ML-DSA-65 needs maxMsgSize >= {needed} "
+        f"(configured {needed - 1}))"
+    )
+    with running_key(config=config) as key:
+        response = key.authenticator.handle_cbor(_make_credential_request(MLDSA65), NullContext())
+        assert response == bytes([CtapStatus.UNSUPPORTED_ALGORITHM])
+        response = key.authenticator.handle_cbor(_make_credential_request(MLDSA44), NullContext())
+        assert response[0] == CtapStatus.OK and len(response) <= config.max_msg_size
+    assert MLDSA65 in Config(max_msg_size=needed).algorithms
+    with pytest.raises(ValueError, match="no usable algorithm"):
+        Config(algorithms=(MLDSA65,), max_msg_size=2048)
