@@ -17,12 +17,22 @@ from enum import IntEnum
 from typing import Any
 
 from authenticator import cbor
-from authenticator.client_pin import ClientPin
+from authenticator.behaviours import FIDO_2_0, U2F_V2, Behaviours
+from authenticator.client_pin import ClientPin, SubCommand
 from authenticator.config import Config
 from authenticator.config_command import AuthenticatorConfig, Settings
 from authenticator.credential_management import CredentialManagement
 from authenticator.ctap1 import Ctap1Handler
-from authenticator.env import Clock, Presence, RequestContext, SystemClock, UserVerifier
+from authenticator.env import (
+    Clock,
+    KeepaliveStatus,
+    Presence,
+    PresenceRequest,
+    PresenceResult,
+    RequestContext,
+    SystemClock,
+    UserVerifier,
+)
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.get_assertion import get_assertion, get_next_assertion
 from authenticator.get_info import build_info
@@ -54,6 +64,34 @@ class Command(IntEnum):
 
 # ISO 7816 status word for a CTAP1 failure the CTAP1 handler did not catch.
 _SW_UNKNOWN = b"\x6f\x00"
+# ... and for an instruction a FIDO_2_0-only key does not support (behaviour versions).
+_SW_INS_NOT_SUPPORTED = b"\x6d\x00"
+
+#: clientPin subcommands that use the PIN (answered PIN_BLOCKED by behaviour pin-blocked).
+_PIN_USING = frozenset(
+    {
+        SubCommand.CHANGE_PIN,
+        SubCommand.GET_PIN_TOKEN,
+        SubCommand.GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS,
+    }
+)
+
+
+class _BehavingVerifier:
+    """Built-in user verification that fails while behaviour uv-fail is on."""
+
+    def __init__(self, inner: UserVerifier, behaviours: Behaviours) -> None:
+        self._inner = inner
+        self._behaviours = behaviours
+
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        if self._behaviours.current().uv_fail:
+            log.info("user verification fails (behaviour uv-fail)")
+            return PresenceResult.DENIED
+        return self._inner.verify_user(request, context, timeout)
+
 
 _DEFAULT_CONFIG = Config()
 _DEFAULT_CLOCK = SystemClock()
@@ -127,9 +165,12 @@ class Authenticator:
         config: Config = _DEFAULT_CONFIG,
         clock: Clock = _DEFAULT_CLOCK,
         user_verifier: UserVerifier | None = None,
+        behaviours: Behaviours | None = None,
     ) -> None:
         """``user_verifier``: built-in UV when ``config.builtin_uv``; defaults to the
-        presence front end if it has ``verify_user``."""
+        presence front end if it has ``verify_user``. ``behaviours``: scripted misbehaviour
+        (see :mod:`authenticator.behaviours`), shared with whoever changes it at run time."""
+        behaviours = behaviours if behaviours is not None else Behaviours()
         if config.builtin_uv:
             if user_verifier is None and callable(getattr(presence, "verify_user", None)):
                 user_verifier = presence  # type: ignore[assignment]
@@ -137,6 +178,8 @@ class Authenticator:
                 raise ValueError("builtin_uv needs a presence front end with verify_user")
         else:
             user_verifier = None
+        if user_verifier is not None:
+            user_verifier = _BehavingVerifier(user_verifier, behaviours)
         client_pin = ClientPin(
             store, clock, user_verifier=user_verifier, uv_timeout=config.presence_timeout
         )
@@ -149,6 +192,7 @@ class Authenticator:
             client_pin=client_pin,
             settings=Settings(store),
             user_verifier=user_verifier,
+            behaviours=behaviours,
         )
         self._client_pin = client_pin
         self._cred_mgmt = CredentialManagement(store, client_pin, config.max_resident_credentials)
@@ -171,12 +215,26 @@ class Authenticator:
     def config(self) -> Config:
         return self._services.config
 
+    @property
+    def behaviours(self) -> Behaviours:
+        """The scripted misbehaviour in force; change it at any time."""
+        return self._services.behaviours
+
     # --- CtapHandler ---------------------------------------------------------
 
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
         self._ctap1.cancel_presence()
+        behaviours = self._services.behaviours.current()
+        if behaviours.versions == U2F_V2:
+            # Behaviour versions=U2F_V2: a U2F-only key knows no CTAP2 command.
+            return bytes([CtapStatus.INVALID_COMMAND])
+        if behaviours.slow_ms:
+            # Behaviour slow: PROCESSING keepalives go out while we wait.
+            transaction.set_keepalive(KeepaliveStatus.PROCESSING)
+            if transaction.wait_cancelled(behaviours.slow_ms / 1000):
+                return bytes([CtapStatus.KEEPALIVE_CANCEL])
         with self._lock:
             command = request[0] if request else None
             try:
@@ -197,6 +255,8 @@ class Authenticator:
 
     def handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_MSG (CTAP1/U2F APDU) via authenticator.ctap1."""
+        if self._services.behaviours.current().versions == FIDO_2_0:
+            return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
         with self._lock:
             self._services.runtime.clear_pending()
             try:
@@ -231,7 +291,17 @@ class Authenticator:
     def _client_pin_command(
         self, s: Services, payload: bytes, ctx: RequestContext
     ) -> dict[int, Any] | None:
-        return self._client_pin.process(_parameter_map(payload), ctx) or None
+        parameters = _parameter_map(payload)
+        if s.behaviours.current().pin_blocked:
+            # Behaviour pin-blocked: a PIN is "set" and has no retries left.
+            sub = parameters.get(0x02)
+            if sub == SubCommand.GET_PIN_RETRIES:
+                return {0x03: 0}
+            if sub in _PIN_USING:
+                raise CtapError(CtapStatus.PIN_BLOCKED, "pin-blocked behaviour")
+            if sub == SubCommand.SET_PIN:
+                raise CtapError(CtapStatus.NOT_ALLOWED, "pin-blocked behaviour: a PIN is set")
+        return self._client_pin.process(parameters, ctx) or None
 
     def _credential_management(
         self, s: Services, payload: bytes, ctx: RequestContext

@@ -6,6 +6,7 @@ state; nothing is written by hand. bioEnroll is absent (no enrollment command).
 
 from __future__ import annotations
 
+from authenticator.behaviours import FIDO_2_0
 from authenticator.config import Config
 from authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
 from authenticator.cose import RS256
@@ -83,18 +84,49 @@ def options(services: Services) -> dict[str, bool]:
 
 
 def remaining_discoverable_credentials(services: Services) -> int:
+    if services.behaviours.current().store_full:
+        return 0
     return max(0, services.config.max_resident_credentials - services.store.count_credentials())
+
+
+#: Options a CTAP 2.0 authenticator does not know (dropped by behaviour versions=FIDO_2_0).
+CTAP21_OPTIONS = frozenset(
+    {
+        "pinUvAuthToken",
+        "credMgmt",
+        "largeBlobs",
+        "authnrCfg",
+        "alwaysUv",
+        "makeCredUvNotRqd",
+        "setMinPINLength",
+        "ep",
+    }
+)
 
 
 def build_info(services: Services) -> GetInfoResponse:
     config, store, pin = services.config, services.store, services.client_pin
+    behaviours = services.behaviours.current()
+    reported_versions = versions(config)
+    reported_options = options(services)
+    protocols: tuple[int, ...] = PIN_UV_AUTH_PROTOCOLS
+    formats = attestation_formats(config)
+    if behaviours.versions == FIDO_2_0:
+        # Behaviour versions=FIDO_2_0: a CTAP 2.0 key (PIN protocol 1, no 2.1 options).
+        reported_versions = (FIDO_2_0,)
+        reported_options = {k: v for k, v in reported_options.items() if k not in CTAP21_OPTIONS}
+        protocols = (1,)
+    if behaviours.pin_blocked:
+        reported_options["clientPin"] = True  # a PIN is "set" (and blocked)
+    if behaviours.attestation == "none":
+        formats = ("none",)
     return GetInfoResponse(
-        versions=versions(config),
+        versions=reported_versions,
         extensions=extensions(config),
         aaguid=store.identity().aaguid,
-        options=options(services),
+        options=reported_options,
         max_msg_size=config.max_msg_size,
-        pin_uv_auth_protocols=PIN_UV_AUTH_PROTOCOLS,
+        pin_uv_auth_protocols=protocols,
         max_credential_count_in_list=config.max_credential_count_in_list,
         max_credential_id_length=MAX_CREDENTIAL_ID_LENGTH,
         transports=TRANSPORTS,
@@ -106,5 +138,5 @@ def build_info(services: Services) -> GetInfoResponse:
         max_cred_blob_length=MAX_CRED_BLOB_LENGTH,
         max_rpids_for_set_min_pin_length=MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH,
         remaining_discoverable_credentials=remaining_discoverable_credentials(services),
-        attestation_formats=attestation_formats(config),
+        attestation_formats=formats,
     )
