@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, pin_cli
+from vfido import __version__, pin_cli, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -517,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_passphrase_change)
 
     pin_cli.register(sub, _add_keystore_args)
+    ui.register(sub, _add_keystore_args)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)
