@@ -78,18 +78,19 @@ def make_attestation(
     client_data_hash: bytes,
     credential_key: CredentialKey,
     *,
-    enterprise: bool = False,
+    force_batch: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """``(fmt, attStmt)`` for an authenticatorMakeCredential response.
 
     ``fmt`` is a ``Config.attestation`` value; the returned format is the
     WebAuthn attestation statement format identifier ("self" becomes "packed").
-    "packed" over an ML-DSA credential is packed self attestation, except for an
-    ``enterprise`` attestation (always the batch certificate).
+    "packed" over an ML-DSA credential is packed self attestation, unless
+    ``force_batch`` (enterprise attestation, or a scripted misbehaviour that swaps
+    the batch certificate): then the batch certificate signs, whatever the algorithm.
     Raises ValueError for an unknown format.
     """
     signed = auth_data + client_data_hash
-    if fmt == "packed" and credential_key.algorithm in MLDSA_ALGORITHMS and not enterprise:
+    if fmt == "packed" and credential_key.algorithm in MLDSA_ALGORITHMS and not force_batch:
         fmt = "self"
     if fmt == "packed":
         return "packed", {

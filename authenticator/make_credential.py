@@ -435,7 +435,12 @@ def make_credential(
         fmt_wanted = "packed"
         attesting = attestation_identity(identity, behaviours.attestation)
     fmt, att_stmt = make_attestation(
-        fmt_wanted, attesting, auth_data, request.client_data_hash, key
+        fmt_wanted,
+        attesting,
+        auth_data,
+        request.client_data_hash,
+        key,
+        force_batch=enterprise or attesting is not identity,  # ML-DSA: self unless forced
     )
     log.info(
         "makeCredential: new %s credential (alg %d, credProtect %d%s%s)",

@@ -23,6 +23,7 @@ from fido2.attestation.packed import PackedAttestation
 from fido2.client import ClientError
 from fido2.ctap import CtapError as Fido2CtapError
 from fido2.ctap2.base import Ctap2
+from fido2.ctap2.config import Config as FidoConfig
 from fido2.server import Fido2Server
 from fido2.webauthn import (
     AttestationObject,
@@ -269,3 +270,30 @@ def test_small_max_msg_size_drops_what_does_not_fit() -> None:
     assert MLDSA65 in Config(max_msg_size=needed).algorithms
     with pytest.raises(ValueError, match="no usable algorithm"):
         Config(algorithms=(MLDSA65,), max_msg_size=2048)
+
+
+def test_enterprise_attestation_keeps_the_batch_certificate() -> None:
+    """Enterprise attestation identifies the device, so ML-DSA credentials get packed basic
+    (ES256 batch key, x5c) there; otherwise they get packed self attestation."""
+    client_data_hash = hashlib.sha256(b"enterprise").digest()
+    with running_key(config=Config(enterprise_attestation=2)) as key:
+        ctap = Ctap2(key.device)
+        FidoConfig(ctap).enable_enterprise_attestation()
+        for enterprise in (2, None):
+            att = ctap.make_credential(
+                client_data_hash,
+                {"id": RP_ID},
+                {"id": os.urandom(8), "name": "u"},
+                [{"type": "public-key", "alg": MLDSA65}],
+                enterprise_attestation=enterprise,
+            )
+            result = PackedAttestation().verify(att.att_stmt, att.auth_data, client_data_hash)
+            assert att.auth_data.credential_data is not None
+            assert att.auth_data.credential_data.public_key[3] == MLDSA65
+            if enterprise:
+                assert att.ep_att is True and att.att_stmt["alg"] == -7
+                assert result.attestation_type == AttestationType.BASIC
+                assert att.att_stmt["x5c"][0] == key.store.identity().attestation_chain[0]
+            else:
+                assert not att.ep_att and att.att_stmt["alg"] == MLDSA65
+                assert result.attestation_type == AttestationType.SELF
