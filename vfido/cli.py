@@ -23,6 +23,7 @@ from vfido.service import keystore_default_dir
 log = logging.getLogger("vfido")
 
 ALG_NAMES = {-7: "ES256", -8: "EdDSA", -35: "ES384", -36: "ES512", -257: "RS256"}
+ALG_NAMES.update({-48: "ML-DSA-44", -49: "ML-DSA-65"})
 
 
 class CliError(Exception):
@@ -252,7 +253,7 @@ def cmd_install_udev(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import cbor2
 
-    from authenticator.config import Config
+    from authenticator.config import Config, mldsa_status
     from authenticator.device import Authenticator
     from authenticator.env import NullContext
     from vfido.presence import DenyPresence
@@ -291,6 +292,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 if key == 10:
                     value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
                 print(f"{name + ':':<33} {value}")
+        print(f"{'ML-DSA (post-quantum):':<33} {mldsa_status(Config())}")
     return 0
 
 
