@@ -1,0 +1,238 @@
+"""vfido.api.VirtualKey: a whole key from Python, verified by two independent RP libraries."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fido2.client import ClientError, UserInteraction
+from fido2.ctap2.base import Ctap2
+from fido2.webauthn import (
+    PublicKeyCredentialParameters,
+    PublicKeyCredentialType,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from keystore.store import WrongPassphrase
+from tests.rp import RelyingParty, attestation_fmt, challenge_of, random_user
+from vfido.api import Credential, VirtualKey, VirtualKeyError
+from vfido.pytest_plugin import uhid_unavailable
+
+PASSPHRASE = "api test passphrase"
+
+
+def register(
+    key: VirtualKey,
+    rp: RelyingParty,
+    *,
+    rk: bool = True,
+    uv: str = "discouraged",
+    interaction: UserInteraction | None = None,
+) -> Any:
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement(uv),
+    )
+    response = key.client(user_interaction=interaction).make_credential(options.public_key)
+    rp.complete_registration(state, response, challenge_of(options))
+    return response
+
+
+def authenticate(key: VirtualKey, rp: RelyingParty) -> int:
+    options, state = rp.begin_authentication(user_verification="discouraged")
+    response = key.client().get_assertion(options.public_key).get_response(0)
+    return rp.complete_authentication(state, response, challenge_of(options))
+
+
+def test_register_authenticate_and_list_credentials() -> None:
+    with VirtualKey() as key:
+        assert key.hidraw_path is None
+        rp = RelyingParty(root_der=key.attestation_root)  # packed, trusted up to the root
+        response = register(key, rp)
+        assert attestation_fmt(response) == "packed"
+        counter = authenticate(key, rp)
+        assert counter >= 1
+        [cred] = key.credentials()
+        stored = rp.credentials[0]
+        assert isinstance(cred, Credential)
+        assert cred.credential_id == stored.credential_id
+        assert cred.rp_id == "example.com"
+        assert cred.user_name and cred.user_name.startswith("user-")
+        assert cred.user_id.hex().startswith(cred.user_name[5:])
+        assert cred.algorithm == -7
+        assert cred.public_key == dict(stored.public_key)
+        assert cred.sign_count == counter
+        assert cred.created.tzinfo is not None
+        # A server-side credential lives in its ID only: not listed.
+        register(key, RelyingParty(), rk=False)
+        assert [c.credential_id for c in key.credentials()] == [cred.credential_id]
+
+
+def test_keystore_directory_keeps_credentials_across_runs(tmp_path: Path) -> None:
+    directory = tmp_path / "ks"
+    with pytest.raises(VirtualKeyError, match="create=True"):
+        VirtualKey(keystore=directory, passphrase=PASSPHRASE).start()
+    with VirtualKey(keystore=directory, passphrase=PASSPHRASE, create=True) as key:
+        rp = RelyingParty(root_der=key.attestation_root)
+        register(key, rp)
+        first = key.credentials()
+        aaguid = key.aaguid
+    with VirtualKey(keystore=directory, passphrase=PASSPHRASE) as key:
+        assert key.aaguid == aaguid
+        assert [c.credential_id for c in key.credentials()] == [first[0].credential_id]
+        assert authenticate(key, rp) >= 1
+    with pytest.raises(WrongPassphrase):
+        VirtualKey(keystore=directory, passphrase="not it").start()
+
+
+def test_presence_deny_refuses_registration() -> None:
+    with VirtualKey(presence="deny") as key:
+        with pytest.raises(ClientError) as info:
+            register(key, RelyingParty())
+        assert "OPERATION_DENIED" in repr(info.value.cause)
+        assert key.credentials() == []
+
+
+@pytest.mark.parametrize("granted", [True, False], ids=["approve", "deny"])
+def test_manual_presence_answered_from_the_test(granted: bool) -> None:
+    with VirtualKey(presence="manual") as key:
+        rp = RelyingParty(root_der=key.attestation_root)
+        outcome: dict[str, Any] = {}
+
+        def ceremony() -> None:
+            try:
+                outcome["response"] = register(key, rp)
+            except ClientError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=ceremony)
+        thread.start()
+        answered = (key.approve if granted else key.deny)(wait=30)
+        thread.join(60)
+        assert answered.kind == "register"
+        assert answered.rp_id == "example.com"
+        assert answered.user_name and answered.user_name.startswith("user-")
+        if granted:
+            assert "response" in outcome, outcome
+            assert len(key.credentials()) == 1
+        else:
+            assert "OPERATION_DENIED" in repr(outcome["error"].cause)
+            assert key.credentials() == []
+        with pytest.raises(VirtualKeyError, match="no request"):
+            key.approve(wait=0.1)
+
+
+def test_builtin_uv_sets_the_uv_flag_and_deny_uv_fails_it() -> None:
+    with VirtualKey(uv=True) as key:
+        assert Ctap2(key.device).info.options.get("uv") is True
+        response = register(key, RelyingParty(), uv="required")
+        assert response.response.attestation_object.auth_data.is_user_verified()
+    with VirtualKey(uv=True, presence="deny-uv") as key, pytest.raises(ClientError):
+        register(key, RelyingParty(), uv="required")
+
+
+def test_pin_is_set_and_entered_by_the_client() -> None:
+    with VirtualKey(pin="4321") as key:
+        assert Ctap2(key.device).info.options.get("clientPin") is True
+        response = register(key, RelyingParty(), uv="required")
+        assert response.response.attestation_object.auth_data.is_user_verified()
+        # A client that does not know the PIN cannot verify the user.
+        with pytest.raises(ClientError):
+            register(key, RelyingParty(), uv="required", interaction=UserInteraction())
+        assert "4321" not in repr(key) and "4321" not in repr(key.client())
+
+
+def test_attestation_algorithms_and_zero_counter_options() -> None:
+    with VirtualKey(attestation="none", algorithms=[-8], zero_counter=True) as key:
+        rp = RelyingParty(attestation="none")
+        # The RP offers ES256 first; the key only accepts EdDSA.
+        rp.server.allowed_algorithms = [
+            PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=alg)
+            for alg in (-7, -8)
+        ]
+        response = register(key, rp)
+        assert attestation_fmt(response) == "none"
+        assert authenticate(key, rp) == 0
+        [cred] = key.credentials()
+        assert cred.algorithm == -8 and cred.sign_count == 0
+
+
+def test_power_cycle_and_second_device() -> None:
+    with VirtualKey() as key:
+        rp = RelyingParty()
+        register(key, rp)
+        key.power_cycle()
+        other = key.open_device()
+        options, state = rp.begin_authentication(user_verification="discouraged")
+        response = key.client(device=other).get_assertion(options.public_key).get_response(0)
+        assert rp.complete_authentication(state, response, challenge_of(options)) >= 1
+    with pytest.raises(VirtualKeyError, match="not running"):
+        _ = key.device
+
+
+def test_secrets_not_in_repr(tmp_path: Path) -> None:
+    key = VirtualKey(keystore=tmp_path / "k", passphrase="hunter2-secret", pin="98765")
+    assert "hunter2" not in repr(key) and "98765" not in repr(key)
+    assert "hunter2" not in repr(vars(key).get("_store"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"presence": "prompt"}, "presence must be one of"),
+        ({"transport": "usb"}, "transport must be one of"),
+        ({"keystore": "/nonexistent"}, "passphrase"),
+        ({"pin": "12"}, "at least 4"),
+        ({"attestation": "basic"}, "attestation must be one of"),
+        ({"algorithms": [-999]}, "unsupported algorithms"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VirtualKey(**options)
+
+
+def test_uhid_key_or_the_reason_it_cannot_exist() -> None:
+    reason = uhid_unavailable()
+    if reason is None:
+        with VirtualKey(transport="uhid") as key:
+            assert key.hidraw_path and key.hidraw_path.startswith("/dev/hidraw")
+            assert Ctap2(key.device).info.aaguid == key.aaguid
+    else:
+        with pytest.raises(VirtualKeyError, match="uhid"):
+            VirtualKey(transport="uhid").start()
+
+
+def test_service_udp_register_authenticate_and_control_socket() -> None:
+    with VirtualKey.service(presence="manual") as key:
+        assert key.hidraw_path is None
+        status = key.control("status")
+        assert status["transport"] == "udp" and status["presence"] == "manual"
+        rp = RelyingParty()
+        user_id, name = random_user()
+        options, state = rp.begin_registration(user_id, name, user_verification="discouraged")
+        result: dict[str, Any] = {}
+
+        def ceremony() -> None:
+            try:
+                result["r"] = key.client().make_credential(options.public_key)
+            except ClientError as exc:  # reported by the assertion below
+                result["error"] = exc
+
+        thread = threading.Thread(target=ceremony)
+        thread.start()
+        answer = key.approve(wait=30)
+        thread.join(60)
+        assert "r" in result, result
+        assert answer["request"]["kind"] == "register"
+        rp.complete_registration(state, result["r"], challenge_of(options))
+        assert any("MAKE_CREDENTIAL" in line for line in key.log)
+    assert key.process is not None and key.process.returncode == 0
