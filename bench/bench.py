@@ -366,7 +366,7 @@ def open_probe(directory: str) -> None:
     real_derive = kdf.derive_key
     kdf_times: list[float] = []
 
-    def timed_derive(passphrase: str, params: kdf.KdfParams) -> bytes:
+    def timed_derive(passphrase: str, params: kdf.KdfParams) -> bytearray:
         t = time.perf_counter()
         try:
             return real_derive(passphrase, params)

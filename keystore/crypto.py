@@ -2,18 +2,22 @@
 
 * The master key (32 random bytes) is wrapped with AES-256-GCM under the
   passphrase-derived key.
-* Two subkeys are derived from it with HKDF-SHA256: the *record key*
-  (AES-256-GCM for every stored record) and the *index key* (HMAC-SHA256 for
-  the blinded lookup columns).
+* Three subkeys are derived from it with HKDF-SHA256: the *record key*
+  (AES-256-GCM for every stored record), the *index key* (HMAC-SHA256 for
+  the blinded lookup columns) and, since format 2, the *counter key*
+  (HMAC-SHA256 over each signature counter row and over the number of rows).
 * Each record is ``nonce(12) || AES-GCM(record_key, plaintext, aad)`` with a
   fresh nonce per write. The associated data names the table and the row
   (its blinded index columns), so moving a ciphertext to another row or table
   fails authentication.
+
+Key material lives in ``bytearray``s that :meth:`RecordKeys.clear` zeroes when
+the keystore closes. What cannot be cleared is said in SECURITY.md: the copies
+``cryptography`` and ``hmac`` make inside their own (immutable) objects.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -30,29 +34,41 @@ NONCE_SIZE = 12
 _WRAP_AAD = b"vfido keystore master key v1"
 _RECORD_INFO = b"vfido keystore record key v1"
 _INDEX_INFO = b"vfido keystore index key v1"
+_COUNTER_INFO = b"vfido keystore counter key v2"
+COUNTER_MAC_SIZE = 16
+"""Bytes of the (truncated HMAC-SHA256) tag on each signature counter row."""
 
 
 class AuthenticationFailed(Exception):
     """A ciphertext did not authenticate (message carries no secrets)."""
 
 
-def new_master_key() -> bytes:
-    return os.urandom(KEY_SIZE)
+def clear(buf: bytearray) -> None:
+    """Overwrite ``buf`` with zeros in place (same length: no reallocation)."""
+    buf[:] = bytes(len(buf))
 
 
-def wrap_master_key(kek: bytes, master_key: bytes) -> bytes:
+def new_master_key() -> bytearray:
+    return bytearray(os.urandom(KEY_SIZE))
+
+
+def wrap_master_key(kek: bytes | bytearray, master_key: bytes | bytearray) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + AESGCM(kek).encrypt(nonce, master_key, _WRAP_AAD)
+    return nonce + AESGCM(kek).encrypt(nonce, bytes(master_key), _WRAP_AAD)
 
 
-def unwrap_master_key(kek: bytes, wrapped: bytes) -> bytes:
-    """Raises :class:`AuthenticationFailed` for a wrong key or damaged blob."""
+def unwrap_master_key(kek: bytes | bytearray, wrapped: bytes) -> bytearray:
+    """The master key in a fresh ``bytearray`` (the caller clears it).
+
+    Raises :class:`AuthenticationFailed` for a wrong key or damaged blob."""
     if len(wrapped) != NONCE_SIZE + KEY_SIZE + 16:
         raise AuthenticationFailed("wrapped master key has the wrong size")
+    out = bytearray(KEY_SIZE)
     try:
-        return AESGCM(kek).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD)
+        AESGCM(kek).decrypt_into(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD, out)
     except InvalidTag as exc:
         raise AuthenticationFailed("master key did not unwrap") from exc
+    return out
 
 
 def _lp(*parts: bytes) -> bytes:
@@ -60,30 +76,66 @@ def _lp(*parts: bytes) -> bytes:
     return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
+_COUNTER_DOMAIN = _lp(b"counter")
+_ROWS_DOMAIN = _lp(b"counter rows")
+
+
 @dataclass(frozen=True)
 class RecordKeys:
-    """Subkeys derived from the master key."""
+    """Subkeys derived from the master key (``bytearray``s, zeroed by :meth:`clear`)."""
 
-    record_key: bytes = field(repr=False)
-    index_key: bytes = field(repr=False)
+    record_key: bytearray = field(repr=False)
+    index_key: bytearray = field(repr=False)
+    counter_key: bytearray = field(repr=False)
+    # One AES-GCM object for every record: it holds its own copy of record_key
+    # (inside cryptography, not clearable) instead of one short-lived copy per call.
+    _aead: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_aead", AESGCM(self.record_key))
 
     @classmethod
-    def derive(cls, master_key: bytes) -> RecordKeys:
-        def hkdf(info: bytes) -> bytes:
-            return HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=info).derive(master_key)
+    def derive(cls, master_key: bytes | bytearray) -> RecordKeys:
+        def hkdf(info: bytes) -> bytearray:
+            out = bytearray(KEY_SIZE)
+            HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=info).derive_into(master_key, out)
+            return out
 
-        return cls(record_key=hkdf(_RECORD_INFO), index_key=hkdf(_INDEX_INFO))
+        return cls(
+            record_key=hkdf(_RECORD_INFO),
+            index_key=hkdf(_INDEX_INFO),
+            counter_key=hkdf(_COUNTER_INFO),
+        )
+
+    def clear(self) -> None:
+        """Zero the subkeys (the store is closed; the object must not be used again)."""
+        for key in (self.record_key, self.index_key, self.counter_key):
+            clear(key)
 
     def blind(self, domain: str, *parts: bytes) -> bytes:
         """Keyed hash for a lookup column: HMAC-SHA256(index_key, domain || parts)."""
-        return hmac.new(
-            self.index_key, _lp(domain.encode("ascii"), *parts), hashlib.sha256
-        ).digest()
+        return hmac.digest(self.index_key, _lp(domain.encode("ascii"), *parts), "sha256")
+
+    def counter_mac(self, cred_tag: bytes, value: int) -> bytes:
+        """Tag of one counter row: HMAC-SHA256(counter_key, "counter" || cred_tag || value),
+        truncated to :data:`COUNTER_MAC_SIZE` bytes. Binds the value to its row."""
+        message = _COUNTER_DOMAIN + _lp(cred_tag) + value.to_bytes(8, "big")
+        return hmac.digest(self.counter_key, message, "sha256")[:COUNTER_MAC_SIZE]
+
+    def check_counter(self, cred_tag: bytes, value: int, mac: bytes) -> bool:
+        if not 0 <= value < 1 << 64:
+            return False
+        return hmac.compare_digest(self.counter_mac(cred_tag, value), mac)
+
+    def rows_mac(self, count: int) -> bytes:
+        """Tag of the number of counter rows (a row that vanishes is noticed)."""
+        message = _ROWS_DOMAIN + count.to_bytes(8, "big")
+        return hmac.digest(self.counter_key, message, "sha256")[:COUNTER_MAC_SIZE]
 
     def encrypt(self, table: str, row: tuple[bytes, ...], plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
         aad = _lp(table.encode("ascii"), *row)
-        return nonce + AESGCM(self.record_key).encrypt(nonce, plaintext, aad)
+        return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def decrypt(self, table: str, row: tuple[bytes, ...], blob: bytes) -> bytes:
         """Raises :class:`AuthenticationFailed` if ``blob`` is not this row's record."""
@@ -91,6 +143,6 @@ class RecordKeys:
             raise AuthenticationFailed(f"record in {table} is truncated")
         aad = _lp(table.encode("ascii"), *row)
         try:
-            return AESGCM(self.record_key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
+            return self._aead.decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
         except InvalidTag as exc:
             raise AuthenticationFailed(f"record in {table} failed authentication") from exc

@@ -108,8 +108,9 @@ def insecure_test_params() -> KdfParams:
     return KdfParams(memory_kib=64, iterations=1, lanes=1, salt=os.urandom(SALT_SIZE))
 
 
-def derive_key(passphrase: str, params: KdfParams) -> bytes:
-    """The 32-byte key-encryption key for ``passphrase`` (NFC-normalized, UTF-8)."""
+def derive_key(passphrase: str, params: KdfParams) -> bytearray:
+    """The 32-byte key-encryption key for ``passphrase`` (NFC-normalized, UTF-8), in a
+    ``bytearray`` the caller zeroes after use (the passphrase ``str`` cannot be)."""
     params._check()
     secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")
     kdf = Argon2id(
@@ -119,4 +120,6 @@ def derive_key(passphrase: str, params: KdfParams) -> bytes:
         lanes=params.lanes,
         memory_cost=params.memory_kib,
     )
-    return kdf.derive(secret)
+    out = bytearray(KEY_SIZE)
+    kdf.derive_into(secret, out)
+    return out

@@ -13,14 +13,25 @@ wrapped with AES-256-GCM under an Argon2id key derived from the passphrase
 identity) is AES-256-GCM encrypted under a key derived from the master key, with
 a fresh nonce per write and the table name plus the row's index columns as
 associated data. Lookup columns hold HMAC-SHA256 blinded values, so neither
-credential IDs nor rpIdHashes are stored in the clear. Counters are plain
-integers keyed by the blinded credential ID (no credential ID is stored).
+credential IDs nor rpIdHashes are stored in the clear.
+
+Signature counters (format 2) are integers keyed by the blinded credential ID
+(no credential ID is stored), each row with a MAC (HMAC-SHA256 under the
+counter key, truncated to 16 bytes) over the row's tag and value; the number of
+counter rows is kept, with its own MAC, in a row of the same table under the
+empty tag (it sorts first, and a new counter usually shares its page). Opening a
+keystore checks every counter row (MAC, strictly ascending tags, the count), so
+a changed, swapped, duplicated or vanished counter is reported as corruption,
+never taken as a lower value. While the store is open (the directory lock
+excludes other writers) verified values are cached, and an assertion's counter
+write is one ``UPDATE`` of one row in its own durable transaction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hmac
 import os
 import sqlite3
 import stat
@@ -38,6 +49,7 @@ from keystore import kdf
 from keystore.crypto import (
     AuthenticationFailed,
     RecordKeys,
+    clear,
     new_master_key,
     unwrap_master_key,
     wrap_master_key,
@@ -63,14 +75,19 @@ from keystore.store import (
 
 DB_NAME = "vfido.db"
 LOCK_NAME = "vfido.lock"
-FORMAT_VERSION = 1
-"""Version of the database layout. Bump it with a step in :data:`MIGRATIONS`."""
+FORMAT_VERSION = 2
+"""Version of the database layout. Bump it with a step in :data:`MIGRATIONS`.
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+1: first released layout (counters unauthenticated).
+2: a MAC on every counter row and an authenticated count of the rows."""
+
+Migration = Callable[[sqlite3.Connection, RecordKeys], None]
+
+MIGRATIONS: dict[int, Migration] = {}
 """``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
-transaction; :meth:`SqliteKeyStore.open` runs the steps and records the new
-version atomically). Format 1 is the first released layout; the file
-tests/reliability/data/keystore-v1.db must keep opening."""
+transaction, after the passphrase check, with the record keys;
+:meth:`SqliteKeyStore.open` runs the steps and records the new version
+atomically). The file tests/reliability/data/keystore-v1.db must keep opening."""
 APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
 
 DIR_MODE = 0o700
@@ -80,6 +97,16 @@ _T_CREDENTIALS = "credentials"
 _T_STATE = "state"
 _T_IDENTITY = "identity"
 _IDENTITY_ROW = (b"\x01",)
+
+_COUNTERS_TABLE = (
+    "CREATE TABLE counters ("
+    " cred_tag BLOB PRIMARY KEY, value INTEGER NOT NULL, mac BLOB NOT NULL) WITHOUT ROWID"
+)
+_ROWS_TAG = b""  # the counters row holding the number of (other) counter rows
+_MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER
+_UPDATE_COUNTER = "UPDATE counters SET value = ?, mac = ? WHERE cred_tag = ?"
+_INSERT_COUNTER = "INSERT INTO counters (cred_tag, value, mac) VALUES (?, ?, ?)"
+_CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
 
 _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID",
@@ -91,7 +118,7 @@ _SCHEMA = (
     " user_tag BLOB NOT NULL UNIQUE,"
     " blob BLOB NOT NULL)",
     "CREATE INDEX credentials_by_rp ON credentials (rp_tag)",
-    "CREATE TABLE counters (cred_tag BLOB PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    _COUNTERS_TABLE,
     "CREATE TABLE state (key_tag BLOB PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID",
 )
 
@@ -331,6 +358,7 @@ def _init_schema(
                 conn.execute(statement)
             rows = [("format_version", FORMAT_VERSION), *meta.items()]
             conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
+            conn.execute(_INSERT_COUNTER, (_ROWS_TAG, 0, keys.rows_mac(0)))
             blob = keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(identity))
             conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
             conn.execute("COMMIT")
@@ -385,7 +413,31 @@ def _read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     return meta
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
+def _migrate_1_to_2(conn: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Format 2: a MAC on every counter row, and the authenticated row count.
+
+    Format-1 counters carried no authentication: their values are taken as they
+    are at this moment (the one point where they must be trusted) and sealed.
+    """
+    rows = conn.execute("SELECT cred_tag, value FROM counters").fetchall()
+    conn.execute("DROP TABLE counters")
+    conn.execute(_COUNTERS_TABLE)
+    for tag, value in rows:
+        if (
+            type(tag) is not bytes
+            or not tag
+            or type(value) is not int
+            or not 0 <= value <= _MAX_COUNTER
+        ):
+            raise KeystoreCorrupt("a signature counter in the keystore is malformed")
+        conn.execute(_INSERT_COUNTER, (tag, value, keys.counter_mac(tag, value)))
+    conn.execute(_INSERT_COUNTER, (_ROWS_TAG, len(rows), keys.rows_mac(len(rows))))
+
+
+MIGRATIONS[1] = _migrate_1_to_2
+
+
+def _migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
     """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction."""
     if version >= FORMAT_VERSION:
         return
@@ -400,7 +452,7 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
         try:
             for step in steps:
                 assert step is not None
-                step(conn)
+                step(conn, keys)
             conn.execute(
                 "UPDATE meta SET value = ? WHERE name = 'format_version'", (FORMAT_VERSION,)
             )
@@ -427,7 +479,7 @@ class SqliteKeyStore:
         self,
         conn: sqlite3.Connection,
         keys: RecordKeys,
-        master_key: bytes,
+        master_key: bytearray,
         *,
         directory: Path | None,
         lock: DirectoryLock | None,
@@ -446,7 +498,12 @@ class SqliteKeyStore:
         # Fault injection (vfido.faults): called inside every write transaction
         # after its statements and before COMMIT. None in normal operation.
         self.before_commit: Callable[[], None] | None = None
+        # Counter values verified (or written) since open, by cred_tag; the
+        # directory lock means no other writer can change them meanwhile.
+        self._counters: dict[bytes, int] = {}
+        self._tags: dict[bytes, bytes] = {}  # credential id -> cred_tag (a pure function)
         self._identity = self._load_identity()
+        self._counter_rows = self._verify_counters()
 
     # --- constructors ----------------------------------------------------
 
@@ -485,7 +542,11 @@ class SqliteKeyStore:
                 raise KeystoreError(f"a keystore already exists in {directory}")
             master_key = new_master_key()
             keys = RecordKeys.derive(master_key)
-            wrapped = wrap_master_key(kdf.derive_key(passphrase, params), master_key)
+            kek = kdf.derive_key(passphrase, params)
+            try:
+                wrapped = wrap_master_key(kek, master_key)
+            finally:
+                clear(kek)
             identity = new_identity(aaguid)
             cls._build_file(directory, keys, identity, params, wrapped)
             conn = _connect(db)
@@ -575,19 +636,28 @@ class SqliteKeyStore:
                 wrapped = meta.get("wrapped_master_key")
                 if not isinstance(wrapped, bytes):
                     raise KeystoreCorrupt("the keystore's wrapped key is missing")
+                kek = kdf.derive_key(passphrase, params)
                 try:
-                    master_key = unwrap_master_key(kdf.derive_key(passphrase, params), wrapped)
+                    master_key = unwrap_master_key(kek, wrapped)
                 except AuthenticationFailed:
                     raise WrongPassphrase("wrong passphrase for this keystore") from None
-                _migrate(conn, int(meta["format_version"]))
-                return cls(
-                    conn,
-                    RecordKeys.derive(master_key),
-                    master_key,
-                    directory=directory,
-                    lock=lock,
-                    max_credentials=max_credentials,
-                )
+                finally:
+                    clear(kek)
+                keys = RecordKeys.derive(master_key)
+                try:
+                    _migrate(conn, int(meta["format_version"]), keys)
+                    return cls(
+                        conn,
+                        keys,
+                        master_key,
+                        directory=directory,
+                        lock=lock,
+                        max_credentials=max_credentials,
+                    )
+                except BaseException:
+                    keys.clear()
+                    clear(master_key)
+                    raise
             except BaseException:
                 conn.close()
                 raise
@@ -654,6 +724,11 @@ class SqliteKeyStore:
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
+                # Zero what Python lets us zero (SECURITY.md: what it cannot).
+                self._keys.clear()
+                clear(self._master_key)
+                self._counters.clear()
+                self._tags.clear()
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -674,7 +749,13 @@ class SqliteKeyStore:
                 raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
         # The slow derivation runs without holding the store lock. Each pair of
         # (parameters, wrapped key) is written together in one transaction.
-        wrapped = wrap_master_key(kdf.derive_key(new, kdf_params), self._master_key)
+        kek = kdf.derive_key(new, kdf_params)
+        try:
+            with self._mutex:
+                self._require_open()
+                wrapped = wrap_master_key(kek, self._master_key)
+        finally:
+            clear(kek)
         with self._tx("change the passphrase") as c:
             c.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (kdf_params.to_json(),))
             c.execute("UPDATE meta SET value = ? WHERE name = 'wrapped_master_key'", (wrapped,))
@@ -738,7 +819,74 @@ class SqliteKeyStore:
             raise KeystoreCorrupt("the stored device identity is malformed") from None
 
     def _cred_tag(self, credential_id: bytes) -> bytes:
-        return self._keys.blind("cred", credential_id)
+        tag = self._tags.get(credential_id)
+        if tag is None:
+            tag = self._keys.blind("cred", credential_id)
+            if len(self._tags) >= _CACHE_SIZE:
+                del self._tags[next(iter(self._tags))]
+            self._tags[credential_id] = tag
+        return tag
+
+    def _remember_counter(self, tag: bytes, value: int) -> None:
+        counters = self._counters
+        if tag not in counters and len(counters) >= _CACHE_SIZE:
+            del counters[next(iter(counters))]
+        counters[tag] = value
+
+    def _checked_counter(self, tag: bytes, value: object, mac: object) -> int:
+        """A stored counter value after its MAC is checked (KeystoreCorrupt if it fails)."""
+        if (
+            type(value) is not int
+            or type(mac) is not bytes
+            or not self._keys.check_counter(tag, value, mac)
+        ):
+            raise KeystoreCorrupt(
+                "a signature counter failed authentication (the keystore was modified)"
+            )
+        return value
+
+    def _verify_counters(self) -> int:
+        """Check every counter row and their number; return the number.
+
+        Rows come in primary-key order from the b-tree: a row damaged in place
+        fails its MAC; a row duplicated, reordered or lost by damage to the tree
+        breaks the strict order or the authenticated count. O(rows), once per open.
+        """
+        expected = -1
+        count = 0
+        with self._read("check the signature counters") as conn:
+            previous = b""
+            for tag, value, mac in conn.execute(
+                "SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag"
+            ):
+                if expected < 0:
+                    # The first row (empty tag) holds the number of the others.
+                    if (
+                        tag != _ROWS_TAG
+                        or type(value) is not int
+                        or not 0 <= value <= _MAX_COUNTER
+                        or type(mac) is not bytes
+                        or not hmac.compare_digest(self._keys.rows_mac(value), mac)
+                    ):
+                        raise KeystoreCorrupt(
+                            "the keystore's counter index failed authentication"
+                            " (the keystore was modified)"
+                        )
+                    expected = value
+                    continue
+                if type(tag) is not bytes or tag <= previous:
+                    raise KeystoreCorrupt("the keystore's counter table is damaged")
+                self._checked_counter(tag, value, mac)
+                previous = tag
+                count += 1
+        if expected < 0:
+            raise KeystoreCorrupt("the keystore's counter index is missing")
+        if count != expected:
+            raise KeystoreCorrupt(
+                f"the keystore has {count} signature counters where {expected} were written"
+                " (the keystore was modified)"
+            )
+        return count
 
     def _state_tag(self, key: str) -> bytes:
         return self._keys.blind("state", key.encode("utf-8"))
@@ -789,13 +937,32 @@ class SqliteKeyStore:
             c.execute(
                 "DELETE FROM credentials WHERE user_tag = ? OR cred_tag = ?", (user_tag, cred_tag)
             )
-            for old in replaced:
-                if old != cred_tag:
-                    c.execute("DELETE FROM counters WHERE cred_tag = ?", (old,))
+            dropped = [old for old in replaced if old != cred_tag]
+            rows = self._delete_counters(c, dropped)
             c.execute(
                 "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob) VALUES (?, ?, ?, ?)",
                 (cred_tag, rp_tag, user_tag, blob),
             )
+        self._counters_deleted(dropped, rows)
+
+    def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> int:
+        """Delete the counter rows of ``tags`` (inside a transaction); the new row count."""
+        deleted = 0
+        for tag in tags:
+            deleted += c.execute("DELETE FROM counters WHERE cred_tag = ?", (tag,)).rowcount
+        rows = self._counter_rows - deleted
+        if deleted:
+            self._write_rows(c, rows)
+        return rows
+
+    def _write_rows(self, c: sqlite3.Connection, rows: int) -> None:
+        c.execute(_UPDATE_COUNTER, (rows, self._keys.rows_mac(rows), _ROWS_TAG))
+
+    def _counters_deleted(self, tags: list[bytes], rows: int) -> None:
+        """After the commit of :meth:`_delete_counters`."""
+        for tag in tags:
+            self._counters.pop(tag, None)
+        self._counter_rows = rows
 
     def find_credentials(self, rp_id_hash: bytes) -> list[CredentialRecord]:
         rp_tag = self._keys.blind("rp", rp_id_hash)
@@ -825,21 +992,27 @@ class SqliteKeyStore:
     def list_credentials(self) -> list[CredentialSummary]:
         with self._read("list credentials") as conn:
             rows = conn.execute(
-                "SELECT c.seq, c.cred_tag, c.rp_tag, c.user_tag, c.blob, coalesce(n.value, 0)"
+                "SELECT c.seq, c.cred_tag, c.rp_tag, c.user_tag, c.blob, n.value, n.mac"
                 " FROM credentials AS c LEFT JOIN counters AS n ON n.cred_tag = c.cred_tag"
                 " ORDER BY c.seq"
             ).fetchall()
         return [
-            CredentialSummary(self._credential_from_row(t, rp, u, b), int(count))
-            for _, t, rp, u, b, count in rows
+            CredentialSummary(
+                self._credential_from_row(t, rp, u, b),
+                0 if value is None and mac is None else self._checked_counter(t, value, mac),
+            )
+            for _, t, rp, u, b, value, mac in rows
         ]
 
     def delete_credential(self, credential_id: bytes) -> bool:
         cred_tag = self._cred_tag(credential_id)
+        rows = self._counter_rows
         with self._tx("delete the credential") as c:
             deleted = c.execute("DELETE FROM credentials WHERE cred_tag = ?", (cred_tag,)).rowcount
             if deleted:
-                c.execute("DELETE FROM counters WHERE cred_tag = ?", (cred_tag,))
+                rows = self._delete_counters(c, [cred_tag])
+        if deleted:
+            self._counters_deleted([cred_tag], rows)
         return bool(deleted)
 
     def update_user(self, credential_id: bytes, name: str | None, display_name: str | None) -> bool:
@@ -867,23 +1040,65 @@ class SqliteKeyStore:
     def increment_counter(self, credential_id: bytes, step: int = 1) -> int:
         if step < 0:
             raise ValueError("counter step must not be negative")
-        cred_tag = self._cred_tag(credential_id)
-        with self._tx("update the signature counter") as c:
-            (value,) = c.execute(
-                "INSERT INTO counters (cred_tag, value) VALUES (?, ?)"
-                " ON CONFLICT (cred_tag) DO UPDATE SET value = value + excluded.value"
-                " RETURNING value",
-                (cred_tag, step),
-            ).fetchall()[0]
-        return int(value)
+        with self._mutex:
+            conn = self._require_open()
+            tag = self._cred_tag(credential_id)
+            current = self._counters.get(tag)
+            if current is not None:
+                # The common case: a counter verified or written since open. One
+                # UPDATE of one row is its own (durable: synchronous=FULL) transaction.
+                value = self._next_counter(current, step)
+                mac = self._keys.counter_mac(tag, value)
+                try:
+                    if self.before_commit is not None:
+                        self.before_commit()  # before the statement = before its commit
+                    changed = conn.execute(_UPDATE_COUNTER, (value, mac, tag)).rowcount
+                except sqlite3.Error as exc:
+                    raise _map_sqlite_error(exc, "update the signature counter") from exc
+                if changed != 1:
+                    raise KeystoreCorrupt("a signature counter vanished from the keystore")
+                self._counters[tag] = value
+                return value
+            rows = self._counter_rows
+            with self._tx("update the signature counter") as c:
+                row = c.execute(
+                    "SELECT value, mac FROM counters WHERE cred_tag = ?", (tag,)
+                ).fetchone()
+                if row is None:
+                    value = self._next_counter(0, step)
+                    c.execute(_INSERT_COUNTER, (tag, value, self._keys.counter_mac(tag, value)))
+                    rows += 1
+                    self._write_rows(c, rows)
+                else:
+                    value = self._next_counter(self._checked_counter(tag, *row), step)
+                    c.execute(_UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag))
+            self._counter_rows = rows
+            self._remember_counter(tag, value)
+            return value
+
+    @staticmethod
+    def _next_counter(current: int, step: int) -> int:
+        value = current + step
+        if value > _MAX_COUNTER:
+            raise KeystoreError("the signature counter cannot advance any further")
+        return value
 
     def get_counter(self, credential_id: bytes) -> int:
-        cred_tag = self._cred_tag(credential_id)
-        with self._read("read the signature counter") as conn:
-            row = conn.execute(
-                "SELECT value FROM counters WHERE cred_tag = ?", (cred_tag,)
-            ).fetchone()
-        return 0 if row is None else int(row[0])
+        with self._mutex:
+            tag = self._cred_tag(credential_id)
+            value = self._counters.get(tag)
+            if value is not None:
+                self._require_open()
+                return value
+            with self._read("read the signature counter") as conn:
+                row = conn.execute(
+                    "SELECT value, mac FROM counters WHERE cred_tag = ?", (tag,)
+                ).fetchone()
+            if row is None:
+                return 0
+            value = self._checked_counter(tag, *row)
+            self._remember_counter(tag, value)
+            return value
 
     # --- KeyStore: other persistent state --------------------------------
 
@@ -955,10 +1170,13 @@ class SqliteKeyStore:
             blob = self._keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(new))
             with self._tx("reset the keystore") as c:
                 c.execute("DELETE FROM credentials")
-                c.execute("DELETE FROM counters")
+                c.execute("DELETE FROM counters WHERE cred_tag != ?", (_ROWS_TAG,))
+                self._write_rows(c, 0)
                 c.execute("DELETE FROM state")
                 c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
             self._identity = new
+            self._counters.clear()
+            self._counter_rows = 0
             # Push the deletions out of the write-ahead log too (best effort: the
             # reset itself is already committed).
             with contextlib.suppress(sqlite3.Error, KeystoreError):

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from keystore import kdf
 from keystore.credential_id import seal, unseal
-from keystore.sqlite_store import DB_NAME, LOCK_NAME, SqliteKeyStore, _map_sqlite_error
+from keystore.sqlite_store import (
+    DB_NAME,
+    FORMAT_VERSION,
+    LOCK_NAME,
+    SqliteKeyStore,
+    _map_sqlite_error,
+)
 from keystore.store import (
     CredentialRecord,
     KeyStore,
@@ -353,10 +359,11 @@ def test_foreign_sqlite_database(ks_dir: Path) -> None:
 
 def test_newer_format_version_refused(ks_dir: Path) -> None:
     create(ks_dir).close()
+    newer = FORMAT_VERSION + 1
     with raw_db(ks_dir) as db:
-        db.execute("UPDATE meta SET value = 2 WHERE name = 'format_version'")
+        db.execute("UPDATE meta SET value = ? WHERE name = 'format_version'", (newer,))
     db.close()
-    with pytest.raises(KeystoreError, match="format version 2") as info:
+    with pytest.raises(KeystoreError, match=f"format version {newer}") as info:
         SqliteKeyStore.open(ks_dir, PASS)
     assert not isinstance(info.value, WrongPassphrase | KeystoreCorrupt)
 
@@ -601,7 +608,12 @@ def test_increment_writes_one_row(store: SqliteKeyStore) -> None:
     assert conn is not None
     before = conn.total_changes
     store.increment_counter(b"some id")
-    assert conn.total_changes - before == 1
+    # A new counter: its row and the authenticated row count.
+    assert conn.total_changes - before == 2
+    for _ in range(3):
+        before = conn.total_changes
+        store.increment_counter(b"some id")
+        assert conn.total_changes - before == 1  # then one row per assertion
 
 
 def test_counter_concurrent_increments(store: SqliteKeyStore) -> None:
