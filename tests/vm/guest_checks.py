@@ -593,11 +593,12 @@ def run_browser(
     page_timeout: float = PAGE_TIMEOUT,
     start_timeout: float = 90.0,
     attempts: int = 2,
+    query: str = "",
 ) -> str:
     require_vfido()
     bring_up_loopback()
     server = PageServer(name)
-    url = f"http://localhost:{server.port}/?browser={name}"
+    url = f"http://localhost:{server.port}/?browser={name}{query}"
     # Each browser gets its own key with built-in user verification (`--uv`): browsers ask a
     # key that has a PIN or UV for it before making a discoverable credential, and with
     # `uv` in getInfo they verify through the key instead of showing a PIN dialog.
@@ -641,6 +642,10 @@ def run_browser(
         finally:
             server.close()
     data["page"] = results
+    key_log = key.stderr_path.read_text(errors="replace").splitlines()
+    data["key_log"] = [
+        line for line in key_log if re.search(r"CREDENTIAL|ASSERTION|GET_INFO|credential", line)
+    ][-80:]
     if results is None:
         server_log = OUT / f"{name}-server.log"
         requests = (
@@ -705,19 +710,51 @@ def chromium_webauthn(data: dict[str, Any]) -> str:
     return run_browser(data, "chromium", chromium_argv)
 
 
+# The guest kernel refuses Firefox's user-namespace sandbox (clone EPERM in the chroot).
+FIREFOX_SANDBOX_OFF = {
+    "MOZ_HEADLESS": "1",
+    "MOZ_DISABLE_CONTENT_SANDBOX": "1",
+    "MOZ_DISABLE_GMP_SANDBOX": "1",
+    "MOZ_DISABLE_RDD_SANDBOX": "1",
+    "MOZ_DISABLE_SOCKET_PROCESS_SANDBOX": "1",
+    "MOZ_DISABLE_UTILITY_SANDBOX": "1",
+}
+
+
 @check("firefox_webauthn")
 def firefox_webauthn(data: dict[str, Any]) -> str:
-    # The guest kernel refuses Firefox's user-namespace sandbox (clone EPERM in the chroot).
-    sandbox_off = {
-        "MOZ_HEADLESS": "1",
-        "MOZ_DISABLE_CONTENT_SANDBOX": "1",
-        "MOZ_DISABLE_GMP_SANDBOX": "1",
-        "MOZ_DISABLE_RDD_SANDBOX": "1",
-        "MOZ_DISABLE_SOCKET_PROCESS_SANDBOX": "1",
-        "MOZ_DISABLE_UTILITY_SANDBOX": "1",
-    }
     return run_browser(
-        data, "firefox", firefox_argv, sandbox_off, page_timeout=120, start_timeout=200, attempts=1
+        data,
+        "firefox",
+        firefox_argv,
+        FIREFOX_SANDBOX_OFF,
+        page_timeout=120,
+        start_timeout=200,
+        attempts=1,
+    )
+
+
+# --- post-quantum credentials in the browsers (webauthn.html?mode=mldsa) -----------------------
+# Separate checks (not more scenarios on the main page) so that a browser that stalls on an
+# algorithm it does not know cannot cost the main browser checks their page timeout.
+
+
+@check("chromium_mldsa")
+def chromium_mldsa(data: dict[str, Any]) -> str:
+    return run_browser(data, "chromium-mldsa", chromium_argv, query="&mode=mldsa")
+
+
+@check("firefox_mldsa")
+def firefox_mldsa(data: dict[str, Any]) -> str:
+    return run_browser(
+        data,
+        "firefox-mldsa",
+        firefox_argv,
+        FIREFOX_SANDBOX_OFF,
+        page_timeout=150,
+        start_timeout=200,
+        attempts=1,
+        query="&mode=mldsa",
     )
 
 
