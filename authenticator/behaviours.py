@@ -66,7 +66,7 @@ import datetime
 import functools
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -133,16 +133,28 @@ class BehaviourSpec:
     show: Callable[[BehaviourSettings], RawValue | list[str]] = field(repr=False)
     #: Whether it is on in these settings.
     active: Callable[[BehaviourSettings], bool] = field(repr=False)
+    #: Kind of value: ``bool`` (none), ``int``, ``number`` (seconds), ``choice``, ``text``.
+    kind: str = "bool"
+    choices: tuple[str, ...] = ()
     #: Only meaningful for a key with built-in user verification.
     needs_builtin_uv: bool = False
 
-    def describe(self) -> dict[str, Any]:
-        return {
+    def describe(self, settings: BehaviourSettings | None = None) -> dict[str, Any]:
+        """For listings: name, description, value type; with ``settings``, whether it is
+        on (``enabled``) and its value there."""
+        result: dict[str, Any] = {
             "name": self.name,
-            "summary": self.summary,
-            "value": self.value_help or None,
+            "description": self.summary,
+            "type": self.kind,
+            "value_help": self.value_help or None,
             "needs_builtin_uv": self.needs_builtin_uv,
         }
+        if self.choices:
+            result["choices"] = list(self.choices)
+        if settings is not None:
+            result["enabled"] = self.active(settings)
+            result["value"] = self.show(settings) if result["enabled"] else None
+        return result
 
 
 # --- value parsers ---------------------------------------------------------------------
@@ -260,7 +272,13 @@ def _flag(name: str, field_name: str, summary: str, **extra: Any) -> BehaviourSp
 
 
 def _valued(
-    name: str, field_name: str, summary: str, value_help: str, parse: Callable[[RawValue], Any]
+    name: str,
+    field_name: str,
+    summary: str,
+    value_help: str,
+    parse: Callable[[RawValue], Any],
+    kind: str,
+    choices: tuple[str, ...] = (),
 ) -> BehaviourSpec:
     return BehaviourSpec(
         name=name,
@@ -270,6 +288,8 @@ def _valued(
         fields=(field_name,),
         show=lambda s: getattr(s, field_name),
         active=lambda s: getattr(s, field_name) is not None,
+        kind=kind,
+        choices=choices,
     )
 
 
@@ -280,6 +300,7 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "assertions report a counter N below the highest reported (a cloned key)",
         "N (default 1)",
         _int_value("counter-regression", 1, 1, 0xFFFFFFFF),
+        "int",
     ),
     _flag("zero-counter", "zero_counter", "every signature counter is 0"),
     _valued(
@@ -288,6 +309,7 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "each assertion advances the counter by N instead of 1",
         "N (default 1000)",
         _int_value("counter-jump", 1000, 1, 0x7FFFFFFF),
+        "int",
     ),
     _valued(
         "presence-timeout",
@@ -295,6 +317,7 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "user presence is never given: USER_ACTION_TIMEOUT after SECONDS",
         "SECONDS (default 0)",
         _seconds_value("presence-timeout", 600.0),
+        "number",
     ),
     _flag(
         "uv-fail",
@@ -309,6 +332,7 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "every CTAP2 answer comes after MS milliseconds, with keepalives",
         "MS (default 1000)",
         _int_value("slow", 1000, 0, 600_000),
+        "int",
     ),
     _flag("wrong-signature", "wrong_signature", "assertion signatures do not verify"),
     BehaviourSpec(
@@ -323,6 +347,7 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
             else sorted(b64url(c) for c in s.vanished_credentials)
         ),
         active=lambda s: s.all_credentials_vanished or bool(s.vanished_credentials),
+        kind="text",
     ),
     _valued(
         "attestation",
@@ -330,6 +355,8 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "untrusted or expired attestation certificate, or none attestation",
         " | ".join(ATTESTATION_MODES),
         _choice_value("attestation", ATTESTATION_MODES),
+        "choice",
+        ATTESTATION_MODES,
     ),
     _flag("omit-user", "omit_user", "assertions carry no user entity"),
     _valued(
@@ -338,6 +365,8 @@ CATALOGUE: tuple[BehaviourSpec, ...] = (
         "report only FIDO_2_0, or be a U2F-only key",
         f"{FIDO_2_0} | {U2F_V2}",
         _choice_value("versions", (FIDO_2_0, U2F_V2)),
+        "choice",
+        (FIDO_2_0, U2F_V2),
     ),
     _flag("store-full", "store_full", "the credential store is full: KEY_STORE_FULL"),
 )
@@ -373,9 +402,18 @@ class Behaviours:
             self.set(name, value)
 
     @classmethod
-    def from_assignments(cls, assignments: Iterable[str]) -> Behaviours:
-        """From ``NAME[=VALUE]`` strings. Raises BehaviourError."""
-        return cls(parse_assignment(a) for a in assignments)
+    def from_assignments(
+        cls, assignments: Iterable[str], *, builtin_uv: bool | None = None
+    ) -> Behaviours:
+        """From ``NAME[=VALUE]`` strings (``vfido run --behaviour``). With ``builtin_uv``
+        given, behaviours that need built-in UV are refused on a key without it. Raises
+        BehaviourError."""
+        pairs = [parse_assignment(a) for a in assignments]
+        if builtin_uv is False:
+            for name, _ in pairs:
+                if spec(name).needs_builtin_uv:
+                    raise BehaviourError(f"{name} needs a key with built-in UV (vfido run --uv)")
+        return cls(pairs)
 
     def current(self) -> BehaviourSettings:
         """The snapshot to act on (read it once per decision point)."""
@@ -524,10 +562,7 @@ def attestation_identity(identity: DeviceIdentity, mode: str) -> DeviceIdentity:
     return replace(identity, attestation_key=key, attestation_chain=(cert, misbehaviour_root()))
 
 
-def describe_catalogue() -> list[dict[str, Any]]:
-    """Every behaviour, for listings (``vfido ctl behaviour list``)."""
-    return [s.describe() for s in CATALOGUE]
-
-
-def snapshot_summary(settings: BehaviourSettings) -> Mapping[str, RawValue | list[str]]:
-    return {s.name: s.show(settings) for s in CATALOGUE if s.active(settings)}
+def describe_catalogue(settings: BehaviourSettings | None = None) -> list[dict[str, Any]]:
+    """Every behaviour, for listings (``vfido ctl behaviour list``), with its state in
+    ``settings`` if given."""
+    return [s.describe(settings) for s in CATALOGUE]

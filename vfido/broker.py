@@ -186,6 +186,34 @@ class DenyFrontEnd:
         pending.answer(False, "deny")
 
 
+#: Presence modes the control socket can switch to at run time (``set-presence``).
+RUNTIME_MODES = ("auto", "deny", "deny-uv", "manual", "notify")
+
+
+def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...], bool]:
+    """(front ends, uv_fails) of a run-time presence ``mode``. Raises ValueError.
+
+    ``notify`` uses desktop notifications without a terminal fallback (the control socket
+    can still answer); ``prompt`` needs the terminal of ``vfido run`` and is only available
+    as the mode the key started with.
+    """
+    if delay < 0:
+        raise ValueError("delay must be >= 0")
+    if mode == "auto":
+        return (AutoFrontEnd(delay),), False
+    if mode == "deny-uv":
+        return (AutoFrontEnd(delay),), True
+    if mode == "deny":
+        return (DenyFrontEnd(),), False
+    if mode == "manual":
+        return (), False
+    if mode == "notify":
+        from vfido.desktop import DesktopNotifier
+
+        return (DesktopNotifier(fallback=None),), False
+    raise ValueError(f"presence mode must be one of {', '.join(RUNTIME_MODES)} at run time")
+
+
 class PresenceBroker:
     """A :class:`authenticator.env.Presence` answered by front ends or the control socket."""
 
@@ -196,10 +224,29 @@ class PresenceBroker:
         self.mode = mode
         #: Built-in user verification always fails (``--presence deny-uv``), for testing RPs.
         self.uv_fails = uv_fails
+        self._initial = (mode, self.front_ends, uv_fails)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[int, PendingPresence] = {}
         self._ids = itertools.count(1)
+
+    @property
+    def initial_mode(self) -> str:
+        """The mode the broker was created with."""
+        return self._initial[0]
+
+    def set_mode(self, mode: str, delay: float | None = None) -> None:
+        """Switch the presence mode for the next requests (a pending one keeps its front
+        ends). The mode the broker started with is restored as it was (``prompt`` included)
+        unless a ``delay`` is given. Raises ValueError."""
+        initial_mode, initial_front_ends, initial_uv_fails = self._initial
+        if mode == initial_mode and delay is None:
+            front_ends, uv_fails = initial_front_ends, initial_uv_fails
+        else:
+            front_ends, uv_fails = front_ends_for(mode, delay or 0.0)
+        with self._lock:
+            self.front_ends, self.mode, self.uv_fails = front_ends, mode, uv_fails
+        log.info("presence: mode %s", mode)
 
     # -- what the control socket uses -----------------------------------------------------
 
@@ -241,13 +288,15 @@ class PresenceBroker:
             self._pending[pending.id] = pending
             self._changed.notify_all()
         log.info("presence: request %d: %s", pending.id, question(request))
-        if not self.front_ends:
+        with self._lock:
+            front_ends = self.front_ends
+        if not front_ends:
             log.warning(
                 "presence: answer request %d with `vfido approve` or `vfido deny` (%.0f s)",
                 pending.id,
                 timeout,
             )
-        for front_end in self.front_ends:
+        for front_end in front_ends:
             threading.Thread(
                 target=self._run_front_end,
                 args=(front_end, pending),

@@ -7,19 +7,23 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from authenticator.behaviours import Behaviours
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from authenticator.env import Presence
 from keystore.sqlite_store import SqliteKeyStore
+from transports.handler import CtapHandler
 from vfido import __version__
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
+from vfido.control_api import KeyParts, add_key_commands
+from vfido.trace import TraceRecorder, add_trace_commands
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,10 @@ def default_serial(store: SqliteKeyStore) -> str:
 
 
 def make_transport(
-    options: TransportOptions, device: Authenticator, store: SqliteKeyStore
+    options: TransportOptions,
+    device: CtapHandler,
+    store: SqliteKeyStore,
+    packet_observer: Callable[[str, bytes], None] | None = None,
 ) -> Transport:
     if options.kind == "udp":
         from transports.udp import UdpTransport
@@ -58,12 +65,16 @@ def make_transport(
             peer_host=options.udp_host,
             peer_port=options.udp_peer_port,
         )
+        udp.runner.packet_observer = packet_observer
         return udp
     if options.kind == "uhid":
         from transports.uhid import UhidTransport
 
         return UhidTransport(
-            device, name=options.name, serial=options.serial or default_serial(store)
+            device,
+            name=options.name,
+            serial=options.serial or default_serial(store),
+            packet_observer=packet_observer,
         )
     raise ValueError(f"unknown transport {options.kind!r}")
 
@@ -135,24 +146,41 @@ def run(
     *,
     control_path: Path | None = None,
     info: Mapping[str, Any] | None = None,
+    trace: TraceRecorder | None = None,
+    behaviours: Behaviours | None = None,
 ) -> None:
     """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
 
     With ``control_path``, also serve the control socket there (``status``, and for a
     :class:`PresenceBroker` ``pending``/``approve``/``deny``); ``info`` is added to
-    ``status``. The socket is bound before the transport starts, so a second key with the
-    same name fails before creating a device.
+    ``status``. With ``trace``, every packet and request is recorded (and the control
+    socket answers ``log``). The socket is bound before the transport starts, so a
+    second key with the same name fails before creating a device. ``behaviours``: the
+    scripted misbehaviour in force at start (the control socket's ``behaviours`` command
+    changes it); every control command is listed in :mod:`vfido.control_api`.
     """
     stop = stop or threading.Event()
-    device = Authenticator(store, presence, config)
-    transport = make_transport(options, device, store)
+    device = Authenticator(store, presence, config, behaviours=behaviours)
+    if trace is None:
+        transport = make_transport(options, device, store)
+    else:
+        transport = make_transport(options, trace.wrap(device), store, trace.packet)
     control: ControlServer | None = None
     if control_path is not None:
         control = ControlServer(control_path)
         extra = dict(info or {})
-        control.register("status", lambda _args: status(options, transport, presence, extra))
+        control.register(
+            "status",
+            lambda _args: {
+                **status(options, transport, presence, extra),
+                "behaviours": device.behaviours.active(),
+            },
+        )
         if isinstance(presence, PresenceBroker):
             add_presence_commands(control, presence)
+        add_key_commands(control, KeyParts(device, store, presence, transport))
+        if trace is not None:
+            add_trace_commands(control, trace)
         try:
             control.start()
         except BaseException:

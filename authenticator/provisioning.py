@@ -1,0 +1,210 @@
+"""Provisioning credentials from outside CTAP: import a credential with a given private key
+(or a fresh one) so a test can pre-seed accounts on the key.
+
+Used by the control socket's ``add-credential`` command. The credential is exactly what
+authenticatorMakeCredential would have made: a credential ID sealed by this key (so only
+this key can use it), and for a discoverable credential a keystore record. Private keys
+come as PEM (PKCS#8 or traditional) or as a COSE_Key map with the private part ``d``
+(EC2 P-256/P-384/P-521, OKP Ed25519); RSA keys must be 2048-bit with e = 65537 (what
+credential IDs can carry).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from authenticator.authdata import keystore_backup_eligible, rp_id_hash
+from authenticator.cose import EDDSA, ES256, ES384, ES512, RS256, CredentialKey
+from authenticator.credential_source import SealedCredential, encode_credential_id
+from keystore.store import CredentialRecord, KeyStore
+
+#: COSE_Key labels and values (RFC 9052/9053).
+_KTY, _ALG, _CRV, _X, _D = 1, 3, -1, -2, -4
+_KTY_OKP, _KTY_EC2 = 1, 2
+_EC2_CURVES: dict[int, tuple[int, ec.EllipticCurve, int]] = {
+    1: (ES256, ec.SECP256R1(), 32),
+    2: (ES384, ec.SECP384R1(), 48),
+    3: (ES512, ec.SECP521R1(), 66),
+}
+_CURVE_ALGS: dict[str, int] = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
+_CRV_ED25519 = 6
+
+MAX_USER_ID = 64
+MAX_NAME = 64 * 4  # CTAP 2.1 truncates at 64 bytes; keep some room for what the RP sent
+MAX_INITIAL_COUNTER = 0xFFFFFFFF
+
+
+class ProvisioningError(ValueError):
+    """A bad key or parameter, said in one line (never containing key material)."""
+
+
+def _from_cryptography(key: Any) -> CredentialKey:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        alg = _CURVE_ALGS.get(key.curve.name)
+        if alg is None:
+            raise ProvisioningError(f"unsupported EC curve {key.curve.name}")
+        return CredentialKey(alg, key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return CredentialKey(EDDSA, key)
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size != 2048 or key.private_numbers().public_numbers.e != 65537:
+            raise ProvisioningError("RSA keys must be 2048-bit with public exponent 65537")
+        return CredentialKey(RS256, key)
+    raise ProvisioningError("unsupported private key type (EC P-256/384/521, Ed25519, RSA)")
+
+
+def key_from_pem(pem: str | bytes) -> CredentialKey:
+    """A credential key from an unencrypted PEM private key. Raises ProvisioningError."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ProvisioningError("not an unencrypted PEM private key") from None
+    return _from_cryptography(key)
+
+
+def key_from_cose(cose_key: Mapping[Any, Any]) -> CredentialKey:
+    """A credential key from a COSE_Key with its private part. Raises ProvisioningError."""
+    kty, crv, d = cose_key.get(_KTY), cose_key.get(_CRV), cose_key.get(_D)
+    if not isinstance(d, bytes):
+        raise ProvisioningError("COSE key has no private part (label -4, d)")
+    key: CredentialKey
+    if kty == _KTY_EC2 and isinstance(crv, int) and crv in _EC2_CURVES:
+        alg, curve, size = _EC2_CURVES[crv]
+        if len(d) != size:
+            raise ProvisioningError("COSE EC2 private key has the wrong length")
+        try:
+            key = CredentialKey(alg, ec.derive_private_key(int.from_bytes(d, "big"), curve))
+        except ValueError:
+            raise ProvisioningError("COSE EC2 private key is out of range") from None
+    elif kty == _KTY_OKP and crv == _CRV_ED25519:
+        if len(d) != 32:
+            raise ProvisioningError("COSE Ed25519 private key must be 32 bytes")
+        key = CredentialKey(EDDSA, ed25519.Ed25519PrivateKey.from_private_bytes(d))
+    else:
+        raise ProvisioningError("unsupported COSE key (EC2 P-256/384/521 or OKP Ed25519)")
+    alg_label = cose_key.get(_ALG)
+    if alg_label is not None and alg_label != key.algorithm:
+        raise ProvisioningError(f"COSE key alg {alg_label} does not match its curve")
+    x = cose_key.get(_X)
+    if x is not None and x != key.cose_public_key().get(_X):
+        raise ProvisioningError("COSE key: the public part does not match the private part")
+    return key
+
+
+@dataclass(frozen=True)
+class ProvisionedCredential:
+    """What :func:`add_credential` made."""
+
+    credential_id: bytes
+    algorithm: int
+    key: CredentialKey = field(repr=False)
+    discoverable: bool
+    sign_count: int
+
+    def public_key_cose(self) -> dict[int, Any]:
+        return dict(self.key.cose_public_key())
+
+    def public_key_pem(self) -> str:
+        public = self.key.public_key()
+        pem: bytes = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode()
+
+
+def _text(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value.encode()) > MAX_NAME:
+        raise ProvisioningError(f"{name} must be a string of at most {MAX_NAME} bytes")
+    return value
+
+
+def add_credential(
+    store: KeyStore,
+    key: CredentialKey,
+    rp_id: str,
+    *,
+    now: float,
+    discoverable: bool = True,
+    user_id: bytes | None = None,
+    user_name: str | None = None,
+    user_display_name: str | None = None,
+    rp_name: str | None = None,
+    cred_protect: int = 1,
+    sign_count: int = 0,
+    max_resident_credentials: int | None = None,
+) -> ProvisionedCredential:
+    """Make ``key`` a credential of this key for ``rp_id``. Raises ProvisioningError.
+
+    A discoverable credential needs ``user_id`` (1-64 bytes) and replaces one for the same
+    RP and user, as makeCredential does; a server-side one is only its credential ID (the
+    user fields are then ignored). ``sign_count`` sets the credential's starting counter.
+    """
+    if not isinstance(rp_id, str) or not rp_id or len(rp_id.encode()) > 253:
+        raise ProvisioningError("rp_id must be a non-empty domain name")
+    if cred_protect not in (1, 2, 3) or isinstance(cred_protect, bool):
+        raise ProvisioningError("cred_protect must be 1, 2 or 3")
+    if not isinstance(sign_count, int) or not 0 <= sign_count <= MAX_INITIAL_COUNTER:
+        raise ProvisioningError("sign_count must be an integer between 0 and 2^32-1")
+    user_name = _text("user_name", user_name)
+    user_display_name = _text("user_display_name", user_display_name)
+    rp_name = _text("rp_name", rp_name)
+    if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID):
+        raise ProvisioningError("a discoverable credential needs a user_id of 1-64 bytes")
+    id_hash = rp_id_hash(rp_id)
+    identity = store.identity()
+    private = key.private_bytes()
+    credential_id = encode_credential_id(
+        identity.credential_key,
+        id_hash,
+        SealedCredential(
+            algorithm=key.algorithm,
+            private_key=private,
+            cred_protect=cred_protect,
+            discoverable=discoverable,
+        ),
+    )
+    if discoverable:
+        assert user_id is not None
+        replaces = any(r.user_id == user_id for r in store.find_credentials(id_hash))
+        if (
+            max_resident_credentials is not None
+            and not replaces
+            and store.count_credentials() >= max_resident_credentials
+        ):
+            raise ProvisioningError("the key holds its maximum of discoverable credentials")
+        store.put_credential(
+            CredentialRecord(
+                credential_id=credential_id,
+                rp_id=rp_id,
+                rp_id_hash=id_hash,
+                user_id=user_id,
+                algorithm=key.algorithm,
+                private_key=private,
+                created=int(now),
+                rp_name=rp_name,
+                user_name=user_name,
+                user_display_name=user_display_name,
+                cred_protect=cred_protect,
+                # As makeCredential would: largeBlobKey for discoverable credentials.
+                large_blob_key=os.urandom(32),
+                backup_eligible=keystore_backup_eligible(store),
+            )
+        )
+    if sign_count:
+        store.increment_counter(credential_id, sign_count)
+    return ProvisionedCredential(
+        credential_id=credential_id,
+        algorithm=key.algorithm,
+        key=key,
+        discoverable=discoverable,
+        sign_count=sign_count,
+    )

@@ -1,0 +1,433 @@
+"""The control API of a running key: every command of its control socket.
+
+Transport (see :mod:`vfido.control`): a Unix stream socket, mode 0600, in a directory of
+mode 0700 (``$XDG_RUNTIME_DIR/vfido/<name>.sock``, else ``/tmp/vfido-<uid>/<name>.sock``, or
+``vfido run --control-socket PATH``); connections from other users are refused
+(``SO_PEERCRED``). JSON lines: each request is one object ``{"cmd": NAME, ...arguments}`` on
+one line, each answer one object on one line: ``{"ok": true, ...result}`` or
+``{"ok": false, "error": "one human line"}``. A connection may send any number of requests,
+one at a time. Binary values (credential IDs, user IDs, COSE keys) are base64url without
+padding. Unknown arguments are ignored; a wrong type or value is an error answer.
+
+Clients: :class:`vfido.ctl.KeyController` (Python), ``vfido ctl ...`` (shell),
+``vfido ui`` (browser).
+
+Commands
+========
+
+``commands`` -> ``{"commands": [NAME, ...]}``
+    What this key offers (a key without a presence broker has no ``pending``...).
+
+``status`` -> ``{"version", "pid", "transport": "udp"|"uhid", "udp": {"host", "port",
+"peer_port"} | "hidraw", "serial", "name", "keystore", "presence", "presence_timeout",
+"pending": [REQUEST...], "behaviours": {NAME: VALUE}}``
+
+``pending`` ``{"wait"?: seconds}`` -> ``{"pending": [REQUEST, ...]}``
+    The requests waiting for the user; with ``wait``, waits up to that long for one.
+    REQUEST is ``{"id", "kind", "action", "rp_id", "user_name", "question", "remaining"}``.
+
+``approve`` / ``deny`` ``{"id"?: int, "wait"?: seconds}`` -> ``{"request": REQUEST,
+"granted": bool}``
+    Answer the pending request (the only one, or ``id``). Errors: ``no request is waiting
+    for approval``, ``several requests are waiting (...)``, ``no pending request N``,
+    ``request N was already answered``.
+
+``presence-mode`` ``{"mode"?: MODE, "delay"?: seconds}`` -> ``{"mode", "modes": [...],
+"initial"}``
+    Without ``mode``: the current presence mode. With ``mode``: switch to it for the next
+    requests: ``auto`` (approve, after ``delay``), ``deny``, ``deny-uv`` (presence granted,
+    built-in UV fails), ``manual`` (only ``approve``/``deny``), ``notify`` (desktop
+    notification), or the mode the key started with (``initial``, e.g. ``prompt``).
+    Errors: a key without a presence broker; an unknown mode.
+
+``credentials`` ``{"rp_id"?: str, "public_key"?: bool}`` -> ``{"credentials": [CRED, ...]}``
+    The discoverable credentials (server-side credentials live in their ID only), newest
+    first per RP. CRED is ``{"id", "rp_id", "rp_name", "user_id", "user_name",
+    "user_display_name", "algorithm", "algorithm_name", "cred_protect", "sign_count",
+    "created" (unix seconds), "discoverable": true, "backup_eligible", "backup_state"}``,
+    plus ``"public_key_cose"`` (base64url CBOR) and ``"public_key_pem"`` with
+    ``public_key``.
+
+``credentials-add`` -> ``{"credential": CRED}`` (with ``public_key_cose``/``_pem``)
+    Import (or create) a credential so a test can pre-seed an account. Arguments:
+    ``rp_id`` (required); ``discoverable`` (default true); ``user_id`` (base64url, 1-64
+    bytes, required when discoverable); ``user_name``, ``user_display_name``, ``rp_name``;
+    the private key as ``private_key_pem`` (unencrypted PEM: EC P-256/384/521, Ed25519,
+    RSA-2048) or ``private_key_cose`` (base64url CBOR COSE_Key with ``d``), else a new key of
+    ``algorithm`` (``"ES256"``, ``"EdDSA"``, ``"ES384"``, ``"ES512"``, ``"RS256"`` or the COSE
+    number; default ES256); ``cred_protect`` (1-3, default 1); ``sign_count`` (starting
+    counter, default 0). The credential ID is sealed by this key, so only this key can use
+    it; a discoverable credential replaces the one for the same RP and user ID. The
+    private key never comes back. Errors: bad key or argument, the store is full.
+
+``credentials-remove`` ``{"id": base64url or a unique prefix}`` -> ``{"removed": ID}``
+    Delete a discoverable credential. Errors: none or several match.
+
+``behaviours`` -> ``{"behaviours": [ITEM, ...], "active": {NAME: VALUE},
+"misbehaviour_root_pem": PEM}``
+    Scripted misbehaviour (:mod:`authenticator.behaviours`). Without arguments: every
+    behaviour as ITEM ``{"name", "description", "type": "bool"|"int"|"number"|"choice"|
+    "text", "choices"?, "value_help", "needs_builtin_uv", "enabled", "value"}``.
+    ``{"name": NAME, "value"?: VALUE}`` turns NAME on (``value`` absent, null or true: no
+    value / the default; false: off). ``{"clear": true}`` turns every behaviour off,
+    ``{"name": NAME, "clear": true}`` only NAME. The answer is the new state.
+    ``misbehaviour_root_pem`` is the CA of the ``attestation=untrusted|expired``
+    certificates. Errors: unknown name, bad value, ``uv-fail`` on a key without built-in UV.
+
+``power-cycle`` -> ``{}``
+    Unplug and replug the key: CTAPHID channels, PIN tokens and pending state are gone;
+    the authenticatorReset window reopens. Credentials and behaviours stay.
+
+``info`` -> ``{"info": {NAME: VALUE}}``
+    authenticatorGetInfo as the host would see it (behaviours included), with CTAP names
+    (``versions``, ``aaguid`` in hex, ``options``...). Error: the key (as scripted) answers
+    getInfo with an error.
+
+``log`` (added by :mod:`vfido.trace` when the key records a trace) -> ``{"entries": [...]}``
+
+Adding commands: ``server.register(NAME, handler)`` where ``handler(args: dict) -> dict``
+runs on a control connection's thread; it raises :class:`vfido.control.CommandError` for an
+error answer. :func:`add_key_commands` registers everything above except ``status``,
+``pending``/``approve``/``deny`` (:func:`vfido.control.add_presence_commands`) and ``log``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives import serialization
+
+from authenticator import behaviours as beh
+from authenticator.cose import ALGORITHM_NAMES, CredentialKey, UnsupportedAlgorithm
+from authenticator.device import Authenticator
+from authenticator.env import NullContext, Presence
+from authenticator.provisioning import (
+    ProvisioningError,
+    add_credential,
+    key_from_cose,
+    key_from_pem,
+)
+from keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
+from vfido.broker import RUNTIME_MODES, PresenceBroker
+from vfido.control import CommandError, ControlServer
+
+log = logging.getLogger(__name__)
+
+b64url = beh.b64url
+
+#: getInfo response keys (CTAP 2.1 section 6.4) and their names.
+INFO_NAMES = {
+    0x01: "versions",
+    0x02: "extensions",
+    0x03: "aaguid",
+    0x04: "options",
+    0x05: "maxMsgSize",
+    0x06: "pinUvAuthProtocols",
+    0x07: "maxCredentialCountInList",
+    0x08: "maxCredentialIdLength",
+    0x09: "transports",
+    0x0A: "algorithms",
+    0x0B: "maxSerializedLargeBlobArray",
+    0x0C: "forcePINChange",
+    0x0D: "minPINLength",
+    0x0E: "firmwareVersion",
+    0x0F: "maxCredBlobLength",
+    0x10: "maxRPIDsForSetMinPINLength",
+    0x14: "remainingDiscoverableCredentials",
+    0x16: "attestationFormats",
+}
+
+
+@dataclass
+class KeyParts:
+    """What the control commands act on: the parts of one running key."""
+
+    device: Authenticator
+    store: KeyStore
+    presence: Presence
+    #: The transport (for power-cycle: its runner resets CTAPHID too); None in-process.
+    transport: object | None = None
+    clock: Callable[[], float] | None = None
+
+
+def _str_arg(args: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = args.get(name)
+    if value is None:
+        if required:
+            raise CommandError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise CommandError(f"{name} must be a string")
+    return value
+
+
+def _bool_arg(args: dict[str, Any], name: str, default: bool) -> bool:
+    value = args.get(name, default)
+    if not isinstance(value, bool):
+        raise CommandError(f"{name} must be true or false")
+    return value
+
+
+def _int_arg(args: dict[str, Any], name: str, default: int) -> int:
+    value = args.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CommandError(f"{name} must be an integer")
+    return value
+
+
+def _b64_arg(args: dict[str, Any], name: str) -> bytes | None:
+    text = _str_arg(args, name)
+    if text is None:
+        return None
+    try:
+        return beh.b64url_decode(text)
+    except ValueError:
+        raise CommandError(f"{name} must be base64url") from None
+
+
+def _algorithm(value: object) -> int:
+    if value is None:
+        return -7
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        for number, name in ALGORITHM_NAMES.items():
+            if name.lower() == value.lower():
+                return number
+    raise CommandError(f"unknown algorithm {str(value)[:20]!r}")
+
+
+def _public(key: CredentialKey) -> dict[str, str]:
+    pem: bytes = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    cose = cbor2.dumps(dict(key.cose_public_key()), canonical=True)
+    return {"public_key_cose": b64url(cose), "public_key_pem": pem.decode()}
+
+
+def describe_record(
+    record: CredentialRecord, sign_count: int, public_key: bool = False
+) -> dict[str, Any]:
+    """A discoverable credential as the control API shows it (no secrets)."""
+    result: dict[str, Any] = {
+        "id": b64url(record.credential_id),
+        "rp_id": record.rp_id,
+        "rp_name": record.rp_name,
+        "user_id": b64url(record.user_id),
+        "user_name": record.user_name,
+        "user_display_name": record.user_display_name,
+        "algorithm": record.algorithm,
+        "algorithm_name": ALGORITHM_NAMES.get(record.algorithm, str(record.algorithm)),
+        "cred_protect": record.cred_protect,
+        "sign_count": sign_count,
+        "created": record.created,
+        "discoverable": True,
+        "backup_eligible": record.backup_eligible,
+        "backup_state": record.backup_state,
+    }
+    if public_key:
+        try:
+            key = CredentialKey.from_private_bytes(record.algorithm, record.private_key)
+        except (ValueError, UnsupportedAlgorithm):
+            result["public_key_cose"] = result["public_key_pem"] = None
+        else:
+            result.update(_public(key))
+    return result
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def add_key_commands(server: ControlServer, key: KeyParts) -> None:
+    """Register the key's control commands (see the module docstring) on ``server``."""
+    device, store = key.device, key.store
+    behaviours = device.behaviours
+
+    def now() -> float:
+        import time
+
+        return key.clock() if key.clock is not None else time.time()
+
+    def credentials(args: dict[str, Any]) -> dict[str, Any]:
+        rp_id = _str_arg(args, "rp_id")
+        public_key = _bool_arg(args, "public_key", False)
+        try:
+            summaries = store.list_credentials()
+        except KeystoreError as exc:
+            raise CommandError(str(exc)) from None
+        return {
+            "credentials": [
+                describe_record(s.record, s.sign_count, public_key)
+                for s in summaries
+                if rp_id is None or s.record.rp_id == rp_id
+            ]
+        }
+
+    def credentials_add(args: dict[str, Any]) -> dict[str, Any]:
+        rp_id = _str_arg(args, "rp_id", required=True)
+        assert rp_id is not None
+        pem = _str_arg(args, "private_key_pem")
+        cose = _b64_arg(args, "private_key_cose")
+        if pem is not None and cose is not None:
+            raise CommandError("give private_key_pem or private_key_cose, not both")
+        discoverable = _bool_arg(args, "discoverable", True)
+        try:
+            if pem is not None:
+                credential_key = key_from_pem(pem)
+            elif cose is not None:
+                try:
+                    cose_map = cbor2.loads(cose)
+                except Exception:  # cbor2 raises several types
+                    raise CommandError("private_key_cose is not CBOR") from None
+                if not isinstance(cose_map, dict):
+                    raise CommandError("private_key_cose is not a COSE_Key map")
+                credential_key = key_from_cose(cose_map)
+            else:
+                algorithm = _algorithm(args.get("algorithm"))
+                if algorithm not in device.config.algorithms:
+                    raise CommandError(f"this key does not offer algorithm {algorithm}")
+                credential_key = CredentialKey.generate(algorithm)
+            made = add_credential(
+                store,
+                credential_key,
+                rp_id,
+                now=now(),
+                discoverable=discoverable,
+                user_id=_b64_arg(args, "user_id"),
+                user_name=_str_arg(args, "user_name"),
+                user_display_name=_str_arg(args, "user_display_name"),
+                rp_name=_str_arg(args, "rp_name"),
+                cred_protect=_int_arg(args, "cred_protect", 1),
+                sign_count=_int_arg(args, "sign_count", 0),
+                max_resident_credentials=device.config.max_resident_credentials,
+            )
+        except ProvisioningError as exc:
+            raise CommandError(str(exc)) from None
+        except KeystoreFull as exc:
+            raise CommandError(f"the keystore is full: {exc}") from None
+        except KeystoreError as exc:
+            raise CommandError(str(exc)) from None
+        if made.discoverable:
+            record = store.get_credential(made.credential_id)
+            assert record is not None
+            result = describe_record(record, made.sign_count, public_key=True)
+        else:
+            result = {
+                "id": b64url(made.credential_id),
+                "rp_id": rp_id,
+                "algorithm": made.algorithm,
+                "algorithm_name": ALGORITHM_NAMES.get(made.algorithm, str(made.algorithm)),
+                "sign_count": made.sign_count,
+                "discoverable": False,
+                **_public(made.key),
+            }
+        log.info(
+            "control: added a %s credential for %s",
+            "discoverable" if made.discoverable else "server-side",
+            rp_id,
+        )
+        return {"credential": result}
+
+    def credentials_remove(args: dict[str, Any]) -> dict[str, Any]:
+        wanted = _str_arg(args, "id", required=True)
+        assert wanted is not None
+        wanted = wanted.rstrip(".=")
+        if not wanted:
+            raise CommandError("id is empty")
+        matches = [
+            s.record.credential_id
+            for s in store.list_credentials()
+            if b64url(s.record.credential_id).startswith(wanted)
+        ]
+        if not matches:
+            raise CommandError(f"no discoverable credential with id {wanted[:24]}")
+        if len(matches) > 1:
+            raise CommandError(f"{len(matches)} credentials start with {wanted}: give more")
+        store.delete_credential(matches[0])
+        log.info("control: removed a credential")
+        return {"removed": b64url(matches[0])}
+
+    def presence_mode(args: dict[str, Any]) -> dict[str, Any]:
+        broker = key.presence
+        if not isinstance(broker, PresenceBroker):
+            raise CommandError("this key's presence mode cannot be switched")
+        mode = _str_arg(args, "mode")
+        if mode is not None:
+            delay = args.get("delay")
+            if delay is not None and (
+                not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0
+            ):
+                raise CommandError("delay must be a non-negative number of seconds")
+            try:
+                broker.set_mode(mode, None if delay is None else float(delay))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        initial = broker.initial_mode
+        modes = list(RUNTIME_MODES) + ([initial] if initial not in RUNTIME_MODES else [])
+        return {"mode": broker.mode, "modes": modes, "initial": initial}
+
+    def behaviours_command(args: dict[str, Any]) -> dict[str, Any]:
+        name = _str_arg(args, "name")
+        clear = _bool_arg(args, "clear", False)
+        try:
+            if clear:
+                behaviours.clear(name)
+            elif name is not None:
+                value = args.get("value")
+                if value is False:
+                    behaviours.clear(name)
+                else:
+                    if not isinstance(value, str | int | float | bool | None):
+                        raise CommandError("value must be a string, number or boolean")
+                    if beh.spec(name).needs_builtin_uv and not device.config.builtin_uv:
+                        raise CommandError(f"{name} needs a key with built-in UV (vfido run --uv)")
+                    behaviours.set(name, value)
+                log.info("control: behaviours now %s", sorted(behaviours.active()))
+        except beh.BehaviourError as exc:
+            raise CommandError(str(exc)) from None
+        settings = behaviours.current()
+        root = beh.misbehaviour_root()
+        from cryptography import x509
+
+        root_pem = x509.load_der_x509_certificate(root).public_bytes(serialization.Encoding.PEM)
+        return {
+            "behaviours": beh.describe_catalogue(settings),
+            "active": behaviours.active(),
+            "misbehaviour_root_pem": root_pem.decode(),
+        }
+
+    def power_cycle(args: dict[str, Any]) -> dict[str, Any]:
+        runner = getattr(key.transport, "runner", None) if key.transport is not None else None
+        if runner is not None and callable(getattr(runner, "power_cycle", None)):
+            runner.power_cycle()  # CTAPHID state and the device
+        else:
+            device.power_cycle()
+        log.info("control: power cycle")
+        return {}
+
+    def info(args: dict[str, Any]) -> dict[str, Any]:
+        response = device.handle_cbor(b"\x04", NullContext())
+        if response[:1] != b"\x00":
+            raise CommandError(f"getInfo answered CTAP error 0x{response[0]:02x}")
+        decoded = cbor2.loads(response[1:])
+        named = {INFO_NAMES.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
+        return {"info": named}
+
+    server.register("credentials", credentials)
+    server.register("credentials-add", credentials_add)
+    server.register("credentials-remove", credentials_remove)
+    server.register("presence-mode", presence_mode)
+    server.register("behaviours", behaviours_command)
+    server.register("power-cycle", power_cycle)
+    server.register("info", info)
