@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, pin_cli, ui
+from vfido import __version__, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -146,6 +146,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         "keystore": "(ephemeral)" if args.ephemeral else str(_keystore_dir(args)),
         "presence_timeout": args.presence_timeout,
     }
+    recorder = None
+    if args.trace:
+        from vfido.trace import TraceRecorder
+
+        try:
+            recorder = TraceRecorder(Path(args.trace))
+        except OSError as exc:
+            store.close()
+            raise CliError(f"--trace {args.trace}: {exc.strerror or exc}") from None
     try:
         run(
             store,
@@ -154,9 +163,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             options,
             control_path=control_path,
             info=info,
+            trace=recorder,
         )
     except UhidUnavailableError as exc:
         raise CliError(str(exc)) from None
+    finally:
+        if recorder is not None:
+            recorder.close()
     return 0
 
 
@@ -452,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="discoverable credentials the key accepts (default: 100000)",
     )
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="append every CTAPHID packet and decoded CTAP request/response to FILE as JSON "
+        "lines (secrets redacted; file 0600); read it with `vfido trace show FILE`",
+    )
     p.set_defaults(func=cmd_run)
 
     def control_args(q: argparse.ArgumentParser) -> None:
@@ -520,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pin_cli.register(sub, _add_keystore_args)
     ui.register(sub, _add_keystore_args)
+    trace.register(sub)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)

@@ -1,0 +1,351 @@
+"""Traces (vfido.trace): a real PIN + hmac-secret registration and authentication traced,
+every secret of the exchange absent from the file, `vfido trace show`, `vfido run --trace`
+and the control socket's `log` command."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import redirect_stdout, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fido2.cose import ES256
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
+from fido2.hid import CtapHidDevice
+from fido2.webauthn import AuthenticatorData
+from service_helpers import udp_service
+
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from keystore.sqlite_store import SqliteKeyStore
+from transports.inprocess import InProcessKey
+from transports.udp import open_udp_device
+from vfido.cli import main
+from vfido.control import ControlClient
+from vfido.presence import AutoPresence
+from vfido.trace import TraceRecorder, format_trace, read_trace
+
+PIN = "4711-secret-pin"
+RP_ID = "example.com"
+SALT1 = bytes(range(100, 132))
+SALT2 = bytes(range(200, 232))
+
+
+@dataclass
+class Exchange:
+    """What a PIN + hmac-secret registration and authentication produced, secrets included."""
+
+    secrets: dict[str, bytes]
+    credential_id: bytes
+    user_id: bytes
+
+
+def _run_exchange(ctap: Ctap2, store: SqliteKeyStore) -> Exchange:
+    client_pin = ClientPin(ctap, PinProtocolV2())
+    client_pin.set_pin(PIN)
+    permissions = ClientPin.PERMISSION.MAKE_CREDENTIAL | ClientPin.PERMISSION.GET_ASSERTION
+    token = client_pin.get_pin_token(PIN, permissions, RP_ID)
+    protocol = client_pin.protocol
+
+    user_id = b"user-handle-alice"
+    cdh1 = hashlib.sha256(b"client data 1").digest()
+    mc_param = protocol.authenticate(token, cdh1)
+    attestation = ctap.make_credential(
+        cdh1,
+        {"id": RP_ID, "name": "Example"},
+        {"id": user_id, "name": "alice", "displayName": "Alice"},
+        [{"type": "public-key", "alg": ES256.ALGORITHM}],
+        extensions={"hmac-secret": True},
+        options={"rk": True},
+        pin_uv_param=mc_param,
+        pin_uv_protocol=protocol.VERSION,
+    )
+    assert attestation.auth_data.credential_data is not None
+    credential_id = attestation.auth_data.credential_data.credential_id
+
+    # A fresh token for the assertion (the first one's permissions were used up).
+    token2 = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+    key_agreement, shared_secret = client_pin._get_shared_secret()  # type: ignore[no-untyped-call]
+    salt_enc = protocol.encrypt(shared_secret, SALT1 + SALT2)
+    salt_auth = protocol.authenticate(shared_secret, salt_enc)
+    cdh2 = hashlib.sha256(b"client data 2").digest()
+    ga_param = protocol.authenticate(token2, cdh2)
+    assertion = ctap.get_assertion(
+        RP_ID,
+        cdh2,
+        [{"type": "public-key", "id": credential_id}],
+        extensions={
+            "hmac-secret": {1: key_agreement, 2: salt_enc, 3: salt_auth, 4: protocol.VERSION}
+        },
+        pin_uv_param=ga_param,
+        pin_uv_protocol=protocol.VERSION,
+    )
+    auth_data = AuthenticatorData(assertion.auth_data)
+    assert auth_data.extensions is not None
+    encrypted_output = auth_data.extensions["hmac-secret"]
+    output = protocol.decrypt(shared_secret, encrypted_output)
+    assert len(output) == 64
+
+    (summary,) = store.list_credentials()
+    identity = store.identity()
+    secrets = {
+        "PIN": PIN.encode(),
+        "PIN hash": hashlib.sha256(PIN.encode()).digest()[:16],
+        "PIN token": token,
+        "second PIN token": token2,
+        "shared secret": shared_secret,
+        "makeCredential pinUvAuthParam": mc_param,
+        "getAssertion pinUvAuthParam": ga_param,
+        "salt 1": SALT1,
+        "salt 2": SALT2,
+        "saltEnc": salt_enc,
+        "saltAuth": salt_auth,
+        "hmac-secret output 1": output[:32],
+        "hmac-secret output 2": output[32:],
+        "hmac-secret encrypted output": encrypted_output,
+        "credential private key": summary.record.private_key,
+        "credRandom (uv)": summary.record.cred_random_uv or b"",
+        "credRandom (no uv)": summary.record.cred_random_no_uv or b"",
+        "device credential key": identity.credential_key,
+        "attestation private key": identity.attestation_key,
+    }
+    return Exchange({k: v for k, v in secrets.items() if v}, credential_id, user_id)
+
+
+def _encodings(secret: bytes) -> list[str]:
+    """Ways a secret could appear in a text file."""
+    b64 = base64.b64encode(secret).decode().rstrip("=")
+    b64url = base64.urlsafe_b64encode(secret).decode().rstrip("=")
+    found = [secret.hex(), secret.hex().upper(), b64[:-1] or b64, b64url[:-1] or b64url]
+    with suppress(UnicodeDecodeError):
+        found.append(secret.decode("ascii"))
+    return found
+
+
+def _assert_no_secret(text: str, data: bytes, secrets: dict[str, bytes]) -> None:
+    for name, secret in secrets.items():
+        assert secret not in data, f"{name} appears raw in the trace"
+        for encoded in _encodings(secret):
+            assert encoded not in text, f"{name} appears ({encoded[:8]}...) in the trace"
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[Path, Exchange, TraceRecorder]]:
+    path = tmp_path / "trace.jsonl"
+    store = SqliteKeyStore.ephemeral()
+    recorder = TraceRecorder(path)
+    key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
+    key.runner.packet_observer = recorder.packet
+    device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
+    try:
+        exchange = _run_exchange(Ctap2(device), store)
+        yield path, exchange, recorder
+    finally:
+        device.close()
+        recorder.close()
+        store.close()
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return list(read_trace(path))
+
+
+def _response(records: list[dict[str, Any]], command: str, **params: Any) -> dict[str, Any]:
+    for record in records:
+        if (
+            record["type"] == "response"
+            and record["command"] == command
+            and all(record["params"].get(k) == v for k, v in params.items())
+        ):
+            return record
+    raise AssertionError(f"no {command} response {params} in the trace")
+
+
+def test_trace_file_is_private_and_holds_packets_and_decoded_transactions(
+    traced: tuple[Path, Exchange, TraceRecorder],
+) -> None:
+    path, exchange, _ = traced
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    records = _records(path)
+    assert records[0]["type"] == "start"
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(1, len(records) + 1))
+
+    # Packets: INIT on the broadcast channel answered with a new channel, then CBOR
+    # requests (in) and responses (out) on that channel, continuation packets numbered.
+    packets = [r for r in records if r["type"] == "packet"]
+    init_in = next(p for p in packets if p.get("cmd") == "INIT" and p["dir"] == "in")
+    assert init_in["cid"] == "ffffffff"
+    init_out = next(p for p in packets if p.get("cmd") == "INIT" and p["dir"] == "out")
+    cid = init_out["new_cid"]
+    assert re.fullmatch(r"[0-9a-f]{8}", cid) and cid != "ffffffff"
+    cbor_in = [p for p in packets if p.get("cmd") == "CBOR" and p["dir"] == "in"]
+    cbor_out = [p for p in packets if p.get("cmd") == "CBOR" and p["dir"] == "out"]
+    assert {p["cid"] for p in cbor_in + cbor_out} == {cid}
+    assert "makeCredential" in {p.get("ctap") for p in cbor_in}
+    assert any("cont" in p for p in packets if p["dir"] == "out")  # the attestation is long
+    assert all(p["size"] == 64 for p in packets)
+    assert all("payload" not in p and "data" not in p for p in packets)
+
+    # Requests and responses, decoded with field names.
+    mc = _response(records, "makeCredential")
+    assert mc["cid"] == cid and mc["proto"] == "CBOR" and mc["status"] == "OK"
+    assert mc["params"]["rp"] == {"id": RP_ID, "name": "Example"}
+    assert mc["params"]["user"]["name"] == "alice"
+    assert mc["params"]["user"]["id"] == f"h'{exchange.user_id.hex()}'"
+    assert mc["params"]["pubKeyCredParams"] == [{"type": "public-key", "alg": -7}]
+    assert mc["params"]["options"] == {"rk": True}
+    assert mc["params"]["extensions"] == {"hmac-secret": True}
+    assert mc["params"]["pinUvAuthParam"] == "<redacted 32 bytes>"
+    assert mc["result"]["fmt"] == "packed"
+    auth = mc["result"]["authData"]
+    assert auth["flags"] == ["UP", "UV", "AT", "ED"]
+    assert auth["credentialId"] == f"h'{exchange.credential_id.hex()}'"
+    assert auth["publicKey"]["alg"] == -7
+    assert auth["extensions"] == {"hmac-secret": True}
+    assert mc["result"]["attStmt"]["alg"] == -7
+    assert "makeCredential rp=example.com user=alice alg=[-7] rk=true" in mc["summary"]
+
+    ga = _response(records, "getAssertion")
+    assert ga["status"] == "OK" and ga["params"]["rpId"] == RP_ID
+    hmac_in = ga["params"]["extensions"]["hmac-secret"]
+    assert hmac_in["saltEnc"].startswith("<redacted ")
+    assert hmac_in["saltAuth"] == "<redacted 32 bytes>"
+    assert set(hmac_in["keyAgreement"]) >= {"kty", "alg", "crv"}
+    assert hmac_in["keyAgreement"]["x"] == "<32 bytes>"
+    assert ga["result"]["authData"]["extensions"]["hmac-secret"].startswith("<redacted ")
+    assert ga["result"]["authData"]["signCount"] == 1
+    assert ga["result"]["credential"]["id"] == f"h'{exchange.credential_id.hex()}'"
+
+    set_pin = _response(records, "clientPIN", subCommand="setPIN")
+    assert set_pin["params"]["newPinEnc"].startswith("<redacted ")
+    assert set_pin["params"]["pinUvAuthParam"].startswith("<redacted ")
+    token = _response(records, "clientPIN", subCommand="getPinUvAuthTokenUsingPinWithPermissions")
+    assert token["params"]["pinHashEnc"].startswith("<redacted ")
+    assert token["params"]["permissions"] == ["mc", "ga"]
+    assert token["params"]["rpId"] == RP_ID
+    assert token["result"]["pinUvAuthToken"].startswith("<redacted ")
+    info = _response(records, "getInfo")
+    assert "FIDO_2_1" in info["result"]["versions"]
+
+
+def test_no_secret_reaches_the_trace(traced: tuple[Path, Exchange, TraceRecorder]) -> None:
+    path, exchange, recorder = traced
+    data = path.read_bytes()
+    assert len(exchange.secrets) >= 15
+    _assert_no_secret(data.decode(), data, exchange.secrets)
+    # Nor the in-memory ring buffer the control socket serves.
+    ring = json.dumps(recorder.recent(10_000)).encode()
+    _assert_no_secret(ring.decode(), ring, exchange.secrets)
+
+
+def test_a_leak_would_be_found(traced: tuple[Path, Exchange, TraceRecorder]) -> None:
+    """The secret check itself works: a trace line with the token in hex is caught."""
+    path, exchange, _ = traced
+    text = path.read_text() + exchange.secrets["PIN token"].hex()
+    with pytest.raises(AssertionError, match="PIN token"):
+        _assert_no_secret(text, text.encode(), exchange.secrets)
+
+
+def test_trace_show(traced: tuple[Path, Exchange, TraceRecorder]) -> None:
+    path, _, _ = traced
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["trace", "show", str(path)]) == 0
+    lines = out.getvalue().splitlines()
+    stamp = r"\d\d:\d\d:\d\d\.\d{3}"
+    cid = r"cid 0x[0-9a-f]{8}"
+    assert re.fullmatch(rf"{stamp} trace started \(vfido .+, pid \d+\)", lines[0])
+    assert any(re.fullmatch(rf"{stamp} cid 0xffffffff INIT -> new {cid}", ln) for ln in lines)
+    patterns = [
+        rf"{stamp} {cid} CBOR getInfo -> OK \d+ bytes versions=.*FIDO_2_1.*",
+        rf"{stamp} {cid} CBOR clientPIN setPIN pinUvAuth=v2 -> OK 1 bytes.*",
+        rf"{stamp} {cid} CBOR clientPIN getPinUvAuthTokenUsingPinWithPermissions "
+        r"rp=example\.com permissions=mc,ga -> OK \d+ bytes.*",
+        rf"{stamp} {cid} CBOR makeCredential rp=example\.com user=alice alg=\[-7\] rk=true "
+        r"ext=\[hmac-secret\] pinUvAuth=v2 -> OK \d+ bytes fmt=packed flags=UP,UV,AT,ED "
+        r"count=0 cred=h'[0-9a-f]{16}\.\.' \(\d+\.\d{3} s\).*",
+        rf"{stamp} {cid} CBOR getAssertion rp=example\.com allowList=1 ext=\[hmac-secret\] "
+        r"pinUvAuth=v2 -> OK \d+ bytes flags=UP,UV,ED count=1 cred=h'[0-9a-f]{16}\.\.'.*",
+    ]
+    for pattern in patterns:
+        assert any(re.fullmatch(pattern, ln) for ln in lines), pattern
+    # One line per transaction: no packets without --details.
+    assert not any("->" in ln and " cont " in ln for ln in lines)
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["trace", "show", "--details", str(path)]) == 0
+    detailed = out.getvalue()
+    assert re.search(
+        rf"{stamp}   -> cid 0x[0-9a-f]{{8}} CBOR bcnt=\d+ ctap=makeCredential", detailed
+    )
+    assert re.search(rf"{stamp}   <- cid 0x[0-9a-f]{{8}} cont 0", detailed)
+    assert '"pinUvAuthParam": "<redacted 32 bytes>"' in detailed
+
+
+def test_show_survives_a_damaged_file(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text('not json\n{"type": "response", "summary": "CBOR getInfo -> OK"}\n[1]\n')
+    lines = list(format_trace(read_trace(path)))
+    assert lines == ["??:??:??.??? cid ? CBOR getInfo -> OK"]
+
+
+def test_trace_file_refuses_a_symlink_and_tightens_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        TraceRecorder(link)
+    existing = tmp_path / "old.jsonl"
+    existing.write_text('{"seq": 1}\n')
+    existing.chmod(0o644)
+    TraceRecorder(existing).close()
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o600
+    assert existing.read_text().startswith('{"seq": 1}\n')  # appended, not replaced
+
+
+def test_vfido_run_trace_and_control_log(tmp_path: Path) -> None:
+    path = tmp_path / "run-trace.jsonl"
+    control = tmp_path / "ctl.sock"
+    with udp_service(
+        ["--ephemeral", "--trace", str(path), "--control-socket", str(control)]
+    ) as service:
+        device = open_udp_device(service.port, service.peer_port)
+        try:
+            Ctap2(device).make_credential(  # Ctap2() sends getInfo
+                hashlib.sha256(b"cd").digest(),
+                {"id": RP_ID},
+                {"id": b"u1", "name": "bob"},
+                [{"type": "public-key", "alg": -7}],
+            )
+        finally:
+            device.close()
+        with ControlClient(control) as client:
+            answer = client.call("log", limit=50)
+            later = client.call("log", since=answer["last"])
+    records = answer["records"]
+    assert later["records"] == []
+    assert [r["command"] for r in records if r["type"] == "response"] == [
+        "getInfo",
+        "makeCredential",
+    ]
+    assert any(r["type"] == "packet" and r.get("cmd") == "INIT" for r in records)
+    assert not any(r["type"] == "packet" and r.get("cmd") == "CBOR" for r in records)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    in_file = [r for r in read_trace(path) if r["type"] == "response"]
+    assert [r["summary"] for r in in_file] == [
+        r["summary"] for r in records if r["type"] == "response"
+    ]
+    assert "makeCredential rp=example.com user=bob alg=[-7] -> OK" in in_file[1]["summary"]
