@@ -104,6 +104,7 @@ _COUNTERS_TABLE = (
 )
 _ROWS_TAG = b""  # the counters row holding the number of (other) counter rows
 _MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER
+_COUNTER_FLOOR = "counter.floor"  # state key: raise_counter_floor()
 _UPDATE_COUNTER = "UPDATE counters SET value = ?, mac = ? WHERE cred_tag = ?"
 _INSERT_COUNTER = "INSERT INTO counters (cred_tag, value, mac) VALUES (?, ?, ?)"
 _CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
@@ -502,6 +503,7 @@ class SqliteKeyStore:
         # directory lock means no other writer can change them meanwhile.
         self._counters: dict[bytes, int] = {}
         self._tags: dict[bytes, bytes] = {}  # credential id -> cred_tag (a pure function)
+        self._floor: int | None = None  # counter_floor(), once read
         self._identity = self._load_identity()
         self._counter_rows = self._verify_counters()
 
@@ -522,8 +524,11 @@ class SqliteKeyStore:
         kdf_memory_kib: int = kdf.DEFAULT_MEMORY_KIB,
         kdf_params: kdf.KdfParams | None = None,
         max_credentials: int | None = None,
+        identity: DeviceIdentity | None = None,
     ) -> SqliteKeyStore:
         """Create a new keystore in ``directory`` (made with mode 0700 if missing).
+
+        ``identity`` (a restored backup) replaces the new random device identity.
 
         ``kdf_params`` overrides the Argon2id parameters; it exists so tests can
         pass :func:`keystore.kdf.insecure_test_params`. Otherwise production
@@ -547,7 +552,8 @@ class SqliteKeyStore:
                 wrapped = wrap_master_key(kek, master_key)
             finally:
                 clear(kek)
-            identity = new_identity(aaguid)
+            if identity is None:
+                identity = new_identity(aaguid)
             cls._build_file(directory, keys, identity, params, wrapped)
             conn = _connect(db)
             try:
@@ -1065,7 +1071,7 @@ class SqliteKeyStore:
                     "SELECT value, mac FROM counters WHERE cred_tag = ?", (tag,)
                 ).fetchone()
                 if row is None:
-                    value = self._next_counter(0, step)
+                    value = self._next_counter(self.counter_floor(), step)
                     c.execute(_INSERT_COUNTER, (tag, value, self._keys.counter_mac(tag, value)))
                     rows += 1
                     self._write_rows(c, rows)
@@ -1095,10 +1101,41 @@ class SqliteKeyStore:
                     "SELECT value, mac FROM counters WHERE cred_tag = ?", (tag,)
                 ).fetchone()
             if row is None:
-                return 0
+                return self.counter_floor()
             value = self._checked_counter(tag, *row)
             self._remember_counter(tag, value)
             return value
+
+    # --- counter floor (restored backups) ----------------------------------
+
+    def counter_floor(self) -> int:
+        """Where the counter of a credential without one starts (0 unless raised)."""
+        with self._mutex:
+            if self._floor is None:
+                raw = self.get_state(_COUNTER_FLOOR)
+                self._floor = int.from_bytes(raw, "big") if raw and len(raw) <= 8 else 0
+            return self._floor
+
+    def raise_counter_floor(self, floor: int) -> None:
+        """Make every counter not stored yet start at ``floor`` (at least): a restored
+        backup cannot list the server-side credentials whose counters it must carry over.
+        Kept in the (authenticated) state, so erased by :meth:`reset`."""
+        if not 0 <= floor <= _MAX_COUNTER:
+            raise ValueError("counter floor out of range")
+        with self._mutex:
+            if floor > self.counter_floor():
+                self.put_state({_COUNTER_FLOOR: floor.to_bytes(8, "big")})
+                self._floor = floor
+
+    def max_counter(self) -> int:
+        """The largest signature counter stored (or the floor), every row authenticated."""
+        with self._mutex:
+            with self._read("read the signature counters") as conn:
+                rows = conn.execute(
+                    "SELECT cred_tag, value, mac FROM counters WHERE cred_tag != ?", (_ROWS_TAG,)
+                ).fetchall()
+            values = [self._checked_counter(tag, value, mac) for tag, value, mac in rows]
+            return max([self.counter_floor(), *values])
 
     # --- KeyStore: other persistent state --------------------------------
 
@@ -1177,6 +1214,7 @@ class SqliteKeyStore:
             self._identity = new
             self._counters.clear()
             self._counter_rows = 0
+            self._floor = None
             # Push the deletions out of the write-ahead log too (best effort: the
             # reset itself is already committed).
             with contextlib.suppress(sqlite3.Error, KeystoreError):
