@@ -68,6 +68,8 @@ class Browser:
         self._waiting: dict[int, queue.Queue[dict[str, Any]]] = {}
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._closed = threading.Event()
+        #: The messages of the dialogs the page opened (each accepted).
+        self.dialogs: list[str] = []
         self._reader = threading.Thread(target=self._read_loop, name="cdp-reader", daemon=True)
         self._reader.start()
 
@@ -89,6 +91,8 @@ class Browser:
                         waiter = self._waiting.pop(message_id, None)
                     if waiter is not None:
                         waiter.put(message)
+                    elif message.get("method") == "Page.javascriptDialogOpening":
+                        self._accept_dialog(message)
                     elif "method" in message:
                         self._events.put(message)
         except OSError:
@@ -100,6 +104,18 @@ class Browser:
                 self._waiting.clear()
             for waiter in waiters:
                 waiter.put({"error": {"message": "the browser closed the DevTools pipe"}})
+
+    def _accept_dialog(self, message: dict[str, Any]) -> None:
+        """Accept confirm()/alert() at once (as a user clicking OK would), from another
+        thread: this one delivers the answer."""
+        self.dialogs.append(str(message.get("params", {}).get("message", "")))
+        session = message.get("sessionId")
+        threading.Thread(
+            target=lambda: self.send(
+                "Page.handleJavaScriptDialog", {"accept": True}, session=session
+            ),
+            daemon=True,
+        ).start()
 
     def send(
         self,

@@ -273,6 +273,9 @@ class Renderer:
 
     def __init__(self, link: KeyLink) -> None:
         self.link = link
+        self._lock = threading.Lock()
+        #: When each pending request (by id) times out, fixed when first seen.
+        self._deadlines: dict[int, float] = {}
 
     def render(self, name: str) -> str:
         method: Callable[[], str] = getattr(self, f"render_{name}")
@@ -313,18 +316,30 @@ class Renderer:
             return _unavailable("This key does not report pending requests.")
         if items is None:
             items = self.pending_items()
+        now = time.time()
+        deadlines: list[float | None] = []
+        with self._lock:
+            ids = {i.get("id") for i in items}
+            for stale in [k for k in self._deadlines if k not in ids]:
+                del self._deadlines[stale]
+            for item in items:
+                remaining, request_id = item.get("remaining"), item.get("id")
+                if isinstance(remaining, int | float) and isinstance(request_id, int):
+                    deadlines.append(self._deadlines.setdefault(request_id, now + remaining))
+                else:
+                    deadlines.append(None)
         if not items:
             return '<p class="idle" data-pending-count="0">No request is waiting.</p>'
         return (
             f'<div data-pending-count="{len(items)}">'
-            + "".join(_render_request(item) for item in items)
+            + "".join(_render_request(i, d) for i, d in zip(items, deadlines, strict=True))
             + "</div>"
         )
 
     # -- credentials ----------------------------------------------------------------------
 
     def credentials(self) -> list[dict[str, Any]]:
-        answer = self.link.call("credentials")
+        answer = self.link.call("credentials", public_key=True)
         items = answer.get("credentials") or []
         return [i for i in items if isinstance(i, dict)]
 
@@ -340,7 +355,7 @@ class Renderer:
         by_site: dict[str, list[dict[str, Any]]] = {}
         for cred in credentials:
             by_site.setdefault(cred["rp_id"], []).append(cred)
-        can_delete = bool(self.link.commands() & {"credentials-remove", "remove"})
+        can_delete = "credentials-remove" in self.link.commands()
         parts = [f'<div data-credential-count="{len(credentials)}">']
         for site in sorted(by_site):
             creds = by_site[site]
@@ -384,26 +399,25 @@ class Renderer:
 
     # -- transaction log ------------------------------------------------------------------
 
-    def log_entries(self) -> list[dict[str, Any]]:
+    def log_records(self) -> list[dict[str, Any]]:
         answer = self.link.call("log", limit=LOG_LIMIT)
-        entries = answer.get("entries") or answer.get("log") or []
-        return [e for e in entries if isinstance(e, dict)]
+        records = answer.get("records") or []
+        return [r for r in records if isinstance(r, dict)]
 
     def render_log(self) -> str:
         if "log" not in self.link.commands():
             return _unavailable(
-                "This key keeps no transaction log on the control socket "
-                "(needs the `log` control command)."
+                "This key keeps no transaction log: start it with `vfido run --trace FILE` "
+                "to see each CTAP request and response here."
             )
-        entries = self.log_entries()[-LOG_LIMIT:]
-        if not entries:
+        rows = _render_log(self.log_records())
+        if not rows:
             return '<p class="idle" data-log-count="0">No transaction yet.</p>'
-        rows = "".join(_render_log_entry(e) for e in reversed(entries))
         return (
-            f'<table class="log" data-log-count="{len(entries)}"><thead><tr>'
-            '<th scope="col">Time</th><th scope="col">Command</th>'
-            '<th scope="col">Status</th><th scope="col">Details</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>"
+            '<table class="log"><thead><tr>'
+            '<th scope="col">Time (UTC)</th><th scope="col">Command</th>'
+            '<th scope="col">Status</th><th scope="col">Decoded (secrets redacted)</th></tr>'
+            f"</thead><tbody>{rows}</tbody></table>"
         )
 
 
@@ -411,7 +425,9 @@ def _unavailable(text: str) -> str:
     return f'<p class="unavailable">{esc(text)}</p>'
 
 
-def _render_request(item: Mapping[str, Any]) -> str:
+def _render_request(item: Mapping[str, Any], deadline: float | None = None) -> str:
+    """One pending request. The HTML depends only on the request (the deadline is fixed
+    when it is first seen), so the live page re-renders it only when something changes."""
     request_id = item.get("id")
     if not isinstance(request_id, int) or isinstance(request_id, bool):
         return ""
@@ -422,17 +438,19 @@ def _render_request(item: Mapping[str, Any]) -> str:
     credential = _first(item, "credential", "credential_id")
     if user is None:
         user = "any account this key holds for the site" if kind == "authenticate" else "-"
-    remaining = item.get("remaining")
     facts = [("Site", site), ("Action", action), ("User", user)]
     if credential is not None:
         facts.append(("Credential", credential))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     heading = f"request-{request_id}"
     remaining_html = ""
-    if isinstance(remaining, int | float):
+    if deadline is not None:
+        moment = datetime.datetime.fromtimestamp(deadline, datetime.UTC)
         remaining_html = (
-            f'<p class="remaining"><span data-remaining="{float(remaining):.1f}">'
-            f"{float(remaining):.0f}</span> seconds left</p>"
+            f'<p class="remaining">Answer by <time datetime="{moment.isoformat()}">'
+            f"{moment:%H:%M:%S}</time> UTC"
+            f'<span class="countdown" data-deadline="{int(deadline * 1000)}" '
+            'aria-hidden="true"></span></p>'
         )
     question = item.get("question") or f"{action} {site}?"
     return (
@@ -441,8 +459,9 @@ def _render_request(item: Mapping[str, Any]) -> str:
         f'<h3 id="{heading}">{esc(question)}</h3><dl class="facts">{dl}</dl>{remaining_html}'
         f'<form method="post" action="approve" class="answer">'
         f'<input type="hidden" name="id" value="{request_id}">'
-        f'<button type="submit" class="allow" data-answer="allow">Allow</button> '
-        f'<button type="submit" class="deny" formaction="deny" data-answer="deny">Deny</button>'
+        f'<button type="submit" class="allow" data-key="allow-{request_id}">Allow</button> '
+        f'<button type="submit" class="deny" formaction="deny" data-key="deny-{request_id}">'
+        "Deny</button>"
         "</form></article>"
     )
 
@@ -460,12 +479,13 @@ def _normalise_credential(raw: Mapping[str, Any]) -> dict[str, Any]:
         "rp_id": str(_first(raw, "rp_id", "rpId", "rp") or "(unknown site)"),
         "user": _first(raw, "user_name", "userName", "user_display_name", "user_id") or "-",
         "user_display_name": _first(raw, "user_display_name", "displayName"),
-        "algorithm": _algorithm(_first(raw, "algorithm", "alg")),
+        "algorithm": _first(raw, "algorithm_name") or _algorithm(_first(raw, "algorithm", "alg")),
         "created": _when(_first(raw, "created", "created_at")),
         "counter": _first(raw, "counter", "sign_count", "signCount"),
         "cred_protect": _first(raw, "cred_protect", "credProtect"),
         "discoverable": True if discoverable is None else bool(discoverable),
-        "has_public_key": _first(raw, "public_key", "public_key_pem", "publicKey") is not None,
+        "has_public_key": _first(raw, "public_key_pem", "public_key_cose", "public_key")
+        is not None,
     }
 
 
@@ -526,82 +546,147 @@ def _render_presence_switch(answer: Mapping[str, Any]) -> str:
 
 def _render_behaviours(answer: Mapping[str, Any]) -> str:
     raw = answer.get("behaviours")
-    items: list[dict[str, Any]] = []
-    if isinstance(raw, list):
-        items = [b for b in raw if isinstance(b, dict)]
-    elif isinstance(raw, dict):
-        items = [{"name": k, "value": v} for k, v in raw.items()]
+    items = [b for b in raw if isinstance(b, dict)] if isinstance(raw, list) else []
     if not items:
         return _unavailable("Scripted misbehaviours: none offered.")
-    rows: list[str] = []
-    for item in items:
-        name = str(item.get("name", ""))
-        if not name:
-            continue
-        value = item.get("value", item.get("enabled"))
-        help_text = item.get("description") or item.get("help") or ""
-        field_id = f"behaviour-{_attr_id(name)}"
-        help_id = f"{field_id}-help"
-        described = f' aria-describedby="{help_id}"' if help_text else ""
-        help_html = (
-            f'<span class="help" id="{help_id}">{esc(help_text)}</span>' if help_text else ""
-        )
-        kind = item.get("type") or (
-            "bool" if isinstance(value, bool) or value is None else "number"
-        )
-        if kind == "bool":
-            checked = " checked" if value else ""
-            control = (
-                f'<input type="hidden" name="value" value="off">'
-                f'<input type="checkbox" id="{field_id}" name="value" value="on"{checked}'
-                f"{described}> "
-                f'<label for="{field_id}">{esc(name)}</label>'
-            )
-        else:
-            shown = "" if value in (None, False) else esc(value)
-            control = (
-                f'<label for="{field_id}">{esc(name)}</label> '
-                f'<input type="number" step="any" id="{field_id}" name="value" value="{shown}"'
-                f' placeholder="off"{described}>'
-            )
-        rows.append(
-            f'<li><form method="post" action="behaviours" class="switch" data-autosubmit>'
-            f'<input type="hidden" name="name" value="{esc(name)}">{control} '
-            f'<button type="submit" class="apply">Apply</button> {help_html}</form></li>'
-        )
+    rows = "".join(_render_behaviour(item) for item in items if item.get("name"))
+    active = answer.get("active")
+    summary = ""
+    if isinstance(active, dict):
+        names = ", ".join(sorted(str(k) for k in active)) or "none"
+        summary = f'<p class="active-behaviours">Active: <span>{esc(names)}</span></p>'
     return (
         '<fieldset class="behaviours"><legend>Scripted misbehaviours</legend>'
-        f'<ul class="switches">{"".join(rows)}</ul></fieldset>'
+        f'{summary}<ul class="switches">{rows}</ul></fieldset>'
     )
 
 
-def _render_log_entry(entry: Mapping[str, Any]) -> str:
-    clean = redact(entry)
-    when = _when(_first(clean, "time", "timestamp", "t"))
-    command = _first(clean, "command", "cmd", "name") or "?"
-    status = _first(clean, "status", "result") or ""
-    request = _first(clean, "request", "req")
-    response = _first(clean, "response", "resp")
+def _render_behaviour(item: Mapping[str, Any]) -> str:
+    """One behaviour: an on/off checkbox and, when it takes one, its value; a change
+    applies at once (with JavaScript), else with the Apply button."""
+    name = str(item["name"])
+    kind = str(item.get("type") or "bool")
+    enabled = bool(item.get("enabled"))
+    value = item.get("value")
+    field_id = f"behaviour-{_attr_id(name)}"
+    help_id = f"{field_id}-help"
+    description = str(item.get("description") or "")
+    if item.get("needs_builtin_uv"):
+        description += " (needs a key with built-in UV: vfido run --uv)"
+    checked = " checked" if enabled else ""
+    parts = [
+        f'<input type="hidden" name="name" value="{esc(name)}">',
+        f'<input type="hidden" name="kind" value="{esc(kind)}">',
+        '<input type="hidden" name="enabled" value="off">',
+        f'<input type="checkbox" id="{field_id}" name="enabled" value="on"{checked} '
+        f'aria-describedby="{help_id}" data-key="{field_id}"> ',
+        f'<label for="{field_id}" class="behaviour-name">{esc(name)}</label>',
+    ]
+    value_help = str(item.get("value_help") or "")
+    if kind != "bool":
+        value_id = f"{field_id}-value"
+        shown = "" if value is None or value is True else value
+        if isinstance(shown, list):
+            shown = ",".join(str(v) for v in shown)
+        label = f'<label for="{value_id}" class="visually-hidden">{esc(name)} value</label>'
+        if kind == "choice":
+            choices = [str(c) for c in item.get("choices") or []]
+            options = "".join(
+                f'<option value="{esc(c)}"{" selected" if str(shown) == c else ""}>{esc(c)}'
+                "</option>"
+                for c in choices
+            )
+            control = (
+                f'<select id="{value_id}" name="value" data-key="{value_id}">{options}</select>'
+            )
+        else:
+            input_type = "number" if kind in ("int", "number") else "text"
+            step = ' step="1" min="0"' if kind == "int" else ' step="any" min="0"'
+            control = (
+                f'<input type="{input_type}"{step if input_type == "number" else ""} '
+                f'id="{value_id}" name="value" value="{esc(shown)}" '
+                f'placeholder="{esc(value_help)}" data-key="{value_id}" size="14">'
+            )
+        parts.append(f" {label}{control}")
+    parts.append(
+        f' <button type="submit" class="apply" data-key="{field_id}-apply">Apply</button>'
+        f' <span class="help" id="{help_id}">{esc(description)}</span>'
+    )
+    state = "on" if enabled else "off"
+    return (
+        f'<li data-behaviour="{esc(name)}" data-state="{state}">'
+        f'<form method="post" action="behaviours" class="switch" data-autosubmit>'
+        f"{''.join(parts)}</form></li>"
+    )
+
+
+def _render_log(records: list[dict[str, Any]]) -> str:
+    """Transactions newest first: each response with its request; a request without its
+    response yet (waiting for the user) is shown in progress."""
+    answered = {r.get("tx") for r in records if r.get("type") == "response"}
+    rows: list[str] = []
+    for record in reversed(records):
+        kind = record.get("type")
+        if kind == "response":
+            rows.append(_render_transaction(record))
+        elif kind == "request" and record.get("tx") not in answered:
+            rows.append(_render_transaction(record, in_progress=True))
+        elif kind == "event":
+            rows.append(
+                f'<tr class="event"><td>{esc(_clock(record.get("t")))}</td>'
+                f'<td colspan="3">event: {esc(record.get("event", ""))}</td></tr>'
+            )
+        elif kind == "packet" and record.get("cmd"):
+            what = f"CTAPHID {record.get('cmd')} {record.get('dir', '')}"
+            extra = record.get("error") or record.get("new_cid") or ""
+            rows.append(
+                f'<tr class="packet"><td>{esc(_clock(record.get("t")))}</td>'
+                f'<td colspan="3">{esc(what)} {esc(extra)}</td></tr>'
+            )
+        elif kind == "start":
+            rows.append(
+                f'<tr class="event"><td>{esc(_clock(record.get("t")))}</td>'
+                f'<td colspan="3">key started (vfido {esc(record.get("version", ""))})</td>'
+                "</tr>"
+            )
+    return "".join(rows)
+
+
+def _clock(value: object) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        moment = datetime.datetime.fromtimestamp(float(value), datetime.UTC)
+        return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    return ""
+
+
+def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) -> str:
+    clean = redact(record)
+    command = f"{clean.get('proto', '')} {clean.get('command', '?')}".strip()
+    status = "in progress" if in_progress else str(clean.get("status", ""))
+    ok = status in ("OK", "SW_NO_ERROR", "9000")
+    duration = clean.get("duration")
+    if isinstance(duration, int | float) and not in_progress:
+        status_text = f"{status} ({duration * 1000:.0f} ms)"
+    else:
+        status_text = status
+    summary = clean.get("summary") or ""
     details: list[str] = []
-    for title, body in (("Request", request), ("Response", response)):
-        if body is not None:
+    for title, body in (("Request", clean.get("params")), ("Response", clean.get("result"))):
+        if body not in (None, {}):
             text = json.dumps(body, indent=2, sort_keys=True, default=str)
             details.append(f"<h4>{esc(title)}</h4><pre>{esc(text)}</pre>")
-    extra = {
-        k: v
-        for k, v in clean.items()
-        if k not in {"time", "timestamp", "t", "command", "cmd", "name", "status", "result"}
-        and k not in {"request", "req", "response", "resp"}
-    }
-    if extra:
-        text = json.dumps(extra, indent=2, sort_keys=True, default=str)
-        details.append(f"<h4>Other fields</h4><pre>{esc(text)}</pre>")
+    tx = clean.get("tx", "")
+    key = f"tx-{_attr_id(str(tx))}"
     body_html = (
-        f"<details><summary>Decoded</summary>{''.join(details)}</details>" if details else "-"
+        f'<details data-key="{key}"><summary>{esc(summary) or "Decoded"}</summary>'
+        f"{''.join(details)}</details>"
+        if details
+        else esc(summary) or "-"
     )
+    css = "ok" if ok else ("progress" if in_progress else "error")
     return (
-        f"<tr><td>{esc(when)}</td><td>{esc(command)}</td><td>{esc(status)}</td>"
-        f"<td>{body_html}</td></tr>"
+        f'<tr class="tx {css}" data-tx="{esc(tx)}"><td>{esc(_clock(clean.get("t")))}</td>'
+        f"<td>{esc(command)}</td><td>{esc(status_text)}</td><td>{body_html}</td></tr>"
     )
 
 
@@ -1059,7 +1144,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
             return
         for cred in creds:
             if str(_first(cred, "id", "credential_id", "credentialId")) == cred_id:
-                value = _first(cred, "public_key_pem", "public_key", "publicKey")
+                value = _first(cred, "public_key_pem", "public_key_cose", "public_key")
                 try:
                     pem = public_key_pem(value)
                 except Exception as exc:  # any malformed key: one line, no traceback
@@ -1110,8 +1195,8 @@ def _delete_credential(server: DashboardServer, form: Mapping[str, str]) -> str:
     cred_id = form.get("id", "")
     if not cred_id:
         raise UiError("no credential given")
-    server.link.call(_require(server, "credentials-remove", "remove"), id=cred_id)
-    return "Credential deleted"
+    answer = server.link.call(_require(server, "credentials-remove"), id=cred_id)
+    return f"Credential {str(answer.get('removed', cred_id))[:16]}\u2026 deleted"
 
 
 def _presence_mode(server: DashboardServer, form: Mapping[str, str]) -> str:
@@ -1121,21 +1206,26 @@ def _presence_mode(server: DashboardServer, form: Mapping[str, str]) -> str:
 
 
 def _behaviour(server: DashboardServer, form: Mapping[str, str]) -> str:
+    """Turn one behaviour on (with its value, if it takes one) or off."""
     name = form.get("name", "")
-    raw = form.get("value", "")
-    value: object
-    if raw in ("on", "off"):
-        value = raw == "on"
-    elif raw.strip() == "":
-        value = None
-    else:
+    if not name:
+        raise UiError("no behaviour given")
+    command = _require(server, "behaviours")
+    if form.get("enabled") != "on":
+        server.link.call(command, name=name, value=False)
+        return f"{name}: off"
+    raw = form.get("value", "").strip()
+    kind = form.get("kind", "bool")
+    value: object = None
+    if raw and kind in ("int", "number"):
         try:
-            number = float(raw)
+            value = int(raw) if kind == "int" else float(raw)
         except ValueError:
-            raise UiError("the value must be a number") from None
-        value = int(number) if number.is_integer() else number
-    server.link.call(_require(server, "behaviours"), name=name, value=value)
-    return f"{name}: {'off' if value in (None, False) else value}"
+            raise UiError(f"{name}: the value must be a number") from None
+    elif raw and kind != "bool":
+        value = raw  # a choice or a text value: the key checks it
+    server.link.call(command, name=name, value=value)
+    return f"{name}: on" + (f" ({raw})" if raw else "")
 
 
 def _power_cycle(server: DashboardServer, form: Mapping[str, str]) -> str:

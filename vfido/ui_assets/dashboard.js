@@ -40,7 +40,10 @@
       const again = box.querySelector(key);
       if (again) again.focus();
     }
-    if (name === "pending") pendingChanged(box);
+    if (name === "pending") {
+      pendingChanged(box);
+      countdown();
+    }
   }
 
   function pendingChanged(box) {
@@ -102,13 +105,13 @@
   });
 
   // Count the seconds left of a pending request down between updates.
-  setInterval(() => {
-    for (const el of document.querySelectorAll("[data-remaining]")) {
-      const left = Math.max(0, parseFloat(el.dataset.remaining) - 1);
-      el.dataset.remaining = String(left);
-      el.textContent = String(Math.round(left));
+  function countdown() {
+    for (const el of document.querySelectorAll("[data-deadline]")) {
+      const left = Math.max(0, Math.round((parseInt(el.dataset.deadline, 10) - Date.now()) / 1000));
+      el.textContent = " (" + left + " s left)";
     }
-  }, 1000);
+  }
+  setInterval(countdown, 1000);
 
   if (window.EventSource) {
     const source = new EventSource("events");
@@ -126,4 +129,5 @@
     };
   }
   pendingChanged(document.getElementById("section-pending"));
+  countdown();
 })();

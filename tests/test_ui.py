@@ -1,0 +1,673 @@
+"""`vfido ui`: the dashboard's HTTP server (token, loopback only, POST-only state changes,
+headers, escaping, live events) against a real control socket, and the whole thing in a
+real headless Chromium driven over the DevTools protocol: a registration from python-fido2
+is allowed and another denied by clicking / pressing keys on the dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
+from fido2.cose import CoseKey
+from fido2.ctap import CtapError
+from fido2.webauthn import UserVerificationRequirement
+
+from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
+from tests import cdp_helpers
+from tests.presence_helpers import REGISTER, SIGN_IN, Asking
+from tests.rp import RelyingParty, challenge_of
+from tests.service_helpers import env, udp_service
+from transports.udp import open_udp_device
+from vfido.broker import PresenceBroker
+from vfido.control import ControlServer, add_presence_commands
+from vfido.ui import (
+    REDACTED,
+    DashboardServer,
+    KeyLink,
+    cose_to_pem,
+    public_key_pem,
+    redact,
+)
+
+# --- an in-process key: a real control socket and presence broker --------------------------
+
+
+@pytest.fixture
+def broker() -> PresenceBroker:
+    return PresenceBroker(mode="manual")
+
+
+@pytest.fixture
+def control(tmp_path: Path, broker: PresenceBroker) -> Iterator[ControlServer]:
+    path = tmp_path / "run" / "vfido" / "k1.sock"
+    server = ControlServer(path)
+    server.register(
+        "status",
+        lambda _args: {"name": "k1", "transport": "udp", "presence": broker.mode, "pid": 1},
+    )
+    add_presence_commands(server, broker)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def dashboard(control: ControlServer) -> Iterator[DashboardServer]:
+    with DashboardServer(KeyLink(control.path)) as server:
+        server.start()
+        yield server
+
+
+def request(
+    server: DashboardServer,
+    method: str,
+    path: str,
+    body: str | None = None,
+    headers: dict[str, str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+) -> tuple[int, dict[str, str], str]:
+    """One HTTP request to the dashboard; (status, headers, body)."""
+    conn = http.client.HTTPConnection(host, server.port, timeout=30)
+    try:
+        all_headers = dict(headers or {})
+        if body is not None:
+            all_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        conn.close()
+
+
+def base(server: DashboardServer) -> str:
+    return f"/{server.token}/"
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> Any:
+    return cdp_helpers.wait_until(check, timeout, what)
+
+
+# --- the token ------------------------------------------------------------------------------
+
+
+def test_every_url_needs_the_token(dashboard: DashboardServer) -> None:
+    token = dashboard.token
+    assert len(token) >= 32 and dashboard.url == f"http://127.0.0.1:{dashboard.port}/{token}/"
+    status, _, page = request(dashboard, "GET", base(dashboard))
+    assert status == 200 and '<h2 id="pending-heading"' in page
+
+    wrong = "A" * len(token)
+    for path in (
+        "/",
+        "/assets/dashboard.js",
+        "/events",
+        f"/{wrong}/",
+        f"/{token[:-1]}/",
+        f"/{token}x/",
+        f"/x{token}/",
+        f"/{wrong}/assets/dashboard.js",
+        f"/{wrong}/section/pending",
+        f"/?token={token}",
+    ):
+        status, _, body = request(dashboard, "GET", path)
+        assert status == 403, path
+        assert token not in body
+    status, headers, _ = request(dashboard, "GET", f"/{token}")
+    assert status == 301 and headers["Location"] == f"/{token}/"
+    for asset in ("dashboard.js", "dashboard.css", "favicon.svg"):
+        status, _, _ = request(dashboard, "GET", f"/{token}/assets/{asset}")
+        assert status == 200, asset
+    status, _, _ = request(dashboard, "GET", f"/{token}/assets/../ui.py")
+    assert status == 404
+
+
+def test_two_dashboards_have_different_tokens(control: ControlServer) -> None:
+    with (
+        DashboardServer(KeyLink(control.path)) as one,
+        DashboardServer(KeyLink(control.path)) as two,
+    ):
+        assert one.token != two.token and one.port != two.port
+
+
+def test_listens_on_loopback_only(dashboard: DashboardServer) -> None:
+    assert dashboard.server_address[0] == "127.0.0.1"
+    # Another loopback address reaches another socket: nothing listens for it there.
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.2", dashboard.port), timeout=5),
+    ):
+        pass
+    for address in _non_loopback_addresses():
+        with pytest.raises(OSError), socket.create_connection((address, dashboard.port), 5):
+            pass
+
+
+def _non_loopback_addresses() -> list[str]:
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        return []
+    return sorted({str(i[4][0]) for i in infos if not str(i[4][0]).startswith("127.")})
+
+
+def test_host_header_must_name_the_dashboard(dashboard: DashboardServer) -> None:
+    """A DNS-rebinding page reaches 127.0.0.1 under its own host name: refused."""
+    for host in ("evil.example", f"evil.example:{dashboard.port}", "127.0.0.1:1"):
+        status, _, _ = request(dashboard, "GET", base(dashboard), headers={"Host": host})
+        assert status == 421, host
+    status, _, _ = request(
+        dashboard, "GET", base(dashboard), headers={"Host": f"localhost:{dashboard.port}"}
+    )
+    assert status == 200
+
+
+def test_security_headers(dashboard: DashboardServer) -> None:
+    status, headers, page = request(dashboard, "GET", base(dashboard))
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+    # no third-party asset, no inline script
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    assert "<script>" not in page
+
+
+def test_token_is_never_logged(
+    dashboard: DashboardServer, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    request(dashboard, "GET", base(dashboard))
+    request(dashboard, "GET", "/nope/")
+    request(dashboard, "POST", base(dashboard) + "approve", "id=1")
+    out, err = capfd.readouterr()
+    assert dashboard.token not in out + err
+    assert all(dashboard.token not in r.getMessage() for r in caplog.records)
+
+
+# --- state changes: POST only, same origin --------------------------------------------------
+
+
+def test_state_changes_are_post_only(dashboard: DashboardServer, broker: PresenceBroker) -> None:
+    asking = Asking(broker, REGISTER)
+    pending = wait_until(broker.pending, what="a pending request")
+    request_id = pending[0].id
+    for path in ("approve", "deny", f"approve?id={request_id}"):
+        status, headers, _ = request(dashboard, "GET", base(dashboard) + path)
+        assert status == 405 and headers["Allow"] == "POST", path
+    for method in ("PUT", "DELETE", "PATCH"):
+        status, _, _ = request(dashboard, method, base(dashboard) + "approve", f"id={request_id}")
+        assert status == 405
+    # POST without the token
+    status, _, _ = request(dashboard, "POST", "/approve", f"id={request_id}")
+    assert status == 403
+    # POST from another site, with the token (the browser says where it comes from)
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ):
+        status, _, _ = request(
+            dashboard, "POST", base(dashboard) + "approve", f"id={request_id}", headers
+        )
+        assert status == 403, headers
+    # not a form
+    status, _, _ = request(
+        dashboard,
+        "POST",
+        base(dashboard) + "approve",
+        json.dumps({"id": request_id}),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 415
+    assert broker.pending() and broker.pending()[0].result is None  # nothing answered it
+
+    # the real thing: a same-origin form post
+    origin = f"http://127.0.0.1:{dashboard.port}"
+    status, headers, _ = request(
+        dashboard, "POST", base(dashboard) + "approve", f"id={request_id}", {"Origin": origin}
+    )
+    assert status == 303 and headers["Location"] == base(dashboard)
+    assert asking.result() is PresenceResult.GRANTED
+
+
+def test_deny_with_javascript_answer(dashboard: DashboardServer, broker: PresenceBroker) -> None:
+    asking = Asking(broker, SIGN_IN)
+    request_id = wait_until(broker.pending, what="a pending request")[0].id
+    status, _, body = request(
+        dashboard,
+        "POST",
+        base(dashboard) + "deny",
+        f"id={request_id}",
+        {"Accept": "application/json", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["ok"] is True and "Denied" in answer["message"]
+    assert asking.result() is PresenceResult.DENIED
+    # answering again: the key says why, in one line
+    status, _, body = request(
+        dashboard,
+        "POST",
+        base(dashboard) + "deny",
+        f"id={request_id}",
+        {"Accept": "application/json"},
+    )
+    assert status == 409 and json.loads(body) == {
+        "ok": False,
+        "message": f"no pending request {request_id}",
+    }
+
+
+def test_oversized_and_malformed_forms(dashboard: DashboardServer) -> None:
+    status, _, _ = request(dashboard, "POST", base(dashboard) + "approve", "id=" + "1" * 20000)
+    assert status == 413
+    status, _, body = request(dashboard, "POST", base(dashboard) + "approve", "id=abc")
+    assert status == 409 and "id must be a number" in body
+
+
+# --- what the page shows --------------------------------------------------------------------
+
+
+def test_pending_request_is_shown_escaped(
+    dashboard: DashboardServer, broker: PresenceBroker
+) -> None:
+    hostile = PresenceRequest(PresenceKind.REGISTER, "<script>alert(1)</script>{{log}}", "<b>m</b>")
+    asking = Asking(broker, hostile, timeout=30)
+    request_id = wait_until(broker.pending, what="a pending request")[0].id
+    status, _, page = request(dashboard, "GET", base(dashboard))
+    assert status == 200
+    assert f'data-pending-id="{request_id}"' in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "{{log}}" in page  # shown as text, not expanded into the log section
+    assert "&lt;b&gt;m&lt;/b&gt;" in page
+    assert ">Allow</button>" in page and ">Deny</button>" in page
+    broker.answer(False, request_id, "test")
+    assert asking.result() is PresenceResult.DENIED
+
+
+def test_sections_without_control_commands_say_so(dashboard: DashboardServer) -> None:
+    """A key without the credential / log / behaviour commands: each section says what is
+    missing instead of failing."""
+    status, _, page = request(dashboard, "GET", base(dashboard))
+    assert status == 200
+    for name in ("credentials", "log", "switches"):
+        section = re.search(rf'<div id="section-{name}">(.*?)</div>\n', page, re.S)
+        assert section is not None, name
+    status, _, fragment = request(dashboard, "GET", base(dashboard) + "section/pending")
+    assert status == 200 and "No request is waiting" in fragment
+
+
+def test_key_gone_is_shown(tmp_path: Path, broker: PresenceBroker) -> None:
+    path = tmp_path / "run" / "vfido" / "gone.sock"
+    server = ControlServer(path)
+    server.register("status", lambda _args: {"name": "gone"})
+    add_presence_commands(server, broker)
+    server.start()
+    with DashboardServer(KeyLink(path)) as dashboard:
+        dashboard.start()
+        status, _, page = request(dashboard, "GET", base(dashboard))
+        assert status == 200 and "No request is waiting" in page
+        server.stop()
+        status, _, page = request(dashboard, "GET", base(dashboard))
+        assert status == 200 and "The key is not running" in page
+
+
+def test_events_stream_sections_live(dashboard: DashboardServer, broker: PresenceBroker) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=30)
+    conn.request("GET", base(dashboard) + "events")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+    events: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("data: "):
+                    events.append(json.loads(line[len("data: ") :]))
+                if done.is_set():
+                    return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_until(lambda: any(e["section"] == "pending" for e in events), what="a first event")
+    asking = Asking(broker, REGISTER)
+    shown = wait_until(
+        lambda: [e for e in events if "data-pending-id" in e["html"]], what="the pending request"
+    )
+    assert "example.org" in shown[0]["html"] and "bob" in shown[0]["html"]
+    request_id = broker.pending()[0].id
+    broker.answer(True, request_id, "test")
+    assert asking.result() is PresenceResult.GRANTED
+    wait_until(
+        lambda: (
+            "No request is waiting" in [e for e in events if e["section"] == "pending"][-1]["html"]
+        ),
+        what="the request to go away",
+    )
+    done.set()
+    conn.close()
+
+
+# --- secrets and public keys ----------------------------------------------------------------
+
+
+def test_redact_hides_secrets_at_any_depth() -> None:
+    entry = {
+        "command": "clientPin",
+        "request": {
+            "pinUvAuthParam": "c2VjcmV0",
+            "keyAgreement": {"x": "pub"},
+            "nested": [{"pinHashEnc": "aaaa", "newPinEnc": "bbbb", "ok": 1}],
+            "hmac-secret": {"saltEnc": "zz"},
+        },
+        "response": {"pinUvAuthToken": "dG9rZW4=", "retries": 8},
+    }
+    clean = redact(entry)
+    text = json.dumps(clean)
+    for secret in ("c2VjcmV0", "aaaa", "bbbb", "zz", "dG9rZW4="):
+        assert secret not in text
+    assert clean["request"]["pinUvAuthParam"] == REDACTED
+    assert clean["request"]["keyAgreement"] == {"x": "pub"}
+    assert clean["response"]["retries"] == 8
+    assert redact({"pin": "<redacted 4 bytes>"}) == {"pin": "<redacted 4 bytes>"}
+
+
+@pytest.mark.parametrize(
+    ("alg", "make"),
+    [
+        (-7, lambda: ec.generate_private_key(ec.SECP256R1())),
+        (-35, lambda: ec.generate_private_key(ec.SECP384R1())),
+        (-8, lambda: ed25519.Ed25519PrivateKey.generate()),
+        (-257, lambda: rsa.generate_private_key(65537, 2048)),
+    ],
+    ids=["ES256", "ES384", "EdDSA", "RS256"],
+)
+def test_public_key_export_matches_the_key(alg: int, make: Callable[[], Any]) -> None:
+    private = make()
+    public = private.public_key()
+    cose = CoseKey.for_alg(alg).from_cryptography_key(public)
+    pem = cose_to_pem(dict(cose))
+    loaded = serialization.load_pem_public_key(pem)
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert loaded.public_bytes(*der) == public.public_bytes(*der)
+    import cbor2
+
+    from vfido.ui import _b64url
+
+    assert public_key_pem(_b64url(cbor2.dumps(dict(cose)))) == pem
+    assert public_key_pem(cbor2.dumps(dict(cose)).hex()) == pem
+    assert public_key_pem(pem.decode()) == pem
+    with pytest.raises(ValueError):
+        cose_to_pem({1: 2, -1: 99})
+
+
+# --- `vfido ui` as a process ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def vfido_ui(args: list[str], runtime_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`vfido ui --no-open ...` as a subprocess; yields it and the URL it printed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vfido", "ui", "--no-open", *args],
+        env=env(XDG_RUNTIME_DIR=str(runtime_dir)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+/[A-Za-z0-9_-]+/", line)
+        if match is None:
+            process.kill()
+            _, err = process.communicate(timeout=20)
+            raise AssertionError(f"vfido ui printed no URL: {line!r} {err!r}")
+        yield process, match.group(0)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.mark.slow
+def test_vfido_ui_without_a_key_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vfido", "ui", "--no-open"],
+        env=env(XDG_RUNTIME_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no vfido key is running" in result.stderr
+
+
+# --- the real browser -----------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    found = cdp_helpers.find_chromium()
+    if found is None:
+        reason = "no Chromium (chromium / chromium-browser / google-chrome) on PATH"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"{reason}: the dashboard browser test needs it in CI", pytrace=False)
+        pytest.skip(reason)
+    return found
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    directory = Path(os.environ.get("VFIDO_ARTIFACTS") or tmp_path / "artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _register(port: int, peer_port: int, rp: RelyingParty, user_id: bytes, name: str) -> bytes:
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+        resident_key_requirement="required",
+    )
+    device = open_udp_device(port=port, peer_port=peer_port)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+        response = client.make_credential(options.public_key)
+    finally:
+        device.close()
+    return rp.complete_registration(state, response, challenge_of(options)).credential_id
+
+
+class Background:
+    """A call on a thread; ``outcome()`` is its value or exception."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._out: list[Any] = []
+
+        def target() -> None:
+            try:
+                self._out.append(fn())
+            except Exception as exc:
+                self._out.append(exc)
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def outcome(self, timeout: float = 60.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the client did not finish"
+        return self._out[0]
+
+
+def _trace_supported() -> bool:
+    """Whether `vfido run` takes --trace (the key then answers the control command `log`)."""
+    from vfido.cli import build_parser
+
+    try:
+        build_parser().parse_args(["run", "--trace", "trace.jsonl"])
+    except SystemExit:
+        return False
+    return True
+
+
+def _text(page: cdp_helpers.Page, section: str) -> str:
+    text: str = page.evaluate(f"document.getElementById('section-{section}').innerText")
+    return text
+
+
+@pytest.mark.slow
+def test_dashboard_in_chromium(tmp_path: Path) -> None:
+    """The dashboard in a real browser: Allow (mouse) and Deny (keyboard only) a
+    registration from python-fido2; the credential list, its public key, the log; the
+    switches; delete."""
+    chromium = _chromium()
+    artifacts = _artifacts(tmp_path)
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    trace = _trace_supported()
+    args = ["--ephemeral", "--presence", "manual", "--presence-timeout", "60"]
+    if trace:
+        args += ["--trace", str(tmp_path / "trace.jsonl")]
+    rp = RelyingParty(attestation="none")
+    with (
+        udp_service(args, extra_env={"XDG_RUNTIME_DIR": str(runtime)}) as key,
+        vfido_ui(["--name", f"udp-{key.port}"], runtime) as (_ui, url),
+        cdp_helpers.launch(chromium) as browser,
+    ):
+        link = KeyLink(runtime / "vfido" / f"udp-{key.port}.sock")
+        page = browser.open_page(url)
+        page.wait_for("document.getElementById('connection').textContent === 'Live'")
+        assert page.evaluate("document.querySelectorAll('[data-pending-id]').length") == 0
+        assert "No discoverable credentials" in _text(page, "credentials")
+
+        # --- Allow, with a mouse click -------------------------------------------------------
+        registering = Background(
+            lambda: _register(key.port, key.peer_port, rp, b"user-alice-1", "alice")
+        )
+        page.wait_for("!!document.querySelector('[data-pending-id] button.allow')")
+        shown = _text(page, "pending")
+        assert "example.com" in shown and "register" in shown.lower() and "alice" in shown
+        assert page.evaluate("document.title").startswith("(1) ")
+        page.wait_for("/s left/.test(document.querySelector('.countdown').textContent)")
+        page.screenshot(artifacts / "ui-pending-request.png")
+        page.click("[data-pending-id] button.allow")
+        credential_id = registering.outcome()
+        assert isinstance(credential_id, bytes), credential_id  # verified by fido2.server
+        page.wait_for("!document.querySelector('[data-pending-id]')")
+        assert page.wait_for("document.getElementById('notice').textContent").startswith("Allowed")
+
+        # --- the credential list shows it, grouped by site -------------------------------------
+        from vfido.ui import _b64url
+
+        row_js = f"#section-credentials tr[data-credential-id='{_b64url(credential_id)}']"
+        row = page.wait_for(
+            f"(() => {{ const r = document.querySelector({json.dumps(row_js)}); "
+            "return r && r.innerText; })()"
+        )
+        assert "alice" in row and "ES256" in row and "yes" in row  # discoverable
+        assert "1 (optional)" in row  # credProtect
+        heading = page.evaluate(
+            f"document.querySelector({json.dumps(row_js)}).closest('section').querySelector('h3')"
+            ".innerText"
+        )
+        assert heading.startswith("example.com")
+
+        # its public key (PEM), as the link downloads it, is the one the RP verified
+        pem = page.evaluate(
+            f"fetch(document.querySelector({json.dumps(row_js + ' a[download]')}).href)"
+            ".then(r => r.text())"
+        )
+        assert pem.encode() == cose_to_pem(dict(rp.credentials[0].public_key))
+
+        # --- the transaction log: the makeCredential, decoded ------------------------------------
+        if trace:
+            page.wait_for("/makeCredential/.test(document.getElementById('section-log').innerText)")
+            log_text = _text(page, "log")
+            assert "CBOR makeCredential" in log_text and "OK" in log_text
+            assert "rp=example.com" in log_text
+
+        # --- Deny, with the keyboard only ------------------------------------------------------
+        other = RelyingParty(attestation="none")
+        refusing = Background(
+            lambda: _register(key.port, key.peer_port, other, b"user-bob-2", "bob")
+        )
+        page.wait_for("!!document.querySelector('[data-pending-id] button.deny')")
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.tab_to("el.matches('[data-pending-id] button.deny')")
+        page.press("Enter")
+        outcome = refusing.outcome()
+        assert isinstance(outcome, ClientError), outcome
+        assert isinstance(outcome.cause, CtapError)
+        assert outcome.cause.code == CtapError.ERR.OPERATION_DENIED
+        assert other.credentials == []
+        page.wait_for("!document.querySelector('[data-pending-id]')")
+        if trace:
+            page.wait_for(
+                "/OPERATION_DENIED/.test(document.getElementById('section-log').innerText)"
+            )
+
+        # --- switches: a misbehaviour (checkbox click) and the presence mode ---------------------
+        page.click("#behaviour-zero-counter")
+        wait_until(
+            lambda: "zero-counter" in link.call("behaviours")["active"], what="zero-counter on"
+        )
+        page.wait_for(
+            "!!document.querySelector('li[data-behaviour=\"zero-counter\"][data-state=on]')"
+        )
+        page.click("#behaviour-zero-counter")
+        wait_until(
+            lambda: "zero-counter" not in link.call("behaviours")["active"],
+            what="zero-counter off",
+        )
+        page.evaluate(
+            "(() => { const s = document.getElementById('presence-mode'); s.value = 'auto';"
+            " s.dispatchEvent(new Event('change', {bubbles: true})); })()"
+        )
+        wait_until(lambda: link.call("presence-mode")["mode"] == "auto", what="presence auto")
+        carol = RelyingParty(attestation="none", rp_id="example.org", origin="https://example.org")
+        carol_id = _register(key.port, key.peer_port, carol, b"user-carol-3", "carol")
+        assert page.wait_for(
+            "document.getElementById('section-credentials').querySelectorAll('h3').length === 2"
+        )
+        assert "example.org" in _text(page, "credentials")
+
+        # --- delete alice's credential ---------------------------------------------------------
+        page.click(row_js + " button.danger")
+        page.wait_for(f"!document.querySelector({json.dumps(row_js)})")
+        assert browser.dialogs and "alice" in browser.dialogs[-1]
+        remaining = [c["id"] for c in link.call("credentials")["credentials"]]
+        assert remaining == [_b64url(carol_id)]
+        page.screenshot(artifacts / "ui-after.png")
+        link.close()
+    print(f"dashboard screenshots in {artifacts}")
+    assert (artifacts / "ui-pending-request.png").stat().st_size > 1000
