@@ -1,0 +1,62 @@
+"""Chromium, the example RP and a vfido key on UHID: what a user's browser does, headless.
+
+``vfido_hid_key`` is a kernel HID device (``/dev/hidrawN``), found by Chromium like a USB
+security key; the test is skipped with the reason where ``/dev/uhid`` cannot be used (most
+containers and CI runners: vfido's own CI runs it in a qemu guest) or Chromium is missing.
+Chromium talks to every security key it sees, so no other key should be plugged in.
+
+Chromium is driven over its DevTools pipe (cdp.py, standard library only); a Selenium or
+Playwright test would call the same page functions, ``register(name)`` and ``login(name)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cdp import Browser, CdpError, find_chromium, log_file
+from flask import Flask
+from werkzeug.serving import make_server
+
+from vfido.api import VirtualKey
+
+#: Seconds for each browser step (a slow emulated machine needs most of it).
+STEP_TIMEOUT = 150.0
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The RP on a free port of 127.0.0.1, as http://localhost:PORT (a secure context)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_chromium_registers_and_signs_in_with_the_key(
+    vfido_hid_key: VirtualKey, app: Flask, live_server: str, tmp_path: Path
+) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on PATH (set $CHROMIUM to its executable)")
+    log_path = tmp_path / "chromium.log"
+    with log_file(tmp_path) as log, Browser(chromium, log) as browser:
+        try:
+            page = browser.open_page(live_server + "/", timeout=STEP_TIMEOUT)
+            registered = page.evaluate('register("alice")', timeout=STEP_TIMEOUT)
+            signed_in = page.evaluate('login("alice")', timeout=STEP_TIMEOUT)
+            me = page.evaluate('fetch("/api/me").then((r) => r.json())')
+        except CdpError as exc:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"{exc}\nkey: {vfido_hid_key.hidraw_path}\nchromium log:\n{tail}")
+    assert registered["status"] == "ok"
+    assert signed_in == {"status": "ok", "username": "alice", "sign_count": 1}
+    assert me == {"username": "alice"}
+    [credential] = app.config["ACCOUNTS"]["alice"].credentials
+    assert credential.public_key[3] == -7  # ES256, the RP's first choice
