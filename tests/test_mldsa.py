@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from fido2 import cose
 from fido2.attestation.base import AttestationType
 from fido2.attestation.packed import PackedAttestation
-from fido2.client import ClientError
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
 from fido2.ctap import CtapError as Fido2CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config as FidoConfig
@@ -45,10 +45,15 @@ from authenticator.cose import (
     CredentialKey,
     mldsa_unavailable_reason,
 )
+from authenticator.device import Authenticator
 from authenticator.env import NullContext
 from authenticator.errors import CtapStatus
 from authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
+from keystore.sqlite_store import SqliteKeyStore
+from tests.ctaphid_helpers import free_udp_port
 from tests.vkey import Key, running_key
+from transports.udp import UdpTransport, open_udp_device
+from vfido.presence import AutoPresence
 
 RP_ID = "pq.example"
 ORIGIN = "https://pq.example"
@@ -297,3 +302,32 @@ def test_enterprise_attestation_keeps_the_batch_certificate() -> None:
             else:
                 assert not att.ep_att and att.att_stmt["alg"] == MLDSA65
                 assert result.attestation_type == AttestationType.SELF
+
+
+def test_mldsa65_over_udp() -> None:
+    """The UDP transport (one 64-byte report per datagram) carries the ~5.5 KB response."""
+    store = SqliteKeyStore.ephemeral()
+    peer_port = free_udp_port()
+    transport = UdpTransport(
+        Authenticator(store, AutoPresence(), Config()), port=0, peer_port=peer_port
+    )
+    transport.start()
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=30.0)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(ORIGIN))
+        verifier = SelfAttestationVerifier()
+        server = make_server(MLDSA65, verifier)
+        user = PublicKeyCredentialUserEntity(id=os.urandom(16), name="udp-user")
+        discouraged = UserVerificationRequirement.DISCOURAGED
+        options, state = server.register_begin(user, user_verification=discouraged)
+        response = client.make_credential(options.public_key)
+        credential = server.register_complete(state, response).credential_data
+        assert credential is not None and len(verifier.results) == 1
+        assert isinstance(credential.public_key, COSE_CLASSES[MLDSA65])
+        request, state = server.authenticate_begin([credential], user_verification=discouraged)
+        assertion = client.get_assertion(request.public_key).get_response(0)
+        server.authenticate_complete(state, [credential], assertion)
+    finally:
+        device.close()
+        transport.stop()
+        store.close()
