@@ -14,7 +14,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from authenticator.behaviours import Behaviours
-from authenticator.config import Config
+from authenticator.config import Config, mldsa_status
 from authenticator.device import Authenticator
 from authenticator.env import Presence
 from keystore.sqlite_store import SqliteKeyStore
@@ -161,6 +161,7 @@ def run(
     """
     stop = stop or threading.Event()
     device = Authenticator(store, presence, config, behaviours=behaviours)
+    log.info("post-quantum ML-DSA: %s", mldsa_status(config))
     if trace is None:
         transport = make_transport(options, device, store)
     else:
