@@ -221,7 +221,7 @@ def _choice_value(name: str, choices: tuple[str, ...]) -> Callable[[RawValue], s
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded (or padded) base64url. Raises ValueError."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("not base64url") from None
 

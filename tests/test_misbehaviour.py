@@ -1,0 +1,545 @@
+"""Scripted misbehaviour (authenticator.behaviours): for each behaviour, what a python-fido2
+client and the relying-party libraries (python-fido2's Fido2Server, py_webauthn) see.
+
+The key runs in-process (keystore -> authenticator -> CTAPHID -> python-fido2). Every test
+first shows the normal outcome where that is what makes the misbehaviour visible, so a
+behaviour that silently did nothing would fail the test.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import webauthn
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fido2.attestation.base import UntrustedAttestation
+from fido2.client import ClientError, UserInteraction
+from fido2.ctap import CtapError
+from fido2.ctap1 import ApduError, Ctap1
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.webauthn import ResidentKeyRequirement, UserVerificationRequirement
+from OpenSSL.crypto import X509StoreContextError
+from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.structs import AttestationFormat
+
+from authenticator.behaviours import (
+    CATALOGUE,
+    NAMES,
+    BehaviourError,
+    Behaviours,
+    BehaviourSettings,
+    b64url,
+    corrupt_signed_data,
+    misbehaviour_root,
+)
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from keystore.sqlite_store import SqliteKeyStore
+from tests.rp import RelyingParty, attestation_fmt, challenge_of, random_user
+from tests.vkey import Key
+from transports.inprocess import open_device
+from vfido.presence import AutoPresence
+
+
+@contextmanager
+def behaving_key(*assignments: str, config: Config | None = None) -> Iterator[Key]:
+    """An in-process key with these behaviours (``NAME`` or ``NAME=VALUE``) from the start."""
+    store = SqliteKeyStore.ephemeral()
+    behaviours = Behaviours.from_assignments(assignments)
+    device_impl = Authenticator(store, AutoPresence(), config or Config(), behaviours=behaviours)
+    device = open_device(device_impl)
+    try:
+        yield Key(store, device_impl, device)
+    finally:
+        device.close()
+        store.close()
+
+
+def register(
+    key: Key,
+    rp: RelyingParty,
+    *,
+    rk: bool = False,
+    uv: str = "discouraged",
+    interaction: UserInteraction | None = None,
+) -> Any:
+    """Register a new user; the RP verifies it (raises what the RP raises)."""
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement(uv),
+    )
+    response = key.client(interaction=interaction).make_credential(options.public_key)
+    rp.complete_registration(state, response, challenge_of(options))
+    return response
+
+
+def assertion(key: Key, rp: RelyingParty, *, allow: bool = True) -> tuple[Any, Any, bytes]:
+    """(state, response, challenge) of one sign-in, not yet verified by the RP."""
+    if allow:
+        options, state = rp.begin_authentication(user_verification="discouraged")
+    else:
+        options, state = rp.server.authenticate_begin(
+            user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+    response = key.client().get_assertion(options.public_key).get_response(0)
+    return state, response, challenge_of(options)
+
+
+def sign_in(key: Key, rp: RelyingParty) -> int:
+    """A sign-in both RP libraries accept; the new counter."""
+    state, response, challenge = assertion(key, rp)
+    return rp.complete_authentication(state, response, challenge)
+
+
+def webauthn_check(rp: RelyingParty, response: Any, challenge: bytes, current: int) -> Any:
+    """py_webauthn's verification, with its counter check against ``current``."""
+    return webauthn.verify_authentication_response(
+        credential=json.dumps(dict(response)),
+        expected_challenge=challenge,
+        expected_rp_id=rp.rp_id,
+        expected_origin=rp.origin,
+        credential_public_key=rp.public_keys[response.raw_id],
+        credential_current_sign_count=current,
+    )
+
+
+def ctap_cause(exc: ClientError) -> int:
+    cause = exc.cause
+    assert isinstance(cause, CtapError), f"no CTAP error behind {exc!r}"
+    return int(cause.code)
+
+
+# --- the Behaviours object ------------------------------------------------------------------
+
+
+def test_catalogue_covers_every_behaviour_of_the_issue() -> None:
+    assert set(NAMES) == {
+        "counter-regression",
+        "zero-counter",
+        "counter-jump",
+        "presence-timeout",
+        "uv-fail",
+        "pin-blocked",
+        "slow",
+        "wrong-signature",
+        "vanished-credential",
+        "attestation",
+        "omit-user",
+        "versions",
+        "store-full",
+    }
+    assert len(CATALOGUE) == len(NAMES)
+
+
+def test_set_clear_and_values() -> None:
+    b = Behaviours()
+    assert b.current() == BehaviourSettings() and b.active() == {}
+    b.set("counter-jump")
+    assert b.current().counter_jump == 1000 and b.current().counter_step() == 1000
+    b.set("counter-jump", "7")
+    b.set("slow", 250)
+    b.set("attestation", "EXPIRED")
+    b.set("zero-counter")
+    assert b.active() == {
+        "zero-counter": None,
+        "counter-jump": 7,
+        "slow": 250,
+        "attestation": "expired",
+    }
+    b.clear("counter-jump")
+    assert b.current().counter_jump is None and b.current().counter_step() == 1
+    assert b.current().slow_ms == 250
+    b.clear()
+    assert b.current() == BehaviourSettings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("no-such-thing", None, "unknown behaviour"),
+        ("zero-counter", "3", "takes no value"),
+        ("counter-jump", "many", "integer"),
+        ("counter-jump", 0, "between 1"),
+        ("counter-jump", True, "integer"),
+        ("slow", -1, "between 0"),
+        ("presence-timeout", "forever", "seconds"),
+        ("presence-timeout", float("nan"), "between 0"),
+        ("attestation", None, "needs a value"),
+        ("attestation", "forged", "one of"),
+        ("versions", "FIDO_2_1", "one of"),
+        ("vanished-credential", "!!!", "base64url"),
+    ],
+)
+def test_bad_values_are_refused(name: str, value: Any, message: str) -> None:
+    b = Behaviours()
+    with pytest.raises(BehaviourError, match=message):
+        b.set(name, value)
+    assert b.current() == BehaviourSettings()  # nothing half-applied
+
+
+def test_assignments_and_builtin_uv_requirement() -> None:
+    b = Behaviours.from_assignments(["counter-regression=3", "omit-user", "versions=u2f_v2"])
+    assert b.current().counter_regression == 3 and b.current().omit_user
+    assert b.current().versions == "U2F_V2"
+    with pytest.raises(BehaviourError, match="built-in UV"):
+        Behaviours.from_assignments(["uv-fail"], builtin_uv=False)
+    assert Behaviours.from_assignments(["uv-fail"], builtin_uv=True).current().uv_fail
+
+
+def test_snapshots_are_swapped_whole_under_concurrent_writers() -> None:
+    b = Behaviours()
+    seen: list[BehaviourSettings] = []
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        while not stop.is_set():
+            b.set("counter-jump", n)
+            b.set("slow", n)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(2000):
+            seen.append(b.current())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert all(isinstance(s, BehaviourSettings) for s in seen)
+    assert {s.counter_jump for s in seen} <= {None, 1, 2}
+
+
+def test_corrupt_signed_data_differs_in_content_not_length() -> None:
+    data = bytes(range(40))
+    assert corrupt_signed_data(data) != data and len(corrupt_signed_data(data)) == len(data)
+
+
+# --- counters ----------------------------------------------------------------------------------
+
+
+def test_counter_regression_is_detected_by_the_relying_party() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp)
+        for expected in (1, 2, 3, 4, 5):
+            assert sign_in(key, rp) == expected
+        key.authenticator.behaviours.set("counter-regression", 3)
+        state, response, challenge = assertion(key, rp)
+        counter = response.response.authenticator_data.counter
+        assert counter == 2  # 3 below the highest reported (5): a cloned key
+        # The signature is fine: Fido2Server accepts it; its caller's counter check fails.
+        rp.server.authenticate_complete(state, rp.credentials, response)
+        assert counter <= rp.counters[response.raw_id]
+        # py_webauthn checks the counter itself.
+        with pytest.raises(InvalidAuthenticationResponse, match="sign count"):
+            webauthn_check(rp, response, challenge, rp.counters[response.raw_id])
+        # Again: still below (the stored counter did not advance).
+        _, again, _ = assertion(key, rp)
+        assert again.response.authenticator_data.counter == 2
+        key.authenticator.behaviours.clear("counter-regression")
+        assert sign_in(key, rp) == 6
+
+
+def test_zero_counter_reports_zero_which_rps_accept_as_no_counter() -> None:
+    with behaving_key("zero-counter") as key:
+        rp = RelyingParty(root_der=key.root_der)
+        response = register(key, rp)
+        assert response.response.attestation_object.auth_data.counter == 0
+        for _ in range(3):
+            # Both libraries accept 0 after 0: the RP cannot detect a clone any more.
+            assert sign_in(key, rp) == 0
+        key.authenticator.behaviours.clear("zero-counter")
+        assert sign_in(key, rp) == 1
+
+
+def test_counter_jump_advances_by_n() -> None:
+    with behaving_key("counter-jump=500") as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp)
+        assert sign_in(key, rp) == 500
+        assert sign_in(key, rp) == 1000  # accepted: larger is fine for an RP
+        key.authenticator.behaviours.clear("counter-jump")
+        assert sign_in(key, rp) == 1001
+
+
+# --- user presence and verification -----------------------------------------------------------
+
+
+class CountingInteraction(UserInteraction):
+    def __init__(self, pin: str | None = None) -> None:
+        self.prompts = 0
+        self.pin = pin
+
+    def prompt_up(self) -> None:
+        self.prompts += 1
+
+    def request_pin(self, permissions: Any, rp_id: str | None) -> str | None:
+        return self.pin
+
+    def request_uv(self, permissions: Any, rp_id: str | None) -> bool:
+        return True
+
+
+def test_presence_timeout_gives_user_action_timeout_after_upneeded_keepalives() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp)  # presence works
+        key.authenticator.behaviours.set("presence-timeout", 0.3)
+        interaction = CountingInteraction()
+        with pytest.raises(ClientError) as info:
+            register(key, RelyingParty(root_der=key.root_der), interaction=interaction)
+        assert info.value.code == ClientError.ERR.TIMEOUT
+        assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
+        assert interaction.prompts >= 1  # the client was told to ask for a touch
+        with pytest.raises(ClientError) as info:
+            sign_in(key, rp)
+        assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
+
+
+def test_uv_fail_fails_builtin_user_verification_and_uses_up_retries() -> None:
+    with behaving_key(config=Config(builtin_uv=True)) as key:
+        rp = RelyingParty(root_der=key.root_der)
+        response = register(key, rp, uv="required")
+        assert response.response.attestation_object.auth_data.is_user_verified()
+        ctap = Ctap2(key.device)
+        before = ClientPin(ctap).get_uv_retries()
+        key.authenticator.behaviours.set("uv-fail")
+        with pytest.raises(ClientError) as info:
+            register(key, rp, uv="required", interaction=CountingInteraction())
+        assert ctap_cause(info.value) == CtapError.ERR.UV_INVALID
+        assert ClientPin(ctap).get_uv_retries() < before
+
+
+def test_pin_blocked_reports_no_retries_and_refuses_the_pin() -> None:
+    with behaving_key("pin-blocked") as key:
+        ctap = Ctap2(key.device)
+        assert ctap.info.options["clientPin"] is True
+        assert ClientPin(ctap).get_pin_retries()[0] == 0
+        rp = RelyingParty(root_der=key.root_der)
+        with pytest.raises(ClientError) as info:
+            register(key, rp, uv="required", interaction=CountingInteraction("123456"))
+        assert ctap_cause(info.value) == CtapError.ERR.PIN_BLOCKED
+        with pytest.raises(CtapError) as ctap_info:
+            ClientPin(ctap).set_pin("123456")
+        assert ctap_info.value.code == CtapError.ERR.NOT_ALLOWED
+        key.authenticator.behaviours.clear("pin-blocked")
+        assert Ctap2(key.device).info.options["clientPin"] is False
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def test_slow_answers_come_after_processing_keepalives() -> None:
+    with behaving_key() as key:
+        ctap = Ctap2(key.device)
+        statuses: list[int] = []
+        key.authenticator.behaviours.set("slow", 600)
+        info = ctap.send_cbor(Ctap2.CMD.GET_INFO, on_keepalive=statuses.append)
+        assert info[1] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert statuses and set(statuses) == {1}  # PROCESSING, until the answer came
+        # A cancel ends the wait: KEEPALIVE_CANCEL.
+        cancel = threading.Event()
+
+        def cancel_on_keepalive(status: int) -> None:
+            cancel.set()
+
+        with pytest.raises(CtapError) as err:
+            ctap.send_cbor(Ctap2.CMD.GET_INFO, event=cancel, on_keepalive=cancel_on_keepalive)
+        assert err.value.code == CtapError.ERR.KEEPALIVE_CANCEL
+        key.authenticator.behaviours.clear()
+        statuses.clear()
+        ctap.send_cbor(Ctap2.CMD.GET_INFO, on_keepalive=statuses.append)
+        assert statuses == []
+
+
+# --- signatures, credentials, users -------------------------------------------------------------
+
+
+def test_wrong_signature_is_rejected_by_both_rp_libraries() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp)
+        assert sign_in(key, rp) == 1
+        key.authenticator.behaviours.set("wrong-signature")
+        state, response, challenge = assertion(key, rp)
+        with pytest.raises(ValueError, match="Invalid signature"):
+            rp.server.authenticate_complete(state, rp.credentials, response)
+        with pytest.raises(InvalidAuthenticationResponse, match="signature"):
+            webauthn_check(rp, response, challenge, 1)
+
+
+def test_vanished_credential_gives_no_credentials_for_it_only() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        gone = register(key, rp).raw_id
+        other_rp = RelyingParty(root_der=key.root_der)
+        register(key, other_rp)
+        key.authenticator.behaviours.set("vanished-credential", b64url(gone))
+        with pytest.raises(ClientError) as info:
+            sign_in(key, rp)
+        assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+        assert ctap_cause(info.value) == CtapError.ERR.NO_CREDENTIALS
+        assert sign_in(key, other_rp) == 1  # the other credential is still there
+        # The vanished credential no longer excludes a new registration.
+        register(key, rp)
+        key.authenticator.behaviours.set("vanished-credential")  # every credential
+        with pytest.raises(ClientError):
+            sign_in(key, other_rp)
+        key.authenticator.behaviours.clear()
+        assert sign_in(key, other_rp) == 2
+
+
+def test_without_the_behaviour_an_excluded_credential_is_refused() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp)
+        with pytest.raises(ClientError) as info:
+            register(key, rp)
+        assert ctap_cause(info.value) == CtapError.ERR.CREDENTIAL_EXCLUDED
+
+
+def test_omit_user_leaves_a_usernameless_sign_in_without_user_handle() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp, rk=True)
+        _, response, _ = assertion(key, rp, allow=False)
+        assert response.response.user_handle is not None  # normally: who signs in
+        key.authenticator.behaviours.set("omit-user")
+        state, response, _ = assertion(key, rp, allow=False)
+        assert response.response.user_handle is None
+        # The signature still verifies, but the RP cannot tell which account this is.
+        rp.server.authenticate_complete(state, rp.credentials, response)
+
+
+# --- attestation ---------------------------------------------------------------------------------
+
+
+def _x5c_leaf(response: Any) -> x509.Certificate:
+    att = response.response.attestation_object
+    return x509.load_der_x509_certificate(att.att_stmt["x5c"][0])
+
+
+def test_untrusted_attestation_fails_the_trust_path_to_the_real_root() -> None:
+    with behaving_key("attestation=untrusted") as key:
+        rp = RelyingParty(root_der=key.root_der)
+        with pytest.raises(UntrustedAttestation):
+            register(key, rp)
+        # py_webauthn (OpenSSL) cannot build a path to the real root either.
+        rp_py = RelyingParty(root_der=misbehaviour_root())
+        response = register(key, rp_py)  # trusted only under the misbehaviour CA
+        assert attestation_fmt(response) == "packed"
+        real_root = x509.load_der_x509_certificate(key.root_der)
+        assert _x5c_leaf(response).issuer != real_root.subject
+
+
+def _verify_registration(response: Any, challenge: bytes, root_der: bytes) -> Any:
+    pem = x509.load_der_x509_certificate(root_der).public_bytes(serialization.Encoding.PEM)
+    return webauthn.verify_registration_response(
+        credential=json.dumps(dict(response)),
+        expected_challenge=challenge,
+        expected_rp_id="example.com",
+        expected_origin="https://example.com",
+        pem_root_certs_bytes_by_fmt={AttestationFormat.PACKED: [pem]},
+    )
+
+
+def test_expired_attestation_certificate_fails_the_validity_check() -> None:
+    with behaving_key("attestation=expired") as key:
+        rp = RelyingParty()  # no trust check: see what comes
+        options, _ = rp.begin_registration(*random_user(), user_verification="discouraged")
+        response = key.client().make_credential(options.public_key)
+        leaf = _x5c_leaf(response)
+        assert leaf.not_valid_after_utc < datetime.datetime.now(datetime.UTC)
+        # Trusting the CA that issued it, only the validity is wrong: OpenSSL says so.
+        with pytest.raises(InvalidRegistrationResponse) as info:
+            _verify_registration(response, challenge_of(options), misbehaviour_root())
+        cause: BaseException | None = info.value
+        while cause is not None and not isinstance(cause, X509StoreContextError):
+            cause = cause.__cause__ or cause.__context__
+        assert isinstance(cause, X509StoreContextError)
+        assert "expired" in str(cause)
+        # The same key with a valid certificate from that CA passes the same check.
+        key.authenticator.behaviours.set("attestation", "untrusted")
+        options, _ = rp.begin_registration(*random_user(), user_verification="discouraged")
+        response = key.client().make_credential(options.public_key)
+        _verify_registration(response, challenge_of(options), misbehaviour_root())
+
+
+def test_none_attestation() -> None:
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        assert attestation_fmt(register(key, rp)) == "packed"
+        key.authenticator.behaviours.set("attestation", "none")
+        assert Ctap2(key.device).info.attestation_formats == ["none"]
+        response = register(key, RelyingParty(attestation="none"))
+        att = response.response.attestation_object
+        assert att.fmt == "none" and att.att_stmt == {}
+        options, _ = RelyingParty().begin_registration(
+            *random_user(), user_verification="discouraged"
+        )
+        response = key.client().make_credential(options.public_key)
+        verified = _verify_registration(response, challenge_of(options), key.root_der)
+        assert verified.fmt == AttestationFormat.NONE  # an RP that wants attestation gets none
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+
+def test_fido_2_0_only() -> None:
+    with behaving_key() as key:
+        assert Ctap1(key.device).get_version() == "U2F_V2"
+        key.authenticator.behaviours.set("versions", "FIDO_2_0")
+        info = Ctap2(key.device).info
+        assert info.versions == ["FIDO_2_0"]
+        assert "credMgmt" not in info.options and "pinUvAuthToken" not in info.options
+        assert info.pin_uv_protocols == [1]
+        with pytest.raises(ApduError):
+            Ctap1(key.device).get_version()
+        # A CTAP 2.0 key still registers and signs in (with a PIN, protocol 1).
+        ClientPin(Ctap2(key.device)).set_pin("123456")
+        rp = RelyingParty(root_der=key.root_der)
+        register(key, rp, uv="required", interaction=CountingInteraction("123456"))
+        assert sign_in(key, rp) == 1
+
+
+def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
+    with behaving_key("versions=U2F_V2") as key:
+        with pytest.raises(CtapError) as info:
+            Ctap2(key.device)
+        assert info.value.code == CtapError.ERR.INVALID_COMMAND
+        rp = RelyingParty(root_der=key.root_der)
+        response = register(key, rp)  # python-fido2 falls back to CTAP1
+        assert attestation_fmt(response) == "fido-u2f"  # verified up to the real root
+        assert sign_in(key, rp) == 1
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def test_store_full_refuses_discoverable_credentials() -> None:
+    with behaving_key() as key:
+        assert (Ctap2(key.device).info.remaining_disc_creds or 0) > 0
+        key.authenticator.behaviours.set("store-full")
+        assert Ctap2(key.device).info.remaining_disc_creds == 0
+        rp = RelyingParty(root_der=key.root_der)
+        with pytest.raises(ClientError) as info:
+            register(key, rp, rk=True)
+        assert info.value.code == ClientError.ERR.CONFIGURATION_UNSUPPORTED
+        assert ctap_cause(info.value) == CtapError.ERR.KEY_STORE_FULL
+        assert key.store.count_credentials() == 0
+        register(key, rp, rk=False)  # server-side credentials need no room
+        assert sign_in(key, rp) == 1
