@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, pin_cli, trace, ui
+from vfido import __version__, ctl, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -124,8 +124,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("--presence-timeout must be positive")
     from vfido import faults
 
+    from authenticator.behaviours import Behaviours
+
     presence = _presence(args)
     config = _config(args)
+    try:
+        behaviours = Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv)
+    except ValueError as exc:
+        raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
     options = TransportOptions(
         kind=args.transport,
@@ -164,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             control_path=control_path,
             info=info,
             trace=recorder,
+            behaviours=behaviours,
         )
     except UhidUnavailableError as exc:
         raise CliError(str(exc)) from None
@@ -471,6 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="append every CTAPHID packet and decoded CTAP request/response to FILE as JSON "
         "lines (secrets redacted; file 0600); read it with `vfido trace show FILE`",
     )
+    p.add_argument(
+        "--behaviour",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="scripted misbehaviour for testing relying parties (repeatable; "
+        "`vfido ctl behaviour list --all` lists them; change at run time with `vfido ctl`)",
+    )
     p.set_defaults(func=cmd_run)
 
     def control_args(q: argparse.ArgumentParser) -> None:
@@ -540,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin_cli.register(sub, _add_keystore_args)
     ui.register(sub, _add_keystore_args)
     trace.register(sub)
+    ctl.register(sub, _add_keystore_args)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)
