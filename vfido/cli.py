@@ -122,9 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
-    from vfido import faults
-
     from authenticator.behaviours import Behaviours
+    from vfido import faults
 
     presence = _presence(args)
     config = _config(args)
