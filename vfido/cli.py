@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, ctl, pin_cli, trace, ui
+from vfido import __version__, backup, ctl, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -62,6 +62,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise CliError("--aaguid must be 16 bytes (32 hex digits)")
     passphrase = get_passphrase(args.passphrase_file, confirm=True)
     with SqliteKeyStore.create(directory, passphrase, aaguid=aaguid) as store:
+        if args.backup_eligible:
+            backup.make_backup_eligible(store)
         print(f"created keystore {directory} (AAGUID {store.identity().aaguid.hex()})")
     return 0
 
@@ -404,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="create a keystore")
     _add_keystore_args(p)
     p.add_argument("--aaguid", help="AAGUID as 32 hex digits (default: random)")
+    p.add_argument(
+        "--backup-eligible",
+        action="store_true",
+        help="credentials may be exported with `vfido export` (WebAuthn BE flag = 1; "
+        "fixed now for every credential of this keystore)",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", help="run the key")
@@ -554,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin_cli.register(sub, _add_keystore_args)
     ui.register(sub, _add_keystore_args)
     trace.register(sub)
+    backup.register(sub, _add_keystore_args)
     ctl.register(sub, _add_keystore_args)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")

@@ -1,0 +1,493 @@
+"""Backups: `vfido export FILE` / `vfido import FILE` move a key to another machine.
+
+A bundle holds everything that makes the key: the device identity (AAGUID, the credential
+key that seals every credential ID, the attestation key and certificates), every
+discoverable credential with its signature counter, the persistent state (PIN, settings,
+large blobs), and the largest signature counter of the keystore. Restored, it answers for
+every credential it answered for before: discoverable ones from their records, server-side
+ones because their IDs unseal with the same credential key. Counters never go backwards:
+discoverable credentials keep theirs, and every other counter starts above the largest one
+exported (the keystore's counter floor), since a server-side credential's ID is known only to
+its relying party.
+
+File layout (mode 0600)::
+
+    MAGIC "VFIDO-BACKUP-1\\n" || header length (4 bytes, big-endian) || header (JSON: format,
+    Argon2id parameters, nonce, AAGUID, time) || AES-256-GCM ciphertext of the CBOR payload
+
+The key is Argon2id (``keystore.kdf``, production parameters) of the bundle's own passphrase;
+the associated data is everything before the ciphertext, so a changed header, a wrong
+passphrase and a damaged ciphertext are all "cannot be decrypted".
+
+Backup eligibility (WebAuthn's BE flag) is fixed when a credential is created, so it is a
+choice made when the keystore is created (`vfido init --backup-eligible`,
+:func:`make_backup_eligible`): such a keystore's credentials carry BE=1, and BS=1 once a
+bundle holding them was written. Exporting a keystore made without the choice is refused
+unless forced, because its credentials told relying parties they are bound to one device;
+forced, the flags stay 0 on both machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import stat
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from authenticator.authdata import (
+    BACKUP_DONE_STATE,
+    BACKUP_ELIGIBLE_STATE,
+    forget_backup_state,
+    keystore_backup_eligible,
+)
+from keystore import kdf
+from keystore.identity import identity_from_bytes, identity_to_bytes
+from keystore.sqlite_store import SqliteKeyStore
+from keystore.store import CredentialRecord, DeviceIdentity
+
+MAGIC = b"VFIDO-BACKUP-1\n"
+FORMAT = 1
+NONCE_SIZE = 12
+MAX_HEADER = 4096
+MAX_BUNDLE = 256 * 1024 * 1024
+BUNDLE_ENV = "VFIDO_BUNDLE_PASSPHRASE"
+#: State keys a bundle does not carry (they describe this keystore's own backups).
+_LOCAL_STATE = frozenset({BACKUP_ELIGIBLE_STATE, BACKUP_DONE_STATE, "counter.floor"})
+_RECORD_FIELDS = {f.name: f for f in dataclasses.fields(CredentialRecord)}
+
+
+class BackupError(Exception):
+    """A backup problem, in one line without secrets."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The decrypted content of a bundle."""
+
+    identity: DeviceIdentity = field(repr=False)
+    credentials: tuple[tuple[CredentialRecord, int], ...] = field(repr=False)
+    state: Mapping[str, bytes] = field(repr=False)
+    counter_floor: int
+    backup_eligible: bool
+    created: int
+
+
+# --- backup eligibility ------------------------------------------------------------------------
+
+
+def make_backup_eligible(store: SqliteKeyStore) -> None:
+    """Make a new, still empty keystore backup-eligible (`vfido init --backup-eligible`)."""
+    if store.count_credentials() or store.max_counter():
+        raise BackupError(
+            "backup eligibility is chosen when the keystore is created: this one already has "
+            "credentials (WebAuthn fixes the BE flag at credential creation)"
+        )
+    store.put_state({BACKUP_ELIGIBLE_STATE: b"\x01"})
+    forget_backup_state(store)
+
+
+# --- the bundle --------------------------------------------------------------------------------
+
+
+def _record_to_cbor(record: CredentialRecord, counter: int) -> dict[str, Any]:
+    data = {k: v for k, v in dataclasses.asdict(record).items() if v is not None}
+    data["counter"] = counter
+    return data
+
+
+def _record_from_cbor(item: Any) -> tuple[CredentialRecord, int]:
+    if not isinstance(item, dict):
+        raise BackupError("the bundle's credentials are malformed")
+    counter = item.pop("counter", 0)
+    unknown = set(item) - set(_RECORD_FIELDS)
+    if unknown or type(counter) is not int or counter < 0:
+        raise BackupError("the bundle's credentials are malformed")
+    try:
+        record = CredentialRecord(**item)
+    except TypeError:
+        raise BackupError("the bundle's credentials are malformed") from None
+    expected = {
+        "credential_id": bytes,
+        "rp_id": str,
+        "rp_id_hash": bytes,
+        "user_id": bytes,
+        "algorithm": int,
+        "private_key": bytes,
+        "created": int,
+        "cred_protect": int,
+        "backup_eligible": bool,
+        "backup_state": bool,
+    }
+    if any(type(getattr(record, name)) is not typ for name, typ in expected.items()):
+        raise BackupError("the bundle's credentials are malformed")
+    return record, counter
+
+
+def _encode_payload(bundle: Bundle) -> bytes:
+    payload = {
+        "format": FORMAT,
+        "identity": identity_to_bytes(bundle.identity),
+        "credentials": [_record_to_cbor(r, n) for r, n in bundle.credentials],
+        "state": dict(bundle.state),
+        "counter_floor": bundle.counter_floor,
+        "backup_eligible": bundle.backup_eligible,
+        "created": bundle.created,
+    }
+    return bytes(cbor2.dumps(payload, canonical=True))
+
+
+def _decode_payload(data: bytes) -> Bundle:
+    try:
+        m = cbor2.loads(data)
+    except Exception:  # cbor2 raises several types
+        raise BackupError("the bundle's content is malformed") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise BackupError("the bundle's content is malformed or of an unknown format")
+    try:
+        identity = identity_from_bytes(m["identity"])
+    except (KeyError, ValueError, TypeError):
+        raise BackupError("the bundle's device identity is malformed") from None
+    credentials, state = m.get("credentials"), m.get("state")
+    floor, eligible, created = m.get("counter_floor"), m.get("backup_eligible"), m.get("created")
+    if (
+        not isinstance(credentials, list)
+        or not isinstance(state, dict)
+        or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in state.items())
+        or type(floor) is not int
+        or floor < 0
+        or type(eligible) is not bool
+        or type(created) is not int
+    ):
+        raise BackupError("the bundle's content is malformed")
+    return Bundle(
+        identity=identity,
+        credentials=tuple(_record_from_cbor(item) for item in credentials),
+        state=state,
+        counter_floor=floor,
+        backup_eligible=eligible,
+        created=created,
+    )
+
+
+def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = None) -> bytes:
+    """The bundle file's bytes. ``params``: Argon2id parameters (tests pass cheap ones)."""
+    params = params if params is not None else kdf.new_params()
+    nonce = os.urandom(NONCE_SIZE)
+    header = json.dumps(
+        {
+            "format": FORMAT,
+            "kdf": json.loads(params.to_json()),
+            "nonce": nonce.hex(),
+            "aaguid": bundle.identity.aaguid.hex(),
+            "created": bundle.created,
+            "credentials": len(bundle.credentials),
+        },
+        sort_keys=True,
+    ).encode()
+    prefix = MAGIC + len(header).to_bytes(4, "big") + header
+    key = kdf.derive_key(passphrase, params)
+    return prefix + AESGCM(key).encrypt(nonce, _encode_payload(bundle), prefix)
+
+
+def bundle_header(data: bytes) -> dict[str, Any]:
+    """The unencrypted header of a bundle (not authenticated until opened)."""
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+        raise BackupError("not a vfido backup bundle")
+    length = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "big")
+    if length > MAX_HEADER or len(data) < len(MAGIC) + 4 + length:
+        raise BackupError("the bundle is damaged (header)")
+    try:
+        header = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + length])
+    except ValueError:
+        raise BackupError("the bundle is damaged (header)") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise BackupError("the bundle has an unknown format")
+    return header
+
+
+def open_bundle(data: bytes, passphrase: str) -> Bundle:
+    """Decrypt and parse a bundle. Raises :class:`BackupError` (wrong passphrase or damaged:
+    the same message, as AES-GCM cannot tell them apart)."""
+    header = bundle_header(data)
+    end = len(MAGIC) + 4 + int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "big")
+    try:
+        params = kdf.KdfParams.from_json(json.dumps(header["kdf"]))
+        nonce = bytes.fromhex(header["nonce"])
+    except (KeyError, ValueError, TypeError, kdf.KdfParamsError):
+        raise BackupError("the bundle is damaged (header)") from None
+    if len(nonce) != NONCE_SIZE:
+        raise BackupError("the bundle is damaged (header)")
+    key = kdf.derive_key(passphrase, params)
+    try:
+        payload = AESGCM(key).decrypt(nonce, data[end:], data[:end])
+    except InvalidTag:
+        raise BackupError(
+            "the bundle cannot be decrypted: wrong bundle passphrase, or the file was changed"
+        ) from None
+    return _decode_payload(payload)
+
+
+# --- export / import ---------------------------------------------------------------------------
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``path`` (0600), durably. Refuses to replace a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISREG(os.lstat(tmp).st_mode):
+            tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists() or path.is_symlink():
+            raise BackupError(f"{path} exists: refusing to overwrite it")
+        os.link(tmp, path)  # fails if path appeared meanwhile: never replaces a file
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def check_exportable(store: SqliteKeyStore, force: bool) -> bool:
+    """Whether ``store`` is backup-eligible; raises :class:`BackupError` (with the reason)
+    if it is not and ``force`` is false."""
+    eligible = keystore_backup_eligible(store)
+    if not eligible and not force:
+        raise BackupError(
+            "this keystore was not created backup-eligible (`vfido init --backup-eligible`): "
+            "its credentials told relying parties they never leave this device (WebAuthn "
+            "BE=0, fixed at creation). Use --force to copy it anyway (the flags stay 0)"
+        )
+    return eligible
+
+
+def export_keystore(
+    store: SqliteKeyStore,
+    path: Path,
+    passphrase: str,
+    *,
+    force: bool = False,
+    kdf_params: kdf.KdfParams | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Bundle:
+    """Write ``store`` to a new bundle file ``path``; afterwards its credentials report BS=1
+    (backup-eligible keystores only). Refuses a keystore that is not backup-eligible unless
+    ``force``."""
+    eligible = check_exportable(store, force)
+    if path.exists() or path.is_symlink():
+        raise BackupError(f"{path} exists: refusing to overwrite it")
+    summaries = store.list_credentials()
+    credentials = tuple(
+        (replace(s.record, backup_state=eligible and s.record.backup_eligible), s.sign_count)
+        for s in summaries
+    )
+    state = {
+        key: value
+        for key in store.state_keys()
+        if key not in _LOCAL_STATE and (value := store.get_state(key)) is not None
+    }
+    bundle = Bundle(
+        identity=store.identity(),
+        credentials=credentials,
+        state=state,
+        counter_floor=store.max_counter(),
+        backup_eligible=eligible,
+        created=int(clock()),
+    )
+    _write_new_file(path, seal_bundle(bundle, passphrase, kdf_params))
+    if eligible:
+        # Backed up now: BS=1 from here on (server-side credentials: their key is sealed
+        # under the exported credential key; discoverable ones: the records exported).
+        for record, _ in credentials:
+            if record.backup_state:
+                store.put_credential(record)
+        store.put_state({BACKUP_DONE_STATE: b"\x01"})
+        forget_backup_state(store)
+    return bundle
+
+
+def import_bundle(
+    bundle: Bundle,
+    directory: Path,
+    passphrase: str,
+    *,
+    kdf_params: kdf.KdfParams | None = None,
+) -> SqliteKeyStore:
+    """Restore ``bundle`` into a new keystore in ``directory`` (never an existing one)."""
+    directory = Path(directory)
+    if SqliteKeyStore.exists(directory):
+        raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
+    if directory.exists() and any(directory.iterdir()):
+        raise BackupError(f"{directory} is not empty: import into a new directory")
+    created_dir = not directory.exists()
+    store = SqliteKeyStore.create(
+        directory, passphrase, identity=bundle.identity, kdf_params=kdf_params
+    )
+    try:
+        eligible = bundle.backup_eligible
+        for record, counter in bundle.credentials:
+            restored = replace(
+                record,
+                backup_eligible=eligible and record.backup_eligible,
+                backup_state=eligible and record.backup_eligible,
+            )
+            store.put_credential(restored)
+            if counter:
+                store.increment_counter(record.credential_id, counter)
+        state: dict[str, bytes | None] = dict(bundle.state)
+        if eligible:
+            state[BACKUP_ELIGIBLE_STATE] = b"\x01"
+            state[BACKUP_DONE_STATE] = b"\x01"
+        if state:
+            store.put_state(state)
+        store.raise_counter_floor(bundle.counter_floor)
+        forget_backup_state(store)
+    except BaseException:
+        store.close()
+        _remove_keystore(directory, created_dir)
+        raise
+    return store
+
+
+def _remove_keystore(directory: Path, remove_dir: bool) -> None:
+    """Undo a half-done import (only files a keystore consists of)."""
+    for name in ("vfido.db", "vfido.db-wal", "vfido.db-shm", "vfido.db-journal", "vfido.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    if remove_dir:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def _bundle_passphrase(file: Path | None, *, confirm: bool) -> str:
+    import getpass
+
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise BackupError(f"cannot read {file}: {exc.strerror}") from None
+        if not value:
+            raise BackupError(f"bundle passphrase file {file} is empty")
+        return value
+    if os.environ.get(BUNDLE_ENV):
+        return os.environ[BUNDLE_ENV]
+    if not sys.stdin.isatty():
+        raise BackupError(
+            f"no bundle passphrase: set {BUNDLE_ENV}, pass --bundle-passphrase-file, "
+            "or run in a terminal"
+        )
+    value = getpass.getpass("Bundle passphrase: ")
+    if not value:
+        raise BackupError("empty bundle passphrase")
+    if confirm and getpass.getpass("Repeat: ") != value:
+        raise BackupError("the passphrases do not match")
+    return value
+
+
+def _cli_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def wrapper(args: argparse.Namespace) -> int:
+        from vfido.cli import CliError
+
+        try:
+            return func(args)
+        except BackupError as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapper
+
+
+@_cli_errors
+def cmd_export(args: argparse.Namespace) -> int:
+    from vfido.cli import _open_store
+
+    path = Path(args.file)
+    if path.exists() or path.is_symlink():
+        raise BackupError(f"{path} exists: refusing to overwrite it")
+    with _open_store(args) as store:
+        check_exportable(store, args.force)
+        passphrase = _bundle_passphrase(args.bundle_passphrase_file, confirm=True)
+        bundle = export_keystore(store, path, passphrase, force=args.force)
+    flags = "BE=1, BS=1 from now on" if bundle.backup_eligible else "not backup-eligible: BE=0"
+    print(
+        f"exported {len(bundle.credentials)} discoverable credential(s), the device keys and "
+        f"the PIN/settings to {path} ({flags})"
+    )
+    return 0
+
+
+@_cli_errors
+def cmd_import(args: argparse.Namespace) -> int:
+    from vfido.cli import _keystore_dir
+    from vfido.passphrase import get_passphrase
+
+    path = Path(args.file)
+    try:
+        if os.path.getsize(path) > MAX_BUNDLE:
+            raise BackupError(f"{path} is too large to be a vfido bundle")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror}") from None
+    bundle_header(data)
+    directory = _keystore_dir(args)
+    if SqliteKeyStore.exists(directory):
+        raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
+    bundle = open_bundle(data, _bundle_passphrase(args.bundle_passphrase_file, confirm=False))
+    passphrase = get_passphrase(args.passphrase_file, confirm=True)
+    with import_bundle(bundle, directory, passphrase) as store:
+        aaguid = store.identity().aaguid.hex()
+    print(
+        f"restored keystore {directory} (AAGUID {aaguid}, {len(bundle.credentials)} "
+        "discoverable credential(s)); stop using the old copy: two keys with one identity "
+        "make relying parties see counter regressions"
+    )
+    return 0
+
+
+def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add `vfido export FILE` and `vfido import FILE` to the `vfido` parser."""
+    bundle_file = {
+        "type": Path,
+        "metavar": "FILE",
+        "help": f"read the bundle passphrase from FILE (else ${BUNDLE_ENV}, else a prompt)",
+    }
+    p = sub.add_parser(
+        "export", help="write an encrypted backup bundle of the keystore (service stopped)"
+    )
+    add_keystore_args(p)
+    p.add_argument("file", metavar="FILE", help="the bundle to create (never overwritten)")
+    p.add_argument("--bundle-passphrase-file", **bundle_file)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="export a keystore that was not created backup-eligible (its flags stay BE=0)",
+    )
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", help="restore a backup bundle into a new keystore")
+    add_keystore_args(p)
+    p.add_argument("file", metavar="FILE", help="the bundle written by `vfido export`")
+    p.add_argument("--bundle-passphrase-file", **bundle_file)
+    p.set_defaults(func=cmd_import)
