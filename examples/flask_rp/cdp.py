@@ -73,7 +73,8 @@ class Browser:
             "about:blank",
         ]
         # A small environment: a browser inherits nothing surprising from the test runner.
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        keep = ("PATH", "HOME", "LANG", "TMPDIR", "XDG_RUNTIME_DIR")
+        env = {k: v for k, v in os.environ.items() if k in keep}
         self.process = subprocess.Popen(
             argv,
             pass_fds=(to_browser_r, from_browser_w),
