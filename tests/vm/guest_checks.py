@@ -758,6 +758,38 @@ def firefox_mldsa(data: dict[str, Any]) -> str:
     )
 
 
+@check("example_chromium_pytest")
+def example_chromium_pytest(data: dict[str, Any]) -> str:
+    """examples/flask_rp/test_chromium.py as a user runs it: its own pytest session, the
+    plugin's ``vfido_hid_key`` (an in-process UHID key), the Flask RP and headless Chromium
+    driven over its DevTools pipe. VFIDO_REQUIRE_UHID makes a missing /dev/uhid a failure."""
+    require_vfido()
+    bring_up_loopback()
+    stop_shared_key()  # a browser talks to every key it sees: only the test's key may exist
+    env = dict(os.environ, PYTHONPATH=str(CHECKOUT), VFIDO_REQUIRE_UHID="1")
+    cmd = [
+        PYTHON,
+        "-m",
+        "pytest",
+        str(CHECKOUT / "examples" / "flask_rp" / "test_chromium.py"),
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "-o",
+        "timeout=600",
+        f"--basetemp={OUT / 'example-chromium'}",
+    ]
+    proc = subprocess.run(cmd, cwd=CHECKOUT, env=env, capture_output=True, timeout=660, check=False)
+    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    (OUT / "example-chromium-pytest.log").write_text(output)
+    lines = [line for line in output.splitlines() if line.strip()]
+    data["returncode"] = proc.returncode
+    data["summary"] = lines[-1].strip("= ") if lines else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"pytest exited {proc.returncode}: {output[-3000:]}")
+    return data["summary"]
+
+
 # --- udev: an unprivileged user gets the key through the project's rules -----------------------
 
 

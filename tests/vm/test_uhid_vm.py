@@ -281,3 +281,9 @@ def test_firefox_mldsa(vm: GuestResults, record_property: Any) -> None:
         page.verify_get(f"get_{label}")
     if refused:
         pytest.xfail("Firefox refused: " + "; ".join(refused))
+
+
+def test_example_chromium_pytest(vm: GuestResults) -> None:
+    """examples/flask_rp/test_chromium.py passed in the guest (vfido_hid_key + Chromium)."""
+    data = vm.require_ok("example_chromium_pytest")
+    assert data["summary"].startswith("1 passed"), data["summary"]
