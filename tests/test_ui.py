@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +369,170 @@ def test_events_stream_sections_live(dashboard: DashboardServer, broker: Presenc
     )
     done.set()
     conn.close()
+
+
+# --- a whole key in-process: credentials, switches, log (no browser) -------------------------
+
+
+@dataclass
+class FullKey:
+    control: ControlServer
+    device: Any  # authenticator.device.Authenticator
+    recorder: Any  # vfido.trace.TraceRecorder
+
+
+@pytest.fixture
+def full_key(tmp_path: Path) -> Iterator[FullKey]:
+    """A real authenticator, keystore, presence broker, control API and trace recorder."""
+    from authenticator.config import Config
+    from authenticator.device import Authenticator
+    from keystore.sqlite_store import SqliteKeyStore
+    from vfido.control_api import KeyParts, add_key_commands
+    from vfido.trace import TraceRecorder, add_trace_commands
+
+    store = SqliteKeyStore.ephemeral()
+    broker = PresenceBroker(mode="manual")
+    device = Authenticator(store, broker, Config())
+    recorder = TraceRecorder()
+    server = ControlServer(tmp_path / "run" / "vfido" / "full.sock")
+    server.register("status", lambda _args: {"name": "full", "presence": broker.mode})
+    add_presence_commands(server, broker)
+    add_key_commands(server, KeyParts(device, store, broker))
+    add_trace_commands(server, recorder)
+    try:
+        with server:
+            yield FullKey(server, device, recorder)
+    finally:
+        store.close()
+
+
+def _post(server: DashboardServer, path: str, body: str) -> tuple[int, str]:
+    status, _, text = request(
+        server, "POST", base(server) + path, body, {"Accept": "application/json"}
+    )
+    return status, text
+
+
+def test_credentials_export_and_delete_over_http(full_key: FullKey) -> None:
+    from vfido.ui import _b64url
+
+    control = full_key.control
+    link = KeyLink(control.path)
+    added = link.call(
+        "credentials-add",
+        rp_id="shop.example",
+        user_id=_b64url(b"user-7"),
+        user_name="zoe",
+        algorithm="EdDSA",
+        cred_protect=3,
+        sign_count=41,
+    )["credential"]
+    with DashboardServer(link) as dashboard:
+        dashboard.start()
+        status, _, page = request(dashboard, "GET", base(dashboard))
+        assert status == 200
+        row = re.search(rf'<tr data-credential-id="{added["id"]}">(.*?)</tr>', page, re.S)
+        assert row is not None, page
+        cells = re.sub(r"<[^>]+>", "|", row.group(1))
+        assert "zoe" in cells and "EdDSA" in cells and "|41|" in cells
+        assert "3 (required: user verification)" in cells and "|yes|" in cells
+        assert '<h3 id="site-shop-example">shop.example' in page
+
+        status, headers, pem = request(
+            dashboard, "GET", base(dashboard) + f"credentials/{added['id']}/public-key.pem"
+        )
+        assert status == 200 and pem == added["public_key_pem"]
+        assert headers["Content-Type"] == "application/x-pem-file"
+        assert headers["Content-Disposition"].startswith("attachment; filename=")
+        status, _, _ = request(
+            dashboard, "GET", base(dashboard) + "credentials/nope/public-key.pem"
+        )
+        assert status == 404
+
+        # delete: GET is refused, the form POST (no JavaScript) works and redirects back
+        status, _, _ = request(dashboard, "GET", base(dashboard) + "credentials/delete")
+        assert status == 405
+        assert link.call("credentials")["credentials"]
+        status, headers, _ = request(
+            dashboard, "POST", base(dashboard) + "credentials/delete", f"id={added['id']}"
+        )
+        assert status == 303 and headers["Location"] == base(dashboard)
+        assert link.call("credentials")["credentials"] == []
+        status, text = _post(dashboard, "credentials/delete", f"id={added['id']}")
+        assert status == 409 and "no discoverable credential" in json.loads(text)["message"]
+
+
+def test_switches_over_http(full_key: FullKey) -> None:
+    control = full_key.control
+    link = KeyLink(control.path)
+    with DashboardServer(link) as dashboard:
+        dashboard.start()
+        _, _, page = request(dashboard, "GET", base(dashboard))
+        assert '<select id="presence-mode" name="mode">' in page
+        assert 'id="behaviour-counter-jump"' in page and 'id="behaviour-attestation-value"' in page
+
+        def active() -> dict[str, Any]:
+            result: dict[str, Any] = link.call("behaviours")["active"]
+            return result
+
+        # a flag, a number with and without its value, a choice; then off again
+        assert (
+            _post(dashboard, "behaviours", "name=zero-counter&kind=bool&enabled=off&enabled=on")[0]
+            == 200
+        )
+        assert "zero-counter" in active()
+        assert (
+            _post(dashboard, "behaviours", "name=counter-jump&kind=int&enabled=on&value=77")[0]
+            == 200
+        )
+        assert active()["counter-jump"] == 77
+        assert (
+            _post(dashboard, "behaviours", "name=counter-jump&kind=int&enabled=on&value=")[0] == 200
+        )
+        assert active()["counter-jump"] == 1000  # the default
+        _post(dashboard, "behaviours", "name=attestation&kind=choice&enabled=on&value=none")
+        assert active()["attestation"] == "none"
+        status, text = _post(
+            dashboard, "behaviours", "name=counter-jump&kind=int&enabled=on&value=x"
+        )
+        assert status == 409 and "number" in json.loads(text)["message"]
+        status, text = _post(dashboard, "behaviours", "name=no-such-thing&kind=bool&enabled=on")
+        assert status == 409 and "no-such-thing" in json.loads(text)["message"]
+        for name in ("zero-counter", "counter-jump", "attestation"):
+            _post(dashboard, "behaviours", f"name={name}&enabled=off")
+        assert active() == {}
+        _, _, fragment = request(dashboard, "GET", base(dashboard) + "section/switches")
+        assert 'data-state="on"' not in fragment
+
+        assert _post(dashboard, "presence-mode", "mode=auto")[0] == 200
+        assert link.call("presence-mode")["mode"] == "auto"
+        status, text = _post(dashboard, "presence-mode", "mode=bogus")
+        assert status == 409
+        assert _post(dashboard, "power-cycle", "")[0] == 200
+
+
+def test_log_is_decoded_and_redacted(full_key: FullKey) -> None:
+    """The page shows the trace's transactions, decoded; a secret-looking field that reached
+    the log anyway is still hidden by the dashboard."""
+    import html
+
+    from authenticator.env import NullContext
+
+    with DashboardServer(KeyLink(full_key.control.path)) as dashboard:
+        dashboard.start()
+        _, _, fragment = request(dashboard, "GET", base(dashboard) + "section/log")
+        assert "key started" in fragment and "getInfo" not in fragment
+        # a real transaction through the recorder: getInfo, decoded
+        device = full_key.recorder.wrap(full_key.device)
+        assert device.handle_cbor(b"\x04", NullContext())[:1] == b"\x00"
+        full_key.recorder.event(
+            "self-test", pinUvAuthParam="h'00112233445566778899'", note="visible"
+        )
+        _, _, fragment = request(dashboard, "GET", base(dashboard) + "section/log")
+        text = html.unescape(fragment)
+        assert "CBOR getInfo" in text and "OK (" in text and "FIDO_2_1" in text
+        assert "event: self-test" in text and "visible" in text
+        assert "00112233445566778899" not in text and REDACTED in text
 
 
 # --- secrets and public keys ----------------------------------------------------------------

@@ -62,6 +62,10 @@ KEEPALIVE = 15.0
 PENDING_POLL = 0.2
 #: How often the other sections are refreshed (seconds).
 REFRESH = 1.0
+#: How often the credentials are listed again without a reason (seconds).
+CREDENTIALS_REFRESH = 5.0
+#: Credentials shown at most (the rest is counted).
+CREDENTIALS_LIMIT = 500
 #: Log entries shown (newest first).
 LOG_LIMIT = 100
 
@@ -146,8 +150,9 @@ class UiError(Exception):
 
 
 class KeyLink:
-    """Calls on one key's control socket; one connection per calling thread, reopened
-    when the key restarts."""
+    """Calls on one key's control socket. A thread that calls :meth:`keep_connection`
+    (the dashboard's pollers) keeps one connection, reopened when the key restarts; other
+    threads (HTTP requests) open one per call."""
 
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
         self.path = path
@@ -157,8 +162,16 @@ class KeyLink:
         self._commands_at = 0.0
         self._lock = threading.Lock()
 
+    def keep_connection(self) -> None:
+        """Keep this thread's connection open between calls (until :meth:`close`)."""
+        self._local.keep = True
+
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """One command; its answer. Raises ControlError (NotRunningError if the key is gone)."""
+        wait = timeout if timeout else self.timeout
+        if not getattr(self._local, "keep", False):
+            with ControlClient(self.path, timeout=self.timeout) as once:
+                return once.call(cmd, timeout=wait, **args)
         for attempt in (1, 2):
             client: ControlClient | None = getattr(self._local, "client", None)
             fresh = client is None
@@ -166,7 +179,7 @@ class KeyLink:
                 client = ControlClient(self.path, timeout=self.timeout)
                 self._local.client = client
             try:
-                return client.call(cmd, timeout=timeout if timeout else self.timeout, **args)
+                return client.call(cmd, timeout=wait, **args)
             except ControlError as exc:
                 if _is_refusal(exc):
                     raise
@@ -191,6 +204,7 @@ class KeyLink:
         return found
 
     def close(self) -> None:
+        """Close this thread's kept connection."""
         client: ControlClient | None = getattr(self._local, "client", None)
         if client is not None:
             client.close()
@@ -339,7 +353,7 @@ class Renderer:
     # -- credentials ----------------------------------------------------------------------
 
     def credentials(self) -> list[dict[str, Any]]:
-        answer = self.link.call("credentials", public_key=True)
+        answer = self.link.call("credentials")
         items = answer.get("credentials") or []
         return [i for i in items if isinstance(i, dict)]
 
@@ -349,7 +363,8 @@ class Renderer:
                 "This key does not list its credentials on the control socket "
                 "(needs the `credentials` control command)."
             )
-        credentials = [_normalise_credential(c) for c in self.credentials()]
+        everything = self.credentials()
+        credentials = [_normalise_credential(c) for c in everything[:CREDENTIALS_LIMIT]]
         if not credentials:
             return '<p class="idle" data-credential-count="0">No discoverable credentials.</p>'
         by_site: dict[str, list[dict[str, Any]]] = {}
@@ -372,6 +387,11 @@ class Renderer:
             )
             parts.extend(_render_credential(c, can_delete) for c in creds)
             parts.append("</tbody></table></section>")
+        if len(everything) > len(credentials):
+            parts.append(
+                f'<p class="more">Showing {len(credentials)} of {len(everything)} credentials '
+                "(`vfido ctl` lists them all).</p>"
+            )
         parts.append("</div>")
         return "".join(parts)
 
@@ -484,8 +504,6 @@ def _normalise_credential(raw: Mapping[str, Any]) -> dict[str, Any]:
         "counter": _first(raw, "counter", "sign_count", "signCount"),
         "cred_protect": _first(raw, "cred_protect", "credProtect"),
         "discoverable": True if discoverable is None else bool(discoverable),
-        "has_public_key": _first(raw, "public_key_pem", "public_key_cose", "public_key")
-        is not None,
     }
 
 
@@ -503,10 +521,10 @@ def _render_credential(cred: Mapping[str, Any], can_delete: bool) -> str:
     counter = cred.get("counter")
     label = f"{user} at {cred['rp_id']}"
     actions: list[str] = []
-    if cred_id and cred.get("has_public_key"):
+    if cred_id:
         quoted = urllib.parse.quote(cred_id, safe="")
         actions.append(
-            f'<a href="credentials/{quoted}/public-key.pem" download '
+            f'<a href="credentials/{quoted}/public-key.pem" download data-key="pem-{esc(cred_id)}" '
             f'aria-label="Export the public key of {esc(label)} (PEM)">Public key (PEM)</a>'
         )
     if cred_id and can_delete:
@@ -514,7 +532,8 @@ def _render_credential(cred: Mapping[str, Any], can_delete: bool) -> str:
             '<form method="post" action="credentials/delete" class="inline" '
             f'data-confirm="Delete the credential of {esc(label)}?">'
             f'<input type="hidden" name="id" value="{esc(cred_id)}">'
-            f'<button type="submit" class="danger" aria-label="Delete the credential of '
+            f'<button type="submit" class="danger" data-key="delete-{esc(cred_id)}" '
+            f'aria-label="Delete the credential of '
             f'{esc(label)}">Delete</button></form>'
         )
     return (
@@ -632,9 +651,17 @@ def _render_log(records: list[dict[str, Any]]) -> str:
         elif kind == "request" and record.get("tx") not in answered:
             rows.append(_render_transaction(record, in_progress=True))
         elif kind == "event":
+            fields = redact(
+                {k: v for k, v in record.items() if k not in ("seq", "t", "type", "event")}
+            )
+            extra = (
+                " " + json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False)
+                if fields
+                else ""
+            )
             rows.append(
                 f'<tr class="event"><td>{esc(_clock(record.get("t")))}</td>'
-                f'<td colspan="3">event: {esc(record.get("event", ""))}</td></tr>'
+                f'<td colspan="3">event: {esc(record.get("event", ""))}{esc(extra)}</td></tr>'
             )
         elif kind == "packet" and record.get("cmd"):
             what = f"CTAPHID {record.get('cmd')} {record.get('dir', '')}"
@@ -673,7 +700,7 @@ def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) ->
     details: list[str] = []
     for title, body in (("Request", clean.get("params")), ("Response", clean.get("result"))):
         if body not in (None, {}):
-            text = json.dumps(body, indent=2, sort_keys=True, default=str)
+            text = json.dumps(body, indent=2, sort_keys=True, default=str, ensure_ascii=False)
             details.append(f"<h4>{esc(title)}</h4><pre>{esc(text)}</pre>")
     tx = clean.get("tx", "")
     key = f"tx-{_attr_id(str(tx))}"
@@ -857,6 +884,13 @@ class Hub:
             return self._watchers > 0 and not self.stopping.is_set()
 
     def _pending_loop(self) -> None:
+        self.renderer.link.keep_connection()
+        try:
+            self._watch_pending()
+        finally:
+            self.renderer.link.close()
+
+    def _watch_pending(self) -> None:
         shown = False
         while not self.stopping.is_set():
             if not self._wait_for_watchers():
@@ -882,14 +916,29 @@ class Hub:
                 self.stopping.wait(PENDING_POLL)
 
     def _refresh_loop(self) -> None:
-        while not self.stopping.is_set():
-            if not self._wait_for_watchers():
-                continue
-            self._kicked.clear()
-            for name in SECTIONS:
-                if name != "pending":
+        """Every REFRESH seconds: the key, switches and log; the credentials (heavier for
+        the key: it reads its whole store) when kicked or every CREDENTIALS_REFRESH."""
+        self.renderer.link.keep_connection()
+        last_credentials = 0.0
+        try:
+            while not self.stopping.is_set():
+                if not self._wait_for_watchers():
+                    last_credentials = 0.0  # a new watcher sees fresh credentials
+                    continue
+                kicked = self._kicked.is_set()
+                self._kicked.clear()
+                for name in SECTIONS:
+                    if name == "pending":
+                        continue
+                    if name == "credentials":
+                        due = time.monotonic() - last_credentials >= CREDENTIALS_REFRESH
+                        if not (kicked or due):
+                            continue
+                        last_credentials = time.monotonic()
                     self.publish(name, self.renderer.render(name))
-            self._kicked.wait(REFRESH)
+                self._kicked.wait(REFRESH)
+        finally:
+            self.renderer.link.close()
 
 
 # --- HTTP -----------------------------------------------------------------------------------
@@ -1138,7 +1187,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._send_text(HTTPStatus.NOT_FOUND, "this key does not list credentials")
             return
         try:
-            creds = self.server.renderer.credentials()
+            answer = self.server.link.call("credentials", public_key=True)
+            creds = [c for c in answer.get("credentials") or [] if isinstance(c, dict)]
         except ControlError as exc:
             self._send_text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
