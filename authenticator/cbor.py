@@ -91,43 +91,59 @@ class _Decoder:
         # 28-30 are reserved, 31 is indefinite length: neither is canonical.
         raise _invalid("indefinite length or reserved additional information")
 
-    def _length(self, info: int) -> int:
-        length = self._argument(info)
-        if length > len(self._data) - self._pos:
-            # Cheap early rejection (and no huge allocations / loops).
-            raise _invalid("truncated")
-        return length
-
     def item(self, depth: int) -> Any:
-        start = self._take(1)[0]
+        data = self._data
+        pos = self._pos
+        if pos >= len(data):
+            raise _invalid("truncated")
+        start = data[pos]
+        self._pos = pos + 1
         major, info = start >> 5, start & 0x1F
+        if major >= _TAG:
+            if major == _TAG:
+                raise _invalid("tags are not allowed")
+            if info == _FALSE:
+                return False
+            if info == _TRUE:
+                return True
+            if info == _NULL:
+                return None
+            raise _invalid("unsupported simple value or float")
+        # Arguments below 24 live in the initial byte (the common case, inlined).
+        arg = info if info < 24 else self._argument(info)
         if major == _UINT:
-            return self._argument(info)
+            return arg
         if major == _NINT:
-            return -1 - self._argument(info)
-        if major == _BYTES:
-            return self._take(self._length(info))
-        if major == _TEXT:
-            raw = self._take(self._length(info))
+            return -1 - arg
+        if major in (_BYTES, _TEXT):
+            pos = self._pos
+            end = pos + arg
+            if end > len(data):
+                raise _invalid("truncated")
+            self._pos = end
+            raw = data[pos:end]
+            if major == _BYTES:
+                return raw
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise _invalid("text string is not UTF-8") from None
-        if major == _ARRAY:
+        if major in (_ARRAY, _MAP):
             if depth >= MAX_DEPTH:
                 raise _invalid("nesting too deep")
-            count = self._length(info)  # every element takes at least one byte
-            return [self.item(depth + 1) for _ in range(count)]
-        if major == _MAP:
-            if depth >= MAX_DEPTH:
-                raise _invalid("nesting too deep")
-            count = self._length(info)
+            # Every element takes at least one byte: cheap early rejection (and no
+            # huge allocations / loops).
+            if arg > len(data) - self._pos:
+                raise _invalid("truncated")
+            depth += 1
+            if major == _ARRAY:
+                return [self.item(depth) for _ in range(arg)]
             result: dict[Any, Any] = {}
             previous: tuple[int, int, bytes] | None = None
-            for _ in range(count):
+            for _ in range(arg):
                 key_start = self._pos
-                key = self.item(depth + 1)
-                raw_key = self._data[key_start : self._pos]
+                key = self.item(depth)
+                raw_key = data[key_start : self._pos]
                 order = (raw_key[0] >> 5, len(raw_key), raw_key)
                 if previous is not None and order <= previous:
                     raise _invalid(
@@ -136,18 +152,9 @@ class _Decoder:
                 previous = order
                 if not isinstance(key, int | str | bytes) or isinstance(key, bool):
                     raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "unsupported map key type")
-                result[key] = self.item(depth + 1)
+                result[key] = self.item(depth)
             return result
-        if major == _TAG:
-            raise _invalid("tags are not allowed")
-        # major type 7
-        if info == _FALSE:
-            return False
-        if info == _TRUE:
-            return True
-        if info == _NULL:
-            return None
-        raise _invalid("unsupported simple value or float")
+        raise AssertionError("unreachable: major types 0-5 are handled above")
 
     def done(self) -> bool:
         return self._pos == len(self._data)

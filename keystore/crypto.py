@@ -119,7 +119,8 @@ class RecordKeys:
     def counter_mac(self, cred_tag: bytes, value: int) -> bytes:
         """Tag of one counter row: HMAC-SHA256(counter_key, "counter" || cred_tag || value),
         truncated to :data:`COUNTER_MAC_SIZE` bytes. Binds the value to its row."""
-        message = _COUNTER_DOMAIN + _lp(cred_tag) + value.to_bytes(8, "big")
+        message = _COUNTER_DOMAIN + len(cred_tag).to_bytes(4, "big") + cred_tag
+        message += value.to_bytes(8, "big")
         return hmac.digest(self.counter_key, message, "sha256")[:COUNTER_MAC_SIZE]
 
     def check_counter(self, cred_tag: bytes, value: int, mac: bytes) -> bool:

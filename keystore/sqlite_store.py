@@ -1048,17 +1048,21 @@ class SqliteKeyStore:
             raise ValueError("counter step must not be negative")
         with self._mutex:
             conn = self._require_open()
-            tag = self._cred_tag(credential_id)
+            tag = self._tags.get(credential_id) or self._cred_tag(credential_id)
             current = self._counters.get(tag)
             if current is not None:
                 # The common case: a counter verified or written since open. One
-                # UPDATE of one row is its own (durable: synchronous=FULL) transaction.
-                value = self._next_counter(current, step)
-                mac = self._keys.counter_mac(tag, value)
+                # UPDATE of one row is its own transaction, committed (durably:
+                # synchronous=FULL) before execute() returns.
+                value = current + step
+                if value > _MAX_COUNTER:
+                    raise KeystoreError("the signature counter cannot advance any further")
                 try:
                     if self.before_commit is not None:
                         self.before_commit()  # before the statement = before its commit
-                    changed = conn.execute(_UPDATE_COUNTER, (value, mac, tag)).rowcount
+                    changed = conn.execute(
+                        _UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag)
+                    ).rowcount
                 except sqlite3.Error as exc:
                     raise _map_sqlite_error(exc, "update the signature counter") from exc
                 if changed != 1:

@@ -119,17 +119,28 @@ Event = Request | Cancel | Wink | Lock
 Output = bytes | Event
 
 
+_HEADER = struct.Struct(">IB")
+_COMMANDS = {int(c): c for c in Command}
+_SEQ_BYTES = tuple(bytes([seq]) for seq in range(MAX_CONTINUATION_PACKETS))
+
+
 def encode_message(channel: int, command: int, payload: bytes) -> list[bytes]:
     """Split one message into an init packet and continuation packets (section 11.2.4)."""
-    if len(payload) > MAX_MESSAGE_SIZE:
+    size = len(payload)
+    if size > MAX_MESSAGE_SIZE:
         raise ValueError("message too long for CTAPHID")
-    reports = [
-        struct.pack(">IBH", channel, TYPE_INIT | command, len(payload))
-        + payload[:INIT_DATA_SIZE].ljust(INIT_DATA_SIZE, b"\0")
-    ]
-    for seq, offset in enumerate(range(INIT_DATA_SIZE, len(payload), CONT_DATA_SIZE)):
-        chunk = payload[offset : offset + CONT_DATA_SIZE]
-        reports.append(struct.pack(">IB", channel, seq) + chunk.ljust(CONT_DATA_SIZE, b"\0"))
+    head = struct.pack(">IBH", channel, TYPE_INIT | command, size)
+    if size <= INIT_DATA_SIZE:
+        return [head + payload + bytes(INIT_DATA_SIZE - size)]
+    count = -(-(size - INIT_DATA_SIZE) // CONT_DATA_SIZE)
+    # Pad once, then every report is a slice of the same length.
+    padded = bytes(payload) + bytes(INIT_DATA_SIZE + count * CONT_DATA_SIZE - size)
+    cid = channel.to_bytes(4, "big")
+    reports = [head + padded[:INIT_DATA_SIZE]]
+    offset = INIT_DATA_SIZE
+    for seq in _SEQ_BYTES[:count]:
+        reports.append(cid + seq + padded[offset : offset + CONT_DATA_SIZE])
+        offset += CONT_DATA_SIZE
     return reports
 
 
@@ -215,11 +226,13 @@ class CtapHidCore:
 
     def feed(self, report: bytes, now: float) -> list[Output]:
         """Process one report from the host received at ``now`` (section 11.2.4)."""
-        out = self.tick(now)
+        # tick() only has work with a message or lock pending (most reports: none).
+        out = self.tick(now) if self._rx is not None or self._lock_channel is not None else []
         if len(report) > REPORT_SIZE:
             return out  # not a CTAPHID report: ignored
-        report = bytes(report).ljust(REPORT_SIZE, b"\0")
-        channel, kind = struct.unpack_from(">IB", report)
+        if type(report) is not bytes or len(report) != REPORT_SIZE:
+            report = bytes(report).ljust(REPORT_SIZE, b"\0")
+        channel, kind = _HEADER.unpack_from(report)
         if kind & TYPE_INIT:
             (length,) = struct.unpack_from(">H", report, 5)
             out += self._init_packet(channel, kind & ~TYPE_INIT, length, report[7:], now)
@@ -334,7 +347,7 @@ class CtapHidCore:
         error = self._check_command(command, length)
         if error is not None:
             return [error_report(channel, error)]
-        cmd = Command(command)
+        cmd = _COMMANDS[command]  # a valid command (checked above)
         if length <= INIT_DATA_SIZE:
             return self._dispatch(channel, cmd, data[:length], now)
         self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)

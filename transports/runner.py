@@ -49,14 +49,26 @@ def _command_name(command: int) -> str:
         return f"0x{command:02x}"
 
 
+_EVENT_LOCK = threading.Lock()  # creates HidTransaction events (rare: presence waits)
+_PROCESSING = int(KeepaliveStatus.PROCESSING)
+
+
 class HidTransaction:
-    """One MSG/CBOR request in flight; implements ``transports.handler.Transaction``."""
+    """One MSG/CBOR request in flight; implements ``transports.handler.Transaction``.
+
+    Most requests are answered without ever waiting, so the ``threading.Event`` a
+    wait needs is made on the first :meth:`wait_cancelled` (an Event costs more
+    than the rest of the object). :meth:`cancel` sets the flag, then the Event if
+    one exists; a waiter makes the Event, then reads the flag, both under
+    ``_EVENT_LOCK``: a cancel is never missed.
+    """
 
     def __init__(self, channel: int, transaction: int) -> None:
         self._channel = channel
         self.transaction = transaction
-        self._cancelled = threading.Event()
-        self._status = int(KeepaliveStatus.PROCESSING)
+        self._cancelled = False
+        self._event: threading.Event | None = None
+        self._status = _PROCESSING
 
     def __repr__(self) -> str:
         return f"HidTransaction(channel=0x{self._channel:08x}, cancelled={self.is_cancelled()})"
@@ -66,10 +78,18 @@ class HidTransaction:
         return self._channel
 
     def is_cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout: float) -> bool:
-        return self._cancelled.wait(max(0.0, timeout))
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+                    if self._cancelled:
+                        event.set()
+        return event.wait(max(0.0, timeout))
 
     def set_keepalive(self, status: int) -> None:
         self._status = int(KeepaliveStatus(status))
@@ -79,7 +99,11 @@ class HidTransaction:
         return self._status
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        with _EVENT_LOCK:
+            self._cancelled = True
+            event = self._event
+        if event is not None:
+            event.set()
 
 
 class HidRunner:
