@@ -52,6 +52,8 @@ from authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
 from keystore.sqlite_store import SqliteKeyStore
 from tests.ctaphid_helpers import free_udp_port
 from tests.vkey import Key, running_key
+from transports import uhid
+from transports.ctaphid import encode_message
 from transports.udp import UdpTransport, open_udp_device
 from vfido.presence import AutoPresence
 
@@ -331,3 +333,19 @@ def test_mldsa65_over_udp() -> None:
         device.close()
         transport.stop()
         store.close()
+
+
+def test_uhid_paces_long_messages_like_a_polled_usb_key() -> None:
+    """An ML-DSA-65 response is more reports than hidraw buffers per reader (64); the UHID
+    transport spaces the reports after the first 16 continuation packets by 1 ms, as a USB
+    host polling a full-speed key would, so a reader that lags a little loses nothing."""
+    hidraw_buffer = 64
+    reports = encode_message(0x01020304, 0x10, bytes(5534))  # CTAPHID_CBOR, the largest above
+    assert len(reports) == 94 > hidraw_buffer
+    delays = [uhid.report_delay(r) for r in reports]
+    unpaced = delays.index(uhid.REPORT_INTERVAL)
+    assert unpaced == 1 + uhid.PACED_FROM_SEQ < hidraw_buffer
+    assert delays[:unpaced] == [0.0] * unpaced
+    assert all(d == uhid.REPORT_INTERVAL for d in delays[unpaced:])
+    # Small messages are never delayed.
+    assert all(uhid.report_delay(r) == 0.0 for r in encode_message(1, 0x10, bytes(1000)))

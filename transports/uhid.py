@@ -29,6 +29,7 @@ import os
 import select
 import struct
 import threading
+import time
 from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
@@ -49,6 +50,16 @@ HID_MAX_DESCRIPTOR_SIZE: Final = 4096
 UHID_EVENT_SIZE: Final = 4380
 BUS_USB: Final = 0x03
 EIO_ERR: Final = errno.EIO
+
+#: hidraw keeps at most 64 unread reports per open file (HIDRAW_BUFFER_SIZE, drivers/hid/
+#: hidraw.c) and silently drops what comes on top, so a reader that falls a little behind a
+#: burst of more than 64 reports loses part of the message (Chromium then gives up on the key
+#: after its 3 s HID timeout). A USB key cannot burst like that: the host polls it, at most one
+#: report per millisecond at full speed. Long messages (an ML-DSA-65 makeCredential response
+#: is 94 reports, a 7609-byte message 129) are paced the same way: continuation packets from
+#: sequence number PACED_FROM_SEQ on are written REPORT_INTERVAL after the previous report.
+PACED_FROM_SEQ: Final = 16
+REPORT_INTERVAL: Final = 0.001
 
 DEFAULT_NAME: Final = "vfido virtual FIDO2 key"
 DEFAULT_VENDOR_ID: Final = 0x1209  # pid.codes open-source vendor id
@@ -141,6 +152,13 @@ def encode_create2(
         + descriptor.ljust(HID_MAX_DESCRIPTOR_SIZE, b"\0")
     )
     return _event(UhidEventType.CREATE2, body)
+
+
+def report_delay(report: bytes) -> float:
+    """Seconds to wait before writing ``report`` to the host (see :data:`REPORT_INTERVAL`)."""
+    if len(report) > 4 and not report[4] & 0x80 and report[4] >= PACED_FROM_SEQ:
+        return REPORT_INTERVAL
+    return 0.0
 
 
 def encode_input2(report: bytes) -> bytes:
@@ -359,6 +377,9 @@ class UhidTransport:
         fd = self._fd
         if fd is None:
             return
+        delay = report_delay(report)
+        if delay:
+            time.sleep(delay)
         with self._write_lock:
             if self._fd is None:
                 return
