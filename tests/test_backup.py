@@ -1,0 +1,338 @@
+"""Backups (vfido.backup): export a keystore, import it into a new directory, and the
+credentials made before work on the restored key (python-fido2 client, Fido2Server and
+py_webauthn verifying), with counters that never go back and the BE/BS flags WebAuthn asks
+for, with and without the backup-eligible opt-in."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fido2.client import UserInteraction
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.webauthn import AuthenticatorData, ResidentKeyRequirement, UserVerificationRequirement
+from service_helpers import vfido
+
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from keystore import kdf
+from keystore.sqlite_store import SqliteKeyStore
+from tests.rp import RelyingParty, challenge_of, random_user
+from tests.vkey import Key
+from transports.inprocess import open_device
+from vfido.backup import (
+    MAGIC,
+    BackupError,
+    export_keystore,
+    import_bundle,
+    make_backup_eligible,
+    open_bundle,
+)
+from vfido.presence import AutoPresence
+
+PASSPHRASE = "keystore passphrase"
+BUNDLE_PASSPHRASE = "bundle passphrase, not the keystore's"
+PIN = "246810"
+BE, BS = AuthenticatorData.FLAG.BE, AuthenticatorData.FLAG.BS
+
+
+def cheap() -> kdf.KdfParams:
+    return kdf.insecure_test_params()
+
+
+def new_store(directory: Path, *, eligible: bool) -> SqliteKeyStore:
+    store = SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=cheap())
+    if eligible:
+        make_backup_eligible(store)
+    return store
+
+
+@contextmanager
+def key_on(store: SqliteKeyStore) -> Iterator[Key]:
+    """An in-process key on ``store`` (which stays open afterwards)."""
+    authenticator = Authenticator(store, AutoPresence(), Config())
+    device = open_device(authenticator)
+    try:
+        yield Key(store, authenticator, device)
+    finally:
+        device.close()
+
+
+class GivesPin(UserInteraction):
+    def request_pin(self, permissions: Any, rd_id: str | None) -> str:
+        return PIN
+
+
+def register(key: Key, rp: RelyingParty, *, rk: bool, pin: bool = False) -> int:
+    """Register one credential with ``rp``; the authData flags."""
+    user_id, name = random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = key.client(interaction=GivesPin() if pin else None).make_credential(
+        options.public_key
+    )
+    rp.complete_registration(state, response, challenge_of(options))
+    return int(response.response.attestation_object.auth_data.flags)
+
+
+def authenticate(key: Key, rp: RelyingParty, *, discoverable: bool = False) -> tuple[int, int]:
+    """One verified authentication (an empty allowList for ``discoverable``);
+    (counter, flags)."""
+    options, state = rp.server.authenticate_begin(
+        None if discoverable else rp.credentials,
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = key.client().get_assertion(options.public_key).get_response(0)
+    counter = rp.complete_authentication(state, response, challenge_of(options))
+    return counter, int(response.response.authenticator_data.flags)
+
+
+def fresh_view(rp: RelyingParty) -> RelyingParty:
+    """The same relying party's credentials with forgotten counters."""
+    other = RelyingParty(root_der=rp.root_der)
+    other.credentials = list(rp.credentials)
+    other.public_keys = dict(rp.public_keys)
+    return other
+
+
+def backup_flags(flags: int) -> tuple[bool, bool]:
+    return bool(flags & BE), bool(flags & BS)
+
+
+def test_export_import_with_the_opt_in(tmp_path: Path) -> None:
+    source = new_store(tmp_path / "a", eligible=True)
+    root = source.identity().attestation_chain[-1]
+    server_rp, discoverable_rp = RelyingParty(root_der=root), RelyingParty(root_der=root)
+    with key_on(source) as key:
+        # BE is fixed at creation: 1 on this keystore; nothing is backed up yet.
+        assert backup_flags(register(key, server_rp, rk=False)) == (True, False)
+        assert backup_flags(register(key, discoverable_rp, rk=True)) == (True, False)
+        for _ in range(2):
+            counter, flags = authenticate(key, server_rp)
+            assert backup_flags(flags) == (True, False)
+        for _ in range(3):
+            counter, flags = authenticate(key, discoverable_rp, discoverable=True)
+        assert counter == 3
+        ClientPin(Ctap2(key.device)).set_pin(PIN)
+
+    bundle_path = tmp_path / "key.vfido-backup"
+    export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, kdf_params=cheap())
+    assert stat.S_IMODE(bundle_path.stat().st_mode) == 0o600
+    data = bundle_path.read_bytes()
+    assert data.startswith(MAGIC)
+    for secret in (source.identity().credential_key, source.identity().attestation_key):
+        assert secret not in data
+    for summary in source.list_credentials():
+        assert summary.record.private_key not in data
+
+    restored = import_bundle(
+        open_bundle(data, BUNDLE_PASSPHRASE),
+        tmp_path / "b",
+        "another passphrase",
+        kdf_params=cheap(),
+    )
+    try:
+        assert restored.identity() == source.identity()
+        assert stat.S_IMODE((tmp_path / "b").stat().st_mode) == 0o700
+        for path in (tmp_path / "b").iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        with key_on(restored) as key:
+            # Both credentials answer on the restored key, verified by both RP libraries with
+            # their counters (py_webauthn refuses a counter that does not grow): the
+            # discoverable one carried its 3 over, the server-side one (2 before) starts
+            # above the largest exported counter. Both are backed up now: BE=1, BS=1.
+            counter, flags = authenticate(key, server_rp)
+            assert (counter, backup_flags(flags)) == (4, (True, True))
+            counter, flags = authenticate(key, discoverable_rp, discoverable=True)
+            assert (counter, backup_flags(flags)) == (4, (True, True))
+            # The PIN came along.
+            ctap = Ctap2(key.device)
+            assert ctap.info.options["clientPin"] is True
+            ClientPin(ctap).get_pin_token(PIN)
+            # A credential made on the restored key is eligible, not yet backed up.
+            new_rp = RelyingParty(root_der=root)
+            assert backup_flags(register(key, new_rp, rk=True, pin=True)) == (True, False)
+    finally:
+        restored.close()
+
+    with key_on(source) as key:
+        # The exported keystore's credentials are backed up too (BS=1 from the export on).
+        _, flags = authenticate(key, fresh_view(server_rp))
+        assert backup_flags(flags) == (True, True)
+        _, flags = authenticate(key, fresh_view(discoverable_rp), discoverable=True)
+        assert backup_flags(flags) == (True, True)
+    source.close()
+
+
+def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
+    tmp_path: Path,
+) -> None:
+    source = new_store(tmp_path / "a", eligible=False)
+    rp = RelyingParty(root_der=source.identity().attestation_chain[-1])
+    with key_on(source) as key:
+        assert backup_flags(register(key, rp, rk=True)) == (False, False)
+        counter, flags = authenticate(key, rp, discoverable=True)
+        assert (counter, backup_flags(flags)) == (1, (False, False))
+    bundle_path = tmp_path / "bundle"
+    with pytest.raises(BackupError, match=r"not created backup-eligible.*--force"):
+        export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, kdf_params=cheap())
+    assert not bundle_path.exists()
+    export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, force=True, kdf_params=cheap())
+    with key_on(source) as key:
+        counter, flags = authenticate(key, rp, discoverable=True)
+        assert (counter, backup_flags(flags)) == (2, (False, False))  # no BS after export
+    source.close()
+    bundle = open_bundle(bundle_path.read_bytes(), BUNDLE_PASSPHRASE)
+    with (
+        import_bundle(bundle, tmp_path / "b", PASSPHRASE, kdf_params=cheap()) as restored,
+        key_on(restored) as key,
+    ):
+        counter, flags = authenticate(key, fresh_view(rp), discoverable=True)
+        assert (counter, backup_flags(flags)) == (2, (False, False))
+
+
+def test_backup_eligibility_is_chosen_before_any_credential(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "a", eligible=False)
+    with key_on(store) as key:
+        register(key, RelyingParty(root_der=None, attestation="none"), rk=True)
+    with pytest.raises(BackupError, match="chosen when the keystore is created"):
+        make_backup_eligible(store)
+    store.close()
+
+
+@pytest.fixture
+def bundle_bytes(tmp_path: Path) -> bytes:
+    with new_store(tmp_path / "src", eligible=True) as store:
+        with key_on(store) as key:
+            register(key, RelyingParty(root_der=None, attestation="none"), rk=True)
+        export_keystore(store, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    return (tmp_path / "bundle").read_bytes()
+
+
+def test_wrong_bundle_passphrase(bundle_bytes: bytes) -> None:
+    with pytest.raises(BackupError, match="wrong bundle passphrase"):
+        open_bundle(bundle_bytes, PASSPHRASE)
+    assert len(open_bundle(bundle_bytes, BUNDLE_PASSPHRASE).credentials) == 1
+
+
+@pytest.mark.parametrize(
+    "where", ["last byte", "middle of the ciphertext", "header", "nonce", "truncated"]
+)
+def test_tampered_bundle_is_rejected(bundle_bytes: bytes, where: str, tmp_path: Path) -> None:
+    data = bytearray(bundle_bytes)
+    header_end = data.index(b"}") + 1
+    if where == "last byte":
+        data[-1] ^= 0x01
+    elif where == "middle of the ciphertext":
+        data[(header_end + len(data)) // 2] ^= 0x80
+    elif where == "header":
+        at = data.index(b'"credentials": 1')
+        data[at + len(b'"credentials": ')] = ord("2")
+    elif where == "nonce":
+        at = data.index(b'"nonce": "') + len(b'"nonce": "')
+        data[at] = ord("0") if data[at] != ord("0") else ord("1")
+    else:
+        data = data[:-20]
+    with pytest.raises(BackupError, match="cannot be decrypted"):
+        open_bundle(bytes(data), BUNDLE_PASSPHRASE)
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="not a vfido backup bundle"):
+        open_bundle(b"SQLite format 3\x00" + bytes(100), BUNDLE_PASSPHRASE)
+    with pytest.raises(BackupError, match="damaged"):
+        open_bundle(MAGIC + (10_000).to_bytes(4, "big") + b"{}", BUNDLE_PASSPHRASE)
+
+
+def test_never_overwrites(bundle_bytes: bytes, tmp_path: Path) -> None:
+    bundle = open_bundle(bundle_bytes, BUNDLE_PASSPHRASE)
+    existing = new_store(tmp_path / "existing", eligible=False)
+    existing.close()
+    with pytest.raises(BackupError, match="already exists"):
+        import_bundle(bundle, tmp_path / "existing", PASSPHRASE, kdf_params=cheap())
+    other = tmp_path / "not-empty"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(BackupError, match="not empty"):
+        import_bundle(bundle, other, PASSPHRASE, kdf_params=cheap())
+    assert (other / "notes.txt").read_text() == "mine"
+    with SqliteKeyStore.open(tmp_path / "existing", PASSPHRASE) as store:
+        assert store.count_credentials() == 0
+        target = tmp_path / "taken"
+        target.write_text("keep me")
+        with pytest.raises(BackupError, match="exists"):
+            export_keystore(store, target, BUNDLE_PASSPHRASE, force=True, kdf_params=cheap())
+        assert target.read_text() == "keep me"
+
+
+def test_restored_counters_never_go_backwards_for_unlisted_credentials(tmp_path: Path) -> None:
+    """A server-side credential's counter lives under its ID, which only the relying party
+    knows: the restored key starts every such counter above the largest exported one."""
+    with new_store(tmp_path / "a", eligible=True) as source:
+        unseen = os.urandom(40)  # stands for a server-side credential ID
+        for _ in range(7):
+            source.increment_counter(unseen)
+        export_keystore(source, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    bundle = open_bundle((tmp_path / "bundle").read_bytes(), BUNDLE_PASSPHRASE)
+    assert bundle.counter_floor == 7
+    with import_bundle(bundle, tmp_path / "b", PASSPHRASE, kdf_params=cheap()) as restored:
+        assert restored.get_counter(unseen) == 7
+        assert restored.increment_counter(unseen) == 8
+        assert restored.increment_counter(os.urandom(40)) == 8
+    with SqliteKeyStore.open(tmp_path / "b", PASSPHRASE) as reopened:
+        assert reopened.increment_counter(unseen) == 9
+        reopened.reset()  # a reset forgets the floor with the credentials
+        assert reopened.increment_counter(unseen) == 1
+
+
+def test_cli_init_export_import(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    env = {"VFIDO_BUNDLE_PASSPHRASE": BUNDLE_PASSPHRASE}
+    result = vfido(["init", "--backup-eligible", "--keystore", str(a)])
+    assert result.returncode == 0, result.stderr
+    with SqliteKeyStore.open(a, "correct horse battery staple") as store:
+        rp = RelyingParty(root_der=store.identity().attestation_chain[-1])
+        with key_on(store) as key:
+            assert backup_flags(register(key, rp, rk=True)) == (True, False)
+    bundle = tmp_path / "out.bundle"
+    result = vfido(["export", "--keystore", str(a), str(bundle)], **env)
+    assert result.returncode == 0, result.stderr
+    assert "exported 1 discoverable credential(s)" in result.stdout
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    result = vfido(["export", "--keystore", str(a), str(bundle)], **env)
+    assert result.returncode == 1 and "refusing to overwrite" in result.stderr
+
+    result = vfido(["import", "--keystore", str(b), str(bundle)], VFIDO_BUNDLE_PASSPHRASE="wrong")
+    assert result.returncode == 1 and "wrong bundle passphrase" in result.stderr
+    assert not SqliteKeyStore.exists(b)
+    result = vfido(["import", "--keystore", str(b), str(bundle)], **env)
+    assert result.returncode == 0, result.stderr
+    assert "restored keystore" in result.stdout
+    result = vfido(["import", "--keystore", str(b), str(bundle)], **env)
+    assert result.returncode == 1 and "already exists" in result.stderr
+    with SqliteKeyStore.open(b, "correct horse battery staple") as store, key_on(store) as key:
+        counter, flags = authenticate(key, rp, discoverable=True)
+        assert (counter, backup_flags(flags)) == (1, (True, True))
+
+    plain = tmp_path / "plain"
+    assert vfido(["init", "--keystore", str(plain)]).returncode == 0
+    result = vfido(["export", "--keystore", str(plain), str(tmp_path / "p.bundle")], **env)
+    assert result.returncode == 1
+    assert "not created backup-eligible" in result.stderr and "--force" in result.stderr
+    result = vfido(
+        ["export", "--force", "--keystore", str(plain), str(tmp_path / "p.bundle")], **env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "BE=0" in result.stdout
