@@ -1,0 +1,491 @@
+"""The control API (vfido.control_api) through KeyController and `vfido ctl`: in-process
+against a real key (keystore -> authenticator -> CTAPHID -> python-fido2) and end to end
+against a `vfido run` subprocess over UDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+import webauthn
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from fido2 import cose
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap import CtapError
+from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
+from fido2.hid import CtapHidDevice
+from fido2.server import Fido2Server
+from fido2.webauthn import (
+    AttestedCredentialData,
+    PublicKeyCredentialRpEntity,
+    UserVerificationRequirement,
+)
+
+from authenticator.behaviours import b64url, b64url_decode, misbehaviour_root
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from keystore.sqlite_store import SqliteKeyStore
+from tests.rp import ORIGIN, RP_ID, RelyingParty, challenge_of, random_user
+from tests.service_helpers import udp_service, vfido
+from transports.inprocess import open_device
+from transports.udp import open_udp_device
+from vfido.broker import AutoFrontEnd, PresenceBroker
+from vfido.control import ControlError, ControlServer, add_presence_commands
+from vfido.control_api import KeyParts, add_key_commands
+from vfido.ctl import KeyController
+
+
+@dataclass
+class Rig:
+    store: SqliteKeyStore
+    device: Authenticator
+    broker: PresenceBroker
+    hid: CtapHidDevice
+    ctl: KeyController
+    socket: Path
+
+    def client(self, interaction: UserInteraction | None = None) -> Fido2Client:
+        return Fido2Client(
+            self.hid, DefaultClientDataCollector(ORIGIN), interaction or UserInteraction()
+        )
+
+
+@contextmanager
+def rig(tmp_path: Path, mode: str = "auto", config: Config | None = None) -> Iterator[Rig]:
+    """A key in-process with its control socket served as `vfido run` serves it."""
+    store = SqliteKeyStore.ephemeral()
+    front_ends = (AutoFrontEnd(),) if mode == "auto" else ()
+    broker = PresenceBroker(front_ends, mode=mode)
+    device = Authenticator(store, broker, config or Config())
+    path = tmp_path / "run" / "key.sock"
+    server = ControlServer(path)
+    add_presence_commands(server, broker)
+    add_key_commands(server, KeyParts(device, store, broker))
+    server.start()
+    hid = open_device(device)
+    try:
+        with KeyController(path) as ctl:
+            yield Rig(store, device, broker, hid, ctl, path)
+    finally:
+        hid.close()
+        server.stop()
+        store.close()
+
+
+def stored(credential_id: bytes, public_key: cose.CoseKey) -> AttestedCredentialData:
+    return AttestedCredentialData.create(bytes(16), credential_id, public_key)
+
+
+def sign_in(
+    client: Fido2Client, credentials: list[AttestedCredentialData] | None
+) -> tuple[Fido2Server, Any, Any, bytes]:
+    """(server, state, response, challenge): a sign-in with these credentials allowed
+    (None: usernameless, empty allowList)."""
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+    options, state = server.authenticate_begin(
+        credentials, user_verification=UserVerificationRequirement.DISCOURAGED
+    )
+    response = client.get_assertion(options.public_key).get_response(0)
+    return server, state, response, challenge_of(options)
+
+
+def pem_of(key: Any) -> str:
+    data: bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return data.decode()
+
+
+# --- the socket -----------------------------------------------------------------------------
+
+
+def test_socket_is_private_and_lists_every_command(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        st = os.lstat(r.socket)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(r.socket.parent).st_mode) == 0o700
+        assert set(r.ctl.commands()) >= {
+            "pending",
+            "approve",
+            "deny",
+            "credentials",
+            "credentials-add",
+            "credentials-remove",
+            "presence-mode",
+            "behaviours",
+            "power-cycle",
+            "info",
+        }
+
+
+# --- importing credentials ---------------------------------------------------------------------
+
+
+def test_imported_pem_key_signs_assertions_the_rp_verifies_with_its_own_public_key(
+    tmp_path: Path,
+) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    with rig(tmp_path) as r:
+        cred = r.ctl.add_credential(
+            RP_ID,
+            user_id=b"user-alice",
+            user_name="alice",
+            user_display_name="Alice",
+            private_key_pem=pem_of(private),
+            sign_count=41,
+        )
+        cred_id = b64url_decode(cred["id"])
+        # The RP knows the public key from the test's own key pair, not from the key.
+        public = cose.ES256.from_cryptography_key(private.public_key())
+        assert cbor2.loads(b64url_decode(cred["public_key_cose"])) == dict(public)
+        server, state, response, challenge = sign_in(r.client(), [stored(cred_id, public)])
+        server.authenticate_complete(state, [stored(cred_id, public)], response)
+        assert response.raw_id == cred_id
+        assert response.response.authenticator_data.counter == 42  # starts at sign_count
+        webauthn.verify_authentication_response(
+            credential=json.dumps(dict(response)),
+            expected_challenge=challenge,
+            expected_rp_id=RP_ID,
+            expected_origin=ORIGIN,
+            credential_public_key=cbor2.dumps(dict(public)),
+            credential_current_sign_count=41,
+        )
+        # Discoverable: a usernameless sign-in finds it and names the user.
+        server, state, response, _ = sign_in(r.client(), None)
+        assert response.response.user_handle == b"user-alice"
+        server.authenticate_complete(state, [stored(cred_id, public)], response)
+        listed = r.ctl.credentials(RP_ID)
+        assert [c["id"] for c in listed] == [cred["id"]]
+        assert listed[0]["user_name"] == "alice" and listed[0]["sign_count"] == 43
+
+
+def test_import_cose_keys_and_server_side_credentials(tmp_path: Path) -> None:
+    ed = ed25519.Ed25519PrivateKey.generate()
+    ed_cose = {
+        1: 1,
+        3: -8,
+        -1: 6,
+        -4: ed.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        ),
+    }
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    p384_cose = {1: 2, 3: -35, -1: 2, -4: p384.private_numbers().private_value.to_bytes(48, "big")}
+    with rig(tmp_path) as r:
+        made = []
+        for private, cose_map, public_cls in (
+            (ed, ed_cose, cose.EdDSA),
+            (p384, p384_cose, cose.ES384),
+        ):
+            cred = r.ctl.add_credential(
+                RP_ID, discoverable=False, private_key_cose=cbor2.dumps(cose_map)
+            )
+            assert cred["discoverable"] is False
+            public = public_cls.from_cryptography_key(private.public_key())
+            made.append(stored(b64url_decode(cred["id"]), public))
+        assert r.ctl.credentials() == []  # server-side: nothing stored but the ID
+        for credential in made:
+            server, state, response, _ = sign_in(r.client(), [credential])
+            assert response.raw_id == credential.credential_id
+            server.authenticate_complete(state, made, response)
+
+
+def test_new_key_when_no_private_key_is_given(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        cred = r.ctl.add_credential(RP_ID, user_id=b"bob", algorithm="EdDSA")
+        assert cred["algorithm_name"] == "EdDSA" and "private" not in json.dumps(cred).lower()
+        public = cose.CoseKey.parse(cbor2.loads(b64url_decode(cred["public_key_cose"])))
+        loaded = serialization.load_pem_public_key(cred["public_key_pem"].encode())
+        assert isinstance(loaded, ed25519.Ed25519PublicKey)
+        credential = stored(b64url_decode(cred["id"]), public)
+        server, state, response, _ = sign_in(r.client(), [credential])
+        server.authenticate_complete(state, [credential], response)
+
+
+def test_import_replaces_the_credential_of_the_same_user(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        first = r.ctl.add_credential(RP_ID, user_id=b"carol")
+        second = r.ctl.add_credential(RP_ID, user_id=b"carol")
+        other = r.ctl.add_credential("other.example", user_id=b"carol")
+        ids = {c["id"] for c in r.ctl.credentials()}
+        assert ids == {second["id"], other["id"]} and first["id"] not in ids
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"user_id": b"u", "private_key_pem": "-----BEGIN NOTHING-----"}, "PEM"),
+        ({}, "user_id of 1-64 bytes"),
+        ({"user_id": b"u" * 65}, "user_id of 1-64 bytes"),
+        ({"user_id": b"u", "algorithm": "ES999"}, "unknown algorithm"),
+        ({"user_id": b"u", "cred_protect": 4}, "cred_protect"),
+        ({"user_id": b"u", "sign_count": -1}, "sign_count"),
+        ({"user_id": b"u", "private_key_cose": cbor2.dumps({1: 2, 3: -7, -1: 1})}, "private"),
+        ({"user_id": b"u", "private_key_cose": b"\xff\x00"}, "CBOR"),
+        (
+            {
+                "user_id": b"u",
+                "private_key_pem": pem_of(rsa.generate_private_key(65537, 1024)),
+            },
+            "2048",
+        ),
+        (
+            {
+                "user_id": b"u",
+                "private_key_pem": pem_of(ec.generate_private_key(ec.SECP256R1())),
+                "private_key_cose": b"x",
+            },
+            "not both",
+        ),
+    ],
+)
+def test_bad_imports_are_refused_in_one_line(
+    tmp_path: Path, args: dict[str, Any], message: str
+) -> None:
+    with rig(tmp_path) as r:
+        with pytest.raises(ControlError, match=message) as info:
+            r.ctl.add_credential(RP_ID, **args)
+        assert "\n" not in str(info.value) and "BEGIN" not in str(info.value)
+        assert r.ctl.credentials() == []
+
+
+def test_encrypted_pem_is_refused_and_key_material_never_echoed(tmp_path: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    encrypted = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    ).decode()
+    with rig(tmp_path) as r:
+        with pytest.raises(ControlError, match="unencrypted"):
+            r.ctl.add_credential(RP_ID, user_id=b"u", private_key_pem=encrypted)
+        cred = r.ctl.add_credential(RP_ID, user_id=b"u", private_key_pem=pem_of(private))
+        secret = private.private_numbers().private_value.to_bytes(32, "big")
+        everything = json.dumps([cred, r.ctl.credentials(public_key=True), r.ctl.info()])
+        assert b64url(secret) not in everything and secret.hex() not in everything
+
+
+def test_remove_by_unique_prefix(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        creds = [r.ctl.add_credential(RP_ID, user_id=bytes([i])) for i in range(1, 4)]
+        ids = [c["id"] for c in creds]
+        with pytest.raises(ControlError, match="no discoverable credential"):
+            r.ctl.remove_credential("AAAA" + ids[0])
+        assert r.ctl.remove_credential(ids[1][:20]) == ids[1]
+        assert {c["id"] for c in r.ctl.credentials()} == {ids[0], ids[2]}
+        r.ctl.remove_credential(b64url_decode(ids[0]))
+        # The removed credential is gone for the host too.
+        with pytest.raises(ClientError) as info:
+            public = cose.CoseKey.parse(cbor2.loads(b64url_decode(creds[0]["public_key_cose"])))
+            sign_in(r.client(), [stored(b64url_decode(ids[0]), public)])
+        assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+
+
+# --- presence, behaviours, power-cycle, info ----------------------------------------------------
+
+
+def register(r: Rig, rp: RelyingParty | None = None) -> Any:
+    rp = rp or RelyingParty()
+    options, state = rp.begin_registration(*random_user(), user_verification="discouraged")
+    response = r.client().make_credential(options.public_key)
+    rp.complete_registration(state, response, challenge_of(options))
+    return response
+
+
+def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
+    with rig(tmp_path, mode="manual") as r:
+        assert r.ctl.presence() == {
+            "mode": "manual",
+            "modes": ["auto", "deny", "deny-uv", "manual", "notify"],
+            "initial": "manual",
+        }
+        r.ctl.set_presence("deny")
+        with pytest.raises(ClientError) as info:
+            register(r)
+        assert isinstance(info.value.cause, CtapError)
+        assert info.value.cause.code == CtapError.ERR.OPERATION_DENIED
+        r.ctl.set_presence("auto")
+        register(r)  # nobody approves: auto does
+        r.ctl.set_presence("manual")
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(register(r)))
+        thread.start()
+        with KeyController(r.socket) as other:
+            request = other.approve(wait=30)
+        thread.join(30)
+        assert done and request["kind"] == "register"
+        with pytest.raises(ControlError, match="presence mode must be one of"):
+            r.ctl.set_presence("prompt")
+        assert r.ctl.presence()["mode"] == "manual"
+
+
+def test_behaviours_through_the_socket(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        rp = RelyingParty()
+        register(r, rp)
+        assert r.ctl.behaviours() == {}
+        assert r.ctl.set_behaviour("counter-jump", 100) == {"counter-jump": 100}
+        options, _ = rp.begin_authentication(user_verification="discouraged")
+        response = r.client().get_assertion(options.public_key).get_response(0)
+        assert response.response.authenticator_data.counter == 100
+        assert r.ctl.set_behaviour("zero-counter") == {"zero-counter": None, "counter-jump": 100}
+        catalogue = {b["name"]: b for b in r.ctl.behaviour_catalogue()}
+        assert catalogue["zero-counter"]["enabled"] and not catalogue["omit-user"]["enabled"]
+        assert catalogue["attestation"]["choices"] == ["untrusted", "expired", "none"]
+        assert r.ctl.clear_behaviour("zero-counter") == {"counter-jump": 100}
+        with pytest.raises(ControlError, match="unknown behaviour"):
+            r.ctl.set_behaviour("nope")
+        with pytest.raises(ControlError, match="built-in UV"):
+            r.ctl.set_behaviour("uv-fail")
+        with pytest.raises(ControlError, match="between 1"):
+            r.ctl.set_behaviour("counter-jump", 0)
+        assert r.ctl.clear_behaviour() == {}
+        assert r.ctl.call("behaviours", name="omit-user", value=True)["active"] == {
+            "omit-user": None
+        }
+        assert r.ctl.call("behaviours", name="omit-user", value=False)["active"] == {}
+        root = x509.load_pem_x509_certificate(r.ctl.misbehaviour_root_pem().encode())
+        assert root.public_bytes(serialization.Encoding.DER) == misbehaviour_root()
+
+
+def test_power_cycle_forgets_runtime_state(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        ClientPin(Ctap2(r.hid)).set_pin("123456")
+        for _ in range(3):
+            with pytest.raises(CtapError):
+                ClientPin(Ctap2(r.hid)).get_pin_token("654321")
+        with pytest.raises(CtapError) as info:
+            ClientPin(Ctap2(r.hid)).get_pin_token("123456")
+        assert info.value.code == CtapError.ERR.PIN_AUTH_BLOCKED  # until power-cycled
+        r.ctl.power_cycle()
+        assert ClientPin(Ctap2(r.hid)).get_pin_token("123456")
+
+
+def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        info = r.ctl.info()
+        assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert info["aaguid"] == r.store.identity().aaguid.hex()
+        r.ctl.set_behaviour("versions", "FIDO_2_0")
+        assert r.ctl.info()["versions"] == ["FIDO_2_0"]
+        r.ctl.set_behaviour("versions", "U2F_V2")
+        with pytest.raises(ControlError, match="0x01"):
+            r.ctl.info()
+
+
+# --- end to end: `vfido run` and `vfido ctl` subprocesses ---------------------------------------
+
+
+def ctl(socket: Path, *args: str) -> Any:
+    result = vfido(["ctl", "--socket", str(socket), *args], passphrase=None)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
+    socket = tmp_path / "ctl" / "k.sock"
+    key_file = tmp_path / "alice.pem"
+    private = ec.generate_private_key(ec.SECP256R1())
+    key_file.write_text(pem_of(private))
+    with udp_service(
+        [
+            "--ephemeral",
+            "--presence",
+            "manual",
+            "--control-socket",
+            str(socket),
+            "--behaviour",
+            "counter-jump=10",
+        ],
+        passphrase=None,
+    ) as service:
+        st = os.lstat(socket)
+        assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+        status = json.loads(ctl(socket, "status"))
+        assert status["behaviours"] == {"counter-jump": 10} and status["presence"] == "manual"
+        assert "counter-jump: 10" in ctl(socket, "behaviour", "list")
+        cred = json.loads(
+            ctl(
+                socket,
+                "credentials",
+                "add",
+                "--rp",
+                RP_ID,
+                "--user-id-text",
+                "alice",
+                "--user-name",
+                "alice",
+                "--key",
+                str(key_file),
+                "--json",
+            )
+        )
+        listing = ctl(socket, "credentials", "list")
+        assert "alice" in listing and RP_ID in listing
+        # A host signs in over UDP; `vfido ctl approve` answers the touch.
+        device = open_udp_device(service.port, service.peer_port, timeout=30)
+        try:
+            public = cose.ES256.from_cryptography_key(private.public_key())
+            credential = stored(b64url_decode(cred["id"]), public)
+            client = Fido2Client(device, DefaultClientDataCollector(ORIGIN), UserInteraction())
+            answers: list[str] = []
+            approver = threading.Thread(
+                target=lambda: answers.append(ctl(socket, "approve", "--wait", "30"))
+            )
+            approver.start()
+            server, state, response, _ = sign_in(client, [credential])
+            approver.join(30)
+            assert answers and answers[0].startswith("approved request")
+            server.authenticate_complete(state, [credential], response)
+            assert response.response.authenticator_data.counter == 10
+            ctl(socket, "presence", "auto")
+            ctl(socket, "behaviour", "set", "wrong-signature")
+            server, state, response, _ = sign_in(client, [credential])
+            with pytest.raises(ValueError, match="Invalid signature"):
+                server.authenticate_complete(state, [credential], response)
+            assert "no behaviours active" in ctl(socket, "behaviour", "clear")
+            ctl(socket, "power-cycle")
+            with pytest.raises(ClientError) as info:  # unplugged: the channel is gone
+                sign_in(client, [credential])
+            assert isinstance(info.value.cause, CtapError)
+            assert info.value.cause.code == CtapError.ERR.INVALID_CHANNEL
+            device.close()
+            device = open_udp_device(service.port, service.peer_port, timeout=30)
+            client = Fido2Client(device, DefaultClientDataCollector(ORIGIN), UserInteraction())
+            server, state, response, _ = sign_in(client, [credential])
+            server.authenticate_complete(state, [credential], response)
+            # 10, then 20 (the wrong-signature one, still jumping), then +1: jumps cleared
+            assert response.response.authenticator_data.counter == 21
+            assert "removed" in ctl(socket, "credentials", "remove", cred["id"][:16])
+            with pytest.raises(ClientError):
+                sign_in(client, None)  # the discoverable credential is gone
+        finally:
+            device.close()
+        bad = vfido(
+            ["ctl", "--socket", str(socket), "behaviour", "set", "counter-jump=lots"],
+            passphrase=None,
+        )
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+        assert "integer" in bad.stderr
+
+
+def test_vfido_run_refuses_unknown_behaviours() -> None:
+    result = vfido(["run", "--ephemeral", "--behaviour", "telepathy"], passphrase=None)
+    assert result.returncode == 1
+    assert "unknown behaviour 'telepathy'" in result.stderr
+    result = vfido(["run", "--ephemeral", "--behaviour", "uv-fail"], passphrase=None)
+    assert result.returncode == 1 and "--uv" in result.stderr
