@@ -489,3 +489,21 @@ def test_vfido_run_refuses_unknown_behaviours() -> None:
     assert "unknown behaviour 'telepathy'" in result.stderr
     result = vfido(["run", "--ephemeral", "--behaviour", "uv-fail"], passphrase=None)
     assert result.returncode == 1 and "--uv" in result.stderr
+
+
+def test_vfido_ctl_log_reads_the_trace_of_a_running_key(tmp_path: Path) -> None:
+    socket = tmp_path / "ctl" / "k.sock"
+    trace = tmp_path / "trace.jsonl"
+    with udp_service(
+        ["--ephemeral", "--control-socket", str(socket), "--trace", str(trace)], passphrase=None
+    ) as service:
+        before = json.loads(ctl(socket, "log", "--json"))
+        device = open_udp_device(service.port, service.peer_port, timeout=30)
+        try:
+            Ctap2(device)  # getInfo
+        finally:
+            device.close()
+        answer = json.loads(ctl(socket, "log", "--json", "--since", str(before["last"])))
+        assert answer["records"] and answer["last"] > before["last"]
+        lines = ctl(socket, "log", "--limit", "3").splitlines()
+        assert 1 <= len(lines) <= 3 and all(json.loads(line) for line in lines)

@@ -83,7 +83,10 @@ Commands
     (``versions``, ``aaguid`` in hex, ``options``...). Error: the key (as scripted) answers
     getInfo with an error.
 
-``log`` (added by :mod:`vfido.trace` when the key records a trace) -> ``{"entries": [...]}``
+``log`` ``{"limit"?: int, "since"?: seq}`` -> ``{"records": [...], "last": seq}``
+    Only on a key run with ``--trace`` (registered by :func:`vfido.trace.add_trace_commands`,
+    which documents it): the most recent requests, responses and CTAPHID control packets,
+    secrets redacted. Poll with ``since`` = the previous ``last``.
 
 Adding commands: ``server.register(NAME, handler)`` where ``handler(args: dict) -> dict``
 runs on a control connection's thread; it raises :class:`vfido.control.CommandError` for an

@@ -25,7 +25,7 @@ Shell::
     vfido ctl presence [MODE] [--delay S]
     vfido ctl behaviour list | set NAME[=VALUE] | clear [NAME]
     vfido ctl power-cycle
-    vfido ctl log [--limit N] [--json]
+    vfido ctl log [--limit N] [--since SEQ] [--json]
     vfido ctl call COMMAND [JSON-ARGS]
 
 The protocol itself (every command, argument, answer and error) is documented in
@@ -209,8 +209,15 @@ class KeyController:
 
     # -- trace -----------------------------------------------------------------------------
 
-    def log(self, **args: Any) -> dict[str, Any]:
-        """The transaction log (only when the key records a trace: ``vfido run --trace``)."""
+    def log(self, limit: int | None = None, since: int | None = None) -> dict[str, Any]:
+        """The transaction log, ``{"records": [...], "last": seq}`` (only when the key
+        records a trace: ``vfido run --trace``; see :mod:`vfido.trace`). Poll with
+        ``since`` = the previous ``last``."""
+        args: dict[str, Any] = {}
+        if limit is not None:
+            args["limit"] = limit
+        if since is not None:
+            args["since"] = since
         return self.call("log", **args)
 
 
@@ -384,11 +391,8 @@ def _cmd_power_cycle(args: argparse.Namespace) -> int:
 
 def _cmd_log(args: argparse.Namespace) -> int:
     with _controller(args) as key:
-        extra: dict[str, Any] = {}
-        if args.limit is not None:
-            extra["limit"] = args.limit
-        answer = key.log(**extra)
-    entries = answer.get("entries")
+        answer = key.log(args.limit, args.since)
+    entries = answer.get("records")
     if args.json or not isinstance(entries, list):
         _print_json(answer)
     else:
@@ -492,7 +496,8 @@ def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], No
     q.set_defaults(func=_run(_cmd_power_cycle))
 
     q = csub.add_parser("log", help="the transaction log (a key run with --trace)")
-    q.add_argument("--limit", type=int)
+    q.add_argument("--limit", type=int, help="at most this many records (default: 100)")
+    q.add_argument("--since", type=int, help="only records after this sequence number")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_run(_cmd_log))
 
