@@ -16,6 +16,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +36,18 @@ HEADLESS_FLAGS = (
     "--disable-sync",
     "--disable-extensions",
 )
+
+
+_TRAMPOLINE = """
+import fcntl, os, sys
+read_end, write_end = int(sys.argv[1]), int(sys.argv[2])
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (read_end, write_end)]
+for fd in (read_end, write_end):
+    os.close(fd)
+os.dup2(high[0], 3)
+os.dup2(high[1], 4)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
 class CdpError(RuntimeError):
@@ -59,13 +72,16 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="vfido-chromium-")
         to_browser_r, to_browser_w = os.pipe()
         from_browser_r, from_browser_w = os.pipe()
-        # The shell puts our pipe ends on descriptors 3 and 4, then becomes Chromium.
-        script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
-        script += f" {to_browser_r}<&- {from_browser_w}>&-"
+        # A tiny Python trampoline puts our pipe ends on descriptors 3 and 4, then becomes
+        # Chromium (a shell cannot: dash only redirects descriptors 0-9).
         argv = [
-            "sh",
+            sys.executable,
+            "-I",
+            "-S",
             "-c",
-            script,
+            _TRAMPOLINE,
+            str(to_browser_r),
+            str(from_browser_w),
             executable,
             *HEADLESS_FLAGS,
             "--remote-debugging-pipe",
