@@ -198,6 +198,12 @@ def _key_order(encoded: bytes) -> tuple[int, int, bytes]:
 
 
 def _encode_map(value: Mapping[Any, Any]) -> bytes:
+    if all(type(k) is int and 0 <= k < 24 for k in value):
+        # Every CTAP response map: one-byte keys, whose canonical order is numeric.
+        heads = _SMALL_HEADS[_UINT]
+        return _head(_MAP, len(value)) + b"".join(
+            [heads[k] + encode(value[k]) for k in sorted(value)]
+        )
     items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_item_order)
     for (a, _), (b, _) in itertools.pairwise(items):
         if a == b:

@@ -601,6 +601,40 @@ def test_counters_monotonic_and_persisted(ks_dir: Path) -> None:
         assert t.get_counter(cid) == 16
 
 
+def test_key_material_is_zeroed_on_close(ks_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passphrase-derived key is zeroed right after use; the master key and the
+    subkeys when the store closes (SECURITY.md: what cannot be zeroed)."""
+    create(ks_dir).close()
+    derived: list[bytearray] = []
+    real_derive = kdf.derive_key
+
+    def spy(passphrase: str, params: kdf.KdfParams) -> bytearray:
+        key = real_derive(passphrase, params)
+        derived.append(key)
+        return key
+
+    monkeypatch.setattr(kdf, "derive_key", spy)
+    store = SqliteKeyStore.open(ks_dir, PASS)
+    (kek,) = derived
+    assert len(kek) == 32 and not any(kek)  # zeroed as soon as the master key unwrapped
+    secrets = [
+        store._master_key,
+        store._keys.record_key,
+        store._keys.index_key,
+        store._keys.counter_key,
+    ]
+    assert all(isinstance(k, bytearray) and len(k) == 32 and any(k) for k in secrets)
+    store.increment_counter(b"cred")
+    store.close()
+    assert not any(any(k) for k in secrets)
+    with SqliteKeyStore.open(ks_dir, PASS) as again:  # the file is unharmed
+        assert again.get_counter(b"cred") == 1
+    # A wrong passphrase: the derived key is zeroed too.
+    with pytest.raises(WrongPassphrase):
+        SqliteKeyStore.open(ks_dir, "wrong")
+    assert not any(derived[-1])
+
+
 def test_increment_writes_one_row(store: SqliteKeyStore) -> None:
     for i in range(20):
         store.put_credential(make_record(user_id=bytes([i])))
