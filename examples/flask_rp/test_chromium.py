@@ -78,7 +78,8 @@ def test_chromium_registers_and_signs_in_with_the_key(
         tail = log_path.read_text(errors="replace")[-3000:]
         pytest.fail(f"{exc}\nkey: {vfido_hid_key.hidraw_path}\nchromium log:\n{tail}")
     assert registered["status"] == "ok"
-    assert signed_in == {"status": "ok", "username": "alice", "sign_count": 1}
+    assert signed_in["status"] == "ok" and signed_in["username"] == "alice"
+    assert signed_in["sign_count"] >= 1
     assert me == {"username": "alice"}
     [credential] = app.config["ACCOUNTS"]["alice"].credentials
     assert credential.public_key[3] == -7  # ES256, the RP's first choice
