@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,7 +437,7 @@ def test_credentials_export_and_delete_over_http(full_key: FullKey) -> None:
         cells = re.sub(r"<[^>]+>", "|", row.group(1))
         assert "zoe" in cells and "EdDSA" in cells and "|41|" in cells
         assert "3 (required: user verification)" in cells and "|yes|" in cells
-        assert '<h3 id="site-shop-example">shop.example' in page
+        assert '<h3 id="site-1">shop.example' in page
 
         status, headers, pem = request(
             dashboard, "GET", base(dashboard) + f"credentials/{added['id']}/public-key.pem"
@@ -556,6 +557,11 @@ def test_redact_hides_secrets_at_any_depth() -> None:
     assert clean["request"]["pinUvAuthParam"] == REDACTED
     assert clean["request"]["keyAgreement"] == {"x": "pub"}
     assert clean["response"]["retries"] == 8
+    # flags and structures under a secret name are looked into, not hidden whole
+    assert redact({"hmac-secret": True}) == {"hmac-secret": True}
+    assert redact({"hmac-secret": {"saltEnc": "zz", "pinUvAuthProtocol": 2}}) == {
+        "hmac-secret": {"saltEnc": REDACTED, "pinUvAuthProtocol": 2}
+    }
     assert redact({"pin": "<redacted 4 bytes>"}) == {"pin": "<redacted 4 bytes>"}
 
 
@@ -622,6 +628,84 @@ def vfido_ui(args: list[str], runtime_dir: Path) -> Iterator[tuple[subprocess.Po
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.slow
+def test_vfido_ui_serves_and_stops_on_sigterm(control: ControlServer, tmp_path: Path) -> None:
+    with vfido_ui(["--socket", str(control.path)], tmp_path) as (process, url):
+        assert url.startswith("http://127.0.0.1:")
+        parsed = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection("127.0.0.1", parsed.port, timeout=30)
+        conn.request("GET", parsed.path)
+        response = conn.getresponse()
+        assert response.status == 200 and b"Request in progress" in response.read()
+        conn.close()
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+
+
+@pytest.mark.slow
+def test_vfido_ui_opens_the_browser_without_the_token_in_its_arguments(
+    control: ControlServer, tmp_path: Path
+) -> None:
+    """Other users see every process's arguments: the browser gets a private file that
+    redirects to the dashboard, not the URL with the token."""
+    record = tmp_path / "browser-args"
+    fake = tmp_path / "fake-browser"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vfido", "ui", "--socket", str(control.path)],
+        env=env(BROWSER=f"{fake} %s", DISPLAY=":99", XDG_RUNTIME_DIR=str(tmp_path)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split(": ", 1)[1].strip()
+        token = url.rstrip("/").rsplit("/", 1)[1]
+        args = wait_until(lambda: record.exists() and record.read_text(), what="the browser")
+        assert token not in args
+        launcher = Path(urllib.parse.urlsplit(args.strip()).path)
+        assert launcher.is_file() and (launcher.stat().st_mode & 0o777) == 0o600
+        assert url in launcher.read_text()
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+        assert not launcher.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=20)
+
+
+@pytest.mark.slow
+def test_vfido_ui_port_in_use_is_one_line(control: ControlServer, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vfido",
+                "ui",
+                "--no-open",
+                "--socket",
+                str(control.path),
+                "--port",
+                str(port),
+            ],
+            env=env(XDG_RUNTIME_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 @pytest.mark.slow

@@ -36,6 +36,8 @@ import logging
 import os
 import re
 import secrets
+import signal
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -190,14 +192,17 @@ class KeyLink:
         raise AssertionError("unreachable")
 
     def commands(self, max_age: float = 2.0) -> frozenset[str]:
-        """The commands the key offers (cached for ``max_age`` seconds)."""
+        """The commands the key offers (cached for ``max_age`` seconds). Raises
+        ControlError when the key does not answer (NotRunningError when it is gone)."""
         with self._lock:
             if time.monotonic() - self._commands_at < max_age:
                 return self._commands
         try:
             names = self.call("commands").get("commands", [])
             found = frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
-        except ControlError:
+        except ControlError as exc:
+            if not _is_refusal(exc):
+                raise
             found = frozenset()
         with self._lock:
             self._commands, self._commands_at = found, time.monotonic()
@@ -265,8 +270,14 @@ def redact(value: Any, depth: int = 0) -> Any:
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key).lower().replace(" ", "")
-            if name in SECRET_FIELDS and item not in (None, "", REDACTED):
-                out[str(key)] = item if _already_redacted(item) else REDACTED
+            secret = name in SECRET_FIELDS
+            if (
+                secret
+                and isinstance(item, str | bytes | int | float)
+                and not isinstance(item, bool)
+            ):
+                # a value (not a structure to look into, not a flag): hidden
+                out[str(key)] = item if _already_redacted(item) or item == "" else REDACTED
             else:
                 out[str(key)] = redact(item, depth + 1)
         return out
@@ -372,9 +383,9 @@ class Renderer:
             by_site.setdefault(cred["rp_id"], []).append(cred)
         can_delete = "credentials-remove" in self.link.commands()
         parts = [f'<div data-credential-count="{len(credentials)}">']
-        for site in sorted(by_site):
+        for number, site in enumerate(sorted(by_site), 1):
             creds = by_site[site]
-            heading = f"site-{_attr_id(site)}"
+            heading = f"site-{number}"
             parts.append(
                 f'<section class="site" aria-labelledby="{heading}">'
                 f'<h3 id="{heading}">{esc(site)} <span class="count">'
@@ -1025,6 +1036,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._send_text(HTTPStatus.NOT_FOUND, "not found")
 
     def do_POST(self) -> None:
+        # A refused POST leaves its body unread: never reuse the connection after one.
+        self.close_connection = True
         route = self._route()
         if route is None:
             return
@@ -1131,6 +1144,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.send_response(status)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
@@ -1297,23 +1312,70 @@ POST_ROUTES: dict[str, Callable[[DashboardServer, Mapping[str, str]], str]] = {
 
 
 def serve(
-    path: Path, port: int = 0, *, open_browser: bool = True, ready: Callable[[str], None] = print
+    path: Path,
+    port: int = 0,
+    *,
+    open_browser: bool = True,
+    ready: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Serve the dashboard for the key at control socket ``path`` until interrupted."""
+    """Serve the dashboard for the key at control socket ``path`` until interrupted
+    (SIGINT, SIGTERM) or ``stop`` is set."""
     link = KeyLink(path)
     link.call("status")  # fail now, in one line, if the key is not there
     try:
         server = DashboardServer(link, port)
     except OSError as exc:
         raise UiError(f"cannot listen on {HOST}:{port}: {exc.strerror}") from None
-    with server:
-        server.start()
-        ready(server.url)
-        if open_browser and _has_display():
-            with contextlib.suppress(webbrowser.Error):
-                webbrowser.open(server.url)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+    stop = stop or threading.Event()
+    restore = _stop_on_signals(stop)
+    launcher: Path | None = None
+    try:
+        with server:
+            server.start()
+            ready(server.url)
+            if open_browser and _has_display():
+                launcher = _launcher_file(server)
+                with contextlib.suppress(webbrowser.Error):
+                    webbrowser.open(launcher.as_uri())
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    finally:
+        restore()
+        if launcher is not None:
+            with contextlib.suppress(OSError):
+                launcher.unlink()
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT / SIGTERM set ``stop`` (main thread only); returns what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _launcher_file(server: DashboardServer) -> Path:
+    """A private (0600, random name) page that sends the browser on to the dashboard: the
+    browser is started with this file's name, so the token never shows in the process list."""
+    page = (
+        '<!doctype html><html lang="en"><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="0;url={esc(server.url)}">'
+        f'<title>vfido ui</title><p><a href="{esc(server.url)}">Open the vfido dashboard</a></p>'
+    )
+    fd, name = tempfile.mkstemp(prefix="vfido-ui-", suffix=".html")  # mode 0600
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(page)
+    return Path(name)
 
 
 def _has_display() -> bool:
