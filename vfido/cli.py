@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, backup, ctl, pin_cli, trace, ui
+from vfido import __version__, backup, ctl, metadata, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -563,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.register(sub, _add_keystore_args)
     trace.register(sub)
     backup.register(sub, _add_keystore_args)
+    metadata.register(sub, _add_keystore_args)
     ctl.register(sub, _add_keystore_args)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
