@@ -594,6 +594,7 @@ def run_browser(
     start_timeout: float = 90.0,
     attempts: int = 2,
     query: str = "",
+    key_args: list[str] | None = None,
 ) -> str:
     require_vfido()
     bring_up_loopback()
@@ -604,7 +605,7 @@ def run_browser(
     # `uv` in getInfo they verify through the key instead of showing a PIN dialog.
     # A browser sends each request to every security key it sees: only this one may exist.
     stop_shared_key()
-    keys = vfido_key(f"vfido-vm-{name}", ["--uv"])
+    keys = vfido_key(f"vfido-vm-{name}", ["--uv", *(key_args or [])])
     with keys as key:
         data["hidraw"] = key.hidraw
         log_path = OUT / f"{name}.log"
@@ -739,22 +740,65 @@ def firefox_webauthn(data: dict[str, Any]) -> str:
 # algorithm it does not know cannot cost the main browser checks their page timeout.
 
 
+def ctap_summary(trace_path: Path) -> list[dict[str, Any]]:
+    """What the browser asked the key and what it answered, from a `vfido run --trace` file:
+    per CTAP response, the request's algorithms, the status, the size and how long its
+    reports took to go out (first to last packet, pacing included)."""
+    if not trace_path.exists():
+        return []
+    events = [json.loads(line) for line in trace_path.read_text().splitlines() if line.strip()]
+    summary: list[dict[str, Any]] = []
+    for i, event in enumerate(events):
+        if event.get("type") != "response" or event.get("proto") != "CBOR":
+            continue
+        out: list[float] = []
+        for later in events[i + 1 :]:
+            if later.get("type") != "packet" or later.get("dir") != "out":
+                break
+            if later.get("cmd") != "KEEPALIVE":
+                out.append(later["t"])
+        params = event.get("params") or {}
+        summary.append(
+            {
+                "command": event.get("command"),
+                "algs": [p.get("alg") for p in params.get("pubKeyCredParams", [])],
+                "status": event.get("status"),
+                "bytes": event.get("bytes"),
+                "seconds": event.get("duration"),
+                "reports": len(out),
+                "send_ms": round((out[-1] - out[0]) * 1000, 1) if len(out) > 1 else 0.0,
+            }
+        )
+    return summary
+
+
+def run_mldsa_browser(
+    data: dict[str, Any], name: str, argv_for: Callable[[str], list[str]], **kw: Any
+) -> str:
+    trace_path = OUT / f"trace-{name}.jsonl"
+    try:
+        return run_browser(
+            data, name, argv_for, query="&mode=mldsa", key_args=["--trace", str(trace_path)], **kw
+        )
+    finally:
+        data["ctap"] = ctap_summary(trace_path)
+
+
 @check("chromium_mldsa")
 def chromium_mldsa(data: dict[str, Any]) -> str:
-    return run_browser(data, "chromium-mldsa", chromium_argv, query="&mode=mldsa")
+    return run_mldsa_browser(data, "chromium-mldsa", chromium_argv)
 
 
 @check("firefox_mldsa")
 def firefox_mldsa(data: dict[str, Any]) -> str:
-    return run_browser(
+    return run_mldsa_browser(
         data,
         "firefox-mldsa",
         firefox_argv,
-        FIREFOX_SANDBOX_OFF,
+        extra_env=FIREFOX_SANDBOX_OFF,
         page_timeout=150,
         start_timeout=200,
         attempts=1,
-        query="&mode=mldsa",
     )
 
 
