@@ -1,0 +1,181 @@
+"""`vfido metadata` (vfido.metadata): the statement parses as MDS3, describes the key's real
+getInfo, and a relying party that trusts only what the statement says verifies this key's
+attestation (python-fido2's MdsAttestationVerifier, py_webauthn with the statement's root)
+and refuses another keystore's."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webauthn
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from fido2.attestation import UntrustedAttestation
+from fido2.mds3 import MdsAttestationVerifier, MetadataBlobPayload, MetadataStatement
+from fido2.server import Fido2Server
+from fido2.webauthn import (
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
+    UserVerificationRequirement,
+)
+from service_helpers import vfido
+from webauthn.helpers.exceptions import InvalidRegistrationResponse
+from webauthn.helpers.structs import AttestationFormat
+
+from authenticator.config import Config
+from keystore import kdf
+from keystore.sqlite_store import SqliteKeyStore
+from tests.rp import ORIGIN, RP_ID, challenge_of
+from tests.vkey import Key, running_key
+from vfido.backup import make_backup_eligible
+from vfido.metadata import get_info, metadata_statement
+
+
+@pytest.fixture(scope="module")
+def key() -> Iterator[Key]:
+    with running_key() as k:
+        yield k
+
+
+def blob_with(statement: dict[str, Any]) -> MetadataBlobPayload:
+    """A local MDS BLOB payload holding one entry: this statement."""
+    return MetadataBlobPayload.from_dict(
+        {
+            "legalHeader": "local",
+            "no": 1,
+            "nextUpdate": "2099-01-01",
+            "entries": [
+                {
+                    "aaguid": statement["aaguid"],
+                    "metadataStatement": statement,
+                    "statusReports": [{"status": "NOT_FIDO_CERTIFIED"}],
+                    "timeOfLastStatusChange": "2026-01-01",
+                }
+            ],
+        }
+    )
+
+
+def register(key: Key, server: Fido2Server) -> tuple[Any, Any, Any]:
+    options, state = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"user-1", name="alice", display_name="Alice"),
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = key.client().make_credential(options.public_key)
+    return options, state, response
+
+
+def server_trusting(statement: dict[str, Any]) -> Fido2Server:
+    return Fido2Server(
+        PublicKeyCredentialRpEntity(name="Example", id=RP_ID),
+        attestation="direct",
+        verify_attestation=MdsAttestationVerifier(blob_with(statement)),
+    )
+
+
+def pem_roots(statement: dict[str, Any]) -> dict[AttestationFormat, list[bytes]]:
+    roots = [
+        x509.load_der_x509_certificate(base64.b64decode(c)).public_bytes(serialization.Encoding.PEM)
+        for c in statement["attestationRootCertificates"]
+    ]
+    return {AttestationFormat.PACKED: roots}
+
+
+def test_statement_is_mds3_and_describes_the_key(key: Key) -> None:
+    statement = metadata_statement(key.store)
+    parsed = MetadataStatement.from_dict(statement)
+    identity = key.store.identity()
+    assert parsed.aaguid is not None and bytes(parsed.aaguid) == identity.aaguid
+    assert parsed.schema == 3 and parsed.protocol_family == "fido2"
+    assert list(parsed.attestation_root_certificates) == [identity.attestation_chain[-1]]
+    assert parsed.attestation_types == ["basic_full"]
+    assert parsed.key_protection == ["software"] and parsed.matcher_protection == ["software"]
+    assert parsed.attachment_hint == ["external", "wired"]
+    assert [(v.major, v.minor) for v in parsed.upv] == [(1, 1), (1, 0)]
+    assert parsed.multi_device_credential_support == "unsupported"
+    info = get_info(key.store, Config())
+    got = statement["authenticatorGetInfo"]
+    assert got["aaguid"] == identity.aaguid.hex()
+    assert got["versions"] == info[1] and got["extensions"] == info[2]
+    assert got["algorithms"] == info[10] and got["options"] == info[4]
+    assert "remainingDiscoverableCredentials" not in got
+    assert {e.id for e in parsed.supported_extensions or []} == set(info[2])
+    names = {
+        -7: "secp256r1_ecdsa_sha256_raw",
+        -8: "ed25519_eddsa_sha512_raw",
+        -257: "rsassa_pkcsv15_sha256_raw",
+    }
+    algs = [a["alg"] for a in info[10]]
+    for alg, name in names.items():
+        assert (name in (parsed.authentication_algorithms or [])) == (alg in algs)
+    methods = [[m.user_verification_method for m in c] for c in parsed.user_verification_details]
+    assert ["passcode_external", "presence_internal"] in methods
+    json.dumps(statement)  # plain JSON
+
+
+def test_attestation_verifies_against_the_statement_root(key: Key) -> None:
+    statement = metadata_statement(key.store)
+    server = server_trusting(statement)
+    options, state, response = register(key, server)
+    auth_data = server.register_complete(state, response)
+    assert auth_data.credential_data is not None
+    assert bytes(auth_data.credential_data.aaguid) == key.store.identity().aaguid
+    verified = webauthn.verify_registration_response(
+        credential=json.dumps(dict(response)),
+        expected_challenge=challenge_of(options),
+        expected_rp_id=RP_ID,
+        expected_origin=ORIGIN,
+        pem_root_certs_bytes_by_fmt=pem_roots(statement),
+    )
+    assert verified.fmt == AttestationFormat.PACKED
+    assert verified.aaguid == str(statement["aaguid"])
+
+
+def test_another_keystores_statement_does_not_trust_this_key(key: Key) -> None:
+    """Same AAGUID, other root: the attestation must not verify (so the test above can fail)."""
+    with SqliteKeyStore.ephemeral(aaguid=key.store.identity().aaguid) as other:
+        statement = metadata_statement(other)
+    server = server_trusting(statement)
+    options, state, response = register(key, server)
+    with pytest.raises(UntrustedAttestation):
+        server.register_complete(state, response)
+    with pytest.raises(InvalidRegistrationResponse):
+        webauthn.verify_registration_response(
+            credential=json.dumps(dict(response)),
+            expected_challenge=challenge_of(options),
+            expected_rp_id=RP_ID,
+            expected_origin=ORIGIN,
+            pem_root_certs_bytes_by_fmt=pem_roots(statement),
+        )
+
+
+def test_backup_eligible_keystore_says_explicit(tmp_path: Path) -> None:
+    with SqliteKeyStore.create(
+        tmp_path / "ks", "pass", kdf_params=kdf.insecure_test_params()
+    ) as store:
+        make_backup_eligible(store)
+        assert metadata_statement(store)["multiDeviceCredentialSupport"] == "explicit"
+        assert metadata_statement(store, Config(attestation="self"))["attestationTypes"] == [
+            "basic_surrogate"
+        ]
+
+
+def test_cli_prints_the_statement(tmp_path: Path) -> None:
+    directory = tmp_path / "ks"
+    assert vfido(["init", "--keystore", str(directory)]).returncode == 0
+    result = vfido(["metadata", "--keystore", str(directory)])
+    assert result.returncode == 0, result.stderr
+    statement = json.loads(result.stdout)
+    with SqliteKeyStore.open(directory, "correct horse battery staple") as store:
+        identity = store.identity()
+    assert statement["aaguid"].replace("-", "") == identity.aaguid.hex()
+    assert (
+        base64.b64decode(statement["attestationRootCertificates"][0])
+        == (identity.attestation_chain[-1])
+    )
+    assert MetadataStatement.from_dict(statement).description.startswith("vfido")
