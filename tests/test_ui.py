@@ -789,6 +789,35 @@ def _trace_supported() -> bool:
     return True
 
 
+#: Basic accessibility checks on the live DOM: labelled controls, named buttons and links,
+#: unique ids, a language, headings that do not skip a level.
+A11Y_PROBLEMS = """(() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push('no lang on <html>');
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+    const named = el.labels.length || el.getAttribute('aria-label')
+      || el.getAttribute('aria-labelledby');
+    if (!named) problems.push('unlabelled ' + el.outerHTML.slice(0, 80));
+  }
+  for (const el of document.querySelectorAll('button, a[href]')) {
+    if (!(el.textContent.trim() || el.getAttribute('aria-label')))
+      problems.push('nameless ' + el.outerHTML.slice(0, 80));
+  }
+  const ids = new Set();
+  for (const el of document.querySelectorAll('[id]')) {
+    if (ids.has(el.id)) problems.push('duplicate id ' + el.id);
+    ids.add(el.id);
+  }
+  let level = 0;
+  for (const h of document.querySelectorAll('h1, h2, h3, h4, h5, h6')) {
+    const n = Number(h.tagName[1]);
+    if (n > level + 1) problems.push('heading skips to ' + h.tagName + ': ' + h.textContent);
+    level = n;
+  }
+  return problems;
+})()"""
+
+
 def _text(page: cdp_helpers.Page, section: str) -> str:
     text: str = page.evaluate(f"document.getElementById('section-{section}').innerText")
     return text
@@ -828,6 +857,10 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert "example.com" in shown and "register" in shown.lower() and "alice" in shown
         assert page.evaluate("document.title").startswith("(1) ")
         page.wait_for("/s left/.test(document.querySelector('.countdown').textContent)")
+        assert "Request waiting: Register" in page.evaluate(
+            "document.getElementById('announcer').textContent"
+        )
+        assert page.evaluate(A11Y_PROBLEMS) == []
         page.screenshot(artifacts / "ui-pending-request.png")
         page.click("[data-pending-id] button.allow")
         credential_id = registering.outcome()
@@ -916,6 +949,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert browser.dialogs and "alice" in browser.dialogs[-1]
         remaining = [c["id"] for c in link.call("credentials")["credentials"]]
         assert remaining == [_b64url(carol_id)]
+        assert page.evaluate(A11Y_PROBLEMS) == []
         page.screenshot(artifacts / "ui-after.png")
         link.close()
     print(f"dashboard screenshots in {artifacts}")

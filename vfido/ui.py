@@ -712,7 +712,7 @@ def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) ->
     for title, body in (("Request", clean.get("params")), ("Response", clean.get("result"))):
         if body not in (None, {}):
             text = json.dumps(body, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-            details.append(f"<h4>{esc(title)}</h4><pre>{esc(text)}</pre>")
+            details.append(f'<p class="detail-title">{esc(title)}</p><pre>{esc(text)}</pre>')
     tx = clean.get("tx", "")
     key = f"tx-{_attr_id(str(tx))}"
     body_html = (
