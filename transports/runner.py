@@ -136,7 +136,10 @@ class HidRunner:
         self._current: HidTransaction | None = None
         self._next_keepalive = 0.0
         self._ticker_due: float | None = None  # when the ticker wakes up next (None: on demand)
-        self._requests: queue.Queue[tuple[Request, HidTransaction] | None] = queue.Queue()
+        # SimpleQueue: a C queue, cheaper per hand-off than queue.Queue (no task tracking).
+        self._requests: queue.SimpleQueue[tuple[Request, HidTransaction] | None] = (
+            queue.SimpleQueue()
+        )
         self._worker = threading.Thread(target=self._work, name="ctaphid-worker", daemon=True)
         self._ticker = threading.Thread(target=self._tick, name="ctaphid-ticker", daemon=True)
         self._worker.start()
