@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fido2.cose import ES256
+from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CtapHidDevice
@@ -349,3 +350,33 @@ def test_vfido_run_trace_and_control_log(tmp_path: Path) -> None:
         r["summary"] for r in records if r["type"] == "response"
     ]
     assert "makeCredential rp=example.com user=bob alg=[-7] -> OK" in in_file[1]["summary"]
+
+
+def test_ctap1_messages_are_traced(tmp_path: Path) -> None:
+    path = tmp_path / "u2f.jsonl"
+    recorder = TraceRecorder(path)
+    with SqliteKeyStore.ephemeral() as store:
+        key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
+        key.runner.packet_observer = recorder.packet
+        device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
+        try:
+            ctap1 = Ctap1(device)
+            challenge, app = hashlib.sha256(b"c").digest(), hashlib.sha256(b"app").digest()
+            registration = ctap1.register(challenge, app)
+            signature = ctap1.authenticate(challenge, app, registration.key_handle)
+            with pytest.raises(ApduError):
+                ctap1.authenticate(challenge, hashlib.sha256(b"other").digest(), b"\x00" * 64)
+        finally:
+            device.close()
+            recorder.close()
+    records = _records(path)
+    register = _response(records, "REGISTER")
+    assert register["proto"] == "MSG" and register["status"] == "NO_ERROR"
+    assert register["params"]["application"] == f"h'{app.hex()}'"
+    assert register["result"]["keyHandle"] == f"h'{registration.key_handle.hex()}'"
+    ok, refused = [r for r in records if r["type"] == "response" and r["command"] == "AUTHENTICATE"]
+    assert ok["result"]["counter"] == signature.counter == 1
+    assert refused["status"] == "WRONG_DATA"
+    lines = list(format_trace(records))
+    assert any(re.search(r" MSG REGISTER app=h'[0-9a-f]{16}\.\.' -> NO_ERROR", ln) for ln in lines)
+    assert any(" MSG AUTHENTICATE " in ln and "-> WRONG_DATA 2 bytes" in ln for ln in lines)

@@ -13,7 +13,8 @@ its relying party.
 File layout (mode 0600)::
 
     MAGIC "VFIDO-BACKUP-1\\n" || header length (4 bytes, big-endian) || header (JSON: format,
-    Argon2id parameters, nonce, AAGUID, time) || AES-256-GCM ciphertext of the CBOR payload
+    Argon2id parameters, nonce, AAGUID, creation time) || AES-256-GCM ciphertext of the CBOR
+    payload
 
 The key is Argon2id (``keystore.kdf``, production parameters) of the bundle's own passphrase;
 the associated data is everything before the ciphertext, so a changed header, a wrong
@@ -192,7 +193,6 @@ def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = 
             "nonce": nonce.hex(),
             "aaguid": bundle.identity.aaguid.hex(),
             "created": bundle.created,
-            "credentials": len(bundle.credentials),
         },
         sort_keys=True,
     ).encode()

@@ -349,11 +349,21 @@ def _bytes(name: str, data: bytes) -> str:
     return f"<{len(data)} bytes>"
 
 
+#: COSE key type parameters by kty (RFC 9053; AKP: draft-ietf-cose-dilithium).
+_COSE_KEY_PARAMS: dict[Any, dict[int, str]] = {
+    1: {-1: "crv", -2: "x"},  # OKP
+    2: {-1: "crv", -2: "x", -3: "y"},  # EC2
+    3: {-1: "n", -2: "e"},  # RSA
+    7: {-1: "pub"},  # AKP (ML-DSA)
+}
+
+
 def _cose_key(value: Any, *, public: bool) -> Any:
     """A COSE_Key: its parameters named; coordinates shown only for credential keys."""
     if not isinstance(value, Mapping):
         return _jsonify("", value)
-    names = {1: "kty", 3: "alg", -1: "crv", -2: "x", -3: "y"}
+    kty = value.get(1)
+    names = {1: "kty", 2: "kid", 3: "alg", **_COSE_KEY_PARAMS.get(kty, {})}
     out: dict[str, Any] = {}
     for k, v in value.items():
         name = names.get(k, str(k)) if isinstance(k, int) else str(k)
