@@ -220,6 +220,14 @@ class Authenticator:
         """The scripted misbehaviour in force; change it at any time."""
         return self._services.behaviours
 
+    def info(self) -> dict[int, Any]:
+        """The authenticatorGetInfo response map as the host would get it now (behaviours
+        included), without waiting for a request in progress (for the control socket).
+        Raises CtapError where the key, as scripted, answers getInfo with an error."""
+        if self._services.behaviours.current().versions == U2F_V2:
+            raise CtapError(CtapStatus.INVALID_COMMAND, "U2F-only (behaviour versions)")
+        return build_info(self._services).to_cbor_map()
+
     # --- CtapHandler ---------------------------------------------------------
 
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:

@@ -387,6 +387,25 @@ def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
             r.ctl.info()
 
 
+def test_control_commands_answer_while_a_request_waits_for_the_user(tmp_path: Path) -> None:
+    with rig(tmp_path, mode="manual") as r:
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda: done.append(register(r)))
+        thread.start()
+        try:
+            assert r.ctl.pending(wait=30)
+            # The authenticator is busy with the request; the control API still answers.
+            quick = KeyController(r.socket, timeout=5)
+            with quick:
+                assert quick.info()["versions"]
+                assert quick.credentials() == []
+                assert quick.set_behaviour("omit-user") == {"omit-user": None}
+        finally:
+            r.ctl.approve()
+            thread.join(30)
+        assert done
+
+
 # --- end to end: `vfido run` and `vfido ctl` subprocesses ---------------------------------------
 
 

@@ -107,7 +107,8 @@ from cryptography.hazmat.primitives import serialization
 from authenticator import behaviours as beh
 from authenticator.cose import ALGORITHM_NAMES, CredentialKey, UnsupportedAlgorithm
 from authenticator.device import Authenticator
-from authenticator.env import NullContext, Presence
+from authenticator.env import Presence
+from authenticator.errors import CtapError
 from authenticator.provisioning import (
     ProvisioningError,
     add_credential,
@@ -420,10 +421,10 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         return {}
 
     def info(args: dict[str, Any]) -> dict[str, Any]:
-        response = device.handle_cbor(b"\x04", NullContext())
-        if response[:1] != b"\x00":
-            raise CommandError(f"getInfo answered CTAP error 0x{response[0]:02x}")
-        decoded = cbor2.loads(response[1:])
+        try:
+            decoded = device.info()
+        except CtapError as exc:
+            raise CommandError(f"getInfo answers CTAP error 0x{exc.status:02x}") from None
         named = {INFO_NAMES.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
         return {"info": named}
 
