@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from authenticator import attestation
+from authenticator.behaviours import Behaviours, attestation_identity, corrupt_signed_data
 from authenticator.config import Config
 from authenticator.cose import ES256, CredentialKey
 from authenticator.credential_source import (
@@ -295,9 +296,12 @@ class Ctap1Handler:
         config: Config,
         *,
         clock: Clock | None = None,
+        behaviours: Behaviours | None = None,
     ) -> None:
         self._store = store
         self._config = config
+        #: Scripted misbehaviour (authenticator.behaviours), shared with the CTAP2 side.
+        self._behaviours = behaviours if behaviours is not None else Behaviours()
         self._latch = _PresenceLatch(presence, config.presence_timeout, clock or SystemClock())
 
     def process(self, apdu: bytes, context: RequestContext) -> bytes:
@@ -345,6 +349,9 @@ class Ctap1Handler:
         if not self._latch.check(PresenceKind.REGISTER, app, context):
             raise ApduError(Sw.CONDITIONS_NOT_SATISFIED)
         identity = self._store.identity()
+        mode = self._behaviours.current().attestation
+        if mode in ("untrusted", "expired"):
+            identity = attestation_identity(identity, mode)  # behaviour: another CA's cert
         key = CredentialKey.generate(ES256)
         sealed = SealedCredential(algorithm=ES256, private_key=key.private_bytes(), u2f=True)
         key_handle = encode_credential_id(identity.credential_key, app, sealed)
@@ -377,7 +384,8 @@ class Ctap1Handler:
             Control.DONT_ENFORCE_USER_PRESENCE_AND_SIGN,
         ):
             raise ApduError(Sw.WRONG_DATA)
-        key = self._credential_key(app, key_handle)
+        behaviours = self._behaviours.current()
+        key = None if behaviours.vanished(key_handle) else self._credential_key(app, key_handle)
         if key is None:
             raise ApduError(Sw.WRONG_DATA)
         if apdu.p1 == Control.CHECK_ONLY:
@@ -386,12 +394,18 @@ class Ctap1Handler:
         user_present = apdu.p1 == Control.ENFORCE_USER_PRESENCE_AND_SIGN
         if user_present and not self._latch.check(PresenceKind.AUTHENTICATE, app, context):
             raise ApduError(Sw.CONDITIONS_NOT_SATISFIED)
-        if self._config.constant_zero_counter:
+        if self._config.constant_zero_counter or behaviours.zero_counter:
             counter = 0
+        elif behaviours.counter_regression is not None:
+            counter = max(0, self._store.get_counter(key_handle) - behaviours.counter_regression)
         else:
-            counter = min(self._store.increment_counter(key_handle), _MAX_COUNTER)
+            step = behaviours.counter_step()
+            counter = min(self._store.increment_counter(key_handle, step), _MAX_COUNTER)
         flags_and_counter = bytes([_UP if user_present else 0]) + struct.pack(">I", counter)
-        signature = key.sign(app + flags_and_counter + challenge)
+        signed = app + flags_and_counter + challenge
+        if behaviours.wrong_signature:
+            signed = corrupt_signed_data(signed)
+        signature = key.sign(signed)
         return flags_and_counter + signature
 
     def _credential_key(self, app: bytes, key_handle: bytes) -> CredentialKey | None:

@@ -209,7 +209,7 @@ class Authenticator:
         self._handlers[Command.CREDENTIAL_MANAGEMENT] = self._credential_management
         self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
         self._handlers[Command.CONFIG] = self._config
-        self._ctap1 = Ctap1Handler(store, presence, config, clock=clock)
+        self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
 
     @property
     def config(self) -> Config:

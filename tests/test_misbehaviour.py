@@ -525,6 +525,28 @@ def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
         response = register(key, rp)  # python-fido2 falls back to CTAP1
         assert attestation_fmt(response) == "fido-u2f"  # verified up to the real root
         assert sign_in(key, rp) == 1
+        # The other behaviours apply to the U2F side too.
+        behaviours = key.authenticator.behaviours
+        behaviours.set("counter-jump", 10)
+        assert sign_in(key, rp) == 11
+        behaviours.set("counter-regression", 2)
+        state, response, challenge = assertion(key, rp)
+        assert response.response.authenticator_data.counter == 9
+        with pytest.raises(InvalidAuthenticationResponse, match="sign count"):
+            webauthn_check(rp, response, challenge, 11)
+        behaviours.clear("counter-regression")
+        behaviours.set("wrong-signature")
+        state, response, _ = assertion(key, rp)
+        with pytest.raises(ValueError, match="Invalid signature"):
+            rp.server.authenticate_complete(state, rp.credentials, response)
+        behaviours.clear("wrong-signature")
+        behaviours.set("vanished-credential")
+        with pytest.raises(ClientError) as err:
+            sign_in(key, rp)
+        assert err.value.code == ClientError.ERR.DEVICE_INELIGIBLE
+        behaviours.set("attestation", "untrusted")
+        with pytest.raises(UntrustedAttestation):
+            register(key, RelyingParty(root_der=key.root_der))
 
 
 # --- store ------------------------------------------------------------------------------------
