@@ -56,6 +56,11 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
 
 When counter behaviours combine, ``zero-counter`` wins over ``counter-regression``,
 which wins over ``counter-jump``.
+
+CTAP1/U2F requests honour the counter behaviours, ``wrong-signature``,
+``vanished-credential`` (key handles answered SW_WRONG_DATA) and
+``attestation=untrusted|expired``; the others concern CTAP2 only. Behaviours survive a
+power cycle (they are the key's script, not its state).
 """
 
 from __future__ import annotations
