@@ -146,7 +146,8 @@ class BehaviourSpec:
 
     def describe(self, settings: BehaviourSettings | None = None) -> dict[str, Any]:
         """For listings: name, description, value type; with ``settings``, whether it is
-        on (``enabled``) and its value there."""
+        on (``enabled``) and its ``value`` there (for a ``bool`` behaviour: ``enabled``;
+        otherwise None when off)."""
         result: dict[str, Any] = {
             "name": self.name,
             "description": self.summary,
@@ -157,8 +158,12 @@ class BehaviourSpec:
         if self.choices:
             result["choices"] = list(self.choices)
         if settings is not None:
-            result["enabled"] = self.active(settings)
-            result["value"] = self.show(settings) if result["enabled"] else None
+            enabled = self.active(settings)
+            result["enabled"] = enabled
+            if self.kind == "bool":
+                result["value"] = enabled
+            else:
+                result["value"] = self.show(settings) if enabled else None
         return result
 
 

@@ -345,6 +345,9 @@ def test_behaviours_through_the_socket(tmp_path: Path) -> None:
         assert r.ctl.set_behaviour("zero-counter") == {"zero-counter": None, "counter-jump": 100}
         catalogue = {b["name"]: b for b in r.ctl.behaviour_catalogue()}
         assert catalogue["zero-counter"]["enabled"] and not catalogue["omit-user"]["enabled"]
+        assert catalogue["zero-counter"]["value"] is True
+        assert catalogue["omit-user"]["value"] is False
+        assert catalogue["counter-jump"]["value"] == 100 and catalogue["slow"]["value"] is None
         assert catalogue["attestation"]["choices"] == ["untrusted", "expired", "none"]
         assert r.ctl.clear_behaviour("zero-counter") == {"counter-jump": 100}
         with pytest.raises(ControlError, match="unknown behaviour"):

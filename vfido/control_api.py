@@ -67,7 +67,8 @@ Commands
 "misbehaviour_root_pem": PEM}``
     Scripted misbehaviour (:mod:`authenticator.behaviours`). Without arguments: every
     behaviour as ITEM ``{"name", "description", "type": "bool"|"int"|"number"|"choice"|
-    "text", "choices"?, "value_help", "needs_builtin_uv", "enabled", "value"}``.
+    "text", "choices"?, "value_help", "needs_builtin_uv", "enabled", "value"}`` (``value``: for
+    a ``bool`` behaviour the same as ``enabled``, else its value or null when off).
     ``{"name": NAME, "value"?: VALUE}`` turns NAME on (``value`` absent, null or true: no
     value / the default; false: off). ``{"clear": true}`` turns every behaviour off,
     ``{"name": NAME, "clear": true}`` only NAME. The answer is the new state.
