@@ -246,11 +246,17 @@ class Page:
     def tab_to(self, predicate: str, limit: int = 60) -> None:
         """Press Tab until ``predicate`` (a JS expression on ``document.activeElement``,
         bound to ``el``) holds. Raises CdpError if it never does."""
+        visited: list[str] = []
         for _ in range(limit):
             self.press("Tab")
             if self.evaluate(f"(el => !!el && ({predicate}))(document.activeElement)"):
                 return
-        raise CdpError(f"no element matching {predicate!r} is reachable with Tab")
+            visited.append(
+                str(self.evaluate("(document.activeElement || {}).outerHTML || ''"))[:60]
+            )
+        raise CdpError(
+            f"no element matching {predicate!r} is reachable with Tab; visited {visited}"
+        )
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})

@@ -757,6 +757,20 @@ def _register(port: int, peer_port: int, rp: RelyingParty, user_id: bytes, name:
     return rp.complete_registration(state, response, challenge_of(options)).credential_id
 
 
+def _sign_in(port: int, peer_port: int, rp: RelyingParty) -> int:
+    """A sign-in with the discoverable credential (empty allow list); the new counter."""
+    options, state = rp.server.authenticate_begin(
+        user_verification=UserVerificationRequirement.DISCOURAGED
+    )
+    device = open_udp_device(port=port, peer_port=peer_port)
+    try:
+        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
+        response = client.get_assertion(options.public_key).get_response(0)
+    finally:
+        device.close()
+    return rp.complete_authentication(state, response, challenge_of(options))
+
+
 class Background:
     """A call on a thread; ``outcome()`` is its value or exception."""
 
@@ -891,6 +905,18 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         )
         assert pem.encode() == cose_to_pem(dict(rp.credentials[0].public_key))
 
+        # --- a sign-in: which site, which user; Allow; the counter moves -----------------------
+        signing = Background(lambda: _sign_in(key.port, key.peer_port, rp))
+        page.wait_for("!!document.querySelector('[data-pending-id][data-kind=authenticate]')")
+        shown = _text(page, "pending")
+        assert "Sign in to example.com" in shown and "alice" in shown
+        page.click("[data-pending-id] button.allow")
+        assert signing.outcome() == 1  # the verified assertion's counter
+        page.wait_for("!document.querySelector('[data-pending-id]')")
+        page.wait_for(
+            f"document.querySelector({json.dumps(row_js)}).children[3].textContent === '1'"
+        )
+
         # --- the transaction log: the makeCredential, decoded ------------------------------------
         if trace:
             page.wait_for("/makeCredential/.test(document.getElementById('section-log').innerText)")
@@ -903,9 +929,12 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         refusing = Background(
             lambda: _register(key.port, key.peer_port, other, b"user-bob-2", "bob")
         )
-        page.wait_for("!!document.querySelector('[data-pending-id] button.deny')")
-        page.evaluate("document.activeElement && document.activeElement.blur()")
-        page.tab_to("el.matches('[data-pending-id] button.deny')")
+        page.wait_for("!!document.querySelector('[data-pending-id][data-kind=register] .deny')")
+        # the skip link (first on the page) jumps to the request, then Tab to Deny
+        page.evaluate("document.querySelector('a.skip').focus()")
+        page.press("Enter")
+        page.wait_for("document.activeElement.id === 'pending-heading'")
+        page.tab_to("el.matches('[data-pending-id] button.deny')", limit=3)
         page.press("Enter")
         outcome = refusing.outcome()
         assert isinstance(outcome, ClientError), outcome
