@@ -8,12 +8,14 @@ Protocol: JSON lines. Each request is one object ``{"cmd": NAME, ...arguments}``
 each answer is one object on one line, ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "one human line"}``. A connection may send several requests.
 
-Commands are registered by name (:meth:`ControlServer.register`), so later features (list/add/
-remove credentials, presence mode, power cycle, log...) only add handlers. Now:
-
-* ``status``: what the key is (transport, hidraw node / UDP port, presence mode, pending);
-* ``pending`` ``{"wait": seconds?}``: the requests waiting for the user;
-* ``approve`` / ``deny`` ``{"id": int?, "wait": seconds?}``: answer the pending request.
+Commands are registered by name (:meth:`ControlServer.register`): a handler takes the
+request's arguments (a dict, without ``cmd``) and returns the answer's fields (a dict); it
+raises :class:`CommandError` for an error answer (any other exception becomes
+``internal error (TYPE)``, never its text). This module registers ``commands`` and, with
+:func:`add_presence_commands`, ``pending`` / ``approve`` / ``deny``; ``vfido run`` adds
+``status``, the key's commands (:func:`vfido.control_api.add_key_commands`) and, with
+``--trace``, ``log``. Every command, its arguments, answer and errors:
+:mod:`vfido.control_api`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class ControlServer:
         self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
 
     def register(self, name: str, handler: Handler) -> None:
+        """Answer ``{"cmd": name, ...}`` with ``handler(args)`` (replaces an earlier one).
+        Handlers run on the connection's thread, possibly several at once."""
         self._handlers[name] = handler
 
     def start(self) -> None:

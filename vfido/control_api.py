@@ -98,6 +98,7 @@ error answer. :func:`add_key_commands` registers everything above except ``statu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -260,8 +261,6 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     behaviours = device.behaviours
 
     def now() -> float:
-        import time
-
         return key.clock() if key.clock is not None else time.time()
 
     def credentials(args: dict[str, Any]) -> dict[str, Any]:
