@@ -440,6 +440,10 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
         status = json.loads(ctl(socket, "status"))
         assert status["behaviours"] == {"counter-jump": 10} and status["presence"] == "manual"
         assert "counter-jump: 10" in ctl(socket, "behaviour", "list")
+        catalogue = ctl(socket, "behaviour", "list", "--all").splitlines()
+        assert len(catalogue) == 13 and "* counter-jump=N (default 1000): " in catalogue[2]
+        assert json.loads(ctl(socket, "info"))["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert "credentials-add" in ctl(socket, "commands").split()
         cred = json.loads(
             ctl(
                 socket,
