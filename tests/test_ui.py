@@ -942,6 +942,8 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert outcome.cause.code == CtapError.ERR.OPERATION_DENIED
         assert other.credentials == []
         page.wait_for("!document.querySelector('[data-pending-id]')")
+        # the keyboard stays in the section whose button went away
+        assert page.evaluate("document.activeElement.id") == "pending-heading"
         if trace:
             page.wait_for(
                 "/OPERATION_DENIED/.test(document.getElementById('section-log').innerText)"

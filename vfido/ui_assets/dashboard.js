@@ -37,8 +37,15 @@
       if (d) d.open = true;
     }
     if (key) {
+      // Keep the keyboard where it was; if that control is gone (an answered request, a
+      // deleted credential), stay in the section: its heading takes the focus.
       const again = box.querySelector(key);
+      const heading = box.parentElement && box.parentElement.querySelector("h2");
       if (again) again.focus();
+      else if (heading) heading.focus();
+    } else if (active && active !== document.body && !document.contains(active)) {
+      const heading = box.parentElement && box.parentElement.querySelector("h2");
+      if (heading) heading.focus();
     }
     if (name === "pending") {
       pendingChanged(box);
@@ -80,7 +87,10 @@
     const action = submitter && submitter.hasAttribute("formaction")
       ? submitter.formAction : form.action;
     const body = new URLSearchParams(new FormData(form, submitter || undefined));
-    for (const b of form.querySelectorAll("button")) b.disabled = true;
+    // No second submission while this one runs (buttons are not disabled: a disabled
+    // button loses the keyboard focus).
+    if (form.getAttribute("aria-busy") === "true") return;
+    form.setAttribute("aria-busy", "true");
     try {
       const response = await fetch(action, {
         method: "POST",
@@ -93,7 +103,7 @@
     } catch (e) {
       say("The dashboard did not answer: " + e, true);
     } finally {
-      for (const b of form.querySelectorAll("button")) b.disabled = false;
+      form.removeAttribute("aria-busy");
       refreshAll();
     }
   });
