@@ -821,6 +821,7 @@ def example_chromium_pytest(data: dict[str, Any]) -> str:
         "-rA",
         "-o",
         "timeout=600",
+        "--log-level=DEBUG",  # a failure shows the key's CTAPHID / CTAP log lines
         f"--basetemp={OUT / 'example-chromium'}",
     ]
     proc = subprocess.run(cmd, cwd=CHECKOUT, env=env, capture_output=True, timeout=660, check=False)
