@@ -80,20 +80,19 @@ def build_auth_data(
 # --- backup eligibility (WebAuthn Level 3 section 6.1.3, "Credential Backup State") ---------
 #
 # Backup eligibility is fixed when a credential is created. vfido makes it a property of the
-# keystore, chosen once at `vfido init --backup-eligible` and kept in the keystore state, so
-# every credential of that keystore has BE=1 (and of any other keystore BE=0). BS (backed up)
-# is set once `vfido export` has written a bundle: for discoverable credentials per record
-# (the ones in the bundle), for server-side credentials by a keystore flag (their keys are
-# sealed in their IDs with the device key, which every bundle carries). BS is never 1 without
-# BE. authenticatorReset erases the state, and with it the choice (new credentials: BE=0).
+# device identity, chosen once at `vfido init --backup-eligible` (DeviceIdentity.
+# backup_eligible, which survives authenticatorReset like the AAGUID), so every credential of
+# that keystore has BE=1 (and of any other keystore BE=0). BS (backed up) is set once
+# `vfido export` has written a bundle: for discoverable credentials per record (the ones in
+# the bundle), for server-side credentials by a keystore state flag (their keys are sealed in
+# their IDs with the device key, which every bundle carries; reset erases the flag with the
+# credentials). BS is never 1 without BE.
 
-#: State key: b"\x01" when the keystore was created backup-eligible.
-BACKUP_ELIGIBLE_STATE = "backup.eligible"
 #: State key: b"\x01" once the device key was exported (`vfido export`).
 BACKUP_DONE_STATE = "backup.exported"
 
 #: Per store: (credential key the values were read under, eligible, exported). The
-#: credential key changes on reset, which erases both values.
+#: credential key changes on reset, which erases the state flag.
 _BACKUP_CACHE: weakref.WeakKeyDictionary[Any, tuple[bytes, bool, bool]] = (
     weakref.WeakKeyDictionary()
 )
@@ -107,7 +106,7 @@ def _keystore_backup(store: KeyStore) -> tuple[bool, bool]:
         cached = None
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
-    eligible = store.get_state(BACKUP_ELIGIBLE_STATE) == b"\x01"
+    eligible = store.identity().backup_eligible
     exported = eligible and store.get_state(BACKUP_DONE_STATE) == b"\x01"
     with contextlib.suppress(TypeError):
         _BACKUP_CACHE[store] = (key, eligible, exported)

@@ -157,6 +157,7 @@ _F_AAGUID = 1
 _F_CREDENTIAL_KEY = 2
 _F_ATTESTATION_KEY = 3
 _F_CHAIN = 4
+_F_BACKUP_ELIGIBLE = 5  # present only when true
 
 
 def identity_to_bytes(identity: DeviceIdentity) -> bytes:
@@ -167,6 +168,8 @@ def identity_to_bytes(identity: DeviceIdentity) -> bytes:
         _F_ATTESTATION_KEY: identity.attestation_key,
         _F_CHAIN: list(identity.attestation_chain),
     }
+    if identity.backup_eligible:
+        data[_F_BACKUP_ELIGIBLE] = True
     return bytes(cbor2.dumps(data, canonical=True))
 
 
@@ -182,6 +185,7 @@ def identity_from_bytes(data: bytes) -> DeviceIdentity:
     cred_key = m.get(_F_CREDENTIAL_KEY)
     att_key = m.get(_F_ATTESTATION_KEY)
     chain = m.get(_F_CHAIN)
+    backup_eligible = m.get(_F_BACKUP_ELIGIBLE, False)
     if (
         not isinstance(aaguid, bytes)
         or len(aaguid) != AAGUID_SIZE
@@ -191,6 +195,7 @@ def identity_from_bytes(data: bytes) -> DeviceIdentity:
         or not isinstance(chain, list)
         or not chain
         or not all(isinstance(c, bytes) for c in chain)
+        or type(backup_eligible) is not bool
     ):
         raise ValueError("malformed device identity")
     return DeviceIdentity(
@@ -198,4 +203,5 @@ def identity_from_bytes(data: bytes) -> DeviceIdentity:
         credential_key=cred_key,
         attestation_key=att_key,
         attestation_chain=tuple(chain),
+        backup_eligible=backup_eligible,
     )

@@ -41,13 +41,15 @@ class DeviceIdentity:
     """Per-keystore device secrets and attestation material.
 
     ``credential_key`` seals server-side credential IDs; it is replaced on reset.
-    The attestation material survives a reset.
+    The attestation material survives a reset, and so does ``backup_eligible``: chosen
+    when the keystore is created, it makes every credential backup eligible (WebAuthn BE).
     """
 
     aaguid: bytes  # 16 bytes
     credential_key: bytes = field(repr=False)  # 32-byte AES-256-GCM key
     attestation_key: bytes = field(repr=False)  # PKCS#8 DER of the batch key (P-256)
     attestation_chain: tuple[bytes, ...]  # DER certificates: batch cert first, root last
+    backup_eligible: bool = False
 
 
 @dataclass(frozen=True)

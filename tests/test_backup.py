@@ -29,9 +29,9 @@ from transports.inprocess import open_device
 from vfido.backup import (
     MAGIC,
     BackupError,
+    backup_eligible_identity,
     export_keystore,
     import_bundle,
-    make_backup_eligible,
     open_bundle,
 )
 from vfido.presence import AutoPresence
@@ -47,10 +47,8 @@ def cheap() -> kdf.KdfParams:
 
 
 def new_store(directory: Path, *, eligible: bool) -> SqliteKeyStore:
-    store = SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=cheap())
-    if eligible:
-        make_backup_eligible(store)
-    return store
+    identity = backup_eligible_identity() if eligible else None
+    return SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=cheap(), identity=identity)
 
 
 @contextmanager
@@ -203,12 +201,26 @@ def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
         assert (counter, backup_flags(flags)) == (2, (False, False))
 
 
-def test_backup_eligibility_is_chosen_before_any_credential(tmp_path: Path) -> None:
-    store = new_store(tmp_path / "a", eligible=False)
+def test_backup_eligibility_survives_a_reset_and_bs_does_not(tmp_path: Path) -> None:
+    """The opt-in is part of the device identity (like the AAGUID); a reset erases the
+    credentials, so nothing is backed up afterwards."""
+    store = new_store(tmp_path / "a", eligible=True)
     with key_on(store) as key:
-        register(key, RelyingParty(root_der=None, attestation="none"), rk=True)
-    with pytest.raises(BackupError, match="chosen when the keystore is created"):
-        make_backup_eligible(store)
+        register(key, RelyingParty(root_der=None, attestation="none"), rk=False)
+    export_keystore(store, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    with key_on(store) as key:
+        assert backup_flags(register(key, RelyingParty(attestation="none"), rk=False)) == (
+            True,
+            True,  # server-side: its key is sealed under the exported credential key
+        )
+        ctap = Ctap2(key.device)
+        ctap.reset()  # authenticatorReset (within 10 s of power-up)
+        assert ctap.get_info().aaguid == store.identity().aaguid
+        for rk in (False, True):
+            assert backup_flags(register(key, RelyingParty(attestation="none"), rk=rk)) == (
+                True,
+                False,
+            )
     store.close()
 
 

@@ -32,7 +32,7 @@ from keystore import kdf
 from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import ORIGIN, RP_ID, challenge_of
 from tests.vkey import Key, running_key
-from vfido.backup import make_backup_eligible
+from vfido.backup import backup_eligible_identity
 from vfido.metadata import get_info, metadata_statement
 
 
@@ -156,9 +156,11 @@ def test_another_keystores_statement_does_not_trust_this_key(key: Key) -> None:
 
 def test_backup_eligible_keystore_says_explicit(tmp_path: Path) -> None:
     with SqliteKeyStore.create(
-        tmp_path / "ks", "pass", kdf_params=kdf.insecure_test_params()
+        tmp_path / "ks",
+        "pass",
+        kdf_params=kdf.insecure_test_params(),
+        identity=backup_eligible_identity(),
     ) as store:
-        make_backup_eligible(store)
         assert metadata_statement(store)["multiDeviceCredentialSupport"] == "explicit"
         assert metadata_statement(store, Config(attestation="self"))["attestationTypes"] == [
             "basic_surrogate"

@@ -21,11 +21,11 @@ the associated data is everything before the ciphertext, so a changed header, a 
 passphrase and a damaged ciphertext are all "cannot be decrypted".
 
 Backup eligibility (WebAuthn's BE flag) is fixed when a credential is created, so it is a
-choice made when the keystore is created (`vfido init --backup-eligible`,
-:func:`make_backup_eligible`): such a keystore's credentials carry BE=1, and BS=1 once a
-bundle holding them was written. Exporting a keystore made without the choice is refused
-unless forced, because its credentials told relying parties they are bound to one device;
-forced, the flags stay 0 on both machines.
+choice made when the keystore is created (`vfido init --backup-eligible`: a device identity
+from :func:`backup_eligible_identity`; it survives authenticatorReset): such a keystore's
+credentials carry BE=1, and BS=1 once a bundle holding them was written. Exporting a
+keystore made without the choice is refused unless forced, because its credentials told
+relying parties they are bound to one device; forced, the flags stay 0 on both machines.
 """
 
 from __future__ import annotations
@@ -47,14 +47,9 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authenticator.authdata import (
-    BACKUP_DONE_STATE,
-    BACKUP_ELIGIBLE_STATE,
-    forget_backup_state,
-    keystore_backup_eligible,
-)
+from authenticator.authdata import BACKUP_DONE_STATE, forget_backup_state, keystore_backup_eligible
 from keystore import kdf
-from keystore.identity import identity_from_bytes, identity_to_bytes
+from keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import CredentialRecord, DeviceIdentity
 
@@ -65,7 +60,7 @@ MAX_HEADER = 4096
 MAX_BUNDLE = 256 * 1024 * 1024
 BUNDLE_ENV = "VFIDO_BUNDLE_PASSPHRASE"
 #: State keys a bundle does not carry (they describe this keystore's own backups).
-_LOCAL_STATE = frozenset({BACKUP_ELIGIBLE_STATE, BACKUP_DONE_STATE, "counter.floor"})
+_LOCAL_STATE = frozenset({BACKUP_DONE_STATE, "counter.floor"})
 _RECORD_FIELDS = {f.name: f for f in dataclasses.fields(CredentialRecord)}
 
 
@@ -81,22 +76,20 @@ class Bundle:
     credentials: tuple[tuple[CredentialRecord, int], ...] = field(repr=False)
     state: Mapping[str, bytes] = field(repr=False)
     counter_floor: int
-    backup_eligible: bool
     created: int
+
+    @property
+    def backup_eligible(self) -> bool:
+        return self.identity.backup_eligible
 
 
 # --- backup eligibility ------------------------------------------------------------------------
 
 
-def make_backup_eligible(store: SqliteKeyStore) -> None:
-    """Make a new, still empty keystore backup-eligible (`vfido init --backup-eligible`)."""
-    if store.count_credentials() or store.max_counter():
-        raise BackupError(
-            "backup eligibility is chosen when the keystore is created: this one already has "
-            "credentials (WebAuthn fixes the BE flag at credential creation)"
-        )
-    store.put_state({BACKUP_ELIGIBLE_STATE: b"\x01"})
-    forget_backup_state(store)
+def backup_eligible_identity(aaguid: bytes | None = None) -> DeviceIdentity:
+    """A new device identity whose credentials are backup eligible: pass it to
+    ``SqliteKeyStore.create(..., identity=...)`` (`vfido init --backup-eligible`)."""
+    return replace(new_identity(aaguid), backup_eligible=True)
 
 
 # --- the bundle --------------------------------------------------------------------------------
@@ -143,7 +136,6 @@ def _encode_payload(bundle: Bundle) -> bytes:
         "credentials": [_record_to_cbor(r, n) for r, n in bundle.credentials],
         "state": dict(bundle.state),
         "counter_floor": bundle.counter_floor,
-        "backup_eligible": bundle.backup_eligible,
         "created": bundle.created,
     }
     return bytes(cbor2.dumps(payload, canonical=True))
@@ -161,14 +153,13 @@ def _decode_payload(data: bytes) -> Bundle:
     except (KeyError, ValueError, TypeError):
         raise BackupError("the bundle's device identity is malformed") from None
     credentials, state = m.get("credentials"), m.get("state")
-    floor, eligible, created = m.get("counter_floor"), m.get("backup_eligible"), m.get("created")
+    floor, created = m.get("counter_floor"), m.get("created")
     if (
         not isinstance(credentials, list)
         or not isinstance(state, dict)
         or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in state.items())
         or type(floor) is not int
         or floor < 0
-        or type(eligible) is not bool
         or type(created) is not int
     ):
         raise BackupError("the bundle's content is malformed")
@@ -177,7 +168,6 @@ def _decode_payload(data: bytes) -> Bundle:
         credentials=tuple(_record_from_cbor(item) for item in credentials),
         state=state,
         counter_floor=floor,
-        backup_eligible=eligible,
         created=created,
     )
 
@@ -311,7 +301,6 @@ def export_keystore(
         credentials=credentials,
         state=state,
         counter_floor=store.max_counter(),
-        backup_eligible=eligible,
         created=int(clock()),
     )
     _write_new_file(path, seal_bundle(bundle, passphrase, kdf_params))
@@ -356,7 +345,6 @@ def import_bundle(
                 store.increment_counter(record.credential_id, counter)
         state: dict[str, bytes | None] = dict(bundle.state)
         if eligible:
-            state[BACKUP_ELIGIBLE_STATE] = b"\x01"
             state[BACKUP_DONE_STATE] = b"\x01"
         if state:
             store.put_state(state)

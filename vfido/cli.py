@@ -61,9 +61,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if aaguid is not None and len(aaguid) != 16:
         raise CliError("--aaguid must be 16 bytes (32 hex digits)")
     passphrase = get_passphrase(args.passphrase_file, confirm=True)
-    with SqliteKeyStore.create(directory, passphrase, aaguid=aaguid) as store:
-        if args.backup_eligible:
-            backup.make_backup_eligible(store)
+    identity = backup.backup_eligible_identity(aaguid) if args.backup_eligible else None
+    with SqliteKeyStore.create(directory, passphrase, aaguid=aaguid, identity=identity) as store:
         print(f"created keystore {directory} (AAGUID {store.identity().aaguid.hex()})")
     return 0
 
