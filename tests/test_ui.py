@@ -470,6 +470,8 @@ def test_switches_over_http(full_key: FullKey) -> None:
         dashboard.start()
         _, _, page = request(dashboard, "GET", base(dashboard))
         assert '<select id="presence-mode" name="mode">' in page
+        assert "<dt>Versions</dt><dd>U2F_V2, FIDO_2_0, FIDO_2_1</dd>" in page
+        assert "<dt>Algorithms</dt><dd>ES256," in page
         assert 'id="behaviour-counter-jump"' in page and 'id="behaviour-attestation-value"' in page
 
         def active() -> dict[str, Any]:
@@ -510,6 +512,10 @@ def test_switches_over_http(full_key: FullKey) -> None:
         status, text = _post(dashboard, "presence-mode", "mode=bogus")
         assert status == 409
         assert _post(dashboard, "power-cycle", "")[0] == 200
+        # a misbehaviour that changes what the key advertises shows in the key's facts
+        _post(dashboard, "behaviours", "name=versions&kind=choice&enabled=on&value=FIDO_2_0")
+        _, _, fragment = request(dashboard, "GET", base(dashboard) + "section/key")
+        assert "<dt>Versions</dt><dd>FIDO_2_0</dd>" in fragment
 
 
 def test_log_is_decoded_and_redacted(full_key: FullKey) -> None:

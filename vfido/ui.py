@@ -327,6 +327,8 @@ class Renderer:
         if presence:
             rows.append(("Presence", f"{presence} (timeout {status.get('presence_timeout')} s)"))
         rows.append(("vfido", f"{status.get('version', '')} (pid {status.get('pid', '')})"))
+        if "info" in self.link.commands():
+            rows.extend(_info_rows(self.link))
         cells = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
         return f'<dl class="facts">{cells}</dl>'
 
@@ -450,6 +452,30 @@ class Renderer:
             '<th scope="col">Status</th><th scope="col">Decoded (secrets redacted)</th></tr>'
             f"</thead><tbody>{rows}</tbody></table>"
         )
+
+
+def _info_rows(link: KeyLink) -> list[tuple[str, str]]:
+    """What the key advertises (getInfo, as scripted misbehaviour changes it)."""
+    try:
+        info = link.call("info").get("info") or {}
+    except ControlError as exc:
+        if not _is_refusal(exc):
+            raise
+        return [("getInfo", f"refused: {exc}")]
+    rows: list[tuple[str, str]] = []
+    versions = info.get("versions")
+    if isinstance(versions, list):
+        rows.append(("Versions", ", ".join(str(v) for v in versions)))
+    algorithms = info.get("algorithms")
+    if isinstance(algorithms, list):
+        names = [_algorithm(a.get("alg")) if isinstance(a, dict) else str(a) for a in algorithms]
+        rows.append(("Algorithms", ", ".join(names)))
+    options = info.get("options")
+    if isinstance(options, dict):
+        rows.append(("Options", ", ".join(f"{k}={str(v).lower()}" for k, v in options.items())))
+    if info.get("aaguid"):
+        rows.append(("AAGUID", str(info["aaguid"])))
+    return rows
 
 
 def _unavailable(text: str) -> str:
