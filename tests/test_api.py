@@ -236,3 +236,49 @@ def test_service_udp_register_authenticate_and_control_socket() -> None:
         rp.complete_registration(state, result["r"], challenge_of(options))
         assert any("MAKE_CREDENTIAL" in line for line in key.log)
     assert key.process is not None and key.process.returncode == 0
+
+
+def test_behaviours_at_start_and_at_run_time() -> None:
+    with VirtualKey(behaviours={"counter-jump": 1000}) as key:
+        rp = RelyingParty()
+        register(key, rp)
+        assert authenticate(key, rp) >= 1000
+        key.behaviours.set("wrong-signature")
+        with pytest.raises(Exception, match="[Ss]ignature"):
+            authenticate(key, rp)
+        key.behaviours.clear()
+        assert authenticate(key, rp) >= 2000
+
+
+def test_control_socket_of_an_in_process_key(tmp_path: Path) -> None:
+    path = tmp_path / "key.sock"
+    with VirtualKey(control_socket=path, presence="manual") as key:
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        with key.controller() as ctl:
+            assert ctl.status()["presence"] == "manual"
+            added = ctl.add_credential("example.com", user_id=b"seeded", user_name="sam")
+            assert added["user_name"] == "sam"
+            ctl.set_behaviour("zero-counter")
+            assert list(ctl.behaviours()) == ["zero-counter"]
+        [cred] = key.credentials()
+        assert cred.user_id == b"seeded" and cred.user_name == "sam"
+        assert key.behaviours.current().zero_counter
+    assert not path.exists()
+    with VirtualKey() as key, pytest.raises(VirtualKeyError, match="control_socket"):
+        key.controller()
+
+
+def test_service_credentials_and_behaviours() -> None:
+    with VirtualKey.service(behaviours={"zero-counter": True}) as key:
+        rp = RelyingParty()
+        user_id, name = random_user()
+        options, state = rp.begin_registration(
+            user_id, name, resident_key_requirement="required", user_verification="discouraged"
+        )
+        response = key.client().make_credential(options.public_key)
+        rp.complete_registration(state, response, challenge_of(options))
+        [cred] = key.credentials()
+        assert cred.user_id == user_id and cred.rp_id == "example.com"
+        assert cred.public_key == dict(rp.credentials[0].public_key)
+        with key.controller() as ctl:
+            assert list(ctl.behaviours()) == ["zero-counter"]

@@ -33,23 +33,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 from fido2.hid import CtapHidDevice
+from fido2.utils import websafe_decode
 
+from authenticator.behaviours import Behaviours, RawValue
 from authenticator.config import Config
 from authenticator.cose import CredentialKey
 from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import CredentialSummary
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
+
+if TYPE_CHECKING:
+    from vfido.control import ControlServer
+    from vfido.ctl import KeyController
 
 #: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
 #: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
@@ -111,6 +117,28 @@ class Credential:
             cred_protect=r.cred_protect,
             backup_eligible=r.backup_eligible,
             backup_state=r.backup_state,
+        )
+
+    @classmethod
+    def from_control(cls, item: Mapping[str, Any]) -> Credential:
+        """From the control socket's ``credentials`` answer (with ``public_key``)."""
+        import cbor2
+
+        cose = item.get("public_key_cose")
+        return cls(
+            credential_id=websafe_decode(item["id"]),
+            rp_id=item["rp_id"],
+            user_id=websafe_decode(item["user_id"]),
+            user_name=item.get("user_name"),
+            user_display_name=item.get("user_display_name"),
+            rp_name=item.get("rp_name"),
+            algorithm=int(item["algorithm"]),
+            public_key=dict(cbor2.loads(websafe_decode(cose))) if cose else {},
+            sign_count=int(item["sign_count"]),
+            created=datetime.datetime.fromtimestamp(int(item["created"]), datetime.UTC),
+            cred_protect=int(item.get("cred_protect", 1)),
+            backup_eligible=bool(item.get("backup_eligible")),
+            backup_state=bool(item.get("backup_state")),
         )
 
 
@@ -214,7 +242,11 @@ class VirtualKey:
     CTAP clientPin if the key has none; :meth:`client` then answers PIN prompts with it),
     ``attestation`` (``packed``/``self``/``none``), ``algorithms`` (COSE ids the key accepts,
     in order of preference), ``zero_counter``; ``config`` gives a whole
-    :class:`authenticator.config.Config` (the named options override its fields).
+    :class:`authenticator.config.Config` (the named options override its fields);
+    ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
+    ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
+    ``control_socket``: also serve the key's control socket there (the commands of
+    :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
     Transport: ``inprocess`` (python-fido2 talks CTAPHID to the key through queues; nothing
     outside the process sees it) or ``uhid`` (a kernel HID device: needs read/write access to
@@ -237,9 +269,11 @@ class VirtualKey:
         algorithms: Sequence[int] | None = None,
         zero_counter: bool | None = None,
         config: Config | None = None,
+        behaviours: Mapping[str, RawValue] | None = None,
         transport: str = "inprocess",
         serial: str | None = None,
         name: str = "vfido virtual FIDO2 key",
+        control_socket: str | os.PathLike[str] | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
@@ -258,10 +292,16 @@ class VirtualKey:
             presence_timeout=presence_timeout,
         )
         self.presence = _broker(presence, presence_delay)
+        #: Scripted misbehaviour (:mod:`authenticator.behaviours`): ``key.behaviours.set(
+        #: "counter-regression")``, ``.clear()``... at any time, also before :meth:`start`.
+        self.behaviours = Behaviours((behaviours or {}).items())
         self.transport = transport
         self.keystore_dir = Path(keystore) if keystore is not None else None
         self.serial = serial or f"vfido-py-{os.getpid()}-{next(_serials)}"
         self.name = name
+        #: The control socket (``vfido ctl --socket PATH``, :meth:`controller`), if asked for.
+        self.control_socket = Path(control_socket) if control_socket is not None else None
+        self._control: ControlServer | None = None
         self._passphrase = passphrase
         self._create = create
         self._pin = pin
@@ -322,7 +362,9 @@ class VirtualKey:
     def _start(self) -> None:
         self._store = self._open_store()
         self._started = True
-        self._authenticator = Authenticator(self._store, self.presence, self.config)
+        self._authenticator = Authenticator(
+            self._store, self.presence, self.config, behaviours=self.behaviours
+        )
         if self.transport == "inprocess":
             from transports.inprocess import InProcessKey
 
@@ -338,11 +380,45 @@ class VirtualKey:
             except UhidUnavailableError as exc:
                 raise VirtualKeyError(str(exc)) from None
             self._hidraw = _wait_hidraw(self._uhid.hidraw_path)
+        if self.control_socket is not None:
+            self._control = self._serve_control(self.control_socket)
         if self._pin is not None:
             _set_pin(self.device, self._pin)
 
+    def _serve_control(self, path: Path) -> ControlServer:
+        from vfido.control import ControlServer, add_presence_commands
+        from vfido.control_api import KeyParts, add_key_commands
+
+        assert self._authenticator is not None and self._store is not None
+        server = ControlServer(path)
+        transport = self._inprocess if self._inprocess is not None else self._uhid
+        server.register(
+            "status",
+            lambda _args: {
+                "pid": os.getpid(),
+                "transport": self.transport,
+                "serial": self.serial,
+                "hidraw": self._hidraw,
+                "name": path.stem,
+                "keystore": str(self.keystore_dir) if self.keystore_dir else "(ephemeral)",
+                "presence": self.presence.mode,
+                "presence_timeout": self.config.presence_timeout,
+                "pending": [p.describe() for p in self.presence.pending()],
+                "behaviours": self.behaviours.active(),
+            },
+        )
+        add_presence_commands(server, self.presence)
+        add_key_commands(
+            server, KeyParts(self._authenticator, self._store, self.presence, transport)
+        )
+        server.start()
+        return server
+
     def close(self) -> None:
         """Unplug the key and close its keystore (idempotent)."""
+        control, self._control = self._control, None
+        if control is not None:
+            control.stop()
         devices, self._devices, self._device = self._devices, [], None
         for device in devices:
             device.close()
@@ -445,6 +521,16 @@ class VirtualKey:
         else:
             self.authenticator.power_cycle()
 
+    def controller(self) -> KeyController:
+        """A :class:`vfido.ctl.KeyController` on the key's control socket (needs
+        ``control_socket``); close it after use."""
+        from vfido.ctl import KeyController
+
+        self._require_running()
+        if self.control_socket is None:
+            raise VirtualKeyError("this key has no control socket: VirtualKey(control_socket=...)")
+        return KeyController(self.control_socket)
+
     # -- presence="manual" ------------------------------------------------------------------
 
     def _answer(self, granted: bool, wait: float) -> PendingRequest:
@@ -482,13 +568,15 @@ class VirtualKey:
         attestation: str | None = None,
         zero_counter: bool = False,
         serial: str | None = None,
+        behaviours: Mapping[str, RawValue] | None = None,
         extra_args: Sequence[str] = (),
         ready_timeout: float = 60.0,
     ) -> ServiceKey:
         """``vfido run`` as a subprocess (``with VirtualKey.service() as key:``).
 
         ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it)
-        or ``uhid``. Without ``keystore`` the key is ephemeral. ``extra_args`` go to
+        or ``uhid``. Without ``keystore`` the key is ephemeral. ``behaviours``: scripted
+        misbehaviour at start (``--behaviour NAME=VALUE``). ``extra_args`` go to
         ``vfido run`` as they are (see ``vfido run --help``).
         """
         return ServiceKey(
@@ -500,6 +588,7 @@ class VirtualKey:
             attestation=attestation,
             zero_counter=zero_counter,
             serial=serial,
+            behaviours=behaviours,
             extra_args=extra_args,
             ready_timeout=ready_timeout,
         )
@@ -528,6 +617,7 @@ class ServiceKey:
         attestation: str | None,
         zero_counter: bool,
         serial: str | None,
+        behaviours: Mapping[str, RawValue] | None,
         extra_args: Sequence[str],
         ready_timeout: float,
     ) -> None:
@@ -555,6 +645,11 @@ class ServiceKey:
             args += ["--attestation", attestation]
         if zero_counter:
             args.append("--zero-counter")
+        for behaviour, value in (behaviours or {}).items():
+            if value is None or value is True:
+                args += ["--behaviour", behaviour]
+            elif value is not False:
+                args += ["--behaviour", f"{behaviour}={value}"]
         self.argv = [sys.executable, "-m", "vfido", "-v", *args, *extra_args]
         self._passphrase = passphrase
         self._ready_timeout = ready_timeout
@@ -678,6 +773,20 @@ class ServiceKey:
 
         with ControlClient(self.control_socket) as client:
             return client.call(command, **args)
+
+    def controller(self) -> KeyController:
+        """A :class:`vfido.ctl.KeyController` on the service (close it after use)."""
+        from vfido.ctl import KeyController
+
+        return KeyController(self.control_socket)
+
+    def credentials(self) -> list[Credential]:
+        """The discoverable credentials the service holds, oldest first."""
+        items = self.control("credentials", public_key=True)["credentials"]
+        return sorted(
+            (Credential.from_control(item) for item in items),
+            key=lambda c: (c.created, c.credential_id),
+        )
 
     def approve(self, wait: float = 10.0) -> dict[str, Any]:
         """Approve the pending request (``presence="manual"``)."""
