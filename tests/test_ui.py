@@ -877,6 +877,11 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert "example.com" in shown and "register" in shown.lower() and "alice" in shown
         assert page.evaluate("document.title").startswith("(1) ")
         page.wait_for("/s left/.test(document.querySelector('.countdown').textContent)")
+        if trace:  # the request waiting for the user is in the log, in progress
+            page.wait_for(
+                "/makeCredential\\s+in progress/.test("
+                "document.getElementById('section-log').innerText)"
+            )
         assert "Request waiting: Register" in page.evaluate(
             "document.getElementById('announcer').textContent"
         )

@@ -929,6 +929,7 @@ class Hub:
 
     def _watch_pending(self) -> None:
         shown = False
+        last_ids: list[Any] = []
         while not self.stopping.is_set():
             if not self._wait_for_watchers():
                 continue
@@ -940,11 +941,12 @@ class Hub:
                     answer = self.renderer.link.call("pending", timeout=wait + 10, wait=wait)
                     raw = answer.get("pending") or []
                     items = [i for i in raw if isinstance(i, dict)]
-                before = shown
+                ids = [i.get("id") for i in items]
+                if ids != last_ids:  # a request came or went: the log (and credentials) moved
+                    self.kick()
+                last_ids = ids
                 shown = bool(items)
                 self.publish("pending", self.renderer.render_pending(items))
-                if before and not shown:  # a request ended: credentials / log changed
-                    self.kick()
             except ControlError:
                 self.publish("pending", self.renderer.render("pending"))
                 self.stopping.wait(1.0)
