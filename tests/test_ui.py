@@ -571,6 +571,41 @@ def test_redact_hides_secrets_at_any_depth() -> None:
     assert redact({"pin": "<redacted 4 bytes>"}) == {"pin": "<redacted 4 bytes>"}
 
 
+def test_log_rows_answered_and_in_progress() -> None:
+    from vfido.ui import _render_log
+
+    records: list[dict[str, Any]] = [
+        {"seq": 1, "t": 1.0, "type": "request", "tx": 1, "proto": "CBOR", "command": "getInfo"},
+        {
+            "seq": 2,
+            "t": 1.1,
+            "type": "response",
+            "tx": 1,
+            "proto": "CBOR",
+            "command": "getInfo",
+            "status": "OK",
+            "duration": 0.002,
+            "summary": "CBOR getInfo -> OK",
+            "result": {},
+        },
+        {
+            "seq": 3,
+            "t": 2.0,
+            "type": "request",
+            "tx": 2,
+            "proto": "CBOR",
+            "command": "makeCredential",
+            "params": {"rp": {"id": "<i>evil</i>"}, "user": {"name": "bob"}},
+        },
+    ]
+    rows = _render_log(records)
+    # newest first; the answered request is one row with its response
+    assert rows.index("makeCredential") < rows.index("getInfo")
+    assert rows.count("<tr") == 2
+    assert "OK (2 ms)" in rows and "in progress" in rows
+    assert "rp=&lt;i&gt;evil&lt;/i&gt; user=bob" in rows and "<i>" not in rows
+
+
 @pytest.mark.parametrize(
     ("alg", "make"),
     [

@@ -723,6 +723,20 @@ def _clock(value: object) -> str:
     return ""
 
 
+def _request_summary(record: Mapping[str, Any]) -> str:
+    """One line for a request still waiting for its answer: command, site, user."""
+    params = record.get("params")
+    parts = [f"{record.get('proto', '')} {record.get('command', '')}".strip()]
+    if isinstance(params, Mapping):
+        rp, user = params.get("rp"), params.get("user")
+        site = rp.get("id") if isinstance(rp, Mapping) else params.get("rpId")
+        if site:
+            parts.append(f"rp={site}")
+        if isinstance(user, Mapping) and (user.get("name") or user.get("displayName")):
+            parts.append(f"user={user.get('name') or user.get('displayName')}")
+    return " ".join(parts)
+
+
 def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) -> str:
     clean = redact(record)
     command = f"{clean.get('proto', '')} {clean.get('command', '?')}".strip()
@@ -733,7 +747,7 @@ def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) ->
         status_text = f"{status} ({duration * 1000:.0f} ms)"
     else:
         status_text = status
-    summary = clean.get("summary") or ""
+    summary = clean.get("summary") or _request_summary(clean)
     details: list[str] = []
     for title, body in (("Request", clean.get("params")), ("Response", clean.get("result"))):
         if body not in (None, {}):
