@@ -29,7 +29,7 @@ def test_flask_rp_with_python_fido2(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = run_example(pytester, monkeypatch, str(FLASK_RP / "test_webauthn_app.py"))
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_flask_rp_with_chromium_skips_without_uhid(

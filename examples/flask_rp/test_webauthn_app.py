@@ -90,3 +90,16 @@ def test_user_refuses_registration(app: Flask, vfido_key: VirtualKey) -> None:
     with pytest.raises(ClientError):
         register(app.test_client(), vfido_key.client(ORIGIN), "erin")
     assert "erin" not in app.config["ACCOUNTS"]
+
+
+def test_a_cloned_key_is_refused(app: Flask, vfido_key: VirtualKey) -> None:
+    """Scripted misbehaviour: the key reports a signature counter below the last one, as a
+    cloned key would; the RP refuses the login (WebAuthn section 7.2 step 21)."""
+    http = app.test_client()
+    browser = vfido_key.client(ORIGIN)
+    assert register(http, browser, "frank").status_code == 200
+    assert login(http, browser, "frank").status_code == 200
+    vfido_key.behaviours.set("counter-regression")
+    refused = login(http, browser, "frank")
+    assert refused.status_code == 400
+    assert "cloned" in refused.get_json()["error"]

@@ -19,6 +19,7 @@ Accounts live in memory; the ceremony state in Flask's signed session cookie.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from fido2.utils import websafe_encode
 from fido2.webauthn import (
     AttestedCredentialData,
     AuthenticationResponse,
+    PublicKeyCredentialParameters,
     PublicKeyCredentialRpEntity,
+    PublicKeyCredentialType,
     PublicKeyCredentialUserEntity,
     ResidentKeyRequirement,
     UserVerificationRequirement,
@@ -55,12 +58,18 @@ def create_app(
     *,
     resident_key: str = "discouraged",
     user_verification: str = "discouraged",
+    algorithms: Sequence[int] = (-7, -8, -257),
 ) -> Flask:
     """The RP for ``rp_id``. fido2's default origin check accepts ``https://rp_id[:port]``
-    (and ``http://localhost:port`` for ``localhost``)."""
+    (and ``http://localhost:port`` for ``localhost``). ``algorithms``: the COSE algorithms
+    offered, in order of preference (ES256, EdDSA, RS256)."""
     app = Flask(__name__)
     app.secret_key = os.urandom(32)
     server = Fido2Server(PublicKeyCredentialRpEntity(id=rp_id, name=rp_name))
+    server.allowed_algorithms = [
+        PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=alg)
+        for alg in algorithms
+    ]
     accounts: dict[str, Account] = {}
     app.config["ACCOUNTS"] = accounts
     uv = UserVerificationRequirement(user_verification)
