@@ -16,8 +16,8 @@ associated data. Lookup columns hold HMAC-SHA256 blinded values, so neither
 credential IDs nor rpIdHashes are stored in the clear.
 
 Signature counters (format 2) are integers keyed by the blinded credential ID
-(no credential ID is stored), each row with a MAC (HMAC-SHA256 under the
-counter key, truncated to 16 bytes) over the row's tag and value; the number of
+(no credential ID is stored), each row with a MAC (keyed BLAKE2s-128 under the
+counter key) over the row's tag and value; the number of
 counter rows is kept, with its own MAC, in a row of the same table under the
 empty tag (it sorts first, and a new counter usually shares its page). Opening a
 keystore checks every counter row (MAC, strictly ascending tags, the count), so
@@ -856,37 +856,48 @@ class SqliteKeyStore:
 
         Rows come in primary-key order from the b-tree: a row damaged in place
         fails its MAC; a row duplicated, reordered or lost by damage to the tree
-        breaks the strict order or the authenticated count. O(rows), once per open.
+        breaks the strict order or the authenticated count. O(rows), once per open
+        (the loop is kept lean: it runs 100,000 times for 100,000 counters).
         """
+        keys = self._keys
+        mac_of = keys.counter_mac
+        same = hmac.compare_digest
         expected = -1
         count = 0
         with self._read("check the signature counters") as conn:
-            previous = b""
-            for tag, value, mac in conn.execute(
-                "SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag"
-            ):
-                if expected < 0:
-                    # The first row (empty tag) holds the number of the others.
-                    if (
-                        tag != _ROWS_TAG
-                        or type(value) is not int
-                        or not 0 <= value <= _MAX_COUNTER
-                        or type(mac) is not bytes
-                        or not hmac.compare_digest(self._keys.rows_mac(value), mac)
-                    ):
-                        raise KeystoreCorrupt(
-                            "the keystore's counter index failed authentication"
-                            " (the keystore was modified)"
-                        )
+            rows = conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag")
+            first = rows.fetchone()
+            if first is not None:
+                # The first row (empty tag) holds the number of the others.
+                tag, value, mac = first
+                if (
+                    tag == _ROWS_TAG
+                    and type(value) is int
+                    and 0 <= value <= _MAX_COUNTER
+                    and type(mac) is bytes
+                    and same(keys.rows_mac(value), mac)
+                ):
                     expected = value
-                    continue
+            if expected < 0:
+                raise KeystoreCorrupt(
+                    "the keystore's counter index is missing or failed authentication"
+                    " (the keystore was modified)"
+                )
+            previous = _ROWS_TAG
+            for tag, value, mac in rows:
                 if type(tag) is not bytes or tag <= previous:
                     raise KeystoreCorrupt("the keystore's counter table is damaged")
-                self._checked_counter(tag, value, mac)
+                if (
+                    type(value) is not int
+                    or not 0 <= value <= _MAX_COUNTER
+                    or type(mac) is not bytes
+                    or not same(mac_of(tag, value), mac)
+                ):
+                    raise KeystoreCorrupt(
+                        "a signature counter failed authentication (the keystore was modified)"
+                    )
                 previous = tag
                 count += 1
-        if expected < 0:
-            raise KeystoreCorrupt("the keystore's counter index is missing")
         if count != expected:
             raise KeystoreCorrupt(
                 f"the keystore has {count} signature counters where {expected} were written"
