@@ -786,7 +786,8 @@ def run_mldsa_browser(
 
 @check("chromium_mldsa")
 def chromium_mldsa(data: dict[str, Any]) -> str:
-    return run_mldsa_browser(data, "chromium-mldsa", chromium_argv)
+    # Up to 10 create()/get() calls of 30 s at most each; ~60-140 s when all goes well.
+    return run_mldsa_browser(data, "chromium-mldsa", chromium_argv, page_timeout=300)
 
 
 @check("firefox_mldsa")

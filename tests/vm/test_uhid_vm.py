@@ -241,9 +241,12 @@ def verify_mldsa_create(page: PageVerifier, name: str) -> AttestationObject:
 def test_chromium_mldsa_credential(vm: GuestResults, label: str, record_property: Any) -> None:
     """Chromium's create() with pubKeyCredParams [{alg: -49}] (and -48), attestation "direct":
     the attestation object carries the key's packed self attestation, which verifies; the
-    following get() verifies with the ML-DSA public key."""
+    following get() verifies with the ML-DSA public key. (The page tries a create() that hit
+    Chromium's 3 s HID timeout in the slow guest once more; the last attempt counts.)"""
     page = browser_page(vm, "chromium_mldsa")
     att = verify_mldsa_create(page, f"create_{label}")
+    attempts = [s for s in page.page["scenarios"] if s["name"] == f"create_{label}"]
+    record_property(f"chromium_{label}_attempts", len(attempts))
     info = page.scenario(f"create_{label}")["publicKeyInfo"]
     record_property(f"chromium_{label}_public_key_info", info)
     assert att.fmt == "packed", f"Chromium returned {att.fmt!r} for attestation 'direct'"
