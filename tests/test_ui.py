@@ -185,7 +185,7 @@ def test_security_headers(dashboard: DashboardServer) -> None:
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
     assert "frame-ancestors 'none'" in csp
     assert headers["X-Frame-Options"] == "DENY"
-    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Referrer-Policy"] == "same-origin"  # the token never leaves the origin
     assert headers["Cache-Control"] == "no-store"
     # no third-party asset, no inline script
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
@@ -1031,3 +1031,48 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         link.close()
     print(f"dashboard screenshots in {artifacts}")
     assert (artifacts / "ui-pending-request.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_dashboard_in_chromium_without_javascript(tmp_path: Path) -> None:
+    """With scripts off the page is still the whole dashboard: reload to see a request,
+    Allow is a plain form POST answered by a redirect back."""
+    chromium = _chromium()
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    rp = RelyingParty(attestation="none")
+    with (
+        udp_service(
+            ["--ephemeral", "--presence", "manual", "--presence-timeout", "60"],
+            extra_env={"XDG_RUNTIME_DIR": str(runtime)},
+        ) as key,
+        vfido_ui(["--name", f"udp-{key.port}"], runtime) as (_ui, url),
+        cdp_helpers.launch(chromium) as browser,
+    ):
+        page = browser.open_page("about:blank")
+        page.send("Emulation.setScriptExecutionDisabled", {"value": True})
+        page.send("Page.navigate", {"url": url})
+        registering = Background(
+            lambda: _register(key.port, key.peer_port, rp, b"user-dan-4", "dan")
+        )
+
+        page.wait_for("location.protocol === 'http:' && document.readyState === 'complete'")
+
+        def shows_request() -> bool:
+            try:
+                page.send("Page.reload")
+                page.wait_for("document.readyState === 'complete'")
+                found = page.evaluate("!!document.querySelector('[data-pending-id] .allow')")
+            except cdp_helpers.CdpError:  # between two documents
+                return False
+            return bool(found)
+
+        wait_until(shows_request, what="the request after a reload")
+        assert not page.evaluate("document.documentElement.classList.contains('js')")
+        page.click("[data-pending-id] button.allow")
+        assert isinstance(registering.outcome(), bytes)
+        page.wait_for(
+            "location.pathname.endsWith('/') && document.readyState === 'complete' && "
+            "/No request is waiting/.test(document.getElementById('section-pending').innerText)"
+        )
+        assert len(rp.credentials) == 1
