@@ -206,9 +206,14 @@ def test_uhid_key_or_the_reason_it_cannot_exist() -> None:
         with VirtualKey(transport="uhid") as key:
             assert key.hidraw_path and key.hidraw_path.startswith("/dev/hidraw")
             assert Ctap2(key.device).info.aaguid == key.aaguid
+        with VirtualKey.service(transport="uhid") as service:
+            assert service.hidraw_path and service.hidraw_path.startswith("/dev/hidraw")
+            assert Ctap2(service.device).info.versions
     else:
         with pytest.raises(VirtualKeyError, match="uhid"):
             VirtualKey(transport="uhid").start()
+        with pytest.raises(VirtualKeyError, match="uhid"):  # vfido run says why and exits
+            VirtualKey.service(transport="uhid").start()
 
 
 def test_service_udp_register_authenticate_and_control_socket() -> None:

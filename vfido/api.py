@@ -697,6 +697,9 @@ class ServiceKey:
                 self.stop(signal.SIGKILL)
                 tail = "\n".join(self.log[-20:])
                 raise VirtualKeyError(f"vfido run did not start:\n{tail}")
+        if self.transport == "uhid" and self._hidraw is None:
+            self.stop()
+            raise VirtualKeyError("vfido run made no hidraw node:\n" + "\n".join(self.log[-20:]))
         return self
 
     def _read_log(self) -> None:
@@ -707,9 +710,9 @@ class ServiceKey:
             self.log.append(line)
             if line.startswith("vfido: listening on udp"):
                 self._ready.set()
-            match = re.match(r"hidraw: (/dev/hidraw\d+)", line)
-            if match:
-                self._hidraw = match.group(1)
+            if line.startswith("hidraw: "):  # "unknown" when the kernel made no node
+                match = re.match(r"hidraw: (/dev/hidraw\d+)", line)
+                self._hidraw = match.group(1) if match else None
                 self._ready.set()
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
