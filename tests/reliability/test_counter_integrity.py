@@ -251,3 +251,15 @@ def test_format_1_counters_are_migrated_with_macs(tmp_path: Path) -> None:
         db.close()
     with pytest.raises(KeystoreCorrupt, match="signature counter"):
         SqliteKeyStore.open(directory, V1_PASSPHRASE)
+
+
+def test_reset_erases_the_counter_floor_in_memory_too(keystore: Path) -> None:
+    with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
+        store.raise_counter_floor(1000)
+        assert store.increment_counter(b"after floor") == 1001
+        store.reset()
+        assert store.counter_floor() == 0
+        assert store.increment_counter(b"after reset") == 1
+    with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
+        assert store.get_counter(b"after reset") == 1
+        assert store.get_counter(b"after floor") == 0
