@@ -828,9 +828,10 @@ class SqliteKeyStore:
         tag = self._tags.get(credential_id)
         if tag is None:
             tag = self._keys.blind("cred", credential_id)
-            if len(self._tags) >= _CACHE_SIZE:
-                del self._tags[next(iter(self._tags))]
-            self._tags[credential_id] = tag
+            with self._mutex:  # callers outside the lock: evict and insert atomically
+                if len(self._tags) >= _CACHE_SIZE:
+                    self._tags.pop(next(iter(self._tags)), None)
+                self._tags[credential_id] = tag
         return tag
 
     def _remember_counter(self, tag: bytes, value: int) -> None:

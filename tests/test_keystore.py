@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keystore import kdf
+from keystore import kdf, sqlite_store
 from keystore.credential_id import seal, unseal
 from keystore.sqlite_store import (
     DB_NAME,
@@ -927,3 +927,19 @@ def test_round_trip_property(rec: CredentialRecord, state: dict[str, bytes]) -> 
         assert sorted(e.state_keys()) == sorted(state)
         for k, v in state.items():
             assert e.get_state(k) == v
+
+
+def test_counters_stay_exact_beyond_the_in_memory_cache(
+    ks_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verified counters and credential tags are cached (bounded); evicted ones are read
+    back from the file and checked again."""
+    monkeypatch.setattr(sqlite_store, "_CACHE_SIZE", 8)
+    with create(ks_dir) as s:
+        for round_ in range(1, 4):
+            for i in range(40):
+                assert s.increment_counter(b"id%d" % i) == round_
+            assert len(s._tags) <= 8 and len(s._counters) <= 8
+        assert [s.get_counter(b"id%d" % i) for i in range(40)] == [3] * 40
+    with SqliteKeyStore.open(ks_dir, PASS) as s:
+        assert [s.get_counter(b"id%d" % i) for i in range(40)] == [3] * 40
