@@ -161,7 +161,7 @@ def run(
     """
     stop = stop or threading.Event()
     device = Authenticator(store, presence, config, behaviours=behaviours)
-    log.info("post-quantum ML-DSA: %s", mldsa_status(config))
+    log.debug("post-quantum ML-DSA: %s", mldsa_status(config))
     if trace is None:
         transport = make_transport(options, device, store)
     else:
