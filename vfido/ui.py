@@ -62,6 +62,9 @@ MAX_BODY = 16 * 1024
 KEEPALIVE = 15.0
 #: How often the pending request is looked at while one is shown (seconds).
 PENDING_POLL = 0.2
+#: How long one control-socket call waits for a request to appear (seconds; also how long
+#: stopping the dashboard may take).
+PENDING_WAIT = 1
 #: How often the other sections are refreshed (seconds).
 REFRESH = 1.0
 #: How often the credentials are listed again without a reason (seconds).
@@ -951,7 +954,7 @@ class Hub:
                 if "pending" not in self.renderer.link.commands():
                     items: list[dict[str, Any]] = []
                 else:
-                    wait = 0 if shown else 2
+                    wait = 0 if shown else PENDING_WAIT
                     answer = self.renderer.link.call("pending", timeout=wait + 10, wait=wait)
                     raw = answer.get("pending") or []
                     items = [i for i in raw if isinstance(i, dict)]

@@ -12,9 +12,12 @@
 
   document.documentElement.classList.add("js");
 
+  let noticeTimer = 0;
   function say(text, isError) {
     notice.textContent = text;
     notice.classList.toggle("error", !!isError);
+    clearTimeout(noticeTimer);
+    if (!isError) noticeTimer = setTimeout(() => { notice.textContent = ""; }, 10000);
   }
 
   // A selector that finds the "same" element after a section is re-rendered.
@@ -67,6 +70,8 @@
     announced = now;
   }
 
+  let live = false;
+
   async function refreshAll() {
     for (const name of sections) {
       try {
@@ -104,7 +109,9 @@
       say("The dashboard did not answer: " + e, true);
     } finally {
       form.removeAttribute("aria-busy");
-      refreshAll();
+      // Live, the server pushes what changed; a fetch here could arrive after a newer push
+      // and show older state. Without the stream, fetch every section.
+      if (!live) refreshAll();
     }
   });
 
@@ -130,10 +137,12 @@
       replace(data.section, data.html);
     });
     source.onopen = () => {
+      live = true;
       connection.textContent = "Live";
       connection.className = "connection live";
     };
     source.onerror = () => {
+      live = false;
       connection.textContent = "Reconnecting to the dashboard\u2026";
       connection.className = "connection down";
     };
