@@ -931,6 +931,8 @@ class Hub:
         finally:
             with self._cond:
                 self._watchers -= 1
+                if not self._watchers:  # nobody polls now: what is kept goes stale
+                    self._sections.clear()
 
     def _wait_for_watchers(self) -> bool:
         with self._cond:
