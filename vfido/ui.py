@@ -494,13 +494,10 @@ def _render_request(item: Mapping[str, Any], deadline: float | None = None) -> s
     kind = str(item.get("kind", ""))
     action = str(item.get("action") or kind)
     site = item.get("rp_id") or "(site not known: a U2F request)"
-    user = _first(item, "user_name", "user_display_name", "user")
-    credential = _first(item, "credential", "credential_id")
-    if user is None:
+    user = item.get("user_name")
+    if not user:
         user = "any account this key holds for the site" if kind == "authenticate" else "-"
     facts = [("Site", site), ("Action", action), ("User", user)]
-    if credential is not None:
-        facts.append(("Credential", credential))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     heading = f"request-{request_id}"
     remaining_html = ""
@@ -531,19 +528,17 @@ def _b64url(data: bytes) -> str:
 
 
 def _normalise_credential(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the table shows, whatever names the key uses for them."""
-    cred_id = _first(raw, "id", "credential_id", "credentialId")
-    discoverable = _first(raw, "discoverable", "resident", "rk")
+    """The fields the table shows, from a control API CRED (see :mod:`vfido.control_api`)."""
     return {
-        "id": str(cred_id or ""),
-        "rp_id": str(_first(raw, "rp_id", "rpId", "rp") or "(unknown site)"),
-        "user": _first(raw, "user_name", "userName", "user_display_name", "user_id") or "-",
-        "user_display_name": _first(raw, "user_display_name", "displayName"),
-        "algorithm": _first(raw, "algorithm_name") or _algorithm(_first(raw, "algorithm", "alg")),
-        "created": _when(_first(raw, "created", "created_at")),
-        "counter": _first(raw, "counter", "sign_count", "signCount"),
-        "cred_protect": _first(raw, "cred_protect", "credProtect"),
-        "discoverable": True if discoverable is None else bool(discoverable),
+        "id": str(raw.get("id") or ""),
+        "rp_id": str(raw.get("rp_id") or "(unknown site)"),
+        "user": _first(raw, "user_name", "user_display_name", "user_id") or "-",
+        "user_display_name": raw.get("user_display_name"),
+        "algorithm": raw.get("algorithm_name") or _algorithm(raw.get("algorithm")),
+        "created": _when(raw.get("created")),
+        "counter": raw.get("sign_count"),
+        "cred_protect": raw.get("cred_protect"),
+        "discoverable": bool(raw.get("discoverable", True)),
     }
 
 
@@ -1255,14 +1250,14 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self._send_text(HTTPStatus.SERVICE_UNAVAILABLE, str(exc))
             return
         for cred in creds:
-            if str(_first(cred, "id", "credential_id", "credentialId")) == cred_id:
-                value = _first(cred, "public_key_pem", "public_key_cose", "public_key")
+            if cred.get("id") == cred_id:
+                value = _first(cred, "public_key_pem", "public_key_cose")
                 try:
                     pem = public_key_pem(value)
                 except Exception as exc:  # any malformed key: one line, no traceback
                     self._send_text(HTTPStatus.CONFLICT, f"cannot export this key: {exc}")
                     return
-                name = f"{_attr_id(str(_first(cred, 'rp_id', 'rpId') or 'credential'))}"
+                name = _attr_id(str(cred.get("rp_id") or "credential"))
                 filename = f"{name}-{_attr_id(cred_id)[:16]}.pem"
                 self._send(
                     HTTPStatus.OK,
