@@ -681,8 +681,14 @@ def test_vfido_ui_serves_and_stops_on_sigterm(control: ControlServer, tmp_path: 
         response = conn.getresponse()
         assert response.status == 200 and b"Request in progress" in response.read()
         conn.close()
+        # a page watching the event stream does not keep it from stopping
+        events = http.client.HTTPConnection("127.0.0.1", parsed.port, timeout=30)
+        events.request("GET", parsed.path + "events")
+        stream = events.getresponse()
+        assert stream.status == 200 and stream.readline() == b"retry: 1000\n"
         process.terminate()
         assert process.wait(timeout=20) == 0
+        events.close()
 
 
 @pytest.mark.slow
