@@ -962,6 +962,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         page.wait_for("!!document.querySelector('[data-pending-id][data-kind=authenticate]')")
         shown = _text(page, "pending")
         assert "Sign in to example.com" in shown and "alice" in shown
+        assert "Accounts here\nalice (ES256)" in shown
         page.click("[data-pending-id] button.allow")
         assert signing.outcome() == 1  # the verified assertion's counter
         page.wait_for("!document.querySelector('[data-pending-id]')")

@@ -43,6 +43,7 @@ import time
 import urllib.parse
 import webbrowser
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -296,14 +297,22 @@ def _already_redacted(item: Any) -> bool:
 # --- the sections ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FirstSeen:
+    """What a pending request shows that is fixed when the dashboard first sees it."""
+
+    deadline: float | None
+    accounts: str | None
+
+
 class Renderer:
     """Renders each section of the page from the key's answers."""
 
     def __init__(self, link: KeyLink) -> None:
         self.link = link
         self._lock = threading.Lock()
-        #: When each pending request (by id) times out, fixed when first seen.
-        self._deadlines: dict[int, float] = {}
+        #: What each pending request (by id) showed when first seen.
+        self._first_seen: dict[int, FirstSeen] = {}
 
     def render(self, name: str) -> str:
         method: Callable[[], str] = getattr(self, f"render_{name}")
@@ -347,24 +356,48 @@ class Renderer:
         if items is None:
             items = self.pending_items()
         now = time.time()
-        deadlines: list[float | None] = []
         with self._lock:
-            ids = {i.get("id") for i in items}
-            for stale in [k for k in self._deadlines if k not in ids]:
-                del self._deadlines[stale]
-            for item in items:
-                remaining, request_id = item.get("remaining"), item.get("id")
-                if isinstance(remaining, int | float) and isinstance(request_id, int):
-                    deadlines.append(self._deadlines.setdefault(request_id, now + remaining))
-                else:
-                    deadlines.append(None)
-        if not items:
+            known = dict(self._first_seen)
+        seen: dict[int, FirstSeen] = {}
+        cards: list[str] = []
+        for item in items:
+            request_id = item.get("id")
+            if not isinstance(request_id, int) or isinstance(request_id, bool):
+                continue
+            first = known.get(request_id) or self._first_look(item, now)
+            seen[request_id] = first
+            cards.append(_render_request(item, first))
+        with self._lock:
+            self._first_seen = seen
+        if not cards:
             return '<p class="idle" data-pending-count="0">No request is waiting.</p>'
-        return (
-            f'<div data-pending-count="{len(items)}">'
-            + "".join(_render_request(i, d) for i, d in zip(items, deadlines, strict=True))
-            + "</div>"
-        )
+        return f'<div data-pending-count="{len(cards)}">' + "".join(cards) + "</div>"
+
+    def _first_look(self, item: Mapping[str, Any], now: float) -> FirstSeen:
+        """What a request shows that does not change while it waits: its deadline and, for
+        a sign-in, the accounts this key holds for the site (looked up once)."""
+        remaining = item.get("remaining")
+        deadline = now + remaining if isinstance(remaining, int | float) else None
+        accounts = None
+        rp_id = item.get("rp_id")
+        wants = item.get("kind") in ("authenticate", "excluded")
+        if wants and isinstance(rp_id, str) and rp_id and "credentials" in self.link.commands():
+            try:
+                creds = self.link.call("credentials", rp_id=rp_id).get("credentials") or []
+            except ControlError as exc:
+                if not _is_refusal(exc):
+                    raise
+                creds = []
+            names = [
+                f"{c.get('user_name') or c.get('user_display_name') or c.get('user_id')} "
+                f"({c.get('algorithm_name') or _algorithm(c.get('algorithm'))})"
+                for c in creds
+                if isinstance(c, dict)
+            ]
+            accounts = ", ".join(names) or (
+                "none stored on this key (the site may use a credential kept in its ID)"
+            )
+        return FirstSeen(deadline, accounts)
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -485,9 +518,10 @@ def _unavailable(text: str) -> str:
     return f'<p class="unavailable">{esc(text)}</p>'
 
 
-def _render_request(item: Mapping[str, Any], deadline: float | None = None) -> str:
-    """One pending request. The HTML depends only on the request (the deadline is fixed
-    when it is first seen), so the live page re-renders it only when something changes."""
+def _render_request(item: Mapping[str, Any], first: FirstSeen | None = None) -> str:
+    """One pending request. The HTML depends only on the request (deadline and accounts
+    are fixed when it is first seen), so the live page re-renders it only on a change."""
+    deadline = first.deadline if first else None
     request_id = item.get("id")
     if not isinstance(request_id, int) or isinstance(request_id, bool):
         return ""
@@ -498,6 +532,8 @@ def _render_request(item: Mapping[str, Any], deadline: float | None = None) -> s
     if not user:
         user = "any account this key holds for the site" if kind == "authenticate" else "-"
     facts = [("Site", site), ("Action", action), ("User", user)]
+    if first is not None and first.accounts is not None:
+        facts.append(("Accounts here", first.accounts))
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     heading = f"request-{request_id}"
     remaining_html = ""
