@@ -86,6 +86,35 @@ class GetAssertionResponse:
         return m
 
 
+#: authenticatorGetInfo member names by key (CTAP 2.1 section 6.4), as the spec spells them.
+GET_INFO_MEMBERS: dict[int, str] = {
+    1: "versions",
+    2: "extensions",
+    3: "aaguid",
+    4: "options",
+    5: "maxMsgSize",
+    6: "pinUvAuthProtocols",
+    7: "maxCredentialCountInList",
+    8: "maxCredentialIdLength",
+    9: "transports",
+    10: "algorithms",
+    11: "maxSerializedLargeBlobArray",
+    12: "forcePINChange",
+    13: "minPINLength",
+    14: "firmwareVersion",
+    15: "maxCredBlobLength",
+    16: "maxRPIDsForSetMinPINLength",
+    17: "preferredPlatformUvAttempts",
+    18: "uvModality",
+    19: "certifications",
+    20: "remainingDiscoverableCredentials",
+    21: "vendorPrototypeConfigCommands",
+    22: "attestationFormats",
+    23: "uvCountSinceLastPinEntry",
+    24: "longTouchForReset",
+}
+
+
 @dataclass(frozen=True)
 class GetInfoResponse:
     versions: tuple[str, ...]

@@ -276,6 +276,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from authenticator.config import Config, mldsa_status
     from authenticator.device import Authenticator
     from authenticator.env import NullContext
+    from authenticator.responses import GET_INFO_MEMBERS
     from vfido.presence import DenyPresence
 
     with _open_store(args) as store:
@@ -288,25 +289,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             b"\x04", NullContext()
         )
         info = cbor2.loads(response[1:])
-        names = {
-            1: "versions",
-            2: "extensions",
-            4: "options",
-            5: "maxMsgSize",
-            6: "pinUvAuthProtocols",
-            7: "maxCredentialCountInList",
-            8: "maxCredentialIdLength",
-            9: "transports",
-            10: "algorithms",
-            11: "maxSerializedLargeBlobArray",
-            12: "forcePINChange",
-            13: "minPINLength",
-            14: "firmwareVersion",
-            15: "maxCredBlobLength",
-            20: "remainingDiscoverableCredentials",
-            22: "attestationFormats",
-        }
-        for key, name in names.items():
+        shown = (1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 20, 22)  # aaguid printed above
+        for key in shown:
+            name = GET_INFO_MEMBERS[key]
             if key in info:
                 value = info[key]
                 if key == 10:

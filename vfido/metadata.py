@@ -28,6 +28,7 @@ import cbor2
 from authenticator.authdata import keystore_backup_eligible
 from authenticator.client_pin import PIN_RETRIES_MAX
 from authenticator.config import Config
+from authenticator.responses import GET_INFO_MEMBERS
 from keystore.store import KeyStore
 
 LEGAL_HEADER = (
@@ -49,32 +50,9 @@ UPV = {"FIDO_2_0": (1, 0), "FIDO_2_1_PRE": (1, 1), "FIDO_2_1": (1, 1)}
 #: Attestation format (Config.attestation) -> MDS attestation type.
 ATTESTATION_TYPES = {"packed": "basic_full", "self": "basic_surrogate", "none": "none"}
 
-#: authenticatorGetInfo member names (CTAP 2.1 section 6.4), as MDS3 spells them.
-GET_INFO_NAMES = {
-    1: "versions",
-    2: "extensions",
-    3: "aaguid",
-    4: "options",
-    5: "maxMsgSize",
-    6: "pinUvAuthProtocols",
-    7: "maxCredentialCountInList",
-    8: "maxCredentialIdLength",
-    9: "transports",
-    10: "algorithms",
-    11: "maxSerializedLargeBlobArray",
-    12: "forcePINChange",
-    13: "minPINLength",
-    14: "firmwareVersion",
-    15: "maxCredBlobLength",
-    16: "maxRPIDsForSetMinPINLength",
-    17: "preferredPlatformUvAttempts",
-    18: "uvModality",
-    19: "certifications",
-    21: "vendorPrototypeConfigCommands",
-    22: "attestationFormats",
-    23: "uvCountSinceLastPinEntry",
-    24: "longTouchForReset",
-}
+#: authenticatorGetInfo member names as MDS3 spells them (the spec's names), without
+#: remainingDiscoverableCredentials (20), which changes as credentials come and go.
+GET_INFO_NAMES = {key: name for key, name in GET_INFO_MEMBERS.items() if key != 20}
 
 
 def get_info(store: KeyStore, config: Config) -> dict[int, Any]:

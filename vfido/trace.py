@@ -60,6 +60,7 @@ from typing import IO, Any
 
 import cbor2
 
+from authenticator.responses import GET_INFO_MEMBERS
 from transports.handler import CtapHandler, Transaction
 
 log = logging.getLogger(__name__)
@@ -195,32 +196,7 @@ RESPONSE_FIELDS: dict[int, dict[int, str]] = {
     },
     0x02: _ASSERTION,
     0x08: _ASSERTION,
-    0x04: {
-        1: "versions",
-        2: "extensions",
-        3: "aaguid",
-        4: "options",
-        5: "maxMsgSize",
-        6: "pinUvAuthProtocols",
-        7: "maxCredentialCountInList",
-        8: "maxCredentialIdLength",
-        9: "transports",
-        10: "algorithms",
-        11: "maxSerializedLargeBlobArray",
-        12: "forcePINChange",
-        13: "minPINLength",
-        14: "firmwareVersion",
-        15: "maxCredBlobLength",
-        16: "maxRPIDsForSetMinPINLength",
-        17: "preferredPlatformUvAttempts",
-        18: "uvModality",
-        19: "certifications",
-        20: "remainingDiscoverableCredentials",
-        21: "vendorPrototypeConfigCommands",
-        22: "attestationFormats",
-        23: "uvCountSinceLastPinEntry",
-        24: "longTouchForReset",
-    },
+    0x04: GET_INFO_MEMBERS,
     0x06: {
         1: "keyAgreement",
         2: "pinUvAuthToken",
