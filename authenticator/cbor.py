@@ -51,113 +51,88 @@ def _invalid(detail: str) -> CtapError:
     return CtapError(CtapStatus.INVALID_CBOR, detail)
 
 
-class _Decoder:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
+#: Additional information 24-27: (argument size in bytes, smallest value that needs it).
+_WIDE_ARGUMENT = {24: (1, 24), 25: (2, 0x100), 26: (4, 0x10000), 27: (8, 0x100000000)}
 
-    def _take(self, n: int) -> bytes:
-        end = self._pos + n
-        if end > len(self._data):
-            raise _invalid("truncated")
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
 
-    def _argument(self, info: int) -> int:
-        """The argument of an initial byte, enforcing the shortest form."""
-        if info < 24:
-            return info
-        if info == 24:
-            value = self._take(1)[0]
-            if value < 24:
-                raise _invalid("non-shortest integer encoding")
-            return value
-        if info == 25:
-            value = int(struct.unpack(">H", self._take(2))[0])
-            if value <= 0xFF:
-                raise _invalid("non-shortest integer encoding")
-            return value
-        if info == 26:
-            value = int(struct.unpack(">I", self._take(4))[0])
-            if value <= 0xFFFF:
-                raise _invalid("non-shortest integer encoding")
-            return value
-        if info == 27:
-            value = int(struct.unpack(">Q", self._take(8))[0])
-            if value <= 0xFFFFFFFF:
-                raise _invalid("non-shortest integer encoding")
-            return value
+def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    """Decode the item starting at ``data[pos]``: (value, position after it).
+
+    One plain function over (bytes, position) rather than a decoder object: requests are
+    small, and attribute lookups and method calls were most of the decoding time.
+    """
+    size = len(data)
+    if pos >= size:
+        raise _invalid("truncated")
+    start = data[pos]
+    pos += 1
+    major, arg = start >> 5, start & 0x1F
+    if major >= _TAG:
+        if major == _TAG:
+            raise _invalid("tags are not allowed")
+        if arg == _FALSE:
+            return False, pos
+        if arg == _TRUE:
+            return True, pos
+        if arg == _NULL:
+            return None, pos
+        raise _invalid("unsupported simple value or float")
+    if arg >= 24:
         # 28-30 are reserved, 31 is indefinite length: neither is canonical.
-        raise _invalid("indefinite length or reserved additional information")
-
-    def item(self, depth: int) -> Any:
-        data = self._data
-        pos = self._pos
-        if pos >= len(data):
+        if arg > 27:
+            raise _invalid("indefinite length or reserved additional information")
+        width, smallest = _WIDE_ARGUMENT[arg]
+        end = pos + width
+        if end > size:
             raise _invalid("truncated")
-        start = data[pos]
-        self._pos = pos + 1
-        major, info = start >> 5, start & 0x1F
-        if major >= _TAG:
-            if major == _TAG:
-                raise _invalid("tags are not allowed")
-            if info == _FALSE:
-                return False
-            if info == _TRUE:
-                return True
-            if info == _NULL:
-                return None
-            raise _invalid("unsupported simple value or float")
-        # Arguments below 24 live in the initial byte (the common case, inlined).
-        arg = info if info < 24 else self._argument(info)
-        if major == _UINT:
-            return arg
-        if major == _NINT:
-            return -1 - arg
-        if major in (_BYTES, _TEXT):
-            pos = self._pos
-            end = pos + arg
-            if end > len(data):
-                raise _invalid("truncated")
-            self._pos = end
-            raw = data[pos:end]
-            if major == _BYTES:
-                return raw
-            try:
-                return raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _invalid("text string is not UTF-8") from None
-        if major in (_ARRAY, _MAP):
-            if depth >= MAX_DEPTH:
-                raise _invalid("nesting too deep")
-            # Every element takes at least one byte: cheap early rejection (and no
-            # huge allocations / loops).
-            if arg > len(data) - self._pos:
-                raise _invalid("truncated")
-            depth += 1
-            if major == _ARRAY:
-                return [self.item(depth) for _ in range(arg)]
-            result: dict[Any, Any] = {}
-            previous: tuple[int, int, bytes] | None = None
-            for _ in range(arg):
-                key_start = self._pos
-                key = self.item(depth)
-                raw_key = data[key_start : self._pos]
-                order = (raw_key[0] >> 5, len(raw_key), raw_key)
-                if previous is not None and order <= previous:
-                    raise _invalid(
-                        "duplicate map key" if order == previous else "map keys not in order"
-                    )
-                previous = order
-                if not isinstance(key, int | str | bytes) or isinstance(key, bool):
-                    raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "unsupported map key type")
-                result[key] = self.item(depth)
-            return result
-        raise AssertionError("unreachable: major types 0-5 are handled above")
-
-    def done(self) -> bool:
-        return self._pos == len(self._data)
+        arg = int.from_bytes(data[pos:end], "big")
+        pos = end
+        if arg < smallest:
+            raise _invalid("non-shortest integer encoding")
+    if major == _UINT:
+        return arg, pos
+    if major == _NINT:
+        return -1 - arg, pos
+    if major <= _TEXT:
+        end = pos + arg
+        if end > size:
+            raise _invalid("truncated")
+        raw = data[pos:end]
+        if major == _BYTES:
+            return raw, end
+        try:
+            return raw.decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise _invalid("text string is not UTF-8") from None
+    # Arrays and maps.
+    if depth >= MAX_DEPTH:
+        raise _invalid("nesting too deep")
+    # Every element takes at least one byte: cheap early rejection (and no huge
+    # allocations or loops).
+    if arg > size - pos:
+        raise _invalid("truncated")
+    depth += 1
+    if major == _ARRAY:
+        items = []
+        for _ in range(arg):
+            value, pos = _item(data, pos, depth)
+            items.append(value)
+        return items, pos
+    result: dict[Any, Any] = {}
+    previous: tuple[int, int, bytes] | None = None
+    for _ in range(arg):
+        key_start = pos
+        key, pos = _item(data, pos, depth)
+        raw_key = data[key_start:pos]
+        order = (raw_key[0] >> 5, pos - key_start, raw_key)
+        if previous is not None and order <= previous:
+            raise _invalid("duplicate map key" if order == previous else "map keys not in order")
+        previous = order
+        kind = type(key)
+        if kind is not int and kind is not str and kind is not bytes:
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "unsupported map key type")
+        result[key], pos = _item(data, pos, depth)
+    return result, pos
 
 
 def decode(data: bytes) -> Any:
@@ -166,9 +141,9 @@ def decode(data: bytes) -> Any:
     Raises :class:`CtapError` (``INVALID_CBOR``) for anything not canonical,
     truncated, too deeply nested or followed by trailing bytes.
     """
-    decoder = _Decoder(bytes(data))
-    value = decoder.item(0)
-    if not decoder.done():
+    data = bytes(data)
+    value, end = _item(data, 0, 0)
+    if end != len(data):
         raise _invalid("trailing bytes")
     return value
 
@@ -197,18 +172,29 @@ def _key_order(encoded: bytes) -> tuple[int, int, bytes]:
     return encoded[0] >> 5, len(encoded), encoded
 
 
+_INT_ONLY = {int}
+_TEXT_ONLY = {str}
+
+
 def _encode_map(value: Mapping[Any, Any]) -> bytes:
-    if all(type(k) is int and 0 <= k < 24 for k in value):
-        # Every CTAP response map: one-byte keys, whose canonical order is numeric.
-        heads = _SMALL_HEADS[_UINT]
-        return _head(_MAP, len(value)) + b"".join(
-            [heads[k] + encode(value[k]) for k in sorted(value)]
-        )
+    head = _head(_MAP, len(value))
+    kinds = set(map(type, value))
+    if kinds == _INT_ONLY:
+        keys = sorted(value)
+        if keys[0] >= 0 and keys[-1] < 24:
+            # Every CTAP response map: one-byte keys, whose canonical order is numeric.
+            heads = _SMALL_HEADS[_UINT]
+            return head + b"".join([heads[k] + encode(value[k]) for k in keys])
+    elif kinds == _TEXT_ONLY:
+        # Entities, descriptors, options, extensions: text keys sort by encoded
+        # length, then bytewise (distinct strings never collide).
+        texts = sorted([(len(b), b, k) for k in value for b in (k.encode("utf-8"),)])
+        return head + b"".join([_head(_TEXT, n) + b + encode(value[k]) for n, b, k in texts])
     items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_item_order)
     for (a, _), (b, _) in itertools.pairwise(items):
         if a == b:
             raise ValueError("duplicate map key")
-    return _head(_MAP, len(items)) + b"".join([k + v for k, v in items])
+    return head + b"".join([k + v for k, v in items])
 
 
 def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
