@@ -10,25 +10,31 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import struct
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import IntFlag
-from typing import Any
+from typing import Any, Final
 
 from authenticator import cbor
 from keystore.store import CredentialRecord, KeyStore
 
 
-class AuthDataFlags(IntFlag):
-    UP = 0x01  # user present
-    UV = 0x04  # user verified
-    BE = 0x08  # backup eligible
-    BS = 0x10  # backup state
-    AT = 0x40  # attested credential data included
-    ED = 0x80  # extension data included
+class AuthDataFlags:
+    """Bits of the authData flags byte.
+
+    Plain ``int`` constants rather than an ``IntFlag``: the flags are combined on every
+    assertion, and each ``IntFlag`` operation costs a class call.
+    """
+
+    UP: Final = 0x01  # user present
+    UV: Final = 0x04  # user verified
+    BE: Final = 0x08  # backup eligible
+    BS: Final = 0x10  # backup state
+    AT: Final = 0x40  # attested credential data included
+    ED: Final = 0x80  # extension data included
 
 
 @dataclass(frozen=True)
@@ -50,13 +56,15 @@ class AttestedCredentialData:
         )
 
 
+@functools.lru_cache(maxsize=256)
 def rp_id_hash(rp_id: str) -> bytes:
+    """SHA-256 of the RP ID (cached: a key serves few RPs, and asks on every request)."""
     return hashlib.sha256(rp_id.encode("utf-8")).digest()
 
 
 def build_auth_data(
     rp_id_hash: bytes,
-    flags: AuthDataFlags,
+    flags: int,
     sign_count: int,
     attested: AttestedCredentialData | None = None,
     extensions: Mapping[str, Any] | None = None,
@@ -66,7 +74,7 @@ def build_auth_data(
         raise ValueError("rpIdHash must be 32 bytes")
     if not 0 <= sign_count <= 0xFFFFFFFF:
         raise ValueError("signCount out of range")
-    flags &= ~(AuthDataFlags.AT | AuthDataFlags.ED)
+    flags &= ~(AuthDataFlags.AT | AuthDataFlags.ED) & 0xFF
     tail = b""
     if attested is not None:
         flags |= AuthDataFlags.AT
@@ -74,7 +82,7 @@ def build_auth_data(
     if extensions:
         flags |= AuthDataFlags.ED
         tail += cbor.encode(dict(extensions))
-    return rp_id_hash + bytes([int(flags)]) + struct.pack(">I", sign_count) + tail
+    return rp_id_hash + bytes((flags,)) + struct.pack(">I", sign_count) + tail
 
 
 # --- backup eligibility (WebAuthn Level 3 section 6.1.3, "Credential Backup State") ---------
@@ -124,13 +132,13 @@ def keystore_backup_eligible(store: KeyStore) -> bool:
     return _keystore_backup(store)[0]
 
 
-def backup_flags(store: KeyStore, record: CredentialRecord | None) -> AuthDataFlags:
+def backup_flags(store: KeyStore, record: CredentialRecord | None) -> int:
     """BE and BS for a credential: its ``record`` (discoverable) or the keystore (server-side)."""
     if record is not None:
         eligible, backed_up = record.backup_eligible, record.backup_state
     else:
         eligible, backed_up = _keystore_backup(store)
-    flags = AuthDataFlags(0)
+    flags = 0
     if eligible:
         flags |= AuthDataFlags.BE
         if backed_up:

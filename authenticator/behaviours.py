@@ -426,9 +426,11 @@ class Behaviours:
         return cls(pairs)
 
     def current(self) -> BehaviourSettings:
-        """The snapshot to act on (read it once per decision point)."""
-        with self._lock:
-            return self._settings
+        """The snapshot to act on (read it once per decision point).
+
+        No lock: snapshots are immutable and replacing the reference is atomic, so a
+        reader sees the old or the new snapshot, never a mix (this runs per request)."""
+        return self._settings
 
     def set(self, name: str, value: RawValue = None) -> BehaviourSettings:
         """Turn ``name`` on with ``value`` (replacing an earlier value). Raises BehaviourError."""

@@ -15,8 +15,10 @@ seed ξ, and signatures are pure ML-DSA with an empty context, over
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -173,6 +175,24 @@ class CredentialKey:
 
     algorithm: int
     _key: PrivateKey = field(repr=False)
+    #: The signing call, bound once (sign() runs per assertion; this saves the type checks).
+    _signer: Callable[[bytes], bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_signer", self._bind_signer())
+
+    def _bind_signer(self) -> Callable[[bytes], bytes]:
+        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA, pure ML-DSA
+        (empty context)."""
+        key = self._key
+        if self.algorithm in MLDSA_ALGORITHMS:
+            return self._mldsa_key().sign
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return functools.partial(key.sign, signature_algorithm=_ECDSA[self.algorithm])
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key.sign
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return functools.partial(key.sign, padding=padding.PKCS1v15(), algorithm=hashes.SHA256())
 
     @classmethod
     def generate(cls, algorithm: int) -> CredentialKey:
@@ -289,15 +309,7 @@ class CredentialKey:
     def sign(self, data: bytes) -> bytes:
         """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA, pure ML-DSA
         (empty context)."""
-        key = self._key
-        if self.algorithm in MLDSA_ALGORITHMS:
-            return self._mldsa_key().sign(data)
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, _ECDSA[self.algorithm])
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(data)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return self._signer(data)
 
     def __repr__(self) -> str:
         return f"CredentialKey(algorithm={self.algorithm})"

@@ -93,7 +93,7 @@ def _assertion(
     services: Services,
     id_hash: bytes,
     client_data_hash: bytes,
-    flags: AuthDataFlags,
+    flags: int,
     candidate: AssertionCandidate,
     number_of_credentials: int | None,
     identifying: bool = False,
@@ -182,7 +182,7 @@ def get_assertion(
     has_param = request.pin_uv_auth_param is not None
 
     # Step 3: response "uv" and "up" bits start false.
-    flags = AuthDataFlags(0)
+    flags = 0
 
     # Step 4: options.
     options = request.options

@@ -256,7 +256,7 @@ def make_credential(
         raise CtapError(CtapStatus.UNSUPPORTED_ALGORITHM, "no supported algorithm")
 
     # Step 4: response "uv" and "up" bits start false.
-    flags = AuthDataFlags(0)
+    flags = 0
 
     # Step 5: options. Unknown option keys were dropped while parsing.
     options = request.options

@@ -14,7 +14,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from authenticator.authdata import AuthDataFlags
 from authenticator.behaviours import Behaviours
 from authenticator.client_pin import ClientPin
 from authenticator.config import Config
@@ -51,7 +50,7 @@ class PendingAssertion:
     channel: int
     rp_id_hash: bytes
     client_data_hash: bytes
-    flags: AuthDataFlags
+    flags: int  # AuthDataFlags bits
     remaining: list[AssertionCandidate] = field(repr=False)
     deadline: float
     #: Return name/displayName (user verified and more than one credential).
@@ -164,7 +163,8 @@ def ask_presence(
             )
     finally:
         context.set_keepalive(KeepaliveStatus.PROCESSING)
-    log.info("presence for %s: %s", request.kind.value, result.value)
+    if log.isEnabledFor(logging.INFO):
+        log.info("presence for %s: %s", request.kind.value, result.value)
     return result
 
 

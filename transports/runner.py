@@ -51,6 +51,7 @@ def _command_name(command: int) -> str:
 
 _EVENT_LOCK = threading.Lock()  # creates HidTransaction events (rare: presence waits)
 _PROCESSING = int(KeepaliveStatus.PROCESSING)
+_KEEPALIVE_VALUES = frozenset(int(s) for s in KeepaliveStatus)
 
 
 class HidTransaction:
@@ -92,7 +93,10 @@ class HidTransaction:
         return event.wait(max(0.0, timeout))
 
     def set_keepalive(self, status: int) -> None:
-        self._status = int(KeepaliveStatus(status))
+        # Twice per request: a set lookup, not an enum construction.
+        if status not in _KEEPALIVE_VALUES:
+            raise ValueError(f"not a CTAPHID_KEEPALIVE status: {status!r}")
+        self._status = int(status)
 
     @property
     def keepalive_status(self) -> int:

@@ -35,7 +35,8 @@ class AutoPresence:
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        log.info("presence: auto-approving %s", describe(request))
+        if log.isEnabledFor(logging.INFO):  # describe() is not free; this runs per request
+            log.info("presence: auto-approving %s", describe(request))
         if self.delay:
             if self.delay >= timeout:
                 context.wait_cancelled(timeout)
