@@ -12,6 +12,7 @@ flag is set but has no record was deleted and is treated as unknown.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cbor2
@@ -94,6 +95,21 @@ def encode_credential_id(key: bytes, rp_id_hash: bytes, source: SealedCredential
 
 def decode_credential_id(key: bytes, rp_id_hash: bytes, cred_id: bytes) -> SealedCredential | None:
     """The sealed credential, or None if ``cred_id`` is not one of ours for this RP."""
+    return _decode_cached(bytes(key), bytes(rp_id_hash), bytes(cred_id))
+
+
+def clear_credential_cache() -> None:
+    """Forget every unsealed credential ID (authenticatorReset: the old ones are dead)."""
+    _decode_cached.cache_clear()
+
+
+#: Unsealing is a pure function of (credential key, rpIdHash, ID): the same ID always gives
+#: the same credential under the same key, so results can never be stale (a reset changes
+#: the key). Cached because the same credential is used again and again, and AES-GCM plus
+#: the CBOR parse was a tenth of an assertion. Holds decoded private keys, like the key
+#: cache in authenticator.cose (SECURITY.md).
+@functools.lru_cache(maxsize=256)
+def _decode_cached(key: bytes, rp_id_hash: bytes, cred_id: bytes) -> SealedCredential | None:
     plaintext = credential_id.unseal(key, rp_id_hash, cred_id)
     if plaintext is None:
         return None

@@ -7,6 +7,7 @@ import logging
 
 from authenticator.config_command import Settings
 from authenticator.cose import clear_key_cache
+from authenticator.credential_source import clear_credential_cache
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.state import Services, require_presence
@@ -25,6 +26,7 @@ def reset(services: Services, context: RequestContext) -> None:
     # Erase credentials, counters and state; new credential key (old IDs die).
     services.store.reset()
     clear_key_cache()  # loaded keys of the now dead credentials
+    clear_credential_cache()  # and their unsealed IDs
     Settings.forget(services.store)  # the config state was erased
     services.runtime.clear_pending()
     log.warning("authenticatorReset: all credentials erased")
