@@ -25,6 +25,11 @@ a changed, swapped, duplicated or vanished counter is reported as corruption,
 never taken as a lower value. While the store is open (the directory lock
 excludes other writers) verified values are cached, and an assertion's counter
 write is one ``UPDATE`` of one row in its own durable transaction.
+
+An ephemeral keystore (``:memory:``, nothing survives ``close``) has no durability to
+buy with that ``UPDATE``: its counters are written back. An advanced counter lives in
+the cache and a dirty set, and every dirty counter is written (with its MAC) before any
+other statement runs, so every query, listing and export sees the current values.
 """
 
 from __future__ import annotations
@@ -502,6 +507,9 @@ class SqliteKeyStore:
         # Counter values verified (or written) since open, by cred_tag; the
         # directory lock means no other writer can change them meanwhile.
         self._counters: dict[bytes, int] = {}
+        # Write-back (memory-only stores): counters advanced but not yet in the table.
+        self._write_back = directory is None
+        self._dirty: dict[bytes, int] = {}
         self._tags: dict[bytes, bytes] = {}  # credential id -> cred_tag (a pure function)
         self._floor: int | None = None  # counter_floor(), once read
         self._identity = self._load_identity()
@@ -734,6 +742,7 @@ class SqliteKeyStore:
                 self._keys.clear()
                 clear(self._master_key)
                 self._counters.clear()
+                self._dirty.clear()
                 self._tags.clear()
             if self._lock is not None:
                 self._lock.release()
@@ -779,6 +788,8 @@ class SqliteKeyStore:
         with self._mutex:
             conn = self._require_open()
             try:
+                if self._dirty:
+                    self._write_dirty_counters(conn)
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise _map_sqlite_error(exc, action) from exc
@@ -800,9 +811,25 @@ class SqliteKeyStore:
         with self._mutex:
             conn = self._require_open()
             try:
+                if self._dirty:
+                    self._write_dirty_counters(conn)
                 yield conn
             except sqlite3.Error as exc:
                 raise _map_sqlite_error(exc, action) from exc
+
+    def _write_dirty_counters(self, conn: sqlite3.Connection) -> None:
+        """Write-back stores: put every advanced counter into the table (one transaction)."""
+        mac = self._keys.counter_mac
+        rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_UPDATE_COUNTER, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._dirty.clear()
 
     def _decrypt(self, table: str, row: tuple[bytes, ...], blob: object) -> bytes:
         if not isinstance(blob, bytes):
@@ -1069,6 +1096,13 @@ class SqliteKeyStore:
                 value = current + step
                 if value > _MAX_COUNTER:
                     raise KeystoreError("the signature counter cannot advance any further")
+                if self._write_back:
+                    # Memory-only store: written back before the next statement.
+                    if self.before_commit is not None:
+                        self.before_commit()
+                    self._dirty[tag] = value
+                    self._counters[tag] = value
+                    return value
                 try:
                     if self.before_commit is not None:
                         self.before_commit()  # before the statement = before its commit

@@ -73,3 +73,51 @@ def test_pin_set_cache_follows_set_pin_and_reset() -> None:
         ctap.make_credential(
             b"\x22" * 32, rp, {"id": b"u", "name": "u"}, params, options={"rk": True}
         )
+
+
+def test_ephemeral_counters_are_written_back_before_any_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A memory-only keystore keeps advanced counters in memory (write-back); every
+    query still sees the current values, also for counters evicted from the cache."""
+    from keystore import sqlite_store
+    from keystore.sqlite_store import SqliteKeyStore
+
+    monkeypatch.setattr(sqlite_store, "_CACHE_SIZE", 2)  # force evictions
+    store = SqliteKeyStore.ephemeral()
+    ids = [bytes([i]) * 32 for i in range(5)]
+    for round_ in range(1, 4):
+        for i, cid in enumerate(ids):
+            assert store.increment_counter(cid, step=i + 1) == round_ * (i + 1)
+    # max_counter reads every row of the table (after the write-back).
+    assert store.max_counter() == 3 * 5
+    for i, cid in enumerate(ids):
+        assert store.get_counter(cid) == 3 * (i + 1)
+    store.increment_counter(ids[4])  # dirty again, then read by a SELECT over all rows
+    assert store.max_counter() == 16
+    # A reopened view of the table: drop the cache, the values come from the rows (MACs
+    # checked), so the written-back rows carry valid MACs.
+    store._counters.clear()
+    assert [store.get_counter(cid) for cid in ids] == [3, 6, 9, 12, 16]
+    store.close()
+
+
+def test_file_keystore_counter_writes_are_not_deferred(tmp_path: Any) -> None:
+    """Write-back is for memory-only stores: a file keystore's counter is in the
+    database (another connection sees it) when increment_counter returns."""
+    import sqlite3
+
+    from keystore import kdf
+    from keystore.sqlite_store import DB_NAME, SqliteKeyStore
+
+    store = SqliteKeyStore.create(tmp_path / "ks", "pw", kdf_params=kdf.insecure_test_params())
+    cid = b"\x07" * 32
+    store.increment_counter(cid)  # the first: INSERT
+    before = sqlite3.connect(tmp_path / "ks" / DB_NAME).execute(
+        "SELECT value FROM counters WHERE value = 2"
+    )
+    assert before.fetchall() == []
+    store.increment_counter(cid)  # the cached path: UPDATE
+    other = sqlite3.connect(tmp_path / "ks" / DB_NAME)
+    assert other.execute("SELECT count(*) FROM counters WHERE value = 2").fetchone() == (1,)
+    store.close()
