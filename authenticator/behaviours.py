@@ -46,10 +46,13 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
 ``omit-user``
     Assertions carry no user entity, not even for discoverable credentials.
 ``versions=FIDO_2_0|U2F_V2``
-    ``FIDO_2_0``: getInfo reports only FIDO_2_0 (no CTAP 2.1 options) and U2F APDUs are
-    refused (SW_INS_NOT_SUPPORTED). ``U2F_V2``: a U2F-only key: every CTAP2 command is
-    answered CTAP1_ERR_INVALID_COMMAND, so clients fall back to U2F. The CTAPHID
-    capability flags are the transport's and do not change.
+    ``FIDO_2_0``: a CTAP2-only key: getInfo reports only FIDO_2_0 (no CTAP 2.1 options);
+    CTAPHID_INIT advertises NMSG and CTAPHID_MSG is refused (ERR_INVALID_CMD).
+    ``U2F_V2``: a U2F-only key: CTAPHID_INIT advertises no CBOR capability and
+    CTAPHID_CBOR is refused (ERR_INVALID_CMD), so clients use U2F. The flags follow the
+    behaviour at each CTAPHID_INIT (``Authenticator.supported_protocols``); where no
+    transport checks them, the key itself answers CTAP1_ERR_INVALID_COMMAND or
+    SW_INS_NOT_SUPPORTED.
 ``store-full``
     Discoverable credentials cannot be created (KEY_STORE_FULL); getInfo reports no
     remaining discoverable credentials.

@@ -155,6 +155,13 @@ _HANDLERS: dict[int, _Handler] = {
 }
 
 
+# Protocol names of transports.handler.ProtocolReporter (strings, so that this package
+# does not import the transports).
+_BOTH_PROTOCOLS = frozenset({"ctap2", "u2f"})
+_U2F_ONLY = frozenset({"u2f"})
+_CTAP2_ONLY = frozenset({"ctap2"})
+
+
 class Authenticator:
     """A CTAP 2.1 / CTAP1 authenticator over a keystore and a presence front end."""
 
@@ -229,6 +236,18 @@ class Authenticator:
         return build_info(self._services).to_cbor_map()
 
     # --- CtapHandler ---------------------------------------------------------
+
+    def supported_protocols(self) -> frozenset[str]:
+        """What this key answers now (transports.handler.ProtocolReporter): "ctap2" and
+        "u2f", or one of them under the ``versions`` behaviour, so the transport
+        advertises a U2F-only key without CTAPHID's CBOR flag and a CTAP2-only one with
+        NMSG, as hardware keys of those kinds do."""
+        versions = self._services.behaviours.current().versions
+        if versions == U2F_V2:
+            return _U2F_ONLY
+        if versions == FIDO_2_0:
+            return _CTAP2_ONLY
+        return _BOTH_PROTOCOLS
 
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""

@@ -209,6 +209,31 @@ def test_invalid_commands() -> None:
     assert isinstance(request, Request) and request.command == Command.MSG
 
 
+def test_capabilities_can_change_at_run_time() -> None:
+    """A device whose protocols change (vfido's versions behaviour): each INIT reports
+    the flags of the moment, and commands are checked against them."""
+    flags = [Capability.WINK | Capability.CBOR]
+    core = CtapHidCore(capabilities=lambda: flags[0])
+    channel = core_init(core)
+    (request,) = core_call(core, channel, Command.CBOR, b"\x04")
+    assert isinstance(request, Request)
+    core.respond(request.transaction, b"\x00")
+    flags[0] = Capability.WINK  # U2F only
+    assert error_of(core_call(core, channel, Command.CBOR, b"\x04")) == (
+        channel,
+        HidError.INVALID_CMD,
+    )
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x05" * 8)))
+    assert message.payload[16] == Capability.WINK
+    flags[0] = Capability.CBOR | Capability.NMSG  # CTAP2 only
+    assert error_of(core_call(core, channel, Command.MSG, b"\x00")) == (
+        channel,
+        HidError.INVALID_CMD,
+    )
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x06" * 8)))
+    assert message.payload[16] == Capability.CBOR | Capability.NMSG
+
+
 def test_reinit_aborts_partial_message() -> None:
     core = CtapHidCore()
     channel = core_init(core)

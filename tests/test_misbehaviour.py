@@ -22,9 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from fido2.attestation.base import UntrustedAttestation
 from fido2.client import ClientError, UserInteraction
 from fido2.ctap import CtapError
-from fido2.ctap1 import ApduError, Ctap1
+from fido2.ctap1 import Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
+from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import ResidentKeyRequirement, UserVerificationRequirement
 from OpenSSL.crypto import X509StoreContextError
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
@@ -507,8 +508,13 @@ def test_fido_2_0_only() -> None:
         assert info.versions == ["FIDO_2_0"]
         assert "credMgmt" not in info.options and "pinUvAuthToken" not in info.options
         assert info.pin_uv_protocols == [1]
-        with pytest.raises(ApduError):
+        # A CTAP2-only key: CTAPHID_INIT now advertises NMSG (no CTAPHID_MSG), and the
+        # transport refuses U2F messages.
+        capabilities = key.device.call(CTAPHID.INIT, b"\x01" * 8)[16]
+        assert capabilities & CAPABILITY.NMSG and capabilities & CAPABILITY.CBOR
+        with pytest.raises(CtapError) as refused:
             Ctap1(key.device).get_version()
+        assert refused.value.code == CtapError.ERR.INVALID_COMMAND
         # A CTAP 2.0 key still registers and signs in (with a PIN, protocol 1).
         ClientPin(Ctap2(key.device)).set_pin("123456")
         rp = RelyingParty(root_der=key.root_der)
@@ -518,11 +524,16 @@ def test_fido_2_0_only() -> None:
 
 def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
     with behaving_key("versions=U2F_V2") as key:
+        # Like a U2F-only hardware key: no CBOR capability, CTAPHID_CBOR refused.
+        assert not key.device.capabilities & CAPABILITY.CBOR
+        assert not key.device.capabilities & CAPABILITY.NMSG
+        with pytest.raises(ValueError, match="does not support CTAP2"):
+            Ctap2(key.device)  # python-fido2 reads the capability
         with pytest.raises(CtapError) as info:
-            Ctap2(key.device)
+            key.device.call(CTAPHID.CBOR, b"\x04")  # authenticatorGetInfo regardless
         assert info.value.code == CtapError.ERR.INVALID_COMMAND
         rp = RelyingParty(root_der=key.root_der)
-        response = register(key, rp)  # python-fido2 falls back to CTAP1
+        response = register(key, rp)  # python-fido2 uses CTAP1
         assert attestation_fmt(response) == "fido-u2f"  # verified up to the real root
         assert sign_in(key, rp) == 1
         # The other behaviours apply to the U2F side too.

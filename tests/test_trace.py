@@ -380,3 +380,31 @@ def test_ctap1_messages_are_traced(tmp_path: Path) -> None:
     lines = list(format_trace(records))
     assert any(re.search(r" MSG REGISTER app=h'[0-9a-f]{16}\.\.' -> NO_ERROR", ln) for ln in lines)
     assert any(" MSG AUTHENTICATE " in ln and "-> WRONG_DATA 2 bytes" in ln for ln in lines)
+
+
+def test_traced_key_keeps_its_protocols(tmp_path: Path) -> None:
+    """The trace wrapper passes the key's protocols through, so a traced U2F-only key
+    is still advertised without CTAPHID's CBOR capability (and a plain handler: both)."""
+    from authenticator.behaviours import Behaviours
+
+    recorder = TraceRecorder(tmp_path / "trace.jsonl")
+    store = SqliteKeyStore.ephemeral()
+    inner = Authenticator(
+        store, AutoPresence(), Config(), behaviours=Behaviours.from_assignments(["versions=U2F_V2"])
+    )
+    key = InProcessKey(recorder.wrap(inner))
+    device = key.open()
+    try:
+        assert recorder.wrap(inner).supported_protocols() == frozenset({"u2f"})
+        assert not device.capabilities & 0x04  # CAPABILITY.CBOR
+        assert Ctap1(device).get_version() == "U2F_V2"
+
+        class Plain:  # a handler without supported_protocols
+            pass
+
+        assert recorder.wrap(Plain()).supported_protocols() == frozenset({"ctap2", "u2f"})  # type: ignore[arg-type]
+    finally:
+        device.close()
+        key.close()
+        recorder.close()
+        store.close()

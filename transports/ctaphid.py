@@ -172,6 +172,17 @@ class _Active:
     cancelled: bool = False
 
 
+def _allowed_commands(capabilities: int) -> frozenset[int]:
+    allowed = {Command.PING, Command.LOCK}
+    if capabilities & Capability.WINK:
+        allowed.add(Command.WINK)
+    if capabilities & Capability.CBOR:
+        allowed.add(Command.CBOR)
+    if not capabilities & Capability.NMSG:
+        allowed.add(Command.MSG)
+    return frozenset(int(c) for c in allowed)
+
+
 class CtapHidCore:
     """The CTAPHID device state machine. Not thread-safe: callers serialise access."""
 
@@ -179,15 +190,20 @@ class CtapHidCore:
         self,
         *,
         device_version: tuple[int, int, int] = (0, 1, 0),
-        capabilities: int = Capability.WINK | Capability.CBOR,
+        capabilities: int | Callable[[], int] = Capability.WINK | Capability.CBOR,
         max_channels: int = DEFAULT_MAX_CHANNELS,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
+        """``capabilities``: the CTAPHID_INIT capability flags, or a function giving them
+        as of now (a device whose protocols change at run time). Commands a capability
+        rules out (CBOR without the CBOR flag, MSG with NMSG, WINK without WINK) are
+        answered ERR_INVALID_CMD."""
         if max_channels < 1:
             raise ValueError("max_channels must be positive")
         self._version = device_version
-        self._capabilities = Capability(capabilities)
-        self._allowed = self._allowed_commands()
+        self._capability_source = capabilities if callable(capabilities) else None
+        self._capabilities = 0 if callable(capabilities) else int(capabilities)
+        self._allowed = _allowed_commands(self._capabilities)
         self._max_channels = max_channels
         self._random = random_bytes
         self._channels: OrderedDict[int, None] = OrderedDict()  # LRU order, oldest first
@@ -353,17 +369,18 @@ class CtapHidCore:
         self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)
         return []
 
-    def _allowed_commands(self) -> frozenset[int]:
-        allowed = {Command.PING, Command.LOCK}
-        if Capability.WINK in self._capabilities:
-            allowed.add(Command.WINK)
-        if Capability.CBOR in self._capabilities:
-            allowed.add(Command.CBOR)
-        if Capability.NMSG not in self._capabilities:
-            allowed.add(Command.MSG)
-        return frozenset(int(c) for c in allowed)
+    def _current_capabilities(self) -> int:
+        """The capability flags now (recomputing the allowed commands when they change)."""
+        if self._capability_source is not None:
+            capabilities = int(self._capability_source())
+            if capabilities != self._capabilities:
+                self._capabilities = capabilities
+                self._allowed = _allowed_commands(capabilities)
+        return self._capabilities
 
     def _check_command(self, command: int, length: int) -> HidError | None:
+        if self._capability_source is not None:
+            self._current_capabilities()
         if command not in self._allowed:
             return HidError.INVALID_CMD
         if length > MAX_MESSAGE_SIZE:
@@ -413,8 +430,9 @@ class CtapHidCore:
                 if not active.cancelled:
                     out.append(self._cancel(active))
         major, minor, build = self._version
+        capabilities = self._current_capabilities()
         payload = data[:INIT_NONCE_SIZE] + struct.pack(
-            ">IBBBBB", new_channel, PROTOCOL_VERSION, major, minor, build, self._capabilities
+            ">IBBBBB", new_channel, PROTOCOL_VERSION, major, minor, build, capabilities
         )
         out += encode_message(channel, Command.INIT, payload)
         return out

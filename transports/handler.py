@@ -44,6 +44,27 @@ class Transaction(Protocol):
         ...
 
 
+#: Names in :meth:`ProtocolReporter.supported_protocols`.
+CTAP2 = "ctap2"  # CTAPHID_CBOR
+U2F = "u2f"  # CTAPHID_MSG (CTAP1/U2F APDUs)
+BOTH_PROTOCOLS = frozenset({CTAP2, U2F})
+
+
+class ProtocolReporter(Protocol):
+    """Optional for a :class:`CtapHandler`: which protocols it answers right now.
+
+    A device whose protocols change at run time (vfido's ``versions`` behaviour makes a
+    key U2F-only or CTAP2-only) reports them here; the transport advertises them the
+    way its own protocol does (CTAPHID: the CBOR and NMSG capability flags of every
+    CTAPHID_INIT response) and refuses the other commands (ERR_INVALID_CMD). A handler
+    without this method answers both.
+    """
+
+    def supported_protocols(self) -> frozenset[str]:
+        """A subset of {CTAP2, U2F}."""
+        ...
+
+
 class CtapHandler(Protocol):
     """What a transport needs from the device behind it."""
 

@@ -16,6 +16,7 @@ never interleaved with a keepalive, and no keepalive follows a response.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -33,7 +34,7 @@ from transports.ctaphid import (
     Request,
     Wink,
 )
-from transports.handler import CtapHandler, KeepaliveStatus
+from transports.handler import CTAP2, U2F, CtapHandler, KeepaliveStatus
 
 KEEPALIVE_INTERVAL = 0.08
 CTAP2_ERR_OTHER = b"\x7f"
@@ -110,6 +111,18 @@ class HidTransaction:
             event.set()
 
 
+def _capabilities_for(base: int, reporter: Callable[[], frozenset[str]]) -> int:
+    """CTAPHID capability flags: ``base`` with CBOR and NMSG following the handler's
+    :meth:`~transports.handler.ProtocolReporter.supported_protocols`."""
+    protocols = reporter()
+    flags = base & ~(Capability.CBOR | Capability.NMSG)
+    if CTAP2 in protocols:
+        flags |= Capability.CBOR
+    if U2F not in protocols:
+        flags |= Capability.NMSG
+    return int(flags)
+
+
 class HidRunner:
     """Thread-safe CTAPHID device: feed host reports in, get reports out via ``send_report``."""
 
@@ -133,7 +146,15 @@ class HidRunner:
         self._log = logger or _module_log
         self._interval = keepalive_interval
         self._clock = clock
-        self._core = CtapHidCore(device_version=device_version, capabilities=capabilities)
+        reporter = getattr(handler, "supported_protocols", None)
+        self._core = CtapHidCore(
+            device_version=device_version,
+            capabilities=(
+                functools.partial(_capabilities_for, capabilities, reporter)
+                if callable(reporter)
+                else capabilities
+            ),
+        )
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closed = threading.Event()

@@ -61,7 +61,7 @@ from typing import IO, Any
 import cbor2
 
 from authenticator.responses import GET_INFO_MEMBERS
-from transports.handler import CtapHandler, Transaction
+from transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -846,6 +846,11 @@ class TracingHandler:
 
     def wink(self) -> None:
         self.inner.wink()
+
+    def supported_protocols(self) -> frozenset[str]:
+        """The inner handler's (transports.handler.ProtocolReporter), else both."""
+        reporter = getattr(self.inner, "supported_protocols", None)
+        return frozenset(reporter()) if callable(reporter) else BOTH_PROTOCOLS
 
     def power_cycle(self) -> None:
         self._recorder.event("power_cycle")
