@@ -108,6 +108,14 @@ def mldsa_unavailable_reason() -> str | None:
     return _MLDSA_REASON
 
 
+def can_sign(algorithm: int) -> bool:
+    """Whether this process can sign with ``algorithm`` (ML-DSA needs a runtime with it:
+    a keystore can hold ML-DSA credentials made where it had one)."""
+    if algorithm in MLDSA_ALGORITHMS:
+        return _MLDSA is not None
+    return algorithm in CLASSICAL_ALGORITHMS
+
+
 #: Algorithms this process can actually use (ML-DSA only where the runtime has it),
 #: in the order getInfo lists them.
 SUPPORTED_ALGORITHMS: tuple[int, ...] = CLASSICAL_ALGORITHMS + (

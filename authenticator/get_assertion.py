@@ -14,8 +14,8 @@ from typing import Any
 
 from authenticator.authdata import AuthDataFlags, backup_flags, build_auth_data, rp_id_hash
 from authenticator.behaviours import corrupt_signed_data
-from authenticator.cose import CredentialKey
-from authenticator.credential_source import decode_credential_id
+from authenticator.cose import ALGORITHM_NAMES, CredentialKey, can_sign, mldsa_unavailable_reason
+from authenticator.credential_source import SealedCredential, decode_credential_id
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.extensions import (
@@ -58,7 +58,7 @@ def _from_allow_list(
             continue
         seen.add(descriptor.id)
         sealed = decode_credential_id(key, id_hash, descriptor.id)
-        if sealed is None:
+        if sealed is None or not _usable(sealed):
             continue
         record = None
         if sealed.discoverable:
@@ -78,8 +78,24 @@ def _discoverable(services: Services, id_hash: bytes) -> list[AssertionCandidate
         if sealed is None:
             log.warning("stored credential does not unseal; skipped")
             continue
+        if not _usable(sealed):
+            continue
         found.append(AssertionCandidate(record.credential_id, sealed, record))
     return found
+
+
+def _usable(sealed: SealedCredential) -> bool:
+    """A credential whose algorithm this process cannot sign with (an ML-DSA credential
+    in a keystore moved to a runtime without ML-DSA) is not applicable: the request
+    goes on with the others, or ends in NO_CREDENTIALS, never in an internal error."""
+    if can_sign(sealed.algorithm):
+        return True
+    log.warning(
+        "a %s credential is skipped: %s",
+        ALGORITHM_NAMES.get(sealed.algorithm, sealed.algorithm),
+        mldsa_unavailable_reason() or "algorithm not supported here",
+    )
+    return False
 
 
 def _cred_protect(candidate: AssertionCandidate) -> int:

@@ -349,3 +349,48 @@ def test_uhid_paces_long_messages_like_a_polled_usb_key() -> None:
     assert all(d == uhid.REPORT_INTERVAL for d in delays[unpaced:])
     # Small messages are never delayed.
     assert all(uhid.report_delay(r) == 0.0 for r in encode_message(1, 0x10, bytes(1000)))
+
+
+def test_credential_unusable_on_a_runtime_without_mldsa_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A keystore moved to a runtime without ML-DSA: its ML-DSA credentials are not
+    applicable (NO_CREDENTIALS, or another credential answers), never an internal error."""
+    from fido2.ctap import CtapError
+    from fido2.ctap2.base import Ctap2
+
+    from authenticator import cose as cose_module
+    from authenticator.credential_source import clear_credential_cache
+
+    with running_key() as k:
+        ctap = Ctap2(k.device)
+        cdh = os.urandom(32)
+        rp = {"id": RP_ID, "name": "PQ"}
+        ids = {}
+        for alg in (MLDSA44, -7):
+            made = ctap.make_credential(
+                cdh,
+                rp,
+                {"id": bytes([alg & 0xFF]) * 8, "name": f"u{alg}"},
+                [{"type": "public-key", "alg": alg}],
+                options={"rk": True},
+            )
+            data = made.auth_data.credential_data
+            assert data is not None
+            ids[alg] = data
+        # Made on a runtime with ML-DSA: it signs.
+        allow_pq = [{"type": "public-key", "id": ids[MLDSA44].credential_id}]
+        assert ctap.get_assertion(RP_ID, cdh, allow_pq).credential["id"] == (
+            ids[MLDSA44].credential_id
+        )
+        monkeypatch.setattr(cose_module, "_MLDSA", None)  # now the runtime lacks ML-DSA
+        cose_module.clear_key_cache()
+        clear_credential_cache()
+        with pytest.raises(CtapError) as refused:
+            ctap.get_assertion(RP_ID, cdh, allow_pq)
+        assert refused.value.code == CtapError.ERR.NO_CREDENTIALS
+        # Discoverable: the ES256 credential answers alone (the ML-DSA one is not counted).
+        result = ctap.get_assertion(RP_ID, cdh)
+        assert result.credential["id"] == ids[-7].credential_id
+        assert result.number_of_credentials is None
+        ids[-7].public_key.verify(bytes(result.auth_data) + cdh, result.signature)
