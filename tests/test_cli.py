@@ -197,3 +197,39 @@ def test_second_service_on_same_keystore_is_refused(keystore: Path) -> None:
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0
+
+
+def test_alg_names_agree_with_the_authenticator() -> None:
+    from authenticator.cose import ALGORITHM_NAMES
+    from vfido.cli import ALG_NAMES
+
+    assert ALG_NAMES == ALGORITHM_NAMES
+
+
+def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) -> None:
+    import time
+
+    from authenticator.cose import MLDSA65, CredentialKey, can_sign
+    from authenticator.provisioning import add_credential
+    from keystore.sqlite_store import SqliteKeyStore
+    from tests.service_helpers import PASSPHRASE
+
+    algorithms = [-7, MLDSA65] if can_sign(MLDSA65) else [-7, -257]
+    with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
+        for i, alg in enumerate(algorithms):
+            add_credential(
+                store,
+                CredentialKey.generate(alg),
+                "columns.example",
+                now=time.time(),
+                user_id=bytes([i + 1]) * 8,
+                user_name=f"user{i}",
+                cred_protect=3,
+            )
+    listing = vfido(["credentials", "list", "--keystore", str(keystore)])
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = listing.stdout.splitlines()
+    assert len(rows) == len(algorithms)
+    column = header.index("prot")
+    for row in rows:
+        assert row[column] == "3", (header, row)  # credProtect under its heading

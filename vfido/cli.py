@@ -22,8 +22,12 @@ from vfido.service import keystore_default_dir
 
 log = logging.getLogger("vfido")
 
+# As authenticator.cose.ALGORITHM_NAMES, which this module does not import at start-up
+# (importing it runs the ML-DSA self-test); tests/test_cli.py checks they agree.
 ALG_NAMES = {-7: "ES256", -8: "EdDSA", -35: "ES384", -36: "ES512", -257: "RS256"}
 ALG_NAMES.update({-48: "ML-DSA-44", -49: "ML-DSA-65"})
+#: Width of the alg column of `credentials list` (the longest name, ML-DSA-65).
+_ALG_WIDTH = max(len(name) for name in ALG_NAMES.values())
 
 
 class CliError(Exception):
@@ -307,14 +311,17 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
         if not summaries:
             print("no discoverable credentials")
             return 0
-        print(f"{'id':<24} {'rp':<28} {'user':<24} {'alg':<6} {'prot':<4} {'counter':>7}  created")
+        print(
+            f"{'id':<24} {'rp':<28} {'user':<24} {'alg':<{_ALG_WIDTH}} {'prot':<4} "
+            f"{'counter':>7}  created"
+        )
         for s in summaries:
             r = s.record
             created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
             user = r.user_name or r.user_display_name or _b64url(r.user_id)
             print(
                 f"{_b64url(r.credential_id)[:22] + '..':<24} {r.rp_id[:28]:<28} {user[:24]:<24} "
-                f"{ALG_NAMES.get(r.algorithm, str(r.algorithm)):<6} {r.cred_protect:<4} "
+                f"{ALG_NAMES.get(r.algorithm, str(r.algorithm)):<{_ALG_WIDTH}} {r.cred_protect:<4} "
                 f"{s.sign_count:>7}  {created:%Y-%m-%d %H:%M:%S}Z"
             )
     return 0
