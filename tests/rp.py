@@ -3,6 +3,10 @@
 Every registration and assertion produced by the key in the end-to-end tests
 goes through both, including the attestation trust path up to the keystore's
 own attestation root.
+
+The ceremonies themselves, for any python-fido2 ``Fido2Client`` (an in-process key's, a
+:class:`vfido.api.VirtualKey`'s, one over UDP to a running service): :func:`register`,
+:func:`sign_in`, and :func:`assertion` for a sign-in the test verifies itself.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 import webauthn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fido2.attestation import AttestationVerifier
+from fido2.attestation.base import AttestationVerifier
+from fido2.client import Fido2Client
 from fido2.server import Fido2Server
 from fido2.webauthn import (
     AttestationObject,
@@ -24,6 +29,8 @@ from fido2.webauthn import (
     PublicKeyCredentialRpEntity,
     PublicKeyCredentialUserEntity,
     RegistrationResponse,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
 )
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
 from webauthn.helpers.structs import AttestationFormat
@@ -151,3 +158,51 @@ def attestation_fmt(response: RegistrationResponse) -> str:
 def random_user() -> tuple[bytes, str]:
     uid = os.urandom(16)
     return uid, "user-" + uid.hex()[:8]
+
+
+# --- the ceremonies ------------------------------------------------------------------------
+
+
+def register(
+    client: Fido2Client,
+    rp: RelyingParty,
+    *,
+    rk: bool = False,
+    uv: str = "discouraged",
+    user: tuple[bytes, str] | None = None,
+) -> RegistrationResponse:
+    """One registration: ``rp`` asks for a credential for ``user`` (id, name; a random one by
+    default), ``client`` makes it, ``rp`` verifies it with both libraries and keeps it. Raises
+    what the client or the RP raises. ``rk`` asks for a discoverable credential."""
+    user_id, name = user or random_user()
+    options, state = rp.begin_registration(
+        user_id,
+        name,
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
+        ),
+        user_verification=UserVerificationRequirement(uv),
+    )
+    response = client.make_credential(options.public_key)
+    rp.complete_registration(state, response, challenge_of(options))
+    return response
+
+
+def assertion(
+    client: Fido2Client, rp: RelyingParty, *, allow: bool = True
+) -> tuple[Any, AuthenticationResponse, bytes]:
+    """One sign-in up to the client's answer, not yet verified: (state, response, challenge)
+    for :meth:`RelyingParty.complete_authentication`. The allowList holds ``rp``'s
+    credentials, or is empty with ``allow=False`` (a discoverable credential answers)."""
+    options, state = rp.server.authenticate_begin(
+        rp.credentials if allow else None,
+        user_verification=UserVerificationRequirement.DISCOURAGED,
+    )
+    response = client.get_assertion(options.public_key).get_response(0)
+    return state, response, challenge_of(options)
+
+
+def sign_in(client: Fido2Client, rp: RelyingParty, *, allow: bool = True) -> int:
+    """A sign-in both RP libraries accept (see :func:`assertion`); the new counter."""
+    state, response, challenge = assertion(client, rp, allow=allow)
+    return rp.complete_authentication(state, response, challenge)

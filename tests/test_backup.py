@@ -16,14 +16,14 @@ import pytest
 from fido2.client import UserInteraction
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
-from fido2.webauthn import AuthenticatorData, ResidentKeyRequirement, UserVerificationRequirement
-from service_helpers import vfido
+from fido2.webauthn import AuthenticationResponse, AuthenticatorData, RegistrationResponse
 
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from keystore import kdf
 from keystore.sqlite_store import SqliteKeyStore
-from tests.rp import RelyingParty, challenge_of, random_user
+from tests.rp import RelyingParty, assertion, register
+from tests.service_helpers import vfido
 from tests.vkey import Key
 from transports.inprocess import open_device
 from vfido.backup import (
@@ -67,34 +67,13 @@ class GivesPin(UserInteraction):
         return PIN
 
 
-def register(key: Key, rp: RelyingParty, *, rk: bool, pin: bool = False) -> int:
-    """Register one credential with ``rp``; the authData flags."""
-    user_id, name = random_user()
-    options, state = rp.begin_registration(
-        user_id,
-        name,
-        resident_key_requirement=(
-            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
-        ),
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    response = key.client(interaction=GivesPin() if pin else None).make_credential(
-        options.public_key
-    )
-    rp.complete_registration(state, response, challenge_of(options))
-    return int(response.response.attestation_object.auth_data.flags)
-
-
-def authenticate(key: Key, rp: RelyingParty, *, discoverable: bool = False) -> tuple[int, int]:
-    """One verified authentication (an empty allowList for ``discoverable``);
-    (counter, flags)."""
-    options, state = rp.server.authenticate_begin(
-        None if discoverable else rp.credentials,
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    response = key.client().get_assertion(options.public_key).get_response(0)
-    counter = rp.complete_authentication(state, response, challenge_of(options))
-    return counter, int(response.response.authenticator_data.flags)
+def signed_in(
+    key: Key, rp: RelyingParty, *, discoverable: bool = False
+) -> tuple[int, tuple[bool, bool]]:
+    """One sign-in both RP libraries accept (an empty allowList for ``discoverable``):
+    (the new counter, (BE, BS))."""
+    state, response, challenge = assertion(key.client(), rp, allow=not discoverable)
+    return rp.complete_authentication(state, response, challenge), backup_flags(response)
 
 
 def fresh_view(rp: RelyingParty) -> RelyingParty:
@@ -105,8 +84,14 @@ def fresh_view(rp: RelyingParty) -> RelyingParty:
     return other
 
 
-def backup_flags(flags: int) -> tuple[bool, bool]:
-    return bool(flags & BE), bool(flags & BS)
+def backup_flags(response: RegistrationResponse | AuthenticationResponse) -> tuple[bool, bool]:
+    """(BE, BS) of a registration's or a sign-in's authenticator data."""
+    data = (
+        response.response.attestation_object.auth_data
+        if isinstance(response, RegistrationResponse)
+        else response.response.authenticator_data
+    )
+    return bool(data.flags & BE), bool(data.flags & BS)
 
 
 def test_export_import_with_the_opt_in(tmp_path: Path) -> None:
@@ -115,13 +100,12 @@ def test_export_import_with_the_opt_in(tmp_path: Path) -> None:
     server_rp, discoverable_rp = RelyingParty(root_der=root), RelyingParty(root_der=root)
     with key_on(source) as key:
         # BE is fixed at creation: 1 on this keystore; nothing is backed up yet.
-        assert backup_flags(register(key, server_rp, rk=False)) == (True, False)
-        assert backup_flags(register(key, discoverable_rp, rk=True)) == (True, False)
+        assert backup_flags(register(key.client(), server_rp, rk=False)) == (True, False)
+        assert backup_flags(register(key.client(), discoverable_rp, rk=True)) == (True, False)
         for _ in range(2):
-            counter, flags = authenticate(key, server_rp)
-            assert backup_flags(flags) == (True, False)
+            assert signed_in(key, server_rp)[1] == (True, False)
         for _ in range(3):
-            counter, flags = authenticate(key, discoverable_rp, discoverable=True)
+            counter, _ = signed_in(key, discoverable_rp, discoverable=True)
         assert counter == 3
         ClientPin(Ctap2(key.device)).set_pin(PIN)
 
@@ -151,26 +135,23 @@ def test_export_import_with_the_opt_in(tmp_path: Path) -> None:
             # their counters (py_webauthn refuses a counter that does not grow): the
             # discoverable one carried its 3 over, the server-side one (2 before) starts
             # above the largest exported counter. Both are backed up now: BE=1, BS=1.
-            counter, flags = authenticate(key, server_rp)
-            assert (counter, backup_flags(flags)) == (4, (True, True))
-            counter, flags = authenticate(key, discoverable_rp, discoverable=True)
-            assert (counter, backup_flags(flags)) == (4, (True, True))
+            assert signed_in(key, server_rp) == (4, (True, True))
+            assert signed_in(key, discoverable_rp, discoverable=True) == (4, (True, True))
             # The PIN came along.
             ctap = Ctap2(key.device)
             assert ctap.info.options["clientPin"] is True
             ClientPin(ctap).get_pin_token(PIN)
             # A credential made on the restored key is eligible, not yet backed up.
             new_rp = RelyingParty(root_der=root)
-            assert backup_flags(register(key, new_rp, rk=True, pin=True)) == (True, False)
+            made = register(key.client(interaction=GivesPin()), new_rp, rk=True)
+            assert backup_flags(made) == (True, False)
     finally:
         restored.close()
 
     with key_on(source) as key:
         # The exported keystore's credentials are backed up too (BS=1 from the export on).
-        counter, flags = authenticate(key, fresh_view(server_rp))
-        assert (counter, backup_flags(flags)) == (3, (True, True))  # marking kept counters
-        counter, flags = authenticate(key, fresh_view(discoverable_rp), discoverable=True)
-        assert (counter, backup_flags(flags)) == (4, (True, True))
+        assert signed_in(key, fresh_view(server_rp)) == (3, (True, True))  # marking kept counters
+        assert signed_in(key, fresh_view(discoverable_rp), discoverable=True) == (4, (True, True))
     source.close()
 
 
@@ -180,25 +161,22 @@ def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
     source = new_store(tmp_path / "a", eligible=False)
     rp = RelyingParty(root_der=source.identity().attestation_chain[-1])
     with key_on(source) as key:
-        assert backup_flags(register(key, rp, rk=True)) == (False, False)
-        counter, flags = authenticate(key, rp, discoverable=True)
-        assert (counter, backup_flags(flags)) == (1, (False, False))
+        assert backup_flags(register(key.client(), rp, rk=True)) == (False, False)
+        assert signed_in(key, rp, discoverable=True) == (1, (False, False))
     bundle_path = tmp_path / "bundle"
     with pytest.raises(BackupError, match=r"not created backup-eligible.*--force"):
         export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, kdf_params=cheap())
     assert not bundle_path.exists()
     export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, force=True, kdf_params=cheap())
     with key_on(source) as key:
-        counter, flags = authenticate(key, rp, discoverable=True)
-        assert (counter, backup_flags(flags)) == (2, (False, False))  # no BS after export
+        assert signed_in(key, rp, discoverable=True) == (2, (False, False))  # no BS after export
     source.close()
     bundle = open_bundle(bundle_path.read_bytes(), BUNDLE_PASSPHRASE)
     with (
         import_bundle(bundle, tmp_path / "b", PASSPHRASE, kdf_params=cheap()) as restored,
         key_on(restored) as key,
     ):
-        counter, flags = authenticate(key, fresh_view(rp), discoverable=True)
-        assert (counter, backup_flags(flags)) == (2, (False, False))
+        assert signed_in(key, fresh_view(rp), discoverable=True) == (2, (False, False))
 
 
 def test_backup_eligibility_survives_a_reset_and_bs_does_not(tmp_path: Path) -> None:
@@ -206,21 +184,18 @@ def test_backup_eligibility_survives_a_reset_and_bs_does_not(tmp_path: Path) -> 
     credentials, so nothing is backed up afterwards."""
     store = new_store(tmp_path / "a", eligible=True)
     with key_on(store) as key:
-        register(key, RelyingParty(root_der=None, attestation="none"), rk=False)
+        register(key.client(), RelyingParty(root_der=None, attestation="none"), rk=False)
     export_keystore(store, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
     with key_on(store) as key:
-        assert backup_flags(register(key, RelyingParty(attestation="none"), rk=False)) == (
-            True,
-            True,  # server-side: its key is sealed under the exported credential key
-        )
+        made = register(key.client(), RelyingParty(attestation="none"), rk=False)
+        # Server-side: its key is sealed under the exported credential key.
+        assert backup_flags(made) == (True, True)
         ctap = Ctap2(key.device)
         ctap.reset()  # authenticatorReset (within 10 s of power-up)
         assert ctap.get_info().aaguid == store.identity().aaguid
         for rk in (False, True):
-            assert backup_flags(register(key, RelyingParty(attestation="none"), rk=rk)) == (
-                True,
-                False,
-            )
+            made = register(key.client(), RelyingParty(attestation="none"), rk=rk)
+            assert backup_flags(made) == (True, False)
     store.close()
 
 
@@ -228,7 +203,7 @@ def test_backup_eligibility_survives_a_reset_and_bs_does_not(tmp_path: Path) -> 
 def bundle_bytes(tmp_path: Path) -> bytes:
     with new_store(tmp_path / "src", eligible=True) as store:
         with key_on(store) as key:
-            register(key, RelyingParty(root_der=None, attestation="none"), rk=True)
+            register(key.client(), RelyingParty(root_der=None, attestation="none"), rk=True)
         export_keystore(store, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
     return (tmp_path / "bundle").read_bytes()
 
@@ -317,7 +292,7 @@ def test_cli_init_export_import(tmp_path: Path) -> None:
     with SqliteKeyStore.open(a, "correct horse battery staple") as store:
         rp = RelyingParty(root_der=store.identity().attestation_chain[-1])
         with key_on(store) as key:
-            assert backup_flags(register(key, rp, rk=True)) == (True, False)
+            assert backup_flags(register(key.client(), rp, rk=True)) == (True, False)
     bundle = tmp_path / "out.bundle"
     result = vfido(["export", "--keystore", str(a), str(bundle)], **env)
     assert result.returncode == 0, result.stderr
@@ -335,8 +310,7 @@ def test_cli_init_export_import(tmp_path: Path) -> None:
     result = vfido(["import", "--keystore", str(b), str(bundle)], **env)
     assert result.returncode == 1 and "already exists" in result.stderr
     with SqliteKeyStore.open(b, "correct horse battery staple") as store, key_on(store) as key:
-        counter, flags = authenticate(key, rp, discoverable=True)
-        assert (counter, backup_flags(flags)) == (1, (True, True))
+        assert signed_in(key, rp, discoverable=True) == (1, (True, True))
 
     plain = tmp_path / "plain"
     assert vfido(["init", "--keystore", str(plain)]).returncode == 0

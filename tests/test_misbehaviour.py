@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
@@ -26,7 +25,6 @@ from fido2.ctap1 import Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 from fido2.hid import CAPABILITY, CTAPHID
-from fido2.webauthn import ResidentKeyRequirement, UserVerificationRequirement
 from OpenSSL.crypto import X509StoreContextError
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
 from webauthn.helpers.structs import AttestationFormat
@@ -42,67 +40,21 @@ from authenticator.behaviours import (
     misbehaviour_root,
 )
 from authenticator.config import Config
-from authenticator.device import Authenticator
-from keystore.sqlite_store import SqliteKeyStore
-from tests.rp import RelyingParty, attestation_fmt, challenge_of, random_user
-from tests.vkey import Key
-from transports.inprocess import open_device
-from vfido.presence import AutoPresence
+from tests.rp import (
+    RelyingParty,
+    assertion,
+    attestation_fmt,
+    challenge_of,
+    random_user,
+    register,
+    sign_in,
+)
+from tests.vkey import Key, running_key
 
 
-@contextmanager
-def behaving_key(*assignments: str, config: Config | None = None) -> Iterator[Key]:
+def behaving_key(*assignments: str, config: Config | None = None) -> AbstractContextManager[Key]:
     """An in-process key with these behaviours (``NAME`` or ``NAME=VALUE``) from the start."""
-    store = SqliteKeyStore.ephemeral()
-    behaviours = Behaviours.from_assignments(assignments)
-    device_impl = Authenticator(store, AutoPresence(), config or Config(), behaviours=behaviours)
-    device = open_device(device_impl)
-    try:
-        yield Key(store, device_impl, device)
-    finally:
-        device.close()
-        store.close()
-
-
-def register(
-    key: Key,
-    rp: RelyingParty,
-    *,
-    rk: bool = False,
-    uv: str = "discouraged",
-    interaction: UserInteraction | None = None,
-) -> Any:
-    """Register a new user; the RP verifies it (raises what the RP raises)."""
-    user_id, name = random_user()
-    options, state = rp.begin_registration(
-        user_id,
-        name,
-        resident_key_requirement=(
-            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
-        ),
-        user_verification=UserVerificationRequirement(uv),
-    )
-    response = key.client(interaction=interaction).make_credential(options.public_key)
-    rp.complete_registration(state, response, challenge_of(options))
-    return response
-
-
-def assertion(key: Key, rp: RelyingParty, *, allow: bool = True) -> tuple[Any, Any, bytes]:
-    """(state, response, challenge) of one sign-in, not yet verified by the RP."""
-    if allow:
-        options, state = rp.begin_authentication(user_verification="discouraged")
-    else:
-        options, state = rp.server.authenticate_begin(
-            user_verification=UserVerificationRequirement.DISCOURAGED
-        )
-    response = key.client().get_assertion(options.public_key).get_response(0)
-    return state, response, challenge_of(options)
-
-
-def sign_in(key: Key, rp: RelyingParty) -> int:
-    """A sign-in both RP libraries accept; the new counter."""
-    state, response, challenge = assertion(key, rp)
-    return rp.complete_authentication(state, response, challenge)
+    return running_key(config=config, behaviours=Behaviours.from_assignments(assignments))
 
 
 def webauthn_check(rp: RelyingParty, response: Any, challenge: bytes, current: int) -> Any:
@@ -235,11 +187,11 @@ def test_corrupt_signed_data_differs_in_content_not_length() -> None:
 def test_counter_regression_is_detected_by_the_relying_party() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp)
+        register(key.client(), rp)
         for expected in (1, 2, 3, 4, 5):
-            assert sign_in(key, rp) == expected
+            assert sign_in(key.client(), rp) == expected
         key.authenticator.behaviours.set("counter-regression", 3)
-        state, response, challenge = assertion(key, rp)
+        state, response, challenge = assertion(key.client(), rp)
         counter = response.response.authenticator_data.counter
         assert counter == 2  # 3 below the highest reported (5): a cloned key
         # The signature is fine: Fido2Server accepts it; its caller's counter check fails.
@@ -249,32 +201,32 @@ def test_counter_regression_is_detected_by_the_relying_party() -> None:
         with pytest.raises(InvalidAuthenticationResponse, match="sign count"):
             webauthn_check(rp, response, challenge, rp.counters[response.raw_id])
         # Again: still below (the stored counter did not advance).
-        _, again, _ = assertion(key, rp)
+        _, again, _ = assertion(key.client(), rp)
         assert again.response.authenticator_data.counter == 2
         key.authenticator.behaviours.clear("counter-regression")
-        assert sign_in(key, rp) == 6
+        assert sign_in(key.client(), rp) == 6
 
 
 def test_zero_counter_reports_zero_which_rps_accept_as_no_counter() -> None:
     with behaving_key("zero-counter") as key:
         rp = RelyingParty(root_der=key.root_der)
-        response = register(key, rp)
+        response = register(key.client(), rp)
         assert response.response.attestation_object.auth_data.counter == 0
         for _ in range(3):
             # Both libraries accept 0 after 0: the RP cannot detect a clone any more.
-            assert sign_in(key, rp) == 0
+            assert sign_in(key.client(), rp) == 0
         key.authenticator.behaviours.clear("zero-counter")
-        assert sign_in(key, rp) == 1
+        assert sign_in(key.client(), rp) == 1
 
 
 def test_counter_jump_advances_by_n() -> None:
     with behaving_key("counter-jump=500") as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp)
-        assert sign_in(key, rp) == 500
-        assert sign_in(key, rp) == 1000  # accepted: larger is fine for an RP
+        register(key.client(), rp)
+        assert sign_in(key.client(), rp) == 500
+        assert sign_in(key.client(), rp) == 1000  # accepted: larger is fine for an RP
         key.authenticator.behaviours.clear("counter-jump")
-        assert sign_in(key, rp) == 1001
+        assert sign_in(key.client(), rp) == 1001
 
 
 # --- user presence and verification -----------------------------------------------------------
@@ -298,29 +250,29 @@ class CountingInteraction(UserInteraction):
 def test_presence_timeout_gives_user_action_timeout_after_upneeded_keepalives() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp)  # presence works
+        register(key.client(), rp)  # presence works
         key.authenticator.behaviours.set("presence-timeout", 0.3)
         interaction = CountingInteraction()
         with pytest.raises(ClientError) as info:
-            register(key, RelyingParty(root_der=key.root_der), interaction=interaction)
+            register(key.client(interaction=interaction), RelyingParty(root_der=key.root_der))
         assert info.value.code == ClientError.ERR.TIMEOUT
         assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
         assert interaction.prompts >= 1  # the client was told to ask for a touch
         with pytest.raises(ClientError) as info:
-            sign_in(key, rp)
+            sign_in(key.client(), rp)
         assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
 
 
 def test_uv_fail_fails_builtin_user_verification_and_uses_up_retries() -> None:
     with behaving_key(config=Config(builtin_uv=True)) as key:
         rp = RelyingParty(root_der=key.root_der)
-        response = register(key, rp, uv="required")
+        response = register(key.client(), rp, uv="required")
         assert response.response.attestation_object.auth_data.is_user_verified()
         ctap = Ctap2(key.device)
         before = ClientPin(ctap).get_uv_retries()
         key.authenticator.behaviours.set("uv-fail")
         with pytest.raises(ClientError) as info:
-            register(key, rp, uv="required", interaction=CountingInteraction())
+            register(key.client(interaction=CountingInteraction()), rp, uv="required")
         assert ctap_cause(info.value) == CtapError.ERR.UV_INVALID
         assert ClientPin(ctap).get_uv_retries() < before
 
@@ -332,7 +284,7 @@ def test_pin_blocked_reports_no_retries_and_refuses_the_pin() -> None:
         assert ClientPin(ctap).get_pin_retries()[0] == 0
         rp = RelyingParty(root_der=key.root_der)
         with pytest.raises(ClientError) as info:
-            register(key, rp, uv="required", interaction=CountingInteraction("123456"))
+            register(key.client(interaction=CountingInteraction("123456")), rp, uv="required")
         assert ctap_cause(info.value) == CtapError.ERR.PIN_BLOCKED
         with pytest.raises(CtapError) as ctap_info:
             ClientPin(ctap).set_pin("123456")
@@ -373,10 +325,10 @@ def test_slow_answers_come_after_processing_keepalives() -> None:
 def test_wrong_signature_is_rejected_by_both_rp_libraries() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp)
-        assert sign_in(key, rp) == 1
+        register(key.client(), rp)
+        assert sign_in(key.client(), rp) == 1
         key.authenticator.behaviours.set("wrong-signature")
-        state, response, challenge = assertion(key, rp)
+        state, response, challenge = assertion(key.client(), rp)
         with pytest.raises(ValueError, match="Invalid signature"):
             rp.server.authenticate_complete(state, rp.credentials, response)
         with pytest.raises(InvalidAuthenticationResponse, match="signature"):
@@ -386,41 +338,41 @@ def test_wrong_signature_is_rejected_by_both_rp_libraries() -> None:
 def test_vanished_credential_gives_no_credentials_for_it_only() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        gone = register(key, rp).raw_id
+        gone = register(key.client(), rp).raw_id
         other_rp = RelyingParty(root_der=key.root_der)
-        register(key, other_rp)
+        register(key.client(), other_rp)
         key.authenticator.behaviours.set("vanished-credential", b64url(gone))
         with pytest.raises(ClientError) as info:
-            sign_in(key, rp)
+            sign_in(key.client(), rp)
         assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
         assert ctap_cause(info.value) == CtapError.ERR.NO_CREDENTIALS
-        assert sign_in(key, other_rp) == 1  # the other credential is still there
+        assert sign_in(key.client(), other_rp) == 1  # the other credential is still there
         # The vanished credential no longer excludes a new registration.
-        register(key, rp)
+        register(key.client(), rp)
         key.authenticator.behaviours.set("vanished-credential")  # every credential
         with pytest.raises(ClientError):
-            sign_in(key, other_rp)
+            sign_in(key.client(), other_rp)
         key.authenticator.behaviours.clear()
-        assert sign_in(key, other_rp) == 2
+        assert sign_in(key.client(), other_rp) == 2
 
 
 def test_without_the_behaviour_an_excluded_credential_is_refused() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp)
+        register(key.client(), rp)
         with pytest.raises(ClientError) as info:
-            register(key, rp)
+            register(key.client(), rp)
         assert ctap_cause(info.value) == CtapError.ERR.CREDENTIAL_EXCLUDED
 
 
 def test_omit_user_leaves_a_usernameless_sign_in_without_user_handle() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp, rk=True)
-        _, response, _ = assertion(key, rp, allow=False)
+        register(key.client(), rp, rk=True)
+        _, response, _ = assertion(key.client(), rp, allow=False)
         assert response.response.user_handle is not None  # normally: who signs in
         key.authenticator.behaviours.set("omit-user")
-        state, response, _ = assertion(key, rp, allow=False)
+        state, response, _ = assertion(key.client(), rp, allow=False)
         assert response.response.user_handle is None
         # The signature still verifies, but the RP cannot tell which account this is.
         rp.server.authenticate_complete(state, rp.credentials, response)
@@ -438,10 +390,10 @@ def test_untrusted_attestation_fails_the_trust_path_to_the_real_root() -> None:
     with behaving_key("attestation=untrusted") as key:
         rp = RelyingParty(root_der=key.root_der)
         with pytest.raises(UntrustedAttestation):
-            register(key, rp)
+            register(key.client(), rp)
         # py_webauthn (OpenSSL) cannot build a path to the real root either.
         rp_py = RelyingParty(root_der=misbehaviour_root())
-        response = register(key, rp_py)  # trusted only under the misbehaviour CA
+        response = register(key.client(), rp_py)  # trusted only under the misbehaviour CA
         assert attestation_fmt(response) == "packed"
         real_root = x509.load_der_x509_certificate(key.root_der)
         assert _x5c_leaf(response).issuer != real_root.subject
@@ -483,10 +435,10 @@ def test_expired_attestation_certificate_fails_the_validity_check() -> None:
 def test_none_attestation() -> None:
     with behaving_key() as key:
         rp = RelyingParty(root_der=key.root_der)
-        assert attestation_fmt(register(key, rp)) == "packed"
+        assert attestation_fmt(register(key.client(), rp)) == "packed"
         key.authenticator.behaviours.set("attestation", "none")
         assert Ctap2(key.device).info.attestation_formats == ["none"]
-        response = register(key, RelyingParty(attestation="none"))
+        response = register(key.client(), RelyingParty(attestation="none"))
         att = response.response.attestation_object
         assert att.fmt == "none" and att.att_stmt == {}
         options, _ = RelyingParty().begin_registration(
@@ -518,8 +470,8 @@ def test_fido_2_0_only() -> None:
         # A CTAP 2.0 key still registers and signs in (with a PIN, protocol 1).
         ClientPin(Ctap2(key.device)).set_pin("123456")
         rp = RelyingParty(root_der=key.root_der)
-        register(key, rp, uv="required", interaction=CountingInteraction("123456"))
-        assert sign_in(key, rp) == 1
+        register(key.client(interaction=CountingInteraction("123456")), rp, uv="required")
+        assert sign_in(key.client(), rp) == 1
 
 
 def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
@@ -533,31 +485,31 @@ def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
             key.device.call(CTAPHID.CBOR, b"\x04")  # authenticatorGetInfo regardless
         assert info.value.code == CtapError.ERR.INVALID_COMMAND
         rp = RelyingParty(root_der=key.root_der)
-        response = register(key, rp)  # python-fido2 uses CTAP1
-        assert attestation_fmt(response) == "fido-u2f"  # verified up to the real root
-        assert sign_in(key, rp) == 1
+        registration = register(key.client(), rp)  # python-fido2 uses CTAP1
+        assert attestation_fmt(registration) == "fido-u2f"  # verified up to the real root
+        assert sign_in(key.client(), rp) == 1
         # The other behaviours apply to the U2F side too.
         behaviours = key.authenticator.behaviours
         behaviours.set("counter-jump", 10)
-        assert sign_in(key, rp) == 11
+        assert sign_in(key.client(), rp) == 11
         behaviours.set("counter-regression", 2)
-        state, response, challenge = assertion(key, rp)
+        state, response, challenge = assertion(key.client(), rp)
         assert response.response.authenticator_data.counter == 9
         with pytest.raises(InvalidAuthenticationResponse, match="sign count"):
             webauthn_check(rp, response, challenge, 11)
         behaviours.clear("counter-regression")
         behaviours.set("wrong-signature")
-        state, response, _ = assertion(key, rp)
+        state, response, _ = assertion(key.client(), rp)
         with pytest.raises(ValueError, match="Invalid signature"):
             rp.server.authenticate_complete(state, rp.credentials, response)
         behaviours.clear("wrong-signature")
         behaviours.set("vanished-credential")
         with pytest.raises(ClientError) as err:
-            sign_in(key, rp)
+            sign_in(key.client(), rp)
         assert err.value.code == ClientError.ERR.DEVICE_INELIGIBLE
         behaviours.set("attestation", "untrusted")
         with pytest.raises(UntrustedAttestation):
-            register(key, RelyingParty(root_der=key.root_der))
+            register(key.client(), RelyingParty(root_der=key.root_der))
 
 
 # --- store ------------------------------------------------------------------------------------
@@ -570,9 +522,9 @@ def test_store_full_refuses_discoverable_credentials() -> None:
         assert Ctap2(key.device).info.remaining_disc_creds == 0
         rp = RelyingParty(root_der=key.root_der)
         with pytest.raises(ClientError) as info:
-            register(key, rp, rk=True)
+            register(key.client(), rp, rk=True)
         assert info.value.code == ClientError.ERR.CONFIGURATION_UNSUPPORTED
         assert ctap_cause(info.value) == CtapError.ERR.KEY_STORE_FULL
         assert key.store.count_credentials() == 0
-        register(key, rp, rk=False)  # server-side credentials need no room
-        assert sign_in(key, rp) == 1
+        register(key.client(), rp, rk=False)  # server-side credentials need no room
+        assert sign_in(key.client(), rp) == 1

@@ -8,22 +8,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from fido2.client import ClientError
 from fido2.ctap import CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2.base import Ctap2
 from fido2.webauthn import (
     PublicKeyCredentialDescriptor,
     PublicKeyCredentialParameters,
     PublicKeyCredentialType,
-    ResidentKeyRequirement,
+    RegistrationResponse,
     UserVerificationRequirement,
 )
 
 from authenticator.config import Config
-from tests.rp import RP_ID, RelyingParty, attestation_fmt, challenge_of, random_user
+from tests.rp import (
+    RP_ID,
+    RelyingParty,
+    assertion,
+    attestation_fmt,
+    random_user,
+    register,
+    sign_in,
+)
 from tests.vkey import Key, running_key
 from vfido.presence import DenyPresence
 
@@ -36,59 +43,41 @@ def key() -> Iterator[Key]:
         yield k
 
 
-def register(key: Key, rp: RelyingParty, alg: int, rk: bool) -> tuple[bytes, Any]:
+def register_alg(
+    key: Key, rp: RelyingParty, alg: int, rk: bool
+) -> tuple[bytes, RegistrationResponse]:
+    """Register a random user with ``rp`` offering only ``alg``; (user ID, response)."""
     rp.server.allowed_algorithms = [
         PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=alg)
     ]
-    user_id, name = random_user()
-    options, state = rp.begin_registration(
-        user_id,
-        name,
-        resident_key_requirement=(
-            ResidentKeyRequirement.REQUIRED if rk else ResidentKeyRequirement.DISCOURAGED
-        ),
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    response = key.client().make_credential(options.public_key)
-    cred = rp.complete_registration(state, response, challenge_of(options))
-    assert cred.public_key[3] == alg
-    return user_id, response
-
-
-def authenticate(key: Key, rp: RelyingParty, allow: bool = True) -> tuple[int, Any]:
-    """One authentication ceremony; ``allow=False`` sends an empty allowCredentials."""
-    options, state = rp.server.authenticate_begin(
-        rp.credentials if allow else None,
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    selection = key.client().get_assertion(options.public_key)
-    response = selection.get_response(0)
-    counter = rp.complete_authentication(state, response, challenge_of(options))
-    return counter, response
+    user = random_user()
+    response = register(key.client(), rp, rk=rk, user=user)
+    assert rp.credentials[-1].public_key[3] == alg
+    return user[0], response
 
 
 @pytest.mark.parametrize("rk", [False, True], ids=["server-side", "discoverable"])
 @pytest.mark.parametrize("alg_name", list(ALGORITHMS))
 def test_register_and_authenticate(key: Key, alg_name: str, rk: bool) -> None:
     rp = RelyingParty(root_der=key.root_der)
-    user_id, response = register(key, rp, ALGORITHMS[alg_name], rk)
-    assert attestation_fmt(response) == "packed"  # type: ignore[arg-type]
-    first, _ = authenticate(key, rp)
-    second, _ = authenticate(key, rp)
+    user_id, response = register_alg(key, rp, ALGORITHMS[alg_name], rk)
+    assert attestation_fmt(response) == "packed"
+    first = sign_in(key.client(), rp)
+    second = sign_in(key.client(), rp)
     assert second > first >= 1
     if rk:
         # A discoverable credential also answers an empty allowList, with its user handle.
-        third, assertion = authenticate(key, rp, allow=False)
-        assert third > second
-        assert assertion.response.user_handle == user_id  # type: ignore[attr-defined]
+        state, answer, challenge = assertion(key.client(), rp, allow=False)
+        assert rp.complete_authentication(state, answer, challenge) > second
+        assert answer.response.user_handle == user_id
 
 
 def test_counters_are_per_credential_and_small(key: Key) -> None:
     rp_a, rp_b = RelyingParty(root_der=key.root_der), RelyingParty(root_der=key.root_der)
-    register(key, rp_a, -7, False)
-    register(key, rp_b, -7, False)
-    counts_a = [authenticate(key, rp_a)[0] for _ in range(3)]
-    counts_b = [authenticate(key, rp_b)[0] for _ in range(2)]
+    register_alg(key, rp_a, -7, False)
+    register_alg(key, rp_b, -7, False)
+    counts_a = [sign_in(key.client(), rp_a) for _ in range(3)]
+    counts_b = [sign_in(key.client(), rp_b) for _ in range(2)]
     assert counts_a == [1, 2, 3]
     assert counts_b == [1, 2]
 
@@ -97,32 +86,32 @@ def test_counters_are_per_credential_and_small(key: Key) -> None:
 def test_attestation_modes(mode: str) -> None:
     with running_key(config=Config(attestation=mode)) as k:
         rp = RelyingParty(root_der=None, attestation="direct" if mode == "self" else "none")
-        _, response = register(k, rp, -7, False)
-        assert attestation_fmt(response) == ("packed" if mode == "self" else "none")  # type: ignore[arg-type]
-        statement = response.response.attestation_object.att_stmt  # type: ignore[attr-defined]
+        _, response = register_alg(k, rp, -7, False)
+        assert attestation_fmt(response) == ("packed" if mode == "self" else "none")
+        statement = response.response.attestation_object.att_stmt
         assert "x5c" not in statement
-        authenticate(k, rp)
+        sign_in(k.client(), rp)
 
 
 def test_zero_counter_mode() -> None:
     with running_key(config=Config(constant_zero_counter=True)) as k:
         rp = RelyingParty(root_der=k.root_der)
-        register(k, rp, -7, True)
-        assert [authenticate(k, rp)[0] for _ in range(3)] == [0, 0, 0]
+        register_alg(k, rp, -7, True)
+        assert [sign_in(k.client(), rp) for _ in range(3)] == [0, 0, 0]
 
 
 def test_exclude_credentials_refuses_a_second_registration(key: Key) -> None:
     rp = RelyingParty(root_der=key.root_der)
-    register(key, rp, -7, False)
+    register_alg(key, rp, -7, False)
     with pytest.raises(ClientError) as info:
-        register(key, rp, -7, False)  # Fido2Server lists rp.credentials in excludeCredentials
+        register_alg(key, rp, -7, False)  # Fido2Server lists rp.credentials in excludeCredentials
     assert info.value.code == ClientError.ERR.DEVICE_INELIGIBLE
     assert info.value.cause.code == CtapError.ERR.CREDENTIAL_EXCLUDED
 
 
 def test_unknown_credential_is_not_found(key: Key) -> None:
     rp = RelyingParty(root_der=key.root_der)
-    register(key, rp, -7, False)
+    register_alg(key, rp, -7, False)
     cred = rp.credentials[0]
     forged = bytearray(cred.credential_id)
     forged[-1] ^= 1
@@ -143,7 +132,7 @@ def test_unknown_credential_is_not_found(key: Key) -> None:
 
 def test_credential_from_another_rp_is_not_found(key: Key) -> None:
     rp = RelyingParty(root_der=key.root_der)
-    register(key, rp, -8, False)
+    register_alg(key, rp, -8, False)
     cred = rp.credentials[0]
     other = RelyingParty(root_der=key.root_der, rp_id="example.org", origin="https://example.org")
     options, _ = other.server.authenticate_begin(
@@ -163,5 +152,5 @@ def test_user_denies_presence() -> None:
     with running_key(presence=DenyPresence()) as k:
         rp = RelyingParty(root_der=k.root_der)
         with pytest.raises(ClientError) as info:
-            register(k, rp, -7, False)
+            register_alg(k, rp, -7, False)
         assert info.value.cause.code == CtapError.ERR.OPERATION_DENIED

@@ -10,6 +10,7 @@ from typing import Any
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.hid import CtapHidDevice
 
+from authenticator.behaviours import Behaviours
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from authenticator.env import Presence
@@ -42,10 +43,14 @@ def running_key(
     presence: Presence | None = None,
     config: Config | None = None,
     store: SqliteKeyStore | None = None,
+    behaviours: Behaviours | None = None,
 ) -> Iterator[Key]:
-    """A key with an ephemeral keystore, talking CTAPHID to python-fido2 in-process."""
+    """A key with an ephemeral keystore (or ``store``, closed afterwards too), talking CTAPHID
+    to python-fido2 in-process; ``behaviours`` script its misbehaviour."""
     store = store or SqliteKeyStore.ephemeral()
-    device_impl = Authenticator(store, presence or AutoPresence(), config or Config())
+    device_impl = Authenticator(
+        store, presence or AutoPresence(), config or Config(), behaviours=behaviours
+    )
     device = open_device(device_impl)
     try:
         yield Key(store, device_impl, device)
