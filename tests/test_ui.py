@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,13 +31,13 @@ from fido2.ctap import CtapError
 from fido2.webauthn import UserVerificationRequirement
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from tests import cdp_helpers
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
 from transports.udp import open_udp_device
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
+from vfido.devtools import Browser, CdpError, Page, find_chromium
 from vfido.ui import (
     REDACTED,
     DashboardServer,
@@ -101,7 +102,13 @@ def base(server: DashboardServer) -> str:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> Any:
-    return cdp_helpers.wait_until(check, timeout, what)
+    """``check()`` once it is truthy; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
 
 
 # --- the token ------------------------------------------------------------------------------
@@ -773,7 +780,7 @@ def test_vfido_ui_without_a_key_is_one_line(tmp_path: Path) -> None:
 
 
 def _chromium() -> str:
-    found = cdp_helpers.find_chromium()
+    found = find_chromium()
     if found is None:
         reason = "no Chromium (chromium / chromium-browser / google-chrome) on PATH"
         if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
@@ -879,7 +886,7 @@ A11Y_PROBLEMS = """(() => {
 })()"""
 
 
-def _text(page: cdp_helpers.Page, section: str) -> str:
+def _text(page: Page, section: str) -> str:
     text: str = page.evaluate(f"document.getElementById('section-{section}').innerText")
     return text
 
@@ -901,7 +908,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
     with (
         udp_service(args, extra_env={"XDG_RUNTIME_DIR": str(runtime)}) as key,
         vfido_ui(["--name", f"udp-{key.port}"], runtime) as (_ui, url),
-        cdp_helpers.launch(chromium) as browser,
+        Browser(chromium) as browser,
     ):
         link = KeyLink(runtime / "vfido" / f"udp-{key.port}.sock")
         page = browser.open_page(url)
@@ -1054,7 +1061,7 @@ def test_dashboard_in_chromium_without_javascript(tmp_path: Path) -> None:
             extra_env={"XDG_RUNTIME_DIR": str(runtime)},
         ) as key,
         vfido_ui(["--name", f"udp-{key.port}"], runtime) as (_ui, url),
-        cdp_helpers.launch(chromium) as browser,
+        Browser(chromium) as browser,
     ):
         page = browser.open_page("about:blank")
         page.send("Emulation.setScriptExecutionDisabled", {"value": True})
@@ -1070,7 +1077,7 @@ def test_dashboard_in_chromium_without_javascript(tmp_path: Path) -> None:
                 page.send("Page.reload")
                 page.wait_for("document.readyState === 'complete'")
                 found = page.evaluate("!!document.querySelector('[data-pending-id] .allow')")
-            except cdp_helpers.CdpError:  # between two documents
+            except CdpError:  # between two documents
                 return False
             return bool(found)
 

@@ -5,8 +5,9 @@ security key; the test is skipped with the reason where ``/dev/uhid`` cannot be 
 containers and CI runners: vfido's own CI runs it in a qemu guest) or Chromium is missing.
 Chromium talks to every security key it sees, so no other key should be plugged in.
 
-Chromium is driven over its DevTools pipe (cdp.py, standard library only); a Selenium or
-Playwright test would call the same page functions, ``register(name)`` and ``login(name)``.
+Chromium is driven over its DevTools pipe by ``vfido.devtools`` (standard library only); a
+Selenium or Playwright test would call the same page functions, ``register(name)`` and
+``login(name)``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
-from cdp import Browser, CdpError, Page, find_chromium, log_file
 from flask import Flask
 from werkzeug.serving import make_server
 
 from vfido.api import VirtualKey
+from vfido.devtools import Browser, CdpError, Page, find_chromium
 
 #: Seconds for each browser step (a slow emulated machine needs most of it).
 STEP_TIMEOUT = 150.0
@@ -42,22 +42,23 @@ def live_server(app: Flask) -> Iterator[str]:
 
 
 @contextmanager
-def start_browser(chromium: str, log: BinaryIO, url: str) -> Iterator[tuple[Browser, Page]]:
+def start_browser(chromium: str, log: Path, url: str) -> Iterator[Page]:
     """Chromium showing ``url``. On a starved machine (an emulated CPU) Chromium's start-up
     sometimes stalls for good; a second, fresh start then works."""
     for attempt, timeout in enumerate((100.0, STEP_TIMEOUT), 1):
-        browser = Browser(chromium, log)
         try:
-            page = browser.open_page(url, timeout=timeout)
+            browser = Browser(chromium, log=log, timeout=timeout)  # its output appended to log
+            try:
+                page = browser.open_page(url, timeout=timeout)
+            except BaseException:
+                browser.close()
+                raise
         except CdpError:
-            browser.close()
             if attempt == 2:
                 raise
             continue
-        try:
-            yield browser, page
-        finally:
-            browser.close()
+        with browser:
+            yield page
         return
 
 
@@ -66,11 +67,11 @@ def test_chromium_registers_and_signs_in_with_the_key(
 ) -> None:
     chromium = find_chromium()
     if chromium is None:
-        pytest.skip("no Chromium on PATH (set $CHROMIUM to its executable)")
+        pytest.skip("no Chromium on PATH (set $VFIDO_CHROMIUM to its executable)")
     log_path = tmp_path / "chromium.log"
     url = live_server + "/"
     try:
-        with log_file(tmp_path) as log, start_browser(chromium, log, url) as (_, page):
+        with start_browser(chromium, log_path, url) as page:
             registered = page.evaluate('register("alice")', timeout=STEP_TIMEOUT)
             signed_in = page.evaluate('login("alice")', timeout=STEP_TIMEOUT)
             me = page.evaluate('fetch("/api/me").then((r) => r.json())')
