@@ -14,6 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from fido2.client import DefaultClientDataCollector, Fido2Client
+
+from tests.rp import ORIGIN
+from transports.udp import open_udp_device
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
 
@@ -57,6 +62,16 @@ class Service:
     peer_port: int
     stderr_lines: list[str]
     _drain: threading.Thread
+
+    @contextmanager
+    def client(self, origin: str = ORIGIN) -> Iterator[Fido2Client]:
+        """A python-fido2 client for ``origin`` talking UDP to this service (its device is
+        closed afterwards)."""
+        device = open_udp_device(port=self.port, peer_port=self.peer_port)
+        try:
+            yield Fido2Client(device, DefaultClientDataCollector(origin))
+        finally:
+            device.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 from fido2.ctap1 import Ctap1
-from fido2.ctap2 import Ctap2
-from fido2.webauthn import UserVerificationRequirement
+from fido2.ctap2.base import Ctap2
 
-from tests.rp import RelyingParty, challenge_of, random_user
+from tests.rp import RelyingParty, register, sign_in
 from tests.service_helpers import udp_service, vfido
 from transports.udp import open_udp_device
 
@@ -91,40 +90,6 @@ def test_passphrase_file_and_change(keystore: Path, tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
 
 
-def _register(port: int, peer_port: int, rp: RelyingParty, rk: bool) -> bytes:
-    from fido2.client import DefaultClientDataCollector, Fido2Client
-
-    user_id, name = random_user()
-    options, state = rp.begin_registration(
-        user_id,
-        name,
-        resident_key_requirement="required" if rk else "discouraged",
-        user_verification=UserVerificationRequirement.DISCOURAGED,
-    )
-    device = open_udp_device(port=port, peer_port=peer_port)
-    try:
-        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
-        response = client.make_credential(options.public_key)
-    finally:
-        device.close()
-    return rp.complete_registration(state, response, challenge_of(options)).credential_id
-
-
-def _authenticate(port: int, peer_port: int, rp: RelyingParty) -> int:
-    from fido2.client import DefaultClientDataCollector, Fido2Client
-
-    options, state = rp.begin_authentication(
-        user_verification=UserVerificationRequirement.DISCOURAGED
-    )
-    device = open_udp_device(port=port, peer_port=peer_port)
-    try:
-        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
-        response = client.get_assertion(options.public_key).get_response(0)
-    finally:
-        device.close()
-    return rp.complete_authentication(state, response, challenge_of(options))
-
-
 def test_udp_service_ephemeral_ctap2_and_ctap1() -> None:
     with udp_service(["--ephemeral"]) as service:
         device = open_udp_device(port=service.port, peer_port=service.peer_port)
@@ -146,21 +111,22 @@ def test_udp_service_ephemeral_ctap2_and_ctap1() -> None:
             device.close()
         for rk in (False, True):
             rp = RelyingParty(root_der=root, attestation="none")
-            _register(service.port, service.peer_port, rp, rk)
-            assert _authenticate(service.port, service.peer_port, rp) == 1
+            with service.client() as client:
+                register(client, rp, rk=rk)
+                assert sign_in(client, rp) == 1
     assert service.process.returncode == 0
 
 
 def test_persistent_keystore_across_restarts(keystore: Path) -> None:
     rp = RelyingParty(attestation="none")
-    with udp_service(["--keystore", str(keystore)]) as service:
-        cred_id = _register(service.port, service.peer_port, rp, rk=True)
-        first = _authenticate(service.port, service.peer_port, rp)
+    with udp_service(["--keystore", str(keystore)]) as service, service.client() as client:
+        cred_id = register(client, rp, rk=True).raw_id
+        first = sign_in(client, rp)
     listing = vfido(["credentials", "list", "--keystore", str(keystore)])
     assert listing.returncode == 0, listing.stderr
     assert "example.com" in listing.stdout and "ES256" in listing.stdout
-    with udp_service(["--keystore", str(keystore)]) as service:
-        second = _authenticate(service.port, service.peer_port, rp)
+    with udp_service(["--keystore", str(keystore)]) as service, service.client() as client:
+        second = sign_in(client, rp)
     assert second > first
     # delete it by id prefix, then it is gone
     import base64
@@ -174,14 +140,18 @@ def test_persistent_keystore_across_restarts(keystore: Path) -> None:
 
 def test_reset_voids_old_credentials(keystore: Path) -> None:
     rp = RelyingParty(attestation="none")
-    with udp_service(["--keystore", str(keystore)]) as service:
-        _register(service.port, service.peer_port, rp, rk=False)
+    with udp_service(["--keystore", str(keystore)]) as service, service.client() as client:
+        register(client, rp, rk=False)
     assert vfido(["reset", "--keystore", str(keystore)]).returncode == 1  # needs --yes
     assert vfido(["reset", "--keystore", str(keystore), "--yes"]).returncode == 0
     from fido2.client import ClientError
 
-    with udp_service(["--keystore", str(keystore)]) as service, pytest.raises(ClientError):
-        _authenticate(service.port, service.peer_port, rp)
+    with (
+        udp_service(["--keystore", str(keystore)]) as service,
+        service.client() as client,
+        pytest.raises(ClientError),
+    ):
+        sign_in(client, rp)
 
 
 def test_service_stops_cleanly_on_sigint() -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
+from fido2.client import ClientError
 from fido2.ctap import CtapError
 
+from tests.rp import RelyingParty, register
 from tests.service_helpers import udp_service, vfido
-from transports.udp import open_udp_device
 
 pytestmark = pytest.mark.slow
 
@@ -42,34 +41,18 @@ def test_pin_set_status_change(keystore: Path) -> None:
     assert "retries left:     8" in vfido(["pin", "status", *ks]).stdout
 
 
-def _register(port: int, peer_port: int, uv: str) -> object:
-    device = open_udp_device(port=port, peer_port=peer_port)
-    try:
-        client = Fido2Client(device, DefaultClientDataCollector("https://example.com"))
-        return client.make_credential(
-            {
-                "rp": {"id": "example.com", "name": "Example"},
-                "user": {"id": os.urandom(8), "name": "u"},
-                "challenge": os.urandom(32),
-                "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
-                "authenticatorSelection": {"userVerification": uv},
-            }
-        )
-    finally:
-        device.close()
-
-
 def test_builtin_uv_key_verifies_without_pin() -> None:
     with udp_service(["--ephemeral", "--uv"]) as service:
-        reg = _register(service.port, service.peer_port, "required")
-        auth_data = reg.response.attestation_object.auth_data  # type: ignore[attr-defined]
+        with service.client() as client:
+            reg = register(client, RelyingParty(attestation="none"), uv="required")
+        auth_data = reg.response.attestation_object.auth_data
         assert auth_data.is_user_verified() and auth_data.is_user_present()
 
 
 def test_deny_uv_fails_verification() -> None:
     with udp_service(["--ephemeral", "--uv", "--presence", "deny-uv"]) as service:
-        with pytest.raises(ClientError) as info:
-            _register(service.port, service.peer_port, "required")
+        with service.client() as client, pytest.raises(ClientError) as info:
+            register(client, RelyingParty(attestation="none"), uv="required")
         cause = info.value.cause
         assert isinstance(cause, CtapError)
         assert cause.code in (CtapError.ERR.UV_INVALID, CtapError.ERR.OPERATION_DENIED)

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client
+from fido2.client import ClientError
 from fido2.ctap import CtapError
-from fido2.webauthn import UserVerificationRequirement
+from fido2.webauthn import RegistrationResponse
 
 from authenticator.env import PresenceResult
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking, as_other_user
-from tests.rp import RelyingParty, challenge_of, random_user
-from tests.service_helpers import udp_service, vfido
-from transports.udp import open_udp_device
+from tests.rp import RelyingParty, register
+from tests.service_helpers import Service, udp_service, vfido
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 from vfido.control import (
     CommandError,
@@ -264,18 +263,10 @@ def test_two_pending_requests_need_an_id() -> None:
 # --- `vfido run` + `vfido approve` / `deny` / `status` as processes ------------------------------
 
 
-def _register(port: int, peer_port: int, rp: RelyingParty) -> bytes:
-    user_id, name = random_user()
-    options, state = rp.begin_registration(
-        user_id, name, user_verification=UserVerificationRequirement.DISCOURAGED
-    )
-    device = open_udp_device(port=port, peer_port=peer_port)
-    try:
-        client = Fido2Client(device, DefaultClientDataCollector(rp.origin))
-        response = client.make_credential(options.public_key)
-    finally:
-        device.close()
-    return rp.complete_registration(state, response, challenge_of(options)).credential_id
+def _register(service: Service, rp: RelyingParty) -> RegistrationResponse:
+    """A registration over UDP (in a thread while ``vfido approve``/``deny`` answers)."""
+    with service.client(rp.origin) as client:
+        return register(client, rp)
 
 
 def _in_thread(fn: object) -> tuple[threading.Thread, list[object]]:
@@ -310,15 +301,15 @@ def test_manual_presence_answered_by_vfido_approve_and_deny(
         assert nothing.returncode == 1 and nothing.stderr.count("\n") == 1
         assert "no request is waiting" in nothing.stderr and "--wait" in nothing.stderr
 
-        thread, out = _in_thread(lambda: _register(service.port, service.peer_port, rp))
+        thread, out = _in_thread(lambda: _register(service, rp))
         approved = vfido(["approve", "--wait", "60"])
         assert approved.returncode == 0, (approved.stderr, out, service.stderr_lines)
         assert "approved request" in approved.stdout and "example.com" in approved.stdout
         thread.join(60)
-        assert isinstance(out[0], bytes), out
+        assert isinstance(out[0], RegistrationResponse), out
 
         other = RelyingParty(attestation="none")  # nothing to exclude
-        thread, out = _in_thread(lambda: _register(service.port, service.peer_port, other))
+        thread, out = _in_thread(lambda: _register(service, other))
         denied = vfido(["deny", "--wait", "60", "--name", f"udp-{service.port}"])
         assert denied.returncode == 0, (denied.stderr, out, service.stderr_lines)
         thread.join(60)
@@ -334,7 +325,7 @@ def test_unanswered_request_times_out(tmp_path: Path, monkeypatch: pytest.Monkey
     args = ["--ephemeral", "--presence", "manual", "--presence-timeout", "1"]
     with udp_service(args) as service:
         with pytest.raises(ClientError) as info:
-            _register(service.port, service.peer_port, rp)
+            _register(service, rp)
         cause = info.value.cause
         assert isinstance(cause, CtapError) and cause.code == CtapError.ERR.USER_ACTION_TIMEOUT
 

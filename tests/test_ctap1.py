@@ -41,7 +41,7 @@ from tests.ctap1_helpers import (
     sw_of,
 )
 from tests.presence_helpers import ScriptedUser
-from tests.rp import ORIGIN, RelyingParty, attestation_fmt, challenge_of, random_user
+from tests.rp import ORIGIN, RelyingParty, attestation_fmt, random_user, register, sign_in
 from vfido.presence import AutoPresence, DenyPresence
 
 APP = hashlib.sha256(b"https://u2f.example.com").digest()
@@ -88,6 +88,20 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return bool(condition())
+
+
+def registration_waiting(
+    store: SqliteKeyStore, clock: ManualClock | None = None
+) -> tuple[ScriptedUser, CountingPresence, Ctap1Handler, Ctap1]:
+    """A key whose user the test scripts (``manual``, its requests and answers counted by
+    ``presence``), with a U2F registration for APP already waiting for them: the client was
+    told 0x6985 and the prompt is pending. (manual, presence, handler, ctap1)."""
+    manual = ScriptedUser()
+    presence = CountingPresence(manual.presence)
+    handler, _, ctap1 = make(store, presence, clock=clock)
+    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
+    assert manual.wait_pending(10) is not None
+    return manual, presence, handler, ctap1
 
 
 # --- VERSION, REGISTER, AUTHENTICATE ------------------------------------------------
@@ -473,11 +487,7 @@ def test_manual_approval_after_polling(store: SqliteKeyStore) -> None:
 
 
 def test_approval_is_for_one_command_and_one_app(store: SqliteKeyStore) -> None:
-    manual = ScriptedUser()
-    presence = CountingPresence(manual.presence)
-    ctap1 = make(store, presence)[2]
-    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
-    assert manual.wait_pending(10) is not None
+    manual, presence, _, ctap1 = registration_waiting(store)
     assert manual.approve()
     assert wait_for(lambda: presence.results == [PresenceResult.GRANTED])
     # The approval was for APP: another application's request does not get it.
@@ -514,12 +524,8 @@ def test_auto_presence_needs_no_retry_for_authenticate(store: SqliteKeyStore) ->
 
 
 def test_abandoned_prompt_is_cancelled(store: SqliteKeyStore) -> None:
-    manual = ScriptedUser()
-    presence = CountingPresence(manual.presence)
     clock = ManualClock()
-    _, _, ctap1 = make(store, presence, clock=clock)
-    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
-    assert manual.wait_pending(10) is not None
+    manual, presence, _, ctap1 = registration_waiting(store, clock)
     clock.advance(ABANDON_AFTER / 2)
     assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
     clock.advance(ABANDON_AFTER / 2 + 0.5)  # still polled recently enough
@@ -535,12 +541,8 @@ def test_abandoned_prompt_is_cancelled(store: SqliteKeyStore) -> None:
 
 
 def test_abandoned_approval_is_not_used_later(store: SqliteKeyStore) -> None:
-    manual = ScriptedUser()
-    presence = CountingPresence(manual.presence)
     clock = ManualClock()
-    _, _, ctap1 = make(store, presence, clock=clock)
-    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
-    assert manual.wait_pending(10) is not None
+    manual, presence, _, ctap1 = registration_waiting(store, clock)
     assert manual.approve()
     assert wait_for(lambda: presence.results == [PresenceResult.GRANTED])
     clock.advance(ABANDON_AFTER + 1)
@@ -551,11 +553,7 @@ def test_abandoned_approval_is_not_used_later(store: SqliteKeyStore) -> None:
 
 @pytest.mark.parametrize("how", ["cancel_presence", "power_cycle"])
 def test_pending_prompt_cancelled_explicitly(store: SqliteKeyStore, how: str) -> None:
-    manual = ScriptedUser()
-    presence = CountingPresence(manual.presence)
-    handler, _, ctap1 = make(store, presence)
-    assert sw_error(lambda: ctap1.register(challenge(), APP)) == NOT_SATISFIED
-    assert manual.wait_pending(10) is not None
+    manual, presence, handler, _ = registration_waiting(store)
     getattr(handler, how)()
     assert wait_for(lambda: presence.results == [PresenceResult.CANCELLED])
     assert manual.pending is None
@@ -581,20 +579,9 @@ def test_webauthn_over_u2f_backend(store: SqliteKeyStore) -> None:
         client_data_collector=DefaultClientDataCollector(ORIGIN),
         user_interaction=UserInteraction(),
     )
-    options, state = rp.begin_registration(
-        *random_user(), user_verification=UserVerificationRequirement.DISCOURAGED
-    )
-    response = client.make_credential(options.public_key)
-    assert attestation_fmt(response) == "fido-u2f"
-    cred = rp.complete_registration(state, response, challenge_of(options))
-    counters = []
-    for _ in range(2):
-        options, state = rp.begin_authentication(
-            user_verification=UserVerificationRequirement.DISCOURAGED
-        )
-        assertion = client.get_assertion(options.public_key).get_response(0)
-        counters.append(rp.complete_authentication(state, assertion, challenge_of(options)))
-    assert counters == [1, 2]
+    assert attestation_fmt(register(client, rp)) == "fido-u2f"
+    [cred] = rp.credentials
+    assert [sign_in(client, rp) for _ in range(2)] == [1, 2]
     # Registering again with the credential excluded: python-fido2 finds it by check-only.
     options, _ = rp.begin_registration(
         *random_user(), user_verification=UserVerificationRequirement.DISCOURAGED
@@ -693,17 +680,8 @@ def test_u2f_client_over_inprocess_ctaphid_with_manual_user(store: SqliteKeyStor
             client_data_collector=DefaultClientDataCollector(ORIGIN),
             user_interaction=UserInteraction(),
         )
-        options, state = rp.begin_registration(
-            *random_user(), user_verification=UserVerificationRequirement.DISCOURAGED
-        )
-        response = client.make_credential(options.public_key)
-        assert attestation_fmt(response) == "fido-u2f"
-        rp.complete_registration(state, response, challenge_of(options))
-        options, state = rp.begin_authentication(
-            user_verification=UserVerificationRequirement.DISCOURAGED
-        )
-        assertion = client.get_assertion(options.public_key).get_response(0)
-        assert rp.complete_authentication(state, assertion, challenge_of(options)) == 1
+        assert attestation_fmt(register(client, rp)) == "fido-u2f"
+        assert sign_in(client, rp) == 1
     finally:
         helper.join(30)
         hid.close()

@@ -37,7 +37,7 @@ from authenticator.behaviours import b64url, b64url_decode, misbehaviour_root
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
-from tests.rp import ORIGIN, RP_ID, RelyingParty, challenge_of, random_user
+from tests.rp import ORIGIN, RP_ID, RelyingParty, challenge_of, register
 from tests.service_helpers import udp_service, vfido
 from transports.inprocess import open_device
 from transports.udp import open_udp_device
@@ -298,14 +298,6 @@ def test_remove_by_unique_prefix(tmp_path: Path) -> None:
 # --- presence, behaviours, power-cycle, info ----------------------------------------------------
 
 
-def register(r: Rig, rp: RelyingParty | None = None) -> Any:
-    rp = rp or RelyingParty()
-    options, state = rp.begin_registration(*random_user(), user_verification="discouraged")
-    response = r.client().make_credential(options.public_key)
-    rp.complete_registration(state, response, challenge_of(options))
-    return response
-
-
 def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
     with rig(tmp_path, mode="manual") as r:
         assert r.ctl.presence() == {
@@ -315,14 +307,14 @@ def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
         }
         r.ctl.set_presence("deny")
         with pytest.raises(ClientError) as info:
-            register(r)
+            register(r.client(), RelyingParty())
         assert isinstance(info.value.cause, CtapError)
         assert info.value.cause.code == CtapError.ERR.OPERATION_DENIED
         r.ctl.set_presence("auto")
-        register(r)  # nobody approves: auto does
+        register(r.client(), RelyingParty())  # nobody approves: auto does
         r.ctl.set_presence("manual")
         done: list[Any] = []
-        thread = threading.Thread(target=lambda: done.append(register(r)))
+        thread = threading.Thread(target=lambda: done.append(register(r.client(), RelyingParty())))
         thread.start()
         with KeyController(r.socket) as other:
             request = other.approve(wait=30)
@@ -336,7 +328,7 @@ def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
 def test_behaviours_through_the_socket(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
         rp = RelyingParty()
-        register(r, rp)
+        register(r.client(), rp)
         assert r.ctl.behaviours() == {}
         assert r.ctl.set_behaviour("counter-jump", 100) == {"counter-jump": 100}
         options, _ = rp.begin_authentication(user_verification="discouraged")
@@ -393,7 +385,7 @@ def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
 def test_control_commands_answer_while_a_request_waits_for_the_user(tmp_path: Path) -> None:
     with rig(tmp_path, mode="manual") as r:
         done: list[Any] = []
-        thread = threading.Thread(target=lambda: done.append(register(r)))
+        thread = threading.Thread(target=lambda: done.append(register(r.client(), RelyingParty())))
         thread.start()
         try:
             assert r.ctl.pending(wait=30)

@@ -23,7 +23,6 @@ from fido2.webauthn import (
     PublicKeyCredentialUserEntity,
     UserVerificationRequirement,
 )
-from service_helpers import vfido
 from webauthn.helpers.exceptions import InvalidRegistrationResponse
 from webauthn.helpers.structs import AttestationFormat
 
@@ -31,6 +30,7 @@ from authenticator.config import Config
 from keystore import kdf
 from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import ORIGIN, RP_ID, challenge_of
+from tests.service_helpers import vfido
 from tests.vkey import Key, running_key
 from vfido.backup import backup_eligible_identity
 from vfido.metadata import get_info, metadata_statement

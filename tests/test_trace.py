@@ -24,11 +24,11 @@ from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CtapHidDevice
 from fido2.webauthn import AuthenticatorData
-from service_helpers import udp_service
 
 from authenticator.config import Config
 from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
+from tests.service_helpers import udp_service
 from transports.inprocess import InProcessKey
 from transports.udp import open_udp_device
 from vfido.cli import main
