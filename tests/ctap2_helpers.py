@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -101,55 +102,52 @@ class DirectDevice(CtapDevice):
 
 
 @dataclass
-class GrantPresence:
-    """Always touches at once; remembers what it was asked."""
+class RecordingPresence:
+    """A presence front end that remembers every request it was asked (``requests``) and
+    answers with :meth:`answer`; the ones below differ only in the answer."""
 
-    requests: list[PresenceRequest] = field(default_factory=list)
+    requests: list[PresenceRequest] = field(default_factory=list, kw_only=True)
 
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
         self.requests.append(request)
+        return self.answer(context, timeout)
+
+    def answer(self, context: RequestContext, timeout: float) -> PresenceResult:
+        raise NotImplementedError
+
+
+class GrantPresence(RecordingPresence):
+    """Always touches at once."""
+
+    def answer(self, context: RequestContext, timeout: float) -> PresenceResult:
         return PresenceResult.GRANTED
 
 
-@dataclass
-class DenyPresence:
-    requests: list[PresenceRequest] = field(default_factory=list)
+class DenyPresence(RecordingPresence):
+    """Always refuses at once."""
 
-    def request_presence(
-        self, request: PresenceRequest, context: RequestContext, timeout: float
-    ) -> PresenceResult:
-        self.requests.append(request)
+    def answer(self, context: RequestContext, timeout: float) -> PresenceResult:
         return PresenceResult.DENIED
 
 
-@dataclass
-class NeverPresence:
+class NeverPresence(RecordingPresence):
     """Never touched: waits for a cancel or the timeout, like a real front end."""
 
-    requests: list[PresenceRequest] = field(default_factory=list)
-
-    def request_presence(
-        self, request: PresenceRequest, context: RequestContext, timeout: float
-    ) -> PresenceResult:
-        self.requests.append(request)
+    def answer(self, context: RequestContext, timeout: float) -> PresenceResult:
         if context.wait_cancelled(timeout):
             return PresenceResult.CANCELLED
         return PresenceResult.TIMEOUT
 
 
 @dataclass
-class ScriptedPresence:
+class ScriptedPresence(RecordingPresence):
     """Answers from a list (then grants)."""
 
     answers: list[PresenceResult] = field(default_factory=list)
-    requests: list[PresenceRequest] = field(default_factory=list)
 
-    def request_presence(
-        self, request: PresenceRequest, context: RequestContext, timeout: float
-    ) -> PresenceResult:
-        self.requests.append(request)
+    def answer(self, context: RequestContext, timeout: float) -> PresenceResult:
         return self.answers.pop(0) if self.answers else PresenceResult.GRANTED
 
 
@@ -272,6 +270,27 @@ def get_assertion_map(**overrides: Any) -> dict[int, Any]:
 
 def descriptor(credential_id: bytes) -> Mapping[str, Any]:
     return {"type": "public-key", "id": credential_id}
+
+
+def create_credential(
+    ctap2: Ctap2, rp_id: str, user_id: bytes | None = None, *, rk: bool = False
+) -> bytes:
+    """One makeCredential (ES256) at ``rp_id`` for ``user_id`` (8 random bytes by default)
+    through a python-fido2 ``Ctap2`` (any transport); the new credential ID."""
+    response = ctap2.make_credential(
+        os.urandom(32),
+        {"id": rp_id, "name": rp_id},
+        {"id": os.urandom(8) if user_id is None else user_id, "name": "u"},
+        params(),
+        options={"rk": rk},
+    )
+    return bytes(credential_data(response).credential_id)
+
+
+def sign_counter(ctap2: Ctap2, rp_id: str, credential_id: bytes) -> int:
+    """One getAssertion of ``credential_id`` at ``rp_id`` through ``ctap2``; its counter."""
+    response = ctap2.get_assertion(rp_id, os.urandom(32), [descriptor(credential_id)])
+    return int(response.auth_data.counter)
 
 
 def credential_data(attestation: Any) -> AttestedCredentialData:

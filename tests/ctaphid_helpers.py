@@ -12,6 +12,7 @@ from transports.ctaphid import (
     BROADCAST_CID,
     CONT_DATA_SIZE,
     INIT_DATA_SIZE,
+    MAX_LOCK_SECONDS,
     REPORT_SIZE,
     TYPE_INIT,
     Command,
@@ -152,6 +153,20 @@ def core_call(
     for report in request_reports(channel, command, payload):
         out += core.feed(report, now)
     return out
+
+
+def assert_core_recovers(core: CtapHidCore, now: float) -> None:
+    """Whatever ``core`` went through before ``now``: once its running transaction (if any) is
+    answered and every timeout has passed (the longest is the channel lock), a new channel
+    gets its PING answered."""
+    active = core.active_transaction()
+    if active is not None:
+        decode_messages(core.respond(active, b"\x00"))
+    now += MAX_LOCK_SECONDS + 1
+    core.tick(now)
+    channel = core_init(core, now)
+    (pong,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"ok", now)))
+    assert pong.payload == b"ok"
 
 
 def free_udp_port() -> int:

@@ -30,6 +30,7 @@ from authenticator.device import Authenticator
 from authenticator.env import PresenceRequest, PresenceResult, RequestContext
 from keystore import kdf
 from keystore.sqlite_store import SqliteKeyStore
+from tests.ctap2_helpers import create_credential, sign_counter
 from tests.service_helpers import PASSPHRASE, udp_service
 from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command
 from transports.inprocess import InProcessKey
@@ -51,23 +52,6 @@ def _rss_kib() -> int:
     return 0
 
 
-def _register(ctap2: Ctap2, rp_id: str, rk: bool = False) -> bytes:
-    response = ctap2.make_credential(
-        os.urandom(32),
-        {"id": rp_id, "name": rp_id},
-        {"id": os.urandom(8), "name": "u"},
-        ES256,
-        options={"rk": rk},
-    )
-    assert response.auth_data.credential_data is not None
-    return bytes(response.auth_data.credential_data.credential_id)
-
-
-def _assert(ctap2: Ctap2, rp_id: str, cred_id: bytes) -> int:
-    response = ctap2.get_assertion(rp_id, os.urandom(32), [{"type": "public-key", "id": cred_id}])
-    return response.auth_data.counter
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ten_thousand_transactions_flat_memory_no_fd_growth() -> None:
@@ -75,7 +59,7 @@ def test_ten_thousand_transactions_flat_memory_no_fd_growth() -> None:
     key = InProcessKey(Authenticator(store, AutoPresence(), Config()))
     device = key.open()
     ctap2 = Ctap2(device)
-    cred_id = _register(ctap2, "load.example")
+    cred_id = create_credential(ctap2, "load.example")
     rng = random.Random(7)
     last_counter = 0
 
@@ -83,11 +67,11 @@ def test_ten_thousand_transactions_flat_memory_no_fd_growth() -> None:
         nonlocal last_counter
         kind = i % 10
         if kind < 4:
-            counter = _assert(ctap2, "load.example", cred_id)
+            counter = sign_counter(ctap2, "load.example", cred_id)
             assert counter > last_counter
             last_counter = counter
         elif kind == 4:
-            _register(ctap2, "load.example")  # server-side: nothing stored
+            create_credential(ctap2, "load.example")  # server-side: nothing stored
         elif kind < 7:
             assert ctap2.get_info().versions
         elif kind < 9:
@@ -132,7 +116,7 @@ def test_several_channels_at_once_all_complete() -> None:
     CHANNEL_BUSY; every transaction completes with the right answer, none deadlocks."""
     store = SqliteKeyStore.ephemeral()
     key = InProcessKey(Authenticator(store, AutoPresence(), Config()))
-    seed = _register(Ctap2(key.open()), "multi.example")
+    seed = create_credential(Ctap2(key.open()), "multi.example")
     errors: list[BaseException] = []
     done = [0] * 6
 
@@ -143,7 +127,7 @@ def test_several_channels_at_once_all_complete() -> None:
             previous = 0
             for i in range(60):
                 if i % 3 == 0:
-                    counter = _assert(ctap2, "multi.example", seed)
+                    counter = sign_counter(ctap2, "multi.example", seed)
                     assert counter > previous  # each client sees its own counters rise
                     previous = counter
                 elif i % 3 == 1:
@@ -273,14 +257,14 @@ def test_several_keys_on_one_host_each_with_its_own_keystore(tmp_path: Path) -> 
         clients = [Ctap2(d) for d in devices]
         aaguids = {bytes(cl.get_info().aaguid) for cl in clients}
         assert len(aaguids) == 3
-        ids = [_register(cl, "host.example", rk=True) for cl in clients]
+        ids = [create_credential(cl, "host.example", rk=True) for cl in clients]
         for i, cl in enumerate(clients):
             for j, cred_id in enumerate(ids):
                 if i == j:
-                    assert _assert(cl, "host.example", cred_id) >= 1
+                    assert sign_counter(cl, "host.example", cred_id) >= 1
                 else:
                     with pytest.raises(CtapError) as info:
-                        _assert(cl, "host.example", cred_id)
+                        sign_counter(cl, "host.example", cred_id)
                     assert info.value.code == CtapError.ERR.NO_CREDENTIALS
         for device in devices:
             device.close()

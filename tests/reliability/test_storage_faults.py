@@ -16,9 +16,8 @@ import random
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fido2.ctap import CtapError
@@ -28,32 +27,15 @@ from keystore import kdf, sqlite_store
 from keystore.crypto import RecordKeys
 from keystore.sqlite_store import DB_NAME, SqliteKeyStore
 from keystore.store import CredentialRecord, KeystoreError
+from tests.ctap2_helpers import create_credential, sign_counter
 from tests.service_helpers import PASSPHRASE, udp_service, vfido
 from transports.udp import open_udp_device
 
-ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 DATA = Path(__file__).parent / "data"
 
 
 def _create(directory: Path) -> None:
     SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()).close()
-
-
-def _register(ctap2: Ctap2, rp_id: str, user: bytes, rk: bool = True) -> bytes:
-    response = ctap2.make_credential(
-        os.urandom(32),
-        {"id": rp_id, "name": rp_id},
-        {"id": user, "name": user.decode()},
-        ES256,
-        options={"rk": rk},
-    )
-    assert response.auth_data.credential_data is not None
-    return bytes(response.auth_data.credential_data.credential_id)
-
-
-def _assert(ctap2: Ctap2, rp_id: str, cred_id: bytes) -> int:
-    response = ctap2.get_assertion(rp_id, os.urandom(32), [{"type": "public-key", "id": cred_id}])
-    return response.auth_data.counter
 
 
 @pytest.fixture
@@ -96,17 +78,17 @@ def test_disk_full_answers_key_store_full_keeps_serving_and_recovers(small_fs: P
         with pytest.raises(CtapError) as info:
             for i in range(2000):
                 user = b"user-%d" % i
-                registered[user] = _register(ctap2, "full.example", user)
+                registered[user] = create_credential(ctap2, "full.example", user, rk=True)
         assert info.value.code == CtapError.ERR.KEY_STORE_FULL
         # Still serving: getInfo, server-side registrations (no storage) and
         # assertions of what was stored (counter rows fit in existing pages).
         assert "FIDO_2_1" in ctap2.get_info().versions
-        server_side = _register(ctap2, "other.example", b"nobody", rk=False)
+        server_side = create_credential(ctap2, "other.example", b"nobody", rk=False)
         for cred_id in registered.values():
-            _assert(ctap2, "full.example", cred_id)
-        _assert(ctap2, "other.example", server_side)
+            sign_counter(ctap2, "full.example", cred_id)
+        sign_counter(ctap2, "other.example", server_side)
         filler.unlink()  # space again: the same running key stores again
-        registered[b"after"] = _register(ctap2, "full.example", b"after")
+        registered[b"after"] = create_credential(ctap2, "full.example", b"after", rk=True)
         device.close()
     # Nothing half-written: exactly the acknowledged credentials, and a sound file.
     with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
