@@ -102,6 +102,15 @@ def get(
     return client(key, f"https://{rp_id}").get_assertion(options).get_response(0)
 
 
+def bare_make_credential(ctap: Ctap2, **kwargs: Any) -> Any:
+    """A makeCredential straight to the key (no client to add a PIN or check anything):
+    ES256 for RP_ID, user ``u``; ``kwargs`` are ``Ctap2.make_credential``'s (options,
+    pin_uv_param, pin_uv_protocol...)."""
+    return ctap.make_credential(
+        os.urandom(32), {"id": RP_ID}, {"id": b"u"}, [{"type": "public-key", "alg": -7}], **kwargs
+    )
+
+
 # --- makeCredential / getAssertion with a PIN -------------------------------
 
 
@@ -117,33 +126,18 @@ def test_pin_set_but_not_given_is_refused_for_discoverable(key: Key) -> None:
     set_pin(key)
     ctap = Ctap2(key.device)
     with pytest.raises(CtapError) as info:
-        ctap.make_credential(
-            os.urandom(32),
-            {"id": RP_ID},
-            {"id": b"u"},
-            [{"type": "public-key", "alg": -7}],
-            options={"rk": True},
-        )
+        bare_make_credential(ctap, options={"rk": True})
     assert info.value.code == ERR.PUAT_REQUIRED
     # makeCredUvNotRqd: a server-side credential needs no PIN
     assert ctap.get_info().options.get("makeCredUvNotRqd") is True
-    ctap.make_credential(
-        os.urandom(32), {"id": RP_ID}, {"id": b"u"}, [{"type": "public-key", "alg": -7}]
-    )
+    bare_make_credential(ctap)
 
 
 def test_wrong_pin_uv_auth_param_is_refused(key: Key) -> None:
     set_pin(key)
     ctap = Ctap2(key.device)
     with pytest.raises(CtapError) as info:
-        ctap.make_credential(
-            os.urandom(32),
-            {"id": RP_ID},
-            {"id": b"u"},
-            [{"type": "public-key", "alg": -7}],
-            pin_uv_param=os.urandom(32),
-            pin_uv_protocol=2,
-        )
+        bare_make_credential(ctap, pin_uv_param=os.urandom(32), pin_uv_protocol=2)
     assert info.value.code == ERR.PIN_AUTH_INVALID
 
 
@@ -151,14 +145,7 @@ def test_touch_probe_with_and_without_pin(key: Key) -> None:
     ctap = Ctap2(key.device)
 
     def probe() -> None:
-        ctap.make_credential(
-            os.urandom(32),
-            {"id": RP_ID},
-            {"id": b"u"},
-            [{"type": "public-key", "alg": -7}],
-            pin_uv_param=b"",
-            pin_uv_protocol=2,
-        )
+        bare_make_credential(ctap, pin_uv_param=b"", pin_uv_protocol=2)
 
     with pytest.raises(CtapError) as info:
         probe()

@@ -272,13 +272,18 @@ def test_tampered_identity_detected_on_open(ks_dir: Path) -> None:
         SqliteKeyStore.open(ks_dir, PASS)
 
 
+def two_credentials(directory: Path) -> tuple[CredentialRecord, CredentialRecord]:
+    """A keystore at ``directory`` holding a credential for a.example and one for b.example,
+    closed again (for a test to tamper with the file)."""
+    a, b = make_record("a.example", b"ua"), make_record("b.example", b"ub")
+    with create(directory) as s:
+        s.put_credential(a)
+        s.put_credential(b)
+    return a, b
+
+
 def test_swapped_credential_ciphertexts(ks_dir: Path) -> None:
-    s = create(ks_dir)
-    a = make_record("a.example", b"ua")
-    b = make_record("b.example", b"ub")
-    s.put_credential(a)
-    s.put_credential(b)
-    s.close()
+    a, b = two_credentials(ks_dir)
     with raw_db(ks_dir) as db:
         rows = db.execute("SELECT seq, blob FROM credentials ORDER BY seq").fetchall()
         assert len(rows) == 2
@@ -297,12 +302,7 @@ def test_swapped_credential_ciphertexts(ks_dir: Path) -> None:
 
 def test_swapped_index_column_detected(ks_dir: Path) -> None:
     """Moving a credential to another RP's index (rp_tag) is detected."""
-    s = create(ks_dir)
-    a = make_record("a.example", b"ua")
-    b = make_record("b.example", b"ub")
-    s.put_credential(a)
-    s.put_credential(b)
-    s.close()
+    _, b = two_credentials(ks_dir)
     with raw_db(ks_dir) as db:
         rows = db.execute("SELECT seq, rp_tag FROM credentials ORDER BY seq").fetchall()
         db.execute("UPDATE credentials SET rp_tag = ? WHERE seq = ?", (rows[1][1], rows[0][0]))

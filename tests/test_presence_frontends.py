@@ -21,7 +21,7 @@ import pytest
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking
-from vfido.broker import DenyFrontEnd, PresenceBroker, clean, question
+from vfido.broker import DenyFrontEnd, FrontEnd, PresenceBroker, clean, question
 from vfido.dbus import (
     BUS_NAME,
     BUS_PATH,
@@ -322,6 +322,21 @@ def notification_server(address: str, capabilities: list[str]) -> Iterator[Notif
 CAPS = ["actions", "body", "body-markup"]
 
 
+@contextlib.contextmanager
+def notifying(
+    bus: str, capabilities: list[str] = CAPS, fallback: FrontEnd | None = None
+) -> Iterator[tuple[NotificationServer, DesktopNotifier, PresenceBroker]]:
+    """A notification server with ``capabilities`` on ``bus``, and a ``notify``-mode broker
+    whose one front end is a DesktopNotifier (with ``fallback``) showing on it; the notifier
+    is closed afterwards. (server, notifier, broker)."""
+    with notification_server(bus, capabilities) as server:
+        notifier = DesktopNotifier(bus, fallback=fallback)
+        try:
+            yield server, notifier, PresenceBroker([notifier], mode="notify")
+        finally:
+            notifier.close()
+
+
 def test_bus_basics(bus: str) -> None:
     with Connection.open(bus) as conn:
         assert conn.unique_name.startswith(":")
@@ -334,9 +349,7 @@ def test_bus_basics(bus: str) -> None:
 
 @pytest.mark.parametrize(("action", "expected"), [("allow", True), ("deny", False)])
 def test_notification_buttons(bus: str, action: str, expected: bool) -> None:
-    with notification_server(bus, CAPS) as server:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, _, broker):
         asking = Asking(broker, SIGN_IN, timeout=60)
         nid, app, replaces, _icon, summary, body, actions, hints, expire = (
             server.next_notification()
@@ -351,37 +364,28 @@ def test_notification_buttons(bus: str, action: str, expected: bool) -> None:
         result = asking.result()
         assert result is (PresenceResult.GRANTED if expected else PresenceResult.DENIED)
         assert server.closed.get(timeout=30) == nid  # withdrawn once answered
-        notifier.close()
 
 
 def test_notification_withdrawn_when_answered_elsewhere(bus: str) -> None:
-    with notification_server(bus, CAPS) as server:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, _, broker):
         asking = Asking(broker, REGISTER, timeout=60)
         nid = server.next_notification()[0]
         (pending,) = broker.pending()
         broker.answer(True, pending.id, "control socket")
         assert asking.result() is PresenceResult.GRANTED
         assert server.closed.get(timeout=30) == nid
-        notifier.close()
 
 
 def test_dismissing_the_notification_is_a_refusal(bus: str) -> None:
-    with notification_server(bus, CAPS) as server:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, _, broker):
         asking = Asking(broker, SIGN_IN, timeout=60)
         nid = server.next_notification()[0]
         server.signal("NotificationClosed", "uu", [nid, 2])
         assert asking.result() is PresenceResult.DENIED
-        notifier.close()
 
 
 def test_only_the_notification_server_can_answer(bus: str) -> None:
-    with notification_server(bus, CAPS) as server, Connection.open(bus) as intruder:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, notifier, broker), Connection.open(bus) as intruder:
         asking = Asking(broker, SIGN_IN, timeout=60)
         nid = server.next_notification()[0]
         intruder.emit(NOTIFICATIONS_PATH, NOTIFICATIONS, "ActionInvoked", "us", [nid, "allow"])
@@ -394,31 +398,24 @@ def test_only_the_notification_server_can_answer(bus: str) -> None:
         # Ordering on the bus: our own later signal arrives after the ignored ones.
         server.signal("ActionInvoked", "us", [nid, "deny"])
         assert asking.result() is PresenceResult.DENIED
-        notifier.close()
 
 
 def test_markup_is_escaped(bus: str) -> None:
     request = PresenceRequest(PresenceKind.AUTHENTICATE, "example.com", "<b>bob</b>")
-    with notification_server(bus, CAPS) as server:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, _, broker):
         asking = Asking(broker, request, timeout=60)
         _nid, _app, _r, _i, _summary, body, *_ = server.next_notification()
         assert "<" not in body  # the body is markup; the summary is plain text
         broker.answer(False, broker.pending()[0].id, "test")
         assert asking.result() is PresenceResult.DENIED
-        notifier.close()
 
 
 def test_server_without_buttons_informs_and_falls_back(bus: str) -> None:
-    with notification_server(bus, ["body"]) as server:
-        notifier = DesktopNotifier(bus, fallback=DenyFrontEnd())
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus, ["body"], fallback=DenyFrontEnd()) as (server, _, broker):
         asking = Asking(broker, SIGN_IN, timeout=60)
         assert asking.result() is PresenceResult.DENIED  # the fallback answered
         _nid, _app, _r, _i, _summary, body, actions, *_ = server.next_notification()
         assert actions == [] and "vfido approve" in body
-        notifier.close()
 
 
 def test_no_notification_server_falls_back(bus: str, tmp_path: Path) -> None:
@@ -457,9 +454,7 @@ def test_reconnects_after_the_bus_connection_drops(bus: str) -> None:
 
 def test_threads_do_not_pile_up(bus: str) -> None:
     """Answered requests leave no front end threads behind."""
-    with notification_server(bus, CAPS) as server:
-        notifier = DesktopNotifier(bus)
-        broker = PresenceBroker([notifier], mode="notify")
+    with notifying(bus) as (server, _, broker):
         for _ in range(3):
             asking = Asking(broker, SIGN_IN, timeout=60)
             nid = server.next_notification()[0]
@@ -469,7 +464,6 @@ def test_threads_do_not_pile_up(bus: str) -> None:
         while any(t.name == "presence-notification" for t in threading.enumerate()):
             assert time.monotonic() < deadline, "front end threads still running"
             time.sleep(0.05)
-        notifier.close()
 
 
 # --- `vfido run --presence prompt` on its own controlling terminal -------------------------------
