@@ -223,6 +223,19 @@ def params(*algs: int) -> list[Mapping[str, Any]]:
     return [{"type": "public-key", "alg": a} for a in (algs or (-7,))]
 
 
+def _overridden(
+    m: dict[int, Any], names: Mapping[str, int], overrides: Mapping[str, Any]
+) -> dict[int, Any]:
+    """``m`` with each override (by keyword name) set, or removed where it is None."""
+    for name, value in overrides.items():
+        key = names[name]
+        if value is None:
+            m.pop(key, None)
+        else:
+            m[key] = value
+    return m
+
+
 def make_credential_map(**overrides: Any) -> dict[int, Any]:
     """A valid makeCredential parameter map; keyword names override entries."""
     names = {
@@ -238,17 +251,11 @@ def make_credential_map(**overrides: Any) -> dict[int, Any]:
         "enterprise_attestation": 10,
         "attestation_formats_preference": 11,
     }
-    m: dict[int, Any] = {1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params()}
-    for name, value in overrides.items():
-        key = names[name]
-        if value is None:
-            m.pop(key, None)
-        else:
-            m[key] = value
-    return m
+    return _overridden({1: CLIENT_DATA_HASH, 2: rp(), 3: user(), 4: params()}, names, overrides)
 
 
 def get_assertion_map(**overrides: Any) -> dict[int, Any]:
+    """A valid getAssertion parameter map; keyword names override entries."""
     names = {
         "rp_id": 1,
         "client_data_hash": 2,
@@ -258,14 +265,7 @@ def get_assertion_map(**overrides: Any) -> dict[int, Any]:
         "pin_uv_auth_param": 6,
         "pin_uv_auth_protocol": 7,
     }
-    m: dict[int, Any] = {1: RP_ID, 2: CLIENT_DATA_HASH}
-    for name, value in overrides.items():
-        key = names[name]
-        if value is None:
-            m.pop(key, None)
-        else:
-            m[key] = value
-    return m
+    return _overridden({1: RP_ID, 2: CLIENT_DATA_HASH}, names, overrides)
 
 
 def descriptor(credential_id: bytes) -> Mapping[str, Any]:
