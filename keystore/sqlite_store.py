@@ -818,9 +818,14 @@ class SqliteKeyStore:
                 raise _map_sqlite_error(exc, action) from exc
 
     def _write_dirty_counters(self, conn: sqlite3.Connection) -> None:
-        """Write-back stores: put every advanced counter into the table (one transaction)."""
+        """Write-back stores: put every advanced counter into the table (one transaction,
+        or part of the one in progress)."""
         mac = self._keys.counter_mac
         rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
+        if conn.in_transaction:
+            conn.executemany(_UPDATE_COUNTER, rows)
+            self._dirty.clear()
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_UPDATE_COUNTER, rows)
@@ -967,28 +972,31 @@ class SqliteKeyStore:
         blob = self._keys.encrypt(
             _T_CREDENTIALS, (cred_tag, rp_tag, user_tag), _encode_record(record)
         )
-        with self._tx("store the credential") as c:
-            replaced = [
-                r[0]
-                for r in c.execute(
-                    "SELECT cred_tag FROM credentials WHERE user_tag = ? OR cred_tag = ?",
+        with self._mutex:  # the row count and the caches change with the commit
+            with self._tx("store the credential") as c:
+                replaced = [
+                    r[0]
+                    for r in c.execute(
+                        "SELECT cred_tag FROM credentials WHERE user_tag = ? OR cred_tag = ?",
+                        (user_tag, cred_tag),
+                    )
+                ]
+                if not replaced and self._max_credentials is not None:
+                    (count,) = c.execute("SELECT count(*) FROM credentials").fetchone()
+                    if count >= self._max_credentials:
+                        raise KeystoreFull("the keystore's credential limit is reached")
+                c.execute(
+                    "DELETE FROM credentials WHERE user_tag = ? OR cred_tag = ?",
                     (user_tag, cred_tag),
                 )
-            ]
-            if not replaced and self._max_credentials is not None:
-                (count,) = c.execute("SELECT count(*) FROM credentials").fetchone()
-                if count >= self._max_credentials:
-                    raise KeystoreFull("the keystore's credential limit is reached")
-            c.execute(
-                "DELETE FROM credentials WHERE user_tag = ? OR cred_tag = ?", (user_tag, cred_tag)
-            )
-            dropped = [old for old in replaced if old != cred_tag]
-            rows = self._delete_counters(c, dropped)
-            c.execute(
-                "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob) VALUES (?, ?, ?, ?)",
-                (cred_tag, rp_tag, user_tag, blob),
-            )
-        self._counters_deleted(dropped, rows)
+                dropped = [old for old in replaced if old != cred_tag]
+                rows = self._delete_counters(c, dropped)
+                c.execute(
+                    "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob)"
+                    " VALUES (?, ?, ?, ?)",
+                    (cred_tag, rp_tag, user_tag, blob),
+                )
+            self._counters_deleted(dropped, rows)
 
     def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> int:
         """Delete the counter rows of ``tags`` (inside a transaction); the new row count."""
@@ -1051,13 +1059,16 @@ class SqliteKeyStore:
 
     def delete_credential(self, credential_id: bytes) -> bool:
         cred_tag = self._cred_tag(credential_id)
-        rows = self._counter_rows
-        with self._tx("delete the credential") as c:
-            deleted = c.execute("DELETE FROM credentials WHERE cred_tag = ?", (cred_tag,)).rowcount
+        with self._mutex:  # the row count and the caches change with the commit
+            rows = self._counter_rows
+            with self._tx("delete the credential") as c:
+                deleted = c.execute(
+                    "DELETE FROM credentials WHERE cred_tag = ?", (cred_tag,)
+                ).rowcount
+                if deleted:
+                    rows = self._delete_counters(c, [cred_tag])
             if deleted:
-                rows = self._delete_counters(c, [cred_tag])
-        if deleted:
-            self._counters_deleted([cred_tag], rows)
+                self._counters_deleted([cred_tag], rows)
         return bool(deleted)
 
     def update_user(self, credential_id: bytes, name: str | None, display_name: str | None) -> bool:

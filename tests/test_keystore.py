@@ -943,3 +943,42 @@ def test_counters_stay_exact_beyond_the_in_memory_cache(
         assert [s.get_counter(b"id%d" % i) for i in range(40)] == [3] * 40
     with SqliteKeyStore.open(ks_dir, PASS) as s:
         assert [s.get_counter(b"id%d" % i) for i in range(40)] == [3] * 40
+
+
+@pytest.mark.parametrize("change", ["delete", "replace"])
+def test_counter_row_count_survives_a_concurrent_first_assertion(
+    ks_dir: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Deleting (or replacing) a discoverable credential updates the authenticated count
+    of counter rows. A first assertion of another credential (which inserts a counter
+    row) on another thread, e.g. while the control socket deletes a credential, must
+    not interleave with that bookkeeping: a stale count would make the keystore fail
+    its check at the next open."""
+    store = create(ks_dir)
+    doomed = make_record(user_id=b"doomed")
+    store.put_credential(doomed)
+    store.increment_counter(doomed.credential_id)
+    fresh_id = os.urandom(48)
+    original = SqliteKeyStore._counters_deleted
+    done = threading.Event()
+
+    def interleave(self: SqliteKeyStore, tags: list[bytes], rows: int) -> None:
+        # Between the commit and the bookkeeping: another thread's first assertion.
+        worker = threading.Thread(
+            target=lambda: (store.increment_counter(fresh_id), done.set()), daemon=True
+        )
+        worker.start()
+        done.wait(0.5)  # it must wait for the store's lock (so this times out)
+        original(self, tags, rows)
+
+    monkeypatch.setattr(SqliteKeyStore, "_counters_deleted", interleave)
+    if change == "delete":
+        assert store.delete_credential(doomed.credential_id)
+    else:  # the same user again: the old credential and its counter are replaced
+        store.put_credential(make_record(user_id=b"doomed"))
+    assert done.wait(5)
+    monkeypatch.setattr(SqliteKeyStore, "_counters_deleted", original)
+    store.close()
+    reopened = SqliteKeyStore.open(ks_dir, PASS)  # checks every counter row and their count
+    assert reopened.get_counter(fresh_id) == 1
+    reopened.close()
