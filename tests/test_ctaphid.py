@@ -212,27 +212,40 @@ def test_invalid_commands() -> None:
 
 def test_capabilities_can_change_at_run_time() -> None:
     """A device whose protocols change (vfido's versions behaviour): each INIT reports
-    the flags of the moment, and commands are checked against them."""
+    the flags of the moment, and a channel's commands are checked against the flags its
+    INIT reported (a host is held to what it was told until it INITs again)."""
     flags = [Capability.WINK | Capability.CBOR]
     core = CtapHidCore(capabilities=lambda: flags[0])
     channel = core_init(core)
-    (request,) = core_call(core, channel, Command.CBOR, b"\x04")
-    assert isinstance(request, Request)
-    core.respond(request.transaction, b"\x00")
-    flags[0] = Capability.WINK  # U2F only
+
+    def answered(command: int, payload: bytes) -> bool:
+        (request,) = core_call(core, channel, command, payload)
+        assert isinstance(request, Request), request
+        core.respond(request.transaction, b"\x00")
+        return True
+
+    assert answered(Command.CBOR, b"\x04")
+    flags[0] = Capability.WINK  # U2F only from now on
+    assert answered(Command.CBOR, b"\x04")  # this channel was told CBOR
+    other = core_init(core)  # a new channel is told the new flags
+    assert error_of(core_call(core, other, Command.CBOR, b"\x04")) == (
+        other,
+        HidError.INVALID_CMD,
+    )
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x05" * 8)))
+    assert message.payload[16] == Capability.WINK  # re-synchronised: told anew
     assert error_of(core_call(core, channel, Command.CBOR, b"\x04")) == (
         channel,
         HidError.INVALID_CMD,
     )
-    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x05" * 8)))
-    assert message.payload[16] == Capability.WINK
     flags[0] = Capability.CBOR | Capability.NMSG  # CTAP2 only
+    assert answered(Command.MSG, b"\x00")  # told at its INIT: no NMSG
+    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x06" * 8)))
+    assert message.payload[16] == Capability.CBOR | Capability.NMSG
     assert error_of(core_call(core, channel, Command.MSG, b"\x00")) == (
         channel,
         HidError.INVALID_CMD,
     )
-    (message,) = decode_messages(reports_of(core_call(core, channel, Command.INIT, b"\x06" * 8)))
-    assert message.payload[16] == Capability.CBOR | Capability.NMSG
 
 
 def test_reinit_aborts_partial_message() -> None:

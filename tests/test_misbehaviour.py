@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from fido2.attestation.base import UntrustedAttestation
 from fido2.client import ClientError, UserInteraction
 from fido2.ctap import CtapError
-from fido2.ctap1 import Ctap1
+from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 from fido2.hid import CAPABILITY, CTAPHID
@@ -460,8 +460,12 @@ def test_fido_2_0_only() -> None:
         assert info.versions == ["FIDO_2_0"]
         assert "credMgmt" not in info.options and "pinUvAuthToken" not in info.options
         assert info.pin_uv_protocols == [1]
+        # This channel was told (at its INIT) that U2F works: the key itself refuses.
+        with pytest.raises(ApduError) as apdu:
+            Ctap1(key.device).get_version()
+        assert apdu.value.code == 0x6D00  # SW_INS_NOT_SUPPORTED
         # A CTAP2-only key: CTAPHID_INIT now advertises NMSG (no CTAPHID_MSG), and the
-        # transport refuses U2F messages.
+        # transport refuses U2F messages on the re-INITed channel.
         capabilities = key.device.call(CTAPHID.INIT, b"\x01" * 8)[16]
         assert capabilities & CAPABILITY.NMSG and capabilities & CAPABILITY.CBOR
         with pytest.raises(CtapError) as refused:
@@ -528,3 +532,14 @@ def test_store_full_refuses_discoverable_credentials() -> None:
         assert key.store.count_credentials() == 0
         register(key.client(), rp, rk=False)  # server-side credentials need no room
         assert sign_in(key.client(), rp) == 1
+
+
+def test_protocol_names_agree_with_the_transports() -> None:
+    """authenticator.device spells transports.handler's protocol names itself (the
+    authenticator does not import the transports): they must be the same strings."""
+    from authenticator import device
+    from transports import handler
+
+    assert device._BOTH_PROTOCOLS == handler.BOTH_PROTOCOLS
+    assert frozenset({handler.U2F}) == device._U2F_ONLY
+    assert frozenset({handler.CTAP2}) == device._CTAP2_ONLY

@@ -195,9 +195,10 @@ class CtapHidCore:
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         """``capabilities``: the CTAPHID_INIT capability flags, or a function giving them
-        as of now (a device whose protocols change at run time). Commands a capability
-        rules out (CBOR without the CBOR flag, MSG with NMSG, WINK without WINK) are
-        answered ERR_INVALID_CMD."""
+        as of now (a device whose protocols change at run time), called at each INIT.
+        Commands the flags a channel was given at its INIT rule out (CBOR without the CBOR
+        flag, MSG with NMSG, WINK without WINK) are answered ERR_INVALID_CMD on it: a host
+        is held to what it was told, until it INITs again."""
         if max_channels < 1:
             raise ValueError("max_channels must be positive")
         self._version = device_version
@@ -206,7 +207,9 @@ class CtapHidCore:
         self._allowed = _allowed_commands(self._capabilities)
         self._max_channels = max_channels
         self._random = random_bytes
-        self._channels: OrderedDict[int, None] = OrderedDict()  # LRU order, oldest first
+        # Allocated channels in LRU order (oldest first), each with the commands allowed by
+        # the capabilities its INIT reported.
+        self._channels: OrderedDict[int, frozenset[int]] = OrderedDict()
         self._rx: _Assembly | None = None
         self._active: _Active | None = None
         self._lock_channel: int | None = None
@@ -321,7 +324,7 @@ class CtapHidCore:
         while True:
             channel = int.from_bytes(self._random(4), "big")
             if channel not in (RESERVED_CID, BROADCAST_CID) and channel not in self._channels:
-                self._channels[channel] = None
+                self._channels[channel] = self._allowed
                 return channel
 
     def _evict_one(self) -> bool:
@@ -360,7 +363,7 @@ class CtapHidCore:
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._active is not None:
             return [error_report(channel, HidError.CHANNEL_BUSY)]
-        error = self._check_command(command, length)
+        error = self._check_command(self._channels[channel], command, length)
         if error is not None:
             return [error_report(channel, error)]
         cmd = _COMMANDS[command]  # a valid command (checked above)
@@ -369,7 +372,7 @@ class CtapHidCore:
         self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)
         return []
 
-    def _current_capabilities(self) -> int:
+    def _refresh_capabilities(self) -> int:
         """The capability flags now (recomputing the allowed commands when they change)."""
         if self._capability_source is not None:
             capabilities = int(self._capability_source())
@@ -378,10 +381,9 @@ class CtapHidCore:
                 self._allowed = _allowed_commands(capabilities)
         return self._capabilities
 
-    def _check_command(self, command: int, length: int) -> HidError | None:
-        if self._capability_source is not None:
-            self._current_capabilities()
-        if command not in self._allowed:
+    @staticmethod
+    def _check_command(allowed: frozenset[int], command: int, length: int) -> HidError | None:
+        if command not in allowed:
             return HidError.INVALID_CMD
         if length > MAX_MESSAGE_SIZE:
             return HidError.INVALID_LEN
@@ -417,10 +419,12 @@ class CtapHidCore:
         if length != INIT_NONCE_SIZE:
             return [error_report(channel, HidError.INVALID_LEN)]
         out: list[Output] = []
+        capabilities = self._refresh_capabilities()
         if channel == BROADCAST_CID:
             new_channel = self._allocate()
         else:
             new_channel = channel
+            self._channels[channel] = self._allowed  # re-synchronised: told anew
             self._touch(channel)
             if self._rx is not None and self._rx.channel == channel:
                 self._rx = None
@@ -430,7 +434,6 @@ class CtapHidCore:
                 if not active.cancelled:
                     out.append(self._cancel(active))
         major, minor, build = self._version
-        capabilities = self._current_capabilities()
         payload = data[:INIT_NONCE_SIZE] + struct.pack(
             ">IBBBBB", new_channel, PROTOCOL_VERSION, major, minor, build, capabilities
         )

@@ -56,12 +56,15 @@ class ProtocolReporter(Protocol):
     A device whose protocols change at run time (vfido's ``versions`` behaviour makes a
     key U2F-only or CTAP2-only) reports them here; the transport advertises them the
     way its own protocol does (CTAPHID: the CBOR and NMSG capability flags of every
-    CTAPHID_INIT response) and refuses the other commands (ERR_INVALID_CMD). A handler
-    without this method answers both.
+    CTAPHID_INIT response) and refuses the other commands (ERR_INVALID_CMD) on channels
+    INITed since; a host that was told otherwise earlier is answered by the handler
+    itself. A handler without this method answers both.
     """
 
     def supported_protocols(self) -> frozenset[str]:
-        """A subset of {CTAP2, U2F}."""
+        """A subset of {CTAP2, U2F}. Called on the transport's I/O thread at every
+        CTAPHID_INIT (with the transport's lock held): it must be cheap, must not block,
+        and must be safe to call while a request is being handled on another thread."""
         ...
 
 

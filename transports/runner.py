@@ -115,7 +115,7 @@ def _capabilities_for(base: int, reporter: Callable[[], frozenset[str]]) -> int:
     """CTAPHID capability flags: ``base`` with CBOR and NMSG following the handler's
     :meth:`~transports.handler.ProtocolReporter.supported_protocols`."""
     protocols = reporter()
-    flags = base & ~(Capability.CBOR | Capability.NMSG)
+    flags = int(base) & ~int(Capability.CBOR | Capability.NMSG)  # int: keep every other bit
     if CTAP2 in protocols:
         flags |= Capability.CBOR
     if U2F not in protocols:
