@@ -90,12 +90,17 @@ def _usable(sealed: SealedCredential) -> bool:
     goes on with the others, or ends in NO_CREDENTIALS, never in an internal error."""
     if can_sign(sealed.algorithm):
         return True
-    log.warning(
-        "a %s credential is skipped: %s",
-        ALGORITHM_NAMES.get(sealed.algorithm, sealed.algorithm),
-        mldsa_unavailable_reason() or "algorithm not supported here",
-    )
+    if sealed.algorithm not in _WARNED:  # once per algorithm, not per request
+        _WARNED.add(sealed.algorithm)
+        log.warning(
+            "%s credentials are skipped: %s",
+            ALGORITHM_NAMES.get(sealed.algorithm, str(sealed.algorithm)),
+            mldsa_unavailable_reason() or "algorithm not supported here",
+        )
     return False
+
+
+_WARNED: set[int] = set()
 
 
 def _cred_protect(candidate: AssertionCandidate) -> int:
