@@ -12,6 +12,7 @@ the raw ECDSA P-256 sign + SHA-256 timed in alternating blocks with each operati
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -44,19 +45,26 @@ def _paired_ms(
     samples: list[float] = []
     base: list[float] = []
     clock = time.perf_counter
-    while len(samples) < n:
-        for op, out in ((raw, base), (fn, samples)):
-            op()
-            for _ in range(min(block, n - len(samples))):
-                t0 = clock()
+    gc.collect()
+    gc.disable()
+    try:
+        while len(samples) < n:
+            for op, out in ((raw, base), (fn, samples)):
                 op()
-                out.append(clock() - t0)
+                for _ in range(min(block, n - len(samples))):
+                    t0 = clock()
+                    op()
+                    out.append(clock() - t0)
+    finally:
+        gc.enable()
     return statistics.median(samples) * 1e3, statistics.median(base) * 1e3
 
 
 def measure(root: str, n: int) -> dict[str, float]:
-    """One run inside ``root`` (imports come from that tree)."""
-    sys.path[:0] = [root, os.path.join(root, "bench")]
+    """One run inside ``root``: the key's packages come from that tree, the measuring
+    harness (``harness.py``, ``bench.py``) from this one, so that every tree is measured
+    the same way."""
+    sys.path[:0] = [root, os.path.dirname(os.path.abspath(__file__))]
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from harness import (
