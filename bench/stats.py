@@ -124,8 +124,12 @@ class Results:
         (:func:`sample_paired`) and the ratio is of the two medians of this run."""
         if callable(base):
             samples, raw = sample_paired(fn, base, n, warmup=warmup)
-            row = summarize(name, samples, statistics.median(raw), note)
-            row.extra["paired_raw_ms"] = statistics.median(raw) * 1e3
+            paired_raw = statistics.median(raw)
+            note = f"{note}; " if note else ""
+            row = summarize(
+                name, samples, paired_raw, f"{note}paired raw {paired_raw * 1e3:.4f} ms"
+            )
+            row.extra["paired_raw_ms"] = paired_raw * 1e3
             return self.add(row)
         return self.add(summarize(name, sample(fn, n, warmup=warmup), base, note))
 
