@@ -818,14 +818,14 @@ class SqliteKeyStore:
                 raise _map_sqlite_error(exc, action) from exc
 
     def _write_dirty_counters(self, conn: sqlite3.Connection) -> None:
-        """Write-back stores: put every advanced counter into the table (one transaction,
-        or part of the one in progress)."""
+        """Write-back stores: put every advanced counter into the table (one transaction).
+
+        Never inside another transaction: ``_tx`` writes the counters back before its
+        BEGIN and holds the store lock until its COMMIT, so nothing becomes dirty in
+        between (and a rolled-back outer transaction could not lose them)."""
+        assert not conn.in_transaction, "dirty counters inside a transaction"
         mac = self._keys.counter_mac
         rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
-        if conn.in_transaction:
-            conn.executemany(_UPDATE_COUNTER, rows)
-            self._dirty.clear()
-            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_UPDATE_COUNTER, rows)
