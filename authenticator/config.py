@@ -21,6 +21,9 @@ ATTESTATION_FORMATS = ("packed", "self", "none")
 #: The smallest maxMsgSize CTAP allows an authenticator to report (CTAP 2.1 section 6.4).
 MIN_MSG_SIZE = 1024
 
+#: Why ML-DSA is not offered when ``Config.mldsa`` is False (the default), for people.
+MLDSA_OFF = "off (Firefox cannot parse ML-DSA in getInfo); turn it on with --mldsa / mldsa=True"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -41,8 +44,8 @@ class Config:
     #: firmwareVersion reported in getInfo (0x0E).
     firmware_version: int = 0x00010000
     #: Credential algorithms this key accepts, in order of getInfo's "algorithms". ML-DSA
-    #: ones (-48, -49) are dropped here when they cannot be offered: runtime without ML-DSA,
-    #: ``mldsa=False``, or a maxMsgSize too small for their responses.
+    #: ones (-48, -49) are dropped here when they cannot be offered: ``mldsa=False`` (the
+    #: default), runtime without ML-DSA, or a maxMsgSize too small for their responses.
     algorithms: tuple[int, ...] = ALL_ALGORITHMS
     #: maxCredentialCountInList reported in getInfo (0x07).
     max_credential_count_in_list: int = 32
@@ -61,10 +64,13 @@ class Config:
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
     max_resident_credentials: int = 100_000
-    #: Offer ML-DSA-44/-65 credentials where this process's ``cryptography``/OpenSSL provide
-    #: them. False leaves them out exactly as a runtime without ML-DSA does (for tests, or as
-    #: a policy).
-    mldsa: bool = True
+    #: Offer ML-DSA-44/-65 credentials (where this process's ``cryptography``/OpenSSL provide
+    #: them). Off by default: getInfo must parse in the platforms people use, and Firefox's
+    #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, so a
+    #: key that lists them is treated as U2F-only (no EdDSA, RS256 or discoverable
+    #: credentials). Off leaves them out exactly as a runtime without ML-DSA does; credentials
+    #: already made with ML-DSA keep signing.
+    mldsa: bool = False
     #: Why (some) ML-DSA algorithms are not offered, for people (``vfido info``, logs); None
     #: when every ML-DSA algorithm is. Derived, not a parameter.
     mldsa_unavailable: str | None = field(init=False, default=None, compare=False)
@@ -119,7 +125,7 @@ class Config:
         runtime_reason = mldsa_unavailable_reason()
         reasons: list[str] = []
         if not self.mldsa:
-            reasons.append("disabled by configuration (mldsa=False)")
+            reasons.append(MLDSA_OFF)
         elif runtime_reason is not None:
             reasons.append(runtime_reason)
         else:

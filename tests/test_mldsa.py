@@ -2,9 +2,10 @@
 
 python-fido2's Fido2Client drives the key over in-process CTAPHID; a Fido2Server
 checks the registration (packed self attestation verified by python-fido2's
-packed verifier) and every assertion with ``fido2.cose.MLDSA44/MLDSA65``. The
-"ML-DSA unavailable" behaviour is exercised with ``Config(mldsa=False)``, the
-switch that leaves ML-DSA out exactly as a runtime without it does.
+packed verifier) and every assertion with ``fido2.cose.MLDSA44/MLDSA65``. ML-DSA is
+opt-in (``Config(mldsa=True)``, ``vfido run --mldsa``): Firefox cannot parse it in
+getInfo (tests/test_getinfo_platforms.py). The default, ``Config()``, leaves ML-DSA out
+exactly as a runtime without it does.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from fido2.webauthn import (
 )
 
 from authenticator.attestation import max_make_credential_response_size
-from authenticator.config import Config, mldsa_status
+from authenticator.config import MLDSA_OFF, Config, mldsa_status
 from authenticator.cose import (
     MLDSA44,
     MLDSA65,
@@ -70,6 +71,8 @@ COSE_CLASSES: dict[int, Any] = {
     MLDSA65: getattr(cose, "MLDSA65", None),
 }
 ALG_IDS = {MLDSA44: "ML-DSA-44", MLDSA65: "ML-DSA-65"}
+#: ML-DSA is off by default (Firefox cannot parse it in getInfo): these tests turn it on.
+MLDSA_ON = Config(mldsa=True)
 
 
 class SelfAttestationVerifier:
@@ -101,7 +104,7 @@ def make_server(alg: int, verifier: SelfAttestationVerifier | None = None) -> Fi
 
 @pytest.fixture(scope="module")
 def key() -> Iterator[Key]:
-    with running_key() as k:
+    with running_key(config=MLDSA_ON) as k:
         yield k
 
 
@@ -188,14 +191,14 @@ def test_seed_round_trip(alg: int) -> None:
 
 
 def test_get_info_lists_mldsa_last() -> None:
-    with running_key() as key:
+    with running_key(config=MLDSA_ON) as key:
         info = Ctap2(key.device).get_info()
     algs = [a["alg"] for a in info.algorithms]
     assert algs[-2:] == [MLDSA44, MLDSA65]
     assert algs[0] == -7
     assert info.max_msg_size == 7609
-    assert Config().mldsa_unavailable is None
-    assert mldsa_status(Config()) == "ML-DSA-44, ML-DSA-65 offered"
+    assert MLDSA_ON.mldsa_unavailable is None
+    assert mldsa_status(MLDSA_ON) == "ML-DSA-44, ML-DSA-65 offered"
 
 
 def _make_credential_request(alg: int) -> bytes:
@@ -219,7 +222,7 @@ def _make_credential_request(alg: int) -> bytes:
 @pytest.mark.parametrize("attestation", ["packed", "self"])
 @pytest.mark.parametrize("alg", [MLDSA65, MLDSA44], ids=ALG_IDS.get)
 def test_largest_response_fits(alg: int, attestation: str) -> None:
-    config = Config(attestation=attestation)
+    config = Config(attestation=attestation, mldsa=True)
     with running_key(config=config) as key:
         response = key.authenticator.handle_cbor(_make_credential_request(alg), NullContext())
     assert response[0] == CtapStatus.OK
@@ -231,11 +234,12 @@ def test_largest_response_fits(alg: int, attestation: str) -> None:
     assert len(response) <= max_make_credential_response_size(alg) <= config.max_msg_size
 
 
-def test_mldsa_disabled_is_not_offered() -> None:
-    config = Config(mldsa=False)
+def test_mldsa_is_off_by_default() -> None:
+    config = Config()
+    assert config == Config(mldsa=False)
     assert MLDSA44 not in config.algorithms and MLDSA65 not in config.algorithms
-    assert config.mldsa_unavailable == "disabled by configuration (mldsa=False)"
-    assert mldsa_status(config) == "unavailable: disabled by configuration (mldsa=False)"
+    assert config.mldsa_unavailable == MLDSA_OFF
+    assert mldsa_status(config) == f"unavailable: {MLDSA_OFF}"
     with running_key(config=config) as key:
         info = Ctap2(key.device).get_info()
         algs = [a["alg"] for a in info.algorithms]
@@ -263,7 +267,7 @@ def test_mldsa_disabled_is_not_offered() -> None:
 
 def test_small_max_msg_size_drops_what_does_not_fit() -> None:
     needed = max_make_credential_response_size(MLDSA65)
-    config = Config(max_msg_size=needed - 1)
+    config = Config(max_msg_size=needed - 1, mldsa=True)
     assert MLDSA44 in config.algorithms and MLDSA65 not in config.algorithms
     assert mldsa_status(config) == (
         f"ML-DSA-44 offered (not the rest: ML-DSA-65 needs maxMsgSize >= {needed} "
@@ -274,16 +278,18 @@ def test_small_max_msg_size_drops_what_does_not_fit() -> None:
         assert response == bytes([CtapStatus.UNSUPPORTED_ALGORITHM])
         response = key.authenticator.handle_cbor(_make_credential_request(MLDSA44), NullContext())
         assert response[0] == CtapStatus.OK and len(response) <= config.max_msg_size
-    assert MLDSA65 in Config(max_msg_size=needed).algorithms
+    assert MLDSA65 in Config(max_msg_size=needed, mldsa=True).algorithms
     with pytest.raises(ValueError, match="no usable algorithm"):
-        Config(algorithms=(MLDSA65,), max_msg_size=2048)
+        Config(algorithms=(MLDSA65,), max_msg_size=2048, mldsa=True)
+    with pytest.raises(ValueError, match="no usable algorithm"):
+        Config(algorithms=(MLDSA65,))  # ML-DSA only, but ML-DSA off
 
 
 def test_enterprise_attestation_keeps_the_batch_certificate() -> None:
     """Enterprise attestation identifies the device, so ML-DSA credentials get packed basic
     (ES256 batch key, x5c) there; otherwise they get packed self attestation."""
     client_data_hash = hashlib.sha256(b"enterprise").digest()
-    with running_key(config=Config(enterprise_attestation=2)) as key:
+    with running_key(config=Config(enterprise_attestation=2, mldsa=True)) as key:
         ctap = Ctap2(key.device)
         FidoConfig(ctap).enable_enterprise_attestation()
         for enterprise in (2, None):
@@ -311,7 +317,7 @@ def test_mldsa65_over_udp() -> None:
     store = SqliteKeyStore.ephemeral()
     peer_port = free_udp_port()
     transport = UdpTransport(
-        Authenticator(store, AutoPresence(), Config()), port=0, peer_port=peer_port
+        Authenticator(store, AutoPresence(), MLDSA_ON), port=0, peer_port=peer_port
     )
     transport.start()
     device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=30.0)
@@ -362,7 +368,7 @@ def test_credential_unusable_on_a_runtime_without_mldsa_is_skipped(
     from authenticator import cose as cose_module
     from authenticator.credential_source import clear_credential_cache
 
-    with running_key() as k:
+    with running_key(config=MLDSA_ON) as k:
         ctap = Ctap2(k.device)
         cdh = os.urandom(32)
         rp = {"id": RP_ID, "name": "PQ"}
@@ -394,3 +400,40 @@ def test_credential_unusable_on_a_runtime_without_mldsa_is_skipped(
         assert result.credential["id"] == ids[-7].credential_id
         assert result.number_of_credentials is None
         ids[-7].public_key.verify(bytes(result.auth_data) + cdh, result.signature)
+
+
+def test_credentials_made_with_mldsa_on_keep_signing_when_it_is_off() -> None:
+    """Turning ML-DSA off (the default) only stops advertising and making it: a keystore
+    that holds ML-DSA credentials from an earlier ``--mldsa`` run still signs with them."""
+    store = SqliteKeyStore.ephemeral()
+    try:
+        with_mldsa = Authenticator(store, AutoPresence(), MLDSA_ON)
+        make = {
+            1: hashlib.sha256(b"earlier").digest(),
+            2: {"id": RP_ID},
+            3: {"id": b"user-pq", "name": "pq"},
+            4: [{"type": "public-key", "alg": MLDSA65}],
+        }
+        response = with_mldsa.handle_cbor(
+            b"\x01" + cbor2.dumps(make, canonical=True), NullContext()
+        )
+        assert response[0] == CtapStatus.OK
+        body = cbor2.loads(response[1:])
+        credential = AuthenticatorData(body[2]).credential_data
+        assert credential is not None
+        default = Authenticator(store, AutoPresence(), Config())
+        cdh = hashlib.sha256(b"later").digest()
+        request = {
+            1: RP_ID,
+            2: cdh,
+            3: [{"type": "public-key", "id": credential.credential_id}],
+        }
+        answer = default.handle_cbor(b"\x02" + cbor2.dumps(request, canonical=True), NullContext())
+        assert answer[0] == CtapStatus.OK
+        assertion = cbor2.loads(answer[1:])
+        credential.public_key.verify(assertion[2] + cdh, assertion[3])
+        # ... but the default key does not make new ones.
+        refused = default.handle_cbor(_make_credential_request(MLDSA65), NullContext())
+        assert refused == bytes([CtapStatus.UNSUPPORTED_ALGORITHM])
+    finally:
+        store.close()

@@ -47,7 +47,7 @@ from fido2.utils import websafe_decode
 
 from authenticator.behaviours import Behaviours, RawValue
 from authenticator.config import Config
-from authenticator.cose import CredentialKey
+from authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
 from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import CredentialSummary
@@ -187,10 +187,13 @@ def _config(
     algorithms: Sequence[int] | None,
     zero_counter: bool | None,
     presence_timeout: float | None,
+    mldsa: bool | None = None,
 ) -> Config:
     changes: dict[str, Any] = {}
     if uv is not None:
         changes["builtin_uv"] = uv
+    if mldsa is not None:
+        changes["mldsa"] = mldsa
     if attestation is not None:
         changes["attestation"] = attestation
     if algorithms is not None:
@@ -199,7 +202,13 @@ def _config(
         changes["constant_zero_counter"] = zero_counter
     if presence_timeout is not None:
         changes["presence_timeout"] = presence_timeout
-    return dataclasses.replace(base or Config(), **changes)
+    if base is None:
+        return Config(**changes)
+    if mldsa and algorithms is None:
+        # base.algorithms lost ML-DSA if base had it off: turning it on adds it back.
+        offered = base.algorithms + tuple(a for a in MLDSA_ALGORITHMS if a not in base.algorithms)
+        changes["algorithms"] = offered
+    return dataclasses.replace(base, **changes)
 
 
 def open_hidraw(path: str) -> CtapHidDevice:
@@ -241,7 +250,8 @@ class VirtualKey:
     ``presence_timeout``, ``uv`` (built-in user verification), ``pin`` (set at start through
     CTAP clientPin if the key has none; :meth:`client` then answers PIN prompts with it),
     ``attestation`` (``packed``/``self``/``none``), ``algorithms`` (COSE ids the key accepts,
-    in order of preference), ``zero_counter``; ``config`` gives a whole
+    in order of preference), ``zero_counter``, ``mldsa`` (offer ML-DSA-44/-65: off by default,
+    as Firefox cannot parse them in getInfo); ``config`` gives a whole
     :class:`authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
@@ -268,6 +278,7 @@ class VirtualKey:
         attestation: str | None = None,
         algorithms: Sequence[int] | None = None,
         zero_counter: bool | None = None,
+        mldsa: bool | None = None,
         config: Config | None = None,
         behaviours: Mapping[str, RawValue] | None = None,
         transport: str = "inprocess",
@@ -290,6 +301,7 @@ class VirtualKey:
             algorithms=algorithms,
             zero_counter=zero_counter,
             presence_timeout=presence_timeout,
+            mldsa=mldsa,
         )
         self.presence = _broker(presence, presence_delay)
         #: Scripted misbehaviour (:mod:`authenticator.behaviours`): ``key.behaviours.set(
@@ -571,13 +583,14 @@ class VirtualKey:
         behaviours: Mapping[str, RawValue] | None = None,
         extra_args: Sequence[str] = (),
         ready_timeout: float = 60.0,
+        mldsa: bool = False,
     ) -> ServiceKey:
         """``vfido run`` as a subprocess (``with VirtualKey.service() as key:``).
 
         ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it)
         or ``uhid``. Without ``keystore`` the key is ephemeral. ``behaviours``: scripted
-        misbehaviour at start (``--behaviour NAME=VALUE``). ``extra_args`` go to
-        ``vfido run`` as they are (see ``vfido run --help``).
+        misbehaviour at start (``--behaviour NAME=VALUE``). ``mldsa``: ``--mldsa``.
+        ``extra_args`` go to ``vfido run`` as they are (see ``vfido run --help``).
         """
         return ServiceKey(
             transport=transport,
@@ -591,6 +604,7 @@ class VirtualKey:
             behaviours=behaviours,
             extra_args=extra_args,
             ready_timeout=ready_timeout,
+            mldsa=mldsa,
         )
 
 
@@ -620,6 +634,7 @@ class ServiceKey:
         behaviours: Mapping[str, RawValue] | None,
         extra_args: Sequence[str],
         ready_timeout: float,
+        mldsa: bool = False,
     ) -> None:
         if transport not in ("udp", "uhid"):
             raise ValueError("transport must be udp or uhid")
@@ -645,6 +660,8 @@ class ServiceKey:
             args += ["--attestation", attestation]
         if zero_counter:
             args.append("--zero-counter")
+        if mldsa:
+            args.append("--mldsa")
         for behaviour, value in (behaviours or {}).items():
             if value is None or value is True:
                 args += ["--behaviour", behaviour]

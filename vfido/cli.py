@@ -116,6 +116,7 @@ def _config(args: argparse.Namespace) -> object:
             enterprise_attestation=args.enterprise_attestation,
             enterprise_rp_ids=tuple(args.enterprise_rp_id),
             max_resident_credentials=args.max_resident_credentials,
+            mldsa=args.mldsa,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -447,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="built-in user verification: the user's approval verifies them (no PIN needed "
         "for userVerification 'required'); --presence deny-uv makes it fail",
+    )
+    p.add_argument(
+        "--mldsa",
+        action="store_true",
+        help="offer post-quantum ML-DSA-44/-65 credentials (listed in getInfo); off by default "
+        "because Firefox cannot parse them there and then treats the key as U2F-only",
     )
     p.add_argument(
         "--enterprise-attestation",

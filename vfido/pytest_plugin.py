@@ -40,7 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "vfido(**options): vfido.api.VirtualKey options for the vfido_key and vfido_hid_key "
-        "fixtures (presence, uv, pin, attestation, algorithms, ...)",
+        "fixtures (presence, uv, pin, attestation, algorithms, mldsa, ...)",
     )
 
 
