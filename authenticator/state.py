@@ -29,6 +29,7 @@ from authenticator.env import (
     UserVerifier,
 )
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.extensions import GetAssertionExtensions
 from keystore.store import CredentialRecord, KeyStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class PendingAssertion:
     deadline: float
     #: Return name/displayName (user verified and more than one credential).
     identifying: bool = False
+    #: The getAssertion's extension inputs: every next assertion carries its outputs too.
+    extensions: GetAssertionExtensions | None = field(default=None, repr=False)
 
 
 class RuntimeState:
