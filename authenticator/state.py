@@ -136,6 +136,14 @@ class Services:
     behaviours: Behaviours = field(default_factory=Behaviours)
 
     @property
+    def ctap1_enabled(self) -> bool:
+        """Whether CTAP1/U2F is served. CTAP 2.1 section 7.2.1 (alwaysUv): CTAP1/U2F
+        cannot verify the user, so a key with alwaysUv and no built-in user verification
+        turns it off (REGISTER/AUTHENTICATE refused, U2F_V2 not in getInfo's versions, no
+        CTAPHID_MSG capability) instead of signing with presence only."""
+        return self.user_verifier is not None or not self.settings.always_uv
+
+    @property
     def uv_protected(self) -> bool:
         """ "Protected by some form of user verification" (CTAP 2.1 section 6.1.2):
         a PIN is set or built-in user verification is enabled (or the ``pin-blocked``

@@ -9,21 +9,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap import CtapError
+from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
+from fido2.hid import CAPABILITY, CtapHidDevice
 from fido2.utils import websafe_decode
 
+from authenticator.config import Config as KeyConfig
+from authenticator.device import Authenticator
+from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import ORIGIN, RP_ID
 from tests.vkey import Key, running_key
+from transports.inprocess import InProcessKey
+from vfido.presence import AutoPresence
 
 PIN = "4321"
 ERR = CtapError.ERR
+SW_COMMAND_NOT_ALLOWED = 0x6986  # ISO 7816-4; python-fido2 has no name for it
 
 
 class PinEntry(UserInteraction):
@@ -159,3 +168,66 @@ def test_pin_retries_without_a_pin_follow_the_spec(key: Key) -> None:
     ctap = Ctap2(key.device)
     assert ctap.get_info().options["clientPin"] is False
     assert ClientPin(ctap, PinProtocolV2()).get_pin_retries()[0] == 8
+
+
+# --- 3. alwaysUv without built-in UV turns CTAP1/U2F off --------------------------------
+
+
+@contextmanager
+def _key_bus(builtin_uv: bool = False) -> Iterator[InProcessKey]:
+    store = SqliteKeyStore.ephemeral()
+    bus = InProcessKey(Authenticator(store, AutoPresence(), KeyConfig(builtin_uv=builtin_uv)))
+    try:
+        yield bus
+    finally:
+        bus.close()
+        store.close()
+
+
+def _toggle_always_uv(device: CtapHidDevice) -> None:
+    ctap = Ctap2(device)
+    pin = ClientPin(ctap, PinProtocolV2())
+    if not ctap.get_info().options.get("clientPin"):
+        pin.set_pin(PIN)
+    token = pin.get_pin_token(PIN, ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    Config(ctap, PinProtocolV2(), token).toggle_always_uv()
+
+
+def test_always_uv_without_builtin_uv_turns_u2f_off() -> None:
+    """U2F has no user verification: with alwaysUv on and no built-in UV it would sign
+    with presence alone, bypassing the policy."""
+    with _key_bus() as bus:
+        device = bus.open()
+        app, challenge = os.urandom(32), os.urandom(32)
+        registration = Ctap1(device).register(challenge, app)  # U2F works before
+        assert "U2F_V2" in Ctap2(device).get_info().versions
+        _toggle_always_uv(device)
+        assert Ctap2(device).get_info().options["alwaysUv"] is True
+        # A host that INITed before still reaches the handler: refused there.
+        for attempt in (
+            lambda: Ctap1(device).register(challenge, app),
+            lambda: Ctap1(device).authenticate(challenge, app, registration.key_handle),
+        ):
+            with pytest.raises(ApduError) as err:
+                attempt()
+            assert err.value.code == SW_COMMAND_NOT_ALLOWED
+        assert "U2F_V2" not in Ctap2(device).get_info().versions
+        assert Ctap2(device).get_info().versions  # FIDO_2_x stay
+        # A new channel is told: CTAPHID_INIT without the MSG capability (NMSG set).
+        fresh = bus.open()
+        assert fresh.capabilities & CAPABILITY.NMSG and fresh.capabilities & CAPABILITY.CBOR
+        # Toggled back off: U2F again.
+        _toggle_always_uv(device)
+        assert "U2F_V2" in Ctap2(device).get_info().versions
+        assert not bus.open().capabilities & CAPABILITY.NMSG
+        Ctap1(device).authenticate(challenge, app, registration.key_handle)
+
+
+def test_always_uv_with_builtin_uv_keeps_u2f() -> None:
+    with _key_bus(builtin_uv=True) as bus:
+        device = bus.open()
+        _toggle_always_uv(device)
+        assert Ctap2(device).get_info().options["alwaysUv"] is True
+        assert "U2F_V2" in Ctap2(device).get_info().versions
+        assert not bus.open().capabilities & CAPABILITY.NMSG
+        Ctap1(device).register(os.urandom(32), os.urandom(32))
