@@ -8,6 +8,7 @@ from "Client to Authenticator Protocol" 2.1/2.2 (section numbers as in 2.2).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,16 +19,21 @@ from fido2.ctap import CtapError
 from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
+from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
-from fido2.hid import CAPABILITY, CtapHidDevice
+from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
 from fido2.utils import websafe_decode
 
 from authenticator.config import Config as KeyConfig
 from authenticator.device import Authenticator
+from authenticator.env import PresenceRequest, PresenceResult, RequestContext
 from keystore.sqlite_store import SqliteKeyStore
+from tests.ctaphid_helpers import request_reports
 from tests.rp import ORIGIN, RP_ID
+from tests.service_helpers import free_udp_port
 from tests.vkey import Key, running_key
 from transports.inprocess import InProcessKey
+from transports.udp import UdpConnection, UdpTransport
 from vfido.presence import AutoPresence
 
 PIN = "4321"
@@ -231,3 +237,103 @@ def test_always_uv_with_builtin_uv_keeps_u2f() -> None:
         assert "U2F_V2" in Ctap2(device).get_info().versions
         assert not bus.open().capabilities & CAPABILITY.NMSG
         Ctap1(device).register(os.urandom(32), os.urandom(32))
+
+
+# --- 6. UDP power-cycle datagram: the authenticator reboots, the channels stay ---------
+
+
+class GatedPresence(AutoPresence):
+    """Approves at once, or (while ``hold`` is set) waits for a cancel and records it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting = threading.Event()
+        self.cancelled = threading.Event()
+
+    def request_presence(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        if not self.hold:
+            return super().request_presence(request, context, timeout)
+        self.waiting.set()
+        if context.wait_cancelled(WAIT):
+            self.cancelled.set()
+            return PresenceResult.CANCELLED
+        return PresenceResult.TIMEOUT
+
+
+WAIT = 10.0
+
+
+@contextmanager
+def _udp_key(presence: AutoPresence) -> Iterator[tuple[UdpConnection, CtapHidDevice]]:
+    store = SqliteKeyStore.ephemeral()
+    peer_port = free_udp_port()
+    transport = UdpTransport(Authenticator(store, presence), port=0, peer_port=peer_port)
+    transport.start()
+    connection = UdpConnection(transport.port, peer_port, timeout=WAIT)
+    try:
+        yield connection, CtapHidDevice(connection.descriptor, connection)
+    finally:
+        connection.close()
+        transport.stop()
+        store.close()
+
+
+def test_udp_power_cycle_reboots_the_authenticator_but_keeps_the_channel() -> None:
+    """Older simulated-device suites (e.g. trussed-dev/fido2-tests) send the power-cycle
+    datagram and keep using their channel; before the fix everything after it failed
+    with ERR_INVALID_CHANNEL."""
+    presence = GatedPresence()
+    with _udp_key(presence) as (connection, device):
+        ctap = Ctap2(device)
+        pin = ClientPin(ctap, PinProtocolV2())
+        pin.set_pin(PIN)
+        token = pin.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+        # Three wrong PINs: PIN_AUTH_BLOCKED until the next power cycle.
+        for _ in range(3):
+            with pytest.raises(CtapError):
+                pin.get_pin_token("0000")
+        with pytest.raises(CtapError) as err:
+            pin.get_pin_token(PIN)
+        assert err.value.code == ERR.PIN_AUTH_BLOCKED
+
+        # A request in flight (waiting for a touch) when the datagram arrives is cancelled.
+        presence.hold = True
+        channel = device._channel_id  # the channel python-fido2 allocated at open
+        for report in request_reports(channel, CTAPHID.CBOR, bytes([0x0B])):  # selection
+            connection.write_packet(report)
+        assert presence.waiting.wait(WAIT)
+        connection.power_cycle()
+        assert presence.cancelled.wait(WAIT)
+        presence.hold = False
+
+        # The same channel goes on working, with the authenticator's power-up state.
+        assert device.ping(b"after the reboot") == b"after the reboot"
+        assert ClientPin(ctap, PinProtocolV2()).get_pin_retries()[0] == 5  # persistent
+        new_token = ClientPin(ctap, PinProtocolV2()).get_pin_token(
+            PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT
+        )  # PIN_AUTH_BLOCKED cleared
+        with pytest.raises(CtapError) as err:  # tokens from before the reboot are dead
+            CredentialManagement(ctap, PinProtocolV2(), token).get_metadata()
+        assert err.value.code == ERR.PIN_AUTH_INVALID
+        CredentialManagement(ctap, PinProtocolV2(), new_token).get_metadata()
+
+
+def test_udp_power_cycle_drops_a_pending_get_next_assertion() -> None:
+    with _udp_key(GatedPresence()) as (connection, device):
+        ctap = Ctap2(device)
+        for user in (b"alice", b"bob"):
+            ctap.make_credential(
+                os.urandom(32),
+                {"id": RP_ID},
+                {"id": user, "name": user.decode()},
+                [{"type": "public-key", "alg": -7}],
+                options={"rk": True},
+            )
+        assert ctap.get_assertion(RP_ID, os.urandom(32)).number_of_credentials == 2
+        connection.power_cycle()
+        with pytest.raises(CtapError) as err:
+            ctap.get_next_assertion()
+        assert err.value.code == ERR.NOT_ALLOWED  # not ERR_INVALID_CHANNEL
