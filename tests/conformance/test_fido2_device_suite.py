@@ -68,9 +68,13 @@ def suite_root() -> Path:
         tmp = Path(tmp_name)
         sdist = cache / SDIST
         if not sdist.is_file() or _sha256(sdist) != SDIST_SHA256:
+            # --require-hashes: pip checks the archive before it runs anything from it
+            # (preparing an sdist's metadata runs its build backend).
+            requirements = tmp / "requirements.txt"
+            requirements.write_text(f"fido2=={SUITE_VERSION} --hash=sha256:{SDIST_SHA256}\n")
             command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary"]
-            command += [":all:", "--disable-pip-version-check", "-q", "-d", str(tmp)]
-            command += [f"fido2=={SUITE_VERSION}"]
+            command += [":all:", "--require-hashes", "--disable-pip-version-check", "-q"]
+            command += ["-d", str(tmp), "-r", str(requirements)]
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, f"pip download failed:\n{done.stdout}{done.stderr}"
             downloaded = tmp / SDIST
