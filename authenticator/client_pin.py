@@ -439,8 +439,11 @@ class ClientPin:
         if not self.is_pin_set:
             raise CtapError(CtapStatus.PIN_NOT_SET)
         self._check_pin_hash(protocol, secret, request.pin_hash_enc)
+        # 6.5.5.7.1 step 11 / 6.5.5.7.2 step 12: "If the value of the forcePINChange member
+        # of the authenticatorGetInfo response is true, authenticator returns
+        # CTAP2_ERR_PIN_INVALID error." (after the retries were restored: the PIN was right)
         if self.force_pin_change:
-            raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN change required")
+            raise CtapError(CtapStatus.PIN_INVALID, "PIN change required")
         return self._issue_token(protocol, secret, permissions, request.rp_id)
 
     def _run_uv(self, context: RequestContext, rp_id: str | None) -> None:

@@ -66,6 +66,9 @@ class Command(IntEnum):
 _SW_UNKNOWN = b"\x6f\x00"
 # ... and for an instruction a FIDO_2_0-only key does not support (behaviour versions).
 _SW_INS_NOT_SUPPORTED = b"\x6d\x00"
+# ... and for U2F_REGISTER/AUTHENTICATE while alwaysUv turns CTAP1 off (Services.ctap1_enabled).
+_SW_COMMAND_NOT_ALLOWED = b"\x69\x86"
+_U2F_SIGNING_INS = frozenset({0x01, 0x02})  # U2F_REGISTER, U2F_AUTHENTICATE
 
 #: clientPin subcommands that use the PIN (answered PIN_BLOCKED by behaviour pin-blocked).
 _PIN_USING = frozenset(
@@ -217,6 +220,9 @@ class Authenticator:
         self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
         self._handlers[Command.CONFIG] = self._config
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
+        # Read by supported_protocols on the transport's I/O thread (which must not touch
+        # the keystore): refreshed after every CTAP2 command, which is what changes it.
+        self._ctap1_enabled = self._services.ctap1_enabled
 
     @property
     def config(self) -> Config:
@@ -245,7 +251,7 @@ class Authenticator:
         versions = self._services.behaviours.current().versions
         if versions == U2F_V2:
             return _U2F_ONLY
-        if versions == FIDO_2_0:
+        if versions == FIDO_2_0 or not self._ctap1_enabled:
             return _CTAP2_ONLY
         return _BOTH_PROTOCOLS
 
@@ -274,6 +280,8 @@ class Authenticator:
                     "command %s failed: internal error (%s)", _name(command), type(exc).__name__
                 )
                 return bytes([CtapStatus.OTHER])
+            finally:
+                self._ctap1_enabled = self._services.ctap1_enabled  # config, reset
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("command %s -> OK", _name(command))
             if body is None:
@@ -286,6 +294,8 @@ class Authenticator:
             return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
         with self._lock:
             self._services.runtime.clear_pending()
+            if len(apdu) > 1 and apdu[1] in _U2F_SIGNING_INS and not self._services.ctap1_enabled:
+                return _SW_COMMAND_NOT_ALLOWED  # alwaysUv: U2F cannot verify the user
             try:
                 return self._ctap1.process(bytes(apdu), transaction)
             except Exception as exc:

@@ -318,9 +318,10 @@ def get_assertion(
         ext,
     )
     if several:
-        # 12: remember the request for authenticatorGetNextAssertion and
-        # start its timer. Extensions are not carried over (hmac-secret's
-        # shared secret belongs to this request).
+        # 12: remember the request for authenticatorGetNextAssertion and start its
+        # timer. The extension inputs are remembered too: each next assertion computes
+        # its own outputs (hmac-secret's shared secret is derived again from the same
+        # keyAgreement, which only a power cycle or a wrong PIN replaces).
         services.runtime.set_pending(
             PendingAssertion(
                 channel=context.channel,
@@ -330,6 +331,7 @@ def get_assertion(
                 remaining=candidates[1:],
                 deadline=services.clock.monotonic() + services.config.next_assertion_timeout,
                 identifying=identifying,
+                extensions=ext,
             )
         )
     return response
@@ -340,7 +342,7 @@ def get_next_assertion(services: Services, context: RequestContext) -> GetAssert
     pending, candidate = services.runtime.next_candidate(
         context.channel, services.clock.monotonic(), services.config.next_assertion_timeout
     )
-    # Steps 5-6: user entity and signature.
+    # Steps 5-6: extensions, user entity and signature.
     return _assertion(
         services,
         pending.rp_id_hash,
@@ -349,4 +351,5 @@ def get_next_assertion(services: Services, context: RequestContext) -> GetAssert
         candidate,
         None,
         pending.identifying,
+        pending.extensions,
     )

@@ -29,6 +29,7 @@ from authenticator.env import (
     UserVerifier,
 )
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.extensions import GetAssertionExtensions
 from keystore.store import CredentialRecord, KeyStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class PendingAssertion:
     deadline: float
     #: Return name/displayName (user verified and more than one credential).
     identifying: bool = False
+    #: The getAssertion's extension inputs: every next assertion carries its outputs too.
+    extensions: GetAssertionExtensions | None = field(default=None, repr=False)
 
 
 class RuntimeState:
@@ -131,6 +134,14 @@ class Services:
     user_verifier: UserVerifier | None = None
     #: Scripted misbehaviour (see authenticator.behaviours); all off by default.
     behaviours: Behaviours = field(default_factory=Behaviours)
+
+    @property
+    def ctap1_enabled(self) -> bool:
+        """Whether CTAP1/U2F is served. CTAP 2.1 section 7.2.1 (alwaysUv): CTAP1/U2F
+        cannot verify the user, so a key with alwaysUv and no built-in user verification
+        turns it off (REGISTER/AUTHENTICATE refused, U2F_V2 not in getInfo's versions, no
+        CTAPHID_MSG capability) instead of signing with presence only."""
+        return self.user_verifier is not None or not self.settings.always_uv
 
     @property
     def uv_protected(self) -> bool:

@@ -294,10 +294,13 @@ class CtapHidCore:
             return []
         return encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
 
-    def reset(self) -> list[Output]:
-        """Power cycle: forget all channels, the lock and partial messages."""
+    def reset(self, *, keep_channels: bool = False) -> list[Output]:
+        """Power cycle: forget all channels, the lock and partial messages, and cancel the
+        request in flight. ``keep_channels``: the allocated channels stay valid (a simulated
+        power cycle whose host keeps using its channel, see transports.udp)."""
         out: list[Output] = []
-        self._channels.clear()
+        if not keep_channels:
+            self._channels.clear()
         self._rx = None
         self._lock_channel = None
         if self._active is not None and not self._active.dropped:

@@ -201,10 +201,11 @@ class HidRunner:
             self._ticker_due = due
             self._wake.set()
 
-    def power_cycle(self) -> None:
-        """Unplug and re-plug: drop channels, cancel the request, tell the handler."""
+    def power_cycle(self, *, keep_channels: bool = False) -> None:
+        """Unplug and re-plug: drop channels (unless ``keep_channels``), cancel the request,
+        tell the handler."""
         with self._lock:
-            self._emit(self._core.reset())
+            self._emit(self._core.reset(keep_channels=keep_channels))
         try:
             self._handler.power_cycle()
         except Exception:

@@ -2,9 +2,10 @@
 
 The key binds ``host:port`` and sends every report to ``peer_host:peer_port``, which is how
 simulated-device test harnesses talk to a key. A datagram holding exactly
-:data:`POWER_CYCLE_DATAGRAM` simulates unplugging and re-plugging the key. Anything else that
-is not a report (empty or longer than 64 bytes) is dropped; shorter reports are zero padded as
-on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
+:data:`POWER_CYCLE_DATAGRAM` simulates unplugging and re-plugging the key (the authenticator
+is power cycled, the request in flight cancelled; the host's channels stay valid). Anything
+else that is not a report (empty or longer than 64 bytes) is dropped; shorter reports are zero
+padded as on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
 client side, for tests and tools.
 """
 
@@ -125,7 +126,10 @@ class UdpTransport:
     def _handle(self, datagram: bytes) -> None:
         if datagram == POWER_CYCLE_DATAGRAM:
             self._log.info("udp: power cycle")
-            self._runner.power_cycle()
+            # The simulation convention: the authenticator is power cycled and the request
+            # in flight cancelled, but the host's channels stay valid (simulated-device test
+            # suites keep using theirs after a "reboot"; a real unplug, UHID, forgets them).
+            self._runner.power_cycle(keep_channels=True)
         elif 0 < len(datagram) <= REPORT_SIZE:
             self._runner.feed(datagram)
         else:
