@@ -796,8 +796,9 @@ class SqliteKeyStore:
                 self._lock = None
 
     def change_passphrase(self, new: str, *, kdf_params: kdf.KdfParams | None = None) -> None:
-        """Re-wrap the master key under ``new`` (fresh salt; same costs unless
-        ``kdf_params`` is given). Records are not re-encrypted."""
+        """Re-wrap the master key under ``new`` (fresh salt; unless ``kdf_params`` is given,
+        the same costs, each raised to the current default where it is lower). Records are
+        not re-encrypted."""
         if self._directory is None:
             raise KeystoreError("an ephemeral keystore has no passphrase")
         if kdf_params is None:
@@ -806,7 +807,7 @@ class SqliteKeyStore:
             if row is None:
                 raise KeystoreCorrupt("the keystore's key derivation data is missing")
             try:
-                kdf_params = kdf.KdfParams.from_json(str(row[0])).with_fresh_salt()
+                kdf_params = kdf.KdfParams.from_json(str(row[0])).at_least_defaults()
             except kdf.KdfParamsError:
                 raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
         # The slow derivation runs without holding the store lock. Each pair of
