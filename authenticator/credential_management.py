@@ -2,7 +2,11 @@
 
 Begin subcommands are authenticated with a pinUvAuthToken carrying the ``cm``
 permission; the GetNext subcommands continue the enumeration started by the
-previous command and fail once any other command came in between.
+previous command and fail once any other command came in between. GetNext
+carries no pinUvAuthParam, so the enumeration is bound to what began it: the
+channel (another client, which has no PIN, must not read the next entry) and
+the token (a token replaced, expired or stripped of ``cm`` ends it), as
+getNextAssertion's state is bound to its channel.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from authenticator import cbor
 from authenticator.client_pin import ClientPin
 from authenticator.cose import CredentialKey
+from authenticator.env import RequestContext
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.pin_token import Permission
 from keystore.store import CredentialRecord, KeyStore
@@ -93,26 +98,37 @@ def _user_entity(record: CredentialRecord) -> dict[str, Any]:
     return user
 
 
+@dataclass
+class _Enumeration:
+    """An enumeration in progress: what continues it, who began it, what is left."""
+
+    next_command: SubCommand  # the GetNext subcommand that continues it
+    channel: int  # the channel of the Begin subcommand
+    token_generation: int  # the pinUvAuthToken that authorized the Begin subcommand
+    #: One representative record per RP (enumerateRPs) or the RP's credentials.
+    remaining: list[CredentialRecord] = field(repr=False)
+
+
 class CredentialManagement:
     def __init__(self, store: KeyStore, client_pin: ClientPin, max_resident: int) -> None:
         self._store = store
         self._pin = client_pin
         self._max_resident = max_resident
-        self._rps: list[CredentialRecord] = []  # one representative per RP, pending GetNextRP
-        self._creds: list[CredentialRecord] = []  # pending GetNextCredential
+        self._pending: _Enumeration | None = None
 
     def reset_pending(self) -> None:
         """Any command other than the GetNext ones ends an enumeration."""
-        self._rps = []
-        self._creds = []
+        self._pending = None
 
-    def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
+    def process(self, m: Mapping[Any, Any], context: RequestContext) -> dict[int, Any]:
         request = CredentialManagementRequest.from_cbor_map(m)
         sub = request.sub_command
         if sub == SubCommand.ENUMERATE_RPS_GET_NEXT_RP:
-            return self._next_rp()
+            return self._rp_entry(self._next(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, context))
         if sub == SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
-            return self._next_credential()
+            return self._credential_entry(
+                self._next(SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, context)
+            )
         self.reset_pending()
         if sub not in SubCommand.__members__.values():
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
@@ -127,12 +143,12 @@ class CredentialManagement:
             return self._metadata()
         if sub == SubCommand.ENUMERATE_RPS_BEGIN:
             self._authorize(request, message, None)
-            return self._rps_begin()
+            return self._rps_begin(context)
         if sub == SubCommand.ENUMERATE_CREDENTIALS_BEGIN:
             rp_id_hash = request.param(_P_RP_ID_HASH, bytes)
             records = self._store.find_credentials(rp_id_hash)
             self._authorize(request, message, rp_id_hash)
-            return self._credentials_begin(records)
+            return self._credentials_begin(records, context)
         if sub == SubCommand.DELETE_CREDENTIAL:
             cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
             record = self._store.get_credential(cred_id)
@@ -185,14 +201,46 @@ class CredentialManagement:
         count = self._store.count_credentials()
         return {0x01: count, 0x02: max(0, self._max_resident - count)}
 
-    def _rps_begin(self) -> dict[int, Any]:
+    def _begin(
+        self, next_command: SubCommand, records: list[CredentialRecord], context: RequestContext
+    ) -> CredentialRecord:
+        """Remember the rest of ``records`` for ``next_command`` on this channel and token."""
+        first, rest = records[0], records[1:]
+        if rest:
+            self._pending = _Enumeration(
+                next_command, context.channel, self._pin.token.generation, rest
+            )
+        return first
+
+    def _next(self, sub: SubCommand, context: RequestContext) -> CredentialRecord:
+        """enumerateRPsGetNextRP / enumerateCredentialsGetNextCredential: the next record of
+        the enumeration this channel began with the current token; CTAP2_ERR_NOT_ALLOWED when
+        there is none (6.8.3, 6.8.4: an authenticator that remembers no such enumeration
+        answers NOT_ALLOWED). A request from another channel leaves the enumeration to its
+        owner."""
+        pending = self._pending
+        if pending is None or pending.next_command != sub:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "no such enumeration in progress")
+        if pending.channel != context.channel:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "enumeration is on another channel")
+        if not self._pin.token.still_grants(
+            pending.token_generation, Permission.CREDENTIAL_MANAGEMENT
+        ):
+            self._pending = None
+            raise CtapError(CtapStatus.NOT_ALLOWED, "the enumeration's token is gone")
+        record = pending.remaining.pop(0)
+        if not pending.remaining:
+            self._pending = None
+        return record
+
+    def _rps_begin(self, context: RequestContext) -> dict[int, Any]:
         seen: dict[bytes, CredentialRecord] = {}
         for summary in self._store.list_credentials():
             seen.setdefault(summary.record.rp_id_hash, summary.record)
         if not seen:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
         rps = list(seen.values())
-        first, self._rps = rps[0], rps[1:]
+        first = self._begin(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, rps, context)
         return {**self._rp_entry(first), 0x05: len(rps)}
 
     @staticmethod
@@ -202,22 +250,13 @@ class CredentialManagement:
             rp["name"] = record.rp_name
         return {0x03: rp, 0x04: record.rp_id_hash}
 
-    def _next_rp(self) -> dict[int, Any]:
-        if not self._rps:
-            raise CtapError(CtapStatus.NOT_ALLOWED, "no RP enumeration in progress")
-        record = self._rps.pop(0)
-        return self._rp_entry(record)
-
-    def _credentials_begin(self, records: list[CredentialRecord]) -> dict[int, Any]:
+    def _credentials_begin(
+        self, records: list[CredentialRecord], context: RequestContext
+    ) -> dict[int, Any]:
         if not records:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
-        first, self._creds = records[0], records[1:]
+        first = self._begin(SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, records, context)
         return {**self._credential_entry(first), 0x09: len(records)}
-
-    def _next_credential(self) -> dict[int, Any]:
-        if not self._creds:
-            raise CtapError(CtapStatus.NOT_ALLOWED, "no credential enumeration in progress")
-        return self._credential_entry(self._creds.pop(0))
 
     @staticmethod
     def _credential_entry(record: CredentialRecord) -> dict[int, Any]:

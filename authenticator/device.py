@@ -343,7 +343,7 @@ class Authenticator:
     def _credential_management(
         self, s: Services, payload: bytes, ctx: RequestContext
     ) -> dict[int, Any] | None:
-        return self._cred_mgmt.process(_parameter_map(payload)) or None
+        return self._cred_mgmt.process(_parameter_map(payload), ctx) or None
 
     def _large_blobs_command(
         self, s: Services, payload: bytes, ctx: RequestContext

@@ -43,11 +43,20 @@ class PinUvAuthToken:
     user_verified: bool = False
     _started: float = 0.0
     _used: bool = False
+    #: Bumped by every reset(): state begun with one token (a credential enumeration)
+    #: remembers it and ends when the token is replaced.
+    generation: int = 0
 
     def reset(self) -> None:
         """resetPinUvAuthToken(): a fresh random value, nothing granted."""
         self.value = os.urandom(32)
+        self.generation += 1
         self.stop_using()
+
+    def still_grants(self, generation: int, permission: Permission) -> bool:
+        """Whether the token of ``generation`` is still the one in use, with ``permission``."""
+        self.expire_if_due()
+        return self.in_use and self.generation == generation and bool(self.permissions & permission)
 
     def begin_using(
         self, user_is_present: bool, permissions: Permission, rp_id: str | None

@@ -7,7 +7,9 @@
   the blinded lookup columns) and, since format 2, the *counter key*
   (keyed BLAKE2s-128, RFC 7693's MAC mode, over each signature counter row and
   over the number of rows: a third of HMAC-SHA256's cost, which matters because
-  every counter row is checked when the keystore opens).
+  every counter row is checked when the keystore opens); since format 3 it also
+  tags the set of state rows (another domain: nothing one tag covers can pass
+  for the other).
 * Each record is ``nonce(12) || AES-GCM(record_key, plaintext, aad)`` with a
   fresh nonce per write. The associated data names the table and the row
   (its blinded index columns), so moving a ciphertext to another row or table
@@ -24,6 +26,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -82,6 +85,9 @@ def _lp(*parts: bytes) -> bytes:
 
 _COUNTER_DOMAIN = _lp(b"counter")
 _ROWS_DOMAIN = _lp(b"counter rows")
+_STATE_DOMAIN = _lp(b"state rows v3")
+STATE_DIGEST_SIZE = 32
+"""Bytes of the per-row digest :meth:`RecordKeys.state_mac` covers (SHA-256 of the row's blob)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,20 @@ class RecordKeys:
         return hashlib.blake2s(
             message, digest_size=COUNTER_MAC_SIZE, key=self.counter_key, person=_COUNTER_PERSON
         ).digest()
+
+    def state_mac(self, rows: Iterable[tuple[bytes, bytes]]) -> bytes:
+        """Tag of the whole set of state rows (format 3): keyed BLAKE2s-128 over every
+        (key_tag, SHA-256 of its blob), in ascending key_tag order. A row deleted, added,
+        replaced or rolled back to an older ciphertext of its own changes the tag."""
+        mac = hashlib.blake2s(
+            _STATE_DOMAIN,
+            digest_size=COUNTER_MAC_SIZE,
+            key=self.counter_key,
+            person=_COUNTER_PERSON,
+        )
+        for tag, digest in rows:
+            mac.update(_lp(tag, digest))
+        return mac.digest()
 
     def encrypt(self, table: str, row: tuple[bytes, ...], plaintext: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)

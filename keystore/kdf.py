@@ -33,6 +33,13 @@ _MAX_MEMORY_KIB = 4 * 1024 * 1024
 _MAX_ITERATIONS = 64
 _MAX_LANES = 64
 
+#: Largest costs run for parameters nothing has authenticated yet (a backup bundle's
+#: header, read before its passphrase can be checked): four times the defaults, which is
+#: what vfido writes. Anything above is a hostile file asking for gigabytes.
+UNTRUSTED_MAX_MEMORY_KIB = 4 * DEFAULT_MEMORY_KIB
+UNTRUSTED_MAX_ITERATIONS = 4 * DEFAULT_ITERATIONS
+UNTRUSTED_MAX_LANES = 4 * DEFAULT_LANES
+
 
 class KdfParamsError(ValueError):
     """Stored or requested KDF parameters are invalid."""
@@ -55,8 +62,33 @@ class KdfParams:
             raise KdfParamsError("invalid Argon2id parameters")
 
     def with_fresh_salt(self) -> KdfParams:
-        """The same costs with a new random salt (used when the passphrase changes)."""
+        """The same costs with a new random salt."""
         return KdfParams(self.memory_kib, self.iterations, self.lanes, os.urandom(SALT_SIZE))
+
+    def at_least_defaults(self) -> KdfParams:
+        """Each cost raised to the current default where it is lower, with a new random salt
+        (used when the passphrase changes: weak parameters do not outlive it)."""
+        return KdfParams(
+            max(self.memory_kib, DEFAULT_MEMORY_KIB),
+            max(self.iterations, DEFAULT_ITERATIONS),
+            max(self.lanes, DEFAULT_LANES),
+            os.urandom(SALT_SIZE),
+        )
+
+    def check_untrusted(self) -> None:
+        """Refuse costs above the ``UNTRUSTED_MAX_*`` bounds: call it before deriving a key
+        with parameters read from a file nothing has authenticated yet."""
+        self._check()
+        if (
+            self.memory_kib > UNTRUSTED_MAX_MEMORY_KIB
+            or self.iterations > UNTRUSTED_MAX_ITERATIONS
+            or self.lanes > UNTRUSTED_MAX_LANES
+        ):
+            raise KdfParamsError(
+                f"Argon2id costs too high ({self.memory_kib} KiB, {self.iterations} passes, "
+                f"{self.lanes} lanes; at most {UNTRUSTED_MAX_MEMORY_KIB} KiB, "
+                f"{UNTRUSTED_MAX_ITERATIONS} passes, {UNTRUSTED_MAX_LANES} lanes)"
+            )
 
     def to_json(self) -> str:
         return json.dumps(

@@ -26,6 +26,15 @@ never taken as a lower value. While the store is open (the directory lock
 excludes other writers) verified values are cached, and an assertion's counter
 write is one ``UPDATE`` of one row in its own durable transaction.
 
+State rows (format 3: PIN hash and retries, settings, the large-blob array...) are
+authenticated as a set: a row of the state table under the empty tag holds a MAC
+(keyed BLAKE2s-128 under the counter key, its own domain) over every other row's tag
+and the SHA-256 of its ciphertext. Each row is already AES-GCM bound to its tag, so a
+row changed in place fails to decrypt; the set MAC also catches a row deleted (all
+of them: the PIN gone with the credentials kept; the retries row: 8 retries again),
+added, or rolled back alone to an older ciphertext of its own. Opening checks it, and
+while the store is open each read is checked against the digests verified then.
+
 An ephemeral keystore (``:memory:``, nothing survives ``close``) has no durability to
 buy with that ``UPDATE``: its counters are written back. An advanced counter lives in
 the cache and a dirty set, and every dirty counter is written (with its MAC) before any
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import hmac
 import os
 import sqlite3
@@ -80,11 +90,12 @@ from keystore.store import (
 
 DB_NAME = "vfido.db"
 LOCK_NAME = "vfido.lock"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the database layout. Bump it with a step in :data:`MIGRATIONS`.
 
 1: first released layout (counters unauthenticated).
-2: a MAC on every counter row and an authenticated count of the rows."""
+2: a MAC on every counter row and an authenticated count of the rows.
+3: a MAC over the set of state rows (a deleted or rolled-back state row is noticed)."""
 
 Migration = Callable[[sqlite3.Connection, RecordKeys], None]
 
@@ -92,7 +103,8 @@ MIGRATIONS: dict[int, Migration] = {}
 """``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
 transaction, after the passphrase check, with the record keys;
 :meth:`SqliteKeyStore.open` runs the steps and records the new version
-atomically). The file tests/reliability/data/keystore-v1.db must keep opening."""
+atomically). The files tests/reliability/data/keystore-v1.db and keystore-v2.db must
+keep opening."""
 APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
 
 DIR_MODE = 0o700
@@ -113,6 +125,11 @@ _COUNTER_FLOOR = "counter.floor"  # state key: raise_counter_floor()
 _UPDATE_COUNTER = "UPDATE counters SET value = ?, mac = ? WHERE cred_tag = ?"
 _INSERT_COUNTER = "INSERT INTO counters (cred_tag, value, mac) VALUES (?, ?, ?)"
 _CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
+_STATE_INDEX_TAG = b""  # the state row holding the MAC of the set of (other) state rows
+_UPSERT_STATE = (
+    "INSERT INTO state (key_tag, blob) VALUES (?, ?)"
+    " ON CONFLICT (key_tag) DO UPDATE SET blob = excluded.blob"
+)
 
 _SCHEMA = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID",
@@ -365,6 +382,7 @@ def _init_schema(
             rows = [("format_version", FORMAT_VERSION), *meta.items()]
             conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
             conn.execute(_INSERT_COUNTER, (_ROWS_TAG, 0, keys.rows_mac(0)))
+            conn.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, keys.state_mac([])))
             blob = keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(identity))
             conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
             conn.execute("COMMIT")
@@ -443,6 +461,33 @@ def _migrate_1_to_2(conn: sqlite3.Connection, keys: RecordKeys) -> None:
 MIGRATIONS[1] = _migrate_1_to_2
 
 
+def _state_digest(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Format 3: the MAC over the set of state rows.
+
+    Format-2 state rows were each authenticated but not as a set: the rows present
+    now are taken (after each is checked to decrypt under its own tag) and sealed."""
+    rows = conn.execute("SELECT key_tag, blob FROM state ORDER BY key_tag").fetchall()
+    digests: list[tuple[bytes, bytes]] = []
+    for tag, blob in rows:
+        if type(tag) is not bytes or not tag or type(blob) is not bytes:
+            raise KeystoreCorrupt("a record in state is malformed")
+        try:
+            keys.decrypt(_T_STATE, (tag,), blob)
+        except AuthenticationFailed:
+            raise KeystoreCorrupt(
+                "a record in state failed authentication (the keystore was modified)"
+            ) from None
+        digests.append((tag, _state_digest(blob)))
+    conn.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, keys.state_mac(digests)))
+
+
+MIGRATIONS[2] = _migrate_2_to_3
+
+
 def _migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
     """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction."""
     if version >= FORMAT_VERSION:
@@ -514,6 +559,8 @@ class SqliteKeyStore:
         self._floor: int | None = None  # counter_floor(), once read
         self._identity = self._load_identity()
         self._counter_rows = self._verify_counters()
+        # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
+        self._state_digests = self._verify_state()
 
     # --- constructors ----------------------------------------------------
 
@@ -749,8 +796,9 @@ class SqliteKeyStore:
                 self._lock = None
 
     def change_passphrase(self, new: str, *, kdf_params: kdf.KdfParams | None = None) -> None:
-        """Re-wrap the master key under ``new`` (fresh salt; same costs unless
-        ``kdf_params`` is given). Records are not re-encrypted."""
+        """Re-wrap the master key under ``new`` (fresh salt; unless ``kdf_params`` is given,
+        the same costs, each raised to the current default where it is lower). Records are
+        not re-encrypted."""
         if self._directory is None:
             raise KeystoreError("an ephemeral keystore has no passphrase")
         if kdf_params is None:
@@ -759,7 +807,7 @@ class SqliteKeyStore:
             if row is None:
                 raise KeystoreCorrupt("the keystore's key derivation data is missing")
             try:
-                kdf_params = kdf.KdfParams.from_json(str(row[0])).with_fresh_salt()
+                kdf_params = kdf.KdfParams.from_json(str(row[0])).at_least_defaults()
             except kdf.KdfParamsError:
                 raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
         # The slow derivation runs without holding the store lock. Each pair of
@@ -940,6 +988,40 @@ class SqliteKeyStore:
 
     def _state_tag(self, key: str) -> bytes:
         return self._keys.blind("state", key.encode("utf-8"))
+
+    def _verify_state(self) -> dict[bytes, bytes]:
+        """Check the set of state rows against its MAC; return each row's digest."""
+        digests: dict[bytes, bytes] = {}
+        index: object = None
+        with self._read("check the device state") as conn:
+            for tag, blob in conn.execute("SELECT key_tag, blob FROM state ORDER BY key_tag"):
+                if type(tag) is not bytes or type(blob) is not bytes:
+                    raise KeystoreCorrupt("a record in state is malformed")
+                if tag == _STATE_INDEX_TAG:
+                    index = blob
+                else:
+                    digests[tag] = _state_digest(blob)
+        if not isinstance(index, bytes) or not hmac.compare_digest(
+            self._keys.state_mac(digests.items()), index
+        ):
+            raise KeystoreCorrupt(
+                "the keystore's device state failed authentication: a state record was"
+                " deleted, added or replaced (the keystore was modified)"
+            )
+        return digests
+
+    def _checked_state_blob(self, tag: bytes, blob: object) -> bytes:
+        """A state row's blob, if it is the one verified at open or written since."""
+        expected = self._state_digests.get(tag)
+        if (
+            type(blob) is not bytes
+            or expected is None
+            or not hmac.compare_digest(_state_digest(blob), expected)
+        ):
+            raise KeystoreCorrupt(
+                "a record in state is not the one written (the keystore was modified)"
+            )
+        return blob
 
     def _credential_from_row(
         self, cred_tag: Any, rp_tag: Any, user_tag: Any, blob: Any
@@ -1205,8 +1287,10 @@ class SqliteKeyStore:
         with self._read("read device state") as conn:
             row = conn.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
         if row is None:
+            if tag in self._state_digests:
+                raise KeystoreCorrupt("a record in state vanished (the keystore was modified)")
             return None
-        stored_key, value = self._decode_state(tag, row[0])
+        stored_key, value = self._decode_state(tag, self._checked_state_blob(tag, row[0]))
         if stored_key != key:
             raise KeystoreCorrupt("a record in state does not match its key")
         return value
@@ -1238,25 +1322,35 @@ class SqliteKeyStore:
                 rows.append((tag, self._keys.encrypt(_T_STATE, (tag,), plain)))
             else:
                 raise TypeError("state values must be bytes or None")
-        with self._tx("store device state") as c:
-            for tag, blob in rows:
-                if blob is None:
-                    c.execute("DELETE FROM state WHERE key_tag = ?", (tag,))
-                else:
-                    c.execute(
-                        "INSERT INTO state (key_tag, blob) VALUES (?, ?)"
-                        " ON CONFLICT (key_tag) DO UPDATE SET blob = excluded.blob",
-                        (tag, blob),
-                    )
+        with self._mutex:  # the digests change with the commit
+            digests = dict(self._state_digests)
+            with self._tx("store device state") as c:
+                for tag, blob in rows:
+                    if blob is None:
+                        c.execute("DELETE FROM state WHERE key_tag = ?", (tag,))
+                        digests.pop(tag, None)
+                    else:
+                        c.execute(_UPSERT_STATE, (tag, blob))
+                        digests[tag] = _state_digest(blob)
+                self._write_state_index(c, digests)
+            self._state_digests = digests
+
+    def _write_state_index(self, c: sqlite3.Connection, digests: Mapping[bytes, bytes]) -> None:
+        mac = self._keys.state_mac(sorted(digests.items()))
+        c.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, mac))
 
     def state_keys(self) -> Iterable[str]:
         with self._read("list device state") as conn:
-            rows = conn.execute("SELECT key_tag, blob FROM state").fetchall()
+            rows = conn.execute(
+                "SELECT key_tag, blob FROM state WHERE key_tag != ?", (_STATE_INDEX_TAG,)
+            ).fetchall()
+        if len(rows) != len(self._state_digests):
+            raise KeystoreCorrupt("the keystore's device state changed (the keystore was modified)")
         keys = []
         for tag, blob in rows:
             if not isinstance(tag, bytes):
                 raise KeystoreCorrupt("a record in state is malformed")
-            key, _ = self._decode_state(tag, blob)
+            key, _ = self._decode_state(tag, self._checked_state_blob(tag, blob))
             keys.append(key)
         return sorted(keys)
 
@@ -1271,8 +1365,10 @@ class SqliteKeyStore:
                 c.execute("DELETE FROM counters WHERE cred_tag != ?", (_ROWS_TAG,))
                 self._write_rows(c, 0)
                 c.execute("DELETE FROM state")
+                self._write_state_index(c, {})
                 c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
             self._identity = new
+            self._state_digests = {}
             self._counters.clear()
             self._counter_rows = 0
             self._floor = None  # the floor was state: erased with it

@@ -156,12 +156,14 @@ def test_other_users_are_refused(sock_dir: Path) -> None:
             tmp = tmp.parent
 
         def attempt() -> str:
-            try:
-                with ControlClient(server.path) as client:
-                    client.call("status")
-            except ControlError as exc:
-                return str(exc)
-            return "accepted"
+            # A raw connection: vfido's own client would refuse this directory first
+            # (tests/test_security_control.py); the server must refuse on its own.
+            with socket.socket(socket.AF_UNIX) as raw:
+                raw.settimeout(10)
+                raw.connect(str(server.path))
+                raw.sendall(b'{"cmd": "status"}\n')
+                answer = json.loads(raw.makefile("rb").readline())
+            return str(answer.get("error", "accepted"))
 
         assert as_other_user(attempt) == "permission denied"
 

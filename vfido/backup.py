@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import stat
@@ -126,6 +128,10 @@ def _record_from_cbor(item: Any) -> tuple[CredentialRecord, int]:
     }
     if any(type(getattr(record, name)) is not typ for name, typ in expected.items()):
         raise BackupError("the bundle's credentials are malformed")
+    # The record is looked up by rp_id_hash and shown (and signed for) by rp_id: the two
+    # must name the same relying party.
+    if not hmac.compare_digest(hashlib.sha256(record.rp_id.encode()).digest(), record.rp_id_hash):
+        raise BackupError("a credential in the bundle does not match its relying party (rpIdHash)")
     return record, counter
 
 
@@ -192,7 +198,9 @@ def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = 
 
 
 def bundle_header(data: bytes) -> dict[str, Any]:
-    """The unencrypted header of a bundle (not authenticated until opened)."""
+    """The unencrypted header of a bundle (not authenticated until opened), its Argon2id
+    costs bounded (:meth:`keystore.kdf.KdfParams.check_untrusted`): a hostile header must not
+    make the import allocate gigabytes before the passphrase can even be checked."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise BackupError("not a vfido backup bundle")
     length = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "big")
@@ -204,14 +212,12 @@ def bundle_header(data: bytes) -> dict[str, Any]:
         raise BackupError("the bundle is damaged (header)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise BackupError("the bundle has an unknown format")
+    _header_kdf(header)
     return header
 
 
-def open_bundle(data: bytes, passphrase: str) -> Bundle:
-    """Decrypt and parse a bundle. Raises :class:`BackupError` (wrong passphrase or damaged:
-    the same message, as AES-GCM cannot tell them apart)."""
-    header = bundle_header(data)
-    end = len(MAGIC) + 4 + int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "big")
+def _header_kdf(header: Mapping[str, Any]) -> tuple[kdf.KdfParams, bytes]:
+    """The header's Argon2id parameters (bounded) and nonce."""
     try:
         params = kdf.KdfParams.from_json(json.dumps(header["kdf"]))
         nonce = bytes.fromhex(header["nonce"])
@@ -219,6 +225,18 @@ def open_bundle(data: bytes, passphrase: str) -> Bundle:
         raise BackupError("the bundle is damaged (header)") from None
     if len(nonce) != NONCE_SIZE:
         raise BackupError("the bundle is damaged (header)")
+    try:
+        params.check_untrusted()
+    except kdf.KdfParamsError as exc:
+        raise BackupError(f"the bundle's header sets {exc}; refusing to run them") from None
+    return params, nonce
+
+
+def open_bundle(data: bytes, passphrase: str) -> Bundle:
+    """Decrypt and parse a bundle. Raises :class:`BackupError` (wrong passphrase or damaged:
+    the same message, as AES-GCM cannot tell them apart)."""
+    params, nonce = _header_kdf(bundle_header(data))
+    end = len(MAGIC) + 4 + int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "big")
     key = kdf.derive_key(passphrase, params)
     try:
         payload = AESGCM(key).decrypt(nonce, data[end:], data[:end])

@@ -18,11 +18,11 @@ import itertools
 import logging
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
 from typing import Protocol
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
+from vfido.safetext import shorten, visible
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,10 @@ NAME_LIMIT = 64
 
 
 def clean(text: str, limit: int = NAME_LIMIT) -> str:
-    """``text`` safe to show on a terminal or in a notification: no control or format
-    characters (no ANSI escapes, no bidi overrides), at most ``limit`` characters."""
-    kept = "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text
-    ).strip()
-    return kept if len(kept) <= limit else kept[: limit - 1] + "\u2026"
+    """``text`` safe to show on a terminal or in a notification: control and format
+    characters (ANSI escapes, bidi overrides) shown as escapes (:func:`vfido.safetext.visible`),
+    at most ``limit`` characters."""
+    return shorten(visible(text).strip(), limit)
 
 
 _QUESTIONS = {

@@ -18,6 +18,7 @@ from vfido import __version__, backup, ctl, metadata, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
+from vfido.safetext import VisibleFormatter, visible
 from vfido.service import keystore_default_dir
 
 log = logging.getLogger("vfido")
@@ -194,7 +195,8 @@ def _control_target(args: argparse.Namespace, prefer_pending: bool = False) -> P
 
 
 def _describe_pending(item: dict[str, Any]) -> str:
-    return f"request {item.get('id')}: {item.get('question')} ({item.get('remaining')} s left)"
+    question = visible(str(item.get("question")))
+    return f"request {item.get('id')}: {question} ({item.get('remaining')} s left)"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -239,7 +241,7 @@ def _cmd_answer(args: argparse.Namespace, granted: bool) -> int:
             raise CliError(text + (hint if text.startswith("no request") else "")) from None
     item = answer.get("request") or {}
     verb = "approved" if granted else "denied"
-    print(f"{verb} request {item.get('id')}: {item.get('question')}")
+    print(f"{verb} request {item.get('id')}: {visible(str(item.get('question')))}")
     return 0
 
 
@@ -319,9 +321,10 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
         for s in summaries:
             r = s.record
             created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
-            user = r.user_name or r.user_display_name or _b64url(r.user_id)
+            user = visible(r.user_name or r.user_display_name or _b64url(r.user_id))
+            rp = visible(r.rp_id)
             print(
-                f"{_b64url(r.credential_id)[:22] + '..':<24} {r.rp_id[:28]:<28} {user[:24]:<24} "
+                f"{_b64url(r.credential_id)[:22] + '..':<24} {rp[:28]:<28} {user[:24]:<24} "
                 f"{ALG_NAMES.get(r.algorithm, str(r.algorithm)):<{_ALG_WIDTH}} {r.cred_protect:<4} "
                 f"{s.sign_count:>7}  {created:%Y-%m-%d %H:%M:%S}Z"
             )
@@ -573,10 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_handler = logging.StreamHandler(sys.stderr)
+    log_handler.setFormatter(VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="vfido: %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=logging.DEBUG if args.verbose else logging.INFO, handlers=[log_handler]
     )
     if not args.verbose:
         logging.getLogger("authenticator").setLevel(logging.WARNING)

@@ -3,6 +3,10 @@
 A Unix stream socket at ``$XDG_RUNTIME_DIR/vfido/<name>.sock`` (without
 ``$XDG_RUNTIME_DIR``: ``/tmp/vfido-<uid>/<name>.sock``), in a directory of mode 0700 owned
 by the user, socket mode 0600; connections from other users are refused (``SO_PEERCRED``).
+The client checks the same from its side before it sends anything (a private key, an
+approval): the socket's directory must be the user's own and private -- without
+``$XDG_RUNTIME_DIR``, another user could have made ``/tmp/vfido-<uid>`` first -- and the
+process serving the socket must be the user's (``SO_PEERCRED``; root is trusted either way).
 
 Protocol: JSON lines. Each request is one object ``{"cmd": NAME, ...arguments}`` on one line;
 each answer is one object on one line, ``{"ok": true, ...}`` or
@@ -92,6 +96,29 @@ def _private_dir(directory: Path) -> None:
             os.chmod(directory, 0o700)
         except OSError as exc:
             raise ControlError(f"{directory} is not private and chmod failed: {exc}") from None
+
+
+def _check_client_dir(directory: Path) -> None:
+    """The directory of a control socket a client is about to use must be the user's own
+    and private, as the server makes it (:func:`_private_dir`). Raises ControlError."""
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return  # nothing there: connecting finds no key
+    except OSError as exc:
+        raise ControlError(f"cannot inspect {directory}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{directory} is not a directory: refusing to use its control sockets")
+    if st.st_uid not in (os.getuid(), 0):
+        raise ControlError(
+            f"{directory} belongs to another user (uid {st.st_uid}): refusing to use its "
+            "control sockets (remove it)"
+        )
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ControlError(
+            f"{directory} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
+            "refusing to use its control sockets"
+        )
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -266,11 +293,15 @@ class ControlClient:
     """One connection to a key's control socket."""
 
     def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        """Connect to ``path``, after checking its directory and before sending anything,
+        that the key is served by this user (or root). Raises ControlError."""
         self.path = path
+        _check_client_dir(Path(os.path.abspath(path)).parent)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
         try:
             self._sock.connect(str(path))
+            uid = _peer_uid(self._sock)
         except OSError as exc:
             self._sock.close()
             if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
@@ -278,6 +309,12 @@ class ControlClient:
                     f"no vfido key answers on {path}: start one with `vfido run`"
                 ) from None
             raise ControlError(f"cannot connect to {path}: {exc.strerror}") from None
+        if uid not in (os.getuid(), 0):
+            self._sock.close()
+            raise ControlError(
+                f"the control socket {path} is served by another user (uid {uid}): "
+                "refusing to talk to it"
+            )
         self._lines = _read_lines(self._sock)
 
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:

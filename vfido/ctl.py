@@ -43,6 +43,7 @@ from typing import Any
 
 from authenticator.behaviours import b64url, b64url_decode
 from vfido.control import ControlClient, ControlError, find_key
+from vfido.safetext import visible
 
 
 def _encode(data: bytes | str) -> str:
@@ -255,7 +256,7 @@ def _cmd_commands(args: argparse.Namespace) -> int:
 
 
 def _short(text: str | None, width: int) -> str:
-    text = text or "-"
+    text = visible(text or "-")
     return text if len(text) <= width else text[: width - 2] + ".."
 
 
@@ -319,7 +320,7 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
         _print_json(cred)
     else:
         kind = "discoverable" if cred.get("discoverable") else "server-side"
-        print(f"added {kind} credential {cred['id']} for {cred.get('rp_id')}")
+        print(f"added {kind} credential {cred['id']} for {visible(str(cred.get('rp_id')))}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from vfido.safetext import visible
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +19,9 @@ def describe(request: PresenceRequest) -> str:
     what = request.kind.value
     parts = [what]
     if request.rp_id:
-        parts.append(f"for {request.rp_id}")
+        parts.append(f"for {visible(request.rp_id)}")
     if request.user_name:
-        parts.append(f"as {request.user_name}")
+        parts.append(f"as {visible(request.user_name)}")
     return " ".join(parts)
 
 

@@ -62,6 +62,7 @@ import cbor2
 
 from authenticator.responses import GET_INFO_MEMBERS
 from transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
+from vfido.safetext import visible
 
 log = logging.getLogger(__name__)
 
@@ -984,7 +985,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"vfido: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     for line in format_trace(records, details=args.details):
-        print(line)
+        print(visible(line))  # RP IDs, user names, anything in the file: never raw
     return 0
 
 

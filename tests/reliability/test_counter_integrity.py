@@ -131,7 +131,8 @@ def test_a_forged_row_count_is_corruption(keystore: Path) -> None:
 
 def test_vfido_reports_a_tampered_counter_in_one_line_and_does_not_write(keystore: Path) -> None:
     (a,) = _first_tags(keystore, 1)
-    _tamper(keystore, ("UPDATE counters SET value = 1 WHERE cred_tag = ?", (a,)))
+    # Lowered (never a no-op: the first tag in key order may hold any of COUNTS).
+    _tamper(keystore, ("UPDATE counters SET value = value - 1 WHERE cred_tag = ?", (a,)))
     before = (keystore / DB_NAME).read_bytes()
     run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "0"]
     for args in (["info"], ["credentials", "list"], run):

@@ -1,0 +1,249 @@
+"""Issue #15, medium 2: the set of state rows is authenticated (keystore format 3).
+
+Each state row (PIN hash, PIN retries, settings, the large-blob array...) is AES-GCM
+bound to its own tag, but before format 3 nothing bound the rows together: deleting all
+of them offline opened cleanly with the credentials kept and the PIN gone (then anyone
+sets a PIN and uses credProtect-3 credentials); deleting only the PIN-retries row gave 8
+retries again; an older ciphertext of a row put back was taken. Each attack below edits
+the database file as an offline attacker without the passphrase would, and must now be
+refused as tampering, in one line, without the file being written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
+
+from keystore import kdf
+from keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
+from keystore.store import KeystoreCorrupt
+from tests.ctap2_helpers import make_key
+from tests.service_helpers import PASSPHRASE, vfido
+
+DATA = Path(__file__).parent / "data"
+PIN = "246810"
+RETRIES = "pin.retries"
+
+
+def _raw(directory: Path) -> sqlite3.Connection:
+    return sqlite3.connect(directory / DB_NAME, isolation_level=None)
+
+
+def _wrong_pin(store: SqliteKeyStore, times: int) -> int:
+    """Spend ``times`` PIN retries through the authenticator; the retries left."""
+    key = make_key(store=store)
+    client_pin = ClientPin(key.ctap2(), PinProtocolV2())
+    for _ in range(times):
+        with pytest.raises(CtapError):
+            client_pin.get_pin_token("000000")
+    retries: int = client_pin.get_pin_retries()[0]
+    return retries
+
+
+@pytest.fixture()
+def keystore(tmp_path: Path) -> Iterator[tuple[Path, bytes]]:
+    """A keystore with a discoverable credential and a PIN (3 retries spent); also the
+    blinded tag of the PIN-retries row, as an attacker finds it (the row that changes)."""
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(
+        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
+    ) as store:
+        key = make_key(store=store)
+        key.ctap2().make_credential(
+            os.urandom(32),
+            {"id": "example.com", "name": "Example"},
+            {"id": b"alice", "name": "alice"},
+            [{"type": "public-key", "alg": -7}],
+            options={"rk": True},
+            extensions={"credProtect": 3},
+        )
+        ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
+        assert _wrong_pin(store, 3) == 5
+        retries_tag = store._state_tag(RETRIES)
+    yield directory, retries_tag
+
+
+def _refused(directory: Path) -> None:
+    """The keystore is refused as tampering: by the store, and by `vfido` in one line
+    with exit status 1, the file left as it was."""
+    before = (directory / DB_NAME).read_bytes()
+    with pytest.raises(KeystoreCorrupt, match="device state") as info:
+        SqliteKeyStore.open(directory, PASSPHRASE)
+    assert "\n" not in str(info.value)
+    result = vfido(["info", "--keystore", str(directory)])
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1 and "modified" in result.stderr, result.stderr
+    assert (directory / DB_NAME).read_bytes() == before
+
+
+def test_deleting_every_state_row_is_tampering_not_a_key_without_pin(
+    keystore: tuple[Path, bytes],
+) -> None:
+    directory, _ = keystore
+    db = _raw(directory)
+    try:
+        # The attack: every state row (the attacker cannot tell them apart, nor needs to).
+        db.execute("DELETE FROM state")
+    finally:
+        db.close()
+    _refused(directory)
+
+
+def test_deleting_every_state_row_but_the_index_is_tampering(
+    keystore: tuple[Path, bytes],
+) -> None:
+    directory, _ = keystore
+    db = _raw(directory)
+    try:
+        db.execute("DELETE FROM state WHERE key_tag != x''")
+    finally:
+        db.close()
+    _refused(directory)
+
+
+def test_deleting_the_pin_retries_row_is_tampering_not_eight_retries(
+    keystore: tuple[Path, bytes],
+) -> None:
+    directory, retries_tag = keystore
+    db = _raw(directory)
+    try:
+        assert db.execute("DELETE FROM state WHERE key_tag = ?", (retries_tag,)).rowcount == 1
+    finally:
+        db.close()
+    _refused(directory)
+
+
+def test_an_older_retries_row_put_back_is_tampering(tmp_path: Path) -> None:
+    """Rollback of one row: the ciphertext of 8 retries, saved before the guesses."""
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(
+        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
+    ) as store:
+        key = make_key(store=store)
+        ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
+        tag = store._state_tag(RETRIES)
+    db = _raw(directory)
+    try:
+        (saved,) = db.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
+    finally:
+        db.close()
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        assert _wrong_pin(store, 3) == 5  # three per power-up
+    db = _raw(directory)
+    try:
+        db.execute("UPDATE state SET blob = ? WHERE key_tag = ?", (saved, tag))
+    finally:
+        db.close()
+    _refused(directory)
+
+
+def test_a_deleted_row_put_back_is_tampering(tmp_path: Path) -> None:
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(
+        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
+    ) as store:
+        store.put_state({"pin.force_change": b"\x00\x00\x00\x01", "other": b"x"})
+        tag = store._state_tag("pin.force_change")
+    db = _raw(directory)
+    try:
+        (saved,) = db.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
+    finally:
+        db.close()
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        store.put_state({"pin.force_change": None})
+    db = _raw(directory)
+    try:
+        db.execute("INSERT INTO state (key_tag, blob) VALUES (?, ?)", (tag, saved))
+    finally:
+        db.close()
+    _refused(directory)
+
+
+def test_a_row_deleted_while_open_is_noticed_on_read(keystore: tuple[Path, bytes]) -> None:
+    directory, retries_tag = keystore
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        assert store.get_state(RETRIES) is not None
+        conn = store._conn
+        assert conn is not None
+        conn.execute("DELETE FROM state WHERE key_tag = ?", (retries_tag,))
+        with pytest.raises(KeystoreCorrupt, match="vanished"):
+            store.get_state(RETRIES)
+
+
+def test_legitimate_state_changes_keep_opening(tmp_path: Path) -> None:
+    """The other side: writes, deletions and a reset keep the set MAC current."""
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(
+        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
+    ) as store:
+        store.put_state({"a": b"1", "b": b"2"})
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        store.put_state({"a": None, "c": b"3"})
+        assert list(store.state_keys()) == ["b", "c"]
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        assert list(store.state_keys()) == ["b", "c"]
+        store.reset()
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        assert list(store.state_keys()) == []
+        store.put_state({"d": b"4"})
+    with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+        assert store.get_state("d") == b"4"
+
+
+# --- format 2 -> 3 -------------------------------------------------------------
+
+V2_PASSPHRASE = "vfido format 2 fixture"
+
+
+def _fixture(tmp_path: Path, name: str) -> Path:
+    directory = tmp_path / "ks"
+    directory.mkdir(mode=0o700)
+    shutil.copy(DATA / name, directory / DB_NAME)
+    os.chmod(directory / DB_NAME, 0o600)
+    return directory
+
+
+def test_format_2_fixture_migrates_to_authenticated_state(tmp_path: Path) -> None:
+    """keystore-v2.db (written by format 2: one discoverable credential with counter 7, a
+    PIN with one retry spent) opens, keeps everything, and is protected from then on."""
+    directory = _fixture(tmp_path, "keystore-v2.db")
+    with SqliteKeyStore.open(directory, V2_PASSPHRASE) as store:
+        assert store.identity().aaguid.hex() == "766669646f0040008000000000000002"
+        (summary,) = store.list_credentials()
+        assert (summary.record.rp_id, summary.record.user_id) == ("v2.example", b"v2-user")
+        assert summary.sign_count == 7
+        assert list(store.state_keys()) == ["pin.hash", "pin.length", "pin.retries"]
+        assert store.get_state(RETRIES) == (7).to_bytes(4, "big")
+        retries_tag = store._state_tag(RETRIES)
+    db = _raw(directory)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
+            FORMAT_VERSION,
+        )
+        db.execute("DELETE FROM state WHERE key_tag = ?", (retries_tag,))
+    finally:
+        db.close()
+    with pytest.raises(KeystoreCorrupt, match="device state"):
+        SqliteKeyStore.open(directory, V2_PASSPHRASE)
+
+
+def test_format_1_fixture_migrates_through_2_to_3(tmp_path: Path) -> None:
+    directory = _fixture(tmp_path, "keystore-v1.db")
+    with SqliteKeyStore.open(directory, "vfido format 1 fixture") as store:
+        assert store.get_state(RETRIES) == b"\x08"
+    with SqliteKeyStore.open(directory, "vfido format 1 fixture") as store:
+        assert list(store.state_keys()) == [RETRIES]
+    db = _raw(directory)
+    try:
+        db.execute("DELETE FROM state WHERE key_tag != x''")
+    finally:
+        db.close()
+    with pytest.raises(KeystoreCorrupt, match="device state"):
+        SqliteKeyStore.open(directory, "vfido format 1 fixture")

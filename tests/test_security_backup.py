@@ -1,0 +1,170 @@
+"""Issue #15, low 6: backup bundles and passphrase changes.
+
+* A bundle's header (Argon2id parameters, nonce) is read before anything can be
+  authenticated: a hostile bundle asked for up to 4 GiB of memory and 64 passes, and
+  `vfido import` ran that before it could tell the passphrase was wrong. The costs are now
+  bounded (four times the defaults vfido writes) before the key derivation runs.
+* `vfido passphrase change` kept whatever parameters the keystore had: weak ones now
+  become the current defaults (each cost raised where it is lower).
+* An imported record's rpIdHash must be the hash of its rp_id: a record looked up under
+  one relying party's hash and shown (and signed for) as another is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from contextlib import redirect_stderr
+from pathlib import Path
+
+import pytest
+
+from keystore import kdf
+from keystore.sqlite_store import SqliteKeyStore
+from keystore.store import CredentialRecord
+from tests.service_helpers import PASSPHRASE
+from vfido import backup
+from vfido.backup import MAGIC, BackupError, Bundle, open_bundle, seal_bundle
+from vfido.cli import main
+
+BUNDLE_PASSPHRASE = "bundle passphrase"
+
+
+def _hostile_bundle(memory_kib: int, iterations: int, lanes: int) -> bytes:
+    header = json.dumps(
+        {
+            "format": backup.FORMAT,
+            "kdf": {
+                "alg": "argon2id",
+                "memory_kib": memory_kib,
+                "iterations": iterations,
+                "lanes": lanes,
+                "salt": os.urandom(16).hex(),
+            },
+            "nonce": os.urandom(12).hex(),
+            "aaguid": "00" * 16,
+            "created": 0,
+        }
+    ).encode()
+    return MAGIC + len(header).to_bytes(4, "big") + header + os.urandom(64)
+
+
+class _KdfSpy:
+    """Stands in for keystore.kdf.derive_key: records what it was asked to run, runs none
+    of it (a 4 GiB Argon2id is the attack, not something a test should do)."""
+
+    def __init__(self) -> None:
+        self.calls: list[kdf.KdfParams] = []
+
+    def __call__(self, passphrase: str, params: kdf.KdfParams) -> bytearray:
+        self.calls.append(params)
+        raise AssertionError(f"key derivation ran with {params}")
+
+
+HOSTILE = {
+    "4 GiB": (4 * 1024 * 1024, 1, 1),
+    "64 passes": (64 * 1024, 64, 1),
+    "64 lanes": (64 * 1024, 1, 64),
+    "just above": (4 * kdf.DEFAULT_MEMORY_KIB + 1, kdf.DEFAULT_ITERATIONS, kdf.DEFAULT_LANES),
+}
+
+
+@pytest.mark.parametrize("costs", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_hostile_bundle_header_runs_no_key_derivation(
+    costs: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _KdfSpy()
+    monkeypatch.setattr(kdf, "derive_key", spy)
+    with pytest.raises(BackupError, match="Argon2id costs too high") as info:
+        open_bundle(_hostile_bundle(*costs), BUNDLE_PASSPHRASE)
+    assert spy.calls == []
+    assert "\n" not in str(info.value)
+
+
+def test_vfido_import_refuses_a_hostile_header_before_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _KdfSpy()
+    monkeypatch.setattr(kdf, "derive_key", spy)
+    bundle = tmp_path / "evil.bundle"
+    bundle.write_bytes(_hostile_bundle(*HOSTILE["4 GiB"]))
+    monkeypatch.setenv("VFIDO_BUNDLE_PASSPHRASE", BUNDLE_PASSPHRASE)
+    monkeypatch.setenv("VFIDO_PASSPHRASE", PASSPHRASE)
+    err = io.StringIO()
+    with redirect_stderr(err):
+        status = main(["import", "--keystore", str(tmp_path / "ks"), str(bundle)])
+    assert status == 1 and spy.calls == []
+    assert err.getvalue().count("\n") == 1 and "4194304 KiB" in err.getvalue()
+    assert not SqliteKeyStore.exists(tmp_path / "ks")
+
+
+def test_a_bundle_with_the_default_costs_still_opens() -> None:
+    """The bound is not below what vfido writes (seal_bundle's default parameters)."""
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    bundle = Bundle(
+        identity=identity,
+        credentials=(),
+        state={},
+        counter_floor=0,
+        created=0,
+    )
+    data = seal_bundle(bundle, BUNDLE_PASSPHRASE)
+    assert open_bundle(data, BUNDLE_PASSPHRASE).credentials == ()
+
+
+def _record(rp_id: str, hashed: str) -> CredentialRecord:
+    return CredentialRecord(
+        credential_id=os.urandom(32),
+        rp_id=rp_id,
+        rp_id_hash=hashlib.sha256(hashed.encode()).digest(),
+        user_id=b"alice",
+        algorithm=-7,
+        private_key=os.urandom(32),
+        created=0,
+        backup_eligible=True,
+        backup_state=True,
+    )
+
+
+def test_an_imported_record_must_hash_to_its_own_rp_id() -> None:
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    cheap = kdf.insecure_test_params()
+    honest = Bundle(identity, ((_record("bank.example", "bank.example"), 3),), {}, 0, 0)
+    opened = open_bundle(seal_bundle(honest, BUNDLE_PASSPHRASE, cheap), BUNDLE_PASSPHRASE)
+    assert [record.rp_id for record, _ in opened.credentials] == ["bank.example"]
+    # Shown as bank.example, answering for (looked up under) evil.example, or the reverse.
+    forged = Bundle(identity, ((_record("bank.example", "evil.example"), 3),), {}, 0, 0)
+    with pytest.raises(BackupError, match="does not match its relying party"):
+        open_bundle(seal_bundle(forged, BUNDLE_PASSPHRASE, cheap), BUNDLE_PASSPHRASE)
+
+
+# --- passphrase change ----------------------------------------------------------------------
+
+
+def _stored_params(store: SqliteKeyStore) -> kdf.KdfParams:
+    conn = store._conn
+    assert conn is not None
+    (text,) = conn.execute("SELECT value FROM meta WHERE name = 'kdf'").fetchone()
+    return kdf.KdfParams.from_json(text)
+
+
+def test_passphrase_change_upgrades_weak_kdf_parameters(tmp_path: Path) -> None:
+    """Each cost below the current default is raised to it; one above stays."""
+    weak = kdf.KdfParams(
+        memory_kib=64, iterations=kdf.DEFAULT_ITERATIONS + 2, lanes=1, salt=os.urandom(16)
+    )
+    with SqliteKeyStore.create(tmp_path / "ks", PASSPHRASE, kdf_params=weak) as store:
+        store.change_passphrase("a new passphrase")
+        upgraded = _stored_params(store)
+    assert (upgraded.memory_kib, upgraded.iterations, upgraded.lanes) == (
+        kdf.DEFAULT_MEMORY_KIB,
+        kdf.DEFAULT_ITERATIONS + 2,
+        kdf.DEFAULT_LANES,
+    )
+    assert upgraded.salt != weak.salt
+    with SqliteKeyStore.open(tmp_path / "ks", "a new passphrase") as store:
+        assert store.count_credentials() == 0

@@ -1,0 +1,180 @@
+"""Issue #15, low 3: no string from a relying party or a CTAP host reaches a terminal raw.
+
+The attack: a CTAP host (any web page through the browser, any local client of the key)
+registers a credential whose rp.id, user.name and displayName carry terminal escapes --
+clear the screen, set the window title, a one-byte C1 CSI, a bidi override that makes one
+site's name read as another's. Then the owner runs `vfido credentials list`, `vfido ctl
+credentials list` or `vfido trace show`. Each must show the characters as visible escapes
+(vfido.safetext.visible, the one helper), never emit them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+
+import pytest
+from fido2.ctap2.base import Ctap2
+from fido2.hid import CtapHidDevice
+
+from authenticator.config import Config
+from authenticator.device import Authenticator
+from authenticator.env import PresenceKind, PresenceRequest
+from keystore import kdf
+from keystore.sqlite_store import SqliteKeyStore
+from tests.ctap2_helpers import make_key
+from tests.service_helpers import PASSPHRASE, vfido
+from transports.inprocess import InProcessKey, open_device
+from vfido.broker import AutoFrontEnd, PresenceBroker, question
+from vfido.cli import main
+from vfido.control import ControlServer, add_presence_commands
+from vfido.control_api import KeyParts, add_key_commands
+from vfido.presence import AutoPresence, describe
+from vfido.safetext import VisibleFormatter, visible
+from vfido.trace import TraceRecorder
+
+CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
+TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title
+CSI_C1 = "\x9b2J"  # the one-byte C1 CSI
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE
+HOSTILE_RP = f"evil{TITLE}{RLO}moc.elgoog.example"
+HOSTILE_USER = f"alice{CLEAR}{CSI_C1}\x7f"
+HOSTILE_DISPLAY = f"Alice{RLO}\u2066\u2028"
+#: What must never reach the terminal raw.
+FORBIDDEN = ("\x1b", "\x07", "\x9b", "\x7f", RLO, "\u2066", "\u2028")
+
+
+def _assert_inert(text: str) -> None:
+    for c in FORBIDDEN:
+        assert c not in text, f"{c!r} reached the terminal raw"
+    assert not [c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c != "\n"]
+
+
+def _register_hostile(ctap2: Ctap2) -> None:
+    """What any CTAP host can do: makeCredential with hostile entity names."""
+    ctap2.make_credential(
+        os.urandom(32),
+        {"id": HOSTILE_RP, "name": HOSTILE_RP},
+        {"id": b"alice", "name": HOSTILE_USER, "displayName": HOSTILE_DISPLAY},
+        [{"type": "public-key", "alg": -7}],
+        options={"rk": True},
+    )
+
+
+# --- the helper ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("example.com", "example.com"),
+        ("\x1b[2J", "\\x1b[2J"),
+        ("a\x07b\x00c", "a\\x07b\\x00c"),
+        ("\x7f\x85\x9b", "\\x7f\\x85\\x9b"),
+        ("\u202ecba", "\\u202ecba"),
+        ("\u2066x\u2069\u200e\ufeff", "\\u2066x\\u2069\\u200e\\ufeff"),
+        ("line\u2028two\u2029", "line\\u2028two\\u2029"),
+        ("tag\U000e0041", "tag\\U000e0041"),
+        ("\ud800", "\\ud800"),  # a lone surrogate could not even be printed
+        ("Zoë 日本 \u05e9\u05dc\u05d5\u05dd", "Zoë 日本 \u05e9\u05dc\u05d5\u05dd"),
+        ("👩\u200d💻", "👩\u200d💻"),  # a zero-width joiner neither moves nor reorders
+    ],
+)
+def test_visible_shows_controls_as_escapes(raw: str, shown: str) -> None:
+    assert visible(raw) == shown
+
+
+def test_the_presence_prompt_uses_the_same_helper() -> None:
+    request = PresenceRequest(PresenceKind.AUTHENTICATE, HOSTILE_RP, HOSTILE_USER)
+    for text in (question(request), describe(request)):
+        _assert_inert(text)
+        assert "\\x1b]0;pwned\\x07" in text and "\\u202e" in text
+
+
+def test_log_lines_show_controls_as_escapes() -> None:
+    formatter = VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s")
+    record = logging.LogRecord(
+        "authenticator", logging.INFO, __file__, 1, "command %s -> %s", ("x", HOSTILE_RP), None
+    )
+    line = formatter.format(record)
+    _assert_inert(line)
+    assert "\n" not in line and HOSTILE_RP.encode("unicode_escape").decode() in line
+
+
+# --- `vfido credentials list` -------------------------------------------------------------
+
+
+def test_vfido_credentials_list_escapes_what_a_host_registered(tmp_path: Path) -> None:
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(
+        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
+    ) as store:
+        _register_hostile(make_key(store=store).ctap2())
+    result = vfido(["credentials", "list", "--keystore", str(directory)])
+    assert result.returncode == 0, result.stderr
+    _assert_inert(result.stdout)
+    assert "evil\\x1b]0;pwne" in result.stdout and "alice\\x1b[2J" in result.stdout
+
+
+# --- `vfido ctl credentials list` ---------------------------------------------------------
+
+
+@contextmanager
+def _controlled_key(tmp_path: Path) -> Iterator[tuple[CtapHidDevice, Path]]:
+    """A key in-process with its control socket, served as `vfido run` serves it."""
+    store = SqliteKeyStore.ephemeral()
+    broker = PresenceBroker((AutoFrontEnd(),), mode="auto")
+    device = Authenticator(store, broker, Config())
+    path = tmp_path / "run" / "key.sock"
+    server = ControlServer(path)
+    add_presence_commands(server, broker)
+    add_key_commands(server, KeyParts(device, store, broker))
+    server.start()
+    hid = open_device(device)
+    try:
+        yield hid, path
+    finally:
+        hid.close()
+        server.stop()
+        store.close()
+
+
+def test_vfido_ctl_credentials_list_escapes_what_a_host_registered(tmp_path: Path) -> None:
+    with _controlled_key(tmp_path) as (hid, socket):
+        _register_hostile(Ctap2(hid))
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["ctl", "--socket", str(socket), "credentials", "list"]) == 0
+    _assert_inert(out.getvalue())
+    assert "evil\\x1b]0;p" in out.getvalue() and "alice\\x1b[2J" in out.getvalue()
+
+
+# --- `vfido trace show` -------------------------------------------------------------------
+
+
+def test_vfido_trace_show_escapes_what_a_host_sent(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    store = SqliteKeyStore.ephemeral()
+    recorder = TraceRecorder(path)
+    key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
+    key.runner.packet_observer = recorder.packet
+    device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
+    try:
+        ctap2 = Ctap2(device)
+        _register_hostile(ctap2)
+        ctap2.get_assertion(HOSTILE_RP, os.urandom(32))
+    finally:
+        device.close()
+        recorder.close()
+        store.close()
+    for details in ([], ["--details"]):
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["trace", "show", *details, str(path)]) == 0
+        _assert_inert(out.getvalue())
+        assert "rp=evil\\x1b]0;pwned\\x07\\u202emoc" in out.getvalue()

@@ -1,0 +1,58 @@
+"""Text that others control, made safe for a terminal: the one place vfido does it.
+
+Relying-party IDs and names, user names and display names come from web pages and CTAP
+hosts; a trace file or a log line repeats them. Printed raw, ``\\x1b[2J`` clears the screen,
+``\\x1b]0;...\\x07`` sets the window title, ``\\x9b`` is a one-byte CSI on some terminals,
+and a bidi override (U+202E) makes ``evil.com\\u202emoc.elgoog`` read as another site.
+:func:`visible` shows every such character as an escape instead, so the user sees what
+was sent and the terminal acts on none of it. Everything that prints such text goes
+through it: the credential listings, ``vfido trace show``, the presence prompt (and the
+notifications built from the same question), and log lines (:class:`VisibleFormatter`).
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+
+#: Unicode categories shown as escapes: controls (C0, DEL, C1), format characters (bidi
+#: embeddings, overrides and isolates, marks, zero-width characters, tags), surrogates (not
+#: encodable: printing one would fail) and the line / paragraph separators.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: Format characters kept: zero-width (non-)joiners, inside emoji and many scripts' names;
+#: they neither move the cursor nor reorder text.
+_KEPT = frozenset({"\u200c", "\u200d"})
+
+
+def _escape(c: str) -> str:
+    code = ord(c)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with every control, format and separator character written as a Python-style
+    escape (``\\x1b``, ``\\u202e``), so that a terminal shows it and does not act on it."""
+    if text.isprintable() and text.isascii():
+        return text  # the common case: nothing to look at
+    return "".join(
+        _escape(c) if c not in _KEPT and unicodedata.category(c) in _ESCAPED_CATEGORIES else c
+        for c in text
+    )
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut shown with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+class VisibleFormatter(logging.Formatter):
+    """A log formatter whose message line shows control characters as escapes: a log
+    message may quote what a host sent (an RP ID, an extension name) and must neither
+    drive the terminal nor start a forged line of its own. Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
