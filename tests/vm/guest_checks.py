@@ -516,6 +516,18 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
     return f"two keys at {data['hidraw']}"
 
 
+# --- libfido2's tools and OpenSSH against three key configurations (tests/vm/guest_tools.py) ---
+
+
+@check("tools_matrix")
+def tools_matrix(data: dict[str, Any]) -> str:
+    require_vfido()
+    import guest_tools
+
+    stop_shared_key()  # the tools' device listing should show the matrix's keys only
+    return guest_tools.tools_matrix(data, VfidoProcess, log)
+
+
 # --- browsers ----------------------------------------------------------------------------------
 
 
