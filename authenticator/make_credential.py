@@ -276,10 +276,16 @@ def make_credential(
 
     # Step 7 (makeCredUvNotRqd true): a UV-protected key may create a
     # non-discoverable credential without UV, a discoverable one needs it.
-    # Step 8 (else): any credential needs it. Missing -> PUAT_REQUIRED (clientPin
-    # is supported, so never the OPERATION_DENIED alternative).
+    # Step 8 (else): any credential needs it. Then (7.1 / 8.1): "If ClientPin option ID
+    # is true [a PIN is set] and the noMcGaPermissionsWithClientPin option ID is absent
+    # or false, end the operation by returning CTAP2_ERR_PUAT_REQUIRED. Otherwise, end
+    # the operation by returning CTAP2_ERR_OPERATION_DENIED." A key with built-in UV and
+    # no PIN must not ask for a PIN it does not have (libfido2 prompts for one on
+    # PUAT_REQUIRED and waits for ever).
     if services.uv_protected and not uv and not has_param and (rk or not uv_not_required):
-        raise CtapError(CtapStatus.PUAT_REQUIRED, "user verification required")
+        if pin.is_pin_set:
+            raise CtapError(CtapStatus.PUAT_REQUIRED, "user verification required")
+        raise CtapError(CtapStatus.OPERATION_DENIED, "user verification required (no PIN set)")
 
     # Step 9: enterprise attestation.
     enterprise = _enterprise_attestation(services, request)

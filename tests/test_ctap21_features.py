@@ -349,6 +349,28 @@ def test_builtin_uv_key() -> None:
         assert get(k, uv="required").response.authenticator_data.is_user_verified()
 
 
+def test_builtin_uv_without_pin_denies_discoverable_credential_without_uv() -> None:
+    """CTAP 2.1 authenticatorMakeCredential step 7 (makeCredUvNotRqd true; step 8 alike):
+    protected by user verification, "uv" false, no pinUvAuthParam, "rk" true -> "If ClientPin
+    option ID is true and the noMcGaPermissionsWithClientPin option ID is absent or false, end
+    the operation by returning CTAP2_ERR_PUAT_REQUIRED. Otherwise, end the operation by
+    returning CTAP2_ERR_OPERATION_DENIED." With built-in UV and no PIN, PUAT_REQUIRED made
+    libfido2's `fido2-cred -M -r` ask for a PIN the key does not have (issue #14)."""
+    with running_key(config=KeyConfig(builtin_uv=True)) as k:
+        ctap = Ctap2(k.device)
+        assert ctap.get_info().options["clientPin"] is False
+        with pytest.raises(CtapError) as info:
+            bare_make_credential(ctap, options={"rk": True})
+        assert info.value.code == ERR.OPERATION_DENIED
+        made = bare_make_credential(ctap, options={"rk": True, "uv": True})
+        assert made.auth_data.is_user_verified()
+        bare_make_credential(ctap)  # non-discoverable: makeCredUvNotRqd
+        set_pin(k)  # now "ClientPin option ID is true": the platform can use the PIN
+        with pytest.raises(CtapError) as info:
+            bare_make_credential(ctap, options={"rk": True})
+        assert info.value.code == ERR.PUAT_REQUIRED
+
+
 class FailUv(AutoPresence):
     def verify_user(self, request: Any, context: Any, timeout: float) -> Any:
         from authenticator.env import PresenceResult

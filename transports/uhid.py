@@ -189,6 +189,16 @@ def output_to_packet(data: bytes) -> bytes | None:
     return None
 
 
+#: The HID "phys" of every vfido device names the uid of the process that created it:
+#: udev/70-vfido.rules matches it (only vfido's devices) and gives that user the hidraw node.
+OWNER_PHYS_PREFIX: Final = "vfido-uid/"
+
+
+def owner_phys(uid: int) -> str:
+    """The HID ``phys`` of a device created by ``uid`` (``vfido-uid/1000``)."""
+    return f"{OWNER_PHYS_PREFIX}{uid}"
+
+
 def validate_serial(serial: str) -> str:
     if not serial or len(serial) > 63 or not all(0x21 <= ord(c) <= 0x7E for c in serial):
         raise ValueError("serial must be 1-63 printable ASCII characters without spaces")
@@ -297,7 +307,7 @@ class UhidTransport:
                     fd,
                     encode_create2(
                         name=self._name,
-                        phys=f"vfido/{self._serial}",
+                        phys=owner_phys(os.getuid()),
                         uniq=self._serial,
                         vendor_id=self._vendor_id,
                         product_id=self._product_id,

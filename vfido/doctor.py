@@ -330,8 +330,8 @@ def check_hidraw(paths: Paths, key: Key) -> list[Check]:
             _fail(
                 access,
                 f"cannot open {key.hidraw}: {error.strerror}",
-                f"{INSTALL}, then sudo udevadm trigger --subsystem-match=hidraw (and be logged "
-                f"in at the seat, or in group {GROUP})",
+                f"{INSTALL}, then sudo udevadm trigger --subsystem-match=hidraw (the node "
+                "belongs to the user who started the key, and to the user at the seat)",
             )
         )
     record = _udev_record(paths, key.hidraw)

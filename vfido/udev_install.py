@@ -1,7 +1,7 @@
 """``vfido install-udev``: install the files in the checkout's ``udev/`` directory (as root).
 
-* ``udev/70-vfido.rules`` -> ``/etc/udev/rules.d/`` (``/dev/uhid`` for group ``vfido``; the
-  key's hidraw node: uaccess, ID_SECURITY_TOKEN, group ``vfido``);
+* ``udev/70-vfido.rules`` -> ``/etc/udev/rules.d/`` (``/dev/uhid`` for group ``vfido``; each
+  key's hidraw node: owned by the user who started the key, uaccess, ID_SECURITY_TOKEN);
 * ``udev/modules-load.d/vfido.conf`` -> ``/etc/modules-load.d/`` (load ``uhid`` at boot);
 * ``udev/vfido.service`` -> ``/etc/systemd/user/`` (``systemctl --user enable --now vfido``).
   When ``vfido`` is not on the default ``PATH`` (a checkout's ``.venv``), ``ExecStart`` is

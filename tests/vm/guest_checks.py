@@ -15,7 +15,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -519,6 +518,18 @@ def vfido_two_keys(data: dict[str, Any]) -> str:
     return f"two keys at {data['hidraw']}"
 
 
+# --- libfido2's tools and OpenSSH against three key configurations (tests/vm/guest_tools.py) ---
+
+
+@check("tools_matrix")
+def tools_matrix(data: dict[str, Any]) -> str:
+    require_vfido()
+    import guest_tools
+
+    stop_shared_key()  # the tools' device listing should show the matrix's keys only
+    return guest_tools.tools_matrix(data, VfidoProcess, log)
+
+
 # --- browsers ----------------------------------------------------------------------------------
 
 
@@ -844,79 +855,12 @@ def example_chromium_pytest(data: dict[str, Any]) -> str:
 
 @check("udev_rules")
 def udev_rules(data: dict[str, Any]) -> str:
-    """systemd-udevd in the guest with udev/70-vfido.rules: group vfido gets /dev/uhid and hidraw.
-
-    The host's Python lives under /root (mode 0700), so vfido itself runs as root here; the
-    unprivileged side is checked with tools outside /root: opening /dev/uhid with sh, and
-    libfido2's fido2-token listing and querying the key, as uid 65534 with and without the
-    group "vfido" (uaccess needs logind, which the guest does not run).
-    """
+    """udev/70-vfido.rules with systemd-udevd: see tests/vm/guest_udev.py."""
     require_vfido()
-    stop_shared_key()  # only the key started below, after udevd, should exist
-    udevd = Path("/lib/systemd/systemd-udevd")
-    if not udevd.exists():
-        raise RuntimeError("systemd-udevd not installed (apt-get install udev)")
-    env = dict(os.environ, SYSTEMD_IGNORE_CHROOT="1")
-    rules_dir = Path("/etc/udev/rules.d")
-    group_copy = Path("/tmp/etc-group")
-    text = Path("/etc/group").read_text()
-    if not re.search(r"^vfido:", text, re.M):
-        text += "vfido:x:990:\n"
-    group_copy.write_text(text)
-    gid = int(re.search(r"^vfido:[^:]*:(\d+):", text, re.M).group(1))  # type: ignore[union-attr]
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534"]
-    member = [*nobody, f"--groups={gid}"]
-    outsider = [*nobody, "--clear-groups"]
-    mounted: list[str] = []
-    try:
-        sh(["mount", "-t", "tmpfs", "rules", str(rules_dir)])
-        mounted.append(str(rules_dir))
-        sh(["mount", "--bind", str(group_copy), "/etc/group"])
-        mounted.append("/etc/group")
-        shutil.copy(CHECKOUT / "udev" / "70-vfido.rules", rules_dir / "70-vfido.rules")
-        sh([str(udevd), "--daemon"], env=env)
-        sh(["udevadm", "trigger", "--action=add"], env=env)
-        sh(["udevadm", "settle", "--timeout=30"], env=env)
-        st = os.stat("/dev/uhid")
-        data["uhid_mode"] = oct(st.st_mode & 0o777)
-        data["uhid_gid"] = st.st_gid
-        if st.st_gid != gid or st.st_mode & 0o060 != 0o060:
-            raise RuntimeError(f"/dev/uhid not group vfido rw: {oct(st.st_mode)} gid {st.st_gid}")
-        open_uhid = ["sh", "-c", ": <> /dev/uhid"]
-        sh([*member, *open_uhid])
-        denied = subprocess.run([*outsider, *open_uhid], capture_output=True, check=False)
-        if denied.returncode == 0:
-            raise RuntimeError("uid 65534 without group vfido could open /dev/uhid")
-        with vfido_key("vfido-vm-udev") as key:
-            sh(["udevadm", "settle", "--timeout=30"], env=env)
-            assert key.hidraw is not None
-            props = sh(["udevadm", "info", "--query=all", key.hidraw], env=env)
-            data["hidraw_udev"] = props
-            hst = os.stat(key.hidraw)
-            data["hidraw_mode"] = oct(hst.st_mode & 0o777)
-            for needed in ("ID_FIDO_TOKEN=1", "ID_SECURITY_TOKEN=1", "uaccess"):
-                if needed not in props:
-                    raise RuntimeError(f"{needed} missing from the hidraw node's udev data")
-            listing = sh([*member, "fido2-token", "-L"])
-            data["member_list"] = listing
-            if key.hidraw not in listing:
-                raise RuntimeError(f"fido2-token -L as group vfido does not list {key.hidraw}")
-            info = sh([*member, "fido2-token", "-I", key.hidraw])
-            data["member_info"] = info[:800]
-            other = subprocess.run(
-                [*outsider, "fido2-token", "-L"], capture_output=True, check=False
-            )
-            data["outsider_list"] = other.stdout.decode(errors="replace")
-            if key.hidraw in data["outsider_list"]:
-                raise RuntimeError("fido2-token -L without group vfido lists the key")
-    finally:
-        subprocess.run(["udevadm", "control", "--exit"], env=env, capture_output=True, check=False)
-        for path in reversed(mounted):
-            subprocess.run(["umount", path], capture_output=True, check=False)
-    return (
-        f"/dev/uhid {data['uhid_mode']} group vfido, hidraw {data['hidraw_mode']} tagged "
-        "uaccess/ID_FIDO_TOKEN; group member can open both, others cannot"
-    )
+    import guest_udev
+
+    stop_shared_key()  # only the key started by the check, after udevd, should exist
+    return guest_udev.udev_rules(data, CHECKOUT, VfidoProcess, log)
 
 
 def main() -> int:

@@ -3,7 +3,8 @@
 # from .ci/run. The guest kernel itself is NOT installed: tests/vm/vmharness.py fetches it with
 # `apt-get download` into $VFIDO_VM_CACHE (default ~/.cache/vfido-vm).
 set -eu
-VFIDO_VM_APT_PACKAGES="qemu-system-x86 busybox-static cpio kmod chromium fido2-tools udev firefox-esr iproute2 util-linux dbus-daemon"
+# The list lives in apt-packages.txt (also read by vmharness.py): one list, not two.
+VFIDO_VM_APT_PACKAGES=$(sed -e 's/#.*//' "$(dirname "$0")/apt-packages.txt" | tr -s ' \n' ' ')
 missing=""
 for p in $VFIDO_VM_APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -112,3 +113,49 @@ def test_other_open_errors_are_reported(tmp_path: Path) -> None:
     with pytest.raises(uhid.UhidUnavailableError, match="cannot open"):
         transport.start()
     transport.stop()
+
+
+def test_device_phys_names_the_creating_uid(tmp_path: Path) -> None:
+    """udev/70-vfido.rules gives the hidraw node to the uid in the HID "phys" (issue #15, low 5):
+    the transport writes ``vfido-uid/<its uid>`` there, never anything the caller chooses."""
+    fake = tmp_path / "uhid"
+    fake.touch()
+    transport = uhid.UhidTransport(
+        _NoHandler(), serial="vfido-phys-1", path=str(fake), name="some name"
+    )
+    transport._create()
+    try:
+        event = fake.read_bytes()
+    finally:
+        transport.stop()
+    assert struct.unpack_from("<I", event)[0] == uhid.UhidEventType.CREATE2
+    body = event[4:]
+    assert body[128:192].rstrip(b"\0") == f"vfido-uid/{os.getuid()}".encode()
+    assert body[192:256].rstrip(b"\0") == b"vfido-phys-1"
+
+
+def test_udev_rule_matches_only_the_phys_vfido_writes() -> None:
+    """The rule's phys pattern and the uid extraction fit what the transport writes."""
+    rules = (Path(__file__).resolve().parents[2] / "udev" / "70-vfido.rules").read_text()
+    active = [line for line in rules.splitlines() if line and not line.startswith("#")]
+    assert 'DEVPATH!="/devices/virtual/misc/uhid/*", GOTO="vfido_end"' in active
+    assert f'ENV{{HID_PHYS}}!="{uhid.OWNER_PHYS_PREFIX}?*", GOTO="vfido_end"' in active
+    owner = [line for line in active if "OWNER=" in line]
+    assert owner == ['OWNER="$env{VFIDO_OWNER_UID}", GROUP="root", MODE="0600"']
+    # No hidraw rule hands the node to a group any more, and no rule matches by vid:pid alone.
+    assert not [line for line in active if 'GROUP="vfido"' in line and "uhid" not in line]
+    assert not [line for line in active if "1209:0001" in line]
+
+
+class _NoHandler:
+    def handle_cbor(self, request: bytes, transaction: object) -> bytes:
+        raise AssertionError("not called")
+
+    def handle_msg(self, apdu: bytes, transaction: object) -> bytes:
+        raise AssertionError("not called")
+
+    def wink(self) -> None:
+        pass
+
+    def power_cycle(self) -> None:
+        pass

@@ -62,11 +62,6 @@ def test_two_vfido_keys_at_once(vm: GuestResults) -> None:
     assert len(set(data["hidraw"])) == 2
 
 
-def test_udev_rule_gives_group_access(vm: GuestResults) -> None:
-    data = vm.require_ok("udev_rules")
-    assert data["hidraw_mode"] == "0o660"
-
-
 # --- browsers ---------------------------------------------------------------------------------
 
 

@@ -37,15 +37,11 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
-APT_PACKAGES = (
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "kmod",
-    "chromium",
-    "fido2-tools",
-    "udev",
-    "firefox-esr",
+# One list for tests/vm/install-deps.sh and this harness.
+APT_PACKAGES = tuple(
+    line.split("#", 1)[0].strip()
+    for line in (HERE / "apt-packages.txt").read_text().splitlines()
+    if line.split("#", 1)[0].strip()
 )
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
 DEFAULT_TIMEOUT = 900.0
@@ -106,10 +102,29 @@ def check_prerequisites() -> None:
     for tool in ("qemu-system-x86_64", "apt-get", "apt-cache", "dpkg", "depmod", "timeout"):
         if shutil.which(tool) is None:
             missing.append(f"{tool} not found")
+    absent = missing_packages()
+    if absent:
+        missing.append(f"Debian packages not installed: {' '.join(absent)}")
     if not Path("/bin/busybox").exists():
         missing.append("/bin/busybox not found (apt-get install busybox-static)")
     if missing:
         raise PrerequisiteMissing("; ".join(missing) + " -- run tests/vm/install-deps.sh as root")
+
+
+def missing_packages(packages: tuple[str, ...] = APT_PACKAGES) -> list[str]:
+    """Which of tests/vm/apt-packages.txt dpkg does not list as installed."""
+    try:
+        proc = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Package} ${Status}\\n", *packages],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return list(packages)
+    lines = proc.stdout.splitlines()
+    installed = {line.split()[0] for line in lines if line.endswith("install ok installed")}
+    return [p for p in packages if p not in installed]
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
