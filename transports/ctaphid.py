@@ -35,15 +35,18 @@ kernel merges every process that opened the hidraw node; the in-process bus). Th
   cannot evict another's (a client with one channel goes only when the table holds as many
   clients as channels: cheap for a local attacker with many UDP source ports, who can use a
   UDP key anyway);
-* CTAPHID_LOCK (section 11.2.9.2.2: "exclusive access ... for up to 10 seconds") holds the
-  key for at most :data:`MAX_LOCK_SECONDS` in a row: re-LOCKing extends it up to 10 s after
-  the lock was taken, not beyond, and once its lock ends a client's next LOCK is refused with
-  ERR_CHANNEL_BUSY for as long as it held the lock, so no client keeps the key more than half
-  the time. Without client identities (UHID, in-process) the cool-down binds the channel that
-  held the lock, so a client can LOCK again from a new channel; likewise a client that can
-  take a new identity (a new Unix connection, a new UDP source port) starts afresh. Who can do
-  that is bounded by the transport's own access check (UHID: whoever may open the hidraw
-  node; Unix: the key's user only; UDP: every local user).
+* CTAPHID_LOCK: section 11.2.9.2.2 lets a lock last "up to 10 seconds" and says "An
+  application requiring a longer lock has to send repeating lock commands to maintain the
+  lock". While nobody else asks for the key, that is what happens. Once another channel has
+  been refused because of the lock, re-LOCKs extend it to at most :data:`MAX_LOCK_SECONDS`
+  after that refusal, and when the lock ends its holder's next LOCK is refused with
+  ERR_CHANNEL_BUSY for as long as it held the lock (at most 10 s): a client re-LOCKing in a
+  loop keeps others waiting 10 s at most, and then for no more than half the time. Without
+  client identities (UHID, in-process) the cool-down binds the channel that held the lock,
+  so a client can LOCK again from a new channel; likewise a client that can take a new
+  identity (a new Unix connection, a new UDP source port) starts afresh. Who can do that is
+  bounded by the transport's own access check (UHID: whoever may open the hidraw node; Unix:
+  the key's user only; UDP: every local user).
 
 Every report a client should receive is a :class:`Report` naming it (``report.client``), so a
 transport serving several clients knows where to send it; with ``client=None`` reports are
@@ -150,17 +153,18 @@ class Report(bytes):
     client: Hashable
 
 
-def _addressed(outputs: Sequence[Output], client: Hashable) -> list[Output]:
-    """``outputs`` with every report addressed to ``client`` (unchanged for ``None``)."""
+def _to(client: Hashable, report: bytes) -> bytes:
+    """``report`` addressed to ``client`` (a :class:`Report`; unchanged for ``None``)."""
     if client is None:
-        return list(outputs)
-    result: list[Output] = []
-    for item in outputs:
-        if isinstance(item, bytes):
-            item = Report(item)
-            item.client = client
-        result.append(item)
-    return result
+        return report
+    addressed = Report(report)
+    addressed.client = client
+    return addressed
+
+
+def _addressed(outputs: Sequence[Output], client: Hashable) -> list[Output]:
+    """``outputs`` with every report addressed to ``client``."""
+    return [_to(client, item) if isinstance(item, bytes) else item for item in outputs]
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,7 @@ class CtapHidCore:
         self._lock_until = 0.0
         self._lock_client: Hashable = None
         self._lock_since = 0.0  # when the current holder took the lock
+        self._lock_contended: float | None = None  # when another channel was first refused
         self._lock_cooldown: dict[Hashable, float] = {}  # _holder -> no new LOCK before
         self._next_transaction = 1
 
@@ -336,7 +341,7 @@ class CtapHidCore:
         out: list[Output] = []
         if self._rx is not None and now >= self._rx.deadline:
             timeout = error_report(self._rx.channel, HidError.MSG_TIMEOUT)
-            out += _addressed([timeout], self._rx.client)
+            out.append(_to(self._rx.client, timeout))
             self._rx = None
         if self._lock_channel is not None and now >= self._lock_until:
             out.append(Lock(self._lock_channel, 0))
@@ -362,7 +367,7 @@ class CtapHidCore:
             reports = encode_message(active.channel, active.command, payload)
         if active.client is None:
             return reports
-        return _addressed(reports, active.client)  # type: ignore[return-value]
+        return [_to(active.client, report) for report in reports]
 
     def keepalive(self, transaction: int, status: int) -> list[bytes]:
         """A CTAPHID_KEEPALIVE report for the outstanding request (section 11.2.9.1.7)."""
@@ -372,7 +377,7 @@ class CtapHidCore:
         reports = encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
         if active.client is None:
             return reports
-        return _addressed(reports, active.client)  # type: ignore[return-value]
+        return [_to(active.client, report) for report in reports]
 
     def reset(self) -> list[Output]:
         """Power cycle: forget all channels, the lock and partial messages."""
@@ -411,24 +416,32 @@ class CtapHidCore:
         active.cancelled = True
         return Cancel(active.channel, active.transaction)
 
-    def _locked_out(self, channel: int) -> bool:
-        return self._lock_channel is not None and self._lock_channel != channel
+    def _locked_out(self, channel: int, now: float) -> bool:
+        """Another channel holds the lock (which then counts as contended from ``now``)."""
+        if self._lock_channel is None or self._lock_channel == channel:
+            return False
+        if self._lock_contended is None:
+            self._lock_contended = now
+        return True
 
     def _owned(self, channel: int, client: Hashable) -> bool:
         """``channel`` is allocated, to ``client``."""
         return channel in self._channels and self._owners[channel] == client
 
     def _end_lock(self, now: float) -> None:
-        """The lock ends at ``now``: its holder may not LOCK again for as long as it held it."""
+        """The lock ends at ``now``. If another channel was refused meanwhile, its holder may
+        not LOCK again for as long as it held it (at most MAX_LOCK_SECONDS)."""
         holder = _holder(self._lock_client, self._lock_channel)
         held = max(0.0, now - self._lock_since)
+        contended = self._lock_contended is not None
         self._lock_channel = None
         self._lock_client = None
+        self._lock_contended = None
         for other, until in list(self._lock_cooldown.items()):
             if until <= now:
                 del self._lock_cooldown[other]
-        if held > 0:
-            self._lock_cooldown[holder] = now + held
+        if contended and held > 0:
+            self._lock_cooldown[holder] = now + min(held, MAX_LOCK_SECONDS)
 
     def _lock(self, channel: int, seconds: int, now: float, client: Hashable) -> list[Output]:
         """CTAPHID_LOCK with ``seconds`` > 0 on ``channel`` (not locked out), bounded so that
@@ -438,9 +451,12 @@ class CtapHidCore:
                 return [error_report(channel, HidError.CHANNEL_BUSY)]
             self._lock_since = now
             self._lock_client = client
-        # Re-LOCK by the holder: extended up to MAX_LOCK_SECONDS after it took the lock.
+            self._lock_contended = None
         self._lock_channel = channel
-        self._lock_until = min(now + seconds, self._lock_since + MAX_LOCK_SECONDS)
+        self._lock_until = now + seconds
+        if self._lock_contended is not None:
+            # Re-LOCK while another channel waits: not past MAX_LOCK_SECONDS after it asked.
+            self._lock_until = min(self._lock_until, self._lock_contended + MAX_LOCK_SECONDS)
         granted = max(1, round(self._lock_until - now))
         return [Lock(channel, granted), *encode_message(channel, Command.LOCK, b"")]
 
@@ -487,7 +503,7 @@ class CtapHidCore:
         self, channel: int, command: int, length: int, data: bytes, now: float, client: Hashable
     ) -> list[Output]:
         if command == Command.INIT:
-            return self._handle_init(channel, length, data, client)
+            return self._handle_init(channel, length, data, now, client)
         if channel in (RESERVED_CID, BROADCAST_CID) or not self._owned(channel, client):
             return [error_report(channel, HidError.INVALID_CHANNEL)]
         self._touch(channel)
@@ -497,7 +513,7 @@ class CtapHidCore:
             if active is not None and active.channel == channel and not active.cancelled:
                 return [self._cancel(active)]
             return []
-        if self._locked_out(channel):
+        if self._locked_out(channel, now):
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._rx is not None:
             if self._rx.channel == channel:
@@ -559,14 +575,14 @@ class CtapHidCore:
         return self._dispatch(channel, rx.command, bytes(rx.data[: rx.length]), now, client)
 
     def _handle_init(
-        self, channel: int, length: int, data: bytes, client: Hashable
+        self, channel: int, length: int, data: bytes, now: float, client: Hashable
     ) -> list[Output]:
         """CTAPHID_INIT (section 11.2.9.1.3): allocate or re-synchronise a channel."""
         if channel == RESERVED_CID or (
             channel != BROADCAST_CID and not self._owned(channel, client)
         ):
             return [error_report(channel, HidError.INVALID_CHANNEL)]
-        if self._locked_out(channel):
+        if self._locked_out(channel, now):
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if length != INIT_NONCE_SIZE:
             return [error_report(channel, HidError.INVALID_LEN)]
