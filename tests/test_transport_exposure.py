@@ -9,7 +9,9 @@ key falls back to UDP with one line while a persistent one is refused with one l
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -33,12 +35,14 @@ from transports.udp import UdpConnection, UdpTransport, open_udp_device
 from transports.uhid import uhid_unavailable
 from transports.unix import open_unix_device
 from vfido.api import VirtualKey
+from vfido.control import ControlError
 from vfido.transport_choice import (
     UDP_INSECURE_FLAG,
     UDP_WARNING,
     TransportChoice,
     TransportChoiceError,
     choose_transport,
+    prepare_unix_socket_dir,
 )
 
 WAIT = 10.0
@@ -220,7 +224,7 @@ def test_explicit_transports() -> None:
 
     with pytest.raises(TransportChoiceError, match=UDP_INSECURE_FLAG):
         choose("udp", True)
-    assert choose("udp", True, insecure=True) == TransportChoice("udp", UDP_WARNING)
+    assert choose("udp", True, insecure=True) == TransportChoice("udp", warning=UDP_WARNING)
     assert choose("udp", False) == TransportChoice("udp")
     assert choose("unix", True) == TransportChoice("unix")
     assert choose("uhid", True) == TransportChoice("uhid")  # its own error if unusable
@@ -264,3 +268,21 @@ def test_service_key_serves_a_keystore_over_unix_and_not_silently_over_udp(
         assert sign_in(key.client(), rp, allow=False) >= 1
         assert key.control("status")["unix_socket"] == str(key.unix_socket)
         assert not any("warning" in line for line in key.log)
+
+
+def test_unix_socket_directory_checks(tmp_path: Path) -> None:
+    fresh = tmp_path / "new" / "key.ctaphid"
+    prepare_unix_socket_dir(fresh)  # created private, as the control socket's
+    assert stat.S_IMODE(os.stat(fresh.parent).st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o775)
+    with pytest.raises(ControlError, match="writable by other users"):
+        prepare_unix_socket_dir(shared / "key.ctaphid")
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o775  # not changed behind our back
+    result = vfido(
+        ["run", "--ephemeral", "--transport", "unix", "--unix-socket", str(shared / "k")],
+        passphrase=None,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "writable by other users" in result.stderr

@@ -118,12 +118,18 @@ class UnixTransport:
         else:
             if not stat.S_ISSOCK(st.st_mode):
                 raise UnixTransportError(f"{path} exists and is not a socket: remove it")
+            if st.st_uid != os.geteuid():
+                raise UnixTransportError(f"{path} belongs to another user (uid {st.st_uid})")
             if _in_use(path):
                 raise UnixTransportError(
                     f"another key is serving {path}: stop it or choose another socket"
                 )
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 path.unlink()  # a stale socket of a key that is gone
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise UnixTransportError(f"cannot remove {path}: {exc.strerror}") from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)  # created 0600: never a moment with wider access
         try:

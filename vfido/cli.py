@@ -155,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
+    if choice.warning:  # the keystore opened: it is about to be served
+        print(choice.warning, file=sys.stderr, flush=True)
     options = TransportOptions(
         kind=choice.kind,
         udp_port=args.udp_port,

@@ -79,12 +79,12 @@ def make_transport(
         )
     if options.kind == "unix":
         from transports.unix import UnixTransport
-        from vfido.control import _private_dir
+        from vfido.transport_choice import prepare_unix_socket_dir
 
         if options.unix_socket is None:
             raise ValueError("the unix transport needs unix_socket")
         path = Path(options.unix_socket)
-        _private_dir(path.parent)  # as the control socket's: ours, 0700
+        prepare_unix_socket_dir(path)
         unix = UnixTransport(device, path)
         unix.runner.packet_observer = packet_observer
         return unix

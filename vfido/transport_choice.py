@@ -18,8 +18,11 @@ line naming the flags).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 #: Every transport `vfido run` can serve (``--transport``), the default first.
@@ -38,8 +41,10 @@ class TransportChoiceError(ValueError):
 @dataclass(frozen=True)
 class TransportChoice:
     kind: str
-    #: One line for stderr (a fallback or a warning), if any.
+    #: One line for stderr at once (a fallback), if any.
     notice: str | None = None
+    #: One line for stderr once the key is served (the risk it runs), if any.
+    warning: str | None = None
 
 
 def choose_transport(
@@ -75,5 +80,31 @@ def choose_transport(
                 f"--transport unix (only your user can connect) or uhid, or add "
                 f"{UDP_INSECURE_FLAG} to accept that risk (or use --ephemeral)"
             )
-        return TransportChoice("udp", UDP_WARNING)
+        return TransportChoice("udp", warning=UDP_WARNING)
     return TransportChoice(requested)
+
+
+def prepare_unix_socket_dir(path: Path) -> None:
+    """Check (or create) the directory of the ``unix`` transport's socket ``path``.
+
+    The default place, the control socket's directory (or a directory that does not exist
+    yet), is made private as the control socket's is (ours, 0700). A directory given with
+    ``--unix-socket`` that exists must be ours (or root's) and writable by nobody else, so
+    that no other user can replace the socket; it is not chmod'ed behind the user's back.
+    Raises :class:`vfido.control.ControlError` (one line)."""
+    from vfido.control import ControlError, _private_dir, socket_dir
+
+    directory = path.parent
+    if directory == socket_dir() or not directory.exists():
+        _private_dir(directory)
+        return
+    st = directory.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{directory} is not a directory")
+    if st.st_uid not in (os.getuid(), 0):
+        raise ControlError(f"{directory} belongs to another user (uid {st.st_uid})")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise ControlError(
+            f"{directory} is writable by other users: put the --unix-socket in a private "
+            "directory (default: $XDG_RUNTIME_DIR/vfido)"
+        )
