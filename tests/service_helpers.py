@@ -18,6 +18,7 @@ from fido2.client import DefaultClientDataCollector, Fido2Client
 
 from tests.rp import ORIGIN
 from transports.udp import open_udp_device
+from vfido.transport_choice import UDP_INSECURE_FLAG
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
@@ -93,8 +94,14 @@ def udp_service(
     ready_timeout: float = 60.0,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
-    """Start `vfido run --transport udp` on free ports and wait for its ready line."""
+    """Start `vfido run --transport udp` on free ports and wait for its ready line.
+
+    A ``--keystore`` is served with ``--udp-insecure-any-local-user`` (every local user can
+    use it: fine for a test's throw-away keystore; the tests of that flag pass it themselves).
+    """
     port, peer_port = free_udp_port(), free_udp_port()
+    if "--keystore" in args and UDP_INSECURE_FLAG not in args:
+        args = [*args, UDP_INSECURE_FLAG]
     e = env(**(extra_env or {}))
     if passphrase is not None:
         e["VFIDO_PASSPHRASE"] = passphrase

@@ -493,6 +493,8 @@ def test_vfido_run_prompt_on_its_terminal(tmp_path: Path) -> None:
                 "vfido",
                 "run",
                 "--ephemeral",
+                "--transport",
+                "udp",
                 "--presence",
                 "prompt",
                 "--udp-port",

@@ -21,14 +21,44 @@ Deliberate choices where the specification leaves room:
 * A re-INIT of the channel whose request is being processed discards that request (its response
   is dropped), but the device stays busy until the authenticator has actually returned.
 * The channel table is bounded; the least recently used idle channel is forgotten first.
+
+Clients (where the transport can tell them apart). :meth:`CtapHidCore.feed` takes the
+transport's identity of the client that sent the report (a UDP source address, a Unix-socket
+connection); ``None`` means "cannot tell", and all such reports form one client (UHID: the
+kernel merges every process that opened the hidraw node; the in-process bus). Then:
+
+* a channel belongs to the client whose broadcast INIT allocated it; another client's reports
+  on it are answered ERR_INVALID_CHANNEL, as for a channel that does not exist;
+* each identified client holds at most ``max_channels_per_client`` channels (allocating more
+  forgets its own least recently used one), and a full table forgets the least recently used
+  idle channel of the client holding the most, so one client allocating channels in a loop
+  cannot evict another's (a client with one channel goes only when the table holds as many
+  clients as channels: cheap for a local attacker with many UDP source ports, who can use a
+  UDP key anyway);
+* CTAPHID_LOCK: section 11.2.9.2.2 lets a lock last "up to 10 seconds" and says "An
+  application requiring a longer lock has to send repeating lock commands to maintain the
+  lock". While nobody else asks for the key, that is what happens. Once another channel has
+  been refused because of the lock, re-LOCKs extend it to at most :data:`MAX_LOCK_SECONDS`
+  after that refusal, and when the lock ends its holder's next LOCK is refused with
+  ERR_CHANNEL_BUSY for as long as it held the lock (at most 10 s): a client re-LOCKing in a
+  loop keeps others waiting 10 s at most, and then for no more than half the time. Without
+  client identities (UHID, in-process) the cool-down binds the channel that held the lock,
+  so a client can LOCK again from a new channel; likewise a client that can take a new
+  identity (a new Unix connection, a new UDP source port) starts afresh. Who can do that is
+  bounded by the transport's own access check (UHID: whoever may open the hidraw node; Unix:
+  the key's user only; UDP: every local user).
+
+Every report a client should receive is a :class:`Report` naming it (``report.client``), so a
+transport serving several clients knows where to send it; with ``client=None`` reports are
+plain ``bytes``.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Final
@@ -46,6 +76,7 @@ MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
 MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
 INIT_NONCE_SIZE: Final = 8
 DEFAULT_MAX_CHANNELS: Final = 128
+DEFAULT_MAX_CHANNELS_PER_CLIENT: Final = 32
 
 
 class Command(IntEnum):
@@ -115,6 +146,39 @@ class Lock:
     seconds: int
 
 
+class Report(bytes):
+    """A report for one identified client (``client``, as the transport gave it to
+    :meth:`CtapHidCore.feed`)."""
+
+    client: Hashable
+
+
+def _to(client: Hashable, report: bytes) -> bytes:
+    """``report`` addressed to ``client`` (a :class:`Report`; unchanged for ``None``)."""
+    if client is None:
+        return report
+    addressed = Report(report)
+    addressed.client = client
+    return addressed
+
+
+def _addressed(outputs: Sequence[Output], client: Hashable) -> list[Output]:
+    """``outputs`` with every report addressed to ``client``."""
+    return [_to(client, item) if isinstance(item, bytes) else item for item in outputs]
+
+
+@dataclass(frozen=True)
+class _AnonymousChannel:
+    """The LOCK cool-down key of a channel whose client the transport cannot tell."""
+
+    channel: int | None
+
+
+def _holder(client: Hashable, channel: int | None) -> Hashable:
+    """Who a LOCK cool-down binds: the client, or the channel if the client is unknown."""
+    return _AnonymousChannel(channel) if client is None else client
+
+
 Event = Request | Cancel | Wink | Lock
 Output = bytes | Event
 
@@ -159,6 +223,7 @@ class _Assembly:
     data: bytearray = field(repr=False)
     next_seq: int
     deadline: float
+    client: Hashable = None
 
 
 @dataclass
@@ -170,6 +235,7 @@ class _Active:
     transaction: int
     dropped: bool = False  # channel re-INITed / power cycle: the response goes nowhere
     cancelled: bool = False
+    client: Hashable = None
 
 
 def _allowed_commands(capabilities: int) -> frozenset[int]:
@@ -192,6 +258,7 @@ class CtapHidCore:
         device_version: tuple[int, int, int] = (0, 1, 0),
         capabilities: int | Callable[[], int] = Capability.WINK | Capability.CBOR,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        max_channels_per_client: int = DEFAULT_MAX_CHANNELS_PER_CLIENT,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         """``capabilities``: the CTAPHID_INIT capability flags, or a function giving them
@@ -199,21 +266,27 @@ class CtapHidCore:
         Commands the flags a channel was given at its INIT rule out (CBOR without the CBOR
         flag, MSG with NMSG, WINK without WINK) are answered ERR_INVALID_CMD on it: a host
         is held to what it was told, until it INITs again."""
-        if max_channels < 1:
-            raise ValueError("max_channels must be positive")
+        if max_channels < 1 or max_channels_per_client < 1:
+            raise ValueError("max_channels and max_channels_per_client must be positive")
         self._version = device_version
         self._capability_source = capabilities if callable(capabilities) else None
         self._capabilities = 0 if callable(capabilities) else int(capabilities)
         self._allowed = _allowed_commands(self._capabilities)
         self._max_channels = max_channels
+        self._max_per_client = max_channels_per_client
         self._random = random_bytes
         # Allocated channels in LRU order (oldest first), each with the commands allowed by
         # the capabilities its INIT reported.
         self._channels: OrderedDict[int, frozenset[int]] = OrderedDict()
+        self._owners: dict[int, Hashable] = {}  # channel -> the client that allocated it
         self._rx: _Assembly | None = None
         self._active: _Active | None = None
         self._lock_channel: int | None = None
         self._lock_until = 0.0
+        self._lock_client: Hashable = None
+        self._lock_since = 0.0  # when the current holder took the lock
+        self._lock_contended: float | None = None  # when another channel was first refused
+        self._lock_cooldown: dict[Hashable, float] = {}  # _holder -> no new LOCK before
         self._next_transaction = 1
 
     # -- queries ----------------------------------------------------------------------------
@@ -243,8 +316,9 @@ class CtapHidCore:
 
     # -- host -> device ---------------------------------------------------------------------
 
-    def feed(self, report: bytes, now: float) -> list[Output]:
-        """Process one report from the host received at ``now`` (section 11.2.4)."""
+    def feed(self, report: bytes, now: float, client: Hashable = None) -> list[Output]:
+        """Process one report from the host received at ``now`` (section 11.2.4) from
+        ``client`` (the transport's identity of the sender, None if it cannot tell)."""
         # tick() only has work with a message or lock pending (most reports: none).
         out = self.tick(now) if self._rx is not None or self._lock_channel is not None else []
         if len(report) > REPORT_SIZE:
@@ -254,20 +328,24 @@ class CtapHidCore:
         channel, kind = _HEADER.unpack_from(report)
         if kind & TYPE_INIT:
             (length,) = struct.unpack_from(">H", report, 5)
-            out += self._init_packet(channel, kind & ~TYPE_INIT, length, report[7:], now)
+            produced = self._init_packet(
+                channel, kind & ~TYPE_INIT, length, report[7:], now, client
+            )
         else:
-            out += self._continuation_packet(channel, kind, report[5:], now)
+            produced = self._continuation_packet(channel, kind, report[5:], now, client)
+        out += produced if client is None else _addressed(produced, client)
         return out
 
     def tick(self, now: float) -> list[Output]:
         """Expire the message timeout (ERR_MSG_TIMEOUT) and the channel lock."""
         out: list[Output] = []
         if self._rx is not None and now >= self._rx.deadline:
-            out.append(error_report(self._rx.channel, HidError.MSG_TIMEOUT))
+            timeout = error_report(self._rx.channel, HidError.MSG_TIMEOUT)
+            out.append(_to(self._rx.client, timeout))
             self._rx = None
         if self._lock_channel is not None and now >= self._lock_until:
             out.append(Lock(self._lock_channel, 0))
-            self._lock_channel = None
+            self._end_lock(min(now, self._lock_until))
         return out
 
     # -- device -> host ---------------------------------------------------------------------
@@ -284,15 +362,22 @@ class CtapHidCore:
         if active.dropped or active.channel not in self._channels:
             return []
         if len(payload) > MAX_MESSAGE_SIZE:
-            return [error_report(active.channel, HidError.OTHER)]
-        return encode_message(active.channel, active.command, payload)
+            reports = [error_report(active.channel, HidError.OTHER)]
+        else:
+            reports = encode_message(active.channel, active.command, payload)
+        if active.client is None:
+            return reports
+        return [_to(active.client, report) for report in reports]
 
     def keepalive(self, transaction: int, status: int) -> list[bytes]:
         """A CTAPHID_KEEPALIVE report for the outstanding request (section 11.2.9.1.7)."""
         active = self._active
         if active is None or active.transaction != transaction or active.dropped:
             return []
-        return encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
+        reports = encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
+        if active.client is None:
+            return reports
+        return [_to(active.client, report) for report in reports]
 
     def reset(self, *, keep_channels: bool = False) -> list[Output]:
         """Power cycle: forget all channels, the lock and partial messages, and cancel the
@@ -301,11 +386,31 @@ class CtapHidCore:
         out: list[Output] = []
         if not keep_channels:
             self._channels.clear()
+            self._owners.clear()
         self._rx = None
         self._lock_channel = None
+        self._lock_cooldown.clear()
         if self._active is not None and not self._active.dropped:
             self._active.dropped = True
             out.append(self._cancel(self._active))
+        return out
+
+    def forget_client(self, client: Hashable, now: float) -> list[Output]:
+        """``client`` is gone (its connection closed): forget its channels, its partial
+        message and its lock, and cancel its outstanding request."""
+        out: list[Output] = []
+        for channel in [c for c, owner in self._owners.items() if owner == client]:
+            del self._channels[channel], self._owners[channel]
+        if self._rx is not None and self._rx.client == client:
+            self._rx = None
+        if self._lock_channel is not None and self._lock_client == client:
+            out.append(Lock(self._lock_channel, 0))
+            self._end_lock(now)
+        active = self._active
+        if active is not None and active.client == client and not active.dropped:
+            active.dropped = True
+            if not active.cancelled:
+                out.append(self._cancel(active))
         return out
 
     # -- internals --------------------------------------------------------------------------
@@ -314,13 +419,58 @@ class CtapHidCore:
         active.cancelled = True
         return Cancel(active.channel, active.transaction)
 
-    def _locked_out(self, channel: int) -> bool:
-        return self._lock_channel is not None and self._lock_channel != channel
+    def _locked_out(self, channel: int, now: float) -> bool:
+        """Another channel holds the lock (which then counts as contended from ``now``)."""
+        if self._lock_channel is None or self._lock_channel == channel:
+            return False
+        if self._lock_contended is None:
+            self._lock_contended = now
+        return True
+
+    def _owned(self, channel: int, client: Hashable) -> bool:
+        """``channel`` is allocated, to ``client``."""
+        return channel in self._channels and self._owners[channel] == client
+
+    def _end_lock(self, now: float) -> None:
+        """The lock ends at ``now``. If another channel was refused meanwhile, its holder may
+        not LOCK again for as long as it held it (at most MAX_LOCK_SECONDS)."""
+        holder = _holder(self._lock_client, self._lock_channel)
+        held = max(0.0, now - self._lock_since)
+        contended = self._lock_contended is not None
+        self._lock_channel = None
+        self._lock_client = None
+        self._lock_contended = None
+        for other, until in list(self._lock_cooldown.items()):
+            if until <= now:
+                del self._lock_cooldown[other]
+        if contended and held > 0:
+            self._lock_cooldown[holder] = now + min(held, MAX_LOCK_SECONDS)
+
+    def _lock(self, channel: int, seconds: int, now: float, client: Hashable) -> list[Output]:
+        """CTAPHID_LOCK with ``seconds`` > 0 on ``channel`` (not locked out), bounded so that
+        one client cannot keep the key (see the module docstring)."""
+        if self._lock_channel is None:
+            if now < self._lock_cooldown.get(_holder(client, channel), now):
+                return [error_report(channel, HidError.CHANNEL_BUSY)]
+            self._lock_since = now
+            self._lock_client = client
+            self._lock_contended = None
+        self._lock_channel = channel
+        self._lock_until = now + seconds
+        if self._lock_contended is not None:
+            # Re-LOCK while another channel waits: not past MAX_LOCK_SECONDS after it asked.
+            self._lock_until = min(self._lock_until, self._lock_contended + MAX_LOCK_SECONDS)
+        granted = max(1, round(self._lock_until - now))
+        return [Lock(channel, granted), *encode_message(channel, Command.LOCK, b"")]
 
     def _touch(self, channel: int) -> None:
         self._channels.move_to_end(channel)
 
-    def _allocate(self) -> int:
+    def _allocate(self, client: Hashable) -> int:
+        if client is not None:
+            while sum(owner == client for owner in self._owners.values()) >= self._max_per_client:
+                if not self._evict_one(client):
+                    break
         while len(self._channels) >= self._max_channels:
             if not self._evict_one():
                 break
@@ -328,26 +478,36 @@ class CtapHidCore:
             channel = int.from_bytes(self._random(4), "big")
             if channel not in (RESERVED_CID, BROADCAST_CID) and channel not in self._channels:
                 self._channels[channel] = self._allowed
+                self._owners[channel] = client
                 return channel
 
-    def _evict_one(self) -> bool:
+    def _evict_one(self, client: Hashable = None) -> bool:
+        """Forget one idle channel: ``client``'s least recently used one (if given), else
+        the least recently used one of the client holding the most channels."""
         protected = {self._lock_channel}
         if self._rx is not None:
             protected.add(self._rx.channel)
         if self._active is not None:
             protected.add(self._active.channel)
-        for channel in self._channels:
-            if channel not in protected:
-                del self._channels[channel]
-                return True
-        return False
+        counts = Counter(self._owners.values())
+        victim: int | None = None
+        for channel in self._channels:  # least recently used first
+            owner = self._owners[channel]
+            if channel in protected or (client is not None and owner != client):
+                continue
+            if victim is None or counts[owner] > counts[self._owners[victim]]:
+                victim = channel
+        if victim is None:
+            return False
+        del self._channels[victim], self._owners[victim]
+        return True
 
     def _init_packet(
-        self, channel: int, command: int, length: int, data: bytes, now: float
+        self, channel: int, command: int, length: int, data: bytes, now: float, client: Hashable
     ) -> list[Output]:
         if command == Command.INIT:
-            return self._handle_init(channel, length, data)
-        if channel in (RESERVED_CID, BROADCAST_CID) or channel not in self._channels:
+            return self._handle_init(channel, length, data, now, client)
+        if channel in (RESERVED_CID, BROADCAST_CID) or not self._owned(channel, client):
             return [error_report(channel, HidError.INVALID_CHANNEL)]
         self._touch(channel)
         if command == Command.CANCEL:
@@ -356,7 +516,7 @@ class CtapHidCore:
             if active is not None and active.channel == channel and not active.cancelled:
                 return [self._cancel(active)]
             return []
-        if self._locked_out(channel):
+        if self._locked_out(channel, now):
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._rx is not None:
             if self._rx.channel == channel:
@@ -371,8 +531,10 @@ class CtapHidCore:
             return [error_report(channel, error)]
         cmd = _COMMANDS[command]  # a valid command (checked above)
         if length <= INIT_DATA_SIZE:
-            return self._dispatch(channel, cmd, data[:length], now)
-        self._rx = _Assembly(channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT)
+            return self._dispatch(channel, cmd, data[:length], now, client)
+        self._rx = _Assembly(
+            channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT, client
+        )
         return []
 
     def _refresh_capabilities(self) -> int:
@@ -398,9 +560,11 @@ class CtapHidCore:
             return HidError.INVALID_LEN
         return None
 
-    def _continuation_packet(self, channel: int, seq: int, data: bytes, now: float) -> list[Output]:
+    def _continuation_packet(
+        self, channel: int, seq: int, data: bytes, now: float, client: Hashable
+    ) -> list[Output]:
         rx = self._rx
-        if rx is None or rx.channel != channel:
+        if rx is None or rx.channel != channel or rx.client != client:
             return []  # no message in progress on this channel: ignored (section 11.2.4)
         if seq != rx.next_seq:
             self._rx = None
@@ -411,20 +575,24 @@ class CtapHidCore:
         if len(rx.data) < rx.length:
             return []
         self._rx = None
-        return self._dispatch(channel, rx.command, bytes(rx.data[: rx.length]), now)
+        return self._dispatch(channel, rx.command, bytes(rx.data[: rx.length]), now, client)
 
-    def _handle_init(self, channel: int, length: int, data: bytes) -> list[Output]:
+    def _handle_init(
+        self, channel: int, length: int, data: bytes, now: float, client: Hashable
+    ) -> list[Output]:
         """CTAPHID_INIT (section 11.2.9.1.3): allocate or re-synchronise a channel."""
-        if channel == RESERVED_CID or (channel != BROADCAST_CID and channel not in self._channels):
+        if channel == RESERVED_CID or (
+            channel != BROADCAST_CID and not self._owned(channel, client)
+        ):
             return [error_report(channel, HidError.INVALID_CHANNEL)]
-        if self._locked_out(channel):
+        if self._locked_out(channel, now):
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if length != INIT_NONCE_SIZE:
             return [error_report(channel, HidError.INVALID_LEN)]
         out: list[Output] = []
         capabilities = self._refresh_capabilities()
         if channel == BROADCAST_CID:
-            new_channel = self._allocate()
+            new_channel = self._allocate(client)
         else:
             new_channel = channel
             self._channels[channel] = self._allowed  # re-synchronised: told anew
@@ -443,7 +611,9 @@ class CtapHidCore:
         out += encode_message(channel, Command.INIT, payload)
         return out
 
-    def _dispatch(self, channel: int, command: Command, payload: bytes, now: float) -> list[Output]:
+    def _dispatch(
+        self, channel: int, command: Command, payload: bytes, now: float, client: Hashable
+    ) -> list[Output]:
         """A complete message arrived (section 11.2.9)."""
         if command == Command.PING:
             return list(encode_message(channel, Command.PING, payload))
@@ -453,17 +623,16 @@ class CtapHidCore:
             seconds = payload[0]
             if seconds > MAX_LOCK_SECONDS:
                 return [error_report(channel, HidError.INVALID_PAR)]
-            out: list[Output] = []
             if seconds:
-                self._lock_channel, self._lock_until = channel, now + seconds
-                out.append(Lock(channel, seconds))
-            elif self._lock_channel == channel:
-                self._lock_channel = None
+                return self._lock(channel, seconds, now, client)
+            out: list[Output] = []
+            if self._lock_channel == channel:
                 out.append(Lock(channel, 0))
+                self._end_lock(now)
             return [*out, *encode_message(channel, Command.LOCK, b"")]
         transaction = self._next_transaction
         self._next_transaction += 1
-        self._active = _Active(channel, command, transaction)
+        self._active = _Active(channel, command, transaction, client=client)
         return [Request(channel, command, payload, transaction)]
 
 

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from transports.ctaphid import (
     TYPE_INIT,
@@ -172,15 +172,19 @@ class HidRunner:
 
     # -- public API -------------------------------------------------------------------------
 
-    def feed(self, report: bytes) -> None:
-        """One report from the host (called from the transport's I/O thread). Never raises."""
+    def feed(self, report: bytes, client: Hashable = None) -> None:
+        """One report from the host (called from the transport's I/O thread). Never raises.
+
+        ``client``: who sent it, if the transport can tell (see :mod:`transports.ctaphid`);
+        the reports for an identified client reach ``send_report`` as
+        :class:`~transports.ctaphid.Report` objects naming it."""
         if self._closed.is_set():
             return
         self._trace(report)
         self._observe("in", report)
         with self._lock:
             try:
-                outputs = self._core.feed(report, self._clock())
+                outputs = self._core.feed(report, self._clock(), client)
             except Exception:  # a bug in the core must not kill the transport
                 self._log.exception("ctaphid: internal error processing a report")
                 return
@@ -200,6 +204,11 @@ class HidRunner:
         if due is not None and (self._ticker_due is None or due < self._ticker_due):
             self._ticker_due = due
             self._wake.set()
+
+    def forget_client(self, client: Hashable) -> None:
+        """``client`` went away: its channels, lock and outstanding request are dropped."""
+        with self._lock:
+            self._emit(self._core.forget_client(client, self._clock()))
 
     def power_cycle(self, *, keep_channels: bool = False) -> None:
         """Unplug and re-plug: drop channels (unless ``keep_channels``), cancel the request,

@@ -16,6 +16,7 @@ import logging
 import select
 import socket
 import threading
+from collections.abc import Hashable
 
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
@@ -117,13 +118,15 @@ class UdpTransport:
             if self._wake_r in ready or self._stopping.is_set():
                 return
             try:
-                datagram = self._sock.recv(MAX_DATAGRAM)
+                datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
             except OSError as exc:  # e.g. ICMP port unreachable reported late
                 self._log.debug("udp: receive error: %s", exc)
                 continue
-            self._handle(datagram)
+            self._handle(datagram, source)
 
-    def _handle(self, datagram: bytes) -> None:
+    def _handle(self, datagram: bytes, source: Hashable = None) -> None:
+        """``source``: the sender's address, the CTAPHID client identity (every reply still
+        goes to the one peer address)."""
         if datagram == POWER_CYCLE_DATAGRAM:
             self._log.info("udp: power cycle")
             # The simulation convention: the authenticator is power cycled and the request
@@ -131,7 +134,7 @@ class UdpTransport:
             # suites keep using theirs after a "reboot"; a real unplug, UHID, forgets them).
             self._runner.power_cycle(keep_channels=True)
         elif 0 < len(datagram) <= REPORT_SIZE:
-            self._runner.feed(datagram)
+            self._runner.feed(datagram, source)
         else:
             self._log.debug("udp: ignoring a %d-byte datagram", len(datagram))
 

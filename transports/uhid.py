@@ -116,6 +116,27 @@ class UhidUnavailableError(RuntimeError):
     """``/dev/uhid`` cannot be used; the message says what to do about it."""
 
 
+def uhid_unavailable(path: str = "/dev/uhid") -> str | None:
+    """Why a UHID device cannot be created through ``path`` (one line), or None if it can.
+
+    Opens ``path`` read-write and closes it again (no device is created by that)."""
+    if not os.path.exists(path):
+        return (
+            f"{path} does not exist: the kernel's uhid module is not loaded (`sudo modprobe "
+            "uhid`) or this machine (container, CI runner) has no UHID"
+        )
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
+    except PermissionError:
+        return (
+            f"{path} is not readable and writable by this user: install vfido's udev rule "
+            "(`sudo vfido install-udev --user $USER`, then log in again)"
+        )
+    except OSError as exc:
+        return f"cannot open {path}: {exc.strerror or exc}"
+    return None
+
+
 def _fixed(text: str, size: int, what: str) -> bytes:
     raw = text.encode("utf-8")
     if len(raw) >= size:

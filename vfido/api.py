@@ -52,6 +52,7 @@ from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import CredentialSummary
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
+from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
     from vfido.control import ControlServer
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 #: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
 #: / :meth:`VirtualKey.deny`.
 PRESENCE_MODES: Final = ("auto", "deny", "deny-uv", "manual")
-TRANSPORTS: Final = ("inprocess", "uhid")
+TRANSPORTS: Final = ("inprocess", "uhid", "unix")
 DEFAULT_ORIGIN: Final = "https://example.com"
 #: Seconds to wait for the kernel to create the hidraw node of a UHID key.
 HIDRAW_TIMEOUT: Final = 10.0
@@ -259,8 +260,10 @@ class VirtualKey:
     :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
     Transport: ``inprocess`` (python-fido2 talks CTAPHID to the key through queues; nothing
-    outside the process sees it) or ``uhid`` (a kernel HID device: needs read/write access to
-    ``/dev/uhid``; ``serial`` names it, default unique per key).
+    outside the process sees it), ``uhid`` (a kernel HID device: needs read/write access to
+    ``/dev/uhid``; ``serial`` names it, default unique per key) or ``unix`` (a Unix socket in
+    a private temporary directory, :attr:`unix_socket`, that only this user can connect to:
+    ``transports.unix.open_unix_device(key.unix_socket)`` from another process).
     """
 
     def __init__(
@@ -321,6 +324,9 @@ class VirtualKey:
         self._authenticator: Authenticator | None = None
         self._inprocess: Any = None  # transports.inprocess.InProcessKey
         self._uhid: Any = None  # transports.uhid.UhidTransport
+        self._unix: Any = None  # transports.unix.UnixTransport
+        #: The Unix socket of a ``transport="unix"`` key (None otherwise).
+        self.unix_socket: Path | None = None
         self._hidraw: str | None = None
         self._device: CtapHidDevice | None = None
         self._devices: list[CtapHidDevice] = []
@@ -381,6 +387,13 @@ class VirtualKey:
             from transports.inprocess import InProcessKey
 
             self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
+        elif self.transport == "unix":
+            from vfido.service import TransportOptions, make_transport
+
+            self.unix_socket = Path(tempfile.mkdtemp(prefix="vfido-unix-")) / "key.ctaphid"
+            options = TransportOptions(kind="unix", unix_socket=str(self.unix_socket))
+            self._unix = make_transport(options, self._authenticator, self._store)
+            self._unix.start()
         else:
             from transports.uhid import UhidUnavailableError
             from vfido.service import TransportOptions, make_transport
@@ -403,7 +416,7 @@ class VirtualKey:
 
         assert self._authenticator is not None and self._store is not None
         server = ControlServer(path)
-        transport = self._inprocess if self._inprocess is not None else self._uhid
+        transport = self._inprocess or self._unix or self._uhid
         server.register(
             "status",
             lambda _args: {
@@ -440,6 +453,12 @@ class VirtualKey:
         uhid, self._uhid = self._uhid, None
         if uhid is not None:
             uhid.stop()
+        unix, self._unix = self._unix, None
+        if unix is not None:
+            unix.stop()
+        if self.unix_socket is not None:
+            shutil.rmtree(self.unix_socket.parent, ignore_errors=True)
+            self.unix_socket = None
         self._hidraw = None
         store, self._store = self._store, None
         if store is not None:
@@ -468,6 +487,10 @@ class VirtualKey:
         self._require_running()
         if self._inprocess is not None:
             device: CtapHidDevice = self._inprocess.open()
+        elif self.unix_socket is not None:
+            from transports.unix import open_unix_device
+
+            device = open_unix_device(self.unix_socket)
         else:
             assert self._hidraw is not None
             device = open_hidraw(self._hidraw)
@@ -587,9 +610,12 @@ class VirtualKey:
     ) -> ServiceKey:
         """``vfido run`` as a subprocess (``with VirtualKey.service() as key:``).
 
-        ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it)
-        or ``uhid``. Without ``keystore`` the key is ephemeral. ``behaviours``: scripted
-        misbehaviour at start (``--behaviour NAME=VALUE``). ``mldsa``: ``--mldsa``.
+        ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it;
+        every local user can use it, so a ``keystore`` needs ``unix`` instead, or
+        ``extra_args=["--udp-insecure-any-local-user"]``), ``unix`` (a Unix socket only this
+        user can connect to) or ``uhid``. Without ``keystore`` the key is ephemeral.
+        ``behaviours``: scripted misbehaviour at start (``--behaviour NAME=VALUE``).
+        ``mldsa``: ``--mldsa``.
         ``extra_args`` go to ``vfido run`` as they are (see ``vfido run --help``).
         """
         return ServiceKey(
@@ -636,10 +662,15 @@ class ServiceKey:
         ready_timeout: float,
         mldsa: bool = False,
     ) -> None:
-        if transport not in ("udp", "uhid"):
-            raise ValueError("transport must be udp or uhid")
+        if transport not in ("udp", "uhid", "unix"):
+            raise ValueError("transport must be udp, uhid or unix")
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore directory needs its passphrase")
+        if transport == "udp" and keystore is not None and UDP_INSECURE_FLAG not in extra_args:
+            raise ValueError(
+                "UDP serves the key to every local user: serve a keystore with "
+                f"transport='unix' (or pass extra_args=['{UDP_INSECURE_FLAG}'])"
+            )
         self.transport = transport
         self.serial = serial or f"vfido-svc-{os.getpid()}-{next(_serials)}"
         self.udp_port = _free_udp_port() if transport == "udp" else None
@@ -647,11 +678,15 @@ class ServiceKey:
         self._tmp = Path(tempfile.mkdtemp(prefix="vfido-service-"))
         #: The key's control socket (``vfido status --socket PATH``, ``vfido approve ...``).
         self.control_socket = self._tmp / "control.sock"
+        #: The Unix socket of a ``transport="unix"`` service (None otherwise).
+        self.unix_socket = self._tmp / "key.ctaphid" if transport == "unix" else None
         args = ["run", "--transport", transport, "--presence", presence]
         args += ["--control-socket", str(self.control_socket)]
         args += ["--keystore", os.fspath(keystore)] if keystore is not None else ["--ephemeral"]
         if transport == "udp":
             args += ["--udp-port", str(self.udp_port), "--udp-peer-port", str(self.udp_peer_port)]
+        elif transport == "unix":
+            args += ["--unix-socket", str(self.unix_socket)]
         else:
             args += ["--serial", self.serial]
         if uv:
@@ -725,7 +760,7 @@ class ServiceKey:
         for raw in self.process.stderr:
             line = raw.rstrip("\n")
             self.log.append(line)
-            if line.startswith("vfido: listening on udp"):
+            if line.startswith(("vfido: listening on udp", "vfido: listening on unix")):
                 self._ready.set()
             if line.startswith("hidraw: "):  # "unknown" when the kernel made no node
                 match = re.match(r"hidraw: (/dev/hidraw\d+)", line)
@@ -763,6 +798,10 @@ class ServiceKey:
 
             assert self.udp_port is not None and self.udp_peer_port is not None
             device = open_udp_device(self.udp_port, self.udp_peer_port)
+        elif self.unix_socket is not None:
+            from transports.unix import open_unix_device
+
+            device = open_unix_device(self.unix_socket)
         else:
             if self._hidraw is None:
                 raise VirtualKeyError("the service reported no hidraw node")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime
 import json
 import logging
@@ -20,6 +21,8 @@ from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
 from vfido.safetext import VisibleFormatter, visible
 from vfido.service import keystore_default_dir
+from vfido.transport_choice import KINDS as TRANSPORT_KINDS
+from vfido.transport_choice import UDP_INSECURE_FLAG
 
 log = logging.getLogger("vfido")
 
@@ -124,11 +127,26 @@ def _config(args: argparse.Namespace) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from transports.uhid import UhidUnavailableError
+    from transports.uhid import UhidUnavailableError, uhid_unavailable
+    from transports.unix import UnixTransportError
     from vfido.service import TransportOptions, control_name, run
+    from vfido.transport_choice import TransportChoiceError, choose_transport
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
+    try:
+        choice = choose_transport(
+            args.transport,
+            persistent=not args.ephemeral,
+            udp_insecure=args.udp_insecure_any_local_user,
+            uhid_unavailable=uhid_unavailable,
+        )
+    except TransportChoiceError as exc:
+        raise CliError(str(exc)) from None
+    if args.unix_socket and choice.kind != "unix":
+        raise CliError("--unix-socket needs --transport unix")
+    if choice.notice:
+        print(choice.notice, file=sys.stderr, flush=True)
     from authenticator.behaviours import Behaviours
     from vfido import faults
 
@@ -139,11 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
+    if choice.warning:  # the keystore opened: it is about to be served
+        print(choice.warning, file=sys.stderr, flush=True)
     options = TransportOptions(
-        kind=args.transport,
+        kind=choice.kind,
         udp_port=args.udp_port,
         udp_peer_port=args.udp_peer_port,
         serial=args.serial,
+        unix_socket=args.unix_socket,
     )
     if args.control_socket:
         control_path = Path(args.control_socket)
@@ -153,6 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             store.close()
             raise CliError(f"--name: {exc}") from None
+    if options.kind == "unix" and options.unix_socket is None:  # next to the control socket
+        options = dataclasses.replace(
+            options, unix_socket=str(control_path.with_suffix(".ctaphid"))
+        )
     info = {
         "name": control_path.stem,
         "keystore": "(ephemeral)" if args.ephemeral else str(_keystore_dir(args)),
@@ -178,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             trace=recorder,
             behaviours=behaviours,
         )
-    except UhidUnavailableError as exc:
+    except (UhidUnavailableError, UnixTransportError) as exc:
         raise CliError(str(exc)) from None
     finally:
         if recorder is not None:
@@ -211,6 +236,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if answer.get("transport") == "uhid":
         print(f"transport:     uhid, {answer.get('hidraw') or 'no hidraw node yet'}")
         print(f"serial:        {answer.get('serial')}")
+    elif answer.get("transport") == "unix":
+        print(f"transport:     unix {answer.get('unix_socket')}")
     else:
         udp = answer.get("udp") or {}
         print(f"transport:     udp {udp.get('host')}:{udp.get('port')} -> {udp.get('peer_port')}")
@@ -411,7 +438,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the key")
     _add_keystore_args(p, ephemeral=True)
-    p.add_argument("--transport", choices=["udp", "uhid"], default="udp")
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORT_KINDS,
+        help="uhid: a kernel HID device (the default where /dev/uhid is usable); unix: a "
+        "Unix socket only your user can connect to; udp: every local user can use the key "
+        f"(a persistent keystore needs {UDP_INSECURE_FLAG}; without /dev/uhid an --ephemeral "
+        "key falls back to it)",
+    )
+    p.add_argument(
+        UDP_INSECURE_FLAG,
+        action="store_true",
+        help="serve a persistent keystore over UDP although every local user can then use "
+        "the key, sign with its credentials and reset it",
+    )
+    p.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="with --transport unix: the socket (default: next to the control socket, "
+        "$XDG_RUNTIME_DIR/vfido/NAME.ctaphid)",
+    )
     p.add_argument(
         "--presence",
         choices=PRESENCE_MODES,
@@ -436,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--name",
-        help="name of the control socket (default: the serial for uhid, udp-PORT for udp)",
+        help="name of the control socket (default: the serial for uhid and unix, udp-PORT for udp)",
     )
     p.add_argument(
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"

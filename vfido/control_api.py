@@ -18,9 +18,9 @@ Commands
 ``commands`` -> ``{"commands": [NAME, ...]}``
     What this key offers (a key without a presence broker has no ``pending``...).
 
-``status`` -> ``{"version", "pid", "transport": "udp"|"uhid", "udp": {"host", "port",
-"peer_port"} | "hidraw", "serial", "name", "keystore", "presence", "presence_timeout",
-"pending": [REQUEST...], "behaviours": {NAME: VALUE}}``
+``status`` -> ``{"version", "pid", "transport": "udp"|"uhid"|"unix", "udp": {"host", "port",
+"peer_port"} | "hidraw", "serial" | "unix_socket", "name", "keystore", "presence",
+"presence_timeout", "pending": [REQUEST...], "behaviours": {NAME: VALUE}}``
 
 ``pending`` ``{"wait"?: seconds}`` -> ``{"pending": [REQUEST, ...]}``
     The requests waiting for the user; with ``wait``, waits up to that long for one.

@@ -89,7 +89,7 @@ class Key:
     """A running vfido key."""
 
     name: str
-    transport: str  # "uhid" | "udp"
+    transport: str  # "uhid" | "unix" | "udp"
     hidraw: str | None  # "/dev/hidrawN"
     found_by: str  # "control socket" | "sysfs"
     detail: str = ""
@@ -222,6 +222,8 @@ def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
     if transport == "udp":
         udp = status.get("udp") or {}
         detail = f"udp {udp.get('host')}:{udp.get('port')}"
+    elif transport == "unix":
+        detail = f"unix {status.get('unix_socket')}"
     else:
         detail = f"uhid {hidraw or '(no hidraw node)'}"
     return Key(
@@ -305,7 +307,7 @@ def check_hidraw(paths: Paths, key: Key) -> list[Check]:
         return [
             _fail(
                 present,
-                "this key runs on UDP: browsers only see hidraw keys",
+                f"this key runs on {key.transport.upper()}: browsers only see hidraw keys",
                 "vfido run --transport uhid",
             )
         ]

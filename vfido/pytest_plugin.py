@@ -46,17 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def uhid_unavailable(path: str = UHID_PATH) -> str | None:
     """Why a UHID key cannot be made here, or None if ``path`` is usable."""
-    if not os.path.exists(path):
-        return (
-            f"{path} does not exist: the kernel's uhid module is not loaded (`sudo modprobe "
-            "uhid`) or this machine (container, CI runner) has no UHID"
-        )
-    if not os.access(path, os.R_OK | os.W_OK):
-        return (
-            f"{path} is not readable and writable by this user: install vfido's udev rule "
-            "(`sudo vfido install-udev --user $USER`, then log in again)"
-        )
-    return None
+    from transports.uhid import uhid_unavailable as reason
+
+    return reason(path)
 
 
 def _marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -36,12 +36,13 @@ class Transport(Protocol):
 
 @dataclass(frozen=True)
 class TransportOptions:
-    kind: str = "udp"  # "udp" | "uhid"
+    kind: str = "udp"  # one of vfido.transport_choice.KINDS
     udp_host: str = "127.0.0.1"
     udp_port: int = 8111
     udp_peer_port: int = 7112
     serial: str | None = None
     name: str = "vfido virtual FIDO2 key"
+    unix_socket: str | None = None  # kind "unix": the socket's path (its directory private)
 
 
 def default_serial(store: SqliteKeyStore) -> str:
@@ -76,12 +77,23 @@ def make_transport(
             serial=options.serial or default_serial(store),
             packet_observer=packet_observer,
         )
+    if options.kind == "unix":
+        from transports.unix import UnixTransport
+        from vfido.transport_choice import prepare_unix_socket_dir
+
+        if options.unix_socket is None:
+            raise ValueError("the unix transport needs unix_socket")
+        path = Path(options.unix_socket)
+        prepare_unix_socket_dir(path)
+        unix = UnixTransport(device, path)
+        unix.runner.packet_observer = packet_observer
+        return unix
     raise ValueError(f"unknown transport {options.kind!r}")
 
 
 def control_name(options: TransportOptions, store: SqliteKeyStore) -> str:
-    """The default name of a key's control socket: its serial (uhid) or ``udp-PORT``."""
-    if options.kind == "uhid":
+    """The default name of a key's control socket: its serial (uhid, unix) or ``udp-PORT``."""
+    if options.kind in ("uhid", "unix"):
         return options.serial or default_serial(store)
     return f"udp-{options.udp_port}"
 
@@ -103,6 +115,8 @@ def status(
         hidraw_path = getattr(transport, "hidraw_path", None)
         result["serial"] = getattr(transport, "serial", options.serial)
         result["hidraw"] = hidraw_path() if hidraw_path is not None else None
+    elif options.kind == "unix":
+        result["unix_socket"] = str(getattr(transport, "path", options.unix_socket))
     else:
         result["udp"] = {
             "host": options.udp_host,
@@ -125,6 +139,9 @@ def announce(options: TransportOptions, transport: Transport) -> None:
             file=sys.stderr,
             flush=True,
         )
+    elif options.kind == "unix":
+        where = getattr(transport, "path", options.unix_socket)
+        print(f"vfido: listening on unix {where}", file=sys.stderr, flush=True)
     else:
         path = None
         hidraw_path = getattr(transport, "hidraw_path", None)

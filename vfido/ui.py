@@ -331,6 +331,8 @@ class Renderer:
         if status.get("transport") == "uhid":
             rows.append(("Transport", f"UHID, {status.get('hidraw') or 'no hidraw node yet'}"))
             rows.append(("Serial", str(status.get("serial", ""))))
+        elif status.get("transport") == "unix":
+            rows.append(("Transport", f"Unix socket {status.get('unix_socket')}"))
         else:
             udp = status.get("udp") or {}
             rows.append(("Transport", f"UDP {udp.get('host')}:{udp.get('port')}"))

@@ -98,7 +98,8 @@ def test_no_secret_in_the_logs_of_a_full_verbose_run(tmp_path: Path) -> None:
     port, peer = free_udp_port(), free_udp_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "vfido", "-v", "run", "--transport", "udp",
-         "--udp-port", str(port), "--udp-peer-port", str(peer), "--keystore", str(keystore)],
+         "--udp-port", str(port), "--udp-peer-port", str(peer), "--keystore", str(keystore),
+         "--udp-insecure-any-local-user"],
         env={**env(), "VFIDO_PASSPHRASE": PASSPHRASE},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

@@ -183,6 +183,7 @@ def test_damaged_database_is_reported_in_one_line_and_never_written(
     damaged = _damaged_variants(db.read_bytes())[damage]
     db.write_bytes(damaged)
     run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "0"]
+    run.append("--udp-insecure-any-local-user")  # a persistent keystore over UDP
     for args in (["info"], ["credentials", "list"], ["reset", "--yes"], run):
         result = vfido([*args, "--keystore", str(keystore)])
         assert result.returncode == 1, (damage, args, result)
@@ -240,7 +241,8 @@ def test_missing_database_is_one_line_and_init_does_not_clobber(tmp_path: Path) 
     keystore = tmp_path / "ks"
     _create(keystore)
     (keystore / DB_NAME).unlink()
-    for args in (["info"], ["run", "--transport", "udp", "--udp-port", "0"]):
+    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-insecure-any-local-user"]
+    for args in (["info"], run):
         result = vfido([*args, "--keystore", str(keystore)])
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and "no keystore in" in result.stderr
