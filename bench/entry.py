@@ -56,6 +56,8 @@ from transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command, encode_message
 SIGNED_LEN = 69  # authenticatorData (37) + clientDataHash (32)
 REPORT = 64
 INSECURE_UDP_FLAG = "--udp-insecure-any-local-user"
+#: ``--tree DIR``: the checkout whose `vfido run` is measured (default: the installed one).
+TREE: Path | None = None
 _KEEPALIVE = TYPE_INIT | Command.KEEPALIVE
 _ERROR = TYPE_INIT | Command.ERROR
 
@@ -196,9 +198,12 @@ def vfido_run(
         if passphrase_file is not None:
             argv += ["--passphrase-file", str(passphrase_file)]
     argv += list(extra)
+    env = dict(os.environ)
+    if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
+        env["PYTHONPATH"] = str(TREE)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     key = KeyProcess(proc, port, peer, started)
     if drain_stderr:
@@ -224,8 +229,16 @@ def vfido_run(
 
 def init_keystore(directory: Path, passphrase_file: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "vfido", "init", "--keystore", str(directory)]
-        + ["--passphrase-file", str(passphrase_file)],
+        [
+            sys.executable,
+            "-m",
+            "vfido",
+            "init",
+            "--keystore",
+            str(directory),
+            "--passphrase-file",
+            str(passphrase_file),
+        ],
         check=True,
         capture_output=True,
         cwd=ROOT,
@@ -444,7 +457,8 @@ def bench_idle(out: dict[str, Any], tmp: Path, rounds: int) -> None:
             client.close()
     med, p10, p90 = _quantiles(starts)
     print(f"  start -> first INIT answer: median {med:.3f} s (p10-p90 {p10:.3f}-{p90:.3f})")
-    print(f"  idle RSS: median {statistics.median(rss):.1f} MB (min {min(rss):.1f}, max {max(rss):.1f})")
+    rss_med = statistics.median(rss)
+    print(f"  idle RSS: median {rss_med:.1f} MB (min {min(rss):.1f}, max {max(rss):.1f})")
     out["idle"] = {"start_s": starts, "rss_mb": rss}
 
 
@@ -586,8 +600,21 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
         reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
         raw = tmp / "profile.txt"
         spy = subprocess.Popen(
-            [py_spy, "record", "--pid", str(key.proc.pid), "-r", "1000", "-f", "raw", "-t"]
-            + ["-d", str(int(seconds)), "-o", str(raw), "--nonblocking"],
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(key.proc.pid),
+                "-r",
+                "1000",
+                "-f",
+                "raw",
+                "-d",
+                str(int(seconds)),
+                "-o",
+                str(raw),
+                "--nonblocking",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -596,7 +623,7 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
             client.call(reports)
             count += 1
         client.close()
-    lines = [f"{count} getAssertions while sampling"] + summarize_profile(raw)
+    lines = [f"{count} getAssertions while sampling", *summarize_profile(raw)]
     print("\n".join("  " + line for line in lines))
     out["profile"] = lines
 
@@ -610,9 +637,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--tree", type=Path, help="measure this checkout's `vfido run`")
     parser.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    global TREE
+    TREE = args.tree.resolve() if args.tree else None
     blocks = args.blocks or (8 if args.quick else 30)
     only = set(args.only.split(","))
     out: dict[str, Any] = {"python": sys.version.split()[0], "load": os.getloadavg()}
