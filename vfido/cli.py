@@ -14,7 +14,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, backup, ctl, metadata, pin_cli, trace, ui
+from vfido import __version__, backup, ctl, logsink, metadata, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -566,10 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="vfido: %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    logsink.install(  # never blocks the key on a stderr nobody reads (#16)
+        sys.stderr,
+        logging.DEBUG if args.verbose else logging.INFO,
+        "vfido: %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
         logging.getLogger("authenticator").setLevel(logging.WARNING)
