@@ -87,6 +87,7 @@ class RawClient:
         self._sock.settimeout(timeout)
         self._key = ("127.0.0.1", port)
         self.channel = BROADCAST_CID
+        self._cid = b"\xff\xff\xff\xff"
         self.keepalives: list[tuple[float, int]] = []
 
     def init(self, *, retry_every: float | None = None, deadline: float = 30.0) -> float:
@@ -106,6 +107,7 @@ class RawClient:
                         data = self._sock.recv(2048)
                         if data[:4] == b"\xff\xff\xff\xff" and data[7:15] == nonce:
                             self.channel = int.from_bytes(data[15:19], "big")
+                            self._cid = data[15:19]
                             return time.perf_counter()
                 except (TimeoutError, ConnectionRefusedError):
                     if retry_every is None or time.perf_counter() > end:
@@ -121,9 +123,11 @@ class RawClient:
         for report in reports:
             sock.sendto(report, key)
         recv = sock.recv
+        cid = self._cid
         head = recv(2048)
-        while head[4] == _KEEPALIVE:
-            self.keepalives.append((time.perf_counter(), head[7]))
+        while head[4] == _KEEPALIVE or head[:4] != cid:  # keepalives, late INIT answers
+            if head[4] == _KEEPALIVE:
+                self.keepalives.append((time.perf_counter(), head[7]))
             head = recv(2048)
         length = (head[5] << 8) | head[6]
         data = head[7:]
@@ -183,12 +187,14 @@ def vfido_run(
     extra: Sequence[str] = (),
     drain_stderr: bool = True,
     python: str = sys.executable,
+    command: Sequence[str] | None = None,
 ) -> Iterator[KeyProcess]:
     """`vfido run --transport udp --presence auto` on free ports (ephemeral unless
     ``keystore``). stderr is a pipe read by a thread here, as a terminal or a journal would
     (``drain_stderr=False``: nobody reads it)."""
     port, peer = free_udp_ports(2)
-    argv = [python, "-m", "vfido", "run", "--transport", "udp", "--presence", "auto"]
+    argv = list(command or (python, "-m", "vfido", "run"))
+    argv += ["--transport", "udp", "--presence", "auto"]
     argv += ["--udp-port", str(port), "--udp-peer-port", str(peer)]
     argv += ["--control-socket", str(workdir / f"ctl-{port}.sock")]
     if keystore is None:
@@ -628,6 +634,29 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
     out["profile"] = lines
 
 
+def bench_hops(out: dict[str, Any], tmp: Path, count: int) -> None:
+    """Where a getAssertion's time goes inside `vfido run` (bench/hops.py's stopwatch)."""
+    section(f"hand-offs inside vfido run: {count} getAssertions (bench/hops.py, microseconds)")
+    result = tmp / "hops.json"
+    command = (sys.executable, str(ROOT / "bench" / "hops.py"), str(result))
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        for _ in range(count):
+            client.call(reports)
+        client.close()
+    rows = json.loads(result.read_text())[-count:]
+    summary = {}
+    for name in rows[0]:
+        med, p10, p90 = _quantiles([r[name] for r in rows])
+        summary[name] = (med, p10, p90)
+        print(f"  {name:<22} median {med:7.1f} us  (p10-p90 {p10:6.1f}-{p90:7.1f})")
+    out["hops"] = summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -656,6 +685,8 @@ def main() -> None:
             bench_persistent(out, tmp, blocks)
         if "idle" in only:
             bench_idle(out, tmp, 3 if args.quick else 7)
+        if "hops" in only:
+            bench_hops(out, tmp, 300 if args.quick else 2000)
         if "profile" in only:
             bench_profile(out, tmp, args.profile_seconds, args.py_spy)
         if "multi" in only:
