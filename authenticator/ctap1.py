@@ -67,6 +67,7 @@ from authenticator.env import (
     PresenceResult,
     RequestContext,
     SystemClock,
+    instant_answer,
 )
 from keystore.store import KeyStore, KeystoreError
 
@@ -242,6 +243,11 @@ class _PresenceLatch:
 
     def check(self, kind: PresenceKind, app_param: bytes, context: RequestContext) -> bool:
         """True if the user approved this kind of command for this app (the approval is used up)."""
+        instant = instant_answer(self._presence, PresenceRequest(kind))
+        if instant is not None:  # a front end that answers at once: no prompt, no thread
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("U2F presence for %s: %s at once", kind.value, instant.value)
+            return instant is PresenceResult.GRANTED
         key = (kind, app_param)
         with self._lock:
             prompt = self._prompt

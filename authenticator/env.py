@@ -77,6 +77,29 @@ class Presence(Protocol):
         ...
 
 
+class InstantPresence(Protocol):
+    """Optional for a :class:`Presence`: the answer it would give without asking anyone.
+
+    A front end that approves or refuses everything at once (``--presence auto`` without a
+    delay, ``deny``) returns that answer here; the authenticator then uses it inline,
+    without the UPNEEDED keepalive (nobody is asked to touch anything) and without the
+    front end's waiting machinery. ``None``: the user must be asked
+    (:meth:`Presence.request_presence`). Called on every request: it must be cheap.
+    """
+
+    def instant_answer(self, request: PresenceRequest) -> PresenceResult | None: ...
+
+
+def instant_answer(presence: object, request: PresenceRequest) -> PresenceResult | None:
+    """``presence``'s :meth:`InstantPresence.instant_answer` for ``request``, or ``None`` if
+    it has none (it must then be asked)."""
+    method = getattr(presence, "instant_answer", None)
+    if method is None:
+        return None
+    answer: PresenceResult | None = method(request)
+    return answer
+
+
 class Clock(Protocol):
     def monotonic(self) -> float: ...
 

@@ -27,6 +27,7 @@ from authenticator.env import (
     PresenceResult,
     RequestContext,
     UserVerifier,
+    instant_answer,
 )
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.extensions import GetAssertionExtensions
@@ -158,10 +159,17 @@ class Services:
 def ask_presence(
     services: Services, context: RequestContext, request: PresenceRequest
 ) -> PresenceResult:
-    """Ask the user for a touch, with the UPNEEDED keepalive while waiting."""
+    """Ask the user for a touch, with the UPNEEDED keepalive while waiting (a front end
+    that answers at once is not waited for: no UPNEEDED, no wait)."""
     if context.is_cancelled():
         return PresenceResult.CANCELLED
     no_answer_after = services.behaviours.current().presence_timeout
+    if no_answer_after is None:
+        instant = instant_answer(services.presence, request)
+        if instant is not None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("presence for %s: %s at once", request.kind.value, instant.value)
+            return instant
     context.set_keepalive(KeepaliveStatus.UPNEEDED)
     try:
         if no_answer_after is not None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
+from vfido import broker as broker_module
 from vfido.broker import PresenceBroker
 
 
@@ -125,3 +127,12 @@ class ScriptedUser:
 
     def deny(self) -> bool:
         return self._answer(False)
+
+
+def wait_workers_idle(timeout: float = 30.0) -> None:
+    """Until every presence front end worker has finished its job (a front end may still be
+    withdrawing its prompt when the request returns)."""
+    deadline = time.monotonic() + timeout
+    while broker_module._WORKERS.busy:
+        assert time.monotonic() < deadline, "front end workers still busy"
+        time.sleep(0.01)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from tests.presence_helpers import REGISTER, SIGN_IN, Asking
+from tests.presence_helpers import REGISTER, SIGN_IN, Asking, wait_workers_idle
 from vfido.broker import DenyFrontEnd, FrontEnd, PresenceBroker, clean, question
 from vfido.dbus import (
     BUS_NAME,
@@ -453,17 +453,22 @@ def test_reconnects_after_the_bus_connection_drops(bus: str) -> None:
 
 
 def test_threads_do_not_pile_up(bus: str) -> None:
-    """Answered requests leave no front end threads behind."""
+    """Answered requests leave no front end threads behind: the notifier runs on the
+    front ends' long-lived workers, the same ones request after request."""
+
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "presence-front-end"}
+
     with notifying(bus) as (server, _, broker):
-        for _ in range(3):
+        seen: list[set[threading.Thread]] = []
+        for _ in range(4):
             asking = Asking(broker, SIGN_IN, timeout=60)
             nid = server.next_notification()[0]
             server.signal("ActionInvoked", "us", [nid, "allow"])
             assert asking.result() is PresenceResult.GRANTED
-        deadline = time.monotonic() + 30
-        while any(t.name == "presence-notification" for t in threading.enumerate()):
-            assert time.monotonic() < deadline, "front end threads still running"
-            time.sleep(0.05)
+            wait_workers_idle()
+            seen.append(workers())
+        assert seen[0] and seen[1] == seen[2] == seen[3]
 
 
 # --- `vfido run --presence prompt` on its own controlling terminal -------------------------------

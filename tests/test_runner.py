@@ -26,7 +26,7 @@ from tests.ctaphid_helpers import (
     request_reports,
 )
 from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command, HidError
-from transports.handler import Transaction
+from transports.handler import KeepaliveStatus, Transaction
 from transports.inprocess import InProcessConnection, InProcessKey, open_device
 from transports.runner import HidRunner
 
@@ -367,3 +367,49 @@ def _next_for(recorder: Recorder, channel: int) -> Message:
                 continue
             (message,) = decode_messages([report])
             return message
+
+
+class _StatusStepsHandler(EchoHandler):
+    """A CBOR request that asks for the user, then works on, each step released by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touched = threading.Event()
+        self.finish = threading.Event()
+
+    def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+        transaction.set_keepalive(KeepaliveStatus.UPNEEDED)
+        self.touched.wait(WAIT)
+        transaction.set_keepalive(KeepaliveStatus.PROCESSING)
+        self.finish.wait(WAIT)
+        return b"\x00" + request
+
+
+def test_keepalive_goes_out_whenever_the_status_changes() -> None:
+    """CTAP 2.1/2.2 section 11.2.9.1.7, CTAPHID_KEEPALIVE: "It SHOULD be sent at least every
+    100ms and whenever the status changes." With the periodic keepalive far away (30 s), the
+    change to UPNEEDED and back to PROCESSING each reach the host at once (#14, defect 2)."""
+    reports: queue.Queue[bytes] = queue.Queue()
+    handler = _StatusStepsHandler()
+    runner = HidRunner(handler, reports.put, keepalive_interval=30.0)
+
+    def next_message() -> Message:
+        (message,) = decode_messages([reports.get(timeout=WAIT)])
+        return message
+
+    try:
+        for report in request_reports(BROADCAST_CID, Command.INIT, b"12345678"):
+            runner.feed(report)
+        channel = int.from_bytes(next_message().payload[8:12], "big")
+        for report in request_reports(channel, Command.CBOR, b"\x04"):
+            runner.feed(report)
+        assert next_message() == Message(channel, Command.KEEPALIVE, bytes([STATUS.UPNEEDED]))
+        handler.touched.set()
+        assert next_message() == Message(channel, Command.KEEPALIVE, bytes([STATUS.PROCESSING]))
+        handler.finish.set()
+        assert next_message() == Message(channel, Command.CBOR, b"\x00\x04")
+        assert reports.empty()
+    finally:
+        handler.touched.set()
+        handler.finish.set()
+        runner.close()

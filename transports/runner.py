@@ -8,7 +8,10 @@ Threads (CTAP 2.1 section 11.2):
 
 * a *worker* runs ``handler.handle_cbor`` / ``handler.handle_msg`` one request at a time;
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
-  (section 11.2.9.1.7 asks for at most 100 ms) and drives the 500 ms message timeout.
+  and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
+  every 100ms and whenever the status changes": a change of status (PROCESSING ->
+  UPNEEDED and back, :meth:`HidTransaction.set_keepalive`) sends one at once, from the
+  thread that changed it, and restarts the 80 ms interval.
 
 All core calls and all report sends happen under one lock, so the packets of one response are
 never interleaved with a keepalive, and no keepalive follows a response.
@@ -65,12 +68,18 @@ class HidTransaction:
     ``_EVENT_LOCK``: a cancel is never missed.
     """
 
-    def __init__(self, channel: int, transaction: int) -> None:
+    def __init__(
+        self,
+        channel: int,
+        transaction: int,
+        on_status_change: Callable[[HidTransaction], None] | None = None,
+    ) -> None:
         self._channel = channel
         self.transaction = transaction
         self._cancelled = False
         self._event: threading.Event | None = None
         self._status = _PROCESSING
+        self._on_status_change = on_status_change
 
     def __repr__(self) -> str:
         return f"HidTransaction(channel=0x{self._channel:08x}, cancelled={self.is_cancelled()})"
@@ -97,7 +106,11 @@ class HidTransaction:
         # Twice per request: a set lookup, not an enum construction.
         if status not in _KEEPALIVE_VALUES:
             raise ValueError(f"not a CTAPHID_KEEPALIVE status: {status!r}")
+        if status == self._status:
+            return
         self._status = int(status)
+        if self._on_status_change is not None:
+            self._on_status_change(self)  # "whenever the status changes" (11.2.9.1.7)
 
     @property
     def keepalive_status(self) -> int:
@@ -274,7 +287,7 @@ class HidRunner:
                     )
                 self._send([item])
             elif isinstance(item, Request):
-                transaction = HidTransaction(item.channel, item.transaction)
+                transaction = HidTransaction(item.channel, item.transaction, self._status_changed)
                 self._current = transaction
                 self._next_keepalive = self._clock() + self._interval
                 self._requests.put((item, transaction))
@@ -290,6 +303,15 @@ class HidRunner:
                     self._log.exception("ctaphid: handler.wink failed")
             elif isinstance(item, Lock):
                 self._log.debug("ctaphid: lock 0x%08x for %d s", item.channel, item.seconds)
+
+    def _status_changed(self, transaction: HidTransaction) -> None:
+        """The handler changed the keepalive status: tell the host now, if the request is
+        still outstanding (never after its response)."""
+        with self._lock:
+            if self._current is not transaction or self._closed.is_set():
+                return
+            self._send(self._core.keepalive(transaction.transaction, transaction.keepalive_status))
+            self._next_keepalive = self._clock() + self._interval
 
     def _work(self) -> None:
         while True:

@@ -1,11 +1,15 @@
 """Interactive user presence: one pending request, several ways to answer it.
 
-:class:`PresenceBroker` implements :class:`authenticator.env.Presence`. For each request it
-publishes a :class:`PendingPresence` (which the control socket lists and answers:
-``vfido approve`` / ``vfido deny``) and starts the configured front end (a desktop
-notification, a terminal prompt, an automatic answer...) on its own thread. The first answer
-wins; when the request ends (answered, timed out, cancelled by the host) the front ends are
-told through :meth:`PendingPresence.wait_done` and withdraw their prompt.
+:class:`PresenceBroker` implements :class:`authenticator.env.Presence`. A front end that
+answers everything at once (``auto`` without a delay, ``deny``) answers inline, on the
+request's own thread: nothing is published, no thread is involved, nothing waits
+(:meth:`PresenceBroker.instant_answer`). Otherwise the broker publishes a
+:class:`PendingPresence` (which the control socket lists and answers: ``vfido approve`` /
+``vfido deny``) and hands it to each configured front end (a desktop notification, a
+terminal prompt, a delayed automatic answer...) on a long-lived worker thread
+(:func:`run_in_background`). The first answer wins; when the request ends (answered, timed
+out, cancelled by the host) the front ends are told through :meth:`PendingPresence.wait_done`
+and withdraw their prompt.
 
 The authenticator turns the result into the CTAP status: DENIED -> OPERATION_DENIED,
 TIMEOUT -> USER_ACTION_TIMEOUT, CANCELLED -> KEEPALIVE_CANCEL. For the user, a timeout is a
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
@@ -69,6 +74,61 @@ def action(request: PresenceRequest) -> str:
     }.get(request.kind, request.kind.value.replace("-", " "))
 
 
+class _Workers:
+    """Long-lived daemon threads that run front ends (and anything else a front end needs
+    in the background). A thread is started only when every existing one is busy, so a
+    key that asks one question at a time keeps one or two threads for its whole life."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+
+    @property
+    def threads(self) -> int:
+        """How many worker threads exist (for tests)."""
+        with self._lock:
+            return self._started
+
+    @property
+    def busy(self) -> int:
+        """How many worker threads are running a job or about to (for tests)."""
+        with self._lock:
+            return self._started - self._idle
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that worker is spoken for
+                start = False
+            else:
+                self._started += 1
+                start = True
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception as exc:  # a broken front end must not take the key down
+                log.warning("presence: %s failed: %s", getattr(job, "__name__", "a job"), exc)
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers("presence-front-end")
+
+
+def run_in_background(job: Callable[[], None]) -> None:
+    """Run ``job()`` on one of the presence front ends' long-lived worker threads."""
+    _WORKERS.submit(job)
+
+
 class PendingPresence:
     """One presence request waiting for an answer. The first answer wins."""
 
@@ -90,12 +150,13 @@ class PendingPresence:
                 return False
             self._result = PresenceResult.GRANTED if granted else PresenceResult.DENIED
             self._source = source
-        log.info(
-            "presence: request %d %s by %s",
-            self.id,
-            "approved" if granted else "denied",
-            source,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "presence: request %d %s by %s",
+                self.id,
+                "approved" if granted else "denied",
+                source,
+            )
         self._answered.set()
         return True
 
@@ -149,9 +210,14 @@ class PendingPresence:
 class FrontEnd(Protocol):
     """Asks the user about one pending request.
 
-    ``ask`` runs on its own thread. It calls ``pending.answer(granted, source)`` when the user
-    answers, and returns once it has nothing more to do or ``pending.wait_done`` says the
-    request is over (it then withdraws its prompt).
+    ``ask`` runs on a long-lived worker thread (:func:`run_in_background`), never on the
+    request's. It calls ``pending.answer(granted, source)`` when the user answers, and
+    returns once it has nothing more to do or ``pending.wait_done`` says the request is over
+    (it then withdraws its prompt).
+
+    A front end that gives every request the same answer without asking anyone also has an
+    ``instant`` attribute (True: approve, False: refuse; None: it must be asked): the broker
+    then answers inline, without a pending request or a thread.
     """
 
     name: str
@@ -168,6 +234,8 @@ class AutoFrontEnd:
         if delay < 0:
             raise ValueError("delay must be >= 0")
         self.delay = delay
+        #: Without a delay, every request is approved inline.
+        self.instant: bool | None = None if delay else True
 
     def ask(self, pending: PendingPresence) -> None:
         if self.delay and pending.wait_done(self.delay):
@@ -179,6 +247,7 @@ class DenyFrontEnd:
     """Refuses at once (``--presence deny``)."""
 
     name = "deny"
+    instant = False
 
     def ask(self, pending: PendingPresence) -> None:
         pending.answer(False, "deny")
@@ -223,6 +292,7 @@ class PresenceBroker:
         #: Built-in user verification always fails (``--presence deny-uv``), for testing RPs.
         self.uv_fails = uv_fails
         self._initial = (mode, self.front_ends, uv_fails)
+        self._instant = _instant_of(self.front_ends)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[int, PendingPresence] = {}
@@ -244,6 +314,7 @@ class PresenceBroker:
             front_ends, uv_fails = front_ends_for(mode, delay or 0.0)
         with self._lock:
             self.front_ends, self.mode, self.uv_fails = front_ends, mode, uv_fails
+            self._instant = _instant_of(self.front_ends)
         log.info("presence: mode %s", mode)
 
     # -- what the control socket uses -----------------------------------------------------
@@ -278,29 +349,41 @@ class PresenceBroker:
 
     # -- Presence ---------------------------------------------------------------------------
 
+    def instant_answer(self, request: PresenceRequest) -> PresenceResult | None:
+        """The answer of a front end that answers at once (``auto`` without a delay,
+        ``deny``), or None if the user must be asked (authenticator.env.InstantPresence).
+        Nothing is published and nothing waits; the line is logged at DEBUG only."""
+        instant = self._instant  # one attribute read: set_mode replaces it whole
+        if instant is None:
+            return None
+        result, source = instant
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("presence: %s: %s (%s)", question(request), result.value, source)
+        return result
+
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
+        instant = self.instant_answer(request)
+        if instant is not None:
+            return instant
         pending = PendingPresence(next(self._ids), request, timeout)
         with self._changed:
             self._pending[pending.id] = pending
             self._changed.notify_all()
-        log.info("presence: request %d: %s", pending.id, question(request))
         with self._lock:
             front_ends = self.front_ends
-        if not front_ends:
+        if front_ends:
+            log.info("presence: request %d: %s", pending.id, question(request))
+        else:  # the user asked to answer by hand: one line tells them what and how
             log.warning(
-                "presence: answer request %d with `vfido approve` or `vfido deny` (%.0f s)",
+                "presence: request %d: %s answer with `vfido approve` or `vfido deny` (%.0f s)",
                 pending.id,
+                question(request),
                 timeout,
             )
         for front_end in front_ends:
-            threading.Thread(
-                target=self._run_front_end,
-                args=(front_end, pending),
-                name=f"presence-{front_end.name}",
-                daemon=True,
-            ).start()
+            run_in_background(_front_end_job(front_end, pending))
         result = PresenceResult.TIMEOUT
         try:
             while True:
@@ -317,7 +400,8 @@ class PresenceBroker:
             result = pending.finish(result)
             with self._lock:
                 self._pending.pop(pending.id, None)
-        log.info("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
         return result
 
     def verify_user(
@@ -327,13 +411,27 @@ class PresenceBroker:
         through the same front ends stands in for a fingerprint; ``uv_fails`` makes every
         verification fail, as a finger the sensor does not know would."""
         if self.uv_fails:
-            log.info("presence: user verification for %s fails (deny-uv)", question(request))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("presence: user verification for %s fails (deny-uv)", question(request))
             return PresenceResult.DENIED
         return self.request_presence(request, context, timeout)
 
-    @staticmethod
-    def _run_front_end(front_end: FrontEnd, pending: PendingPresence) -> None:
+
+def _instant_of(front_ends: Sequence[FrontEnd]) -> tuple[PresenceResult, str] | None:
+    """(result, front end name) of the first front end that answers at once, if any."""
+    for front_end in front_ends:
+        instant = getattr(front_end, "instant", None)
+        if instant is not None:
+            return (PresenceResult.GRANTED if instant else PresenceResult.DENIED), front_end.name
+    return None
+
+
+def _front_end_job(front_end: FrontEnd, pending: PendingPresence) -> Callable[[], None]:
+    def ask() -> None:
         try:
             front_end.ask(pending)
         except Exception as exc:  # a broken front end must not take the key down
             log.warning("presence front end %s failed: %s", front_end.name, exc)
+
+    ask.__name__ = f"front end {front_end.name}"
+    return ask

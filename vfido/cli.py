@@ -15,7 +15,7 @@ from typing import Any
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
-from vfido import __version__, backup, ctl, metadata, pin_cli, trace, ui
+from vfido import __version__, backup, ctl, logsink, metadata, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
@@ -622,10 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log_handler = logging.StreamHandler(sys.stderr)
-    log_handler.setFormatter(VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, handlers=[log_handler]
+    logsink.install(  # never blocks the key on a stderr nobody reads (#16)
+        sys.stderr,
+        logging.DEBUG if args.verbose else logging.INFO,
+        # host-sent text in a message is shown escaped, never drives the terminal (#15)
+        VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s"),
     )
     if not args.verbose:
         logging.getLogger("authenticator").setLevel(logging.WARNING)

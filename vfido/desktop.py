@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 
-from vfido.broker import FrontEnd, PendingPresence, question
+from vfido.broker import FrontEnd, PendingPresence, question, run_in_background
 from vfido.dbus import Connection, DBusError, Message, MessageType, Variant, session_bus_address
 
 log = logging.getLogger(__name__)
@@ -113,12 +113,9 @@ class DesktopNotifier:
             return
         if "actions" not in session.capabilities:
             # No buttons (e.g. notify-osd): inform, and let the fallback ask meanwhile.
-            threading.Thread(
-                target=self._fall_back,
-                args=(pending, "the notification server has no buttons"),
-                name="presence-fallback",
-                daemon=True,
-            ).start()
+            run_in_background(
+                lambda: self._fall_back(pending, "the notification server has no buttons")
+            )
             self._notify(session, pending, actions=False)
             return
         self._notify(session, pending, actions=True)

@@ -33,11 +33,15 @@ class AutoPresence:
             raise ValueError("delay must be >= 0")
         self.delay = delay
 
+    def instant_answer(self, request: PresenceRequest) -> PresenceResult | None:
+        """Without a delay, approved at once (authenticator.env.InstantPresence)."""
+        return None if self.delay else PresenceResult.GRANTED
+
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        if log.isEnabledFor(logging.INFO):  # describe() is not free; this runs per request
-            log.info("presence: auto-approving %s", describe(request))
+        if log.isEnabledFor(logging.DEBUG):  # describe() is not free; this runs per request
+            log.debug("presence: auto-approving %s", describe(request))
         if self.delay:
             if self.delay >= timeout:
                 context.wait_cancelled(timeout)
@@ -52,7 +56,8 @@ class AutoPresence:
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
         """Built-in user verification (``--uv``): the user is always verified."""
-        log.info("user verification: auto-approving %s", describe(request))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("user verification: auto-approving %s", describe(request))
         return self.request_presence(request, context, timeout)
 
 
@@ -63,15 +68,20 @@ class DenyUvPresence(AutoPresence):
     def verify_user(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        log.info("user verification: failing %s", describe(request))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("user verification: failing %s", describe(request))
         return PresenceResult.DENIED
 
 
 class DenyPresence:
     """The user refuses every request."""
 
+    def instant_answer(self, request: PresenceRequest) -> PresenceResult | None:
+        return PresenceResult.DENIED
+
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        log.info("presence: denying %s", describe(request))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("presence: denying %s", describe(request))
         return PresenceResult.DENIED

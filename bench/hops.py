@@ -1,0 +1,106 @@
+"""`vfido run` with a stopwatch at each hand-off of a request (for bench/entry.py ``hops``).
+
+    python3 bench/hops.py OUT.json vfido-run-arguments...
+
+Runs ``vfido.cli.main(["run", ...])`` in this process after wrapping, without changing
+them, the functions a request passes through: the transport's ``select`` returning, its
+``_handle`` of each datagram, the runner's ``_call_handler`` (entry: the worker has the
+request; exit: the handler answered) and the runner's send of the response's last report.
+At exit it writes, per request, the time from the datagram that completed the request to
+each later point (microseconds) to OUT.json.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import transports.udp as udp  # noqa: E402
+from transports.runner import HidRunner  # noqa: E402
+
+clock = time.perf_counter
+marks: dict[str, float] = {}
+rows: list[dict[str, float]] = []
+
+_select = udp.select.select
+
+
+def timed_select(*args: Any) -> Any:
+    result = _select(*args)
+    marks["select"] = clock()
+    return result
+
+
+class _Select:  # the module attribute transports.udp.select, with a timed select()
+    select = staticmethod(timed_select)
+
+
+udp.select = _Select  # type: ignore[assignment]
+
+_handle = udp.UdpTransport._handle
+
+
+def timed_handle(self: udp.UdpTransport, datagram: bytes) -> None:
+    marks["datagram"] = clock()
+    marks["datagram_select"] = marks.get("select", marks["datagram"])
+    _handle(self, datagram)
+    marks["fed"] = clock()
+
+
+udp.UdpTransport._handle = timed_handle  # type: ignore[method-assign]
+
+_call = HidRunner._call_handler
+
+
+def timed_call(self: HidRunner, request: Any, transaction: Any) -> bytes:
+    start = clock()
+    got = dict(marks)
+    answer = _call(self, request, transaction)
+    end = clock()
+    pending.append((got, start, end))
+    return answer
+
+
+HidRunner._call_handler = timed_call  # type: ignore[method-assign]
+pending: list[tuple[dict[str, float], float, float]] = []
+
+_send = HidRunner._send
+
+
+def timed_send(self: HidRunner, reports: Any) -> None:
+    _send(self, reports)
+    if pending and len(reports) > 0 and reports[0][4] != 0xBB:  # not a keepalive
+        got, start, end = pending.pop()
+        sent = clock()
+        base = got.get("datagram", start)
+        rows.append(
+            {
+                "select_to_datagram": (base - got.get("datagram_select", base)) * 1e6,
+                "datagram_to_worker": (start - base) * 1e6,
+                "handler": (end - start) * 1e6,
+                "handler_to_sent": (sent - end) * 1e6,
+                "datagram_to_sent": (sent - base) * 1e6,
+            }
+        )
+
+
+HidRunner._send = timed_send  # type: ignore[method-assign]
+
+
+def dump() -> None:
+    Path(sys.argv[1]).write_text(json.dumps(rows))
+
+
+atexit.register(dump)
+
+if __name__ == "__main__":
+    from vfido.cli import main
+
+    sys.exit(main(["run", *sys.argv[2:]]))
