@@ -446,7 +446,12 @@ class ClientPin:
             raise CtapError(CtapStatus.PIN_INVALID, "PIN change required")
         return self._issue_token(protocol, secret, permissions, request.rp_id)
 
-    def _run_uv(self, context: RequestContext, rp_id: str | None) -> None:
+    def _run_uv(
+        self,
+        context: RequestContext,
+        rp_id: str | None,
+        kind: PresenceKind = PresenceKind.AUTHENTICATE,
+    ) -> None:
         assert self._user_verifier is not None
         retries = self.uv_retries
         self._put({_UV_RETRIES: _enc(retries - 1)})  # persisted before the attempt
@@ -457,7 +462,7 @@ class ClientPin:
             context.set_keepalive(KeepaliveStatus.UPNEEDED)
             try:
                 result = self._user_verifier.verify_user(
-                    PresenceRequest(PresenceKind.AUTHENTICATE, rp_id=rp_id),
+                    PresenceRequest(kind, rp_id=rp_id),
                     context,
                     self._uv_timeout,
                 )
@@ -486,7 +491,13 @@ class ClientPin:
         protocol, secret = self._shared_secret(request)
         if self.uv_retries <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
-        self._run_uv(context, request.rp_id)
+        # The user is asked what the token is for: registering (mc) or signing in.
+        kind = (
+            PresenceKind.REGISTER
+            if permissions & Permission.MAKE_CREDENTIAL
+            else PresenceKind.AUTHENTICATE
+        )
+        self._run_uv(context, request.rp_id, kind)
         # beginUsingPinUvAuthToken(userIsPresent: true): built-in UV is also
         # evidence of user presence (6.5.5.7.3), unlike PIN entry on the platform.
         return self._issue_token(protocol, secret, permissions, request.rp_id, user_present=True)

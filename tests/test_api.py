@@ -60,17 +60,25 @@ def test_keystore_directory_keeps_credentials_across_runs(tmp_path: Path) -> Non
         VirtualKey(keystore=directory, passphrase="not it").start()
 
 
-def test_presence_deny_refuses_registration() -> None:
-    with VirtualKey(presence="deny") as key:
+@pytest.mark.parametrize(
+    ("uv", "refusal"),
+    # With built-in UV (the default) the client asks for a UV token first: the refusal is a
+    # failed verification (getPinUvAuthTokenUsingUvWithPermissions, CTAP 2.1 6.5.5.7.3).
+    [(True, "UV_INVALID"), (False, "OPERATION_DENIED")],
+    ids=["builtin-uv", "no-uv"],
+)
+def test_presence_deny_refuses_registration(uv: bool, refusal: str) -> None:
+    with VirtualKey(presence="deny", uv=uv) as key:
         with pytest.raises(ClientError) as info:
             register(key.client(), RelyingParty(), rk=True)
-        assert "OPERATION_DENIED" in repr(info.value.cause)
+        assert refusal in repr(info.value.cause)
         assert key.credentials() == []
 
 
+@pytest.mark.parametrize("uv", [True, False], ids=["builtin-uv", "no-uv"])
 @pytest.mark.parametrize("granted", [True, False], ids=["approve", "deny"])
-def test_manual_presence_answered_from_the_test(granted: bool) -> None:
-    with VirtualKey(presence="manual") as key:
+def test_manual_presence_answered_from_the_test(granted: bool, uv: bool) -> None:
+    with VirtualKey(presence="manual", uv=uv) as key:
         rp = RelyingParty(root_der=key.attestation_root)
         outcome: dict[str, Any] = {}
 
@@ -84,14 +92,20 @@ def test_manual_presence_answered_from_the_test(granted: bool) -> None:
         thread.start()
         answered = (key.approve if granted else key.deny)(wait=30)
         thread.join(60)
+        # With built-in UV the user is asked once, for the UV token (mc permission): the key
+        # knows the site and that it is a registration, not yet the user.
         assert answered.kind == "register"
         assert answered.rp_id == "example.com"
-        assert answered.user_name and answered.user_name.startswith("user-")
+        if uv:
+            assert answered.user_name is None
+        else:
+            assert answered.user_name and answered.user_name.startswith("user-")
         if granted:
             assert "response" in outcome, outcome
             assert len(key.credentials()) == 1
         else:
-            assert "OPERATION_DENIED" in repr(outcome["error"].cause)
+            refusal = "UV_INVALID" if uv else "OPERATION_DENIED"
+            assert refusal in repr(outcome["error"].cause)
             assert key.credentials() == []
         with pytest.raises(VirtualKeyError, match="no request"):
             key.approve(wait=0.1)

@@ -7,7 +7,8 @@ CTAPHID) inside the calling process::
 
     with VirtualKey() as key:                       # ephemeral keystore, auto-approving user
         client = key.client("https://example.com")  # a python-fido2 Fido2Client on key.device
-        result = client.make_credential(options)
+        options, state = server.register_begin(user)  # e.g. python-fido2's Fido2Server
+        result = client.make_credential(options["publicKey"])
         print(key.credentials())                    # the discoverable credentials it holds
 
 ``transport="uhid"`` makes it a real HID device of the kernel (``/dev/uhid`` -> ``/dev/hidrawN``,
@@ -212,6 +213,25 @@ def _config(
     return dataclasses.replace(base, **changes)
 
 
+def default_uv(
+    uv: bool | None, *, pin: str | None = None, config: Config | None = None
+) -> bool | None:
+    """Whether a toolkit key has built-in user verification (None: as ``config`` says).
+
+    On unless asked otherwise: a key that supports clientPin but has neither a PIN nor
+    built-in UV cannot serve userVerification "preferred" (the default of python-fido2's
+    ``Fido2Server`` and of py_webauthn), python-fido2's client then refuses with
+    CONFIGURATION_UNSUPPORTED. With a ``pin`` the PIN verifies the user (a client would
+    otherwise prefer built-in UV and never enter it); a whole ``config`` keeps its own
+    ``builtin_uv``.
+    """
+    if uv is not None:
+        return uv
+    if config is not None:
+        return None
+    return pin is None
+
+
 def open_hidraw(path: str) -> CtapHidDevice:
     """A python-fido2 device on one hidraw node (without opening every key on the system)."""
     from fido2.hid.linux import get_descriptor, open_connection
@@ -248,7 +268,10 @@ class VirtualKey:
     Behaviour (the options of ``vfido run``): ``presence`` (``auto`` approves everything,
     ``deny`` refuses, ``deny-uv`` approves presence but fails built-in user verification,
     ``manual`` waits for :meth:`approve`/:meth:`deny`), ``presence_delay``,
-    ``presence_timeout``, ``uv`` (built-in user verification), ``pin`` (set at start through
+    ``presence_timeout``, ``uv`` (built-in user verification: the user's approval verifies
+    them; on by default, so the defaults of relying-party libraries, userVerification
+    "preferred", work; off by default when ``pin`` or ``config`` is given; see
+    :func:`default_uv`), ``pin`` (set at start through
     CTAP clientPin if the key has none; :meth:`client` then answers PIN prompts with it),
     ``attestation`` (``packed``/``self``/``none``), ``algorithms`` (COSE ids the key accepts,
     in order of preference), ``zero_counter``, ``mldsa`` (offer ML-DSA-44/-65: off by default,
@@ -299,7 +322,7 @@ class VirtualKey:
             raise ValueError("a PIN has at least 4 characters")
         self.config = _config(
             config,
-            uv=uv,
+            uv=default_uv(uv, pin=pin, config=config),
             attestation=attestation,
             algorithms=algorithms,
             zero_counter=zero_counter,
@@ -599,7 +622,7 @@ class VirtualKey:
         keystore: str | os.PathLike[str] | None = None,
         passphrase: str | None = None,
         presence: str = "auto",
-        uv: bool = False,
+        uv: bool = True,
         attestation: str | None = None,
         zero_counter: bool = False,
         serial: str | None = None,
@@ -613,10 +636,12 @@ class VirtualKey:
         ``transport``: ``udp`` (free local ports; :attr:`ServiceKey.device` connects to it;
         every local user can use it, so a ``keystore`` needs ``unix`` instead, or
         ``extra_args=["--udp-insecure-any-local-user"]``), ``unix`` (a Unix socket only this
-        user can connect to) or ``uhid``. Without ``keystore`` the key is ephemeral.
+        user can connect to) or ``uhid``. Without ``keystore`` the key is ephemeral. ``uv``:
+        built-in user verification (``vfido run --uv``), on by default as for
+        :class:`VirtualKey`; ``uv=False`` runs a key that can only verify users with a PIN.
         ``behaviours``: scripted misbehaviour at start (``--behaviour NAME=VALUE``).
-        ``mldsa``: ``--mldsa``.
-        ``extra_args`` go to ``vfido run`` as they are (see ``vfido run --help``).
+        ``mldsa``: ``--mldsa``. ``extra_args`` go to ``vfido run`` as they are (see
+        ``vfido run --help``).
         """
         return ServiceKey(
             transport=transport,

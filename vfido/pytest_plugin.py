@@ -5,7 +5,8 @@ has vfido installed gets the fixtures with no configuration; without installing,
 with ``-p vfido.pytest_plugin`` or ``pytest_plugins = ["vfido.pytest_plugin"]`` in the
 top-level conftest.py (both are safe together with the entry point).
 
-Fixtures (each a fresh key with an ephemeral keystore, unplugged after the test):
+Fixtures (each a fresh key with an ephemeral keystore and, as every toolkit key by default,
+built-in user verification, so userVerification "preferred" works; unplugged after the test):
 
 ``vfido_key``
     a :class:`vfido.api.VirtualKey` running in-process: ``vfido_key.client(origin)`` is a
@@ -18,7 +19,8 @@ Fixtures (each a fresh key with an ephemeral keystore, unplugged after the test)
     ``vfido_key_factory(**options)`` starts more keys (any :class:`VirtualKey` option).
 
 The marker ``@pytest.mark.vfido(**options)`` passes :class:`VirtualKey` options to
-``vfido_key`` and ``vfido_hid_key``, e.g. ``@pytest.mark.vfido(uv=True, presence="manual")``.
+``vfido_key`` and ``vfido_hid_key``, e.g. ``@pytest.mark.vfido(pin="1234", presence="manual")``
+or ``@pytest.mark.vfido(uv=False)`` (a key without built-in UV).
 """
 
 from __future__ import annotations
