@@ -281,7 +281,7 @@ class Authenticator:
                 )
                 return bytes([CtapStatus.OTHER])
             finally:
-                self._ctap1_enabled = self._services.ctap1_enabled  # config, reset
+                self._refresh_ctap1_enabled()  # authenticatorConfig and reset change it
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("command %s -> OK", _name(command))
             if body is None:
@@ -301,6 +301,12 @@ class Authenticator:
             except Exception as exc:
                 log.error("CTAP1 request failed: internal error (%s)", type(exc).__name__)
                 return _SW_UNKNOWN
+
+    def _refresh_ctap1_enabled(self) -> None:
+        try:
+            self._ctap1_enabled = self._services.ctap1_enabled
+        except Exception as exc:  # a keystore read failed: keep the last answer
+            log.error("cannot read alwaysUv (%s)", type(exc).__name__)
 
     def wink(self) -> None:
         log.info("wink: this is the vfido key")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -170,24 +171,31 @@ def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> N
     env["VFIDO_KEY_PYTHONPATH"] = str(ROOT)
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # the cache is shared: no .pyc races
     with open(log, "w") as out:
-        done = subprocess.run(
+        # Its own process group: on a timeout the suite and the key it started both go.
+        suite = subprocess.Popen(
             command,
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=SUITE_TIMEOUT,
+            start_new_session=True,
         )
+        try:
+            returncode = suite.wait(timeout=SUITE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(suite.pid, signal.SIGKILL)
+            suite.wait()
+            raise
     output = log.read_text(errors="replace")
     tail = "\n".join(output.splitlines()[-60:])
-    assert junit.is_file(), f"the suite wrote no results (exit {done.returncode}):\n{tail}"
+    assert junit.is_file(), f"the suite wrote no results (exit {returncode}):\n{tail}"
     result = parse_junit(junit)
     suite_report.append(result.line())
     unexplained = {r: n for r, n in result.skips.items() if explained(r) is None}
     for reason, count in sorted(result.skips.items()):
         suite_report.append(f"  skipped {count:3d}: {reason} -- {explained(reason) or '???'}")
     assert not result.problems, "\n".join([*result.problems, tail])
-    assert done.returncode == 0, tail
+    assert returncode == 0, tail
     assert result.outcomes["passed"] > 0
     assert not unexplained, f"skips docs/conformance.md does not explain: {unexplained}"
