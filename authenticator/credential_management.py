@@ -104,7 +104,9 @@ class _Enumeration:
 
     next_command: SubCommand  # the GetNext subcommand that continues it
     channel: int  # the channel of the Begin subcommand
-    token_generation: int  # the pinUvAuthToken that authorized the Begin subcommand
+    #: Which pinUvAuthToken authorized the Begin subcommand (not secret; kept out of reprs
+    #: like everything about tokens).
+    token_generation: int = field(repr=False)
     #: One representative record per RP (enumerateRPs) or the RP's credentials.
     remaining: list[CredentialRecord] = field(repr=False)
 

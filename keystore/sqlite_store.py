@@ -1372,7 +1372,6 @@ class SqliteKeyStore:
             self._counters.clear()
             self._counter_rows = 0
             self._floor = None  # the floor was state: erased with it
-            self._floor = None
             # Push the deletions out of the write-ahead log too (best effort: the
             # reset itself is already committed).
             with contextlib.suppress(sqlite3.Error, KeystoreError):

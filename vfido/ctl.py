@@ -337,7 +337,7 @@ def _cmd_answer(args: argparse.Namespace) -> int:
         method = key.approve if granted else key.deny
         request = method(wait=args.wait, request_id=args.id)
     verb = "approved" if granted else "denied"
-    print(f"{verb} request {request.get('id')}: {request.get('question')}")
+    print(f"{verb} request {request.get('id')}: {visible(str(request.get('question')))}")
     return 0
 
 
