@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
+    sys.path.insert(0, str(ROOT))
 
 import transports.udp as udp  # noqa: E402
 from transports.runner import HidRunner  # noqa: E402
