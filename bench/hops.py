@@ -4,8 +4,8 @@
 
 Runs ``vfido.cli.main(["run", ...])`` in this process after wrapping, without changing
 them, the functions a request passes through: the transport's ``select`` returning, its
-``_handle`` of each datagram, the runner's ``_call_handler`` (entry: the worker has the
-request; exit: the handler answered) and the runner's send of the response's last report.
+``_handle`` of each datagram, the runner's ``_call_handler`` (entry: the thread that answers
+has the request; exit: the handler answered) and the runner's send of the response's last report.
 At exit it writes, per request, the time from the datagram that completed the request to
 each later point (microseconds) to OUT.json.
 """
@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
+    sys.path.insert(0, str(ROOT))
 
 import transports.udp as udp  # noqa: E402
 from transports.runner import HidRunner  # noqa: E402
@@ -47,11 +49,12 @@ udp.select = _Select  # type: ignore[assignment]
 _handle = udp.UdpTransport._handle
 
 
-def timed_handle(self: udp.UdpTransport, datagram: bytes) -> None:
+def timed_handle(self: udp.UdpTransport, datagram: bytes) -> Any:
     marks["datagram"] = clock()
     marks["datagram_select"] = marks.get("select", marks["datagram"])
-    _handle(self, datagram)
+    job = _handle(self, datagram)  # a job to run (inline requests) or None
     marks["fed"] = clock()
+    return job
 
 
 udp.UdpTransport._handle = timed_handle  # type: ignore[method-assign]
@@ -83,7 +86,7 @@ def timed_send(self: HidRunner, reports: Any) -> None:
         rows.append(
             {
                 "select_to_datagram": (base - got.get("datagram_select", base)) * 1e6,
-                "datagram_to_worker": (start - base) * 1e6,
+                "datagram_to_handler": (start - base) * 1e6,
                 "handler": (end - start) * 1e6,
                 "handler_to_sent": (sent - end) * 1e6,
                 "datagram_to_sent": (sent - base) * 1e6,

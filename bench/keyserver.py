@@ -1,52 +1,98 @@
-"""Serve N independent vfido keys over UDP from one process (for the UDP and 32-key benchmarks).
+"""Serve N independent keys over UDP from one process, each wired as `vfido run` wires one
+(for the 32-keys-in-one-process benchmark).
 
-    python3 bench/keyserver.py PORT:PEER_PORT [PORT:PEER_PORT ...]
+    python3 bench/keyserver.py [--control-dir DIR] PORT:PEER_PORT [PORT:PEER_PORT ...]
 
-Each key is what ``vfido run --ephemeral --attestation none`` serves: an Authenticator on an
-in-memory keystore behind a UdpTransport (its own HidRunner), auto-approving presence.
-Prints ``ready`` on stdout once every socket is bound; exits on SIGTERM/SIGINT or stdin EOF.
+Each key is built from `vfido run --transport udp --ephemeral --presence auto
+--udp-port PORT --udp-peer-port PEER_PORT` parsed by vfido's own command line: the same
+presence broker (``vfido.cli._presence``), Config (``vfido.cli._config``), keystore wrapper
+(``vfido.faults.wrap``), transport (``vfido.service.make_transport``), control socket with
+the same commands (``vfido.service.status``, ``add_presence_commands``,
+``add_key_commands``) and logging (vfido's non-blocking stderr handler at INFO, the
+authenticator and transports at WARNING). Only the process is shared: one `vfido run` serves
+one key and owns the signal handlers, so this runs the per-key part of
+``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound;
+exits on SIGTERM/SIGINT or stdin EOF.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from authenticator.config import Config  # noqa: E402
 from authenticator.device import Authenticator  # noqa: E402
-from keystore.sqlite_store import SqliteKeyStore  # noqa: E402
-from transports.udp import UdpTransport  # noqa: E402
-from vfido.presence import AutoPresence  # noqa: E402
+from vfido import cli, faults, logsink  # noqa: E402
+from vfido.broker import PresenceBroker  # noqa: E402
+from vfido.control import ControlServer, add_presence_commands  # noqa: E402
+from vfido.control_api import KeyParts, add_key_commands  # noqa: E402
+from vfido.service import Transport, TransportOptions, make_transport, status  # noqa: E402
+
+
+def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Transport, ControlServer]:
+    args = cli.build_parser().parse_args(
+        [
+            *("run", "--transport", "udp", "--ephemeral", "--presence", "auto"),
+            *("--udp-port", str(port), "--udp-peer-port", str(peer)),
+        ]
+    )
+    presence = cli._presence(args)
+    config = cli._config(args)
+    store = faults.wrap(cli._open_store(args))
+    options = TransportOptions(kind="udp", udp_port=port, udp_peer_port=peer)
+    device = Authenticator(store, presence, config)  # type: ignore[arg-type]
+    transport = make_transport(options, device, store)
+    control = ControlServer(control_dir / f"udp-{port}.sock")
+    control.register(
+        "status",
+        lambda _args: {
+            **status(options, transport, presence, {"name": f"udp-{port}"}),
+            "behaviours": device.behaviours.active(),
+        },
+    )
+    if isinstance(presence, PresenceBroker):
+        add_presence_commands(control, presence)
+    add_key_commands(control, KeyParts(device, store, presence, transport))
+    control.start()
+    transport.start()
+    return transport, control
 
 
 def main(argv: list[str]) -> None:
-    transports = []
-    for spec in argv:
-        port, peer = (int(p) for p in spec.split(":"))
-        handler = Authenticator(
-            SqliteKeyStore.ephemeral(), AutoPresence(), Config(attestation="none")
-        )
-        transport = UdpTransport(handler, port=port, peer_port=peer)
-        transport.start()
-        transports.append(transport)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--control-dir", type=Path)
+    parser.add_argument("keys", nargs="+", metavar="PORT:PEER_PORT")
+    args = parser.parse_args(argv)
+    logsink.install(sys.stderr, logging.INFO, "vfido: %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("authenticator").setLevel(logging.WARNING)
+    logging.getLogger("transports").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="vfido-keyserver-") as scratch:
+        control_dir = args.control_dir or Path(scratch)
+        served = []
+        for spec in args.keys:
+            port, peer = (int(p) for p in spec.split(":"))
+            served.append(serve_key(port, peer, control_dir))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    def wait_for_eof() -> None:
-        sys.stdin.read()
-        stop.set()
+        def wait_for_eof() -> None:
+            sys.stdin.read()
+            stop.set()
 
-    threading.Thread(target=wait_for_eof, daemon=True).start()
-    print("ready", flush=True)
-    stop.wait()
-    for transport in transports:
-        transport.stop()
+        threading.Thread(target=wait_for_eof, daemon=True).start()
+        print("ready", flush=True)
+        stop.wait()
+        for transport, control in served:
+            transport.stop()
+            control.stop()
 
 
 if __name__ == "__main__":

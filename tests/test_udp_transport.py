@@ -106,3 +106,35 @@ def test_port_in_use_raises() -> None:
         s.bind(("127.0.0.1", 0))
         with pytest.raises(OSError):
             UdpTransport(EchoHandler(), port=s.getsockname()[1])
+
+
+def test_requests_answered_inline_still_see_cancel() -> None:
+    """The thread that read a request answers it (no hand-off to a worker); a spare I/O
+    thread keeps reading meanwhile, so python-fido2's CTAPHID_CANCEL ends the wait, request
+    after request, and the key answers afterwards."""
+    from fido2.ctap import STATUS
+
+    from tests.ctaphid_helpers import CTAP2_ERR_KEEPALIVE_CANCEL, WaitForCancelHandler
+
+    handler = WaitForCancelHandler()
+    peer_port = free_udp_port()
+    transport = UdpTransport(handler, port=0, peer_port=peer_port)
+    transport.start()
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        for _ in range(3):
+            cancel = threading.Event()
+
+            def on_keepalive(status: int, cancel: threading.Event = cancel) -> None:
+                if status == STATUS.UPNEEDED:
+                    cancel.set()  # python-fido2 then sends CTAPHID_CANCEL
+
+            response = device.call(CTAPHID.CBOR, b"\x02", event=cancel, on_keepalive=on_keepalive)
+            assert response == bytes([CTAP2_ERR_KEEPALIVE_CANCEL])
+            assert handler.saw_cancel.is_set()
+            handler.saw_cancel.clear()
+        assert device.ping(b"after") == b"after"
+        assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x00\x03\x00\x00\x90\x00"
+    finally:
+        device.close()
+        transport.stop()

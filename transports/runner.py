@@ -7,6 +7,10 @@ thread calls :meth:`HidRunner.feed` with each 64-byte report from the host, and 
 Threads (CTAP 2.1 section 11.2):
 
 * a *worker* runs ``handler.handle_cbor`` / ``handler.handle_msg`` one request at a time;
+  with ``inline_requests=True`` there is no such hand-off: :meth:`HidRunner.feed` returns
+  the request as a job that the transport runs on the thread that read it, once another of
+  its threads has taken over reading (so a CTAPHID_CANCEL is still seen while the handler
+  waits: see ``transports.udp``);
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
   and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
   every 100ms and whenever the status changes": a change of status (PROCESSING ->
@@ -150,6 +154,7 @@ class HidRunner:
         keepalive_interval: float = KEEPALIVE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         packet_observer: Callable[[str, bytes], None] | None = None,
+        inline_requests: bool = False,
     ) -> None:
         #: Called with ("in", report) for each host report and ("out", report) for each
         #: report sent (a trace); may be set before the transport starts. Must not block.
@@ -172,6 +177,9 @@ class HidRunner:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._current: HidTransaction | None = None
+        self._inline = inline_requests
+        self._feeding = False  # feed() is collecting the request it will return (lock held)
+        self._deferred: tuple[Request, HidTransaction] | None = None
         self._next_keepalive = 0.0
         self._ticker_due: float | None = None  # when the ticker wakes up next (None: on demand)
         # SimpleQueue: a C queue, cheaper per hand-off than queue.Queue (no task tracking).
@@ -185,14 +193,18 @@ class HidRunner:
 
     # -- public API -------------------------------------------------------------------------
 
-    def feed(self, report: bytes, client: Hashable = None) -> None:
+    def feed(self, report: bytes, client: Hashable = None) -> Callable[[], None] | None:
         """One report from the host (called from the transport's I/O thread). Never raises.
 
         ``client``: who sent it, if the transport can tell (see :mod:`transports.ctaphid`);
         the reports for an identified client reach ``send_report`` as
-        :class:`~transports.ctaphid.Report` objects naming it."""
+        :class:`~transports.ctaphid.Report` objects naming it.
+
+        Returns None, except with ``inline_requests``: a report that completes a MSG/CBOR
+        request returns the job that answers it, which the caller must run (on any thread,
+        once it no longer blocks the reading of reports)."""
         if self._closed.is_set():
-            return
+            return None
         self._trace(report)
         self._observe("in", report)
         with self._lock:
@@ -200,9 +212,17 @@ class HidRunner:
                 outputs = self._core.feed(report, self._clock(), client)
             except Exception:  # a bug in the core must not kill the transport
                 self._log.exception("ctaphid: internal error processing a report")
-                return
-            self._emit(outputs)
+                return None
+            self._feeding = self._inline
+            try:
+                self._emit(outputs)
+            finally:
+                self._feeding = False
             self._wake_ticker_if_due()
+            job, self._deferred = self._deferred, None
+        if job is None:
+            return None
+        return functools.partial(self._serve, *job)
 
     def _wake_ticker_if_due(self) -> None:
         """Wake the ticker only if it now has to act before it planned to (lock held).
@@ -290,7 +310,10 @@ class HidRunner:
                 transaction = HidTransaction(item.channel, item.transaction, self._status_changed)
                 self._current = transaction
                 self._next_keepalive = self._clock() + self._interval
-                self._requests.put((item, transaction))
+                if self._feeding and self._deferred is None:
+                    self._deferred = (item, transaction)  # feed() returns it as a job
+                else:
+                    self._requests.put((item, transaction))
             elif isinstance(item, Cancel):
                 current = self._current
                 if current is not None and current.transaction == item.transaction:
@@ -318,12 +341,15 @@ class HidRunner:
             job = self._requests.get()
             if job is None:
                 return
-            request, transaction = job
-            payload = self._call_handler(request, transaction)
-            with self._lock:
-                if self._current is transaction:
-                    self._current = None
-                self._send(self._core.respond(request.transaction, payload))
+            self._serve(*job)
+
+    def _serve(self, request: Request, transaction: HidTransaction) -> None:
+        """Answer one request: the handler, then the response's reports."""
+        payload = self._call_handler(request, transaction)
+        with self._lock:
+            if self._current is transaction:
+                self._current = None
+            self._send(self._core.respond(request.transaction, payload))
 
     def _call_handler(self, request: Request, transaction: HidTransaction) -> bytes:
         is_cbor = request.command == Command.CBOR

@@ -7,6 +7,13 @@ is power cycled, the request in flight cancelled; the host's channels stay valid
 else that is not a report (empty or longer than 64 bytes) is dropped; shorter reports are zero
 padded as on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
 client side, for tests and tools.
+
+Threads: whichever of the transport's I/O threads holds the read lock receives datagrams and
+feeds them to the runner in order. A datagram that completes a request is answered by the
+thread that received it, right there (no hand-off to a worker), after releasing the read
+lock to a spare I/O thread, which keeps reading meanwhile: a CTAPHID_CANCEL, or an INIT on
+another channel, is seen while the handler waits for the user. A spare is started only when
+none is left, so a key answering one request at a time keeps two I/O threads.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import logging
 import select
 import socket
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
@@ -64,7 +71,11 @@ class UdpTransport:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._runner = HidRunner(handler, self._send, logger=logger)
+        self._read_lock = threading.Lock()  # its holder reads and feeds datagrams, in order
+        self._pool_lock = threading.Lock()
+        self._spare = 0  # I/O threads not busy answering a request
+        self._threads: list[threading.Thread] = []
+        self._runner = HidRunner(handler, self._send, logger=logger, inline_requests=True)
 
     def __repr__(self) -> str:
         return f"UdpTransport(port={self.port}, peer={self._peer!r})"
@@ -80,14 +91,24 @@ class UdpTransport:
         return self._runner
 
     def start(self) -> None:
-        """Serve on a background thread."""
+        """Serve on background threads."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
-            self._thread.start()
+            with self._pool_lock:
+                self._spare += 1
+            self._thread = self._spawn()
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread until :meth:`stop`."""
+        """Serve on the calling thread (and spares) until :meth:`stop`."""
+        with self._pool_lock:
+            self._spare += 1
         self._loop()
+
+    def _spawn(self) -> threading.Thread:
+        """Start an I/O thread (the caller counted it as spare)."""
+        thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """Stop serving, close the socket and the runner. Idempotent."""
@@ -96,10 +117,12 @@ class UdpTransport:
         self._stopping.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5.0)
-        self._runner.close()
+        self._runner.close()  # cancels a request in progress: its I/O thread then ends
+        with self._pool_lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5.0)
         for sock in (self._sock, self._wake_r, self._wake_w):
             sock.close()
 
@@ -110,21 +133,47 @@ class UdpTransport:
             self._log.debug("udp: dropping a report: %s", exc)
 
     def _loop(self) -> None:
+        """One I/O thread (counted as spare by whoever started it)."""
         while not self._stopping.is_set():
-            try:
-                ready, _, _ = select.select([self._sock, self._wake_r], [], [])
-            except (OSError, ValueError):
-                return  # closed under us
-            if self._wake_r in ready or self._stopping.is_set():
+            with self._read_lock:
+                if self._stopping.is_set():
+                    return
+                try:
+                    ready, _, _ = select.select([self._sock, self._wake_r], [], [])
+                except (OSError, ValueError):
+                    return  # closed under us
+                if self._wake_r in ready or self._stopping.is_set():
+                    return
+                try:
+                    datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
+                except OSError as exc:  # e.g. ICMP port unreachable reported late
+                    self._log.debug("udp: receive error: %s", exc)
+                    continue
+                job = self._handle(datagram, source)
+            if job is not None and not self._answer(job):
                 return
-            try:
-                datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
-            except OSError as exc:  # e.g. ICMP port unreachable reported late
-                self._log.debug("udp: receive error: %s", exc)
-                continue
-            self._handle(datagram, source)
 
-    def _handle(self, datagram: bytes, source: Hashable = None) -> None:
+    def _answer(self, job: Callable[[], None]) -> bool:
+        """Run a request's job on this thread, a spare reading meanwhile. False: this
+        thread is surplus and ends."""
+        with self._pool_lock:
+            self._spare -= 1
+            if self._spare == 0 and not self._stopping.is_set():
+                self._spare += 1  # counted for the new thread
+                self._spawn()
+        try:
+            job()
+        finally:
+            with self._pool_lock:
+                self._spare += 1
+                surplus = self._spare > 2
+                if surplus:
+                    self._spare -= 1
+                    with contextlib.suppress(ValueError):
+                        self._threads.remove(threading.current_thread())
+        return not surplus
+
+    def _handle(self, datagram: bytes, source: Hashable = None) -> Callable[[], None] | None:
         """``source``: the sender's address, the CTAPHID client identity (every reply still
         goes to the one peer address)."""
         if datagram == POWER_CYCLE_DATAGRAM:
@@ -134,9 +183,10 @@ class UdpTransport:
             # suites keep using theirs after a "reboot"; a real unplug, UHID, forgets them).
             self._runner.power_cycle(keep_channels=True)
         elif 0 < len(datagram) <= REPORT_SIZE:
-            self._runner.feed(datagram, source)
+            return self._runner.feed(datagram, source)
         else:
             self._log.debug("udp: ignoring a %d-byte datagram", len(datagram))
+        return None
 
 
 class UdpConnection(CtapHidConnection):
