@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
@@ -34,6 +36,43 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (a bad flag value...) in one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _port(text: str) -> int:
+    """A UDP port flag: 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def _peer_port(text: str) -> int:
+    """The port replies go to: 1 to 65535 (port 0 cannot be sent to)."""
+    value = _port(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not a port replies can go to (1 to 65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A non-negative, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -47,6 +86,9 @@ def _keystore_dir(args: argparse.Namespace) -> Path:
 
 def _open_store(args: argparse.Namespace) -> SqliteKeyStore:
     if getattr(args, "ephemeral", False):
+        if args.keystore or args.passphrase_file:
+            given = "--keystore" if args.keystore else "--passphrase-file"
+            raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
         return SqliteKeyStore.ephemeral()
     directory = _keystore_dir(args)
     if not SqliteKeyStore.exists(directory):
@@ -61,7 +103,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     directory = _keystore_dir(args)
     if SqliteKeyStore.exists(directory):
         raise CliError(f"a keystore already exists in {directory}")
-    aaguid = bytes.fromhex(args.aaguid.replace("-", "")) if args.aaguid else None
+    try:
+        aaguid = bytes.fromhex(args.aaguid.replace("-", "")) if args.aaguid else None
+    except ValueError:
+        aaguid = b""
     if aaguid is not None and len(aaguid) != 16:
         raise CliError("--aaguid must be 16 bytes (32 hex digits)")
     passphrase = get_passphrase(args.passphrase_file, confirm=True)
@@ -178,6 +223,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except UhidUnavailableError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or args.transport != "udp":
+            raise
+        raise CliError(
+            f"UDP port {args.udp_port} is already in use (another `vfido run`?): choose "
+            "another with --udp-port PORT (and connect clients to it)"
+        ) from None
     finally:
         if recorder is not None:
             recorder.close()
@@ -328,11 +380,14 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_delete(args: argparse.Namespace) -> int:
+    prefix = args.id.rstrip(".")  # `credentials list` shows ids cut short with ".."
+    if not prefix:
+        raise CliError("give the credential's id or a unique prefix (`vfido credentials list`)")
     with _open_store(args) as store:
         matches = [
             s.record.credential_id
             for s in store.list_credentials()
-            if _b64url(s.record.credential_id).startswith(args.id.rstrip("."))
+            if _b64url(s.record.credential_id).startswith(prefix)
         ]
         if not matches:
             raise CliError(f"no credential with id {args.id}")
@@ -384,7 +439,7 @@ def _add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vfido", description="A virtual FIDO2 security key.")
+    parser = _Parser(prog="vfido", description="A virtual FIDO2 security key.")
     parser.add_argument("--version", action="version", version=f"vfido {__version__}")
     parser.add_argument(
         "-v",
@@ -396,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create a keystore")
     _add_keystore_args(p)
-    p.add_argument("--aaguid", help="AAGUID as 32 hex digits (default: random)")
+    p.add_argument("--aaguid", help="AAGUID as 32 hex digits, dashes allowed (default: random)")
     p.add_argument(
         "--backup-eligible",
         action="store_true",
@@ -405,20 +460,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("run", help="run the key")
+    p = sub.add_parser(
+        "run", help="run the key", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     _add_keystore_args(p, ephemeral=True)
-    p.add_argument("--transport", choices=["udp", "uhid"], default="udp")
+    p.add_argument(
+        "--transport",
+        choices=["udp", "uhid"],
+        default="udp",
+        help="udp: for test tools and python-fido2; uhid: a kernel HID device for browsers",
+    )
     p.add_argument(
         "--presence",
         choices=PRESENCE_MODES,
         default="auto",
-        help="how user presence is asked: auto (approve everything), deny, prompt (terminal), "
-        "notify (desktop notification, else terminal), manual (only `vfido approve`/`deny`); "
-        "default: auto",
+        help="how user presence is asked: auto (approve everything), deny, deny-uv (approve "
+        "presence, fail built-in UV), prompt (terminal), notify (desktop notification, else "
+        "terminal), manual (only `vfido approve`/`deny`)",
     )
     p.add_argument(
         "--presence-delay",
-        type=float,
+        type=_seconds,
         default=0.0,
         metavar="SECONDS",
         help="with --presence auto: wait this long before approving",
@@ -428,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="an unanswered request is refused after this long (default: 30)",
+        help="an unanswered request is refused after this long",
     )
     p.add_argument(
         "--name",
@@ -437,10 +499,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
     )
-    p.add_argument("--udp-port", type=int, default=8111, help="UDP port the key binds")
-    p.add_argument("--udp-peer-port", type=int, default=7112, help="UDP port replies go to")
-    p.add_argument("--serial", help="USB serial number (printable ASCII) for uhid")
-    p.add_argument("--attestation", choices=["packed", "self", "none"], default="packed")
+    p.add_argument("--udp-port", type=_port, default=8111, help="UDP port the key binds")
+    p.add_argument("--udp-peer-port", type=_peer_port, default=7112, help="UDP port replies go to")
+    p.add_argument(
+        "--serial", help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)"
+    )
+    p.add_argument(
+        "--attestation",
+        choices=["packed", "self", "none"],
+        default="packed",
+        help="packed: batch certificate under the keystore's root; self; none",
+    )
     p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
     p.add_argument(
         "--uv",
@@ -468,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         metavar="N",
-        help="discoverable credentials the key accepts (default: 100000)",
+        help="discoverable credentials the key accepts",
     )
     p.add_argument(
         "--trace",
@@ -566,12 +635,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        result = _main(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return result
+    except BrokenPipeError:  # `vfido ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="vfido: %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     if not args.verbose:
+        logging.getLogger("fido2").setLevel(logging.WARNING)  # python-fido2's own INFO lines
         logging.getLogger("authenticator").setLevel(logging.WARNING)
         logging.getLogger("transports").setLevel(logging.WARNING)
     try:
@@ -580,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, KeystoreError, PassphraseError, ControlError, pin_cli.PinCliError) as exc:
         print(f"vfido: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         print(
             f"vfido: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
