@@ -186,3 +186,34 @@ def test_run_help_shows_every_option_with_its_help_and_default() -> None:
 def test_the_readme_shows_python_fido2_over_udp() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "open_udp_device(port=8111, peer_port=7112)" in readme
+
+
+def test_info_and_metadata_of_a_running_ephemeral_key(tmp_path: Path) -> None:
+    """Through the control socket: the running key's own keystore, config and getInfo."""
+    import base64
+    import json
+
+    from tests.rp import RelyingParty, register
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    where = {"XDG_RUNTIME_DIR": str(runtime)}
+    with udp_service(["--ephemeral", "--uv"], extra_env=where) as service:
+        with service.client() as client:
+            aaguid = bytes(client.info.aaguid).hex()
+            result = vfido(["metadata"], **where)
+            assert result.returncode == 0, result.stderr
+            statement = json.loads(result.stdout)
+            assert statement["aaguid"].replace("-", "") == aaguid
+            assert statement["authenticatorGetInfo"]["options"]["uv"] is True  # its own config
+            root = base64.b64decode(statement["attestationRootCertificates"][0])
+            # Both verifiers trust the key's packed attestation up to the statement's root.
+            register(client, RelyingParty(root_der=root), rk=True)
+        name = f"udp-{service.port}"
+        for args in (["info"], ["info", "--name", name]):
+            result = vfido(args, **where)
+            assert result.returncode == 0, result.stderr
+            assert f"{name} (running" in result.stdout
+            assert "(ephemeral)" in result.stdout and aaguid in result.stdout
+            assert "1 discoverable" in result.stdout
+    one_line_error(vfido(["info", "--name", name], **where), "no vfido key")

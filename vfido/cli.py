@@ -96,6 +96,32 @@ def _open_store(args: argparse.Namespace) -> SqliteKeyStore:
     return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
 
 
+def add_running_key_args(p: argparse.ArgumentParser) -> None:
+    """``--name``/``--socket``: ask a running key (`info`, `metadata`)."""
+    p.add_argument(
+        "--name",
+        help="ask this running key, through its control socket (default: the only running "
+        "key when no --keystore/--ephemeral is given, else the keystore)",
+    )
+    p.add_argument("--socket", metavar="PATH", help="ask the running key with this control socket")
+
+
+def running_key(args: argparse.Namespace) -> Path | None:
+    """The control socket `info`/`metadata` ask: the key named by ``--name``/``--socket``,
+    else the only running key unless a keystore is named (None: open the keystore)."""
+    from vfido.control import running_keys
+
+    if args.name or args.socket:
+        return find_key(args.name, Path(args.socket) if args.socket else None)
+    if args.keystore or args.ephemeral or args.passphrase_file:
+        return None
+    keys = running_keys()
+    if len(keys) > 1:
+        names = ", ".join(k.stem for k in keys)
+        raise CliError(f"{len(keys)} keys are running ({names}): choose one with --name")
+    return keys[0] if keys else None
+
+
 # --- commands ---------------------------------------------------------------
 
 
@@ -335,6 +361,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from authenticator.responses import GET_INFO_MEMBERS
     from vfido.presence import DenyPresence
 
+    path = running_key(args)
+    if path is not None:
+        return _info_of_running_key(path)
     with _open_store(args) as store:
         identity = store.identity()
         where = "(ephemeral)" if args.ephemeral else _keystore_dir(args)
@@ -354,6 +383,25 @@ def cmd_info(args: argparse.Namespace) -> int:
                     value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
                 print(f"{name + ':':<33} {value}")
         print(f"{'ML-DSA (post-quantum):':<33} {mldsa_status(Config())}")
+    return 0
+
+
+def _info_of_running_key(path: Path) -> int:
+    """`vfido info` through a running key's control socket (its keystore is in use)."""
+    with ControlClient(path) as client:
+        status = client.call("status")
+        answer = client.call("metadata")
+    info = answer["statement"]["authenticatorGetInfo"]
+    print(f"{'key:':<33} {status.get('name', path.stem)} (running, pid {status.get('pid')})")
+    print(f"{'keystore:':<33} {status.get('keystore')}")
+    print(f"{'aaguid:':<33} {str(answer['statement']['aaguid']).replace('-', '')}")
+    print(f"{'credentials:':<33} {answer['credentials']} discoverable")
+    for name, value in info.items():
+        if name == "aaguid":
+            continue
+        if name == "algorithms":
+            value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
+        print(f"{name + ':':<33} {value}")
     return 0
 
 
@@ -595,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show the keystore and what the key advertises")
     _add_keystore_args(p, ephemeral=True)
+    add_running_key_args(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("credentials", help="list or delete discoverable credentials")
