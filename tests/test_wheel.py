@@ -96,3 +96,11 @@ def test_the_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     tested = run([str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q"], work)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "1 passed" in tested.stdout
+
+
+def test_bootstrap_prints_no_setuptools_warnings() -> None:
+    """``./bootstrap`` on a ready checkout: pip's quiet install, then one line."""
+    result = run(["./bootstrap", "--test"], ROOT)
+    assert result.returncode == 0, result.stderr
+    assert not build_warnings(result.stdout + result.stderr), result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "bootstrap: ready: .venv/bin/vfido --help"
