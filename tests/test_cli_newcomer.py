@@ -41,7 +41,7 @@ def keystore(tmp_path: Path) -> Path:
         (["run", "--ephemeral", "--udp-port", "99999"], ["--udp-port", "0 to 65535"]),
         (["run", "--ephemeral", "--udp-port", "-1"], ["--udp-port", "0 to 65535"]),
         (["run", "--ephemeral", "--udp-peer-port", "99999"], ["--udp-peer-port"]),
-        (["run", "--ephemeral", "--udp-peer-port", "0"], ["--udp-peer-port"]),
+        (["run", "--ephemeral", "--udp-peer-port", "-5"], ["--udp-peer-port"]),
         (["run", "--ephemeral", "--keystore", "somewhere"], ["--ephemeral", "--keystore"]),
         (["info", "--ephemeral", "--keystore", "somewhere"], ["--ephemeral", "--keystore"]),
     ],

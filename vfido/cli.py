@@ -54,14 +54,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _peer_port(text: str) -> int:
-    """The port replies go to: 1 to 65535 (port 0 cannot be sent to)."""
-    value = _port(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 is not a port replies can go to (1 to 65535)")
-    return value
-
-
 def _seconds(text: str) -> float:
     """A non-negative, finite number of seconds."""
     try:
@@ -548,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
     )
     p.add_argument("--udp-port", type=_port, default=8111, help="UDP port the key binds")
-    p.add_argument("--udp-peer-port", type=_peer_port, default=7112, help="UDP port replies go to")
+    p.add_argument("--udp-peer-port", type=_port, default=7112, help="UDP port replies go to")
     p.add_argument(
         "--serial", help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)"
     )
