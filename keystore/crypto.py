@@ -28,6 +28,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -55,6 +56,24 @@ def clear(buf: bytearray) -> None:
     buf[:] = bytes(len(buf))
 
 
+class _DeriveInto(Protocol):
+    def derive(self, key_material: bytes, /) -> bytes: ...
+
+
+def derive_into(kdf: _DeriveInto, key_material: bytes | bytearray, out: bytearray) -> None:
+    """``kdf.derive_into(key_material, out)``: the key straight into ``out`` (which the
+    caller zeroes). cryptography < 47 has no ``derive_into``: there the key passes through
+    one immutable ``bytes`` object (not clearable) on its way into ``out``."""
+    into = getattr(kdf, "derive_into", None)
+    if into is not None:
+        into(key_material, out)
+        return
+    derived = kdf.derive(bytes(key_material))
+    if len(derived) != len(out):
+        raise ValueError("derived key and buffer differ in length")
+    out[:] = derived
+
+
 def new_master_key() -> bytearray:
     return bytearray(os.urandom(KEY_SIZE))
 
@@ -71,8 +90,12 @@ def unwrap_master_key(kek: bytes | bytearray, wrapped: bytes) -> bytearray:
     if len(wrapped) != NONCE_SIZE + KEY_SIZE + 16:
         raise AuthenticationFailed("wrapped master key has the wrong size")
     out = bytearray(KEY_SIZE)
+    aead = AESGCM(kek)
     try:
-        AESGCM(kek).decrypt_into(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD, out)
+        if hasattr(aead, "decrypt_into"):
+            aead.decrypt_into(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD, out)
+        else:  # cryptography < 47: through one immutable bytes object, as derive_into says
+            out[:] = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD)
     except InvalidTag as exc:
         raise AuthenticationFailed("master key did not unwrap") from exc
     return out
@@ -108,7 +131,7 @@ class RecordKeys:
     def derive(cls, master_key: bytes | bytearray) -> RecordKeys:
         def hkdf(info: bytes) -> bytearray:
             out = bytearray(KEY_SIZE)
-            HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=info).derive_into(master_key, out)
+            derive_into(HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=info), master_key, out)
             return out
 
         return cls(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from keystore.crypto import derive_into
+
 ALGORITHM = "argon2id"
 KEY_SIZE = 32
 SALT_SIZE = 16
@@ -153,5 +155,5 @@ def derive_key(passphrase: str, params: KdfParams) -> bytearray:
         memory_cost=params.memory_kib,
     )
     out = bytearray(KEY_SIZE)
-    kdf.derive_into(secret, out)
+    derive_into(kdf, secret, out)
     return out

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -17,7 +18,7 @@ from authenticator.config import Config
 from authenticator.device import Authenticator
 from keystore.sqlite_store import SqliteKeyStore
 from tests.presence_helpers import as_other_user
-from tests.service_helpers import vfido
+from tests.service_helpers import udp_service, vfido
 from transports.inprocess import open_device
 from vfido.control import ControlServer
 from vfido.doctor import Check, Key, Paths, check_roundtrip, format_check, run_checks
@@ -188,7 +189,58 @@ def test_udp_key_found_by_its_control_socket(root: Path) -> None:
         checks = {c.name: c for c in run_checks(paths(root), opener=in_process_key)}
     assert "udp 127.0.0.1:8111" in checks["key running"].detail
     assert "control socket" in checks["key running"].detail
-    assert checks["hidraw node"].failed and "--transport uhid" in checks["hidraw node"].fix
+    # A UDP key is not broken: browsers just cannot see it (a warning, with the way to UHID).
+    assert checks["hidraw node"].status == "warn"
+    assert "--transport uhid" in checks["hidraw node"].fix
+    assert checks["INIT + getInfo"].status == "skip"  # this fake status has no ports
+
+
+def kernel_paths(root: Path) -> Paths:
+    return Paths(
+        root=root, control_dir=root / "run/user/vfido", home=root / "home/alice", release="6.1.0-t"
+    )
+
+
+def test_kernel_without_uhid_support(root: Path) -> None:
+    """CONFIG_UHID not set: no module to load, and UDP / in-process keys still work."""
+    write(root / "lib/modules/6.1.0-t/modules.dep", "kernel/drivers/hid/hid-generic.ko:\n")
+    write(root / "lib/modules/6.1.0-t/modules.builtin", "kernel/drivers/hid/hid.ko\n")
+    check = next(c for c in run_checks(kernel_paths(root)) if c.name == "uhid module")
+    assert check.failed and "no UHID support" in check.detail and "CONFIG_UHID" in check.detail
+    assert "modprobe" not in check.fix and "UDP" in check.fix and "in-process" in check.fix
+
+
+def test_kernel_config_says_uhid_is_not_set(root: Path) -> None:
+    write(root / "boot/config-6.1.0-t", "CONFIG_HID=y\n# CONFIG_UHID is not set\n")
+    check = next(c for c in run_checks(kernel_paths(root)) if c.name == "uhid module")
+    assert check.failed and "no UHID support" in check.detail
+
+
+def test_uhid_module_not_loaded(root: Path) -> None:
+    write(root / "lib/modules/6.1.0-t/modules.dep", "kernel/drivers/hid/uhid.ko.xz: hid.ko\n")
+    check = next(c for c in run_checks(kernel_paths(root)) if c.name == "uhid module")
+    assert check.failed and "not loaded" in check.detail
+    assert "sudo modprobe uhid" in check.fix and "UDP" in check.fix
+
+
+def test_cannot_tell_without_modules_or_config(root: Path) -> None:
+    check = next(c for c in run_checks(kernel_paths(root)) if c.name == "uhid module")
+    assert check.failed and "a container?" in check.detail and "modprobe uhid" in check.fix
+
+
+@pytest.mark.slow
+def test_a_healthy_udp_key_passes_doctor(tmp_path: Path) -> None:
+    """Only a UDP key runs: UHID and udev are warnings (browsers need them, it does not),
+    and INIT + getInfo over UDP is checked."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    with udp_service(["--ephemeral"], extra_env={"XDG_RUNTIME_DIR": str(runtime)}):
+        result = vfido(["doctor"], XDG_RUNTIME_DIR=str(runtime))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert re.search(r"^ok    INIT \+ getInfo: CTAPHID v2, .*FIDO_2_1", result.stdout, re.M), (
+        result.stdout
+    )
 
 
 def test_uhid_key_found_by_its_control_socket(root: Path) -> None:

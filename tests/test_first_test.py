@@ -80,8 +80,9 @@ def py_webauthn_ceremonies(key: VirtualKey | ServiceKey) -> None:
         expected_origin=ORIGIN,
         credential_public_key=verified.credential_public_key,
         credential_current_sign_count=verified.sign_count,
+        require_user_verification=True,
     )
-    assert signed_in.user_verified
+    assert signed_in.new_sign_count > verified.sign_count
 
 
 def test_virtual_key_with_fido2_server_defaults() -> None:

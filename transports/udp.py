@@ -37,6 +37,9 @@ POWER_CYCLE_DATAGRAM = bytes.fromhex(
     "394d8d04973c134005be1a0140bff6045bb26eb77a73eaa47813f6b49a7250dc"
 )
 MAX_DATAGRAM = 65535
+#: Seconds :func:`open_udp_device` waits for the key's answer to CTAPHID_INIT: a key answers
+#: at once, so silence this long means no key listens on that port.
+CONNECT_TIMEOUT = 3.0
 
 _module_log = logging.getLogger(__name__)
 
@@ -189,8 +192,15 @@ class UdpTransport:
         return None
 
 
+class NoKeyError(ConnectionError):
+    """No key answers on the UDP port (nothing listens there, or it does not speak CTAPHID)."""
+
+
 class UdpConnection(CtapHidConnection):
     """Client side: binds ``host:peer_port`` and sends reports to ``host:port``.
+
+    The socket is connected to the key, so the kernel's "port unreachable" for a port nothing
+    listens on ends a read at once (:class:`NoKeyError`) instead of after ``timeout``.
 
     Reports for channels this connection never used are skipped (see
     :class:`~transports.ctaphid.HostChannelFilter`).
@@ -207,6 +217,11 @@ class UdpConnection(CtapHidConnection):
         self._sock = _udp_socket(host, peer_port)
         self._sock.settimeout(timeout)
         self._key = (host, port)
+        try:
+            self._sock.connect(self._key)
+        except OSError:
+            self._sock.close()
+            raise
         self._timeout = timeout
         self._filter = HostChannelFilter()
         self.descriptor = HidDescriptor(
@@ -222,12 +237,29 @@ class UdpConnection(CtapHidConnection):
     def write_packet(self, data: bytes) -> None:
         report = bytes(data)
         self._filter.note_sent(report)
-        self._sock.sendto(report, self._key)
+        try:
+            self._sock.send(report)
+        except ConnectionRefusedError:
+            raise self._no_key() from None
+
+    def _no_key(self, after: str = "") -> NoKeyError:
+        host, port = self._key
+        return NoKeyError(
+            f"no key answers on udp {host}:{port}{after} (is `vfido run` running with "
+            f"--udp-port {port}?)"
+        )
+
+    def set_timeout(self, timeout: float) -> None:
+        """Seconds a read waits for the key."""
+        self._timeout = timeout
+        self._sock.settimeout(timeout)
 
     def read_packet(self) -> bytes:
         while True:
             try:
                 datagram = self._sock.recv(MAX_DATAGRAM)
+            except ConnectionRefusedError:
+                raise self._no_key() from None
             except TimeoutError:
                 raise TimeoutError(f"no report from the key within {self._timeout} s") from None
             if self._filter.wants(datagram):  # skip other clients' and stray reports
@@ -244,10 +276,19 @@ class UdpConnection(CtapHidConnection):
 def open_udp_device(
     port: int = 8111, peer_port: int = 7112, *, host: str = "127.0.0.1", timeout: float = 60.0
 ) -> CtapHidDevice:
-    """A python-fido2 device talking to a :class:`UdpTransport` at ``host:port``."""
-    connection = UdpConnection(port, peer_port, host=host, timeout=timeout)
+    """A python-fido2 device talking to a :class:`UdpTransport` at ``host:port``.
+
+    Raises :class:`NoKeyError` within :data:`CONNECT_TIMEOUT` seconds when no key answers
+    there; afterwards each read waits up to ``timeout`` seconds.
+    """
+    connection = UdpConnection(port, peer_port, host=host, timeout=min(timeout, CONNECT_TIMEOUT))
     try:
-        return CtapHidDevice(connection.descriptor, connection)
+        try:
+            device = CtapHidDevice(connection.descriptor, connection)
+        except TimeoutError:
+            raise connection._no_key(f" within {connection._timeout:g} s") from None
+        connection.set_timeout(timeout)
+        return device
     except BaseException:
         connection.close()
         raise

@@ -6,12 +6,14 @@ import argparse
 import base64
 import dataclasses
 import datetime
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from keystore.sqlite_store import SqliteKeyStore
 from keystore.store import KeystoreError
@@ -38,6 +40,35 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors (a bad flag value...) in one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _port(text: str) -> int:
+    """A UDP port flag: 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A non-negative, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -51,11 +82,40 @@ def _keystore_dir(args: argparse.Namespace) -> Path:
 
 def _open_store(args: argparse.Namespace) -> SqliteKeyStore:
     if getattr(args, "ephemeral", False):
+        if args.keystore or args.passphrase_file:
+            given = "--keystore" if args.keystore else "--passphrase-file"
+            raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
         return SqliteKeyStore.ephemeral()
     directory = _keystore_dir(args)
     if not SqliteKeyStore.exists(directory):
         raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
     return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
+
+
+def add_running_key_args(p: argparse.ArgumentParser) -> None:
+    """``--name``/``--socket``: ask a running key (`info`, `metadata`)."""
+    p.add_argument(
+        "--name",
+        help="ask this running key, through its control socket (default: the only running "
+        "key when no --keystore/--ephemeral is given, else the keystore)",
+    )
+    p.add_argument("--socket", metavar="PATH", help="ask the running key with this control socket")
+
+
+def running_key(args: argparse.Namespace) -> Path | None:
+    """The control socket `info`/`metadata` ask: the key named by ``--name``/``--socket``,
+    else the only running key unless a keystore is named (None: open the keystore)."""
+    from vfido.control import running_keys
+
+    if args.name or args.socket:
+        return find_key(args.name, Path(args.socket) if args.socket else None)
+    if args.keystore or args.ephemeral or args.passphrase_file:
+        return None
+    keys = running_keys()
+    if len(keys) > 1:
+        names = ", ".join(k.stem for k in keys)
+        raise CliError(f"{len(keys)} keys are running ({names}): choose one with --name")
+    return keys[0] if keys else None
 
 
 # --- commands ---------------------------------------------------------------
@@ -65,7 +125,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     directory = _keystore_dir(args)
     if SqliteKeyStore.exists(directory):
         raise CliError(f"a keystore already exists in {directory}")
-    aaguid = bytes.fromhex(args.aaguid.replace("-", "")) if args.aaguid else None
+    try:
+        aaguid = bytes.fromhex(args.aaguid.replace("-", "")) if args.aaguid else None
+    except ValueError:
+        aaguid = b""
     if aaguid is not None and len(aaguid) != 16:
         raise CliError("--aaguid must be 16 bytes (32 hex digits)")
     passphrase = get_passphrase(args.passphrase_file, confirm=True)
@@ -205,6 +268,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except (UhidUnavailableError, UnixTransportError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or choice.kind != "udp":
+            raise
+        raise CliError(
+            f"UDP port {args.udp_port} is already in use (another `vfido run`?): choose "
+            "another with --udp-port PORT (and connect clients to it)"
+        ) from None
     finally:
         if recorder is not None:
             recorder.close()
@@ -313,6 +383,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from authenticator.responses import GET_INFO_MEMBERS
     from vfido.presence import DenyPresence
 
+    path = running_key(args)
+    if path is not None:
+        return _info_of_running_key(path)
     with _open_store(args) as store:
         identity = store.identity()
         where = "(ephemeral)" if args.ephemeral else _keystore_dir(args)
@@ -332,6 +405,25 @@ def cmd_info(args: argparse.Namespace) -> int:
                     value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
                 print(f"{name + ':':<33} {value}")
         print(f"{'ML-DSA (post-quantum):':<33} {mldsa_status(Config())}")
+    return 0
+
+
+def _info_of_running_key(path: Path) -> int:
+    """`vfido info` through a running key's control socket (its keystore is in use)."""
+    with ControlClient(path) as client:
+        status = client.call("status")
+        answer = client.call("metadata")
+    info = answer["statement"]["authenticatorGetInfo"]
+    print(f"{'key:':<33} {status.get('name', path.stem)} (running, pid {status.get('pid')})")
+    print(f"{'keystore:':<33} {status.get('keystore')}")
+    print(f"{'aaguid:':<33} {str(answer['statement']['aaguid']).replace('-', '')}")
+    print(f"{'credentials:':<33} {answer['credentials']} discoverable")
+    for name, value in info.items():
+        if name == "aaguid":
+            continue
+        if name == "algorithms":
+            value = ", ".join(ALG_NAMES.get(a["alg"], str(a["alg"])) for a in value)
+        print(f"{name + ':':<33} {value}")
     return 0
 
 
@@ -359,11 +451,14 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_delete(args: argparse.Namespace) -> int:
+    prefix = args.id.rstrip(".")  # `credentials list` shows ids cut short with ".."
+    if not prefix:
+        raise CliError("give the credential's id or a unique prefix (`vfido credentials list`)")
     with _open_store(args) as store:
         matches = [
             s.record.credential_id
             for s in store.list_credentials()
-            if _b64url(s.record.credential_id).startswith(args.id.rstrip("."))
+            if _b64url(s.record.credential_id).startswith(prefix)
         ]
         if not matches:
             raise CliError(f"no credential with id {args.id}")
@@ -415,7 +510,7 @@ def _add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vfido", description="A virtual FIDO2 security key.")
+    parser = _Parser(prog="vfido", description="A virtual FIDO2 security key.")
     parser.add_argument("--version", action="version", version=f"vfido {__version__}")
     parser.add_argument(
         "-v",
@@ -427,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create a keystore")
     _add_keystore_args(p)
-    p.add_argument("--aaguid", help="AAGUID as 32 hex digits (default: random)")
+    p.add_argument("--aaguid", help="AAGUID as 32 hex digits, dashes allowed (default: random)")
     p.add_argument(
         "--backup-eligible",
         action="store_true",
@@ -436,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("run", help="run the key")
+    p = sub.add_parser(
+        "run", help="run the key", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     _add_keystore_args(p, ephemeral=True)
     p.add_argument(
         "--transport",
@@ -462,13 +559,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--presence",
         choices=PRESENCE_MODES,
         default="auto",
-        help="how user presence is asked: auto (approve everything), deny, prompt (terminal), "
-        "notify (desktop notification, else terminal), manual (only `vfido approve`/`deny`); "
-        "default: auto",
+        help="how user presence is asked: auto (approve everything), deny, deny-uv (approve "
+        "presence, fail built-in UV), prompt (terminal), notify (desktop notification, else "
+        "terminal), manual (only `vfido approve`/`deny`)",
     )
     p.add_argument(
         "--presence-delay",
-        type=float,
+        type=_seconds,
         default=0.0,
         metavar="SECONDS",
         help="with --presence auto: wait this long before approving",
@@ -478,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="an unanswered request is refused after this long (default: 30)",
+        help="an unanswered request is refused after this long",
     )
     p.add_argument(
         "--name",
@@ -487,10 +584,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
     )
-    p.add_argument("--udp-port", type=int, default=8111, help="UDP port the key binds")
-    p.add_argument("--udp-peer-port", type=int, default=7112, help="UDP port replies go to")
-    p.add_argument("--serial", help="USB serial number (printable ASCII) for uhid")
-    p.add_argument("--attestation", choices=["packed", "self", "none"], default="packed")
+    p.add_argument("--udp-port", type=_port, default=8111, help="UDP port the key binds")
+    p.add_argument("--udp-peer-port", type=_port, default=7112, help="UDP port replies go to")
+    p.add_argument(
+        "--serial", help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)"
+    )
+    p.add_argument(
+        "--attestation",
+        choices=["packed", "self", "none"],
+        default="packed",
+        help="packed: batch certificate under the keystore's root; self; none",
+    )
     p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
     p.add_argument(
         "--uv",
@@ -524,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=100_000,
         metavar="N",
-        help="discoverable credentials the key accepts (default: 100000)",
+        help="discoverable credentials the key accepts",
     )
     p.add_argument(
         "--trace",
@@ -582,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show the keystore and what the key advertises")
     _add_keystore_args(p, ephemeral=True)
+    add_running_key_args(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("credentials", help="list or delete discoverable credentials")
@@ -622,6 +727,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        result = _main(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return result
+    except BrokenPipeError:  # `vfido ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
+def _main(args: argparse.Namespace) -> int:
     logsink.install(  # never blocks the key on a stderr nobody reads (#16)
         sys.stderr,
         logging.DEBUG if args.verbose else logging.INFO,
@@ -629,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s"),
     )
     if not args.verbose:
+        logging.getLogger("fido2").setLevel(logging.WARNING)  # python-fido2's own INFO lines
         logging.getLogger("authenticator").setLevel(logging.WARNING)
         logging.getLogger("transports").setLevel(logging.WARNING)
     try:
@@ -637,6 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, KeystoreError, PassphraseError, ControlError, pin_cli.PinCliError) as exc:
         print(f"vfido: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         print(
             f"vfido: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),

@@ -84,6 +84,12 @@ Commands
     (``versions``, ``aaguid`` in hex, ``options``...). Error: the key (as scripted) answers
     getInfo with an error.
 
+``metadata`` -> ``{"statement": {...}, "credentials": N}``
+    The key's FIDO MDS3 metadata statement (:mod:`vfido.metadata`, as ``vfido metadata``
+    prints it) made from the running key's keystore, configuration and getInfo, and how many
+    discoverable credentials it holds: what ``vfido metadata`` and ``vfido info`` show for a
+    running key (an ``--ephemeral`` one too).
+
 ``log`` ``{"limit"?: int, "since"?: seq}`` -> ``{"records": [...], "last": seq}``
     Only on a key run with ``--trace`` (registered by :func:`vfido.trace.add_trace_commands`,
     which documents it): the most recent requests, responses and CTAPHID control packets,
@@ -435,3 +441,15 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("behaviours", behaviours_command)
     server.register("power-cycle", power_cycle)
     server.register("info", info)
+
+    def metadata(args: dict[str, Any]) -> dict[str, Any]:
+        from vfido.metadata import metadata_statement
+
+        try:
+            decoded = device.info()
+        except CtapError as exc:
+            raise CommandError(f"getInfo answers CTAP error 0x{exc.status:02x}") from None
+        statement = metadata_statement(key.store, device.config, info=decoded)
+        return {"statement": statement, "credentials": key.store.count_credentials()}
+
+    server.register("metadata", metadata)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ ROUNDTRIP_TIMEOUT = 10.0
 
 INSTALL = "sudo vfido install-udev"
 START = "vfido run --transport uhid (or: systemctl --user start vfido)"
+#: Said wherever UHID is missing: what works without it.
+WITHOUT_UHID = "UDP (`vfido run`) and in-process keys (vfido.api.VirtualKey) work without it"
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class Paths:
     control_dir: Path | None = None  # default: vfido.control.socket_dir()
     home: Path = field(default_factory=Path.home)
     udev_source: Path = UDEV_SOURCE
+    #: The running kernel's release (``uname -r``): where its modules and config are.
+    release: str = field(default_factory=lambda: os.uname().release)
 
     def at(self, path: str) -> Path:
         return self.root / path.lstrip("/")
@@ -93,6 +98,7 @@ class Key:
     hidraw: str | None  # "/dev/hidrawN"
     found_by: str  # "control socket" | "sysfs"
     detail: str = ""
+    udp: tuple[str, int, int] | None = None  # host, port, peer port of a UDP key
 
 
 def _user() -> str:
@@ -128,6 +134,39 @@ def _can_open(path: Path) -> OSError | None:
 # --- checks ---------------------------------------------------------------------------------
 
 
+def kernel_uhid(paths: Paths) -> str:
+    """What the running kernel has: ``builtin``, ``module`` (it can be loaded), ``absent``
+    (CONFIG_UHID is not set: no module, not built in) or ``unknown`` (no modules directory
+    or kernel config to look at, e.g. in a container)."""
+    modules = paths.at(f"/lib/modules/{paths.release}")
+    with contextlib.suppress(OSError):
+        if "/uhid.ko" in (modules / "modules.builtin").read_text(errors="replace"):
+            return "builtin"
+    with contextlib.suppress(OSError):
+        if "/uhid.ko" in (modules / "modules.dep").read_text(errors="replace"):
+            return "module"
+    if any((modules / "kernel/drivers/hid").glob("uhid.ko*")):
+        return "module"
+    config = None
+    with contextlib.suppress(OSError):
+        config = paths.at(f"/boot/config-{paths.release}").read_text(errors="replace")
+    if config is None:
+        with contextlib.suppress(OSError):
+            import gzip
+
+            config = gzip.decompress(paths.at("/proc/config.gz").read_bytes()).decode(
+                errors="replace"
+            )
+    if config is not None:
+        for line in config.splitlines():
+            if line.startswith("CONFIG_UHID="):
+                return "builtin" if line.strip() == "CONFIG_UHID=y" else "module"
+        return "absent"
+    if (modules / "modules.dep").is_file():
+        return "absent"  # the kernel's module list has no uhid, and it is not built in
+    return "unknown"
+
+
 def check_uhid(paths: Paths) -> Check:
     name = "uhid module"
     if paths.at("/dev/uhid").exists():
@@ -138,10 +177,31 @@ def check_uhid(paths: Paths) -> Check:
             "uhid is loaded but /dev/uhid is missing",
             "sudo udevadm trigger --subsystem-match=misc (is devtmpfs mounted on /dev?)",
         )
+    kernel = kernel_uhid(paths)
+    if kernel == "absent":
+        return _fail(
+            name,
+            f"this kernel ({paths.release}) has no UHID support: CONFIG_UHID is not set and "
+            "there is no uhid module, so browsers cannot see vfido here",
+            f"a kernel with CONFIG_UHID (most distributions' kernels), or a VM; {WITHOUT_UHID}",
+        )
+    if kernel == "unknown":
+        return _fail(
+            name,
+            f"no /dev/uhid, and no /lib/modules/{paths.release} or kernel config to tell why "
+            "(a container?)",
+            f"on the host: sudo modprobe uhid, and pass /dev/uhid in; {WITHOUT_UHID}",
+        )
+    if kernel == "builtin":
+        return _fail(
+            name,
+            "uhid is built into the kernel but /dev/uhid is missing",
+            "is devtmpfs mounted on /dev? sudo udevadm trigger --subsystem-match=misc",
+        )
     return _fail(
         name,
         "the kernel's uhid module is not loaded (no /dev/uhid)",
-        f"sudo modprobe uhid ({INSTALL} loads it at every boot)",
+        f"sudo modprobe uhid ({INSTALL} loads it at every boot); {WITHOUT_UHID}",
     )
 
 
@@ -219,9 +279,13 @@ def check_user_unit(paths: Paths) -> Check:
 def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
     transport = str(status.get("transport", "?"))
     hidraw = status.get("hidraw")
+    address = None
     if transport == "udp":
         udp = status.get("udp") or {}
         detail = f"udp {udp.get('host')}:{udp.get('port')}"
+        host, port, peer = udp.get("host"), udp.get("port"), udp.get("peer_port")
+        if isinstance(host, str) and isinstance(port, int) and isinstance(peer, int):
+            address = (host, port, peer)
     elif transport == "unix":
         detail = f"unix {status.get('unix_socket')}"
     else:
@@ -232,6 +296,7 @@ def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
         hidraw if isinstance(hidraw, str) else None,
         "control socket",
         f"{detail}, presence {status.get('presence')}",
+        address,
     )
 
 
@@ -305,10 +370,11 @@ def check_hidraw(paths: Paths, key: Key) -> list[Check]:
     )
     if key.transport != "uhid":
         return [
-            _fail(
+            _warn(
                 present,
-                f"this key runs on {key.transport.upper()}: browsers only see hidraw keys",
-                "vfido run --transport uhid",
+                f"this key runs on {key.transport.upper()}, for test tools and python-fido2; "
+                "browsers only see hidraw keys",
+                "vfido run --transport uhid, for browsers",
             )
         ]
     if key.hidraw is None or not paths.at(key.hidraw).exists():
@@ -403,6 +469,32 @@ def check_roundtrip(
     return _ok(name, str(outcome["detail"]))
 
 
+def _open_udp(key: Key) -> Any:
+    from transports.udp import open_udp_device
+
+    assert key.udp is not None
+    host, port, peer = key.udp
+    return open_udp_device(port, peer, host=host, timeout=ROUNDTRIP_TIMEOUT)
+
+
+UdpOpener = Callable[[Key], Any]
+
+
+def check_udp_roundtrip(key: Key, opener: UdpOpener | None = None) -> Check:
+    """CTAPHID INIT + getInfo over UDP, from the port the key sends replies to. A client
+    that holds that port is using the key: that is no fault of the key."""
+    name = f"{key.name}: INIT + getInfo" if key.name else "INIT + getInfo"
+    if key.udp is None:
+        return _skip(name, "the key did not say its UDP ports")
+    peer = key.udp[2]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((key.udp[0], peer))
+        except OSError:
+            return _ok(name, f"not tried: a client holds the reply port {peer} (in use)")
+    return check_roundtrip(key, "udp", lambda _path: (opener or _open_udp)(key))
+
+
 def check_snap_browsers(paths: Paths) -> Check | None:
     snaps = [b for b in ("chromium", "firefox") if paths.at(f"/snap/bin/{b}").exists()]
     if not snaps:
@@ -415,8 +507,17 @@ def check_snap_browsers(paths: Paths) -> Check | None:
     )
 
 
+def _warn_only(check: Check) -> Check:
+    if not check.failed:
+        return check
+    return Check(check.name, "warn", check.detail + " (only browsers need it)", check.fix)
+
+
 def run_checks(
-    paths: Paths | None = None, name: str | None = None, opener: Opener = _open_hidraw
+    paths: Paths | None = None,
+    name: str | None = None,
+    opener: Opener = _open_hidraw,
+    udp_opener: UdpOpener | None = None,
 ) -> list[Check]:
     paths = paths or Paths()
     checks = [
@@ -427,18 +528,23 @@ def run_checks(
         check_user_unit(paths),
     ]
     keys = find_keys(paths, name)
+    if keys and all(key.transport == "udp" for key in keys):
+        # Only UDP keys run: UHID and udev matter for browsers only, not for what runs.
+        checks = [_warn_only(check) for check in checks]
     checks.append(check_running(keys, name))
     if not keys:
         checks.append(_skip("hidraw", "no key running"))
     for key in keys:
         label = key.name if len(keys) > 1 else ""
-        shown = Key(label, key.transport, key.hidraw, key.found_by, key.detail)
+        shown = Key(label, key.transport, key.hidraw, key.found_by, key.detail, key.udp)
         hidraw_checks = check_hidraw(paths, shown)
         checks += hidraw_checks
         if key.hidraw and all(c.status == "ok" for c in hidraw_checks[:2]):
             checks.append(check_roundtrip(shown, str(paths.at(key.hidraw)), opener))
         elif key.transport == "uhid":
             checks.append(_skip(f"{label + ': ' if label else ''}INIT + getInfo", "see above"))
+        else:
+            checks.append(check_udp_roundtrip(shown, udp_opener))
     snap = check_snap_browsers(paths)
     if snap is not None:
         checks.append(snap)

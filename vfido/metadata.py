@@ -85,11 +85,14 @@ def _json_get_info(info: Mapping[int, Any]) -> dict[str, Any]:
     return out
 
 
-def metadata_statement(store: KeyStore, config: Config | None = None) -> dict[str, Any]:
-    """The MDS3 metadata statement of ``store`` (a JSON-ready dict)."""
+def metadata_statement(
+    store: KeyStore, config: Config | None = None, info: Mapping[int, Any] | None = None
+) -> dict[str, Any]:
+    """The MDS3 metadata statement of ``store`` (a JSON-ready dict). ``info``: the key's
+    getInfo answer, if it runs (else an in-process authenticator on ``store`` answers)."""
     config = config or Config()
     identity = store.identity()
-    info = get_info(store, config)
+    info = info if info is not None else get_info(store, config)
     algorithms = [a.get("alg") for a in info.get(10, []) if isinstance(a, Mapping)]
     versions = [v for v in info.get(1, []) if isinstance(v, str)]
     upv = sorted({UPV[v] for v in versions if v in UPV}, reverse=True)
@@ -149,25 +152,35 @@ def metadata_statement(store: KeyStore, config: Config | None = None) -> dict[st
 
 
 def cmd_metadata(args: argparse.Namespace) -> int:
-    from vfido.cli import _open_store
+    from vfido.cli import _open_store, running_key
+    from vfido.control import ControlClient
 
+    path = running_key(args)
+    if path is not None:  # the running key says it all, with its own configuration
+        with ControlClient(path) as client:
+            print(json.dumps(client.call("metadata")["statement"], indent=2))
+        return 0
     with _open_store(args) as store:
         statement = metadata_statement(store, Config(attestation=args.attestation))
     print(json.dumps(statement, indent=2))
     return 0
 
 
-def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def register(sub: Any, add_keystore_args: Callable[..., None]) -> None:
     """Add `vfido metadata` to the `vfido` parser."""
     p = sub.add_parser(
         "metadata",
         help="print a FIDO MDS3 metadata statement (AAGUID, attestation root, algorithms)",
     )
-    add_keystore_args(p)
+    add_keystore_args(p, ephemeral=True)
     p.add_argument(
         "--attestation",
         choices=list(ATTESTATION_TYPES),
         default="packed",
-        help="the attestation `vfido run` uses (default: packed, i.e. basic_full)",
+        help="the attestation `vfido run` uses (default: packed, i.e. basic_full; a running "
+        "key says its own)",
     )
+    from vfido.cli import add_running_key_args
+
+    add_running_key_args(p)
     p.set_defaults(func=cmd_metadata)

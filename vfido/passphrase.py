@@ -14,6 +14,8 @@ class PassphraseError(Exception):
 
 ENV_VAR = "VFIDO_PASSPHRASE"
 NEW_ENV_VAR = "VFIDO_NEW_PASSPHRASE"
+#: The flag that names a file for each variable (said when neither is given).
+FILE_FLAGS = {ENV_VAR: "--passphrase-file", NEW_ENV_VAR: "--new-passphrase-file"}
 
 
 def _from_file(path: Path) -> str:
@@ -27,11 +29,11 @@ def _from_file(path: Path) -> str:
     return value
 
 
-def _prompt(prompt: str, confirm: bool) -> str:
+def _prompt(prompt: str, confirm: bool, env: str = ENV_VAR) -> str:
     if not sys.stdin.isatty():
-        raise PassphraseError(
-            f"no passphrase: set {ENV_VAR}, pass --passphrase-file, or run in a terminal"
-        )
+        what = "new passphrase" if env == NEW_ENV_VAR else "passphrase"
+        flag = FILE_FLAGS.get(env, "--passphrase-file")
+        raise PassphraseError(f"no {what}: set {env}, pass {flag} FILE, or run in a terminal")
     first = getpass.getpass(prompt)
     if not first:
         raise PassphraseError("empty passphrase")
@@ -48,4 +50,4 @@ def get_passphrase(file: Path | None, *, confirm: bool = False, env: str = ENV_V
     if value:
         return value
     label = "New keystore passphrase: " if confirm else "Keystore passphrase: "
-    return _prompt(label, confirm)
+    return _prompt(label, confirm, env)

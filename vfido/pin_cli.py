@@ -22,6 +22,12 @@ class PinCliError(Exception):
     pass
 
 
+#: The flag that names a file for each variable.
+FILE_FLAGS = {PIN_ENV: "--pin-file", NEW_PIN_ENV: "--new-pin-file"}
+#: CTAP 2.1 section 6.5.5.5: a PIN is at most 63 bytes of UTF-8 (padded to 64 with zeros).
+MAX_PIN_BYTES = 63
+
+
 def _read_pin(file: Path | None, env: str, prompt: str, confirm: bool) -> str:
     if file is not None:
         try:
@@ -34,11 +40,25 @@ def _read_pin(file: Path | None, env: str, prompt: str, confirm: bool) -> str:
     if os.environ.get(env):
         return os.environ[env]
     if not sys.stdin.isatty():
-        raise PinCliError(f"no PIN: set {env}, pass a PIN file, or run in a terminal")
+        what = "new PIN" if env == NEW_PIN_ENV else "PIN"
+        raise PinCliError(
+            f"no {what}: set {env}, pass {FILE_FLAGS[env]} FILE, or run in a terminal"
+        )
     value = getpass.getpass(prompt)
     if confirm and getpass.getpass("Repeat: ") != value:
         raise PinCliError("the PINs do not match")
     return value
+
+
+def check_new_pin(pin: str, min_length: int) -> None:
+    """The key's PIN policy, said in words before the key answers with a bare status."""
+    size = len(pin.encode("utf-8"))
+    if size > MAX_PIN_BYTES:
+        raise PinCliError(
+            f"the PIN is too long: at most {MAX_PIN_BYTES} bytes, this one has {size}"
+        )
+    if len(pin) < min_length:
+        raise PinCliError(f"the PIN is too short: at least {min_length} characters")
 
 
 def _describe(code: int) -> str:
@@ -83,7 +103,9 @@ def cmd_set(args: argparse.Namespace) -> int:
     def action(ctap: Any, client_pin: Any) -> int:
         if ctap.info.options.get("clientPin"):
             raise PinCliError("a PIN is already set: use `vfido pin change`")
-        client_pin.set_pin(_read_pin(args.new_pin_file, NEW_PIN_ENV, "New PIN: ", True))
+        new = _read_pin(args.new_pin_file, NEW_PIN_ENV, "New PIN: ", True)
+        check_new_pin(new, ctap.info.min_pin_length)
+        client_pin.set_pin(new)
         print("PIN set")
         return 0
 
@@ -96,6 +118,7 @@ def cmd_change(args: argparse.Namespace) -> int:
             raise PinCliError("no PIN is set: use `vfido pin set`")
         old = _read_pin(args.pin_file, PIN_ENV, "Current PIN: ", False)
         new = _read_pin(args.new_pin_file, NEW_PIN_ENV, "New PIN: ", True)
+        check_new_pin(new, ctap.info.min_pin_length)
         client_pin.change_pin(old, new)
         print("PIN changed")
         return 0

@@ -977,12 +977,26 @@ def format_trace(records: Iterable[Mapping[str, Any]], *, details: bool = False)
 # --- `vfido trace show` ------------------------------------------------------------------------
 
 
+#: The record types `vfido run --trace` writes; a file with none of them is not a trace.
+RECORD_TYPES = frozenset({"start", "event", "packet", "request", "response"})
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
         records = list(read_trace(path))
     except OSError as exc:
         print(f"vfido: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError:
+        print(f"vfido: error: {path} is not a vfido trace (binary data)", file=sys.stderr)
+        return 1
+    if not any(record.get("type") in RECORD_TYPES for record in records):
+        print(
+            f"vfido: error: {path} is not a vfido trace (no trace records; "
+            "`vfido run --trace FILE` writes one)",
+            file=sys.stderr,
+        )
         return 1
     for line in format_trace(records, details=args.details):
         print(visible(line))  # RP IDs, user names, anything in the file: never raw

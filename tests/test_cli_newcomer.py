@@ -1,0 +1,219 @@
+"""The CLI as a newcomer meets it (issue 17): a bad value is one line and a non-zero exit,
+never a traceback; errors name what to change."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.service_helpers import ROOT, env, free_udp_port, udp_service, vfido
+from transports.udp import CONNECT_TIMEOUT, NoKeyError, open_udp_device
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.fixture
+def keystore(tmp_path: Path) -> Path:
+    directory = tmp_path / "ks"
+    result = vfido(["init", "--keystore", str(directory)])
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["init", "--aaguid", "xyz"], ["--aaguid", "32 hex digits"]),
+        (["run", "--ephemeral", "--presence-delay", "-1"], ["--presence-delay"]),
+        (["run", "--ephemeral", "--presence-delay", "soon"], ["--presence-delay"]),
+        (["run", "--ephemeral", "--udp-port", "99999"], ["--udp-port", "0 to 65535"]),
+        (["run", "--ephemeral", "--udp-port", "-1"], ["--udp-port", "0 to 65535"]),
+        (["run", "--ephemeral", "--udp-peer-port", "99999"], ["--udp-peer-port"]),
+        (["run", "--ephemeral", "--udp-peer-port", "-5"], ["--udp-peer-port"]),
+        (["run", "--ephemeral", "--keystore", "somewhere"], ["--ephemeral", "--keystore"]),
+        (["info", "--ephemeral", "--keystore", "somewhere"], ["--ephemeral", "--keystore"]),
+    ],
+    ids=lambda v: (
+        " ".join(v) if isinstance(v, list) and v and v[0] in ("init", "run", "info") else ""
+    ),
+)
+def test_bad_flag_values_are_one_line(args: list[str], needles: list[str], tmp_path: Path) -> None:
+    if args[0] == "init":
+        args = [*args, "--keystore", str(tmp_path / "ks")]
+    result = vfido(args)
+    one_line_error(result, *needles)
+    assert not (tmp_path / "ks").exists()
+
+
+def test_trace_show_refuses_binary_and_non_trace_files(tmp_path: Path) -> None:
+    binary = tmp_path / "binary"
+    binary.write_bytes(bytes(range(256)) * 4)
+    one_line_error(vfido(["trace", "show", str(binary)]), "not a vfido trace")
+    for text in ('{"some": "json"}\n', "hello\n", ""):
+        other = tmp_path / "other.jsonl"
+        other.write_text(text)
+        one_line_error(vfido(["trace", "show", str(other)]), "not a vfido trace")
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
+    """``vfido ... | head``: the reader went away; no "Broken pipe", exit 0."""
+    for args in (["info", "--ephemeral"], ["run", "--help"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "vfido", *args],
+                env=env(),
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        finally:
+            os.close(write)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", result.stderr
+
+
+def test_address_in_use_names_the_port_and_the_flag() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = vfido(
+            ["run", "--ephemeral", "--udp-port", str(port), "--udp-peer-port", str(free_udp_port())]
+        )
+    one_line_error(result, str(port), "--udp-port", "in use")
+
+
+def test_a_udp_client_with_no_key_says_so_at_once() -> None:
+    port = free_udp_port()  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(NoKeyError, match=f"no key answers on udp 127.0.0.1:{port}"):
+        open_udp_device(port=port, peer_port=free_udp_port())
+    assert time.monotonic() - start < CONNECT_TIMEOUT + 5  # not the 60 s read timeout
+
+
+def test_a_silent_udp_peer_is_no_key_within_the_connect_timeout() -> None:
+    """Something bound to the port that never answers (no ICMP error either)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        with pytest.raises(NoKeyError, match="within"):
+            open_udp_device(port=port, peer_port=free_udp_port())
+
+
+def test_credentials_delete_refuses_an_empty_prefix(keystore: Path) -> None:
+    with udp_service(["--keystore", str(keystore)]) as service, service.client() as client:
+        from tests.rp import RelyingParty, register
+
+        register(client, RelyingParty(), rk=True)
+    for prefix in ("", ".."):
+        one_line_error(vfido(["credentials", "delete", "--keystore", str(keystore), prefix]), "id")
+    listed = vfido(["credentials", "list", "--keystore", str(keystore)])
+    assert "example.com" in listed.stdout  # still there
+
+
+def test_passphrase_change_names_the_missing_variable(keystore: Path) -> None:
+    result = vfido(["passphrase", "change", "--keystore", str(keystore)])
+    one_line_error(result, "VFIDO_NEW_PASSPHRASE", "--new-passphrase-file")
+    result = vfido(["info", "--keystore", str(keystore)], passphrase=None)
+    one_line_error(result, "VFIDO_PASSPHRASE", "--passphrase-file")
+
+
+def test_pin_commands_name_the_missing_variable_and_explain_a_long_pin(keystore: Path) -> None:
+    ks = ["--keystore", str(keystore)]
+    one_line_error(vfido(["pin", "set", *ks]), "VFIDO_NEW_PIN", "--new-pin-file")
+    one_line_error(vfido(["pin", "set", *ks], VFIDO_NEW_PIN="x" * 64), "too long", "63 bytes")
+    one_line_error(vfido(["pin", "set", *ks], VFIDO_NEW_PIN="12"), "too short", "4")
+    result = vfido(["pin", "set", *ks], VFIDO_NEW_PIN="1234")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no INFO lines from python-fido2 (or vfido) without -v
+    one_line_error(vfido(["pin", "change", *ks], VFIDO_NEW_PIN="5678"), "VFIDO_PIN", "--pin-file")
+    one_line_error(vfido(["pin", "change", *ks], VFIDO_PIN="1234"), "VFIDO_NEW_PIN")
+    result = vfido(["pin", "change", *ks], VFIDO_PIN="1234", VFIDO_NEW_PIN="é" * 32)
+    one_line_error(result, "too long", "64")
+
+
+def test_python_fido2_info_lines_only_with_verbose(keystore: Path) -> None:
+    ks = ["--keystore", str(keystore)]
+    quiet = vfido(["pin", "set", *ks], VFIDO_NEW_PIN="1234")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = vfido(["-v", "pin", "change", *ks], VFIDO_PIN="1234", VFIDO_NEW_PIN="5678")
+    assert loud.returncode == 0, loud.stderr
+    assert "INFO fido2.ctap2.pin: PIN has been changed" in loud.stderr, loud.stderr
+
+
+def test_run_help_shows_every_option_with_its_help_and_default() -> None:
+    result = vfido(["run", "--help"])
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option, default in [
+        ("--transport", "udp"),
+        ("--presence", "auto"),
+        ("--presence-delay", "0.0"),
+        ("--presence-timeout", "30.0"),
+        ("--udp-port", "8111"),
+        ("--udp-peer-port", "7112"),
+        ("--attestation", "packed"),
+        ("--max-resident-credentials", "100000"),
+    ]:
+        assert option in text
+        assert f"(default: {default})" in text, option
+    from vfido.cli import build_parser
+
+    run = next(
+        action.choices["run"]
+        for action in build_parser()._actions
+        if getattr(action, "choices", None) and "run" in action.choices
+    )
+    for action in run._actions:
+        assert action.help, f"vfido run {action.option_strings} has no help"
+
+
+def test_the_readme_shows_python_fido2_over_udp() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "open_udp_device(port=8111, peer_port=7112)" in readme
+
+
+def test_info_and_metadata_of_a_running_ephemeral_key(tmp_path: Path) -> None:
+    """Through the control socket: the running key's own keystore, config and getInfo."""
+    import base64
+    import json
+
+    from tests.rp import RelyingParty, register
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    where = {"XDG_RUNTIME_DIR": str(runtime)}
+    with udp_service(["--ephemeral", "--uv"], extra_env=where) as service:
+        with service.client() as client:
+            aaguid = bytes(client.info.aaguid).hex()
+            result = vfido(["metadata"], **where)
+            assert result.returncode == 0, result.stderr
+            statement = json.loads(result.stdout)
+            assert statement["aaguid"].replace("-", "") == aaguid
+            assert statement["authenticatorGetInfo"]["options"]["uv"] is True  # its own config
+            root = base64.b64decode(statement["attestationRootCertificates"][0])
+            # Both verifiers trust the key's packed attestation up to the statement's root.
+            register(client, RelyingParty(root_der=root), rk=True)
+        name = f"udp-{service.port}"
+        for args in (["info"], ["info", "--name", name]):
+            result = vfido(args, **where)
+            assert result.returncode == 0, result.stderr
+            assert f"{name} (running" in result.stdout
+            assert "(ephemeral)" in result.stdout and aaguid in result.stdout
+            assert "1 discoverable" in result.stdout
+    one_line_error(vfido(["info", "--name", name], **where), "no vfido key")
