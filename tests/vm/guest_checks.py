@@ -693,6 +693,9 @@ def chromium_argv(url: str) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-extensions",
+        # The network service in the browser process: on a loaded host its utility process
+        # gave up starting and crashed in a loop, and the page was never requested.
+        "--enable-features=NetworkServiceInProcess2",
         f"--user-data-dir={profile}",
         url,
     ]

@@ -25,7 +25,8 @@ from fido2.webauthn import (
 )
 from vmharness import GuestResults
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+# The first test also waits for the session fixture (the whole guest run, VFIDO_VM_TIMEOUT).
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(2700)]
 
 ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
 
