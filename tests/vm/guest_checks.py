@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import provenance
+import trace_protocols
 
 OUT = Path(os.environ.get("VFIDO_OUT", "/tmp/vfido-out"))
 CHECKOUT = Path(os.environ.get("VFIDO_CHECKOUT", str(Path(__file__).resolve().parents[2])))
@@ -609,17 +610,25 @@ def run_browser(
     attempts: int = 2,
     query: str = "",
     key_args: list[str] | None = None,
+    uv: bool = True,
 ) -> str:
     require_vfido()
     bring_up_loopback()
     server = PageServer(name)
     url = f"http://localhost:{server.port}/?browser={name}{query}"
-    # Each browser gets its own key with built-in user verification (`--uv`): browsers ask a
-    # key that has a PIN or UV for it before making a discoverable credential, and with
-    # `uv` in getInfo they verify through the key instead of showing a PIN dialog.
+    # Each browser gets its own default key, with built-in user verification (`--uv`) where
+    # the browser wants a PIN or UV before it makes a discoverable credential (Chromium): with
+    # `uv` in getInfo it verifies through the key instead of showing a PIN dialog.
+    # The key traces every request (`--trace`): the host tests read from the trace which
+    # protocol served each ceremony (CTAP2, never a silent fall-back to U2F; trace_protocols).
     # A browser sends each request to every security key it sees: only this one may exist.
     stop_shared_key()
-    keys = vfido_key(f"vfido-vm-{name}", ["--uv", *(key_args or [])])
+    trace_path = OUT / f"trace-{name}.jsonl"
+    trace_path.unlink(missing_ok=True)
+    args = [*(["--uv"] if uv else []), "--trace", str(trace_path), *(key_args or [])]
+    data["key_args"] = args
+    data["trace"] = trace_path.name
+    keys = vfido_key(f"vfido-vm-{name}", args)
     with keys as key:
         data["hidraw"] = key.hidraw
         log_path = OUT / f"{name}.log"
@@ -657,6 +666,8 @@ def run_browser(
         finally:
             server.close()
     data["page"] = results
+    if trace_path.exists():
+        data["protocols"] = trace_protocols.protocol_counts(trace_protocols.read_trace(trace_path))
     key_log = key.stderr_path.read_text(errors="replace").splitlines()
     data["key_log"] = [
         line for line in key_log if re.search(r"CREDENTIAL|ASSERTION|GET_INFO|credential", line)
@@ -693,6 +704,9 @@ def chromium_argv(url: str) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-extensions",
+        # The network service in the browser process: on a loaded host its utility process
+        # gave up starting and crashed in a loop, and the page was never requested.
+        "--enable-features=NetworkServiceInProcess2",
         f"--user-data-dir={profile}",
         url,
     ]
@@ -738,14 +752,16 @@ FIREFOX_SANDBOX_OFF = {
 
 @check("firefox_webauthn")
 def firefox_webauthn(data: dict[str, Any]) -> str:
+    # The default key, without --uv: Firefox makes discoverable credentials without UV.
     return run_browser(
         data,
         "firefox",
         firefox_argv,
         FIREFOX_SANDBOX_OFF,
-        page_timeout=120,
+        page_timeout=240,  # 12 ceremonies, 3-30 s each on a loaded host
         start_timeout=200,
         attempts=1,
+        uv=False,
     )
 
 
@@ -789,13 +805,11 @@ def ctap_summary(trace_path: Path) -> list[dict[str, Any]]:
 def run_mldsa_browser(
     data: dict[str, Any], name: str, argv_for: Callable[[str], list[str]], **kw: Any
 ) -> str:
-    trace_path = OUT / f"trace-{name}.jsonl"
+    # ML-DSA is opt-in (`--mldsa`): a key that lists it in getInfo is what these checks try.
     try:
-        return run_browser(
-            data, name, argv_for, query="&mode=mldsa", key_args=["--trace", str(trace_path)], **kw
-        )
+        return run_browser(data, name, argv_for, query="&mode=mldsa", key_args=["--mldsa"], **kw)
     finally:
-        data["ctap"] = ctap_summary(trace_path)
+        data["ctap"] = ctap_summary(OUT / f"trace-{name}.jsonl")
 
 
 @check("chromium_mldsa")

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+import trace_protocols
 from fido2 import cose
 from fido2.attestation.base import AttestationType
 from fido2.attestation.packed import PackedAttestation
@@ -24,7 +25,8 @@ from fido2.webauthn import (
 )
 from vmharness import GuestResults
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+# The first test also waits for the session fixture (the whole guest run, VFIDO_VM_TIMEOUT).
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(2700)]
 
 ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
 
@@ -66,10 +68,14 @@ def test_two_vfido_keys_at_once(vm: GuestResults) -> None:
 
 
 class PageVerifier:
-    """Verifies the page's create()/get() results with python-fido2's server side."""
+    """Verifies the page's create()/get() results with python-fido2's server side, and that
+    CTAP2 served each one: the key's trace (``trace``, see trace_protocols) must show the
+    makeCredential that made the credential and the getAssertion that made the signature.
+    A browser that silently fell back to U2F REGISTER/AUTHENTICATE fails here."""
 
-    def __init__(self, page: dict[str, Any]) -> None:
+    def __init__(self, page: dict[str, Any], trace: list[dict[str, Any]]) -> None:
         self.page = page
+        self.trace = trace
         self.origin = page["origin"]
         self.server = Fido2Server(
             PublicKeyCredentialRpEntity(id="localhost", name="vfido test RP"),
@@ -88,7 +94,19 @@ class PageVerifier:
         assert entry["ok"], f"{name} failed in the browser: {entry.get('error')}"
         return entry
 
+    def require_ctap2(self, name: str) -> None:
+        entry = self.require_ok(name)
+        served = trace_protocols.served(self.trace, entry["kind"], entry["credential"])
+        wanted = (
+            trace_protocols.CTAP2_CREATE if entry["kind"] == "create" else trace_protocols.CTAP2_GET
+        )
+        assert len(served) == 1 and served[0] in wanted, (
+            f"{name}: the key's trace shows it served by {served or 'nothing'}, not by "
+            f"{' or '.join(wanted)}"
+        )
+
     def verify_create(self, name: str) -> AttestedCredentialData:
+        self.require_ctap2(name)
         entry = self.require_ok(name)
         state = {"challenge": entry["challenge"], "user_verification": "discouraged"}
         auth_data = self.server.register_complete(state, entry["credential"])
@@ -99,6 +117,7 @@ class PageVerifier:
         return cred
 
     def verify_get(self, name: str) -> None:
+        self.require_ctap2(name)
         entry = self.require_ok(name)
         state = {"challenge": entry["challenge"], "user_verification": "discouraged"}
         self.server.authenticate_complete(
@@ -110,6 +129,15 @@ def page_bytes(b64url: str) -> bytes:
     return base64.urlsafe_b64decode(b64url + "=" * (-len(b64url) % 4))
 
 
+def key_trace(vm: GuestResults, check: str) -> list[dict[str, Any]]:
+    """The records of the browser key's `vfido run --trace` file (a missing one fails)."""
+    name = vm.check(check)["data"].get("trace")
+    path = vm.out_dir / str(name)
+    if not name or not path.exists():
+        pytest.fail(f"{check}: no trace of the browser's key ({path})", pytrace=False)
+    return trace_protocols.read_trace(path)
+
+
 def browser_page(vm: GuestResults, check: str) -> PageVerifier:
     """The page results, also when the page did not finish: each test then checks only its
     own scenarios (a missing one fails that test with the check's detail)."""
@@ -117,7 +145,7 @@ def browser_page(vm: GuestResults, check: str) -> PageVerifier:
     page = result["data"].get("page")
     if not page:
         pytest.fail(f"{check} produced no page results:\n{result['detail']}", pytrace=False)
-    return PageVerifier(page)
+    return PageVerifier(page, key_trace(vm, check))
 
 
 @pytest.mark.parametrize("alg", sorted(ALGS))
@@ -187,26 +215,58 @@ def test_chromium_resident_key_required(vm: GuestResults) -> None:
     assert entry["credential"]["clientExtensionResults"]["credProps"]["rk"] is True
 
 
-def test_firefox_create_and_get(vm: GuestResults) -> None:
-    """Headless Firefox ESR on the same page and a key with built-in UV: every scenario
-    completes, each response verifies, and excludeCredentials ends in InvalidStateError."""
+# Headless Firefox ESR on the same page, against the default key (no --uv, no ML-DSA in
+# getInfo): each ceremony completes over CTAP2 and verifies. (Before ML-DSA became opt-in,
+# Firefox could not parse getInfo and fell back to U2F: EdDSA, RS256 and discoverable
+# credentials failed, and ES256 passed through U2F REGISTER/AUTHENTICATE.)
+
+
+def test_firefox_finished_the_page(vm: GuestResults) -> None:
     result = vm.check("firefox_webauthn")
     assert result["ok"], f"Firefox run did not complete: {result['detail'][:1500]}"
-    page = PageVerifier(result["data"]["page"])
-    for alg in sorted(ALGS):
-        page.verify_create(f"create_{alg}")
-        page.verify_get(f"get_{alg}")
+    assert "--uv" not in result["data"]["key_args"], "Firefox runs against the default key"
+
+
+@pytest.mark.parametrize("alg", sorted(ALGS))
+def test_firefox_create_and_get(vm: GuestResults, alg: str) -> None:
+    page = browser_page(vm, "firefox_webauthn")
+    page.verify_create(f"create_{alg}")
+    page.verify_get(f"get_{alg}")
+
+
+def test_firefox_discoverable_credential(vm: GuestResults) -> None:
+    """residentKey "preferred", then get() with an empty allowCredentials; and "required"."""
+    page = browser_page(vm, "firefox_webauthn")
     page.verify_create("create_rk_preferred")
     page.verify_get("get_rk_empty_allow")
-    assert (
-        page.scenario("get_rk_empty_allow")["credential"]["rawId"]
-        == page.scenario("create_rk_preferred")["credential"]["rawId"]
-    )
+    got = page.scenario("get_rk_empty_allow")["credential"]
+    assert got["rawId"] == page.scenario("create_rk_preferred")["credential"]["rawId"]
+    assert got["response"].get("userHandle"), "a discoverable assertion names its user"
     page.verify_create("create_rk_required")
+
+
+def test_firefox_exclude_credentials_refused(vm: GuestResults) -> None:
+    page = browser_page(vm, "firefox_webauthn")
     excluded = page.scenario("create_excluded")
     assert excluded["excluded"], "no credential to exclude"
     assert not excluded["ok"], "Firefox created a credential despite excludeCredentials"
     assert excluded["error"]["name"] == "InvalidStateError"
+    # The key refused it in a CTAP2 makeCredential (not a U2F REGISTER check).
+    refused = [
+        r["command"]
+        for r in key_trace(vm, "firefox_webauthn")
+        if r.get("type") == "response" and r.get("status") == "CREDENTIAL_EXCLUDED"
+    ]
+    assert refused[:1] == ["makeCredential"], refused
+
+
+@pytest.mark.parametrize("check", ["chromium_webauthn", "firefox_webauthn"])
+def test_browser_spoke_only_ctap2_to_the_default_key(vm: GuestResults, check: str) -> None:
+    """No U2F REGISTER/AUTHENTICATE reached the browser's key at all, and CTAP2 did."""
+    counts = trace_protocols.protocol_counts(key_trace(vm, check))
+    u2f = {c: n for c, n in counts.items() if c in trace_protocols.U2F_CEREMONIES}
+    assert not u2f, f"{check}: the browser used U2F: {counts}"
+    assert counts.get("CBOR makeCredential", 0) >= 1 and counts.get("CBOR getAssertion", 0) >= 1
 
 
 # --- post-quantum credentials (webauthn.html?mode=mldsa) ------------------------------------
@@ -264,13 +324,15 @@ def test_chromium_mldsa_attestation_none(vm: GuestResults, record_property: Any)
 
 
 def test_firefox_mldsa(vm: GuestResults, record_property: Any) -> None:
-    """Firefox ESR on the ML-DSA page: what completes must verify strictly; what the browser
-    refuses is recorded (xfail with its error), since Firefox's ML-DSA support varies."""
+    """Firefox ESR on the ML-DSA page, the key run with --mldsa: what completes must verify
+    strictly (and over CTAP2); what the browser refuses is recorded (xfail with its error and
+    the protocols the key saw): Firefox ESR 153 cannot parse ML-DSA in getInfo and falls back
+    to U2F, which is why ML-DSA is opt-in."""
     result = vm.check("firefox_mldsa")
     page_data = result["data"].get("page")
     if not page_data:
         pytest.fail(f"firefox_mldsa produced no page results:\n{result['detail']}", pytrace=False)
-    page = PageVerifier(page_data)
+    page = PageVerifier(page_data, key_trace(vm, "firefox_mldsa"))
     refused = []
     for label in ("mldsa65", "mldsa44", "mldsa65_none", "mldsa65_again"):
         entry = page.scenario(f"create_{label}")
@@ -286,7 +348,11 @@ def test_firefox_mldsa(vm: GuestResults, record_property: Any) -> None:
             for c in result["data"].get("ctap", [])
             if c["command"] == "makeCredential"
         ]
-        pytest.xfail(f"Firefox refused: {'; '.join(refused)}; it sent the key: {sent}")
+        protocols = trace_protocols.protocol_counts(page.trace)
+        pytest.xfail(
+            f"Firefox refused: {'; '.join(refused)}; it sent the key: {sent}; "
+            f"protocols: {protocols}"
+        )
 
 
 def test_example_chromium_pytest(vm: GuestResults) -> None:
