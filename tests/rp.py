@@ -168,12 +168,19 @@ def register(
     rp: RelyingParty,
     *,
     rk: bool = False,
-    uv: str = "discouraged",
+    uv: str | None = None,
     user: tuple[bytes, str] | None = None,
 ) -> RegistrationResponse:
     """One registration: ``rp`` asks for a credential for ``user`` (id, name; a random one by
     default), ``client`` makes it, ``rp`` verifies it with both libraries and keeps it. Raises
-    what the client or the RP raises. ``rk`` asks for a discoverable credential."""
+    what the client or the RP raises. ``rk`` asks for a discoverable credential.
+
+    ``uv`` defaults to "discouraged", but to "preferred" for ``rk`` on a key with built-in UV
+    (as browsers do): such a key without a PIN refuses a discoverable credential without UV
+    with OPERATION_DENIED (CTAP 2.1 section 6.1.2 step 7: PUAT_REQUIRED only "if ClientPin
+    option ID is true"), and python-fido2 retries with UV only on PUAT_REQUIRED."""
+    if uv is None:
+        uv = "preferred" if rk and client.info.options.get("uv") else "discouraged"
     user_id, name = user or random_user()
     options, state = rp.begin_registration(
         user_id,
