@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import provenance
 import vmharness
 from vmharness import GuestResults
 
@@ -30,6 +31,7 @@ def unavailable(reason: str) -> None:
 def vm(tmp_path_factory: pytest.TempPathFactory) -> GuestResults:
     try:
         vmharness.check_prerequisites()
+        vmharness.guest_python()
         image = vmharness.build_guest()
     except vmharness.PrerequisiteMissing as exc:
         unavailable(str(exc))
@@ -48,6 +50,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> GuestResults:
         "returncode": run.returncode,
         "boot_seconds": info.get("boot_seconds"),
         "guest_seconds": info.get("total_guest_seconds"),
+        "imports": info.get("imports"),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if run.results is None or not info.get("complete"):
@@ -56,6 +59,21 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> GuestResults:
             f"the guest {why} without complete results (out dir {out_dir}).\n"
             f"console tail:\n{run.console[-5000:]}\n"
             f"guest.log tail:\n{run.guest_log[-5000:]}",
+            pytrace=False,
+        )
+    # The guest must have run the checkout's venv and imported every package from the
+    # checkout or its .venv (issue #13): anything else fails every vm test.
+    origins = info.get("imports")
+    wrong = (
+        provenance.problems(origins, vmharness.CHECKOUT.resolve())
+        if origins
+        else ["the guest recorded no import origins"]
+    )
+    if wrong:
+        pytest.fail(
+            "the guest did not run the checkout's virtual environment:\n  "
+            + "\n  ".join(wrong)
+            + f"\n(out dir {out_dir}; guest imports: {json.dumps(origins, indent=1)})",
             pytrace=False,
         )
     return GuestResults(run, out_dir)

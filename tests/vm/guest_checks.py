@@ -1,6 +1,7 @@
 """Checks run INSIDE the vfido test guest (real kernel with UHID), as root, in a chroot of the host.
 
-Started by tests/vm/init.sh with the host's Python and ``PYTHONPATH`` = the checkout. Each
+Started by tests/vm/init.sh with the checkout's own venv interpreter (``.venv/bin/python``,
+reached through the 9p share of the checkout) and ``PYTHONPATH`` = the checkout. Each
 check records ``{"ok": bool, "detail": str, "data": {...}, "seconds": float}`` under its name
 in ``$VFIDO_OUT/results.json`` (rewritten after every check, so a crash leaves partial
 results). The pytest side (tests/vm/test_uhid_vm.py) asserts on them, one test per check.
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import provenance
 
 OUT = Path(os.environ.get("VFIDO_OUT", "/tmp/vfido-out"))
 CHECKOUT = Path(os.environ.get("VFIDO_CHECKOUT", str(Path(__file__).resolve().parents[2])))
@@ -870,12 +873,23 @@ def main() -> int:
     RESULTS["info"]["boot_seconds"] = uptime()
     RESULTS["info"]["python"] = sys.version
     RESULTS["info"]["vfido_cli"] = vfido_available()
+    # Where this interpreter and its packages come from: the harness fails every test unless
+    # all of them are the checkout's (its .venv included), see provenance.py (issue #13).
+    origins = provenance.import_origins()
+    RESULTS["info"]["imports"] = origins
     save()
     log("guest checks start", sys.executable, CHECKOUT)
-    try:
-        run_checks()
-    finally:
-        stop_shared_key()
+    log("python", origins["executable"], "prefix", origins["prefix"])
+    for name, where in origins["modules"].items():
+        log(f"import {name} from {where}")
+    wrong = provenance.problems(origins, CHECKOUT)
+    if wrong:
+        log("NOT the checkout's virtual environment, no checks run:", *wrong)
+    else:
+        try:
+            run_checks()
+        finally:
+            stop_shared_key()
     RESULTS["info"]["total_guest_seconds"] = uptime()
     RESULTS["info"]["complete"] = True
     save()

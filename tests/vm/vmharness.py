@@ -3,12 +3,13 @@
 The host kernel has no UHID, so the real HID path (``/dev/uhid`` -> ``/dev/hidrawN`` ->
 libfido2, python-fido2, browsers) is tested in a qemu guest that boots Debian's generic
 kernel with a tiny busybox initramfs, chroots into the host's root shared read-only over
-9p, and runs ``tests/vm/guest_checks.py`` with the host's own Python. See
+9p, and runs ``tests/vm/guest_checks.py`` with the checkout's own virtual environment
+(``.venv/bin/python``, seen through the 9p share of the checkout at the same path). See
 /work/shared/vm-recipe.md (the measured recipe) and tests/vm/README.md.
 
 Kernel and initramfs are cached in ``$VFIDO_VM_CACHE`` (default ``~/.cache/vfido-vm``).
 
-Run by hand: ``python3 tests/vm/vmharness.py [--checks a,b] [--out DIR]``.
+Run by hand: ``.venv/bin/python tests/vm/vmharness.py [--checks a,b] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import provenance
 import pytest
 
 HERE = Path(__file__).resolve().parent
@@ -71,9 +73,26 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "vfido-vm"
 
 
-def host_python() -> str:
-    """The real interpreter path (pyenv shims do not work with an empty environment)."""
-    return os.path.realpath(sys.executable)
+def guest_python(checkout: Path = CHECKOUT) -> str:
+    """The interpreter the guest runs: the checkout's own venv (``./bootstrap --test``).
+
+    Not ``os.path.realpath(sys.executable)``: that resolves the venv's symlink to the base
+    interpreter, which on a fresh machine has none of the project's dependencies (issue #13).
+    The guest reaches the venv through the same 9p view of the checkout, at the same path.
+    """
+    python = provenance.venv_python(checkout.resolve())
+    if not (python.parent.parent / "pyvenv.cfg").exists() or not os.access(python, os.X_OK):
+        raise PrerequisiteMissing(f"{python} is not a virtual environment: run ./bootstrap --test")
+    return str(python)
+
+
+def guest_env(checkout: Path = CHECKOUT, checks: str = "") -> dict[str, str]:
+    """What init.sh passes to the guest check script (written to ``guest.env``)."""
+    return {
+        "VFIDO_CHECKOUT": str(checkout.resolve()),
+        "VFIDO_PYTHON": guest_python(checkout),
+        "VFIDO_CHECKS": checks,
+    }
 
 
 def check_prerequisites() -> None:
@@ -262,11 +281,7 @@ def run_guest(
 ) -> GuestRun:
     """Boot the guest once; it runs guest_checks.py and writes ``out_dir/results.json``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    env_lines = {
-        "VFIDO_CHECKOUT": str(checkout.resolve()),
-        "VFIDO_PYTHON": host_python(),
-        "VFIDO_CHECKS": checks,
-    }
+    env_lines = guest_env(checkout, checks)
     (out_dir / "guest.env").write_text(
         "".join(f"{k}={shlex.quote(v)}\n" for k, v in env_lines.items())
     )
@@ -380,9 +395,13 @@ def main() -> int:
     print("---- guest.log (tail)")
     print(run.guest_log[-6000:])
     print(f"---- rc={run.returncode} wall={run.wall_seconds:.1f}s out={out}")
-    if run.results is not None:
-        print(json.dumps(run.results, indent=1)[:20000])
-    return 0 if run.results is not None else 1
+    if run.results is None:
+        return 1
+    print(json.dumps(run.results, indent=1)[:20000])
+    wrong = provenance.problems(run.results["info"].get("imports") or {}, CHECKOUT.resolve())
+    for problem in wrong:
+        print(f"NOT the checkout's venv: {problem}")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
