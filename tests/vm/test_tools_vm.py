@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from vmharness import GuestResults
+from vmharness import TEST_TIMEOUT, GuestResults
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT)]
 
 OK = ("ok", "")
 

@@ -22,9 +22,9 @@ from fido2.webauthn import (
     AttestedCredentialData,
     PublicKeyCredentialRpEntity,
 )
-from vmharness import GuestResults
+from vmharness import TEST_TIMEOUT, GuestResults
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT)]
 
 ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
 
