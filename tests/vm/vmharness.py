@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -329,9 +330,23 @@ def run_guest(
         *share("o", out_dir.resolve(), "vfidoout", False),
     ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    # Its own process group: if this process is interrupted (pytest-timeout, Ctrl-C), qemu goes
+    # too -- killing only `timeout` left qemu running for the rest of its guest run.
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     wall = time.monotonic() - start
-    console = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    console = (stdout + stderr).decode("utf-8", "replace")
     (out_dir / "console.log").write_text(console)
     log_path = out_dir / "guest.log"
     guest_log = log_path.read_text(errors="replace") if log_path.exists() else ""
