@@ -49,7 +49,8 @@ def sh(cmd: list[str], **kw: Any) -> str:
             f"{cmd} exited {proc.returncode}: {proc.stdout.decode(errors='replace')[-800:]} "
             f"{proc.stderr.decode(errors='replace')[-800:]}"
         )
-    return proc.stdout.decode(errors="replace")
+    out: bytes = proc.stdout
+    return out.decode(errors="replace")
 
 
 def can_open(user: list[str], path: str) -> bool:

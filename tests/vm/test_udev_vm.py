@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
-from vmharness import GuestResults
+from vmharness import TEST_TIMEOUT, GuestResults
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
 def test_udev_key_node_belongs_to_its_creator(vm: GuestResults) -> None:

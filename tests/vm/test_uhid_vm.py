@@ -23,10 +23,10 @@ from fido2.webauthn import (
     AttestedCredentialData,
     PublicKeyCredentialRpEntity,
 )
-from vmharness import GuestResults
+from vmharness import TEST_TIMEOUT, GuestResults
 
-# The first test also waits for the session fixture (the whole guest run, VFIDO_VM_TIMEOUT).
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(2700)]
+# The first test also waits for the session fixture (the whole guest run).
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT)]
 
 ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
 

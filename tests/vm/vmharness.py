@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,9 +45,12 @@ APT_PACKAGES = tuple(
     if line.split("#", 1)[0].strip()
 )
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
-# A whole guest run took ~500 s on a host with load 4-7 and ~1200 s at load 11 (2 cores):
-# this bound only catches a guest that hangs.
+# The whole guest run: ~500 s of browser checks plus ~200 s of tools_matrix on a quiet host,
+# much more on a loaded one (~1200 s of browser checks alone at load 11 on 2 cores): this
+# bound only catches a guest that hangs.
 DEFAULT_TIMEOUT = 2400.0
+#: pytest's per-test limit for the vm tests: the first one pays for booting the guest.
+TEST_TIMEOUT = float(os.environ.get("VFIDO_VM_TIMEOUT", DEFAULT_TIMEOUT)) + 300
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -327,9 +331,23 @@ def run_guest(
         *share("o", out_dir.resolve(), "vfidoout", False),
     ]
     start = time.monotonic()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    # Its own process group: if this process is interrupted (pytest-timeout, Ctrl-C), qemu goes
+    # too -- killing only `timeout` left qemu running for the rest of its guest run.
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     wall = time.monotonic() - start
-    console = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    console = (stdout + stderr).decode("utf-8", "replace")
     (out_dir / "console.log").write_text(console)
     log_path = out_dir / "guest.log"
     guest_log = log_path.read_text(errors="replace") if log_path.exists() else ""
