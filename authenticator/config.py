@@ -12,6 +12,7 @@ from authenticator.attestation import max_make_credential_response_size
 from authenticator.cose import (
     ALGORITHM_NAMES,
     ALL_ALGORITHMS,
+    FULLY_SPECIFIED_ALGORITHMS,
     MLDSA_ALGORITHMS,
     mldsa_unavailable_reason,
 )
@@ -58,6 +59,10 @@ class Config:
     enterprise_attestation: int = 0
     #: RP IDs for which vendor-facilitated (mode 1) enterprise attestation is given.
     enterprise_rp_ids: tuple[str, ...] = ()
+    #: Offer the fully-specified COSE identifiers (ESP256 -9, Ed25519 -19, ESP384 -51,
+    #: ESP512 -52). Off by default: Firefox's authenticator-rs parses getInfo's
+    #: "algorithms" into a closed enum without them and falls back to U2F.
+    fully_specified_algorithms: bool = False
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
     max_resident_credentials: int = 100_000
@@ -94,6 +99,14 @@ class Config:
             raise ValueError(f"unsupported algorithms: {unknown}")
         if not isinstance(self.mldsa, bool):
             raise ValueError("mldsa must be a bool")
+        for flag in ("fully_specified_algorithms",):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool")
+        if not self.fully_specified_algorithms:
+            kept = tuple(a for a in self.algorithms if a not in FULLY_SPECIFIED_ALGORITHMS)
+            if not kept:
+                raise ValueError("no usable algorithm left: fully_specified_algorithms=False")
+            object.__setattr__(self, "algorithms", kept)
         self._drop_unavailable_mldsa()
         if not isinstance(self.constant_zero_counter, bool):
             raise ValueError("constant_zero_counter must be a bool")

@@ -25,7 +25,8 @@ log = logging.getLogger("vfido")
 # As authenticator.cose.ALGORITHM_NAMES, which this module does not import at start-up
 # (importing it runs the ML-DSA self-test); tests/test_cli.py checks they agree.
 ALG_NAMES = {-7: "ES256", -8: "EdDSA", -35: "ES384", -36: "ES512", -257: "RS256"}
-ALG_NAMES.update({-48: "ML-DSA-44", -49: "ML-DSA-65"})
+ALG_NAMES.update({-37: "PS256", -47: "ES256K", -9: "ESP256", -51: "ESP384", -52: "ESP512"})
+ALG_NAMES.update({-19: "Ed25519", -48: "ML-DSA-44", -49: "ML-DSA-65", -50: "ML-DSA-87"})
 #: Width of the alg column of `credentials list` (the longest name, ML-DSA-65).
 _ALG_WIDTH = max(len(name) for name in ALG_NAMES.values())
 

@@ -89,8 +89,15 @@ ALGORITHM_NAMES = {
     -35: "ES384",
     -36: "ES512",
     -257: "RS256",
+    -37: "PS256",
+    -47: "ES256K",
+    -9: "ESP256",
+    -51: "ESP384",
+    -52: "ESP512",
+    -19: "Ed25519",
     -48: "ML-DSA-44",
     -49: "ML-DSA-65",
+    -50: "ML-DSA-87",
 }
 
 CRED_PROTECT_NAMES = {
