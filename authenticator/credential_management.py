@@ -3,6 +3,16 @@
 Begin subcommands are authenticated with a pinUvAuthToken carrying the ``cm``
 permission; the GetNext subcommands continue the enumeration started by the
 previous command and fail once any other command came in between.
+
+CTAP 2.2: the read-only subcommands (getCredsMetadata, enumerateRPsBegin,
+enumerateCredentialsBegin and their GetNext) also accept the persistent
+pinUvAuthToken (``pcmr``, getInfo option perCredMgmtRO); deleting and updating
+need the ``cm`` token. Credentials made with thirdPartyPayment are listed with
+0x0C true.
+
+CTAP 2.1-PRE credentialMgmtPreview (command 0x41, ``Config.ctap21_pre``) is the
+same command without updateUserInformation, authenticated as 2.1-PRE platforms do
+it: with the token of getPinToken (which such a key grants ``cm`` too).
 """
 
 from __future__ import annotations
@@ -17,7 +27,9 @@ from typing import Any
 from authenticator import cbor
 from authenticator.client_pin import ClientPin
 from authenticator.cose import CredentialKey
+from authenticator.credential_source import decode_credential_id
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.persistent_token import note_credential_change, persistent_token
 from authenticator.pin_token import Permission
 from keystore.store import CredentialRecord, KeyStore
 
@@ -31,6 +43,15 @@ class SubCommand(IntEnum):
     DELETE_CREDENTIAL = 0x06
     UPDATE_USER_INFORMATION = 0x07
 
+
+#: What the persistent pinUvAuthToken (pcmr) may do: read, never change (CTAP 2.2).
+_READ_ONLY = frozenset(
+    {
+        SubCommand.GET_CREDS_METADATA,
+        SubCommand.ENUMERATE_RPS_BEGIN,
+        SubCommand.ENUMERATE_CREDENTIALS_BEGIN,
+    }
+)
 
 # subCommandParams keys (6.8.1)
 _P_RP_ID_HASH, _P_CREDENTIAL_ID, _P_USER = 0x01, 0x02, 0x03
@@ -106,9 +127,12 @@ class CredentialManagement:
         self._rps = []
         self._creds = []
 
-    def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
+    def process(self, m: Mapping[Any, Any], preview: bool = False) -> dict[int, Any]:
+        """``preview``: the request came as credentialMgmtPreview (0x41)."""
         request = CredentialManagementRequest.from_cbor_map(m)
         sub = request.sub_command
+        if preview and sub == SubCommand.UPDATE_USER_INFORMATION:
+            raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "not in credentialMgmtPreview")
         if sub == SubCommand.ENUMERATE_RPS_GET_NEXT_RP:
             return self._next_rp()
         if sub == SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
@@ -139,6 +163,7 @@ class CredentialManagement:
             self._authorize(request, message, record.rp_id_hash if record else b"")
             if record is None or not self._store.delete_credential(cred_id):
                 raise CtapError(CtapStatus.NO_CREDENTIALS)
+            note_credential_change(self._store)  # CTAP 2.2 credStoreState
             return {}
         # UPDATE_USER_INFORMATION
         cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
@@ -156,6 +181,7 @@ class CredentialManagement:
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "user")
         self._store.update_user(cred_id, name, display)
+        note_credential_change(self._store)  # CTAP 2.2 credStoreState
         return {}
 
     def _authorize(
@@ -165,8 +191,16 @@ class CredentialManagement:
         spans all RPs, so a token bound to one RP may not be used (6.8.2, 6.8.3);
         otherwise a bound token must be bound to that RP. ``b""`` (credential not
         found): any token with cm may learn NO_CREDENTIALS, as the RP cannot be
-        told. Failures: PIN_AUTH_INVALID."""
+        told. Failures: PIN_AUTH_INVALID.
+
+        A read-only subcommand authenticated with the persistent pinUvAuthToken
+        (CTAP 2.2, pcmr) is allowed for every RP; any other use of it fails as an
+        unknown token does."""
         assert request.pin_uv_auth_param is not None
+        if request.sub_command in _READ_ONLY:
+            protocol = self._pin.protocol(request.protocol)
+            if protocol.verify(persistent_token(self._store), message, request.pin_uv_auth_param):
+                return
         self._pin.verify_token(
             request.protocol,
             message,
@@ -219,8 +253,7 @@ class CredentialManagement:
             raise CtapError(CtapStatus.NOT_ALLOWED, "no credential enumeration in progress")
         return self._credential_entry(self._creds.pop(0))
 
-    @staticmethod
-    def _credential_entry(record: CredentialRecord) -> dict[int, Any]:
+    def _credential_entry(self, record: CredentialRecord) -> dict[int, Any]:
         key = CredentialKey.from_private_bytes(record.algorithm, record.private_key)
         entry: dict[int, Any] = {
             0x06: _user_entity(record),
@@ -230,4 +263,9 @@ class CredentialManagement:
         }
         if record.large_blob_key is not None:
             entry[0x0B] = record.large_blob_key
+        sealed = decode_credential_id(
+            self._store.identity().credential_key, record.rp_id_hash, record.credential_id
+        )
+        if sealed is not None and sealed.third_party_payment:
+            entry[0x0C] = True  # thirdPartyPayment (CTAP 2.2)
         return entry

@@ -117,6 +117,8 @@ def _config(args: argparse.Namespace) -> object:
             enterprise_attestation=args.enterprise_attestation,
             enterprise_rp_ids=tuple(args.enterprise_rp_id),
             max_resident_credentials=args.max_resident_credentials,
+            ctap21_pre=args.ctap21_pre,
+            fingerprint=args.fingerprint,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -134,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     presence = _presence(args)
     config = _config(args)
     try:
-        behaviours = Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv)
+        behaviours = Behaviours.from_assignments(
+            args.behaviour, builtin_uv=args.uv or args.fingerprint
+        )
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
@@ -448,6 +452,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="built-in user verification: the user's approval verifies them (no PIN needed "
         "for userVerification 'required'); --presence deny-uv makes it fail",
+    )
+    p.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="a simulated fingerprint sensor (bio enrollment; implies --uv): user "
+        "verification is a touch by an enrolled finger, chosen with `vfido ctl finger`",
+    )
+    p.add_argument(
+        "--ctap21-pre",
+        action="store_true",
+        help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
+        "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
     )
     p.add_argument(
         "--enterprise-attestation",

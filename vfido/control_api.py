@@ -420,6 +420,24 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         log.info("control: power cycle")
         return {}
 
+    def finger(args: dict[str, Any]) -> dict[str, Any]:
+        """The finger on the simulated fingerprint sensor (authenticator.bio_enrollment)."""
+        if not device.config.fingerprint:
+            raise CommandError("this key has no fingerprint sensor (vfido run --fingerprint)")
+        if "finger" in args:
+            placed = args["finger"]
+            if placed is not None and (not isinstance(placed, str) or not placed):
+                raise CommandError("finger must be a name, 'unknown', or null (auto)")
+            device.sensor.place(placed)
+            log.info("control: finger placed")
+        return {
+            "finger": device.sensor.finger,
+            "enrolled": [
+                {"id": t.template_id.hex(), "name": t.friendly_name, "finger": t.finger}
+                for t in device.fingerprints.all()
+            ],
+        }
+
     def info(args: dict[str, Any]) -> dict[str, Any]:
         try:
             decoded = device.info()
@@ -435,3 +453,4 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("behaviours", behaviours_command)
     server.register("power-cycle", power_cycle)
     server.register("info", info)
+    server.register("finger", finger)
