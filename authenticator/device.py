@@ -67,6 +67,7 @@ class Command(IntEnum):
     SELECTION = 0x0B
     LARGE_BLOBS = 0x0C
     CONFIG = 0x0D
+    BIO_ENROLLMENT_PREVIEW = 0x40  # CTAP 2.1-PRE userVerificationMgmtPreview
     CREDENTIAL_MANAGEMENT_PREVIEW = 0x41  # CTAP 2.1-PRE credentialMgmtPreview
 
 
@@ -216,8 +217,10 @@ class Authenticator:
             | (Permission.BIO_ENROLLMENT if config.fingerprint else Permission.NONE),
         )
         if config.ctap21_pre:
-            # 2.1-PRE platforms authorize credentialMgmtPreview with getPinToken's token.
+            # 2.1-PRE platforms authorize the preview commands with getPinToken's token.
             client_pin.legacy_permissions |= Permission.CREDENTIAL_MANAGEMENT
+            if config.fingerprint:
+                client_pin.legacy_permissions |= Permission.BIO_ENROLLMENT
         self._services = Services(
             store=store,
             presence=presence,
@@ -252,6 +255,8 @@ class Authenticator:
         )
         if config.fingerprint:
             self._handlers[Command.BIO_ENROLLMENT] = self._bio_enrollment
+            if config.ctap21_pre:
+                self._handlers[Command.BIO_ENROLLMENT_PREVIEW] = self._bio_enrollment
         if config.ctap21_pre:
             self._handlers[Command.CREDENTIAL_MANAGEMENT_PREVIEW] = (
                 self._credential_management_preview

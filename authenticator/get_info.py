@@ -102,6 +102,8 @@ def options(services: Services) -> dict[str, bool]:
     }
     if config.ctap21_pre:
         result["credentialMgmtPreview"] = True
+        if config.fingerprint:
+            result["userVerificationMgmtPreview"] = pin.has_uv
     if config.builtin_uv:
         # Supported; true once enabled (a fingerprint key: a finger enrolled).
         result["uv"] = pin.has_uv
@@ -132,6 +134,7 @@ CTAP21_OPTIONS = frozenset(
         "bioEnroll",
         "perCredMgmtRO",
         "credentialMgmtPreview",
+        "userVerificationMgmtPreview",
     }
 )
 

@@ -239,3 +239,29 @@ def test_virtual_key_and_control_socket(tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--fingerprint"])
     assert args.fingerprint is True
     assert build_parser().parse_args(["ctl", "finger", "thumb"]).finger == "thumb"
+
+
+def test_user_verification_mgmt_preview() -> None:
+    """CTAP 2.1-PRE userVerificationMgmtPreview (0x40) with ``ctap21_pre``: what older
+    Windows uses to enroll fingers, authorized with getPinToken's token."""
+    import dataclasses
+
+    from fido2.ctap2.pin import PinProtocolV1
+
+    key = make_key(Config(fingerprint=True, ctap21_pre=True), AutoPresence())
+    ClientPin(key.ctap2()).set_pin(PIN)
+    info = key.ctap2().get_info()
+    assert info.options["userVerificationMgmtPreview"] is False
+    ctap2 = key.ctap2()
+    options = {k: v for k, v in ctap2.info.options.items() if k != "bioEnroll"}
+    ctap2._info = dataclasses.replace(ctap2.info, options=options)  # a 2.1-PRE platform
+    legacy = ClientPin(ctap2, PinProtocolV1()).get_pin_token(PIN)
+    preview = FPBioEnrollment(ctap2, PinProtocolV1(), legacy)
+    context = preview.enroll()
+    while (template_id := context.capture()) is None:
+        pass
+    assert preview.enumerate_enrollments() == {template_id: ""}
+    assert key.ctap2().get_info().options["userVerificationMgmtPreview"] is True
+    # Without ctap21_pre there is no 0x40.
+    with pytest.raises(CtapError, match="INVALID_COMMAND"):
+        fingerprint_key().ctap2().send_cbor(0x40, {6: True})

@@ -143,8 +143,16 @@ INFO_NAMES = {
     0x0E: "firmwareVersion",
     0x0F: "maxCredBlobLength",
     0x10: "maxRPIDsForSetMinPINLength",
+    0x12: "uvModality",
     0x14: "remainingDiscoverableCredentials",
     0x16: "attestationFormats",
+    0x17: "uvCountSinceLastPinEntry",
+    0x19: "encIdentifier",
+    0x1A: "transportsForReset",
+    0x1B: "pinComplexityPolicy",
+    0x1C: "pinComplexityPolicyURL",
+    0x1D: "maxPINLength",
+    0x1E: "encCredStoreState",
 }
 
 
