@@ -84,6 +84,13 @@ Commands
     (``versions``, ``aaguid`` in hex, ``options``...). Error: the key (as scripted) answers
     getInfo with an error.
 
+``finger`` ``{"finger"?: NAME | "unknown" | null}`` -> ``{"finger": NAME | null,
+"enrolled": [{"id": hex, "name": friendlyName, "finger": NAME}, ...]}``
+    Only on a key with a fingerprint sensor (``vfido run --fingerprint``): the finger that
+    touches the sensor next (:mod:`authenticator.bio_enrollment`): a name, ``"unknown"`` (a
+    finger never enrolled) or null (auto). Without ``finger``: the current one. The answer
+    lists the enrolled fingers. Errors: a key without the sensor, a bad finger.
+
 ``log`` ``{"limit"?: int, "since"?: seq}`` -> ``{"records": [...], "last": seq}``
     Only on a key run with ``--trace`` (registered by :func:`vfido.trace.add_trace_commands`,
     which documents it): the most recent requests, responses and CTAPHID control packets,
