@@ -89,7 +89,7 @@ Commands
     Only on a key with a fingerprint sensor (``vfido run --fingerprint``): the finger that
     touches the sensor next (:mod:`authenticator.bio_enrollment`): a name, ``"unknown"`` (a
     finger never enrolled) or null (auto). Without ``finger``: the current one. The answer
-    lists the enrolled fingers. Errors: a key without the sensor, a bad finger.
+    lists the enrolled fingers. Error: a bad finger.
 
 ``log`` ``{"limit"?: int, "since"?: seq}`` -> ``{"records": [...], "last": seq}``
     Only on a key run with ``--trace`` (registered by :func:`vfido.trace.add_trace_commands`,
@@ -437,8 +437,6 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
 
     def finger(args: dict[str, Any]) -> dict[str, Any]:
         """The finger on the simulated fingerprint sensor (authenticator.bio_enrollment)."""
-        if not device.config.fingerprint:
-            raise CommandError("this key has no fingerprint sensor (vfido run --fingerprint)")
         if "finger" in args:
             placed = args["finger"]
             if placed is not None and (not isinstance(placed, str) or not placed):
@@ -468,4 +466,5 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("behaviours", behaviours_command)
     server.register("power-cycle", power_cycle)
     server.register("info", info)
-    server.register("finger", finger)
+    if device.config.fingerprint:
+        server.register("finger", finger)
