@@ -19,7 +19,11 @@ signature; the credential's own ML-DSA signature is what an RP asking for ML-DSA
 can rely on. The batch certificate carries no ML-DSA key (it is ES256), so "self"
 is the only post-quantum statement this key can make. Enterprise attestation is
 the exception: it exists to identify the device, which only the batch
-certificate does, so it stays packed basic with x5c.
+certificate does, so it stays packed basic with x5c. So is ML-DSA-87: its key
+plus its own signature make a response larger than the largest CTAPHID message
+(7609 bytes over 64-byte reports), so its credentials get the batch statement
+(:data:`MLDSA_SELF_ATTESTED` lists the ML-DSA algorithms whose self-attested
+response fits).
 
 CTAP1 REGISTER uses :func:`sign_u2f_registration` (the ``fido-u2f`` format's
 signature, FIDO U2F raw message formats v1.2 section 4.3).
@@ -90,7 +94,7 @@ def make_attestation(
     Raises ValueError for an unknown format.
     """
     signed = auth_data + client_data_hash
-    if fmt == "packed" and credential_key.algorithm in MLDSA_ALGORITHMS and not force_batch:
+    if fmt == "packed" and credential_key.algorithm in MLDSA_SELF_ATTESTED and not force_batch:
         fmt = "self"
     if fmt == "packed":
         return "packed", {
@@ -141,6 +145,22 @@ def sign_u2f_registration(
 #: Headroom in :func:`max_make_credential_response_size` for anything not modelled
 #: (a longer extension output, a future field).
 RESPONSE_SIZE_MARGIN = 128
+#: The largest CTAPHID message (57 + 128 * 59 bytes over 64-byte reports).
+CTAPHID_MAX_MESSAGE = 7609
+#: Room the batch statement's x5c takes at most (the batch certificate; ours are ~600 bytes).
+BATCH_CERTIFICATE_ROOM = 1024
+#: Largest DER ECDSA P-256 signature.
+_MAX_ES256_SIGNATURE = 72
+
+
+def _self_attested_size(algorithm: int) -> int:
+    return _response_size(algorithm, {"alg": algorithm, "sig": bytes(_mldsa_signature(algorithm))})
+
+
+def _mldsa_signature(algorithm: int) -> int:
+    from authenticator.cose import MLDSA_SIZES
+
+    return MLDSA_SIZES[algorithm][1]
 
 
 def max_make_credential_response_size(algorithm: int) -> int:
@@ -149,10 +169,24 @@ def max_make_credential_response_size(algorithm: int) -> int:
     Modelled as the largest response this key can build for the algorithm: the
     longest credential ID (credProtect, every flag, a full credBlob), the COSE
     public key, every extension output at its largest, packed self attestation
-    (the credential's own signature), epAtt and a largeBlobKey, plus
+    (the credential's own signature; the batch statement for an algorithm not in
+    :data:`MLDSA_SELF_ATTESTED`), epAtt and a largeBlobKey, plus
     :data:`RESPONSE_SIZE_MARGIN`. ``Config`` compares it with maxMsgSize and does
     not offer an algorithm whose credentials could not be returned.
     """
+    if algorithm in MLDSA_SELF_ATTESTED:
+        return _self_attested_size(algorithm)
+    return _response_size(
+        algorithm,
+        {
+            "alg": ES256,
+            "sig": bytes(_MAX_ES256_SIGNATURE),
+            "x5c": [bytes(BATCH_CERTIFICATE_ROOM)],
+        },
+    )
+
+
+def _response_size(algorithm: int, att_stmt: dict[str, Any]) -> int:
     import cbor2
 
     from authenticator.cose import KTY_AKP, MLDSA_SEED_SIZE, MLDSA_SIZES
@@ -161,7 +195,7 @@ def max_make_credential_response_size(algorithm: int) -> int:
 
     if algorithm not in MLDSA_SIZES:
         raise ValueError(f"no size model for algorithm {algorithm}")
-    public_size, signature_size = MLDSA_SIZES[algorithm]
+    public_size = MLDSA_SIZES[algorithm][0]
     sealed = SealedCredential(
         algorithm=algorithm,
         private_key=bytes(MLDSA_SEED_SIZE),
@@ -187,9 +221,16 @@ def max_make_credential_response_size(algorithm: int) -> int:
         {
             1: "packed",
             2: bytes(auth_data_length),
-            3: {"alg": algorithm, "sig": bytes(signature_size)},
+            3: att_stmt,
             4: True,
             5: bytes(32),
         }
     )
     return 1 + len(response) + RESPONSE_SIZE_MARGIN
+
+
+#: The ML-DSA algorithms whose credentials get packed self attestation: those whose
+#: largest self-attested response fits a CTAPHID message (not ML-DSA-87).
+MLDSA_SELF_ATTESTED: frozenset[int] = frozenset(
+    alg for alg in MLDSA_ALGORITHMS if _self_attested_size(alg) <= CTAPHID_MAX_MESSAGE
+)

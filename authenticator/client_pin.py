@@ -10,6 +10,11 @@ failure count are runtime state that a power cycle clears.
     pin.min_length   minimum PIN length in code points (default 4)
     pin.force_change forcePINChange
     uv.retries       remaining built-in UV attempts
+    uv.since_pin     built-in UV operations since the last PIN entry (uvCountSinceLastPinEntry)
+    pin.complexity   pinComplexityPolicy turned on by authenticatorConfig (CTAP 2.2)
+
+changePIN and a forced PIN change also reset the persistentPinUvAuthToken
+(:mod:`authenticator.persistent_token`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from authenticator.env import (
     UserVerifier,
 )
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.persistent_token import persistent_token
+from authenticator.persistent_token import reset_updates as reset_persistent_token
+from authenticator.pin_policy import check_pin_complexity
 from authenticator.pin_protocol import PinProtocol, new_protocols
 from authenticator.pin_token import Permission, PinUvAuthToken
 from keystore.store import KeyStore, KeystoreFull
@@ -53,6 +61,17 @@ _DEFINED_PERMISSIONS = 0x7F
 
 _HASH, _LENGTH, _RETRIES = "pin.hash", "pin.length", "pin.retries"
 _MIN_LENGTH, _FORCE, _UV_RETRIES = "pin.min_length", "pin.force_change", "uv.retries"
+_UV_SINCE_PIN, _COMPLEXITY = "uv.since_pin", "pin.complexity"
+_PCMR = Permission.PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY
+#: What a key grants (be too when it has a fingerprint sensor: authenticator.device).
+DEFAULT_PERMISSIONS = (
+    Permission.MAKE_CREDENTIAL
+    | Permission.GET_ASSERTION
+    | Permission.CREDENTIAL_MANAGEMENT
+    | Permission.LARGE_BLOB_WRITE
+    | Permission.AUTHENTICATOR_CONFIG
+    | Permission.PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY
+)
 
 
 class SubCommand(IntEnum):
@@ -132,20 +151,19 @@ class ClientPin:
         clock: Clock,
         *,
         user_verifier: UserVerifier | None = None,
-        supported_permissions: Permission = (
-            Permission.MAKE_CREDENTIAL
-            | Permission.GET_ASSERTION
-            | Permission.CREDENTIAL_MANAGEMENT
-            | Permission.LARGE_BLOB_WRITE
-            | Permission.AUTHENTICATOR_CONFIG
-        ),
+        supported_permissions: Permission = DEFAULT_PERMISSIONS,
         uv_timeout: float = 30.0,
+        pin_complexity_policy: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._user_verifier = user_verifier
         self._supported_permissions = supported_permissions
         self._uv_timeout = uv_timeout
+        self._pin_complexity_policy = pin_complexity_policy
+        #: What getPinToken grants: mc and ga (CTAP 2.1 section 6.5.5.7.1); the
+        #: Authenticator adds cm for CTAP 2.1-PRE credentialMgmtPreview clients.
+        self.legacy_permissions = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
         self.protocols: dict[int, PinProtocol] = new_protocols()
         self.token = PinUvAuthToken(clock)
         self.consecutive_failures = 0
@@ -188,8 +206,24 @@ class ClientPin:
         return _int(self._store.get_state(_FORCE), 0) == 1
 
     @property
+    def pin_complexity_policy(self) -> bool:
+        """CTAP 2.2 pinComplexityPolicy: on by configuration or by authenticatorConfig."""
+        return self._pin_complexity_policy or _int(self._store.get_state(_COMPLEXITY), 0) == 1
+
+    def enable_pin_complexity_policy(self) -> None:
+        """authenticatorConfig setMinPINLength with pinComplexityPolicy true (CTAP 2.2)."""
+        self._put({_COMPLEXITY: _enc(1)})
+
+    @property
+    def uv_count_since_pin(self) -> int:
+        """uvCountSinceLastPinEntry (CTAP 2.2 getInfo 0x17)."""
+        return _int(self._store.get_state(_UV_SINCE_PIN), 0)
+
+    @property
     def has_uv(self) -> bool:
-        return self._user_verifier is not None
+        """Built-in UV is supported and enabled (a fingerprint key: once a finger is
+        enrolled, see authenticator.bio_enrollment)."""
+        return self._user_verifier is not None and getattr(self._user_verifier, "enabled", True)
 
     def _forget_cached(self) -> None:
         with contextlib.suppress(TypeError):  # not weakly referenceable: nothing cached
@@ -209,6 +243,7 @@ class ClientPin:
         updates: dict[str, bytes | None] = {_MIN_LENGTH: _enc(length)}
         if force_change or (self.is_pin_set and self.pin_length < length):
             updates[_FORCE] = _enc(1)
+            updates.update(reset_persistent_token(self._store))
         self._put(updates)
         if _FORCE in updates:
             self.token.reset()
@@ -266,7 +301,7 @@ class ClientPin:
 
     def verify_user_builtin(self, context: RequestContext, rp_id: str | None) -> None:
         """Built-in UV for makeCredential / getAssertion with the uv option (6.1.2 step 11)."""
-        if self._user_verifier is None:
+        if not self.has_uv:
             raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
         if self.uv_retries <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
@@ -282,7 +317,7 @@ class ClientPin:
                 result[0x04] = True  # powerCycleState
             return result
         if sub == SubCommand.GET_UV_RETRIES:
-            if not self.has_uv:
+            if self._user_verifier is None:  # supported, enrolled or not
                 raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
             return {0x05: self.uv_retries}
         if sub == SubCommand.GET_KEY_AGREEMENT:
@@ -320,6 +355,8 @@ class ClientPin:
             raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN is not UTF-8") from None
         if len(pin) < self.min_pin_length:
             raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN too short")
+        if self.pin_complexity_policy:
+            check_pin_complexity(pin)
         return pin
 
     def _store_pin(self, pin: str) -> None:
@@ -330,6 +367,8 @@ class ClientPin:
                 _LENGTH: _enc(len(pin)),
                 _RETRIES: _enc(PIN_RETRIES_MAX),
                 _FORCE: None,
+                _UV_SINCE_PIN: None,
+                **reset_persistent_token(self._store),
             }
         )
 
@@ -358,8 +397,8 @@ class ClientPin:
             raise CtapError(CtapStatus.PIN_INVALID)
         self.consecutive_failures = 0
         # A correct PIN restores pinRetries, and unlocks built-in UV as well.
-        updates: dict[str, bytes | None] = {_RETRIES: _enc(PIN_RETRIES_MAX)}
-        if self.has_uv:
+        updates: dict[str, bytes | None] = {_RETRIES: _enc(PIN_RETRIES_MAX), _UV_SINCE_PIN: None}
+        if self._user_verifier is not None:
             updates[_UV_RETRIES] = _enc(UV_RETRIES_MAX)
         self._put(updates)
 
@@ -411,6 +450,9 @@ class ClientPin:
         # undefined bits are ignored (6.5.5.7.2 steps 4 and 15).
         if permissions & _DEFINED_PERMISSIONS & ~int(self._supported_permissions):
             raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION)
+        # CTAP 2.2: pcmr is only ever granted alone (the persistent token can do nothing else).
+        if permissions & _PCMR and permissions & _DEFINED_PERMISSIONS != _PCMR:
+            raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "pcmr with other permissions")
         return Permission(permissions & int(self._supported_permissions))
 
     def _issue_token(
@@ -421,6 +463,9 @@ class ClientPin:
         rp_id: str | None,
         user_present: bool = False,
     ) -> dict[int, Any]:
+        if permissions == _PCMR:
+            # CTAP 2.2: the persistentPinUvAuthToken; the pinUvAuthToken in use stays.
+            return {0x02: protocol.encrypt(secret, persistent_token(self._store))}
         self.token.reset()  # one token serves both protocols
         self.token.begin_using(user_present, permissions, rp_id)
         return {0x02: protocol.encrypt(secret, self.token.value)}
@@ -432,7 +477,7 @@ class ClientPin:
         if legacy:
             if request.permissions is not None or request.rp_id is not None:
                 raise CtapError(CtapStatus.INVALID_PARAMETER)
-            permissions = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
+            permissions = self.legacy_permissions
         else:
             permissions = self._check_permissions(request.permissions)
         protocol, secret = self._shared_secret(request)
@@ -469,7 +514,8 @@ class ClientPin:
             finally:
                 context.set_keepalive(KeepaliveStatus.PROCESSING)
         if result is PresenceResult.GRANTED:
-            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX)})
+            since_pin = min(self.uv_count_since_pin + 1, 2**32 - 1)
+            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX), _UV_SINCE_PIN: _enc(since_pin)})
             return
         if result is PresenceResult.CANCELLED:
             self._put({_UV_RETRIES: _enc(retries)})  # no attempt was made

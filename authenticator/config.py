@@ -12,6 +12,7 @@ from authenticator.attestation import max_make_credential_response_size
 from authenticator.cose import (
     ALGORITHM_NAMES,
     ALL_ALGORITHMS,
+    FULLY_SPECIFIED_ALGORITHMS,
     MLDSA_ALGORITHMS,
     mldsa_unavailable_reason,
 )
@@ -61,6 +62,22 @@ class Config:
     enterprise_attestation: int = 0
     #: RP IDs for which vendor-facilitated (mode 1) enterprise attestation is given.
     enterprise_rp_ids: tuple[str, ...] = ()
+    #: Offer the fully-specified COSE identifiers (ESP256 -9, Ed25519 -19, ESP384 -51,
+    #: ESP512 -52). Off by default: Firefox's authenticator-rs parses getInfo's
+    #: "algorithms" into a closed enum without them and falls back to U2F.
+    fully_specified_algorithms: bool = False
+    #: CTAP 2.1-PRE compatibility: FIDO_2_1_PRE in versions, the credentialMgmtPreview
+    #: option and command 0x41, for older Windows and libfido2 clients.
+    ctap21_pre: bool = False
+    #: CTAP 2.2 pinComplexityPolicy on from the start: setPIN/changePIN refuse trivial PINs
+    #: (authenticator.pin_policy). Otherwise a platform turns it on with authenticatorConfig
+    #: setMinPINLength. getInfo reports it, and the URL below (where it is described) if set.
+    pin_complexity_policy: bool = False
+    pin_complexity_policy_url: str | None = None
+    #: A simulated fingerprint sensor (authenticatorBioEnrollment, uvModality fingerprint):
+    #: built-in UV is a touch by an enrolled finger (authenticator.bio_enrollment). Implies
+    #: ``builtin_uv``.
+    fingerprint: bool = False
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
     max_resident_credentials: int = 100_000
@@ -100,6 +117,26 @@ class Config:
             raise ValueError(f"unsupported algorithms: {unknown}")
         if not isinstance(self.mldsa, bool):
             raise ValueError("mldsa must be a bool")
+        for flag in (
+            "fully_specified_algorithms",
+            "ctap21_pre",
+            "pin_complexity_policy",
+            "fingerprint",
+        ):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be a bool")
+        if self.fingerprint:
+            object.__setattr__(self, "builtin_uv", True)
+        if not (
+            self.pin_complexity_policy_url is None
+            or (isinstance(self.pin_complexity_policy_url, str) and self.pin_complexity_policy_url)
+        ):
+            raise ValueError("pin_complexity_policy_url must be a non-empty string or None")
+        if not self.fully_specified_algorithms:
+            kept = tuple(a for a in self.algorithms if a not in FULLY_SPECIFIED_ALGORITHMS)
+            if not kept:
+                raise ValueError("no usable algorithm left: fully_specified_algorithms=False")
+            object.__setattr__(self, "algorithms", kept)
         self._drop_unavailable_mldsa()
         if not isinstance(self.constant_zero_counter, bool):
             raise ValueError("constant_zero_counter must be a bool")

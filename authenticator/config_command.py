@@ -173,7 +173,14 @@ class AuthenticatorConfig:
             raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "too many RP IDs")
         if force and not self._pin.is_pin_set:
             raise CtapError(CtapStatus.PIN_NOT_SET)
+        # CTAP 2.2 pinComplexityPolicy (0x04): true turns the policy on for good (until
+        # authenticatorReset); false, or absent, leaves it as it is.
+        complexity = params.get(0x04, False)
+        if not isinstance(complexity, bool):
+            raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "pinComplexityPolicy")
         if rp_ids is not None:
             self.settings.put({_MIN_LENGTH_RPIDS: cbor.encode(rp_ids)})
+        if complexity:
+            self._pin.enable_pin_complexity_policy()
         self._pin.set_min_pin_length(new_length, force)
         return {}

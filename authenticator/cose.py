@@ -3,7 +3,7 @@
 The public side reuses python-fido2's COSE key classes (``fido2.cose``) so the
 encoding is exactly what relying parties parse.
 
-ML-DSA-44 (COSE -48) and ML-DSA-65 (COSE -49) are post-quantum signature
+ML-DSA-44 (COSE -48), ML-DSA-65 (COSE -49) and ML-DSA-87 (COSE -50) are post-quantum signature
 algorithms (FIPS 204; COSE: draft-ietf-cose-dilithium). They need
 ``cryptography`` >= 47 on an OpenSSL that provides ML-DSA (>= 3.5); whether this
 process has them is detected once, at import (:func:`mldsa_unavailable_reason`).
@@ -33,9 +33,19 @@ ES256 = -7
 EDDSA = -8
 ES384 = -35
 ES512 = -36
+PS256 = -37
+ES256K = -47
 RS256 = -257
 MLDSA44 = -48
 MLDSA65 = -49
+MLDSA87 = -50
+# Fully-specified identifiers (RFC 9864): one curve per identifier. Each is the same
+# signature as the polymorphic algorithm it names a case of (ESP256 is ES256 on P-256,
+# Ed25519 is EdDSA on Ed25519...); only the COSE "alg" of the key differs.
+ESP256 = -9
+ESP384 = -51
+ESP512 = -52
+ED25519 = -19
 
 #: COSE key type "AKP" (algorithm key pair) of ML-DSA public keys.
 KTY_AKP = 7
@@ -46,23 +56,40 @@ ALGORITHM_NAMES: dict[int, str] = {
     EDDSA: "EdDSA",
     ES384: "ES384",
     ES512: "ES512",
+    PS256: "PS256",
     RS256: "RS256",
+    ES256K: "ES256K",
+    ESP256: "ESP256",
+    ESP384: "ESP384",
+    ESP512: "ESP512",
+    ED25519: "Ed25519",
     MLDSA44: "ML-DSA-44",
     MLDSA65: "ML-DSA-65",
+    MLDSA87: "ML-DSA-87",
 }
 
-#: The classical algorithms, always available.
-CLASSICAL_ALGORITHMS: tuple[int, ...] = (ES256, EDDSA, ES384, ES512, RS256)
+#: The classical algorithms, always available (all of them in the COSE algorithm enum of
+#: Firefox's authenticator-rs, which rejects a getInfo naming any other: see config.py).
+CLASSICAL_ALGORITHMS: tuple[int, ...] = (ES256, EDDSA, ES384, ES512, PS256, RS256, ES256K)
+#: The fully-specified identifiers, always available but opt-in (Config
+#: ``fully_specified_algorithms``): authenticator-rs does not know them yet.
+FULLY_SPECIFIED_ALGORITHMS: tuple[int, ...] = (ESP256, ED25519, ESP384, ESP512)
 #: The post-quantum ones, available when ``cryptography``/OpenSSL provide ML-DSA.
-MLDSA_ALGORITHMS: tuple[int, ...] = (MLDSA44, MLDSA65)
+MLDSA_ALGORITHMS: tuple[int, ...] = (MLDSA44, MLDSA65, MLDSA87)
 #: Every algorithm this code implements, in getInfo order (most preferred first:
 #: CTAP 2.1 section 6.4 orders "algorithms" by the authenticator's preference; ML-DSA
 #: comes last as its keys and signatures are far larger and slower. The RP's
 #: pubKeyCredParams order is what chooses a credential's algorithm).
-ALL_ALGORITHMS: tuple[int, ...] = CLASSICAL_ALGORITHMS + MLDSA_ALGORITHMS
+ALL_ALGORITHMS: tuple[int, ...] = (
+    CLASSICAL_ALGORITHMS + FULLY_SPECIFIED_ALGORITHMS + MLDSA_ALGORITHMS
+)
 
 #: Sizes in bytes of ML-DSA (FIPS 204 table 2): (public key, signature).
-MLDSA_SIZES: dict[int, tuple[int, int]] = {MLDSA44: (1312, 2420), MLDSA65: (1952, 3309)}
+MLDSA_SIZES: dict[int, tuple[int, int]] = {
+    MLDSA44: (1312, 2420),
+    MLDSA65: (1952, 3309),
+    MLDSA87: (2592, 4627),
+}
 #: Length of the ML-DSA private seed (xi) kept in credential IDs.
 MLDSA_SEED_SIZE = 32
 
@@ -81,9 +108,15 @@ def _detect_mldsa() -> tuple[Any, str | None]:
             "(it needs cryptography >= 47 built on OpenSSL >= 3.5)"
         )
     try:
-        for private_class in (mldsa.MLDSA44PrivateKey, mldsa.MLDSA65PrivateKey):
+        for private_class in (
+            mldsa.MLDSA44PrivateKey,
+            mldsa.MLDSA65PrivateKey,
+            mldsa.MLDSA87PrivateKey,
+        ):
             probe = private_class.generate()
             probe.public_key().verify(probe.sign(b"vfido self-test"), b"vfido self-test")
+    except AttributeError:  # an older cryptography: ML-DSA-44/65 without -87
+        return None, f"cryptography {cryptography.__version__} lacks ML-DSA-87 (needs >= 47)"
     except _CryptoUnsupported:
         return None, f"the OpenSSL in use ({_openssl_version()}) provides no ML-DSA (needs >= 3.5)"
     except (InvalidSignature, ValueError) as exc:  # pragma: no cover - a broken backend
@@ -113,20 +146,33 @@ def can_sign(algorithm: int) -> bool:
     a keystore can hold ML-DSA credentials made where it had one)."""
     if algorithm in MLDSA_ALGORITHMS:
         return _MLDSA is not None
-    return algorithm in CLASSICAL_ALGORITHMS
+    return algorithm in CLASSICAL_ALGORITHMS or algorithm in FULLY_SPECIFIED_ALGORITHMS
 
 
 #: Algorithms this process can actually use (ML-DSA only where the runtime has it),
 #: in the order getInfo lists them.
-SUPPORTED_ALGORITHMS: tuple[int, ...] = CLASSICAL_ALGORITHMS + (
-    MLDSA_ALGORITHMS if _MLDSA is not None else ()
+SUPPORTED_ALGORITHMS: tuple[int, ...] = (
+    CLASSICAL_ALGORITHMS
+    + FULLY_SPECIFIED_ALGORITHMS
+    + (MLDSA_ALGORITHMS if _MLDSA is not None else ())
 )
 
 _EC_CURVES: dict[int, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
     ES256: (ec.SECP256R1(), hashes.SHA256(), 32),
     ES384: (ec.SECP384R1(), hashes.SHA384(), 48),
     ES512: (ec.SECP521R1(), hashes.SHA512(), 66),
+    ES256K: (ec.SECP256K1(), hashes.SHA256(), 32),
+    ESP256: (ec.SECP256R1(), hashes.SHA256(), 32),
+    ESP384: (ec.SECP384R1(), hashes.SHA384(), 48),
+    ESP512: (ec.SECP521R1(), hashes.SHA512(), 66),
 }
+#: RSA algorithms and their signature padding (RSASSA-PKCS1-v1_5; RSASSA-PSS with MGF1
+#: and a salt as long as the hash, RFC 8230 section 2).
+_RSA_PADDING: dict[int, padding.AsymmetricPadding] = {
+    RS256: padding.PKCS1v15(),
+    PS256: padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+}
+_EDDSA_ALGORITHMS = (EDDSA, ED25519)
 #: Signature algorithm objects, built once (constructing one per signature showed in profiles).
 _ECDSA: dict[int, ec.ECDSA] = {alg: ec.ECDSA(h) for alg, (_, h, _) in _EC_CURVES.items()}
 _COSE_CLASSES: dict[int, Any] = {
@@ -135,6 +181,12 @@ _COSE_CLASSES: dict[int, Any] = {
     ES512: cose.ES512,
     EDDSA: cose.EdDSA,
     RS256: cose.RS256,
+    PS256: cose.PS256,
+    ES256K: cose.ES256K,
+    ESP256: cose.ESP256,
+    ESP384: cose.ESP384,
+    ESP512: cose.ESP512,
+    ED25519: cose.Ed25519,
 }
 _RSA_BITS = 2048
 _RSA_E = 65537
@@ -162,7 +214,12 @@ class UnsupportedAlgorithm(ValueError):
 def _mldsa_class(algorithm: int) -> Any:
     if _MLDSA is None:
         raise UnsupportedAlgorithm(f"{ALGORITHM_NAMES[algorithm]}: {_MLDSA_REASON}")
-    return _MLDSA.MLDSA44PrivateKey if algorithm == MLDSA44 else _MLDSA.MLDSA65PrivateKey
+    classes = {
+        MLDSA44: _MLDSA.MLDSA44PrivateKey,
+        MLDSA65: _MLDSA.MLDSA65PrivateKey,
+        MLDSA87: _MLDSA.MLDSA87PrivateKey,
+    }
+    return classes[algorithm]
 
 
 #: How many loaded credential keys :meth:`CredentialKey.from_private_bytes` keeps.
@@ -190,8 +247,8 @@ class CredentialKey:
         object.__setattr__(self, "_signer", self._bind_signer())
 
     def _bind_signer(self) -> Callable[[bytes], bytes]:
-        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA, pure ML-DSA
-        (empty context)."""
+        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 or PSS RSA, pure
+        ML-DSA (empty context)."""
         key = self._key
         if self.algorithm in MLDSA_ALGORITHMS:
             return self._mldsa_key().sign
@@ -200,15 +257,17 @@ class CredentialKey:
         if isinstance(key, ed25519.Ed25519PrivateKey):
             return key.sign
         assert isinstance(key, rsa.RSAPrivateKey)
-        return functools.partial(key.sign, padding=padding.PKCS1v15(), algorithm=hashes.SHA256())
+        return functools.partial(
+            key.sign, padding=_RSA_PADDING[self.algorithm], algorithm=hashes.SHA256()
+        )
 
     @classmethod
     def generate(cls, algorithm: int) -> CredentialKey:
         if algorithm in _EC_CURVES:
             return cls(algorithm, ec.generate_private_key(_EC_CURVES[algorithm][0]))
-        if algorithm == EDDSA:
+        if algorithm in _EDDSA_ALGORITHMS:
             return cls(algorithm, ed25519.Ed25519PrivateKey.generate())
-        if algorithm == RS256:
+        if algorithm in _RSA_PADDING:
             return cls(algorithm, rsa.generate_private_key(_RSA_E, _RSA_BITS))
         if algorithm in MLDSA_ALGORITHMS:
             return cls(algorithm, _mldsa_class(algorithm).generate())
@@ -263,13 +322,13 @@ class CredentialKey:
             if len(data) != size:
                 raise ValueError("bad EC private key length")
             return cls(algorithm, ec.derive_private_key(int.from_bytes(data, "big"), curve))
-        if algorithm == EDDSA:
+        if algorithm in _EDDSA_ALGORITHMS:
             return cls(algorithm, ed25519.Ed25519PrivateKey.from_private_bytes(data))
         if algorithm in MLDSA_ALGORITHMS:
             if len(data) != MLDSA_SEED_SIZE:
                 raise ValueError("bad ML-DSA seed length")
             return cls(algorithm, _mldsa_class(algorithm).from_seed_bytes(data))
-        if algorithm == RS256:
+        if algorithm in _RSA_PADDING:
             if len(data) != _RSA_BITS // 8:
                 raise ValueError("bad RSA private key length")
             half = len(data) // 2
@@ -315,8 +374,7 @@ class CredentialKey:
         return self._key.public_key()
 
     def sign(self, data: bytes) -> bytes:
-        """Sign as WebAuthn expects: DER ECDSA, raw Ed25519, PKCS#1 v1.5 RSA, pure ML-DSA
-        (empty context)."""
+        """Sign as WebAuthn expects (see :meth:`_bind_signer`)."""
         return self._signer(data)
 
     def __repr__(self) -> str:

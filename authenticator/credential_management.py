@@ -7,13 +7,24 @@ carries no pinUvAuthParam, so the enumeration is bound to what began it: the
 channel (another client, which has no PIN, must not read the next entry) and
 the token (a token replaced, expired or stripped of ``cm`` ends it), as
 getNextAssertion's state is bound to its channel.
+
+CTAP 2.2: the read-only subcommands (getCredsMetadata, enumerateRPsBegin,
+enumerateCredentialsBegin and their GetNext) also accept the persistent
+pinUvAuthToken (``pcmr``, getInfo option perCredMgmtRO); deleting and updating
+need the ``cm`` token. An enumeration begun with the persistent token ends when
+that token is reset. Credentials made with thirdPartyPayment are listed with
+0x0C true.
+
+CTAP 2.1-PRE credentialMgmtPreview (command 0x41, ``Config.ctap21_pre``) is the
+same command without updateUserInformation, authenticated as 2.1-PRE platforms do
+it: with the token of getPinToken (which such a key grants ``cm`` too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -21,8 +32,10 @@ from typing import Any
 from authenticator import cbor
 from authenticator.client_pin import ClientPin
 from authenticator.cose import CredentialKey
+from authenticator.credential_source import decode_credential_id
 from authenticator.env import RequestContext
 from authenticator.errors import CtapError, CtapStatus
+from authenticator.persistent_token import note_credential_change, persistent_token
 from authenticator.pin_token import Permission
 from keystore.store import CredentialRecord, KeyStore
 
@@ -98,15 +111,28 @@ def _user_entity(record: CredentialRecord) -> dict[str, Any]:
     return user
 
 
+#: What the persistent pinUvAuthToken (pcmr) may do: read, never change (CTAP 2.2).
+_READ_ONLY = frozenset(
+    {
+        SubCommand.GET_CREDS_METADATA,
+        SubCommand.ENUMERATE_RPS_BEGIN,
+        SubCommand.ENUMERATE_CREDENTIALS_BEGIN,
+    }
+)
+
+#: Whether the token that authorized a subcommand still does (see ``_authorize``).
+_TokenCheck = Callable[[], bool]
+
+
 @dataclass
 class _Enumeration:
     """An enumeration in progress: what continues it, who began it, what is left."""
 
     next_command: SubCommand  # the GetNext subcommand that continues it
     channel: int  # the channel of the Begin subcommand
-    #: Which pinUvAuthToken authorized the Begin subcommand (not secret; kept out of reprs
-    #: like everything about tokens).
-    token_generation: int = field(repr=False)
+    #: Whether the pinUvAuthToken that authorized the Begin subcommand still grants it
+    #: (kept out of reprs like everything about tokens).
+    token_still_valid: _TokenCheck = field(repr=False)
     #: One representative record per RP (enumerateRPs) or the RP's credentials.
     remaining: list[CredentialRecord] = field(repr=False)
 
@@ -122,9 +148,14 @@ class CredentialManagement:
         """Any command other than the GetNext ones ends an enumeration."""
         self._pending = None
 
-    def process(self, m: Mapping[Any, Any], context: RequestContext) -> dict[int, Any]:
+    def process(
+        self, m: Mapping[Any, Any], context: RequestContext, preview: bool = False
+    ) -> dict[int, Any]:
+        """``preview``: the request came as credentialMgmtPreview (0x41)."""
         request = CredentialManagementRequest.from_cbor_map(m)
         sub = request.sub_command
+        if preview and sub == SubCommand.UPDATE_USER_INFORMATION:
+            raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "not in credentialMgmtPreview")
         if sub == SubCommand.ENUMERATE_RPS_GET_NEXT_RP:
             return self._rp_entry(self._next(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, context))
         if sub == SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
@@ -144,19 +175,20 @@ class CredentialManagement:
             self._authorize(request, message, None)
             return self._metadata()
         if sub == SubCommand.ENUMERATE_RPS_BEGIN:
-            self._authorize(request, message, None)
-            return self._rps_begin(context)
+            token = self._authorize(request, message, None)
+            return self._rps_begin(context, token)
         if sub == SubCommand.ENUMERATE_CREDENTIALS_BEGIN:
             rp_id_hash = request.param(_P_RP_ID_HASH, bytes)
             records = self._store.find_credentials(rp_id_hash)
-            self._authorize(request, message, rp_id_hash)
-            return self._credentials_begin(records, context)
+            token = self._authorize(request, message, rp_id_hash)
+            return self._credentials_begin(records, context, token)
         if sub == SubCommand.DELETE_CREDENTIAL:
             cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
             record = self._store.get_credential(cred_id)
             self._authorize(request, message, record.rp_id_hash if record else b"")
             if record is None or not self._store.delete_credential(cred_id):
                 raise CtapError(CtapStatus.NO_CREDENTIALS)
+            note_credential_change(self._store)  # CTAP 2.2 credStoreState
             return {}
         # UPDATE_USER_INFORMATION
         cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
@@ -174,44 +206,64 @@ class CredentialManagement:
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "user")
         self._store.update_user(cred_id, name, display)
+        note_credential_change(self._store)  # CTAP 2.2 credStoreState
         return {}
 
     def _authorize(
         self, request: CredentialManagementRequest, message: bytes, rp_id_hash: bytes | None
-    ) -> None:
+    ) -> _TokenCheck:
         """Verify the token (cm permission). ``rp_id_hash`` None means the subcommand
         spans all RPs, so a token bound to one RP may not be used (6.8.2, 6.8.3);
         otherwise a bound token must be bound to that RP. ``b""`` (credential not
         found): any token with cm may learn NO_CREDENTIALS, as the RP cannot be
-        told. Failures: PIN_AUTH_INVALID."""
+        told. Failures: PIN_AUTH_INVALID.
+
+        A read-only subcommand authenticated with the persistent pinUvAuthToken
+        (CTAP 2.2, pcmr) is allowed for every RP; any other use of it fails as an
+        unknown token does. Returns whether the token that authorized the request still
+        does, for an enumeration's GetNext (which carries no pinUvAuthParam)."""
         assert request.pin_uv_auth_param is not None
+        if request.sub_command in _READ_ONLY:
+            protocol = self._pin.protocol(request.protocol)
+            persistent = persistent_token(self._store)
+            if protocol.verify(persistent, message, request.pin_uv_auth_param):
+                return lambda: hmac.compare_digest(persistent_token(self._store), persistent)
         self._pin.verify_token(
             request.protocol,
             message,
             request.pin_uv_auth_param,
             Permission.CREDENTIAL_MANAGEMENT,
         )
+        generation = self._pin.token.generation
         bound = self._pin.token.rp_id
-        if bound is None or rp_id_hash == b"":
-            return
-        if rp_id_hash is None or not hmac.compare_digest(
-            hashlib.sha256(bound.encode("utf-8")).digest(), rp_id_hash
+        if (
+            bound is not None
+            and rp_id_hash != b""
+            and (
+                rp_id_hash is None
+                or not hmac.compare_digest(
+                    hashlib.sha256(bound.encode("utf-8")).digest(), rp_id_hash
+                )
+            )
         ):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
+        return lambda: self._pin.token.still_grants(generation, Permission.CREDENTIAL_MANAGEMENT)
 
     def _metadata(self) -> dict[int, Any]:
         count = self._store.count_credentials()
         return {0x01: count, 0x02: max(0, self._max_resident - count)}
 
     def _begin(
-        self, next_command: SubCommand, records: list[CredentialRecord], context: RequestContext
+        self,
+        next_command: SubCommand,
+        records: list[CredentialRecord],
+        context: RequestContext,
+        token: _TokenCheck,
     ) -> CredentialRecord:
         """Remember the rest of ``records`` for ``next_command`` on this channel and token."""
         first, rest = records[0], records[1:]
         if rest:
-            self._pending = _Enumeration(
-                next_command, context.channel, self._pin.token.generation, rest
-            )
+            self._pending = _Enumeration(next_command, context.channel, token, rest)
         return first
 
     def _next(self, sub: SubCommand, context: RequestContext) -> CredentialRecord:
@@ -225,9 +277,7 @@ class CredentialManagement:
             raise CtapError(CtapStatus.NOT_ALLOWED, "no such enumeration in progress")
         if pending.channel != context.channel:
             raise CtapError(CtapStatus.NOT_ALLOWED, "enumeration is on another channel")
-        if not self._pin.token.still_grants(
-            pending.token_generation, Permission.CREDENTIAL_MANAGEMENT
-        ):
+        if not pending.token_still_valid():
             self._pending = None
             raise CtapError(CtapStatus.NOT_ALLOWED, "the enumeration's token is gone")
         record = pending.remaining.pop(0)
@@ -235,14 +285,14 @@ class CredentialManagement:
             self._pending = None
         return record
 
-    def _rps_begin(self, context: RequestContext) -> dict[int, Any]:
+    def _rps_begin(self, context: RequestContext, token: _TokenCheck) -> dict[int, Any]:
         seen: dict[bytes, CredentialRecord] = {}
         for summary in self._store.list_credentials():
             seen.setdefault(summary.record.rp_id_hash, summary.record)
         if not seen:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
         rps = list(seen.values())
-        first = self._begin(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, rps, context)
+        first = self._begin(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, rps, context, token)
         return {**self._rp_entry(first), 0x05: len(rps)}
 
     @staticmethod
@@ -253,15 +303,16 @@ class CredentialManagement:
         return {0x03: rp, 0x04: record.rp_id_hash}
 
     def _credentials_begin(
-        self, records: list[CredentialRecord], context: RequestContext
+        self, records: list[CredentialRecord], context: RequestContext, token: _TokenCheck
     ) -> dict[int, Any]:
         if not records:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
-        first = self._begin(SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, records, context)
+        first = self._begin(
+            SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, records, context, token
+        )
         return {**self._credential_entry(first), 0x09: len(records)}
 
-    @staticmethod
-    def _credential_entry(record: CredentialRecord) -> dict[int, Any]:
+    def _credential_entry(self, record: CredentialRecord) -> dict[int, Any]:
         key = CredentialKey.from_private_bytes(record.algorithm, record.private_key)
         entry: dict[int, Any] = {
             0x06: _user_entity(record),
@@ -271,4 +322,9 @@ class CredentialManagement:
         }
         if record.large_blob_key is not None:
             entry[0x0B] = record.large_blob_key
+        sealed = decode_credential_id(
+            self._store.identity().credential_key, record.rp_id_hash, record.credential_id
+        )
+        if sealed is not None and sealed.third_party_payment:
+            entry[0x0C] = True  # thirdPartyPayment (CTAP 2.2)
         return entry

@@ -29,6 +29,7 @@ _CRED_BLOB = 5
 _FLAG_DISCOVERABLE = 0x01
 _FLAG_HMAC_SECRET = 0x02
 _FLAG_U2F = 0x04
+_FLAG_THIRD_PARTY_PAYMENT = 0x08
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,14 @@ class SealedCredential:
     hmac_secret: bool = False
     u2f: bool = False  # created by CTAP1 REGISTER
     cred_blob: bytes | None = field(default=None, repr=False)
+    third_party_payment: bool = False  # CTAP 2.2 thirdPartyPayment extension
 
     def to_bytes(self) -> bytes:
         flags = (
             (_FLAG_DISCOVERABLE if self.discoverable else 0)
             | (_FLAG_HMAC_SECRET if self.hmac_secret else 0)
             | (_FLAG_U2F if self.u2f else 0)
+            | (_FLAG_THIRD_PARTY_PAYMENT if self.third_party_payment else 0)
         )
         data: dict[int, object] = {_ALG: self.algorithm, _KEY: self.private_key}
         if self.cred_protect != 1:
@@ -85,6 +88,7 @@ class SealedCredential:
             hmac_secret=bool(flags & _FLAG_HMAC_SECRET),
             u2f=bool(flags & _FLAG_U2F),
             cred_blob=blob,
+            third_party_payment=bool(flags & _FLAG_THIRD_PARTY_PAYMENT),
         )
 
 

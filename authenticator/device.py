@@ -18,7 +18,13 @@ from typing import Any
 
 from authenticator import cbor
 from authenticator.behaviours import FIDO_2_0, U2F_V2, Behaviours
-from authenticator.client_pin import ClientPin, SubCommand
+from authenticator.bio_enrollment import (
+    BioEnrollment,
+    FingerprintSensor,
+    FingerprintTemplates,
+    FingerprintVerifier,
+)
+from authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin, SubCommand
 from authenticator.config import Config
 from authenticator.config_command import AuthenticatorConfig, Settings
 from authenticator.credential_management import CredentialManagement
@@ -38,9 +44,10 @@ from authenticator.get_assertion import get_assertion, get_next_assertion
 from authenticator.get_info import build_info
 from authenticator.large_blobs import LargeBlobs
 from authenticator.make_credential import make_credential
+from authenticator.pin_token import Permission
 from authenticator.requests import GetAssertionRequest, MakeCredentialRequest
 from authenticator.reset import reset, selection
-from authenticator.state import RuntimeState, Services
+from authenticator.state import RuntimeState, Services, ask_presence
 from keystore.store import KeyStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,8 @@ class Command(IntEnum):
     SELECTION = 0x0B
     LARGE_BLOBS = 0x0C
     CONFIG = 0x0D
+    BIO_ENROLLMENT_PREVIEW = 0x40  # CTAP 2.1-PRE userVerificationMgmtPreview
+    CREDENTIAL_MANAGEMENT_PREVIEW = 0x41  # CTAP 2.1-PRE credentialMgmtPreview
 
 
 # ISO 7816 status word for a CTAP1 failure the CTAP1 handler did not catch.
@@ -158,6 +167,11 @@ _HANDLERS: dict[int, _Handler] = {
 }
 
 
+#: The credentialManagement commands (CTAP 2.1 and its 2.1-PRE preview).
+_CREDENTIAL_MANAGEMENT_COMMANDS = frozenset(
+    {Command.CREDENTIAL_MANAGEMENT, Command.CREDENTIAL_MANAGEMENT_PREVIEW}
+)
+
 # Protocol names of transports.handler.ProtocolReporter (strings, so that this package
 # does not import the transports).
 _BOTH_PROTOCOLS = frozenset({"ctap2", "u2f"})
@@ -190,9 +204,26 @@ class Authenticator:
             user_verifier = None
         if user_verifier is not None:
             user_verifier = _BehavingVerifier(user_verifier, behaviours)
+        #: The simulated fingerprint sensor: which finger touches next (Config.fingerprint).
+        self.sensor = FingerprintSensor()
+        if config.fingerprint and user_verifier is not None:
+            user_verifier = FingerprintVerifier(
+                user_verifier, FingerprintTemplates(store), self.sensor
+            )
         client_pin = ClientPin(
-            store, clock, user_verifier=user_verifier, uv_timeout=config.presence_timeout
+            store,
+            clock,
+            user_verifier=user_verifier,
+            uv_timeout=config.presence_timeout,
+            pin_complexity_policy=config.pin_complexity_policy,
+            supported_permissions=DEFAULT_PERMISSIONS
+            | (Permission.BIO_ENROLLMENT if config.fingerprint else Permission.NONE),
         )
+        if config.ctap21_pre:
+            # 2.1-PRE platforms authorize the preview commands with getPinToken's token.
+            client_pin.legacy_permissions |= Permission.CREDENTIAL_MANAGEMENT
+            if config.fingerprint:
+                client_pin.legacy_permissions |= Permission.BIO_ENROLLMENT
         self._services = Services(
             store=store,
             presence=presence,
@@ -219,6 +250,20 @@ class Authenticator:
         self._handlers[Command.CREDENTIAL_MANAGEMENT] = self._credential_management
         self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
         self._handlers[Command.CONFIG] = self._config
+        self._bio = BioEnrollment(
+            store,
+            client_pin,
+            self.sensor,
+            lambda request, context: ask_presence(self._services, context, request),
+        )
+        if config.fingerprint:
+            self._handlers[Command.BIO_ENROLLMENT] = self._bio_enrollment
+            if config.ctap21_pre:
+                self._handlers[Command.BIO_ENROLLMENT_PREVIEW] = self._bio_enrollment
+        if config.ctap21_pre:
+            self._handlers[Command.CREDENTIAL_MANAGEMENT_PREVIEW] = (
+                self._credential_management_preview
+            )
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.
@@ -227,6 +272,11 @@ class Authenticator:
     @property
     def config(self) -> Config:
         return self._services.config
+
+    @property
+    def fingerprints(self) -> FingerprintTemplates:
+        """The fingers enrolled on the simulated sensor (Config.fingerprint)."""
+        return self._bio.templates
 
     @property
     def behaviours(self) -> Behaviours:
@@ -317,6 +367,7 @@ class Authenticator:
         self._client_pin.power_cycle()
         self._cred_mgmt.reset_pending()
         self._large_blobs.reset_pending()
+        self._bio.reset_pending()
         self._ctap1.power_cycle()
         log.info("power cycle")
 
@@ -329,6 +380,7 @@ class Authenticator:
         # runtime PIN/UV state (tokens, key agreement keys, partial writes) goes too.
         self._client_pin.power_cycle()
         self._large_blobs.reset_pending()
+        self._bio.reset_pending()
         return None
 
     def _client_pin_command(
@@ -351,6 +403,16 @@ class Authenticator:
     ) -> dict[int, Any] | None:
         return self._cred_mgmt.process(_parameter_map(payload), ctx) or None
 
+    def _credential_management_preview(
+        self, s: Services, payload: bytes, ctx: RequestContext
+    ) -> dict[int, Any] | None:
+        return self._cred_mgmt.process(_parameter_map(payload), ctx, preview=True) or None
+
+    def _bio_enrollment(
+        self, s: Services, payload: bytes, ctx: RequestContext
+    ) -> dict[int, Any] | None:
+        return self._bio.process(_parameter_map(payload), ctx) or None
+
     def _large_blobs_command(
         self, s: Services, payload: bytes, ctx: RequestContext
     ) -> dict[int, Any] | None:
@@ -370,7 +432,7 @@ class Authenticator:
         if command != Command.GET_NEXT_ASSERTION:
             # The getNextAssertion state only survives consecutive getNextAssertion calls.
             self._services.runtime.clear_pending()
-        if command != Command.CREDENTIAL_MANAGEMENT:
+        if command not in _CREDENTIAL_MANAGEMENT_COMMANDS:
             # Only credentialManagement GetNext* continue an enumeration.
             self._cred_mgmt.reset_pending()
         handler = self._handlers.get(command)

@@ -47,6 +47,7 @@ class PresenceKind(Enum):
     CREDENTIAL_MANAGEMENT = "credential-management"
     LARGE_BLOB = "large-blob"
     CONFIG = "config"
+    ENROLL = "enroll"  # a fingerprint sample (authenticatorBioEnrollment)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,16 @@
-"""CTAP 2.1 extensions (section 12): parsing of inputs and computing of outputs.
+"""CTAP 2.1/2.2 extensions (section 12): parsing of inputs and computing of outputs.
 
 makeCredential: credProtect, hmac-secret, hmac-secret-mc, credBlob,
-largeBlobKey, minPinLength. getAssertion: hmac-secret, credBlob, largeBlobKey.
-Unknown extensions are ignored (section 12).
+largeBlobKey, minPinLength, pinComplexityPolicy, thirdPartyPayment. getAssertion:
+hmac-secret, credBlob, largeBlobKey, thirdPartyPayment. Unknown extensions are
+ignored (section 12).
+
+thirdPartyPayment (CTAP 2.2, for Secure Payment Confirmation): a credential made
+with it is marked as a payment credential for good (a flag sealed in its ID, as
+credProtect is); makeCredential answers ``thirdPartyPayment: true``, getAssertion
+asked for it answers whether the credential is one, and credential management lists
+it (0x0C). pinComplexityPolicy (CTAP 2.2) answers, for an RP allowed to see the
+minimum PIN length (setMinPINLength's RP IDs), whether a PIN complexity policy is on.
 
 hmac-secret's two CredRandoms are derived, not stored: HMAC-SHA-256 of the
 credential ID under the device's credential key, one for each UV state. A
@@ -26,9 +34,20 @@ HMAC_SECRET_MC = "hmac-secret-mc"
 CRED_BLOB = "credBlob"
 LARGE_BLOB_KEY = "largeBlobKey"
 MIN_PIN_LENGTH = "minPinLength"
+PIN_COMPLEXITY_POLICY = "pinComplexityPolicy"
+THIRD_PARTY_PAYMENT = "thirdPartyPayment"
 
 #: What getInfo lists, in this order.
-SUPPORTED = (CRED_PROTECT, HMAC_SECRET, HMAC_SECRET_MC, CRED_BLOB, LARGE_BLOB_KEY, MIN_PIN_LENGTH)
+SUPPORTED = (
+    CRED_PROTECT,
+    HMAC_SECRET,
+    HMAC_SECRET_MC,
+    CRED_BLOB,
+    LARGE_BLOB_KEY,
+    MIN_PIN_LENGTH,
+    PIN_COMPLEXITY_POLICY,
+    THIRD_PARTY_PAYMENT,
+)
 #: maxCredBlobLength (getInfo 0x0F).
 MAX_CRED_BLOB_LENGTH = 32
 
@@ -72,6 +91,8 @@ class MakeCredentialExtensions:
     cred_blob: bytes | None = field(default=None, repr=False)
     large_blob_key: bool = False
     min_pin_length: bool = False
+    pin_complexity_policy: bool = False
+    third_party_payment: bool = False
 
     @classmethod
     def parse(cls, m: Mapping[Any, Any] | None) -> MakeCredentialExtensions:
@@ -85,7 +106,13 @@ class MakeCredentialExtensions:
         if cred_protect is not None and cred_protect not in (1, 2, 3):
             raise CtapError(CtapStatus.INVALID_PARAMETER, "credProtect level")
         flags = {}
-        for name in (HMAC_SECRET, LARGE_BLOB_KEY, MIN_PIN_LENGTH):
+        for name in (
+            HMAC_SECRET,
+            LARGE_BLOB_KEY,
+            MIN_PIN_LENGTH,
+            PIN_COMPLEXITY_POLICY,
+            THIRD_PARTY_PAYMENT,
+        ):
             value = m.get(name)
             if value is not None and not isinstance(value, bool):
                 raise _type_error(name)
@@ -103,6 +130,8 @@ class MakeCredentialExtensions:
             cred_blob=blob,
             large_blob_key=flags[LARGE_BLOB_KEY],
             min_pin_length=flags[MIN_PIN_LENGTH],
+            pin_complexity_policy=flags[PIN_COMPLEXITY_POLICY],
+            third_party_payment=flags[THIRD_PARTY_PAYMENT],
         )
 
 
@@ -111,13 +140,14 @@ class GetAssertionExtensions:
     hmac_secret: HmacSecretInput | None = None
     cred_blob: bool = False
     large_blob_key: bool = False
+    third_party_payment: bool = False
 
     @classmethod
     def parse(cls, m: Mapping[Any, Any] | None) -> GetAssertionExtensions:
         if not m:
             return cls()
         hs = m.get(HMAC_SECRET)
-        for name in (CRED_BLOB, LARGE_BLOB_KEY):
+        for name in (CRED_BLOB, LARGE_BLOB_KEY, THIRD_PARTY_PAYMENT):
             value = m.get(name)
             if value is not None and not isinstance(value, bool):
                 raise _type_error(name)
@@ -127,6 +157,7 @@ class GetAssertionExtensions:
             hmac_secret=HmacSecretInput.parse(hs, HMAC_SECRET) if hs is not None else None,
             cred_blob=bool(m.get(CRED_BLOB)),
             large_blob_key=bool(m.get(LARGE_BLOB_KEY)),
+            third_party_payment=bool(m.get(THIRD_PARTY_PAYMENT)),
         )
 
 

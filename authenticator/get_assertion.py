@@ -21,6 +21,7 @@ from authenticator.errors import CtapError, CtapStatus
 from authenticator.extensions import (
     CRED_BLOB,
     HMAC_SECRET,
+    THIRD_PARTY_PAYMENT,
     GetAssertionExtensions,
     hmac_secret_output,
 )
@@ -162,6 +163,8 @@ def _assertion(
             outputs[CRED_BLOB] = blob if blob is not None else (sealed.cred_blob or b"")
         if ext.large_blob_key and record is not None:
             large_blob_key = record.large_blob_key
+        if ext.third_party_payment:
+            outputs[THIRD_PARTY_PAYMENT] = sealed.third_party_payment
     auth_data = build_auth_data(
         id_hash, flags | backup_flags(store, record), count, extensions=outputs
     )
@@ -210,7 +213,7 @@ def get_assertion(
     # 4.1: "uv" absent -> false; 4.2: pinUvAuthParam present -> "uv" treated as false.
     uv = bool(options.uv) and not has_param
     # 4.3: uv true needs built-in user verification (enabled).
-    if uv and services.user_verifier is None:
+    if uv and not services.client_pin.has_uv:
         raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
     # 4.4: "rk" is not valid for getAssertion.
     if options.rk is not None:

@@ -1,12 +1,17 @@
 """authenticatorGetInfo (0x04), CTAP 2.1 section 6.4.
 
 Derived from the Config, the keystore and the persisted PIN / authenticatorConfig
-state; nothing is written by hand. bioEnroll is absent (no enrollment command).
+state; nothing is written by hand. bioEnroll and uvModality only with a fingerprint sensor.
+
+CTAP 2.2 members (0x17, 0x19-0x1E) are listed in :func:`ctap22_members`;
+``FIDO_2_2`` is in versions because every CTAP 2.2 feature is implemented
+(tests/test_ctap22.py has one test per feature).
 """
 
 from __future__ import annotations
 
 from authenticator.behaviours import FIDO_2_0
+from authenticator.bio_enrollment import UV_MODALITY_FINGERPRINT
 from authenticator.config import Config
 from authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
 from authenticator.cose import RS256
@@ -14,7 +19,18 @@ from authenticator.credential_source import SealedCredential
 from authenticator.extensions import MAX_CRED_BLOB_LENGTH
 from authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
-from authenticator.responses import GetInfoResponse
+from authenticator.persistent_token import enc_cred_store_state, enc_identifier
+from authenticator.responses import (
+    INFO_ENC_CRED_STORE_STATE,
+    INFO_ENC_IDENTIFIER,
+    INFO_MAX_PIN_LENGTH,
+    INFO_PIN_COMPLEXITY_POLICY,
+    INFO_PIN_COMPLEXITY_POLICY_URL,
+    INFO_TRANSPORTS_FOR_RESET,
+    INFO_UV_COUNT_SINCE_LAST_PIN_ENTRY,
+    INFO_UV_MODALITY,
+    GetInfoResponse,
+)
 from authenticator.state import Services
 from keystore.credential_id import SEAL_OVERHEAD
 
@@ -23,6 +39,9 @@ TRANSPORTS = ("usb",)
 
 #: pinUvAuthProtocols in order of preference (0x06).
 PIN_UV_AUTH_PROTOCOLS = (2, 1)
+
+#: maxPINLength (CTAP 2.2, 0x1D): newPinEnc holds at most 63 bytes of UTF-8 (6.5.5.5).
+MAX_PIN_LENGTH = 63
 
 
 def _max_credential_id_length() -> int:
@@ -44,7 +63,10 @@ MAX_CREDENTIAL_ID_LENGTH = _max_credential_id_length()
 
 def versions(config: Config) -> tuple[str, ...]:
     # FIDO_2_1: clientPin with pinUvAuthToken, credMgmt, largeBlobs, authnrCfg.
-    return ("U2F_V2", "FIDO_2_0", "FIDO_2_1")
+    # FIDO_2_2: persistent pinUvAuthTokens, thirdPartyPayment, pinComplexityPolicy,
+    # the 2.2 getInfo members, hmac-secret-mc. FIDO_2_1_PRE: credentialMgmtPreview.
+    pre = ("FIDO_2_1_PRE",) if config.ctap21_pre else ()
+    return ("U2F_V2", "FIDO_2_0", *pre, "FIDO_2_1", "FIDO_2_2")
 
 
 def extensions(config: Config) -> tuple[str, ...]:
@@ -75,9 +97,18 @@ def options(services: Services) -> dict[str, bool]:
         # PIN set; toggleAlwaysUv turns it off (section 6.11.2).
         "makeCredUvNotRqd": not settings.always_uv,
         "setMinPINLength": True,
+        # CTAP 2.2: the persistent pinUvAuthToken (pcmr) reads credential management.
+        "perCredMgmtRO": True,
     }
+    if config.ctap21_pre:
+        result["credentialMgmtPreview"] = True
+        if config.fingerprint:
+            result["userVerificationMgmtPreview"] = pin.has_uv
     if config.builtin_uv:
-        result["uv"] = True
+        # Supported; true once enabled (a fingerprint key: a finger enrolled).
+        result["uv"] = pin.has_uv
+    if config.fingerprint:
+        result["bioEnroll"] = pin.has_uv
     if config.enterprise_attestation:
         result["ep"] = settings.enterprise_attestation
     return result
@@ -100,8 +131,33 @@ CTAP21_OPTIONS = frozenset(
         "makeCredUvNotRqd",
         "setMinPINLength",
         "ep",
+        "bioEnroll",
+        "perCredMgmtRO",
+        "credentialMgmtPreview",
+        "userVerificationMgmtPreview",
     }
 )
+
+
+def ctap22_members(services: Services) -> dict[int, object]:
+    """The CTAP 2.2 getInfo members (section 6.4), each derived from its source."""
+    config, store = services.config, services.store
+    members: dict[int, object] = {
+        # encIdentifier / encCredStoreState: see authenticator.persistent_token.
+        INFO_ENC_IDENTIFIER: enc_identifier(store),
+        # Reset is allowed on every transport the key has.
+        INFO_TRANSPORTS_FOR_RESET: list(TRANSPORTS),
+        INFO_PIN_COMPLEXITY_POLICY: services.client_pin.pin_complexity_policy,
+        INFO_MAX_PIN_LENGTH: MAX_PIN_LENGTH,
+        INFO_ENC_CRED_STORE_STATE: enc_cred_store_state(store),
+    }
+    if config.pin_complexity_policy_url is not None:
+        members[INFO_PIN_COMPLEXITY_POLICY_URL] = config.pin_complexity_policy_url.encode()
+    if config.builtin_uv:
+        members[INFO_UV_COUNT_SINCE_LAST_PIN_ENTRY] = services.client_pin.uv_count_since_pin
+    if config.fingerprint:
+        members[INFO_UV_MODALITY] = UV_MODALITY_FINGERPRINT
+    return members
 
 
 def build_info(services: Services) -> GetInfoResponse:
@@ -113,11 +169,13 @@ def build_info(services: Services) -> GetInfoResponse:
     reported_options = options(services)
     protocols: tuple[int, ...] = PIN_UV_AUTH_PROTOCOLS
     formats = attestation_formats(config)
+    extra = ctap22_members(services)
     if behaviours.versions == FIDO_2_0:
         # Behaviour versions=FIDO_2_0: a CTAP 2.0 key (PIN protocol 1, no 2.1 options).
         reported_versions = (FIDO_2_0,)
         reported_options = {k: v for k, v in reported_options.items() if k not in CTAP21_OPTIONS}
         protocols = (1,)
+        extra = {}
     if behaviours.pin_blocked:
         reported_options["clientPin"] = True  # a PIN is "set" (and blocked)
     if behaviours.attestation == "none":
@@ -141,4 +199,5 @@ def build_info(services: Services) -> GetInfoResponse:
         max_rpids_for_set_min_pin_length=MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH,
         remaining_discoverable_credentials=remaining_discoverable_credentials(services),
         attestation_formats=formats,
+        extra=extra,
     )

@@ -42,9 +42,12 @@ from authenticator.extensions import (
     HMAC_SECRET_MC,
     MAX_CRED_BLOB_LENGTH,
     MIN_PIN_LENGTH,
+    PIN_COMPLEXITY_POLICY,
+    THIRD_PARTY_PAYMENT,
     MakeCredentialExtensions,
     hmac_secret_output,
 )
+from authenticator.persistent_token import note_credential_change
 from authenticator.pin_token import Permission
 from authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
 from authenticator.responses import MakeCredentialResponse
@@ -103,7 +106,7 @@ def enforce_always_uv(services: Services, has_param: bool, uv: bool) -> tuple[bo
         raise CtapError(CtapStatus.PUAT_REQUIRED, "alwaysUv without PIN or built-in UV")
     if has_param or uv:
         return uv, False
-    if services.user_verifier is not None:
+    if services.client_pin.has_uv:
         return True, False
     raise CtapError(CtapStatus.PUAT_REQUIRED, "alwaysUv")
 
@@ -263,7 +266,7 @@ def make_credential(
     # 5.1: "uv" absent -> false. 5.2: pinUvAuthParam present -> "uv" treated as false.
     uv = bool(options.uv) and not has_param
     # 5.3: uv true needs built-in user verification (enabled).
-    if uv and services.user_verifier is None:
+    if uv and not services.client_pin.has_uv:
         raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
     # 5.4/5.5: "rk" is in getInfo's options, so it is supported; absent -> false.
     rk = bool(options.rk)
@@ -366,6 +369,10 @@ def make_credential(
         outputs[CRED_BLOB] = stored
     if ext.min_pin_length and rp_id in services.settings.min_pin_length_rp_ids:
         outputs[MIN_PIN_LENGTH] = pin.min_pin_length
+    if ext.pin_complexity_policy and rp_id in services.settings.min_pin_length_rp_ids:
+        outputs[PIN_COMPLEXITY_POLICY] = pin.pin_complexity_policy
+    if ext.third_party_payment:
+        outputs[THIRD_PARTY_PAYMENT] = True
     # largeBlobKey: discoverable credentials only (section 12.3); platforms
     # (python-fido2 among them) send it regardless, so a server-side credential
     # simply gets none and the client reports largeBlob unsupported.
@@ -384,6 +391,7 @@ def make_credential(
             discoverable=rk,
             hmac_secret=ext.hmac_secret,
             cred_blob=cred_blob,
+            third_party_payment=ext.third_party_payment,
         ),
     )
     if ext.hmac_secret_mc is not None:
@@ -419,6 +427,7 @@ def make_credential(
         )
         try:
             store.put_credential(record)
+            note_credential_change(store)  # CTAP 2.2 credStoreState
         except KeystoreFull:
             raise CtapError(CtapStatus.KEY_STORE_FULL, "keystore full") from None
     # Step 18: otherwise the credential is server-side: everything is in its ID.

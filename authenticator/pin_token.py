@@ -22,6 +22,8 @@ class Permission(IntFlag):
     BIO_ENROLLMENT = 0x08  # be
     LARGE_BLOB_WRITE = 0x10  # lbw
     AUTHENTICATOR_CONFIG = 0x20  # acfg
+    #: CTAP 2.2: granted alone, it gives the persistentPinUvAuthToken (persistent_token.py).
+    PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY = 0x40  # pcmr
 
 
 #: A token not used within this many seconds of issuance stops being usable (6.5.2.1).

@@ -38,7 +38,15 @@ INFO_FIRMWARE_VERSION = 0x0E
 INFO_MAX_CRED_BLOB_LENGTH = 0x0F
 INFO_MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH = 0x10
 INFO_REMAINING_DISCOVERABLE_CREDENTIALS = 0x14
+INFO_UV_MODALITY = 0x12
 INFO_ATTESTATION_FORMATS = 0x16  # CTAP 2.2
+INFO_UV_COUNT_SINCE_LAST_PIN_ENTRY = 0x17  # CTAP 2.2
+INFO_ENC_IDENTIFIER = 0x19  # CTAP 2.2
+INFO_TRANSPORTS_FOR_RESET = 0x1A  # CTAP 2.2
+INFO_PIN_COMPLEXITY_POLICY = 0x1B  # CTAP 2.2
+INFO_PIN_COMPLEXITY_POLICY_URL = 0x1C  # CTAP 2.2
+INFO_MAX_PIN_LENGTH = 0x1D  # CTAP 2.2
+INFO_ENC_CRED_STORE_STATE = 0x1E  # CTAP 2.2
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,12 @@ GET_INFO_MEMBERS: dict[int, str] = {
     22: "attestationFormats",
     23: "uvCountSinceLastPinEntry",
     24: "longTouchForReset",
+    25: "encIdentifier",
+    26: "transportsForReset",
+    27: "pinComplexityPolicy",
+    28: "pinComplexityPolicyURL",
+    29: "maxPINLength",
+    30: "encCredStoreState",
 }
 
 

@@ -151,7 +151,7 @@ class Services:
         behaviour pretends a PIN is set)."""
         return (
             self.client_pin.is_pin_set
-            or self.user_verifier is not None
+            or self.client_pin.has_uv
             or self.behaviours.current().pin_blocked
         )
 

@@ -46,7 +46,7 @@ VALID_STATUSES = {int(s) for s in CtapStatus}
 def test_get_info_fields() -> None:
     key = make_key()
     info = Ctap2(key.device).get_info()
-    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_2"]
     assert info.extensions == [
         "credProtect",
         "hmac-secret",
@@ -54,6 +54,8 @@ def test_get_info_fields() -> None:
         "credBlob",
         "largeBlobKey",
         "minPinLength",
+        "pinComplexityPolicy",
+        "thirdPartyPayment",
     ]
     assert bytes(info.aaguid) == key.store.identity().aaguid
     assert info.options == {
@@ -68,6 +70,7 @@ def test_get_info_fields() -> None:
         "alwaysUv": False,
         "makeCredUvNotRqd": True,
         "setMinPINLength": True,
+        "perCredMgmtRO": True,
     }
     assert info.max_msg_size == 7609
     assert info.pin_uv_protocols == [2, 1]
@@ -107,7 +110,7 @@ def test_get_info_follows_config() -> None:
 
 
 def test_max_credential_id_length_bounds_real_ids() -> None:
-    key = make_key(Config(mldsa=True))
+    key = make_key(Config(mldsa=True, fully_specified_algorithms=True))
     for alg in SUPPORTED_ALGORITHMS:
         att = key.ctap2().make_credential(
             CLIENT_DATA_HASH, rp(), user(), params(alg), options={"rk": True}

@@ -373,7 +373,7 @@ def test_power_cycle_forgets_runtime_state(tmp_path: Path) -> None:
 def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
         info = r.ctl.info()
-        assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_2"]
         assert info["aaguid"] == r.store.identity().aaguid.hex()
         r.ctl.set_behaviour("versions", "FIDO_2_0")
         assert r.ctl.info()["versions"] == ["FIDO_2_0"]
@@ -434,7 +434,12 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
         assert "counter-jump: 10" in ctl(socket, "behaviour", "list")
         catalogue = ctl(socket, "behaviour", "list", "--all").splitlines()
         assert len(catalogue) == 13 and "* counter-jump=N (default 1000): " in catalogue[2]
-        assert json.loads(ctl(socket, "info"))["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+        assert json.loads(ctl(socket, "info"))["versions"] == [
+            "U2F_V2",
+            "FIDO_2_0",
+            "FIDO_2_1",
+            "FIDO_2_2",
+        ]
         assert "credentials-add" in ctl(socket, "commands").split()
         cred = json.loads(
             ctl(

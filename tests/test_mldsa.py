@@ -40,8 +40,10 @@ from fido2.webauthn import (
 from authenticator.attestation import max_make_credential_response_size
 from authenticator.config import MLDSA_OFF, Config, mldsa_status
 from authenticator.cose import (
+    CLASSICAL_ALGORITHMS,
     MLDSA44,
     MLDSA65,
+    MLDSA87,
     MLDSA_SIZES,
     CredentialKey,
     mldsa_unavailable_reason,
@@ -194,11 +196,11 @@ def test_get_info_lists_mldsa_last() -> None:
     with running_key(config=MLDSA_ON) as key:
         info = Ctap2(key.device).get_info()
     algs = [a["alg"] for a in info.algorithms]
-    assert algs[-2:] == [MLDSA44, MLDSA65]
+    assert algs[-3:] == [MLDSA44, MLDSA65, MLDSA87]
     assert algs[0] == -7
     assert info.max_msg_size == 7609
     assert MLDSA_ON.mldsa_unavailable is None
-    assert mldsa_status(MLDSA_ON) == "ML-DSA-44, ML-DSA-65 offered"
+    assert mldsa_status(MLDSA_ON) == "ML-DSA-44, ML-DSA-65, ML-DSA-87 offered"
 
 
 def _make_credential_request(alg: int) -> bytes:
@@ -243,7 +245,7 @@ def test_mldsa_is_off_by_default() -> None:
     with running_key(config=config) as key:
         info = Ctap2(key.device).get_info()
         algs = [a["alg"] for a in info.algorithms]
-        assert algs == [-7, -8, -35, -36, -257]
+        assert algs == list(CLASSICAL_ALGORITHMS)
         # The authenticator itself refuses, with the CTAP status for it.
         with pytest.raises(Fido2CtapError) as err:
             Ctap2(key.device).make_credential(
@@ -270,8 +272,8 @@ def test_small_max_msg_size_drops_what_does_not_fit() -> None:
     config = Config(max_msg_size=needed - 1, mldsa=True)
     assert MLDSA44 in config.algorithms and MLDSA65 not in config.algorithms
     assert mldsa_status(config) == (
-        f"ML-DSA-44 offered (not the rest: ML-DSA-65 needs maxMsgSize >= {needed} "
-        f"(configured {needed - 1}))"
+        f"ML-DSA-44, ML-DSA-87 offered (not the rest: ML-DSA-65 needs maxMsgSize >= "
+        f"{needed} (configured {needed - 1}))"
     )
     with running_key(config=config) as key:
         response = key.authenticator.handle_cbor(_make_credential_request(MLDSA65), NullContext())

@@ -477,7 +477,7 @@ def test_switches_over_http(full_key: FullKey) -> None:
         dashboard.start()
         _, _, page = request(dashboard, "GET", base(dashboard))
         assert '<select id="presence-mode" name="mode">' in page
-        assert "<dt>Versions</dt><dd>U2F_V2, FIDO_2_0, FIDO_2_1</dd>" in page
+        assert "<dt>Versions</dt><dd>U2F_V2, FIDO_2_0, FIDO_2_1, FIDO_2_2</dd>" in page
         assert "<dt>Algorithms</dt><dd>ES256," in page
         assert 'id="behaviour-counter-jump"' in page and 'id="behaviour-attestation-value"' in page
 
@@ -1090,3 +1090,43 @@ def test_dashboard_in_chromium_without_javascript(tmp_path: Path) -> None:
             "/No request is waiting/.test(document.getElementById('section-pending').innerText)"
         )
         assert len(rp.credentials) == 1
+
+
+def test_finger_switch_over_http(tmp_path: Path) -> None:
+    """A --fingerprint key: the dashboard chooses the finger on the simulated sensor."""
+    from authenticator.bio_enrollment import Template
+    from authenticator.config import Config
+    from authenticator.device import Authenticator
+    from keystore.sqlite_store import SqliteKeyStore
+    from vfido.control_api import KeyParts, add_key_commands
+
+    store = SqliteKeyStore.ephemeral()
+    broker = PresenceBroker(mode="manual")
+    device = Authenticator(store, broker, Config(fingerprint=True))
+    device.fingerprints.put([Template(b"\x01" * 8, "index", "right-index")])
+    server = ControlServer(tmp_path / "run" / "vfido" / "bio.sock")
+    server.register("status", lambda _args: {"name": "bio", "presence": broker.mode})
+    add_key_commands(server, KeyParts(device, store, broker))
+    try:
+        with server, DashboardServer(KeyLink(server.path)) as dashboard:
+            dashboard.start()
+            _, _, page = request(dashboard, "GET", base(dashboard))
+            assert '<select id="finger" name="finger">' in page
+            assert '<option value="right-index">right-index (index)</option>' in page
+            assert _post(dashboard, "finger", "finger=unknown&other=")[0] == 200
+            assert device.sensor.finger == "unknown"
+            assert _post(dashboard, "finger", "finger=auto&other=left-thumb")[0] == 200
+            assert device.sensor.finger == "left-thumb"
+            assert _post(dashboard, "finger", "finger=auto&other=")[0] == 200
+            assert device.sensor.finger is None
+    finally:
+        store.close()
+    # A key without the sensor offers no finger command, so no switch.
+    plain = ControlServer(tmp_path / "run" / "vfido" / "plain.sock")
+    other = SqliteKeyStore.ephemeral()
+    try:
+        add_key_commands(plain, KeyParts(Authenticator(other, broker, Config()), other, broker))
+        with plain:
+            assert "finger" not in KeyLink(plain.path).commands()
+    finally:
+        other.close()

@@ -190,8 +190,14 @@ def _config(
     zero_counter: bool | None,
     presence_timeout: float | None,
     mldsa: bool | None = None,
+    ctap21_pre: bool | None = None,
+    fingerprint: bool | None = None,
 ) -> Config:
     changes: dict[str, Any] = {}
+    if fingerprint is not None:
+        changes["fingerprint"] = fingerprint
+    if ctap21_pre is not None:
+        changes["ctap21_pre"] = ctap21_pre
     if uv is not None:
         changes["builtin_uv"] = uv
     if mldsa is not None:
@@ -274,8 +280,10 @@ class VirtualKey:
     :func:`default_uv`), ``pin`` (set at start through
     CTAP clientPin if the key has none; :meth:`client` then answers PIN prompts with it),
     ``attestation`` (``packed``/``self``/``none``), ``algorithms`` (COSE ids the key accepts,
-    in order of preference), ``zero_counter``, ``mldsa`` (offer ML-DSA-44/-65: off by default,
-    as Firefox cannot parse them in getInfo); ``config`` gives a whole
+    in order of preference), ``zero_counter``, ``mldsa`` (offer ML-DSA-44/-65/-87: off by
+    default, as Firefox cannot parse them in getInfo), ``ctap21_pre`` (CTAP 2.1-PRE
+    compatibility: ``FIDO_2_1_PRE``, credentialMgmtPreview), ``fingerprint`` (a simulated
+    fingerprint sensor: :meth:`place_finger` chooses the finger that touches); ``config`` gives a whole
     :class:`authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
@@ -305,6 +313,8 @@ class VirtualKey:
         algorithms: Sequence[int] | None = None,
         zero_counter: bool | None = None,
         mldsa: bool | None = None,
+        ctap21_pre: bool | None = None,
+        fingerprint: bool | None = None,
         config: Config | None = None,
         behaviours: Mapping[str, RawValue] | None = None,
         transport: str = "inprocess",
@@ -328,6 +338,8 @@ class VirtualKey:
             zero_counter=zero_counter,
             presence_timeout=presence_timeout,
             mldsa=mldsa,
+            ctap21_pre=ctap21_pre,
+            fingerprint=fingerprint,
         )
         self.presence = _broker(presence, presence_delay)
         #: Scripted misbehaviour (:mod:`authenticator.behaviours`): ``key.behaviours.set(
@@ -570,6 +582,13 @@ class VirtualKey:
     def attestation_root(self) -> bytes:
         """DER of the keystore's attestation root certificate (trust it for ``packed``)."""
         return self.store.identity().attestation_chain[-1]
+
+    def place_finger(self, finger: str | None) -> None:
+        """The finger that touches the simulated fingerprint sensor next (``fingerprint``
+        key): a name (a finger enrolled under it, or its template's friendly name or ID in
+        hex), ``"unknown"`` (a finger never enrolled), or None (auto: the first enrolled
+        finger; a new one when enrolling). See :mod:`authenticator.bio_enrollment`."""
+        self.authenticator.sensor.place(finger)
 
     def power_cycle(self) -> None:
         """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""

@@ -53,6 +53,7 @@ _QUESTIONS = {
     PresenceKind.CREDENTIAL_MANAGEMENT: "Allow managing the key's credentials{for_site}?",
     PresenceKind.LARGE_BLOB: "Allow writing large-blob data{for_site}?",
     PresenceKind.CONFIG: "Allow changing the key's configuration?",
+    PresenceKind.ENROLL: "Touch the fingerprint sensor to enroll a finger?",
 }
 
 

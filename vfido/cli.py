@@ -31,7 +31,8 @@ log = logging.getLogger("vfido")
 # As authenticator.cose.ALGORITHM_NAMES, which this module does not import at start-up
 # (importing it runs the ML-DSA self-test); tests/test_cli.py checks they agree.
 ALG_NAMES = {-7: "ES256", -8: "EdDSA", -35: "ES384", -36: "ES512", -257: "RS256"}
-ALG_NAMES.update({-48: "ML-DSA-44", -49: "ML-DSA-65"})
+ALG_NAMES.update({-37: "PS256", -47: "ES256K", -9: "ESP256", -51: "ESP384", -52: "ESP512"})
+ALG_NAMES.update({-19: "Ed25519", -48: "ML-DSA-44", -49: "ML-DSA-65", -50: "ML-DSA-87"})
 #: Width of the alg column of `credentials list` (the longest name, ML-DSA-65).
 _ALG_WIDTH = max(len(name) for name in ALG_NAMES.values())
 
@@ -184,6 +185,8 @@ def _config(args: argparse.Namespace) -> object:
             enterprise_rp_ids=tuple(args.enterprise_rp_id),
             max_resident_credentials=args.max_resident_credentials,
             mldsa=args.mldsa,
+            ctap21_pre=args.ctap21_pre,
+            fingerprint=args.fingerprint,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from None
@@ -216,7 +219,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     presence = _presence(args)
     config = _config(args)
     try:
-        behaviours = Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv)
+        behaviours = Behaviours.from_assignments(
+            args.behaviour, builtin_uv=args.uv or args.fingerprint
+        )
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
@@ -607,6 +612,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="offer post-quantum ML-DSA-44/-65 credentials (listed in getInfo); off by default "
         "because Firefox cannot parse them there and then treats the key as U2F-only",
+    )
+    p.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="a simulated fingerprint sensor (bio enrollment; implies --uv): user "
+        "verification is a touch by an enrolled finger, chosen with `vfido ctl finger`",
+    )
+    p.add_argument(
+        "--ctap21-pre",
+        action="store_true",
+        help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
+        "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
     )
     p.add_argument(
         "--enterprise-attestation",

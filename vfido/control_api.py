@@ -90,6 +90,13 @@ Commands
     discoverable credentials it holds: what ``vfido metadata`` and ``vfido info`` show for a
     running key (an ``--ephemeral`` one too).
 
+``finger`` ``{"finger"?: NAME | "unknown" | null}`` -> ``{"finger": NAME | null,
+"enrolled": [{"id": hex, "name": friendlyName, "finger": NAME}, ...]}``
+    Only on a key with a fingerprint sensor (``vfido run --fingerprint``): the finger that
+    touches the sensor next (:mod:`authenticator.bio_enrollment`): a name, ``"unknown"`` (a
+    finger never enrolled) or null (auto). Without ``finger``: the current one. The answer
+    lists the enrolled fingers. Error: a bad finger.
+
 ``log`` ``{"limit"?: int, "since"?: seq}`` -> ``{"records": [...], "last": seq}``
     Only on a key run with ``--trace`` (registered by :func:`vfido.trace.add_trace_commands`,
     which documents it): the most recent requests, responses and CTAPHID control packets,
@@ -149,8 +156,16 @@ INFO_NAMES = {
     0x0E: "firmwareVersion",
     0x0F: "maxCredBlobLength",
     0x10: "maxRPIDsForSetMinPINLength",
+    0x12: "uvModality",
     0x14: "remainingDiscoverableCredentials",
     0x16: "attestationFormats",
+    0x17: "uvCountSinceLastPinEntry",
+    0x19: "encIdentifier",
+    0x1A: "transportsForReset",
+    0x1B: "pinComplexityPolicy",
+    0x1C: "pinComplexityPolicyURL",
+    0x1D: "maxPINLength",
+    0x1E: "encCredStoreState",
 }
 
 
@@ -426,6 +441,22 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         log.info("control: power cycle")
         return {}
 
+    def finger(args: dict[str, Any]) -> dict[str, Any]:
+        """The finger on the simulated fingerprint sensor (authenticator.bio_enrollment)."""
+        if "finger" in args:
+            placed = args["finger"]
+            if placed is not None and (not isinstance(placed, str) or not placed):
+                raise CommandError("finger must be a name, 'unknown', or null (auto)")
+            device.sensor.place(placed)
+            log.info("control: finger placed")
+        return {
+            "finger": device.sensor.finger,
+            "enrolled": [
+                {"id": t.template_id.hex(), "name": t.friendly_name, "finger": t.finger}
+                for t in device.fingerprints.all()
+            ],
+        }
+
     def info(args: dict[str, Any]) -> dict[str, Any]:
         try:
             decoded = device.info()
@@ -453,3 +484,5 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         return {"statement": statement, "credentials": key.store.count_credentials()}
 
     server.register("metadata", metadata)
+    if device.config.fingerprint:
+        server.register("finger", finger)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from authenticator.behaviours import b64url, b64url_decode
+from vfido.broker import clean
 from vfido.control import ControlClient, ControlError, find_key
 from vfido.safetext import visible
 
@@ -383,6 +384,19 @@ def _cmd_behaviour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finger(args: argparse.Namespace) -> int:
+    with _controller(args) as key:
+        if args.finger is None:
+            answer = key.call("finger")
+        else:
+            answer = key.call("finger", finger=None if args.finger == "auto" else args.finger)
+    placed = answer.get("finger")
+    print(f"finger: {clean(placed) if placed else 'auto'}")
+    for t in answer.get("enrolled", []):
+        print(f"  {t['id']}  {clean(t['finger'])}  {clean(t['name'])}")
+    return 0
+
+
 def _cmd_power_cycle(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         key.power_cycle()
@@ -492,6 +506,12 @@ def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], No
     r = bsub.add_parser("clear", help="turn a behaviour (default: every one) off")
     r.add_argument("name", nargs="?")
     q.set_defaults(func=_run(_cmd_behaviour))
+
+    q = csub.add_parser("finger", help="the finger on the fingerprint sensor (--fingerprint key)")
+    q.add_argument(
+        "finger", nargs="?", help="a finger's name, 'unknown' (never enrolled) or 'auto'"
+    )
+    q.set_defaults(func=_run(_cmd_finger))
 
     q = csub.add_parser("power-cycle", help="unplug and replug the key")
     q.set_defaults(func=_run(_cmd_power_cycle))

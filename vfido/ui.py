@@ -89,8 +89,15 @@ ALGORITHM_NAMES = {
     -35: "ES384",
     -36: "ES512",
     -257: "RS256",
+    -37: "PS256",
+    -47: "ES256K",
+    -9: "ESP256",
+    -51: "ESP384",
+    -52: "ESP512",
+    -19: "Ed25519",
     -48: "ML-DSA-44",
     -49: "ML-DSA-65",
+    -50: "ML-DSA-87",
 }
 
 CRED_PROTECT_NAMES = {
@@ -461,6 +468,8 @@ class Renderer:
             parts.append(_render_behaviours(answer))
         else:
             parts.append(_unavailable("Scripted misbehaviours: not offered by this key."))
+        if "finger" in commands:
+            parts.append(_render_finger_switch(self.link.call("finger")))
         if "power-cycle" in commands:
             parts.append(
                 '<form method="post" action="power-cycle" class="inline">'
@@ -633,6 +642,33 @@ def _render_presence_switch(answer: Mapping[str, Any]) -> str:
         '<label for="presence-mode">Presence mode</label> '
         f'<select id="presence-mode" name="mode">{options}</select> '
         '<button type="submit" class="apply">Apply</button></form>'
+    )
+
+
+def _render_finger_switch(answer: Mapping[str, Any]) -> str:
+    """Which finger touches the simulated fingerprint sensor (a ``--fingerprint`` key)."""
+    placed = answer.get("finger")
+    current = placed if isinstance(placed, str) else "auto"
+    enrolled = answer.get("enrolled")
+    choices = [("auto", "auto (the first enrolled finger)"), ("unknown", "an unknown finger")]
+    for template in enrolled if isinstance(enrolled, list) else []:
+        if isinstance(template, dict) and isinstance(template.get("finger"), str):
+            name = template.get("name") or ""
+            label = template["finger"] + (f" ({name})" if name else "")
+            choices.append((template["finger"], label))
+    if current not in [value for value, _ in choices]:
+        choices.append((current, current))
+    options = "".join(
+        f'<option value="{esc(v)}"{" selected" if v == current else ""}>{esc(text)}</option>'
+        for v, text in choices
+    )
+    return (
+        '<form method="post" action="finger" class="switch">'
+        '<label for="finger">Finger on the sensor</label> '
+        f'<select id="finger" name="finger">{options}</select> '
+        '<label for="finger-other">or a new finger</label> '
+        '<input id="finger-other" name="other" maxlength="64"> '
+        '<button type="submit" class="apply">Place</button></form>'
     )
 
 
@@ -1373,6 +1409,12 @@ def _behaviour(server: DashboardServer, form: Mapping[str, str]) -> str:
     return f"{name}: on" + (f" ({raw})" if raw else "")
 
 
+def _finger(server: DashboardServer, form: Mapping[str, str]) -> str:
+    finger = form.get("other", "").strip() or form.get("finger", "auto")
+    server.link.call(_require(server, "finger"), finger=None if finger == "auto" else finger)
+    return f"Finger on the sensor: {finger}"
+
+
 def _power_cycle(server: DashboardServer, form: Mapping[str, str]) -> str:
     server.link.call(_require(server, "power-cycle"))
     return "The key was power-cycled"
@@ -1384,6 +1426,7 @@ POST_ROUTES: dict[str, Callable[[DashboardServer, Mapping[str, str]], str]] = {
     "credentials/delete": _delete_credential,
     "presence-mode": _presence_mode,
     "behaviours": _behaviour,
+    "finger": _finger,
     "power-cycle": _power_cycle,
 }
 

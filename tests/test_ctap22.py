@@ -1,0 +1,470 @@
+"""CTAP 2.2 features, each driven by python-fido2 (the client they are tested with).
+
+One section per feature: the getInfo members, persistent pinUvAuthTokens (pcmr,
+perCredMgmtRO, encIdentifier, encCredStoreState), thirdPartyPayment, pinComplexityPolicy,
+uvCountSinceLastPinEntry, hmac-secret-mc, and the CTAP 2.1-PRE credentialMgmtPreview.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import pytest
+from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.ctap import CtapError
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.config import Config as Ctap2Config
+from fido2.ctap2.credman import CredentialManagement
+from fido2.ctap2.extensions import (
+    HmacSecretExtension,
+    PaymentCredentialInstrument,
+    PaymentCurrencyAmount,
+    ThirdPartyPaymentExtension,
+)
+from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
+from fido2.payment import CollectedClientAdditionalPaymentData, PaymentClientDataCollector
+from fido2.server import Fido2Server
+from fido2.utils import sha256
+
+from authenticator.config import Config
+from authenticator.get_info import MAX_PIN_LENGTH
+from authenticator.pin_policy import complexity_problem
+from tests.ctap2_helpers import (
+    RP_ID,
+    Key,
+    create_credential,
+    credential_data,
+    descriptor,
+    make_key,
+    params,
+    rp,
+    user,
+)
+from vfido.presence import AutoPresence
+
+PIN = "31415926"
+PCMR = ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT
+CM = ClientPin.PERMISSION.CREDENTIAL_MGMT
+PROTOCOLS = [PinProtocolV1, PinProtocolV2]
+
+
+class PinInteraction(UserInteraction):
+    def __init__(self, pin: str = PIN) -> None:
+        self.pin = pin
+
+    def request_pin(self, permissions: Any, rp_id: str | None) -> str | None:
+        return self.pin
+
+
+def key_with_pin(config: Config | None = None, pin: str = PIN) -> Key:
+    key = make_key(config, AutoPresence() if config and config.builtin_uv else None)
+    ClientPin(key.ctap2()).set_pin(pin)
+    return key
+
+
+def token(key: Key, permissions: ClientPin.PERMISSION, protocol: Any = None) -> bytes:
+    return ClientPin(key.ctap2(), protocol).get_pin_token(PIN, permissions)
+
+
+def credman(key: Key, tok: bytes, protocol: Any = None) -> CredentialManagement:
+    return CredentialManagement(key.ctap2(), protocol or PinProtocolV2(), tok)
+
+
+def resident(key: Key, rp_id: str = RP_ID, user_id: bytes = b"user-1") -> bytes:
+    """A discoverable credential, made with a PIN token (the key has a PIN)."""
+    ctap2 = key.ctap2()
+    protocol = PinProtocolV2()
+    tok = ClientPin(ctap2, protocol).get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, rp_id)
+    cdh = os.urandom(32)
+    response = ctap2.make_credential(
+        cdh,
+        rp(rp_id),
+        user(user_id),
+        params(),
+        options={"rk": True},
+        pin_uv_param=protocol.authenticate(tok, cdh),
+        pin_uv_protocol=protocol.VERSION,
+    )
+    return bytes(credential_data(response).credential_id)
+
+
+# --- getInfo -------------------------------------------------------------------------------
+
+
+def test_get_info_ctap22_members() -> None:
+    key = make_key()
+    info = key.ctap2().get_info()
+    assert "FIDO_2_2" in info.versions and "FIDO_2_1_PRE" not in info.versions
+    assert info.options["perCredMgmtRO"] is True
+    assert "credentialMgmtPreview" not in info.options
+    assert info.transports_for_reset == ["usb"] == info.transports
+    assert info.max_pin_length == MAX_PIN_LENGTH == 63
+    assert info.pin_complexity_policy is False
+    assert info.pin_complexity_policy_url is None
+    assert len(info.enc_identifier) == 32 and len(info.enc_cred_store_state) == 32
+    # Built-in UV only: uvCountSinceLastPinEntry.
+    assert info.uv_count_since_pin is None
+    assert "thirdPartyPayment" in info.extensions
+    assert "pinComplexityPolicy" in info.extensions
+
+
+def test_enc_identifier_changes_every_get_info() -> None:
+    # python-fido2 device suite test_enc_identifier_changes: a fresh IV each time.
+    key = make_key()
+    assert key.ctap2().get_info().enc_identifier != key.ctap2().get_info().enc_identifier
+
+
+def test_max_pin_length_is_what_set_pin_accepts() -> None:
+    key = make_key()
+    ClientPin(key.ctap2()).set_pin("7" * 62 + "1")  # 63 characters
+    with pytest.raises(CtapError, match="PIN_POLICY_VIOLATION"):
+        ClientPin(key.ctap2()).change_pin("7" * 62 + "1", "7" * 63 + "1")
+
+
+def test_behaviour_fido_2_0_drops_ctap22_members() -> None:
+    key = make_key()
+    key.authenticator.behaviours.set("versions", "FIDO_2_0")
+    info = key.ctap2().get_info()
+    assert info.versions == ["FIDO_2_0"]
+    assert info.enc_identifier is None and info.transports_for_reset == []
+    assert "perCredMgmtRO" not in info.options
+
+
+# --- persistent pinUvAuthToken ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_persistent_token_reads_credential_management(protocol: Any) -> None:
+    # As python-fido2's device suite test_read_only_management.
+    key = key_with_pin()
+    ppuat = token(key, PCMR, protocol())
+    info = key.ctap2().get_info()
+    ident = info.get_identifier(ppuat)
+    state = info.get_cred_store_state(ppuat)
+    assert ident is not None and len(ident) == 16 and state is not None
+
+    cred_id = resident(key)
+    state_after_create = key.ctap2().get_info().get_cred_store_state(ppuat)
+    assert state_after_create != state
+
+    for power_cycle in (False, True):
+        if power_cycle:
+            key.authenticator.power_cycle()
+        cm = credman(key, ppuat, protocol())
+        assert cm.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 1
+        rps = cm.enumerate_rps()
+        assert [r[CredentialManagement.RESULT.RP]["id"] for r in rps] == [RP_ID]
+        creds = cm.enumerate_creds(sha256(RP_ID.encode()))
+        assert creds[0][CredentialManagement.RESULT.CREDENTIAL_ID]["id"] == cred_id
+        # Read-only: no update, no delete.
+        with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+            cm.update_user_info(descriptor(cred_id), {"id": b"user-1", "name": "x"})
+        with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+            cm.delete_cred(descriptor(cred_id))
+        info = key.ctap2().get_info()
+        assert info.get_cred_store_state(ppuat) == state_after_create
+        assert info.get_identifier(ppuat) == ident
+
+    # A cm token deletes; the state moves again.
+    credman(key, token(key, CM)).delete_cred(descriptor(cred_id))
+    assert key.ctap2().get_info().get_cred_store_state(ppuat) not in (state, state_after_create)
+
+
+def test_cred_store_state_follows_updates() -> None:
+    key = key_with_pin()
+    ppuat = token(key, PCMR)
+    cred_id = resident(key)
+    before = key.ctap2().get_info().get_cred_store_state(ppuat)
+    credman(key, token(key, CM)).update_user_info(
+        descriptor(cred_id), {"id": b"user-1", "name": "renamed"}
+    )
+    assert key.ctap2().get_info().get_cred_store_state(ppuat) != before
+
+
+def test_persistent_token_is_granted_alone() -> None:
+    key = key_with_pin()
+    with pytest.raises(CtapError, match="UNAUTHORIZED_PERMISSION"):
+        token(key, PCMR | CM)
+
+
+def test_persistent_token_cannot_make_credentials() -> None:
+    key = key_with_pin()
+    ppuat = token(key, PCMR)
+    cdh = os.urandom(32)
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        key.ctap2().make_credential(
+            cdh,
+            rp(),
+            user(),
+            params(),
+            pin_uv_param=PinProtocolV2().authenticate(ppuat, cdh),
+            pin_uv_protocol=2,
+        )
+
+
+def test_persistent_token_keeps_the_regular_token() -> None:
+    key = key_with_pin()
+    cm_token = token(key, CM)
+    token(key, PCMR)
+    assert credman(key, cm_token).get_metadata()[1] == 0
+
+
+def test_change_pin_resets_the_persistent_token() -> None:
+    key = key_with_pin()
+    ppuat = token(key, PCMR)
+    ident = key.ctap2().get_info().get_identifier(ppuat)
+    ClientPin(key.ctap2()).change_pin(PIN, "27182818")
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        credman(key, ppuat).get_metadata()
+    # The old token no longer decrypts the identifier; a new one does, to the same value.
+    assert key.ctap2().get_info().get_identifier(ppuat) != ident
+    fresh = ClientPin(key.ctap2()).get_pin_token("27182818", PCMR)
+    assert fresh != ppuat
+    assert key.ctap2().get_info().get_identifier(fresh) == ident
+
+
+def test_forced_pin_change_resets_the_persistent_token() -> None:
+    key = key_with_pin()
+    ppuat = token(key, PCMR)
+    config_token = token(key, ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+    Ctap2Config(key.ctap2(), PinProtocolV2(), config_token).set_min_pin_length(
+        force_change_pin=True
+    )
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        credman(key, ppuat).get_metadata()
+
+
+def test_reset_changes_the_identifier() -> None:
+    key = key_with_pin()
+    ident = key.ctap2().get_info().get_identifier(token(key, PCMR))
+    key.authenticator.power_cycle()
+    key.ctap2().reset()
+    ClientPin(key.ctap2()).set_pin(PIN)
+    assert key.ctap2().get_info().get_identifier(token(key, PCMR)) != ident
+
+
+# --- thirdPartyPayment --------------------------------------------------------------------
+
+
+def payment_client(key: Key) -> Fido2Client:
+    return Fido2Client(
+        key.device,
+        client_data_collector=PaymentClientDataCollector("https://example.com"),
+        user_interaction=PinInteraction(),
+        extensions=[ThirdPartyPaymentExtension()],
+    )
+
+
+def test_third_party_payment() -> None:
+    # As python-fido2's device suite test_payment_extension.
+    key = key_with_pin()
+    server = Fido2Server({"id": RP_ID, "name": "Example RP"})
+    options, state = server.register_begin(
+        {"id": b"user_id", "name": "A. User"},
+        resident_key_requirement="required",
+        user_verification="required",
+        authenticator_attachment="cross-platform",
+    )
+    client = payment_client(key)
+    result = client.make_credential(
+        {**options["publicKey"], "extensions": {"payment": {"isPayment": True}}}
+    )
+    auth_data = server.register_complete(state, result)
+    assert auth_data.extensions == {"thirdPartyPayment": True}
+
+    creds = credman(key, token(key, CM)).enumerate_creds(sha256(RP_ID.encode()))
+    assert creds[0][CredentialManagement.RESULT.THIRD_PARTY_PAYMENT] is True
+
+    request, state = server.authenticate_begin(
+        [auth_data.credential_data], user_verification="required"
+    )
+    payment = CollectedClientAdditionalPaymentData(
+        rp_id=RP_ID,
+        top_origin="https://top.example.com",
+        payee_name="Mr. Payee",
+        payee_origin="https://payee.example.com",
+        total=PaymentCurrencyAmount(currency="USD", value="1.00"),
+        instrument=PaymentCredentialInstrument(
+            display_name="My Payment", icon="https://example.com/icon.png"
+        ),
+    )
+    response = client.get_assertion(
+        {**request["publicKey"], "extensions": {"payment": dict(payment, isPayment=True)}}
+    ).get_response(0)
+    assert response.response.authenticator_data.extensions == {"thirdPartyPayment": True}
+    assert response.response.client_data.type == "payment.get"
+
+
+def test_third_party_payment_false_for_other_credentials() -> None:
+    key = make_key()
+    cred_id = create_credential(key.ctap2(), RP_ID, rk=True)
+    response = key.ctap2().get_assertion(
+        RP_ID, os.urandom(32), [descriptor(cred_id)], extensions={"thirdPartyPayment": True}
+    )
+    assert response.auth_data.extensions == {"thirdPartyPayment": False}
+    ClientPin(key.ctap2()).set_pin(PIN)
+    creds = credman(key, token(key, CM)).enumerate_creds(sha256(RP_ID.encode()))
+    assert CredentialManagement.RESULT.THIRD_PARTY_PAYMENT not in creds[0]
+
+
+# --- pinComplexityPolicy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pin", ["0000", "aaaaaa", "1234", "98765", "abcd", "1212", "123123", "abab"]
+)
+def test_complexity_policy_refuses_trivial_pins(pin: str) -> None:
+    assert complexity_problem(pin) is not None
+    key = make_key(Config(pin_complexity_policy=True))
+    with pytest.raises(CtapError, match="PIN_POLICY_VIOLATION"):
+        ClientPin(key.ctap2()).set_pin(pin)
+
+
+@pytest.mark.parametrize("pin", ["4719", "1235", "11223", "31415926", "correct horse"])
+def test_complexity_policy_accepts_others(pin: str) -> None:
+    assert complexity_problem(pin) is None
+    key = make_key(Config(pin_complexity_policy=True))
+    ClientPin(key.ctap2()).set_pin(pin)
+    assert key.ctap2().get_info().pin_complexity_policy is True
+
+
+def test_complexity_policy_url() -> None:
+    url = "https://example.com/pin-policy"
+    key = make_key(Config(pin_complexity_policy=True, pin_complexity_policy_url=url))
+    assert key.ctap2().get_info().pin_complexity_policy_url == url.encode()
+    with pytest.raises(ValueError, match="pin_complexity_policy_url"):
+        Config(pin_complexity_policy_url="")
+
+
+def test_platform_turns_the_policy_on() -> None:
+    key = key_with_pin(pin="1234")
+    assert key.ctap2().get_info().pin_complexity_policy is False
+    config_token = ClientPin(key.ctap2()).get_pin_token(
+        "1234", ClientPin.PERMISSION.AUTHENTICATOR_CFG
+    )
+    Ctap2Config(key.ctap2(), PinProtocolV2(), config_token).set_min_pin_length(
+        rp_ids=[RP_ID], pin_complexity_policy=True
+    )
+    assert key.ctap2().get_info().pin_complexity_policy is True
+    with pytest.raises(CtapError, match="PIN_POLICY_VIOLATION"):
+        ClientPin(key.ctap2()).change_pin("1234", "5678")
+    ClientPin(key.ctap2()).change_pin("1234", "5691")
+    # The pinComplexityPolicy extension, for an RP allowed to see the PIN policy.
+    mc_token = ClientPin(key.ctap2()).get_pin_token("5691", ClientPin.PERMISSION.MAKE_CREDENTIAL)
+    cdh = os.urandom(32)
+    response = key.ctap2().make_credential(
+        cdh,
+        rp(),
+        user(),
+        params(),
+        extensions={"pinComplexityPolicy": True},
+        pin_uv_param=PinProtocolV2().authenticate(mc_token, cdh),
+        pin_uv_protocol=2,
+    )
+    assert response.auth_data.extensions == {"pinComplexityPolicy": True}
+    # Reset turns it off again.
+    key.authenticator.power_cycle()
+    key.ctap2().reset()
+    assert key.ctap2().get_info().pin_complexity_policy is False
+
+
+# --- uvCountSinceLastPinEntry -------------------------------------------------------------
+
+
+def test_uv_count_since_last_pin_entry() -> None:
+    key = key_with_pin(Config(builtin_uv=True))
+    assert key.ctap2().get_info().uv_count_since_pin == 0
+    for expected in (1, 2):
+        ClientPin(key.ctap2()).get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+        assert key.ctap2().get_info().uv_count_since_pin == expected
+    token(key, ClientPin.PERMISSION.GET_ASSERTION)
+    assert key.ctap2().get_info().uv_count_since_pin == 0
+
+
+# --- hmac-secret-mc -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rk", [False, True])
+@pytest.mark.parametrize("pin", [False, True])
+def test_hmac_secret_mc_matches_the_assertion(rk: bool, pin: bool) -> None:
+    """PRF at creation (hmac-secret-mc) and at sign-in (hmac-secret) give the same output,
+    with and without a PIN (UV), for discoverable and server-side credentials."""
+    key = key_with_pin() if pin else make_key()
+    client = Fido2Client(
+        key.device,
+        client_data_collector=DefaultClientDataCollector("https://example.com"),
+        user_interaction=PinInteraction(),
+        extensions=[HmacSecretExtension(allow_hmac_secret=True)],
+    )
+    server = Fido2Server({"id": RP_ID, "name": "Example RP"})
+    uv = "required" if pin else "discouraged"
+    salt = os.urandom(32)
+    options, state = server.register_begin(
+        {"id": os.urandom(8), "name": "u"},
+        resident_key_requirement="required" if rk else "discouraged",
+        user_verification=uv,
+    )
+    created = client.make_credential(
+        {**options["publicKey"], "extensions": {"prf": {"eval": {"first": salt}}}}
+    )
+    auth_data = server.register_complete(state, created)
+    first = created.client_extension_results["prf"]["results"]["first"]
+    request, state = server.authenticate_begin([auth_data.credential_data], user_verification=uv)
+    asserted = client.get_assertion(
+        {**request["publicKey"], "extensions": {"prf": {"eval": {"first": salt}}}}
+    ).get_response(0)
+    assert asserted.client_extension_results["prf"]["results"]["first"] == first
+
+
+# --- credentialMgmtPreview (CTAP 2.1-PRE) -----------------------------------------------------
+
+
+def preview_only(ctap2: Ctap2) -> Ctap2:
+    """``ctap2`` as a 2.1-PRE platform sees the key: no credMgmt option, so python-fido2 sends
+    credentialMgmtPreview (0x41)."""
+    options = {k: v for k, v in ctap2.info.options.items() if k != "credMgmt"}
+    ctap2._info = dataclasses.replace(ctap2.info, options=options)
+    return ctap2
+
+
+def test_credential_management_preview() -> None:
+    key = key_with_pin(Config(ctap21_pre=True))
+    info = key.ctap2().get_info()
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"]
+    assert info.options["credentialMgmtPreview"] is True
+    cred_id = resident(key)
+    ctap2 = preview_only(key.ctap2())
+    # A 2.1-PRE platform authorizes it with getPinToken's token (no permissions).
+    legacy = ClientPin(ctap2, PinProtocolV1()).get_pin_token(PIN)
+    cm = CredentialManagement(ctap2, PinProtocolV1(), legacy)
+    assert cm.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 1
+    assert len(cm.enumerate_rps()) == 1
+    creds = cm.enumerate_creds(sha256(RP_ID.encode()))
+    assert creds[0][CredentialManagement.RESULT.CREDENTIAL_ID]["id"] == cred_id
+    # updateUserInformation (0x07) is not part of the preview.
+    with pytest.raises(CtapError, match="INVALID_SUBCOMMAND"):
+        ctap2.send_cbor(0x41, {1: 0x07})
+    cm.delete_cred(descriptor(cred_id))
+    assert cm.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 0
+
+
+def test_preview_is_off_by_default() -> None:
+    key = key_with_pin()
+    with pytest.raises(CtapError, match="INVALID_COMMAND"):
+        key.ctap2().send_cbor(0x41, {1: 1})
+    # ... and getPinToken's token grants no credential management.
+    legacy = ClientPin(key.ctap2(), PinProtocolV1()).get_pin_token(PIN)
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        CredentialManagement(key.ctap2(), PinProtocolV1(), legacy).get_metadata()
+
+
+def test_virtual_key_and_cli_take_the_flag() -> None:
+    from vfido.api import VirtualKey
+    from vfido.cli import build_parser
+
+    assert VirtualKey(ctap21_pre=True).config.ctap21_pre is True
+    assert VirtualKey().config.ctap21_pre is False
+    args = build_parser().parse_args(["run", "--ctap21-pre"])
+    assert args.ctap21_pre is True
