@@ -46,7 +46,7 @@ needs_mldsa = pytest.mark.skipif(
 )
 @pytest.mark.parametrize("rk", [False, True], ids=["server-side", "discoverable"])
 def test_register_and_sign_in(alg: int, rk: bool) -> None:
-    config = Config(fully_specified_algorithms=True)
+    config = Config(fully_specified_algorithms=True, mldsa=alg == MLDSA87)
     with running_key(config=config) as key:
         rp = RelyingParty(root_der=key.root_der)
         rp.server.allowed_algorithms = [

@@ -251,6 +251,10 @@ class GatedPresence(AutoPresence):
         self.waiting = threading.Event()
         self.cancelled = threading.Event()
 
+    def instant_answer(self, request: PresenceRequest) -> PresenceResult | None:
+        """While ``hold`` is set the user is asked (no instant answer)."""
+        return None if self.hold else super().instant_answer(request)
+
     def request_presence(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:

@@ -18,7 +18,7 @@ import pytest
 from fido2.ctap2.base import Ctap2
 
 from authenticator.config import Config
-from authenticator.cose import MLDSA44, MLDSA65, mldsa_unavailable_reason
+from authenticator.cose import MLDSA44, MLDSA65, MLDSA_ALGORITHMS, mldsa_unavailable_reason
 from tests.vkey import running_key
 from vfido.api import ServiceKey, VirtualKey
 from vfido.cli import _config, build_parser
@@ -77,7 +77,7 @@ def test_default_get_info_lists_only_algorithms_firefox_can_parse() -> None:
 
 def test_default_virtual_key_and_vfido_run_do_not_offer_mldsa() -> None:
     with VirtualKey() as key:
-        assert not {MLDSA44, MLDSA65} & set(key.config.algorithms)
+        assert not set(MLDSA_ALGORITHMS) & set(key.config.algorithms)
     assert _config(build_parser().parse_args(["run"])) == Config()
 
 
@@ -91,8 +91,8 @@ mldsa_here = pytest.mark.skipif(
 def test_vfido_run_mldsa_turns_it_on() -> None:
     config = _config(build_parser().parse_args(["run", "--mldsa"]))
     assert isinstance(config, Config) and config.mldsa
-    assert config.algorithms[-2:] == (MLDSA44, MLDSA65)
-    assert _get_info_algorithms(config)[-2:] == [MLDSA44, MLDSA65]
+    assert config.algorithms[-3:] == MLDSA_ALGORITHMS
+    assert _get_info_algorithms(config)[-3:] == list(MLDSA_ALGORITHMS)
 
 
 def _make_mldsa_credential(key: VirtualKey | ServiceKey) -> int:
@@ -115,7 +115,7 @@ def _make_mldsa_credential(key: VirtualKey | ServiceKey) -> int:
 )
 def test_virtual_key_mldsa_makes_credentials(options: dict[str, object]) -> None:
     with VirtualKey(**options) as key:  # type: ignore[arg-type]
-        assert key.config.algorithms[-2:] == (MLDSA44, MLDSA65)
+        assert key.config.algorithms[-3:] == MLDSA_ALGORITHMS
         assert _make_mldsa_credential(key) == MLDSA65
 
 
@@ -123,7 +123,7 @@ def test_virtual_key_mldsa_makes_credentials(options: dict[str, object]) -> None
 @pytest.mark.vfido(mldsa=True)
 def test_plugin_marker_turns_mldsa_on(vfido_key: VirtualKey) -> None:
     info = Ctap2(vfido_key.device).get_info()
-    assert [a["alg"] for a in info.algorithms][-2:] == [MLDSA44, MLDSA65]
+    assert [a["alg"] for a in info.algorithms][-3:] == list(MLDSA_ALGORITHMS)
     assert _make_mldsa_credential(vfido_key) == MLDSA65
 
 
@@ -133,5 +133,5 @@ def test_service_key_mldsa_over_udp() -> None:
     with VirtualKey.service(mldsa=True) as key:
         assert "--mldsa" in key.argv
         info = Ctap2(key.device).get_info()
-        assert [a["alg"] for a in info.algorithms][-2:] == [MLDSA44, MLDSA65]
+        assert [a["alg"] for a in info.algorithms][-3:] == list(MLDSA_ALGORITHMS)
         assert _make_mldsa_credential(key) == MLDSA65

@@ -283,7 +283,8 @@ class VirtualKey:
     in order of preference), ``zero_counter``, ``mldsa`` (offer ML-DSA-44/-65/-87: off by
     default, as Firefox cannot parse them in getInfo), ``ctap21_pre`` (CTAP 2.1-PRE
     compatibility: ``FIDO_2_1_PRE``, credentialMgmtPreview), ``fingerprint`` (a simulated
-    fingerprint sensor: :meth:`place_finger` chooses the finger that touches); ``config`` gives a whole
+    fingerprint sensor: :meth:`place_finger` chooses the finger that touches); ``config``
+    gives a whole
     :class:`authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
