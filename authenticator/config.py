@@ -22,7 +22,7 @@ ATTESTATION_FORMATS = ("packed", "self", "none")
 MIN_MSG_SIZE = 1024
 
 #: Why ML-DSA is not offered when ``Config.mldsa`` is False (the default), for people.
-MLDSA_OFF = "off (Firefox cannot parse ML-DSA in getInfo); turn it on with --mldsa / mldsa=True"
+MLDSA_OFF = "off by default (Firefox cannot parse it in getInfo); on with vfido run --mldsa"
 
 
 @dataclass(frozen=True)
