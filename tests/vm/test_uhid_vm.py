@@ -26,7 +26,7 @@ from fido2.webauthn import (
 from vmharness import GuestResults
 
 # The first test also waits for the session fixture (the whole guest run, VFIDO_VM_TIMEOUT).
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(2700)]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3300)]
 
 ALGS = {"es256": -7, "eddsa": -8, "rs256": -257}
 

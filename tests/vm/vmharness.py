@@ -48,9 +48,9 @@ APT_PACKAGES = (
     "firefox-esr",
 )
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
-# A whole guest run took ~500 s on a host with load 4-7 and ~1200 s at load 11 (2 cores):
+# A whole guest run took ~500 s on a host with load 4-7 and ~2000 s at load 20-30 (2 cores):
 # this bound only catches a guest that hangs.
-DEFAULT_TIMEOUT = 2400.0
+DEFAULT_TIMEOUT = 3000.0
 
 
 class PrerequisiteMissing(RuntimeError):
