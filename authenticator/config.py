@@ -23,7 +23,7 @@ ATTESTATION_FORMATS = ("packed", "self", "none")
 MIN_MSG_SIZE = 1024
 
 #: Why ML-DSA is not offered when ``Config.mldsa`` is False (the default), for people.
-MLDSA_OFF = "off (Firefox cannot parse ML-DSA in getInfo); turn it on with --mldsa / mldsa=True"
+MLDSA_OFF = "off by default (Firefox may not parse it in getInfo); on with vfido run --mldsa"
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,10 @@ class Config:
     max_resident_credentials: int = 100_000
     #: Offer ML-DSA-44/-65 credentials (where this process's ``cryptography``/OpenSSL provide
     #: them). Off by default: getInfo must parse in the platforms people use, and Firefox's
-    #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, so a
-    #: key that lists them is treated as U2F-only (no EdDSA, RS256 or discoverable
-    #: credentials). Off leaves them out exactly as a runtime without ML-DSA does; credentials
-    #: already made with ML-DSA keep signing.
+    #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, and
+    #: a Firefox that cannot parse getInfo treats the key as U2F-only (no EdDSA, RS256 or
+    #: discoverable credentials; reported in issue #14). Off leaves them out exactly as a
+    #: runtime without ML-DSA does; credentials already made with ML-DSA keep signing.
     mldsa: bool = False
     #: Why (some) ML-DSA algorithms are not offered, for people (``vfido info``, logs); None
     #: when every ML-DSA algorithm is. Derived, not a parameter.

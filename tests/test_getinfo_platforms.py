@@ -3,9 +3,9 @@
 Firefox (authenticator-rs) parses getInfo's ``algorithms`` into a closed enum of COSE
 algorithms. One value it does not know makes the whole getInfo fail to parse; Firefox then
 treats the key as U2F-only: only ES256 non-discoverable credentials, no EdDSA, no RS256, no
-discoverable credentials, and no CTAP2 request ever reaches the key (seen in the test VM with
-Firefox ESR 153 and ML-DSA -48/-49 in getInfo). So an algorithm Firefox cannot parse must not
-be in the default getInfo: it is opt-in, like ML-DSA (``Config(mldsa=True)``,
+discoverable credentials, and no CTAP2 request ever reaches the key (reported in issue #14 with
+Firefox ESR 153 and ML-DSA -48/-49 in getInfo). So an algorithm authenticator-rs's enum lacks
+must not be in the default getInfo: it is opt-in, like ML-DSA (``Config(mldsa=True)``,
 ``vfido run --mldsa``, ``VirtualKey(mldsa=True)``, ``@pytest.mark.vfido(mldsa=True)``).
 """
 

@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mldsa",
         action="store_true",
         help="offer post-quantum ML-DSA-44/-65 credentials (listed in getInfo); off by default "
-        "because Firefox cannot parse them there and then treats the key as U2F-only",
+        "because a Firefox that cannot parse them there treats the key as U2F-only",
     )
     p.add_argument(
         "--fingerprint",

@@ -736,7 +736,8 @@ def firefox_argv(url: str) -> list[str]:
 
 @check("chromium_webauthn")
 def chromium_webauthn(data: dict[str, Any]) -> str:
-    return run_browser(data, "chromium", chromium_argv)
+    # 12-15 ceremonies; at load average 30 a single one took up to 30 s.
+    return run_browser(data, "chromium", chromium_argv, page_timeout=300)
 
 
 # The guest kernel refuses Firefox's user-namespace sandbox (clone EPERM in the chroot).

@@ -326,8 +326,8 @@ def test_chromium_mldsa_attestation_none(vm: GuestResults, record_property: Any)
 def test_firefox_mldsa(vm: GuestResults, record_property: Any) -> None:
     """Firefox ESR on the ML-DSA page, the key run with --mldsa: what completes must verify
     strictly (and over CTAP2); what the browser refuses is recorded (xfail with its error and
-    the protocols the key saw): Firefox ESR 153 cannot parse ML-DSA in getInfo and falls back
-    to U2F, which is why ML-DSA is opt-in."""
+    the protocols the key saw). Seen on 2026-12-04: Firefox ESR drops ML-DSA from
+    pubKeyCredParams (the key gets `[]` and answers UNSUPPORTED_ALGORITHM), over CTAP2."""
     result = vm.check("firefox_mldsa")
     page_data = result["data"].get("page")
     if not page_data:

@@ -46,9 +46,9 @@ APT_PACKAGES = tuple(
 )
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "uhid", "hid-generic")
 # The whole guest run: ~500 s of browser checks plus ~200 s of tools_matrix on a quiet host,
-# much more on a loaded one (~1200 s of browser checks alone at load 11 on 2 cores): this
-# bound only catches a guest that hangs.
-DEFAULT_TIMEOUT = 2400.0
+# much more on a loaded one (~2000 s at load 20-30 on 2 cores): this bound only catches a
+# guest that hangs.
+DEFAULT_TIMEOUT = 3000.0
 #: pytest's per-test limit for the vm tests: the first one pays for booting the guest.
 TEST_TIMEOUT = float(os.environ.get("VFIDO_VM_TIMEOUT", DEFAULT_TIMEOUT)) + 300
 
