@@ -208,8 +208,13 @@ def vfido_run(
     if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
         env["PYTHONPATH"] = str(TREE)
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    proc = subprocess.Popen(  # cwd: `python -m` puts it first on sys.path, before --tree
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=workdir,
     )
     key = KeyProcess(proc, port, peer, started)
     if drain_stderr:
