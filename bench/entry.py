@@ -557,7 +557,7 @@ def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clie
         many = [stack.enter_context(vfido_run(tmp)) for _ in range(keys)]
         for key in many:  # wait until every key answers
             c = RawClient(key.port, key.peer_port)
-            c.init(retry_every=0.05)
+            c.init(retry_every=0.05, deadline=600.0)  # 32 imports on a busy machine
             c.close()
         multi = _drive_many([(k.port, k.peer_port) for k in many], duration, clients)
     print(f"  {keys} processes: {multi}")
