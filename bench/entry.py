@@ -168,13 +168,21 @@ class KeyProcess:
         raise RuntimeError("no VmRSS")
 
 
+def _tree_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
+        env["PYTHONPATH"] = str(TREE)
+    return env
+
+
 def run_help() -> str:
     return subprocess.run(
         [sys.executable, "-m", "vfido", "run", "--help"],
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=tempfile.gettempdir(),  # not ROOT: `python -m` puts the cwd first on sys.path
+        env=_tree_env(),
     ).stdout
 
 
@@ -204,9 +212,7 @@ def vfido_run(
         if passphrase_file is not None:
             argv += ["--passphrase-file", str(passphrase_file)]
     argv += list(extra)
-    env = dict(os.environ)
-    if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
-        env["PYTHONPATH"] = str(TREE)
+    env = _tree_env()
     started = time.perf_counter()
     proc = subprocess.Popen(  # cwd: `python -m` puts it first on sys.path, before --tree
         argv,
@@ -252,7 +258,8 @@ def init_keystore(directory: Path, passphrase_file: Path) -> None:
         ],
         check=True,
         capture_output=True,
-        cwd=ROOT,
+        cwd=directory.parent,
+        env=_tree_env(),
     )
 
 
