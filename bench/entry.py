@@ -168,13 +168,21 @@ class KeyProcess:
         raise RuntimeError("no VmRSS")
 
 
+def _tree_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
+        env["PYTHONPATH"] = str(TREE)
+    return env
+
+
 def run_help() -> str:
     return subprocess.run(
         [sys.executable, "-m", "vfido", "run", "--help"],
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
+        cwd=tempfile.gettempdir(),  # not ROOT: `python -m` puts the cwd first on sys.path
+        env=_tree_env(),
     ).stdout
 
 
@@ -204,12 +212,15 @@ def vfido_run(
         if passphrase_file is not None:
             argv += ["--passphrase-file", str(passphrase_file)]
     argv += list(extra)
-    env = dict(os.environ)
-    if TREE is not None:  # measure another checkout's `vfido run` (its packages first)
-        env["PYTHONPATH"] = str(TREE)
+    env = _tree_env()
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    proc = subprocess.Popen(  # cwd: `python -m` puts it first on sys.path, before --tree
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=workdir,
     )
     key = KeyProcess(proc, port, peer, started)
     if drain_stderr:
@@ -247,7 +258,8 @@ def init_keystore(directory: Path, passphrase_file: Path) -> None:
         ],
         check=True,
         capture_output=True,
-        cwd=ROOT,
+        cwd=directory.parent,
+        env=_tree_env(),
     )
 
 
@@ -552,7 +564,7 @@ def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clie
         many = [stack.enter_context(vfido_run(tmp)) for _ in range(keys)]
         for key in many:  # wait until every key answers
             c = RawClient(key.port, key.peer_port)
-            c.init(retry_every=0.05)
+            c.init(retry_every=0.05, deadline=600.0)  # 32 imports on a busy machine
             c.close()
         multi = _drive_many([(k.port, k.peer_port) for k in many], duration, clients)
     print(f"  {keys} processes: {multi}")
