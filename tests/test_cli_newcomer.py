@@ -161,7 +161,7 @@ def test_run_help_shows_every_option_with_its_help_and_default() -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for option, default in [
-        ("--transport", "udp"),
+        ("--transport", "uhid where /dev/uhid is usable, else udp for --ephemeral"),
         ("--presence", "auto"),
         ("--presence-delay", "0.0"),
         ("--presence-timeout", "30.0"),

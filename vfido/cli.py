@@ -211,8 +211,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.unix_socket and choice.kind != "unix":
         raise CliError("--unix-socket needs --transport unix")
-    if choice.notice:
-        print(choice.notice, file=sys.stderr, flush=True)
     from authenticator.behaviours import Behaviours
     from vfido import faults
 
@@ -225,8 +223,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
     store = faults.wrap(_open_store(args))
-    if choice.warning:  # the keystore opened: it is about to be served
-        print(choice.warning, file=sys.stderr, flush=True)
     options = TransportOptions(
         kind=choice.kind,
         udp_port=args.udp_port,
@@ -270,6 +266,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             info=info,
             trace=recorder,
             behaviours=behaviours,
+            # printed once the key is served: a key that fails to start says only why
+            notices=[line for line in (choice.notice, choice.warning) if line],
         )
     except (UhidUnavailableError, UnixTransportError) as exc:
         raise CliError(str(exc)) from None
@@ -543,10 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transport",
         choices=TRANSPORT_KINDS,
-        help="uhid: a kernel HID device (the default where /dev/uhid is usable); unix: a "
-        "Unix socket only your user can connect to; udp: every local user can use the key "
-        f"(a persistent keystore needs {UDP_INSECURE_FLAG}; without /dev/uhid an --ephemeral "
-        "key falls back to it)",
+        # "%(default).0s" prints nothing: it keeps the formatter from adding "(default: None)"
+        help="uhid: a kernel HID device; unix: a Unix socket only your user can connect to; "
+        f"udp: every local user can use the key (a persistent keystore needs {UDP_INSECURE_FLAG}) "
+        "(default: uhid where /dev/uhid is usable, else udp for --ephemeral)%(default).0s",
     )
     p.add_argument(
         UDP_INSECURE_FLAG,

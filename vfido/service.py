@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -165,8 +165,12 @@ def run(
     info: Mapping[str, Any] | None = None,
     trace: TraceRecorder | None = None,
     behaviours: Behaviours | None = None,
+    notices: Sequence[str] = (),
 ) -> None:
     """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
+
+    ``notices``: lines for stderr once the key is served (a transport fallback, the risk a
+    transport runs), so that a key that fails to start says only why it failed.
 
     With ``control_path``, also serve the control socket there (``status``, and for a
     :class:`PresenceBroker` ``pending``/``approve``/``deny``); ``info`` is added to
@@ -214,6 +218,8 @@ def run(
     try:
         transport.start()
         started = True
+        for line in notices:
+            print(line, file=sys.stderr, flush=True)
         try:
             if control is not None:  # before the ready line: harnesses may use it at once
                 print(f"vfido: control socket {control.path}", file=sys.stderr, flush=True)

@@ -41,9 +41,9 @@ class TransportChoiceError(ValueError):
 @dataclass(frozen=True)
 class TransportChoice:
     kind: str
-    #: One line for stderr at once (a fallback), if any.
+    #: One line for stderr once the key is served: the fallback taken, if any.
     notice: str | None = None
-    #: One line for stderr once the key is served (the risk it runs), if any.
+    #: One line for stderr once the key is served: the risk it runs, if any.
     warning: str | None = None
 
 
