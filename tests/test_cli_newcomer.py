@@ -137,7 +137,7 @@ def test_pin_commands_name_the_missing_variable_and_explain_a_long_pin(keystore:
     ks = ["--keystore", str(keystore)]
     one_line_error(vfido(["pin", "set", *ks]), "VFIDO_NEW_PIN", "--new-pin-file")
     one_line_error(vfido(["pin", "set", *ks], VFIDO_NEW_PIN="x" * 64), "too long", "63 bytes")
-    one_line_error(vfido(["pin", "set", *ks], VFIDO_NEW_PIN="12"), "too short", "4")
+    one_line_error(vfido(["pin", "set", *ks], VFIDO_NEW_PIN="12"), "PIN must be >= 4")
     result = vfido(["pin", "set", *ks], VFIDO_NEW_PIN="1234")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # no INFO lines from python-fido2 (or vfido) without -v

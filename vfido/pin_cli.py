@@ -50,15 +50,14 @@ def _read_pin(file: Path | None, env: str, prompt: str, confirm: bool) -> str:
     return value
 
 
-def check_new_pin(pin: str, min_length: int) -> None:
-    """The key's PIN policy, said in words before the key answers with a bare status."""
+def check_new_pin(pin: str) -> None:
+    """A PIN the key would refuse with a bare status (INVALID_PARAMETER), said in words. Too
+    short ones python-fido2 explains itself ("PIN must be >= 4 characters")."""
     size = len(pin.encode("utf-8"))
     if size > MAX_PIN_BYTES:
         raise PinCliError(
             f"the PIN is too long: at most {MAX_PIN_BYTES} bytes, this one has {size}"
         )
-    if len(pin) < min_length:
-        raise PinCliError(f"the PIN is too short: at least {min_length} characters")
 
 
 def _describe(code: int) -> str:
@@ -104,7 +103,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         if ctap.info.options.get("clientPin"):
             raise PinCliError("a PIN is already set: use `vfido pin change`")
         new = _read_pin(args.new_pin_file, NEW_PIN_ENV, "New PIN: ", True)
-        check_new_pin(new, ctap.info.min_pin_length)
+        check_new_pin(new)
         client_pin.set_pin(new)
         print("PIN set")
         return 0
@@ -118,7 +117,7 @@ def cmd_change(args: argparse.Namespace) -> int:
             raise PinCliError("no PIN is set: use `vfido pin set`")
         old = _read_pin(args.pin_file, PIN_ENV, "Current PIN: ", False)
         new = _read_pin(args.new_pin_file, NEW_PIN_ENV, "New PIN: ", True)
-        check_new_pin(new, ctap.info.min_pin_length)
+        check_new_pin(new)
         client_pin.change_pin(old, new)
         print("PIN changed")
         return 0
