@@ -431,3 +431,32 @@ def test_control_api_and_ctl_cli_speak_the_webdriver_shapes(tmp_path: Path) -> N
         bad = vfido(["ctl", "--socket", str(sock), "webauthn", "remove-credential", "AQIDBA"])
         assert bad.returncode == 1 and "no credential" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_u2f_key_signs_with_an_added_credential_under_its_own_key_handle() -> None:
+    """protocol ctap1/u2f: a platform talking U2F presents the test's key handle."""
+    import hashlib
+
+    from fido2.ctap1 import APDU, ApduError, Ctap1
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_point = private.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": "ctap1/u2f"}) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(b"u2f-handle"),
+                "isResidentCredential": False,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+                "signCount": 9,
+            }
+        )
+        app, client = hashlib.sha256(RP_ID.encode()).digest(), bytes(range(32))
+        signed = Ctap1(key.device).authenticate(client, app, b"u2f-handle")
+        signed.verify(app, client, public_point)
+        assert signed.counter == 10
+        with pytest.raises(ApduError) as info:
+            Ctap1(key.device).authenticate(client, app, b"other-handle")
+        assert info.value.code == APDU.WRONG_DATA
