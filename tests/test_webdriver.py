@@ -177,6 +177,9 @@ def test_every_other_command_is_forwarded_byte_for_byte() -> None:
             "/session/abc/url?x=1&y=%2F",
             odd_body,
         )
+        # One Host header, naming the upstream (chromedriver refuses two).
+        hosts = [v for k, v in seen.headers if k.lower() == "host"]
+        assert hosts == [upstream.url.removeprefix("http://")]
         sent = dict(seen.headers)
         assert sent["X-Test"] == "kept" and sent["Content-Type"] == "application/json"
         assert sent["Content-Length"] == str(len(odd_body))

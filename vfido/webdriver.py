@@ -385,17 +385,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self, body: bytes) -> None:
         proxy = self.server.proxy
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        headers.pop("Host", None)
+        # Host names the upstream (http.client must not add a second one: chromedriver
+        # refuses a request with two).
+        headers = [
+            (k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"host"}
+        ]
         connection = http.client.HTTPConnection(
             proxy.upstream_host, proxy.upstream_port, timeout=UPSTREAM_TIMEOUT
         )
         try:
             connection.putrequest(
-                self.command, proxy.upstream_base + self.path, skip_accept_encoding=True
+                self.command,
+                proxy.upstream_base + self.path,
+                skip_host=True,
+                skip_accept_encoding=True,
             )
             connection.putheader("Host", f"{proxy.upstream_host}:{proxy.upstream_port}")
-            for name, value in headers.items():
+            for name, value in headers:
                 if name.lower() != "content-length":
                     connection.putheader(name, value)
             if body or "Content-Length" in self.headers:

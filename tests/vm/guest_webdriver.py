@@ -104,8 +104,14 @@ def run_test(
         "timeout=480",
         f"--basetemp={out / ('webdriver-' + label)}",
     ]
-    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, timeout=540)
-    output = (proc.stdout + proc.stderr).decode(errors="replace")
+    for attempt in (1, 2):
+        proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, timeout=540)
+        output = (proc.stdout + proc.stderr).decode(errors="replace")
+        # On a loaded host the emulated CPU can be too slow for Chromium to answer
+        # chromedriver within its 60 s: the session is not created; a fresh start may work.
+        if proc.returncode == 0 or "SessionNotCreated" not in output or attempt == 2:
+            break
+        (out / f"webdriver-{label}-pytest-attempt1.log").write_text(output)
     (out / f"webdriver-{label}-pytest.log").write_text(output)
     lines = [line for line in output.splitlines() if line.strip()]
     return proc.returncode, (lines[-1].strip("= ") if lines else "") + "\n" + output[-3000:]
@@ -139,7 +145,13 @@ def webdriver_selenium(
     proxy_log_path = out / "vfido-webdriver.log"
     proxy_log = proxy_log_path.open("wb")
     chromedriver_proc = subprocess.Popen(
-        [chromedriver, f"--port={driver_port}"],
+        [
+            chromedriver,
+            f"--port={driver_port}",
+            "--verbose",
+            "--enable-chrome-logs",
+            f"--log-path={out / 'chromedriver-verbose.log'}",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=driver_log,
         stderr=driver_log,
