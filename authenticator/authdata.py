@@ -138,6 +138,11 @@ def backup_flags(store: KeyStore, record: CredentialRecord | None) -> int:
         eligible, backed_up = record.backup_eligible, record.backup_state
     else:
         eligible, backed_up = _keystore_backup(store)
+    return backup_flags_of(eligible, backed_up)
+
+
+def backup_flags_of(eligible: bool, backed_up: bool) -> int:
+    """The BE and BS flags (BS is never set without BE)."""
     flags = 0
     if eligible:
         flags |= AuthDataFlags.BE

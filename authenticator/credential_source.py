@@ -13,11 +13,13 @@ flag is set but has no record was deleted and is treated as unknown.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 
 import cbor2
 
 from keystore import credential_id
+from keystore.store import KeyStore
 
 # CBOR map keys of the sealed plaintext.
 _ALG = 1
@@ -121,3 +123,79 @@ def _decode_cached(key: bytes, rp_id_hash: bytes, cred_id: bytes) -> SealedCrede
         return SealedCredential.from_bytes(plaintext)
     except ValueError:
         return None
+
+
+# --- credential IDs chosen outside the key (WebDriver "Add Credential") ------------------
+#
+# The W3C WebDriver extension lets a test give a credential its ID (WebAuthn Level 3 section
+# 11.6, credentialId). Such an ID is not sealed by this key, so the key keeps, as an
+# encrypted state value keyed by a hash of (rpIdHash, ID), the sealed ID it would have
+# issued plus the credential's backup flags; resolve_credential_id() falls back to it when
+# an ID does not unseal. authenticatorReset erases it with every other state value.
+
+#: Prefix of the state keys of imported credential IDs.
+IMPORTED_ID_STATE_PREFIX = "imported-credential-id."
+
+
+@dataclass(frozen=True)
+class ImportedCredentialId:
+    """What the key keeps for a credential ID chosen outside it."""
+
+    sealed_id: bytes
+    backup_eligible: bool = False
+    backup_state: bool = False
+    #: The ID it is known by and its RP (so the key can list what was imported).
+    credential_id: bytes = b""
+    rp_id: str = ""
+
+    def to_bytes(self) -> bytes:
+        return cbor2.dumps(
+            {
+                1: self.sealed_id,
+                2: self.backup_eligible,
+                3: self.backup_state,
+                4: self.credential_id,
+                5: self.rp_id,
+            },
+            canonical=True,
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ImportedCredentialId | None:
+        try:
+            m = cbor2.loads(data)
+        except Exception:  # cbor2 raises several types
+            return None
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get(1), bytes)
+            or not isinstance(m.get(4, b""), bytes)
+            or not isinstance(m.get(5, ""), str)
+        ):
+            return None
+        return cls(m[1], m.get(2) is True, m.get(3) is True, m.get(4, b""), m.get(5, ""))
+
+
+def imported_id_state_key(rp_id_hash: bytes, cred_id: bytes) -> str:
+    """The state key of an imported credential ID (a hash: IDs are binary and long)."""
+    digest = hashlib.sha256(bytes(rp_id_hash) + b"\x00" + bytes(cred_id)).hexdigest()
+    return IMPORTED_ID_STATE_PREFIX + digest
+
+
+def resolve_credential_id(
+    store: KeyStore, rp_id_hash: bytes, cred_id: bytes
+) -> tuple[SealedCredential, ImportedCredentialId | None] | None:
+    """The credential behind ``cred_id`` for this RP: sealed by this key, or imported with an
+    ID of its own (then also what was kept for it); None if it is not one of ours."""
+    key = store.identity().credential_key
+    sealed = decode_credential_id(key, rp_id_hash, cred_id)
+    if sealed is not None:
+        return sealed, None
+    raw = store.get_state(imported_id_state_key(rp_id_hash, cred_id))
+    if raw is None:
+        return None
+    imported = ImportedCredentialId.from_bytes(raw)
+    if imported is None:
+        return None
+    sealed = decode_credential_id(key, rp_id_hash, imported.sealed_id)
+    return None if sealed is None else (sealed, imported)

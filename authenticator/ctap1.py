@@ -55,8 +55,8 @@ from authenticator.config import Config
 from authenticator.cose import ES256, CredentialKey
 from authenticator.credential_source import (
     SealedCredential,
-    decode_credential_id,
     encode_credential_id,
+    resolve_credential_id,
 )
 from authenticator.env import (
     Clock,
@@ -424,7 +424,9 @@ class Ctap1Handler:
         """
         if not key_handle:
             return None
-        sealed = decode_credential_id(self._store.identity().credential_key, app, key_handle)
+        # A key handle chosen outside the key (WebDriver's Add Credential) resolves too.
+        resolved = resolve_credential_id(self._store, app, key_handle)
+        sealed = resolved[0] if resolved is not None else None
         if sealed is None or sealed.algorithm != ES256:
             return None
         if not sealed.u2f:

@@ -12,10 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from authenticator.authdata import AuthDataFlags, backup_flags, build_auth_data, rp_id_hash
+from authenticator.authdata import (
+    AuthDataFlags,
+    backup_flags,
+    backup_flags_of,
+    build_auth_data,
+    rp_id_hash,
+)
 from authenticator.behaviours import corrupt_signed_data
 from authenticator.cose import ALGORITHM_NAMES, CredentialKey, can_sign, mldsa_unavailable_reason
-from authenticator.credential_source import SealedCredential, decode_credential_id
+from authenticator.credential_source import SealedCredential, resolve_credential_id
 from authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from authenticator.errors import CtapError, CtapStatus
 from authenticator.extensions import (
@@ -51,34 +57,37 @@ def _from_allow_list(
 ) -> list[AssertionCandidate]:
     """Step 10.1: the allowList entries created by this key for this RP."""
     store = services.store
-    key = store.identity().credential_key
     found: list[AssertionCandidate] = []
     seen: set[bytes] = set()
     for descriptor in allow_list:
         if descriptor.type != PUBLIC_KEY or descriptor.id in seen:
             continue
         seen.add(descriptor.id)
-        sealed = decode_credential_id(key, id_hash, descriptor.id)
-        if sealed is None or not _usable(sealed):
+        resolved = resolve_credential_id(store, id_hash, descriptor.id)
+        if resolved is None or not _usable(resolved[0]):
             continue
+        sealed, imported = resolved
         record = None
         if sealed.discoverable:
             record = store.get_credential(descriptor.id)
             if record is None or record.rp_id_hash != id_hash:
                 continue  # a deleted discoverable credential
-        found.append(AssertionCandidate(descriptor.id, sealed, record))
+        backup = None
+        if imported is not None and record is None:
+            backup = (imported.backup_eligible, imported.backup_state)
+        found.append(AssertionCandidate(descriptor.id, sealed, record, backup))
     return found
 
 
 def _discoverable(services: Services, id_hash: bytes) -> list[AssertionCandidate]:
     """Step 10.2: the discoverable credentials for this RP, newest first."""
-    key = services.store.identity().credential_key
     found: list[AssertionCandidate] = []
     for record in services.store.find_credentials(id_hash):
-        sealed = decode_credential_id(key, id_hash, record.credential_id)
-        if sealed is None:
+        resolved = resolve_credential_id(services.store, id_hash, record.credential_id)
+        if resolved is None:
             log.warning("stored credential does not unseal; skipped")
             continue
+        sealed = resolved[0]
         if not _usable(sealed):
             continue
         found.append(AssertionCandidate(record.credential_id, sealed, record))
@@ -165,9 +174,11 @@ def _assertion(
             large_blob_key = record.large_blob_key
         if ext.third_party_payment:
             outputs[THIRD_PARTY_PAYMENT] = sealed.third_party_payment
-    auth_data = build_auth_data(
-        id_hash, flags | backup_flags(store, record), count, extensions=outputs
-    )
+    if candidate.backup is not None:  # imported with an ID of its own
+        backup = backup_flags_of(*candidate.backup)
+    else:
+        backup = backup_flags(store, record)
+    auth_data = build_auth_data(id_hash, flags | backup, count, extensions=outputs)
     key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
     # Step 13: sign authData || clientDataHash.
     # Behaviour wrong-signature: sign other data.

@@ -30,8 +30,8 @@ from authenticator.behaviours import attestation_identity
 from authenticator.cose import CredentialKey
 from authenticator.credential_source import (
     SealedCredential,
-    decode_credential_id,
     encode_credential_id,
+    resolve_credential_id,
 )
 from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
 from authenticator.errors import CtapError, CtapStatus
@@ -323,9 +323,10 @@ def make_credential(
     for descriptor in request.exclude_list:
         if descriptor.type != PUBLIC_KEY or behaviours.vanished(descriptor.id):
             continue
-        sealed = decode_credential_id(identity.credential_key, id_hash, descriptor.id)
-        if sealed is None:
+        resolved = resolve_credential_id(store, id_hash, descriptor.id)
+        if resolved is None:
             continue
+        sealed = resolved[0]
         record = store.get_credential(descriptor.id) if sealed.discoverable else None
         if sealed.discoverable and record is None:
             continue  # deleted discoverable credential

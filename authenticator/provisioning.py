@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authenticator.authdata import keystore_backup_eligible, rp_id_hash
 from authenticator.cose import EDDSA, ES256, ES384, ES512, RS256, CredentialKey
-from authenticator.credential_source import SealedCredential, encode_credential_id
+from authenticator.credential_source import (
+    ImportedCredentialId,
+    SealedCredential,
+    decode_credential_id,
+    encode_credential_id,
+    imported_id_state_key,
+)
 from keystore.store import CredentialRecord, KeyStore
 
 #: COSE_Key labels and values (RFC 9052/9053).
@@ -36,6 +42,9 @@ _CURVE_ALGS: dict[str, int] = {"secp256r1": ES256, "secp384r1": ES384, "secp521r
 _CRV_ED25519 = 6
 
 MAX_USER_ID = 64
+#: The longest credential ID a test may choose (CTAP's maxCredentialIdLength bound is
+#: the platform's concern; WebAuthn allows up to 1023 bytes).
+MAX_IMPORTED_ID = 1023
 MAX_NAME = 64 * 4  # CTAP 2.1 truncates at 64 bytes; keep some room for what the RP sent
 MAX_INITIAL_COUNTER = 0xFFFFFFFF
 
@@ -67,6 +76,31 @@ def key_from_pem(pem: str | bytes) -> CredentialKey:
     except (ValueError, TypeError):
         raise ProvisioningError("not an unencrypted PEM private key") from None
     return _from_cryptography(key)
+
+
+def key_from_pkcs8(der: bytes) -> CredentialKey:
+    """A credential key from a PKCS#8 DER private key (WebDriver's ``privateKey``).
+    Raises ProvisioningError."""
+    try:
+        key = serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError):
+        raise ProvisioningError("privateKey is not an unencrypted PKCS#8 private key") from None
+    return _from_cryptography(key)
+
+
+def pkcs8_of(key: CredentialKey) -> bytes:
+    """The PKCS#8 DER of a credential key (EC, Ed25519, RSA). Raises ProvisioningError."""
+    private = key._key
+    if not isinstance(
+        private, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    ):
+        raise ProvisioningError("this algorithm's keys have no PKCS#8 form here")
+    der: bytes = private.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return der
 
 
 def key_from_cose(cose_key: Mapping[Any, Any]) -> CredentialKey:
@@ -141,12 +175,19 @@ def add_credential(
     cred_protect: int = 1,
     sign_count: int = 0,
     max_resident_credentials: int | None = None,
+    credential_id: bytes | None = None,
+    backup_eligible: bool | None = None,
+    backup_state: bool | None = None,
 ) -> ProvisionedCredential:
     """Make ``key`` a credential of this key for ``rp_id``. Raises ProvisioningError.
 
     A discoverable credential needs ``user_id`` (1-64 bytes) and replaces one for the same
     RP and user, as makeCredential does; a server-side one is only its credential ID (the
     user fields are then ignored). ``sign_count`` sets the credential's starting counter.
+    ``credential_id``: the ID the credential is known by (WebDriver's Add Credential);
+    else the key seals one as makeCredential does. ``backup_eligible``/``backup_state``:
+    its BE/BS flags (None: the keystore's); BS needs BE. A server-side credential only
+    keeps its own flags with its own ``credential_id``.
     """
     if not isinstance(rp_id, str) or not rp_id or len(rp_id.encode()) > 253:
         raise ProvisioningError("rp_id must be a non-empty domain name")
@@ -159,10 +200,20 @@ def add_credential(
     rp_name = _text("rp_name", rp_name)
     if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID):
         raise ProvisioningError("a discoverable credential needs a user_id of 1-64 bytes")
+    if credential_id is not None and not 1 <= len(credential_id) <= MAX_IMPORTED_ID:
+        raise ProvisioningError(f"a credential ID has 1-{MAX_IMPORTED_ID} bytes")
+    eligible = keystore_backup_eligible(store) if backup_eligible is None else backup_eligible
+    backed_up = bool(backup_state) if backup_state is not None else False
+    if backed_up and not eligible:
+        raise ProvisioningError("backup state needs backup eligibility")
     id_hash = rp_id_hash(rp_id)
     identity = store.identity()
     private = key.private_bytes()
-    credential_id = encode_credential_id(
+    if credential_id is not None and decode_credential_id(
+        identity.credential_key, id_hash, credential_id
+    ):
+        raise ProvisioningError("that credential ID is already one of this key's")
+    sealed_id = encode_credential_id(
         identity.credential_key,
         id_hash,
         SealedCredential(
@@ -172,6 +223,11 @@ def add_credential(
             discoverable=discoverable,
         ),
     )
+    if credential_id is None:
+        credential_id = sealed_id
+    else:
+        imported = ImportedCredentialId(sealed_id, eligible, backed_up, credential_id, rp_id)
+        store.put_state({imported_id_state_key(id_hash, credential_id): imported.to_bytes()})
     if discoverable:
         assert user_id is not None
         replaces = any(r.user_id == user_id for r in store.find_credentials(id_hash))
@@ -196,7 +252,8 @@ def add_credential(
                 cred_protect=cred_protect,
                 # As makeCredential would: largeBlobKey for discoverable credentials.
                 large_blob_key=os.urandom(32),
-                backup_eligible=keystore_backup_eligible(store),
+                backup_eligible=eligible,
+                backup_state=backed_up,
             )
         )
     if sign_count:
@@ -208,3 +265,10 @@ def add_credential(
         discoverable=discoverable,
         sign_count=sign_count,
     )
+
+
+def forget_imported_id(store: KeyStore, rp_id: str, credential_id: bytes) -> None:
+    """Drop what the key keeps for a credential ID chosen outside it (if anything)."""
+    state_key = imported_id_state_key(rp_id_hash(rp_id), credential_id)
+    if store.get_state(state_key) is not None:
+        store.put_state({state_key: None})

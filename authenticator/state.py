@@ -43,6 +43,9 @@ class AssertionCandidate:
     credential_id: bytes
     sealed: SealedCredential = field(repr=False)
     record: CredentialRecord | None = field(default=None, repr=False)  # discoverable only
+    #: (BE, BS) of a server-side credential imported with an ID of its own (else None:
+    #: the record's or the keystore's flags).
+    backup: tuple[bool, bool] | None = None
 
 
 @dataclass

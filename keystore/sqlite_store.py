@@ -728,9 +728,14 @@ class SqliteKeyStore:
 
     @classmethod
     def ephemeral(
-        cls, *, aaguid: bytes | None = None, max_credentials: int | None = None
+        cls,
+        *,
+        aaguid: bytes | None = None,
+        max_credentials: int | None = None,
+        identity: DeviceIdentity | None = None,
     ) -> SqliteKeyStore:
-        """An in-memory keystore with a random master key (gone when closed)."""
+        """An in-memory keystore with a random master key (gone when closed); ``identity``
+        replaces the new random device identity (e.g. a backup-eligible one)."""
         try:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -739,7 +744,7 @@ class SqliteKeyStore:
             _configure(conn, journal_mode="MEMORY")
             master_key = new_master_key()
             keys = RecordKeys.derive(master_key)
-            _init_schema(conn, keys, new_identity(aaguid), {})
+            _init_schema(conn, keys, identity or new_identity(aaguid), {})
             return cls(
                 conn, keys, master_key, directory=None, lock=None, max_credentials=max_credentials
             )

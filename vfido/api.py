@@ -57,7 +57,9 @@ from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
     from vfido.control import ControlServer
+    from vfido.control_api import KeyParts
     from vfido.ctl import KeyController
+    from vfido.virtual_authenticator import AuthenticatorOptions
 
 #: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
 #: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
@@ -367,6 +369,9 @@ class VirtualKey:
         self._device: CtapHidDevice | None = None
         self._devices: list[CtapHidDevice] = []
         self._started = False
+        #: The WebDriver options the key was made from (:meth:`from_webauthn_options`).
+        self.webauthn_options: AuthenticatorOptions | None = None
+        self._parts: KeyParts | None = None
 
     def __repr__(self) -> str:
         where = str(self.keystore_dir) if self.keystore_dir else "ephemeral"
@@ -441,6 +446,19 @@ class VirtualKey:
             except UhidUnavailableError as exc:
                 raise VirtualKeyError(str(exc)) from None
             self._hidraw = _wait_hidraw(self._uhid.hidraw_path)
+        from vfido.control_api import KeyParts
+
+        transport = self._inprocess or self._unix or self._uhid
+        self._parts = KeyParts(
+            self._authenticator, self._store, self.presence, transport, None, self.webauthn_options
+        )
+        if self.webauthn_options is not None:
+            from vfido.virtual_authenticator import WebAuthnError, apply_backup_defaults
+
+            try:
+                apply_backup_defaults(self._parts, self.webauthn_options)
+            except WebAuthnError as exc:
+                raise VirtualKeyError(str(exc)) from None
         if self.control_socket is not None:
             self._control = self._serve_control(self.control_socket)
         if self._pin is not None:
@@ -470,7 +488,8 @@ class VirtualKey:
         )
         add_presence_commands(server, self.presence)
         add_key_commands(
-            server, KeyParts(self._authenticator, self._store, self.presence, transport)
+            server,
+            self._parts or KeyParts(self._authenticator, self._store, self.presence, transport),
         )
         server.start()
         return server
@@ -500,6 +519,7 @@ class VirtualKey:
         if store is not None:
             store.close()
         self._authenticator = None
+        self._parts = None
         self._started = False
 
     def _require_running(self) -> None:
@@ -632,6 +652,95 @@ class VirtualKey:
     def deny(self, wait: float = 10.0) -> PendingRequest:
         """Refuse the request waiting for the user (waiting up to ``wait`` s for one)."""
         return self._answer(False, wait)
+
+    # -- the W3C WebDriver virtual-authenticator model (vfido.virtual_authenticator) ---------
+
+    @classmethod
+    def from_webauthn_options(
+        cls, options: Mapping[str, Any] | AuthenticatorOptions, **kwargs: Any
+    ) -> VirtualKey:
+        """A key that behaves as WebDriver's Add Virtual Authenticator ``options`` say
+        (``{"protocol": "ctap2", "transport": "usb", "hasUserVerification": True, ...}``,
+        or an :class:`~vfido.virtual_authenticator.AuthenticatorOptions`); ``kwargs`` are
+        further :class:`VirtualKey` arguments (``transport="uhid"``...). Raises
+        :class:`~vfido.virtual_authenticator.WebAuthnError` for bad options."""
+        from vfido.virtual_authenticator import AuthenticatorOptions
+
+        if not isinstance(options, AuthenticatorOptions):
+            options = AuthenticatorOptions.from_json(options)
+        arguments = {**options.key_arguments(), **kwargs}
+        if (
+            options.default_backup_eligibility
+            and "store" not in kwargs
+            and "keystore" not in kwargs
+        ):
+            from vfido.backup import backup_eligible_identity
+
+            arguments["store"] = SqliteKeyStore.ephemeral(identity=backup_eligible_identity())
+        key = cls(**arguments)
+        key.webauthn_options = options
+        return key
+
+    def _webauthn(self) -> KeyParts:
+        self._require_running()
+        assert self._parts is not None
+        return self._parts
+
+    def webauthn_options_json(self) -> dict[str, Any]:
+        """The Add Virtual Authenticator options this key behaves as."""
+        from vfido.virtual_authenticator import options_of
+
+        return options_of(self._webauthn()).to_json()
+
+    def webauthn_add_credential(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """WebDriver's Add Credential: ``params`` is the Credential Parameters JSON
+        (``credentialId``, ``isResidentCredential``, ``rpId``, ``privateKey`` base64url
+        PKCS#8, ``userHandle``, ``signCount``, ``largeBlob``, ``backupEligibility``,
+        ``backupState``); returns the credential as Get Credentials shows it."""
+        from vfido.virtual_authenticator import add_credential
+
+        return add_credential(self._webauthn(), params)
+
+    def webauthn_get_credentials(self) -> list[dict[str, Any]]:
+        """WebDriver's Get Credentials (private keys included)."""
+        from vfido.virtual_authenticator import get_credentials
+
+        return get_credentials(self._webauthn())
+
+    def webauthn_remove_credential(self, credential_id: bytes | str) -> None:
+        """WebDriver's Remove Credential (``bytes`` or base64url)."""
+        from vfido.virtual_authenticator import b64url_decode, remove_credential
+
+        if isinstance(credential_id, str):
+            credential_id = b64url_decode("credentialId", credential_id)
+        remove_credential(self._webauthn(), credential_id)
+
+    def webauthn_remove_all_credentials(self) -> None:
+        """WebDriver's Remove All Credentials."""
+        from vfido.virtual_authenticator import remove_all_credentials
+
+        remove_all_credentials(self._webauthn())
+
+    def webauthn_set_user_verified(self, verified: bool) -> None:
+        """WebDriver's Set User Verified: built-in UV succeeds (True) or fails from now on."""
+        from vfido.virtual_authenticator import set_user_verified
+
+        set_user_verified(self._webauthn(), verified)
+
+    def webauthn_set_credential_properties(
+        self,
+        credential_id: bytes | str,
+        *,
+        backup_eligibility: bool | None = None,
+        backup_state: bool | None = None,
+    ) -> None:
+        """WebDriver's Set Credential Properties: a credential's BE/BS flags."""
+        from vfido.virtual_authenticator import b64url_decode, set_credential_properties
+
+        if isinstance(credential_id, str):
+            credential_id = b64url_decode("credentialId", credential_id)
+        params = {"backupEligibility": backup_eligibility, "backupState": backup_state}
+        set_credential_properties(self._webauthn(), credential_id, params)
 
     # -- as a service -----------------------------------------------------------------------
 

@@ -732,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.register(sub, _add_keystore_args)
     metadata.register(sub, _add_keystore_args)
     ctl.register(sub, _add_keystore_args)
+    from vfido import webdriver
+
+    webdriver.register(sub)
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)

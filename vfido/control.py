@@ -55,13 +55,21 @@ IDLE_TIMEOUT = 60.0
 class ControlError(Exception):
     """A control socket problem, said in one line."""
 
+    #: A ``webauthn-*`` command's WebDriver error code (``invalid argument``...), if any.
+    webdriver_error: str | None = None
+
 
 class NotRunningError(ControlError):
     """No key answers on the control socket."""
 
 
 class CommandError(Exception):
-    """Raised by a handler: the answer is ``{"ok": false, "error": str(exc)}``."""
+    """Raised by a handler: the answer is ``{"ok": false, "error": str(exc)}`` (plus
+    ``"webdriver_error": CODE`` when given)."""
+
+    def __init__(self, message: str, *, webdriver_error: str | None = None) -> None:
+        super().__init__(message)
+        self.webdriver_error = webdriver_error
 
 
 def socket_dir() -> Path:
@@ -246,6 +254,8 @@ class ControlServer:
         try:
             answer = handler(request)
         except CommandError as exc:
+            if exc.webdriver_error is not None:
+                return {"ok": False, "error": str(exc), "webdriver_error": exc.webdriver_error}
             return {"ok": False, "error": str(exc)}
         except Exception as exc:
             log.error("control command %s failed: %s", name, type(exc).__name__)
@@ -337,7 +347,10 @@ class ControlClient:
         if not isinstance(answer, dict):
             raise ControlError("malformed answer from the key")
         if not answer.pop("ok", False):
-            raise ControlError(str(answer.get("error", "the key refused the command")))
+            error = ControlError(str(answer.get("error", "the key refused the command")))
+            code = answer.get("webdriver_error")
+            error.webdriver_error = code if isinstance(code, str) else None
+            raise error
         return answer
 
     def close(self) -> None:

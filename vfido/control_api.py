@@ -102,6 +102,27 @@ Commands
     which documents it): the most recent requests, responses and CTAPHID control packets,
     secrets redacted. Poll with ``since`` = the previous ``last``.
 
+WebDriver virtual authenticators
+================================
+The W3C WebDriver extension's commands (WebAuthn Level 3 section 11) on this key, with its
+names and JSON shapes (:mod:`vfido.virtual_authenticator` says how each maps onto vfido).
+CREDENTIAL is the Credential Parameters object ``{"credentialId", "isResidentCredential",
+"rpId", "privateKey" (base64url PKCS#8), "userHandle", "signCount", "largeBlob",
+"backupEligibility", "backupState"}``. Errors are ``{"ok": false, "error", "webdriver_error"}``
+with the WebDriver error code (``invalid argument``, ``unsupported operation``).
+
+``webauthn-authenticator`` -> ``{"options": OPTIONS}``
+    The Add Virtual Authenticator options the key behaves as (``protocol``, ``transport``,
+    ``hasResidentKey``, ``hasUserVerification``, ``isUserConsenting``, ``isUserVerified``,
+    ``extensions``, ``defaultBackupEligibility``, ``defaultBackupState``).
+``webauthn-add-credential`` CREDENTIAL -> ``{"credential": CREDENTIAL}``
+``webauthn-get-credentials`` -> ``{"credentials": [CREDENTIAL, ...]}``
+``webauthn-remove-credential`` ``{"credentialId"}`` -> ``{}``
+``webauthn-remove-all-credentials`` -> ``{}``
+``webauthn-set-user-verified`` ``{"isUserVerified": bool}`` -> ``{}``
+``webauthn-set-credential-properties`` ``{"credentialId", "backupEligibility"?,
+"backupState"?}`` -> ``{}``
+
 Adding commands: ``server.register(NAME, handler)`` where ``handler(args: dict) -> dict``
 runs on a control connection's thread; it raises :class:`vfido.control.CommandError` for an
 error answer. :func:`add_key_commands` registers everything above except ``status``,
@@ -133,6 +154,7 @@ from authenticator.provisioning import (
 from keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
 from vfido.broker import RUNTIME_MODES, PresenceBroker
 from vfido.control import CommandError, ControlServer
+from vfido.virtual_authenticator import AuthenticatorOptions
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +201,8 @@ class KeyParts:
     #: The transport (for power-cycle: its runner resets CTAPHID too); None in-process.
     transport: object | None = None
     clock: Callable[[], float] | None = None
+    #: The WebDriver options the key was made from (``vfido webdriver``; None: as it is).
+    webauthn_options: AuthenticatorOptions | None = None
 
 
 def _str_arg(args: dict[str, Any], name: str, required: bool = False) -> str | None:
@@ -465,6 +489,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         named = {INFO_NAMES.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
         return {"info": named}
 
+    add_webauthn_commands(server, key)
     server.register("credentials", credentials)
     server.register("credentials-add", credentials_add)
     server.register("credentials-remove", credentials_remove)
@@ -486,3 +511,53 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("metadata", metadata)
     if device.config.fingerprint:
         server.register("finger", finger)
+
+
+def add_webauthn_commands(server: ControlServer, key: KeyParts) -> None:
+    """Register the ``webauthn-*`` commands (see the module docstring) on ``server``."""
+    from vfido import virtual_authenticator as va
+
+    def wrap(
+        func: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def handler(args: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return func(args)
+            except va.WebAuthnError as exc:
+                raise CommandError(str(exc), webdriver_error=exc.code) from None
+
+        return handler
+
+    def credential_id(args: dict[str, Any]) -> bytes:
+        return va.b64url_decode("credentialId", args.get("credentialId"))
+
+    def now() -> float:
+        return key.clock() if key.clock is not None else time.time()
+
+    def remove(args: dict[str, Any]) -> dict[str, Any]:
+        va.remove_credential(key, credential_id(args))
+        return {}
+
+    def remove_all(args: dict[str, Any]) -> dict[str, Any]:
+        va.remove_all_credentials(key)
+        return {}
+
+    def user_verified(args: dict[str, Any]) -> dict[str, Any]:
+        va.set_user_verified(key, args.get("isUserVerified"))
+        return {}
+
+    def properties(args: dict[str, Any]) -> dict[str, Any]:
+        va.set_credential_properties(key, credential_id(args), args)
+        return {}
+
+    commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        "webauthn-authenticator": lambda a: {"options": va.options_of(key).to_json()},
+        "webauthn-add-credential": lambda a: {"credential": va.add_credential(key, a, now())},
+        "webauthn-get-credentials": lambda a: {"credentials": va.get_credentials(key)},
+        "webauthn-remove-credential": remove,
+        "webauthn-remove-all-credentials": remove_all,
+        "webauthn-set-user-verified": user_verified,
+        "webauthn-set-credential-properties": properties,
+    }
+    for name, func in commands.items():
+        server.register(name, wrap(func))

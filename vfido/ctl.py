@@ -26,6 +26,9 @@ Shell::
     vfido ctl behaviour list | set NAME[=VALUE] | clear [NAME]
     vfido ctl power-cycle
     vfido ctl log [--limit N] [--since SEQ] [--json]
+    vfido ctl webauthn options | credentials | add-credential JSON | remove-credential ID
+        | remove-all-credentials | set-user-verified true|false
+        | set-credential-properties ID [--backup-eligibility B] [--backup-state B]
     vfido ctl call COMMAND [JSON-ARGS]
 
 The protocol itself (every command, argument, answer and error) is documented in
@@ -156,6 +159,48 @@ class KeyController:
         """Delete a discoverable credential (``bytes``, or base64url / a unique prefix)."""
         text = b64url(credential_id) if isinstance(credential_id, bytes) else credential_id
         return str(self.call("credentials-remove", id=text)["removed"])
+
+    # -- the W3C WebDriver virtual-authenticator model (vfido.virtual_authenticator) -------
+
+    def webauthn_options(self) -> dict[str, Any]:
+        """The Add Virtual Authenticator options the key behaves as."""
+        return dict(self.call("webauthn-authenticator")["options"])
+
+    def webauthn_add_credential(self, params: dict[str, Any]) -> dict[str, Any]:
+        """WebDriver's Add Credential (Credential Parameters JSON); the credential."""
+        return dict(self.call("webauthn-add-credential", **params)["credential"])
+
+    def webauthn_get_credentials(self) -> list[dict[str, Any]]:
+        """WebDriver's Get Credentials (private keys included)."""
+        return list(self.call("webauthn-get-credentials")["credentials"])
+
+    def webauthn_remove_credential(self, credential_id: bytes | str) -> None:
+        text = b64url(credential_id) if isinstance(credential_id, bytes) else credential_id
+        self.call("webauthn-remove-credential", credentialId=text)
+
+    def webauthn_remove_all_credentials(self) -> None:
+        self.call("webauthn-remove-all-credentials")
+
+    def webauthn_set_user_verified(self, verified: bool) -> None:
+        self.call("webauthn-set-user-verified", isUserVerified=verified)
+
+    def webauthn_set_credential_properties(
+        self,
+        credential_id: bytes | str,
+        *,
+        backup_eligibility: bool | None = None,
+        backup_state: bool | None = None,
+    ) -> None:
+        args: dict[str, Any] = {
+            "credentialId": b64url(credential_id)
+            if isinstance(credential_id, bytes)
+            else credential_id
+        }
+        if backup_eligibility is not None:
+            args["backupEligibility"] = backup_eligibility
+        if backup_state is not None:
+            args["backupState"] = backup_state
+        self.call("webauthn-set-credential-properties", **args)
 
     # -- presence --------------------------------------------------------------------------
 
@@ -428,6 +473,46 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise CtlError(f"{what} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise CtlError(f"{what} must be a JSON object")
+    return value
+
+
+def _truth(text: str) -> bool:
+    if text.lower() in ("true", "yes", "1", "on"):
+        return True
+    if text.lower() in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _cmd_webauthn(args: argparse.Namespace) -> int:
+    action = args.webauthn_action
+    with _controller(args) as key:
+        if action == "options":
+            _print_json(key.webauthn_options())
+        elif action == "credentials":
+            _print_json(key.webauthn_get_credentials())
+        elif action == "add-credential":
+            _print_json(key.webauthn_add_credential(_json_object(args.params, "the credential")))
+        elif action == "remove-credential":
+            key.webauthn_remove_credential(args.id)
+        elif action == "remove-all-credentials":
+            key.webauthn_remove_all_credentials()
+        elif action == "set-user-verified":
+            key.webauthn_set_user_verified(args.verified)
+        else:
+            key.webauthn_set_credential_properties(
+                args.id, backup_eligibility=args.backup_eligibility, backup_state=args.backup_state
+            )
+    return 0
+
+
 def _run(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Errors as one line and exit status 1 (ControlError is already handled by the CLI,
     CtlError is ours)."""
@@ -521,6 +606,25 @@ def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], No
     q.add_argument("--since", type=int, help="only records after this sequence number")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_run(_cmd_log))
+
+    q = csub.add_parser(
+        "webauthn", help="the W3C WebDriver virtual-authenticator commands, same JSON shapes"
+    )
+    wsub = q.add_subparsers(dest="webauthn_action", required=True, metavar="ACTION")
+    wsub.add_parser("options", help="the Add Virtual Authenticator options the key behaves as")
+    wsub.add_parser("credentials", help="Get Credentials (with private keys), as JSON")
+    r = wsub.add_parser("add-credential", help="Add Credential: Credential Parameters JSON")
+    r.add_argument("params", metavar="JSON", help='{"credentialId": ..., "rpId": ..., ...}')
+    r = wsub.add_parser("remove-credential", help="Remove Credential")
+    r.add_argument("id", metavar="CREDENTIAL_ID", help="base64url")
+    wsub.add_parser("remove-all-credentials", help="Remove All Credentials")
+    r = wsub.add_parser("set-user-verified", help="Set User Verified: UV succeeds or fails")
+    r.add_argument("verified", type=_truth, metavar="true|false")
+    r = wsub.add_parser("set-credential-properties", help="a credential's backup flags")
+    r.add_argument("id", metavar="CREDENTIAL_ID", help="base64url")
+    r.add_argument("--backup-eligibility", type=_truth, metavar="true|false")
+    r.add_argument("--backup-state", type=_truth, metavar="true|false")
+    q.set_defaults(func=_run(_cmd_webauthn))
 
     q = csub.add_parser("call", help="send any control command (JSON arguments)")
     q.add_argument("command")

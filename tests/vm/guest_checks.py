@@ -878,6 +878,21 @@ def udev_rules(data: dict[str, Any]) -> str:
     return guest_udev.udev_rules(data, CHECKOUT, VfidoProcess, log)
 
 
+# --- WebDriver: a Selenium virtual-authenticator test through `vfido webdriver` ----------------
+
+
+@check("webdriver_selenium")
+def webdriver_selenium(data: dict[str, Any]) -> str:
+    """tests/vm/guest_webdriver.py: the same Selenium test against Chromium's built-in
+    virtual authenticator and through `vfido webdriver` (a real key over UHID)."""
+    require_vfido()
+    bring_up_loopback()
+    stop_shared_key()  # Chromium sends each request to every key: only the test's may exist
+    import guest_webdriver
+
+    return guest_webdriver.webdriver_selenium(data, CHECKOUT, PYTHON, OUT, log)
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     home = Path(os.environ.get("HOME", "/tmp/home"))

@@ -359,3 +359,14 @@ def test_example_chromium_pytest(vm: GuestResults) -> None:
     """examples/flask_rp/test_chromium.py passed in the guest (vfido_hid_key + Chromium)."""
     data = vm.require_ok("example_chromium_pytest")
     assert data["summary"].startswith("1 passed"), data["summary"]
+
+
+def test_webdriver_selenium_through_vfido_webdriver(vm: GuestResults) -> None:
+    """A Selenium test written for Chromium's built-in virtual authenticator passes unmodified
+    against chromedriver and through `vfido webdriver`, where the real key over UHID served
+    the ceremonies (its log: CTAP2 makeCredential and getAssertion answered OK)."""
+    data = vm.require_ok("webdriver_selenium")
+    assert data["builtin_summary"].startswith("1 passed"), data["builtin_summary"]
+    assert data["vfido_summary"].startswith("1 passed"), data["vfido_summary"]
+    assert "MAKE_CREDENTIAL" in data["served"], data["key_log"]
+    assert data["served"].count("GET_ASSERTION") >= 2, data["key_log"]

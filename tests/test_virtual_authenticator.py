@@ -1,0 +1,462 @@
+"""The W3C WebDriver virtual-authenticator model on a real key (vfido.virtual_authenticator):
+through VirtualKey, the control API (KeyController) and `vfido ctl webauthn`. python-fido2
+drives the key over CTAPHID; fido2.server and py_webauthn verify with the public key of the
+test's own key pair, never with what the key says about itself."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+import webauthn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from fido2 import cose
+from fido2.client import ClientError
+from fido2.ctap2.base import Ctap2
+from fido2.server import Fido2Server
+from fido2.webauthn import (
+    AttestedCredentialData,
+    AuthenticatorData,
+    PublicKeyCredentialRpEntity,
+    PublicKeyCredentialUserEntity,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from tests.rp import ORIGIN, RP_ID, challenge_of
+from tests.service_helpers import vfido
+from vfido.api import VirtualKey
+from vfido.control import ControlError
+from vfido.virtual_authenticator import AuthenticatorOptions, WebAuthnError
+
+CTAP2_OPTIONS: dict[str, Any] = {
+    "protocol": "ctap2",
+    "transport": "usb",
+    "hasResidentKey": True,
+    "hasUserVerification": True,
+    "isUserConsenting": True,
+    "isUserVerified": True,
+}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def pkcs8(key: Any) -> bytes:
+    der: bytes = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return der
+
+
+def stored(credential_id: bytes, public_key: cose.CoseKey) -> AttestedCredentialData:
+    return AttestedCredentialData.create(bytes(16), credential_id, public_key)
+
+
+def sign_in(
+    key: VirtualKey, credentials: list[AttestedCredentialData] | None, uv: str = "discouraged"
+) -> tuple[Fido2Server, Any, Any, bytes]:
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+    options, state = server.authenticate_begin(
+        credentials, user_verification=UserVerificationRequirement(uv)
+    )
+    response = key.client(ORIGIN).get_assertion(options.public_key).get_response(0)
+    return server, state, response, challenge_of(options)
+
+
+def auth_data(response: Any) -> AuthenticatorData:
+    data: AuthenticatorData = response.response.authenticator_data
+    return data
+
+
+# --- Add Credential / Get Credentials ------------------------------------------------------
+
+
+def test_non_resident_credential_with_its_own_id_signs_what_its_public_key_verifies() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = cose.ES256.from_cryptography_key(private.public_key())
+    cred_id = bytes([1, 2, 3, 4])  # as Selenium's own tests choose it
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        added = key.webauthn_add_credential(
+            {
+                "credentialId": base64.urlsafe_b64encode(cred_id).decode(),  # padded, as Selenium
+                "isResidentCredential": False,
+                "rpId": RP_ID,
+                "privateKey": base64.urlsafe_b64encode(pkcs8(private)).decode(),
+                "signCount": 7,
+            }
+        )
+        assert added["credentialId"] == b64(cred_id)
+        assert added["isResidentCredential"] is False and "userHandle" not in added
+        server, state, response, challenge = sign_in(key, [stored(cred_id, public)])
+        server.authenticate_complete(state, [stored(cred_id, public)], response)
+        assert response.raw_id == cred_id  # the browser sees the test's ID
+        assert auth_data(response).counter == 8
+        webauthn.verify_authentication_response(
+            credential=json.dumps(dict(response)),
+            expected_challenge=challenge,
+            expected_rp_id=RP_ID,
+            expected_origin=ORIGIN,
+            credential_public_key=cbor2.dumps(dict(public)),
+            credential_current_sign_count=7,
+        )
+        # A server-side credential is not discoverable: a usernameless sign-in finds none.
+        with pytest.raises(ClientError):
+            sign_in(key, None)
+        (listed,) = key.webauthn_get_credentials()
+        assert listed["signCount"] == 8 and listed["rpId"] == RP_ID
+        # The private key comes back as PKCS#8 and is the same key.
+        back = serialization.load_der_private_key(unb64(listed["privateKey"]), None)
+        assert isinstance(back, ec.EllipticCurvePrivateKey)
+        assert back.private_numbers() == private.private_numbers()
+
+
+def test_resident_credential_answers_a_usernameless_sign_in_with_its_user_handle() -> None:
+    private = ed25519.Ed25519PrivateKey.generate()
+    public = cose.EdDSA.from_cryptography_key(private.public_key())
+    cred_id = b"\x99" * 16
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(cred_id),
+                "isResidentCredential": True,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+                "userHandle": b64(b"alice"),
+                "signCount": 0,
+            }
+        )
+        server, state, response, _ = sign_in(key, None)
+        assert response.raw_id == cred_id
+        assert response.response.user_handle == b"alice"
+        server.authenticate_complete(state, [stored(cred_id, public)], response)
+        (listed,) = key.webauthn_get_credentials()
+        assert listed == {
+            "credentialId": b64(cred_id),
+            "isResidentCredential": True,
+            "rpId": RP_ID,
+            "privateKey": b64(pkcs8(private)),
+            "userHandle": b64(b"alice"),
+            "signCount": 1,
+            "backupEligibility": False,
+            "backupState": False,
+        }
+        # The same credential through the key's own listing.
+        assert [c.credential_id for c in key.credentials()] == [cred_id]
+
+
+def test_credentials_the_browser_makes_are_listed_when_discoverable() -> None:
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        options, state = server.register_begin(
+            PublicKeyCredentialUserEntity(id=b"bob", name="bob"),
+            resident_key_requirement=ResidentKeyRequirement.REQUIRED,
+        )
+        made = key.client(ORIGIN).make_credential(options.public_key)
+        data = server.register_complete(state, made)
+        (listed,) = key.webauthn_get_credentials()
+        assert unb64(listed["credentialId"]) == data.credential_data.credential_id
+        assert listed["isResidentCredential"] is True and unb64(listed["userHandle"]) == b"bob"
+        # The listed private key is the credential's: its public key is what the RP stored.
+        private = serialization.load_der_private_key(unb64(listed["privateKey"]), None)
+        assert dict(
+            cose.CoseKey.for_alg(data.credential_data.public_key[3]).from_cryptography_key(
+                private.public_key()  # type: ignore[union-attr]
+            )
+        ) == dict(data.credential_data.public_key)
+
+
+def test_bad_credential_parameters_are_invalid_arguments() -> None:
+    private = b64(pkcs8(ec.generate_private_key(ec.SECP256R1())))
+    good = {"credentialId": "AQID", "isResidentCredential": False, "rpId": RP_ID}
+    options = {**CTAP2_OPTIONS, "hasResidentKey": False}
+    with VirtualKey.from_webauthn_options(options) as key:
+        for params in (
+            {**good, "privateKey": "not base64!"},
+            {**good, "privateKey": b64(b"not a key")},
+            {**good, "privateKey": private, "credentialId": ""},
+            {**good, "privateKey": private, "isResidentCredential": "yes"},
+            {**good, "privateKey": private, "signCount": -1},
+            # hasResidentKey false: no resident credentials (section 11.7).
+            {**good, "privateKey": private, "isResidentCredential": True, "userHandle": "YQ"},
+        ):
+            with pytest.raises(WebAuthnError) as info:
+                key.webauthn_add_credential(params)
+            assert info.value.code == "invalid argument"
+        assert key.webauthn_get_credentials() == []
+        with pytest.raises(WebAuthnError, match="no credential"):
+            key.webauthn_remove_credential(b"nope")
+
+
+# --- Remove Credential / Remove All Credentials ----------------------------------------------
+
+
+def test_removed_credentials_no_longer_sign() -> None:
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        for n, private in enumerate(keys):
+            key.webauthn_add_credential(
+                {
+                    "credentialId": b64(bytes([n + 1]) * 8),
+                    "isResidentCredential": n == 0,
+                    "rpId": RP_ID,
+                    "privateKey": b64(pkcs8(private)),
+                    "userHandle": b64(b"u%d" % n),
+                }
+            )
+        assert len(key.webauthn_get_credentials()) == 3
+        first = stored(b"\x01" * 8, cose.ES256.from_cryptography_key(keys[0].public_key()))
+        second = stored(b"\x02" * 8, cose.ES256.from_cryptography_key(keys[1].public_key()))
+        key.webauthn_remove_credential(b64(b"\x02" * 8))
+        with pytest.raises(ClientError):
+            sign_in(key, [second])
+        server, state, response, _ = sign_in(key, [first])
+        server.authenticate_complete(state, [first], response)
+        key.webauthn_remove_all_credentials()
+        assert key.webauthn_get_credentials() == []
+        with pytest.raises(ClientError):
+            sign_in(key, [first])
+
+
+# --- options, Set User Verified, backup flags -------------------------------------------------
+
+
+def test_options_validation_follows_the_spec() -> None:
+    with pytest.raises(WebAuthnError, match="protocol"):
+        AuthenticatorOptions.from_json({"transport": "usb"})
+    with pytest.raises(WebAuthnError, match="transport"):
+        AuthenticatorOptions.from_json({"protocol": "ctap2", "transport": "carrier-pigeon"})
+    with pytest.raises(WebAuthnError) as info:
+        AuthenticatorOptions.from_json({**CTAP2_OPTIONS, "extensions": ["teleport"]})
+    assert info.value.code == "unsupported operation"
+    options = AuthenticatorOptions.from_json(
+        {"protocol": "ctap2_1", "transport": "internal", "extensions": ["prf", "largeBlob"]}
+    )
+    # The spec's defaults (section 11.2).
+    assert options.to_json() == {
+        "protocol": "ctap2_1",
+        "transport": "internal",
+        "hasResidentKey": False,
+        "hasUserVerification": False,
+        "isUserConsenting": True,
+        "isUserVerified": False,
+        "extensions": ["prf", "largeBlob"],
+        "defaultBackupEligibility": False,
+        "defaultBackupState": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("protocol", "versions"),
+    [("ctap2_1", {"FIDO_2_1", "FIDO_2_0", "U2F_V2"}), ("ctap2", {"FIDO_2_0"})],
+)
+def test_protocol_is_what_get_info_reports(protocol: str, versions: set[str]) -> None:
+    with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": protocol}) as key:
+        assert set(Ctap2(key.device).get_info().versions) >= versions
+        if protocol == "ctap2":
+            assert "FIDO_2_1" not in Ctap2(key.device).get_info().versions
+        assert key.webauthn_options_json()["protocol"] == protocol
+
+
+def test_u2f_protocol_is_a_u2f_only_key() -> None:
+    with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": "ctap1/u2f"}) as key:
+        assert not key.device.capabilities & 0x04  # no CBOR: python-fido2 talks U2F
+
+
+def test_set_user_verified_makes_user_verification_fail_and_succeed() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = cose.ES256.from_cryptography_key(private.public_key())
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": "AQIDBA",
+                "isResidentCredential": False,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+            }
+        )
+        cred = [stored(bytes([1, 2, 3, 4]), public)]
+        server, state, response, _ = sign_in(key, cred, uv="required")
+        assert auth_data(response).is_user_verified()
+        key.webauthn_set_user_verified(False)
+        assert key.webauthn_options_json()["isUserVerified"] is False
+        with pytest.raises(ClientError):
+            sign_in(key, cred, uv="required")
+        key.webauthn_set_user_verified(True)
+        server, state, response, _ = sign_in(key, cred, uv="required")
+        server.authenticate_complete(state, cred, response)
+
+
+def test_is_user_consenting_false_refuses_presence() -> None:
+    options = {**CTAP2_OPTIONS, "isUserConsenting": False}
+    with VirtualKey.from_webauthn_options(options, presence_timeout=1) as key:
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        begin, _ = server.register_begin(PublicKeyCredentialUserEntity(id=b"u", name="u"))
+        with pytest.raises(ClientError):
+            key.client(ORIGIN).make_credential(begin.public_key)
+
+
+def test_backup_flags_per_credential_and_by_default() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = cose.ES256.from_cryptography_key(private.public_key())
+    options = {**CTAP2_OPTIONS, "defaultBackupEligibility": True, "defaultBackupState": True}
+    with VirtualKey.from_webauthn_options(options) as key:
+        # A credential the browser makes gets the defaults.
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        begin, state = server.register_begin(PublicKeyCredentialUserEntity(id=b"u", name="u"))
+        made = key.client(ORIGIN).make_credential(begin.public_key)
+        flags = made.response.attestation_object.auth_data
+        assert flags.is_backup_eligible() and flags.is_backed_up()
+        for resident, cred_id in ((False, b"server-side"), (True, b"resident")):
+            key.webauthn_add_credential(
+                {
+                    "credentialId": b64(cred_id),
+                    "isResidentCredential": resident,
+                    "rpId": RP_ID,
+                    "privateKey": b64(pkcs8(private)),
+                    "userHandle": b64(b"user"),
+                    "backupEligibility": True,
+                    "backupState": False,
+                }
+            )
+            cred = [stored(cred_id, public)]
+            _, _, response, _ = sign_in(key, cred)
+            assert auth_data(response).is_backup_eligible()
+            assert not auth_data(response).is_backed_up()
+            key.webauthn_set_credential_properties(cred_id, backup_state=True)
+            _, _, response, _ = sign_in(key, cred)
+            assert auth_data(response).is_backed_up()
+            key.webauthn_set_credential_properties(
+                cred_id, backup_eligibility=False, backup_state=False
+            )
+            server, state, response, _ = sign_in(key, cred)
+            assert not auth_data(response).is_backup_eligible()
+            server.authenticate_complete(state, cred, response)
+        listed = {c["credentialId"]: c for c in key.webauthn_get_credentials()}
+        assert listed[b64(b"resident")]["backupEligibility"] is False
+
+
+def test_default_backup_eligibility_off_by_default() -> None:
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        begin, _ = server.register_begin(PublicKeyCredentialUserEntity(id=b"u", name="u"))
+        made = key.client(ORIGIN).make_credential(begin.public_key)
+        assert not made.response.attestation_object.auth_data.is_backup_eligible()
+
+
+def test_large_blob_is_what_the_platform_reads() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    options = {**CTAP2_OPTIONS, "protocol": "ctap2_1", "extensions": ["largeBlob"]}
+    with VirtualKey.from_webauthn_options(options) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(b"blobby"),
+                "isResidentCredential": True,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+                "userHandle": b64(b"user"),
+                "largeBlob": b64(b"hello large blob"),
+            }
+        )
+        (listed,) = key.webauthn_get_credentials()
+        assert unb64(listed["largeBlob"]) == b"hello large blob"
+        # python-fido2 reads the blob through authenticatorLargeBlobs, as a browser does.
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        request, _ = server.authenticate_begin(
+            [stored(b"blobby", cose.ES256.from_cryptography_key(private.public_key()))]
+        )
+        public_key = dict(request.public_key)
+        public_key["extensions"] = {"largeBlob": {"read": True}}
+        result = key.client(ORIGIN).get_assertion(public_key).get_response(0)
+        assert result.client_extension_results["largeBlob"]["blob"] == b64(b"hello large blob")
+
+
+# --- the control API and `vfido ctl webauthn` ------------------------------------------------
+
+
+def test_control_api_and_ctl_cli_speak_the_webdriver_shapes(tmp_path: Path) -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = cose.ES256.from_cryptography_key(private.public_key())
+    sock = tmp_path / "ctl" / "key.sock"
+    with VirtualKey(control_socket=sock) as key, key.controller() as ctl:
+        options = ctl.webauthn_options()
+        assert options["protocol"] == "ctap2_1" and options["hasUserVerification"] is True
+        params = {
+            "credentialId": "AQIDBA",
+            "isResidentCredential": True,
+            "rpId": RP_ID,
+            "privateKey": b64(pkcs8(private)),
+            "userHandle": b64(b"carol"),
+            "signCount": 3,
+        }
+        added = ctl.webauthn_add_credential(params)
+        assert {k: added[k] for k in params} == {**params, "credentialId": "AQIDBA"}
+        with pytest.raises(ControlError) as info:
+            ctl.webauthn_add_credential({**params, "privateKey": "AAAA"})
+        assert info.value.webdriver_error == "invalid argument"
+        cred = [stored(bytes([1, 2, 3, 4]), public)]
+        server, state, response, _ = sign_in(key, cred)
+        server.authenticate_complete(state, cred, response)
+        assert ctl.webauthn_get_credentials()[0]["signCount"] == 4
+        ctl.webauthn_set_credential_properties(b"\x01\x02\x03\x04", backup_eligibility=True)
+        assert ctl.webauthn_get_credentials()[0]["backupEligibility"] is True
+        ctl.webauthn_set_user_verified(False)
+        assert key.presence.mode == "deny-uv"
+
+        def ctl_cli(*argv: str) -> Any:
+            result = vfido(["ctl", "--socket", str(sock), "webauthn", *argv])
+            assert result.returncode == 0, result.stderr
+            return json.loads(result.stdout) if result.stdout.strip() else None
+
+        assert ctl_cli("set-user-verified", "true") is None
+        assert key.presence.mode == "auto"
+        (listed,) = ctl_cli("credentials")
+        assert listed["credentialId"] == "AQIDBA"
+        other = {**params, "credentialId": "BQYHCA", "userHandle": b64(b"dave")}
+        assert ctl_cli("add-credential", json.dumps(other))["credentialId"] == "BQYHCA"
+        ctl_cli("remove-credential", "AQIDBA")
+        assert [c["credentialId"] for c in ctl_cli("credentials")] == ["BQYHCA"]
+        ctl_cli("remove-all-credentials")
+        assert ctl_cli("credentials") == []
+        bad = vfido(["ctl", "--socket", str(sock), "webauthn", "remove-credential", "AQIDBA"])
+        assert bad.returncode == 1 and "no credential" in bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+def test_u2f_key_signs_with_an_added_credential_under_its_own_key_handle() -> None:
+    """protocol ctap1/u2f: a platform talking U2F presents the test's key handle."""
+    import hashlib
+
+    from fido2.ctap1 import APDU, ApduError, Ctap1
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_point = private.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": "ctap1/u2f"}) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(b"u2f-handle"),
+                "isResidentCredential": False,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+                "signCount": 9,
+            }
+        )
+        app, client = hashlib.sha256(RP_ID.encode()).digest(), bytes(range(32))
+        signed = Ctap1(key.device).authenticate(client, app, b"u2f-handle")
+        signed.verify(app, client, public_point)
+        assert signed.counter == 10
+        with pytest.raises(ApduError) as info:
+            Ctap1(key.device).authenticate(client, app, b"other-handle")
+        assert info.value.code == APDU.WRONG_DATA
