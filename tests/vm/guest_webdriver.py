@@ -1,5 +1,5 @@
 """Guest check ``webdriver_selenium``: a Selenium test written for Chromium's built-in virtual
-authenticator (tests/vm/webdriver_selenium_test.py) passes unmodified through
+authenticator (tests/vm/selenium_suite_for_guest.py) passes unmodified through
 ``vfido webdriver``, and the real key over UHID served its ceremonies.
 
 Run INSIDE the guest by guest_checks.py. Steps: systemd-udevd (the keys are plugged in after
@@ -96,7 +96,7 @@ def run_test(
         python,
         "-m",
         "pytest",
-        str(HERE / "webdriver_selenium_test.py"),
+        str(HERE / "selenium_suite_for_guest.py"),
         "-p",
         "no:cacheprovider",
         "-rA",
