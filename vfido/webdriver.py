@@ -41,7 +41,7 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
@@ -94,7 +94,8 @@ class Authenticator:
 
     authenticator_id: str
     session_id: str
-    key: VirtualKey
+    #: The key (it holds private keys: kept out of reprs like every secret holder).
+    key: VirtualKey = field(repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {
