@@ -154,16 +154,18 @@ def _key_arguments() -> list[str]:
     return [f"--vfido-arg={a}" for a in args]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(SUITE_TIMEOUT + 600)
-def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> None:
+def _run_suite(
+    tmp_path: Path, tests: str, key_arguments: list[str]
+) -> tuple[SuiteResult, int, str]:
+    """Run the sdist's ``tests`` (a path under its root) against a key started with
+    ``key_arguments``; the parsed results, the exit status and the output's tail."""
     root = suite_root()
     junit = tmp_path / "junit.xml"
     log = tmp_path / "suite.log"
-    command = [sys.executable, "-m", "pytest", "tests/device", "-p", "vfido_fido2_device"]
+    command = [sys.executable, "-m", "pytest", tests, "-p", "vfido_fido2_device"]
     command += ["-p", "no:cacheprovider", "-q", "-rfEsxX", f"--junitxml={junit}"]
     command += ["--timeout=300", f"--vfido-log={tmp_path / 'key.log'}", f"--ep-rp-id={EP_RP_ID}"]
-    command += _key_arguments()
+    command += key_arguments
     env = dict(os.environ)
     # The suite imports its own copy of fido2 (the version it was written for) and our
     # plugin; the key it starts runs on this repository's code.
@@ -190,7 +192,13 @@ def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> N
     output = log.read_text(errors="replace")
     tail = "\n".join(output.splitlines()[-60:])
     assert junit.is_file(), f"the suite wrote no results (exit {returncode}):\n{tail}"
-    result = parse_junit(junit)
+    return parse_junit(junit), returncode, tail
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUITE_TIMEOUT + 600)
+def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> None:
+    result, returncode, tail = _run_suite(tmp_path, "tests/device", _key_arguments())
     suite_report.append(result.line())
     unexplained = {r: n for r, n in result.skips.items() if explained(r) is None}
     for reason, count in sorted(result.skips.items()):
@@ -199,3 +207,18 @@ def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> N
     assert returncode == 0, tail
     assert result.outcomes["passed"] > 0
     assert not unexplained, f"skips docs/conformance.md does not explain: {unexplained}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SUITE_TIMEOUT + 600)
+def test_python_fido2_bio_tests_against_a_fingerprint_key(
+    tmp_path: Path, suite_report: list[str]
+) -> None:
+    """The suite's bio enrollment tests, which the default key skips (no sensor), against
+    ``vfido run --fingerprint`` (simulated fingerprints): none may skip or fail."""
+    arguments = [*_key_arguments(), "--vfido-arg=--fingerprint"]
+    result, returncode, tail = _run_suite(tmp_path, "tests/device/test_bioenroll.py", arguments)
+    suite_report.append("  with --fingerprint, test_bioenroll.py: " + result.line())
+    assert not result.problems, "\n".join([*result.problems, tail])
+    assert returncode == 0, tail
+    assert result.outcomes["passed"] >= 3 and not result.skips, tail
