@@ -37,8 +37,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authenticator.cose import ES256, MLDSA_ALGORITHMS, CredentialKey
-from keystore.store import DeviceIdentity
+from vfido.authenticator.cose import ES256, MLDSA_ALGORITHMS, CredentialKey
+from vfido.keystore.store import DeviceIdentity
 
 FORMATS: tuple[str, ...] = ("packed", "self", "none")
 
@@ -158,7 +158,7 @@ def _self_attested_size(algorithm: int) -> int:
 
 
 def _mldsa_signature(algorithm: int) -> int:
-    from authenticator.cose import MLDSA_SIZES
+    from vfido.authenticator.cose import MLDSA_SIZES
 
     return MLDSA_SIZES[algorithm][1]
 
@@ -189,9 +189,9 @@ def max_make_credential_response_size(algorithm: int) -> int:
 def _response_size(algorithm: int, att_stmt: dict[str, Any]) -> int:
     import cbor2
 
-    from authenticator.cose import KTY_AKP, MLDSA_SEED_SIZE, MLDSA_SIZES
-    from authenticator.credential_source import SealedCredential
-    from keystore.credential_id import SEAL_OVERHEAD
+    from vfido.authenticator.cose import KTY_AKP, MLDSA_SEED_SIZE, MLDSA_SIZES
+    from vfido.authenticator.credential_source import SealedCredential
+    from vfido.keystore.credential_id import SEAL_OVERHEAD
 
     if algorithm not in MLDSA_SIZES:
         raise ValueError(f"no size model for algorithm {algorithm}")

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from authenticator import cbor
-from keystore.store import CredentialRecord, KeyStore
+from vfido.authenticator import cbor
+from vfido.keystore.store import CredentialRecord, KeyStore
 
 
 class AuthDataFlags:

@@ -1,7 +1,7 @@
 """Scripted misbehaviour: ways this key can deliberately misbehave, for testing relying
 parties and clients.
 
-A :class:`Behaviours` object is held in :class:`authenticator.state.Services` and shared
+A :class:`Behaviours` object is held in :class:`vfido.authenticator.state.Services` and shared
 with whoever configures the key (``vfido run --behaviour NAME[=VALUE]``, the control
 socket's ``set-behaviour`` command). It holds an immutable :class:`BehaviourSettings`
 snapshot, replaced atomically on every change; a command handler reads one snapshot
@@ -83,7 +83,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keystore.store import DeviceIdentity
+from vfido.keystore.store import DeviceIdentity
 
 #: A value as it arrives from JSON or the command line.
 RawValue = str | int | float | bool | None

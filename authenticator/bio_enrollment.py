@@ -35,18 +35,18 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from authenticator import cbor
-from authenticator.client_pin import ClientPin
-from authenticator.env import (
+from vfido.authenticator import cbor
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.env import (
     PresenceKind,
     PresenceRequest,
     PresenceResult,
     RequestContext,
     UserVerifier,
 )
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.pin_token import Permission
-from keystore.store import KeyStore, KeystoreFull
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.pin_token import Permission
+from vfido.keystore.store import KeyStore, KeystoreFull
 
 #: modality fingerprint (6.7.1).
 MODALITY_FINGERPRINT = 0x01
@@ -110,7 +110,7 @@ class FingerprintSensor:
     """Which finger the presence front end puts on the sensor next (thread-safe).
 
     Shared with whoever plays the user (the control socket, the pytest API), like
-    :class:`authenticator.behaviours.Behaviours`; it survives power cycles.
+    :class:`vfido.authenticator.behaviours.Behaviours`; it survives power cycles.
     """
 
     def __init__(self) -> None:

@@ -28,7 +28,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 #: Maximum nesting of maps/arrays (CTAP 2.1 section 8: "at most four levels").
 MAX_DEPTH = 4

@@ -14,7 +14,7 @@ failure count are runtime state that a power cycle clears.
     pin.complexity   pinComplexityPolicy turned on by authenticatorConfig (CTAP 2.2)
 
 changePIN and a forced PIN change also reset the persistentPinUvAuthToken
-(:mod:`authenticator.persistent_token`), in the same transaction.
+(:mod:`vfido.authenticator.persistent_token`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from authenticator.env import (
+from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
     PresenceKind,
@@ -39,13 +39,13 @@ from authenticator.env import (
     RequestContext,
     UserVerifier,
 )
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.persistent_token import persistent_token
-from authenticator.persistent_token import reset_updates as reset_persistent_token
-from authenticator.pin_policy import check_pin_complexity
-from authenticator.pin_protocol import PinProtocol, new_protocols
-from authenticator.pin_token import Permission, PinUvAuthToken
-from keystore.store import KeyStore, KeystoreFull
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.persistent_token import persistent_token
+from vfido.authenticator.persistent_token import reset_updates as reset_persistent_token
+from vfido.authenticator.pin_policy import check_pin_complexity
+from vfido.authenticator.pin_protocol import PinProtocol, new_protocols
+from vfido.authenticator.pin_token import Permission, PinUvAuthToken
+from vfido.keystore.store import KeyStore, KeystoreFull
 
 log = logging.getLogger(__name__)
 

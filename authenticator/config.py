@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from authenticator.attestation import max_make_credential_response_size
-from authenticator.cose import (
+from vfido.authenticator.attestation import max_make_credential_response_size
+from vfido.authenticator.cose import (
     ALGORITHM_NAMES,
     ALL_ALGORITHMS,
     FULLY_SPECIFIED_ALGORITHMS,

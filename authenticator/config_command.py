@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from authenticator import cbor
-from authenticator.client_pin import ClientPin
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.pin_token import Permission
-from keystore.store import KeyStore, KeystoreFull
+from vfido.authenticator import cbor
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.pin_token import Permission
+from vfido.keystore.store import KeyStore, KeystoreFull
 
 _EP, _ALWAYS_UV, _MIN_LENGTH_RPIDS = "config.ep", "config.always_uv", "pin.min_length_rpids"
 #: maxRPIDsForSetMinPINLength advertised in getInfo (0x10).

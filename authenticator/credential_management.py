@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from authenticator import cbor
-from authenticator.client_pin import ClientPin
-from authenticator.cose import CredentialKey
-from authenticator.credential_source import decode_credential_id
-from authenticator.env import RequestContext
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.persistent_token import note_credential_change, persistent_token
-from authenticator.pin_token import Permission
-from keystore.store import CredentialRecord, KeyStore
+from vfido.authenticator import cbor
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.cose import CredentialKey
+from vfido.authenticator.credential_source import decode_credential_id
+from vfido.authenticator.env import RequestContext
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.persistent_token import note_credential_change, persistent_token
+from vfido.authenticator.pin_token import Permission
+from vfido.keystore.store import CredentialRecord, KeyStore
 
 
 class SubCommand(IntEnum):

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import cbor2
 
-from keystore import credential_id
-from keystore.store import KeyStore
+from vfido.keystore import credential_id
+from vfido.keystore.store import KeyStore
 
 # CBOR map keys of the sealed plaintext.
 _ALG = 1

@@ -5,7 +5,7 @@ or extended length encoding. The answer is always response data followed by a
 status word; nothing raises out of :meth:`Ctap1Handler.process`.
 
 Key handles are ordinary vfido credential IDs
-(:func:`authenticator.credential_source.encode_credential_id`) sealed with the
+(:func:`vfido.authenticator.credential_source.encode_credential_id`) sealed with the
 application parameter as rpIdHash and ``u2f=True``: the key stores nothing on
 REGISTER, only the signature counter on AUTHENTICATE.
 
@@ -49,16 +49,16 @@ import threading
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from authenticator import attestation
-from authenticator.behaviours import Behaviours, attestation_identity, corrupt_signed_data
-from authenticator.config import Config
-from authenticator.cose import ES256, CredentialKey
-from authenticator.credential_source import (
+from vfido.authenticator import attestation
+from vfido.authenticator.behaviours import Behaviours, attestation_identity, corrupt_signed_data
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import ES256, CredentialKey
+from vfido.authenticator.credential_source import (
     SealedCredential,
     encode_credential_id,
     resolve_credential_id,
 )
-from authenticator.env import (
+from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
     Presence,
@@ -69,7 +69,7 @@ from authenticator.env import (
     SystemClock,
     instant_answer,
 )
-from keystore.store import KeyStore, KeystoreError
+from vfido.keystore.store import KeyStore, KeystoreError
 
 log = logging.getLogger(__name__)
 

@@ -16,20 +16,20 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from authenticator import cbor
-from authenticator.behaviours import FIDO_2_0, U2F_V2, Behaviours
-from authenticator.bio_enrollment import (
+from vfido.authenticator import cbor
+from vfido.authenticator.behaviours import FIDO_2_0, U2F_V2, Behaviours
+from vfido.authenticator.bio_enrollment import (
     BioEnrollment,
     FingerprintSensor,
     FingerprintTemplates,
     FingerprintVerifier,
 )
-from authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin, SubCommand
-from authenticator.config import Config
-from authenticator.config_command import AuthenticatorConfig, Settings
-from authenticator.credential_management import CredentialManagement
-from authenticator.ctap1 import Ctap1Handler
-from authenticator.env import (
+from vfido.authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin, SubCommand
+from vfido.authenticator.config import Config
+from vfido.authenticator.config_command import AuthenticatorConfig, Settings
+from vfido.authenticator.credential_management import CredentialManagement
+from vfido.authenticator.ctap1 import Ctap1Handler
+from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
     Presence,
@@ -39,16 +39,16 @@ from authenticator.env import (
     SystemClock,
     UserVerifier,
 )
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.get_assertion import get_assertion, get_next_assertion
-from authenticator.get_info import build_info
-from authenticator.large_blobs import LargeBlobs
-from authenticator.make_credential import make_credential
-from authenticator.pin_token import Permission
-from authenticator.requests import GetAssertionRequest, MakeCredentialRequest
-from authenticator.reset import reset, selection
-from authenticator.state import RuntimeState, Services, ask_presence
-from keystore.store import KeyStore
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.get_assertion import get_assertion, get_next_assertion
+from vfido.authenticator.get_info import build_info
+from vfido.authenticator.large_blobs import LargeBlobs
+from vfido.authenticator.make_credential import make_credential
+from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.requests import GetAssertionRequest, MakeCredentialRequest
+from vfido.authenticator.reset import reset, selection
+from vfido.authenticator.state import RuntimeState, Services, ask_presence
+from vfido.keystore.store import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class Authenticator:
     ) -> None:
         """``user_verifier``: built-in UV when ``config.builtin_uv``; defaults to the
         presence front end if it has ``verify_user``. ``behaviours``: scripted misbehaviour
-        (see :mod:`authenticator.behaviours`), shared with whoever changes it at run time."""
+        (see :mod:`vfido.authenticator.behaviours`), shared with whoever changes it at run time."""
         behaviours = behaviours if behaviours is not None else Behaviours()
         if config.builtin_uv:
             if user_verifier is None and callable(getattr(presence, "verify_user", None)):

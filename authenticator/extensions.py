@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authenticator.client_pin import ClientPin
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 CRED_PROTECT = "credProtect"
 HMAC_SECRET = "hmac-secret"

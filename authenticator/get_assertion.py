@@ -12,36 +12,41 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from authenticator.authdata import (
+from vfido.authenticator.authdata import (
     AuthDataFlags,
     backup_flags,
     backup_flags_of,
     build_auth_data,
     rp_id_hash,
 )
-from authenticator.behaviours import corrupt_signed_data
-from authenticator.cose import ALGORITHM_NAMES, CredentialKey, can_sign, mldsa_unavailable_reason
-from authenticator.credential_source import SealedCredential, resolve_credential_id
-from authenticator.env import PresenceKind, PresenceRequest, RequestContext
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.extensions import (
+from vfido.authenticator.behaviours import corrupt_signed_data
+from vfido.authenticator.cose import (
+    ALGORITHM_NAMES,
+    CredentialKey,
+    can_sign,
+    mldsa_unavailable_reason,
+)
+from vfido.authenticator.credential_source import SealedCredential, resolve_credential_id
+from vfido.authenticator.env import PresenceKind, PresenceRequest, RequestContext
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.extensions import (
     CRED_BLOB,
     HMAC_SECRET,
     THIRD_PARTY_PAYMENT,
     GetAssertionExtensions,
     hmac_secret_output,
 )
-from authenticator.make_credential import (
+from vfido.authenticator.make_credential import (
     check_pin_uv_auth_param,
     collect_presence,
     enforce_always_uv,
     perform_user_verification,
     pin_probe,
 )
-from authenticator.pin_token import Permission
-from authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
-from authenticator.responses import GetAssertionResponse
-from authenticator.state import AssertionCandidate, PendingAssertion, Services
+from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
+from vfido.authenticator.responses import GetAssertionResponse
+from vfido.authenticator.state import AssertionCandidate, PendingAssertion, Services
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,17 @@ CTAP 2.2 members (0x17, 0x19-0x1E) are listed in :func:`ctap22_members`;
 
 from __future__ import annotations
 
-from authenticator.behaviours import FIDO_2_0
-from authenticator.bio_enrollment import UV_MODALITY_FINGERPRINT
-from authenticator.config import Config
-from authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
-from authenticator.cose import RS256
-from authenticator.credential_source import SealedCredential
-from authenticator.extensions import MAX_CRED_BLOB_LENGTH
-from authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
-from authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
-from authenticator.persistent_token import enc_cred_store_state, enc_identifier
-from authenticator.responses import (
+from vfido.authenticator.behaviours import FIDO_2_0
+from vfido.authenticator.bio_enrollment import UV_MODALITY_FINGERPRINT
+from vfido.authenticator.config import Config
+from vfido.authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
+from vfido.authenticator.cose import RS256
+from vfido.authenticator.credential_source import SealedCredential
+from vfido.authenticator.extensions import MAX_CRED_BLOB_LENGTH
+from vfido.authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
+from vfido.authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
+from vfido.authenticator.persistent_token import enc_cred_store_state, enc_identifier
+from vfido.authenticator.responses import (
     INFO_ENC_CRED_STORE_STATE,
     INFO_ENC_IDENTIFIER,
     INFO_MAX_PIN_LENGTH,
@@ -31,8 +31,8 @@ from authenticator.responses import (
     INFO_UV_MODALITY,
     GetInfoResponse,
 )
-from authenticator.state import Services
-from keystore.credential_id import SEAL_OVERHEAD
+from vfido.authenticator.state import Services
+from vfido.keystore.credential_id import SEAL_OVERHEAD
 
 #: Transports the key is reachable on (CTAPHID over USB/UHID; UDP emulates USB HID).
 TRANSPORTS = ("usb",)

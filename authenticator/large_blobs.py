@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authenticator.client_pin import ClientPin
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.pin_token import Permission
-from keystore.store import KeyStore, KeystoreFull
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.pin_token import Permission
+from vfido.keystore.store import KeyStore, KeystoreFull
 
 STATE_KEY = "large_blob"
 #: The empty array: CBOR [] followed by LEFT(SHA-256(h'80'), 16).

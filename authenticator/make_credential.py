@@ -17,8 +17,8 @@ import logging
 import os
 from typing import Any
 
-from authenticator.attestation import make_attestation
-from authenticator.authdata import (
+from vfido.authenticator.attestation import make_attestation
+from vfido.authenticator.authdata import (
     AttestedCredentialData,
     AuthDataFlags,
     backup_flags,
@@ -26,16 +26,16 @@ from authenticator.authdata import (
     keystore_backup_eligible,
     rp_id_hash,
 )
-from authenticator.behaviours import attestation_identity
-from authenticator.cose import CredentialKey
-from authenticator.credential_source import (
+from vfido.authenticator.behaviours import attestation_identity
+from vfido.authenticator.cose import CredentialKey
+from vfido.authenticator.credential_source import (
     SealedCredential,
     encode_credential_id,
     resolve_credential_id,
 )
-from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.extensions import (
+from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.extensions import (
     CRED_BLOB,
     CRED_PROTECT,
     HMAC_SECRET,
@@ -47,12 +47,12 @@ from authenticator.extensions import (
     MakeCredentialExtensions,
     hmac_secret_output,
 )
-from authenticator.persistent_token import note_credential_change
-from authenticator.pin_token import Permission
-from authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
-from authenticator.responses import MakeCredentialResponse
-from authenticator.state import Services, ask_presence, require_presence
-from keystore.store import CredentialRecord, KeystoreFull
+from vfido.authenticator.persistent_token import note_credential_change
+from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
+from vfido.authenticator.responses import MakeCredentialResponse
+from vfido.authenticator.state import Services, ask_presence, require_presence
+from vfido.keystore.store import CredentialRecord, KeystoreFull
 
 log = logging.getLogger(__name__)
 

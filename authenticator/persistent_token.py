@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keystore.store import KeyStore
+from vfido.keystore.store import KeyStore
 
 #: Keystore state rows (erased by authenticatorReset with everything else).
 PPUAT_GENERATION = "ppuat.generation"

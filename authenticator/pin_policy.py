@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 
 def complexity_problem(pin: str) -> str | None:

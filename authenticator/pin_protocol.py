@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 # COSE_Key labels and values for the key-agreement key (section 6.5.6: alg -25,
 # "ECDH-ES+HKDF-256", even though the KDF depends on the protocol).

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from enum import IntFlag
 
-from authenticator.env import Clock
+from vfido.authenticator.env import Clock
 
 
 class Permission(IntFlag):

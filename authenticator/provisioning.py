@@ -19,16 +19,16 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from authenticator.authdata import keystore_backup_eligible, rp_id_hash
-from authenticator.cose import EDDSA, ES256, ES384, ES512, RS256, CredentialKey
-from authenticator.credential_source import (
+from vfido.authenticator.authdata import keystore_backup_eligible, rp_id_hash
+from vfido.authenticator.cose import EDDSA, ES256, ES384, ES512, RS256, CredentialKey
+from vfido.authenticator.credential_source import (
     ImportedCredentialId,
     SealedCredential,
     decode_credential_id,
     encode_credential_id,
     imported_id_state_key,
 )
-from keystore.store import CredentialRecord, KeyStore
+from vfido.keystore.store import CredentialRecord, KeyStore
 
 #: COSE_Key labels and values (RFC 9052/9053).
 _KTY, _ALG, _CRV, _X, _D = 1, 3, -1, -2, -4

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 # --- authenticatorMakeCredential (0x01) parameter keys, CTAP 2.1 section 6.1 ---
 MC_CLIENT_DATA_HASH = 0x01

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 
-from authenticator.config_command import Settings
-from authenticator.cose import clear_key_cache
-from authenticator.credential_source import clear_credential_cache
-from authenticator.env import PresenceKind, PresenceRequest, RequestContext
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.state import Services, require_presence
+from vfido.authenticator.config_command import Settings
+from vfido.authenticator.cose import clear_key_cache
+from vfido.authenticator.credential_source import clear_credential_cache
+from vfido.authenticator.env import PresenceKind, PresenceRequest, RequestContext
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.state import Services, require_presence
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from authenticator.behaviours import Behaviours
-from authenticator.client_pin import ClientPin
-from authenticator.config import Config
-from authenticator.config_command import Settings
-from authenticator.credential_source import SealedCredential
-from authenticator.env import (
+from vfido.authenticator.behaviours import Behaviours
+from vfido.authenticator.client_pin import ClientPin
+from vfido.authenticator.config import Config
+from vfido.authenticator.config_command import Settings
+from vfido.authenticator.credential_source import SealedCredential
+from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
     Presence,
@@ -29,9 +29,9 @@ from authenticator.env import (
     UserVerifier,
     instant_answer,
 )
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.extensions import GetAssertionExtensions
-from keystore.store import CredentialRecord, KeyStore
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.extensions import GetAssertionExtensions
+from vfido.keystore.store import CredentialRecord, KeyStore
 
 log = logging.getLogger(__name__)
 

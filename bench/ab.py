@@ -7,6 +7,8 @@ the raw ECDSA P-256 sign + SHA-256 timed in alternating blocks with each operati
 
     git archive <commit> | tar -x -C /tmp/before
     python3 bench/ab.py /tmp/before . --rounds 6
+
+Both trees must have the ``vfido.authenticator`` layout (commits after the namespace move).
 """
 
 from __future__ import annotations
@@ -76,12 +78,12 @@ def measure(root: str, n: int) -> dict[str, float]:
         make_credential_request,
     )
 
-    import authenticator
-    from authenticator.config import Config
-    from authenticator.device import Authenticator
-    from keystore.sqlite_store import SqliteKeyStore
-    from transports.runner import HidTransaction
+    import vfido.authenticator as authenticator
+    from vfido.authenticator.config import Config
+    from vfido.authenticator.device import Authenticator
+    from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.presence import AutoPresence
+    from vfido.transports.runner import HidTransaction
 
     if not Path(authenticator.__file__).resolve().is_relative_to(Path(root).resolve()):
         raise RuntimeError(f"authenticator imported from {authenticator.__file__}, not {root}")

@@ -59,14 +59,14 @@ from harness import (  # noqa: E402
 )
 from stats import Results, sample, section, summarize  # noqa: E402
 
-from authenticator.config import Config  # noqa: E402
-from authenticator.device import Authenticator  # noqa: E402
-from keystore import kdf  # noqa: E402
-from keystore.sqlite_store import SqliteKeyStore  # noqa: E402
-from transports.inprocess import open_device  # noqa: E402
-from transports.runner import HidTransaction  # noqa: E402
-from transports.udp import open_udp_device  # noqa: E402
+from vfido.authenticator.config import Config  # noqa: E402
+from vfido.authenticator.device import Authenticator  # noqa: E402
+from vfido.keystore import kdf  # noqa: E402
+from vfido.keystore.sqlite_store import SqliteKeyStore  # noqa: E402
 from vfido.presence import AutoPresence  # noqa: E402
+from vfido.transports.inprocess import open_device  # noqa: E402
+from vfido.transports.runner import HidTransaction  # noqa: E402
+from vfido.transports.udp import open_udp_device  # noqa: E402
 
 ALGS = {"ES256": -7, "EdDSA": -8, "RS256": -257}
 PASSPHRASE = "bench passphrase"
@@ -343,9 +343,9 @@ def _fill(store: SqliteKeyStore, size: int) -> None:
     Uses the store's own API; durability is switched off for the fill only (bench-only access
     to the connection) so 100,000 inserts do not take 100,000 fsyncs.
     """
-    from authenticator.cose import CredentialKey
-    from authenticator.credential_source import SealedCredential, encode_credential_id
-    from keystore.store import CredentialRecord
+    from vfido.authenticator.cose import CredentialKey
+    from vfido.authenticator.credential_source import SealedCredential, encode_credential_id
+    from vfido.keystore.store import CredentialRecord
 
     conn = store._require_open()
     conn.execute("PRAGMA synchronous=OFF")

@@ -51,7 +51,7 @@ from harness import (  # noqa: E402
     make_credential_request,
 )
 
-from transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command, encode_message  # noqa: E402
+from vfido.transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command, encode_message  # noqa: E402
 
 SIGNED_LEN = 69  # authenticatorData (37) + clientDataHash (32)
 REPORT = 64

@@ -1,8 +1,8 @@
 """Minimal CTAPHID hosts for the benchmarks (no python-fido2 on the measured path).
 
-* :class:`SyncHost` drives a :class:`~transports.ctaphid.CtapHidCore` and the handler on the
+* :class:`SyncHost` drives a :class:`~vfido.transports.ctaphid.CtapHidCore` and the handler on the
   calling thread: CTAPHID framing and the authenticator, no threads at all.
-* :class:`RunnerHost` feeds a real :class:`~transports.runner.HidRunner` (worker and ticker
+* :class:`RunnerHost` feeds a real :class:`~vfido.transports.runner.HidRunner` (worker and ticker
   threads) and waits for the response reports: framing plus the thread handoffs.
 * :class:`UdpHost` speaks raw CTAPHID-over-UDP to a key in another process.
 
@@ -22,7 +22,7 @@ from typing import Any
 from fido2 import cbor as fcbor
 from fido2.webauthn import AuthenticatorData
 
-from transports.ctaphid import (
+from vfido.transports.ctaphid import (
     BROADCAST_CID,
     TYPE_INIT,
     Command,
@@ -30,8 +30,8 @@ from transports.ctaphid import (
     Request,
     encode_message,
 )
-from transports.handler import CtapHandler
-from transports.runner import HidRunner, HidTransaction
+from vfido.transports.handler import CtapHandler
+from vfido.transports.runner import HidRunner, HidTransaction
 
 RP_ID = "bench.example"
 

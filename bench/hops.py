@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
     sys.path.insert(0, str(ROOT))
 
-import transports.udp as udp  # noqa: E402
-from transports.runner import HidRunner  # noqa: E402
+import vfido.transports.udp as udp  # noqa: E402
+from vfido.transports.runner import HidRunner  # noqa: E402
 
 clock = time.perf_counter
 marks: dict[str, float] = {}

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from authenticator.device import Authenticator  # noqa: E402
 from vfido import cli, faults, logsink  # noqa: E402
+from vfido.authenticator.device import Authenticator  # noqa: E402
 from vfido.broker import PresenceBroker  # noqa: E402
 from vfido.control import ControlServer, add_presence_commands  # noqa: E402
 from vfido.control_api import KeyParts, add_key_commands  # noqa: E402
@@ -71,8 +71,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("keys", nargs="+", metavar="PORT:PEER_PORT")
     args = parser.parse_args(argv)
     logsink.install(sys.stderr, logging.INFO, "vfido: %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("authenticator").setLevel(logging.WARNING)
-    logging.getLogger("transports").setLevel(logging.WARNING)
+    logging.getLogger("vfido.authenticator").setLevel(logging.WARNING)
+    logging.getLogger("vfido.transports").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="vfido-keyserver-") as scratch:
         control_dir = args.control_dir or Path(scratch)
         served = []

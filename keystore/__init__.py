@@ -1,5 +1,5 @@
 """Encrypted on-disk storage for credentials, counters and device state.
 
-:mod:`keystore.store` is the interface the authenticator uses; the SQLite
-implementation lives in :mod:`keystore.sqlite_store`.
+:mod:`vfido.keystore.store` is the interface the authenticator uses; the SQLite
+implementation lives in :mod:`vfido.keystore.sqlite_store`.
 """

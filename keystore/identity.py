@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from keystore.store import DeviceIdentity
+from vfido.keystore.store import DeviceIdentity
 
 AAGUID_SIZE = 16
 CREDENTIAL_KEY_SIZE = 32

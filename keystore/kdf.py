@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from keystore.crypto import derive_into
+from vfido.keystore.crypto import derive_into
 
 ALGORITHM = "argon2id"
 KEY_SIZE = 32

@@ -7,7 +7,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from keystore.store import KeystoreError, KeystoreLocked, KeystoreUnavailable
+from vfido.keystore.store import KeystoreError, KeystoreLocked, KeystoreUnavailable
 
 FILE_MODE = 0o600
 

@@ -7,7 +7,7 @@ Layout of a keystore directory (mode 0700, files 0600, owned by the user)::
     vfido.db-shm
     vfido.lock       flock(2)ed while a process has the keystore open
 
-Encryption (see :mod:`keystore.crypto`): a random 32-byte master key is
+Encryption (see :mod:`vfido.keystore.crypto`): a random 32-byte master key is
 wrapped with AES-256-GCM under an Argon2id key derived from the passphrase
 (parameters in the ``meta`` table). Every record (credential, state value,
 identity) is AES-256-GCM encrypted under a key derived from the master key, with
@@ -60,8 +60,8 @@ from typing import Any
 
 import cbor2
 
-from keystore import kdf
-from keystore.crypto import (
+from vfido.keystore import kdf
+from vfido.keystore.crypto import (
     AuthenticationFailed,
     RecordKeys,
     clear,
@@ -69,14 +69,14 @@ from keystore.crypto import (
     unwrap_master_key,
     wrap_master_key,
 )
-from keystore.identity import (
+from vfido.keystore.identity import (
     identity_from_bytes,
     identity_to_bytes,
     new_identity,
     rotate_credential_key,
 )
-from keystore.lock import DirectoryLock
-from keystore.store import (
+from vfido.keystore.lock import DirectoryLock
+from vfido.keystore.store import (
     CredentialRecord,
     CredentialSummary,
     DeviceIdentity,
@@ -521,7 +521,7 @@ def _migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
 
 
 class SqliteKeyStore:
-    """:class:`keystore.store.KeyStore` on an encrypted SQLite database.
+    """:class:`vfido.keystore.store.KeyStore` on an encrypted SQLite database.
 
     Thread-safe (one internal lock); one process at a time per directory.
     """
@@ -586,7 +586,7 @@ class SqliteKeyStore:
         ``identity`` (a restored backup) replaces the new random device identity.
 
         ``kdf_params`` overrides the Argon2id parameters; it exists so tests can
-        pass :func:`keystore.kdf.insecure_test_params`. Otherwise production
+        pass :func:`vfido.keystore.kdf.insecure_test_params`. Otherwise production
         parameters with ``kdf_memory_kib`` (at least 64 MiB) are used.
         Raises :class:`KeystoreError` if a keystore already exists there.
         """

@@ -15,8 +15,8 @@ from typing import Any
 from fido2.ctap import STATUS, CtapDevice, CtapError
 from fido2.hid import CAPABILITY, CTAPHID
 
-from authenticator.ctap1 import Ctap1Handler
-from authenticator.env import (
+from vfido.authenticator.ctap1 import Ctap1Handler
+from vfido.authenticator.env import (
     PresenceRequest,
     PresenceResult,
     RequestContext,

@@ -24,10 +24,10 @@ from fido2.ctap2.base import Ctap2
 from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import AttestedCredentialData
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from authenticator.env import PresenceRequest, PresenceResult, RequestContext
-from keystore.sqlite_store import SqliteKeyStore
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from vfido.keystore.sqlite_store import SqliteKeyStore
 
 RP_ID = "example.com"
 CLIENT_DATA_HASH = bytes(range(32))

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from transports.ctaphid import (
+from vfido.transports.ctaphid import (
     BROADCAST_CID,
     CONT_DATA_SIZE,
     INIT_DATA_SIZE,
@@ -19,7 +19,7 @@ from transports.ctaphid import (
     CtapHidCore,
     Output,
 )
-from transports.handler import KeepaliveStatus, Transaction
+from vfido.transports.handler import KeepaliveStatus, Transaction
 
 CTAP2_OK = 0x00
 CTAP2_ERR_KEEPALIVE_CANCEL = 0x2D

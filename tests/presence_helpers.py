@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from vfido import broker as broker_module
+from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from vfido.broker import PresenceBroker
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from fido2.client import DefaultClientDataCollector, Fido2Client
 
 from tests.rp import ORIGIN
-from transports.udp import open_udp_device
 from vfido.transport_choice import UDP_INSECURE_FLAG
+from vfido.transports.udp import open_udp_device
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from fido2.webauthn import PublicKeyCredentialParameters, PublicKeyCredentialType
 
-from authenticator.attestation import MLDSA_SELF_ATTESTED
-from authenticator.config import Config
-from authenticator.cose import (
+from tests.rp import RelyingParty, attestation_fmt, register, sign_in
+from tests.vkey import running_key
+from vfido.authenticator.attestation import MLDSA_SELF_ATTESTED
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import (
     ED25519,
     ES256K,
     ESP256,
@@ -21,8 +23,6 @@ from authenticator.cose import (
     PS256,
     mldsa_unavailable_reason,
 )
-from tests.rp import RelyingParty, attestation_fmt, register, sign_in
-from tests.vkey import running_key
 
 #: The COSE algorithms of mozilla/authenticator-rs's closed ``COSEAlgorithm`` enum
 #: (src/crypto/mod.rs) that are signature algorithms: a getInfo naming any algorithm

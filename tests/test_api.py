@@ -12,9 +12,9 @@ from fido2.client import ClientError, UserInteraction
 from fido2.ctap2.base import Ctap2
 from fido2.webauthn import PublicKeyCredentialParameters, PublicKeyCredentialType
 
-from keystore.store import WrongPassphrase
 from tests.rp import RelyingParty, attestation_fmt, random_user, register, sign_in
 from vfido.api import Credential, VirtualKey, VirtualKeyError
+from vfido.keystore.store import WrongPassphrase
 from vfido.pytest_plugin import uhid_unavailable
 
 PASSPHRASE = "api test passphrase"

@@ -16,10 +16,10 @@ from fido2.attestation.packed import PackedAttestation
 from fido2.attestation.u2f import FidoU2FAttestation
 from fido2.webauthn import AttestedCredentialData, AuthenticatorData
 
-from authenticator import attestation
-from authenticator.cose import EDDSA, ES256, ES384, RS256, CredentialKey
-from keystore.identity import new_identity
-from keystore.store import DeviceIdentity
+from vfido.authenticator import attestation
+from vfido.authenticator.cose import EDDSA, ES256, ES384, RS256, CredentialKey
+from vfido.keystore.identity import new_identity
+from vfido.keystore.store import DeviceIdentity
 
 #: python-fido2 leaves this one untyped.
 u2f_verify: Any = FidoU2FAttestation.verify_signature

@@ -18,14 +18,11 @@ from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin
 from fido2.webauthn import AuthenticationResponse, AuthenticatorData, RegistrationResponse
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import RelyingParty, assertion, register
 from tests.service_helpers import vfido
 from tests.vkey import Key
-from transports.inprocess import open_device
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
 from vfido.backup import (
     MAGIC,
     BackupError,
@@ -34,7 +31,10 @@ from vfido.backup import (
     import_bundle,
     open_bundle,
 )
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.inprocess import open_device
 
 PASSPHRASE = "keystore passphrase"
 BUNDLE_PASSPHRASE = "bundle passphrase, not the keystore's"

@@ -13,16 +13,16 @@ from fido2.ctap2.bio import BioEnrollment, CaptureError, FPBioEnrollment
 from fido2.ctap2.pin import ClientPin
 from fido2.server import Fido2Server
 
-from authenticator.bio_enrollment import (
+from tests.ctap2_helpers import RP_ID, DenyPresence, Key, make_key
+from vfido.authenticator.bio_enrollment import (
     MAX_FRIENDLY_NAME,
     MAX_TEMPLATES,
     SAMPLES_REQUIRED,
     UNKNOWN_FINGER,
     UV_MODALITY_FINGERPRINT,
 )
-from authenticator.config import Config
-from authenticator.env import PresenceResult
-from tests.ctap2_helpers import RP_ID, DenyPresence, Key, make_key
+from vfido.authenticator.config import Config
+from vfido.authenticator.env import PresenceResult
 from vfido.presence import AutoPresence
 
 PIN = "31415926"

@@ -17,7 +17,7 @@ from fido2.ctap2.base import Ctap2
 
 from tests.rp import RelyingParty, register, sign_in
 from tests.service_helpers import udp_service, vfido
-from transports.udp import open_udp_device
+from vfido.transports.udp import open_udp_device
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_second_service_on_same_keystore_is_refused(keystore: Path) -> None:
 
 
 def test_alg_names_agree_with_the_authenticator() -> None:
-    from authenticator.cose import ALGORITHM_NAMES
+    from vfido.authenticator.cose import ALGORITHM_NAMES
     from vfido.cli import ALG_NAMES
 
     assert ALG_NAMES == ALGORITHM_NAMES
@@ -179,10 +179,10 @@ def test_alg_names_agree_with_the_authenticator() -> None:
 def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) -> None:
     import time
 
-    from authenticator.cose import MLDSA65, CredentialKey, can_sign
-    from authenticator.provisioning import add_credential
-    from keystore.sqlite_store import SqliteKeyStore
     from tests.service_helpers import PASSPHRASE
+    from vfido.authenticator.cose import MLDSA65, CredentialKey, can_sign
+    from vfido.authenticator.provisioning import add_credential
+    from vfido.keystore.sqlite_store import SqliteKeyStore
 
     algorithms = [-7, MLDSA65] if can_sign(MLDSA65) else [-7, -257]
     with SqliteKeyStore.open(keystore, PASSPHRASE) as store:

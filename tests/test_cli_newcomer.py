@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.service_helpers import ROOT, env, free_udp_port, udp_service, vfido
-from transports.udp import CONNECT_TIMEOUT, NoKeyError, open_udp_device
+from vfido.transports.udp import CONNECT_TIMEOUT, NoKeyError, open_udp_device
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

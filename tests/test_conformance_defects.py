@@ -24,17 +24,17 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.hid import CAPABILITY, CTAPHID, CtapHidDevice
 from fido2.utils import websafe_decode
 
-from authenticator.config import Config as KeyConfig
-from authenticator.device import Authenticator
-from authenticator.env import PresenceRequest, PresenceResult, RequestContext
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctaphid_helpers import request_reports
 from tests.rp import ORIGIN, RP_ID
 from tests.service_helpers import free_udp_port
 from tests.vkey import Key, running_key
-from transports.inprocess import InProcessKey
-from transports.udp import UdpConnection, UdpTransport
+from vfido.authenticator.config import Config as KeyConfig
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.inprocess import InProcessKey
+from vfido.transports.udp import UdpConnection, UdpTransport
 
 PIN = "4321"
 ERR = CtapError.ERR

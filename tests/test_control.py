@@ -17,10 +17,10 @@ from fido2.client import ClientError
 from fido2.ctap import CtapError
 from fido2.webauthn import RegistrationResponse
 
-from authenticator.env import PresenceResult
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking, as_other_user
 from tests.rp import RelyingParty, register
 from tests.service_helpers import Service, udp_service, vfido
+from vfido.authenticator.env import PresenceResult
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 from vfido.control import (
     CommandError,

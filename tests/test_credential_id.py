@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from keystore.credential_id import SEAL_OVERHEAD, VERSION, seal, unseal
+from vfido.keystore.credential_id import SEAL_OVERHEAD, VERSION, seal, unseal
 
 KEY = bytes(range(32))
 RP = hashlib.sha256(b"example.com").digest()

@@ -20,17 +20,6 @@ from fido2.webauthn import UserVerificationRequirement
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator.config import Config
-from authenticator.cose import EDDSA, ES256, CredentialKey
-from authenticator.credential_source import (
-    SealedCredential,
-    decode_credential_id,
-    encode_credential_id,
-)
-from authenticator.ctap1 import ABANDON_AFTER, Apdu, Ctap1Handler, parse_apdu
-from authenticator.ctap1 import ApduError as HandlerApduError
-from authenticator.env import KeepaliveStatus, Presence, PresenceKind, PresenceResult
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctap1_helpers import (
     CountingPresence,
     DirectU2fDevice,
@@ -42,6 +31,17 @@ from tests.ctap1_helpers import (
 )
 from tests.presence_helpers import ScriptedUser
 from tests.rp import ORIGIN, RelyingParty, attestation_fmt, random_user, register, sign_in
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import EDDSA, ES256, CredentialKey
+from vfido.authenticator.credential_source import (
+    SealedCredential,
+    decode_credential_id,
+    encode_credential_id,
+)
+from vfido.authenticator.ctap1 import ABANDON_AFTER, Apdu, Ctap1Handler, parse_apdu
+from vfido.authenticator.ctap1 import ApduError as HandlerApduError
+from vfido.authenticator.env import KeepaliveStatus, Presence, PresenceKind, PresenceResult
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence, DenyPresence
 
 APP = hashlib.sha256(b"https://u2f.example.com").digest()
@@ -596,7 +596,7 @@ def test_webauthn_over_u2f_backend(store: SqliteKeyStore) -> None:
 
 
 def test_through_authenticator_handle_msg(store: SqliteKeyStore) -> None:
-    from authenticator.device import Authenticator
+    from vfido.authenticator.device import Authenticator
 
     manual = ScriptedUser()
     presence = CountingPresence(manual.presence)
@@ -643,8 +643,8 @@ def test_u2f_client_over_inprocess_ctaphid_with_manual_user(store: SqliteKeyStor
     """python-fido2's U2F client backend over real CTAPHID framing, a user approving late."""
     from fido2.hid import CtapHidDevice
 
-    from authenticator.device import Authenticator
-    from transports.inprocess import open_device
+    from vfido.authenticator.device import Authenticator
+    from vfido.transports.inprocess import open_device
 
     manual = ScriptedUser()
     presence = CountingPresence(manual.presence)

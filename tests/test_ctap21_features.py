@@ -22,9 +22,9 @@ from fido2.webauthn import (
     PublicKeyCredentialUserEntity,
 )
 
-from authenticator.config import Config as KeyConfig
 from tests.rp import ORIGIN, RP_ID
 from tests.vkey import Key, running_key
+from vfido.authenticator.config import Config as KeyConfig
 from vfido.presence import AutoPresence, DenyPresence
 
 PIN = "4321"
@@ -373,7 +373,7 @@ def test_builtin_uv_without_pin_denies_discoverable_credential_without_uv() -> N
 
 class FailUv(AutoPresence):
     def verify_user(self, request: Any, context: Any, timeout: float) -> Any:
-        from authenticator.env import PresenceResult
+        from vfido.authenticator.env import PresenceResult
 
         return PresenceResult.DENIED
 

@@ -21,12 +21,6 @@ from fido2.webauthn import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import cbor
-from authenticator.config import Config
-from authenticator.env import KeepaliveStatus
-from authenticator.errors import CtapStatus
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import KeyStore
 from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     EventContext,
@@ -40,6 +34,12 @@ from tests.ctap2_helpers import (
     user,
 )
 from tests.vkey import running_key
+from vfido.authenticator import cbor
+from vfido.authenticator.config import Config
+from vfido.authenticator.env import KeepaliveStatus
+from vfido.authenticator.errors import CtapStatus
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import KeyStore
 from vfido.presence import AutoPresence, DenyUvPresence
 
 ERR = CtapError.ERR

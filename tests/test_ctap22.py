@@ -28,9 +28,6 @@ from fido2.payment import CollectedClientAdditionalPaymentData, PaymentClientDat
 from fido2.server import Fido2Server
 from fido2.utils import sha256
 
-from authenticator.config import Config
-from authenticator.get_info import MAX_PIN_LENGTH
-from authenticator.pin_policy import complexity_problem
 from tests.ctap2_helpers import (
     RP_ID,
     Key,
@@ -42,6 +39,9 @@ from tests.ctap2_helpers import (
     rp,
     user,
 )
+from vfido.authenticator.config import Config
+from vfido.authenticator.get_info import MAX_PIN_LENGTH
+from vfido.authenticator.pin_policy import complexity_problem
 from vfido.presence import AutoPresence
 
 PIN = "31415926"

@@ -10,8 +10,8 @@ from fido2 import cbor as fido_cbor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authenticator import cbor
-from authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator import cbor
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 
 def _invalid(data: bytes) -> None:

@@ -13,12 +13,6 @@ from fido2.ctap2.base import Ctap2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authenticator import cbor
-from authenticator.config import Config
-from authenticator.cose import CLASSICAL_ALGORITHMS, SUPPORTED_ALGORITHMS
-from authenticator.env import PresenceKind, PresenceResult
-from authenticator.errors import CtapStatus
-from authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
 from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     RP_ID,
@@ -36,6 +30,12 @@ from tests.ctap2_helpers import (
     rp,
     user,
 )
+from vfido.authenticator import cbor
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import CLASSICAL_ALGORITHMS, SUPPORTED_ALGORITHMS
+from vfido.authenticator.env import PresenceKind, PresenceResult
+from vfido.authenticator.errors import CtapStatus
+from vfido.authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
 
 VALID_STATUSES = {int(s) for s in CtapStatus}
 

@@ -9,12 +9,6 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.webauthn import AuthenticatorData
 
-from authenticator.authdata import rp_id_hash
-from authenticator.config import Config
-from authenticator.credential_source import SealedCredential, encode_credential_id
-from authenticator.env import PresenceKind
-from authenticator.errors import CtapStatus
-from keystore.store import CredentialRecord
 from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     RP_ID,
@@ -30,6 +24,12 @@ from tests.ctap2_helpers import (
     rp,
     user,
 )
+from vfido.authenticator.authdata import rp_id_hash
+from vfido.authenticator.config import Config
+from vfido.authenticator.credential_source import SealedCredential, encode_credential_id
+from vfido.authenticator.env import PresenceKind
+from vfido.authenticator.errors import CtapStatus
+from vfido.keystore.store import CredentialRecord
 
 GA = 0x02
 GNA = 0x08
@@ -311,7 +311,7 @@ def test_deleted_discoverable_credential_is_unknown() -> None:
 
 def _forge(key: Key, *, cred_protect: int, discoverable: bool, user_id: bytes) -> bytes:
     """A credential with a credProtect level (the extension is not implemented yet)."""
-    from authenticator.cose import CredentialKey
+    from vfido.authenticator.cose import CredentialKey
 
     identity = key.store.identity()
     id_hash = rp_id_hash(RP_ID)

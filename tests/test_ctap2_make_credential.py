@@ -13,10 +13,6 @@ from fido2.attestation.packed import PackedAttestation
 from fido2.ctap import CtapError
 from fido2.webauthn import AuthenticatorData
 
-from authenticator.authdata import rp_id_hash
-from authenticator.config import Config
-from authenticator.env import KeepaliveStatus, PresenceKind, PresenceResult
-from authenticator.errors import CtapStatus
 from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     RP_ID,
@@ -31,6 +27,10 @@ from tests.ctap2_helpers import (
     rp,
     user,
 )
+from vfido.authenticator.authdata import rp_id_hash
+from vfido.authenticator.config import Config
+from vfido.authenticator.env import KeepaliveStatus, PresenceKind, PresenceResult
+from vfido.authenticator.errors import CtapStatus
 
 ALGORITHMS = [-7, -8, -35, -36, -257]
 MC = 0x01

@@ -18,7 +18,7 @@ from tests.ctaphid_helpers import (
     reports_of,
     request_reports,
 )
-from transports.ctaphid import (
+from vfido.transports.ctaphid import (
     BROADCAST_CID,
     MAX_MESSAGE_SIZE,
     REPORT_SIZE,

@@ -1,7 +1,7 @@
 """CTAPHID with several clients the transport can tell apart (issue #15, low 7): one client
 must not starve another by allocating channels in a loop or by re-LOCKing the key.
 
-Sans-IO tests of :class:`transports.ctaphid.CtapHidCore` with an explicit clock; the same
+Sans-IO tests of :class:`vfido.transports.ctaphid.CtapHidCore` with an explicit clock; the same
 attacks over real transports are in tests/test_unix_transport.py and
 tests/test_udp_transport.py.
 """
@@ -12,7 +12,7 @@ import struct
 from collections.abc import Hashable, Sequence
 
 from tests.ctaphid_helpers import decode_messages, reports_of, request_reports
-from transports.ctaphid import (
+from vfido.transports.ctaphid import (
     BROADCAST_CID,
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_CHANNELS_PER_CLIENT,

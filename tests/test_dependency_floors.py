@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keystore import crypto
-from keystore.kdf import derive_key, insecure_test_params
 from tests.dependency_floors import FloorError, _same_version, floors, pins
+from vfido.keystore import crypto
+from vfido.keystore.kdf import derive_key, insecure_test_params
 
 
 def test_floors_of_this_project() -> None:

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from keystore.sqlite_store import SqliteKeyStore
 from tests.presence_helpers import as_other_user
 from tests.service_helpers import udp_service, vfido
-from transports.inprocess import open_device
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
 from vfido.control import ControlServer
 from vfido.doctor import Check, Key, Paths, check_roundtrip, format_check, run_checks
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.inprocess import open_device
 from vfido.udev_install import FILES, UDEV_DIR, InstallError, install, unit_text
 
 SERIAL = "vfido-0123456789ab"

@@ -26,8 +26,8 @@ from fido2.webauthn import (
 from webauthn.helpers import options_to_json
 from webauthn.helpers.structs import PublicKeyCredentialDescriptor
 
-from authenticator.config import Config
 from vfido.api import ServiceKey, VirtualKey, default_uv
+from vfido.authenticator.config import Config
 
 pytest_plugins = ["pytester"]
 

@@ -17,10 +17,10 @@ import os
 import pytest
 from fido2.ctap2.base import Ctap2
 
-from authenticator.config import Config
-from authenticator.cose import MLDSA44, MLDSA65, MLDSA_ALGORITHMS, mldsa_unavailable_reason
 from tests.vkey import running_key
 from vfido.api import ServiceKey, VirtualKey
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import MLDSA44, MLDSA65, MLDSA_ALGORITHMS, mldsa_unavailable_reason
 from vfido.cli import _config, build_parser
 
 # Every value authenticator-rs's `impl TryFrom<i64> for COSEAlgorithm` accepts (anything else

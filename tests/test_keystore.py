@@ -17,16 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keystore import kdf, sqlite_store
-from keystore.credential_id import seal, unseal
-from keystore.sqlite_store import (
+from vfido.keystore import kdf, sqlite_store
+from vfido.keystore.credential_id import seal, unseal
+from vfido.keystore.sqlite_store import (
     DB_NAME,
     FORMAT_VERSION,
     LOCK_NAME,
     SqliteKeyStore,
     _map_sqlite_error,
 )
-from keystore.store import (
+from vfido.keystore.store import (
     CredentialRecord,
     KeyStore,
     KeystoreCorrupt,

@@ -19,8 +19,8 @@ from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice
 
 from tests.service_helpers import env, free_udp_port
-from transports.udp import UdpConnection
 from vfido.logsink import NonBlockingHandler
+from vfido.transports.udp import UdpConnection
 
 PINGS = 6000  # each logs a DEBUG line of ~75 bytes: several times the pipe and the queue
 

@@ -26,13 +26,13 @@ from fido2.webauthn import (
 from webauthn.helpers.exceptions import InvalidRegistrationResponse
 from webauthn.helpers.structs import AttestationFormat
 
-from authenticator.config import Config
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import ORIGIN, RP_ID, challenge_of
 from tests.service_helpers import vfido
 from tests.vkey import Key, running_key
+from vfido.authenticator.config import Config
 from vfido.backup import backup_eligible_identity
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.metadata import get_info, metadata_statement
 
 

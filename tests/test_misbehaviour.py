@@ -29,17 +29,6 @@ from OpenSSL.crypto import X509StoreContextError
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
 from webauthn.helpers.structs import AttestationFormat
 
-from authenticator.behaviours import (
-    CATALOGUE,
-    NAMES,
-    BehaviourError,
-    Behaviours,
-    BehaviourSettings,
-    b64url,
-    corrupt_signed_data,
-    misbehaviour_root,
-)
-from authenticator.config import Config
 from tests.rp import (
     RelyingParty,
     assertion,
@@ -50,6 +39,17 @@ from tests.rp import (
     sign_in,
 )
 from tests.vkey import Key, running_key
+from vfido.authenticator.behaviours import (
+    CATALOGUE,
+    NAMES,
+    BehaviourError,
+    Behaviours,
+    BehaviourSettings,
+    b64url,
+    corrupt_signed_data,
+    misbehaviour_root,
+)
+from vfido.authenticator.config import Config
 
 
 def behaving_key(*assignments: str, config: Config | None = None) -> AbstractContextManager[Key]:
@@ -537,8 +537,8 @@ def test_store_full_refuses_discoverable_credentials() -> None:
 def test_protocol_names_agree_with_the_transports() -> None:
     """authenticator.device spells transports.handler's protocol names itself (the
     authenticator does not import the transports): they must be the same strings."""
-    from authenticator import device
-    from transports import handler
+    from vfido.authenticator import device
+    from vfido.transports import handler
 
     assert device._BOTH_PROTOCOLS == handler.BOTH_PROTOCOLS
     assert frozenset({handler.U2F}) == device._U2F_ONLY

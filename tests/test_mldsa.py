@@ -37,9 +37,11 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator.attestation import max_make_credential_response_size
-from authenticator.config import MLDSA_OFF, Config, mldsa_status
-from authenticator.cose import (
+from tests.ctaphid_helpers import free_udp_port
+from tests.vkey import Key, running_key
+from vfido.authenticator.attestation import max_make_credential_response_size
+from vfido.authenticator.config import MLDSA_OFF, Config, mldsa_status
+from vfido.authenticator.cose import (
     CLASSICAL_ALGORITHMS,
     MLDSA44,
     MLDSA65,
@@ -48,17 +50,15 @@ from authenticator.cose import (
     CredentialKey,
     mldsa_unavailable_reason,
 )
-from authenticator.device import Authenticator
-from authenticator.env import NullContext
-from authenticator.errors import CtapStatus
-from authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
-from keystore.sqlite_store import SqliteKeyStore
-from tests.ctaphid_helpers import free_udp_port
-from tests.vkey import Key, running_key
-from transports import uhid
-from transports.ctaphid import encode_message
-from transports.udp import UdpTransport, open_udp_device
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import NullContext
+from vfido.authenticator.errors import CtapStatus
+from vfido.authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports import uhid
+from vfido.transports.ctaphid import encode_message
+from vfido.transports.udp import UdpTransport, open_udp_device
 
 RP_ID = "pq.example"
 ORIGIN = "https://pq.example"
@@ -367,8 +367,8 @@ def test_credential_unusable_on_a_runtime_without_mldsa_is_skipped(
     from fido2.ctap import CtapError
     from fido2.ctap2.base import Ctap2
 
-    from authenticator import cose as cose_module
-    from authenticator.credential_source import clear_credential_cache
+    from vfido.authenticator import cose as cose_module
+    from vfido.authenticator.credential_source import clear_credential_cache
 
     with running_key(config=MLDSA_ON) as k:
         ctap = Ctap2(k.device)

@@ -16,8 +16,8 @@ from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
 
-from authenticator.config import Config as KeyConfig
 from tests.vkey import running_key
+from vfido.authenticator.config import Config as KeyConfig
 
 
 def test_always_uv_cache_follows_toggle_and_reset() -> None:
@@ -80,8 +80,8 @@ def test_ephemeral_counters_are_written_back_before_any_read(
 ) -> None:
     """A memory-only keystore keeps advanced counters in memory (write-back); every
     query still sees the current values, also for counters evicted from the cache."""
-    from keystore import sqlite_store
-    from keystore.sqlite_store import SqliteKeyStore
+    from vfido.keystore import sqlite_store
+    from vfido.keystore.sqlite_store import SqliteKeyStore
 
     monkeypatch.setattr(sqlite_store, "_CACHE_SIZE", 2)  # force evictions
     store = SqliteKeyStore.ephemeral()
@@ -107,8 +107,8 @@ def test_file_keystore_counter_writes_are_not_deferred(tmp_path: Any) -> None:
     database (another connection sees it) when increment_counter returns."""
     import sqlite3
 
-    from keystore import kdf
-    from keystore.sqlite_store import DB_NAME, SqliteKeyStore
+    from vfido.keystore import kdf
+    from vfido.keystore.sqlite_store import DB_NAME, SqliteKeyStore
 
     store = SqliteKeyStore.create(tmp_path / "ks", "pw", kdf_params=kdf.insecure_test_params())
     cid = b"\x07" * 32

@@ -14,7 +14,7 @@ from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
 from tests.service_helpers import udp_service, vfido
-from transports.udp import open_udp_device
+from vfido.transports.udp import open_udp_device
 
 pytestmark = pytest.mark.slow
 PIN = "24681357"

@@ -8,8 +8,8 @@ import pytest
 from fido2.cose import CoseKey
 from fido2.ctap2.pin import PinProtocolV1, PinProtocolV2
 
-from authenticator.errors import CtapError, CtapStatus
-from authenticator.pin_protocol import PinProtocol, new_protocols
+from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.pin_protocol import PinProtocol, new_protocols
 
 CLIENTS = {1: PinProtocolV1(), 2: PinProtocolV2()}
 

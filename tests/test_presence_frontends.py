@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking, wait_workers_idle
+from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from vfido.broker import DenyFrontEnd, FrontEnd, PresenceBroker, clean, question
 from vfido.dbus import (
     BUS_NAME,
@@ -489,7 +489,7 @@ def test_vfido_run_prompt_on_its_terminal(tmp_path: Path) -> None:
 
     from tests.rp import RelyingParty, challenge_of, random_user
     from tests.service_helpers import env, free_udp_port
-    from transports.udp import open_udp_device
+    from vfido.transports.udp import open_udp_device
 
     port, peer_port = free_udp_port(), free_udp_port()
     pid, master = pty.fork()

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from fido2.ctap2 import Ctap2
 
-from authenticator.config import Config
-from authenticator.env import PresenceResult
 from tests.presence_helpers import SIGN_IN, Context, wait_workers_idle
 from tests.vkey import running_key
+from vfido.authenticator.config import Config
+from vfido.authenticator.env import PresenceResult
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, PendingPresence, PresenceBroker
 
 CLIENT_DATA_HASH = b"\x11" * 32

@@ -25,10 +25,10 @@ from tests.ctaphid_helpers import (
     decode_messages,
     request_reports,
 )
-from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command, HidError
-from transports.handler import KeepaliveStatus, Transaction
-from transports.inprocess import InProcessConnection, InProcessKey, open_device
-from transports.runner import HidRunner
+from vfido.transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command, HidError
+from vfido.transports.handler import KeepaliveStatus, Transaction
+from vfido.transports.inprocess import InProcessConnection, InProcessKey, open_device
+from vfido.transports.runner import HidRunner
 
 WAIT = 10.0  # generous bound for "eventually"; never asserted as a timing
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import CredentialRecord
 from tests.service_helpers import PASSPHRASE
 from vfido import backup
 from vfido.backup import MAGIC, BackupError, Bundle, open_bundle, seal_bundle
 from vfido.cli import main
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import CredentialRecord
 
 BUNDLE_PASSPHRASE = "bundle passphrase"
 

@@ -22,13 +22,13 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CtapHidDevice
 from fido2.utils import sha256
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from authenticator.pin_token import MAX_USAGE_TIME_PERIOD
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctap2_helpers import ManualClock
-from transports.inprocess import InProcessKey
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.pin_token import MAX_USAGE_TIME_PERIOD
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.inprocess import InProcessKey
 
 PIN = "4321"
 RPS = ("a.example", "b.example", "c.example")

@@ -22,21 +22,21 @@ import pytest
 from fido2.ctap2.base import Ctap2
 from fido2.hid import CtapHidDevice
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from authenticator.env import PresenceKind, PresenceRequest
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
-from transports.inprocess import InProcessKey, open_device
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import PresenceKind, PresenceRequest
 from vfido.broker import AutoFrontEnd, PresenceBroker, question
 from vfido.cli import main
 from vfido.control import ControlServer, add_presence_commands
 from vfido.control_api import KeyParts, add_key_commands
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence, describe
 from vfido.safetext import VisibleFormatter, visible
 from vfido.trace import TraceRecorder
+from vfido.transports.inprocess import InProcessKey, open_device
 
 CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title

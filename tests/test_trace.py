@@ -25,16 +25,16 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CtapHidDevice
 from fido2.webauthn import AuthenticatorData
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from keystore.sqlite_store import SqliteKeyStore
 from tests.service_helpers import udp_service
-from transports.inprocess import InProcessKey
-from transports.udp import open_udp_device
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
 from vfido.cli import main
 from vfido.control import ControlClient
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
 from vfido.trace import TraceRecorder, format_trace, read_trace
+from vfido.transports.inprocess import InProcessKey
+from vfido.transports.udp import open_udp_device
 
 PIN = "4711-secret-pin"
 RP_ID = "example.com"
@@ -385,7 +385,7 @@ def test_ctap1_messages_are_traced(tmp_path: Path) -> None:
 def test_traced_key_keeps_its_protocols(tmp_path: Path) -> None:
     """The trace wrapper passes the key's protocols through, so a traced U2F-only key
     is still advertised without CTAPHID's CBOR capability (and a plain handler: both)."""
-    from authenticator.behaviours import Behaviours
+    from vfido.authenticator.behaviours import Behaviours
 
     recorder = TraceRecorder(tmp_path / "trace.jsonl")
     store = SqliteKeyStore.ephemeral()

@@ -24,18 +24,14 @@ import pytest
 from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice
 
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctaphid_helpers import EchoHandler, request_reports
 from tests.other_user import as_other_user
 from tests.rp import RelyingParty, register, sign_in
 from tests.service_helpers import PASSPHRASE, env, free_udp_port, udp_service, vfido
-from transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command
-from transports.udp import UdpConnection, UdpTransport, open_udp_device
-from transports.uhid import uhid_unavailable
-from transports.unix import open_unix_device
 from vfido.api import VirtualKey
 from vfido.control import ControlError
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.transport_choice import (
     UDP_INSECURE_FLAG,
     UDP_WARNING,
@@ -44,6 +40,10 @@ from vfido.transport_choice import (
     choose_transport,
     prepare_unix_socket_dir,
 )
+from vfido.transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command
+from vfido.transports.udp import UdpConnection, UdpTransport, open_udp_device
+from vfido.transports.uhid import uhid_unavailable
+from vfido.transports.unix import open_unix_device
 
 WAIT = 10.0
 READY = ("vfido: listening on", "hidraw: ")

@@ -12,8 +12,8 @@ import pytest
 from fido2.hid import CTAPHID, CtapHidDevice
 
 from tests.ctaphid_helpers import EchoHandler, free_udp_port
-from transports.ctaphid import TYPE_INIT, Command
-from transports.udp import (
+from vfido.transports.ctaphid import TYPE_INIT, Command
+from vfido.transports.udp import (
     POWER_CYCLE_DATAGRAM,
     UdpConnection,
     UdpTransport,

@@ -30,14 +30,14 @@ from fido2.cose import CoseKey
 from fido2.ctap import CtapError
 from fido2.webauthn import UserVerificationRequirement
 
-from authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
-from transports.udp import open_udp_device
+from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
 from vfido.devtools import Browser, CdpError, Page, find_chromium
+from vfido.transports.udp import open_udp_device
 from vfido.ui import (
     REDACTED,
     DashboardServer,
@@ -392,10 +392,10 @@ class FullKey:
 @pytest.fixture
 def full_key(tmp_path: Path) -> Iterator[FullKey]:
     """A real authenticator, keystore, presence broker, control API and trace recorder."""
-    from authenticator.config import Config
-    from authenticator.device import Authenticator
-    from keystore.sqlite_store import SqliteKeyStore
+    from vfido.authenticator.config import Config
+    from vfido.authenticator.device import Authenticator
     from vfido.control_api import KeyParts, add_key_commands
+    from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.trace import TraceRecorder, add_trace_commands
 
     store = SqliteKeyStore.ephemeral()
@@ -530,7 +530,7 @@ def test_log_is_decoded_and_redacted(full_key: FullKey) -> None:
     the log anyway is still hidden by the dashboard."""
     import html
 
-    from authenticator.env import NullContext
+    from vfido.authenticator.env import NullContext
 
     with DashboardServer(KeyLink(full_key.control.path)) as dashboard:
         dashboard.start()
@@ -1094,11 +1094,11 @@ def test_dashboard_in_chromium_without_javascript(tmp_path: Path) -> None:
 
 def test_finger_switch_over_http(tmp_path: Path) -> None:
     """A --fingerprint key: the dashboard chooses the finger on the simulated sensor."""
-    from authenticator.bio_enrollment import Template
-    from authenticator.config import Config
-    from authenticator.device import Authenticator
-    from keystore.sqlite_store import SqliteKeyStore
+    from vfido.authenticator.bio_enrollment import Template
+    from vfido.authenticator.config import Config
+    from vfido.authenticator.device import Authenticator
     from vfido.control_api import KeyParts, add_key_commands
+    from vfido.keystore.sqlite_store import SqliteKeyStore
 
     store = SqliteKeyStore.ephemeral()
     broker = PresenceBroker(mode="manual")

@@ -20,14 +20,14 @@ from fido2.hid import CtapHidDevice
 from tests.ctaphid_helpers import EchoHandler, decode_messages, request_reports
 from tests.other_user import OTHER_UID, as_other_user, require_root
 from tests.rp import RelyingParty, register, sign_in
-from transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command, HidError
-from transports.unix import (
+from vfido.api import VirtualKey
+from vfido.transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command, HidError
+from vfido.transports.unix import (
     UnixConnection,
     UnixTransport,
     UnixTransportError,
     open_unix_device,
 )
-from vfido.api import VirtualKey
 
 WAIT = 10.0
 

@@ -21,7 +21,6 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from authenticator.config import Config
 from tests.rp import (
     RP_ID,
     RelyingParty,
@@ -32,6 +31,7 @@ from tests.rp import (
     sign_in,
 )
 from tests.vkey import Key, running_key
+from vfido.authenticator.config import Config
 from vfido.presence import DenyPresence
 
 ALGORITHMS = {"ES256": -7, "EdDSA": -8, "ES384": -35, "ES512": -36, "RS256": -257}

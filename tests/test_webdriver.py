@@ -35,7 +35,7 @@ from fido2.webauthn import (
 
 from tests.rp import ORIGIN, RP_ID
 from tests.service_helpers import env as service_env
-from transports.unix import open_unix_device
+from vfido.transports.unix import open_unix_device
 from vfido.webdriver import WebDriverProxy
 
 SESSION = "f00dfeed"

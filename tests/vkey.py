@@ -10,14 +10,14 @@ from typing import Any
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.hid import CtapHidDevice
 
-from authenticator.behaviours import Behaviours
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from authenticator.env import Presence
-from keystore.sqlite_store import SqliteKeyStore
 from tests.rp import ORIGIN
-from transports.inprocess import open_device
+from vfido.authenticator.behaviours import Behaviours
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import Presence
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.inprocess import open_device
 
 
 @dataclass

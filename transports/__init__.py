@@ -1,6 +1,6 @@
 """Transports: CTAPHID framing (sans-IO) and the adapters that carry it.
 
 Nothing here imports ``authenticator``, ``keystore`` or ``vfido``: a transport
-talks to a :class:`transports.handler.CtapHandler`, which the application
+talks to a :class:`vfido.transports.handler.CtapHandler`, which the application
 wires to the authenticator.
 """

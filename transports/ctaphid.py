@@ -11,7 +11,7 @@ with the current (monotonic) time and returns what should happen next, as a list
 * :class:`Wink`: CTAPHID_WINK arrived (the empty response follows it in the same list);
 * :class:`Lock`: CTAPHID_LOCK changed the channel lock (informational).
 
-It owns no threads, sockets or clocks; :mod:`transports.runner` adds those.
+It owns no threads, sockets or clocks; :mod:`vfido.transports.runner` adds those.
 
 Deliberate choices where the specification leaves room:
 

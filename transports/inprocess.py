@@ -1,10 +1,10 @@
 """An in-process "USB bus": python-fido2's own CTAPHID client code talking to our CTAPHID device.
 
 :func:`open_device` returns a :class:`fido2.hid.CtapHidDevice` whose connection feeds a
-:class:`~transports.runner.HidRunner`, so tests exercise the real framing (CTAP 2.1 section 11.2)
-without a kernel. :class:`InProcessKey` can hand out several connections to the same key, like
-several applications opening one hidraw node; each connection only sees the reports for the
-channels it used (and broadcast INIT responses carrying its own nonce).
+:class:`~vfido.transports.runner.HidRunner`, so tests exercise the real framing (CTAP 2.1
+section 11.2) without a kernel. :class:`InProcessKey` can hand out several connections to the
+same key, like several applications opening one hidraw node; each connection only sees the
+reports for the channels it used (and broadcast INIT responses carrying its own nonce).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import threading
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import REPORT_SIZE, HostChannelFilter
-from transports.handler import CtapHandler
-from transports.runner import HidRunner
+from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
+from vfido.transports.handler import CtapHandler
+from vfido.transports.runner import HidRunner
 
 VENDOR_ID = 0x1209
 PRODUCT_ID = 0x0001

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 
-from transports.ctaphid import (
+from vfido.transports.ctaphid import (
     TYPE_INIT,
     Cancel,
     Capability,
@@ -41,7 +41,7 @@ from transports.ctaphid import (
     Request,
     Wink,
 )
-from transports.handler import CTAP2, U2F, CtapHandler, KeepaliveStatus
+from vfido.transports.handler import CTAP2, U2F, CtapHandler, KeepaliveStatus
 
 KEEPALIVE_INTERVAL = 0.08
 CTAP2_ERR_OTHER = b"\x7f"
@@ -130,7 +130,7 @@ class HidTransaction:
 
 def _capabilities_for(base: int, reporter: Callable[[], frozenset[str]]) -> int:
     """CTAPHID capability flags: ``base`` with CBOR and NMSG following the handler's
-    :meth:`~transports.handler.ProtocolReporter.supported_protocols`."""
+    :meth:`~vfido.transports.handler.ProtocolReporter.supported_protocols`."""
     protocols = reporter()
     flags = int(base) & ~int(Capability.CBOR | Capability.NMSG)  # int: keep every other bit
     if CTAP2 in protocols:
@@ -196,9 +196,9 @@ class HidRunner:
     def feed(self, report: bytes, client: Hashable = None) -> Callable[[], None] | None:
         """One report from the host (called from the transport's I/O thread). Never raises.
 
-        ``client``: who sent it, if the transport can tell (see :mod:`transports.ctaphid`);
+        ``client``: who sent it, if the transport can tell (see :mod:`vfido.transports.ctaphid`);
         the reports for an identified client reach ``send_report`` as
-        :class:`~transports.ctaphid.Report` objects naming it.
+        :class:`~vfido.transports.ctaphid.Report` objects naming it.
 
         Returns None, except with ``inline_requests``: a report that completes a MSG/CBOR
         request returns the job that answers it, which the caller must run (on any thread,

@@ -28,9 +28,9 @@ from collections.abc import Callable, Hashable
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import REPORT_SIZE, HostChannelFilter
-from transports.handler import CtapHandler
-from transports.runner import HidRunner
+from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
+from vfido.transports.handler import CtapHandler
+from vfido.transports.runner import HidRunner
 
 POWER_CYCLE_DATAGRAM = bytes.fromhex(
     "ac1052ca95e569de69e02ebff333485f13f9b2da34c5a8a340526697a9ab2e0b"
@@ -203,7 +203,7 @@ class UdpConnection(CtapHidConnection):
     listens on ends a read at once (:class:`NoKeyError`) instead of after ``timeout``.
 
     Reports for channels this connection never used are skipped (see
-    :class:`~transports.ctaphid.HostChannelFilter`).
+    :class:`~vfido.transports.ctaphid.HostChannelFilter`).
     """
 
     def __init__(

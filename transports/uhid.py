@@ -17,7 +17,7 @@ packed here by hand with :mod:`struct`:
   an error, a FIDO key has no feature reports.
 
 CTAPHID itself (channels, fragmentation, keepalives, cancel) is done by
-:class:`transports.runner.HidRunner`; this module only moves 64-byte reports.
+:class:`vfido.transports.runner.HidRunner`; this module only moves 64-byte reports.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from transports.handler import CtapHandler
+from vfido.transports.handler import CtapHandler
 
 if TYPE_CHECKING:
-    from transports.runner import HidRunner
+    from vfido.transports.runner import HidRunner
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class UhidTransport:
                 return
             if self._stopping.is_set():
                 raise RuntimeError("transport was stopped")
-            from transports.runner import HidRunner
+            from vfido.transports.runner import HidRunner
 
             try:
                 fd = os.open(self._path, os.O_RDWR | os.O_CLOEXEC)

@@ -7,7 +7,7 @@ from any uid but the key's own (and root's, who can read the key's memory anyway
 at once. The socket file is created 0600; the application puts it in the user's private
 runtime directory (checked like the control socket's, :mod:`vfido.control`).
 
-Each connection is a CTAPHID client of its own (:mod:`transports.ctaphid`): it only sees the
+Each connection is a CTAPHID client of its own (:mod:`vfido.transports.ctaphid`): it only sees the
 reports for the channels it allocated, its channels and lock are bounded, and they are
 forgotten when it disconnects. :class:`UnixConnection` / :func:`open_unix_device` are the
 client side (a python-fido2 ``CtapHidConnection``), so ``Fido2Client`` works over it.
@@ -30,9 +30,9 @@ from pathlib import Path
 from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import REPORT_SIZE, Report
-from transports.handler import CtapHandler
-from transports.runner import HidRunner
+from vfido.transports.ctaphid import REPORT_SIZE, Report
+from vfido.transports.handler import CtapHandler
+from vfido.transports.runner import HidRunner
 
 #: Connections served at once; more are refused (closed) until one ends.
 MAX_CONNECTIONS = 16

@@ -46,13 +46,13 @@ from fido2.ctap2.pin import ClientPin
 from fido2.hid import CtapHidDevice
 from fido2.utils import websafe_decode
 
-from authenticator.behaviours import Behaviours, RawValue
-from authenticator.config import Config
-from authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
-from authenticator.device import Authenticator
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import CredentialSummary
+from vfido.authenticator.behaviours import Behaviours, RawValue
+from vfido.authenticator.config import Config
+from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
+from vfido.authenticator.device import Authenticator
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import CredentialSummary
 from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ class VirtualKey:
     compatibility: ``FIDO_2_1_PRE``, credentialMgmtPreview), ``fingerprint`` (a simulated
     fingerprint sensor: :meth:`place_finger` chooses the finger that touches); ``config``
     gives a whole
-    :class:`authenticator.config.Config` (the named options override its fields);
+    :class:`vfido.authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
     ``control_socket``: also serve the key's control socket there (the commands of
@@ -345,7 +345,7 @@ class VirtualKey:
             fingerprint=fingerprint,
         )
         self.presence = _broker(presence, presence_delay)
-        #: Scripted misbehaviour (:mod:`authenticator.behaviours`): ``key.behaviours.set(
+        #: Scripted misbehaviour (:mod:`vfido.authenticator.behaviours`): ``key.behaviours.set(
         #: "counter-regression")``, ``.clear()``... at any time, also before :meth:`start`.
         self.behaviours = Behaviours((behaviours or {}).items())
         self.transport = transport
@@ -425,7 +425,7 @@ class VirtualKey:
             self._store, self.presence, self.config, behaviours=self.behaviours
         )
         if self.transport == "inprocess":
-            from transports.inprocess import InProcessKey
+            from vfido.transports.inprocess import InProcessKey
 
             self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
         elif self.transport == "unix":
@@ -436,8 +436,8 @@ class VirtualKey:
             self._unix = make_transport(options, self._authenticator, self._store)
             self._unix.start()
         else:
-            from transports.uhid import UhidUnavailableError
             from vfido.service import TransportOptions, make_transport
+            from vfido.transports.uhid import UhidUnavailableError
 
             options = TransportOptions(kind="uhid", serial=self.serial, name=self.name)
             self._uhid = make_transport(options, self._authenticator, self._store)
@@ -544,7 +544,7 @@ class VirtualKey:
         if self._inprocess is not None:
             device: CtapHidDevice = self._inprocess.open()
         elif self.unix_socket is not None:
-            from transports.unix import open_unix_device
+            from vfido.transports.unix import open_unix_device
 
             device = open_unix_device(self.unix_socket)
         else:
@@ -608,7 +608,7 @@ class VirtualKey:
         """The finger that touches the simulated fingerprint sensor next (``fingerprint``
         key): a name (a finger enrolled under it, or its template's friendly name or ID in
         hex), ``"unknown"`` (a finger never enrolled), or None (auto: the first enrolled
-        finger; a new one when enrolling). See :mod:`authenticator.bio_enrollment`."""
+        finger; a new one when enrolling). See :mod:`vfido.authenticator.bio_enrollment`."""
         self.authenticator.sensor.place(finger)
 
     def power_cycle(self) -> None:
@@ -948,12 +948,12 @@ class ServiceKey:
     def open_device(self) -> CtapHidDevice:
         """A new python-fido2 device on the service (closed when it stops)."""
         if self.transport == "udp":
-            from transports.udp import open_udp_device
+            from vfido.transports.udp import open_udp_device
 
             assert self.udp_port is not None and self.udp_peer_port is not None
             device = open_udp_device(self.udp_port, self.udp_peer_port)
         elif self.unix_socket is not None:
-            from transports.unix import open_unix_device
+            from vfido.transports.unix import open_unix_device
 
             device = open_unix_device(self.unix_socket)
         else:

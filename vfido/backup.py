@@ -49,11 +49,15 @@ import cbor2
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authenticator.authdata import BACKUP_DONE_STATE, forget_backup_state, keystore_backup_eligible
-from keystore import kdf
-from keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import CredentialRecord, DeviceIdentity
+from vfido.authenticator.authdata import (
+    BACKUP_DONE_STATE,
+    forget_backup_state,
+    keystore_backup_eligible,
+)
+from vfido.keystore import kdf
+from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import CredentialRecord, DeviceIdentity
 
 MAGIC = b"VFIDO-BACKUP-1\n"
 FORMAT = 1
@@ -199,7 +203,7 @@ def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = 
 
 def bundle_header(data: bytes) -> dict[str, Any]:
     """The unencrypted header of a bundle (not authenticated until opened), its Argon2id
-    costs bounded (:meth:`keystore.kdf.KdfParams.check_untrusted`): a hostile header must not
+    costs bounded (:meth:`vfido.keystore.kdf.KdfParams.check_untrusted`): a hostile header must not
     make the import allocate gigabytes before the passphrase can even be checked."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise BackupError("not a vfido backup bundle")

@@ -1,6 +1,6 @@
 """Interactive user presence: one pending request, several ways to answer it.
 
-:class:`PresenceBroker` implements :class:`authenticator.env.Presence`. A front end that
+:class:`PresenceBroker` implements :class:`vfido.authenticator.env.Presence`. A front end that
 answers everything at once (``auto`` without a delay, ``deny``) answers inline, on the
 request's own thread: nothing is published, no thread is involved, nothing waits
 (:meth:`PresenceBroker.instant_answer`). Otherwise the broker publishes a
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
+from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
 from vfido.safetext import shorten, visible
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...],
 
 
 class PresenceBroker:
-    """A :class:`authenticator.env.Presence` answered by front ends or the control socket."""
+    """A :class:`vfido.authenticator.env.Presence` answered by front ends or the control socket."""
 
     def __init__(
         self, front_ends: Sequence[FrontEnd] = (), *, mode: str = "manual", uv_fails: bool = False

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from keystore.sqlite_store import SqliteKeyStore
-from keystore.store import KeystoreError
 from vfido import __version__, backup, ctl, logsink, metadata, pin_cli, trace, ui
 from vfido.broker import PresenceBroker
 from vfido.control import ControlClient, ControlError, find_key, socket_path
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import KeystoreError
 from vfido.passphrase import NEW_ENV_VAR, PassphraseError, get_passphrase
 from vfido.safetext import VisibleFormatter, visible
 from vfido.service import keystore_default_dir
@@ -173,7 +173,7 @@ def _presence(args: argparse.Namespace) -> PresenceBroker:
 
 
 def _config(args: argparse.Namespace) -> object:
-    from authenticator.config import Config
+    from vfido.authenticator.config import Config
 
     try:
         return Config(
@@ -193,10 +193,10 @@ def _config(args: argparse.Namespace) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from transports.uhid import UhidUnavailableError, uhid_unavailable
-    from transports.unix import UnixTransportError
     from vfido.service import TransportOptions, control_name, run
     from vfido.transport_choice import TransportChoiceError, choose_transport
+    from vfido.transports.uhid import UhidUnavailableError, uhid_unavailable
+    from vfido.transports.unix import UnixTransportError
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
@@ -211,8 +211,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.unix_socket and choice.kind != "unix":
         raise CliError("--unix-socket needs --transport unix")
-    from authenticator.behaviours import Behaviours
     from vfido import faults
+    from vfido.authenticator.behaviours import Behaviours
 
     presence = _presence(args)
     config = _config(args)
@@ -380,10 +380,10 @@ def cmd_install_udev(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     import cbor2
 
-    from authenticator.config import Config, mldsa_status
-    from authenticator.device import Authenticator
-    from authenticator.env import NullContext
-    from authenticator.responses import GET_INFO_MEMBERS
+    from vfido.authenticator.config import Config, mldsa_status
+    from vfido.authenticator.device import Authenticator
+    from vfido.authenticator.env import NullContext
+    from vfido.authenticator.responses import GET_INFO_MEMBERS
     from vfido.presence import DenyPresence
 
     path = running_key(args)
@@ -764,8 +764,8 @@ def _main(args: argparse.Namespace) -> int:
     )
     if not args.verbose:
         logging.getLogger("fido2").setLevel(logging.WARNING)  # python-fido2's own INFO lines
-        logging.getLogger("authenticator").setLevel(logging.WARNING)
-        logging.getLogger("transports").setLevel(logging.WARNING)
+        logging.getLogger("vfido.authenticator").setLevel(logging.WARNING)
+        logging.getLogger("vfido.transports").setLevel(logging.WARNING)
     try:
         result: int = args.func(args)
         return result

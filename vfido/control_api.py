@@ -65,7 +65,7 @@ Commands
 
 ``behaviours`` -> ``{"behaviours": [ITEM, ...], "active": {NAME: VALUE},
 "misbehaviour_root_pem": PEM}``
-    Scripted misbehaviour (:mod:`authenticator.behaviours`). Without arguments: every
+    Scripted misbehaviour (:mod:`vfido.authenticator.behaviours`). Without arguments: every
     behaviour as ITEM ``{"name", "description", "type": "bool"|"int"|"number"|"choice"|
     "text", "choices"?, "value_help", "needs_builtin_uv", "enabled", "value"}`` (``value``: for
     a ``bool`` behaviour the same as ``enabled``, else its value or null when off).
@@ -93,7 +93,7 @@ Commands
 ``finger`` ``{"finger"?: NAME | "unknown" | null}`` -> ``{"finger": NAME | null,
 "enrolled": [{"id": hex, "name": friendlyName, "finger": NAME}, ...]}``
     Only on a key with a fingerprint sensor (``vfido run --fingerprint``): the finger that
-    touches the sensor next (:mod:`authenticator.bio_enrollment`): a name, ``"unknown"`` (a
+    touches the sensor next (:mod:`vfido.authenticator.bio_enrollment`): a name, ``"unknown"`` (a
     finger never enrolled) or null (auto). Without ``finger``: the current one. The answer
     lists the enrolled fingers. Error: a bad finger.
 
@@ -140,20 +140,20 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives import serialization
 
-from authenticator import behaviours as beh
-from authenticator.cose import ALGORITHM_NAMES, CredentialKey, UnsupportedAlgorithm
-from authenticator.device import Authenticator
-from authenticator.env import Presence
-from authenticator.errors import CtapError
-from authenticator.provisioning import (
+from vfido.authenticator import behaviours as beh
+from vfido.authenticator.cose import ALGORITHM_NAMES, CredentialKey, UnsupportedAlgorithm
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import Presence
+from vfido.authenticator.errors import CtapError
+from vfido.authenticator.provisioning import (
     ProvisioningError,
     add_credential,
     key_from_cose,
     key_from_pem,
 )
-from keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
 from vfido.broker import RUNTIME_MODES, PresenceBroker
 from vfido.control import CommandError, ControlServer
+from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
 from vfido.virtual_authenticator import AuthenticatorOptions
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from authenticator.behaviours import b64url, b64url_decode
+from vfido.authenticator.behaviours import b64url, b64url_decode
 from vfido.broker import clean
 from vfido.control import ControlClient, ControlError, find_key
 from vfido.safetext import visible
@@ -244,7 +244,7 @@ class KeyController:
         return str(self.call("behaviours")["misbehaviour_root_pem"])
 
     def set_behaviour(self, name: str, value: str | int | float | None = None) -> dict[str, Any]:
-        """Turn a behaviour on (see :mod:`authenticator.behaviours`); the active ones."""
+        """Turn a behaviour on (see :mod:`vfido.authenticator.behaviours`); the active ones."""
         return dict(self.call("behaviours", name=name, value=value)["active"])
 
     def clear_behaviour(self, name: str | None = None) -> dict[str, Any]:

@@ -470,7 +470,7 @@ def check_roundtrip(
 
 
 def _open_udp(key: Key) -> Any:
-    from transports.udp import open_udp_device
+    from vfido.transports.udp import open_udp_device
 
     assert key.udp is not None
     host, port, peer = key.udp

@@ -79,11 +79,11 @@ def _with_client_pin(args: argparse.Namespace, action: Callable[[Any, Any], int]
     from fido2.ctap2.base import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from authenticator.config import Config
-    from authenticator.device import Authenticator
-    from transports.inprocess import open_device
+    from vfido.authenticator.config import Config
+    from vfido.authenticator.device import Authenticator
     from vfido.cli import _open_store as open_store
     from vfido.presence import DenyPresence
+    from vfido.transports.inprocess import open_device
 
     with open_store(args) as store:
         device = open_device(Authenticator(store, DenyPresence(), Config()))

@@ -1,6 +1,6 @@
 """User-presence front ends.
 
-Each implements :class:`authenticator.env.Presence`. The authenticator has
+Each implements :class:`vfido.authenticator.env.Presence`. The authenticator has
 already set the UPNEEDED keepalive when it asks; a front end only decides.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
 from vfido.safetext import visible
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def uhid_unavailable(path: str = UHID_PATH) -> str | None:
     """Why a UHID key cannot be made here, or None if ``path`` is usable."""
-    from transports.uhid import uhid_unavailable as reason
+    from vfido.transports.uhid import uhid_unavailable as reason
 
     return reason(path)
 

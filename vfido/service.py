@@ -13,17 +13,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from authenticator.behaviours import Behaviours
-from authenticator.config import Config, mldsa_status
-from authenticator.device import Authenticator
-from authenticator.env import Presence
-from keystore.sqlite_store import SqliteKeyStore
-from transports.handler import CtapHandler
 from vfido import __version__
+from vfido.authenticator.behaviours import Behaviours
+from vfido.authenticator.config import Config, mldsa_status
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import Presence
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
 from vfido.control_api import KeyParts, add_key_commands
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.trace import TraceRecorder, add_trace_commands
+from vfido.transports.handler import CtapHandler
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def make_transport(
     packet_observer: Callable[[str, bytes], None] | None = None,
 ) -> Transport:
     if options.kind == "udp":
-        from transports.udp import UdpTransport
+        from vfido.transports.udp import UdpTransport
 
         udp = UdpTransport(
             device,
@@ -69,7 +69,7 @@ def make_transport(
         udp.runner.packet_observer = packet_observer
         return udp
     if options.kind == "uhid":
-        from transports.uhid import UhidTransport
+        from vfido.transports.uhid import UhidTransport
 
         return UhidTransport(
             device,
@@ -78,8 +78,8 @@ def make_transport(
             packet_observer=packet_observer,
         )
     if options.kind == "unix":
-        from transports.unix import UnixTransport
         from vfido.transport_choice import prepare_unix_socket_dir
+        from vfido.transports.unix import UnixTransport
 
         if options.unix_socket is None:
             raise ValueError("the unix transport needs unix_socket")

@@ -60,9 +60,9 @@ from typing import IO, Any
 
 import cbor2
 
-from authenticator.responses import GET_INFO_MEMBERS
-from transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
+from vfido.authenticator.responses import GET_INFO_MEMBERS
 from vfido.safetext import visible
+from vfido.transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ AUTH_DATA_FLAGS = (
 
 
 def _status_names() -> dict[int, str]:
-    from authenticator.errors import CtapStatus
+    from vfido.authenticator.errors import CtapStatus
 
     return {int(s): s.name for s in CtapStatus}
 

@@ -36,7 +36,7 @@ How the model maps onto vfido:
 - ``extensions``: ``largeBlob``, ``credBlob``, ``minPinLength``, ``prf`` (hmac-secret) are
   always offered by a vfido key; others are refused.
 - ``credentialId``: a vfido key seals its credential IDs; an ID chosen by the test is kept
-  next to the sealed one (:mod:`authenticator.credential_source`), so the browser can
+  next to the sealed one (:mod:`vfido.authenticator.credential_source`), so the browser can
   present the test's ID. Get Credentials lists the discoverable credentials and the
   server-side ones added here; a server-side credential the key made itself lives only in
   its ID (the relying party keeps it) and is neither listed nor removable here.
@@ -59,29 +59,29 @@ from typing import TYPE_CHECKING, Any, Final
 import cbor2
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from authenticator import behaviours as beh
-from authenticator.authdata import (
+from vfido.authenticator import behaviours as beh
+from vfido.authenticator.authdata import (
     BACKUP_DONE_STATE,
     forget_backup_state,
     keystore_backup_eligible,
     rp_id_hash,
 )
-from authenticator.cose import CredentialKey, UnsupportedAlgorithm
-from authenticator.credential_source import (
+from vfido.authenticator.cose import CredentialKey, UnsupportedAlgorithm
+from vfido.authenticator.credential_source import (
     IMPORTED_ID_STATE_PREFIX,
     ImportedCredentialId,
     decode_credential_id,
     imported_id_state_key,
 )
-from authenticator.large_blobs import EMPTY_ARRAY, MAX_SERIALIZED_LARGE_BLOB_ARRAY, STATE_KEY
-from authenticator.provisioning import (
+from vfido.authenticator.large_blobs import EMPTY_ARRAY, MAX_SERIALIZED_LARGE_BLOB_ARRAY, STATE_KEY
+from vfido.authenticator.provisioning import (
     ProvisioningError,
     forget_imported_id,
     key_from_pkcs8,
     pkcs8_of,
 )
-from authenticator.provisioning import add_credential as provision
-from keystore.store import CredentialRecord, KeystoreError
+from vfido.authenticator.provisioning import add_credential as provision
+from vfido.keystore.store import CredentialRecord, KeystoreError
 
 if TYPE_CHECKING:
     from vfido.control_api import KeyParts
@@ -252,7 +252,7 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
 def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> None:
     """defaultBackupState for the key's server-side credentials (BS needs BE: vfido's
     server-side credentials are backup eligible when the keystore is, see
-    :mod:`authenticator.authdata`). Raises WebAuthnError when the keystore cannot."""
+    :mod:`vfido.authenticator.authdata`). Raises WebAuthnError when the keystore cannot."""
     eligible = keystore_backup_eligible(parts.store)
     if options.default_backup_eligibility != eligible:
         raise WebAuthnError(

@@ -33,8 +33,8 @@ import fido2.hid
 import pytest
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
-from transports.ctaphid import REPORT_SIZE
-from transports.udp import POWER_CYCLE_DATAGRAM, UdpConnection
+from vfido.transports.ctaphid import REPORT_SIZE
+from vfido.transports.udp import POWER_CYCLE_DATAGRAM, UdpConnection
 
 PATH_PREFIX = "vfido-udp:"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from keystore import kdf
-from keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
-from keystore.store import KeystoreCorrupt, KeystoreError
 from tests.service_helpers import PASSPHRASE, vfido
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
+from vfido.keystore.store import KeystoreCorrupt, KeystoreError
 
 DATA = Path(__file__).parent / "data"
 V1_PASSPHRASE = "vfido format 1 fixture"

@@ -39,12 +39,12 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CtapHidDevice
 from fido2.webauthn import PublicKeyCredentialDescriptor, PublicKeyCredentialType
 
-from keystore import kdf
-from keystore.sqlite_store import DB_NAME, SqliteKeyStore
-from keystore.store import CredentialRecord
 from tests.service_helpers import PASSPHRASE, Service, udp_service
-from transports.udp import UdpConnection
 from vfido import faults
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import DB_NAME, SqliteKeyStore
+from vfido.keystore.store import CredentialRecord
+from vfido.transports.udp import UdpConnection
 
 MODES = ("kill-before-commit", "kill-after", "external")
 MAX_OPS_PER_LIFE = 300  # a fault rule that never fires ends the test instead of looping

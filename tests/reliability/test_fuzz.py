@@ -40,8 +40,6 @@ import cbor2
 import pytest
 from fido2 import cbor as fido_cbor
 
-from authenticator.env import PresenceResult
-from authenticator.errors import CtapStatus
 from tests.ctap2_helpers import (
     EventContext,
     Key,
@@ -51,14 +49,18 @@ from tests.ctap2_helpers import (
     make_key,
 )
 from tests.ctaphid_helpers import assert_core_recovers, decode_messages, reports_of
-from transports.ctaphid import REPORT_SIZE, CtapHidCore, Request
+from vfido.authenticator.env import PresenceResult
+from vfido.authenticator.errors import CtapStatus
+from vfido.transports.ctaphid import REPORT_SIZE, CtapHidCore, Request
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
 SECONDS = float(os.environ.get("VFIDO_FUZZ_SECONDS", "25"))
 SAVE = os.environ.get("VFIDO_FUZZ_SAVE") == "1"
 VALID_STATUSES = {int(s) for s in CtapStatus}
-TRACED = tuple(str(ROOT / d) + os.sep for d in ("authenticator", "transports", "keystore"))
+TRACED = tuple(
+    str(ROOT / "vfido" / d) + os.sep for d in ("authenticator", "transports", "keystore")
+)
 
 
 # --- the engine -----------------------------------------------------------------

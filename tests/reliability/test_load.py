@@ -25,17 +25,17 @@ from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.hid import CTAPHID, CtapHidDevice
 
-from authenticator.config import Config
-from authenticator.device import Authenticator
-from authenticator.env import PresenceRequest, PresenceResult, RequestContext
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctap2_helpers import create_credential, sign_counter
 from tests.service_helpers import PASSPHRASE, udp_service
-from transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command
-from transports.inprocess import InProcessKey
-from transports.udp import open_udp_device
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
+from vfido.transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command
+from vfido.transports.inprocess import InProcessKey
+from vfido.transports.udp import open_udp_device
 
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 WAIT = 30.0

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from fido2 import cbor as fido_cbor
 
-from authenticator.errors import CtapStatus
 from tests.ctap2_helpers import (
     Key,
     descriptor,
@@ -28,7 +27,8 @@ from tests.ctap2_helpers import (
     rp,
     user,
 )
-from transports.ctaphid import (
+from vfido.authenticator.errors import CtapStatus
+from vfido.transports.ctaphid import (
     BROADCAST_CID,
     MAX_MESSAGE_SIZE,
     TYPE_INIT,
@@ -37,7 +37,7 @@ from transports.ctaphid import (
     Request,
     encode_message,
 )
-from transports.runner import HidTransaction
+from vfido.transports.runner import HidTransaction
 
 VALID_STATUSES = {int(s) for s in CtapStatus} - {int(CtapStatus.OTHER)}
 SIZES = [0, 64, 65, 255, 1024, "max"]

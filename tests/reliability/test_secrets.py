@@ -41,15 +41,15 @@ from fido2.webauthn import (
     PublicKeyCredentialUserEntity,
 )
 
-from authenticator.errors import CtapStatus
-from keystore import kdf
-from keystore.sqlite_store import SqliteKeyStore
 from tests.ctap2_helpers import EventContext, make_key
 from tests.service_helpers import PASSPHRASE, env, free_udp_port, vfido
-from transports.udp import open_udp_device
+from vfido.authenticator.errors import CtapStatus
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.transports.udp import open_udp_device
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("authenticator", "keystore", "transports", "vfido")
+PACKAGES = ("vfido.authenticator", "vfido.keystore", "vfido.transports", "vfido")
 PIN = "73195824"
 NEW_PIN = "46820137"
 ORIGIN = "https://secrets.example"
@@ -184,9 +184,9 @@ SECRET_FIELD = re.compile(r"(private|secret|token|passphrase|pin_hash|master|sha
 NOT_SECRET = {"public_key", "large_blob_key_requested", "key_handle", "rp_id", "algorithm"}
 PUBLIC = {
     # client inputs: salts encrypted to the shared secret, plus the platform's public key
-    "authenticator.extensions.MakeCredentialExtensions.hmac_secret_mc",
-    "authenticator.extensions.GetAssertionExtensions.hmac_secret",
-    "authenticator.ctap1._Prompt.key",  # (presence kind, application parameter): a dedupe key
+    "vfido.authenticator.extensions.MakeCredentialExtensions.hmac_secret_mc",
+    "vfido.authenticator.extensions.GetAssertionExtensions.hmac_secret",
+    "vfido.authenticator.ctap1._Prompt.key",  # (presence kind, application parameter): a dedupe key
 }
 
 
@@ -232,7 +232,8 @@ def test_secret_comparisons_are_constant_time() -> None:
     MACs or signatures (hmac.compare_digest instead)."""
     offenders = []
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
+        folder = Path(importlib.import_module(package).__path__[0])
+        for path in sorted(folder.rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
             for node in ast.walk(tree):
                 if not isinstance(node, ast.Compare):

@@ -21,11 +21,11 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
-from keystore import kdf
-from keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
-from keystore.store import KeystoreCorrupt
 from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
+from vfido.keystore import kdf
+from vfido.keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
+from vfido.keystore.store import KeystoreCorrupt
 
 DATA = Path(__file__).parent / "data"
 PIN = "246810"

@@ -23,13 +23,13 @@ import pytest
 from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 
-from keystore import kdf, sqlite_store
-from keystore.crypto import RecordKeys
-from keystore.sqlite_store import DB_NAME, SqliteKeyStore
-from keystore.store import CredentialRecord, KeystoreError
 from tests.ctap2_helpers import create_credential, sign_counter
 from tests.service_helpers import PASSPHRASE, udp_service, vfido
-from transports.udp import open_udp_device
+from vfido.keystore import kdf, sqlite_store
+from vfido.keystore.crypto import RecordKeys
+from vfido.keystore.sqlite_store import DB_NAME, SqliteKeyStore
+from vfido.keystore.store import CredentialRecord, KeystoreError
+from vfido.transports.udp import open_udp_device
 
 DATA = Path(__file__).parent / "data"
 

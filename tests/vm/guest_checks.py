@@ -260,7 +260,7 @@ def kernel_uhid(data: dict[str, Any]) -> str:
 @check("uhid_create_raw")
 def uhid_create_raw(data: dict[str, Any]) -> str:
     """UHID_CREATE2 by hand with transports.uhid's encoders: hidraw appears, tools list it."""
-    from transports import uhid
+    from vfido.transports import uhid
 
     serial = "vfido-raw-1"
     fd = os.open("/dev/uhid", os.O_RDWR)
@@ -301,7 +301,7 @@ def uhid_transport_echo(data: dict[str, Any]) -> str:
     """UhidTransport + HidRunner with an echo handler, driven by python-fido2 via hidraw."""
     from fido2.hid import CTAPHID
 
-    from transports.uhid import UhidTransport
+    from vfido.transports.uhid import UhidTransport
 
     serial = "vfido-echo-1"
     transport = UhidTransport(EchoHandler(), serial=serial)

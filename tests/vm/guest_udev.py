@@ -66,7 +66,7 @@ def node_state(path: str, env: dict[str, str]) -> dict[str, Any]:
 
 def raw_device(phys: str, serial: str) -> tuple[int, str]:
     """A UHID device with vfido's ids and report descriptor but another ``phys``."""
-    from transports import uhid
+    from vfido.transports import uhid
 
     fd = os.open("/dev/uhid", os.O_RDWR)
     os.write(
@@ -89,7 +89,7 @@ def raw_device(phys: str, serial: str) -> tuple[int, str]:
 
 
 def destroy(fd: int) -> None:
-    from transports import uhid
+    from vfido.transports import uhid
 
     os.write(fd, uhid._event(uhid.UhidEventType.DESTROY))
     os.close(fd)

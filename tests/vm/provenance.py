@@ -19,8 +19,16 @@ from pathlib import Path
 from typing import Any
 
 # The project's runtime dependencies and its own top-level packages.
-MODULES = ("fido2", "cryptography", "cbor2", "vfido", "authenticator", "transports", "keystore")
-PROJECT_PACKAGES = ("vfido", "authenticator", "transports", "keystore")
+MODULES = (
+    "fido2",
+    "cryptography",
+    "cbor2",
+    "vfido",
+    "vfido.authenticator",
+    "vfido.transports",
+    "vfido.keystore",
+)
+PROJECT_PACKAGES = ("vfido", "vfido.authenticator", "vfido.transports", "vfido.keystore")
 
 
 def venv_python(checkout: Path) -> Path:

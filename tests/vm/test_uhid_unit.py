@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from transports import uhid
+from vfido.transports import uhid
 
 
 def test_event_size_matches_the_kernel_struct() -> None:
