@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from vfido.keystore import kdf, sqlite_store
 from vfido.keystore.credential_id import seal, unseal
+from vfido.keystore.sqlite_errors import map_sqlite_error
 from vfido.keystore.sqlite_store import (
     DB_NAME,
     FORMAT_VERSION,
     LOCK_NAME,
     SqliteKeyStore,
-    _map_sqlite_error,
 )
 from vfido.keystore.store import (
     CredentialRecord,
@@ -389,8 +389,8 @@ def test_second_process_refused(ks_dir: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from keystore.sqlite_store import SqliteKeyStore\n"
-        "from keystore.store import KeystoreLocked\n"
+        "from vfido.keystore.sqlite_store import SqliteKeyStore\n"
+        "from vfido.keystore.store import KeystoreLocked\n"
         "try:\n"
         "    SqliteKeyStore.open(Path(sys.argv[1]), sys.argv[2]).close()\n"
         "except KeystoreLocked:\n"
@@ -790,7 +790,7 @@ def test_read_only_error_maps_to_unavailable(ks_dir: Path) -> None:
             db.execute("DELETE FROM state")
     finally:
         db.close()
-    mapped = _map_sqlite_error(info.value, "write")
+    mapped = map_sqlite_error(info.value, "write")
     assert isinstance(mapped, KeystoreUnavailable)
 
 
