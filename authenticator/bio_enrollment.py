@@ -45,7 +45,7 @@ from vfido.authenticator.env import (
     UserVerifier,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
-from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
 from vfido.keystore.store import KeyStore, KeystoreFull
 
 #: modality fingerprint (6.7.1).
@@ -322,15 +322,10 @@ class BioEnrollment:
     # --- steps ---------------------------------------------------------------------
     def _authorize(self, request: BioEnrollmentRequest) -> None:
         """pinUvAuthParam over modality || subCommand || subCommandParams, be permission."""
-        if request.pin_uv_auth_param is None:
-            raise CtapError(CtapStatus.PUAT_REQUIRED)
-        if request.protocol is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+        param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
         assert request.modality is not None and request.sub_command is not None
         message = bytes([request.modality, request.sub_command]) + request.params_bytes
-        self._pin.verify_token(
-            request.protocol, message, request.pin_uv_auth_param, Permission.BIO_ENROLLMENT
-        )
+        self._pin.verify_token(request.protocol, message, param, Permission.BIO_ENROLLMENT)
 
     @staticmethod
     def _check_timeout(request: BioEnrollmentRequest) -> None:

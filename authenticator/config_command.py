@@ -18,7 +18,7 @@ from typing import Any
 from vfido.authenticator import cbor
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
-from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
 from vfido.keystore.store import KeyStore, KeystoreFull
 
 _EP, _ALWAYS_UV, _MIN_LENGTH_RPIDS = "config.ep", "config.always_uv", "pin.min_length_rpids"
@@ -125,20 +125,14 @@ class AuthenticatorConfig:
         request = ConfigRequest.from_cbor_map(m)
         # 6.11 steps 1-4: authenticate when a PIN or built-in UV protects the key.
         if self._pin.is_pin_set or self._pin.has_uv or self.settings.always_uv:
-            if request.pin_uv_auth_param is None:
-                raise CtapError(CtapStatus.PUAT_REQUIRED)
-            if request.protocol is None:
-                raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+            param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
             message = (
                 b"\xff" * 32
                 + bytes([0x0D, request.sub_command & 0xFF])
                 + (cbor.encode(request.params) if request.params is not None else b"")
             )
             self._pin.verify_token(
-                request.protocol,
-                message,
-                request.pin_uv_auth_param,
-                Permission.AUTHENTICATOR_CONFIG,
+                request.protocol, message, param, Permission.AUTHENTICATOR_CONFIG
             )
         sub = request.sub_command
         if sub == SubCommand.ENABLE_ENTERPRISE_ATTESTATION:

@@ -36,7 +36,7 @@ from vfido.authenticator.credential_source import decode_credential_id
 from vfido.authenticator.env import RequestContext
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.persistent_token import note_credential_change, persistent_token
-from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
 from vfido.keystore.store import CredentialRecord, KeyStore
 
 
@@ -166,10 +166,7 @@ class CredentialManagement:
         if sub not in SubCommand.__members__.values():
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
         # 6.8.2 - 6.8.7: every other subcommand is authenticated.
-        if request.pin_uv_auth_param is None:
-            raise CtapError(CtapStatus.PUAT_REQUIRED)
-        if request.protocol is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+        require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
         message = bytes([sub]) + request.params_bytes
         if sub == SubCommand.GET_CREDS_METADATA:
             self._authorize(request, message, None)

@@ -1,19 +1,18 @@
-"""The authenticator: CTAP2 command dispatch, CTAP1 delegation, runtime state.
+"""The authenticator: assembles the commands' state, serializes requests, delegates CTAP1.
 
-:class:`Authenticator` structurally satisfies ``transports.handler.CtapHandler``.
-Every request is parsed into a typed request object before anything acts on
-it, so malformed input never reaches the keystore. Every failure becomes a
-CTAP status byte: :class:`CtapError` carries its own, anything else is
-CTAP1_ERR_OTHER (logged by exception type only, never with its message, which
-could contain request data).
+CTAP2 requests go through :mod:`vfido.authenticator.dispatch` (the command table and the
+rule for pending state). :class:`Authenticator` structurally satisfies
+``transports.handler.CtapHandler``. Every request is parsed into a typed request object
+before anything acts on it, so malformed input never reaches the keystore. Every failure
+becomes a CTAP status byte: :class:`CtapError` carries its own, anything else is
+CTAP1_ERR_OTHER (logged by exception type only, never with its message, which could
+contain request data).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from enum import IntEnum
 from typing import Any
 
 from vfido.authenticator import cbor
@@ -24,11 +23,24 @@ from vfido.authenticator.bio_enrollment import (
     FingerprintTemplates,
     FingerprintVerifier,
 )
-from vfido.authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin, SubCommand
+from vfido.authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin
 from vfido.authenticator.config import Config
 from vfido.authenticator.config_command import AuthenticatorConfig, Settings
 from vfido.authenticator.credential_management import CredentialManagement
 from vfido.authenticator.ctap1 import Ctap1Handler
+from vfido.authenticator.dispatch import (
+    CTAP1_MESSAGE,
+    Parts,
+    command_name,
+    dispatch,
+    end_all,
+    end_pending,
+    handlers,
+)
+
+# TRANSITIONAL(#18): re-export for branches in flight (appcli's trace names); the command
+# enum lives in dispatch now, the integrator removes this line.
+from vfido.authenticator.dispatch import Command as Command
 from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
@@ -40,35 +52,13 @@ from vfido.authenticator.env import (
     UserVerifier,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
-from vfido.authenticator.get_assertion import get_assertion, get_next_assertion
 from vfido.authenticator.get_info import build_info
 from vfido.authenticator.large_blobs import LargeBlobs
-from vfido.authenticator.make_credential import make_credential
 from vfido.authenticator.pin_token import Permission
-from vfido.authenticator.requests import GetAssertionRequest, MakeCredentialRequest
-from vfido.authenticator.reset import reset, selection
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.store import KeyStore
 
 log = logging.getLogger(__name__)
-
-
-class Command(IntEnum):
-    """CTAP2 command bytes (CTAP 2.1 section 6)."""
-
-    MAKE_CREDENTIAL = 0x01
-    GET_ASSERTION = 0x02
-    GET_INFO = 0x04
-    CLIENT_PIN = 0x06
-    RESET = 0x07
-    GET_NEXT_ASSERTION = 0x08
-    BIO_ENROLLMENT = 0x09
-    CREDENTIAL_MANAGEMENT = 0x0A
-    SELECTION = 0x0B
-    LARGE_BLOBS = 0x0C
-    CONFIG = 0x0D
-    BIO_ENROLLMENT_PREVIEW = 0x40  # CTAP 2.1-PRE userVerificationMgmtPreview
-    CREDENTIAL_MANAGEMENT_PREVIEW = 0x41  # CTAP 2.1-PRE credentialMgmtPreview
 
 
 # ISO 7816 status word for a CTAP1 failure the CTAP1 handler did not catch.
@@ -78,15 +68,6 @@ _SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 # ... and for U2F_REGISTER/AUTHENTICATE while alwaysUv turns CTAP1 off (Services.ctap1_enabled).
 _SW_COMMAND_NOT_ALLOWED = b"\x69\x86"
 _U2F_SIGNING_INS = frozenset({0x01, 0x02})  # U2F_REGISTER, U2F_AUTHENTICATE
-
-#: clientPin subcommands that use the PIN (answered PIN_BLOCKED by behaviour pin-blocked).
-_PIN_USING = frozenset(
-    {
-        SubCommand.CHANGE_PIN,
-        SubCommand.GET_PIN_TOKEN,
-        SubCommand.GET_PIN_UV_AUTH_TOKEN_USING_PIN_WITH_PERMISSIONS,
-    }
-)
 
 
 class _BehavingVerifier:
@@ -107,70 +88,6 @@ class _BehavingVerifier:
 
 _DEFAULT_CONFIG = Config()
 _DEFAULT_CLOCK = SystemClock()
-
-# A handler gets the services, the CBOR payload (after the command byte) and
-# the request context, and returns the response map (None: no response data).
-_Handler = Callable[[Services, bytes, RequestContext], dict[int, Any] | None]
-
-
-def _parameters(payload: bytes) -> object:
-    """Decode a command's parameter map (strict canonical CBOR)."""
-    if not payload:
-        raise CtapError(CtapStatus.MISSING_PARAMETER, "no parameters")
-    return cbor.decode(payload)
-
-
-def _no_parameters(payload: bytes) -> None:
-    if payload:
-        raise CtapError(CtapStatus.INVALID_LENGTH, "command takes no parameters")
-
-
-def _make_credential(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
-    request = MakeCredentialRequest.from_cbor_map(_parameters(payload))
-    return make_credential(s, request, ctx).to_cbor_map()
-
-
-def _get_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
-    request = GetAssertionRequest.from_cbor_map(_parameters(payload))
-    return get_assertion(s, request, ctx).to_cbor_map()
-
-
-def _get_info(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
-    _no_parameters(payload)
-    return build_info(s).to_cbor_map()
-
-
-def _parameter_map(payload: bytes) -> dict[Any, Any]:
-    value = _parameters(payload)
-    if not isinstance(value, dict):
-        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "parameters are not a map")
-    return value
-
-
-def _get_next_assertion(s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
-    _no_parameters(payload)
-    return get_next_assertion(s, ctx).to_cbor_map()
-
-
-def _selection(s: Services, payload: bytes, ctx: RequestContext) -> None:
-    _no_parameters(payload)
-    selection(s, ctx)
-    return None
-
-
-_HANDLERS: dict[int, _Handler] = {
-    Command.MAKE_CREDENTIAL: _make_credential,
-    Command.GET_ASSERTION: _get_assertion,
-    Command.GET_INFO: _get_info,
-    Command.GET_NEXT_ASSERTION: _get_next_assertion,
-    Command.SELECTION: _selection,
-}
-
-
-#: The credentialManagement commands (CTAP 2.1 and its 2.1-PRE preview).
-_CREDENTIAL_MANAGEMENT_COMMANDS = frozenset(
-    {Command.CREDENTIAL_MANAGEMENT, Command.CREDENTIAL_MANAGEMENT_PREVIEW}
-)
 
 # Protocol names of transports.handler.ProtocolReporter (strings, so that this package
 # does not import the transports).
@@ -243,27 +160,22 @@ class Authenticator:
             store, client_pin, enterprise_attestation_supported=config.enterprise_attestation > 0
         )
         self._lock = threading.Lock()  # one request at a time
-        # Per instance, so features with their own state (clientPin...) can add handlers.
-        self._handlers: dict[int, _Handler] = dict(_HANDLERS)
-        self._handlers[Command.RESET] = self._reset
-        self._handlers[Command.CLIENT_PIN] = self._client_pin_command
-        self._handlers[Command.CREDENTIAL_MANAGEMENT] = self._credential_management
-        self._handlers[Command.LARGE_BLOBS] = self._large_blobs_command
-        self._handlers[Command.CONFIG] = self._config
         self._bio = BioEnrollment(
             store,
             client_pin,
             self.sensor,
             lambda request, context: ask_presence(self._services, context, request),
         )
-        if config.fingerprint:
-            self._handlers[Command.BIO_ENROLLMENT] = self._bio_enrollment
-            if config.ctap21_pre:
-                self._handlers[Command.BIO_ENROLLMENT_PREVIEW] = self._bio_enrollment
-        if config.ctap21_pre:
-            self._handlers[Command.CREDENTIAL_MANAGEMENT_PREVIEW] = (
-                self._credential_management_preview
-            )
+        # The commands (authenticator.dispatch: one table, one rule for pending state).
+        self._parts = Parts(
+            services=self._services,
+            client_pin=client_pin,
+            credential_management=self._cred_mgmt,
+            large_blobs=self._large_blobs,
+            config_command=self._config_command,
+            bio=self._bio,
+        )
+        self._handlers = handlers(config)
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.
@@ -321,19 +233,21 @@ class Authenticator:
         with self._lock:
             command = request[0] if request else None
             try:
-                body = self._dispatch(bytes(request), transaction)
+                body = dispatch(self._parts, self._handlers, bytes(request), transaction)
             except CtapError as exc:
-                log.info("command %s -> %s", _name(command), exc)
+                log.info("command %s -> %s", command_name(command), exc)
                 return bytes([exc.status])
             except Exception as exc:  # never let anything escape to the transport
                 log.error(
-                    "command %s failed: internal error (%s)", _name(command), type(exc).__name__
+                    "command %s failed: internal error (%s)",
+                    command_name(command),
+                    type(exc).__name__,
                 )
                 return bytes([CtapStatus.OTHER])
             finally:
                 self._refresh_ctap1_enabled()  # authenticatorConfig and reset change it
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("command %s -> OK", _name(command))
+                log.debug("command %s -> OK", command_name(command))
             if body is None:
                 return bytes([CtapStatus.OK])
             return bytes([CtapStatus.OK]) + cbor.encode(body)
@@ -343,7 +257,7 @@ class Authenticator:
         if self._services.behaviours.current().versions == FIDO_2_0:
             return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
         with self._lock:
-            self._services.runtime.clear_pending()
+            end_pending(self._parts, CTAP1_MESSAGE)
             if len(apdu) > 1 and apdu[1] in _U2F_SIGNING_INS and not self._services.ctap1_enabled:
                 return _SW_COMMAND_NOT_ALLOWED  # alwaysUv: U2F cannot verify the user
             try:
@@ -365,86 +279,6 @@ class Authenticator:
         """Unplug + replug: forget runtime state and reopen the reset window."""
         self._services.runtime.power_cycle(self._services.clock.monotonic())
         self._client_pin.power_cycle()
-        self._cred_mgmt.reset_pending()
-        self._large_blobs.reset_pending()
-        self._bio.reset_pending()
+        end_all(self._parts)
         self._ctap1.power_cycle()
         log.info("power cycle")
-
-    # --- commands with their own state -----------------------------------------
-
-    def _reset(self, s: Services, payload: bytes, ctx: RequestContext) -> None:
-        _no_parameters(payload)
-        reset(s, ctx)
-        # PIN, config and large-blob state was erased with the store; the
-        # runtime PIN/UV state (tokens, key agreement keys, partial writes) goes too.
-        self._client_pin.power_cycle()
-        self._large_blobs.reset_pending()
-        self._bio.reset_pending()
-        return None
-
-    def _client_pin_command(
-        self, s: Services, payload: bytes, ctx: RequestContext
-    ) -> dict[int, Any] | None:
-        parameters = _parameter_map(payload)
-        if s.behaviours.current().pin_blocked:
-            # Behaviour pin-blocked: a PIN is "set" and has no retries left.
-            sub = parameters.get(0x02)
-            if sub == SubCommand.GET_PIN_RETRIES:
-                return {0x03: 0}
-            if sub in _PIN_USING:
-                raise CtapError(CtapStatus.PIN_BLOCKED, "pin-blocked behaviour")
-            if sub == SubCommand.SET_PIN:
-                raise CtapError(CtapStatus.NOT_ALLOWED, "pin-blocked behaviour: a PIN is set")
-        return self._client_pin.process(parameters, ctx) or None
-
-    def _credential_management(
-        self, s: Services, payload: bytes, ctx: RequestContext
-    ) -> dict[int, Any] | None:
-        return self._cred_mgmt.process(_parameter_map(payload), ctx) or None
-
-    def _credential_management_preview(
-        self, s: Services, payload: bytes, ctx: RequestContext
-    ) -> dict[int, Any] | None:
-        return self._cred_mgmt.process(_parameter_map(payload), ctx, preview=True) or None
-
-    def _bio_enrollment(
-        self, s: Services, payload: bytes, ctx: RequestContext
-    ) -> dict[int, Any] | None:
-        return self._bio.process(_parameter_map(payload), ctx) or None
-
-    def _large_blobs_command(
-        self, s: Services, payload: bytes, ctx: RequestContext
-    ) -> dict[int, Any] | None:
-        return self._large_blobs.process(_parameter_map(payload), s.uv_protected) or None
-
-    def _config(self, s: Services, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:
-        return self._config_command.process(_parameter_map(payload)) or None
-
-    # --- internals ----------------------------------------------------------
-
-    def _dispatch(self, request: bytes, context: RequestContext) -> dict[int, Any] | None:
-        if not request:
-            raise CtapError(CtapStatus.INVALID_LENGTH, "empty request")
-        if len(request) > self._services.config.max_msg_size:
-            raise CtapError(CtapStatus.REQUEST_TOO_LARGE, "request exceeds maxMsgSize")
-        command = request[0]
-        if command != Command.GET_NEXT_ASSERTION:
-            # The getNextAssertion state only survives consecutive getNextAssertion calls.
-            self._services.runtime.clear_pending()
-        if command not in _CREDENTIAL_MANAGEMENT_COMMANDS:
-            # Only credentialManagement GetNext* continue an enumeration.
-            self._cred_mgmt.reset_pending()
-        handler = self._handlers.get(command)
-        if handler is None:
-            raise CtapError(CtapStatus.INVALID_COMMAND, f"command 0x{command:02x}")
-        return handler(self._services, request[1:], context)
-
-
-def _name(command: int | None) -> str:
-    if command is None:
-        return "(empty)"
-    try:
-        return Command(command).name
-    except ValueError:
-        return f"0x{command:02x}"

@@ -36,16 +36,16 @@ from vfido.authenticator.extensions import (
     GetAssertionExtensions,
     hmac_secret_output,
 )
-from vfido.authenticator.make_credential import (
+from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
+from vfido.authenticator.responses import GetAssertionResponse
+from vfido.authenticator.shared_steps import (
     check_pin_uv_auth_param,
     collect_presence,
     enforce_always_uv,
     perform_user_verification,
     pin_probe,
 )
-from vfido.authenticator.pin_token import Permission
-from vfido.authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
-from vfido.authenticator.responses import GetAssertionResponse
 from vfido.authenticator.state import AssertionCandidate, PendingAssertion, Services
 
 log = logging.getLogger(__name__)

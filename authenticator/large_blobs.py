@@ -16,7 +16,7 @@ from typing import Any
 
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
-from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
 from vfido.keystore.store import KeyStore, KeystoreFull
 
 STATE_KEY = "large_blob"
@@ -128,19 +128,14 @@ class LargeBlobs:
         if request.offset != self._expected_next_offset:
             raise CtapError(CtapStatus.INVALID_SEQ)
         if uv_protected:
-            if request.pin_uv_auth_param is None:
-                raise CtapError(CtapStatus.PUAT_REQUIRED)
-            if request.protocol is None:
-                raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+            param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
             message = (
                 b"\xff" * 32
                 + b"\x0c\x00"
                 + struct.pack("<I", request.offset)
                 + hashlib.sha256(fragment).digest()
             )
-            self._pin.verify_token(
-                request.protocol, message, request.pin_uv_auth_param, Permission.LARGE_BLOB_WRITE
-            )
+            self._pin.verify_token(request.protocol, message, param, Permission.LARGE_BLOB_WRITE)
         if request.offset + len(fragment) > self._expected_length:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "beyond the announced length")
         if request.offset == 0:

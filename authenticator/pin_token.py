@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 
 from vfido.authenticator.env import Clock
+from vfido.authenticator.errors import CtapError, CtapStatus
 
 
 class Permission(IntFlag):
@@ -107,3 +108,14 @@ class PinUvAuthToken:
 
     def clear_permissions_except_lbw(self) -> None:
         self.permissions &= Permission.LARGE_BLOB_WRITE
+
+
+def require_pin_uv_auth_param(param: bytes | None, protocol: int | None) -> bytes:
+    """The pinUvAuthParam of a request that must be authenticated (bioEnrollment 6.7,
+    credentialManagement 6.8, largeBlobs set 6.10.2, authenticatorConfig 6.11): absent ->
+    CTAP2_ERR_PUAT_REQUIRED; present without pinUvAuthProtocol -> MISSING_PARAMETER."""
+    if param is None:
+        raise CtapError(CtapStatus.PUAT_REQUIRED)
+    if protocol is None:
+        raise CtapError(CtapStatus.MISSING_PARAMETER, "pinUvAuthProtocol")
+    return param

@@ -44,14 +44,9 @@ other statement runs, so every query, listing and export sees the current values
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
-import hmac
 import os
 import sqlite3
-import stat
 import threading
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -69,13 +64,55 @@ from vfido.keystore.crypto import (
     unwrap_master_key,
     wrap_master_key,
 )
+from vfido.keystore.files import (
+    DB_NAME,
+    DIR_MODE,
+    FILE_MODE,
+    LOCK_NAME,
+    check_private,
+    fsync_path,
+    keystore_files,
+    prepare_new_directory,
+)
 from vfido.keystore.identity import (
     identity_from_bytes,
     identity_to_bytes,
     new_identity,
     rotate_credential_key,
 )
+from vfido.keystore.integrity import (
+    MAX_COUNTER,
+    ROWS_TAG,
+    STATE_INDEX_TAG,
+    checked_counter,
+    checked_state_blob,
+    state_digest,
+    verify_counters,
+    verify_state,
+)
 from vfido.keystore.lock import DirectoryLock
+from vfido.keystore.records import decode_record, encode_record
+from vfido.keystore.schema import (
+    APPLICATION_ID,
+    FORMAT_VERSION,
+    IDENTITY_ROW,
+    INSERT_COUNTER,
+    MIGRATIONS,
+    T_CREDENTIALS,
+    T_IDENTITY,
+    T_STATE,
+    UPDATE_COUNTER,
+    UPSERT_STATE,
+    Migration,
+    check_header,
+    configure,
+    connect,
+    init_schema,
+    migrate,
+    read_meta,
+    transaction,
+)
+from vfido.keystore.sqlite_errors import map_os_error, map_sqlite_error
 from vfido.keystore.store import (
     CredentialRecord,
     CredentialSummary,
@@ -83,437 +120,24 @@ from vfido.keystore.store import (
     KeystoreCorrupt,
     KeystoreError,
     KeystoreFull,
-    KeystoreLocked,
     KeystoreUnavailable,
     WrongPassphrase,
 )
 
-DB_NAME = "vfido.db"
-LOCK_NAME = "vfido.lock"
-FORMAT_VERSION = 3
-"""Version of the database layout. Bump it with a step in :data:`MIGRATIONS`.
+__all__ = [  # the SQLite store, and what callers and tests use of its layout
+    "APPLICATION_ID",
+    "DB_NAME",
+    "DIR_MODE",
+    "FILE_MODE",
+    "FORMAT_VERSION",
+    "LOCK_NAME",
+    "MIGRATIONS",
+    "Migration",
+    "SqliteKeyStore",
+]
 
-1: first released layout (counters unauthenticated).
-2: a MAC on every counter row and an authenticated count of the rows.
-3: a MAC over the set of state rows (a deleted or rolled-back state row is noticed)."""
-
-Migration = Callable[[sqlite3.Connection, RecordKeys], None]
-
-MIGRATIONS: dict[int, Migration] = {}
-"""``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
-transaction, after the passphrase check, with the record keys;
-:meth:`SqliteKeyStore.open` runs the steps and records the new version
-atomically). The files tests/reliability/data/keystore-v1.db and keystore-v2.db must
-keep opening."""
-APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
-
-DIR_MODE = 0o700
-FILE_MODE = 0o600
-
-_T_CREDENTIALS = "credentials"
-_T_STATE = "state"
-_T_IDENTITY = "identity"
-_IDENTITY_ROW = (b"\x01",)
-
-_COUNTERS_TABLE = (
-    "CREATE TABLE counters ("
-    " cred_tag BLOB PRIMARY KEY, value INTEGER NOT NULL, mac BLOB NOT NULL) WITHOUT ROWID"
-)
-_ROWS_TAG = b""  # the counters row holding the number of (other) counter rows
-_MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER
 _COUNTER_FLOOR = "counter.floor"  # state key: raise_counter_floor()
-_UPDATE_COUNTER = "UPDATE counters SET value = ?, mac = ? WHERE cred_tag = ?"
-_INSERT_COUNTER = "INSERT INTO counters (cred_tag, value, mac) VALUES (?, ?, ?)"
 _CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
-_STATE_INDEX_TAG = b""  # the state row holding the MAC of the set of (other) state rows
-_UPSERT_STATE = (
-    "INSERT INTO state (key_tag, blob) VALUES (?, ?)"
-    " ON CONFLICT (key_tag) DO UPDATE SET blob = excluded.blob"
-)
-
-_SCHEMA = (
-    "CREATE TABLE meta (name TEXT PRIMARY KEY, value NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE identity (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL)",
-    "CREATE TABLE credentials ("
-    " seq INTEGER PRIMARY KEY,"
-    " cred_tag BLOB NOT NULL UNIQUE,"
-    " rp_tag BLOB NOT NULL,"
-    " user_tag BLOB NOT NULL UNIQUE,"
-    " blob BLOB NOT NULL)",
-    "CREATE INDEX credentials_by_rp ON credentials (rp_tag)",
-    _COUNTERS_TABLE,
-    "CREATE TABLE state (key_tag BLOB PRIMARY KEY, blob BLOB NOT NULL) WITHOUT ROWID",
-)
-
-# SQLite primary result codes (the low byte of extended codes).
-_SQLITE_PERM = 3
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-_SQLITE_READONLY = 8
-_SQLITE_IOERR = 10
-_SQLITE_CORRUPT = 11
-_SQLITE_FULL = 13
-_SQLITE_CANTOPEN = 14
-_SQLITE_AUTH = 23
-_SQLITE_NOTADB = 26
-
-
-# --------------------------------------------------------------------------
-# errors
-
-
-def _map_sqlite_error(exc: sqlite3.Error, action: str) -> KeystoreError:
-    """Translate a sqlite3 exception into the keystore hierarchy (no secrets)."""
-    code: int | None = getattr(exc, "sqlite_errorcode", None)
-    name: str = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    primary = code & 0xFF if code is not None else None
-    text = str(exc).lower()
-    if primary == _SQLITE_FULL or "database or disk is full" in text:
-        return KeystoreFull(f"cannot {action}: no space left for the keystore ({name})")
-    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or "not a database" in text:
-        return KeystoreCorrupt(f"cannot {action}: the keystore file is damaged ({name})")
-    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return KeystoreLocked(f"cannot {action}: the keystore database is busy ({name})")
-    if primary in (_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_PERM, _SQLITE_AUTH):
-        return KeystoreUnavailable(f"cannot {action}: the keystore is not writable ({name})")
-    return KeystoreUnavailable(f"cannot {action}: database error ({name})")
-
-
-def _map_os_error(exc: OSError, action: str) -> KeystoreError:
-    reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return KeystoreFull(f"cannot {action}: {reason}")
-    return KeystoreUnavailable(f"cannot {action}: {reason}")
-
-
-# --------------------------------------------------------------------------
-# file system checks
-
-
-def _check_private(path: Path, *, directory: bool) -> None:
-    """Refuse files/directories other users can access or that we do not own."""
-    try:
-        st = path.stat() if directory else path.lstat()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise _map_os_error(exc, f"inspect {path}") from None
-    if directory and not stat.S_ISDIR(st.st_mode):
-        raise KeystoreError(f"{path} is not a directory")
-    if not directory and not stat.S_ISREG(st.st_mode):
-        raise KeystoreError(f"{path} is not a regular file; refusing to use it")
-    if st.st_uid != os.geteuid():
-        raise KeystoreError(f"{path} is owned by another user; refusing to use it")
-    perms = stat.S_IMODE(st.st_mode)
-    if perms & 0o077:
-        want = "700" if directory else "600"
-        raise KeystoreError(
-            f"{path} is accessible by other users (mode {perms:03o}); "
-            f"refusing to use it (chmod {want} it if that is intended)"
-        )
-
-
-def _keystore_files(directory: Path) -> list[Path]:
-    db = directory / DB_NAME
-    return [
-        directory / LOCK_NAME,
-        db,
-        db.with_name(DB_NAME + "-wal"),
-        db.with_name(DB_NAME + "-shm"),
-        db.with_name(DB_NAME + "-journal"),
-    ]
-
-
-def _prepare_new_directory(directory: Path) -> None:
-    """Make ``directory`` (mode 0700) or accept an existing private (or empty) one."""
-    try:
-        if not directory.exists():
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            # The mode is applied at creation (umask can only narrow it).
-            directory.mkdir(mode=DIR_MODE)
-            return
-        st = directory.stat()
-        if (
-            stat.S_ISDIR(st.st_mode)
-            and st.st_uid == os.geteuid()
-            and stat.S_IMODE(st.st_mode) & 0o077
-            and not any(directory.iterdir())
-        ):
-            # An empty directory of ours: tighten it before anything goes in.
-            directory.chmod(DIR_MODE)
-    except OSError as exc:
-        raise _map_os_error(exc, f"create keystore directory {directory}") from None
-    _check_private(directory, directory=True)
-
-
-def _fsync_path(path: Path, *, directory: bool) -> None:
-    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------
-# record encoding
-
-_R_CREDENTIAL_ID = 1
-_R_RP_ID = 2
-_R_RP_ID_HASH = 3
-_R_USER_ID = 4
-_R_ALGORITHM = 5
-_R_PRIVATE_KEY = 6
-_R_CREATED = 7
-_R_RP_NAME = 8
-_R_USER_NAME = 9
-_R_USER_DISPLAY_NAME = 10
-_R_CRED_PROTECT = 11
-_R_CRED_RANDOM_UV = 12
-_R_CRED_RANDOM_NO_UV = 13
-_R_CRED_BLOB = 14
-_R_LARGE_BLOB_KEY = 15
-_R_BACKUP_ELIGIBLE = 16
-_R_BACKUP_STATE = 17
-
-
-def _encode_record(r: CredentialRecord) -> bytes:
-    data: dict[int, Any] = {
-        _R_CREDENTIAL_ID: r.credential_id,
-        _R_RP_ID: r.rp_id,
-        _R_RP_ID_HASH: r.rp_id_hash,
-        _R_USER_ID: r.user_id,
-        _R_ALGORITHM: r.algorithm,
-        _R_PRIVATE_KEY: r.private_key,
-        _R_CREATED: r.created,
-        _R_CRED_PROTECT: r.cred_protect,
-        _R_BACKUP_ELIGIBLE: r.backup_eligible,
-        _R_BACKUP_STATE: r.backup_state,
-    }
-    optional = {
-        _R_RP_NAME: r.rp_name,
-        _R_USER_NAME: r.user_name,
-        _R_USER_DISPLAY_NAME: r.user_display_name,
-        _R_CRED_RANDOM_UV: r.cred_random_uv,
-        _R_CRED_RANDOM_NO_UV: r.cred_random_no_uv,
-        _R_CRED_BLOB: r.cred_blob,
-        _R_LARGE_BLOB_KEY: r.large_blob_key,
-    }
-    data.update({k: v for k, v in optional.items() if v is not None})
-    return bytes(cbor2.dumps(data, canonical=True))
-
-
-def _field(m: dict[Any, Any], key: int, typ: type, *, optional: bool = False) -> Any:
-    value = m.get(key)
-    if value is None and optional:
-        return None
-    if type(value) is not typ:
-        raise KeystoreCorrupt("a stored credential is malformed")
-    return value
-
-
-def _decode_record(data: bytes) -> CredentialRecord:
-    try:
-        m = cbor2.loads(data)
-    except Exception:  # cbor2 raises several types
-        raise KeystoreCorrupt("a stored credential is malformed") from None
-    if not isinstance(m, dict):
-        raise KeystoreCorrupt("a stored credential is malformed")
-    return CredentialRecord(
-        credential_id=_field(m, _R_CREDENTIAL_ID, bytes),
-        rp_id=_field(m, _R_RP_ID, str),
-        rp_id_hash=_field(m, _R_RP_ID_HASH, bytes),
-        user_id=_field(m, _R_USER_ID, bytes),
-        algorithm=_field(m, _R_ALGORITHM, int),
-        private_key=_field(m, _R_PRIVATE_KEY, bytes),
-        created=_field(m, _R_CREATED, int),
-        rp_name=_field(m, _R_RP_NAME, str, optional=True),
-        user_name=_field(m, _R_USER_NAME, str, optional=True),
-        user_display_name=_field(m, _R_USER_DISPLAY_NAME, str, optional=True),
-        cred_protect=_field(m, _R_CRED_PROTECT, int),
-        cred_random_uv=_field(m, _R_CRED_RANDOM_UV, bytes, optional=True),
-        cred_random_no_uv=_field(m, _R_CRED_RANDOM_NO_UV, bytes, optional=True),
-        cred_blob=_field(m, _R_CRED_BLOB, bytes, optional=True),
-        large_blob_key=_field(m, _R_LARGE_BLOB_KEY, bytes, optional=True),
-        backup_eligible=_field(m, _R_BACKUP_ELIGIBLE, bool),
-        backup_state=_field(m, _R_BACKUP_STATE, bool),
-    )
-
-
-# --------------------------------------------------------------------------
-# connections
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open an existing database file read-write (never creates one)."""
-    uri = "file:" + urllib.request.pathname2url(str(path)) + "?mode=rw"
-    try:
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise _map_sqlite_error(exc, "open the keystore database") from exc
-
-
-def _configure(conn: sqlite3.Connection, *, journal_mode: str) -> None:
-    try:
-        mode = conn.execute(f"PRAGMA journal_mode={journal_mode}").fetchone()[0]
-        if str(mode).lower() != journal_mode.lower():
-            raise KeystoreUnavailable(f"cannot put the keystore in {journal_mode} mode")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA secure_delete=ON")
-        conn.execute("PRAGMA trusted_schema=OFF")
-        conn.execute("PRAGMA cell_size_check=ON")
-    except sqlite3.Error as exc:
-        raise _map_sqlite_error(exc, "open the keystore database") from exc
-
-
-def _init_schema(
-    conn: sqlite3.Connection,
-    keys: RecordKeys,
-    identity: DeviceIdentity,
-    meta: Mapping[str, object],
-) -> None:
-    """Create tables, meta rows and the identity in one transaction."""
-    try:
-        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            rows = [("format_version", FORMAT_VERSION), *meta.items()]
-            conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
-            conn.execute(_INSERT_COUNTER, (_ROWS_TAG, 0, keys.rows_mac(0)))
-            conn.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, keys.state_mac([])))
-            blob = keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(identity))
-            conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise _map_sqlite_error(exc, "create the keystore") from exc
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def _check_header(path: Path) -> None:
-    """Refuse a file that is not a vfido SQLite database *before* SQLite opens it.
-
-    Setting the journal mode on an empty or foreign file would write to it; a
-    damaged keystore must be reported, never modified.
-    """
-    try:
-        with open(path, "rb") as f:
-            header = f.read(100)
-    except OSError as exc:
-        raise _map_os_error(exc, "read the keystore") from None
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise KeystoreCorrupt("the keystore file is damaged or not a vfido keystore")
-    if int.from_bytes(header[68:72], "big") != APPLICATION_ID:
-        raise KeystoreCorrupt("the keystore file is not a vfido keystore")
-
-
-def _read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Check the file is a vfido keystore of a supported version; return meta."""
-    try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        has_meta = conn.execute(
-            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()[0]
-        if app_id != APPLICATION_ID or not has_meta:
-            raise KeystoreCorrupt("the keystore file is not a vfido keystore")
-        meta = {str(n): v for n, v in conn.execute("SELECT name, value FROM meta")}
-    except sqlite3.Error as exc:
-        raise _map_sqlite_error(exc, "read the keystore") from exc
-    version = meta.get("format_version")
-    if type(version) is not int or version < 1:
-        raise KeystoreCorrupt("the keystore has no valid format version")
-    if version > FORMAT_VERSION:
-        raise KeystoreError(
-            f"the keystore has format version {version}, newer than this vfido supports "
-            f"({FORMAT_VERSION}); upgrade vfido to open it"
-        )
-    return meta
-
-
-def _migrate_1_to_2(conn: sqlite3.Connection, keys: RecordKeys) -> None:
-    """Format 2: a MAC on every counter row, and the authenticated row count.
-
-    Format-1 counters carried no authentication: their values are taken as they
-    are at this moment (the one point where they must be trusted) and sealed.
-    """
-    rows = conn.execute("SELECT cred_tag, value FROM counters").fetchall()
-    conn.execute("DROP TABLE counters")
-    conn.execute(_COUNTERS_TABLE)
-    for tag, value in rows:
-        if (
-            type(tag) is not bytes
-            or not tag
-            or type(value) is not int
-            or not 0 <= value <= _MAX_COUNTER
-        ):
-            raise KeystoreCorrupt("a signature counter in the keystore is malformed")
-        conn.execute(_INSERT_COUNTER, (tag, value, keys.counter_mac(tag, value)))
-    conn.execute(_INSERT_COUNTER, (_ROWS_TAG, len(rows), keys.rows_mac(len(rows))))
-
-
-MIGRATIONS[1] = _migrate_1_to_2
-
-
-def _state_digest(blob: bytes) -> bytes:
-    return hashlib.sha256(blob).digest()
-
-
-def _migrate_2_to_3(conn: sqlite3.Connection, keys: RecordKeys) -> None:
-    """Format 3: the MAC over the set of state rows.
-
-    Format-2 state rows were each authenticated but not as a set: the rows present
-    now are taken (after each is checked to decrypt under its own tag) and sealed."""
-    rows = conn.execute("SELECT key_tag, blob FROM state ORDER BY key_tag").fetchall()
-    digests: list[tuple[bytes, bytes]] = []
-    for tag, blob in rows:
-        if type(tag) is not bytes or not tag or type(blob) is not bytes:
-            raise KeystoreCorrupt("a record in state is malformed")
-        try:
-            keys.decrypt(_T_STATE, (tag,), blob)
-        except AuthenticationFailed:
-            raise KeystoreCorrupt(
-                "a record in state failed authentication (the keystore was modified)"
-            ) from None
-        digests.append((tag, _state_digest(blob)))
-    conn.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, keys.state_mac(digests)))
-
-
-MIGRATIONS[2] = _migrate_2_to_3
-
-
-def _migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
-    """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction."""
-    if version >= FORMAT_VERSION:
-        return
-    steps = [MIGRATIONS.get(v) for v in range(version, FORMAT_VERSION)]
-    if any(step is None for step in steps):
-        raise KeystoreError(
-            f"the keystore has format version {version}, which this vfido cannot migrate "
-            f"to {FORMAT_VERSION}"
-        )
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for step in steps:
-                assert step is not None
-                step(conn, keys)
-            conn.execute(
-                "UPDATE meta SET value = ? WHERE name = 'format_version'", (FORMAT_VERSION,)
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise _map_sqlite_error(exc, "migrate the keystore") from exc
 
 
 # --------------------------------------------------------------------------
@@ -592,11 +216,11 @@ class SqliteKeyStore:
         """
         directory = Path(directory)
         params = kdf_params if kdf_params is not None else kdf.new_params(kdf_memory_kib)
-        _prepare_new_directory(directory)
+        prepare_new_directory(directory)
         lock = DirectoryLock(directory / LOCK_NAME)
         try:
-            for path in _keystore_files(directory):
-                _check_private(path, directory=False)
+            for path in keystore_files(directory):
+                check_private(path, directory=False)
             db = directory / DB_NAME
             if db.exists():
                 raise KeystoreError(f"a keystore already exists in {directory}")
@@ -610,9 +234,9 @@ class SqliteKeyStore:
             if identity is None:
                 identity = new_identity(aaguid)
             cls._build_file(directory, keys, identity, params, wrapped)
-            conn = _connect(db)
+            conn = connect(db)
             try:
-                _configure(conn, journal_mode="WAL")
+                configure(conn, journal_mode="WAL")
                 return cls(
                     conn,
                     keys,
@@ -647,25 +271,25 @@ class SqliteKeyStore:
             )
             os.close(fd)
         except OSError as exc:
-            raise _map_os_error(exc, "create the keystore file") from None
+            raise map_os_error(exc, "create the keystore file") from None
         try:
-            conn = _connect(tmp)
+            conn = connect(tmp)
             try:
                 # Rollback journal while building: committing leaves one complete file.
-                _configure(conn, journal_mode="DELETE")
+                configure(conn, journal_mode="DELETE")
                 meta = {"kdf": params.to_json(), "wrapped_master_key": wrapped}
-                _init_schema(conn, keys, identity, meta)
+                init_schema(conn, keys, identity, meta)
                 conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file header
             except sqlite3.Error as exc:
-                raise _map_sqlite_error(exc, "create the keystore") from exc
+                raise map_sqlite_error(exc, "create the keystore") from exc
             finally:
                 conn.close()
-            _fsync_path(tmp, directory=False)
+            fsync_path(tmp, directory=False)
             os.rename(tmp, directory / DB_NAME)
-            _fsync_path(directory, directory=True)
+            fsync_path(directory, directory=True)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _map_os_error(exc, "create the keystore") from None
+            raise map_os_error(exc, "create the keystore") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -680,16 +304,16 @@ class SqliteKeyStore:
         directory = Path(directory)
         if not directory.is_dir() or not cls.exists(directory):
             raise KeystoreError(f"no vfido keystore in {directory}")
-        _check_private(directory, directory=True)
+        check_private(directory, directory=True)
         lock = DirectoryLock(directory / LOCK_NAME)
         try:
-            for path in _keystore_files(directory):
-                _check_private(path, directory=False)
-            _check_header(directory / DB_NAME)
-            conn = _connect(directory / DB_NAME)
+            for path in keystore_files(directory):
+                check_private(path, directory=False)
+            check_header(directory / DB_NAME)
+            conn = connect(directory / DB_NAME)
             try:
-                _configure(conn, journal_mode="WAL")
-                meta = _read_meta(conn)
+                configure(conn, journal_mode="WAL")
+                meta = read_meta(conn)
                 try:
                     params = kdf.KdfParams.from_json(str(meta["kdf"]))
                 except (KeyError, kdf.KdfParamsError):
@@ -706,7 +330,7 @@ class SqliteKeyStore:
                     clear(kek)
                 keys = RecordKeys.derive(master_key)
                 try:
-                    _migrate(conn, int(meta["format_version"]), keys)
+                    migrate(conn, int(meta["format_version"]), keys)
                     return cls(
                         conn,
                         keys,
@@ -739,12 +363,12 @@ class SqliteKeyStore:
         try:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise _map_sqlite_error(exc, "create an in-memory keystore") from exc
+            raise map_sqlite_error(exc, "create an in-memory keystore") from exc
         try:
-            _configure(conn, journal_mode="MEMORY")
+            configure(conn, journal_mode="MEMORY")
             master_key = new_master_key()
             keys = RecordKeys.derive(master_key)
-            _init_schema(conn, keys, identity or new_identity(aaguid), {})
+            init_schema(conn, keys, identity or new_identity(aaguid), {})
             return cls(
                 conn, keys, master_key, directory=None, lock=None, max_credentials=max_credentials
             )
@@ -840,23 +464,13 @@ class SqliteKeyStore:
         """One write transaction: committed (durably) on success, rolled back otherwise."""
         with self._mutex:
             conn = self._require_open()
-            try:
-                if self._dirty:
+            if self._dirty:
+                try:
                     self._write_dirty_counters(conn)
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _map_sqlite_error(exc, action) from exc
-            try:
+                except sqlite3.Error as exc:
+                    raise map_sqlite_error(exc, action) from exc
+            with transaction(conn, action, self.before_commit):
                 yield conn
-                if self.before_commit is not None:
-                    self.before_commit()
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise _map_sqlite_error(exc, action) from exc
-                raise
 
     @contextlib.contextmanager
     def _read(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -868,7 +482,7 @@ class SqliteKeyStore:
                     self._write_dirty_counters(conn)
                 yield conn
             except sqlite3.Error as exc:
-                raise _map_sqlite_error(exc, action) from exc
+                raise map_sqlite_error(exc, action) from exc
 
     def _write_dirty_counters(self, conn: sqlite3.Connection) -> None:
         """Write-back stores: put every advanced counter into the table (one transaction).
@@ -881,7 +495,7 @@ class SqliteKeyStore:
         rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_UPDATE_COUNTER, rows)
+            conn.executemany(UPDATE_COUNTER, rows)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -905,7 +519,7 @@ class SqliteKeyStore:
         if row is None:
             raise KeystoreCorrupt("the keystore has no device identity")
         try:
-            return identity_from_bytes(self._decrypt(_T_IDENTITY, _IDENTITY_ROW, row[0]))
+            return identity_from_bytes(self._decrypt(T_IDENTITY, IDENTITY_ROW, row[0]))
         except ValueError:
             raise KeystoreCorrupt("the stored device identity is malformed") from None
 
@@ -926,114 +540,35 @@ class SqliteKeyStore:
         counters[tag] = value
 
     def _checked_counter(self, tag: bytes, value: object, mac: object) -> int:
-        """A stored counter value after its MAC is checked (KeystoreCorrupt if it fails)."""
-        if (
-            type(value) is not int
-            or type(mac) is not bytes
-            or not self._keys.check_counter(tag, value, mac)
-        ):
-            raise KeystoreCorrupt(
-                "a signature counter failed authentication (the keystore was modified)"
-            )
-        return value
+        return checked_counter(self._keys, tag, value, mac)
 
     def _verify_counters(self) -> int:
-        """Check every counter row and their number; return the number.
-
-        Rows come in primary-key order from the b-tree: a row damaged in place
-        fails its MAC; a row duplicated, reordered or lost by damage to the tree
-        breaks the strict order or the authenticated count. O(rows), once per open
-        (the loop is kept lean: it runs 100,000 times for 100,000 counters).
-        """
-        keys = self._keys
-        mac_of = keys.counter_mac
-        same = hmac.compare_digest
-        expected = -1
-        count = 0
+        """Check every counter row and their number (once per open); return the number."""
         with self._read("check the signature counters") as conn:
-            rows = conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag")
-            first = rows.fetchone()
-            if first is not None:
-                # The first row (empty tag) holds the number of the others.
-                tag, value, mac = first
-                if (
-                    tag == _ROWS_TAG
-                    and type(value) is int
-                    and 0 <= value <= _MAX_COUNTER
-                    and type(mac) is bytes
-                    and same(keys.rows_mac(value), mac)
-                ):
-                    expected = value
-            if expected < 0:
-                raise KeystoreCorrupt(
-                    "the keystore's counter index is missing or failed authentication"
-                    " (the keystore was modified)"
-                )
-            previous = _ROWS_TAG
-            for tag, value, mac in rows:
-                if type(tag) is not bytes or tag <= previous:
-                    raise KeystoreCorrupt("the keystore's counter table is damaged")
-                if (
-                    type(value) is not int
-                    or not 0 <= value <= _MAX_COUNTER
-                    or type(mac) is not bytes
-                    or not same(mac_of(tag, value), mac)
-                ):
-                    raise KeystoreCorrupt(
-                        "a signature counter failed authentication (the keystore was modified)"
-                    )
-                previous = tag
-                count += 1
-        if count != expected:
-            raise KeystoreCorrupt(
-                f"the keystore has {count} signature counters where {expected} were written"
-                " (the keystore was modified)"
+            return verify_counters(
+                self._keys,
+                conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag"),
             )
-        return count
 
     def _state_tag(self, key: str) -> bytes:
         return self._keys.blind("state", key.encode("utf-8"))
 
     def _verify_state(self) -> dict[bytes, bytes]:
         """Check the set of state rows against its MAC; return each row's digest."""
-        digests: dict[bytes, bytes] = {}
-        index: object = None
         with self._read("check the device state") as conn:
-            for tag, blob in conn.execute("SELECT key_tag, blob FROM state ORDER BY key_tag"):
-                if type(tag) is not bytes or type(blob) is not bytes:
-                    raise KeystoreCorrupt("a record in state is malformed")
-                if tag == _STATE_INDEX_TAG:
-                    index = blob
-                else:
-                    digests[tag] = _state_digest(blob)
-        if not isinstance(index, bytes) or not hmac.compare_digest(
-            self._keys.state_mac(digests.items()), index
-        ):
-            raise KeystoreCorrupt(
-                "the keystore's device state failed authentication: a state record was"
-                " deleted, added or replaced (the keystore was modified)"
+            return verify_state(
+                self._keys, conn.execute("SELECT key_tag, blob FROM state ORDER BY key_tag")
             )
-        return digests
 
     def _checked_state_blob(self, tag: bytes, blob: object) -> bytes:
-        """A state row's blob, if it is the one verified at open or written since."""
-        expected = self._state_digests.get(tag)
-        if (
-            type(blob) is not bytes
-            or expected is None
-            or not hmac.compare_digest(_state_digest(blob), expected)
-        ):
-            raise KeystoreCorrupt(
-                "a record in state is not the one written (the keystore was modified)"
-            )
-        return blob
+        return checked_state_blob(self._state_digests, tag, blob)
 
     def _credential_from_row(
         self, cred_tag: Any, rp_tag: Any, user_tag: Any, blob: Any
     ) -> CredentialRecord:
         if not all(isinstance(t, bytes) for t in (cred_tag, rp_tag, user_tag)):
             raise KeystoreCorrupt("a record in credentials is malformed")
-        record = _decode_record(self._decrypt(_T_CREDENTIALS, (cred_tag, rp_tag, user_tag), blob))
+        record = decode_record(self._decrypt(T_CREDENTIALS, (cred_tag, rp_tag, user_tag), blob))
         # The tags are bound by the AAD; checking them against the record as well
         # costs three HMACs and catches a record stored under the wrong index.
         if (
@@ -1057,7 +592,7 @@ class SqliteKeyStore:
         rp_tag = self._keys.blind("rp", record.rp_id_hash)
         user_tag = self._keys.blind("user", record.rp_id_hash, record.user_id)
         blob = self._keys.encrypt(
-            _T_CREDENTIALS, (cred_tag, rp_tag, user_tag), _encode_record(record)
+            T_CREDENTIALS, (cred_tag, rp_tag, user_tag), encode_record(record)
         )
         with self._mutex:  # the row count and the caches change with the commit
             with self._tx("store the credential") as c:
@@ -1096,7 +631,7 @@ class SqliteKeyStore:
         return rows
 
     def _write_rows(self, c: sqlite3.Connection, rows: int) -> None:
-        c.execute(_UPDATE_COUNTER, (rows, self._keys.rows_mac(rows), _ROWS_TAG))
+        c.execute(UPDATE_COUNTER, (rows, self._keys.rows_mac(rows), ROWS_TAG))
 
     def _counters_deleted(self, tags: list[bytes], rows: int) -> None:
         """After the commit of :meth:`_delete_counters`."""
@@ -1169,7 +704,7 @@ class SqliteKeyStore:
                 return False
             record = self._credential_from_row(*row)
             updated = replace(record, user_name=name, user_display_name=display_name)
-            blob = self._keys.encrypt(_T_CREDENTIALS, tuple(row[:3]), _encode_record(updated))
+            blob = self._keys.encrypt(T_CREDENTIALS, tuple(row[:3]), encode_record(updated))
             c.execute("UPDATE credentials SET blob = ? WHERE cred_tag = ?", (blob, cred_tag))
         return True
 
@@ -1192,7 +727,7 @@ class SqliteKeyStore:
                 # UPDATE of one row is its own transaction, committed (durably:
                 # synchronous=FULL) before execute() returns.
                 value = current + step
-                if value > _MAX_COUNTER:
+                if value > MAX_COUNTER:
                     raise KeystoreError("the signature counter cannot advance any further")
                 if self._write_back:
                     # Memory-only store: written back before the next statement.
@@ -1205,10 +740,10 @@ class SqliteKeyStore:
                     if self.before_commit is not None:
                         self.before_commit()  # before the statement = before its commit
                     changed = conn.execute(
-                        _UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag)
+                        UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag)
                     ).rowcount
                 except sqlite3.Error as exc:
-                    raise _map_sqlite_error(exc, "update the signature counter") from exc
+                    raise map_sqlite_error(exc, "update the signature counter") from exc
                 if changed != 1:
                     raise KeystoreCorrupt("a signature counter vanished from the keystore")
                 self._counters[tag] = value
@@ -1220,12 +755,12 @@ class SqliteKeyStore:
                 ).fetchone()
                 if row is None:
                     value = self._next_counter(self.counter_floor(), step)
-                    c.execute(_INSERT_COUNTER, (tag, value, self._keys.counter_mac(tag, value)))
+                    c.execute(INSERT_COUNTER, (tag, value, self._keys.counter_mac(tag, value)))
                     rows += 1
                     self._write_rows(c, rows)
                 else:
                     value = self._next_counter(self._checked_counter(tag, *row), step)
-                    c.execute(_UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag))
+                    c.execute(UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag))
             self._counter_rows = rows
             self._remember_counter(tag, value)
             return value
@@ -1233,7 +768,7 @@ class SqliteKeyStore:
     @staticmethod
     def _next_counter(current: int, step: int) -> int:
         value = current + step
-        if value > _MAX_COUNTER:
+        if value > MAX_COUNTER:
             raise KeystoreError("the signature counter cannot advance any further")
         return value
 
@@ -1268,7 +803,7 @@ class SqliteKeyStore:
         """Make every counter not stored yet start at ``floor`` (at least): a restored
         backup cannot list the server-side credentials whose counters it must carry over.
         Kept in the (authenticated) state, so erased by :meth:`reset`."""
-        if not 0 <= floor <= _MAX_COUNTER:
+        if not 0 <= floor <= MAX_COUNTER:
             raise ValueError("counter floor out of range")
         with self._mutex:
             if floor > self.counter_floor():
@@ -1280,7 +815,7 @@ class SqliteKeyStore:
         with self._mutex:
             with self._read("read the signature counters") as conn:
                 rows = conn.execute(
-                    "SELECT cred_tag, value, mac FROM counters WHERE cred_tag != ?", (_ROWS_TAG,)
+                    "SELECT cred_tag, value, mac FROM counters WHERE cred_tag != ?", (ROWS_TAG,)
                 ).fetchall()
             values = [self._checked_counter(tag, value, mac) for tag, value, mac in rows]
             return max([self.counter_floor(), *values])
@@ -1302,7 +837,7 @@ class SqliteKeyStore:
 
     def _decode_state(self, tag: bytes, blob: object) -> tuple[str, bytes]:
         try:
-            item = cbor2.loads(self._decrypt(_T_STATE, (tag,), blob))
+            item = cbor2.loads(self._decrypt(T_STATE, (tag,), blob))
         except KeystoreCorrupt:
             raise
         except Exception:  # cbor2 raises several types
@@ -1324,7 +859,7 @@ class SqliteKeyStore:
                 rows.append((tag, None))
             elif isinstance(value, bytes | bytearray | memoryview):
                 plain = bytes(cbor2.dumps([key, bytes(value)], canonical=True))
-                rows.append((tag, self._keys.encrypt(_T_STATE, (tag,), plain)))
+                rows.append((tag, self._keys.encrypt(T_STATE, (tag,), plain)))
             else:
                 raise TypeError("state values must be bytes or None")
         with self._mutex:  # the digests change with the commit
@@ -1335,19 +870,19 @@ class SqliteKeyStore:
                         c.execute("DELETE FROM state WHERE key_tag = ?", (tag,))
                         digests.pop(tag, None)
                     else:
-                        c.execute(_UPSERT_STATE, (tag, blob))
-                        digests[tag] = _state_digest(blob)
+                        c.execute(UPSERT_STATE, (tag, blob))
+                        digests[tag] = state_digest(blob)
                 self._write_state_index(c, digests)
             self._state_digests = digests
 
     def _write_state_index(self, c: sqlite3.Connection, digests: Mapping[bytes, bytes]) -> None:
         mac = self._keys.state_mac(sorted(digests.items()))
-        c.execute(_UPSERT_STATE, (_STATE_INDEX_TAG, mac))
+        c.execute(UPSERT_STATE, (STATE_INDEX_TAG, mac))
 
     def state_keys(self) -> Iterable[str]:
         with self._read("list device state") as conn:
             rows = conn.execute(
-                "SELECT key_tag, blob FROM state WHERE key_tag != ?", (_STATE_INDEX_TAG,)
+                "SELECT key_tag, blob FROM state WHERE key_tag != ?", (STATE_INDEX_TAG,)
             ).fetchall()
         if len(rows) != len(self._state_digests):
             raise KeystoreCorrupt("the keystore's device state changed (the keystore was modified)")
@@ -1364,10 +899,10 @@ class SqliteKeyStore:
     def reset(self) -> None:
         with self._mutex:
             new = rotate_credential_key(self._identity)
-            blob = self._keys.encrypt(_T_IDENTITY, _IDENTITY_ROW, identity_to_bytes(new))
+            blob = self._keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(new))
             with self._tx("reset the keystore") as c:
                 c.execute("DELETE FROM credentials")
-                c.execute("DELETE FROM counters WHERE cred_tag != ?", (_ROWS_TAG,))
+                c.execute("DELETE FROM counters WHERE cred_tag != ?", (ROWS_TAG,))
                 self._write_rows(c, 0)
                 c.execute("DELETE FROM state")
                 self._write_state_index(c, {})

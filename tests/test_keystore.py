@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from vfido.keystore import kdf, sqlite_store
 from vfido.keystore.credential_id import seal, unseal
+from vfido.keystore.sqlite_errors import map_sqlite_error
 from vfido.keystore.sqlite_store import (
     DB_NAME,
     FORMAT_VERSION,
     LOCK_NAME,
     SqliteKeyStore,
-    _map_sqlite_error,
 )
 from vfido.keystore.store import (
     CredentialRecord,
@@ -790,7 +790,7 @@ def test_read_only_error_maps_to_unavailable(ks_dir: Path) -> None:
             db.execute("DELETE FROM state")
     finally:
         db.close()
-    mapped = _map_sqlite_error(info.value, "write")
+    mapped = map_sqlite_error(info.value, "write")
     assert isinstance(mapped, KeystoreUnavailable)
 
 

@@ -35,12 +35,16 @@ def test_register_and_sign_in(vfido_key):
 
 SCRIPT = """
 import importlib.resources
-import vfido, authenticator, keystore, transports
+import importlib.util
+import vfido
+from vfido import authenticator, keystore, transports
 from vfido.api import VirtualKey
 
 for package in (vfido, authenticator, keystore, transports):
     assert "site-packages" in package.__file__, package.__file__
     assert importlib.resources.files(package.__name__).joinpath("py.typed").is_file()
+for bare in ("authenticator", "keystore", "transports"):  # nothing generic in site-packages
+    assert importlib.util.find_spec(bare) is None, bare
 assert importlib.resources.files("vfido.ui_assets").joinpath("index.html").is_file()
 with VirtualKey() as key:
     assert key.client().info.options["uv"] is True

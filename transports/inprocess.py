@@ -14,15 +14,13 @@ import queue
 import threading
 
 from fido2.hid import CtapHidDevice
-from fido2.hid.base import CtapHidConnection, HidDescriptor
+from fido2.hid.base import CtapHidConnection
 
-from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
+from vfido.transports.ctaphid import HostChannelFilter
+from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
 
-VENDOR_ID = 0x1209
-PRODUCT_ID = 0x0001
-PRODUCT_NAME = "vfido"
 READ_TIMEOUT = 60.0
 
 
@@ -40,15 +38,7 @@ class InProcessKey:
         self._lock = threading.Lock()
         self._connections: list[InProcessConnection] = []
         self._read_timeout = read_timeout
-        self.descriptor = HidDescriptor(
-            path=f"inprocess:{serial}",
-            vid=VENDOR_ID,
-            pid=PRODUCT_ID,
-            report_size_in=REPORT_SIZE,
-            report_size_out=REPORT_SIZE,
-            product_name=PRODUCT_NAME,
-            serial_number=serial,
-        )
+        self.descriptor = simulated_descriptor(f"inprocess:{serial}", serial_number=serial)
         self.runner = HidRunner(handler, self._deliver, logger=logger)
 
     def connect(self, *, owns_key: bool = False) -> InProcessConnection:

@@ -26,9 +26,10 @@ import threading
 from collections.abc import Callable, Hashable
 
 from fido2.hid import CtapHidDevice
-from fido2.hid.base import CtapHidConnection, HidDescriptor
+from fido2.hid.base import CtapHidConnection
 
 from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
+from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
 
@@ -224,15 +225,7 @@ class UdpConnection(CtapHidConnection):
             raise
         self._timeout = timeout
         self._filter = HostChannelFilter()
-        self.descriptor = HidDescriptor(
-            path=f"udp:{host}:{port}",
-            vid=0x1209,
-            pid=0x0001,
-            report_size_in=REPORT_SIZE,
-            report_size_out=REPORT_SIZE,
-            product_name="vfido (udp)",
-            serial_number=None,
-        )
+        self.descriptor = simulated_descriptor(f"udp:{host}:{port}", "vfido (udp)")
 
     def write_packet(self, data: bytes) -> None:
         report = bytes(data)

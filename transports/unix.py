@@ -22,17 +22,19 @@ import os
 import select
 import socket
 import stat
-import struct
 import threading
 from collections.abc import Collection
 from pathlib import Path
 
 from fido2.hid import CtapHidDevice
-from fido2.hid.base import CtapHidConnection, HidDescriptor
+from fido2.hid.base import CtapHidConnection
 
 from vfido.transports.ctaphid import REPORT_SIZE, Report
+from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
+from vfido.transports.sockets import peer_uid as peer_uid
+from vfido.transports.sockets import socket_in_use
 
 #: Connections served at once; more are refused (closed) until one ends.
 MAX_CONNECTIONS = 16
@@ -47,25 +49,8 @@ class UnixTransportError(RuntimeError):
     """The socket cannot be served; the message (one line) says why."""
 
 
-def peer_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 def _trusted_uids() -> frozenset[int]:
     return frozenset({os.geteuid(), 0})
-
-
-def _in_use(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as probe:
-        probe.settimeout(2)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 class UnixTransport:
@@ -120,7 +105,7 @@ class UnixTransport:
                 raise UnixTransportError(f"{path} exists and is not a socket: remove it")
             if st.st_uid != os.geteuid():
                 raise UnixTransportError(f"{path} belongs to another user (uid {st.st_uid})")
-            if _in_use(path):
+            if socket_in_use(path, socket.SOCK_SEQPACKET):
                 raise UnixTransportError(
                     f"another key is serving {path}: stop it or choose another socket"
                 )
@@ -265,15 +250,7 @@ class UnixConnection(CtapHidConnection):
         except BaseException:
             self._sock.close()
             raise
-        self.descriptor = HidDescriptor(
-            path=f"unix:{os.fspath(path)}",
-            vid=0x1209,
-            pid=0x0001,
-            report_size_in=REPORT_SIZE,
-            report_size_out=REPORT_SIZE,
-            product_name="vfido (unix)",
-            serial_number=None,
-        )
+        self.descriptor = simulated_descriptor(f"unix:{os.fspath(path)}", "vfido (unix)")
 
     def write_packet(self, data: bytes) -> None:
         self._sock.send(bytes(data))

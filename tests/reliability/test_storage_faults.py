@@ -25,7 +25,7 @@ from fido2.ctap2.base import Ctap2
 
 from tests.ctap2_helpers import create_credential, sign_counter
 from tests.service_helpers import PASSPHRASE, udp_service, vfido
-from vfido.keystore import kdf, sqlite_store
+from vfido.keystore import kdf, schema
 from vfido.keystore.crypto import RecordKeys
 from vfido.keystore.sqlite_store import DB_NAME, SqliteKeyStore
 from vfido.keystore.store import CredentialRecord, KeystoreError
@@ -270,7 +270,7 @@ def test_format_1_keystore_fixture_opens(tmp_path: Path) -> None:
         conn = store._conn
         assert conn is not None
         (version,) = conn.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone()
-        assert version == sqlite_store.FORMAT_VERSION
+        assert version == schema.FORMAT_VERSION
 
 
 def test_older_format_is_migrated_in_one_transaction(
@@ -281,14 +281,14 @@ def test_older_format_is_migrated_in_one_transaction(
     keystore = tmp_path / "ks"
     _create(keystore)
     calls: list[int] = []
-    current = sqlite_store.FORMAT_VERSION
+    current = schema.FORMAT_VERSION
 
     def step(conn: sqlite3.Connection, keys: RecordKeys) -> None:
         calls.append(1)
         conn.execute("CREATE TABLE extra (x INTEGER)")
 
-    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", current + 1)
-    monkeypatch.setitem(sqlite_store.MIGRATIONS, current, step)
+    monkeypatch.setattr(schema, "FORMAT_VERSION", current + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, current, step)
     SqliteKeyStore.open(keystore, PASSPHRASE).close()
     SqliteKeyStore.open(keystore, PASSPHRASE).close()
     assert calls == [1]
@@ -305,9 +305,9 @@ def test_older_format_is_migrated_in_one_transaction(
 def test_missing_migration_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     keystore = tmp_path / "ks"
     _create(keystore)
-    current = sqlite_store.FORMAT_VERSION
-    monkeypatch.setattr(sqlite_store, "FORMAT_VERSION", current + 2)
-    monkeypatch.setitem(sqlite_store.MIGRATIONS, current + 1, lambda conn, keys: None)
+    current = schema.FORMAT_VERSION
+    monkeypatch.setattr(schema, "FORMAT_VERSION", current + 2)
+    monkeypatch.setitem(schema.MIGRATIONS, current + 1, lambda conn, keys: None)
     with pytest.raises(KeystoreError, match=f"format version {current}"):
         SqliteKeyStore.open(keystore, PASSPHRASE)
     db = sqlite3.connect(keystore / DB_NAME)

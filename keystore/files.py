@@ -1,0 +1,81 @@
+"""The files of a keystore directory and the checks on them: private (0700 directory, 0600
+files, owned by the user), created safely, made durable with fsync."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from vfido.keystore.sqlite_errors import map_os_error
+from vfido.keystore.store import KeystoreError
+
+DB_NAME = "vfido.db"
+LOCK_NAME = "vfido.lock"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def check_private(path: Path, *, directory: bool) -> None:
+    """Refuse files/directories other users can access or that we do not own."""
+    try:
+        st = path.stat() if directory else path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise map_os_error(exc, f"inspect {path}") from None
+    if directory and not stat.S_ISDIR(st.st_mode):
+        raise KeystoreError(f"{path} is not a directory")
+    if not directory and not stat.S_ISREG(st.st_mode):
+        raise KeystoreError(f"{path} is not a regular file; refusing to use it")
+    if st.st_uid != os.geteuid():
+        raise KeystoreError(f"{path} is owned by another user; refusing to use it")
+    perms = stat.S_IMODE(st.st_mode)
+    if perms & 0o077:
+        want = "700" if directory else "600"
+        raise KeystoreError(
+            f"{path} is accessible by other users (mode {perms:03o}); "
+            f"refusing to use it (chmod {want} it if that is intended)"
+        )
+
+
+def keystore_files(directory: Path) -> list[Path]:
+    db = directory / DB_NAME
+    return [
+        directory / LOCK_NAME,
+        db,
+        db.with_name(DB_NAME + "-wal"),
+        db.with_name(DB_NAME + "-shm"),
+        db.with_name(DB_NAME + "-journal"),
+    ]
+
+
+def prepare_new_directory(directory: Path) -> None:
+    """Make ``directory`` (mode 0700) or accept an existing private (or empty) one."""
+    try:
+        if not directory.exists():
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            # The mode is applied at creation (umask can only narrow it).
+            directory.mkdir(mode=DIR_MODE)
+            return
+        st = directory.stat()
+        if (
+            stat.S_ISDIR(st.st_mode)
+            and st.st_uid == os.geteuid()
+            and stat.S_IMODE(st.st_mode) & 0o077
+            and not any(directory.iterdir())
+        ):
+            # An empty directory of ours: tighten it before anything goes in.
+            directory.chmod(DIR_MODE)
+    except OSError as exc:
+        raise map_os_error(exc, f"create keystore directory {directory}") from None
+    check_private(directory, directory=True)
+
+
+def fsync_path(path: Path, *, directory: bool) -> None:
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
