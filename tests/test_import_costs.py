@@ -26,6 +26,45 @@ def _fresh(code: str) -> Any:
     return json.loads(result.stdout)
 
 
+def test_vfido_run_parser_imports_no_other_command() -> None:
+    answer = _fresh(
+        """
+        import json, sys
+        from vfido.cli import build_parser
+        args = build_parser().parse_args(["run", "--ephemeral", "--transport", "udp"])
+        assert args.func.__module__ == "vfido.cli.run"
+        print(json.dumps(sorted(sys.modules)))
+        """
+    )
+    loaded = set(answer)
+    for module in (
+        "vfido.ui",
+        "vfido.trace",
+        "vfido.backup",
+        "vfido.doctor",
+        "vfido.metadata",
+        "vfido.webdriver",
+        "vfido.api",
+        "vfido.udev_install",
+        "selenium",
+        "http.server",
+        "webbrowser",
+    ):
+        assert module not in loaded, f"building `vfido run`'s parser imported {module}"
+    # the parser itself is complete: the other commands' choices are there when asked for
+    choices = _fresh(
+        """
+        import json
+        from vfido.cli import build_parser
+        args = build_parser().parse_args(
+            ["webdriver", "--upstream", "http://127.0.0.1:1", "--key-transport", "unix"]
+        )
+        print(json.dumps({"key_transport": args.key_transport}))
+        """
+    )
+    assert choices == {"key_transport": "unix"}
+
+
 def test_mldsa_self_test_runs_on_first_use_not_at_import() -> None:
     answer = _fresh(
         """

@@ -8,12 +8,11 @@ rules, retry counting and lockout are the authenticator's own.
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from vfido.cli.common import Subparsers, add_keystore_args, open_store
 
 PIN_ENV, NEW_PIN_ENV = "VFIDO_PIN", "VFIDO_NEW_PIN"
 
@@ -29,25 +28,12 @@ MAX_PIN_BYTES = 63
 
 
 def _read_pin(file: Path | None, env: str, prompt: str, confirm: bool) -> str:
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise PinCliError(f"cannot read PIN file {file}: {exc.strerror}") from None
-        if not value:
-            raise PinCliError(f"PIN file {file} is empty")
-        return value
-    if os.environ.get(env):
-        return os.environ[env]
-    if not sys.stdin.isatty():
-        what = "new PIN" if env == NEW_PIN_ENV else "PIN"
-        raise PinCliError(
-            f"no {what}: set {env}, pass {FILE_FLAGS[env]} FILE, or run in a terminal"
-        )
-    value = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat: ") != value:
-        raise PinCliError("the PINs do not match")
-    return value
+    from vfido.passphrase import read_secret
+
+    what = "new PIN" if env == NEW_PIN_ENV else "PIN"
+    return read_secret(
+        file, what=what, env=env, flag=FILE_FLAGS[env], prompt=prompt, confirm=confirm
+    )
 
 
 def check_new_pin(pin: str) -> None:
@@ -75,13 +61,13 @@ def _describe(code: int) -> str:
 
 
 def _with_client_pin(args: argparse.Namespace, action: Callable[[Any, Any], int]) -> int:
+    # TODO(#18 merge): use vfido.key (the one place a key is assembled)
     from fido2.ctap import CtapError
     from fido2.ctap2.base import Ctap2
     from fido2.ctap2.pin import ClientPin
 
     from vfido.authenticator.config import Config
     from vfido.authenticator.device import Authenticator
-    from vfido.cli import _open_store as open_store
     from vfido.presence import DenyPresence
     from vfido.transports.inprocess import open_device
 
@@ -142,19 +128,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return _with_client_pin(args, action)
 
 
-def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add `pin set|change|status` to the `vfido` parser."""
+def register(sub: Subparsers) -> None:
+    """`vfido pin set|change|status`."""
     p = sub.add_parser("pin", help="set, change or inspect the key's PIN (service stopped)")
     psub = p.add_subparsers(dest="pin_command", required=True, metavar="ACTION")
-    pin_file = {"type": Path, "metavar": "FILE"}
+
+    def pin_file(q: argparse.ArgumentParser, flag: str, what: str, env: str) -> None:
+        q.add_argument(flag, type=Path, metavar="FILE", help=f"{what} (else ${env}, or a prompt)")
+
     q = psub.add_parser("set", help="set the first PIN")
     add_keystore_args(q)
-    q.add_argument("--new-pin-file", **pin_file, help=f"new PIN (else ${NEW_PIN_ENV}, or a prompt)")
+    pin_file(q, "--new-pin-file", "new PIN", NEW_PIN_ENV)
     q.set_defaults(func=cmd_set)
     q = psub.add_parser("change", help="change the PIN")
     add_keystore_args(q)
-    q.add_argument("--pin-file", **pin_file, help=f"current PIN (else ${PIN_ENV}, or a prompt)")
-    q.add_argument("--new-pin-file", **pin_file, help=f"new PIN (else ${NEW_PIN_ENV}, or a prompt)")
+    pin_file(q, "--pin-file", "current PIN", PIN_ENV)
+    pin_file(q, "--new-pin-file", "new PIN", NEW_PIN_ENV)
     q.set_defaults(func=cmd_change)
     q = psub.add_parser("status", help="whether a PIN is set, retries left, policy")
     add_keystore_args(q)
