@@ -173,12 +173,12 @@ def test_alg_names_agree_with_the_authenticator() -> None:
     """One table of algorithm names (#18): the command line and the dashboard show the
     authenticator's (they kept copies while importing it ran the ML-DSA self-test)."""
     import vfido.cli
-    import vfido.ui
     from vfido.authenticator import cose
+    from vfido.dashboard import render
 
     assert not hasattr(vfido.cli, "ALG_NAMES")
-    assert vfido.ui.ALGORITHM_NAMES is cose.ALGORITHM_NAMES
-    assert vfido.ui._algorithm(cose.MLDSA65) == cose.ALGORITHM_NAMES[cose.MLDSA65] == "ML-DSA-65"
+    assert render.ALGORITHM_NAMES is cose.ALGORITHM_NAMES
+    assert render._algorithm(cose.MLDSA65) == cose.ALGORITHM_NAMES[cose.MLDSA65] == "ML-DSA-65"
 
 
 def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) -> None:

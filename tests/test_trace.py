@@ -439,9 +439,10 @@ def test_protocol_names_come_from_the_enums_that_define_them() -> None:
 def test_one_list_of_secret_fields_for_the_trace_and_the_dashboard() -> None:
     """#18: the trace and the dashboard kept two lists of secret field names with different
     contents; the one list has both (the stricter), and both redact what either did."""
+    from vfido.dashboard.common import REDACTED
+    from vfido.dashboard.render import redact
     from vfido.trace import decode
     from vfido.trace.names import is_secret
-    from vfido.ui import REDACTED, redact
 
     trace_only = ("hmac-secret-mc", "set", "config")
     dashboard_only = ("pin", "pinToken", "sharedSecret", "credRandom", "token", "passphrase")

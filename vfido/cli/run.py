@@ -24,7 +24,7 @@ from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
     from vfido.authenticator.config import Config
-    from vfido.broker import PresenceBroker
+    from vfido.broker import FrontEnd, PresenceBroker
 
 log = logging.getLogger("vfido")
 
@@ -34,8 +34,7 @@ PRESENCE_MODES = ("auto", "deny", "deny-uv", "prompt", "notify", "manual")
 
 def presence_broker(args: argparse.Namespace) -> PresenceBroker:
     """The presence broker for ``--presence``; the control socket can always answer too."""
-    from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
-    from vfido.prompt import TerminalPrompt, terminal_available
+    from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 
     # TODO(#18 merge): use vfido.presence registry (name -> factory)
     mode = args.presence
@@ -44,23 +43,30 @@ def presence_broker(args: argparse.Namespace) -> PresenceBroker:
         front_ends.append(AutoFrontEnd(args.presence_delay))
     elif mode == "deny":
         front_ends.append(DenyFrontEnd())
-    elif mode == "prompt":
+    elif mode in ("prompt", "notify"):
+        front_ends.append(_interactive_front_end(mode))
+    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+
+
+def _interactive_front_end(mode: str) -> FrontEnd:
+    """``--presence prompt`` (the terminal) or ``notify`` (a desktop notification)."""
+    from vfido.prompt import TerminalPrompt, terminal_available
+
+    if mode == "prompt":
         if not terminal_available():
             raise CliError(
                 "--presence prompt needs a terminal in the foreground: use --presence notify "
                 "(desktop) or --presence manual (`vfido approve` / `vfido deny`)"
             )
-        front_ends.append(TerminalPrompt())
-    elif mode == "notify":
-        from vfido.desktop import DesktopNotifier
+        return TerminalPrompt()
+    from vfido.desktop import DesktopNotifier
 
-        fallback = TerminalPrompt() if terminal_available() else None
-        notifier = DesktopNotifier(fallback=fallback)
-        if not notifier.available():
-            where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
-            log.warning("no desktop notification service on the session bus: asking %s", where)
-        front_ends.append(notifier)
-    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+    fallback = TerminalPrompt() if terminal_available() else None
+    notifier = DesktopNotifier(fallback=fallback)
+    if not notifier.available():
+        where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
+        log.warning("no desktop notification service on the session bus: asking %s", where)
+    return notifier
 
 
 def config(args: argparse.Namespace) -> Config:
