@@ -35,7 +35,9 @@ def test_register_and_sign_in(vfido_key):
 
 SCRIPT = """
 import importlib.resources
-import vfido, authenticator, keystore, transports
+import vfido
+import vfido.cli.main, vfido.dashboard.server, vfido.trace.names  # the application's packages
+from vfido import authenticator, keystore, transports  # the core, inside the vfido namespace
 from vfido.api import VirtualKey
 
 for package in (vfido, authenticator, keystore, transports):
