@@ -159,7 +159,8 @@ class Config:
 
     def _drop_unavailable_mldsa(self) -> None:
         """Leave out the ML-DSA algorithms this key cannot offer and record why."""
-        runtime_reason = mldsa_unavailable_reason()
+        # the runtime's ML-DSA self-test runs only for a key that offers ML-DSA
+        runtime_reason = mldsa_unavailable_reason() if self.mldsa else None
         reasons: list[str] = []
         if not self.mldsa:
             reasons.append(MLDSA_OFF)

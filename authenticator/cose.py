@@ -6,7 +6,8 @@ encoding is exactly what relying parties parse.
 ML-DSA-44 (COSE -48), ML-DSA-65 (COSE -49) and ML-DSA-87 (COSE -50) are post-quantum signature
 algorithms (FIPS 204; COSE: draft-ietf-cose-dilithium). They need
 ``cryptography`` >= 47 on an OpenSSL that provides ML-DSA (>= 3.5); whether this
-process has them is detected once, at import (:func:`mldsa_unavailable_reason`).
+process has them is detected once, on first use (:func:`mldsa_unavailable_reason`), not at
+import: the self-test costs start-up time to every process that never uses ML-DSA.
 Their COSE public key is ``{1: 7 (kty AKP), 3: alg, -1: pub}`` with the raw
 FIPS 204 public key; the private key kept in a credential ID is the 32-byte
 seed ξ, and signatures are pure ML-DSA with an empty context, over
@@ -133,11 +134,28 @@ def _openssl_version() -> str:
         return "unknown version"
 
 
-_MLDSA, _MLDSA_REASON = _detect_mldsa()
+_UNKNOWN: Any = object()
+#: The ``mldsa`` module once :func:`_mldsa` ran its self-test (None: unavailable, why in
+#: ``_MLDSA_REASON``); ``_UNKNOWN`` until then. Tests set it to None to take ML-DSA away.
+_MLDSA: Any = _UNKNOWN
+_MLDSA_REASON: str | None = None
+_MLDSA_LOCK = threading.Lock()
+
+
+def _mldsa() -> Any:
+    """The ``mldsa`` module if ML-DSA works here, else None: self-tested on first call."""
+    global _MLDSA, _MLDSA_REASON
+    if _MLDSA is _UNKNOWN:
+        with _MLDSA_LOCK:
+            if _MLDSA is _UNKNOWN:
+                module, _MLDSA_REASON = _detect_mldsa()
+                _MLDSA = module
+    return _MLDSA
 
 
 def mldsa_unavailable_reason() -> str | None:
     """Why this process cannot make ML-DSA credentials, or None if it can."""
+    _mldsa()
     return _MLDSA_REASON
 
 
@@ -145,17 +163,15 @@ def can_sign(algorithm: int) -> bool:
     """Whether this process can sign with ``algorithm`` (ML-DSA needs a runtime with it:
     a keystore can hold ML-DSA credentials made where it had one)."""
     if algorithm in MLDSA_ALGORITHMS:
-        return _MLDSA is not None
+        return _mldsa() is not None
     return algorithm in CLASSICAL_ALGORITHMS or algorithm in FULLY_SPECIFIED_ALGORITHMS
 
 
-#: Algorithms this process can actually use (ML-DSA only where the runtime has it),
-#: in the order getInfo lists them.
-SUPPORTED_ALGORITHMS: tuple[int, ...] = (
-    CLASSICAL_ALGORITHMS
-    + FULLY_SPECIFIED_ALGORITHMS
-    + (MLDSA_ALGORITHMS if _MLDSA is not None else ())
-)
+def supported_algorithms() -> tuple[int, ...]:
+    """Algorithms this process can actually use (ML-DSA only where the runtime has it), in
+    the order getInfo lists them."""
+    return tuple(a for a in ALL_ALGORITHMS if can_sign(a))
+
 
 _EC_CURVES: dict[int, tuple[ec.EllipticCurve, hashes.HashAlgorithm, int]] = {
     ES256: (ec.SECP256R1(), hashes.SHA256(), 32),
@@ -212,12 +228,13 @@ class UnsupportedAlgorithm(ValueError):
 
 
 def _mldsa_class(algorithm: int) -> Any:
-    if _MLDSA is None:
+    mldsa = _mldsa()
+    if mldsa is None:
         raise UnsupportedAlgorithm(f"{ALGORITHM_NAMES[algorithm]}: {_MLDSA_REASON}")
     classes = {
-        MLDSA44: _MLDSA.MLDSA44PrivateKey,
-        MLDSA65: _MLDSA.MLDSA65PrivateKey,
-        MLDSA87: _MLDSA.MLDSA87PrivateKey,
+        MLDSA44: mldsa.MLDSA44PrivateKey,
+        MLDSA65: mldsa.MLDSA65PrivateKey,
+        MLDSA87: mldsa.MLDSA87PrivateKey,
     }
     return classes[algorithm]
 

@@ -32,7 +32,7 @@ from tests.ctap2_helpers import (
 )
 from vfido.authenticator import cbor
 from vfido.authenticator.config import Config
-from vfido.authenticator.cose import CLASSICAL_ALGORITHMS, SUPPORTED_ALGORITHMS
+from vfido.authenticator.cose import CLASSICAL_ALGORITHMS, supported_algorithms
 from vfido.authenticator.env import PresenceKind, PresenceResult
 from vfido.authenticator.errors import CtapStatus
 from vfido.authenticator.get_info import MAX_CREDENTIAL_ID_LENGTH
@@ -111,7 +111,7 @@ def test_get_info_follows_config() -> None:
 
 def test_max_credential_id_length_bounds_real_ids() -> None:
     key = make_key(Config(mldsa=True, fully_specified_algorithms=True))
-    for alg in SUPPORTED_ALGORITHMS:
+    for alg in supported_algorithms():
         att = key.ctap2().make_credential(
             CLIENT_DATA_HASH, rp(), user(), params(alg), options={"rk": True}
         )

@@ -21,7 +21,8 @@ from tests.vkey import running_key
 from vfido.api import ServiceKey, VirtualKey
 from vfido.authenticator.config import Config
 from vfido.authenticator.cose import MLDSA44, MLDSA65, MLDSA_ALGORITHMS, mldsa_unavailable_reason
-from vfido.cli import _config, build_parser
+from vfido.cli import build_parser
+from vfido.cli.run import config as run_config
 
 # Every value authenticator-rs's `impl TryFrom<i64> for COSEAlgorithm` accepts (anything else
 # is CryptoError::UnknownAlgorithm and getInfo does not parse). Source: mozilla/authenticator-rs,
@@ -78,7 +79,7 @@ def test_default_get_info_lists_only_algorithms_firefox_can_parse() -> None:
 def test_default_virtual_key_and_vfido_run_do_not_offer_mldsa() -> None:
     with VirtualKey() as key:
         assert not set(MLDSA_ALGORITHMS) & set(key.config.algorithms)
-    assert _config(build_parser().parse_args(["run"])) == Config()
+    assert run_config(build_parser().parse_args(["run"])) == Config()
 
 
 mldsa_here = pytest.mark.skipif(
@@ -89,7 +90,7 @@ mldsa_here = pytest.mark.skipif(
 
 @mldsa_here
 def test_vfido_run_mldsa_turns_it_on() -> None:
-    config = _config(build_parser().parse_args(["run", "--mldsa"]))
+    config = run_config(build_parser().parse_args(["run", "--mldsa"]))
     assert isinstance(config, Config) and config.mldsa
     assert config.algorithms[-3:] == MLDSA_ALGORITHMS
     assert _get_info_algorithms(config)[-3:] == list(MLDSA_ALGORITHMS)

@@ -408,3 +408,48 @@ def test_traced_key_keeps_its_protocols(tmp_path: Path) -> None:
         key.close()
         recorder.close()
         store.close()
+
+
+def test_protocol_names_come_from_the_enums_that_define_them() -> None:
+    """#18: the trace's tables are generated from the protocol enums, so a command or status
+    added there is named in traces too (the trace used to keep copies)."""
+    from vfido.authenticator.ctap1 import Sw
+    from vfido.authenticator.device import Command
+    from vfido.authenticator.errors import CtapStatus
+    from vfido.trace import names
+    from vfido.transports.ctaphid import Command as HidCommand
+    from vfido.transports.ctaphid import HidError
+
+    for table, enum in (
+        (names.CTAPHID_COMMANDS, HidCommand),
+        (names.CTAPHID_ERRORS, HidError),
+        (names.CTAP_COMMANDS, Command),
+        (names.CTAP_STATUS, CtapStatus),
+        (names.CTAP1_STATUS, Sw),
+    ):
+        assert set(table) == {int(member) for member in enum}, enum
+    # the names the CTAP specification uses (authenticatorClientPIN...)
+    assert names.CTAP_COMMANDS[0x01] == "makeCredential"
+    assert names.CTAP_COMMANDS[0x06] == "clientPIN"
+    assert names.CTAP_COMMANDS[0x41] == "credentialManagementPreview"
+    assert names.CTAPHID_COMMANDS[0x3B] == "KEEPALIVE"
+    assert names.CTAP_STATUS[0x31] == "PIN_INVALID"
+
+
+def test_one_list_of_secret_fields_for_the_trace_and_the_dashboard() -> None:
+    """#18: the trace and the dashboard kept two lists of secret field names with different
+    contents; the one list has both (the stricter), and both redact what either did."""
+    from vfido.dashboard.common import REDACTED
+    from vfido.dashboard.render import redact
+    from vfido.trace import decode
+    from vfido.trace.names import is_secret
+
+    trace_only = ("hmac-secret-mc", "set", "config")
+    dashboard_only = ("pin", "pinToken", "sharedSecret", "credRandom", "token", "passphrase")
+    for name in trace_only + dashboard_only + ("pinUvAuthParam", "largeBlobKey"):
+        assert is_secret(name), name
+        assert decode._bytes(name, b"\x01\x02") == "<redacted 2 bytes>"
+        assert redact({name: "c2VjcmV0"}) == {name: REDACTED}
+    assert not is_secret("clientDataHash") and redact({"rpId": "a.example"}) == {
+        "rpId": "a.example"
+    }

@@ -36,16 +36,11 @@ from tests.service_helpers import env, udp_service
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
+from vfido.dashboard import DashboardServer, KeyLink, cose_to_pem, public_key_pem
+from vfido.dashboard.common import REDACTED
+from vfido.dashboard.render import redact
 from vfido.devtools import Browser, CdpError, Page, find_chromium
 from vfido.transports.udp import open_udp_device
-from vfido.ui import (
-    REDACTED,
-    DashboardServer,
-    KeyLink,
-    cose_to_pem,
-    public_key_pem,
-    redact,
-)
 
 # --- an in-process key: a real control socket and presence broker --------------------------
 
@@ -422,7 +417,7 @@ def _post(server: DashboardServer, path: str, body: str) -> tuple[int, str]:
 
 
 def test_credentials_export_and_delete_over_http(full_key: FullKey) -> None:
-    from vfido.ui import _b64url
+    from vfido.dashboard.render import _b64url
 
     control = full_key.control
     link = KeyLink(control.path)
@@ -579,7 +574,7 @@ def test_redact_hides_secrets_at_any_depth() -> None:
 
 
 def test_log_rows_answered_and_in_progress() -> None:
-    from vfido.ui import _render_log
+    from vfido.dashboard.render import _render_log
 
     records: list[dict[str, Any]] = [
         {"seq": 1, "t": 1.0, "type": "request", "tx": 1, "proto": "CBOR", "command": "getInfo"},
@@ -633,7 +628,7 @@ def test_public_key_export_matches_the_key(alg: int, make: Callable[[], Any]) ->
     assert loaded.public_bytes(*der) == public.public_bytes(*der)
     import cbor2
 
-    from vfido.ui import _b64url
+    from vfido.dashboard.render import _b64url
 
     assert public_key_pem(_b64url(cbor2.dumps(dict(cose)))) == pem
     assert public_key_pem(cbor2.dumps(dict(cose)).hex()) == pem
@@ -942,7 +937,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert page.wait_for("document.getElementById('notice').textContent").startswith("Allowed")
 
         # --- the credential list shows it, grouped by site -------------------------------------
-        from vfido.ui import _b64url
+        from vfido.dashboard.render import _b64url
 
         row_js = f"#section-credentials tr[data-credential-id='{_b64url(credential_id)}']"
         row = page.wait_for(

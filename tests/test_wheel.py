@@ -37,7 +37,8 @@ SCRIPT = """
 import importlib.resources
 import importlib.util
 import vfido
-from vfido import authenticator, keystore, transports
+import vfido.cli.main, vfido.dashboard.server, vfido.trace.names  # the application's packages
+from vfido import authenticator, keystore, transports  # the core, inside the vfido namespace
 from vfido.api import VirtualKey
 
 for package in (vfido, authenticator, keystore, transports):

@@ -30,7 +30,6 @@ relying parties they are bound to one device; forced, the flags stay 0 on both m
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -38,7 +37,6 @@ import hmac
 import json
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -64,7 +62,6 @@ FORMAT = 1
 NONCE_SIZE = 12
 MAX_HEADER = 4096
 MAX_BUNDLE = 256 * 1024 * 1024
-BUNDLE_ENV = "VFIDO_BUNDLE_PASSPHRASE"
 #: State keys a bundle does not carry (they describe this keystore's own backups).
 _LOCAL_STATE = frozenset({BACKUP_DONE_STATE, "counter.floor"})
 _RECORD_FIELDS = {f.name: f for f in dataclasses.fields(CredentialRecord)}
@@ -389,115 +386,11 @@ def _remove_keystore(directory: Path, remove_dir: bool) -> None:
             directory.rmdir()
 
 
-# --- CLI -------------------------------------------------------------------------------------
+# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
+# The command line (`vfido export`, `vfido import`) moved to vfido.cli.backup.
+def __getattr__(name: str) -> Any:
+    if name in ("BUNDLE_ENV", "cmd_export", "cmd_import", "register"):
+        from vfido.cli import backup as cli_backup
 
-
-def _bundle_passphrase(file: Path | None, *, confirm: bool) -> str:
-    import getpass
-
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise BackupError(f"cannot read {file}: {exc.strerror}") from None
-        if not value:
-            raise BackupError(f"bundle passphrase file {file} is empty")
-        return value
-    if os.environ.get(BUNDLE_ENV):
-        return os.environ[BUNDLE_ENV]
-    if not sys.stdin.isatty():
-        raise BackupError(
-            f"no bundle passphrase: set {BUNDLE_ENV}, pass --bundle-passphrase-file, "
-            "or run in a terminal"
-        )
-    value = getpass.getpass("Bundle passphrase: ")
-    if not value:
-        raise BackupError("empty bundle passphrase")
-    if confirm and getpass.getpass("Repeat: ") != value:
-        raise BackupError("the passphrases do not match")
-    return value
-
-
-def _cli_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def wrapper(args: argparse.Namespace) -> int:
-        from vfido.cli import CliError
-
-        try:
-            return func(args)
-        except BackupError as exc:
-            raise CliError(str(exc)) from None
-
-    return wrapper
-
-
-@_cli_errors
-def cmd_export(args: argparse.Namespace) -> int:
-    from vfido.cli import _open_store
-
-    path = Path(args.file)
-    if path.exists() or path.is_symlink():
-        raise BackupError(f"{path} exists: refusing to overwrite it")
-    with _open_store(args) as store:
-        check_exportable(store, args.force)
-        passphrase = _bundle_passphrase(args.bundle_passphrase_file, confirm=True)
-        bundle = export_keystore(store, path, passphrase, force=args.force)
-    flags = "BE=1, BS=1 from now on" if bundle.backup_eligible else "not backup-eligible: BE=0"
-    print(
-        f"exported {len(bundle.credentials)} discoverable credential(s), the device keys and "
-        f"the PIN/settings to {path} ({flags})"
-    )
-    return 0
-
-
-@_cli_errors
-def cmd_import(args: argparse.Namespace) -> int:
-    from vfido.cli import _keystore_dir
-    from vfido.passphrase import get_passphrase
-
-    path = Path(args.file)
-    try:
-        if os.path.getsize(path) > MAX_BUNDLE:
-            raise BackupError(f"{path} is too large to be a vfido bundle")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BackupError(f"cannot read {path}: {exc.strerror}") from None
-    bundle_header(data)
-    directory = _keystore_dir(args)
-    if SqliteKeyStore.exists(directory):
-        raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
-    bundle = open_bundle(data, _bundle_passphrase(args.bundle_passphrase_file, confirm=False))
-    passphrase = get_passphrase(args.passphrase_file, confirm=True)
-    with import_bundle(bundle, directory, passphrase) as store:
-        aaguid = store.identity().aaguid.hex()
-    print(
-        f"restored keystore {directory} (AAGUID {aaguid}, {len(bundle.credentials)} "
-        "discoverable credential(s)); stop using the old copy: two keys with one identity "
-        "make relying parties see counter regressions"
-    )
-    return 0
-
-
-def register(sub: Any, add_keystore_args: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add `vfido export FILE` and `vfido import FILE` to the `vfido` parser."""
-    bundle_file = {
-        "type": Path,
-        "metavar": "FILE",
-        "help": f"read the bundle passphrase from FILE (else ${BUNDLE_ENV}, else a prompt)",
-    }
-    p = sub.add_parser(
-        "export", help="write an encrypted backup bundle of the keystore (service stopped)"
-    )
-    add_keystore_args(p)
-    p.add_argument("file", metavar="FILE", help="the bundle to create (never overwritten)")
-    p.add_argument("--bundle-passphrase-file", **bundle_file)
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="export a keystore that was not created backup-eligible (its flags stay BE=0)",
-    )
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("import", help="restore a backup bundle into a new keystore")
-    add_keystore_args(p)
-    p.add_argument("file", metavar="FILE", help="the bundle written by `vfido export`")
-    p.add_argument("--bundle-passphrase-file", **bundle_file)
-    p.set_defaults(func=cmd_import)
+        return getattr(cli_backup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,10 +17,8 @@ It is not a FIDO Alliance certified statement (``legalHeader`` says so).
 
 from __future__ import annotations
 
-import argparse
 import base64
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -148,39 +146,11 @@ def metadata_statement(
     }
 
 
-# --- `vfido metadata` -------------------------------------------------------------------------
+# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
+# The command line (`vfido metadata`) moved to vfido.cli.metadata.
+def __getattr__(name: str) -> Any:
+    if name in ("cmd_metadata", "register"):
+        from vfido.cli import metadata as cli_metadata
 
-
-def cmd_metadata(args: argparse.Namespace) -> int:
-    from vfido.cli import _open_store, running_key
-    from vfido.control import ControlClient
-
-    path = running_key(args)
-    if path is not None:  # the running key says it all, with its own configuration
-        with ControlClient(path) as client:
-            print(json.dumps(client.call("metadata")["statement"], indent=2))
-        return 0
-    with _open_store(args) as store:
-        statement = metadata_statement(store, Config(attestation=args.attestation))
-    print(json.dumps(statement, indent=2))
-    return 0
-
-
-def register(sub: Any, add_keystore_args: Callable[..., None]) -> None:
-    """Add `vfido metadata` to the `vfido` parser."""
-    p = sub.add_parser(
-        "metadata",
-        help="print a FIDO MDS3 metadata statement (AAGUID, attestation root, algorithms)",
-    )
-    add_keystore_args(p, ephemeral=True)
-    p.add_argument(
-        "--attestation",
-        choices=list(ATTESTATION_TYPES),
-        default="packed",
-        help="the attestation `vfido run` uses (default: packed, i.e. basic_full; a running "
-        "key says its own)",
-    )
-    from vfido.cli import add_running_key_args
-
-    add_running_key_args(p)
-    p.set_defaults(func=cmd_metadata)
+        return getattr(cli_metadata, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

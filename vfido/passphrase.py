@@ -18,36 +18,40 @@ NEW_ENV_VAR = "VFIDO_NEW_PASSPHRASE"
 FILE_FLAGS = {ENV_VAR: "--passphrase-file", NEW_ENV_VAR: "--new-passphrase-file"}
 
 
-def _from_file(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PassphraseError(f"cannot read passphrase file {path}: {exc.strerror}") from None
-    value = text.rstrip("\r\n")
-    if not value:
-        raise PassphraseError(f"passphrase file {path} is empty")
-    return value
-
-
-def _prompt(prompt: str, confirm: bool, env: str = ENV_VAR) -> str:
+def read_secret(
+    file: Path | None, *, what: str, env: str, flag: str, prompt: str, confirm: bool = False
+) -> str:
+    """A secret (``what``: "passphrase", "new PIN"...) from ``file``, else ``$env``, else a
+    prompt on the terminal (``confirm``: typed twice). Raises :class:`PassphraseError`."""
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PassphraseError(f"cannot read {what} file {file}: {exc.strerror}") from None
+        value = text.rstrip("\r\n")
+        if not value:
+            raise PassphraseError(f"{what} file {file} is empty")
+        return value
+    from_env = os.environ.get(env)
+    if from_env:
+        return from_env
     if not sys.stdin.isatty():
-        what = "new passphrase" if env == NEW_ENV_VAR else "passphrase"
-        flag = FILE_FLAGS.get(env, "--passphrase-file")
         raise PassphraseError(f"no {what}: set {env}, pass {flag} FILE, or run in a terminal")
     first = getpass.getpass(prompt)
     if not first:
-        raise PassphraseError("empty passphrase")
+        raise PassphraseError(f"empty {what}")
     if confirm and getpass.getpass("Repeat: ") != first:
-        raise PassphraseError("the passphrases do not match")
+        raise PassphraseError(f"the {what.split()[-1]}s do not match")
     return first
 
 
 def get_passphrase(file: Path | None, *, confirm: bool = False, env: str = ENV_VAR) -> str:
-    """The passphrase from ``file``, else ``$env``, else a prompt on the terminal."""
-    if file is not None:
-        return _from_file(file)
-    value = os.environ.get(env)
-    if value:
-        return value
-    label = "New keystore passphrase: " if confirm else "Keystore passphrase: "
-    return _prompt(label, confirm, env)
+    """The keystore passphrase from ``file``, else ``$env``, else a prompt on the terminal."""
+    return read_secret(
+        file,
+        what="new passphrase" if env == NEW_ENV_VAR else "passphrase",
+        env=env,
+        flag=FILE_FLAGS.get(env, "--passphrase-file"),
+        prompt="New keystore passphrase: " if confirm else "Keystore passphrase: ",
+        confirm=confirm,
+    )

@@ -31,13 +31,11 @@ Answers are W3C-shaped: ``{"value": ...}``, errors ``{"value": {"error", "messag
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import itertools
 import json
 import logging
 import re
-import sys
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -425,69 +423,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-# --- the command line ----------------------------------------------------------------------
+# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
+# The command line (`vfido webdriver`) moved to vfido.cli.webdriver.
+def __getattr__(name: str) -> Any:
+    if name in ("register", "_cmd_webdriver"):
+        from vfido.cli import webdriver as cli_webdriver
 
-
-def _cmd_webdriver(args: argparse.Namespace) -> int:
-    try:
-        proxy = WebDriverProxy(
-            args.upstream, host=args.host, port=args.port, key_transport=args.key_transport
-        )
-    except ValueError as exc:
-        print(f"vfido: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(
-            f"vfido: error: cannot listen on {args.host}:{args.port} (--port): {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
-    print(
-        f"vfido webdriver: listening on {proxy.url} (upstream {args.upstream}, "
-        f"keys over {args.key_transport})",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        proxy.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proxy.stop()
-    return 0
-
-
-def register(sub: Any) -> None:
-    """Add `vfido webdriver` to the `vfido` parser."""
-    p = sub.add_parser(
-        "webdriver",
-        help="a WebDriver intermediary: virtual authenticators become real vfido keys",
-        description=(
-            "Forward every WebDriver command to the upstream driver (e.g. chromedriver) and "
-            "serve the W3C virtual-authenticator commands with real vfido keys."
-        ),
-    )
-    p.add_argument("--upstream", required=True, metavar="URL", help="e.g. http://127.0.0.1:9515")
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    p.add_argument(
-        "--port", type=_port, default=4444, help="port to listen on, 0: any (default: %(default)s)"
-    )
-    p.add_argument(
-        "--key-transport",
-        choices=KEY_TRANSPORTS,
-        default="uhid",
-        help="how the browser reaches the keys (default: %(default)s; the others for tests)",
-    )
-    p.set_defaults(func=_cmd_webdriver)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {value}")
-    return value
+        return getattr(cli_webdriver, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

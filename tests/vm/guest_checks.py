@@ -241,7 +241,7 @@ def stop_shared_key() -> None:
 
 
 def vfido_available() -> bool:
-    return (CHECKOUT / "vfido" / "cli.py").exists()
+    return (CHECKOUT / "vfido" / "__main__.py").exists()  # `python -m vfido`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def uhid_transport_echo(data: dict[str, Any]) -> str:
 
 def require_vfido() -> None:
     if not vfido_available():
-        raise RuntimeError("vfido/cli.py missing in this checkout")
+        raise RuntimeError("vfido/__main__.py missing in this checkout")
 
 
 @check("vfido_python_fido2")

@@ -1,0 +1,206 @@
+"""What every command group of the `vfido` command line shares: the one user-facing error,
+the keystore and running-key arguments, opening the keystore, and argument types.
+
+Kept light: `vfido run` imports this module and every group module to build the parser,
+so what a command needs (the keystore, the control client...) is imported when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, overload
+
+if TYPE_CHECKING:
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+
+#: The ``sub`` of ``parser.add_subparsers()``: what each group's ``register`` adds to.
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+#: A command: the parsed arguments in, the exit status out.
+Command: TypeAlias = Callable[[argparse.Namespace], int]
+
+
+#: The attestation formats `vfido run --attestation` offers (and `vfido metadata` describes:
+#: :data:`vfido.metadata.ATTESTATION_TYPES` maps each to its MDS type).
+ATTESTATIONS = ("packed", "self", "none")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors (a bad flag value...) in one line, pointing at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class LazyChoices(Sequence[str]):
+    """Choices computed the first time argparse looks (usage, help, a check), so that building
+    the parser does not import the module that defines them. Set ``action.choices`` after
+    ``add_argument`` (which formats the choices once to check the metavar)."""
+
+    def __init__(self, load: Callable[[], Sequence[str]]) -> None:
+        self._load = load
+        self._values: Sequence[str] | None = None
+
+    def _get(self) -> Sequence[str]:
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._get()
+
+
+# --- argument types -----------------------------------------------------------------------
+
+
+def port(text: str) -> int:
+    """A UDP port flag: 0 (any free port) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0 to 65535)")
+    return value
+
+
+def seconds(text: str) -> float:
+    """A non-negative, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# --- the keystore ---------------------------------------------------------------------------
+
+
+def add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> None:
+    """``--keystore``/``--passphrase-file`` (and ``--ephemeral``): the keystore a command opens."""
+    p.add_argument(
+        "--keystore", metavar="DIR", help="keystore directory (default: $XDG_DATA_HOME/vfido)"
+    )
+    p.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="FILE",
+        help="read the passphrase from FILE (else $VFIDO_PASSPHRASE, else a prompt)",
+    )
+    if ephemeral:
+        p.add_argument(
+            "--ephemeral",
+            action="store_true",
+            help="in-memory keystore, gone when the key stops (for CI)",
+        )
+    else:
+        p.set_defaults(ephemeral=False)
+
+
+def keystore_dir(args: argparse.Namespace) -> Path:
+    """The keystore directory ``--keystore`` names, else the default one."""
+    from vfido.service import keystore_default_dir
+
+    return Path(args.keystore) if args.keystore else keystore_default_dir()
+
+
+def open_store(args: argparse.Namespace) -> SqliteKeyStore:
+    """The keystore the arguments name (``--ephemeral``: a new in-memory one)."""
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+    from vfido.passphrase import get_passphrase
+
+    if getattr(args, "ephemeral", False):
+        if args.keystore or args.passphrase_file:
+            given = "--keystore" if args.keystore else "--passphrase-file"
+            raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
+        return SqliteKeyStore.ephemeral()
+    directory = keystore_dir(args)
+    if not SqliteKeyStore.exists(directory):
+        raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
+    return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
+
+
+# --- a running key --------------------------------------------------------------------------
+
+
+def add_control_args(p: argparse.ArgumentParser, dest_prefix: str = "") -> None:
+    """``--name``/``--socket``: which running key a command talks to."""
+    p.add_argument(
+        "--name",
+        dest=f"{dest_prefix}name",
+        metavar="NAME",
+        help="which running key (default: the only one)",
+    )
+    p.add_argument(
+        "--socket", dest=f"{dest_prefix}socket", metavar="PATH", help="the key's control socket"
+    )
+
+
+def control_target(
+    name: str | None, socket: str | Path | None, *, prefer_pending: bool = False
+) -> Path:
+    """The control socket of the running key ``--name``/``--socket`` choose."""
+    from vfido.control import find_key
+
+    return find_key(
+        name, Path(socket) if socket is not None else None, prefer_pending=prefer_pending
+    )
+
+
+def add_running_key_args(p: argparse.ArgumentParser) -> None:
+    """``--name``/``--socket``: ask a running key (`info`, `metadata`)."""
+    p.add_argument(
+        "--name",
+        help="ask this running key, through its control socket (default: the only running "
+        "key when no --keystore/--ephemeral is given, else the keystore)",
+    )
+    p.add_argument("--socket", metavar="PATH", help="ask the running key with this control socket")
+
+
+def running_key(args: argparse.Namespace) -> Path | None:
+    """The control socket `info`/`metadata` ask: the key named by ``--name``/``--socket``,
+    else the only running key unless a keystore is named (None: open the keystore)."""
+    from vfido.control import running_keys
+
+    if args.name or args.socket:
+        return control_target(args.name, args.socket)
+    if args.keystore or args.ephemeral or args.passphrase_file:
+        return None
+    keys = running_keys()
+    if len(keys) > 1:
+        names = ", ".join(k.stem for k in keys)
+        raise CliError(f"{len(keys)} keys are running ({names}): choose one with --name")
+    return keys[0] if keys else None
+
+
+def print_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True))

@@ -1,0 +1,101 @@
+"""The `vfido` command line: the parser, and running the command it chose.
+
+Every command group is a module of this package with ``register(sub)`` functions; the
+parser is :data:`COMMANDS` in order. Building it imports only those modules, which import
+what their commands need when they run: `vfido run` loads neither the dashboard nor the
+trace decoder, backup, doctor or the WebDriver intermediary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from vfido import __version__
+from vfido.cli import backup, ctl, dashboard, keystore, metadata, pin, run, system, trace, webdriver
+from vfido.cli.common import CliError, Parser, Subparsers
+
+#: Every `vfido` command, in the order `vfido --help` lists them.
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    keystore.register_init,
+    run.register,
+    ctl.register_aliases,  # status, approve, deny: `vfido ctl status | approve | deny`
+    system.register_doctor,
+    system.register_install_udev,
+    keystore.register_info,
+    keystore.register_credentials,
+    keystore.register_passphrase,
+    pin.register,
+    dashboard.register,
+    trace.register,
+    backup.register,
+    metadata.register,
+    ctl.register,
+    webdriver.register,
+    keystore.register_reset,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="vfido", description="A virtual FIDO2 security key.")
+    parser.add_argument("--version", action="version", version=f"vfido {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each CTAPHID command and CTAP status to stderr",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = _main(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        return result
+    except BrokenPipeError:  # `vfido ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
+
+
+def _main(args: argparse.Namespace) -> int:
+    from vfido import logsink
+    from vfido.control import ControlError
+    from vfido.keystore.store import KeystoreError
+    from vfido.passphrase import PassphraseError
+    from vfido.safetext import VisibleFormatter
+
+    logsink.install(  # never blocks the key on a stderr nobody reads (#16)
+        sys.stderr,
+        logging.DEBUG if args.verbose else logging.INFO,
+        # host-sent text in a message is shown escaped, never drives the terminal (#15)
+        VisibleFormatter("vfido: %(levelname)s %(name)s: %(message)s"),
+    )
+    if not args.verbose:
+        logging.getLogger("fido2").setLevel(logging.WARNING)  # python-fido2's own INFO lines
+        logging.getLogger("vfido.authenticator").setLevel(logging.WARNING)
+        logging.getLogger("vfido.transports").setLevel(logging.WARNING)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, KeystoreError, PassphraseError, ControlError, pin.PinCliError) as exc:
+        print(f"vfido: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        print(
+            f"vfido: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,49 @@
+"""`vfido metadata`: the key's FIDO MDS3 metadata statement (built by :mod:`vfido.metadata`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vfido.cli.common import (
+    ATTESTATIONS,
+    Subparsers,
+    add_keystore_args,
+    add_running_key_args,
+    open_store,
+    running_key,
+)
+
+
+def cmd_metadata(args: argparse.Namespace) -> int:
+    from vfido.authenticator.config import Config
+    from vfido.control import ControlClient
+    from vfido.metadata import metadata_statement
+
+    path = running_key(args)
+    if path is not None:  # the running key says it all, with its own configuration
+        with ControlClient(path) as client:
+            print(json.dumps(client.call("metadata")["statement"], indent=2))
+        return 0
+    with open_store(args) as store:
+        statement = metadata_statement(store, Config(attestation=args.attestation))
+    print(json.dumps(statement, indent=2))
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """`vfido metadata`."""
+    p = sub.add_parser(
+        "metadata",
+        help="print a FIDO MDS3 metadata statement (AAGUID, attestation root, algorithms)",
+    )
+    add_keystore_args(p, ephemeral=True)
+    p.add_argument(
+        "--attestation",
+        choices=ATTESTATIONS,
+        default="packed",
+        help="the attestation `vfido run` uses (default: packed, i.e. basic_full; a running "
+        "key says its own)",
+    )
+    add_running_key_args(p)
+    p.set_defaults(func=cmd_metadata)

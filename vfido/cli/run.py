@@ -1,0 +1,312 @@
+"""`vfido run`: serve the key until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vfido.cli.common import (
+    ATTESTATIONS,
+    CliError,
+    Subparsers,
+    add_keystore_args,
+    keystore_dir,
+    open_store,
+    port,
+    seconds,
+)
+from vfido.transport_choice import KINDS as TRANSPORT_KINDS
+from vfido.transport_choice import UDP_INSECURE_FLAG
+
+if TYPE_CHECKING:
+    from vfido.authenticator.config import Config
+    from vfido.broker import FrontEnd, PresenceBroker
+
+log = logging.getLogger("vfido")
+
+# TODO(#18 merge): use vfido.presence registry (the modes `--presence` offers)
+PRESENCE_MODES = ("auto", "deny", "deny-uv", "prompt", "notify", "manual")
+
+
+def presence_broker(args: argparse.Namespace) -> PresenceBroker:
+    """The presence broker for ``--presence``; the control socket can always answer too."""
+    from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
+
+    # TODO(#18 merge): use vfido.presence registry (name -> factory)
+    mode = args.presence
+    front_ends: list[FrontEnd] = []
+    if mode in ("auto", "deny-uv"):
+        front_ends.append(AutoFrontEnd(args.presence_delay))
+    elif mode == "deny":
+        front_ends.append(DenyFrontEnd())
+    elif mode in ("prompt", "notify"):
+        front_ends.append(_interactive_front_end(mode))
+    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+
+
+def _interactive_front_end(mode: str) -> FrontEnd:
+    """``--presence prompt`` (the terminal) or ``notify`` (a desktop notification)."""
+    from vfido.prompt import TerminalPrompt, terminal_available
+
+    if mode == "prompt":
+        if not terminal_available():
+            raise CliError(
+                "--presence prompt needs a terminal in the foreground: use --presence notify "
+                "(desktop) or --presence manual (`vfido approve` / `vfido deny`)"
+            )
+        return TerminalPrompt()
+    from vfido.desktop import DesktopNotifier
+
+    fallback = TerminalPrompt() if terminal_available() else None
+    notifier = DesktopNotifier(fallback=fallback)
+    if not notifier.available():
+        where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
+        log.warning("no desktop notification service on the session bus: asking %s", where)
+    return notifier
+
+
+def config(args: argparse.Namespace) -> Config:
+    """The authenticator's configuration from `vfido run`'s flags."""
+    from vfido.authenticator.config import Config
+
+    try:
+        return Config(
+            attestation=args.attestation,
+            constant_zero_counter=args.zero_counter,
+            presence_timeout=args.presence_timeout,
+            builtin_uv=args.uv,
+            enterprise_attestation=args.enterprise_attestation,
+            enterprise_rp_ids=tuple(args.enterprise_rp_id),
+            max_resident_credentials=args.max_resident_credentials,
+            mldsa=args.mldsa,
+            ctap21_pre=args.ctap21_pre,
+            fingerprint=args.fingerprint,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from vfido import faults
+    from vfido.authenticator.behaviours import Behaviours
+    from vfido.control import socket_path
+    from vfido.service import TransportOptions, control_name, run
+    from vfido.transport_choice import TransportChoiceError, choose_transport
+    from vfido.transports.uhid import UhidUnavailableError, uhid_unavailable
+    from vfido.transports.unix import UnixTransportError
+
+    if args.presence_timeout <= 0:
+        raise CliError("--presence-timeout must be positive")
+    try:
+        choice = choose_transport(
+            args.transport,
+            persistent=not args.ephemeral,
+            udp_insecure=args.udp_insecure_any_local_user,
+            uhid_unavailable=uhid_unavailable,
+        )
+    except TransportChoiceError as exc:
+        raise CliError(str(exc)) from None
+    # TODO(#18 merge): use vfido.key registry (transport kinds and their options)
+    if args.unix_socket and choice.kind != "unix":
+        raise CliError("--unix-socket needs --transport unix")
+    presence = presence_broker(args)
+    key_config = config(args)
+    try:
+        behaviours = Behaviours.from_assignments(
+            args.behaviour, builtin_uv=args.uv or args.fingerprint
+        )
+    except ValueError as exc:
+        raise CliError(f"--behaviour: {exc}") from None
+    store = faults.wrap(open_store(args))
+    options = TransportOptions(
+        kind=choice.kind,
+        udp_port=args.udp_port,
+        udp_peer_port=args.udp_peer_port,
+        serial=args.serial,
+        unix_socket=args.unix_socket,
+    )
+    if args.control_socket:
+        control_path = Path(args.control_socket)
+    else:
+        try:
+            control_path = socket_path(args.name or control_name(options, store))
+        except ValueError as exc:
+            store.close()
+            raise CliError(f"--name: {exc}") from None
+    if options.kind == "unix" and options.unix_socket is None:  # next to the control socket
+        options = dataclasses.replace(
+            options, unix_socket=str(control_path.with_suffix(".ctaphid"))
+        )
+    info = {
+        "name": control_path.stem,
+        "keystore": "(ephemeral)" if args.ephemeral else str(keystore_dir(args)),
+        "presence_timeout": args.presence_timeout,
+    }
+    recorder = None
+    if args.trace:
+        from vfido.trace.recorder import TraceRecorder
+
+        try:
+            recorder = TraceRecorder(Path(args.trace))
+        except OSError as exc:
+            store.close()
+            raise CliError(f"--trace {args.trace}: {exc.strerror or exc}") from None
+    try:
+        run(
+            store,
+            presence,
+            key_config,
+            options,
+            control_path=control_path,
+            info=info,
+            trace=recorder,
+            behaviours=behaviours,
+            # printed once the key is served: a key that fails to start says only why
+            notices=[line for line in (choice.notice, choice.warning) if line],
+        )
+    except (UhidUnavailableError, UnixTransportError) as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or choice.kind != "udp":
+            raise
+        raise CliError(
+            f"UDP port {args.udp_port} is already in use (another `vfido run`?): choose "
+            "another with --udp-port PORT (and connect clients to it)"
+        ) from None
+    finally:
+        if recorder is not None:
+            recorder.close()
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "run", help="run the key", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_keystore_args(p, ephemeral=True)
+    p.add_argument(
+        "--transport",
+        choices=TRANSPORT_KINDS,
+        # "%(default).0s" prints nothing: it keeps the formatter from adding "(default: None)"
+        help="uhid: a kernel HID device; unix: a Unix socket only your user can connect to; "
+        f"udp: every local user can use the key (a persistent keystore needs {UDP_INSECURE_FLAG}) "
+        "(default: uhid where /dev/uhid is usable, else udp for --ephemeral)%(default).0s",
+    )
+    p.add_argument(
+        UDP_INSECURE_FLAG,
+        action="store_true",
+        help="serve a persistent keystore over UDP although every local user can then use "
+        "the key, sign with its credentials and reset it",
+    )
+    p.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="with --transport unix: the socket (default: next to the control socket, "
+        "$XDG_RUNTIME_DIR/vfido/NAME.ctaphid)",
+    )
+    p.add_argument(
+        "--presence",
+        choices=PRESENCE_MODES,
+        default="auto",
+        help="how user presence is asked: auto (approve everything), deny, deny-uv (approve "
+        "presence, fail built-in UV), prompt (terminal), notify (desktop notification, else "
+        "terminal), manual (only `vfido approve`/`deny`)",
+    )
+    p.add_argument(
+        "--presence-delay",
+        type=seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --presence auto: wait this long before approving",
+    )
+    p.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="an unanswered request is refused after this long",
+    )
+    p.add_argument(
+        "--name",
+        help="name of the control socket (default: the serial for uhid and unix, udp-PORT for udp)",
+    )
+    p.add_argument(
+        "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
+    )
+    p.add_argument("--udp-port", type=port, default=8111, help="UDP port the key binds")
+    p.add_argument("--udp-peer-port", type=port, default=7112, help="UDP port replies go to")
+    p.add_argument(
+        "--serial", help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)"
+    )
+    p.add_argument(
+        "--attestation",
+        choices=ATTESTATIONS,
+        default="packed",
+        help="packed: batch certificate under the keystore's root; self; none",
+    )
+    p.add_argument("--zero-counter", action="store_true", help="always report signature counter 0")
+    p.add_argument(
+        "--uv",
+        action="store_true",
+        help="built-in user verification: the user's approval verifies them (no PIN needed "
+        "for userVerification 'required'); --presence deny-uv makes it fail",
+    )
+    p.add_argument(
+        "--mldsa",
+        action="store_true",
+        help="offer post-quantum ML-DSA-44/-65 credentials (listed in getInfo); off by default "
+        "because a Firefox that cannot parse them there treats the key as U2F-only",
+    )
+    p.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="a simulated fingerprint sensor (bio enrollment; implies --uv): user "
+        "verification is a touch by an enrolled finger, chosen with `vfido ctl finger`",
+    )
+    p.add_argument(
+        "--ctap21-pre",
+        action="store_true",
+        help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
+        "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
+    )
+    p.add_argument(
+        "--enterprise-attestation",
+        type=int,
+        choices=[0, 1, 2],
+        default=0,
+        help="offer enterprise attestation (1: only for --enterprise-rp-id, 2: any RP); "
+        "a platform enables it with authenticatorConfig",
+    )
+    p.add_argument(
+        "--enterprise-rp-id",
+        action="append",
+        default=[],
+        metavar="RP_ID",
+        help="an RP ID allowed enterprise attestation mode 1 (repeatable)",
+    )
+    p.add_argument(
+        "--max-resident-credentials",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="discoverable credentials the key accepts",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="append every CTAPHID packet and decoded CTAP request/response to FILE as JSON "
+        "lines (secrets redacted; file 0600); read it with `vfido trace show FILE`",
+    )
+    p.add_argument(
+        "--behaviour",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="scripted misbehaviour for testing relying parties (repeatable; "
+        "`vfido ctl behaviour list --all` lists them; change at run time with `vfido ctl`)",
+    )
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,48 @@
+"""`vfido trace show FILE`: a trace written by `vfido run --trace FILE`, readably."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vfido.cli.common import Subparsers
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from vfido.safetext import visible
+    from vfido.trace.format import RECORD_TYPES, format_trace, read_trace
+
+    path = Path(args.file)
+    try:
+        records = list(read_trace(path))
+    except OSError as exc:
+        print(f"vfido: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError:
+        print(f"vfido: error: {path} is not a vfido trace (binary data)", file=sys.stderr)
+        return 1
+    if not any(record.get("type") in RECORD_TYPES for record in records):
+        print(
+            f"vfido: error: {path} is not a vfido trace (no trace records; "
+            "`vfido run --trace FILE` writes one)",
+            file=sys.stderr,
+        )
+        return 1
+    for line in format_trace(records, details=args.details):
+        print(visible(line))  # RP IDs, user names, anything in the file: never raw
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """`vfido trace show FILE`."""
+    p = sub.add_parser("trace", help="read a trace written by `vfido run --trace FILE`")
+    tsub = p.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
+    q = tsub.add_parser("show", help="print a trace readably, one transaction per line")
+    q.add_argument("file", metavar="FILE", help="the trace file (JSON lines)")
+    q.add_argument(
+        "--details",
+        action="store_true",
+        help="also print every packet and the decoded request and response of each transaction",
+    )
+    q.set_defaults(func=cmd_show)

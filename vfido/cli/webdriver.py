@@ -1,0 +1,84 @@
+"""`vfido webdriver`: a WebDriver intermediary whose virtual authenticators are real vfido keys
+(:mod:`vfido.webdriver`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from vfido.cli.common import LazyChoices, Subparsers
+
+
+def _key_transports() -> Sequence[str]:
+    # TODO(#18 merge): use vfido.key registry (the transports a browser reaches keys over)
+    from vfido.webdriver import KEY_TRANSPORTS
+
+    return KEY_TRANSPORTS
+
+
+def _cmd_webdriver(args: argparse.Namespace) -> int:
+    from vfido.webdriver import WebDriverProxy
+
+    try:
+        proxy = WebDriverProxy(
+            args.upstream, host=args.host, port=args.port, key_transport=args.key_transport
+        )
+    except ValueError as exc:
+        print(f"vfido: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"vfido: error: cannot listen on {args.host}:{args.port} (--port): {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"vfido webdriver: listening on {proxy.url} (upstream {args.upstream}, "
+        f"keys over {args.key_transport})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        proxy.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    """`vfido webdriver`."""
+    p = sub.add_parser(
+        "webdriver",
+        help="a WebDriver intermediary: virtual authenticators become real vfido keys",
+        description=(
+            "Forward every WebDriver command to the upstream driver (e.g. chromedriver) and "
+            "serve the W3C virtual-authenticator commands with real vfido keys."
+        ),
+    )
+    p.add_argument("--upstream", required=True, metavar="URL", help="e.g. http://127.0.0.1:9515")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=_port, default=4444, help="port to listen on, 0: any (default: %(default)s)"
+    )
+    key_transport = p.add_argument(
+        "--key-transport",
+        default="uhid",
+        help="how the browser reaches the keys (default: %(default)s; the others for tests)",
+    )
+    key_transport.choices = LazyChoices(_key_transports)  # after add_argument, which lists them
+    p.set_defaults(func=_cmd_webdriver)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {value}")
+    return value
