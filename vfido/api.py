@@ -54,18 +54,22 @@ from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
 from vfido.transport_choice import UDP_INSECURE_FLAG
+from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS
+from vfido.transport_kinds.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
     from vfido.control import ControlServer
     from vfido.control_api import KeyParts
     from vfido.ctl import KeyController
+    from vfido.key import Key
     from vfido.virtual_authenticator import AuthenticatorOptions
 
 #: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
 #: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
 #: / :meth:`VirtualKey.deny`.
 PRESENCE_MODES: Final = ("auto", "deny", "deny-uv", "manual")
-TRANSPORTS: Final = ("inprocess", "uhid", "unix")
+#: ``VirtualKey(transport=...)``: the kinds of the transport registry a key in this process runs.
+TRANSPORTS: Final = TOOLKIT_KINDS
 DEFAULT_ORIGIN: Final = "https://example.com"
 #: Seconds to wait for the kernel to create the hidraw node of a UHID key.
 HIDRAW_TIMEOUT: Final = 10.0
@@ -360,9 +364,7 @@ class VirtualKey:
         self._pin = pin
         self._store = store
         self._authenticator: Authenticator | None = None
-        self._inprocess: Any = None  # transports.inprocess.InProcessKey
-        self._uhid: Any = None  # transports.uhid.UhidTransport
-        self._unix: Any = None  # transports.unix.UnixTransport
+        self._key: Key | None = None
         #: The Unix socket of a ``transport="unix"`` key (None otherwise).
         self.unix_socket: Path | None = None
         self._hidraw: str | None = None
@@ -371,7 +373,6 @@ class VirtualKey:
         self._started = False
         #: The WebDriver options the key was made from (:meth:`from_webauthn_options`).
         self.webauthn_options: AuthenticatorOptions | None = None
-        self._parts: KeyParts | None = None
 
     def __repr__(self) -> str:
         where = str(self.keystore_dir) if self.keystore_dir else "ephemeral"
@@ -419,80 +420,52 @@ class VirtualKey:
         return SqliteKeyStore.create(self.keystore_dir, passphrase)
 
     def _start(self) -> None:
+        from vfido.key import TransportOptions, build_key
+        from vfido.transports.uhid import UhidTransport, UhidUnavailableError
+
         self._store = self._open_store()
         self._started = True
-        self._authenticator = Authenticator(
-            self._store, self.presence, self.config, behaviours=self.behaviours
-        )
-        if self.transport == "inprocess":
-            from vfido.transports.inprocess import InProcessKey
-
-            self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
-        elif self.transport == "unix":
-            from vfido.service import TransportOptions, make_transport
-
+        if self.transport == "unix":
             self.unix_socket = Path(tempfile.mkdtemp(prefix="vfido-unix-")) / "key.ctaphid"
-            options = TransportOptions(kind="unix", unix_socket=str(self.unix_socket))
-            self._unix = make_transport(options, self._authenticator, self._store)
-            self._unix.start()
-        else:
-            from vfido.service import TransportOptions, make_transport
-            from vfido.transports.uhid import UhidUnavailableError
-
-            options = TransportOptions(kind="uhid", serial=self.serial, name=self.name)
-            self._uhid = make_transport(options, self._authenticator, self._store)
-            try:
-                self._uhid.start()
-            except UhidUnavailableError as exc:
-                raise VirtualKeyError(str(exc)) from None
-            self._hidraw = _wait_hidraw(self._uhid.hidraw_path)
-        from vfido.control_api import KeyParts
-
-        transport = self._inprocess or self._unix or self._uhid
-        self._parts = KeyParts(
-            self._authenticator, self._store, self.presence, transport, None, self.webauthn_options
+        options = TransportOptions(
+            kind=self.transport,
+            serial=self.serial,
+            name=self.name,
+            unix_socket=str(self.unix_socket) if self.unix_socket is not None else None,
         )
+        info = {
+            "name": self.control_socket.stem if self.control_socket else self.serial,
+            "keystore": str(self.keystore_dir) if self.keystore_dir else "(ephemeral)",
+            "presence_timeout": self.config.presence_timeout,
+        }
+        self._key = key = build_key(
+            self._store,
+            self.presence,
+            self.config,
+            options,
+            behaviours=self.behaviours,
+            info=info,
+            webauthn_options=self.webauthn_options,
+        )
+        self._authenticator = key.device
+        try:
+            key.start()
+        except UhidUnavailableError as exc:
+            raise VirtualKeyError(str(exc)) from None
+        if isinstance(key.transport, UhidTransport):
+            self._hidraw = _wait_hidraw(key.transport.hidraw_path)
         if self.webauthn_options is not None:
             from vfido.virtual_authenticator import WebAuthnError, apply_backup_defaults
 
             try:
-                apply_backup_defaults(self._parts, self.webauthn_options)
+                apply_backup_defaults(key.parts, self.webauthn_options)
             except WebAuthnError as exc:
                 raise VirtualKeyError(str(exc)) from None
         if self.control_socket is not None:
-            self._control = self._serve_control(self.control_socket)
+            self._control = key.control_server(self.control_socket)
+            self._control.start()
         if self._pin is not None:
             _set_pin(self.device, self._pin)
-
-    def _serve_control(self, path: Path) -> ControlServer:
-        from vfido.control import ControlServer, add_presence_commands
-        from vfido.control_api import KeyParts, add_key_commands
-
-        assert self._authenticator is not None and self._store is not None
-        server = ControlServer(path)
-        transport = self._inprocess or self._unix or self._uhid
-        server.register(
-            "status",
-            lambda _args: {
-                "pid": os.getpid(),
-                "transport": self.transport,
-                "serial": self.serial,
-                "hidraw": self._hidraw,
-                "name": path.stem,
-                "keystore": str(self.keystore_dir) if self.keystore_dir else "(ephemeral)",
-                "presence": self.presence.mode,
-                "presence_timeout": self.config.presence_timeout,
-                "pending": [p.describe() for p in self.presence.pending()],
-                "behaviours": self.behaviours.active(),
-            },
-        )
-        add_presence_commands(server, self.presence)
-        add_key_commands(
-            server,
-            self._parts or KeyParts(self._authenticator, self._store, self.presence, transport),
-        )
-        server.start()
-        return server
 
     def close(self) -> None:
         """Unplug the key and close its keystore (idempotent)."""
@@ -502,15 +475,9 @@ class VirtualKey:
         devices, self._devices, self._device = self._devices, [], None
         for device in devices:
             device.close()
-        inprocess, self._inprocess = self._inprocess, None
-        if inprocess is not None:
-            inprocess.close()
-        uhid, self._uhid = self._uhid, None
-        if uhid is not None:
-            uhid.stop()
-        unix, self._unix = self._unix, None
-        if unix is not None:
-            unix.stop()
+        key, self._key = self._key, None
+        if key is not None:
+            key.stop()
         if self.unix_socket is not None:
             shutil.rmtree(self.unix_socket.parent, ignore_errors=True)
             self.unix_socket = None
@@ -519,7 +486,6 @@ class VirtualKey:
         if store is not None:
             store.close()
         self._authenticator = None
-        self._parts = None
         self._started = False
 
     def _require_running(self) -> None:
@@ -541,8 +507,9 @@ class VirtualKey:
         """Another python-fido2 device on the key (like a second application opening the
         node). Closed with the key, or earlier by the caller."""
         self._require_running()
-        if self._inprocess is not None:
-            device: CtapHidDevice = self._inprocess.open()
+        assert self._key is not None
+        if isinstance(self._key.transport, InProcessTransport):
+            device: CtapHidDevice = self._key.transport.open()
         elif self.unix_socket is not None:
             from vfido.transports.unix import open_unix_device
 
@@ -614,8 +581,9 @@ class VirtualKey:
     def power_cycle(self) -> None:
         """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""
         self._require_running()
-        if self._inprocess is not None:
-            self._inprocess.power_cycle()
+        assert self._key is not None
+        if isinstance(self._key.transport, InProcessTransport):  # the CTAPHID runner too
+            self._key.transport.power_cycle()
         else:
             self.authenticator.power_cycle()
 
@@ -683,8 +651,8 @@ class VirtualKey:
 
     def _webauthn(self) -> KeyParts:
         self._require_running()
-        assert self._parts is not None
-        return self._parts
+        assert self._key is not None
+        return self._key.parts
 
     def webauthn_options_json(self) -> dict[str, Any]:
         """The Add Virtual Authenticator options this key behaves as."""
@@ -816,8 +784,8 @@ class ServiceKey:
         ready_timeout: float,
         mldsa: bool = False,
     ) -> None:
-        if transport not in ("udp", "uhid", "unix"):
-            raise ValueError("transport must be udp, uhid or unix")
+        if transport not in RUN_KINDS:
+            raise ValueError(f"transport must be one of {', '.join(RUN_KINDS)}")
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore directory needs its passphrase")
         if transport == "udp" and keystore is not None and UDP_INSECURE_FLAG not in extra_args:
