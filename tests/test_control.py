@@ -21,7 +21,6 @@ from tests.presence_helpers import REGISTER, SIGN_IN, Asking, as_other_user
 from tests.rp import RelyingParty, register
 from tests.service_helpers import Service, udp_service, vfido
 from vfido.authenticator.env import PresenceResult
-from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 from vfido.control import (
     CommandError,
     ControlClient,
@@ -34,6 +33,7 @@ from vfido.control import (
     socket_dir,
     socket_path,
 )
+from vfido.presence import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 
 
 @pytest.fixture

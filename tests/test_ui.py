@@ -34,9 +34,9 @@ from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
 from vfido.devtools import Browser, CdpError, Page, find_chromium
+from vfido.presence import PresenceBroker
 from vfido.transports.udp import open_udp_device
 from vfido.ui import (
     REDACTED,

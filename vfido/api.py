@@ -50,9 +50,10 @@ from vfido.authenticator.behaviours import Behaviours, RawValue
 from vfido.authenticator.config import Config
 from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
 from vfido.authenticator.device import Authenticator
-from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
+from vfido.presence.broker import PresenceBroker, broker_for
+from vfido.presence.modes import TOOLKIT_MODES
 from vfido.transport_choice import UDP_INSECURE_FLAG
 from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS
 from vfido.transport_kinds.inprocess import InProcessTransport
@@ -65,9 +66,9 @@ if TYPE_CHECKING:
     from vfido.virtual_authenticator import AuthenticatorOptions
 
 #: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
-#: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
-#: / :meth:`VirtualKey.deny`.
-PRESENCE_MODES: Final = ("auto", "deny", "deny-uv", "manual")
+#: ``vfido run`` make no sense in a test; the registry :data:`vfido.presence.modes.MODES`).
+#: ``manual``: answer with :meth:`VirtualKey.approve` / :meth:`VirtualKey.deny`.
+PRESENCE_MODES: Final = TOOLKIT_MODES
 #: ``VirtualKey(transport=...)``: the kinds of the transport registry a key in this process runs.
 TRANSPORTS: Final = TOOLKIT_KINDS
 DEFAULT_ORIGIN: Final = "https://example.com"
@@ -176,15 +177,10 @@ class _PinInteraction(UserInteraction):
 
 
 def _broker(mode: str, delay: float) -> PresenceBroker:
-    """The presence broker ``vfido run --presence MODE`` uses (see vfido/cli.py)."""
+    """The presence broker ``vfido run --presence MODE`` uses (:func:`broker_for`)."""
     if mode not in PRESENCE_MODES:
         raise ValueError(f"presence must be one of {', '.join(PRESENCE_MODES)}, not {mode!r}")
-    front_ends: list[FrontEnd] = []
-    if mode in ("auto", "deny-uv"):
-        front_ends.append(AutoFrontEnd(delay))
-    elif mode == "deny":
-        front_ends.append(DenyFrontEnd())
-    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+    return broker_for(mode, delay)
 
 
 def _config(

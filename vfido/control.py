@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vfido.broker import PresenceBroker
+from vfido.presence.broker import PresenceBroker
 
 log = logging.getLogger(__name__)
 

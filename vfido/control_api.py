@@ -151,9 +151,10 @@ from vfido.authenticator.provisioning import (
     key_from_cose,
     key_from_pem,
 )
-from vfido.broker import RUNTIME_MODES, PresenceBroker
 from vfido.control import CommandError, ControlServer
 from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
+from vfido.presence.broker import PresenceBroker
+from vfido.presence.modes import RUNTIME_MODES
 from vfido.virtual_authenticator import AuthenticatorOptions
 
 log = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from vfido.authenticator.behaviours import b64url, b64url_decode
-from vfido.broker import clean
 from vfido.control import ControlClient, ControlError, find_key
+from vfido.presence.pending import clean
 from vfido.safetext import visible
 
 

@@ -66,7 +66,7 @@ def key_status(
 ) -> dict[str, Any]:
     """The control socket's ``status`` answer: the process, ``info`` (name, keystore,
     presence_timeout), the transport's own fields, the presence mode and pending requests."""
-    from vfido.broker import PresenceBroker
+    from vfido.presence.broker import PresenceBroker
 
     result: dict[str, Any] = {
         "version": __version__,
@@ -139,9 +139,9 @@ class Key:
 
     def control_server(self, path: Path) -> ControlServer:
         """The key's control socket at ``path`` with every command registered (not started)."""
-        from vfido.broker import PresenceBroker
         from vfido.control import ControlServer, add_presence_commands
         from vfido.control_api import add_key_commands
+        from vfido.presence.broker import PresenceBroker
 
         server = ControlServer(path)
         server.register("status", lambda _args: self.status())
@@ -189,7 +189,7 @@ def offline_authenticator(store: KeyStore, config: Config | None = None) -> Auth
     """The key's authenticator with no transport and a user who refuses every request:
     for commands that drive CTAP on a keystore that no key serves (``vfido pin``,
     ``vfido metadata``, ``vfido info``)."""
-    from vfido.presence import DenyPresence
+    from vfido.presence.auto import DenyPresence
 
     return Authenticator(store, DenyPresence(), config or Config())
 
