@@ -27,12 +27,12 @@ from vfido.control import (
     ControlError,
     ControlServer,
     NotRunningError,
-    add_presence_commands,
     find_key,
     running_keys,
     socket_dir,
     socket_path,
 )
+from vfido.control.commands import add_presence_commands
 from vfido.presence import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 
 

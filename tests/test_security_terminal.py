@@ -28,8 +28,8 @@ from vfido.authenticator.config import Config
 from vfido.authenticator.device import Authenticator
 from vfido.authenticator.env import PresenceKind, PresenceRequest
 from vfido.cli import main
-from vfido.control import ControlServer, add_presence_commands
-from vfido.control_api import KeyParts, add_key_commands
+from vfido.control import ControlServer
+from vfido.control.commands import KeyParts, add_key_commands, add_presence_commands
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoFrontEnd, AutoPresence, PresenceBroker, describe, question

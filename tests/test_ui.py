@@ -34,7 +34,8 @@ from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from vfido.control import ControlServer, add_presence_commands
+from vfido.control import ControlServer
+from vfido.control.commands import add_presence_commands
 from vfido.devtools import Browser, CdpError, Page, find_chromium
 from vfido.presence import PresenceBroker
 from vfido.transports.udp import open_udp_device
@@ -394,7 +395,7 @@ def full_key(tmp_path: Path) -> Iterator[FullKey]:
     """A real authenticator, keystore, presence broker, control API and trace recorder."""
     from vfido.authenticator.config import Config
     from vfido.authenticator.device import Authenticator
-    from vfido.control_api import KeyParts, add_key_commands
+    from vfido.control.commands import KeyParts, add_key_commands
     from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.trace import TraceRecorder, add_trace_commands
 
@@ -1097,7 +1098,7 @@ def test_finger_switch_over_http(tmp_path: Path) -> None:
     from vfido.authenticator.bio_enrollment import Template
     from vfido.authenticator.config import Config
     from vfido.authenticator.device import Authenticator
-    from vfido.control_api import KeyParts, add_key_commands
+    from vfido.control.commands import KeyParts, add_key_commands
     from vfido.keystore.sqlite_store import SqliteKeyStore
 
     store = SqliteKeyStore.ephemeral()

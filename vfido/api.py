@@ -60,8 +60,8 @@ from vfido.transport_kinds.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
     from vfido.control import ControlServer
-    from vfido.control_api import KeyParts
-    from vfido.ctl import KeyController
+    from vfido.control.client import KeyController
+    from vfido.control.commands import KeyParts
     from vfido.key import Key
     from vfido.virtual_authenticator import AuthenticatorOptions
 
@@ -291,7 +291,7 @@ class VirtualKey:
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
     ``control_socket``: also serve the key's control socket there (the commands of
-    :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
+    :mod:`vfido.control.commands`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
     Transport: ``inprocess`` (python-fido2 talks CTAPHID to the key through queues; nothing
     outside the process sees it), ``uhid`` (a kernel HID device: needs read/write access to
@@ -584,9 +584,9 @@ class VirtualKey:
             self.authenticator.power_cycle()
 
     def controller(self) -> KeyController:
-        """A :class:`vfido.ctl.KeyController` on the key's control socket (needs
+        """A :class:`vfido.control.KeyController` on the key's control socket (needs
         ``control_socket``); close it after use."""
-        from vfido.ctl import KeyController
+        from vfido.control.client import KeyController
 
         self._require_running()
         if self.control_socket is None:
@@ -952,8 +952,8 @@ class ServiceKey:
             return client.call(command, **args)
 
     def controller(self) -> KeyController:
-        """A :class:`vfido.ctl.KeyController` on the service (close it after use)."""
-        from vfido.ctl import KeyController
+        """A :class:`vfido.control.KeyController` on the service (close it after use)."""
+        from vfido.control.client import KeyController
 
         return KeyController(self.control_socket)
 

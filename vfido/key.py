@@ -35,8 +35,8 @@ from vfido.transport_kinds import (
 )
 
 if TYPE_CHECKING:
-    from vfido.control import ControlServer
-    from vfido.control_api import KeyParts
+    from vfido.control.commands import KeyParts
+    from vfido.control.server import ControlServer
     from vfido.trace import TraceRecorder
     from vfido.virtual_authenticator import AuthenticatorOptions
 
@@ -113,7 +113,7 @@ class Key:
             self.transport = self.kind.open(options, self.device, store, None)
         else:
             self.transport = self.kind.open(options, trace.wrap(self.device), store, trace.packet)
-        from vfido.control_api import KeyParts
+        from vfido.control.commands import KeyParts
 
         #: What the control commands (and the WebDriver model) act on.
         self.parts: KeyParts = KeyParts(
@@ -139,19 +139,11 @@ class Key:
 
     def control_server(self, path: Path) -> ControlServer:
         """The key's control socket at ``path`` with every command registered (not started)."""
-        from vfido.control import ControlServer, add_presence_commands
-        from vfido.control_api import add_key_commands
-        from vfido.presence.broker import PresenceBroker
+        from vfido.control.commands import register_commands
+        from vfido.control.server import ControlServer
 
         server = ControlServer(path)
-        server.register("status", lambda _args: self.status())
-        if isinstance(self.presence, PresenceBroker):
-            add_presence_commands(server, self.presence)
-        add_key_commands(server, self.parts)
-        if self.trace is not None:
-            from vfido.trace import add_trace_commands
-
-            add_trace_commands(server, self.trace)
+        register_commands(server, self.parts, self.status, self.trace)
         return server
 
     def start(self) -> None:
@@ -161,28 +153,9 @@ class Key:
         self.transport.stop()
 
 
-def build_key(
-    store: KeyStore,
-    presence: Presence,
-    config: Config,
-    options: TransportOptions,
-    *,
-    behaviours: Behaviours | None = None,
-    trace: TraceRecorder | None = None,
-    info: Mapping[str, Any] | None = None,
-    webauthn_options: AuthenticatorOptions | None = None,
-) -> Key:
-    """Assemble a key (see :class:`Key`). Raises ValueError for an unknown transport kind."""
-    return Key(
-        store,
-        presence,
-        config,
-        options,
-        behaviours=behaviours,
-        trace=trace,
-        info=info,
-        webauthn_options=webauthn_options,
-    )
+#: Assemble a key: ``build_key(store, presence, config, options, behaviours=..., trace=...,
+#: info=..., webauthn_options=...)`` (see :class:`Key`; ValueError for an unknown transport).
+build_key = Key
 
 
 def offline_authenticator(store: KeyStore, config: Config | None = None) -> Authenticator:

@@ -89,7 +89,7 @@ def run(
     socket answers ``log``). The socket is bound before the transport starts, so a
     second key with the same name fails before creating a device. ``behaviours``: the
     scripted misbehaviour in force at start (the control socket's ``behaviours`` command
-    changes it); every control command is listed in :mod:`vfido.control_api`.
+    changes it); every control command is listed in :mod:`vfido.control.commands`.
     """
     stop = stop or threading.Event()
     key = build_key(store, presence, config, options, behaviours=behaviours, trace=trace, info=info)

@@ -20,7 +20,7 @@ def prepare_unix_socket_dir(path: Path) -> None:
     ``--unix-socket`` that exists must be ours (or root's) and writable by nobody else, so
     that no other user can replace the socket; it is not chmod'ed behind the user's back.
     Raises :class:`vfido.control.ControlError` (one line)."""
-    from vfido.control import ControlError, _private_dir, socket_dir
+    from vfido.control.server import ControlError, _private_dir, socket_dir
 
     directory = path.parent
     if directory == socket_dir() or not directory.exists():
