@@ -30,6 +30,7 @@ from vfido.transport_kinds import (
     Transport,
     TransportKind,
     TransportOptions,
+    Wiring,
     default_serial,
     transport_kind,
 )
@@ -110,9 +111,10 @@ class Key:
         self.webauthn_options = webauthn_options
         self.device = Authenticator(store, presence, config, behaviours=behaviours)
         if trace is None:
-            self.transport = self.kind.open(options, self.device, store, None)
+            self.transport = self.kind.open(Wiring(options, self.device, store))
         else:
-            self.transport = self.kind.open(options, trace.wrap(self.device), store, trace.packet)
+            wiring = Wiring(options, trace.wrap(self.device), store, trace.packet)
+            self.transport = self.kind.open(wiring)
         from vfido.control.commands import KeyParts
 
         #: What the control commands (and the WebDriver model) act on.

@@ -17,7 +17,13 @@ from vfido.authenticator.env import Presence
 from vfido.key import build_key, key_status
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import KeyStore
-from vfido.transport_kinds import Transport, TransportOptions, default_serial, transport_kind
+from vfido.transport_kinds import (
+    Transport,
+    TransportOptions,
+    Wiring,
+    default_serial,
+    transport_kind,
+)
 from vfido.transports.handler import CtapHandler
 
 if TYPE_CHECKING:
@@ -47,7 +53,7 @@ def make_transport(
     packet_observer: Callable[[str, bytes], None] | None = None,
 ) -> Transport:
     """The transport of ``options.kind`` (the registry :mod:`vfido.transport_kinds`)."""
-    return transport_kind(options.kind).open(options, device, store, packet_observer)
+    return transport_kind(options.kind).open(Wiring(options, device, store, packet_observer))
 
 
 def control_name(options: TransportOptions, store: KeyStore) -> str:

@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Final
 
 from vfido.transport_kinds import inprocess, udp, uhid, unix
-from vfido.transport_kinds.base import Transport, TransportKind, TransportOptions, default_serial
+from vfido.transport_kinds.base import (
+    Transport,
+    TransportKind,
+    TransportOptions,
+    Wiring,
+    default_serial,
+)
 
 #: name -> kind, in the order choices are shown (``vfido run``'s default, uhid, first of its).
 TRANSPORT_KINDS: Final[dict[str, TransportKind]] = {
@@ -39,6 +45,7 @@ __all__ = [
     "Transport",
     "TransportKind",
     "TransportOptions",
+    "Wiring",
     "default_serial",
     "transport_kind",
 ]

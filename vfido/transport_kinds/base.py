@@ -35,7 +35,18 @@ def default_serial(store: KeyStore) -> str:
     return "vfido-" + store.identity().aaguid.hex()[:12]
 
 
-class TransportKind(Protocol):
+@dataclass(frozen=True)
+class Wiring:
+    """What a transport is opened on: the options, the CTAP handler it feeds, the keystore
+    (for a default serial) and the observer of every CTAPHID report (``--trace``)."""
+
+    options: TransportOptions
+    handler: CtapHandler
+    store: KeyStore
+    packet_observer: PacketObserver | None = None
+
+
+class TransportKind:
     """One way of plugging a key in (one module of :mod:`vfido.transport_kinds`)."""
 
     #: ``--transport`` / ``VirtualKey(transport=...)`` name; ``status``'s ``transport``.
@@ -45,24 +56,18 @@ class TransportKind(Protocol):
     #: :class:`vfido.api.VirtualKey` can run it inside the calling process.
     in_process: bool
 
-    def open(
-        self,
-        options: TransportOptions,
-        handler: CtapHandler,
-        store: KeyStore,
-        packet_observer: PacketObserver | None,
-    ) -> Transport:
+    def open(self, wiring: Wiring) -> Transport:
         """The transport, not yet started."""
-        ...
+        raise NotImplementedError
 
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
         """The fields this transport adds to the control socket's ``status``."""
-        ...
+        raise NotImplementedError
 
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         """The line on stderr that says where the (started) key is; harnesses wait for it."""
-        ...
+        raise NotImplementedError
 
     def control_name(self, options: TransportOptions, store: KeyStore) -> str:
-        """The default name of the key's control socket."""
-        ...
+        """The default name of the key's control socket: the key's serial."""
+        return options.serial or default_serial(store)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vfido.keystore.store import KeyStore
-from vfido.transport_kinds.base import PacketObserver, Transport, TransportOptions, default_serial
-from vfido.transports.handler import CtapHandler
+from vfido.transport_kinds.base import (
+    Transport,
+    TransportKind,
+    TransportOptions,
+    Wiring,
+    default_serial,
+)
 
 if TYPE_CHECKING:  # imported when a key is opened: `vfido run` never loads python-fido2's HID
     from fido2.hid import CtapHidDevice
@@ -41,23 +45,18 @@ class InProcessTransport:
         self.key.close()
 
 
-class InProcessKind:
+class InProcessKind(TransportKind):
     name = "inprocess"
     served = False
     in_process = True
 
-    def open(
-        self,
-        options: TransportOptions,
-        handler: CtapHandler,
-        store: KeyStore,
-        packet_observer: PacketObserver | None,
-    ) -> Transport:
+    def open(self, wiring: Wiring) -> Transport:
         from vfido.transports.inprocess import InProcessKey
 
+        options, handler, store = wiring.options, wiring.handler, wiring.store
         serial = options.serial or default_serial(store)
         key = InProcessKey(handler, serial=serial)
-        key.runner.packet_observer = packet_observer
+        key.runner.packet_observer = wiring.packet_observer
         return InProcessTransport(key, serial)
 
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
@@ -65,9 +64,6 @@ class InProcessKind:
 
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         return f"vfido: in-process key {getattr(transport, 'serial', options.serial)}"
-
-    def control_name(self, options: TransportOptions, store: KeyStore) -> str:
-        return options.serial or default_serial(store)
 
 
 KIND = InProcessKind()

@@ -5,24 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from vfido.keystore.store import KeyStore
-from vfido.transport_kinds.base import PacketObserver, Transport, TransportOptions
-from vfido.transports.handler import CtapHandler
+from vfido.transport_kinds.base import (
+    Transport,
+    TransportKind,
+    TransportOptions,
+    Wiring,
+)
 
 
-class UdpKind:
+class UdpKind(TransportKind):
     name = "udp"
     served = True
     in_process = False
 
-    def open(
-        self,
-        options: TransportOptions,
-        handler: CtapHandler,
-        store: KeyStore,
-        packet_observer: PacketObserver | None,
-    ) -> Transport:
+    def open(self, wiring: Wiring) -> Transport:
         from vfido.transports.udp import UdpTransport
 
+        options, handler = wiring.options, wiring.handler
         udp = UdpTransport(
             handler,
             host=options.udp_host,
@@ -30,7 +29,7 @@ class UdpKind:
             peer_host=options.udp_host,
             peer_port=options.udp_peer_port,
         )
-        udp.runner.packet_observer = packet_observer
+        udp.runner.packet_observer = wiring.packet_observer
         return udp
 
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:

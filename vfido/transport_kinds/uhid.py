@@ -5,33 +5,32 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from vfido.keystore.store import KeyStore
-from vfido.transport_kinds.base import PacketObserver, Transport, TransportOptions, default_serial
-from vfido.transports.handler import CtapHandler
+from vfido.transport_kinds.base import (
+    Transport,
+    TransportKind,
+    TransportOptions,
+    Wiring,
+    default_serial,
+)
 
 #: How long the announcement waits for the kernel to create the hidraw node (50 x 0.1 s).
 _NODE_POLLS = 50
 
 
-class UhidKind:
+class UhidKind(TransportKind):
     name = "uhid"
     served = True
     in_process = True
 
-    def open(
-        self,
-        options: TransportOptions,
-        handler: CtapHandler,
-        store: KeyStore,
-        packet_observer: PacketObserver | None,
-    ) -> Transport:
+    def open(self, wiring: Wiring) -> Transport:
         from vfido.transports.uhid import UhidTransport
 
+        options, handler, store = wiring.options, wiring.handler, wiring.store
         return UhidTransport(
             handler,
             name=options.name,
             serial=options.serial or default_serial(store),
-            packet_observer=packet_observer,
+            packet_observer=wiring.packet_observer,
         )
 
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
@@ -51,9 +50,6 @@ class UhidKind:
                     break
                 threading.Event().wait(0.1)
         return f"hidraw: {path or 'unknown'}"
-
-    def control_name(self, options: TransportOptions, store: KeyStore) -> str:
-        return options.serial or default_serial(store)
 
 
 KIND = UhidKind()

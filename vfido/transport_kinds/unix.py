@@ -7,9 +7,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from vfido.keystore.store import KeyStore
-from vfido.transport_kinds.base import PacketObserver, Transport, TransportOptions, default_serial
-from vfido.transports.handler import CtapHandler
+from vfido.transport_kinds.base import (
+    Transport,
+    TransportKind,
+    TransportOptions,
+    Wiring,
+)
 
 
 def prepare_unix_socket_dir(path: Path) -> None:
@@ -38,26 +41,21 @@ def prepare_unix_socket_dir(path: Path) -> None:
         )
 
 
-class UnixKind:
+class UnixKind(TransportKind):
     name = "unix"
     served = True
     in_process = True
 
-    def open(
-        self,
-        options: TransportOptions,
-        handler: CtapHandler,
-        store: KeyStore,
-        packet_observer: PacketObserver | None,
-    ) -> Transport:
+    def open(self, wiring: Wiring) -> Transport:
         from vfido.transports.unix import UnixTransport
 
+        options, handler = wiring.options, wiring.handler
         if options.unix_socket is None:
             raise ValueError("the unix transport needs unix_socket")
         path = Path(options.unix_socket)
         prepare_unix_socket_dir(path)
         unix = UnixTransport(handler, path)
-        unix.runner.packet_observer = packet_observer
+        unix.runner.packet_observer = wiring.packet_observer
         return unix
 
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
@@ -65,9 +63,6 @@ class UnixKind:
 
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         return f"vfido: listening on unix {getattr(transport, 'path', options.unix_socket)}"
-
-    def control_name(self, options: TransportOptions, store: KeyStore) -> str:
-        return options.serial or default_serial(store)
 
 
 KIND = UnixKind()
