@@ -6,11 +6,10 @@
 Each key is built from `vfido run --transport udp --ephemeral --presence auto
 --udp-port PORT --udp-peer-port PEER_PORT` parsed by vfido's own command line: the same
 presence broker (``vfido.cli._presence``), Config (``vfido.cli._config``), keystore wrapper
-(``vfido.faults.wrap``), transport (``vfido.service.make_transport``), control socket with
-the same commands (``vfido.service.status``, ``add_presence_commands``,
-``add_key_commands``) and logging (vfido's non-blocking stderr handler at INFO, the
-authenticator and transports at WARNING). Only the process is shared: one `vfido run` serves
-one key and owns the signal handlers, so this runs the per-key part of
+(``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport, control
+socket with every command, the one ``status``) and logging (vfido's non-blocking stderr
+handler at INFO, the authenticator and transports at WARNING). Only the process is shared:
+one `vfido run` serves one key and owns the signal handlers, so this runs the per-key part of
 ``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound;
 exits on SIGTERM/SIGINT or stdin EOF.
 """
@@ -29,40 +28,30 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vfido import cli, faults, logsink  # noqa: E402
-from vfido.authenticator.device import Authenticator  # noqa: E402
-from vfido.broker import PresenceBroker  # noqa: E402
-from vfido.control import ControlServer, add_presence_commands  # noqa: E402
-from vfido.control_api import KeyParts, add_key_commands  # noqa: E402
-from vfido.service import Transport, TransportOptions, make_transport, status  # noqa: E402
+from vfido.control import ControlServer  # noqa: E402
+from vfido.key import Key, TransportOptions, build_key  # noqa: E402
 
 
-def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Transport, ControlServer]:
+def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Key, ControlServer]:
     args = cli.build_parser().parse_args(
         [
             *("run", "--transport", "udp", "--ephemeral", "--presence", "auto"),
             *("--udp-port", str(port), "--udp-peer-port", str(peer)),
         ]
     )
-    presence = cli._presence(args)
-    config = cli._config(args)
     store = faults.wrap(cli._open_store(args))
     options = TransportOptions(kind="udp", udp_port=port, udp_peer_port=peer)
-    device = Authenticator(store, presence, config)  # type: ignore[arg-type]
-    transport = make_transport(options, device, store)
-    control = ControlServer(control_dir / f"udp-{port}.sock")
-    control.register(
-        "status",
-        lambda _args: {
-            **status(options, transport, presence, {"name": f"udp-{port}"}),
-            "behaviours": device.behaviours.active(),
-        },
+    key = build_key(
+        store,
+        cli._presence(args),
+        cli._config(args),  # type: ignore[arg-type]
+        options,
+        info={"name": f"udp-{port}"},
     )
-    if isinstance(presence, PresenceBroker):
-        add_presence_commands(control, presence)
-    add_key_commands(control, KeyParts(device, store, presence, transport))
+    control = key.control_server(control_dir / f"udp-{port}.sock")
     control.start()
-    transport.start()
-    return transport, control
+    key.start()
+    return key, control
 
 
 def main(argv: list[str]) -> None:
@@ -90,8 +79,8 @@ def main(argv: list[str]) -> None:
         threading.Thread(target=wait_for_eof, daemon=True).start()
         print("ready", flush=True)
         stop.wait()
-        for transport, control in served:
-            transport.stop()
+        for key, control in served:
+            key.stop()
             control.stop()
 
 

@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vfido import broker as broker_module
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from vfido.broker import PresenceBroker
+from vfido.presence import PresenceBroker
+from vfido.presence import pending as broker_module
 
 
 class Context:

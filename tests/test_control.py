@@ -21,19 +21,19 @@ from tests.presence_helpers import REGISTER, SIGN_IN, Asking, as_other_user
 from tests.rp import RelyingParty, register
 from tests.service_helpers import Service, udp_service, vfido
 from vfido.authenticator.env import PresenceResult
-from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 from vfido.control import (
     CommandError,
     ControlClient,
     ControlError,
     ControlServer,
     NotRunningError,
-    add_presence_commands,
     find_key,
     running_keys,
     socket_dir,
     socket_path,
 )
+from vfido.control.commands import add_presence_commands
+from vfido.presence import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 
 
 @pytest.fixture

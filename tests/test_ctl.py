@@ -1,4 +1,4 @@
-"""The control API (vfido.control_api) through KeyController and `vfido ctl`: in-process
+"""The control API (vfido.control.commands) through KeyController and `vfido ctl`: in-process
 against a real key (keystore -> authenticator -> CTAPHID -> python-fido2) and end to end
 against a `vfido run` subprocess over UDP."""
 
@@ -38,11 +38,10 @@ from tests.service_helpers import udp_service, vfido
 from vfido.authenticator.behaviours import b64url, b64url_decode, misbehaviour_root
 from vfido.authenticator.config import Config
 from vfido.authenticator.device import Authenticator
-from vfido.broker import AutoFrontEnd, PresenceBroker
-from vfido.control import ControlError, ControlServer, add_presence_commands
-from vfido.control_api import KeyParts, add_key_commands
-from vfido.ctl import KeyController
+from vfido.control import ControlError, ControlServer, KeyController
+from vfido.control.commands import KeyParts, add_key_commands, add_presence_commands
 from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.presence import AutoFrontEnd, PresenceBroker
 from vfido.transports.inprocess import open_device
 from vfido.transports.udp import open_udp_device
 

@@ -1,6 +1,6 @@
 """Presence front ends for a person: the terminal prompt (on a real pseudo-terminal) and the
 desktop notification (over a real dbus-daemon, with a notification server written with
-vfido.dbus), plus the D-Bus wire format."""
+vfido.presence.dbus), plus the D-Bus wire format."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import pytest
 
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking, wait_workers_idle
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from vfido.broker import DenyFrontEnd, FrontEnd, PresenceBroker, clean, question
-from vfido.dbus import (
+from vfido.presence import DenyFrontEnd, FrontEnd, PresenceBroker, clean, question
+from vfido.presence.dbus import (
     BUS_NAME,
     BUS_PATH,
     Connection,
@@ -36,8 +36,8 @@ from vfido.dbus import (
     split_signature,
     unmarshal,
 )
-from vfido.desktop import NOTIFICATIONS, NOTIFICATIONS_PATH, DesktopNotifier
-from vfido.prompt import TerminalPrompt
+from vfido.presence.desktop import NOTIFICATIONS, NOTIFICATIONS_PATH, DesktopNotifier
+from vfido.presence.terminal import TerminalPrompt
 
 # --- texts --------------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ def bus(tmp_path: Path) -> Iterator[str]:
 
 @dataclass
 class NotificationServer:
-    """A desktop notification server on the test bus, written with vfido.dbus."""
+    """A desktop notification server on the test bus, written with vfido.presence.dbus."""
 
     conn: Connection
     capabilities: list[str]

@@ -18,7 +18,7 @@ from tests.presence_helpers import SIGN_IN, Context, wait_workers_idle
 from tests.vkey import running_key
 from vfido.authenticator.config import Config
 from vfido.authenticator.env import PresenceResult
-from vfido.broker import AutoFrontEnd, DenyFrontEnd, PendingPresence, PresenceBroker
+from vfido.presence import AutoFrontEnd, DenyFrontEnd, PendingPresence, PresenceBroker
 
 CLIENT_DATA_HASH = b"\x11" * 32
 

@@ -24,9 +24,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vfido import control
 from vfido.cli import main
 from vfido.control import ControlClient, ControlError, ControlServer
+from vfido.control import server as control  # where socket_dir lives
 
 ATTACKER_UID = 65534
 

@@ -27,13 +27,12 @@ from tests.service_helpers import PASSPHRASE, vfido
 from vfido.authenticator.config import Config
 from vfido.authenticator.device import Authenticator
 from vfido.authenticator.env import PresenceKind, PresenceRequest
-from vfido.broker import AutoFrontEnd, PresenceBroker, question
 from vfido.cli import main
-from vfido.control import ControlServer, add_presence_commands
-from vfido.control_api import KeyParts, add_key_commands
+from vfido.control import ControlServer
+from vfido.control.commands import KeyParts, add_key_commands, add_presence_commands
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.presence import AutoPresence, describe
+from vfido.presence import AutoFrontEnd, AutoPresence, PresenceBroker, describe, question
 from vfido.safetext import VisibleFormatter, visible
 from vfido.trace import TraceRecorder
 from vfido.transports.inprocess import InProcessKey, open_device

@@ -34,12 +34,13 @@ from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult
-from vfido.broker import PresenceBroker
-from vfido.control import ControlServer, add_presence_commands
+from vfido.control import ControlServer
+from vfido.control.commands import add_presence_commands
 from vfido.dashboard import DashboardServer, KeyLink, cose_to_pem, public_key_pem
 from vfido.dashboard.common import REDACTED
 from vfido.dashboard.render import redact
 from vfido.devtools import Browser, CdpError, Page, find_chromium
+from vfido.presence import PresenceBroker
 from vfido.transports.udp import open_udp_device
 
 # --- an in-process key: a real control socket and presence broker --------------------------
@@ -389,7 +390,7 @@ def full_key(tmp_path: Path) -> Iterator[FullKey]:
     """A real authenticator, keystore, presence broker, control API and trace recorder."""
     from vfido.authenticator.config import Config
     from vfido.authenticator.device import Authenticator
-    from vfido.control_api import KeyParts, add_key_commands
+    from vfido.control.commands import KeyParts, add_key_commands
     from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.trace import TraceRecorder, add_trace_commands
 
@@ -1092,7 +1093,7 @@ def test_finger_switch_over_http(tmp_path: Path) -> None:
     from vfido.authenticator.bio_enrollment import Template
     from vfido.authenticator.config import Config
     from vfido.authenticator.device import Authenticator
-    from vfido.control_api import KeyParts, add_key_commands
+    from vfido.control.commands import KeyParts, add_key_commands
     from vfido.keystore.sqlite_store import SqliteKeyStore
 
     store = SqliteKeyStore.ephemeral()

@@ -50,22 +50,27 @@ from vfido.authenticator.behaviours import Behaviours, RawValue
 from vfido.authenticator.config import Config
 from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
 from vfido.authenticator.device import Authenticator
-from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
+from vfido.presence.broker import PresenceBroker, broker_for
+from vfido.presence.modes import TOOLKIT_MODES
 from vfido.transport_choice import UDP_INSECURE_FLAG
+from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS
+from vfido.transport_kinds.inprocess import InProcessTransport
 
 if TYPE_CHECKING:
     from vfido.control import ControlServer
-    from vfido.control_api import KeyParts
-    from vfido.ctl import KeyController
+    from vfido.control.client import KeyController
+    from vfido.control.commands import KeyParts
+    from vfido.key import Key
     from vfido.virtual_authenticator import AuthenticatorOptions
 
 #: Presence modes a key run from Python can use (the interactive ``prompt`` / ``notify`` of
-#: ``vfido run`` make no sense in a test). ``manual``: answer with :meth:`VirtualKey.approve`
-#: / :meth:`VirtualKey.deny`.
-PRESENCE_MODES: Final = ("auto", "deny", "deny-uv", "manual")
-TRANSPORTS: Final = ("inprocess", "uhid", "unix")
+#: ``vfido run`` make no sense in a test; the registry :data:`vfido.presence.modes.MODES`).
+#: ``manual``: answer with :meth:`VirtualKey.approve` / :meth:`VirtualKey.deny`.
+PRESENCE_MODES: Final = TOOLKIT_MODES
+#: ``VirtualKey(transport=...)``: the kinds of the transport registry a key in this process runs.
+TRANSPORTS: Final = TOOLKIT_KINDS
 DEFAULT_ORIGIN: Final = "https://example.com"
 #: Seconds to wait for the kernel to create the hidraw node of a UHID key.
 HIDRAW_TIMEOUT: Final = 10.0
@@ -172,15 +177,10 @@ class _PinInteraction(UserInteraction):
 
 
 def _broker(mode: str, delay: float) -> PresenceBroker:
-    """The presence broker ``vfido run --presence MODE`` uses (see vfido/cli.py)."""
+    """The presence broker ``vfido run --presence MODE`` uses (:func:`broker_for`)."""
     if mode not in PRESENCE_MODES:
         raise ValueError(f"presence must be one of {', '.join(PRESENCE_MODES)}, not {mode!r}")
-    front_ends: list[FrontEnd] = []
-    if mode in ("auto", "deny-uv"):
-        front_ends.append(AutoFrontEnd(delay))
-    elif mode == "deny":
-        front_ends.append(DenyFrontEnd())
-    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
+    return broker_for(mode, delay)
 
 
 def _config(
@@ -291,7 +291,7 @@ class VirtualKey:
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
     ``control_socket``: also serve the key's control socket there (the commands of
-    :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
+    :mod:`vfido.control.commands`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
     Transport: ``inprocess`` (python-fido2 talks CTAPHID to the key through queues; nothing
     outside the process sees it), ``uhid`` (a kernel HID device: needs read/write access to
@@ -360,9 +360,7 @@ class VirtualKey:
         self._pin = pin
         self._store = store
         self._authenticator: Authenticator | None = None
-        self._inprocess: Any = None  # transports.inprocess.InProcessKey
-        self._uhid: Any = None  # transports.uhid.UhidTransport
-        self._unix: Any = None  # transports.unix.UnixTransport
+        self._key: Key | None = None
         #: The Unix socket of a ``transport="unix"`` key (None otherwise).
         self.unix_socket: Path | None = None
         self._hidraw: str | None = None
@@ -371,7 +369,6 @@ class VirtualKey:
         self._started = False
         #: The WebDriver options the key was made from (:meth:`from_webauthn_options`).
         self.webauthn_options: AuthenticatorOptions | None = None
-        self._parts: KeyParts | None = None
 
     def __repr__(self) -> str:
         where = str(self.keystore_dir) if self.keystore_dir else "ephemeral"
@@ -419,80 +416,52 @@ class VirtualKey:
         return SqliteKeyStore.create(self.keystore_dir, passphrase)
 
     def _start(self) -> None:
+        from vfido.key import TransportOptions, build_key
+        from vfido.transports.uhid import UhidTransport, UhidUnavailableError
+
         self._store = self._open_store()
         self._started = True
-        self._authenticator = Authenticator(
-            self._store, self.presence, self.config, behaviours=self.behaviours
-        )
-        if self.transport == "inprocess":
-            from vfido.transports.inprocess import InProcessKey
-
-            self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
-        elif self.transport == "unix":
-            from vfido.service import TransportOptions, make_transport
-
+        if self.transport == "unix":
             self.unix_socket = Path(tempfile.mkdtemp(prefix="vfido-unix-")) / "key.ctaphid"
-            options = TransportOptions(kind="unix", unix_socket=str(self.unix_socket))
-            self._unix = make_transport(options, self._authenticator, self._store)
-            self._unix.start()
-        else:
-            from vfido.service import TransportOptions, make_transport
-            from vfido.transports.uhid import UhidUnavailableError
-
-            options = TransportOptions(kind="uhid", serial=self.serial, name=self.name)
-            self._uhid = make_transport(options, self._authenticator, self._store)
-            try:
-                self._uhid.start()
-            except UhidUnavailableError as exc:
-                raise VirtualKeyError(str(exc)) from None
-            self._hidraw = _wait_hidraw(self._uhid.hidraw_path)
-        from vfido.control_api import KeyParts
-
-        transport = self._inprocess or self._unix or self._uhid
-        self._parts = KeyParts(
-            self._authenticator, self._store, self.presence, transport, None, self.webauthn_options
+        options = TransportOptions(
+            kind=self.transport,
+            serial=self.serial,
+            name=self.name,
+            unix_socket=str(self.unix_socket) if self.unix_socket is not None else None,
         )
+        info = {
+            "name": self.control_socket.stem if self.control_socket else self.serial,
+            "keystore": str(self.keystore_dir) if self.keystore_dir else "(ephemeral)",
+            "presence_timeout": self.config.presence_timeout,
+        }
+        self._key = key = build_key(
+            self._store,
+            self.presence,
+            self.config,
+            options,
+            behaviours=self.behaviours,
+            info=info,
+            webauthn_options=self.webauthn_options,
+        )
+        self._authenticator = key.device
+        try:
+            key.start()
+        except UhidUnavailableError as exc:
+            raise VirtualKeyError(str(exc)) from None
+        if isinstance(key.transport, UhidTransport):
+            self._hidraw = _wait_hidraw(key.transport.hidraw_path)
         if self.webauthn_options is not None:
             from vfido.virtual_authenticator import WebAuthnError, apply_backup_defaults
 
             try:
-                apply_backup_defaults(self._parts, self.webauthn_options)
+                apply_backup_defaults(key.parts, self.webauthn_options)
             except WebAuthnError as exc:
                 raise VirtualKeyError(str(exc)) from None
         if self.control_socket is not None:
-            self._control = self._serve_control(self.control_socket)
+            self._control = key.control_server(self.control_socket)
+            self._control.start()
         if self._pin is not None:
             _set_pin(self.device, self._pin)
-
-    def _serve_control(self, path: Path) -> ControlServer:
-        from vfido.control import ControlServer, add_presence_commands
-        from vfido.control_api import KeyParts, add_key_commands
-
-        assert self._authenticator is not None and self._store is not None
-        server = ControlServer(path)
-        transport = self._inprocess or self._unix or self._uhid
-        server.register(
-            "status",
-            lambda _args: {
-                "pid": os.getpid(),
-                "transport": self.transport,
-                "serial": self.serial,
-                "hidraw": self._hidraw,
-                "name": path.stem,
-                "keystore": str(self.keystore_dir) if self.keystore_dir else "(ephemeral)",
-                "presence": self.presence.mode,
-                "presence_timeout": self.config.presence_timeout,
-                "pending": [p.describe() for p in self.presence.pending()],
-                "behaviours": self.behaviours.active(),
-            },
-        )
-        add_presence_commands(server, self.presence)
-        add_key_commands(
-            server,
-            self._parts or KeyParts(self._authenticator, self._store, self.presence, transport),
-        )
-        server.start()
-        return server
 
     def close(self) -> None:
         """Unplug the key and close its keystore (idempotent)."""
@@ -502,15 +471,9 @@ class VirtualKey:
         devices, self._devices, self._device = self._devices, [], None
         for device in devices:
             device.close()
-        inprocess, self._inprocess = self._inprocess, None
-        if inprocess is not None:
-            inprocess.close()
-        uhid, self._uhid = self._uhid, None
-        if uhid is not None:
-            uhid.stop()
-        unix, self._unix = self._unix, None
-        if unix is not None:
-            unix.stop()
+        key, self._key = self._key, None
+        if key is not None:
+            key.stop()
         if self.unix_socket is not None:
             shutil.rmtree(self.unix_socket.parent, ignore_errors=True)
             self.unix_socket = None
@@ -519,7 +482,6 @@ class VirtualKey:
         if store is not None:
             store.close()
         self._authenticator = None
-        self._parts = None
         self._started = False
 
     def _require_running(self) -> None:
@@ -541,8 +503,9 @@ class VirtualKey:
         """Another python-fido2 device on the key (like a second application opening the
         node). Closed with the key, or earlier by the caller."""
         self._require_running()
-        if self._inprocess is not None:
-            device: CtapHidDevice = self._inprocess.open()
+        assert self._key is not None
+        if isinstance(self._key.transport, InProcessTransport):
+            device: CtapHidDevice = self._key.transport.open()
         elif self.unix_socket is not None:
             from vfido.transports.unix import open_unix_device
 
@@ -614,15 +577,16 @@ class VirtualKey:
     def power_cycle(self) -> None:
         """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""
         self._require_running()
-        if self._inprocess is not None:
-            self._inprocess.power_cycle()
+        assert self._key is not None
+        if isinstance(self._key.transport, InProcessTransport):  # the CTAPHID runner too
+            self._key.transport.power_cycle()
         else:
             self.authenticator.power_cycle()
 
     def controller(self) -> KeyController:
-        """A :class:`vfido.ctl.KeyController` on the key's control socket (needs
+        """A :class:`vfido.control.KeyController` on the key's control socket (needs
         ``control_socket``); close it after use."""
-        from vfido.ctl import KeyController
+        from vfido.control.client import KeyController
 
         self._require_running()
         if self.control_socket is None:
@@ -683,8 +647,8 @@ class VirtualKey:
 
     def _webauthn(self) -> KeyParts:
         self._require_running()
-        assert self._parts is not None
-        return self._parts
+        assert self._key is not None
+        return self._key.parts
 
     def webauthn_options_json(self) -> dict[str, Any]:
         """The Add Virtual Authenticator options this key behaves as."""
@@ -816,8 +780,8 @@ class ServiceKey:
         ready_timeout: float,
         mldsa: bool = False,
     ) -> None:
-        if transport not in ("udp", "uhid", "unix"):
-            raise ValueError("transport must be udp, uhid or unix")
+        if transport not in RUN_KINDS:
+            raise ValueError(f"transport must be one of {', '.join(RUN_KINDS)}")
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore directory needs its passphrase")
         if transport == "udp" and keystore is not None and UDP_INSECURE_FLAG not in extra_args:
@@ -988,8 +952,8 @@ class ServiceKey:
             return client.call(command, **args)
 
     def controller(self) -> KeyController:
-        """A :class:`vfido.ctl.KeyController` on the service (close it after use)."""
-        from vfido.ctl import KeyController
+        """A :class:`vfido.control.KeyController` on the service (close it after use)."""
+        from vfido.control.client import KeyController
 
         return KeyController(self.control_socket)
 

@@ -1,6 +1,7 @@
 """Which transport `vfido run` serves, and who can reach the key through it.
 
-The transports (the registry: :data:`KINDS`), by who can use the key:
+The transports `vfido run` serves (:data:`KINDS`, from the registry
+:data:`vfido.transport_kinds.TRANSPORT_KINDS`), by who can use the key:
 
 * ``uhid``: a kernel HID device; whoever may open its hidraw node (root, or the users the
   udev rule gives it to). The default wherever ``/dev/uhid`` can be opened.
@@ -18,15 +19,15 @@ line naming the flags).
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
+from vfido.transport_kinds import RUN_KINDS
+from vfido.transport_kinds.unix import prepare_unix_socket_dir
+
 #: Every transport `vfido run` can serve (``--transport``), the default first.
-KINDS: Final = ("uhid", "unix", "udp")
+KINDS: Final = RUN_KINDS
 UDP_INSECURE_FLAG: Final = "--udp-insecure-any-local-user"
 UDP_WARNING: Final = (
     "vfido: warning: serving a persistent keystore over UDP: every local user can use this "
@@ -84,27 +85,12 @@ def choose_transport(
     return TransportChoice(requested)
 
 
-def prepare_unix_socket_dir(path: Path) -> None:
-    """Check (or create) the directory of the ``unix`` transport's socket ``path``.
-
-    The default place, the control socket's directory (or a directory that does not exist
-    yet), is made private as the control socket's is (ours, 0700). A directory given with
-    ``--unix-socket`` that exists must be ours (or root's) and writable by nobody else, so
-    that no other user can replace the socket; it is not chmod'ed behind the user's back.
-    Raises :class:`vfido.control.ControlError` (one line)."""
-    from vfido.control import ControlError, _private_dir, socket_dir
-
-    directory = path.parent
-    if directory == socket_dir() or not directory.exists():
-        _private_dir(directory)
-        return
-    st = directory.lstat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise ControlError(f"{directory} is not a directory")
-    if st.st_uid not in (os.getuid(), 0):
-        raise ControlError(f"{directory} belongs to another user (uid {st.st_uid})")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise ControlError(
-            f"{directory} is writable by other users: put the --unix-socket in a private "
-            "directory (default: $XDG_RUNTIME_DIR/vfido)"
-        )
+__all__ = [
+    "KINDS",
+    "UDP_INSECURE_FLAG",
+    "UDP_WARNING",
+    "TransportChoice",
+    "TransportChoiceError",
+    "choose_transport",
+    "prepare_unix_socket_dir",
+]

@@ -9,7 +9,7 @@ This module is the same model on a vfido key, with the same names and JSON shape
   ``isUserConsenting``, ``isUserVerified``, ``extensions``, ``defaultBackupEligibility``,
   ``defaultBackupState``) and what they make of a key (:meth:`AuthenticatorOptions.key_arguments`:
   ``VirtualKey`` arguments, presence mode, behaviours).
-- the credential commands on a running key's :class:`vfido.control_api.KeyParts`:
+- the credential commands on a running key's :class:`vfido.control.commands.KeyParts`:
   :func:`add_credential`, :func:`get_credentials`, :func:`remove_credential`,
   :func:`remove_all_credentials`, :func:`set_user_verified`,
   :func:`set_credential_properties`, whose arguments and answers are the Credential
@@ -84,7 +84,7 @@ from vfido.authenticator.provisioning import add_credential as provision
 from vfido.keystore.store import CredentialRecord, KeystoreError
 
 if TYPE_CHECKING:
-    from vfido.control_api import KeyParts
+    from vfido.control.commands import KeyParts
 
 #: WebDriver error codes (W3C WebDriver section 6.6) used here, with their HTTP status.
 INVALID_ARGUMENT: Final = "invalid argument"

@@ -1,37 +1,48 @@
-"""User-presence front ends.
+"""The answers nobody has to give: approve (after an optional delay) or refuse.
 
-Each implements :class:`vfido.authenticator.env.Presence`. The authenticator has
-already set the UPNEEDED keepalive when it asks; a front end only decides.
+One family in two shapes: :class:`AutoFrontEnd` / :class:`DenyFrontEnd` are front ends of the
+:class:`vfido.presence.broker.PresenceBroker` (what ``vfido run`` and the toolkit use: the
+control socket can still list and switch them); :class:`AutoPresence`, :class:`DenyPresence`
+and :class:`DenyUvPresence` are the same answers as a bare
+:class:`vfido.authenticator.env.Presence`, for an authenticator used without a broker (tests,
+:func:`vfido.key.offline_authenticator`). The authenticator has already set the UPNEEDED
+keepalive when it asks; these only decide.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
-from vfido.safetext import visible
+from vfido.presence.pending import describe
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from vfido.presence.pending import PendingPresence
+
+__all__ = [
+    "AutoFrontEnd",
+    "AutoPresence",
+    "DenyFrontEnd",
+    "DenyPresence",
+    "DenyUvPresence",
+    "describe",
+]
+
+log = logging.getLogger("vfido.presence")  # the name `vfido run` has always logged under
 
 
-def describe(request: PresenceRequest) -> str:
-    """A one-line, human description of what the user is asked to approve."""
-    what = request.kind.value
-    parts = [what]
-    if request.rp_id:
-        parts.append(f"for {visible(request.rp_id)}")
-    if request.user_name:
-        parts.append(f"as {visible(request.user_name)}")
-    return " ".join(parts)
+def _check_delay(delay: float) -> float:
+    if delay < 0:
+        raise ValueError("delay must be >= 0")
+    return delay
 
 
 class AutoPresence:
     """Always approves, after an optional delay (a CTAPHID_CANCEL ends the wait)."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        if delay < 0:
-            raise ValueError("delay must be >= 0")
-        self.delay = delay
+        self.delay = _check_delay(delay)
 
     def instant_answer(self, request: PresenceRequest) -> PresenceResult | None:
         """Without a delay, approved at once (authenticator.env.InstantPresence)."""
@@ -85,3 +96,29 @@ class DenyPresence:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("presence: denying %s", describe(request))
         return PresenceResult.DENIED
+
+
+class AutoFrontEnd:
+    """Approves after ``delay`` seconds (``--presence auto``)."""
+
+    name = "auto"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = _check_delay(delay)
+        #: Without a delay, every request is approved inline.
+        self.instant: bool | None = None if delay else True
+
+    def ask(self, pending: PendingPresence) -> None:
+        if self.delay and pending.wait_done(self.delay):
+            return
+        pending.answer(True, "auto")
+
+
+class DenyFrontEnd:
+    """Refuses at once (``--presence deny``)."""
+
+    name = "deny"
+    instant = False
+
+    def ask(self, pending: PendingPresence) -> None:
+        pending.answer(False, "deny")

@@ -1,4 +1,4 @@
-"""The control socket of a running key: ``vfido approve``, ``vfido deny``, ``vfido status``.
+"""The control socket of a running key, server side (the client: :mod:`vfido.control.client`).
 
 A Unix stream socket at ``$XDG_RUNTIME_DIR/vfido/<name>.sock`` (without
 ``$XDG_RUNTIME_DIR``: ``/tmp/vfido-<uid>/<name>.sock``), in a directory of mode 0700 owned
@@ -15,17 +15,14 @@ each answer is one object on one line, ``{"ok": true, ...}`` or
 Commands are registered by name (:meth:`ControlServer.register`): a handler takes the
 request's arguments (a dict, without ``cmd``) and returns the answer's fields (a dict); it
 raises :class:`CommandError` for an error answer (any other exception becomes
-``internal error (TYPE)``, never its text). This module registers ``commands`` and, with
-:func:`add_presence_commands`, ``pending`` / ``approve`` / ``deny``; ``vfido run`` adds
-``status``, the key's commands (:func:`vfido.control_api.add_key_commands`) and, with
-``--trace``, ``log``. Every command, its arguments, answer and errors:
-:mod:`vfido.control_api`.
+``internal error (TYPE)``, never its text). This module registers ``commands``; every other
+command is registered in one place, :func:`vfido.control.commands.register_commands`, which
+also documents each command, its arguments, answer and errors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -36,8 +33,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-from vfido.broker import PresenceBroker
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +99,6 @@ def _private_dir(directory: Path) -> None:
             os.chmod(directory, 0o700)
         except OSError as exc:
             raise ControlError(f"{directory} is not private and chmod failed: {exc}") from None
-
-
-def _check_client_dir(directory: Path) -> None:
-    """The directory of a control socket a client is about to use must be the user's own
-    and private, as the server makes it (:func:`_private_dir`). Raises ControlError."""
-    try:
-        st = os.lstat(directory)
-    except FileNotFoundError:
-        return  # nothing there: connecting finds no key
-    except OSError as exc:
-        raise ControlError(f"cannot inspect {directory}: {exc.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ControlError(f"{directory} is not a directory: refusing to use its control sockets")
-    if st.st_uid not in (os.getuid(), 0):
-        raise ControlError(
-            f"{directory} belongs to another user (uid {st.st_uid}): refusing to use its "
-            "control sockets (remove it)"
-        )
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ControlError(
-            f"{directory} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
-            "refusing to use its control sockets"
-        )
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -294,155 +266,3 @@ def _alive(path: Path) -> bool:
         except OSError:
             return False
         return True
-
-
-# --- client -----------------------------------------------------------------------------
-
-
-class ControlClient:
-    """One connection to a key's control socket."""
-
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        """Connect to ``path``, after checking its directory and before sending anything,
-        that the key is served by this user (or root). Raises ControlError."""
-        self.path = path
-        _check_client_dir(Path(os.path.abspath(path)).parent)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(str(path))
-            uid = _peer_uid(self._sock)
-        except OSError as exc:
-            self._sock.close()
-            if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
-                raise NotRunningError(
-                    f"no vfido key answers on {path}: start one with `vfido run`"
-                ) from None
-            raise ControlError(f"cannot connect to {path}: {exc.strerror}") from None
-        if uid not in (os.getuid(), 0):
-            self._sock.close()
-            raise ControlError(
-                f"the control socket {path} is served by another user (uid {uid}): "
-                "refusing to talk to it"
-            )
-        self._lines = _read_lines(self._sock)
-
-    def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        """Send one command; the answer without ``ok``. Raises ControlError if not ok."""
-        if timeout is not None:
-            self._sock.settimeout(timeout)
-        try:
-            self._sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-            line = next(self._lines, None)
-        except TimeoutError:
-            raise ControlError(f"the key did not answer {cmd!r} in time") from None
-        except (OSError, ValueError) as exc:
-            raise ControlError(f"control socket {self.path}: {exc}") from None
-        if line is None:
-            raise ControlError(f"the key closed the control connection ({self.path})")
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ControlError("malformed answer from the key")
-        if not answer.pop("ok", False):
-            error = ControlError(str(answer.get("error", "the key refused the command")))
-            code = answer.get("webdriver_error")
-            error.webdriver_error = code if isinstance(code, str) else None
-            raise error
-        return answer
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> ControlClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def running_keys(directory: Path | None = None) -> list[Path]:
-    """Control sockets in ``directory`` that something answers on."""
-    directory = directory or socket_dir()
-    try:
-        candidates = sorted(directory.glob("*.sock"))
-    except OSError:
-        return []
-    return [p for p in candidates if _alive(p)]
-
-
-def find_key(
-    name: str | None = None,
-    path: Path | None = None,
-    *,
-    directory: Path | None = None,
-    prefer_pending: bool = False,
-) -> Path:
-    """The control socket to talk to: ``path``, else ``name``, else the only running key
-    (with ``prefer_pending``: the only one with a pending request). Raises ControlError."""
-    if path is not None:
-        return path
-    if name is not None:
-        return socket_path(name, directory)
-    directory = directory or socket_dir()
-    keys = running_keys(directory)
-    if not keys:
-        raise NotRunningError(
-            f"no vfido key is running (no control socket in {directory}): "
-            "start one with `vfido run`"
-        )
-    if len(keys) == 1:
-        return keys[0]
-    if prefer_pending:
-        waiting = []
-        for key in keys:
-            with contextlib.suppress(ControlError), ControlClient(key, timeout=2) as client:
-                if client.call("pending").get("pending"):
-                    waiting.append(key)
-        if len(waiting) == 1:
-            return waiting[0]
-    names = ", ".join(p.stem for p in keys)
-    raise ControlError(f"several vfido keys are running ({names}): choose one with --name")
-
-
-# --- presence commands ------------------------------------------------------------------
-
-
-def _wait_arg(args: dict[str, Any]) -> float:
-    wait = args.get("wait", 0)
-    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
-        raise CommandError(f"wait must be a number of seconds between 0 and {MAX_WAIT:.0f}")
-    return float(wait)
-
-
-def add_presence_commands(server: ControlServer, broker: PresenceBroker) -> None:
-    """``pending``, ``approve`` and ``deny`` for the requests of ``broker``."""
-
-    def pending(args: dict[str, Any]) -> dict[str, Any]:
-        wait = _wait_arg(args)
-        items = broker.wait_pending(wait) if wait else broker.pending()
-        return {"pending": [p.describe() for p in items]}
-
-    def answerer(granted: bool) -> Handler:
-        def handler(args: dict[str, Any]) -> dict[str, Any]:
-            wait = _wait_arg(args)
-            request_id = args.get("id")
-            if request_id is not None and (
-                not isinstance(request_id, int) or isinstance(request_id, bool)
-            ):
-                raise CommandError("id must be an integer")
-            if wait:
-                broker.wait_pending(wait)
-            try:
-                answered = broker.answer(granted, request_id, "control socket")
-            except LookupError as exc:
-                raise CommandError(str(exc)) from None
-            return {"request": answered.describe(), "granted": granted}
-
-        return handler
-
-    server.register("pending", pending)
-    server.register("approve", answerer(True))
-    server.register("deny", answerer(False))

@@ -1,0 +1,152 @@
+"""The registry of presence modes: ``--presence MODE``, ``VirtualKey(presence=MODE)``, the
+control socket's ``presence`` command and the dashboard all derive their choices from
+:data:`MODES`.
+
+A mode says which front ends ask the user when the key starts in it (:attr:`PresenceMode.
+at_start`) and when the control socket switches to it (:attr:`PresenceMode.at_run_time`; None:
+only at start), whether built-in user verification always fails, and whether a key run from
+Python can use it. Adding a front end = its module in :mod:`vfido.presence` + one line in
+:data:`MODES` (front-end modules are imported only when their mode is used).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from vfido.presence.pending import FrontEnd
+
+log = logging.getLogger("vfido")  # `vfido run`'s own warnings
+
+
+class PresenceModeError(ValueError):
+    """A presence mode that is unknown, or cannot be used here; one line saying what to do."""
+
+
+FrontEnds = Callable[[float], "tuple[FrontEnd, ...]"]
+
+
+@dataclass(frozen=True)
+class PresenceMode:
+    name: str
+    #: For ``vfido run --help``: what the mode does ("" when the name says it).
+    help: str
+    #: The front ends when the key starts in this mode (the argument: ``--presence-delay``).
+    at_start: FrontEnds
+    #: The front ends when the control socket switches to it; None: only at start.
+    at_run_time: FrontEnds | None
+    #: Built-in user verification always fails (presence is still asked).
+    uv_fails: bool = False
+    #: A key run from Python (:class:`vfido.api.VirtualKey`) can use it.
+    toolkit: bool = False
+
+
+def _auto(delay: float) -> tuple[FrontEnd, ...]:
+    from vfido.presence.auto import AutoFrontEnd
+
+    return (AutoFrontEnd(delay),)
+
+
+def _deny(delay: float) -> tuple[FrontEnd, ...]:
+    from vfido.presence.auto import DenyFrontEnd
+
+    return (DenyFrontEnd(),)
+
+
+def _manual(delay: float) -> tuple[FrontEnd, ...]:
+    return ()  # only the control socket answers
+
+
+def _prompt(delay: float) -> tuple[FrontEnd, ...]:
+    from vfido.presence.terminal import TerminalPrompt, terminal_available
+
+    if not terminal_available():
+        raise PresenceModeError(
+            "--presence prompt needs a terminal in the foreground: use --presence notify "
+            "(desktop) or --presence manual (`vfido approve` / `vfido deny`)"
+        )
+    return (TerminalPrompt(),)
+
+
+def _notify_at_start(delay: float) -> tuple[FrontEnd, ...]:
+    from vfido.presence.desktop import DesktopNotifier
+    from vfido.presence.terminal import TerminalPrompt, terminal_available
+
+    fallback = TerminalPrompt() if terminal_available() else None
+    notifier = DesktopNotifier(fallback=fallback)
+    if not notifier.available():
+        where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
+        log.warning("no desktop notification service on the session bus: asking %s", where)
+    return (notifier,)
+
+
+def _notify(delay: float) -> tuple[FrontEnd, ...]:
+    from vfido.presence.desktop import DesktopNotifier
+
+    # no terminal fallback at run time: the key's terminal may be gone; the socket answers
+    return (DesktopNotifier(fallback=None),)
+
+
+#: Every presence mode, in the order ``vfido run --help`` lists them.
+MODES: Final[dict[str, PresenceMode]] = {
+    mode.name: mode
+    for mode in (
+        PresenceMode("auto", "approve everything", _auto, _auto, toolkit=True),
+        PresenceMode("deny", "", _deny, _deny, toolkit=True),
+        PresenceMode(
+            "deny-uv",
+            "approve presence, fail built-in UV",
+            _auto,
+            _auto,
+            uv_fails=True,
+            toolkit=True,
+        ),
+        PresenceMode("prompt", "terminal", _prompt, None),
+        PresenceMode("notify", "desktop notification, else terminal", _notify_at_start, _notify),
+        PresenceMode("manual", "only `vfido approve`/`deny`", _manual, _manual, toolkit=True),
+    )
+}
+#: ``vfido run --presence``.
+RUN_MODES: Final = tuple(MODES)
+#: What the control socket (``vfido ctl presence MODE``, the dashboard) can switch to, in
+#: alphabetical order (as the control socket's ``presence`` answer has always listed them).
+RUNTIME_MODES: Final = tuple(sorted(name for name, mode in MODES.items() if mode.at_run_time))
+#: ``VirtualKey(presence=...)`` (the interactive modes make no sense in a test).
+TOOLKIT_MODES: Final = tuple(name for name, mode in MODES.items() if mode.toolkit)
+
+
+def mode_spec(name: str) -> PresenceMode:
+    """The mode ``name``. Raises :class:`PresenceModeError`."""
+    try:
+        return MODES[name]
+    except KeyError:
+        raise PresenceModeError(
+            f"presence must be one of {', '.join(RUN_MODES)}, not {name!r}"
+        ) from None
+
+
+def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...], bool]:
+    """(front ends, uv_fails) when the control socket switches to ``mode``. Raises
+    ValueError (:class:`PresenceModeError`).
+
+    ``notify`` uses desktop notifications without a terminal fallback (the control socket
+    can still answer); ``prompt`` needs the terminal of ``vfido run`` and is only available
+    as the mode the key started with.
+    """
+    if delay < 0:
+        raise ValueError("delay must be >= 0")
+    spec = MODES.get(mode)
+    if spec is None or spec.at_run_time is None:
+        raise PresenceModeError(
+            f"presence mode must be one of {', '.join(RUNTIME_MODES)} at run time"
+        )
+    return spec.at_run_time(delay), spec.uv_fails
+
+
+def presence_help() -> str:
+    """The help of ``vfido run --presence``."""
+    described = (f"{name} ({mode.help})" if mode.help else name for name, mode in MODES.items())
+    return "how user presence is asked: " + ", ".join(described)
