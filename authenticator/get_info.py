@@ -31,6 +31,7 @@ from vfido.authenticator.responses import (
     INFO_UV_MODALITY,
     GetInfoResponse,
 )
+from vfido.authenticator.sign_extension import PREVIEW_SIGN
 from vfido.authenticator.state import Services
 from vfido.keystore.credential_id import SEAL_OVERHEAD
 
@@ -70,7 +71,7 @@ def versions(config: Config) -> tuple[str, ...]:
 
 
 def extensions(config: Config) -> tuple[str, ...]:
-    return SUPPORTED_EXTENSIONS
+    return (*SUPPORTED_EXTENSIONS, PREVIEW_SIGN)  # previewSign: sign_extension.py
 
 
 def attestation_formats(config: Config) -> tuple[str, ...]:

@@ -38,7 +38,6 @@ SUITE_TIMEOUT = 1200
 #: Skip reasons the suite may give, each with why (docs/conformance.md lists them too).
 #: A skip not matched here fails the test: a feature silently lost shows up.
 EXPLAINED_SKIPS: tuple[tuple[str, str], ...] = (
-    (r"previewSign not supported by authenticator", "previewSign: a later issue"),
     (
         r"BioEnrollment not supported by authenticator",
         "the CI key has no fingerprint sensor (vfido run --fingerprint; docs/conformance.md)",
