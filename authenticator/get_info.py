@@ -31,7 +31,6 @@ from vfido.authenticator.responses import (
     INFO_UV_MODALITY,
     GetInfoResponse,
 )
-from vfido.authenticator.sign_extension import PREVIEW_SIGN
 from vfido.authenticator.state import Services
 from vfido.keystore.credential_id import SEAL_OVERHEAD
 
@@ -71,7 +70,7 @@ def versions(config: Config) -> tuple[str, ...]:
 
 
 def extensions(config: Config) -> tuple[str, ...]:
-    return (*SUPPORTED_EXTENSIONS, PREVIEW_SIGN)  # previewSign: sign_extension.py
+    return SUPPORTED_EXTENSIONS
 
 
 def attestation_formats(config: Config) -> tuple[str, ...]:
