@@ -313,7 +313,7 @@ class SigningKey:
 class GeneratedKey:
     """makeCredential: the new signing key, its handle, and the signed output."""
 
-    key: SigningKey
+    key: SigningKey = field(repr=False)
     key_handle: bytes
 
     @property
