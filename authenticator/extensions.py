@@ -3,7 +3,8 @@
 makeCredential: credProtect, hmac-secret, hmac-secret-mc, credBlob,
 largeBlobKey, minPinLength, pinComplexityPolicy, thirdPartyPayment. getAssertion:
 hmac-secret, credBlob, largeBlobKey, thirdPartyPayment. Unknown extensions are
-ignored (section 12).
+ignored (section 12). The WebAuthn signing extension previewSign has its own module,
+sign_extension.py; getInfo lists it with these (SUPPORTED).
 
 thirdPartyPayment (CTAP 2.2, for Secure Payment Confirmation): a credential made
 with it is marked as a payment credential for good (a flag sealed in its ID, as
@@ -27,6 +28,7 @@ from typing import Any
 
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.sign_extension import PREVIEW_SIGN
 
 CRED_PROTECT = "credProtect"
 HMAC_SECRET = "hmac-secret"
@@ -47,6 +49,7 @@ SUPPORTED = (
     MIN_PIN_LENGTH,
     PIN_COMPLEXITY_POLICY,
     THIRD_PARTY_PAYMENT,
+    PREVIEW_SIGN,  # the WebAuthn signing extension: sign_extension.py
 )
 #: maxCredBlobLength (getInfo 0x0F).
 MAX_CRED_BLOB_LENGTH = 32

@@ -46,6 +46,7 @@ from vfido.authenticator.shared_steps import (
     perform_user_verification,
     pin_probe,
 )
+from vfido.authenticator.sign_extension import PREVIEW_SIGN, Output, SigningKey, SignInput
 from vfido.authenticator.state import AssertionCandidate, PendingAssertion, Services
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def _assertion(
     number_of_credentials: int | None,
     identifying: bool = False,
     ext: GetAssertionExtensions | None = None,
+    signature_output: bytes | None = None,
 ) -> GetAssertionResponse:
     """Counter, authData, signature and response for one credential.
 
@@ -179,6 +181,8 @@ def _assertion(
             large_blob_key = record.large_blob_key
         if ext.third_party_payment:
             outputs[THIRD_PARTY_PAYMENT] = sealed.third_party_payment
+    if signature_output is not None:  # previewSign (sign_extension.py)
+        outputs[PREVIEW_SIGN] = {Output.SIGNATURE: signature_output}
     if candidate.backup is not None:  # imported with an ID of its own
         backup = backup_flags_of(*candidate.backup)
     else:
@@ -243,6 +247,9 @@ def get_assertion(
 
     # Extensions are parsed before any user interaction (used in step 10).
     ext = GetAssertionExtensions.parse(request.extensions)
+    sign_input = SignInput.from_extensions(
+        request.extensions, has_allow_list=bool(request.allow_list)
+    )
 
     # Step 6: user verification.
     # 6.1: the pinUvAuthToken (ga permission, RP ID, userVerified flag); 6.2: built-in
@@ -295,6 +302,17 @@ def get_assertion(
             f"uv {verified}, up {up})",
         )
     number_of_credentials = len(candidates)
+    # previewSign: the key handle must be the (first) applicable credential's; its flags
+    # may require presence or verification (checked before asking for either).
+    sign_key = None
+    if sign_input is not None:
+        sign_key = SigningKey.unseal(
+            services.store.identity().credential_key,
+            id_hash,
+            candidates[0].credential_id,
+            sign_input.key_handle,
+        )
+        sign_key.check_requirements(up, verified)
 
     # Step 8: built-in UV was evidence of user interaction: "up" bit set.
     # Step 9: otherwise collect user presence (skipped for up=false: a silent probe).
@@ -326,6 +344,7 @@ def get_assertion(
     identifying = several and verified
 
     # Steps 10 (extensions) and 13 (signature).
+    signature_output = sign_key.sign(sign_input) if sign_key and sign_input else None
     response = _assertion(
         services,
         id_hash,
@@ -335,6 +354,7 @@ def get_assertion(
         number_of_credentials if several else None,
         identifying,
         ext,
+        signature_output,
     )
     if several:
         # 12: remember the request for authenticatorGetNextAssertion and start its

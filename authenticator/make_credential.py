@@ -61,6 +61,9 @@ from vfido.authenticator.shared_steps import enforce_always_uv as enforce_always
 from vfido.authenticator.shared_steps import perform_user_verification as perform_user_verification
 from vfido.authenticator.shared_steps import pin_probe as pin_probe
 from vfido.authenticator.shared_steps import verify_pin_uv_auth_param as verify_pin_uv_auth_param
+from vfido.authenticator.sign_extension import PREVIEW_SIGN, GenerateKeyInput
+from vfido.authenticator.sign_extension import generate_key as generate_sign_key
+from vfido.authenticator.sign_extension import unsigned_output as sign_unsigned_output
 from vfido.authenticator.state import Services, ask_presence
 from vfido.keystore.store import CredentialRecord, KeystoreFull
 
@@ -167,6 +170,7 @@ def make_credential(
 
     # Step 15 (parsed early so malformed input fails before any user interaction).
     ext = MakeCredentialExtensions.parse(request.extensions)
+    sign_request = GenerateKeyInput.from_extensions(request.extensions)  # previewSign
 
     # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
     # Step 11: user verification.
@@ -272,6 +276,11 @@ def make_credential(
         outputs[HMAC_SECRET_MC] = hmac_secret_output(
             pin, ext.hmac_secret_mc, identity.credential_key, credential_id, uv_done
         )
+    # previewSign generateKey: a signing key bound to this credential (sign_extension.py).
+    sign_key = None
+    if sign_request is not None:
+        sign_key = generate_sign_key(sign_request, identity.credential_key, id_hash, credential_id)
+        outputs[PREVIEW_SIGN] = sign_key.signed_output
 
     # Step 17: discoverable credential: store it (replacing one for the same
     # rp.id and user.id); out of space -> KEY_STORE_FULL.
@@ -330,6 +339,13 @@ def make_credential(
         key,
         force_batch=enterprise or attesting is not identity,  # ML-DSA: self unless forced
     )
+    unsigned_outputs = None
+    if sign_key is not None:
+        unsigned_outputs = {
+            PREVIEW_SIGN: sign_unsigned_output(
+                sign_key, auth_data, att_stmt, attesting, request.client_data_hash
+            )
+        }
     log.info(
         "makeCredential: new %s credential (alg %d, credProtect %d%s%s)",
         "discoverable" if rk else "server-side",
@@ -345,6 +361,7 @@ def make_credential(
         att_stmt=att_stmt,
         ep_att=enterprise,
         large_blob_key=large_blob_key,
+        unsigned_extension_outputs=unsigned_outputs,
     )
 
 

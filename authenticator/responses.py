@@ -11,6 +11,7 @@ MC_AUTH_DATA = 0x02
 MC_ATT_STMT = 0x03
 MC_EP_ATT = 0x04
 MC_LARGE_BLOB_KEY = 0x05
+MC_UNSIGNED_EXTENSION_OUTPUTS = 0x06  # CTAP 2.2 unsignedExtensionOutputs
 
 # --- authenticatorGetAssertion / GetNextAssertion response ---
 GA_CREDENTIAL = 0x01
@@ -56,6 +57,7 @@ class MakeCredentialResponse:
     att_stmt: dict[str, Any]
     ep_att: bool = False
     large_blob_key: bytes | None = field(default=None, repr=False)
+    unsigned_extension_outputs: dict[str, Any] | None = None
 
     def to_cbor_map(self) -> dict[int, Any]:
         m: dict[int, Any] = {
@@ -67,6 +69,8 @@ class MakeCredentialResponse:
             m[MC_EP_ATT] = True
         if self.large_blob_key is not None:
             m[MC_LARGE_BLOB_KEY] = self.large_blob_key
+        if self.unsigned_extension_outputs:
+            m[MC_UNSIGNED_EXTENSION_OUTPUTS] = self.unsigned_extension_outputs
         return m
 
 

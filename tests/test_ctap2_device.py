@@ -56,6 +56,7 @@ def test_get_info_fields() -> None:
         "minPinLength",
         "pinComplexityPolicy",
         "thirdPartyPayment",
+        "previewSign",
     ]
     assert bytes(info.aaguid) == key.store.identity().aaguid
     assert info.options == {

@@ -38,12 +38,15 @@ SUITE_TIMEOUT = 1200
 #: Skip reasons the suite may give, each with why (docs/conformance.md lists them too).
 #: A skip not matched here fails the test: a feature silently lost shows up.
 EXPLAINED_SKIPS: tuple[tuple[str, str], ...] = (
-    (r"previewSign not supported by authenticator", "previewSign: a later issue"),
     (
         r"BioEnrollment not supported by authenticator",
         "the CI key has no fingerprint sensor (vfido run --fingerprint; docs/conformance.md)",
     ),
 )
+
+#: The suite's files for the signing extension previewSign (#19): each must run (tests
+#: passed, none skipped), so a key that stops advertising the extension fails CI.
+MUST_RUN: tuple[str, ...] = ("test_preview_sign", "test_sign_extension_v4")
 
 
 def cache_dir() -> Path:
@@ -97,6 +100,7 @@ class SuiteResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     skips: Counter[str] = field(default_factory=Counter)  # reason -> count
     problems: list[str] = field(default_factory=list)  # failed/error test ids
+    by_file: dict[str, Counter[str]] = field(default_factory=dict)  # module -> outcomes
 
     def line(self) -> str:
         o = self.outcomes
@@ -106,12 +110,21 @@ class SuiteResult:
             f"xfailed={o['xfailed']} (spec/suite disagreements, docs/conformance.md)"
         )
 
+    def file_line(self, module: str) -> str:
+        o = self.by_file.get(module, Counter())
+        return (
+            f"  {module}.py: passed={o['passed']} failed={o['failed']} "
+            f"errors={o['error']} skipped={o['skipped']}"
+        )
+
 
 def parse_junit(path: Path) -> SuiteResult:
     result = SuiteResult()
     for case in ET.parse(path).getroot().iter("testcase"):
         name = f"{case.get('classname')}::{case.get('name')}"
         tags = {child.tag: child for child in case}
+        module = str(case.get("classname")).rsplit(".", 1)[-1]
+        before = Counter(result.outcomes)
         if "failure" in tags:
             result.outcomes["failed"] += 1
             result.problems.append(f"FAILED {name}")
@@ -130,6 +143,7 @@ def parse_junit(path: Path) -> SuiteResult:
         if "error" in tags and "failure" in tags:  # a failed test whose teardown failed too
             result.outcomes["error"] += 1
             result.problems.append(f"ERROR {name}")
+        result.by_file.setdefault(module, Counter()).update(result.outcomes - before)
     return result
 
 
@@ -203,9 +217,13 @@ def test_python_fido2_device_suite(tmp_path: Path, suite_report: list[str]) -> N
     unexplained = {r: n for r, n in result.skips.items() if explained(r) is None}
     for reason, count in sorted(result.skips.items()):
         suite_report.append(f"  skipped {count:3d}: {reason} -- {explained(reason) or '???'}")
+    suite_report.extend(result.file_line(module) for module in MUST_RUN)
     assert not result.problems, "\n".join([*result.problems, tail])
     assert returncode == 0, tail
     assert result.outcomes["passed"] > 0
+    for module in MUST_RUN:  # previewSign (#19): run, not skipped
+        outcomes = result.by_file.get(module, Counter())
+        assert outcomes["passed"] > 0 and not outcomes["skipped"], result.file_line(module)
     assert not unexplained, f"skips docs/conformance.md does not explain: {unexplained}"
 
 
