@@ -10,32 +10,27 @@ on a free port of localhost) and, for Selenium and Playwright, ``traced_hid_key`
 which protocol served each ceremony. A browser has a built-in authenticator too (Chromium's
 WebDriver/DevTools one) and, when getInfo does not suit it, falls back to U2F: a test that only
 checks the page's results would pass in both cases, so each ceremony is matched to the CTAP2
-makeCredential / getAssertion response that produced it (``served_over_ctap2``).
+makeCredential / getAssertion response that produced it
+(``TracedKey.assert_served_over_ctap2``, browser_helpers.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
+from browser_helpers import TracedKey
 from flask import Flask
 from webauthn_app import create_app
 from werkzeug.serving import make_server
 
-from vfido.api import ServiceKey, VirtualKey
+from vfido.api import VirtualKey
 from vfido.pytest_plugin import REQUIRE_UHID_ENV, uhid_unavailable
 
 pytest_plugins = ["vfido.pytest_plugin"]
-
-#: vfido's own trace reader (tests/vm/trace_protocols.py in the checkout).
-TRACE_PROTOCOLS = Path(__file__).resolve().parents[2] / "tests" / "vm" / "trace_protocols.py"
 
 
 @pytest.fixture
@@ -54,42 +49,6 @@ def live_server(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(10)
-
-
-def _trace_protocols() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vfido_trace_protocols", TRACE_PROTOCOLS)
-    assert spec is not None and spec.loader is not None, TRACE_PROTOCOLS
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class TracedKey:
-    """A ``vfido run`` key over UHID and its ``--trace`` file."""
-
-    service: ServiceKey
-    trace: Path
-
-    def served(self, kind: str, credential: dict[str, Any]) -> list[str]:
-        """Which key responses served a ceremony: ``kind`` ``create`` or ``get``,
-        ``credential`` the page's PublicKeyCredential JSON (rawId, response.signature)."""
-        protocols = _trace_protocols()
-        return list(protocols.served(protocols.read_trace(self.trace), kind, credential))
-
-    def protocol_counts(self) -> dict[str, int]:
-        protocols = _trace_protocols()
-        return dict(protocols.protocol_counts(protocols.read_trace(self.trace)))
-
-    def assert_served_over_ctap2(self, kind: str, credential: dict[str, Any]) -> str:
-        """The ceremony was served by exactly one CTAP2 response of this key (not by the
-        browser's built-in authenticator, not by U2F); returns it (``"CBOR makeCredential"``)."""
-        served = self.served(kind, credential)
-        wanted = ("CBOR makeCredential",) if kind == "create" else _trace_protocols().CTAP2_GET
-        counts = self.protocol_counts()
-        assert len(served) == 1 and served[0] in wanted, (kind, served, counts)
-        assert not [c for c in counts if c in ("MSG REGISTER", "MSG AUTHENTICATE")], counts
-        return served[0]
 
 
 @pytest.fixture

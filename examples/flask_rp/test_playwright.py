@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser_helpers import CHROMIUM_FLAGS, browser_environment
 from flask import Flask
 
-from vfido.devtools import HEADLESS_FLAGS, find_chromium
+from vfido.devtools import find_chromium
 
 if TYPE_CHECKING:
-    from conftest import TracedKey
+    from browser_helpers import TracedKey
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="needs Playwright (pip install playwright)"
@@ -44,10 +45,14 @@ def page(tmp_path: Path) -> Iterator[Any]:
     if chromium is None:
         pytest.skip("needs Chromium (Debian: chromium; or set $VFIDO_CHROMIUM)")
     # Playwright adds its own --headless and --remote-debugging-pipe.
-    args = [f for f in HEADLESS_FLAGS if not f.startswith("--headless")]
+    args = [f for f in CHROMIUM_FLAGS if not f.startswith("--headless")]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=chromium, args=args, headless=True, timeout=STEP_TIMEOUT_MS
+            executable_path=chromium,
+            args=args,
+            env=browser_environment(),
+            headless=True,
+            timeout=STEP_TIMEOUT_MS,
         )
         try:
             page = browser.new_page()

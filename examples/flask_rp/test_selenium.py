@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser_helpers import CHROMIUM_FLAGS, browser_environment
 from flask import Flask
 
-from vfido.devtools import HEADLESS_FLAGS, find_chromium
+from vfido.devtools import find_chromium
 
 if TYPE_CHECKING:
-    from conftest import TracedKey
+    from browser_helpers import TracedKey
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="needs Selenium (pip install selenium)"
@@ -48,14 +49,26 @@ def driver(tmp_path: Path) -> Iterator[Any]:
     chromedriver = os.environ.get("VFIDO_CHROMEDRIVER") or shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
         pytest.skip("needs Chromium and chromedriver (Debian: chromium chromium-driver)")
+    from selenium.common.exceptions import SessionNotCreatedException
     from selenium.webdriver.chrome.service import Service
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (*HEADLESS_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    service = Service(executable_path=chromedriver, log_output=str(tmp_path / "chromedriver.log"))
-    browser = webdriver.Chrome(options=options, service=service)
+    browser = None
+    for attempt in (1, 2):
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'profile-{attempt}'}"):
+            options.add_argument(flag)
+        log = tmp_path / f"chromedriver-{attempt}.log"
+        service = Service(chromedriver, log_output=str(log), env=browser_environment())
+        try:
+            browser = webdriver.Chrome(options=options, service=service)
+            break
+        except SessionNotCreatedException:
+            # chromedriver waits 60 s for Chromium: on a starved machine (an emulated CPU)
+            # its start-up sometimes stalls; a fresh start then works.
+            if attempt == 2:
+                raise
+    assert browser is not None
     browser.set_script_timeout(STEP_TIMEOUT)
     try:
         yield browser
