@@ -881,7 +881,10 @@ def example_browsers_pytest(data: dict[str, Any]) -> str:
     """examples/flask_rp/test_selenium.py and test_playwright.py: Selenium (chromedriver) and
     Playwright (on the system Chromium) against `vfido run --transport uhid --trace`; each
     test reads from the key's trace that CTAP2 served its create() and get()."""
-    return run_example_pytest(data, "example-browsers", ["test_selenium.py", "test_playwright.py"])
+    # Each test starts a key and a browser: at host load ~20 Chromium took 6 min to ask for the
+    # page (first run, 2026-12-04), hence 900 s per test.
+    files = ["test_selenium.py", "test_playwright.py"]
+    return run_example_pytest(data, "example-browsers", files, timeout=900)
 
 
 # --- udev: an unprivileged user gets the key through the project's rules -----------------------
