@@ -24,9 +24,6 @@ from vfido.devtools import find_chromium
 if TYPE_CHECKING:
     from browser_helpers import TracedKey
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="needs Playwright (pip install playwright)"
-)
 
 #: Milliseconds for each browser step (a slow emulated machine needs most of it).
 STEP_TIMEOUT_MS = 150_000
@@ -41,6 +38,9 @@ CALL = """
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Any]:
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="needs Playwright (pip install playwright)"
+    )
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("needs Chromium (Debian: chromium; or set $VFIDO_CHROMIUM)")

@@ -27,9 +27,6 @@ from vfido.devtools import find_chromium
 if TYPE_CHECKING:
     from browser_helpers import TracedKey
 
-webdriver = pytest.importorskip(
-    "selenium.webdriver", reason="needs Selenium (pip install selenium)"
-)
 
 #: Seconds for each browser step (a slow emulated machine needs most of it).
 STEP_TIMEOUT = 150.0
@@ -45,6 +42,9 @@ window[arguments[0]](arguments[1]).then(
 
 @pytest.fixture
 def driver(tmp_path: Path) -> Iterator[Any]:
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="needs Selenium (pip install selenium)"
+    )
     chromium = find_chromium()
     chromedriver = os.environ.get("VFIDO_CHROMEDRIVER") or shutil.which("chromedriver")
     if chromium is None or chromedriver is None:
