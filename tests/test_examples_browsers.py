@@ -9,6 +9,8 @@ import pytest
 from tests.test_examples import FLASK_RP, run_example
 from vfido.pytest_plugin import uhid_unavailable
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.mark.parametrize("name", ["test_selenium.py", "test_playwright.py"])
 def test_browser_example_skips_without_uhid(
