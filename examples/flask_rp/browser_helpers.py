@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +31,41 @@ def browser_environment() -> dict[str, str]:
     """The only variables the browser inherits (as vfido.devtools does): a desktop session's
     D-Bus and display variables slow Chromium down where they lead nowhere."""
     return {name: os.environ[name] for name in BROWSER_ENVIRONMENT if name in os.environ}
+
+
+@contextmanager
+def chromium_with_debugging_port(chromium: str, tmp_path: Path, timeout: float) -> Iterator[str]:
+    """Headless Chromium with ``--remote-debugging-port=0``; yields ``127.0.0.1:PORT`` (from
+    the profile's DevToolsActivePort file) once it listens, for WebDriver to attach to.
+    Stopped with its whole process group."""
+    profile = tmp_path / "profile"
+    argv = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    argv += ["--remote-debugging-port=0", "about:blank"]
+    with (tmp_path / "chromium.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=browser_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout
+        while not (port_file.exists() and port_file.read_text().split()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Chromium did not start (see {tmp_path / 'chromium.log'})")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port_file.read_text().split()[0]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def _trace_protocols() -> ModuleType:
