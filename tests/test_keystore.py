@@ -389,8 +389,8 @@ def test_second_process_refused(ks_dir: Path) -> None:
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from keystore.sqlite_store import SqliteKeyStore\n"
-        "from keystore.store import KeystoreLocked\n"
+        "from vfido.keystore.sqlite_store import SqliteKeyStore\n"
+        "from vfido.keystore.store import KeystoreLocked\n"
         "try:\n"
         "    SqliteKeyStore.open(Path(sys.argv[1]), sys.argv[2]).close()\n"
         "except KeystoreLocked:\n"
