@@ -35,10 +35,14 @@ def test_register_and_sign_in(vfido_key):
 
 SCRIPT = """
 import importlib.resources
-import vfido, authenticator, keystore, transports
+import importlib.util
+import vfido, vfido.authenticator, vfido.keystore, vfido.transports
 from vfido.api import VirtualKey
 
-for package in (vfido, authenticator, keystore, transports):
+# The core packages install inside vfido (#18): nothing generic lands in site-packages.
+for name in ("authenticator", "keystore", "transports"):
+    assert importlib.util.find_spec(name) is None, name
+for package in (vfido, vfido.authenticator, vfido.keystore, vfido.transports):
     assert "site-packages" in package.__file__, package.__file__
     assert importlib.resources.files(package.__name__).joinpath("py.typed").is_file()
 assert importlib.resources.files("vfido.ui_assets").joinpath("index.html").is_file()
