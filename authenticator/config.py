@@ -81,6 +81,15 @@ class Config:
     #: Discoverable credentials this key is willing to hold (getInfo 0x14, credMgmt
     #: metadata). The keystore may still run out of space first.
     max_resident_credentials: int = 100_000
+    #: Discoverable-credential storage (getInfo option ``rk``). False: a key without it, as
+    #: WebDriver's ``hasResidentKey: false``: getInfo says ``rk`` false and makeCredential
+    #: refuses ``rk`` with UNSUPPORTED_OPTION.
+    resident_keys: bool = True
+    #: Keep a record of every server-side credential this key makes (its sealed ID and RP
+    #: ID, nothing secret in plaintext), so WebDriver's Get Credentials lists them and
+    #: Remove Credential revokes one: a server-side ID without its record is then unknown.
+    #: On for keys made through the virtual-authenticator API (vfido.virtual_authenticator).
+    record_server_side_credentials: bool = False
     #: Offer ML-DSA-44/-65 credentials (where this process's ``cryptography``/OpenSSL provide
     #: them). Off by default: getInfo must parse in the platforms people use, and Firefox's
     #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, and
@@ -122,6 +131,8 @@ class Config:
             "ctap21_pre",
             "pin_complexity_policy",
             "fingerprint",
+            "resident_keys",
+            "record_server_side_credentials",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool")

@@ -182,14 +182,31 @@ def imported_id_state_key(rp_id_hash: bytes, cred_id: bytes) -> str:
     return IMPORTED_ID_STATE_PREFIX + digest
 
 
+def record_server_side(
+    store: KeyStore,
+    rp_id: str,
+    rp_id_hash: bytes,
+    cred_id: bytes,
+    backup_eligible: bool,
+    backup_state: bool,
+) -> None:
+    """Keep a record of a server-side credential this key made (Config.
+    record_server_side_credentials): the same state value as an imported ID, whose ID is the
+    key's own sealed one. Nothing in it is secret in plaintext: the private key stays sealed."""
+    kept = ImportedCredentialId(cred_id, backup_eligible, backup_state, cred_id, rp_id)
+    store.put_state({imported_id_state_key(rp_id_hash, cred_id): kept.to_bytes()})
+
+
 def resolve_credential_id(
-    store: KeyStore, rp_id_hash: bytes, cred_id: bytes
+    store: KeyStore, rp_id_hash: bytes, cred_id: bytes, *, recorded: bool = False
 ) -> tuple[SealedCredential, ImportedCredentialId | None] | None:
     """The credential behind ``cred_id`` for this RP: sealed by this key, or imported with an
-    ID of its own (then also what was kept for it); None if it is not one of ours."""
+    ID of its own (then also what was kept for it); None if it is not one of ours.
+    ``recorded``: the key records its server-side credentials, so one without its record was
+    removed (WebDriver Remove Credential) and is not one of ours any more."""
     key = store.identity().credential_key
     sealed = decode_credential_id(key, rp_id_hash, cred_id)
-    if sealed is not None:
+    if sealed is not None and (sealed.discoverable or not recorded):
         return sealed, None
     raw = store.get_state(imported_id_state_key(rp_id_hash, cred_id))
     if raw is None:
@@ -197,5 +214,6 @@ def resolve_credential_id(
     imported = ImportedCredentialId.from_bytes(raw)
     if imported is None:
         return None
-    sealed = decode_credential_id(key, rp_id_hash, imported.sealed_id)
+    if sealed is None:
+        sealed = decode_credential_id(key, rp_id_hash, imported.sealed_id)
     return None if sealed is None else (sealed, imported)

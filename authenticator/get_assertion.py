@@ -69,7 +69,8 @@ def _from_allow_list(
         if descriptor.type != PUBLIC_KEY or descriptor.id in seen:
             continue
         seen.add(descriptor.id)
-        resolved = resolve_credential_id(store, id_hash, descriptor.id)
+        recorded = services.config.record_server_side_credentials
+        resolved = resolve_credential_id(store, id_hash, descriptor.id, recorded=recorded)
         if resolved is None or not _usable(resolved[0]):
             continue
         sealed, imported = resolved

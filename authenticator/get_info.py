@@ -83,7 +83,7 @@ def attestation_formats(config: Config) -> tuple[str, ...]:
 def options(services: Services) -> dict[str, bool]:
     config, settings, pin = services.config, services.settings, services.client_pin
     result = {
-        "rk": True,
+        "rk": config.resident_keys,
         "up": True,
         "plat": False,
         # clientPin: supported; true once a PIN is set.
@@ -115,7 +115,7 @@ def options(services: Services) -> dict[str, bool]:
 
 
 def remaining_discoverable_credentials(services: Services) -> int:
-    if services.behaviours.current().store_full:
+    if services.behaviours.current().store_full or not services.config.resident_keys:
         return 0
     return max(0, services.config.max_resident_credentials - services.store.count_credentials())
 

@@ -31,6 +31,7 @@ from vfido.authenticator.cose import CredentialKey
 from vfido.authenticator.credential_source import (
     SealedCredential,
     encode_credential_id,
+    record_server_side,
     resolve_credential_id,
 )
 from vfido.authenticator.env import PresenceKind, PresenceRequest, PresenceResult, RequestContext
@@ -143,8 +144,11 @@ def make_credential(
     # 5.3: uv true needs built-in user verification (enabled).
     if uv and not services.client_pin.has_uv:
         raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
-    # 5.4/5.5: "rk" is in getInfo's options, so it is supported; absent -> false.
+    # 5.4/5.5: "rk" absent -> false. 5.4: a key without discoverable-credential storage
+    # (getInfo "rk" false, WebDriver's hasResidentKey false) -> UNSUPPORTED_OPTION.
     rk = bool(options.rk)
+    if rk and not config.resident_keys:
+        raise CtapError(CtapStatus.UNSUPPORTED_OPTION, "no discoverable-credential storage")
     # 5.6/5.7: "up" may be sent to a 2.1 authenticator but only as true.
     if options.up is False:
         raise CtapError(CtapStatus.INVALID_OPTION, "up=false is not valid for makeCredential")
@@ -199,7 +203,8 @@ def make_credential(
     for descriptor in request.exclude_list:
         if descriptor.type != PUBLIC_KEY or behaviours.vanished(descriptor.id):
             continue
-        resolved = resolve_credential_id(store, id_hash, descriptor.id)
+        recorded = config.record_server_side_credentials
+        resolved = resolve_credential_id(store, id_hash, descriptor.id, recorded=recorded)
         if resolved is None:
             continue
         sealed = resolved[0]
@@ -312,7 +317,12 @@ def make_credential(
             note_credential_change(store)  # CTAP 2.2 credStoreState
         except KeystoreFull:
             raise CtapError(CtapStatus.KEY_STORE_FULL, "keystore full") from None
-    # Step 18: otherwise the credential is server-side: everything is in its ID.
+    # Step 18: otherwise the credential is server-side: everything is in its ID (a key that
+    # records them also keeps its sealed ID, see Config.record_server_side_credentials).
+    elif config.record_server_side_credentials:
+        backup = backup_flags(store, None)
+        eligible, backed_up = bool(backup & AuthDataFlags.BE), bool(backup & AuthDataFlags.BS)
+        record_server_side(store, rp_id, id_hash, credential_id, eligible, backed_up)
 
     # Step 19: attestation statement over authData || clientDataHash. An
     # enterprise attestation is the batch (packed) attestation plus epAtt.

@@ -643,6 +643,13 @@ class VirtualKey:
             arguments["store"] = SqliteKeyStore.ephemeral(identity=backup_eligible_identity())
         key = cls(**arguments)
         key.webauthn_options = options
+        # As the browser's own virtual authenticator: no rk storage without hasResidentKey,
+        # and Get Credentials lists the server-side credentials the browser makes.
+        key.config = dataclasses.replace(
+            key.config,
+            resident_keys=options.has_resident_key,
+            record_server_side_credentials=True,
+        )
         return key
 
     def _webauthn(self) -> KeyParts:

@@ -31,15 +31,19 @@ How the model maps onto vfido:
   Set User Verified switches between ``auto`` and ``deny-uv``.
 - ``transport``: recorded and answered; the key itself is what its vfido transport is
   (UHID: USB HID to the browser).
-- ``hasResidentKey`` false: Add Credential refuses resident credentials, as the spec
-  says; the key still reports ``rk`` in getInfo (a vfido key always can hold them).
+- ``hasResidentKey`` false: a key without discoverable-credential storage
+  (``Config.resident_keys``): getInfo says ``rk`` false, makeCredential refuses ``rk`` with
+  UNSUPPORTED_OPTION, and Add Credential refuses resident credentials, as the spec says.
 - ``extensions``: ``largeBlob``, ``credBlob``, ``minPinLength``, ``prf`` (hmac-secret) are
   always offered by a vfido key; others are refused.
 - ``credentialId``: a vfido key seals its credential IDs; an ID chosen by the test is kept
   next to the sealed one (:mod:`vfido.authenticator.credential_source`), so the browser can
   present the test's ID. Get Credentials lists the discoverable credentials and the
-  server-side ones added here; a server-side credential the key made itself lives only in
-  its ID (the relying party keeps it) and is neither listed nor removable here.
+  server-side ones: those added here, and, on a key made from these options
+  (``Config.record_server_side_credentials``), those the browser made, whose sealed IDs the
+  key records in its keystore (nothing secret in plaintext); removing one revokes it. A
+  key not made from options keeps no such record: its server-side credentials live only in
+  their IDs (the relying party keeps them) and are neither listed nor removable here.
 """
 
 from __future__ import annotations
@@ -239,7 +243,7 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
     return AuthenticatorOptions(
         protocol=protocol,
         transport="usb",
-        has_resident_key=True,
+        has_resident_key=parts.device.config.resident_keys,
         has_user_verification=builtin_uv,
         is_user_consenting=mode != "deny",
         is_user_verified=builtin_uv and mode != "deny-uv",

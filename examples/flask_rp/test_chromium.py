@@ -12,33 +12,18 @@ Selenium or Playwright test would call the same page functions, ``register(name)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
 from vfido.api import VirtualKey
 from vfido.devtools import Browser, CdpError, Page, find_chromium
 
 #: Seconds for each browser step (a slow emulated machine needs most of it).
 STEP_TIMEOUT = 150.0
-
-
-@pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    """The RP on a free port of 127.0.0.1, as http://localhost:PORT (a secure context)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://localhost:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 @contextmanager

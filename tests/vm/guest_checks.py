@@ -837,6 +837,13 @@ def example_chromium_pytest(data: dict[str, Any]) -> str:
     """examples/flask_rp/test_chromium.py as a user runs it: its own pytest session, the
     plugin's ``vfido_hid_key`` (an in-process UHID key), the Flask RP and headless Chromium
     driven over its DevTools pipe. VFIDO_REQUIRE_UHID makes a missing /dev/uhid a failure."""
+    return run_example_pytest(data, "example-chromium", ["test_chromium.py"])
+
+
+def run_example_pytest(
+    data: dict[str, Any], label: str, files: list[str], timeout: float = 600
+) -> str:
+    """examples/flask_rp tests in their own pytest session, as a user runs them."""
     require_vfido()
     bring_up_loopback()
     stop_shared_key()  # a browser talks to every key it sees: only the test's key may exist
@@ -845,24 +852,39 @@ def example_chromium_pytest(data: dict[str, Any]) -> str:
         PYTHON,
         "-m",
         "pytest",
-        str(CHECKOUT / "examples" / "flask_rp" / "test_chromium.py"),
+        *(str(CHECKOUT / "examples" / "flask_rp" / name) for name in files),
         "-p",
         "no:cacheprovider",
         "-rA",
         "-o",
-        "timeout=600",
+        f"timeout={timeout:.0f}",
         "--log-level=DEBUG",  # a failure shows the key's CTAPHID / CTAP log lines
-        f"--basetemp={OUT / 'example-chromium'}",
+        f"--basetemp={OUT / label}",
     ]
-    proc = subprocess.run(cmd, cwd=CHECKOUT, env=env, capture_output=True, timeout=660, check=False)
+    proc = subprocess.run(
+        cmd, cwd=CHECKOUT, env=env, capture_output=True, timeout=timeout * len(files) + 60
+    )
     output = (proc.stdout + proc.stderr).decode(errors="replace")
-    (OUT / "example-chromium-pytest.log").write_text(output)
+    (OUT / f"{label}-pytest.log").write_text(output)
+    # What each test printed: "selenium: create() <- CBOR makeCredential, get() <- ...".
+    data["served"] = re.findall(r"^(\w+): create\(\) <- (.+), get\(\) <- (.+)$", output, re.M)
     lines = [line for line in output.splitlines() if line.strip()]
     data["returncode"] = proc.returncode
     data["summary"] = lines[-1].strip("= ") if lines else ""
     if proc.returncode != 0:
         raise RuntimeError(f"pytest exited {proc.returncode}: {output[-3000:]}")
     return data["summary"]
+
+
+@check("example_browsers_pytest")
+def example_browsers_pytest(data: dict[str, Any]) -> str:
+    """examples/flask_rp/test_selenium.py and test_playwright.py: Selenium (chromedriver) and
+    Playwright (on the system Chromium) against `vfido run --transport uhid --trace`; each
+    test reads from the key's trace that CTAP2 served its create() and get()."""
+    # Each test starts a key and a browser: at host load ~20 Chromium took 6 min to ask for the
+    # page (first run, 2026-12-04), hence 900 s per test.
+    files = ["test_selenium.py", "test_playwright.py"]
+    return run_example_pytest(data, "example-browsers", files, timeout=900)
 
 
 # --- udev: an unprivileged user gets the key through the project's rules -----------------------

@@ -361,6 +361,19 @@ def test_example_chromium_pytest(vm: GuestResults) -> None:
     assert data["summary"].startswith("1 passed"), data["summary"]
 
 
+def test_example_browsers_pytest(vm: GuestResults) -> None:
+    """examples/flask_rp/test_selenium.py and test_playwright.py passed in the guest: each
+    registered and signed in through the page, the RP verified both, and the key's trace
+    shows that CTAP2 makeCredential / getAssertion served them."""
+    data = vm.require_ok("example_browsers_pytest")
+    assert data["summary"].startswith("2 passed"), data["summary"]
+    served = {tool: (create, get) for tool, create, get in data["served"]}
+    assert served == {
+        "selenium": ("CBOR makeCredential", "CBOR getAssertion"),
+        "playwright": ("CBOR makeCredential", "CBOR getAssertion"),
+    }, data["served"]
+
+
 def test_webdriver_selenium_through_vfido_webdriver(vm: GuestResults) -> None:
     """A Selenium test written for Chromium's built-in virtual authenticator passes unmodified
     against chromedriver and through `vfido webdriver`, where the real key over UHID served
