@@ -581,8 +581,9 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})"
 
 
-def summarize_profile(path: Path, top: int = 25) -> list[str]:
-    """Inclusive and self shares of each function in py-spy's collapsed stacks (-f raw)."""
+def summarize_profile(path: Path, top: int = 25, *, threads: bool = False) -> list[str]:
+    """Inclusive and self shares of each function in py-spy's collapsed stacks (-f raw).
+    ``threads``: also the share of each thread (by name) and of each self frame per thread."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
@@ -592,9 +593,18 @@ def summarize_profile(path: Path, top: int = 25) -> list[str]:
             continue
         count = int(count_text)
         total += count
-        frames = [_frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
+        names = stack.split(";")
+        if threads and names and names[0].startswith("thread ("):
+            inclusive[names[0]] = inclusive.get(names[0], 0) + count
+        frames = [_frame_name(f) for f in names if not f.startswith("thread (")]
         if frames:
-            own[frames[-1]] = own.get(frames[-1], 0) + count
+            last = names[-1]
+            if threads:  # the line too: select vs recvfrom vs a lock in the same function
+                name, _, where = last.partition(" (")
+                last = f"{name} ({where.rsplit('/', 1)[-1]}"
+            else:
+                last = frames[-1]
+            own[last] = own.get(last, 0) + count
         for name in set(frames):
             inclusive[name] = inclusive.get(name, 0) + count
     lines = [f"{total} samples"]
@@ -608,7 +618,11 @@ def summarize_profile(path: Path, top: int = 25) -> list[str]:
 
 
 def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -> None:
-    """py-spy samples the `vfido run` process while the raw client loops getAssertion."""
+    """py-spy samples the `vfido run` process while the raw client loops getAssertion
+    (without py-spy: bench/sampler.py's sampling thread inside `vfido run`)."""
+    if not Path(py_spy).exists():
+        bench_sampled(out, tmp, seconds)
+        return
     section(f"profile: py-spy record --pid (1000 Hz, {seconds:.0f} s) of vfido run under load")
     with vfido_run(tmp) as key:
         client = RawClient(key.port, key.peer_port)
@@ -642,6 +656,28 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
             count += 1
         client.close()
     lines = [f"{count} getAssertions while sampling", *summarize_profile(raw)]
+    print("\n".join("  " + line for line in lines))
+    out["profile"] = lines
+
+
+def bench_sampled(out: dict[str, Any], tmp: Path, seconds: float, hz: int = 1000) -> None:
+    """bench/sampler.py: `vfido run` with a thread sampling every thread's Python stack."""
+    section(f"profile: bench/sampler.py ({hz} Hz, {seconds:.0f} s) of vfido run under load")
+    raw = tmp / "sampled.txt"
+    command = (sys.executable, str(ROOT / "bench" / "sampler.py"), str(raw), str(hz))
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        count = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            client.call(reports)
+            count += 1
+        client.close()
+    lines = [f"{count} getAssertions while sampling", *summarize_profile(raw, threads=True)]
     print("\n".join("  " + line for line in lines))
     out["profile"] = lines
 

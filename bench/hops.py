@@ -49,10 +49,10 @@ udp.select = _Select  # type: ignore[assignment]
 _handle = udp.UdpTransport._handle
 
 
-def timed_handle(self: udp.UdpTransport, datagram: bytes) -> Any:
+def timed_handle(self: udp.UdpTransport, datagram: bytes, source: Any = None) -> Any:
     marks["datagram"] = clock()
     marks["datagram_select"] = marks.get("select", marks["datagram"])
-    job = _handle(self, datagram)  # a job to run (inline requests) or None
+    job = _handle(self, datagram, source)  # a job to run (inline requests) or None
     marks["fed"] = clock()
     return job
 
