@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import threading
 from collections.abc import Callable, Hashable
@@ -73,7 +72,6 @@ class UdpTransport:
         self._log = logger or _module_log
         self._peer = (peer_host, peer_port)
         self._sock = _udp_socket(host, port)
-        self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._read_lock = threading.Lock()  # its holder reads and feeds datagrams, in order
@@ -124,16 +122,15 @@ class UdpTransport:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        with contextlib.suppress(OSError):  # ENOTCONN, but a blocked recvfrom returns (Linux)
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._runner.close()  # cancels a request in progress: its I/O thread then ends
         with self._pool_lock:
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5.0)
-        for sock in (self._sock, self._wake_r, self._wake_w):
-            sock.close()
+        self._sock.close()
 
     def _send(self, report: bytes) -> None:
         try:
@@ -152,17 +149,15 @@ class UdpTransport:
             try:
                 if self._stopping.is_set():
                     return
-                try:
-                    ready, _, _ = select.select([self._sock, self._wake_r], [], [])
-                except (OSError, ValueError):
-                    return  # closed under us
-                if self._wake_r in ready or self._stopping.is_set():
-                    return
-                try:
+                try:  # blocking: one system call per report (stop() shuts the socket down)
                     datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
                 except OSError as exc:  # e.g. ICMP port unreachable reported late
+                    if self._stopping.is_set() or self._sock.fileno() < 0:
+                        return  # closed under us
                     self._log.debug("udp: receive error: %s", exc)
                     continue
+                if self._stopping.is_set():
+                    return
                 job = self._handle(datagram, source)
                 if job is not None:
                     job()  # may call _hand_over (the handler waits)
