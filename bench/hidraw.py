@@ -35,6 +35,11 @@ from entry import _ERROR, _KEEPALIVE, measure_key, raw_ops  # noqa: E402
 from vfido.transports.ctaphid import BROADCAST_CID, Command, encode_message  # noqa: E402
 
 REPORT = 64
+ERR_MSG_TIMEOUT = 0x05
+
+
+class MessageTimeout(Exception):
+    pass
 
 
 class HidrawClient:
@@ -46,6 +51,7 @@ class HidrawClient:
         self.channel = BROADCAST_CID
         self._cid = b"\xff\xff\xff\xff"
         self.keepalives: list[tuple[float, int]] = []
+        self.timeouts = 0
 
     def init(self) -> None:
         nonce = os.urandom(8)
@@ -62,6 +68,15 @@ class HidrawClient:
         return [b"\0" + r for r in encode_message(self.channel, command, payload)]
 
     def call(self, reports: Sequence[bytes]) -> bytes:
+        """One request; a CTAPHID_ERR_MSG_TIMEOUT (the emulated guest stalled for more than
+        500 ms between two reports of the request) is counted and the request sent again."""
+        while True:
+            try:
+                return self._call(reports)
+            except MessageTimeout:
+                self.timeouts += 1
+
+    def _call(self, reports: Sequence[bytes]) -> bytes:
         fd = self._fd
         for report in reports:
             os.write(fd, report)
@@ -75,6 +90,8 @@ class HidrawClient:
         data = head[7:]
         while len(data) < length:
             data += os.read(fd, REPORT)[5:]
+        if head[4] == _ERROR and data[0] == ERR_MSG_TIMEOUT:
+            raise MessageTimeout
         if head[4] == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
         return data[:length]
@@ -128,6 +145,8 @@ def run(workdir: Path, blocks: int = 20) -> dict[str, Any]:
         finally:
             client.close()
     out["rows"] = [r.__dict__ for r in rows]
+    out["message_timeouts"] = client.timeouts
+    print(f"  requests resent after CTAPHID_ERR_MSG_TIMEOUT: {client.timeouts}", flush=True)
     return out
 
 
