@@ -682,6 +682,46 @@ def bench_sampled(out: dict[str, Any], tmp: Path, seconds: float, hz: int = 1000
     out["profile"] = lines
 
 
+def summarize_cprofile(path: Path, requests: int, top: int = 22) -> list[str]:
+    """Per getAssertion: each function's own time (tottime) and inclusive time, in
+    microseconds under the profiler, and as a share of the I/O threads' total."""
+    import pstats
+
+    stats: Any = pstats.Stats(str(path)).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in stats.values())
+    rows = []
+    for (file, _line, name), (_cc, _nc, tt, ct, _callers) in stats.items():
+        where = file.rsplit("/", 1)[-1]
+        rows.append((tt, ct, f"{name} ({where})" if where != "~" else name))
+    lines = [f"{requests} getAssertions; I/O threads' profiled time {total:.3f} s"]
+    lines.append("self (per request, share of the I/O threads' time):")
+    for tt, _ct, name in sorted(rows, reverse=True)[:top]:
+        lines.append(f"  {1e6 * tt / requests:8.1f} us  {100 * tt / total:5.1f}%  {name}")
+    lines.append("inclusive:")
+    for _tt, ct, name in sorted(rows, key=lambda r: -r[1])[:top]:
+        lines.append(f"  {1e6 * ct / requests:8.1f} us  {100 * ct / total:5.1f}%  {name}")
+    return lines
+
+
+def bench_cprofile(out: dict[str, Any], tmp: Path, count: int) -> None:
+    """bench/cprof.py: cProfile on `vfido run`'s UDP I/O threads while the client loops."""
+    section(f"profile: cProfile of vfido run's I/O threads, {count} getAssertions (bench/cprof.py)")
+    result = tmp / "cprof.prof"
+    command = (sys.executable, str(ROOT / "bench" / "cprof.py"), str(result))
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        for _ in range(count):
+            client.call(reports)
+        client.close()
+    lines = summarize_cprofile(result, count + 2)
+    print("\n".join("  " + line for line in lines))
+    out["cprofile"] = lines
+
+
 def bench_hops(out: dict[str, Any], tmp: Path, count: int) -> None:
     """Where a getAssertion's time goes inside `vfido run` (bench/hops.py's stopwatch)."""
     section(f"hand-offs inside vfido run: {count} getAssertions (bench/hops.py, microseconds)")
@@ -737,6 +777,8 @@ def main() -> None:
             bench_hops(out, tmp, 300 if args.quick else 2000)
         if "profile" in only:
             bench_profile(out, tmp, args.profile_seconds, args.py_spy)
+        if "cprofile" in only:
+            bench_cprofile(out, tmp, 1000 if args.quick else 5000)
         if "multi" in only:
             bench_multi(out, tmp, args.keys, 3.0 if args.quick else args.duration, args.clients)
     out["load_end"] = os.getloadavg()
