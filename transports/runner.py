@@ -8,11 +8,12 @@ Threads (CTAP 2.1 section 11.2):
 
 * a *worker* runs ``handler.handle_cbor`` / ``handler.handle_msg`` one request at a time;
   with ``inline_requests=True`` there is no such hand-off: :meth:`HidRunner.feed` returns
-  the request as a job that the transport runs on the thread that read it, once another of
-  its threads has taken over reading (so a CTAPHID_CANCEL is still seen while the handler
-  waits: see ``transports.udp``); ``before_wait`` is how the transport learns when that
-  is: it is called on the handler's thread before the handler first waits (for a CANCEL,
-  or for the user: the keepalive status leaves PROCESSING);
+  the request as a job that the transport runs on the thread that read it. So that a
+  CTAPHID_CANCEL is still read while the handler waits, ``before_wait`` tells the
+  transport when to let another thread read: it is called once per request, on the
+  handler's thread, before the handler first waits (``wait_cancelled``, or the keepalive
+  status leaving PROCESSING: the user is asked); see ``transports.udp`` and
+  ``transports.uhid``;
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
   and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
   every 100ms and whenever the status changes": a change of status (PROCESSING ->
