@@ -443,6 +443,28 @@ def bench_ephemeral(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     out["ephemeral"] = [r.__dict__ for r in rows]
 
 
+def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
+    """bench/refkey.py (one thread: INIT, PING, sign; nothing else) measured like vfido run:
+    the floor of the ratios on this machine, in the same run."""
+    section("reference key (bench/refkey.py: single-threaded, signs, nothing else), raw client")
+    raws = raw_ops(tmp)
+    port, peer = free_udp_ports(2)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "refkey.py"), str(port), str(peer)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = RawClient(port, peer)
+        client.init(retry_every=0.01)
+        rows = measure_key(client, raws, blocks, persistent=False)
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    out["reference"] = [r.__dict__ for r in rows]
+
+
 def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     section("vfido run --transport udp --keystore DIR (persistent, subprocess), raw client here")
     directory = tmp / "keystore"
@@ -769,6 +791,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "ephemeral" in only:
             bench_ephemeral(out, tmp, blocks)
+        if "reference" in only:
+            bench_reference(out, tmp, blocks)
         if "persistent" in only:
             bench_persistent(out, tmp, blocks)
         if "idle" in only:
