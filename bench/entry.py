@@ -443,6 +443,28 @@ def bench_ephemeral(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     out["ephemeral"] = [r.__dict__ for r in rows]
 
 
+def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
+    """bench/refkey.py (one thread: INIT, PING, sign; nothing else) measured like vfido run:
+    the floor of the ratios on this machine, in the same run."""
+    section("reference key (bench/refkey.py: single-threaded, signs, nothing else), raw client")
+    raws = raw_ops(tmp)
+    port, peer = free_udp_ports(2)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "refkey.py"), str(port), str(peer)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = RawClient(port, peer)
+        client.init(retry_every=0.01)
+        rows = measure_key(client, raws, blocks, persistent=False)
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    out["reference"] = [r.__dict__ for r in rows]
+
+
 def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     section("vfido run --transport udp --keystore DIR (persistent, subprocess), raw client here")
     directory = tmp / "keystore"
@@ -581,8 +603,9 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where.split(':')[0].rsplit('/', 1)[-1]})"
 
 
-def summarize_profile(path: Path, top: int = 25) -> list[str]:
-    """Inclusive and self shares of each function in py-spy's collapsed stacks (-f raw)."""
+def summarize_profile(path: Path, top: int = 25, *, threads: bool = False) -> list[str]:
+    """Inclusive and self shares of each function in py-spy's collapsed stacks (-f raw).
+    ``threads``: also the share of each thread (by name) and of each self frame per thread."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
@@ -592,9 +615,18 @@ def summarize_profile(path: Path, top: int = 25) -> list[str]:
             continue
         count = int(count_text)
         total += count
-        frames = [_frame_name(f) for f in stack.split(";") if not f.startswith("thread (")]
+        names = stack.split(";")
+        if threads and names and names[0].startswith("thread ("):
+            inclusive[names[0]] = inclusive.get(names[0], 0) + count
+        frames = [_frame_name(f) for f in names if not f.startswith("thread (")]
         if frames:
-            own[frames[-1]] = own.get(frames[-1], 0) + count
+            last = names[-1]
+            if threads:  # the line too: select vs recvfrom vs a lock in the same function
+                name, _, where = last.partition(" (")
+                last = f"{name} ({where.rsplit('/', 1)[-1]}"
+            else:
+                last = frames[-1]
+            own[last] = own.get(last, 0) + count
         for name in set(frames):
             inclusive[name] = inclusive.get(name, 0) + count
     lines = [f"{total} samples"]
@@ -608,7 +640,11 @@ def summarize_profile(path: Path, top: int = 25) -> list[str]:
 
 
 def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -> None:
-    """py-spy samples the `vfido run` process while the raw client loops getAssertion."""
+    """py-spy samples the `vfido run` process while the raw client loops getAssertion
+    (without py-spy: bench/sampler.py's sampling thread inside `vfido run`)."""
+    if not Path(py_spy).exists():
+        bench_sampled(out, tmp, seconds)
+        return
     section(f"profile: py-spy record --pid (1000 Hz, {seconds:.0f} s) of vfido run under load")
     with vfido_run(tmp) as key:
         client = RawClient(key.port, key.peer_port)
@@ -644,6 +680,68 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
     lines = [f"{count} getAssertions while sampling", *summarize_profile(raw)]
     print("\n".join("  " + line for line in lines))
     out["profile"] = lines
+
+
+def bench_sampled(out: dict[str, Any], tmp: Path, seconds: float, hz: int = 1000) -> None:
+    """bench/sampler.py: `vfido run` with a thread sampling every thread's Python stack."""
+    section(f"profile: bench/sampler.py ({hz} Hz, {seconds:.0f} s) of vfido run under load")
+    raw = tmp / "sampled.txt"
+    command = (sys.executable, str(ROOT / "bench" / "sampler.py"), str(raw), str(hz))
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        count = 0
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            client.call(reports)
+            count += 1
+        client.close()
+    lines = [f"{count} getAssertions while sampling", *summarize_profile(raw, threads=True)]
+    print("\n".join("  " + line for line in lines))
+    out["profile"] = lines
+
+
+def summarize_cprofile(path: Path, requests: int, top: int = 22) -> list[str]:
+    """Per getAssertion: each function's own time (tottime) and inclusive time, in
+    microseconds under the profiler, and as a share of the I/O threads' total."""
+    import pstats
+
+    stats: Any = pstats.Stats(str(path)).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in stats.values())
+    rows = []
+    for (file, _line, name), (_cc, _nc, tt, ct, _callers) in stats.items():
+        where = file.rsplit("/", 1)[-1]
+        rows.append((tt, ct, f"{name} ({where})" if where != "~" else name))
+    lines = [f"{requests} getAssertions; I/O threads' profiled time {total:.3f} s"]
+    lines.append("self (per request, share of the I/O threads' time):")
+    for tt, _ct, name in sorted(rows, reverse=True)[:top]:
+        lines.append(f"  {1e6 * tt / requests:8.1f} us  {100 * tt / total:5.1f}%  {name}")
+    lines.append("inclusive:")
+    for _tt, ct, name in sorted(rows, key=lambda r: -r[1])[:top]:
+        lines.append(f"  {1e6 * ct / requests:8.1f} us  {100 * ct / total:5.1f}%  {name}")
+    return lines
+
+
+def bench_cprofile(out: dict[str, Any], tmp: Path, count: int) -> None:
+    """bench/cprof.py: cProfile on `vfido run`'s UDP I/O threads while the client loops."""
+    section(f"profile: cProfile of vfido run's I/O threads, {count} getAssertions (bench/cprof.py)")
+    result = tmp / "cprof.prof"
+    command = (sys.executable, str(ROOT / "bench" / "cprof.py"), str(result))
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        for _ in range(count):
+            client.call(reports)
+        client.close()
+    lines = summarize_cprofile(result, count + 2)
+    print("\n".join("  " + line for line in lines))
+    out["cprofile"] = lines
 
 
 def bench_hops(out: dict[str, Any], tmp: Path, count: int) -> None:
@@ -693,6 +791,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "ephemeral" in only:
             bench_ephemeral(out, tmp, blocks)
+        if "reference" in only:
+            bench_reference(out, tmp, blocks)
         if "persistent" in only:
             bench_persistent(out, tmp, blocks)
         if "idle" in only:
@@ -701,6 +801,8 @@ def main() -> None:
             bench_hops(out, tmp, 300 if args.quick else 2000)
         if "profile" in only:
             bench_profile(out, tmp, args.profile_seconds, args.py_spy)
+        if "cprofile" in only:
+            bench_cprofile(out, tmp, 1000 if args.quick else 5000)
         if "multi" in only:
             bench_multi(out, tmp, args.keys, 3.0 if args.quick else args.duration, args.clients)
     out["load_end"] = os.getloadavg()

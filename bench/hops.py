@@ -3,9 +3,9 @@
     python3 bench/hops.py OUT.json vfido-run-arguments...
 
 Runs ``vfido.cli.main(["run", ...])`` in this process after wrapping, without changing
-them, the functions a request passes through: the transport's ``select`` returning, its
-``_handle`` of each datagram, the runner's ``_call_handler`` (entry: the thread that answers
-has the request; exit: the handler answered) and the runner's send of the response's last report.
+them, the functions a request passes through: the transport's ``_handle`` of each datagram,
+the runner's ``_call_handler`` (entry: the thread that answers has the request; exit: the
+handler answered) and the runner's send of the response's last report.
 At exit it writes, per request, the time from the datagram that completed the request to
 each later point (microseconds) to OUT.json.
 """
@@ -31,28 +31,12 @@ clock = time.perf_counter
 marks: dict[str, float] = {}
 rows: list[dict[str, float]] = []
 
-_select = udp.select.select
-
-
-def timed_select(*args: Any) -> Any:
-    result = _select(*args)
-    marks["select"] = clock()
-    return result
-
-
-class _Select:  # the module attribute transports.udp.select, with a timed select()
-    select = staticmethod(timed_select)
-
-
-udp.select = _Select  # type: ignore[assignment]
-
 _handle = udp.UdpTransport._handle
 
 
-def timed_handle(self: udp.UdpTransport, datagram: bytes) -> Any:
+def timed_handle(self: udp.UdpTransport, datagram: bytes, source: Any = None) -> Any:
     marks["datagram"] = clock()
-    marks["datagram_select"] = marks.get("select", marks["datagram"])
-    job = _handle(self, datagram)  # a job to run (inline requests) or None
+    job = _handle(self, datagram, source)  # a job to run (inline requests) or None
     marks["fed"] = clock()
     return job
 
@@ -85,7 +69,6 @@ def timed_send(self: HidRunner, reports: Any) -> None:
         base = got.get("datagram", start)
         rows.append(
             {
-                "select_to_datagram": (base - got.get("datagram_select", base)) * 1e6,
                 "datagram_to_handler": (start - base) * 1e6,
                 "handler": (end - start) * 1e6,
                 "handler_to_sent": (sent - end) * 1e6,

@@ -413,3 +413,56 @@ def test_keepalive_goes_out_whenever_the_status_changes() -> None:
         handler.touched.set()
         handler.finish.set()
         runner.close()
+
+
+def test_before_wait_is_called_once_before_an_inline_handler_waits() -> None:
+    """``before_wait`` (how the UDP transport knows to hand its reading over) runs on the
+    handler's thread before the first wait (UPNEEDED or ``wait_cancelled``), once per
+    request; a handler that never waits never calls it; queued (non-inline) requests never."""
+    calls: list[str] = []
+
+    class Handler(EchoHandler):
+        def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+            if request == b"\x02":
+                calls.append("handler")
+                transaction.set_keepalive(KeepaliveStatus.UPNEEDED)
+                transaction.wait_cancelled(0.0)
+                transaction.set_keepalive(KeepaliveStatus.PROCESSING)
+                transaction.set_keepalive(KeepaliveStatus.UPNEEDED)
+                transaction.wait_cancelled(0.0)
+            return b"\x00" + request
+
+    sent: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    runner = HidRunner(
+        Handler(), sent.put, inline_requests=True, before_wait=lambda: calls.append("hook")
+    )
+    try:
+        (init,) = request_reports(BROADCAST_CID, Command.INIT, b"n" * 8)
+        assert runner.feed(init) is None
+        answer = sent.get(timeout=WAIT)
+        channel = int.from_bytes(answer[15:19], "big")
+        for payload, expected in ((b"\x04", ["handler-free"]), (b"\x02", ["handler", "hook"])):
+            calls.clear()
+            (report,) = request_reports(channel, Command.CBOR, payload)
+            job = runner.feed(report)
+            assert job is not None  # inline: the caller runs the request
+            job()
+            assert sorted(calls or ["handler-free"]) == expected
+    finally:
+        runner.close()
+    # Without inline_requests the worker answers: the transport's reader is not involved.
+    calls.clear()
+    sent = queue.SimpleQueue()
+    runner = HidRunner(Handler(), sent.put, before_wait=lambda: calls.append("hook"))
+    try:
+        assert runner.feed(init) is None
+        channel = int.from_bytes(sent.get(timeout=WAIT)[15:19], "big")
+        (report,) = request_reports(channel, Command.CBOR, b"\x02")
+        assert runner.feed(report) is None
+        response = sent.get(timeout=WAIT)
+        while response[4] == TYPE_INIT | Command.KEEPALIVE:
+            response = sent.get(timeout=WAIT)
+        assert response[7:9] == b"\x00\x02"
+        assert calls == ["handler"]
+    finally:
+        runner.close()

@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -135,6 +136,47 @@ def test_requests_answered_inline_still_see_cancel() -> None:
             handler.saw_cancel.clear()
         assert device.ping(b"after") == b"after"
         assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x00\x03\x00\x00\x90\x00"
+    finally:
+        device.close()
+        transport.stop()
+
+
+def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
+    """A request whose handler never waits is answered by the thread that read it, and no
+    other I/O thread exists to be woken per report (the old spare reader cost every PING a
+    futex wake-up); a request that waits hands the reading over, and the key still answers
+    on one thread afterwards."""
+    from fido2.ctap import STATUS
+
+    from tests.ctaphid_helpers import CTAP2_ERR_KEEPALIVE_CANCEL, WaitForCancelHandler
+
+    def io_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "vfido-udp" and t.is_alive())
+
+    before = io_threads()
+    handler = WaitForCancelHandler()
+    peer_port = free_udp_port()
+    transport = UdpTransport(handler, port=0, peer_port=peer_port)
+    transport.start()
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        for _ in range(20):
+            assert device.ping(b"p" * 100) == b"p" * 100
+            assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00")[-2:] == b"\x90\x00"
+        assert io_threads() - before == 1
+        cancel = threading.Event()
+
+        def on_keepalive(status: int) -> None:
+            if status == STATUS.UPNEEDED:
+                cancel.set()
+
+        response = device.call(CTAPHID.CBOR, b"\x02", event=cancel, on_keepalive=on_keepalive)
+        assert response == bytes([CTAP2_ERR_KEEPALIVE_CANCEL])
+        assert device.ping(b"after") == b"after"
+        deadline = time.monotonic() + WAIT
+        while io_threads() - before != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the thread that handed over ends after answering
+        assert io_threads() - before == 1
     finally:
         device.close()
         transport.stop()

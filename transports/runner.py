@@ -8,9 +8,12 @@ Threads (CTAP 2.1 section 11.2):
 
 * a *worker* runs ``handler.handle_cbor`` / ``handler.handle_msg`` one request at a time;
   with ``inline_requests=True`` there is no such hand-off: :meth:`HidRunner.feed` returns
-  the request as a job that the transport runs on the thread that read it, once another of
-  its threads has taken over reading (so a CTAPHID_CANCEL is still seen while the handler
-  waits: see ``transports.udp``);
+  the request as a job that the transport runs on the thread that read it. So that a
+  CTAPHID_CANCEL is still read while the handler waits, ``before_wait`` tells the
+  transport when to let another thread read: it is called once per request, on the
+  handler's thread, before the handler first waits (``wait_cancelled``, or the keepalive
+  status leaving PROCESSING: the user is asked); see ``transports.udp`` and
+  ``transports.uhid``;
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
   and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
   every 100ms and whenever the status changes": a change of status (PROCESSING ->
@@ -77,6 +80,8 @@ class HidTransaction:
         channel: int,
         transaction: int,
         on_status_change: Callable[[HidTransaction], None] | None = None,
+        *,
+        before_wait: Callable[[], None] | None = None,
     ) -> None:
         self._channel = channel
         self.transaction = transaction
@@ -84,6 +89,14 @@ class HidTransaction:
         self._event: threading.Event | None = None
         self._status = _PROCESSING
         self._on_status_change = on_status_change
+        #: Called once, on the handler's thread, before the handler first waits (for the
+        #: user or a CANCEL): see ``HidRunner(before_wait=...)``.
+        self._before_wait = before_wait
+
+    def _will_wait(self) -> None:
+        hook, self._before_wait = self._before_wait, None
+        if hook is not None:
+            hook()
 
     def __repr__(self) -> str:
         return f"HidTransaction(channel=0x{self._channel:08x}, cancelled={self.is_cancelled()})"
@@ -96,6 +109,8 @@ class HidTransaction:
         return self._cancelled
 
     def wait_cancelled(self, timeout: float) -> bool:
+        if self._before_wait is not None:
+            self._will_wait()
         event = self._event
         if event is None:
             with _EVENT_LOCK:
@@ -112,6 +127,8 @@ class HidTransaction:
             raise ValueError(f"not a CTAPHID_KEEPALIVE status: {status!r}")
         if status == self._status:
             return
+        if status != _PROCESSING and self._before_wait is not None:
+            self._will_wait()  # UPNEEDED: the handler is about to wait for the user
         self._status = int(status)
         if self._on_status_change is not None:
             self._on_status_change(self)  # "whenever the status changes" (11.2.9.1.7)
@@ -155,6 +172,7 @@ class HidRunner:
         clock: Callable[[], float] = time.monotonic,
         packet_observer: Callable[[str, bytes], None] | None = None,
         inline_requests: bool = False,
+        before_wait: Callable[[], None] | None = None,
     ) -> None:
         #: Called with ("in", report) for each host report and ("out", report) for each
         #: report sent (a trace); may be set before the transport starts. Must not block.
@@ -178,6 +196,7 @@ class HidRunner:
         self._closed = threading.Event()
         self._current: HidTransaction | None = None
         self._inline = inline_requests
+        self._before_wait = before_wait
         self._feeding = False  # feed() is collecting the request it will return (lock held)
         self._deferred: tuple[Request, HidTransaction] | None = None
         self._next_keepalive = 0.0
@@ -307,10 +326,16 @@ class HidRunner:
                     )
                 self._send([item])
             elif isinstance(item, Request):
-                transaction = HidTransaction(item.channel, item.transaction, self._status_changed)
+                inline = self._feeding and self._deferred is None
+                transaction = HidTransaction(
+                    item.channel,
+                    item.transaction,
+                    self._status_changed,
+                    before_wait=self._before_wait if inline else None,
+                )
                 self._current = transaction
                 self._next_keepalive = self._clock() + self._interval
-                if self._feeding and self._deferred is None:
+                if inline:
                     self._deferred = (item, transaction)  # feed() returns it as a job
                 else:
                     self._requests.put((item, transaction))

@@ -8,19 +8,20 @@ else that is not a report (empty or longer than 64 bytes) is dropped; shorter re
 padded as on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
 client side, for tests and tools.
 
-Threads: whichever of the transport's I/O threads holds the read lock receives datagrams and
-feeds them to the runner in order. A datagram that completes a request is answered by the
-thread that received it, right there (no hand-off to a worker), after releasing the read
-lock to a spare I/O thread, which keeps reading meanwhile: a CTAPHID_CANCEL, or an INIT on
-another channel, is seen while the handler waits for the user. A spare is started only when
-none is left, so a key answering one request at a time keeps two I/O threads.
+Threads: one I/O thread receives datagrams and feeds them to the runner in order. A datagram
+that completes a request is answered by that thread, right there (no hand-off to a worker,
+no other thread woken). Only if the handler is about to wait (for the user, or for a
+CANCEL: the runner's ``before_wait``) does the thread hand the reading over to a new I/O
+thread, which keeps reading meanwhile, so a CTAPHID_CANCEL, or an INIT on another channel,
+is seen while the handler waits; the thread that handed over ends once it has answered.
+A handler that computes without waiting (an RSA key generation) delays the reading of
+other reports until it answers; it does not look for a CANCEL meanwhile either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import threading
 from collections.abc import Callable, Hashable
@@ -72,14 +73,19 @@ class UdpTransport:
         self._log = logger or _module_log
         self._peer = (peer_host, peer_port)
         self._sock = _udp_socket(host, port)
-        self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._read_lock = threading.Lock()  # its holder reads and feeds datagrams, in order
+        self._reader: int | None = None  # the thread holding _read_lock (its ident)
         self._pool_lock = threading.Lock()
-        self._spare = 0  # I/O threads not busy answering a request
         self._threads: list[threading.Thread] = []
-        self._runner = HidRunner(handler, self._send, logger=logger, inline_requests=True)
+        self._runner = HidRunner(
+            handler,
+            self._send,
+            logger=logger,
+            inline_requests=True,
+            before_wait=self._hand_over,
+        )
 
     def __repr__(self) -> str:
         return f"UdpTransport(port={self.port}, peer={self._peer!r})"
@@ -97,20 +103,18 @@ class UdpTransport:
     def start(self) -> None:
         """Serve on background threads."""
         if self._thread is None:
-            with self._pool_lock:
-                self._spare += 1
             self._thread = self._spawn()
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread (and spares) until :meth:`stop`."""
-        with self._pool_lock:
-            self._spare += 1
+        """Serve on the calling thread (and others while a handler waits) until :meth:`stop`."""
         self._loop()
+        self._stopping.wait()  # this thread handed the reading over: wait for the end
 
     def _spawn(self) -> threading.Thread:
-        """Start an I/O thread (the caller counted it as spare)."""
+        """Start an I/O thread."""
         thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
-        self._threads.append(thread)
+        with self._pool_lock:
+            self._threads.append(thread)
         thread.start()
         return thread
 
@@ -119,16 +123,15 @@ class UdpTransport:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        with contextlib.suppress(OSError):  # ENOTCONN, but a blocked recvfrom returns (Linux)
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._runner.close()  # cancels a request in progress: its I/O thread then ends
         with self._pool_lock:
             threads = list(self._threads)
         for thread in threads:
             if thread is not threading.current_thread():
                 thread.join(timeout=5.0)
-        for sock in (self._sock, self._wake_r, self._wake_w):
-            sock.close()
+        self._sock.close()
 
     def _send(self, report: bytes) -> None:
         try:
@@ -137,45 +140,49 @@ class UdpTransport:
             self._log.debug("udp: dropping a report: %s", exc)
 
     def _loop(self) -> None:
-        """One I/O thread (counted as spare by whoever started it)."""
+        """One I/O thread: read, feed, answer a completed request here. Returns when the
+        transport stops, or after answering a request whose handler waited (another thread
+        took over the reading then)."""
+        me = threading.get_ident()
         while not self._stopping.is_set():
-            with self._read_lock:
+            self._read_lock.acquire()
+            self._reader = me
+            try:
                 if self._stopping.is_set():
                     return
-                try:
-                    ready, _, _ = select.select([self._sock, self._wake_r], [], [])
-                except (OSError, ValueError):
-                    return  # closed under us
-                if self._wake_r in ready or self._stopping.is_set():
-                    return
-                try:
+                try:  # blocking: one system call per report (stop() shuts the socket down)
                     datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
                 except OSError as exc:  # e.g. ICMP port unreachable reported late
+                    if self._stopping.is_set() or self._sock.fileno() < 0:
+                        return  # closed under us
                     self._log.debug("udp: receive error: %s", exc)
                     continue
+                if self._stopping.is_set():
+                    return
                 job = self._handle(datagram, source)
-            if job is not None and not self._answer(job):
+                if job is not None:
+                    job()  # may call _hand_over (the handler waits)
+            finally:
+                if self._reader == me:
+                    self._reader = None
+                    self._read_lock.release()
+                    handed_over = False
+                else:
+                    handed_over = True
+            if handed_over:  # another thread reads now: this one is surplus
+                with self._pool_lock, contextlib.suppress(ValueError):
+                    self._threads.remove(threading.current_thread())
                 return
 
-    def _answer(self, job: Callable[[], None]) -> bool:
-        """Run a request's job on this thread, a spare reading meanwhile. False: this
-        thread is surplus and ends."""
-        with self._pool_lock:
-            self._spare -= 1
-            if self._spare == 0 and not self._stopping.is_set():
-                self._spare += 1  # counted for the new thread
-                self._spawn()
-        try:
-            job()
-        finally:
-            with self._pool_lock:
-                self._spare += 1
-                surplus = self._spare > 2
-                if surplus:
-                    self._spare -= 1
-                    with contextlib.suppress(ValueError):
-                        self._threads.remove(threading.current_thread())
-        return not surplus
+    def _hand_over(self) -> None:
+        """The runner's ``before_wait``: the handler running on this I/O thread is about
+        to wait, so another thread takes over reading (CANCEL must get through)."""
+        if self._reader != threading.get_ident():
+            return  # not a request this transport answers inline
+        self._reader = None
+        self._read_lock.release()
+        if not self._stopping.is_set():
+            self._spawn()
 
     def _handle(self, datagram: bytes, source: Hashable = None) -> Callable[[], None] | None:
         """``source``: the sender's address, the CTAPHID client identity (every reply still

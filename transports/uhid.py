@@ -18,6 +18,9 @@ packed here by hand with :mod:`struct`:
 
 CTAPHID itself (channels, fragmentation, keepalives, cancel) is done by
 :class:`vfido.transports.runner.HidRunner`; this module only moves 64-byte reports.
+Threads: one reads the events and answers a request it completes right there (no hand-off
+to the runner's worker); only when a handler is about to wait (for the user, or a CANCEL)
+does a helper thread take over the reading until that request is answered.
 """
 
 from __future__ import annotations
@@ -287,6 +290,8 @@ class UhidTransport:
         self._wake_fds: tuple[int, ...] = (self._wake_r, self._wake_w)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reader: int | None = None  # ident of the thread reading events now
+        self._helpers: list[threading.Thread] = []  # readers while a handler waits
         self._started = threading.Event()  # UHID_START seen
         self._open_count = 0
 
@@ -341,7 +346,11 @@ class UhidTransport:
                 ) from exc
             self._fd = fd
             self._runner = HidRunner(
-                self._handler, self._send_report, packet_observer=self._packet_observer
+                self._handler,
+                self._send_report,
+                packet_observer=self._packet_observer,
+                inline_requests=True,  # answered on the reading thread: see _read_events
+                before_wait=self._hand_over,
             )
             log.info("uhid device %r created", self._serial)
 
@@ -423,47 +432,85 @@ class UhidTransport:
         fd = self._fd
         if fd is None:
             return
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
         try:
-            while not self._stopping.is_set():
-                ready = {f for f, _ in poller.poll()}
-                if self._wake_r in ready or self._stopping.is_set():
-                    break
-                if fd not in ready:
-                    continue
-                try:
-                    event = os.read(fd, UHID_EVENT_SIZE)
-                except InterruptedError:
-                    continue
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    log.error("uhid: read failed: %s", exc)
-                    break
-                self._dispatch(fd, event)
+            if self._read_events(fd):  # handed over: helpers read until stop()
+                self._stopping.wait()
+            with self._state_lock:
+                helpers = list(self._helpers)
+            for helper in helpers:
+                helper.join(timeout=5.0)
         finally:
             if threading.current_thread() is not self._thread:
                 # serve_forever() on the caller's thread: clean up here.
                 self._teardown()
 
-    def _dispatch(self, fd: int, event: bytes) -> None:
-        if len(event) < 4:
+    def _read_events(self, fd: int) -> bool:
+        """Read and dispatch events; a request is answered here, on the reading thread (no
+        hand-off to a worker). Returns False when stopping, True once this thread handed
+        the reading over (its handler waited, see :meth:`_hand_over`) and answered."""
+        me = threading.get_ident()
+        self._reader = me
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stopping.is_set():
+            ready = {f for f, _ in poller.poll()}
+            if self._wake_r in ready or self._stopping.is_set():
+                break
+            if fd not in ready:
+                continue
+            try:
+                event = os.read(fd, UHID_EVENT_SIZE)
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                log.error("uhid: read failed: %s", exc)
+                break
+            job = self._dispatch(fd, event)
+            if job is not None:
+                job()  # may call _hand_over
+                if self._reader != me:
+                    return True
+        return False
+
+    def _hand_over(self) -> None:
+        """The runner's ``before_wait``: the handler on this reading thread is about to wait
+        (for the user or a CANCEL), so a helper thread reads events meanwhile."""
+        if self._reader != threading.get_ident() or self._stopping.is_set():
             return
+        fd = self._fd
+        if fd is None:
+            return
+        self._reader = None
+        helper = threading.Thread(
+            target=self._help, args=(fd,), name=f"uhid-{self._serial}-reader", daemon=True
+        )
+        with self._state_lock:
+            self._helpers = [t for t in self._helpers if t.is_alive()] + [helper]
+        helper.start()
+
+    def _help(self, fd: int) -> None:
+        self._read_events(fd)
+
+    def _dispatch(self, fd: int, event: bytes) -> Callable[[], None] | None:
+        """One UHID event; returns the job answering a request it completed (if any)."""
+        if len(event) < 4:
+            return None
         (kind,) = struct.unpack_from("<I", event)
         body = event[4:]
         if kind == UhidEventType.OUTPUT:
             if len(body) < UHID_DATA_MAX + 3:
                 log.warning("uhid: short OUTPUT event (%d bytes)", len(event))
-                return
+                return None
             data, _rtype = decode_output(body)
             packet = output_to_packet(data)
             runner = self._runner
             if packet is None:
                 log.warning("uhid: ignoring an output report of %d bytes", len(data))
             elif runner is not None:
-                runner.feed(packet)
+                return runner.feed(packet)
         elif kind == UhidEventType.START:
             self._started.set()
             log.debug("uhid: START")
@@ -486,6 +533,7 @@ class UhidTransport:
             self._reply(fd, UhidEventType.SET_REPORT_REPLY, struct.pack("<IH", request_id, EIO_ERR))
         else:
             log.debug("uhid: ignoring event type %d", kind)
+        return None
 
     def _reply(self, fd: int, kind: UhidEventType, body: bytes) -> None:
         with self._write_lock:

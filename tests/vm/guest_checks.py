@@ -915,6 +915,28 @@ def webdriver_selenium(data: dict[str, Any]) -> str:
     return guest_webdriver.webdriver_selenium(data, CHECKOUT, PYTHON, OUT, log)
 
 
+# --- #16 benchmark over hidraw: opt-in (named in VFIDO_CHECKS), never in the default run -----
+
+
+@check("bench_hidraw")
+def bench_hidraw(data: dict[str, Any]) -> str:
+    """bench/hidraw.py: `vfido run --transport uhid` key-side cost over /dev/hidrawN as a
+    ratio to the raw operation timed in this guest (see tests/vm/test_bench_vm.py)."""
+    if "bench_hidraw" not in SELECTED:
+        return "skipped: opt-in (VFIDO_VM_CHECKS=bench_hidraw)"
+    require_vfido()
+    stop_shared_key()  # nothing else runs while it measures
+    sys.path.insert(0, str(CHECKOUT / "bench"))
+    import hidraw
+
+    with tempfile.TemporaryDirectory(prefix="vfido-bench-") as tmp:
+        data.update(hidraw.run(Path(tmp), 20))
+    return "; ".join(
+        f"{row['name']}: {row['ratio']:.2f}x ({row['ratio_p10']:.2f}-{row['ratio_p90']:.2f})"
+        for row in data["rows"]
+    )
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     home = Path(os.environ.get("HOME", "/tmp/home"))

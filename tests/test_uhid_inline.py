@@ -1,0 +1,160 @@
+"""UhidTransport's I/O threads on the host: a SOCK_SEQPACKET socket pair plays /dev/uhid (one
+event per read and write, as the kernel's character device), this test plays the kernel and
+the host (python-fido2 is not involved: the events are built here)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ctaphid_helpers import (
+    CTAP2_ERR_KEEPALIVE_CANCEL,
+    EchoHandler,
+    WaitForCancelHandler,
+    request_reports,
+)
+from vfido.transports import uhid
+from vfido.transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command
+
+WAIT = 10.0
+
+
+class FakeKernel:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.settimeout(WAIT)
+
+    def event(self) -> tuple[int, bytes]:
+        data = self.sock.recv(uhid.UHID_EVENT_SIZE)
+        (kind,) = struct.unpack_from("<I", data)
+        return kind, data[4:]
+
+    def write_report(self, report: bytes) -> None:
+        body = (b"\0" + report).ljust(uhid.UHID_DATA_MAX, b"\0") + struct.pack("<HB", 65, 1)
+        self.sock.send(struct.pack("<I", uhid.UhidEventType.OUTPUT) + body)
+
+    def read_report(self) -> bytes:
+        while True:
+            kind, body = self.event()
+            if kind == uhid.UhidEventType.INPUT2:
+                (size,) = struct.unpack_from("<H", body)
+                return body[2 : 2 + size]
+
+    def response(self, channel: int) -> bytes:
+        """The next message on ``channel`` that is not a keepalive (command byte first)."""
+        while True:
+            head = self.read_report()
+            if head[:4] != channel.to_bytes(4, "big") or head[4] == TYPE_INIT | Command.KEEPALIVE:
+                continue
+            length = (head[5] << 8) | head[6]
+            data = head[7:]
+            while len(data) < length:
+                data += self.read_report()[5:]
+            return bytes([head[4]]) + data[:length]
+
+
+@pytest.fixture
+def fake_uhid(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKernel]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    real_open = os.open
+
+    def fake_open(path: str, flags: int, *args: int) -> int:
+        if path == "/fake/uhid":
+            return os.dup(theirs.fileno())
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(uhid.os, "open", fake_open)
+    kernel = FakeKernel(ours)
+    yield kernel
+    ours.close()
+    theirs.close()
+
+
+def _io_threads(serial: str) -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(f"uhid-{serial}"))
+
+
+def _channel(kernel: FakeKernel) -> int:
+    (init,) = request_reports(BROADCAST_CID, Command.INIT, b"12345678")
+    kernel.write_report(init)
+    answer = kernel.response(BROADCAST_CID)
+    return int.from_bytes(answer[9:13], "big")
+
+
+def test_requests_answered_on_the_reading_thread_and_cancel_still_seen(
+    fake_uhid: FakeKernel,
+) -> None:
+    """Requests are answered by the thread that reads the events (no worker hand-off, one
+    I/O thread); a handler that waits for the user hands the reading to a helper, which
+    sees the host's CTAPHID_CANCEL; helpers do not pile up; stop() ends them all."""
+    handler = WaitForCancelHandler()
+    transport = uhid.UhidTransport(handler, serial="inline-1", path="/fake/uhid")
+    transport.start()
+    try:
+        kind, _ = fake_uhid.event()
+        assert kind == uhid.UhidEventType.CREATE2
+        channel = _channel(fake_uhid)
+        for _ in range(10):
+            (ping,) = request_reports(channel, Command.PING, b"ping")
+            fake_uhid.write_report(ping)
+            assert fake_uhid.response(channel) == bytes([TYPE_INIT | Command.PING]) + b"ping"
+        assert _io_threads("inline-1") == 1
+        for _ in range(2):
+            (cbor,) = request_reports(channel, Command.CBOR, b"\x02")
+            fake_uhid.write_report(cbor)
+            assert handler.started.wait(WAIT)
+            handler.started.clear()
+            (cancel,) = request_reports(channel, Command.CANCEL, b"")
+            fake_uhid.write_report(cancel)
+            assert fake_uhid.response(channel) == bytes(
+                [TYPE_INIT | Command.CBOR, CTAP2_ERR_KEEPALIVE_CANCEL]
+            )
+            assert handler.saw_cancel.is_set()
+            handler.saw_cancel.clear()
+        (ping,) = request_reports(channel, Command.PING, b"after")
+        fake_uhid.write_report(ping)
+        assert fake_uhid.response(channel) == bytes([TYPE_INIT | Command.PING]) + b"after"
+        # The thread start() made parks until stop() once it has handed over; the helpers
+        # that answered a waited request end: one reader, whatever the number of waits.
+        idle = threading.Event()
+        for _ in range(int(WAIT / 0.01)):
+            if _io_threads("inline-1") == 2:
+                break
+            idle.wait(0.01)
+        assert _io_threads("inline-1") == 2
+    finally:
+        transport.stop()
+    assert _io_threads("inline-1") == 0
+
+
+class ThreadRecordingHandler(EchoHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def handle_cbor(self, request: bytes, transaction: object) -> bytes:  # type: ignore[override]
+        self.threads.append(threading.current_thread().name)
+        return b"\x00" + request
+
+
+def test_a_request_that_does_not_wait_is_answered_by_the_reading_thread(
+    fake_uhid: FakeKernel,
+) -> None:
+    handler = ThreadRecordingHandler()
+    transport = uhid.UhidTransport(handler, serial="inline-2", path="/fake/uhid")
+    transport.start()
+    try:
+        fake_uhid.event()  # CREATE2
+        channel = _channel(fake_uhid)
+        payload = bytes(range(200))
+        for report in request_reports(channel, Command.CBOR, b"\x04" + payload):
+            fake_uhid.write_report(report)
+        assert fake_uhid.response(channel) == bytes([TYPE_INIT | Command.CBOR, 0, 4]) + payload
+        assert handler.threads == ["uhid-inline-2"]  # not "ctaphid-worker"
+    finally:
+        transport.stop()
