@@ -5,8 +5,8 @@
 
 Each key is built from `vfido run --transport udp --ephemeral --presence auto
 --udp-port PORT --udp-peer-port PEER_PORT` parsed by vfido's own command line: the same
-presence broker (``vfido.cli._presence``), Config (``vfido.cli._config``), keystore wrapper
-(``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport, control
+presence broker (``vfido.cli.run.presence_broker``), Config (``vfido.cli.run.config``),
+keystore wrapper (``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport, control
 socket with every command, the one ``status``) and logging (vfido's non-blocking stderr
 handler at INFO, the authenticator and transports at WARNING). Only the process is shared:
 one `vfido run` serves one key and owns the signal handlers, so this runs the per-key part of
@@ -27,24 +27,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vfido import cli, faults, logsink  # noqa: E402
+from vfido import faults, logsink  # noqa: E402
+from vfido.cli import build_parser  # noqa: E402
+from vfido.cli.common import open_store  # noqa: E402
+from vfido.cli.run import config, presence_broker  # noqa: E402
 from vfido.control import ControlServer  # noqa: E402
 from vfido.key import Key, TransportOptions, build_key  # noqa: E402
 
 
 def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Key, ControlServer]:
-    args = cli.build_parser().parse_args(
+    args = build_parser().parse_args(
         [
             *("run", "--transport", "udp", "--ephemeral", "--presence", "auto"),
             *("--udp-port", str(port), "--udp-peer-port", str(peer)),
         ]
     )
-    store = faults.wrap(cli._open_store(args))
+    store = faults.wrap(open_store(args))
     options = TransportOptions(kind="udp", udp_port=port, udp_peer_port=peer)
     key = build_key(
         store,
-        cli._presence(args),
-        cli._config(args),  # type: ignore[arg-type]
+        presence_broker(args),
+        config(args),
         options,
         info={"name": f"udp-{port}"},
     )

@@ -31,9 +31,10 @@ from tests.service_helpers import vfido
 from tests.vkey import Key, running_key
 from vfido.authenticator.config import Config
 from vfido.backup import backup_eligible_identity
+from vfido.key import get_info
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.metadata import get_info, metadata_statement
+from vfido.metadata import metadata_statement
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-import cbor2
-
 from vfido.authenticator.authdata import keystore_backup_eligible
 from vfido.authenticator.client_pin import PIN_RETRIES_MAX
 from vfido.authenticator.config import Config
@@ -53,21 +51,6 @@ ATTESTATION_TYPES = {"packed": "basic_full", "self": "basic_surrogate", "none": 
 GET_INFO_NAMES = {key: name for key, name in GET_INFO_MEMBERS.items() if key != 20}
 
 
-def get_info(store: KeyStore, config: Config) -> dict[int, Any]:
-    """The key's authenticatorGetInfo answer (an in-process authenticator on ``store``)."""
-    from vfido.authenticator.device import Authenticator
-    from vfido.authenticator.env import NullContext
-    from vfido.presence import DenyPresence
-
-    response = Authenticator(store, DenyPresence(), config).handle_cbor(b"\x04", NullContext())
-    if not response or response[0] != 0:
-        raise RuntimeError("the key did not answer getInfo")
-    info = cbor2.loads(response[1:])
-    if not isinstance(info, dict):
-        raise RuntimeError("malformed getInfo answer")
-    return info
-
-
 def format_aaguid(aaguid: bytes) -> str:
     h = aaguid.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
@@ -90,7 +73,10 @@ def metadata_statement(
     getInfo answer, if it runs (else an in-process authenticator on ``store`` answers)."""
     config = config or Config()
     identity = store.identity()
-    info = info if info is not None else get_info(store, config)
+    if info is None:
+        from vfido.key import get_info
+
+        info = get_info(store, config)
     algorithms = [a.get("alg") for a in info.get(10, []) if isinstance(a, Mapping)]
     versions = [v for v in info.get(1, []) if isinstance(v, str)]
     upv = sorted({UPV[v] for v in versions if v in UPV}, reverse=True)

@@ -45,10 +45,12 @@ from typing import Any, Final
 
 from vfido import virtual_authenticator as va
 from vfido.api import VirtualKey, VirtualKeyError
+from vfido.transport_kinds import TOOLKIT_KINDS
 
 log = logging.getLogger(__name__)
 
-KEY_TRANSPORTS: Final = ("uhid", "inprocess", "unix")
+#: The transports of the keys it makes (``--key-transport``): the toolkit's, the kernel's first.
+KEY_TRANSPORTS: Final = ("uhid", *(kind for kind in TOOLKIT_KINDS if kind != "uhid"))
 #: Headers that belong to one connection, not to the message (RFC 9110 section 7.6.1).
 HOP_BY_HOP: Final = frozenset(
     {

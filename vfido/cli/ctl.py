@@ -58,15 +58,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = key.path
     print(f"key:           {answer.get('name', path.stem)} (pid {answer.get('pid')})")
     print(f"control:       {path}")
-    # TODO(#18 merge): use vfido.key registry (each transport describes its status fields)
-    if answer.get("transport") == "uhid":
-        print(f"transport:     uhid, {answer.get('hidraw') or 'no hidraw node yet'}")
-        print(f"serial:        {answer.get('serial')}")
-    elif answer.get("transport") == "unix":
-        print(f"transport:     unix {answer.get('unix_socket')}")
-    else:
-        udp = answer.get("udp") or {}
-        print(f"transport:     udp {udp.get('host')}:{udp.get('port')} -> {udp.get('peer_port')}")
+    from vfido.transport_kinds import TRANSPORT_KINDS
+
+    kind = TRANSPORT_KINDS.get(str(answer.get("transport")), TRANSPORT_KINDS["udp"])
+    for line in kind.describe(answer):  # each transport describes its own status fields
+        print(_visible(line))
     print(f"keystore:      {answer.get('keystore')}")
     print(f"presence:      {answer.get('presence')} (timeout {answer.get('presence_timeout')} s)")
     pending = answer.get("pending") or []

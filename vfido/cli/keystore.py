@@ -52,7 +52,7 @@ def _algorithms(value: list[dict[str, int]]) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from vfido.authenticator.config import Config, mldsa_status
     from vfido.authenticator.responses import GET_INFO_MEMBERS
-    from vfido.metadata import get_info
+    from vfido.key import get_info
 
     path = running_key(args)
     if path is not None:

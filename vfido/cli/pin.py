@@ -61,18 +61,15 @@ def _describe(code: int) -> str:
 
 
 def _with_client_pin(args: argparse.Namespace, action: Callable[[Any, Any], int]) -> int:
-    # TODO(#18 merge): use vfido.key (the one place a key is assembled)
     from fido2.ctap import CtapError
     from fido2.ctap2.base import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from vfido.authenticator.config import Config
-    from vfido.authenticator.device import Authenticator
-    from vfido.presence import DenyPresence
+    from vfido.key import offline_authenticator
     from vfido.transports.inprocess import open_device
 
     with open_store(args) as store:
-        device = open_device(Authenticator(store, DenyPresence(), Config()))
+        device = open_device(offline_authenticator(store))
         try:
             ctap = Ctap2(device)
             return action(ctap, ClientPin(ctap))

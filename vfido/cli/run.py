@@ -19,54 +19,26 @@ from vfido.cli.common import (
     port,
     seconds,
 )
+from vfido.presence.modes import RUN_MODES, presence_help
 from vfido.transport_choice import KINDS as TRANSPORT_KINDS
 from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
     from vfido.authenticator.config import Config
-    from vfido.broker import FrontEnd, PresenceBroker
+    from vfido.presence import PresenceBroker
 
 log = logging.getLogger("vfido")
 
-# TODO(#18 merge): use vfido.presence registry (the modes `--presence` offers)
-PRESENCE_MODES = ("auto", "deny", "deny-uv", "prompt", "notify", "manual")
-
 
 def presence_broker(args: argparse.Namespace) -> PresenceBroker:
-    """The presence broker for ``--presence``; the control socket can always answer too."""
-    from vfido.broker import AutoFrontEnd, DenyFrontEnd, PresenceBroker
+    """The presence broker for ``--presence`` (:data:`vfido.presence.modes.MODES`); the
+    control socket can always answer too."""
+    from vfido.presence import PresenceModeError, broker_for
 
-    # TODO(#18 merge): use vfido.presence registry (name -> factory)
-    mode = args.presence
-    front_ends: list[FrontEnd] = []
-    if mode in ("auto", "deny-uv"):
-        front_ends.append(AutoFrontEnd(args.presence_delay))
-    elif mode == "deny":
-        front_ends.append(DenyFrontEnd())
-    elif mode in ("prompt", "notify"):
-        front_ends.append(_interactive_front_end(mode))
-    return PresenceBroker(front_ends, mode=mode, uv_fails=mode == "deny-uv")
-
-
-def _interactive_front_end(mode: str) -> FrontEnd:
-    """``--presence prompt`` (the terminal) or ``notify`` (a desktop notification)."""
-    from vfido.prompt import TerminalPrompt, terminal_available
-
-    if mode == "prompt":
-        if not terminal_available():
-            raise CliError(
-                "--presence prompt needs a terminal in the foreground: use --presence notify "
-                "(desktop) or --presence manual (`vfido approve` / `vfido deny`)"
-            )
-        return TerminalPrompt()
-    from vfido.desktop import DesktopNotifier
-
-    fallback = TerminalPrompt() if terminal_available() else None
-    notifier = DesktopNotifier(fallback=fallback)
-    if not notifier.available():
-        where = "on the terminal" if fallback else "with `vfido approve` / `vfido deny`"
-        log.warning("no desktop notification service on the session bus: asking %s", where)
-    return notifier
+    try:
+        return broker_for(args.presence, args.presence_delay)
+    except PresenceModeError as exc:
+        raise CliError(str(exc)) from None
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -210,11 +182,9 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--presence",
-        choices=PRESENCE_MODES,
+        choices=RUN_MODES,
         default="auto",
-        help="how user presence is asked: auto (approve everything), deny, deny-uv (approve "
-        "presence, fail built-in UV), prompt (terminal), notify (desktop notification, else "
-        "terminal), manual (only `vfido approve`/`deny`)",
+        help=presence_help(),
     )
     p.add_argument(
         "--presence-delay",

@@ -11,7 +11,6 @@ from vfido.cli.common import LazyChoices, Subparsers
 
 
 def _key_transports() -> Sequence[str]:
-    # TODO(#18 merge): use vfido.key registry (the transports a browser reaches keys over)
     from vfido.webdriver import KEY_TRANSPORTS
 
     return KEY_TRANSPORTS

@@ -68,6 +68,11 @@ class TransportKind:
         """The line on stderr that says where the (started) key is; harnesses wait for it."""
         raise NotImplementedError
 
+    def describe(self, status: dict[str, Any]) -> list[str]:
+        """``vfido ctl status``'s lines for this transport's fields of a ``status`` answer
+        (which came over the control socket: the caller escapes the text it prints)."""
+        return [f"transport:     {self.name}"]
+
     def control_name(self, options: TransportOptions, store: KeyStore) -> str:
         """The default name of the key's control socket: the key's serial."""
         return options.serial or default_serial(store)

@@ -62,6 +62,9 @@ class InProcessKind(TransportKind):
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
         return {"serial": getattr(transport, "serial", options.serial)}
 
+    def describe(self, status: dict[str, Any]) -> list[str]:
+        return [f"transport:     inprocess, serial {status.get('serial')}"]
+
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         return f"vfido: in-process key {getattr(transport, 'serial', options.serial)}"
 

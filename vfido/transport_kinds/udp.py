@@ -41,6 +41,11 @@ class UdpKind(TransportKind):
             }
         }
 
+    def describe(self, status: dict[str, Any]) -> list[str]:
+        udp = status.get("udp") or {}
+        where = f"{udp.get('host')}:{udp.get('port')} -> {udp.get('peer_port')}"
+        return [f"transport:     udp {where}"]
+
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         port = getattr(transport, "port", options.udp_port)
         return (

@@ -40,6 +40,12 @@ class UhidKind(TransportKind):
             "hidraw": hidraw_path() if hidraw_path is not None else None,
         }
 
+    def describe(self, status: dict[str, Any]) -> list[str]:
+        return [
+            f"transport:     uhid, {status.get('hidraw') or 'no hidraw node yet'}",
+            f"serial:        {status.get('serial')}",
+        ]
+
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         path = None
         hidraw_path = getattr(transport, "hidraw_path", None)

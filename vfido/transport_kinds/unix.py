@@ -61,6 +61,9 @@ class UnixKind(TransportKind):
     def status(self, options: TransportOptions, transport: Transport) -> dict[str, Any]:
         return {"unix_socket": str(getattr(transport, "path", options.unix_socket))}
 
+    def describe(self, status: dict[str, Any]) -> list[str]:
+        return [f"transport:     unix {status.get('unix_socket')}"]
+
     def announcement(self, options: TransportOptions, transport: Transport) -> str:
         return f"vfido: listening on unix {getattr(transport, 'path', options.unix_socket)}"
 
