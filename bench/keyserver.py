@@ -3,15 +3,15 @@
 
     python3 bench/keyserver.py [--control-dir DIR] PORT:PEER_PORT [PORT:PEER_PORT ...]
 
-Each key is built from `vfido run --transport udp --ephemeral --presence auto
---udp-port PORT --udp-peer-port PEER_PORT` parsed by vfido's own command line: the same
-presence broker (``vfido.cli.run.presence_broker``), Config (``vfido.cli.run.config``),
-keystore wrapper (``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key``
-(transport, control socket with every command, the one ``status``) and logging (vfido's non-blocking stderr
-handler at INFO, the authenticator and transports at WARNING). Only the process is shared:
-one `vfido run` serves one key and owns the signal handlers, so this runs the per-key part of
-``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound;
-exits on SIGTERM/SIGINT or stdin EOF.
+Each key is built from `vfido run --transport udp --ephemeral --presence auto --udp-port PORT
+--udp-peer-port PEER_PORT` parsed by vfido's own command line: the same presence broker
+(``vfido.cli.run.presence_broker``), Config (``vfido.cli.run.config``), keystore wrapper
+(``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport, control socket
+with every command, the one ``status``) and logging (vfido's non-blocking stderr handler at
+INFO, the authenticator and transports at WARNING). Only the process is shared: one `vfido run`
+serves one key and owns the signal handlers, so this runs the per-key part of
+``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound; exits
+on SIGTERM/SIGINT or stdin EOF.
 """
 
 from __future__ import annotations
