@@ -82,7 +82,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except TransportChoiceError as exc:
         raise CliError(str(exc)) from None
-    # TODO(#18 merge): use vfido.key registry (transport kinds and their options)
     if args.unix_socket and choice.kind != "unix":
         raise CliError("--unix-socket needs --transport unix")
     presence = presence_broker(args)
