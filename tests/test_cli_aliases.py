@@ -14,9 +14,9 @@ import pytest
 
 from tests.presence_helpers import REGISTER, Context
 from vfido.authenticator.env import PresenceResult
-from vfido.broker import PresenceBroker
 from vfido.cli import main
 from vfido.control import ControlServer, add_presence_commands
+from vfido.presence import PresenceBroker
 
 
 @pytest.fixture

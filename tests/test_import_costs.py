@@ -38,7 +38,7 @@ def test_vfido_run_parser_imports_no_other_command() -> None:
     )
     loaded = set(answer)
     for module in (
-        "vfido.ui",
+        "vfido.dashboard",
         "vfido.trace",
         "vfido.backup",
         "vfido.doctor",

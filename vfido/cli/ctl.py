@@ -2,7 +2,7 @@
 short forms `vfido status`, `vfido approve`, `vfido deny` (the same commands, one code path).
 
 The Python client is :class:`vfido.ctl.KeyController`; the protocol is documented in
-:mod:`vfido.control_api`.
+:mod:`vfido.control.commands`.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _cmd_finger(args: argparse.Namespace) -> int:
             answer = key.call("finger")
         else:
             answer = key.call("finger", finger=None if args.finger == "auto" else args.finger)
-    from vfido.broker import clean
+    from vfido.presence.pending import clean
 
     placed = answer.get("finger")
     print(f"finger: {clean(placed) if placed else 'auto'}")

@@ -1,4 +1,4 @@
-"""`vfido ui`: a live dashboard for a running key, in the browser (:mod:`vfido.ui`)."""
+"""`vfido ui`: a live dashboard for a running key, in the browser (:mod:`vfido.dashboard`)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from vfido.presence.modes import RUNTIME_MODES
+
 log = logging.getLogger("vfido.ui")
 
 
@@ -64,8 +66,8 @@ CRED_PROTECT_NAMES = {
 }
 
 
-#: Presence modes offered when the key does not list its own.
-DEFAULT_PRESENCE_MODES = ("auto", "manual", "deny", "deny-uv")
+#: Presence modes offered when the key does not list its own (the registry's run-time modes).
+DEFAULT_PRESENCE_MODES = RUNTIME_MODES
 
 
 SECURITY_HEADERS = {

@@ -355,7 +355,7 @@ def _b64url(data: bytes) -> str:
 
 
 def _normalise_credential(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields the table shows, from a control API CRED (see :mod:`vfido.control_api`)."""
+    """The fields the table shows, from a control API CRED (see :mod:`vfido.control.commands`)."""
     return {
         "id": str(raw.get("id") or ""),
         "rp_id": str(raw.get("rp_id") or "(unknown site)"),
