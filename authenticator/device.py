@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from enum import IntEnum
 from typing import Any
 
@@ -48,6 +49,9 @@ from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import GetAssertionRequest, MakeCredentialRequest
 from vfido.authenticator.reset import reset, selection
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
+from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
+from vfido.keystore.entropy import Entropy
+from vfido.keystore.entropy import using as using_entropy
 from vfido.keystore.store import KeyStore
 
 log = logging.getLogger(__name__)
@@ -190,10 +194,17 @@ class Authenticator:
         clock: Clock = _DEFAULT_CLOCK,
         user_verifier: UserVerifier | None = None,
         behaviours: Behaviours | None = None,
+        entropy: Entropy = SYSTEM_ENTROPY,
     ) -> None:
         """``user_verifier``: built-in UV when ``config.builtin_uv``; defaults to the
         presence front end if it has ``verify_user``. ``behaviours``: scripted misbehaviour
-        (see :mod:`vfido.authenticator.behaviours`), shared with whoever changes it at run time."""
+        (see :mod:`vfido.authenticator.behaviours`), shared with whoever changes it at run time.
+        ``entropy``: where every random value comes from, entered around each request
+        (:mod:`vfido.keystore.entropy`; a seeded one is also the ``clock``, see
+        :mod:`vfido.authenticator.deterministic`). Construct the key inside
+        ``entropy.using(...)`` too, so its PIN protocol keys come from the same source."""
+        self._entropy = entropy
+        self._begin_request: Callable[[], None] | None = getattr(clock, "begin_request", None)
         behaviours = behaviours if behaviours is not None else Behaviours()
         if config.builtin_uv:
             if user_verifier is None and callable(getattr(presence, "verify_user", None)):
@@ -305,8 +316,18 @@ class Authenticator:
             return _CTAP2_ONLY
         return _BOTH_PROTOCOLS
 
+    def _environment(self) -> AbstractContextManager[Entropy]:
+        """Enter the key's entropy source for one request (and tick a request clock)."""
+        if self._begin_request is not None:
+            self._begin_request()
+        return using_entropy(self._entropy)
+
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
+        with self._environment():
+            return self._handle_cbor(request, transaction)
+
+    def _handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
         self._ctap1.cancel_presence()
         behaviours = self._services.behaviours.current()
@@ -340,6 +361,10 @@ class Authenticator:
 
     def handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_MSG (CTAP1/U2F APDU) via authenticator.ctap1."""
+        with self._environment():
+            return self._handle_msg(apdu, transaction)
+
+    def _handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         if self._services.behaviours.current().versions == FIDO_2_0:
             return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
         with self._lock:
@@ -363,6 +388,10 @@ class Authenticator:
 
     def power_cycle(self) -> None:
         """Unplug + replug: forget runtime state and reopen the reset window."""
+        with using_entropy(self._entropy):  # new PIN protocol keys
+            self._power_cycle()
+
+    def _power_cycle(self) -> None:
         self._services.runtime.power_cycle(self._services.clock.monotonic())
         self._client_pin.power_cycle()
         self._cred_mgmt.reset_pending()

@@ -14,7 +14,6 @@ what WebAuthn relying parties expect from a per-credential counter.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from vfido.authenticator.attestation import make_attestation
@@ -52,6 +51,7 @@ from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
 from vfido.authenticator.responses import MakeCredentialResponse
 from vfido.authenticator.state import Services, ask_presence, require_presence
+from vfido.keystore import entropy
 from vfido.keystore.store import CredentialRecord, KeystoreFull
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ def make_credential(
     # largeBlobKey: discoverable credentials only (section 12.3); platforms
     # (python-fido2 among them) send it regardless, so a server-side credential
     # simply gets none and the client reports largeBlob unsupported.
-    large_blob_key = os.urandom(32) if ext.large_blob_key and rk else None
+    large_blob_key = entropy.random_bytes(32) if ext.large_blob_key and rk else None
 
     # Step 16: generate the credential key pair.
     key = CredentialKey.generate(algorithm)

@@ -46,6 +46,7 @@ from fido2.ctap2.pin import ClientPin
 from fido2.hid import CtapHidDevice
 from fido2.utils import websafe_decode
 
+from vfido import reproducible
 from vfido.authenticator.behaviours import Behaviours, RawValue
 from vfido.authenticator.config import Config
 from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
@@ -53,6 +54,7 @@ from vfido.authenticator.device import Authenticator
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
+from vfido.reproducible import SeededEnvironment
 from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
@@ -290,6 +292,9 @@ class VirtualKey:
     :class:`vfido.authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
+    ``seed``: a reproducible key, FOR TESTS ONLY (``vfido run --deterministic``): every
+    random value and the clock follow from the seed, so the same requests get
+    byte-identical answers; it warns on stderr and refuses ``keystore``/``store``.
     ``control_socket``: also serve the key's control socket there (the commands of
     :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
@@ -324,6 +329,7 @@ class VirtualKey:
         serial: str | None = None,
         name: str = "vfido virtual FIDO2 key",
         control_socket: str | os.PathLike[str] | None = None,
+        seed: str | bytes | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
@@ -333,6 +339,12 @@ class VirtualKey:
             raise ValueError("a keystore directory needs its passphrase")
         if pin is not None and len(pin.encode()) < 4:
             raise ValueError("a PIN has at least 4 characters")
+        #: A seeded key's randomness and clock (``seed``), else None.
+        self.seeded: SeededEnvironment | None = None
+        if seed is not None:
+            self.seeded = reproducible.environment(
+                seed, persistent=store is not None or keystore is not None
+            )
         self.config = _config(
             config,
             uv=default_uv(uv, pin=pin, config=config),
@@ -407,7 +419,7 @@ class VirtualKey:
         if self._store is not None:
             return self._store
         if self.keystore_dir is None:
-            return SqliteKeyStore.ephemeral()
+            return reproducible.build(self.seeded, SqliteKeyStore.ephemeral)
         passphrase, self._passphrase = self._passphrase, None  # not kept once used
         assert passphrase is not None
         if SqliteKeyStore.exists(self.keystore_dir):
@@ -421,9 +433,23 @@ class VirtualKey:
     def _start(self) -> None:
         self._store = self._open_store()
         self._started = True
-        self._authenticator = Authenticator(
-            self._store, self.presence, self.config, behaviours=self.behaviours
-        )
+        if self.seeded is None:
+            self._authenticator = Authenticator(
+                self._store, self.presence, self.config, behaviours=self.behaviours
+            )
+        else:
+            seeded, store = self.seeded, self._store
+            self._authenticator = reproducible.build(
+                seeded,
+                lambda: Authenticator(
+                    store,
+                    self.presence,
+                    self.config,
+                    clock=seeded,
+                    behaviours=self.behaviours,
+                    entropy=seeded,
+                ),
+            )
         if self.transport == "inprocess":
             from vfido.transports.inprocess import InProcessKey
 
@@ -484,6 +510,7 @@ class VirtualKey:
                 "presence_timeout": self.config.presence_timeout,
                 "pending": [p.describe() for p in self.presence.pending()],
                 "behaviours": self.behaviours.active(),
+                **({"deterministic": reproducible.WARNING} if self.seeded else {}),
             },
         )
         add_presence_commands(server, self.presence)

@@ -200,6 +200,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
+    seeded = None
+    if args.deterministic is not None:  # a reproducible key, for tests only (#19)
+        from vfido import reproducible
+
+        try:
+            seeded = reproducible.environment(
+                args.deterministic, persistent=bool(args.keystore or args.passphrase_file)
+            )
+        except ValueError as exc:
+            raise CliError(f"--deterministic: {exc}") from None
+        args.ephemeral = True
     try:
         choice = choose_transport(
             args.transport,
@@ -222,7 +233,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
-    store = faults.wrap(_open_store(args))
+    store = faults.wrap(_open_store(args) if seeded is None else seeded_store(seeded))
     options = TransportOptions(
         kind=choice.kind,
         udp_port=args.udp_port,
@@ -247,6 +258,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "keystore": "(ephemeral)" if args.ephemeral else str(_keystore_dir(args)),
         "presence_timeout": args.presence_timeout,
     }
+    if seeded is not None:
+        info["deterministic"] = reproducible.WARNING
     recorder = None
     if args.trace:
         from vfido.trace import TraceRecorder
@@ -266,6 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             info=info,
             trace=recorder,
             behaviours=behaviours,
+            seeded=seeded,
             # printed once the key is served: a key that fails to start says only why
             notices=[line for line in (choice.notice, choice.warning) if line],
         )
@@ -282,6 +296,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     return 0
+
+
+def seeded_store(seeded: Any) -> SqliteKeyStore:
+    """The ephemeral keystore of a ``--deterministic`` key (its identity from the seed)."""
+    from vfido.reproducible import build
+
+    return build(seeded, SqliteKeyStore.ephemeral)
 
 
 def _control_target(args: argparse.Namespace, prefer_pending: bool = False) -> Path:
@@ -622,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
         "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
+    )
+    p.add_argument(
+        "--deterministic",
+        metavar="SEED",
+        help="FOR TESTS ONLY: every random value and the clock follow from SEED, so the same "
+        "requests get byte-identical answers (golden files); implies --ephemeral",
     )
     p.add_argument(
         "--enterprise-attestation",

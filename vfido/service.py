@@ -22,6 +22,7 @@ from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
 from vfido.control_api import KeyParts, add_key_commands
 from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.reproducible import SeededEnvironment, build
 from vfido.trace import TraceRecorder, add_trace_commands
 from vfido.transports.handler import CtapHandler
 
@@ -166,6 +167,7 @@ def run(
     trace: TraceRecorder | None = None,
     behaviours: Behaviours | None = None,
     notices: Sequence[str] = (),
+    seeded: SeededEnvironment | None = None,
 ) -> None:
     """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
 
@@ -179,9 +181,18 @@ def run(
     second key with the same name fails before creating a device. ``behaviours``: the
     scripted misbehaviour in force at start (the control socket's ``behaviours`` command
     changes it); every control command is listed in :mod:`vfido.control_api`.
+    ``seeded``: a reproducible key's randomness and clock (:mod:`vfido.reproducible`).
     """
     stop = stop or threading.Event()
-    device = Authenticator(store, presence, config, behaviours=behaviours)
+    if seeded is None:
+        device = Authenticator(store, presence, config, behaviours=behaviours)
+    else:
+        device = build(
+            seeded,
+            lambda: Authenticator(
+                store, presence, config, clock=seeded, behaviours=behaviours, entropy=seeded
+            ),
+        )
     log.debug("post-quantum ML-DSA: %s", mldsa_status(config))
     if trace is None:
         transport = make_transport(options, device, store)
