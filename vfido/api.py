@@ -54,6 +54,7 @@ from vfido.authenticator.device import Authenticator
 from vfido.broker import AutoFrontEnd, DenyFrontEnd, FrontEnd, PresenceBroker
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
+from vfido.lint import Finding, Linter
 from vfido.reproducible import SeededEnvironment
 from vfido.transport_choice import UDP_INSECURE_FLAG
 
@@ -295,6 +296,8 @@ class VirtualKey:
     ``seed``: a reproducible key, FOR TESTS ONLY (``vfido run --deterministic``): every
     random value and the clock follow from the seed, so the same requests get
     byte-identical answers; it warns on stderr and refuses ``keystore``/``store``.
+    ``lint``: check what relying parties send (:mod:`vfido.lint`; :meth:`lint` reads the
+    findings); ``lint_origin`` (implies ``lint``): the RP's origin, to check RP IDs against.
     ``control_socket``: also serve the key's control socket there (the commands of
     :mod:`vfido.control_api`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
@@ -330,6 +333,8 @@ class VirtualKey:
         name: str = "vfido virtual FIDO2 key",
         control_socket: str | os.PathLike[str] | None = None,
         seed: str | bytes | None = None,
+        lint: bool = False,
+        lint_origin: str | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
@@ -339,6 +344,8 @@ class VirtualKey:
             raise ValueError("a keystore directory needs its passphrase")
         if pin is not None and len(pin.encode()) < 4:
             raise ValueError("a PIN has at least 4 characters")
+        #: The relying-party lint (``lint=True``), else None.
+        self.linter: Linter | None = Linter(lint_origin) if lint or lint_origin else None
         #: A seeded key's randomness and clock (``seed``), else None.
         self.seeded: SeededEnvironment | None = None
         if seed is not None:
@@ -450,23 +457,26 @@ class VirtualKey:
                     entropy=seeded,
                 ),
             )
+        handler: Any = self._authenticator
+        if self.linter is not None:
+            handler = self.linter.wrap(self._authenticator)
         if self.transport == "inprocess":
             from vfido.transports.inprocess import InProcessKey
 
-            self._inprocess = InProcessKey(self._authenticator, serial=self.serial)
+            self._inprocess = InProcessKey(handler, serial=self.serial)
         elif self.transport == "unix":
             from vfido.service import TransportOptions, make_transport
 
             self.unix_socket = Path(tempfile.mkdtemp(prefix="vfido-unix-")) / "key.ctaphid"
             options = TransportOptions(kind="unix", unix_socket=str(self.unix_socket))
-            self._unix = make_transport(options, self._authenticator, self._store)
+            self._unix = make_transport(options, handler, self._store)
             self._unix.start()
         else:
             from vfido.service import TransportOptions, make_transport
             from vfido.transports.uhid import UhidUnavailableError
 
             options = TransportOptions(kind="uhid", serial=self.serial, name=self.name)
-            self._uhid = make_transport(options, self._authenticator, self._store)
+            self._uhid = make_transport(options, handler, self._store)
             try:
                 self._uhid.start()
             except UhidUnavailableError as exc:
@@ -492,7 +502,7 @@ class VirtualKey:
 
     def _serve_control(self, path: Path) -> ControlServer:
         from vfido.control import ControlServer, add_presence_commands
-        from vfido.control_api import KeyParts, add_key_commands
+        from vfido.control_api import KeyParts, add_key_commands, add_lint_commands
 
         assert self._authenticator is not None and self._store is not None
         server = ControlServer(path)
@@ -514,6 +524,8 @@ class VirtualKey:
             },
         )
         add_presence_commands(server, self.presence)
+        if self.linter is not None:
+            add_lint_commands(server, self.linter)
         add_key_commands(
             server,
             self._parts or KeyParts(self._authenticator, self._store, self.presence, transport),
@@ -637,6 +649,17 @@ class VirtualKey:
         hex), ``"unknown"`` (a finger never enrolled), or None (auto: the first enrolled
         finger; a new one when enrolling). See :mod:`vfido.authenticator.bio_enrollment`."""
         self.authenticator.sensor.place(finger)
+
+    def lint(self, *, clear: bool = False) -> list[Finding]:
+        """The relying-party lint's findings so far (``clear``: then forget them); print
+        ``vfido.lint.format_findings(...)`` (escaped: findings quote what the RP sent).
+        Raises :class:`VirtualKeyError` for a key made without ``lint=True``."""
+        if self.linter is None:
+            raise VirtualKeyError("this key does not lint: make it with VirtualKey(lint=True)")
+        findings = self.linter.findings()
+        if clear:
+            self.linter.clear()
+        return findings
 
     def power_cycle(self) -> None:
         """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""

@@ -280,6 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             trace=recorder,
             behaviours=behaviours,
             seeded=seeded,
+            linter=_linter(args),
             # printed once the key is served: a key that fails to start says only why
             notices=[line for line in (choice.notice, choice.warning) if line],
         )
@@ -296,6 +297,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if recorder is not None:
             recorder.close()
     return 0
+
+
+def _linter(args: argparse.Namespace) -> Any:
+    """The relying-party lint of ``--lint`` (None without: it costs nothing when off)."""
+    if not args.lint and args.lint_origin is None:
+        return None
+    from vfido.lint import Linter
+
+    return Linter(origin=args.lint_origin)
 
 
 def seeded_store(seeded: Any) -> SqliteKeyStore:
@@ -643,6 +653,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
         "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
+    )
+    p.add_argument(
+        "--lint",
+        action="store_true",
+        help="check what relying parties send (reused challenges, PII in user.id...): "
+        "`vfido ctl lint` shows the findings",
+    )
+    p.add_argument(
+        "--lint-origin",
+        metavar="ORIGIN",
+        help="with --lint (implied): the origin the RP serves, to check its RP ID against",
     )
     p.add_argument(
         "--deterministic",

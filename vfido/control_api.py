@@ -154,6 +154,7 @@ from vfido.authenticator.provisioning import (
 from vfido.broker import RUNTIME_MODES, PresenceBroker
 from vfido.control import CommandError, ControlServer
 from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
+from vfido.lint import Linter, control_command
 from vfido.virtual_authenticator import AuthenticatorOptions
 
 log = logging.getLogger(__name__)
@@ -511,6 +512,12 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("metadata", metadata)
     if device.config.fingerprint:
         server.register("finger", finger)
+
+
+def add_lint_commands(server: ControlServer, linter: Linter) -> None:
+    """``lint``: the relying-party lint's findings (a key run with ``--lint``; see
+    :mod:`vfido.lint`); ``{"clear": true}`` also forgets them."""
+    server.register("lint", control_command(linter))
 
 
 def add_webauthn_commands(server: ControlServer, key: KeyParts) -> None:

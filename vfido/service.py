@@ -20,8 +20,9 @@ from vfido.authenticator.device import Authenticator
 from vfido.authenticator.env import Presence
 from vfido.broker import PresenceBroker
 from vfido.control import ControlServer, add_presence_commands
-from vfido.control_api import KeyParts, add_key_commands
+from vfido.control_api import KeyParts, add_key_commands, add_lint_commands
 from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.lint import Linter
 from vfido.reproducible import SeededEnvironment, build
 from vfido.trace import TraceRecorder, add_trace_commands
 from vfido.transports.handler import CtapHandler
@@ -168,6 +169,7 @@ def run(
     behaviours: Behaviours | None = None,
     notices: Sequence[str] = (),
     seeded: SeededEnvironment | None = None,
+    linter: Linter | None = None,
 ) -> None:
     """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
 
@@ -182,6 +184,7 @@ def run(
     scripted misbehaviour in force at start (the control socket's ``behaviours`` command
     changes it); every control command is listed in :mod:`vfido.control_api`.
     ``seeded``: a reproducible key's randomness and clock (:mod:`vfido.reproducible`).
+    ``linter``: the relying-party lint sees every request (``lint`` control command).
     """
     stop = stop or threading.Event()
     if seeded is None:
@@ -194,10 +197,11 @@ def run(
             ),
         )
     log.debug("post-quantum ML-DSA: %s", mldsa_status(config))
+    ctap_handler: CtapHandler = device if linter is None else linter.wrap(device)
     if trace is None:
-        transport = make_transport(options, device, store)
+        transport = make_transport(options, ctap_handler, store)
     else:
-        transport = make_transport(options, trace.wrap(device), store, trace.packet)
+        transport = make_transport(options, trace.wrap(ctap_handler), store, trace.packet)
     control: ControlServer | None = None
     if control_path is not None:
         control = ControlServer(control_path)
@@ -214,6 +218,8 @@ def run(
         add_key_commands(control, KeyParts(device, store, presence, transport))
         if trace is not None:
             add_trace_commands(control, trace)
+        if linter is not None:
+            add_lint_commands(control, linter)
         try:
             control.start()
         except BaseException:
