@@ -22,8 +22,8 @@ T = TypeVar("T")
 
 #: The one line a seeded key with a persistent keystore is refused with.
 REFUSAL = (
-    "--deterministic needs an ephemeral keystore: a key whose private keys follow from a "
-    "seed must never hold real credentials (drop --keystore/--passphrase-file)"
+    "a deterministic key needs an ephemeral keystore: its private keys follow from the "
+    "seed, so it must never hold real credentials (drop --keystore/--passphrase-file)"
 )
 
 
