@@ -293,3 +293,35 @@ def test_system_source_is_the_default_and_using_restores_it() -> None:
     with entropy.using(env):
         assert entropy.current() is env and entropy.deterministic()
     assert entropy.current() is entropy.SYSTEM
+
+
+def _service_registration(seed: str) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+    """`vfido run --deterministic SEED --lint` (what users run): a python-fido2 registration
+    with a fixed challenge; (attestation object, status, lint answer)."""
+    from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
+    from fido2.server import Fido2Server
+
+    server = Fido2Server({"id": "example.com", "name": "Example"})
+    options, _ = server.register_begin(
+        {"id": b"alice@example.com", "name": "alice"},
+        user_verification="discouraged",
+        challenge=b"a fixed challenge, 32 bytes long",
+    )
+    extra = ["--deterministic", seed, "--lint"]
+    with VirtualKey.service(transport="unix", extra_args=extra) as key:
+        client = Fido2Client(
+            key.device,
+            client_data_collector=DefaultClientDataCollector("https://example.com"),
+            user_interaction=UserInteraction(),
+        )
+        response = client.make_credential(options["publicKey"]).response
+        return bytes(response.attestation_object), key.control("status"), key.control("lint")
+
+
+def test_vfido_run_deterministic_is_reproducible_warns_and_lints() -> None:
+    first, status, lint = _service_registration("service seed")
+    second, _, _ = _service_registration("service seed")
+    other, _, _ = _service_registration("other seed")
+    assert first == second != other
+    assert status["deterministic"] == WARNING
+    assert [f["rule"] for f in lint["findings"]] == ["user-handle-pii"]
