@@ -206,3 +206,18 @@ def test_vfido_ctl_lint_prints_escaped_findings() -> None:
         assert key.lint() == []
         again = subprocess.run(command, capture_output=True, text=True, timeout=60)
         assert again.stdout.strip() == "no findings"
+
+
+def test_dashboard_panel_shows_findings_html_escaped() -> None:
+    from vfido.ui import KeyLink, Renderer
+
+    socket = Path(tempfile.mkdtemp(prefix="vfl-")) / "k.sock"
+    with VirtualKey(lint=True, control_socket=socket) as key:
+        renderer = Renderer(KeyLink(socket))
+        assert "No findings" in renderer.render("lint")
+        register(key.client(), _rp(key), user=(b"<script>x</script>", "x"))
+        panel = renderer.render("lint")
+        assert "user-handle-pii" in panel
+        assert "<script>" not in panel and "&lt;script&gt;" in panel
+    with VirtualKey(control_socket=socket) as key:  # no lint: the panel says how to get it
+        assert "vfido run --lint" in Renderer(KeyLink(socket)).render("lint")

@@ -14,6 +14,7 @@ What it shows, each section only when the key offers the control commands it nee
   (``pending``, ``approve``, ``deny``);
 * the credentials grouped by site, with delete and public-key export (``credentials``);
 * the transaction log, each CTAP request and response decoded, secrets redacted (``log``);
+* the relying-party lint's findings (``lint``: a key run with ``--lint``);
 * switches for the presence mode and the scripted misbehaviours, applied at once.
 
 Security: the server binds 127.0.0.1 only; the ``Host`` header must name it (no DNS
@@ -81,7 +82,7 @@ ASSETS = {
     "favicon.svg": "image/svg+xml",
 }
 
-SECTIONS = ("key", "pending", "credentials", "switches", "log")
+SECTIONS = ("key", "pending", "credentials", "switches", "log", "lint")
 
 ALGORITHM_NAMES = {
     -7: "ES256",
@@ -499,6 +500,25 @@ class Renderer:
             '<th scope="col">Status</th><th scope="col">Decoded (secrets redacted)</th></tr>'
             f"</thead><tbody>{rows}</tbody></table>"
         )
+
+    # -- relying-party lint (#19) ----------------------------------------------------------
+
+    def render_lint(self) -> str:
+        if "lint" not in self.link.commands():
+            return _unavailable(
+                "This key does not lint: start it with `vfido run --lint` to see here what "
+                "the relying party sends that WebAuthn and CTAP warn against."
+            )
+        findings = self.link.call("lint").get("findings") or []
+        items = "".join(
+            f"<li><strong>{esc(f.get('rule'))}</strong>: {esc(f.get('message'))} "
+            f'<span class="idle">{esc(f.get("reference"))}</span></li>'
+            for f in findings
+            if isinstance(f, dict)
+        )
+        if not items:
+            return '<p class="idle">No findings: nothing the relying party sent was flagged.</p>'
+        return f'<ul class="lint">{items}</ul>'
 
 
 def _info_rows(link: KeyLink) -> list[tuple[str, str]]:
