@@ -25,8 +25,9 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -124,10 +125,33 @@ def ecdsa(algorithm: hashes.HashAlgorithm) -> ec.ECDSA:
     return ec.ECDSA(algorithm)
 
 
-def certificate_signing() -> dict[str, Any]:
-    """Extra arguments of ``CertificateBuilder.sign`` for an EC issuer key: RFC 6979
-    signatures with a seeded source, nothing (the library's default) otherwise."""
-    return {"ecdsa_deterministic": True} if _CURRENT.get().deterministic else {}
+#: DER AlgorithmIdentifier of ecdsa-with-SHA256 (RFC 5758 section 3.2: no parameters).
+_ECDSA_WITH_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def sign_certificate(
+    builder: x509.CertificateBuilder, issuer_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """``builder`` signed with ECDSA-SHA256 by ``issuer_key``: as the library does it with
+    the system source; with a seeded one the signature is RFC 6979 deterministic, so the
+    certificate's bytes repeat. (``CertificateBuilder.sign``'s own ``ecdsa_deterministic``
+    needs cryptography >= 45; the floor is 44, so the certificate is re-signed here: the
+    to-be-signed part, an AlgorithmIdentifier and the signature, RFC 5280 section 4.1.)"""
+    certificate = builder.sign(issuer_key, hashes.SHA256())
+    if not _CURRENT.get().deterministic:
+        return certificate
+    tbs = certificate.tbs_certificate_bytes
+    signature = issuer_key.sign(tbs, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    der = _der(0x30, tbs + _ECDSA_WITH_SHA256 + _der(0x03, b"\x00" + signature))
+    return x509.load_der_x509_certificate(der)
 
 
 def deterministic() -> bool:

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -80,7 +80,7 @@ def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
     root_key = entropy.ec_private_key(ec.SECP256R1())
     root_name = _name("Attestation Root", ROOT_CN)
     root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-    root_cert = (
+    root_cert = entropy.sign_certificate(
         x509.CertificateBuilder()
         .subject_name(root_name)
         .issuer_name(root_name)
@@ -90,12 +90,12 @@ def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(root_ski, critical=False)
-        .sign(root_key, hashes.SHA256(), **entropy.certificate_signing())
+        .add_extension(root_ski, critical=False),
+        root_key,
     )
 
     batch_key = entropy.ec_private_key(ec.SECP256R1())
-    batch_cert = (
+    batch_cert = entropy.sign_certificate(
         x509.CertificateBuilder()
         .subject_name(_name(BATCH_OU, BATCH_CN))
         .issuer_name(root_name)
@@ -115,8 +115,8 @@ def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
         .add_extension(
             x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, aaguid_extension_value(aaguid)),
             critical=False,
-        )
-        .sign(root_key, hashes.SHA256(), **entropy.certificate_signing())
+        ),
+        root_key,
     )
     # The root private key is discarded: nothing else is ever signed by it.
     batch_der = batch_key.private_bytes(
