@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextvars import Token
 from enum import IntEnum
 from typing import Any
 
@@ -51,6 +51,8 @@ from vfido.authenticator.reset import reset, selection
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
 from vfido.keystore.entropy import Entropy
+from vfido.keystore.entropy import enter as enter_entropy
+from vfido.keystore.entropy import leave as leave_entropy
 from vfido.keystore.entropy import using as using_entropy
 from vfido.keystore.store import KeyStore
 
@@ -316,16 +318,19 @@ class Authenticator:
             return _CTAP2_ONLY
         return _BOTH_PROTOCOLS
 
-    def _environment(self) -> AbstractContextManager[Entropy]:
+    def _enter(self) -> Token[Entropy]:
         """Enter the key's entropy source for one request (and tick a request clock)."""
         if self._begin_request is not None:
             self._begin_request()
-        return using_entropy(self._entropy)
+        return enter_entropy(self._entropy)
 
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
-        with self._environment():
+        token = self._enter()
+        try:
             return self._handle_cbor(request, transaction)
+        finally:
+            leave_entropy(token)
 
     def _handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
@@ -361,8 +366,11 @@ class Authenticator:
 
     def handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_MSG (CTAP1/U2F APDU) via authenticator.ctap1."""
-        with self._environment():
+        token = self._enter()
+        try:
             return self._handle_msg(apdu, transaction)
+        finally:
+            leave_entropy(token)
 
     def _handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         if self._services.behaviours.current().versions == FIDO_2_0:
