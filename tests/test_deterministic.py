@@ -315,6 +315,13 @@ def _service_registration(seed: str) -> tuple[bytes, dict[str, Any], dict[str, A
             user_interaction=UserInteraction(),
         )
         response = client.make_credential(options["publicKey"]).response
+        shown = subprocess.run(
+            [sys.executable, "-m", "vfido", "status", "--socket", str(key.control_socket)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0 and WARNING in shown.stdout, shown.stderr
         return bytes(response.attestation_object), key.control("status"), key.control("lint")
 
 

@@ -336,6 +336,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
     print(f"key:           {answer.get('name', path.stem)} (pid {answer.get('pid')})")
+    if answer.get("deterministic"):  # a seeded key (#19): its keys follow from the seed
+        print(visible(str(answer["deterministic"])))
     print(f"control:       {path}")
     if answer.get("transport") == "uhid":
         print(f"transport:     uhid, {answer.get('hidraw') or 'no hidraw node yet'}")
