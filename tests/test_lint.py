@@ -27,6 +27,8 @@ from vfido.api import VirtualKey, VirtualKeyError
 from vfido.authenticator.config import Config
 from vfido.lint import RULES, Finding, Linter, format_findings
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture
 def key() -> Iterator[VirtualKey]:
@@ -221,3 +223,37 @@ def test_dashboard_panel_shows_findings_html_escaped() -> None:
         assert "<script>" not in panel and "&lt;script&gt;" in panel
     with VirtualKey(control_socket=socket) as key:  # no lint: the panel says how to get it
         assert "vfido run --lint" in Renderer(KeyLink(socket)).render("lint")
+
+
+LINTED_RP_TEST = """
+import os
+
+from fido2.server import Fido2Server
+
+server = Fido2Server({"id": "example.com", "name": "Example"})
+
+
+def register(key, user_id):
+    options, state = server.register_begin({"id": user_id, "name": "alice"})
+    response = key.client("https://example.com").make_credential(options["publicKey"])
+    server.register_complete(state, response)
+
+
+def test_clean(vfido_lint_key):
+    register(vfido_lint_key, os.urandom(32))
+
+
+def test_email_in_user_handle(vfido_lint_key):
+    register(vfido_lint_key, b"alice@example.com")
+"""
+
+
+def test_pytest_fixture_fails_the_test_on_findings(pytester: pytest.Pytester) -> None:
+    """An outside project's suite: the clean test passes, the one whose RP puts an e-mail
+    address in user.id fails (at teardown) with the finding."""
+    pytester.makepyfile(test_linted_rp=LINTED_RP_TEST)
+    result = pytester.runpytest(
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "vfido.pytest_plugin"
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*relying-party lint found 1 problem*", "*user-handle-pii*"])
