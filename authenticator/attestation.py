@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vfido.authenticator.cose import ES256, MLDSA_ALGORITHMS, CredentialKey
+from vfido.keystore import entropy
 from vfido.keystore.store import DeviceIdentity
 
 FORMATS: tuple[str, ...] = ("packed", "self", "none")
@@ -72,7 +73,7 @@ def batch_certificate(identity: DeviceIdentity) -> bytes:
 
 def sign_with_batch_key(identity: DeviceIdentity, data: bytes) -> bytes:
     """DER ECDSA-SHA256 signature of ``data`` by the batch key."""
-    return batch_key(identity).sign(data, ec.ECDSA(hashes.SHA256()))
+    return batch_key(identity).sign(data, entropy.ecdsa(hashes.SHA256()))
 
 
 def make_attestation(

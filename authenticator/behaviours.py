@@ -83,6 +83,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vfido.keystore import entropy
 from vfido.keystore.store import DeviceIdentity
 
 #: A value as it arrives from JSON or the command line.
@@ -478,7 +479,7 @@ MISBEHAVIOUR_ROOT_CN = "vfido Misbehaviour Test Root CA (not trusted)"
 
 @functools.lru_cache(maxsize=1)
 def _misbehaviour_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = entropy.ec_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
@@ -487,13 +488,13 @@ def _misbehaviour_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
             x509.NameAttribute(NameOID.COMMON_NAME, MISBEHAVIOUR_ROOT_CN),
         ]
     )
-    now = datetime.datetime.now(datetime.UTC)
+    now = entropy.utc_now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(entropy.x509_serial())
         .not_valid_before(now - datetime.timedelta(days=3 * 365))
         .not_valid_after(now + datetime.timedelta(days=10 * 365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -518,8 +519,8 @@ def misbehaviour_root() -> bytes:
 def _rogue_material(aaguid: bytes, expired: bool) -> tuple[bytes, bytes]:
     """(batch key PKCS#8 DER, batch certificate DER) issued by the misbehaviour CA."""
     ca_key, ca_cert = _misbehaviour_ca()
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
+    key = entropy.ec_private_key(ec.SECP256R1())
+    now = entropy.utc_now()
     if expired:
         not_before, not_after = (
             now - datetime.timedelta(days=730),
@@ -546,7 +547,7 @@ def _rogue_material(aaguid: bytes, expired: bool) -> tuple[bytes, bytes]:
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(entropy.x509_serial())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)

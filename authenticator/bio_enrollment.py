@@ -28,7 +28,6 @@ CBOR ``{templateId: {1: friendlyName, 2: finger}}``. Built-in UV is *enabled* (g
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from vfido.authenticator.env import (
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
+from vfido.keystore import entropy
 from vfido.keystore.store import KeyStore, KeystoreFull
 
 #: modality fingerprint (6.7.1).
@@ -355,7 +355,7 @@ class BioEnrollment:
         # 6.7.3 enrollBegin
         if len(self._templates.all()) >= MAX_TEMPLATES:
             raise CtapError(CtapStatus.FP_DATABASE_FULL)
-        template_id = os.urandom(TEMPLATE_ID_SIZE)
+        template_id = entropy.random_bytes(TEMPLATE_ID_SIZE)
         placed = self._sensor.finger
         finger = placed if placed not in (None, UNKNOWN_FINGER) else f"finger-{template_id.hex()}"
         assert finger is not None

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import os
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from vfido.authenticator.persistent_token import reset_updates as reset_persiste
 from vfido.authenticator.pin_policy import check_pin_complexity
 from vfido.authenticator.pin_protocol import PinProtocol, new_protocols
 from vfido.authenticator.pin_token import Permission, PinUvAuthToken
+from vfido.keystore import entropy
 from vfido.keystore.store import KeyStore, KeystoreFull
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,7 @@ class ClientPin:
         return pin
 
     def _store_pin(self, pin: str) -> None:
-        salt = os.urandom(16)
+        salt = entropy.random_bytes(16)
         self._put(
             {
                 _HASH: salt + _salted(pin_hash16(pin), salt),

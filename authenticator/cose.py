@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from fido2 import cose
 
+from vfido.keystore import entropy
+
 ES256 = -7
 EDDSA = -8
 ES384 = -35
@@ -281,13 +283,14 @@ class CredentialKey:
     @classmethod
     def generate(cls, algorithm: int) -> CredentialKey:
         if algorithm in _EC_CURVES:
-            return cls(algorithm, ec.generate_private_key(_EC_CURVES[algorithm][0]))
+            return cls(algorithm, entropy.ec_private_key(_EC_CURVES[algorithm][0]))
         if algorithm in _EDDSA_ALGORITHMS:
-            return cls(algorithm, ed25519.Ed25519PrivateKey.generate())
+            return cls(algorithm, entropy.current().ed25519_private_key())
         if algorithm in _RSA_PADDING:
-            return cls(algorithm, rsa.generate_private_key(_RSA_E, _RSA_BITS))
+            return cls(algorithm, entropy.current().rsa_private_key(_RSA_E, _RSA_BITS))
         if algorithm in MLDSA_ALGORITHMS:
-            return cls(algorithm, _mldsa_class(algorithm).generate())
+            seed = entropy.random_bytes(MLDSA_SEED_SIZE)  # = generate() (FIPS 204 KeyGen)
+            return cls(algorithm, _mldsa_class(algorithm).from_seed_bytes(seed))
         raise UnsupportedAlgorithm(algorithm)
 
     def private_bytes(self) -> bytes:
@@ -391,8 +394,25 @@ class CredentialKey:
         return self._key.public_key()
 
     def sign(self, data: bytes) -> bytes:
-        """Sign as WebAuthn expects (see :meth:`_bind_signer`)."""
+        """Sign as WebAuthn expects (see :meth:`_bind_signer`); with a seeded entropy
+        source, reproducibly (:func:`_sign_deterministic`)."""
+        if entropy.deterministic():
+            return _sign_deterministic(self, data)
         return self._signer(data)
 
     def __repr__(self) -> str:
         return f"CredentialKey(algorithm={self.algorithm})"
+
+
+def _sign_deterministic(key: CredentialKey, data: bytes) -> bytes:
+    """The same signature for the same key and data (a seeded key, for tests): RFC 6979
+    ECDSA, PS256 with its salt from the seed; EdDSA and RS256 are deterministic anyway;
+    ML-DSA signs hedged (its signatures differ; see authenticator/deterministic.py)."""
+    private = key._key
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return private.sign(data, entropy.ecdsa(_EC_CURVES[key.algorithm][1]))
+    if key.algorithm == PS256 and isinstance(private, rsa.RSAPrivateKey):
+        from vfido.authenticator.deterministic import pss_sha256_sign
+
+        return pss_sha256_sign(private, data, entropy.random_bytes(32))
+    return key._signer(data)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextvars import Token
 from typing import Any
 
 from vfido.authenticator import cbor
@@ -56,6 +58,11 @@ from vfido.authenticator.get_info import build_info
 from vfido.authenticator.large_blobs import LargeBlobs
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
+from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
+from vfido.keystore.entropy import Entropy
+from vfido.keystore.entropy import enter as enter_entropy
+from vfido.keystore.entropy import leave as leave_entropy
+from vfido.keystore.entropy import using as using_entropy
 from vfido.keystore.store import KeyStore
 
 log = logging.getLogger(__name__)
@@ -107,10 +114,17 @@ class Authenticator:
         clock: Clock = _DEFAULT_CLOCK,
         user_verifier: UserVerifier | None = None,
         behaviours: Behaviours | None = None,
+        entropy: Entropy = SYSTEM_ENTROPY,
     ) -> None:
         """``user_verifier``: built-in UV when ``config.builtin_uv``; defaults to the
         presence front end if it has ``verify_user``. ``behaviours``: scripted misbehaviour
-        (see :mod:`vfido.authenticator.behaviours`), shared with whoever changes it at run time."""
+        (see :mod:`vfido.authenticator.behaviours`), shared with whoever changes it at run time.
+        ``entropy``: where every random value comes from, entered around each request
+        (:mod:`vfido.keystore.entropy`; a seeded one is also the ``clock``, see
+        :mod:`vfido.authenticator.deterministic`). Construct the key inside
+        ``entropy.using(...)`` too, so its PIN protocol keys come from the same source."""
+        self._entropy = entropy
+        self._begin_request: Callable[[], None] | None = getattr(clock, "begin_request", None)
         behaviours = behaviours if behaviours is not None else Behaviours()
         if config.builtin_uv:
             if user_verifier is None and callable(getattr(presence, "verify_user", None)):
@@ -217,8 +231,21 @@ class Authenticator:
             return _CTAP2_ONLY
         return _BOTH_PROTOCOLS
 
+    def _enter(self) -> Token[Entropy]:
+        """Enter the key's entropy source for one request (and tick a request clock)."""
+        if self._begin_request is not None:
+            self._begin_request()
+        return enter_entropy(self._entropy)
+
     def handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_CBOR payload with status byte (+ CBOR response map)."""
+        token = self._enter()
+        try:
+            return self._handle_cbor(request, transaction)
+        finally:
+            leave_entropy(token)
+
+    def _handle_cbor(self, request: bytes, transaction: RequestContext) -> bytes:
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
         self._ctap1.cancel_presence()
         behaviours = self._services.behaviours.current()
@@ -254,6 +281,13 @@ class Authenticator:
 
     def handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         """Answer a CTAPHID_MSG (CTAP1/U2F APDU) via authenticator.ctap1."""
+        token = self._enter()
+        try:
+            return self._handle_msg(apdu, transaction)
+        finally:
+            leave_entropy(token)
+
+    def _handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         if self._services.behaviours.current().versions == FIDO_2_0:
             return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
         with self._lock:
@@ -277,6 +311,10 @@ class Authenticator:
 
     def power_cycle(self) -> None:
         """Unplug + replug: forget runtime state and reopen the reset window."""
+        with using_entropy(self._entropy):  # new PIN protocol keys
+            self._power_cycle()
+
+    def _power_cycle(self) -> None:
         self._services.runtime.power_cycle(self._services.clock.monotonic())
         self._client_pin.power_cycle()
         end_all(self._parts)

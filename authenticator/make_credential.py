@@ -14,7 +14,6 @@ what WebAuthn relying parties expect from a per-credential counter.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from vfido.authenticator.attestation import make_attestation
@@ -52,20 +51,18 @@ from vfido.authenticator.persistent_token import note_credential_change
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
 from vfido.authenticator.responses import MakeCredentialResponse
-
-# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it (the steps
-# shared with getAssertion moved to shared_steps; import them from there).
-from vfido.authenticator.shared_steps import builtin_uv as builtin_uv
-from vfido.authenticator.shared_steps import check_pin_uv_auth_param as check_pin_uv_auth_param
-from vfido.authenticator.shared_steps import collect_presence as collect_presence
-from vfido.authenticator.shared_steps import enforce_always_uv as enforce_always_uv
-from vfido.authenticator.shared_steps import perform_user_verification as perform_user_verification
-from vfido.authenticator.shared_steps import pin_probe as pin_probe
-from vfido.authenticator.shared_steps import verify_pin_uv_auth_param as verify_pin_uv_auth_param
+from vfido.authenticator.shared_steps import (
+    check_pin_uv_auth_param,
+    collect_presence,
+    enforce_always_uv,
+    perform_user_verification,
+    pin_probe,
+)
 from vfido.authenticator.sign_extension import PREVIEW_SIGN, GenerateKeyInput
 from vfido.authenticator.sign_extension import generate_key as generate_sign_key
 from vfido.authenticator.sign_extension import unsigned_output as sign_unsigned_output
 from vfido.authenticator.state import Services, ask_presence
+from vfido.keystore import entropy
 from vfido.keystore.store import CredentialRecord, KeystoreFull
 
 log = logging.getLogger(__name__)
@@ -258,7 +255,7 @@ def make_credential(
     # largeBlobKey: discoverable credentials only (section 12.3); platforms
     # (python-fido2 among them) send it regardless, so a server-side credential
     # simply gets none and the client reports largeBlob unsupported.
-    large_blob_key = os.urandom(32) if ext.large_blob_key and rk else None
+    large_blob_key = entropy.random_bytes(32) if ext.large_blob_key and rk else None
 
     # Step 16: generate the credential key pair.
     key = CredentialKey.generate(algorithm)

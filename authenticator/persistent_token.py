@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from vfido.keystore import entropy
 from vfido.keystore.store import KeyStore
 
 #: Keystore state rows (erased by authenticatorReset with everything else).
@@ -96,7 +96,7 @@ def encrypt_info_member(token: bytes, label: bytes, value: bytes) -> bytes:
     """``iv || AES-128-CBC`` of a 16-byte ``value`` under the key HKDF derives from
     ``token`` with ``label`` (b"encIdentifier" or b"encCredStoreState")."""
     key = HKDF(algorithm=hashes.SHA256(), length=16, salt=bytes(32), info=label).derive(token)
-    iv = os.urandom(16)
+    iv = entropy.random_bytes(16)
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     return iv + encryptor.update(value) + encryptor.finalize()
 

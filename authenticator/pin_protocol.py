@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.keystore import entropy
 
 # COSE_Key labels and values for the key-agreement key (section 6.5.6: alg -25,
 # "ECDH-ES+HKDF-256", even though the KDF depends on the protocol).
@@ -60,14 +60,14 @@ class PinProtocol:
     auth_param_length = 16
 
     def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._key = entropy.ec_private_key(ec.SECP256R1())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
     def regenerate(self) -> None:
         """A new key-agreement key pair (power-up, and after a PIN is set or changed)."""
-        self._key = ec.generate_private_key(ec.SECP256R1())
+        self._key = entropy.ec_private_key(ec.SECP256R1())
 
     def get_public_key(self) -> dict[int, Any]:
         numbers = self._key.public_key().public_numbers()
@@ -123,7 +123,7 @@ class PinProtocolV2(PinProtocol):
         return key[32:] if len(key) == 64 else key
 
     def encrypt(self, key: bytes, plaintext: bytes) -> bytes:
-        iv = os.urandom(16)
+        iv = entropy.random_bytes(16)
         return iv + _aes_cbc(self._aes_key(key), iv, plaintext, encrypt=True)
 
     def decrypt(self, key: bytes, ciphertext: bytes) -> bytes:

@@ -5,12 +5,12 @@ Runtime only: tokens never touch the keystore and die with a power cycle.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import IntFlag
 
 from vfido.authenticator.env import Clock
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.keystore import entropy
 
 
 class Permission(IntFlag):
@@ -38,7 +38,7 @@ class PinUvAuthToken:
     """The one pinUvAuthToken shared by both PIN/UV auth protocols."""
 
     clock: Clock
-    value: bytes = field(default_factory=lambda: os.urandom(32), repr=False)
+    value: bytes = field(default_factory=lambda: entropy.random_bytes(32), repr=False)
     permissions: Permission = Permission.NONE
     rp_id: str | None = None
     in_use: bool = False
@@ -52,7 +52,7 @@ class PinUvAuthToken:
 
     def reset(self) -> None:
         """resetPinUvAuthToken(): a fresh random value, nothing granted."""
-        self.value = os.urandom(32)
+        self.value = entropy.random_bytes(32)
         self.generation += 1
         self.stop_using()
 

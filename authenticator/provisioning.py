@@ -11,7 +11,6 @@ credential IDs can carry).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from vfido.authenticator.credential_source import (
     encode_credential_id,
     imported_id_state_key,
 )
+from vfido.keystore import entropy
 from vfido.keystore.store import CredentialRecord, KeyStore
 
 #: COSE_Key labels and values (RFC 9052/9053).
@@ -251,7 +251,7 @@ def add_credential(
                 user_display_name=user_display_name,
                 cred_protect=cred_protect,
                 # As makeCredential would: largeBlobKey for discoverable credentials.
-                large_blob_key=os.urandom(32),
+                large_blob_key=entropy.random_bytes(32),
                 backup_eligible=eligible,
                 backup_state=backed_up,
             )

@@ -11,10 +11,10 @@ made it. :func:`unseal` returns ``None`` for anything that does not authenticate
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vfido.keystore import entropy
 
 VERSION = 0x01
 NONCE_SIZE = 12
@@ -34,7 +34,7 @@ def _check_key(key: bytes) -> None:
 def seal(key: bytes, rp_id_hash: bytes, plaintext: bytes) -> bytes:
     """Encrypt ``plaintext`` into a credential ID bound to ``rp_id_hash``."""
     _check_key(key)
-    nonce = os.urandom(NONCE_SIZE)
+    nonce = entropy.random_bytes(NONCE_SIZE)
     aad = _VERSION_BYTE + rp_id_hash
     return _VERSION_BYTE + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 

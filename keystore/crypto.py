@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from vfido.keystore import entropy
 
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -75,11 +76,11 @@ def derive_into(kdf: _DeriveInto, key_material: bytes | bytearray, out: bytearra
 
 
 def new_master_key() -> bytearray:
-    return bytearray(os.urandom(KEY_SIZE))
+    return bytearray(entropy.random_bytes(KEY_SIZE))
 
 
 def wrap_master_key(kek: bytes | bytearray, master_key: bytes | bytearray) -> bytes:
-    nonce = os.urandom(NONCE_SIZE)
+    nonce = entropy.random_bytes(NONCE_SIZE)
     return nonce + AESGCM(kek).encrypt(nonce, bytes(master_key), _WRAP_AAD)
 
 
@@ -185,7 +186,7 @@ class RecordKeys:
         return mac.digest()
 
     def encrypt(self, table: str, row: tuple[bytes, ...], plaintext: bytes) -> bytes:
-        nonce = os.urandom(NONCE_SIZE)
+        nonce = entropy.random_bytes(NONCE_SIZE)
         aad = _lp(table.encode("ascii"), *row)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 

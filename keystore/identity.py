@@ -15,15 +15,15 @@ requirements (WebAuthn Level 2, section 8.2.1):
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import replace
 
 import cbor2
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from vfido.keystore import entropy
 from vfido.keystore.store import DeviceIdentity
 
 AAGUID_SIZE = 16
@@ -74,33 +74,33 @@ def aaguid_extension_value(aaguid: bytes) -> bytes:
 
 def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
     """(batch key PKCS#8 DER, batch cert DER, root cert DER)."""
-    not_before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    not_before = entropy.utc_now() - datetime.timedelta(days=1)
     not_after = not_before + _VALIDITY
 
-    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_key = entropy.ec_private_key(ec.SECP256R1())
     root_name = _name("Attestation Root", ROOT_CN)
     root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-    root_cert = (
+    root_cert = entropy.sign_certificate(
         x509.CertificateBuilder()
         .subject_name(root_name)
         .issuer_name(root_name)
         .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(entropy.x509_serial())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(root_ski, critical=False)
-        .sign(root_key, hashes.SHA256())
+        .add_extension(root_ski, critical=False),
+        root_key,
     )
 
-    batch_key = ec.generate_private_key(ec.SECP256R1())
-    batch_cert = (
+    batch_key = entropy.ec_private_key(ec.SECP256R1())
+    batch_cert = entropy.sign_certificate(
         x509.CertificateBuilder()
         .subject_name(_name(BATCH_OU, BATCH_CN))
         .issuer_name(root_name)
         .public_key(batch_key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(entropy.x509_serial())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -115,8 +115,8 @@ def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
         .add_extension(
             x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, aaguid_extension_value(aaguid)),
             critical=False,
-        )
-        .sign(root_key, hashes.SHA256())
+        ),
+        root_key,
     )
     # The root private key is discarded: nothing else is ever signed by it.
     batch_der = batch_key.private_bytes(
@@ -134,13 +134,13 @@ def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
 def new_identity(aaguid: bytes | None = None) -> DeviceIdentity:
     """A fresh device identity (random AAGUID unless given)."""
     if aaguid is None:
-        aaguid = os.urandom(AAGUID_SIZE)
+        aaguid = entropy.random_bytes(AAGUID_SIZE)
     if len(aaguid) != AAGUID_SIZE:
         raise ValueError("AAGUID must be 16 bytes")
     attestation_key, batch_cert, root_cert = _make_chain(aaguid)
     return DeviceIdentity(
         aaguid=aaguid,
-        credential_key=os.urandom(CREDENTIAL_KEY_SIZE),
+        credential_key=entropy.random_bytes(CREDENTIAL_KEY_SIZE),
         attestation_key=attestation_key,
         attestation_chain=(batch_cert, root_cert),
     )
@@ -148,7 +148,7 @@ def new_identity(aaguid: bytes | None = None) -> DeviceIdentity:
 
 def rotate_credential_key(identity: DeviceIdentity) -> DeviceIdentity:
     """The same identity with a new random credential key (for authenticatorReset)."""
-    return replace(identity, credential_key=os.urandom(CREDENTIAL_KEY_SIZE))
+    return replace(identity, credential_key=entropy.random_bytes(CREDENTIAL_KEY_SIZE))
 
 
 # --- serialization (used by the keystore to store the identity) -------------

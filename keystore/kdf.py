@@ -10,12 +10,12 @@ change. The defaults follow RFC 9106's second recommended option (64 MiB,
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
+from vfido.keystore import entropy
 from vfido.keystore.crypto import derive_into
 
 ALGORITHM = "argon2id"
@@ -65,7 +65,9 @@ class KdfParams:
 
     def with_fresh_salt(self) -> KdfParams:
         """The same costs with a new random salt."""
-        return KdfParams(self.memory_kib, self.iterations, self.lanes, os.urandom(SALT_SIZE))
+        return KdfParams(
+            self.memory_kib, self.iterations, self.lanes, entropy.random_bytes(SALT_SIZE)
+        )
 
     def at_least_defaults(self) -> KdfParams:
         """Each cost raised to the current default where it is lower, with a new random salt
@@ -74,7 +76,7 @@ class KdfParams:
             max(self.memory_kib, DEFAULT_MEMORY_KIB),
             max(self.iterations, DEFAULT_ITERATIONS),
             max(self.lanes, DEFAULT_LANES),
-            os.urandom(SALT_SIZE),
+            entropy.random_bytes(SALT_SIZE),
         )
 
     def check_untrusted(self) -> None:
@@ -132,14 +134,14 @@ def new_params(
         raise KdfParamsError(f"Argon2id memory cost must be at least {MIN_MEMORY_KIB} KiB")
     if iterations < 1 or lanes < 1:
         raise KdfParamsError("Argon2id iterations and lanes must be at least 1")
-    params = KdfParams(memory_kib, iterations, lanes, os.urandom(SALT_SIZE))
+    params = KdfParams(memory_kib, iterations, lanes, entropy.random_bytes(SALT_SIZE))
     params._check()
     return params
 
 
 def insecure_test_params() -> KdfParams:
     """Very cheap parameters FOR TESTS ONLY (a few KiB, one pass)."""
-    return KdfParams(memory_kib=64, iterations=1, lanes=1, salt=os.urandom(SALT_SIZE))
+    return KdfParams(memory_kib=64, iterations=1, lanes=1, salt=entropy.random_bytes(SALT_SIZE))
 
 
 def derive_key(passphrase: str, params: KdfParams) -> bytearray:

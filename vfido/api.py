@@ -46,6 +46,7 @@ from fido2.ctap2.pin import ClientPin
 from fido2.hid import CtapHidDevice
 from fido2.utils import websafe_decode
 
+from vfido import reproducible
 from vfido.authenticator.behaviours import Behaviours, RawValue
 from vfido.authenticator.config import Config
 from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
@@ -54,6 +55,8 @@ from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
 from vfido.presence.broker import PresenceBroker, broker_for
 from vfido.presence.modes import TOOLKIT_MODES
+from vfido.lint import Finding, Linter
+from vfido.reproducible import SeededEnvironment
 from vfido.transport_choice import UDP_INSECURE_FLAG
 from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS
 from vfido.transport_kinds.inprocess import InProcessTransport
@@ -290,6 +293,11 @@ class VirtualKey:
     :class:`vfido.authenticator.config.Config` (the named options override its fields);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
+    ``seed``: a reproducible key, FOR TESTS ONLY (``vfido run --deterministic``): every
+    random value and the clock follow from the seed, so the same requests get
+    byte-identical answers; it warns on stderr and refuses ``keystore``/``store``.
+    ``lint``: check what relying parties send (:mod:`vfido.lint`; :meth:`lint` reads the
+    findings); ``lint_origin`` (implies ``lint``): the RP's origin, to check RP IDs against.
     ``control_socket``: also serve the key's control socket there (the commands of
     :mod:`vfido.control.commands`: ``vfido ctl --socket PATH ...``, :meth:`controller`).
 
@@ -324,6 +332,9 @@ class VirtualKey:
         serial: str | None = None,
         name: str = "vfido virtual FIDO2 key",
         control_socket: str | os.PathLike[str] | None = None,
+        seed: str | bytes | None = None,
+        lint: bool = False,
+        lint_origin: str | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}")
@@ -333,6 +344,14 @@ class VirtualKey:
             raise ValueError("a keystore directory needs its passphrase")
         if pin is not None and len(pin.encode()) < 4:
             raise ValueError("a PIN has at least 4 characters")
+        #: The relying-party lint (``lint=True``), else None.
+        self.linter: Linter | None = Linter(lint_origin) if lint or lint_origin else None
+        #: A seeded key's randomness and clock (``seed``), else None.
+        self.seeded: SeededEnvironment | None = None
+        if seed is not None:
+            self.seeded = reproducible.environment(
+                seed, persistent=store is not None or keystore is not None
+            )
         self.config = _config(
             config,
             uv=default_uv(uv, pin=pin, config=config),
@@ -404,7 +423,7 @@ class VirtualKey:
         if self._store is not None:
             return self._store
         if self.keystore_dir is None:
-            return SqliteKeyStore.ephemeral()
+            return reproducible.build(self.seeded, SqliteKeyStore.ephemeral)
         passphrase, self._passphrase = self._passphrase, None  # not kept once used
         assert passphrase is not None
         if SqliteKeyStore.exists(self.keystore_dir):
@@ -442,6 +461,8 @@ class VirtualKey:
             behaviours=self.behaviours,
             info=info,
             webauthn_options=self.webauthn_options,
+            seeded=self.seeded,
+            linter=self.linter,
         )
         self._authenticator = key.device
         try:
@@ -573,6 +594,17 @@ class VirtualKey:
         hex), ``"unknown"`` (a finger never enrolled), or None (auto: the first enrolled
         finger; a new one when enrolling). See :mod:`vfido.authenticator.bio_enrollment`."""
         self.authenticator.sensor.place(finger)
+
+    def lint(self, *, clear: bool = False) -> list[Finding]:
+        """The relying-party lint's findings so far (``clear``: then forget them); print
+        ``vfido.lint.format_findings(...)`` (escaped: findings quote what the RP sent).
+        Raises :class:`VirtualKeyError` for a key made without ``lint=True``."""
+        if self.linter is None:
+            raise VirtualKeyError("this key does not lint: make it with VirtualKey(lint=True)")
+        findings = self.linter.findings()
+        if clear:
+            self.linter.clear()
+        return findings
 
     def power_cycle(self) -> None:
         """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""

@@ -38,7 +38,10 @@ from vfido.transport_kinds import (
 if TYPE_CHECKING:
     from vfido.control.commands import KeyParts
     from vfido.control.server import ControlServer
+    from vfido.lint import Linter
+    from vfido.reproducible import SeededEnvironment
     from vfido.trace import TraceRecorder
+    from vfido.transports.handler import CtapHandler
     from vfido.virtual_authenticator import AuthenticatorOptions
 
 __all__ = [
@@ -99,6 +102,8 @@ class Key:
         trace: TraceRecorder | None = None,
         info: Mapping[str, Any] | None = None,
         webauthn_options: AuthenticatorOptions | None = None,
+        seeded: SeededEnvironment | None = None,
+        linter: Linter | None = None,
     ) -> None:
         self.kind = transport_kind(options.kind)
         self.store = store
@@ -109,11 +114,27 @@ class Key:
         #: ``status`` fields of the application (name, keystore, presence_timeout).
         self.info = dict(info or {})
         self.webauthn_options = webauthn_options
-        self.device = Authenticator(store, presence, config, behaviours=behaviours)
-        if trace is None:
-            self.transport = self.kind.open(Wiring(options, self.device, store))
+        #: A reproducible key's randomness and clock (``--deterministic``), else None.
+        self.seeded = seeded
+        #: The relying-party lint watching every request (``--lint``), else None.
+        self.linter = linter
+        if seeded is None:
+            self.device = Authenticator(store, presence, config, behaviours=behaviours)
         else:
-            wiring = Wiring(options, trace.wrap(self.device), store, trace.packet)
+            from vfido.reproducible import WARNING, build
+
+            self.info["deterministic"] = WARNING
+            self.device = build(
+                seeded,
+                lambda: Authenticator(
+                    store, presence, config, clock=seeded, behaviours=behaviours, entropy=seeded
+                ),
+            )
+        handler: CtapHandler = self.device if linter is None else linter.wrap(self.device)
+        if trace is None:
+            self.transport = self.kind.open(Wiring(options, handler, store))
+        else:
+            wiring = Wiring(options, trace.wrap(handler), store, trace.packet)
             self.transport = self.kind.open(wiring)
         from vfido.control.commands import KeyParts
 
@@ -145,7 +166,7 @@ class Key:
         from vfido.control.server import ControlServer
 
         server = ControlServer(path)
-        register_commands(server, self.parts, self.status, self.trace)
+        register_commands(server, self.parts, self.status, self.trace, self.linter)
         return server
 
     def start(self) -> None:

@@ -17,6 +17,9 @@ built-in user verification, so userVerification "preferred" works; unplugged aft
     readable and writable (set ``VFIDO_REQUIRE_UHID=1`` to fail instead).
 ``vfido_key_factory``
     ``vfido_key_factory(**options)`` starts more keys (any :class:`VirtualKey` option).
+``vfido_lint_key``
+    ``vfido_key`` with the relying-party lint on (:mod:`vfido.lint`): the test fails if the
+    RP it drives reuses a challenge, puts an e-mail address in user.id...
 
 The marker ``@pytest.mark.vfido(**options)`` passes :class:`VirtualKey` options to
 ``vfido_key`` and ``vfido_hid_key``, e.g. ``@pytest.mark.vfido(pin="1234", presence="manual")``
@@ -103,3 +106,26 @@ def vfido_hid_key(
     options = _marker_options(request)
     options["transport"] = "uhid"
     return vfido_key_factory(**options)
+
+
+@pytest.fixture
+def vfido_lint_key(
+    request: pytest.FixtureRequest, vfido_key_factory: Callable[..., VirtualKey]
+) -> Iterator[VirtualKey]:
+    """:func:`vfido_key` with the relying-party lint on (:mod:`vfido.lint`): the test fails
+    (at teardown) if the RP under test sent anything the lint flags, with one escaped line
+    per finding. ``@pytest.mark.vfido(lint_origin="https://...")`` also checks RP IDs
+    against the origin."""
+    from vfido.lint import format_findings
+
+    options = _marker_options(request)
+    options.setdefault("lint", True)
+    key = vfido_key_factory(**options)
+    yield key
+    findings = key.lint()
+    if findings:
+        pytest.fail(
+            f"the vfido relying-party lint found {len(findings)} problem(s):\n"
+            + format_findings(findings),
+            pytrace=False,
+        )

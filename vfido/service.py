@@ -27,6 +27,8 @@ from vfido.transport_kinds import (
 from vfido.transports.handler import CtapHandler
 
 if TYPE_CHECKING:
+    from vfido.lint import Linter
+    from vfido.reproducible import SeededEnvironment
     from vfido.control import ControlServer
     from vfido.trace import TraceRecorder
 
@@ -83,6 +85,8 @@ def run(
     trace: TraceRecorder | None = None,
     behaviours: Behaviours | None = None,
     notices: Sequence[str] = (),
+    seeded: SeededEnvironment | None = None,
+    linter: Linter | None = None,
 ) -> None:
     """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
 
@@ -96,9 +100,21 @@ def run(
     second key with the same name fails before creating a device. ``behaviours``: the
     scripted misbehaviour in force at start (the control socket's ``behaviours`` command
     changes it); every control command is listed in :mod:`vfido.control.commands`.
+    ``seeded``: a reproducible key's randomness and clock (:mod:`vfido.reproducible`).
+    ``linter``: the relying-party lint sees every request (``lint`` control command).
     """
     stop = stop or threading.Event()
-    key = build_key(store, presence, config, options, behaviours=behaviours, trace=trace, info=info)
+    key = build_key(
+        store,
+        presence,
+        config,
+        options,
+        behaviours=behaviours,
+        trace=trace,
+        info=info,
+        seeded=seeded,
+        linter=linter,
+    )
     log.debug("post-quantum ML-DSA: %s", mldsa_status(config))
     control: ControlServer | None = None
     if control_path is not None:

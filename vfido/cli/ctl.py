@@ -57,6 +57,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     path = key.path
     print(f"key:           {answer.get('name', path.stem)} (pid {answer.get('pid')})")
+    if answer.get("deterministic"):  # a seeded key (#19): its keys follow from the seed
+        print(_visible(str(answer["deterministic"])))
     print(f"control:       {path}")
     from vfido.transport_kinds import TRANSPORT_KINDS
 
@@ -282,6 +284,22 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from vfido.lint import Finding, format_findings
+
+    with _controller(args) as key:
+        answer = key.call("lint", clear=args.clear)
+    if args.json:
+        print_json(answer)
+    else:
+        try:
+            findings = [Finding.from_json(item) for item in answer.get("findings", [])]
+        except (ValueError, AttributeError) as exc:
+            raise CtlError(f"the key answered an unreadable lint: {exc}") from None
+        print(format_findings(findings))
+    return 1 if args.strict and answer.get("findings") else 0
+
+
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
         call_args = json.loads(args.arguments) if args.arguments else {}
@@ -406,6 +424,12 @@ def register(sub: Subparsers) -> None:
     q.add_argument("--since", type=int, help="only records after this sequence number")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_cmd_log)
+
+    q = csub.add_parser("lint", help="the relying-party lint's findings (a key run with --lint)")
+    q.add_argument("--clear", action="store_true", help="then forget them")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--strict", action="store_true", help="exit status 1 if there are findings")
+    q.set_defaults(func=_cmd_lint)
 
     q = csub.add_parser(
         "webauthn", help="the W3C WebDriver virtual-authenticator commands, same JSON shapes"

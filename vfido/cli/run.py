@@ -7,7 +7,7 @@ import dataclasses
 import errno
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vfido.cli.common import (
     ATTESTATIONS,
@@ -25,6 +25,7 @@ from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
     from vfido.authenticator.config import Config
+    from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.presence import PresenceBroker
 
 log = logging.getLogger("vfido")
@@ -39,6 +40,23 @@ def presence_broker(args: argparse.Namespace) -> PresenceBroker:
         return broker_for(args.presence, args.presence_delay)
     except PresenceModeError as exc:
         raise CliError(str(exc)) from None
+
+
+def _linter(args: argparse.Namespace) -> Any:
+    """The relying-party lint of ``--lint`` (None without: it costs nothing when off)."""
+    if not args.lint and args.lint_origin is None:
+        return None
+    from vfido.lint import Linter
+
+    return Linter(origin=args.lint_origin)
+
+
+def seeded_store(seeded: Any) -> SqliteKeyStore:
+    """The ephemeral keystore of a ``--deterministic`` key (its identity from the seed)."""
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+    from vfido.reproducible import build
+
+    return build(seeded, SqliteKeyStore.ephemeral)
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -73,6 +91,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.presence_timeout <= 0:
         raise CliError("--presence-timeout must be positive")
+    seeded = None
+    if args.deterministic is not None:  # a reproducible key, for tests only (#19)
+        from vfido import reproducible
+
+        try:
+            seeded = reproducible.environment(
+                args.deterministic, persistent=bool(args.keystore or args.passphrase_file)
+            )
+        except ValueError as exc:
+            raise CliError(f"--deterministic: {exc}") from None
+        args.ephemeral = True
     try:
         choice = choose_transport(
             args.transport,
@@ -92,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
-    store = faults.wrap(open_store(args))
+    store = faults.wrap(open_store(args) if seeded is None else seeded_store(seeded))
     options = TransportOptions(
         kind=choice.kind,
         udp_port=args.udp_port,
@@ -117,6 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "keystore": "(ephemeral)" if args.ephemeral else str(keystore_dir(args)),
         "presence_timeout": args.presence_timeout,
     }
+    if seeded is not None:
+        info["deterministic"] = reproducible.WARNING
     recorder = None
     if args.trace:
         from vfido.trace.recorder import TraceRecorder
@@ -136,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             info=info,
             trace=recorder,
             behaviours=behaviours,
+            seeded=seeded,
+            linter=_linter(args),
             # printed once the key is served: a key that fails to start says only why
             notices=[line for line in (choice.notice, choice.warning) if line],
         )
@@ -241,6 +274,23 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="CTAP 2.1-PRE compatibility for older Windows and libfido2 clients: "
         "FIDO_2_1_PRE in versions, credentialMgmtPreview (command 0x41)",
+    )
+    p.add_argument(
+        "--lint",
+        action="store_true",
+        help="check what relying parties send (reused challenges, PII in user.id...): "
+        "`vfido ctl lint` shows the findings",
+    )
+    p.add_argument(
+        "--lint-origin",
+        metavar="ORIGIN",
+        help="with --lint (implied): the origin the RP serves, to check its RP ID against",
+    )
+    p.add_argument(
+        "--deterministic",
+        metavar="SEED",
+        help="FOR TESTS ONLY: every random value and the clock follow from SEED, so the same "
+        "requests get byte-identical answers (golden files); implies --ephemeral",
     )
     p.add_argument(
         "--enterprise-attestation",

@@ -162,6 +162,7 @@ from vfido.presence.modes import RUNTIME_MODES
 from vfido.virtual_authenticator import AuthenticatorOptions
 
 if TYPE_CHECKING:
+    from vfido.lint import Linter
     from vfido.trace import TraceRecorder
 
 log = logging.getLogger(__name__)
@@ -620,11 +621,12 @@ def register_commands(
     key: KeyParts,
     status: Callable[[], dict[str, Any]],
     trace: TraceRecorder | None = None,
+    linter: Linter | None = None,
 ) -> None:
     """Register every command of a key's control socket on ``server``: ``status`` (answered
     by ``status()``), the presence commands when the key's presence is a broker, the key's
-    and the WebDriver commands, and ``log`` with a ``trace`` recorder (``commands`` comes with
-    the server)."""
+    and the WebDriver commands, ``log`` with a ``trace`` recorder and ``lint`` with a
+    relying-party ``linter`` (``commands`` comes with the server)."""
     server.register("status", lambda _args: status())
     if isinstance(key.presence, PresenceBroker):
         add_presence_commands(server, key.presence)
@@ -633,3 +635,9 @@ def register_commands(
         from vfido.trace import add_trace_commands
 
         add_trace_commands(server, trace)
+    if linter is not None:
+        from vfido.lint import control_command
+
+        # ``lint``: the relying-party lint's findings (see :mod:`vfido.lint`);
+        # ``{"clear": true}`` also forgets them.
+        server.register("lint", control_command(linter))

@@ -14,6 +14,7 @@ What it shows, each section only when the key offers the control commands it nee
   (``pending``, ``approve``, ``deny``);
 * the credentials grouped by site, with delete and public-key export (``credentials``);
 * the transaction log, each CTAP request and response decoded, secrets redacted (``log``);
+* the relying-party lint's findings (``lint``: a key run with ``--lint``);
 * switches for the presence mode and the scripted misbehaviours, applied at once.
 
 Security: the server binds 127.0.0.1 only; the ``Host`` header must name it (no DNS

@@ -56,7 +56,7 @@ ASSETS = {
 }
 
 
-SECTIONS = ("key", "pending", "credentials", "switches", "log")
+SECTIONS = ("key", "pending", "credentials", "switches", "log", "lint")
 
 
 CRED_PROTECT_NAMES = {

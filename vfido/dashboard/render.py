@@ -280,6 +280,25 @@ class Renderer:
             f"</thead><tbody>{rows}</tbody></table>"
         )
 
+    # -- relying-party lint (#19) ----------------------------------------------------------
+
+    def render_lint(self) -> str:
+        if "lint" not in self.link.commands():
+            return _unavailable(
+                "This key does not lint: start it with `vfido run --lint` to see here what "
+                "the relying party sends that WebAuthn and CTAP warn against."
+            )
+        findings = self.link.call("lint").get("findings") or []
+        items = "".join(
+            f"<li><strong>{esc(f.get('rule'))}</strong>: {esc(f.get('message'))} "
+            f'<span class="idle">{esc(f.get("reference"))}</span></li>'
+            for f in findings
+            if isinstance(f, dict)
+        )
+        if not items:
+            return '<p class="idle">No findings: nothing the relying party sent was flagged.</p>'
+        return f'<ul class="lint">{items}</ul>'
+
 
 def _info_rows(link: KeyLink) -> list[tuple[str, str]]:
     """What the key advertises (getInfo, as scripted misbehaviour changes it)."""

@@ -3,7 +3,7 @@
 "use strict";
 
 (() => {
-  const sections = ["key", "pending", "credentials", "switches", "log"];
+  const sections = ["key", "pending", "credentials", "switches", "log", "lint"];
   const notice = document.getElementById("notice");
   const announcer = document.getElementById("announcer");
   const connection = document.getElementById("connection");

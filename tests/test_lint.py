@@ -1,0 +1,259 @@
+"""The relying-party lint (#19): python-fido2's Fido2Server is the RP, python-fido2's client
+the browser; each rule fires for the RP mistake it names and stays quiet for a clean
+ceremony (a key that lints but finds nothing is the control for every rule)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import cbor2
+import pytest
+from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
+from fido2.webauthn import (
+    AttestedCredentialData,
+    PublicKeyCredentialParameters,
+    PublicKeyCredentialType,
+    UserVerificationRequirement,
+)
+
+from tests.rp import ORIGIN, RP_ID, RelyingParty, challenge_of, register, sign_in
+from vfido.api import VirtualKey, VirtualKeyError
+from vfido.authenticator.config import Config
+from vfido.lint import RULES, Finding, Linter, format_findings
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def key() -> Iterator[VirtualKey]:
+    with VirtualKey(lint=True) as k:
+        yield k
+
+
+def _rules(key: VirtualKey) -> set[str]:
+    return {f.rule for f in key.lint()}
+
+
+def _rp(key: VirtualKey) -> RelyingParty:
+    return RelyingParty(root_der=key.attestation_root)
+
+
+def test_clean_ceremonies_have_no_findings(key: VirtualKey) -> None:
+    """The control: registrations (one discoverable), a second one for the same user with
+    excludeCredentials, sign-ins with and without allowList: nothing to report."""
+    # (tests.rp.RelyingParty lists all its credentials in excludeCredentials: one per user)
+    alice, bob = _rp(key), _rp(key)
+    user = (os.urandom(32), "alice")
+    register(key.client(), alice, user=user)
+    register(key.client(), bob, rk=True)
+    sign_in(key.client(), alice)
+    sign_in(key.client(), bob, allow=False)
+    with pytest.raises(ClientError):  # excluded: the RP listed the user's credential
+        register(key.client(), alice, user=user)
+    assert key.lint() == []
+
+
+def test_challenge_reuse(key: VirtualKey) -> None:
+    rp = _rp(key)
+    register(key.client(), rp)
+    challenge = os.urandom(32)
+    for _ in range(2):
+        options, state = rp.server.authenticate_begin(rp.credentials, challenge=challenge)
+        response = key.client().get_assertion(options.public_key).get_response(0)
+        rp.complete_authentication(state, response, challenge_of(options))
+    (finding,) = key.lint()
+    assert finding.rule == "challenge-reuse" and "sign-in" in finding.message
+
+
+def test_user_handle_pii_email_and_username(key: VirtualKey) -> None:
+    register(key.client(), _rp(key), user=(b"alice@example.com", "alice@example.com"))
+    register(key.client(), _rp(key), user=(b"bob", "bob"))
+    messages = [f.message for f in key.lint() if f.rule == "user-handle-pii"]
+    assert len(messages) == 2
+    assert "e-mail address" in messages[0] and "the user name" in messages[1]
+
+
+def test_user_handle_shared_and_exclude_list_missing(key: VirtualKey) -> None:
+    """Two RP sessions that forgot the first credential: the same user.id again (with
+    another name) and no excludeCredentials although this key holds one for it."""
+    handle = os.urandom(32)
+    register(key.client(), _rp(key), user=(handle, "carol"))
+    register(key.client(), _rp(key), user=(handle, "mallory"))
+    assert _rules(key) == {"user-handle-shared", "exclude-list-missing"}
+
+
+def test_discoverable_credential_with_uv_discouraged(key: VirtualKey) -> None:
+    rp = _rp(key)
+    with pytest.raises(ClientError):  # a UV-capable key refuses it (CTAP 2.1 6.1.2 step 7)
+        register(key.client(), rp, rk=True, uv="discouraged")
+    assert _rules(key) == {"discoverable-without-uv"}
+
+
+def test_allow_list_over_the_keys_maximum() -> None:
+    """maxCredentialCountInList 2, an allowList of 5 with the key's credential last:
+    python-fido2 probes in chunks of 2, the lint counts 5 probed IDs."""
+    config = Config(max_credential_count_in_list=2)
+    with VirtualKey(lint=True, config=config) as key:
+        rp = _rp(key)
+        register(key.client(), rp)
+        real = rp.credentials[0]
+        fakes = [
+            AttestedCredentialData.create(real.aaguid, os.urandom(64), real.public_key)
+            for _ in range(4)
+        ]
+        assert key.lint() == []
+        options, state = rp.server.authenticate_begin(
+            [*fakes, real], user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        response = key.client().get_assertion(options.public_key).get_response(0)
+        rp.complete_authentication(state, response, challenge_of(options))
+        (finding,) = key.lint()
+        assert finding.rule == "list-too-long"
+
+
+def test_rs256_only(key: VirtualKey) -> None:
+    rp = _rp(key)
+    rp.server.allowed_algorithms = [
+        PublicKeyCredentialParameters(type=PublicKeyCredentialType.PUBLIC_KEY, alg=-257)
+    ]
+    register(key.client(), rp)  # vfido does RS256; most security keys do not
+    assert _rules(key) == {"rs256-only"}
+
+
+def test_rp_id_that_the_origin_does_not_allow() -> None:
+    """A native client that does not check (python-fido2 with a permissive collector) lets
+    https://attacker.example use example.com's RP ID: the key, told the real origin, flags it.
+    """
+    with VirtualKey(lint_origin="https://attacker.example") as key:
+        client = Fido2Client(
+            key.device,
+            client_data_collector=DefaultClientDataCollector(
+                "https://attacker.example", verify=lambda rp_id, origin: True
+            ),
+            user_interaction=UserInteraction(),
+        )
+        rp = RelyingParty(root_der=key.attestation_root)
+        options, _ = rp.begin_registration(os.urandom(32), "dave")
+        client.make_credential(options.public_key)  # (the RP then refuses the origin)
+        (finding,) = key.lint()
+        assert finding.rule == "rp-id-origin-mismatch" and "attacker.example" in finding.message
+    with VirtualKey(lint_origin=ORIGIN) as key:  # the control: the origin RP_ID belongs to
+        register(key.client(ORIGIN), RelyingParty(root_der=key.attestation_root))
+        assert key.lint() == []
+
+
+def test_user_name_over_64_bytes(key: VirtualKey) -> None:
+    register(key.client(), _rp(key), user=(os.urandom(32), "ü" * 40))
+    name, display_name = key.lint()  # tests.rp uses the name as displayName too
+    assert name.rule == display_name.rule == "user-name-truncated"
+    assert "user.name" in name.message and "80 bytes" in name.message
+
+
+def test_findings_quote_rp_text_escaped() -> None:
+    """Findings are RP-controlled text: str() escapes control characters (sans-IO use of the
+    engine: pre-encoded requests, no key)."""
+    linter = Linter()
+    request = b"\x01" + cbor2.dumps(
+        {
+            1: hashlib.sha256(b"x").digest(),
+            2: {"id": RP_ID},
+            3: {"id": b"\x1b[31mroot\x1b[0m", "name": "n"},
+            4: [{"type": "public-key", "alg": -7}],
+        },
+        canonical=True,
+    )
+    linter.observe(request, b"\x00")
+    (finding,) = linter.findings()
+    assert finding.rule == "user-handle-pii"
+    assert "\x1b" not in str(finding) and "\\x1b" in str(finding)
+    assert "\x1b" not in format_findings([finding])
+    assert Finding.from_json(finding.to_json()) == finding
+
+
+def test_every_rule_is_documented_and_tested() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "toolkit.md").read_text()
+    source = Path(__file__).read_text()
+    for rule in RULES.values():
+        assert rule.reason and rule.reference
+        assert f"`{rule.id}`" in docs, rule.id
+        assert f'"{rule.id}"' in source, rule.id
+
+
+def test_lint_is_off_by_default() -> None:
+    with VirtualKey() as key:
+        assert key.linter is None
+        with pytest.raises(VirtualKeyError, match="lint=True"):
+            key.lint()
+
+
+def test_vfido_ctl_lint_prints_escaped_findings() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="vfl-"))
+    socket = directory / "k.sock"
+    with VirtualKey(lint=True, control_socket=socket) as key:
+        register(key.client(), _rp(key), user=(b"eve@example.com\x1b]0;x\x07", "eve"))
+        command = [sys.executable, "-m", "vfido", "ctl", "--socket", str(socket), "lint"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "user-handle-pii" in result.stdout and "\x1b" not in result.stdout
+        strict = subprocess.run(
+            [*command, "--strict", "--clear"], capture_output=True, text=True, timeout=60
+        )
+        assert strict.returncode == 1
+        assert key.lint() == []
+        again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert again.stdout.strip() == "no findings"
+
+
+def test_dashboard_panel_shows_findings_html_escaped() -> None:
+    from vfido.ui import KeyLink, Renderer
+
+    socket = Path(tempfile.mkdtemp(prefix="vfl-")) / "k.sock"
+    with VirtualKey(lint=True, control_socket=socket) as key:
+        renderer = Renderer(KeyLink(socket))
+        assert "No findings" in renderer.render("lint")
+        register(key.client(), _rp(key), user=(b"<script>x</script>", "x"))
+        panel = renderer.render("lint")
+        assert "user-handle-pii" in panel
+        assert "<script>" not in panel and "&lt;script&gt;" in panel
+    with VirtualKey(control_socket=socket) as key:  # no lint: the panel says how to get it
+        assert "vfido run --lint" in Renderer(KeyLink(socket)).render("lint")
+
+
+LINTED_RP_TEST = """
+import os
+
+from fido2.server import Fido2Server
+
+server = Fido2Server({"id": "example.com", "name": "Example"})
+
+
+def register(key, user_id):
+    options, state = server.register_begin({"id": user_id, "name": "alice"})
+    response = key.client("https://example.com").make_credential(options["publicKey"])
+    server.register_complete(state, response)
+
+
+def test_clean(vfido_lint_key):
+    register(vfido_lint_key, os.urandom(32))
+
+
+def test_email_in_user_handle(vfido_lint_key):
+    register(vfido_lint_key, b"alice@example.com")
+"""
+
+
+def test_pytest_fixture_fails_the_test_on_findings(pytester: pytest.Pytester) -> None:
+    """An outside project's suite: the clean test passes, the one whose RP puts an e-mail
+    address in user.id fails (at teardown) with the finding."""
+    pytester.makepyfile(test_linted_rp=LINTED_RP_TEST)
+    result = pytester.runpytest(
+        "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "vfido.pytest_plugin"
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*relying-party lint found 1 problem*", "*user-handle-pii*"])

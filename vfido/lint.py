@@ -1,0 +1,471 @@
+"""A relying-party lint: what the key can tell an RP developer from the requests it sees.
+
+Everything a relying party asks for passes through the key as a CTAP request, so the key
+can flag what the WebAuthn and CTAP specifications warn against: a reused challenge, a
+user handle that carries the user's e-mail address, a registration that forgets the
+excludeList... Each rule is in :data:`RULES` with its reason and reference.
+
+The :class:`Linter` is sans-IO: feed it each CTAP2 request and its response
+(:meth:`Linter.observe`); it keeps a little state (what getInfo said, which users it saw
+registered, which clientDataHashes ceremonies used) and collects :class:`Finding` s. It
+costs nothing when off: a key only gets a :class:`LintingHandler` in front of its
+authenticator when asked (``VirtualKey(lint=True)``, ``vfido run --lint``), and then reads
+findings with :meth:`VirtualKey.lint`, ``vfido ctl lint`` or the ``vfido_lint_key``
+pytest fixture, which fails the test on findings.
+
+Findings quote what the RP sent (RP IDs, user names): RP-controlled text. ``str(finding)``
+escapes it (:func:`vfido.safetext.visible`); the JSON form keeps it raw for programs.
+
+What the key cannot see it cannot lint: the challenge itself (only the hash of the client
+data, which also covers the origin and the ceremony type, so a challenge reused for a
+registration and a sign-in is not caught), the RP's server-side checks, attestation
+conveyance (the platform strips it). python-fido2 and browsers probe long allow/exclude
+lists in chunks with ``up=false`` and stop at the first chunk that matches, so an
+over-long list is only caught when the probing reaches past the key's maximum.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from vfido.authenticator import cbor
+from vfido.safetext import shorten, visible
+from vfido.transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RULES", "Finding", "Linter", "LintingHandler", "Rule", "format_findings"]
+
+_MAKE_CREDENTIAL = 0x01
+_GET_ASSERTION = 0x02
+_GET_INFO = 0x04
+_RESET = 0x07
+#: python-fido2 and browsers probe allow/exclude lists with this clientDataHash (up=false).
+_PROBE_HASH = b"\x00" * 32
+#: CTAP 2.1 section 6.1 (PublicKeyCredentialUserEntity): authenticators may truncate
+#: name and displayName to 64 bytes.
+_NAME_LIMIT = 64
+#: At most this many findings are kept (the RP controls how many it triggers).
+MAX_FINDINGS = 1000
+_RS256 = -257
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A lint rule: its id, what it flags, why, and where the specification says so."""
+
+    id: str
+    summary: str
+    reason: str
+    reference: str
+
+
+RULES: dict[str, Rule] = {
+    rule.id: rule
+    for rule in (
+        Rule(
+            "challenge-reuse",
+            "two ceremonies used the same clientDataHash (the same challenge)",
+            "a challenge must be fresh for every ceremony, or a recorded response can be "
+            "replayed; the RP must generate at least 16 random bytes per ceremony",
+            "WebAuthn L3 section 13.4.3 (Cryptographic Challenges)",
+        ),
+        Rule(
+            "user-handle-pii",
+            "user.id looks like an e-mail address, a user name or other readable text",
+            "the user handle is stored on the authenticator and returned without user "
+            "verification; it must not contain personally identifying information and "
+            "should be 64 random bytes",
+            "WebAuthn L3 section 14.6.1 (User Handle Contents), section 5.4.3 (user.id)",
+        ),
+        Rule(
+            "user-handle-shared",
+            "the same user.id was registered under two different user names",
+            "the user handle identifies one user account; two accounts with one handle let "
+            "a discoverable credential of one sign in to the other",
+            "WebAuthn L3 section 5.4.3 (user.id) and section 6.1 (user handle)",
+        ),
+        Rule(
+            "exclude-list-missing",
+            "a registration for a user who already has a credential on this key came "
+            "without an excludeList",
+            "without excludeCredentials the user ends up with several credentials on one "
+            "authenticator (a discoverable one overwrites the previous one)",
+            "WebAuthn L3 section 5.4 (excludeCredentials); CTAP 2.1 section 6.1.2 step 6",
+        ),
+        Rule(
+            "discoverable-without-uv",
+            "residentKey required with userVerification discouraged",
+            "a discoverable credential signs in without a user name, so user verification "
+            "is the only factor beyond possession; CTAP 2.1 keys with a PIN refuse it "
+            "(PUAT_REQUIRED) and browsers then ask for the PIN anyway",
+            "WebAuthn L3 section 5.4.6 and 6.2.2 (passkeys need UV); CTAP 2.1 section 6.1.2 step 7",
+        ),
+        Rule(
+            "list-too-long",
+            "an allowList or excludeList longer than the key's maxCredentialCountInList",
+            "the platform must split the list into several probing requests (slow, and "
+            "each one may ask for a touch); keep lists to the user's credentials",
+            "CTAP 2.1 section 6.4 (maxCredentialCountInList) and 6.2.2",
+        ),
+        Rule(
+            "rs256-only",
+            "pubKeyCredParams offers RS256 only",
+            "most security keys implement ES256 and EdDSA but not RS256: they refuse the "
+            "registration; offer -8, -7 and -257",
+            "WebAuthn L3 section 5.4 (pubKeyCredParams: RPs SHOULD include -8, -7, -257)",
+        ),
+        Rule(
+            "rp-id-origin-mismatch",
+            "the RP ID is not the origin's effective domain or a registrable suffix of it",
+            "a client refuses such an RP ID (SecurityError); a native client that does not "
+            "check lets any origin use the RP's credentials",
+            "WebAuthn L3 section 5.1.3 step 8 and 5.1.4.1 step 7 (RP ID validation)",
+        ),
+        Rule(
+            "user-name-truncated",
+            "user.name or user.displayName longer than 64 bytes",
+            "authenticators may truncate them to 64 bytes (cutting a UTF-8 character), so "
+            "account pickers show something the RP did not send",
+            "CTAP 2.1 section 6.1 (PublicKeyCredentialUserEntity); WebAuthn L3 5.4.3",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the RP got wrong. ``message`` quotes RP-controlled text: print ``str()``."""
+
+    rule: str
+    message: str
+
+    @property
+    def reference(self) -> str:
+        return RULES[self.rule].reference
+
+    def to_json(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message, "reference": self.reference}
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> Finding:
+        rule, message = str(item.get("rule")), str(item.get("message"))
+        if rule not in RULES:
+            raise ValueError(f"unknown lint rule {visible(shorten(rule, 40))}")
+        return cls(rule, message)
+
+    def __str__(self) -> str:
+        return visible(f"{self.rule}: {self.message} [{self.reference}]")
+
+
+def format_findings(findings: Iterable[Finding]) -> str:
+    """Findings one per line, escaped for a terminal ("no findings" when none)."""
+    lines = [str(f) for f in findings]
+    return "\n".join(lines) if lines else "no findings"
+
+
+def _quote(value: object, limit: int = 60) -> str:
+    """An RP-controlled value for a message (kept raw; escaped when printed)."""
+    if isinstance(value, bytes):
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            return value[:limit].hex()
+        return repr(shorten(text, limit))
+    return repr(shorten(str(value), limit))
+
+
+def _map(value: object) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text_handle(user_id: bytes) -> str | None:
+    """``user_id`` as text if it is mostly readable UTF-8 text (random bytes almost never
+    decode as UTF-8: 32 of them with a chance below 10^-9)."""
+    try:
+        text = user_id.decode()
+    except UnicodeDecodeError:
+        return None
+    readable = sum(c.isprintable() for c in text)
+    return text if text and readable * 2 > len(text) else None
+
+
+def _same_site(rp_id: str, origin: str) -> bool:
+    """WebAuthn's RP ID check (without the public suffix list): the origin is https (or
+    http on localhost) and its host is the RP ID or a subdomain of it."""
+    parts = urlsplit(origin)
+    host = (parts.hostname or "").lower()
+    rp_id = rp_id.lower()
+    if parts.scheme != "https" and not (parts.scheme == "http" and host == "localhost"):
+        return False
+    return bool(host) and (host == rp_id or host.endswith("." + rp_id))
+
+
+class Linter:
+    """The rule engine (sans-IO): :meth:`observe` every CTAP2 request with its response."""
+
+    def __init__(self, origin: str | None = None) -> None:
+        #: The origin the RP's pages are served from, if the caller knows it (enables
+        #: rp-id-origin-mismatch).
+        self.origin = origin
+        self._lock = threading.Lock()
+        self._findings: OrderedDict[Finding, None] = OrderedDict()
+        self._max_list: int | None = None
+        self._uv_capable = False
+        self._ceremonies: dict[bytes, str] = {}  # clientDataHash -> first ceremony
+        self._users: dict[tuple[str, bytes], str | None] = {}  # (rp, user.id) -> name
+        self._probe_rp: str | None = None
+        self._probe_ids: set[bytes] = set()
+
+    def __repr__(self) -> str:
+        return f"Linter({len(self._findings)} findings)"
+
+    # -- reading ----------------------------------------------------------------------
+
+    def findings(self) -> list[Finding]:
+        with self._lock:
+            return list(self._findings)
+
+    def clear(self) -> None:
+        """Forget the findings (the state about the key and its users stays)."""
+        with self._lock:
+            self._findings.clear()
+
+    def wrap(self, handler: CtapHandler) -> LintingHandler:
+        """``handler`` with every CTAP2 request and response observed by this linter."""
+        return LintingHandler(handler, self)
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def observe(self, request: bytes, response: bytes) -> None:
+        """One CTAP2 request (command byte + CBOR) and the key's response (status + CBOR).
+        Requests the key could not decode are the key's business, not the lint's."""
+        if not request:
+            return
+        status = response[0] if response else None
+        try:
+            params = cbor.decode(request[1:]) if len(request) > 1 else {}
+        except Exception:
+            return
+        if not isinstance(params, dict):
+            return
+        with self._lock:
+            command = request[0]
+            if command == _GET_INFO and status == 0:
+                self._observe_info(response[1:])
+            elif command == _MAKE_CREDENTIAL:
+                self._observe_make_credential(params, status == 0)
+            elif command == _GET_ASSERTION:
+                self._observe_get_assertion(params, status == 0)
+            elif command == _RESET and status == 0:
+                self._users.clear()
+
+    def _find(self, rule: str, message: str) -> None:
+        assert rule in RULES
+        if len(self._findings) < MAX_FINDINGS:
+            self._findings[Finding(rule, message)] = None
+
+    def _observe_info(self, body: bytes) -> None:
+        try:
+            info = cbor.decode(body)
+        except Exception:
+            return
+        if not isinstance(info, dict):
+            return
+        options = info.get(0x04)
+        if isinstance(options, dict):
+            self._uv_capable = options.get("uv") is True or options.get("clientPin") is True
+        maximum = info.get(0x07)
+        self._max_list = maximum if isinstance(maximum, int) and maximum > 0 else None
+
+    def _check_list(self, rp_id: str, name: str, items: list[Any]) -> None:
+        if self._max_list is not None and len(items) > self._max_list:
+            self._find(
+                "list-too-long",
+                f"{name} of {len(items)} credentials for {_quote(rp_id)}; the key takes "
+                f"{self._max_list}",
+            )
+
+    def _probe(self, rp_id: str, items: list[Any]) -> None:
+        """An up=false probe of a list chunk: count the IDs probed in this ceremony."""
+        if rp_id != self._probe_rp:
+            self._probe_rp, self._probe_ids = rp_id, set()
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), bytes):
+                self._probe_ids.add(item["id"])
+        if self._max_list is not None and len(self._probe_ids) > self._max_list:
+            self._find(
+                "list-too-long",
+                f"the platform probed more than {self._max_list} credentials for "
+                f"{_quote(rp_id)} in one ceremony (the key takes {self._max_list} per list)",
+            )
+
+    def _ceremony(self, client_data_hash: object, what: str) -> None:
+        """A ceremony the key answered: its clientDataHash must be new."""
+        if not isinstance(client_data_hash, bytes) or client_data_hash == _PROBE_HASH:
+            return
+        first = self._ceremonies.get(client_data_hash)
+        if first is not None:
+            self._find(
+                "challenge-reuse",
+                f"{what} used the clientDataHash of an earlier {first} "
+                f"({client_data_hash[:8].hex()}...): the RP reused a challenge",
+            )
+        elif len(self._ceremonies) < 100_000:
+            self._ceremonies[client_data_hash] = what
+
+    def _check_origin(self, rp_id: str) -> None:
+        if self.origin is not None and not _same_site(rp_id, self.origin):
+            self._find(
+                "rp-id-origin-mismatch",
+                f"RP ID {_quote(rp_id)} is not valid for origin {_quote(self.origin)}",
+            )
+
+    def _observe_make_credential(self, p: dict[Any, Any], ok: bool) -> None:
+        rp = _map(p.get(0x02))
+        user = _map(p.get(0x03))
+        rp_id, user_id = rp.get("id"), user.get("id")
+        if not isinstance(rp_id, str) or not isinstance(user_id, bytes):
+            return
+        if p.get(0x08) == b"":
+            return  # a "touch to select" probe (CTAP 2.1 section 6.1.2 step 1), not the RP's
+        probed = self._probe_rp == rp_id
+        self._probe_rp, self._probe_ids = None, set()
+        name = user.get("name")
+        # user-handle-pii / user-handle-shared
+        text = _text_handle(user_id)
+        if text is not None:
+            if _EMAIL.fullmatch(text):
+                kind = "an e-mail address"
+            elif text in (name, user.get("displayName")):
+                kind = "the user name"
+            elif _USERNAME.fullmatch(text):
+                kind = "a readable user name"
+            else:
+                kind = "readable text"
+            self._find(
+                "user-handle-pii",
+                f"user.id {_quote(user_id)} for {_quote(rp_id)} is {kind}, not random bytes",
+            )
+        known = (rp_id, user_id) in self._users
+        previous = self._users.get((rp_id, user_id))
+        if known and previous is not None and isinstance(name, str) and name != previous:
+            self._find(
+                "user-handle-shared",
+                f"user.id {_quote(user_id)} of {_quote(rp_id)} was registered for "
+                f"{_quote(previous)} and now for {_quote(name)}",
+            )
+        # user-name-truncated
+        for field in ("name", "displayName"):
+            value = user.get(field)
+            if isinstance(value, str) and len(value.encode()) > _NAME_LIMIT:
+                self._find(
+                    "user-name-truncated",
+                    f"user.{field} {_quote(value)} for {_quote(rp_id)} has "
+                    f"{len(value.encode())} bytes",
+                )
+        # exclude-list-missing / list-too-long
+        exclude = _list(p.get(0x05))
+        if known and not exclude and not probed:
+            self._find(
+                "exclude-list-missing",
+                f"registration for user.id {_quote(user_id)} of {_quote(rp_id)}, who already "
+                "has a credential on this key, without excludeCredentials",
+            )
+        self._check_list(rp_id, "excludeList", exclude)
+        # rs256-only
+        params = _list(p.get(0x04))
+        algorithms = {item.get("alg") for item in params if isinstance(item, dict)}
+        if algorithms == {_RS256}:
+            self._find("rs256-only", f"registration for {_quote(rp_id)} offers only RS256 (-257)")
+        # discoverable-without-uv
+        options = _map(p.get(0x07))
+        if (
+            options.get("rk") is True
+            and options.get("uv") is not True
+            and p.get(0x08) is None
+            and self._uv_capable
+        ):
+            self._find(
+                "discoverable-without-uv",
+                f"discoverable credential for {_quote(rp_id)} requested without user "
+                "verification from a key that can verify the user",
+            )
+        self._check_origin(rp_id)
+        if ok:
+            self._ceremony(p.get(0x01), "registration")
+            self._users[(rp_id, user_id)] = name if isinstance(name, str) else None
+
+    def _observe_get_assertion(self, p: dict[Any, Any], ok: bool) -> None:
+        rp_id = p.get(0x01)
+        if not isinstance(rp_id, str):
+            return
+        allow = _list(p.get(0x03))
+        options = _map(p.get(0x05))
+        self._check_list(rp_id, "allowList", allow)
+        if options.get("up") is False:
+            self._probe(rp_id, allow)
+            return
+        self._probe_rp, self._probe_ids = None, set()
+        self._check_origin(rp_id)
+        if ok:
+            self._ceremony(p.get(0x02), "sign-in")
+
+
+class LintingHandler:
+    """A :class:`CtapHandler` that shows every CTAP2 request and response to a
+    :class:`Linter` (after the key answered: the lint never delays or changes an answer)."""
+
+    def __init__(self, inner: CtapHandler, linter: Linter) -> None:
+        self.inner = inner
+        self.linter = linter
+
+    def __repr__(self) -> str:
+        return f"LintingHandler({self.inner!r})"
+
+    def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+        response = self.inner.handle_cbor(request, transaction)
+        try:
+            self.linter.observe(bytes(request), response)
+        except Exception as exc:  # a lint bug must never break the key
+            log.error("lint: observing a request failed (%s)", type(exc).__name__)
+        return response
+
+    def handle_msg(self, apdu: bytes, transaction: Transaction) -> bytes:
+        return self.inner.handle_msg(apdu, transaction)
+
+    def wink(self) -> None:
+        self.inner.wink()
+
+    def supported_protocols(self) -> frozenset[str]:
+        """The inner handler's (transports.handler.ProtocolReporter), else both."""
+        reporter = getattr(self.inner, "supported_protocols", None)
+        return frozenset(reporter()) if callable(reporter) else BOTH_PROTOCOLS
+
+    def power_cycle(self) -> None:
+        self.inner.power_cycle()
+
+
+def control_command(linter: Linter) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The ``lint`` control command: ``{"clear": true}`` also forgets the findings."""
+
+    def lint(args: dict[str, Any]) -> dict[str, Any]:
+        findings = linter.findings()
+        if args.get("clear") is True:
+            linter.clear()
+        return {"findings": [f.to_json() for f in findings], "origin": linter.origin}
+
+    return lint
