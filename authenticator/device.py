@@ -39,10 +39,6 @@ from vfido.authenticator.dispatch import (
     end_pending,
     handlers,
 )
-
-# TRANSITIONAL(#18): re-export for branches in flight (appcli's trace names); the command
-# enum lives in dispatch now, the integrator removes this line.
-from vfido.authenticator.dispatch import Command as Command
 from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,

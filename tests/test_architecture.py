@@ -263,31 +263,8 @@ def test_no_import_cycles_at_module_level() -> None:
     assert import_cycles(ROOT) == []
 
 
-#: Cycles on main through imports deferred into functions (vfido/ before the #18 split:
-#: broker <-> desktop; cli <-> backup/metadata/pin_cli/... via cli's private helpers).
-#: The application split (branches appkey, appcli, with their TRANSITIONAL re-export shims)
-#: changes them: drop this xfail once none is left (strict: it fails when they are gone).
-DEFERRED_CYCLES_ON_MAIN = [
-    [
-        "vfido.api",
-        "vfido.backup",
-        "vfido.cli",
-        "vfido.control_api",
-        "vfido.metadata",
-        "vfido.pin_cli",
-        "vfido.service",
-        "vfido.webdriver",
-    ],
-    ["vfido.broker", "vfido.desktop"],
-]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="cycles through deferred imports in the application on main: "
-    + "; ".join(" <-> ".join(c) for c in DEFERRED_CYCLES_ON_MAIN),
-)
 def test_no_import_cycles_through_deferred_imports() -> None:
+    """Not even through imports deferred into functions (they only hide a cycle)."""
     assert import_cycles(ROOT, deferred=True) == []
 
 

@@ -211,7 +211,8 @@ def test_vfido_ctl_lint_prints_escaped_findings() -> None:
 
 
 def test_dashboard_panel_shows_findings_html_escaped() -> None:
-    from vfido.ui import KeyLink, Renderer
+    from vfido.dashboard.link import KeyLink
+    from vfido.dashboard.render import Renderer
 
     socket = Path(tempfile.mkdtemp(prefix="vfl-")) / "k.sock"
     with VirtualKey(lint=True, control_socket=socket) as key:

@@ -34,6 +34,7 @@ from vfido.backup import backup_eligible_identity
 from vfido.key import get_info
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import KeyStore
 from vfido.metadata import metadata_statement
 
 
@@ -87,8 +88,13 @@ def pem_roots(statement: dict[str, Any]) -> dict[AttestationFormat, list[bytes]]
     return {AttestationFormat.PACKED: roots}
 
 
+def statement_of(store: KeyStore, config: Config | None = None) -> dict[str, Any]:
+    """`vfido metadata`'s statement of a keystore no key serves."""
+    return metadata_statement(store, config, get_info(store, config))
+
+
 def test_statement_is_mds3_and_describes_the_key(key: Key) -> None:
-    statement = metadata_statement(key.store)
+    statement = statement_of(key.store)
     parsed = MetadataStatement.from_dict(statement)
     identity = key.store.identity()
     assert parsed.aaguid is not None and bytes(parsed.aaguid) == identity.aaguid
@@ -120,7 +126,7 @@ def test_statement_is_mds3_and_describes_the_key(key: Key) -> None:
 
 
 def test_attestation_verifies_against_the_statement_root(key: Key) -> None:
-    statement = metadata_statement(key.store)
+    statement = statement_of(key.store)
     server = server_trusting(statement)
     options, state, response = register(key, server)
     auth_data = server.register_complete(state, response)
@@ -140,7 +146,7 @@ def test_attestation_verifies_against_the_statement_root(key: Key) -> None:
 def test_another_keystores_statement_does_not_trust_this_key(key: Key) -> None:
     """Same AAGUID, other root: the attestation must not verify (so the test above can fail)."""
     with SqliteKeyStore.ephemeral(aaguid=key.store.identity().aaguid) as other:
-        statement = metadata_statement(other)
+        statement = statement_of(other)
     server = server_trusting(statement)
     options, state, response = register(key, server)
     with pytest.raises(UntrustedAttestation):
@@ -162,8 +168,8 @@ def test_backup_eligible_keystore_says_explicit(tmp_path: Path) -> None:
         kdf_params=kdf.insecure_test_params(),
         identity=backup_eligible_identity(),
     ) as store:
-        assert metadata_statement(store)["multiDeviceCredentialSupport"] == "explicit"
-        assert metadata_statement(store, Config(attestation="self"))["attestationTypes"] == [
+        assert statement_of(store)["multiDeviceCredentialSupport"] == "explicit"
+        assert statement_of(store, Config(attestation="self"))["attestationTypes"] == [
             "basic_surrogate"
         ]
 

@@ -414,7 +414,7 @@ def test_protocol_names_come_from_the_enums_that_define_them() -> None:
     """#18: the trace's tables are generated from the protocol enums, so a command or status
     added there is named in traces too (the trace used to keep copies)."""
     from vfido.authenticator.ctap1 import Sw
-    from vfido.authenticator.device import Command
+    from vfido.authenticator.dispatch import Command
     from vfido.authenticator.errors import CtapStatus
     from vfido.trace import names
     from vfido.transports.ctaphid import Command as HidCommand

@@ -53,9 +53,9 @@ from vfido.authenticator.cose import MLDSA_ALGORITHMS, CredentialKey
 from vfido.authenticator.device import Authenticator
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialSummary
+from vfido.lint import Finding, Linter
 from vfido.presence.broker import PresenceBroker, broker_for
 from vfido.presence.modes import TOOLKIT_MODES
-from vfido.lint import Finding, Linter
 from vfido.reproducible import SeededEnvironment
 from vfido.transport_choice import UDP_INSECURE_FLAG
 from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS

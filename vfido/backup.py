@@ -384,13 +384,3 @@ def _remove_keystore(directory: Path, remove_dir: bool) -> None:
     if remove_dir:
         with contextlib.suppress(OSError):
             directory.rmdir()
-
-
-# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
-# The command line (`vfido export`, `vfido import`) moved to vfido.cli.backup.
-def __getattr__(name: str) -> Any:
-    if name in ("BUNDLE_ENV", "cmd_export", "cmd_import", "register"):
-        from vfido.cli import backup as cli_backup
-
-        return getattr(cli_backup, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

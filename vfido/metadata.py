@@ -67,16 +67,12 @@ def _json_get_info(info: Mapping[int, Any]) -> dict[str, Any]:
 
 
 def metadata_statement(
-    store: KeyStore, config: Config | None = None, info: Mapping[int, Any] | None = None
+    store: KeyStore, config: Config | None, info: Mapping[int, Any]
 ) -> dict[str, Any]:
     """The MDS3 metadata statement of ``store`` (a JSON-ready dict). ``info``: the key's
-    getInfo answer, if it runs (else an in-process authenticator on ``store`` answers)."""
+    getInfo answer (a running key's, or :func:`vfido.key.get_info` of ``store``)."""
     config = config or Config()
     identity = store.identity()
-    if info is None:
-        from vfido.key import get_info
-
-        info = get_info(store, config)
     algorithms = [a.get("alg") for a in info.get(10, []) if isinstance(a, Mapping)]
     versions = [v for v in info.get(1, []) if isinstance(v, str)]
     upv = sorted({UPV[v] for v in versions if v in UPV}, reverse=True)
@@ -130,13 +126,3 @@ def metadata_statement(
         ),
         "authenticatorGetInfo": _json_get_info(info),
     }
-
-
-# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
-# The command line (`vfido metadata`) moved to vfido.cli.metadata.
-def __getattr__(name: str) -> Any:
-    if name in ("cmd_metadata", "register"):
-        from vfido.cli import metadata as cli_metadata
-
-        return getattr(cli_metadata, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

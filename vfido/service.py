@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -14,22 +14,20 @@ from typing import TYPE_CHECKING, Any
 from vfido.authenticator.behaviours import Behaviours
 from vfido.authenticator.config import Config, mldsa_status
 from vfido.authenticator.env import Presence
-from vfido.key import build_key, key_status
+from vfido.key import build_key
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import KeyStore
 from vfido.transport_kinds import (
     Transport,
     TransportOptions,
-    Wiring,
     default_serial,
     transport_kind,
 )
-from vfido.transports.handler import CtapHandler
 
 if TYPE_CHECKING:
+    from vfido.control import ControlServer
     from vfido.lint import Linter
     from vfido.reproducible import SeededEnvironment
-    from vfido.control import ControlServer
     from vfido.trace import TraceRecorder
 
 __all__ = [
@@ -38,39 +36,15 @@ __all__ = [
     "control_name",
     "default_serial",
     "keystore_default_dir",
-    "make_transport",
     "run",
-    "status",
 ]
 
 log = logging.getLogger(__name__)
 
 
-# TRANSITIONAL(#18): make_transport and status for branches in flight (use vfido.key.build_key
-# and Key.status); the integrator removes them.
-def make_transport(
-    options: TransportOptions,
-    device: CtapHandler,
-    store: KeyStore,
-    packet_observer: Callable[[str, bytes], None] | None = None,
-) -> Transport:
-    """The transport of ``options.kind`` (the registry :mod:`vfido.transport_kinds`)."""
-    return transport_kind(options.kind).open(Wiring(options, device, store, packet_observer))
-
-
 def control_name(options: TransportOptions, store: KeyStore) -> str:
     """The default name of a key's control socket: its serial (uhid, unix) or ``udp-PORT``."""
     return transport_kind(options.kind).control_name(options, store)
-
-
-def status(
-    options: TransportOptions,
-    transport: Transport,
-    presence: Presence,
-    info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """The control socket's ``status`` answer (without ``behaviours``; see :func:`key_status`)."""
-    return key_status(options, transport, presence, info)
 
 
 def run(

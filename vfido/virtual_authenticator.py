@@ -18,7 +18,7 @@ This module is the same model on a vfido key, with the same names and JSON shape
   ``backupEligibility``, ``backupState``).
 
 Errors are :class:`WebAuthnError` with the WebDriver error code (``invalid argument``...).
-The control API (``webauthn-*`` commands), :class:`vfido.ctl.KeyController`,
+The control API (``webauthn-*`` commands), :class:`vfido.control.KeyController`,
 :class:`vfido.api.VirtualKey` and ``vfido webdriver`` all call these functions.
 
 How the model maps onto vfido:

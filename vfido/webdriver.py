@@ -423,13 +423,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-
-
-# TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
-# The command line (`vfido webdriver`) moved to vfido.cli.webdriver.
-def __getattr__(name: str) -> Any:
-    if name in ("register", "_cmd_webdriver"):
-        from vfido.cli import webdriver as cli_webdriver
-
-        return getattr(cli_webdriver, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

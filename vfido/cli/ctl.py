@@ -1,7 +1,7 @@
 """`vfido ctl ...`: drive a running key through its control socket from the shell, and its
 short forms `vfido status`, `vfido approve`, `vfido deny` (the same commands, one code path).
 
-The Python client is :class:`vfido.ctl.KeyController`; the protocol is documented in
+The Python client is :class:`vfido.control.KeyController`; the protocol is documented in
 :mod:`vfido.control.commands`.
 """
 
@@ -21,14 +21,14 @@ from vfido.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from vfido.ctl import KeyController
+    from vfido.control import KeyController
 
 #: A usage error of `vfido ctl`, one line (kept under its old name).
 CtlError = CliError
 
 
 def _controller(args: argparse.Namespace, *, prefer_pending: bool = False) -> KeyController:
-    from vfido.ctl import KeyController
+    from vfido.control import KeyController
 
     path = control_target(args.ctl_name, args.ctl_socket, prefer_pending=prefer_pending)
     return KeyController(path)

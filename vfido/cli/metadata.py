@@ -18,6 +18,7 @@ from vfido.cli.common import (
 def cmd_metadata(args: argparse.Namespace) -> int:
     from vfido.authenticator.config import Config
     from vfido.control import ControlClient
+    from vfido.key import get_info
     from vfido.metadata import metadata_statement
 
     path = running_key(args)
@@ -26,7 +27,8 @@ def cmd_metadata(args: argparse.Namespace) -> int:
             print(json.dumps(client.call("metadata")["statement"], indent=2))
         return 0
     with open_store(args) as store:
-        statement = metadata_statement(store, Config(attestation=args.attestation))
+        config = Config(attestation=args.attestation)
+        statement = metadata_statement(store, config, get_info(store, config))
     print(json.dumps(statement, indent=2))
     return 0
 

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from vfido.control.client import (
     ControlClient,
     KeyController,
@@ -53,14 +51,3 @@ __all__ = [
     "socket_dir",
     "socket_path",
 ]
-
-
-# TRANSITIONAL(#18): `from vfido.control import add_presence_commands` for branches in flight
-# (the commands load cryptography and the authenticator, so they are not imported with the
-# package); the integrator removes it.
-def __getattr__(name: str) -> Any:
-    if name in ("add_presence_commands", "_wait_arg"):
-        from vfido.control import commands
-
-        return getattr(commands, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -140,8 +140,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
-        if name in ("cmd_show", "register"):
-            # TRANSITIONAL(#18): re-export for branches in flight; the integrator removes it.
-            return getattr(importlib.import_module("vfido.cli.trace"), name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"vfido.trace.{module}"), name)

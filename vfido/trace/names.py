@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import IntEnum
 
 from vfido.authenticator.ctap1 import Ins, Sw
-from vfido.authenticator.device import Command as CtapCommand
+from vfido.authenticator.dispatch import Command as CtapCommand
 from vfido.authenticator.env import KeepaliveStatus
 from vfido.authenticator.errors import CtapStatus
 from vfido.authenticator.responses import GET_INFO_MEMBERS
