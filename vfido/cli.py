@@ -86,7 +86,9 @@ def _open_store(args: argparse.Namespace) -> SqliteKeyStore:
         if args.keystore or args.passphrase_file:
             given = "--keystore" if args.keystore else "--passphrase-file"
             raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
-        return SqliteKeyStore.ephemeral()
+        from vfido.personas.cli import ephemeral_aaguid
+
+        return SqliteKeyStore.ephemeral(aaguid=ephemeral_aaguid(args))  # --persona's
     directory = _keystore_dir(args)
     if not SqliteKeyStore.exists(directory):
         raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
@@ -175,6 +177,13 @@ def _presence(args: argparse.Namespace) -> PresenceBroker:
 def _config(args: argparse.Namespace) -> object:
     from vfido.authenticator.config import Config
 
+    if getattr(args, "persona", None):
+        from vfido.personas.cli import PersonaError, run_config
+
+        try:
+            return run_config(args)
+        except PersonaError as exc:
+            raise CliError(str(exc)) from None
     try:
         return Config(
             attestation=args.attestation,
@@ -645,6 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="discoverable credentials the key accepts",
     )
+    from vfido.personas.cli import PERSONA_HELP, register
+
+    p.add_argument("--persona", metavar="NAME", help=PERSONA_HELP)
     p.add_argument(
         "--trace",
         metavar="FILE",
@@ -735,6 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
     from vfido import webdriver
 
     webdriver.register(sub)
+    register(sub)  # vfido personas
 
     p = sub.add_parser("reset", help="erase every credential (like authenticatorReset)")
     _add_keystore_args(p)
