@@ -15,8 +15,9 @@ below is derived from it, nothing is a second copy of a handler:
 * which extensions it processes: the others are removed from makeCredential/getAssertion
   before parsing, so they are ignored (CTAP 2.1 section 12: an authenticator ignores
   extensions it does not support);
-* the most credentials an allowList/excludeList may carry when getInfo reports
-  maxCredentialCountInList (more: CTAP2_ERR_LIMIT_EXCEEDED);
+* the most credentials an allowList/excludeList may carry, and the longest ID in it, when
+  getInfo reports maxCredentialCountInList / maxCredentialIdLength (more, longer:
+  CTAP2_ERR_LIMIT_EXCEEDED, as Chromium's virtual CTAP2 device answers);
 * what getInfo reports (:func:`restrict_info`): the model's versions, extensions, option names,
   PIN protocols, maxCredentialIdLength and transports, and only its members;
 * which CTAPHID protocols the key advertises (:attr:`ModelClass.ctap2`, :attr:`ModelClass.u2f`):
@@ -68,6 +69,7 @@ _MAKE_CREDENTIAL_KEYS = (0x06, 0x09, 0x05)
 _GET_ASSERTION_KEYS = (0x04, 0x07, 0x03)
 _MAKE_CREDENTIAL, _GET_ASSERTION, _CLIENT_PIN = 0x01, 0x02, 0x06
 _INFO_MAX_CREDENTIAL_COUNT_IN_LIST = 0x07
+_INFO_MAX_CREDENTIAL_ID_LENGTH = 0x08
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,10 @@ def _narrowed(
 ) -> Callable[[Any, bytes, Any], Any]:
     extensions_key, protocol_key, list_key = keys
     supported = frozenset(model.extensions)
+    # maxCredentialIdLength, where getInfo reports it: a longer listed ID is refused too.
+    max_id = (
+        model.max_credential_id_length if _INFO_MAX_CREDENTIAL_ID_LENGTH in model.members else None
+    )
 
     def narrowed(services: Any, payload: bytes, context: Any) -> Any:
         params = cbor.decode(payload) if payload else None
@@ -183,6 +189,11 @@ def _narrowed(
                 and len(credentials) > max_list
             ):
                 raise CtapError(CtapStatus.LIMIT_EXCEEDED, "more than maxCredentialCountInList")
+            if max_id is not None and isinstance(credentials, list):
+                for descriptor in credentials:
+                    cid = descriptor.get("id") if isinstance(descriptor, dict) else None
+                    if isinstance(cid, bytes) and len(cid) > max_id:
+                        raise CtapError(CtapStatus.LIMIT_EXCEEDED, "ID over maxCredentialIdLength")
             extensions = params.get(extensions_key)
             if isinstance(extensions, dict) and not supported.issuperset(extensions):
                 # CTAP 2.1 section 12: extensions the key does not support are ignored.

@@ -230,6 +230,19 @@ def test_lists_longer_than_max_credential_count_in_list_are_refused(name: str) -
         rp.server.authenticate_complete(state, rp.credentials, result.get_response(0))
 
 
+@pytest.mark.parametrize("name", ("ctap21pre", "ctap21"))
+def test_listed_ids_longer_than_max_credential_id_length_are_refused(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        limit = Ctap2(key.device).get_info().max_cred_id_length
+        get = {1: "example.com", 2: CLIENT_DATA_HASH}
+        fits = [{"type": "public-key", "id": os.urandom(limit)}]
+        assert raw(key.device, 0x02, {**get, 3: fits})[0] == CtapError.ERR.NO_CREDENTIALS
+        longer = [{"type": "public-key", "id": os.urandom(limit + 1)}]
+        assert raw(key.device, 0x02, {**get, 3: longer})[0] == CtapError.ERR.LIMIT_EXCEEDED
+        make = {1: CLIENT_DATA_HASH, 2: RP, 3: {"id": b"u"}, 4: [{"type": "public-key", "alg": -7}]}
+        assert raw(key.device, 0x01, {**make, 5: longer})[0] == CtapError.ERR.LIMIT_EXCEEDED
+
+
 def test_a_key_that_does_not_report_the_list_limit_does_not_enforce_one() -> None:
     with VirtualKey(persona="ctap20") as key:
         bogus = [{"type": "public-key", "id": os.urandom(16)} for _ in range(20)]  # > 8
