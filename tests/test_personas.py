@@ -20,11 +20,15 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import UserVerificationRequirement
 
+from tests.ctap1_helpers import extended_apdu
+from tests.ctaphid_helpers import core_call, core_init, decode_messages
 from tests.rp import RelyingParty, attestation_fmt, register, sign_in
 from tests.service_helpers import udp_service, vfido
 from vfido import personas
 from vfido.api import VirtualKey
 from vfido.personas import PersonaError, expected_info, load, parse
+from vfido.transports.ctaphid import Capability, CtapHidCore, Request
+from vfido.transports.ctaphid import Command as HidCommand
 
 CTAP2_PERSONAS = ("ctap20", "ctap21pre", "ctap21")
 ALL_PERSONAS = ("ctap20", "ctap21", "ctap21pre", "u2f")
@@ -419,3 +423,21 @@ def test_fido2_client_on_the_u2f_persona_uses_ctap1() -> None:
     with VirtualKey(persona="u2f") as key:
         client: Fido2Client = key.client()
         assert "U2F_V2" in client.info.versions and "FIDO_2_0" not in client.info.versions
+
+
+@pytest.mark.parametrize(
+    ("flags", "keepalives"),
+    [(Capability.WINK, False), (Capability.WINK | Capability.CBOR, True)],
+)
+def test_a_u2f_only_key_sends_no_keepalive(flags: int, keepalives: bool) -> None:
+    """U2FHID has no CTAPHID_KEEPALIVE. In the guest, a U2F REGISTER of the u2f persona that
+    took longer than the 80 ms keepalive interval sent one, Chromium took it as a device error
+    ("Unknown CTAPHID command: 59 01") and create() never finished. A channel INITed without
+    the CBOR capability gets none; one with CBOR keeps them."""
+    core = CtapHidCore(capabilities=flags)
+    channel = core_init(core)
+    (request,) = core_call(core, channel, HidCommand.MSG, extended_apdu(0x01, 0x03, bytes(64)))
+    assert isinstance(request, Request)
+    assert bool(core.keepalive(request.transaction, 1)) is keepalives
+    (response,) = decode_messages(core.respond(request.transaction, b"\x90\x00"))
+    assert response.command == HidCommand.MSG
