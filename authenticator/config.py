@@ -16,6 +16,7 @@ from vfido.authenticator.cose import (
     MLDSA_ALGORITHMS,
     mldsa_unavailable_reason,
 )
+from vfido.authenticator.model import ModelClass
 
 ATTESTATION_FORMATS = ("packed", "self", "none")
 
@@ -97,6 +98,9 @@ class Config:
     #: discoverable credentials; reported in issue #14). Off leaves them out exactly as a
     #: runtime without ML-DSA does; credentials already made with ML-DSA keep signing.
     mldsa: bool = False
+    #: Answer as a model class (authenticator.model; ``vfido run --persona``): its versions,
+    #: commands, options, extensions and getInfo members only. None: the full key.
+    model: ModelClass | None = None
     #: Why (some) ML-DSA algorithms are not offered, for people (``vfido info``, logs); None
     #: when every ML-DSA algorithm is. Derived, not a parameter.
     mldsa_unavailable: str | None = field(init=False, default=None, compare=False)
@@ -167,6 +171,8 @@ class Config:
             or self.max_resident_credentials < 1
         ):
             raise ValueError("max_resident_credentials must be a positive integer")
+        if self.model is not None and not isinstance(self.model, ModelClass):
+            raise ValueError("model must be an authenticator.model.ModelClass or None")
 
     def _drop_unavailable_mldsa(self) -> None:
         """Leave out the ML-DSA algorithms this key cannot offer and record why."""

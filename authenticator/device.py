@@ -52,6 +52,7 @@ from vfido.authenticator.env import (
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.get_info import build_info
 from vfido.authenticator.large_blobs import LargeBlobs
+from vfido.authenticator.model import max_list_length, restrict_handlers
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
@@ -186,6 +187,9 @@ class Authenticator:
             bio=self._bio,
         )
         self._handlers = handlers(config)
+        if config.model is not None:  # a model class (--persona): its commands only
+            limit = max_list_length(config.model, config.max_credential_count_in_list)
+            self._handlers = restrict_handlers(config.model, self._handlers, limit)
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.
@@ -209,8 +213,8 @@ class Authenticator:
         """The authenticatorGetInfo response map as the host would get it now (behaviours
         included), without waiting for a request in progress (for the control socket).
         Raises CtapError where the key, as scripted, answers getInfo with an error."""
-        if self._services.behaviours.current().versions == U2F_V2:
-            raise CtapError(CtapStatus.INVALID_COMMAND, "U2F-only (behaviour versions)")
+        if self.supported_protocols() == _U2F_ONLY:
+            raise CtapError(CtapStatus.INVALID_COMMAND, "U2F-only (behaviour versions, model)")
         return build_info(self._services).to_cbor_map()
 
     # --- CtapHandler ---------------------------------------------------------
@@ -221,9 +225,10 @@ class Authenticator:
         advertises a U2F-only key without CTAPHID's CBOR flag and a CTAP2-only one with
         NMSG, as hardware keys of those kinds do."""
         versions = self._services.behaviours.current().versions
-        if versions == U2F_V2:
+        model = self._services.config.model  # a model class (--persona)
+        if versions == U2F_V2 or (model is not None and not model.ctap2):
             return _U2F_ONLY
-        if versions == FIDO_2_0 or not self._ctap1_enabled:
+        if versions == FIDO_2_0 or not self._ctap1_enabled or (model is not None and not model.u2f):
             return _CTAP2_ONLY
         return _BOTH_PROTOCOLS
 
@@ -245,8 +250,8 @@ class Authenticator:
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
         self._ctap1.cancel_presence()
         behaviours = self._services.behaviours.current()
-        if behaviours.versions == U2F_V2:
-            # Behaviour versions=U2F_V2: a U2F-only key knows no CTAP2 command.
+        if self.supported_protocols() == _U2F_ONLY:
+            # Behaviour versions=U2F_V2 (or a U2F model): a U2F-only key knows no CTAP2 command.
             return bytes([CtapStatus.INVALID_COMMAND])
         if behaviours.slow_ms:
             # Behaviour slow: PROCESSING keepalives go out while we wait.
@@ -284,8 +289,9 @@ class Authenticator:
             leave_entropy(token)
 
     def _handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
-        if self._services.behaviours.current().versions == FIDO_2_0:
-            return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0: no U2F
+        model = self._services.config.model
+        if self._services.behaviours.current().versions == FIDO_2_0 or (model and not model.u2f):
+            return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0 (or model): no U2F
         with self._lock:
             end_pending(self._parts, CTAP1_MESSAGE)
             if len(apdu) > 1 and apdu[1] in _U2F_SIGNING_INS and not self._services.ctap1_enabled:

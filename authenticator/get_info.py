@@ -19,6 +19,7 @@ from vfido.authenticator.credential_source import SealedCredential
 from vfido.authenticator.extensions import MAX_CRED_BLOB_LENGTH
 from vfido.authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from vfido.authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
+from vfido.authenticator.model import restrict_info
 from vfido.authenticator.persistent_token import enc_cred_store_state, enc_identifier
 from vfido.authenticator.responses import (
     INFO_ENC_CRED_STORE_STATE,
@@ -180,7 +181,7 @@ def build_info(services: Services) -> GetInfoResponse:
         reported_options["clientPin"] = True  # a PIN is "set" (and blocked)
     if behaviours.attestation == "none":
         formats = ("none",)
-    return GetInfoResponse(
+    response = GetInfoResponse(
         versions=reported_versions,
         extensions=extensions(config),
         aaguid=store.identity().aaguid,
@@ -201,3 +202,5 @@ def build_info(services: Services) -> GetInfoResponse:
         attestation_formats=formats,
         extra=extra,
     )
+    # A model class (vfido run --persona) reports only its own versions, options, members.
+    return response if config.model is None else restrict_info(config.model, response)

@@ -49,6 +49,8 @@ for bare in ("authenticator", "keystore", "transports"):  # nothing generic in s
 assert importlib.resources.files("vfido.ui_assets").joinpath("index.html").is_file()
 with VirtualKey() as key:
     assert key.client().info.options["uv"] is True
+with VirtualKey(persona="ctap20") as key:
+    assert key.client().info.versions == ["U2F_V2", "FIDO_2_0"]
 print("ok")
 """
 
@@ -92,6 +94,8 @@ def test_the_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     assert helped.returncode == 0 and "usage: vfido" in helped.stdout, helped.stderr
     ran = run([str(vfido), "run", "--help"], work)
     assert ran.returncode == 0 and "--udp-port" in ran.stdout, ran.stderr
+    listed = run([str(vfido), "personas"], work)  # the profiles are package data (#19)
+    assert listed.returncode == 0 and "ctap21pre" in listed.stdout, listed.stderr
 
     (work / "check.py").write_text(SCRIPT)
     checked = run([str(python), "check.py"], work)

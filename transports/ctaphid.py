@@ -374,6 +374,10 @@ class CtapHidCore:
         active = self._active
         if active is None or active.transaction != transaction or active.dropped:
             return []
+        if Command.CBOR not in self._channels.get(active.channel, frozenset()):
+            # A channel INITed without the CBOR capability (a U2F-only key) speaks U2FHID,
+            # which has no KEEPALIVE: Chromium takes one as a device error (issue #19).
+            return []
         reports = encode_message(active.channel, Command.KEEPALIVE, bytes([status & 0xFF]))
         if active.client is None:
             return reports

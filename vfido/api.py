@@ -291,6 +291,8 @@ class VirtualKey:
     fingerprint sensor: :meth:`place_finger` chooses the finger that touches); ``config``
     gives a whole
     :class:`vfido.authenticator.config.Config` (the named options override its fields);
+    ``persona`` a model class of key instead (``vfido personas`` lists them; its AAGUID for an
+    ephemeral keystore);
     ``behaviours`` scripted misbehaviour at start, ``{name: value}`` (see
     ``vfido ctl behaviour list``), changed later through :attr:`behaviours`.
     ``seed``: a reproducible key, FOR TESTS ONLY (``vfido run --deterministic``): every
@@ -327,6 +329,7 @@ class VirtualKey:
         ctap21_pre: bool | None = None,
         fingerprint: bool | None = None,
         config: Config | None = None,
+        persona: str | None = None,
         behaviours: Mapping[str, RawValue] | None = None,
         transport: str = "inprocess",
         serial: str | None = None,
@@ -344,6 +347,14 @@ class VirtualKey:
             raise ValueError("a keystore directory needs its passphrase")
         if pin is not None and len(pin.encode()) < 4:
             raise ValueError("a PIN has at least 4 characters")
+        self._persona_aaguid: bytes | None = None
+        if persona is not None:  # a model class (vfido.personas): its Config is the base
+            from vfido.personas import load
+
+            if config is not None:
+                raise ValueError("give persona or config, not both")
+            loaded = load(persona)
+            config, self._persona_aaguid = loaded.config, loaded.aaguid
         #: The relying-party lint (``lint=True``), else None.
         self.linter: Linter | None = Linter(lint_origin) if lint or lint_origin else None
         #: A seeded key's randomness and clock (``seed``), else None.
@@ -423,7 +434,9 @@ class VirtualKey:
         if self._store is not None:
             return self._store
         if self.keystore_dir is None:
-            return reproducible.build(self.seeded, SqliteKeyStore.ephemeral)
+            if self.seeded is not None:
+                return reproducible.build(self.seeded, SqliteKeyStore.ephemeral)
+            return SqliteKeyStore.ephemeral(aaguid=self._persona_aaguid)
         passphrase, self._passphrase = self._passphrase, None  # not kept once used
         assert passphrase is not None
         if SqliteKeyStore.exists(self.keystore_dir):

@@ -355,6 +355,41 @@ def test_firefox_mldsa(vm: GuestResults, record_property: Any) -> None:
         )
 
 
+#: Which trace responses serve a persona's create() and get() (issue #19).
+PERSONA_PROTOCOLS = {
+    "u2f": {"create": ("MSG REGISTER",), "get": ("MSG AUTHENTICATE",)},
+    "ctap20": {"create": trace_protocols.CTAP2_CREATE, "get": trace_protocols.CTAP2_GET},
+    "ctap21pre": {"create": trace_protocols.CTAP2_CREATE, "get": trace_protocols.CTAP2_GET},
+    "ctap21": {"create": trace_protocols.CTAP2_CREATE, "get": trace_protocols.CTAP2_GET},
+}
+
+
+@pytest.mark.parametrize("persona", PERSONA_PROTOCOLS)
+def test_chromium_registers_and_signs_in_with_each_persona(vm: GuestResults, persona: str) -> None:
+    """`vfido run --persona NAME`: headless Chromium's ES256 create() and get() verify with
+    Fido2Server, and the key's trace shows the protocol that model class speaks serving each
+    one (U2F REGISTER/AUTHENTICATE for the U2F-only key, CTAP2 for the others)."""
+    data = vm.require_ok("chromium_personas")[persona]
+    page = PageVerifier(data["page"], trace_protocols.read_trace(vm.out_dir / data["trace"]))
+    state = {"user_verification": "discouraged"}
+    credentials = []
+    for name in ("create_es256", "get_es256"):
+        entry = page.require_ok(name)
+        served = trace_protocols.served(page.trace, entry["kind"], entry["credential"])
+        wanted = PERSONA_PROTOCOLS[persona][entry["kind"]]
+        assert len(served) == 1 and served[0] in wanted, f"{name} served by {served or 'nothing'}"
+        state["challenge"] = entry["challenge"]
+        if entry["kind"] == "create":
+            auth_data = page.server.register_complete(state, entry["credential"])
+            assert auth_data.credential_data is not None
+            credentials.append(auth_data.credential_data)
+        else:
+            page.server.authenticate_complete(state, credentials, entry["credential"])
+    counts = trace_protocols.protocol_counts(page.trace)
+    if persona != "u2f":  # a CTAP2 key: the browser never fell back to U2F
+        assert not any(c in trace_protocols.U2F_CEREMONIES for c in counts), counts
+
+
 def test_example_chromium_pytest(vm: GuestResults) -> None:
     """examples/flask_rp/test_chromium.py passed in the guest (vfido_hid_key + Chromium)."""
     data = vm.require_ok("example_chromium_pytest")

@@ -140,7 +140,9 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
         if args.keystore or args.passphrase_file:
             given = "--keystore" if args.keystore else "--passphrase-file"
             raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
-        return SqliteKeyStore.ephemeral()
+        from vfido.cli.personas import ephemeral_aaguid
+
+        return SqliteKeyStore.ephemeral(aaguid=ephemeral_aaguid(args))  # --persona's
     directory = keystore_dir(args)
     if not SqliteKeyStore.exists(directory):
         raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")

@@ -15,7 +15,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from vfido import __version__
-from vfido.cli import backup, ctl, dashboard, keystore, metadata, pin, run, system, trace, webdriver
+from vfido.cli import (
+    backup,
+    ctl,
+    dashboard,
+    keystore,
+    metadata,
+    personas,
+    pin,
+    run,
+    system,
+    trace,
+    webdriver,
+)
 from vfido.cli.common import CliError, Parser, Subparsers
 
 #: Every `vfido` command, in the order `vfido --help` lists them.
@@ -35,6 +47,7 @@ COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
     metadata.register,
     ctl.register,
     webdriver.register,
+    personas.register,
     keystore.register_reset,
 )
 

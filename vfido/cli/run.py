@@ -19,6 +19,7 @@ from vfido.cli.common import (
     port,
     seconds,
 )
+from vfido.cli.personas import PERSONA_HELP
 from vfido.presence.modes import RUN_MODES, presence_help
 from vfido.transport_choice import KINDS as TRANSPORT_KINDS
 from vfido.transport_choice import UDP_INSECURE_FLAG
@@ -63,6 +64,10 @@ def config(args: argparse.Namespace) -> Config:
     """The authenticator's configuration from `vfido run`'s flags."""
     from vfido.authenticator.config import Config
 
+    if getattr(args, "persona", None):
+        from vfido.cli.personas import run_config
+
+        return run_config(args)
     try:
         return Config(
             attestation=args.attestation,
@@ -314,6 +319,7 @@ def register(sub: Subparsers) -> None:
         metavar="N",
         help="discoverable credentials the key accepts",
     )
+    p.add_argument("--persona", metavar="NAME", help=PERSONA_HELP)
     p.add_argument(
         "--trace",
         metavar="FILE",

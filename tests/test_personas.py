@@ -1,0 +1,443 @@
+"""Personas (#19): ``vfido run --persona NAME`` / ``VirtualKey(persona=NAME)`` answer like a
+model class of key. For each persona python-fido2 sees exactly the profile's getInfo, a
+registration and a sign-in work the way that model class works (both checked by
+python-fido2's Fido2Server and py_webauthn, attestation trust path included), and each limit
+the profile sets holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import cbor2
+import pytest
+from fido2.client import Fido2Client
+from fido2.ctap import CtapError
+from fido2.ctap1 import Ctap1
+from fido2.ctap2 import CredentialManagement, Ctap2
+from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
+from fido2.hid import CAPABILITY, CTAPHID
+from fido2.webauthn import UserVerificationRequirement
+
+from tests.ctap1_helpers import extended_apdu
+from tests.ctaphid_helpers import core_call, core_init, decode_messages
+from tests.rp import RelyingParty, attestation_fmt, register, sign_in
+from tests.service_helpers import udp_service, vfido
+from vfido import personas
+from vfido.api import VirtualKey
+from vfido.personas import PersonaError, expected_info, load, parse
+from vfido.transports.ctaphid import Capability, CtapHidCore, Request
+from vfido.transports.ctaphid import Command as HidCommand
+
+CTAP2_PERSONAS = ("ctap20", "ctap21pre", "ctap21")
+ALL_PERSONAS = ("ctap20", "ctap21", "ctap21pre", "u2f")
+CTAP21_COMMANDS = (0x09, 0x0A, 0x0B, 0x0C, 0x0D)
+CLIENT_DATA_HASH = bytes(32)
+RP = {"id": "example.com", "name": "Example"}
+
+
+def raw(device: Any, command: int, params: dict[int, Any] | None = None) -> tuple[int, Any]:
+    """(status, decoded response) of one CTAP2 command sent as CTAPHID_CBOR."""
+    payload = bytes([command]) + (cbor2.dumps(params, canonical=True) if params else b"")
+    answer = device.call(CTAPHID.CBOR, payload)
+    return answer[0], cbor2.loads(answer[1:]) if len(answer) > 1 else None
+
+
+def raw_set_pin(client_pin: ClientPin, padded_pin: bytes) -> None:
+    """setPIN with a padded PIN python-fido2 would refuse to send."""
+    key_agreement, shared_secret = client_pin._get_shared_secret()  # type: ignore[no-untyped-call]
+    pin_enc = client_pin.protocol.encrypt(shared_secret, padded_pin)
+    client_pin.ctap.client_pin(
+        client_pin.protocol.VERSION,
+        ClientPin.CMD.SET_PIN,
+        key_agreement=key_agreement,
+        new_pin_enc=pin_enc,
+        pin_uv_param=client_pin.protocol.authenticate(shared_secret, pin_enc),
+    )
+
+
+def make_rk(ctap2: Ctap2, n: int, **kwargs: Any) -> Any:
+    return ctap2.make_credential(
+        CLIENT_DATA_HASH,
+        RP,
+        {"id": n.to_bytes(4, "big"), "name": f"user{n}"},
+        [{"type": "public-key", "alg": -7}],
+        options={"rk": True},
+        **kwargs,
+    )
+
+
+def test_the_shipped_personas_load_and_are_listed() -> None:
+    assert personas.names() == ALL_PERSONAS
+    assert [name for name, _ in personas.summaries()] == list(ALL_PERSONAS)
+    for name in ALL_PERSONAS:
+        assert load(name).name == name
+
+
+# --- getInfo: exactly the profile's --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CTAP2_PERSONAS)
+def test_python_fido2_sees_exactly_the_profiles_getinfo(name: str) -> None:
+    persona = load(name)
+    profile = persona.get_info
+    assert profile is not None
+    with VirtualKey(persona=name) as key:
+        status, answer = raw(key.device, 0x04)
+        assert status == 0
+        assert answer == expected_info(persona)  # every member, and no other
+        info = Ctap2(key.device).get_info()
+        assert info.versions == profile["versions"]
+        assert info.extensions == profile.get("extensions", [])
+        assert str(info.aaguid) == profile["aaguid"]
+        assert dict(info.options) == profile["options"]
+        assert info.max_msg_size == profile["maxMsgSize"]
+        assert info.pin_uv_protocols == profile["pinUvAuthProtocols"]
+        assert info.max_creds_in_list == profile.get("maxCredentialCountInList", 0)
+        assert info.max_cred_id_length == profile.get("maxCredentialIdLength", 0)
+        assert info.transports == profile.get("transports", [])
+        assert [a["alg"] for a in info.algorithms or []] == profile.get("algorithms", [])
+        assert info.remaining_disc_creds == profile.get("remainingDiscoverableCredentials")
+        assert info.firmware_version == profile.get("firmwareVersion", 0)
+        assert key.device.capabilities & CAPABILITY.CBOR
+        assert not key.device.capabilities & CAPABILITY.NMSG  # every one speaks U2F too
+
+
+def test_the_u2f_persona_has_no_cbor_capability_and_refuses_ctap2() -> None:
+    with VirtualKey(persona="u2f") as key:
+        assert not key.device.capabilities & CAPABILITY.CBOR
+        assert not key.device.capabilities & CAPABILITY.NMSG
+        with pytest.raises(CtapError) as refused:  # CTAPHID ERR_INVALID_CMD, as a U2F key
+            key.device.call(CTAPHID.CBOR, b"\x04")
+        assert refused.value.code == CtapError.ERR.INVALID_COMMAND
+        with pytest.raises(ValueError):
+            Ctap2(key.device)
+        assert Ctap1(key.device).get_version() == "U2F_V2"
+
+
+# --- a registration and a sign-in, the way the model class does them --------------------
+
+
+@pytest.mark.parametrize("name", ALL_PERSONAS)
+def test_registration_and_sign_in_verified_by_the_relying_party(name: str) -> None:
+    persona = load(name)
+    with VirtualKey(persona=name) as key:
+        client = key.client()
+        rp = RelyingParty(root_der=key.attestation_root)
+        response = register(client, rp)
+        assert sign_in(client, rp) == 1 and sign_in(client, rp) == 2
+        credential = rp.credentials[0]
+        if name == "u2f":
+            # python-fido2 fell back to CTAP1: U2F attestation, the all-zero AAGUID, ES256.
+            assert attestation_fmt(response) == "fido-u2f"
+            assert bytes(credential.aaguid) == bytes(16)
+            assert credential.public_key[3] == -7
+        else:
+            assert attestation_fmt(response) == "packed"
+            assert bytes(credential.aaguid) == persona.aaguid
+            max_id = persona.config.model.max_credential_id_length  # type: ignore[union-attr]
+            assert len(credential.credential_id) <= (max_id or 1 << 16)
+
+
+@pytest.mark.parametrize("name", CTAP2_PERSONAS)
+def test_discoverable_credential_sign_in_without_allow_list(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        client = key.client()
+        rp = RelyingParty(root_der=key.attestation_root)
+        register(client, rp, rk=True)
+        assert sign_in(client, rp, allow=False) == 1
+
+
+# --- commands: a CTAP 2.0 key knows no CTAP 2.1 command -----------------------------------
+
+
+def test_ctap20_answers_invalid_command_to_every_ctap21_command() -> None:
+    with VirtualKey(persona="ctap20") as key:
+        for command in (*CTAP21_COMMANDS, 0x40, 0x41):
+            assert raw(key.device, command, {1: 1})[0] == CtapError.ERR.INVALID_COMMAND
+        assert Ctap1(key.device).get_version() == "U2F_V2"
+
+
+def test_ctap21pre_has_the_preview_credential_management_only() -> None:
+    with VirtualKey(persona="ctap21pre", pin="12345678") as key:
+        for command in CTAP21_COMMANDS:
+            assert raw(key.device, command, {1: 1})[0] == CtapError.ERR.INVALID_COMMAND
+        ctap2 = Ctap2(key.device)
+        client_pin = ClientPin(ctap2)
+        assert isinstance(client_pin.protocol, PinProtocolV1)
+        token = client_pin.get_pin_token("12345678")  # getPINToken: no permissions in 2.1-PRE
+        credman = CredentialManagement(ctap2, client_pin.protocol, token)
+        assert credman.get_metadata()[CredentialManagement.RESULT.MAX_REMAINING_COUNT] == 25
+
+
+def test_ctap21_has_the_ctap21_commands_and_not_the_preview() -> None:
+    with VirtualKey(persona="ctap21") as key:
+        assert raw(key.device, 0x41, {1: 1})[0] == CtapError.ERR.INVALID_COMMAND
+        for command in CTAP21_COMMANDS[1:]:  # no bioEnrollment: no fingerprint sensor
+            assert raw(key.device, command, {1: 1})[0] != CtapError.ERR.INVALID_COMMAND
+        assert raw(key.device, 0x09, {1: 1})[0] == CtapError.ERR.INVALID_COMMAND
+
+
+@pytest.mark.parametrize("name", ("ctap20", "ctap21pre"))
+def test_pin_protocol_one_only_and_no_permission_tokens(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        ctap2 = Ctap2(key.device)
+        assert isinstance(ClientPin(ctap2).protocol, PinProtocolV1)
+        with pytest.raises(CtapError) as refused:  # not in pinUvAuthProtocols
+            ClientPin(ctap2, PinProtocolV2()).get_pin_retries()
+        assert refused.value.code == CtapError.ERR.INVALID_PARAMETER
+        status, _ = raw(key.device, 0x06, {1: 1, 2: 0x09})  # getPinUvAuthTokenUsingPin...
+        assert status == CtapError.ERR.INVALID_SUBCOMMAND
+
+
+# --- limits: one test per limit -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CTAP2_PERSONAS)
+def test_the_26th_discoverable_credential_gets_key_store_full(name: str) -> None:
+    reported = "remainingDiscoverableCredentials" in (load(name).get_info or {})
+    with VirtualKey(persona=name) as key:
+        ctap2 = Ctap2(key.device)
+        for n in range(25):
+            make_rk(ctap2, n)
+            if reported:
+                assert ctap2.get_info().remaining_disc_creds == 24 - n
+        with pytest.raises(CtapError) as full:
+            make_rk(ctap2, 25)
+        assert full.value.code == CtapError.ERR.KEY_STORE_FULL
+        assert len(key.credentials()) == 25
+
+
+@pytest.mark.parametrize("name", ("ctap21pre", "ctap21"))
+def test_lists_longer_than_max_credential_count_in_list_are_refused(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        limit = Ctap2(key.device).get_info().max_creds_in_list
+        assert limit == 8
+        bogus = [{"type": "public-key", "id": os.urandom(48)} for _ in range(limit + 1)]
+        get = {1: "example.com", 2: CLIENT_DATA_HASH}
+        assert raw(key.device, 0x02, {**get, 3: bogus[:limit]})[0] == CtapError.ERR.NO_CREDENTIALS
+        assert raw(key.device, 0x02, {**get, 3: bogus})[0] == CtapError.ERR.LIMIT_EXCEEDED
+        make = {1: CLIENT_DATA_HASH, 2: RP, 3: {"id": b"u"}, 4: [{"type": "public-key", "alg": -7}]}
+        assert raw(key.device, 0x01, {**make, 5: bogus})[0] == CtapError.ERR.LIMIT_EXCEEDED
+        # A client that reads the limit splits a longer allowList: python-fido2 signs in.
+        client = key.client()
+        rp = RelyingParty(root_der=key.attestation_root)
+        register(client, rp)
+        options, state = rp.server.authenticate_begin(
+            rp.credentials, user_verification=UserVerificationRequirement.DISCOURAGED
+        )
+        real = options.public_key.allow_credentials[0]
+        others = [dataclasses.replace(real, id=os.urandom(64)) for _ in range(2 * limit)]
+        request = dataclasses.replace(options.public_key, allow_credentials=[*others, real])
+        result = client.get_assertion(request)
+        rp.server.authenticate_complete(state, rp.credentials, result.get_response(0))
+
+
+@pytest.mark.parametrize("name", ("ctap21pre", "ctap21"))
+def test_listed_ids_longer_than_max_credential_id_length_are_refused(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        limit = Ctap2(key.device).get_info().max_cred_id_length
+        get = {1: "example.com", 2: CLIENT_DATA_HASH}
+        fits = [{"type": "public-key", "id": os.urandom(limit)}]
+        assert raw(key.device, 0x02, {**get, 3: fits})[0] == CtapError.ERR.NO_CREDENTIALS
+        longer = [{"type": "public-key", "id": os.urandom(limit + 1)}]
+        assert raw(key.device, 0x02, {**get, 3: longer})[0] == CtapError.ERR.LIMIT_EXCEEDED
+        make = {1: CLIENT_DATA_HASH, 2: RP, 3: {"id": b"u"}, 4: [{"type": "public-key", "alg": -7}]}
+        assert raw(key.device, 0x01, {**make, 5: longer})[0] == CtapError.ERR.LIMIT_EXCEEDED
+
+
+def test_a_key_that_does_not_report_the_list_limit_does_not_enforce_one() -> None:
+    with VirtualKey(persona="ctap20") as key:
+        bogus = [{"type": "public-key", "id": os.urandom(16)} for _ in range(20)]  # > 8
+        status, _ = raw(key.device, 0x02, {1: "example.com", 2: CLIENT_DATA_HASH, 3: bogus})
+        assert status == CtapError.ERR.NO_CREDENTIALS
+
+
+@pytest.mark.parametrize("name", CTAP2_PERSONAS)
+def test_requests_longer_than_max_msg_size_are_refused(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        limit = Ctap2(key.device).get_info().max_msg_size
+        assert limit == load(name).config.max_msg_size < 7609
+        at_limit = key.device.call(CTAPHID.CBOR, b"\x01" + bytes(limit - 1))
+        assert at_limit[0] != CtapError.ERR.REQUEST_TOO_LARGE  # (not CBOR: refused otherwise)
+        over = key.device.call(CTAPHID.CBOR, b"\x01" + bytes(limit))
+        assert over[0] == CtapError.ERR.REQUEST_TOO_LARGE
+
+
+@pytest.mark.parametrize("name", ("ctap21pre", "ctap21"))  # ctap20 does not report one
+def test_credential_ids_fit_max_credential_id_length(name: str) -> None:
+    persona = load(name)
+    assert persona.config.model is not None
+    limit = persona.config.model.max_credential_id_length
+    assert limit == 128
+    assert personas.longest_credential_id(persona.config) <= limit
+    with VirtualKey(persona=name) as key:
+        ctap2 = Ctap2(key.device)
+        extensions = (
+            {"credBlob": bytes(32)} if "credBlob" in persona.config.model.extensions else {}
+        )  # type: ignore[union-attr]
+        for alg in persona.config.algorithms:
+            made = ctap2.make_credential(
+                CLIENT_DATA_HASH,
+                RP,
+                {"id": b"u", "name": "u"},
+                [{"type": "public-key", "alg": alg}],
+                extensions=extensions,
+                options={"rk": True},
+            )
+            assert len(made.auth_data.credential_data.credential_id) <= limit
+
+
+@pytest.mark.parametrize("name", ("ctap20", "ctap21"))
+def test_pin_length_rules(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        ctap2 = Ctap2(key.device)
+        client_pin = ClientPin(ctap2)
+        with pytest.raises(CtapError) as short:
+            raw_set_pin(client_pin, b"123".ljust(64, b"\0"))  # minPINLength 4
+        assert short.value.code == CtapError.ERR.PIN_POLICY_VIOLATION
+        with pytest.raises(CtapError) as long:
+            raw_set_pin(client_pin, b"1" * 64)  # at most 63 bytes (no terminating zero)
+        assert long.value.code == CtapError.ERR.PIN_POLICY_VIOLATION
+        assert ctap2.get_info().options["clientPin"] is False
+        client_pin.set_pin("1234")
+        assert ctap2.get_info().options["clientPin"] is True
+
+
+@pytest.mark.parametrize("name", CTAP2_PERSONAS)
+def test_algorithms_outside_the_profile_are_unsupported(name: str) -> None:
+    with VirtualKey(persona=name) as key:
+        with pytest.raises(CtapError) as refused:
+            Ctap2(key.device).make_credential(
+                CLIENT_DATA_HASH, RP, {"id": b"u"}, [{"type": "public-key", "alg": -257}]
+            )
+        assert refused.value.code == CtapError.ERR.UNSUPPORTED_ALGORITHM
+
+
+@pytest.mark.parametrize(("name", "answered"), [("ctap20", False), ("ctap21", True)])
+def test_extensions_outside_the_profile_are_ignored(name: str, answered: bool) -> None:
+    with VirtualKey(persona=name) as key:
+        made = Ctap2(key.device).make_credential(
+            CLIENT_DATA_HASH,
+            RP,
+            {"id": b"u"},
+            [{"type": "public-key", "alg": -7}],
+            extensions={"credProtect": 2, "hmac-secret": True},
+        )
+        outputs = made.auth_data.extensions or {}
+        assert ("credProtect" in outputs) is answered  # CTAP 2.0 key: ignored
+        assert outputs["hmac-secret"] is True  # in every CTAP2 profile
+
+
+# --- profiles are checked on load ---------------------------------------------------------
+
+
+def profile(name: str) -> dict[str, Any]:
+    import importlib.resources
+    import tomllib
+
+    text = importlib.resources.files("vfido.personas").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["getInfo"].update(minPINLength=6), "minPINLength = 6, but a vfido key"),
+        (lambda d: d["getInfo"].update(maxCredentialIdLength=64), "less than the 106 bytes"),
+        (lambda d: d["getInfo"].update(fooBar=1), "unknown members fooBar"),
+        (lambda d: d["getInfo"].update(certifications={}), "certifications: vfido cannot"),
+        (lambda d: d["getInfo"]["extensions"].append("noSuch"), "does not implement: noSuch"),
+        (lambda d: d.update(protocols=["ctap2"]), "U2F_V2 exactly when protocols lists u2f"),
+        (lambda d: d.update(limits={"algorithms": [-7]}), "algorithms in both"),
+        (lambda d: d.update(limits={"pinRules": 1}), "limits: unknown pinRules"),
+        (lambda d: d["getInfo"].update(aaguid="nope"), "aaguid must be a UUID"),
+        (lambda d: d.update(colour="red"), "unknown entries colour"),
+        (lambda d: d["getInfo"].update(maxMsgSize=512), "max_msg_size must be an integer >= 1024"),
+    ],
+)
+def test_a_bad_profile_is_one_clear_line(change: Any, message: str) -> None:
+    data = profile("ctap21")
+    change(data)
+    with pytest.raises(PersonaError) as bad:
+        parse("ctap21", data)
+    assert str(bad.value).startswith("persona ctap21: ") and message in str(bad.value)
+    assert "\n" not in str(bad.value)
+
+
+def test_an_unknown_persona_lists_the_known_ones() -> None:
+    for name in ("nope", "../ctap21", "CTAP21", ""):
+        with pytest.raises(PersonaError, match=r"known: ctap20, ctap21, ctap21pre, u2f$"):
+            load(name)
+    with pytest.raises(PersonaError):
+        VirtualKey(persona="nope")
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_vfido_personas_lists_and_shows() -> None:
+    listed = vfido(["personas"], passphrase=None)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == list(ALL_PERSONAS)
+    shown = vfido(["personas", "ctap21"], passphrase=None)
+    assert shown.returncode == 0 and '"remainingDiscoverableCredentials": 25' in shown.stdout
+    bad = vfido(["personas", "nope"], passphrase=None)
+    assert bad.returncode == 1 and bad.stdout == ""
+    assert bad.stderr == (
+        "vfido: error: unknown persona 'nope'; known: ctap20, ctap21, ctap21pre, u2f\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--persona", "nope"], "unknown persona 'nope'; known: ctap20, ctap21, ctap21pre, u2f"),
+        (["--persona", "ctap20", "--mldsa"], "--persona ctap20 fixes what the key is"),
+        (["--persona", "u2f", "--max-resident-credentials", "5"], "leave out --max-resident"),
+    ],
+)
+def test_vfido_run_refuses_a_bad_persona_in_one_line(args: list[str], error: str) -> None:
+    result = vfido(["run", "--ephemeral", "--transport", "udp", *args], passphrase=None)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and error in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ("u2f", "ctap21"))
+def test_vfido_run_persona_serves_the_model(name: str) -> None:
+    args = ["--ephemeral", "--persona", name]
+    with udp_service(args, passphrase=None) as service, service.client() as client:
+        rp = RelyingParty()  # no trust anchor at hand: attestation checked for form only
+        response = register(client, rp)
+        assert sign_in(client, rp) == 1
+        if name == "u2f":
+            assert attestation_fmt(response) == "fido-u2f"
+        else:
+            assert client.info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1"]
+            assert client.info.remaining_disc_creds == 25
+
+
+def test_fido2_client_on_the_u2f_persona_uses_ctap1() -> None:
+    with VirtualKey(persona="u2f") as key:
+        client: Fido2Client = key.client()
+        assert "U2F_V2" in client.info.versions and "FIDO_2_0" not in client.info.versions
+
+
+@pytest.mark.parametrize(
+    ("flags", "keepalives"),
+    [(Capability.WINK, False), (Capability.WINK | Capability.CBOR, True)],
+)
+def test_a_u2f_only_key_sends_no_keepalive(flags: int, keepalives: bool) -> None:
+    """U2FHID has no CTAPHID_KEEPALIVE. In the guest, a U2F REGISTER of the u2f persona that
+    took longer than the 80 ms keepalive interval sent one, Chromium took it as a device error
+    ("Unknown CTAPHID command: 59 01") and create() never finished. A channel INITed without
+    the CBOR capability gets none; one with CBOR keeps them."""
+    core = CtapHidCore(capabilities=flags)
+    channel = core_init(core)
+    (request,) = core_call(core, channel, HidCommand.MSG, extended_apdu(0x01, 0x03, bytes(64)))
+    assert isinstance(request, Request)
+    assert bool(core.keepalive(request.transaction, 1)) is keepalives
+    (response,) = decode_messages(core.respond(request.transaction, b"\x90\x00"))
+    assert response.command == HidCommand.MSG
