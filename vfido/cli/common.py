@@ -131,6 +131,19 @@ def keystore_dir(args: argparse.Namespace) -> Path:
     return Path(args.keystore) if args.keystore else keystore_default_dir()
 
 
+def persona_aaguid(args: argparse.Namespace) -> bytes | None:
+    """The AAGUID of an --ephemeral keystore: ``--persona``'s, if it has one."""
+    name = getattr(args, "persona", None)
+    if not name:
+        return None
+    from vfido.personas import PersonaError, load
+
+    try:
+        return load(name).aaguid
+    except PersonaError as exc:
+        raise CliError(str(exc)) from None
+
+
 def open_store(args: argparse.Namespace) -> SqliteKeyStore:
     """The keystore the arguments name (``--ephemeral``: a new in-memory one)."""
     from vfido.keystore.sqlite_store import SqliteKeyStore
@@ -140,9 +153,7 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
         if args.keystore or args.passphrase_file:
             given = "--keystore" if args.keystore else "--passphrase-file"
             raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
-        from vfido.cli.personas import ephemeral_aaguid
-
-        return SqliteKeyStore.ephemeral(aaguid=ephemeral_aaguid(args))  # --persona's
+        return SqliteKeyStore.ephemeral(aaguid=persona_aaguid(args))
     directory = keystore_dir(args)
     if not SqliteKeyStore.exists(directory):
         raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")

@@ -59,12 +59,6 @@ def run_config(args: argparse.Namespace) -> Config:
     )
 
 
-def ephemeral_aaguid(args: argparse.Namespace) -> bytes | None:
-    """The AAGUID of an --ephemeral keystore: the persona's, if it has one."""
-    name = getattr(args, "persona", None)
-    return _load(name).aaguid if name else None
-
-
 def _load(name: str) -> Persona:
     """The persona ``name`` (:func:`vfido.personas.load`). Raises CliError (one line)."""
     from vfido.personas import PersonaError, load
@@ -109,4 +103,4 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_personas)
 
 
-__all__ = ["PERSONA_HELP", "cmd_personas", "ephemeral_aaguid", "register", "run_config"]
+__all__ = ["PERSONA_HELP", "cmd_personas", "register", "run_config"]
