@@ -6,10 +6,10 @@
 Each key is built from `vfido run --transport udp --ephemeral --presence auto --udp-port PORT
 --udp-peer-port PEER_PORT` parsed by vfido's own command line: the same presence broker
 (``vfido.cli.run.presence_broker``), Config (``vfido.cli.run.config``), keystore wrapper
-(``vfido.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport, control socket
-with every command, the one ``status``) and logging (vfido's non-blocking stderr handler at
-INFO, the authenticator and transports at WARNING). Only the process is shared: one `vfido run`
-serves one key and owns the signal handlers, so this runs the per-key part of
+(``vfido.testing.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport,
+control socket with every command, the one ``status``) and logging (vfido's non-blocking stderr
+handler at INFO, the authenticator and transports at WARNING). Only the process is shared: one
+`vfido run` serves one key and owns the signal handlers, so this runs the per-key part of
 ``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound; exits
 on SIGTERM/SIGINT or stdin EOF.
 """
@@ -27,12 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vfido import faults, logsink  # noqa: E402
 from vfido.cli import build_parser  # noqa: E402
 from vfido.cli.common import open_store  # noqa: E402
 from vfido.cli.run import config, presence_broker  # noqa: E402
 from vfido.control import ControlServer  # noqa: E402
 from vfido.key import Key, TransportOptions, build_key  # noqa: E402
+from vfido.testing import faults, logsink  # noqa: E402
 
 
 def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Key, ControlServer]:

@@ -71,7 +71,7 @@ def transaction(
     """One write transaction (BEGIN IMMEDIATE ... COMMIT, durable: synchronous=FULL), rolled
     back on any exception; a SQLite error becomes the keystore error that says it could not
     ``action``. ``before_commit`` runs after the statements, before COMMIT (fault injection:
-    :mod:`vfido.faults`)."""
+    :mod:`vfido.testing.faults`)."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:

@@ -170,7 +170,7 @@ class SqliteKeyStore:
         if max_credentials is not None and max_credentials < 0:
             raise ValueError("max_credentials must be >= 0")
         self._max_credentials = max_credentials
-        # Fault injection (vfido.faults): called inside every write transaction
+        # Fault injection (vfido.testing.faults): called inside every write transaction
         # after its statements and before COMMIT. None in normal operation.
         self.before_commit: Callable[[], None] | None = None
         # Counter values verified (or written) since open, by cred_tag; the

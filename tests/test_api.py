@@ -15,7 +15,7 @@ from fido2.webauthn import PublicKeyCredentialParameters, PublicKeyCredentialTyp
 from tests.rp import RelyingParty, attestation_fmt, random_user, register, sign_in
 from vfido.api import Credential, VirtualKey, VirtualKeyError
 from vfido.keystore.store import WrongPassphrase
-from vfido.pytest_plugin import uhid_unavailable
+from vfido.testing.pytest_plugin import uhid_unavailable
 
 PASSPHRASE = "api test passphrase"
 

@@ -1,4 +1,4 @@
-"""vfido.devtools without a browser: the message framing, finding Chromium, and the client
+"""vfido.testing.devtools without a browser: the message framing, finding Chromium, and the client
 against a stand-in that speaks the pipe protocol and misbehaves on request (no answer, an
 error, a crash, a refusal to quit) in ways a real Chromium cannot be made to. The real
 browser is driven by tests/test_ui.py and examples/flask_rp/test_chromium.py."""
@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from vfido.devtools import BROWSER_ENVIRONMENT, Browser, CdpError, _encode, _Splitter, find_chromium
+from vfido.testing.devtools import (
+    BROWSER_ENVIRONMENT,
+    Browser,
+    CdpError,
+    _encode,
+    _Splitter,
+    find_chromium,
+)
 
 # A stand-in for ``chromium --remote-debugging-pipe``: commands on fd 3, answers and events on
 # fd 4, each a JSON object ended by NUL. --fake-* flags (passed as extra_flags) set its mode.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vfido.pytest_plugin import uhid_unavailable
+from vfido.testing.pytest_plugin import uhid_unavailable
 
 pytest_plugins = ["pytester"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vfido.pytest_plugin import uhid_unavailable
+from vfido.testing.pytest_plugin import uhid_unavailable
 
 # pytester's in-process runs drop the modules an inner session imported; modules with native
 # parts (cryptography's bindings) cannot be imported twice, so import what the inner tests

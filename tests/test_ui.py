@@ -39,8 +39,8 @@ from vfido.control.commands import add_presence_commands
 from vfido.dashboard import DashboardServer, KeyLink, cose_to_pem, public_key_pem
 from vfido.dashboard.common import REDACTED
 from vfido.dashboard.render import redact
-from vfido.devtools import Browser, CdpError, Page, find_chromium
 from vfido.presence import PresenceBroker
+from vfido.testing.devtools import Browser, CdpError, Page, find_chromium
 from vfido.transports.udp import open_udp_device
 
 # --- an in-process key: a real control socket and presence broker --------------------------

@@ -1,5 +1,5 @@
-"""`vfido webdriver` (vfido.webdriver) without a browser: a fake upstream driver records what
-reaches it. Every other command is forwarded byte for byte; the virtual-authenticator
+"""`vfido webdriver` (vfido.testing.webdriver) without a browser: a fake upstream driver
+records what reaches it. Every other command is forwarded byte for byte; the virtual-authenticator
 commands are served here by real vfido keys (in-process or over a Unix socket on this host,
 UHID in the guest), which python-fido2 drives and fido2.server verifies."""
 
@@ -35,8 +35,8 @@ from fido2.webauthn import (
 
 from tests.rp import ORIGIN, RP_ID
 from tests.service_helpers import env as service_env
+from vfido.testing.webdriver import WebDriverProxy
 from vfido.transports.unix import open_unix_device
-from vfido.webdriver import WebDriverProxy
 
 SESSION = "f00dfeed"
 

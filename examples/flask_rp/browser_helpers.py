@@ -16,19 +16,19 @@ from types import ModuleType
 from typing import Any
 
 from vfido.api import ServiceKey
-from vfido.devtools import BROWSER_ENVIRONMENT, HEADLESS_FLAGS
+from vfido.testing.devtools import BROWSER_ENVIRONMENT, HEADLESS_FLAGS
 
 #: vfido's own trace reader (tests/vm/trace_protocols.py in the checkout).
 TRACE_PROTOCOLS = Path(__file__).resolve().parents[2] / "tests" / "vm" / "trace_protocols.py"
 
-#: Headless Chromium for Selenium and Playwright: vfido.devtools' flags, and the network
+#: Headless Chromium for Selenium and Playwright: vfido.testing.devtools' flags, and the network
 #: service in the browser process (on a starved machine, an emulated CPU, its own process
 #: gave up starting and the page was never requested).
 CHROMIUM_FLAGS = (*HEADLESS_FLAGS, "--enable-features=NetworkServiceInProcess2")
 
 
 def browser_environment() -> dict[str, str]:
-    """The only variables the browser inherits (as vfido.devtools does): a desktop session's
+    """The only variables the browser inherits (as vfido.testing.devtools does): a desktop session's
     D-Bus and display variables slow Chromium down where they lead nowhere."""
     return {name: os.environ[name] for name in BROWSER_ENVIRONMENT if name in os.environ}
 

@@ -28,7 +28,7 @@ from webauthn_app import create_app
 from werkzeug.serving import make_server
 
 from vfido.api import VirtualKey
-from vfido.pytest_plugin import REQUIRE_UHID_ENV, uhid_unavailable
+from vfido.testing.pytest_plugin import REQUIRE_UHID_ENV, uhid_unavailable
 
 pytest_plugins = ["vfido.pytest_plugin"]
 

@@ -5,7 +5,7 @@ security key; the test is skipped with the reason where ``/dev/uhid`` cannot be 
 containers and CI runners: vfido's own CI runs it in a qemu guest) or Chromium is missing.
 Chromium talks to every security key it sees, so no other key should be plugged in.
 
-Chromium is driven over its DevTools pipe by ``vfido.devtools`` (standard library only); a
+Chromium is driven over its DevTools pipe by ``vfido.testing.devtools`` (standard library only); a
 Selenium or Playwright test would call the same page functions, ``register(name)`` and
 ``login(name)``.
 """
@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 
 from vfido.api import VirtualKey
-from vfido.devtools import Browser, CdpError, Page, find_chromium
+from vfido.testing.devtools import Browser, CdpError, Page, find_chromium
 
 #: Seconds for each browser step (a slow emulated machine needs most of it).
 STEP_TIMEOUT = 150.0

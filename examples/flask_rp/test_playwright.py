@@ -19,7 +19,7 @@ import pytest
 from browser_helpers import CHROMIUM_FLAGS, browser_environment
 from flask import Flask
 
-from vfido.devtools import find_chromium
+from vfido.testing.devtools import find_chromium
 
 if TYPE_CHECKING:
     from browser_helpers import TracedKey

@@ -22,7 +22,7 @@ import pytest
 from browser_helpers import browser_environment, chromium_with_debugging_port
 from flask import Flask
 
-from vfido.devtools import find_chromium
+from vfido.testing.devtools import find_chromium
 
 if TYPE_CHECKING:
     from browser_helpers import TracedKey

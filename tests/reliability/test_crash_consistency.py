@@ -40,10 +40,10 @@ from fido2.hid import CtapHidDevice
 from fido2.webauthn import PublicKeyCredentialDescriptor, PublicKeyCredentialType
 
 from tests.service_helpers import PASSPHRASE, Service, udp_service
-from vfido import faults
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import DB_NAME, SqliteKeyStore
 from vfido.keystore.store import CredentialRecord
+from vfido.testing import faults
 from vfido.transports.udp import UdpConnection
 
 MODES = ("kill-before-commit", "kill-after", "external")

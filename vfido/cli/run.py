@@ -86,10 +86,10 @@ def config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vfido import faults
     from vfido.authenticator.behaviours import Behaviours
     from vfido.control import socket_path
     from vfido.service import TransportOptions, control_name, run
+    from vfido.testing import faults
     from vfido.transport_choice import TransportChoiceError, choose_transport
     from vfido.transports.uhid import UhidUnavailableError, uhid_unavailable
     from vfido.transports.unix import UnixTransportError

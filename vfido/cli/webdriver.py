@@ -1,5 +1,5 @@
 """`vfido webdriver`: a WebDriver intermediary whose virtual authenticators are real vfido keys
-(:mod:`vfido.webdriver`)."""
+(:mod:`vfido.testing.webdriver`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from vfido.cli.common import LazyChoices, Subparsers
 
 
 def _key_transports() -> Sequence[str]:
-    from vfido.webdriver import KEY_TRANSPORTS
+    from vfido.testing.webdriver import KEY_TRANSPORTS
 
     return KEY_TRANSPORTS
 
 
 def _cmd_webdriver(args: argparse.Namespace) -> int:
-    from vfido.webdriver import WebDriverProxy
+    from vfido.testing.webdriver import WebDriverProxy
 
     try:
         proxy = WebDriverProxy(

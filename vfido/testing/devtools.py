@@ -2,7 +2,7 @@
 
 For relying-party tests that want a real browser without WebDriver, Selenium or Playwright::
 
-    from vfido.devtools import Browser
+    from vfido.testing.devtools import Browser
 
     with Browser(log=Path("chromium.log")) as browser:  # headless, its own profile
         page = browser.open_page("http://localhost:5000/")  # returns once it has loaded
