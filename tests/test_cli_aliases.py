@@ -15,7 +15,8 @@ import pytest
 from tests.presence_helpers import REGISTER, Context
 from vfido.authenticator.env import PresenceResult
 from vfido.cli import main
-from vfido.control import ControlServer, add_presence_commands
+from vfido.control import ControlServer
+from vfido.control.commands import add_presence_commands
 from vfido.presence import PresenceBroker
 
 
