@@ -5,7 +5,7 @@ state; nothing is written by hand. bioEnroll and uvModality only with a fingerpr
 
 CTAP 2.2 members (0x17, 0x19-0x1E) are listed in :func:`ctap22_members`;
 ``FIDO_2_2`` is in versions because every CTAP 2.2 feature is implemented
-(tests/test_ctap22.py has one test per feature).
+(tests/authenticator/test_ctap22.py has one test per feature).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ STAMP = VENV / "vfido-floors.json"
 TEST_TOOLS = ("pytest", "pytest-timeout", "hypothesis", "webauthn")
 #: Test modules left out, with why.
 NEEDS_TEST_EXTRAS = {
-    "tests/test_examples.py": "runs examples/ (Flask, a test-only extra)",
-    "tests/test_docs.py": "runs the docs' blocks in the project's .venv (./bootstrap --test)",
+    "tests/app/test_examples.py": "runs examples/ (Flask, a test-only extra)",
+    "tests/app/test_docs.py": "runs the docs' blocks in the project's .venv (./bootstrap --test)",
 }
 
 

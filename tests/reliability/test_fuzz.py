@@ -16,10 +16,10 @@ OK answer carries a CBOR map; every CTAP1 answer ends in a status word other
 than 6F00; every CTAPHID output is a well-framed 64-byte report and the core
 still answers PING afterwards; and memory stays flat over a long replay.
 
-Existing property tests (tests/test_ctaphid.py::test_core_survives_garbage,
-tests/test_runner.py::test_runner_survives_garbage,
-tests/test_ctap2_device.py::test_random_bytes_never_crash and
-test_mutated_requests_never_crash, tests/test_ctap2_cbor.py) stay as they are.
+Existing property tests (tests/transports/test_ctaphid.py::test_core_survives_garbage,
+tests/transports/test_runner.py::test_runner_survives_garbage,
+tests/authenticator/test_ctap2_device.py::test_random_bytes_never_crash and
+test_mutated_requests_never_crash, tests/authenticator/test_ctap2_cbor.py) stay as they are.
 """
 
 from __future__ import annotations

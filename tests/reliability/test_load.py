@@ -3,7 +3,7 @@
 several keys on one host each with its own keystore.
 
 Already covered elsewhere (not repeated): one channel gets CHANNEL_BUSY while
-another's request runs (tests/test_runner.py::test_second_channel_gets_channel_busy),
+another's request runs (tests/transports/test_runner.py::test_second_channel_gets_channel_busy),
 cancel during a presence wait (test_runner.py::test_cancel_during_user_presence_wait),
 the 500 ms message timeout (test_runner.py::test_message_timeout_is_sent_by_the_runner).
 """

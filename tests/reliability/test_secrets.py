@@ -3,15 +3,16 @@ secret comparisons constant-time.
 
 Covered elsewhere and referenced from SECURITY.md (not repeated here):
 keystore file modes and refusal of group/world-accessible files
-(tests/test_keystore.py::test_permissions_private_even_with_permissive_umask,
+(tests/keystore/test_keystore.py::test_permissions_private_even_with_permissive_umask,
 test_group_readable_file_refused, test_world_readable_directory_refused),
 nothing sensitive stored in clear (test_nothing_sensitive_stored_in_clear),
 repr of keystore objects (test_no_secrets_in_repr), seal-level bit flips
-(tests/test_credential_id.py::test_every_bit_flip_rejected), reset kills old IDs
-(tests/test_ctap2_device.py::test_reset_erases_everything_and_kills_old_ids,
-tests/test_cli.py::test_reset_voids_old_credentials), internal errors not
-leaking (tests/test_ctap2_device.py::test_internal_errors_become_other_without_leaking),
-verbose runner log without payloads (tests/test_runner.py).
+(tests/keystore/test_credential_id.py::test_every_bit_flip_rejected), reset kills old IDs
+(tests/authenticator/test_ctap2_device.py::test_reset_erases_everything_and_kills_old_ids,
+tests/app/test_cli.py::test_reset_voids_old_credentials), internal errors not
+leaking
+(tests/authenticator/test_ctap2_device.py::test_internal_errors_become_other_without_leaking),
+verbose runner log without payloads (tests/transports/test_runner.py).
 """
 
 from __future__ import annotations

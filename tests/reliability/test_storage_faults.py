@@ -5,7 +5,7 @@ systems. The disk-full and read-only cases mount a small tmpfs and need root
 (they are skipped otherwise; CI runs as root). Keystores use the explicitly
 insecure test KDF parameters (the files are otherwise production keystores).
 The in-process mapping of SQLITE_FULL to KeystoreFull is in
-tests/test_keystore.py::test_disk_full_maps_to_keystore_full_and_leaves_no_half_record.
+tests/keystore/test_keystore.py::test_disk_full_maps_to_keystore_full_and_leaves_no_half_record.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """vfido.testing.devtools without a browser: the message framing, finding Chromium, and the client
 against a stand-in that speaks the pipe protocol and misbehaves on request (no answer, an
 error, a crash, a refusal to quit) in ways a real Chromium cannot be made to. The real
-browser is driven by tests/test_ui.py and examples/flask_rp/test_chromium.py."""
+browser is driven by tests/app/test_ui.py and examples/flask_rp/test_chromium.py."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ import pytest
 
 from tests.service_helpers import PASSPHRASE, free_udp_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("README.md", "docs", "examples")
 PYTHON = ("python", "py")
 SHELL = ("sh", "bash", "shell")

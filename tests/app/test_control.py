@@ -158,7 +158,7 @@ def test_other_users_are_refused(sock_dir: Path) -> None:
 
         def attempt() -> str:
             # A raw connection: vfido's own client would refuse this directory first
-            # (tests/test_security_control.py); the server must refuse on its own.
+            # (tests/app/test_security_control.py); the server must refuse on its own.
             with socket.socket(socket.AF_UNIX) as raw:
                 raw.settimeout(10)
                 raw.connect(str(server.path))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_examples import FLASK_RP, run_example
+from tests.app.test_examples import FLASK_RP, run_example
 from vfido.testing.pytest_plugin import uhid_unavailable
 
 pytest_plugins = ["pytester"]

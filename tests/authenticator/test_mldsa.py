@@ -4,8 +4,8 @@ python-fido2's Fido2Client drives the key over in-process CTAPHID; a Fido2Server
 checks the registration (packed self attestation verified by python-fido2's
 packed verifier) and every assertion with ``fido2.cose.MLDSA44/MLDSA65``. ML-DSA is
 opt-in (``Config(mldsa=True)``, ``vfido run --mldsa``): Firefox cannot parse it in
-getInfo (tests/test_getinfo_platforms.py). The default, ``Config()``, leaves ML-DSA out
-exactly as a runtime without it does.
+getInfo (tests/authenticator/test_getinfo_platforms.py). The default, ``Config()``, leaves
+ML-DSA out exactly as a runtime without it does.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 must not starve another by allocating channels in a loop or by re-LOCKing the key.
 
 Sans-IO tests of :class:`vfido.transports.ctaphid.CtapHidCore` with an explicit clock; the same
-attacks over real transports are in tests/test_unix_transport.py and
-tests/test_udp_transport.py.
+attacks over real transports are in tests/transports/test_unix_transport.py and
+tests/transports/test_udp_transport.py.
 """
 
 from __future__ import annotations

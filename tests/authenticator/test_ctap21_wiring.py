@@ -404,7 +404,7 @@ def test_fuzz_ctap21_commands(command: int) -> None:
 
 
 def test_prf_at_creation_uses_hmac_secret_mc() -> None:
-    from tests.test_ctap21_features import as_bytes, create, get
+    from tests.authenticator.test_ctap21_features import as_bytes, create, get
 
     with running_key() as k:
         salt = {"prf": {"eval": {"first": b"creation salt"}}}
@@ -593,7 +593,7 @@ def test_rp_bound_credential_management_token() -> None:
 
 
 def test_large_blob_support_needs_a_discoverable_credential() -> None:
-    from tests.test_ctap21_features import create
+    from tests.authenticator.test_ctap21_features import create
 
     with running_key() as k:
         ext = {"largeBlob": {"support": "preferred"}}

@@ -31,7 +31,7 @@ from vfido.authenticator.config import Config
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "https://example.com"
 
 

@@ -25,7 +25,7 @@ from vfido.presence import (
 )
 from vfido.transport_kinds import RUN_KINDS, TOOLKIT_KINDS, TransportOptions
 
-PRESENCE_DIR = Path(__file__).resolve().parent.parent / "vfido" / "presence"
+PRESENCE_DIR = Path(__file__).resolve().parents[2] / "vfido" / "presence"
 
 
 def test_transport_choices_derive_from_the_registry() -> None:

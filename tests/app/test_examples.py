@@ -11,7 +11,7 @@ from vfido.testing.pytest_plugin import uhid_unavailable
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLASK_RP = ROOT / "examples" / "flask_rp"
 
 

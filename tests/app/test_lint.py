@@ -177,7 +177,7 @@ def test_findings_quote_rp_text_escaped() -> None:
 
 
 def test_every_rule_is_documented_and_tested() -> None:
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "toolkit.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "toolkit.md").read_text()
     source = Path(__file__).read_text()
     for rule in RULES.values():
         assert rule.reason and rule.reference

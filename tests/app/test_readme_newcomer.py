@@ -3,16 +3,16 @@ first runs pytest, it has installed it. ``./bootstrap`` alone installs no pytest
 newcomer who followed the quick start and then ran the first test of docs/toolkit.md got
 ``No module named pytest`` (seen on a fresh clone, 2026-12-04).
 
-The commands themselves run elsewhere: docs/toolkit.md's first test in tests/test_docs.py (as a
-pytest file, in a venv made by ``./bootstrap --test``), the bootstrap in tests/test_wheel.py
-and tests/test_first_test.py (fresh virtual environments).
+The commands themselves run elsewhere: docs/toolkit.md's first test in tests/app/test_docs.py (as a
+pytest file, in a venv made by ``./bootstrap --test``), the bootstrap in tests/app/test_wheel.py
+and tests/app/test_first_test.py (fresh virtual environments).
 """
 
 from __future__ import annotations
 
 import re
 
-from tests.test_docs import ROOT, parse
+from tests.app.test_docs import ROOT, parse
 
 README = ROOT / "README.md"
 

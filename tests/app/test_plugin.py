@@ -22,7 +22,7 @@ pytest_plugins = ["pytester"]
 #: The outer session imported the plugin module before the inner ones load it.
 QUIET = ("-W", "ignore::pytest.PytestAssertRewriteWarning")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "vfido.pytest_plugin"
 
 #: An outside project's test: python-fido2's client against the key, checked by python-fido2's

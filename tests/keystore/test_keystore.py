@@ -385,7 +385,7 @@ def test_second_opener_refused(ks_dir: Path) -> None:
 
 
 def test_second_process_refused(ks_dir: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     code = (
         "import sys\n"
         "from pathlib import Path\n"
@@ -722,7 +722,7 @@ def test_change_passphrase(ks_dir: Path) -> None:
     db.close()
     assert blob_after == blob_before  # only the master key was re-wrapped
     # The test parameters were weak: the new passphrase gets the current defaults
-    # (tests/test_security_backup.py::test_passphrase_change_upgrades_weak_kdf_parameters).
+    # (tests/app/test_security_backup.py::test_passphrase_change_upgrades_weak_kdf_parameters).
     assert params["memory_kib"] == kdf.DEFAULT_MEMORY_KIB
 
 
