@@ -86,3 +86,32 @@ class CtapHandler(Protocol):
     def power_cycle(self) -> None:
         """The device was unplugged and plugged in again (UDP power-cycle datagram)."""
         ...
+
+
+class WrappedHandler:
+    """A :class:`CtapHandler` in front of another (``inner``) that passes every call through:
+    subclasses override what they watch (the application's trace recorder and relying-party
+    lint look at requests without changing them)."""
+
+    def __init__(self, inner: CtapHandler) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+        return self.inner.handle_cbor(request, transaction)
+
+    def handle_msg(self, apdu: bytes, transaction: Transaction) -> bytes:
+        return self.inner.handle_msg(apdu, transaction)
+
+    def wink(self) -> None:
+        self.inner.wink()
+
+    def supported_protocols(self) -> frozenset[str]:
+        """The inner handler's (:class:`ProtocolReporter`), else both."""
+        reporter = getattr(self.inner, "supported_protocols", None)
+        return frozenset(reporter()) if callable(reporter) else BOTH_PROTOCOLS
+
+    def power_cycle(self) -> None:
+        self.inner.power_cycle()

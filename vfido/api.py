@@ -7,28 +7,5 @@
         client = key.client("https://example.com")  # a python-fido2 Fido2Client on key.device
 """
 
-from vfido.testing import (
-    DEFAULT_ORIGIN,
-    PRESENCE_MODES,
-    TRANSPORTS,
-    Credential,
-    PendingRequest,
-    ServiceKey,
-    VirtualKey,
-    VirtualKeyError,
-    default_uv,
-    open_hidraw,
-)
-
-__all__ = [
-    "DEFAULT_ORIGIN",
-    "PRESENCE_MODES",
-    "TRANSPORTS",
-    "Credential",
-    "PendingRequest",
-    "ServiceKey",
-    "VirtualKey",
-    "VirtualKeyError",
-    "default_uv",
-    "open_hidraw",
-]
+from vfido.testing import *  # noqa: F403 (every public name of vfido.testing)
+from vfido.testing import __all__ as __all__

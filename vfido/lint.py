@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from vfido.authenticator import cbor
 from vfido.safetext import shorten, visible
-from vfido.transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
+from vfido.transports.handler import CtapHandler, Transaction, WrappedHandler
 
 log = logging.getLogger(__name__)
 
@@ -425,16 +425,13 @@ class Linter:
             self._ceremony(p.get(0x02), "sign-in")
 
 
-class LintingHandler:
+class LintingHandler(WrappedHandler):
     """A :class:`CtapHandler` that shows every CTAP2 request and response to a
     :class:`Linter` (after the key answered: the lint never delays or changes an answer)."""
 
     def __init__(self, inner: CtapHandler, linter: Linter) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.linter = linter
-
-    def __repr__(self) -> str:
-        return f"LintingHandler({self.inner!r})"
 
     def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
         response = self.inner.handle_cbor(request, transaction)
@@ -443,20 +440,6 @@ class LintingHandler:
         except Exception as exc:  # a lint bug must never break the key
             log.error("lint: observing a request failed (%s)", type(exc).__name__)
         return response
-
-    def handle_msg(self, apdu: bytes, transaction: Transaction) -> bytes:
-        return self.inner.handle_msg(apdu, transaction)
-
-    def wink(self) -> None:
-        self.inner.wink()
-
-    def supported_protocols(self) -> frozenset[str]:
-        """The inner handler's (transports.handler.ProtocolReporter), else both."""
-        reporter = getattr(self.inner, "supported_protocols", None)
-        return frozenset(reporter()) if callable(reporter) else BOTH_PROTOCOLS
-
-    def power_cycle(self) -> None:
-        self.inner.power_cycle()
 
 
 def control_command(linter: Linter) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -121,21 +121,15 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials_delete(args: argparse.Namespace) -> int:
-    prefix = args.id.rstrip(".")  # `credentials list` shows ids cut short with ".."
-    if not prefix:
-        raise CliError("give the credential's id or a unique prefix (`vfido credentials list`)")
+    from vfido.credentials import CredentialLookupError, find_credential_id
+
     with open_store(args) as store:
-        matches = [
-            s.record.credential_id
-            for s in store.list_credentials()
-            if b64url(s.record.credential_id).startswith(prefix)
-        ]
-        if not matches:
-            raise CliError(f"no credential with id {args.id}")
-        if len(matches) > 1:
-            raise CliError(f"{len(matches)} credentials start with {args.id}: give more of the id")
-        store.delete_credential(matches[0])
-        print(f"deleted {b64url(matches[0])}")
+        try:
+            credential_id = find_credential_id(store, args.id)
+        except CredentialLookupError as exc:
+            raise CliError(f"{exc} (`vfido credentials list`)") from None
+        store.delete_credential(credential_id)
+        print(f"deleted {b64url(credential_id)}")
     return 0
 
 

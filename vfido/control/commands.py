@@ -156,6 +156,7 @@ from vfido.authenticator.provisioning import (
     key_from_pem,
 )
 from vfido.control.server import MAX_WAIT, CommandError, ControlServer, Handler
+from vfido.credentials import CredentialLookupError, find_credential_id
 from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
 from vfido.presence.broker import PresenceBroker
 from vfido.presence.modes import RUNTIME_MODES
@@ -400,21 +401,13 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     def credentials_remove(args: dict[str, Any]) -> dict[str, Any]:
         wanted = _str_arg(args, "id", required=True)
         assert wanted is not None
-        wanted = wanted.rstrip(".=")
-        if not wanted:
-            raise CommandError("id is empty")
-        matches = [
-            s.record.credential_id
-            for s in store.list_credentials()
-            if b64url(s.record.credential_id).startswith(wanted)
-        ]
-        if not matches:
-            raise CommandError(f"no discoverable credential with id {wanted[:24]}")
-        if len(matches) > 1:
-            raise CommandError(f"{len(matches)} credentials start with {wanted}: give more")
-        store.delete_credential(matches[0])
+        try:
+            credential_id = find_credential_id(store, wanted)
+        except CredentialLookupError as exc:
+            raise CommandError(str(exc)) from None
+        store.delete_credential(credential_id)
         log.info("control: removed a credential")
-        return {"removed": b64url(matches[0])}
+        return {"removed": b64url(credential_id)}
 
     def presence_mode(args: dict[str, Any]) -> dict[str, Any]:
         broker = key.presence

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from vfido.transports.handler import BOTH_PROTOCOLS, CtapHandler, Transaction
+from vfido.transports.handler import CtapHandler, Transaction, WrappedHandler
 
 log = logging.getLogger("vfido.trace")
 
@@ -234,15 +234,12 @@ class TraceRecorder:
             return self._seq
 
 
-class TracingHandler:
+class TracingHandler(WrappedHandler):
     """A :class:`CtapHandler` that records what passes through it to a :class:`TraceRecorder`."""
 
     def __init__(self, inner: CtapHandler, recorder: TraceRecorder) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._recorder = recorder
-
-    def __repr__(self) -> str:
-        return f"TracingHandler({self.inner!r})"
 
     def _call(
         self, proto: str, payload: bytes, transaction: Transaction, call: Callable[[], bytes]
@@ -273,14 +270,6 @@ class TracingHandler:
         return self._call(
             "MSG", apdu, transaction, lambda: self.inner.handle_msg(apdu, transaction)
         )
-
-    def wink(self) -> None:
-        self.inner.wink()
-
-    def supported_protocols(self) -> frozenset[str]:
-        """The inner handler's (transports.handler.ProtocolReporter), else both."""
-        reporter = getattr(self.inner, "supported_protocols", None)
-        return frozenset(reporter()) if callable(reporter) else BOTH_PROTOCOLS
 
     def power_cycle(self) -> None:
         self._recorder.event("power_cycle")
