@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def transaction(
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open an existing database file read-write (never creates one)."""
-    uri = "file:" + urllib.request.pathname2url(str(path)) + "?mode=rw"
+    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=rw"  # pathname2url on POSIX
     try:
         return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
