@@ -45,7 +45,7 @@ from vfido.authenticator.attestation import batch_certificate, sign_with_batch_k
 from vfido.authenticator.authdata import AttestedCredentialData, AuthDataFlags, build_auth_data
 from vfido.authenticator.cose import ES256, ESP256, CredentialKey
 from vfido.authenticator.errors import CtapError, CtapStatus
-from vfido.keystore import credential_id
+from vfido.keystore import credential_id, entropy
 from vfido.keystore.store import DeviceIdentity
 
 PREVIEW_SIGN = "previewSign"
@@ -279,13 +279,13 @@ class SigningKey:
         """DER ECDSA signature of ``tbs`` (a digest for the split algorithms)."""
         keys = self._keys()
         if self.algorithm not in PREHASHED:
-            return keys[0].sign(request.tbs, ec.ECDSA(hashes.SHA256()))
+            return keys[0].sign(request.tbs, entropy.ecdsa(hashes.SHA256()))
         if len(request.tbs) != hashlib.sha256().digest_size:
             raise CtapError(CtapStatus.INVALID_LENGTH, "previewSign tbs is not a SHA-256 digest")
         signer = keys[0]
         if self.algorithm is SignAlgorithm.ESP256_SPLIT_ARKG:
             signer = self._arkg_key(request.args)
-        return signer.sign(request.tbs, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        return signer.sign(request.tbs, entropy.ecdsa(utils.Prehashed(hashes.SHA256())))
 
     def _arkg_key(self, raw_args: bytes | None) -> ec.EllipticCurvePrivateKey:
         """The private key ARKG derives from the COSE_Sign_Args (unknown labels ignored)."""

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
 
 
 class Entropy(Protocol):
@@ -127,7 +127,7 @@ def x509_serial() -> int:
     return int.from_bytes(random_bytes(20), "big") >> 1 or 1
 
 
-def ecdsa(algorithm: hashes.HashAlgorithm) -> ec.ECDSA:
+def ecdsa(algorithm: hashes.HashAlgorithm | utils.Prehashed) -> ec.ECDSA:
     """The ECDSA signature algorithm to sign with now: randomized with the system source,
     RFC 6979 deterministic with a seeded one (same key + same data = same signature)."""
     if _CURRENT.get().deterministic:

@@ -54,6 +54,9 @@ _PROBE_HASH = b"\x00" * 32
 _NAME_LIMIT = 64
 #: At most this many findings are kept (the RP controls how many it triggers).
 MAX_FINDINGS = 1000
+#: Users remembered for exclude-list-missing and user-handle-shared (an RP cannot grow the
+#: key's memory without bound).
+MAX_USERS = 100_000
 _RS256 = -257
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
@@ -407,7 +410,8 @@ class Linter:
         self._check_origin(rp_id)
         if ok:
             self._ceremony(p.get(0x01), "registration")
-            self._users[(rp_id, user_id)] = name if isinstance(name, str) else None
+            if known or len(self._users) < MAX_USERS:  # bounded, like the ceremonies
+                self._users[(rp_id, user_id)] = name if isinstance(name, str) else None
 
     def _observe_get_assertion(self, p: dict[Any, Any], ok: bool) -> None:
         rp_id = p.get(0x01)

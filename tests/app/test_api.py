@@ -271,3 +271,11 @@ def test_service_credentials_and_behaviours() -> None:
         assert cred.public_key == dict(rp.credentials[0].public_key)
         with key.controller() as ctl:
             assert list(ctl.behaviours()) == ["zero-counter"]
+
+
+def test_service_key_puts_the_folder_vfido_is_imported_from_on_the_path() -> None:
+    """Regression (#18 move): ServiceKey's subprocess got vfido/ itself on its PYTHONPATH,
+    which shadows the standard library's `trace` with vfido/trace/."""
+    from vfido.testing import service_key
+
+    assert (service_key.IMPORT_ROOT / "vfido" / "__init__.py").is_file()

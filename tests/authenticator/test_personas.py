@@ -441,3 +441,12 @@ def test_a_u2f_only_key_sends_no_keepalive(flags: int, keepalives: bool) -> None
     assert bool(core.keepalive(request.transaction, 1)) is keepalives
     (response,) = decode_messages(core.respond(request.transaction, b"\x90\x00"))
     assert response.command == HidCommand.MSG
+
+
+def test_a_seeded_key_keeps_the_personas_aaguid() -> None:
+    """Regression: ``VirtualKey(seed=..., persona=...)`` built its seeded keystore without the
+    persona's AAGUID (the identity came from the seed alone)."""
+    persona = load("ctap21")
+    assert persona.aaguid is not None
+    with VirtualKey(persona="ctap21", seed="golden") as key:
+        assert key.store.identity().aaguid == persona.aaguid

@@ -16,6 +16,7 @@ from vfido.cli.common import (
     add_keystore_args,
     keystore_dir,
     open_store,
+    persona_aaguid,
     port,
     seconds,
 )
@@ -52,12 +53,14 @@ def _linter(args: argparse.Namespace) -> Any:
     return Linter(origin=args.lint_origin)
 
 
-def seeded_store(seeded: Any) -> SqliteKeyStore:
-    """The ephemeral keystore of a ``--deterministic`` key (its identity from the seed)."""
+def seeded_store(seeded: Any, args: argparse.Namespace) -> SqliteKeyStore:
+    """The ephemeral keystore of a ``--deterministic`` key (its identity from the seed; the
+    AAGUID ``--persona``'s, if it has one)."""
     from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.reproducible import build
 
-    return build(seeded, SqliteKeyStore.ephemeral)
+    aaguid = persona_aaguid(args)
+    return build(seeded, lambda: SqliteKeyStore.ephemeral(aaguid=aaguid))
 
 
 def config(args: argparse.Namespace) -> Config:
@@ -126,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
-    store = faults.wrap(open_store(args) if seeded is None else seeded_store(seeded))
+    store = faults.wrap(open_store(args) if seeded is None else seeded_store(seeded, args))
     options = TransportOptions(
         kind=choice.kind,
         udp_port=args.udp_port,

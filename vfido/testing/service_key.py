@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from vfido.control.client import KeyController
 
 
+#: The folder this vfido is imported from (the checkout, or site-packages): the `vfido run`
+#: subprocess gets it first on its PYTHONPATH.
+IMPORT_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _free_udp_port() -> int:
     import socket
 
@@ -128,7 +133,7 @@ class ServiceKey:
     def start(self) -> ServiceKey:
         env = dict(os.environ)
         # The subprocess imports this same vfido, installed or not.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(IMPORT_ROOT)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         if self._passphrase is not None:
             env["VFIDO_PASSPHRASE"] = self._passphrase

@@ -317,7 +317,10 @@ class VirtualKey:
             return self._store
         if self.keystore_dir is None:
             if self.seeded is not None:
-                return reproducible.build(self.seeded, SqliteKeyStore.ephemeral)
+                aaguid = self._persona_aaguid
+                return reproducible.build(
+                    self.seeded, lambda: SqliteKeyStore.ephemeral(aaguid=aaguid)
+                )
             return SqliteKeyStore.ephemeral(aaguid=self._persona_aaguid)
         passphrase, self._passphrase = self._passphrase, None  # not kept once used
         assert passphrase is not None
