@@ -9,6 +9,7 @@ Persistent keystore state (erased by authenticatorReset):
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class SubCommand(IntEnum):
 #: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
 #: dropped by Settings.put and by Settings.forget (authenticatorReset).
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, bytes | None]] = weakref.WeakKeyDictionary()
+_UNREAD: Any = object()
 
 
 class Settings:
@@ -43,20 +45,28 @@ class Settings:
 
     def __init__(self, store: KeyStore) -> None:
         self._store = store
+        self._cache: dict[str, bytes | None] | None
+        try:
+            self._cache = _CACHE.setdefault(store, {})
+        except TypeError:  # a store that cannot be weakly referenced: no cache
+            self._cache = None
 
     @staticmethod
     def forget(store: KeyStore) -> None:
         """Drop the cached values of ``store`` (after anything but :meth:`put` changed them)."""
-        _CACHE.pop(store, None)
+        with contextlib.suppress(TypeError):
+            cache = _CACHE.get(store)
+            if cache is not None:
+                cache.clear()  # in place: every Settings of the store holds this dict
 
     def _get(self, key: str) -> bytes | None:
-        try:
-            cache = _CACHE.setdefault(self._store, {})
-        except TypeError:  # a store that cannot be weakly referenced: no cache
+        cache = self._cache
+        if cache is None:
             return self._store.get_state(key)
-        if key not in cache:
-            cache[key] = self._store.get_state(key)
-        return cache[key]
+        value = cache.get(key, _UNREAD)
+        if value is _UNREAD:
+            value = cache[key] = self._store.get_state(key)
+        return value
 
     def _flag(self, key: str) -> bool:
         return self._get(key) == b"\x01"

@@ -22,6 +22,7 @@ successful authenticatorReset, which end every pending state (:func:`end_all`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -278,13 +279,15 @@ _END: Final[Mapping[Pending, Callable[[Parts], None]]] = {
 }
 
 
-def ended_by(command: int | None) -> list[Pending]:
-    """The pending states a command byte (None: a CTAP1 message) ends, per :data:`SURVIVES`."""
-    return [
+@functools.cache
+def ended_by(command: int | None) -> tuple[Pending, ...]:
+    """The pending states a command byte (None: a CTAP1 message) ends, per :data:`SURVIVES`
+    (computed once per command byte: it runs before every request)."""
+    return tuple(
         pending
         for pending, survives in SURVIVES.items()
         if survives != EVERYTHING and command not in survives
-    ]
+    )
 
 
 def end_pending(parts: Parts, command: int | None) -> None:
