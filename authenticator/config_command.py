@@ -37,7 +37,6 @@ class SubCommand(IntEnum):
 #: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
 #: dropped by Settings.put and by Settings.forget (authenticatorReset).
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, bytes | None]] = weakref.WeakKeyDictionary()
-_UNREAD: Any = object()
 
 
 class Settings:
@@ -63,10 +62,11 @@ class Settings:
         cache = self._cache
         if cache is None:
             return self._store.get_state(key)
-        value = cache.get(key, _UNREAD)
-        if value is _UNREAD:
+        try:  # not `key in cache` first: forget() may clear it between the two lookups
+            return cache[key]
+        except KeyError:
             value = cache[key] = self._store.get_state(key)
-        return value
+            return value
 
     def _flag(self, key: str) -> bool:
         return self._get(key) == b"\x01"
