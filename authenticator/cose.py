@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import cryptography
 from cryptography.exceptions import InvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _CryptoUnsupported
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from fido2 import cose
 
@@ -52,6 +52,9 @@ ED25519 = -19
 
 #: COSE key type "AKP" (algorithm key pair) of ML-DSA public keys.
 KTY_AKP = 7
+#: COSE key type EC2 and its curve identifiers (RFC 9053 section 7.1; secp256k1: RFC 8812).
+KTY_EC2 = 2
+_EC2_CURVE_IDS = {"secp256r1": 1, "secp384r1": 2, "secp521r1": 3, "secp256k1": 8}
 
 #: Names of the algorithms, for people (logs, ``vfido info``, the dashboard).
 ALGORITHM_NAMES: dict[int, str] = {
@@ -306,9 +309,11 @@ class CredentialKey:
             size = _EC_CURVES[self.algorithm][2]
             return key.private_numbers().private_value.to_bytes(size, "big")
         if isinstance(key, ed25519.Ed25519PrivateKey):
-            from cryptography.hazmat.primitives import serialization as s
-
-            return key.private_bytes(s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption())
+            return key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
         assert isinstance(key, rsa.RSAPrivateKey)
         numbers = key.private_numbers()
         half = key.key_size // 16
@@ -386,6 +391,24 @@ class CredentialKey:
             return cose.CoseKey.parse({1: KTY_AKP, 3: self.algorithm, -1: raw})
         public = self._key.public_key()
         key_class: Any = _COSE_CLASSES[self.algorithm]
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            # EC2 (RFC 9053 section 7.1.1) from the SEC1 uncompressed point: one call into
+            # cryptography instead of two public_numbers() integers turned into bytes in a
+            # Python loop (fido2's from_cryptography_key), on every makeCredential.
+            point = public.public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+            size = (len(point) - 1) // 2
+            ec2: cose.CoseKey = key_class(
+                {
+                    1: KTY_EC2,
+                    3: self.algorithm,
+                    -1: _EC2_CURVE_IDS[public.curve.name],
+                    -2: point[1 : 1 + size],
+                    -3: point[1 + size :],
+                }
+            )
+            return ec2
         result: cose.CoseKey = key_class.from_cryptography_key(public)
         return result
 

@@ -3,7 +3,9 @@
 * authenticatorConfig settings (alwaysUv) are cached per keystore: toggling and
   authenticatorReset must be visible at once;
 * loaded credential keys are cached: after a reset the old IDs are dead anyway, and
-  a new credential signs with its own key.
+  a new credential signs with its own key;
+* EC public keys are turned into COSE maps without python-fido2's per-byte loop: the
+  maps must stay exactly python-fido2's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fido2.ctap2.config import Config
 
 from tests.vkey import running_key
 from vfido.authenticator.config import Config as KeyConfig
+from vfido.authenticator.cose import _COSE_CLASSES, _EC_CURVES, CredentialKey
 
 
 def test_always_uv_cache_follows_toggle_and_reset() -> None:
@@ -121,3 +124,15 @@ def test_file_keystore_counter_writes_are_not_deferred(tmp_path: Any) -> None:
     other = sqlite3.connect(tmp_path / "ks" / DB_NAME)
     assert other.execute("SELECT count(*) FROM counters WHERE value = 2").fetchone() == (1,)
     store.close()
+
+
+@pytest.mark.parametrize("algorithm", sorted(_EC_CURVES))
+def test_ec2_public_key_is_what_python_fido2_builds(algorithm: int) -> None:
+    """The EC2 COSE key made from the SEC1 point (the fast path) equals python-fido2's own
+    ``from_cryptography_key`` for every EC algorithm: same class, kty, alg, crv, x and y."""
+    key = CredentialKey.generate(algorithm)
+    ours = key.cose_public_key()
+    theirs = _COSE_CLASSES[algorithm].from_cryptography_key(key.public_key())
+    assert type(ours) is type(theirs)
+    assert dict(ours) == dict(theirs)
+    ours.verify(b"signed", key.sign(b"signed"))  # python-fido2 verifies with our map
