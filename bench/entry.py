@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -489,6 +490,38 @@ def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     out["reference"] = [r.__dict__ for r in rows]
 
 
+def bench_transport(out: dict[str, Any], tmp: Path, blocks: int) -> None:
+    """`vfido run` with getAssertion answered from a cache (bench/cached_handler.py), against
+    plain `vfido run`, in one run: the key-side cost without and with the authenticator."""
+    section("vfido run: transport share (getAssertion answered from a cache) vs the whole key")
+    raws = raw_ops(tmp)
+    rows = []
+    for label, command in (
+        ("cached", (sys.executable, str(ROOT / "bench" / "cached_handler.py"))),
+        ("whole key", None),
+    ):
+        with vfido_run(tmp, command=command) as key:
+            client = RawClient(key.port, key.peer_port)
+            client.init(retry_every=0.01)
+            cdh = os.urandom(32)
+            cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+            ga = get_assertion_request(cdh, cid)
+            reports = client.prepare(Command.CBOR, ga)
+            response = _ok(client.call(reports))
+            rows.append(
+                key_side(
+                    f"getAssertion ES256, {label}",
+                    functools.partial(client.call, reports),
+                    _ping_for(client, ga, response),
+                    "sign",
+                    raws["sign"],
+                    blocks,
+                )
+            )
+            client.close()
+    out["transport"] = [r.__dict__ for r in rows]
+
+
 def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     section("vfido run --transport udp --keystore DIR (persistent, subprocess), raw client here")
     directory = tmp / "keystore"
@@ -817,6 +850,8 @@ def main() -> None:
             bench_ephemeral(out, tmp, blocks)
         if "reference" in only:
             bench_reference(out, tmp, blocks)
+        if "transport" in only:
+            bench_transport(out, tmp, blocks)
         if "persistent" in only:
             bench_persistent(out, tmp, blocks)
         if "idle" in only:
