@@ -52,9 +52,8 @@ def dump() -> None:
         stats.dump_stats(sys.argv[1])
 
 
-atexit.register(dump)
-
 if __name__ == "__main__":
+    atexit.register(dump)
     from vfido.cli import main
 
     sys.exit(main(["run", *sys.argv[2:]]))

@@ -84,9 +84,8 @@ def dump() -> None:
     Path(sys.argv[1]).write_text(json.dumps(rows))
 
 
-atexit.register(dump)
-
 if __name__ == "__main__":
+    atexit.register(dump)
     from vfido.cli import main
 
     sys.exit(main(["run", *sys.argv[2:]]))

@@ -27,12 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from vfido import logsink  # noqa: E402
 from vfido.cli import build_parser  # noqa: E402
 from vfido.cli.common import open_store  # noqa: E402
 from vfido.cli.run import config, presence_broker  # noqa: E402
 from vfido.control import ControlServer  # noqa: E402
 from vfido.key import Key, TransportOptions, build_key  # noqa: E402
-from vfido.testing import faults, logsink  # noqa: E402
+from vfido.testing import faults  # noqa: E402
 
 
 def serve_key(port: int, peer: int, control_dir: Path) -> tuple[Key, ControlServer]:

@@ -57,9 +57,8 @@ def dump() -> None:
             out.write(f"{stack} {count}\n")
 
 
-atexit.register(dump)
-
 if __name__ == "__main__":
+    atexit.register(dump)
     hz = float(sys.argv[2])
     threading.Thread(target=sample, args=(1.0 / hz,), name="sampler", daemon=True).start()
     from vfido.cli import main

@@ -1,0 +1,65 @@
+"""The benchmark scripts (bench/) still run against today's code.
+
+They are run by hand, never in CI (timings on a shared machine are noisy), so nothing else
+notices when a move breaks one: session 5's namespace move left bench/keyserver.py importing
+``logsink`` from where it no longer is, and `bench/entry.py --only multi` failed. These tests
+measure nothing; they import every script and run the one whose keys the others drive.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fido2.hid import CtapHidDevice
+
+from tests.service_helpers import free_udp_port
+from vfido.transports.udp import open_udp_device
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SCRIPTS = sorted(path.stem for path in BENCH.glob("*.py"))
+
+
+def test_the_scripts_are_found() -> None:
+    assert {"entry", "bench", "keyserver", "refkey", "hidraw", "cached_handler"} <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_each_script_imports(name: str) -> None:
+    """Importing a script runs its top level (its imports, the patches the in-process
+    ones apply), not its ``__main__`` part."""
+    code = f"import sys; sys.path.insert(0, {str(BENCH)!r}); sys.argv = ['x']; import {name}"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_keyserver_serves_keys_until_stdin_closes() -> None:
+    """bench/keyserver.py (entry.py's `multi`: many keys in one process) serves a key that
+    python-fido2 reaches, and stops when its stdin closes."""
+    port, peer = free_udp_port(), free_udp_port()
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "keyserver.py"), f"{port}:{peer}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == b"ready"
+        device: CtapHidDevice = open_udp_device(port, peer, timeout=10.0)
+        try:
+            assert device.ping(b"bench") == b"bench"
+        finally:
+            device.close()
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+    assert server.returncode == 0
