@@ -119,15 +119,17 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
             items.append(value)
         return items, pos
     result: dict[Any, Any] = {}
-    previous: tuple[int, int, bytes] | None = None
+    previous = b""  # sorts before every encoded key
     for _ in range(arg):
         key_start = pos
         key, pos = _item(data, pos, depth)
+        # The canonical order (major type, then encoded length, then bytes) is the
+        # byte-wise order of the encoded keys: the first byte holds the major type and,
+        # for a shortest encoding, the length class; no encoded item is a prefix of another.
         raw_key = data[key_start:pos]
-        order = (raw_key[0] >> 5, pos - key_start, raw_key)
-        if previous is not None and order <= previous:
-            raise _invalid("duplicate map key" if order == previous else "map keys not in order")
-        previous = order
+        if raw_key <= previous:
+            raise _invalid("duplicate map key" if raw_key == previous else "map keys not in order")
+        previous = raw_key
         kind = type(key)
         if kind is not int and kind is not str and kind is not bytes:
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "unsupported map key type")

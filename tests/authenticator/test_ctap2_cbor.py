@@ -73,6 +73,32 @@ def test_encoder_key_order_is_ctap2_canonical() -> None:
     assert cbor.encode(sample) == cbor2.dumps(sample, canonical=True)
 
 
+_map_keys = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64 - 1),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_map_keys, min_size=2, max_size=6, unique_by=lambda k: (type(k), k)), st.randoms())
+def test_decoder_accepts_exactly_the_ctap2_key_order(keys: list[Any], random: Any) -> None:
+    """CTAP 2.1 section 8: "If the major types are different, the one with the lower value
+    in numerical order sorts earlier. If two keys have different lengths, the shorter one
+    sorts earlier; If two keys have the same length, the one with the lower value in
+    (byte-wise) lexical order sorts earlier." The decoder compares the encoded keys
+    byte-wise; this holds it to the rule as written, for maps in any order."""
+    random.shuffle(keys)
+    encoded = [(cbor2.dumps(k), cbor2.dumps(i)) for i, k in enumerate(keys)]
+    data = bytes([0xA0 | len(keys)]) + b"".join(k + v for k, v in encoded)
+    raw = [k for k, _ in encoded]
+    ordered = sorted(raw, key=lambda k: (k[0] >> 5, len(k), k))  # the rule as written
+    if raw == ordered:
+        assert list(cbor.decode(data)) == keys
+    else:
+        _invalid(data)
+
+
 def test_scalars_and_null() -> None:
     assert cbor.decode(b"\xf6") is None
     assert cbor.decode(b"\xf5") is True
