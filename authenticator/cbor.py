@@ -188,15 +188,30 @@ def _encode_map(value: Mapping[Any, Any]) -> bytes:
             heads = _SMALL_HEADS[_UINT]
             return head + b"".join([heads[k] + encode(value[k]) for k in keys])
     elif kinds == _TEXT_ONLY:
-        # Entities, descriptors, options, extensions: text keys sort by encoded
-        # length, then bytewise (distinct strings never collide).
-        texts = sorted([(len(b), b, k) for k in value for b in (k.encode("utf-8"),)])
-        return head + b"".join([_head(_TEXT, n) + b + encode(value[k]) for n, b, k in texts])
+        # Entities, descriptors, options, extensions: the canonical order is the byte-wise
+        # order of the encoded keys (see _item), and the few key names are encoded once.
+        keys = sorted([(_text_key(k), k) for k in value])
+        return head + b"".join([e + encode(value[k]) for e, k in keys])
     items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_item_order)
     for (a, _), (b, _) in itertools.pairwise(items):
         if a == b:
             raise ValueError("duplicate map key")
     return head + b"".join([k + v for k, v in items])
+
+
+#: Encoded text map keys ("id", "type", "alg", ...): responses use a handful of names.
+_TEXT_KEYS: dict[str, bytes] = {}
+_TEXT_KEYS_MAX = 256
+
+
+def _text_key(key: str) -> bytes:
+    encoded = _TEXT_KEYS.get(key)
+    if encoded is None:
+        raw = key.encode("utf-8")
+        encoded = _head(_TEXT, len(raw)) + raw
+        if len(_TEXT_KEYS) < _TEXT_KEYS_MAX and len(raw) <= 32:
+            _TEXT_KEYS[key] = encoded
+    return encoded
 
 
 def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
