@@ -218,8 +218,12 @@ def _string_list(m: Mapping[Any, Any], key: int, what: str) -> tuple[str, ...] |
     return tuple(_typed(e, str, f"{what} entry") for e in entries)
 
 
+#: The options map absent (immutable, so one instance serves every request).
+_NO_OPTIONS = Options()
+
+
 def _options(m: Mapping[Any, Any], key: int) -> Options:
-    return Options.from_cbor(m[key]) if key in m else Options()
+    return Options.from_cbor(m[key]) if key in m else _NO_OPTIONS
 
 
 def _top_level(m: object) -> dict[Any, Any]:
