@@ -1,15 +1,16 @@
 """Device identity: AAGUID, credential-sealing key and packed attestation material.
 
 :func:`new_identity` makes a fresh identity: a random AAGUID (unless given), a random
-credential key, and the attestation material (:class:`~vfido.keystore.store.
-AttestationMaterial`: a batch key and its certificate chain, made by
+credential key, and the attestation material (``AttestationMaterial`` in
+:mod:`vfido.keystore.store`: a batch key and its certificate chain, made by
 :mod:`vfido.keystore.certificates`).
 
 The material is made at once, or, with ``attestation_on_first_use`` (what an ephemeral
 keystore asks for), when it is first read: the first packed makeCredential, U2F register,
 ``vfido metadata`` or backup. ``vfido run --ephemeral`` then starts without importing
-``cryptography.x509`` (~6 MB of memory) and a key that never attests never makes a
-certificate. Either way the material is made once and is the same for the key's life.
+``cryptography.x509`` (about 2 MB of its idle memory), and a key that never attests never
+makes a certificate. Either way the material is made once and is the same for the key's
+life.
 A seeded (reproducible) entropy source always makes it at once, in the order of draws
 it always had, so the same seed gives the same certificates.
 

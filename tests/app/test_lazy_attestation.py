@@ -1,11 +1,12 @@
 """`vfido run` loads X.509 only when it makes or sends a certificate (#16: idle RSS).
 
-``cryptography.x509`` costs ~6 MB of a key's memory. An ephemeral key makes its attestation
-material on first use (:class:`vfido.keystore.store.AttestationMaterial`), so a key that
-answers INIT and getInfo never imports the module; the first packed makeCredential does,
-and from then on every attestation carries the same batch certificate, which chains to the
-root the key publishes (``vfido metadata``). A persistent key reads its material as bytes
-and never needs the module, not even to attest.
+``cryptography.x509`` costs an idle ``vfido run`` about 2 MB of memory. An ephemeral key
+makes its attestation material on first use (``AttestationMaterial`` in
+:mod:`vfido.keystore.store`), so a key that answers INIT and getInfo never imports the
+module; the first packed makeCredential does, and from then on every attestation carries
+the same batch certificate, which chains to the root the key publishes (``vfido
+metadata``). A persistent key reads its material as bytes and never needs the module, not
+even to attest.
 
 What the process imported is read from its own ``-X importtime`` report on stderr
 (``PYTHONPROFILEIMPORTTIME``): one line per module, written when the module is first
