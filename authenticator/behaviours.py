@@ -76,15 +76,16 @@ import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from vfido.keystore import entropy
-from vfido.keystore.store import DeviceIdentity
+from vfido.keystore.store import AttestationMaterial, DeviceIdentity
+
+if TYPE_CHECKING:  # cryptography.x509 is imported by the behaviours that make certificates
+    from cryptography import x509
 
 #: A value as it arrives from JSON or the command line.
 RawValue = str | int | float | bool | None
@@ -479,6 +480,9 @@ MISBEHAVIOUR_ROOT_CN = "vfido Misbehaviour Test Root CA (not trusted)"
 
 @functools.lru_cache(maxsize=1)
 def _misbehaviour_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     key = entropy.ec_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -518,6 +522,9 @@ def misbehaviour_root() -> bytes:
 @functools.lru_cache(maxsize=16)
 def _rogue_material(aaguid: bytes, expired: bool) -> tuple[bytes, bytes]:
     """(batch key PKCS#8 DER, batch certificate DER) issued by the misbehaviour CA."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     ca_key, ca_cert = _misbehaviour_ca()
     key = entropy.ec_private_key(ec.SECP256R1())
     now = entropy.utc_now()
@@ -575,7 +582,7 @@ def attestation_identity(identity: DeviceIdentity, mode: str) -> DeviceIdentity:
     if mode not in ("untrusted", "expired"):
         raise ValueError(f"no substitute identity for attestation mode {mode!r}")
     key, cert = _rogue_material(identity.aaguid, mode == "expired")
-    return replace(identity, attestation_key=key, attestation_chain=(cert, misbehaviour_root()))
+    return replace(identity, attestation=AttestationMaterial(key, (cert, misbehaviour_root())))
 
 
 def describe_catalogue(settings: BehaviourSettings | None = None) -> list[dict[str, Any]]:

@@ -25,11 +25,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils
+
+if TYPE_CHECKING:  # cryptography.x509 is imported where a certificate is made, not here
+    from cryptography import x509
 
 
 class Entropy(Protocol):
@@ -158,10 +160,12 @@ def sign_certificate(
     certificate = builder.sign(issuer_key, hashes.SHA256())
     if not _CURRENT.get().deterministic:
         return certificate
+    from cryptography.x509 import load_der_x509_certificate  # loaded with the builder
+
     tbs = certificate.tbs_certificate_bytes
     signature = issuer_key.sign(tbs, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
     der = _der(0x30, tbs + _ECDSA_WITH_SHA256 + _der(0x03, b"\x00" + signature))
-    return x509.load_der_x509_certificate(der)
+    return load_der_x509_certificate(der)
 
 
 def deterministic() -> bool:

@@ -1,148 +1,77 @@
 """Device identity: AAGUID, credential-sealing key and packed attestation material.
 
-:func:`new_identity` makes a self-signed P-256 attestation root CA and a batch
-certificate issued by it that meets the FIDO packed attestation certificate
-requirements (WebAuthn Level 2, section 8.2.1):
+:func:`new_identity` makes a fresh identity: a random AAGUID (unless given), a random
+credential key, and the attestation material (``AttestationMaterial`` in
+:mod:`vfido.keystore.store`: a batch key and its certificate chain, made by
+:mod:`vfido.keystore.certificates`).
 
-* X.509 version 3;
-* subject C (ISO 3166 two-letter code), O (vendor), OU = "Authenticator
-  Attestation", CN (vendor-chosen);
-* Basic Constraints CA=false (marked critical);
-* the non-critical extension id-fido-gen-ce-aaguid (1.3.6.1.4.1.45724.1.1.4)
-  whose value is the DER OCTET STRING holding the 16-byte AAGUID.
+The material is made at once, or, with ``attestation_on_first_use`` (what an ephemeral
+keystore asks for), when it is first read: the first packed makeCredential, U2F register,
+``vfido metadata`` or backup. ``vfido run --ephemeral`` then starts without importing
+``cryptography.x509`` (about 2 MB of its idle memory), and a key that never attests never
+makes a certificate. Either way the material is made once and is the same for the key's
+life.
+A seeded (reproducible) entropy source always makes it at once, in the order of draws
+it always had, so the same seed gives the same certificates.
+
+A keystore file stores the identity, attestation material included, as one encrypted
+row (:func:`identity_to_bytes`; serializing material made on first use makes it).
 """
 
 from __future__ import annotations
 
-import datetime
+import functools
 from dataclasses import replace
 
 import cbor2
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from vfido.keystore import entropy
-from vfido.keystore.store import DeviceIdentity
+from vfido.keystore.store import AAGUID_SIZE, AttestationMaterial, DeviceIdentity
 
-AAGUID_SIZE = 16
+__all__ = [
+    "AAGUID_SIZE",
+    "CREDENTIAL_KEY_SIZE",
+    "identity_from_bytes",
+    "identity_to_bytes",
+    "new_identity",
+    "rotate_credential_key",
+]
+
 CREDENTIAL_KEY_SIZE = 32
 
-ID_FIDO_GEN_CE_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 
-COUNTRY = "US"
-ORGANIZATION = "vfido"
-BATCH_OU = "Authenticator Attestation"
-BATCH_CN = "vfido Batch Certificate"
-ROOT_CN = "vfido Attestation Root CA"
+def _make_material(aaguid: bytes, source: entropy.Entropy) -> tuple[bytes, tuple[bytes, ...]]:
+    """(batch key, (batch certificate, root certificate)) drawn from ``source``."""
+    from vfido.keystore.certificates import make_chain  # imports cryptography.x509
 
-_VALIDITY = datetime.timedelta(days=20 * 365)
-
-
-def _name(ou: str, cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, COUNTRY),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+    with entropy.using(source):
+        attestation_key, batch_cert, root_cert = make_chain(aaguid)
+    return attestation_key, (batch_cert, root_cert)
 
 
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+def new_identity(
+    aaguid: bytes | None = None, *, attestation_on_first_use: bool = False
+) -> DeviceIdentity:
+    """A fresh device identity (random AAGUID unless given).
 
-
-def aaguid_extension_value(aaguid: bytes) -> bytes:
-    """DER OCTET STRING of ``aaguid`` (the value of id-fido-gen-ce-aaguid)."""
-    if len(aaguid) != AAGUID_SIZE:
-        raise ValueError("AAGUID must be 16 bytes")
-    return bytes([0x04, AAGUID_SIZE]) + aaguid
-
-
-def _make_chain(aaguid: bytes) -> tuple[bytes, bytes, bytes]:
-    """(batch key PKCS#8 DER, batch cert DER, root cert DER)."""
-    not_before = entropy.utc_now() - datetime.timedelta(days=1)
-    not_after = not_before + _VALIDITY
-
-    root_key = entropy.ec_private_key(ec.SECP256R1())
-    root_name = _name("Attestation Root", ROOT_CN)
-    root_ski = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-    root_cert = entropy.sign_certificate(
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(entropy.x509_serial())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(root_ski, critical=False),
-        root_key,
-    )
-
-    batch_key = entropy.ec_private_key(ec.SECP256R1())
-    batch_cert = entropy.sign_certificate(
-        x509.CertificateBuilder()
-        .subject_name(_name(BATCH_OU, BATCH_CN))
-        .issuer_name(root_name)
-        .public_key(batch_key.public_key())
-        .serial_number(entropy.x509_serial())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(batch_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),
-            critical=False,
-        )
-        .add_extension(
-            x509.UnrecognizedExtension(ID_FIDO_GEN_CE_AAGUID, aaguid_extension_value(aaguid)),
-            critical=False,
-        ),
-        root_key,
-    )
-    # The root private key is discarded: nothing else is ever signed by it.
-    batch_der = batch_key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return (
-        batch_der,
-        batch_cert.public_bytes(serialization.Encoding.DER),
-        root_cert.public_bytes(serialization.Encoding.DER),
-    )
-
-
-def new_identity(aaguid: bytes | None = None) -> DeviceIdentity:
-    """A fresh device identity (random AAGUID unless given)."""
+    ``attestation_on_first_use``: make the attestation material when it is first read
+    (from the entropy source in force now) instead of now; ignored under a seeded source.
+    """
     if aaguid is None:
         aaguid = entropy.random_bytes(AAGUID_SIZE)
     if len(aaguid) != AAGUID_SIZE:
         raise ValueError("AAGUID must be 16 bytes")
-    attestation_key, batch_cert, root_cert = _make_chain(aaguid)
+    source = entropy.current()
+    if attestation_on_first_use and not source.deterministic:
+        attestation = AttestationMaterial.on_first_use(
+            functools.partial(_make_material, aaguid, source)
+        )
+    else:
+        attestation = AttestationMaterial(*_make_material(aaguid, source))
     return DeviceIdentity(
         aaguid=aaguid,
         credential_key=entropy.random_bytes(CREDENTIAL_KEY_SIZE),
-        attestation_key=attestation_key,
-        attestation_chain=(batch_cert, root_cert),
+        attestation=attestation,
     )
 
 
@@ -201,7 +130,6 @@ def identity_from_bytes(data: bytes) -> DeviceIdentity:
     return DeviceIdentity(
         aaguid=aaguid,
         credential_key=cred_key,
-        attestation_key=att_key,
-        attestation_chain=tuple(chain),
+        attestation=AttestationMaterial(att_key, tuple(chain)),
         backup_eligible=backup_eligible,
     )

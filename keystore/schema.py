@@ -114,10 +114,11 @@ def configure(conn: sqlite3.Connection, *, journal_mode: str) -> None:
 def init_schema(
     conn: sqlite3.Connection,
     keys: RecordKeys,
-    identity: DeviceIdentity,
+    identity: DeviceIdentity | None,
     meta: Mapping[str, object],
 ) -> None:
-    """Create tables, meta rows and the identity in one transaction."""
+    """Create tables, meta rows and the identity in one transaction (``identity`` None: no
+    identity row, for an in-memory store, which keeps its identity in the store object)."""
     action = "create the keystore"
     try:
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -130,8 +131,9 @@ def init_schema(
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
         conn.execute(INSERT_COUNTER, (ROWS_TAG, 0, keys.rows_mac(0)))
         conn.execute(UPSERT_STATE, (STATE_INDEX_TAG, keys.state_mac([])))
-        blob = keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(identity))
-        conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
+        if identity is not None:
+            blob = keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(identity))
+            conn.execute("INSERT INTO identity (id, blob) VALUES (1, ?)", (blob,))
 
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -35,10 +35,14 @@ of them: the PIN gone with the credentials kept; the retries row: 8 retries agai
 added, or rolled back alone to an older ciphertext of its own. Opening checks it, and
 while the store is open each read is checked against the digests verified then.
 
-An ephemeral keystore (``:memory:``, nothing survives ``close``) has no durability to
-buy with that ``UPDATE``: its counters are written back. An advanced counter lives in
-the cache and a dirty set, and every dirty counter is written (with its MAC) before any
-other statement runs, so every query, listing and export sees the current values.
+An ephemeral keystore (``:memory:``, nothing survives ``close``) keeps its device identity
+in the store object, as it keeps its master key, not in an identity row: nothing is ever
+read back from its database, and its attestation material is made on first use
+(:func:`vfido.keystore.identity.new_identity`), which a row would force at creation.
+It has no durability to buy with that ``UPDATE`` either: its counters are written back.
+An advanced counter lives in the cache and a dirty set, and every dirty counter is written
+(with its MAC) before any other statement runs, so every query, listing and export sees
+the current values.
 """
 
 from __future__ import annotations
@@ -159,8 +163,10 @@ class SqliteKeyStore:
         directory: Path | None,
         lock: DirectoryLock | None,
         max_credentials: int | None,
+        identity: DeviceIdentity | None = None,
     ) -> None:
-        """Internal: use :meth:`create`, :meth:`open` or :meth:`ephemeral`."""
+        """Internal: use :meth:`create`, :meth:`open` or :meth:`ephemeral` (``identity``:
+        an in-memory store's, which has no identity row; None: read it from the row)."""
         self._conn: sqlite3.Connection | None = conn
         self._keys = keys
         self._master_key = master_key
@@ -181,7 +187,8 @@ class SqliteKeyStore:
         self._dirty: dict[bytes, int] = {}
         self._tags: dict[bytes, bytes] = {}  # credential id -> cred_tag (a pure function)
         self._floor: int | None = None  # counter_floor(), once read
-        self._identity = self._load_identity()
+        self._identity_in_row = identity is None
+        self._identity = self._load_identity() if identity is None else identity
         self._counter_rows = self._verify_counters()
         # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
         self._state_digests = self._verify_state()
@@ -359,7 +366,8 @@ class SqliteKeyStore:
         identity: DeviceIdentity | None = None,
     ) -> SqliteKeyStore:
         """An in-memory keystore with a random master key (gone when closed); ``identity``
-        replaces the new random device identity (e.g. a backup-eligible one)."""
+        replaces the new random device identity (e.g. a backup-eligible one). The new
+        identity's attestation material is made on first use."""
         try:
             conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -368,9 +376,17 @@ class SqliteKeyStore:
             configure(conn, journal_mode="MEMORY")
             master_key = new_master_key()
             keys = RecordKeys.derive(master_key)
-            init_schema(conn, keys, identity or new_identity(aaguid), {})
+            if identity is None:
+                identity = new_identity(aaguid, attestation_on_first_use=True)
+            init_schema(conn, keys, None, {})
             return cls(
-                conn, keys, master_key, directory=None, lock=None, max_credentials=max_credentials
+                conn,
+                keys,
+                master_key,
+                directory=None,
+                lock=None,
+                max_credentials=max_credentials,
+                identity=identity,
             )
         except BaseException:
             conn.close()
@@ -899,14 +915,17 @@ class SqliteKeyStore:
     def reset(self) -> None:
         with self._mutex:
             new = rotate_credential_key(self._identity)
-            blob = self._keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(new))
+            blob = None
+            if self._identity_in_row:
+                blob = self._keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(new))
             with self._tx("reset the keystore") as c:
                 c.execute("DELETE FROM credentials")
                 c.execute("DELETE FROM counters WHERE cred_tag != ?", (ROWS_TAG,))
                 self._write_rows(c, 0)
                 c.execute("DELETE FROM state")
                 self._write_state_index(c, {})
-                c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
+                if blob is not None:
+                    c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
             self._identity = new
             self._state_digests = {}
             self._counters.clear()

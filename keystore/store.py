@@ -7,7 +7,8 @@ change is either wholly there or wholly absent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,79 @@ class KeystoreUnavailable(KeystoreError):
     """The keystore cannot be written (read-only directory, I/O error...)."""
 
 
+#: Length of an AAGUID (CTAP 2.1 section 6.4, authenticatorGetInfo).
+AAGUID_SIZE = 16
+
+#: What makes attestation material: (batch key PKCS#8 DER, DER chain batch first, root last).
+AttestationMaker = Callable[[], tuple[bytes, tuple[bytes, ...]]]
+
+
+class AttestationMaterial:
+    """The batch key and certificate chain a key attests with (packed, fido-u2f).
+
+    Either fixed bytes (``AttestationMaterial(key, chain)``: read from a keystore file,
+    restored from a backup, or made at once), or made on first use
+    (:meth:`on_first_use`): the maker runs when :attr:`key` or :attr:`chain` is first
+    read, exactly once however many threads ask at the same moment, and the same bytes
+    answer from then on. An ephemeral key makes its certificates this way, so a key that
+    never attests never pays for X.509 (about 2 MB of an idle ``vfido run``'s memory).
+    If the maker raises, nothing is kept and the next read tries again.
+    """
+
+    __slots__ = ("_lock", "_make", "_value")
+
+    def __init__(self, key: bytes, chain: tuple[bytes, ...]) -> None:
+        self._value: tuple[bytes, tuple[bytes, ...]] | None = (key, tuple(chain))
+        self._make: AttestationMaker | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def on_first_use(cls, make: AttestationMaker) -> AttestationMaterial:
+        """Material that ``make()`` makes when it is first read."""
+        material = cls(b"", ())
+        material._value = None
+        material._make = make
+        return material
+
+    @property
+    def made(self) -> bool:
+        """True once the key and chain exist (always, for fixed material)."""
+        return self._value is not None
+
+    def _get(self) -> tuple[bytes, tuple[bytes, ...]]:
+        value = self._value
+        if value is None:
+            with self._lock:
+                value = self._value
+                if value is None:
+                    assert self._make is not None
+                    key, chain = self._make()
+                    value = self._value = (key, tuple(chain))
+                    self._make = None
+        return value
+
+    @property
+    def key(self) -> bytes:
+        """PKCS#8 DER of the batch key (P-256)."""
+        return self._get()[0]
+
+    @property
+    def chain(self) -> tuple[bytes, ...]:
+        """DER certificates: the batch certificate first, the root last."""
+        return self._get()[1]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AttestationMaterial):
+            return NotImplemented
+        return self is other or self._get() == other._get()
+
+    def __hash__(self) -> int:
+        return hash(self._get())
+
+    def __repr__(self) -> str:  # never the key, never a reason to make it
+        return f"AttestationMaterial({'made' if self.made else 'made on first use'})"
+
+
 @dataclass(frozen=True)
 class DeviceIdentity:
     """Per-keystore device secrets and attestation material.
@@ -43,13 +117,24 @@ class DeviceIdentity:
     ``credential_key`` seals server-side credential IDs; it is replaced on reset.
     The attestation material survives a reset, and so does ``backup_eligible``: chosen
     when the keystore is created, it makes every credential backup eligible (WebAuthn BE).
+    ``attestation_key`` and ``attestation_chain`` read :attr:`attestation` (and make it,
+    if it is made on first use).
     """
 
-    aaguid: bytes  # 16 bytes
+    aaguid: bytes  # AAGUID_SIZE bytes
     credential_key: bytes = field(repr=False)  # 32-byte AES-256-GCM key
-    attestation_key: bytes = field(repr=False)  # PKCS#8 DER of the batch key (P-256)
-    attestation_chain: tuple[bytes, ...]  # DER certificates: batch cert first, root last
+    attestation: AttestationMaterial
     backup_eligible: bool = False
+
+    @property
+    def attestation_key(self) -> bytes:
+        """PKCS#8 DER of the batch key (P-256)."""
+        return self.attestation.key
+
+    @property
+    def attestation_chain(self) -> tuple[bytes, ...]:
+        """DER certificates: the batch certificate first, the root last."""
+        return self.attestation.chain
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from fido2.webauthn import AttestedCredentialData, AuthenticatorData
 from vfido.authenticator import attestation
 from vfido.authenticator.cose import EDDSA, ES256, ES384, RS256, CredentialKey
 from vfido.keystore.identity import new_identity
-from vfido.keystore.store import DeviceIdentity
+from vfido.keystore.store import AttestationMaterial, DeviceIdentity
 
 #: python-fido2 leaves this one untyped.
 u2f_verify: Any = FidoU2FAttestation.verify_signature
@@ -168,7 +168,7 @@ def test_bad_batch_keys_rejected_without_leaking(identity: DeviceIdentity) -> No
     )
     key = CredentialKey.generate(ES256)
     for bad in (p384, b"\x30\x03garbage", b""):
-        broken = replace(identity, attestation_key=bad)
+        broken = replace(identity, attestation=AttestationMaterial(bad, identity.attestation_chain))
         with pytest.raises(ValueError) as info:
             attestation.make_attestation("packed", broken, b"a" * 37, b"b" * 32, key)
         assert not bad or bad.hex() not in str(info.value)
@@ -178,7 +178,7 @@ def test_bad_batch_keys_rejected_without_leaking(identity: DeviceIdentity) -> No
 
 
 def test_identity_without_certificate_rejected(identity: DeviceIdentity) -> None:
-    broken = replace(identity, attestation_chain=())
+    broken = replace(identity, attestation=AttestationMaterial(identity.attestation_key, ()))
     key = CredentialKey.generate(ES256)
     with pytest.raises(ValueError):
         attestation.make_attestation("packed", broken, b"a" * 37, b"b" * 32, key)

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from vfido.keystore.certificates import ID_FIDO_GEN_CE_AAGUID
 from vfido.keystore.identity import (
-    ID_FIDO_GEN_CE_AAGUID,
     identity_from_bytes,
     identity_to_bytes,
     new_identity,
