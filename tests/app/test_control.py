@@ -78,11 +78,31 @@ def test_private_directory_and_socket(sock_dir: Path) -> None:
     assert not server.path.exists()  # removed on stop
 
 
-def test_loose_directory_is_tightened(sock_dir: Path) -> None:
+def test_loose_default_directory_is_tightened(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vfido's own directory ($XDG_RUNTIME_DIR/vfido) found open to others is made 0700."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(sock_dir.parent))
+    assert socket_dir() == sock_dir
     sock_dir.mkdir(parents=True, mode=0o755)
     sock_dir.chmod(0o755)
     with serve(sock_dir / "k.sock"):
         assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o1777], ids=["0755", "1777 like /tmp"])
+def test_a_chosen_directory_open_to_others_is_refused_not_chmoded(
+    tmp_path: Path, mode: int
+) -> None:
+    """A directory the user chose for the socket is never chmod'ed: as root, `vfido run
+    --control-socket /tmp/k.sock` used to turn /tmp into 0700 and lock every other user
+    out of it. It is refused in one line, and keeps its mode."""
+    chosen = tmp_path / "shared"
+    chosen.mkdir()
+    chosen.chmod(mode)
+    with pytest.raises(ControlError, match=r"accessible by other users.*does not chmod"):
+        serve(chosen / "k.sock")
+    assert stat.S_IMODE(chosen.stat().st_mode) == mode
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory of another user")

@@ -15,6 +15,7 @@ import os
 import select
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -24,9 +25,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.service_helpers import vfido
 from vfido.cli import main
 from vfido.control import ControlClient, ControlError, ControlServer
 from vfido.control import server as control  # where socket_dir lives
+from vfido.transport_choice import UDP_INSECURE_FLAG
 
 ATTACKER_UID = 65534
 
@@ -205,3 +208,21 @@ def test_our_own_server_is_still_reached(tmp_path: Path) -> None:
     path = tmp_path / "run" / "key.sock"
     with ControlServer(path), ControlClient(path) as client:
         assert "commands" in client.call("commands")["commands"]
+
+
+def test_vfido_run_leaves_a_shared_directory_alone(shared_tmp: Path) -> None:
+    """`vfido run --control-socket /tmp/k.sock` (here: a sticky directory like /tmp) used to
+    chmod the directory to 0700, which as root locked every other user out of /tmp. It
+    now exits with one line and leaves the directory as it was."""
+    done = vfido(
+        [
+            *("run", "--transport", "udp", "--ephemeral", "--udp-port", "0"),
+            *(UDP_INSECURE_FLAG, "--control-socket", str(shared_tmp / "k.sock")),
+        ],
+        passphrase=None,
+    )
+    assert done.returncode != 0
+    assert stat.S_IMODE(shared_tmp.stat().st_mode) == 0o1777
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "accessible by other users" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr

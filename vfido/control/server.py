@@ -82,7 +82,12 @@ def socket_path(name: str, directory: Path | None = None) -> Path:
 
 
 def _private_dir(directory: Path) -> None:
-    """Create ``directory`` (0700) or check that it is ours and private. Raises ControlError."""
+    """Create ``directory`` (0700) or check that it is ours and private. Raises ControlError.
+
+    Only vfido's own directory (:func:`socket_dir`) is tightened to 0700 when found open to
+    others. A directory the user chose (``--control-socket /some/dir/k.sock``) that exists
+    already is checked, never chmod'ed: it may be shared (``/tmp``, where a chmod 0700 as
+    root locks every other user out) or the user's own (their home)."""
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
@@ -95,6 +100,12 @@ def _private_dir(directory: Path) -> None:
     if st.st_uid != os.getuid():
         raise ControlError(f"{directory} belongs to another user (uid {st.st_uid}): remove it")
     if st.st_mode & 0o077:
+        if directory != socket_dir():
+            raise ControlError(
+                f"{directory} is accessible by other users (mode "
+                f"{stat.S_IMODE(st.st_mode):03o}): put the control socket in a private "
+                f"directory (default: {socket_dir()}); vfido does not chmod it"
+            )
         try:
             os.chmod(directory, 0o700)
         except OSError as exc:
