@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -60,6 +61,34 @@ INSECURE_UDP_FLAG = "--udp-insecure-any-local-user"
 TREE: Path | None = None
 _KEEPALIVE = TYPE_INIT | Command.KEEPALIVE
 _ERROR = TYPE_INIT | Command.ERROR
+
+
+def read_response(
+    recv: Callable[[], bytes], cid: bytes, keepalives: list[tuple[float, int]]
+) -> tuple[int, bytes]:
+    """One CTAPHID response on channel ``cid``, read a report per ``recv()``: keepalives are
+    skipped (noted in ``keepalives`` with when they came and their status), as are other
+    channels' reports (late INIT answers). Returns the response's command byte and payload."""
+    head = recv()
+    while head[4] == _KEEPALIVE or head[:4] != cid:  # keepalives, late INIT answers
+        if head[4] == _KEEPALIVE:
+            keepalives.append((time.perf_counter(), head[7]))
+        head = recv()
+    length = (head[5] << 8) | head[6]
+    data = head[7:]
+    while len(data) < length:
+        data += recv()[5:]
+    return head[4], data[:length]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminates ``proc``, killing it if it has not exited 20 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def free_udp_ports(count: int) -> list[int]:
@@ -122,20 +151,12 @@ class RawClient:
         sock, key = self._sock, self._key
         for report in reports:
             sock.sendto(report, key)
-        recv = sock.recv
-        cid = self._cid
-        head = recv(2048)
-        while head[4] == _KEEPALIVE or head[:4] != cid:  # keepalives, late INIT answers
-            if head[4] == _KEEPALIVE:
-                self.keepalives.append((time.perf_counter(), head[7]))
-            head = recv(2048)
-        length = (head[5] << 8) | head[6]
-        data = head[7:]
-        while len(data) < length:
-            data += recv(2048)[5:]
-        if head[4] == _ERROR:
+        command, data = read_response(
+            functools.partial(sock.recv, 2048), self._cid, self.keepalives
+        )
+        if command == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
-        return data[:length]
+        return data
 
     def cbor(self, payload: bytes) -> bytes:
         return self.call(self.prepare(Command.CBOR, payload))
@@ -236,12 +257,7 @@ def vfido_run(
     try:
         yield key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def init_keystore(directory: Path, passphrase_file: Path) -> None:
