@@ -171,6 +171,14 @@ def _ok(response: bytes) -> bytes:
     return response
 
 
+def _assertion_reports(client: RawClient) -> list[bytes]:
+    """Makes a credential on the key; the reports of a getAssertion of it, to send again and
+    again."""
+    cdh = os.urandom(32)
+    cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+    return client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+
+
 # --------------------------------------------------------------------------- the key
 
 
@@ -525,9 +533,7 @@ def _multi_client(keys: list[tuple[int, int]], duration: float, conn: Any) -> No
     def drive(port: int, peer: int) -> None:
         client = RawClient(port, peer)
         client.init(retry_every=0.05)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         start.wait()
         lat = []
         end = time.perf_counter() + duration
@@ -665,9 +671,7 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
     with vfido_run(tmp) as key:
         client = RawClient(key.port, key.peer_port)
         client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         raw = tmp / "profile.txt"
         spy = subprocess.Popen(
             [
@@ -706,9 +710,7 @@ def bench_sampled(out: dict[str, Any], tmp: Path, seconds: float, hz: int = 1000
     with vfido_run(tmp, command=command) as key:
         client = RawClient(key.port, key.peer_port)
         client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         count = 0
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
@@ -741,20 +743,23 @@ def summarize_cprofile(path: Path, requests: int, top: int = 22) -> list[str]:
     return lines
 
 
+def _get_assertions(tmp: Path, command: Sequence[str], count: int) -> None:
+    """``count`` getAssertions of one credential from `vfido run` started as ``command``."""
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        reports = _assertion_reports(client)
+        for _ in range(count):
+            client.call(reports)
+        client.close()
+
+
 def bench_cprofile(out: dict[str, Any], tmp: Path, count: int) -> None:
     """bench/cprof.py: cProfile on `vfido run`'s UDP I/O threads while the client loops."""
     section(f"profile: cProfile of vfido run's I/O threads, {count} getAssertions (bench/cprof.py)")
     result = tmp / "cprof.prof"
     command = (sys.executable, str(ROOT / "bench" / "cprof.py"), str(result))
-    with vfido_run(tmp, command=command) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
-        for _ in range(count):
-            client.call(reports)
-        client.close()
+    _get_assertions(tmp, command, count)
     lines = summarize_cprofile(result, count + 2)
     print("\n".join("  " + line for line in lines))
     out["cprofile"] = lines
@@ -765,15 +770,7 @@ def bench_hops(out: dict[str, Any], tmp: Path, count: int) -> None:
     section(f"hand-offs inside vfido run: {count} getAssertions (bench/hops.py, microseconds)")
     result = tmp / "hops.json"
     command = (sys.executable, str(ROOT / "bench" / "hops.py"), str(result))
-    with vfido_run(tmp, command=command) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
-        for _ in range(count):
-            client.call(reports)
-        client.close()
+    _get_assertions(tmp, command, count)
     rows = json.loads(result.read_text())[-count:]
     summary = {}
     for name in rows[0]:
