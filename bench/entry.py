@@ -449,6 +449,23 @@ def measure_key(
     return rows
 
 
+def measure_at(
+    port: int,
+    peer_port: int,
+    raws: dict[str, Callable[[], object]],
+    blocks: int,
+    *,
+    persistent: bool,
+    retry_every: float = 0.01,
+) -> list[KeySide]:
+    """:func:`measure_key` through a new client of the key at ``port`` (once it answers)."""
+    client = RawClient(port, peer_port)
+    client.init(retry_every=retry_every)
+    rows = measure_key(client, raws, blocks, persistent=persistent)
+    client.close()
+    return rows
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -460,10 +477,7 @@ def bench_ephemeral(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     section("vfido run --transport udp --ephemeral --presence auto (subprocess), raw client here")
     raws = raw_ops(tmp)
     with vfido_run(tmp) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        rows = measure_key(client, raws, blocks, persistent=False)
-        client.close()
+        rows = measure_at(key.port, key.peer_port, raws, blocks, persistent=False)
     out["ephemeral"] = [r.__dict__ for r in rows]
 
 
@@ -479,10 +493,7 @@ def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = RawClient(port, peer)
-        client.init(retry_every=0.01)
-        rows = measure_key(client, raws, blocks, persistent=False)
-        client.close()
+        rows = measure_at(port, peer, raws, blocks, persistent=False)
     finally:
         proc.kill()
         proc.wait()
@@ -501,10 +512,7 @@ def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         print(f"  (passing {INSECURE_UDP_FLAG}: `vfido run --help` lists it)")
     raws = raw_ops(directory)  # the commit's database on the keystore's file system
     with vfido_run(tmp, keystore=directory, passphrase_file=secret, extra=extra) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.05)
-        rows = measure_key(client, raws, blocks, persistent=True)
-        client.close()
+        rows = measure_at(key.port, key.peer_port, raws, blocks, persistent=True, retry_every=0.05)
     out["persistent"] = [r.__dict__ for r in rows]
 
 
