@@ -19,21 +19,17 @@ from pathlib import Path
 
 import pytest
 from fido2.ctap2.base import Ctap2
-from fido2.hid import CtapHidDevice
 
 from tests.app.test_ctl import rig
+from tests.app.test_trace import traced_key
 from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
-from vfido.authenticator.config import Config
-from vfido.authenticator.device import Authenticator
 from vfido.authenticator.env import PresenceKind, PresenceRequest
 from vfido.cli import main
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.presence import AutoPresence, describe, question
+from vfido.presence import describe, question
 from vfido.safetext import VisibleFormatter, visible
-from vfido.trace import TraceRecorder
-from vfido.transports.inprocess import InProcessKey
 
 CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title
@@ -136,19 +132,10 @@ def test_vfido_ctl_credentials_list_escapes_what_a_host_registered(tmp_path: Pat
 
 def test_vfido_trace_show_escapes_what_a_host_sent(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
-    store = SqliteKeyStore.ephemeral()
-    recorder = TraceRecorder(path)
-    key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
-    key.runner.packet_observer = recorder.packet
-    device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
-    try:
+    with traced_key(path) as (device, _store, _recorder):
         ctap2 = Ctap2(device)
         _register_hostile(ctap2)
         ctap2.get_assertion(HOSTILE_RP, os.urandom(32))
-    finally:
-        device.close()
-        recorder.close()
-        store.close()
     for details in ([], ["--details"]):
         out = io.StringIO()
         with redirect_stdout(out):
