@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from fido2 import cose
 
+from vfido.authenticator.rsa_numbers import rsa_private_key_from_primes
 from vfido.keystore import entropy
 
 ES256 = -7
@@ -359,20 +360,9 @@ class CredentialKey:
             half = len(data) // 2
             p = int.from_bytes(data[:half], "big")
             q = int.from_bytes(data[half:], "big")
-            n = p * q
-            d = pow(_RSA_E, -1, (p - 1) * (q - 1))
-            numbers = rsa.RSAPrivateNumbers(
-                p=p,
-                q=q,
-                d=d,
-                dmp1=rsa.rsa_crt_dmp1(d, p),
-                dmq1=rsa.rsa_crt_dmq1(d, q),
-                iqmp=rsa.rsa_crt_iqmp(p, q),
-                public_numbers=rsa.RSAPublicNumbers(_RSA_E, n),
-            )
             # The primes come from an ID we sealed ourselves (authenticated), so the
             # expensive consistency check of the key adds nothing.
-            return cls(algorithm, numbers.private_key(unsafe_skip_rsa_key_validation=True))
+            return cls(algorithm, rsa_private_key_from_primes(p, q, _RSA_E, validate=False))
         raise UnsupportedAlgorithm(algorithm)
 
     def _mldsa_key(self) -> MldsaPrivateKey:

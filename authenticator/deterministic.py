@@ -33,6 +33,8 @@ import threading
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from vfido.authenticator.rsa_numbers import rsa_private_key_from_primes
+
 #: 2025-01-01T00:00:00Z: the wall clock of a seeded key before its first request.
 START_TIME = 1735689600.0
 #: How far the monotonic clock moves per request (seconds).
@@ -140,17 +142,7 @@ class SeededEnvironment:
                 break
         if p < q:
             p, q = q, p
-        d = pow(public_exponent, -1, (p - 1) * (q - 1))
-        numbers = rsa.RSAPrivateNumbers(
-            p=p,
-            q=q,
-            d=d,
-            dmp1=rsa.rsa_crt_dmp1(d, p),
-            dmq1=rsa.rsa_crt_dmq1(d, q),
-            iqmp=rsa.rsa_crt_iqmp(p, q),
-            public_numbers=rsa.RSAPublicNumbers(public_exponent, p * q),
-        )
-        return numbers.private_key()
+        return rsa_private_key_from_primes(p, q, public_exponent)
 
     def _prime(self, bits: int, public_exponent: int) -> int:
         while True:

@@ -137,63 +137,36 @@ def _inprocess_alg(res: Results, name: str, alg: int, count: int, b: Callable[[]
     cid = credential_id_of(sync.cbor(mc))
     ga = get_assertion_request(cdh, cid)
     transaction = HidTransaction(1, 1)
-    res.time(
-        f"{name} getAssertion: handler.handle_cbor only",
+
+    def row(label: str, fn: Callable[[], object]) -> None:
+        res.time(f"{name} {label}", fn, count, base=b)
+
+    row(
+        "getAssertion: handler.handle_cbor only",
         lambda: check_ok(auth.handle_cbor(ga, transaction)),
-        count,
-        base=b,
     )
-    res.time(
-        f"{name} getAssertion: CTAPHID framing, sync",
-        lambda: check_ok(sync.cbor(ga)),
-        count,
-        base=b,
-    )
-    res.time(
-        f"{name} makeCredential: CTAPHID framing, sync",
-        lambda: check_ok(sync.cbor(mc)),
-        count,
-        base=b,
-    )
+    row("getAssertion: CTAPHID framing, sync", lambda: check_ok(sync.cbor(ga)))
+    row("makeCredential: CTAPHID framing, sync", lambda: check_ok(sync.cbor(mc)))
     runner = RunnerHost(auth)
-    res.time(
-        f"{name} getAssertion: HidRunner threads",
-        lambda: check_ok(runner.cbor(ga)),
-        count,
-        base=b,
-    )
-    res.time(
-        f"{name} makeCredential: HidRunner threads",
-        lambda: check_ok(runner.cbor(mc)),
-        count,
-        base=b,
-    )
+    row("getAssertion: HidRunner threads", lambda: check_ok(runner.cbor(ga)))
+    row("makeCredential: HidRunner threads", lambda: check_ok(runner.cbor(mc)))
     runner.close()
     device = open_device(auth)
     ctap = Ctap2(device)
     params: list[Mapping[str, Any]] = [{"type": "public-key", "alg": alg}]
     allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": cid}]
-    res.time(
-        f"{name} getAssertion: python-fido2 Ctap2, in-process",
+    row(
+        "getAssertion: python-fido2 Ctap2, in-process",
         lambda: ctap.get_assertion(RP_ID, cdh, allow),
-        count,
-        base=b,
     )
-    res.time(
-        f"{name} makeCredential: python-fido2 Ctap2, in-process",
+    row(
+        "makeCredential: python-fido2 Ctap2, in-process",
         lambda: ctap.make_credential(cdh, RP, USER, params),
-        count,
-        base=b,
     )
     device.close()
     if alg == -7:
         packed = SyncHost(_authenticator(attestation="packed"))
-        res.time(
-            "ES256 makeCredential packed attestation: sync",
-            lambda: check_ok(packed.cbor(mc)),
-            count,
-            base=b,
-        )
+        row("makeCredential packed attestation: sync", lambda: check_ok(packed.cbor(mc)))
         with tempfile.TemporaryDirectory() as tmp:
             store = SqliteKeyStore.create(
                 Path(tmp) / "ks", PASSPHRASE, kdf_params=kdf.insecure_test_params()

@@ -63,6 +63,34 @@ _KEEPALIVE = TYPE_INIT | Command.KEEPALIVE
 _ERROR = TYPE_INIT | Command.ERROR
 
 
+def read_response(
+    recv: Callable[[], bytes], cid: bytes, keepalives: list[tuple[float, int]]
+) -> tuple[int, bytes]:
+    """One CTAPHID response on channel ``cid``, read a report per ``recv()``: keepalives are
+    skipped (noted in ``keepalives`` with when they came and their status), as are other
+    channels' reports (late INIT answers). Returns the response's command byte and payload."""
+    head = recv()
+    while head[4] == _KEEPALIVE or head[:4] != cid:  # keepalives, late INIT answers
+        if head[4] == _KEEPALIVE:
+            keepalives.append((time.perf_counter(), head[7]))
+        head = recv()
+    length = (head[5] << 8) | head[6]
+    data = head[7:]
+    while len(data) < length:
+        data += recv()[5:]
+    return head[4], data[:length]
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminates ``proc``, killing it if it has not exited 20 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_udp_ports(count: int) -> list[int]:
     socks = []
     for _ in range(count):
@@ -123,20 +151,12 @@ class RawClient:
         sock, key = self._sock, self._key
         for report in reports:
             sock.sendto(report, key)
-        recv = sock.recv
-        cid = self._cid
-        head = recv(2048)
-        while head[4] == _KEEPALIVE or head[:4] != cid:  # keepalives, late INIT answers
-            if head[4] == _KEEPALIVE:
-                self.keepalives.append((time.perf_counter(), head[7]))
-            head = recv(2048)
-        length = (head[5] << 8) | head[6]
-        data = head[7:]
-        while len(data) < length:
-            data += recv(2048)[5:]
-        if head[4] == _ERROR:
+        command, data = read_response(
+            functools.partial(sock.recv, 2048), self._cid, self.keepalives
+        )
+        if command == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
-        return data[:length]
+        return data
 
     def cbor(self, payload: bytes) -> bytes:
         return self.call(self.prepare(Command.CBOR, payload))
@@ -149,6 +169,14 @@ def _ok(response: bytes) -> bytes:
     if not response or response[0] != 0:
         raise RuntimeError(f"CTAP error 0x{response[:1].hex()}")
     return response
+
+
+def _assertion_reports(client: RawClient) -> list[bytes]:
+    """Makes a credential on the key; the reports of a getAssertion of it, to send again and
+    again."""
+    cdh = os.urandom(32)
+    cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+    return client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
 
 
 # --------------------------------------------------------------------------- the key
@@ -237,12 +265,7 @@ def vfido_run(
     try:
         yield key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def init_keystore(directory: Path, passphrase_file: Path) -> None:
@@ -450,6 +473,23 @@ def measure_key(
     return rows
 
 
+def measure_at(
+    port: int,
+    peer_port: int,
+    raws: dict[str, Callable[[], object]],
+    blocks: int,
+    *,
+    persistent: bool,
+    retry_every: float = 0.01,
+) -> list[KeySide]:
+    """:func:`measure_key` through a new client of the key at ``port`` (once it answers)."""
+    client = RawClient(port, peer_port)
+    client.init(retry_every=retry_every)
+    rows = measure_key(client, raws, blocks, persistent=persistent)
+    client.close()
+    return rows
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -461,10 +501,7 @@ def bench_ephemeral(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     section("vfido run --transport udp --ephemeral --presence auto (subprocess), raw client here")
     raws = raw_ops(tmp)
     with vfido_run(tmp) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        rows = measure_key(client, raws, blocks, persistent=False)
-        client.close()
+        rows = measure_at(key.port, key.peer_port, raws, blocks, persistent=False)
     out["ephemeral"] = [r.__dict__ for r in rows]
 
 
@@ -480,10 +517,7 @@ def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = RawClient(port, peer)
-        client.init(retry_every=0.01)
-        rows = measure_key(client, raws, blocks, persistent=False)
-        client.close()
+        rows = measure_at(port, peer, raws, blocks, persistent=False)
     finally:
         proc.kill()
         proc.wait()
@@ -534,10 +568,7 @@ def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         print(f"  (passing {INSECURE_UDP_FLAG}: `vfido run --help` lists it)")
     raws = raw_ops(directory)  # the commit's database on the keystore's file system
     with vfido_run(tmp, keystore=directory, passphrase_file=secret, extra=extra) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.05)
-        rows = measure_key(client, raws, blocks, persistent=True)
-        client.close()
+        rows = measure_at(key.port, key.peer_port, raws, blocks, persistent=True, retry_every=0.05)
     out["persistent"] = [r.__dict__ for r in rows]
 
 
@@ -566,9 +597,7 @@ def _multi_client(keys: list[tuple[int, int]], duration: float, conn: Any) -> No
     def drive(port: int, peer: int) -> None:
         client = RawClient(port, peer)
         client.init(retry_every=0.05)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         start.wait()
         lat = []
         end = time.perf_counter() + duration
@@ -706,9 +735,7 @@ def bench_profile(out: dict[str, Any], tmp: Path, seconds: float, py_spy: str) -
     with vfido_run(tmp) as key:
         client = RawClient(key.port, key.peer_port)
         client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         raw = tmp / "profile.txt"
         spy = subprocess.Popen(
             [
@@ -747,9 +774,7 @@ def bench_sampled(out: dict[str, Any], tmp: Path, seconds: float, hz: int = 1000
     with vfido_run(tmp, command=command) as key:
         client = RawClient(key.port, key.peer_port)
         client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
+        reports = _assertion_reports(client)
         count = 0
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
@@ -782,20 +807,23 @@ def summarize_cprofile(path: Path, requests: int, top: int = 22) -> list[str]:
     return lines
 
 
+def _get_assertions(tmp: Path, command: Sequence[str], count: int) -> None:
+    """``count`` getAssertions of one credential from `vfido run` started as ``command``."""
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        reports = _assertion_reports(client)
+        for _ in range(count):
+            client.call(reports)
+        client.close()
+
+
 def bench_cprofile(out: dict[str, Any], tmp: Path, count: int) -> None:
     """bench/cprof.py: cProfile on `vfido run`'s UDP I/O threads while the client loops."""
     section(f"profile: cProfile of vfido run's I/O threads, {count} getAssertions (bench/cprof.py)")
     result = tmp / "cprof.prof"
     command = (sys.executable, str(ROOT / "bench" / "cprof.py"), str(result))
-    with vfido_run(tmp, command=command) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
-        for _ in range(count):
-            client.call(reports)
-        client.close()
+    _get_assertions(tmp, command, count)
     lines = summarize_cprofile(result, count + 2)
     print("\n".join("  " + line for line in lines))
     out["cprofile"] = lines
@@ -806,15 +834,7 @@ def bench_hops(out: dict[str, Any], tmp: Path, count: int) -> None:
     section(f"hand-offs inside vfido run: {count} getAssertions (bench/hops.py, microseconds)")
     result = tmp / "hops.json"
     command = (sys.executable, str(ROOT / "bench" / "hops.py"), str(result))
-    with vfido_run(tmp, command=command) as key:
-        client = RawClient(key.port, key.peer_port)
-        client.init(retry_every=0.01)
-        cdh = os.urandom(32)
-        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-        reports = client.prepare(Command.CBOR, get_assertion_request(cdh, cid))
-        for _ in range(count):
-            client.call(reports)
-        client.close()
+    _get_assertions(tmp, command, count)
     rows = json.loads(result.read_text())[-count:]
     summary = {}
     for name in rows[0]:

@@ -119,7 +119,23 @@ def _init_payload() -> bytes:
     return os.urandom(8)
 
 
-class SyncHost:
+class _Host:
+    """What the hosts share: ``cbor`` and ``ping`` are each one CTAPHID round trip."""
+
+    def _roundtrip(self, command: int, payload: bytes) -> bytes:
+        raise NotImplementedError
+
+    def cbor(self, payload: bytes) -> bytes:
+        return self._roundtrip(Command.CBOR, payload)
+
+    def ping(self, data: bytes) -> bytes:
+        return self._roundtrip(Command.PING, data)
+
+    def close(self) -> None:
+        pass
+
+
+class SyncHost(_Host):
     """CtapHidCore + handler on one thread: the cost of framing plus the authenticator."""
 
     def __init__(self, handler: CtapHandler) -> None:
@@ -160,17 +176,8 @@ class SyncHost:
                     rx.add(item)
         return rx.result()
 
-    def cbor(self, payload: bytes) -> bytes:
-        return self._roundtrip(Command.CBOR, payload)
 
-    def ping(self, data: bytes) -> bytes:
-        return self._roundtrip(Command.PING, data)
-
-    def close(self) -> None:
-        pass
-
-
-class RunnerHost:
+class RunnerHost(_Host):
     """A real HidRunner (worker + ticker threads); the caller waits like a HID host does."""
 
     def __init__(self, handler: CtapHandler, *, keepalive_interval: float | None = None) -> None:
@@ -207,17 +214,11 @@ class RunnerHost:
         self.last_keepalives = rx.keepalives
         return rx.result()
 
-    def cbor(self, payload: bytes) -> bytes:
-        return self._roundtrip(Command.CBOR, payload)
-
-    def ping(self, data: bytes) -> bytes:
-        return self._roundtrip(Command.PING, data)
-
     def close(self) -> None:
         self.runner.close()
 
 
-class UdpHost:
+class UdpHost(_Host):
     """Raw CTAPHID over UDP (one report per datagram) to a key at ``127.0.0.1:port``."""
 
     def __init__(self, port: int, peer_port: int, *, timeout: float = 30.0) -> None:
@@ -239,12 +240,6 @@ class UdpHost:
                 break
         self.last_keepalives = rx.keepalives
         return rx.result()
-
-    def cbor(self, payload: bytes) -> bytes:
-        return self._roundtrip(Command.CBOR, payload)
-
-    def ping(self, data: bytes) -> bytes:
-        return self._roundtrip(Command.PING, data)
 
     def close(self) -> None:
         self._sock.close()

@@ -16,6 +16,7 @@ ratio to the raw operation timed in alternating blocks with it (see bench/entry.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from entry import _ERROR, _KEEPALIVE, measure_key, raw_ops  # noqa: E402
+from entry import _ERROR, measure_key, raw_ops, read_response, stop  # noqa: E402
 
 from vfido.transports.ctaphid import BROADCAST_CID, Command, encode_message  # noqa: E402
 
@@ -80,21 +81,14 @@ class HidrawClient:
         fd = self._fd
         for report in reports:
             os.write(fd, report)
-        cid = self._cid
-        head = os.read(fd, REPORT)
-        while head[4] == _KEEPALIVE or head[:4] != cid:
-            if head[4] == _KEEPALIVE:
-                self.keepalives.append((time.perf_counter(), head[7]))
-            head = os.read(fd, REPORT)
-        length = (head[5] << 8) | head[6]
-        data = head[7:]
-        while len(data) < length:
-            data += os.read(fd, REPORT)[5:]
-        if head[4] == _ERROR and data[0] == ERR_MSG_TIMEOUT:
+        command, data = read_response(
+            functools.partial(os.read, fd, REPORT), self._cid, self.keepalives
+        )
+        if command == _ERROR and data[0] == ERR_MSG_TIMEOUT:
             raise MessageTimeout
-        if head[4] == _ERROR:
+        if command == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
-        return data[:length]
+        return data
 
     def cbor(self, payload: bytes) -> bytes:
         return self.call(self.prepare(Command.CBOR, payload))
@@ -124,12 +118,7 @@ def vfido_uhid(workdir: Path, serial: str, timeout: float = 180.0) -> Iterator[s
             time.sleep(0.2)
         yield found.group(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def run(workdir: Path, blocks: int = 20) -> dict[str, Any]:

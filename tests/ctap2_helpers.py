@@ -21,6 +21,7 @@ from typing import Any
 from fido2 import cbor as fido_cbor
 from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2.base import Ctap2
+from fido2.ctap2.pin import ClientPin
 from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import AttestedCredentialData
 
@@ -298,3 +299,16 @@ def credential_data(attestation: Any) -> AttestedCredentialData:
     data = attestation.auth_data.credential_data
     assert data is not None
     return data  # type: ignore[no-any-return]
+
+
+def raw_set_pin(client_pin: ClientPin, padded_pin: bytes) -> None:
+    """setPIN with a padded PIN python-fido2 would refuse to send."""
+    key_agreement, shared_secret = client_pin._get_shared_secret()  # type: ignore[no-untyped-call]
+    pin_enc = client_pin.protocol.encrypt(shared_secret, padded_pin)
+    client_pin.ctap.client_pin(
+        client_pin.protocol.VERSION,
+        ClientPin.CMD.SET_PIN,
+        key_agreement=key_agreement,
+        new_pin_enc=pin_enc,
+        pin_uv_param=client_pin.protocol.authenticate(shared_secret, pin_enc),
+    )

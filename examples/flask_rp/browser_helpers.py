@@ -1,5 +1,6 @@
 """What the example's Selenium and Playwright tests share: Chromium's flags and environment,
-and :class:`TracedKey`, a ``vfido run`` key with its trace (see conftest.py)."""
+:class:`TracedKey`, a ``vfido run`` key with its trace (see conftest.py), and
+:func:`register_and_sign_in`, the ceremonies each test runs through the page."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vfido.api import ServiceKey
 from vfido.testing.devtools import BROWSER_ENVIRONMENT, HEADLESS_FLAGS
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 #: vfido's own trace reader (tests/vm/trace_protocols.py in the checkout).
 TRACE_PROTOCOLS = Path(__file__).resolve().parents[2] / "tests" / "vm" / "trace_protocols.py"
@@ -102,3 +106,27 @@ class TracedKey:
         assert len(served) == 1 and served[0] in wanted, (kind, served, counts)
         assert not [c for c in counts if c in ("MSG REGISTER", "MSG AUTHENTICATE")], counts
         return served[0]
+
+
+def register_and_sign_in(
+    call: Callable[[str, str], dict[str, Any]], key: TracedKey, app: Flask
+) -> tuple[str, str]:
+    """Registers alice and signs her in through the page, whatever drives the browser:
+    ``call(function, username)`` runs the page's ``register`` or ``login`` and returns its
+    ``{"result": ..., "credential": ...}`` (or ``{"error": ...}``). Checks that the RP verified
+    both ceremonies and that ``key`` served each over CTAP2; returns the key's responses that
+    served create() and get() (``"CBOR makeCredential"``, ``"CBOR getAssertion"``)."""
+    registered = call("register", "alice")
+    assert "error" not in registered, registered
+    assert registered["result"]["status"] == "ok"  # the RP verified the attestation
+    created_by = key.assert_served_over_ctap2("create", registered["credential"])
+
+    signed_in = call("login", "alice")
+    assert "error" not in signed_in, signed_in
+    assert signed_in["result"]["status"] == "ok"  # the RP verified the assertion
+    assert signed_in["result"]["username"] == "alice" and signed_in["result"]["sign_count"] >= 1
+    signed_by = key.assert_served_over_ctap2("get", signed_in["credential"])
+
+    [credential] = app.config["ACCOUNTS"]["alice"].credentials
+    assert credential.public_key[3] == -7  # ES256, the RP's first choice
+    return created_by, signed_by

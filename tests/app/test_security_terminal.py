@@ -14,28 +14,22 @@ import io
 import logging
 import os
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 from fido2.ctap2.base import Ctap2
-from fido2.hid import CtapHidDevice
 
+from tests.app.test_ctl import rig
+from tests.app.test_trace import traced_key
 from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
-from vfido.authenticator.config import Config
-from vfido.authenticator.device import Authenticator
 from vfido.authenticator.env import PresenceKind, PresenceRequest
 from vfido.cli import main
-from vfido.control import ControlServer
-from vfido.control.commands import KeyParts, add_key_commands, add_presence_commands
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.presence import AutoFrontEnd, AutoPresence, PresenceBroker, describe, question
+from vfido.presence import describe, question
 from vfido.safetext import VisibleFormatter, visible
-from vfido.trace import TraceRecorder
-from vfido.transports.inprocess import InProcessKey, open_device
 
 CLEAR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
 TITLE = "\x1b]0;pwned\x07"  # OSC: set the window title
@@ -123,32 +117,12 @@ def test_vfido_credentials_list_escapes_what_a_host_registered(tmp_path: Path) -
 # --- `vfido ctl credentials list` ---------------------------------------------------------
 
 
-@contextmanager
-def _controlled_key(tmp_path: Path) -> Iterator[tuple[CtapHidDevice, Path]]:
-    """A key in-process with its control socket, served as `vfido run` serves it."""
-    store = SqliteKeyStore.ephemeral()
-    broker = PresenceBroker((AutoFrontEnd(),), mode="auto")
-    device = Authenticator(store, broker, Config())
-    path = tmp_path / "run" / "key.sock"
-    server = ControlServer(path)
-    add_presence_commands(server, broker)
-    add_key_commands(server, KeyParts(device, store, broker))
-    server.start()
-    hid = open_device(device)
-    try:
-        yield hid, path
-    finally:
-        hid.close()
-        server.stop()
-        store.close()
-
-
 def test_vfido_ctl_credentials_list_escapes_what_a_host_registered(tmp_path: Path) -> None:
-    with _controlled_key(tmp_path) as (hid, socket):
-        _register_hostile(Ctap2(hid))
+    with rig(tmp_path) as key:  # a key in-process with its control socket, as `vfido run`
+        _register_hostile(Ctap2(key.hid))
         out = io.StringIO()
         with redirect_stdout(out):
-            assert main(["ctl", "--socket", str(socket), "credentials", "list"]) == 0
+            assert main(["ctl", "--socket", str(key.socket), "credentials", "list"]) == 0
     _assert_inert(out.getvalue())
     assert "evil\\x1b]0;p" in out.getvalue() and "alice\\x1b[2J" in out.getvalue()
 
@@ -158,19 +132,10 @@ def test_vfido_ctl_credentials_list_escapes_what_a_host_registered(tmp_path: Pat
 
 def test_vfido_trace_show_escapes_what_a_host_sent(tmp_path: Path) -> None:
     path = tmp_path / "trace.jsonl"
-    store = SqliteKeyStore.ephemeral()
-    recorder = TraceRecorder(path)
-    key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
-    key.runner.packet_observer = recorder.packet
-    device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
-    try:
+    with traced_key(path) as (device, _store, _recorder):
         ctap2 = Ctap2(device)
         _register_hostile(ctap2)
         ctap2.get_assertion(HOSTILE_RP, os.urandom(32))
-    finally:
-        device.close()
-        recorder.close()
-        store.close()
     for details in ([], ["--details"]):
         out = io.StringIO()
         with redirect_stdout(out):

@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import redirect_stdout, suppress
+from contextlib import contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,21 +140,29 @@ def _assert_no_secret(text: str, data: bytes, secrets: dict[str, bytes]) -> None
             assert encoded not in text, f"{name} appears ({encoded[:8]}...) in the trace"
 
 
-@pytest.fixture
-def traced(tmp_path: Path) -> Iterator[tuple[Path, Exchange, TraceRecorder]]:
-    path = tmp_path / "trace.jsonl"
+@contextmanager
+def traced_key(path: Path) -> Iterator[tuple[CtapHidDevice, SqliteKeyStore, TraceRecorder]]:
+    """An in-process key whose requests and packets are traced to ``path``: its python-fido2
+    device, its store and the recorder (closed afterwards)."""
     store = SqliteKeyStore.ephemeral()
     recorder = TraceRecorder(path)
     key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
     key.runner.packet_observer = recorder.packet
     device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
     try:
-        exchange = _run_exchange(Ctap2(device), store)
-        yield path, exchange, recorder
+        yield device, store, recorder
     finally:
         device.close()
         recorder.close()
         store.close()
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[tuple[Path, Exchange, TraceRecorder]]:
+    path = tmp_path / "trace.jsonl"
+    with traced_key(path) as (device, store, recorder):
+        exchange = _run_exchange(Ctap2(device), store)
+        yield path, exchange, recorder
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -354,21 +362,13 @@ def test_vfido_run_trace_and_control_log(tmp_path: Path) -> None:
 
 def test_ctap1_messages_are_traced(tmp_path: Path) -> None:
     path = tmp_path / "u2f.jsonl"
-    recorder = TraceRecorder(path)
-    with SqliteKeyStore.ephemeral() as store:
-        key = InProcessKey(recorder.wrap(Authenticator(store, AutoPresence(), Config())))
-        key.runner.packet_observer = recorder.packet
-        device = CtapHidDevice(key.descriptor, key.connect(owns_key=True))
-        try:
-            ctap1 = Ctap1(device)
-            challenge, app = hashlib.sha256(b"c").digest(), hashlib.sha256(b"app").digest()
-            registration = ctap1.register(challenge, app)
-            signature = ctap1.authenticate(challenge, app, registration.key_handle)
-            with pytest.raises(ApduError):
-                ctap1.authenticate(challenge, hashlib.sha256(b"other").digest(), b"\x00" * 64)
-        finally:
-            device.close()
-            recorder.close()
+    with traced_key(path) as (device, _store, _recorder):
+        ctap1 = Ctap1(device)
+        challenge, app = hashlib.sha256(b"c").digest(), hashlib.sha256(b"app").digest()
+        registration = ctap1.register(challenge, app)
+        signature = ctap1.authenticate(challenge, app, registration.key_handle)
+        with pytest.raises(ApduError):
+            ctap1.authenticate(challenge, hashlib.sha256(b"other").digest(), b"\x00" * 64)
     records = _records(path)
     register = _response(records, "REGISTER")
     assert register["proto"] == "MSG" and register["status"] == "NO_ERROR"

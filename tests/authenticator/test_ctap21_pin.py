@@ -12,6 +12,7 @@ from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocol, PinProtocolV1, PinProtocolV2
 
+from tests.ctap2_helpers import raw_set_pin
 from tests.vkey import Key, running_key
 
 PIN = "1234"
@@ -63,19 +64,6 @@ def test_set_pin_then_token(key: Key, protocol: PinProtocol) -> None:
     with pytest.raises(CtapError) as info:
         cp.set_pin("5678")  # a PIN is already set
     assert code(info) == ERR.NOT_ALLOWED
-
-
-def raw_set_pin(cp: ClientPin, padded_pin: bytes) -> None:
-    """setPIN with a padded PIN python-fido2 would refuse to send."""
-    key_agreement, shared_secret = cp._get_shared_secret()  # type: ignore[no-untyped-call]
-    pin_enc = cp.protocol.encrypt(shared_secret, padded_pin)
-    cp.ctap.client_pin(
-        cp.protocol.VERSION,
-        ClientPin.CMD.SET_PIN,
-        key_agreement=key_agreement,
-        new_pin_enc=pin_enc,
-        pin_uv_param=cp.protocol.authenticate(shared_secret, pin_enc),
-    )
 
 
 def test_pin_length_rules(key: Key, protocol: PinProtocol) -> None:

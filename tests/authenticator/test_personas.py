@@ -21,6 +21,7 @@ from fido2.hid import CAPABILITY, CTAPHID
 from fido2.webauthn import UserVerificationRequirement
 
 from tests.ctap1_helpers import extended_apdu
+from tests.ctap2_helpers import raw_set_pin
 from tests.ctaphid_helpers import core_call, core_init, decode_messages
 from tests.rp import RelyingParty, attestation_fmt, register, sign_in
 from tests.service_helpers import udp_service, vfido
@@ -42,19 +43,6 @@ def raw(device: Any, command: int, params: dict[int, Any] | None = None) -> tupl
     payload = bytes([command]) + (cbor2.dumps(params, canonical=True) if params else b"")
     answer = device.call(CTAPHID.CBOR, payload)
     return answer[0], cbor2.loads(answer[1:]) if len(answer) > 1 else None
-
-
-def raw_set_pin(client_pin: ClientPin, padded_pin: bytes) -> None:
-    """setPIN with a padded PIN python-fido2 would refuse to send."""
-    key_agreement, shared_secret = client_pin._get_shared_secret()  # type: ignore[no-untyped-call]
-    pin_enc = client_pin.protocol.encrypt(shared_secret, padded_pin)
-    client_pin.ctap.client_pin(
-        client_pin.protocol.VERSION,
-        ClientPin.CMD.SET_PIN,
-        key_agreement=key_agreement,
-        new_pin_enc=pin_enc,
-        pin_uv_param=client_pin.protocol.authenticate(shared_secret, pin_enc),
-    )
 
 
 def make_rk(ctap2: Ctap2, n: int, **kwargs: Any) -> Any:

@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,20 @@ PIN = "246810"
 RETRIES = "pin.retries"
 
 
-def _raw(directory: Path) -> sqlite3.Connection:
-    return sqlite3.connect(directory / DB_NAME, isolation_level=None)
+@contextmanager
+def _raw(directory: Path) -> Iterator[sqlite3.Connection]:
+    """The database file opened directly, as an offline attacker edits it (autocommit);
+    closed when the block ends."""
+    db = sqlite3.connect(directory / DB_NAME, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _create(directory: Path) -> SqliteKeyStore:
+    """A new keystore at ``directory`` (a fast, insecure KDF: tests only)."""
+    return SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params())
 
 
 def _wrong_pin(store: SqliteKeyStore, times: int) -> int:
@@ -52,9 +65,7 @@ def keystore(tmp_path: Path) -> Iterator[tuple[Path, bytes]]:
     """A keystore with a discoverable credential and a PIN (3 retries spent); also the
     blinded tag of the PIN-retries row, as an attacker finds it (the row that changes)."""
     directory = tmp_path / "ks"
-    with SqliteKeyStore.create(
-        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
-    ) as store:
+    with _create(directory) as store:
         key = make_key(store=store)
         key.ctap2().make_credential(
             os.urandom(32),
@@ -87,12 +98,9 @@ def test_deleting_every_state_row_is_tampering_not_a_key_without_pin(
     keystore: tuple[Path, bytes],
 ) -> None:
     directory, _ = keystore
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         # The attack: every state row (the attacker cannot tell them apart, nor needs to).
         db.execute("DELETE FROM state")
-    finally:
-        db.close()
     _refused(directory)
 
 
@@ -100,11 +108,8 @@ def test_deleting_every_state_row_but_the_index_is_tampering(
     keystore: tuple[Path, bytes],
 ) -> None:
     directory, _ = keystore
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         db.execute("DELETE FROM state WHERE key_tag != x''")
-    finally:
-        db.close()
     _refused(directory)
 
 
@@ -112,57 +117,38 @@ def test_deleting_the_pin_retries_row_is_tampering_not_eight_retries(
     keystore: tuple[Path, bytes],
 ) -> None:
     directory, retries_tag = keystore
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         assert db.execute("DELETE FROM state WHERE key_tag = ?", (retries_tag,)).rowcount == 1
-    finally:
-        db.close()
     _refused(directory)
 
 
 def test_an_older_retries_row_put_back_is_tampering(tmp_path: Path) -> None:
     """Rollback of one row: the ciphertext of 8 retries, saved before the guesses."""
     directory = tmp_path / "ks"
-    with SqliteKeyStore.create(
-        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
-    ) as store:
+    with _create(directory) as store:
         key = make_key(store=store)
         ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
         tag = store._state_tag(RETRIES)
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         (saved,) = db.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
-    finally:
-        db.close()
     with SqliteKeyStore.open(directory, PASSPHRASE) as store:
         assert _wrong_pin(store, 3) == 5  # three per power-up
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         db.execute("UPDATE state SET blob = ? WHERE key_tag = ?", (saved, tag))
-    finally:
-        db.close()
     _refused(directory)
 
 
 def test_a_deleted_row_put_back_is_tampering(tmp_path: Path) -> None:
     directory = tmp_path / "ks"
-    with SqliteKeyStore.create(
-        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
-    ) as store:
+    with _create(directory) as store:
         store.put_state({"pin.force_change": b"\x00\x00\x00\x01", "other": b"x"})
         tag = store._state_tag("pin.force_change")
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         (saved,) = db.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
-    finally:
-        db.close()
     with SqliteKeyStore.open(directory, PASSPHRASE) as store:
         store.put_state({"pin.force_change": None})
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         db.execute("INSERT INTO state (key_tag, blob) VALUES (?, ?)", (tag, saved))
-    finally:
-        db.close()
     _refused(directory)
 
 
@@ -180,9 +166,7 @@ def test_a_row_deleted_while_open_is_noticed_on_read(keystore: tuple[Path, bytes
 def test_legitimate_state_changes_keep_opening(tmp_path: Path) -> None:
     """The other side: writes, deletions and a reset keep the set MAC current."""
     directory = tmp_path / "ks"
-    with SqliteKeyStore.create(
-        directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()
-    ) as store:
+    with _create(directory) as store:
         store.put_state({"a": b"1", "b": b"2"})
     with SqliteKeyStore.open(directory, PASSPHRASE) as store:
         store.put_state({"a": None, "c": b"3"})
@@ -222,14 +206,11 @@ def test_format_2_fixture_migrates_to_authenticated_state(tmp_path: Path) -> Non
         assert list(store.state_keys()) == ["pin.hash", "pin.length", "pin.retries"]
         assert store.get_state(RETRIES) == (7).to_bytes(4, "big")
         retries_tag = store._state_tag(RETRIES)
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
             FORMAT_VERSION,
         )
         db.execute("DELETE FROM state WHERE key_tag = ?", (retries_tag,))
-    finally:
-        db.close()
     with pytest.raises(KeystoreCorrupt, match="device state"):
         SqliteKeyStore.open(directory, V2_PASSPHRASE)
 
@@ -240,10 +221,7 @@ def test_format_1_fixture_migrates_through_2_to_3(tmp_path: Path) -> None:
         assert store.get_state(RETRIES) == b"\x08"
     with SqliteKeyStore.open(directory, "vfido format 1 fixture") as store:
         assert list(store.state_keys()) == [RETRIES]
-    db = _raw(directory)
-    try:
+    with _raw(directory) as db:
         db.execute("DELETE FROM state WHERE key_tag != x''")
-    finally:
-        db.close()
     with pytest.raises(KeystoreCorrupt, match="device state"):
         SqliteKeyStore.open(directory, "vfido format 1 fixture")

@@ -8,12 +8,14 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from fido2.hid import CTAPHID, CtapHidDevice
 
 from tests.ctaphid_helpers import EchoHandler, free_udp_port
 from vfido.transports.ctaphid import TYPE_INIT, Command
+from vfido.transports.handler import CtapHandler
 from vfido.transports.udp import (
     POWER_CYCLE_DATAGRAM,
     UdpConnection,
@@ -32,6 +34,23 @@ def served() -> Iterator[tuple[UdpTransport, EchoHandler, int]]:
     transport.start()
     yield transport, handler, peer_port
     transport.stop()
+
+
+@contextmanager
+def _udp_key(handler: CtapHandler) -> Iterator[CtapHidDevice]:
+    """``handler`` served by a started UdpTransport on a free port, and a python-fido2 device
+    on it; both closed afterwards."""
+    peer_port = free_udp_port()
+    transport = UdpTransport(handler, port=0, peer_port=peer_port)
+    transport.start()
+    try:
+        device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+        try:
+            yield device
+        finally:
+            device.close()
+    finally:
+        transport.stop()
 
 
 def test_power_cycle_datagram_constant() -> None:
@@ -118,11 +137,7 @@ def test_requests_answered_inline_still_see_cancel() -> None:
     from tests.ctaphid_helpers import CTAP2_ERR_KEEPALIVE_CANCEL, WaitForCancelHandler
 
     handler = WaitForCancelHandler()
-    peer_port = free_udp_port()
-    transport = UdpTransport(handler, port=0, peer_port=peer_port)
-    transport.start()
-    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
-    try:
+    with _udp_key(handler) as device:
         for _ in range(3):
             cancel = threading.Event()
 
@@ -136,9 +151,6 @@ def test_requests_answered_inline_still_see_cancel() -> None:
             handler.saw_cancel.clear()
         assert device.ping(b"after") == b"after"
         assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00") == b"\x00\x03\x00\x00\x90\x00"
-    finally:
-        device.close()
-        transport.stop()
 
 
 def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
@@ -155,11 +167,7 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
 
     before = io_threads()
     handler = WaitForCancelHandler()
-    peer_port = free_udp_port()
-    transport = UdpTransport(handler, port=0, peer_port=peer_port)
-    transport.start()
-    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
-    try:
+    with _udp_key(handler) as device:
         for _ in range(20):
             assert device.ping(b"p" * 100) == b"p" * 100
             assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00")[-2:] == b"\x90\x00"
@@ -177,6 +185,3 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
         while io_threads() - before != 1 and time.monotonic() < deadline:
             time.sleep(0.01)  # the thread that handed over ends after answering
         assert io_threads() - before == 1
-    finally:
-        device.close()
-        transport.stop()
