@@ -283,14 +283,25 @@ def _lists_ours(descriptors: Any) -> bool:
 class FloorDevice:
     """CTAPHID over the floor key: a 64-byte report in, the reports to send back out."""
 
-    def __init__(self, key: FloorKey, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        key: FloorKey,
+        log: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.key = key
         self.counts: Counter[str] = Counter()
         self._log = log
+        self._clock = clock
+        self._started = 0.0
         self._reader = Reassembler()
         self._next_cid = 1
 
     def receive(self, report: bytes) -> list[bytes]:
+        """The reports answering ``report`` (none until it completes a message). With a log,
+        each CTAP command's line ends with the time from its first report to its answer."""
+        if self._log is not None and len(report) > 4 and report[4] & TYPE_INIT:
+            self._started = self._clock()
         message = self._reader.feed(report)
         if message is None:
             return []
@@ -304,6 +315,8 @@ class FloorDevice:
             if cid == BROADCAST:
                 new, self._next_cid = self._next_cid, self._next_cid % 0xFFFFFFFE + 1
             self.counts["INIT"] += 1
+            if self._log is not None:
+                self._log("ctaphid INIT")
             reply = payload + new.to_bytes(4, "big") + bytes([2, 0, 0, 1, CAPABILITIES])
             return frames(cid, INIT, reply)
         if cid in (0, BROADCAST):
@@ -323,9 +336,10 @@ class FloorDevice:
         up = "" if answer.up is None else f" up={int(answer.up)}"
         line = f"cbor {answer.command} {status:02x}{up} {'hit' if answer.hit else 'miss'}"
         self.counts[line.rsplit(" ", 1)[0]] += 1
+        reports = frames(cid, CBOR, answer.response)
         if self._log is not None:
-            self._log(line)
-        return frames(cid, CBOR, answer.response)
+            self._log(f"{line} {(self._clock() - self._started) * 1e3:.3f}ms")
+        return reports
 
 
 # --- /dev/uhid ----------------------------------------------------------------------------------
