@@ -271,32 +271,39 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows per ceremony kind from the blocks (each: round, key, ms = {kind: [ms...]})."""
+    """Rows per measured key and ceremony kind from the blocks (each: round, key,
+    ms = {kind: [ms...]}), against the floor key's blocks of the same rounds: ``create`` and
+    ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any other key."""
     rows = []
     rounds = sorted({b["round"] for b in blocks})
-    for kind in KINDS:
-        pooled = {
-            key: [ms for b in blocks if b["key"] == key for ms in b["ms"][kind]]
-            for key in ("floor", "vfido")
-        }
-        ratios = []
-        for r in rounds:
-            med = {b["key"]: statistics.median(b["ms"][kind]) for b in blocks if b["round"] == r}
-            if "floor" in med and "vfido" in med:
-                ratios.append(med["vfido"] / med["floor"])
-        p10, p90 = _quantiles(ratios)
-        rows.append(
-            {
-                "name": kind,
-                "n": len(pooled["vfido"]),
-                "floor_ms": statistics.median(pooled["floor"]),
-                "vfido_ms": statistics.median(pooled["vfido"]),
-                "ratio": statistics.median(ratios),
-                "ratio_p10": p10,
-                "ratio_p90": p90,
-                "round_ratios": ratios,
+    measured = [k for k in dict.fromkeys(b["key"] for b in blocks) if k != "floor"]
+    for key in sorted(measured, key=lambda k: k != "vfido"):
+        for kind in KINDS:
+            pooled = {
+                k: [ms for b in blocks if b["key"] == k for ms in b["ms"][kind]]
+                for k in ("floor", key)
             }
-        )
+            ratios = []
+            for r in rounds:
+                med = {
+                    b["key"]: statistics.median(b["ms"][kind]) for b in blocks if b["round"] == r
+                }
+                if "floor" in med and key in med:
+                    ratios.append(med[key] / med["floor"])
+            p10, p90 = _quantiles(ratios)
+            rows.append(
+                {
+                    "name": kind if key == "vfido" else f"{kind} ({key})",
+                    "key": key,
+                    "n": len(pooled[key]),
+                    "floor_ms": statistics.median(pooled["floor"]),
+                    "vfido_ms": statistics.median(pooled[key]),
+                    "ratio": statistics.median(ratios),
+                    "ratio_p10": p10,
+                    "ratio_p90": p90,
+                    "round_ratios": ratios,
+                }
+            )
     return rows
 
 
@@ -307,15 +314,20 @@ def run(
     rounds: int = 6,
     n: int = 20,
     python: str = sys.executable,
+    keys: tuple[str, ...] = ("floor", "vfido"),
 ) -> dict[str, Any]:
-    """``rounds`` x [floor key, vfido] blocks of ``n`` create() + ``n`` get(); the rows."""
+    """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
+    other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
+    nothing proves which protocol served it (the traced blocks of the same build do), it
+    shows what the trace costs."""
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
+    result["keys"] = list(keys)
     floorkey_py = str(HERE / "floorkey.py")
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
     scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
     for r in range(rounds):
-        order = ("floor", "vfido") if r % 2 == 0 else ("vfido", "floor")
+        order = keys if r % 2 == 0 else keys[::-1]
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
@@ -325,12 +337,9 @@ def run(
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
                 argv += ["--presence", "auto", "--serial", "vfido-bench"]
-                argv += [
-                    "--control-socket",
-                    str(scratch / f"ctl-{tag}.sock"),
-                    "--trace",
-                    str(trace),
-                ]
+                argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
+                if key == "vfido":
+                    argv += ["--trace", str(trace)]
             t0 = time.monotonic()
             with key_process(argv, key_log):
                 started = time.monotonic() - t0
@@ -341,8 +350,11 @@ def run(
                     shutil.copyfile(kept, out / kept.name)
             if key == "floor":
                 served = served_by_floor(page, key_log.read_text(errors="replace"))
-            else:
+            elif key == "vfido":
                 served = served_by_vfido(page, trace_protocols.read_trace(trace))
+            else:
+                _all_ok(page)
+                served = {"commands": "not traced", "u2f": 0}
             ms = {
                 kind: [c["ms"] for c in page["ceremonies"] if c["kind"] == kind] for kind in KINDS
             }

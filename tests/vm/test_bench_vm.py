@@ -44,10 +44,10 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     """The rows exist, every block served each ceremony the way bench/chromium.py checks
     (CTAP2 only, counts = N), and the table is printed; no timing is asserted."""
     data = vm.require_ok("bench_chromium")
-    assert [row["name"] for row in data["rows"]] == ["create", "get"]
+    assert [row["name"] for row in data["rows"]][:2] == ["create", "get"]
     blocks = data["blocks"]
-    assert {b["key"] for b in blocks} == {"floor", "vfido"}
-    assert len(blocks) == 2 * data["rounds"]
+    assert {b["key"] for b in blocks} == set(data["keys"]) >= {"floor", "vfido"}
+    assert len(blocks) == len(data["keys"]) * data["rounds"]
     for block in blocks:
         assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
         assert block["served"]["u2f"] == 0

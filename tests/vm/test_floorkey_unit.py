@@ -416,3 +416,10 @@ def test_summarize_takes_the_median_of_per_round_ratios() -> None:
     assert create["ratio_p10"] == pytest.approx(1.02) and create["ratio_p90"] == pytest.approx(1.42)
     assert create["floor_ms"] == 101.0 and create["vfido_ms"] == 150.0  # pooled medians
     assert create["n"] == 9
+    # Another key measured in the same rounds gets its own rows, after vfido's.
+    for r, ms in enumerate([220.0, 200.0, 100.0]):
+        blocks.append({"round": r, "key": "vfido_untraced", "ms": {"create": [ms], "get": [ms]}})
+    names = [row["name"] for row in chromium.summarize(blocks)]
+    assert names == ["create", "get", "create (vfido_untraced)", "get (vfido_untraced)"]
+    untraced = chromium.summarize(blocks)[2]
+    assert untraced["round_ratios"] == pytest.approx([2.2, 1.0, 1.0])
