@@ -984,6 +984,33 @@ def bench_hidraw(data: dict[str, Any]) -> str:
     )
 
 
+@check("bench_chromium")
+def bench_chromium(data: dict[str, Any]) -> str:
+    """bench/chromium.py: headless Chromium create()/get() through `vfido run --transport
+    uhid` vs the floor key bench/floorkey.py, alternating blocks (tests/vm/test_bench_vm.py)."""
+    if "bench_chromium" not in SELECTED:
+        return "skipped: opt-in (VFIDO_VM_CHECKS=bench_chromium)"
+    require_vfido()
+    bring_up_loopback()
+    stop_shared_key()  # Chromium sends each request to every key: one key at a time
+    sys.path.insert(0, str(CHECKOUT / "bench"))
+    import chromium
+
+    # `VFIDO_VM_CHECKS=bench_chromium,bench_rounds:2` for a shorter run (by hand).
+    rounds = [int(c.split(":", 1)[1]) for c in SELECTED if c.startswith("bench_rounds:")]
+    # `bench_keys:floor+vfido+vfido_untraced` adds `vfido run` without --trace (by hand).
+    keys = [tuple(c.split(":", 1)[1].split("+")) for c in SELECTED if c.startswith("bench_keys:")]
+    chosen = (keys or [("floor", "vfido")])[0]
+    data.update(
+        chromium.run(OUT, chromium_argv, log, (rounds or [6])[0], python=PYTHON, keys=chosen)
+    )
+    return "; ".join(
+        f"{row['name']}: vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-"
+        f"{row['ratio_p90']:.3f})"
+        for row in data["rows"]
+    )
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     home = Path(os.environ.get("HOME", "/tmp/home"))

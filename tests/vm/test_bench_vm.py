@@ -1,11 +1,14 @@
-"""#16 benchmark in the guest (opt-in): `vfido run --transport uhid` over /dev/hidrawN.
+"""#16 benchmarks in the guest (opt-in): `vfido run --transport uhid` over /dev/hidrawN, and
+headless Chromium create()/get() through it vs the floor key (bench/floorkey.py).
 
     VFIDO_VM_CHECKS=bench_hidraw .venv/bin/python -m pytest tests/vm/test_bench_vm.py -m vm -s
+    VFIDO_VM_CHECKS=bench_chromium .venv/bin/python -m pytest tests/vm/test_bench_vm.py \
+        -m vm -s -k chromium
 
-Skipped unless ``VFIDO_VM_CHECKS`` names ``bench_hidraw`` (the default vm run boots the guest
-for the functional checks and must not pay for a benchmark). It asserts that the benchmark
-ran and produced its rows, never a timing: the ratios are printed and kept in the guest's
-results.json for bench/README.md.
+Each test is skipped unless ``VFIDO_VM_CHECKS`` names its check (the default vm run boots the
+guest for the functional checks and must not pay for a benchmark). They assert that the
+benchmark ran and produced its rows, never a timing: the ratios are printed and kept in the
+guest's results.json for bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ import os
 import pytest
 from vmharness import TEST_TIMEOUT, GuestResults
 
-pytestmark = [
-    pytest.mark.vm,
-    pytest.mark.slow,
-    pytest.mark.timeout(TEST_TIMEOUT),
-    pytest.mark.skipif(
-        "bench_hidraw" not in os.environ.get("VFIDO_VM_CHECKS", "").split(","),
-        reason="opt-in benchmark: VFIDO_VM_CHECKS=bench_hidraw",
-    ),
-]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(TEST_TIMEOUT)]
 
 
+def opt_in(check: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        check not in os.environ.get("VFIDO_VM_CHECKS", "").split(","),
+        reason=f"opt-in benchmark: VFIDO_VM_CHECKS={check}",
+    )
+
+
+@opt_in("bench_hidraw")
 def test_bench_hidraw_ratios(vm: GuestResults) -> None:
     data = vm.require_ok("bench_hidraw")
     names = [row["name"] for row in data["rows"]]
@@ -38,3 +41,25 @@ def test_bench_hidraw_ratios(vm: GuestResults) -> None:
     for row in data["rows"]:
         assert row["blocks"] > 0 and row["raw_ms"] > 0 and row["rtt_ms"] > 0
     print(json.dumps(data, indent=1))
+
+
+@opt_in("bench_chromium")
+def test_bench_chromium_ratios(vm: GuestResults) -> None:
+    """The rows exist, every block served each ceremony the way bench/chromium.py checks
+    (CTAP2 only, counts = N), and the table is printed; no timing is asserted."""
+    data = vm.require_ok("bench_chromium")
+    assert [row["name"] for row in data["rows"]][:2] == ["create", "get"]
+    blocks = data["blocks"]
+    assert {b["key"] for b in blocks} == set(data["keys"]) >= {"floor", "vfido"}
+    assert len(blocks) == len(data["keys"]) * data["rounds"]
+    for block in blocks:
+        assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
+        assert block["served"]["u2f"] == 0
+    for row in data["rows"]:
+        assert row["floor_ms"] > 0 and row["vfido_ms"] > 0 and len(row["round_ratios"]) > 0
+        print(
+            f"{row['name']}: floor {row['floor_ms']:.1f} ms, vfido {row['vfido_ms']:.1f} ms, "
+            f"vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-{row['ratio_p90']:.3f}) "
+            f"rounds {[round(r, 3) for r in row['round_ratios']]}"
+        )
+    print(json.dumps({k: v for k, v in data.items() if k != "blocks"}, indent=1))

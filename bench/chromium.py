@@ -1,0 +1,376 @@
+"""Headless Chromium create()/get() through `vfido run` vs the floor key (issue #16), in the guest.
+
+    VFIDO_VM_CHECKS=bench_chromium .venv/bin/python -m pytest tests/vm/test_bench_vm.py \
+        -m vm -s -k chromium
+
+The guest check ``bench_chromium`` (tests/vm/guest_checks.py) calls :func:`run`. Each round
+runs two blocks, one per key, in ABBA order (floor then vfido, then vfido then floor, ...)
+so that drift of the guest or the host does not land in the ratio. A block: start the key
+(only ONE key exists at a time: a browser sends its requests to every key it sees, and there
+is no udev in the guest, so Chromium sees the keys present when it starts), start headless
+Chromium on ``chromium_bench.html`` (a fresh profile), let the page time one warm-up
+create()+get() and then N create() and N get() with ``performance.now()``, stop Chromium,
+stop the key.
+
+* floor: ``bench/floorkey.py -v`` (answers from memory; its log names every command);
+* vfido: ``vfido run --transport uhid --ephemeral --presence auto --trace FILE``, the entry
+  point users run (default logging), with a trace to prove what served each ceremony.
+
+Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
+the per-round ratios of the block medians, with p10-p90 over the rounds. Which protocol
+served each ceremony is checked (the vfido trace: the CTAP2 makeCredential whose credential
+ID the page got, the CTAP2 getAssertion whose signature it got; the floor key's command
+log: as many CTAP2 makeCredential / user-present getAssertion answers as the page's
+ceremonies); a block that does not match raises. No timing is ever asserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests" / "vm"))
+
+import floorkey  # noqa: E402
+import trace_protocols  # noqa: E402
+
+PAGE = HERE / "chromium_bench.html"
+KINDS = ("create", "get")
+FLOOR_CREDENTIAL = base64.urlsafe_b64encode(floorkey.CREDENTIAL_ID).rstrip(b"=").decode()
+
+
+class BenchServer:
+    """Serves the page on http://localhost:PORT/ (a free port) and keeps what it POSTs."""
+
+    def __init__(self) -> None:
+        page = PAGE.read_bytes()
+        owner = self
+        self.results: dict[str, Any] | None = None
+        self.requested = threading.Event()
+        self.done = threading.Event()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requested.set()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                owner.results = json.loads(body)
+                if owner.results.get("done"):
+                    owner.done.set()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@contextlib.contextmanager
+def key_process(argv: list[str], log_path: Path, timeout: float = 180.0) -> Iterator[str]:
+    """A key process (its stderr in ``log_path``); yields its hidraw node; SIGTERM at the end."""
+    with log_path.open("wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=ROOT)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            found = re.search(r"hidraw: (/dev/hidraw\d+)", log_path.read_text(errors="replace"))
+            if found:
+                break
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"{argv[1:4]} did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield found.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def browse(
+    argv_for: Callable[[str], list[str]],
+    query: str,
+    log_path: Path,
+    start_timeout: float = 120.0,
+    page_timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Headless Chromium on the page until it posts ``done`` (one restart if the page is not
+    requested within ``start_timeout``: on a loaded host Chromium sometimes never asks)."""
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR") if k in os.environ}
+    server = BenchServer()
+    try:
+        with log_path.open("ab") as blog:
+            for attempt in (1, 2):
+                url = f"http://localhost:{server.port}/?{query}"
+                proc = subprocess.Popen(
+                    argv_for(url),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=blog,
+                    stderr=blog,
+                    start_new_session=True,
+                )
+                try:
+                    if server.requested.wait(start_timeout) or attempt == 2:
+                        server.done.wait(page_timeout)
+                        break
+                finally:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGTERM)
+                    try:
+                        proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+    finally:
+        server.close()
+    if server.results is None or not server.results.get("done"):
+        raise RuntimeError(f"the page did not finish: {server.results}")
+    return server.results
+
+
+def counted(page: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in page["ceremonies"] if c["kind"] in KINDS]
+
+
+def served_by_floor(page: dict[str, Any], floor_log: str) -> dict[str, Any]:
+    """What the floor key's command log says served the page; raises unless every ceremony
+    succeeded, got the floor's credential, and the log holds exactly one CTAP2 answer of the
+    right kind (makeCredential; user-present getAssertion) per ceremony."""
+    lines = re.findall(r"^\S+ (cbor \S+ \S+(?: up=\d)?) (hit|miss) [\d.]+ms$", floor_log, re.M)
+    counts: dict[str, int] = {}
+    for command, _ in lines:
+        counts[command] = counts.get(command, 0) + 1
+    creates = [c for c in page["ceremonies"] if c["kind"].endswith("create")]
+    gets = [c for c in page["ceremonies"] if c["kind"].endswith("get")]
+    _all_ok(page)
+    wrong = [c for c in creates if c.get("rawId") != FLOOR_CREDENTIAL]
+    if wrong:
+        raise RuntimeError(f"create() returned a credential the floor key did not make: {wrong}")
+    made = counts.get("cbor makeCredential 00", 0)
+    signed = counts.get("cbor getAssertion 00 up=1", 0)
+    if made != len(creates) or signed != len(gets):
+        raise RuntimeError(
+            f"floor key log: {made} makeCredential / {signed} getAssertion(up) answers for "
+            f"{len(creates)} create() / {len(gets)} get(): {counts}"
+        )
+    hits = sum(1 for command, hit in lines if hit == "hit" and "getInfo" not in command)
+    key_ms: dict[str, list[float]] = {}
+    for command, ms in re.findall(r"^\S+ cbor (\S+) 00(?: up=1)? \S+ ([\d.]+)ms$", floor_log, re.M):
+        key_ms.setdefault(command, []).append(float(ms))
+    inits = len(re.findall(r"^\S+ ctaphid INIT$", floor_log, re.M))
+    return {
+        "commands": counts,
+        "cache_hits": hits,
+        "inits": inits,
+        "key_ms": {command: statistics.median(v) for command, v in key_ms.items()},
+        "u2f": 0,
+    }
+
+
+def served_by_vfido(page: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What vfido's trace says served the page; raises unless every create() was one CTAP2
+    makeCredential and every get() one CTAP2 getAssertion, with as many OK makeCredential
+    responses as create() calls and no U2F ceremony at all."""
+    _all_ok(page)
+    for c in page["ceremonies"]:
+        if c["kind"].endswith("create"):
+            got = trace_protocols.served_create(records, c["rawId"])
+            want = ["CBOR makeCredential"]
+        else:
+            got = trace_protocols.served_get(records, c["signature"])
+            want = ["CBOR getAssertion"]
+        if got != want:
+            raise RuntimeError(f"{c['kind']} {c['i']} served by {got}, not {want}")
+    counts = trace_protocols.protocol_counts(records)
+    ok = {
+        name: sum(
+            1
+            for r in records
+            if r.get("type") == "response"
+            and r.get("status") in ("OK", "NO_ERROR")
+            and f"{r.get('proto')} {r.get('command')}" == name
+        )
+        for name in ("CBOR makeCredential", "CBOR getAssertion")
+    }
+    creates = sum(1 for c in page["ceremonies"] if c["kind"].endswith("create"))
+    u2f = sum(counts.get(name, 0) for name in trace_protocols.U2F_CEREMONIES)
+    if ok["CBOR makeCredential"] != creates or u2f:
+        raise RuntimeError(f"trace: {counts} for {creates} create() calls")
+    return {"commands": counts, "key_ms": vfido_key_ms(records), "u2f": u2f}
+
+
+def vfido_key_ms(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Median key-side time per successful CTAP2 command in a `vfido run --trace` file: from
+    the request's first report in to its response's last report out (the trace's clock; the
+    recording itself included)."""
+    spans: dict[str, list[float]] = {}
+    started: float | None = None
+    current: list[Any] | None = None  # [command, start, end]
+    for record in records:
+        if record.get("type") == "packet" and record.get("dir") == "in":
+            if current is not None:
+                spans.setdefault(current[0], []).append((current[2] - current[1]) * 1e3)
+                current = None
+            if record.get("cmd") == "CBOR":
+                started = record["t"]
+        elif record.get("type") == "response" and record.get("proto") == "CBOR":
+            ok = record.get("status") in ("OK", "NO_ERROR")
+            current = [record.get("command"), started, record["t"]] if ok and started else None
+        elif record.get("type") == "packet" and current is not None:
+            current[2] = record["t"]
+    if current is not None:
+        spans.setdefault(current[0], []).append((current[2] - current[1]) * 1e3)
+    return {command: statistics.median(v) for command, v in spans.items()}
+
+
+def _all_ok(page: dict[str, Any]) -> None:
+    failed = [c for c in page["ceremonies"] if not c.get("ok")]
+    if failed or len(counted(page)) != 2 * page["n"]:
+        raise RuntimeError(f"ceremonies failed or missing: {failed or page['ceremonies']}")
+
+
+def _quantiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=10, method="inclusive")
+    return q[0], q[-1]
+
+
+def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows per measured key and ceremony kind from the blocks (each: round, key,
+    ms = {kind: [ms...]}), against the floor key's blocks of the same rounds: ``create`` and
+    ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any other key."""
+    rows = []
+    rounds = sorted({b["round"] for b in blocks})
+    measured = [k for k in dict.fromkeys(b["key"] for b in blocks) if k != "floor"]
+    for key in sorted(measured, key=lambda k: k != "vfido"):
+        for kind in KINDS:
+            pooled = {
+                k: [ms for b in blocks if b["key"] == k for ms in b["ms"][kind]]
+                for k in ("floor", key)
+            }
+            ratios = []
+            for r in rounds:
+                med = {
+                    b["key"]: statistics.median(b["ms"][kind]) for b in blocks if b["round"] == r
+                }
+                if "floor" in med and key in med:
+                    ratios.append(med[key] / med["floor"])
+            p10, p90 = _quantiles(ratios)
+            rows.append(
+                {
+                    "name": kind if key == "vfido" else f"{kind} ({key})",
+                    "key": key,
+                    "n": len(pooled[key]),
+                    "floor_ms": statistics.median(pooled["floor"]),
+                    "vfido_ms": statistics.median(pooled[key]),
+                    "ratio": statistics.median(ratios),
+                    "ratio_p10": p10,
+                    "ratio_p90": p90,
+                    "round_ratios": ratios,
+                }
+            )
+    return rows
+
+
+def run(
+    out: Path,
+    argv_for: Callable[[str], list[str]],
+    log: Callable[..., None] = print,
+    rounds: int = 6,
+    n: int = 20,
+    python: str = sys.executable,
+    keys: tuple[str, ...] = ("floor", "vfido"),
+) -> dict[str, Any]:
+    """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
+    other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
+    nothing proves which protocol served it (the traced blocks of the same build do), it
+    shows what the trace costs."""
+    result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
+    result["keys"] = list(keys)
+    floorkey_py = str(HERE / "floorkey.py")
+    # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
+    # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
+    scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
+    for r in range(rounds):
+        order = keys if r % 2 == 0 else keys[::-1]
+        for key in order:
+            tag = f"bench-chromium-r{r}-{key}"
+            key_log = scratch / f"{tag}.log"
+            if key == "floor":
+                argv = [python, floorkey_py, "-v", "--serial", "vfido-floor"]
+            else:
+                trace = scratch / f"trace-{tag}.jsonl"
+                argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
+                argv += ["--presence", "auto", "--serial", "vfido-bench"]
+                argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
+                if key == "vfido":
+                    argv += ["--trace", str(trace)]
+            t0 = time.monotonic()
+            with key_process(argv, key_log):
+                started = time.monotonic() - t0
+                page = browse(argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log")
+            (out / f"{tag}-page.json").write_text(json.dumps(page, indent=1))
+            for kept in scratch.glob(f"*{tag}*"):
+                if kept.is_file() and not kept.name.endswith(".sock"):
+                    shutil.copyfile(kept, out / kept.name)
+            if key == "floor":
+                served = served_by_floor(page, key_log.read_text(errors="replace"))
+            elif key == "vfido":
+                served = served_by_vfido(page, trace_protocols.read_trace(trace))
+            else:
+                _all_ok(page)
+                served = {"commands": "not traced", "u2f": 0}
+            ms = {
+                kind: [c["ms"] for c in page["ceremonies"] if c["kind"] == kind] for kind in KINDS
+            }
+            medians = {kind: statistics.median(v) for kind, v in ms.items()}
+            block = {"round": r, "key": key, "ms": ms, "median_ms": medians}
+            block.update(served=served, start_s=started)
+            result["blocks"].append(block)
+            log(
+                f"round {r} {key}: create {medians['create']:.1f} ms, get "
+                f"{medians['get']:.1f} ms (medians of {n}); {served['commands']}"
+            )
+    result["load"].append(os.getloadavg())
+    result["rows"] = summarize(result["blocks"])
+    for row in result["rows"]:
+        log(
+            f"{row['name']}: floor {row['floor_ms']:.1f} ms, vfido {row['vfido_ms']:.1f} ms, "
+            f"vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-{row['ratio_p90']:.3f})"
+        )
+    return result

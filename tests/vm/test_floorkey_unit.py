@@ -1,0 +1,425 @@
+"""Host tests of the Chromium benchmark's floor key (bench/floorkey.py) and of the bookkeeping
+of bench/chromium.py, without a kernel: python-fido2's own CTAPHID client (``CtapHidDevice``
+over a connection that feeds the floor key's reports) and its CTAP2 parsers check the key's
+framing and answers; the signatures are verified with the fixed public key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from fido2.cose import ES256
+from fido2.ctap import CtapError
+from fido2.ctap2 import AssertionResponse, AttestationResponse, Ctap2, Info
+from fido2.hid import CtapHidDevice
+from fido2.hid.base import CtapHidConnection, HidDescriptor
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import chromium  # noqa: E402
+import floorkey  # noqa: E402
+
+RP_ID = "localhost"
+
+
+class FloorConnection(CtapHidConnection):
+    """python-fido2's side of a hidraw node, the floor key's FloorDevice on the other."""
+
+    def __init__(self, device: floorkey.FloorDevice) -> None:
+        self.device = device
+        self.pending: list[bytes] = []
+
+    def write_packet(self, data: bytes) -> None:
+        # A hidraw write: report ID 0, then the 64 bytes, as a UHID_OUTPUT event carries it.
+        event = floorkey.uhid_event(
+            floorkey.UHID_OUTPUT,
+            (b"\0" + data).ljust(floorkey.UHID_DATA_MAX, b"\0") + struct.pack("<HB", 65, 1),
+        )
+        self.pending += self.device.receive(floorkey.output_report(event))
+
+    def read_packet(self) -> bytes:
+        return self.pending.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def log() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def lines(log: list[str]) -> list[str]:
+    """The key's log lines without their trailing time ("... hit 0.412ms")."""
+    return _Untimed(log)
+
+
+class _Untimed(list[str]):
+    def __init__(self, log: list[str]) -> None:
+        self._log = log
+
+    def __getitem__(self, index: Any) -> Any:
+        untimed = [line.rsplit(" ", 1)[0] for line in self._log if line.startswith("cbor ")]
+        return untimed[index]
+
+
+@pytest.fixture
+def device(log: list[str]) -> floorkey.FloorDevice:
+    return floorkey.FloorDevice(floorkey.FloorKey(), log.append)
+
+
+@pytest.fixture
+def ctap2(device: floorkey.FloorDevice) -> Ctap2:
+    descriptor = HidDescriptor("floor", 0x1209, 0x0001, 64, 64, "floor", "floor")
+    return Ctap2(CtapHidDevice(descriptor, FloorConnection(device)))
+
+
+def make_credential(ctap2: Ctap2, **kw: Any) -> AttestationResponse:
+    return ctap2.make_credential(
+        hashlib.sha256(b"client data").digest(),
+        {"id": RP_ID, "name": "bench"},
+        {"id": b"\7" * 16, "name": "bench"},
+        [{"type": "public-key", "alg": ES256.ALGORITHM}],
+        **kw,
+    )
+
+
+ALLOW = [{"type": "public-key", "id": floorkey.CREDENTIAL_ID}]
+
+
+# --- CTAPHID framing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 57, 58, 116, 117, 1000, floorkey.MAX_MESSAGE])
+def test_frames_reassemble_to_the_message(size: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    reports = floorkey.frames(0x01020304, floorkey.CBOR, data)
+    assert all(len(r) == 64 for r in reports)
+    assert len(reports) == 1 + max(0, -(-(size - 57) // 59))
+    reader = floorkey.Reassembler()
+    outs = [reader.feed(r) for r in reports]
+    assert outs[:-1] == [None] * (len(reports) - 1)
+    assert outs[-1] == floorkey.Message(0x01020304, floorkey.CBOR, data)
+
+
+def test_a_continuation_out_of_sequence_is_an_invalid_seq_error() -> None:
+    reports = floorkey.frames(7, floorkey.CBOR, bytes(200))
+    reader = floorkey.Reassembler()
+    assert reader.feed(reports[0]) is None
+    error = reader.feed(reports[2])
+    assert error == floorkey.Message(7, floorkey.ERROR, bytes([floorkey.ERR_INVALID_SEQ]))
+    assert reader.feed(reports[3]) is None  # the broken message is dropped
+
+
+def test_a_message_longer_than_the_maximum_is_an_invalid_len_error() -> None:
+    report = (b"\0\0\0\7" + bytes([0x80 | floorkey.CBOR]) + struct.pack(">H", 7610)).ljust(64)
+    message = floorkey.Reassembler().feed(report)
+    assert message == floorkey.Message(7, floorkey.ERROR, bytes([floorkey.ERR_INVALID_LEN]))
+
+
+def test_init_allocates_channels_and_announces_cbor_without_msg(
+    device: floorkey.FloorDevice,
+) -> None:
+    nonce = b"12345678"
+    (answer,) = device.receive(floorkey.frames(floorkey.BROADCAST, floorkey.INIT, nonce)[0])
+    assert answer[:4] == b"\xff\xff\xff\xff" and answer[4] == 0x80 | floorkey.INIT
+    assert answer[7:15] == nonce
+    cid = answer[15:19]
+    assert int.from_bytes(cid, "big") not in (0, floorkey.BROADCAST)
+    assert answer[19] == 2 and answer[23] & 0x04 and answer[23] & 0x08  # CBOR, NMSG
+    (again,) = device.receive(floorkey.frames(floorkey.BROADCAST, floorkey.INIT, nonce)[0])
+    assert again[15:19] != cid
+    (refused,) = device.receive(floorkey.frames(1, floorkey.MSG, b"\0\3\0\0")[0])
+    assert refused[4] == 0x80 | floorkey.ERROR and refused[7] == floorkey.ERR_INVALID_CMD
+    assert device.receive(floorkey.frames(1, floorkey.CANCEL, b"")[0]) == []
+
+
+def test_python_fido2_pings_through_the_framing(ctap2: Ctap2) -> None:
+    hid = ctap2.device
+    assert isinstance(hid, CtapHidDevice)
+    payload = bytes(range(256)) * 8
+    assert hid.ping(payload) == payload
+
+
+# --- CTAP2 answers ------------------------------------------------------------------------------
+
+
+def test_get_info_parses_as_a_ctap2_0_key_without_pin_or_uv(ctap2: Ctap2) -> None:
+    info = ctap2.info
+    assert info.versions == ["FIDO_2_0"]
+    assert info.aaguid == floorkey.AAGUID
+    assert info.options == {"rk": False, "up": True, "plat": False}
+    assert "clientPin" not in info.options and "uv" not in info.options
+    raw = floorkey.get_info_response()
+    assert raw[0] == 0 and Info.from_dict(cbor2.loads(raw[1:])) == info
+
+
+def test_make_credential_is_the_fixed_credential_with_attestation_none(
+    ctap2: Ctap2, lines: list[str]
+) -> None:
+    att = make_credential(ctap2)
+    assert att.fmt == "none" and att.att_stmt == {}
+    auth = att.auth_data
+    assert auth.rp_id_hash == hashlib.sha256(RP_ID.encode()).digest()
+    assert auth.is_user_present() and auth.is_attested()
+    assert auth.credential_data is not None
+    assert auth.credential_data.credential_id == floorkey.CREDENTIAL_ID
+    assert auth.credential_data.aaguid == floorkey.AAGUID
+    public = auth.credential_data.public_key
+    assert isinstance(public, ES256)
+    assert public.from_cryptography_key(floorkey.PUBLIC_KEY) == public
+    # A request with another RP ID gets the same credential, bound to that RP.
+    other = ctap2.make_credential(
+        b"\1" * 32,
+        {"id": "example.com"},
+        {"id": b"u"},
+        [{"type": "public-key", "alg": -7}],
+    )
+    assert other.auth_data.rp_id_hash == hashlib.sha256(b"example.com").digest()
+    assert lines[-2:] == ["cbor makeCredential 00 miss", "cbor makeCredential 00 miss"]
+
+
+def test_the_same_make_credential_request_is_answered_from_the_cache(
+    ctap2: Ctap2, lines: list[str]
+) -> None:
+    first, second = make_credential(ctap2), make_credential(ctap2)
+    assert first == second
+    assert lines[-2:] == ["cbor makeCredential 00 miss", "cbor makeCredential 00 hit"]
+
+
+def test_get_assertion_signature_verifies_with_the_fixed_public_key(ctap2: Ctap2) -> None:
+    public = make_credential(ctap2).auth_data.credential_data.public_key  # type: ignore[union-attr]
+    client_data_hash = hashlib.sha256(b"assert me").digest()
+    assertion = ctap2.get_assertion(RP_ID, client_data_hash, ALLOW)
+    assert isinstance(assertion, AssertionResponse)
+    assertion.verify(client_data_hash, public)
+    assert assertion.credential == {"type": "public-key", "id": floorkey.CREDENTIAL_ID}
+    assert assertion.auth_data.rp_id_hash == hashlib.sha256(RP_ID.encode()).digest()
+    assert assertion.auth_data.is_user_present()
+    with pytest.raises(Exception):  # noqa: B017 (cryptography's InvalidSignature)
+        assertion.verify(hashlib.sha256(b"something else").digest(), public)
+
+
+def test_get_assertion_is_signed_once_per_request_then_served_from_the_cache(
+    device: floorkey.FloorDevice,
+    ctap2: Ctap2,
+    lines: list[str],
+    log: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signed = []
+    sign = floorkey.get_assertion_response
+
+    def counting(*args: Any) -> bytes:
+        signed.append(args)
+        return sign(*args)
+
+    monkeypatch.setattr(floorkey, "get_assertion_response", counting)
+    hash_a, hash_b = b"\1" * 32, b"\2" * 32
+    a1 = ctap2.get_assertion(RP_ID, hash_a, ALLOW)
+    a2 = ctap2.get_assertion(RP_ID, hash_a, ALLOW)
+    b1 = ctap2.get_assertion(RP_ID, hash_b, ALLOW)
+    assert a1 == a2 and a1.signature != b1.signature
+    assert len(signed) == 2
+    assert [line.rsplit(" ", 1)[1] for line in lines[-3:]] == ["miss", "hit", "miss"]
+    assert all(re.fullmatch(r"cbor .* \d+\.\d{3}ms", line) for line in log if "cbor" in line)
+    assert device.counts["cbor getAssertion 00 up=1"] == 3
+    assert len(device.key.cache) == 2
+
+
+def test_a_silent_probe_is_answered_without_user_presence(ctap2: Ctap2, lines: list[str]) -> None:
+    public = make_credential(ctap2).auth_data.credential_data.public_key  # type: ignore[union-attr]
+    probe = ctap2.get_assertion(RP_ID, b"\3" * 32, ALLOW, options={"up": False})
+    assert not probe.auth_data.is_user_present()
+    probe.verify(b"\3" * 32, public)
+    assert lines[-1] == "cbor getAssertion 00 up=0 miss"
+
+
+def test_requests_the_floor_cannot_serve_get_ctap_errors(ctap2: Ctap2) -> None:
+    other = [{"type": "public-key", "id": b"\0" * 32}]
+    for allow in (other, None):
+        with pytest.raises(CtapError) as exc:
+            ctap2.get_assertion(RP_ID, b"\4" * 32, allow)
+        assert exc.value.code == CtapError.ERR.NO_CREDENTIALS
+    with pytest.raises(CtapError) as exc:
+        make_credential(ctap2, exclude_list=ALLOW)
+    assert exc.value.code == CtapError.ERR.CREDENTIAL_EXCLUDED
+    with pytest.raises(CtapError) as exc:
+        ctap2.make_credential(
+            b"\5" * 32, {"id": RP_ID}, {"id": b"u"}, [{"type": "public-key", "alg": -8}]
+        )
+    assert exc.value.code == CtapError.ERR.UNSUPPORTED_ALGORITHM
+    with pytest.raises(CtapError) as exc:
+        ctap2.send_cbor(0x06)  # clientPIN: not offered
+    assert exc.value.code == CtapError.ERR.INVALID_COMMAND
+
+
+# --- UHID events --------------------------------------------------------------------------------
+
+
+def test_uhid_create2_layout() -> None:
+    event = floorkey.uhid_create2("floor", "serial-9")
+    assert len(event) == floorkey.UHID_EVENT_SIZE == 4380
+    assert struct.unpack_from("<I", event)[0] == 11
+    body = event[4:]
+    assert body[192:256].rstrip(b"\0") == b"serial-9"
+    rd_size, bus, vendor, product = struct.unpack_from("<HHII", body, 256)
+    assert (bus, vendor, product) == (0x03, 0x1209, 0x0001)
+    descriptor = body[276 : 276 + rd_size]
+    assert descriptor == floorkey.REPORT_DESCRIPTOR
+    assert descriptor[:5] == bytes([0x06, 0xD0, 0xF1, 0x09, 0x01])
+    assert descriptor.count(bytes([0x95, 64])) == 2
+
+
+def test_uhid_input2_and_output_layouts() -> None:
+    report = bytes(range(64))
+    event = floorkey.uhid_input2(report)
+    assert len(event) == 4380 and struct.unpack_from("<IH", event) == (12, 64)
+    assert event[6:70] == report
+    out = floorkey.uhid_event(
+        floorkey.UHID_OUTPUT, (b"\0" + report).ljust(4096, b"\0") + struct.pack("<HB", 65, 1)
+    )
+    assert floorkey.output_report(out) == report
+
+
+# --- bench/chromium.py's bookkeeping ------------------------------------------------------------
+
+
+def _b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _page(n: int, raw_id: str, signatures: list[str]) -> dict[str, Any]:
+    ceremonies: list[dict[str, Any]] = [
+        {"kind": "warmup_create", "i": 0, "ok": True, "ms": 900.0, "rawId": raw_id},
+        {"kind": "warmup_get", "i": 0, "ok": True, "ms": 700.0, "signature": signatures[0]},
+    ]
+    for i in range(n):
+        ceremonies.append({"kind": "create", "i": i, "ok": True, "ms": 100.0, "rawId": raw_id})
+        sig = signatures[(i + 1) % len(signatures)]
+        ceremonies.append({"kind": "get", "i": i, "ok": True, "ms": 50.0, "signature": sig})
+    return {"n": n, "ceremonies": ceremonies, "done": True}
+
+
+def test_served_by_floor_counts_the_key_log_against_the_page() -> None:
+    page = _page(2, chromium.FLOOR_CREDENTIAL, [_b64u(b"sig")])
+    log = "\n".join(
+        ["1.0 hidraw: /dev/hidraw0", "1.1 cbor getInfo 00 hit 0.1ms"]
+        + ["1.2 cbor makeCredential 00 miss 1.0ms"]
+        + ["1.3 cbor makeCredential 00 hit 0.2ms"] * 2
+        + ["1.4 cbor getAssertion 00 up=0 miss 1.5ms"]
+        + ["1.5 cbor getAssertion 00 up=1 miss 1.5ms"]
+        + ["1.6 cbor getAssertion 00 up=1 hit 0.3ms"] * 2
+    )
+    served = chromium.served_by_floor(page, log)
+    assert served["commands"]["cbor makeCredential 00"] == 3
+    assert served["commands"]["cbor getAssertion 00 up=1"] == 3
+    assert served["cache_hits"] == 4
+    with pytest.raises(RuntimeError, match="floor key log"):
+        chromium.served_by_floor(
+            page, log.replace("1.6 cbor getAssertion 00 up=1 hit 0.3ms\n", "", 1)
+        )
+    with pytest.raises(RuntimeError, match="did not make"):
+        chromium.served_by_floor(_page(2, _b64u(b"other"), [_b64u(b"sig")]), log)
+    failed = _page(2, chromium.FLOOR_CREDENTIAL, [_b64u(b"sig")])
+    failed["ceremonies"][3]["ok"] = False
+    with pytest.raises(RuntimeError, match="failed"):
+        chromium.served_by_floor(failed, log)
+
+
+def _response(command: str, result: dict[str, Any], proto: str = "CBOR") -> dict[str, Any]:
+    return {
+        "type": "response",
+        "proto": proto,
+        "command": command,
+        "status": "OK",
+        "result": result,
+    }
+
+
+def test_served_by_vfido_finds_each_ceremony_in_the_trace() -> None:
+    raws = [bytes([0x11 + i]) * 16 for i in range(3)]
+    sigs = [bytes([0x21 + i]) * 8 for i in range(3)]
+    page = _page(2, "", [_b64u(s) for s in sigs])
+    creates = [c for c in page["ceremonies"] if c["kind"].endswith("create")]
+    for c, raw in zip(creates, raws, strict=True):
+        c["rawId"] = _b64u(raw)
+    records = [_response("getInfo", {})]
+    records += [
+        _response("makeCredential", {"authData": {"credentialId": f"h'{raw.hex()}'"}})
+        for raw in raws
+    ]
+    records += [_response("getAssertion", {"signature": f"h'{s.hex()}'"}) for s in sigs]
+    served = chromium.served_by_vfido(page, records)
+    assert served["u2f"] == 0 and served["commands"]["CBOR makeCredential"] == 3
+    with pytest.raises(RuntimeError, match="served by"):
+        chromium.served_by_vfido(page, records[:-1])  # one get() served by nothing
+    with pytest.raises(RuntimeError, match="served by"):
+        chromium.served_by_vfido(page, [*records, records[1]])  # one create() served twice
+    u2f = [*records, _response("REGISTER", {"keyHandle": "h'00'"}, proto="MSG")]
+    with pytest.raises(RuntimeError, match="trace"):
+        chromium.served_by_vfido(page, u2f)
+
+
+def test_vfido_key_ms_spans_first_report_in_to_last_report_out() -> None:
+    def packet(t: float, direction: str, cmd: str | None = None) -> dict[str, Any]:
+        return {"type": "packet", "t": t, "dir": direction, **({"cmd": cmd} if cmd else {})}
+
+    records = [
+        packet(1.000, "in", "INIT"),
+        packet(1.001, "out", "INIT"),
+        packet(2.000, "in", "CBOR"),
+        packet(2.001, "in"),
+        {
+            "type": "response",
+            "t": 2.003,
+            "proto": "CBOR",
+            "command": "getAssertion",
+            "status": "OK",
+        },
+        packet(2.004, "out", "CBOR"),
+        packet(2.006, "out"),
+        packet(3.000, "in", "CBOR"),
+        {
+            "type": "response",
+            "t": 3.010,
+            "proto": "CBOR",
+            "command": "getAssertion",
+            "status": "OK",
+        },
+        packet(3.012, "out", "CBOR"),
+    ]
+    spans = chromium.vfido_key_ms(records)
+    assert spans == {"getAssertion": pytest.approx(9.0)}  # median of 6 ms and 12 ms
+
+
+def test_summarize_takes_the_median_of_per_round_ratios() -> None:
+    blocks = []
+    for r, (floor, vfido) in enumerate([(100.0, 110.0), (200.0, 200.0), (100.0, 150.0)]):
+        for key, ms in (("floor", floor), ("vfido", vfido)):
+            blocks.append(
+                {"round": r, "key": key, "ms": {"create": [ms, ms + 1, ms - 1], "get": [ms / 2]}}
+            )
+    create, get = chromium.summarize(blocks)
+    assert create["name"] == "create" and get["name"] == "get"
+    assert create["round_ratios"] == pytest.approx([1.1, 1.0, 1.5])
+    assert create["ratio"] == pytest.approx(1.1)
+    assert create["ratio_p10"] == pytest.approx(1.02) and create["ratio_p90"] == pytest.approx(1.42)
+    assert create["floor_ms"] == 101.0 and create["vfido_ms"] == 150.0  # pooled medians
+    assert create["n"] == 9
+    # Another key measured in the same rounds gets its own rows, after vfido's.
+    for r, ms in enumerate([220.0, 200.0, 100.0]):
+        blocks.append({"round": r, "key": "vfido_untraced", "ms": {"create": [ms], "get": [ms]}})
+    names = [row["name"] for row in chromium.summarize(blocks)]
+    assert names == ["create", "get", "create (vfido_untraced)", "get (vfido_untraced)"]
+    untraced = chromium.summarize(blocks)[2]
+    assert untraced["round_ratios"] == pytest.approx([2.2, 1.0, 1.0])
