@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fido2.client import DefaultClientDataCollector, Fido2Client
 
@@ -36,6 +39,20 @@ def env(**extra: str) -> dict[str, str]:
     result["PYTHONPATH"] = str(ROOT) + os.pathsep + result.get("PYTHONPATH", "")
     result.update(extra)
     return result
+
+
+def fresh_python(code: str) -> Any:
+    """Run ``code`` (dedented) in a new interpreter with the checkout on its path; it
+    prints one JSON value, returned decoded (for what a process imports or loads)."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def vfido(

@@ -4,26 +4,7 @@ self-test (it runs on first ML-DSA use). Each check runs in a fresh interpreter.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
-from typing import Any
-
-from tests.service_helpers import env
-
-
-def _fresh(code: str) -> Any:
-    """Run ``code`` in a new interpreter; it prints one JSON value."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+from tests.service_helpers import fresh_python as _fresh
 
 
 def test_vfido_run_parser_imports_no_other_command() -> None:

@@ -3,10 +3,6 @@ first; the same bytes for the key's life (reset included); never deferred under 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from dataclasses import replace
@@ -14,7 +10,7 @@ from dataclasses import replace
 import pytest
 from cryptography import x509
 
-from tests.service_helpers import env
+from tests.service_helpers import fresh_python
 from vfido.authenticator.deterministic import SeededEnvironment
 from vfido.keystore import certificates, entropy, kdf
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
@@ -183,12 +179,4 @@ def test_ephemeral_store_loads_no_x509_until_a_certificate_is_read() -> None:
         print(json.dumps({"before": before, "after": "cryptography.x509" in sys.modules,
                           "certificates": len(chain)}))
     """
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"before": False, "after": True, "certificates": 2}
+    assert fresh_python(code) == {"before": False, "after": True, "certificates": 2}
