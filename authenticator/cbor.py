@@ -170,10 +170,6 @@ def _head(major: int, value: int) -> bytes:
     raise ValueError("integer too large for CBOR")
 
 
-def _key_order(encoded: bytes) -> tuple[int, int, bytes]:
-    return encoded[0] >> 5, len(encoded), encoded
-
-
 _INT_ONLY = {int}
 _TEXT_ONLY = {str}
 
@@ -192,7 +188,8 @@ def _encode_map(value: Mapping[Any, Any]) -> bytes:
         # order of the encoded keys (see _item), and the few key names are encoded once.
         keys = sorted([(_text_key(k), k) for k in value])
         return head + b"".join([e + encode(value[k]) for e, k in keys])
-    items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_item_order)
+    # Mixed key types: the same byte-wise order of the encoded keys.
+    items = sorted([(encode(k), encode(v)) for k, v in value.items()], key=_encoded_key)
     for (a, _), (b, _) in itertools.pairwise(items):
         if a == b:
             raise ValueError("duplicate map key")
@@ -214,8 +211,8 @@ def _text_key(key: str) -> bytes:
     return encoded
 
 
-def _item_order(item: tuple[bytes, bytes]) -> tuple[int, int, bytes]:
-    return _key_order(item[0])
+def _encoded_key(item: tuple[bytes, bytes]) -> bytes:
+    return item[0]
 
 
 def encode(value: Any) -> bytes:
