@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "tests" / "vm"))
 
 import floorkey  # noqa: E402
 import trace_protocols  # noqa: E402
+from entry import stop  # noqa: E402
 
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
@@ -112,12 +113,7 @@ def key_process(argv: list[str], log_path: Path, timeout: float = 180.0) -> Iter
             time.sleep(0.1)
         yield found.group(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=30)  # a key's UHID_DESTROY is slow under emulation
 
 
 def browse(

@@ -81,11 +81,11 @@ def read_response(
     return head[4], data[:length]
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminates ``proc``, killing it if it has not exited 20 s later."""
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Terminates ``proc``, killing it if it has not exited ``timeout`` seconds later."""
     proc.terminate()
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
