@@ -153,6 +153,25 @@ def decode(data: bytes) -> Any:
 # --- encoding ----------------------------------------------------------------
 
 
+class Encoded:
+    """One data item already in canonical form, written out as it is by :func:`encode`
+    (for a response member that is the same on every request: made once, encoded once)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, value: Any) -> None:
+        self.data = encode(value)
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.data.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Encoded) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+
 _SMALL_HEADS = tuple(tuple(bytes([m << 5 | v]) for v in range(24)) for m in range(8))
 
 
@@ -179,10 +198,13 @@ def _encode_map(value: Mapping[Any, Any]) -> bytes:
     kinds = set(map(type, value))
     if kinds == _INT_ONLY:
         keys = sorted(value)
-        if keys[0] >= 0 and keys[-1] < 24:
-            # Every CTAP response map: one-byte keys, whose canonical order is numeric.
-            heads = _SMALL_HEADS[_UINT]
-            return head + b"".join([heads[k] + encode(value[k]) for k in keys])
+        if keys[0] >= 0:
+            # Every CTAP response map: unsigned keys, whose encodings sort byte-wise in
+            # numeric order (a longer head starts with a larger initial byte).
+            if keys[-1] < 24:
+                heads = _SMALL_HEADS[_UINT]
+                return head + b"".join([heads[k] + encode(value[k]) for k in keys])
+            return head + b"".join([_head(_UINT, k) + encode(value[k]) for k in keys])
     elif kinds == _TEXT_ONLY:
         # Entities, descriptors, options, extensions: the canonical order is the byte-wise
         # order of the encoded keys (see _item), and the few key names are encoded once.
@@ -234,6 +256,8 @@ def encode(value: Any) -> bytes:
         return _head(_ARRAY, len(value)) + b"".join([encode(v) for v in value])
     if kind is dict:
         return _encode_map(value)
+    if kind is Encoded:
+        return value.data  # type: ignore[no-any-return]
     if value is None:
         return b"\xf6"
     if isinstance(value, bool):

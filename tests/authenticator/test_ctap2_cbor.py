@@ -59,6 +59,20 @@ def test_encoding_matches_python_fido2_and_round_trips(value: dict[Any, Any]) ->
         _invalid(encoded)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(st.integers(0, 40), st.integers(0, 2**64 - 1)),
+        st.integers(-(2**63), 2**63),
+        min_size=1,
+    )
+)
+def test_unsigned_keys_take_the_numeric_order_fast_path(value: dict[int, int]) -> None:
+    # getInfo's keys run to 0x1E: the encoder sorts unsigned keys numerically, which must
+    # be the byte-wise order of their encodings (1-, 2-, 3-, 5- and 9-byte heads).
+    assert cbor.encode(value) == fido_cbor.encode(value) == cbor2.dumps(value, canonical=True)
+
+
 def test_encoder_key_order_is_ctap2_canonical() -> None:
     # Major type first, then encoded length, then bytes: 1000 (3 bytes) before "a" (2 bytes).
     assert list(cbor.decode(cbor.encode({"a": 1, 1000: 2, -1: 3, 5: 4, "bb": 5}))) == [
