@@ -192,6 +192,12 @@ class SqliteKeyStore:
         self._counter_rows = self._verify_counters()
         # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
         self._state_digests = self._verify_state()
+        # State key -> key_tag (a pure function), and a row's decoded (key, value) by the
+        # SHA-256 of its blob: every get_state still reads the row and checks its digest
+        # (a row changed or deleted under the open store is still noticed), but decrypts
+        # and decodes a given blob only once.
+        self._state_tags: dict[str, bytes] = {}
+        self._state_plain: dict[bytes, tuple[str, bytes]] = {}
 
     # --- constructors ----------------------------------------------------
 
@@ -436,6 +442,7 @@ class SqliteKeyStore:
                 self._counters.clear()
                 self._dirty.clear()
                 self._tags.clear()
+                self._state_plain.clear()
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
@@ -567,7 +574,12 @@ class SqliteKeyStore:
             )
 
     def _state_tag(self, key: str) -> bytes:
-        return self._keys.blind("state", key.encode("utf-8"))
+        tag = self._state_tags.get(key)
+        if tag is None:
+            tag = self._keys.blind("state", key.encode("utf-8"))
+            if len(self._state_tags) < _CACHE_SIZE:
+                self._state_tags[key] = tag
+        return tag
 
     def _verify_state(self) -> dict[bytes, bytes]:
         """Check the set of state rows against its MAC; return each row's digest."""
@@ -846,7 +858,15 @@ class SqliteKeyStore:
             if tag in self._state_digests:
                 raise KeystoreCorrupt("a record in state vanished (the keystore was modified)")
             return None
-        stored_key, value = self._decode_state(tag, self._checked_state_blob(tag, row[0]))
+        blob = self._checked_state_blob(tag, row[0])
+        digest = self._state_digests[tag]  # the blob's, checked just above
+        decoded = self._state_plain.get(digest)
+        if decoded is None:
+            decoded = self._decode_state(tag, blob)
+            if len(self._state_plain) >= _CACHE_SIZE:
+                self._state_plain.pop(next(iter(self._state_plain)), None)
+            self._state_plain[digest] = decoded
+        stored_key, value = decoded
         if stored_key != key:
             raise KeystoreCorrupt("a record in state does not match its key")
         return value
@@ -928,6 +948,7 @@ class SqliteKeyStore:
                     c.execute("UPDATE identity SET blob = ? WHERE id = 1", (blob,))
             self._identity = new
             self._state_digests = {}
+            self._state_plain.clear()
             self._counters.clear()
             self._counter_rows = 0
             self._floor = None  # the floor was state: erased with it

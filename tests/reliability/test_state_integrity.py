@@ -163,6 +163,25 @@ def test_a_row_deleted_while_open_is_noticed_on_read(keystore: tuple[Path, bytes
             store.get_state(RETRIES)
 
 
+def test_an_older_row_put_back_while_open_is_noticed_after_a_read(tmp_path: Path) -> None:
+    """get_state decodes a row once, by the digest of its blob, but still reads the row
+    each time: an older ciphertext put back under the open store is refused, not served
+    from what was decoded before."""
+    directory = tmp_path / "ks"
+    with _create(directory) as store:
+        store.put_state({RETRIES: b"\x08"})
+        tag = store._state_tag(RETRIES)
+        conn = store._conn
+        assert conn is not None
+        (saved,) = conn.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
+        store.put_state({RETRIES: b"\x05"})
+        assert store.get_state(RETRIES) == b"\x05"
+        assert store.get_state(RETRIES) == b"\x05"  # the second read: decoded before
+        conn.execute("UPDATE state SET blob = ? WHERE key_tag = ?", (saved, tag))
+        with pytest.raises(KeystoreCorrupt, match="not the one written"):
+            store.get_state(RETRIES)
+
+
 def test_legitimate_state_changes_keep_opening(tmp_path: Path) -> None:
     """The other side: writes, deletions and a reset keep the set MAC current."""
     directory = tmp_path / "ks"
