@@ -116,7 +116,7 @@ def _get_assertion(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, A
 
 def _get_info(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
     _no_parameters(payload)
-    return build_info(p.services).to_cbor_map()
+    return build_info(p.services).to_encoded_map()
 
 
 #: clientPin subcommands that use the PIN (answered PIN_BLOCKED by behaviour pin-blocked).

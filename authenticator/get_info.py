@@ -20,7 +20,7 @@ from vfido.authenticator.extensions import MAX_CRED_BLOB_LENGTH
 from vfido.authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from vfido.authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
 from vfido.authenticator.model import restrict_info
-from vfido.authenticator.persistent_token import enc_cred_store_state, enc_identifier
+from vfido.authenticator.persistent_token import encrypted_info_members
 from vfido.authenticator.responses import (
     INFO_ENC_CRED_STORE_STATE,
     INFO_ENC_IDENTIFIER,
@@ -143,14 +143,15 @@ CTAP21_OPTIONS = frozenset(
 def ctap22_members(services: Services) -> dict[int, object]:
     """The CTAP 2.2 getInfo members (section 6.4), each derived from its source."""
     config, store = services.config, services.store
+    # encIdentifier / encCredStoreState: see authenticator.persistent_token.
+    enc_identifier, enc_cred_store_state = encrypted_info_members(store)
     members: dict[int, object] = {
-        # encIdentifier / encCredStoreState: see authenticator.persistent_token.
-        INFO_ENC_IDENTIFIER: enc_identifier(store),
+        INFO_ENC_IDENTIFIER: enc_identifier,
         # Reset is allowed on every transport the key has.
         INFO_TRANSPORTS_FOR_RESET: list(TRANSPORTS),
         INFO_PIN_COMPLEXITY_POLICY: services.client_pin.pin_complexity_policy,
         INFO_MAX_PIN_LENGTH: MAX_PIN_LENGTH,
-        INFO_ENC_CRED_STORE_STATE: enc_cred_store_state(store),
+        INFO_ENC_CRED_STORE_STATE: enc_cred_store_state,
     }
     if config.pin_complexity_policy_url is not None:
         members[INFO_PIN_COMPLEXITY_POLICY_URL] = config.pin_complexity_policy_url.encode()

@@ -32,9 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vfido.keystore import entropy
 from vfido.keystore.store import KeyStore
@@ -92,22 +90,25 @@ def cred_store_state(store: KeyStore) -> bytes:
     return _mac(store, message)[:VALUE_SIZE]
 
 
+def info_member_key(token: bytes, label: bytes) -> bytes:
+    """``HKDF-SHA-256(salt = 32 zero bytes, IKM = token, L = 16, info = label)`` (RFC 5869;
+    one HMAC for the extract, one for the single expand block)."""
+    prk = hmac.digest(bytes(32), token, "sha256")
+    return hmac.digest(prk, label + b"\x01", "sha256")[:16]
+
+
 def encrypt_info_member(token: bytes, label: bytes, value: bytes) -> bytes:
     """``iv || AES-128-CBC`` of a 16-byte ``value`` under the key HKDF derives from
     ``token`` with ``label`` (b"encIdentifier" or b"encCredStoreState")."""
-    key = HKDF(algorithm=hashes.SHA256(), length=16, salt=bytes(32), info=label).derive(token)
     iv = entropy.random_bytes(16)
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    encryptor = Cipher(algorithms.AES(info_member_key(token, label)), modes.CBC(iv)).encryptor()
     return iv + encryptor.update(value) + encryptor.finalize()
 
 
-def enc_identifier(store: KeyStore) -> bytes:
-    """getInfo encIdentifier (0x19)."""
-    return encrypt_info_member(persistent_token(store), b"encIdentifier", device_identifier(store))
-
-
-def enc_cred_store_state(store: KeyStore) -> bytes:
-    """getInfo encCredStoreState (0x1E)."""
-    return encrypt_info_member(
-        persistent_token(store), b"encCredStoreState", cred_store_state(store)
+def encrypted_info_members(store: KeyStore) -> tuple[bytes, bytes]:
+    """getInfo's encIdentifier (0x19) and encCredStoreState (0x1E), each under a fresh IV."""
+    token = persistent_token(store)
+    return (
+        encrypt_info_member(token, b"encIdentifier", device_identifier(store)),
+        encrypt_info_member(token, b"encCredStoreState", cred_store_state(store)),
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
+
+from vfido.authenticator import cbor
 
 # --- authenticatorMakeCredential response ---
 MC_FMT = 0x01
@@ -184,3 +187,38 @@ class GetInfoResponse:
             m[INFO_ATTESTATION_FORMATS] = list(self.attestation_formats)
         m.update(self.extra)
         return m
+
+    def to_encoded_map(self) -> dict[int, Any]:
+        """:meth:`to_cbor_map` with the members that stay the same from one getInfo to the
+        next (versions, extensions, options, transports, algorithms, attestation formats)
+        as kept encodings: the handler's form. Encodes to the same bytes."""
+        m = self.to_cbor_map()  # a model's getInfo (--persona) leaves members out
+        if INFO_VERSIONS in m:
+            m[INFO_VERSIONS] = _kept_array(self.versions)
+        if INFO_OPTIONS in m:
+            m[INFO_OPTIONS] = _kept_options(tuple(self.options.items()))
+        if INFO_TRANSPORTS in m:
+            m[INFO_TRANSPORTS] = _kept_array(self.transports)
+        if INFO_ALGORITHMS in m:
+            m[INFO_ALGORITHMS] = _kept_algorithms(self.algorithms)
+        if INFO_EXTENSIONS in m:
+            m[INFO_EXTENSIONS] = _kept_array(self.extensions)
+        if INFO_ATTESTATION_FORMATS in m:
+            m[INFO_ATTESTATION_FORMATS] = _kept_array(self.attestation_formats)
+        return m
+
+
+# A key's configuration gives a handful of distinct values for each: a small cache suffices.
+@functools.lru_cache(maxsize=64)
+def _kept_array(items: tuple[str, ...]) -> cbor.Encoded:
+    return cbor.Encoded(list(items))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_options(items: tuple[tuple[str, bool], ...]) -> cbor.Encoded:
+    return cbor.Encoded(dict(items))
+
+
+@functools.lru_cache(maxsize=64)
+def _kept_algorithms(algorithms: tuple[int, ...]) -> cbor.Encoded:
+    return cbor.Encoded([{"type": "public-key", "alg": a} for a in algorithms])

@@ -5,7 +5,10 @@
 * loaded credential keys are cached: after a reset the old IDs are dead anyway, and
   a new credential signs with its own key;
 * EC public keys are turned into COSE maps without python-fido2's per-byte loop: the
-  maps must stay exactly python-fido2's.
+  maps must stay exactly python-fido2's;
+* getInfo's members that repeat are kept encoded (``GetInfoResponse.to_encoded_map``): the
+  bytes must stay those of the plain map, whatever the configuration, PIN or model;
+* encIdentifier's key is HKDF written out with two HMACs: it must stay RFC 5869's HKDF.
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
 from tests.vkey import running_key
+from vfido.authenticator import cbor
 from vfido.authenticator.config import Config as KeyConfig
 from vfido.authenticator.cose import _COSE_CLASSES, _EC_CURVES, CredentialKey
+from vfido.authenticator.get_info import build_info
+from vfido.authenticator.persistent_token import info_member_key
+from vfido.personas import load as load_persona
 
 
 def test_always_uv_cache_follows_toggle_and_reset() -> None:
@@ -136,3 +146,44 @@ def test_ec2_public_key_is_what_python_fido2_builds(algorithm: int) -> None:
     assert type(ours) is type(theirs)
     assert dict(ours) == dict(theirs)
     ours.verify(b"signed", key.sign(b"signed"))  # python-fido2 verifies with our map
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        KeyConfig(),
+        KeyConfig(attestation="none", ctap21_pre=True, builtin_uv=True),
+        KeyConfig(enterprise_attestation=1, enterprise_rp_ids=("example.com",)),
+    ],
+    ids=["default", "pre-uv", "ep"],
+)
+def test_kept_getinfo_encodings_give_the_plain_bytes(config: KeyConfig) -> None:
+    with running_key(config=config) as key:
+        ctap = Ctap2(key.device)
+        answers = []
+        for _ in range(2):  # the second getInfo is made from the kept encodings
+            info = build_info(key.authenticator._services)
+            assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+            answers.append(ctap.get_info())
+        ClientPin(ctap, PinProtocolV2()).set_pin("12345678")  # options change
+        info = build_info(key.authenticator._services)
+        assert info.options["clientPin"] is True
+        assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+        assert ctap.get_info().options["clientPin"] is True
+        assert answers[0].algorithms == answers[1].algorithms
+        assert answers[0].options == answers[1].options
+
+
+@pytest.mark.parametrize("persona", ["u2f", "ctap20", "ctap21pre", "ctap21"])
+def test_kept_getinfo_encodings_keep_a_models_members_out(persona: str) -> None:
+    config = load_persona(persona).config
+    with running_key(config=config) as key:
+        info = build_info(key.authenticator._services)
+        assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+
+
+@pytest.mark.parametrize("label", [b"encIdentifier", b"encCredStoreState"])
+def test_info_member_key_is_rfc5869_hkdf(label: bytes) -> None:
+    token = bytes(range(32))
+    expected = HKDF(algorithm=hashes.SHA256(), length=16, salt=bytes(32), info=label)
+    assert info_member_key(token, label) == expected.derive(token)
