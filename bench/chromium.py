@@ -23,11 +23,11 @@ stop the key.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
-floor_sized when it ran). Which protocol
-served each ceremony is checked (the vfido trace: the CTAP2 makeCredential whose credential
-ID the page got, the CTAP2 getAssertion whose signature it got; the floor key's command
-log: as many CTAP2 makeCredential / user-present getAssertion answers as the page's
-ceremonies); a block that does not match raises. No timing is ever asserted.
+floor_sized when it ran). Which protocol served each ceremony is checked (the vfido trace:
+the CTAP2 makeCredential whose credential ID the page got, the CTAP2 getAssertion whose
+signature it got; the floor keys' command logs: as many CTAP2 makeCredential / user-present
+getAssertion answers as the page's ceremonies); a block that does not match raises. No
+timing is ever asserted.
 """
 
 from __future__ import annotations
