@@ -13,27 +13,35 @@ create()+get() and then N create() and N get() with ``performance.now()``, stop 
 stop the key.
 
 * floor: ``bench/floorkey.py -v`` (answers from memory; its log names every command);
+* floor_sized (opt-in): the floor key with ``--shape FILE``: still from memory, but with the
+  bytes vfido says (its getInfo verbatim, packed attestation with its certificate, its
+  credential ID length; the file made by :func:`vfido_shape` at the start of the run), so
+  that vfido / floor_sized is vfido's own computing and floor_sized / floor the cost of the
+  size of what a full key says;
 * vfido: ``vfido run --transport uhid --ephemeral --presence auto --trace FILE``, the entry
   point users run (default logging), with a trace to prove what served each ceremony.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
-the per-round ratios of the block medians, with p10-p90 over the rounds. Which protocol
-served each ceremony is checked (the vfido trace: the CTAP2 makeCredential whose credential
-ID the page got, the CTAP2 getAssertion whose signature it got; the floor key's command
-log: as many CTAP2 makeCredential / user-present getAssertion answers as the page's
-ceremonies); a block that does not match raises. No timing is ever asserted.
+the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
+floor_sized when it ran). Which protocol served each ceremony is checked (the vfido trace:
+the CTAP2 makeCredential whose credential ID the page got, the CTAP2 getAssertion whose
+signature it got; the floor keys' command logs: as many CTAP2 makeCredential / user-present
+getAssertion answers as the page's ceremonies); a block that does not match raises. No
+timing is ever asserted.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -43,6 +51,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import cbor2
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,7 +65,72 @@ from entry import stop  # noqa: E402
 
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
+#: The keys ``run`` knows; the first two are references (rows of the others against them).
+KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced")
+REFERENCES = ("floor", "floor_sized")
 FLOOR_CREDENTIAL = base64.urlsafe_b64encode(floorkey.CREDENTIAL_ID).rstrip(b"=").decode()
+SHAPE_FILE = "floor-sized-shape.json"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def vfido_shape() -> floorkey.Shape:
+    """What `vfido run --transport uhid --ephemeral --presence auto` says, for the floor key's
+    ``--shape``: its getInfo response, the x5c of one makeCredential (ES256, not
+    discoverable, no UV: what Chromium asks on the benchmark's page) and its credential ID
+    length. The authenticator is assembled in this process as ``vfido run`` assembles it:
+    the CLI's own parser defaults, its config, presence, behaviours and keystore."""
+    from vfido.authenticator.behaviours import Behaviours
+    from vfido.authenticator.device import Authenticator
+    from vfido.authenticator.env import NullContext
+    from vfido.cli import run as run_cli
+    from vfido.cli.common import open_store
+    from vfido.cli.main import build_parser
+
+    argv = ["run", "--transport", "uhid", "--ephemeral", "--presence", "auto"]
+    args = build_parser().parse_args(argv)
+    behaviours = Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv or args.fingerprint)
+    store = open_store(args)
+    try:
+        key = Authenticator(
+            store, run_cli.presence_broker(args), run_cli.config(args), behaviours=behaviours
+        )
+        info = key.handle_cbor(bytes([floorkey.GET_INFO]), NullContext())
+        request = {
+            1: hashlib.sha256(b"vfido_shape client data").digest(),
+            2: {"id": "localhost", "name": "bench"},
+            3: {"id": b"\7" * 16, "name": "bench", "displayName": "bench"},
+            4: [{"type": "public-key", "alg": floorkey.ES256}],
+        }
+        made = key.handle_cbor(
+            bytes([floorkey.MAKE_CREDENTIAL]) + cbor2.dumps(request, canonical=True),
+            NullContext(),
+        )
+    finally:
+        store.close()
+    if info[:1] != b"\0" or made[:1] != b"\0":
+        raise RuntimeError(
+            f"vfido answered getInfo {info[:1].hex()}, makeCredential {made[:1].hex()}"
+        )
+    response = cbor2.loads(made[1:])
+    fmt, auth_data, statement = response[1], response[2], response[3]
+    if fmt != "packed" or not statement.get("x5c"):
+        raise RuntimeError(f"vfido's makeCredential is {fmt!r} without x5c: not the shape to copy")
+    # authenticatorData: rpIdHash (32) flags (1) signCount (4) aaguid (16) credentialIdLength (2)
+    (length,) = struct.unpack_from(">H", auth_data, 53)
+    return floorkey.Shape(info, tuple(statement["x5c"]), length)
+
+
+def write_shape(path: Path, python: str = sys.executable) -> floorkey.Shape:
+    """:func:`vfido_shape` by ``python`` in the checkout (as the keys run), into ``path``."""
+    code = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; import chromium; from pathlib import Path; "
+        "Path(sys.argv[2]).write_text(chromium.vfido_shape().to_json())"
+    )
+    subprocess.run([python, "-c", code, str(HERE), str(path)], cwd=ROOT, check=True)
+    return floorkey.Shape.from_json(path.read_text())
 
 
 class BenchServer:
@@ -162,10 +237,13 @@ def counted(page: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for c in page["ceremonies"] if c["kind"] in KINDS]
 
 
-def served_by_floor(page: dict[str, Any], floor_log: str) -> dict[str, Any]:
+def served_by_floor(
+    page: dict[str, Any], floor_log: str, credential: str = FLOOR_CREDENTIAL
+) -> dict[str, Any]:
     """What the floor key's command log says served the page; raises unless every ceremony
-    succeeded, got the floor's credential, and the log holds exactly one CTAP2 answer of the
-    right kind (makeCredential; user-present getAssertion) per ceremony."""
+    succeeded, got the floor's credential (``credential``, base64url: floor_sized's is
+    longer), and the log holds exactly one CTAP2 answer of the right kind (makeCredential;
+    user-present getAssertion) per ceremony."""
     lines = re.findall(r"^\S+ (cbor \S+ \S+(?: up=\d)?) (hit|miss) [\d.]+ms$", floor_log, re.M)
     counts: dict[str, int] = {}
     for command, _ in lines:
@@ -173,7 +251,7 @@ def served_by_floor(page: dict[str, Any], floor_log: str) -> dict[str, Any]:
     creates = [c for c in page["ceremonies"] if c["kind"].endswith("create")]
     gets = [c for c in page["ceremonies"] if c["kind"].endswith("get")]
     _all_ok(page)
-    wrong = [c for c in creates if c.get("rawId") != FLOOR_CREDENTIAL]
+    wrong = [c for c in creates if c.get("rawId") != credential]
     if wrong:
         raise RuntimeError(f"create() returned a credential the floor key did not make: {wrong}")
     made = counts.get("cbor makeCredential 00", 0)
@@ -268,39 +346,52 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
 
 def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows per measured key and ceremony kind from the blocks (each: round, key,
-    ms = {kind: [ms...]}), against the floor key's blocks of the same rounds: ``create`` and
-    ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any other key."""
+    ms = {kind: [ms...]}), against a reference key's blocks of the same rounds. First against
+    ``floor``: ``create`` and ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any
+    other key (``floor_sized`` included); then, when ``floor_sized`` ran, every key but the
+    floors against it: ``create KEY / floor_sized``. A row's ``floor_ms`` is its reference's
+    (``reference``), ``vfido_ms`` its key's."""
     rows = []
     rounds = sorted({b["round"] for b in blocks})
-    measured = [k for k in dict.fromkeys(b["key"] for b in blocks) if k != "floor"]
-    for key in sorted(measured, key=lambda k: k != "vfido"):
-        for kind in KINDS:
-            pooled = {
-                k: [ms for b in blocks if b["key"] == k for ms in b["ms"][kind]]
-                for k in ("floor", key)
-            }
-            ratios = []
-            for r in rounds:
-                med = {
-                    b["key"]: statistics.median(b["ms"][kind]) for b in blocks if b["round"] == r
-                }
-                if "floor" in med and key in med:
-                    ratios.append(med[key] / med["floor"])
-            p10, p90 = _quantiles(ratios)
-            rows.append(
-                {
-                    "name": kind if key == "vfido" else f"{kind} ({key})",
-                    "key": key,
-                    "n": len(pooled[key]),
-                    "floor_ms": statistics.median(pooled["floor"]),
-                    "vfido_ms": statistics.median(pooled[key]),
-                    "ratio": statistics.median(ratios),
-                    "ratio_p10": p10,
-                    "ratio_p90": p90,
-                    "round_ratios": ratios,
-                }
-            )
+    keys = list(dict.fromkeys(b["key"] for b in blocks))
+    for reference in (r for r in REFERENCES if r in keys):
+        measured = [
+            k for k in keys if k != reference and (k not in REFERENCES or reference == "floor")
+        ]
+        for key in sorted(measured, key=lambda k: k != "vfido"):
+            for kind in KINDS:
+                rows.append(_row(blocks, rounds, kind, key, reference))
     return rows
+
+
+def _row(
+    blocks: list[dict[str, Any]], rounds: list[int], kind: str, key: str, reference: str
+) -> dict[str, Any]:
+    pooled = {
+        k: [ms for b in blocks if b["key"] == k for ms in b["ms"][kind]] for k in (reference, key)
+    }
+    ratios = []
+    for r in rounds:
+        med = {b["key"]: statistics.median(b["ms"][kind]) for b in blocks if b["round"] == r}
+        if reference in med and key in med:
+            ratios.append(med[key] / med[reference])
+    p10, p90 = _quantiles(ratios)
+    if reference != "floor":
+        name = f"{kind} {key} / {reference}"
+    else:
+        name = kind if key == "vfido" else f"{kind} ({key})"
+    return {
+        "name": name,
+        "key": key,
+        "reference": reference,
+        "n": len(pooled[key]),
+        "floor_ms": statistics.median(pooled[reference]),
+        "vfido_ms": statistics.median(pooled[key]),
+        "ratio": statistics.median(ratios),
+        "ratio_p10": p10,
+        "ratio_p90": p90,
+        "round_ratios": ratios,
+    }
 
 
 def run(
@@ -315,13 +406,27 @@ def run(
     """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
     other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
     nothing proves which protocol served it (the traced blocks of the same build do), it
-    shows what the trace costs."""
+    shows what the trace costs. ``floor_sized`` (opt-in) is the floor key with vfido's
+    shapes (:func:`vfido_shape`, made once by ``python`` at the start)."""
+    unknown = [key for key in keys if key not in KEYS]
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
     result["keys"] = list(keys)
     floorkey_py = str(HERE / "floorkey.py")
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
     scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
+    credential = {"floor": FLOOR_CREDENTIAL}
+    if "floor_sized" in keys:
+        shape = write_shape(scratch / SHAPE_FILE, python)
+        shutil.copyfile(scratch / SHAPE_FILE, out / SHAPE_FILE)
+        credential["floor_sized"] = b64url(floorkey.credential_id(shape.credential_id_length))
+        result["floor_sized_shape"] = {
+            "get_info_bytes": len(shape.get_info),
+            "x5c_bytes": [len(cert) for cert in shape.x5c],
+            "credential_id_length": shape.credential_id_length,
+        }
     for r in range(rounds):
         order = keys if r % 2 == 0 else keys[::-1]
         for key in order:
@@ -329,6 +434,9 @@ def run(
             key_log = scratch / f"{tag}.log"
             if key == "floor":
                 argv = [python, floorkey_py, "-v", "--serial", "vfido-floor"]
+            elif key == "floor_sized":
+                argv = [python, floorkey_py, "-v", "--serial", "vfido-floor-sized"]
+                argv += ["--shape", str(scratch / SHAPE_FILE)]
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
@@ -344,8 +452,8 @@ def run(
             for kept in scratch.glob(f"*{tag}*"):
                 if kept.is_file() and not kept.name.endswith(".sock"):
                     shutil.copyfile(kept, out / kept.name)
-            if key == "floor":
-                served = served_by_floor(page, key_log.read_text(errors="replace"))
+            if key in credential:
+                served = served_by_floor(page, key_log.read_text(errors="replace"), credential[key])
             elif key == "vfido":
                 served = served_by_vfido(page, trace_protocols.read_trace(trace))
             else:
@@ -365,8 +473,10 @@ def run(
     result["load"].append(os.getloadavg())
     result["rows"] = summarize(result["blocks"])
     for row in result["rows"]:
+        key, reference = row["key"], row["reference"]
         log(
-            f"{row['name']}: floor {row['floor_ms']:.1f} ms, vfido {row['vfido_ms']:.1f} ms, "
-            f"vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-{row['ratio_p90']:.3f})"
+            f"{row['name']}: {reference} {row['floor_ms']:.1f} ms, {key} {row['vfido_ms']:.1f} "
+            f"ms, {key}/{reference} {row['ratio']:.3f} ({row['ratio_p10']:.3f}-"
+            f"{row['ratio_p90']:.3f})"
         )
     return result

@@ -1,6 +1,7 @@
 """The floor key of the Chromium benchmark (issue #16): the least a USB security key can do.
 
-    python3 bench/floorkey.py [-v] [--serial S] [--rp-id localhost]     # needs /dev/uhid
+    python3 bench/floorkey.py [-v] [--serial S] [--rp-id localhost] [--shape FILE]
+    # needs /dev/uhid
 
 One thread, one ``/dev/uhid`` file, everything answered from memory:
 
@@ -12,6 +13,19 @@ One thread, one ``/dev/uhid`` file, everything answered from memory:
   no attestation signature, so no key generation and no signing at all);
 * getAssertion from a cache keyed by the request's bytes (which hold its clientDataHash): on
   a miss it signs once, with the fixed key, for real, then returns the cached bytes.
+
+``--shape FILE`` (the benchmark's ``floor_sized`` key) says as many bytes as a full key, still
+from memory: the JSON file (written by ``bench/chromium.py`` from vfido itself; see
+:class:`Shape`) gives a getInfo response, answered verbatim, status byte included (so the
+browser sees the same getInfo and sends the same requests as to that key); an attestation
+certificate chain; and a credential ID length. Then the one credential ID has that length
+(still derived from constants), and makeCredential answers attestation format ``packed``:
+``{alg: -7, sig, x5c: the file's certificates}``, ``sig`` a real ECDSA signature by the fixed
+key over authenticatorData || clientDataHash, cached by the request's bytes like getAssertion
+(signed once on a miss). The statement does not verify against the certificate (whose key
+is not the floor's): Chromium does not verify it when the page asks for attestation
+``none`` (the benchmark's page does; the page then gets format ``none``). INIT still
+announces ``NMSG`` (below), whatever versions the getInfo lists.
 
 CTAPHID: INIT (channels), PING (echo), WINK, CBOR; MSG is refused (``NMSG`` in INIT's
 capabilities: no U2F); CANCEL is ignored (nothing ever waits); no keepalives (every answer is
@@ -28,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import struct
@@ -118,6 +133,14 @@ ES256 = -7
 ECDSA = ec.ECDSA(hashes.SHA256())
 AAGUID = hashlib.sha256(b"vfido floor key aaguid").digest()[:16]
 CREDENTIAL_ID = hashlib.sha256(b"vfido floor key credential").digest()
+
+
+def credential_id(length: int = len(CREDENTIAL_ID)) -> bytes:
+    """The fixed credential ID, ``length`` bytes (:data:`CREDENTIAL_ID`, then SHAKE-256 of it)."""
+    more = hashlib.shake_256(CREDENTIAL_ID).digest(max(0, length - len(CREDENTIAL_ID)))
+    return (CREDENTIAL_ID + more)[:length]
+
+
 _SECP256R1_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 PRIVATE_KEY = ec.derive_private_key(
     int.from_bytes(hashlib.sha256(b"vfido floor key private").digest(), "big")
@@ -173,21 +196,37 @@ def get_info_response() -> bytes:
     )
 
 
-def make_credential_response(rp_id: str) -> bytes:
-    """The one credential, attestation format ``none``, for ``rp_id``."""
-    auth_data = (
+def _attested_auth_data(rp_id: str, cred_id: bytes) -> bytes:
+    return (
         hashlib.sha256(rp_id.encode()).digest()
         + bytes([FLAG_UP | FLAG_AT])
         + struct.pack(">I", SIGN_COUNT)
         + AAGUID
-        + struct.pack(">H", len(CREDENTIAL_ID))
-        + CREDENTIAL_ID
+        + struct.pack(">H", len(cred_id))
+        + cred_id
         + cbor2.dumps(cose_public_key(), canonical=True)
     )
-    return _ok({1: "none", 2: auth_data, 3: {}})
 
 
-def get_assertion_response(rp_id: str, client_data_hash: bytes, up: bool) -> bytes:
+def make_credential_response(rp_id: str) -> bytes:
+    """The one credential, attestation format ``none``, for ``rp_id``."""
+    return _ok({1: "none", 2: _attested_auth_data(rp_id, CREDENTIAL_ID), 3: {}})
+
+
+def packed_make_credential_response(
+    rp_id: str, client_data_hash: bytes, cred_id: bytes, x5c: tuple[bytes, ...]
+) -> bytes:
+    """The one credential (ID ``cred_id``), attestation format ``packed`` with the
+    certificates ``x5c``, signed by the fixed key (``--shape``; the cache's miss path)."""
+    auth_data = _attested_auth_data(rp_id, cred_id)
+    signature = PRIVATE_KEY.sign(auth_data + client_data_hash, ECDSA)
+    statement = {"alg": ES256, "sig": signature, "x5c": list(x5c)}
+    return _ok({1: "packed", 2: auth_data, 3: statement})
+
+
+def get_assertion_response(
+    rp_id: str, client_data_hash: bytes, up: bool, cred_id: bytes = CREDENTIAL_ID
+) -> bytes:
     """Signs authenticatorData || clientDataHash with the fixed key (the cache's miss path)."""
     auth_data = (
         hashlib.sha256(rp_id.encode()).digest()
@@ -196,8 +235,50 @@ def get_assertion_response(rp_id: str, client_data_hash: bytes, up: bool) -> byt
     )
     signature = PRIVATE_KEY.sign(auth_data + client_data_hash, ECDSA)
     return _ok(
-        {1: {"type": "public-key", "id": CREDENTIAL_ID}, 2: auth_data, 3: signature},
+        {1: {"type": "public-key", "id": cred_id}, 2: auth_data, 3: signature},
     )
+
+
+class ShapeError(ValueError):
+    """A shape file that cannot be used (one line: what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a full key says, for ``--shape FILE``: a JSON object with ``get_info`` (hex: the
+    whole getInfo response, status byte first), ``x5c`` (hex strings: the attestation
+    certificates, leaf first) and ``credential_id_length`` (1-1023)."""
+
+    get_info: bytes
+    x5c: tuple[bytes, ...]
+    credential_id_length: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "get_info": self.get_info.hex(),
+                "x5c": [cert.hex() for cert in self.x5c],
+                "credential_id_length": self.credential_id_length,
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Shape:
+        try:
+            data = json.loads(text)
+            info = bytes.fromhex(data["get_info"])
+            x5c = tuple(bytes.fromhex(cert) for cert in data["x5c"])
+            length = data["credential_id_length"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ShapeError(f"not a shape file ({type(exc).__name__}: {exc})") from None
+        if not info or info[0] != OK:
+            raise ShapeError("get_info is not a successful getInfo response")
+        if not x5c or not all(x5c):
+            raise ShapeError("x5c holds no certificate")
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 1023:
+            raise ShapeError(f"credential_id_length {length!r} is not in 1-1023")
+        return cls(info, x5c, length)
 
 
 def _error(code: int) -> bytes:
@@ -217,12 +298,18 @@ class FloorKey:
     """CTAP2 requests (CBOR command byte + parameters) to responses, from memory."""
 
     rp_ids: tuple[str, ...] = ("localhost",)
+    shape: Shape | None = None
     cache: dict[bytes, Answer] = field(default_factory=dict)
     _made: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._info = get_info_response()
-        self._made = {rp_id: make_credential_response(rp_id) for rp_id in self.rp_ids}
+        if self.shape is None:
+            self.credential_id = CREDENTIAL_ID
+            self._info = get_info_response()
+            self._made = {rp_id: make_credential_response(rp_id) for rp_id in self.rp_ids}
+        else:
+            self.credential_id = credential_id(self.shape.credential_id_length)
+            self._info = self.shape.get_info
 
     def answer(self, request: bytes) -> Answer:
         cached = self.cache.get(request)
@@ -257,9 +344,16 @@ class FloorKey:
             return _error(CTAP2_ERR_MISSING_PARAMETER)
         if not any(isinstance(a, dict) and a.get("alg") == ES256 for a in algs):
             return _error(CTAP2_ERR_UNSUPPORTED_ALGORITHM)
-        if _lists_ours(params.get(5)):
+        if self._lists_ours(params.get(5)):
             return _error(CTAP2_ERR_CREDENTIAL_EXCLUDED)
         rp_id: str = rp["id"]
+        if self.shape is not None:
+            client_data_hash = params.get(1)
+            if not isinstance(client_data_hash, bytes):
+                return _error(CTAP2_ERR_MISSING_PARAMETER)
+            return packed_make_credential_response(
+                rp_id, client_data_hash, self.credential_id, self.shape.x5c
+            )
         made = self._made.get(rp_id)
         if made is None:
             made = self._made[rp_id] = make_credential_response(rp_id)
@@ -269,15 +363,16 @@ class FloorKey:
         rp_id, client_data_hash = params.get(1), params.get(2)
         if not isinstance(rp_id, str) or not isinstance(client_data_hash, bytes):
             return _error(CTAP2_ERR_MISSING_PARAMETER)
-        if not _lists_ours(params.get(3)):
+        if not self._lists_ours(params.get(3)):
             return _error(CTAP2_ERR_NO_CREDENTIALS)  # discoverable or someone else's
-        return get_assertion_response(rp_id, client_data_hash, up)
+        if self.shape is None:
+            return get_assertion_response(rp_id, client_data_hash, up)
+        return get_assertion_response(rp_id, client_data_hash, up, self.credential_id)
 
-
-def _lists_ours(descriptors: Any) -> bool:
-    return isinstance(descriptors, list) and any(
-        isinstance(d, dict) and d.get("id") == CREDENTIAL_ID for d in descriptors
-    )
+    def _lists_ours(self, descriptors: Any) -> bool:
+        return isinstance(descriptors, list) and any(
+            isinstance(d, dict) and d.get("id") == self.credential_id for d in descriptors
+        )
 
 
 class FloorDevice:
@@ -420,12 +515,14 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
 
 
-def serve(serial: str, rp_ids: tuple[str, ...], verbose: bool) -> Counter[str]:
+def serve(
+    serial: str, rp_ids: tuple[str, ...], verbose: bool, shape: Shape | None = None
+) -> Counter[str]:
     def log(line: str) -> None:
         sys.stderr.write(f"{time.monotonic():.6f} {line}\n")
         sys.stderr.flush()
 
-    device = FloorDevice(FloorKey(rp_ids), log if verbose else None)
+    device = FloorDevice(FloorKey(rp_ids, shape), log if verbose else None)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     fd = os.open("/dev/uhid", os.O_RDWR | os.O_CLOEXEC)
@@ -471,9 +568,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rp-id", action="append", default=[], help="RP IDs to precompute (default localhost)"
     )
+    parser.add_argument(
+        "--shape", metavar="FILE", help="answer with a full key's shapes (JSON, see Shape)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per command")
     args = parser.parse_args(argv)
-    serve(args.serial, tuple(args.rp_id) or ("localhost",), args.verbose)
+    shape = None
+    if args.shape is not None:
+        try:
+            shape = Shape.from_json(Path(args.shape).read_text())
+        except (OSError, UnicodeDecodeError, ShapeError) as exc:
+            parser.error(f"--shape {args.shape}: {exc}")
+    serve(args.serial, tuple(args.rp_id) or ("localhost",), args.verbose, shape)
     return 0
 
 

@@ -998,15 +998,16 @@ def bench_chromium(data: dict[str, Any]) -> str:
 
     # `VFIDO_VM_CHECKS=bench_chromium,bench_rounds:2` for a shorter run (by hand).
     rounds = [int(c.split(":", 1)[1]) for c in SELECTED if c.startswith("bench_rounds:")]
-    # `bench_keys:floor+vfido+vfido_untraced` adds `vfido run` without --trace (by hand).
+    # `bench_keys:floor+vfido+vfido_untraced` adds `vfido run` without --trace (by hand);
+    # `bench_keys:floor+floor_sized+vfido` the floor key with vfido's shapes (rows against both).
     keys = [tuple(c.split(":", 1)[1].split("+")) for c in SELECTED if c.startswith("bench_keys:")]
     chosen = (keys or [("floor", "vfido")])[0]
     data.update(
         chromium.run(OUT, chromium_argv, log, (rounds or [6])[0], python=PYTHON, keys=chosen)
     )
     return "; ".join(
-        f"{row['name']}: vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-"
-        f"{row['ratio_p90']:.3f})"
+        f"{row['name']}: {row['key']}/{row['reference']} {row['ratio']:.3f} "
+        f"({row['ratio_p10']:.3f}-{row['ratio_p90']:.3f})"
         for row in data["rows"]
     )
 

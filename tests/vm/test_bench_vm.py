@@ -55,11 +55,15 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     for block in blocks:
         assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
         assert block["served"]["u2f"] == 0
+    if "floor_sized" in data["keys"]:  # `bench_keys:floor+floor_sized+vfido`
+        names = [row["name"] for row in data["rows"]]
+        assert {"create (floor_sized)", "create vfido / floor_sized"} <= set(names)
     for row in data["rows"]:
         assert row["floor_ms"] > 0 and row["vfido_ms"] > 0 and len(row["round_ratios"]) > 0
+        key, reference = row["key"], row["reference"]
         print(
-            f"{row['name']}: floor {row['floor_ms']:.1f} ms, vfido {row['vfido_ms']:.1f} ms, "
-            f"vfido/floor {row['ratio']:.3f} ({row['ratio_p10']:.3f}-{row['ratio_p90']:.3f}) "
-            f"rounds {[round(r, 3) for r in row['round_ratios']]}"
+            f"{row['name']}: {reference} {row['floor_ms']:.1f} ms, {key} {row['vfido_ms']:.1f} "
+            f"ms, {key}/{reference} {row['ratio']:.3f} ({row['ratio_p10']:.3f}-"
+            f"{row['ratio_p90']:.3f}) rounds {[round(r, 3) for r in row['round_ratios']]}"
         )
     print(json.dumps({k: v for k, v in data.items() if k != "blocks"}, indent=1))

@@ -1,7 +1,8 @@
 """Host tests of the Chromium benchmark's floor key (bench/floorkey.py) and of the bookkeeping
 of bench/chromium.py, without a kernel: python-fido2's own CTAPHID client (``CtapHidDevice``
 over a connection that feeds the floor key's reports) and its CTAP2 parsers check the key's
-framing and answers; the signatures are verified with the fixed public key."""
+framing and answers; the signatures are verified with the fixed public key. The sized floor
+(``--shape``) is compared with a real ``vfido run --ephemeral`` (UDP, driven by python-fido2)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 
 import cbor2
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from fido2.cose import ES256
 from fido2.ctap import CtapError
 from fido2.ctap2 import AssertionResponse, AttestationResponse, Ctap2, Info
@@ -77,10 +80,14 @@ def device(log: list[str]) -> floorkey.FloorDevice:
     return floorkey.FloorDevice(floorkey.FloorKey(), log.append)
 
 
-@pytest.fixture
-def ctap2(device: floorkey.FloorDevice) -> Ctap2:
+def _ctap2(device: floorkey.FloorDevice) -> Ctap2:
     descriptor = HidDescriptor("floor", 0x1209, 0x0001, 64, 64, "floor", "floor")
     return Ctap2(CtapHidDevice(descriptor, FloorConnection(device)))
+
+
+@pytest.fixture
+def ctap2(device: floorkey.FloorDevice) -> Ctap2:
+    return _ctap2(device)
 
 
 def make_credential(ctap2: Ctap2, **kw: Any) -> AttestationResponse:
@@ -263,6 +270,190 @@ def test_requests_the_floor_cannot_serve_get_ctap_errors(ctap2: Ctap2) -> None:
     assert exc.value.code == CtapError.ERR.INVALID_COMMAND
 
 
+# --- the sized floor (--shape FILE: vfido's shapes, answered from memory) ---------------------
+
+
+MAKE_CREDENTIAL_REQUEST = {
+    1: hashlib.sha256(b"sized client data").digest(),
+    2: {"id": RP_ID, "name": "bench"},
+    3: {"id": b"\7" * 16, "name": "bench"},
+    4: [{"type": "public-key", "alg": ES256.ALGORITHM}],
+}
+
+
+@pytest.fixture(scope="module")
+def shape(tmp_path_factory: pytest.TempPathFactory) -> floorkey.Shape:
+    """The shape file as bench/chromium.py's run() makes it (another interpreter, the file)."""
+    path = tmp_path_factory.mktemp("shape") / chromium.SHAPE_FILE
+    made = chromium.write_shape(path, sys.executable)
+    assert floorkey.Shape.from_json(path.read_text()) == made
+    return made
+
+
+@pytest.fixture(scope="module")
+def vfido_run() -> dict[str, bytes]:
+    """What a real `vfido run --ephemeral --presence auto` (UDP) answers python-fido2: the
+    raw getInfo and makeCredential responses (status byte first)."""
+    from vfido.api import VirtualKey
+
+    request = bytes([floorkey.MAKE_CREDENTIAL]) + cbor2.dumps(
+        MAKE_CREDENTIAL_REQUEST, canonical=True
+    )
+    with VirtualKey.service(transport="udp", uv=False) as key:
+        return {
+            "get_info": key.device.call(floorkey.CBOR, bytes([floorkey.GET_INFO])),
+            "make_credential": key.device.call(floorkey.CBOR, request),
+        }
+
+
+@pytest.fixture
+def sized(shape: floorkey.Shape, log: list[str]) -> floorkey.FloorDevice:
+    return floorkey.FloorDevice(floorkey.FloorKey(shape=shape), log.append)
+
+
+def test_the_shape_is_what_vfido_run_says(
+    shape: floorkey.Shape, vfido_run: dict[str, bytes]
+) -> None:
+    # The same getInfo but for what differs from key to key (AAGUID, the random per-key
+    # identifiers 0x19 and 0x1E), hence the same length.
+    mine, theirs = cbor2.loads(shape.get_info[1:]), cbor2.loads(vfido_run["get_info"][1:])
+    per_key = {0x03, 0x19, 0x1E}
+    assert set(mine) == set(theirs)
+    assert {k: v for k, v in mine.items() if k not in per_key} == {
+        k: v for k, v in theirs.items() if k not in per_key
+    }
+    assert len(shape.get_info) == len(vfido_run["get_info"])
+    assert "FIDO_2_1" in mine[1] and len(mine[10]) > 1  # a full key, not the floor's getInfo
+    att = AttestationResponse.from_dict(cbor2.loads(vfido_run["make_credential"][1:]))
+    assert att.fmt == "packed"
+    assert att.auth_data.credential_data is not None
+    assert len(att.auth_data.credential_data.credential_id) == shape.credential_id_length
+    assert len(shape.x5c) == len(att.att_stmt["x5c"])
+    x509.load_der_x509_certificate(shape.x5c[0])
+
+
+def test_the_sized_floor_answers_vfidos_get_info_verbatim(
+    shape: floorkey.Shape, sized: floorkey.FloorDevice, lines: list[str]
+) -> None:
+    ctap2 = _ctap2(sized)
+    assert ctap2.get_info() == Info.from_dict(cbor2.loads(shape.get_info[1:]))
+    hid = ctap2.device
+    assert isinstance(hid, CtapHidDevice)
+    raw = hid.call(floorkey.CBOR, bytes([floorkey.GET_INFO]))
+    assert raw == shape.get_info
+    assert raw != floorkey.get_info_response()
+    assert lines[-2:] == ["cbor getInfo 00 hit"] * 2
+
+
+def test_the_sized_floor_makes_a_packed_credential_with_vfidos_sizes(
+    shape: floorkey.Shape,
+    sized: floorkey.FloorDevice,
+    vfido_run: dict[str, bytes],
+    lines: list[str],
+) -> None:
+    ctap2 = _ctap2(sized)
+    cdh = MAKE_CREDENTIAL_REQUEST[1]
+    assert isinstance(cdh, bytes)
+    att = make_credential(ctap2)
+    assert att.fmt == "packed"
+    assert att.att_stmt["alg"] == ES256.ALGORITHM
+    assert att.att_stmt["x5c"] == list(shape.x5c)
+    data = att.auth_data.credential_data
+    assert data is not None
+    assert data.credential_id == floorkey.credential_id(shape.credential_id_length)
+    assert len(data.credential_id) == shape.credential_id_length
+    assert data.credential_id[:32] == floorkey.CREDENTIAL_ID
+    public = data.public_key
+    assert isinstance(public, ES256)
+    client_data_hash = hashlib.sha256(b"client data").digest()
+    # The statement's signature: the floor's fixed key over authenticatorData || clientDataHash.
+    public.verify(bytes(att.auth_data) + client_data_hash, att.att_stmt["sig"])
+    with pytest.raises(InvalidSignature):
+        public.verify(bytes(att.auth_data) + cdh, att.att_stmt["sig"])
+    # As many bytes as vfido's answer to the same request (ECDSA signatures and certificates
+    # vary by a few bytes), so as many reports on the wire.
+    hid = ctap2.device
+    assert isinstance(hid, CtapHidDevice)
+    request = bytes([floorkey.MAKE_CREDENTIAL]) + cbor2.dumps(
+        MAKE_CREDENTIAL_REQUEST, canonical=True
+    )
+    raw = hid.call(floorkey.CBOR, request)
+    assert abs(len(raw) - len(vfido_run["make_credential"])) <= 6
+    assert len(floorkey.frames(1, floorkey.CBOR, raw)) == len(
+        floorkey.frames(1, floorkey.CBOR, vfido_run["make_credential"])
+    )
+    # Signed once per request, then from the cache.
+    assert make_credential(ctap2) == att
+    assert lines[-3:] == [
+        "cbor makeCredential 00 miss",
+        "cbor makeCredential 00 miss",
+        "cbor makeCredential 00 hit",
+    ]
+
+
+def test_the_sized_floor_signs_assertions_for_its_longer_credential(
+    shape: floorkey.Shape, sized: floorkey.FloorDevice
+) -> None:
+    ctap2 = _ctap2(sized)
+    sized_id = floorkey.credential_id(shape.credential_id_length)
+    public = make_credential(ctap2).auth_data.credential_data.public_key  # type: ignore[union-attr]
+    client_data_hash = hashlib.sha256(b"assert me").digest()
+    hid = ctap2.device
+    assert isinstance(hid, CtapHidDevice)
+    request = {1: RP_ID, 2: client_data_hash, 3: [{"type": "public-key", "id": sized_id}]}
+    raw = hid.call(
+        floorkey.CBOR, bytes([floorkey.GET_ASSERTION]) + cbor2.dumps(request, canonical=True)
+    )
+    assert raw[0] == 0 and list(cbor2.loads(raw[1:])) == [
+        1,
+        2,
+        3,
+    ]  # credential, authData, signature: vfido's
+    assertion = ctap2.get_assertion(RP_ID, client_data_hash, request[3])
+    assertion.verify(client_data_hash, public)
+    assert assertion.credential == {"type": "public-key", "id": sized_id}
+    assert assertion.auth_data.is_user_present()
+    with pytest.raises(CtapError) as exc:  # the short floor's credential is not this key's
+        ctap2.get_assertion(RP_ID, client_data_hash, ALLOW)
+    assert exc.value.code == CtapError.ERR.NO_CREDENTIALS
+    with pytest.raises(CtapError) as exc:
+        make_credential(ctap2, exclude_list=request[3])
+    assert exc.value.code == CtapError.ERR.CREDENTIAL_EXCLUDED
+
+
+def test_credential_ids_are_fixed_prefixes_of_one_another() -> None:
+    assert floorkey.credential_id() == floorkey.CREDENTIAL_ID
+    assert len(floorkey.credential_id(67)) == 67
+    assert floorkey.credential_id(67) == floorkey.credential_id(67)
+    assert floorkey.credential_id(67)[:40] == floorkey.credential_id(40)
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("not json", "not a shape file"),
+        ('{"x5c": ["00"], "credential_id_length": 67}', "not a shape file"),
+        ('{"get_info": "zz", "x5c": ["00"], "credential_id_length": 67}', "not a shape file"),
+        ('{"get_info": "01", "x5c": ["00"], "credential_id_length": 67}', "getInfo"),
+        ('{"get_info": "00a0", "x5c": [], "credential_id_length": 67}', "x5c"),
+        ('{"get_info": "00a0", "x5c": ["00"], "credential_id_length": 0}', "1-1023"),
+        ('{"get_info": "00a0", "x5c": ["00"], "credential_id_length": true}', "1-1023"),
+    ],
+)
+def test_a_bad_shape_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    with pytest.raises(floorkey.ShapeError, match=error):
+        floorkey.Shape.from_json(text)
+    path = tmp_path / "shape.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        floorkey.main(["--shape", str(path)])
+    assert exc.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--shape {path}:" in last and error in last and "Traceback" not in last
+
+
 # --- UHID events --------------------------------------------------------------------------------
 
 
@@ -423,3 +614,74 @@ def test_summarize_takes_the_median_of_per_round_ratios() -> None:
     assert names == ["create", "get", "create (vfido_untraced)", "get (vfido_untraced)"]
     untraced = chromium.summarize(blocks)[2]
     assert untraced["round_ratios"] == pytest.approx([2.2, 1.0, 1.0])
+
+
+def test_served_by_floor_checks_the_sized_floors_credential() -> None:
+    sized = _b64u(floorkey.credential_id(67))
+    log = "\n".join(
+        ["1.2 cbor makeCredential 00 miss 1.0ms"] * 3
+        + ["1.5 cbor getAssertion 00 up=1 miss 1.5ms"] * 3
+    )
+    served = chromium.served_by_floor(_page(2, sized, [_b64u(b"sig")]), log, sized)
+    assert served["commands"]["cbor makeCredential 00"] == 3
+    with pytest.raises(RuntimeError, match="did not make"):  # the short floor's credential
+        chromium.served_by_floor(_page(2, chromium.FLOOR_CREDENTIAL, [_b64u(b"sig")]), log, sized)
+    with pytest.raises(RuntimeError, match="did not make"):
+        chromium.served_by_floor(_page(2, sized, [_b64u(b"sig")]), log)
+
+
+def test_summarize_gives_rows_against_floor_and_against_floor_sized() -> None:
+    per_round = {
+        "floor": [100.0, 100.0, 200.0],
+        "floor_sized": [150.0, 120.0, 220.0],
+        "vfido": [300.0, 180.0, 440.0],
+        "vfido_untraced": [150.0, 240.0, 330.0],
+    }
+    blocks = [
+        {"round": r, "key": key, "ms": {"create": [ms, ms + 2], "get": [ms / 2]}}
+        for key, values in per_round.items()
+        for r, ms in enumerate(values)
+    ]
+    rows = chromium.summarize(blocks)
+    assert [row["name"] for row in rows] == [
+        "create",
+        "get",
+        "create (floor_sized)",
+        "get (floor_sized)",
+        "create (vfido_untraced)",
+        "get (vfido_untraced)",
+        "create vfido / floor_sized",
+        "get vfido / floor_sized",
+        "create vfido_untraced / floor_sized",
+        "get vfido_untraced / floor_sized",
+    ]
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["create"]["reference"] == "floor"
+    assert by_name["create"]["round_ratios"] == pytest.approx(
+        [3.01 / 1.01, 1.81 / 1.01, 4.41 / 2.01]
+    )
+    sized = by_name["get (floor_sized)"]
+    assert (sized["key"], sized["reference"]) == ("floor_sized", "floor")
+    assert sized["round_ratios"] == pytest.approx([1.5, 1.2, 1.1])
+    vfido = by_name["get vfido / floor_sized"]
+    assert (vfido["key"], vfido["reference"]) == ("vfido", "floor_sized")
+    assert vfido["round_ratios"] == pytest.approx([2.0, 1.5, 2.0])
+    assert vfido["ratio"] == pytest.approx(2.0)
+    assert vfido["floor_ms"] == 75.0 and vfido["vfido_ms"] == 150.0  # pooled medians
+    untraced = by_name["create vfido_untraced / floor_sized"]
+    assert untraced["round_ratios"] == pytest.approx([1.0, 241 / 121, 331 / 221])
+    assert untraced["n"] == 6
+    # Without floor_sized, the rows are the floor's only (the old names).
+    plain = [b for b in blocks if b["key"] != "floor_sized"]
+    assert [row["name"] for row in chromium.summarize(plain)] == [
+        "create",
+        "get",
+        "create (vfido_untraced)",
+        "get (vfido_untraced)",
+    ]
+
+
+def test_run_refuses_a_key_it_does_not_know(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="floor_size"):
+        chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "floor_size"))
+    assert list(tmp_path.iterdir()) == []
