@@ -8,6 +8,7 @@ measure nothing; they import every script and run the one whose keys the others 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,15 @@ SCRIPTS = sorted(path.stem for path in BENCH.glob("*.py"))
 
 
 def test_the_scripts_are_found() -> None:
-    assert {"entry", "bench", "keyserver", "refkey", "hidraw", "cached_handler"} <= set(SCRIPTS)
+    assert {
+        "entry",
+        "bench",
+        "keyserver",
+        "refkey",
+        "hidraw",
+        "cached_handler",
+        "timed_key",
+    } <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -63,3 +72,25 @@ def test_keyserver_serves_keys_until_stdin_closes() -> None:
         server.stdin.close()
         server.wait(timeout=30)
     assert server.returncode == 0
+
+
+def test_timed_key_records_each_call_with_wall_and_cpu(tmp_path: Path) -> None:
+    """bench/timed_key.py's wrapper (what it puts around the key's request path): one
+    record per call, with the first byte of the request, and the records dumped as JSON."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import timed_key
+    finally:
+        sys.path.remove(str(BENCH))
+
+    class Handler:
+        def handle(self, request: bytes) -> bytes:
+            return request[::-1]
+
+    timed_key.timed(Handler, "handle", "handler")
+    timed_key.RECORDS.clear()
+    assert Handler().handle(b"\x04\x01") == b"\x01\x04"
+    ((what, first, _start, wall, cpu, thread),) = timed_key.RECORDS
+    assert (what, first) == ("handler", "04") and wall >= 0 and cpu >= 0 and thread
+    timed_key.dump(str(tmp_path / "t.json"))
+    assert json.loads((tmp_path / "t.json").read_text())["rec"][0][:2] == ["handler", "04"]
