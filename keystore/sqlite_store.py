@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import cbor2
 
@@ -142,6 +142,16 @@ __all__ = [  # the SQLite store, and what callers and tests use of its layout
 
 _COUNTER_FLOOR = "counter.floor"  # state key: raise_counter_floor()
 _CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
+    """Put ``key`` in one of the store's bounded caches, evicting the oldest entry when
+    it is full."""
+    if key not in cache and len(cache) >= _CACHE_SIZE:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = value
 
 
 # --------------------------------------------------------------------------
@@ -551,16 +561,11 @@ class SqliteKeyStore:
         if tag is None:
             tag = self._keys.blind("cred", credential_id)
             with self._mutex:  # callers outside the lock: evict and insert atomically
-                if len(self._tags) >= _CACHE_SIZE:
-                    self._tags.pop(next(iter(self._tags)), None)
-                self._tags[credential_id] = tag
+                _remember(self._tags, credential_id, tag)
         return tag
 
     def _remember_counter(self, tag: bytes, value: int) -> None:
-        counters = self._counters
-        if tag not in counters and len(counters) >= _CACHE_SIZE:
-            del counters[next(iter(counters))]
-        counters[tag] = value
+        _remember(self._counters, tag, value)
 
     def _checked_counter(self, tag: bytes, value: object, mac: object) -> int:
         return checked_counter(self._keys, tag, value, mac)
@@ -577,8 +582,7 @@ class SqliteKeyStore:
         tag = self._state_tags.get(key)
         if tag is None:
             tag = self._keys.blind("state", key.encode("utf-8"))
-            if len(self._state_tags) < _CACHE_SIZE:
-                self._state_tags[key] = tag
+            _remember(self._state_tags, key, tag)
         return tag
 
     def _verify_state(self) -> dict[bytes, bytes]:
@@ -863,9 +867,7 @@ class SqliteKeyStore:
         decoded = self._state_plain.get(digest)
         if decoded is None:
             decoded = self._decode_state(tag, blob)
-            if len(self._state_plain) >= _CACHE_SIZE:
-                self._state_plain.pop(next(iter(self._state_plain)), None)
-            self._state_plain[digest] = decoded
+            _remember(self._state_plain, digest, decoded)
         stored_key, value = decoded
         if stored_key != key:
             raise KeystoreCorrupt("a record in state does not match its key")
