@@ -32,7 +32,6 @@ timing is ever asserted.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -63,17 +62,15 @@ import floorkey  # noqa: E402
 import trace_protocols  # noqa: E402
 from entry import stop  # noqa: E402
 
+from vfido.authenticator.behaviours import b64url  # noqa: E402
+
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
 #: The keys ``run`` knows; the first two are references (rows of the others against them).
 KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced")
 REFERENCES = ("floor", "floor_sized")
-FLOOR_CREDENTIAL = base64.urlsafe_b64encode(floorkey.CREDENTIAL_ID).rstrip(b"=").decode()
+FLOOR_CREDENTIAL = b64url(floorkey.CREDENTIAL_ID)
 SHAPE_FILE = "floor-sized-shape.json"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def vfido_shape() -> floorkey.Shape:
@@ -82,7 +79,6 @@ def vfido_shape() -> floorkey.Shape:
     discoverable, no UV: what Chromium asks on the benchmark's page) and its credential ID
     length. The authenticator is assembled in this process as ``vfido run`` assembles it:
     the CLI's own parser defaults, its config, presence, behaviours and keystore."""
-    from vfido.authenticator.behaviours import Behaviours
     from vfido.authenticator.device import Authenticator
     from vfido.authenticator.env import NullContext
     from vfido.cli import run as run_cli
@@ -91,11 +87,13 @@ def vfido_shape() -> floorkey.Shape:
 
     argv = ["run", "--transport", "uhid", "--ephemeral", "--presence", "auto"]
     args = build_parser().parse_args(argv)
-    behaviours = Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv or args.fingerprint)
     store = open_store(args)
     try:
         key = Authenticator(
-            store, run_cli.presence_broker(args), run_cli.config(args), behaviours=behaviours
+            store,
+            run_cli.presence_broker(args),
+            run_cli.config(args),
+            behaviours=run_cli.behaviours(args),
         )
         info = key.handle_cbor(bytes([floorkey.GET_INFO]), NullContext())
         request = {

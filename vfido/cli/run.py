@@ -26,6 +26,7 @@ from vfido.transport_choice import KINDS as TRANSPORT_KINDS
 from vfido.transport_choice import UDP_INSECURE_FLAG
 
 if TYPE_CHECKING:
+    from vfido.authenticator.behaviours import Behaviours
     from vfido.authenticator.config import Config
     from vfido.keystore.sqlite_store import SqliteKeyStore
     from vfido.presence import PresenceBroker
@@ -88,8 +89,17 @@ def config(args: argparse.Namespace) -> Config:
         raise CliError(str(exc)) from None
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def behaviours(args: argparse.Namespace) -> Behaviours:
+    """The key's scripted misbehaviour from `vfido run`'s ``--behaviour`` flags."""
     from vfido.authenticator.behaviours import Behaviours
+
+    try:
+        return Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv or args.fingerprint)
+    except ValueError as exc:
+        raise CliError(f"--behaviour: {exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from vfido.control import socket_path
     from vfido.service import TransportOptions, control_name, run
     from vfido.testing import faults
@@ -123,12 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("--unix-socket needs --transport unix")
     presence = presence_broker(args)
     key_config = config(args)
-    try:
-        behaviours = Behaviours.from_assignments(
-            args.behaviour, builtin_uv=args.uv or args.fingerprint
-        )
-    except ValueError as exc:
-        raise CliError(f"--behaviour: {exc}") from None
+    key_behaviours = behaviours(args)
     store = faults.wrap(open_store(args) if seeded is None else seeded_store(seeded, args))
     options = TransportOptions(
         kind=choice.kind,
@@ -174,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             control_path=control_path,
             info=info,
             trace=recorder,
-            behaviours=behaviours,
+            behaviours=key_behaviours,
             seeded=seeded,
             linter=_linter(args),
             # printed once the key is served: a key that fails to start says only why
