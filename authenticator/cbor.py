@@ -165,12 +165,6 @@ class Encoded:
     def __repr__(self) -> str:
         return f"Encoded({self.data.hex()})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Encoded) and other.data == self.data
-
-    def __hash__(self) -> int:
-        return hash(self.data)
-
 
 _SMALL_HEADS = tuple(tuple(bytes([m << 5 | v]) for v in range(24)) for m in range(8))
 
