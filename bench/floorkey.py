@@ -365,8 +365,6 @@ class FloorKey:
             return _error(CTAP2_ERR_MISSING_PARAMETER)
         if not self._lists_ours(params.get(3)):
             return _error(CTAP2_ERR_NO_CREDENTIALS)  # discoverable or someone else's
-        if self.shape is None:
-            return get_assertion_response(rp_id, client_data_hash, up)
         return get_assertion_response(rp_id, client_data_hash, up, self.credential_id)
 
     def _lists_ours(self, descriptors: Any) -> bool:
