@@ -257,6 +257,14 @@ def clear_key_cache() -> None:
         _KEY_CACHE.clear()
 
 
+def _cache_key(key: tuple[int, bytes], loaded: CredentialKey) -> None:
+    with _KEY_CACHE_LOCK:
+        _KEY_CACHE[key] = loaded
+        _KEY_CACHE.move_to_end(key)
+        while len(_KEY_CACHE) > KEY_CACHE_SIZE:
+            _KEY_CACHE.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class CredentialKey:
     """A credential's private key and its COSE algorithm identifier."""
@@ -303,6 +311,13 @@ class CredentialKey:
         EC: the big-endian scalar; Ed25519: the 32-byte seed; RSA: p || q;
         ML-DSA: the 32-byte seed xi (FIPS 204 ML-DSA.KeyGen_internal's input).
         """
+        data = self._serialize()
+        # A new credential's first assertion loads the key it was made with: keep this
+        # key for it, as if loaded (the cache of from_private_bytes).
+        _cache_key((self.algorithm, data), self)
+        return data
+
+    def _serialize(self) -> bytes:
         key = self._key
         if self.algorithm in MLDSA_ALGORITHMS:
             return self._mldsa_key().private_bytes_raw()
@@ -335,10 +350,7 @@ class CredentialKey:
                 _KEY_CACHE.move_to_end(key)
                 return cached
         loaded = cls._load(algorithm, key[1])
-        with _KEY_CACHE_LOCK:
-            _KEY_CACHE[key] = loaded
-            while len(_KEY_CACHE) > KEY_CACHE_SIZE:
-                _KEY_CACHE.popitem(last=False)
+        _cache_key(key, loaded)
         return loaded
 
     @classmethod

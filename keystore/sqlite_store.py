@@ -41,8 +41,12 @@ read back from its database, and its attestation material is made on first use
 (:func:`vfido.keystore.identity.new_identity`), which a row would force at creation.
 It has no durability to buy with that ``UPDATE`` either: its counters are written back.
 An advanced counter lives in the cache and a dirty set, and every dirty counter is written
-(with its MAC) before any other statement runs, so every query, listing and export sees
-the current values.
+(with its MAC; a new one inserted, with the row count) before any other statement runs, so
+every query, listing and export sees the current values. Its database has no other
+connection, so what only this object writes is also answered from memory: every counter
+(its cache is never trimmed, so a credential absent from it has no counter yet: a new
+credential's first assertion runs no statement), the decoded state rows, and the number of
+discoverable credentials.
 """
 
 from __future__ import annotations
@@ -195,6 +199,8 @@ class SqliteKeyStore:
         # Write-back (memory-only stores): counters advanced but not yet in the table.
         self._write_back = directory is None
         self._dirty: dict[bytes, int] = {}
+        self._new_counters: set[bytes] = set()  # dirty counters that have no row yet
+        self._credential_count: int | None = None  # write-back stores: count_credentials()
         self._tags: dict[bytes, bytes] = {}  # credential id -> cred_tag (a pure function)
         self._floor: int | None = None  # counter_floor(), once read
         self._identity_in_row = identity is None
@@ -451,6 +457,7 @@ class SqliteKeyStore:
                 clear(self._master_key)
                 self._counters.clear()
                 self._dirty.clear()
+                self._new_counters.clear()
                 self._tags.clear()
                 self._state_plain.clear()
             if self._lock is not None:
@@ -525,16 +532,25 @@ class SqliteKeyStore:
         between (and a rolled-back outer transaction could not lose them)."""
         assert not conn.in_transaction, "dirty counters inside a transaction"
         mac = self._keys.counter_mac
+        new = self._new_counters
         rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
+        count = self._counter_rows + len(new)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(UPDATE_COUNTER, rows)
+            if new:
+                conn.executemany(
+                    INSERT_COUNTER, [(tag, value, m) for value, m, tag in rows if tag in new]
+                )
+                self._write_rows(conn, count)
+            conn.executemany(UPDATE_COUNTER, [r for r in rows if r[2] not in new])
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        self._counter_rows = count
         self._dirty.clear()
+        new.clear()
 
     def _decrypt(self, table: str, row: tuple[bytes, ...], blob: object) -> bytes:
         if not isinstance(blob, bytes):
@@ -565,7 +581,10 @@ class SqliteKeyStore:
         return tag
 
     def _remember_counter(self, tag: bytes, value: int) -> None:
-        _remember(self._counters, tag, value)
+        if self._write_back:
+            self._counters[tag] = value  # every counter (see the module's docstring)
+        else:
+            _remember(self._counters, tag, value)
 
     def _checked_counter(self, tag: bytes, value: object, mac: object) -> int:
         return checked_counter(self._keys, tag, value, mac)
@@ -627,6 +646,7 @@ class SqliteKeyStore:
             T_CREDENTIALS, (cred_tag, rp_tag, user_tag), encode_record(record)
         )
         with self._mutex:  # the row count and the caches change with the commit
+            self._credential_count = None
             with self._tx("store the credential") as c:
                 replaced = [
                     r[0]
@@ -714,6 +734,7 @@ class SqliteKeyStore:
     def delete_credential(self, credential_id: bytes) -> bool:
         cred_tag = self._cred_tag(credential_id)
         with self._mutex:  # the row count and the caches change with the commit
+            self._credential_count = None
             rows = self._counter_rows
             with self._tx("delete the credential") as c:
                 deleted = c.execute(
@@ -741,9 +762,15 @@ class SqliteKeyStore:
         return True
 
     def count_credentials(self) -> int:
-        with self._read("count credentials") as conn:
-            (count,) = conn.execute("SELECT count(*) FROM credentials").fetchone()
-        return int(count)
+        with self._mutex:
+            if self._credential_count is not None:
+                self._require_open()
+                return self._credential_count
+            with self._read("count credentials") as conn:
+                (count,) = conn.execute("SELECT count(*) FROM credentials").fetchone()
+            if self._write_back:
+                self._credential_count = int(count)
+            return int(count)
 
     # --- KeyStore: signature counters ------------------------------------
 
@@ -778,6 +805,15 @@ class SqliteKeyStore:
                     raise map_sqlite_error(exc, "update the signature counter") from exc
                 if changed != 1:
                     raise KeystoreCorrupt("a signature counter vanished from the keystore")
+                self._counters[tag] = value
+                return value
+            if self._write_back:
+                # Every counter is in the cache: this credential has none yet.
+                value = self._next_counter(self.counter_floor(), step)
+                if self.before_commit is not None:
+                    self.before_commit()
+                self._dirty[tag] = value
+                self._new_counters.add(tag)
                 self._counters[tag] = value
                 return value
             rows = self._counter_rows
@@ -856,6 +892,16 @@ class SqliteKeyStore:
 
     def get_state(self, key: str) -> bytes | None:
         tag = self._state_tag(key)
+        if self._write_back:
+            # Memory-only: no other connection, the rows are the ones put_state wrote.
+            with self._mutex:
+                self._require_open()
+                digest = self._state_digests.get(tag)
+                if digest is None:
+                    return None
+                known = self._state_plain.get(digest)
+            if known is not None and known[0] == key:
+                return known[1]
         with self._read("read device state") as conn:
             row = conn.execute("SELECT blob FROM state WHERE key_tag = ?", (tag,)).fetchone()
         if row is None:
@@ -912,6 +958,9 @@ class SqliteKeyStore:
                         digests[tag] = state_digest(blob)
                 self._write_state_index(c, digests)
             self._state_digests = digests
+            for (tag, blob), (key, value) in zip(rows, updates.items(), strict=True):
+                if blob is not None and value is not None:
+                    _remember(self._state_plain, digests[tag], (key, bytes(value)))
 
     def _write_state_index(self, c: sqlite3.Connection, digests: Mapping[bytes, bytes]) -> None:
         mac = self._keys.state_mac(sorted(digests.items()))
@@ -940,6 +989,7 @@ class SqliteKeyStore:
             blob = None
             if self._identity_in_row:
                 blob = self._keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(new))
+            self._credential_count = None
             with self._tx("reset the keystore") as c:
                 c.execute("DELETE FROM credentials")
                 c.execute("DELETE FROM counters WHERE cred_tag != ?", (ROWS_TAG,))

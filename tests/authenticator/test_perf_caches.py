@@ -88,15 +88,12 @@ def test_pin_set_cache_follows_set_pin_and_reset() -> None:
         )
 
 
-def test_ephemeral_counters_are_written_back_before_any_read(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A memory-only keystore keeps advanced counters in memory (write-back); every
-    query still sees the current values, also for counters evicted from the cache."""
-    from vfido.keystore import sqlite_store
+def test_ephemeral_counters_are_written_back_before_any_read() -> None:
+    """A memory-only keystore keeps advanced counters in memory (write-back), the first
+    counter of a credential too; every query still sees the current values, and the rows
+    written back carry valid MACs and the right row count."""
     from vfido.keystore.sqlite_store import SqliteKeyStore
 
-    monkeypatch.setattr(sqlite_store, "_CACHE_SIZE", 2)  # force evictions
     store = SqliteKeyStore.ephemeral()
     ids = [bytes([i]) * 32 for i in range(5)]
     for round_ in range(1, 4):
@@ -108,11 +105,72 @@ def test_ephemeral_counters_are_written_back_before_any_read(
         assert store.get_counter(cid) == 3 * (i + 1)
     store.increment_counter(ids[4])  # dirty again, then read by a SELECT over all rows
     assert store.max_counter() == 16
-    # A reopened view of the table: drop the cache, the values come from the rows (MACs
-    # checked), so the written-back rows carry valid MACs.
+    later = b"\x09" * 32
+    assert store.increment_counter(later) == 1  # a new row and an old one, written together
+    store.increment_counter(ids[0])
+    # Every row's MAC and the authenticated row count, as an open checks them.
+    assert store._verify_counters() == 6
+    # A reopened view of the table: drop the cache, the values come from the rows.
     store._counters.clear()
-    assert [store.get_counter(cid) for cid in ids] == [3, 6, 9, 12, 16]
+    assert [store.get_counter(cid) for cid in [*ids, later]] == [4, 6, 9, 12, 16, 1]
     store.close()
+
+
+def _statements(store: Any) -> list[str]:
+    """Collect the SQL statements the store's connection runs from now on."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_ephemeral_first_assertion_and_get_info_reads_run_no_statement() -> None:
+    """A memory-only store answers from memory what only it writes: a new credential's
+    first counter, the state rows and the credential count. The answers stay those of the
+    rows (checked after a write-back, a deletion and a reset)."""
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+    from vfido.keystore.store import CredentialRecord
+
+    store = SqliteKeyStore.ephemeral()
+    store.put_state({"pin.retries": b"\x08", "x": b"1"})
+    record = CredentialRecord(
+        credential_id=b"\x01" * 16,
+        rp_id="example.com",
+        rp_id_hash=b"\x02" * 32,
+        user_id=b"u",
+        algorithm=-7,
+        private_key=b"\x03" * 32,
+        created=1,
+    )
+    store.put_credential(record)
+    assert store.count_credentials() == 1
+    seen = _statements(store)
+    assert store.increment_counter(b"\x05" * 16) == 1
+    assert store.get_state("pin.retries") == b"\x08"
+    assert store.get_state("absent") is None
+    assert store.count_credentials() == 1
+    assert seen == []
+    assert store.get_counter(b"\x05" * 16) == 1
+    assert store.delete_credential(record.credential_id)  # writes the counter back first
+    assert seen and store.count_credentials() == 0
+    store.put_state({"x": None, "pin.retries": b"\x07"})
+    assert (store.get_state("x"), store.get_state("pin.retries")) == (None, b"\x07")
+    store.put_credential(record)
+    assert store.count_credentials() == 1
+    store.reset()
+    assert store.count_credentials() == 0
+    assert store.get_state("pin.retries") is None
+    assert store.get_counter(b"\x05" * 16) == 0
+    assert store.increment_counter(b"\x05" * 16) == 1
+    assert store._verify_counters() == 1
+    store.close()
+
+
+def test_a_new_keys_first_load_is_the_key_itself() -> None:
+    """makeCredential serializes the key it made into the credential ID; the assertion
+    that follows loads that serialization: it gets the same key, with no second load."""
+    for algorithm in sorted(_EC_CURVES):
+        key = CredentialKey.generate(algorithm)
+        assert CredentialKey.from_private_bytes(algorithm, key.private_bytes()) is key
 
 
 def test_file_keystore_counter_writes_are_not_deferred(tmp_path: Any) -> None:
