@@ -124,11 +124,6 @@ def _invalid(message: str) -> WebAuthnError:
     return WebAuthnError(INVALID_ARGUMENT, message)
 
 
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding (what browsers answer)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 def b64url_decode(name: str, text: object) -> bytes:
     """Base64url with or without padding (Selenium pads). Raises WebAuthnError."""
     if not isinstance(text, str):
@@ -276,24 +271,24 @@ def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> Non
 
 def _record_json(parts: KeyParts, record: CredentialRecord, sign_count: int) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "credentialId": b64url_encode(record.credential_id),
+        "credentialId": beh.b64url(record.credential_id),
         "isResidentCredential": True,
         "rpId": record.rp_id,
         "privateKey": _private_key_json(record.algorithm, record.private_key),
-        "userHandle": b64url_encode(record.user_id),
+        "userHandle": beh.b64url(record.user_id),
         "signCount": sign_count,
         "backupEligibility": record.backup_eligible,
         "backupState": record.backup_state,
     }
     blob = _read_large_blob(parts, record.large_blob_key)
     if blob is not None:
-        result["largeBlob"] = b64url_encode(blob)
+        result["largeBlob"] = beh.b64url(blob)
     return result
 
 
 def _private_key_json(algorithm: int, private: bytes) -> str | None:
     try:
-        return b64url_encode(pkcs8_of(CredentialKey.from_private_bytes(algorithm, private)))
+        return beh.b64url(pkcs8_of(CredentialKey.from_private_bytes(algorithm, private)))
     except (ValueError, UnsupportedAlgorithm, ProvisioningError):
         return None
 
@@ -327,7 +322,7 @@ def get_credentials(parts: KeyParts) -> list[dict[str, Any]]:
                 continue  # from before a reset, or a removed discoverable credential
             result.append(
                 {
-                    "credentialId": b64url_encode(imported.credential_id),
+                    "credentialId": beh.b64url(imported.credential_id),
                     "isResidentCredential": False,
                     "rpId": imported.rp_id,
                     "privateKey": _private_key_json(sealed.algorithm, sealed.private_key),
@@ -402,7 +397,7 @@ def add_credential(
     except KeystoreError as exc:
         raise WebAuthnError(UNSUPPORTED_OPERATION, str(exc)) from None
     for credential in get_credentials(parts):
-        if credential["credentialId"] == b64url_encode(credential_id):
+        if credential["credentialId"] == beh.b64url(credential_id):
             return credential
     raise WebAuthnError(UNSUPPORTED_OPERATION, "the credential was not stored")
 

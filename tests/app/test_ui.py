@@ -418,7 +418,7 @@ def _post(server: DashboardServer, path: str, body: str) -> tuple[int, str]:
 
 
 def test_credentials_export_and_delete_over_http(full_key: FullKey) -> None:
-    from vfido.dashboard.render import _b64url
+    from vfido.authenticator.behaviours import b64url as _b64url
 
     control = full_key.control
     link = KeyLink(control.path)
@@ -629,7 +629,7 @@ def test_public_key_export_matches_the_key(alg: int, make: Callable[[], Any]) ->
     assert loaded.public_bytes(*der) == public.public_bytes(*der)
     import cbor2
 
-    from vfido.dashboard.render import _b64url
+    from vfido.authenticator.behaviours import b64url as _b64url
 
     assert public_key_pem(_b64url(cbor2.dumps(dict(cose)))) == pem
     assert public_key_pem(cbor2.dumps(dict(cose)).hex()) == pem
@@ -938,7 +938,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
         assert page.wait_for("document.getElementById('notice').textContent").startswith("Allowed")
 
         # --- the credential list shows it, grouped by site -------------------------------------
-        from vfido.dashboard.render import _b64url
+        from vfido.authenticator.behaviours import b64url as _b64url
 
         row_js = f"#section-credentials tr[data-credential-id='{_b64url(credential_id)}']"
         row = page.wait_for(

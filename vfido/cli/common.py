@@ -8,7 +8,6 @@ so what a command needs (the keystore, the control client...) is imported when i
 from __future__ import annotations
 
 import argparse
-import base64
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, overload
@@ -94,10 +93,6 @@ def seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
     return value
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 # --- the keystore ---------------------------------------------------------------------------

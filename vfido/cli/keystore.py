@@ -7,12 +7,12 @@ import argparse
 import datetime
 from pathlib import Path
 
+from vfido.authenticator.behaviours import b64url
 from vfido.cli.common import (
     CliError,
     Subparsers,
     add_keystore_args,
     add_running_key_args,
-    b64url,
     keystore_dir,
     open_store,
     running_key,

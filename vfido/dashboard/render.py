@@ -3,7 +3,6 @@ escaped, secrets redacted."""
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
 import json
@@ -367,10 +366,6 @@ def _render_request(item: Mapping[str, Any], first: FirstSeen | None = None) -> 
         "Deny</button>"
         "</form></article>"
     )
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _normalise_credential(raw: Mapping[str, Any]) -> dict[str, Any]:
