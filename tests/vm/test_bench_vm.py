@@ -48,16 +48,20 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     """The rows exist, every block served each ceremony the way bench/chromium.py checks
     (CTAP2 only, counts = N), and the table is printed; no timing is asserted."""
     data = vm.require_ok("bench_chromium")
-    assert [row["name"] for row in data["rows"]][:2] == ["create", "get"]
+    keys, names = set(data["keys"]), [row["name"] for row in data["rows"]]
+    # The floor and at least one vfido (`bench_keys:` may leave the traced one out).
+    assert "floor" in keys and keys & {"vfido", "vfido_untraced"}
+    if "vfido" in keys:
+        assert names[:2] == ["create", "get"]
     blocks = data["blocks"]
-    assert {b["key"] for b in blocks} == set(data["keys"]) >= {"floor", "vfido"}
+    assert {b["key"] for b in blocks} == keys
     assert len(blocks) == len(data["keys"]) * data["rounds"]
     for block in blocks:
         assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
         assert block["served"]["u2f"] == 0
     if "floor_sized" in data["keys"]:  # `bench_keys:floor+floor_sized+vfido`
-        names = [row["name"] for row in data["rows"]]
-        assert {"create (floor_sized)", "create vfido / floor_sized"} <= set(names)
+        assert "create (floor_sized)" in names
+        assert any(n.startswith("create vfido") and n.endswith(" / floor_sized") for n in names)
     for row in data["rows"]:
         assert row["floor_ms"] > 0 and row["vfido_ms"] > 0 and len(row["round_ratios"]) > 0
         key, reference = row["key"], row["reference"]
