@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from vfido.keystore import entropy
 from vfido.keystore.store import KeyStore
@@ -79,8 +82,43 @@ def note_credential_change(store: KeyStore) -> None:
     store.put_state(_advanced(store, CRED_GENERATION))
 
 
+_T = TypeVar("_T")
+
+
+class _Latest(Generic[_T]):
+    """``function(secret)`` for the latest ``secret`` it was asked for, kept until another
+    comes (a new credential key after authenticatorReset, a new persistent token): getInfo
+    needs the same derived values every time. The secret itself is not kept, only its
+    SHA-256 to recognise it (compared in constant time); the value is one getInfo member's
+    plaintext or the block cipher that encrypts it. Used under :attr:`lock` (a cipher
+    context is not thread-safe)."""
+
+    def __init__(self, function: Callable[[bytes], _T]) -> None:
+        self._function = function
+        self._digest = b""
+        self._value: _T | None = None
+        self.lock = threading.Lock()
+
+    def get(self, secret: bytes) -> _T:
+        """The value for ``secret`` (call with :attr:`lock` held)."""
+        digest = hashlib.sha256(secret).digest()
+        value = self._value
+        if value is None or not hmac.compare_digest(self._digest, digest):
+            value = self._value = self._function(secret)
+            self._digest = digest
+        return value
+
+
+def _identifier(credential_key: bytes) -> bytes:
+    return hmac.digest(credential_key, _IDENTIFIER_LABEL, "sha256")[:VALUE_SIZE]
+
+
+_IDENTIFIER = _Latest(_identifier)
+
+
 def device_identifier(store: KeyStore) -> bytes:
-    return _mac(store, _IDENTIFIER_LABEL)[:VALUE_SIZE]
+    with _IDENTIFIER.lock:
+        return _IDENTIFIER.get(store.identity().credential_key)
 
 
 def cred_store_state(store: KeyStore) -> bytes:
@@ -97,12 +135,33 @@ def info_member_key(token: bytes, label: bytes) -> bytes:
     return hmac.digest(prk, label + b"\x01", "sha256")[:16]
 
 
+def _block_cipher(label: bytes) -> _Latest[CipherContext]:
+    """AES-128 (one block at a time) under ``info_member_key(token, label)``."""
+
+    def make(token: bytes) -> CipherContext:
+        key = info_member_key(token, label)
+        # ECB = the bare block cipher: encrypt_info_member builds the CBC block around it.
+        return Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+
+    return _Latest(make)
+
+
+_BLOCK_CIPHERS = {label: _block_cipher(label) for label in (b"encIdentifier", b"encCredStoreState")}
+
+
 def encrypt_info_member(token: bytes, label: bytes, value: bytes) -> bytes:
     """``iv || AES-128-CBC`` of a 16-byte ``value`` under the key HKDF derives from
-    ``token`` with ``label`` (b"encIdentifier" or b"encCredStoreState")."""
-    iv = entropy.random_bytes(16)
-    encryptor = Cipher(algorithms.AES(info_member_key(token, label)), modes.CBC(iv)).encryptor()
-    return iv + encryptor.update(value) + encryptor.finalize()
+    ``token`` with ``label`` (b"encIdentifier" or b"encCredStoreState"), fresh ``iv``.
+
+    CBC of a single block is the block cipher applied to ``iv XOR value``; the block
+    cipher of the current token is kept, so a getInfo derives no key."""
+    if len(value) != VALUE_SIZE:
+        raise ValueError("an encrypted getInfo member is one AES block")
+    iv = entropy.random_bytes(VALUE_SIZE)
+    block = (int.from_bytes(iv, "big") ^ int.from_bytes(value, "big")).to_bytes(VALUE_SIZE, "big")
+    cipher = _BLOCK_CIPHERS[label]
+    with cipher.lock:
+        return iv + cipher.get(token).update(block)
 
 
 def encrypted_info_members(store: KeyStore) -> tuple[bytes, bytes]:

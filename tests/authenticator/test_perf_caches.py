@@ -8,7 +8,9 @@
   maps must stay exactly python-fido2's;
 * getInfo's members that repeat are kept encoded (``GetInfoResponse.to_encoded_map``): the
   bytes must stay those of the plain map, whatever the configuration, PIN or model;
-* encIdentifier's key is HKDF written out with two HMACs: it must stay RFC 5869's HKDF.
+* encIdentifier's key is HKDF written out with two HMACs: it must stay RFC 5869's HKDF;
+  the members are one-block CBC built on a kept block cipher: it must stay AES-128-CBC
+  under the current token's key.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from vfido.authenticator import cbor
 from vfido.authenticator.config import Config as KeyConfig
 from vfido.authenticator.cose import _COSE_CLASSES, _EC_CURVES, CredentialKey
 from vfido.authenticator.get_info import build_info
-from vfido.authenticator.persistent_token import info_member_key
+from vfido.authenticator.persistent_token import encrypt_info_member, info_member_key
 from vfido.personas import load as load_persona
 
 
@@ -245,3 +247,21 @@ def test_info_member_key_is_rfc5869_hkdf(label: bytes) -> None:
     token = bytes(range(32))
     expected = HKDF(algorithm=hashes.SHA256(), length=16, salt=bytes(32), info=label)
     assert info_member_key(token, label) == expected.derive(token)
+
+
+def test_info_members_are_aes_cbc_under_the_current_tokens_key() -> None:
+    """Decrypted with `cryptography`'s own AES-128-CBC under HKDF(token): each member is
+    its value, for alternating tokens (the kept cipher follows a new token) and labels."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    for round_ in range(3):
+        for token in (bytes(range(32)), bytes(range(1, 33))):
+            for label in (b"encIdentifier", b"encCredStoreState"):
+                value = bytes([round_, *token[:15]])
+                sealed = encrypt_info_member(token, label, value)
+                iv, body = sealed[:16], sealed[16:]
+                key = info_member_key(token, label)
+                decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+                assert decryptor.update(body) + decryptor.finalize() == value
+    first = encrypt_info_member(bytes(32), b"encIdentifier", bytes(16))
+    assert first[:16] != encrypt_info_member(bytes(32), b"encIdentifier", bytes(16))[:16]
