@@ -15,7 +15,11 @@ Threads (CTAP 2.1 section 11.2):
   status leaving PROCESSING: the user is asked); see ``transports.udp`` and
   ``transports.uhid``;
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
-  and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
+  and drives the 500 ms message timeout. While reports keep coming (and for
+  ``ACTIVE_LINGER`` seconds after the last) it wakes at least every interval, so a new
+  request never has to wake it: waking a thread per request costs more than a keepalive
+  check, and lands just when the handler starts (a browser's ceremony is a few requests
+  some 50-200 ms apart); idle, it sleeps until a report comes. Section 11.2.9.1.7: "It SHOULD be sent at least
   every 100ms and whenever the status changes": a change of status (PROCESSING ->
   UPNEEDED and back, :meth:`HidTransaction.set_keepalive`) sends one at once, from the
   thread that changed it, and restarts the 80 ms interval.
@@ -47,6 +51,8 @@ from vfido.transports.ctaphid import (
 from vfido.transports.handler import CTAP2, U2F, CtapHandler, KeepaliveStatus
 
 KEEPALIVE_INTERVAL = 0.08
+#: Seconds after the last report during which the ticker keeps beating (see above).
+ACTIVE_LINGER = 1.0
 CTAP2_ERR_OTHER = b"\x7f"
 SW_UNKNOWN_ERROR = b"\x6f\x00"
 
@@ -201,6 +207,7 @@ class HidRunner:
         self._deferred: tuple[Request, HidTransaction] | None = None
         self._next_keepalive = 0.0
         self._ticker_due: float | None = None  # when the ticker wakes up next (None: on demand)
+        self._last_report = float("-inf")  # clock() of the last report fed
         # SimpleQueue: a C queue, cheaper per hand-off than queue.Queue (no task tracking).
         self._requests: queue.SimpleQueue[tuple[Request, HidTransaction] | None] = (
             queue.SimpleQueue()
@@ -227,8 +234,9 @@ class HidRunner:
         self._trace(report)
         self._observe("in", report)
         with self._lock:
+            now = self._last_report = self._clock()
             try:
-                outputs = self._core.feed(report, self._clock(), client)
+                outputs = self._core.feed(report, now, client)
             except Exception:  # a bug in the core must not kill the transport
                 self._log.exception("ctaphid: internal error processing a report")
                 return None
@@ -404,6 +412,8 @@ class HidRunner:
                 deadlines = [d for d in (self._core.next_deadline(),) if d is not None]
                 if current is not None:
                     deadlines.append(self._next_keepalive)
+                if now - self._last_report < ACTIVE_LINGER:
+                    deadlines.append(now + self._interval)  # the beat: see the docstring
                 self._ticker_due = min(deadlines) if deadlines else None
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             self._wake.wait(timeout)

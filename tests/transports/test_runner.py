@@ -7,7 +7,8 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from fido2.ctap import STATUS, CtapError
@@ -28,7 +29,7 @@ from tests.ctaphid_helpers import (
 from vfido.transports.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Command, HidError
 from vfido.transports.handler import KeepaliveStatus, Transaction
 from vfido.transports.inprocess import InProcessConnection, InProcessKey, open_device
-from vfido.transports.runner import HidRunner
+from vfido.transports.runner import ACTIVE_LINGER, HidRunner
 
 WAIT = 10.0  # generous bound for "eventually"; never asserted as a timing
 
@@ -464,5 +465,61 @@ def test_before_wait_is_called_once_before_an_inline_handler_waits() -> None:
             response = sent.get(timeout=WAIT)
         assert response[7:9] == b"\x00\x02"
         assert calls == ["handler"]
+    finally:
+        runner.close()
+
+
+def test_a_busy_ticker_is_not_woken_per_request() -> None:
+    """While reports keep coming the ticker beats on its own (``ACTIVE_LINGER``), so a
+    request that starts needs no thread woken: only the first request after an idle spell
+    wakes it. Each request here starts after the ticker has ticked since the last one
+    (without the beat that tick would leave it asleep until the next request woke it)."""
+    now = [0.0]
+    sent: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    runner = HidRunner(EchoHandler(), sent.put, inline_requests=True, clock=lambda: now[0])
+    wakes, ticks = [0], [0]
+    event = runner._wake
+    plain_set, plain_wait = event.set, event.wait
+
+    def counting_set() -> None:
+        wakes[0] += 1
+        plain_set()
+
+    def counting_wait(timeout: float | None = None) -> bool:
+        ticks[0] += 1
+        return plain_wait(timeout)
+
+    event.set = counting_set  # type: ignore[method-assign]
+    event.wait = counting_wait  # type: ignore[method-assign]
+
+    def eventually(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+
+    def request(channel: int) -> None:
+        (report,) = request_reports(channel, Command.CBOR, b"\x04")
+        job = runner.feed(report)
+        assert job is not None
+        job()
+        assert sent.get(timeout=WAIT)[7:9] == b"\x00\x04"
+        seen = ticks[0]
+        eventually(lambda: ticks[0] > seen)  # the ticker has ticked since
+
+    try:
+        (init,) = request_reports(BROADCAST_CID, Command.INIT, b"n" * 8)
+        assert runner.feed(init) is None
+        channel = int.from_bytes(sent.get(timeout=WAIT)[15:19], "big")
+        request(channel)
+        assert wakes[0] == 1  # the first request after idle
+        for _ in range(5):
+            now[0] += 0.05  # a ceremony's requests: 50 ms apart
+            request(channel)
+        assert wakes[0] == 1
+        now[0] += ACTIVE_LINGER + 1.0  # idle: the ticker stops beating
+        eventually(lambda: runner._ticker_due is None)
+        request(channel)
+        assert wakes[0] == 2
     finally:
         runner.close()
