@@ -162,11 +162,23 @@ class Encoded:
     def __init__(self, value: Any) -> None:
         self.data = encode(value)
 
+    @classmethod
+    def of(cls, data: bytes) -> Encoded:
+        """The item whose canonical encoding ``data`` already is (not checked)."""
+        item = cls.__new__(cls)
+        item.data = data
+        return item
+
     def __repr__(self) -> str:
         return f"Encoded({self.data.hex()})"
 
 
 _SMALL_HEADS = tuple(tuple(bytes([m << 5 | v]) for v in range(24)) for m in range(8))
+
+
+def map_head(length: int) -> bytes:
+    """The head of a map of ``length`` pairs (its entries follow, in canonical order)."""
+    return _head(_MAP, length)
 
 
 def _head(major: int, value: int) -> bytes:

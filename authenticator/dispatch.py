@@ -76,7 +76,9 @@ class Parts:
     bio: BioEnrollment
 
 
-Handler = Callable[[Parts, bytes, RequestContext], dict[int, Any] | None]
+#: A handler's response map (None: a status-only answer), or the map already encoded.
+Response = dict[int, Any] | cbor.Encoded | None
+Handler = Callable[[Parts, bytes, RequestContext], Response]
 
 
 # --- payloads -------------------------------------------------------------------------
@@ -114,9 +116,9 @@ def _get_assertion(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, A
     return get_assertion(p.services, request, ctx).to_cbor_map()
 
 
-def _get_info(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any]:
+def _get_info(p: Parts, payload: bytes, ctx: RequestContext) -> cbor.Encoded:
     _no_parameters(payload)
-    return build_info(p.services).to_encoded_map()
+    return build_info(p.services).encoded()
 
 
 #: clientPin subcommands that use the PIN (answered PIN_BLOCKED by behaviour pin-blocked).
@@ -304,7 +306,7 @@ def end_all(parts: Parts) -> None:
 
 def dispatch(
     parts: Parts, handlers: Mapping[int, Handler], request: bytes, context: RequestContext
-) -> dict[int, Any] | None:
+) -> Response:
     """Run one CTAP2 request (command byte + CBOR payload) through ``handlers``."""
     if not request:
         raise CtapError(CtapStatus.INVALID_LENGTH, "empty request")

@@ -188,6 +188,69 @@ class GetInfoResponse:
         m.update(self.extra)
         return m
 
+    def encoded(self) -> cbor.Encoded:
+        """The canonical encoding of :meth:`to_cbor_map` (what getInfo answers), joined from
+        kept parts: every member but encIdentifier and encCredStoreState (a fresh IV on each
+        getInfo) is encoded once per distinct response, in a small cache keyed by the
+        response's own values, so an unchanged key's getInfo encodes two members."""
+        extra = self.extra
+        key = self._static_key()
+        layout = _INFO_LAYOUTS.get(key)
+        if layout is None:
+            layout = self._layout()
+            if len(_INFO_LAYOUTS) >= _INFO_LAYOUTS_MAX:
+                _INFO_LAYOUTS.pop(next(iter(_INFO_LAYOUTS), key), None)
+            _INFO_LAYOUTS[key] = layout
+        head, parts = layout
+        return cbor.Encoded.of(
+            head
+            + b"".join(
+                [
+                    part if isinstance(part, bytes) else part[0] + cbor.encode(extra[part[1]])
+                    for part in parts
+                ]
+            )
+        )
+
+    def _static_key(self) -> tuple[object, ...]:
+        """Everything :meth:`encoded` keeps, as a hashable value (types kept: True is not 1)."""
+        extra = tuple(
+            (k, None) if k in INFO_FRESH_MEMBERS else (k, _frozen(v)) for k, v in self.extra.items()
+        )
+        return (
+            self.versions,
+            self.aaguid,
+            tuple(self.options.items()),
+            self.max_msg_size,
+            self.max_credential_count_in_list,
+            self.max_credential_id_length,
+            self.transports,
+            self.algorithms,
+            self.firmware_version,
+            self.extensions,
+            self.pin_uv_auth_protocols,
+            self.max_serialized_large_blob_array,
+            self.force_pin_change,
+            self.min_pin_length,
+            self.max_cred_blob_length,
+            self.max_rpids_for_set_min_pin_length,
+            self.remaining_discoverable_credentials,
+            self.attestation_formats,
+            extra,
+        )
+
+    def _layout(self) -> tuple[bytes, tuple[bytes | tuple[bytes, int], ...]]:
+        """The map's head and its entries in canonical (numeric) order: an entry's bytes, or
+        (its key's encoding, key) for a fresh member."""
+        m = self.to_encoded_map()
+        parts: list[bytes | tuple[bytes, int]] = []
+        for k in sorted(m):
+            if k < 0:
+                raise ValueError("getInfo keys are unsigned")
+            key = cbor.encode(k)
+            parts.append((key, k) if k in INFO_FRESH_MEMBERS else key + cbor.encode(m[k]))
+        return cbor.map_head(len(m)), tuple(parts)
+
     def to_encoded_map(self) -> dict[int, Any]:
         """:meth:`to_cbor_map` with the members that stay the same from one getInfo to the
         next (versions, extensions, options, transports, algorithms, attestation formats)
@@ -206,6 +269,23 @@ class GetInfoResponse:
         if INFO_ATTESTATION_FORMATS in m:
             m[INFO_ATTESTATION_FORMATS] = _kept_array(self.attestation_formats)
         return m
+
+
+#: getInfo members that differ on every getInfo (each under a fresh IV): never kept encoded.
+INFO_FRESH_MEMBERS = frozenset({INFO_ENC_IDENTIFIER, INFO_ENC_CRED_STORE_STATE})
+# GetInfoResponse.encoded(): layouts by response. A key's responses differ only as its PIN,
+# settings and credential count change, so a few suffice (several keys may share a process).
+_INFO_LAYOUTS: dict[tuple[object, ...], tuple[bytes, tuple[bytes | tuple[bytes, int], ...]]] = {}
+_INFO_LAYOUTS_MAX = 32
+
+
+def _frozen(value: Any) -> object:
+    """A hashable stand-in for a getInfo member's value, with its type (True is not 1)."""
+    if isinstance(value, list | tuple):
+        return (list, tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items()))
+    return (type(value), value)
 
 
 # A key's configuration gives a handful of distinct values for each: a small cache suffices.

@@ -33,6 +33,7 @@ from vfido.authenticator.cose import _COSE_CLASSES, _EC_CURVES, CredentialKey
 from vfido.authenticator.get_info import build_info
 from vfido.authenticator.persistent_token import encrypt_info_member, info_member_key
 from vfido.personas import load as load_persona
+from vfido.transports.runner import HidTransaction
 
 
 def test_always_uv_cache_follows_toggle_and_reset() -> None:
@@ -208,6 +209,13 @@ def test_ec2_public_key_is_what_python_fido2_builds(algorithm: int) -> None:
     ours.verify(b"signed", key.sign(b"signed"))  # python-fido2 verifies with our map
 
 
+def _assert_plain_bytes(info: Any) -> None:
+    """Both kept forms of a getInfo response encode to the plain map's bytes."""
+    plain = cbor.encode(info.to_cbor_map())
+    assert cbor.encode(info.to_encoded_map()) == plain
+    assert info.encoded().data == plain
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -223,12 +231,12 @@ def test_kept_getinfo_encodings_give_the_plain_bytes(config: KeyConfig) -> None:
         answers = []
         for _ in range(2):  # the second getInfo is made from the kept encodings
             info = build_info(key.authenticator._services)
-            assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+            _assert_plain_bytes(info)
             answers.append(ctap.get_info())
         ClientPin(ctap, PinProtocolV2()).set_pin("12345678")  # options change
         info = build_info(key.authenticator._services)
         assert info.options["clientPin"] is True
-        assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+        _assert_plain_bytes(info)
         assert ctap.get_info().options["clientPin"] is True
         assert answers[0].algorithms == answers[1].algorithms
         assert answers[0].options == answers[1].options
@@ -239,7 +247,40 @@ def test_kept_getinfo_encodings_keep_a_models_members_out(persona: str) -> None:
     config = load_persona(persona).config
     with running_key(config=config) as key:
         info = build_info(key.authenticator._services)
-        assert cbor.encode(info.to_encoded_map()) == cbor.encode(info.to_cbor_map())
+        _assert_plain_bytes(info)
+
+
+def test_getinfo_answers_keep_all_but_the_fresh_members() -> None:
+    """Two getInfo answers of an unchanged key are equal but for encIdentifier and
+    encCredStoreState (fresh IVs); a change (a discoverable credential: the remaining count
+    and credStoreState) shows in the next answer, decoded by cbor2."""
+    import cbor2
+
+    with running_key() as key:
+        ctap = Ctap2(key.device)
+
+        def answer() -> dict[int, Any]:
+            raw = key.authenticator.handle_cbor(b"\x04", HidTransaction(1, 1))
+            assert raw[0] == 0
+            decoded: dict[int, Any] = cbor2.loads(raw[1:])
+            return decoded
+
+        fresh = {0x19, 0x1E}
+        first, second = answer(), answer()
+        assert {k: v for k, v in first.items() if k not in fresh} == {
+            k: v for k, v in second.items() if k not in fresh
+        }
+        assert all(first[k] != second[k] for k in fresh)
+        ctap.make_credential(
+            b"\x11" * 32,
+            {"id": "example.com", "name": "Example"},
+            {"id": b"u", "name": "u"},
+            [{"type": "public-key", "alg": -7}],
+            options={"rk": True},
+        )
+        third = answer()
+        assert third[0x14] == first[0x14] - 1  # remainingDiscoverableCredentials
+        assert {k for k in first if first[k] != third[k]} == {0x14, *fresh}
 
 
 @pytest.mark.parametrize("label", [b"encIdentifier", b"encCredStoreState"])
