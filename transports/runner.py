@@ -15,14 +15,14 @@ Threads (CTAP 2.1 section 11.2):
   status leaving PROCESSING: the user is asked); see ``transports.udp`` and
   ``transports.uhid``;
 * a *ticker* sends CTAPHID_KEEPALIVE about every 80 ms while a request is outstanding
-  and drives the 500 ms message timeout. While reports keep coming (and for
-  ``ACTIVE_LINGER`` seconds after the last) it wakes at least every interval, so a new
-  request never has to wake it: waking a thread per request costs more than a keepalive
-  check, and lands just when the handler starts (a browser's ceremony is a few requests
-  some 50-200 ms apart); idle, it sleeps until a report comes. Section 11.2.9.1.7: "It SHOULD be sent at least
+  and drives the 500 ms message timeout. Section 11.2.9.1.7: "It SHOULD be sent at least
   every 100ms and whenever the status changes": a change of status (PROCESSING ->
   UPNEEDED and back, :meth:`HidTransaction.set_keepalive`) sends one at once, from the
-  thread that changed it, and restarts the 80 ms interval.
+  thread that changed it, and restarts the 80 ms interval. While reports keep coming (and
+  for ``ACTIVE_LINGER`` seconds after the last) the ticker wakes at least every interval,
+  so a new request never has to wake it: waking a thread per request costs more than a
+  keepalive check, and lands just when the handler starts (a browser's ceremony is a few
+  requests some 50-200 ms apart); idle, it sleeps until a report comes.
 
 All core calls and all report sends happen under one lock, so the packets of one response are
 never interleaved with a keepalive, and no keepalive follows a response.
