@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vfido.authenticator import cbor
@@ -195,12 +196,14 @@ class GetInfoResponse:
         response's own values, so an unchanged key's getInfo encodes two members."""
         extra = self.extra
         key = self._static_key()
-        layout = _INFO_LAYOUTS.get(key)
+        with _INFO_LAYOUTS_LOCK:
+            layout = _INFO_LAYOUTS.get(key)
         if layout is None:
             layout = self._layout()
-            if len(_INFO_LAYOUTS) >= _INFO_LAYOUTS_MAX:
-                _INFO_LAYOUTS.pop(next(iter(_INFO_LAYOUTS), key), None)
-            _INFO_LAYOUTS[key] = layout
+            with _INFO_LAYOUTS_LOCK:
+                if len(_INFO_LAYOUTS) >= _INFO_LAYOUTS_MAX:
+                    _INFO_LAYOUTS.pop(next(iter(_INFO_LAYOUTS)))
+                _INFO_LAYOUTS[key] = layout
         head, parts = layout
         return cbor.Encoded.of(
             head
@@ -213,31 +216,21 @@ class GetInfoResponse:
         )
 
     def _static_key(self) -> tuple[object, ...]:
-        """Everything :meth:`encoded` keeps, as a hashable value (types kept: True is not 1)."""
-        extra = tuple(
-            (k, None) if k in INFO_FRESH_MEMBERS else (k, _frozen(v)) for k, v in self.extra.items()
-        )
-        return (
-            self.versions,
-            self.aaguid,
-            tuple(self.options.items()),
-            self.max_msg_size,
-            self.max_credential_count_in_list,
-            self.max_credential_id_length,
-            self.transports,
-            self.algorithms,
-            self.firmware_version,
-            self.extensions,
-            self.pin_uv_auth_protocols,
-            self.max_serialized_large_blob_array,
-            self.force_pin_change,
-            self.min_pin_length,
-            self.max_cred_blob_length,
-            self.max_rpids_for_set_min_pin_length,
-            self.remaining_discoverable_credentials,
-            self.attestation_formats,
-            extra,
-        )
+        """Everything :meth:`encoded` keeps, as a hashable value: the class (a model's
+        response leaves members out) and every field, the fresh members' values left out;
+        ``extra`` with each value's type (True is not 1)."""
+        values: list[object] = [type(self)]
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if name == "extra":
+                value = tuple(
+                    (k, None) if k in INFO_FRESH_MEMBERS else (k, _frozen(v))
+                    for k, v in value.items()
+                )
+            elif type(value) is dict:
+                value = tuple(value.items())
+            values.append(value)
+        return tuple(values)
 
     def _layout(self) -> tuple[bytes, tuple[bytes | tuple[bytes, int], ...]]:
         """The map's head and its entries in canonical (numeric) order: an entry's bytes, or
@@ -277,6 +270,17 @@ INFO_FRESH_MEMBERS = frozenset({INFO_ENC_IDENTIFIER, INFO_ENC_CRED_STORE_STATE})
 # settings and credential count change, so a few suffice (several keys may share a process).
 _INFO_LAYOUTS: dict[tuple[object, ...], tuple[bytes, tuple[bytes | tuple[bytes, int], ...]]] = {}
 _INFO_LAYOUTS_MAX = 32
+_INFO_LAYOUTS_LOCK = threading.Lock()  # keys in other threads (one process, several keys)
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[GetInfoResponse]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 def _frozen(value: Any) -> object:
