@@ -88,10 +88,11 @@ _T = TypeVar("_T")
 class _Latest(Generic[_T]):
     """``function(secret)`` for the latest ``secret`` it was asked for, kept until another
     comes (a new credential key after authenticatorReset, a new persistent token): getInfo
-    needs the same derived values every time. The secret itself is not kept, only its
-    SHA-256 to recognise it (compared in constant time); the value is one getInfo member's
-    plaintext or the block cipher that encrypts it. Used under :attr:`lock` (a cipher
-    context is not thread-safe)."""
+    needs the same derived values every time. The secret is not kept, only its SHA-256 to
+    recognise it (compared in constant time); the value is kept (the device identifier, or
+    a cipher context holding the key derived from the token) until :meth:`clear`
+    (authenticatorReset) or the next secret. Used under :attr:`lock` (a cipher context is
+    not thread-safe)."""
 
     def __init__(self, function: Callable[[bytes], _T]) -> None:
         self._function = function
@@ -107,6 +108,10 @@ class _Latest(Generic[_T]):
             value = self._value = self._function(secret)
             self._digest = digest
         return value
+
+    def clear(self) -> None:
+        with self.lock:
+            self._digest, self._value = b"", None
 
 
 def _identifier(credential_key: bytes) -> bytes:
@@ -147,6 +152,13 @@ def _block_cipher(label: bytes) -> _Latest[CipherContext]:
 
 
 _BLOCK_CIPHERS = {label: _block_cipher(label) for label in (b"encIdentifier", b"encCredStoreState")}
+
+
+def forget_info_members() -> None:
+    """Drop the kept identifier and ciphers (authenticatorReset: a new credential key)."""
+    _IDENTIFIER.clear()
+    for cipher in _BLOCK_CIPHERS.values():
+        cipher.clear()
 
 
 def encrypt_info_member(token: bytes, label: bytes, value: bytes) -> bytes:

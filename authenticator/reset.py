@@ -10,6 +10,7 @@ from vfido.authenticator.cose import clear_key_cache
 from vfido.authenticator.credential_source import clear_credential_cache
 from vfido.authenticator.env import PresenceKind, PresenceRequest, RequestContext
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.persistent_token import forget_info_members
 from vfido.authenticator.state import Services, require_presence
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def reset(services: Services, context: RequestContext) -> None:
     services.store.reset()
     clear_key_cache()  # loaded keys of the now dead credentials
     clear_credential_cache()  # and their unsealed IDs
+    forget_info_members()  # getInfo's identifier and ciphers of the old credential key
     Settings.forget(services.store)  # the config state was erased
     services.runtime.clear_pending()
     log.warning("authenticatorReset: all credentials erased")
