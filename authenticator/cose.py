@@ -311,13 +311,6 @@ class CredentialKey:
         EC: the big-endian scalar; Ed25519: the 32-byte seed; RSA: p || q;
         ML-DSA: the 32-byte seed xi (FIPS 204 ML-DSA.KeyGen_internal's input).
         """
-        data = self._serialize()
-        # A new credential's first assertion loads the key it was made with: keep this
-        # key for it, as if loaded (the cache of from_private_bytes).
-        _cache_key((self.algorithm, data), self)
-        return data
-
-    def _serialize(self) -> bytes:
         key = self._key
         if self.algorithm in MLDSA_ALGORITHMS:
             return self._mldsa_key().private_bytes_raw()
@@ -334,6 +327,12 @@ class CredentialKey:
         numbers = key.private_numbers()
         half = key.key_size // 16
         return numbers.p.to_bytes(half, "big") + numbers.q.to_bytes(half, "big")
+
+    def remember(self, data: bytes) -> None:
+        """Keep this key in the loaded-key cache under ``data`` (its :meth:`private_bytes`),
+        as if loaded: a new credential's first assertion, which usually follows at once,
+        loads nothing. Called once the credential is made (a failed one keeps nothing)."""
+        _cache_key((self.algorithm, bytes(data)), self)
 
     @classmethod
     def from_private_bytes(cls, algorithm: int, data: bytes) -> CredentialKey:

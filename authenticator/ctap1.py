@@ -365,15 +365,10 @@ class Ctap1Handler:
             raise ApduError(Sw.UNKNOWN)
         public = attestation.u2f_public_key(key)
         signature = attestation.sign_u2f_registration(identity, app, challenge, key_handle, public)
+        certificate = attestation.batch_certificate(identity)
+        key.remember(sealed.private_key)  # its first AUTHENTICATE usually follows at once
         log.info("U2F register: new key handle")
-        return (
-            b"\x05"
-            + public
-            + bytes([len(key_handle)])
-            + key_handle
-            + attestation.batch_certificate(identity)
-            + signature
-        )
+        return b"\x05" + public + bytes([len(key_handle)]) + key_handle + certificate + signature
 
     def _authenticate(self, apdu: Apdu, context: RequestContext) -> bytes:
         data = apdu.data

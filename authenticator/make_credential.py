@@ -361,6 +361,7 @@ def make_credential(
         ", uv" if uv_done else "",
         ", enterprise attestation" if enterprise else "",
     )
+    key.remember(private)  # its first assertion usually follows at once
     # Step 20: return the attestation object.
     return MakeCredentialResponse(
         fmt=fmt,
