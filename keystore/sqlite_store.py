@@ -145,7 +145,7 @@ __all__ = [  # the SQLite store, and what callers and tests use of its layout
 ]
 
 _COUNTER_FLOOR = "counter.floor"  # state key: raise_counter_floor()
-_CACHE_SIZE = 4096  # verified counters / credential-id tags kept in memory
+_CACHE_SIZE = 4096  # verified counters (file stores) / credential-id tags / state rows kept
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -209,9 +209,9 @@ class SqliteKeyStore:
         # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
         self._state_digests = self._verify_state()
         # State key -> key_tag (a pure function), and a row's decoded (key, value) by the
-        # SHA-256 of its blob: every get_state still reads the row and checks its digest
-        # (a row changed or deleted under the open store is still noticed), but decrypts
-        # and decodes a given blob only once.
+        # SHA-256 of its blob: a file store's get_state still reads the row and checks its
+        # digest (a row changed or deleted under the open store is still noticed), but
+        # decrypts and decodes a given blob only once; a memory-only store answers from here.
         self._state_tags: dict[str, bytes] = {}
         self._state_plain: dict[bytes, tuple[str, bytes]] = {}
 
@@ -937,13 +937,17 @@ class SqliteKeyStore:
 
     def put_state(self, updates: Mapping[str, bytes | None]) -> None:
         rows: list[tuple[bytes, bytes | None]] = []
+        values: list[bytes | None] = []
         for key, value in updates.items():
             tag = self._state_tag(key)
             if value is None:
                 rows.append((tag, None))
+                values.append(None)
             elif isinstance(value, bytes | bytearray | memoryview):
-                plain = bytes(cbor2.dumps([key, bytes(value)], canonical=True))
+                data = bytes(value)
+                plain = bytes(cbor2.dumps([key, data], canonical=True))
                 rows.append((tag, self._keys.encrypt(T_STATE, (tag,), plain)))
+                values.append(data)
             else:
                 raise TypeError("state values must be bytes or None")
         with self._mutex:  # the digests change with the commit
@@ -957,10 +961,13 @@ class SqliteKeyStore:
                         c.execute(UPSERT_STATE, (tag, blob))
                         digests[tag] = state_digest(blob)
                 self._write_state_index(c, digests)
-            self._state_digests = digests
-            for (tag, blob), (key, value) in zip(rows, updates.items(), strict=True):
-                if blob is not None and value is not None:
-                    _remember(self._state_plain, digests[tag], (key, bytes(value)))
+            old, self._state_digests = self._state_digests, digests
+            for (tag, _), key, stored in zip(rows, updates, values, strict=True):
+                replaced = old.get(tag)  # a new blob (fresh nonce) has a new digest
+                if replaced is not None:
+                    self._state_plain.pop(replaced, None)  # no stale PIN hash kept decoded
+                if stored is not None:
+                    _remember(self._state_plain, digests[tag], (key, stored))
 
     def _write_state_index(self, c: sqlite3.Connection, digests: Mapping[bytes, bytes]) -> None:
         mac = self._keys.state_mac(sorted(digests.items()))
