@@ -157,6 +157,8 @@ def test_ephemeral_first_assertion_and_get_info_reads_run_no_statement() -> None
     assert seen and store.count_credentials() == 0
     store.put_state({"x": None, "pin.retries": b"\x07"})
     assert (store.get_state("x"), store.get_state("pin.retries")) == (None, b"\x07")
+    # The replaced and deleted rows' decoded values are not kept.
+    assert sorted(store._state_plain.values()) == [("pin.retries", b"\x07")]
     store.put_credential(record)
     assert store.count_credentials() == 1
     store.reset()
@@ -168,12 +170,40 @@ def test_ephemeral_first_assertion_and_get_info_reads_run_no_statement() -> None
     store.close()
 
 
-def test_a_new_keys_first_load_is_the_key_itself() -> None:
-    """makeCredential serializes the key it made into the credential ID; the assertion
-    that follows loads that serialization: it gets the same key, with no second load."""
-    for algorithm in sorted(_EC_CURVES):
-        key = CredentialKey.generate(algorithm)
-        assert CredentialKey.from_private_bytes(algorithm, key.private_bytes()) is key
+def test_a_new_credentials_first_assertion_loads_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """makeCredential (and U2F register) keep the key they made, under the serialization in
+    the credential ID: the assertion that follows loads nothing. A key only serialized (a
+    credential that was never made) is not kept."""
+    from vfido.authenticator import cose as cose_module
+
+    key = CredentialKey.generate(-7)
+    data = key.private_bytes()
+    assert (-7, data) not in cose_module._KEY_CACHE
+    key.remember(data)
+    assert CredentialKey.from_private_bytes(-7, data) is key
+    loads: list[bytes] = []
+    original = CredentialKey._load
+
+    def counted(cls: type[CredentialKey], algorithm: int, raw: bytes) -> CredentialKey:
+        loads.append(raw)
+        return original(algorithm, raw)
+
+    monkeypatch.setattr(CredentialKey, "_load", classmethod(counted))
+    with running_key(config=KeyConfig(attestation="none")) as key_process:
+        ctap = Ctap2(key_process.device)
+        cdh = b"\x11" * 32
+        made = ctap.make_credential(
+            cdh,
+            {"id": "example.com", "name": "E"},
+            {"id": b"u", "name": "u"},
+            [{"type": "public-key", "alg": -7}],
+        )
+        data_ = made.auth_data.credential_data
+        assert data_ is not None
+        allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": data_.credential_id}]
+        assertion = ctap.get_assertion("example.com", cdh, allow)
+        data_.public_key.verify(bytes(assertion.auth_data) + cdh, assertion.signature)
+    assert loads == []
 
 
 def test_file_keystore_counter_writes_are_not_deferred(tmp_path: Any) -> None:
@@ -306,3 +336,39 @@ def test_info_members_are_aes_cbc_under_the_current_tokens_key() -> None:
                 assert decryptor.update(body) + decryptor.finalize() == value
     first = encrypt_info_member(bytes(32), b"encIdentifier", bytes(16))
     assert first[:16] != encrypt_info_member(bytes(32), b"encIdentifier", bytes(16))[:16]
+
+
+def test_kept_getinfo_layouts_follow_a_models_members() -> None:
+    """The kept layouts are keyed by the whole response, its class and a model's members
+    included: a full key's response and a model's with the same values (and two models
+    that differ only in their members) each encode to their own bytes, in any order."""
+    from dataclasses import asdict
+
+    from vfido.authenticator.model import ModelInfoResponse
+
+    with running_key() as key:
+        full = build_info(key.authenticator._services)
+    values = asdict(full)
+    narrow = ModelInfoResponse(**values, members=frozenset({1, 3, 4}))
+    narrower = ModelInfoResponse(**values, members=frozenset({1, 3}))
+    for response in (full, narrow, narrower, narrow, full):
+        assert response.encoded().data == cbor.encode(response.to_cbor_map())
+    assert len({r.encoded().data[:1] for r in (full, narrow, narrower)}) == 3  # map sizes
+
+
+def test_reset_forgets_the_kept_getinfo_secrets() -> None:
+    """authenticatorReset drops the kept device identifier and encIdentifier /
+    encCredStoreState ciphers (SECURITY.md), and the next getInfo rebuilds them."""
+    from vfido.authenticator import persistent_token as kept
+
+    def held() -> list[object]:
+        return [kept._IDENTIFIER._value, *(c._value for c in kept._BLOCK_CIPHERS.values())]
+
+    with running_key(config=KeyConfig(reset_window=60.0)) as key:
+        ctap = Ctap2(key.device)
+        ctap.get_info()
+        assert all(v is not None for v in held())
+        ctap.reset()
+        assert held() == [None, None, None]
+        assert len(ctap.get_info().enc_identifier or b"") == 32
+        assert all(v is not None for v in held())

@@ -53,6 +53,8 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     assert "floor" in keys and keys & {"vfido", "vfido_untraced"}
     if "vfido" in keys:
         assert names[:2] == ["create", "get"]
+    for other in keys - {"floor", "vfido"}:  # the other keys' rows against the floor
+        assert {f"create ({other})", f"get ({other})"} <= set(names)
     blocks = data["blocks"]
     assert {b["key"] for b in blocks} == keys
     assert len(blocks) == len(data["keys"]) * data["rounds"]
