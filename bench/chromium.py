@@ -66,9 +66,11 @@ from vfido.authenticator.behaviours import b64url  # noqa: E402
 
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
-#: The keys ``run`` knows; the first two are references (rows of the others against them).
-KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced")
-REFERENCES = ("floor", "floor_sized")
+#: The keys ``run`` knows. References get rows of the others against them: the floors of
+#: every key; ``vfido_base`` (`vfido run` untraced from another checkout, ``base_tree``) of
+#: ``vfido_untraced`` only: before / after in the same rounds.
+KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced", "vfido_base")
+REFERENCES = ("floor", "floor_sized", "vfido_base")
 FLOOR_CREDENTIAL = b64url(floorkey.CREDENTIAL_ID)
 SHAPE_FILE = "floor-sized-shape.json"
 
@@ -171,10 +173,17 @@ class BenchServer:
 
 
 @contextlib.contextmanager
-def key_process(argv: list[str], log_path: Path, timeout: float = 180.0) -> Iterator[str]:
+def key_process(
+    argv: list[str],
+    log_path: Path,
+    timeout: float = 180.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
     """A key process (its stderr in ``log_path``); yields its hidraw node; SIGTERM at the end."""
     with log_path.open("wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=ROOT, env=env
+        )
     try:
         end = time.monotonic() + timeout
         while True:
@@ -356,6 +365,8 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         measured = [
             k for k in keys if k != reference and (k not in REFERENCES or reference == "floor")
         ]
+        if reference == "vfido_base":  # the same build untraced, another checkout
+            measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
             for kind in KINDS:
                 rows.append(_row(blocks, rounds, kind, key, reference))
@@ -392,6 +403,22 @@ def _row(
     }
 
 
+def base_import(python: str, base_tree: Path) -> str:
+    """Where ``vfido_base``'s `vfido` comes from, checked to be ``base_tree`` (an editable
+    install or the working directory could otherwise put this checkout's first)."""
+    found = subprocess.run(
+        [python, "-P", "-c", "import vfido; print(vfido.__file__)"],
+        env=dict(os.environ, PYTHONPATH=str(base_tree)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(base_tree.resolve()):
+        raise RuntimeError(f"vfido_base would import {found}, not {base_tree}")
+    return found
+
+
 def run(
     out: Path,
     argv_for: Callable[[str], list[str]],
@@ -400,17 +427,24 @@ def run(
     n: int = 20,
     python: str = sys.executable,
     keys: tuple[str, ...] = ("floor", "vfido"),
+    base_tree: Path | None = None,
 ) -> dict[str, Any]:
     """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
     other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
     nothing proves which protocol served it (the traced blocks of the same build do), it
     shows what the trace costs. ``floor_sized`` (opt-in) is the floor key with vfido's
-    shapes (:func:`vfido_shape`, made once by ``python`` at the start)."""
+    shapes (:func:`vfido_shape`, made once by ``python`` at the start). ``vfido_base``
+    (opt-in) is `vfido run` untraced from the checkout ``base_tree`` (e.g. ``git archive``
+    of an older commit): its rows against the floor, and ``vfido_untraced``'s against it."""
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
+    if ("vfido_base" in keys) != (base_tree is not None):
+        raise ValueError("vfido_base and base_tree go together")
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
     result["keys"] = list(keys)
+    if base_tree is not None:
+        result["base_import"] = base_import(python, base_tree)
     floorkey_py = str(HERE / "floorkey.py")
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
@@ -430,6 +464,7 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
+            env = None
             if key == "floor":
                 argv = [python, floorkey_py, "-v", "--serial", "vfido-floor"]
             elif key == "floor_sized":
@@ -438,12 +473,16 @@ def run(
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
+                if key == "vfido_base":
+                    # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
+                    argv[1:1] = ["-P"]
+                    env = dict(os.environ, PYTHONPATH=str(base_tree))
                 argv += ["--presence", "auto", "--serial", "vfido-bench"]
                 argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
                 if key == "vfido":
                     argv += ["--trace", str(trace)]
             t0 = time.monotonic()
-            with key_process(argv, key_log):
+            with key_process(argv, key_log, env=env):
                 started = time.monotonic() - t0
                 page = browse(argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log")
             (out / f"{tag}-page.json").write_text(json.dumps(page, indent=1))

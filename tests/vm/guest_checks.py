@@ -1002,8 +1002,19 @@ def bench_chromium(data: dict[str, Any]) -> str:
     # `bench_keys:floor+floor_sized+vfido` the floor key with vfido's shapes (rows against both).
     keys = [tuple(c.split(":", 1)[1].split("+")) for c in SELECTED if c.startswith("bench_keys:")]
     chosen = (keys or [("floor", "vfido")])[0]
+    # `bench_base:DIR` (a checkout inside this one, e.g. `git archive OLD | tar -x -C DIR`)
+    # is the tree of the key `vfido_base`: `bench_keys:floor+vfido_untraced+vfido_base`.
+    bases = [CHECKOUT / c.split(":", 1)[1] for c in SELECTED if c.startswith("bench_base:")]
     data.update(
-        chromium.run(OUT, chromium_argv, log, (rounds or [6])[0], python=PYTHON, keys=chosen)
+        chromium.run(
+            OUT,
+            chromium_argv,
+            log,
+            (rounds or [6])[0],
+            python=PYTHON,
+            keys=chosen,
+            base_tree=(bases or [None])[0],
+        )
     )
     return "; ".join(
         f"{row['name']}: {row['key']}/{row['reference']} {row['ratio']:.3f} "

@@ -685,3 +685,48 @@ def test_run_refuses_a_key_it_does_not_know(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="floor_size"):
         chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "floor_size"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_summarize_puts_vfido_untraced_against_vfido_base() -> None:
+    """``vfido_base`` (another checkout's `vfido run`) gets its rows against the floor like
+    any key, and is the reference of ``vfido_untraced`` only: before / after per round."""
+    per_round = {
+        "floor": [100.0, 100.0],
+        "vfido": [300.0, 200.0],
+        "vfido_untraced": [150.0, 120.0],
+        "vfido_base": [200.0, 100.0],
+    }
+    blocks = [
+        {"round": r, "key": key, "ms": {"create": [ms], "get": [ms]}}
+        for key, values in per_round.items()
+        for r, ms in enumerate(values)
+    ]
+    rows = chromium.summarize(blocks)
+    assert [row["name"] for row in rows] == [
+        "create",
+        "get",
+        "create (vfido_untraced)",
+        "get (vfido_untraced)",
+        "create (vfido_base)",
+        "get (vfido_base)",
+        "create vfido_untraced / vfido_base",
+        "get vfido_untraced / vfido_base",
+    ]
+    assert rows[-1]["round_ratios"] == pytest.approx([0.75, 1.2])
+
+
+def test_run_wants_a_base_tree_with_vfido_base(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="base_tree"):
+        chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido_base"))
+    with pytest.raises(ValueError, match="base_tree"):
+        chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido"), base_tree=tmp_path)
+
+
+def test_base_import_names_the_base_tree_or_refuses(tmp_path: Path) -> None:
+    """``vfido_base`` must run the other checkout: an empty tree falls back to this one
+    (the editable install), which is refused; a tree with a `vfido` package is used."""
+    with pytest.raises(RuntimeError, match="would import"):
+        chromium.base_import(sys.executable, tmp_path)
+    (tmp_path / "vfido").mkdir()
+    (tmp_path / "vfido" / "__init__.py").write_text("")
+    assert chromium.base_import(sys.executable, tmp_path).startswith(str(tmp_path.resolve()))
