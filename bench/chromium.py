@@ -355,9 +355,11 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows per measured key and ceremony kind from the blocks (each: round, key,
     ms = {kind: [ms...]}), against a reference key's blocks of the same rounds. First against
     ``floor``: ``create`` and ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any
-    other key (``floor_sized`` included); then, when ``floor_sized`` ran, every key but the
-    floors against it: ``create KEY / floor_sized``. A row's ``floor_ms`` is its reference's
-    (``reference``), ``vfido_ms`` its key's."""
+    other key (``floor_sized`` and ``vfido_base`` included); then, when ``floor_sized`` ran,
+    every key but the references against it: ``create KEY / floor_sized``; then, when
+    ``vfido_base`` ran, ``vfido_untraced`` against it (after / before): ``create
+    vfido_untraced / vfido_base``. A row's ``floor_ms`` is its reference's (``reference``),
+    ``vfido_ms`` its key's."""
     rows = []
     rounds = sorted({b["round"] for b in blocks})
     keys = list(dict.fromkeys(b["key"] for b in blocks))
@@ -365,7 +367,7 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         measured = [
             k for k in keys if k != reference and (k not in REFERENCES or reference == "floor")
         ]
-        if reference == "vfido_base":  # the same build untraced, another checkout
+        if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
             for kind in KINDS:
@@ -406,14 +408,17 @@ def _row(
 def base_import(python: str, base_tree: Path) -> str:
     """Where ``vfido_base``'s `vfido` comes from, checked to be ``base_tree`` (an editable
     install or the working directory could otherwise put this checkout's first)."""
-    found = subprocess.run(
+    probe = subprocess.run(
         [python, "-P", "-c", "import vfido; print(vfido.__file__)"],
         env=dict(os.environ, PYTHONPATH=str(base_tree)),
         cwd=ROOT,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
+        check=False,
+    )
+    found = probe.stdout.strip()
+    if probe.returncode != 0 or not found:
+        raise RuntimeError(f"vfido_base would import no vfido from {base_tree}")
     if not Path(found).resolve().is_relative_to(base_tree.resolve()):
         raise RuntimeError(f"vfido_base would import {found}, not {base_tree}")
     return found

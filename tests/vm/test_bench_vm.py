@@ -55,6 +55,11 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
         assert names[:2] == ["create", "get"]
     for other in keys - {"floor", "vfido"}:  # the other keys' rows against the floor
         assert {f"create ({other})", f"get ({other})"} <= set(names)
+    if "vfido_base" in keys:  # after / before in the same rounds
+        assert {"create vfido_untraced / vfido_base", "get vfido_untraced / vfido_base"} <= set(
+            names
+        )
+        assert data["base_import"]
     blocks = data["blocks"]
     assert {b["key"] for b in blocks} == keys
     assert len(blocks) == len(data["keys"]) * data["rounds"]

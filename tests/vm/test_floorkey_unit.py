@@ -723,9 +723,9 @@ def test_run_wants_a_base_tree_with_vfido_base(tmp_path: Path) -> None:
 
 
 def test_base_import_names_the_base_tree_or_refuses(tmp_path: Path) -> None:
-    """``vfido_base`` must run the other checkout: an empty tree falls back to this one
-    (the editable install), which is refused; a tree with a `vfido` package is used."""
-    with pytest.raises(RuntimeError, match="would import"):
+    """``vfido_base`` must run the other checkout: an empty tree falls back to this one (an
+    editable install) or to nothing, both refused; a tree with a `vfido` package is used."""
+    with pytest.raises(RuntimeError, match="vfido_base would import"):
         chromium.base_import(sys.executable, tmp_path)
     (tmp_path / "vfido").mkdir()
     (tmp_path / "vfido" / "__init__.py").write_text("")
