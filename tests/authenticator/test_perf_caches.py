@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fido2.ctap import CtapError
+from fido2.ctap1 import Ctap1
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.config import Config
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
@@ -171,9 +172,9 @@ def test_ephemeral_first_assertion_and_get_info_reads_run_no_statement() -> None
 
 
 def test_a_new_credentials_first_assertion_loads_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    """makeCredential (and U2F register) keep the key they made, under the serialization in
-    the credential ID: the assertion that follows loads nothing. A key only serialized (a
-    credential that was never made) is not kept."""
+    """makeCredential and U2F register keep the key they made, under the serialization in
+    the credential ID (key handle): the assertion that follows loads nothing. A key only
+    serialized (a credential that was never made) is not kept."""
     from vfido.authenticator import cose as cose_module
 
     key = CredentialKey.generate(-7)
@@ -203,6 +204,12 @@ def test_a_new_credentials_first_assertion_loads_no_key(monkeypatch: pytest.Monk
         allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": data_.credential_id}]
         assertion = ctap.get_assertion("example.com", cdh, allow)
         data_.public_key.verify(bytes(assertion.auth_data) + cdh, assertion.signature)
+        # U2F: REGISTER, then AUTHENTICATE with its key handle.
+        u2f = Ctap1(key_process.device)
+        app, challenge = b"\x22" * 32, b"\x33" * 32
+        registration = u2f.register(challenge, app)
+        signed = u2f.authenticate(challenge, app, registration.key_handle)
+        signed.verify(app, challenge, registration.public_key)
     assert loads == []
 
 
