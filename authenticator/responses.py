@@ -218,7 +218,8 @@ class GetInfoResponse:
     def _static_key(self) -> tuple[object, ...]:
         """Everything :meth:`encoded` keeps, as a hashable value: the class (a model's
         response leaves members out) and every field, the fresh members' values left out;
-        ``extra`` with each value's type (True is not 1)."""
+        the values of ``options`` and ``extra`` with their types (True is not 1; the other
+        fields have one type each)."""
         values: list[object] = [type(self)]
         for name in _field_names(type(self)):
             value = getattr(self, name)
@@ -227,8 +228,8 @@ class GetInfoResponse:
                     (k, None) if k in INFO_FRESH_MEMBERS else (k, _frozen(v))
                     for k, v in value.items()
                 )
-            elif type(value) is dict:
-                value = tuple(value.items())
+            elif type(value) is dict:  # options: their values' types too
+                value = tuple((k, type(v), v) for k, v in value.items())
             values.append(value)
         return tuple(values)
 
