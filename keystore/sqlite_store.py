@@ -781,20 +781,24 @@ class SqliteKeyStore:
             conn = self._require_open()
             tag = self._tags.get(credential_id) or self._cred_tag(credential_id)
             current = self._counters.get(tag)
+            if self._write_back:
+                # Memory-only store: every counter is in the cache (a credential missing
+                # from it has none yet); written back before the next statement.
+                value = self._next_counter(
+                    self.counter_floor() if current is None else current, step
+                )
+                if self.before_commit is not None:
+                    self.before_commit()
+                if current is None:
+                    self._new_counters.add(tag)
+                self._dirty[tag] = value
+                self._counters[tag] = value
+                return value
             if current is not None:
                 # The common case: a counter verified or written since open. One
                 # UPDATE of one row is its own transaction, committed (durably:
                 # synchronous=FULL) before execute() returns.
-                value = current + step
-                if value > MAX_COUNTER:
-                    raise KeystoreError("the signature counter cannot advance any further")
-                if self._write_back:
-                    # Memory-only store: written back before the next statement.
-                    if self.before_commit is not None:
-                        self.before_commit()
-                    self._dirty[tag] = value
-                    self._counters[tag] = value
-                    return value
+                value = self._next_counter(current, step)
                 try:
                     if self.before_commit is not None:
                         self.before_commit()  # before the statement = before its commit
@@ -805,15 +809,6 @@ class SqliteKeyStore:
                     raise map_sqlite_error(exc, "update the signature counter") from exc
                 if changed != 1:
                     raise KeystoreCorrupt("a signature counter vanished from the keystore")
-                self._counters[tag] = value
-                return value
-            if self._write_back:
-                # Every counter is in the cache: this credential has none yet.
-                value = self._next_counter(self.counter_floor(), step)
-                if self.before_commit is not None:
-                    self.before_commit()
-                self._dirty[tag] = value
-                self._new_counters.add(tag)
                 self._counters[tag] = value
                 return value
             rows = self._counter_rows
