@@ -11,6 +11,7 @@ import hashlib
 import re
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -630,6 +631,17 @@ def test_served_by_floor_checks_the_sized_floors_credential() -> None:
         chromium.served_by_floor(_page(2, sized, [_b64u(b"sig")]), log)
 
 
+def _blocks(
+    per_round: dict[str, list[float]], ms_of: Callable[[float], dict[str, list[float]]]
+) -> list[dict[str, Any]]:
+    """Benchmark blocks: one per key and round, its ceremonies' ms made from the round's."""
+    return [
+        {"round": r, "key": key, "ms": ms_of(ms)}
+        for key, values in per_round.items()
+        for r, ms in enumerate(values)
+    ]
+
+
 def test_summarize_gives_rows_against_floor_and_against_floor_sized() -> None:
     per_round = {
         "floor": [100.0, 100.0, 200.0],
@@ -637,11 +649,7 @@ def test_summarize_gives_rows_against_floor_and_against_floor_sized() -> None:
         "vfido": [300.0, 180.0, 440.0],
         "vfido_untraced": [150.0, 240.0, 330.0],
     }
-    blocks = [
-        {"round": r, "key": key, "ms": {"create": [ms, ms + 2], "get": [ms / 2]}}
-        for key, values in per_round.items()
-        for r, ms in enumerate(values)
-    ]
+    blocks = _blocks(per_round, lambda ms: {"create": [ms, ms + 2], "get": [ms / 2]})
     rows = chromium.summarize(blocks)
     assert [row["name"] for row in rows] == [
         "create",
@@ -696,12 +704,7 @@ def test_summarize_puts_vfido_untraced_against_vfido_base() -> None:
         "vfido_untraced": [150.0, 120.0],
         "vfido_base": [200.0, 100.0],
     }
-    blocks = [
-        {"round": r, "key": key, "ms": {"create": [ms], "get": [ms]}}
-        for key, values in per_round.items()
-        for r, ms in enumerate(values)
-    ]
-    rows = chromium.summarize(blocks)
+    rows = chromium.summarize(_blocks(per_round, lambda ms: {"create": [ms], "get": [ms]}))
     assert [row["name"] for row in rows] == [
         "create",
         "get",
