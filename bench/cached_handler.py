@@ -2,6 +2,7 @@
 bench/entry.py ``transport``): what the rest of `vfido run` costs per getAssertion.
 
     python3 bench/cached_handler.py vfido-run-arguments...
+    python3 bench/cached_handler.py --by-command vfido-run-arguments...
 
 Runs ``vfido.cli.main(["run", ...])`` in this process after wrapping
 ``Authenticator.handle_cbor``: the first answer to each distinct getAssertion request is
@@ -9,6 +10,12 @@ computed as usual and kept; the same request again gets the kept bytes (no parsi
 presence, counter or signature). Every other command is answered as usual. The key-side
 cost measured against this process is the transport's, the runner's and the framing's share
 of a getAssertion; the difference to plain `vfido run` is the authenticator's.
+
+``--by-command`` (bench/chromium.py's ``vfido_cached``): a browser's requests differ every
+time (a new challenge), so the kept answer is the first one to each *command* among
+getInfo, makeCredential and getAssertion, whatever the request says: like the floor key,
+one credential for every create(), which get() then names. What it measures is everything
+of `vfido run` but the authenticator, under the browser.
 """
 
 from __future__ import annotations
@@ -25,17 +32,24 @@ from vfido.authenticator.device import Authenticator  # noqa: E402
 from vfido.authenticator.env import RequestContext  # noqa: E402
 
 GET_ASSERTION = 0x02
+#: --by-command: makeCredential, getAssertion, getInfo.
+BY_COMMAND = frozenset({0x01, GET_ASSERTION, 0x04})
 _handle_cbor = Authenticator.handle_cbor
 _answers: dict[bytes, bytes] = {}
+_by_command = False
 
 
 def cached_handle_cbor(self: Authenticator, request: bytes, transaction: RequestContext) -> bytes:
     request = bytes(request)
-    answer = _answers.get(request)
+    if _by_command and request[:1] and request[0] in BY_COMMAND:
+        cache_key = request[:1]  # --by-command: one answer per command
+    elif request[:1] == bytes([GET_ASSERTION]):
+        cache_key = request  # one answer per distinct getAssertion
+    else:
+        return _handle_cbor(self, request, transaction)
+    answer = _answers.get(cache_key)
     if answer is None:
-        answer = _handle_cbor(self, request, transaction)
-        if request[:1] == bytes([GET_ASSERTION]):
-            _answers[request] = answer
+        answer = _answers[cache_key] = _handle_cbor(self, request, transaction)
     return answer
 
 
@@ -44,4 +58,8 @@ Authenticator.handle_cbor = cached_handle_cbor  # type: ignore[method-assign]
 if __name__ == "__main__":
     from vfido.cli import main
 
-    sys.exit(main(["run", *sys.argv[1:]]))
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--by-command"]:
+        _by_command = True
+        arguments = arguments[1:]
+    sys.exit(main(["run", *arguments]))

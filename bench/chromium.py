@@ -19,7 +19,12 @@ stop the key.
   that vfido / floor_sized is vfido's own computing and floor_sized / floor the cost of the
   size of what a full key says;
 * vfido: ``vfido run --transport uhid --ephemeral --presence auto --trace FILE``, the entry
-  point users run (default logging), with a trace to prove what served each ceremony.
+  point users run (default logging), with a trace to prove what served each ceremony;
+* vfido_cached (opt-in): the same `vfido run`, untraced, whose authenticator answers every
+  getInfo, makeCredential and getAssertion with its first answer to that command
+  (``bench/cached_handler.py --by-command``): the process, the threads and the transport
+  of vfido with a floor's authenticator, so that vfido_untraced / vfido_cached is the
+  authenticator's share under the browser and vfido_cached / floor_sized the rest.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
@@ -69,8 +74,8 @@ KINDS = ("create", "get")
 #: The keys ``run`` knows. References get rows of the others against them: the floors of
 #: every key; ``vfido_base`` (`vfido run` untraced from another checkout, ``base_tree``) of
 #: ``vfido_untraced`` only: before / after in the same rounds.
-KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced", "vfido_base")
-REFERENCES = ("floor", "floor_sized", "vfido_base")
+KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced", "vfido_base", "vfido_cached")
+REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
 FLOOR_CREDENTIAL = b64url(floorkey.CREDENTIAL_ID)
 SHAPE_FILE = "floor-sized-shape.json"
 
@@ -356,10 +361,11 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ms = {kind: [ms...]}), against a reference key's blocks of the same rounds. First against
     ``floor``: ``create`` and ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any
     other key (``floor_sized`` and ``vfido_base`` included); then, when ``floor_sized`` ran,
-    every key but the references against it: ``create KEY / floor_sized``; then, when
-    ``vfido_base`` ran, ``vfido_untraced`` against it (after / before): ``create
-    vfido_untraced / vfido_base``. A row's ``floor_ms`` is its reference's (``reference``),
-    ``vfido_ms`` its key's."""
+    every key but the references against it, and ``vfido_cached``: ``create KEY /
+    floor_sized``; then, when ``vfido_cached`` ran, ``vfido`` and ``vfido_untraced``
+    against it (the authenticator's share); then, when ``vfido_base`` ran,
+    ``vfido_untraced`` against it (after / before): ``create vfido_untraced / vfido_base``.
+    A row's ``floor_ms`` is its reference's (``reference``), ``vfido_ms`` its key's."""
     rows = []
     rounds = sorted({b["round"] for b in blocks})
     keys = list(dict.fromkeys(b["key"] for b in blocks))
@@ -367,6 +373,10 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         measured = [
             k for k in keys if k != reference and (k not in REFERENCES or reference == "floor")
         ]
+        if reference == "floor_sized" and "vfido_cached" in keys:
+            measured.append("vfido_cached")  # vfido's process and transport vs a floor's
+        if reference == "vfido_cached":  # the authenticator's share
+            measured = [k for k in keys if k in ("vfido", "vfido_untraced")]
         if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
@@ -478,6 +488,8 @@ def run(
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
+                if key == "vfido_cached":
+                    argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
                 if key == "vfido_base":
                     # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
                     argv[1:1] = ["-P"]

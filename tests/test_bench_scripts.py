@@ -94,3 +94,40 @@ def test_timed_key_records_each_call_with_wall_and_cpu(tmp_path: Path) -> None:
     assert (what, first) == ("handler", "04") and wall >= 0 and cpu >= 0 and thread
     timed_key.dump(str(tmp_path / "t.json"))
     assert json.loads((tmp_path / "t.json").read_text())["rec"][0][:2] == ["handler", "04"]
+
+
+CACHED_BY_COMMAND = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import cached_handler
+from harness import make_credential_request
+from vfido.authenticator.behaviours import Behaviours
+from vfido.authenticator.config import Config
+from vfido.authenticator.device import Authenticator
+from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.presence import broker_for
+from vfido.transports.runner import HidTransaction
+key = Authenticator(SqliteKeyStore.ephemeral(), broker_for("auto", 0.0), Config(),
+                    behaviours=Behaviours.from_assignments([], builtin_uv=False))
+first, second = (make_credential_request(os.urandom(32)) for _ in range(2))
+t = HidTransaction(1, 1)
+plain = [key.handle_cbor(r, t) for r in (first, second)]
+cached_handler._by_command = True
+kept = [key.handle_cbor(r, t) for r in (first, second, b"\\x04", b"\\x04")]
+print(plain[0] != plain[1], kept[0] == kept[1], kept[0] not in plain, kept[2] == kept[3])
+"""
+
+
+def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> None:
+    """bench/cached_handler.py ``--by-command`` (chromium.py's ``vfido_cached``): a second
+    makeCredential with another challenge gets the first one's answer; without it, each
+    request is answered afresh."""
+    done = subprocess.run(
+        [sys.executable, "-c", CACHED_BY_COMMAND, str(BENCH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True"] * 4

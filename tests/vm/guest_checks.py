@@ -999,7 +999,9 @@ def bench_chromium(data: dict[str, Any]) -> str:
     # `VFIDO_VM_CHECKS=bench_chromium,bench_rounds:2` for a shorter run (by hand).
     rounds = [int(c.split(":", 1)[1]) for c in SELECTED if c.startswith("bench_rounds:")]
     # `bench_keys:floor+vfido+vfido_untraced` adds `vfido run` without --trace (by hand);
-    # `bench_keys:floor+floor_sized+vfido` the floor key with vfido's shapes (rows against both).
+    # `bench_keys:floor+floor_sized+vfido` the floor key with vfido's shapes (rows against both);
+    # `bench_keys:floor+floor_sized+vfido_cached+vfido_untraced` also vfido's process with an
+    # authenticator that answers from memory (the authenticator's share under the browser).
     keys = [tuple(c.split(":", 1)[1].split("+")) for c in SELECTED if c.startswith("bench_keys:")]
     chosen = (keys or [("floor", "vfido")])[0]
     # `bench_base:DIR` (a checkout inside this one, e.g. `git archive OLD | tar -x -C DIR`)
