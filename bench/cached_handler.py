@@ -16,12 +16,19 @@ time (a new challenge), so the kept answer is the first one to each *command* am
 getInfo, makeCredential and getAssertion, whatever the request says: like the floor key,
 one credential for every create(), which get() then names. What it measures is everything
 of `vfido run` but the authenticator, under the browser.
+
+``--sleep-ms CMD=MS,...`` (after ``--by-command``; bench/chromium.py's ``vfido_slept``): a
+kept answer is returned only after sleeping that long for that command (a hexadecimal
+command byte: ``04=1.5,01=8.1,02=4.1``): a key that takes as long as vfido but spends no
+CPU and touches no memory meanwhile, to tell the browser's cost of waiting for the key
+from the cost of the key's computing beside the browser.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +44,7 @@ BY_COMMAND = frozenset({0x01, GET_ASSERTION, 0x04})
 _handle_cbor = Authenticator.handle_cbor
 _answers: dict[bytes, bytes] = {}
 _by_command = False
+_sleep: dict[int, float] = {}  # --sleep-ms: seconds per command byte
 
 
 def cached_handle_cbor(self: Authenticator, request: bytes, transaction: RequestContext) -> bytes:
@@ -50,7 +58,18 @@ def cached_handle_cbor(self: Authenticator, request: bytes, transaction: Request
     answer = _answers.get(cache_key)
     if answer is None:
         answer = _answers[cache_key] = _handle_cbor(self, request, transaction)
+    elif _sleep:
+        time.sleep(_sleep.get(request[0], 0.0))
     return answer
+
+
+def parse_sleeps(text: str) -> dict[int, float]:
+    """``04=1.5,01=8.1`` -> {0x04: 0.0015, 0x01: 0.0081}."""
+    sleeps = {}
+    for item in text.split(","):
+        command, _, ms = item.partition("=")
+        sleeps[int(command, 16)] = float(ms) / 1e3
+    return sleeps
 
 
 Authenticator.handle_cbor = cached_handle_cbor  # type: ignore[method-assign]
@@ -62,4 +81,7 @@ if __name__ == "__main__":
     if arguments[:1] == ["--by-command"]:
         _by_command = True
         arguments = arguments[1:]
+        if arguments[:1] == ["--sleep-ms"]:
+            _sleep = parse_sleeps(arguments[1])
+            arguments = arguments[2:]
     sys.exit(main(["run", *arguments]))

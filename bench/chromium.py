@@ -24,7 +24,10 @@ stop the key.
   getInfo, makeCredential and getAssertion with its first answer to that command
   (``bench/cached_handler.py --by-command``): the process, the threads and the transport
   of vfido with a floor's authenticator, so that vfido_untraced / vfido_cached is the
-  authenticator's share under the browser and vfido_cached / floor_sized the rest.
+  authenticator's share under the browser and vfido_cached / floor_sized the rest;
+* vfido_slept (opt-in): vfido_cached that sleeps, before each answer, as long as vfido's
+  handler takes under this benchmark (``SLEPT_MS``): the browser waits as long, but the key
+  computes nothing meanwhile.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
@@ -72,9 +75,22 @@ from vfido.authenticator.behaviours import b64url  # noqa: E402
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
 #: The keys ``run`` knows. References get rows of the others against them: the floors of
-#: every key; ``vfido_base`` (`vfido run` untraced from another checkout, ``base_tree``) of
-#: ``vfido_untraced`` only: before / after in the same rounds.
-KEYS = ("floor", "floor_sized", "vfido", "vfido_untraced", "vfido_base", "vfido_cached")
+#: every key; ``vfido_cached`` of the full vfido keys and ``vfido_slept`` (the
+#: authenticator's share, the waiting's share); ``vfido_base`` (`vfido run` untraced from
+#: another checkout, ``base_tree``) of ``vfido_untraced`` only: before / after in the same
+#: rounds.
+KEYS = (
+    "floor",
+    "floor_sized",
+    "vfido",
+    "vfido_untraced",
+    "vfido_base",
+    "vfido_cached",
+    "vfido_slept",
+)
+#: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
+#: time of vfido's handler under this benchmark (bench/README.md, session 8, timed_key.py).
+SLEPT_MS = "04=1.5,01=8.1,02=4.1"
 REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
 FLOOR_CREDENTIAL = b64url(floorkey.CREDENTIAL_ID)
 SHAPE_FILE = "floor-sized-shape.json"
@@ -375,8 +391,8 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ]
         if reference == "floor_sized" and "vfido_cached" in keys:
             measured.append("vfido_cached")  # vfido's process and transport vs a floor's
-        if reference == "vfido_cached":  # the authenticator's share
-            measured = [k for k in keys if k in ("vfido", "vfido_untraced")]
+        if reference == "vfido_cached":  # the authenticator's share; the wait's share
+            measured = [k for k in keys if k in ("vfido", "vfido_untraced", "vfido_slept")]
         if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
@@ -490,6 +506,9 @@ def run(
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
                 if key == "vfido_cached":
                     argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
+                if key == "vfido_slept":
+                    argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
+                    argv[3:3] = ["--sleep-ms", SLEPT_MS]
                 if key == "vfido_base":
                     # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
                     argv[1:1] = ["-P"]

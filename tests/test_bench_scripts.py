@@ -33,6 +33,7 @@ def test_the_scripts_are_found() -> None:
         "hidraw",
         "cached_handler",
         "timed_key",
+        "cold",
     } <= set(SCRIPTS)
 
 
@@ -115,13 +116,14 @@ plain = [key.handle_cbor(r, t) for r in (first, second)]
 cached_handler._by_command = True
 kept = [key.handle_cbor(r, t) for r in (first, second, b"\\x04", b"\\x04")]
 print(plain[0] != plain[1], kept[0] == kept[1], kept[0] not in plain, kept[2] == kept[3])
+print(cached_handler.parse_sleeps("04=1.5,01=8") == {4: 0.0015, 1: 0.008})
 """
 
 
 def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> None:
     """bench/cached_handler.py ``--by-command`` (chromium.py's ``vfido_cached``): a second
     makeCredential with another challenge gets the first one's answer; without it, each
-    request is answered afresh."""
+    request is answered afresh. ``--sleep-ms`` (``vfido_slept``) reads hex command = ms."""
     done = subprocess.run(
         [sys.executable, "-c", CACHED_BY_COMMAND, str(BENCH)],
         capture_output=True,
@@ -130,4 +132,4 @@ def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> N
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 4
+    assert done.stdout.split() == ["True"] * 5

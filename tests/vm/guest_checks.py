@@ -984,6 +984,25 @@ def bench_hidraw(data: dict[str, Any]) -> str:
     )
 
 
+@check("bench_cold")
+def bench_cold(data: dict[str, Any]) -> str:
+    """bench/cold.py: the key's requests and raw operations warm and after a pause, in this
+    guest (see tests/vm/test_bench_vm.py)."""
+    if "bench_cold" not in SELECTED:
+        return "skipped: opt-in (VFIDO_VM_CHECKS=bench_cold)"
+    require_vfido()
+    stop_shared_key()  # nothing else runs while it measures
+    sys.path.insert(0, str(CHECKOUT / "bench"))
+    import cold
+
+    data.update(cold.run())
+    return "; ".join(
+        f"{row['name']}: {row['warm']['us']:.0f} us warm, x{row['after sleep / warm']:.1f} "
+        f"after sleep, x{row['after spin / warm']:.1f} after spin"
+        for row in data["rows"]
+    )
+
+
 @check("bench_chromium")
 def bench_chromium(data: dict[str, Any]) -> str:
     """bench/chromium.py: headless Chromium create()/get() through `vfido run --transport

@@ -1,7 +1,9 @@
-"""#16 benchmarks in the guest (opt-in): `vfido run --transport uhid` over /dev/hidrawN, and
-headless Chromium create()/get() through it vs the floor key (bench/floorkey.py).
+"""#16 benchmarks in the guest (opt-in): `vfido run --transport uhid` over /dev/hidrawN,
+headless Chromium create()/get() through it vs the floor key (bench/floorkey.py), and the
+key's requests warm and after a pause (bench/cold.py).
 
     VFIDO_VM_CHECKS=bench_hidraw .venv/bin/python -m pytest tests/vm/test_bench_vm.py -m vm -s
+    VFIDO_VM_CHECKS=bench_cold .venv/bin/python -m pytest tests/vm/test_bench_vm.py -m vm -s -k cold
     VFIDO_VM_CHECKS=bench_chromium .venv/bin/python -m pytest tests/vm/test_bench_vm.py \
         -m vm -s -k chromium
 
@@ -43,18 +45,37 @@ def test_bench_hidraw_ratios(vm: GuestResults) -> None:
     print(json.dumps(data, indent=1))
 
 
+@opt_in("bench_cold")
+def test_bench_cold_rows(vm: GuestResults) -> None:
+    """bench/cold.py ran in the guest: every row timed warm, after a sleep and after a spin
+    (printed; no timing asserted)."""
+    data = vm.require_ok("bench_cold")
+    assert [row["name"] for row in data["rows"]][:3] == [
+        "getInfo",
+        "makeCredential ES256 packed",
+        "getAssertion ES256 (repeated)",
+    ]
+    for row in data["rows"]:
+        assert all(row[way]["us"] > 0 for way in ("warm", "after sleep", "after spin"))
+    print(json.dumps(data, indent=1))
+
+
 @opt_in("bench_chromium")
 def test_bench_chromium_ratios(vm: GuestResults) -> None:
     """The rows exist, every block served each ceremony the way bench/chromium.py checks
     (CTAP2 only, counts = N), and the table is printed; no timing is asserted."""
     data = vm.require_ok("bench_chromium")
     keys, names = set(data["keys"]), [row["name"] for row in data["rows"]]
-    # The floor and at least one vfido (`bench_keys:` may leave the traced one out).
-    assert "floor" in keys and keys & {"vfido", "vfido_untraced"}
-    if "vfido" in keys:
+    # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
+    # floor_sized without the minimal floor).
+    assert keys & {"floor", "floor_sized"}
+    assert keys & {"vfido", "vfido_untraced", "vfido_cached", "vfido_slept"}
+    if "floor" in keys and "vfido" in keys:
         assert names[:2] == ["create", "get"]
-    for other in keys - {"floor", "vfido"}:  # the other keys' rows against the floor
-        assert {f"create ({other})", f"get ({other})"} <= set(names)
+    for other in keys - {"floor", "vfido"} if "floor" in keys else ():
+        assert {f"create ({other})", f"get ({other})"} <= set(names)  # against the floor
+    for other in keys & {"vfido_untraced", "vfido_slept"} if "vfido_cached" in keys else ():
+        assert {f"create {other} / vfido_cached", f"get {other} / vfido_cached"} <= set(names)
     if "vfido_base" in keys:  # after / before in the same rounds
         assert {"create vfido_untraced / vfido_base", "get vfido_untraced / vfido_base"} <= set(
             names
@@ -67,7 +88,7 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
         assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
         assert block["served"]["u2f"] == 0
     if "floor_sized" in data["keys"]:  # `bench_keys:floor+floor_sized+vfido`
-        assert "create (floor_sized)" in names
+        assert "create (floor_sized)" in names or "floor" not in keys
         assert any(n.startswith("create vfido") and n.endswith(" / floor_sized") for n in names)
     for row in data["rows"]:
         assert row["floor_ms"] > 0 and row["vfido_ms"] > 0 and len(row["round_ratios"]) > 0

@@ -1,0 +1,136 @@
+"""What one request costs warm, and what it costs after a pause (issue #16, a breakdown).
+
+    python3 bench/cold.py [--n 100] [--pause-ms 50]
+    VFIDO_VM_CHECKS=bench_cold .venv/bin/python -m pytest tests/vm/test_bench_vm.py -m vm -s -k cold
+
+A browser's requests come 50-200 ms apart (bench_chromium), so each one starts after the
+key has waited, and on a shared host the caches a request needs have been filled with other
+work by then. The benchmarks that loop requests back to back (entry.py, hidraw.py) measure a
+key whose caches stay warm. This script times the same work both ways, in-process: the
+authenticator of `vfido run --ephemeral --presence auto` (built by vfido's own wiring,
+``vfido.key.Key``; its transport is never started) answering getInfo, makeCredential
+(packed) and a repeated getAssertion, and the raw operations inside them (P-256 keygen,
+ECDSA sign, the CBOR decoding of a makeCredential request). Each is timed three ways:
+
+* ``warm``: right after the previous call (no pause);
+* ``after sleep``: after ``time.sleep(pause)``, as a key waiting for the next request;
+* ``after spin``: after ``pause`` of a Python busy loop on this thread (no sleep, no system
+  call): if this is as slow as ``after sleep``, it is not the wait itself (a sleeping CPU,
+  a wake-up) but what the machine does meanwhile with the caches.
+
+Medians of ``n`` calls with p10-p90, in microseconds, and each pause's ratio to ``warm``.
+A breakdown for reading the from-outside rows, not a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from harness import credential_id_of, get_assertion_request, make_credential_request  # noqa: E402
+
+from vfido.authenticator import cbor  # noqa: E402
+from vfido.cli import build_parser  # noqa: E402
+from vfido.cli.common import open_store  # noqa: E402
+from vfido.cli.run import config, presence_broker  # noqa: E402
+from vfido.key import Key, TransportOptions  # noqa: E402
+from vfido.transports.runner import HidTransaction  # noqa: E402
+
+WAYS = ("warm", "after sleep", "after spin")
+
+
+def vfido_run_authenticator() -> Any:
+    """The authenticator `vfido run --ephemeral --presence auto` builds (packed attestation)."""
+    args = build_parser().parse_args(["run", "--ephemeral", "--presence", "auto"])
+    return Key(open_store(args), presence_broker(args), config(args), TransportOptions()).device
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def timed(fn: Callable[[], object], n: int, pause: float) -> dict[str, dict[str, float]]:
+    """``fn`` timed ``n`` times each way, the ways interleaved call by call."""
+    samples: dict[str, list[float]] = {way: [] for way in WAYS}
+    for _ in range(n):
+        for way in WAYS:
+            if way == "after sleep":
+                time.sleep(pause)
+            elif way == "after spin":
+                _spin(pause)
+            start = time.perf_counter()
+            fn()
+            samples[way].append((time.perf_counter() - start) * 1e6)
+    out = {}
+    for way, values in samples.items():
+        values.sort()
+        out[way] = {
+            "us": statistics.median(values),
+            "p10": values[len(values) // 10],
+            "p90": values[(len(values) * 9) // 10],
+        }
+    return out
+
+
+def run(n: int = 100, pause: float = 0.05) -> dict[str, Any]:
+    device = vfido_run_authenticator()
+    context = HidTransaction(1, 1)
+    make = make_credential_request(os.urandom(32))
+    client_data_hash = os.urandom(32)
+    credential = credential_id_of(
+        device.handle_cbor(make_credential_request(client_data_hash), context)
+    )
+    get = get_assertion_request(client_data_hash, credential)
+    key = ec.generate_private_key(ec.SECP256R1())
+    message = os.urandom(69)
+    work: dict[str, Callable[[], object]] = {
+        "getInfo": lambda: device.handle_cbor(b"\x04", context),
+        "makeCredential ES256 packed": lambda: device.handle_cbor(make, context),
+        "getAssertion ES256 (repeated)": lambda: device.handle_cbor(get, context),
+        "raw: P-256 keygen": lambda: ec.generate_private_key(ec.SECP256R1()),
+        "raw: ECDSA P-256 sign": lambda: key.sign(message, ec.ECDSA(hashes.SHA256())),
+        "raw: CBOR decode of the makeCredential": lambda: cbor.decode(make[1:]),
+    }
+    for fn in work.values():  # imports, first-use caches
+        fn()
+    result: dict[str, Any] = {"n": n, "pause_ms": pause * 1e3, "load": os.getloadavg()}
+    rows = []
+    for name, fn in work.items():
+        row: dict[str, Any] = {"name": name, **timed(fn, n, pause)}
+        for way in WAYS[1:]:
+            row[f"{way} / warm"] = row[way]["us"] / row["warm"]["us"]
+        rows.append(row)
+        print(
+            f"{name:<42} warm {row['warm']['us']:8.1f} us, after sleep "
+            f"{row['after sleep']['us']:8.1f} ({row['after sleep / warm']:.1f}x), after spin "
+            f"{row['after spin']['us']:8.1f} ({row['after spin / warm']:.1f}x)",
+            flush=True,
+        )
+    result["rows"] = rows
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--pause-ms", type=float, default=50.0)
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args()
+    data = run(options.n, options.pause_ms / 1e3)
+    if options.json:
+        options.json.write_text(json.dumps(data, indent=1))
