@@ -12,10 +12,11 @@ cost measured against this process is the transport's, the runner's and the fram
 of a getAssertion; the difference to plain `vfido run` is the authenticator's.
 
 ``--by-command`` (bench/chromium.py's ``vfido_cached``): a browser's requests differ every
-time (a new challenge), so the kept answer is the first one to each *command* among
-getInfo, makeCredential and getAssertion, whatever the request says: like the floor key,
-one credential for every create(), which get() then names. What it measures is everything
-of `vfido run` but the authenticator, under the browser.
+time (each create() makes a new credential, which its get() names), so the kept answer is
+the first one to each *command* among getInfo, makeCredential and getAssertion, whatever
+the request says: like the floor key, one credential for every create(), which get() then
+names. What it measures is everything of `vfido run` but the authenticator, under the
+browser.
 
 ``--sleep-ms CMD=MS,...`` (after ``--by-command``; bench/chromium.py's ``vfido_slept``): a
 kept answer is returned only after sleeping that long for that command (a hexadecimal

@@ -31,7 +31,8 @@ stop the key.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
-floor_sized when it ran). Which protocol served each ceremony is checked (the vfido trace:
+floor_sized when it ran; vfido, vfido_untraced and vfido_slept against vfido_cached when it
+ran). Which protocol served each ceremony is checked (the vfido trace:
 the CTAP2 makeCredential whose credential ID the page got, the CTAP2 getAssertion whose
 signature it got; the floor keys' command logs: as many CTAP2 makeCredential / user-present
 getAssertion answers as the page's ceremonies); a block that does not match raises. No
@@ -378,9 +379,10 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``floor``: ``create`` and ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any
     other key (``floor_sized`` and ``vfido_base`` included); then, when ``floor_sized`` ran,
     every key but the references against it, and ``vfido_cached``: ``create KEY /
-    floor_sized``; then, when ``vfido_cached`` ran, ``vfido`` and ``vfido_untraced``
-    against it (the authenticator's share); then, when ``vfido_base`` ran,
-    ``vfido_untraced`` against it (after / before): ``create vfido_untraced / vfido_base``.
+    floor_sized``; then, when ``vfido_cached`` ran, ``vfido``, ``vfido_untraced`` and
+    ``vfido_slept`` against it (the authenticator's share, the waiting's share); then,
+    when ``vfido_base`` ran, ``vfido_untraced`` against it (after / before): ``create
+    vfido_untraced / vfido_base``.
     A row's ``floor_ms`` is its reference's (``reference``), ``vfido_ms`` its key's."""
     rows = []
     rounds = sorted({b["round"] for b in blocks})
@@ -466,7 +468,10 @@ def run(
     shows what the trace costs. ``floor_sized`` (opt-in) is the floor key with vfido's
     shapes (:func:`vfido_shape`, made once by ``python`` at the start). ``vfido_base``
     (opt-in) is `vfido run` untraced from the checkout ``base_tree`` (e.g. ``git archive``
-    of an older commit): its rows against the floor, and ``vfido_untraced``'s against it."""
+    of an older commit): its rows against the floor, and ``vfido_untraced``'s against it.
+    ``vfido_cached`` and ``vfido_slept`` (opt-in) are `vfido run` untraced with its
+    authenticator answering from its first answers (``bench/cached_handler.py
+    --by-command``), the second sleeping ``SLEPT_MS`` before each."""
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")

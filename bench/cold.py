@@ -3,20 +3,23 @@
     python3 bench/cold.py [--n 100] [--pause-ms 50]
     VFIDO_VM_CHECKS=bench_cold .venv/bin/python -m pytest tests/vm/test_bench_vm.py -m vm -s -k cold
 
-A browser's requests come 50-200 ms apart (bench_chromium), so each one starts after the
-key has waited, and on a shared host the caches a request needs have been filled with other
-work by then. The benchmarks that loop requests back to back (entry.py, hidraw.py) measure a
-key whose caches stay warm. This script times the same work both ways, in-process: the
-authenticator of `vfido run --ephemeral --presence auto` (built by vfido's own wiring,
-``vfido.key.Key``; its transport is never started) answering getInfo, makeCredential
-(packed) and a repeated getAssertion, and the raw operations inside them (P-256 keygen,
-ECDSA sign, the CBOR decoding of a makeCredential request). Each is timed three ways:
+In a browser ceremony (150-250 ms each in bench_chromium's guest) the key's requests
+are a few milliseconds of it: each one starts after the key has waited, and by then the
+caches a request needs may hold other work. The benchmarks that loop requests back to
+back (entry.py, hidraw.py) measure a key whose caches stay warm. This script times the
+same work both ways, in-process: the authenticator of `vfido run --ephemeral --presence
+auto` (built by vfido's own wiring, ``vfido.key.Key``; its transport is never started)
+answering getInfo, makeCredential (packed) and a repeated getAssertion, and the raw
+operations inside them (P-256 keygen, ECDSA sign, the CBOR decoding of a makeCredential
+request). Each is timed three ways:
 
-* ``warm``: right after the previous call (no pause);
+* ``warm``: the third of three calls in a row (no pause), as in a loop;
 * ``after sleep``: after ``time.sleep(pause)``, as a key waiting for the next request;
-* ``after spin``: after ``pause`` of a Python busy loop on this thread (no sleep, no system
-  call): if this is as slow as ``after sleep``, it is not the wait itself (a sleeping CPU,
-  a wake-up) but what the machine does meanwhile with the caches.
+* ``after spin``: after ``pause`` of a Python busy loop on this thread (no sleep): if this
+  is about as slow as ``after sleep``, it is not the wait itself (a sleeping CPU, a
+  wake-up) but what runs meanwhile, even this thread's own loop, displacing what the call
+  needs from the caches, TLBs and predictors. (It does not tell this thread's loop from
+  other work on the machine.)
 
 Medians of ``n`` calls with p10-p90, in microseconds, and each pause's ratio to ``warm``.
 A breakdown for reading the from-outside rows, not a target.
@@ -69,21 +72,20 @@ def timed(fn: Callable[[], object], n: int, pause: float) -> dict[str, dict[str,
     samples: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(n):
         for way in WAYS:
-            if way == "after sleep":
+            if way == "warm":
+                fn()
+                fn()
+            elif way == "after sleep":
                 time.sleep(pause)
-            elif way == "after spin":
+            else:
                 _spin(pause)
             start = time.perf_counter()
             fn()
             samples[way].append((time.perf_counter() - start) * 1e6)
     out = {}
     for way, values in samples.items():
-        values.sort()
-        out[way] = {
-            "us": statistics.median(values),
-            "p10": values[len(values) // 10],
-            "p90": values[(len(values) * 9) // 10],
-        }
+        deciles = statistics.quantiles(values, n=10, method="inclusive")
+        out[way] = {"us": statistics.median(values), "p10": deciles[0], "p90": deciles[-1]}
     return out
 
 

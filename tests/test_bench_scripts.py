@@ -98,7 +98,7 @@ def test_timed_key_records_each_call_with_wall_and_cpu(tmp_path: Path) -> None:
 
 
 CACHED_BY_COMMAND = """
-import os, sys
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 import cached_handler
 from harness import make_credential_request
@@ -115,15 +115,20 @@ t = HidTransaction(1, 1)
 plain = [key.handle_cbor(r, t) for r in (first, second)]
 cached_handler._by_command = True
 kept = [key.handle_cbor(r, t) for r in (first, second, b"\\x04", b"\\x04")]
-print(plain[0] != plain[1], kept[0] == kept[1], kept[0] not in plain, kept[2] == kept[3])
+print(plain[0] != plain[1], kept[0] == kept[1], kept[0] not in plain, kept[2] is kept[3])
 print(cached_handler.parse_sleeps("04=1.5,01=8") == {4: 0.0015, 1: 0.008})
+cached_handler._sleep = {0x04: 0.3}
+start = time.monotonic()
+again = key.handle_cbor(b"\\x04", t)
+print(again is kept[2], time.monotonic() - start >= 0.3)
 """
 
 
 def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> None:
     """bench/cached_handler.py ``--by-command`` (chromium.py's ``vfido_cached``): a second
     makeCredential with another challenge gets the first one's answer; without it, each
-    request is answered afresh. ``--sleep-ms`` (``vfido_slept``) reads hex command = ms."""
+    request is answered afresh; with ``--sleep-ms`` (``vfido_slept``) a kept answer comes
+    after the command's sleep."""
     done = subprocess.run(
         [sys.executable, "-c", CACHED_BY_COMMAND, str(BENCH)],
         capture_output=True,
@@ -132,4 +137,20 @@ def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> N
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 5
+    assert done.stdout.split() == ["True"] * 7
+
+
+def test_cached_handler_strips_its_own_flags_before_vfido_run() -> None:
+    """``--by-command --sleep-ms ...`` are cached_handler's; `vfido run` gets the rest."""
+    done = subprocess.run(
+        [
+            *(sys.executable, str(BENCH / "cached_handler.py")),
+            *("--by-command", "--sleep-ms", "04=1", "--help"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--transport" in done.stdout
