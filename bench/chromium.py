@@ -509,10 +509,9 @@ def run(
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
-                if key == "vfido_cached":
+                if key in ("vfido_cached", "vfido_slept"):
                     argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
                 if key == "vfido_slept":
-                    argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
                     argv[3:3] = ["--sleep-ms", SLEPT_MS]
                 if key == "vfido_base":
                     # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.

@@ -8,7 +8,7 @@ are a few milliseconds of it: each one starts after the key has waited, and by t
 caches a request needs may hold other work. The benchmarks that loop requests back to
 back (entry.py, hidraw.py) measure a key whose caches stay warm. This script times the
 same work both ways, in-process: the authenticator of `vfido run --ephemeral --presence
-auto` (built by vfido's own wiring, ``vfido.key.Key``; its transport is never started)
+auto` (built by vfido's own wiring, ``vfido.key.build_key``; its transport is never started)
 answering getInfo, makeCredential (packed) and a repeated getAssertion, and the raw
 operations inside them (P-256 keygen, ECDSA sign, the CBOR decoding of a makeCredential
 request). Each is timed three ways:
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -44,21 +43,25 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from harness import credential_id_of, get_assertion_request, make_credential_request  # noqa: E402
+from stats import summarize  # noqa: E402
 
 from vfido.authenticator import cbor  # noqa: E402
 from vfido.cli import build_parser  # noqa: E402
 from vfido.cli.common import open_store  # noqa: E402
 from vfido.cli.run import config, presence_broker  # noqa: E402
-from vfido.key import Key, TransportOptions  # noqa: E402
+from vfido.key import TransportOptions, build_key  # noqa: E402
+from vfido.testing import faults  # noqa: E402
 from vfido.transports.runner import HidTransaction  # noqa: E402
 
 WAYS = ("warm", "after sleep", "after spin")
 
 
 def vfido_run_authenticator() -> Any:
-    """The authenticator `vfido run --ephemeral --presence auto` builds (packed attestation)."""
+    """The authenticator `vfido run --ephemeral --presence auto` builds (packed attestation):
+    its keystore wrapper, presence broker and config, assembled by ``build_key``."""
     args = build_parser().parse_args(["run", "--ephemeral", "--presence", "auto"])
-    return Key(open_store(args), presence_broker(args), config(args), TransportOptions()).device
+    store = faults.wrap(open_store(args))
+    return build_key(store, presence_broker(args), config(args), TransportOptions()).device
 
 
 def _spin(seconds: float) -> None:
@@ -81,11 +84,11 @@ def timed(fn: Callable[[], object], n: int, pause: float) -> dict[str, dict[str,
                 _spin(pause)
             start = time.perf_counter()
             fn()
-            samples[way].append((time.perf_counter() - start) * 1e6)
+            samples[way].append(time.perf_counter() - start)
     out = {}
     for way, values in samples.items():
-        deciles = statistics.quantiles(values, n=10, method="inclusive")
-        out[way] = {"us": statistics.median(values), "p10": deciles[0], "p90": deciles[-1]}
+        row = summarize(way, values)
+        out[way] = {"us": row.median_ms * 1e3, "p10": row.p10_ms * 1e3, "p90": row.p90_ms * 1e3}
     return out
 
 
