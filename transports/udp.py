@@ -8,22 +8,26 @@ else that is not a report (empty or longer than 64 bytes) is dropped; shorter re
 padded as on USB (CTAP 2.1 section 11.2.4). :class:`UdpConnection` / :func:`open_udp_device` are the
 client side, for tests and tools.
 
-Threads: one I/O thread receives datagrams and feeds them to the runner in order. A datagram
-that completes a request is answered by that thread, right there (no hand-off to a worker,
-no other thread woken). Only if the handler is about to wait (for the user, or for a
-CANCEL: the runner's ``before_wait``) does the thread hand the reading over to a new I/O
-thread, which keeps reading meanwhile, so a CTAPHID_CANCEL, or an INIT on another channel,
-is seen while the handler waits; the thread that handed over ends once it has answered.
-A handler that computes without waiting (an RSA key generation) delays the reading of
-other reports until it answers; it does not look for a CANCEL meanwhile either.
+Threads: one thread reads the sockets of all the UDP keys of a process (:class:`_Reader`),
+in order, and a datagram that completes a request is answered by that thread, right there
+(no hand-off to a worker, no other thread woken). Only if the handler is about to wait (for
+the user, or for a CANCEL: the runner's ``before_wait``) does the thread hand the reading
+over to a new thread, which keeps reading meanwhile, so a CTAPHID_CANCEL, an INIT on another
+channel or another key's request is seen while the handler waits; the thread that handed
+over ends once it has answered. A handler that computes without waiting (an RSA key
+generation, a durable commit) delays the reading of other reports, the other keys' of the
+same process too, until it answers; it does not look for a CANCEL meanwhile either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Hashable
 
 from fido2.hid import CtapHidDevice
@@ -74,17 +78,15 @@ class UdpTransport:
         self._peer = (peer_host, peer_port)
         self._sock = _udp_socket(host, port)
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._read_lock = threading.Lock()  # its holder reads and feeds datagrams, in order
-        self._reader: int | None = None  # the thread holding _read_lock (its ident)
-        self._pool_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._io = _shared_reader()
+        self._in_read: set[int] = set()  # threads inside _read (their idents)
         self._runner = HidRunner(
             handler,
             self._send,
             logger=logger,
             inline_requests=True,
-            before_wait=self._hand_over,
+            before_wait=self._io.hand_over,
         )
 
     def __repr__(self) -> str:
@@ -101,36 +103,27 @@ class UdpTransport:
         return self._runner
 
     def start(self) -> None:
-        """Serve on background threads."""
-        if self._thread is None:
-            self._thread = self._spawn()
+        """Serve on background threads (the process's UDP reading thread)."""
+        if not self._started and not self._stopping.is_set():
+            self._started = True
+            self._io.add(self, self._sock)
 
     def serve_forever(self) -> None:
-        """Serve on the calling thread (and others while a handler waits) until :meth:`stop`."""
-        self._loop()
-        self._stopping.wait()  # this thread handed the reading over: wait for the end
-
-    def _spawn(self) -> threading.Thread:
-        """Start an I/O thread."""
-        thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
-        with self._pool_lock:
-            self._threads.append(thread)
-        thread.start()
-        return thread
+        """Serve until :meth:`stop` (the reading runs on background threads; this one waits)."""
+        self.start()
+        self._stopping.wait()
 
     def stop(self) -> None:
         """Stop serving, close the socket and the runner. Idempotent."""
         if self._stopping.is_set():
             return
         self._stopping.set()
-        with contextlib.suppress(OSError):  # ENOTCONN, but a blocked recvfrom returns (Linux)
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._runner.close()  # cancels a request in progress: its I/O thread then ends
-        with self._pool_lock:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5.0)
+        self._io.remove(self, self._sock)
+        self._runner.close()  # cancels a request in progress: its thread then answers
+        me = threading.get_ident()
+        deadline = time.monotonic() + 5.0
+        while self._in_read - {me} and time.monotonic() < deadline:
+            time.sleep(0.005)  # a thread still answering one of our requests
         self._sock.close()
 
     def _send(self, report: bytes) -> None:
@@ -139,50 +132,32 @@ class UdpTransport:
         except OSError as exc:
             self._log.debug("udp: dropping a report: %s", exc)
 
-    def _loop(self) -> None:
-        """One I/O thread: read, feed, answer a completed request here. Returns when the
-        transport stops, or after answering a request whose handler waited (another thread
-        took over the reading then)."""
+    def _read(self, batch: int) -> None:
+        """On the reading thread, the socket being ready: read and feed up to ``batch``
+        datagrams, answering a request one of them completes right here. Returns early
+        once the socket is drained, the transport stops, or the handler of a request
+        handed the reading over (this thread then no longer reads)."""
         me = threading.get_ident()
-        while not self._stopping.is_set():
-            self._read_lock.acquire()
-            self._reader = me
-            try:
+        self._in_read.add(me)
+        try:
+            for _ in range(batch):
                 if self._stopping.is_set():
                     return
-                try:  # blocking: one system call per report (stop() shuts the socket down)
-                    datagram, source = self._sock.recvfrom(MAX_DATAGRAM)
+                try:
+                    datagram, source = self._sock.recvfrom(MAX_DATAGRAM, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return  # drained
                 except OSError as exc:  # e.g. ICMP port unreachable reported late
-                    if self._stopping.is_set() or self._sock.fileno() < 0:
-                        return  # closed under us
-                    self._log.debug("udp: receive error: %s", exc)
-                    continue
-                if self._stopping.is_set():
+                    if not self._stopping.is_set() and self._sock.fileno() >= 0:
+                        self._log.debug("udp: receive error: %s", exc)
                     return
                 job = self._handle(datagram, source)
                 if job is not None:
-                    job()  # may call _hand_over (the handler waits)
-            finally:
-                if self._reader == me:
-                    self._reader = None
-                    self._read_lock.release()
-                    handed_over = False
-                else:
-                    handed_over = True
-            if handed_over:  # another thread reads now: this one is surplus
-                with self._pool_lock, contextlib.suppress(ValueError):
-                    self._threads.remove(threading.current_thread())
-                return
-
-    def _hand_over(self) -> None:
-        """The runner's ``before_wait``: the handler running on this I/O thread is about
-        to wait, so another thread takes over reading (CANCEL must get through)."""
-        if self._reader != threading.get_ident():
-            return  # not a request this transport answers inline
-        self._reader = None
-        self._read_lock.release()
-        if not self._stopping.is_set():
-            self._spawn()
+                    job()  # may hand the reading over (the handler waits)
+                    if not self._io.reading():
+                        return
+        finally:
+            self._in_read.discard(me)
 
     def _handle(self, datagram: bytes, source: Hashable = None) -> Callable[[], None] | None:
         """``source``: the sender's address, the CTAPHID client identity (every reply still
@@ -198,6 +173,127 @@ class UdpTransport:
         else:
             self._log.debug("udp: ignoring a %d-byte datagram", len(datagram))
         return None
+
+
+class _Reader:
+    """Reads the sockets of every :class:`UdpTransport` of this process, one thread at a time.
+
+    The thread holding the reading (``_read_lock``) waits in ``select`` on every started
+    transport's socket, reads the ready ones, feeds their reports to their runners and answers
+    a request one of them completes right there. When that request's handler is about to wait
+    (the runner's ``before_wait``: :meth:`hand_over`), a new thread takes over the reading and
+    the old one ends once it has answered. So each key's reports are read and fed in order, a
+    CANCEL reaches a waiting handler, and a process serving many keys has one reading thread,
+    not one per key contending for the GIL (bench/README.md, session 10). The thread ends when
+    no transport is left; the next :meth:`add` starts another.
+    """
+
+    #: Datagrams read from one ready socket before the other sockets get their turn.
+    BATCH = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _count and _running
+        self._count = 0  # transports registered
+        self._running = False  # a reading thread exists, or is starting
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        self._read_lock = threading.Lock()  # its holder reads and feeds reports
+        self._reader: int | None = None  # the thread holding _read_lock (its ident)
+
+    def add(self, transport: UdpTransport, sock: socket.socket) -> None:
+        with self._lock:
+            self._selector.register(sock, selectors.EVENT_READ, transport)
+            self._count += 1
+            start, self._running = not self._running, True
+        if start:
+            self._spawn()
+        else:
+            self._wake()  # the thread in select() sees the new socket (any selector)
+
+    def remove(self, transport: UdpTransport, sock: socket.socket) -> None:
+        with self._lock:
+            try:
+                self._selector.unregister(sock)
+            except KeyError:
+                return  # never added
+            self._count -= 1
+        self._wake()  # a reader with nothing left to read ends
+
+    def reading(self) -> bool:
+        """Whether the calling thread holds the reading."""
+        return self._reader == threading.get_ident()
+
+    def hand_over(self) -> None:
+        """The runner's ``before_wait``: the handler running on the calling thread is about
+        to wait, so a new thread takes over the reading (CANCEL, and the other keys'
+        reports, must get through). Does nothing on a thread that does not read."""
+        if not self.reading():
+            return
+        self._reader = None
+        self._read_lock.release()
+        self._spawn()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a wake-up already pending is enough
+            self._wake_out.send(b"\0")
+
+    def _spawn(self) -> None:
+        threading.Thread(target=self._loop, name="vfido-udp", daemon=True).start()
+
+    def _loop(self) -> None:
+        """One reading thread. Returns when no transport is left, or after answering a
+        request whose handler waited (another thread reads since)."""
+        me = threading.get_ident()
+        self._read_lock.acquire()
+        self._reader = me
+        try:
+            while True:
+                with self._lock:
+                    if self._count == 0:
+                        self._running = False
+                        return
+                for key, _ in self._selector.select():
+                    transport: UdpTransport | None = key.data
+                    if transport is None:
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_in.recv(4096)
+                        continue
+                    try:
+                        transport._read(self.BATCH)
+                    except Exception:  # a bug: the other keys of the process keep being read
+                        _module_log.exception("udp: reading a socket failed")
+                    if self._reader != me:
+                        return  # handed over
+        finally:
+            if self._reader == me:
+                self._reader = None
+                self._read_lock.release()
+
+
+_shared: _Reader | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared_reader() -> _Reader:
+    """The process's one :class:`_Reader`, made on first use."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = _Reader()
+        return _shared
+
+
+def _forget_shared_reader() -> None:
+    """In a forked child: the parent's reader (its threads did not survive the fork, its
+    selector is the parent's) is not this process's."""
+    global _shared
+    _shared = None
+
+
+os.register_at_fork(after_in_child=_forget_shared_reader)
 
 
 class NoKeyError(ConnectionError):

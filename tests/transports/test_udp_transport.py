@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -185,3 +186,85 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
         while io_threads() - before != 1 and time.monotonic() < deadline:
             time.sleep(0.01)  # the thread that handed over ends after answering
         assert io_threads() - before == 1
+
+
+def _reading_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "vfido-udp" and t.is_alive())
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_keys_of_one_process_share_one_reading_thread() -> None:
+    """Eight keys in one process are read by one thread, not one thread each contending for
+    the GIL (bench/README.md, session 10: 32 keys in one process cost 1.7x the per-key
+    latency of 32 processes that way); each still answers its own host, in order. Once every
+    key has stopped the thread ends, and the next key starts one again."""
+    before = _reading_threads()
+    with contextlib.ExitStack() as stack:
+        devices = [stack.enter_context(_udp_key(EchoHandler())) for _ in range(8)]
+        for _ in range(3):
+            for i, device in enumerate(devices):
+                payload = bytes([i]) * (60 + 30 * i)  # 1-4 reports each way
+                assert device.ping(payload) == payload
+        assert _reading_threads() - before == 1
+    assert _until(lambda: _reading_threads() == before)
+    with _udp_key(EchoHandler()) as device:
+        assert device.ping(b"again") == b"again"
+        assert _reading_threads() - before == 1
+
+
+def test_a_key_waiting_for_the_user_does_not_hold_up_the_others() -> None:
+    """A request that waits hands the reading over: another key of the process answers
+    meanwhile, and the waiting one still sees its CANCEL."""
+    from tests.ctaphid_helpers import CTAP2_ERR_KEEPALIVE_CANCEL, WaitForCancelHandler
+
+    waiting = WaitForCancelHandler()
+    with _udp_key(waiting) as first, _udp_key(EchoHandler()) as second:
+        cancel = threading.Event()
+        answer: list[bytes] = []
+        call = threading.Thread(
+            target=lambda: answer.append(first.call(CTAPHID.CBOR, b"\x02", event=cancel))
+        )
+        call.start()
+        try:
+            assert waiting.started.wait(WAIT)
+            assert second.ping(b"meanwhile") == b"meanwhile"
+        finally:
+            cancel.set()  # python-fido2 sends CTAPHID_CANCEL
+            call.join(WAIT)
+        assert answer == [bytes([CTAP2_ERR_KEEPALIVE_CANCEL])]
+        assert first.ping(b"after") == b"after"
+
+
+def test_stopping_a_key_leaves_the_others_of_the_process_served() -> None:
+    """stop() takes one socket out of the shared reading and returns promptly, even while
+    its handler waits (the wait is cancelled); the other keys keep answering."""
+    from tests.ctaphid_helpers import WaitForCancelHandler
+
+    with _udp_key(EchoHandler()) as other:
+        waiting = WaitForCancelHandler()
+        peer_port = free_udp_port()
+        transport = UdpTransport(waiting, port=0, peer_port=peer_port)
+        transport.start()
+        device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+        def request() -> None:
+            with contextlib.suppress(Exception):  # the key stops: no answer comes
+                device.call(CTAPHID.CBOR, b"\x02")
+
+        call = threading.Thread(target=request, daemon=True)
+        try:
+            call.start()
+            assert waiting.started.wait(WAIT)
+            started = time.monotonic()
+            transport.stop()
+            assert time.monotonic() - started < WAIT / 2
+            assert waiting.saw_cancel.is_set()  # the handler ended before stop() returned
+        finally:
+            device.close()
+            transport.stop()
+        assert other.ping(b"still here") == b"still here"
