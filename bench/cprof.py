@@ -2,7 +2,7 @@
 
     python3 bench/cprof.py OUT.prof vfido-run-arguments...
 
-Runs ``vfido.cli.main(["run", ...])`` in this process with ``UdpTransport._loop`` wrapped so
+Runs ``vfido.cli.main(["run", ...])`` in this process with the UDP reading loop wrapped so
 that each I/O thread (where requests are read, and since session 4 answered) runs under its
 own ``cProfile.Profile``; at exit the profiles are merged into OUT.prof (pstats format).
 Deterministic and complete (unlike a sampler starved of the GIL on a loaded machine), but
@@ -26,7 +26,9 @@ if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that 
 import vfido.transports.udp as udp  # noqa: E402
 
 profiles: list[cProfile.Profile] = []
-_loop = udp.UdpTransport._loop
+# The reading loop: per transport until session 10, shared by a process's UDP keys since.
+_owner: Any = getattr(udp, "_Reader", None) or udp.UdpTransport
+_loop = _owner._loop
 
 
 def profiled_loop(self: Any) -> None:
@@ -39,7 +41,7 @@ def profiled_loop(self: Any) -> None:
         profile.disable()
 
 
-udp.UdpTransport._loop = profiled_loop  # type: ignore[method-assign]
+_owner._loop = profiled_loop
 
 
 def dump() -> None:

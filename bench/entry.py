@@ -657,6 +657,7 @@ def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clie
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        env=_tree_env(),  # --tree: that checkout's vfido (before session 10, this one's)
     )
     try:
         assert server.stdout is not None

@@ -8,16 +8,18 @@ Each key is built from `vfido run --transport udp --ephemeral --presence auto --
 (``vfido.cli.run.presence_broker``), Config (``vfido.cli.run.config``), keystore wrapper
 (``vfido.testing.faults.wrap``), the key assembled by ``vfido.key.build_key`` (transport,
 control socket with every command, the one ``status``) and logging (vfido's non-blocking stderr
-handler at INFO, the authenticator and transports at WARNING). Only the process is shared: one
-`vfido run` serves one key and owns the signal handlers, so this runs the per-key part of
-``vfido.service.run`` once per key. Prints ``ready`` on stdout once every socket is bound; exits
-on SIGTERM/SIGINT or stdin EOF.
+handler at INFO, the authenticator and transports at WARNING). Only the process is shared (and
+with it, since session 10, the one thread that reads every UDP key's socket, as in any process
+serving several keys): one `vfido run` serves one key and owns the signal handlers, so this
+runs the per-key part of ``vfido.service.run`` once per key. Prints ``ready`` on stdout once
+every socket is bound; exits on SIGTERM/SIGINT or stdin EOF.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -25,7 +27,8 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
+    sys.path.insert(0, str(ROOT))
 
 from vfido import logsink  # noqa: E402
 from vfido.cli import build_parser  # noqa: E402
