@@ -252,6 +252,7 @@ def test_stopping_a_key_leaves_the_others_of_the_process_served() -> None:
         transport = UdpTransport(waiting, port=0, peer_port=peer_port)
         transport.start()
         device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+
         def request() -> None:
             with contextlib.suppress(Exception):  # the key stops: no answer comes
                 device.call(CTAPHID.CBOR, b"\x02")
