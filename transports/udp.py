@@ -78,15 +78,15 @@ class UdpTransport:
         self._peer = (peer_host, peer_port)
         self._sock = _udp_socket(host, port)
         self._stopping = threading.Event()
-        self._started = False
-        self._io = _shared_reader()
+        self._state_lock = threading.Lock()  # start() against stop()
+        self._io: _Reader | None = None  # the reader of the process that started it
         self._in_read: set[int] = set()  # threads inside _read (their idents)
         self._runner = HidRunner(
             handler,
             self._send,
             logger=logger,
             inline_requests=True,
-            before_wait=self._io.hand_over,
+            before_wait=self._hand_over,
         )
 
     def __repr__(self) -> str:
@@ -104,9 +104,10 @@ class UdpTransport:
 
     def start(self) -> None:
         """Serve on background threads (the process's UDP reading thread)."""
-        if not self._started and not self._stopping.is_set():
-            self._started = True
-            self._io.add(self, self._sock)
+        with self._state_lock:
+            if self._io is None and not self._stopping.is_set():
+                self._io = _shared_reader()
+                self._io.add(self, self._sock)
 
     def serve_forever(self) -> None:
         """Serve until :meth:`stop` (the reading runs on background threads; this one waits)."""
@@ -115,16 +116,26 @@ class UdpTransport:
 
     def stop(self) -> None:
         """Stop serving, close the socket and the runner. Idempotent."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        self._io.remove(self, self._sock)
+        with self._state_lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
+            io = self._io
+            if io is not None:
+                io.remove(self._sock)
         self._runner.close()  # cancels a request in progress: its thread then answers
         me = threading.get_ident()
         deadline = time.monotonic() + 5.0
         while self._in_read - {me} and time.monotonic() < deadline:
             time.sleep(0.005)  # a thread still answering one of our requests
         self._sock.close()
+        if io is not None:
+            io.wait_idle(deadline)  # the last key's stop(): the reading threads have ended
+
+    def _hand_over(self) -> None:
+        """The runner's ``before_wait`` (see :meth:`_Reader.hand_over`)."""
+        if self._io is not None:
+            self._io.hand_over()
 
     def _send(self, report: bytes) -> None:
         try:
@@ -154,7 +165,7 @@ class UdpTransport:
                 job = self._handle(datagram, source)
                 if job is not None:
                     job()  # may hand the reading over (the handler waits)
-                    if not self._io.reading():
+                    if self._io is None or not self._io.reading():
                         return
         finally:
             self._in_read.discard(me)
@@ -192,9 +203,11 @@ class _Reader:
     BATCH = 16
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards _count and _running
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # guards the registrations, _count, _running, _threads
         self._count = 0  # transports registered
-        self._running = False  # a reading thread exists, or is starting
+        self._running = False  # a thread reads, or is about to
+        self._threads: set[threading.Thread] = set()  # alive, reading or answering
         self._selector = selectors.DefaultSelector()
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
@@ -207,13 +220,15 @@ class _Reader:
         with self._lock:
             self._selector.register(sock, selectors.EVENT_READ, transport)
             self._count += 1
-            start, self._running = not self._running, True
-        if start:
-            self._spawn()
-        else:
-            self._wake()  # the thread in select() sees the new socket (any selector)
+            if not self._running:
+                self._spawn()  # raises: the socket stays registered, and the next add retries
+                self._running = True
+                return
+        self._wake()  # the thread in select() sees the new socket (any selector)
 
-    def remove(self, transport: UdpTransport, sock: socket.socket) -> None:
+    def remove(self, sock: socket.socket) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child's inherited key: the selector is still the parent's
         with self._lock:
             try:
                 self._selector.unregister(sock)
@@ -221,6 +236,16 @@ class _Reader:
                 return  # never added
             self._count -= 1
         self._wake()  # a reader with nothing left to read ends
+
+    def wait_idle(self, deadline: float) -> None:
+        """If no transport is left, wait (until ``deadline``, ``time.monotonic()``) for the
+        reading threads to end; not the calling thread, if it is one."""
+        with self._lock:
+            if self._count:
+                return
+            threads = [t for t in self._threads if t is not threading.current_thread()]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def reading(self) -> bool:
         """Whether the calling thread holds the reading."""
@@ -234,14 +259,26 @@ class _Reader:
             return
         self._reader = None
         self._read_lock.release()
-        self._spawn()
+        with self._lock:
+            try:
+                self._spawn()
+            except RuntimeError as exc:  # no thread: the next add() starts one
+                self._running = False
+                _module_log.error("udp: no thread to read while a request waits: %s", exc)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up already pending is enough
             self._wake_out.send(b"\0")
 
     def _spawn(self) -> None:
-        threading.Thread(target=self._loop, name="vfido-udp", daemon=True).start()
+        """Start a reading thread (``_lock`` held)."""
+        thread = threading.Thread(target=self._loop, name="vfido-udp", daemon=True)
+        self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            self._threads.discard(thread)
+            raise
 
     def _loop(self) -> None:
         """One reading thread. Returns when no transport is left, or after answering a
@@ -255,7 +292,14 @@ class _Reader:
                     if self._count == 0:
                         self._running = False
                         return
-                for key, _ in self._selector.select():
+                try:
+                    events = self._selector.select()
+                except Exception:  # a bug: the next add() starts a reader again
+                    _module_log.exception("udp: select failed, no key of the process is read")
+                    with self._lock:
+                        self._running = False
+                    return
+                for key, _ in events:
                     transport: UdpTransport | None = key.data
                     if transport is None:
                         with contextlib.suppress(BlockingIOError):
@@ -271,6 +315,15 @@ class _Reader:
             if self._reader == me:
                 self._reader = None
                 self._read_lock.release()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def close_in_child(self) -> None:
+        """In a forked child: close the inherited selector and wake-up pair (the kernel's
+        epoll instance is shared with the parent: never unregister through it)."""
+        self._selector.close()  # this process's descriptor of it only
+        self._wake_in.close()
+        self._wake_out.close()
 
 
 _shared: _Reader | None = None
@@ -288,9 +341,13 @@ def _shared_reader() -> _Reader:
 
 def _forget_shared_reader() -> None:
     """In a forked child: the parent's reader (its threads did not survive the fork, its
-    selector is the parent's) is not this process's."""
-    global _shared
-    _shared = None
+    selector is the parent's) is not this process's. A key the child inherited started is
+    not served in the child, and its stop() leaves the parent's registration alone; a key
+    the child starts gets the child's own reader."""
+    global _shared, _shared_lock
+    if _shared is not None:
+        _shared.close_in_child()
+    _shared, _shared_lock = None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_shared_reader)

@@ -201,8 +201,8 @@ def _until(condition: Callable[[], bool]) -> bool:
 
 def test_the_keys_of_one_process_share_one_reading_thread() -> None:
     """Eight keys in one process are read by one thread, not one thread each contending for
-    the GIL (bench/README.md, session 10: 32 keys in one process cost 1.7x the per-key
-    latency of 32 processes that way); each still answers its own host, in order. Once every
+    the GIL (bench/README.md, session 10: 32 keys in one process cost about 2x the
+    per-key latency of 32 processes that way); each still answers its own host, in order. Once every
     key has stopped the thread ends, and the next key starts one again."""
     before = _reading_threads()
     with contextlib.ExitStack() as stack:
@@ -269,3 +269,54 @@ def test_stopping_a_key_leaves_the_others_of_the_process_served() -> None:
             device.close()
             transport.stop()
         assert other.ping(b"still here") == b"still here"
+
+
+def test_a_forked_child_leaves_the_parents_keys_alone() -> None:
+    """The reading thread's selector (an epoll instance) is shared with a forked child: the
+    child's stop() of a key it inherited must not unregister the parent's socket, and a key
+    the child makes is read by a thread of the child's own."""
+    peer_port = free_udp_port()
+    transport = UdpTransport(EchoHandler(), port=0, peer_port=peer_port)
+    transport.start()
+    device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
+    try:
+        assert device.ping(b"before") == b"before"
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if its own key answered
+            status = 1
+            try:
+                transport.stop()  # e.g. the child's clean-up of what it inherited
+                with _udp_key(EchoHandler()) as own:
+                    status = 0 if own.ping(b"child") == b"child" else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert device.ping(b"after") == b"after"
+    finally:
+        device.close()
+        transport.stop()
+
+
+def test_stop_during_start_leaves_nothing_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() on another thread while start() registers the socket (serve_forever on one
+    thread, stop on another) waits for start(): the socket ends closed and out of the
+    reading, so the reading thread still ends."""
+    from vfido.transports import udp
+
+    before = _reading_threads()
+    transport = UdpTransport(EchoHandler(), port=0, peer_port=free_udp_port())
+    stopper = threading.Thread(target=transport.stop)
+    shared_reader = udp._shared_reader
+
+    def stop_meanwhile() -> udp._Reader:  # start() between its check and the registration
+        stopper.start()
+        stopper.join(0.2)  # stop() must wait for start() to finish
+        return shared_reader()
+
+    monkeypatch.setattr(udp, "_shared_reader", stop_meanwhile)
+    transport.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    transport.start()  # after stop(): nothing
+    assert _until(lambda: _reading_threads() == before)
