@@ -54,6 +54,17 @@ def _udp_key(handler: CtapHandler) -> Iterator[CtapHidDevice]:
         transport.stop()
 
 
+def _reading_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "vfido-udp" and t.is_alive())
+
+
+def _until(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def test_power_cycle_datagram_constant() -> None:
     assert len(POWER_CYCLE_DATAGRAM) == 64
     assert POWER_CYCLE_DATAGRAM.hex().startswith("ac1052ca95e569de")
@@ -163,16 +174,13 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
 
     from tests.ctaphid_helpers import CTAP2_ERR_KEEPALIVE_CANCEL, WaitForCancelHandler
 
-    def io_threads() -> int:
-        return sum(1 for t in threading.enumerate() if t.name == "vfido-udp" and t.is_alive())
-
-    before = io_threads()
+    before = _reading_threads()
     handler = WaitForCancelHandler()
     with _udp_key(handler) as device:
         for _ in range(20):
             assert device.ping(b"p" * 100) == b"p" * 100
             assert device.call(CTAPHID.MSG, b"\x00\x03\x00\x00")[-2:] == b"\x90\x00"
-        assert io_threads() - before == 1
+        assert _reading_threads() - before == 1
         cancel = threading.Event()
 
         def on_keepalive(status: int) -> None:
@@ -182,27 +190,14 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
         response = device.call(CTAPHID.CBOR, b"\x02", event=cancel, on_keepalive=on_keepalive)
         assert response == bytes([CTAP2_ERR_KEEPALIVE_CANCEL])
         assert device.ping(b"after") == b"after"
-        deadline = time.monotonic() + WAIT
-        while io_threads() - before != 1 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the thread that handed over ends after answering
-        assert io_threads() - before == 1
-
-
-def _reading_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "vfido-udp" and t.is_alive())
-
-
-def _until(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
+        # the thread that handed over ends after answering
+        assert _until(lambda: _reading_threads() - before == 1)
 
 
 def test_the_keys_of_one_process_share_one_reading_thread() -> None:
     """Eight keys in one process are read by one thread, not one thread each contending for
-    the GIL (bench/README.md, session 10: 32 keys in one process cost about 2x the
-    per-key latency of 32 processes that way); each still answers its own host, in order. Once every
+    the GIL (bench/README.md, session 10: 32 keys in one process cost about 2x the per-key
+    latency of 32 processes that way); each still answers its own host, in order. Once every
     key has stopped the thread ends, and the next key starts one again."""
     before = _reading_threads()
     with contextlib.ExitStack() as stack:
