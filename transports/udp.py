@@ -204,8 +204,7 @@ class _Reader:
 
     def __init__(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()  # guards the registrations, _count, _running, _threads
-        self._count = 0  # transports registered
+        self._lock = threading.Lock()  # guards the registrations, _running, _threads
         self._running = False  # a thread reads, or is about to
         self._threads: set[threading.Thread] = set()  # alive, reading or answering
         self._selector = selectors.DefaultSelector()
@@ -219,7 +218,6 @@ class _Reader:
     def add(self, transport: UdpTransport, sock: socket.socket) -> None:
         with self._lock:
             self._selector.register(sock, selectors.EVENT_READ, transport)
-            self._count += 1
             if not self._running:
                 self._spawn()  # raises: the socket stays registered, and the next add retries
                 self._running = True
@@ -234,18 +232,24 @@ class _Reader:
                 self._selector.unregister(sock)
             except KeyError:
                 return  # never added
-            self._count -= 1
         self._wake()  # a reader with nothing left to read ends
 
     def wait_idle(self, deadline: float) -> None:
         """If no transport is left, wait (until ``deadline``, ``time.monotonic()``) for the
         reading threads to end; not the calling thread, if it is one."""
+        if os.getpid() != self._pid:
+            return  # a forked child: the parent's threads, and its selector closed here
         with self._lock:
-            if self._count:
+            if self._has_transports():
                 return
             threads = [t for t in self._threads if t is not threading.current_thread()]
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _has_transports(self) -> bool:
+        """Whether a transport's socket is registered (besides the wake-up one; ``_lock``
+        held)."""
+        return len(self._selector.get_map()) > 1
 
     def reading(self) -> bool:
         """Whether the calling thread holds the reading."""
@@ -289,7 +293,7 @@ class _Reader:
         try:
             while True:
                 with self._lock:
-                    if self._count == 0:
+                    if not self._has_transports():
                         self._running = False
                         return
                 try:
