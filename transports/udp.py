@@ -116,6 +116,14 @@ class UdpTransport:
 
     def stop(self) -> None:
         """Stop serving, close the socket and the runner. Idempotent."""
+        io = self._io
+        if io is not None and not io.of_this_process():
+            # A forked child's copy of a started key: its threads, its runner's and its
+            # reader's are the parent's (their locks may have been held at the fork, and the
+            # epoll instance is shared). Only this process's descriptor of the socket goes.
+            self._stopping.set()
+            self._sock.close()
+            return
         with self._state_lock:
             if self._stopping.is_set():
                 return
@@ -225,8 +233,6 @@ class _Reader:
         self._wake()  # the thread in select() sees the new socket (any selector)
 
     def remove(self, sock: socket.socket) -> None:
-        if os.getpid() != self._pid:
-            return  # a forked child's inherited key: the selector is still the parent's
         with self._lock:
             try:
                 self._selector.unregister(sock)
@@ -237,8 +243,6 @@ class _Reader:
     def wait_idle(self, deadline: float) -> None:
         """If no transport is left, wait (until ``deadline``, ``time.monotonic()``) for the
         reading threads to end; not the calling thread, if it is one."""
-        if os.getpid() != self._pid:
-            return  # a forked child: the parent's threads, and its selector closed here
         with self._lock:
             if self._has_transports():
                 return
@@ -250,6 +254,10 @@ class _Reader:
         """Whether a transport's socket is registered (besides the wake-up one; ``_lock``
         held)."""
         return len(self._selector.get_map()) > 1
+
+    def of_this_process(self) -> bool:
+        """False in a forked child (see :func:`_forget_shared_reader`)."""
+        return os.getpid() == self._pid
 
     def reading(self) -> bool:
         """Whether the calling thread holds the reading."""
@@ -346,8 +354,8 @@ def _shared_reader() -> _Reader:
 def _forget_shared_reader() -> None:
     """In a forked child: the parent's reader (its threads did not survive the fork, its
     selector is the parent's) is not this process's. A key the child inherited started is
-    not served in the child, and its stop() leaves the parent's registration alone; a key
-    the child starts gets the child's own reader."""
+    not served in the child, and its stop() only closes the child's descriptor of the socket
+    (:meth:`UdpTransport.stop`); a key the child starts gets the child's own reader."""
     global _shared, _shared_lock
     if _shared is not None:
         _shared.close_in_child()
