@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.ci import in_ci
 from tests.service_helpers import vfido
 from vfido.cli import main
 from vfido.control import ControlClient, ControlError, ControlServer
@@ -33,7 +34,7 @@ from vfido.transport_choice import UDP_INSECURE_FLAG
 
 ATTACKER_UID = 65534
 
-if os.geteuid() != 0 and not os.environ.get("CI"):
+if os.geteuid() != 0 and not in_ci():
     pytest.skip(
         "acting as another user needs root (setuid to 65534); runs under CI",
         allow_module_level=True,

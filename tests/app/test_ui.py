@@ -30,6 +30,7 @@ from fido2.cose import CoseKey
 from fido2.ctap import CtapError
 from fido2.webauthn import UserVerificationRequirement
 
+from tests.ci import unavailable
 from tests.presence_helpers import REGISTER, SIGN_IN, Asking
 from tests.rp import RelyingParty, challenge_of
 from tests.service_helpers import env, udp_service
@@ -778,10 +779,10 @@ def test_vfido_ui_without_a_key_is_one_line(tmp_path: Path) -> None:
 def _chromium() -> str:
     found = find_chromium()
     if found is None:
-        reason = "no Chromium (chromium / chromium-browser / google-chrome) on PATH"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"{reason}: the dashboard browser test needs it in CI", pytrace=False)
-        pytest.skip(reason)
+        unavailable(
+            "no Chromium (chromium / chromium-browser / google-chrome) on PATH",
+            in_ci_because="the dashboard browser test needs it in CI",
+        )
     return found
 
 

@@ -15,16 +15,12 @@ import provenance
 import vmharness
 from vmharness import GuestResults
 
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from tests import ci
 
 
 def unavailable(reason: str) -> None:
-    """Skip on a developer machine without the prerequisites; fail in CI (CI=true)."""
-    if in_ci():
-        pytest.fail(f"VM prerequisites missing in CI: {reason}", pytrace=False)
-    pytest.skip(f"VM prerequisites missing: {reason}")
+    """Skip on a developer machine without the prerequisites; fail in CI (tests/ci.py)."""
+    ci.unavailable(f"VM prerequisites missing: {reason}", in_ci_because="CI runs the VM tests")
 
 
 @pytest.fixture(scope="session")

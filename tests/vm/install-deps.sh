@@ -5,6 +5,10 @@
 set -eu
 # The list lives in apt-packages.txt (also read by vmharness.py): one list, not two.
 VFIDO_VM_APT_PACKAGES=$(sed -e 's/#.*//' "$(dirname "$0")/apt-packages.txt" | tr -s ' \n' ' ')
+if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "install-deps.sh: not a Debian system (no apt-get); install the equivalents of:$VFIDO_VM_APT_PACKAGES" >&2
+    exit 1
+fi
 missing=""
 for p in $VFIDO_VM_APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

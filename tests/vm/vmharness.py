@@ -5,7 +5,7 @@ libfido2, python-fido2, browsers) is tested in a qemu guest that boots Debian's 
 kernel with a tiny busybox initramfs, chroots into the host's root shared read-only over
 9p, and runs ``tests/vm/guest_checks.py`` with the checkout's own virtual environment
 (``.venv/bin/python``, seen through the 9p share of the checkout at the same path). See
-/work/shared/vm-recipe.md (the measured recipe) and tests/vm/README.md.
+tests/vm/README.md.
 
 Kernel and initramfs are cached in ``$VFIDO_VM_CACHE`` (default ``~/.cache/vfido-vm``).
 
