@@ -3,6 +3,8 @@ in it; .ci/run runs the README's test command with CI set."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,25 @@ def test_ci_runs_the_readme_test_command_with_ci_set() -> None:
     assert 'export CI="${CI:-true}"' in commands
     assert commands[-1] == "exec ./run-tests"
     assert "./run-tests\n" in (ROOT / "README.md").read_text()
+
+
+def test_install_deps_names_the_packages_where_there_is_no_apt(tmp_path: Path) -> None:
+    """On a system without apt-get, install-deps.sh says so in one line naming the packages
+    and fails; ./run-tests then goes on (the tests that need them skip, or fail in CI)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sed", "tr", "dirname"):  # what the script needs before it looks for apt
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    script = ROOT / "tests" / "vm" / "install-deps.sh"
+    result = subprocess.run(
+        ["/bin/sh", str(script)], env={"PATH": str(bin_dir)}, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("install-deps.sh: not a Debian system")
+    packages = (ROOT / "tests" / "vm" / "apt-packages.txt").read_text()
+    assert "qemu-system-x86" in packages and "qemu-system-x86" in lines[0]
+    run_tests = (ROOT / "run-tests").read_text()
+    assert "tests/vm/install-deps.sh || echo" in run_tests
