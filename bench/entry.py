@@ -225,11 +225,14 @@ def vfido_run(
     drain_stderr: bool = True,
     python: str = sys.executable,
     command: Sequence[str] | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> Iterator[KeyProcess]:
     """`vfido run --transport udp --presence auto` on free ports (ephemeral unless
     ``keystore``). stderr is a pipe read by a thread here, as a terminal or a journal would
-    (``drain_stderr=False``: nobody reads it)."""
-    port, peer = free_udp_ports(2)
+    (``drain_stderr=False``: nobody reads it). ``ports``: the key's and its peer's, from one
+    :func:`free_udp_ports` call for several keys (the peer port stays unbound until a client
+    binds it, so a later call could hand it out again)."""
+    port, peer = ports or free_udp_ports(2)
     argv = list(command or (python, "-m", "vfido", "run"))
     argv += ["--transport", "udp", "--presence", "auto"]
     argv += ["--udp-port", str(port), "--udp-peer-port", str(peer)]
@@ -670,7 +673,11 @@ def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clie
         server.wait(timeout=30)
     print(f"  one process:    {one}")
     with contextlib.ExitStack() as stack:
-        many = [stack.enter_context(vfido_run(tmp)) for _ in range(keys)]
+        ports = free_udp_ports(2 * keys)
+        many = [
+            stack.enter_context(vfido_run(tmp, ports=pair))
+            for pair in zip(ports[::2], ports[1::2], strict=True)
+        ]
         for key in many:  # wait until every key answers
             c = RawClient(key.port, key.peer_port)
             c.init(retry_every=0.05, deadline=600.0)  # 32 imports on a busy machine
