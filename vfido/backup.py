@@ -36,7 +36,7 @@ import hashlib
 import hmac
 import json
 import os
-import stat
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -252,12 +252,13 @@ def open_bundle(data: bytes, passphrase: str) -> Bundle:
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file ``path`` (0600), durably. Refuses to replace a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISREG(os.lstat(tmp).st_mode):
-            tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Write ``data`` to a new file ``path`` (0600), durably. Refuses to replace a file.
+
+    The data goes to a temporary file of a name no other file has (mkstemp: O_EXCL, 0600)
+    beside ``path``, then is linked to ``path``: no file but that temporary one is ever
+    removed, ``FILE.tmp`` of the user's included."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -265,7 +266,10 @@ def _write_new_file(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         if path.exists() or path.is_symlink():
             raise BackupError(f"{path} exists: refusing to overwrite it")
-        os.link(tmp, path)  # fails if path appeared meanwhile: never replaces a file
+        try:
+            os.link(tmp, path)  # fails if path appeared meanwhile: never replaces a file
+        except FileExistsError:
+            raise BackupError(f"{path} exists: refusing to overwrite it") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

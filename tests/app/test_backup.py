@@ -155,6 +155,25 @@ def test_export_import_with_the_opt_in(tmp_path: Path) -> None:
     source.close()
 
 
+def test_export_leaves_every_other_file_alone(tmp_path: Path) -> None:
+    """The bundle is written through a temporary file of its own: the user's `FILE.tmp` (which
+    an earlier version removed and reused) and everything else beside it stay as they were."""
+    source = new_store(tmp_path / "a", eligible=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "key.bundle.tmp").write_bytes(b"precious")
+    (out / ".key.bundle.tmp").write_bytes(b"also precious")
+    export_keystore(source, out / "key.bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".key.bundle.tmp",
+        "key.bundle",
+        "key.bundle.tmp",
+    ]
+    assert (out / "key.bundle.tmp").read_bytes() == b"precious"
+    assert (out / ".key.bundle.tmp").read_bytes() == b"also precious"
+    assert stat.S_IMODE((out / "key.bundle").stat().st_mode) == 0o600
+
+
 def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
     tmp_path: Path,
 ) -> None:

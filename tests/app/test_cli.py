@@ -208,3 +208,51 @@ def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) ->
     column = header.index("prot")
     for row in rows:
         assert row[column] == "3", (header, row)  # credProtect under its heading
+
+
+def _path_arguments() -> list[tuple[str, str]]:
+    """(subcommand words, option or positional) of every path argument of `vfido`."""
+    import argparse
+
+    from vfido.cli.common import PATH_METAVARS
+    from vfido.cli.main import build_parser
+
+    found: list[tuple[str, str]] = []
+
+    def walk(parser: argparse.ArgumentParser, words: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{words} {name}".strip())
+            elif action.metavar in PATH_METAVARS:
+                found.append((words, action.option_strings[0] if action.option_strings else ""))
+
+    walk(build_parser(), "")
+    return found
+
+
+def test_every_path_argument_refuses_an_empty_string() -> None:
+    """`--keystore ""` once meant the default keystore (`args.keystore or default`): `vfido
+    reset --yes --keystore ""` erased it. Every FILE/DIR/PATH argument refuses "" now."""
+    from vfido.cli.main import build_parser
+
+    arguments = _path_arguments()
+    options = {option for _, option in arguments}
+    assert {"--keystore", "--passphrase-file", "--control-socket", "--prefix", ""} <= options
+    for words, option in arguments:
+        argv = [*words.split(), *([option, ""] if option else [""])]
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(argv)
+        assert exited.value.code == 2, argv
+
+
+def test_reset_with_an_empty_keystore_path_erases_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    made = vfido(["init"], XDG_DATA_HOME=str(data))
+    assert made.returncode == 0, made.stderr
+    before = sorted((p.name, p.stat().st_size) for p in (data / "vfido").iterdir())
+    result = vfido(["reset", "--yes", "--keystore", ""], XDG_DATA_HOME=str(data))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "an empty string names no file" in result.stderr
+    assert sorted((p.name, p.stat().st_size) for p in (data / "vfido").iterdir()) == before
+    assert vfido(["info"], XDG_DATA_HOME=str(data)).returncode == 0

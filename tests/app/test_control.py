@@ -164,6 +164,21 @@ def test_stale_socket_is_replaced_live_one_is_not(sock_dir: Path) -> None:
         assert running_keys(sock_dir) == [path]
 
 
+def test_a_file_at_the_socket_path_is_never_replaced(sock_dir: Path) -> None:
+    """`--control-socket` naming a file by mistake (the keystore's database, a document, a
+    symlink to one): the key refuses to start and the file is left as it was."""
+    sock_dir.mkdir(parents=True, mode=0o700)
+    precious = sock_dir / "vfido.db"
+    precious.write_bytes(b"a keystore")
+    link = sock_dir / "link.sock"
+    link.symlink_to(precious)
+    for path in (precious, link):
+        with pytest.raises(ControlError, match=r"exists and is not a socket: remove it"):
+            serve(path)
+    assert precious.read_bytes() == b"a keystore"
+    assert link.is_symlink()
+
+
 def test_other_users_are_refused(sock_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another user")

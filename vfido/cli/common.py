@@ -37,6 +37,34 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+#: The metavars of arguments that name a file system path (FILE, DIR, PATH): such an argument
+#: given as an empty string is refused by :func:`refuse_empty_paths`.
+PATH_METAVARS = frozenset({"FILE", "DIR", "PATH"})
+
+
+def _non_empty(convert: Callable[[str], Any] | None) -> Callable[[str], Any]:
+    def check(value: str) -> Any:
+        if value == "":
+            raise argparse.ArgumentTypeError("an empty string names no file")
+        return value if convert is None else convert(value)
+
+    check.__name__ = getattr(convert, "__name__", "path")  # argparse's "invalid X value"
+    return check
+
+
+def refuse_empty_paths(parser: argparse.ArgumentParser) -> None:
+    """Make every path argument of ``parser`` and its subcommands (those whose metavar is in
+    :data:`PATH_METAVARS`) refuse an empty value with a usage error. ``--keystore ""`` would
+    otherwise mean the default keystore to ``args.keystore or default`` (`vfido reset
+    --keystore ""` erased it), and the current directory to ``Path("")``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                refuse_empty_paths(subparser)
+        elif action.metavar in PATH_METAVARS and action.nargs in (None, "?"):
+            action.type = _non_empty(action.type)  # type: ignore[arg-type]
+
+
 class LazyChoices(Sequence[str]):
     """Choices computed the first time argparse looks (usage, help, a check), so that building
     the parser does not import the module that defines them. Set ``action.choices`` after

@@ -28,7 +28,7 @@ from vfido.cli import (
     trace,
     webdriver,
 )
-from vfido.cli.common import CliError, Parser, Subparsers
+from vfido.cli.common import CliError, Parser, Subparsers, refuse_empty_paths
 
 #: Every `vfido` command, in the order `vfido --help` lists them.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
+    refuse_empty_paths(parser)
     return parser
 
 

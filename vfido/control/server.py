@@ -138,14 +138,26 @@ class ControlServer:
     def start(self) -> None:
         """Bind the socket (replacing a stale one) and serve it. Raises ControlError."""
         _private_dir(self.path.parent)
-        if self.path.exists() or self.path.is_symlink():
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ControlError(f"cannot use {self.path}: {exc.strerror}") from None
+        else:
+            # Only a socket is ever replaced: a file the user named by mistake (a keystore,
+            # a document) is left alone.
+            if not stat.S_ISSOCK(st.st_mode):
+                raise ControlError(
+                    f"{self.path} exists and is not a socket: remove it or choose another path"
+                )
             if _alive(self.path):
                 raise ControlError(
                     f"another vfido key is running with control socket {self.path}: "
                     "stop it or choose another --name"
                 )
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+                self.path.unlink()  # a stale socket of a key that is gone
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)
         try:
