@@ -25,24 +25,49 @@ def read_secret(
     prompt on the terminal (``confirm``: typed twice). Raises :class:`PassphraseError`."""
     if file is not None:
         try:
-            text = file.read_text(encoding="utf-8")
+            # Read at most one byte more than a secret may have: /dev/zero or a log named by
+            # mistake is refused, not read into memory. A pipe (`<(pass show vfido)`) works.
+            with file.open("rb") as f:
+                raw = f.read(MAX_SECRET_FILE + 1)
         except OSError as exc:
             raise PassphraseError(f"cannot read {what} file {file}: {exc.strerror}") from None
+        if len(raw) > MAX_SECRET_FILE:
+            raise PassphraseError(
+                f"{what} file {file} is longer than {MAX_SECRET_FILE} bytes: not a {what} file"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PassphraseError(f"{what} file {file} is not UTF-8 text") from None
         value = text.rstrip("\r\n")
         if not value:
             raise PassphraseError(f"{what} file {file} is empty")
         return value
     from_env = os.environ.get(env)
     if from_env:
-        return from_env
+        return _utf8(from_env, f"${env}", what)
     if not sys.stdin.isatty():
         raise PassphraseError(f"no {what}: set {env}, pass {flag} FILE, or run in a terminal")
-    first = getpass.getpass(prompt)
+    first = _utf8(getpass.getpass(prompt), "what was typed", what)
     if not first:
         raise PassphraseError(f"empty {what}")
     if confirm and getpass.getpass("Repeat: ") != first:
         raise PassphraseError(f"the {what.split()[-1]}s do not match")
     return first
+
+
+#: The longest secret file :func:`read_secret` reads (a passphrase, a PIN: a line of text).
+MAX_SECRET_FILE = 64 * 1024
+
+
+def _utf8(value: str, source: str, what: str) -> str:
+    """``value`` if it is text that UTF-8 can carry (the KDF and CTAP take UTF-8 bytes); an
+    environment variable or terminal that is not UTF-8 gives undecodable bytes as surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PassphraseError(f"the {what} in {source} is not UTF-8 text") from None
+    return value
 
 
 def get_passphrase(file: Path | None, *, confirm: bool = False, env: str = ENV_VAR) -> str:

@@ -256,3 +256,53 @@ def test_reset_with_an_empty_keystore_path_erases_nothing(tmp_path: Path) -> Non
     assert result.stderr.count("\n") == 1 and "an empty string names no file" in result.stderr
     assert sorted((p.name, p.stat().st_size) for p in (data / "vfido").iterdir()) == before
     assert vfido(["info"], XDG_DATA_HOME=str(data)).returncode == 0
+
+
+def test_secrets_that_are_not_utf8_text_are_one_clear_line(keystore: Path, tmp_path: Path) -> None:
+    """A passphrase file or variable that is not UTF-8, or a file far too long to be one
+    (/dev/zero named by mistake is never read to the end): one line each, no traceback."""
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    huge = tmp_path / "huge"
+    huge.write_bytes(b"x" * (64 * 1024 + 1))
+    cases = [
+        (
+            ["info", "--keystore", str(keystore), "--passphrase-file", str(binary)],
+            {},
+            "is not UTF-8",
+        ),
+        (["info", "--keystore", str(keystore), "--passphrase-file", str(huge)], {}, "longer than"),
+        (
+            ["info", "--keystore", str(keystore), "--passphrase-file", "/dev/zero"],
+            {},
+            "longer than",
+        ),
+        (
+            ["passphrase", "change", "--keystore", str(keystore)],
+            {"VFIDO_NEW_PASSPHRASE": "\udcff"},  # what Python makes of the byte 0xff
+            "$VFIDO_NEW_PASSPHRASE is not UTF-8",
+        ),
+        (["ctl", "credentials", "add", "--rp", "x", "--key", str(binary)], {}, "is not PEM"),
+    ]
+    for argv, extra, expected in cases:
+        result = vfido(argv, **extra)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert vfido(["info", "--keystore", str(keystore)]).returncode == 0  # passphrase unchanged
+
+
+def test_seconds_arguments_refuse_nan_inf_and_absurd_values() -> None:
+    from vfido.cli.main import build_parser
+
+    for argv in (
+        ["run", "--presence-timeout", "nan"],
+        ["run", "--presence-timeout", "inf"],
+        ["run", "--presence-delay", "1e300"],
+        ["ctl", "presence", "auto", "--delay", "inf"],
+        ["ctl", "presence", "auto", "--delay", "-1"],
+    ):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(argv)
+        assert exited.value.code == 2, argv
+    assert build_parser().parse_args(["run", "--presence-timeout", "2.5"]).presence_timeout == 2.5

@@ -324,6 +324,25 @@ def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
         assert r.ctl.presence()["mode"] == "manual"
 
 
+def test_a_presence_delay_must_be_a_sane_number_of_seconds(tmp_path: Path) -> None:
+    """A delay of inf or 1e400 (JSON as Python reads it) was accepted, and every request then
+    failed on a deadline the clock cannot hold; nan and a delay without a mode were too."""
+    with rig(tmp_path) as r:
+        for delay in (float("inf"), float("nan"), 1e300, -1, "x", True):
+            with pytest.raises(ControlError, match="delay must be a number of seconds"):
+                r.ctl.call("presence-mode", mode="auto", delay=delay)
+        with pytest.raises(ControlError, match="delay is given with a mode"):
+            r.ctl.call("presence-mode", delay=1)
+        assert r.ctl.presence()["mode"] == "auto"
+        r.ctl.call("presence-mode", mode="auto", delay=0.01)
+        register(r.client(), RelyingParty())  # still signs
+    from vfido.presence.modes import front_ends_for
+
+    for delay in (float("inf"), float("nan"), 1e300, -1.0):  # the rule itself, for every caller
+        with pytest.raises(ValueError, match="delay must be a number of seconds"):
+            front_ends_for("auto", delay)
+
+
 def test_behaviours_through_the_socket(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
         rp = RelyingParty()

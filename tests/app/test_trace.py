@@ -453,3 +453,26 @@ def test_one_list_of_secret_fields_for_the_trace_and_the_dashboard() -> None:
     assert not is_secret("clientDataHash") and redact({"rpId": "a.example"}) == {
         "rpId": "a.example"
     }
+
+
+def test_trace_show_refuses_what_cannot_be_a_trace_and_survives_odd_times(tmp_path: Path) -> None:
+    """A file without newlines (/dev/zero was read into memory until it ran out) is refused
+    after one long line; a record's time the clock cannot show (1e999, NaN, 1e20) prints as
+    ??:??:??.??? instead of a traceback."""
+    from tests.service_helpers import vfido
+
+    long_line = tmp_path / "long"
+    long_line.write_bytes(b"\x00" * (2 << 20))
+    result = vfido(["trace", "show", str(long_line)])
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "is not a vfido trace (a line is longer than" in result.stderr
+
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(
+        '{"type":"start","t":1e999,"version":"x","pid":1}\n'
+        '{"type":"event","t":NaN,"event":"power cycle"}\n'
+        '{"type":"event","t":1e20,"event":"power cycle"}\n'
+    )
+    result = vfido(["trace", "show", str(odd)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("??:??:??.???") == 3

@@ -4,7 +4,6 @@ The bundle's format and the export/import themselves are :mod:`vfido.backup`'s."
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from vfido.cli.common import (
     add_keystore_args,
     keystore_dir,
     open_store,
+    read_file,
 )
 
 #: Where the bundle passphrase comes from when no file is given.
@@ -71,12 +71,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from vfido.passphrase import get_passphrase
 
     path = Path(args.file)
-    try:
-        if os.path.getsize(path) > MAX_BUNDLE:
-            raise CliError(f"{path} is too large to be a vfido bundle")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    data = read_file(path, "bundle", MAX_BUNDLE)
     bundle_header(data)
     directory = keystore_dir(args)
     if SqliteKeyStore.exists(directory):

@@ -37,6 +37,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def read_file(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of ``path`` (``what``: "key file"...), refused as one line if the file is
+    longer than ``limit`` (so /dev/zero or a file named by mistake is never read into
+    memory; a pipe still works). Raises :class:`CliError`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise CliError(f"{what} {path} is longer than {limit} bytes")
+    return data
+
+
 #: The metavars of arguments that name a file system path (FILE, DIR, PATH): such an argument
 #: given as an empty string is refused by :func:`refuse_empty_paths`.
 PATH_METAVARS = frozenset({"FILE", "DIR", "PATH"})
@@ -112,14 +126,21 @@ def port(text: str) -> int:
     return value
 
 
+#: The longest time a `SECONDS` argument may give (a day): a delay or timeout beyond it is a
+#: typo, and 1e300 s overflows the clock where it is added to the time.
+MAX_SECONDS = 86400.0
+
+
 def seconds(text: str) -> float:
-    """A non-negative, finite number of seconds."""
+    """A number of seconds from 0 to :data:`MAX_SECONDS` (not nan, not inf)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    if not 0 <= value <= MAX_SECONDS:  # nan fails every comparison
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a number of seconds from 0 to {MAX_SECONDS:.0f}"
+        )
     return value
 
 

@@ -18,6 +18,8 @@ from vfido.cli.common import (
     add_control_args,
     control_target,
     print_json,
+    read_file,
+    seconds,
 )
 
 if TYPE_CHECKING:
@@ -157,11 +159,8 @@ def _cmd_credentials_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CtlError(f"cannot read {what} {path}: {exc.strerror}") from None
+#: The longest key file `ctl credentials add` reads (PEM of an RSA or ML-DSA key: a few KiB).
+MAX_KEY_FILE = 1024 * 1024
 
 
 def _cmd_credentials_add(args: argparse.Namespace) -> int:
@@ -177,8 +176,10 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
             raise CtlError("--user-id must be base64url") from None
     elif args.user_id_text is not None:
         user_id = args.user_id_text.encode()
-    pem = _read_file(args.key, "key file") if args.key else None
-    cose = _read_file(args.cose_key, "COSE key file") if args.cose_key else None
+    pem = read_file(args.key, "key file", MAX_KEY_FILE) if args.key else None
+    if pem is not None and not pem.isascii():
+        raise CtlError(f"key file {args.key} is not PEM (PEM is ASCII text)")
+    cose = read_file(args.cose_key, "COSE key file", MAX_KEY_FILE) if args.cose_key else None
     with _controller(args) as key:
         cred = key.add_credential(
             args.rp,
@@ -397,7 +398,7 @@ def register(sub: Subparsers) -> None:
 
     q = csub.add_parser("presence", help="show or switch the presence mode")
     q.add_argument("mode", nargs="?", help="auto, deny, deny-uv, manual, notify, or the start mode")
-    q.add_argument("--delay", type=float, metavar="SECONDS", help="with auto: approve after")
+    q.add_argument("--delay", type=seconds, metavar="SECONDS", help="with auto: approve after")
     q.set_defaults(func=_cmd_presence)
 
     q = csub.add_parser("behaviour", help="scripted misbehaviour: list, set, clear")

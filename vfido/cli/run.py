@@ -240,7 +240,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--presence-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="an unanswered request is refused after this long",

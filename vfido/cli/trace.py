@@ -11,7 +11,7 @@ from vfido.cli.common import Subparsers
 
 def cmd_show(args: argparse.Namespace) -> int:
     from vfido.safetext import visible
-    from vfido.trace.format import RECORD_TYPES, format_trace, read_trace
+    from vfido.trace.format import RECORD_TYPES, NotATrace, format_trace, read_trace
 
     path = Path(args.file)
     try:
@@ -21,6 +21,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     except UnicodeDecodeError:
         print(f"vfido: error: {path} is not a vfido trace (binary data)", file=sys.stderr)
+        return 1
+    except NotATrace as exc:
+        print(f"vfido: error: {path} is not a vfido trace ({exc})", file=sys.stderr)
         return 1
     if not any(record.get("type") in RECORD_TYPES for record in records):
         print(

@@ -128,6 +128,10 @@ def mode_spec(name: str) -> PresenceMode:
         ) from None
 
 
+#: The longest approval delay (a day; 1e300 s overflowed the clock and broke every request).
+MAX_DELAY: Final = 86400.0
+
+
 def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...], bool]:
     """(front ends, uv_fails) when the control socket switches to ``mode``. Raises
     ValueError (:class:`PresenceModeError`).
@@ -136,8 +140,8 @@ def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...],
     can still answer); ``prompt`` needs the terminal of ``vfido run`` and is only available
     as the mode the key started with.
     """
-    if delay < 0:
-        raise ValueError("delay must be >= 0")
+    if not 0 <= delay <= MAX_DELAY:  # nan fails every comparison
+        raise ValueError(f"delay must be a number of seconds from 0 to {MAX_DELAY:.0f}")
     spec = MODES.get(mode)
     if spec is None or spec.at_run_time is None:
         raise PresenceModeError(

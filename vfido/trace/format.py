@@ -13,11 +13,23 @@ from typing import Any
 RECORD_TYPES = frozenset({"start", "event", "packet", "request", "response"})
 
 
+#: The longest line :func:`read_trace` reads. A trace's longest, a packet or a 7609-byte
+#: request in hex, is some 16 KB; /dev/zero or a file named by mistake may have no newline.
+MAX_LINE = 1 << 20
+
+
+class NotATrace(ValueError):
+    """The file cannot be a trace (a line too long to be one)."""
+
+
 def read_trace(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a trace file (lines that are not JSON objects are skipped)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
+    """The records of a trace file (lines that are not JSON objects are skipped). Raises
+    :class:`NotATrace`, UnicodeDecodeError (binary data) or OSError."""
+    with open(path, "rb") as f:
+        while raw := f.readline(MAX_LINE + 1):
+            if len(raw) > MAX_LINE:
+                raise NotATrace(f"a line is longer than {MAX_LINE} bytes")
+            line = raw.decode("utf-8").strip()
             if not line:
                 continue
             try:
@@ -31,7 +43,10 @@ def read_trace(path: Path) -> Iterator[dict[str, Any]]:
 def _clock_text(t: Any) -> str:
     if not isinstance(t, int | float):
         return "??:??:??.???"
-    moment = datetime.datetime.fromtimestamp(t)
+    try:
+        moment = datetime.datetime.fromtimestamp(t)
+    except (OverflowError, OSError, ValueError):  # 1e999, nan: not a time of this machine
+        return "??:??:??.???"
     return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
 
