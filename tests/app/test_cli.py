@@ -306,3 +306,50 @@ def test_seconds_arguments_refuse_nan_inf_and_absurd_values() -> None:
             build_parser().parse_args(argv)
         assert exited.value.code == 2, argv
     assert build_parser().parse_args(["run", "--presence-timeout", "2.5"]).presence_timeout == 2.5
+
+
+def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:
+    """A path or value quoted in an error line is shown escaped, never as control sequences
+    for the terminal: the one error printer of `vfido`, argparse's usage errors included."""
+    hostile = "\x1b[31m\x1b]0;pwned\x07"
+    for argv in (
+        ["info", "--keystore", str(tmp_path / hostile)],
+        ["trace", "show", str(tmp_path / hostile)],
+        ["run", "--presence-timeout", hostile],
+    ):
+        result = vfido(argv)
+        assert result.returncode in (1, 2), (argv, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr, result.stderr
+        assert "\\x1b[31m\\x1b]0;pwned\\x07" in result.stderr, result.stderr
+
+
+def test_names_and_serials_are_checked_where_they_are_given() -> None:
+    """Every `--name` takes only what can name a key (it names a socket file and is shown in
+    lines); a bad one was a traceback in `doctor`, `ctl` and `status`, and a raw escape
+    sequence in `run`. `--serial` is checked whatever the transport."""
+    import argparse
+
+    from vfido.cli.main import build_parser
+
+    commands: list[list[str]] = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*words, name])
+            elif "--name" in action.option_strings:
+                commands.append(words)
+
+    walk(build_parser(), [])
+    assert ["run"] in commands and ["doctor"] in commands and ["status"] in commands
+    for words in commands:
+        for bad in ("", "a/b", ".hidden", "\x1b[31m", "x" * 65, "caf\u00e9"):
+            with pytest.raises(SystemExit) as exited:
+                build_parser().parse_args([*words, "--name", bad])
+            assert exited.value.code == 2, (words, bad)
+    assert build_parser().parse_args(["doctor", "--name", "udp-8111"]).name == "udp-8111"
+    for bad in ("\x1b[31m", "has space", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["run", "--serial", bad])

@@ -34,7 +34,9 @@ class Parser(argparse.ArgumentParser):
     """Usage errors (a bad flag value...) in one line, pointing at ``--help``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        from vfido.safetext import visible  # the argument shown back may hold escape codes
+
+        self.exit(2, visible(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
 
 
 def read_file(path: Path, what: str, limit: int) -> bytes:
@@ -126,6 +128,16 @@ def port(text: str) -> int:
     return value
 
 
+def key_name(text: str) -> str:
+    """A ``--name`` flag: a name a running key can have (``check_key_name``)."""
+    from vfido.control.server import check_key_name
+
+    try:
+        return check_key_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 #: The longest time a `SECONDS` argument may give (a day): a delay or timeout beyond it is a
 #: typo, and 1e300 s overflows the clock where it is added to the time.
 MAX_SECONDS = 86400.0
@@ -212,6 +224,7 @@ def add_control_args(p: argparse.ArgumentParser, dest_prefix: str = "") -> None:
     p.add_argument(
         "--name",
         dest=f"{dest_prefix}name",
+        type=key_name,
         metavar="NAME",
         help="which running key (default: the only one)",
     )
@@ -235,6 +248,7 @@ def add_running_key_args(p: argparse.ArgumentParser) -> None:
     """``--name``/``--socket``: ask a running key (`info`, `metadata`)."""
     p.add_argument(
         "--name",
+        type=key_name,
         help="ask this running key, through its control socket (default: the only running "
         "key when no --keystore/--ephemeral is given, else the keystore)",
     )

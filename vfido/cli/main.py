@@ -85,7 +85,7 @@ def _main(args: argparse.Namespace) -> int:
     from vfido.control import ControlError
     from vfido.keystore.store import KeystoreError
     from vfido.passphrase import PassphraseError
-    from vfido.safetext import VisibleFormatter
+    from vfido.safetext import VisibleFormatter, visible
 
     logsink.install(  # never blocks the key on a stderr nobody reads (#16)
         sys.stderr,
@@ -101,15 +101,17 @@ def _main(args: argparse.Namespace) -> int:
         result: int = args.func(args)
         return result
     except (CliError, KeystoreError, PassphraseError, ControlError, pin.PinCliError) as exc:
-        print(f"vfido: error: {exc}", file=sys.stderr)
+        # Paths, names and IDs in a message are the user's or a file's: escaped, never
+        # control sequences for the terminal (one place for every command's error line).
+        print(visible(f"vfido: error: {exc}"), file=sys.stderr)
         return 1
     except BrokenPipeError:
         raise
     except OSError as exc:
-        print(
-            f"vfido: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""),
-            file=sys.stderr,
+        line = f"vfido: error: {exc.strerror or exc}" + (
+            f": {exc.filename}" if exc.filename else ""
         )
+        print(visible(line), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

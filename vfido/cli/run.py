@@ -14,6 +14,7 @@ from vfido.cli.common import (
     CliError,
     Subparsers,
     add_keystore_args,
+    key_name,
     keystore_dir,
     open_store,
     persona_aaguid,
@@ -97,6 +98,17 @@ def behaviours(args: argparse.Namespace) -> Behaviours:
         return Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv or args.fingerprint)
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
+
+
+def _serial(text: str) -> str:
+    """``--serial``: checked when given, whatever the transport (it names the control socket
+    of a unix key, and is shown in lines and lists)."""
+    from vfido.transports.uhid import validate_serial
+
+    try:
+        return validate_serial(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -247,6 +259,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--name",
+        type=key_name,
         help="name of the control socket (default: the serial for uhid and unix, udp-PORT for udp)",
     )
     p.add_argument(
@@ -255,7 +268,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--udp-port", type=port, default=8111, help="UDP port the key binds")
     p.add_argument("--udp-peer-port", type=port, default=7112, help="UDP port replies go to")
     p.add_argument(
-        "--serial", help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)"
+        "--serial",
+        type=_serial,
+        help="USB serial number (printable ASCII) for uhid (default: from the AAGUID)",
     )
     p.add_argument(
         "--attestation",

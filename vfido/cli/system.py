@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vfido.cli.common import CliError, Subparsers
+from vfido.cli.common import CliError, Subparsers, key_name
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def cmd_install_udev(args: argparse.Namespace) -> int:
 
 def register_doctor(sub: Subparsers) -> None:
     p = sub.add_parser("doctor", help="check that browsers can use the key (UHID, udev, hidraw)")
-    p.add_argument("--name", help="which running key to check (default: every one)")
+    p.add_argument("--name", type=key_name, help="which running key to check (default: every one)")
     p.set_defaults(func=cmd_doctor)
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from vfido.cli.common import Subparsers
+from vfido.cli.common import CliError, Subparsers
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -17,21 +16,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         records = list(read_trace(path))
     except OSError as exc:
-        print(f"vfido: error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
-        print(f"vfido: error: {path} is not a vfido trace (binary data)", file=sys.stderr)
-        return 1
+        raise CliError(f"{path} is not a vfido trace (binary data)") from None
     except NotATrace as exc:
-        print(f"vfido: error: {path} is not a vfido trace ({exc})", file=sys.stderr)
-        return 1
+        raise CliError(f"{path} is not a vfido trace ({exc})") from None
     if not any(record.get("type") in RECORD_TYPES for record in records):
-        print(
-            f"vfido: error: {path} is not a vfido trace (no trace records; "
-            "`vfido run --trace FILE` writes one)",
-            file=sys.stderr,
+        raise CliError(
+            f"{path} is not a vfido trace (no trace records; `vfido run --trace FILE` writes one)"
         )
-        return 1
     for line in format_trace(records, details=args.details):
         print(visible(line))  # RP IDs, user names, anything in the file: never raw
     return 0

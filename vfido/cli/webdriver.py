@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vfido.cli.common import LazyChoices, Subparsers
+from vfido.cli.common import CliError, LazyChoices, Subparsers
 
 
 def _key_transports() -> Sequence[str]:
@@ -17,6 +17,7 @@ def _key_transports() -> Sequence[str]:
 
 
 def _cmd_webdriver(args: argparse.Namespace) -> int:
+    from vfido.safetext import visible
     from vfido.testing.webdriver import WebDriverProxy
 
     try:
@@ -24,14 +25,12 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
             args.upstream, host=args.host, port=args.port, key_transport=args.key_transport
         )
     except ValueError as exc:
-        print(f"vfido: error: {exc}", file=sys.stderr)
+        print(visible(f"vfido: error: {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
-        print(
-            f"vfido: error: cannot listen on {args.host}:{args.port} (--port): {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
+        raise CliError(
+            f"cannot listen on {args.host}:{args.port} (--port): {exc.strerror}"
+        ) from None
     print(
         f"vfido webdriver: listening on {proxy.url} (upstream {args.upstream}, "
         f"keys over {args.key_transport})",

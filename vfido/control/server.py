@@ -75,10 +75,25 @@ def socket_dir() -> Path:
     return Path("/tmp") / f"vfido-{os.getuid()}"
 
 
+def check_key_name(name: str) -> str:
+    """``name`` if it can name a key (its control socket ``NAME.sock``, shown in lines and
+    lists); raises ValueError."""
+    if (
+        not name
+        or "/" in name
+        or name.startswith(".")
+        or len(name) > 64
+        or not (name.isascii() and name.isprintable())
+    ):
+        raise ValueError(
+            "a key name is 1-64 printable ASCII characters, no '/', not starting with '.'"
+        )
+    return name
+
+
 def socket_path(name: str, directory: Path | None = None) -> Path:
-    if not name or "/" in name or name.startswith(".") or len(name) > 64:
-        raise ValueError("a key name is 1-64 characters, no '/', not starting with '.'")
-    return (directory or socket_dir()) / f"{name}.sock"
+    """The control socket of the key ``name`` (:func:`check_key_name`; raises ValueError)."""
+    return (directory or socket_dir()) / f"{check_key_name(name)}.sock"
 
 
 def _private_dir(directory: Path) -> None:
