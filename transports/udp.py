@@ -55,9 +55,10 @@ def _udp_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        # Which port: "Permission denied" alone does not say that port 80 needs privilege.
+        raise OSError(exc.errno, f"cannot bind UDP {host}:{port}: {exc.strerror}") from None
     return sock
 
 

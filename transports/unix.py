@@ -123,7 +123,8 @@ class UnixTransport:
             sock.listen(8)
         except OSError as exc:
             sock.close()
-            raise UnixTransportError(f"cannot create socket {path}: {exc.strerror}") from None
+            reason = exc.strerror or exc  # "AF_UNIX path too long" has no strerror
+            raise UnixTransportError(f"cannot create socket {path}: {reason}") from None
         finally:
             os.umask(old_umask)
         return sock

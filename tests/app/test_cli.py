@@ -353,3 +353,14 @@ def test_names_and_serials_are_checked_where_they_are_given() -> None:
     for bad in ("\x1b[31m", "has space", ""):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["run", "--serial", bad])
+
+
+def test_a_new_pin_with_a_nul_is_refused_in_words() -> None:
+    """The key ends a PIN at its zero padding (`1234\\0\\0` would set 1234) and no browser can
+    type a NUL: `vfido pin set` refuses one instead of setting a PIN nobody can enter."""
+    from vfido.cli.pin import PinCliError, check_new_pin
+
+    for pin in ("12\x0034", "1234\x00\x00"):
+        with pytest.raises(PinCliError, match="contains a NUL character"):
+            check_new_pin(pin)
+    check_new_pin("1234")

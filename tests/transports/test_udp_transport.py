@@ -324,3 +324,17 @@ def test_stop_during_start_leaves_nothing_registered(monkeypatch: pytest.MonkeyP
     assert not stopper.is_alive()
     transport.start()  # after stop(): nothing
     assert _until(lambda: _reading_threads() == before)
+
+
+def test_a_port_that_cannot_be_bound_is_named() -> None:
+    """`vfido run --udp-port 80` without privilege said only "Permission denied"."""
+    import errno
+
+    from vfido.transports.udp import _udp_socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot bind UDP 127.0.0.1:{port}: ") as info:
+            _udp_socket("127.0.0.1", port)
+        assert info.value.errno == errno.EADDRINUSE

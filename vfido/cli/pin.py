@@ -39,6 +39,8 @@ def _read_pin(file: Path | None, env: str, prompt: str, confirm: bool) -> str:
 def check_new_pin(pin: str) -> None:
     """A PIN the key would refuse with a bare status (INVALID_PARAMETER), said in words. Too
     short ones python-fido2 explains itself ("PIN must be >= 4 characters")."""
+    if "\x00" in pin:  # the key ends a PIN at its zero padding; no browser can type one
+        raise PinCliError("the PIN contains a NUL character")
     size = len(pin.encode("utf-8"))
     if size > MAX_PIN_BYTES:
         raise PinCliError(

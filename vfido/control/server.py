@@ -180,7 +180,7 @@ class ControlServer:
         except OSError as exc:
             sock.close()
             raise ControlError(
-                f"cannot create control socket {self.path}: {exc.strerror}"
+                f"cannot create control socket {self.path}: {exc.strerror or exc}"
             ) from None
         finally:
             os.umask(old_umask)
