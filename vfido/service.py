@@ -96,6 +96,7 @@ def run(
         try:
             control.start()
         except BaseException:
+            key.stop()  # a transport that binds when made (unix: its socket file) lets go
             store.close()
             raise
 

@@ -364,3 +364,16 @@ def test_a_new_pin_with_a_nul_is_refused_in_words() -> None:
         with pytest.raises(PinCliError, match="contains a NUL character"):
             check_new_pin(pin)
     check_new_pin("1234")
+
+
+def test_a_key_that_fails_to_start_leaves_no_socket_behind(tmp_path: Path) -> None:
+    """The unix transport binds its socket when made, before the control socket is checked:
+    a control socket in a directory others can read failed the start and left the key's
+    socket file behind."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    argv = ["run", "--ephemeral", "--transport", "unix", "--control-socket", str(shared / "k")]
+    result = vfido(argv)
+    assert result.returncode == 1 and "accessible by other users" in result.stderr
+    assert list(shared.iterdir()) == []
