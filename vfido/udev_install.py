@@ -17,12 +17,14 @@ Then, best effort, each reported on its own line: create the system group ``vfid
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,6 +89,23 @@ def _run(command: list[str]) -> str | None:
     return None
 
 
+def _replace_file(target: Path, text: str) -> None:
+    """Write ``target`` (0644) whole or not at all, through a temporary file of a new name
+    (mkstemp: O_EXCL, so never through a file or symlink planted in its place; as root, a
+    fixed name like ``.70-vfido.rules.tmp`` in a directory another user can write would let
+    that user point the write at any file)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), 0o644)
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+
+
 def install(
     *,
     prefix: Path | None = None,
@@ -124,10 +143,7 @@ def install(
         if not dry_run:
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp")
-                tmp.write_text(text, encoding="utf-8")
-                tmp.chmod(0o644)
-                tmp.replace(target)
+                _replace_file(target, text)
             except OSError as exc:
                 raise InstallError(f"cannot write {target}: {exc.strerror}") from None
         out(f"{verb} {target}")

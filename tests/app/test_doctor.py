@@ -303,6 +303,26 @@ def test_install_into_prefix(tmp_path: Path) -> None:
     assert checks["systemd user unit"].status == "ok"
 
 
+def test_install_never_writes_through_a_planted_temporary_file(tmp_path: Path) -> None:
+    """The files were written through a fixed `.NAME.tmp` beside them: a symlink planted there
+    (by anyone who can write the directory) sent root's write to any file, and the user's own
+    file of that name was lost. Now the temporary file is a new one each time."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for _, destination in FILES:
+        target = tmp_path / destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (target.parent / f".{target.name}.tmp").symlink_to(victim)
+    assert install(prefix=tmp_path, out=lambda line: None) == 0
+    assert victim.read_text() == "precious"
+    for _, destination in FILES:
+        target = tmp_path / destination
+        assert target.is_file() and not target.is_symlink()
+        assert (target.parent / f".{target.name}.tmp").is_symlink()  # left alone
+        leftovers = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+        assert leftovers == [f".{target.name}.tmp"]
+
+
 def test_unit_runs_this_interpreter_when_vfido_is_not_on_path() -> None:
     text = "ExecStart=/usr/bin/env vfido run --transport uhid\n"
     rewritten = unit_text(text, python="/opt/venv/bin/python")
