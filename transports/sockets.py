@@ -20,13 +20,18 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 def socket_in_use(path: str | os.PathLike[str], kind: socket.SocketKind) -> bool:
-    """Whether something accepts connections on the Unix socket ``path`` of type ``kind``
-    (``SOCK_STREAM``, ``SOCK_SEQPACKET``): a live server, as opposed to a stale socket file
-    left by one that is gone (which may then be replaced)."""
+    """Whether a server may be live on the Unix socket ``path``, as opposed to a stale socket
+    file left by one that is gone (which may then be replaced). Probed with a ``kind``
+    (``SOCK_STREAM``, ``SOCK_SEQPACKET``) connection: only a refused connection (nobody
+    listens) or no file means stale. A live server of the other type (EPROTOTYPE: another
+    key's control socket named as this key's socket), a busy one (timeout) or one this user
+    may not reach counts as live: such a socket is never replaced."""
     with socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC) as probe:
         probe.settimeout(PROBE_TIMEOUT)
         try:
             probe.connect(os.fspath(path))
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):
             return False
+        except OSError:
+            return True
         return True

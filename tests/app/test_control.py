@@ -179,6 +179,45 @@ def test_a_file_at_the_socket_path_is_never_replaced(sock_dir: Path) -> None:
     assert link.is_symlink()
 
 
+def test_a_live_socket_of_the_other_kind_is_never_replaced(sock_dir: Path) -> None:
+    """`--control-socket` naming a running key's CTAPHID socket (SOCK_SEQPACKET), or that key
+    naming this one's control socket as its `--unix-socket`: the probe of one socket type was
+    refused with EPROTOTYPE, taken for a stale socket, and the live one was unlinked."""
+    from vfido.transports.unix import UnixTransport, UnixTransportError
+
+    sock_dir.mkdir(parents=True, mode=0o700)
+    ctaphid = sock_dir / "other.ctaphid"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    live.bind(str(ctaphid))
+    live.listen(1)
+    try:
+        with pytest.raises(ControlError, match="another vfido key is running"):
+            serve(ctaphid)
+        assert ctaphid.exists()
+    finally:
+        live.close()
+    server = serve(sock_dir / "k.sock")
+    try:
+        with pytest.raises(UnixTransportError, match="another key is serving"):
+            UnixTransport(_NoHandler(), server.path)
+        with ControlClient(server.path) as client:
+            assert client.call("status") == {"name": "k"}
+    finally:
+        server.stop()
+
+
+class _NoHandler:
+    def handle_cbor(self, request: bytes, transaction: object) -> bytes:
+        return b"\x01"
+
+    def handle_msg(self, apdu: bytes, transaction: object) -> bytes:
+        return b"\x6d\x00"
+
+    def wink(self) -> None: ...
+
+    def power_cycle(self) -> None: ...
+
+
 def test_other_users_are_refused(sock_dir: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another user")

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vfido.transports.sockets import socket_in_use
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
@@ -166,7 +168,7 @@ class ControlServer:
                 raise ControlError(
                     f"{self.path} exists and is not a socket: remove it or choose another path"
                 )
-            if _alive(self.path):
+            if socket_in_use(self.path, socket.SOCK_STREAM):  # another key's, of either kind
                 raise ControlError(
                     f"another vfido key is running with control socket {self.path}: "
                     "stop it or choose another --name"
