@@ -318,11 +318,11 @@ def test_trace_file_refuses_a_symlink_and_tightens_an_existing_file(tmp_path: Pa
     with pytest.raises(OSError):
         TraceRecorder(link)
     existing = tmp_path / "old.jsonl"
-    existing.write_text('{"seq": 1}\n')
+    existing.write_text('{"type": "start", "seq": 1}\n')  # an earlier run's trace
     existing.chmod(0o644)
     TraceRecorder(existing).close()
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600
-    assert existing.read_text().startswith('{"seq": 1}\n')  # appended, not replaced
+    assert existing.read_text().startswith('{"type": "start", "seq": 1}\n')  # appended
 
 
 def test_vfido_run_trace_and_control_log(tmp_path: Path) -> None:
@@ -476,3 +476,24 @@ def test_trace_show_refuses_what_cannot_be_a_trace_and_survives_odd_times(tmp_pa
     result = vfido(["trace", "show", str(odd)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("??:??:??.???") == 3
+
+
+def test_trace_appends_only_to_a_trace(tmp_path: Path) -> None:
+    """`vfido run --trace` naming the keystore's database or any other file appended trace
+    lines to it while the key served; a file that is not a trace already is refused, as is,
+    and a trace (its first record: start) or an empty file takes more lines."""
+    from vfido.trace.recorder import open_trace_file
+
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my notes\n")
+    notes.chmod(0o644)
+    with pytest.raises(OSError, match="is not a vfido trace: refusing to append"):
+        open_trace_file(notes)
+    assert notes.read_bytes() == b"my notes\n" and stat.S_IMODE(notes.stat().st_mode) == 0o644
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"type": "start", "version": "x", "pid": 1}\n')
+    with open_trace_file(trace) as f:
+        f.write('{"type": "event", "event": "power cycle"}\n')
+    with open_trace_file(tmp_path / "new.jsonl") as f:
+        f.write("{}\n")
+    assert trace.read_text().count("\n") == 2

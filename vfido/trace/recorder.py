@@ -25,19 +25,33 @@ DEFAULT_RING_SIZE = 1000
 
 
 def open_trace_file(path: Path) -> IO[str]:
-    """Open ``path`` for appending, created 0600 (an existing file is made 0600); never
-    through a symlink. Raises OSError."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """Open ``path`` for appending, created 0600 (an existing trace is made 0600); never
+    through a symlink, and never a file that is not a trace already (`--trace` naming the
+    keystore's database, or any other file by mistake, would get lines appended to it).
+    Raises OSError."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file")
+        if st.st_size and not _starts_a_trace(os.pread(fd, 4096, 0)):
+            raise OSError(f"{path} is not a vfido trace: refusing to append to it")
         if stat.S_IMODE(st.st_mode) != 0o600:
             os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _starts_a_trace(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) begins with the record every trace starts with."""
+    first = head.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("type") == "start"
 
 
 class _Tx:
