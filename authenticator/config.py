@@ -168,9 +168,9 @@ class Config:
         if (
             not isinstance(self.max_resident_credentials, int)
             or isinstance(self.max_resident_credentials, bool)
-            or self.max_resident_credentials < 1
+            or not 1 <= self.max_resident_credentials <= 0xFFFFFFFF  # getInfo says it in CBOR
         ):
-            raise ValueError("max_resident_credentials must be a positive integer")
+            raise ValueError("max_resident_credentials must be an integer from 1 to 4294967295")
         if self.model is not None and not isinstance(self.model, ModelClass):
             raise ValueError("model must be an authenticator.model.ModelClass or None")
 

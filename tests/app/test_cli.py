@@ -377,3 +377,24 @@ def test_a_key_that_fails_to_start_leaves_no_socket_behind(tmp_path: Path) -> No
     result = vfido(argv)
     assert result.returncode == 1 and "accessible by other users" in result.stderr
     assert list(shared.iterdir()) == []
+
+
+def test_settings_that_would_break_the_key_are_refused_at_start() -> None:
+    """Each was accepted and then broke the key: a UDP key replying to its own port answered
+    itself in a loop; a resident-credential limit beyond a CBOR integer failed every getInfo
+    (0x7F); an empty webdriver --host listened on every interface."""
+    from vfido.authenticator.config import Config
+    from vfido.cli.main import build_parser
+
+    result = vfido(
+        ["run", "--ephemeral", "--transport", "udp"]
+        + ["--udp-port", "18111", "--udp-peer-port", "18111"]
+    )
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "--udp-port and --udp-peer-port are both 18111" in result.stderr
+    with pytest.raises(ValueError, match="from 1 to 4294967295"):
+        Config(max_resident_credentials=10**23)
+    Config(max_resident_credentials=0xFFFFFFFF)
+    for host in ("", "\udcff", "a\x1bb"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["webdriver", "--upstream", "http://x", "--host", host])

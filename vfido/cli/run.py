@@ -143,6 +143,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.unix_socket and choice.kind != "unix":
         raise CliError("--unix-socket needs --transport unix")
+    if choice.kind == "udp" and args.udp_port != 0 and args.udp_port == args.udp_peer_port:
+        # The key would read its own answers as requests, in a loop, at full speed.
+        raise CliError(f"--udp-port and --udp-peer-port are both {args.udp_port}")
     presence = presence_broker(args)
     key_config = config(args)
     key_behaviours = behaviours(args)

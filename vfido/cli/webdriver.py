@@ -16,6 +16,15 @@ def _key_transports() -> Sequence[str]:
     return KEY_TRANSPORTS
 
 
+def _host(text: str) -> str:
+    """``--host``: an address or name, given (an empty one listens on every interface)."""
+    if not text or not (text.isascii() and text.isprintable()):
+        raise argparse.ArgumentTypeError(
+            "give an address or host name (0.0.0.0 for every interface)"
+        )
+    return text
+
+
 def _cmd_webdriver(args: argparse.Namespace) -> int:
     from vfido.safetext import visible
     from vfido.testing.webdriver import WebDriverProxy
@@ -58,7 +67,10 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument("--upstream", required=True, metavar="URL", help="e.g. http://127.0.0.1:9515")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s)",
     )
     p.add_argument(
         "--port", type=_port, default=4444, help="port to listen on, 0: any (default: %(default)s)"
