@@ -386,10 +386,8 @@ def test_settings_that_would_break_the_key_are_refused_at_start() -> None:
     from vfido.authenticator.config import Config
     from vfido.cli.main import build_parser
 
-    result = vfido(
-        ["run", "--ephemeral", "--transport", "udp"]
-        + ["--udp-port", "18111", "--udp-peer-port", "18111"]
-    )
+    same = ["--udp-port", "18111", "--udp-peer-port", "18111"]
+    result = vfido(["run", "--ephemeral", "--transport", "udp", *same])
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "--udp-port and --udp-peer-port are both 18111" in result.stderr
     with pytest.raises(ValueError, match="from 1 to 4294967295"):
