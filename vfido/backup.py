@@ -209,7 +209,7 @@ def bundle_header(data: bytes) -> dict[str, Any]:
         raise BackupError("the bundle is damaged (header)")
     try:
         header = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + length])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BackupError("the bundle is damaged (header)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise BackupError("the bundle has an unknown format")

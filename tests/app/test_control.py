@@ -141,6 +141,22 @@ def test_errors_are_answers_not_disconnects(sock_dir: Path) -> None:
             client.call("refusing")
 
 
+def test_json_nested_too_deep_is_one_error_answer(sock_dir: Path) -> None:
+    """`[[[[...` within the line limit made json raise RecursionError, which escaped as a
+    traceback on `vfido run`'s stderr; it is an error answer, and the server goes on."""
+    with serve(sock_dir / "k.sock") as server, socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(server.path))
+        raw.sendall(b"[" * 60_000 + b"\n")
+        reply = json.loads(raw.makefile("rb").readline())
+        assert reply == {"ok": False, "error": "not a JSON object"}
+        with ControlClient(server.path) as client:
+            assert client.call("status") == {"name": "k"}
+            # `vfido ctl call` passes the user's names: timeout and self are arguments too
+            assert client.request("status", {"timeout": "x", "self": 1}) == {"name": "k"}
+            with pytest.raises(ControlError, match='"cmd" is the command itself'):
+                client.request("status", {"cmd": "other"})
+
+
 def test_overlong_line_closes_the_connection(sock_dir: Path) -> None:
     with serve(sock_dir / "k.sock") as server, socket.socket(socket.AF_UNIX) as raw:
         raw.connect(str(server.path))

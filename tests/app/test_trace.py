@@ -497,3 +497,19 @@ def test_trace_appends_only_to_a_trace(tmp_path: Path) -> None:
     with open_trace_file(tmp_path / "new.jsonl") as f:
         f.write("{}\n")
     assert trace.read_text().count("\n") == 2
+
+
+def test_trace_show_and_import_survive_json_nested_too_deep(tmp_path: Path) -> None:
+    """json raises RecursionError, not ValueError, on `[[[[...`: trace show and a bundle's
+    header were tracebacks; now a line that deep is no record, and the header is damaged."""
+    from tests.service_helpers import vfido
+    from vfido.backup import MAGIC, BackupError, bundle_header
+
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 200_000 + "\n")
+    result = vfido(["trace", "show", str(deep)])
+    assert result.returncode == 1 and result.stderr.count("\n") == 1
+    assert "no trace records" in result.stderr
+    header = b"[" * 4000
+    with pytest.raises(BackupError, match="damaged"):
+        bundle_header(MAGIC + len(header).to_bytes(4, "big") + header)

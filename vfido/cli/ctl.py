@@ -304,19 +304,19 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
         call_args = json.loads(args.arguments) if args.arguments else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CtlError("the arguments must be a JSON object") from None
     if not isinstance(call_args, dict):
         raise CtlError("the arguments must be a JSON object")
     with _controller(args) as key:
-        print_json(key.call(args.command, **call_args))
+        print_json(key.request(args.command, call_args))
     return 0
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CtlError(f"{what} must be a JSON object") from None
     if not isinstance(value, dict):
         raise CtlError(f"{what} must be a JSON object")

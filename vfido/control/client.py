@@ -77,6 +77,15 @@ class ControlClient:
 
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send one command; the answer without ``ok``. Raises ControlError if not ok."""
+        return self.request(cmd, args, timeout)
+
+    def request(
+        self, cmd: str, args: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """:meth:`call` with the arguments as a mapping (any names, ``timeout`` included:
+        `vfido ctl call` passes what the user wrote). Raises ControlError if not ok."""
+        if "cmd" in args:
+            raise ControlError('"cmd" is the command itself, not an argument')
         if timeout is not None:
             self._sock.settimeout(timeout)
         try:
@@ -90,7 +99,7 @@ class ControlClient:
             raise ControlError(f"the key closed the control connection ({self.path})")
         try:
             answer = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict):
             raise ControlError("malformed answer from the key")
@@ -193,7 +202,11 @@ class KeyController:
 
     def call(self, command: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Any command: its answer without ``ok``."""
-        return self._client.call(command, timeout=timeout, **args)
+        return self._client.request(command, args, timeout)
+
+    def request(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Any command, its arguments a mapping of any names (`vfido ctl call`)."""
+        return self._client.request(command, args)
 
     # -- the key ---------------------------------------------------------------------------
 

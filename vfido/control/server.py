@@ -255,7 +255,7 @@ class ControlServer:
     def _dispatch(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
             return {"ok": False, "error": "not a JSON object"}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'a request is {"cmd": NAME, ...}'}
