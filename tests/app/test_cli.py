@@ -396,3 +396,18 @@ def test_settings_that_would_break_the_key_are_refused_at_start() -> None:
     for host in ("", "\udcff", "a\x1bb"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["webdriver", "--upstream", "http://x", "--host", host])
+
+
+def test_bytes_that_are_not_utf8_on_the_command_line_are_one_line(tmp_path: Path) -> None:
+    """A keystore path or a --user-id-text that is not UTF-8 (Python holds such bytes as
+    surrogates) was a UnicodeEncodeError traceback, and `init` left a directory behind."""
+    odd = str(tmp_path / "k") + "\udcff"  # the byte 0xff in the path
+    for argv in (
+        ["init", "--keystore", odd],
+        ["info", "--keystore", odd],
+        ["ctl", "credentials", "add", "--rp", "example.com", "--user-id-text", "\udcff"],
+    ):
+        result = vfido(argv)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert "is not UTF-8" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -184,7 +184,12 @@ def keystore_dir(args: argparse.Namespace) -> Path:
     """The keystore directory ``--keystore`` names, else the default one."""
     from vfido.service import keystore_default_dir
 
-    return Path(args.keystore) if args.keystore else keystore_default_dir()
+    directory = Path(args.keystore) if args.keystore else keystore_default_dir()
+    try:
+        str(directory).encode("utf-8")  # SQLite takes the path as UTF-8
+    except UnicodeEncodeError:
+        raise CliError(f"the keystore path {directory} is not UTF-8: choose another") from None
+    return directory
 
 
 def persona_aaguid(args: argparse.Namespace) -> bytes | None:

@@ -175,7 +175,10 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
         except ValueError:
             raise CtlError("--user-id must be base64url") from None
     elif args.user_id_text is not None:
-        user_id = args.user_id_text.encode()
+        try:
+            user_id = args.user_id_text.encode()
+        except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line
+            raise CtlError("--user-id-text is not UTF-8 text: use --user-id (base64url)") from None
     pem = read_file(args.key, "key file", MAX_KEY_FILE) if args.key else None
     if pem is not None and not pem.isascii():
         raise CtlError(f"key file {args.key} is not PEM (PEM is ASCII text)")

@@ -66,7 +66,7 @@ class ControlClient:
                 raise NotRunningError(
                     f"no vfido key answers on {path}: start one with `vfido run`"
                 ) from None
-            raise ControlError(f"cannot connect to {path}: {exc.strerror}") from None
+            raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         if uid not in (os.getuid(), 0):
             self._sock.close()
             raise ControlError(

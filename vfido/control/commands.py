@@ -336,6 +336,10 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     def credentials_add(args: dict[str, Any]) -> dict[str, Any]:
         rp_id = _str_arg(args, "rp_id", required=True)
         assert rp_id is not None
+        if not rp_id.isprintable() or any(c.isspace() for c in rp_id):
+            # An RP ID is a domain (or a name like "ssh:"): control characters, spaces and
+            # bidi overrides are a typo or an attack on whoever lists the credentials.
+            raise CommandError("rp_id must be printable, without spaces")
         pem = _str_arg(args, "private_key_pem")
         cose = _b64_arg(args, "private_key_cose")
         if pem is not None and cose is not None:
