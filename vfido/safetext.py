@@ -7,13 +7,16 @@ and a bidi override (U+202E) makes ``evil.com\\u202emoc.elgoog`` read as another
 :func:`visible` shows every such character as an escape instead, so the user sees what
 was sent and the terminal acts on none of it. Everything that prints such text goes
 through it: the credential listings, ``vfido trace show``, the presence prompt (and the
-notifications built from the same question), and log lines (:class:`VisibleFormatter`).
+notifications built from the same question), log lines (:class:`VisibleFormatter`), and
+everything the `vfido` command prints, success lines and errors (:class:`VisibleStream`
+around its stdout and stderr: a path or name the user typed is shown back escaped too).
 """
 
 from __future__ import annotations
 
 import logging
 import unicodedata
+from typing import Any, TextIO
 
 #: Unicode categories shown as escapes: controls (C0, DEL, C1), format characters (bidi
 #: embeddings, overrides and isolates, marks, zero-width characters, tags), surrogates (not
@@ -47,6 +50,30 @@ def visible(text: str) -> str:
 def shorten(text: str, limit: int) -> str:
     """``text`` cut to ``limit`` characters, the cut shown with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def visible_lines(text: str) -> str:
+    """``text`` through :func:`visible` line by line: its newlines are kept."""
+    if text.isascii() and text.replace("\n", "").isprintable():
+        return text
+    return "\n".join(visible(line) for line in text.split("\n"))
+
+
+class VisibleStream:
+    """A text stream (``sys.stdout``, ``sys.stderr`` of the `vfido` command) whose writes
+    show control characters as escapes, newlines kept: a path, name or ID that a command
+    prints back, in a success line as in an error, never drives the terminal. Everything
+    else is the wrapped stream's."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(visible_lines(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class VisibleFormatter(logging.Formatter):

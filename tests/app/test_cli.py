@@ -324,6 +324,20 @@ def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:
         assert "\\x1b[31m\\x1b]0;pwned\\x07" in result.stderr, result.stderr
 
 
+def test_success_lines_escape_what_they_quote_too(tmp_path: Path) -> None:
+    """`vfido init` printed the keystore path it was given raw, `info` too: every line a
+    command writes goes through the same escaping (newlines kept)."""
+    directory = tmp_path / "k\x1b]0;pwned\x07"
+    made = vfido(["init", "--keystore", str(directory)])
+    assert made.returncode == 0, made.stderr
+    shown = vfido(["info", "--keystore", str(directory)])
+    assert shown.returncode == 0, shown.stderr
+    for output in (made.stdout, shown.stdout):
+        assert "\x1b" not in output and "\x07" not in output
+        assert "k\\x1b]0;pwned\\x07" in output
+    assert shown.stdout.count("\n") > 5  # the lines are still lines
+
+
 def test_names_and_serials_are_checked_where_they_are_given() -> None:
     """Every `--name` takes only what can name a key (it names a socket file and is shown in
     lines); a bad one was a traceback in `doctor`, `ctl` and `status`, and a raw escape

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO, cast
 
 from vfido import __version__
 from vfido.cli import (
@@ -69,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from vfido.safetext import VisibleStream
+
     args = build_parser().parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    # Whatever a command prints back (paths, names, IDs: the user's, a file's, a host's) is
+    # shown escaped, never as control sequences: one place for every command's output.
+    sys.stdout, sys.stderr = cast(TextIO, VisibleStream(out)), cast(TextIO, VisibleStream(err))
     try:
         result = _main(args)
         sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
@@ -78,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 0
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def _main(args: argparse.Namespace) -> int:
