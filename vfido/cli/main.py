@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 0
+    except KeyboardInterrupt:  # Ctrl-C before a command handles it (a key starting up)
+        return 130
     finally:
         sys.stdout, sys.stderr = out, err
 
