@@ -336,6 +336,10 @@ def test_a_presence_delay_must_be_a_sane_number_of_seconds(tmp_path: Path) -> No
         assert r.ctl.presence()["mode"] == "auto"
         r.ctl.call("presence-mode", mode="auto", delay=0.01)
         register(r.client(), RelyingParty())  # still signs
+        from vfido.cli.main import main
+
+        nothing = ["ctl", "--socket", str(r.socket), "webauthn", "set-credential-properties"]
+        assert main([*nothing, "AAAA"]) == 1  # no flag: it did nothing and exited 0
         for rp_id in ("\x1b[31m", "a b", "evil\u202ecom"):  # stored, then listed raw
             with pytest.raises(ControlError, match="rp_id must be printable"):
                 r.ctl.call("credentials-add", rp_id=rp_id)

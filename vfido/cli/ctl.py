@@ -350,6 +350,8 @@ def _cmd_webauthn(args: argparse.Namespace) -> int:
         elif action == "set-user-verified":
             key.webauthn_set_user_verified(args.verified)
         else:
+            if args.backup_eligibility is None and args.backup_state is None:
+                raise CtlError("nothing to set: give --backup-eligibility and/or --backup-state")
             key.webauthn_set_credential_properties(
                 args.id, backup_eligibility=args.backup_eligibility, backup_state=args.backup_state
             )

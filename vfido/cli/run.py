@@ -160,11 +160,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.control_socket:
         control_path = Path(args.control_socket)
     else:
+        name = args.name or control_name(options, store)
         try:
-            control_path = socket_path(args.name or control_name(options, store))
-        except ValueError as exc:
+            control_path = socket_path(name)
+        except ValueError as exc:  # --name is checked by argparse: the default from --serial
             store.close()
-            raise CliError(f"--name: {exc}") from None
+            raise CliError(f"the key's name {name!r} (from --serial): {exc}; give --name") from None
     if options.kind == "unix" and options.unix_socket is None:  # next to the control socket
         options = dataclasses.replace(
             options, unix_socket=str(control_path.with_suffix(".ctaphid"))

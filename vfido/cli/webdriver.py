@@ -38,7 +38,7 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
         return 2
     except OSError as exc:
         raise CliError(
-            f"cannot listen on {args.host}:{args.port} (--port): {exc.strerror}"
+            f"cannot listen on {args.host}:{args.port} (--host, --port): {exc.strerror}"
         ) from None
     print(
         f"vfido webdriver: listening on {proxy.url} (upstream {args.upstream}, "
