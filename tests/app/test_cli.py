@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -404,6 +405,12 @@ def test_settings_that_would_break_the_key_are_refused_at_start() -> None:
     result = vfido(["run", "--ephemeral", "--transport", "udp", *same])
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "--udp-port and --udp-peer-port are both 18111" in result.stderr
+    one = str(Path(tempfile.mkdtemp()) / "k.sock")
+    both = ["--unix-socket", one, "--control-socket", one]
+    result = vfido(["run", "--ephemeral", "--transport", "unix", *both])
+    assert (
+        result.returncode == 1 and "--unix-socket and the control socket are both" in result.stderr
+    )
     with pytest.raises(ValueError, match="from 1 to 4294967295"):
         Config(max_resident_credentials=10**23)
     Config(max_resident_credentials=0xFFFFFFFF)
@@ -420,6 +427,8 @@ def test_bytes_that_are_not_utf8_on_the_command_line_are_one_line(tmp_path: Path
         ["init", "--keystore", odd],
         ["info", "--keystore", odd],
         ["ctl", "credentials", "add", "--rp", "example.com", "--user-id-text", "\udcff"],
+        ["ctl", "credentials", "add", "--rp", "example.com", "--user-name", "\udcff"],
+        ["ctl", "credentials", "add", "--rp", "example.com", "--rp-name", "\udcff"],
     ):
         result = vfido(argv)
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr

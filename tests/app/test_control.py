@@ -155,6 +155,10 @@ def test_json_nested_too_deep_is_one_error_answer(sock_dir: Path) -> None:
             assert client.request("status", {"timeout": "x", "self": 1}) == {"name": "k"}
             with pytest.raises(ControlError, match='"cmd" is the command itself'):
                 client.request("status", {"cmd": "other"})
+            # the key hangs up on a line over its limit: the client says so instead
+            with pytest.raises(ControlError, match="the request is longer than"):
+                client.request("status", {"x": "y" * 70_000})
+            assert client.call("status") == {"name": "k"}
 
 
 def test_overlong_line_closes_the_connection(sock_dir: Path) -> None:

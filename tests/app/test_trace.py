@@ -513,3 +513,16 @@ def test_trace_show_and_import_survive_json_nested_too_deep(tmp_path: Path) -> N
     header = b"[" * 4000
     with pytest.raises(BackupError, match="damaged"):
         bundle_header(MAGIC + len(header).to_bytes(4, "big") + header)
+
+
+def test_a_trace_cut_off_mid_line_gets_its_next_run_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """A run that stopped mid-line (a crash) left no newline: the next run's start record was
+    glued to the cut-off line, and trace show skipped both."""
+    from vfido.trace.recorder import open_trace_file
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"type": "start", "version": "x", "pid": 1}\n{"type": "ev')
+    with open_trace_file(trace) as f:
+        f.write('{"type": "start", "version": "x", "pid": 2}\n')
+    lines = trace.read_text().splitlines()
+    assert lines[-1] == '{"type": "start", "version": "x", "pid": 2}'

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,6 +171,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = dataclasses.replace(
             options, unix_socket=str(control_path.with_suffix(".ctaphid"))
         )
+    if options.unix_socket is not None and os.path.abspath(options.unix_socket) == os.path.abspath(
+        control_path
+    ):
+        store.close()
+        raise CliError(f"--unix-socket and the control socket are both {control_path}")
     info = {
         "name": control_path.stem,
         "keystore": "(ephemeral)" if args.ephemeral else str(keystore_dir(args)),

@@ -86,10 +86,13 @@ class ControlClient:
         `vfido ctl call` passes what the user wrote). Raises ControlError if not ok."""
         if "cmd" in args:
             raise ControlError('"cmd" is the command itself, not an argument')
+        request = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
+        if len(request) > server.MAX_LINE:  # the key would hang up on it
+            raise ControlError(f"the request is longer than {server.MAX_LINE} bytes")
         if timeout is not None:
             self._sock.settimeout(timeout)
         try:
-            self._sock.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            self._sock.sendall(request)
             line = next(self._lines, None)
         except TimeoutError:
             raise ControlError(f"the key did not answer {cmd!r} in time") from None

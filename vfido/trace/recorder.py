@@ -36,6 +36,8 @@ def open_trace_file(path: Path) -> IO[str]:
             raise OSError(f"{path} is not a regular file")
         if st.st_size and not _starts_a_trace(os.pread(fd, 4096, 0)):
             raise OSError(f"{path} is not a vfido trace: refusing to append to it")
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            os.write(fd, b"\n")  # a run cut off mid-line: this run's records start a line
         if stat.S_IMODE(st.st_mode) != 0o600:
             os.fchmod(fd, 0o600)
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
