@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 def control_name(options: TransportOptions, store: KeyStore) -> str:
-    """The default name of a key's control socket: its serial (uhid, unix) or ``udp-PORT``."""
+    """The default name of a key's control socket: its serial (uhid, unix) or ``udp-PORT``
+    (``udp-any-PID`` for any free port)."""
     return transport_kind(options.kind).control_name(options, store)
 
 

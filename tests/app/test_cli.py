@@ -434,3 +434,16 @@ def test_bytes_that_are_not_utf8_on_the_command_line_are_one_line(tmp_path: Path
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
         assert "is not UTF-8" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_udp_keys_on_any_free_port_get_names_of_their_own() -> None:
+    """`--udp-port 0` named every such key's control socket udp-0: a second one clashed."""
+    from vfido.key import TransportOptions
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+    from vfido.service import control_name
+
+    with SqliteKeyStore.ephemeral() as store:
+        any_port = control_name(TransportOptions(kind="udp", udp_port=0), store)
+        fixed = control_name(TransportOptions(kind="udp", udp_port=8111), store)
+    assert fixed == "udp-8111"
+    assert any_port == f"udp-any-{os.getpid()}"

@@ -270,7 +270,8 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--name",
         type=key_name,
-        help="name of the control socket (default: the serial for uhid and unix, udp-PORT for udp)",
+        help="name of the control socket (default: the serial for uhid and unix, udp-PORT for "
+        "udp, udp-any-PID with --udp-port 0)",
     )
     p.add_argument(
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"

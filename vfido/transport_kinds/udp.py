@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from vfido.keystore.store import KeyStore
@@ -54,6 +55,8 @@ class UdpKind(TransportKind):
         )
 
     def control_name(self, options: TransportOptions, store: KeyStore) -> str:
+        if options.udp_port == 0:  # any free port: not known yet, and not unique by itself
+            return f"udp-any-{os.getpid()}"
         return f"udp-{options.udp_port}"
 
 
