@@ -315,7 +315,7 @@ def test_trace_file_refuses_a_symlink_and_tightens_an_existing_file(tmp_path: Pa
     target.write_text("")
     link = tmp_path / "link.jsonl"
     link.symlink_to(target)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="is a symbolic link: name the file itself"):
         TraceRecorder(link)
     existing = tmp_path / "old.jsonl"
     existing.write_text('{"type": "start", "seq": 1}\n')  # an earlier run's trace

@@ -6,6 +6,7 @@ recorder, not by `vfido run` without ``--trace``."""
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import logging
 import os
@@ -29,7 +30,14 @@ def open_trace_file(path: Path) -> IO[str]:
     through a symlink, and never a file that is not a trace already (`--trace` naming the
     keystore's database, or any other file by mistake, would get lines appended to it).
     Raises OSError."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer to a symlink: say it in words
+            raise OSError(f"{path} is a symbolic link: name the file itself") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
