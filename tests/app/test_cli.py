@@ -317,6 +317,7 @@ def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:
         ["info", "--keystore", str(tmp_path / hostile)],
         ["trace", "show", str(tmp_path / hostile)],
         ["run", "--presence-timeout", hostile],
+        ["info", hostile],  # argparse's own "unrecognized arguments: %s"
     ):
         result = vfido(argv)
         assert result.returncode in (1, 2), (argv, result.stderr)
@@ -447,3 +448,23 @@ def test_udp_keys_on_any_free_port_get_names_of_their_own() -> None:
         fixed = control_name(TransportOptions(kind="udp", udp_port=8111), store)
     assert fixed == "udp-8111"
     assert any_port == f"udp-any-{os.getpid()}"
+
+
+def test_files_are_read_up_to_a_limit_and_secrets_as_utf8(tmp_path: Path) -> None:
+    """Key files, bundles and secrets are read at most one byte past their limit (/dev/zero
+    named by mistake was read until memory ran out), and a PIN file that is not UTF-8 is one
+    line like a passphrase file."""
+    from vfido.cli.common import CliError, read_file
+    from vfido.passphrase import PassphraseError, read_secret
+
+    data = tmp_path / "data"
+    data.write_bytes(b"x" * 11)
+    assert read_file(data, "key file", 11) == b"x" * 11
+    with pytest.raises(CliError, match=r"^key file .* is longer than 10 bytes$"):
+        read_file(data, "key file", 10)
+    with pytest.raises(CliError, match="longer than 1000 bytes"):
+        read_file(Path("/dev/zero"), "bundle", 1000)
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"12\xff4")
+    with pytest.raises(PassphraseError, match=r"PIN file .* is not UTF-8 text"):
+        read_secret(pin, what="PIN", env="VFIDO_PIN", flag="--pin-file", prompt="PIN: ")
