@@ -23,11 +23,16 @@ def test_socket_in_use_tells_a_live_server_from_a_stale_file(tmp_path: Path) -> 
         b.listen(1)
         assert socket_in_use(stream, socket.SOCK_STREAM)
         assert socket_in_use(packets, socket.SOCK_SEQPACKET)
-        # The other socket type does not connect: not "in use" for that kind of server.
-        assert not socket_in_use(stream, socket.SOCK_SEQPACKET)
-    # The servers are gone; their socket files stay behind (stale).
-    assert stream.exists()
+        # A live server of the other type refuses the probe with EPROTOTYPE: still live, never
+        # to be replaced (a key's --unix-socket naming another key's control socket unlinked
+        # it when this counted as stale).
+        assert socket_in_use(stream, socket.SOCK_SEQPACKET)
+        assert socket_in_use(packets, socket.SOCK_STREAM)
+    # The servers are gone; their socket files stay behind (stale), of either kind.
+    assert stream.exists() and packets.exists()
     assert not socket_in_use(stream, socket.SOCK_STREAM)
+    assert not socket_in_use(stream, socket.SOCK_SEQPACKET)
+    assert not socket_in_use(packets, socket.SOCK_STREAM)
     assert not socket_in_use(tmp_path / "missing", socket.SOCK_STREAM)
 
 
