@@ -1,12 +1,14 @@
 """Unix-domain socket helpers shared by the socket servers (the Unix transport here, the
-application's control socket): who is at the other end, and whether a socket path is
-served."""
+application's control socket): who is at the other end, whether a socket path is served, and
+clearing the way for a new server socket."""
 
 from __future__ import annotations
 
 import os
 import socket
+import stat
 import struct
+from pathlib import Path
 
 #: Seconds :func:`socket_in_use` waits for a server to accept.
 PROBE_TIMEOUT = 2.0
@@ -35,3 +37,35 @@ def socket_in_use(path: str | os.PathLike[str], kind: socket.SocketKind) -> bool
         except OSError:
             return True
         return True
+
+
+class SocketPathError(Exception):
+    """Why a server cannot bind its Unix socket at a path, in one line."""
+
+
+def clear_stale_socket(path: Path, kind: socket.SocketKind, *, in_use: str) -> None:
+    """Make way for a new server socket at ``path``: nothing is there, or a stale socket of
+    this user's (nobody accepts on it: :func:`socket_in_use`, probed with ``kind``), which is
+    removed. Anything else is left as it is and raises :class:`SocketPathError`: a file that
+    is not a socket (a keystore or a document named by mistake), another user's socket, or a
+    live server (the message ``in_use``: whose, and what to do)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SocketPathError(f"cannot use {path}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathError(
+            f"{path} exists and is not a socket: remove it or choose another path"
+        )
+    if st.st_uid != os.geteuid():
+        raise SocketPathError(f"{path} belongs to another user (uid {st.st_uid})")
+    if socket_in_use(path, kind):
+        raise SocketPathError(in_use)
+    try:
+        path.unlink()  # a stale socket of a server that is gone
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SocketPathError(f"cannot remove {path}: {exc.strerror}") from None

@@ -21,7 +21,6 @@ import logging
 import os
 import select
 import socket
-import stat
 import threading
 from collections.abc import Collection
 from pathlib import Path
@@ -33,8 +32,8 @@ from vfido.transports.ctaphid import REPORT_SIZE, Report
 from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
+from vfido.transports.sockets import SocketPathError, clear_stale_socket
 from vfido.transports.sockets import peer_uid as peer_uid
-from vfido.transports.sockets import socket_in_use
 
 #: Connections served at once; more are refused (closed) until one ends.
 MAX_CONNECTIONS = 16
@@ -95,26 +94,13 @@ class UnixTransport:
     @staticmethod
     def _bind(path: Path) -> socket.socket:
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise UnixTransportError(f"cannot use {path}: {exc.strerror}") from None
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise UnixTransportError(f"{path} exists and is not a socket: remove it")
-            if st.st_uid != os.geteuid():
-                raise UnixTransportError(f"{path} belongs to another user (uid {st.st_uid})")
-            if socket_in_use(path, socket.SOCK_SEQPACKET):
-                raise UnixTransportError(
-                    f"another key is serving {path}: stop it or choose another socket"
-                )
-            try:
-                path.unlink()  # a stale socket of a key that is gone
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise UnixTransportError(f"cannot remove {path}: {exc.strerror}") from None
+            clear_stale_socket(
+                path,
+                socket.SOCK_SEQPACKET,
+                in_use=f"another key is serving {path}: stop it or choose another socket",
+            )
+        except SocketPathError as exc:
+            raise UnixTransportError(str(exc)) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)  # created 0600: never a moment with wider access
         try:

@@ -21,7 +21,8 @@ from typing import Any
 
 from vfido.authenticator.behaviours import b64url
 from vfido.control import server
-from vfido.control.server import ControlError, NotRunningError, _alive, _peer_uid, _read_lines
+from vfido.control.server import ControlError, NotRunningError, _alive, _read_lines
+from vfido.transports.sockets import peer_uid
 
 
 def _check_client_dir(directory: Path) -> None:
@@ -59,7 +60,7 @@ class ControlClient:
         self._sock.settimeout(timeout)
         try:
             self._sock.connect(str(path))
-            uid = _peer_uid(self._sock)
+            uid = peer_uid(self._sock)
         except OSError as exc:
             self._sock.close()
             if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):

@@ -28,13 +28,12 @@ import logging
 import os
 import socket
 import stat
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from vfido.transports.sockets import socket_in_use
+from vfido.transports.sockets import SocketPathError, clear_stale_socket, peer_uid
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +128,6 @@ def _private_dir(directory: Path) -> None:
             raise ControlError(f"{directory} is not private and chmod failed: {exc}") from None
 
 
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return int(uid)
-
-
 class ControlServer:
     """Serves the control socket on background threads (one per connection)."""
 
@@ -156,25 +149,14 @@ class ControlServer:
         """Bind the socket (replacing a stale one) and serve it. Raises ControlError."""
         _private_dir(self.path.parent)
         try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise ControlError(f"cannot use {self.path}: {exc.strerror}") from None
-        else:
-            # Only a socket is ever replaced: a file the user named by mistake (a keystore,
-            # a document) is left alone.
-            if not stat.S_ISSOCK(st.st_mode):
-                raise ControlError(
-                    f"{self.path} exists and is not a socket: remove it or choose another path"
-                )
-            if socket_in_use(self.path, socket.SOCK_STREAM):  # another key's, of either kind
-                raise ControlError(
-                    f"another vfido key is running with control socket {self.path}: "
-                    "stop it or choose another --name"
-                )
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()  # a stale socket of a key that is gone
+            clear_stale_socket(  # only a stale socket: never a file named by mistake
+                self.path,
+                socket.SOCK_STREAM,
+                in_use=f"another vfido key is running with control socket {self.path}: "
+                "stop it or choose another --name",
+            )
+        except SocketPathError as exc:
+            raise ControlError(str(exc)) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old_umask = os.umask(0o177)
         try:
@@ -237,7 +219,7 @@ class ControlServer:
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
             with conn:
-                uid = _peer_uid(conn)
+                uid = peer_uid(conn)
                 if uid not in (os.getuid(), 0):
                     log.warning("control socket: refused a connection from uid %d", uid)
                     _send_line(conn, {"ok": False, "error": "permission denied"})
