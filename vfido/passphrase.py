@@ -63,10 +63,10 @@ MAX_SECRET_FILE = 64 * 1024
 def _utf8(value: str, source: str, what: str) -> str:
     """``value`` if it is text that UTF-8 can carry (the KDF and CTAP take UTF-8 bytes); an
     environment variable or terminal that is not UTF-8 gives undecodable bytes as surrogates."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PassphraseError(f"the {what} in {source} is not UTF-8 text") from None
+    from vfido.safetext import is_utf8
+
+    if not is_utf8(value):
+        raise PassphraseError(f"the {what} in {source} is not UTF-8 text")
     return value
 
 

@@ -52,6 +52,17 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` from outside (an argument, a variable, what was typed) was UTF-8:
+    Python holds the bytes of any other encoding as surrogates, which no UTF-8 consumer (the
+    KDF, CTAP, SQLite's paths, the control socket's JSON) can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def visible_lines(text: str) -> str:
     """``text`` through :func:`visible` line by line: its newlines are kept."""
     if text.isascii() and text.replace("\n", "").isprintable():

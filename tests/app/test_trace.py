@@ -490,6 +490,10 @@ def test_trace_appends_only_to_a_trace(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="is not a vfido trace: refusing to append"):
         open_trace_file(notes)
     assert notes.read_bytes() == b"my notes\n" and stat.S_IMODE(notes.stat().st_mode) == 0o644
+    deep = tmp_path / "deep"
+    deep.write_bytes(b"[" * 4000)  # json's RecursionError, not ValueError
+    with pytest.raises(OSError, match="is not a vfido trace: refusing to append"):
+        open_trace_file(deep)
     trace = tmp_path / "t.jsonl"
     trace.write_text('{"type": "start", "version": "x", "pid": 1}\n')
     with open_trace_file(trace) as f:

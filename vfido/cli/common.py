@@ -182,13 +182,12 @@ def add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> No
 
 def keystore_dir(args: argparse.Namespace) -> Path:
     """The keystore directory ``--keystore`` names, else the default one."""
+    from vfido.safetext import is_utf8
     from vfido.service import keystore_default_dir
 
     directory = Path(args.keystore) if args.keystore else keystore_default_dir()
-    try:
-        str(directory).encode("utf-8")  # SQLite takes the path as UTF-8
-    except UnicodeEncodeError:
-        raise CliError(f"the keystore path {directory} is not UTF-8: choose another") from None
+    if not is_utf8(str(directory)):  # SQLite takes the path as UTF-8
+        raise CliError(f"the keystore path {directory} is not UTF-8: choose another")
     return directory
 
 

@@ -159,15 +159,6 @@ def _cmd_credentials_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_utf8(text: str) -> bool:
-    """Whether ``text`` from the command line was UTF-8 (other bytes arrive as surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 #: The longest key file `ctl credentials add` reads (PEM of an RSA or ML-DSA key: a few KiB).
 MAX_KEY_FILE = 1024 * 1024
 
@@ -175,13 +166,15 @@ MAX_KEY_FILE = 1024 * 1024
 def _cmd_credentials_add(args: argparse.Namespace) -> int:
     if args.user_id is not None and args.user_id_text is not None:
         raise CtlError("give --user-id or --user-id-text, not both")
+    from vfido.safetext import is_utf8
+
     for flag, text in (
         ("--rp", args.rp),
         ("--user-name", args.user_name),
         ("--display-name", args.display_name),
         ("--rp-name", args.rp_name),
     ):
-        if text is not None and not _is_utf8(text):
+        if text is not None and not is_utf8(text):
             raise CtlError(f"{flag} is not UTF-8 text")
     from vfido.authenticator.behaviours import b64url_decode
 
@@ -192,7 +185,7 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
         except ValueError:
             raise CtlError("--user-id must be base64url") from None
     elif args.user_id_text is not None:
-        if not _is_utf8(args.user_id_text):
+        if not is_utf8(args.user_id_text):
             raise CtlError("--user-id-text is not UTF-8 text: use --user-id (base64url)")
         user_id = args.user_id_text.encode()
     pem = read_file(args.key, "key file", MAX_KEY_FILE) if args.key else None

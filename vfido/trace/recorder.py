@@ -59,7 +59,7 @@ def _starts_a_trace(head: bytes) -> bool:
     first = head.split(b"\n", 1)[0]
     try:
         record = json.loads(first)
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[... nested too deep is no trace either
         return False
     return isinstance(record, dict) and record.get("type") == "start"
 
