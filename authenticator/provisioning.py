@@ -141,6 +141,8 @@ class ProvisionedCredential:
     key: CredentialKey = field(repr=False)
     discoverable: bool
     sign_count: int
+    #: The ID of the discoverable credential this one replaced (same RP and user), if any.
+    replaced: bytes | None = None
 
     def public_key_cose(self) -> dict[int, Any]:
         return dict(self.key.cose_public_key())
@@ -200,6 +202,7 @@ def add_credential(
     rp_name = _text("rp_name", rp_name)
     if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID):
         raise ProvisioningError("a discoverable credential needs a user_id of 1-64 bytes")
+    replaced: bytes | None = None
     if credential_id is not None and not 1 <= len(credential_id) <= MAX_IMPORTED_ID:
         raise ProvisioningError(f"a credential ID has 1-{MAX_IMPORTED_ID} bytes")
     eligible = keystore_backup_eligible(store) if backup_eligible is None else backup_eligible
@@ -230,10 +233,13 @@ def add_credential(
         store.put_state({imported_id_state_key(id_hash, credential_id): imported.to_bytes()})
     if discoverable:
         assert user_id is not None
-        replaces = any(r.user_id == user_id for r in store.find_credentials(id_hash))
+        replaced = next(
+            (r.credential_id for r in store.find_credentials(id_hash) if r.user_id == user_id),
+            None,
+        )
         if (
             max_resident_credentials is not None
-            and not replaces
+            and replaced is None
             and store.count_credentials() >= max_resident_credentials
         ):
             raise ProvisioningError("the key holds its maximum of discoverable credentials")
@@ -264,6 +270,7 @@ def add_credential(
         key=key,
         discoverable=discoverable,
         sign_count=sign_count,
+        replaced=replaced,
     )
 
 

@@ -482,8 +482,24 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
                 "--json",
             )
         )
+        assert "replaced" not in cred
         listing = ctl(socket, "credentials", "list")
         assert "alice" in listing and RP_ID in listing
+        # makeCredential's rule, one discoverable credential per RP and user ID, said aloud.
+        again = ctl(socket, "credentials", "add", "--rp", RP_ID, "--user-id-text", "alice")
+        lines = again.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("added discoverable credential ")
+        assert lines[1].startswith(f"it replaces credential {cred['id']}, ")
+        new_id = lines[0].split()[3]
+        ctl(socket, "credentials", "remove", new_id)
+        assert cred["id"] not in ctl(socket, "credentials", "list")
+        cred = json.loads(
+            ctl(
+                socket,
+                *("credentials", "add", "--rp", RP_ID, "--user-id-text", "alice"),
+                *("--user-name", "alice", "--key", str(key_file), "--json"),
+            )
+        )
         # A host signs in over UDP; `vfido ctl approve` answers the touch.
         device = open_udp_device(service.port, service.peer_port, timeout=30)
         try:

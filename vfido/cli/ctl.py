@@ -211,6 +211,9 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
     else:
         kind = "discoverable" if cred.get("discoverable") else "server-side"
         print(f"added {kind} credential {cred['id']} for {_visible(str(cred.get('rp_id')))}")
+        if cred.get("replaced"):
+            # makeCredential's rule: one discoverable credential per RP and user ID.
+            print(f"it replaces credential {cred['replaced']}, the same RP's for that user ID")
     return 0
 
 

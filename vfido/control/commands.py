@@ -58,7 +58,8 @@ Commands
     ``algorithm`` (``"ES256"``, ``"EdDSA"``, ``"ES384"``, ``"ES512"``, ``"RS256"`` or the COSE
     number; default ES256); ``cred_protect`` (1-3, default 1); ``sign_count`` (starting
     counter, default 0). The credential ID is sealed by this key, so only this key can use
-    it; a discoverable credential replaces the one for the same RP and user ID. The
+    it; a discoverable credential replaces the one for the same RP and user ID, and CRED
+    then has ``"replaced"``: the base64url ID of the credential it replaced. The
     private key never comes back. Errors: bad key or argument, the store is full.
 
 ``credentials-remove`` ``{"id": base64url or a unique prefix}`` -> ``{"removed": ID}``
@@ -395,10 +396,13 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                 "discoverable": False,
                 **_public(made.key),
             }
+        if made.replaced is not None:
+            result["replaced"] = b64url(made.replaced)
         log.info(
-            "control: added a %s credential for %s",
+            "control: added a %s credential for %s%s",
             "discoverable" if made.discoverable else "server-side",
             rp_id,
+            " (it replaces the one for that user)" if made.replaced is not None else "",
         )
         return {"credential": result}
 
