@@ -571,3 +571,37 @@ def test_vfido_ctl_log_reads_the_trace_of_a_running_key(tmp_path: Path) -> None:
         assert answer["records"] and answer["last"] > before["last"]
         lines = ctl(socket, "log", "--limit", "3").splitlines()
         assert 1 <= len(lines) <= 3 and all(json.loads(line) for line in lines)
+
+
+def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
+    """Whatever serves a control socket of the user's own (any of their processes can),
+    `vfido ctl` says its answer is malformed in one line instead of a traceback: a member
+    missing (KeyController checks the top level) or of the wrong type further in."""
+    socket = tmp_path / "ctl" / "k.sock"
+    server = ControlServer(socket)
+    answers: dict[str, dict[str, Any]] = {
+        "credentials": {"credentials": [1]},  # a credential that is not an object
+        "credentials-add": {"credential": {}},  # without its id
+        "presence-mode": {"mode": "auto", "modes": 5},
+        "behaviours": {"active": {}, "behaviours": [1]},
+        "info": {},  # no "info" at all
+        "pending": {"pending": [1]},
+    }
+    for name, answer in answers.items():
+        server.register(name, lambda _args, answer=answer: answer)
+    server.start()
+    try:
+        for command in (
+            ["credentials", "list"],
+            ["credentials", "add", "--rp", RP_ID, "--user-id-text", "alice"],
+            ["presence"],
+            ["behaviour", "list", "--all"],
+            ["info"],
+        ):
+            result = vfido(["ctl", "--socket", str(socket), *command], passphrase=None)
+            assert result.returncode == 1, command
+            assert "Traceback" not in result.stderr, command
+            lines = result.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("vfido: error: malformed answer")
+    finally:
+        server.stop()

@@ -8,7 +8,9 @@ The Python client is :class:`vfido.control.KeyController`; the protocol is docum
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +38,27 @@ def _controller(args: argparse.Namespace, *, prefer_pending: bool = False) -> Ke
     return KeyController(path)
 
 
+#: What printing an answer of the wrong shape raises (a member missing or of another type).
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError)
+
+
+def _reads_answer(
+    command: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A ctl command prints what the key answered. Only the user's own processes can serve
+    the socket, but any of them can: an answer of the wrong shape is one line, not a
+    traceback (``KeyController`` checks the answer's top-level member; this, the rest)."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except _MALFORMED as exc:
+            raise CtlError(f"malformed answer from the key ({type(exc).__name__}: {exc})") from None
+
+    return run
+
+
 def _visible(text: str) -> str:
     from vfido.safetext import visible
 
@@ -50,6 +73,7 @@ def _describe_pending(item: dict[str, Any]) -> str:
     return f"request {item.get('id')}: {question} ({item.get('remaining')} s left)"
 
 
+@_reads_answer
 def cmd_status(args: argparse.Namespace) -> int:
     """The key's status: as JSON (`vfido ctl status`, `vfido status --json`), else readably."""
     with _controller(args) as key:
@@ -77,6 +101,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def cmd_answer(args: argparse.Namespace) -> int:
     """Approve or deny the request waiting for user presence (``args.granted``)."""
     from vfido.control import ControlError
@@ -120,12 +145,14 @@ def register_aliases(sub: Subparsers) -> None:
 # --- the other `vfido ctl` commands ---------------------------------------------------------
 
 
+@_reads_answer
 def _cmd_info(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         print_json(key.info())
     return 0
 
 
+@_reads_answer
 def _cmd_commands(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         print("\n".join(key.commands()))
@@ -137,6 +164,7 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 2] + ".."
 
 
+@_reads_answer
 def _cmd_credentials_list(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         creds = key.credentials(args.rp, public_key=args.public_key)
@@ -163,6 +191,7 @@ def _cmd_credentials_list(args: argparse.Namespace) -> int:
 MAX_KEY_FILE = 1024 * 1024
 
 
+@_reads_answer
 def _cmd_credentials_add(args: argparse.Namespace) -> int:
     if args.user_id is not None and args.user_id_text is not None:
         raise CtlError("give --user-id or --user-id-text, not both")
@@ -217,6 +246,7 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_credentials_remove(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         removed = key.remove_credential(args.id)
@@ -224,6 +254,7 @@ def _cmd_credentials_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_presence(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         if args.mode is not None:
@@ -248,6 +279,7 @@ def _print_behaviours(active: dict[str, Any]) -> None:
         print(f"{name}: {_format_value(value)}")
 
 
+@_reads_answer
 def _cmd_behaviour(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         if args.behaviour_action == "list":
@@ -266,6 +298,7 @@ def _cmd_behaviour(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_finger(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         if args.finger is None:
@@ -281,6 +314,7 @@ def _cmd_finger(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_power_cycle(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         key.power_cycle()
@@ -288,6 +322,7 @@ def _cmd_power_cycle(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_log(args: argparse.Namespace) -> int:
     with _controller(args) as key:
         answer = key.log(args.limit, args.since)
@@ -300,6 +335,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reads_answer
 def _cmd_lint(args: argparse.Namespace) -> int:
     from vfido.lint import Finding, format_findings
 
@@ -316,6 +352,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
     return 1 if args.strict and answer.get("findings") else 0
 
 
+@_reads_answer
 def _cmd_call(args: argparse.Namespace) -> int:
     try:
         call_args = json.loads(args.arguments) if args.arguments else {}
@@ -346,6 +383,7 @@ def _truth(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
+@_reads_answer
 def _cmd_webauthn(args: argparse.Namespace) -> int:
     action = args.webauthn_action
     with _controller(args) as key:

@@ -17,12 +17,14 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vfido.authenticator.behaviours import b64url
 from vfido.control import server
 from vfido.control.server import ControlError, NotRunningError, _alive, _read_lines
 from vfido.transports.sockets import peer_uid
+
+_T = TypeVar("_T")
 
 
 def _check_client_dir(directory: Path) -> None:
@@ -212,17 +214,33 @@ class KeyController:
         """Any command, its arguments a mapping of any names (`vfido ctl call`)."""
         return self._client.request(command, args)
 
+    def _member(
+        self,
+        kind: type[_T],
+        member: str,
+        command: str,
+        /,
+        timeout: float | None = None,
+        **args: Any,
+    ) -> _T:
+        """The member ``member`` of ``command``'s answer, which must be a ``kind``: an answer
+        without it is one ControlError, not a KeyError (whatever serves the socket)."""
+        value = self.call(command, timeout, **args).get(member)
+        if not isinstance(value, kind):
+            raise ControlError(f"malformed answer from the key: {command!r} without {member!r}")
+        return value
+
     # -- the key ---------------------------------------------------------------------------
 
     def commands(self) -> list[str]:
-        return list(self.call("commands")["commands"])
+        return self._member(list, "commands", "commands")
 
     def status(self) -> dict[str, Any]:
         return self.call("status")
 
     def info(self) -> dict[str, Any]:
         """getInfo as the host sees it, with CTAP names."""
-        return dict(self.call("info")["info"])
+        return self._member(dict, "info", "info")
 
     def power_cycle(self) -> None:
         self.call("power-cycle")
@@ -236,7 +254,7 @@ class KeyController:
         args: dict[str, Any] = {"public_key": public_key}
         if rp_id is not None:
             args["rp_id"] = rp_id
-        return list(self.call("credentials", **args)["credentials"])
+        return self._member(list, "credentials", "credentials", **args)
 
     def add_credential(
         self,
@@ -278,26 +296,26 @@ class KeyController:
             )
         if private_key_cose is not None:
             args["private_key_cose"] = b64url(private_key_cose)
-        return dict(self.call("credentials-add", **args)["credential"])
+        return self._member(dict, "credential", "credentials-add", **args)
 
     def remove_credential(self, credential_id: bytes | str) -> str:
         """Delete a discoverable credential (``bytes``, or base64url / a unique prefix)."""
         text = b64url(credential_id) if isinstance(credential_id, bytes) else credential_id
-        return str(self.call("credentials-remove", id=text)["removed"])
+        return self._member(str, "removed", "credentials-remove", id=text)
 
     # -- the W3C WebDriver virtual-authenticator model (vfido.virtual_authenticator) -------
 
     def webauthn_options(self) -> dict[str, Any]:
         """The Add Virtual Authenticator options the key behaves as."""
-        return dict(self.call("webauthn-authenticator")["options"])
+        return self._member(dict, "options", "webauthn-authenticator")
 
     def webauthn_add_credential(self, params: dict[str, Any]) -> dict[str, Any]:
         """WebDriver's Add Credential (Credential Parameters JSON); the credential."""
-        return dict(self.call("webauthn-add-credential", **params)["credential"])
+        return self._member(dict, "credential", "webauthn-add-credential", **params)
 
     def webauthn_get_credentials(self) -> list[dict[str, Any]]:
         """WebDriver's Get Credentials (private keys included)."""
-        return list(self.call("webauthn-get-credentials")["credentials"])
+        return self._member(list, "credentials", "webauthn-get-credentials")
 
     def webauthn_remove_credential(self, credential_id: bytes | str) -> None:
         text = b64url(credential_id) if isinstance(credential_id, bytes) else credential_id
@@ -340,7 +358,7 @@ class KeyController:
         self.call("presence-mode", **args)
 
     def pending(self, wait: float = 0.0) -> list[dict[str, Any]]:
-        return list(self.call("pending", timeout=wait + self._timeout, wait=wait)["pending"])
+        return self._member(list, "pending", "pending", timeout=wait + self._timeout, wait=wait)
 
     def approve(self, wait: float = 0.0, request_id: int | None = None) -> dict[str, Any]:
         """Approve the pending request (waiting up to ``wait`` s for one); returns it."""
@@ -353,31 +371,31 @@ class KeyController:
         args: dict[str, Any] = {"wait": wait}
         if request_id is not None:
             args["id"] = request_id
-        return dict(self.call(command, timeout=wait + self._timeout, **args)["request"])
+        return self._member(dict, "request", command, timeout=wait + self._timeout, **args)
 
     # -- behaviours ------------------------------------------------------------------------
 
     def behaviours(self) -> dict[str, Any]:
         """The active behaviours: name -> value (None for those without one)."""
-        return dict(self.call("behaviours")["active"])
+        return self._member(dict, "active", "behaviours")
 
     def behaviour_catalogue(self) -> list[dict[str, Any]]:
-        return list(self.call("behaviours")["behaviours"])
+        return self._member(list, "behaviours", "behaviours")
 
     def misbehaviour_root_pem(self) -> str:
         """The CA certificate of the ``attestation=untrusted|expired`` certificates."""
-        return str(self.call("behaviours")["misbehaviour_root_pem"])
+        return self._member(str, "misbehaviour_root_pem", "behaviours")
 
     def set_behaviour(self, name: str, value: str | int | float | None = None) -> dict[str, Any]:
         """Turn a behaviour on (see :mod:`vfido.authenticator.behaviours`); the active ones."""
-        return dict(self.call("behaviours", name=name, value=value)["active"])
+        return self._member(dict, "active", "behaviours", name=name, value=value)
 
     def clear_behaviour(self, name: str | None = None) -> dict[str, Any]:
         """Turn one behaviour (None: every one) off; the active ones."""
         args: dict[str, Any] = {"clear": True}
         if name is not None:
             args["name"] = name
-        return dict(self.call("behaviours", **args)["active"])
+        return self._member(dict, "active", "behaviours", **args)
 
     # -- trace -----------------------------------------------------------------------------
 
