@@ -88,6 +88,45 @@ def test_a_closed_pipe_is_not_an_error(tmp_path: Path) -> None:
         assert result.stderr == "", result.stderr
 
 
+def _close_standard_descriptors() -> None:
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
+def test_closed_standard_descriptors_are_opened_on_dev_null(tmp_path: Path) -> None:
+    """``vfido ... >&-`` (a launcher that closes descriptors): the command runs as with its
+    output sent to /dev/null, not into a traceback; and a closed descriptor does not become
+    the number of the next file vfido opens (a child's output would land in that file)."""
+    directory = tmp_path / "ks"
+    closed_stdout = subprocess.run(
+        [sys.executable, "-m", "vfido", "init", "--keystore", str(directory)],
+        env={**env(), "VFIDO_PASSPHRASE": "correct horse battery staple"},
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: os.close(1),  # in the child, before vfido starts
+    )
+    assert closed_stdout.returncode == 0, closed_stdout.stderr
+    assert "Traceback" not in closed_stdout.stderr
+    info = vfido(["info", "--keystore", str(directory)], passphrase="correct horse battery staple")
+    assert info.returncode == 0, info.stderr
+    # Which number the next file gets, in a process whose 0, 1 and 2 were closed.
+    code = (
+        "import os, sys; from vfido.cli.main import _open_standard_streams; "
+        "_open_standard_streams(); fd = os.open(os.devnull, os.O_RDONLY); "
+        "print(fd, file=sys.stderr); sys.exit(0 if fd > 2 else 1)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env(),
+        timeout=60,
+        check=False,
+        preexec_fn=_close_standard_descriptors,
+    )
+    assert result.returncode == 0
+
+
 def test_address_in_use_names_the_port_and_the_flag() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -69,8 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open_standard_streams() -> None:
+    """Descriptors 0-2 closed at start (`vfido run >&-`, a launcher that closes them) are
+    opened on /dev/null. Otherwise the next file vfido opens, the keystore's database
+    included, would take such a number, and whatever writes there (a child process's
+    output) would land in it. Python has no stream for a closed descriptor either: one on
+    /dev/null stands in, so a command runs as with its output sent to /dev/null."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 (lives as long as we do)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from vfido.safetext import VisibleStream
+
+    _open_standard_streams()
 
     args = build_parser().parse_args(argv)
     out, err = sys.stdout, sys.stderr
