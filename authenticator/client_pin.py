@@ -299,13 +299,15 @@ class ClientPin:
                 self.token.rp_id = rp_id
         self.token.mark_used()
 
-    def verify_user_builtin(self, context: RequestContext, rp_id: str | None) -> None:
+    def verify_user_builtin(
+        self, context: RequestContext, rp_id: str | None, kind: PresenceKind
+    ) -> None:
         """Built-in UV for makeCredential / getAssertion with the uv option (6.1.2 step 11)."""
         if not self.has_uv:
             raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
         if self.uv_retries <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
-        self._run_uv(context, rp_id)
+        self._run_uv(context, rp_id, kind)
 
     # --- the command -------------------------------------------------------
     def process(self, m: Mapping[Any, Any], context: RequestContext) -> dict[int, Any]:
@@ -403,12 +405,16 @@ class ClientPin:
         self._put(updates)
 
     def _set_pin(self, request: ClientPinRequest) -> dict[int, Any]:
-        # 6.5.5.5 setPIN
+        # 6.5.5.5 setPIN. Step 1: mandatory parameters; step 2: the protocol.
         if request.new_pin_enc is None or request.pin_uv_auth_param is None:
             raise CtapError(CtapStatus.MISSING_PARAMETER)
-        protocol, secret = self._shared_secret(request)
+        self.protocol(request.protocol)
+        # Step 3: "If a PIN has already been set, authenticator returns
+        # CTAP2_ERR_PIN_AUTH_INVALID error."
         if self.is_pin_set:
-            raise CtapError(CtapStatus.NOT_ALLOWED, "PIN already set")
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "a PIN is already set")
+        # Steps 4-5: the shared secret, and newPinEnc authenticated with it.
+        protocol, secret = self._shared_secret(request)
         if not protocol.verify(secret, request.new_pin_enc, request.pin_uv_auth_param):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID)
         self._store_pin(self._new_pin(protocol, secret, request.new_pin_enc))
@@ -495,7 +501,7 @@ class ClientPin:
         self,
         context: RequestContext,
         rp_id: str | None,
-        kind: PresenceKind = PresenceKind.AUTHENTICATE,
+        kind: PresenceKind,
     ) -> None:
         assert self._user_verifier is not None
         retries = self.uv_retries
@@ -530,10 +536,17 @@ class ClientPin:
     def _get_token_with_uv(
         self, request: ClientPinRequest, context: RequestContext
     ) -> dict[int, Any]:
-        # 6.5.5.7.3 getPinUvAuthTokenUsingUvWithPermissions
-        if not self.has_uv:
+        # 6.5.5.7.3 getPinUvAuthTokenUsingUvWithPermissions (a key without built-in UV
+        # does not have the subcommand).
+        if self._user_verifier is None:
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+        # Steps 3-4: the permissions (be and acfg: getInfo's uvBioEnroll and uvAcfg say
+        # that a token from built-in UV grants them).
         permissions = self._check_permissions(request.permissions)
+        # Step 5: "If a built-in user verification method is supported but not configured,
+        # the authenticator returns CTAP2_ERR_NOT_ALLOWED" (a fingerprint key, no finger).
+        if not self.has_uv:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "built-in UV is not configured")
         protocol, secret = self._shared_secret(request)
         if self.uv_retries <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)

@@ -202,7 +202,9 @@ class CredentialManagement:
             display is None or isinstance(display, str)
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "user")
-        self._store.update_user(cred_id, name, display)
+        # 6.8.6: "If a field is not present in the passed-in user details, or it is
+        # present and empty, remove it."
+        self._store.update_user(cred_id, name or None, display or None)
         note_credential_change(self._store)  # CTAP 2.2 credStoreState
         return {}
 

@@ -140,8 +140,8 @@ def _client_pin(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any]
             return {0x03: 0}
         if sub in _PIN_USING:
             raise CtapError(CtapStatus.PIN_BLOCKED, "pin-blocked behaviour")
-        if sub == SubCommand.SET_PIN:
-            raise CtapError(CtapStatus.NOT_ALLOWED, "pin-blocked behaviour: a PIN is set")
+        if sub == SubCommand.SET_PIN:  # 6.5.5.5 step 3: a PIN is set
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "pin-blocked behaviour: a PIN is set")
     return p.client_pin.process(parameters, ctx) or None
 
 
@@ -181,7 +181,9 @@ def _selection(p: Parts, payload: bytes, ctx: RequestContext) -> None:
 
 
 def _large_blobs(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:
-    return p.large_blobs.process(_parameter_map(payload), p.services.uv_protected) or None
+    services = p.services
+    needs_token = services.uv_protected or services.settings.always_uv  # 6.10.2 step 5.5
+    return p.large_blobs.process(_parameter_map(payload), needs_token) or None
 
 
 def _config(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:

@@ -89,8 +89,17 @@ class HmacSecretInput:
 @dataclass(frozen=True)
 class MakeCredentialExtensions:
     cred_protect: int | None = None
-    hmac_secret: bool = False
+    hmac_secret: bool = False  # "hmac-secret": true, answered with "hmac-secret": true
     hmac_secret_mc: HmacSecretInput | None = None
+
+    @property
+    def with_hmac_secret(self) -> bool:
+        """Whether the credential gets an hmac secret: asked for, or needed for
+        hmac-secret-mc's output. hmac-secret-mc's input alone gets no "hmac-secret"
+        output: "The set of keys in the authenticator extension outputs map MUST be equal
+        to, or a subset of, the keys of the authenticator extension inputs map" (CTAP 2.3,
+        section 6.1.2 step 15)."""
+        return self.hmac_secret or self.hmac_secret_mc is not None
     cred_blob: bytes | None = field(default=None, repr=False)
     large_blob_key: bool = False
     min_pin_length: bool = False
@@ -128,7 +137,7 @@ class MakeCredentialExtensions:
         mc = m.get(HMAC_SECRET_MC)
         return cls(
             cred_protect=cred_protect,
-            hmac_secret=flags[HMAC_SECRET] or mc is not None,
+            hmac_secret=flags[HMAC_SECRET],
             hmac_secret_mc=HmacSecretInput.parse(mc, HMAC_SECRET_MC) if mc is not None else None,
             cred_blob=blob,
             large_blob_key=flags[LARGE_BLOB_KEY],

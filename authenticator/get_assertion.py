@@ -315,9 +315,10 @@ def get_assertion(
         )
         sign_key.check_requirements(up, verified)
 
-    # Step 8: built-in UV was evidence of user interaction: "up" bit set.
+    # Step 8: built-in UV was evidence of user interaction: "up" bit set, whatever the
+    # "up" option (the step has no condition on it: the user did interact).
     # Step 9: otherwise collect user presence (skipped for up=false: a silent probe).
-    if user_verified_builtin and up:
+    if user_verified_builtin:
         flags |= AuthDataFlags.UP
     elif up:
         first = candidates[0]

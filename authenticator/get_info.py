@@ -108,8 +108,12 @@ def options(services: Services) -> dict[str, bool]:
     if config.builtin_uv:
         # Supported; true once enabled (a fingerprint key: a finger enrolled).
         result["uv"] = pin.has_uv
+        # A token from built-in UV may configure the key (without it, a key with built-in
+        # UV and no PIN could never be configured); 6.5.5.7.3 step 4 refuses acfg without it.
+        result["uvAcfg"] = True
     if config.fingerprint:
         result["bioEnroll"] = pin.has_uv
+        result["uvBioEnroll"] = True  # the same for bio enrollment (be)
     if config.enterprise_attestation:
         result["ep"] = settings.enterprise_attestation
     return result

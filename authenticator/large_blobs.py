@@ -48,8 +48,8 @@ class LargeBlobsRequest:
     def from_cbor_map(cls, m: Mapping[Any, Any]) -> LargeBlobsRequest:
         get, set_, offset, length = m.get(1), m.get(2), m.get(3), m.get(4)
         param, protocol = m.get(5), m.get(6)
-        if offset is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "offset")
+        if offset is None:  # 6.10.2 step 1
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "offset missing")
         if (
             not _uint(offset)
             or not (get is None or _uint(get))
@@ -87,20 +87,26 @@ class LargeBlobs:
     def array(self) -> bytes:
         return self._store.get_state(STATE_KEY) or EMPTY_ARRAY
 
-    def process(self, m: Mapping[Any, Any], uv_protected: bool) -> dict[int, Any]:
-        """``uv_protected``: a PIN is set or built-in UV is on, so writes need a token."""
+    def process(self, m: Mapping[Any, Any], needs_token: bool) -> dict[int, Any]:
+        """``needs_token``: writes need a pinUvAuthToken (6.10.2 step 5.5: "the
+        authenticator is protected by some form of user verification or the alwaysUv
+        option ID is present and true")."""
         request = LargeBlobsRequest.from_cbor_map(m)
         if (request.get is None) == (request.set is None):
             raise CtapError(CtapStatus.INVALID_PARAMETER, "exactly one of get and set")
         if request.get is not None:
             return self._get(request, request.get)
         assert request.set is not None
-        return self._set(request, request.set, uv_protected)
+        return self._set(request, request.set, needs_token)
 
     def _get(self, request: LargeBlobsRequest, count: int) -> dict[int, Any]:
-        # 6.10.2 steps for get
+        # 6.10.2 step 4 (get)
         if request.length is not None:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "length with get")
+        # 4.2: "If either of pinUvAuthParam or pinUvAuthProtocol are present, return
+        # CTAP1_ERR_INVALID_PARAMETER."
+        if request.pin_uv_auth_param is not None or request.protocol is not None:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "pinUvAuth parameters with get")
         if count > self._max_fragment:
             raise CtapError(CtapStatus.INVALID_LENGTH)
         array = self.array()
@@ -109,9 +115,9 @@ class LargeBlobs:
         return {0x01: array[request.offset : request.offset + count]}
 
     def _set(
-        self, request: LargeBlobsRequest, fragment: bytes, uv_protected: bool
+        self, request: LargeBlobsRequest, fragment: bytes, needs_token: bool
     ) -> dict[int, Any]:
-        # 6.10.2 steps for set
+        # 6.10.2 step 5 (set)
         if len(fragment) > self._max_fragment:
             raise CtapError(CtapStatus.INVALID_LENGTH)
         if request.offset == 0:
@@ -127,7 +133,7 @@ class LargeBlobs:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "length after the first fragment")
         if request.offset != self._expected_next_offset:
             raise CtapError(CtapStatus.INVALID_SEQ)
-        if uv_protected:
+        if needs_token:  # 5.5
             param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
             message = (
                 b"\xff" * 32

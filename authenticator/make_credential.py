@@ -175,8 +175,8 @@ def make_credential(
 
     # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
     # Step 11: user verification.
-    # 11.1: the pinUvAuthToken (also checked when no PIN is set: a token can only
-    # exist after PIN or UV, so without one this is PIN_AUTH_INVALID); 11.2: built-in UV.
+    # 11.1: the pinUvAuthToken; 11.2: built-in UV (both only on a key protected by some
+    # form of user verification).
     verified, user_verified_builtin = perform_user_verification(
         services,
         context,
@@ -212,13 +212,21 @@ def make_credential(
         # 12.2: a userVerificationRequired credential only counts with uv.
         if level == USER_VERIFICATION_REQUIRED and not uv_done:
             continue
-        # 12.1: wait for presence; whether granted or not, the answer is
-        # CREDENTIAL_EXCLUDED (a CTAPHID_CANCEL still ends with KEEPALIVE_CANCEL).
-        result = ask_presence(
-            services, context, PresenceRequest(PresenceKind.EXCLUDED, rp_id=rp_id)
-        )
-        if result is PresenceResult.CANCELLED:
-            raise CtapError(CtapStatus.KEEPALIVE_CANCEL, "cancelled")
+        # 12.1.1-12.1.3: userPresentFlagValue is the token's user-present flag with a
+        # pinUvAuthParam, else true after built-in UV in step 11 (evidence of user
+        # interaction). 12.1.4: only when it is false, wait for presence; 12.1.5: either
+        # way the answer is CREDENTIAL_EXCLUDED (a CTAPHID_CANCEL still ends with
+        # KEEPALIVE_CANCEL).
+        if has_param:
+            user_present = services.client_pin.token.get_user_present_flag()
+        else:
+            user_present = user_verified_builtin
+        if not user_present:
+            result = ask_presence(
+                services, context, PresenceRequest(PresenceKind.EXCLUDED, rp_id=rp_id)
+            )
+            if result is PresenceResult.CANCELLED:
+                raise CtapError(CtapStatus.KEEPALIVE_CANCEL, "cancelled")
         raise CtapError(CtapStatus.CREDENTIAL_EXCLUDED, "excluded credential exists")
 
     presence_request = PresenceRequest(
@@ -268,7 +276,7 @@ def make_credential(
             private_key=private,
             cred_protect=cred_protect,
             discoverable=rk,
-            hmac_secret=ext.hmac_secret,
+            hmac_secret=ext.with_hmac_secret,
             cred_blob=cred_blob,
             third_party_payment=ext.third_party_payment,
         ),

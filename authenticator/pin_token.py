@@ -31,6 +31,10 @@ class Permission(IntFlag):
 INITIAL_USAGE_TIME_LIMIT = 30.0
 #: No token lives longer than this, used or not.
 MAX_USAGE_TIME_PERIOD = 600.0
+#: How long the user counts as present after the token was obtained with presence (6.5.2.1:
+#: "The user present time limit defaults to the same default maximum per-transport values
+#: as the initial usage time limit").
+USER_PRESENT_TIME_LIMIT = INITIAL_USAGE_TIME_LIMIT
 
 
 @dataclass
@@ -88,6 +92,8 @@ class PinUvAuthToken:
         age = self.clock.monotonic() - self._started
         if age > MAX_USAGE_TIME_PERIOD or (not self._used and age > INITIAL_USAGE_TIME_LIMIT):
             self.stop_using()
+        elif age > USER_PRESENT_TIME_LIMIT:
+            self.user_present = False  # the user present time limit: presence is stale
 
     def mark_used(self) -> None:
         self._used = True

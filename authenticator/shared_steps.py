@@ -82,8 +82,11 @@ def verify_pin_uv_auth_param(
         raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token has no user verification")
 
 
-def builtin_uv(services: Services, context: RequestContext, rp_id: str) -> None:
-    """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv.
+def builtin_uv(
+    services: Services, context: RequestContext, rp_id: str, kind: PresenceKind
+) -> None:
+    """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv (the user is
+    asked what for: ``kind``, registering or signing in).
 
     On failure (11.2.3): a timeout stays USER_ACTION_TIMEOUT (and a
     CTAPHID_CANCEL KEEPALIVE_CANCEL); otherwise PUAT_REQUIRED when a PIN is set
@@ -92,7 +95,7 @@ def builtin_uv(services: Services, context: RequestContext, rp_id: str) -> None:
     """
     pin = services.client_pin
     try:
-        pin.verify_user_builtin(context, rp_id)
+        pin.verify_user_builtin(context, rp_id, kind)
     except CtapError as exc:
         if exc.status not in (CtapStatus.UV_INVALID, CtapStatus.UV_BLOCKED):
             raise
@@ -117,16 +120,26 @@ def perform_user_verification(
 ) -> tuple[bool, bool]:
     """makeCredential step 11 / getAssertion step 6: verify the user, if asked to.
 
-    With a pinUvAuthParam the token is checked (11.1 / 6.1), else with the uv option
-    built-in UV runs (11.2 / 6.2). Returns (user verified, verified by built-in UV:
-    which is also evidence of user presence, steps 13 / 8).
+    Both steps are under "If the authenticator is protected by some form of user
+    verification": a key with neither a PIN nor built-in UV ignores a pinUvAuthParam here
+    (no token can exist; the request goes on without UV). With a pinUvAuthParam the
+    token is checked (11.1 / 6.1), else with the uv option built-in UV runs (11.2 / 6.2).
+    Returns (user verified, verified by built-in UV: which is also evidence of user
+    presence, steps 13 / 8).
     """
+    if has_param and not services.uv_protected:
+        return False, False
     if has_param:
         assert param is not None
         verify_pin_uv_auth_param(services, protocol, client_data_hash, param, permission, rp_id)
         return True, False
     if uv:
-        builtin_uv(services, context, rp_id)
+        kind = (
+            PresenceKind.REGISTER
+            if permission == Permission.MAKE_CREDENTIAL
+            else PresenceKind.AUTHENTICATE
+        )
+        builtin_uv(services, context, rp_id, kind)
         return True, True
     return False, False
 

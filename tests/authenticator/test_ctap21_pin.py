@@ -63,7 +63,9 @@ def test_set_pin_then_token(key: Key, protocol: PinProtocol) -> None:
     assert len(token) == 32
     with pytest.raises(CtapError) as info:
         cp.set_pin("5678")  # a PIN is already set
-    assert code(info) == ERR.NOT_ALLOWED
+    # 6.5.5.5 step 3: "If a PIN has already been set, authenticator returns
+    # CTAP2_ERR_PIN_AUTH_INVALID error."
+    assert code(info) == ERR.PIN_AUTH_INVALID
 
 
 def test_pin_length_rules(key: Key, protocol: PinProtocol) -> None:

@@ -306,6 +306,11 @@ def test_reset_clears_pin_and_tokens() -> None:
     ctap.reset()
     info = ctap.get_info()
     assert info.options["clientPin"] is False and info.min_pin_length == 4
+    # The old token is gone: with no PIN any more, makeCredential does not check a
+    # pinUvAuthParam (6.1.2 step 11 is for a key "protected by some form of user
+    # verification"), and the credential is not user-verified.
+    assert not make(ctap, **pin_param(token)).auth_data.is_user_verified()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)  # a new PIN: the old token does not verify
     with pytest.raises(CtapError) as err:
         make(ctap, **pin_param(token))
     assert err.value.code == ERR.PIN_AUTH_INVALID

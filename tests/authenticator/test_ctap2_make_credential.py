@@ -256,12 +256,20 @@ def test_pin_uv_auth_param_without_pin() -> None:
         _status(key, pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=3)
         == CtapStatus.INVALID_PARAMETER
     )
-    # Without a PIN no pinUvAuthToken exists, so no pinUvAuthParam verifies.
-    assert (
-        _status(key, pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=1, options={"rk": True})
-        == CtapStatus.PIN_AUTH_INVALID
+    # Step 11 is "If the authenticator is protected by some form of user verification":
+    # without a PIN or built-in UV the pinUvAuthParam is not checked. No token can exist,
+    # so the credential is made as without one: a touch, and no UV flag.
+    key.presence.requests.clear()
+    status, body = key.call(
+        0x01,
+        make_credential_map(
+            pin_uv_auth_param=bytes(16), pin_uv_auth_protocol=1, options={"rk": True}
+        ),
     )
-    assert key.store.count_credentials() == 0
+    assert status == CtapStatus.OK and key.store.count_credentials() == 1
+    flags = body[2][32]
+    assert flags & 0x01 and not flags & 0x04  # UP, not UV
+    assert [r.kind for r in key.presence.requests] == [PresenceKind.REGISTER]
 
     denied = make_key(presence=DenyPresence())
     assert _status(denied, pin_uv_auth_param=b"") == CtapStatus.OPERATION_DENIED

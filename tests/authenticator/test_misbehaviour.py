@@ -288,7 +288,8 @@ def test_pin_blocked_reports_no_retries_and_refuses_the_pin() -> None:
         assert ctap_cause(info.value) == CtapError.ERR.PIN_BLOCKED
         with pytest.raises(CtapError) as ctap_info:
             ClientPin(ctap).set_pin("123456")
-        assert ctap_info.value.code == CtapError.ERR.NOT_ALLOWED
+        # 6.5.5.5 step 3: "If a PIN has already been set, ... CTAP2_ERR_PIN_AUTH_INVALID".
+        assert ctap_info.value.code == CtapError.ERR.PIN_AUTH_INVALID
         key.authenticator.behaviours.clear("pin-blocked")
         assert Ctap2(key.device).info.options["clientPin"] is False
 

@@ -57,7 +57,6 @@ def _describe(code: int) -> str:
         CtapError.ERR.PIN_AUTH_BLOCKED: "too many wrong PINs: restart the key and try again",
         CtapError.ERR.PIN_POLICY_VIOLATION: "the PIN does not meet the policy (length)",
         CtapError.ERR.PIN_NOT_SET: "no PIN is set: use `vfido pin set`",
-        CtapError.ERR.NOT_ALLOWED: "a PIN is already set: use `vfido pin change`",
     }
     return messages.get(code, f"the key refused: CTAP error 0x{code:02x}")
 
