@@ -75,7 +75,9 @@ _U2F_SIGNING_INS = frozenset({0x01, 0x02})  # U2F_REGISTER, U2F_AUTHENTICATE
 
 
 class _BehavingVerifier:
-    """Built-in user verification that fails while behaviour uv-fail is on."""
+    """Built-in user verification that fails while behaviour uv-fail is on, and that
+    nobody answers while presence-timeout is on (as a touch nobody gives: the user is
+    asked in both ways, a touch and a verification)."""
 
     def __init__(self, inner: UserVerifier, behaviours: Behaviours) -> None:
         self._inner = inner
@@ -84,9 +86,15 @@ class _BehavingVerifier:
     def verify_user(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        if self._behaviours.current().uv_fail:
+        behaviours = self._behaviours.current()
+        if behaviours.uv_fail:
             log.info("user verification fails (behaviour uv-fail)")
             return PresenceResult.DENIED
+        if behaviours.presence_timeout is not None:
+            log.info("nobody verifies (behaviour presence-timeout)")
+            if context.wait_cancelled(behaviours.presence_timeout) or context.is_cancelled():
+                return PresenceResult.CANCELLED
+            return PresenceResult.TIMEOUT
         return self._inner.verify_user(request, context, timeout)
 
 

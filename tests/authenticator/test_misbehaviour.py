@@ -263,6 +263,23 @@ def test_presence_timeout_gives_user_action_timeout_after_upneeded_keepalives() 
         assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
 
 
+def test_presence_timeout_holds_for_built_in_uv_too() -> None:
+    """Nobody touches the key, and nobody verifies on it either: with built-in UV (the
+    toolkit's default, `vfido run --uv`) a registration that verifies the user timed out
+    no more than one without it; it registered at once (found by a newcomer's trial)."""
+    with behaving_key(config=Config(builtin_uv=True)) as key:
+        rp = RelyingParty(root_der=key.root_der)
+        key.authenticator.behaviours.set("presence-timeout", 0.3)
+        ctap = Ctap2(key.device)
+        before = ClientPin(ctap).get_uv_retries()
+        with pytest.raises(ClientError) as info:
+            register(key.client(interaction=CountingInteraction()), rp, uv="required")
+        assert ctap_cause(info.value) == CtapError.ERR.USER_ACTION_TIMEOUT
+        assert ClientPin(ctap).get_uv_retries() == before  # no attempt was made
+        key.authenticator.behaviours.clear("presence-timeout")
+        register(key.client(), rp, uv="required")
+
+
 def test_uv_fail_fails_builtin_user_verification_and_uses_up_retries() -> None:
     with behaving_key(config=Config(builtin_uv=True)) as key:
         rp = RelyingParty(root_der=key.root_der)
