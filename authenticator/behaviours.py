@@ -13,7 +13,9 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
 ``counter-regression[=N]``
     Assertions report a signature counter ``N`` (default 1) below the highest the key has
     reported for that credential (at least 0), as a cloned key that lags behind the
-    original would. The stored counter does not advance.
+    original would. The stored counter does not advance; a credential that has reported
+    only 0 first reports 1 (there must be something to fall below: a relying party skips
+    the check when both counters are 0).
 ``zero-counter``
     Every signature counter is 0 (like ``Config.constant_zero_counter``).
 ``counter-jump[=N]``

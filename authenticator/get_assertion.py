@@ -149,8 +149,14 @@ def _assertion(
         count = 0
     elif behaviours.counter_regression is not None and flags & AuthDataFlags.UP:
         # Behaviour counter-regression (a cloned key): below the highest value reported,
-        # which is the stored one; the stored counter does not advance.
-        count = max(0, store.get_counter(candidate.credential_id) - behaviours.counter_regression)
+        # which is the stored one; the stored counter does not advance. A credential that
+        # has reported only 0 has nothing to fall below (an RP skips the check when both
+        # counters are 0): its first assertion advances as the original key's would.
+        highest = store.get_counter(candidate.credential_id)
+        if highest == 0:
+            count = store.increment_counter(candidate.credential_id, 1)
+        else:
+            count = max(0, highest - behaviours.counter_regression)
     elif flags & AuthDataFlags.UP:
         # Persisted before the response leaves the key (counter-jump: by N, not 1).
         count = store.increment_counter(candidate.credential_id, behaviours.counter_step())

@@ -207,6 +207,22 @@ def test_counter_regression_is_detected_by_the_relying_party() -> None:
         assert sign_in(key.client(), rp) == 6
 
 
+def test_counter_regression_from_the_start_is_detected_on_the_second_sign_in() -> None:
+    """Set before the first sign-in (`vfido run --behaviour counter-regression`), the
+    behaviour reported 0, 0, 0...: an RP skips the counter check when both counters are 0,
+    so no clone was ever detected. Now the first assertion reports 1 and the next falls
+    below it."""
+    with behaving_key("counter-regression") as key:
+        rp = RelyingParty(root_der=key.root_der)
+        register(key.client(), rp)
+        assert sign_in(key.client(), rp) == 1
+        state, response, challenge = assertion(key.client(), rp)
+        assert response.response.authenticator_data.counter == 0
+        rp.server.authenticate_complete(state, rp.credentials, response)
+        with pytest.raises(InvalidAuthenticationResponse, match="sign count"):
+            webauthn_check(rp, response, challenge, rp.counters[response.raw_id])
+
+
 def test_zero_counter_reports_zero_which_rps_accept_as_no_counter() -> None:
     with behaving_key("zero-counter") as key:
         rp = RelyingParty(root_der=key.root_der)
