@@ -159,6 +159,10 @@ def test_power_cycle_and_second_device() -> None:
         key.power_cycle()
         other = key.open_device()
         assert sign_in(key.client(device=other), rp) >= 1
+        # The key's own device is opened again, as a re-plugged key is: its old channel is
+        # gone, and a client on it fell back to U2F (found by a newcomer's trial).
+        assert "FIDO_2_1" in Ctap2(key.device).get_info().versions
+        assert sign_in(key.client(), rp) >= 2
     with pytest.raises(VirtualKeyError, match="not running"):
         _ = key.device
 

@@ -505,13 +505,18 @@ class VirtualKey:
         return findings
 
     def power_cycle(self) -> None:
-        """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped."""
+        """Unplug and re-plug the key: channels, PIN tokens and pending state are dropped.
+        :attr:`device` is then opened again, as a host opens a re-plugged key (its old
+        channel is gone); devices from :meth:`open_device` are the caller's to reopen."""
         self._require_running()
         assert self._key is not None
         if isinstance(self._key.transport, InProcessTransport):  # the CTAPHID runner too
             self._key.transport.power_cycle()
         else:
             self.authenticator.power_cycle()
+        device, self._device = self._device, None
+        if device is not None:
+            device.close()
 
     def controller(self) -> KeyController:
         """A :class:`vfido.control.KeyController` on the key's control socket (needs
