@@ -39,5 +39,14 @@ def test_readme_first_test_names_the_toolkit_block() -> None:
     text = README.read_text()
     toolkit = (ROOT / "docs" / "toolkit.md").read_text()
     assert "docs/toolkit.md#from-python-and-pytest" in text
-    assert "## From Python and pytest" in toolkit and "def test_register(vfido_key)" in toolkit
     assert "test_first.py" in text
+    # The README says which block: the section's second, the only one with tests (it
+    # said "the first", a script that pytest collects nothing from).
+    assert "its second block, which starts\nwith `import pytest`" in text
+    lines = toolkit.splitlines()
+    start = lines.index("## From Python and pytest") + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("## ")) + 1
+    blocks, _ = parse(ROOT / "docs" / "toolkit.md")
+    python = [b.code for b in blocks if b.lang == "python" and start <= b.line <= end]
+    assert len(python) >= 2 and "def test_" not in python[0]
+    assert python[1].startswith("import pytest") and "def test_register(vfido_key)" in python[1]
