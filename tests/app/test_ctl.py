@@ -466,6 +466,10 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
             "FIDO_2_2",
         ]
         assert "credentials-add" in ctl(socket, "commands").split()
+        # A command this key lacks names the flag that gives it.
+        for command, flag in (("log", "--trace"), ("lint", "--lint"), ("finger", "--fingerprint")):
+            lacking = vfido(["ctl", "--socket", str(socket), command], passphrase=None)
+            assert lacking.returncode == 1 and flag in lacking.stderr, lacking.stderr
         cred = json.loads(
             ctl(
                 socket,

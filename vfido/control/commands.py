@@ -522,6 +522,8 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("metadata", metadata)
     if device.config.fingerprint:
         server.register("finger", finger)
+    else:
+        server.lacks("finger", "this key has no fingerprint sensor: run it with --fingerprint")
 
 
 def add_webauthn_commands(server: ControlServer, key: KeyParts) -> None:
@@ -637,9 +639,13 @@ def register_commands(
         from vfido.trace import add_trace_commands
 
         add_trace_commands(server, trace)
+    else:
+        server.lacks("log", "this key records no trace: run it with --trace FILE")
     if linter is not None:
         from vfido.lint import control_command
 
         # ``lint``: the relying-party lint's findings (see :mod:`vfido.lint`);
         # ``{"clear": true}`` also forgets them.
         server.register("lint", control_command(linter))
+    else:
+        server.lacks("lint", "this key does not lint relying parties: run it with --lint")

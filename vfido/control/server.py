@@ -134,6 +134,7 @@ class ControlServer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handlers: dict[str, Handler] = {}
+        self._missing: dict[str, str] = {}  # a command this key lacks -> why (the flag)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -144,6 +145,11 @@ class ControlServer:
         """Answer ``{"cmd": name, ...}`` with ``handler(args)`` (replaces an earlier one).
         Handlers run on the connection's thread, possibly several at once."""
         self._handlers[name] = handler
+
+    def lacks(self, name: str, why: str) -> None:
+        """This key does not offer ``name``; a request for it is answered ``why`` (e.g. the
+        `vfido run` flag it needs) instead of "unknown command"."""
+        self._missing[name] = why
 
     def start(self) -> None:
         """Bind the socket (replacing a stale one) and serve it. Raises ControlError."""
@@ -244,7 +250,7 @@ class ControlServer:
         name = request.pop("cmd")
         handler = self._handlers.get(name)
         if handler is None:
-            return {"ok": False, "error": f"unknown command {name!r}"}
+            return {"ok": False, "error": self._missing.get(name, f"unknown command {name!r}")}
         try:
             answer = handler(request)
         except CommandError as exc:
