@@ -343,11 +343,23 @@ def test_a_presence_delay_must_be_a_sane_number_of_seconds(tmp_path: Path) -> No
         for rp_id in ("\x1b[31m", "a b", "evil\u202ecom"):  # stored, then listed raw
             with pytest.raises(ControlError, match="rp_id must be printable"):
                 r.ctl.call("credentials-add", rp_id=rp_id)
+        # A delay for a mode that waits none was dropped without a word.
+        with pytest.raises(ControlError, match="a delay goes with presence mode auto or"):
+            r.ctl.call("presence-mode", mode="manual", delay=5)
+        assert r.ctl.presence()["mode"] == "auto"
+        no_mode = vfido(
+            ["ctl", "--socket", str(r.socket), "presence", "--delay", "5"], passphrase=None
+        )
+        assert no_mode.returncode == 1 and "--delay goes with a mode" in no_mode.stderr
+    from vfido.presence.broker import broker_for
     from vfido.presence.modes import front_ends_for
 
     for delay in (float("inf"), float("nan"), 1e300, -1.0):  # the rule itself, for every caller
         with pytest.raises(ValueError, match="delay must be a number of seconds"):
             front_ends_for("auto", delay)
+    with pytest.raises(ValueError, match="a delay goes with"):  # `vfido run --presence-delay`
+        broker_for("manual", 5)
+    broker_for("deny-uv", 5)
 
 
 def test_behaviours_through_the_socket(tmp_path: Path) -> None:

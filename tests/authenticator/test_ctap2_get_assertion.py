@@ -167,9 +167,7 @@ def test_pin_uv_auth_param_without_pin() -> None:
     # the assertion is made as without one, with a touch and no UV flag.
     status, body = key.call(
         0x02,
-        get_assertion_map(
-            allow_list=allow, pin_uv_auth_param=bytes(32), pin_uv_auth_protocol=2
-        ),
+        get_assertion_map(allow_list=allow, pin_uv_auth_param=bytes(32), pin_uv_auth_protocol=2),
     )
     assert status == CtapStatus.OK
     flags = body[2][32]

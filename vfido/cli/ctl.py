@@ -256,6 +256,8 @@ def _cmd_credentials_remove(args: argparse.Namespace) -> int:
 
 @_reads_answer
 def _cmd_presence(args: argparse.Namespace) -> int:
+    if args.delay is not None and args.mode is None:
+        raise CtlError("--delay goes with a mode: vfido ctl presence auto --delay SECONDS")
     with _controller(args) as key:
         if args.mode is not None:
             key.set_presence(args.mode, args.delay)

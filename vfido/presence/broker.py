@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestContext
-from vfido.presence.modes import front_ends_for, mode_spec
+from vfido.presence.modes import check_delay, front_ends_for, mode_spec
 from vfido.presence.pending import (
     CANCEL_POLL,
     FrontEnd,
@@ -198,4 +198,5 @@ def broker_for(mode: str, delay: float = 0.0) -> PresenceBroker:
     :class:`vfido.presence.modes.PresenceModeError` (one line: the mode is unknown or cannot
     be used here, e.g. ``prompt`` without a terminal)."""
     spec = mode_spec(mode)
+    check_delay(spec, delay)
     return PresenceBroker(spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails)

@@ -42,6 +42,8 @@ class PresenceMode:
     uv_fails: bool = False
     #: A key run from Python (:class:`vfido.api.VirtualKey`) can use it.
     toolkit: bool = False
+    #: Its approval can wait a delay (``--presence-delay``); in other modes a delay is an error.
+    delayed: bool = False
 
 
 def _auto(delay: float) -> tuple[FrontEnd, ...]:
@@ -94,7 +96,7 @@ def _notify(delay: float) -> tuple[FrontEnd, ...]:
 MODES: Final[dict[str, PresenceMode]] = {
     mode.name: mode
     for mode in (
-        PresenceMode("auto", "approve everything", _auto, _auto, toolkit=True),
+        PresenceMode("auto", "approve everything", _auto, _auto, toolkit=True, delayed=True),
         PresenceMode("deny", "", _deny, _deny, toolkit=True),
         PresenceMode(
             "deny-uv",
@@ -103,6 +105,7 @@ MODES: Final[dict[str, PresenceMode]] = {
             _auto,
             uv_fails=True,
             toolkit=True,
+            delayed=True,
         ),
         PresenceMode("prompt", "terminal", _prompt, None),
         PresenceMode("notify", "desktop notification, else terminal", _notify_at_start, _notify),
@@ -116,6 +119,8 @@ RUN_MODES: Final = tuple(MODES)
 RUNTIME_MODES: Final = tuple(sorted(name for name, mode in MODES.items() if mode.at_run_time))
 #: ``VirtualKey(presence=...)`` (the interactive modes make no sense in a test).
 TOOLKIT_MODES: Final = tuple(name for name, mode in MODES.items() if mode.toolkit)
+#: The modes whose approval can wait a delay.
+DELAYED_MODES: Final = tuple(name for name, mode in MODES.items() if mode.delayed)
 
 
 def mode_spec(name: str) -> PresenceMode:
@@ -140,14 +145,25 @@ def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...],
     can still answer); ``prompt`` needs the terminal of ``vfido run`` and is only available
     as the mode the key started with.
     """
-    if not 0 <= delay <= MAX_DELAY:  # nan fails every comparison
-        raise ValueError(f"delay must be a number of seconds from 0 to {MAX_DELAY:.0f}")
     spec = MODES.get(mode)
     if spec is None or spec.at_run_time is None:
         raise PresenceModeError(
             f"presence mode must be one of {', '.join(RUNTIME_MODES)} at run time"
         )
+    check_delay(spec, delay)
     return spec.at_run_time(delay), spec.uv_fails
+
+
+def check_delay(spec: PresenceMode, delay: float) -> None:
+    """A presence delay is 0-:data:`MAX_DELAY` seconds, and only for a mode that waits one
+    (a delay given to ``manual`` was dropped without a word). Raises
+    :class:`PresenceModeError`."""
+    if not 0 <= delay <= MAX_DELAY:  # nan fails every comparison
+        raise PresenceModeError(f"delay must be a number of seconds from 0 to {MAX_DELAY:.0f}")
+    if delay and not spec.delayed:
+        raise PresenceModeError(
+            f"a delay goes with presence mode {' or '.join(DELAYED_MODES)}, not {spec.name}"
+        )
 
 
 def presence_help() -> str:
