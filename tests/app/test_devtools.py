@@ -268,7 +268,8 @@ def test_a_browser_that_never_answers_is_killed_at_start(
     log = tmp_path / "browser.log"
     flags = ["--fake-mode=mute", f"--fake-pidfile={pidfile}"]
     with pytest.raises(CdpError) as raised:
-        Browser(fake_browser, log=log, extra_flags=flags, timeout=0.5)
+        # A plain string, as other paths in the API take (a str was an AttributeError).
+        Browser(fake_browser, log=str(log), extra_flags=flags, timeout=0.5)
     assert str(raised.value) == (
         f"{fake_browser} did not start (Browser.getVersion: no answer from the browser within"
         f" 0.5 s; running; its output is in {log})"

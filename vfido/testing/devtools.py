@@ -174,10 +174,11 @@ class Browser:
         self,
         executable: str | None = None,
         *,
-        log: Path | None = None,
+        log: str | os.PathLike[str] | None = None,
         extra_flags: Sequence[str] = (),
         timeout: float = 60.0,
     ) -> None:
+        log = Path(log) if log is not None else None  # a plain string too, as elsewhere
         found = find_chromium() if executable is None else shutil.which(executable)
         if found is None:
             if executable is not None:
