@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -465,3 +466,79 @@ def test_vfido_webdriver_bad_arguments_are_one_line() -> None:
         )
         assert result.returncode == 2 and needle in result.stderr
         assert "Traceback" not in result.stderr
+
+
+# --- who may talk to it --------------------------------------------------------------------
+
+
+def test_web_pages_and_rebound_names_are_refused() -> None:
+    """The keys' private keys (Get Credentials) and the browser are behind this port. A web
+    page in the user's browser reached it: a cross-site POST (no preflight for text/plain)
+    plugged in keys, and a name re-pointed at 127.0.0.1 (DNS rebinding) read the
+    credentials back (found by a security review). Only WebDriver clients get through."""
+    with rig() as (upstream, proxy):
+        new_key = json.dumps({"protocol": "ctap2", "transport": "usb"}).encode()
+        path = f"/session/{SESSION}/webauthn/authenticator"
+        port = proxy.port
+        for headers in (
+            {"Host": f"attacker.example:{port}"},  # DNS rebinding
+            {"Host": f"127.0.0.1:{port + 1}"},
+            {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"},
+            {"Host": f"127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"},
+        ):
+            for method, target, body in (
+                ("POST", path, new_key),
+                ("GET", "/vfido/authenticators", None),
+                ("POST", "/session/abc/url", b"{}"),  # forwarded ones too
+            ):
+                status, _, _, data = request(proxy.url, method, target, body, headers)
+                assert status == 403, (headers, target)
+                assert "refused" in data.decode() or "Host header" in data.decode()
+        assert proxy.describe() == [] and upstream.requests == []
+        # A WebDriver client: an address or localhost, no Origin.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            status, _, _, _ = request(
+                proxy.url, "GET", "/vfido/authenticators", None, {"Host": host}
+            )
+            assert status == 200
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read() -> None:
+    with rig() as (_, proxy):
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+        try:
+            connection.putrequest("POST", "/session/abc/url")
+            connection.putheader("Content-Length", str(1 << 40))  # never sent
+            connection.endheaders()
+            response = connection.getresponse()
+            assert response.status == 400 and b"too large" in response.read()
+        finally:
+            connection.close()
+
+
+def test_connections_over_the_limit_are_closed_at_once() -> None:
+    """Idle connections held a thread each, without limit (found by a security review)."""
+    import socket
+
+    from vfido.local_http import MAX_CONNECTIONS
+
+    with rig() as (_, proxy):
+        idle = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(MAX_CONNECTIONS)]
+        try:
+            # Each idle connection holds a slot once the server has accepted it.
+            extra = socket.create_connection(("127.0.0.1", proxy.port))
+            extra.settimeout(10)
+            assert extra.recv(1) == b""  # closed unanswered
+            extra.close()
+            idle.pop().close()
+            status = 0
+            for _ in range(50):  # the freed slot comes back when its thread ends
+                try:
+                    status = request(proxy.url, "GET", "/vfido/authenticators")[0]
+                    break
+                except (ConnectionError, http.client.HTTPException):
+                    time.sleep(0.1)
+            assert status == 200
+        finally:
+            for connection in idle:
+                connection.close()

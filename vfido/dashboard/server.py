@@ -16,7 +16,7 @@ import urllib.parse
 import webbrowser
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,17 +37,15 @@ from vfido.dashboard.hub import Hub
 from vfido.dashboard.keys import public_key_pem
 from vfido.dashboard.link import KeyLink
 from vfido.dashboard.render import Renderer, _attr_id, _first, esc
+from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer
 
 
 def _asset(name: str) -> bytes:
     return (resources.files("vfido") / "ui_assets" / name).read_bytes()
 
 
-class DashboardServer(ThreadingHTTPServer):
+class DashboardServer(BoundedHTTPServer):
     """The dashboard's HTTP server, on 127.0.0.1 only."""
-
-    daemon_threads = True
-    block_on_close = False
 
     def __init__(self, link: KeyLink, port: int = 0, token: str | None = None) -> None:
         self.token = token or secrets.token_urlsafe(TOKEN_BYTES)
@@ -88,6 +86,7 @@ class DashboardHandler(BaseHTTPRequestHandler):
     server_version = "vfido-ui"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT  # an idle connection does not hold its thread for ever
 
     # never log paths: they carry the token
     def log_message(self, format: str, *args: Any) -> None:

@@ -40,11 +40,12 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
 from vfido import virtual_authenticator as va
 from vfido.api import VirtualKey, VirtualKeyError
+from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer, host_is_local_literal
 from vfido.transport_kinds import TOOLKIT_KINDS
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ HOP_BY_HOP: Final = frozenset(
 )
 #: Largest request body accepted for a local command (a credential with a large blob).
 MAX_LOCAL_BODY: Final = 1 << 20
+#: Largest request body forwarded to the upstream driver (an uploaded file, a long script).
+MAX_FORWARD_BODY: Final = 64 << 20
 UPSTREAM_TIMEOUT: Final = 300.0
 
 _WEBAUTHN = re.compile(
@@ -283,14 +286,14 @@ def _credential_id(text: str) -> bytes:
     return va.b64url_decode("credentialId", urllib.parse.unquote(text))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(BoundedHTTPServer):
     proxy: WebDriverProxy
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+    timeout = IDLE_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("webdriver: " + format, *args)
@@ -316,7 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_OPTIONS(self) -> None:
         self._handle()
 
-    def _body(self) -> bytes:
+    def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None:
             return b""
@@ -326,18 +329,36 @@ class _Handler(BaseHTTPRequestHandler):
             size = -1
         if size < 0:
             raise WebDriverError("invalid argument", "bad Content-Length")
+        if size > limit:  # refused before it is read
+            raise WebDriverError("invalid argument", "the request body is too large")
         return self.rfile.read(size)
+
+    def _refusal(self) -> str | None:
+        """Why this request is refused, if it is. The keys' private keys and the browser
+        are behind this port, so only WebDriver clients may talk to it: a web page in any
+        browser of the user's (a cross-site request, or DNS rebinding) sends an Origin or
+        a Host naming its own site; a WebDriver client sends neither."""
+        if not host_is_local_literal(self.headers.get("Host", ""), self.server.proxy.port):
+            return "the Host header must name this intermediary by address or localhost"
+        fetched_by_a_page = self.headers.get("Sec-Fetch-Site", "none") != "none"
+        if self.headers.get("Origin") is not None or fetched_by_a_page:
+            return "requests from web pages are refused (a WebDriver client sends no Origin)"
+        return None
 
     def _handle(self) -> None:
         proxy = self.server.proxy
         path = urllib.parse.urlsplit(self.path).path
+        match = _WEBAUTHN.match(path)
+        refusal = self._refusal()
         try:
-            body = self._body()
+            if refusal is not None:
+                log.warning("webdriver: refused a %s request: %s", self.command, refusal)
+                raise WebDriverError("unknown error", refusal)
+            body = self._body(MAX_LOCAL_BODY if match is not None else MAX_FORWARD_BODY)
         except WebDriverError as exc:
-            self._answer_error(exc)
+            self._answer_error(exc, 403 if refusal is not None else None)
             self.close_connection = True
             return
-        match = _WEBAUTHN.match(path)
         if match is not None:
             self._local(match, body)
             return
@@ -351,8 +372,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _local(self, match: re.Match[str], raw: bytes) -> None:
         try:
-            if len(raw) > MAX_LOCAL_BODY:
-                raise WebDriverError("invalid argument", "the request body is too large")
             body: Any = None
             if raw.strip():
                 try:
@@ -370,9 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._answer_json(200, {"value": value})
 
-    def _answer_error(self, exc: WebDriverError) -> None:
+    def _answer_error(self, exc: WebDriverError, status: int | None = None) -> None:
         value = {"error": exc.code, "message": str(exc), "stacktrace": ""}
-        self._answer_json(exc.http_status, {"value": value})
+        self._answer_json(status or exc.http_status, {"value": value})
 
     def _answer_json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
