@@ -47,6 +47,11 @@ kernel merges every process that opened the hidraw node; the in-process bus). Th
   identity (a new Unix connection, a new UDP source port) starts afresh. Who can do that is
   bounded by the transport's own access check (UHID: whoever may open the hidraw node; Unix:
   the key's user only; UDP: every local user).
+* a message arriving slowly: each continuation packet must come within MESSAGE_TIMEOUT of
+  the previous one, and the whole message within :data:`MAX_MESSAGE_TIME` of its first
+  packet (ERR_MSG_TIMEOUT). If another channel was refused while it came, its sender may
+  start no new multi-packet message for as long as it held the key (the LOCK rule again):
+  a sender dribbling packets to keep the key busy holds it at most half the time.
 
 Every report a client should receive is a :class:`Report` naming it (``report.client``), so a
 transport serving several clients knows where to send it; with ``client=None`` reports are
@@ -73,6 +78,9 @@ RESERVED_CID: Final = 0
 TYPE_INIT: Final = 0x80
 PROTOCOL_VERSION: Final = 2  # CTAPHID protocol version (section 11.2.9.1.3)
 MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
+#: Seconds from a message's first packet to its last, however fast the packets come (a
+#: 7609-byte message is 129 reports: a few hundred milliseconds even in a slow VM).
+MAX_MESSAGE_TIME: Final = 3.0
 MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
 INIT_NONCE_SIZE: Final = 8
 DEFAULT_MAX_CHANNELS: Final = 128
@@ -224,6 +232,9 @@ class _Assembly:
     next_seq: int
     deadline: float
     client: Hashable = None
+    started: float = 0.0
+    #: Another channel was refused (CHANNEL_BUSY) while this message was being received.
+    contended: bool = False
 
 
 @dataclass
@@ -287,6 +298,9 @@ class CtapHidCore:
         self._lock_since = 0.0  # when the current holder took the lock
         self._lock_contended: float | None = None  # when another channel was first refused
         self._lock_cooldown: dict[Hashable, float] = {}  # _holder -> no new LOCK before
+        #: _holder -> no new message before (a sender whose message timed out while
+        #: another channel waited: see the module docstring).
+        self._slow_cooldown: dict[Hashable, float] = {}
         self._next_transaction = 1
 
     # -- queries ----------------------------------------------------------------------------
@@ -339,10 +353,16 @@ class CtapHidCore:
     def tick(self, now: float) -> list[Output]:
         """Expire the message timeout (ERR_MSG_TIMEOUT) and the channel lock."""
         out: list[Output] = []
-        if self._rx is not None and now >= self._rx.deadline:
-            timeout = error_report(self._rx.channel, HidError.MSG_TIMEOUT)
-            out.append(_to(self._rx.client, timeout))
+        rx = self._rx
+        if rx is not None and now >= rx.deadline:
+            out.append(_to(rx.client, error_report(rx.channel, HidError.MSG_TIMEOUT)))
             self._rx = None
+            for other, until in list(self._slow_cooldown.items()):
+                if until <= now:
+                    del self._slow_cooldown[other]
+            if rx.contended:  # as for a LOCK: no new message for as long as it held the key
+                held = min(now - rx.started, MAX_MESSAGE_TIME)
+                self._slow_cooldown[_holder(rx.client, rx.channel)] = now + held
         if self._lock_channel is not None and now >= self._lock_until:
             out.append(Lock(self._lock_channel, 0))
             self._end_lock(min(now, self._lock_until))
@@ -394,6 +414,7 @@ class CtapHidCore:
         self._rx = None
         self._lock_channel = None
         self._lock_cooldown.clear()
+        self._slow_cooldown.clear()
         if self._active is not None and not self._active.dropped:
             self._active.dropped = True
             out.append(self._cancel(self._active))
@@ -527,6 +548,7 @@ class CtapHidCore:
                 # A new init packet in the middle of a message (section 11.2.4).
                 self._rx = None
                 return [error_report(channel, HidError.INVALID_SEQ)]
+            self._rx.contended = True
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._active is not None:
             return [error_report(channel, HidError.CHANNEL_BUSY)]
@@ -536,8 +558,17 @@ class CtapHidCore:
         cmd = _COMMANDS[command]  # a valid command (checked above)
         if length <= INIT_DATA_SIZE:
             return self._dispatch(channel, cmd, data[:length], now, client)
+        if now < self._slow_cooldown.get(_holder(client, channel), now):
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
         self._rx = _Assembly(
-            channel, cmd, length, bytearray(data), 0, now + MESSAGE_TIMEOUT, client
+            channel,
+            cmd,
+            length,
+            bytearray(data),
+            0,
+            now + MESSAGE_TIMEOUT,
+            client,
+            started=now,
         )
         return []
 
@@ -575,7 +606,9 @@ class CtapHidCore:
             return [error_report(channel, HidError.INVALID_SEQ)]
         rx.data += data
         rx.next_seq += 1
-        rx.deadline = now + MESSAGE_TIMEOUT
+        # Each packet gives the next one MESSAGE_TIMEOUT, never past MAX_MESSAGE_TIME from
+        # the first: one packet every 0.45 s held the key for ever (CHANNEL_BUSY to others).
+        rx.deadline = min(now + MESSAGE_TIMEOUT, rx.started + MAX_MESSAGE_TIME)
         if len(rx.data) < rx.length:
             return []
         self._rx = None

@@ -17,6 +17,7 @@ from vfido.transports.ctaphid import (
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_CHANNELS_PER_CLIENT,
     MAX_LOCK_SECONDS,
+    MAX_MESSAGE_SIZE,
     Command,
     CtapHidCore,
     HidError,
@@ -205,3 +206,33 @@ def test_a_lock_nobody_else_wants_is_maintained_by_repeating_lock_commands() -> 
             HidError.CHANNEL_BUSY
         )
         assert pings(core, other_client, other, now=70.0)
+
+
+def test_a_client_dribbling_a_message_cannot_hold_the_key() -> None:
+    """Without LOCK: the first packet of a 7609-byte message, then one continuation every
+    0.45 s (each within the 0.5 s between packets), then again. Every other client's request
+    was answered CHANNEL_BUSY for as long as it kept going (found by a security review). Now
+    a message must be whole within MAX_MESSAGE_TIME, and a sender whose message timed out
+    while another waited starts none for as long as it held the key."""
+    core = CtapHidCore()
+    attacker, victim = init(core, ATTACKER), init(core, VICTIM)
+    first = request_reports(attacker, Command.PING, bytes(MAX_MESSAGE_SIZE))[0]
+    served = refused = 0
+    now, seq, next_victim = 0.0, -1, 0.0
+    while now < 120:
+        core.tick(now)  # the runner's ticker: message timeouts
+        if core.busy and seq >= 0:
+            packet = attacker.to_bytes(4, "big") + bytes([seq % 128])
+            core.feed(packet.ljust(64, b"\0"), now, ATTACKER)
+            seq += 1
+        else:
+            started = core.feed(first, now, ATTACKER)  # again, at once
+            seq = 0 if not started else -1
+        if now >= next_victim:  # the victim asks every 0.5 s
+            if pings(core, VICTIM, victim, now):
+                served += 1
+            else:
+                refused += 1
+            next_victim = now + 0.5
+        now += 0.45
+    assert served >= (served + refused) // 3, (served, refused)
