@@ -308,6 +308,16 @@ def test_pending_request_is_shown_escaped(
     assert ">Allow</button>" in page and ">Deny</button>" in page
     broker.answer(False, request_id, "test")
     assert asking.result() is PresenceResult.DENIED
+    # A bidi override reordered the site or account shown (and named in the Delete dialog):
+    # control and format characters are shown as escapes, as on the terminal.
+    reordered = PresenceRequest(PresenceKind.REGISTER, "bank.example\u202emoc.live", "a\x1bb\x07")
+    asking = Asking(broker, reordered, timeout=30)
+    request_id = wait_until(broker.pending, what="a pending request")[0].id
+    _, _, page = request(dashboard, "GET", base(dashboard))
+    assert "\u202e" not in page and "\x1b" not in page and "\x07" not in page
+    assert "bank.example\\u202emoc.live" in page and "a\\x1bb\\x07" in page
+    broker.answer(False, request_id, "test")
+    assert asking.result() is PresenceResult.DENIED
 
 
 def test_sections_without_control_commands_say_so(dashboard: DashboardServer) -> None:

@@ -23,11 +23,16 @@ from vfido.dashboard.common import (
     REDACTED,
 )
 from vfido.dashboard.link import KeyLink, _is_refusal
+from vfido.safetext import visible_lines
 from vfido.trace.names import is_secret
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: escaped for HTML, and with control, format and separator
+    characters shown as escapes (``\u202e``), newlines kept. Much of what the dashboard
+    shows a site or a host chose (RP IDs, user names): a bidi override reordered the site or
+    account a Delete dialog named."""
+    return html.escape(visible_lines(str(value)), quote=True)
 
 
 def _attr_id(value: str) -> str:
