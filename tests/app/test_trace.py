@@ -503,6 +503,22 @@ def test_trace_appends_only_to_a_trace(tmp_path: Path) -> None:
     assert trace.read_text().count("\n") == 2
 
 
+def test_trace_is_never_a_file_another_user_made(tmp_path: Path) -> None:
+    """Another user pre-created the trace file (a trace's first line, 0600, in a shared
+    directory): a root `vfido run --trace` appended to it, and the file stayed theirs to
+    read (found by a security review)."""
+    from tests.other_user import OTHER_UID, require_root
+    from vfido.trace.recorder import open_trace_file
+
+    require_root()
+    planted = tmp_path / "trace.jsonl"
+    planted.write_text('{"type": "start", "version": "x", "pid": 1}\n')
+    os.chown(planted, OTHER_UID, OTHER_UID)
+    with pytest.raises(OSError, match="belongs to another user"):
+        open_trace_file(planted)
+    assert planted.read_text().count("\n") == 1
+
+
 def test_trace_show_and_import_survive_json_nested_too_deep(tmp_path: Path) -> None:
     """json raises RecursionError, not ValueError, on `[[[[...`: trace show and a bundle's
     header were tracebacks; now a line that deep is no record, and the header is damaged."""

@@ -42,6 +42,12 @@ def open_trace_file(path: Path) -> IO[str]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file")
+        if st.st_uid != os.geteuid():
+            # A file another user made (in /tmp, say) stays theirs to read: RP IDs, user
+            # names and credential IDs of this key would go to them.
+            raise OSError(
+                f"{path} belongs to another user (uid {st.st_uid}): name a file of your own"
+            )
         if st.st_size and not _starts_a_trace(os.pread(fd, 4096, 0)):
             raise OSError(f"{path} is not a vfido trace: refusing to append to it")
         if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
