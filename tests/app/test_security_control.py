@@ -227,3 +227,33 @@ def test_vfido_run_leaves_a_shared_directory_alone(shared_tmp: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "accessible by other users" in lines[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_squatted_tmp_directory_does_not_stop_the_user_running_keys(
+    tmp_path: Path, shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without $XDG_RUNTIME_DIR, another user made /tmp/vfido-<uid> first: the user's
+    `vfido run` exited "belongs to another user: remove it", which the user cannot do in
+    the sticky /tmp, so they could run no key at all (found by a security review). Now
+    servers and clients both go to a directory of the user's own instead."""
+    from vfido.control import KeyController
+
+    squatted = shared_tmp / f"vfido-{os.getuid()}"
+    squatted.mkdir(mode=0o700)
+    os.chown(squatted, ATTACKER_UID, ATTACKER_UID)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(control, "SHARED_TMP", shared_tmp)
+    own = tmp_path / "cache" / "vfido" / "run"
+    assert control.socket_dir() == own
+    server = ControlServer(control.socket_path("key"))
+    server.start()
+    try:
+        with KeyController(name="key") as key:  # the client finds it there too
+            assert "commands" in key.commands()
+        assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    finally:
+        server.stop()
+    # Not squatted: /tmp/vfido-<uid> as before.
+    shutil.rmtree(squatted)
+    assert control.socket_dir() == squatted

@@ -7,6 +7,9 @@ The client checks the same from its side before it sends anything (a private key
 approval): the socket's directory must be the user's own and private -- without
 ``$XDG_RUNTIME_DIR``, another user could have made ``/tmp/vfido-<uid>`` first -- and the
 process serving the socket must be the user's (``SO_PEERCRED``; root is trusted either way).
+Where another user did make ``/tmp/vfido-<uid>`` (which its owner cannot remove from the
+sticky ``/tmp``), servers and clients alike use ``$XDG_CACHE_HOME/vfido/run`` (default
+``~/.cache/vfido/run``) instead: the squatter can no longer keep the user from running keys.
 
 Protocol: JSON lines. Each request is one object ``{"cmd": NAME, ...arguments}`` on one line;
 each answer is one object on one line, ``{"ok": true, ...}`` or
@@ -68,12 +71,31 @@ class CommandError(Exception):
         self.webdriver_error = webdriver_error
 
 
+#: Where the control sockets go without ``$XDG_RUNTIME_DIR`` (a test points it elsewhere).
+SHARED_TMP = Path("/tmp")
+
+
 def socket_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/vfido``, else ``/tmp/vfido-<uid>``."""
+    """``$XDG_RUNTIME_DIR/vfido``, else ``/tmp/vfido-<uid>``, unless another user made that
+    (or it is not a directory): then a directory of the user's own (see the module
+    docstring)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
         return Path(runtime) / "vfido"
-    return Path("/tmp") / f"vfido-{os.getuid()}"
+    shared = SHARED_TMP / f"vfido-{os.getuid()}"
+    try:
+        st = os.lstat(shared)
+    except OSError:
+        return shared  # not there yet: ours to make
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+        return shared
+    cache = os.environ.get("XDG_CACHE_HOME")
+    home = os.path.expanduser("~")
+    if cache and os.path.isabs(cache):
+        return Path(cache) / "vfido" / "run"
+    if os.path.isabs(home):
+        return Path(home) / ".cache" / "vfido" / "run"
+    return shared  # nowhere else: its check says whose it is
 
 
 def check_key_name(name: str) -> str:
