@@ -256,3 +256,17 @@ def test_info_and_metadata_of_a_running_ephemeral_key(tmp_path: Path) -> None:
             assert "(ephemeral)" in result.stdout and aaguid in result.stdout
             assert "1 discoverable" in result.stdout
     one_line_error(vfido(["info", "--name", name], **where), "no vfido key")
+
+
+def test_run_help_shows_each_default_once_and_only_a_real_one() -> None:
+    """`vfido run --help` said "(default: from the AAGUID) (default: None)" and
+    "(default: [])": a default is shown where it says something, once."""
+    import re
+
+    result = vfido(["run", "--help"])
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for noise in ("(default: None)", "(default: False)", "(default: [])"):
+        assert noise not in text
+    assert not re.search(r"\(default:[^()]*(\([^()]*\))?[^()]*\) \(default:", text)
+    assert "(default: 8111)" in text

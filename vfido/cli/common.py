@@ -279,3 +279,16 @@ def print_json(value: Any) -> None:
     import json
 
     print(json.dumps(value, indent=2, sort_keys=True))
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it says something: not "(default: None)" or
+    "(default: False)", and not a second time where the help already names the default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        nothing = default is None or default is False or default == [] or default == ()
+        if nothing or "default" in text.lower():
+            return action.help
+        return super()._get_help_string(action)

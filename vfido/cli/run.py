@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vfido.cli.common import (
     ATTESTATIONS,
     CliError,
+    DefaultsHelpFormatter,
     Subparsers,
     add_keystore_args,
     key_name,
@@ -224,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "run", help="run the key", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "run", help="run the key", formatter_class=DefaultsHelpFormatter
     )
     add_keystore_args(p, ephemeral=True)
     p.add_argument(
@@ -258,7 +259,7 @@ def register(sub: Subparsers) -> None:
         type=seconds,
         default=0.0,
         metavar="SECONDS",
-        help="with --presence auto: wait this long before approving",
+        help="with --presence auto or deny-uv: wait this long before approving",
     )
     p.add_argument(
         "--presence-timeout",
