@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from vfido.keystore.sqlite_errors import map_os_error
-from vfido.keystore.store import KeystoreError
+from vfido.keystore.store import KeystoreError, KeystoreUnavailable
 
 DB_NAME = "vfido.db"
 LOCK_NAME = "vfido.lock"
@@ -54,6 +54,11 @@ def prepare_new_directory(directory: Path) -> None:
     """Make ``directory`` (mode 0700) or accept an existing private (or empty) one."""
     try:
         if not directory.exists():
+            existing = next(p for p in directory.parents if p.exists())
+            if not existing.is_dir():  # mkdir would say only "File exists"
+                raise KeystoreUnavailable(
+                    f"cannot create keystore directory {directory}: {existing} is not a directory"
+                )
             directory.parent.mkdir(parents=True, exist_ok=True)
             # The mode is applied at creation (umask can only narrow it).
             directory.mkdir(mode=DIR_MODE)

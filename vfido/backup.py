@@ -251,6 +251,15 @@ def open_bundle(data: bytes, passphrase: str) -> Bundle:
 # --- export / import ---------------------------------------------------------------------------
 
 
+def check_new_file(path: Path) -> None:
+    """``path`` can become a new bundle file: nothing is there, and its directory exists (a
+    missing one was named only by the hidden temporary file, after the key derivation)."""
+    if path.exists() or path.is_symlink():
+        raise BackupError(f"{path} exists: refusing to overwrite it")
+    if not path.parent.is_dir():
+        raise BackupError(f"{path.parent} is not a directory (the bundle would be {path})")
+
+
 def _write_new_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file ``path`` (0600), durably. Refuses to replace a file.
 
@@ -307,8 +316,7 @@ def export_keystore(
     (backup-eligible keystores only). Refuses a keystore that is not backup-eligible unless
     ``force``."""
     eligible = check_exportable(store, force)
-    if path.exists() or path.is_symlink():
-        raise BackupError(f"{path} exists: refusing to overwrite it")
+    check_new_file(path)
     summaries = store.list_credentials()
     credentials = tuple(
         (replace(s.record, backup_state=eligible and s.record.backup_eligible), s.sign_count)

@@ -270,3 +270,23 @@ def test_run_help_shows_each_default_once_and_only_a_real_one() -> None:
         assert noise not in text
     assert not re.search(r"\(default:[^()]*(\([^()]*\))?[^()]*\) \(default:", text)
     assert "(default: 8111)" in text
+
+
+def test_a_path_under_a_file_or_a_missing_directory_is_named(tmp_path: Path) -> None:
+    """`init --keystore FILE/x` said only "File exists"; `export MISSING/b.bundle` named the
+    hidden temporary file it could not make, after the slow key derivation."""
+    a_file = tmp_path / "notes"
+    a_file.write_text("notes\n")
+    one_line_error(
+        vfido(["init", "--keystore", str(a_file / "ks")]), f"{a_file} is not a directory"
+    )
+    assert a_file.read_text() == "notes\n"
+    keystore = tmp_path / "ks"
+    assert vfido(["init", "--keystore", str(keystore)]).returncode == 0
+    missing = tmp_path / "missing" / "b.bundle"
+    result = vfido(
+        ["export", str(missing), "--keystore", str(keystore), "--force"],
+        VFIDO_BUNDLE_PASSPHRASE="bundle passphrase",
+    )
+    one_line_error(result, f"{missing.parent} is not a directory")
+    assert ".tmp" not in result.stderr

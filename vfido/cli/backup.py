@@ -47,11 +47,10 @@ def _cli_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 @_cli_errors
 def cmd_export(args: argparse.Namespace) -> int:
-    from vfido.backup import check_exportable, export_keystore
+    from vfido.backup import check_exportable, check_new_file, export_keystore
 
     path = Path(args.file)
-    if path.exists() or path.is_symlink():
-        raise CliError(f"{path} exists: refusing to overwrite it")
+    check_new_file(path)  # before any passphrase is asked
     with open_store(args) as store:
         check_exportable(store, args.force)
         passphrase = _bundle_passphrase(args.bundle_passphrase_file, confirm=True)
