@@ -316,9 +316,9 @@ class UhidTransport:
                 fd = os.open(self._path, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise UhidUnavailableError(
-                    f"{self._path} does not exist: the kernel's uhid module is not loaded. "
-                    "Run `sudo modprobe uhid` (and install udev/modules-load.d/vfido.conf to "
-                    "load it at boot)."
+                    f"{self._path} does not exist: the kernel's uhid module is not loaded "
+                    "(`sudo modprobe uhid`; udev/modules-load.d/vfido.conf loads it at boot), "
+                    "or this kernel or container has no UHID (`vfido doctor` tells which)"
                 ) from None
             except PermissionError:
                 raise UhidUnavailableError(
