@@ -546,3 +546,20 @@ def test_a_trace_cut_off_mid_line_gets_its_next_run_on_a_line_of_its_own(tmp_pat
         f.write('{"type": "start", "version": "x", "pid": 2}\n')
     lines = trace.read_text().splitlines()
     assert lines[-1] == '{"type": "start", "version": "x", "pid": 2}'
+
+
+def test_trace_show_says_how_many_lines_it_skipped(tmp_path: Path) -> None:
+    """Junk lines or a half-written last line were skipped in silence (exit 0, no word)."""
+    from tests.service_helpers import vfido
+
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(
+        '{"type": "start", "version": "x", "pid": 1, "t": 1}\nnot json\n[1, 2]\n{"type": "ev'
+    )
+    result = vfido(["trace", "show", str(trace)])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"vfido: note: skipped 3 line(s) of {trace} that are not trace records (line 2, 3, 4)\n"
+    )
+    skipped: list[int] = []
+    assert len(list(read_trace(trace, skipped))) == 1 and skipped == [2, 3, 4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vfido.cli.common import CliError, Subparsers
@@ -13,8 +14,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     from vfido.trace.format import RECORD_TYPES, NotATrace, format_trace, read_trace
 
     path = Path(args.file)
+    skipped: list[int] = []
     try:
-        records = list(read_trace(path))
+        records = list(read_trace(path, skipped))
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -27,6 +29,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     for line in format_trace(records, details=args.details):
         print(visible(line))  # RP IDs, user names, anything in the file: never raw
+    if skipped:  # said, not hidden: a line cut off by a crash, or not from vfido at all
+        shown = ", ".join(str(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        print(
+            visible(
+                f"vfido: note: skipped {len(skipped)} line(s) of {path} that are not "
+                f"trace records (line {shown})"
+            ),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -22,11 +22,14 @@ class NotATrace(ValueError):
     """The file cannot be a trace (a line too long to be one)."""
 
 
-def read_trace(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a trace file (lines that are not JSON objects are skipped). Raises
+def read_trace(path: Path, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a trace file. Lines that are not JSON objects are skipped (their
+    numbers appended to ``skipped``, if given: a line cut off by a crash, junk). Raises
     :class:`NotATrace`, UnicodeDecodeError (binary data) or OSError."""
     with open(path, "rb") as f:
+        number = 0
         while raw := f.readline(MAX_LINE + 1):
+            number += 1
             if len(raw) > MAX_LINE:
                 raise NotATrace(f"a line is longer than {MAX_LINE} bytes")
             line = raw.decode("utf-8").strip()
@@ -35,9 +38,11 @@ def read_trace(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError):
-                continue
+                record = None
             if isinstance(record, dict):
                 yield record
+            elif skipped is not None:
+                skipped.append(number)
 
 
 def _clock_text(t: Any) -> str:
