@@ -621,3 +621,19 @@ def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
             assert len(lines) == 1 and lines[0].startswith("vfido: error: malformed answer")
     finally:
         server.stop()
+
+
+def test_credentials_add_errors_name_the_flags(tmp_path: Path) -> None:
+    """The key's errors named the control protocol's arguments (user_id, sign_count): the
+    command line says its own flags."""
+    with rig(tmp_path) as r:
+        for extra, flag in (
+            ([], "--user-id/--user-id-text"),
+            (["--user-id-text", "a", "--sign-count", "-5"], "--sign-count"),
+        ):
+            result = vfido(
+                ["ctl", "--socket", str(r.socket), "credentials", "add", "--rp", RP_ID, *extra],
+                passphrase=None,
+            )
+            assert result.returncode == 1 and flag in result.stderr, result.stderr
+            assert "user_id" not in result.stderr and "sign_count" not in result.stderr

@@ -8,9 +8,11 @@ The Python client is :class:`vfido.control.KeyController`; the protocol is docum
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +193,36 @@ def _cmd_credentials_list(args: argparse.Namespace) -> int:
 MAX_KEY_FILE = 1024 * 1024
 
 
+#: The control protocol's argument names in `credentials add`'s errors, as its flags.
+_ADD_FLAGS = {
+    "rp_id": "--rp",
+    "user_id": "--user-id/--user-id-text",
+    "user_name": "--user-name",
+    "user_display_name": "--display-name",
+    "rp_name": "--rp-name",
+    "private_key_pem": "--key",
+    "private_key_cose": "--cose-key",
+    "cred_protect": "--cred-protect",
+    "sign_count": "--sign-count",
+    "algorithm": "--alg",
+}
+
+
+@contextlib.contextmanager
+def _in_flag_names(flags: dict[str, str]) -> Iterator[None]:
+    """A key's error about an argument names the command line's flag for it (the key
+    speaks the control protocol, whose names are ``user_id``, ``sign_count``...)."""
+    from vfido.control import ControlError
+
+    try:
+        yield
+    except ControlError as exc:
+        text = str(exc)
+        for name, flag in flags.items():
+            text = re.sub(rf"\b{name}\b", flag, text)
+        raise CtlError(text) from None
+
+
 @_reads_answer
 def _cmd_credentials_add(args: argparse.Namespace) -> int:
     if args.user_id is not None and args.user_id_text is not None:
@@ -221,7 +253,7 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
     if pem is not None and not pem.isascii():
         raise CtlError(f"key file {args.key} is not PEM (PEM is ASCII text)")
     cose = read_file(args.cose_key, "COSE key file", MAX_KEY_FILE) if args.cose_key else None
-    with _controller(args) as key:
+    with _controller(args) as key, _in_flag_names(_ADD_FLAGS):
         cred = key.add_credential(
             args.rp,
             user_id=user_id,
