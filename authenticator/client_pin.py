@@ -406,7 +406,11 @@ class ClientPin:
 
     def _set_pin(self, request: ClientPinRequest) -> dict[int, Any]:
         # 6.5.5.5 setPIN. Step 1: mandatory parameters; step 2: the protocol.
-        if request.new_pin_enc is None or request.pin_uv_auth_param is None:
+        if (
+            request.new_pin_enc is None
+            or request.pin_uv_auth_param is None
+            or request.key_agreement is None
+        ):
             raise CtapError(CtapStatus.MISSING_PARAMETER)
         self.protocol(request.protocol)
         # Step 3: "If a PIN has already been set, authenticator returns
@@ -540,6 +544,10 @@ class ClientPin:
         # does not have the subcommand).
         if self._user_verifier is None:
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+        # Steps 1-2: the mandatory parameters, the protocol.
+        if request.key_agreement is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "keyAgreement")
+        self.protocol(request.protocol)
         # Steps 3-4: the permissions (be and acfg: getInfo's uvBioEnroll and uvAcfg say
         # that a token from built-in UV grants them).
         permissions = self._check_permissions(request.permissions)

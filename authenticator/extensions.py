@@ -100,6 +100,7 @@ class MakeCredentialExtensions:
         to, or a subset of, the keys of the authenticator extension inputs map" (CTAP 2.3,
         section 6.1.2 step 15)."""
         return self.hmac_secret or self.hmac_secret_mc is not None
+
     cred_blob: bytes | None = field(default=None, repr=False)
     large_blob_key: bool = False
     min_pin_length: bool = False

@@ -45,6 +45,7 @@ from vfido.authenticator.shared_steps import (
     enforce_always_uv,
     perform_user_verification,
     pin_probe,
+    token_applies,
 )
 from vfido.authenticator.sign_extension import PREVIEW_SIGN, Output, SigningKey, SignInput
 from vfido.authenticator.state import AssertionCandidate, PendingAssertion, Services
@@ -258,6 +259,8 @@ def get_assertion(
         request.extensions, has_allow_list=bool(request.allow_list)
     )
 
+    # The pinUvAuthParam counts from here on only on a key with PIN or built-in UV.
+    has_param = token_applies(services, has_param)
     # Step 6: user verification.
     # 6.1: the pinUvAuthToken (ga permission, RP ID, userVerified flag); 6.2: built-in
     # UV (also evidence of user interaction, step 8).

@@ -57,6 +57,7 @@ from vfido.authenticator.shared_steps import (
     enforce_always_uv,
     perform_user_verification,
     pin_probe,
+    token_applies,
 )
 from vfido.authenticator.sign_extension import PREVIEW_SIGN, GenerateKeyInput
 from vfido.authenticator.sign_extension import generate_key as generate_sign_key
@@ -173,6 +174,8 @@ def make_credential(
     ext = MakeCredentialExtensions.parse(request.extensions)
     sign_request = GenerateKeyInput.from_extensions(request.extensions)  # previewSign
 
+    # The pinUvAuthParam counts from here on only on a key with PIN or built-in UV.
+    has_param = token_applies(services, has_param)
     # Step 10: rk and uv false, makeCredUvNotRqd, no pinUvAuthParam: no UV (to step 12).
     # Step 11: user verification.
     # 11.1: the pinUvAuthToken; 11.2: built-in UV (both only on a key protected by some

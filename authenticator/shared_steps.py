@@ -82,9 +82,7 @@ def verify_pin_uv_auth_param(
         raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token has no user verification")
 
 
-def builtin_uv(
-    services: Services, context: RequestContext, rp_id: str, kind: PresenceKind
-) -> None:
+def builtin_uv(services: Services, context: RequestContext, rp_id: str, kind: PresenceKind) -> None:
     """makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv (the user is
     asked what for: ``kind``, registering or signing in).
 
@@ -106,6 +104,15 @@ def builtin_uv(
         raise CtapError(CtapStatus.OPERATION_DENIED, "built-in UV failed") from None
 
 
+def token_applies(services: Services, has_param: bool) -> bool:
+    """Whether a request's pinUvAuthParam counts. makeCredential step 11 and getAssertion
+    step 6 are for a key "protected by some form of user verification": a key with neither
+    a PIN nor built-in UV does not check the parameter there (no token can exist), and so
+    nothing after them may take it for a token either (the token's userPresent flag
+    included, in the excludeList's step and for presence)."""
+    return has_param and services.uv_protected
+
+
 def perform_user_verification(
     services: Services,
     context: RequestContext,
@@ -120,15 +127,11 @@ def perform_user_verification(
 ) -> tuple[bool, bool]:
     """makeCredential step 11 / getAssertion step 6: verify the user, if asked to.
 
-    Both steps are under "If the authenticator is protected by some form of user
-    verification": a key with neither a PIN nor built-in UV ignores a pinUvAuthParam here
-    (no token can exist; the request goes on without UV). With a pinUvAuthParam the
+    ``has_param``: a pinUvAuthParam that applies (:func:`token_applies`). With one the
     token is checked (11.1 / 6.1), else with the uv option built-in UV runs (11.2 / 6.2).
     Returns (user verified, verified by built-in UV: which is also evidence of user
     presence, steps 13 / 8).
     """
-    if has_param and not services.uv_protected:
-        return False, False
     if has_param:
         assert param is not None
         verify_pin_uv_auth_param(services, protocol, client_data_hash, param, permission, rp_id)

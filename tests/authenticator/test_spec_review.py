@@ -287,3 +287,37 @@ def test_update_user_information_removes_empty_fields() -> None:
     assert stored_user() == {"id": b"user-1", "name": "bob"}
     assert update({"id": b"user-1", "name": "", "displayName": ""}) == CtapStatus.OK
     assert stored_user() == {"id": b"user-1"}
+
+
+def test_a_pinuvauthparam_that_is_not_checked_is_no_token_either() -> None:
+    """On a key with no PIN and no (configured) built-in UV, a pinUvAuthParam is not checked
+    (6.1.2 step 11 is for a protected key), so it must not stand for a token afterwards
+    either: a token still in use from before UV went away carried the user's presence, and
+    stood in for the touch."""
+    key, recorder = uv_key()
+    client_pin = ClientPin(key.ctap2(), PinProtocolV2())
+    token = client_pin.get_uv_token(P.MAKE_CREDENTIAL, RP_ID)  # userPresent: true
+    # UV no longer configured (a fingerprint key's last finger removed): unprotected now.
+    verifier = key.authenticator._client_pin._user_verifier
+    verifier.enabled = False  # type: ignore[union-attr]
+    assert not key.ctap2().get_info().options.get("uv")
+    recorder.asked.clear()
+    status, body = key.call(
+        0x01,
+        make_credential_map(
+            pin_uv_auth_param=client_pin.protocol.authenticate(token, CLIENT_DATA_HASH),
+            pin_uv_auth_protocol=2,
+        ),
+    )
+    assert status == CtapStatus.OK
+    assert recorder.asked == [("touch", PresenceKind.REGISTER)]
+    assert not auth_data(body).is_user_verified()
+
+
+def test_setpin_checks_its_mandatory_parameters_first() -> None:
+    """6.5.5.5 step 1 (mandatory parameters, keyAgreement among them) comes before step 3
+    (a PIN is set: PIN_AUTH_INVALID)."""
+    key = make_key()
+    ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
+    status, _ = key.call(0x06, {1: 2, 2: ClientPin.CMD.SET_PIN, 4: bytes(32), 5: bytes(80)})
+    assert status == CtapStatus.MISSING_PARAMETER

@@ -224,9 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subparsers) -> None:
-    p = sub.add_parser(
-        "run", help="run the key", formatter_class=DefaultsHelpFormatter
-    )
+    p = sub.add_parser("run", help="run the key", formatter_class=DefaultsHelpFormatter)
     add_keystore_args(p, ephemeral=True)
     p.add_argument(
         "--transport",
