@@ -163,6 +163,9 @@ def test_power_cycle_and_second_device() -> None:
         # gone, and a client on it fell back to U2F (found by a newcomer's trial).
         assert "FIDO_2_1" in Ctap2(key.device).get_info().versions
         assert sign_in(key.client(), rp) >= 2
+        # The old device is closed once, not again with the key (over UHID a second close
+        # of its fd number would close whatever reused it: the new device's).
+        assert len(key._devices) == 2 and key.device in key._devices
     with pytest.raises(VirtualKeyError, match="not running"):
         _ = key.device
 

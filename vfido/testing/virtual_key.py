@@ -516,6 +516,7 @@ class VirtualKey:
             self.authenticator.power_cycle()
         device, self._device = self._device, None
         if device is not None:
+            self._devices.remove(device)  # closed once: a hidraw fd number is reused
             device.close()
 
     def controller(self) -> KeyController:
