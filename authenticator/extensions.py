@@ -91,21 +91,20 @@ class MakeCredentialExtensions:
     cred_protect: int | None = None
     hmac_secret: bool = False  # "hmac-secret": true, answered with "hmac-secret": true
     hmac_secret_mc: HmacSecretInput | None = None
+    cred_blob: bytes | None = field(default=None, repr=False)
+    large_blob_key: bool = False
+    min_pin_length: bool = False
+    pin_complexity_policy: bool = False
+    third_party_payment: bool = False
 
     @property
     def with_hmac_secret(self) -> bool:
         """Whether the credential gets an hmac secret: asked for, or needed for
         hmac-secret-mc's output. hmac-secret-mc's input alone gets no "hmac-secret"
         output: "The set of keys in the authenticator extension outputs map MUST be equal
-        to, or a subset of, the keys of the authenticator extension inputs map" (CTAP 2.3,
-        section 6.1.2 step 15)."""
+        to, or a subset of, the keys of the authenticator extension inputs map" (section
+        6.1.2 step 15)."""
         return self.hmac_secret or self.hmac_secret_mc is not None
-
-    cred_blob: bytes | None = field(default=None, repr=False)
-    large_blob_key: bool = False
-    min_pin_length: bool = False
-    pin_complexity_policy: bool = False
-    third_party_payment: bool = False
 
     @classmethod
     def parse(cls, m: Mapping[Any, Any] | None) -> MakeCredentialExtensions:

@@ -170,7 +170,7 @@ def test_user_presence_from_a_uv_token_lasts_the_user_present_time_limit() -> No
 
 
 def test_hmac_secret_mc_alone_gets_no_hmac_secret_output() -> None:
-    """CTAP 2.3 section 6.1.2 step 15: "The set of keys in the authenticator extension
+    """Section 6.1.2 step 15: "The set of keys in the authenticator extension
     outputs map MUST be equal to, or a subset of, the keys of the authenticator extension
     inputs map." hmac-secret-mc's input alone is answered by hmac-secret-mc only."""
     key = make_key()
