@@ -602,6 +602,7 @@ def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
         "behaviours": {"active": {}, "behaviours": [1]},
         "info": {},  # no "info" at all
         "pending": {"pending": [1]},
+        "commands": {"commands": [1]},  # a command name that is not text
     }
     for name, answer in answers.items():
         server.register(name, lambda _args, answer=answer: answer)
@@ -613,6 +614,7 @@ def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
             ["presence"],
             ["behaviour", "list", "--all"],
             ["info"],
+            ["commands"],
         ):
             result = vfido(["ctl", "--socket", str(socket), *command], passphrase=None)
             assert result.returncode == 1, command

@@ -33,11 +33,18 @@ if TYPE_CHECKING:
 CtlError = CliError
 
 
-def _controller(args: argparse.Namespace, *, prefer_pending: bool = False) -> KeyController:
+@contextlib.contextmanager
+def _controller(
+    args: argparse.Namespace, *, prefer_pending: bool = False
+) -> Iterator[KeyController]:
+    """The running key's controller, for one command; once the command has its answers
+    (the block ends), ``args.key_answered`` is set (see :func:`_reads_answer`)."""
     from vfido.control import KeyController
 
     path = control_target(args.ctl_name, args.ctl_socket, prefer_pending=prefer_pending)
-    return KeyController(path)
+    with KeyController(path) as key:
+        yield key
+    args.key_answered = True
 
 
 #: What printing an answer of the wrong shape raises (a member missing or of another type).
@@ -49,13 +56,16 @@ def _reads_answer(
 ) -> Callable[[argparse.Namespace], int]:
     """A ctl command prints what the key answered. Only the user's own processes can serve
     the socket, but any of them can: an answer of the wrong shape is one line, not a
-    traceback (``KeyController`` checks the answer's top-level member; this, the rest)."""
+    traceback (``KeyController`` checks the answer's top-level member; this, the rest,
+    once the command has its answers: before that, such an error is a bug of vfido's own)."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         try:
             return command(args)
         except _MALFORMED as exc:
+            if not getattr(args, "key_answered", False):
+                raise
             raise CtlError(f"malformed answer from the key ({type(exc).__name__}: {exc})") from None
 
     return run
@@ -157,7 +167,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 @_reads_answer
 def _cmd_commands(args: argparse.Namespace) -> int:
     with _controller(args) as key:
-        print("\n".join(key.commands()))
+        commands = key.commands()
+    print("\n".join(commands))
     return 0
 
 
@@ -204,7 +215,6 @@ _ADD_FLAGS = {
     "private_key_cose": "--cose-key",
     "cred_protect": "--cred-protect",
     "sign_count": "--sign-count",
-    "algorithm": "--alg",
 }
 
 
@@ -315,20 +325,25 @@ def _print_behaviours(active: dict[str, Any]) -> None:
 
 @_reads_answer
 def _cmd_behaviour(args: argparse.Namespace) -> int:
+    catalogue: list[dict[str, Any]] | None = None
     with _controller(args) as key:
         if args.behaviour_action == "list":
             if args.all:
-                for item in key.behaviour_catalogue():
-                    mark = "*" if item.get("enabled") else " "
-                    value = f"={item['value_help']}" if item.get("value_help") else ""
-                    print(f"{mark} {item['name']}{value}: {item['description']}")
-                return 0
-            _print_behaviours(key.behaviours())
+                catalogue = key.behaviour_catalogue()
+            else:
+                active = key.behaviours()
         elif args.behaviour_action == "set":
             name, sep, value = args.assignment.partition("=")
-            _print_behaviours(key.set_behaviour(name.strip(), value if sep else None))
+            active = key.set_behaviour(name.strip(), value if sep else None)
         else:
-            _print_behaviours(key.clear_behaviour(args.name))
+            active = key.clear_behaviour(args.name)
+    if catalogue is not None:
+        for item in catalogue:
+            mark = "*" if item.get("enabled") else " "
+            value = f"={item['value_help']}" if item.get("value_help") else ""
+            print(f"{mark} {item['name']}{value}: {item['description']}")
+        return 0
+    _print_behaviours(active)
     return 0
 
 
