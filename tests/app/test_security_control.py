@@ -254,6 +254,16 @@ def test_a_squatted_tmp_directory_does_not_stop_the_user_running_keys(
         assert stat.S_IMODE(own.stat().st_mode) == 0o700
     finally:
         server.stop()
-    # Not squatted: /tmp/vfido-<uid> as before.
-    shutil.rmtree(squatted)
-    assert control.socket_dir() == squatted
+    # Not squatted: /tmp/vfido-<uid> as before. A key started while it was squatted stays
+    # in its own directory, and clients still find it there (by name, and as the only one).
+    server = ControlServer(control.socket_path("key"))
+    server.start()
+    try:
+        shutil.rmtree(squatted)
+        assert control.socket_dir() == squatted
+        with KeyController(name="key") as key:
+            assert "commands" in key.commands()
+        with KeyController() as key:
+            assert key.path == own / "key.sock"
+    finally:
+        server.stop()

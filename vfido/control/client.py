@@ -126,13 +126,27 @@ class ControlClient:
         self.close()
 
 
+def _search_dirs(directory: Path | None) -> list[Path]:
+    """``directory``, else the default one and, if it is another, the fallback
+    (:func:`vfido.control.server.fallback_socket_dir`) when it exists."""
+    if directory is not None:
+        return [directory]
+    found = [server.socket_dir()]
+    fallback = server.fallback_socket_dir()
+    if fallback is not None and fallback not in found and fallback.is_dir():
+        found.append(fallback)
+    return found
+
+
 def running_keys(directory: Path | None = None) -> list[Path]:
-    """Control sockets in ``directory`` that something answers on."""
-    directory = directory or server.socket_dir()
-    try:
-        candidates = sorted(directory.glob("*.sock"))
-    except OSError:
-        return []
+    """Control sockets in ``directory`` (default: see :func:`_search_dirs`) that something
+    answers on."""
+    candidates: list[Path] = []
+    for place in _search_dirs(directory):
+        try:
+            candidates += sorted(place.glob("*.sock"))
+        except OSError:
+            continue
     return [p for p in candidates if _alive(p)]
 
 
@@ -148,12 +162,12 @@ def find_key(
     if path is not None:
         return path
     if name is not None:
-        return server.socket_path(name, directory)
-    directory = directory or server.socket_dir()
+        paths = [server.socket_path(name, place) for place in _search_dirs(directory)]
+        return next((p for p in paths if p.exists()), paths[0])
     keys = running_keys(directory)
     if not keys:
         raise NotRunningError(
-            f"no vfido key is running (no control socket in {directory}): "
+            f"no vfido key is running (no control socket in {directory or server.socket_dir()}): "
             "start one with `vfido run`"
         )
     if len(keys) == 1:

@@ -89,13 +89,21 @@ def socket_dir() -> Path:
         return shared  # not there yet: ours to make
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
         return shared
+    return fallback_socket_dir() or shared  # nowhere else: its check says whose it is
+
+
+def fallback_socket_dir() -> Path | None:
+    """Where control sockets go when ``/tmp/vfido-<uid>`` is another user's (None with
+    ``$XDG_RUNTIME_DIR``, or without a home). Clients look here too: a key started while the
+    directory was squatted stays here after the squatter removed it."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return None
     cache = os.environ.get("XDG_CACHE_HOME")
-    home = os.path.expanduser("~")
     if cache and os.path.isabs(cache):
         return Path(cache) / "vfido" / "run"
-    if os.path.isabs(home):
-        return Path(home) / ".cache" / "vfido" / "run"
-    return shared  # nowhere else: its check says whose it is
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "vfido" / "run" if os.path.isabs(home) else None
 
 
 def check_key_name(name: str) -> str:
