@@ -517,6 +517,14 @@ def test_trace_is_never_a_file_another_user_made(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="belongs to another user"):
         open_trace_file(planted)
     assert planted.read_text().count("\n") == 1
+    # Under sudo, the file of the user who ran sudo is theirs to have appended to.
+    os.environ["SUDO_UID"] = str(OTHER_UID)
+    try:
+        with open_trace_file(planted) as f:
+            f.write('{"type": "event", "event": "power cycle"}\n')
+    finally:
+        del os.environ["SUDO_UID"]
+    assert planted.read_text().count("\n") == 2
 
 
 def test_trace_show_and_import_survive_json_nested_too_deep(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def open_trace_file(path: Path) -> IO[str]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file")
-        if st.st_uid != os.geteuid():
+        if st.st_uid not in _own_uids():
             # A file another user made (in /tmp, say) stays theirs to read: RP IDs, user
             # names and credential IDs of this key would go to them.
             raise OSError(
@@ -58,6 +58,16 @@ def open_trace_file(path: Path) -> IO[str]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _own_uids() -> set[int]:
+    """The users whose trace files this process may append to: itself, and under sudo the
+    user who ran sudo (`sudo vfido run --trace ~/t.jsonl` after a run of their own)."""
+    uids = {os.geteuid()}
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    if os.geteuid() == 0 and sudo_uid.isdigit():
+        uids.add(int(sudo_uid))
+    return uids
 
 
 def _starts_a_trace(head: bytes) -> bool:
