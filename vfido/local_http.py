@@ -52,22 +52,27 @@ class BoundedHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
 
-def host_is_local_literal(host_header: str, port: int) -> bool:
-    """Whether a request's Host header names this server by an IP address or ``localhost``,
-    with its port. A web page that re-points a name of its own at 127.0.0.1 (DNS rebinding)
-    sends that name: refused. A client that reached the server sends an address or
-    ``localhost`` (what chromedriver accepts too)."""
-    name, separator, port_text = host_header.rpartition(":")
-    if not separator or port_text != str(port):
-        return False
-    if name == "localhost":
-        return True
-    if name.startswith("[") and name.endswith("]"):
-        name = name[1:-1]
+def host_allowed(host_header: str, names: frozenset[str] = frozenset()) -> bool:
+    """Whether a request's Host header names this server by an IP address, ``localhost``
+    or one of ``names`` (case and a trailing dot aside; any port: a port forward changes
+    it). A web page that re-points a name of its own at 127.0.0.1 (DNS rebinding) sends
+    that name: refused. A client that reached the server sends an address or ``localhost``
+    (what chromedriver accepts too), or a name its user allowed."""
+    host = host_header.strip()
+    if host.startswith("["):  # [v6]:port
+        name, _, rest = host[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return False
         try:
             return ipaddress.ip_address(name).version == 6
         except ValueError:
             return False
+    name = host.rpartition(":")[0] if ":" in host else host
+    name = name.rstrip(".").lower()
+    if not name:
+        return False
+    if name == "localhost" or name in names:
+        return True
     try:
         socket.inet_pton(socket.AF_INET, name)
     except OSError:

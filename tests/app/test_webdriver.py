@@ -482,7 +482,7 @@ def test_web_pages_and_rebound_names_are_refused() -> None:
         port = proxy.port
         for headers in (
             {"Host": f"attacker.example:{port}"},  # DNS rebinding
-            {"Host": f"127.0.0.1:{port + 1}"},
+            {"Host": "attacker.example"},
             {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"},
             {"Host": f"127.0.0.1:{port}", "Sec-Fetch-Site": "cross-site"},
         ):
@@ -495,12 +495,25 @@ def test_web_pages_and_rebound_names_are_refused() -> None:
                 assert status == 403, (headers, target)
                 assert "refused" in data.decode() or "Host header" in data.decode()
         assert proxy.describe() == [] and upstream.requests == []
-        # A WebDriver client: an address or localhost, no Origin.
-        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        # A WebDriver client: an address or localhost (any case, a trailing dot, any port: a
+        # port forward changes it), no Origin.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST.:5555", "[::1]:1"):
             status, _, _, _ = request(
                 proxy.url, "GET", "/vfido/authenticators", None, {"Host": host}
             )
-            assert status == 200
+            assert status == 200, host
+    # A name the user allows (a docker-compose service, the machine's name).
+    with (
+        fake_upstream() as upstream,
+        WebDriverProxy(
+            upstream.url, key_transport="inprocess", allowed_hosts=("Selenium-Hub",)
+        ) as proxy,
+    ):
+        for host, expected in (("selenium-hub:4444", 200), ("other-hub:4444", 403)):
+            status, _, _, _ = request(
+                proxy.url, "GET", "/vfido/authenticators", None, {"Host": host}
+            )
+            assert status == expected, host
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read() -> None:

@@ -31,7 +31,11 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
 
     try:
         proxy = WebDriverProxy(
-            args.upstream, host=args.host, port=args.port, key_transport=args.key_transport
+            args.upstream,
+            host=args.host,
+            port=args.port,
+            key_transport=args.key_transport,
+            allowed_hosts=tuple(args.allowed_host),
         )
     except ValueError as exc:
         print(visible(f"vfido: error: {exc}"), file=sys.stderr)
@@ -74,6 +78,15 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--port", type=_port, default=4444, help="port to listen on, 0: any (default: %(default)s)"
+    )
+    p.add_argument(
+        "--allowed-host",
+        type=_host,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may reach it by (repeatable; an address, localhost and "
+        "the --host name always work; any other name is refused, as web pages use them)",
     )
     key_transport = p.add_argument(
         "--key-transport",

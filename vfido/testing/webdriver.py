@@ -45,7 +45,7 @@ from typing import Any, Final
 
 from vfido import virtual_authenticator as va
 from vfido.api import VirtualKey, VirtualKeyError
-from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer, host_is_local_literal
+from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer, host_allowed
 from vfido.transport_kinds import TOOLKIT_KINDS
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ HOP_BY_HOP: Final = frozenset(
 #: Largest request body accepted for a local command (a credential with a large blob).
 MAX_LOCAL_BODY: Final = 1 << 20
 #: Largest request body forwarded to the upstream driver (an uploaded file, a long script).
-MAX_FORWARD_BODY: Final = 64 << 20
+MAX_FORWARD_BODY: Final = 256 << 20
 UPSTREAM_TIMEOUT: Final = 300.0
 
 _WEBAUTHN = re.compile(
@@ -123,6 +123,7 @@ class WebDriverProxy:
         port: int = 0,
         key_transport: str = "uhid",
         key_arguments: dict[str, Any] | None = None,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != "http" or not parsed.hostname:
@@ -134,6 +135,11 @@ class WebDriverProxy:
         self.upstream_base = parsed.path.rstrip("/")
         self.key_transport = key_transport
         self.key_arguments = dict(key_arguments or {})
+        #: Names a client may reach the intermediary by, besides an address and localhost
+        #: (``--allowed-host``; the ``--host`` name too): see ``_Handler._refusal``.
+        self.allowed_hosts = frozenset(
+            name.rstrip(".").lower() for name in (*allowed_hosts, host) if name
+        )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.authenticators: dict[str, Authenticator] = {}
@@ -338,8 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
         are behind this port, so only WebDriver clients may talk to it: a web page in any
         browser of the user's (a cross-site request, or DNS rebinding) sends an Origin or
         a Host naming its own site; a WebDriver client sends neither."""
-        if not host_is_local_literal(self.headers.get("Host", ""), self.server.proxy.port):
-            return "the Host header must name this intermediary by address or localhost"
+        if not host_allowed(self.headers.get("Host", ""), self.server.proxy.allowed_hosts):
+            return (
+                "the Host header must name this intermediary by address, localhost or a name "
+                "given with --allowed-host"
+            )
         fetched_by_a_page = self.headers.get("Sec-Fetch-Site", "none") != "none"
         if self.headers.get("Origin") is not None or fetched_by_a_page:
             return "requests from web pages are refused (a WebDriver client sends no Origin)"
