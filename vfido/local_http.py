@@ -10,46 +10,89 @@ these bound what a connection can cost before any rule is checked.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
-from http.server import ThreadingHTTPServer
+from collections import OrderedDict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
-#: Connections served at once; more are closed at once (each one is a thread).
+#: Connections served at once (each one is a thread); see :class:`BoundedHTTPServer` for
+#: what happens to more. (A client sending a request's body a byte at a time still holds
+#: its place for as long as it keeps sending.)
 MAX_CONNECTIONS: Final = 32
-#: Seconds a connection may idle before the server drops it (each request handler's
+#: Seconds a connection may idle before the server drops it (the handler's socket
 #: ``timeout``: a client that opens connections and sends nothing held a thread for ever).
 IDLE_TIMEOUT: Final = 60.0
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that serves at most :data:`MAX_CONNECTIONS` connections at a
-    time (a connection over the limit is closed unanswered). Pair it with a handler whose
-    ``timeout`` is :data:`IDLE_TIMEOUT`."""
+    """A threading HTTP server with at most :data:`MAX_CONNECTIONS` connections at a time.
+    When they are all taken, a new one takes the place of the oldest *idle* one (one that
+    is between requests or has not sent a whole request line yet): a client holding idle
+    connections, or sending a byte at a time, cannot lock the others out. When every
+    connection is in a request (an event stream, a slow upstream), the new one is closed
+    unanswered. Its handler must be a :class:`BoundedHandler`."""
 
     daemon_threads = True
     block_on_close = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._connections_lock = threading.Lock()
+        #: Each connection, oldest first, and whether it is in a request now.
+        self._connections: OrderedDict[Any, bool] = OrderedDict()
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+        with self._connections_lock:
+            if len(self._connections) >= MAX_CONNECTIONS:
+                idle = next((c for c, busy in self._connections.items() if not busy), None)
+                if idle is None:
+                    self.shutdown_request(request)
+                    return
+                del self._connections[idle]
+                with contextlib.suppress(OSError):  # its thread reads EOF and ends
+                    idle.shutdown(socket.SHUT_RDWR)
+            self._connections[request] = False
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            with self._connections_lock:
+                self._connections.pop(request, None)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._connections_lock:
+                self._connections.pop(request, None)
+
+    def _in_request(self, connection: Any, busy: bool) -> None:
+        with self._connections_lock:
+            if connection in self._connections:
+                self._connections[connection] = busy
+
+
+class BoundedHandler(BaseHTTPRequestHandler):
+    """The request handler of a :class:`BoundedHTTPServer`: it tells the server when a
+    connection is in a request, and drops one idle for :data:`IDLE_TIMEOUT`."""
+
+    timeout = IDLE_TIMEOUT
+    server: BoundedHTTPServer
+
+    def parse_request(self) -> bool:
+        whole = super().parse_request()  # the request line and the headers
+        if whole:
+            self.server._in_request(self.connection, True)
+        return whole
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.server._in_request(self.connection, False)
 
 
 def host_allowed(host_header: str, names: frozenset[str] = frozenset()) -> bool:
@@ -60,8 +103,8 @@ def host_allowed(host_header: str, names: frozenset[str] = frozenset()) -> bool:
     (what chromedriver accepts too), or a name its user allowed."""
     host = host_header.strip()
     if host.startswith("["):  # [v6]:port
-        name, _, rest = host[1:].partition("]")
-        if rest and not rest.startswith(":"):
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
             return False
         try:
             return ipaddress.ip_address(name).version == 6

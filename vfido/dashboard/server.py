@@ -16,7 +16,6 @@ import urllib.parse
 import webbrowser
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from vfido.dashboard.hub import Hub
 from vfido.dashboard.keys import public_key_pem
 from vfido.dashboard.link import KeyLink
 from vfido.dashboard.render import Renderer, _attr_id, _first, esc
-from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer
+from vfido.local_http import BoundedHandler, BoundedHTTPServer
 
 
 def _asset(name: str) -> bytes:
@@ -81,12 +80,11 @@ class DashboardServer(BoundedHTTPServer):
         self.stop()
 
 
-class DashboardHandler(BaseHTTPRequestHandler):
+class DashboardHandler(BoundedHandler):
     server: DashboardServer
     server_version = "vfido-ui"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    timeout = IDLE_TIMEOUT  # an idle connection does not hold its thread for ever
 
     # never log paths: they carry the token
     def log_message(self, format: str, *args: Any) -> None:

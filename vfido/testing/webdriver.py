@@ -40,12 +40,11 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Final
 
 from vfido import virtual_authenticator as va
 from vfido.api import VirtualKey, VirtualKeyError
-from vfido.local_http import IDLE_TIMEOUT, BoundedHTTPServer, host_allowed
+from vfido.local_http import BoundedHandler, BoundedHTTPServer, host_allowed
 from vfido.transport_kinds import TOOLKIT_KINDS
 
 log = logging.getLogger(__name__)
@@ -296,10 +295,9 @@ class _Server(BoundedHTTPServer):
     proxy: WebDriverProxy
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
-    timeout = IDLE_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("webdriver: " + format, *args)
