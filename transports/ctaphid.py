@@ -49,9 +49,11 @@ kernel merges every process that opened the hidraw node; the in-process bus). Th
   the key's user only; UDP: every local user).
 * a message arriving slowly: each continuation packet must come within MESSAGE_TIMEOUT of
   the previous one, and the whole message within :data:`MAX_MESSAGE_TIME` of its first
-  packet (ERR_MSG_TIMEOUT). If another channel was refused while it came, its sender may
-  start no new multi-packet message for as long as it held the key (the LOCK rule again):
-  a sender dribbling packets to keep the key busy holds it at most half the time.
+  packet (ERR_MSG_TIMEOUT). If other channels were refused while it came, for
+  :data:`RESERVATION_TIME` only they may start a multi-packet message (until one does):
+  not its sender, under whatever identity it comes back (a new channel, source port or
+  connection). A sender dribbling packets to keep the key busy cannot keep out a client
+  that tries again.
 
 Every report a client should receive is a :class:`Report` naming it (``report.client``), so a
 transport serving several clients knows where to send it; with ``client=None`` reports are
@@ -81,6 +83,9 @@ MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
 #: Seconds from a message's first packet to its last, however fast the packets come (a
 #: 7609-byte message is 129 reports: a few hundred milliseconds even in a slow VM).
 MAX_MESSAGE_TIME: Final = 3.0
+#: After a message timed out while other channels were refused, how long only those may
+#: start a multi-packet message (time for a refused client to try again).
+RESERVATION_TIME: Final = 2.0
 MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
 INIT_NONCE_SIZE: Final = 8
 DEFAULT_MAX_CHANNELS: Final = 128
@@ -233,8 +238,8 @@ class _Assembly:
     deadline: float
     client: Hashable = None
     started: float = 0.0
-    #: Another channel was refused (CHANNEL_BUSY) while this message was being received.
-    contended: bool = False
+    #: The channels refused (CHANNEL_BUSY) while this message was being received.
+    refused: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -298,9 +303,10 @@ class CtapHidCore:
         self._lock_since = 0.0  # when the current holder took the lock
         self._lock_contended: float | None = None  # when another channel was first refused
         self._lock_cooldown: dict[Hashable, float] = {}  # _holder -> no new LOCK before
-        #: _holder -> no new message before (a sender whose message timed out while
-        #: another channel waited: see the module docstring).
-        self._slow_cooldown: dict[Hashable, float] = {}
+        #: After a message timed out while other channels waited: only they may start a
+        #: multi-packet message until then (see the module docstring).
+        self._reserved_for: frozenset[int] = frozenset()
+        self._reserved_until = 0.0
         self._next_transaction = 1
 
     # -- queries ----------------------------------------------------------------------------
@@ -357,12 +363,9 @@ class CtapHidCore:
         if rx is not None and now >= rx.deadline:
             out.append(_to(rx.client, error_report(rx.channel, HidError.MSG_TIMEOUT)))
             self._rx = None
-            for other, until in list(self._slow_cooldown.items()):
-                if until <= now:
-                    del self._slow_cooldown[other]
-            if rx.contended:  # as for a LOCK: no new message for as long as it held the key
-                held = min(now - rx.started, MAX_MESSAGE_TIME)
-                self._slow_cooldown[_holder(rx.client, rx.channel)] = now + held
+            if rx.refused:  # the channels it kept waiting go first, whoever sends next
+                self._reserved_for = frozenset(rx.refused)
+                self._reserved_until = now + RESERVATION_TIME
         if self._lock_channel is not None and now >= self._lock_until:
             out.append(Lock(self._lock_channel, 0))
             self._end_lock(min(now, self._lock_until))
@@ -414,7 +417,7 @@ class CtapHidCore:
         self._rx = None
         self._lock_channel = None
         self._lock_cooldown.clear()
-        self._slow_cooldown.clear()
+        self._reserved_for = frozenset()
         if self._active is not None and not self._active.dropped:
             self._active.dropped = True
             out.append(self._cancel(self._active))
@@ -548,7 +551,7 @@ class CtapHidCore:
                 # A new init packet in the middle of a message (section 11.2.4).
                 self._rx = None
                 return [error_report(channel, HidError.INVALID_SEQ)]
-            self._rx.contended = True
+            self._rx.refused.add(channel)
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._active is not None:
             return [error_report(channel, HidError.CHANNEL_BUSY)]
@@ -558,8 +561,10 @@ class CtapHidCore:
         cmd = _COMMANDS[command]  # a valid command (checked above)
         if length <= INIT_DATA_SIZE:
             return self._dispatch(channel, cmd, data[:length], now, client)
-        if now < self._slow_cooldown.get(_holder(client, channel), now):
-            return [error_report(channel, HidError.CHANNEL_BUSY)]
+        if self._reserved_for and now < self._reserved_until:
+            if channel not in self._reserved_for:
+                return [error_report(channel, HidError.CHANNEL_BUSY)]
+            self._reserved_for = frozenset()  # a waiting channel has the key: over
         self._rx = _Assembly(
             channel,
             cmd,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable, Sequence
 
+import pytest
+
 from tests.ctaphid_helpers import decode_messages, reports_of, request_reports
 from vfido.transports.ctaphid import (
     BROADCAST_CID,
@@ -208,25 +210,35 @@ def test_a_lock_nobody_else_wants_is_maintained_by_repeating_lock_commands() -> 
         assert pings(core, other_client, other, now=70.0)
 
 
-def test_a_client_dribbling_a_message_cannot_hold_the_key() -> None:
+@pytest.mark.parametrize("rotate", [False, True], ids=["same identity", "new identity"])
+def test_a_client_dribbling_a_message_cannot_hold_the_key(rotate: bool) -> None:
     """Without LOCK: the first packet of a 7609-byte message, then one continuation every
     0.45 s (each within the 0.5 s between packets), then again. Every other client's request
     was answered CHANNEL_BUSY for as long as it kept going (found by a security review). Now
-    a message must be whole within MAX_MESSAGE_TIME, and a sender whose message timed out
-    while another waited starts none for as long as it held the key."""
+    a message must be whole within MAX_MESSAGE_TIME, and after one timed out while others
+    were refused, only they may start a long message for a while: whatever identity the
+    sender comes back under (a new channel and a new client: a UDP source port, a Unix
+    connection; a review found the first fix, keyed on the sender, bypassed that way)."""
     core = CtapHidCore()
-    attacker, victim = init(core, ATTACKER), init(core, VICTIM)
-    first = request_reports(attacker, Command.PING, bytes(MAX_MESSAGE_SIZE))[0]
+    victim = init(core, VICTIM)
+    attempt = 0
+    sender: Hashable = ATTACKER
+    channel = init(core, sender)
     served = refused = 0
     now, seq, next_victim = 0.0, -1, 0.0
     while now < 120:
         core.tick(now)  # the runner's ticker: message timeouts
         if core.busy and seq >= 0:
-            packet = attacker.to_bytes(4, "big") + bytes([seq % 128])
-            core.feed(packet.ljust(64, b"\0"), now, ATTACKER)
+            packet = channel.to_bytes(4, "big") + bytes([seq % 128])
+            core.feed(packet.ljust(64, b"\0"), now, sender)
             seq += 1
         else:
-            started = core.feed(first, now, ATTACKER)  # again, at once
+            if rotate:  # a new identity and channel for every attempt
+                attempt += 1
+                sender = (ATTACKER, attempt)
+                channel = init(core, sender, now)
+            first = request_reports(channel, Command.PING, bytes(MAX_MESSAGE_SIZE))[0]
+            started = core.feed(first, now, sender)  # again, at once
             seq = 0 if not started else -1
         if now >= next_victim:  # the victim asks every 0.5 s
             if pings(core, VICTIM, victim, now):
