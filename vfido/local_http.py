@@ -29,9 +29,9 @@ IDLE_TIMEOUT: Final = 60.0
 
 class BoundedHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server with at most :data:`MAX_CONNECTIONS` connections at a time.
-    When they are all taken, a new one takes the place of the oldest *idle* one (one that
-    is between requests or has not sent a whole request line yet): a client holding idle
-    connections, or sending a byte at a time, cannot lock the others out. When every
+    When they are all taken, a new one takes the place of the least recently active *idle*
+    one (one between requests, or still sending its request line and headers): a client
+    holding idle connections, or sending a byte at a time, cannot lock the others out. When every
     connection is in a request (an event stream, a slow upstream), the new one is closed
     unanswered. Its handler must be a :class:`BoundedHandler`."""
 
@@ -46,33 +46,30 @@ class BoundedHTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
-            if len(self._connections) >= MAX_CONNECTIONS:
-                idle = next((c for c, busy in self._connections.items() if not busy), None)
-                if idle is None:
-                    self.shutdown_request(request)
-                    return
+            full = len(self._connections) >= MAX_CONNECTIONS
+            idle = next((c for c, busy in self._connections.items() if not busy), None)
+            if full and idle is not None:
                 del self._connections[idle]
                 with contextlib.suppress(OSError):  # its thread reads EOF and ends
                     idle.shutdown(socket.SHUT_RDWR)
-            self._connections[request] = False
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            with self._connections_lock:
-                self._connections.pop(request, None)
-            raise
+            if not full or idle is not None:
+                self._connections[request] = False
+        if full and idle is None:  # every connection is in a request
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.pop(request, None)
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:  # out of the table before its fd number is freed
+            self._connections.pop(request, None)
+        super().shutdown_request(request)
 
     def _in_request(self, connection: Any, busy: bool) -> None:
         with self._connections_lock:
             if connection in self._connections:
                 self._connections[connection] = busy
+                if not busy:  # a request done: the most recently active, evicted last
+                    self._connections.move_to_end(connection)
 
 
 class BoundedHandler(BaseHTTPRequestHandler):
@@ -118,6 +115,6 @@ def host_allowed(host_header: str, names: frozenset[str] = frozenset()) -> bool:
         return True
     try:
         socket.inet_pton(socket.AF_INET, name)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return False
     return True

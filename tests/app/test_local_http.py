@@ -113,5 +113,6 @@ def test_the_host_rule() -> None:
         "[::1",
         "[not-v6]:80",
         "localhost.attacker.example",
+        "127.0.0.1\x00.evil",  # a ValueError in inet_pton: a traceback per request
     ):
         assert not host_allowed(host, allowed), host

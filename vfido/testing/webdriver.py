@@ -67,8 +67,10 @@ HOP_BY_HOP: Final = frozenset(
 )
 #: Largest request body accepted for a local command (a credential with a large blob).
 MAX_LOCAL_BODY: Final = 1 << 20
-#: Largest request body forwarded to the upstream driver (an uploaded file, a long script).
+#: Largest request body forwarded to the upstream driver (an uploaded file, a long script),
+#: streamed through in pieces of FORWARD_CHUNK bytes.
 MAX_FORWARD_BODY: Final = 256 << 20
+FORWARD_CHUNK: Final = 64 << 10
 UPSTREAM_TIMEOUT: Final = 300.0
 
 _WEBAUTHN = re.compile(
@@ -323,19 +325,21 @@ class _Handler(BoundedHandler):
     def do_OPTIONS(self) -> None:
         self._handle()
 
-    def _body(self, limit: int) -> bytes:
+    def _body_size(self, limit: int) -> int:
+        """The request body's length (Content-Length), refused over ``limit`` before a byte
+        of it is read."""
         length = self.headers.get("Content-Length")
         if length is None:
-            return b""
+            return 0
         try:
             size = int(length)
         except ValueError:
             size = -1
         if size < 0:
             raise WebDriverError("invalid argument", "bad Content-Length")
-        if size > limit:  # refused before it is read
+        if size > limit:
             raise WebDriverError("invalid argument", "the request body is too large")
-        return self.rfile.read(size)
+        return size
 
     def _refusal(self) -> str | None:
         """Why this request is refused, if it is. The keys' private keys and the browser
@@ -361,21 +365,22 @@ class _Handler(BoundedHandler):
             if refusal is not None:
                 log.warning("webdriver: refused a %s request: %s", self.command, refusal)
                 raise WebDriverError("unknown error", refusal)
-            body = self._body(MAX_LOCAL_BODY if match is not None else MAX_FORWARD_BODY)
+            size = self._body_size(MAX_LOCAL_BODY if match is not None else MAX_FORWARD_BODY)
         except WebDriverError as exc:
             self._answer_error(exc, 403 if refusal is not None else None)
             self.close_connection = True
             return
         if match is not None:
-            self._local(match, body)
+            self._local(match, self.rfile.read(size))
             return
         if path == "/vfido/authenticators" and self.command == "GET":
+            self.rfile.read(size)
             self._answer_json(200, {"value": proxy.describe()})
             return
         session = _SESSION.match(path)
         if session is not None and self.command == "DELETE":
             proxy.session_ended(session["sid"])  # before the test hears the session ended
-        self._forward(body)
+        self._forward(size)
 
     def _local(self, match: re.Match[str], raw: bytes) -> None:
         try:
@@ -410,7 +415,10 @@ class _Handler(BoundedHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, size: int) -> None:
+        """The request to the upstream driver, its ``size``-byte body streamed through (not
+        held in memory: 32 connections of large uploads would be gigabytes), and the
+        answer back."""
         proxy = self.server.proxy
         # Host names the upstream (http.client must not add a second one: chromedriver
         # refuses a request with two).
@@ -431,9 +439,16 @@ class _Handler(BoundedHandler):
             for name, value in headers:
                 if name.lower() != "content-length":
                     connection.putheader(name, value)
-            if body or "Content-Length" in self.headers:
-                connection.putheader("Content-Length", str(len(body)))
-            connection.endheaders(body or None)
+            if size or "Content-Length" in self.headers:
+                connection.putheader("Content-Length", str(size))
+            connection.endheaders()
+            remaining = size
+            while remaining:
+                chunk = self.rfile.read(min(remaining, FORWARD_CHUNK))
+                if not chunk:  # the client went away mid-body
+                    raise OSError("the request body ended early")
+                connection.send(chunk)
+                remaining -= len(chunk)
             response = connection.getresponse()
             data = response.read()
         except OSError as exc:
