@@ -49,11 +49,15 @@ kernel merges every process that opened the hidraw node; the in-process bus). Th
   the key's user only; UDP: every local user).
 * a message arriving slowly: each continuation packet must come within MESSAGE_TIMEOUT of
   the previous one, and the whole message within :data:`MAX_MESSAGE_TIME` of its first
-  packet (ERR_MSG_TIMEOUT). If other channels were refused while it came, for
-  :data:`RESERVATION_TIME` only they may start a multi-packet message (until one does):
-  not its sender, under whatever identity it comes back (a new channel, source port or
-  connection). A sender dribbling packets to keep the key busy cannot keep out a client
-  that tries again.
+  packet (ERR_MSG_TIMEOUT). However a message ends (whole, timed out, cut off), if other
+  channels were refused while it came, for :data:`RESERVATION_TIME` only they may start a
+  multi-packet message or LOCK (until one does): not its sender, under whatever identity
+  it comes back. This is a mitigation, not a guarantee. A client the transport lets in can
+  always keep the key busy: a request waiting for a touch holds it for the presence
+  timeout, and several identities can take the reserved turns; a client that opens a new
+  channel for every try is reserved nothing. Who may do that is the transport's access
+  check (UHID: the seat; Unix: the owner; UDP: every local user, which is why a keystore
+  over UDP needs its own flag).
 
 Every report a client should receive is a :class:`Report` naming it (``report.client``), so a
 transport serving several clients knows where to send it; with ``client=None`` reports are
@@ -362,10 +366,7 @@ class CtapHidCore:
         rx = self._rx
         if rx is not None and now >= rx.deadline:
             out.append(_to(rx.client, error_report(rx.channel, HidError.MSG_TIMEOUT)))
-            self._rx = None
-            if rx.refused:  # the channels it kept waiting go first, whoever sends next
-                self._reserved_for = frozenset(rx.refused)
-                self._reserved_until = now + RESERVATION_TIME
+            self._end_rx(now)
         if self._lock_channel is not None and now >= self._lock_until:
             out.append(Lock(self._lock_channel, 0))
             self._end_lock(min(now, self._lock_until))
@@ -430,7 +431,7 @@ class CtapHidCore:
         for channel in [c for c, owner in self._owners.items() if owner == client]:
             del self._channels[channel], self._owners[channel]
         if self._rx is not None and self._rx.client == client:
-            self._rx = None
+            self._end_rx(now)
         if self._lock_channel is not None and self._lock_client == client:
             out.append(Lock(self._lock_channel, 0))
             self._end_lock(now)
@@ -446,6 +447,24 @@ class CtapHidCore:
     def _cancel(self, active: _Active) -> Cancel:
         active.cancelled = True
         return Cancel(active.channel, active.transaction)
+
+    def _end_rx(self, now: float) -> None:
+        """The message being received ends (whole, timed out, cut off): the channels it
+        kept waiting go first for RESERVATION_TIME, whoever sends next."""
+        rx, self._rx = self._rx, None
+        if rx is not None and rx.refused:
+            self._reserved_for = frozenset(rx.refused)
+            self._reserved_until = now + RESERVATION_TIME
+
+    def _reserved_out(self, channel: int, now: float) -> bool:
+        """Another channel's turn (see :meth:`_end_rx`); a reserved channel taking its turn
+        ends the reservation."""
+        if not self._reserved_for or now >= self._reserved_until:
+            return False
+        if channel not in self._reserved_for:
+            return True
+        self._reserved_for = frozenset()
+        return False
 
     def _locked_out(self, channel: int, now: float) -> bool:
         """Another channel holds the lock (which then counts as contended from ``now``)."""
@@ -479,6 +498,8 @@ class CtapHidCore:
         one client cannot keep the key (see the module docstring)."""
         if self._lock_channel is None:
             if now < self._lock_cooldown.get(_holder(client, channel), now):
+                return [error_report(channel, HidError.CHANNEL_BUSY)]
+            if self._reserved_out(channel, now):  # a LOCK takes no other channel's turn
                 return [error_report(channel, HidError.CHANNEL_BUSY)]
             self._lock_since = now
             self._lock_client = client
@@ -549,7 +570,7 @@ class CtapHidCore:
         if self._rx is not None:
             if self._rx.channel == channel:
                 # A new init packet in the middle of a message (section 11.2.4).
-                self._rx = None
+                self._end_rx(now)
                 return [error_report(channel, HidError.INVALID_SEQ)]
             self._rx.refused.add(channel)
             return [error_report(channel, HidError.CHANNEL_BUSY)]
@@ -561,10 +582,8 @@ class CtapHidCore:
         cmd = _COMMANDS[command]  # a valid command (checked above)
         if length <= INIT_DATA_SIZE:
             return self._dispatch(channel, cmd, data[:length], now, client)
-        if self._reserved_for and now < self._reserved_until:
-            if channel not in self._reserved_for:
-                return [error_report(channel, HidError.CHANNEL_BUSY)]
-            self._reserved_for = frozenset()  # a waiting channel has the key: over
+        if self._reserved_out(channel, now):
+            return [error_report(channel, HidError.CHANNEL_BUSY)]
         self._rx = _Assembly(
             channel,
             cmd,
@@ -607,7 +626,7 @@ class CtapHidCore:
         if rx is None or rx.channel != channel or rx.client != client:
             return []  # no message in progress on this channel: ignored (section 11.2.4)
         if seq != rx.next_seq:
-            self._rx = None
+            self._end_rx(now)
             return [error_report(channel, HidError.INVALID_SEQ)]
         rx.data += data
         rx.next_seq += 1
@@ -616,7 +635,7 @@ class CtapHidCore:
         rx.deadline = min(now + MESSAGE_TIMEOUT, rx.started + MAX_MESSAGE_TIME)
         if len(rx.data) < rx.length:
             return []
-        self._rx = None
+        self._end_rx(now)
         return self._dispatch(channel, rx.command, bytes(rx.data[: rx.length]), now, client)
 
     def _handle_init(
@@ -640,7 +659,7 @@ class CtapHidCore:
             self._channels[channel] = self._allowed  # re-synchronised: told anew
             self._touch(channel)
             if self._rx is not None and self._rx.channel == channel:
-                self._rx = None
+                self._end_rx(now)
             active = self._active
             if active is not None and active.channel == channel and not active.dropped:
                 active.dropped = True

@@ -210,8 +210,9 @@ def test_a_lock_nobody_else_wants_is_maintained_by_repeating_lock_commands() -> 
         assert pings(core, other_client, other, now=70.0)
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["timed out", "cut off"])
 @pytest.mark.parametrize("rotate", [False, True], ids=["same identity", "new identity"])
-def test_a_client_dribbling_a_message_cannot_hold_the_key(rotate: bool) -> None:
+def test_a_client_dribbling_a_message_cannot_hold_the_key(rotate: bool, cut: bool) -> None:
     """Without LOCK: the first packet of a 7609-byte message, then one continuation every
     0.45 s (each within the 0.5 s between packets), then again. Every other client's request
     was answered CHANNEL_BUSY for as long as it kept going (found by a security review). Now
@@ -229,7 +230,9 @@ def test_a_client_dribbling_a_message_cannot_hold_the_key(rotate: bool) -> None:
     while now < 120:
         core.tick(now)  # the runner's ticker: message timeouts
         if core.busy and seq >= 0:
-            packet = channel.to_bytes(4, "big") + bytes([seq % 128])
+            # "cut off": a wrong SEQ ends the message just before it would time out
+            wrong = cut and seq == 5
+            packet = channel.to_bytes(4, "big") + bytes([(seq + 50 if wrong else seq) % 128])
             core.feed(packet.ljust(64, b"\0"), now, sender)
             seq += 1
         else:
