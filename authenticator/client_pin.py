@@ -481,9 +481,13 @@ class ClientPin:
         return {0x02: protocol.encrypt(secret, self.token.value)}
 
     def _get_token_with_pin(self, request: ClientPinRequest, legacy: bool) -> dict[int, Any]:
-        # 6.5.5.7.1 getPinToken / 6.5.5.7.2 getPinUvAuthTokenUsingPinWithPermissions
-        if request.pin_hash_enc is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinHashEnc")
+        # 6.5.5.7.1 getPinToken / 6.5.5.7.2 getPinUvAuthTokenUsingPinWithPermissions.
+        # Step 1: the mandatory parameters; step 2: the protocol; then the permissions.
+        if request.pin_hash_enc is None or request.key_agreement is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "pinHashEnc, keyAgreement")
+        if not legacy and request.permissions is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "permissions")
+        self.protocol(request.protocol)
         if legacy:
             if request.permissions is not None or request.rp_id is not None:
                 raise CtapError(CtapStatus.INVALID_PARAMETER)
@@ -545,8 +549,8 @@ class ClientPin:
         if self._user_verifier is None:
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
         # Steps 1-2: the mandatory parameters, the protocol.
-        if request.key_agreement is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "keyAgreement")
+        if request.key_agreement is None or request.permissions is None:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "keyAgreement, permissions")
         self.protocol(request.protocol)
         # Steps 3-4: the permissions (be and acfg: getInfo's uvBioEnroll and uvAcfg say
         # that a token from built-in UV grants them).

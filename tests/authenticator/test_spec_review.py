@@ -321,3 +321,16 @@ def test_setpin_checks_its_mandatory_parameters_first() -> None:
     ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
     status, _ = key.call(0x06, {1: 2, 2: ClientPin.CMD.SET_PIN, 4: bytes(32), 5: bytes(80)})
     assert status == CtapStatus.MISSING_PARAMETER
+
+
+def test_token_subcommands_check_mandatory_parameters_before_the_protocol() -> None:
+    """6.5.5.7.2 / 6.5.5.7.3 step 1 (mandatory parameters: MISSING_PARAMETER) comes before
+    step 2 (an unsupported protocol: INVALID_PARAMETER)."""
+    key, _ = uv_key()
+    ClientPin(key.ctap2(), PinProtocolV2()).set_pin(PIN)
+    for sub, extra in (
+        (ClientPin.CMD.GET_TOKEN_USING_UV, {3: _platform_key(key)}),  # no permissions
+        (ClientPin.CMD.GET_TOKEN_USING_PIN, {3: _platform_key(key), 6: bytes(32)}),
+    ):
+        status, _ = key.call(0x06, {1: 99, 2: sub, **extra})
+        assert status == CtapStatus.MISSING_PARAMETER, sub
