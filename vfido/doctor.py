@@ -23,7 +23,7 @@ from typing import Any
 
 from fido2.ctap2.base import Ctap2
 
-from vfido.control import ControlClient, ControlError, running_keys, socket_dir, socket_path
+from vfido.control import ControlClient, ControlError, find_key, running_keys
 
 UDEV_SOURCE = Path(__file__).resolve().parent.parent / "udev"
 GROUP = "vfido"
@@ -79,7 +79,7 @@ class Paths:
     """Where the checks look (``root`` is ``/`` except in tests)."""
 
     root: Path = Path("/")
-    control_dir: Path | None = None  # default: vfido.control.socket_dir()
+    control_dir: Path | None = None  # default: where clients look (vfido.control.find_key)
     home: Path = field(default_factory=Path.home)
     udev_source: Path = UDEV_SOURCE
     #: The running kernel's release (``uname -r``): where its modules and config are.
@@ -329,8 +329,8 @@ def sysfs_keys(paths: Paths) -> list[Key]:
 
 def find_keys(paths: Paths, name: str | None = None) -> list[Key]:
     """Running keys: from their control sockets, else from sysfs."""
-    directory = paths.control_dir or socket_dir()
-    sockets = [socket_path(name, directory)] if name else running_keys(directory)
+    directory = paths.control_dir  # None: where clients look (the fallback included)
+    sockets = [find_key(name, directory=directory)] if name else running_keys(directory)
     keys = []
     for path in sockets:
         with contextlib.suppress(ControlError), ControlClient(path, timeout=5) as client:

@@ -265,5 +265,12 @@ def test_a_squatted_tmp_directory_does_not_stop_the_user_running_keys(
             assert "commands" in key.commands()
         with KeyController() as key:
             assert key.path == own / "key.sock"
+        # A stale socket of that name in the default directory does not hide the live one.
+        squatted.mkdir(mode=0o700)
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(str(squatted / "key.sock"))
+        stale.close()
+        with KeyController(name="key") as key:
+            assert key.path == own / "key.sock"
     finally:
         server.stop()

@@ -163,7 +163,7 @@ def find_key(
         return path
     if name is not None:
         paths = [server.socket_path(name, place) for place in _search_dirs(directory)]
-        return next((p for p in paths if p.exists()), paths[0])
+        return next((p for p in paths if _alive(p)), paths[0])
     keys = running_keys(directory)
     if not keys:
         raise NotRunningError(
