@@ -286,3 +286,23 @@ def test_service_key_puts_the_folder_vfido_is_imported_from_on_the_path() -> Non
     from vfido.testing import service_key
 
     assert (service_key.IMPORT_ROOT / "vfido" / "__init__.py").is_file()
+
+
+def test_a_hidraw_connection_closes_once() -> None:
+    """A device from open_device() that the caller closed was closed again with the key:
+    over UHID that is os.close of a number another device may have reused meanwhile."""
+    from vfido.testing.common import CloseOnce
+
+    closes: list[int] = []
+
+    class Connection:
+        def close(self) -> None:
+            closes.append(1)
+
+        def write_packet(self, data: bytes) -> None: ...
+
+    connection = CloseOnce(Connection())
+    connection.close()
+    connection.close()
+    assert closes == [1]
+    assert connection.write_packet(b"") is None  # everything else is the connection's

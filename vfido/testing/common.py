@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,7 +126,29 @@ def open_hidraw(path: str) -> CtapHidDevice:
     from fido2.hid.linux import get_descriptor, open_connection
 
     descriptor = get_descriptor(path)  # type: ignore[no-untyped-call]
-    return CtapHidDevice(descriptor, open_connection(descriptor))  # type: ignore[no-untyped-call]
+    connection = CloseOnce(open_connection(descriptor))  # type: ignore[no-untyped-call]
+    return CtapHidDevice(descriptor, connection)  # type: ignore[arg-type]
+
+
+class CloseOnce:
+    """A device connection that closes at most once. A hidraw connection's close is
+    ``os.close(fd)``: a second one (the caller's, then the key's) would close whatever
+    reused that number meanwhile, another device's for instance."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _wait_hidraw(find: Any, timeout: float = HIDRAW_TIMEOUT) -> str:
