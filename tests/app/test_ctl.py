@@ -639,3 +639,27 @@ def test_credentials_add_errors_name_the_flags(tmp_path: Path) -> None:
             )
             assert result.returncode == 1 and flag in result.stderr, result.stderr
             assert "user_id" not in result.stderr and "sign_count" not in result.stderr
+
+
+def test_a_bug_before_the_answers_is_not_called_a_malformed_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_reads_answer` turns a KeyError or TypeError into "malformed answer from the key"
+    only once the command has the key's answers; before that such an error is vfido's own
+    bug, and saying the key answered badly would send its reader the wrong way."""
+    from vfido.cli import ctl as ctl_module
+    from vfido.cli.main import main
+
+    def broken(*_args: object, **_kwargs: object) -> bytes:
+        raise KeyError("a bug of vfido's own")
+
+    monkeypatch.setattr(ctl_module, "read_file", broken)
+    key_file = tmp_path / "k.pem"
+    key_file.write_text("not read")
+    with rig(tmp_path) as r, pytest.raises(KeyError, match="a bug of vfido's own"):
+        main(
+            [
+                *("ctl", "--socket", str(r.socket), "credentials", "add", "--rp", RP_ID),
+                *("--user-id-text", "alice", "--key", str(key_file)),
+            ]
+        )
