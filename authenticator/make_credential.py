@@ -58,6 +58,7 @@ from vfido.authenticator.shared_steps import (
     perform_user_verification,
     pin_probe,
     token_applies,
+    token_user_present,
 )
 from vfido.authenticator.sign_extension import PREVIEW_SIGN, GenerateKeyInput
 from vfido.authenticator.sign_extension import generate_key as generate_sign_key
@@ -220,11 +221,7 @@ def make_credential(
         # interaction). 12.1.4: only when it is false, wait for presence; 12.1.5: either
         # way the answer is CREDENTIAL_EXCLUDED (a CTAPHID_CANCEL still ends with
         # KEEPALIVE_CANCEL).
-        if has_param:
-            user_present = services.client_pin.token.get_user_present_flag()
-        else:
-            user_present = user_verified_builtin
-        if not user_present:
+        if not (user_verified_builtin or token_user_present(services, has_param)):
             result = ask_presence(
                 services, context, PresenceRequest(PresenceKind.EXCLUDED, rp_id=rp_id)
             )

@@ -113,6 +113,13 @@ def token_applies(services: Services, has_param: bool) -> bool:
     return has_param and services.uv_protected
 
 
+def token_user_present(services: Services, used_token: bool) -> bool:
+    """getUserPresentFlagValue(): with a pinUvAuthParam (that applies), the token's
+    userPresent flag stands in for a touch (makeCredential steps 12.1.2 and 14, getAssertion
+    step 9)."""
+    return used_token and services.client_pin.token.get_user_present_flag()
+
+
 def perform_user_verification(
     services: Services,
     context: RequestContext,
@@ -160,7 +167,7 @@ def collect_presence(
     permissions except lbw are cleared, so one token serves one operation.
     """
     token = services.client_pin.token
-    if not (used_token and token.get_user_present_flag()):
+    if not token_user_present(services, used_token):
         require_presence(services, context, request)
     if used_token:
         token.clear_user_present_flag()
