@@ -87,8 +87,8 @@ MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
 #: Seconds from a message's first packet to its last, however fast the packets come (a
 #: 7609-byte message is 129 reports: a few hundred milliseconds even in a slow VM).
 MAX_MESSAGE_TIME: Final = 3.0
-#: After a message timed out while other channels were refused, how long only those may
-#: start a multi-packet message (time for a refused client to try again).
+#: After a message ended while other channels were refused, how long only those may start
+#: a multi-packet message or LOCK (time for a refused client to try again).
 RESERVATION_TIME: Final = 2.0
 MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
 INIT_NONCE_SIZE: Final = 8
@@ -307,8 +307,8 @@ class CtapHidCore:
         self._lock_since = 0.0  # when the current holder took the lock
         self._lock_contended: float | None = None  # when another channel was first refused
         self._lock_cooldown: dict[Hashable, float] = {}  # _holder -> no new LOCK before
-        #: After a message timed out while other channels waited: only they may start a
-        #: multi-packet message until then (see the module docstring).
+        #: After a message ended while other channels waited: only they may start a
+        #: multi-packet message or LOCK until then (see :meth:`_end_rx`).
         self._reserved_for: frozenset[int] = frozenset()
         self._reserved_until = 0.0
         self._next_transaction = 1
