@@ -61,6 +61,14 @@ def auth_data(body: dict[int, Any]) -> AuthenticatorData:
     return AuthenticatorData(body[2])
 
 
+def token_param(token: bytes) -> dict[str, Any]:
+    """A request's pinUvAuthParam over CLIENT_DATA_HASH with ``token`` (protocol 2)."""
+    return {
+        "pin_uv_auth_param": PinProtocolV2().authenticate(token, CLIENT_DATA_HASH),
+        "pin_uv_auth_protocol": 2,
+    }
+
+
 def registered(key: Key, **overrides: Any) -> bytes:
     status, body = key.call(0x01, make_credential_map(**overrides))
     assert status == CtapStatus.OK
@@ -93,8 +101,7 @@ def test_an_excluded_credential_after_built_in_uv_asks_for_no_second_touch() -> 
         0x01,
         make_credential_map(
             exclude_list=[descriptor(credential_id)],
-            pin_uv_auth_param=client_pin.protocol.authenticate(token, CLIENT_DATA_HASH),
-            pin_uv_auth_protocol=2,
+            **token_param(token),
         ),
     )
     assert status == CtapStatus.CREDENTIAL_EXCLUDED and recorder.asked == []
@@ -161,8 +168,7 @@ def test_user_presence_from_a_uv_token_lasts_the_user_present_time_limit() -> No
         0x02,
         get_assertion_map(
             allow_list=[descriptor(credential_id)],
-            pin_uv_auth_param=client_pin.protocol.authenticate(token, CLIENT_DATA_HASH),
-            pin_uv_auth_protocol=2,
+            **token_param(token),
         ),
     )
     assert status == CtapStatus.OK and auth_data(body).is_user_verified()
@@ -267,8 +273,7 @@ def test_update_user_information_removes_empty_fields() -> None:
         key,
         options={"rk": True},
         user={"id": b"user-1", "name": "alice", "displayName": "Alice"},
-        pin_uv_auth_param=client_pin.protocol.authenticate(token, CLIENT_DATA_HASH),
-        pin_uv_auth_protocol=2,
+        **token_param(token),
     )
 
     def update(user: dict[str, Any]) -> int:
@@ -305,8 +310,7 @@ def test_a_pinuvauthparam_that_is_not_checked_is_no_token_either() -> None:
     status, body = key.call(
         0x01,
         make_credential_map(
-            pin_uv_auth_param=client_pin.protocol.authenticate(token, CLIENT_DATA_HASH),
-            pin_uv_auth_protocol=2,
+            **token_param(token),
         ),
     )
     assert status == CtapStatus.OK
