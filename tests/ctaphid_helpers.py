@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 from collections.abc import Iterable
@@ -167,10 +166,3 @@ def assert_core_recovers(core: CtapHidCore, now: float) -> None:
     channel = core_init(core, now)
     (pong,) = decode_messages(reports_of(core_call(core, channel, Command.PING, b"ok", now)))
     assert pong.payload == b"ok"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

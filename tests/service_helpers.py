@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,17 +20,10 @@ from fido2.client import DefaultClientDataCollector, Fido2Client
 
 from tests.rp import ORIGIN
 from vfido.transport_choice import UDP_INSECURE_FLAG
-from vfido.transports.udp import open_udp_device
+from vfido.transports.udp import free_ports, open_udp_device
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -116,7 +108,7 @@ def udp_service(
     A ``--keystore`` is served with ``--udp-insecure-any-local-user`` (every local user can
     use it: fine for a test's throw-away keystore; the tests of that flag pass it themselves).
     """
-    port, peer_port = free_udp_port(), free_udp_port()
+    port, peer_port = free_ports(2)
     if "--keystore" in args and UDP_INSECURE_FLAG not in args:
         args = [*args, UDP_INSECURE_FLAG]
     e = env(**(extra_env or {}))

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from fido2.hid import CtapHidDevice
 
-from tests.service_helpers import free_udp_port
-from vfido.transports.udp import open_udp_device
+from vfido.transports.udp import free_ports, open_udp_device
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -52,7 +51,7 @@ def test_each_script_imports(name: str) -> None:
 def test_keyserver_serves_keys_until_stdin_closes() -> None:
     """bench/keyserver.py (entry.py's `multi`: many keys in one process) serves a key that
     python-fido2 reaches, and stops when its stdin closes."""
-    port, peer = free_udp_port(), free_udp_port()
+    port, peer = free_ports(2)
     server = subprocess.Popen(
         [sys.executable, str(BENCH / "keyserver.py"), f"{port}:{peer}"],
         stdin=subprocess.PIPE,

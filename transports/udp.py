@@ -50,6 +50,23 @@ CONNECT_TIMEOUT = 3.0
 _module_log = logging.getLogger(__name__)
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different UDP ports on ``host`` that nothing was bound to just now (for a
+    key's ``port`` and ``peer_port`` in a test).
+
+    The sockets are held together until all are picked: ports taken one at a time from
+    closed sockets may be the same port twice.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_udp_socket(host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _udp_socket(host: str, port: int) -> socket.socket:
     family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
     sock = socket.socket(family, socket.SOCK_DGRAM)

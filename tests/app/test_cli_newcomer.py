@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_helpers import ROOT, env, free_udp_port, udp_service, vfido
-from vfido.transports.udp import CONNECT_TIMEOUT, NoKeyError, open_udp_device
+from tests.service_helpers import ROOT, env, udp_service, vfido
+from vfido.transports.udp import CONNECT_TIMEOUT, NoKeyError, free_ports, open_udp_device
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -131,17 +131,17 @@ def test_address_in_use_names_the_port_and_the_flag() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        result = vfido(
-            ["run", "--ephemeral", "--udp-port", str(port), "--udp-peer-port", str(free_udp_port())]
-        )
+        (peer,) = free_ports(1)
+        args = ["--udp-port", str(port), "--udp-peer-port", str(peer)]
+        result = vfido(["run", "--ephemeral", *args])
     one_line_error(result, str(port), "--udp-port", "in use")
 
 
 def test_a_udp_client_with_no_key_says_so_at_once() -> None:
-    port = free_udp_port()  # nothing listens there
+    port = free_ports(1)[0]  # nothing listens there
     start = time.monotonic()
     with pytest.raises(NoKeyError, match=f"no key answers on udp 127.0.0.1:{port}"):
-        open_udp_device(port=port, peer_port=free_udp_port())
+        open_udp_device(port=port, peer_port=free_ports(1)[0])
     assert time.monotonic() - start < CONNECT_TIMEOUT + 5  # not the 60 s read timeout
 
 
@@ -151,7 +151,7 @@ def test_a_silent_udp_peer_is_no_key_within_the_connect_timeout() -> None:
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
         with pytest.raises(NoKeyError, match="within"):
-            open_udp_device(port=port, peer_port=free_udp_port())
+            open_udp_device(port=port, peer_port=free_ports(1)[0])
 
 
 def test_credentials_delete_refuses_an_empty_prefix(keystore: Path) -> None:

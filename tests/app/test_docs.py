@@ -38,7 +38,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_helpers import PASSPHRASE, free_udp_port
+from tests.service_helpers import PASSPHRASE
+from vfido.transports.udp import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = ("README.md", "docs", "examples")
@@ -163,7 +164,7 @@ def environment(tmp_path: Path, run_in: Path | None) -> dict[str, str]:
 @contextmanager
 def udp_key(env: dict[str, str]) -> Iterator[tuple[int, int]]:
     """``vfido run --ephemeral --uv`` on free ports, as a user starts it for the block."""
-    port, peer_port = free_udp_port(), free_udp_port()
+    port, peer_port = free_ports(2)
     argv = [sys.executable, "-m", "vfido", "run", "--ephemeral", "--uv"]
     argv += ["--udp-port", str(port), "--udp-peer-port", str(peer_port)]
     process = subprocess.Popen(

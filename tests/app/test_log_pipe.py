@@ -18,15 +18,15 @@ from pathlib import Path
 from fido2.ctap2 import Ctap2
 from fido2.hid import CtapHidDevice
 
-from tests.service_helpers import env, free_udp_port
+from tests.service_helpers import env
 from vfido.logsink import NonBlockingHandler
-from vfido.transports.udp import UdpConnection
+from vfido.transports.udp import UdpConnection, free_ports
 
 PINGS = 6000  # each logs a DEBUG line of ~75 bytes: several times the pipe and the queue
 
 
 def test_vfido_run_keeps_serving_when_nobody_reads_stderr(tmp_path: Path) -> None:
-    port, peer = free_udp_port(), free_udp_port()
+    port, peer = free_ports(2)
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "vfido", "-v", "run", "--transport", "udp", "--ephemeral"),

@@ -489,10 +489,10 @@ def test_vfido_run_prompt_on_its_terminal(tmp_path: Path) -> None:
     from fido2.webauthn import UserVerificationRequirement
 
     from tests.rp import RelyingParty, challenge_of, random_user
-    from tests.service_helpers import env, free_udp_port
-    from vfido.transports.udp import open_udp_device
+    from tests.service_helpers import env
+    from vfido.transports.udp import free_ports, open_udp_device
 
-    port, peer_port = free_udp_port(), free_udp_port()
+    port, peer_port = free_ports(2)
     pid, master = pty.fork()
     if pid == 0:  # child: its own session, the pty is its controlling terminal
         os.execvpe(

@@ -26,7 +26,6 @@ from fido2.utils import websafe_decode
 
 from tests.ctaphid_helpers import request_reports
 from tests.rp import ORIGIN, RP_ID
-from tests.service_helpers import free_udp_port
 from tests.vkey import Key, running_key
 from vfido.authenticator.config import Config as KeyConfig
 from vfido.authenticator.device import Authenticator
@@ -34,7 +33,7 @@ from vfido.authenticator.env import PresenceRequest, PresenceResult, RequestCont
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
 from vfido.transports.inprocess import InProcessKey
-from vfido.transports.udp import UdpConnection, UdpTransport
+from vfido.transports.udp import UdpConnection, UdpTransport, free_ports
 
 PIN = "4321"
 ERR = CtapError.ERR
@@ -273,7 +272,7 @@ WAIT = 10.0
 @contextmanager
 def _udp_key(presence: AutoPresence) -> Iterator[tuple[UdpConnection, CtapHidDevice]]:
     store = SqliteKeyStore.ephemeral()
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(Authenticator(store, presence), port=0, peer_port=peer_port)
     transport.start()
     connection = UdpConnection(transport.port, peer_port, timeout=WAIT)

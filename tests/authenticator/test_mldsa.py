@@ -37,7 +37,6 @@ from fido2.webauthn import (
     UserVerificationRequirement,
 )
 
-from tests.ctaphid_helpers import free_udp_port
 from tests.vkey import Key, running_key
 from vfido.authenticator.attestation import max_make_credential_response_size
 from vfido.authenticator.config import MLDSA_OFF, Config, mldsa_status
@@ -58,7 +57,7 @@ from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.presence import AutoPresence
 from vfido.transports import uhid
 from vfido.transports.ctaphid import encode_message
-from vfido.transports.udp import UdpTransport, open_udp_device
+from vfido.transports.udp import UdpTransport, free_ports, open_udp_device
 
 RP_ID = "pq.example"
 ORIGIN = "https://pq.example"
@@ -317,7 +316,7 @@ def test_enterprise_attestation_keeps_the_batch_certificate() -> None:
 def test_mldsa65_over_udp() -> None:
     """The UDP transport (one 64-byte report per datagram) carries the ~5.5 KB response."""
     store = SqliteKeyStore.ephemeral()
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(
         Authenticator(store, AutoPresence(), MLDSA_ON), port=0, peer_port=peer_port
     )

@@ -34,7 +34,7 @@ import pytest
 from fido2.hid.base import CtapHidConnection, HidDescriptor
 
 from vfido.transports.ctaphid import REPORT_SIZE
-from vfido.transports.udp import POWER_CYCLE_DATAGRAM, UdpConnection
+from vfido.transports.udp import POWER_CYCLE_DATAGRAM, UdpConnection, free_ports
 
 PATH_PREFIX = "vfido-udp:"
 
@@ -58,13 +58,6 @@ SPEC_DISAGREEMENTS = {
     },
 }
 READY_TIMEOUT = 60.0
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class UdpKey:
@@ -208,7 +201,7 @@ def pytest_configure(config: pytest.Config) -> None:
     peer_port = config.getoption("vfido_udp_peer_port")
     process = None
     if port is None:
-        port, peer_port = _free_udp_port(), _free_udp_port()
+        port, peer_port = free_ports(2)
         log = config.getoption("vfido_log")
         extra = config.getoption("vfido_arg")
         process = _start_key(port, peer_port, extra, Path(log) if log else None)

@@ -43,11 +43,11 @@ from fido2.webauthn import (
 )
 
 from tests.ctap2_helpers import EventContext, make_key
-from tests.service_helpers import PASSPHRASE, env, free_udp_port, vfido
+from tests.service_helpers import PASSPHRASE, env, vfido
 from vfido.authenticator.errors import CtapStatus
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.transports.udp import open_udp_device
+from vfido.transports.udp import free_ports, open_udp_device
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("vfido.authenticator", "vfido.keystore", "vfido.transports", "vfido")
@@ -96,7 +96,7 @@ def test_no_secret_in_the_logs_of_a_full_verbose_run(tmp_path: Path) -> None:
     SqliteKeyStore.create(keystore, PASSPHRASE, kdf_params=kdf.insecure_test_params()).close()
     seen: dict[str, bytes | str] = {"passphrase": PASSPHRASE, "pin": PIN, "new pin": NEW_PIN}
     outputs: list[str] = []
-    port, peer = free_udp_port(), free_udp_port()
+    port, peer = free_ports(2)
     process = subprocess.Popen(
         [sys.executable, "-m", "vfido", "-v", "run", "--transport", "udp",
          "--udp-port", str(port), "--udp-peer-port", str(peer), "--keystore", str(keystore),

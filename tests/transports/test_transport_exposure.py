@@ -27,7 +27,7 @@ from fido2.hid import CtapHidDevice
 from tests.ctaphid_helpers import EchoHandler, request_reports
 from tests.other_user import as_other_user
 from tests.rp import RelyingParty, register, sign_in
-from tests.service_helpers import PASSPHRASE, env, free_udp_port, udp_service, vfido
+from tests.service_helpers import PASSPHRASE, env, udp_service, vfido
 from vfido.api import VirtualKey
 from vfido.control import ControlError
 from vfido.keystore import kdf
@@ -41,7 +41,7 @@ from vfido.transport_choice import (
     prepare_unix_socket_dir,
 )
 from vfido.transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command
-from vfido.transports.udp import UdpConnection, UdpTransport, open_udp_device
+from vfido.transports.udp import UdpConnection, UdpTransport, free_ports, open_udp_device
 from vfido.transports.uhid import uhid_unavailable
 from vfido.transports.unix import open_unix_device
 
@@ -116,7 +116,7 @@ def test_vfido_run_with_no_flags_does_not_give_another_user_the_keystore(
 ) -> None:
     """The finding as seen: the owner starts `vfido run --keystore DIR` (no --transport) and
     another local user talks CTAP to it over UDP. Now that user gets nothing."""
-    port, peer_port = free_udp_port(), free_udp_port()
+    port, peer_port = free_ports(2)
     udp = ["--udp-port", str(port), "--udp-peer-port", str(peer_port)]
     with running(["--keystore", str(keystore), *udp], tmp_path / "rt") as (process, lines):
         outcome = as_other_user(lambda: _get_info_over_udp(port, peer_port))
@@ -157,7 +157,7 @@ def test_the_flag_serves_a_keystore_over_udp_and_warns_once(keystore: Path) -> N
 
 @pytest.mark.skipif(NO_UHID is None, reason="this machine has a usable /dev/uhid")
 def test_ephemeral_key_without_uhid_falls_back_to_udp_in_one_line(tmp_path: Path) -> None:
-    port, peer_port = free_udp_port(), free_udp_port()
+    port, peer_port = free_ports(2)
     args = ["--ephemeral", "--udp-port", str(port), "--udp-peer-port", str(peer_port)]
     with running(args, tmp_path / "rt") as (process, lines):
         assert process.poll() is None, lines
@@ -240,7 +240,7 @@ def test_explicit_transports() -> None:
 def test_udp_another_source_address_cannot_evict_the_peers_channel() -> None:
     """A process sending broadcast INITs from its own port (blind: the answers go to the
     peer port) allocated channels in a loop until the peer's channel was evicted."""
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(EchoHandler(), port=0, peer_port=peer_port)
     transport.start()
     connection = UdpConnection(transport.port, peer_port, timeout=WAIT)

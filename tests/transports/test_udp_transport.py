@@ -15,13 +15,14 @@ from contextlib import contextmanager
 import pytest
 from fido2.hid import CTAPHID, CtapHidDevice
 
-from tests.ctaphid_helpers import EchoHandler, free_udp_port
+from tests.ctaphid_helpers import EchoHandler
 from vfido.transports.ctaphid import TYPE_INIT, Command
 from vfido.transports.handler import CtapHandler
 from vfido.transports.udp import (
     POWER_CYCLE_DATAGRAM,
     UdpConnection,
     UdpTransport,
+    free_ports,
     open_udp_device,
 )
 
@@ -31,7 +32,7 @@ WAIT = 10.0
 @pytest.fixture
 def served() -> Iterator[tuple[UdpTransport, EchoHandler, int]]:
     handler = EchoHandler()
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(handler, port=0, peer_port=peer_port)
     transport.start()
     yield transport, handler, peer_port
@@ -42,7 +43,7 @@ def served() -> Iterator[tuple[UdpTransport, EchoHandler, int]]:
 def _udp_key(handler: CtapHandler) -> Iterator[CtapHidDevice]:
     """``handler`` served by a started UdpTransport on a free port, and a python-fido2 device
     on it; both closed afterwards."""
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(handler, port=0, peer_port=peer_port)
     transport.start()
     try:
@@ -118,7 +119,7 @@ def test_power_cycle_datagram(served: tuple[UdpTransport, EchoHandler, int]) -> 
 
 
 def test_serve_forever_blocks_until_stop() -> None:
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(EchoHandler(), port=0, peer_port=peer_port)
     thread = threading.Thread(target=transport.serve_forever)
     thread.start()
@@ -244,7 +245,7 @@ def test_stopping_a_key_leaves_the_others_of_the_process_served() -> None:
 
     with _udp_key(EchoHandler()) as other:
         waiting = WaitForCancelHandler()
-        peer_port = free_udp_port()
+        peer_port = free_ports(1)[0]
         transport = UdpTransport(waiting, port=0, peer_port=peer_port)
         transport.start()
         device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
@@ -272,7 +273,7 @@ def test_a_forked_child_leaves_the_parents_keys_alone() -> None:
     child's stop() of a key it inherited must not unregister the parent's socket, nor take
     the locks of threads the child does not have, and a key the child makes is read by a
     thread of the child's own."""
-    peer_port = free_udp_port()
+    peer_port = free_ports(1)[0]
     transport = UdpTransport(EchoHandler(), port=0, peer_port=peer_port)
     transport.start()
     device = open_udp_device(port=transport.port, peer_port=peer_port, timeout=WAIT)
@@ -309,7 +310,7 @@ def test_stop_during_start_leaves_nothing_registered(monkeypatch: pytest.MonkeyP
     from vfido.transports import udp
 
     before = _reading_threads()
-    transport = UdpTransport(EchoHandler(), port=0, peer_port=free_udp_port())
+    transport = UdpTransport(EchoHandler(), port=0, peer_port=free_ports(1)[0])
     stopper = threading.Thread(target=transport.stop)
     shared_reader = udp._shared_reader
 
@@ -338,3 +339,10 @@ def test_a_port_that_cannot_be_bound_is_named() -> None:
         with pytest.raises(OSError, match=f"cannot bind UDP 127.0.0.1:{port}: ") as info:
             _udp_socket("127.0.0.1", port)
         assert info.value.errno == errno.EADDRINUSE
+
+
+def test_free_ports_are_different_ports() -> None:
+    """A key's port and peer port picked one at a time from closed sockets were once the
+    same port ("--udp-port and --udp-peer-port are both 40697", a CI run of session 12)."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64

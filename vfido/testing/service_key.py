@@ -29,6 +29,7 @@ from vfido.testing.common import (
 )
 from vfido.transport_choice import UDP_INSECURE_FLAG
 from vfido.transport_kinds import RUN_KINDS
+from vfido.transports.udp import free_ports
 
 if TYPE_CHECKING:
     from vfido.control.client import KeyController
@@ -37,15 +38,6 @@ if TYPE_CHECKING:
 #: The folder this vfido is imported from (the checkout, or site-packages): the `vfido run`
 #: subprocess gets it first on its PYTHONPATH.
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ServiceKey:
@@ -78,8 +70,9 @@ class ServiceKey:
             )
         self.transport = transport
         self.serial = serial or f"vfido-svc-{os.getpid()}-{next(_serials)}"
-        self.udp_port = _free_udp_port() if transport == "udp" else None
-        self.udp_peer_port = _free_udp_port() if transport == "udp" else None
+        ports = free_ports(2) if transport == "udp" else [None, None]
+        self.udp_port: int | None = ports[0]
+        self.udp_peer_port: int | None = ports[1]
         self._tmp = Path(tempfile.mkdtemp(prefix="vfido-service-"))
         #: The key's control socket (``vfido status --socket PATH``, ``vfido approve ...``).
         self.control_socket = self._tmp / "control.sock"
