@@ -203,10 +203,11 @@ def resolve_credential_id(
     """The credential behind ``cred_id`` for this RP: sealed by this key, or imported with an
     ID of its own (then also what was kept for it); None if it is not one of ours.
     ``recorded``: the key records its server-side credentials, so one without its record was
-    removed (WebDriver Remove Credential) and is not one of ours any more."""
+    removed (WebDriver Remove Credential) and is not one of ours any more. A U2F registration
+    has no record (U2F names no RP ID to list it under): its key handle stays ours."""
     key = store.identity().credential_key
     sealed = decode_credential_id(key, rp_id_hash, cred_id)
-    if sealed is not None and (sealed.discoverable or not recorded):
+    if sealed is not None and (sealed.discoverable or sealed.u2f or not recorded):
         return sealed, None
     raw = store.get_state(imported_id_state_key(rp_id_hash, cred_id))
     if raw is None:

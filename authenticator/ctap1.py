@@ -419,8 +419,10 @@ class Ctap1Handler:
         """
         if not key_handle:
             return None
-        # A key handle chosen outside the key (WebDriver's Add Credential) resolves too.
-        resolved = resolve_credential_id(self._store, app, key_handle)
+        # A key handle chosen outside the key (WebDriver's Add Credential) resolves too, and
+        # a removed one (Remove Credential, on a key that records them) does not.
+        recorded = self._config.record_server_side_credentials
+        resolved = resolve_credential_id(self._store, app, key_handle, recorded=recorded)
         sealed = resolved[0] if resolved is not None else None
         if sealed is None or sealed.algorithm != ES256:
             return None

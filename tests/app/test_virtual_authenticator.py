@@ -460,3 +460,64 @@ def test_u2f_key_signs_with_an_added_credential_under_its_own_key_handle() -> No
         with pytest.raises(ApduError) as info:
             Ctap1(key.device).authenticate(client, app, b"other-handle")
         assert info.value.code == APDU.WRONG_DATA
+
+
+#: A CTAP 2.1 key speaks U2F too (versions U2F_V2, FIDO_2_0, FIDO_2_1).
+CTAP2_1_OPTIONS: dict[str, Any] = {**CTAP2_OPTIONS, "protocol": "ctap2_1"}
+
+
+def test_a_removed_credential_no_longer_signs_over_u2f_either() -> None:
+    """A credential this key made, then removed (Remove Credential), is not "one of ours"
+    over U2F any more: AUTHENTICATE and its check-only form answer "wrong data" (U2F raw
+    messages 1.2 section 5.1), as for a key handle the key never issued."""
+    import hashlib
+
+    from fido2.ctap1 import APDU, ApduError, Ctap1
+
+    with VirtualKey.from_webauthn_options(CTAP2_1_OPTIONS) as key:
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        options, state = server.register_begin(
+            PublicKeyCredentialUserEntity(id=b"carol", name="carol"),
+            resident_key_requirement=ResidentKeyRequirement.DISCOURAGED,
+        )
+        made = server.register_complete(
+            state, key.client(ORIGIN).make_credential(options.public_key)
+        )
+        assert made.credential_data is not None
+        credential_id = made.credential_data.credential_id
+        app, client = hashlib.sha256(RP_ID.encode()).digest(), bytes(range(32))
+        Ctap1(key.device).authenticate(client, app, credential_id)  # ours before removal
+        key.webauthn_remove_credential(b64(credential_id))
+        for check_only in (False, True):
+            with pytest.raises(ApduError) as info:
+                Ctap1(key.device).authenticate(client, app, credential_id, check_only)
+            assert info.value.code == APDU.WRONG_DATA
+
+
+def test_a_u2f_registration_serves_ctap2_on_a_key_that_records_credentials() -> None:
+    """A key handle from U2F REGISTER is bound to SHA-256(appId): a platform presents it in a
+    getAssertion for that rpIdHash (the appid extension), and makeCredential's excludeList
+    must see it (CTAP 2.1 section 6.1.2 step 12, "contains a credential ID created by this
+    authenticator, that is bound to the specified rp.id"), on a WebDriver key as on any."""
+    import hashlib
+
+    from fido2.ctap import CtapError
+    from fido2.ctap1 import Ctap1
+
+    app_id = "https://u2f.example.com"
+    app = hashlib.sha256(app_id.encode()).digest()
+    with VirtualKey.from_webauthn_options(CTAP2_1_OPTIONS) as key:
+        registration = Ctap1(key.device).register(bytes(32), app)
+        handle = {"type": "public-key", "id": registration.key_handle}
+        ctap2 = Ctap2(key.device)
+        assertion = ctap2.get_assertion(app_id, bytes(32), allow_list=[handle])
+        assert assertion.credential["id"] == registration.key_handle
+        with pytest.raises(CtapError) as info:
+            ctap2.make_credential(
+                bytes(32),
+                {"id": app_id, "name": "u2f"},
+                {"id": b"u", "name": "u"},
+                [{"type": "public-key", "alg": -7}],
+                exclude_list=[handle],
+            )
+        assert info.value.code == CtapError.ERR.CREDENTIAL_EXCLUDED
