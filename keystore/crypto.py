@@ -79,24 +79,43 @@ def new_master_key() -> bytearray:
     return bytearray(entropy.random_bytes(KEY_SIZE))
 
 
-def wrap_master_key(kek: bytes | bytearray, master_key: bytes | bytearray) -> bytes:
+#: The first format whose wrapped master key is bound to its version.
+_VERSION_BOUND_FROM = 4
+
+
+def _wrap_aad(format_version: int) -> bytes:
+    """What the wrapped master key is bound to: from format 4 on, the database's format
+    version, so that lowering ``meta.format_version`` (which would make the key re-seal
+    whatever it found, as a migration does) no longer unwraps. Formats 1-3 used one
+    constant."""
+    if format_version < _VERSION_BOUND_FROM:
+        return _WRAP_AAD
+    return _lp(_WRAP_AAD, b"format", struct.pack(">I", format_version))
+
+
+def wrap_master_key(
+    kek: bytes | bytearray, master_key: bytes | bytearray, *, format_version: int
+) -> bytes:
     nonce = entropy.random_bytes(NONCE_SIZE)
-    return nonce + AESGCM(kek).encrypt(nonce, bytes(master_key), _WRAP_AAD)
+    return nonce + AESGCM(kek).encrypt(nonce, bytes(master_key), _wrap_aad(format_version))
 
 
-def unwrap_master_key(kek: bytes | bytearray, wrapped: bytes) -> bytearray:
-    """The master key in a fresh ``bytearray`` (the caller clears it).
+def unwrap_master_key(kek: bytes | bytearray, wrapped: bytes, *, format_version: int) -> bytearray:
+    """The master key in a fresh ``bytearray`` (the caller clears it), wrapped for a
+    database of ``format_version``.
 
-    Raises :class:`AuthenticationFailed` for a wrong key or damaged blob."""
+    Raises :class:`AuthenticationFailed` for a wrong key, a damaged blob or another
+    format version."""
     if len(wrapped) != NONCE_SIZE + KEY_SIZE + 16:
         raise AuthenticationFailed("wrapped master key has the wrong size")
     out = bytearray(KEY_SIZE)
     aead = AESGCM(kek)
+    aad = _wrap_aad(format_version)
     try:
         if hasattr(aead, "decrypt_into"):
-            aead.decrypt_into(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD, out)
+            aead.decrypt_into(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad, out)
         else:  # cryptography < 47: through one immutable bytes object, as derive_into says
-            out[:] = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], _WRAP_AAD)
+            out[:] = aead.decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:], aad)
     except InvalidTag as exc:
         raise AuthenticationFailed("master key did not unwrap") from exc
     return out

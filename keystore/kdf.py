@@ -36,8 +36,9 @@ _MAX_ITERATIONS = 64
 _MAX_LANES = 64
 
 #: Largest costs run for parameters nothing has authenticated yet (a backup bundle's
-#: header, read before its passphrase can be checked): four times the defaults, which is
-#: what vfido writes. Anything above is a hostile file asking for gigabytes.
+#: header, a keystore's ``meta.kdf``, each read before its passphrase can be checked): four
+#: times the defaults. vfido writes no more (:func:`new_params` refuses it); anything above
+#: is a hostile file asking for gigabytes.
 UNTRUSTED_MAX_MEMORY_KIB = 4 * DEFAULT_MEMORY_KIB
 UNTRUSTED_MAX_ITERATIONS = 4 * DEFAULT_ITERATIONS
 UNTRUSTED_MAX_LANES = 4 * DEFAULT_LANES
@@ -135,7 +136,7 @@ def new_params(
     if iterations < 1 or lanes < 1:
         raise KdfParamsError("Argon2id iterations and lanes must be at least 1")
     params = KdfParams(memory_kib, iterations, lanes, entropy.random_bytes(SALT_SIZE))
-    params._check()
+    params.check_untrusted()  # a keystore asking for more would not open again
     return params
 
 

@@ -16,12 +16,15 @@ from vfido.keystore.integrity import MAX_COUNTER, ROWS_TAG, STATE_INDEX_TAG, sta
 from vfido.keystore.sqlite_errors import map_os_error, map_sqlite_error
 from vfido.keystore.store import DeviceIdentity, KeystoreCorrupt, KeystoreError, KeystoreUnavailable
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version of the database layout. Bump it with a step in :data:`MIGRATIONS`.
 
 1: first released layout (counters unauthenticated).
 2: a MAC on every counter row and an authenticated count of the rows.
-3: a MAC over the set of state rows (a deleted or rolled-back state row is noticed)."""
+3: a MAC over the set of state rows (a deleted or rolled-back state row is noticed).
+4: the wrapped master key is bound to the format version (lowering ``format_version`` by
+   hand made the migrations re-seal tampered counters and state); every migration writes
+   the key wrapped for the new version."""
 
 Migration = Callable[[sqlite3.Connection, RecordKeys], None]
 
@@ -29,8 +32,8 @@ MIGRATIONS: dict[int, Migration] = {}
 """``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
 transaction, after the passphrase check, with the record keys;
 :meth:`SqliteKeyStore.open` runs the steps and records the new version
-atomically). The files tests/reliability/data/keystore-v1.db and keystore-v2.db must
-keep opening."""
+atomically). The files tests/reliability/data/keystore-v1.db, keystore-v2.db and
+keystore-v3.db must keep opening."""
 APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
 
 T_CREDENTIALS = "credentials"
@@ -226,8 +229,19 @@ def _migrate_2_to_3(conn: sqlite3.Connection, keys: RecordKeys) -> None:
 MIGRATIONS[2] = _migrate_2_to_3
 
 
-def migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
-    """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction."""
+def _migrate_3_to_4(conn: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Format 4: nothing in the tables; :func:`migrate` writes the master key wrapped for the
+    new version, which is all this format changes."""
+
+
+MIGRATIONS[3] = _migrate_3_to_4
+
+
+def migrate(
+    conn: sqlite3.Connection, version: int, keys: RecordKeys, wrap: Callable[[int], bytes]
+) -> None:
+    """Bring a format-``version`` database to :data:`FORMAT_VERSION` in one transaction,
+    writing ``wrap(FORMAT_VERSION)``, the master key wrapped for the new version."""
     if version >= FORMAT_VERSION:
         return
     steps = [MIGRATIONS.get(v) for v in range(version, FORMAT_VERSION)]
@@ -240,4 +254,6 @@ def migrate(conn: sqlite3.Connection, version: int, keys: RecordKeys) -> None:
         for step in steps:
             assert step is not None
             step(conn, keys)
+        wrapped = wrap(FORMAT_VERSION)
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'wrapped_master_key'", (wrapped,))
         conn.execute("UPDATE meta SET value = ? WHERE name = 'format_version'", (FORMAT_VERSION,))

@@ -63,7 +63,7 @@ from typing import Any, TypeVar
 
 import cbor2
 
-from vfido.keystore import kdf
+from vfido.keystore import kdf, schema
 from vfido.keystore.crypto import (
     AuthenticationFailed,
     RecordKeys,
@@ -162,6 +162,26 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
 # the store
 
 
+def _unwrap(kek: bytearray, wrapped: bytes, version: int) -> bytearray:
+    """The master key of a format-``version`` file. A wrapped key bound to a newer format
+    than the file says means its version was lowered by hand: corrupt, not a wrong passphrase
+    (a migration from the lower version would re-seal whatever it found)."""
+    try:
+        return unwrap_master_key(kek, wrapped, format_version=version)
+    except AuthenticationFailed:
+        pass
+    for newer in range(version + 1, schema.FORMAT_VERSION + 1):
+        try:
+            clear(unwrap_master_key(kek, wrapped, format_version=newer))
+        except AuthenticationFailed:
+            continue
+        raise KeystoreCorrupt(
+            f"the keystore says format version {version} but was written by format {newer} "
+            "(the keystore was modified)"
+        )
+    raise WrongPassphrase("wrong passphrase for this keystore")
+
+
 class SqliteKeyStore:
     """:class:`vfido.keystore.store.KeyStore` on an encrypted SQLite database.
 
@@ -257,7 +277,7 @@ class SqliteKeyStore:
             keys = RecordKeys.derive(master_key)
             kek = kdf.derive_key(passphrase, params)
             try:
-                wrapped = wrap_master_key(kek, master_key)
+                wrapped = wrap_master_key(kek, master_key, format_version=schema.FORMAT_VERSION)
             finally:
                 clear(kek)
             if identity is None:
@@ -343,23 +363,41 @@ class SqliteKeyStore:
             try:
                 configure(conn, journal_mode="WAL")
                 meta = read_meta(conn)
+                version = int(meta["format_version"])
                 try:
                     params = kdf.KdfParams.from_json(str(meta["kdf"]))
                 except (KeyError, kdf.KdfParamsError):
                     raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
+                try:
+                    # Nothing has authenticated these costs yet: a file edited to ask for
+                    # gigabytes must not take the machine down before the passphrase check.
+                    params.check_untrusted()
+                except kdf.KdfParamsError as exc:
+                    raise KeystoreCorrupt(f"the keystore's key derivation data: {exc}") from None
                 wrapped = meta.get("wrapped_master_key")
                 if not isinstance(wrapped, bytes):
                     raise KeystoreCorrupt("the keystore's wrapped key is missing")
                 kek = kdf.derive_key(passphrase, params)
                 try:
-                    master_key = unwrap_master_key(kek, wrapped)
-                except AuthenticationFailed:
-                    raise WrongPassphrase("wrong passphrase for this keystore") from None
+                    master_key = _unwrap(kek, wrapped, version)
+                    keys = RecordKeys.derive(master_key)
+                    try:
+                        # A migration re-seals what it finds, so it writes the master key
+                        # wrapped for the new version in its own transaction
+                        # (crypto._wrap_aad): kek is needed until then.
+                        migrate(
+                            conn,
+                            version,
+                            keys,
+                            lambda new: wrap_master_key(kek, master_key, format_version=new),
+                        )
+                    except BaseException:
+                        keys.clear()
+                        clear(master_key)
+                        raise
                 finally:
                     clear(kek)
-                keys = RecordKeys.derive(master_key)
                 try:
-                    migrate(conn, int(meta["format_version"]), keys)
                     return cls(
                         conn,
                         keys,
@@ -485,7 +523,9 @@ class SqliteKeyStore:
         try:
             with self._mutex:
                 self._require_open()
-                wrapped = wrap_master_key(kek, self._master_key)
+                wrapped = wrap_master_key(
+                    kek, self._master_key, format_version=schema.FORMAT_VERSION
+                )
         finally:
             clear(kek)
         with self._tx("change the passphrase") as c:

@@ -74,13 +74,13 @@ def test_derive_into_without_derive_into() -> None:
 def test_keystore_keys_without_the_into_apis(monkeypatch: pytest.MonkeyPatch) -> None:
     master = crypto.new_master_key()
     kek = derive_key("passphrase", insecure_test_params())
-    wrapped = crypto.wrap_master_key(kek, master)
+    wrapped = crypto.wrap_master_key(kek, master, format_version=4)
     expected = crypto.RecordKeys.derive(master)
     monkeypatch.setattr(crypto, "AESGCM", OldAesGcm)
     monkeypatch.setattr(crypto, "HKDF", OldHkdf)
-    assert crypto.unwrap_master_key(kek, wrapped) == master
+    assert crypto.unwrap_master_key(kek, wrapped, format_version=4) == master
     with pytest.raises(crypto.AuthenticationFailed):
-        crypto.unwrap_master_key(bytearray(32), wrapped)
+        crypto.unwrap_master_key(bytearray(32), wrapped, format_version=4)
     derived = crypto.RecordKeys.derive(master)
     assert derived.record_key == expected.record_key
     assert derived.counter_key == expected.counter_key

@@ -244,3 +244,62 @@ def test_format_1_fixture_migrates_through_2_to_3(tmp_path: Path) -> None:
         db.execute("DELETE FROM state WHERE key_tag != x''")
     with pytest.raises(KeystoreCorrupt, match="device state"):
         SqliteKeyStore.open(directory, "vfido format 1 fixture")
+
+
+# --- format 3 -> 4: the format version is authenticated ------------------------------------
+
+V3_PASSPHRASE = "vfido format 3 fixture"
+
+
+def test_format_3_fixture_migrates_to_4(tmp_path: Path) -> None:
+    """keystore-v3.db (written by format 3: one discoverable credential with counter 5, a
+    server-side counter at 41, pinRetries 8) opens under format 4 with everything kept."""
+    directory = _fixture(tmp_path, "keystore-v3.db")
+    with SqliteKeyStore.open(directory, V3_PASSPHRASE) as store:
+        assert store.identity().aaguid.hex() == "766669646f0040008000000000000003"
+        (summary,) = store.list_credentials()
+        assert (summary.record.rp_id, summary.sign_count) == ("v3.example", 5)
+        assert store.increment_counter(b"server-side-id") == 42
+        assert store.get_state("pin.retries") == (8).to_bytes(4, "big")
+    with _raw(directory) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
+            FORMAT_VERSION,
+        )
+    with SqliteKeyStore.open(directory, V3_PASSPHRASE) as store:
+        assert store.increment_counter(b"server-side-id") == 43
+
+
+@pytest.mark.parametrize("claimed", [1, 2, 3])
+def test_a_lowered_format_version_is_refused_not_migrated(tmp_path: Path, claimed: int) -> None:
+    """An offline edit that lowers meta.format_version and then rewrites what the newer
+    format protects (counters to 0, the PIN's state rows deleted) must not be taken in: the
+    migrations from the claimed version would re-seal whatever they find. (An outside review
+    rolled a counter at 1000 back to 1 and removed the PIN this way, with no passphrase.)"""
+    directory = tmp_path / "ks"
+    with SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()) as s:
+        s.increment_counter(b"server-side-id", 1000)
+        s.put_state({"pin.retries": b"\x08"})
+    with _raw(directory) as db:
+        db.execute("UPDATE meta SET value = ? WHERE name = 'format_version'", (claimed,))
+        if claimed == 1:  # as format 1 had them: no MACs, no row count, no state index
+            db.execute("DELETE FROM counters WHERE cred_tag = x''")
+            db.execute("UPDATE counters SET value = 0")
+            db.execute("DELETE FROM state")
+    with pytest.raises(KeystoreCorrupt, match=f"says format version {claimed} but was written"):
+        SqliteKeyStore.open(directory, PASSPHRASE)
+    with _raw(directory) as db:  # not migrated: the file is as the attacker left it
+        assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
+            claimed,
+        )
+
+
+def test_kdf_costs_in_the_file_are_bounded_before_the_passphrase_check(tmp_path: Path) -> None:
+    """meta.kdf is read before anything can be authenticated: a file asking for 4 GiB and
+    64 passes is refused at once, as a backup bundle's header is, not derived."""
+    directory = tmp_path / "ks"
+    SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()).close()
+    hostile = kdf.KdfParams(4 * 1024 * 1024, 64, 64, b"s" * 16)
+    with _raw(directory) as db:
+        db.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (hostile.to_json(),))
+    with pytest.raises(KeystoreCorrupt, match="Argon2id costs too high"):
+        SqliteKeyStore.open(directory, PASSPHRASE)
