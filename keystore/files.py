@@ -59,8 +59,12 @@ def prepare_new_directory(directory: Path) -> None:
                 raise KeystoreUnavailable(
                     f"cannot create keystore directory {directory}: {existing} is not a directory"
                 )
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            # The mode is applied at creation (umask can only narrow it).
+            # The mode is applied at creation (umask can only narrow it), to the missing
+            # parents too: mkdir -p would make them 0777 minus the umask, and another user
+            # could then move the keystore aside (XDG: "create it with permission 0700").
+            for parent in reversed(directory.parents):
+                if not parent.exists():
+                    parent.mkdir(mode=DIR_MODE, exist_ok=True)
             directory.mkdir(mode=DIR_MODE)
             return
         st = directory.stat()

@@ -53,6 +53,7 @@ from vfido.authenticator.authdata import (
     keystore_backup_eligible,
 )
 from vfido.keystore import kdf
+from vfido.keystore.files import fsync_path
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialRecord, DeviceIdentity
@@ -353,46 +354,58 @@ def import_bundle(
     *,
     kdf_params: kdf.KdfParams | None = None,
 ) -> SqliteKeyStore:
-    """Restore ``bundle`` into a new keystore in ``directory`` (never an existing one)."""
+    """Restore ``bundle`` into a new keystore in ``directory`` (never an existing one).
+
+    All or nothing: the keystore is built in a hidden directory beside ``directory`` and
+    renamed into place once complete, so a crash or a kill never leaves a keystore with some
+    credentials, counters below the bundle's or no PIN (an outside review found one). A kill
+    leaves that hidden ``.NAME.importing-*`` directory behind, which nothing opens."""
     directory = Path(directory)
     if SqliteKeyStore.exists(directory):
         raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
     if directory.exists() and any(directory.iterdir()):
         raise BackupError(f"{directory} is not empty: import into a new directory")
-    created_dir = not directory.exists()
-    store = SqliteKeyStore.create(
-        directory, passphrase, identity=bundle.identity, kdf_params=kdf_params
-    )
+    staging = directory.parent / f".{directory.name}.importing-{os.urandom(4).hex()}"
     try:
-        eligible = bundle.backup_eligible
-        for record, counter in bundle.credentials:
-            restored = replace(
-                record,
-                backup_eligible=eligible and record.backup_eligible,
-                backup_state=eligible and record.backup_eligible,
-            )
-            store.put_credential(restored)
-            if counter:
-                store.increment_counter(record.credential_id, counter)
-        state: dict[str, bytes | None] = dict(bundle.state)
-        if eligible:
-            state[BACKUP_DONE_STATE] = b"\x01"
-        if state:
-            store.put_state(state)
-        store.raise_counter_floor(bundle.counter_floor)
-        forget_backup_state(store)
-    except BaseException:
-        store.close()
-        _remove_keystore(directory, created_dir)
+        with SqliteKeyStore.create(
+            staging, passphrase, identity=bundle.identity, kdf_params=kdf_params
+        ) as store:
+            _fill(store, bundle)
+        os.rename(staging, directory)  # an empty directory is replaced, a full one refused
+    except BaseException as exc:
+        _remove_keystore(staging)
+        if isinstance(exc, OSError):
+            raise BackupError(f"cannot restore into {directory}: {exc.strerror}") from None
         raise
-    return store
+    fsync_path(directory.parent, directory=True)
+    return SqliteKeyStore.open(directory, passphrase)
 
 
-def _remove_keystore(directory: Path, remove_dir: bool) -> None:
-    """Undo a half-done import (only files a keystore consists of)."""
+def _fill(store: SqliteKeyStore, bundle: Bundle) -> None:
+    """Everything of ``bundle`` into the new ``store``."""
+    eligible = bundle.backup_eligible
+    for record, counter in bundle.credentials:
+        restored = replace(
+            record,
+            backup_eligible=eligible and record.backup_eligible,
+            backup_state=eligible and record.backup_eligible,
+        )
+        store.put_credential(restored)
+        if counter:
+            store.increment_counter(record.credential_id, counter)
+    state: dict[str, bytes | None] = dict(bundle.state)
+    if eligible:
+        state[BACKUP_DONE_STATE] = b"\x01"
+    if state:
+        store.put_state(state)
+    store.raise_counter_floor(bundle.counter_floor)
+    forget_backup_state(store)
+
+
+def _remove_keystore(directory: Path) -> None:
+    """Undo a half-done import: the files a keystore consists of, then its directory."""
     for name in ("vfido.db", "vfido.db-wal", "vfido.db-shm", "vfido.db-journal", "vfido.lock"):
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
-    if remove_dir:
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+    with contextlib.suppress(OSError):
+        directory.rmdir()

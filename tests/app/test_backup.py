@@ -5,6 +5,7 @@ for, with and without the backup-eligible opt-in."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tests.rp import RelyingParty, assertion, register
 from tests.service_helpers import vfido
 from tests.vkey import Key
 from vfido.authenticator.config import Config
+from vfido.authenticator.cose import CredentialKey
 from vfido.authenticator.device import Authenticator
 from vfido.backup import (
     MAGIC,
@@ -33,6 +35,7 @@ from vfido.backup import (
 )
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import SqliteKeyStore
+from vfido.keystore.store import CredentialRecord
 from vfido.presence import AutoPresence
 from vfido.transports.inprocess import open_device
 
@@ -341,3 +344,66 @@ def test_cli_init_export_import(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "BE=0" in result.stdout
+
+
+def _record(n: int) -> CredentialRecord:
+    """A discoverable credential of RP number ``n`` (its key made once per n)."""
+    rp_id = f"rp{n}.example"
+    return CredentialRecord(
+        credential_id=bytes([n]) * 16,
+        rp_id=rp_id,
+        rp_id_hash=hashlib.sha256(rp_id.encode()).digest(),
+        user_id=b"user-%d" % n,
+        algorithm=-7,
+        private_key=_KEYS.setdefault(n, CredentialKey.generate(-7).private_bytes()),
+        created=0,
+    )
+
+
+_KEYS: dict[int, bytes] = {}
+
+
+def test_an_import_killed_midway_leaves_no_keystore(tmp_path: Path) -> None:
+    """A restore is all or nothing. Killed after its second credential (SIGKILL-like: no
+    cleanup runs), it leaves no keystore at the target, where a half restore would have
+    opened with credentials missing, their counters at 0 and the floor not raised (an
+    outside review's finding); the same import then completes."""
+    import subprocess
+    import sys
+    import textwrap
+
+    with new_store(tmp_path / "a", eligible=True) as source:
+        for n in range(4):
+            source.put_credential(_record(n))
+            source.increment_counter(_record(n).credential_id, 50 + n)
+        source.put_state({"pin.retries": b"\x08"})
+        export_keystore(source, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    killed = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from vfido.backup import import_bundle, open_bundle
+        from vfido.keystore import kdf
+        from vfido.keystore.sqlite_store import SqliteKeyStore
+
+        put, count = SqliteKeyStore.put_credential, [0]
+        def dying_put(self, record):
+            put(self, record)
+            count[0] += 1
+            if count[0] == 2:
+                os._exit(9)
+        SqliteKeyStore.put_credential = dying_put
+        data = Path({str(tmp_path / "bundle")!r}).read_bytes()
+        bundle = open_bundle(data, {BUNDLE_PASSPHRASE!r})
+        import_bundle(bundle, Path({str(tmp_path / "b")!r}), {PASSPHRASE!r},
+                      kdf_params=kdf.insecure_test_params())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", killed], check=False)
+    assert result.returncode == 9
+    assert not SqliteKeyStore.exists(tmp_path / "b")
+    bundle = open_bundle((tmp_path / "bundle").read_bytes(), BUNDLE_PASSPHRASE)
+    with import_bundle(bundle, tmp_path / "b", PASSPHRASE, kdf_params=cheap()) as restored:
+        assert restored.count_credentials() == 4
+        assert restored.get_counter(_record(0).credential_id) == 50
+        assert restored.get_state("pin.retries") == b"\x08"

@@ -422,6 +422,18 @@ def test_permissions_private_even_with_permissive_umask(ks_dir: Path) -> None:
         os.umask(old)
 
 
+def test_missing_parents_are_made_private_too(tmp_path: Path) -> None:
+    """Parents made for a keystore are 0700 whatever the umask: with mkdir -p's 0777 another
+    user could move the keystore aside (as XDG says of ~/.local/share: "create it with
+    permission 0700")."""
+    old = os.umask(0)
+    try:
+        create(tmp_path / "a" / "b" / "ks").close()
+    finally:
+        os.umask(old)
+    assert [mode(tmp_path / "a"), mode(tmp_path / "a" / "b")] == [0o700, 0o700]
+
+
 @pytest.mark.parametrize("name", [DB_NAME, LOCK_NAME, DB_NAME + "-wal", DB_NAME + "-shm"])
 def test_group_readable_file_refused(ks_dir: Path, name: str) -> None:
     create(ks_dir).close()
