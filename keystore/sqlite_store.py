@@ -711,6 +711,16 @@ class SqliteKeyStore:
                     (cred_tag, rp_tag, user_tag, blob),
                 )
             self._counters_deleted(dropped, rows)
+        if dropped:
+            self._scrub_log()
+
+    def _scrub_log(self) -> None:
+        """Push deletions out of the write-ahead log: a deleted credential's old row (its
+        sealed private key) otherwise stays in ``vfido.db-wal`` until the next checkpoint
+        (secure_delete zeroes it in the database only). Best effort: the deletion itself is
+        already committed."""
+        with self._mutex, contextlib.suppress(sqlite3.Error, KeystoreError):
+            self._require_open().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> int:
         """Delete the counter rows of ``tags`` (inside a transaction); the new row count."""
@@ -784,6 +794,8 @@ class SqliteKeyStore:
                     rows = self._delete_counters(c, [cred_tag])
             if deleted:
                 self._counters_deleted([cred_tag], rows)
+        if deleted:
+            self._scrub_log()
         return bool(deleted)
 
     def update_user(self, credential_id: bytes, name: str | None, display_name: str | None) -> bool:
@@ -1046,7 +1058,4 @@ class SqliteKeyStore:
             self._counters.clear()
             self._counter_rows = 0
             self._floor = None  # the floor was state: erased with it
-            # Push the deletions out of the write-ahead log too (best effort: the
-            # reset itself is already committed).
-            with contextlib.suppress(sqlite3.Error, KeystoreError):
-                self._require_open().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._scrub_log()

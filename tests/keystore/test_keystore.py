@@ -996,3 +996,27 @@ def test_counter_row_count_survives_a_concurrent_first_assertion(
     reopened = SqliteKeyStore.open(ks_dir, PASS)  # checks every counter row and their count
     assert reopened.get_counter(fresh_id) == 1
     reopened.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_deleted_credential_leaves_nothing_in_the_write_ahead_log(ks_dir: Path, how: str) -> None:
+    """secure_delete zeroes a deleted row in the database file, but the write-ahead log kept
+    the row's earlier frames (its sealed private key) until the next checkpoint, while the
+    key ran or after a crash (an outside review decrypted one there)."""
+    with create(ks_dir) as store:
+        old = make_record(user_id=b"alice")
+        store.put_credential(old)
+        db = sqlite3.connect(ks_dir / DB_NAME)
+        try:
+            (blob,) = db.execute("SELECT blob FROM credentials").fetchone()
+        finally:
+            db.close()
+        for n in range(5):  # more writes after it, as a running key makes
+            store.increment_counter(b"server-side-%d" % n)
+        if how == "deleted":
+            assert store.delete_credential(old.credential_id)
+        else:  # the same user registers again: the old credential is dropped
+            store.put_credential(make_record(user_id=b"alice"))
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            path = ks_dir / name
+            assert not path.exists() or blob not in path.read_bytes(), name
