@@ -48,12 +48,25 @@ def read_secret(
         return _utf8(from_env, f"${env}", what)
     if not sys.stdin.isatty():
         raise PassphraseError(f"no {what}: set {env}, pass {flag} FILE, or run in a terminal")
-    first = _utf8(getpass.getpass(prompt), "what was typed", what)
+    first = _utf8(_ask(prompt, what), "what was typed", what)
     if not first:
         raise PassphraseError(f"empty {what}")
-    if confirm and getpass.getpass("Repeat: ") != first:
+    if confirm and _ask("Repeat: ", what) != first:
         raise PassphraseError(f"the {what.split()[-1]}s do not match")
     return first
+
+
+def _ask(prompt: str, what: str) -> str:
+    """What the user types at ``prompt`` (not echoed). Ctrl-D is "no answer", one line;
+    Ctrl-C ends the line the prompt left open before it stops the command."""
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        print(file=sys.stderr)
+        raise PassphraseError(f"no {what} entered (end of input)") from None
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise
 
 
 #: The longest secret file :func:`read_secret` reads (a passphrase, a PIN: a line of text).

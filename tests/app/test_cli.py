@@ -468,3 +468,79 @@ def test_files_are_read_up_to_a_limit_and_secrets_as_utf8(tmp_path: Path) -> Non
     pin.write_bytes(b"12\xff4")
     with pytest.raises(PassphraseError, match=r"PIN file .* is not UTF-8 text"):
         read_secret(pin, what="PIN", env="VFIDO_PIN", flag="--pin-file", prompt="PIN: ")
+
+
+def _on_a_terminal(args: list[str], answers: list[bytes]) -> tuple[int, str]:
+    """``vfido ARGS`` with a pseudo-terminal as its controlling terminal, stdin and output:
+    each of ``answers`` is typed after the next prompt (a line ending in ": "). The exit
+    code and everything the terminal showed."""
+    import pty
+    import select
+    import sys
+    import time
+
+    from tests.service_helpers import env
+
+    environment = env()
+    environment.pop("VFIDO_PASSPHRASE", None)
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        os.execve(sys.executable, [sys.executable, "-m", "vfido", *args], environment)
+    shown, pending = b"", list(answers)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+                if pending and shown.rstrip().endswith(b":"):
+                    os.write(master, pending.pop(0))
+    finally:
+        os.close(master)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_ctrl_d_at_a_passphrase_prompt_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-D (end of input) at `vfido init`'s passphrase prompt, on a real terminal: one
+    line and exit 1, no traceback (getpass's EOFError was not caught), and no keystore."""
+    code, shown = _on_a_terminal(["init", "--keystore", str(tmp_path / "ks")], [b"\x04"])
+    assert code == 1, shown
+    assert "Traceback" not in shown and "EOFError" not in shown, shown
+    assert "vfido: error: no passphrase entered (end of input)" in shown, shown
+    assert not (tmp_path / "ks" / "vfido.db").exists()
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_output_to_a_full_disk_is_one_line(buffered: bool) -> None:
+    """`vfido personas > /dev/full`: one line and exit 1. With Python's usual buffered
+    stdout (PYTHONUNBUFFERED unset, as on a user's machine) the error came at the final
+    flush, uncaught: a traceback and exit 120."""
+    import subprocess
+    import sys
+
+    from tests.service_helpers import env
+
+    environment = env()
+    environment.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        environment["PYTHONUNBUFFERED"] = "1"
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "vfido", "personas"],
+            env=environment,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    # Unbuffered, the command's own print fails, in the command's error handler.
+    said = "cannot write the output: " if buffered else ""
+    assert result.stderr.splitlines() == [f"vfido: error: {said}No space left on device"]

@@ -103,16 +103,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout, sys.stderr = cast(TextIO, VisibleStream(out)), cast(TextIO, VisibleStream(err))
     try:
         result = _main(args)
-        sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        try:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe could not be caught
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            _silence_stdout()
+            print(f"vfido: error: cannot write the output: {exc.strerror}", file=err)
+            return 1
         return result
     except BrokenPipeError:  # `vfido ... | head`: the reader has what it wanted
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        _silence_stdout()
         return 0
     except KeyboardInterrupt:  # Ctrl-C before a command handles it (a key starting up)
         return 130
     finally:
         sys.stdout, sys.stderr = out, err
+
+
+def _silence_stdout() -> None:
+    """Standard output on /dev/null: what is still buffered for a reader that is gone or a
+    full disk raises no second error when Python flushes at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _main(args: argparse.Namespace) -> int:
