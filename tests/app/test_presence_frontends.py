@@ -146,6 +146,23 @@ def test_terminal_question_withdrawn_when_answered_elsewhere(terminal: Terminal)
     terminal.expect("granted by control socket")
 
 
+def test_ctrl_d_at_the_question_is_no(terminal: Terminal) -> None:
+    """Ctrl-D (end of input) answers no, as an empty line does, and says so. Before, the
+    prompt stopped reading without a word: a later "y" was never read and the request
+    timed out. The next question is asked and answered as usual."""
+    broker = PresenceBroker([TerminalPrompt(terminal.path)], mode="prompt")
+    asking = Asking(broker, SIGN_IN)
+    terminal.expect("[y/N]")
+    terminal.type("\x04")
+    assert asking.result() is PresenceResult.DENIED
+    terminal.expect("denied (end of input)")
+    again = Asking(broker, REGISTER)
+    terminal.seen = b""
+    terminal.expect("[y/N]")
+    terminal.type("y\n")
+    assert again.result() is PresenceResult.GRANTED
+
+
 def test_terminal_timeout_is_a_refusal(terminal: Terminal) -> None:
     broker = PresenceBroker([TerminalPrompt(terminal.path)], mode="prompt")
     assert Asking(broker, SIGN_IN, timeout=0.5).result() is PresenceResult.TIMEOUT
