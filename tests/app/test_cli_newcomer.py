@@ -137,6 +137,30 @@ def test_address_in_use_names_the_port_and_the_flag() -> None:
     one_line_error(result, str(port), "--udp-port", "in use")
 
 
+def test_peer_port_0_is_refused() -> None:
+    """--udp-peer-port 0 started a key that could never answer (nothing can be sent to
+    port 0); --udp-port 0 (any free port) stays allowed."""
+    result = vfido(["run", "--ephemeral", "--udp-peer-port", "0"])
+    assert result.returncode == 2
+    one_line_error(result, "--udp-peer-port", "1 to 65535")
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--max-resident-credentials", "0"], "--max-resident-credentials: 0 is not from 1"),
+        (["--enterprise-attestation", "1", "--enterprise-rp-id="], "RP ID cannot be empty"),
+        (["--enterprise-rp-id", "corp.example"], "is for --enterprise-attestation 1"),
+    ],
+)
+def test_run_flag_errors_name_the_flag(flags: list[str], said: str) -> None:
+    """The errors named the configuration's fields ("max_resident_credentials must be...",
+    "enterprise_rp_ids must be a tuple of RP IDs"), not the flags; an RP ID given without
+    the mode that uses it was taken silently."""
+    result = vfido(["run", "--ephemeral", *flags])
+    one_line_error(result, said)
+
+
 def test_a_udp_client_with_no_key_says_so_at_once() -> None:
     port = free_ports(1)[0]  # nothing listens there
     start = time.monotonic()

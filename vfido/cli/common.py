@@ -128,6 +128,14 @@ def port(text: str) -> int:
     return value
 
 
+def peer_port(text: str) -> int:
+    """A port replies are sent to: 1 to 65535 (nothing can be sent to port 0)."""
+    value = port(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not a port replies can go to (1 to 65535)")
+    return value
+
+
 def key_name(text: str) -> str:
     """A ``--name`` flag: a name a running key can have (``check_key_name``)."""
     from vfido.control.server import check_key_name

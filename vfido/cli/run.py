@@ -19,6 +19,7 @@ from vfido.cli.common import (
     key_name,
     keystore_dir,
     open_store,
+    peer_port,
     persona_aaguid,
     port,
     seconds,
@@ -71,6 +72,8 @@ def config(args: argparse.Namespace) -> Config:
     """The authenticator's configuration from `vfido run`'s flags."""
     from vfido.authenticator.config import Config
 
+    if args.enterprise_rp_id and args.enterprise_attestation != 1:
+        raise CliError("--enterprise-rp-id is for --enterprise-attestation 1 (only those RPs)")
     if getattr(args, "persona", None):
         from vfido.cli.personas import run_config
 
@@ -100,6 +103,24 @@ def behaviours(args: argparse.Namespace) -> Behaviours:
         return Behaviours.from_assignments(args.behaviour, builtin_uv=args.uv or args.fingerprint)
     except ValueError as exc:
         raise CliError(f"--behaviour: {exc}") from None
+
+
+def _credential_limit(text: str) -> int:
+    """``--max-resident-credentials``: 1 to 2^32 - 1 (getInfo carries it as a CBOR uint)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 1 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to 4294967295")
+    return value
+
+
+def _rp_id(text: str) -> str:
+    """``--enterprise-rp-id``: an RP ID, never empty."""
+    if not text:
+        raise argparse.ArgumentTypeError("an RP ID cannot be empty")
+    return text
 
 
 def _serial(text: str) -> str:
@@ -276,7 +297,7 @@ def register(sub: Subparsers) -> None:
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
     )
     p.add_argument("--udp-port", type=port, default=8111, help="UDP port the key binds")
-    p.add_argument("--udp-peer-port", type=port, default=7112, help="UDP port replies go to")
+    p.add_argument("--udp-peer-port", type=peer_port, default=7112, help="UDP port replies go to")
     p.add_argument(
         "--serial",
         type=_serial,
@@ -340,6 +361,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--enterprise-rp-id",
+        type=_rp_id,
         action="append",
         default=[],
         metavar="RP_ID",
@@ -347,7 +369,7 @@ def register(sub: Subparsers) -> None:
     )
     p.add_argument(
         "--max-resident-credentials",
-        type=int,
+        type=_credential_limit,
         default=100_000,
         metavar="N",
         help="discoverable credentials the key accepts",
