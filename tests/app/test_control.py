@@ -83,8 +83,8 @@ def test_loose_default_directory_is_tightened(
 ) -> None:
     """vfido's own directory ($XDG_RUNTIME_DIR/vfido) found open to others is made 0700."""
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(sock_dir.parent))
-    assert socket_dir() == sock_dir
     sock_dir.mkdir(parents=True, mode=0o755)
+    assert socket_dir() == sock_dir
     sock_dir.chmod(0o755)
     with serve(sock_dir / "k.sock"):
         assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
@@ -450,3 +450,17 @@ def test_same_name_twice_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ):
             pass
         assert vfido(["status", "--name", "mykey"]).returncode == 0
+
+
+def test_a_missing_runtime_dir_is_not_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$XDG_RUNTIME_DIR naming a directory that does not exist (or another user's) is not
+    used: vfido made it with all its parents, 0777 minus the umask (a newcomer trial saw
+    /nonexistent/x made as root). The XDG spec has the session make it, owned by the user."""
+    from vfido.control import server
+
+    monkeypatch.setattr(server, "SHARED_TMP", tmp_path / "shared")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing" / "run"))
+    assert server.socket_dir() == tmp_path / "shared" / f"vfido-{os.getuid()}"
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "missing" / "run").mkdir(parents=True)
+    assert server.socket_dir() == tmp_path / "missing" / "run" / "vfido"

@@ -67,7 +67,9 @@ def keystore(tmp_path: Path) -> Path:
 
 @contextmanager
 def running(args: list[str], runtime: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    """`vfido run ARGS` until it is ready or has exited; its stderr lines so far."""
+    """`vfido run ARGS` until it is ready or has exited; its stderr lines so far (its control
+    socket in ``runtime``, made here: vfido uses an $XDG_RUNTIME_DIR that exists)."""
+    runtime.mkdir(mode=0o700, exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "vfido", "run", *args],
         env={**env(XDG_RUNTIME_DIR=str(runtime)), "VFIDO_PASSPHRASE": PASSPHRASE},

@@ -75,13 +75,29 @@ class CommandError(Exception):
 SHARED_TMP = Path("/tmp")
 
 
+def runtime_dir() -> Path | None:
+    """``$XDG_RUNTIME_DIR`` if it is what the XDG spec says it is: an absolute path to an
+    existing directory of this user's. vfido never makes it (a missing one made with all its
+    parents, 0777 minus the umask, was another user's to fill); otherwise None."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if not runtime or not os.path.isabs(runtime):
+        return None
+    try:
+        st = os.stat(runtime)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None
+    return Path(runtime)
+
+
 def socket_dir() -> Path:
     """``$XDG_RUNTIME_DIR/vfido``, else ``/tmp/vfido-<uid>``, unless another user made that
     (or it is not a directory): then a directory of the user's own (see the module
     docstring)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
-        return Path(runtime) / "vfido"
+    runtime = runtime_dir()
+    if runtime is not None:
+        return runtime / "vfido"
     shared = SHARED_TMP / f"vfido-{os.getuid()}"
     try:
         st = os.lstat(shared)
@@ -96,8 +112,7 @@ def fallback_socket_dir() -> Path | None:
     """Where control sockets go when ``/tmp/vfido-<uid>`` is another user's (None with
     ``$XDG_RUNTIME_DIR``, or without a home). Clients look here too: a key started while the
     directory was squatted stays here after the squatter removed it."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
+    if runtime_dir() is not None:
         return None
     cache = os.environ.get("XDG_CACHE_HOME")
     if cache and os.path.isabs(cache):
@@ -135,7 +150,10 @@ def _private_dir(directory: Path) -> None:
     already is checked, never chmod'ed: it may be shared (``/tmp``, where a chmod 0700 as
     root locks every other user out) or the user's own (their home)."""
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
+        for parent in reversed(directory.parents):  # missing ones private too, as mkdir -p
+            if not parent.exists():  # would make them 0777 minus the umask
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(parent, 0o700)
         with contextlib.suppress(FileExistsError):
             os.mkdir(directory, 0o700)
         st = os.lstat(directory)
