@@ -31,11 +31,20 @@ def check_private(path: Path, *, directory: bool) -> None:
     if st.st_uid != os.geteuid():
         raise KeystoreError(f"{path} is owned by another user; refusing to use it")
     perms = stat.S_IMODE(st.st_mode)
+    want = "700" if directory else "600"
     if perms & 0o077:
-        want = "700" if directory else "600"
         raise KeystoreError(
             f"{path} is accessible by other users (mode {perms:03o}); "
             f"refusing to use it (chmod {want} it if that is intended)"
+        )
+    need = 0o700 if directory else 0o600
+    if perms & need != need:
+        # A keystore is written by every request that counts: a read-only file let a key
+        # start and then fail every registration with an opaque CTAP2_ERR_OTHER.
+        raise KeystoreUnavailable(
+            f"{path} is not {'usable' if directory else 'readable and writable'} by its owner "
+            f"(mode {perms:03o}): "
+            f"chmod {want} it"
         )
 
 

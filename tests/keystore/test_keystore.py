@@ -1020,3 +1020,14 @@ def test_a_deleted_credential_leaves_nothing_in_the_write_ahead_log(ks_dir: Path
         for name in (DB_NAME, DB_NAME + "-wal"):
             path = ks_dir / name
             assert not path.exists() or blob not in path.read_bytes(), name
+
+
+def test_a_read_only_keystore_file_is_refused_at_open(ks_dir: Path) -> None:
+    """A database its owner cannot write (chmod 400) opened, and the key then failed every
+    registration with CTAP2_ERR_OTHER and a log line naming KeystoreUnavailable (a newcomer
+    trial, as a user; root writes anyway, so the mode is what is checked)."""
+    create(ks_dir).close()
+    (ks_dir / DB_NAME).chmod(0o400)
+    with pytest.raises(KeystoreUnavailable, match=r"mode 400\): chmod 600 it"):
+        SqliteKeyStore.open(ks_dir, PASS)
+    assert not (ks_dir / (DB_NAME + "-wal")).exists()  # refused before SQLite made its files
