@@ -6,6 +6,7 @@ the keystore; nothing there is written by hand. Optional features default to off
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vfido.authenticator.attestation import max_make_credential_response_size
@@ -110,8 +111,12 @@ class Config:
             raise ValueError(f"attestation must be one of {', '.join(ATTESTATION_FORMATS)}")
         for name in ("presence_timeout", "reset_window", "next_assertion_timeout"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive number")
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value < math.inf  # nan fails every comparison
+            ):
+                raise ValueError(f"{name} must be a positive number of seconds")
         if not isinstance(self.max_msg_size, int) or self.max_msg_size < MIN_MSG_SIZE:
             raise ValueError(f"max_msg_size must be an integer >= {MIN_MSG_SIZE}")
         if not isinstance(self.firmware_version, int) or self.firmware_version < 0:

@@ -185,11 +185,21 @@ def test_secrets_not_in_repr(tmp_path: Path) -> None:
         ({"pin": "12"}, "at least 4"),
         ({"attestation": "basic"}, "attestation must be one of"),
         ({"algorithms": [-999]}, "unsupported algorithms"),
+        # A newcomer trial: these were taken, and nan failed every request at once.
+        ({"presence_timeout": float("nan")}, "presence_timeout must be a positive number"),
+        ({"presence_timeout": float("inf")}, "presence_timeout must be a positive number"),
+        ({"passphrase": "x"}, "give keystore= too"),
+        ({"pin": "12\udcff4"}, "not UTF-8 text"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         VirtualKey(**options)
+
+
+def test_a_pin_that_is_not_text_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="pin must be a str, not int"):
+        VirtualKey(pin=1234)  # type: ignore[arg-type]
 
 
 def test_uhid_key_or_the_reason_it_cannot_exist() -> None:

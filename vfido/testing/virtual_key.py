@@ -45,6 +45,7 @@ from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.lint import Finding, Linter
 from vfido.presence.broker import PresenceBroker, broker_for
 from vfido.reproducible import SeededEnvironment
+from vfido.safetext import is_utf8
 from vfido.testing.common import (
     DEFAULT_ORIGIN,
     PRESENCE_MODES,
@@ -227,8 +228,15 @@ class VirtualKey:
             raise ValueError("give keystore or store, not both")
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore directory needs its passphrase")
-        if pin is not None and len(pin.encode()) < 4:
-            raise ValueError("a PIN has at least 4 characters")
+        if passphrase is not None and keystore is None:
+            raise ValueError("a passphrase is for a keystore directory: give keystore= too")
+        if pin is not None:
+            if not isinstance(pin, str):
+                raise TypeError(f"pin must be a str, not {type(pin).__name__}")
+            if not is_utf8(pin):
+                raise ValueError("the PIN is not UTF-8 text")
+            if len(pin.encode()) < 4:
+                raise ValueError("a PIN has at least 4 characters")
         self._persona_aaguid: bytes | None = None
         if persona is not None:  # a model class (vfido.personas): its Config is the base
             from vfido.personas import load
