@@ -128,6 +128,7 @@ def _lp(*parts: bytes) -> bytes:
 
 _COUNTER_DOMAIN = _lp(b"counter")
 _ROWS_DOMAIN = _lp(b"counter rows")
+_CREDENTIAL_ROWS_DOMAIN = _lp(b"credential rows v4")
 _STATE_DOMAIN = _lp(b"state rows v3")
 STATE_DIGEST_SIZE = 32
 """Bytes of the per-row digest :meth:`RecordKeys.state_mac` covers (SHA-256 of the row's blob)."""
@@ -186,6 +187,14 @@ class RecordKeys:
     def rows_mac(self, count: int) -> bytes:
         """Tag of the number of counter rows (a row that vanishes is noticed)."""
         message = _ROWS_DOMAIN + count.to_bytes(8, "big")
+        return hashlib.blake2s(
+            message, digest_size=COUNTER_MAC_SIZE, key=self.counter_key, person=_COUNTER_PERSON
+        ).digest()
+
+    def credential_rows_mac(self, count: int) -> bytes:
+        """Tag of the number of credential rows (format 4): a deleted credential's old row put
+        back, or every row deleted, is noticed."""
+        message = _CREDENTIAL_ROWS_DOMAIN + count.to_bytes(8, "big")
         return hashlib.blake2s(
             message, digest_size=COUNTER_MAC_SIZE, key=self.counter_key, person=_COUNTER_PERSON
         ).digest()

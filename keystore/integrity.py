@@ -15,6 +15,7 @@ from vfido.keystore.store import KeystoreCorrupt
 ROWS_TAG = b""  # the counters row holding the number of (other) counter rows
 MAX_COUNTER = (1 << 63) - 1  # SQLite INTEGER
 STATE_INDEX_TAG = b""  # the state row holding the MAC of the set of (other) state rows
+CREDENTIAL_ROWS = "credential_rows"  # the meta row: the number of credential rows, and its MAC
 
 
 def state_digest(blob: bytes) -> bytes:
@@ -118,3 +119,28 @@ def checked_state_blob(digests: Mapping[bytes, bytes], tag: bytes, blob: object)
             "a record in state is not the one written (the keystore was modified)"
         )
     return blob
+
+
+def credential_rows_value(keys: RecordKeys, count: int) -> bytes:
+    """The ``meta`` value recording ``count`` credential rows: 8 bytes of count, its MAC."""
+    return count.to_bytes(8, "big") + keys.credential_rows_mac(count)
+
+
+def verify_credential_rows(keys: RecordKeys, value: object, present: int) -> int:
+    """Check the ``meta`` value against its MAC and the ``present`` number of credential rows
+    (once per open); return the number."""
+    if type(value) is not bytes or len(value) != 8 + len(keys.credential_rows_mac(0)):
+        raise KeystoreCorrupt(
+            "the keystore's credential index is missing or damaged (the keystore was modified)"
+        )
+    count = int.from_bytes(value[:8], "big")
+    if not hmac.compare_digest(keys.credential_rows_mac(count), value[8:]):
+        raise KeystoreCorrupt(
+            "the keystore's credential index failed authentication (the keystore was modified)"
+        )
+    if count != present:
+        raise KeystoreCorrupt(
+            f"the keystore has {present} credentials where {count} were written"
+            " (the keystore was modified)"
+        )
+    return count

@@ -12,7 +12,14 @@ from typing import Any
 
 from vfido.keystore.crypto import AuthenticationFailed, RecordKeys
 from vfido.keystore.identity import identity_to_bytes
-from vfido.keystore.integrity import MAX_COUNTER, ROWS_TAG, STATE_INDEX_TAG, state_digest
+from vfido.keystore.integrity import (
+    CREDENTIAL_ROWS,
+    MAX_COUNTER,
+    ROWS_TAG,
+    STATE_INDEX_TAG,
+    credential_rows_value,
+    state_digest,
+)
 from vfido.keystore.sqlite_errors import map_os_error, map_sqlite_error
 from vfido.keystore.store import DeviceIdentity, KeystoreCorrupt, KeystoreError, KeystoreUnavailable
 
@@ -23,8 +30,9 @@ FORMAT_VERSION = 4
 2: a MAC on every counter row and an authenticated count of the rows.
 3: a MAC over the set of state rows (a deleted or rolled-back state row is noticed).
 4: the wrapped master key is bound to the format version (lowering ``format_version`` by
-   hand made the migrations re-seal tampered counters and state); every migration writes
-   the key wrapped for the new version."""
+   hand made the migrations re-seal tampered counters and state; every migration writes
+   the key wrapped for the new version), and the number of credential rows is authenticated
+   (a deleted credential put back, or all deleted, is noticed)."""
 
 Migration = Callable[[sqlite3.Connection, RecordKeys], None]
 
@@ -130,7 +138,11 @@ def init_schema(
     with transaction(conn, action):
         for statement in SCHEMA:
             conn.execute(statement)
-        rows = [("format_version", FORMAT_VERSION), *meta.items()]
+        rows = [
+            ("format_version", FORMAT_VERSION),
+            (CREDENTIAL_ROWS, credential_rows_value(keys, 0)),
+            *meta.items(),
+        ]
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
         conn.execute(INSERT_COUNTER, (ROWS_TAG, 0, keys.rows_mac(0)))
         conn.execute(UPSERT_STATE, (STATE_INDEX_TAG, keys.state_mac([])))
@@ -230,8 +242,14 @@ MIGRATIONS[2] = _migrate_2_to_3
 
 
 def _migrate_3_to_4(conn: sqlite3.Connection, keys: RecordKeys) -> None:
-    """Format 4: nothing in the tables; :func:`migrate` writes the master key wrapped for the
-    new version, which is all this format changes."""
+    """Format 4: the authenticated number of credential rows (the rows present now are
+    counted, as the earlier steps take what they find); :func:`migrate` writes the master
+    key wrapped for the new version."""
+    (count,) = conn.execute("SELECT count(*) FROM credentials").fetchone()
+    conn.execute(
+        "INSERT INTO meta (name, value) VALUES (?, ?)",
+        (CREDENTIAL_ROWS, credential_rows_value(keys, int(count))),
+    )
 
 
 MIGRATIONS[3] = _migrate_3_to_4

@@ -89,13 +89,16 @@ from vfido.keystore.identity import (
     rotate_credential_key,
 )
 from vfido.keystore.integrity import (
+    CREDENTIAL_ROWS,
     MAX_COUNTER,
     ROWS_TAG,
     STATE_INDEX_TAG,
     checked_counter,
     checked_state_blob,
+    credential_rows_value,
     state_digest,
     verify_counters,
+    verify_credential_rows,
     verify_state,
 )
 from vfido.keystore.lock import DirectoryLock
@@ -226,6 +229,7 @@ class SqliteKeyStore:
         self._identity_in_row = identity is None
         self._identity = self._load_identity() if identity is None else identity
         self._counter_rows = self._verify_counters()
+        self._credential_rows = self._verify_credential_rows()
         # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
         self._state_digests = self._verify_state()
         # State key -> key_tag (a pure function), and a row's decoded (key, value) by the
@@ -637,6 +641,22 @@ class SqliteKeyStore:
                 conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag"),
             )
 
+    def _verify_credential_rows(self) -> int:
+        """Check the number of credential rows against its authenticated record (once per
+        open); return it."""
+        with self._read("check the credentials") as conn:
+            (present,) = conn.execute("SELECT count(*) FROM credentials").fetchone()
+            row = conn.execute("SELECT value FROM meta WHERE name = ?", (CREDENTIAL_ROWS,))
+            found = row.fetchone()
+        return verify_credential_rows(self._keys, found[0] if found else None, int(present))
+
+    def _write_credential_rows(self, c: sqlite3.Connection, rows: int) -> None:
+        """Record ``rows`` credential rows (inside the transaction that makes it so)."""
+        c.execute(
+            "UPDATE meta SET value = ? WHERE name = ?",
+            (credential_rows_value(self._keys, rows), CREDENTIAL_ROWS),
+        )
+
     def _state_tag(self, key: str) -> bytes:
         tag = self._state_tags.get(key)
         if tag is None:
@@ -710,6 +730,9 @@ class SqliteKeyStore:
                     " VALUES (?, ?, ?, ?)",
                     (cred_tag, rp_tag, user_tag, blob),
                 )
+                credential_rows = self._credential_rows - len(replaced) + 1
+                self._write_credential_rows(c, credential_rows)
+            self._credential_rows = credential_rows
             self._counters_deleted(dropped, rows)
         if dropped:
             self._scrub_log()
@@ -719,8 +742,7 @@ class SqliteKeyStore:
         sealed private key) otherwise stays in ``vfido.db-wal`` until the next checkpoint
         (secure_delete zeroes it in the database only). Best effort: the deletion itself is
         already committed."""
-        with self._mutex, contextlib.suppress(sqlite3.Error, KeystoreError):
-            self._require_open().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        self._checkpoint()
 
     def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> int:
         """Delete the counter rows of ``tags`` (inside a transaction); the new row count."""
@@ -792,7 +814,9 @@ class SqliteKeyStore:
                 ).rowcount
                 if deleted:
                     rows = self._delete_counters(c, [cred_tag])
+                    self._write_credential_rows(c, self._credential_rows - deleted)
             if deleted:
+                self._credential_rows -= deleted
                 self._counters_deleted([cred_tag], rows)
         if deleted:
             self._scrub_log()
@@ -829,6 +853,27 @@ class SqliteKeyStore:
     def increment_counter(self, credential_id: bytes, step: int = 1) -> int:
         if step < 0:
             raise ValueError("counter step must not be negative")
+        try:
+            return self._increment_counter(credential_id, step)
+        except KeystoreFull:
+            # A full disk: the write-ahead log could not grow. A checkpoint moves its pages
+            # into the database file (which mostly has them already) and empties it; then
+            # once more, so that sign-ins go on while registrations are refused.
+            if not self._checkpoint():
+                raise
+            return self._increment_counter(credential_id, step)
+
+    def _checkpoint(self) -> bool:
+        """Move the write-ahead log into the database file and truncate it; whether that
+        was done."""
+        with self._mutex, contextlib.suppress(sqlite3.Error, KeystoreError):
+            (busy, _, _) = (
+                self._require_open().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            )
+            return bool(busy == 0)
+        return False
+
+    def _increment_counter(self, credential_id: bytes, step: int) -> int:
         with self._mutex:
             conn = self._require_open()
             tag = self._tags.get(credential_id) or self._cred_tag(credential_id)
@@ -1046,6 +1091,7 @@ class SqliteKeyStore:
             self._credential_count = None
             with self._tx("reset the keystore") as c:
                 c.execute("DELETE FROM credentials")
+                self._write_credential_rows(c, 0)
                 c.execute("DELETE FROM counters WHERE cred_tag != ?", (ROWS_TAG,))
                 self._write_rows(c, 0)
                 c.execute("DELETE FROM state")
@@ -1057,5 +1103,6 @@ class SqliteKeyStore:
             self._state_plain.clear()
             self._counters.clear()
             self._counter_rows = 0
+            self._credential_rows = 0
             self._floor = None  # the floor was state: erased with it
             self._scrub_log()

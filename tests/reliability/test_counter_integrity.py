@@ -134,7 +134,7 @@ def test_vfido_reports_a_tampered_counter_in_one_line_and_does_not_write(keystor
     # Lowered (never a no-op: the first tag in key order may hold any of COUNTS).
     _tamper(keystore, ("UPDATE counters SET value = value - 1 WHERE cred_tag = ?", (a,)))
     before = (keystore / DB_NAME).read_bytes()
-    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "0"]
+    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "9"]
     run.append("--udp-insecure-any-local-user")  # a persistent keystore over UDP
     for args in (["info"], ["credentials", "list"], run):
         result = vfido([*args, "--keystore", str(keystore)])

@@ -303,3 +303,60 @@ def test_kdf_costs_in_the_file_are_bounded_before_the_passphrase_check(tmp_path:
         db.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (hostile.to_json(),))
     with pytest.raises(KeystoreCorrupt, match="Argon2id costs too high"):
         SqliteKeyStore.open(directory, PASSPHRASE)
+
+
+# --- format 4: the number of credentials is authenticated ----------------------------------
+
+
+@pytest.mark.parametrize("edit", ["a deleted credential put back", "every credential deleted"])
+def test_credential_rows_are_counted(tmp_path: Path, edit: str) -> None:
+    """Each credential row is sealed on its own, but the set was not: a deleted credential's
+    old row put back with raw SQL came back to life, its counter restarting at 1 (its counter
+    row went with the deletion); DELETE FROM credentials went unnoticed (an outside review
+    did both, with no passphrase)."""
+    from tests.keystore.test_keystore import make_record
+
+    directory = tmp_path / "ks"
+    kept, gone = make_record(user_id=b"kept"), make_record(user_id=b"gone")
+    with SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()) as s:
+        s.put_credential(kept)
+        s.put_credential(gone)
+        s.increment_counter(gone.credential_id, 100)
+        with _raw(directory) as db:
+            old_row = db.execute(
+                "SELECT cred_tag, rp_tag, user_tag, blob FROM credentials WHERE cred_tag != ?",
+                (s._cred_tag(kept.credential_id),),
+            ).fetchone()
+        s.delete_credential(gone.credential_id)
+    with _raw(directory) as db:
+        if edit == "a deleted credential put back":
+            db.execute(
+                "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob) VALUES (?, ?, ?, ?)",
+                old_row,
+            )
+        else:
+            db.execute("DELETE FROM credentials")
+    with pytest.raises(KeystoreCorrupt, match="credentials where 1 were written"):
+        SqliteKeyStore.open(directory, PASSPHRASE)
+
+
+def test_credential_rows_follow_every_write(tmp_path: Path) -> None:
+    """Registering, replacing (the same user again), deleting and reset keep the recorded
+    number right: the keystore reopens after each."""
+    from tests.keystore.test_keystore import make_record
+
+    directory = tmp_path / "ks"
+    SqliteKeyStore.create(directory, PASSPHRASE, kdf_params=kdf.insecure_test_params()).close()
+    steps = [
+        lambda s: s.put_credential(make_record(user_id=b"a")),
+        lambda s: s.put_credential(make_record(user_id=b"b")),
+        lambda s: s.put_credential(make_record(user_id=b"a")),  # replaces a's
+        lambda s: s.delete_credential(s.list_credentials()[0].record.credential_id),
+        lambda s: s.reset(),
+        lambda s: s.put_credential(make_record(user_id=b"c")),
+    ]
+    for count, step in zip([1, 2, 2, 1, 0, 1], steps, strict=True):
+        with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+            step(store)
+        with SqliteKeyStore.open(directory, PASSPHRASE) as store:
+            assert store.count_credentials() == count

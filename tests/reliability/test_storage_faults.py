@@ -182,7 +182,7 @@ def test_damaged_database_is_reported_in_one_line_and_never_written(
     db = keystore / DB_NAME
     damaged = _damaged_variants(db.read_bytes())[damage]
     db.write_bytes(damaged)
-    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "0"]
+    run = ["run", "--transport", "udp", "--udp-port", "0", "--udp-peer-port", "9"]
     run.append("--udp-insecure-any-local-user")  # a persistent keystore over UDP
     for args in (["info"], ["credentials", "list"], ["reset", "--yes"], run):
         result = vfido([*args, "--keystore", str(keystore)])
