@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -314,3 +315,27 @@ def test_a_path_under_a_file_or_a_missing_directory_is_named(tmp_path: Path) -> 
     )
     one_line_error(result, f"{missing.parent} is not a directory")
     assert ".tmp" not in result.stderr
+
+
+def test_ctrl_c_while_the_command_loads_is_quiet() -> None:
+    """SIGINT in the first 0.1 s, while Python imports the command's modules, printed a
+    KeyboardInterrupt traceback from inside importlib (a newcomer trial, with `kill -INT`
+    50 ms after the start). Here the signal arrives during one of those imports, every time."""
+    code = textwrap.dedent(
+        """
+        import builtins, os, signal, sys
+        real_import = builtins.__import__
+        def interrupting_import(name, *args, **kwargs):
+            if name == "vfido.cli.common":
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_import(name, *args, **kwargs)
+        builtins.__import__ = interrupting_import
+        from vfido.cli import main
+        sys.exit(main(["personas"]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "" and result.stdout == ""
