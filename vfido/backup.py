@@ -257,6 +257,8 @@ def check_new_file(path: Path) -> None:
     missing one was named only by the hidden temporary file, after the key derivation)."""
     if path.exists() or path.is_symlink():
         raise BackupError(f"{path} exists: refusing to overwrite it")
+    if not path.parent.exists():
+        raise BackupError(f"{path.parent} does not exist (the bundle would be {path})")
     if not path.parent.is_dir():
         raise BackupError(f"{path.parent} is not a directory (the bundle would be {path})")
 

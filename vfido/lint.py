@@ -223,6 +223,11 @@ class Linter:
     def __init__(self, origin: str | None = None) -> None:
         #: The origin the RP's pages are served from, if the caller knows it (enables
         #: rp-id-origin-mismatch).
+        if origin is not None:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                # Anything else would make every RP ID a mismatch.
+                raise ValueError(f"{origin!r} is not an origin (like https://example.com)")
         self.origin = origin
         self._lock = threading.Lock()
         self._findings: OrderedDict[Finding, None] = OrderedDict()

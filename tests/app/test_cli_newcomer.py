@@ -313,8 +313,14 @@ def test_a_path_under_a_file_or_a_missing_directory_is_named(tmp_path: Path) -> 
         ["export", str(missing), "--keystore", str(keystore), "--force"],
         VFIDO_BUNDLE_PASSPHRASE="bundle passphrase",
     )
-    one_line_error(result, f"{missing.parent} is not a directory")
+    one_line_error(result, f"{missing.parent} does not exist")
     assert ".tmp" not in result.stderr
+    # A file named where a keystore's directory goes: that, not "run vfido init first"
+    # (which then failed with "is not a directory").
+    one_line_error(
+        vfido(["credentials", "list", "--keystore", str(a_file)]),
+        f"{a_file} is not a directory: --keystore names a keystore's directory",
+    )
 
 
 def test_ctrl_c_while_the_command_loads_is_quiet() -> None:

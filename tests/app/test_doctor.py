@@ -241,6 +241,11 @@ def test_a_healthy_udp_key_passes_doctor(tmp_path: Path) -> None:
     assert re.search(r"^ok    INIT \+ getInfo: CTAPHID v2, .*FIDO_2_1", result.stdout, re.M), (
         result.stdout
     )
+    # Warnings were summed up as "all checks passed" (a newcomer trial).
+    warned = len(re.findall(r"^warn ", result.stdout, re.M))
+    assert warned and result.stdout.splitlines()[-1] == (
+        f"no check failed ({warned} warning(s): see above)"
+    )
 
 
 def test_uhid_key_found_by_its_control_socket(root: Path) -> None:

@@ -258,3 +258,16 @@ def test_pytest_fixture_fails_the_test_on_findings(pytester: pytest.Pytester) ->
     )
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*relying-party lint found 1 problem*", "*user-handle-pii*"])
+
+
+def test_an_origin_that_is_not_one_is_refused() -> None:
+    """`--lint-origin notaurl` was taken, and then every RP ID was reported as a mismatch."""
+    from tests.service_helpers import vfido
+
+    with pytest.raises(ValueError, match="is not an origin"):
+        VirtualKey(lint_origin="example.com")
+    result = vfido(["run", "--ephemeral", "--lint-origin", "notaurl"])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "vfido: error: --lint-origin: 'notaurl' is not an origin (like https://example.com)"
+    ]

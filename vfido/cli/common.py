@@ -223,6 +223,8 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
             raise CliError(f"--ephemeral and {given} exclude each other (which keystore?)")
         return SqliteKeyStore.ephemeral(aaguid=persona_aaguid(args))
     directory = keystore_dir(args)
+    if directory.exists() and not directory.is_dir():
+        raise CliError(f"{directory} is not a directory: --keystore names a keystore's directory")
     if not SqliteKeyStore.exists(directory):
         raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
     return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))

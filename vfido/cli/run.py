@@ -55,7 +55,10 @@ def _linter(args: argparse.Namespace) -> Any:
         return None
     from vfido.lint import Linter
 
-    return Linter(origin=args.lint_origin)
+    try:
+        return Linter(origin=args.lint_origin)
+    except ValueError as exc:
+        raise CliError(f"--lint-origin: {exc}") from None
 
 
 def seeded_store(seeded: Any, args: argparse.Namespace) -> SqliteKeyStore:

@@ -15,7 +15,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(format_check(check))
     failed = sum(1 for c in checks if c.status == "FAIL")
-    print(f"{failed} check(s) failed" if failed else "all checks passed")
+    warned = sum(1 for c in checks if c.status == "warn")
+    if failed:
+        print(f"{failed} check(s) failed")
+    elif warned:
+        print(f"no check failed ({warned} warning(s): see above)")
+    else:
+        print("all checks passed")
     return 1 if failed else 0
 
 
