@@ -169,6 +169,15 @@ def test_terminal_timeout_is_a_refusal(terminal: Terminal) -> None:
     terminal.expect("no answer in time: denied")
 
 
+def test_a_request_nobody_answered_says_so_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """A request is announced in the log (manual mode: "answer with vfido approve..."); its
+    end was not, when nobody answered: the user saw the request, then nothing."""
+    broker = PresenceBroker([], mode="manual")
+    with caplog.at_level("INFO", logger="vfido.broker"):
+        assert Asking(broker, SIGN_IN, timeout=0.3).result() is PresenceResult.TIMEOUT
+    assert "presence: request 1: no answer in 0 s: refused" in caplog.messages
+
+
 def test_no_terminal_leaves_the_control_socket(tmp_path: Path) -> None:
     prompt = TerminalPrompt(str(tmp_path / "no-such-tty"))
     assert not prompt.available()

@@ -155,7 +155,9 @@ class PresenceBroker:
             result = pending.finish(result)
             with self._lock:
                 self._pending.pop(pending.id, None)
-        if log.isEnabledFor(logging.DEBUG):
+        if result is PresenceResult.TIMEOUT:  # it was announced: so is its end
+            log.info("presence: request %d: no answer in %.0f s: refused", pending.id, timeout)
+        elif log.isEnabledFor(logging.DEBUG):
             log.debug("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
         return result
 
