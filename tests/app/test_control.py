@@ -464,3 +464,21 @@ def test_a_missing_runtime_dir_is_not_made(tmp_path: Path, monkeypatch: pytest.M
     assert not (tmp_path / "missing").exists()
     (tmp_path / "missing" / "run").mkdir(parents=True)
     assert server.socket_dir() == tmp_path / "missing" / "run" / "vfido"
+
+
+def test_sockets_left_by_killed_keys_are_named_as_such(tmp_path: Path) -> None:
+    """`vfido status` with the sockets of SIGKILLed keys said "no control socket in DIR"
+    while the files were there (a newcomer trial)."""
+    import socket as sockets
+
+    from vfido.control.client import NotRunningError, find_key
+
+    for name in ("a", "b"):  # bound then closed without unlink: what a killed key leaves
+        with sockets.socket(sockets.AF_UNIX) as s:
+            s.bind(str(tmp_path / f"{name}.sock"))
+    with pytest.raises(NotRunningError, match=r"2 control socket\(s\) in .* no key answers"):
+        find_key(directory=tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotRunningError, match="no control socket in"):
+        find_key(directory=empty)

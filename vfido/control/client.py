@@ -166,10 +166,18 @@ def find_key(
         return next((p for p in paths if _alive(p)), paths[0])
     keys = running_keys(directory)
     if not keys:
-        raise NotRunningError(
-            f"no vfido key is running (no control socket in {directory or server.socket_dir()}): "
-            "start one with `vfido run`"
+        where = directory or server.socket_dir()
+        try:
+            stale = sorted(where.glob("*.sock"))
+        except OSError:
+            stale = []
+        found = (
+            f"{len(stale)} control socket(s) in {where}, but no key answers on them"
+            " (left by keys that were killed; the next `vfido run` reclaims its name)"
+            if stale
+            else f"no control socket in {where}"
         )
+        raise NotRunningError(f"no vfido key is running ({found}): start one with `vfido run`")
     if len(keys) == 1:
         return keys[0]
     if prefer_pending:
