@@ -48,9 +48,13 @@ def fresh_python(code: str) -> Any:
 
 
 def vfido(
-    args: Sequence[str], *, passphrase: str | None = PASSPHRASE, **extra_env: str
+    args: Sequence[str],
+    *,
+    passphrase: str | None = PASSPHRASE,
+    cwd: Path | None = None,
+    **extra_env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run one CLI command to completion."""
+    """Run one CLI command to completion (in ``cwd``, if given)."""
     e = env(**extra_env)
     if passphrase is not None:
         e["VFIDO_PASSPHRASE"] = passphrase
@@ -62,6 +66,7 @@ def vfido(
         timeout=120,
         stdin=subprocess.DEVNULL,
         check=False,
+        cwd=cwd,
     )
 
 

@@ -53,7 +53,7 @@ from vfido.authenticator.authdata import (
     keystore_backup_eligible,
 )
 from vfido.keystore import kdf
-from vfido.keystore.files import fsync_path
+from vfido.keystore.files import DB_NAME, fsync_path, prepare_new_directory
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
 from vfido.keystore.sqlite_store import SqliteKeyStore
 from vfido.keystore.store import CredentialRecord, DeviceIdentity
@@ -358,29 +358,47 @@ def import_bundle(
 ) -> SqliteKeyStore:
     """Restore ``bundle`` into a new keystore in ``directory`` (never an existing one).
 
-    All or nothing: the keystore is built in a hidden directory beside ``directory`` and
-    renamed into place once complete, so a crash or a kill never leaves a keystore with some
-    credentials, counters below the bundle's or no PIN (an outside review found one). A kill
-    leaves that hidden ``.NAME.importing-*`` directory behind, which nothing opens."""
+    All or nothing: the keystore is built in a hidden ``.importing-*`` directory inside
+    ``directory`` and its database linked into place once complete (the one step that makes
+    it a keystore), so a crash or a kill never leaves a keystore with some credentials,
+    counters below the bundle's or no PIN (an outside review found one). Building inside the
+    target keeps a directory made for it usable (a service's state directory in a parent it
+    cannot write, a mount point, ``.``). What a killed import left is removed by the next."""
     directory = Path(directory)
     if SqliteKeyStore.exists(directory):
         raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
-    if directory.exists() and any(directory.iterdir()):
-        raise BackupError(f"{directory} is not empty: import into a new directory")
-    staging = directory.parent / f".{directory.name}.importing-{os.urandom(4).hex()}"
+    if directory.is_dir():
+        mine = [p for p in directory.iterdir() if p.name.startswith(_STAGING)]
+        if any(p not in mine for p in directory.iterdir()):
+            raise BackupError(f"{directory} is not empty: import into a new directory")
+        for leftover in mine:  # a killed import's
+            _remove_keystore(leftover)
+    made = not directory.exists()
+    prepare_new_directory(directory)
+    staging = directory / f"{_STAGING}{os.urandom(4).hex()}"
     try:
         with SqliteKeyStore.create(
             staging, passphrase, identity=bundle.identity, kdf_params=kdf_params
         ) as store:
             _fill(store, bundle)
-        os.rename(staging, directory)  # an empty directory is replaced, a full one refused
+        if (staging / (DB_NAME + "-wal")).exists():  # a clean close folds the log in
+            raise BackupError("the restored keystore was not closed cleanly")
+        os.link(staging / DB_NAME, directory / DB_NAME)  # never replaces a file
+        fsync_path(directory, directory=True)
     except BaseException as exc:
         _remove_keystore(staging)
+        if made:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
         if isinstance(exc, OSError):
             raise BackupError(f"cannot restore into {directory}: {exc.strerror}") from None
         raise
-    fsync_path(directory.parent, directory=True)
+    _remove_keystore(staging)
     return SqliteKeyStore.open(directory, passphrase)
+
+
+#: The name prefix of the directory an import builds the keystore in.
+_STAGING = ".importing-"
 
 
 def _fill(store: SqliteKeyStore, bundle: Bundle) -> None:

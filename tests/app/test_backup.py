@@ -20,6 +20,7 @@ from fido2.ctap2.pin import ClientPin
 from fido2.webauthn import AuthenticationResponse, AuthenticatorData, RegistrationResponse
 
 from tests.rp import RelyingParty, assertion, register
+from tests.service_helpers import PASSPHRASE as CLI_PASSPHRASE
 from tests.service_helpers import vfido
 from tests.vkey import Key
 from vfido.authenticator.config import Config
@@ -402,8 +403,34 @@ def test_an_import_killed_midway_leaves_no_keystore(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", killed], check=False)
     assert result.returncode == 9
     assert not SqliteKeyStore.exists(tmp_path / "b")
+    (leftover,) = (tmp_path / "b").iterdir()  # the half-built keystore, hidden
+    assert leftover.name.startswith(".importing-")
     bundle = open_bundle((tmp_path / "bundle").read_bytes(), BUNDLE_PASSPHRASE)
     with import_bundle(bundle, tmp_path / "b", PASSPHRASE, kdf_params=cheap()) as restored:
         assert restored.count_credentials() == 4
         assert restored.get_counter(_record(0).credential_id) == 50
         assert restored.get_state("pin.retries") == b"\x08"
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "vfido.db",
+        "vfido.lock",
+    ]  # the next import removed what the killed one left
+
+
+def test_import_into_a_directory_made_for_it(tmp_path: Path) -> None:
+    """A restore goes into an empty directory someone made for it (a service's state
+    directory, a mount point, `--keystore .`): an import that built its keystore beside the
+    target and renamed it into place failed there ("Device or resource busy" for `.`)."""
+    with new_store(tmp_path / "a", eligible=True) as source:
+        source.put_credential(_record(1))
+        export_keystore(source, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    made = tmp_path / "made"
+    made.mkdir(mode=0o755)
+    result = vfido(
+        ["import", str(tmp_path / "bundle"), "--keystore", "."],
+        cwd=made,
+        VFIDO_BUNDLE_PASSPHRASE=BUNDLE_PASSPHRASE,
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    with SqliteKeyStore.open(made, CLI_PASSPHRASE) as restored:
+        assert restored.count_credentials() == 1
