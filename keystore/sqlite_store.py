@@ -165,6 +165,15 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> None:
 # the store
 
 
+def _writable_costs(params: kdf.KdfParams) -> None:
+    """Refuse to write key derivation costs that :meth:`SqliteKeyStore.open` would refuse to
+    run (``KdfParams.check_untrusted``): the keystore would never open again."""
+    try:
+        params.check_untrusted()
+    except kdf.KdfParamsError as exc:
+        raise ValueError(f"a keystore could not be opened with these costs: {exc}") from None
+
+
 def _unwrap(kek: bytearray, wrapped: bytes, version: int) -> bytearray:
     """The master key of a format-``version`` file. A wrapped key bound to a newer format
     than the file says means its version was lowered by hand: corrupt, not a wrong passphrase
@@ -269,6 +278,7 @@ class SqliteKeyStore:
         """
         directory = Path(directory)
         params = kdf_params if kdf_params is not None else kdf.new_params(kdf_memory_kib)
+        _writable_costs(params)
         prepare_new_directory(directory)
         lock = DirectoryLock(directory / LOCK_NAME)
         try:
@@ -377,7 +387,12 @@ class SqliteKeyStore:
                     # gigabytes must not take the machine down before the passphrase check.
                     params.check_untrusted()
                 except kdf.KdfParamsError as exc:
-                    raise KeystoreCorrupt(f"the keystore's key derivation data: {exc}") from None
+                    raise KeystoreError(
+                        f"the keystore asks for more key derivation work than vfido runs "
+                        f"before its passphrase is checked: {exc}. vfido writes no more (since "
+                        "format 4); a file asking more was modified, or made with costs given "
+                        "by hand through the API"
+                    ) from None
                 wrapped = meta.get("wrapped_master_key")
                 if not isinstance(wrapped, bytes):
                     raise KeystoreCorrupt("the keystore's wrapped key is missing")
@@ -521,6 +536,7 @@ class SqliteKeyStore:
                 kdf_params = kdf.KdfParams.from_json(str(row[0])).at_least_defaults()
             except kdf.KdfParamsError:
                 raise KeystoreCorrupt("the keystore's key derivation data is damaged") from None
+        _writable_costs(kdf_params)
         # The slow derivation runs without holding the store lock. Each pair of
         # (parameters, wrapped key) is written together in one transaction.
         kek = kdf.derive_key(new, kdf_params)

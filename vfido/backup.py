@@ -183,6 +183,7 @@ def _decode_payload(data: bytes) -> Bundle:
 def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = None) -> bytes:
     """The bundle file's bytes. ``params``: Argon2id parameters (tests pass cheap ones)."""
     params = params if params is not None else kdf.new_params()
+    params.check_untrusted()  # what open_bundle runs: a bundle asking more would never open
     nonce = os.urandom(NONCE_SIZE)
     header = json.dumps(
         {

@@ -26,7 +26,7 @@ from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
 from vfido.keystore import kdf
 from vfido.keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
-from vfido.keystore.store import KeystoreCorrupt
+from vfido.keystore.store import KeystoreCorrupt, KeystoreError
 
 DATA = Path(__file__).parent / "data"
 PIN = "246810"
@@ -301,8 +301,17 @@ def test_kdf_costs_in_the_file_are_bounded_before_the_passphrase_check(tmp_path:
     hostile = kdf.KdfParams(4 * 1024 * 1024, 64, 64, b"s" * 16)
     with _raw(directory) as db:
         db.execute("UPDATE meta SET value = ? WHERE name = 'kdf'", (hostile.to_json(),))
-    with pytest.raises(KeystoreCorrupt, match="Argon2id costs too high"):
+    with pytest.raises(KeystoreError, match="Argon2id costs too high") as refused:
         SqliteKeyStore.open(directory, PASSPHRASE)
+    assert not isinstance(refused.value, KeystoreCorrupt)  # maybe made so through the API
+    # ... which writes no more than it opens (a diff review made one it could not reopen).
+    for write in (
+        lambda: SqliteKeyStore.create(tmp_path / "other", PASSPHRASE, kdf_params=hostile),
+        lambda: SqliteKeyStore.create(tmp_path / "other", PASSPHRASE, kdf_memory_kib=1 << 20),
+    ):
+        with pytest.raises(ValueError, match="costs too high"):
+            write()
+    assert not (tmp_path / "other").exists()
 
 
 # --- format 4: the number of credentials is authenticated ----------------------------------
