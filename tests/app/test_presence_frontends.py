@@ -159,7 +159,7 @@ def test_ctrl_d_at_the_question_is_no(terminal: Terminal) -> None:
     again = Asking(broker, REGISTER)
     terminal.seen = b""
     terminal.expect("[y/N]")
-    terminal.type("y\n")
+    terminal.type("y\x04\x04")  # "y", then Ctrl-D twice (end of input): its line counts
     assert again.result() is PresenceResult.GRANTED
 
 
