@@ -1,3 +1,3 @@
-from vfido.cli import main
+from vfido.entry import main
 
 raise SystemExit(main())

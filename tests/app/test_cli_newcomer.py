@@ -323,25 +323,67 @@ def test_a_path_under_a_file_or_a_missing_directory_is_named(tmp_path: Path) -> 
     )
 
 
-def test_ctrl_c_while_the_command_loads_is_quiet() -> None:
-    """SIGINT in the first 0.1 s, while Python imports the command's modules, printed a
-    KeyboardInterrupt traceback from inside importlib (a newcomer trial, with `kill -INT`
-    50 ms after the start). Here the signal arrives during one of those imports, every time."""
-    code = textwrap.dedent(
-        """
-        import builtins, os, signal, sys
+_INTERRUPTIONS = {
+    # Ctrl-C while a module of the command loads (vfido.entry's handler)...
+    "import": """
+        import builtins
         real_import = builtins.__import__
         def interrupting_import(name, *args, **kwargs):
             if name == "vfido.cli.common":
                 os.kill(os.getpid(), signal.SIGINT)
             return real_import(name, *args, **kwargs)
         builtins.__import__ = interrupting_import
-        from vfido.cli import main
-        sys.exit(main(["personas"]))
+    """,
+    # ... and while the parser is built, after the imports (vfido.cli.main's try).
+    "parser": """
+        import argparse
+        real_add, calls = argparse.ArgumentParser.add_argument, [0]
+        def interrupting_add(self, *args, **kwargs):
+            calls[0] += 1
+            if calls[0] == 50:
+                os.kill(os.getpid(), signal.SIGINT)
+            return real_add(self, *args, **kwargs)
+        argparse.ArgumentParser.add_argument = interrupting_add
+    """,
+}
+
+
+@pytest.mark.parametrize("where", list(_INTERRUPTIONS))
+def test_ctrl_c_while_the_command_loads_is_quiet(where: str) -> None:
+    """SIGINT in the first 0.1 s, while Python imports the command's modules and builds its
+    parser, printed a KeyboardInterrupt traceback from inside importlib (a newcomer trial,
+    with `kill -INT` 50 ms after the start). Here the signal arrives there, every time."""
+    code = (
+        "import os, signal, sys\n"
+        + textwrap.dedent(_INTERRUPTIONS[where])
+        + textwrap.dedent(
+            """
+        from vfido.entry import main
+        sys.argv = ["vfido", "personas"]
+        sys.exit(main())
         """
+        )
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 130, result.stderr
     assert result.stderr == "" and result.stdout == ""
+
+
+def test_an_ignored_sigint_stays_ignored_while_the_command_loads() -> None:
+    """`vfido run &` from a script inherits SIGINT ignored: the start-up handler must not
+    turn a Ctrl-C meant for the script into the key's end."""
+    code = "import os, signal, sys\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    code += textwrap.dedent(_INTERRUPTIONS["import"]) + textwrap.dedent(
+        """
+        from vfido.entry import main
+        sys.argv = ["vfido", "personas"]
+        sys.exit(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ctap21" in result.stdout

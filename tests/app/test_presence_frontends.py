@@ -159,8 +159,13 @@ def test_ctrl_d_at_the_question_is_no(terminal: Terminal) -> None:
     again = Asking(broker, REGISTER)
     terminal.seen = b""
     terminal.expect("[y/N]")
-    terminal.type("y\x04\x04")  # "y", then Ctrl-D twice (end of input): its line counts
+    terminal.type("y\n")
     assert again.result() is PresenceResult.GRANTED
+    third = Asking(broker, SIGN_IN)
+    terminal.seen = b""
+    terminal.expect("[y/N]")
+    terminal.type("y\x04\x04")  # "y" without Enter, then end of input: no approval
+    assert third.result() is PresenceResult.DENIED
 
 
 def test_terminal_timeout_is_a_refusal(terminal: Terminal) -> None:

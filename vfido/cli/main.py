@@ -92,11 +92,13 @@ def _open_standard_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from vfido.safetext import VisibleStream
-
     _open_standard_streams()
+    try:  # Ctrl-C while the parser is built (its commands' modules load): as later
+        from vfido.safetext import VisibleStream
 
-    args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return 130
     out, err = sys.stdout, sys.stderr
     # Whatever a command prints back (paths, names, IDs: the user's, a file's, a host's) is
     # shown escaped, never as control sequences: one place for every command's output.

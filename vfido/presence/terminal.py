@@ -106,9 +106,8 @@ class TerminalPrompt:
                 chunk = os.read(fd, 256)
             except OSError:
                 return
-            if not chunk and buffer.strip():  # "y" then Ctrl-D: the line ends there
-                chunk = b"\n"
-            elif not chunk:  # Ctrl-D, or the terminal hung up: no, as an empty answer is
+            if not chunk:  # Ctrl-D, or the terminal hung up: no, as an empty answer is,
+                # whatever was typed without Enter (a half-typed "y" is no approval)
                 if pending.answer(False, "terminal"):
                     _write(fd, "\nvfido: denied (end of input)\n")
                 return
