@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import hmac
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -53,10 +55,11 @@ from vfido.authenticator.authdata import (
     keystore_backup_eligible,
 )
 from vfido.keystore import kdf
-from vfido.keystore.files import DB_NAME, fsync_path, prepare_new_directory
+from vfido.keystore.files import DB_NAME, LOCK_NAME, fsync_path, prepare_new_directory
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
+from vfido.keystore.lock import DirectoryLock
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.keystore.store import CredentialRecord, DeviceIdentity
+from vfido.keystore.store import CredentialRecord, DeviceIdentity, KeystoreLocked
 
 MAGIC = b"VFIDO-BACKUP-1\n"
 FORMAT = 1
@@ -364,19 +367,31 @@ def import_bundle(
     it a keystore), so a crash or a kill never leaves a keystore with some credentials,
     counters below the bundle's or no PIN (an outside review found one). Building inside the
     target keeps a directory made for it usable (a service's state directory in a parent it
-    cannot write, a mount point, ``.``). What a killed import left is removed by the next."""
+    cannot write, ``.``). What a killed import left is removed by the next import; a kill
+    between the link and that directory's removal leaves it beside the complete keystore."""
     directory = Path(directory)
     if SqliteKeyStore.exists(directory):
         raise BackupError(f"a keystore already exists in {directory}: refusing to overwrite it")
-    if directory.is_dir():
-        mine = [p for p in directory.iterdir() if p.name.startswith(_STAGING)]
-        if any(p not in mine for p in directory.iterdir()):
-            raise BackupError(f"{directory} is not empty: import into a new directory")
-        for leftover in mine:  # a killed import's
-            _remove_keystore(leftover)
     made = not directory.exists()
+    leftovers: list[Path] = []
+    if directory.is_dir():
+        entries = list(directory.iterdir())
+        leftovers = [p for p in entries if _is_leftover(p)]
+        if len(leftovers) != len(entries):
+            raise BackupError(f"{directory} is not empty: import into a new directory")
+    # Made 0700, or checked to be the user's and private before anything in it is removed.
     prepare_new_directory(directory)
+    for leftover in leftovers:
+        try:
+            lock = DirectoryLock(leftover / LOCK_NAME)
+        except KeystoreLocked:
+            raise BackupError(f"another import into {directory} is running") from None
+        try:
+            _remove_keystore(leftover)
+        finally:
+            lock.release()
     staging = directory / f"{_STAGING}{os.urandom(4).hex()}"
+    linked = False
     try:
         with SqliteKeyStore.create(
             staging, passphrase, identity=bundle.identity, kdf_params=kdf_params
@@ -384,22 +399,59 @@ def import_bundle(
             _fill(store, bundle)
         if (staging / (DB_NAME + "-wal")).exists():  # a clean close folds the log in
             raise BackupError("the restored keystore was not closed cleanly")
-        os.link(staging / DB_NAME, directory / DB_NAME)  # never replaces a file
+        _link_into_place(staging / DB_NAME, directory / DB_NAME)
+        linked = True
+        _remove_keystore(staging)
         fsync_path(directory, directory=True)
     except BaseException as exc:
-        _remove_keystore(staging)
-        if made:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+        if not linked:
+            _remove_keystore(staging)
+            if made:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
         if isinstance(exc, OSError):
-            raise BackupError(f"cannot restore into {directory}: {exc.strerror}") from None
+            done = f"restored into {directory}, but" if linked else "cannot restore into"
+            raise BackupError(f"{done} {directory}: {exc.strerror}") from None
         raise
-    _remove_keystore(staging)
     return SqliteKeyStore.open(directory, passphrase)
 
 
 #: The name prefix of the directory an import builds the keystore in.
 _STAGING = ".importing-"
+#: What such a directory may hold (SqliteKeyStore.create's files).
+_STAGED_FILES = frozenset(
+    [DB_NAME, LOCK_NAME]
+    + [DB_NAME + end for end in ("-wal", "-shm", "-journal", ".new", ".new-journal")]
+)
+
+
+def _is_leftover(path: Path) -> bool:
+    """Whether ``path`` is what an import left: a real directory (not a link) of this user's
+    named so, holding nothing but a keystore's files."""
+    try:
+        st = path.lstat()
+        if (
+            not path.name.startswith(_STAGING)
+            or not stat.S_ISDIR(st.st_mode)
+            or st.st_uid != os.geteuid()
+        ):
+            return False
+        return all(p.name in _STAGED_FILES for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _link_into_place(source: Path, target: Path) -> None:
+    """``target`` becomes ``source``'s file, never replacing one there (a hard link; on a
+    file system without them, a rename after checking ``target`` is free)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if target.exists() or target.is_symlink():
+            raise BackupError(f"{target} appeared meanwhile: refusing to overwrite it") from None
+        os.rename(source, target)
 
 
 def _fill(store: SqliteKeyStore, bundle: Bundle) -> None:
@@ -425,8 +477,8 @@ def _fill(store: SqliteKeyStore, bundle: Bundle) -> None:
 
 def _remove_keystore(directory: Path) -> None:
     """Undo a half-done import: the files a keystore consists of, then its directory."""
-    for name in ("vfido.db", "vfido.db-wal", "vfido.db-shm", "vfido.db-journal", "vfido.lock"):
-        with contextlib.suppress(FileNotFoundError):
+    for name in sorted(_STAGED_FILES):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (directory / name).unlink()
     with contextlib.suppress(OSError):
         directory.rmdir()

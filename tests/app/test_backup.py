@@ -434,3 +434,39 @@ def test_import_into_a_directory_made_for_it(tmp_path: Path) -> None:
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
     with SqliteKeyStore.open(made, CLI_PASSPHRASE) as restored:
         assert restored.count_credentials() == 1
+
+
+def test_only_what_an_import_left_is_removed(tmp_path: Path) -> None:
+    """The next import removes a killed one's hidden directory, and nothing else: not a
+    symbolic link named like one (it pointed at the user's other keystore, whose files went;
+    a review did it), not a directory holding other files, not one an import still holds."""
+    from vfido.keystore.lock import DirectoryLock
+
+    with new_store(tmp_path / "a", eligible=True) as source:
+        export_keystore(source, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    bundle = open_bundle((tmp_path / "bundle").read_bytes(), BUNDLE_PASSPHRASE)
+    victim = tmp_path / "victim"
+    new_store(victim, eligible=False).close()
+    target = tmp_path / "t"
+    target.mkdir(mode=0o700)
+    (target / ".importing-x").symlink_to(victim)
+    with pytest.raises(BackupError, match="is not empty"):
+        import_bundle(bundle, target, PASSPHRASE, kdf_params=cheap())
+    assert SqliteKeyStore.exists(victim)
+    (target / ".importing-x").unlink()
+    notes = target / ".importing-notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(BackupError, match="is not empty"):
+        import_bundle(bundle, target, PASSPHRASE, kdf_params=cheap())
+    assert (notes / "notes.txt").read_text() == "mine"
+    (notes / "notes.txt").unlink()
+    lock = DirectoryLock(notes / "vfido.lock")  # an import building its keystore there
+    try:
+        with pytest.raises(BackupError, match=r"another import into .* is running"):
+            import_bundle(bundle, target, PASSPHRASE, kdf_params=cheap())
+    finally:
+        lock.release()
+    with import_bundle(bundle, target, PASSPHRASE, kdf_params=cheap()) as restored:
+        assert restored.identity() == bundle.identity
+    assert not notes.exists()

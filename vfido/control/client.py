@@ -167,10 +167,10 @@ def find_key(
     keys = running_keys(directory)
     if not keys:
         where = directory or server.socket_dir()
-        try:
-            stale = sorted(where.glob("*.sock"))
-        except OSError:
-            stale = []
+        stale: list[Path] = []
+        for place in _search_dirs(directory):
+            with contextlib.suppress(OSError):
+                stale += [p for p in place.glob("*.sock") if p.is_socket()]
         found = (
             f"{len(stale)} control socket(s) in {where}, but no key answers on them"
             " (left by keys that were killed; the next `vfido run` reclaims its name)"
