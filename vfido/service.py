@@ -101,9 +101,13 @@ def run(
             store.close()
             raise
 
+    received: list[int] = []
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
+        # No lock here, nor logging (which takes them): the handler runs on the main thread
+        # between two bytecodes, which may hold any lock, stop's own included (Event.set
+        # here hung a CI run now and then: its wait held the lock as the signal came).
+        received.append(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = False
@@ -116,8 +120,10 @@ def run(
             if control is not None:  # before the ready line: harnesses may use it at once
                 print(f"vfido: control socket {control.path}", file=sys.stderr, flush=True)
             print(key.announcement(), file=sys.stderr, flush=True)
-            while not stop.wait(0.5):
+            while not received and not stop.wait(0.2):
                 pass
+            if received:
+                log.info("signal %d: stopping", received[0])
         finally:
             key.stop()
     finally:
