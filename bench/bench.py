@@ -66,7 +66,7 @@ from vfido.keystore.sqlite_store import SqliteKeyStore  # noqa: E402
 from vfido.presence import AutoPresence  # noqa: E402
 from vfido.transports.inprocess import open_device  # noqa: E402
 from vfido.transports.runner import HidTransaction  # noqa: E402
-from vfido.transports.udp import open_udp_device  # noqa: E402
+from vfido.transports.udp import free_ports, open_udp_device  # noqa: E402
 
 ALGS = {"ES256": -7, "EdDSA": -8, "RS256": -257}
 PASSPHRASE = "bench passphrase"
@@ -218,20 +218,6 @@ def keyservers(specs: list[list[tuple[int, int]]]) -> Iterator[None]:
                 proc.wait()
 
 
-def _free_ports(count: int) -> list[int]:
-    import socket
-
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _cpu_per_op(fn: Callable[[], object], n: int) -> float:
     """Client CPU seconds (this process, all threads) per call."""
     t0 = time.process_time()
@@ -242,7 +228,7 @@ def _cpu_per_op(fn: Callable[[], object], n: int) -> float:
 
 def bench_udp(res: Results, n: int, base: dict[str, float]) -> None:
     section("UDP: key in a separate process (bench/keyserver.py), client here")
-    port, peer = _free_ports(2)
+    port, peer = free_ports(2)
     cdh = os.urandom(32)
     b = base["ES256"]
     with keyservers([[(port, peer)]]):
@@ -536,7 +522,7 @@ def bench_multi(res: Results, keys: int, duration: float, clients: int) -> None:
     section(f"{keys} keys: one process vs {keys} processes ({clients} client processes, raw UDP)")
     ctx = multiprocessing.get_context("spawn")
     for label in ("one process", f"{keys} processes"):
-        ports = _free_ports(keys * 2)
+        ports = free_ports(keys * 2)
         pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(keys)]
         specs = [pairs] if label == "one process" else [[p] for p in pairs]
         with keyservers(specs):

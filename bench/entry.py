@@ -53,6 +53,7 @@ from harness import (  # noqa: E402
 )
 
 from vfido.transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command, encode_message  # noqa: E402
+from vfido.transports.udp import free_ports  # noqa: E402
 
 SIGNED_LEN = 69  # authenticatorData (37) + clientDataHash (32)
 REPORT = 64
@@ -89,18 +90,6 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def free_udp_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 # --------------------------------------------------------------------------- the client
@@ -230,9 +219,9 @@ def vfido_run(
     """`vfido run --transport udp --presence auto` on free ports (ephemeral unless
     ``keystore``). stderr is a pipe read by a thread here, as a terminal or a journal would
     (``drain_stderr=False``: nobody reads it). ``ports``: the key's and its peer's, from one
-    :func:`free_udp_ports` call for several keys (the peer port stays unbound until a client
+    :func:`free_ports` call for several keys (the peer port stays unbound until a client
     binds it, so a later call could hand it out again)."""
-    port, peer = ports or free_udp_ports(2)
+    port, peer = ports or free_ports(2)
     argv = list(command or (python, "-m", "vfido", "run"))
     argv += ["--transport", "udp", "--presence", "auto"]
     argv += ["--udp-port", str(port), "--udp-peer-port", str(peer)]
@@ -513,7 +502,7 @@ def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     the floor of the ratios on this machine, in the same run."""
     section("reference key (bench/refkey.py: single-threaded, signs, nothing else), raw client")
     raws = raw_ops(tmp)
-    port, peer = free_udp_ports(2)
+    port, peer = free_ports(2)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "refkey.py"), str(port), str(peer)],
         stdin=subprocess.DEVNULL,
@@ -652,7 +641,7 @@ def _drive_many(keys: list[tuple[int, int]], duration: float, clients: int) -> d
 
 def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clients: int) -> None:
     section(f"{keys} keys: one process (keyserver.py, `vfido run` wiring) vs {keys} `vfido run`s")
-    ports = free_udp_ports(2 * keys)
+    ports = free_ports(2 * keys)
     pairs = list(zip(ports[::2], ports[1::2], strict=True))
     spec = [f"{p}:{q}" for p, q in pairs]
     server = subprocess.Popen(
@@ -673,7 +662,7 @@ def bench_multi(out: dict[str, Any], tmp: Path, keys: int, duration: float, clie
         server.wait(timeout=30)
     print(f"  one process:    {one}")
     with contextlib.ExitStack() as stack:
-        ports = free_udp_ports(2 * keys)
+        ports = free_ports(2 * keys)
         many = [
             stack.enter_context(vfido_run(tmp, ports=pair))
             for pair in zip(ports[::2], ports[1::2], strict=True)

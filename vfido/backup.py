@@ -55,7 +55,13 @@ from vfido.authenticator.authdata import (
     keystore_backup_eligible,
 )
 from vfido.keystore import kdf
-from vfido.keystore.files import DB_NAME, LOCK_NAME, fsync_path, prepare_new_directory
+from vfido.keystore.files import (
+    DB_NAME,
+    LOCK_NAME,
+    fsync_path,
+    keystore_files,
+    prepare_new_directory,
+)
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
 from vfido.keystore.lock import DirectoryLock
 from vfido.keystore.sqlite_store import SqliteKeyStore
@@ -420,8 +426,7 @@ def import_bundle(
 _STAGING = ".importing-"
 #: What such a directory may hold (SqliteKeyStore.create's files).
 _STAGED_FILES = frozenset(
-    [DB_NAME, LOCK_NAME]
-    + [DB_NAME + end for end in ("-wal", "-shm", "-journal", ".new", ".new-journal")]
+    [p.name for p in keystore_files(Path())] + [DB_NAME + ".new", DB_NAME + ".new-journal"]
 )
 
 
