@@ -191,9 +191,11 @@ def hmac_secret_output(
     shared = protocol.decapsulate(request.key_agreement)
     if not protocol.verify(shared, request.salt_enc, request.salt_auth):
         raise CtapError(CtapStatus.PIN_AUTH_INVALID, "saltAuth")
+    # "If the decryption fails, or if the result is not 32 or 64 bytes long, return
+    # CTAP1_ERR_INVALID_PARAMETER." (CTAP 2.1 section 12.5)
     salts = protocol.decrypt(shared, request.salt_enc)
     if len(salts) not in (32, 64):
-        raise CtapError(CtapStatus.INVALID_LENGTH, "salts")
+        raise CtapError(CtapStatus.INVALID_PARAMETER, "salts")
     key = cred_random(credential_key, credential_id, uv)
     output = b"".join(
         hmac.new(key, salts[i : i + 32], hashlib.sha256).digest() for i in range(0, len(salts), 32)

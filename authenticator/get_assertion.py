@@ -255,6 +255,11 @@ def get_assertion(
 
     # Extensions are parsed before any user interaction (used in step 10).
     ext = GetAssertionExtensions.parse(request.extensions)
+    # CTAP 2.1 section 12.5 (hmac-secret, getAssertion): "If "up" is set to false,
+    # authenticator returns CTAP2_ERR_UNSUPPORTED_OPTION." A silent assertion never
+    # releases a credential's secret (nor does a getNextAssertion after it).
+    if ext.hmac_secret is not None and not up:
+        raise CtapError(CtapStatus.UNSUPPORTED_OPTION, "hmac-secret needs user presence")
     sign_input = SignInput.from_extensions(
         request.extensions, has_allow_list=bool(request.allow_list)
     )

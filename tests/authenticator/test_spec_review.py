@@ -204,6 +204,88 @@ def test_hmac_secret_mc_alone_gets_no_hmac_secret_output() -> None:
     assert "hmac-secret" in (auth_data(body).extensions or {})
 
 
+def _hmac_secret_input(key: Key, salts: bytes) -> dict[int, Any]:
+    """A getAssertion hmac-secret input (protocol 2) carrying ``salts``."""
+    protocol = PinProtocolV2()
+    platform_key, shared = protocol.encapsulate(
+        key.ctap2().client_pin(2, ClientPin.CMD.GET_KEY_AGREEMENT)[1]
+    )
+    salt_enc = protocol.encrypt(shared, salts)
+    return {1: platform_key, 2: salt_enc, 3: protocol.authenticate(shared, salt_enc), 4: 2}
+
+
+def test_hmac_secret_on_a_silent_assertion_is_unsupported_option() -> None:
+    """Section 12.5, hmac-secret, getAssertion: "If "up" is set to false, authenticator
+    returns CTAP2_ERR_UNSUPPORTED_OPTION." A silent assertion must not hand a credential's
+    secret (a disk or password-manager key) to software on the host without a touch: not on
+    a key without a PIN, and not with a ga token, whose permissions a silent assertion does
+    not consume (6.2.2 step 9), so the same token would answer again and again."""
+    key, recorder = uv_key()
+    silent_id = registered(key, extensions={"hmac-secret": True})
+    status, _ = key.call(
+        0x02,
+        get_assertion_map(
+            allow_list=[descriptor(silent_id)],
+            options={"up": False},
+            extensions={"hmac-secret": _hmac_secret_input(key, b"s" * 32)},
+        ),
+    )
+    assert status == CtapStatus.UNSUPPORTED_OPTION
+
+    pin_key = make_key()
+    client_pin = ClientPin(pin_key.ctap2(), PinProtocolV2())
+    client_pin.set_pin(PIN)
+    token = client_pin.get_pin_token(PIN, P.MAKE_CREDENTIAL, RP_ID)
+    credential_id = registered(pin_key, extensions={"hmac-secret": True}, **token_param(token))
+    token = client_pin.get_pin_token(PIN, P.GET_ASSERTION, RP_ID)
+    for _ in range(2):
+        status, _ = pin_key.call(
+            0x02,
+            get_assertion_map(
+                allow_list=[descriptor(credential_id)],
+                options={"up": False},
+                extensions={"hmac-secret": _hmac_secret_input(pin_key, b"s" * 32)},
+                **token_param(token),
+            ),
+        )
+        assert status == CtapStatus.UNSUPPORTED_OPTION
+    # The same request with a touch is answered, with the secret.
+    status, body = pin_key.call(
+        0x02,
+        get_assertion_map(
+            allow_list=[descriptor(credential_id)],
+            extensions={"hmac-secret": _hmac_secret_input(pin_key, b"s" * 32)},
+            **token_param(token),
+        ),
+    )
+    assert status == CtapStatus.OK
+    assert "hmac-secret" in (auth_data(body).extensions or {})
+    # A silent probe without the extension is still answered (platforms' pre-flight).
+    status, body = key.call(
+        0x02, get_assertion_map(allow_list=[descriptor(silent_id)], options={"up": False})
+    )
+    assert status == CtapStatus.OK
+    assert not auth_data(body).flags & AuthenticatorData.FLAG.UP
+    assert recorder.asked == [("touch", PresenceKind.REGISTER)]  # the registration's only
+
+
+def test_hmac_secret_salts_of_another_length_are_invalid_parameter() -> None:
+    """Section 12.5: "The authenticator obtains salt1 and salt2 by calling decrypt(shared
+    secret, saltEnc). If the decryption fails, or if the result is not 32 or 64 bytes long,
+    return CTAP1_ERR_INVALID_PARAMETER." (CTAP 2.0 keys answered INVALID_LENGTH.)"""
+    key = make_key()
+    credential_id = registered(key, extensions={"hmac-secret": True})
+    for length in (16, 48, 96):
+        status, _ = key.call(
+            0x02,
+            get_assertion_map(
+                allow_list=[descriptor(credential_id)],
+                extensions={"hmac-secret": _hmac_secret_input(key, b"s" * length)},
+            ),
+        )
+        assert status == CtapStatus.INVALID_PARAMETER, length
+
+
 # --- clientPIN -------------------------------------------------------------------------------
 
 
