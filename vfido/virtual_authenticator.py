@@ -28,7 +28,9 @@ How the model maps onto vfido:
 - ``hasUserVerification``: built-in user verification (``vfido run --uv``).
 - ``isUserConsenting`` false: presence mode ``deny``; ``isUserVerified`` false with
   ``hasUserVerification``: presence mode ``deny-uv`` (presence given, UV fails).
-  Set User Verified switches between ``auto`` and ``deny-uv``.
+  Set User Verified changes only whether built-in UV succeeds: a key that is not consenting,
+  or waits for ``vfido approve``, keeps doing so (between ``auto`` and ``deny-uv`` the
+  mode's name follows).
 - ``transport``: recorded and answered; the key itself is what its vfido transport is
   (UHID: USB HID to the browser).
 - ``hasResidentKey`` false: a key without discoverable-credential storage
@@ -141,10 +143,25 @@ _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 
 
 def _bool(params: Mapping[str, Any], name: str, default: bool | None) -> bool | None:
+    """``params[name]``, a boolean, or ``default`` when absent (JSON null counts as absent
+    only where ``default`` is None: "leave as it is")."""
     value = params.get(name, default)
+    if value is None and default is not None:
+        raise _invalid(f"{name} must be a boolean")  # null is no default: Chrome says so too
     if value is not None and not isinstance(value, bool):
         raise _invalid(f"{name} must be a boolean")
     return value
+
+
+#: Extensions of CTAP 2.1 (its authenticatorLargeBlobs, credBlob and minPinLength): a
+#: ``ctap2`` (CTAP 2.0) or ``ctap1/u2f`` authenticator cannot have them.
+CTAP21_EXTENSIONS: Final = ("largeBlob", "credBlob", "minPinLength")
+
+
+def _check_backup_flags(eligible: bool | None, backed_up: bool | None) -> None:
+    """WebAuthn L3 section 6.1.3: BE 0 with BS 1 "is not allowed"."""
+    if backed_up and not eligible:
+        raise _invalid("backupState needs backupEligibility (BS without BE is not allowed)")
 
 
 @dataclass(frozen=True)
@@ -180,6 +197,12 @@ class AuthenticatorOptions:
                 raise WebAuthnError(
                     UNSUPPORTED_OPERATION, f"extension {extension[:40]!r} is not supported"
                 )
+        if protocol != "ctap2_1":
+            needs_21 = [e for e in extensions if e in CTAP21_EXTENSIONS or protocol == "ctap1/u2f"]
+            if needs_21:
+                raise _invalid(
+                    f"extension {needs_21[0]} needs a ctap2_1 authenticator, not {protocol}"
+                )
         flags = {
             name: _bool(params, key, default)
             for name, key, default in (
@@ -191,6 +214,7 @@ class AuthenticatorOptions:
                 ("default_backup_state", "defaultBackupState", False),
             )
         }
+        _check_backup_flags(flags["default_backup_eligibility"], flags["default_backup_state"])
         return cls(protocol=protocol, transport=transport, extensions=tuple(extensions), **flags)  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:
@@ -232,7 +256,11 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         return parts.webauthn_options
     versions = parts.device.behaviours.current().versions
     protocol = next((p for p, v in PROTOCOL_VERSIONS.items() if v == versions), "ctap2_1")
+    model = parts.device.config.model  # a persona (--persona u2f: a U2F-only key)
+    if model is not None and not model.ctap2:
+        protocol = "ctap1/u2f"
     mode = getattr(parts.presence, "mode", "auto")
+    uv_fails = bool(getattr(parts.presence, "uv_fails", False))
     builtin_uv = parts.device.config.builtin_uv
     eligible = keystore_backup_eligible(parts.store)
     return AuthenticatorOptions(
@@ -241,7 +269,7 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         has_resident_key=parts.device.config.resident_keys,
         has_user_verification=builtin_uv,
         is_user_consenting=mode != "deny",
-        is_user_verified=builtin_uv and mode != "deny-uv",
+        is_user_verified=builtin_uv and not uv_fails,
         extensions=EXTENSIONS,
         default_backup_eligibility=eligible,
         default_backup_state=eligible and parts.store.get_state(BACKUP_DONE_STATE) == b"\x01",
@@ -373,6 +401,12 @@ def add_credential(
         raise _invalid("this authenticator does not support resident credentials")
     eligible = _bool(params, "backupEligibility", options.default_backup_eligibility)
     backed_up = _bool(params, "backupState", options.default_backup_state)
+    if params.get("backupState") is not None:  # the defaults never combine so
+        _check_backup_flags(eligible, backed_up)
+    if _find(parts, credential_id)[1] is not None:
+        # A key holds one credential per ID (Chrome's authenticator refuses it too); adding
+        # it again replaced, or hid, the one there.
+        raise _invalid("a credential with that credentialId is already on this authenticator")
     try:
         key = key_from_pkcs8(private)
         made = provision(
@@ -436,10 +470,10 @@ def set_user_verified(parts: KeyParts, verified: object) -> None:
     """Set User Verified (section 11.11): user verification succeeds or fails from now on."""
     if not isinstance(verified, bool):
         raise _invalid("isUserVerified must be a boolean")
-    set_mode = getattr(parts.presence, "set_mode", None)
-    if set_mode is None:
+    set_verified = getattr(parts.presence, "set_user_verified", None)
+    if set_verified is None:
         raise WebAuthnError(UNSUPPORTED_OPERATION, "this key's presence cannot be switched")
-    set_mode("auto" if verified else "deny-uv")
+    set_verified(verified)  # only UV: isUserConsenting and manual presence stay as they are
     if parts.webauthn_options is not None:
         parts.webauthn_options = dataclasses.replace(
             parts.webauthn_options, is_user_verified=verified
@@ -458,6 +492,10 @@ def set_credential_properties(
     if rp_id is None:
         raise _invalid("no credential with that credentialId")
     if record is not None:
+        _check_backup_flags(
+            record.backup_eligible if eligible is None else eligible,
+            record.backup_state if backed_up is None else backed_up,
+        )
         parts.store.put_credential(
             dataclasses.replace(
                 record,
@@ -470,6 +508,10 @@ def set_credential_properties(
     raw = parts.store.get_state(state_key)
     imported = ImportedCredentialId.from_bytes(raw) if raw is not None else None
     assert imported is not None
+    _check_backup_flags(
+        imported.backup_eligible if eligible is None else eligible,
+        imported.backup_state if backed_up is None else backed_up,
+    )
     changed = dataclasses.replace(
         imported,
         backup_eligible=imported.backup_eligible if eligible is None else eligible,

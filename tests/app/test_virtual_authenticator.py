@@ -521,3 +521,88 @@ def test_a_u2f_registration_serves_ctap2_on_a_key_that_records_credentials() -> 
                 exclude_list=[handle],
             )
         assert info.value.code == CtapError.ERR.CREDENTIAL_EXCLUDED
+
+
+# --- an outside review's findings (session 14): each failed before its fix --------------------
+
+
+def _resident(
+    credential_id: bytes, user: bytes, private: Any, rp_id: str = RP_ID
+) -> dict[str, Any]:
+    return {
+        "credentialId": b64(credential_id),
+        "isResidentCredential": True,
+        "rpId": rp_id,
+        "privateKey": b64(pkcs8(private)),
+        "userHandle": b64(user),
+    }
+
+
+def test_set_user_verified_changes_only_user_verification() -> None:
+    """Section 11.11 sets isUserVerified, nothing else: a key that is not consenting stays
+    so, and one answered by hand (``manual``) keeps waiting for `vfido approve`."""
+    options = {**CTAP2_OPTIONS, "isUserConsenting": False}
+    with VirtualKey.from_webauthn_options(options, presence_timeout=1) as key:
+        key.webauthn_set_user_verified(True)
+        assert key.webauthn_options_json()["isUserConsenting"] is False
+        server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+        begin, _ = server.register_begin(PublicKeyCredentialUserEntity(id=b"u", name="u"))
+        with pytest.raises(ClientError):
+            key.client(ORIGIN).make_credential(begin.public_key)
+    with VirtualKey(uv=True, presence="manual") as key:
+        key.webauthn_set_user_verified(False)
+        assert key.presence.mode == "manual" and key.presence.uv_fails
+        assert key.webauthn_options_json()["isUserVerified"] is False
+        key.webauthn_set_user_verified(True)
+        assert key.presence.mode == "manual" and not key.presence.uv_fails
+        assert key.webauthn_options_json()["isUserVerified"] is True
+
+
+def test_a_credential_id_already_there_is_refused_and_nothing_is_replaced() -> None:
+    private = ec.generate_private_key(ec.SECP256R1())
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        key.webauthn_add_credential(_resident(b"\x01\x02\x03\x04", b"alice", private))
+        for again in (
+            _resident(b"\x01\x02\x03\x04", b"bob", private),
+            {**_resident(b"\x01\x02\x03\x04", b"bob", private, "other.example")}
+            | {"isResidentCredential": False},
+        ):
+            with pytest.raises(WebAuthnError) as info:
+                key.webauthn_add_credential(again)
+            assert info.value.code == "invalid argument"
+        (listed,) = key.webauthn_get_credentials()
+        assert (listed["rpId"], unb64(listed["userHandle"])) == (RP_ID, b"alice")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"isUserConsenting": None}, "isUserConsenting must be a boolean"),
+        ({"protocol": "ctap2", "extensions": ["largeBlob"]}, "needs a ctap2_1 authenticator"),
+        ({"protocol": "ctap1/u2f", "extensions": ["prf"]}, "needs a ctap2_1 authenticator"),
+        ({"defaultBackupState": True}, "BS without BE"),
+    ],
+)
+def test_options_chrome_refuses_are_refused(change: dict[str, Any], why: str) -> None:
+    with pytest.raises(WebAuthnError) as info:
+        AuthenticatorOptions.from_json({**CTAP2_OPTIONS, **change})
+    assert info.value.code == "invalid argument" and why in str(info.value)
+
+
+def test_backup_state_without_backup_eligibility_is_refused() -> None:
+    """WebAuthn L3 section 6.1.3: BE 0, BS 1: "This combination is not allowed." Get
+    Credentials would have said BS while every assertion said neither."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        with pytest.raises(WebAuthnError, match="BS without BE"):
+            key.webauthn_add_credential({**_resident(b"\x05", b"u", private), "backupState": True})
+        key.webauthn_add_credential(_resident(b"\x06", b"v", private))
+        with pytest.raises(WebAuthnError, match="BS without BE"):
+            key.webauthn_set_credential_properties(b"\x06", backup_state=True)
+        (listed,) = key.webauthn_get_credentials()
+        assert (listed["backupEligibility"], listed["backupState"]) == (False, False)
+
+
+def test_a_u2f_persona_says_it_is_ctap1_u2f() -> None:
+    with VirtualKey(persona="u2f") as key:
+        assert key.webauthn_options_json()["protocol"] == "ctap1/u2f"

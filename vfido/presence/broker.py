@@ -72,6 +72,17 @@ class PresenceBroker:
             self._instant = _instant_of(self.front_ends)
         log.info("presence: mode %s", mode)
 
+    def set_user_verified(self, verified: bool) -> None:
+        """Whether built-in user verification succeeds from now on (WebDriver's Set User
+        Verified), without touching how presence is answered: a key that is not consenting,
+        or waits for ``vfido approve``, keeps doing so. ``auto`` and ``deny-uv`` are the same
+        front ends with and without failing UV, so between them the mode's name follows."""
+        with self._lock:
+            self.uv_fails = not verified
+            if self.mode in ("auto", "deny-uv"):
+                self.mode = "auto" if verified else "deny-uv"
+        log.info("presence: built-in user verification %s", "succeeds" if verified else "fails")
+
     # -- what the control socket uses -----------------------------------------------------
 
     def pending(self) -> list[PendingPresence]:
