@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -216,6 +218,34 @@ def test_uhid_key_or_the_reason_it_cannot_exist() -> None:
             VirtualKey(transport="uhid").start()
         with pytest.raises(VirtualKeyError, match="uhid"):  # vfido run says why and exits
             VirtualKey.service(transport="uhid").start()
+
+
+def test_a_service_never_stopped_is_stopped_when_the_interpreter_exits(tmp_path: Path) -> None:
+    """A test that starts ``VirtualKey.service()`` without ``with`` and never stops it (or
+    fails before its ``stop()``) left ``vfido run`` running, orphaned, on the CI machine."""
+    script = tmp_path / "forgets.py"
+    script.write_text(
+        "from vfido.api import VirtualKey\n"
+        "key = VirtualKey.service().start()\n"
+        "print(key.process.pid, key.control_socket, flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    pid, socket = done.stdout.split()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # reaped by nobody once orphaned: gone, or a zombie of init's
+    alive = Path(f"/proc/{pid}/status").exists() and "State:\tZ" not in _status(pid)
+    assert not alive, f"vfido run {pid} is still running"
+    assert not Path(socket).parent.exists()
+
+
+def _status(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
 
 
 def test_service_udp_register_authenticate_and_control_socket() -> None:

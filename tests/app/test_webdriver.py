@@ -112,6 +112,11 @@ def rig(key_transport: str = "inprocess") -> Iterator[tuple[FakeUpstream, WebDri
         fake_upstream() as upstream,
         WebDriverProxy(upstream.url, key_transport=key_transport) as proxy,
     ):
+        # A session started through the intermediary, as a WebDriver client does, and one
+        # the upstream driver confirmed: keys are only made for sessions the driver has.
+        assert request(proxy.url, "POST", "/session", b"{}")[0] == 200
+        proxy.session_started("other")
+        upstream.requests.clear()
         yield upstream, proxy
 
 
@@ -327,6 +332,37 @@ def test_ending_the_session_unplugs_its_keys() -> None:
             key.webauthn_get_credentials()
 
 
+def test_a_session_the_driver_does_not_have_is_invalid_session_id() -> None:
+    """W3C WebDriver: a command of a session that does not exist is "invalid session id"
+    (404), as chromedriver answers it. A key plugged in for a made-up session stayed until
+    the intermediary stopped."""
+    unknown = {"error": "invalid session id", "message": "invalid session id"}
+    options = {"protocol": "ctap2", "transport": "usb"}
+    with rig() as (upstream, proxy):
+        upstream.answers["/session/deadbeef/url"] = (
+            404,
+            [("Content-Type", "application/json")],
+            json.dumps({"value": unknown}).encode(),
+        )
+        status, value = command(proxy, "POST", "/session/deadbeef/webauthn/authenticator", options)
+        assert (status, value["error"]) == (404, "invalid session id")
+        assert proxy.authenticators == {}
+        assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/session/deadbeef/url")]
+        # A session the driver confirms is asked about once.
+        upstream.requests.clear()
+        for _ in range(2):
+            status, _ = command(proxy, "POST", "/session/confirmed/webauthn/authenticator", options)
+            assert status == 200
+        assert [r.path for r in upstream.requests] == ["/session/confirmed/url"]
+        # An ended session is unknown again.
+        request(proxy.url, "DELETE", f"/session/{SESSION}")
+        upstream.answers[f"/session/{SESSION}/url"] = upstream.answers["/session/deadbeef/url"]
+        status, value = command(
+            proxy, "POST", f"/session/{SESSION}/webauthn/authenticator", options
+        )
+        assert (status, value["error"]) == (404, "invalid session id")
+
+
 # --- Selenium's own client -----------------------------------------------------------------
 
 
@@ -444,7 +480,8 @@ def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use() -> None:
                 proxy, "GET", f"/session/{SESSION}/webauthn/authenticator/{aid}/credentials"
             )
             assert [c["userHandle"] for c in creds] == [b64(b"erin")]
-            assert upstream.requests == []
+            # Only the check that the driver has this session reached it, once.
+            assert [r.path for r in upstream.requests] == [f"/session/{SESSION}/url"]
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=20)

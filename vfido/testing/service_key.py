@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -40,8 +41,29 @@ if TYPE_CHECKING:
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The ``vfido run`` processes started here and not stopped yet, with their folders.
+_RUNNING: dict[subprocess.Popen[str], Path] = {}
+
+
+@atexit.register
+def _stop_left_running() -> None:
+    """At exit, stop the services a test started and never stopped (a ``start()`` without
+    ``with``, a test that failed before its ``stop()``): they would run on, orphaned, on the
+    CI machine. A process killed outright (SIGKILL) runs no exit handler."""
+    for process, folder in list(_RUNNING.items()):
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+    _RUNNING.clear()
+
+
 class ServiceKey:
-    """A ``vfido run`` subprocess (see :meth:`VirtualKey.service`)."""
+    """A ``vfido run`` subprocess (see :meth:`VirtualKey.service`); stopped by ``stop()``,
+    at the end of ``with``, or at the latest when this interpreter exits."""
 
     def __init__(
         self,
@@ -139,6 +161,7 @@ class ServiceKey:
             stderr=subprocess.PIPE,
             text=True,
         )
+        _RUNNING[self.process] = self._tmp
         self._drain = threading.Thread(target=self._read_log, daemon=True)
         self._drain.start()
         deadline = time.monotonic() + self._ready_timeout
@@ -181,6 +204,7 @@ class ServiceKey:
                 code = self.process.wait()
             if self._drain is not None:
                 self._drain.join(timeout=5)
+            _RUNNING.pop(self.process, None)
         shutil.rmtree(self._tmp, ignore_errors=True)
         return code
 

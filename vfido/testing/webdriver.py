@@ -78,6 +78,7 @@ _WEBAUTHN = re.compile(
     r"(?:/(?P<aid>[^/]+)(?P<rest>/.*)?)?$"
 )
 _SESSION = re.compile(r"^(?P<prefix>.*?)/session/(?P<sid>[^/]+)/?$")
+_NEW_SESSION = re.compile(r"^(?P<prefix>.*?)/session/?$")
 
 
 class WebDriverError(Exception):
@@ -87,9 +88,12 @@ class WebDriverError(Exception):
 
     @property
     def http_status(self) -> int:
-        return {"invalid argument": 400, "unknown command": 404, "unknown method": 405}.get(
-            self.code, 500
-        )
+        return {
+            "invalid argument": 400,
+            "invalid session id": 404,
+            "unknown command": 404,
+            "unknown method": 405,
+        }.get(self.code, 500)
 
 
 @dataclass
@@ -144,6 +148,8 @@ class WebDriverProxy:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.authenticators: dict[str, Authenticator] = {}
+        #: Sessions the upstream driver has (started through here, or confirmed by it).
+        self._sessions: set[str] = set()
         self._server = _Server((host, port), _Handler)
         self._server.proxy = self
         self._thread: threading.Thread | None = None
@@ -183,6 +189,38 @@ class WebDriverProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session_started(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.add(session_id)
+
+    def check_session(self, prefix: str, session_id: str) -> None:
+        """A virtual-authenticator command of a session the upstream driver does not have is
+        ``invalid session id`` (404), as chromedriver answers it: a key plugged in for no
+        session would stay until the intermediary stops. A session not started through here
+        is asked about once (``GET .../url``). Raises WebDriverError."""
+        with self._lock:
+            if session_id in self._sessions:
+                return
+        connection = http.client.HTTPConnection(
+            self.upstream_host, self.upstream_port, timeout=UPSTREAM_TIMEOUT
+        )
+        try:
+            connection.request("GET", f"{self.upstream_base}{prefix}/session/{session_id}/url")
+            data = connection.getresponse().read()
+        except OSError as exc:
+            raise WebDriverError("unknown error", f"upstream driver: {exc}") from None
+        finally:
+            connection.close()
+        try:
+            value = json.loads(data).get("value")
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, dict) and value.get("error") == "invalid session id":
+            raise WebDriverError("invalid session id", "the upstream driver has no such session")
+        self.session_started(session_id)
 
     # -- the local commands ----------------------------------------------------------------
 
@@ -229,6 +267,7 @@ class WebDriverProxy:
 
     def session_ended(self, session_id: str) -> None:
         with self._lock:
+            self._sessions.discard(session_id)
             gone = [a for a in self.authenticators.values() if a.session_id == session_id]
             for authenticator in gone:
                 del self.authenticators[authenticator.authenticator_id]
@@ -238,6 +277,7 @@ class WebDriverProxy:
     def serve_local(self, method: str, match: re.Match[str], body: Any) -> Any:
         """The answer ``value`` of a virtual-authenticator command. Raises WebDriverError."""
         sid, aid, rest = match["sid"], match["aid"], match["rest"] or ""
+        self.check_session(match["prefix"], sid)
         if aid is None:
             if method != "POST":
                 raise WebDriverError("unknown method", f"{method} on authenticator")
@@ -401,6 +441,17 @@ class _Handler(BoundedHandler):
         else:
             self._answer_json(200, {"value": value})
 
+    def _note_new_session(self, data: bytes) -> None:
+        """A New Session answered through here: its ID is a session the driver has."""
+        if _NEW_SESSION.match(urllib.parse.urlsplit(self.path).path) is None:
+            return
+        try:
+            session_id = json.loads(data)["value"]["sessionId"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(session_id, str) and session_id:
+            self.server.proxy.session_started(session_id)
+
     def _answer_error(self, exc: WebDriverError, status: int | None = None) -> None:
         value = {"error": exc.code, "message": str(exc), "stacktrace": ""}
         self._answer_json(status or exc.http_status, {"value": value})
@@ -456,6 +507,8 @@ class _Handler(BoundedHandler):
             return
         finally:
             connection.close()
+        if self.command == "POST" and response.status == 200:
+            self._note_new_session(data)
         self.send_response_only(response.status, response.reason)
         for name, value in response.getheaders():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
