@@ -60,6 +60,23 @@ MAX_USERS = 100_000
 _RS256 = -257
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]{16,}")
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{16,}={0,2}")
+
+
+def _random_token(text: str) -> bool:
+    """Whether ``text`` reads as an identifier made of random bytes (a UUID, hex, base64 of
+    16 bytes or more, with upper and lower case letters and digits), which carries no
+    personal data: relying parties (Keycloak's UUIDs) store their random handles so."""
+    if _UUID.fullmatch(text) or _HEX_TOKEN.fullmatch(text):
+        return True
+    return bool(
+        _BASE64_TOKEN.fullmatch(text)
+        and any(c.isdigit() for c in text)
+        and any(c.isupper() for c in text)
+        and any(c.islower() for c in text)
+    )
 
 
 @dataclass(frozen=True)
@@ -355,7 +372,9 @@ class Linter:
         name = user.get("name")
         # user-handle-pii / user-handle-shared
         text = _text_handle(user_id)
-        if text is not None:
+        if text is not None and (
+            text in (name, user.get("displayName")) or not _random_token(text)
+        ):
             if _EMAIL.fullmatch(text):
                 kind = "an e-mail address"
             elif text in (name, user.get("displayName")):

@@ -57,6 +57,12 @@ def test_missing_keystore_is_one_clear_line(tmp_path: Path) -> None:
     result = vfido(["info", "--keystore", str(tmp_path / "nothing")])
     assert result.returncode == 1
     assert "vfido init" in result.stderr and "Traceback" not in result.stderr
+    # --ephemeral is offered only by the commands that have it (review, session 14).
+    assert "(or use --ephemeral)" in result.stderr  # `vfido info --ephemeral` exists
+    listing = vfido(["credentials", "list", "--keystore", str(tmp_path / "nothing")])
+    assert listing.returncode == 1 and "--ephemeral" not in listing.stderr
+    running = vfido(["run", "--transport", "udp", "--keystore", str(tmp_path / "nothing")])
+    assert running.returncode == 1 and "(or use --ephemeral)" in running.stderr
 
 
 def test_no_passphrase_without_terminal(keystore: Path) -> None:

@@ -504,8 +504,10 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
         # makeCredential's rule, one discoverable credential per RP and user ID, said aloud.
         again = ctl(socket, "credentials", "add", "--rp", RP_ID, "--user-id-text", "alice")
         lines = again.splitlines()
-        assert len(lines) == 2 and lines[0].startswith("added discoverable credential ")
-        assert lines[1].startswith(f"it replaces credential {cred['id']}, ")
+        assert lines[0].startswith("added discoverable credential ")
+        # The new key's public key, for the relying party (docs/toolkit.md says so).
+        assert lines[1] == "-----BEGIN PUBLIC KEY-----" and lines[-2] == "-----END PUBLIC KEY-----"
+        assert lines[-1].startswith(f"it replaces credential {cred['id']}, ")
         new_id = lines[0].split()[3]
         ctl(socket, "credentials", "remove", new_id)
         assert cred["id"] not in ctl(socket, "credentials", "list")

@@ -4,11 +4,13 @@ ceremony (a key that lints but finds nothing is the control for every rule)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,6 +79,22 @@ def test_user_handle_pii_email_and_username(key: VirtualKey) -> None:
     messages = [f.message for f in key.lint() if f.rule == "user-handle-pii"]
     assert len(messages) == 2
     assert "e-mail address" in messages[0] and "the user name" in messages[1]
+
+
+def test_random_handles_stored_as_text_are_not_personal_data(key: VirtualKey) -> None:
+    """WebAuthn L3 14.6.1 forbids personal data in the handle, not printable bytes: a UUID
+    (Keycloak's handles), base64url or hex of random bytes is random; a name is not."""
+    handles = [
+        str(uuid.uuid4()).encode(),
+        base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"="),
+        os.urandom(20).hex().encode(),
+    ]
+    for number, handle in enumerate(handles):
+        register(key.client(), _rp(key), user=(handle, f"user{number}"))
+    assert [f for f in key.lint() if f.rule == "user-handle-pii"] == []
+    register(key.client(), _rp(key), user=(b"john.smith", "john"))
+    (finding,) = key.lint()
+    assert finding.rule == "user-handle-pii" and "readable user name" in finding.message
 
 
 def test_user_handle_shared_and_exclude_list_missing(key: VirtualKey) -> None:

@@ -941,7 +941,7 @@ def test_dashboard_in_chromium(tmp_path: Path) -> None:
             "document.getElementById('announcer').textContent"
         )
         assert page.evaluate(A11Y_PROBLEMS) == []
-        page.screenshot(artifacts / "ui-pending-request.png")
+        page.screenshot(str(artifacts / "ui-pending-request.png"))  # a str, as Browser(log=)
         page.click("[data-pending-id] button.allow")
         credential_id = registering.outcome()
         assert isinstance(credential_id, bytes), credential_id  # verified by fido2.server

@@ -185,7 +185,7 @@ def add_keystore_args(p: argparse.ArgumentParser, ephemeral: bool = False) -> No
             help="in-memory keystore, gone when the key stops (for CI)",
         )
     else:
-        p.set_defaults(ephemeral=False)
+        p.set_defaults(ephemeral=None)  # falsy, and "this command has no --ephemeral"
 
 
 def keystore_dir(args: argparse.Namespace) -> Path:
@@ -226,7 +226,10 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
     if directory.exists() and not directory.is_dir():
         raise CliError(f"{directory} is not a directory: --keystore names a keystore's directory")
     if not SqliteKeyStore.exists(directory):
-        raise CliError(f"no keystore in {directory}: run `vfido init` first (or use --ephemeral)")
+        # --ephemeral is an option of the commands that run a key (`vfido run`), not of
+        # those that read a keystore (`vfido credentials list`): offer it only where it is.
+        hint = " (or use --ephemeral)" if getattr(args, "ephemeral", None) is not None else ""
+        raise CliError(f"no keystore in {directory}: run `vfido init` first{hint}")
     return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
 
 

@@ -282,6 +282,8 @@ def _cmd_credentials_add(args: argparse.Namespace) -> int:
     else:
         kind = "discoverable" if cred.get("discoverable") else "server-side"
         print(f"added {kind} credential {cred['id']} for {_visible(str(cred.get('rp_id')))}")
+        if cred.get("public_key_pem"):  # what the relying party must store for it
+            print(str(cred["public_key_pem"]).rstrip())
         if cred.get("replaced"):
             # makeCredential's rule: one discoverable credential per RP and user ID.
             print(f"it replaces credential {cred['replaced']}, the same RP's for that user ID")

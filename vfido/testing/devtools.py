@@ -554,8 +554,9 @@ class Page:
             f"no element matching {predicate!r} is reachable with Tab; visited {visited}"
         )
 
-    def screenshot(self, path: Path) -> Path:
+    def screenshot(self, path: str | os.PathLike[str]) -> Path:
         """The whole page (beyond the viewport) as a PNG at ``path``; ``path``."""
         data = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-        path.write_bytes(base64.b64decode(data["data"]))
-        return path
+        target = Path(path)
+        target.write_bytes(base64.b64decode(data["data"]))
+        return target
