@@ -93,6 +93,7 @@ class HidTransaction:
         self.transaction = transaction
         self._cancelled = False
         self._event: threading.Event | None = None
+        self._cancel_callbacks: list[Callable[[], None]] | None = None
         self._status = _PROCESSING
         self._on_status_change = on_status_change
         #: Called once, on the handler's thread, before the handler first waits (for the
@@ -127,6 +128,19 @@ class HidTransaction:
                         event.set()
         return event.wait(max(0.0, timeout))
 
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Have ``callback`` called (on the transport's thread, once) when the transaction
+        is cancelled, or at once if it is: a waiter that waits for something else too (the
+        presence broker waits for the user's answer) wakes up at the CANCEL, not at its next
+        look at :meth:`is_cancelled`."""
+        with _EVENT_LOCK:
+            if not self._cancelled:
+                if self._cancel_callbacks is None:
+                    self._cancel_callbacks = []
+                self._cancel_callbacks.append(callback)
+                return
+        callback()
+
     def set_keepalive(self, status: int) -> None:
         # Twice per request: a set lookup, not an enum construction.
         if status not in _KEEPALIVE_VALUES:
@@ -147,8 +161,11 @@ class HidTransaction:
         with _EVENT_LOCK:
             self._cancelled = True
             event = self._event
+            callbacks, self._cancel_callbacks = self._cancel_callbacks, None
         if event is not None:
             event.set()
+        for callback in callbacks or ():
+            callback()
 
 
 def _capabilities_for(base: int, reporter: Callable[[], frozenset[str]]) -> int:

@@ -345,6 +345,34 @@ def test_timeout_and_host_cancel() -> None:
     assert broker.pending() == []
 
 
+def test_an_answer_after_the_hosts_cancel_is_refused() -> None:
+    """CTAP 2.1 11.2.9.1.5: a CTAPHID_CANCEL cancels the outstanding request. An approval
+    that came after it, before the broker's next look at the cancel flag (50 ms), was
+    taken: the cancelled request was signed and its credential stored (outside review,
+    19 of 20 tries; `--presence auto --presence-delay` the same, 20 of 20: every front end
+    answers through ``PendingPresence.answer``). The transaction's cancel now wakes the
+    broker, and the answer is refused whenever it comes."""
+    from vfido.transports.runner import HidTransaction
+
+    for _ in range(20):
+        broker = PresenceBroker()  # manual: `vfido approve` answers
+        transaction = HidTransaction(0x01020304, 1)
+        asking = Asking(broker, context=transaction)  # type: ignore[arg-type]
+        broker.wait_pending(30)
+        transaction.cancel()
+        with pytest.raises(LookupError, match="cancelled by the host"):
+            broker.answer(True, None, "control socket")
+        assert asking.result() is PresenceResult.CANCELLED
+    # The same with a context that has no on_cancel: the flag is read at the answer.
+    broker = PresenceBroker()
+    asking = Asking(broker)
+    broker.wait_pending(30)
+    asking.context.cancelled.set()
+    with pytest.raises(LookupError, match="cancelled by the host"):
+        broker.answer(True, None, "control socket")
+    assert asking.result() is PresenceResult.CANCELLED
+
+
 def test_two_pending_requests_need_an_id() -> None:
     broker = PresenceBroker()
     first, second = Asking(broker, SIGN_IN), Asking(broker, REGISTER)

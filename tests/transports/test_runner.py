@@ -523,3 +523,20 @@ def test_a_busy_ticker_is_not_woken_per_request() -> None:
         assert wakes[0] == 2
     finally:
         runner.close()
+
+
+def test_a_cancel_calls_the_waiters_callbacks_once() -> None:
+    """``HidTransaction.on_cancel``: the presence broker waits for the user's answer and
+    wakes at the CANCEL itself (it looked every 50 ms, and an answer in between won)."""
+    from vfido.transports.runner import HidTransaction
+
+    transaction = HidTransaction(1, 1)
+    called: list[str] = []
+    transaction.on_cancel(lambda: called.append("first"))
+    transaction.on_cancel(lambda: called.append("second"))
+    assert called == []
+    transaction.cancel()
+    transaction.cancel()  # a second CANCEL calls nobody again
+    assert called == ["first", "second"]
+    transaction.on_cancel(lambda: called.append("late"))  # already cancelled: at once
+    assert called == ["first", "second", "late"]

@@ -110,6 +110,8 @@ class PresenceBroker:
             raise LookupError(f"several requests are waiting ({ids}): choose one with --id")
         target = pendings[0]
         if not target.answer(granted, source):
+            if target.cancelled:
+                raise LookupError(f"request {target.id} was cancelled by the host")
             raise LookupError(f"request {target.id} was already answered")
         return target
 
@@ -133,7 +135,10 @@ class PresenceBroker:
         instant = self.instant_answer(request)
         if instant is not None:
             return instant
-        pending = PendingPresence(next(self._ids), request, timeout)
+        pending = PendingPresence(next(self._ids), request, timeout, context.is_cancelled)
+        on_cancel = getattr(context, "on_cancel", None)  # the transport's: wake at a CANCEL
+        if on_cancel is not None:
+            on_cancel(pending.wake)
         with self._changed:
             self._pending[pending.id] = pending
             self._changed.notify_all()
@@ -154,11 +159,14 @@ class PresenceBroker:
         try:
             while True:
                 remaining = pending.remaining()
-                if pending.wait_answered(min(CANCEL_POLL, remaining)):
-                    result = pending.result or PresenceResult.TIMEOUT
-                    break
+                answered = pending.wait_answered(min(CANCEL_POLL, remaining))
+                # A CANCEL wins over an answer the broker has not acted on yet (an answer
+                # that came after it was refused): CTAP 2.1 11.2.9.1.5.
                 if context.is_cancelled():
                     result = PresenceResult.CANCELLED
+                    break
+                if answered:
+                    result = pending.result or PresenceResult.TIMEOUT
                     break
                 if remaining <= 0:
                     break
@@ -168,6 +176,8 @@ class PresenceBroker:
                 self._pending.pop(pending.id, None)
         if result is PresenceResult.TIMEOUT:  # it was announced: so is its end
             log.info("presence: request %d: no answer in %.0f s: refused", pending.id, timeout)
+        elif result is PresenceResult.CANCELLED:
+            log.info("presence: request %d: cancelled by the host", pending.id)
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("presence: request %d: %s (%s)", pending.id, result.value, pending.source)
         return result

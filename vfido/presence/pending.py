@@ -131,11 +131,19 @@ def run_in_background(job: Callable[[], None]) -> None:
 class PendingPresence:
     """One presence request waiting for an answer. The first answer wins."""
 
-    def __init__(self, request_id: int, request: PresenceRequest, timeout: float) -> None:
+    def __init__(
+        self,
+        request_id: int,
+        request: PresenceRequest,
+        timeout: float,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self.id = request_id
         self.request = request
         self.timeout = timeout
         self.created = time.monotonic()
+        #: Whether the host cancelled the request (its transaction's ``is_cancelled``).
+        self._cancelled = cancelled
         self._lock = threading.Lock()
         self._result: PresenceResult | None = None
         self._source: str | None = None
@@ -143,9 +151,10 @@ class PendingPresence:
         self._done = threading.Event()
 
     def answer(self, granted: bool, source: str) -> bool:
-        """Record the user's answer; False if the request already has one (or is over)."""
+        """Record the user's answer; False if the request already has one, is over, or was
+        cancelled by the host (CTAPHID_CANCEL): an approval after the cancel must not sign."""
         with self._lock:
-            if self._result is not None or self._done.is_set():
+            if self._result is not None or self._done.is_set() or self.cancelled:
                 return False
             self._result = PresenceResult.GRANTED if granted else PresenceResult.DENIED
             self._source = source
@@ -159,10 +168,19 @@ class PendingPresence:
         self._answered.set()
         return True
 
+    def wake(self) -> None:
+        """Wake the broker waiting for an answer (the host cancelled: it looks at once)."""
+        self._answered.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled is not None and self._cancelled()
+
     def finish(self, result: PresenceResult) -> PresenceResult:
-        """End the request (called by the broker); returns the result that stands."""
+        """End the request (called by the broker); returns the result that stands: the
+        first answer, unless the host cancelled before the broker acted on it."""
         with self._lock:
-            if self._result is None:
+            if self._result is None or result is PresenceResult.CANCELLED:
                 self._result = result
                 self._source = "timeout" if result is PresenceResult.TIMEOUT else "host"
             self._done.set()
