@@ -109,7 +109,13 @@ def run(
         # here hung a CI run now and then: its wait held the lock as the signal came).
         received.append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (its terminal closed, an ssh session dropped) stops the key as cleanly as
+    # SIGTERM: the waiting request is cancelled and the control socket removed. Under
+    # `nohup` (SIGHUP ignored) it stays ignored.
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stopping.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stopping}
     started = False
     try:
         key.start()

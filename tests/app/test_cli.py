@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from fido2.ctap1 import Ctap1
 from fido2.ctap2.base import Ctap2
 
 from tests.rp import RelyingParty, register, sign_in
+from tests.service_helpers import env as service_env
 from tests.service_helpers import udp_service, vfido
-from vfido.transports.udp import open_udp_device
+from vfido.transports.udp import free_ports, open_udp_device
 
 pytestmark = pytest.mark.slow
 
@@ -166,6 +169,40 @@ def test_service_stops_cleanly_on_sigint() -> None:
         code = service.stop(signal.SIGINT)
     assert code == 0
     assert not any("Traceback" in line for line in service.stderr_lines)
+
+
+def test_sighup_stops_the_key_as_cleanly_as_sigterm(tmp_path: Path) -> None:
+    """A closed terminal or a dropped ssh session (SIGHUP) killed `vfido run` outright: no
+    answer to the waiting request, the control socket left behind (outside review)."""
+    socket_path = tmp_path / "ctl.sock"
+    with udp_service(["--ephemeral", "--control-socket", str(socket_path)]) as service:
+        assert socket_path.exists()
+        code = service.stop(signal.SIGHUP)
+    assert code == 0 and not socket_path.exists()
+    assert any("signal 1: stopping" in line for line in service.stderr_lines)
+    # Under nohup (SIGHUP ignored when it starts) it stays ignored.
+    port, peer = free_ports(2)
+    argv = [sys.executable, "-m", "vfido", "run", "--transport", "udp", "--ephemeral"]
+    argv += ["--udp-port", str(port), "--udp-peer-port", str(peer)]
+    process = subprocess.Popen(
+        argv,
+        env=service_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    try:
+        assert process.stderr is not None
+        while "listening on udp" not in process.stderr.readline():
+            assert process.poll() is None
+        process.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def test_second_service_on_same_keystore_is_refused(keystore: Path) -> None:
