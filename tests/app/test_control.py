@@ -32,6 +32,7 @@ from vfido.control import (
     socket_dir,
     socket_path,
 )
+from vfido.control import server as control_server
 from vfido.control.commands import add_presence_commands
 from vfido.presence import AutoFrontEnd, DenyFrontEnd, PresenceBroker
 
@@ -139,6 +140,31 @@ def test_errors_are_answers_not_disconnects(sock_dir: Path) -> None:
         assert replies[4]["error"] == "not now"
         with ControlClient(server.path) as client, pytest.raises(ControlError, match="not now"):
             client.call("refusing")
+
+
+def test_answers_longer_than_a_request_line_are_read(sock_dir: Path) -> None:
+    """The 64 KiB line limit is for requests. Answers were held to it too: `vfido ctl log`
+    after 30 traced registrations, `ctl credentials list` at 200 credentials, failed with
+    "request line too long", and the client then said "the key closed the control
+    connection" for every call (outside review)."""
+    big = "x" * (3 * 1024 * 1024)
+    with serve(sock_dir / "k.sock") as server:
+        server.register("big", lambda _args: {"text": big})
+        with ControlClient(server.path) as client:
+            assert client.call("big") == {"text": big}
+            assert client.call("status") == {"name": "k"}  # the stream is in step
+        with ControlClient(server.path) as client:
+            client._lines = control_server._read_lines(client._sock, 1024, "the key's answer")
+            with pytest.raises(ControlError, match="the key's answer longer than 1024 bytes"):
+                client.call("big")
+            with pytest.raises(ControlError, match=r"closed after an error .*: connect again"):
+                client.call("status")
+        # A raw client's request over the limit gets one line saying so.
+        with socket.socket(socket.AF_UNIX) as raw:
+            raw.connect(str(server.path))
+            raw.sendall(b"y" * (70 * 1024))
+            reply = json.loads(raw.makefile("rb").readline())
+            assert reply == {"ok": False, "error": "request longer than 65536 bytes"}
 
 
 def test_json_nested_too_deep_is_one_error_answer(sock_dir: Path) -> None:

@@ -24,6 +24,10 @@ from vfido.control import server
 from vfido.control.server import ControlError, NotRunningError, _alive, _read_lines
 from vfido.transports.sockets import peer_uid
 
+#: The longest answer read from a key: a keystore's every credential (100,000 of them) or a
+#: page of trace records fits; a key's answers are trusted no further than that.
+MAX_ANSWER = 256 * 1024 * 1024
+
 _T = TypeVar("_T")
 
 
@@ -76,7 +80,10 @@ class ControlClient:
                 f"the control socket {path} is served by another user (uid {uid}): "
                 "refusing to talk to it"
             )
-        self._lines = _read_lines(self._sock)
+        self._lines = _read_lines(self._sock, MAX_ANSWER, "the key's answer")
+        #: Why this connection can no longer be used (an answer over the limit leaves the
+        #: stream mid-line), if it cannot.
+        self._broken: str | None = None
 
     def call(self, cmd: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
         """Send one command; the answer without ``ok``. Raises ControlError if not ok."""
@@ -92,6 +99,8 @@ class ControlClient:
         request = json.dumps({"cmd": cmd, **args}).encode() + b"\n"
         if len(request) > server.MAX_LINE:  # the key would hang up on it
             raise ControlError(f"the request is longer than {server.MAX_LINE} bytes")
+        if self._broken is not None:
+            raise ControlError(f"control socket {self.path}: {self._broken}: connect again")
         if timeout is not None:
             self._sock.settimeout(timeout)
         try:
@@ -100,6 +109,8 @@ class ControlClient:
         except TimeoutError:
             raise ControlError(f"the key did not answer {cmd!r} in time") from None
         except (OSError, ValueError) as exc:
+            self._broken = f"closed after an error ({exc})"
+            self._sock.close()
             raise ControlError(f"control socket {self.path}: {exc}") from None
         if line is None:
             raise ControlError(f"the key closed the control connection ({self.path})")

@@ -279,10 +279,14 @@ class ControlServer:
                     _send_line(conn, {"ok": False, "error": "permission denied"})
                     return
                 conn.settimeout(IDLE_TIMEOUT)
-                for line in _read_lines(conn):
-                    if self._stopping.is_set():
-                        return
-                    _send_line(conn, self._dispatch(line))
+                try:
+                    for line in _read_lines(conn):
+                        if self._stopping.is_set():
+                            return
+                        _send_line(conn, self._dispatch(line))
+                except ValueError as exc:  # one line says why, then the connection ends
+                    _send_line(conn, {"ok": False, "error": str(exc)})
+                    raise
         except (OSError, ValueError) as exc:
             log.debug("control connection ended: %s", exc)
         finally:
@@ -311,18 +315,27 @@ class ControlServer:
         return {"ok": True, **answer}
 
 
-def _read_lines(conn: socket.socket) -> Iterator[bytes]:
-    buffer = b""
+def _read_lines(
+    conn: socket.socket, limit: int = MAX_LINE, what: str = "request"
+) -> Iterator[bytes]:
+    """The non-empty lines ``conn`` sends, each at most ``limit`` bytes (a longer one
+    raises ValueError naming ``what`` it is). Linear in the bytes read: an answer of many
+    megabytes (every credential of a keystore) is searched once, not once per read."""
+    buffer = bytearray()
+    searched = 0  # no newline before this offset
     while True:
-        newline = buffer.find(b"\n")
+        newline = buffer.find(b"\n", searched)
         if newline >= 0:
-            line, buffer = buffer[:newline], buffer[newline + 1 :]
+            line = bytes(buffer[:newline])
+            del buffer[: newline + 1]
+            searched = 0
             if line.strip():
                 yield line
             continue
-        if len(buffer) > MAX_LINE:
-            raise ValueError("request line too long")
-        chunk = conn.recv(4096)
+        searched = len(buffer)
+        if len(buffer) > limit:
+            raise ValueError(f"{what} longer than {limit} bytes")
+        chunk = conn.recv(65536)
         if not chunk:
             return
         buffer += chunk
