@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,43 @@ def test_answers_longer_than_a_request_line_are_read(sock_dir: Path) -> None:
             raw.sendall(b"y" * (70 * 1024))
             reply = json.loads(raw.makefile("rb").readline())
             assert reply == {"ok": False, "error": "request longer than 65536 bytes"}
+
+
+def test_idle_connections_make_room_for_a_new_one(sock_dir: Path) -> None:
+    """16 idle connections (leaked controllers) locked `vfido approve` and `status` out for
+    a minute (outside review); a new one now takes the place of the least recently active
+    idle one. Connections in a command keep theirs: when all are, the new one is refused."""
+    release = threading.Event()
+    with serve(sock_dir / "k.sock") as server:
+        server.register("hold", lambda _args: {"held": release.wait(30)})
+        idle = []
+        for _ in range(control_server.MAX_CONNECTIONS):
+            raw = socket.socket(socket.AF_UNIX)
+            raw.connect(str(server.path))
+            idle.append(raw)
+        try:
+            with ControlClient(server.path) as client:
+                assert client.call("status") == {"name": "k"}
+            assert idle[0].recv(1) == b""  # the oldest idle one was let go
+            holders = [ControlClient(server.path) for _ in range(control_server.MAX_CONNECTIONS)]
+            threads = [threading.Thread(target=h.call, args=("hold",)) for h in holders]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while not all(server._connections.values()) or len(server._connections) < len(holders):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            with pytest.raises(ControlError, match="too many control connections"):
+                ControlClient(server.path).call("status")
+            release.set()
+            for thread in threads:
+                thread.join(30)
+            for holder in holders:
+                holder.close()
+        finally:
+            release.set()
+            for raw in idle:
+                raw.close()
 
 
 def test_json_nested_too_deep_is_one_error_answer(sock_dir: Path) -> None:

@@ -32,6 +32,7 @@ import os
 import socket
 import stat
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ Handler = Callable[[dict[str, Any]], dict[str, Any]]
 MAX_LINE = 64 * 1024
 #: Longest wait a client can ask for (``approve --wait``).
 MAX_WAIT = 600.0
+#: Connections served at once. When they are all taken, a new one takes the place of the
+#: least recently active idle one (waiting for its next request): leaked clients (a test
+#: suite's controllers, `approve --wait` loops) locked `vfido approve` out for a minute.
 MAX_CONNECTIONS = 16
 #: An idle client connection is dropped after this many seconds.
 IDLE_TIMEOUT = 60.0
@@ -186,7 +190,9 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._connections_lock = threading.Lock()
+        #: Each connection, least recently active first, and whether it is in a command.
+        self._connections: OrderedDict[socket.socket, bool] = OrderedDict()
         self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
 
     def register(self, name: str, handler: Handler) -> None:
@@ -223,7 +229,7 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
-        sock.listen(8)
+        sock.listen(socket.SOMAXCONN)  # a burst of clients waits, not EAGAIN
         sock.settimeout(0.5)
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="control", daemon=True)
@@ -262,13 +268,33 @@ class ControlServer:
                     break
                 log.warning("control socket: accept failed: %s", exc)
                 continue
-            if not self._slots.acquire(blocking=False):
+            if not self._admit(conn):  # every connection is in a command
                 _send_line(conn, {"ok": False, "error": "too many control connections"})
                 conn.close()
                 continue
             threading.Thread(
                 target=self._serve_connection, args=(conn,), name="control-conn", daemon=True
             ).start()
+
+    def _admit(self, conn: socket.socket) -> bool:
+        """Take ``conn`` in, in the place of the least recently active idle connection if
+        every place is taken; False if every connection is in a command."""
+        with self._connections_lock:
+            if len(self._connections) >= MAX_CONNECTIONS:
+                idle = next((c for c, busy in self._connections.items() if not busy), None)
+                if idle is None:
+                    return False
+                del self._connections[idle]
+                with contextlib.suppress(OSError):  # its thread reads EOF and ends
+                    idle.shutdown(socket.SHUT_RDWR)
+            self._connections[conn] = False
+            return True
+
+    def _in_command(self, conn: socket.socket, busy: bool) -> None:
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections[conn] = busy
+                self._connections.move_to_end(conn)
 
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
@@ -283,14 +309,17 @@ class ControlServer:
                     for line in _read_lines(conn):
                         if self._stopping.is_set():
                             return
+                        self._in_command(conn, True)
                         _send_line(conn, self._dispatch(line))
+                        self._in_command(conn, False)
                 except ValueError as exc:  # one line says why, then the connection ends
                     _send_line(conn, {"ok": False, "error": str(exc)})
                     raise
         except (OSError, ValueError) as exc:
             log.debug("control connection ended: %s", exc)
         finally:
-            self._slots.release()
+            with self._connections_lock:
+                self._connections.pop(conn, None)
 
     def _dispatch(self, line: bytes) -> dict[str, Any]:
         try:
