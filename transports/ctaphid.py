@@ -19,7 +19,11 @@ Deliberate choices where the specification leaves room:
   disturb that transaction), so a new client can always synchronise; only a CTAPHID_LOCK held by
   another channel makes it fail with ERR_CHANNEL_BUSY.
 * A re-INIT of the channel whose request is being processed discards that request (its response
-  is dropped), but the device stays busy until the authenticator has actually returned.
+  is dropped), and so does a power cycle. The device is then "ready for a new transaction"
+  (section 11.2.9.1.3) at once: the next request is taken while the discarded one's handler
+  unwinds, and handed to the authenticator, which answers it once the old one has returned
+  (it was CHANNEL_BUSY for that while, 6-51 ms: python-fido2 failed on it). One discarded
+  request may unwind at a time: until it has, the device is busy as before.
 * The channel table is bounded; the least recently used idle channel is forgotten first.
 
 Clients (where the transport can tell them apart). :meth:`CtapHidCore.feed` takes the
@@ -301,6 +305,8 @@ class CtapHidCore:
         self._owners: dict[int, Hashable] = {}  # channel -> the client that allocated it
         self._rx: _Assembly | None = None
         self._active: _Active | None = None
+        #: A discarded request whose handler has not returned yet, replaced as the active one.
+        self._unwinding: int | None = None
         self._lock_channel: int | None = None
         self._lock_until = 0.0
         self._lock_client: Hashable = None
@@ -379,6 +385,9 @@ class CtapHidCore:
 
         Returns nothing if the request was discarded (re-INIT, power cycle) or is unknown.
         """
+        if transaction == self._unwinding:  # a discarded request's handler returned
+            self._unwinding = None
+            return []
         active = self._active
         if active is None or active.transaction != transaction:
             return []
@@ -455,6 +464,12 @@ class CtapHidCore:
         if rx is not None and rx.refused:
             self._reserved_for = frozenset(rx.refused)
             self._reserved_until = now + RESERVATION_TIME
+
+    def _replaceable(self) -> bool:
+        """The request in flight was discarded (re-INIT, power cycle) and no other discarded
+        one is still unwinding: a new one may take its place (see the module's notes)."""
+        active = self._active
+        return active is not None and active.dropped and self._unwinding is None
 
     def _reserved_out(self, channel: int, now: float) -> bool:
         """Another channel's turn (see :meth:`_end_rx`); a reserved channel taking its turn
@@ -574,7 +589,7 @@ class CtapHidCore:
                 return [error_report(channel, HidError.INVALID_SEQ)]
             self._rx.refused.add(channel)
             return [error_report(channel, HidError.CHANNEL_BUSY)]
-        if self._active is not None:
+        if self._active is not None and not self._replaceable():
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         error = self._check_command(self._channels[channel], command, length)
         if error is not None:
@@ -693,6 +708,8 @@ class CtapHidCore:
             return [*out, *encode_message(channel, Command.LOCK, b"")]
         transaction = self._next_transaction
         self._next_transaction += 1
+        if self._active is not None:  # a discarded one (_replaceable): it unwinds meanwhile
+            self._unwinding = self._active.transaction
         self._active = _Active(channel, command, transaction, client=client)
         return [Request(channel, command, payload, transaction)]
 
