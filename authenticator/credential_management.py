@@ -12,8 +12,9 @@ CTAP 2.2: the read-only subcommands (getCredsMetadata, enumerateRPsBegin,
 enumerateCredentialsBegin and their GetNext) also accept the persistent
 pinUvAuthToken (``pcmr``, getInfo option perCredMgmtRO); deleting and updating
 need the ``cm`` token. An enumeration begun with the persistent token ends when
-that token is reset. Credentials made with thirdPartyPayment are listed with
-0x0C true.
+that token is reset. On a key with the thirdPartyPayment extension, every credential
+is listed with 0x0C: true for one made with it, false for the others (as a
+getAssertion asking for it answers; the FIDO conformance tools expect false).
 
 CTAP 2.1-PRE credentialMgmtPreview (command 0x41, ``Config.ctap21_pre``) is the
 same command without updateUserInformation, authenticated as 2.1-PRE platforms do
@@ -138,10 +139,19 @@ class _Enumeration:
 
 
 class CredentialManagement:
-    def __init__(self, store: KeyStore, client_pin: ClientPin, max_resident: int) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        client_pin: ClientPin,
+        max_resident: int,
+        *,
+        third_party_payment: bool = True,
+    ) -> None:
         self._store = store
         self._pin = client_pin
         self._max_resident = max_resident
+        #: The key has the thirdPartyPayment extension (a persona may not): 0x0C listed.
+        self._third_party_payment = third_party_payment
         self._pending: _Enumeration | None = None
 
     def reset_pending(self) -> None:
@@ -324,6 +334,6 @@ class CredentialManagement:
         sealed = decode_credential_id(
             self._store.identity().credential_key, record.rp_id_hash, record.credential_id
         )
-        if sealed is not None and sealed.third_party_payment:
-            entry[0x0C] = True  # thirdPartyPayment (CTAP 2.2)
+        if self._third_party_payment:  # thirdPartyPayment (CTAP 2.2)
+            entry[0x0C] = sealed is not None and sealed.third_party_payment
         return entry

@@ -50,6 +50,7 @@ from vfido.authenticator.env import (
     UserVerifier,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.extensions import THIRD_PARTY_PAYMENT
 from vfido.authenticator.get_info import build_info
 from vfido.authenticator.large_blobs import LargeBlobs
 from vfido.authenticator.model import max_list_length, restrict_handlers
@@ -172,7 +173,13 @@ class Authenticator:
             behaviours=behaviours,
         )
         self._client_pin = client_pin
-        self._cred_mgmt = CredentialManagement(store, client_pin, config.max_resident_credentials)
+        self._cred_mgmt = CredentialManagement(
+            store,
+            client_pin,
+            config.max_resident_credentials,
+            third_party_payment=config.model is None
+            or THIRD_PARTY_PAYMENT in config.model.extensions,
+        )
         # maxFragmentLength = maxMsgSize - 64 (section 6.10.2).
         self._large_blobs = LargeBlobs(store, client_pin, config.max_msg_size - 64)
         self._config_command = AuthenticatorConfig(

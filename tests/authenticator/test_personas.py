@@ -7,6 +7,7 @@ the profile sets holds."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
@@ -157,6 +158,13 @@ def test_ctap21pre_has_the_preview_credential_management_only() -> None:
         token = client_pin.get_pin_token("12345678")  # getPINToken: no permissions in 2.1-PRE
         credman = CredentialManagement(ctap2, client_pin.protocol, token)
         assert credman.get_metadata()[CredentialManagement.RESULT.MAX_REMAINING_COUNT] == 25
+        # A key without CTAP 2.2's thirdPartyPayment lists no 0x0C for its credentials.
+        rp = RelyingParty()
+        register(key.client(rp.origin), rp, rk=True)
+        token = client_pin.get_pin_token("12345678")  # the client's own token replaced it
+        credman = CredentialManagement(ctap2, client_pin.protocol, token)
+        (listed,) = credman.enumerate_creds(hashlib.sha256(rp.rp_id.encode()).digest())
+        assert CredentialManagement.RESULT.THIRD_PARTY_PAYMENT not in listed
 
 
 def test_ctap21_has_the_ctap21_commands_and_not_the_preview() -> None:
