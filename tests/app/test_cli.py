@@ -350,6 +350,9 @@ def test_seconds_arguments_refuse_nan_inf_and_absurd_values() -> None:
             build_parser().parse_args(argv)
         assert exited.value.code == 2, argv
     assert build_parser().parse_args(["run", "--presence-timeout", "2.5"]).presence_timeout == 2.5
+    # 0 passes the range, and then gets the same words, not a contradiction of them.
+    zero = vfido(["run", "--transport", "udp", "--ephemeral", "--presence-timeout", "0"])
+    assert zero.returncode == 1 and "more than 0 seconds (up to 86400)" in zero.stderr
 
 
 def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:

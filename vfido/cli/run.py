@@ -146,7 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vfido.transports.unix import UnixTransportError
 
     if args.presence_timeout <= 0:
-        raise CliError("--presence-timeout must be positive")
+        raise CliError(  # a key that refuses every request at once is no key
+            "--presence-timeout must be more than 0 seconds (up to 86400)"
+        )
     seeded = None
     if args.deterministic is not None:  # a reproducible key, for tests only (#19)
         from vfido import reproducible

@@ -213,7 +213,7 @@ class ControlServer:
                 self.path,
                 socket.SOCK_STREAM,
                 in_use=f"another vfido key is running with control socket {self.path}: "
-                "stop it or choose another --name",
+                "stop it or choose another --name or --control-socket",
             )
         except SocketPathError as exc:
             raise ControlError(str(exc)) from None
