@@ -351,7 +351,11 @@ class HidRunner:
                     )
                 self._send([item])
             elif isinstance(item, Request):
-                inline = self._feeding and self._deferred is None
+                # A request that takes the place of a discarded one still unwinding (a
+                # re-INIT, a power cycle) goes to the worker: run inline, it would wait for
+                # the old handler on the thread that reads the reports (a CANCEL for it,
+                # other keys of the process), for as long as that handler takes to return.
+                inline = self._feeding and self._deferred is None and self._current is None
                 transaction = HidTransaction(
                     item.channel,
                     item.transaction,

@@ -36,6 +36,7 @@ from vfido.control import (
 from vfido.control import server as control_server
 from vfido.control.commands import add_presence_commands
 from vfido.presence import AutoFrontEnd, DenyFrontEnd, PresenceBroker
+from vfido.presence.pending import PendingPresence
 
 
 @pytest.fixture
@@ -168,10 +169,14 @@ def test_answers_longer_than_a_request_line_are_read(sock_dir: Path) -> None:
             assert reply == {"ok": False, "error": "request longer than 65536 bytes"}
 
 
-def test_idle_connections_make_room_for_a_new_one(sock_dir: Path) -> None:
+def test_idle_connections_make_room_for_a_new_one(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """16 idle connections (leaked controllers) locked `vfido approve` and `status` out for
     a minute (outside review); a new one now takes the place of the least recently active
-    idle one. Connections in a command keep theirs: when all are, the new one is refused."""
+    connection idle for EVICT_AFTER. Connections in a command, or just connected, keep
+    theirs: when all do, the new one is refused."""
+    monkeypatch.setattr(control_server, "EVICT_AFTER", 0.3)
     release = threading.Event()
     with serve(sock_dir / "k.sock") as server:
         server.register("hold", lambda _args: {"held": release.wait(30)})
@@ -181,6 +186,9 @@ def test_idle_connections_make_room_for_a_new_one(sock_dir: Path) -> None:
             raw.connect(str(server.path))
             idle.append(raw)
         try:
+            with pytest.raises(ControlError, match="too many control connections"):
+                ControlClient(server.path).call("status")  # all just connected: they stay
+            time.sleep(0.4)
             with ControlClient(server.path) as client:
                 assert client.call("status") == {"name": "k"}
             assert idle[0].recv(1) == b""  # the oldest idle one was let go
@@ -189,7 +197,9 @@ def test_idle_connections_make_room_for_a_new_one(sock_dir: Path) -> None:
             for thread in threads:
                 thread.start()
             deadline = time.monotonic() + 30
-            while not all(server._connections.values()) or len(server._connections) < len(holders):
+            while len(server._connections) < len(holders) or not all(
+                busy for busy, _ in server._connections.values()
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             with pytest.raises(ControlError, match="too many control connections"):
@@ -203,6 +213,47 @@ def test_idle_connections_make_room_for_a_new_one(sock_dir: Path) -> None:
             release.set()
             for raw in idle:
                 raw.close()
+
+
+def test_a_connection_whose_place_was_taken_runs_no_command(sock_dir: Path) -> None:
+    """A connection evicted between reading its command and starting it ran the command
+    and lost the answer (a second review: 30 of 200 tries); it now runs nothing."""
+    ran = []
+    with serve(sock_dir / "k.sock") as server:
+        server.register("mark", lambda _args: ran.append(1) or {})
+        raw = socket.socket(socket.AF_UNIX)
+        raw.connect(str(server.path))
+        deadline = time.monotonic() + 30
+        while not server._connections:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        (conn,) = server._connections
+        with server._connections_lock:  # what _admit does to the least recently active
+            del server._connections[conn]
+        raw.sendall(b'{"cmd": "mark"}\n')
+        assert raw.makefile("rb").readline() == b""  # no answer: and the command not run
+        raw.close()
+        assert ran == []
+
+
+def test_a_request_line_read_whole_is_held_to_the_limit_too(sock_dir: Path) -> None:
+    with serve(sock_dir / "k.sock") as server, socket.socket(socket.AF_UNIX) as raw:
+        raw.connect(str(server.path))
+        raw.sendall(b'{"cmd": "status", "x": "' + b"y" * (120 * 1024) + b'"}\n')
+        reply = json.loads(raw.makefile("rb").readline())
+        assert reply == {"ok": False, "error": "request longer than 65536 bytes"}
+
+
+def test_after_a_timeout_the_client_says_so_not_that_the_key_hung_up(sock_dir: Path) -> None:
+    release = threading.Event()
+    with serve(sock_dir / "k.sock") as server:
+        server.register("slow", lambda _args: {"done": release.wait(5)})
+        with ControlClient(server.path) as client:
+            with pytest.raises(ControlError, match="did not answer 'slow' in time"):
+                client.call("slow", timeout=0.2)
+            with pytest.raises(ControlError, match="in time: connect again"):
+                client.call("status")
+        release.set()
 
 
 def test_json_nested_too_deep_is_one_error_answer(sock_dir: Path) -> None:
@@ -422,19 +473,28 @@ def test_an_answer_after_the_hosts_cancel_is_refused() -> None:
         broker = PresenceBroker()  # manual: `vfido approve` answers
         transaction = HidTransaction(0x01020304, 1)
         asking = Asking(broker, context=transaction)  # type: ignore[arg-type]
-        broker.wait_pending(30)
+        (pending,) = broker.wait_pending(30)
         transaction.cancel()
-        with pytest.raises(LookupError, match="cancelled by the host"):
+        # The broker may have ended the request already ("no request is waiting") or not
+        # ("cancelled by the host"): either way the approval is refused.
+        with pytest.raises(LookupError, match=r"cancelled by the host|no request is waiting"):
             broker.answer(True, None, "control socket")
+        assert not pending.answer(True, "control socket") and pending.cancelled
         assert asking.result() is PresenceResult.CANCELLED
-    # The same with a context that has no on_cancel: the flag is read at the answer.
+    # A context without on_cancel: the broker looks every 50 ms; the flag is read at the
+    # answer, so an approval in between is refused, with the reason.
     broker = PresenceBroker()
     asking = Asking(broker)
-    broker.wait_pending(30)
+    (pending,) = broker.wait_pending(30)
     asking.context.cancelled.set()
-    with pytest.raises(LookupError, match="cancelled by the host"):
-        broker.answer(True, None, "control socket")
+    assert not pending.answer(True, "control socket") and pending.cancelled
     assert asking.result() is PresenceResult.CANCELLED
+    # The reason `vfido approve` gives, while the request is still published.
+    broker = PresenceBroker()
+    pending = PendingPresence(1, SIGN_IN, 30.0, cancelled=lambda: True)
+    broker._pending[pending.id] = pending
+    with pytest.raises(LookupError, match="request 1 was cancelled by the host"):
+        broker.answer(True, None, "control socket")
 
 
 def test_two_pending_requests_need_an_id() -> None:

@@ -17,7 +17,7 @@ from fido2.hid import CTAPHID, CtapHidDevice
 
 from tests.ctaphid_helpers import EchoHandler
 from vfido.transports.ctaphid import TYPE_INIT, Command
-from vfido.transports.handler import CtapHandler
+from vfido.transports.handler import CtapHandler, Transaction
 from vfido.transports.udp import (
     POWER_CYCLE_DATAGRAM,
     UdpConnection,
@@ -346,3 +346,79 @@ def test_free_ports_are_different_ports() -> None:
     same port ("--udp-port and --udp-peer-port are both 40697", a CI run of session 12)."""
     ports = free_ports(64)
     assert len(set(ports)) == 64
+
+
+def test_a_request_after_a_reinit_waits_for_the_old_one_off_the_reading_thread() -> None:
+    """After a re-INIT discards request A, request B is taken at once (CTAP 2.1 11.2.9.1.3);
+    it must not wait for A's handler on the thread that reads every key's reports. A second
+    review found another key's PING held up 1.3 s behind A's non-cancellable work."""
+    from vfido.transports.ctaphid import BROADCAST_CID, encode_message
+
+    finish, started = threading.Event(), threading.Event()
+
+    class Busy(EchoHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()  # as the authenticator's: one request at a time
+
+        def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+            with self.lock:
+                if request == b"\x02":
+                    transaction.wait_cancelled(0.01)  # the user is asked: reading handed over
+                    started.set()
+                    finish.wait(WAIT)  # then work that does not look at CANCEL
+                return b"\x00" + request
+
+    def client(port: int, peer: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", peer))
+        s.connect(("127.0.0.1", port))
+        s.settimeout(WAIT)
+        return s
+
+    def init(s: socket.socket, channel: int = BROADCAST_CID) -> int:
+        nonce = os.urandom(8)
+        for report in encode_message(channel, Command.INIT, nonce):
+            s.send(report)
+        while True:
+            report = s.recv(64)
+            if report[4] == TYPE_INIT | Command.INIT and report[7:15] == nonce:
+                return int.from_bytes(report[15:19], "big")
+
+    def answer(s: socket.socket) -> bytes:
+        while True:
+            report = s.recv(64)
+            if report[4] != TYPE_INIT | Command.KEEPALIVE:
+                return bytes(report)
+
+    busy_port, busy_peer, other_port, other_peer = free_ports(4)
+    keys = [
+        UdpTransport(Busy(), port=busy_port, peer_port=busy_peer),
+        UdpTransport(EchoHandler(), port=other_port, peer_port=other_peer),
+    ]
+    for key in keys:
+        key.start()
+    try:
+        busy, other = client(busy_port, busy_peer), client(other_port, other_peer)
+        channel, other_channel = init(busy), init(other)
+        for report in encode_message(channel, Command.CBOR, b"\x02"):  # A
+            busy.send(report)
+        assert started.wait(WAIT)
+        init(busy, channel)  # A is discarded
+        for report in encode_message(channel, Command.CBOR, b"\x04"):  # B, taken at once
+            busy.send(report)
+        for report in encode_message(other_channel, Command.PING, b"hi"):
+            other.send(report)
+        other.settimeout(WAIT / 3)  # A works for up to WAIT: the PING must come first
+        ping = answer(other)  # while A still works
+        assert (ping[4], ping[7:9]) == (TYPE_INIT | Command.PING, b"hi")
+        assert not finish.is_set()
+        finish.set()
+        reply = answer(busy)  # B, once A has returned; A's answer never comes
+        assert (reply[4], reply[7:9]) == (TYPE_INIT | Command.CBOR, b"\x00\x04")
+        busy.close()
+        other.close()
+    finally:
+        finish.set()
+        for key in keys:
+            key.stop()

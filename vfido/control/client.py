@@ -107,6 +107,9 @@ class ControlClient:
             self._sock.sendall(request)
             line = next(self._lines, None)
         except TimeoutError:
+            # A late answer would put the next one out of step (and the reader is spent).
+            self._broken = f"closed after the key did not answer {cmd!r} in time"
+            self._sock.close()
             raise ControlError(f"the key did not answer {cmd!r} in time") from None
         except (OSError, ValueError) as exc:
             self._broken = f"closed after an error ({exc})"

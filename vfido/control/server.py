@@ -32,6 +32,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,9 @@ MAX_WAIT = 600.0
 #: least recently active idle one (waiting for its next request): leaked clients (a test
 #: suite's controllers, `approve --wait` loops) locked `vfido approve` out for a minute.
 MAX_CONNECTIONS = 16
+#: A connection idle for less than this keeps its place (one that just connected or just got
+#: an answer is about to send: taking its place would cut off its next command).
+EVICT_AFTER = 1.0
 #: An idle client connection is dropped after this many seconds.
 IDLE_TIMEOUT = 60.0
 
@@ -191,8 +195,9 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._connections_lock = threading.Lock()
-        #: Each connection, least recently active first, and whether it is in a command.
-        self._connections: OrderedDict[socket.socket, bool] = OrderedDict()
+        #: Each connection, least recently active first: whether it is in a command, and
+        #: when it was last active (monotonic).
+        self._connections: OrderedDict[socket.socket, tuple[bool, float]] = OrderedDict()
         self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
 
     def register(self, name: str, handler: Handler) -> None:
@@ -277,24 +282,36 @@ class ControlServer:
             ).start()
 
     def _admit(self, conn: socket.socket) -> bool:
-        """Take ``conn`` in, in the place of the least recently active idle connection if
-        every place is taken; False if every connection is in a command."""
+        """Take ``conn`` in, in the place of the least recently active connection idle for
+        :data:`EVICT_AFTER` if every place is taken; False if there is none."""
+        now = time.monotonic()
         with self._connections_lock:
             if len(self._connections) >= MAX_CONNECTIONS:
-                idle = next((c for c, busy in self._connections.items() if not busy), None)
+                idle = next(
+                    (
+                        c
+                        for c, (busy, active) in self._connections.items()
+                        if not busy and now - active >= EVICT_AFTER
+                    ),
+                    None,
+                )
                 if idle is None:
                     return False
                 del self._connections[idle]
                 with contextlib.suppress(OSError):  # its thread reads EOF and ends
                     idle.shutdown(socket.SHUT_RDWR)
-            self._connections[conn] = False
+            self._connections[conn] = (False, now)
             return True
 
-    def _in_command(self, conn: socket.socket, busy: bool) -> None:
+    def _in_command(self, conn: socket.socket, busy: bool) -> bool:
+        """Mark ``conn`` in a command or done with it; False if it lost its place (then
+        its command must not run: nobody would read the answer)."""
         with self._connections_lock:
-            if conn in self._connections:
-                self._connections[conn] = busy
-                self._connections.move_to_end(conn)
+            if conn not in self._connections:
+                return False
+            self._connections[conn] = (busy, time.monotonic())
+            self._connections.move_to_end(conn)
+            return True
 
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
@@ -309,7 +326,8 @@ class ControlServer:
                     for line in _read_lines(conn):
                         if self._stopping.is_set():
                             return
-                        self._in_command(conn, True)
+                        if not self._in_command(conn, True):
+                            return  # its place was taken just now: the command is not run
                         _send_line(conn, self._dispatch(line))
                         self._in_command(conn, False)
                 except ValueError as exc:  # one line says why, then the connection ends
@@ -354,6 +372,8 @@ def _read_lines(
     searched = 0  # no newline before this offset
     while True:
         newline = buffer.find(b"\n", searched)
+        if newline > limit:  # a whole line in one read is held to the limit too
+            raise ValueError(f"{what} longer than {limit} bytes")
         if newline >= 0:
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
