@@ -61,16 +61,25 @@ _RS256 = -257
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_HEX_TOKEN = re.compile(r"[0-9a-fA-F]{16,}")
-_BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{16,}={0,2}")
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]{32,}")  # 16 bytes or more
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{22,}={0,2}")  # 16 bytes or more
+_WORD = re.compile(r"[^\W_]{3,}")
 
 
-def _random_token(text: str) -> bool:
-    """Whether ``text`` reads as an identifier made of random bytes (a UUID, hex, base64 of
-    16 bytes or more, with upper and lower case letters and digits), which carries no
-    personal data: relying parties (Keycloak's UUIDs) store their random handles so."""
-    if _UUID.fullmatch(text) or _HEX_TOKEN.fullmatch(text):
+def _random_token(text: str, names: Iterable[object] = ()) -> bool:
+    """Whether ``text`` reads as an identifier made of 16 random bytes or more (a UUID, hex
+    with letters in it, base64 with upper and lower case letters and digits), which carries
+    no personal data: relying parties (Keycloak's UUIDs) store their random handles so. Not
+    when a word of the user's ``names`` is in it (``JohnSmithBerlin19850312``), nor digits
+    alone (a card or account number)."""
+    if _UUID.fullmatch(text):
         return True
+    folded = text.casefold()
+    for name in names:
+        if isinstance(name, str) and any(w.casefold() in folded for w in _WORD.findall(name)):
+            return False
+    if _HEX_TOKEN.fullmatch(text):
+        return any(c in "abcdefABCDEF" for c in text)
     return bool(
         _BASE64_TOKEN.fullmatch(text)
         and any(c.isdigit() for c in text)
@@ -372,9 +381,8 @@ class Linter:
         name = user.get("name")
         # user-handle-pii / user-handle-shared
         text = _text_handle(user_id)
-        if text is not None and (
-            text in (name, user.get("displayName")) or not _random_token(text)
-        ):
+        names = (name, user.get("displayName"))
+        if text is not None and (text in names or not _random_token(text, names)):
             if _EMAIL.fullmatch(text):
                 kind = "an e-mail address"
             elif text in (name, user.get("displayName")):

@@ -102,6 +102,13 @@ ERROR_STATUS: Final = {INVALID_ARGUMENT: 400, UNSUPPORTED_OPERATION: 500}
 PROTOCOLS: Final = ("ctap1/u2f", "ctap2", "ctap2_1")
 TRANSPORTS: Final = ("usb", "nfc", "ble", "smart-card", "hybrid", "internal")
 EXTENSIONS: Final = ("largeBlob", "credBlob", "minPinLength", "prf")
+#: The CTAP extension behind each (section 11.3: ``prf`` is hmac-secret).
+_CTAP_EXTENSION: Final = {
+    "largeBlob": "largeBlobKey",
+    "credBlob": "credBlob",
+    "minPinLength": "minPinLength",
+    "prf": "hmac-secret",
+}
 #: The ``versions`` behaviour of each protocol (None: the key as it is).
 PROTOCOL_VERSIONS: Final[dict[str, str | None]] = {
     "ctap1/u2f": beh.U2F_V2,
@@ -256,9 +263,14 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         return parts.webauthn_options
     versions = parts.device.behaviours.current().versions
     protocol = next((p for p, v in PROTOCOL_VERSIONS.items() if v == versions), "ctap2_1")
-    model = parts.device.config.model  # a persona (--persona u2f: a U2F-only key)
-    if model is not None and not model.ctap2:
-        protocol = "ctap1/u2f"
+    extensions: tuple[str, ...] = EXTENSIONS
+    model = parts.device.config.model  # a persona: its protocol and its extensions only
+    if model is not None:
+        if not model.ctap2:
+            protocol = "ctap1/u2f"
+        elif not model.ctap21 and protocol == "ctap2_1":
+            protocol = "ctap2"
+        extensions = tuple(e for e in EXTENSIONS if _CTAP_EXTENSION[e] in model.extensions)
     mode = getattr(parts.presence, "mode", "auto")
     uv_fails = bool(getattr(parts.presence, "uv_fails", False))
     builtin_uv = parts.device.config.builtin_uv
@@ -266,11 +278,11 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
     return AuthenticatorOptions(
         protocol=protocol,
         transport="usb",
-        has_resident_key=parts.device.config.resident_keys,
-        has_user_verification=builtin_uv,
+        has_resident_key=parts.device.config.resident_keys and protocol != "ctap1/u2f",
+        has_user_verification=builtin_uv and protocol != "ctap1/u2f",
         is_user_consenting=mode != "deny",
         is_user_verified=builtin_uv and not uv_fails,
-        extensions=EXTENSIONS,
+        extensions=extensions,
         default_backup_eligibility=eligible,
         default_backup_state=eligible and parts.store.get_state(BACKUP_DONE_STATE) == b"\x01",
     )

@@ -603,6 +603,23 @@ def test_backup_state_without_backup_eligibility_is_refused() -> None:
         assert (listed["backupEligibility"], listed["backupState"]) == (False, False)
 
 
-def test_a_u2f_persona_says_it_is_ctap1_u2f() -> None:
-    with VirtualKey(persona="u2f") as key:
-        assert key.webauthn_options_json()["protocol"] == "ctap1/u2f"
+@pytest.mark.parametrize(
+    ("persona", "protocol", "extensions"),
+    [
+        ("u2f", "ctap1/u2f", []),
+        ("ctap20", "ctap2", ["prf"]),
+        ("ctap21pre", "ctap2", ["prf"]),  # 2.1-PRE is not CTAP 2.1
+        ("ctap21", "ctap2_1", ["largeBlob", "credBlob", "minPinLength", "prf"]),
+    ],
+)
+def test_a_persona_reports_its_own_protocol_and_extensions(
+    persona: str, protocol: str, extensions: list[str]
+) -> None:
+    """A persona's options are what it is, and options Add Virtual Authenticator accepts
+    (a u2f persona said ctap2_1; then, a CTAP 2.0 persona listed largeBlob: second review)."""
+    with VirtualKey(persona=persona) as key:
+        options = key.webauthn_options_json()
+        assert (options["protocol"], options["extensions"]) == (protocol, extensions)
+        assert AuthenticatorOptions.from_json(options).to_json() == options
+        if protocol == "ctap1/u2f":
+            assert not options["hasResidentKey"] and not options["hasUserVerification"]

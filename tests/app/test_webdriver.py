@@ -339,7 +339,7 @@ def test_a_session_the_driver_does_not_have_is_invalid_session_id() -> None:
     unknown = {"error": "invalid session id", "message": "invalid session id"}
     options = {"protocol": "ctap2", "transport": "usb"}
     with rig() as (upstream, proxy):
-        upstream.answers["/session/deadbeef/url"] = (
+        upstream.answers["/session/deadbeef/timeouts"] = (
             404,
             [("Content-Type", "application/json")],
             json.dumps({"value": unknown}).encode(),
@@ -347,16 +347,20 @@ def test_a_session_the_driver_does_not_have_is_invalid_session_id() -> None:
         status, value = command(proxy, "POST", "/session/deadbeef/webauthn/authenticator", options)
         assert (status, value["error"]) == (404, "invalid session id")
         assert proxy.authenticators == {}
-        assert [(r.method, r.path) for r in upstream.requests] == [("GET", "/session/deadbeef/url")]
+        assert [(r.method, r.path) for r in upstream.requests] == [
+            ("GET", "/session/deadbeef/timeouts")
+        ]
         # A session the driver confirms is asked about once.
         upstream.requests.clear()
         for _ in range(2):
             status, _ = command(proxy, "POST", "/session/confirmed/webauthn/authenticator", options)
             assert status == 200
-        assert [r.path for r in upstream.requests] == ["/session/confirmed/url"]
+        assert [r.path for r in upstream.requests] == ["/session/confirmed/timeouts"]
         # An ended session is unknown again.
         request(proxy.url, "DELETE", f"/session/{SESSION}")
-        upstream.answers[f"/session/{SESSION}/url"] = upstream.answers["/session/deadbeef/url"]
+        upstream.answers[f"/session/{SESSION}/timeouts"] = upstream.answers[
+            "/session/deadbeef/timeouts"
+        ]
         status, value = command(
             proxy, "POST", f"/session/{SESSION}/webauthn/authenticator", options
         )
@@ -481,7 +485,7 @@ def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use() -> None:
             )
             assert [c["userHandle"] for c in creds] == [b64(b"erin")]
             # Only the check that the driver has this session reached it, once.
-            assert [r.path for r in upstream.requests] == [f"/session/{SESSION}/url"]
+            assert [r.path for r in upstream.requests] == [f"/session/{SESSION}/timeouts"]
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=20)

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 IMPORT_ROOT = Path(__file__).resolve().parents[2]
 
 
-#: The ``vfido run`` processes started here and not stopped yet, with their folders.
-_RUNNING: dict[subprocess.Popen[str], Path] = {}
+#: The ``vfido run`` processes started here and not stopped yet: their folders, and the
+#: process that started each (a forked child exiting must not stop its parent's).
+_RUNNING: dict[subprocess.Popen[str], tuple[Path, int]] = {}
 
 
 @atexit.register
@@ -50,7 +51,9 @@ def _stop_left_running() -> None:
     """At exit, stop the services a test started and never stopped (a ``start()`` without
     ``with``, a test that failed before its ``stop()``): they would run on, orphaned, on the
     CI machine. A process killed outright (SIGKILL) runs no exit handler."""
-    for process, folder in list(_RUNNING.items()):
+    for process, (folder, started_by) in list(_RUNNING.items()):
+        if started_by != os.getpid():
+            continue
         if process.poll() is None:
             process.terminate()
             try:
@@ -58,7 +61,7 @@ def _stop_left_running() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         shutil.rmtree(folder, ignore_errors=True)
-    _RUNNING.clear()
+        _RUNNING.pop(process, None)
 
 
 class ServiceKey:
@@ -161,7 +164,7 @@ class ServiceKey:
             stderr=subprocess.PIPE,
             text=True,
         )
-        _RUNNING[self.process] = self._tmp
+        _RUNNING[self.process] = (self._tmp, os.getpid())
         self._drain = threading.Thread(target=self._read_log, daemon=True)
         self._drain.start()
         deadline = time.monotonic() + self._ready_timeout

@@ -200,7 +200,8 @@ class WebDriverProxy:
         """A virtual-authenticator command of a session the upstream driver does not have is
         ``invalid session id`` (404), as chromedriver answers it: a key plugged in for no
         session would stay until the intermediary stops. A session not started through here
-        is asked about once (``GET .../url``). Raises WebDriverError."""
+        is asked about once: ``GET .../timeouts``, which touches no page (Get Current URL
+        would handle an open alert and wait for a navigation). Raises WebDriverError."""
         with self._lock:
             if session_id in self._sessions:
                 return
@@ -208,7 +209,7 @@ class WebDriverProxy:
             self.upstream_host, self.upstream_port, timeout=UPSTREAM_TIMEOUT
         )
         try:
-            connection.request("GET", f"{self.upstream_base}{prefix}/session/{session_id}/url")
+            connection.request("GET", f"{self.upstream_base}{prefix}/session/{session_id}/timeouts")
             data = connection.getresponse().read()
         except OSError as exc:
             raise WebDriverError("unknown error", f"upstream driver: {exc}") from None
