@@ -331,6 +331,11 @@ class CtapHidCore:
         """True while a message is being received or a request is being processed."""
         return self._rx is not None or self._active is not None
 
+    @property
+    def unwinding(self) -> bool:
+        """True while a discarded request's handler has not returned (its place taken)."""
+        return self._unwinding is not None
+
     def active_transaction(self) -> int | None:
         """The transaction id of the outstanding request, if any."""
         return self._active.transaction if self._active is not None else None

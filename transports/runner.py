@@ -355,7 +355,12 @@ class HidRunner:
                 # re-INIT, a power cycle) goes to the worker: run inline, it would wait for
                 # the old handler on the thread that reads the reports (a CANCEL for it,
                 # other keys of the process), for as long as that handler takes to return.
-                inline = self._feeding and self._deferred is None and self._current is None
+                inline = (
+                    self._feeding
+                    and self._deferred is None
+                    and self._current is None
+                    and not self._core.unwinding  # a third request, the old still running
+                )
                 transaction = HidTransaction(
                     item.channel,
                     item.transaction,

@@ -63,7 +63,8 @@ _USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX_TOKEN = re.compile(r"[0-9a-fA-F]{32,}")  # 16 bytes or more
 _BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{22,}={0,2}")  # 16 bytes or more
-_WORD = re.compile(r"[^\W_]{3,}")
+_WORD = re.compile(r"[^\W_]{4,}")
+_HEX_LETTERS = frozenset("0123456789abcdefABCDEF")
 
 
 def _random_token(text: str, names: Iterable[object] = ()) -> bool:
@@ -74,12 +75,17 @@ def _random_token(text: str, names: Iterable[object] = ()) -> bool:
     alone (a card or account number)."""
     if _UUID.fullmatch(text):
         return True
+    if _HEX_TOKEN.fullmatch(text):  # hex holds no name: only digits (an account number)?
+        return any(c in "abcdefABCDEF" for c in text)
     folded = text.casefold()
     for name in names:
-        if isinstance(name, str) and any(w.casefold() in folded for w in _WORD.findall(name)):
-            return False
-    if _HEX_TOKEN.fullmatch(text):
-        return any(c in "abcdefABCDEF" for c in text)
+        if not isinstance(name, str):
+            continue
+        for word in _WORD.findall(name):
+            # A word with a letter beyond hex ("Lovelace", not "Abe" nor "1234"): random
+            # text holds such a word by chance about never.
+            if not set(word) <= _HEX_LETTERS and word.casefold() in folded:
+                return False
     return bool(
         _BASE64_TOKEN.fullmatch(text)
         and any(c.isdigit() for c in text)

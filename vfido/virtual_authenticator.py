@@ -271,6 +271,10 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         elif not model.ctap21 and protocol == "ctap2_1":
             protocol = "ctap2"
         extensions = tuple(e for e in EXTENSIONS if _CTAP_EXTENSION[e] in model.extensions)
+    if protocol == "ctap1/u2f":  # as Add Virtual Authenticator would take them back
+        extensions = ()
+    elif protocol == "ctap2":
+        extensions = tuple(e for e in extensions if e not in CTAP21_EXTENSIONS)
     mode = getattr(parts.presence, "mode", "auto")
     uv_fails = bool(getattr(parts.presence, "uv_fails", False))
     builtin_uv = parts.device.config.builtin_uv

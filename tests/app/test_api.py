@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -239,6 +240,22 @@ def test_a_service_never_stopped_is_stopped_when_the_interpreter_exits(tmp_path:
     alive = Path(f"/proc/{pid}/status").exists() and "State:\tZ" not in _status(pid)
     assert not alive, f"vfido run {pid} is still running"
     assert not Path(socket).parent.exists()
+
+
+def test_a_forked_child_exiting_leaves_its_parents_services_running() -> None:
+    """The exit hook stops only the services its own process started."""
+    from vfido.testing import service_key
+
+    with VirtualKey.service() as key:
+        child = os.fork()
+        if child == 0:  # the child runs the exit hook as its exit would, and goes
+            try:
+                service_key._stop_left_running()
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+        assert key.process.poll() is None
+        assert key.control("status")["transport"] == "udp"
 
 
 def _status(pid: str) -> str:

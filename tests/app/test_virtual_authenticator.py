@@ -623,3 +623,16 @@ def test_a_persona_reports_its_own_protocol_and_extensions(
         assert AuthenticatorOptions.from_json(options).to_json() == options
         if protocol == "ctap1/u2f":
             assert not options["hasResidentKey"] and not options["hasUserVerification"]
+
+
+@pytest.mark.parametrize(
+    ("versions", "protocol", "extensions"),
+    [("FIDO_2_0", "ctap2", ["prf"]), ("U2F_V2", "ctap1/u2f", [])],
+)
+def test_a_versions_behaviour_reports_options_add_virtual_authenticator_takes(
+    versions: str, protocol: str, extensions: list[str]
+) -> None:
+    with VirtualKey(behaviours={"versions": versions}) as key:
+        options = key.webauthn_options_json()
+        assert (options["protocol"], options["extensions"]) == (protocol, extensions)
+        assert AuthenticatorOptions.from_json(options).to_json() == options

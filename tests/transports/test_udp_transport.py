@@ -362,6 +362,8 @@ def test_a_request_after_a_reinit_waits_for_the_old_one_off_the_reading_thread()
             self.lock = threading.Lock()  # as the authenticator's: one request at a time
 
         def handle_cbor(self, request: bytes, transaction: Transaction) -> bytes:
+            if request == b"\x04":  # answered without the lock (a U2F-only key's refusal)
+                return b"\x00" + request
             with self.lock:
                 if request == b"\x02":
                     transaction.wait_cancelled(0.01)  # the user is asked: reading handed over
@@ -407,6 +409,13 @@ def test_a_request_after_a_reinit_waits_for_the_old_one_off_the_reading_thread()
         init(busy, channel)  # A is discarded
         for report in encode_message(channel, Command.CBOR, b"\x04"):  # B, taken at once
             busy.send(report)
+        first = answer(busy)  # B needs no lock: answered while A works
+        assert (first[4], first[7:9]) == (TYPE_INIT | Command.CBOR, b"\x00\x04")
+        # C comes while A still works: it waits for A, but not on the reading thread (a
+        # third review found the third request did).
+        for report in encode_message(channel, Command.CBOR, b"\x05"):
+            busy.send(report)
+        time.sleep(0.05)
         for report in encode_message(other_channel, Command.PING, b"hi"):
             other.send(report)
         other.settimeout(WAIT / 3)  # A works for up to WAIT: the PING must come first
@@ -414,8 +423,8 @@ def test_a_request_after_a_reinit_waits_for_the_old_one_off_the_reading_thread()
         assert (ping[4], ping[7:9]) == (TYPE_INIT | Command.PING, b"hi")
         assert not finish.is_set()
         finish.set()
-        reply = answer(busy)  # B, once A has returned; A's answer never comes
-        assert (reply[4], reply[7:9]) == (TYPE_INIT | Command.CBOR, b"\x00\x04")
+        reply = answer(busy)  # C, once A has returned; A's answer never comes
+        assert (reply[4], reply[7:9]) == (TYPE_INIT | Command.CBOR, b"\x00\x05")
         busy.close()
         other.close()
     finally:

@@ -104,8 +104,16 @@ class ControlClient:
         if timeout is not None:
             self._sock.settimeout(timeout)
         try:
-            self._sock.sendall(request)
-            line = next(self._lines, None)
+            try:
+                self._sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                # The key answered before we sent (a refusal: too many connections) and
+                # closed: its line is still there to read, and says why.
+                line = next(self._lines, None)
+                if line is None:
+                    raise
+            else:
+                line = next(self._lines, None)
         except TimeoutError:
             # A late answer would put the next one out of step (and the reader is spent).
             self._broken = f"closed after the key did not answer {cmd!r} in time"
