@@ -10,13 +10,12 @@ these bound what a connection can cost before any rule is checked.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import socket
-import threading
-from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
+
+from vfido.connections import ConnectionTable
 
 #: Connections served at once (each one is a thread); see :class:`BoundedHTTPServer` for
 #: what happens to more. (A client sending a request's body a byte at a time still holds
@@ -39,37 +38,18 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections_lock = threading.Lock()
-        #: Each connection, oldest first, and whether it is in a request now.
-        self._connections: OrderedDict[Any, bool] = OrderedDict()
+        self.connections = ConnectionTable(MAX_CONNECTIONS)
         super().__init__(*args, **kwargs)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            full = len(self._connections) >= MAX_CONNECTIONS
-            idle = next((c for c, busy in self._connections.items() if not busy), None)
-            if full and idle is not None:
-                del self._connections[idle]
-                with contextlib.suppress(OSError):  # its thread reads EOF and ends
-                    idle.shutdown(socket.SHUT_RDWR)
-            if not full or idle is not None:
-                self._connections[request] = False
-        if full and idle is None:  # every connection is in a request
+        if not self.connections.admit(request):  # every connection is in a request
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:  # out of the table before its fd number is freed
-            self._connections.pop(request, None)
+        self.connections.forget(request)  # out of the table before its fd number is freed
         super().shutdown_request(request)
-
-    def _in_request(self, connection: Any, busy: bool) -> None:
-        with self._connections_lock:
-            if connection in self._connections:
-                self._connections[connection] = busy
-                if not busy:  # a request done: the most recently active, evicted last
-                    self._connections.move_to_end(connection)
 
 
 class BoundedHandler(BaseHTTPRequestHandler):
@@ -82,14 +62,14 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         whole = super().parse_request()  # the request line and the headers
         if whole:
-            self.server._in_request(self.connection, True)
+            self.server.connections.mark(self.connection, True)
         return whole
 
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
         finally:
-            self.server._in_request(self.connection, False)
+            self.server.connections.mark(self.connection, False)
 
 
 def host_allowed(host_header: str, names: frozenset[str] = frozenset()) -> bool:

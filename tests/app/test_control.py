@@ -199,9 +199,7 @@ def test_idle_connections_make_room_for_a_new_one(
             for thread in threads:
                 thread.start()
             deadline = time.monotonic() + 30
-            while len(server._connections) < len(holders) or not all(
-                busy for busy, _ in server._connections.values()
-            ):
+            while len(server.connections) < len(holders) or not server.connections.all_busy():
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
             with pytest.raises(ControlError, match="too many control connections"):
@@ -226,12 +224,11 @@ def test_a_connection_whose_place_was_taken_runs_no_command(sock_dir: Path) -> N
         raw = socket.socket(socket.AF_UNIX)
         raw.connect(str(server.path))
         deadline = time.monotonic() + 30
-        while not server._connections:
+        while not len(server.connections):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        (conn,) = server._connections
-        with server._connections_lock:  # what _admit does to the least recently active
-            del server._connections[conn]
+        (conn,) = server.connections._connections
+        server.connections.forget(conn)  # as admit() does to the least recently active
         raw.sendall(b'{"cmd": "mark"}\n')
         assert raw.makefile("rb").readline() == b""  # no answer: and the command not run
         raw.close()

@@ -32,12 +32,11 @@ import os
 import socket
 import stat
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vfido.connections import ConnectionTable
 from vfido.transports.sockets import SocketPathError, clear_stale_socket, peer_uid
 
 log = logging.getLogger(__name__)
@@ -194,10 +193,7 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._connections_lock = threading.Lock()
-        #: Each connection, least recently active first: whether it is in a command, and
-        #: when it was last active (monotonic).
-        self._connections: OrderedDict[socket.socket, tuple[bool, float]] = OrderedDict()
+        self.connections = ConnectionTable(MAX_CONNECTIONS)
         self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
 
     def register(self, name: str, handler: Handler) -> None:
@@ -273,45 +269,13 @@ class ControlServer:
                     break
                 log.warning("control socket: accept failed: %s", exc)
                 continue
-            if not self._admit(conn):  # every connection is in a command
+            if not self.connections.admit(conn, EVICT_AFTER):  # all in a command, or new
                 _send_line(conn, {"ok": False, "error": "too many control connections"})
                 conn.close()
                 continue
             threading.Thread(
                 target=self._serve_connection, args=(conn,), name="control-conn", daemon=True
             ).start()
-
-    def _admit(self, conn: socket.socket) -> bool:
-        """Take ``conn`` in, in the place of the least recently active connection idle for
-        :data:`EVICT_AFTER` if every place is taken; False if there is none."""
-        now = time.monotonic()
-        with self._connections_lock:
-            if len(self._connections) >= MAX_CONNECTIONS:
-                idle = next(
-                    (
-                        c
-                        for c, (busy, active) in self._connections.items()
-                        if not busy and now - active >= EVICT_AFTER
-                    ),
-                    None,
-                )
-                if idle is None:
-                    return False
-                del self._connections[idle]
-                with contextlib.suppress(OSError):  # its thread reads EOF and ends
-                    idle.shutdown(socket.SHUT_RDWR)
-            self._connections[conn] = (False, now)
-            return True
-
-    def _in_command(self, conn: socket.socket, busy: bool) -> bool:
-        """Mark ``conn`` in a command or done with it; False if it lost its place (then
-        its command must not run: nobody would read the answer)."""
-        with self._connections_lock:
-            if conn not in self._connections:
-                return False
-            self._connections[conn] = (busy, time.monotonic())
-            self._connections.move_to_end(conn)
-            return True
 
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
@@ -326,18 +290,17 @@ class ControlServer:
                     for line in _read_lines(conn):
                         if self._stopping.is_set():
                             return
-                        if not self._in_command(conn, True):
+                        if not self.connections.mark(conn, True):
                             return  # its place was taken just now: the command is not run
                         _send_line(conn, self._dispatch(line))
-                        self._in_command(conn, False)
+                        self.connections.mark(conn, False)
                 except ValueError as exc:  # one line says why, then the connection ends
                     _send_line(conn, {"ok": False, "error": str(exc)})
                     raise
         except (OSError, ValueError) as exc:
             log.debug("control connection ended: %s", exc)
         finally:
-            with self._connections_lock:
-                self._connections.pop(conn, None)
+            self.connections.forget(conn)
 
     def _dispatch(self, line: bytes) -> dict[str, Any]:
         try:
