@@ -165,6 +165,15 @@ def _bool(params: Mapping[str, Any], name: str, default: bool | None) -> bool | 
 CTAP21_EXTENSIONS: Final = ("largeBlob", "credBlob", "minPinLength")
 
 
+def _protocol_has(protocol: str, extension: str) -> bool:
+    """Whether an authenticator of ``protocol`` can have ``extension``: a U2F key none, a
+    CTAP 2.0 key none of CTAP 2.1's (Chrome: "Specified options require a CTAP 2.1
+    authenticator")."""
+    if protocol == "ctap1/u2f":
+        return False
+    return protocol == "ctap2_1" or extension not in CTAP21_EXTENSIONS
+
+
 def _check_backup_flags(eligible: bool | None, backed_up: bool | None) -> None:
     """WebAuthn L3 section 6.1.3: BE 0 with BS 1 "is not allowed"."""
     if backed_up and not eligible:
@@ -204,12 +213,9 @@ class AuthenticatorOptions:
                 raise WebAuthnError(
                     UNSUPPORTED_OPERATION, f"extension {extension[:40]!r} is not supported"
                 )
-        if protocol != "ctap2_1":
-            needs_21 = [e for e in extensions if e in CTAP21_EXTENSIONS or protocol == "ctap1/u2f"]
-            if needs_21:
-                raise _invalid(
-                    f"extension {needs_21[0]} needs a ctap2_1 authenticator, not {protocol}"
-                )
+        needs_21 = [e for e in extensions if not _protocol_has(protocol, e)]
+        if needs_21:
+            raise _invalid(f"extension {needs_21[0]} needs a ctap2_1 authenticator, not {protocol}")
         flags = {
             name: _bool(params, key, default)
             for name, key, default in (
@@ -271,10 +277,8 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         elif not model.ctap21 and protocol == "ctap2_1":
             protocol = "ctap2"
         extensions = tuple(e for e in EXTENSIONS if _CTAP_EXTENSION[e] in model.extensions)
-    if protocol == "ctap1/u2f":  # as Add Virtual Authenticator would take them back
-        extensions = ()
-    elif protocol == "ctap2":
-        extensions = tuple(e for e in extensions if e not in CTAP21_EXTENSIONS)
+    # as Add Virtual Authenticator would take them back
+    extensions = tuple(e for e in extensions if _protocol_has(protocol, e))
     mode = getattr(parts.presence, "mode", "auto")
     uv_fails = bool(getattr(parts.presence, "uv_fails", False))
     builtin_uv = parts.device.config.builtin_uv
@@ -507,32 +511,26 @@ def set_credential_properties(
     record, rp_id = _find(parts, credential_id)
     if rp_id is None:
         raise _invalid("no credential with that credentialId")
+
+    def flags(now_eligible: bool, now_backed_up: bool) -> tuple[bool, bool]:
+        """(BE, BS) after the change (what is not given stays), checked."""
+        after = (
+            now_eligible if eligible is None else eligible,
+            now_backed_up if backed_up is None else backed_up,
+        )
+        _check_backup_flags(*after)
+        return after
+
     if record is not None:
-        _check_backup_flags(
-            record.backup_eligible if eligible is None else eligible,
-            record.backup_state if backed_up is None else backed_up,
-        )
-        parts.store.put_credential(
-            dataclasses.replace(
-                record,
-                backup_eligible=record.backup_eligible if eligible is None else eligible,
-                backup_state=record.backup_state if backed_up is None else backed_up,
-            )
-        )
+        be, bs = flags(record.backup_eligible, record.backup_state)
+        parts.store.put_credential(dataclasses.replace(record, backup_eligible=be, backup_state=bs))
         return
     state_key = imported_id_state_key(rp_id_hash(rp_id), credential_id)
     raw = parts.store.get_state(state_key)
     imported = ImportedCredentialId.from_bytes(raw) if raw is not None else None
     assert imported is not None
-    _check_backup_flags(
-        imported.backup_eligible if eligible is None else eligible,
-        imported.backup_state if backed_up is None else backed_up,
-    )
-    changed = dataclasses.replace(
-        imported,
-        backup_eligible=imported.backup_eligible if eligible is None else eligible,
-        backup_state=imported.backup_state if backed_up is None else backed_up,
-    )
+    be, bs = flags(imported.backup_eligible, imported.backup_state)
+    changed = dataclasses.replace(imported, backup_eligible=be, backup_state=bs)
     parts.store.put_state({state_key: changed.to_bytes()})
 
 

@@ -335,7 +335,8 @@ def _read_lines(
     searched = 0  # no newline before this offset
     while True:
         newline = buffer.find(b"\n", searched)
-        if newline > limit:  # a whole line in one read is held to the limit too
+        # The line so far: whole (a newline came) or not yet; either way held to the limit.
+        if (newline if newline >= 0 else len(buffer)) > limit:
             raise ValueError(f"{what} longer than {limit} bytes")
         if newline >= 0:
             line = bytes(buffer[:newline])
@@ -345,8 +346,6 @@ def _read_lines(
                 yield line
             continue
         searched = len(buffer)
-        if len(buffer) > limit:
-            raise ValueError(f"{what} longer than {limit} bytes")
         chunk = conn.recv(65536)
         if not chunk:
             return
