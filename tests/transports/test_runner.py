@@ -202,14 +202,20 @@ def test_power_cycle_cancels_and_forgets_channels() -> None:
 def _raw_init(connection: InProcessConnection, channel: int = BROADCAST_CID) -> int:
     nonce = os.urandom(8)
     connection.write_packet(request_reports(channel, Command.INIT, nonce)[0])
-    report = connection.read_packet()
-    while report[4] == TYPE_INIT | Command.KEEPALIVE:
-        report = connection.read_packet()
-    (message,) = decode_messages([report])
+    message = _raw_answer(connection)
     assert message.command == Command.INIT
     assert message.payload[:8] == nonce
     allocated: int = struct.unpack_from(">I", message.payload, 8)[0]
     return allocated
+
+
+def _raw_answer(connection: InProcessConnection) -> Message:
+    """The next one-report message from the device, keepalives skipped."""
+    report = connection.read_packet()
+    while report[4] == TYPE_INIT | Command.KEEPALIVE:
+        report = connection.read_packet()
+    (message,) = decode_messages([report])
+    return message
 
 
 def test_reinit_drops_the_outstanding_response() -> None:
@@ -227,10 +233,7 @@ def test_reinit_drops_the_outstanding_response() -> None:
         while True:
             for report in request_reports(channel, Command.PING, b"p"):
                 raw.write_packet(report)
-            report = raw.read_packet()
-            while report[4] == TYPE_INIT | Command.KEEPALIVE:
-                report = raw.read_packet()
-            (message,) = decode_messages([report])
+            message = _raw_answer(raw)
             assert message.command != Command.CBOR
             if message.command == Command.ERROR:
                 assert message.payload == bytes([HidError.CHANNEL_BUSY])
@@ -267,10 +270,7 @@ def test_after_a_reinit_the_next_request_is_taken_while_the_old_one_unwinds() ->
         assert _raw_init(raw, channel) == channel
         for report in request_reports(channel, Command.CBOR, b"\x04"):
             raw.write_packet(report)
-        report = raw.read_packet()
-        while report[4] == TYPE_INIT | Command.KEEPALIVE:
-            report = raw.read_packet()
-        (message,) = decode_messages([report])
+        message = _raw_answer(raw)
         assert (message.command, message.payload) == (Command.CBOR, bytes([CTAP2_OK, 4]))
         assert handler.saw_cancel.is_set()
     finally:
