@@ -317,9 +317,11 @@ def get_assertion(
             f"uv {verified}, up {up})",
         )
     number_of_credentials = len(candidates)
-    # previewSign: the key handle must be the (first) applicable credential's; its flags
-    # may require presence or verification (checked before asking for either).
-    sign_key = None
+    # previewSign (sign_extension.py), checked before the user is asked for anything: the
+    # key handle must be the (first) applicable credential's; then the arguments (the
+    # draft's steps 6-7), then the key's flags against the UP and UV bits this assertion
+    # will carry (steps 8-9: UP from the "up" option or, step 8 below, from built-in UV).
+    sign_key, sign_args = None, None
     if sign_input is not None:
         sign_key = SigningKey.unseal(
             services.store.identity().credential_key,
@@ -327,7 +329,8 @@ def get_assertion(
             candidates[0].credential_id,
             sign_input.key_handle,
         )
-        sign_key.check_requirements(up, verified)
+        sign_args = sign_key.checked_args(sign_input)
+        sign_key.check_requirements(up or user_verified_builtin, verified)
 
     # Step 8: built-in UV was evidence of user interaction: "up" bit set, whatever the
     # "up" option (the step has no condition on it: the user did interact).
@@ -360,7 +363,9 @@ def get_assertion(
     identifying = several and verified
 
     # Steps 10 (extensions) and 13 (signature).
-    signature_output = sign_key.sign(sign_input) if sign_key and sign_input else None
+    signature_output = None
+    if sign_key is not None and sign_input is not None:
+        signature_output = sign_key.sign(sign_input.tbs, sign_args)
     response = _assertion(
         services,
         id_hash,

@@ -1,20 +1,22 @@
 """The WebAuthn signing extension ``previewSign`` (authenticator side).
 
-Draft "WebAuthn signing extension", version 4 (yubicolabs/webauthn-sign-extension, the
-snapshot python-fido2 2.2.1's ``PreviewSignExtension`` implements; the spec's text was not
-reachable from this workplace, so the CBOR layout and the error codes follow python-fido2's
-client and its device tests ``test_preview_sign.py`` / ``test_sign_extension_v4.py``, see
-docs/conformance.md). A credential made with the extension gets a separate *signing key*;
+Draft "WebAuthn signing extension", version 4 (yubicolabs/webauthn-sign-extension,
+``4/index.html`` section 10.2.1; the snapshot python-fido2 2.2.1's ``PreviewSignExtension``
+implements has the same authenticator steps), checked as well against python-fido2's device
+tests ``test_preview_sign.py`` / ``test_sign_extension_v4.py`` (docs/conformance.md). Step
+numbers below are the draft's authentication steps. A credential made with the extension
+gets a separate *signing key*;
 an assertion can then sign data the relying party chose with it, unaltered (no authData,
 no clientDataHash), e.g. for a remote signing service or a wallet.
 
 makeCredential input ``previewSign: {3: [alg...], 4: flags}`` (generateKey):
   the first algorithm of the list this key supports (:class:`SignAlgorithm`) is used;
-  flags 0b000 (unattended), 0b001 (user presence required) or 0b101 (user verification
-  required). Signed output in authData ``{3: alg, 4: flags}``; unsigned output (response
-  member 0x06, unsignedExtensionOutputs) ``{7: attestation object}``: an attestation object
-  ``{1: fmt, 2: authData, 3: attStmt}`` whose attested credential data carries the signing
-  key handle (as credential ID) and the signing public key.
+  flags 0b000 (unattended), 0b001 (user presence required, the default when absent) or
+  0b101 (user verification required). Signed output in authData ``{3: alg}``; unsigned
+  output (response member 0x06, unsignedExtensionOutputs) ``{7: attestation object}``: an
+  attestation object ``{1: fmt, 2: authData, 3: attStmt}`` whose attested credential data
+  carries the signing key handle (as credential ID) and the signing public key, and whose
+  own previewSign output is ``{4: flags}``.
 
 getAssertion input ``previewSign: {2: keyHandle, 6: tbs, 7: args}`` (sign):
   signs ``tbs`` with the key behind ``keyHandle``; output in authData ``{6: signature}``.
@@ -144,7 +146,10 @@ class GenerateKeyInput:
         value = extensions[PREVIEW_SIGN]
         if not isinstance(value, dict):
             raise _type_error("input")
-        algorithms, flags = value.get(Input.ALGORITHMS), value.get(Input.FLAGS, 0)
+        # "? flags => &(unattended: 0b000, require-up: 0b001, require-uv: 0b101)
+        # .default 0b001": a request that names no flags gets a key that needs presence.
+        algorithms = value.get(Input.ALGORITHMS)
+        flags = value.get(Input.FLAGS, SignFlags.UP)
         # Sign inputs in a registration: not a generateKey request.
         if Input.KEY_HANDLE in value or Input.TBS in value:
             raise CtapError(CtapStatus.INVALID_OPTION, "previewSign sign input in makeCredential")
@@ -267,39 +272,57 @@ class SigningKey:
         alg = ES256 if self.algorithm is SignAlgorithm.ES256 else ESP256
         return _ec_cose(keys[0].public_key(), alg)
 
+    def checked_args(self, request: SignInput) -> dict[Any, Any] | None:
+        """Steps 6 and 7: the COSE_Sign_Args, decoded (None: none were sent).
+
+        6: "If *args* is not null and ``args[alg]`` is not present or does not equal
+        *chosenAlg*, return ... CTAP2_ERR_INVALID_CREDENTIAL" (for every algorithm, not
+        only those that need arguments). 7: an algorithm that needs arguments (ARKG) and got
+        none: CTAP2_ERR_MISSING_PARAMETER. For ARKG both ``kh`` (-1) and ``ctx`` (-2) must
+        be byte strings (draft-bradleylundberg-cfrg-arkg section 5.3: "kh and ctx are both
+        REQUIRED"). Unknown labels are ignored.
+        """
+        if request.args is None:
+            if self.algorithm is SignAlgorithm.ESP256_SPLIT_ARKG:
+                raise CtapError(CtapStatus.MISSING_PARAMETER, "previewSign args")
+            return None
+        try:
+            args = cbor.decode(request.args)
+        except CtapError:
+            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign args") from None
+        if not isinstance(args, dict) or args.get(ARGS_ALG) != self.algorithm:
+            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign args alg")
+        if self.algorithm is SignAlgorithm.ESP256_SPLIT_ARKG and not (
+            isinstance(args.get(ARGS_KH), bytes) and isinstance(args.get(ARGS_CTX), bytes)
+        ):
+            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign ARKG args kh/ctx")
+        return args
+
     def check_requirements(self, up: bool, uv: bool) -> None:
-        """The flags chosen at generateKey: presence (UP_REQUIRED), verification
+        """Steps 8 and 9: the flags chosen at generateKey against the UP and UV bits the
+        assertion's authData carries (``up``, ``uv``): presence (UP_REQUIRED), verification
         (PUAT_REQUIRED: the platform should get a pinUvAuthToken)."""
         if self.flags & SignFlags.UP and not up:
             raise CtapError(CtapStatus.UP_REQUIRED, "previewSign key requires user presence")
         if self.flags & SignFlags.UV and not uv:
             raise CtapError(CtapStatus.PUAT_REQUIRED, "previewSign key requires verification")
 
-    def sign(self, request: SignInput) -> bytes:
-        """DER ECDSA signature of ``tbs`` (a digest for the split algorithms)."""
+    def sign(self, tbs: bytes, args: Mapping[Any, Any] | None) -> bytes:
+        """DER ECDSA signature of ``tbs`` (a digest for the split algorithms), with the
+        arguments :meth:`checked_args` returned."""
         keys = self._keys()
         if self.algorithm not in PREHASHED:
-            return keys[0].sign(request.tbs, entropy.ecdsa(hashes.SHA256()))
-        if len(request.tbs) != hashlib.sha256().digest_size:
+            return keys[0].sign(tbs, entropy.ecdsa(hashes.SHA256()))
+        if len(tbs) != hashlib.sha256().digest_size:
             raise CtapError(CtapStatus.INVALID_LENGTH, "previewSign tbs is not a SHA-256 digest")
         signer = keys[0]
         if self.algorithm is SignAlgorithm.ESP256_SPLIT_ARKG:
-            signer = self._arkg_key(request.args)
-        return signer.sign(request.tbs, entropy.ecdsa(utils.Prehashed(hashes.SHA256())))
+            assert args is not None  # checked_args: MISSING_PARAMETER
+            signer = self._arkg_key(args[ARGS_KH], args[ARGS_CTX])
+        return signer.sign(tbs, entropy.ecdsa(utils.Prehashed(hashes.SHA256())))
 
-    def _arkg_key(self, raw_args: bytes | None) -> ec.EllipticCurvePrivateKey:
-        """The private key ARKG derives from the COSE_Sign_Args (unknown labels ignored)."""
-        if raw_args is None:
-            raise CtapError(CtapStatus.MISSING_PARAMETER, "previewSign args")
-        try:
-            args = cbor.decode(raw_args)
-        except CtapError:
-            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign args") from None
-        if not isinstance(args, dict) or args.get(ARGS_ALG) != SignAlgorithm.ESP256_SPLIT_ARKG:
-            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign args alg")
-        kh, ctx = args.get(ARGS_KH), args.get(ARGS_CTX, b"")
-        if not isinstance(kh, bytes) or not isinstance(ctx, bytes):
-            raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign args")
+    def _arkg_key(self, kh: bytes, ctx: bytes) -> ec.EllipticCurvePrivateKey:
+        """The private key ARKG derives for the key handle ``kh`` and context ``ctx``."""
         try:
             sk = arkg.derive_secret_key(
                 _scalar(self.private[:_SCALAR]), _scalar(self.private[_SCALAR:]), kh, ctx
@@ -318,7 +341,15 @@ class GeneratedKey:
 
     @property
     def signed_output(self) -> dict[int, int]:
-        return {Output.ALGORITHM: int(self.key.algorithm), Output.FLAGS: self.key.flags}
+        """The credential's authData output: "``alg``: *chosenAlg*" only."""
+        return {Output.ALGORITHM: int(self.key.algorithm)}
+
+    @property
+    def attested_output(self) -> dict[int, int]:
+        """The signing key's own attestation object's output: "``flags``: *signFlags*"
+        only ("Present only in the attestation object embedded within the ``att-obj``
+        output")."""
+        return {Output.FLAGS: self.key.flags}
 
 
 def generate_key(
@@ -339,7 +370,7 @@ def unsigned_output(
     """The unsigned extension output ``{7: attestation object}`` of the signing key.
 
     Its authData repeats the credential's rpIdHash and UP/UV/BE/BS flags with counter 0,
-    the key handle as credential ID, the signing public key and the signed output. It is
+    the key handle as credential ID, the signing public key and the key's flags. It is
     attested like the credential: by the batch certificate when the credential's statement
     has one (``x5c``), else "none" (a signing key cannot self-attest: an ARKG seed signs
     nothing, and the client cannot know which key signed).
@@ -353,7 +384,7 @@ def unsigned_output(
         AttestedCredentialData(
             identity.aaguid, generated.key_handle, generated.key.cose_public_key()
         ),
-        {PREVIEW_SIGN: generated.signed_output},
+        {PREVIEW_SIGN: generated.attested_output},
     )
     if "x5c" in credential_att_stmt:
         fmt = "packed"

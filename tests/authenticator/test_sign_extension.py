@@ -25,8 +25,19 @@ from fido2.server import Fido2Server
 from fido2.utils import sha256, websafe_decode, websafe_encode
 from fido2.webauthn import AttestationObject
 
-from tests.ctap2_helpers import RP_ID, Key, descriptor, make_key, params, rp, user
+from tests.ctap2_helpers import (
+    RP_ID,
+    GrantPresence,
+    Key,
+    descriptor,
+    make_key,
+    params,
+    rp,
+    user,
+)
 from vfido.authenticator import arkg
+from vfido.authenticator.config import Config
+from vfido.authenticator.env import PresenceResult
 from vfido.authenticator.sign_extension import PREVIEW_SIGN, SignAlgorithm
 
 try:  # the previewSign client and ARKG came with python-fido2 2.2.1
@@ -128,7 +139,8 @@ def test_client_arkg_end_to_end(uv: str) -> None:
     assert inner.counter == 0
     assert inner.credential_data.aaguid == credential.aaguid
     assert inner.credential_data.credential_id != credential.credential_id
-    assert inner.extensions[PREVIEW_SIGN] == {3: ARKG, 4: 0b101 if uv == "required" else 0b001}
+    # Its previewSign output: the flags alone (test_outputs_sit_where_the_draft_puts_them).
+    assert inner.extensions[PREVIEW_SIGN] == {4: 0b101 if uv == "required" else 0b001}
 
     derived, args = seed.derive_public_key(os.urandom(32), b"vfido test")
     message = b"a document to sign"
@@ -210,6 +222,94 @@ def test_presence_and_verification_flags_are_enforced() -> None:
     assert exc.value.code == CtapError.ERR.PUAT_REQUIRED
 
 
+def test_flags_default_to_presence_required() -> None:
+    """Draft v4, authenticator extension input: "? flags => &(unattended: 0b000,
+    require-up: 0b001, require-uv: 0b101) .default 0b001". A generateKey request without
+    flags makes a key that needs presence, not an unattended one."""
+    key = make_key()
+    ctap2 = key.ctap2()
+    response = ctap2.make_credential(
+        os.urandom(32), rp(), user(), params(), extensions={PREVIEW_SIGN: {3: [-9]}}
+    )
+    raw = cbor.decode(response.unsigned_extension_outputs[PREVIEW_SIGN][7])
+    att = AttestationObject.create(raw[1], raw[2], raw[3])
+    assert att.auth_data.extensions[PREVIEW_SIGN] == {4: 0b001}
+    data = att.auth_data.credential_data
+    assert data is not None
+    kh, tbs = bytes(data.credential_id), os.urandom(32)
+    with pytest.raises(CtapError) as exc:
+        sign(ctap2, response, kh, tbs, up=False)
+    assert exc.value.code == CtapError.ERR.UP_REQUIRED
+    data.public_key.verify(tbs, sign(ctap2, response, kh, tbs, up=True))
+
+
+def test_outputs_sit_where_the_draft_puts_them() -> None:
+    """Draft v4, authenticator extension output: ``alg`` // ``sig`` // ``flags`` are
+    alternatives; the credential's authData carries "alg: chosenAlg", and ``flags`` is
+    "Present only in the attestation object embedded within the att-obj output"."""
+    response, alg, _, _, att = generate(make_key().ctap2(), [-300], 0b001)
+    assert response.auth_data.extensions[PREVIEW_SIGN] == {3: -300}
+    assert att.auth_data.extensions[PREVIEW_SIGN] == {4: 0b001}
+    assert alg == -300
+
+
+def test_args_name_the_keys_algorithm_whatever_it_is() -> None:
+    """Draft v4, authentication step 6: "If args is not null and args[alg] is not present
+    or does not equal chosenAlg, return CTAP2_ERR_INVALID_CREDENTIAL" -- for keys that need
+    no arguments too."""
+    ctap2 = make_key().ctap2()
+    response, _, kh, public, _ = generate(ctap2, [-9], 0)
+    tbs = os.urandom(32)
+    for args in ({3: ARKG, -1: b"kh", -2: b"ctx"}, {}, {-1: b"kh"}, {3: -7}):
+        with pytest.raises(CtapError) as exc:
+            sign(ctap2, response, kh, tbs, args)
+        assert exc.value.code == CtapError.ERR.INVALID_CREDENTIAL, args
+    public.verify(tbs, sign(ctap2, response, kh, tbs, {3: -9, 42: 1}))  # its own: fine
+
+
+def test_arguments_are_checked_before_the_keys_flags_and_the_user() -> None:
+    """Draft v4: the arguments (steps 6, 7) come before the flags (8: UP_REQUIRED), and
+    nothing is asked of the user for a request that fails them."""
+    key = make_key()
+    ctap2 = key.ctap2()
+    response, _, kh, _, _ = generate(ctap2, [ARKG], 0b001)
+    tbs = sha256(b"m")
+    with pytest.raises(CtapError) as exc:
+        sign(ctap2, response, kh, tbs, None, up=False)
+    assert exc.value.code == CtapError.ERR.MISSING_PARAMETER
+    asked = len(key.presence.requests)
+    for up in (False, True):
+        with pytest.raises(CtapError) as exc:
+            sign(ctap2, response, kh, tbs, {3: -9, -1: b"kh", -2: b"ctx"}, up=up)
+        assert exc.value.code == CtapError.ERR.INVALID_CREDENTIAL
+    assert len(key.presence.requests) == asked
+
+
+class _VerifyingUser(GrantPresence):
+    def verify_user(self, request: Any, context: Any, timeout: Any) -> PresenceResult:
+        return PresenceResult.GRANTED
+
+
+@pytest.mark.parametrize("flags", [0b001, 0b101])
+def test_built_in_verification_is_the_presence_the_flags_ask_for(flags: int) -> None:
+    """Draft v4, step 8: "If the UP bit is set in signFlags but not in authData.flags,
+    return CTAP2_ERR_UP_REQUIRED" -- the authData's bit, which CTAP 2.1 getAssertion step 8
+    sets after built-in user verification whatever the "up" option."""
+    key = make_key(Config(builtin_uv=True), presence=_VerifyingUser())
+    ctap2 = key.ctap2()
+    response, _, kh, public, _ = generate(ctap2, [-9], flags, options={"uv": True})
+    tbs = os.urandom(32)
+    assertion = ctap2.get_assertion(
+        RP_ID,
+        os.urandom(32),
+        [descriptor(response.auth_data.credential_data.credential_id)],
+        extensions={PREVIEW_SIGN: {2: kh, 6: tbs}},
+        options={"up": False, "uv": True},
+    )
+    assert assertion.auth_data.flags & 0b101 == 0b101  # UP and UV
+    public.verify(tbs, bytes(assertion.auth_data.extensions[PREVIEW_SIGN][6]))
+
+
 def test_unattended_key_signs_without_presence() -> None:
     key = make_key()
     ctap2 = key.ctap2()
@@ -282,7 +382,12 @@ def test_arkg_arguments_are_checked() -> None:
         ({**args, -2: b"another context"}, CtapError.ERR.INVALID_CREDENTIAL),
         ({**args, -1: args[-1][:-1] + bytes([args[-1][-1] ^ 1])}, CtapError.ERR.INVALID_CREDENTIAL),
         ({**args, -1: b"short"}, CtapError.ERR.INVALID_CREDENTIAL),
+        ({**args, -2: "ctx"}, CtapError.ERR.INVALID_CREDENTIAL),
     ]
+    # draft-bradleylundberg-cfrg-arkg section 5.3: "kh and ctx are both REQUIRED": not an
+    # empty context when none is given (which would derive the right key here).
+    _, empty_context_args = seed.derive_public_key(os.urandom(32), b"")
+    cases.append(({3: ARKG, -1: empty_context_args[-1]}, CtapError.ERR.INVALID_CREDENTIAL))
     for bad, code in cases:
         with pytest.raises(CtapError) as exc:
             sign(ctap2, response, kh, tbs, bad)
