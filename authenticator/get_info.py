@@ -170,7 +170,7 @@ def build_info(services: Services) -> GetInfoResponse:
     config, store, pin = services.config, services.store, services.client_pin
     behaviours = services.behaviours.current()
     reported_versions = versions(config)
-    if not services.ctap1_enabled:  # alwaysUv without built-in UV: no CTAP1/U2F
+    if not services.ctap1_enabled:  # alwaysUv: no CTAP1/U2F
         reported_versions = tuple(v for v in reported_versions if v != "U2F_V2")
     reported_options = options(services)
     protocols: tuple[int, ...] = PIN_UV_AUTH_PROTOCOLS

@@ -141,11 +141,13 @@ class Services:
 
     @property
     def ctap1_enabled(self) -> bool:
-        """Whether CTAP1/U2F is served. CTAP 2.1 section 7.2.1 (alwaysUv): CTAP1/U2F
-        cannot verify the user, so a key with alwaysUv and no built-in user verification
-        turns it off (REGISTER/AUTHENTICATE refused, U2F_V2 not in getInfo's versions, no
-        CTAPHID_MSG capability) instead of signing with presence only."""
-        return self.user_verifier is not None or not self.settings.always_uv
+        """Whether CTAP1/U2F is served. alwaysUv (CTAP 2.1 section 7.2.4) asks for user
+        verification on every credential; a key whose user verification cannot protect
+        U2F credentials turns U2F off. This key's U2F path asks for presence only (its
+        built-in UV is not wired to U2F), so alwaysUv turns U2F off on every key:
+        REGISTER/AUTHENTICATE refused, U2F_V2 not in getInfo's versions, no CTAPHID_MSG
+        capability, instead of signing with a touch alone."""
+        return not self.settings.always_uv
 
     @property
     def uv_protected(self) -> bool:
