@@ -576,15 +576,19 @@ class CtapHidCore:
     ) -> list[Output]:
         if command == Command.INIT:
             return self._handle_init(channel, length, data, now, client)
-        if channel in (RESERVED_CID, BROADCAST_CID) or not self._owned(channel, client):
-            return [error_report(channel, HidError.INVALID_CHANNEL)]
-        self._touch(channel)
+        valid = channel not in (RESERVED_CID, BROADCAST_CID) and self._owned(channel, client)
         if command == Command.CANCEL:
-            # Section 11.2.9.1.5: never answered; transaction semantics do not apply.
+            # Section 11.2.9.1.5: "the authenticator MUST NOT reply to the CTAPHID_CANCEL
+            # message itself", and one "on a non-active CID SHALL be ignored": not even an
+            # INVALID_CHANNEL error (over UDP it would reach another client's channel).
             active = self._active
-            if active is not None and active.channel == channel and not active.cancelled:
+            if valid and active is not None and active.channel == channel and not active.cancelled:
+                self._touch(channel)
                 return [self._cancel(active)]
             return []
+        if not valid:
+            return [error_report(channel, HidError.INVALID_CHANNEL)]
+        self._touch(channel)
         if self._locked_out(channel, now):
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         if self._rx is not None:
@@ -634,7 +638,9 @@ class CtapHidCore:
         if (
             (command == Command.LOCK and length != 1)
             or (command == Command.WINK and length)
-            or (command == Command.CBOR and not length)  # the CTAP command byte is required
+            # The CTAP command byte / the APDU is required (section 11.2.9.1.1: MSG's
+            # "BCNT 1..(n + 1)"; 11.2.9.1.2: CBOR's likewise).
+            or (command in (Command.CBOR, Command.MSG) and not length)
         ):
             return HidError.INVALID_LEN
         return None

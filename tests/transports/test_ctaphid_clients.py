@@ -123,6 +123,19 @@ def test_a_client_cannot_use_or_resynchronise_another_clients_channel() -> None:
     assert answer(core.feed(long[1], 0.0, VICTIM)) == (mine, Command.PING, bytes(range(100)))
 
 
+def test_a_cancel_on_another_clients_channel_is_ignored_not_answered() -> None:
+    """Section 11.2.9.1.5: a CANCEL is never answered, one "on a non-active CID SHALL be
+    ignored". Over UDP every report goes to the one peer: an INVALID_CHANNEL error for the
+    attacker's CANCEL landed on the victim's channel, and python-fido2 raised on it."""
+    core = CtapHidCore()
+    mine = init(core, VICTIM)
+    assert call(core, ATTACKER, mine, Command.CANCEL) == []
+    pending = call(core, VICTIM, mine, Command.CBOR, b"\x04")
+    assert any(isinstance(o, Request) for o in pending)
+    assert call(core, ATTACKER, mine, Command.CANCEL) == []  # nor is the request cancelled
+    assert core.respond(next(o for o in pending if isinstance(o, Request)).transaction, b"\x00")
+
+
 def test_reports_name_the_client_they_are_for() -> None:
     core = CtapHidCore()
     a, b = init(core, VICTIM), init(core, ATTACKER)
