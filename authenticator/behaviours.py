@@ -29,8 +29,9 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
     every failure counts against uvRetries, as a finger the sensor does not know.
 ``pin-blocked``
     The PIN is reported blocked: getInfo says ``clientPin: true``, getPINRetries says 0,
-    every PIN operation (token, change) fails with PIN_BLOCKED, setPIN with NOT_ALLOWED,
-    and the key counts as protected by user verification.
+    every PIN operation (token, change) fails with PIN_BLOCKED, setPIN with
+    PIN_AUTH_INVALID (6.5.5.5 step 3: a PIN is set), and the key counts as protected by
+    user verification.
 ``slow[=MS]``
     Every CTAP2 command is answered after MS milliseconds (default 1000); PROCESSING
     keepalives continue meanwhile and a CTAPHID_CANCEL ends the wait (KEEPALIVE_CANCEL).
@@ -48,7 +49,8 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
 ``omit-user``
     Assertions carry no user entity, not even for discoverable credentials.
 ``versions=FIDO_2_0|U2F_V2``
-    ``FIDO_2_0``: a CTAP2-only key: getInfo reports only FIDO_2_0 (no CTAP 2.1 options);
+    ``FIDO_2_0``: a CTAP2-only key that answers as a CTAP 2.0 key (``model.CTAP20_MODEL``:
+    getInfo's six members, PIN protocol 1, hmac-secret, no CTAP 2.1 command or option);
     CTAPHID_INIT advertises NMSG and CTAPHID_MSG is refused (ERR_INVALID_CMD).
     ``U2F_V2``: a U2F-only key: CTAPHID_INIT advertises no CBOR capability and
     CTAPHID_CBOR is refused (ERR_INVALID_CMD), so clients use U2F. The flags follow the

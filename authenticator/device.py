@@ -53,7 +53,7 @@ from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.extensions import THIRD_PARTY_PAYMENT
 from vfido.authenticator.get_info import build_info
 from vfido.authenticator.large_blobs import LargeBlobs
-from vfido.authenticator.model import max_list_length, restrict_handlers
+from vfido.authenticator.model import CTAP20_MODEL, max_list_length, restrict_handlers
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
@@ -205,6 +205,9 @@ class Authenticator:
         if config.model is not None:  # a model class (--persona): its commands only
             limit = max_list_length(config.model, config.max_credential_count_in_list)
             self._handlers = restrict_handlers(config.model, self._handlers, limit)
+        #: Under behaviour versions=FIDO_2_0: the commands, PIN protocols and extensions of
+        #: a CTAP 2.0 key (CTAP20_MODEL), as its getInfo reports.
+        self._ctap20_handlers = restrict_handlers(CTAP20_MODEL, self._handlers)
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.
@@ -276,7 +279,10 @@ class Authenticator:
         with self._lock:
             command = request[0] if request else None
             try:
-                body = dispatch(self._parts, self._handlers, bytes(request), transaction)
+                handlers = (
+                    self._ctap20_handlers if behaviours.versions == FIDO_2_0 else self._handlers
+                )
+                body = dispatch(self._parts, handlers, bytes(request), transaction)
             except CtapError as exc:
                 log.info("command %s -> %s", command_name(command), exc)
                 return bytes([exc.status])

@@ -19,7 +19,7 @@ from vfido.authenticator.credential_source import SealedCredential
 from vfido.authenticator.extensions import MAX_CRED_BLOB_LENGTH
 from vfido.authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from vfido.authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
-from vfido.authenticator.model import restrict_info
+from vfido.authenticator.model import CTAP20_MODEL, restrict_info
 from vfido.authenticator.persistent_token import encrypted_info_members
 from vfido.authenticator.responses import (
     INFO_ENC_CRED_STORE_STATE,
@@ -125,25 +125,6 @@ def remaining_discoverable_credentials(services: Services) -> int:
     return max(0, services.config.max_resident_credentials - services.store.count_credentials())
 
 
-#: Options a CTAP 2.0 authenticator does not know (dropped by behaviour versions=FIDO_2_0).
-CTAP21_OPTIONS = frozenset(
-    {
-        "pinUvAuthToken",
-        "credMgmt",
-        "largeBlobs",
-        "authnrCfg",
-        "alwaysUv",
-        "makeCredUvNotRqd",
-        "setMinPINLength",
-        "ep",
-        "bioEnroll",
-        "perCredMgmtRO",
-        "credentialMgmtPreview",
-        "userVerificationMgmtPreview",
-    }
-)
-
-
 def ctap22_members(services: Services) -> dict[int, object]:
     """The CTAP 2.2 getInfo members (section 6.4), each derived from its source."""
     config, store = services.config, services.store
@@ -173,15 +154,8 @@ def build_info(services: Services) -> GetInfoResponse:
     if not services.ctap1_enabled:  # alwaysUv: no CTAP1/U2F
         reported_versions = tuple(v for v in reported_versions if v != "U2F_V2")
     reported_options = options(services)
-    protocols: tuple[int, ...] = PIN_UV_AUTH_PROTOCOLS
     formats = attestation_formats(config)
     extra = ctap22_members(services)
-    if behaviours.versions == FIDO_2_0:
-        # Behaviour versions=FIDO_2_0: a CTAP 2.0 key (PIN protocol 1, no 2.1 options).
-        reported_versions = (FIDO_2_0,)
-        reported_options = {k: v for k, v in reported_options.items() if k not in CTAP21_OPTIONS}
-        protocols = (1,)
-        extra = {}
     if behaviours.pin_blocked:
         reported_options["clientPin"] = True  # a PIN is "set" (and blocked)
     if behaviours.attestation == "none":
@@ -192,7 +166,7 @@ def build_info(services: Services) -> GetInfoResponse:
         aaguid=store.identity().aaguid,
         options=reported_options,
         max_msg_size=config.max_msg_size,
-        pin_uv_auth_protocols=protocols,
+        pin_uv_auth_protocols=PIN_UV_AUTH_PROTOCOLS,
         max_credential_count_in_list=config.max_credential_count_in_list,
         max_credential_id_length=MAX_CREDENTIAL_ID_LENGTH,
         transports=TRANSPORTS,
@@ -207,5 +181,10 @@ def build_info(services: Services) -> GetInfoResponse:
         attestation_formats=formats,
         extra=extra,
     )
-    # A model class (vfido run --persona) reports only its own versions, options, members.
-    return response if config.model is None else restrict_info(config.model, response)
+    # A model class (vfido run --persona) reports only its own versions, options, members;
+    # behaviour versions=FIDO_2_0 narrows that (or the full key) to a CTAP 2.0 key's.
+    if config.model is not None:
+        response = restrict_info(config.model, response)
+    if behaviours.versions == FIDO_2_0:
+        response = restrict_info(CTAP20_MODEL, response)
+    return response

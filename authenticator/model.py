@@ -131,6 +131,18 @@ class ModelClass:
         return CTAP20_PIN_SUBCOMMANDS
 
 
+#: What a CTAP 2.0 key reports and answers (CTAP 2.0 section 5): its six getInfo members,
+#: its five options, PIN protocol 1 with getPINToken, hmac-secret, the 2.0 commands. The
+#: behaviour ``versions=FIDO_2_0`` makes the key answer as this model (on top of a persona's).
+CTAP20_MODEL = ModelClass(
+    versions=(FIDO_2_0,),
+    extensions=("hmac-secret",),
+    options=frozenset({"plat", "rk", "clientPin", "up", "uv"}),
+    pin_uv_auth_protocols=(1,),
+    members=frozenset(range(0x01, 0x07)),
+)
+
+
 # --- the handlers -------------------------------------------------------------------------
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -238,12 +250,19 @@ class ModelInfoResponse(GetInfoResponse):
 
 
 def restrict_info(model: ModelClass, response: GetInfoResponse) -> GetInfoResponse:
-    """``response`` (the full key's getInfo) as a key of ``model`` reports it."""
+    """``response`` (the full key's getInfo, or a model's already) as a key of ``model``
+    reports it. Applied twice (a persona, then the behaviour ``versions=FIDO_2_0``), the
+    members, extensions and options are those both models report."""
     versions = tuple(v for v in model.versions if v != U2F_V2 or U2F_V2 in response.versions)
+    members = model.members
+    extensions = model.extensions
+    if isinstance(response, ModelInfoResponse):
+        members = response.members & model.members
+        extensions = tuple(e for e in model.extensions if e in response.extensions)
     narrowed = replace(
         response,
         versions=versions,
-        extensions=model.extensions,
+        extensions=extensions,
         options={k: v for k, v in response.options.items() if k in model.options},
         pin_uv_auth_protocols=model.pin_uv_auth_protocols,
         max_credential_id_length=(
@@ -254,4 +273,4 @@ def restrict_info(model: ModelClass, response: GetInfoResponse) -> GetInfoRespon
         transports=model.transports,
     )
     values = {f.name: getattr(narrowed, f.name) for f in fields(GetInfoResponse)}
-    return ModelInfoResponse(**values, members=model.members)
+    return ModelInfoResponse(**values, members=members)

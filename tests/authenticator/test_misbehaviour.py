@@ -18,12 +18,13 @@ import pytest
 import webauthn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from fido2 import cbor
 from fido2.attestation.base import UntrustedAttestation
 from fido2.client import ClientError, UserInteraction
 from fido2.ctap import CtapError
 from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
-from fido2.ctap2.pin import ClientPin
+from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CAPABILITY, CTAPHID
 from OpenSSL.crypto import X509StoreContextError
 from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
@@ -39,6 +40,7 @@ from tests.rp import (
     sign_in,
 )
 from tests.vkey import Key, running_key
+from vfido.api import VirtualKey
 from vfido.authenticator.behaviours import (
     CATALOGUE,
     NAMES,
@@ -510,6 +512,39 @@ def test_fido_2_0_only() -> None:
         rp = RelyingParty(root_der=key.root_der)
         register(key.client(interaction=CountingInteraction("123456")), rp, uv="required")
         assert sign_in(key.client(), rp) == 1
+
+
+def test_fido_2_0_answers_as_a_ctap_2_0_key_does() -> None:
+    """ "versions=FIDO_2_0 | a CTAP2-only key: getInfo reports only FIDO_2_0 (PIN protocol 1,
+    no 2.1 options)": a CTAP 2.0 key (CTAP 2.0 section 5.4) has six getInfo members, the
+    options plat/rk/clientPin/up/uv, hmac-secret, and none of the 2.1 commands. A session 15
+    review found uvAcfg, CTAP 2.2 extensions (hmac-secret-mc: PRF at registration) and
+    members 0x07-0x16 left, and selection, credMgmt and PIN protocol 2 still served."""
+    with behaving_key("versions=FIDO_2_0", config=Config(builtin_uv=True)) as key:
+        raw = cbor.decode(key.device.call(CTAPHID.CBOR, b"\x04")[1:])
+        assert sorted(raw) == [1, 2, 3, 4, 5, 6]
+        assert raw[1] == ["FIDO_2_0"] and raw[2] == ["hmac-secret"] and raw[6] == [1]
+        assert set(raw[4]) <= {"plat", "rk", "clientPin", "up", "uv"} and "uv" in raw[4]
+        for command in (0x0A, 0x0B, 0x0C, 0x0D):  # credMgmt, selection, largeBlobs, config
+            status = key.device.call(CTAPHID.CBOR, bytes([command]))[0]
+            assert status == CtapError.ERR.INVALID_COMMAND
+        with pytest.raises(CtapError) as protocol:
+            ClientPin(Ctap2(key.device), PinProtocolV2()).set_pin("123456")
+        assert protocol.value.code == CtapError.ERR.INVALID_PARAMETER
+        # Behaviour cleared: the full key again.
+        key.authenticator.behaviours.clear("versions")
+        assert "FIDO_2_2" in Ctap2(key.device).get_info().versions
+
+
+@pytest.mark.parametrize("persona", ["ctap21", "ctap21pre"])
+def test_fido_2_0_narrows_a_persona_too(persona: str) -> None:
+    """ "--behaviour still applies" with a persona: FIDO_2_0 on a CTAP 2.1 persona reported
+    the persona's FIDO_2_1 and PIN protocol 2 (FIDO_2_1 without its pinUvAuthToken)."""
+    with VirtualKey(persona=persona, behaviours={"versions": "FIDO_2_0"}) as key:
+        info = Ctap2(key.device).get_info()
+        assert info.versions == ["FIDO_2_0"]
+        assert info.pin_uv_protocols == [1]
+        assert "pinUvAuthToken" not in info.options
 
 
 def test_u2f_only_makes_clients_fall_back_to_u2f() -> None:
