@@ -86,7 +86,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from vfido.keystore import entropy
-from vfido.keystore.store import AttestationMaterial, DeviceIdentity
+from vfido.keystore.store import AttestationMaterial, DeviceIdentity, KeyStore
 
 if TYPE_CHECKING:  # cryptography.x509 is imported by the behaviours that make certificates
     from cryptography import x509
@@ -129,6 +129,31 @@ class BehaviourSettings:
 
     def counter_step(self) -> int:
         return self.counter_jump if self.counter_jump is not None else 1
+
+    def signature_counter(
+        self, store: KeyStore, credential_id: bytes, *, constant_zero: bool, advance: bool
+    ) -> int:
+        """The signature counter an assertion of ``credential_id`` reports, under the
+        counter behaviours; for CTAP2 (``advance``: with user presence) and U2F alike.
+
+        ``zero-counter`` (or ``constant_zero``, the key's ``--zero-counter``): 0.
+        ``counter-regression`` (a cloned key): below the highest value reported, which is
+        the stored one, and the stored counter does not advance. A credential that has
+        reported only 0 has nothing to fall below (an RP skips the check when both counters
+        are 0): its first assertion advances as the original key's would. Otherwise the
+        counter advances by ``counter-jump`` (1) and is persisted before the response leaves
+        (``advance``), or is reported as it is.
+        """
+        if constant_zero or self.zero_counter:
+            return 0
+        if self.counter_regression is not None and advance:
+            highest = store.get_counter(credential_id)
+            if highest == 0:
+                return store.increment_counter(credential_id, 1)
+            return max(0, highest - self.counter_regression)
+        if advance:
+            return store.increment_counter(credential_id, self.counter_step())
+        return store.get_counter(credential_id)
 
 
 @dataclass(frozen=True)

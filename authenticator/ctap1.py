@@ -395,13 +395,16 @@ class Ctap1Handler:
         user_present = apdu.p1 == Control.ENFORCE_USER_PRESENCE_AND_SIGN
         if user_present and not self._latch.check(PresenceKind.AUTHENTICATE, app, context):
             raise ApduError(Sw.CONDITIONS_NOT_SATISFIED)
-        if self._config.constant_zero_counter or behaviours.zero_counter:
-            counter = 0
-        elif behaviours.counter_regression is not None:
-            counter = max(0, self._store.get_counter(key_handle) - behaviours.counter_regression)
-        else:
-            step = behaviours.counter_step()
-            counter = min(self._store.increment_counter(key_handle, step), _MAX_COUNTER)
+        # U2F counts every signature (raw message formats 5.4: the token increments the
+        # counter on every authentication), presence enforced or not; the behaviours as on
+        # CTAP2.
+        counter = behaviours.signature_counter(
+            self._store,
+            key_handle,
+            constant_zero=self._config.constant_zero_counter,
+            advance=True,
+        )
+        counter = min(counter, _MAX_COUNTER)
         flags_and_counter = bytes([_UP if user_present else 0]) + struct.pack(">I", counter)
         signed = app + flags_and_counter + challenge
         if behaviours.wrong_signature:

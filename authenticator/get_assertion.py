@@ -146,28 +146,17 @@ def _assertion(
     """
     store = services.store
     behaviours = services.behaviours.current()
-    if services.config.constant_zero_counter or behaviours.zero_counter:
-        count = 0
-    elif behaviours.counter_regression is not None and flags & AuthDataFlags.UP:
-        # Behaviour counter-regression (a cloned key): below the highest value reported,
-        # which is the stored one; the stored counter does not advance. A credential that
-        # has reported only 0 has nothing to fall below (an RP skips the check when both
-        # counters are 0): its first assertion advances as the original key's would.
-        highest = store.get_counter(candidate.credential_id)
-        if highest == 0:
-            count = store.increment_counter(candidate.credential_id, 1)
-        else:
-            count = max(0, highest - behaviours.counter_regression)
-    elif flags & AuthDataFlags.UP:
-        # Persisted before the response leaves the key (counter-jump: by N, not 1).
-        count = store.increment_counter(candidate.credential_id, behaviours.counter_step())
-    else:
-        # A silent (up=false) assertion, e.g. a platform's pre-flight probe of the
-        # allowList, reports the current counter without advancing it. No relying
-        # party accepts an assertion without the UP flag, so every assertion an RP
-        # can accept still carries a strictly larger counter, and pre-flights do
-        # not make counters jump.
-        count = store.get_counter(candidate.credential_id)
+    # Persisted before the response leaves the key. A silent (up=false) assertion, e.g. a
+    # platform's pre-flight probe of the allowList, reports the current counter without
+    # advancing it: no relying party accepts an assertion without the UP flag, so every
+    # assertion an RP can accept still carries a strictly larger counter, and pre-flights
+    # do not make counters jump.
+    count = behaviours.signature_counter(
+        store,
+        candidate.credential_id,
+        constant_zero=services.config.constant_zero_counter,
+        advance=bool(flags & AuthDataFlags.UP),
+    )
     count = min(count, _MAX_SIGN_COUNT)
     # Step 10: extension outputs for this credential.
     outputs: dict[str, Any] = {}

@@ -209,12 +209,17 @@ def test_counter_regression_is_detected_by_the_relying_party() -> None:
         assert sign_in(key.client(), rp) == 6
 
 
-def test_counter_regression_from_the_start_is_detected_on_the_second_sign_in() -> None:
+@pytest.mark.parametrize("versions", [None, "U2F_V2"])
+def test_counter_regression_from_the_start_is_detected_on_the_second_sign_in(
+    versions: str | None,
+) -> None:
     """Set before the first sign-in (`vfido run --behaviour counter-regression`), the
     behaviour reported 0, 0, 0...: an RP skips the counter check when both counters are 0,
     so no clone was ever detected. Now the first assertion reports 1 and the next falls
-    below it."""
-    with behaving_key("counter-regression") as key:
+    below it, over CTAP2 and over U2F ("U2F requests follow the counter behaviours"; the
+    U2F side kept reporting 0 until session 15)."""
+    assignments = ["counter-regression"] + ([f"versions={versions}"] if versions else [])
+    with behaving_key(*assignments) as key:
         rp = RelyingParty(root_der=key.root_der)
         register(key.client(), rp)
         assert sign_in(key.client(), rp) == 1
