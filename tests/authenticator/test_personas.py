@@ -401,6 +401,19 @@ def test_vfido_run_refuses_a_bad_persona_in_one_line(args: list[str], error: str
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("setting", ["uv", "mldsa", "fingerprint", "ctap21_pre"])
+def test_virtual_key_refuses_what_a_persona_fixes_as_vfido_run_does(setting: str) -> None:
+    """docs/toolkit.md: "Flags that change what the key is (--uv, --mldsa, --ctap21-pre,
+    --fingerprint, ...) are refused with a persona". VirtualKey(persona=..., uv=True) used to
+    build a ctap21 key with built-in UV its getInfo did not report (a session 15 review:
+    discoverable registrations then failed with OPERATION_DENIED)."""
+    with pytest.raises(
+        ValueError, match=f"persona 'ctap21' fixes what the key is: leave out {setting}="
+    ):
+        VirtualKey(persona="ctap21", **{setting: True})
+    VirtualKey(persona="ctap21", pin="1234")  # what does not change the model is fine
+
+
 @pytest.mark.parametrize("name", ("u2f", "ctap21"))
 def test_vfido_run_persona_serves_the_model(name: str) -> None:
     args = ["--ephemeral", "--persona", name]

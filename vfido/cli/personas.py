@@ -16,17 +16,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: `vfido run` flags that change what the key is: a persona fixes that, so they are refused
-#: with it (attribute, flag, value meaning "not given").
-_MODEL_FLAGS: tuple[tuple[str, str, Any], ...] = (
-    ("uv", "--uv", False),
-    ("mldsa", "--mldsa", False),
-    ("fingerprint", "--fingerprint", False),
-    ("ctap21_pre", "--ctap21-pre", False),
-    ("enterprise_attestation", "--enterprise-attestation", 0),
-    ("enterprise_rp_id", "--enterprise-rp-id", []),
-    ("max_resident_credentials", "--max-resident-credentials", 100_000),
-)
+#: `vfido run`'s value of a vfido.personas.MODEL_SETTINGS option that was not given (False
+#: for the others: flags).
+_NOT_GIVEN: dict[str, Any] = {
+    "enterprise_attestation": 0,
+    "enterprise_rp_id": [],
+    "max_resident_credentials": 100_000,
+}
 
 PERSONA_HELP = (
     "answer like a model class of key: its getInfo, commands, limits and CTAPHID "
@@ -37,9 +33,13 @@ PERSONA_HELP = (
 def run_config(args: argparse.Namespace) -> Config:
     """The Config of `vfido run --persona NAME` with the flags that do not change the model
     (--attestation, --zero-counter, --presence-timeout). Raises CliError (one line)."""
+    from vfido.personas import MODEL_SETTINGS
+
     persona = _load(args.persona)
-    for attribute, flag, unset in _MODEL_FLAGS:
+    for attribute in MODEL_SETTINGS:
+        unset = _NOT_GIVEN.get(attribute, False)
         if getattr(args, attribute, unset) != unset:
+            flag = "--" + attribute.replace("_", "-")
             raise CliError(
                 f"--persona {persona.name} fixes what the key is: leave out {flag} "
                 "(or run without --persona)"

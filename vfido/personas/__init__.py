@@ -42,6 +42,17 @@ if TYPE_CHECKING:  # imported when a persona is loaded, not with the command lin
 
 #: The CTAPHID protocols a profile may list (transports.handler.CTAP2 / U2F).
 PROTOCOLS = ("ctap2", "u2f")
+#: The key's settings (Config's, named as `vfido run`'s options and VirtualKey's arguments)
+#: that change what the key is: a persona fixes those, so they are refused beside it.
+MODEL_SETTINGS = (
+    "uv",
+    "mldsa",
+    "fingerprint",
+    "ctap21_pre",
+    "enterprise_attestation",
+    "enterprise_rp_id",
+    "max_resident_credentials",
+)
 #: [limits] members: what a model has without reporting it.
 LIMITS = (
     "algorithms",

@@ -239,10 +239,17 @@ class VirtualKey:
                 raise ValueError("a PIN has at least 4 characters")
         self._persona_aaguid: bytes | None = None
         if persona is not None:  # a model class (vfido.personas): its Config is the base
-            from vfido.personas import load
+            from vfido.personas import MODEL_SETTINGS, load
 
             if config is not None:
                 raise ValueError("give persona or config, not both")
+            given = {"uv": uv, "mldsa": mldsa, "ctap21_pre": ctap21_pre, "fingerprint": fingerprint}
+            for setting in MODEL_SETTINGS:  # as `vfido run --persona` refuses their flags
+                if given.get(setting) is not None:
+                    raise ValueError(
+                        f"persona {persona!r} fixes what the key is: leave out {setting}= "
+                        "(or give no persona)"
+                    )
             loaded = load(persona)
             config, self._persona_aaguid = loaded.config, loaded.aaguid
         #: The relying-party lint (``lint=True``), else None.
