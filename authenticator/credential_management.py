@@ -143,13 +143,15 @@ class CredentialManagement:
         self,
         store: KeyStore,
         client_pin: ClientPin,
-        max_resident: int,
+        remaining: Callable[[], int],
         *,
         third_party_payment: bool = True,
     ) -> None:
         self._store = store
         self._pin = client_pin
-        self._max_resident = max_resident
+        #: How many more discoverable credentials fit: getInfo's
+        #: remainingDiscoverableCredentials (one count for both, behaviours included).
+        self._remaining = remaining
         #: The key has the thirdPartyPayment extension (a persona may not): 0x0C listed.
         self._third_party_payment = third_party_payment
         self._pending: _Enumeration | None = None
@@ -259,8 +261,7 @@ class CredentialManagement:
         return lambda: self._pin.token.still_grants(generation, Permission.CREDENTIAL_MANAGEMENT)
 
     def _metadata(self) -> dict[int, Any]:
-        count = self._store.count_credentials()
-        return {0x01: count, 0x02: max(0, self._max_resident - count)}
+        return {0x01: self._store.count_credentials(), 0x02: self._remaining()}
 
     def _begin(
         self,

@@ -51,7 +51,7 @@ from vfido.authenticator.env import (
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.extensions import THIRD_PARTY_PAYMENT
-from vfido.authenticator.get_info import build_info
+from vfido.authenticator.get_info import build_info, remaining_discoverable_credentials
 from vfido.authenticator.large_blobs import LargeBlobs
 from vfido.authenticator.model import CTAP20_MODEL, max_list_length, restrict_handlers
 from vfido.authenticator.pin_token import Permission
@@ -173,10 +173,11 @@ class Authenticator:
             behaviours=behaviours,
         )
         self._client_pin = client_pin
+        services = self._services
         self._cred_mgmt = CredentialManagement(
             store,
             client_pin,
-            config.max_resident_credentials,
+            lambda: remaining_discoverable_credentials(services),
             third_party_payment=config.model is None
             or THIRD_PARTY_PAYMENT in config.model.extensions,
         )

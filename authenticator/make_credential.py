@@ -295,12 +295,14 @@ def make_credential(
     # Step 17: discoverable credential: store it (replacing one for the same
     # rp.id and user.id); out of space -> KEY_STORE_FULL.
     if rk:
-        if behaviours.store_full:
-            raise CtapError(CtapStatus.KEY_STORE_FULL, "store-full behaviour")
-        if store.count_credentials() >= config.max_resident_credentials and not _replaces(
-            services, id_hash, request.user.id
-        ):
-            raise CtapError(CtapStatus.KEY_STORE_FULL, "max_resident_credentials reached")
+        # Behaviour store-full: as full as a store at its capacity, which still takes a
+        # credential that replaces one.
+        full = behaviours.store_full or store.count_credentials() >= config.max_resident_credentials
+        if full and not _replaces(services, id_hash, request.user.id):
+            raise CtapError(
+                CtapStatus.KEY_STORE_FULL,
+                "store-full behaviour" if behaviours.store_full else "max_resident_credentials",
+            )
         record = CredentialRecord(
             credential_id=credential_id,
             rp_id=rp_id,

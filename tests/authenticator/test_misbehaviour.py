@@ -24,6 +24,7 @@ from fido2.client import ClientError, UserInteraction
 from fido2.ctap import CtapError
 from fido2.ctap1 import ApduError, Ctap1
 from fido2.ctap2.base import Ctap2
+from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from fido2.hid import CAPABILITY, CTAPHID
 from OpenSSL.crypto import X509StoreContextError
@@ -606,6 +607,32 @@ def test_store_full_refuses_discoverable_credentials() -> None:
         assert key.store.count_credentials() == 0
         register(key.client(), rp, rk=False)  # server-side credentials need no room
         assert sign_in(key.client(), rp) == 1
+
+
+def test_store_full_is_as_full_as_a_store_at_its_capacity() -> None:
+    """ "store-full | discoverable credentials refused with KEY_STORE_FULL;
+    remainingDiscoverableCredentials 0": like a store at its capacity, which still takes a
+    credential replacing one of the same RP and user, and whose credential management
+    metadata says what getInfo says (a session 15 review found both different)."""
+    with behaving_key() as key:
+        rp = RelyingParty(root_der=key.root_der)
+        alice = (b"alice", "alice")
+        register(key.client(), rp, rk=True, user=alice)
+        key.authenticator.behaviours.set("store-full")
+        # The same account registered again (an RP that forgot it: no excludeList) replaces
+        # the credential: no room needed.
+        register(key.client(), RelyingParty(root_der=key.root_der), rk=True, user=alice)
+        assert key.store.count_credentials() == 1
+        with pytest.raises(ClientError) as info:
+            register(key.client(), rp, rk=True, user=(b"bob", "bob"))
+        assert ctap_cause(info.value) == CtapError.ERR.KEY_STORE_FULL
+        ClientPin(Ctap2(key.device)).set_pin("123456")
+        token = ClientPin(Ctap2(key.device)).get_pin_token(
+            "123456", ClientPin.PERMISSION.CREDENTIAL_MGMT
+        )
+        metadata = CredentialManagement(Ctap2(key.device), PinProtocolV2(), token).get_metadata()
+        assert metadata[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 1
+        assert metadata[CredentialManagement.RESULT.MAX_REMAINING_COUNT] == 0
 
 
 def test_protocol_names_agree_with_the_transports() -> None:
