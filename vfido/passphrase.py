@@ -64,6 +64,9 @@ def _ask(prompt: str, what: str) -> str:
     except EOFError:
         print(file=sys.stderr)
         raise PassphraseError(f"no {what} entered (end of input)") from None
+    except UnicodeDecodeError:  # a terminal in another encoding (Latin-1: "é" is one byte)
+        print(file=sys.stderr)
+        raise PassphraseError(f"the {what} typed is not UTF-8 text") from None
     except KeyboardInterrupt:
         print(file=sys.stderr)
         raise

@@ -563,6 +563,17 @@ def test_ctrl_d_at_a_passphrase_prompt_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "ks" / "vfido.db").exists()
 
 
+def test_a_byte_that_is_not_utf8_at_a_prompt_is_one_line(tmp_path: Path) -> None:
+    """An é typed on a Latin-1 terminal (one byte, 0xE9) at a passphrase prompt: getpass's
+    UnicodeDecodeError was a traceback (a session 15 newcomer's trial); now one line, exit
+    1, and no keystore."""
+    code, shown = _on_a_terminal(["init", "--keystore", str(tmp_path / "ks")], [b"\xe9\n"])
+    assert code == 1, shown
+    assert "Traceback" not in shown and "codec" not in shown, shown
+    assert "vfido: error: the passphrase typed is not UTF-8 text" in shown, shown
+    assert not (tmp_path / "ks" / "vfido.db").exists()
+
+
 @pytest.mark.parametrize("buffered", [True, False])
 def test_output_to_a_full_disk_is_one_line(buffered: bool) -> None:
     """`vfido personas > /dev/full`: one line and exit 1. With Python's usual buffered
