@@ -11,6 +11,10 @@ Then, best effort, each reported on its own line: create the system group ``vfid
 ``--user`` (default ``$SUDO_USER``) to it, ``modprobe uhid``, ``udevadm control
 --reload-rules`` and ``udevadm trigger`` for the misc and hidraw subsystems.
 
+A file already there that differs from the one installed (edited by hand, or an older
+vfido's) is kept beside it as ``NAME.vfido-old`` (``.vfido-old.1``... when that is taken),
+a name udev, modules-load.d and systemd do not read, and the line says so.
+
 ``--prefix DIR`` installs the files under DIR and changes nothing else (tests, packaging);
 ``--dry-run`` prints what would be done.
 """
@@ -106,6 +110,30 @@ def _replace_file(target: Path, text: str) -> None:
         raise
 
 
+def _keep_old(target: Path, text: str, *, dry_run: bool) -> Path | None:
+    """If ``target`` exists and is not ``text``, the name its content is kept under (copied
+    there unless ``dry_run``); None when there is nothing to keep."""
+    try:
+        old = target.read_bytes()
+    except FileNotFoundError:
+        return None
+    if old == text.encode("utf-8"):
+        return None
+    for n in range(1000):
+        kept = target.with_name(f"{target.name}.vfido-old" + (f".{n}" if n else ""))
+        if dry_run:
+            if not kept.exists():
+                return kept
+            continue
+        try:
+            with open(kept, "xb") as f:  # a new file: never through one planted there
+                f.write(old)
+            return kept
+        except FileExistsError:
+            continue
+    raise InstallError(f"cannot keep the old {target}: too many .vfido-old copies")
+
+
 def install(
     *,
     prefix: Path | None = None,
@@ -140,13 +168,18 @@ def install(
         text = (source / name).read_text(encoding="utf-8")
         if name == "vfido.service":
             text = unit_text(text)
-        if not dry_run:
-            try:
+        try:
+            kept = _keep_old(target, text, dry_run=dry_run)
+            if not dry_run:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _replace_file(target, text)
-            except OSError as exc:
-                raise InstallError(f"cannot write {target}: {exc.strerror}") from None
-        out(f"{verb} {target}")
+        except OSError as exc:
+            raise InstallError(f"cannot write {target}: {exc.strerror}") from None
+        if kept is None:
+            out(f"{verb} {target}")
+        else:
+            keeps = "would keep" if dry_run else "kept"
+            out(f"{verb} {target} ({keeps} the file that was there, which differs, as {kept})")
     warnings = 0
     for command in system_actions(user):
         shown = " ".join(command)

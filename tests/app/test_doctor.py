@@ -328,6 +328,37 @@ def test_install_never_writes_through_a_planted_temporary_file(tmp_path: Path) -
         assert leftovers == [f".{target.name}.tmp"]
 
 
+def test_install_keeps_a_file_that_was_edited(tmp_path: Path) -> None:
+    """A rules file the administrator edited was replaced without a word (a session 15
+    newcomer's trial): it is now kept beside it, under a name udev does not read, each time
+    it differs; an unchanged file is simply installed again."""
+    assert install(prefix=tmp_path, out=lambda line: None) == 0
+    rules = tmp_path / "etc/udev/rules.d/70-vfido.rules"
+    edits = []
+    for n in range(2):
+        edits.append(rules.read_text() + f"# my own rule {n}\n")
+        rules.write_text(edits[-1])
+        out: list[str] = []
+        assert install(prefix=tmp_path, out=out.append) == 0
+        kept = rules.with_name("70-vfido.rules.vfido-old" + (f".{n}" if n else ""))
+        assert kept.read_text() == edits[-1]
+        assert f"installed {rules} (kept the file that was there, which differs, as {kept})" in out
+        assert rules.read_bytes() == (UDEV_DIR / "70-vfido.rules").read_bytes()
+    out = []
+    assert install(prefix=tmp_path, out=out.append) == 0  # nothing differs: nothing kept
+    assert f"installed {rules}" in out
+    assert sorted(p.name for p in rules.parent.iterdir()) == [
+        "70-vfido.rules",
+        "70-vfido.rules.vfido-old",
+        "70-vfido.rules.vfido-old.1",
+    ]
+    rules.write_text("edited")
+    out = []
+    install(prefix=tmp_path, dry_run=True, out=out.append)
+    assert rules.read_text() == "edited"
+    assert any("would keep the file that was there" in line for line in out)
+
+
 def test_unit_runs_this_interpreter_when_vfido_is_not_on_path() -> None:
     text = "ExecStart=/usr/bin/env vfido run --transport uhid\n"
     rewritten = unit_text(text, python="/opt/venv/bin/python")
