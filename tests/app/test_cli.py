@@ -353,6 +353,15 @@ def test_seconds_arguments_refuse_nan_inf_and_absurd_values() -> None:
     # 0 passes the range, and then gets the same words, not a contradiction of them.
     zero = vfido(["run", "--transport", "udp", "--ephemeral", "--presence-timeout", "0"])
     assert zero.returncode == 1 and "more than 0 seconds (up to 86400)" in zero.stderr
+    # An approval that always comes after the timeout: every request would fail (a session
+    # 15 newcomer's trial: accepted, then USER_ACTION_TIMEOUT for everything).
+    late = ["--presence-delay", "2", "--presence-timeout", "1"]
+    late_run = vfido(["run", "--transport", "udp", "--ephemeral", *late])
+    assert late_run.returncode == 1
+    assert late_run.stderr == (
+        "vfido: error: --presence-delay (2 s) must be shorter than --presence-timeout (1 s): "
+        "every request would time out\n"
+    )
 
 
 def test_error_lines_escape_what_they_quote(tmp_path: Path) -> None:

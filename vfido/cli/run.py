@@ -149,6 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(  # a key that refuses every request at once is no key
             "--presence-timeout must be more than 0 seconds (up to 86400)"
         )
+    if args.presence_delay and args.presence_delay >= args.presence_timeout:
+        raise CliError(  # ... nor one whose approval always comes after the timeout
+            f"--presence-delay ({args.presence_delay:g} s) must be shorter than "
+            f"--presence-timeout ({args.presence_timeout:g} s): every request would time out"
+        )
     seeded = None
     if args.deterministic is not None:  # a reproducible key, for tests only (#19)
         from vfido import reproducible
