@@ -6,6 +6,7 @@ warnings (package data declared properly, as ``./bootstrap`` needs too)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,34 @@ def test_bootstrap_prints_no_setuptools_warnings() -> None:
     assert result.returncode == 0, result.stderr
     assert not build_warnings(result.stdout + result.stderr), result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "bootstrap: ready: .venv/bin/vfido --help"
+
+
+@pytest.mark.parametrize(
+    ("argv", "python", "said"),
+    [
+        (["--bogus"], None, "bootstrap: unknown option --bogus (usage: ./bootstrap [--test])"),
+        ([], "/nonexistent/python3", "bootstrap: no Python at /nonexistent/python3 (set PYTHON"),
+        ([], "/bin/true", "bootstrap: /bin/true is not a Python it can run (set PYTHON"),
+        ([], "OLD", "bootstrap: vfido needs Python >= 3.11 (OLD is 3.9.2)"),
+    ],
+)
+def test_bootstrap_says_in_one_line_what_is_wrong(
+    tmp_path: Path, argv: list[str], python: str | None, said: str
+) -> None:
+    """A wrong PYTHON gave bash's own error inside bootstrap's (`... (/nonexistent is
+    ./bootstrap: line 11: ...)`), /bin/true passed the version check, and an unknown option
+    was ignored (a session 15 newcomer's trial). Run from a copy: nothing is installed."""
+    shutil.copy(ROOT / "bootstrap", tmp_path / "bootstrap")
+    old = tmp_path / "python3.9"
+    old.write_text("#!/bin/sh\necho 3.9.2\nexit 1\n")
+    old.chmod(0o755)
+    environment = {**os.environ}
+    if python is not None:
+        environment["PYTHON"] = str(old) if python == "OLD" else python
+        said = said.replace("OLD", str(old))
+    result = subprocess.run(
+        ["./bootstrap", *argv], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode in (1, 2)
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(said), result.stderr
+    assert not (tmp_path / ".venv").exists()
