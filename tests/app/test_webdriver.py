@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -423,9 +424,11 @@ def test_selenium_virtual_authenticator_calls_reach_the_key() -> None:
 # --- `vfido webdriver` ---------------------------------------------------------------------
 
 
-def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use() -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use(stop: int) -> None:
     """The real command, keys on Unix sockets (UHID in the guest): a registration through
-    the key the intermediary plugged in."""
+    the key the intermediary plugged in. Stopped by Ctrl-C or SIGTERM, it closes the keys
+    and removes their sockets' directories (SIGTERM left them: a session 15 newcomer)."""
     with fake_upstream() as upstream:
         process = subprocess.Popen(
             [
@@ -486,10 +489,17 @@ def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use() -> None:
             assert [c["userHandle"] for c in creds] == [b64(b"erin")]
             # Only the check that the driver has this session reached it, once.
             assert [r.path for r in upstream.requests] == [f"/session/{SESSION}/timeouts"]
+            # A body nested deeper than the interpreter's stack: invalid argument, not a 500.
+            deep = b"[" * 30_000 + b"]" * 30_000
+            status, _, _, data = request(
+                url, "POST", f"/session/{SESSION}/webauthn/authenticator", deep, {}
+            )
+            assert status == 400 and json.loads(data)["value"]["error"] == "invalid argument"
         finally:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(stop)
             process.wait(timeout=20)
     assert process.returncode == 0
+    assert not Path(described["unixSocket"]).parent.exists()
 
 
 def test_vfido_webdriver_bad_arguments_are_one_line() -> None:

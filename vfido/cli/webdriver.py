@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from vfido.cli.common import CliError, LazyChoices, Subparsers
@@ -50,12 +52,24 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # SIGTERM and SIGHUP (not ignored: nohup) stop it as Ctrl-C does: the keys it plugged in
+    # are closed and their temporary directories removed (SIGTERM used to leave them). The
+    # handler only notes the signal; the main thread waits for it, the server runs beside.
+    received: list[int] = []
+    stopping = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stopping.append(signal.SIGHUP)
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in stopping
+    }
     try:
-        proxy.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        proxy.start()
+        while not received:
+            time.sleep(0.2)
     finally:
         proxy.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

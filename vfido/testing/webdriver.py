@@ -431,13 +431,15 @@ class _Handler(BoundedHandler):
                     body = json.loads(raw)
                 except ValueError:
                     raise WebDriverError("invalid argument", "the body is not JSON") from None
+                except RecursionError:  # [[[[...]]]] deeper than the interpreter's stack
+                    raise WebDriverError("invalid argument", "the body nests too deeply") from None
             value = self.server.proxy.serve_local(self.command, match, body)
         except va.WebAuthnError as exc:
             self._answer_error(WebDriverError(exc.code, str(exc)))
         except WebDriverError as exc:
             self._answer_error(exc)
         except Exception as exc:  # one line for the test, never a hung request
-            log.error("webdriver: %s %s failed: %s", self.command, match["rest"], exc)
+            log.error("webdriver: %s %s failed: %s", self.command, self.path, exc)
             self._answer_error(WebDriverError("unknown error", type(exc).__name__))
         else:
             self._answer_json(200, {"value": value})
