@@ -17,7 +17,7 @@ import pwd
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class Key:
     found_by: str  # "control socket" | "sysfs"
     detail: str = ""
     udp: tuple[str, int, int] | None = None  # host, port, peer port of a UDP key
+    unix: str | None = None  # the socket of a Unix-socket key
 
 
 def _user() -> str:
@@ -280,6 +281,7 @@ def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
     transport = str(status.get("transport", "?"))
     hidraw = status.get("hidraw")
     address = None
+    unix = None
     if transport == "udp":
         udp = status.get("udp") or {}
         detail = f"udp {udp.get('host')}:{udp.get('port')}"
@@ -288,6 +290,8 @@ def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
             address = (host, port, peer)
     elif transport == "unix":
         detail = f"unix {status.get('unix_socket')}"
+        if isinstance(status.get("unix_socket"), str):
+            unix = str(status["unix_socket"])
     else:
         detail = f"uhid {hidraw or '(no hidraw node)'}"
     return Key(
@@ -297,6 +301,7 @@ def _key_from_status(path: Path, status: dict[str, Any]) -> Key:
         "control socket",
         f"{detail}, presence {status.get('presence')}",
         address,
+        unix,
     )
 
 
@@ -495,6 +500,20 @@ def check_udp_roundtrip(key: Key, opener: UdpOpener | None = None) -> Check:
     return check_roundtrip(key, "udp", lambda _path: (opener or _open_udp)(key))
 
 
+def _open_unix(path: str) -> Any:
+    from vfido.transports.unix import open_unix_device
+
+    return open_unix_device(path, timeout=ROUNDTRIP_TIMEOUT)
+
+
+def check_unix_roundtrip(key: Key, opener: Opener = _open_unix) -> Check:
+    """CTAPHID INIT + getInfo over the key's Unix socket."""
+    if key.unix is None:
+        name = f"{key.name}: INIT + getInfo" if key.name else "INIT + getInfo"
+        return _skip(name, "the key did not say its socket")
+    return check_roundtrip(key, key.unix, opener)
+
+
 def check_snap_browsers(paths: Paths) -> Check | None:
     snaps = [b for b in ("chromium", "firefox") if paths.at(f"/snap/bin/{b}").exists()]
     if not snaps:
@@ -528,21 +547,24 @@ def run_checks(
         check_user_unit(paths),
     ]
     keys = find_keys(paths, name)
-    if keys and all(key.transport == "udp" for key in keys):
-        # Only UDP keys run: UHID and udev matter for browsers only, not for what runs.
+    if keys and all(key.transport in ("udp", "unix") for key in keys):
+        # Only UDP and Unix-socket keys run: UHID and udev matter for browsers only, not for
+        # what runs.
         checks = [_warn_only(check) for check in checks]
     checks.append(check_running(keys, name))
     if not keys:
         checks.append(_skip("hidraw", "no key running"))
     for key in keys:
         label = key.name if len(keys) > 1 else ""
-        shown = Key(label, key.transport, key.hidraw, key.found_by, key.detail, key.udp)
+        shown = replace(key, name=label)
         hidraw_checks = check_hidraw(paths, shown)
         checks += hidraw_checks
         if key.hidraw and all(c.status == "ok" for c in hidraw_checks[:2]):
             checks.append(check_roundtrip(shown, str(paths.at(key.hidraw)), opener))
         elif key.transport == "uhid":
             checks.append(_skip(f"{label + ': ' if label else ''}INIT + getInfo", "see above"))
+        elif key.transport == "unix":
+            checks.append(check_unix_roundtrip(shown))
         else:
             checks.append(check_udp_roundtrip(shown, udp_opener))
     snap = check_snap_browsers(paths)

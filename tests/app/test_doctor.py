@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.presence_helpers import as_other_user
-from tests.service_helpers import udp_service, vfido
+from tests.service_helpers import env, udp_service, vfido
 from vfido.authenticator.config import Config
 from vfido.authenticator.device import Authenticator
 from vfido.control import ControlServer
@@ -245,6 +247,37 @@ def test_a_healthy_udp_key_passes_doctor(tmp_path: Path) -> None:
     warned = len(re.findall(r"^warn ", result.stdout, re.M))
     assert warned and result.stdout.splitlines()[-1] == (
         f"no check failed ({warned} warning(s): see above)"
+    )
+
+
+@pytest.mark.slow
+def test_a_healthy_unix_socket_key_passes_doctor(tmp_path: Path) -> None:
+    """As a UDP key: UHID and udev are warnings, and INIT + getInfo is checked over the
+    key's socket (it failed the UHID checks and skipped this one with a UDP-only reason: a
+    session 15 newcomer's trial)."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    key = subprocess.Popen(
+        [sys.executable, "-m", "vfido", "run", "--ephemeral", "--transport", "unix"],
+        env=env(XDG_RUNTIME_DIR=str(runtime)),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert key.stderr is not None
+        for line in key.stderr:
+            if "listening on unix" in line:
+                break
+        result = vfido(["doctor"], XDG_RUNTIME_DIR=str(runtime))
+    finally:
+        key.terminate()
+        key.communicate(timeout=20)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert re.search(r"^ok    INIT \+ getInfo: CTAPHID v2, .*FIDO_2_1", result.stdout, re.M), (
+        result.stdout
     )
 
 
