@@ -499,6 +499,19 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
             )
         )
         assert "replaced" not in cred
+        # An algorithm named beside a key must be the key's (it was ignored: a session 15
+        # newcomer's --alg ES256 with an Ed25519 key made an EdDSA credential).
+        mismatch = vfido(
+            [
+                *("ctl", "--socket", str(socket), "credentials", "add", "--rp", RP_ID),
+                *("--key", str(key_file), "--alg", "EdDSA"),
+            ],
+            passphrase=None,
+        )
+        assert mismatch.returncode == 1
+        assert mismatch.stderr == (
+            "vfido: error: the private key given is ES256, not EdDSA (leave out --alg)\n"
+        ), mismatch.stderr
         listing = ctl(socket, "credentials", "list")
         assert "alice" in listing and RP_ID in listing
         # makeCredential's rule, one discoverable credential per RP and user ID, said aloud.

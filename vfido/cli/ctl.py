@@ -215,6 +215,7 @@ _ADD_FLAGS = {
     "private_key_cose": "--cose-key",
     "cred_protect": "--cred-protect",
     "sign_count": "--sign-count",
+    "algorithm": "--alg",
 }
 
 

@@ -346,6 +346,9 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         if pem is not None and cose is not None:
             raise CommandError("give private_key_pem or private_key_cose, not both")
         discoverable = _bool_arg(args, "discoverable", True)
+        # The algorithm of a given private key is the key's; one named beside it must agree
+        # (it used to be ignored: --alg ES256 with an Ed25519 key made an EdDSA credential).
+        named = _algorithm(args["algorithm"]) if args.get("algorithm") is not None else None
         try:
             if pem is not None:
                 credential_key = key_from_pem(pem)
@@ -362,6 +365,11 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                 if algorithm not in device.config.algorithms:
                     raise CommandError(f"this key does not offer algorithm {algorithm}")
                 credential_key = CredentialKey.generate(algorithm)
+            if named is not None and named != credential_key.algorithm:
+                raise CommandError(
+                    f"the private key given is {ALGORITHM_NAMES.get(credential_key.algorithm)}, "
+                    f"not {ALGORITHM_NAMES.get(named, named)} (leave out algorithm)"
+                )
             made = add_credential(
                 store,
                 credential_key,
