@@ -498,11 +498,15 @@ class ClientPin:
         if not self.is_pin_set:
             raise CtapError(CtapStatus.PIN_NOT_SET)
         self._check_pin_hash(protocol, secret, request.pin_hash_enc)
-        # 6.5.5.7.1 step 11 / 6.5.5.7.2 step 12: "If the value of the forcePINChange member
-        # of the authenticatorGetInfo response is true, authenticator returns
-        # CTAP2_ERR_PIN_INVALID error." (after the retries were restored: the PIN was right)
+        # After the retries were restored (the PIN was right), forcePINChange. The two
+        # subcommands answer it differently. getPinToken, 6.5.5.7.1 step 11: "If the value
+        # of the forcePINChange member of the authenticatorGetInfo response is true,
+        # authenticator returns CTAP2_ERR_PIN_INVALID error." With permissions, 6.5.5.7.2
+        # step 11: "... authenticator returns CTAP2_ERR_PIN_POLICY_VIOLATION. Platform on
+        # receiving such error response SHOULD direct the user to change the PIN."
         if self.force_pin_change:
-            raise CtapError(CtapStatus.PIN_INVALID, "PIN change required")
+            status = CtapStatus.PIN_INVALID if legacy else CtapStatus.PIN_POLICY_VIOLATION
+            raise CtapError(status, "PIN change required")
         return self._issue_token(protocol, secret, permissions, request.rp_id)
 
     def _run_uv(

@@ -247,7 +247,7 @@ def test_set_min_pin_length_forces_a_change(key: Key) -> None:
     assert info.min_pin_length == 6 and info.force_pin_change is True
     with pytest.raises(CtapError) as err:
         token(key, ClientPin.PERMISSION.MAKE_CREDENTIAL)
-    assert err.value.code == ERR.PIN_INVALID  # 6.5.5.7.2: forcePINChange
+    assert err.value.code == ERR.PIN_POLICY_VIOLATION  # 6.5.5.7.2 step 11: forcePINChange
     cp = ClientPin(Ctap2(key.device), PinProtocolV2())
     with pytest.raises(CtapError) as err:
         cp.change_pin(PIN, "12345")
