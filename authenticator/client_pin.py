@@ -374,6 +374,11 @@ class ClientPin:
             }
         )
 
+    def _refuse_blocked(self) -> None:
+        """PIN_BLOCKED for a PIN whose retries are spent (a key without a PIN has all)."""
+        if self.is_pin_set and self.pin_retries <= 0:
+            raise CtapError(CtapStatus.PIN_BLOCKED)
+
     def _check_pin_hash(self, protocol: PinProtocol, secret: bytes, pin_hash_enc: bytes) -> None:
         """Steps shared by changePIN and getPinToken (6.5.5.6, 6.5.5.7): the retry
         counter is decremented and persisted BEFORE the PIN is compared."""
@@ -432,11 +437,12 @@ class ClientPin:
             or request.pin_uv_auth_param is None
         ):
             raise CtapError(CtapStatus.MISSING_PARAMETER)
+        # Step 3, before decapsulate (step 4): "If the pinRetries counter is 0, return
+        # CTAP2_ERR_PIN_BLOCKED error."
+        self._refuse_blocked()
         protocol, secret = self._shared_secret(request)
         if not self.is_pin_set:
             raise CtapError(CtapStatus.PIN_NOT_SET)
-        if self.pin_retries <= 0:
-            raise CtapError(CtapStatus.PIN_BLOCKED)
         message = request.new_pin_enc + request.pin_hash_enc
         if not protocol.verify(secret, message, request.pin_uv_auth_param):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID)
@@ -494,6 +500,9 @@ class ClientPin:
             permissions = self.legacy_permissions
         else:
             permissions = self._check_permissions(request.permissions)
+        # 6.5.5.7.1 / 6.5.5.7.2 step 5, before decapsulate (step 6): "If the pinRetries
+        # counter is 0, return CTAP2_ERR_PIN_BLOCKED error."
+        self._refuse_blocked()
         protocol, secret = self._shared_secret(request)
         if not self.is_pin_set:
             raise CtapError(CtapStatus.PIN_NOT_SET)

@@ -160,16 +160,17 @@ def collect_presence(
     used_token: bool,
     request: PresenceRequest,
 ) -> None:
-    """makeCredential step 14 / getAssertion step 8: user presence.
+    """makeCredential step 14 / getAssertion step 9: user presence ("up" true).
 
-    With a pinUvAuthParam the token's userPresent flag may stand in for a new
-    touch (getUserPresentFlagValue). Afterwards the token's flags and its
-    permissions except lbw are cleared, so one token serves one operation.
+    With a pinUvAuthParam the token's userPresent flag may stand in for a new touch
+    (getUserPresentFlagValue). Afterwards, with a pinUvAuthParam or without one, 14.4 /
+    9.4: "Call clearUserPresentFlag(), clearUserVerifiedFlag(), and
+    clearPinUvAuthTokenPermissionsExceptLbw()": a token serves one operation, and an
+    operation a touch approved ends the token's mc/ga (and other) permissions too.
     """
     token = services.client_pin.token
     if not token_user_present(services, used_token):
         require_presence(services, context, request)
-    if used_token:
-        token.clear_user_present_flag()
-        token.clear_user_verified_flag()
-        token.clear_permissions_except_lbw()
+    token.clear_user_present_flag()
+    token.clear_user_verified_flag()
+    token.clear_permissions_except_lbw()

@@ -179,6 +179,77 @@ def test_token_permissions_are_enforced(key: Key, protocol: PinProtocol) -> None
     assert code(info) == ERR.UNAUTHORIZED_PERMISSION
 
 
+@pytest.mark.parametrize("command", ["getAssertion", "makeCredential"])
+def test_an_operation_a_touch_approved_ends_the_tokens_permissions(
+    key: Key, protocol: PinProtocol, command: str
+) -> None:
+    """makeCredential step 14 / getAssertion step 9 ("up" true), after 14.1 / 9.1 (with a
+    pinUvAuthParam) and 14.2 / 9.2 ("Else (implying the pinUvAuthParam parameter is not
+    present)"): "14.4 Call clearUserPresentFlag(), clearUserVerifiedFlag(), and
+    clearPinUvAuthTokenPermissionsExceptLbw()" -- whether or not the request carried a
+    pinUvAuthParam. vfido cleared only for a request that used the token (a session 15
+    review), so a platform could come to rely on a token a hardware key has ended."""
+    cp = client_pin(key, protocol)
+    cp.set_pin(PIN)
+    ctap = Ctap2(key.device)
+    rp, user = {"id": "example.com", "name": "Example"}, {"id": b"u", "name": "u"}
+    algorithms = [{"type": "public-key", "alg": -7}]
+    permissions = ClientPin.PERMISSION.GET_ASSERTION | ClientPin.PERMISSION.MAKE_CREDENTIAL
+    made = ctap.make_credential(
+        bytes(32),
+        rp,
+        user,
+        algorithms,
+        pin_uv_param=protocol.authenticate(
+            cp.get_pin_token(PIN, permissions, "example.com"), bytes(32)
+        ),
+        pin_uv_protocol=protocol.VERSION,
+    )
+    assert made.auth_data.credential_data is not None
+    allow = [{"type": "public-key", "id": made.auth_data.credential_data.credential_id}]
+    token = cp.get_pin_token(PIN, permissions, "example.com")
+    # An operation without the token, approved by a touch (makeCredUvNotRqd: no PIN needed).
+    if command == "getAssertion":
+        ctap.get_assertion("example.com", bytes(32), allow)
+    else:
+        ctap.make_credential(bytes(32), rp, user, algorithms)
+    for use in ("getAssertion", "makeCredential"):
+        cdh = bytes([1]) * 32
+        param = protocol.authenticate(token, cdh)
+        with pytest.raises(CtapError) as info:
+            if use == "getAssertion":
+                ctap.get_assertion(
+                    "example.com", cdh, allow, pin_uv_param=param, pin_uv_protocol=protocol.VERSION
+                )
+            else:
+                ctap.make_credential(
+                    cdh, rp, user, algorithms, pin_uv_param=param, pin_uv_protocol=protocol.VERSION
+                )
+        assert code(info) == ERR.PIN_AUTH_INVALID, use
+
+
+def test_a_blocked_pin_is_said_before_the_key_agreement_is_read() -> None:
+    """6.5.5.6 step 3, 6.5.5.7.1 and 6.5.5.7.2 step 5: "If the pinRetries counter is 0,
+    return CTAP2_ERR_PIN_BLOCKED error", before the decapsulate step that answers a bad
+    keyAgreement with INVALID_PARAMETER (a session 15 review found them the other way
+    round)."""
+    from tests.ctap2_helpers import make_key
+
+    key = make_key()
+    cp = ClientPin(key.ctap2(), PinProtocolV2())
+    cp.set_pin(PIN)
+    for _ in range(8):
+        with pytest.raises(CtapError):
+            cp.get_pin_token("0000")
+        key.authenticator.power_cycle()
+    assert cp.get_pin_retries()[0] == 0
+    off_the_curve = {1: 2, 3: -25, -1: 1, -2: bytes(32), -3: bytes(32)}
+    for sub, extra in ((0x04, {5: bytes(64), 4: bytes(32)}), (0x05, {}), (0x09, {9: 2})):
+        request = {1: 2, 2: sub, 3: off_the_curve, 6: bytes(32), **extra}
+        status, _ = key.call(0x06, request)
+        assert status == ERR.PIN_BLOCKED, hex(sub)
+
+
 def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
     from fido2.ctap2.credman import CredentialManagement
 
