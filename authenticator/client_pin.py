@@ -430,13 +430,15 @@ class ClientPin:
         return {}
 
     def _change_pin(self, request: ClientPinRequest) -> dict[int, Any]:
-        # 6.5.5.6 changePIN
+        # 6.5.5.6 changePIN. Step 1: the mandatory parameters; step 2: the protocol.
         if (
             request.new_pin_enc is None
             or request.pin_hash_enc is None
             or request.pin_uv_auth_param is None
+            or request.key_agreement is None
         ):
             raise CtapError(CtapStatus.MISSING_PARAMETER)
+        self.protocol(request.protocol)
         # Step 3, before decapsulate (step 4): "If the pinRetries counter is 0, return
         # CTAP2_ERR_PIN_BLOCKED error."
         self._refuse_blocked()

@@ -248,6 +248,10 @@ def test_a_blocked_pin_is_said_before_the_key_agreement_is_read() -> None:
         request = {1: 2, 2: sub, 3: off_the_curve, 6: bytes(32), **extra}
         status, _ = key.call(0x06, request)
         assert status == ERR.PIN_BLOCKED, hex(sub)
+        # ... and after steps 1 and 2: the mandatory parameters, then the protocol.
+        missing = {k: v for k, v in request.items() if k != 3}
+        assert key.call(0x06, missing)[0] == ERR.MISSING_PARAMETER, hex(sub)
+        assert key.call(0x06, {**request, 1: 3})[0] == ERR.INVALID_PARAMETER, hex(sub)
 
 
 def test_power_cycle_invalidates_tokens(key: Key, protocol: PinProtocol) -> None:
