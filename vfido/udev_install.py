@@ -26,6 +26,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -110,24 +111,38 @@ def _replace_file(target: Path, text: str) -> None:
         raise
 
 
-def _keep_old(target: Path, text: str, *, dry_run: bool) -> Path | None:
-    """If ``target`` exists and is not ``text``, the name its content is kept under (copied
-    there unless ``dry_run``); None when there is nothing to keep."""
+def _differs(target: Path, text: str) -> bool | None:
+    """Whether what is at ``target`` is not ``text`` (None: nothing is there). Read without
+    following a symlink or blocking on a FIFO (anything but a regular file differs), as root
+    in a directory another user might write."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        old = target.read_bytes()
+        fd = os.open(target, flags)
     except FileNotFoundError:
         return None
-    if old == text.encode("utf-8"):
+    except OSError:  # a symlink (ELOOP), a directory we cannot read...
+        return True
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return True
+        want = text.encode("utf-8")
+        return f.read(len(want) + 1) != want
+
+
+def _keep_old(target: Path, text: str, *, dry_run: bool) -> Path | None:
+    """If something other than ``text`` is at ``target``, the name it is kept under: a hard
+    link to it there (the same inode: its mode and owner, never a copy of what a symlink
+    points to), unless ``dry_run``. None when there is nothing to keep."""
+    if not _differs(target, text):
         return None
     for n in range(1000):
         kept = target.with_name(f"{target.name}.vfido-old" + (f".{n}" if n else ""))
         if dry_run:
-            if not kept.exists():
+            if not os.path.lexists(kept):
                 return kept
             continue
         try:
-            with open(kept, "xb") as f:  # a new file: never through one planted there
-                f.write(old)
+            os.link(target, kept, follow_symlinks=False)  # fails if the name is taken
             return kept
         except FileExistsError:
             continue

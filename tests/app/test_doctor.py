@@ -392,6 +392,28 @@ def test_install_keeps_a_file_that_was_edited(tmp_path: Path) -> None:
     assert any("would keep the file that was there" in line for line in out)
 
 
+def test_install_keeps_what_was_there_without_reading_through_it(tmp_path: Path) -> None:
+    """The first version of the backup read the old file through a symlink planted in its
+    place and wrote what it pointed to as a new 0644 file (root's secrets, readable by all),
+    and hung on a FIFO (the diff review). The old entry is now kept as itself, a hard link
+    to the same inode: a symlink stays a symlink, a file keeps its mode."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    secret.chmod(0o600)
+    rules = tmp_path / "etc/udev/rules.d/70-vfido.rules"
+    modules = tmp_path / "etc/modules-load.d/vfido.conf"
+    rules.parent.mkdir(parents=True)
+    modules.parent.mkdir(parents=True)
+    rules.symlink_to(secret)
+    os.mkfifo(modules)
+    assert install(prefix=tmp_path, out=lambda line: None) == 0
+    kept = rules.with_name("70-vfido.rules.vfido-old")
+    assert kept.is_symlink() and os.readlink(kept) == str(secret)
+    assert stat.S_ISFIFO(modules.with_name("vfido.conf.vfido-old").lstat().st_mode)
+    assert rules.read_bytes() == (UDEV_DIR / "70-vfido.rules").read_bytes()
+    assert secret.read_text() == "root only" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
 def test_unit_runs_this_interpreter_when_vfido_is_not_on_path() -> None:
     text = "ExecStart=/usr/bin/env vfido run --transport uhid\n"
     rewritten = unit_text(text, python="/opt/venv/bin/python")
