@@ -359,7 +359,7 @@ def test_seconds_arguments_refuse_nan_inf_and_absurd_values() -> None:
     late_run = vfido(["run", "--transport", "udp", "--ephemeral", *late])
     assert late_run.returncode == 1
     assert late_run.stderr == (
-        "vfido: error: --presence-delay (2 s) must be shorter than --presence-timeout (1 s): "
+        "vfido: error: a presence delay of 2 s is not shorter than the presence timeout (1 s): "
         "every request would time out\n"
     )
 

@@ -362,6 +362,25 @@ def test_a_presence_delay_must_be_a_sane_number_of_seconds(tmp_path: Path) -> No
     broker_for("deny-uv", 5)
 
 
+def test_a_presence_delay_must_be_shorter_than_the_presence_timeout() -> None:
+    """An approval that always comes after the timeout fails every request: refused by
+    `vfido run` (tests/app/test_cli.py), and, with the same rule in the one place every
+    caller goes through (presence.modes.check_delay, given the broker's timeout), by
+    VirtualKey and by the control socket's presence-mode (which the diff review found still
+    accepting it)."""
+    from vfido.api import VirtualKey
+
+    too_late = "a presence delay of 3 s is not shorter than the presence timeout \\(1 s\\)"
+    with pytest.raises(ValueError, match=too_late):
+        VirtualKey(presence_delay=3, presence_timeout=1)
+    key = VirtualKey(presence_timeout=1)
+    with pytest.raises(ValueError, match=too_late):
+        key.presence.set_mode("auto", 3)  # what `vfido ctl presence auto --delay 3` calls
+    assert key.presence.mode == "auto"
+    key.presence.set_mode("auto", 0.5)
+    VirtualKey(presence_delay=0.5, presence_timeout=1)
+
+
 def test_behaviours_through_the_socket(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
         rp = RelyingParty()

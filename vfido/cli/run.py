@@ -44,7 +44,7 @@ def presence_broker(args: argparse.Namespace) -> PresenceBroker:
     from vfido.presence import PresenceModeError, broker_for
 
     try:
-        return broker_for(args.presence, args.presence_delay)
+        return broker_for(args.presence, args.presence_delay, args.presence_timeout)
     except PresenceModeError as exc:
         raise CliError(str(exc)) from None
 
@@ -148,11 +148,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.presence_timeout <= 0:
         raise CliError(  # a key that refuses every request at once is no key
             "--presence-timeout must be more than 0 seconds (up to 86400)"
-        )
-    if args.presence_delay and args.presence_delay >= args.presence_timeout:
-        raise CliError(  # ... nor one whose approval always comes after the timeout
-            f"--presence-delay ({args.presence_delay:g} s) must be shorter than "
-            f"--presence-timeout ({args.presence_timeout:g} s): every request would time out"
         )
     seeded = None
     if args.deterministic is not None:  # a reproducible key, for tests only (#19)

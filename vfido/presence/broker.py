@@ -40,10 +40,18 @@ class PresenceBroker:
     """A :class:`vfido.authenticator.env.Presence` answered by front ends or the control socket."""
 
     def __init__(
-        self, front_ends: Sequence[FrontEnd] = (), *, mode: str = "manual", uv_fails: bool = False
+        self,
+        front_ends: Sequence[FrontEnd] = (),
+        *,
+        mode: str = "manual",
+        uv_fails: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self.front_ends = tuple(front_ends)
         self.mode = mode
+        #: The key's presence timeout (``Config.presence_timeout``), when known: a delay
+        #: given to :meth:`set_mode` must be shorter.
+        self.timeout = timeout
         #: Built-in user verification always fails (``--presence deny-uv``), for testing RPs.
         self.uv_fails = uv_fails
         self._initial = (mode, self.front_ends, uv_fails)
@@ -66,7 +74,7 @@ class PresenceBroker:
         if mode == initial_mode and delay is None:
             front_ends, uv_fails = initial_front_ends, initial_uv_fails
         else:
-            front_ends, uv_fails = front_ends_for(mode, delay or 0.0)
+            front_ends, uv_fails = front_ends_for(mode, delay or 0.0, self.timeout)
         with self._lock:
             self.front_ends, self.mode, self.uv_fails = front_ends, mode, uv_fails
             self._instant = _instant_of(self.front_ends)
@@ -215,11 +223,14 @@ def _front_end_job(front_end: FrontEnd, pending: PendingPresence) -> Callable[[]
     return ask
 
 
-def broker_for(mode: str, delay: float = 0.0) -> PresenceBroker:
+def broker_for(mode: str, delay: float = 0.0, timeout: float | None = None) -> PresenceBroker:
     """The broker of presence ``mode`` (a name in :data:`vfido.presence.modes.MODES`) as the
-    key starts with it; the control socket can always answer too. Raises
+    key starts with it, for a key whose presence timeout is ``timeout`` (None: unknown); the
+    control socket can always answer too. Raises
     :class:`vfido.presence.modes.PresenceModeError` (one line: the mode is unknown or cannot
-    be used here, e.g. ``prompt`` without a terminal)."""
+    be used here, e.g. ``prompt`` without a terminal, or the delay is too long)."""
     spec = mode_spec(mode)
-    check_delay(spec, delay)
-    return PresenceBroker(spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails)
+    check_delay(spec, delay, timeout)
+    return PresenceBroker(
+        spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails, timeout=timeout
+    )

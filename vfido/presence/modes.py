@@ -137,7 +137,9 @@ def mode_spec(name: str) -> PresenceMode:
 MAX_DELAY: Final = 86400.0
 
 
-def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...], bool]:
+def front_ends_for(
+    mode: str, delay: float = 0.0, timeout: float | None = None
+) -> tuple[tuple[FrontEnd, ...], bool]:
     """(front ends, uv_fails) when the control socket switches to ``mode``. Raises
     ValueError (:class:`PresenceModeError`).
 
@@ -150,19 +152,25 @@ def front_ends_for(mode: str, delay: float = 0.0) -> tuple[tuple[FrontEnd, ...],
         raise PresenceModeError(
             f"presence mode must be one of {', '.join(RUNTIME_MODES)} at run time"
         )
-    check_delay(spec, delay)
+    check_delay(spec, delay, timeout)
     return spec.at_run_time(delay), spec.uv_fails
 
 
-def check_delay(spec: PresenceMode, delay: float) -> None:
-    """A presence delay is 0-:data:`MAX_DELAY` seconds, and only for a mode that waits one
-    (a delay given to ``manual`` was dropped without a word). Raises
-    :class:`PresenceModeError`."""
+def check_delay(spec: PresenceMode, delay: float, timeout: float | None = None) -> None:
+    """A presence delay is 0-:data:`MAX_DELAY` seconds, only for a mode that waits one (a
+    delay given to ``manual`` was dropped without a word), and shorter than the key's
+    presence ``timeout`` (an approval that always comes after it: every request failed).
+    Raises :class:`PresenceModeError`."""
     if not 0 <= delay <= MAX_DELAY:  # nan fails every comparison
         raise PresenceModeError(f"delay must be a number of seconds from 0 to {MAX_DELAY:.0f}")
     if delay and not spec.delayed:
         raise PresenceModeError(
             f"a delay goes with presence mode {' or '.join(DELAYED_MODES)}, not {spec.name}"
+        )
+    if delay and timeout is not None and delay >= timeout:
+        raise PresenceModeError(
+            f"a presence delay of {delay:g} s is not shorter than the presence timeout "
+            f"({timeout:g} s): every request would time out"
         )
 
 

@@ -81,11 +81,11 @@ class _PinInteraction(UserInteraction):
         return "_PinInteraction(pin=<hidden>)" if self._pin else "_PinInteraction()"
 
 
-def _broker(mode: str, delay: float) -> PresenceBroker:
+def _broker(mode: str, delay: float, timeout: float) -> PresenceBroker:
     """The presence broker ``vfido run --presence MODE`` uses (:func:`broker_for`)."""
     if mode not in PRESENCE_MODES:
         raise ValueError(f"presence must be one of {', '.join(PRESENCE_MODES)}, not {mode!r}")
-    return broker_for(mode, delay)
+    return broker_for(mode, delay, timeout)
 
 
 def _config(
@@ -271,7 +271,7 @@ class VirtualKey:
             ctap21_pre=ctap21_pre,
             fingerprint=fingerprint,
         )
-        self.presence = _broker(presence, presence_delay)
+        self.presence = _broker(presence, presence_delay, self.config.presence_timeout)
         #: Scripted misbehaviour (:mod:`vfido.authenticator.behaviours`): ``key.behaviours.set(
         #: "counter-regression")``, ``.clear()``... at any time, also before :meth:`start`.
         self.behaviours = Behaviours((behaviours or {}).items())
