@@ -53,7 +53,12 @@ from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.extensions import THIRD_PARTY_PAYMENT
 from vfido.authenticator.get_info import build_info, remaining_discoverable_credentials
 from vfido.authenticator.large_blobs import LargeBlobs
-from vfido.authenticator.model import CTAP20_MODEL, max_list_length, restrict_handlers
+from vfido.authenticator.model import (
+    CTAP20_MODEL,
+    max_list_length,
+    narrowed_model,
+    restrict_handlers,
+)
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
@@ -202,13 +207,19 @@ class Authenticator:
             config_command=self._config_command,
             bio=self._bio,
         )
-        self._handlers = handlers(config)
+        every = handlers(config)
+        self._handlers = every
+        #: Under behaviour versions=FIDO_2_0: the commands, PIN protocols and extensions of
+        #: a CTAP 2.0 key (CTAP20_MODEL), as its getInfo reports; with a persona, of both.
+        self._ctap20_handlers = restrict_handlers(CTAP20_MODEL, every)
         if config.model is not None:  # a model class (--persona): its commands only
             limit = max_list_length(config.model, config.max_credential_count_in_list)
-            self._handlers = restrict_handlers(config.model, self._handlers, limit)
-        #: Under behaviour versions=FIDO_2_0: the commands, PIN protocols and extensions of
-        #: a CTAP 2.0 key (CTAP20_MODEL), as its getInfo reports.
-        self._ctap20_handlers = restrict_handlers(CTAP20_MODEL, self._handlers)
+            self._handlers = restrict_handlers(config.model, every, limit)
+            # A CTAP 2.0 getInfo reports no list limits (members 0x07, 0x08): none enforced.
+            as_ctap20 = narrowed_model(config.model, CTAP20_MODEL)
+            self._ctap20_handlers = restrict_handlers(
+                CTAP20_MODEL, restrict_handlers(as_ctap20, every)
+            )
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.

@@ -143,6 +143,12 @@ CTAP20_MODEL = ModelClass(
 )
 
 
+def narrowed_model(model: ModelClass, outer: ModelClass) -> ModelClass:
+    """``model`` reporting only the getInfo members ``outer`` reports too (a persona under
+    behaviour versions=FIDO_2_0: no list limits enforced that its getInfo no longer says)."""
+    return replace(model, members=model.members & outer.members)
+
+
 # --- the handlers -------------------------------------------------------------------------
 
 H = TypeVar("H", bound=Callable[..., Any])

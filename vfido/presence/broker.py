@@ -231,6 +231,4 @@ def broker_for(mode: str, delay: float = 0.0, timeout: float | None = None) -> P
     be used here, e.g. ``prompt`` without a terminal, or the delay is too long)."""
     spec = mode_spec(mode)
     check_delay(spec, delay, timeout)
-    return PresenceBroker(
-        spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails, timeout=timeout
-    )
+    return PresenceBroker(spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails, timeout=timeout)
