@@ -529,8 +529,14 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
         )
         assert mismatch.returncode == 1
         assert mismatch.stderr == (
-            "vfido: error: the private key given is ES256, not EdDSA (leave out --alg)\n"
+            "vfido: error: the private key given is ES256, not EdDSA: name no algorithm with a "
+            "private key\n"
         ), mismatch.stderr
+        unknown = vfido(
+            ["ctl", "--socket", str(socket), "credentials", "add", "--rp", RP_ID, "--alg", "nope"],
+            passphrase=None,
+        )
+        assert unknown.stderr == "vfido: error: unknown algorithm 'nope'\n", unknown.stderr
         listing = ctl(socket, "credentials", "list")
         assert "alice" in listing and RP_ID in listing
         # makeCredential's rule, one discoverable credential per RP and user ID, said aloud.

@@ -215,7 +215,6 @@ _ADD_FLAGS = {
     "private_key_cose": "--cose-key",
     "cred_protect": "--cred-protect",
     "sign_count": "--sign-count",
-    "algorithm": "--alg",
 }
 
 

@@ -368,7 +368,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
             if named is not None and named != credential_key.algorithm:
                 raise CommandError(
                     f"the private key given is {ALGORITHM_NAMES.get(credential_key.algorithm)}, "
-                    f"not {ALGORITHM_NAMES.get(named, named)} (leave out algorithm)"
+                    f"not {ALGORITHM_NAMES.get(named, named)}: name no algorithm with a private key"
                 )
             made = add_credential(
                 store,
