@@ -412,6 +412,7 @@ def test_virtual_key_refuses_what_a_persona_fixes_as_vfido_run_does(setting: str
     ):
         VirtualKey(persona="ctap21", **{setting: True})
     VirtualKey(persona="ctap21", pin="1234")  # what does not change the model is fine
+    VirtualKey(persona="ctap21", **{setting: False})  # nor what the persona is already
 
 
 @pytest.mark.parametrize("name", ("u2f", "ctap21"))

@@ -243,15 +243,22 @@ class VirtualKey:
 
             if config is not None:
                 raise ValueError("give persona or config, not both")
-            given = {"uv": uv, "mldsa": mldsa, "ctap21_pre": ctap21_pre, "fingerprint": fingerprint}
+            loaded = load(persona)
+            config, self._persona_aaguid = loaded.config, loaded.aaguid
+            # (what was given, what the persona has), for the settings a persona fixes
+            given = {
+                "uv": (uv, config.builtin_uv),
+                "mldsa": (mldsa, config.mldsa),
+                "ctap21_pre": (ctap21_pre, config.ctap21_pre),
+                "fingerprint": (fingerprint, config.fingerprint),
+            }
             for setting in MODEL_SETTINGS:  # as `vfido run --persona` refuses their flags
-                if given.get(setting) is not None:
+                value, has = given.get(setting, (None, None))
+                if value is not None and value != has:
                     raise ValueError(
                         f"persona {persona!r} fixes what the key is: leave out {setting}= "
                         "(or give no persona)"
                     )
-            loaded = load(persona)
-            config, self._persona_aaguid = loaded.config, loaded.aaguid
         #: The relying-party lint (``lint=True``), else None.
         self.linter: Linter | None = Linter(lint_origin) if lint or lint_origin else None
         #: A seeded key's randomness and clock (``seed``), else None.
