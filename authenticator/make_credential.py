@@ -47,6 +47,7 @@ from vfido.authenticator.extensions import (
     MakeCredentialExtensions,
     hmac_secret_output,
 )
+from vfido.authenticator.get_info import remaining_discoverable_credentials
 from vfido.authenticator.persistent_token import note_credential_change
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
@@ -295,14 +296,12 @@ def make_credential(
     # Step 17: discoverable credential: store it (replacing one for the same
     # rp.id and user.id); out of space -> KEY_STORE_FULL.
     if rk:
-        # Behaviour store-full: as full as a store at its capacity, which still takes a
-        # credential that replaces one.
-        full = behaviours.store_full or store.count_credentials() >= config.max_resident_credentials
-        if full and not _replaces(services, id_hash, request.user.id):
-            raise CtapError(
-                CtapStatus.KEY_STORE_FULL,
-                "store-full behaviour" if behaviours.store_full else "max_resident_credentials",
-            )
+        # Full: no room left, as getInfo's remainingDiscoverableCredentials counts it
+        # (behaviour store-full included); a credential that replaces one still fits.
+        if remaining_discoverable_credentials(services) == 0 and not _replaces(
+            services, id_hash, request.user.id
+        ):
+            raise CtapError(CtapStatus.KEY_STORE_FULL, "no room for discoverable credentials")
         record = CredentialRecord(
             credential_id=credential_id,
             rp_id=rp_id,

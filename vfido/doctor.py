@@ -36,7 +36,10 @@ ROUNDTRIP_TIMEOUT = 10.0
 INSTALL = "sudo vfido install-udev"
 START = "vfido run --transport uhid (or: systemctl --user start vfido)"
 #: Said wherever UHID is missing: what works without it.
-WITHOUT_UHID = "UDP (`vfido run`) and in-process keys (vfido.api.VirtualKey) work without it"
+WITHOUT_UHID = (
+    "UDP and Unix-socket keys (`vfido run --transport udp|unix`) and in-process keys "
+    "(vfido.api.VirtualKey) work without it"
+)
 
 
 @dataclass(frozen=True)

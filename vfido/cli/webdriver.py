@@ -56,9 +56,11 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
     # are closed and their temporary directories removed (SIGTERM used to leave them). The
     # handler only notes the signal; the main thread waits for it, the server runs beside.
     received: list[int] = []
-    stopping = [signal.SIGINT, signal.SIGTERM]
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
-        stopping.append(signal.SIGHUP)
+    stopping = [
+        sig
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN  # nohup, a background job: ignored
+    ]
     previous = {
         sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in stopping
     }
