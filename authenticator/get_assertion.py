@@ -309,8 +309,9 @@ def get_assertion(
     # previewSign (sign_extension.py), checked before the user is asked for anything: the
     # key handle must be the (first) applicable credential's; then the arguments (the
     # draft's steps 6-7), then the key's flags against the UP and UV bits this assertion
-    # will carry (steps 8-9: UP from the "up" option or, step 8 below, from built-in UV).
-    sign_key, sign_args = None, None
+    # will carry (steps 8-9: UP from the "up" option or, step 8 below, from built-in UV),
+    # then what the signature needs (tbs a digest for the split algorithms, ARKG's key).
+    signer = None
     if sign_input is not None:
         sign_key = SigningKey.unseal(
             services.store.identity().credential_key,
@@ -320,6 +321,7 @@ def get_assertion(
         )
         sign_args = sign_key.checked_args(sign_input)
         sign_key.check_requirements(up or user_verified_builtin, verified)
+        signer = sign_key.signer(sign_input.tbs, sign_args)
 
     # Step 8: built-in UV was evidence of user interaction: "up" bit set, whatever the
     # "up" option (the step has no condition on it: the user did interact).
@@ -352,9 +354,7 @@ def get_assertion(
     identifying = several and verified
 
     # Steps 10 (extensions) and 13 (signature).
-    signature_output = None
-    if sign_key is not None and sign_input is not None:
-        signature_output = sign_key.sign(sign_input.tbs, sign_args)
+    signature_output = signer.sign() if signer is not None else None
     response = _assertion(
         services,
         id_hash,

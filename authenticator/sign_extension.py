@@ -307,19 +307,20 @@ class SigningKey:
         if self.flags & SignFlags.UV and not uv:
             raise CtapError(CtapStatus.PUAT_REQUIRED, "previewSign key requires verification")
 
-    def sign(self, tbs: bytes, args: Mapping[Any, Any] | None) -> bytes:
-        """DER ECDSA signature of ``tbs`` (a digest for the split algorithms), with the
-        arguments :meth:`checked_args` returned."""
-        keys = self._keys()
+    def signer(self, tbs: bytes, args: Mapping[Any, Any] | None) -> Signer:
+        """What signs ``tbs`` (a SHA-256 digest for the split algorithms: else
+        INVALID_LENGTH), with the arguments :meth:`checked_args` returned: ARKG derives its
+        private key here (a key handle that does not derive: INVALID_CREDENTIAL). Called
+        before the user is asked for anything; :meth:`Signer.sign` after."""
+        private = self._keys()[0]
         if self.algorithm not in PREHASHED:
-            return keys[0].sign(tbs, entropy.ecdsa(hashes.SHA256()))
+            return Signer(private, tbs, prehashed=False)
         if len(tbs) != hashlib.sha256().digest_size:
             raise CtapError(CtapStatus.INVALID_LENGTH, "previewSign tbs is not a SHA-256 digest")
-        signer = keys[0]
         if self.algorithm is SignAlgorithm.ESP256_SPLIT_ARKG:
             assert args is not None  # checked_args: MISSING_PARAMETER
-            signer = self._arkg_key(args[ARGS_KH], args[ARGS_CTX])
-        return signer.sign(tbs, entropy.ecdsa(utils.Prehashed(hashes.SHA256())))
+            private = self._arkg_key(args[ARGS_KH], args[ARGS_CTX])
+        return Signer(private, tbs, prehashed=True)
 
     def _arkg_key(self, kh: bytes, ctx: bytes) -> ec.EllipticCurvePrivateKey:
         """The private key ARKG derives for the key handle ``kh`` and context ``ctx``."""
@@ -330,6 +331,21 @@ class SigningKey:
         except arkg.ArkgError:
             raise CtapError(CtapStatus.INVALID_CREDENTIAL, "previewSign ARKG key handle") from None
         return ec.derive_private_key(sk, ec.SECP256R1())
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A signing key's private key and the data it is to sign (:meth:`SigningKey.signer`)."""
+
+    private: ec.EllipticCurvePrivateKey = field(repr=False)
+    tbs: bytes = field(repr=False)
+    prehashed: bool
+
+    def sign(self) -> bytes:
+        """DER ECDSA signature of ``tbs`` (a SHA-256 digest when ``prehashed``)."""
+        if self.prehashed:
+            return self.private.sign(self.tbs, entropy.ecdsa(utils.Prehashed(hashes.SHA256())))
+        return self.private.sign(self.tbs, entropy.ecdsa(hashes.SHA256()))
 
 
 @dataclass(frozen=True)

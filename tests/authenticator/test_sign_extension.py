@@ -285,6 +285,27 @@ def test_arguments_are_checked_before_the_keys_flags_and_the_user() -> None:
     assert len(key.presence.requests) == asked
 
 
+@needs_fido2_arkg
+def test_what_the_signature_needs_is_checked_before_the_user_is_asked() -> None:
+    """An ARKG key handle that does not derive (INVALID_CREDENTIAL) and a split algorithm's
+    tbs that is not a digest (INVALID_LENGTH) were refused only after a touch (the diff
+    review): now before the user is asked for anything."""
+    key = make_key()
+    ctap2 = key.ctap2()
+    response, _, kh, seed, _ = generate(ctap2, [ARKG], 0b001)
+    _, args = seed.derive_public_key(os.urandom(32), b"ctx")
+    asked = len(key.presence.requests)
+    bad_handle = {**args, -1: args[-1][:-1] + bytes([args[-1][-1] ^ 1])}
+    for tbs, arguments, code in (
+        (sha256(b"m"), bad_handle, CtapError.ERR.INVALID_CREDENTIAL),
+        (b"not a digest", args, CtapError.ERR.INVALID_LENGTH),
+    ):
+        with pytest.raises(CtapError) as exc:
+            sign(ctap2, response, kh, tbs, arguments, up=True)
+        assert exc.value.code == code
+    assert len(key.presence.requests) == asked
+
+
 class _VerifyingUser(GrantPresence):
     def verify_user(self, request: Any, context: Any, timeout: Any) -> PresenceResult:
         return PresenceResult.GRANTED
