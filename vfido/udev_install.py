@@ -112,15 +112,17 @@ def _replace_file(target: Path, text: str) -> None:
 
 
 def _differs(target: Path, text: str) -> bool | None:
-    """Whether what is at ``target`` is not ``text`` (None: nothing is there). Read without
-    following a symlink or blocking on a FIFO (anything but a regular file differs), as root
-    in a directory another user might write."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    """Whether what is at ``target`` is not the file ``text`` (None: nothing is there).
+    Anything but a regular file differs; a regular file is read without following a
+    symlink or blocking on a FIFO swapped in meanwhile (as root, in a directory another
+    user might write)."""
     try:
-        fd = os.open(target, flags)
+        if not stat.S_ISREG(os.lstat(target).st_mode):
+            return True  # a symlink, a FIFO, a directory...
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    except OSError:  # a symlink (ELOOP), a directory we cannot read...
+    except OSError:
         return True
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
@@ -130,9 +132,10 @@ def _differs(target: Path, text: str) -> bool | None:
 
 
 def _keep_old(target: Path, text: str, *, dry_run: bool) -> Path | None:
-    """If something other than ``text`` is at ``target``, the name it is kept under: a hard
-    link to it there (the same inode: its mode and owner, never a copy of what a symlink
-    points to), unless ``dry_run``. None when there is nothing to keep."""
+    """If anything but the file ``text`` is at ``target``, the name it is kept under, unless
+    ``dry_run``: a hard link to it (the same inode: its mode and owner, never what a symlink
+    points to), or where the file system or the kernel's hard-link protection refuses one,
+    a copy of the link or of the regular file with its mode. None: nothing to keep."""
     if not _differs(target, text):
         return None
     for n in range(1000):
@@ -146,7 +149,34 @@ def _keep_old(target: Path, text: str, *, dry_run: bool) -> Path | None:
             return kept
         except FileExistsError:
             continue
+        except OSError as exc:
+            try:
+                _copy_old(target, kept)
+            except FileExistsError:
+                continue
+            except OSError as copy_exc:
+                raise InstallError(
+                    f"cannot keep the old {target} as {kept.name}: "
+                    f"{copy_exc.strerror or exc.strerror}"
+                ) from None
+            return kept
     raise InstallError(f"cannot keep the old {target}: too many .vfido-old copies")
+
+
+def _copy_old(target: Path, kept: Path) -> None:
+    """``kept`` made anew (O_EXCL) as a copy of the symlink or regular file ``target``."""
+    mode = os.lstat(target).st_mode
+    if stat.S_ISLNK(mode):
+        os.symlink(os.readlink(target), kept)
+        return
+    if not stat.S_ISREG(mode):
+        raise OSError(0, "it is neither a file nor a symlink")
+    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as source:
+        data = source.read()
+    with open(kept, "xb") as copy:
+        os.fchmod(copy.fileno(), stat.S_IMODE(mode))
+        copy.write(data)
 
 
 def install(
@@ -194,7 +224,7 @@ def install(
             out(f"{verb} {target}")
         else:
             keeps = "would keep" if dry_run else "kept"
-            out(f"{verb} {target} ({keeps} the file that was there, which differs, as {kept})")
+            out(f"{verb} {target} ({keeps} what was there before as {kept})")
     warnings = 0
     for command in system_actions(user):
         shown = " ".join(command)

@@ -375,7 +375,7 @@ def test_install_keeps_a_file_that_was_edited(tmp_path: Path) -> None:
         assert install(prefix=tmp_path, out=out.append) == 0
         kept = rules.with_name("70-vfido.rules.vfido-old" + (f".{n}" if n else ""))
         assert kept.read_text() == edits[-1]
-        assert f"installed {rules} (kept the file that was there, which differs, as {kept})" in out
+        assert f"installed {rules} (kept what was there before as {kept})" in out
         assert rules.read_bytes() == (UDEV_DIR / "70-vfido.rules").read_bytes()
     out = []
     assert install(prefix=tmp_path, out=out.append) == 0  # nothing differs: nothing kept
@@ -389,7 +389,7 @@ def test_install_keeps_a_file_that_was_edited(tmp_path: Path) -> None:
     out = []
     install(prefix=tmp_path, dry_run=True, out=out.append)
     assert rules.read_text() == "edited"
-    assert any("would keep the file that was there" in line for line in out)
+    assert any("would keep what was there before" in line for line in out)
 
 
 def test_install_keeps_what_was_there_without_reading_through_it(tmp_path: Path) -> None:
@@ -412,6 +412,37 @@ def test_install_keeps_what_was_there_without_reading_through_it(tmp_path: Path)
     assert stat.S_ISFIFO(modules.with_name("vfido.conf.vfido-old").lstat().st_mode)
     assert rules.read_bytes() == (UDEV_DIR / "70-vfido.rules").read_bytes()
     assert secret.read_text() == "root only" and stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_install_copies_what_it_cannot_link(tmp_path: Path, monkeypatch: Any) -> None:
+    """Where a hard link is refused (fs.protected_hardlinks for another user's file, a file
+    system without links), the old file is copied with its mode, a symlink made again; a
+    directory in the way is one line (the second diff review: the install stopped there,
+    saying "cannot write")."""
+    rules = tmp_path / "etc/udev/rules.d/70-vfido.rules"
+    modules = tmp_path / "etc/modules-load.d/vfido.conf"
+    rules.parent.mkdir(parents=True)
+    modules.parent.mkdir(parents=True)
+    rules.write_text("# mine")
+    rules.chmod(0o640)
+    modules.symlink_to("/nowhere")
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)
+    assert install(prefix=tmp_path, out=lambda line: None) == 0
+    kept = rules.with_name("70-vfido.rules.vfido-old")
+    assert kept.read_text() == "# mine" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+    assert os.readlink(modules.with_name("vfido.conf.vfido-old")) == "/nowhere"
+    unit = tmp_path / "etc/systemd/user/vfido.service"
+    unit.unlink()
+    unit.mkdir()
+    with pytest.raises(InstallError) as refusal:
+        install(prefix=tmp_path, out=lambda line: None)
+    assert str(refusal.value) == (
+        f"cannot keep the old {unit} as vfido.service.vfido-old: it is neither a file nor a symlink"
+    )
 
 
 def test_unit_runs_this_interpreter_when_vfido_is_not_on_path() -> None:
