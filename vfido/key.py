@@ -108,6 +108,12 @@ class Key:
         self.kind = transport_kind(options.kind)
         self.store = store
         self.presence = presence
+        from vfido.presence import PresenceBroker
+
+        if isinstance(presence, PresenceBroker):
+            # The key's presence timeout, which a delay set later over the control socket
+            # must stay below (presence.modes.check_delay): the config's, whoever built it.
+            presence.timeout = config.presence_timeout
         self.config = config
         self.options = options
         self.trace = trace

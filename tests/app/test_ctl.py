@@ -369,6 +369,7 @@ def test_a_presence_delay_must_be_shorter_than_the_presence_timeout() -> None:
     VirtualKey and by the control socket's presence-mode (which the diff review found still
     accepting it)."""
     from vfido.api import VirtualKey
+    from vfido.presence.broker import broker_for
 
     too_late = "a presence delay of 3 s is not shorter than the presence timeout \\(1 s\\)"
     with pytest.raises(ValueError, match=too_late):
@@ -379,6 +380,14 @@ def test_a_presence_delay_must_be_shorter_than_the_presence_timeout() -> None:
     assert key.presence.mode == "auto"
     key.presence.set_mode("auto", 0.5)
     VirtualKey(presence_delay=0.5, presence_timeout=1)
+    # However the broker was made, the key's assembly gives it the config's timeout.
+    from vfido.authenticator.config import Config
+    from vfido.key import TransportOptions, build_key
+
+    broker = broker_for("auto")
+    build_key(SqliteKeyStore.ephemeral(), broker, Config(presence_timeout=1), TransportOptions())
+    with pytest.raises(ValueError, match=too_late):
+        broker.set_mode("auto", 3)
 
 
 def test_behaviours_through_the_socket(tmp_path: Path) -> None:

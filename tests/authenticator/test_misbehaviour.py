@@ -553,7 +553,7 @@ def test_fido_2_0_narrows_a_persona_too(persona: str) -> None:
         assert info.pin_uv_protocols == [1]
         assert "pinUvAuthToken" not in info.options
         # No maxCredentialCountInList in a CTAP 2.0 getInfo, so none enforced (the persona's
-        # 8 was, with LIMIT_EXCEEDED, which CTAP 2.0 does not have: the diff review).
+        # 8 was, with LIMIT_EXCEEDED for a limit the client was not told: the diff review).
         assert not info.max_creds_in_list
         allow = [{"type": "public-key", "id": bytes([n]) * 32} for n in range(9)]
         with pytest.raises(CtapError) as none:
