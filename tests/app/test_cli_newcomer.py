@@ -152,6 +152,9 @@ def test_peer_port_0_is_refused() -> None:
         (["--max-resident-credentials", "0"], "--max-resident-credentials: 0 is not from 1"),
         (["--enterprise-attestation", "1", "--enterprise-rp-id="], "RP ID cannot be empty"),
         (["--enterprise-rp-id", "corp.example"], "is for --enterprise-attestation 1"),
+        # Mode 1 for no RP, and an RP ID that is no domain, were taken (session 15).
+        (["--enterprise-attestation", "1"], "is for the RPs --enterprise-rp-id names"),
+        (["--enterprise-attestation", "1", "--enterprise-rp-id", "a b"], "is not an RP ID"),
     ],
 )
 def test_run_flag_errors_name_the_flag(flags: list[str], said: str) -> None:
