@@ -502,6 +502,33 @@ def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use(stop: int)
     assert not Path(described["unixSocket"]).parent.exists()
 
 
+def test_vfido_webdriver_says_at_once_when_no_key_can_be_plugged_in() -> None:
+    """Keys over UHID (the default) on a machine without it: said when it starts, not only
+    at each Add Virtual Authenticator (a session 15 newcomer's trial)."""
+    from vfido.transports.uhid import uhid_unavailable
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vfido", "webdriver", "--upstream=http://127.0.0.1:9", "--port=0"],
+        env=service_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+        reason = uhid_unavailable()
+        if reason is not None:
+            warning = process.stderr.readline()
+            assert warning.startswith("vfido webdriver: warning: no key can be plugged in: ")
+            assert "--key-transport unix" in warning
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 0
+
+
 def test_vfido_webdriver_bad_arguments_are_one_line() -> None:
     for argv, needle in (
         (["--upstream", "ftp://x"], "http://"),

@@ -52,6 +52,19 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if args.key_transport == "uhid":
+        from vfido.transports.uhid import uhid_unavailable
+
+        reason = uhid_unavailable()
+        if reason is not None:  # said now, not at each Add Virtual Authenticator
+            print(
+                visible(
+                    f"vfido webdriver: warning: no key can be plugged in: {reason} "
+                    "(--key-transport unix serves keys to python-fido2 and test tools)"
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
     # SIGTERM and SIGHUP (not ignored: nohup) stop it as Ctrl-C does: the keys it plugged in
     # are closed and their temporary directories removed (SIGTERM used to leave them). The
     # handler only notes the signal; the main thread waits for it, the server runs beside.
