@@ -99,12 +99,9 @@ class MakeCredentialExtensions:
 
     @property
     def with_hmac_secret(self) -> bool:
-        """Whether the credential gets an hmac secret: asked for, or needed for
-        hmac-secret-mc's output. hmac-secret-mc's input alone gets no "hmac-secret"
-        output: "The set of keys in the authenticator extension outputs map MUST be equal
-        to, or a subset of, the keys of the authenticator extension inputs map" (section
-        6.1.2 step 15)."""
-        return self.hmac_secret or self.hmac_secret_mc is not None
+        """Whether the credential gets an hmac secret (hmac-secret-mc comes only with it:
+        :meth:`parse`)."""
+        return self.hmac_secret
 
     @classmethod
     def parse(cls, m: Mapping[Any, Any] | None) -> MakeCredentialExtensions:
@@ -135,6 +132,12 @@ class MakeCredentialExtensions:
         if blob is not None and not isinstance(blob, bytes):
             raise _type_error(CRED_BLOB)
         mc = m.get(HMAC_SECRET_MC)
+        # CTAP 2.2 section 12.8: "the hmac-secret extension MUST also be present with the
+        # value of hmac-secret set to true"; authenticators "MUST return
+        # CTAP2_ERR_MISSING_PARAMETER when they receive this extension without the
+        # hmac-secret extension" (false counts as without: no secret was asked for).
+        if mc is not None and not flags[HMAC_SECRET]:
+            raise CtapError(CtapStatus.MISSING_PARAMETER, "hmac-secret-mc without hmac-secret")
         return cls(
             cred_protect=cred_protect,
             hmac_secret=flags[HMAC_SECRET],

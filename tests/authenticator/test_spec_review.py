@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from fido2 import cbor as fido_cbor
 from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
@@ -175,10 +176,13 @@ def test_user_presence_from_a_uv_token_lasts_the_user_present_time_limit() -> No
     assert recorder.asked == [("touch", PresenceKind.AUTHENTICATE)]
 
 
-def test_hmac_secret_mc_alone_gets_no_hmac_secret_output() -> None:
-    """Section 6.1.2 step 15: "The set of keys in the authenticator extension
-    outputs map MUST be equal to, or a subset of, the keys of the authenticator extension
-    inputs map." hmac-secret-mc's input alone is answered by hmac-secret-mc only."""
+@pytest.mark.parametrize("hmac_secret", [None, False])
+def test_hmac_secret_mc_without_hmac_secret_is_missing_parameter(hmac_secret: bool | None) -> None:
+    """CTAP 2.2 section 12.8: "the hmac-secret extension MUST also be present with the value
+    of hmac-secret set to true", and authenticators "MUST return
+    CTAP2_ERR_MISSING_PARAMETER when they receive this extension without the hmac-secret
+    extension". Session 14 answered hmac-secret-mc alone (even beside "hmac-secret": false)
+    and gave the credential a secret nobody asked for (a session 15 review)."""
     key = make_key()
     protocol = PinProtocolV2()
     platform_key, shared = protocol.encapsulate(
@@ -186,22 +190,18 @@ def test_hmac_secret_mc_alone_gets_no_hmac_secret_output() -> None:
     )
     salt_enc = protocol.encrypt(shared, b"s" * 32)
     mc_input = {1: platform_key, 2: salt_enc, 3: protocol.authenticate(shared, salt_enc), 4: 2}
-    status, body = key.call(0x01, make_credential_map(extensions={"hmac-secret-mc": mc_input}))
-    assert status == CtapStatus.OK
-    extensions = auth_data(body).extensions
-    assert extensions is not None and sorted(extensions) == ["hmac-secret-mc"]
-    # The credential still evaluates hmac-secret at getAssertion (its secret exists).
-    credential_id = bytes(auth_data(body).credential_data.credential_id)  # type: ignore[union-attr]
-    salt_enc = protocol.encrypt(shared, b"t" * 32)
-    ga_input = {1: platform_key, 2: salt_enc, 3: protocol.authenticate(shared, salt_enc), 4: 2}
+    extensions: dict[str, Any] = {"hmac-secret-mc": mc_input}
+    if hmac_secret is not None:
+        extensions["hmac-secret"] = hmac_secret
+    status, _ = key.call(0x01, make_credential_map(extensions=extensions))
+    assert status == CtapStatus.MISSING_PARAMETER
+    assert key.store.count_credentials() == 0
+    # With "hmac-secret": true beside it: both outputs.
     status, body = key.call(
-        0x02,
-        get_assertion_map(
-            allow_list=[descriptor(credential_id)], extensions={"hmac-secret": ga_input}
-        ),
+        0x01, make_credential_map(extensions={**extensions, "hmac-secret": True})
     )
     assert status == CtapStatus.OK
-    assert "hmac-secret" in (auth_data(body).extensions or {})
+    assert sorted(auth_data(body).extensions or {}) == ["hmac-secret", "hmac-secret-mc"]
 
 
 def _hmac_secret_input(key: Key, salts: bytes) -> dict[int, Any]:
