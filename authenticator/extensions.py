@@ -28,6 +28,7 @@ from typing import Any
 
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
+from vfido.authenticator.pin_protocol import PinProtocol
 from vfido.authenticator.sign_extension import PREVIEW_SIGN
 
 CRED_PROTECT = "credProtect"
@@ -182,14 +183,13 @@ def cred_random(credential_key: bytes, credential_id: bytes, uv: bool) -> bytes:
     return hmac.new(credential_key, label + credential_id, hashlib.sha256).digest()
 
 
-def hmac_secret_output(
-    client_pin: ClientPin,
-    request: HmacSecretInput,
-    credential_key: bytes,
-    credential_id: bytes,
-    uv: bool,
-) -> bytes:
-    """The encrypted hmac-secret output (12.5 getAssertion steps)."""
+def hmac_secret_salts(
+    client_pin: ClientPin, request: HmacSecretInput
+) -> tuple[PinProtocol, bytes, bytes]:
+    """The hmac-secret input checked and opened: (protocol, shared secret, salts). A
+    getAssertion checks it once, before any credential is chosen (whether or not the
+    chosen one has a secret), so a bad input is refused there and not in the middle of
+    the getNextAssertion calls after it."""
     protocol = client_pin.protocol(request.protocol)
     shared = protocol.decapsulate(request.key_agreement)
     if not protocol.verify(shared, request.salt_enc, request.salt_auth):
@@ -199,6 +199,18 @@ def hmac_secret_output(
     salts = protocol.decrypt(shared, request.salt_enc)
     if len(salts) not in (32, 64):
         raise CtapError(CtapStatus.INVALID_PARAMETER, "salts")
+    return protocol, shared, salts
+
+
+def hmac_secret_output(
+    client_pin: ClientPin,
+    request: HmacSecretInput,
+    credential_key: bytes,
+    credential_id: bytes,
+    uv: bool,
+) -> bytes:
+    """The encrypted hmac-secret output (12.5 getAssertion steps)."""
+    protocol, shared, salts = hmac_secret_salts(client_pin, request)
     key = cred_random(credential_key, credential_id, uv)
     output = b"".join(
         hmac.new(key, salts[i : i + 32], hashlib.sha256).digest() for i in range(0, len(salts), 32)

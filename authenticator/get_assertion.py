@@ -35,6 +35,7 @@ from vfido.authenticator.extensions import (
     THIRD_PARTY_PAYMENT,
     GetAssertionExtensions,
     hmac_secret_output,
+    hmac_secret_salts,
 )
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
@@ -306,6 +307,11 @@ def get_assertion(
             f"uv {verified}, up {up})",
         )
     number_of_credentials = len(candidates)
+    if ext.hmac_secret is not None:
+        # Step 10's hmac-secret input (saltAuth, salts) is checked once, before the user
+        # is asked and whichever credential answers (one made without hmac-secret gets no
+        # output, but a bad input is refused all the same, not in a getNextAssertion).
+        hmac_secret_salts(services.client_pin, ext.hmac_secret)
     # previewSign (sign_extension.py), checked before the user is asked for anything: the
     # key handle must be the (first) applicable credential's; then the arguments (the
     # draft's steps 6-7), then the key's flags against the UP and UV bits this assertion

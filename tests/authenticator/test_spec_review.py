@@ -286,6 +286,40 @@ def test_hmac_secret_salts_of_another_length_are_invalid_parameter() -> None:
         assert status == CtapStatus.INVALID_PARAMETER, length
 
 
+def test_a_bad_hmac_secret_input_is_refused_whichever_credential_answers() -> None:
+    """Section 12.5, getAssertion: "The authenticator calls verify(shared secret, saltEnc,
+    saltAuth). If the verification fails, return CTAP2_ERR_PIN_AUTH_INVALID." -- a step with
+    no condition on the credential. It ran only for credentials made with hmac-secret: a
+    discoverable lookup answered the first account and refused in getNextAssertion, and a
+    credential without a secret took any input (a session 15 review). Checked once now,
+    before the user is asked."""
+    key = make_key()
+    plain = registered(key, options={"rk": True}, user={"id": b"a", "name": "a"})
+    registered(
+        key,
+        options={"rk": True},
+        user={"id": b"b", "name": "b"},
+        **{"extensions": {"hmac-secret": True}},
+    )
+    good = _hmac_secret_input(key, b"s" * 32)
+    forged = {**good, 3: bytes(len(good[3]))}
+    asked = len(key.presence.requests)
+    for allow, hmac_input, code in (
+        (None, forged, CtapStatus.PIN_AUTH_INVALID),  # newest (with a secret) answers first
+        ([descriptor(plain)], forged, CtapStatus.PIN_AUTH_INVALID),
+        ([descriptor(plain)], _hmac_secret_input(key, b"s" * 48), CtapStatus.INVALID_PARAMETER),
+    ):
+        status, _ = key.call(
+            0x02, get_assertion_map(allow_list=allow, extensions={"hmac-secret": hmac_input})
+        )
+        assert status == code
+    assert len(key.presence.requests) == asked
+    status, body = key.call(
+        0x02, get_assertion_map(allow_list=[descriptor(plain)], extensions={"hmac-secret": good})
+    )
+    assert status == CtapStatus.OK and not (auth_data(body).extensions or {})
+
+
 # --- clientPIN -------------------------------------------------------------------------------
 
 
