@@ -385,7 +385,11 @@ def test_a_presence_delay_must_be_shorter_than_the_presence_timeout() -> None:
     from vfido.key import TransportOptions, build_key
 
     broker = broker_for("auto")
-    build_key(SqliteKeyStore.ephemeral(), broker, Config(presence_timeout=1), TransportOptions())
+    store = SqliteKeyStore.ephemeral()
+    try:  # in-process: binds nothing (the default, UDP, took port 8111 from a running key)
+        build_key(store, broker, Config(presence_timeout=1), TransportOptions(kind="inprocess"))
+    finally:
+        store.close()
     with pytest.raises(ValueError, match=too_late):
         broker.set_mode("auto", 3)
 
