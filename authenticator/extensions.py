@@ -187,9 +187,9 @@ def hmac_secret_salts(
     client_pin: ClientPin, request: HmacSecretInput
 ) -> tuple[PinProtocol, bytes, bytes]:
     """The hmac-secret input checked and opened: (protocol, shared secret, salts). A
-    getAssertion checks it once, before any credential is chosen (whether or not the
-    chosen one has a secret), so a bad input is refused there and not in the middle of
-    the getNextAssertion calls after it."""
+    getAssertion checks it whatever credential answers (whether or not it has a secret),
+    so a bad input is refused there and not in the middle of the getNextAssertion calls
+    after it; each output is computed from it again."""
     protocol = client_pin.protocol(request.protocol)
     shared = protocol.decapsulate(request.key_agreement)
     if not protocol.verify(shared, request.salt_enc, request.salt_auth):

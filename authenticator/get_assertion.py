@@ -307,11 +307,6 @@ def get_assertion(
             f"uv {verified}, up {up})",
         )
     number_of_credentials = len(candidates)
-    if ext.hmac_secret is not None:
-        # Step 10's hmac-secret input (saltAuth, salts) is checked once, before the user
-        # is asked and whichever credential answers (one made without hmac-secret gets no
-        # output, but a bad input is refused all the same, not in a getNextAssertion).
-        hmac_secret_salts(services.client_pin, ext.hmac_secret)
     # previewSign (sign_extension.py), checked before the user is asked for anything: the
     # key handle must be the (first) applicable credential's; then the arguments (the
     # draft's steps 6-7), then the key's flags against the UP and UV bits this assertion
@@ -349,6 +344,13 @@ def get_assertion(
             ),
         )
         flags |= AuthDataFlags.UP
+
+    # Step 10's hmac-secret input (saltAuth, salts), after presence (step 9), as the spec
+    # orders them, and for every request whichever credential answers: one made without
+    # hmac-secret gets no output, but a bad input is refused all the same (it used to get
+    # through there, and fail in a later getNextAssertion).
+    if ext.hmac_secret is not None:
+        hmac_secret_salts(services.client_pin, ext.hmac_secret)
 
     # Step 11: with an allowList any applicable credential will do and
     # numberOfCredentials is omitted. Step 12: without one, newest first (the

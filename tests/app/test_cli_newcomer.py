@@ -155,6 +155,8 @@ def test_peer_port_0_is_refused() -> None:
         # Mode 1 for no RP, and an RP ID that is no domain, were taken (session 15).
         (["--enterprise-attestation", "1"], "is for the RPs --enterprise-rp-id names"),
         (["--enterprise-attestation", "1", "--enterprise-rp-id", "a b"], "is not an RP ID"),
+        (["--enterprise-attestation", "1", "--enterprise-rp-id=https://a.example"], "no scheme"),
+        (["--persona", "ctap21", "--enterprise-attestation", "1"], "fixes what the key is"),
     ],
 )
 def test_run_flag_errors_name_the_flag(flags: list[str], said: str) -> None:

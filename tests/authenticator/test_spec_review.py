@@ -20,6 +20,7 @@ from tests.ctap2_helpers import (
     CLIENT_DATA_HASH,
     RP_ID,
     Key,
+    ScriptedPresence,
     descriptor,
     get_assertion_map,
     make_credential_map,
@@ -290,9 +291,9 @@ def test_a_bad_hmac_secret_input_is_refused_whichever_credential_answers() -> No
     """Section 12.5, getAssertion: "The authenticator calls verify(shared secret, saltEnc,
     saltAuth). If the verification fails, return CTAP2_ERR_PIN_AUTH_INVALID." -- a step with
     no condition on the credential. It ran only for credentials made with hmac-secret: a
-    discoverable lookup answered the first account and refused in getNextAssertion, and a
-    credential without a secret took any input (a session 15 review). Checked once now,
-    before the user is asked."""
+    discoverable lookup could answer the first account and refuse in getNextAssertion, and a
+    credential without a secret took any input (a session 15 review). Checked for every
+    request now, after presence (step 9) as the spec orders it."""
     key = make_key()
     plain = registered(key, options={"rk": True}, user={"id": b"a", "name": "a"})
     registered(
@@ -303,7 +304,6 @@ def test_a_bad_hmac_secret_input_is_refused_whichever_credential_answers() -> No
     )
     good = _hmac_secret_input(key, b"s" * 32)
     forged = {**good, 3: bytes(len(good[3]))}
-    asked = len(key.presence.requests)
     for allow, hmac_input, code in (
         (None, forged, CtapStatus.PIN_AUTH_INVALID),  # newest (with a secret) answers first
         ([descriptor(plain)], forged, CtapStatus.PIN_AUTH_INVALID),
@@ -313,11 +313,25 @@ def test_a_bad_hmac_secret_input_is_refused_whichever_credential_answers() -> No
             0x02, get_assertion_map(allow_list=allow, extensions={"hmac-secret": hmac_input})
         )
         assert status == code
-    assert len(key.presence.requests) == asked
     status, body = key.call(
         0x02, get_assertion_map(allow_list=[descriptor(plain)], extensions={"hmac-secret": good})
     )
     assert status == CtapStatus.OK and not (auth_data(body).extensions or {})
+    # Presence (step 9) comes first: a user who refuses is OPERATION_DENIED, not the input's
+    # error (a first version checked the input before asking).
+    refusing = make_key(
+        presence=ScriptedPresence(answers=[PresenceResult.GRANTED, PresenceResult.DENIED])
+    )
+    credential = registered(refusing, extensions={"hmac-secret": True})
+    good = _hmac_secret_input(refusing, b"s" * 32)
+    status, _ = refusing.call(
+        0x02,
+        get_assertion_map(
+            allow_list=[descriptor(credential)],
+            extensions={"hmac-secret": {**good, 3: bytes(len(good[3]))}},
+        ),
+    )
+    assert status == CtapStatus.OPERATION_DENIED
 
 
 # --- clientPIN -------------------------------------------------------------------------------

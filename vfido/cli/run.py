@@ -77,15 +77,15 @@ def config(args: argparse.Namespace) -> Config:
 
     if args.enterprise_rp_id and args.enterprise_attestation != 1:
         raise CliError("--enterprise-rp-id is for --enterprise-attestation 1 (only those RPs)")
+    if getattr(args, "persona", None):
+        from vfido.cli.personas import run_config
+
+        return run_config(args)  # refuses --enterprise-attestation (the persona fixes it)
     if args.enterprise_attestation == 1 and not args.enterprise_rp_id:
         raise CliError(  # mode 1 with no RP: enterprise attestation for nobody
             "--enterprise-attestation 1 is for the RPs --enterprise-rp-id names: name one "
             "(or use 2: any RP)"
         )
-    if getattr(args, "persona", None):
-        from vfido.cli.personas import run_config
-
-        return run_config(args)
     try:
         return Config(
             attestation=args.attestation,
@@ -128,8 +128,11 @@ def _rp_id(text: str) -> str:
     """``--enterprise-rp-id``: an RP ID (a domain): never empty, printable, no spaces."""
     if not text:
         raise argparse.ArgumentTypeError("an RP ID cannot be empty")
-    if not text.isprintable() or any(c.isspace() for c in text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an RP ID (a domain: no spaces)")
+    if not text.isprintable() or any(c.isspace() or c in "/:" for c in text):
+        # Compared with the request's RP ID as it is: a URL or a host:port never matches.
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RP ID (a domain, e.g. corp.example: no scheme, port or path)"
+        )
     return text
 
 
