@@ -221,6 +221,7 @@ def test_virtual_key_and_control_socket(tmp_path: Path) -> None:
 
     from vfido.api import VirtualKey
     from vfido.cli import build_parser
+    from vfido.control import ControlError
 
     with VirtualKey(fingerprint=True, pin=PIN, control_socket=tmp_path / "ctl") as vkey:
         client_pin = ClientPin(Ctap2(vkey.device))
@@ -235,6 +236,10 @@ def test_virtual_key_and_control_socket(tmp_path: Path) -> None:
             assert [t["finger"] for t in answer["enrolled"]] == ["thumb"]
             assert vkey.authenticator.sensor.finger == "unknown"
             control.call("finger", finger=None)
+            # Text that is not UTF-8 (`vfido ctl finger $'\xff'`) is refused, not stored
+            # and echoed as an escape (a session 15 newcomer's trial).
+            with pytest.raises(ControlError, match="finger is not UTF-8 text"):
+                control.call("finger", finger="\udcff")
         assert vkey.authenticator.sensor.finger is None
     args = build_parser().parse_args(["run", "--fingerprint"])
     assert args.fingerprint is True

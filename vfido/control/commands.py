@@ -161,6 +161,7 @@ from vfido.credentials import CredentialLookupError, find_credential_id
 from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
 from vfido.presence.broker import PresenceBroker
 from vfido.presence.modes import RUNTIME_MODES
+from vfido.safetext import is_utf8
 from vfido.virtual_authenticator import AuthenticatorOptions
 
 if TYPE_CHECKING:
@@ -224,6 +225,8 @@ def _str_arg(args: dict[str, Any], name: str, required: bool = False) -> str | N
         return None
     if not isinstance(value, str):
         raise CommandError(f"{name} must be a string")
+    if not is_utf8(value):  # a lone surrogate (JSON "\\udcff"): stored, shown escaped
+        raise CommandError(f"{name} is not UTF-8 text")
     return value
 
 
@@ -490,6 +493,8 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
             placed = args["finger"]
             if placed is not None and (not isinstance(placed, str) or not placed):
                 raise CommandError("finger must be a name, 'unknown', or null (auto)")
+            if placed is not None and not is_utf8(placed):
+                raise CommandError("finger is not UTF-8 text")
             device.sensor.place(placed)
             log.info("control: finger placed")
         return {
