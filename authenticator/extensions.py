@@ -183,13 +183,19 @@ def cred_random(credential_key: bytes, credential_id: bytes, uv: bool) -> bytes:
     return hmac.new(credential_key, label + credential_id, hashlib.sha256).digest()
 
 
-def hmac_secret_salts(
-    client_pin: ClientPin, request: HmacSecretInput
-) -> tuple[PinProtocol, bytes, bytes]:
-    """The hmac-secret input checked and opened: (protocol, shared secret, salts). A
-    getAssertion checks it whatever credential answers (whether or not it has a secret),
-    so a bad input is refused there and not in the middle of the getNextAssertion calls
-    after it; each output is computed from it again."""
+@dataclass(frozen=True)
+class OpenedHmacSecret:
+    """An hmac-secret input checked and opened (:func:`open_hmac_secret`)."""
+
+    protocol: PinProtocol
+    shared: bytes = field(repr=False)
+    salts: bytes = field(repr=False)
+
+
+def open_hmac_secret(client_pin: ClientPin, request: HmacSecretInput) -> OpenedHmacSecret:
+    """The hmac-secret input checked and opened, once per request: a getAssertion opens it
+    whatever credential answers (whether or not it has a secret), so a bad input is
+    refused there and not in the middle of the getNextAssertion calls after it."""
     protocol = client_pin.protocol(request.protocol)
     shared = protocol.decapsulate(request.key_agreement)
     if not protocol.verify(shared, request.salt_enc, request.salt_auth):
@@ -199,20 +205,16 @@ def hmac_secret_salts(
     salts = protocol.decrypt(shared, request.salt_enc)
     if len(salts) not in (32, 64):
         raise CtapError(CtapStatus.INVALID_PARAMETER, "salts")
-    return protocol, shared, salts
+    return OpenedHmacSecret(protocol, shared, salts)
 
 
 def hmac_secret_output(
-    client_pin: ClientPin,
-    request: HmacSecretInput,
-    credential_key: bytes,
-    credential_id: bytes,
-    uv: bool,
+    opened: OpenedHmacSecret, credential_key: bytes, credential_id: bytes, uv: bool
 ) -> bytes:
-    """The encrypted hmac-secret output (12.5 getAssertion steps)."""
-    protocol, shared, salts = hmac_secret_salts(client_pin, request)
+    """The encrypted hmac-secret output of one credential (12.5 getAssertion steps)."""
     key = cred_random(credential_key, credential_id, uv)
+    salts = opened.salts
     output = b"".join(
         hmac.new(key, salts[i : i + 32], hashlib.sha256).digest() for i in range(0, len(salts), 32)
     )
-    return protocol.encrypt(shared, output)
+    return opened.protocol.encrypt(opened.shared, output)

@@ -34,8 +34,9 @@ from vfido.authenticator.extensions import (
     HMAC_SECRET,
     THIRD_PARTY_PAYMENT,
     GetAssertionExtensions,
+    OpenedHmacSecret,
     hmac_secret_output,
-    hmac_secret_salts,
+    open_hmac_secret,
 )
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, CredentialDescriptor, GetAssertionRequest
@@ -139,6 +140,7 @@ def _assertion(
     identifying: bool = False,
     ext: GetAssertionExtensions | None = None,
     signature_output: bytes | None = None,
+    hmac_secret: OpenedHmacSecret | None = None,
 ) -> GetAssertionResponse:
     """Counter, authData, signature and response for one credential.
 
@@ -164,10 +166,9 @@ def _assertion(
     large_blob_key = None
     record, sealed = candidate.record, candidate.sealed
     if ext is not None:
-        if ext.hmac_secret is not None and sealed.hmac_secret:
+        if hmac_secret is not None and sealed.hmac_secret:
             outputs[HMAC_SECRET] = hmac_secret_output(
-                services.client_pin,
-                ext.hmac_secret,
+                hmac_secret,
                 store.identity().credential_key,
                 candidate.credential_id,
                 bool(flags & AuthDataFlags.UV),
@@ -349,8 +350,7 @@ def get_assertion(
     # orders them, and for every request whichever credential answers: one made without
     # hmac-secret gets no output, but a bad input is refused all the same (it used to get
     # through there, and fail in a later getNextAssertion).
-    if ext.hmac_secret is not None:
-        hmac_secret_salts(services.client_pin, ext.hmac_secret)
+    opened = _opened_hmac_secret(services, ext)
 
     # Step 11: with an allowList any applicable credential will do and
     # numberOfCredentials is omitted. Step 12: without one, newest first (the
@@ -373,6 +373,7 @@ def get_assertion(
         identifying,
         ext,
         signature_output,
+        opened,
     )
     if several:
         # 12: remember the request for authenticatorGetNextAssertion and start its
@@ -409,4 +410,14 @@ def get_next_assertion(services: Services, context: RequestContext) -> GetAssert
         None,
         pending.identifying,
         pending.extensions,
+        hmac_secret=_opened_hmac_secret(services, pending.extensions),
     )
+
+
+def _opened_hmac_secret(
+    services: Services, ext: GetAssertionExtensions | None
+) -> OpenedHmacSecret | None:
+    """The request's hmac-secret input, checked and opened (None without one)."""
+    if ext is None or ext.hmac_secret is None:
+        return None
+    return open_hmac_secret(services.client_pin, ext.hmac_secret)

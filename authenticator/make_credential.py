@@ -46,6 +46,7 @@ from vfido.authenticator.extensions import (
     THIRD_PARTY_PAYMENT,
     MakeCredentialExtensions,
     hmac_secret_output,
+    open_hmac_secret,
 )
 from vfido.authenticator.get_info import remaining_discoverable_credentials
 from vfido.authenticator.persistent_token import note_credential_change
@@ -285,7 +286,10 @@ def make_credential(
     if ext.hmac_secret_mc is not None:
         # CTAP 2.2 hmac-secret-mc: the first hmac-secret evaluation at creation.
         outputs[HMAC_SECRET_MC] = hmac_secret_output(
-            pin, ext.hmac_secret_mc, identity.credential_key, credential_id, uv_done
+            open_hmac_secret(pin, ext.hmac_secret_mc),
+            identity.credential_key,
+            credential_id,
+            uv_done,
         )
     # previewSign generateKey: a signing key bound to this credential (sign_extension.py).
     sign_key = None
