@@ -209,17 +209,15 @@ class Authenticator:
         )
         every = handlers(config)
         self._handlers = every
-        #: Under behaviour versions=FIDO_2_0: the commands, PIN protocols and extensions of
-        #: a CTAP 2.0 key (CTAP20_MODEL), as its getInfo reports; with a persona, of both.
-        self._ctap20_handlers = restrict_handlers(CTAP20_MODEL, every)
+        under_ctap20 = every
         if config.model is not None:  # a model class (--persona): its commands only
             limit = max_list_length(config.model, config.max_credential_count_in_list)
             self._handlers = restrict_handlers(config.model, every, limit)
             # A CTAP 2.0 getInfo reports no list limits (members 0x07, 0x08): none enforced.
-            as_ctap20 = narrowed_model(config.model, CTAP20_MODEL)
-            self._ctap20_handlers = restrict_handlers(
-                CTAP20_MODEL, restrict_handlers(as_ctap20, every)
-            )
+            under_ctap20 = restrict_handlers(narrowed_model(config.model, CTAP20_MODEL), every)
+        #: Under behaviour versions=FIDO_2_0: the commands, PIN protocols and extensions of
+        #: a CTAP 2.0 key (CTAP20_MODEL), as its getInfo reports; with a persona, of both.
+        self._ctap20_handlers = restrict_handlers(CTAP20_MODEL, under_ctap20)
         self._ctap1 = Ctap1Handler(store, presence, config, clock=clock, behaviours=behaviours)
         # Read by supported_protocols on the transport's I/O thread (which must not touch
         # the keystore): refreshed after every CTAP2 command, which is what changes it.
