@@ -205,10 +205,16 @@ def _toggle_always_uv(device: CtapHidDevice) -> None:
     Config(ctap, PinProtocolV2(), token).toggle_always_uv()
 
 
-def test_always_uv_without_builtin_uv_turns_u2f_off() -> None:
-    """U2F has no user verification: with alwaysUv on and no built-in UV it would sign
-    with presence alone, bypassing the policy."""
-    with _key_bus() as bus:
+@pytest.mark.parametrize("builtin_uv", [False, True])
+def test_always_uv_turns_u2f_off(builtin_uv: bool) -> None:
+    """U2F has no user verification: with alwaysUv on it would sign with presence alone,
+    bypassing the policy. On a key with built-in UV too: libfido2's
+    fido_dev_toggle_always_uv(3): "If dev supports U2F (CTAP1) and the user verification
+    methods supported by the authenticator do not allow protection of U2F credentials, the
+    U2F subsystem will be disabled by the authenticator." This key's U2F asks for a touch
+    only, even with built-in UV (a session 15 review signed U2F registrations and
+    assertions under alwaysUv with a verifier that always failed)."""
+    with _key_bus(builtin_uv=builtin_uv) as bus:
         device = bus.open()
         app, challenge = os.urandom(32), os.urandom(32)
         registration = Ctap1(device).register(challenge, app)  # U2F works before
@@ -233,29 +239,6 @@ def test_always_uv_without_builtin_uv_turns_u2f_off() -> None:
         assert "U2F_V2" in Ctap2(device).get_info().versions
         assert not bus.open().capabilities & CAPABILITY.NMSG
         Ctap1(device).authenticate(challenge, app, registration.key_handle)
-
-
-def test_always_uv_with_builtin_uv_turns_u2f_off_too() -> None:
-    """libfido2's fido_dev_toggle_always_uv(3): "If dev supports U2F (CTAP1) and the user
-    verification methods supported by the authenticator do not allow protection of U2F
-    credentials, the U2F subsystem will be disabled by the authenticator." This key's U2F
-    asks for a touch only, even with built-in UV (a session 15 review signed U2F
-    registrations and assertions under alwaysUv with a verifier that always failed)."""
-    with _key_bus(builtin_uv=True) as bus:
-        device = bus.open()
-        app, challenge = os.urandom(32), os.urandom(32)
-        registration = Ctap1(device).register(challenge, app)
-        _toggle_always_uv(device)
-        assert Ctap2(device).get_info().options["alwaysUv"] is True
-        assert "U2F_V2" not in Ctap2(device).get_info().versions
-        assert bus.open().capabilities & CAPABILITY.NMSG
-        for attempt in (
-            lambda: Ctap1(device).register(challenge, app),
-            lambda: Ctap1(device).authenticate(challenge, app, registration.key_handle),
-        ):
-            with pytest.raises(ApduError) as err:
-                attempt()
-            assert err.value.code == SW_COMMAND_NOT_ALLOWED
 
 
 # --- 6. UDP power-cycle datagram: the authenticator reboots, the channels stay ---------
