@@ -424,31 +424,25 @@ def test_selenium_virtual_authenticator_calls_reach_the_key() -> None:
 # --- `vfido webdriver` ---------------------------------------------------------------------
 
 
+def _vfido_webdriver(upstream: str, *args: str) -> subprocess.Popen[str]:
+    """`vfido webdriver --upstream UPSTREAM --port 0 ARGS...`, its stderr a pipe to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vfido", "webdriver", "--upstream", upstream, "--port", "0", *args],
+        env=service_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_vfido_webdriver_command_serves_keys_the_browser_side_can_use(stop: int) -> None:
     """The real command, keys on Unix sockets (UHID in the guest): a registration through
     the key the intermediary plugged in. Stopped by Ctrl-C or SIGTERM, it closes the keys
     and removes their sockets' directories (SIGTERM left them: a session 15 newcomer)."""
     with fake_upstream() as upstream:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vfido",
-                "webdriver",
-                "--upstream",
-                upstream.url,
-                "--port",
-                "0",
-                "--key-transport",
-                "unix",
-            ],
-            env=service_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _vfido_webdriver(upstream.url, "--key-transport", "unix")
         try:
             assert process.stderr is not None
             line = process.stderr.readline()
@@ -507,14 +501,7 @@ def test_vfido_webdriver_says_at_once_when_no_key_can_be_plugged_in() -> None:
     at each Add Virtual Authenticator (a session 15 newcomer's trial)."""
     from vfido.transports.uhid import uhid_unavailable
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vfido", "webdriver", "--upstream=http://127.0.0.1:9", "--port=0"],
-        env=service_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _vfido_webdriver("http://127.0.0.1:9")
     try:
         assert process.stderr is not None
         assert "listening on" in process.stderr.readline()
