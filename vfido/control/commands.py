@@ -351,7 +351,8 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         discoverable = _bool_arg(args, "discoverable", True)
         # The algorithm of a given private key is the key's; one named beside it must agree
         # (it used to be ignored: --alg ES256 with an Ed25519 key made an EdDSA credential).
-        named = _algorithm(args["algorithm"]) if args.get("algorithm") is not None else None
+        algorithm = _algorithm(args.get("algorithm"))  # ES256 when none is named
+        named = args.get("algorithm") is not None
         try:
             if pem is not None:
                 credential_key = key_from_pem(pem)
@@ -364,14 +365,14 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                     raise CommandError("private_key_cose is not a COSE_Key map")
                 credential_key = key_from_cose(cose_map)
             else:
-                algorithm = _algorithm(args.get("algorithm"))
                 if algorithm not in device.config.algorithms:
                     raise CommandError(f"this key does not offer algorithm {algorithm}")
                 credential_key = CredentialKey.generate(algorithm)
-            if named is not None and named != credential_key.algorithm:
+            if named and algorithm != credential_key.algorithm:
                 raise CommandError(
                     f"the private key given is {ALGORITHM_NAMES.get(credential_key.algorithm)}, "
-                    f"not {ALGORITHM_NAMES.get(named, named)}: name no algorithm with a private key"
+                    f"not {ALGORITHM_NAMES.get(algorithm, algorithm)}: name no algorithm with a "
+                    "private key"
                 )
             made = add_credential(
                 store,
