@@ -111,6 +111,10 @@ def _replace_file(target: Path, text: str) -> None:
         raise
 
 
+#: How an old file is opened to be read: never through a symlink, never blocking on a FIFO.
+_READ_IN_PLACE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def _differs(target: Path, text: str) -> bool | None:
     """Whether what is at ``target`` is not the file ``text`` (None: nothing is there).
     Anything but a regular file differs; a regular file is read without following a
@@ -119,7 +123,7 @@ def _differs(target: Path, text: str) -> bool | None:
     try:
         if not stat.S_ISREG(os.lstat(target).st_mode):
             return True  # a symlink, a FIFO, a directory...
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(target, _READ_IN_PLACE)
     except FileNotFoundError:
         return None
     except OSError:
@@ -171,7 +175,7 @@ def _copy_old(target: Path, kept: Path) -> None:
         return
     if not stat.S_ISREG(mode):
         raise OSError(0, "it is neither a file nor a symlink")
-    fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(target, _READ_IN_PLACE)
     with os.fdopen(fd, "rb") as source:
         data = source.read()
     with open(kept, "xb") as copy:
