@@ -527,8 +527,14 @@ class ClientPin:
         kind: PresenceKind,
     ) -> None:
         assert self._user_verifier is not None
-        retries = self.uv_retries
-        self._put({_UV_RETRIES: _enc(retries - 1)})  # persisted before the attempt
+        retries, since_pin = self.uv_retries, self.uv_count_since_pin
+        # Persisted before the attempt: a retry used up, and the attempt counted in
+        # uvCountSinceLastPinEntry (CTAP 2.2 section 6.4, 0x17: "the number of internal
+        # User Verification operations since the last pin entry including all failed
+        # attempts").
+        self._put(
+            {_UV_RETRIES: _enc(retries - 1), _UV_SINCE_PIN: _enc(min(since_pin + 1, 2**32 - 1))}
+        )
         if context.is_cancelled():
             result = PresenceResult.CANCELLED
         else:
@@ -543,14 +549,13 @@ class ClientPin:
             finally:
                 context.set_keepalive(KeepaliveStatus.PROCESSING)
         if result is PresenceResult.GRANTED:
-            since_pin = min(self.uv_count_since_pin + 1, 2**32 - 1)
-            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX), _UV_SINCE_PIN: _enc(since_pin)})
+            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX)})
             return
-        if result is PresenceResult.CANCELLED:
-            self._put({_UV_RETRIES: _enc(retries)})  # no attempt was made
-            raise CtapError(CtapStatus.KEEPALIVE_CANCEL)
-        if result is PresenceResult.TIMEOUT:
-            self._put({_UV_RETRIES: _enc(retries)})
+        if result in (PresenceResult.CANCELLED, PresenceResult.TIMEOUT):
+            # No attempt was made: neither a retry used up nor an operation counted.
+            self._put({_UV_RETRIES: _enc(retries), _UV_SINCE_PIN: _enc(since_pin)})
+            if result is PresenceResult.CANCELLED:
+                raise CtapError(CtapStatus.KEEPALIVE_CANCEL)
             raise CtapError(CtapStatus.USER_ACTION_TIMEOUT)
         if retries - 1 <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)

@@ -40,6 +40,7 @@ from tests.ctap2_helpers import (
     user,
 )
 from vfido.authenticator.config import Config
+from vfido.authenticator.env import PresenceResult
 from vfido.authenticator.get_info import MAX_PIN_LENGTH
 from vfido.authenticator.pin_policy import complexity_problem
 from vfido.presence import AutoPresence
@@ -384,6 +385,39 @@ def test_uv_count_since_last_pin_entry() -> None:
         assert key.ctap2().get_info().uv_count_since_pin == expected
     token(key, ClientPin.PERMISSION.GET_ASSERTION)
     assert key.ctap2().get_info().uv_count_since_pin == 0
+
+
+class _ScriptedUv(AutoPresence):
+    """Built-in UV answering ``answer`` (DENIED: a finger the sensor misreads)."""
+
+    answer = PresenceResult.DENIED
+
+    def verify_user(self, request: Any, context: Any, timeout: float) -> PresenceResult:
+        return self.answer
+
+
+def test_uv_count_since_last_pin_entry_counts_failed_attempts() -> None:
+    """CTAP 2.2 section 6.4 (0x17): "the number of internal User Verification operations
+    since the last pin entry including all failed attempts" (the platform asks for the PIN
+    again after several; a sensor that keeps misreading must bring that sooner, not later)."""
+    verifier = _ScriptedUv()
+    key = make_key(Config(builtin_uv=True), verifier)
+    ClientPin(key.ctap2()).set_pin(PIN)
+    token(key, ClientPin.PERMISSION.GET_ASSERTION)  # the last PIN entry
+    for _ in range(2):
+        with pytest.raises(CtapError) as err:
+            ClientPin(key.ctap2()).get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+        assert err.value.code == CtapError.ERR.UV_INVALID
+    assert key.ctap2().get_info().uv_count_since_pin == 2
+    verifier.answer = PresenceResult.TIMEOUT  # no finger at all: no operation, not counted
+    with pytest.raises(CtapError) as err:
+        ClientPin(key.ctap2()).get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+    assert err.value.code == CtapError.ERR.USER_ACTION_TIMEOUT
+    assert key.ctap2().get_info().uv_count_since_pin == 2
+    assert ClientPin(key.ctap2()).get_uv_retries() == 6
+    verifier.answer = PresenceResult.GRANTED
+    ClientPin(key.ctap2()).get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+    assert key.ctap2().get_info().uv_count_since_pin == 3
 
 
 # --- hmac-secret-mc -------------------------------------------------------------------------
