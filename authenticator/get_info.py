@@ -75,10 +75,13 @@ def extensions(config: Config) -> tuple[str, ...]:
 
 
 def attestation_formats(config: Config) -> tuple[str, ...]:
-    """Formats makeCredential can return (CTAP 2.2 attestationFormats, 0x16), default first."""
-    if config.attestation == "none":
-        return ("none",)
-    return ("packed", "none")
+    """Formats makeCredential can return (CTAP 2.2 attestationFormats, 0x16), "none" left
+    out: "Support for "none" attestation is implied and MUST be omitted", and the list
+    "MUST NOT ... be empty if present", so a key that attests nothing (no enterprise
+    attestation either, which is packed) leaves the member out (an empty tuple)."""
+    if config.attestation == "none" and not config.enterprise_attestation:
+        return ()
+    return ("packed",)
 
 
 def options(services: Services) -> dict[str, bool]:
@@ -159,7 +162,7 @@ def build_info(services: Services) -> GetInfoResponse:
     if behaviours.pin_blocked:
         reported_options["clientPin"] = True  # a PIN is "set" (and blocked)
     if behaviours.attestation == "none":
-        formats = ("none",)
+        formats = ()
     response = GetInfoResponse(
         versions=reported_versions,
         extensions=extensions(config),

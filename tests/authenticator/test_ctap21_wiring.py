@@ -93,6 +93,8 @@ def test_enterprise_attestation_mode_1_only_for_listed_rps() -> None:
     with running_key(config=config) as k:
         ctap = Ctap2(k.device)
         assert ctap.get_info().options["ep"] is False
+        # Its only attestation is the enterprise one, packed: attestationFormats says so.
+        assert ctap.send_cbor(Ctap2.CMD.GET_INFO)[0x16] == ["packed"]
         with pytest.raises(CtapError) as info:  # capable, but not enabled yet
             make(ctap, "corp.test", enterprise_attestation=1)
         assert info.value.code == ERR.INVALID_PARAMETER
@@ -142,8 +144,11 @@ def test_attestation_formats_preference(
     assert status == CtapStatus.OK
     assert response[1] == expected
     assert (response[3] == {}) == (expected == "none")
-    info = key.ctap2().get_info()
-    assert info.attestation_formats == (["none"] if configured == "none" else ["packed", "none"])
+    # CTAP 2.2 section 6.4 (0x16): "none" is implied and MUST be omitted, and the list MUST
+    # NOT be empty if present: a key that attests nothing leaves the member out.
+    status, info = key.call(0x04)
+    assert status == CtapStatus.OK
+    assert info.get(0x16) == (None if configured == "none" else ["packed"])
     bad = key.call(MC, make_credential_map(attestation_formats_preference=[1]))
     assert bad[0] == CtapStatus.CBOR_UNEXPECTED_TYPE
 

@@ -81,7 +81,9 @@ def test_get_info_fields() -> None:
     assert info.max_cred_blob_length == 32
     assert info.max_rpids_for_min_pin == 8
     assert info.remaining_disc_creds == Config().max_resident_credentials
-    assert info.attestation_formats == ["packed", "none"]
+    # CTAP 2.2 section 6.4 (0x16): "Support for "none" attestation is implied and MUST be
+    # omitted."
+    assert info.attestation_formats == ["packed"]
     assert info.max_creds_in_list == Config().max_credential_count_in_list
     assert info.max_cred_id_length == MAX_CREDENTIAL_ID_LENGTH
     assert info.transports == ["usb"]

@@ -479,7 +479,9 @@ def test_none_attestation() -> None:
         rp = RelyingParty(root_der=key.root_der)
         assert attestation_fmt(register(key.client(), rp)) == "packed"
         key.authenticator.behaviours.set("attestation", "none")
-        assert Ctap2(key.device).info.attestation_formats == ["none"]
+        # CTAP 2.2 section 6.4 (0x16): "none" is implied and MUST be omitted; nothing else
+        # is left, and the list MUST NOT be empty: the member is left out.
+        assert 0x16 not in Ctap2(key.device).send_cbor(Ctap2.CMD.GET_INFO)
         response = register(key.client(), RelyingParty(attestation="none"))
         att = response.response.attestation_object
         assert att.fmt == "none" and att.att_stmt == {}
