@@ -6,12 +6,27 @@ just its ``attestationRootCertificates``): every packed attestation of the keyst
 to that root, and the AAGUID identifies the keystore.
 
 The statement follows the FIDO Metadata Statement format v3.0 (``schema`` 3). What it says
-is what the key does: the algorithms, extensions and options come from the key's own
-authenticatorGetInfo (``authenticatorGetInfo`` is that answer, without
-``remainingDiscoverableCredentials``, which changes with every credential), keys and
-matcher are software, and ``multiDeviceCredentialSupport`` is ``explicit`` for a keystore
-created backup-eligible (`vfido export`), ``unsupported`` otherwise. ML-DSA algorithms have
-no name in the FIDO Registry yet: they appear only in ``authenticatorGetInfo.algorithms``.
+is what the key does:
+
+* ``authenticationAlgorithms``: every algorithm the key makes credentials with
+  (``Config.algorithms``, also on a CTAP 2.0 key, whose getInfo has no ``algorithms``), by
+  its FIDO Registry name; a verifier matching a credential's algorithm against this list
+  (SimpleWebAuthn's ``verifyAttestationWithMetadata``) refuses any left out. ML-DSA has no
+  name in the Registry yet: it appears only in ``authenticatorGetInfo.algorithms``.
+* ``attestationTypes``: ``basic_full`` for the batch certificate, plus ``basic_surrogate``
+  where some credentials are self-attested (``--attestation self``, or ML-DSA-44/65, whose
+  packed attestation is self attestation: ``attestation.MLDSA_SELF_ATTESTED``).
+* ``userVerificationDetails``: presence; the PIN (``passcode_external``); the built-in user
+  verification, ``fingerprint_internal`` on a fingerprint key (getInfo ``uvModality``),
+  otherwise ``passcode_internal``: the user's approval at the key's own prompt stands for
+  a verification on the authenticator, and MDS has no method for a software approval.
+* ``cryptoStrength``: the weakest algorithm's (RSA-2048: 112 bits).
+* ``authenticatorGetInfo``: the key's own answer without what changes as it is used
+  (remainingDiscoverableCredentials, uvCountSinceLastPinEntry) or on every call
+  (encIdentifier, encCredStoreState: a fresh IV each time).
+* keys and matcher are software, and ``multiDeviceCredentialSupport`` is ``explicit`` for a
+  keystore created backup-eligible (`vfido export`), ``unsupported`` otherwise.
+
 It is not a FIDO Alliance certified statement (``legalHeader`` says so).
 """
 
@@ -21,9 +36,27 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from vfido.authenticator.attestation import MLDSA_SELF_ATTESTED
 from vfido.authenticator.authdata import keystore_backup_eligible
+from vfido.authenticator.bio_enrollment import UV_MODALITY_FINGERPRINT
 from vfido.authenticator.client_pin import PIN_RETRIES_MAX
 from vfido.authenticator.config import Config
+from vfido.authenticator.cose import (
+    ED25519,
+    EDDSA,
+    ES256,
+    ES256K,
+    ES384,
+    ES512,
+    ESP256,
+    ESP384,
+    ESP512,
+    MLDSA44,
+    MLDSA65,
+    MLDSA87,
+    PS256,
+    RS256,
+)
 from vfido.authenticator.responses import GET_INFO_MEMBERS
 from vfido.keystore.store import KeyStore
 
@@ -33,22 +66,57 @@ LEGAL_HEADER = (
 )
 DESCRIPTION = "vfido virtual FIDO2 security key (software)"
 
-#: COSE algorithm -> FIDO Registry authentication algorithm name (MDS3 section 3.6.2).
+#: COSE algorithm -> FIDO Registry authentication algorithm name (FIDO Registry of
+#: Predefined Values, section 3.6.1; the fully-specified identifiers name the same
+#: signatures as the polymorphic ones).
 AUTHENTICATION_ALGORITHMS = {
-    -7: "secp256r1_ecdsa_sha256_raw",
-    -8: "ed25519_eddsa_sha512_raw",
-    -35: "secp384r1_ecdsa_sha384_raw",
-    -36: "secp521r1_ecdsa_sha512_raw",
-    -257: "rsassa_pkcsv15_sha256_raw",
+    ES256: "secp256r1_ecdsa_sha256_raw",
+    ESP256: "secp256r1_ecdsa_sha256_raw",
+    EDDSA: "ed25519_eddsa_sha512_raw",
+    ED25519: "ed25519_eddsa_sha512_raw",
+    ES384: "secp384r1_ecdsa_sha384_raw",
+    ESP384: "secp384r1_ecdsa_sha384_raw",
+    ES512: "secp521r1_ecdsa_sha512_raw",
+    ESP512: "secp521r1_ecdsa_sha512_raw",
+    PS256: "rsassa_pss_sha256_raw",
+    RS256: "rsassa_pkcsv15_sha256_raw",
+    ES256K: "secp256k1_ecdsa_sha256_raw",
 }
+#: COSE algorithm -> security strength in bits (NIST SP 800-57 part 1: RSA-2048 112,
+#: P-256 128, P-384 192, P-521 256; ML-DSA by its NIST category). MDS3 cryptoStrength is
+#: the weakest of what the key uses.
+CRYPTO_STRENGTH = {
+    ES256: 128,
+    ESP256: 128,
+    EDDSA: 128,
+    ED25519: 128,
+    ES256K: 128,
+    ES384: 192,
+    ESP384: 192,
+    ES512: 256,
+    ESP512: 256,
+    PS256: 112,
+    RS256: 112,
+    MLDSA44: 128,
+    MLDSA65: 192,
+    MLDSA87: 256,
+}
+#: The batch certificate's signature (ES256).
+_ATTESTATION_STRENGTH = 128
 #: getInfo version -> MDS "upv" (CTAP 2.0 is 1.0, CTAP 2.1 is 1.1).
 UPV = {"FIDO_2_0": (1, 0), "FIDO_2_1_PRE": (1, 1), "FIDO_2_1": (1, 1)}
 #: Attestation format (Config.attestation) -> MDS attestation type.
 ATTESTATION_TYPES = {"packed": "basic_full", "self": "basic_surrogate", "none": "none"}
 
+#: getInfo members that describe one key's use, not the model: remainingDiscoverable-
+#: Credentials (20) and uvCountSinceLastPinEntry (23) change as the key is used,
+#: encIdentifier (25) and encCredStoreState (30) on every getInfo (a fresh IV).
+_CHANGING_MEMBERS = frozenset({20, 23, 25, 30})
 #: authenticatorGetInfo member names as MDS3 spells them (the spec's names), without
-#: remainingDiscoverableCredentials (20), which changes as credentials come and go.
-GET_INFO_NAMES = {key: name for key, name in GET_INFO_MEMBERS.items() if key != 20}
+#: :data:`_CHANGING_MEMBERS`.
+GET_INFO_NAMES = {
+    key: name for key, name in GET_INFO_MEMBERS.items() if key not in _CHANGING_MEMBERS
+}
 
 
 def format_aaguid(aaguid: bytes) -> str:
@@ -61,7 +129,7 @@ def _json_get_info(info: Mapping[int, Any]) -> dict[str, Any]:
     for key, value in info.items():
         name = GET_INFO_NAMES.get(key)
         if name is None:
-            continue  # remainingDiscoverableCredentials (20) and unknown members
+            continue  # the members that change as the key is used, and unknown ones
         out[name] = value.hex() if isinstance(value, bytes) else value
     return out
 
@@ -73,7 +141,7 @@ def metadata_statement(
     getInfo answer (a running key's, or :func:`vfido.key.get_info` of ``store``)."""
     config = config or Config()
     identity = store.identity()
-    algorithms = [a.get("alg") for a in info.get(10, []) if isinstance(a, Mapping)]
+    algorithms = config.algorithms
     versions = [v for v in info.get(1, []) if isinstance(v, str)]
     upv = sorted({UPV[v] for v in versions if v in UPV}, reverse=True)
     options = info.get(4, {})
@@ -94,6 +162,12 @@ def metadata_statement(
                 {"userVerificationMethod": "presence_internal"},
             ]
         )
+    if options.get("uv") is not None:  # built-in user verification
+        internal = "fingerprint_internal" if info.get(18) == UV_MODALITY_FINGERPRINT else None
+        uv_details.append([{"userVerificationMethod": internal or "passcode_internal"}])
+    attestation_types = [ATTESTATION_TYPES.get(config.attestation, "basic_full")]
+    if config.attestation == "packed" and any(a in MLDSA_SELF_ATTESTED for a in algorithms):
+        attestation_types.append("basic_surrogate")  # ML-DSA-44/65: self attestation
     root = identity.attestation_chain[-1]
     firmware = info.get(14)
     return {
@@ -108,11 +182,13 @@ def metadata_statement(
             AUTHENTICATION_ALGORITHMS[a] for a in algorithms if a in AUTHENTICATION_ALGORITHMS
         ],
         "publicKeyAlgAndEncodings": ["cose"],
-        "attestationTypes": [ATTESTATION_TYPES.get(config.attestation, "basic_full")],
+        "attestationTypes": attestation_types,
         "userVerificationDetails": uv_details,
         "keyProtection": ["software"],
         "matcherProtection": ["software"],
-        "cryptoStrength": 128,
+        "cryptoStrength": min(
+            [_ATTESTATION_STRENGTH, *(CRYPTO_STRENGTH.get(a, 128) for a in algorithms)]
+        ),
         "attachmentHint": ["external", "wired"],
         "tcDisplay": [],
         "attestationRootCertificates": [base64.b64encode(root).decode("ascii")],

@@ -97,6 +97,13 @@ class DenyPresence:
             log.debug("presence: denying %s", describe(request))
         return PresenceResult.DENIED
 
+    def verify_user(
+        self, request: PresenceRequest, context: RequestContext, timeout: float
+    ) -> PresenceResult:
+        """Built-in user verification is refused too (so a key with built-in UV can be
+        built offline: ``vfido.key.offline_authenticator``)."""
+        return self.request_presence(request, context, timeout)
+
 
 class AutoFrontEnd:
     """Approves after ``delay`` seconds (``--presence auto``)."""
