@@ -57,22 +57,33 @@ MAX_FINDINGS = 1000
 #: Users remembered for exclude-list-missing and user-handle-shared (an RP cannot grow the
 #: key's memory without bound).
 MAX_USERS = 100_000
-_RS256 = -257
+#: The RSA COSE algorithms (RS256/384/512, PS256/384/512, RS1): most security keys have none.
+_RSA_ALGORITHMS = frozenset({-257, -258, -259, -37, -38, -39, -65535})
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _USERNAME = re.compile(r"[A-Za-z0-9._+\-@]{1,64}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX_TOKEN = re.compile(r"[0-9a-fA-F]{32,}")  # 16 bytes or more
-_BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{22,}={0,2}")  # 16 bytes or more
+#: base64, base64url and base32 text of 16 bytes or more (base32 pads with up to six "=").
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{22,}={0,6}")
+#: From this length (unpadded), text in that alphabet reads as random whatever its letters'
+#: case: 16 bytes in base32 (a ULID, RFC 4648 lowercase) take 26 characters.
+_LONG_TOKEN = 26
 _WORD = re.compile(r"[^\W_]{4,}")
 _HEX_LETTERS = frozenset("0123456789abcdefABCDEF")
 
 
 def _random_token(text: str, names: Iterable[object] = ()) -> bool:
     """Whether ``text`` reads as an identifier made of 16 random bytes or more (a UUID, hex
-    with letters in it, base64 with upper and lower case letters and digits), which carries
-    no personal data: relying parties (Keycloak's UUIDs) store their random handles so. Not
-    when a word of the user's ``names`` is in it (``JohnSmithBerlin19850312``), nor digits
-    alone (a card or account number)."""
+    with letters in it, base64 or base32 text), which carries no personal data: relying
+    parties (Keycloak's UUIDs, ULIDs, ``secrets.token_urlsafe``) store their random handles
+    so. Not when a word of the user's ``names`` is in it (``JohnSmithBerlin19850312``), nor
+    digits alone (a card or account number).
+
+    Random base64 of 22-25 characters is told from a readable name by its character
+    classes: it has two of digits, capitals and small letters but for about 3 in 10^8
+    values (``token_urlsafe(16)``; one class alone, "alicesmithfromberlin", reads as a
+    name). From 26 characters on, any such text counts as random: base32 has one letter
+    case and may lack digits (13 in 10^4 lowercase 20-byte values do)."""
     if _UUID.fullmatch(text):
         return True
     if _HEX_TOKEN.fullmatch(text):  # hex holds no name: only digits (an account number)?
@@ -86,12 +97,16 @@ def _random_token(text: str, names: Iterable[object] = ()) -> bool:
             # text holds such a word by chance about never.
             if not set(word) <= _HEX_LETTERS and word.casefold() in folded:
                 return False
-    return bool(
-        _BASE64_TOKEN.fullmatch(text)
-        and any(c.isdigit() for c in text)
-        and any(c.isupper() for c in text)
-        and any(c.islower() for c in text)
+    if not _BASE64_TOKEN.fullmatch(text):
+        return False
+    if len(text.rstrip("=")) >= _LONG_TOKEN:
+        return True
+    classes = (
+        any(c.isdigit() for c in text),
+        any(c.isupper() for c in text),
+        any(c.islower() for c in text),
     )
+    return sum(classes) >= 2
 
 
 @dataclass(frozen=True)
@@ -154,17 +169,19 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "rs256-only",
-            "pubKeyCredParams offers RS256 only",
-            "most security keys implement ES256 and EdDSA but not RS256: they refuse the "
+            "pubKeyCredParams offers RSA algorithms only (RS256, PS256, ...)",
+            "most security keys implement ES256 and EdDSA but no RSA: they refuse the "
             "registration; offer -8, -7 and -257",
             "WebAuthn L3 section 5.4 (pubKeyCredParams: RPs SHOULD include -8, -7, -257)",
         ),
         Rule(
             "rp-id-origin-mismatch",
             "the RP ID is not the origin's effective domain or a registrable suffix of it",
-            "a client refuses such an RP ID (SecurityError); a native client that does not "
-            "check lets any origin use the RP's credentials",
-            "WebAuthn L3 section 5.1.3 step 8 and 5.1.4.1 step 7 (RP ID validation)",
+            "a client accepts such an RP ID only through related origin requests: if it "
+            "supports them and https://RP-ID/.well-known/webauthn lists the origin; others "
+            "refuse it (SecurityError). Relying on related origins? Leave the origin out "
+            "of the lint",
+            "WebAuthn L3 section 5.1.3 step 8, 5.1.4.1 step 7 and 5.11 (related origins)",
         ),
         Rule(
             "user-name-truncated",
@@ -429,9 +446,16 @@ class Linter:
         self._check_list(rp_id, "excludeList", exclude)
         # rs256-only
         params = _list(p.get(0x04))
-        algorithms = {item.get("alg") for item in params if isinstance(item, dict)}
-        if algorithms == {_RS256}:
-            self._find("rs256-only", f"registration for {_quote(rp_id)} offers only RS256 (-257)")
+        algorithms = {
+            item["alg"]
+            for item in params
+            if isinstance(item, dict) and type(item.get("alg")) is int
+        }
+        if algorithms and algorithms <= _RSA_ALGORITHMS:
+            offered = ", ".join(str(a) for a in sorted(algorithms, reverse=True))
+            self._find(
+                "rs256-only", f"registration for {_quote(rp_id)} offers only RSA ({offered})"
+            )
         # discoverable-without-uv
         options = _map(p.get(0x07))
         if (
