@@ -657,8 +657,13 @@ def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
         "pending": {"pending": [1]},
         "commands": {"commands": [1]},  # a command name that is not text
     }
+    # What `vfido ctl` sends them (any other argument is refused before the answer).
+    accepts = {
+        "credentials": ("public_key",),
+        "credentials-add": ("rp_id", "discoverable", "user_id", "cred_protect", "sign_count"),
+    }
     for name, answer in answers.items():
-        server.register(name, lambda _args, answer=answer: answer)
+        server.register(name, lambda _args, answer=answer: answer, accepts=accepts.get(name, ()))
     server.start()
     try:
         for command in (
@@ -676,6 +681,64 @@ def test_answers_of_the_wrong_shape_are_one_line_each(tmp_path: Path) -> None:
             assert len(lines) == 1 and lines[0].startswith("vfido: error: malformed answer")
     finally:
         server.stop()
+
+
+def test_every_command_refuses_an_argument_it_does_not_take(tmp_path: Path) -> None:
+    """A misspelt argument (`credentail_id`) was ignored: the command ran without it (a
+    behaviour turned on with its default value, a power cycle, every RP's credentials
+    listed). Each command declares its arguments where it is registered, and the server
+    refuses any other, naming them, before the command runs."""
+    from vfido.control.commands import register_commands
+    from vfido.lint import Linter
+    from vfido.trace import TraceRecorder
+
+    store = SqliteKeyStore.ephemeral()
+    broker = PresenceBroker((AutoFrontEnd(),), mode="auto")
+    device = Authenticator(store, broker, Config(fingerprint=True))
+    server = ControlServer(tmp_path / "run" / "key.sock")
+    register_commands(server, KeyParts(device, store, broker), dict, TraceRecorder(), Linter())
+    try:
+        with server, KeyController(server.path) as ctl:
+            commands = ctl.commands()
+            assert {"status", "log", "lint", "finger", "webauthn-add-credential"} <= set(commands)
+            for command in commands:
+                with pytest.raises(
+                    ControlError, match=f"^unknown argument 'credentail_id' to {command} \\("
+                ) as info:
+                    ctl.call(command, credentail_id="AAAA")
+                webdriver = command.startswith("webauthn-")
+                assert info.value.webdriver_error == ("invalid argument" if webdriver else None)
+            with pytest.raises(ControlError) as info:
+                ctl.call("credentials-remove", credentail_id="AAAA")
+            assert str(info.value) == (
+                "unknown argument 'credentail_id' to credentials-remove (its arguments: id)"
+            )
+            with pytest.raises(ControlError) as info:
+                ctl.call("power-cycle", now=True, ID=1)
+            assert str(info.value) == (
+                "unknown arguments 'ID', 'now' to power-cycle (it takes no arguments)"
+            )
+            with pytest.raises(ControlError, match=r"\(its arguments: clear, name, value\)"):
+                ctl.call("behaviours", name="counter-jump", vaule=5)
+            assert ctl.behaviours() == {}  # not turned on with its default value
+            ctl.add_credential(RP_ID, user_id=b"alice")
+            # The shell's way in: one line, exit 1, and the credential is still there.
+            (cred,) = ctl.credentials()
+            result = vfido(
+                [
+                    *("ctl", "--socket", str(server.path), "call", "credentials-remove"),
+                    json.dumps({"credentail_id": cred["id"]}),
+                ],
+                passphrase=None,
+            )
+            assert result.returncode == 1 and result.stdout == ""
+            assert result.stderr == (
+                "vfido: error: unknown argument 'credentail_id' to credentials-remove "
+                "(its arguments: id)\n"
+            )
+            assert [c["id"] for c in ctl.credentials()] == [cred["id"]]
+    finally:
+        store.close()
 
 
 def test_credentials_add_errors_name_the_flags(tmp_path: Path) -> None:

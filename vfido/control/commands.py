@@ -8,7 +8,9 @@ mode 0700 (``$XDG_RUNTIME_DIR/vfido/<name>.sock``, else ``/tmp/vfido-<uid>/<name
 one line, each answer one object on one line: ``{"ok": true, ...result}`` or
 ``{"ok": false, "error": "one human line"}``. A connection may send any number of requests,
 one at a time. Binary values (credential IDs, user IDs, COSE keys) are base64url without
-padding. Unknown arguments are ignored; a wrong type or value is an error answer.
+padding. Each command takes the arguments listed below (declared where it is registered): an
+argument it does not take is an error answer naming the ones it does (``unknown argument
+'credentail_id' to credentials-remove (its arguments: id)``), as is a wrong type or value.
 
 Clients: :class:`vfido.control.client.KeyController` (Python), ``vfido ctl ...`` (shell),
 ``vfido ui`` (browser).
@@ -104,6 +106,11 @@ Commands
     which documents it): the most recent requests, responses and CTAPHID control packets,
     secrets redacted. Poll with ``since`` = the previous ``last``.
 
+``lint`` ``{"clear"?: true}`` -> ``{"findings": [{"rule", "message", "reference"}, ...],
+"origin"}``
+    Only on a key run with ``--lint`` (:mod:`vfido.lint`): the relying-party lint's
+    findings; ``clear`` also forgets them.
+
 WebDriver virtual authenticators
 ================================
 The W3C WebDriver extension's commands (WebAuthn Level 3 section 11) on this key, with its
@@ -111,7 +118,8 @@ names and JSON shapes (:mod:`vfido.virtual_authenticator` says how each maps ont
 CREDENTIAL is the Credential Parameters object ``{"credentialId", "isResidentCredential",
 "rpId", "privateKey" (base64url PKCS#8), "userHandle", "signCount", "largeBlob",
 "backupEligibility", "backupState"}``. Errors are ``{"ok": false, "error", "webdriver_error"}``
-with the WebDriver error code (``invalid argument``, ``unsupported operation``).
+with the WebDriver error code (``invalid argument``, ``unsupported operation``); an argument
+that is not one of the command's is an ``invalid argument``.
 
 ``webauthn-authenticator`` -> ``{"options": OPTIONS}``
     The Add Virtual Authenticator options the key behaves as (``protocol``, ``transport``,
@@ -127,7 +135,8 @@ with the WebDriver error code (``invalid argument``, ``unsupported operation``).
 
 Adding a command: a handler ``handler(args: dict) -> dict`` (it runs on a control
 connection's thread and raises :class:`vfido.control.server.CommandError` for an error
-answer), registered in its group below (:func:`add_key_commands`,
+answer), registered with the names of its arguments (``server.register(NAME, handler,
+accepts=(...))``; the server refuses any other) in its group below (:func:`add_key_commands`,
 :func:`add_presence_commands`, :func:`add_webauthn_commands`; ``log``'s handler lives with the
 recorder, :func:`vfido.trace.add_trace_commands`), and described above. The groups are put
 together in one place, :func:`register_commands`, which every key's control socket uses
@@ -515,11 +524,18 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         return {"info": named}
 
     add_webauthn_commands(server, key)
-    server.register("credentials", credentials)
-    server.register("credentials-add", credentials_add)
-    server.register("credentials-remove", credentials_remove)
-    server.register("presence-mode", presence_mode)
-    server.register("behaviours", behaviours_command)
+    server.register("credentials", credentials, accepts=("rp_id", "public_key"))
+    server.register(
+        "credentials-add",
+        credentials_add,
+        accepts=(
+            *("rp_id", "discoverable", "user_id", "user_name", "user_display_name", "rp_name"),
+            *("private_key_pem", "private_key_cose", "algorithm", "cred_protect", "sign_count"),
+        ),
+    )
+    server.register("credentials-remove", credentials_remove, accepts=("id",))
+    server.register("presence-mode", presence_mode, accepts=("mode", "delay"))
+    server.register("behaviours", behaviours_command, accepts=("name", "value", "clear"))
     server.register("power-cycle", power_cycle)
     server.register("info", info)
 
@@ -535,7 +551,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
 
     server.register("metadata", metadata)
     if device.config.fingerprint:
-        server.register("finger", finger)
+        server.register("finger", finger, accepts=("finger",))
     else:
         server.lacks("finger", "this key has no fingerprint sensor: run it with --fingerprint")
 
@@ -577,17 +593,27 @@ def add_webauthn_commands(server: ControlServer, key: KeyParts) -> None:
         va.set_credential_properties(key, credential_id(args), args)
         return {}
 
-    commands: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-        "webauthn-authenticator": lambda a: {"options": va.options_of(key).to_json()},
-        "webauthn-add-credential": lambda a: {"credential": va.add_credential(key, a, now())},
-        "webauthn-get-credentials": lambda a: {"credentials": va.get_credentials(key)},
-        "webauthn-remove-credential": remove,
-        "webauthn-remove-all-credentials": remove_all,
-        "webauthn-set-user-verified": user_verified,
-        "webauthn-set-credential-properties": properties,
+    # Each command, its handler and the names of its arguments (the Credential Parameters').
+    commands: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], tuple[str, ...]]] = {
+        "webauthn-authenticator": (lambda a: {"options": va.options_of(key).to_json()}, ()),
+        "webauthn-add-credential": (
+            lambda a: {"credential": va.add_credential(key, a, now())},
+            (
+                *("credentialId", "isResidentCredential", "rpId", "privateKey", "userHandle"),
+                *("signCount", "largeBlob", "backupEligibility", "backupState"),
+            ),
+        ),
+        "webauthn-get-credentials": (lambda a: {"credentials": va.get_credentials(key)}, ()),
+        "webauthn-remove-credential": (remove, ("credentialId",)),
+        "webauthn-remove-all-credentials": (remove_all, ()),
+        "webauthn-set-user-verified": (user_verified, ("isUserVerified",)),
+        "webauthn-set-credential-properties": (
+            properties,
+            ("credentialId", "backupEligibility", "backupState"),
+        ),
     }
-    for name, func in commands.items():
-        server.register(name, wrap(func))
+    for name, (func, accepts) in commands.items():
+        server.register(name, wrap(func), accepts=accepts, webdriver_error=va.INVALID_ARGUMENT)
 
 
 # --- presence commands ------------------------------------------------------------------
@@ -626,9 +652,9 @@ def add_presence_commands(server: ControlServer, broker: PresenceBroker) -> None
 
         return handler
 
-    server.register("pending", pending)
-    server.register("approve", answerer(True))
-    server.register("deny", answerer(False))
+    server.register("pending", pending, accepts=("wait",))
+    server.register("approve", answerer(True), accepts=("id", "wait"))
+    server.register("deny", answerer(False), accepts=("id", "wait"))
 
 
 # --- the whole command set, in one place -----------------------------------------------
@@ -660,6 +686,6 @@ def register_commands(
 
         # ``lint``: the relying-party lint's findings (see :mod:`vfido.lint`);
         # ``{"clear": true}`` also forgets them.
-        server.register("lint", control_command(linter))
+        server.register("lint", control_command(linter), accepts=("clear",))
     else:
         server.lacks("lint", "this key does not lint relying parties: run it with --lint")

@@ -15,10 +15,13 @@ Protocol: JSON lines. Each request is one object ``{"cmd": NAME, ...arguments}``
 each answer is one object on one line, ``{"ok": true, ...}`` or
 ``{"ok": false, "error": "one human line"}``. A connection may send several requests.
 
-Commands are registered by name (:meth:`ControlServer.register`): a handler takes the
-request's arguments (a dict, without ``cmd``) and returns the answer's fields (a dict); it
-raises :class:`CommandError` for an error answer (any other exception becomes
-``internal error (TYPE)``, never its text). This module registers ``commands``; every other
+Commands are registered by name (:meth:`ControlServer.register`), each with the argument
+names it accepts: a request naming any other is refused, naming the command's arguments,
+before the handler runs (a typo such as ``credentail_id`` is an error, not an argument
+ignored). A handler takes the request's arguments (a dict, without ``cmd``) and returns the
+answer's fields (a dict); it raises :class:`CommandError` for an error answer (any other
+exception becomes ``internal error (TYPE)``, never its text). This module registers
+``commands``; every other
 command is registered in one place, :func:`vfido.control.commands.register_commands`, which
 also documents each command, its arguments, answer and errors.
 """
@@ -32,7 +35,8 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +80,36 @@ class CommandError(Exception):
     def __init__(self, message: str, *, webdriver_error: str | None = None) -> None:
         super().__init__(message)
         self.webdriver_error = webdriver_error
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A registered command: its handler and the argument names it accepts."""
+
+    handler: Handler
+    accepts: frozenset[str]
+    #: The WebDriver error code of a refused argument (the ``webauthn-*`` commands).
+    webdriver_error: str | None
+
+    def refuse_unknown(self, name: str, args: Iterable[str]) -> CommandError | None:
+        """The error answering a request for command ``name`` with an argument this
+        command does not accept (it names them, and the ones it does), if it has one."""
+        unknown = sorted(set(args) - self.accepts)
+        if not unknown:
+            return None
+        # The names are the client's: quoted (repr: control characters escaped) and cut.
+        quoted = ", ".join(repr(arg[:40]) for arg in unknown[:5])
+        quoted += ", ..." if len(unknown) > 5 else ""
+        plural = "s" if len(unknown) > 1 else ""
+        takes = (
+            f"its arguments: {', '.join(sorted(self.accepts))}"
+            if self.accepts
+            else "it takes no arguments"
+        )
+        return CommandError(
+            f"unknown argument{plural} {quoted} to {name} ({takes})",
+            webdriver_error=self.webdriver_error,
+        )
 
 
 #: Where the control sockets go without ``$XDG_RUNTIME_DIR`` (a test points it elsewhere).
@@ -188,7 +222,7 @@ class ControlServer:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handlers: dict[str, Handler] = {}
+        self._handlers: dict[str, _Command] = {}
         self._missing: dict[str, str] = {}  # a command this key lacks -> why (the flag)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
@@ -196,10 +230,20 @@ class ControlServer:
         self.connections = ConnectionTable(MAX_CONNECTIONS)
         self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        accepts: Iterable[str] = (),
+        webdriver_error: str | None = None,
+    ) -> None:
         """Answer ``{"cmd": name, ...}`` with ``handler(args)`` (replaces an earlier one).
+        ``accepts``: the argument names the command takes (none by default); a request with
+        any other is refused before the handler runs, with an error naming these.
+        ``webdriver_error``: the WebDriver error code that refusal carries (``webauthn-*``).
         Handlers run on the connection's thread, possibly several at once."""
-        self._handlers[name] = handler
+        self._handlers[name] = _Command(handler, frozenset(accepts), webdriver_error)
 
     def lacks(self, name: str, why: str) -> None:
         """This key does not offer ``name``; a request for it is answered ``why`` (e.g. the
@@ -310,11 +354,14 @@ class ControlServer:
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'a request is {"cmd": NAME, ...}'}
         name = request.pop("cmd")
-        handler = self._handlers.get(name)
-        if handler is None:
+        command = self._handlers.get(name)
+        if command is None:
             return {"ok": False, "error": self._missing.get(name, f"unknown command {name!r}")}
         try:
-            answer = handler(request)
+            refusal = command.refuse_unknown(name, request)
+            if refusal is not None:
+                raise refusal
+            answer = command.handler(request)
         except CommandError as exc:
             if exc.webdriver_error is not None:
                 return {"ok": False, "error": str(exc), "webdriver_error": exc.webdriver_error}

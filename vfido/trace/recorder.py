@@ -336,4 +336,4 @@ def add_trace_commands(server: Any, recorder: TraceRecorder) -> None:
                 raise CommandError(f"{name} must be a non-negative integer")
         return {"records": recorder.recent(limit, since), "last": recorder.last_seq}
 
-    server.register("log", handler)
+    server.register("log", handler, accepts=("limit", "since"))
