@@ -328,6 +328,32 @@ def test_a_path_under_a_file_or_a_missing_directory_is_named(tmp_path: Path) -> 
     )
 
 
+def test_a_wrong_socket_is_named_as_given(tmp_path: Path) -> None:
+    """`info --socket /tmp` said "/ is accessible by other users", and `--socket k.sock`
+    named the working directory: each error named a directory the user never typed. It
+    names the socket as given first (and a directory given as the socket is said to be one:
+    "no vfido key answers" there sent the user to start one)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    for command in (["info"], ["status"], ["ctl"]):
+        tail = ["status"] if command == ["ctl"] else []
+        one_line_error(
+            vfido([*command, "--socket", "k.sock", *tail], cwd=shared),
+            f"control socket k.sock: {shared} is accessible by other users (mode 755)",
+        )
+        one_line_error(
+            vfido([*command, "--socket", str(shared), *tail]),
+            f"vfido: error: {shared} is a directory, not a control socket\n",
+        )
+    a_file = tmp_path / "notes"
+    a_file.write_text("notes\n")
+    one_line_error(
+        vfido(["info", "--socket", str(a_file / "k.sock")]),
+        f"control socket {a_file / 'k.sock'}: {a_file} is not a directory",
+    )
+
+
 _INTERRUPTIONS = {
     # Ctrl-C while a module of the command loads (vfido.entry's handler)...
     "import": """

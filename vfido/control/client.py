@@ -31,26 +31,29 @@ MAX_ANSWER = 256 * 1024 * 1024
 _T = TypeVar("_T")
 
 
-def _check_client_dir(directory: Path) -> None:
+def _check_client_dir(directory: Path, socket: Path | None = None) -> None:
     """The directory of a control socket a client is about to use must be the user's own
-    and private, as the server makes it (:func:`_private_dir`). Raises ControlError."""
+    and private, as the server makes it (:func:`_private_dir`). Raises ControlError, which
+    names the ``socket`` (as the user gave it) first: the user named the socket, not its
+    directory (`--socket /tmp` said only "/ is accessible by other users")."""
+    said = f"control socket {socket}: " if socket is not None else ""
     try:
         st = os.lstat(directory)
     except FileNotFoundError:
         return  # nothing there: connecting finds no key
     except OSError as exc:
-        raise ControlError(f"cannot inspect {directory}: {exc.strerror}") from None
+        raise ControlError(f"{said}cannot inspect {directory}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise ControlError(f"{directory} is not a directory: refusing to use its control sockets")
+        raise ControlError(f"{said}{directory} is not a directory")
     if st.st_uid not in (os.getuid(), 0):
         raise ControlError(
-            f"{directory} belongs to another user (uid {st.st_uid}): refusing to use its "
-            "control sockets (remove it)"
+            f"{said}{directory} belongs to another user (uid {st.st_uid}): refusing to use "
+            "its control sockets (remove it)"
         )
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise ControlError(
-            f"{directory} is accessible by other users (mode {stat.S_IMODE(st.st_mode):03o}): "
-            "refusing to use its control sockets"
+            f"{said}{directory} is accessible by other users (mode "
+            f"{stat.S_IMODE(st.st_mode):03o}): refusing to use its control sockets"
         )
 
 
@@ -61,7 +64,9 @@ class ControlClient:
         """Connect to ``path``, after checking its directory and before sending anything,
         that the key is served by this user (or root). Raises ControlError."""
         self.path = path
-        _check_client_dir(Path(os.path.abspath(path)).parent)
+        if os.path.isdir(path):  # e.g. the directory of the sockets (it has none of its own)
+            raise ControlError(f"{path} is a directory, not a control socket")
+        _check_client_dir(Path(os.path.abspath(path)).parent, path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
         try:
