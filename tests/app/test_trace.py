@@ -556,18 +556,42 @@ def test_a_trace_cut_off_mid_line_gets_its_next_run_on_a_line_of_its_own(tmp_pat
     assert lines[-1] == '{"type": "start", "version": "x", "pid": 2}'
 
 
-def test_trace_show_says_how_many_lines_it_skipped(tmp_path: Path) -> None:
-    """Junk lines or a half-written last line were skipped in silence (exit 0, no word)."""
+def test_trace_show_shows_every_record_and_names_each_bad_line(tmp_path: Path) -> None:
+    """One line that was not UTF-8 text (a damaged byte) or longer than a trace's longest
+    refused the whole file ("not a vfido trace"); junk lines were one note, exit 0. Every
+    record is shown (host text escaped), then each bad line is one error line with its
+    number and why, and the exit status is 1."""
     from tests.service_helpers import vfido
+    from vfido.trace.format import MAX_LINE
 
+    too_long = b"x" * (MAX_LINE + 10) + b"\n"
     trace = tmp_path / "t.jsonl"
-    trace.write_text(
-        '{"type": "start", "version": "x", "pid": 1, "t": 1}\nnot json\n[1, 2]\n{"type": "ev'
+    trace.write_bytes(
+        b'{"type": "start", "version": "x", "pid": 1, "t": 1}\n'
+        b"not json\n"
+        b'{"type": "event", "t": 2, "event": "power_cycle \xff"}\n'  # a damaged byte
+        b"[1, 2]\n"
+        b'{"type": "event", "t": 3, "event": "\\u001b[2Jwiped"}\n'  # host text, escaped
+        b'{"some": "json"}\n' + too_long + b'{"type": "event", "t": 4, "event": "power_cycle"}\n'
+        b'{"type": "ev'  # a run cut off mid-line
     )
     result = vfido(["trace", "show", str(trace)])
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == (
-        f"vfido: note: skipped 3 line(s) of {trace} that are not trace records (line 2, 3, 4)\n"
-    )
-    skipped: list[int] = []
-    assert len(list(read_trace(trace, skipped))) == 1 and skipped == [2, 3, 4]
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "00:00:01.000 trace started (vfido x, pid 1)",
+        "00:00:03.000 \\x1b[2Jwiped",
+        "00:00:04.000 power_cycle",
+    ]
+    assert result.stderr.splitlines() == [
+        f"vfido: error: {trace} line 2: not JSON",
+        f"vfido: error: {trace} line 3: not UTF-8 text",
+        f"vfido: error: {trace} line 4: not a trace record",
+        f"vfido: error: {trace} line 6: not a trace record",
+        f"vfido: error: {trace} line 7: longer than {MAX_LINE} bytes",
+        f"vfido: error: {trace} line 9: not JSON (the file ends mid-line)",
+    ]
+    from vfido.trace.format import SkippedLine
+
+    skipped: list[SkippedLine] = []
+    assert len(list(read_trace(trace, skipped))) == 3
+    assert [line.number for line in skipped] == [2, 3, 4, 6, 7, 9]

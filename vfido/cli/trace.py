@@ -10,35 +10,34 @@ from vfido.cli.common import CliError, Subparsers
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    """The trace's records readably; each line that holds none is one error line on stderr
+    (its number and why), after them, and makes the exit status 1."""
     from vfido.safetext import visible
-    from vfido.trace.format import RECORD_TYPES, NotATrace, format_trace, read_trace
+    from vfido.trace.format import NOT_TEXT, NotATrace, SkippedLine, format_trace, read_trace
 
     path = Path(args.file)
-    skipped: list[int] = []
+    skipped: list[SkippedLine] = []
     try:
         records = list(read_trace(path, skipped))
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{path} is not a vfido trace (binary data)") from None
     except NotATrace as exc:
         raise CliError(f"{path} is not a vfido trace ({exc})") from None
-    if not any(record.get("type") in RECORD_TYPES for record in records):
-        raise CliError(
-            f"{path} is not a vfido trace (no trace records; `vfido run --trace FILE` writes one)"
+    if not records:  # a file named by mistake: one line, not one per line of it
+        why = (
+            "binary data"
+            if any(line.why == NOT_TEXT for line in skipped)
+            else "no trace records; `vfido run --trace FILE` writes one"
         )
+        raise CliError(f"{path} is not a vfido trace ({why})")
     for line in format_trace(records, details=args.details):
         print(visible(line))  # RP IDs, user names, anything in the file: never raw
-    if skipped:  # said, not hidden: a line cut off by a crash, or not from vfido at all
-        shown = ", ".join(str(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        print(
-            visible(
-                f"vfido: note: skipped {len(skipped)} line(s) of {path} that are not "
-                f"trace records (line {shown})"
-            ),
-            file=sys.stderr,
-        )
-    return 0
+    if not skipped:
+        return 0
+    sys.stdout.flush()  # the records first, then what was left out of them
+    for bad in skipped:  # said, not hidden: a line cut off by a crash, damaged, or junk
+        print(visible(f"vfido: error: {path} line {bad.number}: {bad.why}"), file=sys.stderr)
+    return 1
 
 
 def register(sub: Subparsers) -> None:

@@ -7,7 +7,7 @@ import datetime
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The record types `vfido run --trace` writes; a file with none of them is not a trace.
 RECORD_TYPES = frozenset({"start", "event", "packet", "request", "response"})
@@ -22,27 +22,58 @@ class NotATrace(ValueError):
     """The file cannot be a trace (a line too long to be one)."""
 
 
-def read_trace(path: Path, skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
-    """The records of a trace file. Lines that are not JSON objects are skipped (their
-    numbers appended to ``skipped``, if given: a line cut off by a crash, junk). Raises
-    :class:`NotATrace`, UnicodeDecodeError (binary data) or OSError."""
+#: Why a line with bytes that are not UTF-8 is skipped (a binary file has such lines).
+NOT_TEXT = "not UTF-8 text"
+
+
+class SkippedLine(NamedTuple):
+    """A line of a trace file that is no trace record: its number (from 1) and why."""
+
+    number: int
+    why: str
+
+
+def read_trace(path: Path, skipped: list[SkippedLine] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a trace file (JSON objects of a type in :data:`RECORD_TYPES`), from
+    every line that holds one. Any other line (junk, a line cut off by a crash, a damaged
+    byte, one longer than :data:`MAX_LINE`) is skipped, and said in ``skipped`` if given:
+    one bad line never hides the others. Raises :class:`NotATrace` for a line longer than
+    :data:`MAX_LINE` before any record (a file without newlines: /dev/zero is not read to
+    its end), or OSError."""
     with open(path, "rb") as f:
-        number = 0
+        number, records = 0, 0
+
+        def skip(why: str) -> None:
+            if skipped is not None:
+                skipped.append(SkippedLine(number, why))
+
         while raw := f.readline(MAX_LINE + 1):
             number += 1
             if len(raw) > MAX_LINE:
-                raise NotATrace(f"a line is longer than {MAX_LINE} bytes")
-            line = raw.decode("utf-8").strip()
+                if not records:
+                    raise NotATrace(f"a line is longer than {MAX_LINE} bytes")
+                while raw and not raw.endswith(b"\n"):  # the rest of it, read in pieces
+                    raw = f.readline(MAX_LINE + 1)
+                skip(f"longer than {MAX_LINE} bytes")
+                continue
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                skip(NOT_TEXT)
+                continue
             if not line:
                 continue
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError):
-                record = None
-            if isinstance(record, dict):
-                yield record
-            elif skipped is not None:
-                skipped.append(number)
+                cut = "" if raw.endswith(b"\n") else " (the file ends mid-line)"
+                skip(f"not JSON{cut}")
+                continue
+            if not isinstance(record, dict) or record.get("type") not in RECORD_TYPES:
+                skip("not a trace record")
+                continue
+            records += 1
+            yield record
 
 
 def _clock_text(t: Any) -> str:
