@@ -354,6 +354,69 @@ def test_a_wrong_socket_is_named_as_given(tmp_path: Path) -> None:
     )
 
 
+def _every_command() -> list[tuple[list[str], list[str]]]:
+    """(its words, the arguments it requires, filled in) of every `vfido` command."""
+    import argparse
+
+    from vfido.cli.main import build_parser
+
+    found: list[tuple[list[str], list[str]]] = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in commands:
+            for name, sub in action.choices.items():
+                walk(sub, [*words, name])
+        if commands:
+            return
+        required: list[str] = []
+        for action in parser._actions:
+            if action.required:
+                value = str(next(iter(action.choices))) if action.choices else "1"
+                required += [*action.option_strings[:1], value]
+        found.append((words, required))
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_an_option_given_after_its_command_says_where_it_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`vfido status -v` got only argparse's "unrecognized arguments: -v". Each option is
+    taken where its group is named, for every command alike (`vfido -v status`, `vfido ctl
+    --name K status`): one given after a command of its group is a usage error that says
+    where it goes."""
+    from vfido.cli.main import main
+
+    commands = _every_command()
+    assert len(commands) > 40 and (["status"], []) in commands
+    cases = [
+        ([*words, *required, "-v"], f"-v goes before the command: vfido -v {' '.join(words)}")
+        for words, required in commands
+    ]
+    cases += [
+        (
+            ["ctl", "status", "--name", "k"],
+            "--name goes before the command: vfido ctl --name NAME status",
+        ),
+        (
+            ["ctl", "log", "--socket=s"],
+            "--socket goes before the command: vfido ctl --socket PATH log",
+        ),
+        (
+            ["status", "--verbose", "--bogus"],
+            "--verbose goes before the command: vfido --verbose status; "
+            "unrecognized arguments: --bogus",
+        ),
+    ]
+    for argv, said in cases:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2, argv
+        assert capsys.readouterr().err == f"vfido: error: {said} (see `vfido --help`)\n", argv
+
+
 _INTERRUPTIONS = {
     # Ctrl-C while a module of the command loads (vfido.entry's handler)...
     "import": """

@@ -8,6 +8,7 @@ so what a command needs (the keystore, the control client...) is imported when i
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, overload
@@ -37,6 +38,71 @@ class Parser(argparse.ArgumentParser):
         from vfido.safetext import visible  # the argument shown back may hold escape codes
 
         self.exit(2, visible(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
+
+
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that an option of a command group given after
+    one of its commands (``vfido status -v``, ``vfido ctl status --name K``), which argparse
+    only calls unrecognized, is a usage error saying where it goes: each option is taken
+    where its group is named (``vfido -v status``, ``vfido ctl --name K status``), for
+    every command alike."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(_unrecognized(parser, argv, extras))
+    return args
+
+
+def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> str:
+    """The usage error for ``extras``: where each option that belongs before a command
+    goes, then the arguments nobody takes."""
+    # The parsers the command line went through, each with the name that chose it: read
+    # from argv, as argparse does (a command's own argument may share a group's dest).
+    chain: list[tuple[str, argparse.ArgumentParser]] = [(parser.prog, parser)]
+    tokens = iter(argv)
+    for token in tokens:
+        group = chain[-1][1]
+        commands = next(
+            (a for a in group._actions if isinstance(a, argparse._SubParsersAction)), None
+        )
+        if commands is None:
+            break
+        if token.startswith("-"):
+            known = group._option_string_actions.get(token)
+            if known is not None and known.nargs is None:
+                next(tokens, None)  # its value
+            continue
+        if token not in commands.choices:
+            break
+        chain.append((token, commands.choices[token]))
+    hints: list[str] = []
+    unknown: list[str] = []
+    values = 0  # of the misplaced option just seen, still to pass over
+    for extra in extras:
+        if values:
+            values -= 1
+            continue
+        option, equals, _ = extra.partition("=")
+        for depth in range(len(chain) - 2, -1, -1):  # the nearest group first
+            group = chain[depth][1]
+            action = group._option_string_actions.get(option)
+            if action is None or not extra.startswith("-"):
+                continue
+            takes_value = action.nargs != 0
+            values = 1 if takes_value and action.nargs is None and not equals else 0
+            shown = f"{option} {action.metavar or action.dest.upper()}" if takes_value else option
+            rest = " ".join(name for name, _ in chain[depth + 1 :])
+            if isinstance(action, argparse._VersionAction):
+                rest = ""  # it runs no command
+            hints.append(f"{option} goes before the command: {group.prog} {shown} {rest}".strip())
+            break
+        else:
+            unknown.append(extra)
+    if unknown:
+        hints.append(f"unrecognized arguments: {' '.join(unknown)}")
+    return "; ".join(hints)
 
 
 def read_file(path: Path, what: str, limit: int) -> bytes:

@@ -29,7 +29,13 @@ from vfido.cli import (
     trace,
     webdriver,
 )
-from vfido.cli.common import CliError, Parser, Subparsers, refuse_empty_paths
+from vfido.cli.common import (
+    CliError,
+    Parser,
+    Subparsers,
+    parse_command_line,
+    refuse_empty_paths,
+)
 
 #: Every `vfido` command, in the order `vfido --help` lists them.
 COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
@@ -96,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # Ctrl-C while the parser is built (its commands' modules load): as later
         from vfido.safetext import VisibleStream
 
-        args = build_parser().parse_args(argv)
+        args = parse_command_line(build_parser(), argv)
     except KeyboardInterrupt:
         return 130
     out, err = sys.stdout, sys.stderr
