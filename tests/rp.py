@@ -48,13 +48,22 @@ WEBAUTHN_ALGS = [
 
 
 class _RootVerifier(AttestationVerifier):
-    """python-fido2 attestation verifier trusting exactly one root certificate."""
+    """python-fido2 attestation verifier trusting exactly one root certificate.
 
-    def __init__(self, root_der: bytes) -> None:
+    A self attestation (the credential signs for itself) has no certificate, so no trust
+    path: python-fido2 would check the root alone against itself and call the attestation
+    trusted. So it is refused unless the RP says it accepts one (``uncertified``), and a
+    test that expects a chain to the root cannot pass without one.
+    """
+
+    def __init__(self, root_der: bytes, uncertified: bool = False) -> None:
         super().__init__()
         self._root = root_der
+        self._uncertified = uncertified
 
     def ca_lookup(self, attestation_result: Any, auth_data: Any) -> bytes | None:
+        if not attestation_result.trust_path and not self._uncertified:
+            return None  # UntrustedAttestation: "No root found for Authenticator"
         return self._root
 
 
@@ -69,9 +78,11 @@ class RelyingParty:
     credentials: list[AttestedCredentialData] = field(default_factory=list)
     counters: dict[bytes, int] = field(default_factory=dict)
     public_keys: dict[bytes, bytes] = field(default_factory=dict)  # id -> COSE (py_webauthn)
+    #: Accept a self attestation (no certificate) beside ``root_der``'s chain.
+    uncertified: bool = False
 
     def __post_init__(self) -> None:
-        verifier = _RootVerifier(self.root_der) if self.root_der else None
+        verifier = _RootVerifier(self.root_der, self.uncertified) if self.root_der else None
         self.server = Fido2Server(
             PublicKeyCredentialRpEntity(name="Example", id=self.rp_id),
             attestation=self.attestation,  # type: ignore[arg-type]

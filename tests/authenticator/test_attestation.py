@@ -182,3 +182,24 @@ def test_identity_without_certificate_rejected(identity: DeviceIdentity) -> None
     key = CredentialKey.generate(ES256)
     with pytest.raises(ValueError):
         attestation.make_attestation("packed", broken, b"a" * 37, b"b" * 32, key)
+
+
+def test_the_tests_relying_party_does_not_trust_a_self_attestation() -> None:
+    """tests.rp's RP trusts the keystore's root. A self attestation has no certificate:
+    python-fido2 checked the root alone against itself and called it trusted, so every
+    "trust path verified" of the suite held for such registrations too (a session 16
+    review). It is now refused unless the RP says it accepts one. (python-fido2's verifier
+    refuses the "none" format outright: UnsupportedType.)"""
+    from fido2.attestation import UntrustedAttestation
+
+    from tests.rp import RelyingParty, register
+    from tests.vkey import running_key
+    from vfido.authenticator.config import Config
+
+    with running_key(config=Config(attestation="self")) as key:
+        root = key.store.identity().attestation_chain[-1]
+        with pytest.raises(UntrustedAttestation):
+            register(key.client(), RelyingParty(root_der=root))
+        register(key.client(), RelyingParty(root_der=root, uncertified=True))
+    with running_key() as key:  # the control: the batch certificate chains to the root
+        register(key.client(), RelyingParty(root_der=key.store.identity().attestation_chain[-1]))
