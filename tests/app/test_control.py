@@ -635,3 +635,17 @@ def test_sockets_left_by_killed_keys_are_named_as_such(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(NotRunningError, match="no control socket in"):
         find_key(directory=empty)
+
+
+def test_a_command_registered_without_a_declaration_takes_any_argument(tmp_path: Path) -> None:
+    """Code that registers a command of its own without ``accepts`` (as before declarations
+    existed) keeps getting its arguments; a declared command refuses others (a session 16
+    diff review: the default refused every argument)."""
+    server = ControlServer(tmp_path / "run" / "key.sock")
+    server.register("echo", lambda args: {"got": args})
+    server.register("strict", lambda args: {"got": args}, accepts=("text",))
+    with server, ControlClient(server.path) as ctl:
+        assert ctl.call("echo", text="hi", n=1) == {"got": {"text": "hi", "n": 1}}
+        assert ctl.call("strict", text="hi") == {"got": {"text": "hi"}}
+        with pytest.raises(ControlError, match="unknown argument 'n' to strict"):
+            ctl.call("strict", text="hi", n=1)

@@ -536,8 +536,8 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     server.register("credentials-remove", credentials_remove, accepts=("id",))
     server.register("presence-mode", presence_mode, accepts=("mode", "delay"))
     server.register("behaviours", behaviours_command, accepts=("name", "value", "clear"))
-    server.register("power-cycle", power_cycle)
-    server.register("info", info)
+    server.register("power-cycle", power_cycle, accepts=())
+    server.register("info", info, accepts=())
 
     def metadata(args: dict[str, Any]) -> dict[str, Any]:
         from vfido.metadata import metadata_statement
@@ -549,7 +549,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         statement = metadata_statement(key.store, device.config, info=decoded)
         return {"statement": statement, "credentials": key.store.count_credentials()}
 
-    server.register("metadata", metadata)
+    server.register("metadata", metadata, accepts=())
     if device.config.fingerprint:
         server.register("finger", finger, accepts=("finger",))
     else:
@@ -671,7 +671,7 @@ def register_commands(
     by ``status()``), the presence commands when the key's presence is a broker, the key's
     and the WebDriver commands, ``log`` with a ``trace`` recorder and ``lint`` with a
     relying-party ``linter`` (``commands`` comes with the server)."""
-    server.register("status", lambda _args: status())
+    server.register("status", lambda _args: status(), accepts=())
     if isinstance(key.presence, PresenceBroker):
         add_presence_commands(server, key.presence)
     add_key_commands(server, key)

@@ -87,13 +87,16 @@ class _Command:
     """A registered command: its handler and the argument names it accepts."""
 
     handler: Handler
-    accepts: frozenset[str]
+    #: None: any (a command registered without a declaration, as before there were any).
+    accepts: frozenset[str] | None
     #: The WebDriver error code of a refused argument (the ``webauthn-*`` commands).
     webdriver_error: str | None
 
     def refuse_unknown(self, name: str, args: Iterable[str]) -> CommandError | None:
         """The error answering a request for command ``name`` with an argument this
         command does not accept (it names them, and the ones it does), if it has one."""
+        if self.accepts is None:
+            return None
         unknown = sorted(set(args) - self.accepts)
         if not unknown:
             return None
@@ -228,22 +231,27 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.connections = ConnectionTable(MAX_CONNECTIONS)
-        self.register("commands", lambda _args: {"commands": sorted(self._handlers)})
+        self.register(
+            "commands", lambda _args: {"commands": sorted(self._handlers)}, accepts=()
+        )
 
     def register(
         self,
         name: str,
         handler: Handler,
         *,
-        accepts: Iterable[str] = (),
+        accepts: Iterable[str] | None = None,
         webdriver_error: str | None = None,
     ) -> None:
         """Answer ``{"cmd": name, ...}`` with ``handler(args)`` (replaces an earlier one).
-        ``accepts``: the argument names the command takes (none by default); a request with
-        any other is refused before the handler runs, with an error naming these.
+        ``accepts``: the argument names the command takes (``()``: none); a request with
+        any other is refused before the handler runs, with an error naming these. None
+        (the default, for commands registered before declarations existed): any; every
+        command vfido registers declares its own.
         ``webdriver_error``: the WebDriver error code that refusal carries (``webauthn-*``).
         Handlers run on the connection's thread, possibly several at once."""
-        self._handlers[name] = _Command(handler, frozenset(accepts), webdriver_error)
+        declared = frozenset(accepts) if accepts is not None else None
+        self._handlers[name] = _Command(handler, declared, webdriver_error)
 
     def lacks(self, name: str, why: str) -> None:
         """This key does not offer ``name``; a request for it is answered ``why`` (e.g. the
