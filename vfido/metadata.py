@@ -178,9 +178,12 @@ def metadata_statement(
         "protocolFamily": "fido2",
         "schema": 3,
         "upv": [{"major": major, "minor": minor} for major, minor in upv],
-        "authenticationAlgorithms": [
-            AUTHENTICATION_ALGORITHMS[a] for a in algorithms if a in AUTHENTICATION_ALGORITHMS
-        ],
+        # Each name once (ES256 and ESP256 are one Registry algorithm), in the key's order.
+        "authenticationAlgorithms": list(
+            dict.fromkeys(
+                AUTHENTICATION_ALGORITHMS[a] for a in algorithms if a in AUTHENTICATION_ALGORITHMS
+            )
+        ),
         "publicKeyAlgAndEncodings": ["cose"],
         "attestationTypes": attestation_types,
         "userVerificationDetails": uv_details,

@@ -212,6 +212,7 @@ REGISTRY_NAMES = {
 def _covered(statement: dict[str, Any]) -> set[int]:
     names = statement["authenticationAlgorithms"]
     assert set(names) <= set(REGISTRY_NAMES), names
+    assert len(set(names)) == len(names), names  # each once (MDS3: a set of names)
     return set().union(*(REGISTRY_NAMES[n] for n in names))
 
 
@@ -234,6 +235,18 @@ def test_every_algorithm_the_key_makes_credentials_with_is_named() -> None:
             auth_data = server.register_complete(state, response)
             assert auth_data.credential_data is not None
             assert auth_data.credential_data.public_key[3] in _covered(statement), alg
+
+
+def test_fully_specified_algorithms_do_not_repeat_a_name() -> None:
+    """ES256 and ESP256 (EdDSA and Ed25519, ...) are one Registry algorithm each: named once
+    (a session 16 diff review found them twice)."""
+    store = SqliteKeyStore.ephemeral()
+    try:
+        config = Config(fully_specified_algorithms=True)
+        assert {-9, -19} <= set(config.algorithms)
+        assert set(config.algorithms) - {-48, -49, -50} <= _covered(statement_of(store, config))
+    finally:
+        store.close()
 
 
 def test_a_ctap20_keys_statement_names_its_algorithms() -> None:
