@@ -23,6 +23,7 @@ from vfido.authenticator.authdata import (
     backup_flags,
     build_auth_data,
     keystore_backup_eligible,
+    new_credential_backed_up,
     rp_id_hash,
 )
 from vfido.authenticator.behaviours import attestation_identity
@@ -321,6 +322,7 @@ def make_credential(
             cred_blob=cred_blob,
             large_blob_key=large_blob_key,
             backup_eligible=keystore_backup_eligible(store),
+            backup_state=new_credential_backed_up(store),
         )
         try:
             store.put_credential(record)

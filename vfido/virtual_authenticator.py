@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from vfido.authenticator import behaviours as beh
 from vfido.authenticator.authdata import (
     BACKUP_DONE_STATE,
+    NEW_BACKED_UP_STATE,
     forget_backup_state,
     keystore_backup_eligible,
     rp_id_hash,
@@ -297,8 +298,10 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
 
 
 def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> None:
-    """defaultBackupState for the key's server-side credentials (BS needs BE: vfido's
-    server-side credentials are backup eligible when the keystore is, see
+    """defaultBackupState for the key's new credentials, server-side and discoverable ("This
+    value MUST be reflected by the BS authenticator data flag when performing an
+    authenticatorMakeCredential operation with this virtual authenticator"; BS needs BE:
+    vfido's credentials are backup eligible when the keystore is, see
     :mod:`vfido.authenticator.authdata`). Raises WebAuthnError when the keystore cannot."""
     eligible = keystore_backup_eligible(parts.store)
     if options.default_backup_eligibility != eligible:
@@ -308,9 +311,8 @@ def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> Non
             "(vfido init --backup-eligible)",
         )
     if eligible:
-        parts.store.put_state(
-            {BACKUP_DONE_STATE: b"\x01" if options.default_backup_state else None}
-        )
+        flag = b"\x01" if options.default_backup_state else None
+        parts.store.put_state({BACKUP_DONE_STATE: flag, NEW_BACKED_UP_STATE: flag})
         forget_backup_state(parts.store)
 
 
@@ -407,7 +409,10 @@ def add_credential(
         user_handle = b64url_decode("userHandle", params.get("userHandle"))
     if resident and not user_handle:
         raise _invalid("a resident credential needs a userHandle")
-    sign_count = params.get("signCount", 0)
+    # "a starting value equal to the parameters' signCount or 0 if signCount is null"
+    sign_count = params.get("signCount")
+    if sign_count is None:
+        sign_count = 0
     if not isinstance(sign_count, int) or isinstance(sign_count, bool) or sign_count < 0:
         raise _invalid("signCount must be a non-negative integer")
     large_blob = None
@@ -416,7 +421,9 @@ def add_credential(
         if not resident:
             raise _invalid("largeBlob needs a resident credential")
         if "largeBlob" not in options.extensions:
-            raise _invalid("this authenticator does not support the largeBlob extension")
+            # "If the authenticator supports the largeBlob extension and the parameters'
+            # largeBlob feature is defined: ... Otherwise: Let largeBlob be null."
+            large_blob = None
     if resident and not options.has_resident_key:
         raise _invalid("this authenticator does not support resident credentials")
     eligible = _bool(params, "backupEligibility", options.default_backup_eligibility)

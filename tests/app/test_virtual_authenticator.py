@@ -198,6 +198,28 @@ def test_bad_credential_parameters_are_invalid_arguments() -> None:
             key.webauthn_remove_credential(b"nope")
 
 
+def test_null_sign_count_and_an_unsupported_large_blob_are_taken_as_the_spec_says() -> None:
+    """W3C WebAuthn L3 11.8 (Add Credential): a counter starting "equal to the parameters'
+    signCount or 0 if signCount is null"; a largeBlob on an authenticator without the
+    extension: "Otherwise: Let largeBlob be null" (both were invalid argument: a session 16
+    review)."""
+    private = b64(pkcs8(ec.generate_private_key(ec.SECP256R1())))
+    with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": "ctap2_1"}) as key:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(b"resident"),
+                "isResidentCredential": True,
+                "rpId": RP_ID,
+                "privateKey": private,
+                "userHandle": b64(b"alice"),
+                "signCount": None,
+                "largeBlob": b64(b"a blob nobody can store"),
+            }
+        )
+        (listed,) = key.webauthn_get_credentials()
+        assert listed["signCount"] == 0 and "largeBlob" not in listed
+
+
 # --- Remove Credential / Remove All Credentials ----------------------------------------------
 
 
@@ -317,6 +339,20 @@ def test_backup_flags_per_credential_and_by_default() -> None:
         made = key.client(ORIGIN).make_credential(begin.public_key)
         flags = made.response.attestation_object.auth_data
         assert flags.is_backup_eligible() and flags.is_backed_up()
+        # A discoverable one too: "This value MUST be reflected by the BS authenticator data
+        # flag when performing an authenticatorMakeCredential operation" (BS was 0 for
+        # discoverable credentials: a session 16 review).
+        begin, state = server.register_begin(
+            PublicKeyCredentialUserEntity(id=b"passkey", name="p"),
+            resident_key_requirement=ResidentKeyRequirement.REQUIRED,
+        )
+        made = key.client(ORIGIN).make_credential(begin.public_key)
+        flags = made.response.attestation_object.auth_data
+        assert flags.is_backup_eligible() and flags.is_backed_up()
+        listed = key.webauthn_get_credentials()  # this one and the server-side one above
+        assert len(listed) == 2 and {c["isResidentCredential"] for c in listed} == {True, False}
+        assert all(c["backupEligibility"] and c["backupState"] for c in listed), listed
+        key.webauthn_remove_all_credentials()
         for resident, cred_id in ((False, b"server-side"), (True, b"resident")):
             key.webauthn_add_credential(
                 {

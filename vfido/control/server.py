@@ -231,9 +231,7 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self.connections = ConnectionTable(MAX_CONNECTIONS)
-        self.register(
-            "commands", lambda _args: {"commands": sorted(self._handlers)}, accepts=()
-        )
+        self.register("commands", lambda _args: {"commands": sorted(self._handlers)}, accepts=())
 
     def register(
         self,
