@@ -409,6 +409,19 @@ def test_an_option_given_after_its_command_says_where_it_goes(
             "--verbose goes before the command: vfido --verbose status; "
             "unrecognized arguments: --bogus",
         ),
+        # A diff review: an abbreviated group option (argparse takes --sock for --socket) cut
+        # the command short; an option after a misplaced one was taken for its value;
+        # after "--" nothing is an option.
+        (
+            ["ctl", "--sock", "s", "status", "-v"],
+            "-v goes before the command: vfido -v ctl status",
+        ),
+        (
+            ["ctl", "status", "--name", "--bogus"],
+            "--name goes before the command: vfido ctl --name NAME status; "
+            "unrecognized arguments: --bogus",
+        ),
+        (["ctl", "status", "--", "-v"], "unrecognized arguments: -- -v"),
     ]
     for argv, said in cases:
         with pytest.raises(SystemExit) as exited:

@@ -55,12 +55,26 @@ def parse_command_line(
     return args
 
 
+def _option(group: argparse.ArgumentParser, token: str) -> argparse.Action | None:
+    """The option ``token`` names in ``group`` (``--opt=value`` too), or a unique prefix of
+    one (``--sock`` for ``--socket``), as argparse reads it; None if none or several."""
+    name = token.partition("=")[0]
+    actions = group._option_string_actions
+    if name in actions:
+        return actions[name]
+    if not name.startswith("--") or not group.allow_abbrev:
+        return None
+    matches = {actions[o] for o in actions if o.startswith(name)}
+    return matches.pop() if len(matches) == 1 else None
+
+
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> str:
     """The usage error for ``extras``: where each option that belongs before a command
     goes, then the arguments nobody takes."""
     # The parsers the command line went through, each with the name that chose it: read
     # from argv, as argparse does (a command's own argument may share a group's dest).
     chain: list[tuple[str, argparse.ArgumentParser]] = [(parser.prog, parser)]
+    complete = False  # the walk reached a command (a parser without commands)
     tokens = iter(argv)
     for token in tokens:
         group = chain[-1][1]
@@ -68,27 +82,40 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
             (a for a in group._actions if isinstance(a, argparse._SubParsersAction)), None
         )
         if commands is None:
+            complete = True
+            break
+        if token == "--":
             break
         if token.startswith("-"):
-            known = group._option_string_actions.get(token)
-            if known is not None and known.nargs is None:
+            known = _option(group, token)
+            if known is None:
+                break  # an option this group does not know: no hint can be sure
+            if known.nargs is None and "=" not in token:
                 next(tokens, None)  # its value
             continue
         if token not in commands.choices:
             break
         chain.append((token, commands.choices[token]))
+    else:
+        complete = not any(isinstance(a, argparse._SubParsersAction) for a in chain[-1][1]._actions)
+    # After "--" nothing is an option, wherever argparse put it.
+    literal = set(argv[argv.index("--") + 1 :]) if "--" in argv else set()
     hints: list[str] = []
     unknown: list[str] = []
     values = 0  # of the misplaced option just seen, still to pass over
     for extra in extras:
+        if not complete or extra in literal or extra == "--":
+            unknown.append(extra)
+            continue
         if values:
             values -= 1
-            continue
+            if not extra.startswith("-"):
+                continue  # the misplaced option's value
         option, equals, _ = extra.partition("=")
         for depth in range(len(chain) - 2, -1, -1):  # the nearest group first
             group = chain[depth][1]
-            action = group._option_string_actions.get(option)
-            if action is None or not extra.startswith("-"):
+            action = _option(group, option) if extra.startswith("-") else None
+            if action is None:
                 continue
             takes_value = action.nargs != 0
             values = 1 if takes_value and action.nargs is None and not equals else 0
