@@ -46,7 +46,7 @@ def sock_dir(tmp_path: Path) -> Path:
 
 def serve(path: Path, broker: PresenceBroker | None = None) -> ControlServer:
     server = ControlServer(path)
-    server.register("status", lambda _args: {"name": path.stem})
+    server.register("status", lambda _args: {"name": path.stem}, accepts=())  # as the key's
     if broker is not None:
         add_presence_commands(server, broker)
     server.start()
