@@ -98,33 +98,26 @@ def build_auth_data(
 
 #: State key: b"\x01" once the device key was exported (`vfido export`).
 BACKUP_DONE_STATE = "backup.exported"
-#: State key: b"\x01" when new discoverable credentials are created backed up (BS=1). Only a
-#: W3C virtual authenticator's ``defaultBackupState`` sets it
-#: (:func:`vfido.virtual_authenticator.apply_backup_defaults`); otherwise a discoverable
-#: credential made after the last `vfido export` is in no bundle, so BS=0.
-NEW_BACKED_UP_STATE = "backup.new_credentials"
-
-#: Per store: (credential key the values were read under, eligible, exported, new ones
-#: backed up). The credential key changes on reset, which erases the state flags.
-_BACKUP_CACHE: weakref.WeakKeyDictionary[Any, tuple[bytes, bool, bool, bool]] = (
+#: Per store: (credential key the values were read under, eligible, exported). The
+#: credential key changes on reset, which erases the state flag.
+_BACKUP_CACHE: weakref.WeakKeyDictionary[Any, tuple[bytes, bool, bool]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _keystore_backup(store: KeyStore) -> tuple[bool, bool, bool]:
+def _keystore_backup(store: KeyStore) -> tuple[bool, bool]:
     key = store.identity().credential_key
     try:
         cached = _BACKUP_CACHE.get(store)
     except TypeError:  # not weakly referenceable: no cache
         cached = None
     if cached is not None and cached[0] == key:
-        return cached[1], cached[2], cached[3]
+        return cached[1], cached[2]
     eligible = store.identity().backup_eligible
     exported = eligible and store.get_state(BACKUP_DONE_STATE) == b"\x01"
-    new = eligible and store.get_state(NEW_BACKED_UP_STATE) == b"\x01"
     with contextlib.suppress(TypeError):
-        _BACKUP_CACHE[store] = (key, eligible, exported, new)
-    return eligible, exported, new
+        _BACKUP_CACHE[store] = (key, eligible, exported)
+    return eligible, exported
 
 
 def forget_backup_state(store: KeyStore) -> None:
@@ -138,18 +131,23 @@ def keystore_backup_eligible(store: KeyStore) -> bool:
     return _keystore_backup(store)[0]
 
 
-def new_credential_backed_up(store: KeyStore) -> bool:
+def new_credential_backed_up(store: KeyStore, default_backup_state: bool) -> bool:
     """Whether a discoverable credential created now on ``store`` starts backed up (BS):
-    :data:`NEW_BACKED_UP_STATE`."""
-    return _keystore_backup(store)[2]
+    only on a key whose ``Config.default_backup_state`` says so (one made after the last
+    `vfido export` is in no bundle), and only where it is backup eligible."""
+    return default_backup_state and _keystore_backup(store)[0]
 
 
-def backup_flags(store: KeyStore, record: CredentialRecord | None) -> int:
-    """BE and BS for a credential: its ``record`` (discoverable) or the keystore (server-side)."""
+def backup_flags(
+    store: KeyStore, record: CredentialRecord | None, default_backup_state: bool = False
+) -> int:
+    """BE and BS for a credential: its ``record`` (discoverable) or the keystore (server-side:
+    backed up once exported, or on a key whose ``Config.default_backup_state`` says so)."""
     if record is not None:
         eligible, backed_up = record.backup_eligible, record.backup_state
     else:
-        eligible, backed_up, _ = _keystore_backup(store)
+        eligible, exported = _keystore_backup(store)
+        backed_up = exported or default_backup_state
     return backup_flags_of(eligible, backed_up)
 
 

@@ -92,6 +92,12 @@ class Config:
     #: Remove Credential revokes one: a server-side ID without its record is then unknown.
     #: On for keys made through the virtual-authenticator API (vfido.virtual_authenticator).
     record_server_side_credentials: bool = False
+    #: On a backup-eligible keystore, the credentials this key makes are backed up (BS=1):
+    #: server-side ones at every assertion, discoverable ones from their creation (W3C
+    #: WebAuthn L3 section 11, a virtual authenticator's ``defaultBackupState``). The key's
+    #: setting for as long as it runs, never written to the keystore: off, BS follows
+    #: `vfido export` (:mod:`vfido.authenticator.authdata`).
+    default_backup_state: bool = False
     #: Offer ML-DSA-44/-65 credentials (where this process's ``cryptography``/OpenSSL provide
     #: them). Off by default: getInfo must parse in the platforms people use, and Firefox's
     #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, and
@@ -142,6 +148,7 @@ class Config:
             "fingerprint",
             "resident_keys",
             "record_server_side_credentials",
+            "default_backup_state",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool")

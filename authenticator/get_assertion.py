@@ -185,7 +185,7 @@ def _assertion(
     if candidate.backup is not None:  # imported with an ID of its own
         backup = backup_flags_of(*candidate.backup)
     else:
-        backup = backup_flags(store, record)
+        backup = backup_flags(store, record, services.config.default_backup_state)
     auth_data = build_auth_data(id_hash, flags | backup, count, extensions=outputs)
     key = CredentialKey.from_private_bytes(sealed.algorithm, sealed.private_key)
     # Step 13: sign authData || clientDataHash.

@@ -18,7 +18,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from vfido.authenticator.authdata import keystore_backup_eligible, rp_id_hash
+from vfido.authenticator.authdata import (
+    keystore_backup_eligible,
+    new_credential_backed_up,
+    rp_id_hash,
+)
 from vfido.authenticator.cose import EDDSA, ES256, ES384, ES512, RS256, CredentialKey
 from vfido.authenticator.credential_source import (
     ImportedCredentialId,
@@ -180,6 +184,7 @@ def add_credential(
     credential_id: bytes | None = None,
     backup_eligible: bool | None = None,
     backup_state: bool | None = None,
+    default_backup_state: bool = False,
 ) -> ProvisionedCredential:
     """Make ``key`` a credential of this key for ``rp_id``. Raises ProvisioningError.
 
@@ -188,8 +193,9 @@ def add_credential(
     user fields are then ignored). ``sign_count`` sets the credential's starting counter.
     ``credential_id``: the ID the credential is known by (WebDriver's Add Credential);
     else the key seals one as makeCredential does. ``backup_eligible``/``backup_state``:
-    its BE/BS flags (None: the keystore's); BS needs BE. A server-side credential only
-    keeps its own flags with its own ``credential_id``.
+    its BE/BS flags (None: the keystore's, and BS as makeCredential gives a new one on a key
+    whose ``Config.default_backup_state`` is ``default_backup_state``); BS needs BE. A
+    server-side credential only keeps its own flags with its own ``credential_id``.
     """
     if not isinstance(rp_id, str) or not rp_id or len(rp_id.encode()) > 253:
         raise ProvisioningError("rp_id must be a non-empty domain name")
@@ -205,7 +211,10 @@ def add_credential(
     if credential_id is not None and not 1 <= len(credential_id) <= MAX_IMPORTED_ID:
         raise ProvisioningError(f"a credential ID has 1-{MAX_IMPORTED_ID} bytes")
     eligible = keystore_backup_eligible(store) if backup_eligible is None else backup_eligible
-    backed_up = bool(backup_state) if backup_state is not None else False
+    if backup_state is None:
+        backed_up = new_credential_backed_up(store, default_backup_state) and eligible
+    else:
+        backed_up = bool(backup_state)
     if backed_up and not eligible:
         raise ProvisioningError("backup state needs backup eligibility")
     id_hash = rp_id_hash(rp_id)

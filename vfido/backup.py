@@ -51,7 +51,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vfido.authenticator.authdata import (
     BACKUP_DONE_STATE,
-    NEW_BACKED_UP_STATE,
     forget_backup_state,
     keystore_backup_eligible,
 )
@@ -74,7 +73,7 @@ NONCE_SIZE = 12
 MAX_HEADER = 4096
 MAX_BUNDLE = 256 * 1024 * 1024
 #: State keys a bundle does not carry (they describe this keystore's own backups).
-_LOCAL_STATE = frozenset({BACKUP_DONE_STATE, NEW_BACKED_UP_STATE, "counter.floor"})
+_LOCAL_STATE = frozenset({BACKUP_DONE_STATE, "counter.floor"})
 _RECORD_FIELDS = {f.name: f for f in dataclasses.fields(CredentialRecord)}
 
 

@@ -68,8 +68,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from vfido.authenticator import behaviours as beh
 from vfido.authenticator.authdata import (
     BACKUP_DONE_STATE,
-    NEW_BACKED_UP_STATE,
-    forget_backup_state,
     keystore_backup_eligible,
     rp_id_hash,
 )
@@ -255,7 +253,7 @@ class AuthenticatorOptions:
 
     def key_arguments(self) -> dict[str, Any]:
         """:class:`vfido.api.VirtualKey` keyword arguments for a key with these options
-        (apply the backup defaults with :func:`apply_backup_defaults` once it runs)."""
+        (check the backup defaults with :func:`check_backup_defaults` once it runs)."""
         versions = PROTOCOL_VERSIONS[self.protocol]
         return {
             "uv": self.has_user_verification,
@@ -293,16 +291,23 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         is_user_verified=builtin_uv and not uv_fails,
         extensions=extensions,
         default_backup_eligibility=eligible,
-        default_backup_state=eligible and parts.store.get_state(BACKUP_DONE_STATE) == b"\x01",
+        default_backup_state=eligible
+        and (
+            parts.device.config.default_backup_state
+            or parts.store.get_state(BACKUP_DONE_STATE) == b"\x01"
+        ),
     )
 
 
-def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> None:
-    """defaultBackupState for the key's new credentials, server-side and discoverable ("This
-    value MUST be reflected by the BS authenticator data flag when performing an
-    authenticatorMakeCredential operation with this virtual authenticator"; BS needs BE:
-    vfido's credentials are backup eligible when the keystore is, see
-    :mod:`vfido.authenticator.authdata`). Raises WebAuthnError when the keystore cannot."""
+def check_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> None:
+    """defaultBackupEligibility must be what the keystore is (vfido's credentials are backup
+    eligible when the keystore is, see :mod:`vfido.authenticator.authdata`). Raises
+    WebAuthnError when the keystore cannot. defaultBackupState ("This value MUST be
+    reflected by the BS authenticator data flag when performing an
+    authenticatorMakeCredential operation with this virtual authenticator") is the key's
+    ``Config.default_backup_state`` (:meth:`vfido.api.VirtualKey.from_webauthn_options` sets
+    it): never written to the keystore, so it holds across authenticatorReset and ends with
+    the key."""
     eligible = keystore_backup_eligible(parts.store)
     if options.default_backup_eligibility != eligible:
         raise WebAuthnError(
@@ -310,10 +315,6 @@ def apply_backup_defaults(parts: KeyParts, options: AuthenticatorOptions) -> Non
             f"this keystore's credentials are {'' if eligible else 'not '}backup eligible "
             "(vfido init --backup-eligible)",
         )
-    if eligible:
-        flag = b"\x01" if options.default_backup_state else None
-        parts.store.put_state({BACKUP_DONE_STATE: flag, NEW_BACKED_UP_STATE: flag})
-        forget_backup_state(parts.store)
 
 
 # --- credentials ---------------------------------------------------------------------------

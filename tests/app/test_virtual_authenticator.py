@@ -29,7 +29,7 @@ from fido2.webauthn import (
 )
 
 from tests.rp import ORIGIN, RP_ID, challenge_of
-from tests.service_helpers import vfido
+from tests.service_helpers import PASSPHRASE, vfido
 from vfido.api import VirtualKey
 from vfido.control import ControlError
 from vfido.virtual_authenticator import AuthenticatorOptions, WebAuthnError
@@ -380,6 +380,43 @@ def test_backup_flags_per_credential_and_by_default() -> None:
             server.authenticate_complete(state, cred, response)
         listed = {c["credentialId"]: c for c in key.webauthn_get_credentials()}
         assert listed[b64(b"resident")]["backupEligibility"] is False
+
+
+def _made_flags(key: VirtualKey, resident: bool) -> tuple[bool, bool]:
+    """(BE, BS) of a credential the client makes now (discoverable or server-side)."""
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+    begin, _ = server.register_begin(
+        PublicKeyCredentialUserEntity(id=b"rk" if resident else b"ss", name="u"),
+        resident_key_requirement=(
+            ResidentKeyRequirement.REQUIRED if resident else ResidentKeyRequirement.DISCOURAGED
+        ),
+    )
+    data = key.client(ORIGIN).make_credential(begin.public_key).response.attestation_object
+    return data.auth_data.is_backup_eligible(), data.auth_data.is_backed_up()
+
+
+def test_default_backup_state_is_the_keys_not_the_keystores(tmp_path: Path) -> None:
+    """defaultBackupState holds for as long as the key runs (an authenticatorReset included)
+    and for credentials added over the control API, and never reaches the keystore: a plain
+    key on the same keystore later says BS=0 (a second diff review of session 16: it was
+    keystore state, lost by a reset and kept after the session)."""
+    directory = tmp_path / "ks"
+    result = vfido(["init", "--backup-eligible", "--keystore", str(directory)])
+    assert result.returncode == 0, result.stderr
+    options = {**CTAP2_OPTIONS, "defaultBackupEligibility": True, "defaultBackupState": True}
+    opened = {"keystore": directory, "passphrase": PASSPHRASE}
+    sock = tmp_path / "ctl" / "key.sock"
+    with VirtualKey.from_webauthn_options(options, control_socket=sock, **opened) as key:
+        assert _made_flags(key, True) == _made_flags(key, False) == (True, True)
+        Ctap2(key.device).reset()  # within the reset window of a key just plugged in
+        assert _made_flags(key, True) == _made_flags(key, False) == (True, True)
+        with key.controller() as ctl:
+            ctl.add_credential(RP_ID, user_id=b"added")
+        listed = key.webauthn_get_credentials()
+        added = [c for c in listed if c.get("userHandle") == b64(b"added")]
+        assert [(c["backupEligibility"], c["backupState"]) for c in added] == [(True, True)]
+    with VirtualKey(**opened) as plain:  # never exported: nothing is backed up
+        assert _made_flags(plain, True) == _made_flags(plain, False) == (True, False)
 
 
 def test_default_backup_eligibility_off_by_default() -> None:

@@ -396,6 +396,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                 cred_protect=_int_arg(args, "cred_protect", 1),
                 sign_count=_int_arg(args, "sign_count", 0),
                 max_resident_credentials=device.config.max_resident_credentials,
+                default_backup_state=device.config.default_backup_state,
             )
         except ProvisioningError as exc:
             raise CommandError(str(exc)) from None

@@ -392,10 +392,10 @@ class VirtualKey:
         if isinstance(key.transport, UhidTransport):
             self._hidraw = _wait_hidraw(key.transport.hidraw_path)
         if self.webauthn_options is not None:
-            from vfido.virtual_authenticator import WebAuthnError, apply_backup_defaults
+            from vfido.virtual_authenticator import WebAuthnError, check_backup_defaults
 
             try:
-                apply_backup_defaults(key.parts, self.webauthn_options)
+                check_backup_defaults(key.parts, self.webauthn_options)
             except WebAuthnError as exc:
                 raise VirtualKeyError(str(exc)) from None
         if self.control_socket is not None:
@@ -607,6 +607,7 @@ class VirtualKey:
             key.config,
             resident_keys=options.has_resident_key,
             record_server_side_credentials=True,
+            default_backup_state=options.default_backup_state,
         )
         return key
 
