@@ -422,6 +422,12 @@ def test_an_option_given_after_its_command_says_where_it_goes(
             "unrecognized arguments: --bogus",
         ),
         (["ctl", "status", "--", "-v"], "unrecognized arguments: -- -v"),
+        # An outer group's option between a group and its command (a second diff review).
+        (["ctl", "-v", "status"], "-v goes before the command: vfido -v ctl status"),
+        (
+            ["ctl", "--name", "k", "-v", "status"],
+            "-v goes before the command: vfido -v ctl status",
+        ),
     ]
     for argv, said in cases:
         with pytest.raises(SystemExit) as exited:

@@ -87,9 +87,12 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
         if token == "--":
             break
         if token.startswith("-"):
-            known = _option(group, token)
+            # This group's option, or an outer group's given here (a hint of its own).
+            known = next(
+                (a for _, g in reversed(chain) if (a := _option(g, token)) is not None), None
+            )
             if known is None:
-                break  # an option this group does not know: no hint can be sure
+                break  # an option no group knows: no hint can be sure
             if known.nargs is None and "=" not in token:
                 next(tokens, None)  # its value
             continue
