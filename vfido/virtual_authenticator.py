@@ -422,7 +422,10 @@ def add_credential(
         if not resident:
             raise _invalid("largeBlob needs a resident credential")
         if "largeBlob" not in options.extensions:
-            # "If the authenticator supports the largeBlob extension and the parameters'
+            if parts.webauthn_options is None:  # vfido's own callers: say so
+                raise _invalid("this authenticator does not support the largeBlob extension")
+            # A WebDriver virtual authenticator (W3C WebAuthn L3 11.8, Add Credential): "If
+            # the authenticator supports the largeBlob extension and the parameters'
             # largeBlob feature is defined: ... Otherwise: Let largeBlob be null."
             large_blob = None
     if resident and not options.has_resident_key:

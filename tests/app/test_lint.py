@@ -153,6 +153,10 @@ def test_random_text_handles_of_every_usual_encoding_are_not_flagged() -> None:
         (b"MaryJaneWatsonNewYorkNY", "Mary Jane Watson"),
         (b"JANEDOEFROMBERLINGERMANY19", "Jane Doe"),
         (b"customer_jane_doe_berlin_de", "jane.doe@example.com"),
+        # Numbers, whatever the name (a second diff review): a card number behind a prefix,
+        # a phone number.
+        (b"acct-4111111111111111", "jdoe"),
+        (b"+49-151-2345-6789-000", "jdoe"),
     ):
         assert _flags_handle(readable, name), readable
     # What the key cannot tell from random letters: token-shaped text without the user's

@@ -218,6 +218,20 @@ def test_null_sign_count_and_an_unsupported_large_blob_are_taken_as_the_spec_say
         )
         (listed,) = key.webauthn_get_credentials()
         assert listed["signCount"] == 0 and "largeBlob" not in listed
+    # vfido's own callers (a key not made from WebDriver options, `vfido ctl webauthn`) are
+    # told instead of losing the blob silently (a second diff review).
+    with VirtualKey(persona="ctap21pre") as key, pytest.raises(WebAuthnError) as info:
+        key.webauthn_add_credential(
+            {
+                "credentialId": b64(b"resident"),
+                "isResidentCredential": True,
+                "rpId": RP_ID,
+                "privateKey": private,
+                "userHandle": b64(b"alice"),
+                "largeBlob": b64(b"a blob nobody can store"),
+            }
+        )
+    assert info.value.code == "invalid argument" and "largeBlob" in str(info.value)
 
 
 # --- Remove Credential / Remove All Credentials ----------------------------------------------
