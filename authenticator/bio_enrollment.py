@@ -300,8 +300,7 @@ class BioEnrollment:
                 _R_MAX_NAME: MAX_FRIENDLY_NAME,
             }
         if sub == SubCommand.CANCEL_CURRENT_ENROLLMENT:
-            if self._enrollment is None:
-                raise CtapError(CtapStatus.INVALID_OPTION, "no enrollment in progress")
+            # 6.7.5: "cancels current ongoing enrollment, if any, and returns CTAP2_OK".
             self._enrollment = None
             return {}
         assert sub in _AUTHENTICATED
@@ -395,7 +394,9 @@ class BioEnrollment:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "friendlyName too long")
         templates = self._templates.all()
         if not any(hmac.compare_digest(t.template_id, template_id) for t in templates):
-            raise CtapError(CtapStatus.INVALID_PARAMETER, "no such template")
+            # "If there are no enrollments existing on authenticator for the passed
+            # templateId, it returns CTAP2_ERR_INVALID_OPTION."
+            raise CtapError(CtapStatus.INVALID_OPTION, "no such template")
         self._templates.put(
             [
                 Template(t.template_id, name, t.finger) if t.template_id == template_id else t
@@ -409,7 +410,7 @@ class BioEnrollment:
         template_id = request.param(_P_TEMPLATE_ID, bytes)
         templates = self._templates.all()
         kept = [t for t in templates if not hmac.compare_digest(t.template_id, template_id)]
-        if len(kept) == len(templates):
-            raise CtapError(CtapStatus.INVALID_PARAMETER, "no such template")
+        if len(kept) == len(templates):  # as setFriendlyName (6.7.7)
+            raise CtapError(CtapStatus.INVALID_OPTION, "no such template")
         self._templates.put(kept)
         return {}
