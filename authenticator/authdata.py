@@ -131,23 +131,24 @@ def keystore_backup_eligible(store: KeyStore) -> bool:
     return _keystore_backup(store)[0]
 
 
-def new_credential_backed_up(store: KeyStore, default_backup_state: bool) -> bool:
+def new_credential_backed_up(store: KeyStore, default_backup_state: bool | None) -> bool:
     """Whether a discoverable credential created now on ``store`` starts backed up (BS):
     only on a key whose ``Config.default_backup_state`` says so (one made after the last
     `vfido export` is in no bundle), and only where it is backup eligible."""
-    return default_backup_state and _keystore_backup(store)[0]
+    return bool(default_backup_state) and _keystore_backup(store)[0]
 
 
 def backup_flags(
-    store: KeyStore, record: CredentialRecord | None, default_backup_state: bool = False
+    store: KeyStore, record: CredentialRecord | None, default_backup_state: bool | None = None
 ) -> int:
     """BE and BS for a credential: its ``record`` (discoverable) or the keystore (server-side:
-    backed up once exported, or on a key whose ``Config.default_backup_state`` says so)."""
+    what the key's ``Config.default_backup_state`` says, or, without one, backed up once
+    exported)."""
     if record is not None:
         eligible, backed_up = record.backup_eligible, record.backup_state
     else:
         eligible, exported = _keystore_backup(store)
-        backed_up = exported or default_backup_state
+        backed_up = exported if default_backup_state is None else default_backup_state
     return backup_flags_of(eligible, backed_up)
 
 

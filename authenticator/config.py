@@ -92,12 +92,12 @@ class Config:
     #: Remove Credential revokes one: a server-side ID without its record is then unknown.
     #: On for keys made through the virtual-authenticator API (vfido.virtual_authenticator).
     record_server_side_credentials: bool = False
-    #: On a backup-eligible keystore, the credentials this key makes are backed up (BS=1):
-    #: server-side ones at every assertion, discoverable ones from their creation (W3C
+    #: On a backup-eligible keystore, whether the credentials this key makes are backed up
+    #: (BS): server-side ones at every assertion, discoverable ones from their creation (W3C
     #: WebAuthn L3 section 11, a virtual authenticator's ``defaultBackupState``). The key's
-    #: setting for as long as it runs, never written to the keystore: off, BS follows
+    #: setting for as long as it runs, never written to the keystore. None: BS follows
     #: `vfido export` (:mod:`vfido.authenticator.authdata`).
-    default_backup_state: bool = False
+    default_backup_state: bool | None = None
     #: Offer ML-DSA-44/-65 credentials (where this process's ``cryptography``/OpenSSL provide
     #: them). Off by default: getInfo must parse in the platforms people use, and Firefox's
     #: authenticator-rs parses getInfo's "algorithms" into a closed enum without -48/-49, and
@@ -148,10 +148,13 @@ class Config:
             "fingerprint",
             "resident_keys",
             "record_server_side_credentials",
-            "default_backup_state",
         ):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool")
+        if self.default_backup_state is not None and not isinstance(
+            self.default_backup_state, bool
+        ):
+            raise ValueError("default_backup_state must be None or a bool")
         if self.fingerprint:
             object.__setattr__(self, "builtin_uv", True)
         if not (

@@ -184,7 +184,7 @@ def add_credential(
     credential_id: bytes | None = None,
     backup_eligible: bool | None = None,
     backup_state: bool | None = None,
-    default_backup_state: bool = False,
+    default_backup_state: bool | None = None,
 ) -> ProvisionedCredential:
     """Make ``key`` a credential of this key for ``rp_id``. Raises ProvisioningError.
 

@@ -66,7 +66,9 @@ _HEX_TOKEN = re.compile(r"[0-9a-fA-F]{32,}")  # 16 bytes or more
 #: base64, base64url and base32 text of about 16 bytes or more (nanoid's 21 characters
 #: carry 126 bits; base32 pads with up to six "=").
 _BASE64_TOKEN = re.compile(r"[A-Za-z0-9_\-+/]{21,}={0,6}")
-_DIGIT_RUN = re.compile(r"[0-9]{13}")
+#: 13-19 digits set off from letters and digits: a card or account number inside a handle
+#: (``acct-4111111111111111``); not a run inside random hex or base64, which is no number.
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9]{13,19}(?![0-9A-Za-z])")
 _WORD = re.compile(r"[^\W_]{4,}")
 _HEX_LETTERS = frozenset("0123456789abcdefABCDEF")
 
@@ -85,7 +87,8 @@ def _random_token(text: str, names: Iterable[object] = ()) -> bool:
     correct relying parties failed ``vfido_lint_key`` at random). So readable text that
     names none of the user's names (``MaryJaneWatsonNewYork`` for "jdoe") passes: the key
     cannot tell it from random letters. Only text without a letter (``+49-151-2345-6789``)
-    or with 13 digits in a row (a card number: ``acct-4111111111111111``) is not random.
+    or with a number of 13-19 digits set off by separators (a card number:
+    ``acct-4111111111111111``) is not random.
     A word of the names counts from 4 letters, one beyond hex among them ("Lee" and "Abe"
     do not: random text holds them too often)."""
     if _UUID.fullmatch(text):
@@ -103,8 +106,6 @@ def _random_token(text: str, names: Iterable[object] = ()) -> bool:
                 return False
     if not _BASE64_TOKEN.fullmatch(text) or not any(c.isalpha() for c in text):
         return False  # no letter at all: a phone, card or account number, a date
-    # 13 digits in a row: a card or account number inside (random base32 has such a run
-    # with a chance of about 10^-5, base64 far less).
     return _DIGIT_RUN.search(text) is None
 
 

@@ -293,8 +293,9 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         default_backup_eligibility=eligible,
         default_backup_state=eligible
         and (
-            parts.device.config.default_backup_state
-            or parts.store.get_state(BACKUP_DONE_STATE) == b"\x01"
+            parts.store.get_state(BACKUP_DONE_STATE) == b"\x01"
+            if parts.device.config.default_backup_state is None
+            else parts.device.config.default_backup_state
         ),
     )
 

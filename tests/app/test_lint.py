@@ -143,6 +143,8 @@ def test_random_text_handles_of_every_usual_encoding_are_not_flagged() -> None:
         assert not _flags_handle(base64.urlsafe_b64encode(raw).rstrip(b"=")), raw
         assert not _flags_handle(base64.b32encode(raw + raw[:4]).lower().rstrip(b"=")), raw
         assert not _flags_handle(base64.b32encode(raw)), raw  # padded with "======"
+        # A prefixed hex handle: its digit runs are no number (a third diff review).
+        assert not _flags_handle(b"usr_" + (raw + raw).hex().encode()), raw
     assert not _flags_handle(b"V1StGXR8_Z5jdHi6B-myT")  # a nanoid (21 characters)
     # Readable text is flagged when shorter than a token, or when it carries the user's name
     # (a diff review: the first version of this fix let these through).

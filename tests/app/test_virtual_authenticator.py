@@ -433,6 +433,23 @@ def test_default_backup_state_is_the_keys_not_the_keystores(tmp_path: Path) -> N
         assert _made_flags(plain, True) == _made_flags(plain, False) == (True, False)
 
 
+def test_default_backup_state_false_overrides_an_exported_keystore() -> None:
+    """defaultBackupState false on a keystore already exported (or marked so by earlier
+    versions of this API, which wrote the export flag): the key's credentials say BS=0, as
+    the options say (a third diff review: the export flag won for server-side ones)."""
+    from vfido.authenticator.authdata import BACKUP_DONE_STATE
+    from vfido.backup import backup_eligible_identity
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+
+    store = SqliteKeyStore.ephemeral(identity=backup_eligible_identity())
+    store.put_state({BACKUP_DONE_STATE: b"\x01"})
+    options = {**CTAP2_OPTIONS, "defaultBackupEligibility": True, "defaultBackupState": False}
+    with VirtualKey.from_webauthn_options(options, store=store) as key:
+        assert key.webauthn_options_json()["defaultBackupState"] is False
+        assert _made_flags(key, True) == _made_flags(key, False) == (True, False)
+        assert {c["backupState"] for c in key.webauthn_get_credentials()} == {False}
+
+
 def test_default_backup_eligibility_off_by_default() -> None:
     with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
         server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
