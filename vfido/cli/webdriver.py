@@ -46,6 +46,20 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
         raise CliError(
             f"cannot listen on {args.host}:{args.port} (--host, --port): {exc.strerror}"
         ) from None
+    # SIGTERM and SIGHUP (not ignored: nohup) stop it as Ctrl-C does: the keys it plugged in
+    # are closed and their temporary directories removed (SIGTERM used to leave them). The
+    # handler only notes the signal; the main thread waits for it, the server runs beside.
+    # Installed before "listening on" is said: a supervisor (or a test) that signals as soon
+    # as it reads it must not find Python's default KeyboardInterrupt still in place.
+    received: list[int] = []
+    stopping = [
+        sig
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(sig) is not signal.SIG_IGN  # nohup, a background job: ignored
+    ]
+    previous = {
+        sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in stopping
+    }
     print(
         f"vfido webdriver: listening on {proxy.url} (upstream {args.upstream}, "
         f"keys over {args.key_transport})",
@@ -65,18 +79,6 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    # SIGTERM and SIGHUP (not ignored: nohup) stop it as Ctrl-C does: the keys it plugged in
-    # are closed and their temporary directories removed (SIGTERM used to leave them). The
-    # handler only notes the signal; the main thread waits for it, the server runs beside.
-    received: list[int] = []
-    stopping = [
-        sig
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(sig) is not signal.SIG_IGN  # nohup, a background job: ignored
-    ]
-    previous = {
-        sig: signal.signal(sig, lambda signum, _: received.append(signum)) for sig in stopping
-    }
     try:
         proxy.start()
         while not received:
