@@ -167,6 +167,18 @@ def _text(name: str, value: str | None) -> str | None:
     return value
 
 
+def is_rp_id(text: object) -> bool:
+    """Whether ``text`` can be an RP ID: a domain of at most 253 bytes, printable, with no
+    space, scheme, port or path (a URL or a host:port never equals the RP ID a request
+    names). Not checked against the public suffix list."""
+    return (
+        isinstance(text, str)
+        and 0 < len(text.encode()) <= 253
+        and text.isprintable()
+        and not any(c.isspace() or c in "/:" for c in text)
+    )
+
+
 def add_credential(
     store: KeyStore,
     key: CredentialKey,
@@ -197,8 +209,8 @@ def add_credential(
     whose ``Config.default_backup_state`` is ``default_backup_state``); BS needs BE. A
     server-side credential only keeps its own flags with its own ``credential_id``.
     """
-    if not isinstance(rp_id, str) or not rp_id or len(rp_id.encode()) > 253:
-        raise ProvisioningError("rp_id must be a non-empty domain name")
+    if not is_rp_id(rp_id):
+        raise ProvisioningError("rp_id must be a domain name (no scheme, port or path)")
     if cred_protect not in (1, 2, 3) or isinstance(cred_protect, bool):
         raise ProvisioningError("cred_protect must be 1, 2 or 3")
     if not isinstance(sign_count, int) or not 0 <= sign_count <= MAX_INITIAL_COUNTER:

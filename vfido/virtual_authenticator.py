@@ -207,14 +207,8 @@ class AuthenticatorOptions:
         extensions = params.get("extensions", [])
         if not isinstance(extensions, list) or not all(isinstance(e, str) for e in extensions):
             raise _invalid("extensions must be an array of strings")
-        for extension in extensions:
-            if extension not in EXTENSIONS:
-                raise WebAuthnError(
-                    UNSUPPORTED_OPERATION, f"extension {extension[:40]!r} is not supported"
-                )
-        needs_21 = [e for e in extensions if not _protocol_has(protocol, e)]
-        if needs_21:
-            raise _invalid(f"extension {needs_21[0]} needs a ctap2_1 authenticator, not {protocol}")
+        # Every value is checked (invalid argument) before the extensions are (unsupported
+        # operation), in the order of W3C WebAuthn L3 11.3 (Add Virtual Authenticator).
         flags = {
             name: _bool(params, key, default)
             for name, key, default in (
@@ -227,6 +221,14 @@ class AuthenticatorOptions:
             )
         }
         _check_backup_flags(flags["default_backup_eligibility"], flags["default_backup_state"])
+        for extension in extensions:
+            if extension not in EXTENSIONS:
+                raise WebAuthnError(
+                    UNSUPPORTED_OPERATION, f"extension {extension[:40]!r} is not supported"
+                )
+        needs_21 = [e for e in extensions if not _protocol_has(protocol, e)]
+        if needs_21:
+            raise _invalid(f"extension {needs_21[0]} needs a ctap2_1 authenticator, not {protocol}")
         return cls(protocol=protocol, transport=transport, extensions=tuple(extensions), **flags)  # type: ignore[arg-type]
 
     def to_json(self) -> dict[str, Any]:

@@ -187,6 +187,11 @@ def test_bad_credential_parameters_are_invalid_arguments() -> None:
             {**good, "privateKey": private, "credentialId": ""},
             {**good, "privateKey": private, "isResidentCredential": "yes"},
             {**good, "privateKey": private, "signCount": -1},
+            # "If rpId is not a valid RP ID, return invalid argument" (W3C WebAuthn L3 11.8):
+            # a URL or a host:port never equals a request's RP ID (a session 16 review).
+            {**good, "privateKey": private, "rpId": "https://example.com"},
+            {**good, "privateKey": private, "rpId": "example.com:443"},
+            {**good, "privateKey": private, "rpId": "bad example"},
             # hasResidentKey false: no resident credentials (section 11.7).
             {**good, "privateKey": private, "isResidentCredential": True, "userHandle": "YQ"},
         ):

@@ -284,6 +284,16 @@ def test_webdriver_errors_have_the_w3c_shape() -> None:
             proxy, "POST", base, {"protocol": "ctap2", "transport": "usb", "extensions": ["x"]}
         )
         assert status == 500 and value["error"] == "unsupported operation"
+        # Values before extensions (W3C WebAuthn L3 11.3): a bad value is invalid argument
+        # even beside an unknown extension (it was unsupported operation: a session 16 review).
+        bad = {
+            "protocol": "ctap2",
+            "transport": "usb",
+            "hasResidentKey": "yes",
+            "extensions": ["x"],
+        }
+        status, value = command(proxy, "POST", base, bad)
+        assert status == 400 and value["error"] == "invalid argument"
         status, value = command(proxy, "GET", f"{base}/nope/credentials")
         assert status == 400 and value["error"] == "invalid argument"
         _, aid = command(proxy, "POST", base, {"protocol": "ctap2_1", "transport": "internal"})
@@ -294,6 +304,12 @@ def test_webdriver_errors_have_the_w3c_shape() -> None:
         assert status == 400 and value["error"] == "invalid argument"
         status, value = command(proxy, "GET", f"{base}/{aid}/frobnicate")
         assert status == 404 and value["error"] == "unknown command"
+        # A command's path with another method is unknown method, 405 (it was 404).
+        for method, path in (("GET", "credential"), ("POST", "credentials"), ("GET", "uv")):
+            status, value = command(proxy, method, f"{base}/{aid}/{path}")
+            assert (status, value["error"]) == (405, "unknown method"), (method, path)
+        status, value = command(proxy, "GET", f"{base}/{aid}/credentials/AAAA")
+        assert (status, value["error"]) == (405, "unknown method")
         status, _, _, data = request(proxy.url, "POST", f"{base}/{aid}/credential", b"{not json")
         assert status == 400 and json.loads(data)["value"]["error"] == "invalid argument"
         status, value = command(proxy, "DELETE", f"{base}/{aid}/credentials/AAAA")

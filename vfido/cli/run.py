@@ -126,9 +126,11 @@ def _credential_limit(text: str) -> int:
 
 def _rp_id(text: str) -> str:
     """``--enterprise-rp-id``: an RP ID (a domain): never empty, printable, no spaces."""
+    from vfido.authenticator.provisioning import is_rp_id
+
     if not text:
         raise argparse.ArgumentTypeError("an RP ID cannot be empty")
-    if not text.isprintable() or any(c.isspace() or c in "/:" for c in text):
+    if not is_rp_id(text):
         # Compared with the request's RP ID as it is: a URL or a host:port never matches.
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an RP ID (a domain, e.g. corp.example: no scheme, port or path)"

@@ -304,7 +304,11 @@ class WebDriverProxy:
         }
         if len(parts) == 1 and (method, parts[0]) in routes:
             return routes[(method, parts[0])]()
-        if len(parts) == 2 and parts[0] == "credentials" and method == "DELETE":
+        if len(parts) == 1 and parts[0] in {path for _, path in routes}:
+            raise WebDriverError("unknown method", f"{method} on {parts[0]}")
+        if len(parts) == 2 and parts[0] == "credentials":
+            if method != "DELETE":
+                raise WebDriverError("unknown method", f"{method} on a credential")
             key.webauthn_remove_credential(_credential_id(parts[1]))
             return None
         if len(parts) == 3 and parts[0] == "credentials" and parts[2] == "props":
