@@ -208,34 +208,22 @@ def test_null_sign_count_and_an_unsupported_large_blob_are_taken_as_the_spec_say
     signCount or 0 if signCount is null"; a largeBlob on an authenticator without the
     extension: "Otherwise: Let largeBlob be null" (both were invalid argument: a session 16
     review)."""
-    private = b64(pkcs8(ec.generate_private_key(ec.SECP256R1())))
+    params = {
+        "credentialId": b64(b"resident"),
+        "isResidentCredential": True,
+        "rpId": RP_ID,
+        "privateKey": b64(pkcs8(ec.generate_private_key(ec.SECP256R1()))),
+        "userHandle": b64(b"alice"),
+        "largeBlob": b64(b"a blob nobody can store"),
+    }
     with VirtualKey.from_webauthn_options({**CTAP2_OPTIONS, "protocol": "ctap2_1"}) as key:
-        key.webauthn_add_credential(
-            {
-                "credentialId": b64(b"resident"),
-                "isResidentCredential": True,
-                "rpId": RP_ID,
-                "privateKey": private,
-                "userHandle": b64(b"alice"),
-                "signCount": None,
-                "largeBlob": b64(b"a blob nobody can store"),
-            }
-        )
+        key.webauthn_add_credential({**params, "signCount": None})
         (listed,) = key.webauthn_get_credentials()
         assert listed["signCount"] == 0 and "largeBlob" not in listed
     # vfido's own callers (a key not made from WebDriver options, `vfido ctl webauthn`) are
     # told instead of losing the blob silently (a second diff review).
     with VirtualKey(persona="ctap21pre") as key, pytest.raises(WebAuthnError) as info:
-        key.webauthn_add_credential(
-            {
-                "credentialId": b64(b"resident"),
-                "isResidentCredential": True,
-                "rpId": RP_ID,
-                "privateKey": private,
-                "userHandle": b64(b"alice"),
-                "largeBlob": b64(b"a blob nobody can store"),
-            }
-        )
+        key.webauthn_add_credential(params)
     assert info.value.code == "invalid argument" and "largeBlob" in str(info.value)
 
 
