@@ -98,6 +98,7 @@ def build_auth_data(
 
 #: State key: b"\x01" once the device key was exported (`vfido export`).
 BACKUP_DONE_STATE = "backup.exported"
+
 #: Per store: (credential key the values were read under, eligible, exported). The
 #: credential key changes on reset, which erases the state flag.
 _BACKUP_CACHE: weakref.WeakKeyDictionary[Any, tuple[bytes, bool, bool]] = (

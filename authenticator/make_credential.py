@@ -322,7 +322,7 @@ def make_credential(
             cred_blob=cred_blob,
             large_blob_key=large_blob_key,
             backup_eligible=keystore_backup_eligible(store),
-            backup_state=new_credential_backed_up(store, services.config.default_backup_state),
+            backup_state=new_credential_backed_up(store, config.default_backup_state),
         )
         try:
             store.put_credential(record)
@@ -332,7 +332,7 @@ def make_credential(
     # Step 18: otherwise the credential is server-side: everything is in its ID (a key that
     # records them also keeps its sealed ID, see Config.record_server_side_credentials).
     elif config.record_server_side_credentials:
-        backup = backup_flags(store, None, services.config.default_backup_state)
+        backup = backup_flags(store, None, config.default_backup_state)
         eligible, backed_up = bool(backup & AuthDataFlags.BE), bool(backup & AuthDataFlags.BS)
         record_server_side(store, rp_id, id_hash, credential_id, eligible, backed_up)
 
@@ -340,8 +340,7 @@ def make_credential(
     # enterprise attestation is the batch (packed) attestation plus epAtt.
     auth_data = build_auth_data(
         id_hash,
-        # BE/BS: see authdata
-        flags | backup_flags(store, record if rk else None, services.config.default_backup_state),
+        flags | backup_flags(store, record if rk else None, config.default_backup_state),  # BE/BS
         0,
         AttestedCredentialData(identity.aaguid, credential_id, key.cose_public_key()),
         outputs,

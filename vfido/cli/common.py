@@ -68,6 +68,11 @@ def _option(group: argparse.ArgumentParser, token: str) -> argparse.Action | Non
     return matches.pop() if len(matches) == 1 else None
 
 
+def _commands(group: argparse.ArgumentParser) -> argparse._SubParsersAction[Any] | None:
+    """The commands of ``group`` (None: it is a command itself)."""
+    return next((a for a in group._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
 def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> str:
     """The usage error for ``extras``: where each option that belongs before a command
     goes, then the arguments nobody takes."""
@@ -77,10 +82,7 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
     complete = False  # the walk reached a command (a parser without commands)
     tokens = iter(argv)
     for token in tokens:
-        group = chain[-1][1]
-        commands = next(
-            (a for a in group._actions if isinstance(a, argparse._SubParsersAction)), None
-        )
+        commands = _commands(chain[-1][1])
         if commands is None:
             complete = True
             break
@@ -100,7 +102,7 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
             break
         chain.append((token, commands.choices[token]))
     else:
-        complete = not any(isinstance(a, argparse._SubParsersAction) for a in chain[-1][1]._actions)
+        complete = _commands(chain[-1][1]) is None
     # After "--" nothing is an option, wherever argparse put it.
     literal = set(argv[argv.index("--") + 1 :]) if "--" in argv else set()
     hints: list[str] = []
