@@ -67,7 +67,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vfido.authenticator import behaviours as beh
 from vfido.authenticator.authdata import (
-    BACKUP_DONE_STATE,
+    AuthDataFlags,
+    backup_flags,
     keystore_backup_eligible,
     rp_id_hash,
 )
@@ -293,11 +294,10 @@ def options_of(parts: KeyParts) -> AuthenticatorOptions:
         is_user_verified=builtin_uv and not uv_fails,
         extensions=extensions,
         default_backup_eligibility=eligible,
-        default_backup_state=eligible
-        and (
-            parts.store.get_state(BACKUP_DONE_STATE) == b"\x01"
-            if parts.device.config.default_backup_state is None
-            else parts.device.config.default_backup_state
+        # What a credential made now reports: the one rule for BS (authdata.backup_flags).
+        default_backup_state=bool(
+            backup_flags(parts.store, None, parts.device.config.default_backup_state)
+            & AuthDataFlags.BS
         ),
     )
 
