@@ -21,9 +21,9 @@ before the handler runs (a typo such as ``credentail_id`` is an error, not an ar
 ignored). A handler takes the request's arguments (a dict, without ``cmd``) and returns the
 answer's fields (a dict); it raises :class:`CommandError` for an error answer (any other
 exception becomes ``internal error (TYPE)``, never its text). This module registers
-``commands``; every other
-command is registered in one place, :func:`vfido.control.commands.register_commands`, which
-also documents each command, its arguments, answer and errors.
+``commands``; every other command is registered in one place,
+:func:`vfido.control.commands.register_commands`, which also documents each command, its
+arguments, answer and errors.
 """
 
 from __future__ import annotations
