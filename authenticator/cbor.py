@@ -155,22 +155,22 @@ def decode(data: bytes) -> Any:
 
 class Encoded:
     """One data item already in canonical form, written out as it is by :func:`encode`
-    (for a response member that is the same on every request: made once, encoded once)."""
+    (for a response member that is the same on every request: made once, encoded once).
+    ``data`` is the item's canonical encoding, not checked: :func:`encoded` makes one
+    from a value."""
 
     __slots__ = ("data",)
 
-    def __init__(self, value: Any) -> None:
-        self.data = encode(value)
-
-    @classmethod
-    def of(cls, data: bytes) -> Encoded:
-        """The item whose canonical encoding ``data`` already is (not checked)."""
-        item = cls.__new__(cls)
-        item.data = data
-        return item
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
     def __repr__(self) -> str:
         return f"Encoded({self.data.hex()})"
+
+
+def encoded(value: Any) -> Encoded:
+    """``value`` encoded once, to be written out as it is."""
+    return Encoded(encode(value))
 
 
 _SMALL_HEADS = tuple(tuple(bytes([m << 5 | v]) for v in range(24)) for m in range(8))

@@ -205,7 +205,7 @@ class GetInfoResponse:
                     _INFO_LAYOUTS.pop(next(iter(_INFO_LAYOUTS)))
                 _INFO_LAYOUTS[key] = layout
         head, parts = layout
-        return cbor.Encoded.of(
+        return cbor.Encoded(
             head
             + b"".join(
                 [
@@ -296,14 +296,14 @@ def _frozen(value: Any) -> object:
 # A key's configuration gives a handful of distinct values for each: a small cache suffices.
 @functools.lru_cache(maxsize=64)
 def _kept_array(items: tuple[str, ...]) -> cbor.Encoded:
-    return cbor.Encoded(list(items))
+    return cbor.encoded(list(items))
 
 
 @functools.lru_cache(maxsize=64)
 def _kept_options(items: tuple[tuple[str, bool], ...]) -> cbor.Encoded:
-    return cbor.Encoded(dict(items))
+    return cbor.encoded(dict(items))
 
 
 @functools.lru_cache(maxsize=64)
 def _kept_algorithms(algorithms: tuple[int, ...]) -> cbor.Encoded:
-    return cbor.Encoded([{"type": "public-key", "alg": a} for a in algorithms])
+    return cbor.encoded([{"type": "public-key", "alg": a} for a in algorithms])

@@ -218,7 +218,7 @@ class HidRunner:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._current: HidTransaction | None = None
-        self._inline = inline_requests
+        self._inline_requests = inline_requests
         self._before_wait = before_wait
         self._feeding = False  # feed() is collecting the request it will return (lock held)
         self._deferred: tuple[Request, HidTransaction] | None = None
@@ -257,7 +257,7 @@ class HidRunner:
             except Exception:  # a bug in the core must not kill the transport
                 self._log.exception("ctaphid: internal error processing a report")
                 return None
-            self._feeding = self._inline
+            self._feeding = self._inline_requests
             try:
                 self._emit(outputs)
             finally:
