@@ -153,3 +153,31 @@ def test_cached_handler_strips_its_own_flags_before_vfido_run() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--transport" in done.stdout
+
+
+def test_compiled_names_modules_that_exist_and_refuses_an_existing_directory(
+    tmp_path: Path,
+) -> None:
+    """bench/compiled.py (a mypyc-built copy for ``--tree``): every module it compiles is
+    one of the copy's (a renamed module would otherwise stay pure Python, and only the
+    build's last check would say so), and it never writes into a directory that exists.
+    (The build itself takes a minute of gcc: run by hand, as the benchmarks are.)"""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import compiled
+    finally:
+        sys.path.remove(str(BENCH))
+    for path in compiled.COMPILED:
+        assert (ROOT / path).is_file(), path
+    kept = tmp_path / "kept"
+    kept.write_text("mine")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "compiled.py"), str(kept)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "exists" in done.stderr
+    assert kept.read_text() == "mine"
