@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def read_secret(
             # Read at most one byte more than a secret may have: /dev/zero or a log named by
             # mistake is refused, not read into memory. A pipe (`<(pass show vfido)`) works.
             with file.open("rb") as f:
+                _refuse_shared(os.fstat(f.fileno()), file, what)
                 raw = f.read(MAX_SECRET_FILE + 1)
         except OSError as exc:
             raise PassphraseError(f"cannot read {what} file {file}: {exc.strerror}") from None
@@ -54,6 +56,23 @@ def read_secret(
     if confirm and _ask("Repeat: ", what) != first:
         raise PassphraseError(f"the {what.split()[-1]}s do not match")
     return first
+
+
+def _refuse_shared(st: os.stat_result, file: Path, what: str) -> None:
+    """A secret in a regular file must be the user's (or root's) and closed to others, as
+    the keystore's own files are: one other users can read has given the secret away, and
+    one another user owns holds a secret that user chose. (A pipe, a terminal or a device
+    is not a file that stays behind: it is read as it is.)"""
+    if not stat.S_ISREG(st.st_mode):
+        return
+    if st.st_uid not in (os.geteuid(), 0):
+        raise PassphraseError(f"{what} file {file} is owned by another user; refusing it")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise PassphraseError(
+            f"{what} file {file} is accessible by other users (mode {mode:03o}); "
+            f"refusing it (chmod 600 it if that is intended)"
+        )
 
 
 def _ask(prompt: str, what: str) -> str:

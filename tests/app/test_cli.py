@@ -84,6 +84,7 @@ def test_info_shows_what_the_key_advertises(keystore: Path) -> None:
 def test_passphrase_file_and_change(keystore: Path, tmp_path: Path) -> None:
     new_file = tmp_path / "new"
     new_file.write_text("a new passphrase\n")
+    new_file.chmod(0o600)
     result = vfido(
         [
             "passphrase",
@@ -309,6 +310,8 @@ def test_secrets_that_are_not_utf8_text_are_one_clear_line(keystore: Path, tmp_p
     binary.write_bytes(b"\xff\xfe")
     huge = tmp_path / "huge"
     huge.write_bytes(b"x" * (64 * 1024 + 1))
+    for secret in (binary, huge):
+        secret.chmod(0o600)
     cases = [
         (
             ["info", "--keystore", str(keystore), "--passphrase-file", str(binary)],
@@ -521,8 +524,60 @@ def test_files_are_read_up_to_a_limit_and_secrets_as_utf8(tmp_path: Path) -> Non
         read_file(Path("/dev/zero"), "bundle", 1000)
     pin = tmp_path / "pin"
     pin.write_bytes(b"12\xff4")
+    pin.chmod(0o600)
     with pytest.raises(PassphraseError, match=r"PIN file .* is not UTF-8 text"):
         read_secret(pin, what="PIN", env="VFIDO_PIN", flag="--pin-file", prompt="PIN: ")
+
+
+def test_a_secret_file_other_users_can_read_is_refused(keystore: Path, tmp_path: Path) -> None:
+    """A passphrase (PIN, bundle passphrase) file is held to the keystore's own rule: one
+    other users can read or write has given the secret away, so it is refused in one line
+    and nothing is changed; a pipe (``<(pass show vfido)``) is read as it is."""
+    from vfido import passphrase
+    from vfido.passphrase import PassphraseError, read_secret
+
+    secret = tmp_path / "passphrase"
+    secret.write_text("a new passphrase\n")
+    for mode in (0o644, 0o640, 0o620, 0o604):
+        secret.chmod(mode)
+        result = vfido(
+            [
+                "passphrase",
+                "change",
+                "--keystore",
+                str(keystore),
+                "--new-passphrase-file",
+                str(secret),
+            ]
+        )
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"accessible by other users (mode {mode:03o})" in result.stderr
+        assert "chmod 600" in result.stderr
+    assert vfido(["info", "--keystore", str(keystore)]).returncode == 0  # still the old one
+    secret.chmod(0o600)
+    assert read_secret(secret, what="PIN", env="X", flag="--pin-file", prompt="") == (
+        "a new passphrase"
+    )
+    read, write = os.pipe()
+    os.write(write, b"from a pipe\n")
+    os.close(write)
+    try:
+        piped = Path(f"/proc/self/fd/{read}")
+        os.fchmod(read, 0o666)  # a pipe's mode says nothing of who reads what is in it
+        assert read_secret(piped, what="PIN", env="X", flag="--pin-file", prompt="") == (
+            "from a pipe"
+        )
+    finally:
+        os.close(read)
+    if os.geteuid() == 0:  # a file of another user (made here as root: CI)
+        os.chown(secret, 65534, 65534)
+        with pytest.raises(PassphraseError, match="owned by another user; refusing it"):
+            read_secret(secret, what="PIN", env="X", flag="--pin-file", prompt="")
+    else:
+        mine = os.stat_result((0o100600, 0, 0, 1, os.geteuid() + 1, 0, 0, 0, 0, 0))
+        with pytest.raises(PassphraseError, match="owned by another user; refusing it"):
+            passphrase._refuse_shared(mine, secret, "PIN")
 
 
 def _on_a_terminal(args: list[str], answers: list[bytes]) -> tuple[int, str]:
