@@ -54,9 +54,12 @@ kernel merges every process that opened the hidraw node; the in-process bus). Th
 * a message arriving slowly: each continuation packet must come within MESSAGE_TIMEOUT of
   the previous one, and the whole message within :data:`MAX_MESSAGE_TIME` of its first
   packet (ERR_MSG_TIMEOUT). However a message ends (whole, timed out, cut off), if other
-  channels were refused while it came, for :data:`RESERVATION_TIME` only they may start a
+  channels were refused while it came and had been refused before (clients that try again:
+  python-fido2 does, every 100 ms), for :data:`RESERVATION_TIME` only they may start a
   multi-packet message or LOCK (until one does): not its sender, under whatever identity
-  it comes back. This is a mitigation, not a guarantee. A client the transport lets in can
+  it comes back. A channel refused once and not again reserves nothing (libfido2 gives up
+  on ERR_CHANNEL_BUSY: holding the sender's next message for it would only fail that too).
+  This is a mitigation, not a guarantee. A client the transport lets in can
   always keep the key busy: a request waiting for a touch holds it for the presence
   timeout, and several identities can take the reserved turns; a client that opens a new
   channel for every try is reserved nothing. Who may do that is the transport's access
@@ -91,8 +94,9 @@ MESSAGE_TIMEOUT: Final = 0.5  # seconds between packets of one message
 #: Seconds from a message's first packet to its last, however fast the packets come (a
 #: 7609-byte message is 129 reports: a few hundred milliseconds even in a slow VM).
 MAX_MESSAGE_TIME: Final = 3.0
-#: After a message ended while other channels were refused, how long only those may start
-#: a multi-packet message or LOCK (time for a refused client to try again).
+#: After a message ended while other channels were refused (a second time), how long only
+#: those may start a multi-packet message or LOCK (time for a refused client to try again);
+#: also how far apart two refusals of one channel may be to count as its trying again.
 RESERVATION_TIME: Final = 2.0
 MAX_LOCK_SECONDS: Final = 10  # section 11.2.9.2.2
 INIT_NONCE_SIZE: Final = 8
@@ -246,7 +250,8 @@ class _Assembly:
     deadline: float
     client: Hashable = None
     started: float = 0.0
-    #: The channels refused (CHANNEL_BUSY) while this message was being received.
+    #: The channels refused (CHANNEL_BUSY) while this message was being received that had
+    #: been refused before: the clients that try again.
     refused: set[int] = field(default_factory=set)
 
 
@@ -317,6 +322,7 @@ class CtapHidCore:
         #: multi-packet message or LOCK until then (see :meth:`_end_rx`).
         self._reserved_for: frozenset[int] = frozenset()
         self._reserved_until = 0.0
+        self._refused_at: dict[int, float] = {}  # channel -> when a message last kept it out
         self._next_transaction = 1
 
     # -- queries ----------------------------------------------------------------------------
@@ -433,6 +439,7 @@ class CtapHidCore:
         self._lock_channel = None
         self._lock_cooldown.clear()
         self._reserved_for = frozenset()
+        self._refused_at.clear()
         if self._active is not None and not self._active.dropped:
             self._active.dropped = True
             out.append(self._cancel(self._active))
@@ -464,7 +471,7 @@ class CtapHidCore:
 
     def _end_rx(self, now: float) -> None:
         """The message being received ends (whole, timed out, cut off): the channels it
-        kept waiting go first for RESERVATION_TIME, whoever sends next."""
+        kept waiting that try again go first for RESERVATION_TIME, whoever sends next."""
         rx, self._rx = self._rx, None
         if rx is not None and rx.refused:
             self._reserved_for = frozenset(rx.refused)
@@ -484,7 +491,24 @@ class CtapHidCore:
         if channel not in self._reserved_for:
             return True
         self._reserved_for = frozenset()
+        self._refused_at.pop(channel, None)
         return False
+
+    def _refuse_for_rx(self, rx: _Assembly, channel: int, now: float) -> list[Output]:
+        """``channel`` must wait for the message being received (section 11.2.5.1: "that
+        request will immediately fail with a busy-error message"). Refused before, within
+        RESERVATION_TIME, it is a client that tries again: it gets a turn when the message
+        ends (:meth:`_end_rx`). Refused once, it reserves nothing: libfido2 gives up on
+        ERR_CHANNEL_BUSY, and the key, idle again, takes the sender's next message."""
+        last = self._refused_at.get(channel)
+        if last is not None and now - last <= RESERVATION_TIME:
+            rx.refused.add(channel)
+        if last is None and len(self._refused_at) >= self._max_channels:
+            self._refused_at = {
+                c: t for c, t in self._refused_at.items() if now - t <= RESERVATION_TIME
+            }
+        self._refused_at[channel] = now
+        return [error_report(channel, HidError.CHANNEL_BUSY)]
 
     def _locked_out(self, channel: int, now: float) -> bool:
         """Another channel holds the lock (which then counts as contended from ``now``)."""
@@ -596,8 +620,7 @@ class CtapHidCore:
                 # A new init packet in the middle of a message (section 11.2.4).
                 self._end_rx(now)
                 return [error_report(channel, HidError.INVALID_SEQ)]
-            self._rx.refused.add(channel)
-            return [error_report(channel, HidError.CHANNEL_BUSY)]
+            return self._refuse_for_rx(self._rx, channel, now)
         if self._active is not None and not self._replaceable():
             return [error_report(channel, HidError.CHANNEL_BUSY)]
         error = self._check_command(self._channels[channel], command, length)

@@ -264,3 +264,45 @@ def test_a_client_dribbling_a_message_cannot_hold_the_key(rotate: bool, cut: boo
             next_victim = now + 0.5
         now += 0.45
     assert served >= (served + refused) // 3, (served, refused)
+
+
+@pytest.mark.parametrize("clients", [(VICTIM, ATTACKER), (None, None)], ids=["udp", "uhid"])
+def test_a_channel_refused_once_reserves_nothing_one_that_tries_again_gets_a_turn(
+    clients: tuple[Hashable, Hashable],
+) -> None:
+    """Section 11.2.5.1: after a transaction "The device then returns to idle state, ready to
+    perform another transaction for the same or a different channel." A channel refused
+    (CHANNEL_BUSY) once while another's message came, and never again, held the sender's
+    next long message back for 2 s: libfido2 gives up on CHANNEL_BUSY (io.c), so one PING
+    from another process in the middle of a makeCredential failed the next one with
+    FIDO_ERR_RX on an idle key (a transport review). A channel refused again, within
+    RESERVATION_TIME (python-fido2 retries every 100 ms), still gets the next turn."""
+    sender_client, other_client = clients
+    long = bytes(200)  # 4 reports
+    for retries in (False, True):
+        core = CtapHidCore()
+        sender, other = init(core, sender_client), init(core, other_client)
+        first, *rest = request_reports(sender, Command.PING, long)
+        assert core.feed(first, 1.0, sender_client) == []
+        refused = call(core, other_client, other, Command.PING, b"x" * 100, now=1.01)
+        assert error(refused) == HidError.CHANNEL_BUSY
+        if retries:
+            again = call(core, other_client, other, Command.PING, b"x" * 100, now=1.11)
+            assert error(again) == HidError.CHANNEL_BUSY
+        out: list[Output] = []
+        for report in rest:
+            out += core.feed(report, 1.2, sender_client)
+        assert answer(out) == (sender, Command.PING, long)
+        assert not core.busy
+        next_one = call(core, sender_client, sender, Command.PING, long, now=1.3)
+        if not retries:
+            assert answer(next_one) == (sender, Command.PING, long)
+            continue
+        assert error(next_one) == HidError.CHANNEL_BUSY
+        turn = call(core, other_client, other, Command.PING, b"x" * 100, now=1.35)
+        assert answer(turn) == (other, Command.PING, b"x" * 100)
+        assert answer(call(core, sender_client, sender, Command.PING, long, now=1.4)) == (
+            sender,
+            Command.PING,
+            long,
+        )
