@@ -603,10 +603,18 @@ class CtapHidCore:
         valid = channel not in (RESERVED_CID, BROADCAST_CID) and self._owned(channel, client)
         if command == Command.CANCEL:
             # Section 11.2.9.1.5: "the authenticator MUST NOT reply to the CTAPHID_CANCEL
-            # message itself", and one "on a non-active CID SHALL be ignored": not even an
-            # INVALID_CHANNEL error (over UDP it would reach another client's channel).
+            # message itself", and one "received while no CTAPHID_CBOR request is being
+            # processed, or on a non-active CID SHALL be ignored": not even an
+            # INVALID_CHANNEL error (over UDP it would reach another client's channel), and
+            # a U2F request (CTAPHID_MSG) goes on.
             active = self._active
-            if valid and active is not None and active.channel == channel and not active.cancelled:
+            if (
+                valid
+                and active is not None
+                and active.channel == channel
+                and active.command == Command.CBOR
+                and not active.cancelled
+            ):
                 self._touch(channel)
                 return [self._cancel(active)]
             return []

@@ -328,6 +328,20 @@ def test_cancel_keepalive_and_response() -> None:
     assert core.respond(request.transaction, b"\x00") == []
 
 
+def test_a_cancel_while_a_u2f_request_runs_is_ignored() -> None:
+    """Section 11.2.9.1.5: "A CTAPHID_CANCEL received while no CTAPHID_CBOR request is being
+    processed, or on a non-active CID SHALL be ignored by the authenticator." A U2F request
+    (CTAPHID_MSG) is not cancelled (a transport review: it was marked cancelled, unseen only
+    because the U2F presence wait did not look)."""
+    core = CtapHidCore()
+    channel = core_init(core)
+    (request,) = core_call(core, channel, Command.MSG, bytes([0, 3, 0, 0, 0, 0, 0]))
+    assert isinstance(request, Request)
+    assert core_call(core, channel, Command.CANCEL, b"") == []
+    (response,) = decode_messages(core.respond(request.transaction, b"U2F_V2\x90\x00"))
+    assert (response.command, response.payload) == (Command.MSG, b"U2F_V2\x90\x00")
+
+
 def test_wink() -> None:
     core = CtapHidCore()
     channel = core_init(core)
