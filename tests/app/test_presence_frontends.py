@@ -420,6 +420,52 @@ def test_dismissing_the_notification_is_a_refusal(bus: str) -> None:
         assert asking.result() is PresenceResult.DENIED
 
 
+def test_a_bus_another_user_serves_is_refused_before_anything_is_sent() -> None:
+    """Whoever serves the session bus sees every prompt (site, user name) and answers for
+    the notification server. A bus address names a socket (an abstract name, a path in
+    /tmp) another user can take once the session's own bus is gone; the D-Bus client
+    checked nothing, so a fake bus of uid 65534 approved a registration (a security
+    review). Now the bus must be served by this user or root, as the control socket is."""
+    import socket
+
+    from tests.other_user import OTHER_UID, require_root
+
+    require_root()
+    name = f"vfido-test-foreign-bus-{os.getpid()}"
+    ready_r, ready_w = os.pipe()
+    got_r, got_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other user's "bus": listens, records what a client sends first
+        try:
+            os.setgroups([])
+            os.setgid(OTHER_UID)
+            os.setuid(OTHER_UID)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+                server.bind(b"\0" + name.encode())
+                server.listen(1)
+                os.write(ready_w, b"1")
+                server.settimeout(20)
+                conn, _ = server.accept()
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    os.write(got_w, conn.recv(64) or b"<closed>")
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(got_w)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        with pytest.raises(DBusError, match=r"served by another user \(uid 65534\): refusing"):
+            Connection.open(f"unix:abstract={name}", timeout=5)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        sent = os.read(got_r, 64)
+        os.close(ready_r)
+        os.close(got_r)
+    assert sent == b"<closed>"  # not even the authentication's NUL byte reached it
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_only_the_notification_server_can_answer(bus: str) -> None:
     with notifying(bus) as (server, notifier, broker), Connection.open(bus) as intruder:
         asking = Asking(broker, SIGN_IN, timeout=60)

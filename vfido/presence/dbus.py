@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from vfido.transports.sockets import peer_uid
+
 log = logging.getLogger("vfido.dbus")  # the name `vfido run` has always logged under
 
 BUS_NAME = "org.freedesktop.DBus"
@@ -378,6 +380,15 @@ class Connection:
         sock.settimeout(timeout)
         try:
             sock.connect(_socket_address(address))
+            uid = peer_uid(sock)
+            if uid not in (os.getuid(), 0):
+                # Whoever serves the bus sees every prompt and answers for the notification
+                # server: another user's socket at the address (an abstract name or a path
+                # in /tmp, free again once the session's bus is gone) is not our session.
+                raise DBusError(
+                    "vfido.Error.NoBus",
+                    f"the bus at {address} is served by another user (uid {uid}): refusing it",
+                )
             _authenticate(sock)
         except OSError as exc:
             sock.close()
