@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from fido2.webauthn import (
 )
 
 from tests.rp import ORIGIN, RP_ID, challenge_of
-from tests.service_helpers import PASSPHRASE, vfido
+from tests.service_helpers import PASSPHRASE, env, vfido
 from vfido.api import VirtualKey
 from vfido.control import ControlError
 from vfido.virtual_authenticator import AuthenticatorOptions, WebAuthnError
@@ -521,7 +523,33 @@ def test_control_api_and_ctl_cli_speak_the_webdriver_shapes(tmp_path: Path) -> N
         assert listed["credentialId"] == "AQIDBA"
         other = {**params, "credentialId": "BQYHCA", "userHandle": b64(b"dave")}
         assert ctl_cli("add-credential", json.dumps(other))["credentialId"] == "BQYHCA"
-        ctl_cli("remove-credential", "AQIDBA")
+        # A private key need not be on the command line, which every local user can read
+        # (/proc/PID/cmdline; a security review): @FILE, or - for standard input.
+        held = tmp_path / "credential.json"
+        held.write_text(json.dumps({**other, "credentialId": "CQoLDA", "userHandle": b64(b"erin")}))
+        assert ctl_cli("add-credential", f"@{held}")["credentialId"] == "CQoLDA"
+        piped = subprocess.run(
+            [
+                *(sys.executable, "-m", "vfido", "ctl", "--socket", str(sock)),
+                *("webauthn", "add-credential", "-"),
+            ],
+            input=json.dumps({**other, "credentialId": "DQ4PEA", "userHandle": b64(b"finn")}),
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert piped.returncode == 0, piped.stderr
+        assert json.loads(piped.stdout)["credentialId"] == "DQ4PEA"
+        for argument, said in (
+            (f"@{tmp_path / 'missing.json'}", "cannot read JSON file"),
+            ("@/dev/zero", "longer than"),
+        ):
+            bad = vfido(["ctl", "--socket", str(sock), "webauthn", "add-credential", argument])
+            assert bad.returncode == 1 and said in bad.stderr, bad.stderr
+            assert bad.stderr.count("\n") == 1
+        for gone in ("CQoLDA", "DQ4PEA", "AQIDBA"):
+            ctl_cli("remove-credential", gone)
         assert [c["credentialId"] for c in ctl_cli("credentials")] == ["BQYHCA"]
         ctl_cli("remove-all-credentials")
         assert ctl_cli("credentials") == []

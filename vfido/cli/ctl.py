@@ -405,18 +405,26 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 @_reads_answer
 def _cmd_call(args: argparse.Namespace) -> int:
-    try:
-        call_args = json.loads(args.arguments) if args.arguments else {}
-    except (ValueError, RecursionError):
-        raise CtlError("the arguments must be a JSON object") from None
-    if not isinstance(call_args, dict):
-        raise CtlError("the arguments must be a JSON object")
+    call_args = _json_object(args.arguments, "the arguments") if args.arguments else {}
     with _controller(args) as key:
         print_json(key.request(args.command, call_args))
     return 0
 
 
+#: How a JSON argument names where it is instead (``@FILE``, ``-`` for standard input): a
+#: private key on the command line can be read by every local user (/proc/PID/cmdline).
+JSON_ARGUMENT = "JSON|@FILE|-"
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
+    """``text`` (see :data:`JSON_ARGUMENT`) as a JSON object, else one line naming ``what``."""
+    if text == "-" or text.startswith("@"):
+        where = Path("/dev/stdin" if text == "-" else text[1:])
+        raw = read_file(where, "JSON file", MAX_KEY_FILE)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CtlError(f"{what} must be a JSON object (UTF-8 text)") from None
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
@@ -545,7 +553,12 @@ def register(sub: Subparsers) -> None:
     wsub.add_parser("options", help="the Add Virtual Authenticator options the key behaves as")
     wsub.add_parser("credentials", help="Get Credentials (with private keys), as JSON")
     r = wsub.add_parser("add-credential", help="Add Credential: Credential Parameters JSON")
-    r.add_argument("params", metavar="JSON", help='{"credentialId": ..., "rpId": ..., ...}')
+    r.add_argument(
+        "params",
+        metavar=JSON_ARGUMENT,
+        help='{"credentialId": ..., "rpId": ..., "privateKey": ...}, or the file that holds it '
+        "(@FILE, - for standard input: other local users can read a command line)",
+    )
     r = wsub.add_parser("remove-credential", help="Remove Credential")
     r.add_argument("id", metavar="CREDENTIAL_ID", help="base64url")
     wsub.add_parser("remove-all-credentials", help="Remove All Credentials")
@@ -559,5 +572,10 @@ def register(sub: Subparsers) -> None:
 
     q = csub.add_parser("call", help="send any control command (JSON arguments)")
     q.add_argument("command")
-    q.add_argument("arguments", nargs="?", help="a JSON object, e.g. '{\"wait\": 5}'")
+    q.add_argument(
+        "arguments",
+        nargs="?",
+        metavar=JSON_ARGUMENT,
+        help="a JSON object, e.g. '{\"wait\": 5}', or the file that holds it (@FILE, - for stdin)",
+    )
     q.set_defaults(func=_cmd_call)
