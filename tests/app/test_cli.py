@@ -255,6 +255,33 @@ def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) ->
         assert row[column] == "3", (header, row)  # credProtect under its heading
 
 
+def test_credentials_list_shows_where_it_cut_a_name(keystore: Path) -> None:
+    """An RP ID or user name longer than its column is cut with an ellipsis: cut silently,
+    "login.microsoftonline.com.evil.example" read as the trusted site (a security review)."""
+    import time
+
+    from tests.service_helpers import PASSPHRASE
+    from vfido.authenticator.cose import CredentialKey
+    from vfido.authenticator.provisioning import add_credential
+    from vfido.keystore.sqlite_store import SqliteKeyStore
+
+    with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
+        add_credential(
+            store,
+            CredentialKey.generate(-7),
+            "login.microsoftonline.com.evil.example",
+            now=time.time(),
+            user_id=b"\x01" * 8,
+            user_name="administrator@contoso.example",
+        )
+    listing = vfido(["credentials", "list", "--keystore", str(keystore)])
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    assert "login.microsoftonline.com.e\u2026 " in row
+    assert "administrator@contoso.e\u2026 " in row
+    assert row.index("ES256") == header.index("alg")  # the columns still line up
+
+
 def _path_arguments() -> list[tuple[str, str]]:
     """(subcommand words, option or positional) of every path argument of `vfido`."""
     import argparse

@@ -95,7 +95,7 @@ def _info_of_running_key(path: Path) -> int:
 
 def cmd_credentials_list(args: argparse.Namespace) -> int:
     from vfido.authenticator.cose import ALGORITHM_NAMES
-    from vfido.safetext import visible
+    from vfido.safetext import shorten, visible
 
     width = max(len(name) for name in ALGORITHM_NAMES.values())  # the alg column
     with open_store(args) as store:
@@ -110,10 +110,12 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
         for s in summaries:
             r = s.record
             created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
-            user = visible(r.user_name or r.user_display_name or b64url(r.user_id))
-            rp = visible(r.rp_id)
+            # A cut is shown: "login.microsoftonline.com.evil.net" cut silently at 28
+            # characters reads as the trusted site (a security review).
+            user = shorten(visible(r.user_name or r.user_display_name or b64url(r.user_id)), 24)
+            rp = shorten(visible(r.rp_id), 28)
             print(
-                f"{b64url(r.credential_id)[:22] + '..':<24} {rp[:28]:<28} {user[:24]:<24} "
+                f"{b64url(r.credential_id)[:22] + '..':<24} {rp:<28} {user:<24} "
                 f"{ALGORITHM_NAMES.get(r.algorithm, str(r.algorithm)):<{width}} "
                 f"{r.cred_protect:<4} {s.sign_count:>7}  {created:%Y-%m-%d %H:%M:%S}Z"
             )
