@@ -540,6 +540,33 @@ def test_vfido_webdriver_says_at_once_when_no_key_can_be_plugged_in() -> None:
     assert process.returncode == 0
 
 
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_vfido_webdriver_warns_when_other_machines_can_reach_it(host: str, warned: bool) -> None:
+    """Whoever reaches the port reads the keys' private keys and drives the browser, and
+    its Host check takes any address: --host 0.0.0.0 was accepted without a word (a
+    security review). Now said when it starts; the default (loopback) says nothing."""
+    process = _vfido_webdriver("http://127.0.0.1:9", "--host", host, "--key-transport", "unix")
+    try:
+        assert process.stderr is not None
+        assert f"listening on http://{host}:" in process.stderr.readline()
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(process.stderr.readline()))
+        reader.daemon = True
+        reader.start()
+        reader.join(10 if warned else 3)
+        if warned:
+            assert lines and lines[0].startswith(
+                "vfido webdriver: warning: listening on 0.0.0.0, which other machines can "
+                "reach: whoever does can read the keys' private keys"
+            ), lines
+        else:
+            assert not lines or "warning" not in lines[0], lines
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 0
+
+
 def test_vfido_webdriver_bad_arguments_are_one_line() -> None:
     for argv, needle in (
         (["--upstream", "ftp://x"], "http://"),

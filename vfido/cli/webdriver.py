@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import time
@@ -66,6 +67,14 @@ def _cmd_webdriver(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if not ipaddress.ip_address(proxy.address).is_loopback:
+        print(
+            f"vfido webdriver: warning: listening on {proxy.address}, which other machines "
+            "can reach: whoever does can read the keys' private keys and drive the browser "
+            "(the default --host 127.0.0.1 keeps it on this machine)",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.key_transport == "uhid":
         from vfido.transports.uhid import uhid_unavailable
 

@@ -159,9 +159,14 @@ class WebDriverProxy:
         return int(self._server.server_address[1])
 
     @property
-    def url(self) -> str:
+    def address(self) -> str:
+        """The address it listens on (``0.0.0.0`` for every interface)."""
         host = self._server.server_address[0]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
+        return host if isinstance(host, str) else host.decode()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
 
     def start(self) -> WebDriverProxy:
         self._thread = threading.Thread(
