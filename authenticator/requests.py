@@ -239,7 +239,7 @@ class MakeCredentialRequest:
     exclude_list: tuple[CredentialDescriptor, ...] = ()
     extensions: dict[str, Any] = field(default_factory=dict)
     options: Options = Options()
-    pin_uv_auth_param: bytes | None = None
+    pin_uv_auth_param: bytes | None = field(default=None, repr=False)
     pin_uv_auth_protocol: int | None = None
     enterprise_attestation: int | None = None
     attestation_formats_preference: tuple[str, ...] | None = None
@@ -281,7 +281,7 @@ class GetAssertionRequest:
     allow_list: tuple[CredentialDescriptor, ...] = ()
     extensions: dict[str, Any] = field(default_factory=dict)
     options: Options = Options()
-    pin_uv_auth_param: bytes | None = None
+    pin_uv_auth_param: bytes | None = field(default=None, repr=False)
     pin_uv_auth_protocol: int | None = None
 
     @classmethod

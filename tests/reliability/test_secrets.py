@@ -181,7 +181,9 @@ def test_no_secret_in_the_logs_of_a_full_verbose_run(tmp_path: Path) -> None:
 
 # --- reprs and exception texts ------------------------------------------------------
 
-SECRET_FIELD = re.compile(r"(private|secret|token|passphrase|pin_hash|master|shared|_key$|^key$)")
+SECRET_FIELD = re.compile(
+    r"(private|secret|token|passphrase|pin_hash|auth_param|master|shared|_key$|^key$)"
+)
 NOT_SECRET = {"public_key", "large_blob_key_requested", "key_handle", "rp_id", "algorithm"}
 PUBLIC = {
     # client inputs: salts encrypted to the shared secret, plus the platform's public key
