@@ -19,7 +19,8 @@ An HTML comment on the line before a block changes that:
   language this file runs.
 - ``<!-- run-in: DIR -->``: run from DIR (relative to the checkout), which is also put on
   PYTHONPATH (e.g. an example's own modules).
-- ``<!-- run-with: udp-key -->``: a ``vfido run --ephemeral --uv`` key is started first on
+- ``<!-- run-with: udp-key -->``: a ``vfido run --transport udp --ephemeral --uv`` key
+  (:data:`UDP_KEY`, which the text before the block must name) is started first on
   free ports; the ports 8111 and 7112 written in the block are replaced by them.
 """
 
@@ -48,6 +49,10 @@ SHELL = ("sh", "bash", "shell")
 MARKER = re.compile(r"^\s*<!--\s*(not-run|run-in|run-with)\s*:\s*(.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 BLOCK_TIMEOUT = 600
+#: The key a ``<!-- run-with: udp-key -->`` block gets, and the text before it tells users
+#: to start (a newcomer's review: the README said `vfido run --ephemeral --uv`, which is a
+#: UHID key on a machine with UHID, and the block then found no UDP key).
+UDP_KEY = "vfido run --transport udp --ephemeral --uv"
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,9 @@ def test_every_block_runs_or_says_why() -> None:
             with_key = block.marker("run-with")
             if with_key is not None and with_key != "udp-key":
                 problems.append(f"{block.where}: unknown <!-- run-with: {with_key} -->")
+            text = path.read_text().splitlines()[: block.line]
+            if with_key == "udp-key" and f"`{UDP_KEY}`" not in " ".join(text[-12:]):
+                problems.append(f"{block.where}: the text before it must say `{UDP_KEY}`")
     assert not problems, "\n".join(problems)
     assert len(runnable()) >= 5  # the extractor finds the blocks it should
 
@@ -163,9 +171,10 @@ def environment(tmp_path: Path, run_in: Path | None) -> dict[str, str]:
 
 @contextmanager
 def udp_key(env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """``vfido run --ephemeral --uv`` on free ports, as a user starts it for the block."""
+    """``vfido run --transport udp --ephemeral --uv`` on free ports, as a user starts it for
+    the block."""
     port, peer_port = free_ports(2)
-    argv = [sys.executable, "-m", "vfido", "run", "--ephemeral", "--uv"]
+    argv = [sys.executable, "-m", *UDP_KEY.split()]
     argv += ["--udp-port", str(port), "--udp-peer-port", str(peer_port)]
     process = subprocess.Popen(
         argv,
