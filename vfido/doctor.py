@@ -21,7 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fido2.ctap1 import Ctap1
 from fido2.ctap2.base import Ctap2
+from fido2.hid import CAPABILITY
 
 from vfido.control import ControlClient, ControlError, find_key, running_keys
 
@@ -449,11 +451,15 @@ def check_roundtrip(
         try:
             device = opener(path)
             try:
-                info = Ctap2(device).get_info()
-                outcome["detail"] = (
-                    f"CTAPHID v{device.version}, {', '.join(info.versions)}, "
-                    f"aaguid {bytes(info.aaguid).hex()}"
-                )
+                if device.capabilities & CAPABILITY.CBOR:
+                    info = Ctap2(device).get_info()
+                    outcome["detail"] = (
+                        f"CTAPHID v{device.version}, {', '.join(info.versions)}, "
+                        f"aaguid {bytes(info.aaguid).hex()}"
+                    )
+                else:  # a key that answers U2F only (no CBOR): its U2F version instead
+                    version = Ctap1(device).get_version()
+                    outcome["detail"] = f"CTAPHID v{device.version}, {version} (U2F only)"
             finally:
                 device.close()
         except Exception as exc:

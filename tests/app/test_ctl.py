@@ -447,8 +447,47 @@ def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
         r.ctl.set_behaviour("versions", "FIDO_2_0")
         assert r.ctl.info()["versions"] == ["FIDO_2_0"]
         r.ctl.set_behaviour("versions", "U2F_V2")
-        with pytest.raises(ControlError, match="0x01"):
+        with pytest.raises(ControlError, match="this key answers U2F only"):
             r.ctl.info()
+
+
+def test_a_key_that_answers_u2f_only_is_described_not_an_error(tmp_path: Path) -> None:
+    """A U2F-only key (behaviour versions=U2F_V2, the u2f persona) has no getInfo: `vfido
+    info` and `vfido metadata` of it failed with "getInfo answers CTAP error 0x01" (a
+    newcomer). Now `info` shows what the key is, `metadata` says in one line why there is
+    no statement, and `ctl info` says the key answers U2F only."""
+    from vfido.control.commands import register_commands
+
+    store = SqliteKeyStore.ephemeral()
+    broker = PresenceBroker((AutoFrontEnd(),), mode="auto")
+    device = Authenticator(store, broker, Config())
+    path = tmp_path / "run" / "u2f.sock"
+    server = ControlServer(path)
+    status = {"name": "u2f", "pid": os.getpid(), "keystore": "(ephemeral)"}
+    register_commands(server, KeyParts(device, store, broker), lambda: status)
+    server.start()
+    try:
+        with KeyController(path) as ctl:
+            ctl.set_behaviour("versions", "U2F_V2")
+            answer = ctl.request("metadata", {})
+        aaguid = store.identity().aaguid.hex()
+        assert answer == {"statement": None, "aaguid": aaguid, "credentials": 0}
+        info = vfido(["info", "--socket", str(path)])
+        assert info.returncode == 0, info.stderr
+        assert any(line.split() == ["aaguid:", aaguid] for line in info.stdout.splitlines())
+        assert "(U2F only: no authenticatorGetInfo)" in info.stdout
+        metadata = vfido(["metadata", "--socket", str(path)])
+        assert metadata.returncode == 1 and metadata.stderr.count("\n") == 1
+        assert "the running key answers U2F only" in metadata.stderr
+        shown = vfido(["ctl", "--socket", str(path), "info"])
+        assert shown.returncode == 1 and "this key answers U2F only" in shown.stderr
+        assert "Traceback" not in info.stderr + metadata.stderr + shown.stderr
+        with KeyController(path) as ctl:  # a FIDO2 key again: its statement
+            ctl.clear_behaviour("versions")
+            assert ctl.request("metadata", {})["statement"]["aaguid"]
+    finally:
+        server.stop()
+        store.close()
 
 
 def test_control_commands_answer_while_a_request_waits_for_the_user(tmp_path: Path) -> None:

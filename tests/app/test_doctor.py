@@ -300,6 +300,24 @@ def test_roundtrip_failure_is_one_line() -> None:
     assert "\n" not in format_check(check)
 
 
+def test_a_key_that_answers_u2f_only_passes_the_roundtrip() -> None:
+    """A healthy U2F-only key (behaviour versions=U2F_V2, the u2f persona) has no CBOR:
+    the check failed it with "Device does not support CTAP2." and a fix that does not help
+    (a newcomer). It asks such a key for its U2F version instead."""
+    from vfido.authenticator.behaviours import Behaviours
+
+    def u2f_key(_path: str) -> Any:
+        only = Behaviours.from_assignments(["versions=U2F_V2"])
+        store = SqliteKeyStore.ephemeral()
+        return open_device(Authenticator(store, AutoPresence(), Config(), behaviours=only))
+
+    check = check_roundtrip(Key("", "uhid", "/dev/hidraw9", "sysfs"), "/dev/hidraw9", u2f_key)
+    assert not check.failed, check
+    assert check.detail.endswith("U2F_V2 (U2F only)"), check.detail
+    both = check_roundtrip(Key("", "uhid", "/dev/hidraw9", "sysfs"), "/dev/hidraw9", in_process_key)
+    assert not both.failed and "FIDO_2_1" in both.detail and "aaguid" in both.detail
+
+
 def test_snap_browser_warning(root: Path) -> None:
     healthy(root)
     write(root / "snap/bin/chromium", mode=0o755)

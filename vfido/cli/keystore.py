@@ -81,12 +81,15 @@ def _info_of_running_key(path: Path) -> int:
     with ControlClient(path) as client:
         status = client.call("status")
         answer = client.call("metadata")
-    info = answer["statement"]["authenticatorGetInfo"]
+    statement = answer["statement"]
     print(f"{'key:':<{_LABEL}} {status.get('name', path.stem)} (running, pid {status.get('pid')})")
     print(f"{'keystore:':<{_LABEL}} {status.get('keystore')}")
-    print(f"{'aaguid:':<{_LABEL}} {str(answer['statement']['aaguid']).replace('-', '')}")
+    print(f"{'aaguid:':<{_LABEL}} {answer['aaguid']}")
     print(f"{'credentials:':<{_LABEL}} {answer['credentials']} discoverable")
-    for name, value in info.items():
+    if statement is None:  # a key that answers U2F only has no getInfo
+        print(f"{'versions:':<{_LABEL}} ['U2F_V2'] (U2F only: no authenticatorGetInfo)")
+        return 0
+    for name, value in statement["authenticatorGetInfo"].items():
         if name == "aaguid":
             continue
         print(f"{name + ':':<{_LABEL}} {_algorithms(value) if name == 'algorithms' else value}")

@@ -7,6 +7,7 @@ import json
 
 from vfido.cli.common import (
     ATTESTATIONS,
+    CliError,
     Subparsers,
     add_keystore_args,
     add_running_key_args,
@@ -24,7 +25,13 @@ def cmd_metadata(args: argparse.Namespace) -> int:
     path = running_key(args)
     if path is not None:  # the running key says it all, with its own configuration
         with ControlClient(path) as client:
-            print(json.dumps(client.call("metadata")["statement"], indent=2))
+            statement = client.call("metadata")["statement"]
+        if statement is None:
+            raise CliError(
+                "the running key answers U2F only: vfido writes metadata statements of FIDO2 "
+                "keys only (protocolFamily fido2)"
+            )
+        print(json.dumps(statement, indent=2))
         return 0
     with open_store(args) as store:
         config = Config(attestation=args.attestation)

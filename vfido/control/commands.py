@@ -181,6 +181,12 @@ log = logging.getLogger(__name__)
 
 b64url = beh.b64url
 
+#: What ``info`` says of a key that answers U2F only (a CTAP1 key has no getInfo).
+U2F_ONLY = (
+    "this key answers U2F only (the u2f persona, behaviour versions=U2F_V2): it has no "
+    "authenticatorGetInfo; its U2F version is U2F_V2"
+)
+
 #: getInfo response keys (CTAP 2.1 section 6.4) and their names.
 INFO_NAMES = {
     0x01: "versions",
@@ -516,11 +522,20 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
             ],
         }
 
-    def info(args: dict[str, Any]) -> dict[str, Any]:
+    def get_info() -> dict[int, Any] | None:
+        """getInfo as a host would get it now; None for a key that answers U2F only (the
+        ``versions`` behaviour, the u2f persona): such a key has no getInfo to give."""
+        if device.supported_protocols() == frozenset({"u2f"}):
+            return None
         try:
-            decoded = device.info()
+            return device.info()
         except CtapError as exc:
             raise CommandError(f"getInfo answers CTAP error 0x{exc.status:02x}") from None
+
+    def info(args: dict[str, Any]) -> dict[str, Any]:
+        decoded = get_info()
+        if decoded is None:
+            raise CommandError(U2F_ONLY)
         named = {INFO_NAMES.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
         return {"info": named}
 
@@ -543,12 +558,15 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     def metadata(args: dict[str, Any]) -> dict[str, Any]:
         from vfido.metadata import metadata_statement
 
-        try:
-            decoded = device.info()
-        except CtapError as exc:
-            raise CommandError(f"getInfo answers CTAP error 0x{exc.status:02x}") from None
-        statement = metadata_statement(key.store, device.config, info=decoded)
-        return {"statement": statement, "credentials": key.store.count_credentials()}
+        decoded = get_info()
+        statement = (
+            None if decoded is None else metadata_statement(key.store, device.config, decoded)
+        )
+        return {
+            "statement": statement,  # None: U2F only (vfido writes statements of FIDO2 keys)
+            "aaguid": key.store.identity().aaguid.hex(),
+            "credentials": key.store.count_credentials(),
+        }
 
     server.register("metadata", metadata, accepts=())
     if device.config.fingerprint:
