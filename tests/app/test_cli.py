@@ -255,6 +255,26 @@ def test_credentials_list_columns_line_up_for_every_algorithm(keystore: Path) ->
         assert row[column] == "3", (header, row)  # credProtect under its heading
 
 
+def test_a_keystore_in_use_is_said_first_with_what_to_do(keystore: Path) -> None:
+    """With a key running on the keystore, `vfido credentials list` (export, pin, reset...)
+    asked for the passphrase, then said only "in use by another process" (a newcomer). Now
+    it says so first, and that `vfido ctl` talks to the running key."""
+    from vfido.keystore.lock import DirectoryLock
+    from vfido.keystore.sqlite_store import LOCK_NAME
+
+    lock = DirectoryLock(keystore / LOCK_NAME)  # as a running `vfido run` holds it
+    try:
+        for argv in (["credentials", "list"], ["export", "x.bundle"], ["pin", "status"]):
+            result = vfido([*argv, "--keystore", str(keystore)], passphrase=None)
+            assert result.returncode == 1, (argv, result.stderr)
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert "is in use by another process" in result.stderr
+            assert "`vfido ctl credentials list`" in result.stderr
+    finally:
+        lock.release()
+    assert vfido(["credentials", "list", "--keystore", str(keystore)]).returncode == 0
+
+
 def test_credentials_list_shows_where_it_cut_a_name(keystore: Path) -> None:
     """An RP ID or user name longer than its column is cut with an ellipsis: cut silently,
     "login.microsoftonline.com.evil.example" read as the trusted site (a security review)."""

@@ -328,7 +328,25 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
         # those that read a keystore (`vfido credentials list`): offer it only where it is.
         hint = " (or use --ephemeral)" if getattr(args, "ephemeral", None) is not None else ""
         raise CliError(f"no keystore in {directory}: run `vfido init` first{hint}")
+    _refuse_if_in_use(directory)  # before the passphrase is asked for
     return SqliteKeyStore.open(directory, get_passphrase(args.passphrase_file))
+
+
+def _refuse_if_in_use(directory: Path) -> None:
+    """One line saying what to do when another process (a running key, most likely) has
+    the keystore open: asking for the passphrase first, then refusing, helped nobody."""
+    from vfido.keystore.lock import DirectoryLock
+    from vfido.keystore.sqlite_store import LOCK_NAME
+    from vfido.keystore.store import KeystoreLocked
+
+    try:
+        DirectoryLock(directory / LOCK_NAME).release()
+    except KeystoreLocked:
+        raise CliError(
+            f"keystore {directory} is in use by another process, most likely a running key: "
+            "`vfido ctl ...` talks to it (`vfido ctl credentials list`); stop it to use this "
+            "command"
+        ) from None
 
 
 # --- a running key --------------------------------------------------------------------------
