@@ -504,8 +504,13 @@ class CtapHidCore:
         if last is not None and now - last <= RESERVATION_TIME:
             rx.refused.add(channel)
         if last is None and len(self._refused_at) >= self._max_channels:
+            # Only an allocated channel is refused: the others (forgotten since) go, so the
+            # table stays as small as the channel table, however many channels a client
+            # allocates and gets refused on (a review: it grew, each refusal rebuilding it).
             self._refused_at = {
-                c: t for c, t in self._refused_at.items() if now - t <= RESERVATION_TIME
+                c: t
+                for c, t in self._refused_at.items()
+                if c in self._channels and now - t <= RESERVATION_TIME
             }
         self._refused_at[channel] = now
         return [error_report(channel, HidError.CHANNEL_BUSY)]

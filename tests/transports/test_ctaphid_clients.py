@@ -306,3 +306,20 @@ def test_a_channel_refused_once_reserves_nothing_one_that_tries_again_gets_a_tur
             Command.PING,
             long,
         )
+
+
+def test_the_refusals_remembered_stay_as_few_as_the_channels() -> None:
+    """Each channel refused while a message comes is remembered (a second refusal earns it
+    a turn). A client allocating a channel and getting it refused, again and again, grew
+    that memory without bound, every refusal rebuilding it (a review): only allocated
+    channels are kept."""
+    core = CtapHidCore()
+    sender = init(core, None)
+    first = request_reports(sender, Command.PING, bytes(200))[0]
+    assert core.feed(first, 0.0, None) == []  # a message in progress
+    for _ in range(1000):
+        channel = init(core, None, 0.001)
+        assert error(call(core, None, channel, Command.PING, b"x", now=0.001)) == (
+            HidError.CHANNEL_BUSY
+        )
+    assert len(core._refused_at) <= DEFAULT_MAX_CHANNELS + 1
