@@ -114,10 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, help="where the copy goes (must not exist)")
     args = parser.parse_args(argv)
-    target: Path = args.directory.resolve()
-    if target.exists():
-        print(f"compiled.py: {target} exists; give a new directory", file=sys.stderr)
+    given: Path = args.directory
+    if given.exists() or given.is_symlink():  # a dangling link too: never built through
+        print(f"compiled.py: {given} exists; give a new directory", file=sys.stderr)
         return 2
+    target = given.resolve()
     make_tree(target)
     try:
         compile_tree(target)

@@ -171,13 +171,17 @@ def test_compiled_names_modules_that_exist_and_refuses_an_existing_directory(
         assert (ROOT / path).is_file(), path
     kept = tmp_path / "kept"
     kept.write_text("mine")
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "compiled.py"), str(kept)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "exists" in done.stderr
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")  # built through, it made "nowhere" (a review)
+    for given in (kept, dangling):
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "compiled.py"), str(given)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "exists" in done.stderr
     assert kept.read_text() == "mine"
+    assert not (tmp_path / "nowhere").exists()

@@ -47,9 +47,12 @@ def visible(text: str) -> str:
     )
 
 
-def shorten(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, the cut shown with an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+def shorten(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` cut to ``limit`` characters, the cut shown with an ellipsis. ``keep_end``:
+    cut the start instead (a domain name: its end says whose it is)."""
+    if len(text) <= limit:
+        return text
+    return "\u2026" + text[1 - limit :] if keep_end else text[: limit - 1] + "\u2026"
 
 
 def is_utf8(text: str) -> bool:

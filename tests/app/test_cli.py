@@ -276,7 +276,8 @@ def test_a_keystore_in_use_is_said_first_with_what_to_do(keystore: Path) -> None
 
 
 def test_credentials_list_shows_where_it_cut_a_name(keystore: Path) -> None:
-    """An RP ID or user name longer than its column is cut with an ellipsis: cut silently,
+    """An RP ID or user name longer than its column is cut with an ellipsis, an RP ID at
+    its start (its end says whose it is): cut silently at its end,
     "login.microsoftonline.com.evil.example" read as the trusted site (a security review)."""
     import time
 
@@ -297,7 +298,7 @@ def test_credentials_list_shows_where_it_cut_a_name(keystore: Path) -> None:
     listing = vfido(["credentials", "list", "--keystore", str(keystore)])
     assert listing.returncode == 0, listing.stderr
     header, row = listing.stdout.splitlines()
-    assert "login.microsoftonline.com.e\u2026 " in row
+    assert " \u2026softonline.com.evil.example " in row
     assert "administrator@contoso.e\u2026 " in row
     assert row.index("ES256") == header.index("alg")  # the columns still line up
 

@@ -818,3 +818,18 @@ def test_a_bug_before_the_answers_is_not_called_a_malformed_answer(
                 *("--user-id-text", "alice", "--key", str(key_file)),
             ]
         )
+
+
+def test_a_json_argument_that_names_no_file_is_one_line(tmp_path: Path) -> None:
+    """``@`` alone read the current directory ("cannot read JSON file .: Is a directory",
+    a diff review); @FILE of something that is not a JSON object is one line too."""
+    socket = str(tmp_path / "none.sock")
+    bad = tmp_path / "list.json"
+    bad.write_text("[1, 2]")
+    for argument, said in (
+        ("@", "@ names no file: give @FILE, or - for standard input"),
+        (f"@{bad}", "the arguments must be a JSON object"),
+    ):
+        result = vfido(["ctl", "--socket", socket, "call", "status", argument])
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert said in result.stderr

@@ -418,6 +418,8 @@ JSON_ARGUMENT = "JSON|@FILE|-"
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     """``text`` (see :data:`JSON_ARGUMENT`) as a JSON object, else one line naming ``what``."""
+    if text == "@":
+        raise CtlError("@ names no file: give @FILE, or - for standard input")
     if text == "-" or text.startswith("@"):
         where = Path("/dev/stdin" if text == "-" else text[1:])
         raw = read_file(where, "JSON file", MAX_KEY_FILE)

@@ -113,10 +113,11 @@ def cmd_credentials_list(args: argparse.Namespace) -> int:
         for s in summaries:
             r = s.record
             created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
-            # A cut is shown: "login.microsoftonline.com.evil.net" cut silently at 28
-            # characters reads as the trusted site (a security review).
+            # A cut is shown, and an RP ID keeps its end, which says whose it is:
+            # "login.microsoftonline.com.evil.example" cut at its end read as the trusted
+            # site (a security review).
             user = shorten(visible(r.user_name or r.user_display_name or b64url(r.user_id)), 24)
-            rp = shorten(visible(r.rp_id), 28)
+            rp = shorten(visible(r.rp_id), 28, keep_end=True)
             print(
                 f"{b64url(r.credential_id)[:22] + '..':<24} {rp:<28} {user:<24} "
                 f"{ALGORITHM_NAMES.get(r.algorithm, str(r.algorithm)):<{width}} "
