@@ -588,7 +588,18 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
             ["ctl", "--socket", str(socket), "credentials", "add", "--rp", RP_ID, "--alg", "nope"],
             passphrase=None,
         )
-        assert unknown.stderr == "vfido: error: unknown algorithm 'nope'\n", unknown.stderr
+        assert unknown.stderr.startswith("vfido: error: unknown algorithm 'nope': a name (ES256, ")
+        assert unknown.stderr.endswith(") or a COSE number\n"), unknown.stderr
+        # A COSE number works as the name does (it was "unknown algorithm '-8'": a newcomer).
+        numbered = vfido(
+            [
+                *("ctl", "--socket", str(socket), "credentials", "add", "--rp", "other.example"),
+                *("--user-id-text", "numbered", "--alg", "-8", "--json"),
+            ],
+            passphrase=None,
+        )
+        assert numbered.returncode == 0, numbered.stderr
+        assert json.loads(numbered.stdout)["algorithm"] == -8
         listing = ctl(socket, "credentials", "list")
         assert "alice" in listing and RP_ID in listing
         # makeCredential's rule, one discoverable credential per RP and user ID, said aloud.

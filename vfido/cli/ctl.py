@@ -498,7 +498,11 @@ def register(sub: Subparsers) -> None:
     r.add_argument("--display-name")
     r.add_argument("--key", type=Path, metavar="FILE", help="private key, unencrypted PEM")
     r.add_argument("--cose-key", type=Path, metavar="FILE", help="private COSE_Key, CBOR")
-    r.add_argument("--alg", help="algorithm of a new key (ES256, EdDSA, ES384, ES512, RS256)")
+    r.add_argument(
+        "--alg",
+        help="algorithm of a new key: a name (ES256, EdDSA, ES384, ES512, RS256, PS256, "
+        "ES256K...) or a COSE number (-7); default ES256",
+    )
     r.add_argument("--server-side", action="store_true", help="not discoverable")
     r.add_argument("--sign-count", type=int, default=0, help="starting signature counter")
     r.add_argument("--cred-protect", type=int, choices=[1, 2, 3], default=1)

@@ -278,7 +278,14 @@ def _algorithm(value: object) -> int:
         for number, name in ALGORITHM_NAMES.items():
             if name.lower() == value.lower():
                 return number
-    raise CommandError(f"unknown algorithm {str(value)[:20]!r}")
+        try:
+            return int(value)  # a COSE number, as `vfido ctl` passes every --alg: "-8"
+        except ValueError:
+            pass
+    raise CommandError(
+        f"unknown algorithm {str(value)[:20]!r}: a name ({', '.join(ALGORITHM_NAMES.values())}) "
+        "or a COSE number"
+    )
 
 
 def _public(key: CredentialKey) -> dict[str, str]:
