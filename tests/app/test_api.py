@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -77,6 +78,25 @@ def test_presence_deny_refuses_registration(uv: bool, refusal: str) -> None:
             register(key.client(), RelyingParty(), rk=True)
         assert refusal in repr(info.value.cause)
         assert key.credentials() == []
+
+
+def test_a_manual_key_says_how_it_is_answered(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The log line of a request nobody is asked about names what answers it: without a
+    control socket `vfido approve` cannot reach an in-process key, so it named a command
+    that answers "no vfido key is running" (a newcomer); with one, that command works."""
+    for control, hint in ((False, "key.approve() or key.deny()"), (True, "`vfido approve`")):
+        socket = tmp_path / "k.sock" if control else None
+        caplog.clear()
+        with VirtualKey(presence="manual", control_socket=socket) as key:
+            thread = threading.Thread(target=lambda k=key: register(k.client(), RelyingParty()))
+            with caplog.at_level(logging.WARNING, logger="vfido"):
+                thread.start()
+                key.approve(wait=30)
+                thread.join(60)
+        said = [r.getMessage() for r in caplog.records if "presence: request" in r.getMessage()]
+        assert said and hint in said[0], said
 
 
 @pytest.mark.parametrize("uv", [True, False], ids=["builtin-uv", "no-uv"])

@@ -54,6 +54,9 @@ class PresenceBroker:
         self.timeout = timeout
         #: Built-in user verification always fails (``--presence deny-uv``), for testing RPs.
         self.uv_fails = uv_fails
+        #: How the user answers a request no front end asks about (said in the log line):
+        #: the command line's, unless the key is answered otherwise (VirtualKey's methods).
+        self.answer_hint = "answer with `vfido approve` or `vfido deny`"
         self._initial = (mode, self.front_ends, uv_fails)
         self._instant = _instant_of(self.front_ends)
         self._lock = threading.Lock()
@@ -156,9 +159,10 @@ class PresenceBroker:
             log.info("presence: request %d: %s", pending.id, question(request))
         else:  # the user asked to answer by hand: one line tells them what and how
             log.warning(
-                "presence: request %d: %s answer with `vfido approve` or `vfido deny` (%.0f s)",
+                "presence: request %d: %s %s (%.0f s)",
                 pending.id,
                 question(request),
+                self.answer_hint,
                 timeout,
             )
         for front_end in front_ends:

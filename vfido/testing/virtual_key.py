@@ -288,6 +288,8 @@ class VirtualKey:
         self.name = name
         #: The control socket (``vfido ctl --socket PATH``, :meth:`controller`), if asked for.
         self.control_socket = Path(control_socket) if control_socket is not None else None
+        if self.control_socket is None:  # `vfido approve` cannot reach it: its own methods
+            self.presence.answer_hint = "answer with key.approve() or key.deny()"
         self._control: ControlServer | None = None
         self._passphrase = passphrase
         self._create = create
