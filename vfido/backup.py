@@ -54,6 +54,7 @@ from vfido.authenticator.authdata import (
     forget_backup_state,
     keystore_backup_eligible,
 )
+from vfido.authenticator.cose import ALGORITHM_NAMES
 from vfido.keystore import kdf
 from vfido.keystore.files import (
     DB_NAME,
@@ -63,9 +64,11 @@ from vfido.keystore.files import (
     prepare_new_directory,
 )
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
+from vfido.keystore.integrity import MAX_COUNTER
 from vfido.keystore.lock import DirectoryLock
+from vfido.keystore.records import decode_record, encode_record
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.keystore.store import CredentialRecord, DeviceIdentity, KeystoreLocked
+from vfido.keystore.store import CredentialRecord, DeviceIdentity, KeystoreCorrupt, KeystoreLocked
 
 MAGIC = b"VFIDO-BACKUP-1\n"
 FORMAT = 1
@@ -75,6 +78,8 @@ MAX_BUNDLE = 256 * 1024 * 1024
 #: State keys a bundle does not carry (they describe this keystore's own backups).
 _LOCAL_STATE = frozenset({BACKUP_DONE_STATE, "counter.floor"})
 _RECORD_FIELDS = {f.name: f for f in dataclasses.fields(CredentialRecord)}
+#: The last second a creation time may name (9999-12-31T23:59:59Z: what datetime shows).
+_LAST_TIMESTAMP = 253402300799
 
 
 class BackupError(Exception):
@@ -119,25 +124,20 @@ def _record_from_cbor(item: Any) -> tuple[CredentialRecord, int]:
         raise BackupError("the bundle's credentials are malformed")
     counter = item.pop("counter", 0)
     unknown = set(item) - set(_RECORD_FIELDS)
-    if unknown or type(counter) is not int or counter < 0:
+    if unknown or type(counter) is not int or not 0 <= counter <= MAX_COUNTER:
         raise BackupError("the bundle's credentials are malformed")
     try:
         record = CredentialRecord(**item)
-    except TypeError:
+        # Every field of the type the keystore reads back (a name of another type imported,
+        # then failed every listing and every sign-in to its site: a review).
+        decode_record(encode_record(record))
+    except (TypeError, KeystoreCorrupt):
         raise BackupError("the bundle's credentials are malformed") from None
-    expected = {
-        "credential_id": bytes,
-        "rp_id": str,
-        "rp_id_hash": bytes,
-        "user_id": bytes,
-        "algorithm": int,
-        "private_key": bytes,
-        "created": int,
-        "cred_protect": int,
-        "backup_eligible": bool,
-        "backup_state": bool,
-    }
-    if any(type(getattr(record, name)) is not typ for name, typ in expected.items()):
+    if (
+        record.cred_protect not in (1, 2, 3)
+        or record.algorithm not in ALGORITHM_NAMES
+        or not 0 <= record.created <= _LAST_TIMESTAMP
+    ):
         raise BackupError("the bundle's credentials are malformed")
     # The record is looked up by rp_id_hash and shown (and signed for) by rp_id: the two
     # must name the same relying party.
@@ -176,13 +176,20 @@ def _decode_payload(data: bytes) -> Bundle:
         or not isinstance(state, dict)
         or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in state.items())
         or type(floor) is not int
-        or floor < 0
+        or not 0 <= floor <= MAX_COUNTER
         or type(created) is not int
     ):
         raise BackupError("the bundle's content is malformed")
+    records = tuple(_record_from_cbor(item) for item in credentials)
+    # One record per credential ID and per (relying party, user): a second one was merged
+    # into the first or replaced it, silently (a review).
+    if len({r.credential_id for r, _ in records}) < len(records) or len(
+        {(r.rp_id_hash, r.user_id) for r, _ in records}
+    ) < len(records):
+        raise BackupError("the bundle holds a credential twice")
     return Bundle(
         identity=identity,
-        credentials=tuple(_record_from_cbor(item) for item in credentials),
+        credentials=records,
         state=state,
         counter_floor=floor,
         created=created,
@@ -199,8 +206,9 @@ def seal_bundle(bundle: Bundle, passphrase: str, params: kdf.KdfParams | None = 
             "format": FORMAT,
             "kdf": json.loads(params.to_json()),
             "nonce": nonce.hex(),
-            "aaguid": bundle.identity.aaguid.hex(),
-            "created": bundle.created,
+            # Nothing of the key itself: the header is readable without the passphrase, and
+            # the AAGUID (unique per keystore) would link the file to the key's
+            # registrations (a review); it is in the encrypted payload.
         },
         sort_keys=True,
     ).encode()

@@ -6,6 +6,7 @@ for, with and without the backup-eligible opt-in."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -247,9 +248,12 @@ def test_tampered_bundle_is_rejected(bundle_bytes: bytes, where: str, tmp_path: 
         data[-1] ^= 0x01
     elif where == "middle of the ciphertext":
         data[(header_end + len(data)) // 2] ^= 0x80
-    elif where == "header":
-        at = data.index(b'"created": ') + len(b'"created": ')
-        data[at] = ord("1") if data[at] != ord("1") else ord("2")
+    elif where == "header":  # a member added: the header is authenticated as it is
+        start = len(MAGIC) + 4
+        size = int.from_bytes(data[len(MAGIC) : start], "big")
+        header = json.loads(data[start : start + size])
+        extended = json.dumps({**header, "note": "added"}, sort_keys=True).encode()
+        data = bytearray(MAGIC + len(extended).to_bytes(4, "big") + extended + data[start + size :])
     elif where == "nonce":
         at = data.index(b'"nonce": "') + len(b'"nonce": "')
         data[at] = ord("0") if data[at] != ord("0") else ord("1")

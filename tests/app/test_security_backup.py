@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -140,6 +141,78 @@ def test_an_imported_record_must_hash_to_its_own_rp_id() -> None:
     forged = Bundle(identity, ((_record("bank.example", "evil.example"), 3),), {}, 0, 0)
     with pytest.raises(BackupError, match="does not match its relying party"):
         open_bundle(seal_bundle(forged, BUNDLE_PASSPHRASE, cheap), BUNDLE_PASSPHRASE)
+
+
+def _sealed(identity: object, records: tuple[tuple[CredentialRecord, int], ...], floor: int = 0):  # type: ignore[no-untyped-def]
+    bundle = Bundle(identity, records, {}, floor, 0)  # type: ignore[arg-type]
+    return seal_bundle(bundle, BUNDLE_PASSPHRASE, kdf.insecure_test_params())
+
+
+BAD_RECORDS = {
+    "a name of another type": {"rp_name": 5},
+    "a large-blob key of another type": {"large_blob_key": "str"},
+    "a creation time past year 9999": {"created": 2**70},
+    "credProtect 99": {"cred_protect": 99},
+    "an algorithm nobody knows": {"algorithm": 12345},
+}
+
+
+@pytest.mark.parametrize("change", BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
+def test_an_imported_record_is_checked_as_the_keystore_reads_it(change: dict[str, object]) -> None:
+    """Each of these imported "successfully" and then broke the key: every listing and
+    every sign-in to the site failed ("a stored credential is malformed"), or `vfido
+    credentials list` ended in an OverflowError traceback (a review)."""
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    record = dataclasses.replace(_record("bank.example", "bank.example"), **change)  # type: ignore[arg-type]
+    with pytest.raises(BackupError, match="credentials are malformed"):
+        open_bundle(_sealed(identity, ((record, 3),)), BUNDLE_PASSPHRASE)
+
+
+def test_a_bundle_holding_a_credential_twice_or_a_floor_out_of_range_is_refused() -> None:
+    """The same credential ID twice was merged (their counters added up), the same user of
+    one site twice kept only the last; a counter floor of 2**64 was a ValueError traceback
+    (a review)."""
+    from vfido.keystore.integrity import MAX_COUNTER
+
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    one = _record("bank.example", "bank.example")
+    other_user = dataclasses.replace(one, credential_id=os.urandom(32), user_id=b"bob")
+    assert (
+        len(
+            open_bundle(
+                _sealed(identity, ((one, 1), (other_user, 2))), BUNDLE_PASSPHRASE
+            ).credentials
+        )
+        == 2
+    )
+    same_id = dataclasses.replace(one, user_id=b"carol")
+    same_user = dataclasses.replace(one, credential_id=os.urandom(32))
+    for twice in (((one, 10), (same_id, 10)), ((one, 1), (same_user, 2))):
+        with pytest.raises(BackupError, match="holds a credential twice"):
+            open_bundle(_sealed(identity, twice), BUNDLE_PASSPHRASE)
+    for floor in (MAX_COUNTER + 1, 2**64):
+        with pytest.raises(BackupError, match="content is malformed"):
+            open_bundle(_sealed(identity, (), floor), BUNDLE_PASSPHRASE)
+    assert (
+        open_bundle(_sealed(identity, (), MAX_COUNTER), BUNDLE_PASSPHRASE).counter_floor
+        == MAX_COUNTER
+    )
+    for counter in (-1, MAX_COUNTER + 1):
+        with pytest.raises(BackupError, match="credentials are malformed"):
+            open_bundle(_sealed(identity, ((one, counter),)), BUNDLE_PASSPHRASE)
+
+
+def test_the_readable_header_says_nothing_of_the_key() -> None:
+    """The header is read without the passphrase: it carried the AAGUID, unique per
+    keystore and seen by every relying party, linking the file to the key (a review)."""
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    data = _sealed(identity, ((_record("bank.example", "bank.example"), 3),))
+    header = backup.bundle_header(data)
+    assert set(header) == {"format", "kdf", "nonce"}
+    assert identity.aaguid.hex().encode() not in data and identity.aaguid not in data
 
 
 # --- passphrase change ----------------------------------------------------------------------
