@@ -68,7 +68,13 @@ from vfido.keystore.integrity import MAX_COUNTER
 from vfido.keystore.lock import DirectoryLock
 from vfido.keystore.records import decode_record, encode_record
 from vfido.keystore.sqlite_store import SqliteKeyStore
-from vfido.keystore.store import CredentialRecord, DeviceIdentity, KeystoreCorrupt, KeystoreLocked
+from vfido.keystore.store import (
+    CredentialRecord,
+    DeviceIdentity,
+    KeystoreCorrupt,
+    KeystoreError,
+    KeystoreLocked,
+)
 
 MAGIC = b"VFIDO-BACKUP-1\n"
 FORMAT = 1
@@ -359,11 +365,20 @@ def export_keystore(
     if eligible:
         # Backed up now: BS=1 from here on (server-side credentials: their key is sealed
         # under the exported credential key; discoverable ones: the records exported).
-        for record, _ in credentials:
-            if record.backup_state:
-                store.put_credential(record)
-        store.put_state({BACKUP_DONE_STATE: b"\x01"})
-        forget_backup_state(store)
+        try:
+            for record, _ in credentials:
+                if record.backup_state:
+                    store.put_credential(record)
+            store.put_state({BACKUP_DONE_STATE: b"\x01"})
+        except KeystoreError as exc:
+            # The bundle is whole: only the flags saying so are not all stored (a full disk:
+            # "export failed" beside a complete bundle misled the user, a review).
+            raise BackupError(
+                f"{path} is written and complete, but the keystore could not record that its "
+                f"credentials are backed up ({exc}): some report BS=0 until the next export"
+            ) from None
+        finally:
+            forget_backup_state(store)
     return bundle
 
 

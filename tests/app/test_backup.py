@@ -203,6 +203,34 @@ def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
         assert signed_in(key, fresh_view(rp), discoverable=True) == (2, (False, False))
 
 
+def test_an_export_whose_flags_cannot_be_stored_says_the_bundle_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle is written first, then each credential marked backed up (BS). A full disk
+    in between said "cannot store the credential" beside a complete bundle, and the user
+    took the export for failed (a review): now it says the bundle is whole and usable."""
+    from vfido.keystore.store import KeystoreFull
+
+    source = new_store(tmp_path / "a", eligible=True)
+    root = source.identity().attestation_chain[-1]
+    with key_on(source) as key:
+        for _ in range(2):
+            register(key.client(), RelyingParty(root_der=root), rk=True)
+
+    def full(record: CredentialRecord) -> None:
+        raise KeystoreFull("no space left for the keystore (SQLITE_FULL)")
+
+    monkeypatch.setattr(source, "put_credential", full)
+    bundle_path = tmp_path / "bundle"
+    with pytest.raises(BackupError) as info:
+        export_keystore(source, bundle_path, BUNDLE_PASSPHRASE, kdf_params=cheap())
+    assert str(info.value).startswith(f"{bundle_path} is written and complete, but ")
+    assert "SQLITE_FULL" in str(info.value) and "\n" not in str(info.value)
+    bundle = open_bundle(bundle_path.read_bytes(), BUNDLE_PASSPHRASE)
+    assert len(bundle.credentials) == 2
+    source.close()
+
+
 def test_backup_eligibility_survives_a_reset_and_bs_does_not(tmp_path: Path) -> None:
     """The opt-in is part of the device identity (like the AAGUID); a reset erases the
     credentials, so nothing is backed up afterwards."""
