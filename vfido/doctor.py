@@ -26,8 +26,9 @@ from fido2.ctap2.base import Ctap2
 from fido2.hid import CAPABILITY
 
 from vfido.control import ControlClient, ControlError, find_key, running_keys
+from vfido.udev_install import UDEV_DIR
 
-UDEV_SOURCE = Path(__file__).resolve().parent.parent / "udev"
+UDEV_SOURCE = UDEV_DIR
 GROUP = "vfido"
 VENDOR_ID, PRODUCT_ID = 0x1209, 0x0001
 RULES = "70-vfido.rules"

@@ -33,7 +33,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-UDEV_DIR = Path(__file__).resolve().parent.parent / "udev"
+#: The files to install: udev/ of the checkout (through the symlink vfido/udev), or of the
+#: wheel (package data), so an installed vfido installs them too.
+UDEV_DIR = Path(__file__).resolve().parent / "udev"
 GROUP = "vfido"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -202,7 +204,8 @@ def install(
     missing = [name for name, _ in FILES if not (source / name).is_file()]
     if missing:
         raise InstallError(
-            f"cannot find {', '.join(missing)} in {source}: run vfido from its source checkout"
+            f"cannot find {', '.join(missing)} in {source}: this installation of vfido is "
+            "incomplete (reinstall it)"
         )
     if user is None and system:
         user = os.environ.get("SUDO_USER") or None

@@ -495,7 +495,7 @@ def test_needs_root_without_prefix() -> None:
 
 
 def test_missing_sources_and_unknown_user(tmp_path: Path) -> None:
-    with pytest.raises(InstallError, match="source checkout"):
+    with pytest.raises(InstallError, match="this installation of vfido is incomplete"):
         install(prefix=tmp_path, source=tmp_path / "nothing")
     with pytest.raises(InstallError, match="no user"):
         install(prefix=tmp_path, user="no-such-user-vfido")

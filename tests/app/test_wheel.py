@@ -48,6 +48,9 @@ for package in (vfido, authenticator, keystore, transports):
 for bare in ("authenticator", "keystore", "transports"):  # nothing generic in site-packages
     assert importlib.util.find_spec(bare) is None, bare
 assert importlib.resources.files("vfido.ui_assets").joinpath("index.html").is_file()
+from vfido.udev_install import FILES, UDEV_DIR  # `vfido install-udev` of the wheel (a newcomer)
+assert "site-packages" in str(UDEV_DIR), UDEV_DIR
+assert all((UDEV_DIR / name).is_file() for name, _ in FILES), list(UDEV_DIR.rglob("*"))
 with VirtualKey() as key:
     assert key.client().info.options["uv"] is True
 with VirtualKey(persona="ctap20") as key:
@@ -97,6 +100,8 @@ def test_the_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     assert ran.returncode == 0 and "--udp-port" in ran.stdout, ran.stderr
     listed = run([str(vfido), "personas"], work)  # the profiles are package data (#19)
     assert listed.returncode == 0 and "ctap21pre" in listed.stdout, listed.stderr
+    udev = run([str(vfido), "install-udev", "--dry-run"], work)  # "run vfido from its checkout"
+    assert udev.returncode == 0 and "70-vfido.rules" in udev.stdout, udev.stdout + udev.stderr
 
     (work / "check.py").write_text(SCRIPT)
     checked = run([str(python), "check.py"], work)
