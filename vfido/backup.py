@@ -13,8 +13,8 @@ its relying party.
 File layout (mode 0600)::
 
     MAGIC "VFIDO-BACKUP-1\\n" || header length (4 bytes, big-endian) || header (JSON: format,
-    Argon2id parameters, nonce, AAGUID, creation time) || AES-256-GCM ciphertext of the CBOR
-    payload
+    Argon2id parameters, nonce; older bundles' also carry the AAGUID and creation time,
+    ignored) || AES-256-GCM ciphertext of the CBOR payload
 
 The key is Argon2id (``keystore.kdf``, production parameters) of the bundle's own passphrase;
 the associated data is everything before the ciphertext, so a changed header, a wrong
@@ -54,7 +54,7 @@ from vfido.authenticator.authdata import (
     forget_backup_state,
     keystore_backup_eligible,
 )
-from vfido.authenticator.cose import ALGORITHM_NAMES
+from vfido.authenticator.cose import ALGORITHM_NAMES, CredentialKey, UnsupportedAlgorithm
 from vfido.keystore import kdf
 from vfido.keystore.files import (
     DB_NAME,
@@ -136,8 +136,8 @@ def _record_from_cbor(item: Any) -> tuple[CredentialRecord, int]:
         record = CredentialRecord(**item)
         # Every field of the type the keystore reads back (a name of another type imported,
         # then failed every listing and every sign-in to its site: a review).
-        decode_record(encode_record(record))
-    except (TypeError, KeystoreCorrupt):
+        decode_record(encode_record(record))  # CBORError: a cycle cbor2 would not write
+    except (TypeError, ValueError, cbor2.CBORError, KeystoreCorrupt):
         raise BackupError("the bundle's credentials are malformed") from None
     if (
         record.cred_protect not in (1, 2, 3)
@@ -145,6 +145,12 @@ def _record_from_cbor(item: Any) -> tuple[CredentialRecord, int]:
         or not 0 <= record.created <= _LAST_TIMESTAMP
     ):
         raise BackupError("the bundle's credentials are malformed")
+    try:  # a key of its algorithm (an ML-DSA one on a runtime without ML-DSA is kept)
+        CredentialKey.from_private_bytes(record.algorithm, record.private_key)
+    except UnsupportedAlgorithm:
+        pass
+    except ValueError:
+        raise BackupError("the bundle's credentials are malformed") from None
     # The record is looked up by rp_id_hash and shown (and signed for) by rp_id: the two
     # must name the same relying party.
     if not hmac.compare_digest(hashlib.sha256(record.rp_id.encode()).digest(), record.rp_id_hash):

@@ -444,7 +444,8 @@ def _open_hidraw(path: str) -> Any:
 def check_roundtrip(
     key: Key, path: str, opener: Opener = _open_hidraw, timeout: float = ROUNDTRIP_TIMEOUT
 ) -> Check:
-    """CTAPHID INIT (opening the device) and authenticatorGetInfo through ``opener(path)``."""
+    """CTAPHID INIT (opening the device) and authenticatorGetInfo through ``opener(path)``
+    (a key that answers U2F only, without CBOR: its U2F version instead)."""
     name = f"{key.name}: INIT + getInfo" if key.name else "INIT + getInfo"
     outcome: dict[str, Any] = {}
 

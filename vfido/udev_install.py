@@ -1,4 +1,4 @@
-"""``vfido install-udev``: install the files in the checkout's ``udev/`` directory (as root).
+"""``vfido install-udev``: install vfido's ``udev/`` files, the checkout's or the wheel's (as root).
 
 * ``udev/70-vfido.rules`` -> ``/etc/udev/rules.d/`` (``/dev/uhid`` for group ``vfido``; each
   key's hidraw node: owned by the user who started the key, uaccess, ID_SECURITY_TOKEN);

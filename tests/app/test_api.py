@@ -83,11 +83,14 @@ def test_presence_deny_refuses_registration(uv: bool, refusal: str) -> None:
 def test_a_manual_key_says_how_it_is_answered(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    """The log line of a request nobody is asked about names what answers it: without a
-    control socket `vfido approve` cannot reach an in-process key, so it named a command
-    that answers "no vfido key is running" (a newcomer); with one, that command works."""
-    for control, hint in ((False, "key.approve() or key.deny()"), (True, "`vfido approve`")):
-        socket = tmp_path / "k.sock" if control else None
+    """The log line of a request nobody is asked about names what answers it: it named
+    `vfido approve`, which cannot reach an in-process key without a control socket, nor one
+    whose socket is not in its directory (a newcomer, a diff review): the key's methods,
+    and `vfido approve --socket PATH` where there is one."""
+    socket_path = tmp_path / "k.sock"
+    with_socket = f"key.approve() or key.deny() (or `vfido approve --socket {socket_path}`)"
+    for control, hint in ((False, "key.approve() or key.deny() ("), (True, with_socket)):
+        socket = socket_path if control else None
         caplog.clear()
         with VirtualKey(presence="manual", control_socket=socket) as key:
             thread = threading.Thread(target=lambda k=key: register(k.client(), RelyingParty()))

@@ -20,6 +20,7 @@ import os
 from contextlib import redirect_stderr
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from tests.service_helpers import PASSPHRASE
@@ -154,6 +155,7 @@ BAD_RECORDS = {
     "a creation time past year 9999": {"created": 2**70},
     "credProtect 99": {"cred_protect": 99},
     "an algorithm nobody knows": {"algorithm": 12345},
+    "a private key not of its algorithm": {"private_key": b"not a key"},
 }
 
 
@@ -167,6 +169,29 @@ def test_an_imported_record_is_checked_as_the_keystore_reads_it(change: dict[str
     record = dataclasses.replace(_record("bank.example", "bank.example"), **change)  # type: ignore[arg-type]
     with pytest.raises(BackupError, match="credentials are malformed"):
         open_bundle(_sealed(identity, ((record, 3),)), BUNDLE_PASSPHRASE)
+
+
+def test_a_record_holding_a_cycle_is_malformed_not_a_traceback() -> None:
+    """cbor2 decodes shared values (tags 28/29): a name that contains itself made the
+    record check raise cbor2's ValueError, a traceback (a second diff review)."""
+    from vfido.keystore.identity import identity_to_bytes
+
+    with SqliteKeyStore.ephemeral() as store:
+        identity = store.identity()
+    cycle: list[object] = []
+    cycle.append(cycle)
+    record = {**backup._record_to_cbor(_record("bank.example", "bank.example"), 0)}
+    record["rp_name"] = cycle
+    payload = {
+        "format": backup.FORMAT,
+        "identity": identity_to_bytes(identity),
+        "credentials": [record],
+        "state": {},
+        "counter_floor": 0,
+        "created": 0,
+    }
+    with pytest.raises(BackupError, match="credentials are malformed"):
+        backup._decode_payload(cbor2.dumps(payload, value_sharing=True))
 
 
 def test_a_bundle_holding_a_credential_twice_or_a_floor_out_of_range_is_refused() -> None:

@@ -335,11 +335,13 @@ def open_store(args: argparse.Namespace) -> SqliteKeyStore:
 def _refuse_if_in_use(directory: Path) -> None:
     """One line saying what to do when another process (a running key, most likely) has
     the keystore open: asking for the passphrase first, then refusing, helped nobody."""
+    from vfido.keystore.files import check_private
     from vfido.keystore.lock import DirectoryLock
     from vfido.keystore.sqlite_store import LOCK_NAME
     from vfido.keystore.store import KeystoreLocked
 
-    try:
+    check_private(directory, directory=True)  # first, as opening does: no lock file made
+    try:  # in a directory that would be refused (another user's, one open to others)
         DirectoryLock(directory / LOCK_NAME).release()
     except KeystoreLocked:
         raise CliError(

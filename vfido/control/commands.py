@@ -85,14 +85,15 @@ Commands
 
 ``info`` -> ``{"info": {NAME: VALUE}}``
     authenticatorGetInfo as the host would see it (behaviours included), with CTAP names
-    (``versions``, ``aaguid`` in hex, ``options``...). Error: the key (as scripted) answers
-    getInfo with an error.
+    (``versions``, ``aaguid`` in hex, ``options``...). Errors: the key (as scripted) answers
+    getInfo with an error; the key answers U2F only (:data:`U2F_ONLY`: it has no getInfo).
 
-``metadata`` -> ``{"statement": {...}, "credentials": N}``
+``metadata`` -> ``{"statement": {...} | null, "aaguid": hex, "credentials": N}``
     The key's FIDO MDS3 metadata statement (:mod:`vfido.metadata`, as ``vfido metadata``
-    prints it) made from the running key's keystore, configuration and getInfo, and how many
-    discoverable credentials it holds: what ``vfido metadata`` and ``vfido info`` show for a
-    running key (an ``--ephemeral`` one too).
+    prints it) made from the running key's keystore, configuration and getInfo (null for a
+    key that answers U2F only: vfido writes statements of FIDO2 keys), its AAGUID and how
+    many discoverable credentials it holds: what ``vfido metadata`` and ``vfido info`` show
+    for a running key (an ``--ephemeral`` one too).
 
 ``finger`` ``{"finger"?: NAME | "unknown" | null}`` -> ``{"finger": NAME | null,
 "enrolled": [{"id": hex, "name": friendlyName, "finger": NAME}, ...]}``

@@ -288,8 +288,13 @@ class VirtualKey:
         self.name = name
         #: The control socket (``vfido ctl --socket PATH``, :meth:`controller`), if asked for.
         self.control_socket = Path(control_socket) if control_socket is not None else None
-        if self.control_socket is None:  # `vfido approve` cannot reach it: its own methods
-            self.presence.answer_hint = "answer with key.approve() or key.deny()"
+        # The log line of a request nobody is asked about says what answers it: the key's own
+        # methods, or `vfido approve` given the socket (it looks in its own directory else).
+        self.presence.answer_hint = "answer with key.approve() or key.deny()" + (
+            f" (or `vfido approve --socket {self.control_socket}`)"
+            if self.control_socket is not None
+            else ""
+        )
         self._control: ControlServer | None = None
         self._passphrase = passphrase
         self._create = create
