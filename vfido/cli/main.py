@@ -105,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_command_line(build_parser(), argv)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `vfido run --help | head`: --help writes while parsing
+        _silence_stdout()
+        return 0
     out, err = sys.stdout, sys.stderr
     # Whatever a command prints back (paths, names, IDs: the user's, a file's, a host's) is
     # shown escaped, never as control sequences: one place for every command's output.
