@@ -26,7 +26,7 @@ from vfido.authenticator.authdata import (
     new_credential_backed_up,
     rp_id_hash,
 )
-from vfido.authenticator.behaviours import attestation_identity
+from vfido.authenticator.behaviours import FIDO_2_0, attestation_identity
 from vfido.authenticator.cose import CredentialKey
 from vfido.authenticator.credential_source import (
     SealedCredential,
@@ -50,6 +50,7 @@ from vfido.authenticator.extensions import (
     open_hmac_secret,
 )
 from vfido.authenticator.get_info import remaining_discoverable_credentials
+from vfido.authenticator.model import reports_option
 from vfido.authenticator.persistent_token import note_credential_change
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
@@ -157,6 +158,14 @@ def make_credential(
 
     # Step 6: alwaysUv (makeCredUvNotRqd is then treated as false).
     uv, uv_not_required = enforce_always_uv(services, has_param, uv)
+    # Step 8 applies where getInfo does not report makeCredUvNotRqd ("present with the value
+    # false or is absent"): a CTAP 2.0 or 2.1-PRE model, or behaviour versions=FIDO_2_0.
+    # (CTAP 2.0 step 6: "If pinAuth parameter is not present and clientPin been set on the
+    # authenticator, return CTAP2_ERR_PIN_REQUIRED error", the code of PUAT_REQUIRED.)
+    if uv_not_required and not reports_option(
+        config.model, services.behaviours.current().versions == FIDO_2_0, "makeCredUvNotRqd"
+    ):
+        uv_not_required = False
 
     # Step 7 (makeCredUvNotRqd true): a UV-protected key may create a
     # non-discoverable credential without UV, a discoverable one needs it.

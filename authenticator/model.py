@@ -143,6 +143,16 @@ CTAP20_MODEL = ModelClass(
 )
 
 
+def reports_option(model: ModelClass | None, ctap20: bool, name: str) -> bool:
+    """Whether the key's getInfo can report the option ``name`` at all: a key of ``model``
+    (None: the full key), narrowed to a CTAP 2.0 key's when ``ctap20`` (behaviour
+    versions=FIDO_2_0), as :func:`restrict_info` narrows its getInfo. An option not reported
+    is absent, and the spec gives absence its meaning (makeCredUvNotRqd absent: false)."""
+    if model is not None and name not in model.options:
+        return False
+    return not ctap20 or name in CTAP20_MODEL.options
+
+
 def narrowed_model(model: ModelClass, outer: ModelClass) -> ModelClass:
     """``model`` reporting only the getInfo members ``outer`` reports too (a persona under
     behaviour versions=FIDO_2_0: no list limits enforced that its getInfo no longer says)."""

@@ -187,6 +187,45 @@ def test_pin_protocol_one_only_and_no_permission_tokens(name: str) -> None:
         assert status == CtapError.ERR.INVALID_SUBCOMMAND
 
 
+@pytest.mark.parametrize(
+    ("persona", "behaviours", "refused"),
+    [
+        ("ctap20", {}, True),
+        ("ctap21pre", {}, True),
+        (None, {"versions": "FIDO_2_0"}, True),
+        ("ctap21", {}, False),
+        (None, {}, False),
+    ],
+    ids=["ctap20", "ctap21pre", "versions=FIDO_2_0", "ctap21", "ctap22"],
+)
+def test_a_key_without_make_cred_uv_not_rqd_wants_the_pin_for_every_credential(
+    persona: str | None, behaviours: dict[str, str], refused: bool
+) -> None:
+    """CTAP 2.0 makeCredential step 6: "If pinAuth parameter is not present and clientPin
+    been set on the authenticator, return CTAP2_ERR_PIN_REQUIRED error"; CTAP 2.1 step 8,
+    where makeCredUvNotRqd "is present with the value false or is absent": the same code
+    (PUAT_REQUIRED). A CTAP 2.0 and a 2.1-PRE key, whose getInfo has no makeCredUvNotRqd,
+    made a server-side credential without the PIN (a persona review); a 2.1 or 2.2 key,
+    which reports it true, does."""
+    with VirtualKey(persona=persona, behaviours=behaviours) as key:
+        ctap2 = Ctap2(key.device)
+        ClientPin(ctap2).set_pin("1234")
+        reported = ctap2.get_info().options.get("makeCredUvNotRqd")
+        assert reported is (None if refused else True)
+        args = (
+            CLIENT_DATA_HASH,
+            RP,
+            {"id": b"u", "name": "u"},
+            [{"type": "public-key", "alg": -7}],
+        )
+        if refused:
+            with pytest.raises(CtapError) as info:
+                ctap2.make_credential(*args)
+            assert info.value.code == CtapError.ERR.PUAT_REQUIRED  # 0x36, 2.0's PIN_REQUIRED
+        else:
+            assert ctap2.make_credential(*args).auth_data.flags & 0x01  # UP, no UV needed
+
+
 # --- limits: one test per limit -----------------------------------------------------------
 
 
