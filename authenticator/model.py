@@ -66,6 +66,10 @@ CTAP21_PIN_SUBCOMMANDS = frozenset({0x06, 0x07, 0x09})
 
 # Request map keys (CTAP 2.1 sections 6.1, 6.2, 6.5): (extensions, pinUvAuthProtocol, list).
 _MAKE_CREDENTIAL_KEYS = (0x06, 0x09, 0x05)
+#: makeCredential's attestationFormatsPreference (CTAP 2.2), known to a key whose getInfo
+#: reports attestationFormats: one of an older model ignores it, as a key ignores a
+#: parameter it does not know.
+_MC_ATTESTATION_FORMATS_PREFERENCE, _INFO_ATTESTATION_FORMATS = 0x0B, 0x16
 _GET_ASSERTION_KEYS = (0x04, 0x07, 0x03)
 _MAKE_CREDENTIAL, _GET_ASSERTION, _CLIENT_PIN = 0x01, 0x02, 0x06
 _INFO_MAX_CREDENTIAL_COUNT_IN_LIST = 0x07
@@ -175,8 +179,13 @@ def restrict_handlers(
     if not model.ctap2:
         return kept
     if _MAKE_CREDENTIAL in kept:
+        unknown = (
+            frozenset({_MC_ATTESTATION_FORMATS_PREFERENCE})
+            if _INFO_ATTESTATION_FORMATS not in model.members
+            else frozenset()
+        )
         kept[_MAKE_CREDENTIAL] = _narrowed(
-            kept[_MAKE_CREDENTIAL], model, _MAKE_CREDENTIAL_KEYS, max_list
+            kept[_MAKE_CREDENTIAL], model, _MAKE_CREDENTIAL_KEYS, max_list, unknown
         )
     if _GET_ASSERTION in kept:
         kept[_GET_ASSERTION] = _narrowed(kept[_GET_ASSERTION], model, _GET_ASSERTION_KEYS, max_list)
@@ -196,7 +205,10 @@ def _narrowed(
     model: ModelClass,
     keys: tuple[int, int, int],
     max_list: int | None,
+    unknown: frozenset[int] = frozenset(),
 ) -> Callable[[Any, bytes, Any], Any]:
+    """``handler`` as a key of ``model`` answers: its PIN protocols, list limits and
+    extensions; the parameters ``unknown`` to it (a later version's) dropped, unread."""
     extensions_key, protocol_key, list_key = keys
     supported = frozenset(model.extensions)
     # maxCredentialIdLength, where getInfo reports it: a longer listed ID is refused too.
@@ -206,6 +218,9 @@ def _narrowed(
 
     def narrowed(services: Any, payload: bytes, context: Any) -> Any:
         params = cbor.decode(payload) if payload else None
+        if isinstance(params, dict) and not unknown.isdisjoint(params):
+            params = {k: v for k, v in params.items() if k not in unknown}
+            payload = cbor.encode(params)
         if isinstance(params, dict):
             protocol = params.get(protocol_key)
             if isinstance(protocol, int) and protocol not in model.pin_uv_auth_protocols:

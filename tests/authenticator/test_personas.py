@@ -226,6 +226,24 @@ def test_a_key_without_make_cred_uv_not_rqd_wants_the_pin_for_every_credential(
             assert ctap2.make_credential(*args).auth_data.flags & 0x01  # UP, no UV needed
 
 
+@pytest.mark.parametrize("persona", [*CTAP2_PERSONAS, None])
+def test_an_attestation_formats_preference_is_a_ctap22_parameter(persona: str | None) -> None:
+    """makeCredential's attestationFormatsPreference (0x0B) is CTAP 2.2's: a key whose getInfo
+    reports no attestationFormats does not know it and ignores it, as a parameter it does not
+    know. Every persona honoured it (a persona review); the CTAP 2.2 key still does."""
+    with VirtualKey(persona=persona) as key:
+        params = {
+            1: CLIENT_DATA_HASH,
+            2: RP,
+            3: {"id": b"u", "name": "u"},
+            4: [{"type": "public-key", "alg": -7}],
+            0x0B: ["none"],
+        }
+        status, answer = raw(key.device, 0x01, params)
+        assert status == 0, status
+        assert answer[1] == ("none" if persona is None else "packed")
+
+
 # --- limits: one test per limit -----------------------------------------------------------
 
 
