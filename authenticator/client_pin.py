@@ -63,6 +63,9 @@ _HASH, _LENGTH, _RETRIES = "pin.hash", "pin.length", "pin.retries"
 _MIN_LENGTH, _FORCE, _UV_RETRIES = "pin.min_length", "pin.force_change", "uv.retries"
 _UV_SINCE_PIN, _COMPLEXITY = "uv.since_pin", "pin.complexity"
 _PCMR = Permission.PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY
+#: The permission bits each version defines: CTAP 2.2 adds pcmr (0x40) to 2.1's.
+CTAP22_PERMISSIONS = _DEFINED_PERMISSIONS
+CTAP21_PERMISSIONS = _DEFINED_PERMISSIONS & ~int(_PCMR)
 #: What a key grants (be too when it has a fingerprint sensor: authenticator.device).
 DEFAULT_PERMISSIONS = (
     Permission.MAKE_CREDENTIAL
@@ -152,13 +155,17 @@ class ClientPin:
         *,
         user_verifier: UserVerifier | None = None,
         supported_permissions: Permission = DEFAULT_PERMISSIONS,
+        defined_permissions: int = _DEFINED_PERMISSIONS,
         uv_timeout: float = 30.0,
         pin_complexity_policy: bool = False,
     ) -> None:
         self._store = store
         self._clock = clock
         self._user_verifier = user_verifier
-        self._supported_permissions = supported_permissions
+        #: The permission bits the key's version defines (CTAP 2.1's lack 2.2's pcmr, 0x40):
+        #: the others are ignored, as undefined bits are.
+        self._defined_permissions = defined_permissions
+        self._supported_permissions = supported_permissions & Permission(defined_permissions)
         self._uv_timeout = uv_timeout
         self._pin_complexity_policy = pin_complexity_policy
         #: What getPinToken grants: mc and ga (CTAP 2.1 section 6.5.5.7.1); the
@@ -466,10 +473,11 @@ class ClientPin:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "no permissions")
         # Defined permissions this key does not grant (be, pcmr) are refused;
         # undefined bits are ignored (6.5.5.7.2 steps 4 and 15).
-        if permissions & _DEFINED_PERMISSIONS & ~int(self._supported_permissions):
+        defined = self._defined_permissions
+        if permissions & defined & ~int(self._supported_permissions):
             raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION)
         # CTAP 2.2: pcmr is only ever granted alone (the persistent token can do nothing else).
-        if permissions & _PCMR and permissions & _DEFINED_PERMISSIONS != _PCMR:
+        if permissions & defined & _PCMR and permissions & defined != _PCMR:
             raise CtapError(CtapStatus.UNAUTHORIZED_PERMISSION, "pcmr with other permissions")
         return Permission(permissions & int(self._supported_permissions))
 

@@ -25,7 +25,12 @@ from vfido.authenticator.bio_enrollment import (
     FingerprintTemplates,
     FingerprintVerifier,
 )
-from vfido.authenticator.client_pin import DEFAULT_PERMISSIONS, ClientPin
+from vfido.authenticator.client_pin import (
+    CTAP21_PERMISSIONS,
+    CTAP22_PERMISSIONS,
+    DEFAULT_PERMISSIONS,
+    ClientPin,
+)
 from vfido.authenticator.config import Config
 from vfido.authenticator.config_command import AuthenticatorConfig, Settings
 from vfido.authenticator.credential_management import CredentialManagement
@@ -57,6 +62,7 @@ from vfido.authenticator.model import (
     CTAP20_MODEL,
     max_list_length,
     narrowed_model,
+    reports_option,
     restrict_handlers,
 )
 from vfido.authenticator.pin_token import Permission
@@ -160,6 +166,11 @@ class Authenticator:
             pin_complexity_policy=config.pin_complexity_policy,
             supported_permissions=DEFAULT_PERMISSIONS
             | (Permission.BIO_ENROLLMENT if config.fingerprint else Permission.NONE),
+            # A model without CTAP 2.2's persistent token (perCredMgmtRO) does not define
+            # pcmr: a request naming it is a request naming an undefined bit.
+            defined_permissions=CTAP22_PERMISSIONS
+            if reports_option(config.model, False, "perCredMgmtRO")
+            else CTAP21_PERMISSIONS,
         )
         if config.ctap21_pre:
             # 2.1-PRE platforms authorize the preview commands with getPinToken's token.

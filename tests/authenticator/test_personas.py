@@ -244,6 +244,30 @@ def test_an_attestation_formats_preference_is_a_ctap22_parameter(persona: str | 
         assert answer[1] == ("none" if persona is None else "packed")
 
 
+@pytest.mark.parametrize("persona", ["ctap21", None])
+def test_pcmr_is_a_ctap22_permission(persona: str | None) -> None:
+    """The pcmr permission (0x40) is CTAP 2.2's: to a 2.1 key it is an undefined bit, ignored
+    (6.5.5.7.2), so a token asked for it alone can do nothing. The ctap21 persona, whose
+    getInfo has no perCredMgmtRO, granted it and enumerated credentials with it (a persona
+    review); the CTAP 2.2 key does."""
+    with VirtualKey(persona=persona) as key:
+        ctap2 = Ctap2(key.device)
+        ClientPin(ctap2).set_pin("1234")
+        pcmr = ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT
+        token = ClientPin(ctap2).get_pin_token("1234", pcmr)
+        protocol = ClientPin(ctap2).protocol
+        credman = CredentialManagement(ctap2, protocol, token)
+        if persona is None:
+            assert credman.get_metadata()[1] == 0  # no discoverable credentials yet
+        else:
+            with pytest.raises(CtapError) as refused:
+                credman.get_metadata()
+            assert refused.value.code in (
+                CtapError.ERR.PIN_AUTH_INVALID,
+                CtapError.ERR.UNAUTHORIZED_PERMISSION,
+            )
+
+
 # --- limits: one test per limit -----------------------------------------------------------
 
 
