@@ -66,6 +66,7 @@ from vfido.authenticator.model import (
     restrict_handlers,
 )
 from vfido.authenticator.pin_token import Permission
+from vfido.authenticator.responses import INFO_PIN_COMPLEXITY_POLICY
 from vfido.authenticator.state import RuntimeState, Services, ask_presence
 from vfido.keystore.entropy import SYSTEM as SYSTEM_ENTROPY
 from vfido.keystore.entropy import Entropy
@@ -200,7 +201,11 @@ class Authenticator:
         # maxFragmentLength = maxMsgSize - 64 (section 6.10.2).
         self._large_blobs = LargeBlobs(store, client_pin, config.max_msg_size - 64)
         self._config_command = AuthenticatorConfig(
-            store, client_pin, enterprise_attestation_supported=config.enterprise_attestation > 0
+            store,
+            client_pin,
+            enterprise_attestation_supported=config.enterprise_attestation > 0,
+            pin_complexity_policy_known=config.model is None
+            or INFO_PIN_COMPLEXITY_POLICY in config.model.members,
         )
         self._lock = threading.Lock()  # one request at a time
         self._bio = BioEnrollment(

@@ -268,6 +268,23 @@ def test_pcmr_is_a_ctap22_permission(persona: str | None) -> None:
             )
 
 
+def test_a_ctap21_key_ignores_the_pin_complexity_policy_parameter() -> None:
+    """setMinPINLength's pinComplexityPolicy (0x04) is CTAP 2.2's: the ctap21 persona, whose
+    getInfo has no pinComplexityPolicy member, turned the policy on and then refused PINs
+    for a reason a 2.1 platform cannot tell its user (a persona review)."""
+    from fido2.ctap2.config import Config as Ctap2Config
+
+    with VirtualKey(persona="ctap21") as key:
+        ctap2 = Ctap2(key.device)
+        ClientPin(ctap2).set_pin("1234")
+        token = ClientPin(ctap2).get_pin_token("1234", ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+        protocol = ClientPin(ctap2).protocol
+        config = Ctap2Config(ctap2, protocol, token)  # python-fido2 would not send it: sent raw
+        config._call(Ctap2Config.CMD.SET_MIN_PIN_LENGTH, {0x04: True})
+        ClientPin(ctap2).change_pin("1234", "1111")  # trivial: the policy would refuse it
+        assert ctap2.get_info().pin_complexity_policy is None
+
+
 # --- limits: one test per limit -----------------------------------------------------------
 
 
