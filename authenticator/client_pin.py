@@ -158,6 +158,7 @@ class ClientPin:
         defined_permissions: int = _DEFINED_PERMISSIONS,
         uv_timeout: float = 30.0,
         pin_complexity_policy: bool = False,
+        pin_complexity_policy_known: bool = True,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -168,6 +169,9 @@ class ClientPin:
         self._supported_permissions = supported_permissions & Permission(defined_permissions)
         self._uv_timeout = uv_timeout
         self._pin_complexity_policy = pin_complexity_policy
+        #: CTAP 2.2's pinComplexityPolicy is this key's to know (not a 2.1 model's, whose
+        #: getInfo has no such member): neither turned on nor enforced where it is not.
+        self.pin_complexity_policy_known = pin_complexity_policy_known
         #: What getPinToken grants: mc and ga (CTAP 2.1 section 6.5.5.7.1); the
         #: Authenticator adds cm for CTAP 2.1-PRE credentialMgmtPreview clients.
         self.legacy_permissions = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
@@ -214,8 +218,15 @@ class ClientPin:
 
     @property
     def pin_complexity_policy(self) -> bool:
-        """CTAP 2.2 pinComplexityPolicy: on by configuration or by authenticatorConfig."""
+        """CTAP 2.2 pinComplexityPolicy: on by configuration or by authenticatorConfig (on a
+        key that knows it: a 2.1 model's keystore may hold it from the full key)."""
+        if not self.pin_complexity_policy_known:
+            return False
         return self._pin_complexity_policy or _int(self._store.get_state(_COMPLEXITY), 0) == 1
+
+    def defines(self, permission: Permission) -> bool:
+        """Whether ``permission`` is a bit this key's version defines (pcmr: CTAP 2.2)."""
+        return bool(self._defined_permissions & int(permission))
 
     def enable_pin_complexity_policy(self) -> None:
         """authenticatorConfig setMinPINLength with pinComplexityPolicy true (CTAP 2.2)."""

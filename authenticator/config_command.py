@@ -129,15 +129,10 @@ class AuthenticatorConfig:
         store: KeyStore,
         client_pin: ClientPin,
         enterprise_attestation_supported: bool,
-        *,
-        pin_complexity_policy_known: bool = True,
     ) -> None:
         self.settings = Settings(store)
         self._pin = client_pin
         self._ep_supported = enterprise_attestation_supported
-        #: setMinPINLength's pinComplexityPolicy (CTAP 2.2) is a parameter this key knows:
-        #: not one of a model whose getInfo reports no pinComplexityPolicy (a 2.1 persona).
-        self._complexity_known = pin_complexity_policy_known
 
     def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
         request = ConfigRequest.from_cbor_map(m)
@@ -187,7 +182,8 @@ class AuthenticatorConfig:
             raise CtapError(CtapStatus.PIN_NOT_SET)
         # CTAP 2.2 pinComplexityPolicy (0x04): true turns the policy on for good (until
         # authenticatorReset); false, or absent, leaves it as it is.
-        complexity = params.get(0x04, False) if self._complexity_known else False
+        # (A parameter of CTAP 2.2, unread by a key that does not know the policy.)
+        complexity = params.get(0x04, False) if self._pin.pin_complexity_policy_known else False
         if not isinstance(complexity, bool):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "pinComplexityPolicy")
         if rp_ids is not None:

@@ -234,7 +234,9 @@ class CredentialManagement:
         unknown token does. Returns whether the token that authorized the request still
         does, for an enumeration's GetNext (which carries no pinUvAuthParam)."""
         assert request.pin_uv_auth_param is not None
-        if request.sub_command in _READ_ONLY:
+        if request.sub_command in _READ_ONLY and self._pin.defines(
+            Permission.PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY
+        ):
             protocol = self._pin.protocol(request.protocol)
             persistent = persistent_token(self._store)
             if protocol.verify(persistent, message, request.pin_uv_auth_param):

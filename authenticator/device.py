@@ -165,6 +165,8 @@ class Authenticator:
             user_verifier=user_verifier,
             uv_timeout=config.presence_timeout,
             pin_complexity_policy=config.pin_complexity_policy,
+            pin_complexity_policy_known=config.model is None
+            or INFO_PIN_COMPLEXITY_POLICY in config.model.members,
             supported_permissions=DEFAULT_PERMISSIONS
             | (Permission.BIO_ENROLLMENT if config.fingerprint else Permission.NONE),
             # A model without CTAP 2.2's persistent token (perCredMgmtRO) does not define
@@ -204,8 +206,6 @@ class Authenticator:
             store,
             client_pin,
             enterprise_attestation_supported=config.enterprise_attestation > 0,
-            pin_complexity_policy_known=config.model is None
-            or INFO_PIN_COMPLEXITY_POLICY in config.model.members,
         )
         self._lock = threading.Lock()  # one request at a time
         self._bio = BioEnrollment(

@@ -50,7 +50,7 @@ from vfido.authenticator.extensions import (
     open_hmac_secret,
 )
 from vfido.authenticator.get_info import remaining_discoverable_credentials
-from vfido.authenticator.model import reports_option
+from vfido.authenticator.model import answers_as_ctap20, reports_option
 from vfido.authenticator.persistent_token import note_credential_change
 from vfido.authenticator.pin_token import Permission
 from vfido.authenticator.requests import PUBLIC_KEY, MakeCredentialRequest
@@ -160,12 +160,13 @@ def make_credential(
     uv, uv_not_required = enforce_always_uv(services, has_param, uv)
     # Step 8 applies where getInfo does not report makeCredUvNotRqd ("present with the value
     # false or is absent"): a CTAP 2.0 or 2.1-PRE model, or behaviour versions=FIDO_2_0.
-    # (CTAP 2.0 step 6: "If pinAuth parameter is not present and clientPin been set on the
-    # authenticator, return CTAP2_ERR_PIN_REQUIRED error", the code of PUAT_REQUIRED.)
-    if uv_not_required and not reports_option(
-        config.model, services.behaviours.current().versions == FIDO_2_0, "makeCredUvNotRqd"
-    ):
+    ctap20 = services.behaviours.current().versions == FIDO_2_0
+    if uv_not_required and not reports_option(config.model, ctap20, "makeCredUvNotRqd"):
         uv_not_required = False
+    # CTAP 2.0 knows only the PIN here (its step 6: "If pinAuth parameter is not present and
+    # clientPin been set on the authenticator, return CTAP2_ERR_PIN_REQUIRED error", the
+    # code of PUAT_REQUIRED): built-in UV alone protects nothing a 2.0 platform must answer.
+    protected = pin.is_pin_set if answers_as_ctap20(config.model, ctap20) else services.uv_protected
 
     # Step 7 (makeCredUvNotRqd true): a UV-protected key may create a
     # non-discoverable credential without UV, a discoverable one needs it.
@@ -175,7 +176,7 @@ def make_credential(
     # the operation by returning CTAP2_ERR_OPERATION_DENIED." A key with built-in UV and
     # no PIN must not ask for a PIN it does not have (libfido2 prompts for one on
     # PUAT_REQUIRED and waits for ever).
-    if services.uv_protected and not uv and not has_param and (rk or not uv_not_required):
+    if protected and not uv and not has_param and (rk or not uv_not_required):
         if pin.is_pin_set:
             raise CtapError(CtapStatus.PUAT_REQUIRED, "user verification required")
         raise CtapError(CtapStatus.OPERATION_DENIED, "user verification required (no PIN set)")

@@ -70,6 +70,8 @@ _MAKE_CREDENTIAL_KEYS = (0x06, 0x09, 0x05)
 #: reports attestationFormats: one of an older model ignores it, as a key ignores a
 #: parameter it does not know.
 _MC_ATTESTATION_FORMATS_PREFERENCE, _INFO_ATTESTATION_FORMATS = 0x0B, 0x16
+#: ... and its enterpriseAttestation (CTAP 2.1): unknown to a CTAP 2.0 model.
+_MC_ENTERPRISE_ATTESTATION = 0x0A
 _GET_ASSERTION_KEYS = (0x04, 0x07, 0x03)
 _MAKE_CREDENTIAL, _GET_ASSERTION, _CLIENT_PIN = 0x01, 0x02, 0x06
 _INFO_MAX_CREDENTIAL_COUNT_IN_LIST = 0x07
@@ -147,6 +149,16 @@ CTAP20_MODEL = ModelClass(
 )
 
 
+def answers_as_ctap20(model: ModelClass | None, ctap20: bool) -> bool:
+    """Whether the key follows CTAP 2.0's rules where 2.1 changed them: under behaviour
+    versions=FIDO_2_0 (``ctap20``), or as a model of no later version (the ctap20 persona)."""
+    return ctap20 or (model is not None and model.ctap2 and not _after_ctap20(model))
+
+
+def _after_ctap20(model: ModelClass) -> bool:
+    return not {FIDO_2_1_PRE, FIDO_2_1, FIDO_2_2}.isdisjoint(model.versions)
+
+
 def reports_option(model: ModelClass | None, ctap20: bool, name: str) -> bool:
     """Whether the key's getInfo can report the option ``name`` at all: a key of ``model``
     (None: the full key), narrowed to a CTAP 2.0 key's when ``ctap20`` (behaviour
@@ -179,11 +191,11 @@ def restrict_handlers(
     if not model.ctap2:
         return kept
     if _MAKE_CREDENTIAL in kept:
-        unknown = (
-            frozenset({_MC_ATTESTATION_FORMATS_PREFERENCE})
+        unknown = frozenset(
+            {_MC_ATTESTATION_FORMATS_PREFERENCE}
             if _INFO_ATTESTATION_FORMATS not in model.members
-            else frozenset()
-        )
+            else ()
+        ) | frozenset({_MC_ENTERPRISE_ATTESTATION} if not _after_ctap20(model) else ())
         kept[_MAKE_CREDENTIAL] = _narrowed(
             kept[_MAKE_CREDENTIAL], model, _MAKE_CREDENTIAL_KEYS, max_list, unknown
         )

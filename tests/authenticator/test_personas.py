@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -283,6 +284,68 @@ def test_a_ctap21_key_ignores_the_pin_complexity_policy_parameter() -> None:
         config._call(Ctap2Config.CMD.SET_MIN_PIN_LENGTH, {0x04: True})
         ClientPin(ctap2).change_pin("1234", "1111")  # trivial: the policy would refuse it
         assert ctap2.get_info().pin_complexity_policy is None
+
+
+def test_a_ctap20_key_with_built_in_uv_and_no_pin_asks_for_nothing() -> None:
+    """CTAP 2.0 refuses a makeCredential without pinAuth only when "clientPin been set on the
+    authenticator" (step 6): built-in UV alone, without a PIN, refuses nothing, for a
+    server-side or a discoverable credential (a diff review: the 2.1 rule, UV for any
+    UV-protected key, had come along with the makeCredUvNotRqd one)."""
+    with VirtualKey(uv=True, behaviours={"versions": "FIDO_2_0"}) as key:
+        ctap2 = Ctap2(key.device)
+        assert ctap2.get_info().options.get("uv") is True
+        for rk in (False, True):
+            made = ctap2.make_credential(
+                CLIENT_DATA_HASH,
+                RP,
+                {"id": bytes([rk]), "name": "u"},
+                [{"type": "public-key", "alg": -7}],
+                options={"rk": rk},
+            )
+            assert made.auth_data.flags & 0x05 == 0x01  # UP, not UV
+
+
+def test_what_a_full_key_stored_binds_no_ctap21_persona(tmp_path: Path) -> None:
+    """A keystore the CTAP 2.2 key used, opened as the ctap21 persona: the pinComplexityPolicy
+    the full key turned on is not enforced, and the persistent (pcmr) token it handed out
+    authorizes nothing (a diff review: both still worked, read from the keystore)."""
+    from fido2.ctap2.config import Config as Ctap2Config
+
+    keystore = {"keystore": tmp_path / "ks", "passphrase": "a passphrase"}
+    pcmr = ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT
+    with VirtualKey(create=True, **keystore) as key:  # type: ignore[arg-type]
+        ctap2 = Ctap2(key.device)
+        ClientPin(ctap2).set_pin("4719")
+        cfg = ClientPin(ctap2).get_pin_token("4719", ClientPin.PERMISSION.AUTHENTICATOR_CFG)
+        Ctap2Config(ctap2, ClientPin(ctap2).protocol, cfg).set_min_pin_length(
+            pin_complexity_policy=True
+        )
+        persistent = ClientPin(ctap2).get_pin_token("4719", pcmr)
+        protocol = ClientPin(ctap2).protocol
+        assert CredentialManagement(ctap2, protocol, persistent).get_metadata()[1] == 0
+    with VirtualKey(persona="ctap21", **keystore) as key:  # type: ignore[arg-type]
+        ctap2 = Ctap2(key.device)
+        with pytest.raises(CtapError) as refused:
+            CredentialManagement(ctap2, ClientPin(ctap2).protocol, persistent).get_metadata()
+        assert refused.value.code == CtapError.ERR.PIN_AUTH_INVALID
+        ClientPin(ctap2).change_pin("4719", "1111")  # trivial: the 2.2 policy would refuse it
+
+
+def test_a_ctap20_key_ignores_enterprise_attestation() -> None:
+    """enterpriseAttestation (0x0A) is CTAP 2.1's: a CTAP 2.0 key does not know it and ignores
+    it (a diff review: it answered INVALID_PARAMETER, as a 2.1 key without it does)."""
+    for kwargs in ({"persona": "ctap20"}, {"behaviours": {"versions": "FIDO_2_0"}, "uv": False}):
+        with VirtualKey(**kwargs) as key:  # type: ignore[arg-type]
+            params = {
+                1: CLIENT_DATA_HASH,
+                2: RP,
+                3: {"id": b"u", "name": "u"},
+                4: [{"type": "public-key", "alg": -7}],
+                0x0A: 1,
+            }
+            status, answer = raw(key.device, 0x01, params)
+            assert status == 0, (kwargs, status)
+            assert answer.get(4) is None  # epAtt: no enterprise attestation
 
 
 # --- limits: one test per limit -----------------------------------------------------------
