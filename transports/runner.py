@@ -297,6 +297,13 @@ class HidRunner:
         except Exception:
             self._log.exception("ctaphid: handler.power_cycle failed")
 
+    def cancel_current(self) -> None:
+        """Cancel the request being handled, if any (its transport is stopping: a request
+        waiting for the user would otherwise hold the thread that answers it)."""
+        with self._lock:
+            if self._current is not None:
+                self._current.cancel()
+
     def close(self) -> None:
         """Stop the threads (a handler still running is cancelled and abandoned). Idempotent."""
         if self._closed.is_set():

@@ -376,6 +376,12 @@ class UhidTransport:
         self._stopping.set()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
+        # A request answered on the reading thread and waiting for the user would hold that
+        # thread past the join below (5 s), and UHID_DESTROY with it (a review): cancelled.
+        with self._state_lock:
+            runner = self._runner
+        if runner is not None:
+            runner.cancel_current()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)

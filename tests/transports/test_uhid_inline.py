@@ -158,3 +158,25 @@ def test_a_request_that_does_not_wait_is_answered_by_the_reading_thread(
         assert handler.threads == ["uhid-inline-2"]  # not "ctaphid-worker"
     finally:
         transport.stop()
+
+
+def test_stop_while_a_request_waits_for_the_user_cancels_it_first(fake_uhid: FakeKernel) -> None:
+    """vfido run stopping (SIGTERM) while a request waits for a touch: the request is
+    answered on the thread stop() joins, and it was cancelled only after that join gave up
+    (5 s later), so UHID_DESTROY waited as long and the wake pipe stayed open (a review).
+    Now the request is cancelled first and the thread has ended when stop() returns."""
+    handler = WaitForCancelHandler()
+    transport = uhid.UhidTransport(handler, serial="inline-3", path="/fake/uhid")
+    transport.start()
+    fake_uhid.event()  # CREATE2
+    channel = _channel(fake_uhid)
+    (cbor,) = request_reports(channel, Command.CBOR, b"\x02")
+    fake_uhid.write_report(cbor)
+    assert handler.started.wait(WAIT)
+    thread = transport._thread
+    assert thread is not None
+    transport.stop()
+    assert handler.saw_cancel.is_set()
+    assert not thread.is_alive()
+    assert _io_threads("inline-3") == 0
+    assert transport._wake_fds == ()
