@@ -203,13 +203,15 @@ def output_to_packet(data: bytes) -> bytes | None:
 
     A hidraw write of an unnumbered report is ``0x00`` (report id) + 64 bytes, and the
     kernel hands all 65 bytes to uhid; a 64-byte write (no report id byte) is accepted too.
+    A shorter write loses its leading ``0x00`` (the report id, as usbhid strips it for a
+    USB key) and is padded: kept, it shifted the channel ID by a byte (a review).
     """
     if len(data) == REPORT_SIZE + 1 and data[0] == 0:
         return data[1:]
     if len(data) == REPORT_SIZE:
         return data
     if 0 < len(data) < REPORT_SIZE:
-        return data.ljust(REPORT_SIZE, b"\0")
+        return (data[1:] if data[0] == 0 else data).ljust(REPORT_SIZE, b"\0")
     return None
 
 

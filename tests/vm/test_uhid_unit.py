@@ -53,6 +53,9 @@ def test_output_report_id_byte_is_stripped() -> None:
     assert uhid.output_to_packet(packet) == packet
     assert uhid.output_to_packet(b"\x01" + packet) is None  # 65 bytes with a report id != 0
     assert uhid.output_to_packet(b"\0" * 100) is None
+    # A short write: its report id (0x00) goes, as usbhid drops it for a USB key.
+    short = bytes([0x12, 0x34, 0x56, 0x78, 0x81, 0, 1, 0x99])
+    assert uhid.output_to_packet(b"\0" + short) == short.ljust(64, b"\0")
 
 
 @pytest.mark.parametrize("serial", ["", "has space", "é", "x" * 64])
