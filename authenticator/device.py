@@ -62,6 +62,7 @@ from vfido.authenticator.model import (
     CTAP20_MODEL,
     max_list_length,
     narrowed_model,
+    reports_member,
     reports_option,
     restrict_handlers,
 )
@@ -165,8 +166,7 @@ class Authenticator:
             user_verifier=user_verifier,
             uv_timeout=config.presence_timeout,
             pin_complexity_policy=config.pin_complexity_policy,
-            pin_complexity_policy_known=config.model is None
-            or INFO_PIN_COMPLEXITY_POLICY in config.model.members,
+            pin_complexity_policy_known=reports_member(config.model, INFO_PIN_COMPLEXITY_POLICY),
             supported_permissions=DEFAULT_PERMISSIONS
             | (Permission.BIO_ENROLLMENT if config.fingerprint else Permission.NONE),
             # A model without CTAP 2.2's persistent token (perCredMgmtRO) does not define
@@ -257,9 +257,15 @@ class Authenticator:
         """The authenticatorGetInfo response map as the host would get it now (behaviours
         included), without waiting for a request in progress (for the control socket).
         Raises CtapError where the key, as scripted, answers getInfo with an error."""
-        if self.supported_protocols() == _U2F_ONLY:
+        if self.answers_u2f_only:
             raise CtapError(CtapStatus.INVALID_COMMAND, "U2F-only (behaviour versions, model)")
         return build_info(self._services).to_cbor_map()
+
+    @property
+    def answers_u2f_only(self) -> bool:
+        """The key answers U2F only now (behaviour versions=U2F_V2, a U2F model): it has no
+        getInfo to give."""
+        return self.supported_protocols() == _U2F_ONLY
 
     # --- CtapHandler ---------------------------------------------------------
 
@@ -294,7 +300,7 @@ class Authenticator:
         # A CTAP2 request ends any U2F presence prompt still waiting for a touch.
         self._ctap1.cancel_presence()
         behaviours = self._services.behaviours.current()
-        if self.supported_protocols() == _U2F_ONLY:
+        if self.answers_u2f_only:
             # Behaviour versions=U2F_V2 (or a U2F model): a U2F-only key knows no CTAP2 command.
             return bytes([CtapStatus.INVALID_COMMAND])
         if behaviours.slow_ms:

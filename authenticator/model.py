@@ -159,6 +159,12 @@ def _after_ctap20(model: ModelClass) -> bool:
     return not {FIDO_2_1_PRE, FIDO_2_1, FIDO_2_2}.isdisjoint(model.versions)
 
 
+def reports_member(model: ModelClass | None, key: int) -> bool:
+    """Whether a key of ``model`` (None: the full key) can report the getInfo member
+    ``key`` (CTAP 2.1 section 6.4 numbers), as :func:`restrict_info` keeps its members."""
+    return model is None or key in model.members
+
+
 def reports_option(model: ModelClass | None, ctap20: bool, name: str) -> bool:
     """Whether the key's getInfo can report the option ``name`` at all: a key of ``model``
     (None: the full key), narrowed to a CTAP 2.0 key's when ``ctap20`` (behaviour
@@ -193,7 +199,7 @@ def restrict_handlers(
     if _MAKE_CREDENTIAL in kept:
         unknown = frozenset(
             {_MC_ATTESTATION_FORMATS_PREFERENCE}
-            if _INFO_ATTESTATION_FORMATS not in model.members
+            if not reports_member(model, _INFO_ATTESTATION_FORMATS)
             else ()
         ) | frozenset({_MC_ENTERPRISE_ATTESTATION} if not _after_ctap20(model) else ())
         kept[_MAKE_CREDENTIAL] = _narrowed(

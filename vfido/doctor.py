@@ -28,7 +28,6 @@ from fido2.hid import CAPABILITY
 from vfido.control import ControlClient, ControlError, find_key, running_keys
 from vfido.udev_install import UDEV_DIR
 
-UDEV_SOURCE = UDEV_DIR
 GROUP = "vfido"
 VENDOR_ID, PRODUCT_ID = 0x1209, 0x0001
 RULES = "70-vfido.rules"
@@ -87,7 +86,7 @@ class Paths:
     root: Path = Path("/")
     control_dir: Path | None = None  # default: where clients look (vfido.control.find_key)
     home: Path = field(default_factory=Path.home)
-    udev_source: Path = UDEV_SOURCE
+    udev_source: Path = UDEV_DIR
     #: The running kernel's release (``uname -r``): where its modules and config are.
     release: str = field(default_factory=lambda: os.uname().release)
 

@@ -533,7 +533,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
     def get_info() -> dict[int, Any] | None:
         """getInfo as a host would get it now; None for a key that answers U2F only (the
         ``versions`` behaviour, the u2f persona): such a key has no getInfo to give."""
-        if device.supported_protocols() == frozenset({"u2f"}):
+        if device.answers_u2f_only:
             return None
         try:
             return device.info()
