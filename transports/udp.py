@@ -120,6 +120,15 @@ class UdpTransport:
     def runner(self) -> HidRunner:
         return self._runner
 
+    @property
+    def failure(self) -> str | None:
+        """Why the key is no longer read although nobody stopped it (the process's reading
+        thread failed), else None."""
+        io = self._io
+        if io is None or self._stopping.is_set():
+            return None
+        return io.failure
+
     def start(self) -> None:
         """Serve on background threads (the process's UDP reading thread)."""
         with self._state_lock:
@@ -240,6 +249,8 @@ class _Reader:
         self._selector.register(self._wake_in, selectors.EVENT_READ, None)
         self._read_lock = threading.Lock()  # its holder reads and feeds reports
         self._reader: int | None = None  # the thread holding _read_lock (its ident)
+        #: Why no thread reads although transports are registered (until the next add()).
+        self.failure: str | None = None
 
     def add(self, transport: UdpTransport, sock: socket.socket) -> None:
         with self._lock:
@@ -247,6 +258,7 @@ class _Reader:
             if not self._running:
                 self._spawn()  # raises: the socket stays registered, and the next add retries
                 self._running = True
+                self.failure = None
                 return
         self._wake()  # the thread in select() sees the new socket (any selector)
 
@@ -294,7 +306,8 @@ class _Reader:
                 self._spawn()
             except RuntimeError as exc:  # no thread: the next add() starts one
                 self._running = False
-                _module_log.error("udp: no thread to read while a request waits: %s", exc)
+                self.failure = f"no thread to read its UDP sockets: {exc}"
+                _module_log.error("udp: %s", self.failure)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up already pending is enough
@@ -324,10 +337,15 @@ class _Reader:
                         return
                 try:
                     events = self._selector.select()
-                except Exception:  # a bug: the next add() starts a reader again
-                    _module_log.exception("udp: select failed, no key of the process is read")
+                except Exception as exc:  # a bug: the next add() starts a reader again
+                    _module_log.error(
+                        "udp: select failed, no key of the process is read: %s",
+                        exc,
+                        exc_info=_module_log.isEnabledFor(logging.DEBUG),  # -v: where
+                    )
                     with self._lock:
                         self._running = False
+                        self.failure = f"waiting for its UDP sockets failed: {exc}"
                     return
                 for key, _ in events:
                     transport: UdpTransport | None = key.data

@@ -296,6 +296,7 @@ class UhidTransport:
         self._helpers: list[threading.Thread] = []  # readers while a handler waits
         self._started = threading.Event()  # UHID_START seen
         self._open_count = 0
+        self._failure: str | None = None
 
     def __repr__(self) -> str:
         return f"UhidTransport(serial={self._serial!r}, path={self._path!r})"
@@ -303,6 +304,13 @@ class UhidTransport:
     @property
     def serial(self) -> str:
         return self._serial
+
+    @property
+    def failure(self) -> str | None:
+        """Why the device is no longer served although nobody stopped it (reading
+        ``/dev/uhid`` failed: the hidraw node would stay, with nobody answering it), else
+        None. ``vfido run`` then exits with an error, and its service is restarted."""
+        return self._failure
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -474,7 +482,9 @@ class UhidTransport:
             except BlockingIOError:
                 continue
             except OSError as exc:
-                log.error("uhid: read failed: %s", exc)
+                if not self._stopping.is_set():
+                    self._failure = f"reading {self._path} failed: {exc.strerror or exc}"
+                    log.error("uhid: %s", self._failure)
                 break
             job = self._dispatch(fd, event)
             if job is not None:
@@ -497,7 +507,15 @@ class UhidTransport:
         )
         with self._state_lock:
             self._helpers = [t for t in self._helpers if t.is_alive()] + [helper]
-        helper.start()
+        try:
+            helper.start()
+        except RuntimeError as exc:
+            # No thread to be had: this one reads again once the request is answered (no
+            # CANCEL is seen meanwhile), rather than nobody ever again.
+            log.error("uhid: no thread to read while a request waits: %s", exc)
+            with self._state_lock:
+                self._helpers.remove(helper)
+            self._reader = threading.get_ident()
 
     def _help(self, fd: int) -> None:
         self._read_events(fd)

@@ -78,6 +78,7 @@ class UnixTransport:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failure: str | None = None
         self._runner = HidRunner(handler, self._send, logger=logger)
 
     def __repr__(self) -> str:
@@ -90,6 +91,11 @@ class UnixTransport:
     @property
     def runner(self) -> HidRunner:
         return self._runner
+
+    @property
+    def failure(self) -> str | None:
+        """Why the socket is no longer served although nobody stopped it, else None."""
+        return self._failure
 
     @staticmethod
     def _bind(path: Path) -> socket.socket:
@@ -208,8 +214,11 @@ class UnixTransport:
                 by_socket = {conn: client for client, conn in self._connections.items()}
             try:
                 ready, _, _ = select.select([self._listener, self._wake_r, *by_socket], [], [])
-            except (OSError, ValueError):
-                return  # closed under us
+            except (OSError, ValueError) as exc:
+                if not self._stopping.is_set():  # else: closed under us by stop()
+                    self._failure = f"waiting for {self._path} failed: {exc}"
+                    self._log.error("unix: %s", self._failure)
+                return
             if self._wake_r in ready or self._stopping.is_set():
                 return
             for sock in ready:

@@ -178,6 +178,10 @@ class Key:
     def start(self) -> None:
         self.transport.start()
 
+    def failure(self) -> str | None:
+        """Why the started key stopped being served by itself (see ``Transport.failure``)."""
+        return self.transport.failure
+
     def stop(self) -> None:
         self.transport.stop()
 

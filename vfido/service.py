@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from vfido.trace import TraceRecorder
 
 __all__ = [
+    "KeyStoppedServing",
     "Transport",
     "TransportOptions",
     "control_name",
@@ -40,6 +41,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class KeyStoppedServing(Exception):
+    """The key's transport stopped serving by itself (its I/O failed): ``vfido run`` exits
+    with an error, so a service manager restarts it (``Restart=on-failure``), rather than
+    leaving a device or socket that nobody answers."""
 
 
 def control_name(options: TransportOptions, store: KeyStore) -> str:
@@ -63,7 +70,8 @@ def run(
     seeded: SeededEnvironment | None = None,
     linter: Linter | None = None,
 ) -> None:
-    """Serve the key until SIGINT/SIGTERM (or ``stop`` is set). Closes the store.
+    """Serve the key until SIGINT/SIGTERM (or ``stop`` is set), or until its transport fails
+    (:class:`KeyStoppedServing`). Closes the store.
 
     ``notices``: lines for stderr once the key is served (a transport fallback, the risk a
     transport runs), so that a key that fails to start says only why it failed.
@@ -117,6 +125,7 @@ def run(
         stopping.append(signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in stopping}
     started = False
+    failure: str | None = None
     try:
         key.start()
         started = True
@@ -127,11 +136,15 @@ def run(
                 print(f"vfido: control socket {control.path}", file=sys.stderr, flush=True)
             print(key.announcement(), file=sys.stderr, flush=True)
             while not received and not stop.wait(0.2):
-                pass
+                failure = key.failure()
+                if failure is not None:
+                    break
             if received:
                 log.info("signal %d: stopping", received[0])
         finally:
             key.stop()
+        if failure is not None:
+            raise KeyStoppedServing(f"the key stopped serving: {failure}")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -713,3 +713,50 @@ def test_output_to_a_full_disk_is_one_line(buffered: bool) -> None:
     # Unbuffered, the command's own print fails, in the command's error handler.
     said = "cannot write the output: " if buffered else ""
     assert result.stderr.splitlines() == [f"vfido: error: {said}No space left on device"]
+
+
+def test_vfido_run_exits_with_one_line_when_its_transport_stops_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A transport whose I/O failed left `vfido run` running and serving nothing (a UHID
+    review: the hidraw node stayed, nobody answered it, and the service's Restart=on-failure
+    never came). It now stops with one line and exit status 1. Here the process's UDP
+    reading thread fails (the same `failure` as a failed read of /dev/uhid)."""
+    import threading
+    import time
+
+    from vfido.cli import main
+    from vfido.transports import udp
+
+    port, peer = free_ports(2)
+    broke = threading.Event()
+
+    def break_the_reader() -> None:
+        deadline = time.monotonic() + 20
+        reader = udp._shared_reader()
+        while time.monotonic() < deadline and not reader._has_transports():
+            time.sleep(0.01)
+
+        def failing_select(timeout: float | None = None) -> list[object]:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(reader._selector, "select", failing_select)
+        reader._wake()
+        broke.set()
+
+    helper = threading.Thread(target=break_the_reader, daemon=True)
+    helper.start()
+    argv = ["run", "--transport", "udp", "--ephemeral", "--presence", "auto"]
+    argv += ["--udp-port", str(port), "--udp-peer-port", str(peer)]
+    argv += ["--control-socket", str(tmp_path / "k")]
+    assert main(argv) == 1
+    helper.join(5)
+    assert broke.is_set()
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        "vfido: error: the key stopped serving: waiting for its UDP sockets failed: "
+        "[Errno 5] Input/output error"
+    ), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "k").exists()  # stopped as cleanly as by a signal

@@ -22,6 +22,7 @@ from vfido.transports.udp import (
     POWER_CYCLE_DATAGRAM,
     UdpConnection,
     UdpTransport,
+    _shared_reader,
     free_ports,
     open_udp_device,
 )
@@ -431,3 +432,29 @@ def test_a_request_after_a_reinit_waits_for_the_old_one_off_the_reading_thread()
         finish.set()
         for key in keys:
             key.stop()
+
+
+def test_a_failed_wait_for_the_sockets_is_reported_as_the_transports_failure(
+    served: tuple[UdpTransport, EchoHandler, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process's reading thread ending on an error (no key of the process is read until
+    another is added) is every started key's ``failure``, which `vfido run` exits with; a key
+    added afterwards starts a reader again and clears it."""
+    transport, _, _ = served
+    assert transport.failure is None
+    reader = _shared_reader()
+    assert _until(lambda: _reading_threads() == 1)
+
+    def failing_select(timeout: float | None = None) -> list[object]:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(reader._selector, "select", failing_select)
+    reader._wake()  # the thread in select() comes round and calls it again
+    assert _until(lambda: _reading_threads() == 0)
+    assert transport.failure == "waiting for its UDP sockets failed: [Errno 9] Bad file descriptor"
+    monkeypatch.undo()
+    with _udp_key(EchoHandler()) as device:  # another key: a reader again, no failure
+        assert device.ping(b"x") == b"x"
+        assert transport.failure is None
+    transport.stop()
+    assert transport.failure is None

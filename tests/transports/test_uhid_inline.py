@@ -180,3 +180,42 @@ def test_stop_while_a_request_waits_for_the_user_cancels_it_first(fake_uhid: Fak
     assert not thread.is_alive()
     assert _io_threads("inline-3") == 0
     assert transport._wake_fds == ()
+
+
+def test_a_failed_read_of_dev_uhid_is_reported_as_the_transports_failure(
+    fake_uhid: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading /dev/uhid failing ended the reading thread with a log line and nothing else:
+    the hidraw node stayed, nobody answered it, and `vfido run` went on as if serving (a
+    review). The transport now says why (``failure``), which `vfido run` exits with."""
+    transport = uhid.UhidTransport(EchoHandler(), serial="inline-4", path="/fake/uhid")
+    transport.start()
+    fake_uhid.event()  # CREATE2
+    assert transport.failure is None
+    fd = transport._fd
+    real_read = os.read
+
+    def failing_read(descriptor: int, size: int) -> bytes:
+        if descriptor == fd:
+            raise OSError(5, "Input/output error")
+        return real_read(descriptor, size)
+
+    monkeypatch.setattr(uhid.os, "read", failing_read)
+    (init,) = request_reports(BROADCAST_CID, Command.INIT, b"12345678")
+    fake_uhid.write_report(init)
+    thread = transport._thread
+    assert thread is not None
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert transport.failure == "reading /fake/uhid failed: Input/output error"
+    transport.stop()
+    assert transport.failure == "reading /fake/uhid failed: Input/output error"
+
+
+def test_a_stopped_transport_reports_no_failure(fake_uhid: FakeKernel) -> None:
+    transport = uhid.UhidTransport(EchoHandler(), serial="inline-5", path="/fake/uhid")
+    transport.start()
+    fake_uhid.event()  # CREATE2
+    assert _channel(fake_uhid)
+    transport.stop()
+    assert transport.failure is None

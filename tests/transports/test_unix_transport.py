@@ -21,6 +21,7 @@ from tests.ctaphid_helpers import EchoHandler, decode_messages, request_reports
 from tests.other_user import OTHER_UID, as_other_user, require_root
 from tests.rp import RelyingParty, register, sign_in
 from vfido.api import VirtualKey
+from vfido.transports import unix
 from vfido.transports.ctaphid import BROADCAST_CID, DEFAULT_MAX_CHANNELS, Command, HidError
 from vfido.transports.unix import (
     UnixConnection,
@@ -286,3 +287,36 @@ def test_ctaphid_device_over_unix_is_a_python_fido2_device(tmp_path: Path) -> No
         device.close()
     finally:
         transport.stop()
+
+
+def test_a_failed_wait_for_the_sockets_is_reported_as_the_transports_failure(
+    served: tuple[UnixTransport, EchoHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serving thread ended silently when waiting for its sockets failed ("closed under
+    us", though nobody had stopped it): the socket file stayed and nobody answered it. Now
+    the transport says why (``failure``, which `vfido run` exits with); a stop says nothing."""
+    transport, _ = served
+    real_select = unix.select.select
+
+    def failing_select(*args: object) -> object:
+        if threading.current_thread().name == "vfido-unix":
+            raise OSError(9, "Bad file descriptor")
+        return real_select(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(unix.select, "select", failing_select)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as client:
+        client.connect(str(transport.path))  # wakes the thread: its next wait fails
+        thread = transport._thread
+        assert thread is not None
+        thread.join(10.0)
+    assert not thread.is_alive()
+    assert transport.failure is not None
+    assert transport.failure.startswith(f"waiting for {transport.path} failed: ")
+
+
+def test_a_stopped_unix_transport_reports_no_failure(
+    served: tuple[UnixTransport, EchoHandler],
+) -> None:
+    transport, _ = served
+    transport.stop()
+    assert transport.failure is None

@@ -151,7 +151,7 @@ def _serial(text: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vfido.control import socket_path
-    from vfido.service import TransportOptions, control_name, run
+    from vfido.service import KeyStoppedServing, TransportOptions, control_name, run
     from vfido.testing import faults
     from vfido.transport_choice import TransportChoiceError, choose_transport
     from vfido.transports.uhid import UhidUnavailableError, uhid_unavailable
@@ -246,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             # printed once the key is served: a key that fails to start says only why
             notices=[line for line in (choice.notice, choice.warning) if line],
         )
-    except (UhidUnavailableError, UnixTransportError) as exc:
+    except (UhidUnavailableError, UnixTransportError, KeyStoppedServing) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or choice.kind != "udp":

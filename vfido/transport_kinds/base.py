@@ -18,6 +18,12 @@ class Transport(Protocol):
 
     def stop(self) -> None: ...
 
+    @property
+    def failure(self) -> str | None:
+        """Why the started transport stopped serving by itself (its I/O failed), else
+        None: ``vfido run`` then stops with that reason and a non-zero exit."""
+        ...
+
 
 @dataclass(frozen=True)
 class TransportOptions:

@@ -38,6 +38,10 @@ class InProcessTransport:
     def power_cycle(self) -> None:
         self.key.power_cycle()
 
+    @property
+    def failure(self) -> str | None:
+        return None  # no I/O of its own to fail
+
     def start(self) -> None:
         pass  # connections open on demand
 
