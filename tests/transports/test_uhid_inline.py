@@ -219,3 +219,33 @@ def test_a_stopped_transport_reports_no_failure(fake_uhid: FakeKernel) -> None:
     assert _channel(fake_uhid)
     transport.stop()
     assert transport.failure is None
+
+
+def test_no_thread_for_a_helper_reader_leaves_the_reading_where_it_was(
+    fake_uhid: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler about to wait hands the reading to a new thread; when none can be started
+    (the process is out of threads), the reading thread gave it up all the same and, having
+    answered, ended: nobody read the device again. Now it keeps reading once it answered."""
+    handler = WaitForCancelHandler(limit=0.2)  # answers by itself: no CANCEL can be read
+    transport = uhid.UhidTransport(handler, serial="inline-6", path="/fake/uhid")
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "uhid-inline-6-reader":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    transport.start()
+    try:
+        fake_uhid.event()  # CREATE2
+        channel = _channel(fake_uhid)
+        (cbor,) = request_reports(channel, Command.CBOR, b"\x02")
+        fake_uhid.write_report(cbor)
+        assert handler.started.wait(WAIT)
+        fake_uhid.response(channel)  # answered after its wait
+        assert _channel(fake_uhid)  # and the device is still read
+        assert _io_threads("inline-6") == 1
+    finally:
+        transport.stop()
