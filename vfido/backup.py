@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cbor2
 from cryptography.exceptions import InvalidTag
@@ -296,31 +296,72 @@ def check_new_file(path: Path) -> None:
 def _write_new_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file ``path`` (0600), durably. Refuses to replace a file.
 
-    The data goes to a temporary file of a name no other file has (mkstemp: O_EXCL, 0600)
-    beside ``path``, then is linked to ``path``: no file but that temporary one is ever
-    removed, ``FILE.tmp`` of the user's included."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    The data goes to a file with no name yet in ``path``'s directory (``O_TMPFILE``), which is
+    then linked to ``path`` (a link fails where a file is: nothing is ever replaced), so an
+    export killed on the way leaves nothing behind. Where the file system has no unnamed
+    files, a temporary file of a name no other file has (mkstemp: O_EXCL, 0600) takes its
+    place; a kill then leaves that ``.NAME.*.tmp`` file, and no other file is ever removed
+    (``FILE.tmp`` of the user's included)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists() or path.is_symlink():
-            raise BackupError(f"{path} exists: refusing to overwrite it")
-        try:
-            os.link(tmp, path)  # fails if path appeared meanwhile: never replaces a file
-        except FileExistsError:
-            raise BackupError(f"{path} exists: refusing to overwrite it") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        fd = _unnamed_file(path.parent)
+        if fd is not None:
+            with os.fdopen(fd, "wb") as f:
+                _write_durably(f, data)
+                _link_new(f"/proc/self/fd/{f.fileno()}", path, follow=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    _write_durably(f, data)
+                _link_new(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    except OSError as exc:
+        raise BackupError(f"cannot write {path}: {exc.strerror or exc}") from None
     with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_path(path.parent, directory=True)
+
+
+def _write_durably(f: BinaryIO, data: bytes) -> None:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _unnamed_file(directory: Path) -> int | None:
+    """A new file with no name in ``directory`` (0600, open for writing), or None where the
+    kernel or file system has none (or ``/proc``, through which it gets its name)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(directory, flag | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def _link_new(source: str | Path, path: Path, *, follow: bool = False) -> None:
+    """``path`` becomes ``source``'s file (with ``follow``, the file ``source``, a symlink of
+    ``/proc``, stands for); :class:`BackupError` if something is there."""
+    if path.exists() or path.is_symlink():
+        raise BackupError(f"{path} exists: refusing to overwrite it")
+    try:
+        if follow:
+            # linkat(AT_SYMLINK_FOLLOW), which os.link calls only given a directory fd (its
+            # plain link() would link the /proc symlink itself: EXDEV).
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link(source, path.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+            finally:
+                os.close(dir_fd)
+        else:
+            os.link(source, path)  # fails if path appeared meanwhile: never replaces a file
+    except FileExistsError:
+        raise BackupError(f"{path} exists: refusing to overwrite it") from None
 
 
 def check_exportable(store: SqliteKeyStore, force: bool) -> bool:

@@ -179,6 +179,75 @@ def test_export_leaves_every_other_file_alone(tmp_path: Path) -> None:
     assert stat.S_IMODE((out / "key.bundle").stat().st_mode) == 0o600
 
 
+def _export_killed_before_the_link(tmp_path: Path, out: Path, *, unnamed: bool) -> None:
+    """Export into ``out`` in another process, killed (no cleanup runs) once the bundle's
+    data is written and synced, before it has its name."""
+    import subprocess
+    import sys
+    import textwrap
+
+    new_store(tmp_path / "a", eligible=True).close()
+    killed = textwrap.dedent(
+        f"""
+        import os
+        from pathlib import Path
+        from vfido import backup
+        from vfido.keystore import kdf
+        from vfido.keystore.sqlite_store import SqliteKeyStore
+
+        def dying_link(source, path, **kwargs):
+            os._exit(9)
+        backup._link_new = dying_link
+        if not {unnamed!r}:
+            backup._unnamed_file = lambda directory: None
+        store = SqliteKeyStore.open(Path({str(tmp_path / "a")!r}), {PASSPHRASE!r})
+        backup.export_keystore(store, Path({str(out / "key.bundle")!r}), "bundle passphrase",
+                               kdf_params=kdf.insecure_test_params())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", killed], check=False)
+    assert result.returncode == 9
+
+
+def test_an_export_killed_before_its_bundle_has_a_name_leaves_nothing(tmp_path: Path) -> None:
+    """A killed export left a hidden `.key.bundle.*.tmp` beside the target, with the whole
+    sealed keystore in it, which nothing ever removed (a backup review). The bundle is now
+    written to a file without a name (O_TMPFILE) until it is complete: killed, nothing stays."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _export_killed_before_the_link(tmp_path, out, unnamed=True)
+    assert list(out.iterdir()) == []
+
+
+def test_without_unnamed_files_a_killed_export_leaves_only_its_own_temporary_file(
+    tmp_path: Path,
+) -> None:
+    """On a file system without O_TMPFILE the bundle goes through a temporary file of a new
+    name: a kill leaves that one file (and the next export does not reuse it)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    _export_killed_before_the_link(tmp_path, out, unnamed=False)
+    (left,) = out.iterdir()
+    assert left.name.startswith(".key.bundle.") and left.name.endswith(".tmp")
+    assert stat.S_IMODE(left.stat().st_mode) == 0o600
+
+
+def test_export_works_without_unnamed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vfido import backup
+
+    monkeypatch.setattr(backup, "_unnamed_file", lambda directory: None)
+    source = new_store(tmp_path / "a", eligible=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    export_keystore(source, out / "key.bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    assert [p.name for p in out.iterdir()] == ["key.bundle"]
+    assert stat.S_IMODE((out / "key.bundle").stat().st_mode) == 0o600
+    bundle = open_bundle((out / "key.bundle").read_bytes(), BUNDLE_PASSPHRASE)
+    assert bundle.backup_eligible
+
+
 def test_without_the_opt_in_export_refuses_unless_forced_and_flags_stay_zero(
     tmp_path: Path,
 ) -> None:
