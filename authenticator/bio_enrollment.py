@@ -280,7 +280,11 @@ class BioEnrollment:
         """Power cycle or reset: the enrollment in progress ends."""
         self._enrollment = None
 
-    def process(self, m: Mapping[Any, Any], context: RequestContext) -> dict[int, Any]:
+    def process(
+        self, m: Mapping[Any, Any], context: RequestContext, preview: bool = False
+    ) -> dict[int, Any]:
+        """``preview``: the request came as userVerificationMgmtPreview (0x40), which a
+        2.1-PRE key's getPinToken token also authorizes (not bioEnrollment, 0x09)."""
         request = BioEnrollmentRequest.from_cbor_map(m)
         # 6.7.2 step 1: getModality.
         if request.get_modality:
@@ -304,7 +308,7 @@ class BioEnrollment:
             self._enrollment = None
             return {}
         assert sub in _AUTHENTICATED
-        self._authorize(request)
+        self._authorize(request, preview)
         if sub == SubCommand.ENROLL_BEGIN:
             return self._enroll_begin(request, context)
         if sub == SubCommand.ENROLL_CAPTURE_NEXT_SAMPLE:
@@ -319,12 +323,14 @@ class BioEnrollment:
         return self._remove(request)
 
     # --- steps ---------------------------------------------------------------------
-    def _authorize(self, request: BioEnrollmentRequest) -> None:
+    def _authorize(self, request: BioEnrollmentRequest, preview: bool) -> None:
         """pinUvAuthParam over modality || subCommand || subCommandParams, be permission."""
         param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
         assert request.modality is not None and request.sub_command is not None
         message = bytes([request.modality, request.sub_command]) + request.params_bytes
-        self._pin.verify_token(request.protocol, message, param, Permission.BIO_ENROLLMENT)
+        self._pin.verify_token(
+            request.protocol, message, param, Permission.BIO_ENROLLMENT, preview=preview
+        )
 
     @staticmethod
     def _check_timeout(request: BioEnrollmentRequest) -> None:

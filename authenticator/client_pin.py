@@ -172,9 +172,12 @@ class ClientPin:
         #: CTAP 2.2's pinComplexityPolicy is this key's to know (not a 2.1 model's, whose
         #: getInfo has no such member): neither turned on nor enforced where it is not.
         self.pin_complexity_policy_known = pin_complexity_policy_known
-        #: What getPinToken grants: mc and ga (CTAP 2.1 section 6.5.5.7.1); the
-        #: Authenticator adds cm for CTAP 2.1-PRE credentialMgmtPreview clients.
+        #: What getPinToken grants: mc and ga (CTAP 2.1 section 6.5.5.7.1) ...
         self.legacy_permissions = Permission.MAKE_CREDENTIAL | Permission.GET_ASSERTION
+        #: ... and on the preview commands only, what a 2.1-PRE key's Authenticator adds
+        #: (cm, be: its platforms authorize credentialMgmtPreview and
+        #: userVerificationMgmtPreview with that token, a review: not the 2.1 commands).
+        self.legacy_preview_permissions = Permission.NONE
         self.protocols: dict[int, PinProtocol] = new_protocols()
         self.token = PinUvAuthToken(clock)
         self.consecutive_failures = 0
@@ -290,8 +293,11 @@ class ClientPin:
         pin_uv_auth_param: bytes,
         permission: Permission,
         rp_id: str | None = None,
+        *,
+        preview: bool = False,
     ) -> None:
-        """Check a pinUvAuthParam made with the current token, and its permission.
+        """Check a pinUvAuthParam made with the current token, and its permission
+        (``preview``: for a CTAP 2.1-PRE preview command, see ``preview_permissions``).
 
         PIN_AUTH_INVALID for a bad MAC, an unusable token, a missing permission or
         another permissions RP ID: CTAP 2.1 answers all of these with
@@ -306,7 +312,7 @@ class ClientPin:
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "no token in use")
         if not protocol.verify(self.token.value, message, pin_uv_auth_param):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID)
-        if not self.token.permissions & permission:
+        if not self.token.grants(permission, preview=preview):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "permission not granted")
         if rp_id is not None:
             if self.token.rp_id is not None and not hmac.compare_digest(
@@ -499,12 +505,13 @@ class ClientPin:
         permissions: Permission,
         rp_id: str | None,
         user_present: bool = False,
+        preview_permissions: Permission = Permission.NONE,
     ) -> dict[int, Any]:
         if permissions == _PCMR:
             # CTAP 2.2: the persistentPinUvAuthToken; the pinUvAuthToken in use stays.
             return {0x02: protocol.encrypt(secret, persistent_token(self._store))}
         self.token.reset()  # one token serves both protocols
-        self.token.begin_using(user_present, permissions, rp_id)
+        self.token.begin_using(user_present, permissions, rp_id, preview_permissions)
         return {0x02: protocol.encrypt(secret, self.token.value)}
 
     def _get_token_with_pin(self, request: ClientPinRequest, legacy: bool) -> dict[int, Any]:
@@ -537,7 +544,10 @@ class ClientPin:
         if self.force_pin_change:
             status = CtapStatus.PIN_INVALID if legacy else CtapStatus.PIN_POLICY_VIOLATION
             raise CtapError(status, "PIN change required")
-        return self._issue_token(protocol, secret, permissions, request.rp_id)
+        preview = self.legacy_preview_permissions if legacy else Permission.NONE
+        return self._issue_token(
+            protocol, secret, permissions, request.rp_id, preview_permissions=preview
+        )
 
     def _run_uv(
         self,

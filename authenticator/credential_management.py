@@ -18,7 +18,8 @@ getAssertion asking for it answers; the FIDO conformance tools expect false).
 
 CTAP 2.1-PRE credentialMgmtPreview (command 0x41, ``Config.ctap21_pre``) is the
 same command without updateUserInformation, authenticated as 2.1-PRE platforms do
-it: with the token of getPinToken (which such a key grants ``cm`` too).
+it: with the token of getPinToken, which such a key accepts there, and only there
+(``PinUvAuthToken.preview_permissions``: on 0x0A that token has no ``cm``).
 """
 
 from __future__ import annotations
@@ -164,7 +165,11 @@ class CredentialManagement:
         self, m: Mapping[Any, Any], context: RequestContext, preview: bool = False
     ) -> dict[int, Any]:
         """``preview``: the request came as credentialMgmtPreview (0x41)."""
-        request = CredentialManagementRequest.from_cbor_map(m)
+        try:
+            request = CredentialManagementRequest.from_cbor_map(m)
+        except CtapError:
+            self.reset_pending()  # a malformed request is another command too (a review)
+            raise
         sub = request.sub_command
         if preview and sub == SubCommand.UPDATE_USER_INFORMATION:
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "not in credentialMgmtPreview")
@@ -181,20 +186,20 @@ class CredentialManagement:
         require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
         message = bytes([sub]) + request.params_bytes
         if sub == SubCommand.GET_CREDS_METADATA:
-            self._authorize(request, message, None)
+            self._authorize(request, message, None, preview)
             return self._metadata()
         if sub == SubCommand.ENUMERATE_RPS_BEGIN:
-            token = self._authorize(request, message, None)
+            token = self._authorize(request, message, None, preview)
             return self._rps_begin(context, token)
         if sub == SubCommand.ENUMERATE_CREDENTIALS_BEGIN:
             rp_id_hash = request.param(_P_RP_ID_HASH, bytes)
             records = self._store.find_credentials(rp_id_hash)
-            token = self._authorize(request, message, rp_id_hash)
+            token = self._authorize(request, message, rp_id_hash, preview)
             return self._credentials_begin(records, context, token)
         if sub == SubCommand.DELETE_CREDENTIAL:
             cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
             record = self._store.get_credential(cred_id)
-            self._authorize(request, message, record.rp_id_hash if record else b"")
+            self._authorize(request, message, record.rp_id_hash if record else b"", preview)
             if record is None or not self._store.delete_credential(cred_id):
                 raise CtapError(CtapStatus.NO_CREDENTIALS)
             note_credential_change(self._store)  # CTAP 2.2 credStoreState
@@ -203,7 +208,7 @@ class CredentialManagement:
         cred_id = _credential_id(request.param(_P_CREDENTIAL_ID, dict))
         user = request.param(_P_USER, dict)
         record = self._store.get_credential(cred_id)
-        self._authorize(request, message, record.rp_id_hash if record else b"")
+        self._authorize(request, message, record.rp_id_hash if record else b"", preview)
         if record is None:
             raise CtapError(CtapStatus.NO_CREDENTIALS)
         user_id = user.get("id")
@@ -221,7 +226,11 @@ class CredentialManagement:
         return {}
 
     def _authorize(
-        self, request: CredentialManagementRequest, message: bytes, rp_id_hash: bytes | None
+        self,
+        request: CredentialManagementRequest,
+        message: bytes,
+        rp_id_hash: bytes | None,
+        preview: bool,
     ) -> _TokenCheck:
         """Verify the token (cm permission). ``rp_id_hash`` None means the subcommand
         spans all RPs, so a token bound to one RP may not be used (6.8.2, 6.8.3);
@@ -232,7 +241,10 @@ class CredentialManagement:
         A read-only subcommand authenticated with the persistent pinUvAuthToken
         (CTAP 2.2, pcmr) is allowed for every RP; any other use of it fails as an
         unknown token does. Returns whether the token that authorized the request still
-        does, for an enumeration's GetNext (which carries no pinUvAuthParam)."""
+        does, for an enumeration's GetNext (which carries no pinUvAuthParam).
+
+        ``preview`` (credentialMgmtPreview, 0x41): a 2.1-PRE key's getPinToken token also
+        authorizes it; on 0x0A such a token has no ``cm`` (6.5.5.7.1: mc and ga)."""
         assert request.pin_uv_auth_param is not None
         if request.sub_command in _READ_ONLY and self._pin.defines(
             Permission.PERSISTENT_CREDENTIAL_MANAGEMENT_READ_ONLY
@@ -246,6 +258,7 @@ class CredentialManagement:
             message,
             request.pin_uv_auth_param,
             Permission.CREDENTIAL_MANAGEMENT,
+            preview=preview,
         )
         generation = self._pin.token.generation
         bound = self._pin.token.rp_id
@@ -260,7 +273,9 @@ class CredentialManagement:
             )
         ):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
-        return lambda: self._pin.token.still_grants(generation, Permission.CREDENTIAL_MANAGEMENT)
+        return lambda: self._pin.token.still_grants(
+            generation, Permission.CREDENTIAL_MANAGEMENT, preview=preview
+        )
 
     def _metadata(self) -> dict[int, Any]:
         return {0x01: self._store.count_credentials(), 0x02: self._remaining()}
@@ -285,10 +300,13 @@ class CredentialManagement:
         answers NOT_ALLOWED). A request from another channel leaves the enumeration to its
         owner."""
         pending = self._pending
-        if pending is None or pending.next_command != sub:
-            raise CtapError(CtapStatus.NOT_ALLOWED, "no such enumeration in progress")
+        if pending is None:
+            raise CtapError(CtapStatus.NOT_ALLOWED, "no enumeration in progress")
         if pending.channel != context.channel:
             raise CtapError(CtapStatus.NOT_ALLOWED, "enumeration is on another channel")
+        if pending.next_command != sub:
+            self._pending = None  # the other GetNext is another subcommand: it ends it
+            raise CtapError(CtapStatus.NOT_ALLOWED, "no such enumeration in progress")
         if not pending.token_still_valid():
             self._pending = None
             raise CtapError(CtapStatus.NOT_ALLOWED, "the enumeration's token is gone")

@@ -177,9 +177,9 @@ class Authenticator:
         )
         if config.ctap21_pre:
             # 2.1-PRE platforms authorize the preview commands with getPinToken's token.
-            client_pin.legacy_permissions |= Permission.CREDENTIAL_MANAGEMENT
+            client_pin.legacy_preview_permissions |= Permission.CREDENTIAL_MANAGEMENT
             if config.fingerprint:
-                client_pin.legacy_permissions |= Permission.BIO_ENROLLMENT
+                client_pin.legacy_preview_permissions |= Permission.BIO_ENROLLMENT
         self._services = Services(
             store=store,
             presence=presence,

@@ -164,14 +164,29 @@ def _bio_enrollment(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, 
     return p.bio.process(_parameter_map(payload), ctx) or None
 
 
+def _bio_enrollment_preview(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:
+    return p.bio.process(_parameter_map(payload), ctx, preview=True) or None
+
+
 def _credential_management(p: Parts, payload: bytes, ctx: RequestContext) -> dict[int, Any] | None:
-    return p.credential_management.process(_parameter_map(payload), ctx) or None
+    return p.credential_management.process(_enumeration_map(p, payload), ctx) or None
 
 
 def _credential_management_preview(
     p: Parts, payload: bytes, ctx: RequestContext
 ) -> dict[int, Any] | None:
-    return p.credential_management.process(_parameter_map(payload), ctx, preview=True) or None
+    return p.credential_management.process(_enumeration_map(p, payload), ctx, preview=True) or None
+
+
+def _enumeration_map(p: Parts, payload: bytes) -> Mapping[Any, Any]:
+    """A credentialManagement request's parameters. One that cannot be read is a command
+    other than GetNext too: it ends an enumeration (:data:`SURVIVES` lets the command
+    through to ``CredentialManagement.process``, which ends it on any other subcommand)."""
+    try:
+        return _parameter_map(payload)
+    except CtapError:
+        p.credential_management.reset_pending()
+        raise
 
 
 def _selection(p: Parts, payload: bytes, ctx: RequestContext) -> None:
@@ -230,7 +245,7 @@ TABLE: Final[Mapping[Command, Row]] = {
     Command.SELECTION: Row(_selection),
     Command.LARGE_BLOBS: Row(_large_blobs),
     Command.CONFIG: Row(_config),
-    Command.BIO_ENROLLMENT_PREVIEW: Row(_bio_enrollment, _ctap21_pre_with_fingerprint),
+    Command.BIO_ENROLLMENT_PREVIEW: Row(_bio_enrollment_preview, _ctap21_pre_with_fingerprint),
     Command.CREDENTIAL_MANAGEMENT_PREVIEW: Row(_credential_management_preview, _ctap21_pre),
 }
 

@@ -44,6 +44,10 @@ class PinUvAuthToken:
     clock: Clock
     value: bytes = field(default_factory=lambda: entropy.random_bytes(32), repr=False)
     permissions: Permission = Permission.NONE
+    #: What the token grants on the CTAP 2.1-PRE preview commands (0x40, 0x41) only: a
+    #: getPinToken token of a 2.1-PRE key (its platforms authorize them with it), never
+    #: on the 2.1 commands (bioEnrollment, credentialManagement).
+    preview_permissions: Permission = Permission.NONE
     rp_id: str | None = None
     in_use: bool = False
     user_present: bool = False
@@ -60,19 +64,35 @@ class PinUvAuthToken:
         self.generation += 1
         self.stop_using()
 
-    def still_grants(self, generation: int, permission: Permission) -> bool:
+    def grants(self, permission: Permission, *, preview: bool = False) -> bool:
+        """Whether the token carries ``permission`` (on a preview command: ``preview``)."""
+        granted = self.permissions | (self.preview_permissions if preview else Permission.NONE)
+        return bool(granted & permission)
+
+    def still_grants(
+        self, generation: int, permission: Permission, *, preview: bool = False
+    ) -> bool:
         """Whether the token of ``generation`` is still the one in use, with ``permission``."""
         self.expire_if_due()
-        return self.in_use and self.generation == generation and bool(self.permissions & permission)
+        return (
+            self.in_use
+            and self.generation == generation
+            and self.grants(permission, preview=preview)
+        )
 
     def begin_using(
-        self, user_is_present: bool, permissions: Permission, rp_id: str | None
+        self,
+        user_is_present: bool,
+        permissions: Permission,
+        rp_id: str | None,
+        preview_permissions: Permission = Permission.NONE,
     ) -> None:
         """beginUsingPinUvAuthToken(userIsPresent) plus the permissions of the request."""
         self.in_use = True
         self.user_present = user_is_present
         self.user_verified = True
         self.permissions = permissions
+        self.preview_permissions = preview_permissions
         self.rp_id = rp_id
         self._started = self.clock.monotonic()
         self._used = False
@@ -82,6 +102,7 @@ class PinUvAuthToken:
         self.user_present = False
         self.user_verified = False
         self.permissions = Permission.NONE
+        self.preview_permissions = Permission.NONE
         self.rp_id = None
         self._used = False
 
@@ -114,6 +135,7 @@ class PinUvAuthToken:
 
     def clear_permissions_except_lbw(self) -> None:
         self.permissions &= Permission.LARGE_BLOB_WRITE
+        self.preview_permissions = Permission.NONE
 
 
 def require_pin_uv_auth_param(param: bytes | None, protocol: int | None) -> bytes:

@@ -275,3 +275,16 @@ def test_user_verification_mgmt_preview() -> None:
     # Without ctap21_pre there is no 0x40.
     with pytest.raises(CtapError, match="INVALID_COMMAND"):
         fingerprint_key().ctap2().send_cbor(0x40, {6: True})
+
+
+def test_a_2_1_pre_keys_get_pin_token_token_does_not_authorize_bio_enrollment() -> None:
+    """The getPinToken token of a 2.1-PRE key with a fingerprint sensor authorizes
+    userVerificationMgmtPreview (0x40), not authenticatorBioEnrollment (0x09): CTAP 2.1
+    6.5.5.7.1 grants it mc and ga, and 6.7 wants the be permission (it had be everywhere)."""
+    from fido2.ctap2.pin import PinProtocolV1
+
+    key = make_key(Config(fingerprint=True, ctap21_pre=True), AutoPresence())
+    ClientPin(key.ctap2()).set_pin(PIN)
+    legacy = ClientPin(key.ctap2(), PinProtocolV1()).get_pin_token(PIN)
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        FPBioEnrollment(key.ctap2(), PinProtocolV1(), legacy).enumerate_enrollments()

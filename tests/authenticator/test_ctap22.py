@@ -487,6 +487,56 @@ def test_credential_management_preview() -> None:
     assert cm.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 0
 
 
+def test_a_2_1_pre_keys_get_pin_token_token_authorizes_the_preview_command_only() -> None:
+    """CTAP 2.1 section 6.5.5.7.1 (getPinToken): the token gets "the mc and ga permissions";
+    each subcommand of authenticatorCredentialManagement (6.8.2-6.8.6): "If the
+    pinUvAuthToken does not have the cm permission, return CTAP2_ERR_PIN_AUTH_INVALID."
+    A 2.1-PRE key also lets getPinToken's token authorize credentialMgmtPreview (0x41), as
+    its platforms do; it granted cm on 0x0A too, so that token could delete and rename
+    credentials through the 2.1 command (an outside review; the FIDO tools' P-31 case)."""
+    key = key_with_pin(Config(ctap21_pre=True))
+    cred_id = resident(key)
+    ctap2 = key.ctap2()
+    legacy = ClientPin(ctap2, PinProtocolV1()).get_pin_token(PIN)
+    full = CredentialManagement(ctap2, PinProtocolV1(), legacy)  # 2.1: command 0x0A
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        full.get_metadata()
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        full.delete_cred(descriptor(cred_id))
+    with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
+        full.update_user_info(descriptor(cred_id), {"id": b"user-1", "name": "renamed"})
+    preview = CredentialManagement(preview_only(key.ctap2()), PinProtocolV1(), legacy)
+    assert preview.get_metadata()[CredentialManagement.RESULT.EXISTING_CRED_COUNT] == 1
+    # A token asked for with cm serves both.
+    token = ClientPin(key.ctap2()).get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    assert CredentialManagement(key.ctap2(), PinProtocolV2(), token).get_metadata()
+
+
+def test_any_request_but_the_enumerations_getnext_ends_it() -> None:
+    """The module's rule, "any command other than the GetNext ones ends an enumeration", had
+    three holes (an outside review): the other enumeration's GetNext, and a 0x0A request
+    without a subCommand or with one of the wrong type, answered their error and left the
+    enumeration going."""
+    key = key_with_pin()
+    for n in range(3):
+        resident(key, rp_id=f"rp{n}.example")
+    ctap2 = key.ctap2()
+    token = ClientPin(ctap2).get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    cm = CredentialManagement(ctap2, PinProtocolV2(), token)
+    get_next_rp = {1: CredentialManagement.CMD.ENUMERATE_RPS_NEXT}
+    for interloper, error in [
+        ({1: CredentialManagement.CMD.ENUMERATE_CREDS_NEXT}, "NOT_ALLOWED"),
+        ({2: {}}, "MISSING_PARAMETER"),
+        ({1: "x"}, "CBOR_UNEXPECTED_TYPE"),
+    ]:
+        cm._call(CredentialManagement.CMD.ENUMERATE_RPS_BEGIN)
+        assert ctap2.send_cbor(0x0A, get_next_rp)  # going
+        with pytest.raises(CtapError, match=error):
+            ctap2.send_cbor(0x0A, interloper)
+        with pytest.raises(CtapError, match="NOT_ALLOWED"):
+            ctap2.send_cbor(0x0A, get_next_rp)
+
+
 def test_preview_is_off_by_default() -> None:
     key = key_with_pin()
     with pytest.raises(CtapError, match="INVALID_COMMAND"):
