@@ -3,6 +3,7 @@ files, owned by the user), created safely, made durable with fsync."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -97,3 +98,17 @@ def fsync_path(path: Path, *, directory: bool) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def link_into_place(source: Path, target: Path) -> None:
+    """``target`` becomes ``source``'s file, never replacing a file there (FileExistsError):
+    a hard link (``source`` stays), or on a file system without them a rename after checking
+    that ``target`` is free (a rename would replace a file that appeared meanwhile)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.rename(source, target)

@@ -80,6 +80,7 @@ from vfido.keystore.files import (
     check_private,
     fsync_path,
     keystore_files,
+    link_into_place,
     prepare_new_directory,
 )
 from vfido.keystore.identity import (
@@ -348,7 +349,15 @@ class SqliteKeyStore:
             finally:
                 conn.close()
             fsync_path(tmp, directory=False)
-            os.rename(tmp, directory / DB_NAME)
+            # Never a rename over vfido.db: one that appeared meanwhile (a `vfido backup
+            # import` into the same directory, which does not take this lock) is kept.
+            try:
+                link_into_place(tmp, directory / DB_NAME)
+            except FileExistsError:
+                raise KeystoreError(
+                    f"a keystore appeared in {directory} meanwhile: refusing to replace it"
+                ) from None
+            tmp.unlink(missing_ok=True)
             fsync_path(directory, directory=True)
         except OSError as exc:
             tmp.unlink(missing_ok=True)

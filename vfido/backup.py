@@ -61,6 +61,7 @@ from vfido.keystore.files import (
     LOCK_NAME,
     fsync_path,
     keystore_files,
+    link_into_place,
     prepare_new_directory,
 )
 from vfido.keystore.identity import identity_from_bytes, identity_to_bytes, new_identity
@@ -475,7 +476,13 @@ def import_bundle(
             _fill(store, bundle)
         if (staging / (DB_NAME + "-wal")).exists():  # a clean close folds the log in
             raise BackupError("the restored keystore was not closed cleanly")
-        _link_into_place(staging / DB_NAME, directory / DB_NAME)
+        try:
+            link_into_place(staging / DB_NAME, directory / DB_NAME)
+        except FileExistsError:
+            raise BackupError(
+                f"a keystore appeared in {directory} meanwhile (another import, or `vfido "
+                "init`): refusing to replace it"
+            ) from None
         linked = True
         _remove_keystore(staging)
         fsync_path(directory, directory=True)
@@ -514,19 +521,6 @@ def _is_leftover(path: Path) -> bool:
         return all(p.name in _STAGED_FILES for p in path.iterdir())
     except OSError:
         return False
-
-
-def _link_into_place(source: Path, target: Path) -> None:
-    """``target`` becomes ``source``'s file, never replacing one there (a hard link; on a
-    file system without them, a rename after checking ``target`` is free)."""
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        if target.exists() or target.is_symlink():
-            raise BackupError(f"{target} appeared meanwhile: refusing to overwrite it") from None
-        os.rename(source, target)
 
 
 def _fill(store: SqliteKeyStore, bundle: Bundle) -> None:

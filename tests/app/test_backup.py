@@ -517,6 +517,31 @@ def test_an_import_killed_midway_leaves_no_keystore(tmp_path: Path) -> None:
     ]  # the next import removed what the killed one left
 
 
+def test_an_import_never_replaces_a_keystore_that_appears_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keystore made in the target while the import builds its own (`vfido init`, another
+    import) is kept; the import says so in one line and leaves nothing of its own."""
+    from vfido import backup
+
+    with new_store(tmp_path / "a", eligible=True) as source:
+        export_keystore(source, tmp_path / "bundle", BUNDLE_PASSPHRASE, kdf_params=cheap())
+    bundle = open_bundle((tmp_path / "bundle").read_bytes(), BUNDLE_PASSPHRASE)
+    target = tmp_path / "b"
+    real_fill = backup._fill
+
+    def fill_while_init_finishes(store: SqliteKeyStore, bundle: backup.Bundle) -> None:
+        real_fill(store, bundle)
+        new_store(target, eligible=False).close()
+
+    monkeypatch.setattr(backup, "_fill", fill_while_init_finishes)
+    with pytest.raises(BackupError, match=r"a keystore appeared in .* meanwhile"):
+        import_bundle(bundle, target, PASSPHRASE, kdf_params=cheap())
+    assert sorted(p.name for p in target.iterdir()) == ["vfido.db", "vfido.lock"]
+    with SqliteKeyStore.open(target, PASSPHRASE) as kept:
+        assert not backup.keystore_backup_eligible(kept)  # init's, not the bundle's
+
+
 def test_import_into_a_directory_made_for_it(tmp_path: Path) -> None:
     """A restore goes into an empty directory someone made for it (a service's state
     directory, a mount point, `--keystore .`): an import that built its keystore beside the

@@ -1031,3 +1031,43 @@ def test_a_read_only_keystore_file_is_refused_at_open(ks_dir: Path) -> None:
     with pytest.raises(KeystoreUnavailable, match=r"mode 400\): chmod 600 it"):
         SqliteKeyStore.open(ks_dir, PASS)
     assert not (ks_dir / (DB_NAME + "-wal")).exists()  # refused before SQLite made its files
+
+
+def test_create_never_replaces_a_keystore_that_appears_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`vfido init` renamed its new database over vfido.db: a `vfido backup import` into the
+    same directory that finished during init's key derivation (import builds aside, then
+    links its database in) was replaced by an empty keystore. Now it is kept."""
+    directory = tmp_path / "ks"
+    real_derive = kdf.derive_key
+
+    def derive_while_an_import_finishes(passphrase: str, params: kdf.KdfParams) -> bytes:
+        (directory / "vfido.db").write_bytes(b"the imported keystore")
+        return real_derive(passphrase, params)
+
+    monkeypatch.setattr(sqlite_store.kdf, "derive_key", derive_while_an_import_finishes)
+    with pytest.raises(KeystoreError, match=r"appeared in .* meanwhile: refusing to replace it"):
+        create(directory)
+    assert (directory / "vfido.db").read_bytes() == b"the imported keystore"
+    assert sorted(p.name for p in directory.iterdir()) == ["vfido.db", "vfido.lock"]
+
+
+def test_link_into_place_without_hard_links_renames_only_onto_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from vfido.keystore.files import link_into_place
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a").write_bytes(b"a")
+    link_into_place(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"a" and not (tmp_path / "a").exists()
+    (tmp_path / "c").write_bytes(b"c")
+    with pytest.raises(FileExistsError):
+        link_into_place(tmp_path / "c", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"a" and (tmp_path / "c").read_bytes() == b"c"
