@@ -297,6 +297,7 @@ class UhidTransport:
         self._started = threading.Event()  # UHID_START seen
         self._open_count = 0
         self._failure: str | None = None
+        self._dropping = False  # the last report's write failed (warned once per streak)
 
     def __repr__(self) -> str:
         return f"UhidTransport(serial={self._serial!r}, path={self._path!r})"
@@ -442,7 +443,18 @@ class UhidTransport:
             try:
                 os.write(fd, encode_input2(report))
             except OSError as exc:
-                log.warning("uhid: dropping a report to the host: %s", exc)
+                # Once per streak: a device the kernel failed to add fails every write (a
+                # review: one warning per report). The end of the streak is said too.
+                log.log(
+                    logging.DEBUG if self._dropping else logging.WARNING,
+                    "uhid: dropping reports to the host: %s",
+                    exc,
+                )
+                self._dropping = True
+            else:
+                if self._dropping:
+                    self._dropping = False
+                    log.warning("uhid: reports reach the host again")
 
     def _loop(self) -> None:
         fd = self._fd

@@ -249,3 +249,47 @@ def test_no_thread_for_a_helper_reader_leaves_the_reading_where_it_was(
         assert _io_threads("inline-6") == 1
     finally:
         transport.stop()
+
+
+def test_reports_that_cannot_be_written_are_warned_about_once_per_streak(
+    fake_uhid: FakeKernel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device the kernel failed to add refuses every report: that was one warning per
+    report, so a host retrying filled the log. Now one when the writes start failing and
+    one when they succeed again (the rest at DEBUG)."""
+    import logging
+
+    transport = uhid.UhidTransport(EchoHandler(), serial="inline-7", path="/fake/uhid")
+    transport.start()
+    try:
+        fake_uhid.event()  # CREATE2
+        channel = _channel(fake_uhid)
+        real_write = os.write
+        failing = [True]
+
+        def write(fd: int, data: bytes) -> int:
+            kind = struct.unpack_from("<I", data)[0] if len(data) >= 4 else None
+            if failing[0] and fd == transport._fd and kind == uhid.UhidEventType.INPUT2:
+                raise OSError(22, "Invalid argument")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(uhid.os, "write", write)
+        caplog.set_level(logging.DEBUG, logger=uhid.__name__)
+        for _ in range(5):
+            (ping,) = request_reports(channel, Command.PING, b"x")
+            fake_uhid.write_report(ping)
+        (ping,) = request_reports(channel, Command.PING, b"last")
+        for _ in range(int(WAIT / 0.02)):  # until the five answers were dropped
+            if sum("dropping" in r.getMessage() for r in caplog.records) >= 5:
+                break
+            threading.Event().wait(0.02)
+        failing[0] = False
+        fake_uhid.write_report(ping)
+        assert fake_uhid.response(channel)[1:] == b"last"
+    finally:
+        transport.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "uhid: dropping reports to the host: [Errno 22] Invalid argument",
+        "uhid: reports reach the host again",
+    ]
