@@ -105,12 +105,16 @@ def _enterprise_attestation(services: Services, request: MakeCredentialRequest) 
     # 9.2: only values 1 and 2 exist.
     if value not in (EP_VENDOR_FACILITATED, EP_PLATFORM_MANAGED):
         raise CtapError(CtapStatus.INVALID_OPTION, "enterpriseAttestation value")
-    if value == EP_VENDOR_FACILITATED:
-        # Vendor-facilitated: only for the RP IDs configured in the key;
-        # for any other RP a regular attestation is returned.
-        return request.rp.id in config.enterprise_rp_ids
-    # Platform-managed: the platform vouches for the RP (if this key does it).
-    return config.enterprise_attestation >= EP_PLATFORM_MANAGED
+    # Platform-managed (2): the platform vouches for the RP, on a key that does it. 9.3:
+    # "An authenticator that only supports vendor-facilitated enterprise attestation is
+    # obliged to treat enterpriseAttestation parameter values 1 and 2 equivalently,
+    # otherwise it will yield unexpected results if used with an enterprise-managed
+    # platform (which will be setting enterpriseAttestation to 2)." (an outside review)
+    if value == EP_PLATFORM_MANAGED and config.enterprise_attestation >= EP_PLATFORM_MANAGED:
+        return True
+    # Vendor-facilitated (1, or 2 on a vendor-only key): only for the RP IDs configured
+    # in the key; for any other RP a regular attestation is returned.
+    return request.rp.id in config.enterprise_rp_ids
 
 
 def make_credential(

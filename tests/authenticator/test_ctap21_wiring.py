@@ -103,8 +103,15 @@ def test_enterprise_attestation_mode_1_only_for_listed_rps() -> None:
         att = make(ctap, "corp.test", enterprise_attestation=1)
         assert att.ep_att is True
         _assert_batch_attestation(att)  # even though the key is set to "none"
-        for rp_id, mode in (("other.test", 1), ("corp.test", 2)):
-            plain = make(ctap, rp_id, enterprise_attestation=mode)
+        # CTAP 2.1 section 6.1.2 step 9 (note): "An authenticator that only supports
+        # vendor-facilitated enterprise attestation is obliged to treat enterpriseAttestation
+        # parameter values 1 and 2 equivalently" (an enterprise-managed platform sends 2; an
+        # outside review found 2 answered with a plain attestation for a listed RP).
+        managed = make(ctap, "corp.test", enterprise_attestation=2)
+        assert managed.ep_att is True
+        _assert_batch_attestation(managed)
+        for mode in (1, 2):
+            plain = make(ctap, "other.test", enterprise_attestation=mode)
             assert plain.ep_att is None and plain.fmt == "none"
         with pytest.raises(CtapError) as info:
             make(ctap, "corp.test", enterprise_attestation=3)
