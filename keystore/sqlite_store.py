@@ -288,6 +288,16 @@ class SqliteKeyStore:
             db = directory / DB_NAME
             if db.exists():
                 raise KeystoreError(f"a keystore already exists in {directory}")
+            for log_file in (db.with_name(DB_NAME + "-wal"), db.with_name(DB_NAME + "-journal")):
+                if log_file.exists() or log_file.is_symlink():
+                    # SQLite would replay another database's log into the new one (and then
+                    # delete it): the keystore would not open, and the log's changes, which
+                    # may be the newest of a keystore moved away, would be gone (a review).
+                    raise KeystoreError(
+                        f"{log_file} is left from another keystore (its newest changes may be "
+                        f"in it): move it back beside its {DB_NAME}, or aside, before `vfido "
+                        "init` here"
+                    )
             master_key = new_master_key()
             keys = RecordKeys.derive(master_key)
             kek = kdf.derive_key(passphrase, params)

@@ -1071,3 +1071,20 @@ def test_link_into_place_without_hard_links_renames_only_onto_nothing(
     with pytest.raises(FileExistsError):
         link_into_place(tmp_path / "c", tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == b"a" and (tmp_path / "c").read_bytes() == b"c"
+
+
+@pytest.mark.parametrize("leftover", ["vfido.db-wal", "vfido.db-journal"])
+def test_create_refuses_a_log_left_from_another_keystore(tmp_path: Path, leftover: str) -> None:
+    """A keystore's vfido.db moved away (its newest changes still in vfido.db-wal after a
+    kill), then `vfido init` in that directory: SQLite replayed the old log into the new
+    database, which then failed to open, and deleted the log, so the moved database lost
+    those changes (an outside review). Now nothing is made and the log stays."""
+    directory = tmp_path / "ks"
+    directory.mkdir(mode=0o700)
+    log = directory / leftover
+    log.write_bytes(b"the newest changes of another keystore")
+    log.chmod(0o600)
+    with pytest.raises(KeystoreError, match=f"{leftover} is left from another keystore"):
+        create(directory)
+    assert log.read_bytes() == b"the newest changes of another keystore"
+    assert not (directory / "vfido.db").exists()
