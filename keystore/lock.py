@@ -1,4 +1,4 @@
-"""Exclusive per-directory lock (``fcntl.flock`` on a lock file)."""
+"""Exclusive per-directory lock (``fcntl.flock`` on a lock file, and on the database)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class DirectoryLock:
                 f"cannot lock {path}: {os.strerror(exc.errno or 0)}"
             ) from None
         self._fd: int | None = fd
+        self._also: list[int] = []  # hold_too's descriptors
 
     @property
     def fd(self) -> int:
@@ -47,8 +48,42 @@ class DirectoryLock:
             raise ValueError("lock released")
         return self._fd
 
+    def hold_too(self, path: Path) -> None:
+        """Also hold ``flock(LOCK_EX)`` on ``path`` (the database) until :meth:`release`.
+
+        The lock file alone is one ``rm`` away from letting a second process in: a user who
+        takes ``vfido.lock`` for a stale lock file and removes it would have two keys sign
+        with the same counters (a review saw counters repeat). The database cannot be
+        removed without removing the keystore. ``flock`` does not meet SQLite's own POSIX
+        locks on that file; the descriptor must outlive the process's SQLite connections
+        to it (closing any descriptor of a file drops the process's POSIX locks on it), so
+        :meth:`release` comes after they are closed."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KeystoreUnavailable(
+                f"cannot open {path}: {os.strerror(exc.errno or 0)}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise KeystoreLocked(
+                f"keystore {path.parent} is in use by another process (whose lock file "
+                f"{self.path.name} was removed or replaced meanwhile)"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise KeystoreUnavailable(
+                f"cannot lock {path}: {os.strerror(exc.errno or 0)}"
+            ) from None
+        self._also.append(fd)
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
+        also, self._also = self._also, []
+        for held in also:
+            os.close(held)
         if fd is not None:
             # Closing the descriptor drops the flock.
             os.close(fd)

@@ -308,6 +308,7 @@ class SqliteKeyStore:
             if identity is None:
                 identity = new_identity(aaguid)
             cls._build_file(directory, keys, identity, params, wrapped)
+            lock.hold_too(db)
             conn = connect(db)
             try:
                 configure(conn, journal_mode="WAL")
@@ -392,6 +393,7 @@ class SqliteKeyStore:
             for path in keystore_files(directory):
                 check_private(path, directory=False)
             check_header(directory / DB_NAME)
+            lock.hold_too(directory / DB_NAME)
             conn = connect(directory / DB_NAME)
             try:
                 configure(conn, journal_mode="WAL")

@@ -1088,3 +1088,17 @@ def test_create_refuses_a_log_left_from_another_keystore(tmp_path: Path, leftove
         create(directory)
     assert log.read_bytes() == b"the newest changes of another keystore"
     assert not (directory / "vfido.db").exists()
+
+
+def test_a_removed_lock_file_does_not_let_a_second_opener_in(store: SqliteKeyStore) -> None:
+    """With vfido.lock removed (taken for a stale lock file), a second `vfido run` opened
+    the keystore beside the first, and the two handed out the same counters (a review saw
+    5 and 6 each returned twice). The database itself is locked too now."""
+    directory = store.directory
+    assert directory is not None
+    (directory / "vfido.lock").unlink()
+    with pytest.raises(KeystoreLocked, match="lock file vfido.lock was removed or replaced"):
+        SqliteKeyStore.open(directory, PASS)
+    store.close()
+    with SqliteKeyStore.open(directory, PASS) as again:  # free once the first one closed
+        assert again.count_credentials() == 0
