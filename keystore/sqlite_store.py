@@ -135,6 +135,7 @@ from vfido.keystore.store import (
     KeystoreUnavailable,
     WrongPassphrase,
 )
+from vfido.keystore.wal import check_wal
 
 __all__ = [  # the SQLite store, and what callers and tests use of its layout
     "APPLICATION_ID",
@@ -394,6 +395,7 @@ class SqliteKeyStore:
                 check_private(path, directory=False)
             check_header(directory / DB_NAME)
             lock.hold_too(directory / DB_NAME)
+            check_wal(directory / DB_NAME)  # before SQLite reads the log (and deletes it)
             conn = connect(directory / DB_NAME)
             try:
                 configure(conn, journal_mode="WAL")

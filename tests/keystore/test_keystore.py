@@ -1097,7 +1097,7 @@ def test_a_removed_lock_file_does_not_let_a_second_opener_in(store: SqliteKeySto
     directory = store.directory
     assert directory is not None
     (directory / "vfido.lock").unlink()
-    with pytest.raises(KeystoreLocked, match="lock file vfido.lock was removed or replaced"):
+    with pytest.raises(KeystoreLocked, match=r"lock file vfido\.lock was removed or replaced"):
         SqliteKeyStore.open(directory, PASS)
     store.close()
     with SqliteKeyStore.open(directory, PASS) as again:  # free once the first one closed
