@@ -29,16 +29,7 @@ class DirectoryLock:
             raise KeystoreUnavailable(
                 f"cannot open lock file {path}: {os.strerror(exc.errno or 0)}"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise KeystoreLocked(f"keystore {path.parent} is in use by another process") from None
-        except OSError as exc:
-            os.close(fd)
-            raise KeystoreUnavailable(
-                f"cannot lock {path}: {os.strerror(exc.errno or 0)}"
-            ) from None
+        _flock(fd, path, f"keystore {path.parent} is in use by another process")
         self._fd: int | None = fd
         self._also: list[int] = []  # hold_too's descriptors
 
@@ -64,19 +55,12 @@ class DirectoryLock:
             raise KeystoreUnavailable(
                 f"cannot open {path}: {os.strerror(exc.errno or 0)}"
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise KeystoreLocked(
-                f"keystore {path.parent} is in use by another process (whose lock file "
-                f"{self.path.name} was removed or replaced meanwhile)"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise KeystoreUnavailable(
-                f"cannot lock {path}: {os.strerror(exc.errno or 0)}"
-            ) from None
+        _flock(
+            fd,
+            path,
+            f"keystore {path.parent} is in use by another process (whose lock file "
+            f"{self.path.name} was removed or replaced meanwhile)",
+        )
         self._also.append(fd)
 
     def release(self) -> None:
@@ -87,3 +71,16 @@ class DirectoryLock:
         if fd is not None:
             # Closing the descriptor drops the flock.
             os.close(fd)
+
+
+def _flock(fd: int, path: Path, in_use: str) -> None:
+    """``flock(LOCK_EX)`` on ``fd`` (``path``'s), without waiting; closes ``fd`` on failure:
+    :class:`KeystoreLocked` (``in_use``) if another holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise KeystoreLocked(in_use) from None
+    except OSError as exc:
+        os.close(fd)
+        raise KeystoreUnavailable(f"cannot lock {path}: {os.strerror(exc.errno or 0)}") from None
