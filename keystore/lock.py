@@ -5,11 +5,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 from vfido.keystore.store import KeystoreError, KeystoreLocked, KeystoreUnavailable
 
 FILE_MODE = 0o600
+
+#: The files (device, inode) this process holds with :meth:`DirectoryLock.hold_too`.
+_HELD: set[tuple[int, int]] = set()
+_HELD_LOCK = threading.Lock()
 
 
 class DirectoryLock:
@@ -31,7 +36,7 @@ class DirectoryLock:
             ) from None
         _flock(fd, path, f"keystore {path.parent} is in use by another process")
         self._fd: int | None = fd
-        self._also: list[int] = []  # hold_too's descriptors
+        self._also: list[tuple[int, tuple[int, int]]] = []  # hold_too's (fd, file)
 
     @property
     def fd(self) -> int:
@@ -45,29 +50,51 @@ class DirectoryLock:
         The lock file alone is one ``rm`` away from letting a second process in: a user who
         takes ``vfido.lock`` for a stale lock file and removes it would have two keys sign
         with the same counters (a review saw counters repeat). The database cannot be
-        removed without removing the keystore. ``flock`` does not meet SQLite's own POSIX
-        locks on that file; the descriptor must outlive the process's SQLite connections
-        to it (closing any descriptor of a file drops the process's POSIX locks on it), so
-        :meth:`release` comes after they are closed."""
+        removed without removing the keystore.
+
+        ``flock`` does not meet SQLite's own POSIX locks on that file, but closing any
+        descriptor of a file drops the process's POSIX locks on it. So a database this
+        process holds already is refused before a descriptor of it is opened (a second
+        open in one process, whose failed attempt closed one, left the first connection
+        without its SQLite lock: a review), and :meth:`release` comes after the SQLite
+        connection is closed. On NFS, where Linux makes ``flock`` a POSIX lock, this
+        second lock is weaker (SQLite's own unlocks open holes in it); SQLite's WAL does
+        not work there anyway."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            identity = _file_identity(path)
         except OSError as exc:
             raise KeystoreUnavailable(
                 f"cannot open {path}: {os.strerror(exc.errno or 0)}"
             ) from None
-        _flock(
-            fd,
-            path,
-            f"keystore {path.parent} is in use by another process (whose lock file "
-            f"{self.path.name} was removed or replaced meanwhile)",
-        )
-        self._also.append(fd)
+        with _HELD_LOCK:
+            if identity in _HELD:
+                raise KeystoreLocked(
+                    f"keystore {path.parent} is open in this process already (its lock file "
+                    f"{self.path.name} was removed or replaced meanwhile)"
+                )
+            try:
+                # Read-write: an exclusive flock that NFS turns into a POSIX lock needs it.
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise KeystoreUnavailable(
+                    f"cannot open {path}: {os.strerror(exc.errno or 0)}"
+                ) from None
+            _flock(
+                fd,
+                path,
+                f"keystore {path.parent} is in use by another process (whose lock file "
+                f"{self.path.name} was removed or replaced meanwhile)",
+            )
+            _HELD.add(identity)
+        self._also.append((fd, identity))
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
         also, self._also = self._also, []
-        for held in also:
-            os.close(held)
+        for held, identity in also:
+            with _HELD_LOCK:
+                _HELD.discard(identity)
+                os.close(held)
         if fd is not None:
             # Closing the descriptor drops the flock.
             os.close(fd)
@@ -84,3 +111,8 @@ def _flock(fd: int, path: Path, in_use: str) -> None:
     except OSError as exc:
         os.close(fd)
         raise KeystoreUnavailable(f"cannot lock {path}: {os.strerror(exc.errno or 0)}") from None
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path, follow_symlinks=False)
+    return (st.st_dev, st.st_ino)

@@ -393,8 +393,10 @@ class SqliteKeyStore:
         try:
             for path in keystore_files(directory):
                 check_private(path, directory=False)
-            check_header(directory / DB_NAME)
+            # Held before any other descriptor of the file is opened (and closed): see
+            # DirectoryLock.hold_too.
             lock.hold_too(directory / DB_NAME)
+            check_header(directory / DB_NAME)
             check_wal(directory / DB_NAME)  # before SQLite reads the log (and deletes it)
             conn = connect(directory / DB_NAME)
             try:

@@ -1096,9 +1096,30 @@ def test_a_removed_lock_file_does_not_let_a_second_opener_in(store: SqliteKeySto
     5 and 6 each returned twice). The database itself is locked too now."""
     directory = store.directory
     assert directory is not None
+    store.count_credentials()
+    assert _sqlite_shared_lock_holder(directory / "vfido.db") == os.getpid()
     (directory / "vfido.lock").unlink()
     with pytest.raises(KeystoreLocked, match=r"lock file vfido\.lock was removed or replaced"):
         SqliteKeyStore.open(directory, PASS)
+    # The refused open closed no descriptor of vfido.db: that would have dropped the first
+    # connection's POSIX locks, which SQLite never takes again (a review).
+    assert _sqlite_shared_lock_holder(directory / "vfido.db") == os.getpid()
     store.close()
     with SqliteKeyStore.open(directory, PASS) as again:  # free once the first one closed
         assert again.count_credentials() == 0
+
+
+def _sqlite_shared_lock_holder(database: Path) -> int | None:
+    """The pid holding a POSIX lock on SQLite's SHARED byte range of ``database``, asked from
+    another process (F_GETLK: a process never sees its own locks as conflicts)."""
+    probe = (
+        "import fcntl, os, struct, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "lock = struct.pack('hhqqi', fcntl.F_WRLCK, 0, 0x40000002, 510, 0)\n"
+        "kind, _, _, _, pid = struct.unpack('hhqqi', fcntl.fcntl(fd, fcntl.F_GETLK, lock))\n"
+        "print(pid if kind != fcntl.F_UNLCK else 0)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(database)], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout) or None
