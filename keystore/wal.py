@@ -12,7 +12,8 @@ The rule. With ``synchronous=FULL`` a transaction's frames are on the disk befor
 transaction writes any, so a crash leaves at most one transaction's frames unreadable: the
 last one, never acknowledged. Each transaction ends with one *commit frame* (its header
 gives the database size after the commit). The log is damaged when, after its first
-unreadable frame, two or more commit frames of the current generation (its salts) follow:
+unreadable frame, two or more commits of the current generation (its salts) follow (a
+commit padded with copies of its commit frame counts once):
 at least one acknowledged transaction cannot be read. A log whose header does not check
 out, or names another page size than the database's, is damaged too once it holds a
 frame: SQLite would ignore all of it. What this cannot tell from a crash: the last
@@ -50,7 +51,8 @@ _MASK = 0xFFFFFFFF
 class WalReport:
     """What :func:`read_wal` found: ``valid_frames`` SQLite would read (up to and with the
     last commit frame before the first frame that does not check out), ``frames`` in the
-    file, and ``lost_commits``: commit frames of the current generation after that break."""
+    file, and ``lost_commits``: transactions of the current generation whose commit frame
+    (or run of copies of it) comes after that break."""
 
     frames: int
     valid_frames: int
@@ -117,12 +119,23 @@ def read_wal(data: bytes, page_size: int) -> WalReport:
         index += 1
         if commit:
             valid = index
+    # Transactions, not commit frames: where the disk's sectors are not safe to overwrite
+    # (psow=0, or a build without SQLITE_POWERSAFE_OVERWRITE), a synced commit is padded to
+    # a sector boundary with copies of its commit frame (a review found pairs of them).
+    # Such a copy is the same page with the same number and size right after it; two
+    # transactions of one frame each in a row (two counter updates) differ in the page.
     lost = 0
+    previous: bytes | None = None  # the commit frame just before (page number .. page)
     for later in range(index, frames):
         offset = HEADER_SIZE + later * frame_size
         _, commit, f_salt1, f_salt2 = struct.unpack_from(">4I", data, offset)
-        if commit and (f_salt1, f_salt2) == (salt1, salt2):
+        if commit == 0 or (f_salt1, f_salt2) != (salt1, salt2):
+            previous = None
+            continue
+        frame = data[offset : offset + 8] + data[offset + FRAME_HEADER_SIZE : offset + frame_size]
+        if frame != previous:
             lost += 1
+        previous = frame
     return WalReport(frames, valid, lost, header_ok=True)
 
 

@@ -4,6 +4,7 @@ log). The logs here are SQLite's own, written by real transactions."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -151,3 +152,59 @@ def test_a_keystore_with_a_damaged_log_is_refused_and_nothing_is_written(tmp_pat
         for record in records:
             assert restored.get_credential(record.credential_id) is not None
             assert restored.get_counter(record.credential_id) == 3
+
+
+def _log_of(
+    tmp_path: Path, uri_options: str, statements: list[tuple[str, tuple[object, ...]]]
+) -> Path:
+    """A copy of the database and log after ``statements`` (the connection still open)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    sqlite3.connect(source / "x.db").close()
+    conn = sqlite3.connect(f"file:{source / 'x.db'}{uri_options}", uri=True, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v BLOB)")
+    for sql, args in statements:
+        conn.execute(sql, args)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("x.db", "x.db-wal"):
+        shutil.copyfile(source / name, copy / name)
+    conn.close()
+    return copy / "x.db"
+
+
+def test_one_frame_transactions_of_one_page_count_one_each(tmp_path: Path) -> None:
+    """An assertion's counter update is one frame of the same page, again and again: each is
+    its own acknowledged commit (not the padding copies below), so damage before them is."""
+    database = _log_of(
+        tmp_path,
+        "",
+        [("INSERT INTO t VALUES (1, ?)", (b"0",))]
+        + [("UPDATE t SET v = ? WHERE n = 1", (str(k).encode(),)) for k in range(6)],
+    )
+    _flip(_log(database), _frame_offset(2) + wal.FRAME_HEADER_SIZE + 100)
+    assert wal.read_wal(_log(database).read_bytes(), 4096).lost_commits >= 2
+    with pytest.raises(KeystoreCorrupt):
+        wal.check_wal(database)
+
+
+def test_commits_padded_to_a_sector_count_once(tmp_path: Path) -> None:
+    """Without powersafe overwrite (psow=0, or a libsqlite3 built so) each synced commit is
+    padded with copies of its commit frame: a torn last transaction is still a crash, not
+    two lost commits (a diff review refused such a log)."""
+    database = _log_of(
+        tmp_path,
+        "?psow=0",
+        [("INSERT INTO t VALUES (?, ?)", (n, os.urandom(5000))) for n in range(5)],
+    )
+    data = _log(database).read_bytes()
+    frames = _frames(database)
+    commits = [i for i in range(frames) if struct.unpack_from(">I", data, _frame_offset(i) + 4)[0]]
+    assert any(b == a + 1 for a, b in itertools.pairwise(commits))  # padded
+    last_start = max(c for c in commits if c + 1 not in commits and c != commits[-1]) + 1
+    _flip(_log(database), _frame_offset(last_start) + wal.FRAME_HEADER_SIZE + 9)
+    report = wal.read_wal(_log(database).read_bytes(), 4096)
+    assert report.lost_commits == 1
+    wal.check_wal(database)
