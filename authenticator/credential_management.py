@@ -123,7 +123,9 @@ _READ_ONLY = frozenset(
 )
 
 #: Whether the token that authorized a subcommand still does (see ``_authorize``).
-_TokenCheck = Callable[[], bool]
+#: Whether the token that authorized a Begin still does, for a GetNext sent as the preview
+#: command (True: 0x41) or not: a 2.1-PRE getPinToken token continues only on 0x41.
+_TokenCheck = Callable[[bool], bool]
 
 
 @dataclass
@@ -171,15 +173,17 @@ class CredentialManagement:
             self.reset_pending()  # a malformed request is another command too (a review)
             raise
         sub = request.sub_command
-        if preview and sub == SubCommand.UPDATE_USER_INFORMATION:
-            raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "not in credentialMgmtPreview")
         if sub == SubCommand.ENUMERATE_RPS_GET_NEXT_RP:
-            return self._rp_entry(self._next(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, context))
+            return self._rp_entry(
+                self._next(SubCommand.ENUMERATE_RPS_GET_NEXT_RP, context, preview)
+            )
         if sub == SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL:
             return self._credential_entry(
-                self._next(SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, context)
+                self._next(SubCommand.ENUMERATE_CREDENTIALS_GET_NEXT_CREDENTIAL, context, preview)
             )
         self.reset_pending()
+        if preview and sub == SubCommand.UPDATE_USER_INFORMATION:
+            raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "not in credentialMgmtPreview")
         if sub not in SubCommand.__members__.values():
             raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
         # 6.8.2 - 6.8.7: every other subcommand is authenticated.
@@ -252,7 +256,7 @@ class CredentialManagement:
             protocol = self._pin.protocol(request.protocol)
             persistent = persistent_token(self._store)
             if protocol.verify(persistent, message, request.pin_uv_auth_param):
-                return lambda: hmac.compare_digest(persistent_token(self._store), persistent)
+                return lambda _: hmac.compare_digest(persistent_token(self._store), persistent)
         self._pin.verify_token(
             request.protocol,
             message,
@@ -273,8 +277,8 @@ class CredentialManagement:
             )
         ):
             raise CtapError(CtapStatus.PIN_AUTH_INVALID, "token bound to another RP")
-        return lambda: self._pin.token.still_grants(
-            generation, Permission.CREDENTIAL_MANAGEMENT, preview=preview
+        return lambda next_preview: self._pin.token.still_grants(
+            generation, Permission.CREDENTIAL_MANAGEMENT, preview=next_preview
         )
 
     def _metadata(self) -> dict[int, Any]:
@@ -293,7 +297,7 @@ class CredentialManagement:
             self._pending = _Enumeration(next_command, context.channel, token, rest)
         return first
 
-    def _next(self, sub: SubCommand, context: RequestContext) -> CredentialRecord:
+    def _next(self, sub: SubCommand, context: RequestContext, preview: bool) -> CredentialRecord:
         """enumerateRPsGetNextRP / enumerateCredentialsGetNextCredential: the next record of
         the enumeration this channel began with the current token; CTAP2_ERR_NOT_ALLOWED when
         there is none (6.8.3, 6.8.4: an authenticator that remembers no such enumeration
@@ -307,7 +311,7 @@ class CredentialManagement:
         if pending.next_command != sub:
             self._pending = None  # the other GetNext is another subcommand: it ends it
             raise CtapError(CtapStatus.NOT_ALLOWED, "no such enumeration in progress")
-        if not pending.token_still_valid():
+        if not pending.token_still_valid(preview):
             self._pending = None
             raise CtapError(CtapStatus.NOT_ALLOWED, "the enumeration's token is gone")
         record = pending.remaining.pop(0)

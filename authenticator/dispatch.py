@@ -269,6 +269,8 @@ class Pending(Enum):
 
 #: Stands for a CTAP1/U2F message (CTAPHID_MSG) in :data:`SURVIVES`.
 CTAP1_MESSAGE: Final = None
+#: Stands for a command byte the key does not offer (no SURVIVES entry names it).
+UNOFFERED: Final = -1
 #: A pending state that survives every command and CTAP1 message.
 EVERYTHING: Final = "everything"
 
@@ -330,8 +332,10 @@ def dispatch(
     if len(request) > parts.services.config.max_msg_size:
         raise CtapError(CtapStatus.REQUEST_TOO_LARGE, "request exceeds maxMsgSize")
     command = request[0]
-    end_pending(parts, command)
     handler = handlers.get(command)
+    # A command this key does not offer is an unknown command byte, whatever SURVIVES says
+    # of it (0x41 on a key without 2.1-PRE left an enumeration going: a review).
+    end_pending(parts, command if handler is not None else UNOFFERED)
     if handler is None:
         raise CtapError(CtapStatus.INVALID_COMMAND, f"command 0x{command:02x}")
     return handler(parts, request[1:], context)

@@ -537,6 +537,48 @@ def test_any_request_but_the_enumerations_getnext_ends_it() -> None:
             ctap2.send_cbor(0x0A, get_next_rp)
 
 
+def test_a_preview_tokens_enumeration_continues_on_the_preview_command_only() -> None:
+    """An enumeration begun on 0x41 with getPinToken's token went on over 0x0A's GetNext,
+    where that token has no cm (a diff review)."""
+    key = key_with_pin(Config(ctap21_pre=True))
+    for n in range(3):
+        resident(key, rp_id=f"rp{n}.example")
+    ctap2 = preview_only(key.ctap2())  # one channel: an enumeration is bound to it
+    legacy = ClientPin(ctap2, PinProtocolV1()).get_pin_token(PIN)
+    preview = CredentialManagement(ctap2, PinProtocolV1(), legacy)
+    get_next_rp = {1: CredentialManagement.CMD.ENUMERATE_RPS_NEXT}
+    preview._call(CredentialManagement.CMD.ENUMERATE_RPS_BEGIN)
+    assert ctap2.send_cbor(0x41, get_next_rp)  # on the preview command: going
+    with pytest.raises(CtapError, match="NOT_ALLOWED"):
+        ctap2.send_cbor(0x0A, get_next_rp)
+    with pytest.raises(CtapError, match="NOT_ALLOWED"):  # and it ended
+        ctap2.send_cbor(0x41, get_next_rp)
+
+
+def test_requests_refused_before_their_subcommand_runs_end_an_enumeration_too() -> None:
+    """updateUserInformation on 0x41 (not part of the preview) and 0x41 on a key without
+    2.1-PRE (an unknown command there) answered their error and left an enumeration going
+    (a diff review)."""
+    for config, interloper, error in [
+        (Config(ctap21_pre=True), (0x41, {1: 0x07}), "INVALID_SUBCOMMAND"),
+        (Config(), (0x41, {1: 0x04}), "INVALID_COMMAND"),
+    ]:
+        key = key_with_pin(config)
+        for n in range(3):
+            resident(key, rp_id=f"rp{n}.example")
+        ctap2 = key.ctap2()
+        token = ClientPin(ctap2).get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+        CredentialManagement(ctap2, PinProtocolV2(), token)._call(
+            CredentialManagement.CMD.ENUMERATE_RPS_BEGIN
+        )
+        get_next_rp = {1: CredentialManagement.CMD.ENUMERATE_RPS_NEXT}
+        assert ctap2.send_cbor(0x0A, get_next_rp)
+        with pytest.raises(CtapError, match=error):
+            ctap2.send_cbor(*interloper)
+        with pytest.raises(CtapError, match="NOT_ALLOWED"):
+            ctap2.send_cbor(0x0A, get_next_rp)
+
+
 def test_preview_is_off_by_default() -> None:
     key = key_with_pin()
     with pytest.raises(CtapError, match="INVALID_COMMAND"):
