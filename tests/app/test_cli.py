@@ -759,4 +759,5 @@ def test_vfido_run_exits_with_one_line_when_its_transport_stops_serving(
         "[Errno 5] Input/output error"
     ), err
     assert "Traceback" not in err
+    assert err.count("Input/output error") == 1, err  # said once, not by the transport too
     assert not (tmp_path / "k").exists()  # stopped as cleanly as by a signal
