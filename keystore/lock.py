@@ -15,6 +15,8 @@ FILE_MODE = 0o600
 #: The files (device, inode) this process holds with :meth:`DirectoryLock.hold_too`.
 _HELD: set[tuple[int, int]] = set()
 _HELD_LOCK = threading.Lock()
+#: Descriptors of a held file that a race had opened again: never closed (see hold_too).
+_KEPT_OPEN: list[int] = []
 
 
 class DirectoryLock:
@@ -60,18 +62,19 @@ class DirectoryLock:
         connection is closed. On NFS, where Linux makes ``flock`` a POSIX lock, this
         second lock is weaker (SQLite's own unlocks open holes in it); SQLite's WAL does
         not work there anyway."""
+        in_this_process = (
+            f"keystore {path.parent} is open in this process already (its lock file "
+            f"{self.path.name} was removed or replaced meanwhile)"
+        )
         try:
-            identity = _file_identity(path)
+            identity = _file_identity(os.stat(path, follow_symlinks=False))
         except OSError as exc:
             raise KeystoreUnavailable(
                 f"cannot open {path}: {os.strerror(exc.errno or 0)}"
             ) from None
         with _HELD_LOCK:
             if identity in _HELD:
-                raise KeystoreLocked(
-                    f"keystore {path.parent} is open in this process already (its lock file "
-                    f"{self.path.name} was removed or replaced meanwhile)"
-                )
+                raise KeystoreLocked(in_this_process)
             try:
                 # Read-write: an exclusive flock that NFS turns into a POSIX lock needs it.
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -79,14 +82,20 @@ class DirectoryLock:
                 raise KeystoreUnavailable(
                     f"cannot open {path}: {os.strerror(exc.errno or 0)}"
                 ) from None
+            opened = _file_identity(os.fstat(fd))
+            if opened != identity and opened in _HELD:
+                # Replaced between the stat and the open by a file this process holds:
+                # closing this descriptor would drop that file's SQLite locks. Kept open.
+                _KEPT_OPEN.append(fd)
+                raise KeystoreLocked(in_this_process)
             _flock(
                 fd,
                 path,
                 f"keystore {path.parent} is in use by another process (whose lock file "
                 f"{self.path.name} was removed or replaced meanwhile)",
             )
-            _HELD.add(identity)
-        self._also.append((fd, identity))
+            _HELD.add(opened)
+            self._also.append((fd, opened))
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -113,6 +122,5 @@ def _flock(fd: int, path: Path, in_use: str) -> None:
         raise KeystoreUnavailable(f"cannot lock {path}: {os.strerror(exc.errno or 0)}") from None
 
 
-def _file_identity(path: Path) -> tuple[int, int]:
-    st = os.stat(path, follow_symlinks=False)
+def _file_identity(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)

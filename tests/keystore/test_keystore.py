@@ -1123,3 +1123,32 @@ def _sqlite_shared_lock_holder(database: Path) -> int | None:
         [sys.executable, "-c", probe, str(database)], capture_output=True, text=True, check=True
     )
     return int(out.stdout) or None
+
+
+def test_a_database_replaced_by_a_held_one_before_it_is_opened_is_not_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hold_too checks the file by its path, then opens it: were the path to name a database
+    this process holds by then, the refused descriptor must stay open (closing it would drop
+    the holder's SQLite locks; a diff review)."""
+    from vfido.keystore import lock as lock_module
+
+    held = create(tmp_path / "held")
+    held.count_credentials()
+    assert _sqlite_shared_lock_holder(tmp_path / "held" / "vfido.db") == os.getpid()
+    create(tmp_path / "other").close()
+    other_lock = lock_module.DirectoryLock(tmp_path / "other" / "vfido.lock")
+    real_open = os.open
+
+    def open_the_held_one(path: object, flags: int, *args: int) -> int:
+        if str(path).endswith("other/vfido.db"):
+            path = tmp_path / "held" / "vfido.db"  # replaced meanwhile
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lock_module.os, "open", open_the_held_one)
+    with pytest.raises(KeystoreLocked, match="open in this process already"):
+        other_lock.hold_too(tmp_path / "other" / "vfido.db")
+    monkeypatch.undo()
+    other_lock.release()
+    assert _sqlite_shared_lock_holder(tmp_path / "held" / "vfido.db") == os.getpid()
+    held.close()
