@@ -307,7 +307,7 @@ class _Reader:
             except RuntimeError as exc:  # no thread: the next add() starts one
                 self._running = False
                 self.failure = f"no thread to read its UDP sockets: {exc}"
-                _module_log.debug("udp: %s", self.failure)  # said by `failure`
+                _module_log.error("udp: %s", self.failure)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up already pending is enough
@@ -338,8 +338,11 @@ class _Reader:
                 try:
                     events = self._selector.select()
                 except Exception as exc:  # a bug: the next add() starts a reader again
-                    # Said by each key's `failure` (vfido run exits with it); -v: where.
-                    _module_log.debug("udp: select failed", exc_info=True)
+                    _module_log.error(
+                        "udp: %s",
+                        f"waiting for its UDP sockets failed: {exc}",
+                        exc_info=_module_log.isEnabledFor(logging.DEBUG),  # -v: where
+                    )
                     with self._lock:
                         self._running = False
                         self.failure = f"waiting for its UDP sockets failed: {exc}"

@@ -496,7 +496,7 @@ class UhidTransport:
             except OSError as exc:
                 if not self._stopping.is_set():
                     self._failure = f"reading {self._path} failed: {exc.strerror or exc}"
-                    log.debug("uhid: %s", self._failure)  # said by `failure`
+                    log.error("uhid: %s", self._failure)
                 break
             job = self._dispatch(fd, event)
             if job is not None:

@@ -217,7 +217,7 @@ class UnixTransport:
             except (OSError, ValueError) as exc:
                 if not self._stopping.is_set():  # else: closed under us by stop()
                     self._failure = f"waiting for {self._path} failed: {exc}"
-                    self._log.debug("unix: %s", self._failure)  # said by `failure`
+                    self._log.error("unix: %s", self._failure)
                 return
             if self._wake_r in ready or self._stopping.is_set():
                 return
