@@ -121,22 +121,56 @@ def read_wal(data: bytes, page_size: int) -> WalReport:
             valid = index
     # Transactions, not commit frames: where the disk's sectors are not safe to overwrite
     # (psow=0, or a build without SQLITE_POWERSAFE_OVERWRITE), a synced commit is padded to
-    # a sector boundary with copies of its commit frame (a review found pairs of them).
-    # Such a copy is the same page with the same number and size right after it; two
-    # transactions of one frame each in a row (two counter updates) differ in the page.
+    # a sector boundary with copies of its commit frame (a review found pairs of them), and
+    # the sync falls inside the last copy: a crash can leave that copy, or the commit frame
+    # of the last transaction, torn (a second review). See _is_copy.
     lost = 0
-    previous: bytes | None = None  # the commit frame just before (page number .. page)
     for later in range(index, frames):
         offset = HEADER_SIZE + later * frame_size
         _, commit, f_salt1, f_salt2 = struct.unpack_from(">4I", data, offset)
         if commit == 0 or (f_salt1, f_salt2) != (salt1, salt2):
-            previous = None
             continue
-        frame = data[offset : offset + 8] + data[offset + FRAME_HEADER_SIZE : offset + frame_size]
-        if frame != previous:
+        if not _is_copy(data, later, frame_size, big_endian, (salt1, salt2, sum1, sum2)):
             lost += 1
-        previous = frame
     return WalReport(frames, valid, lost, header_ok=True)
+
+
+def _is_copy(
+    data: bytes, index: int, frame_size: int, big_endian: bool, header: tuple[int, int, int, int]
+) -> bool:
+    """Whether commit frame ``index`` is a padding copy of the commit frame right before it.
+
+    A copy repeats that frame's page number, database size, salts and page; only its
+    checksum differs, continuing the chain from the frame it copies. So it is a copy when the
+    first 8 header bytes are the same and either the pages are the same, or this frame's
+    checksum is what a copy of the one before would carry (this one torn), or that one's
+    checksum is what this frame's content gives after the frame before it (that one torn).
+    Two transactions of one frame each in a row (two counter updates of one page) pass none
+    of these: their pages differ, and so do the checksums over them."""
+    if index == 0:
+        return False
+    salt1, salt2, sum1, sum2 = header
+
+    def frame(k: int) -> tuple[bytes, bytes, tuple[int, int], tuple[int, int]]:
+        offset = HEADER_SIZE + k * frame_size
+        _, _, f_salt1, f_salt2, f_sum1, f_sum2 = struct.unpack_from(">6I", data, offset)
+        return (
+            data[offset : offset + 8],
+            data[offset + FRAME_HEADER_SIZE : offset + frame_size],
+            (f_salt1, f_salt2),
+            (f_sum1, f_sum2),
+        )
+
+    head, page, _, stored = frame(index)
+    before_head, before_page, before_salts, before_stored = frame(index - 1)
+    if before_salts != (salt1, salt2) or head != before_head:
+        return False  # page number and database size (a commit frame's) differ
+    if page == before_page:
+        return True
+    if checksum(before_head + before_page, big_endian, *before_stored) == stored:
+        return True  # this one torn: its checksum is a copy's
+    chain = (sum1, sum2) if index == 1 else frame(index - 2)[3]
+    return checksum(head + page, big_endian, *chain) == before_stored  # that one torn
 
 
 def check_wal(database: Path) -> None:
