@@ -343,10 +343,12 @@ class Authenticator:
 
     def _handle_msg(self, apdu: bytes, transaction: RequestContext) -> bytes:
         model = self._services.config.model
-        if self._services.behaviours.current().versions == FIDO_2_0 or (model and not model.u2f):
-            return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0 (or model): no U2F
         with self._lock:
-            end_pending(self._parts, CTAP1_MESSAGE)
+            end_pending(self._parts, CTAP1_MESSAGE)  # also on a key that refuses it (a review)
+            if self._services.behaviours.current().versions == FIDO_2_0 or (
+                model and not model.u2f
+            ):
+                return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0 (or model): no U2F
             if len(apdu) > 1 and apdu[1] in _U2F_SIGNING_INS and not self._services.ctap1_enabled:
                 return _SW_COMMAND_NOT_ALLOWED  # alwaysUv: U2F cannot verify the user
             try:

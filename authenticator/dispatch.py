@@ -327,9 +327,10 @@ def dispatch(
     parts: Parts, handlers: Mapping[int, Handler], request: bytes, context: RequestContext
 ) -> Response:
     """Run one CTAP2 request (command byte + CBOR payload) through ``handlers``."""
-    if not request:
-        raise CtapError(CtapStatus.INVALID_LENGTH, "empty request")
-    if len(request) > parts.services.config.max_msg_size:
+    if not request or len(request) > parts.services.config.max_msg_size:
+        end_pending(parts, UNOFFERED)  # no command a pending state goes on with (a review)
+        if not request:
+            raise CtapError(CtapStatus.INVALID_LENGTH, "empty request")
         raise CtapError(CtapStatus.REQUEST_TOO_LARGE, "request exceeds maxMsgSize")
     command = request[0]
     handler = handlers.get(command)

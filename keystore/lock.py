@@ -19,6 +19,16 @@ _HELD_LOCK = threading.Lock()
 _KEPT_OPEN: list[int] = []
 
 
+def _after_fork_in_child() -> None:
+    # A fork while another thread held the registry's lock would leave the child's copy
+    # locked for good (a review). The child inherits the registry with its descriptors.
+    global _HELD_LOCK
+    _HELD_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class DirectoryLock:
     """Holds ``flock(LOCK_EX)`` on ``path`` until :meth:`release`.
 

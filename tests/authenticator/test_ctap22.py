@@ -579,6 +579,36 @@ def test_requests_refused_before_their_subcommand_runs_end_an_enumeration_too() 
             ctap2.send_cbor(0x0A, get_next_rp)
 
 
+@pytest.mark.parametrize("interloper", ["empty request", "oversized request", "refused U2F"])
+def test_requests_refused_before_dispatch_end_a_pending_get_next_assertion(
+    interloper: str,
+) -> None:
+    """Section 6.3: only consecutive getNextAssertion calls continue a getAssertion. An empty
+    or oversized request, and a U2F message to a key without U2F, were answered with their
+    error before the pending-state rule ran, and the next getNextAssertion still worked (a
+    review)."""
+    from vfido.authenticator.env import NullContext
+
+    key = key_with_pin()
+    for n in range(3):
+        resident(key, user_id=f"user-{n}".encode())
+    ctap2 = key.ctap2()
+    first = ctap2.get_assertion(RP_ID, os.urandom(32))
+    assert first.number_of_credentials == 3
+    assert ctap2.get_next_assertion()  # going
+    device = key.authenticator
+    if interloper == "empty request":
+        assert device.handle_cbor(b"", NullContext()) == bytes([0x03])  # INVALID_LENGTH
+    elif interloper == "oversized request":
+        assert device.handle_cbor(b"\x08" + bytes(8000), NullContext()) == bytes([0x39])
+    else:
+        device.behaviours.set("versions", "FIDO_2_0")
+        assert device.handle_msg(bytes.fromhex("00030000"), NullContext()) == bytes.fromhex("6d00")
+        device.behaviours.clear("versions")
+    with pytest.raises(CtapError, match="NOT_ALLOWED"):
+        ctap2.get_next_assertion()
+
+
 def test_preview_is_off_by_default() -> None:
     key = key_with_pin()
     with pytest.raises(CtapError, match="INVALID_COMMAND"):
