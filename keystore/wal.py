@@ -11,14 +11,15 @@ crash before SQLite sees the log.
 The rule. With ``synchronous=FULL`` a transaction's frames are on the disk before the next
 transaction writes any, so a crash leaves at most one transaction's frames unreadable: the
 last one, never acknowledged. Each transaction ends with one *commit frame* (its header
-gives the database size after the commit). The log is damaged when, after its first
-unreadable frame, two or more commits of the current generation (its salts) follow (a
-commit padded with copies of its commit frame counts once):
-at least one acknowledged transaction cannot be read. A log whose header does not check
+gives the database size after the commit). The log is damaged when two or more
+transactions of the current generation (its salts) have their commit frame at or after its
+first unreadable frame (a commit padded with copies of its commit frame counts once): at
+least one acknowledged transaction cannot be read. A log whose header does not check
 out, or names another page size than the database's, is damaged too once it holds a
 frame: SQLite would ignore all of it. What this cannot tell from a crash: the last
 acknowledged transaction damaged (one commit frame after the break), and a log deleted or
-cut before its first frame (SECURITY.md, "Known limitations").
+cut short anywhere (what follows the cut is not in the file to be counted; SECURITY.md,
+"Known limitations").
 
 Format (https://www.sqlite.org/fileformat2.html#walformat): a 32-byte header (magic, version,
 page size, checkpoint sequence, salt-1, salt-2, checksum-1, checksum-2), then frames of a
