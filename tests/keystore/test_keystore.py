@@ -1152,3 +1152,31 @@ def test_a_database_replaced_by_a_held_one_before_it_is_opened_is_not_closed(
     other_lock.release()
     assert _sqlite_shared_lock_holder(tmp_path / "held" / "vfido.db") == os.getpid()
     held.close()
+
+
+def test_a_removed_lock_file_does_not_let_another_process_in(tmp_path: Path) -> None:
+    """The same across processes: one keeps the keystore open, its vfido.lock is removed,
+    and another process's open is refused by the lock on vfido.db."""
+    create(tmp_path / "ks").close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path\n"
+            "from vfido.keystore.sqlite_store import SqliteKeyStore\n"
+            f"store = SqliteKeyStore.open(Path({str(tmp_path / 'ks')!r}), {PASS!r})\n"
+            "print('open', flush=True); sys.stdin.readline(); store.close()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        (tmp_path / "ks" / "vfido.lock").unlink()
+        with pytest.raises(KeystoreLocked, match=r"in use by another process \(whose lock file"):
+            SqliteKeyStore.open(tmp_path / "ks", PASS)
+    finally:
+        holder.communicate("\n", timeout=30)
+    with SqliteKeyStore.open(tmp_path / "ks", PASS):
+        pass
