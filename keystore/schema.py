@@ -154,8 +154,9 @@ def init_schema(
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def check_header(path: Path) -> None:
-    """Refuse a file that is not a vfido SQLite database *before* SQLite opens it.
+def check_header(path: Path) -> bytes:
+    """Refuse a file that is not a vfido SQLite database *before* SQLite opens it; return
+    its 100-byte header (for :func:`vfido.keystore.wal.check_wal`, its page size).
 
     Setting the journal mode on an empty or foreign file would write to it; a
     damaged keystore must be reported, never modified.
@@ -169,6 +170,7 @@ def check_header(path: Path) -> None:
         raise KeystoreCorrupt("the keystore file is damaged or not a vfido keystore")
     if int.from_bytes(header[68:72], "big") != APPLICATION_ID:
         raise KeystoreCorrupt("the keystore file is not a vfido keystore")
+    return header
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:

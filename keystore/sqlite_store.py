@@ -396,8 +396,9 @@ class SqliteKeyStore:
             # Held before any other descriptor of the file is opened (and closed): see
             # DirectoryLock.hold_too.
             lock.hold_too(directory / DB_NAME)
-            check_header(directory / DB_NAME)
-            check_wal(directory / DB_NAME)  # before SQLite reads the log (and deletes it)
+            header = check_header(directory / DB_NAME)
+            # Before SQLite reads the log (and deletes it).
+            check_wal(directory / DB_NAME, header)
             conn = connect(directory / DB_NAME)
             try:
                 configure(conn, journal_mode="WAL")

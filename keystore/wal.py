@@ -174,14 +174,13 @@ def _is_copy(
     return checksum(head + page, big_endian, *chain) == before_stored  # that one torn
 
 
-def check_wal(database: Path) -> None:
+def check_wal(database: Path, header: bytes) -> None:
     """Refuse (:class:`KeystoreCorrupt`) a keystore whose log lost acknowledged transactions,
-    before SQLite reads it (and deletes it). ``database``: ``vfido.db``, already checked to be
-    a SQLite database (its page size is read from its header)."""
+    before SQLite reads it (and deletes it). ``database``: ``vfido.db``; ``header``: its
+    first 100 bytes, already checked to be a SQLite database's (its page size is there)."""
     log = database.with_name(database.name + "-wal")
+    raw_size = int.from_bytes(header[16:18], "big")
     try:
-        with open(database, "rb") as f:
-            raw_size = int.from_bytes(f.read(100)[16:18], "big")
         with open(log, "rb") as f:
             data = f.read()
     except FileNotFoundError:

@@ -10,7 +10,6 @@ import random
 import shutil
 import sqlite3
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,23 +39,38 @@ def test_the_checksum_is_sqlites(size: int, big_endian: bool) -> None:
 
 
 @pytest.fixture
-def live_log(tmp_path: Path) -> Iterator[Path]:
+def live_log(tmp_path: Path) -> Path:
     """A database in WAL mode with 12 committed transactions still in its log (the files
     copied while the connection is open: what a SIGKILL leaves)."""
-    source = tmp_path / "live"
+    return _log_of(
+        tmp_path, "", [("INSERT INTO t VALUES (?, ?)", (n, os.urandom(300))) for n in range(11)]
+    )
+
+
+def _log_of(
+    tmp_path: Path, uri_options: str, statements: list[tuple[str, tuple[object, ...]]]
+) -> Path:
+    """A copy of the database and log after ``statements`` (the connection still open:
+    what a SIGKILL leaves)."""
+    source = tmp_path / "src"
     source.mkdir()
-    conn = sqlite3.connect(source / "x.db", isolation_level=None)
+    sqlite3.connect(source / "x.db").close()
+    conn = sqlite3.connect(f"file:{source / 'x.db'}{uri_options}", uri=True, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v BLOB)")
-    for n in range(11):
-        conn.execute("INSERT INTO t VALUES (?, ?)", (n, os.urandom(300)))
+    for sql, args in statements:
+        conn.execute(sql, args)
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("x.db", "x.db-wal"):
         shutil.copyfile(source / name, copy / name)
     conn.close()
-    yield copy / "x.db"
+    return copy / "x.db"
+
+
+def _check_wal(database: Path) -> None:
+    wal.check_wal(database, database.read_bytes()[:100])
 
 
 def _log(database: Path) -> Path:
@@ -81,7 +95,7 @@ def test_a_log_sqlite_wrote_reads_whole(live_log: Path) -> None:
     report = wal.read_wal(_log(live_log).read_bytes(), 4096)
     assert report.header_ok and report.frames == _frames(live_log) >= 12
     assert report.valid_frames == report.frames and report.lost_commits == 0
-    wal.check_wal(live_log)
+    _check_wal(live_log)
 
 
 def test_a_damaged_frame_with_acknowledged_commits_after_it_is_refused(live_log: Path) -> None:
@@ -89,17 +103,17 @@ def test_a_damaged_frame_with_acknowledged_commits_after_it_is_refused(live_log:
     report = wal.read_wal(_log(live_log).read_bytes(), 4096)
     assert report.valid_frames < 3 and report.lost_commits >= 2
     with pytest.raises(KeystoreCorrupt, match=r"write-ahead log \(x.db-wal\) is damaged"):
-        wal.check_wal(live_log)
+        _check_wal(live_log)
 
 
 def test_a_damaged_header_is_refused(live_log: Path) -> None:
     _flip(_log(live_log), 10)  # the page size
     with pytest.raises(KeystoreCorrupt, match="its header does not check out"):
-        wal.check_wal(live_log)
+        _check_wal(live_log)
     _flip(_log(live_log), 10)
     _flip(_log(live_log), 17)  # a salt: the checksum fails
     with pytest.raises(KeystoreCorrupt, match="its header does not check out"):
-        wal.check_wal(live_log)
+        _check_wal(live_log)
 
 
 def test_a_torn_last_transaction_is_a_crash_not_damage(live_log: Path) -> None:
@@ -109,19 +123,19 @@ def test_a_torn_last_transaction_is_a_crash_not_damage(live_log: Path) -> None:
     frames = _frames(live_log)
     data = log.read_bytes()
     log.write_bytes(data[: _frame_offset(frames - 1) + 500])  # the last frame cut short
-    wal.check_wal(live_log)
+    _check_wal(live_log)
     log.write_bytes(data)
     _flip(log, _frame_offset(frames - 1) + wal.FRAME_HEADER_SIZE + 7)  # or garbled
     report = wal.read_wal(log.read_bytes(), 4096)
     assert report.lost_commits == 1
-    wal.check_wal(live_log)
+    _check_wal(live_log)
 
 
 def test_no_log_and_an_empty_log_are_fine(live_log: Path) -> None:
     _log(live_log).write_bytes(b"")
-    wal.check_wal(live_log)
+    _check_wal(live_log)
     _log(live_log).unlink()
-    wal.check_wal(live_log)
+    _check_wal(live_log)
 
 
 def test_a_keystore_with_a_damaged_log_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
@@ -154,27 +168,6 @@ def test_a_keystore_with_a_damaged_log_is_refused_and_nothing_is_written(tmp_pat
             assert restored.get_counter(record.credential_id) == 3
 
 
-def _log_of(
-    tmp_path: Path, uri_options: str, statements: list[tuple[str, tuple[object, ...]]]
-) -> Path:
-    """A copy of the database and log after ``statements`` (the connection still open)."""
-    source = tmp_path / "src"
-    source.mkdir()
-    sqlite3.connect(source / "x.db").close()
-    conn = sqlite3.connect(f"file:{source / 'x.db'}{uri_options}", uri=True, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, v BLOB)")
-    for sql, args in statements:
-        conn.execute(sql, args)
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in ("x.db", "x.db-wal"):
-        shutil.copyfile(source / name, copy / name)
-    conn.close()
-    return copy / "x.db"
-
-
 def test_one_frame_transactions_of_one_page_count_one_each(tmp_path: Path) -> None:
     """An assertion's counter update is one frame of the same page, again and again: each is
     its own acknowledged commit (not the padding copies below), so damage before them is."""
@@ -187,7 +180,7 @@ def test_one_frame_transactions_of_one_page_count_one_each(tmp_path: Path) -> No
     _flip(_log(database), _frame_offset(2) + wal.FRAME_HEADER_SIZE + 100)
     assert wal.read_wal(_log(database).read_bytes(), 4096).lost_commits >= 2
     with pytest.raises(KeystoreCorrupt):
-        wal.check_wal(database)
+        _check_wal(database)
 
 
 def test_commits_padded_to_a_sector_count_once(tmp_path: Path) -> None:
@@ -207,7 +200,7 @@ def test_commits_padded_to_a_sector_count_once(tmp_path: Path) -> None:
     _flip(_log(database), _frame_offset(last_start) + wal.FRAME_HEADER_SIZE + 9)
     report = wal.read_wal(_log(database).read_bytes(), 4096)
     assert report.lost_commits == 1
-    wal.check_wal(database)
+    _check_wal(database)
 
 
 def _padded_log(tmp_path: Path) -> tuple[bytes, list[int]]:
