@@ -338,14 +338,15 @@ class _Reader:
                 try:
                     events = self._selector.select()
                 except Exception as exc:  # a bug: the next add() starts a reader again
+                    failure = f"waiting for its UDP sockets failed: {exc}"
                     _module_log.error(
                         "udp: %s",
-                        f"waiting for its UDP sockets failed: {exc}",
+                        failure,
                         exc_info=_module_log.isEnabledFor(logging.DEBUG),  # -v: where
                     )
                     with self._lock:
                         self._running = False
-                        self.failure = f"waiting for its UDP sockets failed: {exc}"
+                        self.failure = failure
                     return
                 for key, _ in events:
                     transport: UdpTransport | None = key.data
