@@ -127,7 +127,9 @@ def _lp(*parts: bytes) -> bytes:
 
 
 _COUNTER_DOMAIN = _lp(b"counter")
-_ROWS_DOMAIN = _lp(b"counter rows")
+_ROWS_DOMAIN = _lp(b"counter rows")  # formats 2-4: the number of rows only
+_COUNTER_INDEX_DOMAIN = _lp(b"counter rows v5")
+_MEMBER_DOMAIN = _lp(b"counter row v5")
 _CREDENTIAL_ROWS_DOMAIN = _lp(b"credential rows v4")
 _STATE_DOMAIN = _lp(b"state rows v3")
 STATE_DIGEST_SIZE = 32
@@ -184,8 +186,32 @@ class RecordKeys:
             return False
         return hmac.compare_digest(self.counter_mac(cred_tag, value), mac)
 
-    def rows_mac(self, count: int) -> bytes:
-        """Tag of the number of counter rows (a row that vanishes is noticed)."""
+    def rows_mac(self, count: int, members: int) -> bytes:
+        """Tag of the counter rows as a set (format 5): their number and ``members``, the XOR
+        of :meth:`counter_member` over their tags. A row that vanishes is noticed, also when
+        an older index row is put back: it authenticates only the rows it was written for."""
+        message = _COUNTER_INDEX_DOMAIN + count.to_bytes(8, "big")
+        message += members.to_bytes(COUNTER_MAC_SIZE, "big")
+        return hashlib.blake2s(
+            message, digest_size=COUNTER_MAC_SIZE, key=self.counter_key, person=_COUNTER_PERSON
+        ).digest()
+
+    def counter_member(self, cred_tag: bytes) -> int:
+        """One counter row's share of :meth:`rows_mac`: keyed BLAKE2s-128 of its tag. Keyed,
+        so that nobody without the key can pick other rows whose shares XOR to a missing
+        one's (an unkeyed hash would let linear algebra over old rows do it)."""
+        return int.from_bytes(
+            hashlib.blake2s(
+                _MEMBER_DOMAIN + cred_tag,
+                digest_size=COUNTER_MAC_SIZE,
+                key=self.counter_key,
+                person=_COUNTER_PERSON,
+            ).digest(),
+            "big",
+        )
+
+    def rows_mac_v4(self, count: int) -> bytes:
+        """Formats 2-4: the tag of the number of counter rows alone (read by the migrations)."""
         message = _ROWS_DOMAIN + count.to_bytes(8, "big")
         return hashlib.blake2s(
             message, digest_size=COUNTER_MAC_SIZE, key=self.counter_key, person=_COUNTER_PERSON

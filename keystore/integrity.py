@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from vfido.keystore.crypto import RecordKeys
@@ -31,37 +32,59 @@ def checked_counter(keys: RecordKeys, tag: bytes, value: object, mac: object) ->
     return value
 
 
-def verify_counters(keys: RecordKeys, rows: Iterable[tuple[Any, Any, Any]]) -> int:
-    """Check every counter row (``rows``: (cred_tag, value, mac) by ascending tag) and their
-    number; return the number.
+@dataclass(frozen=True)
+class CounterIndex:
+    """What the index row of the counters table (tag :data:`ROWS_TAG`) authenticates: the
+    number of the other rows and ``members``, the XOR of their tags'
+    :meth:`RecordKeys.counter_member` (format 5). Updated with every row added or deleted,
+    inside the transaction that does it."""
 
-    Rows come in primary-key order from the b-tree: a row damaged in place
-    fails its MAC; a row duplicated, reordered or lost by damage to the tree
-    breaks the strict order or the authenticated count. O(rows), once per open
-    (the loop is kept lean: it runs 100,000 times for 100,000 counters).
+    rows: int = 0
+    members: int = 0
+
+    def with_row(self, keys: RecordKeys, tag: bytes, present: bool) -> CounterIndex:
+        """The index after the row of ``tag`` is added (``present``) or deleted."""
+        rows = self.rows + (1 if present else -1)
+        return CounterIndex(rows, self.members ^ keys.counter_member(tag))
+
+    def mac(self, keys: RecordKeys) -> bytes:
+        return keys.rows_mac(self.rows, self.members)
+
+
+def verify_counters(
+    keys: RecordKeys, rows: Iterable[tuple[Any, Any, Any]], *, format_4: bool = False
+) -> CounterIndex:
+    """Check every counter row (``rows``: (cred_tag, value, mac) by ascending tag) and the
+    set of them; return the index.
+
+    Rows come in primary-key order from the b-tree: a row damaged in place fails its MAC; a
+    row duplicated, reordered or lost by damage to the tree breaks the strict order or the
+    index; a row deleted breaks the index, also when an older index row is put back (a
+    review did it: the counter started again at 0), since that one covers other members.
+    ``format_4``: the index authenticates the number of rows alone (the migration to format
+    5 checks it before writing the new one). O(rows), once per open (the loop is kept lean:
+    it runs 100,000 times for 100,000 counters).
     """
     mac_of = keys.counter_mac
+    member = keys.counter_member
     same = hmac.compare_digest
-    expected = -1
-    count = 0
     rows = iter(rows)
     first = next(rows, None)
-    if first is not None:
-        # The first row (empty tag) holds the number of the others.
-        tag, value, mac = first
-        if (
-            tag == ROWS_TAG
-            and type(value) is int
-            and 0 <= value <= MAX_COUNTER
-            and type(mac) is bytes
-            and same(keys.rows_mac(value), mac)
-        ):
-            expected = value
-    if expected < 0:
+    # The first row (empty tag) is the index.
+    if (
+        first is None
+        or first[0] != ROWS_TAG
+        or type(first[1]) is not int
+        or not 0 <= first[1] <= MAX_COUNTER
+        or type(first[2]) is not bytes
+    ):
         raise KeystoreCorrupt(
             "the keystore's counter index is missing or failed authentication"
             " (the keystore was modified)"
         )
+    _, expected, index_mac = first
+    count = 0
+    members = 0
     previous = ROWS_TAG
     for tag, value, mac in rows:
         if type(tag) is not bytes or tag <= previous:
@@ -75,14 +98,18 @@ def verify_counters(keys: RecordKeys, rows: Iterable[tuple[Any, Any, Any]]) -> i
             raise KeystoreCorrupt(
                 "a signature counter failed authentication (the keystore was modified)"
             )
+        if not format_4:
+            members ^= member(tag)
         previous = tag
         count += 1
-    if count != expected:
+    written = keys.rows_mac_v4(expected) if format_4 else keys.rows_mac(expected, members)
+    if not same(written, index_mac) or count != expected:
         raise KeystoreCorrupt(
-            f"the keystore has {count} signature counters where {expected} were written"
-            " (the keystore was modified)"
+            f"the keystore's counter index does not authenticate its {count} signature "
+            "counters: one was deleted, added or put back, or the index replaced (the "
+            "keystore was modified)"
         )
-    return count
+    return CounterIndex(count, members)
 
 
 def verify_state(keys: RecordKeys, rows: Iterable[tuple[Any, Any]]) -> dict[bytes, bytes]:

@@ -4,6 +4,7 @@ creating the schema, recognizing a vfido file, and the format migrations."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -17,13 +18,15 @@ from vfido.keystore.integrity import (
     MAX_COUNTER,
     ROWS_TAG,
     STATE_INDEX_TAG,
+    CounterIndex,
     credential_rows_value,
     state_digest,
+    verify_counters,
 )
 from vfido.keystore.sqlite_errors import map_os_error, map_sqlite_error
 from vfido.keystore.store import DeviceIdentity, KeystoreCorrupt, KeystoreError, KeystoreUnavailable
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Version of the database layout. Bump it with a step in :data:`MIGRATIONS`.
 
 1: first released layout (counters unauthenticated).
@@ -32,7 +35,10 @@ FORMAT_VERSION = 4
 4: the wrapped master key is bound to the format version (lowering ``format_version`` by
    hand made the migrations re-seal tampered counters and state; every migration writes
    the key wrapped for the new version), and the number of credential rows is authenticated
-   (a deleted credential put back, or all deleted, is noticed)."""
+   (a deleted credential put back, or all deleted, is noticed).
+5: the counters' index row authenticates which rows it counts, not only how many (with
+   the number alone, a counter row deleted beside an older index row put back went unnoticed,
+   and the counter started again at 0)."""
 
 Migration = Callable[[sqlite3.Connection, RecordKeys], None]
 
@@ -40,8 +46,8 @@ MIGRATIONS: dict[int, Migration] = {}
 """``MIGRATIONS[v]`` upgrades a format-``v`` database to ``v + 1`` (inside a
 transaction, after the passphrase check, with the record keys;
 :meth:`SqliteKeyStore.open` runs the steps and records the new version
-atomically). The files tests/reliability/data/keystore-v1.db, keystore-v2.db and
-keystore-v3.db must keep opening."""
+atomically). The files tests/reliability/data/keystore-v1.db to keystore-v4.db must keep
+opening."""
 APPLICATION_ID = 0x7666646F  # "vfdo": marks the SQLite file as a vfido keystore
 
 T_CREDENTIALS = "credentials"
@@ -144,7 +150,7 @@ def init_schema(
             *meta.items(),
         ]
         conn.executemany("INSERT INTO meta (name, value) VALUES (?, ?)", rows)
-        conn.execute(INSERT_COUNTER, (ROWS_TAG, 0, keys.rows_mac(0)))
+        conn.execute(INSERT_COUNTER, (ROWS_TAG, 0, CounterIndex().mac(keys)))
         conn.execute(UPSERT_STATE, (STATE_INDEX_TAG, keys.state_mac([])))
         if identity is not None:
             blob = keys.encrypt(T_IDENTITY, IDENTITY_ROW, identity_to_bytes(identity))
@@ -183,6 +189,7 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
         if app_id != APPLICATION_ID or not has_meta:
             raise KeystoreCorrupt("the keystore file is not a vfido keystore")
         meta = {str(n): v for n, v in conn.execute("SELECT name, value FROM meta")}
+        objects = set(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema"))
     except sqlite3.Error as exc:
         raise map_sqlite_error(exc, "read the keystore") from exc
     version = meta.get("format_version")
@@ -193,7 +200,39 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
             f"the keystore has format version {version}, newer than this vfido supports "
             f"({FORMAT_VERSION}); upgrade vfido to open it"
         )
+    if objects != expected_objects(version):
+        # A trigger planted by whoever could write the file would run inside vfido's own
+        # statements: it could put back a counter's old value and MAC after every update, or
+        # undo a reset or a deletion, and every MAC would still check out (a review). So the
+        # file must hold what vfido creates and nothing else. Nothing of it is named here:
+        # the names are the file's, not vfido's.
+        raise KeystoreCorrupt(
+            "the keystore's tables were changed: it holds triggers, views or table "
+            "definitions vfido did not write (the keystore was modified)"
+        )
     return meta
+
+
+COUNTERS_TABLE_V1 = (
+    "CREATE TABLE counters (cred_tag BLOB PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
+)
+"""The counters table of format 1 (format 2 added the MAC: :func:`_migrate_1_to_2`)."""
+
+
+@functools.cache
+def expected_objects(version: int) -> frozenset[tuple[str, str, str, str | None]]:
+    """``sqlite_schema``'s rows (type, name, tbl_name, sql) in a format-``version`` keystore:
+    those :data:`SCHEMA` makes (read from a database it made in memory, so the two cannot
+    differ), with format 1's counters table in a format-1 file."""
+    statements = [COUNTERS_TABLE_V1 if s == COUNTERS_TABLE and version == 1 else s for s in SCHEMA]
+    conn = sqlite3.connect(":memory:")
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema").fetchall()
+    finally:
+        conn.close()
+    return frozenset(rows)
 
 
 def _migrate_1_to_2(conn: sqlite3.Connection, keys: RecordKeys) -> None:
@@ -214,7 +253,7 @@ def _migrate_1_to_2(conn: sqlite3.Connection, keys: RecordKeys) -> None:
         ):
             raise KeystoreCorrupt("a signature counter in the keystore is malformed")
         conn.execute(INSERT_COUNTER, (tag, value, keys.counter_mac(tag, value)))
-    conn.execute(INSERT_COUNTER, (ROWS_TAG, len(rows), keys.rows_mac(len(rows))))
+    conn.execute(INSERT_COUNTER, (ROWS_TAG, len(rows), keys.rows_mac_v4(len(rows))))
 
 
 MIGRATIONS[1] = _migrate_1_to_2
@@ -255,6 +294,21 @@ def _migrate_3_to_4(conn: sqlite3.Connection, keys: RecordKeys) -> None:
 
 
 MIGRATIONS[3] = _migrate_3_to_4
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection, keys: RecordKeys) -> None:
+    """Format 5: the counters' index authenticates the set of rows. Unlike the earlier steps,
+    this one takes nothing on trust: format 4 already authenticated the number of rows, and
+    it is checked (with every row's MAC) before the new index is written over it."""
+    rows = conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag")
+    verify_counters(keys, rows, format_4=True)
+    index = CounterIndex()
+    for (tag,) in conn.execute("SELECT cred_tag FROM counters WHERE cred_tag != ?", (ROWS_TAG,)):
+        index = index.with_row(keys, tag, present=True)
+    conn.execute(UPDATE_COUNTER, (index.rows, index.mac(keys), ROWS_TAG))
+
+
+MIGRATIONS[4] = _migrate_4_to_5
 
 
 def migrate(

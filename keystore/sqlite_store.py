@@ -19,7 +19,10 @@ Signature counters (format 2) are integers keyed by the blinded credential ID
 (no credential ID is stored), each row with a MAC (keyed BLAKE2s-128 under the
 counter key) over the row's tag and value; the number of
 counter rows is kept, with its own MAC, in a row of the same table under the
-empty tag (it sorts first, and a new counter usually shares its page). Opening a
+empty tag (it sorts first, and a new counter usually shares its page). Since format 5
+that MAC also covers which rows: the XOR of a keyed hash of every tag
+(:class:`vfido.keystore.integrity.CounterIndex`), so an older index row put back does not
+hide a deleted counter. Opening a
 keystore checks every counter row (MAC, strictly ascending tags, the count), so
 a changed, swapped, duplicated or vanished counter is reported as corruption,
 never taken as a lower value. While the store is open (the directory lock
@@ -94,6 +97,7 @@ from vfido.keystore.integrity import (
     MAX_COUNTER,
     ROWS_TAG,
     STATE_INDEX_TAG,
+    CounterIndex,
     checked_counter,
     checked_state_blob,
     credential_rows_value,
@@ -239,7 +243,7 @@ class SqliteKeyStore:
         self._floor: int | None = None  # counter_floor(), once read
         self._identity_in_row = identity is None
         self._identity = self._load_identity() if identity is None else identity
-        self._counter_rows = self._verify_counters()
+        self._counter_index = self._verify_counters()
         self._credential_rows = self._verify_credential_rows()
         # SHA-256 of each state row's blob by key_tag, as verified at open (or written).
         self._state_digests = self._verify_state()
@@ -620,21 +624,23 @@ class SqliteKeyStore:
         mac = self._keys.counter_mac
         new = self._new_counters
         rows = [(value, mac(tag, value), tag) for tag, value in self._dirty.items()]
-        count = self._counter_rows + len(new)
+        index = self._counter_index
+        for tag in new:
+            index = index.with_row(self._keys, tag, present=True)
         conn.execute("BEGIN IMMEDIATE")
         try:
             if new:
                 conn.executemany(
                     INSERT_COUNTER, [(tag, value, m) for value, m, tag in rows if tag in new]
                 )
-                self._write_rows(conn, count)
+                self._write_index(conn, index)
             conn.executemany(UPDATE_COUNTER, [r for r in rows if r[2] not in new])
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        self._counter_rows = count
+        self._counter_index = index
         self._dirty.clear()
         new.clear()
 
@@ -675,8 +681,8 @@ class SqliteKeyStore:
     def _checked_counter(self, tag: bytes, value: object, mac: object) -> int:
         return checked_counter(self._keys, tag, value, mac)
 
-    def _verify_counters(self) -> int:
-        """Check every counter row and their number (once per open); return the number."""
+    def _verify_counters(self) -> CounterIndex:
+        """Check every counter row and the set of them (once per open); return the index."""
         with self._read("check the signature counters") as conn:
             return verify_counters(
                 self._keys,
@@ -766,7 +772,7 @@ class SqliteKeyStore:
                     (user_tag, cred_tag),
                 )
                 dropped = [old for old in replaced if old != cred_tag]
-                rows = self._delete_counters(c, dropped)
+                index = self._delete_counters(c, dropped)
                 c.execute(
                     "INSERT INTO credentials (cred_tag, rp_tag, user_tag, blob)"
                     " VALUES (?, ?, ?, ?)",
@@ -775,7 +781,7 @@ class SqliteKeyStore:
                 credential_rows = self._credential_rows - len(replaced) + 1
                 self._write_credential_rows(c, credential_rows)
             self._credential_rows = credential_rows
-            self._counters_deleted(dropped, rows)
+            self._counters_deleted(dropped, index)
         if dropped:
             self._scrub_log()
 
@@ -786,24 +792,24 @@ class SqliteKeyStore:
         already committed."""
         self._checkpoint()
 
-    def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> int:
-        """Delete the counter rows of ``tags`` (inside a transaction); the new row count."""
-        deleted = 0
+    def _delete_counters(self, c: sqlite3.Connection, tags: list[bytes]) -> CounterIndex:
+        """Delete the counter rows of ``tags`` (inside a transaction); the new index."""
+        index = self._counter_index
         for tag in tags:
-            deleted += c.execute("DELETE FROM counters WHERE cred_tag = ?", (tag,)).rowcount
-        rows = self._counter_rows - deleted
-        if deleted:
-            self._write_rows(c, rows)
-        return rows
+            if c.execute("DELETE FROM counters WHERE cred_tag = ?", (tag,)).rowcount:
+                index = index.with_row(self._keys, tag, present=False)
+        if index != self._counter_index:
+            self._write_index(c, index)
+        return index
 
-    def _write_rows(self, c: sqlite3.Connection, rows: int) -> None:
-        c.execute(UPDATE_COUNTER, (rows, self._keys.rows_mac(rows), ROWS_TAG))
+    def _write_index(self, c: sqlite3.Connection, index: CounterIndex) -> None:
+        c.execute(UPDATE_COUNTER, (index.rows, index.mac(self._keys), ROWS_TAG))
 
-    def _counters_deleted(self, tags: list[bytes], rows: int) -> None:
+    def _counters_deleted(self, tags: list[bytes], index: CounterIndex) -> None:
         """After the commit of :meth:`_delete_counters`."""
         for tag in tags:
             self._counters.pop(tag, None)
-        self._counter_rows = rows
+        self._counter_index = index
 
     def find_credentials(self, rp_id_hash: bytes) -> list[CredentialRecord]:
         rp_tag = self._keys.blind("rp", rp_id_hash)
@@ -849,17 +855,17 @@ class SqliteKeyStore:
         cred_tag = self._cred_tag(credential_id)
         with self._mutex:  # the row count and the caches change with the commit
             self._credential_count = None
-            rows = self._counter_rows
+            index = self._counter_index
             with self._tx("delete the credential") as c:
                 deleted = c.execute(
                     "DELETE FROM credentials WHERE cred_tag = ?", (cred_tag,)
                 ).rowcount
                 if deleted:
-                    rows = self._delete_counters(c, [cred_tag])
+                    index = self._delete_counters(c, [cred_tag])
                     self._write_credential_rows(c, self._credential_rows - deleted)
             if deleted:
                 self._credential_rows -= deleted
-                self._counters_deleted([cred_tag], rows)
+                self._counters_deleted([cred_tag], index)
         if deleted:
             self._scrub_log()
         return bool(deleted)
@@ -950,7 +956,7 @@ class SqliteKeyStore:
                     raise KeystoreCorrupt("a signature counter vanished from the keystore")
                 self._counters[tag] = value
                 return value
-            rows = self._counter_rows
+            index = self._counter_index
             with self._tx("update the signature counter") as c:
                 row = c.execute(
                     "SELECT value, mac FROM counters WHERE cred_tag = ?", (tag,)
@@ -958,12 +964,12 @@ class SqliteKeyStore:
                 if row is None:
                     value = self._next_counter(self.counter_floor(), step)
                     c.execute(INSERT_COUNTER, (tag, value, self._keys.counter_mac(tag, value)))
-                    rows += 1
-                    self._write_rows(c, rows)
+                    index = index.with_row(self._keys, tag, present=True)
+                    self._write_index(c, index)
                 else:
                     value = self._next_counter(self._checked_counter(tag, *row), step)
                     c.execute(UPDATE_COUNTER, (value, self._keys.counter_mac(tag, value), tag))
-            self._counter_rows = rows
+            self._counter_index = index
             self._remember_counter(tag, value)
             return value
 
@@ -1135,7 +1141,7 @@ class SqliteKeyStore:
                 c.execute("DELETE FROM credentials")
                 self._write_credential_rows(c, 0)
                 c.execute("DELETE FROM counters WHERE cred_tag != ?", (ROWS_TAG,))
-                self._write_rows(c, 0)
+                self._write_index(c, CounterIndex())
                 c.execute("DELETE FROM state")
                 self._write_state_index(c, {})
                 if blob is not None:
@@ -1144,7 +1150,7 @@ class SqliteKeyStore:
             self._state_digests = {}
             self._state_plain.clear()
             self._counters.clear()
-            self._counter_rows = 0
+            self._counter_index = CounterIndex()
             self._credential_rows = 0
             self._floor = None  # the floor was state: erased with it
             self._scrub_log()

@@ -1,11 +1,12 @@
-"""Signature counters are authenticated (keystore format 2).
+"""Signature counters are authenticated (keystore format 2; format 5: as a set).
 
 A counter that was changed on disk (by damage or on purpose) must be reported as
 corruption when the keystore opens: never accepted with another value, never
 taken as a lower one. Each counter row carries a MAC over its tag and value, and
-the number of rows is kept with its own MAC, so a row that vanishes is noticed
-too. The exhaustive test below damages the database file itself, byte by byte
-and bit by bit, in the pages that hold the counters.
+the number of rows is kept with its own MAC (since format 5, over which rows it
+counts), so a row that vanishes is noticed too. The exhaustive test below damages
+the database file itself, byte by byte and bit by bit, in the pages that hold the
+counters.
 """
 
 from __future__ import annotations
@@ -115,6 +116,27 @@ def test_a_vanished_counter_is_corruption_not_a_reset_to_zero(keystore: Path, ch
     }[change]
     _tamper(keystore, (sql, args))
     with pytest.raises(KeystoreCorrupt, match="counter"):
+        SqliteKeyStore.open(keystore, PASSPHRASE)
+
+
+def test_an_older_index_row_does_not_hide_a_deleted_counter(keystore: Path) -> None:
+    """Format 5. An outside review kept the index row of an older copy (fewer counters), then
+    deleted a newer counter's row and put that index back: the count matched, and the
+    counter started again at 0. The index now authenticates which rows it counts."""
+    db = _raw(keystore)
+    try:
+        old_index = db.execute("SELECT value, mac FROM counters WHERE cred_tag = x''").fetchone()
+    finally:
+        db.close()
+    with SqliteKeyStore.open(keystore, PASSPHRASE) as store:
+        assert store.increment_counter(b"a newer server-side credential") == 1
+    (victim,) = _first_tags(keystore, 1)
+    _tamper(
+        keystore,
+        ("DELETE FROM counters WHERE cred_tag = ?", (victim,)),
+        ("UPDATE counters SET value = ?, mac = ? WHERE cred_tag = x''", tuple(old_index)),
+    )
+    with pytest.raises(KeystoreCorrupt, match="counter index does not authenticate"):
         SqliteKeyStore.open(keystore, PASSPHRASE)
 
 

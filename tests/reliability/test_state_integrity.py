@@ -24,7 +24,7 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
 from tests.ctap2_helpers import make_key
 from tests.service_helpers import PASSPHRASE, vfido
-from vfido.keystore import kdf
+from vfido.keystore import kdf, schema
 from vfido.keystore.sqlite_store import DB_NAME, FORMAT_VERSION, SqliteKeyStore
 from vfido.keystore.store import KeystoreCorrupt, KeystoreError
 
@@ -269,7 +269,49 @@ def test_format_3_fixture_migrates_to_4(tmp_path: Path) -> None:
         assert store.increment_counter(b"server-side-id") == 43
 
 
-@pytest.mark.parametrize("claimed", [1, 2, 3])
+# --- format 4 -> 5: the counters' index covers which rows it counts -------------------------
+
+V4_PASSPHRASE = "vfido format 4 fixture"
+
+
+def test_format_4_fixture_migrates_to_5(tmp_path: Path) -> None:
+    """keystore-v4.db (written by format 4: one discoverable credential with counter 5, a
+    server-side counter at 41, pinRetries 8) opens under format 5 with everything kept, and
+    its counters' index then covers its rows: one deleted is noticed."""
+    directory = _fixture(tmp_path, "keystore-v4.db")
+    with SqliteKeyStore.open(directory, V4_PASSPHRASE) as store:
+        assert store.identity().aaguid.hex() == "766669646f0040008000000000000004"
+        (summary,) = store.list_credentials()
+        assert (summary.record.rp_id, summary.sign_count) == ("v4.example", 5)
+        assert store.increment_counter(b"server-side-id") == 42
+        assert store.get_state("pin.retries") == (8).to_bytes(4, "big")
+        server_side = store._cred_tag(b"server-side-id")
+    with _raw(directory) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
+            FORMAT_VERSION,
+        )
+    with SqliteKeyStore.open(directory, V4_PASSPHRASE) as store:
+        assert store.increment_counter(b"server-side-id") == 43
+    with _raw(directory) as db:
+        db.execute("DELETE FROM counters WHERE cred_tag = ?", (server_side,))
+        db.execute("UPDATE counters SET value = value - 1 WHERE cred_tag = x''")
+    with pytest.raises(KeystoreCorrupt, match="counter index"):
+        SqliteKeyStore.open(directory, V4_PASSPHRASE)
+
+
+def test_the_migration_to_5_checks_the_format_4_index_first(tmp_path: Path) -> None:
+    """The step to format 5 writes a new index over the rows it finds: a format-4 file with
+    a counter row deleted is refused, not re-sealed without it, and left as it was."""
+    directory = _fixture(tmp_path, "keystore-v4.db")
+    with _raw(directory) as db:
+        db.execute("DELETE FROM counters WHERE cred_tag IN (SELECT max(cred_tag) FROM counters)")
+    before = (directory / DB_NAME).read_bytes()
+    with pytest.raises(KeystoreCorrupt, match="counter index"):
+        SqliteKeyStore.open(directory, V4_PASSPHRASE)
+    assert (directory / DB_NAME).read_bytes() == before
+
+
+@pytest.mark.parametrize("claimed", [1, 2, 3, 4])
 def test_a_lowered_format_version_is_refused_not_migrated(tmp_path: Path, claimed: int) -> None:
     """An offline edit that lowers meta.format_version and then rewrites what the newer
     format protects (counters to 0, the PIN's state rows deleted) must not be taken in: the
@@ -282,8 +324,10 @@ def test_a_lowered_format_version_is_refused_not_migrated(tmp_path: Path, claime
     with _raw(directory) as db:
         db.execute("UPDATE meta SET value = ? WHERE name = 'format_version'", (claimed,))
         if claimed == 1:  # as format 1 had them: no MACs, no row count, no state index
-            db.execute("DELETE FROM counters WHERE cred_tag = x''")
-            db.execute("UPDATE counters SET value = 0")
+            tags = [t for (t,) in db.execute("SELECT cred_tag FROM counters WHERE cred_tag != x''")]
+            db.execute("DROP TABLE counters")
+            db.execute(schema.COUNTERS_TABLE_V1)  # else the schema check refuses it first
+            db.executemany("INSERT INTO counters VALUES (?, 0)", [(t,) for t in tags])
             db.execute("DELETE FROM state")
     with pytest.raises(KeystoreCorrupt, match=f"says format version {claimed} but was written"):
         SqliteKeyStore.open(directory, PASSPHRASE)
@@ -369,3 +413,53 @@ def test_credential_rows_follow_every_write(tmp_path: Path) -> None:
             step(store)
         with SqliteKeyStore.open(directory, PASSPHRASE) as store:
             assert store.count_credentials() == count
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        # Puts back every counter's old value and MAC after each update: every MAC checks
+        # out, and each session signs the same counters again (a review ran it end to end).
+        "CREATE TRIGGER keep AFTER UPDATE ON counters WHEN new.cred_tag != x'' BEGIN"
+        " UPDATE counters SET value = old.value, mac = old.mac"
+        " WHERE cred_tag = new.cred_tag; END",
+        # Undoes `vfido reset`'s new credential key: old credential IDs would sign again.
+        "CREATE TRIGGER keep AFTER UPDATE ON identity BEGIN"
+        " UPDATE identity SET blob = old.blob; END",
+        "CREATE TRIGGER keep BEFORE DELETE ON credentials BEGIN SELECT RAISE(IGNORE); END",
+        "CREATE VIEW extra AS SELECT * FROM counters",
+        "CREATE INDEX extra ON counters (value)",
+        "CREATE TABLE extra (x)",
+    ],
+)
+def test_a_keystore_with_objects_vfido_did_not_create_is_refused(
+    tmp_path: Path, planted: str
+) -> None:
+    """Whoever can write vfido.db once, without the passphrase, must not be able to plant
+    SQL that runs inside vfido's own statements from then on: the keystore holds exactly
+    the tables and indexes vfido creates, or it is refused, untouched."""
+    directory = tmp_path / "ks"
+    with _create(directory) as store:
+        assert store.increment_counter(b"server-side-id", 100) == 100
+    with _raw(directory) as db:
+        db.execute(planted)
+    before = (directory / DB_NAME).read_bytes()
+    with pytest.raises(KeystoreCorrupt, match="tables were changed"):
+        SqliteKeyStore.open(directory, PASSPHRASE)
+    assert (directory / DB_NAME).read_bytes() == before
+
+
+def test_a_changed_table_definition_is_refused(tmp_path: Path) -> None:
+    """The same for a table vfido created, defined again by the attacker (here without
+    its NOT NULL), and for format 1's counters table in a file that says format 4."""
+    directory = tmp_path / "ks"
+    _create(directory).close()
+    with _raw(directory) as db:
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, 'blob BLOB NOT NULL', 'blob BLOB')"
+            " WHERE name = 'identity'"
+        )
+    with pytest.raises(KeystoreCorrupt, match="tables were changed"):
+        SqliteKeyStore.open(directory, PASSPHRASE)
+    assert schema.expected_objects(1) != schema.expected_objects(FORMAT_VERSION)
