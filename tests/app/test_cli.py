@@ -715,6 +715,30 @@ def test_output_to_a_full_disk_is_one_line(buffered: bool) -> None:
     assert result.stderr.splitlines() == [f"vfido: error: {said}No space left on device"]
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["run", "--help"]])
+def test_help_to_a_full_disk_is_one_line(argv: list[str]) -> None:
+    """argparse writes --help and --version while it parses the command line, before any
+    command's error handling: to /dev/full that was a traceback (a newcomer review)."""
+    import subprocess
+    import sys
+
+    from tests.service_helpers import env
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "vfido", *argv],
+            env=env(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "vfido: error: cannot write the output: No space left on device"
+    ]
+
+
 def test_vfido_run_exits_with_one_line_when_its_transport_stops_serving(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

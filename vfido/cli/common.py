@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias, overload
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from vfido.keystore.sqlite_store import SqliteKeyStore
 
 #: The ``sub`` of ``parser.add_subparsers()``: what each group's ``register`` adds to.
@@ -38,6 +40,16 @@ class Parser(argparse.ArgumentParser):
         from vfido.safetext import visible  # the argument shown back may hold escape codes
 
         self.exit(2, visible(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """argparse's, without its ``except OSError: pass``: ``vfido --help > /dev/full``
+        exited 0 with nothing written. A failed write raises (main() says it in one line)."""
+        if message:
+            out = file or sys.stderr
+            out.write(message)
+            flush = getattr(out, "flush", None)
+            if flush is not None:
+                flush()
 
 
 def parse_command_line(

@@ -9,6 +9,7 @@ trace decoder, backup, doctor or the WebDriver intermediary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -105,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_command_line(build_parser(), argv)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `vfido run --help | head`: --help writes while parsing
-        _silence_stdout()
-        return 0
+    except OSError as exc:  # --help, --version, a usage error: written while parsing
+        return _parse_output_failed(exc)
     out, err = sys.stdout, sys.stderr
     # Whatever a command prints back (paths, names, IDs: the user's, a file's, a host's) is
     # shown escaped, never as control sequences: one place for every command's output.
@@ -130,6 +130,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         sys.stdout, sys.stderr = out, err
+
+
+def _parse_output_failed(exc: OSError) -> int:
+    """What the parser printed (--help, --version, a usage error) could not be written: a
+    reader gone (`| head`, which has what it wanted: 0), or a full disk (one line, 1)."""
+    _silence_stdout()
+    if isinstance(exc, BrokenPipeError):
+        return 0
+    with contextlib.suppress(OSError):  # stderr may be the file that failed
+        print(f"vfido: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+    return 1
 
 
 def _silence_stdout() -> None:
