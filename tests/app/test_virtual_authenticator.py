@@ -522,7 +522,10 @@ def test_control_api_and_ctl_cli_speak_the_webdriver_shapes(tmp_path: Path) -> N
         (listed,) = ctl_cli("credentials")
         assert listed["credentialId"] == "AQIDBA"
         other = {**params, "credentialId": "BQYHCA", "userHandle": b64(b"dave")}
-        assert ctl_cli("add-credential", json.dumps(other))["credentialId"] == "BQYHCA"
+        added = ctl_cli("add-credential", json.dumps(other))
+        assert added["credentialId"] == "BQYHCA"
+        assert "privateKey" not in added  # printed back, it would land in a CI log
+        assert added["signCount"] == other["signCount"]
         # A private key need not be on the command line, which every local user can read
         # (/proc/PID/cmdline; a security review): @FILE, or - for standard input.
         held = tmp_path / "credential.json"
