@@ -338,10 +338,18 @@ def test_a_wrong_socket_is_named_as_given(tmp_path: Path) -> None:
     shared.chmod(0o755)
     for command in (["info"], ["status"], ["ctl"]):
         tail = ["status"] if command == ["ctl"] else []
+        # Nothing there: said so, not what is wrong with a directory it is not in (a
+        # session 19 newcomer: `--socket /nonexistent.sock` blamed "/").
+        one_line_error(
+            vfido([*command, "--socket", "k.sock", *tail], cwd=shared),
+            "vfido: error: no vfido key answers on k.sock: start one with `vfido run`\n",
+        )
+        (shared / "k.sock").touch()
         one_line_error(
             vfido([*command, "--socket", "k.sock", *tail], cwd=shared),
             f"control socket k.sock: {shared} is accessible by other users (mode 755)",
         )
+        (shared / "k.sock").unlink()
         one_line_error(
             vfido([*command, "--socket", str(shared), *tail]),
             f"vfido: error: {shared} is a directory, not a control socket\n",

@@ -66,7 +66,13 @@ class ControlClient:
         self.path = path
         if os.path.isdir(path):  # e.g. the directory of the sockets (it has none of its own)
             raise ControlError(f"{path} is a directory, not a control socket")
-        _check_client_dir(Path(os.path.abspath(path)).parent, path)
+        directory = Path(os.path.abspath(path)).parent
+        if not os.path.lexists(path) and os.path.isdir(directory):
+            # Nothing to connect to, whoever owns the directory: say that, not what would be
+            # wrong with the directory if there were (a newcomer got "/ is accessible by other
+            # users" for a mistyped --socket).
+            raise NotRunningError(f"no vfido key answers on {path}: start one with `vfido run`")
+        _check_client_dir(directory, path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
         try:
