@@ -103,6 +103,13 @@ class BehaviourError(ValueError):
     """An unknown behaviour or a bad value (one line, for the user)."""
 
 
+def _check_builtin_uv(names: Iterable[str]) -> None:
+    """For a key without built-in UV: refuse the behaviours that need it."""
+    for name in names:
+        if spec(name).needs_builtin_uv:
+            raise BehaviourError(f"{name} needs a key with built-in UV (vfido run --uv)")
+
+
 @dataclass(frozen=True)
 class BehaviourSettings:
     """One immutable snapshot of the active behaviours (all off by default)."""
@@ -454,10 +461,15 @@ class Behaviours:
         BehaviourError."""
         pairs = [parse_assignment(a) for a in assignments]
         if builtin_uv is False:
-            for name, _ in pairs:
-                if spec(name).needs_builtin_uv:
-                    raise BehaviourError(f"{name} needs a key with built-in UV (vfido run --uv)")
+            _check_builtin_uv(name for name, _ in pairs)
         return cls(pairs)
+
+    def check_key(self, *, builtin_uv: bool) -> None:
+        """Refuse (BehaviourError) active behaviours the key cannot act out: those that need
+        built-in UV on a key without it (the key's assembly checks; ``VirtualKey(uv=False,
+        behaviours={"uv-fail": True})`` was taken silently, a newcomer review)."""
+        if not builtin_uv:
+            _check_builtin_uv(self.active())
 
     def current(self) -> BehaviourSettings:
         """The snapshot to act on (read it once per decision point).

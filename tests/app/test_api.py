@@ -147,6 +147,18 @@ def test_builtin_uv_sets_the_uv_flag_and_deny_uv_fails_it() -> None:
         register(key.client(), RelyingParty(), rk=True, uv="required")
 
 
+def test_a_behaviour_the_key_cannot_act_out_is_refused_at_assembly() -> None:
+    """uv-fail on a key without built-in UV: `vfido run` and the control socket refused it,
+    VirtualKey took it silently and then never failed anything (a newcomer review). The
+    key's one assembly point (build_key) refuses it for every front end."""
+    from vfido.authenticator.behaviours import BehaviourError
+
+    with pytest.raises(BehaviourError, match="needs a key with built-in UV"):
+        VirtualKey(behaviours={"uv-fail": True}, uv=False).start()
+    with VirtualKey(behaviours={"uv-fail": True}, uv=True) as key:
+        assert key.behaviours.active() == {"uv-fail": None}
+
+
 def test_pin_is_set_and_entered_by_the_client() -> None:
     with VirtualKey(pin="4321") as key:
         assert Ctap2(key.device).info.options.get("clientPin") is True
