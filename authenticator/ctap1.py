@@ -94,6 +94,7 @@ class Sw(IntEnum):
     CONDITIONS_NOT_SATISFIED = 0x6985
     WRONG_DATA = 0x6A80
     INS_NOT_SUPPORTED = 0x6D00
+    COMMAND_NOT_ALLOWED = 0x6986
     CLA_NOT_SUPPORTED = 0x6E00
     UNKNOWN = 0x6F00
 
@@ -310,10 +311,11 @@ class Ctap1Handler:
         self._behaviours = behaviours if behaviours is not None else Behaviours()
         self._latch = _PresenceLatch(presence, config.presence_timeout, clock or SystemClock())
 
-    def process(self, apdu: bytes, context: RequestContext) -> bytes:
-        """Answer one APDU with response data + SW1 SW2. Never raises."""
+    def process(self, apdu: bytes, context: RequestContext, *, signing: bool = True) -> bytes:
+        """Answer one APDU with response data + SW1 SW2. Never raises. ``signing`` False
+        (alwaysUv): REGISTER and AUTHENTICATE are refused, once the APDU parses."""
         try:
-            return self._process(bytes(apdu), context) + _sw(Sw.NO_ERROR)
+            return self._process(bytes(apdu), context, signing) + _sw(Sw.NO_ERROR)
         except ApduError as exc:
             log.debug("U2F request -> %s", exc.sw.name)
             return _sw(exc.sw)
@@ -334,10 +336,14 @@ class Ctap1Handler:
 
     # --- commands -------------------------------------------------------------
 
-    def _process(self, raw: bytes, context: RequestContext) -> bytes:
+    def _process(self, raw: bytes, context: RequestContext, signing: bool) -> bytes:
         if raw and raw[0] != 0x00:
             raise ApduError(Sw.CLA_NOT_SUPPORTED)
         apdu = parse_apdu(raw)
+        if not signing and apdu.ins in (Ins.REGISTER, Ins.AUTHENTICATE):
+            # After the class and the encoding (a review: a malformed APDU got 6986, where
+            # the same key without alwaysUv says 6E00 or 6700).
+            raise ApduError(Sw.COMMAND_NOT_ALLOWED)
         if apdu.ins == Ins.REGISTER:
             return self._register(apdu, context)
         if apdu.ins == Ins.AUTHENTICATE:

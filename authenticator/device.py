@@ -84,8 +84,6 @@ _SW_UNKNOWN = b"\x6f\x00"
 # ... and for an instruction a FIDO_2_0-only key does not support (behaviour versions).
 _SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 # ... and for U2F_REGISTER/AUTHENTICATE while alwaysUv turns CTAP1 off (Services.ctap1_enabled).
-_SW_COMMAND_NOT_ALLOWED = b"\x69\x86"
-_U2F_SIGNING_INS = frozenset({0x01, 0x02})  # U2F_REGISTER, U2F_AUTHENTICATE
 
 
 class _BehavingVerifier:
@@ -349,10 +347,10 @@ class Authenticator:
                 model and not model.u2f
             ):
                 return _SW_INS_NOT_SUPPORTED  # behaviour versions=FIDO_2_0 (or model): no U2F
-            if len(apdu) > 1 and apdu[1] in _U2F_SIGNING_INS and not self._services.ctap1_enabled:
-                return _SW_COMMAND_NOT_ALLOWED  # alwaysUv: U2F cannot verify the user
             try:
-                return self._ctap1.process(bytes(apdu), transaction)
+                # alwaysUv: U2F cannot verify the user, so it does not sign.
+                signing = self._services.ctap1_enabled
+                return self._ctap1.process(bytes(apdu), transaction, signing=signing)
             except Exception as exc:
                 log.error("CTAP1 request failed: internal error (%s)", type(exc).__name__)
                 return _SW_UNKNOWN

@@ -229,6 +229,10 @@ def test_always_uv_turns_u2f_off(builtin_uv: bool) -> None:
             with pytest.raises(ApduError) as err:
                 attempt()
             assert err.value.code == SW_COMMAND_NOT_ALLOWED
+        # A malformed APDU is answered as without alwaysUv: its class, then its encoding
+        # (a session 19 review: 6986 for both).
+        assert device.call(CTAPHID.MSG, bytes.fromhex("80010000")) == b"\x6e\x00"
+        assert device.call(CTAPHID.MSG, bytes.fromhex("000200")) == b"\x67\x00"
         assert "U2F_V2" not in Ctap2(device).get_info().versions
         assert Ctap2(device).get_info().versions  # FIDO_2_x stay
         # A new channel is told: CTAPHID_INIT without the MSG capability (NMSG set).
