@@ -332,3 +332,39 @@ def test_vfido_run_deterministic_is_reproducible_warns_and_lints() -> None:
     assert first == second != other
     assert status["deterministic"] == WARNING
     assert [f["rule"] for f in lint["findings"]] == ["user-handle-pii"]
+
+
+@pytest.mark.parametrize(
+    "curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1(), ec.SECP256K1()], ids=lambda c: c.name
+)
+def test_each_curve_order_is_the_curves_own(curve: ec.EllipticCurve) -> None:
+    """The seeded key generation draws private scalars below these orders. P-521's had one
+    byte too many (529 bits): 255 draws in 256 were out of range and a seeded key answered
+    nearly every ES512 makeCredential with ERR_OTHER (a stateful fuzzer found it). OpenSSL
+    is the independent judge: n - 1 is a private key of the curve, n is not."""
+    from vfido.authenticator import deterministic
+
+    order = deterministic._ORDERS[curve.name]
+    assert order.bit_length() == curve.key_size
+    ec.derive_private_key(order - 1, curve)
+    with pytest.raises(ValueError):
+        ec.derive_private_key(order, curve)
+
+
+def test_a_seeded_key_makes_es512_credentials() -> None:
+    from fido2.attestation import PackedAttestation
+    from fido2.ctap2 import Ctap2
+
+    with VirtualKey(seed="es512") as key:
+        ctap = Ctap2(key.device)
+        for i in range(8):
+            client_data_hash = hashlib.sha256(bytes([i])).digest()
+            response = ctap.make_credential(
+                client_data_hash,
+                {"id": "example.com", "name": "Example"},
+                {"id": bytes([i + 1]), "name": "u"},
+                [{"type": "public-key", "alg": -36}],
+            )
+            credential = response.auth_data.credential_data
+            assert credential is not None and credential.public_key[3] == -36
+            PackedAttestation().verify(response.att_stmt, response.auth_data, client_data_hash)
