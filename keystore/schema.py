@@ -207,8 +207,9 @@ def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
         # file must hold what vfido creates and nothing else. Nothing of it is named here:
         # the names are the file's, not vfido's.
         raise KeystoreCorrupt(
-            "the keystore's tables were changed: it holds triggers, views or table "
-            "definitions vfido did not write (the keystore was modified)"
+            "the keystore's tables were changed: it holds tables, indexes, triggers, views or "
+            "table definitions vfido did not write (the keystore was modified, or a tool such "
+            "as `sqlite3 vfido.db ANALYZE` wrote to it)"
         )
     return meta
 
@@ -297,9 +298,11 @@ MIGRATIONS[3] = _migrate_3_to_4
 
 
 def _migrate_4_to_5(conn: sqlite3.Connection, keys: RecordKeys) -> None:
-    """Format 5: the counters' index authenticates the set of rows. Unlike the earlier steps,
-    this one takes nothing on trust: format 4 already authenticated the number of rows, and
-    it is checked (with every row's MAC) before the new index is written over it."""
+    """Format 5: the counters' index authenticates the set of rows. Format 4 authenticated
+    their number, and that is checked (with every row's MAC) before the new index is written
+    over the rows found. What a number cannot tell stays untold: rows deleted beside a
+    format-4 copy's index (and its wrapped key, the version lowered to 4) are sealed as they
+    are (SECURITY.md, "Known limitations")."""
     rows = conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag")
     verify_counters(keys, rows, format_4=True)
     index = CounterIndex()
