@@ -449,6 +449,8 @@ class Behaviours:
     def __init__(self, initial: Iterable[tuple[str, RawValue]] = ()) -> None:
         self._lock = threading.Lock()
         self._settings = BehaviourSettings()
+        # The key's built-in UV, once the key is assembled (check_key); None before.
+        self._builtin_uv: bool | None = None
         for name, value in initial:
             self.set(name, value)
 
@@ -466,10 +468,13 @@ class Behaviours:
 
     def check_key(self, *, builtin_uv: bool) -> None:
         """Refuse (BehaviourError) active behaviours the key cannot act out: those that need
-        built-in UV on a key without it (the key's assembly checks; ``VirtualKey(uv=False,
-        behaviours={"uv-fail": True})`` was taken silently, a newcomer review)."""
+        built-in UV on a key without it (the Authenticator checks its own, for every front end:
+        ``VirtualKey(uv=False, behaviours={"uv-fail": True})`` was taken silently, a newcomer
+        review); and from then on, :meth:`set` refuses them too (the control socket,
+        ``key.behaviours``)."""
         if not builtin_uv:
             _check_builtin_uv(self.active())
+        self._builtin_uv = builtin_uv
 
     def current(self) -> BehaviourSettings:
         """The snapshot to act on (read it once per decision point).
@@ -480,6 +485,8 @@ class Behaviours:
 
     def set(self, name: str, value: RawValue = None) -> BehaviourSettings:
         """Turn ``name`` on with ``value`` (replacing an earlier value). Raises BehaviourError."""
+        if self._builtin_uv is False:
+            _check_builtin_uv([name])
         updates = spec(name).apply(value)
         with self._lock:
             self._settings = replace(self._settings, **updates)

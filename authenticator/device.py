@@ -83,7 +83,6 @@ log = logging.getLogger(__name__)
 _SW_UNKNOWN = b"\x6f\x00"
 # ... and for an instruction a FIDO_2_0-only key does not support (behaviour versions).
 _SW_INS_NOT_SUPPORTED = b"\x6d\x00"
-# ... and for U2F_REGISTER/AUTHENTICATE while alwaysUv turns CTAP1 off (Services.ctap1_enabled).
 
 
 class _BehavingVerifier:
@@ -143,6 +142,7 @@ class Authenticator:
         self._entropy = entropy
         self._begin_request: Callable[[], None] | None = getattr(clock, "begin_request", None)
         behaviours = behaviours if behaviours is not None else Behaviours()
+        behaviours.check_key(builtin_uv=config.builtin_uv)  # now, and at every later set()
         if config.builtin_uv:
             if user_verifier is None and callable(getattr(presence, "verify_user", None)):
                 user_verifier = presence  # type: ignore[assignment]

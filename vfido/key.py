@@ -114,8 +114,6 @@ class Key:
             # The key's presence timeout, which a delay set later over the control socket
             # must stay below (presence.modes.check_delay): the config's, whoever built it.
             presence.timeout = config.presence_timeout
-        if behaviours is not None:
-            behaviours.check_key(builtin_uv=config.builtin_uv)
         self.config = config
         self.options = options
         self.trace = trace

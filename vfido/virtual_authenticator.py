@@ -394,7 +394,9 @@ def add_credential(
     parts: KeyParts, params: Mapping[str, Any], now: float | None = None
 ) -> dict[str, Any]:
     """Add Credential (section 11.7): ``params`` is the Credential Parameters JSON.
-    Returns the credential as Get Credentials shows it."""
+    Returns the credential as Get Credentials shows it, without its ``privateKey``: the
+    caller has it, and an answer printed (`vfido ctl webauthn add-credential`, `vfido ctl
+    call`) lands in a CI log (a newcomer review). The W3C command itself returns nothing."""
     if not isinstance(params, Mapping):
         raise _invalid("the parameters must be an object")
     options = options_of(parts)
@@ -466,7 +468,7 @@ def add_credential(
         raise WebAuthnError(UNSUPPORTED_OPERATION, str(exc)) from None
     for credential in get_credentials(parts):
         if credential["credentialId"] == beh.b64url(credential_id):
-            return credential
+            return {name: value for name, value in credential.items() if name != "privateKey"}
     raise WebAuthnError(UNSUPPORTED_OPERATION, "the credential was not stored")
 
 

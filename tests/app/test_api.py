@@ -150,11 +150,15 @@ def test_builtin_uv_sets_the_uv_flag_and_deny_uv_fails_it() -> None:
 def test_a_behaviour_the_key_cannot_act_out_is_refused_at_assembly() -> None:
     """uv-fail on a key without built-in UV: `vfido run` and the control socket refused it,
     VirtualKey took it silently and then never failed anything (a newcomer review). The
-    key's one assembly point (build_key) refuses it for every front end."""
+    Authenticator refuses it, for every front end, at start and at every later set()."""
     from vfido.authenticator.behaviours import BehaviourError
 
     with pytest.raises(BehaviourError, match="needs a key with built-in UV"):
         VirtualKey(behaviours={"uv-fail": True}, uv=False).start()
+    with VirtualKey(uv=False) as key:  # and later, through key.behaviours (a diff review)
+        with pytest.raises(BehaviourError, match="needs a key with built-in UV"):
+            key.behaviours.set("uv-fail")
+        assert key.behaviours.active() == {}
     with VirtualKey(behaviours={"uv-fail": True}, uv=True) as key:
         assert key.behaviours.active() == {"uv-fail": None}
 

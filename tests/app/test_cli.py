@@ -739,6 +739,30 @@ def test_help_to_a_full_disk_is_one_line(argv: list[str]) -> None:
     ]
 
 
+def test_a_usage_error_that_cannot_be_written_still_exits_2() -> None:
+    """Nowhere to say it (stderr on /dev/full): still the usage error's status, not 1 (and
+    a closed pipe gave 0, a diff review)."""
+    import subprocess
+    import sys
+
+    from tests.service_helpers import env
+
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "vfido", "--bogus"], env=env(), stderr=full, timeout=60
+        )
+    assert result.returncode == 2
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "vfido", "--bogus"], env=env(), stderr=write, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 2
+
+
 def test_vfido_run_exits_with_one_line_when_its_transport_stops_serving(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

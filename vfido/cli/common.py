@@ -42,14 +42,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, visible(f"{self.prog}: error: {message} (see `{self.prog} --help`)") + "\n")
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        """argparse's, without its ``except OSError: pass``: ``vfido --help > /dev/full``
-        exited 0 with nothing written. A failed write raises (main() says it in one line)."""
-        if message:
-            out = file or sys.stderr
+        """argparse's, without its ``except OSError: pass`` for standard output: ``vfido
+        --help > /dev/full`` exited 0 with nothing written. A failed write of --help or
+        --version raises (main() says it in one line). A usage error, on standard error,
+        still exits 2 when it cannot be written: there is nowhere to say more (a diff
+        review: a closed stderr turned it into 0)."""
+        if not message:
+            return
+        out = file or sys.stderr
+        try:
             out.write(message)
             flush = getattr(out, "flush", None)
             if flush is not None:
                 flush()
+        except OSError:
+            if out is not sys.stdout:
+                return
+            raise
 
 
 def parse_command_line(
@@ -63,7 +72,8 @@ def parse_command_line(
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
-        parser.error(_unrecognized(parser, argv, extras))
+        said, command = _unrecognized(parser, argv, extras)
+        command.error(said)
     return args
 
 
@@ -85,9 +95,14 @@ def _commands(group: argparse.ArgumentParser) -> argparse._SubParsersAction[Any]
     return next((a for a in group._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
-def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list[str]) -> str:
+def _unrecognized(
+    parser: argparse.ArgumentParser, argv: list[str], extras: list[str]
+) -> tuple[str, argparse.ArgumentParser]:
     """The usage error for ``extras``: where each option that belongs before a command
-    goes, then the arguments nobody takes."""
+    goes, then the arguments nobody takes; and the parser to say it, whose ``--help`` the
+    error points to: the command's own when only arguments nobody takes are in it (`vfido
+    credentials list --json` pointed at `vfido --help`, a newcomer review), else the top
+    one, which shows where the options go."""
     # The parsers the command line went through, each with the name that chose it: read
     # from argv, as argparse does (a command's own argument may share a group's dest).
     chain: list[tuple[str, argparse.ArgumentParser]] = [(parser.prog, parser)]
@@ -144,9 +159,10 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extras: list
             break
         else:
             unknown.append(extra)
+    teller = chain[-1][1] if complete and not hints else parser
     if unknown:
         hints.append(f"unrecognized arguments: {' '.join(unknown)}")
-    return "; ".join(hints)
+    return "; ".join(hints), teller
 
 
 def read_file(path: Path, what: str, limit: int) -> bytes:

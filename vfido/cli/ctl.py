@@ -453,9 +453,7 @@ def _cmd_webauthn(args: argparse.Namespace) -> int:
         elif action == "credentials":
             print_json(key.webauthn_get_credentials())
         elif action == "add-credential":
-            added = key.webauthn_add_credential(_json_object(args.params, "the credential"))
-            # The caller has the private key: not echoed into a CI log (a newcomer review).
-            print_json({name: value for name, value in added.items() if name != "privateKey"})
+            print_json(key.webauthn_add_credential(_json_object(args.params, "the credential")))
         elif action == "remove-credential":
             key.webauthn_remove_credential(args.id)
         elif action == "remove-all-credentials":

@@ -126,7 +126,7 @@ that is not one of the command's is an ``invalid argument``.
     The Add Virtual Authenticator options the key behaves as (``protocol``, ``transport``,
     ``hasResidentKey``, ``hasUserVerification``, ``isUserConsenting``, ``isUserVerified``,
     ``extensions``, ``defaultBackupEligibility``, ``defaultBackupState``).
-``webauthn-add-credential`` CREDENTIAL -> ``{"credential": CREDENTIAL}``
+``webauthn-add-credential`` CREDENTIAL -> ``{"credential": CREDENTIAL}`` (without ``privateKey``)
 ``webauthn-get-credentials`` -> ``{"credentials": [CREDENTIAL, ...]}``
 ``webauthn-remove-credential`` ``{"credentialId"}`` -> ``{}``
 ``webauthn-remove-all-credentials`` -> ``{}``
@@ -486,8 +486,6 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                 else:
                     if not isinstance(value, str | int | float | bool | None):
                         raise CommandError("value must be a string, number or boolean")
-                    if beh.spec(name).needs_builtin_uv and not device.config.builtin_uv:
-                        raise CommandError(f"{name} needs a key with built-in UV (vfido run --uv)")
                     behaviours.set(name, value)
                 log.info("control: behaviours now %s", sorted(behaviours.active()))
         except beh.BehaviourError as exc:

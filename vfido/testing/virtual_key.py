@@ -633,7 +633,8 @@ class VirtualKey:
         """WebDriver's Add Credential: ``params`` is the Credential Parameters JSON
         (``credentialId``, ``isResidentCredential``, ``rpId``, ``privateKey`` base64url
         PKCS#8, ``userHandle``, ``signCount``, ``largeBlob``, ``backupEligibility``,
-        ``backupState``); returns the credential as Get Credentials shows it."""
+        ``backupState``); returns the credential as Get Credentials shows it, without its
+        ``privateKey``."""
         from vfido.virtual_authenticator import add_credential
 
         return add_credential(self._webauthn(), params)
