@@ -249,49 +249,36 @@ def test_format_1_fixture_migrates_through_2_to_3(tmp_path: Path) -> None:
 # --- format 3 -> 4: the format version is authenticated ------------------------------------
 
 V3_PASSPHRASE = "vfido format 3 fixture"
-
-
-def test_format_3_fixture_migrates_to_4(tmp_path: Path) -> None:
-    """keystore-v3.db (written by format 3: one discoverable credential with counter 5, a
-    server-side counter at 41, pinRetries 8) opens under format 4 with everything kept."""
-    directory = _fixture(tmp_path, "keystore-v3.db")
-    with SqliteKeyStore.open(directory, V3_PASSPHRASE) as store:
-        assert store.identity().aaguid.hex() == "766669646f0040008000000000000003"
-        (summary,) = store.list_credentials()
-        assert (summary.record.rp_id, summary.sign_count) == ("v3.example", 5)
-        assert store.increment_counter(b"server-side-id") == 42
-        assert store.get_state("pin.retries") == (8).to_bytes(4, "big")
-    with _raw(directory) as db:
-        assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
-            FORMAT_VERSION,
-        )
-    with SqliteKeyStore.open(directory, V3_PASSPHRASE) as store:
-        assert store.increment_counter(b"server-side-id") == 43
-
-
-# --- format 4 -> 5: the counters' index covers which rows it counts -------------------------
-
 V4_PASSPHRASE = "vfido format 4 fixture"
 
 
-def test_format_4_fixture_migrates_to_5(tmp_path: Path) -> None:
-    """keystore-v4.db (written by format 4: one discoverable credential with counter 5, a
-    server-side counter at 41, pinRetries 8) opens under format 5 with everything kept, and
-    its counters' index then covers its rows: one deleted is noticed."""
-    directory = _fixture(tmp_path, "keystore-v4.db")
-    with SqliteKeyStore.open(directory, V4_PASSPHRASE) as store:
-        assert store.identity().aaguid.hex() == "766669646f0040008000000000000004"
+@pytest.mark.parametrize("version", [3, 4])
+def test_a_fixture_migrates_with_everything_kept(tmp_path: Path, version: int) -> None:
+    """keystore-v3.db and keystore-v4.db (written by formats 3 and 4: one discoverable
+    credential with counter 5, a server-side counter at 41, pinRetries 8) open under the
+    current format with everything kept, and go on counting after the migration."""
+    passphrase = {3: V3_PASSPHRASE, 4: V4_PASSPHRASE}[version]
+    directory = _fixture(tmp_path, f"keystore-v{version}.db")
+    with SqliteKeyStore.open(directory, passphrase) as store:
+        assert store.identity().aaguid.hex() == f"766669646f004000800000000000000{version}"
         (summary,) = store.list_credentials()
-        assert (summary.record.rp_id, summary.sign_count) == ("v4.example", 5)
+        assert (summary.record.rp_id, summary.sign_count) == (f"v{version}.example", 5)
         assert store.increment_counter(b"server-side-id") == 42
         assert store.get_state("pin.retries") == (8).to_bytes(4, "big")
-        server_side = store._cred_tag(b"server-side-id")
     with _raw(directory) as db:
         assert db.execute("SELECT value FROM meta WHERE name = 'format_version'").fetchone() == (
             FORMAT_VERSION,
         )
-    with SqliteKeyStore.open(directory, V4_PASSPHRASE) as store:
+    with SqliteKeyStore.open(directory, passphrase) as store:
         assert store.increment_counter(b"server-side-id") == 43
+
+
+def test_a_format_4_fixture_migrated_to_5_notices_a_deleted_counter(tmp_path: Path) -> None:
+    """After the migration, the counters' index covers the rows: one deleted (its number
+    forged to match) is noticed."""
+    directory = _fixture(tmp_path, "keystore-v4.db")
+    with SqliteKeyStore.open(directory, V4_PASSPHRASE) as store:
+        server_side = store._cred_tag(b"server-side-id")
     with _raw(directory) as db:
         db.execute("DELETE FROM counters WHERE cred_tag = ?", (server_side,))
         db.execute("UPDATE counters SET value = value - 1 WHERE cred_tag = x''")
