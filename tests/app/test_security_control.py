@@ -200,8 +200,16 @@ def test_a_directory_open_to_others_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "open"
     directory.mkdir()
     os.chmod(directory, 0o733)
-    with pytest.raises(ControlError, match="accessible by other users \\(mode 733\\)"):
-        ControlClient(directory / "key.sock")
+    # A socket there, as another user could have planted it (with nothing there, the client
+    # says that no key answers: there is nothing to refuse).
+    planted = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        planted.bind(str(directory / "key.sock"))
+        planted.listen()
+        with pytest.raises(ControlError, match="accessible by other users \\(mode 733\\)"):
+            ControlClient(directory / "key.sock")
+    finally:
+        planted.close()
 
 
 def test_our_own_server_is_still_reached(tmp_path: Path) -> None:

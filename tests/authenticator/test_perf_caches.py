@@ -113,7 +113,7 @@ def test_ephemeral_counters_are_written_back_before_any_read() -> None:
     assert store.increment_counter(later) == 1  # a new row and an old one, written together
     store.increment_counter(ids[0])
     # Every row's MAC and the authenticated row count, as an open checks them.
-    assert store._verify_counters() == 6
+    assert store._verify_counters().rows == 6
     # A reopened view of the table: drop the cache, the values come from the rows.
     store._counters.clear()
     assert [store.get_counter(cid) for cid in [*ids, later]] == [4, 6, 9, 12, 16, 1]
@@ -167,7 +167,7 @@ def test_ephemeral_first_assertion_and_get_info_reads_run_no_statement() -> None
     assert store.get_state("pin.retries") is None
     assert store.get_counter(b"\x05" * 16) == 0
     assert store.increment_counter(b"\x05" * 16) == 1
-    assert store._verify_counters() == 1
+    assert store._verify_counters().rows == 1
     store.close()
 
 
