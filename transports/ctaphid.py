@@ -765,14 +765,19 @@ class HostChannelFilter:
     """Host side helper: which device reports belong to one client's conversation.
 
     Where several clients share one report stream (in-process connections, a UDP peer port), a
-    client should only see reports for the channels it used itself, and broadcast INIT answers
-    only for its own nonce; python-fido2 treats any other report as a fatal "Wrong channel".
-    Not thread-safe: callers serialise access.
+    client should only see reports for the channels it used itself, broadcast INIT answers
+    only for its own nonce, and other broadcast reports (an ERROR: CHANNEL_BUSY, INVALID_LEN)
+    only while a broadcast request of its own waits for its answer; python-fido2 treats any
+    other report as a fatal "Wrong channel" (a fuzzer: another client's malformed INIT, or a
+    refusal while one client held a LOCK, broke every other client's next call). An ERROR
+    names no nonce, so two clients waiting on the broadcast channel at once both see it, as
+    every reader of a HID device does. Not thread-safe: callers serialise access.
     """
 
     def __init__(self) -> None:
         self._channels: set[int] = set()
         self._nonces: set[bytes] = set()
+        self._broadcast_waiting = 0  # this client's broadcast requests not yet answered
 
     def note_sent(self, report: bytes) -> None:
         """Remember the channel (and INIT nonce) of a report sent by this client."""
@@ -780,8 +785,10 @@ class HostChannelFilter:
             return
         channel = int.from_bytes(report[:4], "big")
         self._channels.add(channel)
-        if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
-            self._nonces.add(bytes(report[7:15]))
+        if channel == BROADCAST_CID and report[4] & TYPE_INIT:
+            self._broadcast_waiting += 1
+            if report[4] == TYPE_INIT | Command.INIT:
+                self._nonces.add(bytes(report[7:15]))
 
     def wants(self, report: bytes) -> bool:
         """True if ``report`` from the device is part of this client's conversation."""
@@ -790,9 +797,13 @@ class HostChannelFilter:
         channel = int.from_bytes(report[:4], "big")
         if channel not in self._channels:
             return False
-        if channel == BROADCAST_CID and report[4] == TYPE_INIT | Command.INIT:
-            nonce = bytes(report[7:15])
-            if nonce not in self._nonces:
+        if channel == BROADCAST_CID:
+            if report[4] == TYPE_INIT | Command.INIT:
+                nonce = bytes(report[7:15])
+                if nonce not in self._nonces:
+                    return False
+                self._nonces.discard(nonce)
+            elif not self._broadcast_waiting:
                 return False
-            self._nonces.discard(nonce)
+            self._broadcast_waiting = max(0, self._broadcast_waiting - 1)
         return True

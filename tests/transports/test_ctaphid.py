@@ -485,3 +485,12 @@ def test_host_channel_filter() -> None:
     (pong,) = reports_of(core.feed(ping, 0.0))
     assert mine.wants(pong) and not theirs.wants(pong)
     assert not mine.wants(pong[:63])
+    # An ERROR on the broadcast channel goes to the client whose broadcast request it
+    # answers, not to every client that once sent an INIT there (a fuzzer).
+    assert theirs.wants(answer_b)  # its first broadcast request, answered
+    bad_init = struct.pack(">IBH", BROADCAST_CID, 0x80 | Command.INIT, 7) + bytes(57)
+    theirs.note_sent(bad_init)
+    (refusal,) = reports_of(core.feed(bad_init, 0.0))
+    assert refusal[4] == 0x80 | Command.ERROR
+    assert theirs.wants(refusal) and not mine.wants(refusal)
+    assert not theirs.wants(refusal)  # answered once

@@ -576,3 +576,32 @@ def test_a_cancel_calls_the_waiters_callbacks_once() -> None:
     assert called == ["first", "second"]
     transaction.on_cancel(lambda: called.append("late"))  # already cancelled: at once
     assert called == ["first", "second", "late"]
+
+
+def test_another_clients_broadcast_error_does_not_reach_a_client() -> None:
+    """An ERROR on the broadcast channel answers one client's broadcast request. It was
+    queued for every connection that once sent an INIT there, and python-fido2's next call
+    on it failed with "Wrong channel" (a CTAPHID fuzzer): after another application's
+    malformed INIT (here BCNT 7), or after its INIT was refused CHANNEL_BUSY while this
+    client held a LOCK. Over UDP, one datagram from anyone did it to the peer."""
+    from fido2.ctap2 import Ctap2
+
+    from tests.ctap2_helpers import make_key
+
+    key = InProcessKey(make_key().authenticator, read_timeout=5)
+    try:
+        victim = key.open()
+        assert Ctap2(victim).get_info().versions
+        other = key.connect()
+        other.write_packet(
+            struct.pack(">IBH", BROADCAST_CID, TYPE_INIT | Command.INIT, 7) + bytes(57)
+        )
+        refusal = other.read_packet()
+        assert refusal[4] == TYPE_INIT | Command.ERROR and refusal[7] == HidError.INVALID_LEN
+        assert Ctap2(victim).get_info().versions
+        victim.lock(1)
+        second = key.open()  # its INIT is refused CHANNEL_BUSY (retried) until the lock ends
+        assert second.ping(b"b") == b"b"
+        assert victim.ping(b"a") == b"a"
+    finally:
+        key.close()
