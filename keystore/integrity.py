@@ -62,8 +62,8 @@ def verify_counters(
     index; a row deleted breaks the index, also when an older index row is put back (a
     review did it: the counter started again at 0), since that one covers other members.
     ``format_4``: the index authenticates the number of rows alone (the migration to format
-    5 checks it before writing the new one). O(rows), once per open (the loop is kept lean:
-    it runs 100,000 times for 100,000 counters).
+    5 checks it, then writes the returned index's MAC over it). O(rows), once per open (the
+    loop is kept lean: it runs 100,000 times for 100,000 counters).
     """
     mac_of = keys.counter_mac
     member = keys.counter_member
@@ -98,8 +98,7 @@ def verify_counters(
             raise KeystoreCorrupt(
                 "a signature counter failed authentication (the keystore was modified)"
             )
-        if not format_4:
-            members ^= member(tag)
+        members ^= member(tag)
         previous = tag
         count += 1
     written = keys.rows_mac_v4(expected) if format_4 else keys.rows_mac(expected, members)

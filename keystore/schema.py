@@ -304,10 +304,7 @@ def _migrate_4_to_5(conn: sqlite3.Connection, keys: RecordKeys) -> None:
     format-4 copy's index (and its wrapped key, the version lowered to 4) are sealed as they
     are (SECURITY.md, "Known limitations")."""
     rows = conn.execute("SELECT cred_tag, value, mac FROM counters ORDER BY cred_tag")
-    verify_counters(keys, rows, format_4=True)
-    index = CounterIndex()
-    for (tag,) in conn.execute("SELECT cred_tag FROM counters WHERE cred_tag != ?", (ROWS_TAG,)):
-        index = index.with_row(keys, tag, present=True)
+    index = verify_counters(keys, rows, format_4=True)
     conn.execute(UPDATE_COUNTER, (index.rows, index.mac(keys), ROWS_TAG))
 
 
