@@ -167,16 +167,24 @@ class BioEnrollmentRequest:
                 raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"bioEnrollment key {key}")
             return value
 
+        def get_unsigned(key: int) -> int | None:
+            value = m.get(key)
+            if value is None:
+                return None
+            if not cbor.is_unsigned(value):
+                raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"bioEnrollment key {key}")
+            return int(value)
+
         get_modality = m.get(0x06, False)
         if not isinstance(get_modality, bool):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "getModality")
         params = get(0x03, dict)
         return cls(
-            modality=get(0x01, int),
-            sub_command=get(0x02, int),
+            modality=get_unsigned(0x01),
+            sub_command=get_unsigned(0x02),
             params=params,
             params_bytes=cbor.encode(params) if params is not None else b"",
-            protocol=get(0x04, int),
+            protocol=get_unsigned(0x04),
             pin_uv_auth_param=get(0x05, bytes),
             get_modality=get_modality,
         )

@@ -137,6 +137,13 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return result, pos
 
 
+def is_unsigned(value: object) -> bool:
+    """Whether a decoded value is a CBOR unsigned integer (major type 0): the type CTAP gives
+    subCommand, pinUvAuthProtocol, permissions and other counts. A negative integer (major
+    type 1) is another CBOR type, and ``bool`` is not an integer here."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def decode(data: bytes) -> Any:
     """Decode one CTAP2 canonical CBOR item occupying all of ``data``.
 

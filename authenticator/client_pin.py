@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from vfido.authenticator import cbor
 from vfido.authenticator.env import (
     Clock,
     KeepaliveStatus,
@@ -109,17 +110,26 @@ class ClientPinRequest:
                 raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"clientPin key {key}")
             return value
 
-        sub = get(0x02, int)
+        def get_unsigned(key: int) -> int | None:
+            # 6.5.5.1: subCommand, pinUvAuthProtocol and permissions are "Unsigned Integer".
+            value = m.get(key)
+            if value is None:
+                return None
+            if not cbor.is_unsigned(value):
+                raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"clientPin key {key}")
+            return int(value)
+
+        sub = get_unsigned(0x02)
         if sub is None:
             raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
         return cls(
             sub_command=sub,
-            protocol=get(0x01, int),
+            protocol=get_unsigned(0x01),
             key_agreement=get(0x03, dict),
             pin_uv_auth_param=get(0x04, bytes),
             new_pin_enc=get(0x05, bytes),
             pin_hash_enc=get(0x06, bytes),
-            permissions=get(0x09, int),
+            permissions=get_unsigned(0x09),
             rp_id=get(0x0A, str),
         )
 
@@ -241,6 +251,14 @@ class ClientPin:
         return _int(self._store.get_state(_UV_SINCE_PIN), 0)
 
     @property
+    def uv_blocked(self) -> bool:
+        """Built-in UV is blocked: its own retries are spent, or the PIN's. CTAP 2.2 section
+        6.5.2 (PIN-Entry and User Verification Retries Counters): "Once the pinRetries
+        counter reaches 0, both ClientPin as well as built-in user verification are disabled
+        and can only be enabled if authenticator is reset." """
+        return self.uv_retries <= 0 or (self.is_pin_set and self.pin_retries <= 0)
+
+    @property
     def has_uv(self) -> bool:
         """Built-in UV is supported and enabled (a fingerprint key: once a finger is
         enrolled, see authenticator.bio_enrollment)."""
@@ -329,7 +347,7 @@ class ClientPin:
         """Built-in UV for makeCredential / getAssertion with the uv option (6.1.2 step 11)."""
         if not self.has_uv:
             raise CtapError(CtapStatus.INVALID_OPTION, "no built-in user verification")
-        if self.uv_retries <= 0:
+        if self.uv_blocked:
             raise CtapError(CtapStatus.UV_BLOCKED)
         self._run_uv(context, rp_id, kind)
 
@@ -368,10 +386,17 @@ class ClientPin:
         return protocol, protocol.decapsulate(request.key_agreement)
 
     def _new_pin(self, protocol: PinProtocol, secret: bytes, new_pin_enc: bytes) -> str:
-        """Decrypt and check newPinEnc (6.5.5.5 steps 6-8)."""
-        if len(new_pin_enc) != (64 if protocol.version == 1 else 80):
-            raise CtapError(CtapStatus.INVALID_PARAMETER, "newPinEnc length")
-        padded = protocol.decrypt(secret, new_pin_enc)
+        """Decrypt and check newPinEnc (6.5.5.5 steps 6-8, 6.5.5.6 steps 9-11)."""
+        # Step 6: "The authenticator calls decrypt(shared secret, newPinEnc) to produce
+        # paddedNewPin. If an error results, it returns CTAP2_ERR_PIN_AUTH_INVALID."
+        try:
+            padded = protocol.decrypt(secret, new_pin_enc)
+        except CtapError:
+            raise CtapError(CtapStatus.PIN_AUTH_INVALID, "newPinEnc does not decrypt") from None
+        # Step 7: "If paddedNewPin is NOT 64 bytes long, it returns
+        # CTAP1_ERR_INVALID_PARAMETER."
+        if len(padded) != 64:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "paddedNewPin length")
         pin_bytes = padded.rstrip(b"\x00")
         if len(pin_bytes) > 63 or len(pin_bytes) == len(padded):
             raise CtapError(CtapStatus.PIN_POLICY_VIOLATION, "PIN too long")
@@ -608,9 +633,11 @@ class ClientPin:
         # the authenticator returns CTAP2_ERR_NOT_ALLOWED" (a fingerprint key, no finger).
         if not self.has_uv:
             raise CtapError(CtapStatus.NOT_ALLOWED, "built-in UV is not configured")
-        protocol, secret = self._shared_secret(request)
-        if self.uv_retries <= 0:
+        # Step 7, before decapsulate (step 8): "If the uvRetries counter is 0, return
+        # CTAP2_ERR_UV_BLOCKED" (and built-in UV is disabled with the PIN: uv_blocked).
+        if self.uv_blocked:
             raise CtapError(CtapStatus.UV_BLOCKED)
+        protocol, secret = self._shared_secret(request)
         # The user is asked what the token is for: registering (mc) or signing in.
         kind = (
             PresenceKind.REGISTER

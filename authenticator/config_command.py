@@ -110,13 +110,9 @@ class ConfigRequest:
         if sub is None:
             raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
         if (
-            not isinstance(sub, int)
-            or isinstance(sub, bool)
+            not cbor.is_unsigned(sub)
             or not (params is None or isinstance(params, dict))
-            or not (
-                protocol is None
-                or (isinstance(protocol, int) and not isinstance(protocol, bool) and protocol >= 0)
-            )
+            or not (protocol is None or cbor.is_unsigned(protocol))
             or not (param is None or isinstance(param, bytes))
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "authenticatorConfig")

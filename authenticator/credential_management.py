@@ -73,12 +73,9 @@ class CredentialManagementRequest:
         protocol = m.get(0x03)
         param = m.get(0x04)
         if (
-            not isinstance(sub, int)
-            or isinstance(sub, bool)
+            not cbor.is_unsigned(sub)
             or not (params is None or isinstance(params, dict))
-            or not (
-                protocol is None or (isinstance(protocol, int) and not isinstance(protocol, bool))
-            )
+            or not (protocol is None or cbor.is_unsigned(protocol))
             or not (param is None or isinstance(param, bytes))
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "credentialManagement")

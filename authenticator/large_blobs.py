@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vfido.authenticator import cbor
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
@@ -29,10 +30,6 @@ def _trailer_ok(array: bytes) -> bool:
     return len(array) >= 17 and hmac.compare_digest(
         hashlib.sha256(array[:-16]).digest()[:16], array[-16:]
     )
-
-
-def _uint(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass(frozen=True)
@@ -51,12 +48,12 @@ class LargeBlobsRequest:
         if offset is None:  # 6.10.2 step 1
             raise CtapError(CtapStatus.INVALID_PARAMETER, "offset missing")
         if (
-            not _uint(offset)
-            or not (get is None or _uint(get))
+            not cbor.is_unsigned(offset)
+            or not (get is None or cbor.is_unsigned(get))
             or not (set_ is None or isinstance(set_, bytes))
-            or not (length is None or _uint(length))
+            or not (length is None or cbor.is_unsigned(length))
             or not (param is None or isinstance(param, bytes))
-            or not (protocol is None or _uint(protocol))
+            or not (protocol is None or cbor.is_unsigned(protocol))
         ):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "largeBlobs")
         return cls(offset, get, set_, length, param, protocol)

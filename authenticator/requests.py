@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from vfido.authenticator import cbor
 from vfido.authenticator.errors import CtapError, CtapStatus
 
 # --- authenticatorMakeCredential (0x01) parameter keys, CTAP 2.1 section 6.1 ---
@@ -80,6 +81,16 @@ def _optional(m: Mapping[Any, Any], key: object, kind: type[T], what: str) -> T 
     if key not in m:
         return None
     return _typed(m[key], kind, what)
+
+
+def _unsigned(m: Mapping[Any, Any], key: object, what: str) -> int | None:
+    """An optional "Unsigned Integer" parameter: a negative integer is another CBOR type."""
+    if key not in m:
+        return None
+    value = m[key]
+    if not cbor.is_unsigned(value):
+        raise _type_error(what)
+    return int(value)
 
 
 def _truncate(text: str | None) -> str | None:
@@ -264,10 +275,8 @@ class MakeCredentialRequest:
             extensions=_extensions(m, MC_EXTENSIONS),
             options=_options(m, MC_OPTIONS),
             pin_uv_auth_param=_optional(m, MC_PIN_UV_AUTH_PARAM, bytes, "pinUvAuthParam"),
-            pin_uv_auth_protocol=_optional(m, MC_PIN_UV_AUTH_PROTOCOL, int, "pinUvAuthProtocol"),
-            enterprise_attestation=_optional(
-                m, MC_ENTERPRISE_ATTESTATION, int, "enterpriseAttestation"
-            ),
+            pin_uv_auth_protocol=_unsigned(m, MC_PIN_UV_AUTH_PROTOCOL, "pinUvAuthProtocol"),
+            enterprise_attestation=_unsigned(m, MC_ENTERPRISE_ATTESTATION, "enterpriseAttestation"),
             attestation_formats_preference=_string_list(
                 m, MC_ATTESTATION_FORMATS_PREFERENCE, "attestationFormatsPreference"
             ),
@@ -294,5 +303,5 @@ class GetAssertionRequest:
             extensions=_extensions(m, GA_EXTENSIONS),
             options=_options(m, GA_OPTIONS),
             pin_uv_auth_param=_optional(m, GA_PIN_UV_AUTH_PARAM, bytes, "pinUvAuthParam"),
-            pin_uv_auth_protocol=_optional(m, GA_PIN_UV_AUTH_PROTOCOL, int, "pinUvAuthProtocol"),
+            pin_uv_auth_protocol=_unsigned(m, GA_PIN_UV_AUTH_PROTOCOL, "pinUvAuthProtocol"),
         )

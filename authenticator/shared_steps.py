@@ -99,7 +99,7 @@ def builtin_uv(services: Services, context: RequestContext, rp_id: str, kind: Pr
             raise
         if pin.is_pin_set:
             raise CtapError(CtapStatus.PUAT_REQUIRED, "built-in UV failed") from None
-        if pin.uv_retries <= 0:
+        if pin.uv_blocked:
             raise CtapError(CtapStatus.PIN_BLOCKED, "built-in UV blocked") from None
         raise CtapError(CtapStatus.OPERATION_DENIED, "built-in UV failed") from None
 

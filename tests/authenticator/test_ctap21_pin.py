@@ -6,6 +6,7 @@ Through the in-process CTAPHID device; results are checked by value.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fido2.ctap import CtapError
@@ -14,6 +15,8 @@ from fido2.ctap2.pin import ClientPin, PinProtocol, PinProtocolV1, PinProtocolV2
 
 from tests.ctap2_helpers import raw_set_pin
 from tests.vkey import Key, running_key
+from vfido.authenticator.config import Config as KeyConfig
+from vfido.presence import AutoPresence
 
 PIN = "1234"
 PROTOCOLS = {"v1": PinProtocolV1, "v2": PinProtocolV2}
@@ -271,3 +274,113 @@ def test_reset_clears_the_pin(key: Key) -> None:
     cp.set_pin(PIN)
     Ctap2(key.device).reset()
     assert Ctap2(key.device).get_info().options["clientPin"] is False
+
+
+def _block_the_pin(key: Any, protocol: PinProtocol) -> ClientPin:
+    """8 wrong PINs, a power cycle after every 3: pinRetries 0 (PIN_BLOCKED)."""
+    cp = ClientPin(key.ctap2(), protocol)
+    cp.set_pin(PIN)
+    for attempt in range(8):
+        if attempt and attempt % 3 == 0:
+            key.authenticator.power_cycle()
+        with pytest.raises(CtapError):
+            cp.get_pin_token("0000")
+    assert cp.get_pin_retries()[0] == 0
+    return cp
+
+
+def test_a_blocked_pin_disables_builtin_uv(protocol: PinProtocol) -> None:
+    """CTAP 2.2 section 6.5.2, PIN-Entry and User Verification Retries Counters: "Once the
+    pinRetries counter reaches 0, both ClientPin as well as built-in user verification are
+    disabled and can only be enabled if authenticator is reset." (A session 20 review found
+    built-in UV still issuing tokens and signing with uv after the PIN was blocked.)"""
+    from tests.ctap2_helpers import get_assertion_map, make_credential_map, make_key
+
+    key = make_key(KeyConfig(builtin_uv=True), presence=AutoPresence())
+    status, _ = key.call(0x01, make_credential_map(options={"rk": True, "uv": True}))
+    assert status == 0
+    cp = _block_the_pin(key, protocol)
+    with pytest.raises(CtapError) as info:  # 6.5.5.7.3 step 7
+        cp.get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, "example.com")
+    assert code(info) == ERR.UV_BLOCKED
+    # makeCredential step 11.2 / getAssertion step 6.2: performBuiltInUv fails; with a PIN
+    # set (clientPin true) the platform is told to use a token (11.2.3 / 6.2.3).
+    uv = {"uv": True}
+    assert key.call(0x01, make_credential_map(options=uv))[0] == ERR.PUAT_REQUIRED
+    assert key.call(0x02, get_assertion_map(options=uv))[0] == ERR.PUAT_REQUIRED
+    # ... and only authenticatorReset enables it again.
+    assert key.call(0x07)[0] == 0
+    assert key.call(0x02, get_assertion_map(options=uv))[0] == ERR.NO_CREDENTIALS
+    assert key.call(0x01, make_credential_map(options=uv))[0] == 0
+
+
+def test_a_uv_blocked_key_says_so_before_reading_the_key_agreement() -> None:
+    """6.5.5.7.3 step 7, "If the uvRetries counter is 0, return CTAP2_ERR_UV_BLOCKED", comes
+    before the decapsulate step, which answers a bad keyAgreement INVALID_PARAMETER (as the
+    PIN's step 5 does: test_a_blocked_pin_is_said_before_the_key_agreement_is_read)."""
+    from tests.ctap2_helpers import make_key
+
+    key = make_key(KeyConfig(builtin_uv=True), presence=AutoPresence())
+    key.store.put_state({"uv.retries": (0).to_bytes(4, "big")})
+    off_the_curve = {1: 2, 3: -25, -1: 1, -2: bytes(32), -3: bytes(32)}
+    request = {1: 2, 2: 0x06, 3: off_the_curve, 9: 2, 10: "example.com"}
+    assert key.call(0x06, request)[0] == ERR.UV_BLOCKED
+
+
+def test_a_new_pin_that_does_not_decrypt_is_pin_auth_invalid(
+    key: Key, protocol: PinProtocol
+) -> None:
+    """6.5.5.5 setPIN step 6: "The authenticator calls decrypt(shared secret, newPinEnc) to
+    produce paddedNewPin. If an error results, it returns CTAP2_ERR_PIN_AUTH_INVALID." Step
+    7: "If paddedNewPin is NOT 64 bytes long, it returns CTAP1_ERR_INVALID_PARAMETER." A
+    newPinEnc that is not whole AES blocks cannot be decrypted (step 6); whole blocks of
+    the wrong number decrypt (step 7). A session 20 review found both answered step 7's."""
+    cp = client_pin(key, protocol)
+    key_agreement, secret = cp._get_shared_secret()  # type: ignore[no-untyped-call]
+    padded = PIN.encode().ljust(64, b"\0")
+    cases = (
+        (protocol.encrypt(secret, padded) + b"\x00", ERR.PIN_AUTH_INVALID),
+        (protocol.encrypt(secret, padded)[:-1], ERR.PIN_AUTH_INVALID),
+        (protocol.encrypt(secret, padded[:48]), ERR.INVALID_PARAMETER),
+    )
+    for new_pin_enc, expected in cases:
+        with pytest.raises(CtapError) as info:
+            cp.ctap.client_pin(
+                protocol.VERSION,
+                ClientPin.CMD.SET_PIN,
+                key_agreement=key_agreement,
+                new_pin_enc=new_pin_enc,
+                pin_uv_param=protocol.authenticate(secret, new_pin_enc),
+            )
+        assert code(info) == expected, len(new_pin_enc)
+    assert not Ctap2(key.device).get_info().options["clientPin"]
+    raw_set_pin(cp, padded)  # the same exchange with a good newPinEnc sets the PIN
+    assert Ctap2(key.device).get_info().options["clientPin"]
+
+
+@pytest.mark.parametrize(
+    ("command", "request_map"),
+    [
+        (0x06, {1: -1, 2: 0x02}),  # clientPin getKeyAgreement, pinUvAuthProtocol -1
+        (0x06, {1: 2, 2: -2}),  # clientPin, subCommand -2
+        (0x06, {1: 2, 2: 0x09, 3: {}, 6: bytes(32), 9: -1}),  # permissions -1
+        (0x01, {1: bytes(32), 2: {"id": "a.example"}, 3: {"id": b"u"}, 4: [], 9: -1}),
+        (0x02, {1: "a.example", 2: bytes(32), 7: -1}),  # getAssertion pinUvAuthProtocol
+        (0x0A, {1: 0x01, 3: -1, 4: bytes(32)}),  # credentialManagement
+        (0x0A, {1: -1}),
+        (0x0D, {1: -1}),  # authenticatorConfig subCommand
+        (0x09, {1: -1, 2: 0x01}),  # bioEnrollment modality
+    ],
+)
+def test_unsigned_parameters_refuse_negative_integers(
+    command: int, request_map: dict[int, object]
+) -> None:
+    """subCommand, pinUvAuthProtocol and permissions are "Unsigned Integer" (6.5.5.1,
+    6.8, 6.11, 6.7); a negative integer is another CBOR type (major type 1):
+    CTAP2_ERR_CBOR_UNEXPECTED_TYPE, as largeBlobs and authenticatorConfig answered already.
+    (A session 20 review found permissions -1 taken as every bit, refused only by the pcmr
+    check after it.)"""
+    from tests.ctap2_helpers import make_key
+
+    key = make_key(KeyConfig(fingerprint=True), presence=AutoPresence())
+    assert key.call(command, request_map)[0] == ERR.CBOR_UNEXPECTED_TYPE
