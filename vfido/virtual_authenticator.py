@@ -102,6 +102,20 @@ ERROR_STATUS: Final = {INVALID_ARGUMENT: 400, UNSUPPORTED_OPERATION: 500}
 PROTOCOLS: Final = ("ctap1/u2f", "ctap2", "ctap2_1")
 TRANSPORTS: Final = ("usb", "nfc", "ble", "smart-card", "hybrid", "internal")
 EXTENSIONS: Final = ("largeBlob", "credBlob", "minPinLength", "prf")
+#: The Authenticator Configuration's names (W3C WebAuthn L3 11.2): the only ones Add Virtual
+#: Authenticator takes.
+OPTION_NAMES: Final = (
+    "protocol",
+    "transport",
+    "hasResidentKey",
+    "hasUserVerification",
+    "isUserConsenting",
+    "isUserVerified",
+    "extensions",
+    "uvm",
+    "defaultBackupEligibility",
+    "defaultBackupState",
+)
 #: The CTAP extension behind each (section 11.3: ``prf`` is hmac-secret).
 _CTAP_EXTENSION: Final = {
     "largeBlob": "largeBlobKey",
@@ -210,6 +224,16 @@ class AuthenticatorOptions:
             raise _invalid("extensions must be an array of strings")
         # Every value is checked (invalid argument) before the extensions are (unsupported
         # operation), in the order of W3C WebAuthn L3 11.3 (Add Virtual Authenticator).
+        unknown = sorted(str(name) for name in params if name not in OPTION_NAMES)
+        if unknown:
+            # W3C WebAuthn L3 11.3, Add Virtual Authenticator: a parameter that is not in the
+            # Authenticator Configuration is "invalid argument" (a misspelt option would
+            # otherwise make a key with the default).
+            raise _invalid(
+                f"unknown option {unknown[0][:40]!r} (the options: {', '.join(OPTION_NAMES)})"
+            )
+        if params.get("uvm", False) is not False:
+            raise WebAuthnError(UNSUPPORTED_OPERATION, "uvm is not supported")
         flags = {
             name: _bool(params, key, default)
             for name, key, default in (
@@ -487,6 +511,13 @@ def remove_credential(parts: KeyParts, credential_id: bytes) -> None:
     """Remove Credential (section 11.9). Unknown: ``invalid argument``."""
     record, rp_id = _find(parts, credential_id)
     if rp_id is None:
+        if not parts.device.config.record_server_side_credentials:
+            raise _invalid(
+                "no credential with that credentialId on this key: a key not made from "
+                "WebDriver options (VirtualKey.from_webauthn_options, vfido webdriver) keeps no "
+                "record of the server-side credentials it makes, so it cannot list or remove "
+                "them; they live in their IDs, which the relying party keeps"
+            )
         raise _invalid("no credential with that credentialId")
     if record is not None:
         parts.store.delete_credential(credential_id)

@@ -259,6 +259,27 @@ def test_removed_credentials_no_longer_sign() -> None:
             sign_in(key, [first])
 
 
+def test_a_key_that_keeps_no_record_says_so_when_asked_to_remove_a_server_side_credential() -> None:
+    """A key not made from WebDriver options keeps its server-side credentials only in their
+    IDs: Remove Credential cannot find one, and says why in its error (a session 20 review:
+    "no credential with that credentialId" for a credential the key still signed with)."""
+    server = Fido2Server(PublicKeyCredentialRpEntity(name="Example", id=RP_ID))
+    with VirtualKey() as key:
+        options, state = server.register_begin(
+            PublicKeyCredentialUserEntity(id=b"alice", name="alice", display_name="Alice")
+        )
+        made = key.client(ORIGIN).make_credential(options.public_key)
+        credential = server.register_complete(state, made).credential_data
+        assert credential is not None
+        assert key.webauthn_get_credentials() == []
+        with pytest.raises(WebAuthnError, match="keeps no record of the server-side") as info:
+            key.webauthn_remove_credential(bytes(credential.credential_id))
+        assert info.value.code == "invalid argument"
+        key.webauthn_remove_all_credentials()
+        server_, state, response, _ = sign_in(key, [credential])  # still signs, as documented
+        server_.authenticate_complete(state, [credential], response)
+
+
 # --- options, Set User Verified, backup flags -------------------------------------------------
 
 
@@ -270,6 +291,15 @@ def test_options_validation_follows_the_spec() -> None:
     with pytest.raises(WebAuthnError) as info:
         AuthenticatorOptions.from_json({**CTAP2_OPTIONS, "extensions": ["teleport"]})
     assert info.value.code == "unsupported operation"
+    # "If there is no matching key for |key| in |parameters|": a misspelt option is an invalid
+    # argument, not the default (a session 20 review: "hasResidentKeys" made a key without).
+    with pytest.raises(WebAuthnError, match="unknown option 'hasResidentKeys'") as info:
+        AuthenticatorOptions.from_json({**CTAP2_OPTIONS, "hasResidentKeys": True})
+    assert info.value.code == "invalid argument"
+    with pytest.raises(WebAuthnError, match="uvm") as info:
+        AuthenticatorOptions.from_json({**CTAP2_OPTIONS, "uvm": True})
+    assert info.value.code == "unsupported operation"
+    AuthenticatorOptions.from_json({**CTAP2_OPTIONS, "uvm": False})
     options = AuthenticatorOptions.from_json(
         {"protocol": "ctap2_1", "transport": "internal", "extensions": ["prf", "largeBlob"]}
     )

@@ -553,7 +553,13 @@ def register(sub: Subparsers) -> None:
     q.set_defaults(func=_cmd_lint)
 
     q = csub.add_parser(
-        "webauthn", help="the W3C WebDriver virtual-authenticator commands, same JSON shapes"
+        "webauthn",
+        help="the W3C WebDriver virtual-authenticator commands, same JSON shapes",
+        description="The W3C WebDriver virtual-authenticator commands, with the same JSON "
+        "shapes. A `vfido run` key lists and removes its discoverable credentials and those "
+        "added here; it keeps no record of the server-side credentials registrations make "
+        "(they live in their IDs, which the relying party keeps), so those are neither "
+        "listed nor removed.",
     )
     wsub = q.add_subparsers(dest="webauthn_action", required=True, metavar="ACTION")
     wsub.add_parser("options", help="the Add Virtual Authenticator options the key behaves as")

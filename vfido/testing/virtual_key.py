@@ -640,13 +640,25 @@ class VirtualKey:
         return add_credential(self._webauthn(), params)
 
     def webauthn_get_credentials(self) -> list[dict[str, Any]]:
-        """WebDriver's Get Credentials (private keys included)."""
+        """WebDriver's Get Credentials (private keys included).
+
+        A key not made from WebDriver options (:meth:`from_webauthn_options`) keeps no
+        record of the server-side credentials registrations make: they are not listed here
+        (or removable), and keep working; ``config=Config(record_server_side_credentials=
+        True)`` keeps one.
+        """
         from vfido.virtual_authenticator import get_credentials
 
         return get_credentials(self._webauthn())
 
     def webauthn_remove_credential(self, credential_id: bytes | str) -> None:
-        """WebDriver's Remove Credential (``bytes`` or base64url)."""
+        """WebDriver's Remove Credential (``bytes`` or base64url).
+
+        A key not made from WebDriver options (:meth:`from_webauthn_options`) keeps no
+        record of the server-side credentials registrations make: they are not listed here
+        (or removable), and keep working; ``config=Config(record_server_side_credentials=
+        True)`` keeps one.
+        """
         from vfido.virtual_authenticator import b64url_decode, remove_credential
 
         if isinstance(credential_id, str):
@@ -654,7 +666,13 @@ class VirtualKey:
         remove_credential(self._webauthn(), credential_id)
 
     def webauthn_remove_all_credentials(self) -> None:
-        """WebDriver's Remove All Credentials."""
+        """WebDriver's Remove All Credentials.
+
+        A key not made from WebDriver options (:meth:`from_webauthn_options`) keeps no
+        record of the server-side credentials registrations make: they are not listed here
+        (or removable), and keep working; ``config=Config(record_server_side_credentials=
+        True)`` keeps one.
+        """
         from vfido.virtual_authenticator import remove_all_credentials
 
         remove_all_credentials(self._webauthn())
