@@ -1180,3 +1180,51 @@ def test_a_removed_lock_file_does_not_let_another_process_in(tmp_path: Path) -> 
         holder.communicate("\n", timeout=30)
     with SqliteKeyStore.open(tmp_path / "ks", PASS):
         pass
+
+
+# --- rules a session 20 mutation sampling found unpinned ---------------------------------------
+
+
+def test_every_connection_commits_durably(ks_dir: Path) -> None:
+    """SECURITY.md: "Every keystore write is one SQLite transaction (WAL, synchronous=FULL)
+    committed before the authenticator answers", and the write-ahead log's damage check
+    relies on it. A crash test kills the process, which the page cache survives, so only the
+    setting itself tells FULL (2) from NORMAL (1)."""
+    with create(ks_dir) as s:
+        assert s._conn.execute("PRAGMA synchronous").fetchone() == (2,)
+    with SqliteKeyStore.open(ks_dir, PASS) as s:
+        assert s._conn.execute("PRAGMA synchronous").fetchone() == (2,)
+        assert s._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_listing_state_notices_a_row_deleted_while_open(ks_dir: Path) -> None:
+    """SECURITY.md: "a row deleted while the keystore is open is noticed on the next read",
+    state_keys() included (backup export lists the state with it: a PIN hash deleted under
+    the open store would be left out of a bundle without a word)."""
+    with create(ks_dir) as s:
+        s.put_state({"pin.hash": b"h" * 32, "pin.retries": b"\x00\x00\x00\x08"})
+        assert list(s.state_keys()) == ["pin.hash", "pin.retries"]
+        tag = s._state_tag("pin.hash")
+        s._conn.execute("DELETE FROM state WHERE key_tag = ?", (tag,))
+        with pytest.raises(KeystoreCorrupt):
+            s.state_keys()
+
+
+def test_the_counter_floor_only_rises(store: SqliteKeyStore) -> None:
+    """raise_counter_floor: counters not stored yet start "at floor (at least)": a lower
+    floor later (a second, older backup) changes nothing."""
+    store.raise_counter_floor(1000)
+    store.raise_counter_floor(5)
+    assert store.counter_floor() == 1000
+    assert store.increment_counter(b"new credential") == 1001
+
+
+def test_a_counter_reaches_max_counter_and_no_further(store: SqliteKeyStore) -> None:
+    """A backup bundle may carry a counter up to MAX_COUNTER (vfido.backup validates so);
+    importing it must work, and only the step past it is refused."""
+    from vfido.keystore.integrity import MAX_COUNTER
+
+    assert store.increment_counter(b"credential", MAX_COUNTER) == MAX_COUNTER
+    with pytest.raises(KeystoreError, match="cannot advance"):
+        store.increment_counter(b"credential")
+    assert store.get_counter(b"credential") == MAX_COUNTER

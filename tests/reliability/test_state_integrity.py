@@ -450,3 +450,20 @@ def test_a_changed_table_definition_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KeystoreCorrupt, match="tables were changed"):
         SqliteKeyStore.open(directory, PASSPHRASE)
     assert schema.expected_objects(1) != schema.expected_objects(FORMAT_VERSION)
+
+
+def test_the_format_2_migration_refuses_a_state_row_that_does_not_decrypt(tmp_path: Path) -> None:
+    """SECURITY.md: "The 2 -> 3 migration trusts the rows present at that moment (each must
+    still decrypt) and seals them": a damaged row is refused at open, in one error, and the
+    file is not written (a session 20 mutation sampling found the check unpinned: without
+    it the damaged row was sealed into format 5 and failed only when read)."""
+    directory = _fixture(tmp_path, "keystore-v2.db")
+    with _raw(directory) as db:
+        tag, blob = db.execute("SELECT key_tag, blob FROM state ORDER BY key_tag").fetchone()
+        db.execute(
+            "UPDATE state SET blob = ? WHERE key_tag = ?", (blob[:-1] + bytes([blob[-1] ^ 1]), tag)
+        )
+    before = (directory / DB_NAME).read_bytes()
+    with pytest.raises(KeystoreCorrupt):
+        SqliteKeyStore.open(directory, V2_PASSPHRASE)
+    assert (directory / DB_NAME).read_bytes() == before
