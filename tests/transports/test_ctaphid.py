@@ -70,11 +70,22 @@ def test_broadcast_init_allocates_distinct_channels() -> None:
     assert set(core.channels) == others | {channel}
 
 
-def test_init_wrong_length_is_invalid_len() -> None:
+@pytest.mark.parametrize("size", [0, 7, 9, 16])
+def test_init_wrong_length_is_invalid_len(size: int) -> None:
+    """CTAPHID_INIT's data is an 8-byte nonce: shorter or longer is ERR_INVALID_LEN, and no
+    channel is allocated (only 7 was tested until a session 20 mutation sampling)."""
     core = CtapHidCore()
-    out = core_call(core, BROADCAST_CID, Command.INIT, b"\x01" * 7)
+    out = core_call(core, BROADCAST_CID, Command.INIT, b"\x01" * size)
     assert error_of(out) == (BROADCAST_CID, HidError.INVALID_LEN)
     assert core.channels == ()
+
+
+def test_channel_allocation_never_hands_out_a_reserved_id() -> None:
+    """Channel 0 is reserved and 0xFFFFFFFF is the broadcast channel (CTAP 2.2 section
+    11.2.3): a random draw of either is drawn again."""
+    draws = iter([b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x12\x34\x56\x78"])
+    core = CtapHidCore(random_bytes=lambda n: next(draws))
+    assert core_init(core) == 0x12345678
 
 
 @pytest.mark.parametrize("size", [0, 1, 57, 58, 59, 116, 117, 118, 7609])

@@ -293,3 +293,29 @@ def test_reports_that_cannot_be_written_are_warned_about_once_per_streak(
         "uhid: dropping reports to the host: [Errno 22] Invalid argument",
         "uhid: reports reach the host again",
     ]
+
+
+def test_feature_report_requests_are_answered_with_an_error(fake_uhid: FakeKernel) -> None:
+    """A FIDO key has no feature reports: UHID_GET_REPORT and UHID_SET_REPORT are answered at
+    once with an error (EIO) under the request's id, or the host's hidraw ioctl waits for
+    the kernel's timeout (a session 20 mutation sampling: nothing tested either reply)."""
+    transport = uhid.UhidTransport(EchoHandler(), serial="feature-1", path="/fake/uhid")
+    transport.start()
+    try:
+        kind, _ = fake_uhid.event()
+        assert kind == uhid.UhidEventType.CREATE2
+        for request, reply, request_id in (
+            (uhid.UhidEventType.GET_REPORT, uhid.UhidEventType.GET_REPORT_REPLY, 0x1234),
+            (uhid.UhidEventType.SET_REPORT, uhid.UhidEventType.SET_REPORT_REPLY, 0xABCD),
+        ):
+            fake_uhid.sock.send(uhid._event(request, struct.pack("<IBB", request_id, 0, 0)))
+            kind, body = fake_uhid.event()
+            answered_id, error = struct.unpack_from("<IH", body)
+            assert (kind, answered_id) == (reply, request_id)
+            assert error != 0
+        channel = _channel(fake_uhid)  # and the key goes on answering
+        (ping,) = request_reports(channel, Command.PING, b"still here")
+        fake_uhid.write_report(ping)
+        assert fake_uhid.response(channel) == bytes([TYPE_INIT | Command.PING]) + b"still here"
+    finally:
+        transport.stop()
