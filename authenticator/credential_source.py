@@ -147,18 +147,21 @@ class ImportedCredentialId:
     #: The ID it is known by and its RP (so the key can list what was imported).
     credential_id: bytes = b""
     rp_id: str = ""
+    #: The user handle given with a server-side credential (WebDriver Add Credential's
+    #: ``userHandle``): returned in its assertions, as the W3C credential source's.
+    user_handle: bytes | None = None
 
     def to_bytes(self) -> bytes:
-        return cbor2.dumps(
-            {
-                1: self.sealed_id,
-                2: self.backup_eligible,
-                3: self.backup_state,
-                4: self.credential_id,
-                5: self.rp_id,
-            },
-            canonical=True,
-        )
+        fields: dict[int, object] = {
+            1: self.sealed_id,
+            2: self.backup_eligible,
+            3: self.backup_state,
+            4: self.credential_id,
+            5: self.rp_id,
+        }
+        if self.user_handle is not None:
+            fields[6] = self.user_handle
+        return cbor2.dumps(fields, canonical=True)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ImportedCredentialId | None:
@@ -171,9 +174,10 @@ class ImportedCredentialId:
             or not isinstance(m.get(1), bytes)
             or not isinstance(m.get(4, b""), bytes)
             or not isinstance(m.get(5, ""), str)
+            or not isinstance(m.get(6, b""), bytes)
         ):
             return None
-        return cls(m[1], m.get(2) is True, m.get(3) is True, m.get(4, b""), m.get(5, ""))
+        return cls(m[1], m.get(2) is True, m.get(3) is True, m.get(4, b""), m.get(5, ""), m.get(6))
 
 
 def imported_id_state_key(rp_id_hash: bytes, cred_id: bytes) -> str:

@@ -82,10 +82,11 @@ def _from_allow_list(
             record = store.get_credential(descriptor.id)
             if record is None or record.rp_id_hash != id_hash:
                 continue  # a deleted discoverable credential
-        backup = None
+        backup, user_handle = None, None
         if imported is not None and record is None:
             backup = (imported.backup_eligible, imported.backup_state)
-        found.append(AssertionCandidate(descriptor.id, sealed, record, backup))
+            user_handle = imported.user_handle
+        found.append(AssertionCandidate(descriptor.id, sealed, record, backup, user_handle))
     return found
 
 
@@ -202,6 +203,8 @@ def _assertion(
                 user["name"] = record.user_name
             if record.user_display_name is not None:
                 user["displayName"] = record.user_display_name
+    elif candidate.user_handle is not None and not behaviours.omit_user:
+        user = {"id": candidate.user_handle}  # a server-side credential added with one
     return GetAssertionResponse(
         credential=CredentialDescriptor(PUBLIC_KEY, candidate.credential_id).to_cbor(),
         auth_data=auth_data,

@@ -220,6 +220,8 @@ def add_credential(
     rp_name = _text("rp_name", rp_name)
     if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID):
         raise ProvisioningError("a discoverable credential needs a user_id of 1-64 bytes")
+    if user_id is not None and len(user_id) > MAX_USER_ID:
+        raise ProvisioningError("a user_id has at most 64 bytes")
     if credential_id is not None and not 1 <= len(credential_id) <= MAX_IMPORTED_ID:
         raise ProvisioningError(f"a credential ID has 1-{MAX_IMPORTED_ID} bytes")
     eligible = keystore_backup_eligible(store) if backup_eligible is None else backup_eligible
@@ -249,7 +251,14 @@ def add_credential(
     if credential_id is None:
         credential_id = sealed_id
     else:
-        imported = ImportedCredentialId(sealed_id, eligible, backed_up, credential_id, rp_id)
+        imported = ImportedCredentialId(
+            sealed_id,
+            eligible,
+            backed_up,
+            credential_id,
+            rp_id,
+            user_handle=None if discoverable else (user_id or None),  # a record keeps its own
+        )
         store.put_state({imported_id_state_key(id_hash, credential_id): imported.to_bytes()})
     replaced: bytes | None = None  # a discoverable credential for the same RP and user
     if discoverable:

@@ -46,6 +46,8 @@ class AssertionCandidate:
     #: (BE, BS) of a server-side credential imported with an ID of its own (else None:
     #: the record's or the keystore's flags).
     backup: tuple[bool, bool] | None = None
+    #: The user handle kept with such a credential, if it was given one.
+    user_handle: bytes | None = None
 
 
 @dataclass

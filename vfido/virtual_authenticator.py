@@ -404,6 +404,11 @@ def get_credentials(parts: KeyParts) -> list[dict[str, Any]]:
                     "isResidentCredential": False,
                     "rpId": imported.rp_id,
                     "privateKey": _private_key_json(sealed.algorithm, sealed.private_key),
+                    **(
+                        {"userHandle": beh.b64url(imported.user_handle)}
+                        if imported.user_handle is not None
+                        else {}
+                    ),
                     "signCount": parts.store.get_counter(imported.credential_id),
                     "backupEligibility": imported.backup_eligible,
                     "backupState": imported.backup_state,

@@ -123,6 +123,42 @@ def test_non_resident_credential_with_its_own_id_signs_what_its_public_key_verif
         assert back.private_numbers() == private.private_numbers()
 
 
+def test_a_non_resident_credential_keeps_the_user_handle_it_was_given() -> None:
+    """W3C WebAuthn L3 11.7, Add Credential: the credential source's userHandle is the
+    parameters' userHandle, whether resident or not; Get Credentials gives it back and an
+    assertion carries it (authenticatorGetAssertion: "selectedCredential.userHandle"). A
+    session 20 review found it dropped for a non-resident credential."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = cose.ES256.from_cryptography_key(private.public_key())
+    cred_id = b"\x05" * 8
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        added = key.webauthn_add_credential(
+            {
+                "credentialId": b64(cred_id),
+                "isResidentCredential": False,
+                "rpId": RP_ID,
+                "privateKey": b64(pkcs8(private)),
+                "userHandle": b64(b"alice"),
+            }
+        )
+        assert added["userHandle"] == b64(b"alice")
+        (listed,) = key.webauthn_get_credentials()
+        assert listed["userHandle"] == b64(b"alice") and listed["isResidentCredential"] is False
+        server, state, response, _ = sign_in(key, [stored(cred_id, public)])
+        server.authenticate_complete(state, [stored(cred_id, public)], response)
+        assert response.response.user_handle == b"alice"
+        with pytest.raises(WebAuthnError, match="64 bytes"):
+            key.webauthn_add_credential(
+                {
+                    "credentialId": b64(b"\x06" * 8),
+                    "isResidentCredential": False,
+                    "rpId": RP_ID,
+                    "privateKey": b64(pkcs8(private)),
+                    "userHandle": b64(bytes(65)),
+                }
+            )
+
+
 def test_resident_credential_answers_a_usernameless_sign_in_with_its_user_handle() -> None:
     private = ed25519.Ed25519PrivateKey.generate()
     public = cose.EdDSA.from_cryptography_key(private.public_key())
