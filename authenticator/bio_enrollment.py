@@ -344,7 +344,7 @@ class BioEnrollment:
     def _check_timeout(request: BioEnrollmentRequest) -> None:
         """timeoutMilliseconds: checked; the front end's own presence timeout applies."""
         value = (request.params or {}).get(_P_TIMEOUT)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        if value is not None and not cbor.is_unsigned(value):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "timeoutMilliseconds")
 
     def _sample(self, context: RequestContext, enrolling: str) -> SampleStatus:

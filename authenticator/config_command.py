@@ -162,8 +162,7 @@ class AuthenticatorConfig:
         rp_ids = params.get(0x02)
         force = params.get(0x03, False)
         if (
-            not isinstance(new_length, int)
-            or isinstance(new_length, bool)
+            not cbor.is_unsigned(new_length)
             or not isinstance(force, bool)
             or not (rp_ids is None or isinstance(rp_ids, list))
         ):

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vfido.authenticator import cbor
 from vfido.authenticator.client_pin import ClientPin
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.pin_protocol import PinProtocol
@@ -80,8 +81,7 @@ class HmacSecretInput:
             not isinstance(ka, dict)
             or not isinstance(enc, bytes)
             or not isinstance(auth, bytes)
-            or not isinstance(protocol, int)
-            or isinstance(protocol, bool)
+            or not cbor.is_unsigned(protocol)
         ):
             raise _type_error(name)
         return cls(ka, enc, auth, protocol)
@@ -109,9 +109,7 @@ class MakeCredentialExtensions:
         if not m:
             return cls()
         cred_protect = m.get(CRED_PROTECT)
-        if cred_protect is not None and (
-            not isinstance(cred_protect, int) or isinstance(cred_protect, bool)
-        ):
+        if cred_protect is not None and not cbor.is_unsigned(cred_protect):
             raise _type_error(CRED_PROTECT)
         if cred_protect is not None and cred_protect not in (1, 2, 3):
             raise CtapError(CtapStatus.INVALID_PARAMETER, "credProtect level")

@@ -241,7 +241,8 @@ def _narrowed(
             payload = cbor.encode(params)
         if isinstance(params, dict):
             protocol = params.get(protocol_key)
-            if isinstance(protocol, int) and protocol not in model.pin_uv_auth_protocols:
+            # A negative number is not an unsigned one: the parser says so (CBOR type).
+            if cbor.is_unsigned(protocol) and protocol not in model.pin_uv_auth_protocols:
                 raise CtapError(CtapStatus.INVALID_PARAMETER, "pinUvAuthProtocol of another model")
             credentials = params.get(list_key)
             if (
@@ -274,10 +275,10 @@ def _pin_checked(
         params = cbor.decode(payload) if payload else None
         if isinstance(params, dict):
             sub = params.get(0x02)
-            if isinstance(sub, int) and sub not in subcommands:
+            if cbor.is_unsigned(sub) and sub not in subcommands:
                 raise CtapError(CtapStatus.INVALID_SUBCOMMAND, "clientPIN subcommand of 2.1")
             protocol = params.get(0x01)
-            if isinstance(protocol, int) and protocol not in model.pin_uv_auth_protocols:
+            if cbor.is_unsigned(protocol) and protocol not in model.pin_uv_auth_protocols:
                 raise CtapError(CtapStatus.INVALID_PARAMETER, "pinUvAuthProtocol of another model")
         return handler(services, payload, context)
 

@@ -232,8 +232,11 @@ class AuthenticatorOptions:
             raise _invalid(
                 f"unknown option {unknown[0][:40]!r} (the options: {', '.join(OPTION_NAMES)})"
             )
-        if params.get("uvm", False) is not False:
-            raise WebAuthnError(UNSUPPORTED_OPERATION, "uvm is not supported")
+        # uvm (WebAuthn L2 11.2): UvmEntries, "Up to 3 User Verification Method entries", which
+        # have "no effect if the Virtual Authenticator does not support the User Verification
+        # Method extension", as a vfido key does not.
+        if not isinstance(params.get("uvm", []), list):
+            raise _invalid("uvm must be an array of User Verification Method entries")
         flags = {
             name: _bool(params, key, default)
             for name, key, default in (

@@ -288,3 +288,14 @@ def test_a_2_1_pre_keys_get_pin_token_token_does_not_authorize_bio_enrollment() 
     legacy = ClientPin(key.ctap2(), PinProtocolV1()).get_pin_token(PIN)
     with pytest.raises(CtapError, match="PIN_AUTH_INVALID"):
         FPBioEnrollment(key.ctap2(), PinProtocolV1(), legacy).enumerate_enrollments()
+
+
+def test_a_negative_timeout_is_not_an_unsigned_integer() -> None:
+    """enrollBegin's timeoutMilliseconds is an "Unsigned Integer" (CTAP 2.2 section 6.7): a
+    negative one is CTAP2_ERR_CBOR_UNEXPECTED_TYPE (a session 20 diff review found it
+    accepted)."""
+    key = fingerprint_key()
+    key.authenticator.sensor.place(None)
+    with pytest.raises(CtapError) as info:
+        bio(key).enroll_begin(timeout=-1)
+    assert info.value.code == CtapError.ERR.CBOR_UNEXPECTED_TYPE

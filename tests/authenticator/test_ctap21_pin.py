@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fido2 import cbor as fido_cbor
 from fido2.ctap import CtapError
 from fido2.ctap2.base import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocol, PinProtocolV1, PinProtocolV2
 
-from tests.ctap2_helpers import raw_set_pin
+from tests.ctap2_helpers import EventContext, raw_set_pin
 from tests.vkey import Key, running_key
 from vfido.authenticator.config import Config as KeyConfig
 from vfido.presence import AutoPresence
@@ -358,6 +359,21 @@ def test_a_new_pin_that_does_not_decrypt_is_pin_auth_invalid(
     assert Ctap2(key.device).get_info().options["clientPin"]
 
 
+_MC = {
+    1: bytes(32),
+    2: {"id": "a.example"},
+    3: {"id": b"u"},
+    4: [{"type": "public-key", "alg": -7}],
+}
+#: hmac-secret input with pinUvAuthProtocol -1 (section 12.5: "Unsigned Integer").
+_HMAC_INPUT = {
+    1: {1: 2, 3: -25, -1: 1, -2: bytes(32), -3: bytes(32)},
+    2: bytes(32),
+    3: bytes(16),
+    4: -1,
+}
+
+
 @pytest.mark.parametrize(
     ("command", "request_map"),
     [
@@ -370,6 +386,9 @@ def test_a_new_pin_that_does_not_decrypt_is_pin_auth_invalid(
         (0x0A, {1: -1}),
         (0x0D, {1: -1}),  # authenticatorConfig subCommand
         (0x09, {1: -1, 2: 0x01}),  # bioEnrollment modality
+        (0x0D, {1: 0x03, 2: {1: -1}}),  # setMinPINLength newMinPINLength
+        (0x01, {**_MC, 6: {"credProtect": -1}}),
+        (0x02, {1: "a.example", 2: bytes(32), 4: {"hmac-secret": _HMAC_INPUT}}),
     ],
 )
 def test_unsigned_parameters_refuse_negative_integers(
@@ -384,3 +403,21 @@ def test_unsigned_parameters_refuse_negative_integers(
 
     key = make_key(KeyConfig(fingerprint=True), presence=AutoPresence())
     assert key.call(command, request_map)[0] == ERR.CBOR_UNEXPECTED_TYPE
+
+
+@pytest.mark.parametrize("persona", ["ctap20", "ctap21pre", "ctap21"])
+def test_a_persona_refuses_negative_unsigned_parameters_the_same_way(persona: str) -> None:
+    """A persona's request checks (its PIN protocols and subcommands, authenticator.model) let a
+    negative number through to the parser, which says CBOR_UNEXPECTED_TYPE as the full key
+    does (a session 20 diff review: INVALID_PARAMETER and INVALID_SUBCOMMAND there)."""
+    from vfido.api import VirtualKey
+
+    with VirtualKey(persona=persona) as key:
+        for command, request_map in (
+            (0x06, {1: -1, 2: 0x02}),
+            (0x06, {1: 1, 2: -2}),
+            (0x02, {1: "a.example", 2: bytes(32), 7: -1}),
+        ):
+            payload = bytes([command]) + fido_cbor.encode(request_map)
+            answer = key.authenticator.handle_cbor(payload, EventContext())
+            assert answer[0] == ERR.CBOR_UNEXPECTED_TYPE, (command, request_map)
