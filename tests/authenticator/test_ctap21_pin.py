@@ -5,6 +5,7 @@ Through the in-process CTAPHID device; results are checked by value.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -357,6 +358,22 @@ def test_a_new_pin_that_does_not_decrypt_is_pin_auth_invalid(
     assert not Ctap2(key.device).get_info().options["clientPin"]
     raw_set_pin(cp, padded)  # the same exchange with a good newPinEnc sets the PIN
     assert Ctap2(key.device).get_info().options["clientPin"]
+    # changePIN step 9 (after the current PIN was checked, so retries are restored).
+    key_agreement, secret = cp._get_shared_secret()  # type: ignore[no-untyped-call]
+    new_pin_enc = protocol.encrypt(secret, b"5678".ljust(64, b"\0")) + b"\x00"
+    pin_hash_enc = protocol.encrypt(secret, hashlib.sha256(PIN.encode()).digest()[:16])
+    with pytest.raises(CtapError) as info:
+        cp.ctap.client_pin(
+            protocol.VERSION,
+            ClientPin.CMD.CHANGE_PIN,
+            key_agreement=key_agreement,
+            new_pin_enc=new_pin_enc,
+            pin_hash_enc=pin_hash_enc,
+            pin_uv_param=protocol.authenticate(secret, new_pin_enc + pin_hash_enc),
+        )
+    assert code(info) == ERR.PIN_AUTH_INVALID
+    assert cp.get_pin_retries()[0] == 8
+    cp.get_pin_token(PIN)  # the PIN is unchanged
 
 
 _MC = {
