@@ -10,12 +10,32 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fido2.ctap import CtapError
+from fido2.ctap2 import AttestationResponse
 from fido2.ctap2.base import Ctap2
+from fido2.ctap2.bio import FPBioEnrollment
 from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
-from tests.ctap2_helpers import CLIENT_DATA_HASH, RP_ID, Key, make_credential_map, make_key
+from tests.ctap2_helpers import (
+    CLIENT_DATA_HASH,
+    RP_ID,
+    Key,
+    credential_data,
+    descriptor,
+    get_assertion_map,
+    make_credential_map,
+    make_key,
+    params,
+    rp,
+    user,
+)
+from vfido.authenticator.behaviours import b64url
+from vfido.authenticator.config import Config
+from vfido.presence import AutoPresence
 
 ERR = CtapError.ERR
 PIN = "12345678"
@@ -206,3 +226,240 @@ def test_large_blobs_refuses_an_array_whose_checksum_is_wrong() -> None:
     request = {LB_SET: damaged, LB_OFFSET: 0, LB_LENGTH: len(damaged)}
     assert key.call(0x0C, request)[0] == ERR.INTEGRITY_FAILURE
     assert key.call(0x0C, {LB_GET: 100, LB_OFFSET: 0}) == (0, {1: EMPTY_ARRAY})
+
+
+# --- a second round: getNextAssertion, options, attestation, bio enrollment, credStoreState ------
+
+
+def _discoverable(key: Key, count: int) -> None:
+    for n in range(count):
+        request = make_credential_map(user=user(bytes([n + 1]) * 8), options={"rk": True})
+        assert key.call(0x01, request)[0] == 0
+
+
+def test_get_next_assertion_keeps_the_uv_the_first_assertion_got() -> None:
+    """6.3 authenticatorGetNextAssertion signs with the getAssertion's remembered parameters:
+    an assertion made with a token has UV, and so has every next one (an RP that requires
+    UV refuses the other accounts otherwise). Mutation: the pending flags lose UV."""
+    key, client_pin = _with_pin()
+    for n in range(2):
+        token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
+        param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
+        request = make_credential_map(
+            user=user(bytes([n + 1]) * 8),
+            options={"rk": True},
+            pin_uv_auth_param=param,
+            pin_uv_auth_protocol=2,
+        )
+        assert key.call(0x01, request)[0] == 0
+    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+    param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
+    status, first = key.call(
+        0x02, get_assertion_map(pin_uv_auth_param=param, pin_uv_auth_protocol=2)
+    )
+    assert status == 0 and first[5] == 2
+    status, second = key.raw(0x08)
+    assert status == 0
+    uv_up = 0x05
+    assert first[2][32] & uv_up == uv_up and second[2][32] & uv_up == uv_up
+
+
+def test_each_get_next_assertion_restarts_the_30_second_timer() -> None:
+    """6.3: NOT_ALLOWED "If timer since the last call to authenticatorGetAssertion/
+    authenticatorGetNextAssertion is greater than 30 seconds", and each call resets the timer:
+    calls 20 s apart go on; exactly 30 s is not "greater". Mutations: the timer not restarted;
+    ``>`` made ``>=``."""
+    key = make_key()
+    _discoverable(key, 4)
+    assert key.call(0x02, get_assertion_map())[0] == 0
+    key.clock.advance(20)
+    assert key.raw(0x08)[0] == 0
+    key.clock.advance(20)
+    assert key.raw(0x08)[0] == 0
+    key.clock.advance(30)
+    assert key.raw(0x08)[0] == 0
+    assert key.raw(0x08)[0] == ERR.NOT_ALLOWED  # four credentials: the last was given
+    assert key.call(0x02, get_assertion_map())[0] == 0
+    key.clock.advance(30.001)
+    assert key.raw(0x08)[0] == ERR.NOT_ALLOWED
+
+
+@pytest.mark.parametrize("command", [0x01, 0x02])
+def test_the_uv_option_is_ignored_beside_a_pin_uv_auth_param(command: int) -> None:
+    """makeCredential step 5 / getAssertion step 4 (vfido's step comments): with a
+    pinUvAuthParam the "uv" option is treated as false, so a PIN-only key (no built-in UV)
+    signs instead of refusing uv with INVALID_OPTION. Mutation: uv kept."""
+    key, client_pin = _with_pin()
+    if command == 0x02:
+        token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
+        param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
+        made = make_credential_map(
+            options={"rk": True}, pin_uv_auth_param=param, pin_uv_auth_protocol=2
+        )
+        assert key.call(0x01, made)[0] == 0
+    permission = (
+        ClientPin.PERMISSION.MAKE_CREDENTIAL
+        if command == 0x01
+        else ClientPin.PERMISSION.GET_ASSERTION
+    )
+    token = client_pin.get_pin_token(PIN, permission, RP_ID)
+    param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
+    build = make_credential_map if command == 0x01 else get_assertion_map
+    request = build(options={"uv": True}, pin_uv_auth_param=param, pin_uv_auth_protocol=2)
+    assert key.call(command, request)[0] == 0
+    assert key.call(command, build(options={"uv": True}))[0] != 0  # without it: refused
+
+
+def test_the_exclude_list_counts_a_cred_protect_2_credential_without_uv() -> None:
+    """6.1.2 step 12: only a userVerificationRequired (3) credential is passed over without UV;
+    a credProtect 2 one excludes like any other. Mutation: ``== 3`` made ``>= 2``."""
+    key = make_key()
+    for level, expected in ((2, ERR.CREDENTIAL_EXCLUDED), (3, 0)):
+        status, made = key.call(0x01, make_credential_map(extensions={"credProtect": level}))
+        assert status == 0
+        credential_id = bytes(
+            AttestationResponse.from_dict(made).auth_data.credential_data.credential_id
+        )  # type: ignore[union-attr]
+        again = make_credential_map(exclude_list=[descriptor(credential_id)])
+        assert key.call(0x01, again)[0] == expected, level
+
+
+def test_a_vanished_credential_is_not_excluded_either() -> None:
+    """behaviours.py, vanished-credential: the key acts as if it never had the credential, so
+    "makeCredential does not treat them as excluded". Mutation: the excludeList ignores it."""
+    key = make_key()
+    made = key.ctap2().make_credential(CLIENT_DATA_HASH, rp(), user(), params())
+    credential_id = bytes(credential_data(made).credential_id)
+    request = make_credential_map(exclude_list=[descriptor(credential_id)])
+    assert key.call(0x01, request)[0] == ERR.CREDENTIAL_EXCLUDED
+    key.authenticator.behaviours.set("vanished-credential", b64url(credential_id))
+    assert key.call(0x01, request)[0] == 0
+
+
+def test_the_longest_credential_id_fits_max_credential_id_length() -> None:
+    """6.4 maxCredentialIdLength: the longest ID this key issues (RS256 with credProtect,
+    hmac-secret and a 32-byte credBlob) must fit, or a platform may leave it out of an
+    allowList. Mutation: the size estimate one byte short."""
+    key = make_key()
+    longest = key.ctap2().get_info().max_cred_id_length
+    extensions = {"credProtect": 3, "hmac-secret": True, "credBlob": bytes(32)}
+    request = make_credential_map(
+        pub_key_cred_params=params(-257), options={"rk": True}, extensions=extensions
+    )
+    status, made = key.call(0x01, request)
+    assert status == 0
+    credential_id = AttestationResponse.from_dict(made).auth_data.credential_data.credential_id  # type: ignore[union-attr]
+    assert len(credential_id) == longest
+
+
+def test_ps256_uses_a_salt_as_long_as_the_hash() -> None:
+    """RFC 8230 section 2: RSASSA-PSS "salt length is the same length as the hash function
+    output". python-fido2 verifies any salt length, so the check here is cryptography's with
+    sLen = 32. Mutation: salt 20."""
+    key = make_key()
+    made = key.ctap2().make_credential(CLIENT_DATA_HASH, rp(), user(), params(-37))
+    data = credential_data(made)
+    assertion = key.ctap2().get_assertion(
+        RP_ID, CLIENT_DATA_HASH, [descriptor(bytes(data.credential_id))]
+    )
+    public = rsa.RSAPublicNumbers(
+        int.from_bytes(data.public_key[-2], "big"), int.from_bytes(data.public_key[-1], "big")
+    ).public_key()
+    public.verify(
+        assertion.signature,
+        bytes(assertion.auth_data) + CLIENT_DATA_HASH,
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        hashes.SHA256(),
+    )
+
+
+def test_a_self_attesting_key_asked_for_packed_stays_self_attesting() -> None:
+    """docs/toolkit.md, attestation="self": credentials are self-attested. A platform's
+    attestationFormatsPreference ["packed"] gets packed self attestation (no x5c), never the
+    batch certificate the key was configured not to show. Mutation: "packed" means batch."""
+    key = make_key(Config(attestation="self"))
+    for preference in (["packed"], None):
+        status, made = key.call(
+            0x01, make_credential_map(attestation_formats_preference=preference)
+        )
+        assert status == 0 and made[1] == "packed" and "x5c" not in made[3], preference
+
+
+def test_the_signature_counter_stops_at_its_32_bits() -> None:
+    """authData's signCount has 32 bits (WebAuthn 6.1); the keystore counts further, so the
+    assertion's counter stays at 0xFFFFFFFF. Mutation: the cap dropped (an internal error)."""
+    key = make_key()
+    made = key.ctap2().make_credential(CLIENT_DATA_HASH, rp(), user(), params())
+    credential_id = bytes(credential_data(made).credential_id)
+    key.authenticator.behaviours.set("counter-jump", 0x7FFFFFFF)
+    counters = []
+    for _ in range(3):
+        status, answer = key.call(0x02, get_assertion_map(allow_list=[descriptor(credential_id)]))
+        assert status == 0
+        counters.append(int.from_bytes(answer[2][33:37], "big"))
+    assert counters == [0x7FFFFFFF, 0xFFFFFFFE, 0xFFFFFFFF]
+
+
+def _fingerprint_key() -> tuple[Key, ClientPin]:
+    key = make_key(Config(fingerprint=True), AutoPresence())
+    client_pin = ClientPin(key.ctap2())
+    client_pin.set_pin(PIN)
+    return key, client_pin
+
+
+def _bio(key: Key, client_pin: ClientPin) -> FPBioEnrollment:
+    token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.BIO_ENROLL)
+    return FPBioEnrollment(key.ctap2(), client_pin.protocol, token)
+
+
+def test_cancel_current_enrollment_ends_it() -> None:
+    """6.7.5 cancelCurrentEnrollment "cancels current ongoing enrollment, if any": the next
+    sample for its template is INVALID_PARAMETER. Mutation: the enrollment kept."""
+    key, client_pin = _fingerprint_key()
+    template_id, _, remaining = _bio(key, client_pin).enroll_begin()
+    assert remaining > 0
+    _bio(key, client_pin).enroll_cancel()
+    with pytest.raises(CtapError) as info:
+        _bio(key, client_pin).enroll_capture_next(template_id)
+    assert info.value.code == ERR.INVALID_PARAMETER
+
+
+def test_enumerate_enrollments_with_none_is_invalid_option() -> None:
+    """6.7 enumerateEnrollments: "If there are no enrollments existing on authenticator, it
+    returns CTAP2_ERR_INVALID_OPTION" (python-fido2's enumerate_enrollments() turns that into
+    {}, so the raw answer is checked). Mutation: an empty list."""
+    key, client_pin = _fingerprint_key()
+    with pytest.raises(CtapError) as info:
+        _bio(key, client_pin)._call(FPBioEnrollment.CMD.ENUMERATE_ENROLLMENTS, auth=True)
+    assert info.value.code == ERR.INVALID_OPTION
+
+
+def test_cred_store_state_moves_when_a_credential_is_replaced_or_deleted_outside_ctap() -> None:
+    """docs/conformance.md, encCredStoreState: "a counter moved by every create, delete or
+    update"; "The count also moves the state when a credential is added or deleted outside
+    CTAP". A replacing makeCredential (same RP and user) keeps the count but moves the state;
+    a deletion by the keystore (as `vfido credentials delete`) moves it by the count.
+    Mutations: the replacement not noted; the count left out of the state."""
+    key, client_pin = _with_pin()
+    persistent = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT)
+
+    def state() -> bytes:
+        return bytes(key.ctap2().get_info().get_cred_store_state(persistent))
+
+    def register() -> None:
+        token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
+        param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
+        request = make_credential_map(
+            options={"rk": True}, pin_uv_auth_param=param, pin_uv_auth_protocol=2
+        )
+        assert key.call(0x01, request)[0] == 0
+
+    register()
+    before = state()
+    register()  # replaces the first: the same RP and user
+    assert key.store.count_credentials() == 1
+    replaced = state()
+    assert replaced != before
+    (summary,) = key.store.list_credentials()
+    key.store.delete_credential(summary.record.credential_id)
+    assert state() != replaced
