@@ -93,7 +93,9 @@ def test_loose_default_directory_is_tightened(
         assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("mode", [0o755, 0o1777], ids=["0755", "1777 like /tmp"])
+@pytest.mark.parametrize(
+    "mode", [0o755, 0o1777, 0o770], ids=["0755", "1777 like /tmp", "0770 open to the group"]
+)
 def test_a_chosen_directory_open_to_others_is_refused_not_chmoded(
     tmp_path: Path, mode: int
 ) -> None:
@@ -430,6 +432,10 @@ def test_approve_and_deny_through_the_socket(sock_dir: Path) -> None:
             client.call("deny", wait=-1)
         with pytest.raises(ControlError, match="id must be"):
             client.call("deny", id="1")
+        with pytest.raises(ControlError, match="id must be"):
+            client.call("approve", id=True)  # a JSON true is not request 1
+        with pytest.raises(ControlError, match="wait must be"):
+            client.call("pending", wait=control_server.MAX_WAIT + 1)  # never a hung connection
 
 
 def test_first_answer_wins() -> None:
@@ -451,6 +457,20 @@ def test_auto_delay_can_be_overruled_by_deny() -> None:
     assert broker.pending() == []
 
 
+def test_auto_approves_after_its_delay_which_must_be_shorter_than_the_timeout() -> None:
+    """--presence-delay: "wait this long before approving" (a lower bound only: never a timed
+    upper bound in a test), and README: "the delay 0 to 86400, shorter than the timeout" (a
+    delay equal to it would time every request out)."""
+    from vfido.presence import PresenceModeError, broker_for
+
+    broker = broker_for("auto", 0.3, 30.0)
+    started = time.monotonic()
+    assert Asking(broker).result() is PresenceResult.GRANTED
+    assert time.monotonic() - started >= 0.3
+    with pytest.raises(PresenceModeError, match="not shorter than the presence timeout"):
+        broker_for("auto", 30.0, 30.0)
+
+
 def test_timeout_and_host_cancel() -> None:
     broker = PresenceBroker()
     assert Asking(broker, timeout=0.2).result() is PresenceResult.TIMEOUT
@@ -459,6 +479,24 @@ def test_timeout_and_host_cancel() -> None:
     asking.context.cancelled.set()  # CTAPHID_CANCEL
     assert asking.result() is PresenceResult.CANCELLED
     assert broker.pending() == []
+
+
+def test_a_cancel_before_the_broker_acts_wins_over_an_answer_already_given() -> None:
+    """The other order (broker.py: "A CANCEL wins over an answer the broker has not acted on
+    yet", CTAP 2.1 11.2.9.1.5): the user approved, then the host cancelled before the broker
+    woke. The request ends cancelled, and says the host ended it (a session 20 mutation
+    sampling: only an answer after the cancel was tested)."""
+    from tests.presence_helpers import SIGN_IN
+
+    pending = PendingPresence(1, SIGN_IN, 30.0)
+    assert pending.answer(True, "control socket")
+    assert pending.finish(PresenceResult.CANCELLED) is PresenceResult.CANCELLED
+    assert (pending.result, pending.source) == (PresenceResult.CANCELLED, "host")
+    # Any other ending leaves the first answer standing.
+    pending = PendingPresence(2, SIGN_IN, 30.0)
+    assert pending.answer(False, "control socket")
+    assert pending.finish(PresenceResult.TIMEOUT) is PresenceResult.DENIED
+    assert pending.source == "control socket"
 
 
 def test_an_answer_after_the_hosts_cancel_is_refused() -> None:
@@ -617,6 +655,9 @@ def test_a_missing_runtime_dir_is_not_made(tmp_path: Path, monkeypatch: pytest.M
     assert not (tmp_path / "missing").exists()
     (tmp_path / "missing" / "run").mkdir(parents=True)
     assert server.socket_dir() == tmp_path / "missing" / "run" / "vfido"
+    if os.geteuid() == 0:  # "(or another user's)": one owned by someone else is not used
+        os.chown(tmp_path / "missing" / "run", 65534, 65534)
+        assert server.socket_dir() == tmp_path / "shared" / f"vfido-{os.getuid()}"
 
 
 def test_sockets_left_by_killed_keys_are_named_as_such(tmp_path: Path) -> None:

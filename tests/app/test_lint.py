@@ -373,3 +373,82 @@ def test_an_origin_that_is_not_one_is_refused() -> None:
     assert result.stderr.splitlines() == [
         "vfido: error: --lint-origin: 'notaurl' is not an origin (like https://example.com)"
     ]
+
+
+# --- where each rule stops (a session 20 mutation sampling: no test pinned the boundaries) ----
+
+_OK = b"\x00"
+
+
+def _make(
+    rp_id: str = "example.com",
+    user_id: bytes = b"\x01" * 32,
+    name: str = "alice",
+    *,
+    rk: bool = False,
+    client_data_hash: bytes | None = None,
+) -> bytes:
+    request: dict[int, object] = {
+        1: client_data_hash if client_data_hash is not None else os.urandom(32),
+        2: {"id": rp_id},
+        3: {"id": user_id, "name": name, "displayName": name},
+        4: [{"type": "public-key", "alg": -7}],
+    }
+    if rk:
+        request[7] = {"rk": True}
+    return b"\x01" + cbor2.dumps(request, canonical=True)
+
+
+def _rule_names(linter: Linter) -> set[str]:
+    return {finding.rule for finding in linter.findings()}
+
+
+@pytest.mark.parametrize(
+    ("origin", "flagged"),
+    [
+        ("https://example.com", False),
+        ("https://login.example.com", False),
+        ("https://evilexample.com", True),  # ends with the RP ID, but is not under it
+        ("http://example.com", True),  # https, except on localhost
+    ],
+)
+def test_rp_id_origin_mismatch_stops_at_the_domain_boundary(origin: str, flagged: bool) -> None:
+    linter = Linter(origin=origin)
+    linter.observe(_make("example.com"), _OK)
+    assert ("rp-id-origin-mismatch" in _rule_names(linter)) is flagged
+
+
+def test_user_name_truncated_only_over_64_bytes() -> None:
+    """docs/toolkit.md: "user.name or displayName over 64 bytes"; exactly 64 is not over."""
+    linter = Linter()
+    linter.observe(_make(name="a" * 64), _OK)
+    assert "user-name-truncated" not in _rule_names(linter)
+    linter.observe(_make(name="a" * 65), _OK)
+    assert "user-name-truncated" in _rule_names(linter)
+
+
+def test_a_platforms_probes_are_not_the_relying_partys_mistakes() -> None:
+    """The platform's own requests are not the RP's: the all-zero clientDataHash of its
+    pre-flight and touch probes is not a reused challenge, and a registration after an
+    up=false probe of the exclude list did have one."""
+    linter = Linter()
+    for user_id in (b"\x01" * 32, b"\x02" * 32):
+        linter.observe(_make(user_id=user_id, client_data_hash=bytes(32)), _OK)
+    assert "challenge-reuse" not in _rule_names(linter)
+    linter = Linter()
+    linter.observe(_make(), _OK)  # alice registered
+    probe = {1: "example.com", 2: os.urandom(32), 3: [{"type": "public-key", "id": b"\x07" * 32}]}
+    probe[5] = {"up": False}
+    linter.observe(b"\x02" + cbor2.dumps(probe, canonical=True), b"\x2e")  # the exclude probe
+    linter.observe(_make(), _OK)  # ... then makeCredential without the list
+    assert "exclude-list-missing" not in _rule_names(linter)
+
+
+def test_discoverable_without_uv_only_on_a_key_that_can_verify_the_user() -> None:
+    """docs/toolkit.md: discoverable-without-uv applies "on a key that can verify the user";
+    a key whose getInfo has neither uv nor clientPin cannot."""
+    linter = Linter()
+    info = {1: ["FIDO_2_0"], 4: {"rk": True, "up": True}}
+    linter.observe(b"\x04", _OK + cbor2.dumps(info, canonical=True))
+    linter.observe(_make(rk=True), _OK)
+    assert "discoverable-without-uv" not in _rule_names(linter)

@@ -82,6 +82,22 @@ def test_visible_shows_controls_as_escapes(raw: str, shown: str) -> None:
     assert visible(raw) == shown
 
 
+def test_every_control_and_format_character_is_escaped_but_the_joiners() -> None:
+    """SECURITY.md: "control, format and separator characters are shown as escapes", each of
+    them (every bidi override and isolate, U+2067 included), and only ZWNJ/ZWJ are kept,
+    which neither move nor reorder text (a session 20 mutation sampling: one kept isolate went
+    unnoticed)."""
+    import sys
+    import unicodedata
+
+    kept = {"\u200c", "\u200d"}
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in kept:
+            assert visible(c) != c, hex(code)
+    assert all(visible(c) == c for c in kept)
+
+
 def test_the_presence_prompt_uses_the_same_helper() -> None:
     request = PresenceRequest(PresenceKind.AUTHENTICATE, HOSTILE_RP, HOSTILE_USER)
     for text in (question(request), describe(request)):
