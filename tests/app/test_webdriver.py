@@ -441,7 +441,9 @@ def test_selenium_virtual_authenticator_calls_reach_the_key() -> None:
 
 
 def _vfido_webdriver(upstream: str, *args: str) -> subprocess.Popen[str]:
-    """`vfido webdriver --upstream UPSTREAM --port 0 ARGS...`, its stderr a pipe to read."""
+    """`vfido webdriver --upstream UPSTREAM --port 0 ARGS...`, its stderr a pipe to read. Its
+    SIGINT is the default one even when pytest runs as a background job (``&``, nohup),
+    which ignores SIGINT and passes that on: the tests stop it with Ctrl-C's signal."""
     return subprocess.Popen(
         [sys.executable, "-m", "vfido", "webdriver", "--upstream", upstream, "--port", "0", *args],
         env=service_env(),
@@ -449,7 +451,19 @@ def _vfido_webdriver(upstream: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def _interrupt(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C to ``process`` and wait for it; killed if it does not end (never left behind)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
@@ -535,8 +549,7 @@ def test_vfido_webdriver_says_at_once_when_no_key_can_be_plugged_in() -> None:
         else:  # nothing to warn of: nothing said
             assert not lines or "warning" not in lines[0], lines
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
+        _interrupt(process)
     assert process.returncode == 0
 
 
@@ -562,8 +575,7 @@ def test_vfido_webdriver_warns_when_other_machines_can_reach_it(host: str, warne
         else:
             assert not lines or "warning" not in lines[0], lines
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
+        _interrupt(process)
     assert process.returncode == 0
 
 
