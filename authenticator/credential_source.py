@@ -174,7 +174,7 @@ class ImportedCredentialId:
             or not isinstance(m.get(1), bytes)
             or not isinstance(m.get(4, b""), bytes)
             or not isinstance(m.get(5, ""), str)
-            or not isinstance(m.get(6, b""), bytes)
+            or not (m.get(6) is None or (isinstance(m[6], bytes) and 1 <= len(m[6]) <= 64))
         ):
             return None
         return cls(m[1], m.get(2) is True, m.get(3) is True, m.get(4, b""), m.get(5, ""), m.get(6))

@@ -202,7 +202,9 @@ def add_credential(
 
     A discoverable credential needs ``user_id`` (1-64 bytes) and replaces one for the same
     RP and user, as makeCredential does; a server-side one is only its credential ID (the
-    user fields are then ignored). ``sign_count`` sets the credential's starting counter.
+    user's names are then ignored, and ``user_id`` too unless ``credential_id`` is given:
+    the key keeps it with that ID, and its assertions carry it). ``user_id`` has at most 64
+    bytes. ``sign_count`` sets the credential's starting counter.
     ``credential_id``: the ID the credential is known by (WebDriver's Add Credential);
     else the key seals one as makeCredential does. ``backup_eligible``/``backup_state``:
     its BE/BS flags (None: the keystore's, and BS as makeCredential gives a new one on a key

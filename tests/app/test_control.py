@@ -482,10 +482,12 @@ def test_timeout_and_host_cancel() -> None:
 
 
 def test_a_cancel_before_the_broker_acts_wins_over_an_answer_already_given() -> None:
-    """The other order (broker.py: "A CANCEL wins over an answer the broker has not acted on
-    yet", CTAP 2.1 11.2.9.1.5): the user approved, then the host cancelled before the broker
-    woke. The request ends cancelled, and says the host ended it (a session 20 mutation
-    sampling: only an answer after the cancel was tested)."""
+    """The other order, in the request's own record (``PendingPresence.finish``, the half of
+    broker.py's "A CANCEL wins over an answer the broker has not acted on yet", CTAP 2.1
+    11.2.9.1.5, that decides what stands): the user approved, then the host cancelled before
+    the broker acted. The request ends cancelled, and says the host ended it (a session 20
+    mutation sampling: only an answer after the cancel was tested). The broker's own wait
+    loop, which calls finish(CANCELLED) when it sees the cancel, is not pinned here."""
     from tests.presence_helpers import SIGN_IN
 
     pending = PendingPresence(1, SIGN_IN, 30.0)

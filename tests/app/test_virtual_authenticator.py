@@ -6,6 +6,7 @@ test's own key pair, never with what the key says about itself."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -157,6 +158,21 @@ def test_a_non_resident_credential_keeps_the_user_handle_it_was_given() -> None:
                     "userHandle": b64(bytes(65)),
                 }
             )
+
+
+def test_a_kept_user_handle_is_read_back_only_when_well_formed() -> None:
+    """The kept record's user handle (field 6, keystore state a backup bundle carries too) is
+    1-64 bytes or absent; anything else makes the record unreadable rather than an
+    assertion with a malformed user (a session 20 diff review)."""
+    from vfido.authenticator.credential_source import ImportedCredentialId
+
+    record = ImportedCredentialId(b"sealed", credential_id=b"id", rp_id=RP_ID)
+    assert ImportedCredentialId.from_bytes(record.to_bytes()) == record  # older: no field 6
+    kept = dataclasses.replace(record, user_handle=b"alice")
+    assert ImportedCredentialId.from_bytes(kept.to_bytes()) == kept
+    fields = cbor2.loads(record.to_bytes())
+    for bad in (b"", bytes(65), 1, "alice", True):
+        assert ImportedCredentialId.from_bytes(cbor2.dumps({**fields, 6: bad})) is None, bad
 
 
 def test_resident_credential_answers_a_usernameless_sign_in_with_its_user_handle() -> None:

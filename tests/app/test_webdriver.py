@@ -444,15 +444,23 @@ def _vfido_webdriver(upstream: str, *args: str) -> subprocess.Popen[str]:
     """`vfido webdriver --upstream UPSTREAM --port 0 ARGS...`, its stderr a pipe to read. Its
     SIGINT is the default one even when pytest runs as a background job (``&``, nohup),
     which ignores SIGINT and passes that on: the tests stop it with Ctrl-C's signal."""
+    command = ["webdriver", "--upstream", upstream, "--port", "0", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "vfido", "webdriver", "--upstream", upstream, "--port", "0", *args],
+        [sys.executable, "-c", _WITH_CTRL_C, *command],
         env=service_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+#: `python -m vfido ARGS` with Python's own SIGINT handler (KeyboardInterrupt) in place, even
+#: if SIGINT was ignored when it started (no preexec_fn: unsafe in a process with threads).
+_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'vfido'; runpy.run_module('vfido', run_name='__main__', alter_sys=True)"
+)
 
 
 def _interrupt(process: subprocess.Popen[str]) -> None:

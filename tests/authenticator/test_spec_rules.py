@@ -72,7 +72,7 @@ def test_a_token_nobody_used_stops_after_the_initial_usage_time_limit() -> None:
     request = make_credential_map(pin_uv_auth_param=param, pin_uv_auth_protocol=2)
     key.clock.advance(31)
     assert key.call(0x01, request)[0] == ERR.PIN_AUTH_INVALID
-    # The same token used within the limit works: the limit, not the token, refused it.
+    # A new token used within the limit works: the limit, not the request, refused it.
     token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
     param = client_pin.protocol.authenticate(token, CLIENT_DATA_HASH)
     key.clock.advance(29)
@@ -435,10 +435,11 @@ def test_enumerate_enrollments_with_none_is_invalid_option() -> None:
 
 
 def test_cred_store_state_moves_when_a_credential_is_replaced_or_deleted_outside_ctap() -> None:
-    """docs/conformance.md, encCredStoreState: "a counter moved by every create, delete or
-    update"; "The count also moves the state when a credential is added or deleted outside
-    CTAP". A replacing makeCredential (same RP and user) keeps the count but moves the state;
-    a deletion by the keystore (as `vfido credentials delete`) moves it by the count.
+    """encCredStoreState (docs/conformance.md: "a counter moved by every create, delete or
+    update"; authenticator/persistent_token.py: "The count also moves the state when a
+    credential is added or deleted outside CTAP"). A replacing makeCredential (same RP and
+    user) keeps the count but moves the state; a deletion by the keystore (as `vfido
+    credentials delete`) moves it by the count.
     Mutations: the replacement not noted; the count left out of the state."""
     key, client_pin = _with_pin()
     persistent = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.PERSISTENT_CREDENTIAL_MGMT)
