@@ -169,11 +169,7 @@ class BioEnrollmentRequest:
 
         def get_unsigned(key: int) -> int | None:
             value = m.get(key)
-            if value is None:
-                return None
-            if not cbor.is_unsigned(value):
-                raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"bioEnrollment key {key}")
-            return int(value)
+            return None if value is None else cbor.unsigned(value, f"bioEnrollment key {key}")
 
         get_modality = m.get(0x06, False)
         if not isinstance(get_modality, bool):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from vfido.authenticator.errors import CtapError, CtapStatus
 
@@ -137,11 +137,19 @@ def _item(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     return result, pos
 
 
-def is_unsigned(value: object) -> bool:
+def is_unsigned(value: object) -> TypeGuard[int]:
     """Whether a decoded value is a CBOR unsigned integer (major type 0): the type CTAP gives
     subCommand, pinUvAuthProtocol, permissions and other counts. A negative integer (major
     type 1) is another CBOR type, and ``bool`` is not an integer here."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def unsigned(value: object, what: str) -> int:
+    """``value`` as an "Unsigned Integer" parameter: CTAP2_ERR_CBOR_UNEXPECTED_TYPE (naming
+    ``what``) if it is another CBOR type, a negative integer included."""
+    if not is_unsigned(value):
+        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, what)
+    return int(value)
 
 
 def decode(data: bytes) -> Any:

@@ -113,11 +113,7 @@ class ClientPinRequest:
         def get_unsigned(key: int) -> int | None:
             # 6.5.5.1: subCommand, pinUvAuthProtocol and permissions are "Unsigned Integer".
             value = m.get(key)
-            if value is None:
-                return None
-            if not cbor.is_unsigned(value):
-                raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"clientPin key {key}")
-            return int(value)
+            return None if value is None else cbor.unsigned(value, f"clientPin key {key}")
 
         sub = get_unsigned(0x02)
         if sub is None:

@@ -85,12 +85,7 @@ def _optional(m: Mapping[Any, Any], key: object, kind: type[T], what: str) -> T 
 
 def _unsigned(m: Mapping[Any, Any], key: object, what: str) -> int | None:
     """An optional "Unsigned Integer" parameter: a negative integer is another CBOR type."""
-    if key not in m:
-        return None
-    value = m[key]
-    if not cbor.is_unsigned(value):
-        raise _type_error(what)
-    return int(value)
+    return cbor.unsigned(m[key], what) if key in m else None
 
 
 def _truncate(text: str | None) -> str | None:
