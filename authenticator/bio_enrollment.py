@@ -168,8 +168,7 @@ class BioEnrollmentRequest:
             return value
 
         def get_unsigned(key: int) -> int | None:
-            value = m.get(key)
-            return None if value is None else cbor.unsigned(value, f"bioEnrollment key {key}")
+            return cbor.optional_unsigned(m, key, f"bioEnrollment key {key}")
 
         get_modality = m.get(0x06, False)
         if not isinstance(get_modality, bool):

@@ -152,6 +152,12 @@ def unsigned(value: object, what: str) -> int:
     return int(value)
 
 
+def optional_unsigned(m: Mapping[Any, Any], key: object, what: str) -> int | None:
+    """The "Unsigned Integer" parameter ``m[key]``; None if it is absent (or null)."""
+    value = m.get(key)
+    return None if value is None else unsigned(value, what)
+
+
 def decode(data: bytes) -> Any:
     """Decode one CTAP2 canonical CBOR item occupying all of ``data``.
 

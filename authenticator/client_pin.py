@@ -112,8 +112,7 @@ class ClientPinRequest:
 
         def get_unsigned(key: int) -> int | None:
             # 6.5.5.1: subCommand, pinUvAuthProtocol and permissions are "Unsigned Integer".
-            value = m.get(key)
-            return None if value is None else cbor.unsigned(value, f"clientPin key {key}")
+            return cbor.optional_unsigned(m, key, f"clientPin key {key}")
 
         sub = get_unsigned(0x02)
         if sub is None:

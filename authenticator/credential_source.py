@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import cbor2
 
+from vfido.authenticator.requests import MAX_USER_ID_LENGTH
 from vfido.keystore import credential_id
 from vfido.keystore.store import KeyStore
 
@@ -174,7 +175,10 @@ class ImportedCredentialId:
             or not isinstance(m.get(1), bytes)
             or not isinstance(m.get(4, b""), bytes)
             or not isinstance(m.get(5, ""), str)
-            or not (m.get(6) is None or (isinstance(m[6], bytes) and 1 <= len(m[6]) <= 64))
+            or not (
+                m.get(6) is None
+                or (isinstance(m[6], bytes) and 1 <= len(m[6]) <= MAX_USER_ID_LENGTH)
+            )
         ):
             return None
         return cls(m[1], m.get(2) is True, m.get(3) is True, m.get(4, b""), m.get(5, ""), m.get(6))

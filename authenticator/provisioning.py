@@ -31,6 +31,7 @@ from vfido.authenticator.credential_source import (
     encode_credential_id,
     imported_id_state_key,
 )
+from vfido.authenticator.requests import MAX_USER_ID_LENGTH
 from vfido.keystore import entropy
 from vfido.keystore.store import CredentialRecord, KeyStore
 
@@ -45,7 +46,6 @@ _EC2_CURVES: dict[int, tuple[int, ec.EllipticCurve, int]] = {
 _CURVE_ALGS: dict[str, int] = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}
 _CRV_ED25519 = 6
 
-MAX_USER_ID = 64
 #: The longest credential ID a test may choose (CTAP's maxCredentialIdLength bound is
 #: the platform's concern; WebAuthn allows up to 1023 bytes).
 MAX_IMPORTED_ID = 1023
@@ -220,9 +220,9 @@ def add_credential(
     user_name = _text("user_name", user_name)
     user_display_name = _text("user_display_name", user_display_name)
     rp_name = _text("rp_name", rp_name)
-    if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID):
+    if discoverable and (user_id is None or not 1 <= len(user_id) <= MAX_USER_ID_LENGTH):
         raise ProvisioningError("a discoverable credential needs a user_id of 1-64 bytes")
-    if user_id is not None and len(user_id) > MAX_USER_ID:
+    if user_id is not None and len(user_id) > MAX_USER_ID_LENGTH:
         raise ProvisioningError("a user_id has at most 64 bytes")
     if credential_id is not None and not 1 <= len(credential_id) <= MAX_IMPORTED_ID:
         raise ProvisioningError(f"a credential ID has 1-{MAX_IMPORTED_ID} bytes")

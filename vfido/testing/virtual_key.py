@@ -652,13 +652,8 @@ class VirtualKey:
         return get_credentials(self._webauthn())
 
     def webauthn_remove_credential(self, credential_id: bytes | str) -> None:
-        """WebDriver's Remove Credential (``bytes`` or base64url).
-
-        A key not made from WebDriver options (:meth:`from_webauthn_options`) keeps no
-        record of the server-side credentials registrations make: they are not listed here
-        (or removable), and keep working; ``config=Config(record_server_side_credentials=
-        True)`` keeps one.
-        """
+        """WebDriver's Remove Credential (``bytes`` or base64url); which credentials a key
+        can reach: :meth:`webauthn_get_credentials`."""
         from vfido.virtual_authenticator import b64url_decode, remove_credential
 
         if isinstance(credential_id, str):
@@ -666,13 +661,8 @@ class VirtualKey:
         remove_credential(self._webauthn(), credential_id)
 
     def webauthn_remove_all_credentials(self) -> None:
-        """WebDriver's Remove All Credentials.
-
-        A key not made from WebDriver options (:meth:`from_webauthn_options`) keeps no
-        record of the server-side credentials registrations make: they are not listed here
-        (or removable), and keep working; ``config=Config(record_server_side_credentials=
-        True)`` keeps one.
-        """
+        """WebDriver's Remove All Credentials; which credentials a key can reach:
+        :meth:`webauthn_get_credentials`."""
         from vfido.virtual_authenticator import remove_all_credentials
 
         remove_all_credentials(self._webauthn())
