@@ -33,6 +33,8 @@ class SubCommand(IntEnum):
     SET_MIN_PIN_LENGTH = 0x03
 
 
+_SUB_COMMANDS = frozenset(int(s) for s in SubCommand)
+
 #: Settings values read from each store (a keyed hash, a query and a decryption per read
 #: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
 #: dropped by Settings.put and by Settings.forget (authenticatorReset).
@@ -132,8 +134,16 @@ class AuthenticatorConfig:
 
     def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
         request = ConfigRequest.from_cbor_map(m)
-        # 6.11 steps 1-4: authenticate when a PIN or built-in UV protects the key.
-        if self._pin.is_pin_set or self._pin.has_uv or self.settings.always_uv:
+        sub = request.sub_command
+        # 6.11 step 1: "If the authenticator does not support the subcommand being invoked,
+        # per subCommand's value, return CTAP1_ERR_INVALID_PARAMETER" (before any token).
+        if sub not in _SUB_COMMANDS:
+            raise CtapError(CtapStatus.INVALID_PARAMETER, "authenticatorConfig subCommand")
+        # 6.11 steps 2-4: authenticate when a PIN or built-in UV protects the key, or when
+        # alwaysUv is on. Step 2's exception: on a key that neither protects, toggleAlwaysUv
+        # runs without a token, so alwaysUv, once on, can be turned off again (as OpenSK).
+        protected = self._pin.is_pin_set or self._pin.has_uv
+        if protected or (self.settings.always_uv and sub != SubCommand.TOGGLE_ALWAYS_UV):
             param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
             message = (
                 b"\xff" * 32
@@ -143,7 +153,6 @@ class AuthenticatorConfig:
             self._pin.verify_token(
                 request.protocol, message, param, Permission.AUTHENTICATOR_CONFIG
             )
-        sub = request.sub_command
         if sub == SubCommand.ENABLE_ENTERPRISE_ATTESTATION:
             if not self._ep_supported:
                 raise CtapError(CtapStatus.UNSUPPORTED_OPTION, "no enterprise attestation")
@@ -152,9 +161,7 @@ class AuthenticatorConfig:
         if sub == SubCommand.TOGGLE_ALWAYS_UV:
             self.settings.put({_ALWAYS_UV: None if self.settings.always_uv else b"\x01"})
             return {}
-        if sub == SubCommand.SET_MIN_PIN_LENGTH:
-            return self._set_min_pin_length(request.params or {})
-        raise CtapError(CtapStatus.INVALID_SUBCOMMAND)
+        return self._set_min_pin_length(request.params or {})
 
     def _set_min_pin_length(self, params: Mapping[Any, Any]) -> dict[int, Any]:
         # 6.11.4 setMinPINLength

@@ -184,7 +184,7 @@ def test_always_uv_requires_a_token_for_everything() -> None:
     for call in (
         lambda: make(ctap),  # even a non-discoverable credential
         lambda: ctap.get_assertion("example.com", CLIENT_DATA_HASH, [descriptor(cred)]),
-        lambda: FidoConfig(ctap).toggle_always_uv(),  # config itself is now protected
+        lambda: FidoConfig(ctap).set_min_pin_length(6),  # config itself is now protected
     ):
         with pytest.raises(CtapError) as err:
             call()
@@ -199,6 +199,48 @@ def test_always_uv_requires_a_token_for_everything() -> None:
     FidoConfig(ctap, PinProtocolV2(), token).toggle_always_uv()
     assert ctap.get_info().options["alwaysUv"] is False
     assert not make(ctap).auth_data.is_user_verified()  # makeCredUvNotRqd again
+
+
+def test_always_uv_turns_off_without_a_token_on_an_unprotected_key() -> None:
+    """CTAP 2.1 section 6.11, step 2: "If the authenticator is not protected by some form of
+    user verification and the alwaysUv option ID is present and true": the subcommand is
+    invoked without a pinUvAuthParam. For toggleAlwaysUv that is how alwaysUv, turned on
+    with no PIN and no built-in UV, is turned off again (OpenSK alike; libfido2's
+    fido_dev_toggle_always_uv(3): "The pin parameter may be NULL if dev does not have a PIN
+    set"). vfido answered CTAP2_ERR_PUAT_REQUIRED, which no platform can satisfy there."""
+    key = make_key()
+    ctap = key.ctap2()
+    FidoConfig(ctap).toggle_always_uv()
+    assert ctap.get_info().options["alwaysUv"] is True
+    FidoConfig(ctap).toggle_always_uv()
+    assert ctap.get_info().options["alwaysUv"] is False
+    assert not make(ctap).auth_data.is_user_verified()
+
+
+def test_always_uv_toggle_needs_a_token_once_a_pin_protects_the_key() -> None:
+    key = make_key()
+    ctap = key.ctap2()
+    FidoConfig(ctap).toggle_always_uv()
+    ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+    with pytest.raises(CtapError) as err:
+        FidoConfig(ctap).toggle_always_uv()
+    assert err.value.code == ERR.PUAT_REQUIRED
+    assert ctap.get_info().options["alwaysUv"] is True
+
+
+def test_an_unknown_config_subcommand_is_invalid_parameter_before_any_token() -> None:
+    """CTAP 2.1 section 6.11, step 1: "If the authenticator does not support the subcommand
+    being invoked, per subCommand's value, return CTAP1_ERR_INVALID_PARAMETER" (OpenSK
+    alike); vfido answered CTAP2_ERR_INVALID_SUBCOMMAND, and only after the token."""
+    for protect in (False, True):
+        key = make_key()
+        ctap = key.ctap2()
+        if protect:
+            ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
+        for sub in (0x00, 0x04, 0xFF):
+            with pytest.raises(CtapError) as err:
+                ctap.send_cbor(0x0D, {1: sub})
+            assert err.value.code == ERR.INVALID_PARAMETER
 
 
 def test_always_uv_uses_builtin_uv() -> None:
