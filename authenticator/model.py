@@ -64,15 +64,16 @@ CTAP20_PIN_SUBCOMMANDS = frozenset({0x01, 0x02, 0x03, 0x04, 0x05})
 #: ... and those CTAP 2.1 adds with the pinUvAuthToken option.
 CTAP21_PIN_SUBCOMMANDS = frozenset({0x06, 0x07, 0x09})
 
-# Request map keys (CTAP 2.1 sections 6.1, 6.2, 6.5): (extensions, pinUvAuthProtocol, list).
-_MAKE_CREDENTIAL_KEYS = (0x06, 0x09, 0x05)
+# Request map keys (CTAP 2.1 sections 6.1, 6.2, 6.5): (extensions, pinUvAuthParam,
+# pinUvAuthProtocol, list).
+_MAKE_CREDENTIAL_KEYS = (0x06, 0x08, 0x09, 0x05)
 #: makeCredential's attestationFormatsPreference (CTAP 2.2), known to a key whose getInfo
 #: reports attestationFormats: one of an older model ignores it, as a key ignores a
 #: parameter it does not know.
 _MC_ATTESTATION_FORMATS_PREFERENCE, _INFO_ATTESTATION_FORMATS = 0x0B, 0x16
 #: ... and its enterpriseAttestation (CTAP 2.1): unknown to a CTAP 2.0 model.
 _MC_ENTERPRISE_ATTESTATION = 0x0A
-_GET_ASSERTION_KEYS = (0x04, 0x07, 0x03)
+_GET_ASSERTION_KEYS = (0x04, 0x06, 0x07, 0x03)
 _MAKE_CREDENTIAL, _GET_ASSERTION, _CLIENT_PIN = 0x01, 0x02, 0x06
 _INFO_MAX_CREDENTIAL_COUNT_IN_LIST = 0x07
 _INFO_MAX_CREDENTIAL_ID_LENGTH = 0x08
@@ -221,13 +222,13 @@ def max_list_length(model: ModelClass, configured: int) -> int | None:
 def _narrowed(
     handler: Callable[[Any, bytes, Any], Any],
     model: ModelClass,
-    keys: tuple[int, int, int],
+    keys: tuple[int, int, int, int],
     max_list: int | None,
     unknown: frozenset[int] = frozenset(),
 ) -> Callable[[Any, bytes, Any], Any]:
     """``handler`` as a key of ``model`` answers: its PIN protocols, list limits and
     extensions; the parameters ``unknown`` to it (a later version's) dropped, unread."""
-    extensions_key, protocol_key, list_key = keys
+    extensions_key, param_key, protocol_key, list_key = keys
     supported = frozenset(model.extensions)
     # maxCredentialIdLength, where getInfo reports it: a longer listed ID is refused too.
     max_id = (
@@ -241,8 +242,14 @@ def _narrowed(
             payload = cbor.encode(params)
         if isinstance(params, dict):
             protocol = params.get(protocol_key)
-            # A negative number is not an unsigned one: the parser says so (CBOR type).
-            if cbor.is_unsigned(protocol) and protocol not in model.pin_uv_auth_protocols:
+            # Step 2 reads the protocol only "If the pinUvAuthParam parameter is present", and
+            # step 1 (a zero-length one, the platform's probe) comes before it. A negative
+            # number is not an unsigned one: the parser says so (CBOR type).
+            if (
+                params.get(param_key)  # present and not empty
+                and cbor.is_unsigned(protocol)
+                and protocol not in model.pin_uv_auth_protocols
+            ):
                 raise CtapError(CtapStatus.INVALID_PARAMETER, "pinUvAuthProtocol of another model")
             credentials = params.get(list_key)
             if (

@@ -317,6 +317,8 @@ def test_excluded_discoverable_credential_deleted_is_not_excluded() -> None:
 
 
 def test_presence_denied_timeout_cancelled() -> None:
+    """A refusal is OPERATION_DENIED; a timeout is USER_ACTION_TIMEOUT, where the spec's
+    step says OPERATION_DENIED for both (a deliberate deviation, docs/conformance.md)."""
     key = make_key(presence=DenyPresence())
     assert _status(key) == CtapStatus.OPERATION_DENIED
 

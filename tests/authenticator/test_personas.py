@@ -188,6 +188,28 @@ def test_pin_protocol_one_only_and_no_permission_tokens(name: str) -> None:
         assert status == CtapError.ERR.INVALID_SUBCOMMAND
 
 
+@pytest.mark.parametrize("name", ("ctap20", "ctap21pre"))
+def test_a_pin_protocol_is_read_only_beside_a_pin_uv_auth_param(name: str) -> None:
+    """makeCredential / getAssertion step 2 reads pinUvAuthProtocol only "If the
+    pinUvAuthParam parameter is present", after step 1's zero-length probe. A protocol-1
+    persona answered INVALID_PARAMETER to protocol 2 without a pinUvAuthParam, and to the
+    probe (an outside review, session 21); a 2.1 key answers both as the spec says."""
+    mc = {
+        1: CLIENT_DATA_HASH,
+        2: RP,
+        3: {"id": b"u", "name": "u"},
+        4: [{"type": "public-key", "alg": -7}],
+    }
+    with VirtualKey(persona=name) as key:
+        assert raw(key.device, 0x01, {**mc, 9: 2})[0] == 0
+        assert raw(key.device, 0x01, {**mc, 8: b"", 9: 2})[0] == CtapError.ERR.PIN_NOT_SET
+        ga = {1: "example.com", 2: CLIENT_DATA_HASH, 7: 2}
+        # past step 2, to the lookup (the credential made is not discoverable)
+        assert raw(key.device, 0x02, ga)[0] == CtapError.ERR.NO_CREDENTIALS
+        status, _ = raw(key.device, 0x01, {**mc, 8: bytes(16), 9: 2})  # present: checked
+        assert status == CtapError.ERR.INVALID_PARAMETER
+
+
 @pytest.mark.parametrize(
     ("persona", "behaviours", "refused"),
     [
