@@ -160,6 +160,27 @@ def test_a_non_resident_credential_keeps_the_user_handle_it_was_given() -> None:
             )
 
 
+def test_a_registered_server_side_credential_has_no_user_handle() -> None:
+    """A non-discoverable credential made by a registration stores no user (CTAP 2.1 6.1.2:
+    only a discoverable credential keeps user information), so Get Credentials lists it
+    without a userHandle and its assertions carry none; only Add Credential gives a
+    server-side credential one (docs/toolkit.md)."""
+    with VirtualKey.from_webauthn_options(CTAP2_OPTIONS) as key:
+        ctap2 = Ctap2(key.device)
+        made = ctap2.make_credential(
+            bytes(32),
+            {"id": RP_ID, "name": "Example"},
+            {"id": b"alice", "name": "alice"},
+            [{"type": "public-key", "alg": -7}],
+        )
+        assert made.auth_data.credential_data is not None
+        cred_id = made.auth_data.credential_data.credential_id
+        (listed,) = key.webauthn_get_credentials()
+        assert listed["isResidentCredential"] is False and "userHandle" not in listed
+        answer = ctap2.get_assertion(RP_ID, bytes(32), [{"type": "public-key", "id": cred_id}])
+        assert answer.user is None
+
+
 def test_a_kept_user_handle_is_read_back_only_when_well_formed() -> None:
     """The kept record's user handle (field 6, keystore state a backup bundle carries too) is
     1-64 bytes or absent; anything else makes the record unreadable rather than an
