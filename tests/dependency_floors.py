@@ -135,8 +135,15 @@ def main(argv: list[str]) -> int:
     except FloorError as exc:
         print(f"dependency floors: {exc}", file=sys.stderr)
         return 1
+    return run_unit_tests(python, argv, "dependency floors")
+
+
+def run_unit_tests(python: Path, argv: list[str], label: str) -> int:
+    """The unit tests, from the checkout, on ``python`` (a venv without the project: the
+    checkout comes first on sys.path); what is left out and why is printed first. Shared
+    with ``tests/newest_python.py``."""
     for module, why in NEEDS_TEST_EXTRAS.items():
-        print(f"dependency floors: leaving out {module}: {why}")
+        print(f"{label}: leaving out {module}: {why}")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-q"]
     command += ["-m", "not vm and not slow", "--ignore=tests/reliability"]
