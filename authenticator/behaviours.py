@@ -22,7 +22,8 @@ The behaviours (:data:`CATALOGUE` lists them with their values):
     Each assertion with user presence advances the counter by ``N`` (default 1000)
     instead of 1.
 ``presence-timeout[=SECONDS]``
-    Every user-presence request ends unanswered: USER_ACTION_TIMEOUT, after SECONDS
+    Every user-presence request ends unanswered: USER_ACTION_TIMEOUT (OPERATION_DENIED for
+    the zero-length pinUvAuthParam probe, as its step says), after SECONDS
     (default 0) of UPNEEDED keepalives (a CTAPHID_CANCEL still ends it at once).
 ``uv-fail``
     Built-in user verification fails (needs a key with built-in UV, ``vfido run --uv``);

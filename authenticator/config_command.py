@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -32,8 +32,6 @@ class SubCommand(IntEnum):
     TOGGLE_ALWAYS_UV = 0x02
     SET_MIN_PIN_LENGTH = 0x03
 
-
-_SUB_COMMANDS = frozenset(int(s) for s in SubCommand)
 
 #: Settings values read from each store (a keyed hash, a query and a decryption per read
 #: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
@@ -127,23 +125,32 @@ class AuthenticatorConfig:
         store: KeyStore,
         client_pin: ClientPin,
         enterprise_attestation_supported: bool,
+        uv_protected: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = Settings(store)
         self._pin = client_pin
-        self._ep_supported = enterprise_attestation_supported
+        #: "protected by some form of user verification" (``Services.uv_protected``: a PIN,
+        #: built-in UV, or the ``pin-blocked`` behaviour); a PIN or built-in UV by default.
+        self._uv_protected = uv_protected or (lambda: client_pin.is_pin_set or client_pin.has_uv)
+        # 6.11.1: enableEnterpriseAttestation "is only implemented if the enterprise
+        # attestation feature is supported".
+        self._sub_commands = frozenset(
+            int(s)
+            for s in SubCommand
+            if s != SubCommand.ENABLE_ENTERPRISE_ATTESTATION or enterprise_attestation_supported
+        )
 
     def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
         request = ConfigRequest.from_cbor_map(m)
         sub = request.sub_command
         # 6.11 step 1: "If the authenticator does not support the subcommand being invoked,
         # per subCommand's value, return CTAP1_ERR_INVALID_PARAMETER" (before any token).
-        if sub not in _SUB_COMMANDS:
+        if sub not in self._sub_commands:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "authenticatorConfig subCommand")
         # 6.11 steps 2-4: authenticate when a PIN or built-in UV protects the key, or when
         # alwaysUv is on. Step 2's exception: on a key that neither protects, toggleAlwaysUv
         # runs without a token, so alwaysUv, once on, can be turned off again (as OpenSK).
-        protected = self._pin.is_pin_set or self._pin.has_uv
-        if protected or (self.settings.always_uv and sub != SubCommand.TOGGLE_ALWAYS_UV):
+        if self._uv_protected() or (self.settings.always_uv and sub != SubCommand.TOGGLE_ALWAYS_UV):
             param = require_pin_uv_auth_param(request.pin_uv_auth_param, request.protocol)
             message = (
                 b"\xff" * 32
@@ -154,8 +161,6 @@ class AuthenticatorConfig:
                 request.protocol, message, param, Permission.AUTHENTICATOR_CONFIG
             )
         if sub == SubCommand.ENABLE_ENTERPRISE_ATTESTATION:
-            if not self._ep_supported:
-                raise CtapError(CtapStatus.UNSUPPORTED_OPTION, "no enterprise attestation")
             self.settings.put({_EP: b"\x01"})
             return {}
         if sub == SubCommand.TOGGLE_ALWAYS_UV:

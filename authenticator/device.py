@@ -204,6 +204,7 @@ class Authenticator:
             store,
             client_pin,
             enterprise_attestation_supported=config.enterprise_attestation > 0,
+            uv_protected=lambda: services.uv_protected,
         )
         self._lock = threading.Lock()  # one request at a time
         self._bio = BioEnrollment(

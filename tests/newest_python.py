@@ -12,9 +12,11 @@ floor suite's test tools), and runs there the same unit tests, with the same exc
     python3 tests/newest_python.py            # find, set up (if needed) and run
     python3 tests/newest_python.py --which    # only say which interpreter it would use
 
-``VFIDO_NEWEST_PYTHON`` names the interpreter instead. With none newer found, a line says
-so and the script exits 0: the other suites already ran on the newest there is. Free-threaded
-builds (``3.13.0t``) are not picked.
+``VFIDO_NEWEST_PYTHON`` names the interpreter instead (``none``: skip). With none newer
+found, a line says so and the script exits 0: the other suites already ran on the newest
+there is. One that cannot make the venv (Debian's ``python3.N`` without ``python3.N-venv``,
+pip without the network) is passed over for the next newest; if none can, the script fails.
+Free-threaded builds (``3.13.0t``) are not picked.
 ``.venv-newest`` is made again when the interpreter, the requirements or the tools change;
 a new release of a dependency alone does not remake it (``rm -rf .venv-newest`` does).
 """
@@ -62,21 +64,21 @@ def version_of(python: str) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def newest(current: tuple[int, int] = sys.version_info[:2]) -> tuple[str, tuple[int, int]] | None:
-    """The interpreter to use and its version: ``VFIDO_NEWEST_PYTHON`` if set, else the
-    newest ``python3.N`` newer than ``current`` (see :func:`_candidates`); None if none."""
+def newer(current: tuple[int, int] = sys.version_info[:2]) -> list[tuple[str, tuple[int, int]]]:
+    """The interpreters to try, with their versions, newest first: the one
+    ``VFIDO_NEWEST_PYTHON`` names if set (none if it does not run), else each ``python3.N``
+    newer than ``current`` that runs and is what its name says (see :func:`_candidates`)."""
     named = os.environ.get("VFIDO_NEWEST_PYTHON")
     if named:
         found = shutil.which(named) or named
         version = version_of(found)
-        return (found, version) if version is not None else None
+        return [(found, version)] if version is not None else []
+    result: list[tuple[str, tuple[int, int]]] = []
     for minor in CANDIDATE_MINORS:
         if (3, minor) <= current:
             break
-        for found in _candidates(minor):
-            if version_of(found) == (3, minor):
-                return found, (3, minor)
-    return None
+        result += [(found, (3, minor)) for found in _candidates(minor)]
+    return [(found, version) for found, version in result if version_of(found) == version]
 
 
 def _candidates(minor: int) -> list[str]:
@@ -84,7 +86,7 @@ def _candidates(minor: int) -> list[str]:
     pyenv shim on PATH runs only the versions pyenv has made current: hence both)."""
     name = f"python3.{minor}"
     found = [path] if (path := shutil.which(name)) else []
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     builds = [p for p in root.glob(f"3.{minor}.*") if p.name.split(".")[2].isdigit()]
     builds.sort(key=lambda p: int(p.name.split(".")[2]), reverse=True)
     found += [str(p / "bin" / name) for p in builds if (p / "bin" / name).exists()]
@@ -120,25 +122,35 @@ def ensure_venv(python: str) -> Path:
 
 def main(argv: list[str]) -> int:
     which = argv[:1] == ["--which"]
-    found = newest()
-    if found is None:
-        named = os.environ.get("VFIDO_NEWEST_PYTHON")
+    named = os.environ.get("VFIDO_NEWEST_PYTHON")
+    if named == "none":
+        print(f"{LABEL}: VFIDO_NEWEST_PYTHON=none; skipped")
+        return 0
+    found = newer()
+    if not found:
         if named:
             print(f"{LABEL}: VFIDO_NEWEST_PYTHON={named} does not run", file=sys.stderr)
             return 1
         mine = ".".join(map(str, sys.version_info[:2]))
         print(f"{LABEL}: no python3.N newer than {mine} (PATH, pyenv); nothing more to run")
         return 0
-    python, version = found
-    print(f"{LABEL}: Python {version[0]}.{version[1]} ({python})", flush=True)
-    if which:
-        return 0
-    try:
-        venv_python = ensure_venv(python)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"{LABEL}: could not make {VENV.name}: {exc}", file=sys.stderr)
-        return 1
-    return run_unit_tests(venv_python, argv, LABEL)
+    for python, version in found:
+        print(f"{LABEL}: Python {version[0]}.{version[1]} ({python})", flush=True)
+        if which:
+            return 0
+        try:
+            venv_python = ensure_venv(python)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            # e.g. Debian's python3.N without python3.N-venv: the next one, if any
+            print(f"{LABEL}: could not make {VENV.name} with it ({exc})", file=sys.stderr)
+            continue
+        return run_unit_tests(venv_python, argv, LABEL)
+    print(
+        f"{LABEL}: no interpreter above could make {VENV.name}"
+        " (VFIDO_NEWEST_PYTHON=none skips this step)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

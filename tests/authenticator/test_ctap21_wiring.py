@@ -78,9 +78,9 @@ def test_enterprise_attestation_not_configured() -> None:
         with pytest.raises(CtapError) as info:
             make(ctap, enterprise_attestation=1)
         assert info.value.code == ERR.INVALID_PARAMETER
-        with pytest.raises(CtapError) as info:
+        with pytest.raises(CtapError) as info:  # 6.11 step 1: a subcommand not supported
             FidoConfig(ctap).enable_enterprise_attestation()
-        assert info.value.code == ERR.UNSUPPORTED_OPTION
+        assert info.value.code == ERR.INVALID_PARAMETER
 
 
 def _assert_batch_attestation(att: Any) -> None:
@@ -228,6 +228,41 @@ def test_always_uv_toggle_needs_a_token_once_a_pin_protects_the_key() -> None:
     assert ctap.get_info().options["alwaysUv"] is True
 
 
+def test_config_needs_a_token_on_a_key_only_built_in_uv_protects() -> None:
+    """Step 2's exception is for a key "not protected by some form of user verification":
+    built-in UV alone protects it (a diff review found this half of the rule unpinned)."""
+    key = make_key(Config(builtin_uv=True), presence=AutoPresence())
+    ctap = key.ctap2()
+    for call in (
+        lambda: FidoConfig(ctap).toggle_always_uv(),
+        lambda: FidoConfig(ctap).set_min_pin_length(6),
+    ):
+        with pytest.raises(CtapError) as err:
+            call()
+        assert err.value.code == ERR.PUAT_REQUIRED
+    assert "alwaysUv" not in ctap.get_info().options or not ctap.get_info().options["alwaysUv"]
+
+
+def test_config_needs_a_token_while_the_pin_blocked_behaviour_pretends_a_pin() -> None:
+    """The ``pin-blocked`` misbehaviour makes the key look PIN-protected (getInfo clientPin
+    true, Services.uv_protected): config must then want a token as on a real PIN-blocked
+    key, not toggle alwaysUv off or raise the minimum PIN length unasked (a diff review)."""
+    key = make_key()
+    ctap = key.ctap2()
+    FidoConfig(ctap).toggle_always_uv()
+    key.authenticator.behaviours.set("pin-blocked", True)
+    for call in (
+        lambda: FidoConfig(ctap).toggle_always_uv(),
+        lambda: FidoConfig(ctap).set_min_pin_length(8),
+    ):
+        with pytest.raises(CtapError) as err:
+            call()
+        assert err.value.code == ERR.PUAT_REQUIRED
+    key.authenticator.behaviours.clear("pin-blocked")
+    info = ctap.get_info()
+    assert info.options["alwaysUv"] is True and info.min_pin_length == 4
+
+
 def test_an_unknown_config_subcommand_is_invalid_parameter_before_any_token() -> None:
     """CTAP 2.1 section 6.11, step 1: "If the authenticator does not support the subcommand
     being invoked, per subCommand's value, return CTAP1_ERR_INVALID_PARAMETER" (OpenSK
@@ -237,7 +272,9 @@ def test_an_unknown_config_subcommand_is_invalid_parameter_before_any_token() ->
         ctap = key.ctap2()
         if protect:
             ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
-        for sub in (0x00, 0x04, 0xFF):
+        # 0x01, enableEnterpriseAttestation: "only implemented if the enterprise attestation
+        # feature is supported" (6.11.1), and this key has none (OpenSK alike).
+        for sub in (0x00, 0x01, 0x04, 0xFF):
             with pytest.raises(CtapError) as err:
                 ctap.send_cbor(0x0D, {1: sub})
             assert err.value.code == ERR.INVALID_PARAMETER

@@ -208,6 +208,8 @@ def test_a_pin_protocol_is_read_only_beside_a_pin_uv_auth_param(name: str) -> No
         assert raw(key.device, 0x02, ga)[0] == CtapError.ERR.NO_CREDENTIALS
         status, _ = raw(key.device, 0x01, {**mc, 8: bytes(16), 9: 2})  # present: checked
         assert status == CtapError.ERR.INVALID_PARAMETER
+        status, _ = raw(key.device, 0x02, {**ga, 6: bytes(16)})
+        assert status == CtapError.ERR.INVALID_PARAMETER
 
 
 @pytest.mark.parametrize(
