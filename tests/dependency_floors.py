@@ -75,6 +75,16 @@ def _same_version(installed: str, floor: str) -> bool:
     return parts(installed) == parts(floor)
 
 
+def up_to_date(stamp: Path, wanted: object, python: Path) -> bool:
+    """A venv is reused when its ``python`` exists and its ``stamp`` (JSON written after
+    it was made) says it was made for ``wanted``."""
+    try:
+        current = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(current == wanted and python.exists())
+
+
 def _python() -> str:
     return os.environ.get("PYTHON", "python3")
 
@@ -89,11 +99,7 @@ def ensure_venv(lowest: dict[str, str]) -> Path:
         check=True,
     ).stdout.strip()
     wanted = {"floors": lowest, "tools": list(TEST_TOOLS), "python": version}
-    try:
-        current = json.loads(STAMP.read_text())
-    except (OSError, ValueError):
-        current = None
-    if current != wanted or not python.exists():
+    if not up_to_date(STAMP, wanted, python):
         print(f"dependency floors: making {VENV.name} ({' '.join(pins(lowest))})", flush=True)
         subprocess.run([_python(), "-m", "venv", "--clear", str(VENV)], check=True)
         constraints = VENV / "constraints.txt"

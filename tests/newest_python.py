@@ -32,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
-from tests.dependency_floors import ROOT, TEST_TOOLS, run_unit_tests
+from tests.dependency_floors import ROOT, TEST_TOOLS, run_unit_tests, up_to_date
 
 VENV = ROOT / ".venv-newest"
 STAMP = VENV / "vfido-newest.json"
@@ -100,11 +100,7 @@ def ensure_venv(python: str) -> Path:
         [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
     ).stdout.strip()
     wanted = {"python": full_version, "requirements": requirements(), "tools": list(TEST_TOOLS)}
-    try:
-        current = json.loads(STAMP.read_text())
-    except (OSError, ValueError):
-        current = None
-    if current != wanted or not venv_python.exists():
+    if not up_to_date(STAMP, wanted, venv_python):
         print(f"{LABEL}: making {VENV.name} with Python {full_version.split()[0]}", flush=True)
         subprocess.run([python, "-m", "venv", "--clear", str(VENV)], check=True)
         install = [
