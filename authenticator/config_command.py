@@ -125,13 +125,13 @@ class AuthenticatorConfig:
         store: KeyStore,
         client_pin: ClientPin,
         enterprise_attestation_supported: bool,
-        uv_protected: Callable[[], bool] | None = None,
+        uv_protected: Callable[[], bool],
     ) -> None:
         self.settings = Settings(store)
         self._pin = client_pin
-        #: "protected by some form of user verification" (``Services.uv_protected``: a PIN,
-        #: built-in UV, or the ``pin-blocked`` behaviour); a PIN or built-in UV by default.
-        self._uv_protected = uv_protected or (lambda: client_pin.is_pin_set or client_pin.has_uv)
+        #: "protected by some form of user verification": ``Services.uv_protected`` (a PIN,
+        #: built-in UV, or the ``pin-blocked`` behaviour), the key's one definition of it.
+        self._uv_protected = uv_protected
         # 6.11.1: enableEnterpriseAttestation "is only implemented if the enterprise
         # attestation feature is supported".
         self._sub_commands = frozenset(

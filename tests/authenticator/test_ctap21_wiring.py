@@ -4,7 +4,7 @@ PIN retry persistence, built-in UV options, and fuzzing of the 2.1 commands."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -81,6 +81,14 @@ def test_enterprise_attestation_not_configured() -> None:
         with pytest.raises(CtapError) as info:  # 6.11 step 1: a subcommand not supported
             FidoConfig(ctap).enable_enterprise_attestation()
         assert info.value.code == ERR.INVALID_PARAMETER
+
+
+def _refused(code: int, *calls: Callable[[], object]) -> None:
+    """Each of ``calls`` raises a CtapError with ``code``."""
+    for call in calls:
+        with pytest.raises(CtapError) as err:
+            call()
+        assert err.value.code == code
 
 
 def _assert_batch_attestation(att: Any) -> None:
@@ -181,14 +189,12 @@ def test_always_uv_requires_a_token_for_everything() -> None:
     FidoConfig(ctap).toggle_always_uv()
     info = ctap.get_info()
     assert info.options["alwaysUv"] is True and info.options["makeCredUvNotRqd"] is False
-    for call in (
+    _refused(
+        ERR.PUAT_REQUIRED,
         lambda: make(ctap),  # even a non-discoverable credential
         lambda: ctap.get_assertion("example.com", CLIENT_DATA_HASH, [descriptor(cred)]),
         lambda: FidoConfig(ctap).set_min_pin_length(6),  # config itself is now protected
-    ):
-        with pytest.raises(CtapError) as err:
-            call()
-        assert err.value.code == ERR.PUAT_REQUIRED
+    )
     ClientPin(ctap, PinProtocolV2()).set_pin(PIN)
     with pytest.raises(CtapError) as err:
         make(ctap)
@@ -233,13 +239,11 @@ def test_config_needs_a_token_on_a_key_only_built_in_uv_protects() -> None:
     built-in UV alone protects it (a diff review found this half of the rule unpinned)."""
     key = make_key(Config(builtin_uv=True), presence=AutoPresence())
     ctap = key.ctap2()
-    for call in (
+    _refused(
+        ERR.PUAT_REQUIRED,
         lambda: FidoConfig(ctap).toggle_always_uv(),
         lambda: FidoConfig(ctap).set_min_pin_length(6),
-    ):
-        with pytest.raises(CtapError) as err:
-            call()
-        assert err.value.code == ERR.PUAT_REQUIRED
+    )
     assert "alwaysUv" not in ctap.get_info().options or not ctap.get_info().options["alwaysUv"]
 
 
@@ -251,13 +255,11 @@ def test_config_needs_a_token_while_the_pin_blocked_behaviour_pretends_a_pin() -
     ctap = key.ctap2()
     FidoConfig(ctap).toggle_always_uv()
     key.authenticator.behaviours.set("pin-blocked", True)
-    for call in (
+    _refused(
+        ERR.PUAT_REQUIRED,
         lambda: FidoConfig(ctap).toggle_always_uv(),
         lambda: FidoConfig(ctap).set_min_pin_length(8),
-    ):
-        with pytest.raises(CtapError) as err:
-            call()
-        assert err.value.code == ERR.PUAT_REQUIRED
+    )
     key.authenticator.behaviours.clear("pin-blocked")
     info = ctap.get_info()
     assert info.options["alwaysUv"] is True and info.min_pin_length == 4
