@@ -141,7 +141,30 @@ def test_vfido_ctl_credentials_list_escapes_what_a_host_registered(tmp_path: Pat
         with redirect_stdout(out):
             assert main(["ctl", "--socket", str(key.socket), "credentials", "list"]) == 0
     _assert_inert(out.getvalue())
-    assert "evil\\x1b]0;p" in out.getvalue() and "alice\\x1b[2J" in out.getvalue()
+    # The RP ID column keeps an ID's end (whose it is), as `vfido credentials list` does.
+    assert "..\\u202emoc.elgoog.example" in out.getvalue() and "alice\\x1b[2J" in out.getvalue()
+
+
+def test_a_long_rp_id_keeps_its_end_wherever_the_user_decides(tmp_path: Path) -> None:
+    """A page may use a long hostname of its own as its RP ID: cut at its end, it would read
+    as the site it starts with. The presence question (prompt, notification, `vfido status`,
+    the log, the dashboard's heading) and `vfido ctl credentials list` cut its start."""
+    rp = "accounts.google.com.sign-in.verify-session-" + "0" * 40 + ".attacker.example"
+    asked = question(PresenceRequest(PresenceKind.AUTHENTICATE, rp, "bob"))
+    assert "attacker.example with this security key (as bob)?" in asked
+    assert "accounts.google.com" not in asked
+    with rig(tmp_path) as key:
+        Ctap2(key.hid).make_credential(
+            os.urandom(32),
+            {"id": rp, "name": "x"},
+            {"id": b"bob", "name": "bob"},
+            [{"type": "public-key", "alg": -7}],
+            options={"rk": True},
+        )
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["ctl", "--socket", str(key.socket), "credentials", "list"]) == 0
+    assert "0.attacker.example" in out.getvalue() and "accounts.google" not in out.getvalue()
 
 
 # --- `vfido trace show` -------------------------------------------------------------------

@@ -172,9 +172,13 @@ def _cmd_commands(args: argparse.Namespace) -> int:
     return 0
 
 
-def _short(text: str | None, width: int) -> str:
+def _short(text: str | None, width: int, *, site: bool = False) -> str:
+    """``text`` escaped and cut to ``width``; ``site``: an RP ID, cut at its start (its end
+    says whose it is)."""
     text = _visible(text or "-")
-    return text if len(text) <= width else text[: width - 2] + ".."
+    if len(text) <= width:
+        return text
+    return ".." + text[2 - width :] if site else text[: width - 2] + ".."
 
 
 @_reads_answer
@@ -190,7 +194,7 @@ def _cmd_credentials_list(args: argparse.Namespace) -> int:
     print(f"{'id':<24} {'rp':<26} {'user':<22} {'alg':<9} {'prot':<4} {'counter':>8}")
     for c in creds:
         print(
-            f"{_short(c.get('id'), 24):<24} {_short(c.get('rp_id'), 26):<26} "
+            f"{_short(c.get('id'), 24):<24} {_short(c.get('rp_id'), 26, site=True):<26} "
             f"{_short(c.get('user_name') or c.get('user_id'), 22):<22} "
             f"{_short(c.get('algorithm_name'), 9):<9} {c.get('cred_protect')!s:<4} "
             f"{c.get('sign_count')!s:>8}"

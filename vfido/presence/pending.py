@@ -23,11 +23,12 @@ CANCEL_POLL = 0.05
 NAME_LIMIT = 64
 
 
-def clean(text: str, limit: int = NAME_LIMIT) -> str:
+def clean(text: str, limit: int = NAME_LIMIT, *, site: bool = False) -> str:
     """``text`` safe to show on a terminal or in a notification: control and format
     characters (ANSI escapes, bidi overrides) shown as escapes (:func:`vfido.safetext.visible`),
-    at most ``limit`` characters."""
-    return shorten(visible(text).strip(), limit)
+    at most ``limit`` characters. ``site``: an RP ID, cut at its start: its end says whose
+    it is (``login.example.com.attacker.example`` cut at its end reads as example.com's)."""
+    return shorten(visible(text).strip(), limit, keep_end=site)
 
 
 _QUESTIONS = {
@@ -45,8 +46,8 @@ _QUESTIONS = {
 
 def question(request: PresenceRequest) -> str:
     """What the user is asked, in one sentence: which site asks, and for what."""
-    site = clean(request.rp_id) if request.rp_id else "a site (U2F: name not known)"
-    for_site = f" for {clean(request.rp_id)}" if request.rp_id else ""
+    site = clean(request.rp_id, site=True) if request.rp_id else "a site (U2F: name not known)"
+    for_site = f" for {clean(request.rp_id, site=True)}" if request.rp_id else ""
     text = _QUESTIONS[request.kind].format(site=site, for_site=for_site)
     if request.user_name and text.endswith("?"):
         text = text[:-1] + f" (as {clean(request.user_name)})?"
