@@ -59,11 +59,15 @@ def read_secret(
 
 
 def _refuse_shared(st: os.stat_result, file: Path, what: str) -> None:
-    """A secret in a regular file must be the user's (or root's) and closed to others, as
-    the keystore's own files are: one other users can read has given the secret away, and
-    one another user owns holds a secret that user chose. (A pipe, a terminal or a device
-    is not a file that stays behind: it is read as it is.)"""
-    if not stat.S_ISREG(st.st_mode):
+    """A secret in a regular file or a named pipe must be the user's (or root's) and closed
+    to others, as the keystore's own files are: one other users can read has given the
+    secret away, and one another user owns holds a secret that user chose (a FIFO another
+    user made in /tmp feeds whatever its maker writes into it). An unnamed pipe (`<(pass
+    show vfido)`, `|`), a terminal or a device is read as it is: nobody else can open it."""
+    if stat.S_ISFIFO(st.st_mode):
+        if _unnamed_pipe(st):
+            return
+    elif not stat.S_ISREG(st.st_mode):
         return
     if st.st_uid not in (os.geteuid(), 0):
         raise PassphraseError(f"{what} file {file} is owned by another user; refusing it")
@@ -73,6 +77,17 @@ def _refuse_shared(st: os.stat_result, file: Path, what: str) -> None:
             f"{what} file {file} is accessible by other users (mode {mode:03o}); "
             f"refusing it (chmod 600 it if that is intended)"
         )
+
+
+def _unnamed_pipe(st: os.stat_result) -> bool:
+    """Whether ``st`` is a pipe made by pipe(2) (it lives in the kernel's pipe file system, as
+    every such pipe does), not a FIFO with a name in a directory."""
+    read, write = os.pipe()
+    try:
+        return os.fstat(read).st_dev == st.st_dev
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 def _ask(prompt: str, what: str) -> str:

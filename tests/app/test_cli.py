@@ -628,6 +628,45 @@ def test_a_secret_file_other_users_can_read_is_refused(keystore: Path, tmp_path:
             passphrase._refuse_shared(mine, secret, "PIN")
 
 
+def test_a_named_pipe_is_held_to_the_rules_of_a_file(tmp_path: Path) -> None:
+    """A FIFO another user made (in /tmp, say) feeds the passphrase its maker writes into
+    it: refused as that user's file would be. One of the user's own, closed to others, is
+    read; one open to others is refused (they could open it and read the secret first)."""
+    import threading
+
+    from vfido import passphrase
+    from vfido.passphrase import PassphraseError, read_secret
+
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo, 0o600)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(b"through a fifo\n")
+
+    def read_it() -> str:
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        try:
+            return read_secret(fifo, what="passphrase", env="X", flag="--x", prompt="")
+        finally:
+            writer.join(10)
+
+    assert read_it() == "through a fifo"
+    fifo.chmod(0o644)
+    with pytest.raises(PassphraseError, match=r"accessible by other users \(mode 644\)"):
+        read_it()
+    fifo.chmod(0o600)
+    if os.geteuid() == 0:  # made here as root (CI): the FIFO of another user, as the attack
+        os.chown(fifo, 65534, 65534)
+        with pytest.raises(PassphraseError, match="owned by another user; refusing it"):
+            read_it()
+    else:
+        theirs = os.stat_result((0o010600, 0, 0, 1, os.geteuid() + 1, 0, 0, 0, 0, 0))
+        with pytest.raises(PassphraseError, match="owned by another user; refusing it"):
+            passphrase._refuse_shared(theirs, fifo, "passphrase")
+
+
 def _on_a_terminal(args: list[str], answers: list[bytes]) -> tuple[int, str]:
     """``vfido ARGS`` with a pseudo-terminal as its controlling terminal, stdin and output:
     each of ``answers`` is typed after the next prompt (a line ending in ": "). The exit
