@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import trace_protocols
+
 #: The key configurations: name -> extra `vfido run` arguments.
 CONFIGS: dict[str, list[str]] = {"nopin": [], "pin": [], "uv": ["--uv"]}
 PIN_FIRST = "271828"
@@ -185,14 +187,30 @@ class Matrix:
     """One configuration's runs: ``record(op, *runs)`` keeps the first failing run of an op."""
 
     def __init__(
-        self, name: str, device: str, pin: str | None, work: Path, others: Sequence[str] = ()
+        self,
+        name: str,
+        device: str,
+        pin: str | None,
+        work: Path,
+        others: Sequence[str] = (),
+        trace: Path | None = None,
     ) -> None:
         self.name = name
         self.device = device
         self.others = list(others)  # the other keys' hidraw nodes
         self.pin = pin
         self.work = work
+        self.trace = trace  # the key's `vfido run --trace` file
         self.ops: dict[str, dict[str, Any]] = {}
+
+    def responses(self) -> list[str]:
+        """Every response in the key's trace so far, as ``"<proto> <command>"``."""
+        if self.trace is None or not self.trace.exists():
+            return []
+        records = trace_protocols.read_trace(self.trace)
+        return [
+            f"{r.get('proto')} {r.get('command')}" for r in records if r.get("type") == "response"
+        ]
 
     def tool(self, argv: Sequence[str], stdin: bytes = b"", **kw: Any) -> ToolRun:
         kw.setdefault("fallback", self.pin or "")
@@ -407,18 +425,19 @@ def ssh_run(m: Matrix, argv: list[str], env: dict[str, str], **kw: Any) -> ToolR
     return run
 
 
-def alone(m: Matrix, argv: list[str]) -> list[str]:
+def alone(m: Matrix, argv: list[str], setup: Sequence[str] = ()) -> list[str]:
     """``argv`` in a mount namespace where the other keys' hidraw nodes are /dev/null.
 
     ``ssh-keygen -Y sign`` has no device option: with several keys and a verify-required
     key it asks the user to touch one, and every vfido key here "touches" at once. libfido2
-    cannot open /dev/null as a HID device, so OpenSSH sees this key only.
+    cannot open /dev/null as a HID device, so OpenSSH sees this key only. ``setup``: more
+    shell commands run in that namespace first (the guest's root file system is read-only).
     """
-    if not m.others:
+    steps = [f"mount --bind /dev/null {node}" for node in m.others] + list(setup)
+    if not steps:
         return argv
-    binds = " && ".join(f"mount --bind /dev/null {node}" for node in m.others)
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"',
-            "alone", *argv]  # fmt: skip
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            " && ".join(steps) + ' && exec "$@"', "alone", *argv]  # fmt: skip
 
 
 def openssh_matrix(m: Matrix) -> None:
@@ -473,6 +492,95 @@ def openssh_matrix(m: Matrix) -> None:
         m.record("ssh_download", got, note=f"{len(found)} key(s)")
 
 
+# --- pam_u2f: sudo and login with the key ---------------------------------------------------
+
+
+PAM_ORIGIN = "pam://vfido-test"
+PAM_SERVICE = "vfido-test"
+PAM_USER = "root"
+#: Why pam_u2f refused, from its debug output and libfido2's (pam_u2f's ``debug`` turns both
+#: on): what the key answered (``blob[0]`` is its status byte), or which step libfido2 refused
+#: before asking the key, or pam_u2f's own verdict.
+PAM_REASON = re.compile(
+    r"cbor_parse_reply: blob\[0\]=0x[0-9a-f]{2}|ctap21_uv_token_tx: \w+"
+    r"|Device for this keyhandle is not present"
+)
+
+
+def pam_enroll(m: Matrix, op: str, flags: Sequence[str]) -> str | None:
+    """pamu2fcfg: a credential for ``PAM_USER``; its line of a pam_u2f authfile, or None."""
+    argv = ["pamu2fcfg", "-u", PAM_USER, "-o", PAM_ORIGIN, "-i", PAM_ORIGIN, *flags]
+    seen = len(m.responses())
+    run = m.tool(alone(m, argv))
+    line = run.stdout.strip()
+    if run.outcome == "ok" and not line.startswith(f"{PAM_USER}:"):
+        m.fail(op, f"pamu2fcfg printed no authfile line: {line[:80]!r}", [run])
+        line = ""
+    else:
+        m.record(op, run)
+    m.ops[op]["served"] = m.responses()[seen:]
+    return line if m.ops[op]["outcome"] == "ok" else None
+
+
+def pam_authenticate(m: Matrix, op: str, line: str | None, pin: str | None = None) -> None:
+    """pamtester: PAM_SERVICE's only module is pam_u2f with an authfile holding ``line``.
+
+    pam_u2f asks for a PIN through the PAM conversation, which pamtester reads from stdin.
+    The service file goes to a tmpfs over /etc/pam.d in the tool's own mount namespace.
+    """
+    if line is None:
+        m.skip(op, "no authfile line (its enroll step did not succeed)")
+        return
+    authfile = m.work / f"{op}.u2f_keys"
+    authfile.write_text(line + "\n")
+    authfile.chmod(0o600)
+    service = m.work / f"{op}.pam"
+    service.write_text(
+        f"auth required pam_u2f.so authfile={authfile} origin={PAM_ORIGIN} appid={PAM_ORIGIN}"
+        " cue debug debug_file=stderr\n"
+    )
+    setup = ["mount -t tmpfs pamd /etc/pam.d", f"cp {service} /etc/pam.d/{PAM_SERVICE}"]
+    argv = alone(m, ["pamtester", PAM_SERVICE, PAM_USER, "authenticate"], setup)
+    answer = m.pin if pin is None else pin
+    seen = len(m.responses())
+    run = m.tool(argv, stdin=f"{answer or ''}\n".encode())
+    reasons = PAM_REASON.findall(run.stderr)
+    if run.outcome == "error" and reasons:  # the last line (ToolRun.error) says why
+        run.stderr += f"\nwhy: {reasons[-1]}\n"
+    m.record(op, run)
+    m.ops[op]["served"] = m.responses()[seen:]
+
+
+def tampered(line: str | None) -> str | None:
+    """The authfile line with its key handle's last character changed: a credential ID the
+    key did not make."""
+    if line is None:
+        return None
+    user, rest = line.split(":", 1)
+    handle, tail = rest.split(",", 1)
+    last = "A" if handle[-1] != "A" else "B"
+    return f"{user}:{handle[:-1]}{last},{tail}"
+
+
+def pam_matrix(m: Matrix) -> None:
+    """pamu2fcfg enrolls and pam_u2f (through pamtester) authenticates: what `sudo` and a
+    login with the key run. ``-N``/``-V``: the credential requires the PIN / built-in UV."""
+    if shutil.which("pamu2fcfg") is None or shutil.which("pamtester") is None:
+        for op in ("pam_enroll", "pam_auth"):
+            m.fail(op, "pamu2fcfg/pamtester not installed (tests/vm/install-deps.sh)")
+        return
+    line = pam_enroll(m, "pam_enroll", [])
+    pam_authenticate(m, "pam_auth", line)
+    pam_authenticate(m, "pam_auth_tampered", tampered(line))
+    pam_authenticate(m, "pam_auth_rk", pam_enroll(m, "pam_enroll_rk", ["-r"]))
+    pam_authenticate(m, "pam_auth_rs256", pam_enroll(m, "pam_enroll_rs256", ["-t", "RS256"]))
+    pin_line = pam_enroll(m, "pam_enroll_pin", ["-N"])
+    pam_authenticate(m, "pam_auth_pin", pin_line)
+    pam_authenticate(m, "pam_auth_uv", pam_enroll(m, "pam_enroll_uv", ["-V"]))
+    if m.name == "pin":  # last: it costs a PIN retry
+        pam_authenticate(m, "pam_auth_wrong_pin", pin_line, pin="000000")
+
+
 # --- the check ---------------------------------------------------------------------------------
 
 
@@ -490,7 +598,14 @@ def tools_matrix(
     """
     data["matrix"] = {}
     data["seconds"] = {}
-    keys = {name: make_key(f"vfido-vm-tools-{name}", CONFIGS[name]) for name in configs}
+    # Each key traces what it answers: which protocol served the pam_u2f steps.
+    traces = {name: Path(tempfile.gettempdir()) / f"trace-tools-{name}.jsonl" for name in configs}
+    for trace in traces.values():
+        trace.unlink(missing_ok=True)
+    keys = {
+        name: make_key(f"vfido-vm-tools-{name}", [*CONFIGS[name], "--trace", str(traces[name])])
+        for name in configs
+    }
     t0 = time.monotonic()
     try:
         for key in keys.values():
@@ -500,11 +615,12 @@ def tools_matrix(
         for name in configs:
             work = Path(tempfile.mkdtemp(prefix=f"tools-{name}-", dir="/tmp"))
             others = [node for other, node in nodes.items() if other != name]
-            m = Matrix(name, nodes[name], None, work, others)
+            m = Matrix(name, nodes[name], None, work, others, traces[name])
             t1 = time.monotonic()
             try:
                 libfido2_matrix(m)
                 openssh_matrix(m)
+                pam_matrix(m)
             finally:
                 data["matrix"][name] = m.ops
                 data["seconds"][name] = round(time.monotonic() - t1, 1)

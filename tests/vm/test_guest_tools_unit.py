@@ -87,3 +87,22 @@ def test_one_package_list_for_install_deps_and_the_harness() -> None:
     assert "qemu-system-x86 " not in script  # no second, hard-coded list
     assert {"openssh-client", "fido2-tools", "udev"} <= set(vmharness.APT_PACKAGES)
     assert vmharness.missing_packages(("vfido-no-such-package",)) == ["vfido-no-such-package"]
+
+
+def test_a_tampered_authfile_line_differs_in_its_key_handle_only() -> None:
+    line = "root:AbCd/+A,BPubKey==,es256,+presence"
+    changed = guest_tools.tampered(line)
+    assert changed == "root:AbCd/+B,BPubKey==,es256,+presence"
+    assert guest_tools.tampered(changed) == "root:AbCd/+A,BPubKey==,es256,+presence"
+    assert guest_tools.tampered(None) is None
+
+
+def test_why_pam_u2f_refused_is_its_last_telling_line() -> None:
+    stderr = (
+        "fido_rx: buf=0x1, len=1\ncbor_parse_reply: blob[0]=0x2e\n"
+        "debug(pam_u2f): util.c:1433 (do_authentication): "
+        "Device for this keyhandle is not present\n"
+        "pamtester: Authentication failure\n"
+    )
+    reasons = guest_tools.PAM_REASON.findall(stderr)
+    assert reasons == ["cbor_parse_reply: blob[0]=0x2e", "Device for this keyhandle is not present"]

@@ -39,6 +39,28 @@ PREVIEW_ONLY = "FIDO_ERR_INVALID_COMMAND"
 #   (credentialManagementPreview, CTAP 2.1-PRE) and never 0x0A; vfido implements 0x0A only
 #   unless the `--ctap21-pre` compatibility flag of issue #14 is given. Affects `fido2-token
 #   -L -r/-L -k/-D -i`, `-L -b` and OpenSSH's `ssh-keygen -K`.
+# pam_u2f 1.1 (pamu2fcfg enrolls, pamtester authenticates through pam_u2f.so):
+NOT_OURS = "Device for this keyhandle is not present"
+# ^ a key handle with one character changed: the key answers NO_CREDENTIALS, as any key does
+#   for a credential it did not make.
+NO_PIN = "ctap21_uv_token_tx: fido_blob_set"
+# ^ the credential requires the PIN (pamu2fcfg -N) and the key has none: the user can only
+#   press Enter, and libfido2 refuses the empty PIN before asking the key.
+NO_BUILT_IN_UV = "ctap21_uv_token_tx: fido_dev_has_uv"
+# ^ the credential requires user verification (pamu2fcfg -V) and the key has no built-in UV:
+#   libfido2 refuses before asking the key (pam_u2f documents -V for biometric keys).
+WRONG_PIN = "blob[0]=0x31"  # the key's CTAP2_ERR_PIN_INVALID
+PAM_EVERYWHERE = {
+    "pam_enroll": OK,
+    "pam_auth": OK,
+    "pam_auth_tampered": error(NOT_OURS),
+    "pam_enroll_rk": OK,
+    "pam_auth_rk": OK,
+    "pam_enroll_rs256": OK,
+    "pam_auth_rs256": OK,
+    "pam_enroll_pin": OK,
+    "pam_enroll_uv": OK,
+}
 
 EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
     "nopin": {
@@ -70,6 +92,9 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "ssh_enroll": OK,
         "ssh_sign": error("incorrect passphrase"),
         "ssh_download": error("incorrect passphrase"),
+        **PAM_EVERYWHERE,
+        "pam_auth_pin": error(NO_PIN),
+        "pam_auth_uv": error(NO_BUILT_IN_UV),
     },
     "pin": {
         "list": OK,
@@ -97,6 +122,10 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "ssh_sign": OK,
         # ssh-keygen -K takes INVALID_COMMAND for "no credential management": no keys.
         "ssh_download": ("wrong", "No keys to download"),
+        **PAM_EVERYWHERE,
+        "pam_auth_pin": OK,
+        "pam_auth_uv": error(NO_BUILT_IN_UV),
+        "pam_auth_wrong_pin": error(WRONG_PIN),
     },
     "uv": {
         "list": OK,
@@ -124,6 +153,11 @@ EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
         "ssh_enroll": error("Too many incorrect PINs"),
         "ssh_sign": ("skipped", ""),
         "ssh_download": ("skipped", ""),
+        **PAM_EVERYWHERE,
+        "pam_enroll_rk": error(NO_PIN_TO_ASK),  # as fido2-cred -M -r above
+        "pam_auth_rk": ("skipped", ""),
+        "pam_auth_pin": error(NO_PIN),
+        "pam_auth_uv": OK,
     },
 }
 
@@ -166,6 +200,23 @@ def test_tools_and_openssh_outcomes(vm: GuestResults, config: str) -> None:
 def test_no_combination_hangs(vm: GuestResults) -> None:
     data = vm.require_ok("tools_matrix")
     assert data["hung"] == []
+
+
+@pytest.mark.parametrize("config", sorted(EXPECTED))
+def test_pam_u2f_is_served_over_ctap2(vm: GuestResults, config: str) -> None:
+    """Every pam_u2f step that reached the key was served by CTAP2 (libfido2 would fall back to
+    U2F for a key whose getInfo it cannot use: login would still work, over the wrong
+    protocol); each enrollment by a makeCredential, each sign-in by a getAssertion, the
+    refused sign-in with a foreign key handle included."""
+    ops = vm.require_ok("tools_matrix")["matrix"][config]
+    pam = {op: r for op, r in ops.items() if op.startswith("pam_") and r["outcome"] != "skipped"}
+    assert pam, f"no pam_u2f step ran on {config}"
+    for op, result in pam.items():
+        served = result.get("served", [])
+        assert not [s for s in served if not s.startswith("CBOR ")], (op, served)
+        if result["outcome"] == "ok" or op == "pam_auth_tampered":
+            wanted = "CBOR makeCredential" if op.startswith("pam_enroll") else "CBOR getAssertion"
+            assert wanted in served, (op, served)
 
 
 def test_discoverable_credential_with_built_in_uv(vm: GuestResults) -> None:
