@@ -595,3 +595,23 @@ def test_trace_show_shows_every_record_and_names_each_bad_line(tmp_path: Path) -
     skipped: list[SkippedLine] = []
     assert len(list(read_trace(trace, skipped))) == 3
     assert [line.number for line in skipped] == [2, 3, 4, 6, 7, 9]
+
+
+def test_a_summary_quotes_host_text_that_could_pass_for_its_own_words() -> None:
+    """A user name is text; a byte string, a redaction and the line's own words are not. A
+    name that looks like one of them, or that holds spaces, is shown in quotes: a trace line
+    cannot be made to show a byte-string user ID, a redaction or a status it does not have."""
+    from vfido.trace.decode import request_summary
+
+    def user(name: str | None) -> str:
+        entity = {"id": "h'007531'", **({"name": name} if name is not None else {})}
+        return request_summary("makeCredential", {"rp": {"id": "evil.example"}, "user": entity})
+
+    assert user("alice") == "makeCredential rp=evil.example user=alice"
+    assert user(None) == "makeCredential rp=evil.example user=h'007531'"
+    assert user("h'deadbeef'") == "makeCredential rp=evil.example user=\"h'deadbeef'\""
+    assert user("<redacted 32 bytes>").endswith('user="<redacted 32 bytes>"')
+    assert user("alice -> OK 9 bytes").endswith('user="alice -> OK 9 bytes"')
+    assert user('a"b').endswith('user="a\\"b"')
+    spoofed = request_summary("getAssertion", {"rpId": "a.example ext=[x]"})
+    assert spoofed == 'getAssertion rp="a.example ext=[x]"'

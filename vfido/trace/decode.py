@@ -4,6 +4,8 @@ one-line summary of a transaction (see :mod:`vfido.trace` for what is shown and 
 from __future__ import annotations
 
 import io
+import json
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -253,17 +255,35 @@ def _short(value: Any, width: int = 16) -> str:
     return text
 
 
+#: What a summary's own words and values look like: host text that could pass for them is
+#: quoted (a user named ``h'00'`` or ``alice -> OK 9 bytes``).
+_LOOKS_OURS = re.compile(r"""^(h'|<)|[\s"=]""")
+
+
+def _text(value: Any) -> str:
+    """Text a host chose (an RP ID, a user name), as a summary shows it: as it is, or in JSON
+    quotes when it could be read as a byte string, a redaction or more of the line."""
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if _LOOKS_OURS.search(text) else text
+
+
+def _user(user: Mapping[str, Any]) -> str:
+    """A user entity by its name (text), else its id (a byte string)."""
+    name = user.get("name")
+    return _text(name) if name else _short(user.get("id"))
+
+
 def request_summary(command: str, params: Mapping[str, Any]) -> str:
     parts: list[str] = []
     if "subCommand" in params:
         parts.append(str(params["subCommand"]))
     rp, user = params.get("rp"), params.get("user")
     if isinstance(rp, Mapping) and "id" in rp:
-        parts.append(f"rp={rp['id']}")
+        parts.append(f"rp={_text(rp['id'])}")
     if "rpId" in params:
-        parts.append(f"rp={params['rpId']}")
+        parts.append(f"rp={_text(params['rpId'])}")
     if isinstance(user, Mapping):
-        parts.append(f"user={user.get('name') or _short(user.get('id'))}")
+        parts.append(f"user={_user(user)}")
     algs = params.get("pubKeyCredParams")
     if isinstance(algs, list):
         parts.append("alg=[" + ",".join(str(a.get("alg")) for a in algs if isinstance(a, Mapping)))
@@ -301,7 +321,7 @@ def response_summary(status: str, size: int, result: Mapping[str, Any]) -> str:
         parts.append(f"cred={_short(credential['id'])}")
     user = result.get("user")
     if isinstance(user, Mapping):
-        parts.append(f"user={user.get('name') or _short(user.get('id'))}")
+        parts.append(f"user={_user(user)}")
     for key in ("numberOfCredentials", "pinRetries", "uvRetries", "counter", "version"):
         if key in result:
             parts.append(f"{key}={result[key]}")
