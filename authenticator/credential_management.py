@@ -82,10 +82,11 @@ class CredentialManagementRequest:
         return cls(sub, params, cbor.encode(params) if params is not None else b"", protocol, param)
 
     def param(self, key: int, kind: type) -> Any:
-        value = (self.params or {}).get(key)
-        if value is None:
+        params = self.params or {}
+        if key not in params:
             raise CtapError(CtapStatus.MISSING_PARAMETER, f"subCommandParams {key}")
-        if not isinstance(value, kind):
+        value = params[key]
+        if not isinstance(value, kind):  # null included, as in the request map (dispatch)
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"subCommandParams {key}")
         return value
 

@@ -85,10 +85,18 @@ Handler = Callable[[Parts, bytes, RequestContext], Response]
 
 
 def _parameters(payload: bytes) -> object:
-    """Decode a command's parameter map (strict canonical CBOR)."""
+    """Decode a command's parameter map (strict canonical CBOR).
+
+    A member whose value is null has the wrong type, whatever the command: no CTAP request
+    member is nullable (CTAP 2.1 section 6.1.2 step 3.1.2: "If the values of any known members
+    have the wrong type then return an error, for example CTAP2_ERR_CBOR_UNEXPECTED_TYPE").
+    """
     if not payload:
         raise CtapError(CtapStatus.MISSING_PARAMETER, "no parameters")
-    return cbor.decode(payload)
+    value = cbor.decode(payload)
+    if isinstance(value, dict) and None in value.values():
+        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "a parameter is null")
+    return value
 
 
 def _parameter_map(payload: bytes) -> dict[Any, Any]:
