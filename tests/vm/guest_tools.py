@@ -203,13 +203,22 @@ class Matrix:
         self.trace = trace  # the key's `vfido run --trace` file
         self.ops: dict[str, dict[str, Any]] = {}
 
-    def responses(self) -> list[str]:
-        """Every response in the key's trace so far, as ``"<proto> <command>"``."""
+    def _responses(self) -> list[dict[str, Any]]:
         if self.trace is None or not self.trace.exists():
             return []
-        records = trace_protocols.read_trace(self.trace)
+        return [r for r in trace_protocols.read_trace(self.trace) if r.get("type") == "response"]
+
+    def responses(self) -> list[str]:
+        """Every response in the key's trace so far, as ``"<proto> <command>"``."""
+        return [f"{r.get('proto')} {r.get('command')}" for r in self._responses()]
+
+    def assertion_flags(self, since: int) -> list[list[str]]:
+        """The authenticator data flags of each assertion the key gave after response ``since``."""
         return [
-            f"{r.get('proto')} {r.get('command')}" for r in records if r.get("type") == "response"
+            list(r["result"]["authData"].get("flags", []))
+            for r in self._responses()[since:]
+            if r.get("command") == "getAssertion"
+            and isinstance((r.get("result") or {}).get("authData"), dict)
         ]
 
     def tool(self, argv: Sequence[str], stdin: bytes = b"", **kw: Any) -> ToolRun:
@@ -581,6 +590,72 @@ def pam_matrix(m: Matrix) -> None:
         pam_authenticate(m, "pam_auth_wrong_pin", pin_line, pin="000000")
 
 
+# --- systemd-cryptenroll: a LUKS2 volume unlocked by the key's hmac-secret -------------------
+
+LUKS_PASSPHRASE = "correct horse battery"
+
+
+def luks_volume(m: Matrix, name: str) -> Path | None:
+    """A LUKS2 header in a file, its first key slot LUKS_PASSPHRASE (PBKDF2, 1,000 rounds:
+    the emulated guest is slow, and the slot under test is the key's)."""
+    image = m.work / f"{name}.img"
+    with image.open("wb") as f:
+        f.truncate(20 * 1024 * 1024)
+    made = m.tool(
+        ["cryptsetup", "luksFormat", "--type", "luks2", "-q", "--pbkdf", "pbkdf2",
+         "--pbkdf-force-iterations", "1000", "--key-file", "-", str(image)],
+        stdin=LUKS_PASSPHRASE.encode(),
+    )  # fmt: skip
+    if made.outcome != "ok":
+        m.record(f"{name}_format", made)
+        return None
+    return image
+
+
+def luks_matrix(m: Matrix) -> None:
+    """systemd-cryptenroll enrolls the key in a LUKS2 key slot (a credential with hmac-secret)
+    with its defaults (ES256; the PIN required when the key has one) and with EdDSA and
+    ``--fido2-with-client-pin=no``; cryptsetup, with systemd's FIDO2 token plugin, unlocks it
+    with the key alone (``--token-only``: no passphrase to fall back on; the PIN, if asked,
+    on stdin), which works only if the key's hmac-secret gives the secret it gave at
+    enrollment."""
+    if shutil.which("systemd-cryptenroll") is None or shutil.which("cryptsetup") is None:
+        for op in ("luks_list", "luks_enroll", "luks_unlock"):
+            m.fail(op, "systemd-cryptenroll/cryptsetup not installed (tests/vm/install-deps.sh)")
+        return
+    listed = m.tool(["systemd-cryptenroll", "--fido2-device=list"])
+    if listed.outcome == "ok" and m.device not in listed.stdout:
+        m.fail("luks_list", f"{m.device} not among the FIDO2 devices: {listed.stdout!r}", [listed])
+    else:
+        m.record("luks_list", listed)
+    env = dict(os.environ, PASSWORD=LUKS_PASSPHRASE)
+    variants = {
+        "": [],
+        "_eddsa": ["--fido2-credential-algorithm=eddsa", "--fido2-with-client-pin=no"],
+    }
+    for suffix, flags in variants.items():
+        image = luks_volume(m, f"luks{suffix}")
+        if image is None:
+            continue
+        seen = len(m.responses())
+        enroll = ["systemd-cryptenroll", f"--fido2-device={m.device}", *flags, str(image)]
+        enrolled = m.record(f"luks_enroll{suffix}", m.tool(enroll, env=env))
+        m.ops[f"luks_enroll{suffix}"]["served"] = m.responses()[seen:]
+        m.ops[f"luks_enroll{suffix}"]["assertions"] = m.assertion_flags(seen)
+        if not enrolled:
+            m.skip(f"luks_unlock{suffix}", "not enrolled")
+            continue
+        seen = len(m.responses())
+        unlock = ["cryptsetup", "open", "-v", "--token-only", "--test-passphrase", str(image)]
+        pin = f"{m.pin or ''}\n".encode()
+        run = m.tool(alone(m, unlock), stdin=pin)
+        if run.outcome == "error":  # cryptsetup(8): 2 is "no permission (bad passphrase)"
+            run.stderr += f"\nwhy: cryptsetup exit status {run.returncode}\n"
+        m.record(f"luks_unlock{suffix}", run)
+        m.ops[f"luks_unlock{suffix}"]["served"] = m.responses()[seen:]
+        m.ops[f"luks_unlock{suffix}"]["assertions"] = m.assertion_flags(seen)
+
+
 # --- the check ---------------------------------------------------------------------------------
 
 
@@ -621,6 +696,7 @@ def tools_matrix(
                 libfido2_matrix(m)
                 openssh_matrix(m)
                 pam_matrix(m)
+                luks_matrix(m)
             finally:
                 data["matrix"][name] = m.ops
                 data["seconds"][name] = round(time.monotonic() - t1, 1)
