@@ -272,7 +272,11 @@ def test_info_and_metadata_of_a_running_ephemeral_key(tmp_path: Path) -> None:
             aaguid = bytes(client.info.aaguid).hex()
             result = vfido(["metadata"], **where)
             assert result.returncode == 0, result.stderr
-            statement = json.loads(result.stdout)
+            statement = json.loads(result.stdout)  # stdout: the statement alone
+            # Which key it describes, on stderr (a newcomer's keystore is not the running key).
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert f"the running key udp-{service.port} (pid " in result.stderr
+            assert "keystore (ephemeral)" in result.stderr
             assert statement["aaguid"].replace("-", "") == aaguid
             assert statement["authenticatorGetInfo"]["options"]["uv"] is True  # its own config
             root = base64.b64decode(statement["attestationRootCertificates"][0])

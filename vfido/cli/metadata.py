@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from vfido.cli.common import (
     ATTESTATIONS,
@@ -14,6 +15,7 @@ from vfido.cli.common import (
     open_store,
     running_key,
 )
+from vfido.safetext import visible
 
 
 def cmd_metadata(args: argparse.Namespace) -> int:
@@ -25,12 +27,21 @@ def cmd_metadata(args: argparse.Namespace) -> int:
     path = running_key(args)
     if path is not None:  # the running key says it all, with its own configuration
         with ControlClient(path) as client:
+            status = client.call("status")
             statement = client.call("metadata")["statement"]
         if statement is None:
             raise CliError(
                 "the running key answers U2F only: vfido writes metadata statements of FIDO2 "
                 "keys only (protocolFamily fido2)"
             )
+        # stdout is the statement alone; which key it describes goes to stderr, as `info`
+        # prints it: the running key is not necessarily the keystore the user thinks of.
+        print(
+            f"vfido: the running key {visible(str(status.get('name', path.stem)))} "
+            f"(pid {status.get('pid')}, keystore {visible(str(status.get('keystore')))}); "
+            "--keystore DIR describes a keystore instead",
+            file=sys.stderr,
+        )
         print(json.dumps(statement, indent=2))
         return 0
     with open_store(args) as store:
