@@ -512,8 +512,13 @@ def control_command(linter: Linter) -> Callable[[dict[str, Any]], dict[str, Any]
     """The ``lint`` control command: ``{"clear": true}`` also forgets the findings."""
 
     def lint(args: dict[str, Any]) -> dict[str, Any]:
+        from vfido.control.server import CommandError
+
+        clear = args.get("clear", False)
+        if not isinstance(clear, bool):
+            raise CommandError("clear must be true or false")
         findings = linter.findings()
-        if args.get("clear") is True:
+        if clear:
             linter.clear()
         return {"findings": [f.to_json() for f in findings], "origin": linter.origin}
 

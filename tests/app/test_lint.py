@@ -312,6 +312,19 @@ def test_vfido_ctl_lint_prints_escaped_findings() -> None:
         assert again.stdout.strip() == "no findings"
 
 
+def test_the_lint_command_takes_clear_as_true_or_false_only() -> None:
+    """Like every control command's arguments: a wrong type is an error, never ignored."""
+    from vfido.control.server import CommandError
+    from vfido.lint import control_command
+
+    linter = Linter()
+    lint = control_command(linter)
+    for wrong in ("x", 1, None):
+        with pytest.raises(CommandError, match="clear must be true or false"):
+            lint({"clear": wrong})
+    assert lint({"clear": True})["findings"] == lint({})["findings"] == []
+
+
 def test_dashboard_panel_shows_findings_html_escaped() -> None:
     from vfido.dashboard.link import KeyLink
     from vfido.dashboard.render import Renderer
