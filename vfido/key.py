@@ -81,6 +81,7 @@ def key_status(
     }
     if isinstance(presence, PresenceBroker):
         result["presence"] = presence.mode
+        result["presence_delay"] = presence.delay
         result["pending"] = [p.describe() for p in presence.pending()]
     if behaviours is not None:
         result["behaviours"] = behaviours.active()

@@ -301,6 +301,7 @@ def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
     with rig(tmp_path, mode="manual") as r:
         assert r.ctl.presence() == {
             "mode": "manual",
+            "delay": 0.0,
             "modes": ["auto", "deny", "deny-uv", "manual", "notify"],
             "initial": "manual",
         }
@@ -322,6 +323,32 @@ def test_presence_mode_switches_at_run_time(tmp_path: Path) -> None:
         with pytest.raises(ControlError, match="presence mode must be one of"):
             r.ctl.set_presence("prompt")
         assert r.ctl.presence()["mode"] == "manual"
+
+
+def test_the_presence_delay_is_shown_where_the_mode_is(tmp_path: Path) -> None:
+    """`ctl presence auto --delay 2` took effect but neither its answer nor `vfido status` said
+    so (a newcomer's trial): both show the delay while there is one, and only then."""
+    from tests.service_helpers import udp_service
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    where = {"XDG_RUNTIME_DIR": str(runtime)}
+
+    def shown(*args: str) -> str:
+        result = vfido(list(args), passphrase=None, **where)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    with udp_service(["--ephemeral"], extra_env=where):
+        assert "auto (timeout " in shown("status")
+        assert "presence: auto, delay 0.25 s (modes:" in shown(
+            "ctl", "presence", "auto", "--delay", "0.25"
+        )
+        assert "presence: auto, delay 0.25 s (modes:" in shown("ctl", "presence")
+        assert "auto (delay 0.25 s, timeout " in shown("status")
+        assert json.loads(shown("ctl", "status"))["presence_delay"] == 0.25
+        shown("ctl", "presence", "auto")  # the mode the key started with, as it started
+        assert "auto (timeout " in shown("status")
 
 
 def test_a_presence_delay_must_be_a_sane_number_of_seconds(tmp_path: Path) -> None:

@@ -104,7 +104,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in kind.describe(answer):  # each transport describes its own status fields
         print(_visible(line))
     print(f"keystore:      {answer.get('keystore')}")
-    print(f"presence:      {answer.get('presence')} (timeout {answer.get('presence_timeout')} s)")
+    delay = f"delay {answer['presence_delay']} s, " if answer.get("presence_delay") else ""
+    timeout = f"timeout {answer.get('presence_timeout')} s"
+    print(f"presence:      {answer.get('presence')} ({delay}{timeout})")
     pending = answer.get("pending") or []
     if not pending:
         print("pending:       none")
@@ -310,7 +312,8 @@ def _cmd_presence(args: argparse.Namespace) -> int:
         if args.mode is not None:
             key.set_presence(args.mode, args.delay)
         answer = key.presence()
-    print(f"presence: {answer.get('mode')} (modes: {', '.join(answer.get('modes') or [])})")
+    delay = f", delay {answer['delay']} s" if answer.get("delay") else ""
+    print(f"presence: {answer.get('mode')}{delay} (modes: {', '.join(answer.get('modes') or [])})")
     return 0
 
 

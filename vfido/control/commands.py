@@ -23,7 +23,7 @@ Commands
 
 ``status`` -> ``{"version", "pid", "transport": "udp"|"uhid"|"unix", "udp": {"host", "port",
 "peer_port"} | "hidraw", "serial" | "unix_socket", "name", "keystore", "presence",
-"presence_timeout", "pending": [REQUEST...], "behaviours": {NAME: VALUE}}``
+"presence_delay", "presence_timeout", "pending": [REQUEST...], "behaviours": {NAME: VALUE}}``
 
 ``pending`` ``{"wait"?: seconds}`` -> ``{"pending": [REQUEST, ...]}``
     The requests waiting for the user; with ``wait``, waits up to that long for one.
@@ -35,8 +35,8 @@ Commands
     for approval``, ``several requests are waiting (...)``, ``no pending request N``,
     ``request N was already answered``.
 
-``presence-mode`` ``{"mode"?: MODE, "delay"?: seconds}`` -> ``{"mode", "modes": [...],
-"initial"}``
+``presence-mode`` ``{"mode"?: MODE, "delay"?: seconds}`` -> ``{"mode", "delay", "modes":
+[...], "initial"}``
     Without ``mode``: the current presence mode. With ``mode``: switch to it for the next
     requests: ``auto`` (approve, after ``delay``), ``deny``, ``deny-uv`` (presence granted,
     built-in UV fails), ``manual`` (only ``approve``/``deny``), ``notify`` (desktop
@@ -471,7 +471,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
                 raise CommandError(str(exc)) from None
         initial = broker.initial_mode
         modes = list(RUNTIME_MODES) + ([initial] if initial not in RUNTIME_MODES else [])
-        return {"mode": broker.mode, "modes": modes, "initial": initial}
+        return {"mode": broker.mode, "delay": broker.delay, "modes": modes, "initial": initial}
 
     def behaviours_command(args: dict[str, Any]) -> dict[str, Any]:
         name = _str_arg(args, "name")

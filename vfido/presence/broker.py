@@ -46,9 +46,12 @@ class PresenceBroker:
         mode: str = "manual",
         uv_fails: bool = False,
         timeout: float | None = None,
+        delay: float = 0.0,
     ) -> None:
         self.front_ends = tuple(front_ends)
         self.mode = mode
+        #: Seconds the mode waits before it answers (``auto`` and its kin; said in status).
+        self.delay = delay
         #: The key's presence timeout (``Config.presence_timeout``), when known: a delay
         #: given to :meth:`set_mode` must be shorter.
         self.timeout = timeout
@@ -57,7 +60,7 @@ class PresenceBroker:
         #: How the user answers a request no front end asks about (said in the log line):
         #: the command line's, unless the key is answered otherwise (VirtualKey's methods).
         self.answer_hint = "answer with `vfido approve` or `vfido deny`"
-        self._initial = (mode, self.front_ends, uv_fails)
+        self._initial = (mode, self.front_ends, uv_fails, delay)
         self._instant = _instant_of(self.front_ends)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -73,13 +76,14 @@ class PresenceBroker:
         """Switch the presence mode for the next requests (a pending one keeps its front
         ends). The mode the broker started with is restored as it was (``prompt`` included)
         unless a ``delay`` is given. Raises ValueError."""
-        initial_mode, initial_front_ends, initial_uv_fails = self._initial
+        initial_mode, initial_front_ends, initial_uv_fails, initial_delay = self._initial
         if mode == initial_mode and delay is None:
-            front_ends, uv_fails = initial_front_ends, initial_uv_fails
+            front_ends, uv_fails, delay = initial_front_ends, initial_uv_fails, initial_delay
         else:
             front_ends, uv_fails = front_ends_for(mode, delay or 0.0, self.timeout)
         with self._lock:
             self.front_ends, self.mode, self.uv_fails = front_ends, mode, uv_fails
+            self.delay = delay or 0.0
             self._instant = _instant_of(self.front_ends)
         log.info("presence: mode %s", mode)
 
@@ -235,4 +239,6 @@ def broker_for(mode: str, delay: float = 0.0, timeout: float | None = None) -> P
     be used here, e.g. ``prompt`` without a terminal, or the delay is too long)."""
     spec = mode_spec(mode)
     check_delay(spec, delay, timeout)
-    return PresenceBroker(spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails, timeout=timeout)
+    return PresenceBroker(
+        spec.at_start(delay), mode=mode, uv_fails=spec.uv_fails, timeout=timeout, delay=delay
+    )
