@@ -42,6 +42,10 @@ POWER_CYCLE_DATAGRAM = bytes.fromhex(
     "ac1052ca95e569de69e02ebff333485f13f9b2da34c5a8a340526697a9ab2e0b"
     "394d8d04973c134005be1a0140bff6045bb26eb77a73eaa47813f6b49a7250dc"
 )
+#: The simulation convention's ports (python-fido2's and trussed's suites, solo1's simulator):
+#: the key binds PORT and answers to PEER_PORT.
+PORT = 8111
+PEER_PORT = 7112
 MAX_DATAGRAM = 65535
 #: Seconds :func:`open_udp_device` waits for the key's answer to CTAPHID_INIT: a key answers
 #: at once, so silence this long means no key listens on that port.
@@ -87,9 +91,9 @@ class UdpTransport:
         handler: CtapHandler,
         *,
         host: str = "127.0.0.1",
-        port: int = 8111,
+        port: int = PORT,
         peer_host: str = "127.0.0.1",
-        peer_port: int = 7112,
+        peer_port: int = PEER_PORT,
         logger: logging.Logger | None = None,
     ) -> None:
         self._log = logger or _module_log
@@ -418,8 +422,8 @@ class UdpConnection(CtapHidConnection):
 
     def __init__(
         self,
-        port: int = 8111,
-        peer_port: int = 7112,
+        port: int = PORT,
+        peer_port: int = PEER_PORT,
         *,
         host: str = "127.0.0.1",
         timeout: float = 60.0,
@@ -476,7 +480,7 @@ class UdpConnection(CtapHidConnection):
 
 
 def open_udp_device(
-    port: int = 8111, peer_port: int = 7112, *, host: str = "127.0.0.1", timeout: float = 60.0
+    port: int = PORT, peer_port: int = PEER_PORT, *, host: str = "127.0.0.1", timeout: float = 60.0
 ) -> CtapHidDevice:
     """A python-fido2 device talking to a :class:`UdpTransport` at ``host:port``.
 

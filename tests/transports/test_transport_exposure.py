@@ -199,6 +199,21 @@ def test_unix_socket_option_needs_the_unix_transport(tmp_path: Path) -> None:
     assert result.stderr == "vfido: error: --unix-socket needs --transport unix\n"
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [["--udp-port", "9999"], ["--udp-peer-port", "9998"], ["--udp-insecure-any-local-user"]],
+)
+def test_udp_options_need_the_udp_transport(flags: list[str]) -> None:
+    """They were accepted and ignored with another transport (a newcomer's trial): a key
+    served where the user did not look. Said in one line, as --unix-socket's is."""
+    result = vfido(["run", "--ephemeral", "--transport", "unix", *flags], passphrase=None)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"vfido: error: {flags[0]}: UDP options, and this key serves unix: add --transport "
+        "udp, or leave them out\n"
+    )
+
+
 # --- the choice itself ----------------------------------------------------------------------------
 
 

@@ -28,6 +28,8 @@ from vfido.cli.personas import PERSONA_HELP
 from vfido.presence.modes import RUN_MODES, presence_help
 from vfido.transport_choice import KINDS as TRANSPORT_KINDS
 from vfido.transport_choice import UDP_INSECURE_FLAG
+from vfido.transports.udp import PEER_PORT as UDP_PEER_PORT
+from vfido.transports.udp import PORT as UDP_PORT
 
 if TYPE_CHECKING:
     from vfido.authenticator.behaviours import Behaviours
@@ -183,6 +185,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.unix_socket and choice.kind != "unix":
         raise CliError("--unix-socket needs --transport unix")
+    udp_flags = [
+        flag
+        for flag, given in (
+            ("--udp-port", args.udp_port is not None),
+            ("--udp-peer-port", args.udp_peer_port is not None),
+            ("--udp-insecure-any-local-user", args.udp_insecure_any_local_user),
+        )
+        if given
+    ]
+    if udp_flags and choice.kind != "udp":  # said, not ignored: the user meant UDP
+        raise CliError(
+            f"{', '.join(udp_flags)}: UDP options, and this key serves {choice.kind}: "
+            "add --transport udp, or leave them out"
+        )
+    args.udp_port = UDP_PORT if args.udp_port is None else args.udp_port
+    args.udp_peer_port = UDP_PEER_PORT if args.udp_peer_port is None else args.udp_peer_port
     if choice.kind == "udp" and args.udp_port != 0 and args.udp_port == args.udp_peer_port:
         # The key would read its own answers as requests, in a loop, at full speed.
         raise CliError(f"--udp-port and --udp-peer-port are both {args.udp_port}")
@@ -313,8 +331,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument(
         "--control-socket", metavar="PATH", help="control socket path (overrides --name)"
     )
-    p.add_argument("--udp-port", type=port, default=8111, help="UDP port the key binds")
-    p.add_argument("--udp-peer-port", type=peer_port, default=7112, help="UDP port replies go to")
+    p.add_argument("--udp-port", type=port, help=f"UDP port the key binds (default: {UDP_PORT})")
+    p.add_argument(
+        "--udp-peer-port", type=peer_port, help=f"UDP port replies go to (default: {UDP_PEER_PORT})"
+    )
     p.add_argument(
         "--serial",
         type=_serial,
