@@ -1,5 +1,6 @@
 """What a simulated vfido key calls itself to a python-fido2 client: one HID descriptor for
-every client-side connection (in-process, UDP, Unix socket), as a USB key has one.
+every client-side connection (in-process, UDP, Unix socket), as a USB key has one; and the
+one error a client-side connection raises when no key is there.
 
 The ids are pid.codes' open-source vendor id and its test product id (the UHID device
 announces the same by default, :mod:`vfido.transports.uhid`); reports are CTAPHID's 64
@@ -15,6 +16,11 @@ from vfido.transports.ctaphid import REPORT_SIZE
 VENDOR_ID = 0x1209  # pid.codes
 PRODUCT_ID = 0x0001
 PRODUCT_NAME = "vfido"
+
+
+class NoKeyError(ConnectionError):
+    """No key answers where a client-side connection looks (nothing listens there, or it
+    does not speak CTAPHID): the message names the place and what would serve it."""
 
 
 def simulated_descriptor(

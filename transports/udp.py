@@ -34,6 +34,7 @@ from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection
 
 from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
+from vfido.transports.descriptor import NoKeyError as NoKeyError
 from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
@@ -404,10 +405,6 @@ def _forget_shared_reader() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_shared_reader)
-
-
-class NoKeyError(ConnectionError):
-    """No key answers on the UDP port (nothing listens there, or it does not speak CTAPHID)."""
 
 
 class UdpConnection(CtapHidConnection):

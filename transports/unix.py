@@ -29,7 +29,7 @@ from fido2.hid import CtapHidDevice
 from fido2.hid.base import CtapHidConnection
 
 from vfido.transports.ctaphid import REPORT_SIZE, Report
-from vfido.transports.descriptor import simulated_descriptor
+from vfido.transports.descriptor import NoKeyError, simulated_descriptor
 from vfido.transports.handler import CtapHandler
 from vfido.transports.runner import HidRunner
 from vfido.transports.sockets import SocketPathError, clear_stale_socket
@@ -239,7 +239,13 @@ class UnixConnection(CtapHidConnection):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             self._sock.settimeout(timeout)
-            self._sock.connect(os.fspath(path))
+            try:
+                self._sock.connect(os.fspath(path))
+            except (FileNotFoundError, ConnectionRefusedError):  # no socket, or a stale one
+                raise NoKeyError(
+                    f"no key at {os.fspath(path)} (is `vfido run --transport unix` running? "
+                    "it prints its socket's path)"
+                ) from None
             uid = peer_uid(self._sock)
             if uid not in _trusted_uids():
                 raise PermissionError(f"{os.fspath(path)} is served by another user (uid {uid})")

@@ -320,3 +320,19 @@ def test_a_stopped_unix_transport_reports_no_failure(
     transport, _ = served
     transport.stop()
     assert transport.failure is None
+
+
+def test_no_key_at_the_path_is_said_with_the_path(tmp_path: Path) -> None:
+    """`open_unix_device` of a path where no key serves raised a bare FileNotFoundError (a
+    newcomer's trial); over UDP the same mistake already said where it looked and why."""
+    from vfido.transports.descriptor import NoKeyError
+
+    missing = tmp_path / "no-such.ctaphid"
+    with pytest.raises(NoKeyError, match=f"no key at {missing} \\(is `vfido run --transport unix`"):
+        open_unix_device(missing, timeout=3)
+    stale = tmp_path / "stale.ctaphid"  # a socket file left by a killed key: nobody listens
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    left.bind(str(stale))
+    left.close()
+    with pytest.raises(NoKeyError, match=f"no key at {stale}"):
+        open_unix_device(stale, timeout=3)
