@@ -105,6 +105,12 @@ class PageVerifier:
             f"{' or '.join(wanted)}"
         )
 
+    def response(self, name: str) -> dict[str, Any]:
+        """The key's trace record of the response that served scenario ``name``."""
+        entry = self.require_ok(name)
+        [record] = trace_protocols.responses_of(self.trace, entry["kind"], entry["credential"])
+        return record
+
     def verify_create(self, name: str) -> AttestedCredentialData:
         self.require_ctap2(name)
         entry = self.require_ok(name)
@@ -213,6 +219,42 @@ def test_chromium_resident_key_required(vm: GuestResults) -> None:
     page.verify_create("create_rk_required")
     entry = page.scenario("create_rk_required")
     assert entry["credential"]["clientExtensionResults"]["credProps"]["rk"] is True
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+def test_prf_gives_one_secret_per_salt_through_hmac_secret(vm: GuestResults, browser: str) -> None:
+    """WebAuthn's PRF extension on the key's hmac-secret (CTAP 2.1 section 12.5): a credential
+    made with it, then a get() evaluating salts A and B and one evaluating A again. Where the
+    browser sent hmac-secret, each salt gives one 32-byte secret: A's twice the same, B's
+    another; and Chromium's output at create() (hmac-secret-mc) is A's exactly when that
+    assertion's UV flag is the creation's (CTAP keeps a secret per UV state). Firefox ESR 153
+    sends no hmac-secret to a key without a PIN or UV token (authenticator-rs #364): then its
+    get() has no results, which the trace shows is its doing, not the key's."""
+    page = browser_page(vm, f"{browser}_webauthn")
+    page.verify_create("create_prf")
+    made = page.scenario("create_prf")["credential"]["clientExtensionResults"]["prf"]
+    assert made["enabled"] is True  # the key answered hmac-secret: true
+    secrets: dict[str, tuple[dict[str, str], bool]] = {}
+    for name in ("get_prf", "get_prf_again"):
+        page.verify_get(name)
+        record = page.response(name)
+        outputs = page.scenario(name)["credential"]["clientExtensionResults"].get("prf", {})
+        if "hmac-secret" not in (record["params"].get("extensions") or {}):
+            assert browser == "firefox" and "results" not in outputs, (name, outputs)
+            continue
+        assert "results" in outputs, f"{name}: hmac-secret asked, no PRF results: {outputs}"
+        results = outputs["results"]
+        assert all(len(page_bytes(value)) == 32 for value in results.values()), results
+        secrets[name] = (results, "UV" in record["result"]["authData"]["flags"])
+    if browser == "chromium":
+        assert set(secrets) == {"get_prf", "get_prf_again"}
+    if secrets:
+        (both, uv), (again, uv_again) = secrets["get_prf"], secrets["get_prf_again"]
+        assert uv == uv_again and both["first"] == again["first"]
+        assert both["second"] != both["first"]
+        if "results" in made:
+            creation_uv = "UV" in page.response("create_prf")["result"]["authData"]["flags"]
+            assert (made["results"]["first"] == both["first"]) == (creation_uv == uv)
 
 
 # Headless Firefox ESR on the same page, against the default key (no --uv, no ML-DSA in

@@ -50,7 +50,7 @@ def _responses(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def served_create(records: list[dict[str, Any]], raw_id_b64url: str) -> list[str]:
+def responses_of_create(records: list[dict[str, Any]], raw_id_b64url: str) -> list[dict[str, Any]]:
     """The trace responses that made the credential ``raw_id`` (base64url, the page's rawId)."""
     wanted = _hex_field(_b64url(raw_id_b64url))
     found = []
@@ -58,25 +58,42 @@ def served_create(records: list[dict[str, Any]], raw_id_b64url: str) -> list[str
         result = r.get("result") or {}
         auth_data = result.get("authData") if isinstance(result.get("authData"), dict) else {}
         if wanted in (auth_data.get("credentialId"), result.get("keyHandle")):
-            found.append(f"{r.get('proto')} {r.get('command')}")
+            found.append(r)
     return found
 
 
-def served_get(records: list[dict[str, Any]], signature_b64url: str) -> list[str]:
+def responses_of_get(records: list[dict[str, Any]], signature_b64url: str) -> list[dict[str, Any]]:
     """The trace responses that produced the assertion signature (base64url, the page's)."""
     wanted = _hex_field(_b64url(signature_b64url))
-    return [
-        f"{r.get('proto')} {r.get('command')}"
-        for r in _responses(records)
-        if (r.get("result") or {}).get("signature") == wanted
-    ]
+    return [r for r in _responses(records) if (r.get("result") or {}).get("signature") == wanted]
+
+
+def responses_of(
+    records: list[dict[str, Any]], kind: str, credential: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``responses_of_create`` or ``responses_of_get`` for a page result (its ``credential``)."""
+    if kind == "create":
+        return responses_of_create(records, credential["rawId"])
+    return responses_of_get(records, credential["response"]["signature"])
+
+
+def _named(found: list[dict[str, Any]]) -> list[str]:
+    return [f"{r.get('proto')} {r.get('command')}" for r in found]
+
+
+def served_create(records: list[dict[str, Any]], raw_id_b64url: str) -> list[str]:
+    """Which responses made the credential ``raw_id``, as ``"<proto> <command>"``."""
+    return _named(responses_of_create(records, raw_id_b64url))
+
+
+def served_get(records: list[dict[str, Any]], signature_b64url: str) -> list[str]:
+    """Which responses produced the assertion signature, as ``"<proto> <command>"``."""
+    return _named(responses_of_get(records, signature_b64url))
 
 
 def served(records: list[dict[str, Any]], kind: str, credential: dict[str, Any]) -> list[str]:
     """``served_create`` or ``served_get`` for a page result (its ``credential`` JSON)."""
-    if kind == "create":
-        return served_create(records, credential["rawId"])
-    return served_get(records, credential["response"]["signature"])
+    return _named(responses_of(records, kind, credential))
 
 
 def protocol_counts(records: list[dict[str, Any]]) -> dict[str, int]:
