@@ -174,6 +174,7 @@ class BioEnrollmentRequest:
         if not isinstance(get_modality, bool):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "getModality")
         params = get(0x03, dict)
+        cbor.refuse_null_members(params, "subCommandParams")
         return cls(
             modality=get_unsigned(0x01),
             sub_command=get_unsigned(0x02),

@@ -153,9 +153,20 @@ def unsigned(value: object, what: str) -> int:
 
 
 def optional_unsigned(m: Mapping[Any, Any], key: object, what: str) -> int | None:
-    """The "Unsigned Integer" parameter ``m[key]``; None if it is absent (or null)."""
+    """The "Unsigned Integer" parameter ``m[key]``; None if it is absent (a request's maps
+    hold no null: :func:`refuse_null_members`)."""
     value = m.get(key)
     return None if value is None else unsigned(value, what)
+
+
+def refuse_null_members(m: object, what: str) -> None:
+    """A request's parameter map (and a subCommandParams map) holds no null: no CTAP request
+    member is nullable, so a null is a member of the wrong type (CTAP 2.1 section 6.1.2
+    step 3.1.2: "If the values of any known members have the wrong type then return an
+    error, for example CTAP2_ERR_CBOR_UNEXPECTED_TYPE"). Unknown members included: no
+    version of CTAP gives a member the value null."""
+    if isinstance(m, dict) and None in m.values():
+        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"a member of {what} is null")
 
 
 def decode(data: bytes) -> Any:

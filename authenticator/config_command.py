@@ -107,6 +107,7 @@ class ConfigRequest:
     @classmethod
     def from_cbor_map(cls, m: Mapping[Any, Any]) -> ConfigRequest:
         sub, params, protocol, param = m.get(1), m.get(2), m.get(3), m.get(4)
+        cbor.refuse_null_members(params, "subCommandParams")
         if sub is None:
             raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
         if (

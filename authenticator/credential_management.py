@@ -70,6 +70,7 @@ class CredentialManagementRequest:
         if sub is None:
             raise CtapError(CtapStatus.MISSING_PARAMETER, "subCommand")
         params = m.get(0x02)
+        cbor.refuse_null_members(params, "subCommandParams")
         protocol = m.get(0x03)
         param = m.get(0x04)
         if (
@@ -86,7 +87,7 @@ class CredentialManagementRequest:
         if key not in params:
             raise CtapError(CtapStatus.MISSING_PARAMETER, f"subCommandParams {key}")
         value = params[key]
-        if not isinstance(value, kind):  # null included, as in the request map (dispatch)
+        if not isinstance(value, kind):
             raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, f"subCommandParams {key}")
         return value
 

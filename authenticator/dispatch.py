@@ -85,17 +85,12 @@ Handler = Callable[[Parts, bytes, RequestContext], Response]
 
 
 def _parameters(payload: bytes) -> object:
-    """Decode a command's parameter map (strict canonical CBOR).
-
-    A member whose value is null has the wrong type, whatever the command: no CTAP request
-    member is nullable (CTAP 2.1 section 6.1.2 step 3.1.2: "If the values of any known members
-    have the wrong type then return an error, for example CTAP2_ERR_CBOR_UNEXPECTED_TYPE").
-    """
+    """Decode a command's parameter map (strict canonical CBOR); a null member, whatever the
+    command, is of the wrong type (:func:`cbor.refuse_null_members`)."""
     if not payload:
         raise CtapError(CtapStatus.MISSING_PARAMETER, "no parameters")
     value = cbor.decode(payload)
-    if isinstance(value, dict) and None in value.values():
-        raise CtapError(CtapStatus.CBOR_UNEXPECTED_TYPE, "a parameter is null")
+    cbor.refuse_null_members(value, "the parameters")
     return value
 
 
