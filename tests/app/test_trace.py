@@ -615,3 +615,20 @@ def test_a_summary_quotes_host_text_that_could_pass_for_its_own_words() -> None:
     assert user('a"b').endswith('user="a\\"b"')
     spoofed = request_summary("getAssertion", {"rpId": "a.example ext=[x]"})
     assert spoofed == 'getAssertion rp="a.example ext=[x]"'
+    # Every other value a host chooses: extension identifiers, option keys and values, the
+    # algorithms, the protocol, a subCommand the decoder could not name.
+    forged = "x] -> CBOR_UNEXPECTED_TYPE 1 bytes"
+    line = request_summary(
+        "makeCredential",
+        {
+            "extensions": {"credProtect": 1, forged: True},
+            "options": {"rk": True, "a b": "c d"},
+            "pubKeyCredParams": [{"alg": -7}, {"alg": "-8 x"}],
+            "pinUvAuthParam": "<redacted 16 bytes>",
+            "pinUvAuthProtocol": "2 -> OK",
+            "subCommand": "set PIN",
+        },
+    )
+    assert f'ext=[credProtect,"{forged}"]' in line
+    assert 'rk=true "a b"="c d"' in line and 'alg=[-7,"-8 x"]' in line
+    assert 'pinUvAuth=v"2 -> OK"' in line and line.startswith('makeCredential "set PIN"')

@@ -617,7 +617,7 @@ def test_log_rows_answered_and_in_progress() -> None:
     assert rows.index("makeCredential") < rows.index("getInfo")
     assert rows.count("<tr") == 2
     assert "OK (2 ms)" in rows and "in progress" in rows
-    assert "rp=&lt;i&gt;evil&lt;/i&gt; user=bob" in rows and "<i>" not in rows
+    assert "rp=&quot;&lt;i&gt;evil&lt;/i&gt;&quot; user=bob" in rows and "<i>" not in rows
 
 
 @pytest.mark.parametrize(

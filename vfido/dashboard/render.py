@@ -595,17 +595,13 @@ def _clock(value: object) -> str:
 
 
 def _request_summary(record: Mapping[str, Any]) -> str:
-    """One line for a request still waiting for its answer: command, site, user."""
+    """One line for a request still waiting for its answer, as the trace writes a request's
+    (:func:`vfido.trace.decode.request_summary`)."""
+    from vfido.trace.decode import request_summary
+
     params = record.get("params")
-    parts = [f"{record.get('proto', '')} {record.get('command', '')}".strip()]
-    if isinstance(params, Mapping):
-        rp, user = params.get("rp"), params.get("user")
-        site = rp.get("id") if isinstance(rp, Mapping) else params.get("rpId")
-        if site:
-            parts.append(f"rp={site}")
-        if isinstance(user, Mapping) and (user.get("name") or user.get("displayName")):
-            parts.append(f"user={user.get('name') or user.get('displayName')}")
-    return " ".join(parts)
+    command = f"{record.get('proto', '')} {record.get('command', '')}".strip()
+    return request_summary(command, params if isinstance(params, Mapping) else {})
 
 
 def _render_transaction(record: Mapping[str, Any], in_progress: bool = False) -> str:

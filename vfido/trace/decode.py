@@ -274,9 +274,10 @@ def _user(user: Mapping[str, Any]) -> str:
 
 
 def request_summary(command: str, params: Mapping[str, Any]) -> str:
+    """One line for a request. Every value a host chose goes through :func:`_text`."""
     parts: list[str] = []
     if "subCommand" in params:
-        parts.append(str(params["subCommand"]))
+        parts.append(_text(params["subCommand"]))
     rp, user = params.get("rp"), params.get("user")
     if isinstance(rp, Mapping) and "id" in rp:
         parts.append(f"rp={_text(rp['id'])}")
@@ -286,21 +287,23 @@ def request_summary(command: str, params: Mapping[str, Any]) -> str:
         parts.append(f"user={_user(user)}")
     algs = params.get("pubKeyCredParams")
     if isinstance(algs, list):
-        parts.append("alg=[" + ",".join(str(a.get("alg")) for a in algs if isinstance(a, Mapping)))
+        parts.append(
+            "alg=[" + ",".join(_text(a.get("alg")) for a in algs if isinstance(a, Mapping))
+        )
         parts[-1] += "]"
     options = params.get("options")
     if isinstance(options, Mapping):
-        parts.extend(f"{k}={str(v).lower()}" for k, v in options.items())
+        parts.extend(f"{_text(k)}={_text(str(v).lower())}" for k, v in options.items())
     for key in ("excludeList", "allowList"):
         if isinstance(params.get(key), list):
             parts.append(f"{key}={len(params[key])}")
     extensions = params.get("extensions")
     if isinstance(extensions, Mapping) and extensions:
-        parts.append("ext=[" + ",".join(extensions) + "]")
+        parts.append("ext=[" + ",".join(_text(e) for e in extensions) + "]")
     if isinstance(params.get("permissions"), list):
         parts.append("permissions=" + ",".join(params["permissions"]))
     if "pinUvAuthParam" in params:
-        parts.append(f"pinUvAuth=v{params.get('pinUvAuthProtocol', '?')}")
+        parts.append(f"pinUvAuth=v{_text(params.get('pinUvAuthProtocol', '?'))}")
     if "application" in params:
         parts.append(f"app={_short(params['application'])}")
     return " ".join([command, *parts])
