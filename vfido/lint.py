@@ -225,15 +225,21 @@ def format_findings(findings: Iterable[Finding]) -> str:
     return "\n".join(lines) if lines else "no findings"
 
 
-def _quote(value: object, limit: int = 60) -> str:
-    """An RP-controlled value for a message (kept raw; escaped when printed)."""
+def _quote(value: object, limit: int = 60, *, site: bool = False) -> str:
+    """An RP-controlled value for a message (kept raw; escaped when printed). ``site``: an RP
+    ID or origin, cut at its start (its end says whose it is)."""
     if isinstance(value, bytes):
         try:
             text = value.decode()
         except UnicodeDecodeError:
             return value[:limit].hex()
-        return repr(shorten(text, limit))
-    return repr(shorten(str(value), limit))
+        return repr(shorten(text, limit, keep_end=site))
+    return repr(shorten(str(value), limit, keep_end=site))
+
+
+def _site(value: object) -> str:
+    """An RP ID or an origin, quoted for a message: :func:`_quote` keeping its end."""
+    return _quote(value, site=True)
 
 
 def _map(value: object) -> dict[Any, Any]:
@@ -352,7 +358,7 @@ class Linter:
         if self._max_list is not None and len(items) > self._max_list:
             self._find(
                 "list-too-long",
-                f"{name} of {len(items)} credentials for {_quote(rp_id)}; the key takes "
+                f"{name} of {len(items)} credentials for {_site(rp_id)}; the key takes "
                 f"{self._max_list}",
             )
 
@@ -367,7 +373,7 @@ class Linter:
             self._find(
                 "list-too-long",
                 f"the platform probed more than {self._max_list} credentials for "
-                f"{_quote(rp_id)} in one ceremony (the key takes {self._max_list} per list)",
+                f"{_site(rp_id)} in one ceremony (the key takes {self._max_list} per list)",
             )
 
     def _ceremony(self, client_data_hash: object, what: str) -> None:
@@ -388,7 +394,7 @@ class Linter:
         if self.origin is not None and not _same_site(rp_id, self.origin):
             self._find(
                 "rp-id-origin-mismatch",
-                f"RP ID {_quote(rp_id)} is not valid for origin {_quote(self.origin)}",
+                f"RP ID {_site(rp_id)} is not valid for origin {_site(self.origin)}",
             )
 
     def _observe_make_credential(self, p: dict[Any, Any], ok: bool) -> None:
@@ -416,14 +422,14 @@ class Linter:
                 kind = "readable text"
             self._find(
                 "user-handle-pii",
-                f"user.id {_quote(user_id)} for {_quote(rp_id)} is {kind}, not random bytes",
+                f"user.id {_quote(user_id)} for {_site(rp_id)} is {kind}, not random bytes",
             )
         known = (rp_id, user_id) in self._users
         previous = self._users.get((rp_id, user_id))
         if known and previous is not None and isinstance(name, str) and name != previous:
             self._find(
                 "user-handle-shared",
-                f"user.id {_quote(user_id)} of {_quote(rp_id)} was registered for "
+                f"user.id {_quote(user_id)} of {_site(rp_id)} was registered for "
                 f"{_quote(previous)} and now for {_quote(name)}",
             )
         # user-name-truncated
@@ -432,7 +438,7 @@ class Linter:
             if isinstance(value, str) and len(value.encode()) > _NAME_LIMIT:
                 self._find(
                     "user-name-truncated",
-                    f"user.{field} {_quote(value)} for {_quote(rp_id)} has "
+                    f"user.{field} {_quote(value)} for {_site(rp_id)} has "
                     f"{len(value.encode())} bytes",
                 )
         # exclude-list-missing / list-too-long
@@ -440,7 +446,7 @@ class Linter:
         if known and not exclude and not probed:
             self._find(
                 "exclude-list-missing",
-                f"registration for user.id {_quote(user_id)} of {_quote(rp_id)}, who already "
+                f"registration for user.id {_quote(user_id)} of {_site(rp_id)}, who already "
                 "has a credential on this key, without excludeCredentials",
             )
         self._check_list(rp_id, "excludeList", exclude)
@@ -454,7 +460,7 @@ class Linter:
         if algorithms and algorithms <= _RSA_ALGORITHMS:
             offered = ", ".join(str(a) for a in sorted(algorithms, reverse=True))
             self._find(
-                "rs256-only", f"registration for {_quote(rp_id)} offers only RSA ({offered})"
+                "rs256-only", f"registration for {_site(rp_id)} offers only RSA ({offered})"
             )
         # discoverable-without-uv
         options = _map(p.get(0x07))
@@ -466,7 +472,7 @@ class Linter:
         ):
             self._find(
                 "discoverable-without-uv",
-                f"discoverable credential for {_quote(rp_id)} requested without user "
+                f"discoverable credential for {_site(rp_id)} requested without user "
                 "verification from a key that can verify the user",
             )
         self._check_origin(rp_id)
@@ -508,15 +514,11 @@ class LintingHandler(WrappedHandler):
         return response
 
 
-def control_command(linter: Linter) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The ``lint`` control command: ``{"clear": true}`` also forgets the findings."""
+def control_command(linter: Linter) -> Callable[[bool], dict[str, Any]]:
+    """The ``lint`` control command's answer: the findings (and, ``clear``, forget them);
+    its argument is checked where every control command's are (vfido.control.commands)."""
 
-    def lint(args: dict[str, Any]) -> dict[str, Any]:
-        from vfido.control.server import CommandError
-
-        clear = args.get("clear", False)
-        if not isinstance(clear, bool):
-            raise CommandError("clear must be true or false")
+    def lint(clear: bool) -> dict[str, Any]:
         findings = linter.findings()
         if clear:
             linter.clear()

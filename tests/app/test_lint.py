@@ -28,6 +28,7 @@ from fido2.webauthn import (
 from tests.rp import ORIGIN, RP_ID, RelyingParty, challenge_of, register, sign_in
 from vfido.api import VirtualKey, VirtualKeyError
 from vfido.authenticator.config import Config
+from vfido.control import ControlError, KeyController
 from vfido.lint import RULES, Finding, Linter, format_findings
 
 pytest_plugins = ["pytester"]
@@ -278,6 +279,24 @@ def test_findings_quote_rp_text_escaped() -> None:
     assert Finding.from_json(finding.to_json()) == finding
 
 
+def test_a_long_rp_id_in_a_finding_keeps_its_end() -> None:
+    """Cut at its end, accounts.google.com.<...>.attacker.example reads as Google's."""
+    linter = Linter()
+    rp_id = "accounts.google.com.sign-in.verify-session-" + "0" * 40 + ".attacker.example"
+    request = b"\x01" + cbor2.dumps(
+        {
+            1: hashlib.sha256(b"x").digest(),
+            2: {"id": rp_id},
+            3: {"id": b"alice@example.com", "name": "n"},
+            4: [{"type": "public-key", "alg": -7}],
+        },
+        canonical=True,
+    )
+    linter.observe(request, b"\x00")
+    (finding,) = linter.findings()
+    assert "0.attacker.example'" in str(finding) and "accounts.google" not in str(finding)
+
+
 def test_every_rule_is_documented_and_tested() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "toolkit.md").read_text()
     source = Path(__file__).read_text()
@@ -313,16 +332,16 @@ def test_vfido_ctl_lint_prints_escaped_findings() -> None:
 
 
 def test_the_lint_command_takes_clear_as_true_or_false_only() -> None:
-    """Like every control command's arguments: a wrong type is an error, never ignored."""
-    from vfido.control.server import CommandError
-    from vfido.lint import control_command
-
-    linter = Linter()
-    lint = control_command(linter)
-    for wrong in ("x", 1, None):
-        with pytest.raises(CommandError, match="clear must be true or false"):
-            lint({"clear": wrong})
-    assert lint({"clear": True})["findings"] == lint({})["findings"] == []
+    """Like every control command's arguments: a wrong type is an error, never ignored ("x",
+    1 and null answered ok and cleared nothing)."""
+    directory = Path(tempfile.mkdtemp(prefix="vfl-"))
+    with VirtualKey(lint=True, control_socket=directory / "k.sock") as key:
+        with KeyController(directory / "k.sock") as ctl:
+            for wrong in ("x", 1, None):
+                with pytest.raises(ControlError, match="clear must be true or false"):
+                    ctl.call("lint", clear=wrong)
+            assert ctl.call("lint", clear=True)["findings"] == []
+        assert key.lint() == []
 
 
 def test_dashboard_panel_shows_findings_html_escaped() -> None:

@@ -711,6 +711,9 @@ def register_commands(
 
         # ``lint``: the relying-party lint's findings (see :mod:`vfido.lint`);
         # ``{"clear": true}`` also forgets them.
-        server.register("lint", control_command(linter), accepts=("clear",))
+        lint = control_command(linter)
+        server.register(
+            "lint", lambda args: lint(_bool_arg(args, "clear", False)), accepts=("clear",)
+        )
     else:
         server.lacks("lint", "this key does not lint relying parties: run it with --lint")
