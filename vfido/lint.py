@@ -459,9 +459,7 @@ class Linter:
         }
         if algorithms and algorithms <= _RSA_ALGORITHMS:
             offered = ", ".join(str(a) for a in sorted(algorithms, reverse=True))
-            self._find(
-                "rs256-only", f"registration for {_site(rp_id)} offers only RSA ({offered})"
-            )
+            self._find("rs256-only", f"registration for {_site(rp_id)} offers only RSA ({offered})")
         # discoverable-without-uv
         options = _map(p.get(0x07))
         if (

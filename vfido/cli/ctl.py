@@ -176,11 +176,10 @@ def _cmd_commands(args: argparse.Namespace) -> int:
 
 def _short(text: str | None, width: int, *, site: bool = False) -> str:
     """``text`` escaped and cut to ``width``; ``site``: an RP ID, cut at its start (its end
-    says whose it is)."""
-    text = _visible(text or "-")
-    if len(text) <= width:
-        return text
-    return ".." + text[2 - width :] if site else text[: width - 2] + ".."
+    says whose it is), as `vfido credentials list` cuts it."""
+    from vfido.safetext import shorten
+
+    return shorten(_visible(text or "-"), width, keep_end=site)
 
 
 @_reads_answer
