@@ -37,16 +37,13 @@ from vfido.transports.ctaphid import REPORT_SIZE, HostChannelFilter
 from vfido.transports.descriptor import NoKeyError as NoKeyError
 from vfido.transports.descriptor import simulated_descriptor
 from vfido.transports.handler import CtapHandler
+from vfido.transports.ports import PEER_PORT, PORT
 from vfido.transports.runner import HidRunner
 
 POWER_CYCLE_DATAGRAM = bytes.fromhex(
     "ac1052ca95e569de69e02ebff333485f13f9b2da34c5a8a340526697a9ab2e0b"
     "394d8d04973c134005be1a0140bff6045bb26eb77a73eaa47813f6b49a7250dc"
 )
-#: The simulation convention's ports (python-fido2's and trussed's suites, solo1's simulator):
-#: the key binds PORT and answers to PEER_PORT.
-PORT = 8111
-PEER_PORT = 7112
 MAX_DATAGRAM = 65535
 #: Seconds :func:`open_udp_device` waits for the key's answer to CTAPHID_INIT: a key answers
 #: at once, so silence this long means no key listens on that port.

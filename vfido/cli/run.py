@@ -28,8 +28,8 @@ from vfido.cli.personas import PERSONA_HELP
 from vfido.presence.modes import RUN_MODES, presence_help
 from vfido.transport_choice import KINDS as TRANSPORT_KINDS
 from vfido.transport_choice import UDP_INSECURE_FLAG
-from vfido.transports.udp import PEER_PORT as UDP_PEER_PORT
-from vfido.transports.udp import PORT as UDP_PORT
+from vfido.transports.ports import PEER_PORT as UDP_PEER_PORT
+from vfido.transports.ports import PORT as UDP_PORT
 
 if TYPE_CHECKING:
     from vfido.authenticator.behaviours import Behaviours

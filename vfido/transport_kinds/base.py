@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vfido.keystore.store import KeyStore
-from vfido.transports import udp
+from vfido.transports import ports
 from vfido.transports.handler import CtapHandler
 
 #: Called with ("in"|"out", report) for every CTAPHID report (``vfido run --trace``).
@@ -30,8 +30,8 @@ class Transport(Protocol):
 class TransportOptions:
     kind: str = "udp"  # a name in vfido.transport_kinds.TRANSPORT_KINDS
     udp_host: str = "127.0.0.1"
-    udp_port: int = udp.PORT
-    udp_peer_port: int = udp.PEER_PORT
+    udp_port: int = ports.PORT
+    udp_peer_port: int = ports.PEER_PORT
     serial: str | None = None
     name: str = "vfido virtual FIDO2 key"
     unix_socket: str | None = None  # kind "unix": the socket's path (its directory private)
