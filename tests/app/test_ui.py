@@ -1137,3 +1137,18 @@ def test_finger_switch_over_http(tmp_path: Path) -> None:
             assert "finger" not in KeyLink(plain.path).commands()
     finally:
         other.close()
+
+
+def test_the_key_section_shows_the_presence_delay(tmp_path: Path) -> None:
+    """The dashboard shows presence as `vfido status` does (one formatter): the delay while
+    there is one."""
+    path = tmp_path / "run" / "vfido" / "slow.sock"
+    server = ControlServer(path)
+    answer = {"name": "slow", "presence": "auto", "presence_timeout": 30.0, "pid": 1}
+    server.register("status", lambda _args: answer)
+    with server, DashboardServer(KeyLink(path)) as dashboard:
+        dashboard.start()
+        for delay, shown in ((0.0, "auto (timeout 30.0 s)"), (2.5, "auto (delay 2.5 s, timeout")):
+            answer["presence_delay"] = delay
+            _, _, fragment = request(dashboard, "GET", base(dashboard) + "section/key")
+            assert f"<dt>Presence</dt><dd>{shown}" in fragment

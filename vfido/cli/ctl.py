@@ -104,9 +104,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in kind.describe(answer):  # each transport describes its own status fields
         print(_visible(line))
     print(f"keystore:      {answer.get('keystore')}")
-    delay = f"delay {answer['presence_delay']} s, " if answer.get("presence_delay") else ""
-    timeout = f"timeout {answer.get('presence_timeout')} s"
-    print(f"presence:      {answer.get('presence')} ({delay}{timeout})")
+    from vfido.presence.modes import describe_mode
+
+    print(f"presence:      {describe_mode(answer)}")
     pending = answer.get("pending") or []
     if not pending:
         print("pending:       none")

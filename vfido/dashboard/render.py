@@ -23,6 +23,7 @@ from vfido.dashboard.common import (
     REDACTED,
 )
 from vfido.dashboard.link import KeyLink, _is_refusal
+from vfido.presence.modes import describe_mode
 from vfido.safetext import visible_lines
 from vfido.trace.names import is_secret
 
@@ -130,7 +131,7 @@ class Renderer:
         rows.append(("Keystore", str(status.get("keystore", ""))))
         presence = status.get("presence")
         if presence:
-            rows.append(("Presence", f"{presence} (timeout {status.get('presence_timeout')} s)"))
+            rows.append(("Presence", describe_mode(status)))
         rows.append(("vfido", f"{status.get('version', '')} (pid {status.get('pid', '')})"))
         if "info" in self.link.commands():
             rows.extend(_info_rows(self.link))

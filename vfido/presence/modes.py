@@ -178,3 +178,12 @@ def presence_help() -> str:
     """The help of ``vfido run --presence``."""
     described = (f"{name} ({mode.help})" if mode.help else name for name, mode in MODES.items())
     return "how user presence is asked: " + ", ".join(described)
+
+
+def describe_mode(status: dict[str, object]) -> str:
+    """A key's presence as `vfido status` and the dashboard show it, from its status answer:
+    the mode, its delay while there is one, and the timeout (``auto (delay 2.0 s, timeout
+    30.0 s)``)."""
+    delay = status.get("presence_delay")
+    waits = f"delay {delay} s, " if delay else ""
+    return f"{status.get('presence')} ({waits}timeout {status.get('presence_timeout')} s)"
