@@ -26,6 +26,9 @@ def read_secret(
     prompt on the terminal (``confirm``: typed twice). Raises :class:`PassphraseError`."""
     if file is not None:
         try:
+            # Opening another user's FIFO would wait for its writer: refused before (by its
+            # name), and after (what was opened, should the name have changed meanwhile).
+            _refuse_shared(os.stat(file), file, what)
             # Read at most one byte more than a secret may have: /dev/zero or a log named by
             # mistake is refused, not read into memory. A pipe (`<(pass show vfido)`) works.
             with file.open("rb") as f:

@@ -661,6 +661,21 @@ def test_a_named_pipe_is_held_to_the_rules_of_a_file(tmp_path: Path) -> None:
         os.chown(fifo, 65534, 65534)
         with pytest.raises(PassphraseError, match="owned by another user; refusing it"):
             read_it()
+        # ... refused before it is opened: opening it would wait for a writer that never
+        # comes (its owner decides).
+        outcome: list[BaseException] = []
+
+        def unwritten() -> None:
+            try:
+                read_secret(fifo, what="passphrase", env="X", flag="--x", prompt="")
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=unwritten, daemon=True)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "vfido waited on another user's FIFO"
+        assert "owned by another user" in str(outcome[0])
     else:
         theirs = os.stat_result((0o010600, 0, 0, 1, os.geteuid() + 1, 0, 0, 0, 0, 0))
         with pytest.raises(PassphraseError, match="owned by another user; refusing it"):

@@ -561,14 +561,14 @@ def pam_authenticate(m: Matrix, op: str, line: str | None, pin: str | None = Non
 
 
 def tampered(line: str | None) -> str | None:
-    """The authfile line with its key handle's last character changed: a credential ID the
-    key did not make."""
+    """The authfile line with its key handle's first character changed: still base64 (the
+    last ones may be padding), a credential ID the key did not make."""
     if line is None:
         return None
     user, rest = line.split(":", 1)
     handle, tail = rest.split(",", 1)
-    last = "A" if handle[-1] != "A" else "B"
-    return f"{user}:{handle[:-1]}{last},{tail}"
+    first = "A" if handle[0] != "A" else "B"
+    return f"{user}:{first}{handle[1:]},{tail}"
 
 
 def pam_matrix(m: Matrix) -> None:

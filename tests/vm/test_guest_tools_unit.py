@@ -90,11 +90,19 @@ def test_one_package_list_for_install_deps_and_the_harness() -> None:
 
 
 def test_a_tampered_authfile_line_differs_in_its_key_handle_only() -> None:
-    line = "root:AbCd/+A,BPubKey==,es256,+presence"
+    import base64
+
+    line = "root:AbCd/+A=,BPubKey==,es256,+presence"  # a 67-byte ID ends in padding
     changed = guest_tools.tampered(line)
-    assert changed == "root:AbCd/+B,BPubKey==,es256,+presence"
-    assert guest_tools.tampered(changed) == "root:AbCd/+A,BPubKey==,es256,+presence"
+    assert changed == "root:BbCd/+A=,BPubKey==,es256,+presence"
+    assert guest_tools.tampered(changed) == "root:AbCd/+A=,BPubKey==,es256,+presence"
     assert guest_tools.tampered(None) is None
+    handle = base64.b64encode(bytes(range(67))).decode()
+    assert handle.endswith("=")
+    forged = guest_tools.tampered(f"root:{handle},k,es256,+presence")
+    assert forged is not None
+    other = base64.b64decode(forged.split(":", 1)[1].split(",")[0], validate=True)
+    assert len(other) == 67 and other != bytes(range(67))
 
 
 def test_why_pam_u2f_refused_is_its_last_telling_line() -> None:
