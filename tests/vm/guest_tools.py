@@ -208,15 +208,19 @@ class Matrix:
             return []
         return [r for r in trace_protocols.read_trace(self.trace) if r.get("type") == "response"]
 
-    def responses(self) -> list[str]:
-        """Every response in the key's trace so far, as ``"<proto> <command>"``."""
-        return [f"{r.get('proto')} {r.get('command')}" for r in self._responses()]
+    def trace_mark(self) -> int:
+        """How many responses the key's trace holds now: :meth:`note_served` counts from it."""
+        return len(self._responses())
 
-    def assertion_flags(self, since: int) -> list[list[str]]:
-        """The authenticator data flags of each assertion the key gave after response ``since``."""
-        return [
+    def note_served(self, op: str, since: int) -> None:
+        """Record under ``op`` what the key answered after response ``since``: each response
+        as ``"<proto> <command>"`` (``served``) and each assertion's authenticator data flags
+        (``assertions``)."""
+        new = self._responses()[since:]
+        self.ops[op]["served"] = [f"{r.get('proto')} {r.get('command')}" for r in new]
+        self.ops[op]["assertions"] = [
             list(r["result"]["authData"].get("flags", []))
-            for r in self._responses()[since:]
+            for r in new
             if r.get("command") == "getAssertion"
             and isinstance((r.get("result") or {}).get("authData"), dict)
         ]
@@ -519,7 +523,7 @@ PAM_REASON = re.compile(
 def pam_enroll(m: Matrix, op: str, flags: Sequence[str]) -> str | None:
     """pamu2fcfg: a credential for ``PAM_USER``; its line of a pam_u2f authfile, or None."""
     argv = ["pamu2fcfg", "-u", PAM_USER, "-o", PAM_ORIGIN, "-i", PAM_ORIGIN, *flags]
-    seen = len(m.responses())
+    seen = m.trace_mark()
     run = m.tool(alone(m, argv))
     line = run.stdout.strip()
     if run.outcome == "ok" and not line.startswith(f"{PAM_USER}:"):
@@ -527,7 +531,7 @@ def pam_enroll(m: Matrix, op: str, flags: Sequence[str]) -> str | None:
         line = ""
     else:
         m.record(op, run)
-    m.ops[op]["served"] = m.responses()[seen:]
+    m.note_served(op, seen)
     return line if m.ops[op]["outcome"] == "ok" else None
 
 
@@ -551,13 +555,13 @@ def pam_authenticate(m: Matrix, op: str, line: str | None, pin: str | None = Non
     setup = ["mount -t tmpfs pamd /etc/pam.d", f"cp {service} /etc/pam.d/{PAM_SERVICE}"]
     argv = alone(m, ["pamtester", PAM_SERVICE, PAM_USER, "authenticate"], setup)
     answer = m.pin if pin is None else pin
-    seen = len(m.responses())
+    seen = m.trace_mark()
     run = m.tool(argv, stdin=f"{answer or ''}\n".encode())
     reasons = PAM_REASON.findall(run.stderr)
     if run.outcome == "error" and reasons:  # the last line (ToolRun.error) says why
         run.stderr += f"\nwhy: {reasons[-1]}\n"
     m.record(op, run)
-    m.ops[op]["served"] = m.responses()[seen:]
+    m.note_served(op, seen)
 
 
 def tampered(line: str | None) -> str | None:
@@ -637,23 +641,21 @@ def luks_matrix(m: Matrix) -> None:
         image = luks_volume(m, f"luks{suffix}")
         if image is None:
             continue
-        seen = len(m.responses())
+        seen = m.trace_mark()
         enroll = ["systemd-cryptenroll", f"--fido2-device={m.device}", *flags, str(image)]
         enrolled = m.record(f"luks_enroll{suffix}", m.tool(enroll, env=env))
-        m.ops[f"luks_enroll{suffix}"]["served"] = m.responses()[seen:]
-        m.ops[f"luks_enroll{suffix}"]["assertions"] = m.assertion_flags(seen)
+        m.note_served(f"luks_enroll{suffix}", seen)
         if not enrolled:
             m.skip(f"luks_unlock{suffix}", "not enrolled")
             continue
-        seen = len(m.responses())
+        seen = m.trace_mark()
         unlock = ["cryptsetup", "open", "-v", "--token-only", "--test-passphrase", str(image)]
         pin = f"{m.pin or ''}\n".encode()
         run = m.tool(alone(m, unlock), stdin=pin)
         if run.outcome == "error":  # cryptsetup(8): 2 is "no permission (bad passphrase)"
             run.stderr += f"\nwhy: cryptsetup exit status {run.returncode}\n"
         m.record(f"luks_unlock{suffix}", run)
-        m.ops[f"luks_unlock{suffix}"]["served"] = m.responses()[seen:]
-        m.ops[f"luks_unlock{suffix}"]["assertions"] = m.assertion_flags(seen)
+        m.note_served(f"luks_unlock{suffix}", seen)
 
 
 # --- the check ---------------------------------------------------------------------------------
