@@ -258,21 +258,27 @@ def test_user_name_over_64_bytes(key: VirtualKey) -> None:
     assert "user.name" in name.message and "80 bytes" in name.message
 
 
-def test_findings_quote_rp_text_escaped() -> None:
-    """Findings are RP-controlled text: str() escapes control characters (sans-IO use of the
-    engine: pre-encoded requests, no key)."""
+def _one_finding(rp_id: str, user_id: bytes) -> Finding:
+    """The one finding of a makeCredential (``rp_id``, ``user_id``) the key answered OK
+    (sans-IO use of the engine: a pre-encoded request, no key)."""
     linter = Linter()
     request = b"\x01" + cbor2.dumps(
         {
             1: hashlib.sha256(b"x").digest(),
-            2: {"id": RP_ID},
-            3: {"id": b"\x1b[31mroot\x1b[0m", "name": "n"},
+            2: {"id": rp_id},
+            3: {"id": user_id, "name": "n"},
             4: [{"type": "public-key", "alg": -7}],
         },
         canonical=True,
     )
     linter.observe(request, b"\x00")
     (finding,) = linter.findings()
+    return finding
+
+
+def test_findings_quote_rp_text_escaped() -> None:
+    """Findings are RP-controlled text: str() escapes control characters."""
+    finding = _one_finding(RP_ID, b"\x1b[31mroot\x1b[0m")
     assert finding.rule == "user-handle-pii"
     assert "\x1b" not in str(finding) and "\\x1b" in str(finding)
     assert "\x1b" not in format_findings([finding])
@@ -281,19 +287,8 @@ def test_findings_quote_rp_text_escaped() -> None:
 
 def test_a_long_rp_id_in_a_finding_keeps_its_end() -> None:
     """Cut at its end, accounts.google.com.<...>.attacker.example reads as Google's."""
-    linter = Linter()
     rp_id = "accounts.google.com.sign-in.verify-session-" + "0" * 40 + ".attacker.example"
-    request = b"\x01" + cbor2.dumps(
-        {
-            1: hashlib.sha256(b"x").digest(),
-            2: {"id": rp_id},
-            3: {"id": b"alice@example.com", "name": "n"},
-            4: [{"type": "public-key", "alg": -7}],
-        },
-        canonical=True,
-    )
-    linter.observe(request, b"\x00")
-    (finding,) = linter.findings()
+    finding = _one_finding(rp_id, b"alice@example.com")
     assert "0.attacker.example'" in str(finding) and "accounts.google" not in str(finding)
 
 
