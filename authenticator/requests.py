@@ -77,6 +77,18 @@ def _required(m: Mapping[Any, Any], key: object, kind: type[T], what: str) -> T:
     return _typed(m[key], kind, what)
 
 
+def _member(m: Mapping[Any, Any], key: object, kind: type[T], what: str) -> T:
+    """A required member of a structure inside a parameter (rp, user, a pubKeyCredParams
+    entry, a credential descriptor): missing is a wrong type, not a missing parameter.
+    CTAP 2.1 section 8 (kept in 2.3): "If structures in messages from the host are missing
+    required members, or the values of those members have the wrong type, then the
+    authenticator SHOULD return CTAP2_ERR_CBOR_UNEXPECTED_TYPE." A missing parameter of the
+    command itself stays CTAP2_ERR_MISSING_PARAMETER (:func:`_required`)."""
+    if key not in m:
+        raise _type_error(what)
+    return _typed(m[key], kind, what)
+
+
 def _optional(m: Mapping[Any, Any], key: object, kind: type[T], what: str) -> T | None:
     if key not in m:
         return None
@@ -114,7 +126,7 @@ class RpEntity:
     def from_cbor(cls, value: object) -> RpEntity:
         m = _typed(value, dict, "rp")
         return cls(
-            id=_required(m, "id", str, "rp.id"),
+            id=_member(m, "id", str, "rp.id"),
             name=_truncate(_optional(m, "name", str, "rp.name")),
         )
 
@@ -128,7 +140,7 @@ class UserEntity:
     @classmethod
     def from_cbor(cls, value: object) -> UserEntity:
         m = _typed(value, dict, "user")
-        user_id = _required(m, "id", bytes, "user.id")
+        user_id = _member(m, "id", bytes, "user.id")
         if not 1 <= len(user_id) <= MAX_USER_ID_LENGTH:
             raise CtapError(CtapStatus.INVALID_PARAMETER, "user.id must be 1..64 bytes")
         return cls(
@@ -147,12 +159,12 @@ class CredentialParameters:
 
     @classmethod
     def from_cbor(cls, value: object) -> CredentialParameters:
-        # CTAP 2.1 section 6.1.2 step 3.1: missing members -> error, wrong types ->
-        # CTAP2_ERR_CBOR_UNEXPECTED_TYPE.
+        # CTAP 2.1 section 6.1.2 step 3.1.1: "If the element is missing required members
+        # ... then return an error"; which one, section 8 says (see _member).
         m = _typed(value, dict, "pubKeyCredParams entry")
         return cls(
-            type=_required(m, "type", str, "pubKeyCredParams.type"),
-            alg=_required(m, "alg", int, "pubKeyCredParams.alg"),
+            type=_member(m, "type", str, "pubKeyCredParams.type"),
+            alg=_member(m, "alg", int, "pubKeyCredParams.alg"),
         )
 
 
@@ -167,8 +179,8 @@ class CredentialDescriptor:
     def from_cbor(cls, value: object) -> CredentialDescriptor:
         m = _typed(value, dict, "credential descriptor")
         descriptor = cls(
-            type=_required(m, "type", str, "descriptor.type"),
-            id=_required(m, "id", bytes, "descriptor.id"),
+            type=_member(m, "type", str, "descriptor.type"),
+            id=_member(m, "id", bytes, "descriptor.id"),
         )
         if "transports" in m:
             transports = _typed(m["transports"], list, "descriptor.transports")
