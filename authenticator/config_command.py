@@ -33,6 +33,18 @@ class SubCommand(IntEnum):
     SET_MIN_PIN_LENGTH = 0x03
 
 
+def supported_sub_commands(enterprise_attestation_supported: bool) -> tuple[int, ...]:
+    """The subcommands this key answers, in order: what authenticatorConfig accepts and what
+    getInfo's authenticatorConfigCommands (0x1F, CTAP 2.3) lists. 6.11.1:
+    enableEnterpriseAttestation "is only implemented if the enterprise attestation feature is
+    supported"."""
+    return tuple(
+        int(s)
+        for s in SubCommand
+        if s != SubCommand.ENABLE_ENTERPRISE_ATTESTATION or enterprise_attestation_supported
+    )
+
+
 #: Settings values read from each store (a keyed hash, a query and a decryption per read
 #: otherwise, on every getAssertion for alwaysUv). Shared by every Settings of one store;
 #: dropped by Settings.put and by Settings.forget (authenticatorReset).
@@ -133,13 +145,7 @@ class AuthenticatorConfig:
         #: "protected by some form of user verification": ``Services.uv_protected`` (a PIN,
         #: built-in UV, or the ``pin-blocked`` behaviour), the key's one definition of it.
         self._uv_protected = uv_protected
-        # 6.11.1: enableEnterpriseAttestation "is only implemented if the enterprise
-        # attestation feature is supported".
-        self._sub_commands = frozenset(
-            int(s)
-            for s in SubCommand
-            if s != SubCommand.ENABLE_ENTERPRISE_ATTESTATION or enterprise_attestation_supported
-        )
+        self._sub_commands = frozenset(supported_sub_commands(enterprise_attestation_supported))
 
     def process(self, m: Mapping[Any, Any]) -> dict[int, Any]:
         request = ConfigRequest.from_cbor_map(m)

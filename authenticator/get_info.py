@@ -3,25 +3,38 @@
 Derived from the Config, the keystore and the persisted PIN / authenticatorConfig
 state; nothing is written by hand. bioEnroll and uvModality only with a fingerprint sensor.
 
-CTAP 2.2 members (0x17, 0x19-0x1E) are listed in :func:`ctap22_members`;
-``FIDO_2_2`` is in versions because every CTAP 2.2 feature is implemented
-(tests/authenticator/test_ctap22.py has one test per feature).
+The members CTAP 2.2 and 2.3 added (0x17, 0x19-0x1F) are listed in :func:`ctap22_members`.
+``FIDO_2_3`` is in versions because every CTAP 2.2 feature is implemented
+(tests/authenticator/test_ctap22.py has one test per feature) and so are the members 2.3
+adds (encCredStoreState, authenticatorConfigCommands). CTAP 2.2 has no version string:
+2.3 section 6.4 says ``"FIDO_2_2"`` was never defined and must not appear.
 """
 
 from __future__ import annotations
 
-from vfido.authenticator.behaviours import FIDO_2_0
 from vfido.authenticator.bio_enrollment import UV_MODALITY_FINGERPRINT
 from vfido.authenticator.config import Config
-from vfido.authenticator.config_command import MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH
+from vfido.authenticator.config_command import (
+    MAX_RPIDS_FOR_SET_MIN_PIN_LENGTH,
+    supported_sub_commands,
+)
 from vfido.authenticator.cose import RS256
 from vfido.authenticator.credential_source import SealedCredential
 from vfido.authenticator.extensions import MAX_CRED_BLOB_LENGTH
 from vfido.authenticator.extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from vfido.authenticator.large_blobs import MAX_SERIALIZED_LARGE_BLOB_ARRAY
-from vfido.authenticator.model import CTAP20_MODEL, restrict_info
+from vfido.authenticator.model import (
+    CTAP20_MODEL,
+    FIDO_2_0,
+    FIDO_2_1,
+    FIDO_2_1_PRE,
+    FIDO_2_3,
+    U2F_V2,
+    restrict_info,
+)
 from vfido.authenticator.persistent_token import encrypted_info_members
 from vfido.authenticator.responses import (
+    INFO_AUTHENTICATOR_CONFIG_COMMANDS,
     INFO_ENC_CRED_STORE_STATE,
     INFO_ENC_IDENTIFIER,
     INFO_MAX_PIN_LENGTH,
@@ -64,10 +77,11 @@ MAX_CREDENTIAL_ID_LENGTH = _max_credential_id_length()
 
 def versions(config: Config) -> tuple[str, ...]:
     # FIDO_2_1: clientPin with pinUvAuthToken, credMgmt, largeBlobs, authnrCfg.
-    # FIDO_2_2: persistent pinUvAuthTokens, thirdPartyPayment, pinComplexityPolicy,
-    # the 2.2 getInfo members, hmac-secret-mc. FIDO_2_1_PRE: credentialMgmtPreview.
-    pre = ("FIDO_2_1_PRE",) if config.ctap21_pre else ()
-    return ("U2F_V2", "FIDO_2_0", *pre, "FIDO_2_1", "FIDO_2_2")
+    # FIDO_2_3: CTAP 2.2's persistent pinUvAuthTokens, thirdPartyPayment,
+    # pinComplexityPolicy, getInfo members and hmac-secret-mc, and 2.3's getInfo members.
+    # FIDO_2_1_PRE: credentialMgmtPreview.
+    pre = (FIDO_2_1_PRE,) if config.ctap21_pre else ()
+    return (U2F_V2, FIDO_2_0, *pre, FIDO_2_1, FIDO_2_3)
 
 
 def extensions(config: Config) -> tuple[str, ...]:
@@ -129,7 +143,8 @@ def remaining_discoverable_credentials(services: Services) -> int:
 
 
 def ctap22_members(services: Services) -> dict[int, object]:
-    """The CTAP 2.2 getInfo members (section 6.4), each derived from its source."""
+    """The getInfo members CTAP 2.2 and 2.3 added (section 6.4), each derived from its
+    source."""
     config, store = services.config, services.store
     # encIdentifier / encCredStoreState: see authenticator.persistent_token.
     enc_identifier, enc_cred_store_state = encrypted_info_members(store)
@@ -140,6 +155,11 @@ def ctap22_members(services: Services) -> dict[int, object]:
         INFO_PIN_COMPLEXITY_POLICY: services.client_pin.pin_complexity_policy,
         INFO_MAX_PIN_LENGTH: MAX_PIN_LENGTH,
         INFO_ENC_CRED_STORE_STATE: enc_cred_store_state,
+        # 6.11.1, 6.11.2, 6.11.4: "authenticatorConfigCommands MUST contain" each supported
+        # subcommand; the same list authenticatorConfig answers.
+        INFO_AUTHENTICATOR_CONFIG_COMMANDS: list(
+            supported_sub_commands(config.enterprise_attestation > 0)
+        ),
     }
     if config.pin_complexity_policy_url is not None:
         members[INFO_PIN_COMPLEXITY_POLICY_URL] = config.pin_complexity_policy_url.encode()
@@ -155,7 +175,7 @@ def build_info(services: Services) -> GetInfoResponse:
     behaviours = services.behaviours.current()
     reported_versions = versions(config)
     if not services.ctap1_enabled:  # alwaysUv: no CTAP1/U2F
-        reported_versions = tuple(v for v in reported_versions if v != "U2F_V2")
+        reported_versions = tuple(v for v in reported_versions if v != U2F_V2)
     reported_options = options(services)
     formats = attestation_formats(config)
     extra = ctap22_members(services)

@@ -42,9 +42,11 @@ U2F_V2 = "U2F_V2"
 FIDO_2_0 = "FIDO_2_0"
 FIDO_2_1_PRE = "FIDO_2_1_PRE"
 FIDO_2_1 = "FIDO_2_1"
-FIDO_2_2 = "FIDO_2_2"
+#: CTAP 2.3 section 6.4: "FIDO_2_3" for CTAP 2.3; "FIDO_2_2" was never defined (CTAP 2.2 has
+#: no version string of its own) and must not be reported.
+FIDO_2_3 = "FIDO_2_3"
 #: Every version string a model may report, in getInfo's order.
-VERSIONS = (U2F_V2, FIDO_2_0, FIDO_2_1_PRE, FIDO_2_1, FIDO_2_2)
+VERSIONS = (U2F_V2, FIDO_2_0, FIDO_2_1_PRE, FIDO_2_1, FIDO_2_3)
 
 #: CTAP2 command bytes every CTAP2 model knows (CTAP 2.0 section 5): makeCredential,
 #: getAssertion, getInfo, clientPIN, reset, getNextAssertion.
@@ -120,7 +122,7 @@ class ModelClass:
 
     @property
     def ctap21(self) -> bool:
-        return FIDO_2_1 in self.versions or FIDO_2_2 in self.versions
+        return FIDO_2_1 in self.versions or FIDO_2_3 in self.versions
 
     def commands(self) -> frozenset[int]:
         """The CTAP2 command bytes a key of this model answers."""
@@ -157,7 +159,7 @@ def answers_as_ctap20(model: ModelClass | None, ctap20: bool) -> bool:
 
 
 def _after_ctap20(model: ModelClass) -> bool:
-    return not {FIDO_2_1_PRE, FIDO_2_1, FIDO_2_2}.isdisjoint(model.versions)
+    return not {FIDO_2_1_PRE, FIDO_2_1, FIDO_2_3}.isdisjoint(model.versions)
 
 
 def reports_member(model: ModelClass | None, key: int) -> bool:

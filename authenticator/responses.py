@@ -51,7 +51,8 @@ INFO_TRANSPORTS_FOR_RESET = 0x1A  # CTAP 2.2
 INFO_PIN_COMPLEXITY_POLICY = 0x1B  # CTAP 2.2
 INFO_PIN_COMPLEXITY_POLICY_URL = 0x1C  # CTAP 2.2
 INFO_MAX_PIN_LENGTH = 0x1D  # CTAP 2.2
-INFO_ENC_CRED_STORE_STATE = 0x1E  # CTAP 2.2
+INFO_ENC_CRED_STORE_STATE = 0x1E  # CTAP 2.3
+INFO_AUTHENTICATOR_CONFIG_COMMANDS = 0x1F  # CTAP 2.3
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class GetAssertionResponse:
         return m
 
 
-#: authenticatorGetInfo member names by key (CTAP 2.1 section 6.4), as the spec spells them.
+#: authenticatorGetInfo member names by key (CTAP 2.3 section 6.4), as the spec spells them.
 GET_INFO_MEMBERS: dict[int, str] = {
     1: "versions",
     2: "extensions",
@@ -134,6 +135,7 @@ GET_INFO_MEMBERS: dict[int, str] = {
     28: "pinComplexityPolicyURL",
     29: "maxPINLength",
     30: "encCredStoreState",
+    31: "authenticatorConfigCommands",
 }
 
 

@@ -469,7 +469,7 @@ def test_power_cycle_forgets_runtime_state(tmp_path: Path) -> None:
 def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
     with rig(tmp_path) as r:
         info = r.ctl.info()
-        assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_2"]
+        assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
         assert info["aaguid"] == r.store.identity().aaguid.hex()
         r.ctl.set_behaviour("versions", "FIDO_2_0")
         assert r.ctl.info()["versions"] == ["FIDO_2_0"]
@@ -573,7 +573,7 @@ def test_vfido_ctl_end_to_end(tmp_path: Path) -> None:
             "U2F_V2",
             "FIDO_2_0",
             "FIDO_2_1",
-            "FIDO_2_2",
+            "FIDO_2_3",
         ]
         assert "credentials-add" in ctl(socket, "commands").split()
         # A command this key lacks names the flag that gives it.

@@ -484,7 +484,7 @@ def test_switches_over_http(full_key: FullKey) -> None:
         dashboard.start()
         _, _, page = request(dashboard, "GET", base(dashboard))
         assert '<select id="presence-mode" name="mode">' in page
-        assert "<dt>Versions</dt><dd>U2F_V2, FIDO_2_0, FIDO_2_1, FIDO_2_2</dd>" in page
+        assert "<dt>Versions</dt><dd>U2F_V2, FIDO_2_0, FIDO_2_1, FIDO_2_3</dd>" in page
         assert "<dt>Algorithms</dt><dd>ES256," in page
         assert 'id="behaviour-counter-jump"' in page and 'id="behaviour-attestation-value"' in page
 

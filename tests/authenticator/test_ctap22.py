@@ -41,6 +41,7 @@ from tests.ctap2_helpers import (
 )
 from vfido.authenticator.config import Config
 from vfido.authenticator.env import PresenceResult
+from vfido.authenticator.errors import CtapStatus
 from vfido.authenticator.get_info import MAX_PIN_LENGTH
 from vfido.authenticator.pin_policy import complexity_problem
 from vfido.presence import AutoPresence
@@ -97,7 +98,7 @@ def resident(key: Key, rp_id: str = RP_ID, user_id: bytes = b"user-1") -> bytes:
 def test_get_info_ctap22_members() -> None:
     key = make_key()
     info = key.ctap2().get_info()
-    assert "FIDO_2_2" in info.versions and "FIDO_2_1_PRE" not in info.versions
+    assert "FIDO_2_3" in info.versions and "FIDO_2_1_PRE" not in info.versions
     assert info.options["perCredMgmtRO"] is True
     assert "credentialMgmtPreview" not in info.options
     assert info.transports_for_reset == ["usb"] == info.transports
@@ -109,6 +110,39 @@ def test_get_info_ctap22_members() -> None:
     assert info.uv_count_since_pin is None
     assert "thirdPartyPayment" in info.extensions
     assert "pinComplexityPolicy" in info.extensions
+
+
+@pytest.mark.parametrize(
+    "config",
+    [Config(), Config(ctap21_pre=True), Config(enterprise_attestation=1), Config(builtin_uv=True)],
+)
+def test_versions_say_fido_2_3_and_never_fido_2_2(config: Config) -> None:
+    """CTAP 2.3 section 6.4: "Supported versions are: "FIDO_2_3" for CTAP2.3, "FIDO_2_1" for
+    CTAP2.1, "FIDO_2_0" for CTAP2.0, "FIDO_2_1_PRE" for CTAP2.1 Preview features and
+    "U2F_V2" for CTAP1/U2F authenticators", and "FIDO_2_2" was never defined and must not
+    appear (the FIDO conformance tools' Authr-Generic-1 P-1 wants FIDO_2_3)."""
+    versions = make_key(config, AutoPresence()).ctap2().get_info().versions
+    assert versions[-2:] == ["FIDO_2_1", "FIDO_2_3"] and "FIDO_2_2" not in versions
+    assert set(versions) <= {"U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_3"}
+
+
+@pytest.mark.parametrize("enterprise", [0, 1])
+@pytest.mark.parametrize("sub_command", [0x01, 0x02, 0x03, 0x04, 0xFF])
+def test_authenticator_config_commands_are_the_subcommands_config_answers(
+    enterprise: int, sub_command: int
+) -> None:
+    """CTAP 2.3 getInfo authenticatorConfigCommands (0x1F): the subcommands the key
+    supports. 6.11.1 / 6.11.2 / 6.11.4: the member "MUST contain" 0x01 / 0x02 / 0x03 when
+    the subcommand is supported; 6.11 step 1 refuses any other with INVALID_PARAMETER. On a
+    key without a PIN every supported one runs without a token (step 2)."""
+    key = make_key(Config(enterprise_attestation=enterprise))
+    listed = key.ctap2().get_info().authenticator_config_commands
+    assert listed == ([1, 2, 3] if enterprise else [2, 3])
+    status, _ = key.call(0x0D, {1: sub_command})
+    if sub_command in listed:
+        assert status == CtapStatus.OK
+    else:
+        assert status == CtapStatus.INVALID_PARAMETER
 
 
 def test_enc_identifier_changes_every_get_info() -> None:
@@ -469,7 +503,7 @@ def preview_only(ctap2: Ctap2) -> Ctap2:
 def test_credential_management_preview() -> None:
     key = key_with_pin(Config(ctap21_pre=True))
     info = key.ctap2().get_info()
-    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_2"]
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1_PRE", "FIDO_2_1", "FIDO_2_3"]
     assert info.options["credentialMgmtPreview"] is True
     cred_id = resident(key)
     ctap2 = preview_only(key.ctap2())

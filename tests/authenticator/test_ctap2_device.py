@@ -46,7 +46,7 @@ VALID_STATUSES = {int(s) for s in CtapStatus}
 def test_get_info_fields() -> None:
     key = make_key()
     info = Ctap2(key.device).get_info()
-    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_2"]
+    assert info.versions == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
     assert info.extensions == [
         "credProtect",
         "hmac-secret",

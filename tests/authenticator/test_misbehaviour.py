@@ -344,7 +344,7 @@ def test_slow_answers_come_after_processing_keepalives() -> None:
         statuses: list[int] = []
         key.authenticator.behaviours.set("slow", 600)
         info = ctap.send_cbor(Ctap2.CMD.GET_INFO, on_keepalive=statuses.append)
-        assert info[1] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_2"]
+        assert info[1] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
         assert statuses and set(statuses) == {1}  # PROCESSING, until the answer came
         # A cancel ends the wait: KEEPALIVE_CANCEL.
         cancel = threading.Event()
@@ -541,7 +541,7 @@ def test_fido_2_0_answers_as_a_ctap_2_0_key_does() -> None:
         assert protocol.value.code == CtapError.ERR.INVALID_PARAMETER
         # Behaviour cleared: the full key again.
         key.authenticator.behaviours.clear("versions")
-        assert "FIDO_2_2" in Ctap2(key.device).get_info().versions
+        assert "FIDO_2_3" in Ctap2(key.device).get_info().versions
 
 
 @pytest.mark.parametrize("persona", ["ctap21", "ctap21pre"])
