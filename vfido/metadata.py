@@ -15,7 +15,10 @@ is what the key does:
   name in the Registry yet: it appears only in ``authenticatorGetInfo.algorithms``.
 * ``attestationTypes``: ``basic_full`` for the batch certificate, plus ``basic_surrogate``
   where some credentials are self-attested (``--attestation self``, or ML-DSA-44/65, whose
-  packed attestation is self attestation: ``attestation.MLDSA_SELF_ATTESTED``).
+  packed attestation is self attestation: ``attestation.MLDSA_SELF_ATTESTED``), and
+  ``basic_full`` again for enterprise attestation, which always has the chain.
+  ``attestationRootCertificates`` holds the keystore's root exactly when ``basic_full`` is
+  listed: MDS requires it empty for surrogate (self) attestation only.
 * ``userVerificationDetails``: presence; the PIN (``passcode_external``); the built-in user
   verification, ``fingerprint_internal`` on a fingerprint key (getInfo ``uvModality``),
   otherwise ``passcode_internal``: the user's approval at the key's own prompt stands for
@@ -103,8 +106,8 @@ CRYPTO_STRENGTH = {
 }
 #: The batch certificate's signature (ES256).
 _ATTESTATION_STRENGTH = 128
-#: getInfo version -> MDS "upv" (CTAP 2.0 is 1.0, CTAP 2.1 is 1.1).
-UPV = {"FIDO_2_0": (1, 0), "FIDO_2_1_PRE": (1, 1), "FIDO_2_1": (1, 1)}
+#: getInfo version -> MDS "upv" (CTAP 2.0 is 1.0, CTAP 2.1 is 1.1, CTAP 2.3 is 1.3).
+UPV = {"FIDO_2_0": (1, 0), "FIDO_2_1_PRE": (1, 1), "FIDO_2_1": (1, 1), "FIDO_2_3": (1, 3)}
 #: Attestation format (Config.attestation) -> MDS attestation type.
 ATTESTATION_TYPES = {"packed": "basic_full", "self": "basic_surrogate", "none": "none"}
 
@@ -168,7 +171,12 @@ def metadata_statement(
     attestation_types = [ATTESTATION_TYPES.get(config.attestation, "basic_full")]
     if config.attestation == "packed" and any(a in MLDSA_SELF_ATTESTED for a in algorithms):
         attestation_types.append("basic_surrogate")  # ML-DSA-44/65: self attestation
-    root = identity.attestation_chain[-1]
+    if config.enterprise_attestation and "basic_full" not in attestation_types:
+        attestation_types.append("basic_full")  # an enterprise attestation has the chain
+    # attestationRootCertificates: "When supporting surrogate basic attestation only ...
+    # no attestation trust anchor is required/used. So this array MUST be empty in that
+    # case." A key that attests nothing has no anchor to give either.
+    roots = [identity.attestation_chain[-1]] if "basic_full" in attestation_types else []
     firmware = info.get(14)
     return {
         "legalHeader": LEGAL_HEADER,
@@ -194,7 +202,7 @@ def metadata_statement(
         ),
         "attachmentHint": ["external", "wired"],
         "tcDisplay": [],
-        "attestationRootCertificates": [base64.b64encode(root).decode("ascii")],
+        "attestationRootCertificates": [base64.b64encode(r).decode("ascii") for r in roots],
         "supportedExtensions": [
             {"id": name, "fail_if_unknown": False}
             for name in info.get(2, [])

@@ -105,7 +105,7 @@ def test_statement_is_mds3_and_describes_the_key(key: Key) -> None:
     assert parsed.attestation_types == ["basic_full"]
     assert parsed.key_protection == ["software"] and parsed.matcher_protection == ["software"]
     assert parsed.attachment_hint == ["external", "wired"]
-    assert [(v.major, v.minor) for v in parsed.upv] == [(1, 1), (1, 0)]
+    assert [(v.major, v.minor) for v in parsed.upv] == [(1, 3), (1, 1), (1, 0)]
     assert parsed.multi_device_credential_support == "unsupported"
     info = get_info(key.store, Config())
     got = statement["authenticatorGetInfo"]
@@ -318,5 +318,35 @@ def test_ml_dsa_self_attestation_is_a_listed_attestation_type() -> None:
         types = statement_of(store, config)["attestationTypes"]
         assert types == ["basic_full", "basic_surrogate"]
         assert statement_of(store, Config())["attestationTypes"] == ["basic_full"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "types", "anchored"),
+    [
+        (Config(), ["basic_full"], True),
+        (Config(attestation="self"), ["basic_surrogate"], False),
+        (Config(attestation="none"), ["none"], False),
+        # An enterprise attestation is packed with the batch chain, whatever the default.
+        (
+            Config(attestation="self", enterprise_attestation=2),
+            ["basic_surrogate", "basic_full"],
+            True,
+        ),
+    ],
+)
+def test_the_root_is_listed_exactly_when_an_attestation_chains_to_it(
+    config: Config, types: list[str], anchored: bool
+) -> None:
+    """MDS attestationRootCertificates: "When supporting surrogate basic attestation only
+    ... no attestation trust anchor is required/used. So this array MUST be empty in that
+    case." (the FIDO conformance tools' Metadata-Stmt-1 P-27 and MakeCred-Resp-1 P-06)."""
+    store = SqliteKeyStore.ephemeral()
+    try:
+        statement = statement_of(store, config)
+        assert statement["attestationTypes"] == types
+        roots = [base64.b64decode(r) for r in statement["attestationRootCertificates"]]
+        assert roots == ([store.identity().attestation_chain[-1]] if anchored else [])
     finally:
         store.close()
