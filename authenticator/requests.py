@@ -3,9 +3,10 @@
 Each command's CBOR parameter map is turned into a frozen dataclass by
 ``from_cbor_map``; handlers only ever see these. Errors:
 
-* a required parameter (or required member of a nested structure) is absent:
-  ``CTAP2_ERR_MISSING_PARAMETER``;
-* a parameter has the wrong CBOR type: ``CTAP2_ERR_CBOR_UNEXPECTED_TYPE``;
+* a required parameter is absent: ``CTAP2_ERR_MISSING_PARAMETER``;
+* a parameter has the wrong CBOR type, or a structure inside one (rp, user, a
+  pubKeyCredParams entry, a credential descriptor) lacks a required member or has one of
+  the wrong type: ``CTAP2_ERR_CBOR_UNEXPECTED_TYPE`` (section 8, :func:`_member`);
 * a value has the right type but is not acceptable: ``CTAP1_ERR_INVALID_PARAMETER``.
 
 Unknown map keys, unknown option keys and unknown members of entities are
@@ -159,8 +160,10 @@ class CredentialParameters:
 
     @classmethod
     def from_cbor(cls, value: object) -> CredentialParameters:
-        # CTAP 2.1 section 6.1.2 step 3.1.1: "If the element is missing required members
-        # ... then return an error"; which one, section 8 says (see _member).
+        # CTAP 2.1 section 6.1.2 step 3.1.1: "If the element is missing required members,
+        # including members that are mandatory only for the specific type, then return an
+        # error, for example CTAP2_ERR_INVALID_CBOR": an example, not a rule; vfido answers
+        # what section 8 says of any structure (see _member).
         m = _typed(value, dict, "pubKeyCredParams entry")
         return cls(
             type=_member(m, "type", str, "pubKeyCredParams.type"),

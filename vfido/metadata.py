@@ -16,9 +16,11 @@ is what the key does:
 * ``attestationTypes``: ``basic_full`` for the batch certificate, plus ``basic_surrogate``
   where some credentials are self-attested (``--attestation self``, or ML-DSA-44/65, whose
   packed attestation is self attestation: ``attestation.MLDSA_SELF_ATTESTED``), and
-  ``basic_full`` again for enterprise attestation, which always has the chain.
-  ``attestationRootCertificates`` holds the keystore's root exactly when ``basic_full`` is
-  listed: MDS requires it empty for surrogate (self) attestation only.
+  ``basic_full`` again for enterprise attestation and U2F registration (``fido-u2f``), which
+  always carry the batch certificate. ``attestationRootCertificates`` holds the keystore's
+  root exactly when ``basic_full`` is listed: MDS requires it empty for surrogate (self)
+  attestation only, so a CTAP2-only key (alwaysUv, which turns U2F off) made with
+  ``--attestation self`` lists none.
 * ``userVerificationDetails``: presence; the PIN (``passcode_external``); the built-in user
   verification, ``fingerprint_internal`` on a fingerprint key (getInfo ``uvModality``),
   otherwise ``passcode_internal``: the user's approval at the key's own prompt stands for
@@ -171,8 +173,12 @@ def metadata_statement(
     attestation_types = [ATTESTATION_TYPES.get(config.attestation, "basic_full")]
     if config.attestation == "packed" and any(a in MLDSA_SELF_ATTESTED for a in algorithms):
         attestation_types.append("basic_surrogate")  # ML-DSA-44/65: self attestation
-    if config.enterprise_attestation and "basic_full" not in attestation_types:
-        attestation_types.append("basic_full")  # an enterprise attestation has the chain
+    # Enterprise attestation and U2F registration (fido-u2f) always carry the batch
+    # certificate, whatever --attestation says of makeCredential.
+    if (config.enterprise_attestation or "U2F_V2" in versions) and (
+        "basic_full" not in attestation_types
+    ):
+        attestation_types.append("basic_full")
     # attestationRootCertificates: "When supporting surrogate basic attestation only ...
     # no attestation trust anchor is required/used. So this array MUST be empty in that
     # case." A key that attests nothing has no anchor to give either.

@@ -471,6 +471,9 @@ def test_info_is_what_the_host_sees(tmp_path: Path) -> None:
         info = r.ctl.info()
         assert info["versions"] == ["U2F_V2", "FIDO_2_0", "FIDO_2_1", "FIDO_2_3"]
         assert info["aaguid"] == r.store.identity().aaguid.hex()
+        # Every member by the spec's name (GET_INFO_MEMBERS), the CTAP 2.3 ones included.
+        assert not [name for name in info if name.isdigit()]
+        assert info["authenticatorConfigCommands"] == [2, 3]
         r.ctl.set_behaviour("versions", "FIDO_2_0")
         assert r.ctl.info()["versions"] == ["FIDO_2_0"]
         r.ctl.set_behaviour("versions", "U2F_V2")

@@ -172,7 +172,8 @@ def test_backup_eligible_keystore_says_explicit(tmp_path: Path) -> None:
     ) as store:
         assert statement_of(store)["multiDeviceCredentialSupport"] == "explicit"
         assert statement_of(store, Config(attestation="self"))["attestationTypes"] == [
-            "basic_surrogate"
+            "basic_surrogate",
+            "basic_full",  # its U2F registrations
         ]
 
 
@@ -323,28 +324,37 @@ def test_ml_dsa_self_attestation_is_a_listed_attestation_type() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "types", "anchored"),
+    ("config", "u2f", "types", "anchored"),
     [
-        (Config(), ["basic_full"], True),
-        (Config(attestation="self"), ["basic_surrogate"], False),
-        (Config(attestation="none"), ["none"], False),
-        # An enterprise attestation is packed with the batch chain, whatever the default.
+        (Config(), True, ["basic_full"], True),
+        (Config(attestation="self"), False, ["basic_surrogate"], False),
+        (Config(attestation="none"), False, ["none"], False),
+        # U2F REGISTER and enterprise attestation carry the batch chain, whatever the default.
+        (Config(attestation="self"), True, ["basic_surrogate", "basic_full"], True),
+        (Config(attestation="none"), True, ["none", "basic_full"], True),
         (
             Config(attestation="self", enterprise_attestation=2),
+            False,
             ["basic_surrogate", "basic_full"],
             True,
         ),
     ],
 )
 def test_the_root_is_listed_exactly_when_an_attestation_chains_to_it(
-    config: Config, types: list[str], anchored: bool
+    config: Config, u2f: bool, types: list[str], anchored: bool
 ) -> None:
     """MDS attestationRootCertificates: "When supporting surrogate basic attestation only
     ... no attestation trust anchor is required/used. So this array MUST be empty in that
-    case." (the FIDO conformance tools' Metadata-Stmt-1 P-27 and MakeCred-Resp-1 P-06)."""
+    case." (the FIDO conformance tools' Metadata-Stmt-1 P-27 and MakeCred-Resp-1 P-06). A key
+    that also speaks U2F signs every registration with the batch certificate, so a relying
+    party needs the root for those. ``u2f=False``: getInfo as a key with alwaysUv on (no
+    U2F_V2) reports it."""
     store = SqliteKeyStore.ephemeral()
     try:
-        statement = statement_of(store, config)
+        info = dict(get_info(store, config))
+        if not u2f:
+            info[1] = [v for v in info[1] if v != "U2F_V2"]
+        statement = metadata_statement(store, config, info)
         assert statement["attestationTypes"] == types
         roots = [base64.b64decode(r) for r in statement["attestationRootCertificates"]]
         assert roots == ([store.identity().attestation_chain[-1]] if anchored else [])

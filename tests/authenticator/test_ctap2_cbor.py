@@ -68,7 +68,7 @@ def test_encoding_matches_python_fido2_and_round_trips(value: dict[Any, Any]) ->
     )
 )
 def test_unsigned_keys_take_the_numeric_order_fast_path(value: dict[int, int]) -> None:
-    # getInfo's keys run to 0x1E: the encoder sorts unsigned keys numerically, which must
+    # getInfo's keys run to 0x1F: the encoder sorts unsigned keys numerically, which must
     # be the byte-wise order of their encodings (1-, 2-, 3-, 5- and 9-byte heads).
     assert cbor.encode(value) == fido_cbor.encode(value) == cbor2.dumps(value, canonical=True)
 

@@ -166,6 +166,7 @@ from vfido.authenticator.provisioning import (
     key_from_cose,
     key_from_pem,
 )
+from vfido.authenticator.responses import GET_INFO_MEMBERS
 from vfido.control.server import MAX_WAIT, CommandError, ControlServer, Handler
 from vfido.credentials import CredentialLookupError, find_credential_id
 from vfido.keystore.store import CredentialRecord, KeyStore, KeystoreError, KeystoreFull
@@ -187,36 +188,6 @@ U2F_ONLY = (
     "this key answers U2F only (the u2f persona, behaviour versions=U2F_V2): it has no "
     "authenticatorGetInfo; its U2F version is U2F_V2"
 )
-
-#: getInfo response keys (CTAP 2.1 section 6.4) and their names.
-INFO_NAMES = {
-    0x01: "versions",
-    0x02: "extensions",
-    0x03: "aaguid",
-    0x04: "options",
-    0x05: "maxMsgSize",
-    0x06: "pinUvAuthProtocols",
-    0x07: "maxCredentialCountInList",
-    0x08: "maxCredentialIdLength",
-    0x09: "transports",
-    0x0A: "algorithms",
-    0x0B: "maxSerializedLargeBlobArray",
-    0x0C: "forcePINChange",
-    0x0D: "minPINLength",
-    0x0E: "firmwareVersion",
-    0x0F: "maxCredBlobLength",
-    0x10: "maxRPIDsForSetMinPINLength",
-    0x12: "uvModality",
-    0x14: "remainingDiscoverableCredentials",
-    0x16: "attestationFormats",
-    0x17: "uvCountSinceLastPinEntry",
-    0x19: "encIdentifier",
-    0x1A: "transportsForReset",
-    0x1B: "pinComplexityPolicy",
-    0x1C: "pinComplexityPolicyURL",
-    0x1D: "maxPINLength",
-    0x1E: "encCredStoreState",
-}
 
 
 @dataclass
@@ -542,7 +513,7 @@ def add_key_commands(server: ControlServer, key: KeyParts) -> None:
         decoded = get_info()
         if decoded is None:
             raise CommandError(U2F_ONLY)
-        named = {INFO_NAMES.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
+        named = {GET_INFO_MEMBERS.get(k, str(k)): _json_value(v) for k, v in decoded.items()}
         return {"info": named}
 
     add_webauthn_commands(server, key)
