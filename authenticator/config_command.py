@@ -10,6 +10,7 @@ Persistent keystore state (erased by authenticatorReset):
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class SubCommand(IntEnum):
     SET_MIN_PIN_LENGTH = 0x03
 
 
+@functools.cache  # two possible answers; getInfo asks on every call
 def supported_sub_commands(enterprise_attestation_supported: bool) -> tuple[int, ...]:
     """The subcommands this key answers, in order: what authenticatorConfig accepts and what
     getInfo's authenticatorConfigCommands (0x1F, CTAP 2.3) lists. 6.11.1:
