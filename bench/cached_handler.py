@@ -19,11 +19,9 @@ names. What it measures is everything of `vfido run` but the authenticator, unde
 browser.
 
 ``--minimal`` (bench/entry.py ``transport``'s middle row): every getAssertion is answered by
-the least any CTAP2 key has to do for it, in Python: the request decoded by vfido's strict
-canonical-CBOR decoder, the rpIdHash (SHA-256 of the rpId), a counter, one ECDSA P-256
-signature over authenticatorData || clientDataHash with a key made at start, the response
-encoded by vfido's encoder. No checks, credential lookup, presence, extensions or state: a
-lower bound for a key written in Python behind `vfido run`'s transport.
+``bench/minimal.py``, the least any key has to compute for one (strict decoding, the rpId's
+hash, one signature, encoding; no checks, lookup, presence or state): a lower bound for a key
+written in Python behind `vfido run`'s transport.
 
 ``--sleep-ms CMD=MS,...`` (after ``--by-command``; bench/chromium.py's ``vfido_slept``): a
 kept answer is returned only after sleeping that long for that command (a hexadecimal
@@ -43,10 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
     sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from minimal import minimal_get_assertion  # noqa: E402
 
-from vfido.authenticator import cbor  # noqa: E402
 from vfido.authenticator.device import Authenticator  # noqa: E402
 from vfido.authenticator.env import RequestContext  # noqa: E402
 
@@ -58,20 +54,6 @@ _answers: dict[bytes, bytes] = {}
 _by_command = False
 _sleep: dict[int, float] = {}  # --sleep-ms: seconds per command byte
 _minimal = False
-_minimal_key = ec.generate_private_key(ec.SECP256R1())
-_minimal_counter = 0
-
-
-def minimal_get_assertion(request: bytes) -> bytes:
-    """``--minimal``: decode, hash, count, sign, encode; nothing else."""
-    global _minimal_counter
-    params = cbor.decode(request[1:])
-    _minimal_counter += 1
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(params[1].encode())
-    auth_data = digest.finalize() + b"\x01" + _minimal_counter.to_bytes(4, "big")
-    signature = _minimal_key.sign(auth_data + params[2], ec.ECDSA(hashes.SHA256()))
-    return b"\x00" + cbor.encode({1: params[3][0], 2: auth_data, 3: signature})
 
 
 def cached_handle_cbor(self: Authenticator, request: bytes, transaction: RequestContext) -> bytes:

@@ -9,7 +9,8 @@ caches a request needs may hold other work. The benchmarks that loop requests ba
 back (entry.py, hidraw.py) measure a key whose caches stay warm. This script times the
 same work both ways, in-process: the authenticator of `vfido run --ephemeral --presence
 auto` (built by vfido's own wiring, ``vfido.key.build_key``; its transport is never started)
-answering getInfo, makeCredential (packed) and a repeated getAssertion, and the raw
+answering getInfo, makeCredential (packed) and a repeated getAssertion, the same
+getAssertion answered by ``bench/minimal.py`` (the least any key computes for it), and the raw
 operations inside them (P-256 keygen, ECDSA sign, the CBOR decoding of a makeCredential
 request). Each is timed three ways:
 
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from harness import credential_id_of, get_assertion_request, make_credential_request  # noqa: E402
+from minimal import minimal_get_assertion  # noqa: E402
 from stats import summarize  # noqa: E402
 
 from vfido.authenticator import cbor  # noqa: E402
@@ -107,6 +109,7 @@ def run(n: int = 100, pause: float = 0.05) -> dict[str, Any]:
         "getInfo": lambda: device.handle_cbor(b"\x04", context),
         "makeCredential ES256 packed": lambda: device.handle_cbor(make, context),
         "getAssertion ES256 (repeated)": lambda: device.handle_cbor(get, context),
+        "getAssertion, the minimal answer (minimal.py)": lambda: minimal_get_assertion(get),
         "raw: P-256 keygen": lambda: ec.generate_private_key(ec.SECP256R1()),
         "raw: ECDSA P-256 sign": lambda: key.sign(message, ec.ECDSA(hashes.SHA256())),
         "raw: CBOR decode of the makeCredential": lambda: cbor.decode(make[1:]),
