@@ -23,6 +23,13 @@ browser.
 hash, one signature, encoding; no checks, lookup, presence or state): a lower bound for a key
 written in Python behind `vfido run`'s transport.
 
+``--compute`` (after ``--by-command``; bench/chromium.py's ``vfido_computed``): before a
+kept answer, the key computes what a real one must for that command and throws it away: a
+P-256 key pair and one ECDSA signature for a makeCredential (the credential's key pair, the
+packed attestation signature), one signature for a getAssertion, nothing for a getInfo. The
+cryptography of vfido's answers, without the Python around it: under the browser, it tells
+the cost of the key's computing from the cost of the rest of its answer.
+
 ``--sleep-ms CMD=MS,...`` (after ``--by-command``; bench/chromium.py's ``vfido_slept``): a
 kept answer is returned only after sleeping that long for that command (a hexadecimal
 command byte: ``04=1.5,01=8.1,02=4.1``): a key that takes as long as vfido but spends no
@@ -41,7 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if not os.environ.get("PYTHONPATH"):  # bench/entry.py --tree DIR measures that checkout
     sys.path.insert(0, str(ROOT))
 
-from minimal import minimal_get_assertion  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from minimal import KEY, minimal_get_assertion  # noqa: E402
 
 from vfido.authenticator.device import Authenticator  # noqa: E402
 from vfido.authenticator.env import RequestContext  # noqa: E402
@@ -54,6 +63,17 @@ _answers: dict[bytes, bytes] = {}
 _by_command = False
 _sleep: dict[int, float] = {}  # --sleep-ms: seconds per command byte
 _minimal = False
+_compute = False
+MAKE_CREDENTIAL = 0x01
+_SIGNED = bytes(69)  # authenticatorData || clientDataHash: what a getAssertion signs
+
+
+def compute_like_a_key(command: int) -> None:
+    """``--compute``: the cryptography a real answer to ``command`` takes, thrown away."""
+    if command == MAKE_CREDENTIAL:
+        ec.generate_private_key(ec.SECP256R1())  # the credential's key pair
+    if command in (MAKE_CREDENTIAL, GET_ASSERTION):
+        KEY.sign(_SIGNED, ec.ECDSA(hashes.SHA256()))
 
 
 def cached_handle_cbor(self: Authenticator, request: bytes, transaction: RequestContext) -> bytes:
@@ -71,6 +91,8 @@ def cached_handle_cbor(self: Authenticator, request: bytes, transaction: Request
         answer = _answers[cache_key] = _handle_cbor(self, request, transaction)
     elif _sleep:
         time.sleep(_sleep.get(request[0], 0.0))
+    elif _compute:
+        compute_like_a_key(request[0])
     return answer
 
 
@@ -95,6 +117,9 @@ if __name__ == "__main__":
     if arguments[:1] == ["--by-command"]:
         _by_command = True
         arguments = arguments[1:]
+        if arguments[:1] == ["--compute"]:
+            _compute = True
+            arguments = arguments[1:]
         if arguments[:1] == ["--sleep-ms"]:
             _sleep = parse_sleeps(arguments[1])
             arguments = arguments[2:]

@@ -27,12 +27,16 @@ stop the key.
   authenticator's share under the browser and vfido_cached / floor_sized the rest;
 * vfido_slept (opt-in): vfido_cached that sleeps, before each answer, as long as vfido's
   handler takes under this benchmark (``SLEPT_MS``): the browser waits as long, but the key
-  computes nothing meanwhile.
+  computes nothing meanwhile;
+* vfido_computed (opt-in): vfido_cached that computes, before each answer, the cryptography
+  of vfido's (``cached_handler.py --compute``: a key pair and a signature per
+  makeCredential, a signature per getAssertion) and throws it away: vfido's computing
+  without the Python around it.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
-floor_sized when it ran; vfido, vfido_untraced and vfido_slept against vfido_cached when it
-ran). Which protocol served each ceremony is checked (the vfido trace:
+floor_sized when it ran; vfido, vfido_untraced, vfido_slept and vfido_computed against
+vfido_cached when it ran). Which protocol served each ceremony is checked (the vfido trace:
 the CTAP2 makeCredential whose credential ID the page got, the CTAP2 getAssertion whose
 signature it got; the floor keys' command logs: as many CTAP2 makeCredential / user-present
 getAssertion answers as the page's ceremonies); a block that does not match raises. No
@@ -76,10 +80,10 @@ from vfido.authenticator.behaviours import b64url  # noqa: E402
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
 #: The keys ``run`` knows. References get rows of the others against them: the floors of
-#: every key; ``vfido_cached`` of the full vfido keys and ``vfido_slept`` (the
-#: authenticator's share, the waiting's share); ``vfido_base`` (`vfido run` untraced from
-#: another checkout, ``base_tree``) of ``vfido_untraced`` only: before / after in the same
-#: rounds.
+#: every key; ``vfido_cached`` of the full vfido keys, ``vfido_computed`` and ``vfido_slept``
+#: (the authenticator's share, the computing's share, the waiting's share); ``vfido_base``
+#: (`vfido run` untraced from another checkout, ``base_tree``) of ``vfido_untraced`` only:
+#: before / after in the same rounds.
 KEYS = (
     "floor",
     "floor_sized",
@@ -88,6 +92,7 @@ KEYS = (
     "vfido_base",
     "vfido_cached",
     "vfido_slept",
+    "vfido_computed",
 )
 #: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
 #: time of vfido's handler under this benchmark (bench/README.md, session 8, timed_key.py).
@@ -380,7 +385,8 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     other key (``floor_sized`` and ``vfido_base`` included); then, when ``floor_sized`` ran,
     every key but the references against it, and ``vfido_cached``: ``create KEY /
     floor_sized``; then, when ``vfido_cached`` ran, ``vfido``, ``vfido_untraced`` and
-    ``vfido_slept`` against it (the authenticator's share, the waiting's share); then,
+    ``vfido_slept`` and ``vfido_computed`` against it (the authenticator's share, the
+    waiting's share, the computing's share); then,
     when ``vfido_base`` ran, ``vfido_untraced`` against it (after / before): ``create
     vfido_untraced / vfido_base``.
     A row's ``floor_ms`` is its reference's (``reference``), ``vfido_ms`` its key's."""
@@ -394,7 +400,9 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if reference == "floor_sized" and "vfido_cached" in keys:
             measured.append("vfido_cached")  # vfido's process and transport vs a floor's
         if reference == "vfido_cached":  # the authenticator's share; the wait's share
-            measured = [k for k in keys if k in ("vfido", "vfido_untraced", "vfido_slept")]
+            measured = [
+                k for k in keys if k in ("vfido", "vfido_untraced", "vfido_slept", "vfido_computed")
+            ]
         if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
@@ -469,9 +477,10 @@ def run(
     shapes (:func:`vfido_shape`, made once by ``python`` at the start). ``vfido_base``
     (opt-in) is `vfido run` untraced from the checkout ``base_tree`` (e.g. ``git archive``
     of an older commit): its rows against the floor, and ``vfido_untraced``'s against it.
-    ``vfido_cached`` and ``vfido_slept`` (opt-in) are `vfido run` untraced with its
-    authenticator answering from its first answers (``bench/cached_handler.py
-    --by-command``), the second sleeping ``SLEPT_MS`` before each."""
+    ``vfido_cached``, ``vfido_slept`` and ``vfido_computed`` (opt-in) are `vfido run`
+    untraced with its authenticator answering from its first answers
+    (``bench/cached_handler.py --by-command``), the second sleeping ``SLEPT_MS`` before
+    each, the third computing a real answer's cryptography before each (``--compute``)."""
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
@@ -509,8 +518,10 @@ def run(
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
-                if key in ("vfido_cached", "vfido_slept"):
+                if key in ("vfido_cached", "vfido_slept", "vfido_computed"):
                     argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
+                if key == "vfido_computed":
+                    argv[3:3] = ["--compute"]
                 if key == "vfido_slept":
                     argv[3:3] = ["--sleep-ms", SLEPT_MS]
                 if key == "vfido_base":

@@ -120,6 +120,8 @@ cached_handler._sleep = {0x04: 0.3}
 start = time.monotonic()
 again = key.handle_cbor(b"\\x04", t)
 print(again is kept[2], time.monotonic() - start >= 0.3)
+cached_handler._sleep, cached_handler._compute = {}, True
+print(key.handle_cbor(second, t) is kept[0])
 """
 
 
@@ -127,8 +129,9 @@ def test_cached_handler_by_command_keeps_the_first_answer_of_each_command() -> N
     """bench/cached_handler.py ``--by-command`` (chromium.py's ``vfido_cached``): a second
     makeCredential with another challenge gets the first one's answer; without it, each
     request is answered afresh; with ``--sleep-ms`` (``vfido_slept``) a kept answer comes
-    after the command's sleep."""
-    assert _snippet_prints(CACHED_BY_COMMAND) == ["True"] * 7
+    after the command's sleep; with ``--compute`` (``vfido_computed``) it is still the kept
+    one."""
+    assert _snippet_prints(CACHED_BY_COMMAND) == ["True"] * 8
 
 
 def _snippet_prints(code: str) -> list[str]:
@@ -175,11 +178,12 @@ def test_minimal_answers_a_verifiable_assertion() -> None:
 
 
 def test_cached_handler_strips_its_own_flags_before_vfido_run() -> None:
-    """``--by-command --sleep-ms ...`` are cached_handler's; `vfido run` gets the rest."""
+    """``--by-command --compute --sleep-ms ...`` are cached_handler's; `vfido run` gets the
+    rest."""
     done = subprocess.run(
         [
             *(sys.executable, str(BENCH / "cached_handler.py")),
-            *("--by-command", "--sleep-ms", "04=1", "--help"),
+            *("--by-command", "--compute", "--sleep-ms", "04=1", "--help"),
         ],
         capture_output=True,
         text=True,

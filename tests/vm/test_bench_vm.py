@@ -69,12 +69,13 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
     # floor_sized without the minimal floor).
     assert keys & {"floor", "floor_sized"}
-    assert keys & {"vfido", "vfido_untraced", "vfido_cached", "vfido_slept"}
+    assert keys & {"vfido", "vfido_untraced", "vfido_cached", "vfido_slept", "vfido_computed"}
     if "floor" in keys and "vfido" in keys:
         assert names[:2] == ["create", "get"]
     for other in keys - {"floor", "vfido"} if "floor" in keys else ():
         assert {f"create ({other})", f"get ({other})"} <= set(names)  # against the floor
-    for other in keys & {"vfido_untraced", "vfido_slept"} if "vfido_cached" in keys else ():
+    full = {"vfido_untraced", "vfido_slept", "vfido_computed"}
+    for other in keys & full if "vfido_cached" in keys else ():
         assert {f"create {other} / vfido_cached", f"get {other} / vfido_cached"} <= set(names)
     if "vfido_base" in keys:  # after / before in the same rounds
         assert {"create vfido_untraced / vfido_base", "get vfido_untraced / vfido_base"} <= set(

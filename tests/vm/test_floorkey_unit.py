@@ -738,12 +738,14 @@ def test_base_import_names_the_base_tree_or_refuses(tmp_path: Path) -> None:
 def test_summarize_puts_vfido_against_vfido_cached() -> None:
     """``vfido_cached`` (vfido's process and transport, its authenticator answering from its
     first answers) is measured against both floors, and is the reference of the full
-    vfido keys and of ``vfido_slept``: the authenticator's share, the waiting's share."""
+    vfido keys, of ``vfido_computed`` and of ``vfido_slept``: the authenticator's share, the
+    computing's share, the waiting's share."""
     per_round = {
         "floor": [100.0, 100.0],
         "floor_sized": [110.0, 100.0],
         "vfido": [363.0, 220.0],
         "vfido_cached": [121.0, 110.0],
+        "vfido_computed": [145.2, 132.0],
         "vfido_slept": [133.1, 121.0],
         "vfido_untraced": [242.0, 165.0],
     }
@@ -756,12 +758,16 @@ def test_summarize_puts_vfido_against_vfido_cached() -> None:
         "get (floor_sized)",
         "create (vfido_cached)",
         "get (vfido_cached)",
+        "create (vfido_computed)",
+        "get (vfido_computed)",
         "create (vfido_slept)",
         "get (vfido_slept)",
         "create (vfido_untraced)",
         "get (vfido_untraced)",
         "create vfido / floor_sized",
         "get vfido / floor_sized",
+        "create vfido_computed / floor_sized",
+        "get vfido_computed / floor_sized",
         "create vfido_slept / floor_sized",
         "get vfido_slept / floor_sized",
         "create vfido_untraced / floor_sized",
@@ -770,6 +776,8 @@ def test_summarize_puts_vfido_against_vfido_cached() -> None:
         "get vfido_cached / floor_sized",
         "create vfido / vfido_cached",
         "get vfido / vfido_cached",
+        "create vfido_computed / vfido_cached",
+        "get vfido_computed / vfido_cached",
         "create vfido_slept / vfido_cached",
         "get vfido_slept / vfido_cached",
         "create vfido_untraced / vfido_cached",
@@ -779,6 +787,7 @@ def test_summarize_puts_vfido_against_vfido_cached() -> None:
     assert by_name["get vfido_cached / floor_sized"]["round_ratios"] == pytest.approx([1.1, 1.1])
     assert by_name["create vfido / vfido_cached"]["round_ratios"] == pytest.approx([3.0, 2.0])
     assert by_name["get vfido_slept / vfido_cached"]["round_ratios"] == pytest.approx([1.1, 1.1])
+    assert by_name["get vfido_computed / vfido_cached"]["round_ratios"] == pytest.approx([1.2, 1.2])
     assert by_name["create vfido_untraced / vfido_cached"]["round_ratios"] == pytest.approx(
         [2.0, 1.5]
     )
