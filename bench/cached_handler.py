@@ -19,9 +19,9 @@ names. What it measures is everything of `vfido run` but the authenticator, unde
 browser.
 
 ``--minimal`` (bench/entry.py ``transport``'s middle row): every getAssertion is answered by
-``bench/minimal.py``, the least any key has to compute for one (strict decoding, the rpId's
-hash, one signature, encoding; no checks, lookup, presence or state): a lower bound for a key
-written in Python behind `vfido run`'s transport.
+``bench/minimal.py``, only what every key computes for one (strict decoding, the rpId's
+hash, one signature, encoding; no checks, lookup, presence or state): what a key with
+vfido's codec costs behind `vfido run`'s transport before any of the spec's steps.
 
 ``--compute`` (after ``--by-command``; bench/chromium.py's ``vfido_computed``): before a
 kept answer, the key computes what a real one must for that command and throws it away: a

@@ -10,7 +10,7 @@ back (entry.py, hidraw.py) measure a key whose caches stay warm. This script tim
 same work both ways, in-process: the authenticator of `vfido run --ephemeral --presence
 auto` (built by vfido's own wiring, ``vfido.key.build_key``; its transport is never started)
 answering getInfo, makeCredential (packed) and a repeated getAssertion, the same
-getAssertion answered by ``bench/minimal.py`` (the least any key computes for it), and the raw
+getAssertion answered by ``bench/minimal.py`` (only what every key computes for it), and the raw
 operations inside them (P-256 keygen, ECDSA sign, the CBOR decoding of a makeCredential
 request). Each is timed three ways:
 

@@ -1,4 +1,4 @@
-"""The least a getAssertion takes, in Python: a lower bound for issue #16 (bench/README.md).
+"""A minimal getAssertion answer, in Python, with vfido's codec (issue #16, bench/README.md).
 
 ``minimal_get_assertion(request)`` answers an authenticatorGetAssertion request (command
 byte + CBOR, with an allowList) the way no real key may, by doing only what every key has
