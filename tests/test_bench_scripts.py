@@ -224,3 +224,15 @@ def test_compiled_names_modules_that_exist_and_refuses_an_existing_directory(
         assert done.stderr.count("\n") == 1 and "exists" in done.stderr
     assert kept.read_text() == "mine"
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_runner_path_drives_the_runner_with_both_requests() -> None:
+    """bench/runner_path.py still drives today's runner: a CBOR request and a PING each make
+    a round trip (it measures nothing here)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import runner_path
+    finally:
+        sys.path.remove(str(BENCH))
+    ((cbor_us, ping_us),) = runner_path.run(n=20, rounds=1)
+    assert cbor_us > 0 and ping_us > 0
