@@ -55,16 +55,16 @@ from minimal import KEY, minimal_get_assertion  # noqa: E402
 from vfido.authenticator.device import Authenticator  # noqa: E402
 from vfido.authenticator.env import RequestContext  # noqa: E402
 
+MAKE_CREDENTIAL = 0x01
 GET_ASSERTION = 0x02
 #: --by-command: makeCredential, getAssertion, getInfo.
-BY_COMMAND = frozenset({0x01, GET_ASSERTION, 0x04})
+BY_COMMAND = frozenset({MAKE_CREDENTIAL, GET_ASSERTION, 0x04})
 _handle_cbor = Authenticator.handle_cbor
 _answers: dict[bytes, bytes] = {}
 _by_command = False
 _sleep: dict[int, float] = {}  # --sleep-ms: seconds per command byte
 _minimal = False
 _compute = False
-MAKE_CREDENTIAL = 0x01
 _SIGNED = bytes(69)  # authenticatorData || clientDataHash: what a getAssertion signs
 
 

@@ -98,6 +98,9 @@ KEYS = (
 #: time of vfido's handler under this benchmark (bench/README.md, session 8, timed_key.py).
 SLEPT_MS = "04=1.5,01=8.1,02=4.1"
 REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
+#: The keys that are `vfido run` answering from its first answers (cached_handler.py
+#: --by-command): the reference and its variants, measured against it.
+CACHED_KEYS = ("vfido_cached", "vfido_slept", "vfido_computed")
 FLOOR_CREDENTIAL = b64url(floorkey.CREDENTIAL_ID)
 SHAPE_FILE = "floor-sized-shape.json"
 
@@ -400,9 +403,7 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if reference == "floor_sized" and "vfido_cached" in keys:
             measured.append("vfido_cached")  # vfido's process and transport vs a floor's
         if reference == "vfido_cached":  # the authenticator's share; the wait's share
-            measured = [
-                k for k in keys if k in ("vfido", "vfido_untraced", "vfido_slept", "vfido_computed")
-            ]
+            measured = [k for k in keys if k in ("vfido", "vfido_untraced", *CACHED_KEYS[1:])]
         if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
@@ -518,7 +519,7 @@ def run(
             else:
                 trace = scratch / f"trace-{tag}.jsonl"
                 argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
-                if key in ("vfido_cached", "vfido_slept", "vfido_computed"):
+                if key in CACHED_KEYS:
                     argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
                 if key == "vfido_computed":
                     argv[3:3] = ["--compute"]

@@ -523,12 +523,12 @@ def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
 
 def bench_transport(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     """`vfido run` with getAssertion answered from a cache (bench/cached_handler.py), with
-    the least a getAssertion takes (``--minimal``: strict decoding, one signature, encoding)
-    and plain `vfido run`, in one run: the key-side cost without any authenticator, with the
-    lower bound of one written in Python, and with vfido's."""
+    a minimal answer (``--minimal``, bench/minimal.py: vfido's strict decoding, one signature,
+    vfido's encoding) and plain `vfido run`, in one run: the key-side cost without any
+    authenticator, with only what every key computes, and with vfido's."""
     section(
-        "vfido run: transport share (getAssertion answered from a cache), a minimal"
-        " authenticator, the whole key"
+        "vfido run: transport share (getAssertion answered from a cache), a minimal answer,"
+        " the whole key"
     )
     raws = raw_ops(tmp)
     rows = []

@@ -69,7 +69,7 @@ def run(n: int, rounds: int) -> list[tuple[float, float]]:
                     if job is not None:
                         job()
                 times.append(time.perf_counter() - start)
-                if len(sent) < 3:  # the answer's reports (205 or 173 bytes: three or four)
+                if len(sent) < 3:  # the answer's reports (205 bytes: four; the PING's 173: three)
                     raise RuntimeError(f"the runner answered with {len(sent)} reports")
                 sent.clear()
             return statistics.median(times) * 1e6

@@ -169,11 +169,11 @@ print(True)
 
 
 def test_minimal_answers_a_verifiable_assertion() -> None:
-    """bench/minimal.py (``cached_handler.py --minimal``, entry.py ``transport``'s lower
-    bound): the least a getAssertion takes is
-    still a real one: the descriptor the request named, the rpId's hash, user presence, a
-    counter that moves, and a signature over authenticatorData || clientDataHash that
-    verifies (a bound that skipped the signature would not be one)."""
+    """bench/minimal.py (``cached_handler.py --minimal``, entry.py ``transport``'s middle
+    row): the minimal answer is still a real assertion: the descriptor the request named,
+    the rpId's hash, user presence, a counter that moves, and a signature over
+    authenticatorData || clientDataHash that verifies (a minimal answer that skipped the
+    signature would measure nothing)."""
     assert _snippet_prints(MINIMAL) == ["True"] * 5
 
 
