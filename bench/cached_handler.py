@@ -3,6 +3,7 @@ bench/entry.py ``transport``): what the rest of `vfido run` costs per getAsserti
 
     python3 bench/cached_handler.py vfido-run-arguments...
     python3 bench/cached_handler.py --by-command vfido-run-arguments...
+    python3 bench/cached_handler.py --busy-us 60 vfido-run-arguments...
 
 Runs ``vfido.cli.main(["run", ...])`` in this process after wrapping
 ``Authenticator.handle_cbor``: the first answer to each distinct getAssertion request is
@@ -29,6 +30,12 @@ P-256 key pair and one ECDSA signature for a makeCredential (the credential's ke
 packed attestation signature), one signature for a getAssertion, nothing for a getInfo. The
 cryptography of vfido's answers, without the Python around it: under the browser, it tells
 the cost of the key's computing from the cost of the rest of its answer.
+
+``--busy-us N`` (bench/entry.py ``calibration``): a kept getAssertion answer is sent after
+a busy wait of N µs (a loop on the clock: it runs for N µs however warm or cold the CPU is,
+and touches nothing a request needs). A key whose answer takes a known time: the key-side
+cost measured against it should be N more than the cached key's, whatever the client; what
+it measures above that is the instrument's own error.
 
 ``--sleep-ms CMD=MS,...`` (after ``--by-command``; bench/chromium.py's ``vfido_slept``): a
 kept answer is returned only after sleeping that long for that command (a hexadecimal
@@ -65,6 +72,7 @@ _by_command = False
 _sleep: dict[int, float] = {}  # --sleep-ms: seconds per command byte
 _minimal = False
 _compute = False
+_busy = 0.0  # --busy-us, in seconds
 _SIGNED = bytes(69)  # authenticatorData || clientDataHash: what a getAssertion signs
 
 
@@ -89,11 +97,21 @@ def cached_handle_cbor(self: Authenticator, request: bytes, transaction: Request
     answer = _answers.get(cache_key)
     if answer is None:
         answer = _answers[cache_key] = _handle_cbor(self, request, transaction)
+    elif _busy:
+        busy_wait(_busy)
     elif _sleep:
         time.sleep(_sleep.get(request[0], 0.0))
     elif _compute:
         compute_like_a_key(request[0])
     return answer
+
+
+def busy_wait(seconds: float) -> None:
+    """``--busy-us``: return ``seconds`` from now, never yielding the CPU."""
+    clock = time.perf_counter
+    end = clock() + seconds
+    while clock() < end:
+        pass
 
 
 def parse_sleeps(text: str) -> dict[int, float]:
@@ -114,6 +132,9 @@ if __name__ == "__main__":
     if arguments[:1] == ["--minimal"]:
         _minimal = True
         arguments = arguments[1:]
+    if arguments[:1] == ["--busy-us"]:
+        _busy = float(arguments[1]) / 1e6
+        arguments = arguments[2:]
     if arguments[:1] == ["--by-command"]:
         _by_command = True
         arguments = arguments[1:]

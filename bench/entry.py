@@ -16,6 +16,13 @@ operations measured in the same run, in alternating blocks with the round trips:
 
 Each block gives one ratio; the figures are the median of the blocks' ratios with their
 p10-p90. Run by hand, never in CI, never as assertions (a shared 2-core machine is noisy).
+
+``--client polls`` (a diagnostic, not the measure of #16): the client polls its socket
+instead of blocking in ``recv`` while it waits for an answer, so its CPU never goes idle
+during a round trip. The key is the same `vfido run`; what changes is the machine it
+answers on (session 25, bench/README.md: on this VM a blocking client's idle CPU makes
+the key's Python slower, not the client's own wake-up, which a key that busy-waits a fixed
+time shows to cancel out).
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ REPORT = 64
 INSECURE_UDP_FLAG = "--udp-insecure-any-local-user"
 #: ``--tree DIR``: the checkout whose `vfido run` is measured (default: the installed one).
 TREE: Path | None = None
+#: ``--client polls``: every RawClient polls its socket while it waits for an answer.
+CLIENT_POLLS = False
 _KEEPALIVE = TYPE_INIT | Command.KEEPALIVE
 _ERROR = TYPE_INIT | Command.ERROR
 
@@ -99,14 +108,38 @@ class RawClient:
     """CTAPHID over UDP, one report per datagram. :meth:`prepare` splits a request once;
     :meth:`call` sends its reports and reads the response (skipping keepalives)."""
 
-    def __init__(self, port: int, peer_port: int, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, port: int, peer_port: int, *, timeout: float = 30.0, polls: bool | None = None
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", peer_port))
-        self._sock.settimeout(timeout)
+        self._timeout = timeout
+        #: Wait for an answer by polling the socket (``--client polls``), not in ``recv``.
+        self.polls = CLIENT_POLLS if polls is None else polls
+        self._waiting_mode()
         self._key = ("127.0.0.1", port)
         self.channel = BROADCAST_CID
         self._cid = b"\xff\xff\xff\xff"
         self.keepalives: list[tuple[float, int]] = []
+
+    def _waiting_mode(self) -> None:
+        # A polling client's socket never blocks: a socket with a timeout waits in poll()
+        # before each recv, whatever the flags.
+        self._sock.settimeout(0.0 if self.polls else self._timeout)
+
+    def _recv(self) -> bytes:
+        if not self.polls:
+            return self._sock.recv(2048)
+        recv, end = self._sock.recv, 0.0
+        while True:
+            try:
+                return recv(2048)
+            except BlockingIOError:
+                now = time.perf_counter()
+                if not end:
+                    end = now + self._timeout
+                elif now > end:
+                    raise TimeoutError("no answer from the key") from None
 
     def init(self, *, retry_every: float | None = None, deadline: float = 30.0) -> float:
         """CTAPHID_INIT on the broadcast channel; returns when the answer came
@@ -131,7 +164,7 @@ class RawClient:
                     if retry_every is None or time.perf_counter() > end:
                         raise TimeoutError("no CTAPHID_INIT answer") from None
         finally:
-            self._sock.settimeout(30.0)
+            self._waiting_mode()
 
     def prepare(self, command: int, payload: bytes) -> list[bytes]:
         return encode_message(self.channel, command, payload)
@@ -140,9 +173,8 @@ class RawClient:
         sock, key = self._sock, self._key
         for report in reports:
             sock.sendto(report, key)
-        command, data = read_response(
-            functools.partial(sock.recv, 2048), self._cid, self.keepalives
-        )
+        recv = self._recv if self.polls else functools.partial(sock.recv, 2048)
+        command, data = read_response(recv, self._cid, self.keepalives)
         if command == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
         return data
@@ -531,32 +563,59 @@ def bench_transport(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         " the whole key"
     )
     raws = raw_ops(tmp)
-    rows = []
-    for label, command in (
-        ("cached", (sys.executable, str(ROOT / "bench" / "cached_handler.py"))),
-        ("minimal", (sys.executable, str(ROOT / "bench" / "cached_handler.py"), "--minimal")),
-        ("whole key", None),
-    ):
-        with vfido_run(tmp, command=command) as key:
-            client = RawClient(key.port, key.peer_port)
-            client.init(retry_every=0.01)
-            cdh = os.urandom(32)
-            cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
-            ga = get_assertion_request(cdh, cid)
-            reports = client.prepare(Command.CBOR, ga)
-            response = _ok(client.call(reports))
-            rows.append(
-                key_side(
-                    f"getAssertion ES256, {label}",
-                    functools.partial(client.call, reports),
-                    _ping_for(client, ga, response),
-                    "sign",
-                    raws["sign"],
-                    blocks,
-                )
-            )
-            client.close()
+    cached = (sys.executable, str(ROOT / "bench" / "cached_handler.py"))
+    rows = [
+        _assertion_row(tmp, f"getAssertion ES256, {label}", command, raws, blocks)
+        for label, command in (
+            ("cached", cached),
+            ("minimal", (*cached, "--minimal")),
+            ("whole key", None),
+        )
+    ]
     out["transport"] = [r.__dict__ for r in rows]
+
+
+def bench_calibration(out: dict[str, Any], tmp: Path, blocks: int) -> None:
+    """The instrument checked: `vfido run` answering a kept getAssertion after a busy wait of
+    a known length (bench/cached_handler.py ``--busy-us``). Each row's key-side should be its
+    wait plus the first row's; more than that is the client's own error (for instance a
+    wake-up that costs more after a longer wait, which the PING would not cancel)."""
+    section("calibration: `vfido run` answering after a busy wait of a known length")
+    raws = raw_ops(tmp)
+    cached = (sys.executable, str(ROOT / "bench" / "cached_handler.py"))
+    rows = []
+    for us in (0, 30, 60, 100):
+        command = (*cached, "--busy-us", str(us))
+        rows.append(_assertion_row(tmp, f"getAssertion after {us} us", command, raws, blocks))
+    out["calibration"] = [r.__dict__ for r in rows]
+
+
+def _assertion_row(
+    tmp: Path,
+    name: str,
+    command: Sequence[str] | None,
+    raws: dict[str, Callable[[], object]],
+    blocks: int,
+) -> KeySide:
+    """The key-side getAssertion of `vfido run` started as ``command`` (None: vfido run)."""
+    with vfido_run(tmp, command=command) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        ga = get_assertion_request(cdh, cid)
+        reports = client.prepare(Command.CBOR, ga)
+        response = _ok(client.call(reports))
+        row = key_side(
+            name,
+            functools.partial(client.call, reports),
+            _ping_for(client, ga, response),
+            "sign",
+            raws["sign"],
+            blocks,
+        )
+        client.close()
+    return row
 
 
 def bench_persistent(out: dict[str, Any], tmp: Path, blocks: int) -> None:
@@ -866,15 +925,26 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--tree", type=Path, help="measure this checkout's `vfido run`")
+    parser.add_argument(
+        "--client",
+        choices=("blocks", "polls"),
+        default="blocks",
+        help="how the client waits for an answer (polls: a diagnostic, see the docstring)",
+    )
     parser.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     args = parser.parse_args()
-    global TREE
+    global TREE, CLIENT_POLLS
     TREE = args.tree.resolve() if args.tree else None
+    CLIENT_POLLS = args.client == "polls"
     blocks = args.blocks or (8 if args.quick else 30)
     only = set(args.only.split(","))
-    out: dict[str, Any] = {"python": sys.version.split()[0], "load": os.getloadavg()}
-    print(f"load average at start: {os.getloadavg()}")
+    out: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "load": os.getloadavg(),
+        "client": args.client,
+    }
+    print(f"load average at start: {os.getloadavg()}; the client {args.client}")
     base = os.environ.get("BENCH_TMP")
     with tempfile.TemporaryDirectory(dir=base, prefix="vfido-entry-") as tmp_name:
         tmp = Path(tmp_name)
@@ -884,6 +954,8 @@ def main() -> None:
             bench_reference(out, tmp, blocks)
         if "transport" in only:
             bench_transport(out, tmp, blocks)
+        if "calibration" in only:
+            bench_calibration(out, tmp, blocks)
         if "persistent" in only:
             bench_persistent(out, tmp, blocks)
         if "idle" in only:

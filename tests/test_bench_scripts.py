@@ -177,14 +177,15 @@ def test_minimal_answers_a_verifiable_assertion() -> None:
     assert _snippet_prints(MINIMAL) == ["True"] * 5
 
 
-def test_cached_handler_strips_its_own_flags_before_vfido_run() -> None:
-    """``--by-command --compute --sleep-ms ...`` are cached_handler's; `vfido run` gets the
-    rest."""
+@pytest.mark.parametrize(
+    "flags",
+    [("--by-command", "--compute", "--sleep-ms", "04=1"), ("--busy-us", "30")],
+)
+def test_cached_handler_strips_its_own_flags_before_vfido_run(flags: tuple[str, ...]) -> None:
+    """``--by-command --compute --sleep-ms ...`` and ``--busy-us N`` are cached_handler's;
+    `vfido run` gets the rest."""
     done = subprocess.run(
-        [
-            *(sys.executable, str(BENCH / "cached_handler.py")),
-            *("--by-command", "--compute", "--sleep-ms", "04=1", "--help"),
-        ],
+        [sys.executable, str(BENCH / "cached_handler.py"), *flags, "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -192,6 +193,23 @@ def test_cached_handler_strips_its_own_flags_before_vfido_run() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--transport" in done.stdout
+
+
+BUSY = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import cached_handler
+for seconds in (0.0, 0.002, 0.02):
+    start = time.perf_counter()
+    cached_handler.busy_wait(seconds)
+    print(seconds <= time.perf_counter() - start < seconds + 0.5)
+"""
+
+
+def test_busy_wait_lasts_what_it_is_given() -> None:
+    """``cached_handler.py --busy-us`` (entry.py ``calibration``): the wait lasts at least
+    the time given, and ends."""
+    assert _snippet_prints(BUSY) == ["True"] * 3
 
 
 def test_compiled_names_modules_that_exist_and_refuses_an_existing_directory(
@@ -236,3 +254,44 @@ def test_runner_path_drives_the_runner_with_both_requests() -> None:
         sys.path.remove(str(BENCH))
     ((cbor_us, ping_us),) = runner_path.run(n=20, rounds=1)
     assert cbor_us > 0 and ping_us > 0
+
+
+def test_entry_client_polls_for_answers_and_gives_up_at_its_timeout() -> None:
+    """bench/entry.py ``--client polls``: a RawClient that polls its socket (never blocks in
+    recv) reads a key's answers as the blocking one does, and gives up after its timeout
+    when nothing answers instead of spinning for ever."""
+    sys.path.insert(0, str(BENCH))
+    import entry
+
+    from vfido.transports.ctaphid import Command
+
+    port, peer = free_ports(2)
+    server = subprocess.Popen(
+        [sys.executable, str(BENCH / "keyserver.py"), f"{port}:{peer}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == b"ready"
+        for polls in (False, True):
+            client = entry.RawClient(port, peer, polls=polls)
+            try:
+                client.init(retry_every=0.05)
+                assert client._sock.gettimeout() == (0.0 if polls else 30.0)
+                assert client.call(client.prepare(Command.PING, b"\x5a" * 100)) == b"\x5a" * 100
+            finally:
+                client.close()
+    finally:
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(timeout=30)
+    silent, silent_peer = free_ports(2)
+    client = entry.RawClient(silent, silent_peer, timeout=0.2, polls=True)
+    try:
+        with pytest.raises(TimeoutError):
+            client.call(client.prepare(Command.PING, b"x"))
+    finally:
+        client.close()
