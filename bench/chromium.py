@@ -93,10 +93,12 @@ KEYS = (
     "vfido_cached",
     "vfido_slept",
     "vfido_computed",
+    "vfido_timed",
 )
 #: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
-#: time of vfido's handler under this benchmark (bench/README.md, session 8, timed_key.py).
-SLEPT_MS = "04=1.5,01=8.1,02=4.1"
+#: time of vfido's handler under this benchmark, as ``vfido_timed`` measured it in session 25
+#: (126 ceremonies of each kind, bench/README.md; session 8's were 1.5, 8.1 and 4.1 ms).
+SLEPT_MS = "04=1.8,01=14.5,02=6.0"
 REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
 #: The keys that are `vfido run` answering from its first answers (cached_handler.py
 #: --by-command): the reference and its variants, measured against it.
@@ -442,6 +444,31 @@ def _row(
     }
 
 
+#: getInfo, makeCredential, getAssertion: the commands of a browser's ceremonies.
+_TIMED_COMMANDS = {"04": "getInfo", "01": "makeCredential", "02": "getAssertion"}
+
+
+def handler_records(path: Path) -> list[list[Any]]:
+    """The handler calls ``bench/timed_key.py`` recorded at ``path`` (``[what, first byte
+    hex, start, wall s, cpu s, thread]``, ``what`` = "handler")."""
+    return [rec for rec in json.loads(path.read_text())["rec"] if rec[0] == "handler"]
+
+
+def handler_times(records: list[list[Any]]) -> dict[str, dict[str, float]]:
+    """Per command of a ceremony: how many handler calls, their median wall and thread-CPU
+    time in ms."""
+    times: dict[str, dict[str, float]] = {}
+    for byte, name in _TIMED_COMMANDS.items():
+        calls = [rec for rec in records if rec[1] == byte]
+        if calls:
+            times[name] = {
+                "calls": len(calls),
+                "wall_ms": statistics.median(rec[3] for rec in calls) * 1e3,
+                "cpu_ms": statistics.median(rec[4] for rec in calls) * 1e3,
+            }
+    return times
+
+
 def base_import(python: str, base_tree: Path) -> str:
     """Where ``vfido_base``'s `vfido` comes from, checked to be ``base_tree`` (an editable
     install or the working directory could otherwise put this checkout's first)."""
@@ -481,7 +508,11 @@ def run(
     ``vfido_cached``, ``vfido_slept`` and ``vfido_computed`` (opt-in) are `vfido run`
     untraced with its authenticator answering from its first answers
     (``bench/cached_handler.py --by-command``), the second sleeping ``SLEPT_MS`` before
-    each, the third computing a real answer's cryptography before each (``--compute``)."""
+    each, the third computing a real answer's cryptography before each (``--compute``).
+    ``vfido_timed`` (opt-in) is `vfido run` untraced under ``bench/timed_key.py``: each of
+    its blocks gets ``handler_ms``, the wall and thread-CPU time of vfido's handler per
+    command under the browser (:func:`handler_times`; the recording itself costs a little),
+    and the result ``handler_ms`` pooled over its blocks."""
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
@@ -525,6 +556,9 @@ def run(
                     argv[3:3] = ["--compute"]
                 if key == "vfido_slept":
                     argv[3:3] = ["--sleep-ms", SLEPT_MS]
+                if key == "vfido_timed":
+                    argv[1:4] = [str(HERE / "timed_key.py")]
+                    env = dict(os.environ, WRAP_OUT=str(scratch / f"times-{tag}.json"))
                 if key == "vfido_base":
                     # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
                     argv[1:1] = ["-P"]
@@ -554,12 +588,20 @@ def run(
             medians = {kind: statistics.median(v) for kind, v in ms.items()}
             block = {"round": r, "key": key, "ms": ms, "median_ms": medians}
             block.update(served=served, start_s=started)
+            if key == "vfido_timed":
+                block["handler_records"] = handler_records(scratch / f"times-{tag}.json")
+                block["handler_ms"] = handler_times(block["handler_records"])
+                log(f"round {r} vfido_timed, the handler per command: {block['handler_ms']}")
             result["blocks"].append(block)
             log(
                 f"round {r} {key}: create {medians['create']:.1f} ms, get "
                 f"{medians['get']:.1f} ms (medians of {n}); {served['commands']}"
             )
     result["load"].append(os.getloadavg())
+    timed = [rec for b in result["blocks"] for rec in b.pop("handler_records", [])]
+    if timed:
+        result["handler_ms"] = handler_times(timed)
+        log(f"vfido_timed, the handler per command, all rounds: {result['handler_ms']}")
     result["rows"] = summarize(result["blocks"])
     for row in result["rows"]:
         key, reference = row["key"], row["reference"]

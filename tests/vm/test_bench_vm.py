@@ -69,7 +69,14 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
     # floor_sized without the minimal floor).
     assert keys & {"floor", "floor_sized"}
-    assert keys & {"vfido", "vfido_untraced", "vfido_cached", "vfido_slept", "vfido_computed"}
+    assert keys & {
+        "vfido",
+        "vfido_untraced",
+        "vfido_cached",
+        "vfido_slept",
+        "vfido_computed",
+        "vfido_timed",
+    }
     if "floor" in keys and "vfido" in keys:
         assert names[:2] == ["create", "get"]
     for other in keys - {"floor", "vfido"} if "floor" in keys else ():
@@ -77,6 +84,9 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     full = {"vfido_untraced", "vfido_slept", "vfido_computed"}
     for other in keys & full if "vfido_cached" in keys else ():
         assert {f"create {other} / vfido_cached", f"get {other} / vfido_cached"} <= set(names)
+    if "vfido_timed" in keys:  # the handler's time per command, under the browser
+        assert {"getInfo", "makeCredential", "getAssertion"} <= set(data["handler_ms"])
+        assert all(row["calls"] > 0 for row in data["handler_ms"].values())
     if "vfido_base" in keys:  # after / before in the same rounds
         assert {"create vfido_untraced / vfido_base", "get vfido_untraced / vfido_base"} <= set(
             names

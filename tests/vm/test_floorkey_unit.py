@@ -791,3 +791,26 @@ def test_summarize_puts_vfido_against_vfido_cached() -> None:
     assert by_name["create vfido_untraced / vfido_cached"]["round_ratios"] == pytest.approx(
         [2.0, 1.5]
     )
+
+
+def test_handler_times_are_medians_per_ceremony_command(tmp_path: Path) -> None:
+    """bench/chromium.py ``vfido_timed``: timed_key.py's records (what, first byte, start,
+    wall s, cpu s, thread) become, per command of a ceremony, the number of handler calls
+    and their median wall and CPU time in ms; what is not a handler call is left out."""
+    records = [
+        ["handler", "04", 0.0, 0.001, 0.0005, "t"],
+        ["handler", "04", 0.0, 0.003, 0.0015, "t"],
+        ["handler", "04", 0.0, 0.002, 0.0010, "t"],
+        ["handler", "02", 0.0, 0.004, 0.0030, "t"],
+        ["dispatch", "02", 0.0, 9.0, 9.0, "t"],
+        ["handler", "0b", 0.0, 9.0, 9.0, "t"],
+    ]
+    path = tmp_path / "times.json"
+    path.write_text(chromium.json.dumps({"rec": records, "cpu": [1.0, 0.5]}))
+    kept = chromium.handler_records(path)
+    assert [rec[0] for rec in kept] == ["handler"] * 5
+    times = chromium.handler_times(kept)
+    assert times == {
+        "getInfo": {"calls": 3, "wall_ms": pytest.approx(2.0), "cpu_ms": pytest.approx(1.0)},
+        "getAssertion": {"calls": 1, "wall_ms": pytest.approx(4.0), "cpu_ms": pytest.approx(3.0)},
+    }
