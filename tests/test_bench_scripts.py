@@ -8,9 +8,11 @@ measure nothing; they import every script and run the one whose keys the others 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,9 +50,10 @@ def test_each_script_imports(name: str) -> None:
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
-def test_keyserver_serves_keys_until_stdin_closes() -> None:
-    """bench/keyserver.py (entry.py's `multi`: many keys in one process) serves a key that
-    python-fido2 reaches, and stops when its stdin closes."""
+@contextlib.contextmanager
+def _keyserver() -> Iterator[tuple[int, int]]:
+    """bench/keyserver.py serving one key: (its port, its peer's port) once it is ready;
+    closing its stdin at the end must stop it with exit code 0."""
     port, peer = free_ports(2)
     server = subprocess.Popen(
         [sys.executable, str(BENCH / "keyserver.py"), f"{port}:{peer}"],
@@ -62,16 +65,23 @@ def test_keyserver_serves_keys_until_stdin_closes() -> None:
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == b"ready"
-        device: CtapHidDevice = open_udp_device(port, peer, timeout=10.0)
-        try:
-            assert device.ping(b"bench") == b"bench"
-        finally:
-            device.close()
+        yield port, peer
     finally:
         assert server.stdin is not None
         server.stdin.close()
         server.wait(timeout=30)
     assert server.returncode == 0
+
+
+def test_keyserver_serves_keys_until_stdin_closes() -> None:
+    """bench/keyserver.py (entry.py's `multi`: many keys in one process) serves a key that
+    python-fido2 reaches, and stops when its stdin closes."""
+    with _keyserver() as (port, peer):
+        device: CtapHidDevice = open_udp_device(port, peer, timeout=10.0)
+        try:
+            assert device.ping(b"bench") == b"bench"
+        finally:
+            device.close()
 
 
 def test_timed_key_records_each_call_with_wall_and_cpu(tmp_path: Path) -> None:
@@ -265,17 +275,7 @@ def test_entry_client_polls_for_answers_and_gives_up_at_its_timeout() -> None:
 
     from vfido.transports.ctaphid import Command
 
-    port, peer = free_ports(2)
-    server = subprocess.Popen(
-        [sys.executable, str(BENCH / "keyserver.py"), f"{port}:{peer}"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    try:
-        assert server.stdout is not None
-        assert server.stdout.readline().strip() == b"ready"
+    with _keyserver() as (port, peer):
         for polls in (False, True):
             client = entry.RawClient(port, peer, polls=polls)
             try:
@@ -284,10 +284,6 @@ def test_entry_client_polls_for_answers_and_gives_up_at_its_timeout() -> None:
                 assert client.call(client.prepare(Command.PING, b"\x5a" * 100)) == b"\x5a" * 100
             finally:
                 client.close()
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(timeout=30)
     silent, silent_peer = free_ports(2)
     client = entry.RawClient(silent, silent_peer, timeout=0.2, polls=True)
     try:
