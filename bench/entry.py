@@ -20,9 +20,10 @@ p10-p90. Run by hand, never in CI, never as assertions (a shared 2-core machine 
 ``--client polls`` (a diagnostic, not the measure of #16): the client polls its socket
 instead of blocking in ``recv`` while it waits for an answer, so its CPU never goes idle
 during a round trip. The key is the same `vfido run`; what changes is the machine it
-answers on (session 25, bench/README.md: on this VM a blocking client's idle CPU makes
-the key's Python slower, not the client's own wake-up, which a key that busy-waits a fixed
-time shows to cancel out).
+answers on (session 25, bench/README.md: on this VM vfido measured 11-58 µs faster per
+getAssertion with it, while a key that busy-waits a fixed time measured about the same with
+either client; so the key's computing, not the client's wake-up, seems to be what a
+blocking client's idle CPU slows).
 """
 
 from __future__ import annotations
