@@ -60,12 +60,13 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from minimal import KEY, minimal_get_assertion  # noqa: E402
 
 from vfido.authenticator.device import Authenticator  # noqa: E402
+from vfido.authenticator.dispatch import Command  # noqa: E402
 from vfido.authenticator.env import RequestContext  # noqa: E402
 
-MAKE_CREDENTIAL = 0x01
-GET_ASSERTION = 0x02
+MAKE_CREDENTIAL = Command.MAKE_CREDENTIAL
+GET_ASSERTION = Command.GET_ASSERTION
 #: --by-command: makeCredential, getAssertion, getInfo.
-BY_COMMAND = frozenset({MAKE_CREDENTIAL, GET_ASSERTION, 0x04})
+BY_COMMAND = frozenset({MAKE_CREDENTIAL, GET_ASSERTION, Command.GET_INFO})
 _handle_cbor = Authenticator.handle_cbor
 _answers: dict[bytes, bytes] = {}
 _by_command = False

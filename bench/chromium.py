@@ -76,6 +76,7 @@ import trace_protocols  # noqa: E402
 from entry import stop  # noqa: E402
 
 from vfido.authenticator.behaviours import b64url  # noqa: E402
+from vfido.authenticator.dispatch import Command  # noqa: E402
 
 PAGE = HERE / "chromium_bench.html"
 KINDS = ("create", "get")
@@ -97,7 +98,8 @@ KEYS = (
 )
 #: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
 #: time of vfido's handler under this benchmark, as ``vfido_timed`` measured it in session 25
-#: (126 ceremonies of each kind, bench/README.md; session 8's were 1.5, 8.1 and 4.1 ms).
+#: (6 blocks of 20 ceremonies: 126 calls of makeCredential and of getAssertion with the
+#: warm-ups, 252 of getInfo; bench/README.md; session 8's were 1.5, 8.1 and 4.1 ms).
 SLEPT_MS = "04=1.8,01=14.5,02=6.0"
 REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
 #: The keys that are `vfido run` answering from its first answers (cached_handler.py
@@ -444,8 +446,15 @@ def _row(
     }
 
 
-#: getInfo, makeCredential, getAssertion: the commands of a browser's ceremonies.
-_TIMED_COMMANDS = {"04": "getInfo", "01": "makeCredential", "02": "getAssertion"}
+#: The commands of a browser's ceremonies, by the hex first byte timed_key.py records.
+_TIMED_COMMANDS = {
+    f"{command:02x}": name
+    for command, name in (
+        (Command.GET_INFO, "getInfo"),
+        (Command.MAKE_CREDENTIAL, "makeCredential"),
+        (Command.GET_ASSERTION, "getAssertion"),
+    )
+}
 
 
 def handler_records(path: Path) -> list[list[Any]]:
@@ -526,6 +535,7 @@ def run(
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
     scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
+    timed: list[list[Any]] = []  # vfido_timed's handler records, all its blocks
     credential = {"floor": FLOOR_CREDENTIAL}
     if "floor_sized" in keys:
         shape = write_shape(scratch / SHAPE_FILE, python)
@@ -541,6 +551,7 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
+            times = scratch / f"times-{tag}.json"  # vfido_timed's records
             env = None
             if key == "floor":
                 argv = [python, floorkey_py, "-v", "--serial", "vfido-floor"]
@@ -558,7 +569,7 @@ def run(
                     argv[3:3] = ["--sleep-ms", SLEPT_MS]
                 if key == "vfido_timed":
                     argv[1:4] = [str(HERE / "timed_key.py")]
-                    env = dict(os.environ, WRAP_OUT=str(scratch / f"times-{tag}.json"))
+                    env = dict(os.environ, WRAP_OUT=str(times))
                 if key == "vfido_base":
                     # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
                     argv[1:1] = ["-P"]
@@ -589,8 +600,9 @@ def run(
             block = {"round": r, "key": key, "ms": ms, "median_ms": medians}
             block.update(served=served, start_s=started)
             if key == "vfido_timed":
-                block["handler_records"] = handler_records(scratch / f"times-{tag}.json")
-                block["handler_ms"] = handler_times(block["handler_records"])
+                records = handler_records(times)
+                timed.extend(records)
+                block["handler_ms"] = handler_times(records)
                 log(f"round {r} vfido_timed, the handler per command: {block['handler_ms']}")
             result["blocks"].append(block)
             log(
@@ -598,7 +610,6 @@ def run(
                 f"{medians['get']:.1f} ms (medians of {n}); {served['commands']}"
             )
     result["load"].append(os.getloadavg())
-    timed = [rec for b in result["blocks"] for rec in b.pop("handler_records", [])]
     if timed:
         result["handler_ms"] = handler_times(timed)
         log(f"vfido_timed, the handler per command, all rounds: {result['handler_ms']}")

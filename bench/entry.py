@@ -66,6 +66,8 @@ from vfido.transports.udp import free_ports  # noqa: E402
 SIGNED_LEN = 69  # authenticatorData (37) + clientDataHash (32)
 REPORT = 64
 INSECURE_UDP_FLAG = "--udp-insecure-any-local-user"
+#: `vfido run` with getAssertion answered from a cache (bench/cached_handler.py), its flags to add.
+CACHED_HANDLER = (sys.executable, str(ROOT / "bench" / "cached_handler.py"))
 #: ``--tree DIR``: the checkout whose `vfido run` is measured (default: the installed one).
 TREE: Path | None = None
 #: ``--client polls``: every RawClient polls its socket while it waits for an answer.
@@ -128,9 +130,8 @@ class RawClient:
         # before each recv, whatever the flags.
         self._sock.settimeout(0.0 if self.polls else self._timeout)
 
-    def _recv(self) -> bytes:
-        if not self.polls:
-            return self._sock.recv(2048)
+    def _poll(self) -> bytes:
+        """The next datagram, read by polling the socket (``--client polls``)."""
         recv, end = self._sock.recv, 0.0
         while True:
             try:
@@ -174,7 +175,7 @@ class RawClient:
         sock, key = self._sock, self._key
         for report in reports:
             sock.sendto(report, key)
-        recv = self._recv if self.polls else functools.partial(sock.recv, 2048)
+        recv = self._poll if self.polls else functools.partial(sock.recv, 2048)
         command, data = read_response(recv, self._cid, self.keepalives)
         if command == _ERROR:
             raise RuntimeError(f"CTAPHID error 0x{data[0]:02x}")
@@ -564,12 +565,11 @@ def bench_transport(out: dict[str, Any], tmp: Path, blocks: int) -> None:
         " the whole key"
     )
     raws = raw_ops(tmp)
-    cached = (sys.executable, str(ROOT / "bench" / "cached_handler.py"))
     rows = [
         _assertion_row(tmp, f"getAssertion ES256, {label}", command, raws, blocks)
         for label, command in (
-            ("cached", cached),
-            ("minimal", (*cached, "--minimal")),
+            ("cached", CACHED_HANDLER),
+            ("minimal", (*CACHED_HANDLER, "--minimal")),
             ("whole key", None),
         )
     ]
@@ -583,10 +583,9 @@ def bench_calibration(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     wake-up that costs more after a longer wait, which the PING would not cancel)."""
     section("calibration: `vfido run` answering after a busy wait of a known length")
     raws = raw_ops(tmp)
-    cached = (sys.executable, str(ROOT / "bench" / "cached_handler.py"))
     rows = []
     for us in (0, 30, 60, 100):
-        command = (*cached, "--busy-us", str(us))
+        command = (*CACHED_HANDLER, "--busy-us", str(us))
         rows.append(_assertion_row(tmp, f"getAssertion after {us} us", command, raws, blocks))
     out["calibration"] = [r.__dict__ for r in rows]
 
