@@ -32,6 +32,16 @@ stop the key.
   of vfido's (``cached_handler.py --compute``: a key pair and a signature per
   makeCredential, a signature per getAssertion) and throws it away: vfido's computing
   without the Python around it.
+* vfido_niced and floor_sized_niced (opt-in): `vfido run` untraced and floor_sized at nice
+  ``NICED`` (-10), so that the scheduler runs the key before the browser's processes:
+  whether vfido's answers cost the browser time because the key waits for a CPU the browser
+  keeps busy (see ``cpu_ms`` below); vfido_niced is measured against floor_sized_niced too,
+  both keys at the same priority.
+
+Each block also notes the CPU times around its timed ceremonies (the page marks the start
+and the end; :func:`cpu_sample`): per create() + get() pair, the wall time, the machine's
+busy and idle CPU time, the key process's, the browser's (every process below it) and the
+rest; ``cpu_ms`` in the result is their median per key.
 
 Per ceremony kind: median ms of each key (all its blocks), and vfido/floor as the median of
 the per-round ratios of the block medians, with p10-p90 over the rounds (and each key against
@@ -46,6 +56,7 @@ timing is ever asserted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -95,13 +106,19 @@ KEYS = (
     "vfido_slept",
     "vfido_computed",
     "vfido_timed",
+    "vfido_niced",
+    "floor_sized_niced",
 )
+#: The keys run at a higher scheduling priority than the browser's processes (nice ``NICED``;
+#: the guest's checks run as root, which may lower a nice value), and the key each one is.
+NICED_KEYS = {"vfido_niced": "vfido_untraced", "floor_sized_niced": "floor_sized"}
+NICED = -10
 #: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
 #: time of vfido's handler under this benchmark, as ``vfido_timed`` measured it in session 25
 #: (6 blocks of 20 ceremonies: 126 calls of makeCredential and of getAssertion with the
 #: warm-ups, 252 of getInfo; bench/README.md; session 8's were 1.5, 8.1 and 4.1 ms).
 SLEPT_MS = "04=1.8,01=14.5,02=6.0"
-REFERENCES = ("floor", "floor_sized", "vfido_cached", "vfido_base")
+REFERENCES = ("floor", "floor_sized", "floor_sized_niced", "vfido_cached", "vfido_base")
 #: The keys that are `vfido run` answering from its first answers (cached_handler.py
 #: --by-command): the reference and its variants, measured against it.
 CACHED_KEYS = ("vfido_cached", "vfido_slept", "vfido_computed")
@@ -176,6 +193,10 @@ class BenchServer:
         self.results: dict[str, Any] | None = None
         self.requested = threading.Event()
         self.done = threading.Event()
+        #: Called at each of the page's marks (``POST /mark?NAME``); what it returns is kept
+        #: in ``marks[NAME]`` (the CPU times around the timed ceremonies: :func:`cpu_sample`).
+        self.sampler: Callable[[], dict[str, float]] | None = None
+        self.marks: dict[str, dict[str, float]] = {}
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -188,6 +209,12 @@ class BenchServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path.startswith("/mark?"):
+                    if owner.sampler is not None:
+                        owner.marks[self.path.split("?", 1)[1]] = owner.sampler()
+                    self.send_response(204)
+                    self.end_headers()
+                    return
                 owner.results = json.loads(body)
                 if owner.results.get("done"):
                     owner.done.set()
@@ -212,8 +239,9 @@ def key_process(
     log_path: Path,
     timeout: float = 180.0,
     env: dict[str, str] | None = None,
-) -> Iterator[str]:
-    """A key process (its stderr in ``log_path``); yields its hidraw node; SIGTERM at the end."""
+) -> Iterator[tuple[str, int]]:
+    """A key process (its stderr in ``log_path``); yields its hidraw node and its pid;
+    SIGTERM at the end."""
     with log_path.open("wb") as err:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=ROOT, env=env
@@ -227,7 +255,7 @@ def key_process(
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"{argv[1:4]} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.1)
-        yield found.group(1)
+        yield found.group(1), proc.pid
     finally:
         stop(proc, timeout=30)  # a key's UHID_DESTROY is slow under emulation
 
@@ -238,9 +266,12 @@ def browse(
     log_path: Path,
     start_timeout: float = 120.0,
     page_timeout: float = 300.0,
+    key_pid: int | None = None,
 ) -> dict[str, Any]:
     """Headless Chromium on the page until it posts ``done`` (one restart if the page is not
-    requested within ``start_timeout``: on a loaded host Chromium sometimes never asks)."""
+    requested within ``start_timeout``: on a loaded host Chromium sometimes never asks).
+    With ``key_pid``, the result's ``cpu`` holds :func:`cpu_sample` at the page's marks
+    ``start`` and ``end`` (around the timed ceremonies)."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR") if k in os.environ}
     server = BenchServer()
     try:
@@ -255,6 +286,8 @@ def browse(
                     stderr=blog,
                     start_new_session=True,
                 )
+                if key_pid is not None:
+                    server.sampler = functools.partial(cpu_sample, key_pid, proc.pid)
                 try:
                     if server.requested.wait(start_timeout) or attempt == 2:
                         server.done.wait(page_timeout)
@@ -271,7 +304,74 @@ def browse(
         server.close()
     if server.results is None or not server.results.get("done"):
         raise RuntimeError(f"the page did not finish: {server.results}")
+    if key_pid is not None:
+        server.results["cpu"] = server.marks
     return server.results
+
+
+#: Clock ticks per second of /proc's CPU times.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> dict[str, float]:
+    """CPU time so far, in ms: the machine's ``busy`` and ``idle`` time summed over its CPUs
+    (``/proc/stat``: idle and iowait are idle; user, nice, system, irq, softirq and steal
+    busy), the ``key`` process's (all its threads), the ``browser``'s (``browser_pid`` and
+    every process below it, as long as it lives), and ``wall``, the monotonic clock."""
+    wall = time.monotonic() * 1e3
+    first = (proc / "stat").read_text().split("\n", 1)[0].split()
+    if first[0] != "cpu":
+        raise RuntimeError(f"{proc / 'stat'} does not start with the cpu line: {first}")
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid ... utime stime: fields 14 and 15, counted after the comm
+        fields = text.rsplit(")", 1)[1].split()
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    browser = 0
+    for pid in ticks:
+        walk = pid
+        while walk not in (0, 1, browser_pid) and walk in parent:
+            walk = parent[walk]
+        if walk == browser_pid:
+            browser += ticks[pid]
+    ms = 1e3 / CLOCK_TICKS
+    return {
+        "wall": wall,
+        "busy": (user + nice + system + irq + softirq + steal) * ms,
+        "idle": (idle + iowait) * ms,
+        "key": ticks.get(key_pid, 0) * ms,
+        "browser": browser * ms,
+    }
+
+
+def cpu_summary(blocks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per key: the median over its blocks of each of :func:`cpu_per_pair`'s figures."""
+    keys = dict.fromkeys(b["key"] for b in blocks)
+    return {
+        key: {
+            name: statistics.median(b["cpu_ms"][name] for b in blocks if b["key"] == key)
+            for name in next(b["cpu_ms"] for b in blocks if b["key"] == key)
+        }
+        for key in keys
+    }
+
+
+def cpu_per_pair(marks: dict[str, dict[str, float]], pairs: int) -> dict[str, float]:
+    """Per create() + get() pair between the marks ``start`` and ``end``, in ms: ``wall``,
+    the machine's ``busy`` and ``idle`` CPU time, the ``key``'s, the ``browser``'s and
+    ``other`` (busy time of neither: the kernel's threads, this benchmark's server)."""
+    start, end = marks["start"], marks["end"]
+    per = {name: (end[name] - start[name]) / pairs for name in start}
+    per["other"] = per["busy"] - per["key"] - per["browser"]
+    return per
 
 
 def counted(page: dict[str, Any]) -> list[dict[str, Any]]:
@@ -404,10 +504,14 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         measured = [
             k for k in keys if k != reference and (k not in REFERENCES or reference == "floor")
         ]
-        if reference == "floor_sized" and "vfido_cached" in keys:
-            measured.append("vfido_cached")  # vfido's process and transport vs a floor's
+        if reference == "floor_sized":  # vfido's process and transport vs a floor's; nice
+            measured += [k for k in keys if k in ("vfido_cached", "floor_sized_niced")]
+        if reference == "floor_sized_niced":  # both at the same priority
+            measured = [k for k in keys if k == "vfido_niced"]
         if reference == "vfido_cached":  # the authenticator's share; the wait's share
-            measured = [k for k in keys if k in ("vfido", "vfido_untraced", *CACHED_KEYS[1:])]
+            measured = [
+                k for k in keys if k in ("vfido", "vfido_untraced", "vfido_niced", *CACHED_KEYS[1:])
+            ]
         if reference == "vfido_base":  # another (older) checkout's `vfido run`, untraced
             measured = [k for k in keys if k == "vfido_untraced"]
         for key in sorted(measured, key=lambda k: k != "vfido"):
@@ -497,6 +601,48 @@ def base_import(python: str, base_tree: Path) -> str:
     return found
 
 
+def key_argv(
+    key: str, tag: str, scratch: Path, python: str, base_tree: Path | None = None
+) -> tuple[list[str], dict[str, str] | None]:
+    """The command line and environment (None: this one's) of ``key``'s process for the block
+    ``tag``; its files in ``scratch``: the sized floor's shape, vfido's trace
+    (``trace-TAG.jsonl``), control socket and ``vfido_timed``'s records (``times-TAG.json``)."""
+    if key in NICED_KEYS:
+        argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree)
+        return ["nice", "-n", str(NICED), *argv], env  # nice execs: the same pid
+    env = None
+    if key in ("floor", "floor_sized"):
+        argv = [
+            python,
+            str(HERE / "floorkey.py"),
+            "-v",
+            "--serial",
+            f"vfido-{key}".replace("_", "-"),
+        ]
+        if key == "floor_sized":
+            argv += ["--shape", str(scratch / SHAPE_FILE)]
+        return argv, env
+    argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
+    if key in CACHED_KEYS:
+        argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
+    if key == "vfido_computed":
+        argv[3:3] = ["--compute"]
+    if key == "vfido_slept":
+        argv[3:3] = ["--sleep-ms", SLEPT_MS]
+    if key == "vfido_timed":
+        argv[1:4] = [str(HERE / "timed_key.py")]
+        env = dict(os.environ, WRAP_OUT=str(scratch / f"times-{tag}.json"))
+    if key == "vfido_base":
+        # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
+        argv[1:1] = ["-P"]
+        env = dict(os.environ, PYTHONPATH=str(base_tree))
+    argv += ["--presence", "auto", "--serial", "vfido-bench"]
+    argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
+    if key == "vfido":
+        argv += ["--trace", str(scratch / f"trace-{tag}.jsonl")]
+    return argv, env
+
+
 def run(
     out: Path,
     argv_for: Callable[[str], list[str]],
@@ -531,16 +677,16 @@ def run(
     result["keys"] = list(keys)
     if base_tree is not None:
         result["base_import"] = base_import(python, base_tree)
-    floorkey_py = str(HERE / "floorkey.py")
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
     scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
     timed: list[list[Any]] = []  # vfido_timed's handler records, all its blocks
     credential = {"floor": FLOOR_CREDENTIAL}
-    if "floor_sized" in keys:
+    if "floor_sized" in keys or "floor_sized_niced" in keys:
         shape = write_shape(scratch / SHAPE_FILE, python)
         shutil.copyfile(scratch / SHAPE_FILE, out / SHAPE_FILE)
         credential["floor_sized"] = b64url(floorkey.credential_id(shape.credential_id_length))
+        credential["floor_sized_niced"] = credential["floor_sized"]
         result["floor_sized_shape"] = {
             "get_info_bytes": len(shape.get_info),
             "x5c_bytes": [len(cert) for cert in shape.x5c],
@@ -551,37 +697,15 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
-            times = scratch / f"times-{tag}.json"  # vfido_timed's records
-            env = None
-            if key == "floor":
-                argv = [python, floorkey_py, "-v", "--serial", "vfido-floor"]
-            elif key == "floor_sized":
-                argv = [python, floorkey_py, "-v", "--serial", "vfido-floor-sized"]
-                argv += ["--shape", str(scratch / SHAPE_FILE)]
-            else:
-                trace = scratch / f"trace-{tag}.jsonl"
-                argv = [python, "-m", "vfido", "run", "--transport", "uhid", "--ephemeral"]
-                if key in CACHED_KEYS:
-                    argv[1:4] = [str(HERE / "cached_handler.py"), "--by-command"]
-                if key == "vfido_computed":
-                    argv[3:3] = ["--compute"]
-                if key == "vfido_slept":
-                    argv[3:3] = ["--sleep-ms", SLEPT_MS]
-                if key == "vfido_timed":
-                    argv[1:4] = [str(HERE / "timed_key.py")]
-                    env = dict(os.environ, WRAP_OUT=str(times))
-                if key == "vfido_base":
-                    # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
-                    argv[1:1] = ["-P"]
-                    env = dict(os.environ, PYTHONPATH=str(base_tree))
-                argv += ["--presence", "auto", "--serial", "vfido-bench"]
-                argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
-                if key == "vfido":
-                    argv += ["--trace", str(trace)]
+            times = scratch / f"times-{tag}.json"  # vfido_timed's records (key_argv)
+            argv, env = key_argv(key, tag, scratch, python, base_tree)
+            trace = scratch / f"trace-{tag}.jsonl"
             t0 = time.monotonic()
-            with key_process(argv, key_log, env=env):
+            with key_process(argv, key_log, env=env) as (_, key_pid):
                 started = time.monotonic() - t0
-                page = browse(argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log")
+                page = browse(
+                    argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log", key_pid=key_pid
+                )
             (out / f"{tag}-page.json").write_text(json.dumps(page, indent=1))
             for kept in scratch.glob(f"*{tag}*"):
                 if kept.is_file() and not kept.name.endswith(".sock"):
@@ -599,6 +723,7 @@ def run(
             medians = {kind: statistics.median(v) for kind, v in ms.items()}
             block = {"round": r, "key": key, "ms": ms, "median_ms": medians}
             block.update(served=served, start_s=started)
+            block["cpu_ms"] = cpu_per_pair(page["cpu"], n)
             if key == "vfido_timed":
                 records = handler_records(times)
                 timed.extend(records)
@@ -607,9 +732,13 @@ def run(
             result["blocks"].append(block)
             log(
                 f"round {r} {key}: create {medians['create']:.1f} ms, get "
-                f"{medians['get']:.1f} ms (medians of {n}); {served['commands']}"
+                f"{medians['get']:.1f} ms (medians of {n}); {served['commands']}; per pair "
+                + ", ".join(f"{name} {ms:.1f} ms" for name, ms in block["cpu_ms"].items())
             )
     result["load"].append(os.getloadavg())
+    result["cpu_ms"] = cpu_summary(result["blocks"])
+    for key, per in result["cpu_ms"].items():
+        log(f"{key}, CPU per create() + get() (median of blocks): {per}")
     if timed:
         result["handler_ms"] = handler_times(timed)
         log(f"vfido_timed, the handler per command, all rounds: {result['handler_ms']}")

@@ -68,7 +68,7 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     keys, names = set(data["keys"]), [row["name"] for row in data["rows"]]
     # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
     # floor_sized without the minimal floor).
-    assert keys & {"floor", "floor_sized"}
+    assert keys & {"floor", "floor_sized", "floor_sized_niced"}
     assert keys & {
         "vfido",
         "vfido_untraced",
@@ -76,12 +76,18 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
         "vfido_slept",
         "vfido_computed",
         "vfido_timed",
+        "vfido_niced",
     }
     if "floor" in keys and "vfido" in keys:
         assert names[:2] == ["create", "get"]
     for other in keys - {"floor", "vfido"} if "floor" in keys else ():
         assert {f"create ({other})", f"get ({other})"} <= set(names)  # against the floor
-    full = {"vfido_untraced", "vfido_slept", "vfido_computed"}
+    if {"floor_sized_niced", "vfido_niced"} <= keys:  # both keys at the same priority
+        assert {
+            "create vfido_niced / floor_sized_niced",
+            "get vfido_niced / floor_sized_niced",
+        } <= set(names)
+    full = {"vfido_untraced", "vfido_slept", "vfido_computed", "vfido_niced"}
     for other in keys & full if "vfido_cached" in keys else ():
         assert {f"create {other} / vfido_cached", f"get {other} / vfido_cached"} <= set(names)
     if "vfido_timed" in keys:  # the handler's time per command, under the browser
@@ -98,6 +104,11 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     for block in blocks:
         assert [len(block["ms"][kind]) for kind in ("create", "get")] == [data["n"]] * 2
         assert block["served"]["u2f"] == 0
+        # The CPU times around the timed ceremonies: the machine's, the key's, the browser's.
+        cpu = block["cpu_ms"]
+        assert set(cpu) == {"wall", "busy", "idle", "key", "browser", "other"}
+        assert cpu["wall"] > 0 and cpu["browser"] > 0
+    assert set(data["cpu_ms"]) == keys
     if "floor_sized" in data["keys"]:  # `bench_keys:floor+floor_sized+vfido`
         assert "create (floor_sized)" in names or "floor" not in keys
         for key in keys - {"floor", "floor_sized", "vfido_base"}:

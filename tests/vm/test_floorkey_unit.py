@@ -814,3 +814,171 @@ def test_handler_times_are_medians_per_ceremony_command(tmp_path: Path) -> None:
         "getInfo": {"calls": 3, "wall_ms": pytest.approx(2.0), "cpu_ms": pytest.approx(1.0)},
         "getAssertion": {"calls": 1, "wall_ms": pytest.approx(4.0), "cpu_ms": pytest.approx(3.0)},
     }
+
+
+def _fake_proc(root: Path, cpu: list[int], processes: dict[int, tuple[int, int, int]]) -> Path:
+    """A /proc with a ``stat`` (the cpu line, then one per CPU) and ``PID/stat`` for each
+    process: (ppid, utime, stime), a comm with a space and a parenthesis in it."""
+    root.mkdir(exist_ok=True)
+    (root / "stat").write_text(
+        "cpu  " + " ".join(map(str, cpu)) + " 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\nintr 5\n"
+    )
+    for pid, (ppid, utime, stime) in processes.items():
+        (root / str(pid)).mkdir(exist_ok=True)
+        fields = ["S", ppid, pid, pid, 0, -1, 0, 0, 0, 0, 0, utime, stime, 0, 0, 20, 0, 1]
+        (root / str(pid) / "stat").write_text(f"{pid} (a) b) " + " ".join(map(str, fields)))
+    return root
+
+
+def test_cpu_sample_splits_the_machines_cpu_between_key_browser_and_idle(tmp_path: Path) -> None:
+    """bench/chromium.py ``cpu_sample``: /proc/stat's first line is the machine (idle and
+    iowait idle, the rest busy); the key is its own process; the browser is its process and
+    every process below it, however deep, but not a process beside it."""
+    ms = 1e3 / chromium.CLOCK_TICKS
+    proc = _fake_proc(
+        tmp_path / "proc",
+        # user nice system idle iowait irq softirq steal
+        [100, 1, 20, 500, 3, 4, 5, 6],
+        {
+            1: (0, 0, 0),
+            2: (0, 0, 0),
+            50: (2, 7, 7),  # a kernel thread
+            100: (1, 30, 10),  # the key
+            200: (1, 40, 2),  # the browser
+            201: (200, 5, 1),  # its zygote
+            202: (201, 8, 0),  # a renderer below the zygote
+            300: (1, 900, 900),  # something else
+        },
+    )
+    sample = chromium.cpu_sample(100, 200, proc)
+    assert sample["busy"] == pytest.approx((100 + 1 + 20 + 4 + 5 + 6) * ms)
+    assert sample["idle"] == pytest.approx((500 + 3) * ms)
+    assert sample["key"] == pytest.approx(40 * ms)
+    assert sample["browser"] == pytest.approx((42 + 6 + 8) * ms)
+    assert sample["wall"] > 0
+
+
+def test_cpu_per_pair_divides_what_ran_between_the_marks() -> None:
+    """``cpu_per_pair``: each figure's growth from mark ``start`` to ``end`` per create() +
+    get() pair, and ``other``, the busy time neither the key nor the browser took."""
+    start = {"wall": 1000.0, "busy": 50.0, "idle": 10.0, "key": 5.0, "browser": 20.0}
+    end = {"wall": 3000.0, "busy": 3050.0, "idle": 1010.0, "key": 405.0, "browser": 2020.0}
+    per = chromium.cpu_per_pair({"start": start, "end": end}, 10)
+    assert per == pytest.approx(
+        {"wall": 200.0, "busy": 300.0, "idle": 100.0, "key": 40.0, "browser": 200.0, "other": 60.0}
+    )
+
+
+def test_cpu_summary_is_the_median_of_each_keys_blocks() -> None:
+    blocks = [
+        {"key": "floor", "cpu_ms": {"key": 1.0, "busy": 10.0}},
+        {"key": "vfido", "cpu_ms": {"key": 5.0, "busy": 30.0}},
+        {"key": "floor", "cpu_ms": {"key": 3.0, "busy": 20.0}},
+        {"key": "floor", "cpu_ms": {"key": 2.0, "busy": 90.0}},
+    ]
+    assert chromium.cpu_summary(blocks) == {
+        "floor": {"key": 2.0, "busy": 20.0},
+        "vfido": {"key": 5.0, "busy": 30.0},
+    }
+
+
+def test_the_bench_server_samples_at_the_pages_marks() -> None:
+    """The page's ``POST /mark?NAME`` makes the server call its sampler and keep the result
+    under NAME; a ``/results`` POST is still the page's results."""
+    import urllib.request
+
+    server = chromium.BenchServer()
+    calls = iter(range(100))
+    server.sampler = lambda: {"n": float(next(calls))}
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        for name in ("start", "end"):
+            urllib.request.urlopen(
+                urllib.request.Request(f"{base}/mark?{name}", b"", method="POST")
+            )
+        body = chromium.json.dumps({"done": True}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{base}/results", body, method="POST"))
+    finally:
+        server.close()
+    assert server.marks == {"start": {"n": 0.0}, "end": {"n": 1.0}}
+    assert server.results == {"done": True}
+    assert server.done.is_set()
+
+
+def test_cpu_sample_reads_this_machines_proc() -> None:
+    """On the real /proc: this process, having computed, has CPU time, and counted as a
+    'browser' below its parent it is inside its parent's total."""
+    end = chromium.time.process_time() + 0.05
+    while chromium.time.process_time() < end:
+        pass
+    sample = chromium.cpu_sample(chromium.os.getpid(), chromium.os.getppid())
+    assert sample["key"] > 0
+    assert sample["browser"] >= sample["key"]
+    assert sample["busy"] > 0 and sample["idle"] >= 0
+
+
+def test_summarize_puts_the_niced_keys_against_their_references() -> None:
+    """``vfido_niced`` (`vfido run` at a higher priority than the browser) is measured as every
+    full vfido key is, against the floors and ``vfido_cached``, and against
+    ``floor_sized_niced`` (both keys at the same priority); ``floor_sized_niced`` against
+    ``floor_sized`` (what the priority gives a floor)."""
+    per_round = {
+        "floor_sized": [100.0, 100.0],
+        "floor_sized_niced": [100.0, 95.0],
+        "vfido_cached": [100.0, 110.0],
+        "vfido_niced": [105.0, 121.0],
+        "vfido_untraced": [120.0, 132.0],
+    }
+    rows = chromium.summarize(_blocks(per_round, lambda ms: {"create": [ms], "get": [ms]}))
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["get vfido_niced / floor_sized"]["round_ratios"] == pytest.approx([1.05, 1.21])
+    assert by_name["create vfido_niced / vfido_cached"]["round_ratios"] == pytest.approx(
+        [1.05, 1.1]
+    )
+    assert by_name["get vfido_niced / floor_sized_niced"]["round_ratios"] == pytest.approx(
+        [1.05, 121.0 / 95.0]
+    )
+    assert by_name["create floor_sized_niced / floor_sized"]["round_ratios"] == pytest.approx(
+        [1.0, 0.95]
+    )
+    assert not any(
+        row["reference"] == "floor_sized_niced" for row in rows if row["key"] != "vfido_niced"
+    )
+    assert "create vfido_untraced / vfido_cached" in by_name
+
+
+def test_key_argv_starts_each_key_as_its_block_needs(tmp_path: Path) -> None:
+    """``key_argv``: vfido_niced is the untraced `vfido run`, floor_sized_niced the sized floor,
+    under ``nice`` at a priority above the browser's (nice execs, so the pid stays the
+    key's); only ``vfido`` is traced;
+    the cached keys are cached_handler.py; the floors name their serials."""
+    py = "/usr/bin/python3"
+    untraced, env = chromium.key_argv("vfido_untraced", "t", tmp_path, py)
+    niced, niced_env = chromium.key_argv("vfido_niced", "t", tmp_path, py)
+    assert env is None and niced_env is None
+    assert niced == ["nice", "-n", str(chromium.NICED), *untraced]
+    assert chromium.NICED < 0
+    sized_niced, _ = chromium.key_argv("floor_sized_niced", "t", tmp_path, py)
+    assert sized_niced == [
+        "nice",
+        "-n",
+        str(chromium.NICED),
+        *chromium.key_argv("floor_sized", "t", tmp_path, py)[0],
+    ]
+    assert untraced[:4] == [py, "-m", "vfido", "run"] and "--trace" not in untraced
+    traced, _ = chromium.key_argv("vfido", "t", tmp_path, py)
+    assert traced[-2:] == ["--trace", str(tmp_path / "trace-t.jsonl")]
+    cached, _ = chromium.key_argv("vfido_cached", "t", tmp_path, py)
+    assert cached[1:3] == [str(chromium.HERE / "cached_handler.py"), "--by-command"]
+    timed, timed_env = chromium.key_argv("vfido_timed", "t", tmp_path, py)
+    assert timed[1] == str(chromium.HERE / "timed_key.py")
+    assert timed_env is not None and timed_env["WRAP_OUT"] == str(tmp_path / "times-t.json")
+    sized, _ = chromium.key_argv("floor_sized", "t", tmp_path, py)
+    assert sized[-4:] == [
+        "--serial",
+        "vfido-floor-sized",
+        "--shape",
+        str(tmp_path / "floor-sized-shape.json"),
+    ]
+    floor, _ = chromium.key_argv("floor", "t", tmp_path, py)
+    assert floor[-2:] == ["--serial", "vfido-floor"]
