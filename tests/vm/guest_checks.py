@@ -1020,7 +1020,8 @@ def bench_chromium(data: dict[str, Any]) -> str:
     # `bench_keys:floor+vfido+vfido_untraced` adds `vfido run` without --trace (by hand);
     # `bench_keys:floor+floor_sized+vfido` the floor key with vfido's shapes (rows against both);
     # `bench_keys:floor+floor_sized+vfido_cached+vfido_untraced` also vfido's process with an
-    # authenticator that answers from memory (the authenticator's share under the browser).
+    # authenticator that answers from memory (the authenticator's share under the browser);
+    # `bench_keys:floor_sized+floor_sized_niced+vfido_untraced+vfido_niced` the keys at nice -10.
     keys = [tuple(c.split(":", 1)[1].split("+")) for c in SELECTED if c.startswith("bench_keys:")]
     chosen = (keys or [("floor", "vfido")])[0]
     # `bench_base:DIR` (a checkout inside this one, e.g. `git archive OLD | tar -x -C DIR`)
