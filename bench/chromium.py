@@ -33,7 +33,9 @@ stop the key.
   makeCredential, a signature per getAssertion) and throws it away: vfido's computing
   without the Python around it.
 * vfido_niced and floor_sized_niced (opt-in): `vfido run` untraced and floor_sized at nice
-  ``NICED`` (-10), so that the scheduler runs the key before the browser's processes:
+  ``NICED`` (-10), the process and its scheduling group (each key runs in a session of its
+  own, as the browser does, and the kernel may group processes by session: autogroup), so
+  that the scheduler runs the key before the browser's processes:
   whether vfido's answers cost the browser time because the key waits for a CPU the browser
   keeps busy (see ``cpu_ms`` below); vfido_niced is measured against floor_sized_niced too,
   both keys at the same priority.
@@ -241,10 +243,19 @@ def key_process(
     env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """A key process (its stderr in ``log_path``); yields its hidraw node and its pid;
-    SIGTERM at the end."""
+    SIGTERM at the end. The key runs in a session of its own, as the browser does
+    (:func:`browse`): where the kernel groups each session's processes for the scheduler
+    (autogroup), the key is then a group of its own, whose priority :func:`set_priority`
+    can set without changing the benchmark's."""
     with log_path.open("wb") as err:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=ROOT, env=env
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
     try:
         end = time.monotonic() + timeout
@@ -253,7 +264,7 @@ def key_process(
             if found:
                 break
             if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"{argv[1:4]} did not start: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{argv} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.1)
         yield found.group(1), proc.pid
     finally:
@@ -316,8 +327,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> dict[str, float]:
     """CPU time so far, in ms: the machine's ``busy`` and ``idle`` time summed over its CPUs
     (``/proc/stat``: idle and iowait are idle; user, nice, system, irq, softirq and steal
-    busy), the ``key`` process's (all its threads), the ``browser``'s (``browser_pid`` and
-    every process below it, as long as it lives), and ``wall``, the monotonic clock."""
+    busy; guest time is inside user and nice already), the ``key`` process's (all its
+    threads), the ``browser``'s (``browser_pid`` and every process below it, as long as it
+    lives: what an exited one took is not counted), and ``wall``, the monotonic clock. The
+    machine's figures are counted in clock ticks, the processes' from their run time: their
+    difference (``other`` in :func:`cpu_per_pair`) is as much sampling noise as CPU time."""
     wall = time.monotonic() * 1e3
     first = (proc / "stat").read_text().split("\n", 1)[0].split()
     if first[0] != "cpu":
@@ -330,15 +344,17 @@ def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> di
             text = stat.read_text()
         except OSError:  # gone meanwhile
             continue
-        # pid (comm) state ppid ... utime stime: fields 14 and 15, counted after the comm
+        # pid (comm) state ppid ... utime stime: fields 4, 14 and 15 of the line, the 2nd,
+        # 12th and 13th after the comm (which may hold spaces and parentheses)
         fields = text.rsplit(")", 1)[1].split()
         pid = int(stat.parent.name)
         parent[pid] = int(fields[1])
         ticks[pid] = int(fields[11]) + int(fields[12])
     browser = 0
     for pid in ticks:
-        walk = pid
-        while walk not in (0, 1, browser_pid) and walk in parent:
+        walk, seen = pid, set()
+        while walk not in (0, 1, browser_pid) and walk in parent and walk not in seen:
+            seen.add(walk)  # a pid reused while /proc was read could make a loop
             walk = parent[walk]
         if walk == browser_pid:
             browser += ticks[pid]
@@ -349,7 +365,57 @@ def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> di
         "idle": (idle + iowait) * ms,
         "key": ticks.get(key_pid, 0) * ms,
         "browser": browser * ms,
+        "key_waited": key_waited(key_pid, proc),
     }
+
+
+def key_waited(pid: int, proc: Path = Path("/proc")) -> float:
+    """How long, in ms, the threads of process ``pid`` have been ready to run but waiting for
+    a CPU (the second figure of each ``/proc/PID/task/TID/schedstat``, in ns; the threads
+    alive now: vfido's live as long as the key); 0.0 where the kernel keeps no schedstat."""
+    waited = 0
+    for stat in (proc / str(pid) / "task").glob("*/schedstat"):
+        try:
+            waited += int(stat.read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return waited / 1e6
+
+
+def set_priority(pid: int, nice: int, proc: Path = Path("/proc")) -> None:
+    """The key ``pid`` (started under ``nice -n NICE``) also at ``nice`` as a scheduling group,
+    where the kernel groups processes by session (autogroup, ``/proc/PID/autogroup``): a
+    process's nice value ranks it only against the processes of its own group, and the
+    browser is a group of its own. Needs root (the guest's checks run as root)."""
+    group = proc / str(pid) / "autogroup"
+    if group.exists():
+        group.write_text(str(nice))
+
+
+def key_priority(pid: int, proc: Path = Path("/proc")) -> dict[str, Any]:
+    """The key process's nice value and its scheduling group's (``/proc/PID/autogroup``, e.g.
+    "/autogroup-42 nice -10"; None where the kernel has no autogroup), and whether the
+    kernel's autogroup is on (``/proc/sys/kernel/sched_autogroup_enabled``; None: absent)."""
+    fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    group = proc / str(pid) / "autogroup"
+    enabled = proc / "sys" / "kernel" / "sched_autogroup_enabled"
+    return {
+        "nice": int(fields[16]),  # field 19 of the line: the 17th after the comm
+        "autogroup": group.read_text().strip() if group.exists() else None,
+        "autogroup_enabled": enabled.read_text().strip() == "1" if enabled.exists() else None,
+    }
+
+
+def check_priority(key: str, priority: dict[str, Any]) -> None:
+    """Raises unless a niced key runs at ``NICED`` (and its group too where autogroup is on),
+    and every other key at nice 0: a block labelled niced that is not would be a wrong row."""
+    want = NICED if key in NICED_KEYS else 0
+    group = priority["autogroup"]
+    ok = priority["nice"] == want
+    if priority["autogroup_enabled"] and group is not None:
+        ok = ok and group.endswith(f"nice {want}")
+    if not ok:
+        raise RuntimeError(f"{key} should run at nice {want}: {priority}")
 
 
 def cpu_summary(blocks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -367,10 +433,16 @@ def cpu_summary(blocks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def cpu_per_pair(marks: dict[str, dict[str, float]], pairs: int) -> dict[str, float]:
     """Per create() + get() pair between the marks ``start`` and ``end``, in ms: ``wall``,
     the machine's ``busy`` and ``idle`` CPU time, the ``key``'s, the ``browser``'s and
-    ``other`` (busy time of neither: the kernel's threads, this benchmark's server)."""
+    ``other``: busy time of neither (the kernel's threads, this benchmark's server and
+    sampling), within the noise of the machine's tick-counted figures; ``key_waited``, how
+    long the key's threads were ready to run but waited for a CPU. Raises if the page's
+    marks did not both arrive."""
+    missing = [name for name in ("start", "end") if name not in marks]
+    if missing:
+        raise RuntimeError(f"the page's marks {missing} did not reach the server: {marks}")
     start, end = marks["start"], marks["end"]
     per = {name: (end[name] - start[name]) / pairs for name in start}
-    per["other"] = per["busy"] - per["key"] - per["browser"]
+    per["other"] = per["busy"] - per["key"] - per["browser"]  # key_waited is not CPU time
     return per
 
 
@@ -491,7 +563,9 @@ def summarize(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``floor``: ``create`` and ``get`` for ``vfido``, ``create (KEY)``/``get (KEY)`` for any
     other key (``floor_sized`` and ``vfido_base`` included); then, when ``floor_sized`` ran,
     every key but the references against it, and ``vfido_cached``: ``create KEY /
-    floor_sized``; then, when ``vfido_cached`` ran, ``vfido``, ``vfido_untraced`` and
+    floor_sized``, and ``floor_sized_niced`` against it (what the priority gives a floor);
+    then ``vfido_niced`` against ``floor_sized_niced`` (both at the same priority); then,
+    when ``vfido_cached`` ran, ``vfido``, ``vfido_untraced``, ``vfido_niced``,
     ``vfido_slept`` and ``vfido_computed`` against it (the authenticator's share, the
     waiting's share, the computing's share); then,
     when ``vfido_base`` ran, ``vfido_untraced`` against it (after / before): ``create
@@ -667,7 +741,11 @@ def run(
     ``vfido_timed`` (opt-in) is `vfido run` untraced under ``bench/timed_key.py``: each of
     its blocks gets ``handler_ms``, the wall and thread-CPU time of vfido's handler per
     command under the browser (:func:`handler_times`; the recording itself costs a little),
-    and the result ``handler_ms`` pooled over its blocks."""
+    and the result ``handler_ms`` pooled over its blocks. ``vfido_niced`` and
+    ``floor_sized_niced`` (opt-in) are ``vfido_untraced`` and ``floor_sized`` at nice
+    ``NICED``. Every block gets ``cpu_ms`` (:func:`cpu_per_pair`) and ``priority``
+    (:func:`key_priority`, checked by :func:`check_priority`); the result ``cpu_ms``, the
+    medians per key (:func:`cpu_summary`)."""
     unknown = [key for key in keys if key not in KEYS]
     if unknown:
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
@@ -675,6 +753,7 @@ def run(
         raise ValueError("vfido_base and base_tree go together")
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
     result["keys"] = list(keys)
+    result["cpus"] = os.cpu_count()
     if base_tree is not None:
         result["base_import"] = base_import(python, base_tree)
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
@@ -702,6 +781,10 @@ def run(
             trace = scratch / f"trace-{tag}.jsonl"
             t0 = time.monotonic()
             with key_process(argv, key_log, env=env) as (_, key_pid):
+                if key in NICED_KEYS:
+                    set_priority(key_pid, NICED)
+                priority = key_priority(key_pid)
+                check_priority(key, priority)
                 started = time.monotonic() - t0
                 page = browse(
                     argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log", key_pid=key_pid
@@ -724,6 +807,7 @@ def run(
             block = {"round": r, "key": key, "ms": ms, "median_ms": medians}
             block.update(served=served, start_s=started)
             block["cpu_ms"] = cpu_per_pair(page["cpu"], n)
+            block["priority"] = priority
             if key == "vfido_timed":
                 records = handler_records(times)
                 timed.extend(records)

@@ -106,8 +106,12 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
         assert block["served"]["u2f"] == 0
         # The CPU times around the timed ceremonies: the machine's, the key's, the browser's.
         cpu = block["cpu_ms"]
-        assert set(cpu) == {"wall", "busy", "idle", "key", "browser", "other"}
-        assert cpu["wall"] > 0 and cpu["browser"] > 0
+        assert set(cpu) == {"wall", "busy", "idle", "key", "browser", "other", "key_waited"}
+        assert cpu["wall"] > 0 and cpu["browser"] > 0 and cpu["key"] > 0
+        # Both CPUs' time adds up to the wall time (the /proc/stat line read right).
+        assert 0.8 * data["cpus"] < (cpu["busy"] + cpu["idle"]) / cpu["wall"] < 1.2 * data["cpus"]
+        # The niced keys ran at their priority, the others at the browser's.
+        assert block["priority"]["nice"] == (-10 if block["key"].endswith("_niced") else 0)
     assert set(data["cpu_ms"]) == keys
     if "floor_sized" in data["keys"]:  # `bench_keys:floor+floor_sized+vfido`
         assert "create (floor_sized)" in names or "floor" not in keys

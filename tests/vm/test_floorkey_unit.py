@@ -906,15 +906,22 @@ def test_the_bench_server_samples_at_the_pages_marks() -> None:
 
 
 def test_cpu_sample_reads_this_machines_proc() -> None:
-    """On the real /proc: this process, having computed, has CPU time, and counted as a
-    'browser' below its parent it is inside its parent's total."""
+    """On the real /proc: this process, having computed, has CPU time; counted as a
+    'browser' below its parent it is inside its parent's total, but not the init process's
+    whole machine; and the machine's busy plus idle time grows by about the number of CPUs
+    times the wall time (the /proc/stat line read as it is laid out)."""
     end = chromium.time.process_time() + 0.05
     while chromium.time.process_time() < end:
         pass
-    sample = chromium.cpu_sample(chromium.os.getpid(), chromium.os.getppid())
-    assert sample["key"] > 0
-    assert sample["browser"] >= sample["key"]
-    assert sample["busy"] > 0 and sample["idle"] >= 0
+    first = chromium.cpu_sample(chromium.os.getpid(), chromium.os.getppid())
+    chromium.time.sleep(0.5)
+    second = chromium.cpu_sample(chromium.os.getpid(), chromium.os.getppid())
+    assert first["key"] > 0
+    assert first["browser"] >= first["key"]
+    assert first["browser"] < first["busy"]
+    cpus = chromium.os.cpu_count() or 1
+    grown = second["busy"] + second["idle"] - first["busy"] - first["idle"]
+    assert 0.6 * cpus < grown / (second["wall"] - first["wall"]) < 1.4 * cpus
 
 
 def test_summarize_puts_the_niced_keys_against_their_references() -> None:
@@ -948,10 +955,11 @@ def test_summarize_puts_the_niced_keys_against_their_references() -> None:
 
 
 def test_key_argv_starts_each_key_as_its_block_needs(tmp_path: Path) -> None:
-    """``key_argv``: vfido_niced is the untraced `vfido run`, floor_sized_niced the sized floor,
-    under ``nice`` at a priority above the browser's (nice execs, so the pid stays the
-    key's); only ``vfido`` is traced;
-    the cached keys are cached_handler.py; the floors name their serials."""
+    """``key_argv``: vfido_niced is the untraced `vfido run`, floor_sized_niced the sized
+    floor, under ``nice`` at a priority above the browser's (nice execs, so the pid stays
+    the key's); only ``vfido`` is traced; the cached keys are cached_handler.py, with the
+    flags of the slept and computed ones; vfido_base imports the base tree; the floors name
+    their serials."""
     py = "/usr/bin/python3"
     untraced, env = chromium.key_argv("vfido_untraced", "t", tmp_path, py)
     niced, niced_env = chromium.key_argv("vfido_niced", "t", tmp_path, py)
@@ -973,6 +981,27 @@ def test_key_argv_starts_each_key_as_its_block_needs(tmp_path: Path) -> None:
     timed, timed_env = chromium.key_argv("vfido_timed", "t", tmp_path, py)
     assert timed[1] == str(chromium.HERE / "timed_key.py")
     assert timed_env is not None and timed_env["WRAP_OUT"] == str(tmp_path / "times-t.json")
+    slept, _ = chromium.key_argv("vfido_slept", "t", tmp_path, py)
+    assert slept[1:5] == [
+        str(chromium.HERE / "cached_handler.py"),
+        "--by-command",
+        "--sleep-ms",
+        chromium.SLEPT_MS,
+    ]
+    computed, _ = chromium.key_argv("vfido_computed", "t", tmp_path, py)
+    assert computed[1:4] == [str(chromium.HERE / "cached_handler.py"), "--by-command", "--compute"]
+    base, base_env = chromium.key_argv("vfido_base", "t", tmp_path, py, tmp_path / "old")
+    assert base[:5] == [py, "-P", "-m", "vfido", "run"]
+    assert base_env is not None and base_env["PYTHONPATH"] == str(tmp_path / "old")
+    for argv in (untraced, slept, computed, base, timed):
+        assert argv[-6:] == [
+            "--presence",
+            "auto",
+            "--serial",
+            "vfido-bench",
+            "--control-socket",
+            str(tmp_path / "ctl-t.sock"),
+        ]
     sized, _ = chromium.key_argv("floor_sized", "t", tmp_path, py)
     assert sized[-4:] == [
         "--serial",
@@ -982,3 +1011,88 @@ def test_key_argv_starts_each_key_as_its_block_needs(tmp_path: Path) -> None:
     ]
     floor, _ = chromium.key_argv("floor", "t", tmp_path, py)
     assert floor[-2:] == ["--serial", "vfido-floor"]
+
+
+def test_cpu_per_pair_refuses_a_block_whose_marks_did_not_arrive() -> None:
+    """A page whose ``mark()`` fetch failed leaves a mark out: one clear error, not a
+    KeyError."""
+    with pytest.raises(RuntimeError, match=r"marks \['end'\] did not reach the server"):
+        chromium.cpu_per_pair({"start": {"wall": 0.0}}, 10)
+
+
+def test_cpu_sample_survives_a_parent_loop(tmp_path: Path) -> None:
+    """Two pids each the other's parent (a pid reused while /proc was read) end the walk
+    instead of looping; neither is the browser's."""
+    proc = _fake_proc(
+        tmp_path / "proc",
+        [1, 0, 0, 1, 0, 0, 0, 0],
+        {100: (1, 1, 0), 200: (1, 3, 0), 300: (301, 5, 0), 301: (300, 7, 0)},
+    )
+    assert chromium.cpu_sample(100, 200, proc)["browser"] == pytest.approx(
+        3 * 1e3 / chromium.CLOCK_TICKS
+    )
+
+
+def test_key_priority_reads_nice_and_autogroup(tmp_path: Path) -> None:
+    """``key_priority``: the nice value is the 17th field after the comm; the group's line
+    and the kernel's switch come from /proc; ``set_priority`` writes the group's nice."""
+    proc = _fake_proc(tmp_path / "proc", [1] * 8, {100: (1, 0, 0)})
+    stat = proc / "100" / "stat"
+    head, _ = stat.read_text().rsplit(")", 1)
+    fields = [
+        "S", "1", "100", "100", "0", "-1", "0", "0", "0", "0", "0",
+        "5", "6", "0", "0", "10", "-10", "1",
+    ]  # fmt: skip
+    stat.write_text(head + ") " + " ".join(fields))
+    assert chromium.key_priority(100, proc) == {
+        "nice": -10,
+        "autogroup": None,
+        "autogroup_enabled": None,
+    }
+    (proc / "100" / "autogroup").write_text("/autogroup-7 nice 0\n")
+    (proc / "sys" / "kernel").mkdir(parents=True)
+    (proc / "sys" / "kernel" / "sched_autogroup_enabled").write_text("1\n")
+    chromium.set_priority(100, -10, proc)
+    assert (proc / "100" / "autogroup").read_text() == "-10"
+    (proc / "100" / "autogroup").write_text("/autogroup-7 nice -10\n")
+    assert chromium.key_priority(100, proc) == {
+        "nice": -10,
+        "autogroup": "/autogroup-7 nice -10",
+        "autogroup_enabled": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("key", "priority", "ok"),
+    [
+        ("vfido_niced", {"nice": -10, "autogroup": "/autogroup-7 nice -10"}, True),
+        ("vfido_niced", {"nice": -10, "autogroup": "/autogroup-7 nice 0"}, False),
+        ("vfido_niced", {"nice": 0, "autogroup": None}, False),
+        ("floor_sized_niced", {"nice": -10, "autogroup": None}, True),
+        ("vfido_untraced", {"nice": 0, "autogroup": "/autogroup-8 nice 0"}, True),
+        ("floor_sized", {"nice": -10, "autogroup": "/autogroup-8 nice -10"}, False),
+    ],
+)
+def test_check_priority_refuses_a_key_not_at_its_priority(
+    key: str, priority: dict[str, Any], ok: bool
+) -> None:
+    """A niced key runs at ``NICED``, its autogroup too when the kernel's autogroup is on;
+    any other key at 0."""
+    priority = {**priority, "autogroup_enabled": priority["autogroup"] is not None}
+    if ok:
+        chromium.check_priority(key, priority)
+    else:
+        with pytest.raises(RuntimeError, match=f"{key} should run at nice"):
+            chromium.check_priority(key, priority)
+
+
+def test_key_waited_sums_the_run_queue_wait_of_the_keys_threads(tmp_path: Path) -> None:
+    """``key_waited``: the second figure (ns) of each thread's schedstat, summed, in ms; a
+    thread gone meanwhile or a line without it is left out; no schedstat at all is 0."""
+    proc = _fake_proc(tmp_path / "proc", [1] * 8, {100: (1, 0, 0)})
+    for tid, line in (("100", "900 2000000 3"), ("101", "5 500000 1"), ("102", "7")):
+        (proc / "100" / "task" / tid).mkdir(parents=True)
+        (proc / "100" / "task" / tid / "schedstat").write_text(line + "\n")
+    assert chromium.key_waited(100, proc) == pytest.approx(2.5)
+    assert chromium.cpu_sample(100, 1, proc)["key_waited"] == pytest.approx(2.5)
+    assert chromium.key_waited(999, proc) == 0.0
