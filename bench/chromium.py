@@ -324,6 +324,13 @@ def browse(
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of a ``/proc/PID/stat`` line after ``pid (comm)`` (the comm may hold spaces
+    and parentheses): index 0 is field 3 of the line (state), 1 the ppid, 11 and 12 utime
+    and stime, 16 the nice value."""
+    return text.rsplit(")", 1)[1].split()
+
+
 def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> dict[str, float]:
     """CPU time so far, in ms: the machine's ``busy`` and ``idle`` time summed over its CPUs
     (``/proc/stat``: idle and iowait are idle; user, nice, system, irq, softirq and steal
@@ -344,9 +351,7 @@ def cpu_sample(key_pid: int, browser_pid: int, proc: Path = Path("/proc")) -> di
             text = stat.read_text()
         except OSError:  # gone meanwhile
             continue
-        # pid (comm) state ppid ... utime stime: fields 4, 14 and 15 of the line, the 2nd,
-        # 12th and 13th after the comm (which may hold spaces and parentheses)
-        fields = text.rsplit(")", 1)[1].split()
+        fields = stat_fields(text)
         pid = int(stat.parent.name)
         parent[pid] = int(fields[1])
         ticks[pid] = int(fields[11]) + int(fields[12])
@@ -396,11 +401,11 @@ def key_priority(pid: int, proc: Path = Path("/proc")) -> dict[str, Any]:
     """The key process's nice value and its scheduling group's (``/proc/PID/autogroup``, e.g.
     "/autogroup-42 nice -10"; None where the kernel has no autogroup), and whether the
     kernel's autogroup is on (``/proc/sys/kernel/sched_autogroup_enabled``; None: absent)."""
-    fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat_fields((proc / str(pid) / "stat").read_text())
     group = proc / str(pid) / "autogroup"
     enabled = proc / "sys" / "kernel" / "sched_autogroup_enabled"
     return {
-        "nice": int(fields[16]),  # field 19 of the line: the 17th after the comm
+        "nice": int(fields[16]),
         "autogroup": group.read_text().strip() if group.exists() else None,
         "autogroup_enabled": enabled.read_text().strip() == "1" if enabled.exists() else None,
     }
@@ -675,12 +680,22 @@ def base_import(python: str, base_tree: Path) -> str:
     return found
 
 
+def trace_file(scratch: Path, tag: str) -> Path:
+    """Where the key ``vfido`` of the block ``tag`` writes its trace."""
+    return scratch / f"trace-{tag}.jsonl"
+
+
+def times_file(scratch: Path, tag: str) -> Path:
+    """Where the key ``vfido_timed`` of the block ``tag`` writes its handler records."""
+    return scratch / f"times-{tag}.json"
+
+
 def key_argv(
     key: str, tag: str, scratch: Path, python: str, base_tree: Path | None = None
 ) -> tuple[list[str], dict[str, str] | None]:
     """The command line and environment (None: this one's) of ``key``'s process for the block
     ``tag``; its files in ``scratch``: the sized floor's shape, vfido's trace
-    (``trace-TAG.jsonl``), control socket and ``vfido_timed``'s records (``times-TAG.json``)."""
+    (:func:`trace_file`), control socket and ``vfido_timed``'s records (:func:`times_file`)."""
     if key in NICED_KEYS:
         argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree)
         return ["nice", "-n", str(NICED), *argv], env  # nice execs: the same pid
@@ -705,7 +720,7 @@ def key_argv(
         argv[3:3] = ["--sleep-ms", SLEPT_MS]
     if key == "vfido_timed":
         argv[1:4] = [str(HERE / "timed_key.py")]
-        env = dict(os.environ, WRAP_OUT=str(scratch / f"times-{tag}.json"))
+        env = dict(os.environ, WRAP_OUT=str(times_file(scratch, tag)))
     if key == "vfido_base":
         # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
         argv[1:1] = ["-P"]
@@ -713,7 +728,7 @@ def key_argv(
     argv += ["--presence", "auto", "--serial", "vfido-bench"]
     argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
     if key == "vfido":
-        argv += ["--trace", str(scratch / f"trace-{tag}.jsonl")]
+        argv += ["--trace", str(trace_file(scratch, tag))]
     return argv, env
 
 
@@ -776,9 +791,7 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
-            times = scratch / f"times-{tag}.json"  # vfido_timed's records (key_argv)
             argv, env = key_argv(key, tag, scratch, python, base_tree)
-            trace = scratch / f"trace-{tag}.jsonl"
             t0 = time.monotonic()
             with key_process(argv, key_log, env=env) as (_, key_pid):
                 if key in NICED_KEYS:
@@ -796,7 +809,7 @@ def run(
             if key in credential:
                 served = served_by_floor(page, key_log.read_text(errors="replace"), credential[key])
             elif key == "vfido":
-                served = served_by_vfido(page, trace_protocols.read_trace(trace))
+                served = served_by_vfido(page, trace_protocols.read_trace(trace_file(scratch, tag)))
             else:
                 _all_ok(page)
                 served = {"commands": "not traced", "u2f": 0}
@@ -809,7 +822,7 @@ def run(
             block["cpu_ms"] = cpu_per_pair(page["cpu"], n)
             block["priority"] = priority
             if key == "vfido_timed":
-                records = handler_records(times)
+                records = handler_records(times_file(scratch, tag))
                 timed.extend(records)
                 block["handler_ms"] = handler_times(records)
                 log(f"round {r} vfido_timed, the handler per command: {block['handler_ms']}")
