@@ -96,8 +96,8 @@ KINDS = ("create", "get")
 #: The keys ``run`` knows. References get rows of the others against them: the floors of
 #: every key; ``vfido_cached`` of the full vfido keys, ``vfido_computed`` and ``vfido_slept``
 #: (the authenticator's share, the computing's share, the waiting's share); ``vfido_base``
-#: (`vfido run` untraced from another checkout, ``base_tree``) of ``vfido_untraced`` only:
-#: before / after in the same rounds.
+#: (`vfido run` untraced from another checkout, ``base_tree``, or under another interpreter,
+#: ``base_python``) of ``vfido_untraced`` only: before / after in the same rounds.
 KEYS = (
     "floor",
     "floor_sized",
@@ -680,6 +680,23 @@ def base_import(python: str, base_tree: Path) -> str:
     return found
 
 
+def interpreter(python: str) -> str:
+    """``python``'s path, version and build flags (how `configure` was run), for the record:
+    two builds of one version differ (session 27: Debian's and pyenv's 3.11)."""
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys, sysconfig; print(sys.executable, sys.version.split()[0],"
+            " sysconfig.get_config_var('CONFIG_ARGS'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return probe.stdout.strip()
+
+
 def trace_file(scratch: Path, tag: str) -> Path:
     """Where the key ``vfido`` of the block ``tag`` writes its trace."""
     return scratch / f"trace-{tag}.jsonl"
@@ -691,13 +708,20 @@ def times_file(scratch: Path, tag: str) -> Path:
 
 
 def key_argv(
-    key: str, tag: str, scratch: Path, python: str, base_tree: Path | None = None
+    key: str,
+    tag: str,
+    scratch: Path,
+    python: str,
+    base_tree: Path | None = None,
+    base_python: str | None = None,
 ) -> tuple[list[str], dict[str, str] | None]:
     """The command line and environment (None: this one's) of ``key``'s process for the block
     ``tag``; its files in ``scratch``: the sized floor's shape, vfido's trace
-    (:func:`trace_file`), control socket and ``vfido_timed``'s records (:func:`times_file`)."""
+    (:func:`trace_file`), control socket and ``vfido_timed``'s records (:func:`times_file`).
+    Every key runs under ``python`` but ``vfido_base``, which runs under ``base_python`` (if
+    given) with ``base_tree`` first on its path."""
     if key in NICED_KEYS:
-        argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree)
+        argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree, base_python)
         return ["nice", "-n", str(NICED), *argv], env  # nice execs: the same pid
     env = None
     if key in ("floor", "floor_sized"):
@@ -723,7 +747,7 @@ def key_argv(
         env = dict(os.environ, WRAP_OUT=str(times_file(scratch, tag)))
     if key == "vfido_base":
         # -P: not the checkout (the cwd) first on sys.path, but PYTHONPATH's tree.
-        argv[1:1] = ["-P"]
+        argv[0:1] = [base_python or python, "-P"]
         env = dict(os.environ, PYTHONPATH=str(base_tree))
     argv += ["--presence", "auto", "--serial", "vfido-bench"]
     argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
@@ -741,6 +765,7 @@ def run(
     python: str = sys.executable,
     keys: tuple[str, ...] = ("floor", "vfido"),
     base_tree: Path | None = None,
+    base_python: str | None = None,
 ) -> dict[str, Any]:
     """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
     other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
@@ -748,7 +773,9 @@ def run(
     shows what the trace costs. ``floor_sized`` (opt-in) is the floor key with vfido's
     shapes (:func:`vfido_shape`, made once by ``python`` at the start). ``vfido_base``
     (opt-in) is `vfido run` untraced from the checkout ``base_tree`` (e.g. ``git archive``
-    of an older commit): its rows against the floor, and ``vfido_untraced``'s against it.
+    of an older commit), under ``base_python`` if given (another interpreter; ``base_tree``
+    may then be this checkout): its rows against the floor, and ``vfido_untraced``'s
+    against it.
     ``vfido_cached``, ``vfido_slept`` and ``vfido_computed`` (opt-in) are `vfido run`
     untraced with its authenticator answering from its first answers
     (``bench/cached_handler.py --by-command``), the second sleeping ``SLEPT_MS`` before
@@ -766,11 +793,15 @@ def run(
         raise ValueError(f"unknown keys {unknown}: choose from {KEYS}")
     if ("vfido_base" in keys) != (base_tree is not None):
         raise ValueError("vfido_base and base_tree go together")
+    if base_python is not None and base_tree is None:
+        raise ValueError("base_python is vfido_base's interpreter: it needs vfido_base")
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
     result["keys"] = list(keys)
     result["cpus"] = os.cpu_count()
     if base_tree is not None:
-        result["base_import"] = base_import(python, base_tree)
+        result["base_import"] = base_import(base_python or python, base_tree)
+        result["base_python"] = interpreter(base_python or python)
+        result["python"] = interpreter(python)
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
     scratch = Path(tempfile.mkdtemp(prefix="vfido-bench-chromium-"))
@@ -791,7 +822,7 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
-            argv, env = key_argv(key, tag, scratch, python, base_tree)
+            argv, env = key_argv(key, tag, scratch, python, base_tree, base_python)
             t0 = time.monotonic()
             with key_process(argv, key_log, env=env) as (_, key_pid):
                 if key in NICED_KEYS:

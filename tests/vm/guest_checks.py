@@ -1027,6 +1027,9 @@ def bench_chromium(data: dict[str, Any]) -> str:
     # `bench_base:DIR` (a checkout inside this one, e.g. `git archive OLD | tar -x -C DIR`)
     # is the tree of the key `vfido_base`: `bench_keys:floor+vfido_untraced+vfido_base`.
     bases = [CHECKOUT / c.split(":", 1)[1] for c in SELECTED if c.startswith("bench_base:")]
+    # `bench_base_python:PATH` runs `vfido_base` under another interpreter (a venv's python
+    # the guest sees at PATH): `bench_base:.` with it compares two builds of one checkout.
+    pythons = [c.split(":", 1)[1] for c in SELECTED if c.startswith("bench_base_python:")]
     data.update(
         chromium.run(
             OUT,
@@ -1036,6 +1039,7 @@ def bench_chromium(data: dict[str, Any]) -> str:
             python=PYTHON,
             keys=chosen,
             base_tree=(bases or [None])[0],
+            base_python=(pythons or [None])[0],
         )
     )
     return "; ".join(

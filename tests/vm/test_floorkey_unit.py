@@ -723,6 +723,15 @@ def test_run_wants_a_base_tree_with_vfido_base(tmp_path: Path) -> None:
         chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido_base"))
     with pytest.raises(ValueError, match="base_tree"):
         chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido"), base_tree=tmp_path)
+    with pytest.raises(ValueError, match="base_python"):
+        chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido"), base_python="py")
+
+
+def test_interpreter_names_the_build() -> None:
+    """The record of an interpreter: its path, version and `configure` flags (two builds of
+    one version differ: session 27)."""
+    found = chromium.interpreter(sys.executable)
+    assert found.startswith(f"{sys.executable} {sys.version.split()[0]} ")
 
 
 def test_base_import_names_the_base_tree_or_refuses(tmp_path: Path) -> None:
@@ -993,6 +1002,14 @@ def test_key_argv_starts_each_key_as_its_block_needs(tmp_path: Path) -> None:
     base, base_env = chromium.key_argv("vfido_base", "t", tmp_path, py, tmp_path / "old")
     assert base[:5] == [py, "-P", "-m", "vfido", "run"]
     assert base_env is not None and base_env["PYTHONPATH"] == str(tmp_path / "old")
+    other, other_env = chromium.key_argv(
+        "vfido_base", "t", tmp_path, py, tmp_path / "old", "/opt/py/bin/python"
+    )
+    assert other[:5] == ["/opt/py/bin/python", "-P", "-m", "vfido", "run"]
+    assert other_env is not None and other_env["PYTHONPATH"] == str(tmp_path / "old")
+    for key in ("vfido_untraced", "vfido_niced", "floor_sized", "vfido"):  # only vfido_base
+        with_base, _ = chromium.key_argv(key, "t", tmp_path, py, tmp_path / "old", "/opt/py/bin/x")
+        assert with_base == chromium.key_argv(key, "t", tmp_path, py)[0]
     for argv in (untraced, slept, computed, base, timed):
         assert argv[-6:] == [
             "--presence",
