@@ -16,7 +16,7 @@ Sections (default: all but ``multi``; see bench/README.md):
 * ``multi``     32 keys in one process vs 32 processes: aggregate assertions/s, per-key latency;
 * ``ctaphid``   7609-byte PING round trip; keepalive intervals while waiting for presence.
 
-Nothing here asserts a time: the numbers are for people (bench/README.md keeps the last ones).
+Nothing here asserts a time: the numbers are for people (bench/HISTORY.md keeps them).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ NICED = -10
 #: vfido_slept's sleep per command (getInfo, makeCredential, getAssertion): the median wall
 #: time of vfido's handler under this benchmark, as ``vfido_timed`` measured it in session 25
 #: (6 blocks of 20 ceremonies: 126 calls of makeCredential and of getAssertion with the
-#: warm-ups, 252 of getInfo; bench/README.md; session 8's were 1.5, 8.1 and 4.1 ms).
+#: warm-ups, 252 of getInfo; bench/HISTORY.md; session 8's were 1.5, 8.1 and 4.1 ms).
 SLEPT_MS = "04=1.8,01=14.5,02=6.0"
 REFERENCES = ("floor", "floor_sized", "floor_sized_niced", "vfido_cached", "vfido_base")
 #: The keys that are `vfido run` answering from its first answers (cached_handler.py

@@ -20,7 +20,7 @@ p10-p90. Run by hand, never in CI, never as assertions (a shared 2-core machine 
 ``--client polls`` (a diagnostic, not the measure of #16): the client polls its socket
 instead of blocking in ``recv`` while it waits for an answer, so its CPU never goes idle
 during a round trip. The key is the same `vfido run`; what changes is the machine it
-answers on (session 25, bench/README.md: on this VM vfido measured 11-58 µs faster per
+answers on (session 25, bench/HISTORY.md: on this VM vfido measured 11-58 µs faster per
 getAssertion with it, while a key that busy-waits a fixed time measured about the same with
 either client; so the key's computing, not the client's wake-up, seems to be what a
 blocking client's idle CPU slows).
@@ -349,7 +349,7 @@ def raw_ops(db_dir: Path) -> dict[str, Callable[[], object]]:
     def sign_after_wait() -> float:
         # The key computes right after its thread blocked (recvfrom) and woke up; on this
         # machine that alone makes the next microseconds of work about 2x slower (see
-        # bench/README.md, session 6). The same sign, timed alone, after a 100 us sleep.
+        # bench/HISTORY.md, session 6). The same sign, timed alone, after a 100 us sleep.
         time.sleep(100e-6)
         t0 = time.perf_counter()
         sign()

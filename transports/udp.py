@@ -232,7 +232,7 @@ class _Reader:
     (the runner's ``before_wait``: :meth:`hand_over`), a new thread takes over the reading and
     the old one ends once it has answered. So each key's reports are read and fed in order, a
     CANCEL reaches a waiting handler, and a process serving many keys has one reading thread,
-    not one per key contending for the GIL (bench/README.md, session 10). The thread ends when
+    not one per key contending for the GIL (bench/HISTORY.md, session 10). The thread ends when
     no transport is left; the next :meth:`add` starts another.
     """
 

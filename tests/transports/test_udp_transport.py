@@ -199,7 +199,7 @@ def test_requests_that_do_not_wait_stay_on_one_io_thread() -> None:
 
 def test_the_keys_of_one_process_share_one_reading_thread() -> None:
     """Eight keys in one process are read by one thread, not one thread each contending for
-    the GIL (bench/README.md, session 10: 32 keys in one process cost about 2x the per-key
+    the GIL (bench/HISTORY.md, session 10: 32 keys in one process cost about 2x the per-key
     latency of 32 processes that way); each still answers its own host, in order. Once every
     key has stopped the thread ends, and the next key starts one again."""
     before = _reading_threads()
