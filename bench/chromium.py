@@ -799,8 +799,9 @@ def run(
     result["keys"] = list(keys)
     result["cpus"] = os.cpu_count()
     if base_tree is not None:
-        result["base_import"] = base_import(base_python or python, base_tree)
-        result["base_python"] = interpreter(base_python or python)
+        base_interpreter = base_python or python  # what key_argv starts vfido_base with
+        result["base_import"] = base_import(base_interpreter, base_tree)
+        result["base_python"] = interpreter(base_interpreter)
         result["python"] = interpreter(python)
     # The keys' logs, vfido's trace and control socket on the guest's tmpfs, copied to ``out``
     # after each block: ``out`` is a 9p share (no sockets; every write a round trip to the host).
