@@ -42,6 +42,7 @@ from vfido.authenticator.env import (
     PresenceResult,
     RequestContext,
     UserVerifier,
+    instant_verification,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.pin_token import Permission, require_pin_uv_auth_param
@@ -253,7 +254,14 @@ class FingerprintVerifier:
     def verify_user(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult:
-        result = self._inner.verify_user(request, context, timeout)
+        return self._matched(self._inner.verify_user(request, context, timeout))
+
+    def instant_verification(self, request: PresenceRequest) -> PresenceResult | None:
+        """The front end's instant answer, then the same match (env.InstantVerifier)."""
+        instant = instant_verification(self._inner, request)
+        return None if instant is None else self._matched(instant)
+
+    def _matched(self, result: PresenceResult) -> PresenceResult:
         if result is PresenceResult.GRANTED and self._templates.match(self._sensor.finger) is None:
             return PresenceResult.DENIED  # a finger the sensor does not know
         return result

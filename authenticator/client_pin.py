@@ -38,6 +38,7 @@ from vfido.authenticator.env import (
     PresenceResult,
     RequestContext,
     UserVerifier,
+    instant_verification,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.persistent_token import persistent_token
@@ -577,35 +578,43 @@ class ClientPin:
     ) -> None:
         assert self._user_verifier is not None
         retries, since_pin = self.uv_retries, self.uv_count_since_pin
-        # Persisted before the attempt: a retry used up, and the attempt counted in
-        # uvCountSinceLastPinEntry (CTAP 2.2 section 6.4, 0x17: "the number of internal
-        # User Verification operations since the last pin entry including all failed
-        # attempts").
-        self._put(
-            {_UV_RETRIES: _enc(retries - 1), _UV_SINCE_PIN: _enc(min(since_pin + 1, 2**32 - 1))}
-        )
-        if context.is_cancelled():
-            result = PresenceResult.CANCELLED
+        # An attempt counts in uvCountSinceLastPinEntry (CTAP 2.2 section 6.4, 0x17: "the
+        # number of internal User Verification operations since the last pin entry including
+        # all failed attempts").
+        counted = {_UV_SINCE_PIN: _enc(min(since_pin + 1, 2**32 - 1))}
+        request = PresenceRequest(kind, rp_id=rp_id)
+        cancelled = context.is_cancelled()
+        instant = None if cancelled else instant_verification(self._user_verifier, request)
+        if instant is None:
+            # The user must act (fingerprint, ...). Persisted before the attempt: a retry
+            # used up and the attempt counted, whatever becomes of the wait.
+            self._put({_UV_RETRIES: _enc(retries - 1), **counted})
+            if cancelled:
+                result = PresenceResult.CANCELLED
+            else:
+                # UPNEEDED keepalives while the user is asked.
+                context.set_keepalive(KeepaliveStatus.UPNEEDED)
+                try:
+                    result = self._user_verifier.verify_user(request, context, self._uv_timeout)
+                finally:
+                    context.set_keepalive(KeepaliveStatus.PROCESSING)
         else:
-            # The user must act (fingerprint, ...): UPNEEDED keepalives meanwhile.
-            context.set_keepalive(KeepaliveStatus.UPNEEDED)
-            try:
-                result = self._user_verifier.verify_user(
-                    PresenceRequest(kind, rp_id=rp_id),
-                    context,
-                    self._uv_timeout,
-                )
-            finally:
-                context.set_keepalive(KeepaliveStatus.PROCESSING)
+            # Verified (or refused) at once (``--uv --presence auto``, ``deny-uv``): nobody
+            # waits, so no UPNEEDED, and the attempt and its outcome are one write.
+            result = instant
         if result is PresenceResult.GRANTED:
-            self._put({_UV_RETRIES: _enc(UV_RETRIES_MAX)})
+            restored = {_UV_RETRIES: _enc(UV_RETRIES_MAX)}
+            self._put(restored if instant is None else {**restored, **counted})
             return
         if result in (PresenceResult.CANCELLED, PresenceResult.TIMEOUT):
             # No attempt was made: neither a retry used up nor an operation counted.
-            self._put({_UV_RETRIES: _enc(retries), _UV_SINCE_PIN: _enc(since_pin)})
+            if instant is None:
+                self._put({_UV_RETRIES: _enc(retries), _UV_SINCE_PIN: _enc(since_pin)})
             if result is PresenceResult.CANCELLED:
                 raise CtapError(CtapStatus.KEEPALIVE_CANCEL)
             raise CtapError(CtapStatus.USER_ACTION_TIMEOUT)
+        if instant is not None:
+            self._put({_UV_RETRIES: _enc(retries - 1), **counted})
         if retries - 1 <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
         raise CtapError(CtapStatus.UV_INVALID)

@@ -53,6 +53,7 @@ from vfido.authenticator.env import (
     RequestContext,
     SystemClock,
     UserVerifier,
+    instant_verification,
 )
 from vfido.authenticator.errors import CtapError, CtapStatus
 from vfido.authenticator.extensions import THIRD_PARTY_PAYMENT
@@ -107,6 +108,16 @@ class _BehavingVerifier:
                 return PresenceResult.CANCELLED
             return PresenceResult.TIMEOUT
         return self._inner.verify_user(request, context, timeout)
+
+    def instant_verification(self, request: PresenceRequest) -> PresenceResult | None:
+        """The same rules, for a verification nobody waits for (env.InstantVerifier)."""
+        behaviours = self._behaviours.current()
+        if behaviours.uv_fail:
+            log.info("user verification fails (behaviour uv-fail)")
+            return PresenceResult.DENIED
+        if behaviours.presence_timeout is not None:
+            return None  # nobody verifies: verify_user waits out the behaviour
+        return instant_verification(self._inner, request)
 
 
 _DEFAULT_CONFIG = Config()

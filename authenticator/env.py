@@ -141,3 +141,24 @@ class UserVerifier(Protocol):
     def verify_user(
         self, request: PresenceRequest, context: RequestContext, timeout: float
     ) -> PresenceResult: ...
+
+
+class InstantVerifier(Protocol):
+    """Optional for a :class:`UserVerifier`: the verification's result without asking anyone,
+    as :class:`InstantPresence` is for a touch (``--uv`` with ``--presence auto``: everyone
+    is verified at once; ``deny-uv``: nobody is). The authenticator then takes it inline,
+    without the UPNEEDED keepalive. ``None``: the user must act
+    (:meth:`UserVerifier.verify_user`). Called on every verification: it must be cheap.
+    """
+
+    def instant_verification(self, request: PresenceRequest) -> PresenceResult | None: ...
+
+
+def instant_verification(verifier: object, request: PresenceRequest) -> PresenceResult | None:
+    """``verifier``'s :meth:`InstantVerifier.instant_verification` for ``request``, or
+    ``None`` if it has none (the user must then act)."""
+    method = getattr(verifier, "instant_verification", None)
+    if method is None:
+        return None
+    answer: PresenceResult | None = method(request)
+    return answer

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from fido2.ctap2 import Ctap2
+from fido2.ctap import CtapError
+from fido2.ctap2 import ClientPin, Ctap2, PinProtocolV2
 
 from tests.presence_helpers import SIGN_IN, Context, wait_workers_idle
 from tests.vkey import running_key
@@ -114,3 +116,92 @@ def test_interactive_front_ends_reuse_their_threads(thread_starts: list[str]) ->
         assert broker.request_presence(SIGN_IN, context, 30.0) is PresenceResult.GRANTED
         wait_workers_idle()
     assert thread_starts == first  # no thread per request
+
+
+def _uv_ceremonies(key_device: object, statuses: list[int]) -> None:
+    """makeCredential and getAssertion with the uv option, three times each."""
+    ctap = Ctap2(key_device)  # type: ignore[arg-type]
+    for _ in range(3):
+        made = ctap.make_credential(
+            CLIENT_DATA_HASH,
+            {"id": "example.com", "name": "Example"},
+            {"id": b"user", "name": "user"},
+            [{"type": "public-key", "alg": -7}],
+            options={"uv": True},
+            on_keepalive=statuses.append,
+        )
+        assert made.auth_data.is_user_verified()
+        credential = made.auth_data.credential_data
+        assert credential is not None
+        got = ctap.get_assertion(
+            "example.com",
+            CLIENT_DATA_HASH,
+            [{"type": "public-key", "id": credential.credential_id}],
+            options={"uv": True},
+            on_keepalive=statuses.append,
+        )
+        assert got.auth_data.is_user_verified()
+
+
+def test_built_in_uv_on_auto_asks_for_no_touch(thread_starts: list[str]) -> None:
+    """`vfido run --uv --presence auto` (how CI gives Chromium a key that verifies the
+    user): verifying at once is nobody's wait either. No UPNEEDED keepalive (python-fido2
+    turns one into "touch your authenticator"; CTAP 2.1 section 11.2.9.1.7 has it mean the
+    key waits for the user), no thread, nothing pending."""
+    broker = PresenceBroker([AutoFrontEnd()], mode="auto")
+    config = Config(attestation="none", builtin_uv=True)
+    with running_key(presence=broker, config=config) as key:
+        before = len(thread_starts)
+        statuses: list[int] = []
+        _uv_ceremonies(key.device, statuses)
+        assert thread_starts[before:] == []
+        assert statuses == []
+        assert broker.pending() == []
+
+
+def test_built_in_uv_that_waits_still_says_upneeded() -> None:
+    """The same key with a front end that asks someone: the UPNEEDED keepalive is sent
+    while the verification waits (the test above would pass if no keepalive were ever sent)."""
+    broker = PresenceBroker([_Answering()], mode="manual")
+    config = Config(attestation="none", builtin_uv=True)
+    with running_key(presence=broker, config=config) as key:
+        statuses: list[int] = []
+        _uv_ceremonies(key.device, statuses)
+        assert statuses.count(2) == 6  # KEEPALIVE UPNEEDED, once per verification
+
+
+@pytest.mark.parametrize("instant", [True, False])
+@pytest.mark.parametrize("uv_fails", [False, True])
+def test_built_in_uv_leaves_the_same_state_verified_at_once_or_asked(
+    instant: bool, uv_fails: bool
+) -> None:
+    """Verified at once, the attempt and its outcome are one state write (two when the
+    user is asked: the attempt first, in case the wait never ends); what is stored after
+    is the same: uvRetries back to 8 or one less (``deny-uv``, UV_INVALID), and the
+    attempt counted in uvCountSinceLastPinEntry (CTAP 2.2 section 6.4, 0x17)."""
+    front_end = AutoFrontEnd() if instant else _Answering()
+    broker = PresenceBroker([front_end], mode="auto" if instant else "manual", uv_fails=uv_fails)
+    assert (broker.instant_verification(SIGN_IN) is None) is (not instant and not uv_fails)
+    config = Config(attestation="none", builtin_uv=True)
+    with running_key(presence=broker, config=config) as key:
+        writes: list[object] = []
+        real_put = key.store.put_state
+
+        def put_state(updates: Any) -> None:
+            writes.append(updates)
+            real_put(updates)
+
+        key.store.put_state = put_state  # type: ignore[method-assign]
+        ctap = Ctap2(key.device)
+        client_pin = ClientPin(ctap, PinProtocolV2())
+        for attempt in (1, 2):
+            writes.clear()
+            if uv_fails:
+                with pytest.raises(CtapError) as failed:
+                    client_pin.get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, "example.com")
+                assert failed.value.code == CtapError.ERR.UV_INVALID
+            else:
+                client_pin.get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, "example.com")
+            assert len(writes) == (1 if instant or uv_fails else 2)
+            assert client_pin.get_uv_retries() == (8 - attempt if uv_fails else 8)
+            assert ctap.get_info().uv_count_since_pin == attempt

@@ -210,6 +210,15 @@ class PresenceBroker:
             return PresenceResult.DENIED
         return self.request_presence(request, context, timeout)
 
+    def instant_verification(self, request: PresenceRequest) -> PresenceResult | None:
+        """:meth:`verify_user`'s answer when nobody is asked (``deny-uv``, or a front end
+        that answers at once): authenticator.env.InstantVerifier."""
+        if self.uv_fails:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("presence: user verification for %s fails (deny-uv)", question(request))
+            return PresenceResult.DENIED
+        return self.instant_answer(request)
+
 
 def _instant_of(front_ends: Sequence[FrontEnd]) -> tuple[PresenceResult, str] | None:
     """(result, front end name) of the first front end that answers at once, if any."""
