@@ -69,28 +69,38 @@ def test_a_delay_or_manual_mode_is_not_instant() -> None:
     assert broker.instant_answer(SIGN_IN) is PresenceResult.GRANTED
 
 
+def _ceremonies(device: object, statuses: list[int], *, uv: bool = False, rounds: int = 3) -> None:
+    """makeCredential then getAssertion, ``rounds`` times (with the uv option if ``uv``:
+    both must come back user-verified); every keepalive status goes to ``statuses``."""
+    ctap = Ctap2(device)  # type: ignore[arg-type]
+    options = {"uv": True} if uv else None
+    for _ in range(rounds):
+        made = ctap.make_credential(
+            CLIENT_DATA_HASH,
+            {"id": "example.com", "name": "Example"},
+            {"id": b"user", "name": "user"},
+            [{"type": "public-key", "alg": -7}],
+            options=options,
+            on_keepalive=statuses.append,
+        )
+        credential = made.auth_data.credential_data
+        assert credential is not None
+        got = ctap.get_assertion(
+            "example.com",
+            CLIENT_DATA_HASH,
+            [{"type": "public-key", "id": credential.credential_id}],
+            options=options,
+            on_keepalive=statuses.append,
+        )
+        assert made.auth_data.is_user_verified() is got.auth_data.is_user_verified() is uv
+
+
 def test_a_key_on_auto_starts_no_thread_and_asks_for_no_touch(thread_starts: list[str]) -> None:
     broker = PresenceBroker([AutoFrontEnd()], mode="auto")
     with running_key(presence=broker, config=Config(attestation="none")) as key:
-        ctap = Ctap2(key.device)
         before = len(thread_starts)  # the transport's own threads start once, with the key
         statuses: list[int] = []
-        for _ in range(5):
-            made = ctap.make_credential(
-                CLIENT_DATA_HASH,
-                {"id": "example.com", "name": "Example"},
-                {"id": b"user", "name": "user"},
-                [{"type": "public-key", "alg": -7}],
-                on_keepalive=statuses.append,
-            )
-            credential = made.auth_data.credential_data
-            assert credential is not None
-            ctap.get_assertion(
-                "example.com",
-                CLIENT_DATA_HASH,
-                [{"type": "public-key", "id": credential.credential_id}],
-                on_keepalive=statuses.append,
-            )
+        _ceremonies(key.device, statuses, rounds=5)
         assert thread_starts[before:] == []
         assert statuses == []  # no UPNEEDED for a touch nobody is asked for
         assert broker.pending() == []
@@ -118,31 +128,6 @@ def test_interactive_front_ends_reuse_their_threads(thread_starts: list[str]) ->
     assert thread_starts == first  # no thread per request
 
 
-def _uv_ceremonies(key_device: object, statuses: list[int]) -> None:
-    """makeCredential and getAssertion with the uv option, three times each."""
-    ctap = Ctap2(key_device)  # type: ignore[arg-type]
-    for _ in range(3):
-        made = ctap.make_credential(
-            CLIENT_DATA_HASH,
-            {"id": "example.com", "name": "Example"},
-            {"id": b"user", "name": "user"},
-            [{"type": "public-key", "alg": -7}],
-            options={"uv": True},
-            on_keepalive=statuses.append,
-        )
-        assert made.auth_data.is_user_verified()
-        credential = made.auth_data.credential_data
-        assert credential is not None
-        got = ctap.get_assertion(
-            "example.com",
-            CLIENT_DATA_HASH,
-            [{"type": "public-key", "id": credential.credential_id}],
-            options={"uv": True},
-            on_keepalive=statuses.append,
-        )
-        assert got.auth_data.is_user_verified()
-
-
 def test_built_in_uv_on_auto_asks_for_no_touch(thread_starts: list[str]) -> None:
     """`vfido run --uv --presence auto` (how CI gives Chromium a key that verifies the
     user): verifying at once is nobody's wait either. No UPNEEDED keepalive (python-fido2
@@ -153,7 +138,7 @@ def test_built_in_uv_on_auto_asks_for_no_touch(thread_starts: list[str]) -> None
     with running_key(presence=broker, config=config) as key:
         before = len(thread_starts)
         statuses: list[int] = []
-        _uv_ceremonies(key.device, statuses)
+        _ceremonies(key.device, statuses, uv=True)
         assert thread_starts[before:] == []
         assert statuses == []
         assert broker.pending() == []
@@ -166,7 +151,7 @@ def test_built_in_uv_that_waits_still_says_upneeded() -> None:
     config = Config(attestation="none", builtin_uv=True)
     with running_key(presence=broker, config=config) as key:
         statuses: list[int] = []
-        _uv_ceremonies(key.device, statuses)
+        _ceremonies(key.device, statuses, uv=True)
         assert statuses.count(2) == 6  # KEEPALIVE UPNEEDED, once per verification
 
 
