@@ -58,6 +58,7 @@ from harness import (  # noqa: E402
     credential_id_of,
     get_assertion_request,
     make_credential_request,
+    user_verified,
 )
 
 from vfido.transports.ctaphid import BROADCAST_CID, TYPE_INIT, Command, encode_message  # noqa: E402
@@ -536,6 +537,38 @@ def bench_ephemeral(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     out["ephemeral"] = [r.__dict__ for r in rows]
 
 
+def bench_uv(out: dict[str, Any], tmp: Path, blocks: int) -> None:
+    """`vfido run --uv --presence auto`, how CI gives Chromium a key that verifies the user
+    (Chromium wants PIN or UV for a discoverable credential): getAssertion with the uv
+    option, key-side against a sign, and the keepalives the key sent meanwhile (none since
+    session 28: a verification answered at once is nobody's wait)."""
+    section("vfido run --uv --presence auto --ephemeral (subprocess): getAssertion with uv")
+    raws = raw_ops(tmp)
+    with vfido_run(tmp, extra=["--uv"]) as key:
+        client = RawClient(key.port, key.peer_port)
+        client.init(retry_every=0.01)
+        cdh = os.urandom(32)
+        cid = credential_id_of(_ok(client.cbor(make_credential_request(cdh))))
+        ga = get_assertion_request(cdh, cid, uv=True)
+        reports = client.prepare(Command.CBOR, ga)
+        response = _ok(client.call(reports))
+        if not user_verified(response):
+            raise RuntimeError("the getAssertion with uv came back without the UV flag")
+        before = len(client.keepalives)
+        row = key_side(
+            "getAssertion ES256 with uv (--uv)",
+            lambda: client.call(reports),
+            _ping_for(client, ga, response),
+            "sign",
+            raws["sign"],
+            blocks,
+        )
+        keepalives = len(client.keepalives) - before
+        client.close()
+    print(f"  keepalives the key sent during these requests: {keepalives}")
+    out["uv"] = {"rows": [row.__dict__], "keepalives": keepalives}
+
+
 def bench_reference(out: dict[str, Any], tmp: Path, blocks: int) -> None:
     """bench/refkey.py (one thread: INIT, PING, sign; nothing else) measured like vfido run:
     the floor of the ratios on this machine, in the same run."""
@@ -952,6 +985,8 @@ def main() -> None:
             bench_ephemeral(out, tmp, blocks)
         if "reference" in only:
             bench_reference(out, tmp, blocks)
+        if "uv" in only:
+            bench_uv(out, tmp, blocks)
         if "transport" in only:
             bench_transport(out, tmp, blocks)
         if "calibration" in only:

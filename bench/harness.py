@@ -57,13 +57,26 @@ def make_credential_request(
 
 
 def get_assertion_request(
-    client_data_hash: bytes, credential_id: bytes | None = None, *, rp_id: str = RP_ID
+    client_data_hash: bytes,
+    credential_id: bytes | None = None,
+    *,
+    rp_id: str = RP_ID,
+    uv: bool = False,
 ) -> bytes:
-    """authenticatorGetAssertion command byte + CBOR parameters (no allowList if no id)."""
+    """authenticatorGetAssertion command byte + CBOR parameters (no allowList if no id;
+    ``uv``: the uv option, for a key with built-in user verification)."""
     params: dict[int, Any] = {1: rp_id, 2: client_data_hash}
     if credential_id is not None:
         params[3] = [{"type": "public-key", "id": credential_id}]
+    if uv:
+        params[5] = {"uv": True}
     return b"\x02" + fcbor.encode(params)
+
+
+def user_verified(get_assertion_response: bytes) -> bool:
+    """Whether a successful getAssertion response's authenticatorData has the UV flag."""
+    body: Any = fcbor.decode(get_assertion_response[1:])
+    return bool(AuthenticatorData(bytes(body[2])).is_user_verified())
 
 
 def credential_id_of(make_credential_response: bytes) -> bytes:

@@ -291,3 +291,19 @@ def test_entry_client_polls_for_answers_and_gives_up_at_its_timeout() -> None:
             client.call(client.prepare(Command.PING, b"x"))
     finally:
         client.close()
+
+
+def test_entry_uv_section_drives_vfido_run_with_built_in_uv(tmp_path: Path) -> None:
+    """bench/entry.py ``--only uv``: `vfido run --uv` answers getAssertions with the uv
+    option (the section checks the UV flag) and, answering them at once, sends no
+    keepalive (there were two per request before session 28: UPNEEDED, then PROCESSING)."""
+    sys.path.insert(0, str(BENCH))
+    import entry
+
+    out: dict[str, object] = {}
+    entry.bench_uv(out, tmp_path, 1)
+    result = out["uv"]
+    assert isinstance(result, dict)
+    assert result["keepalives"] == 0
+    (row,) = result["rows"]
+    assert row["name"] == "getAssertion ES256 with uv (--uv)" and row["blocks"] == 1
