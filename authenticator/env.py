@@ -148,7 +148,8 @@ class InstantVerifier(Protocol):
     as :class:`InstantPresence` is for a touch (``--uv`` with ``--presence auto``: everyone
     is verified at once; ``deny-uv``: nobody is). The authenticator then takes it inline,
     without the UPNEEDED keepalive. ``None``: the user must act
-    (:meth:`UserVerifier.verify_user`). Called on every verification: it must be cheap.
+    (:meth:`UserVerifier.verify_user`). Called on every verification: it must be cheap, and
+    agree with ``verify_user`` (a subclass that overrides one overrides both).
     """
 
     def instant_verification(self, request: PresenceRequest) -> PresenceResult | None: ...

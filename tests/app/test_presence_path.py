@@ -8,6 +8,7 @@ from one request to the next.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from vfido.authenticator.env import PresenceResult
 from vfido.presence import AutoFrontEnd, DenyFrontEnd, PendingPresence, PresenceBroker
 
 CLIENT_DATA_HASH = b"\x11" * 32
+KEEPALIVE_UPNEEDED = 2  # CTAP 2.1 section 11.2.9.1.7
 
 
 @pytest.fixture
@@ -152,21 +154,39 @@ def test_built_in_uv_that_waits_still_says_upneeded() -> None:
     with running_key(presence=broker, config=config) as key:
         statuses: list[int] = []
         _ceremonies(key.device, statuses, uv=True)
-        assert statuses.count(2) == 6  # KEEPALIVE UPNEEDED, once per verification
+        assert statuses.count(KEEPALIVE_UPNEEDED) == 6  # once per verification
 
 
-@pytest.mark.parametrize("instant", [True, False])
-@pytest.mark.parametrize("uv_fails", [False, True])
-def test_built_in_uv_leaves_the_same_state_verified_at_once_or_asked(
-    instant: bool, uv_fails: bool
-) -> None:
-    """Verified at once, the attempt and its outcome are one state write (two when the
-    user is asked: the attempt first, in case the wait never ends); what is stored after
-    is the same: uvRetries back to 8 or one less (``deny-uv``, UV_INVALID), and the
-    attempt counted in uvCountSinceLastPinEntry (CTAP 2.2 section 6.4, 0x17)."""
-    front_end = AutoFrontEnd() if instant else _Answering()
-    broker = PresenceBroker([front_end], mode="auto" if instant else "manual", uv_fails=uv_fails)
-    assert (broker.instant_verification(SIGN_IN) is None) is (not instant and not uv_fails)
+class _Refusing:
+    """A front end that asks "someone" (it is not instant) who refuses at once."""
+
+    name = "refusing"
+
+    def ask(self, pending: PendingPresence) -> None:
+        pending.answer(False, self.name)
+
+
+#: (front end, broker mode, deny-uv): the four ways a verification can end, at once or asked.
+_UV_WAYS = {
+    "granted at once": (AutoFrontEnd(), "auto", False),
+    "granted, asked": (_Answering(), "manual", False),
+    "denied at once (deny-uv)": (AutoFrontEnd(), "auto", True),
+    "denied, asked": (_Refusing(), "manual", False),
+}
+
+
+@pytest.mark.parametrize("way", list(_UV_WAYS))
+def test_built_in_uv_leaves_the_same_state_verified_at_once_or_asked(way: str) -> None:
+    """Answered at once, a verification is one state write and no keepalive; asked, the
+    attempt is written first (in case the wait never ends), UPNEEDED is sent, and a granted
+    one writes its outcome after. What is stored is the same either way: uvRetries back to 8,
+    or one less per failure down to 0 (UV_INVALID, then UV_BLOCKED: CTAP 2.1 section
+    6.5.5.7.3), and every attempt counted in uvCountSinceLastPinEntry (CTAP 2.2 section 6.4,
+    0x17)."""
+    front_end, mode, uv_fails = _UV_WAYS[way]
+    broker = PresenceBroker([front_end], mode=mode, uv_fails=uv_fails)
+    instant, granted = "at once" in way, way.startswith("granted")
+    assert (broker.instant_verification(SIGN_IN) is None) is not instant
     config = Config(attestation="none", builtin_uv=True)
     with running_key(presence=broker, config=config) as key:
         writes: list[object] = []
@@ -179,14 +199,24 @@ def test_built_in_uv_leaves_the_same_state_verified_at_once_or_asked(
         key.store.put_state = put_state  # type: ignore[method-assign]
         ctap = Ctap2(key.device)
         client_pin = ClientPin(ctap, PinProtocolV2())
-        for attempt in (1, 2):
+        for attempt in range(1, 9):
             writes.clear()
-            if uv_fails:
-                with pytest.raises(CtapError) as failed:
-                    client_pin.get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, "example.com")
-                assert failed.value.code == CtapError.ERR.UV_INVALID
+            statuses: list[int] = []
+            verify = functools.partial(
+                client_pin.get_uv_token,
+                ClientPin.PERMISSION.GET_ASSERTION,
+                "example.com",
+                on_keepalive=statuses.append,
+            )
+            if granted:
+                verify()
             else:
-                client_pin.get_uv_token(ClientPin.PERMISSION.GET_ASSERTION, "example.com")
-            assert len(writes) == (1 if instant or uv_fails else 2)
-            assert client_pin.get_uv_retries() == (8 - attempt if uv_fails else 8)
+                with pytest.raises(CtapError) as failed:
+                    verify()
+                last = attempt == 8
+                expected = CtapError.ERR.UV_BLOCKED if last else CtapError.ERR.UV_INVALID
+                assert failed.value.code == expected
+            assert len(writes) == (1 if instant or not granted else 2)
+            assert (KEEPALIVE_UPNEEDED in statuses) is not instant
+            assert client_pin.get_uv_retries() == (8 if granted else 8 - attempt)
             assert ctap.get_info().uv_count_since_pin == attempt
