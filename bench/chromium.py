@@ -121,6 +121,9 @@ NICED = -10
 #: warm-ups, 252 of getInfo; bench/HISTORY.md; session 8's were 1.5, 8.1 and 4.1 ms).
 SLEPT_MS = "04=1.8,01=14.5,02=6.0"
 REFERENCES = ("floor", "floor_sized", "floor_sized_niced", "vfido_cached", "vfido_base")
+#: The keys that run vfido's own authenticator, the only ones a ``uv`` run may have: the floor
+#: keys and the cached ones cannot verify a user.
+UV_KEYS = ("vfido", "vfido_untraced", "vfido_base", "vfido_timed", "vfido_niced")
 #: The keys that are `vfido run` answering from its first answers (cached_handler.py
 #: --by-command): the reference and its variants, measured against it.
 CACHED_KEYS = ("vfido_cached", "vfido_slept", "vfido_computed")
@@ -549,6 +552,17 @@ def vfido_key_ms(records: list[dict[str, Any]]) -> dict[str, float]:
     return {command: statistics.median(v) for command, v in spans.items()}
 
 
+def all_user_verified(page: dict[str, Any]) -> int:
+    """How many ceremonies came back with the UV flag (the page reads it from each
+    credential's authenticatorData); raises unless every one of them did: only a CTAP2 key's
+    own verification sets it, so a ceremony served otherwise cannot pass."""
+    _all_ok(page)
+    unverified = [c for c in page["ceremonies"] if c.get("uv") is not True]
+    if unverified:
+        raise RuntimeError(f"ceremonies without the UV flag: {unverified}")
+    return len(page["ceremonies"])
+
+
 def _all_ok(page: dict[str, Any]) -> None:
     failed = [c for c in page["ceremonies"] if not c.get("ok")]
     if failed or len(counted(page)) != 2 * page["n"]:
@@ -714,14 +728,19 @@ def key_argv(
     python: str,
     base_tree: Path | None = None,
     base_python: str | None = None,
+    *,
+    uv: bool = False,
 ) -> tuple[list[str], dict[str, str] | None]:
     """The command line and environment (None: this one's) of ``key``'s process for the block
     ``tag``; its files in ``scratch``: the sized floor's shape, vfido's trace
     (:func:`trace_file`), control socket and ``vfido_timed``'s records (:func:`times_file`).
     Every key runs under ``python`` but ``vfido_base``, which runs under ``base_python`` (if
-    given) with ``base_tree`` first on its path."""
+    given) with ``base_tree`` first on its path. ``uv``: `vfido run --uv` (one of
+    :data:`UV_KEYS`), built-in user verification."""
+    if uv and key not in UV_KEYS:
+        raise ValueError(f"{key} cannot verify a user: a uv run takes {UV_KEYS}")
     if key in NICED_KEYS:
-        argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree, base_python)
+        argv, env = key_argv(NICED_KEYS[key], tag, scratch, python, base_tree, base_python, uv=uv)
         return ["nice", "-n", str(NICED), *argv], env  # nice execs: the same pid
     env = None
     if key in ("floor", "floor_sized"):
@@ -753,6 +772,8 @@ def key_argv(
     argv += ["--control-socket", str(scratch / f"ctl-{tag}.sock")]
     if key == "vfido":
         argv += ["--trace", str(trace_file(scratch, tag))]
+    if uv:
+        argv.append("--uv")
     return argv, env
 
 
@@ -766,11 +787,16 @@ def run(
     keys: tuple[str, ...] = ("floor", "vfido"),
     base_tree: Path | None = None,
     base_python: str | None = None,
+    uv: bool = False,
 ) -> dict[str, Any]:
     """``rounds`` x ``keys`` blocks of ``n`` create() + ``n`` get(), the order reversed every
-    other round; the rows. ``vfido_untraced`` (opt-in) is `vfido run` without ``--trace``:
-    nothing proves which protocol served it (the traced blocks of the same build do), it
-    shows what the trace costs. ``floor_sized`` (opt-in) is the floor key with vfido's
+    other round; the rows. ``uv``: the ceremonies CI runs for discoverable credentials
+    (``residentKey`` and ``userVerification`` "required") against `vfido run --uv`, every
+    key one of :data:`UV_KEYS`, and every ceremony checked to come back user-verified (the
+    UV flag: CTAP2, and the key's built-in verification). ``vfido_untraced`` (opt-in) is
+    `vfido run` without ``--trace``: nothing proves which protocol served it (the traced
+    blocks of the same build do; in a ``uv`` run the UV flag does), it shows what the trace
+    costs. ``floor_sized`` (opt-in) is the floor key with vfido's
     shapes (:func:`vfido_shape`, made once by ``python`` at the start). ``vfido_base``
     (opt-in) is `vfido run` untraced from the checkout ``base_tree`` (e.g. ``git archive``
     of an older commit), under ``base_python`` if given (another interpreter; ``base_tree``
@@ -795,8 +821,11 @@ def run(
         raise ValueError("vfido_base and base_tree go together")
     if base_python is not None and base_tree is None:
         raise ValueError("base_python is vfido_base's interpreter: it needs vfido_base")
+    if uv and any(key not in UV_KEYS for key in keys):
+        raise ValueError(f"a uv run takes only keys that verify a user: {UV_KEYS}")
     result: dict[str, Any] = {"load": [os.getloadavg()], "rounds": rounds, "n": n, "blocks": []}
     result["keys"] = list(keys)
+    result["uv"] = uv
     result["cpus"] = os.cpu_count()
     if base_tree is not None:
         base_interpreter = base_python or python  # what key_argv starts vfido_base with
@@ -823,7 +852,7 @@ def run(
         for key in order:
             tag = f"bench-chromium-r{r}-{key}"
             key_log = scratch / f"{tag}.log"
-            argv, env = key_argv(key, tag, scratch, python, base_tree, base_python)
+            argv, env = key_argv(key, tag, scratch, python, base_tree, base_python, uv=uv)
             t0 = time.monotonic()
             with key_process(argv, key_log, env=env) as (_, key_pid):
                 if key in NICED_KEYS:
@@ -831,9 +860,8 @@ def run(
                 priority = key_priority(key_pid)
                 check_priority(key, priority)
                 started = time.monotonic() - t0
-                page = browse(
-                    argv_for, f"n={n}&label={key}", out / f"{tag}-chromium.log", key_pid=key_pid
-                )
+                query = f"n={n}&label={key}" + ("&uv=1" if uv else "")
+                page = browse(argv_for, query, out / f"{tag}-chromium.log", key_pid=key_pid)
             (out / f"{tag}-page.json").write_text(json.dumps(page, indent=1))
             for kept in scratch.glob(f"*{tag}*"):
                 if kept.is_file() and not kept.name.endswith(".sock"):
@@ -845,6 +873,8 @@ def run(
             else:
                 _all_ok(page)
                 served = {"commands": "not traced", "u2f": 0}
+            if uv:
+                served["user_verified"] = all_user_verified(page)
             ms = {
                 kind: [c["ms"] for c in page["ceremonies"] if c["kind"] == kind] for kind in KINDS
             }

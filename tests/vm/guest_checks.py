@@ -1030,6 +1030,8 @@ def bench_chromium(data: dict[str, Any]) -> str:
     # `bench_base_python:PATH` runs `vfido_base` under another interpreter (a venv's python
     # the guest sees at PATH): `bench_base:.` with it compares two builds of one checkout.
     pythons = [c.split(":", 1)[1] for c in SELECTED if c.startswith("bench_base_python:")]
+    # `bench_uv`: discoverable credentials with userVerification "required" against
+    # `vfido run --uv` (keys that verify a user only: bench_keys:vfido_untraced+vfido_base).
     data.update(
         chromium.run(
             OUT,
@@ -1040,6 +1042,7 @@ def bench_chromium(data: dict[str, Any]) -> str:
             keys=chosen,
             base_tree=(bases or [None])[0],
             base_python=(pythons or [None])[0],
+            uv="bench_uv" in SELECTED,
         )
     )
     return "; ".join(

@@ -66,9 +66,14 @@ def test_bench_chromium_ratios(vm: GuestResults) -> None:
     (CTAP2 only, counts = N), and the table is printed; no timing is asserted."""
     data = vm.require_ok("bench_chromium")
     keys, names = set(data["keys"]), [row["name"] for row in data["rows"]]
-    # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
-    # floor_sized without the minimal floor).
-    assert keys & {"floor", "floor_sized", "floor_sized_niced"}
+    if data.get("uv"):  # `bench_uv`: only keys that verify a user, every ceremony verified
+        assert keys <= {"vfido", "vfido_untraced", "vfido_base", "vfido_timed", "vfido_niced"}
+        for block in data["blocks"]:
+            assert block["served"]["user_verified"] == 2 * data["n"] + 2  # the warm-ups too
+    else:
+        # A floor and at least one vfido (`bench_keys:` may leave the traced one out, or run
+        # floor_sized without the minimal floor).
+        assert keys & {"floor", "floor_sized", "floor_sized_niced"}
     assert keys & {
         "vfido",
         "vfido_untraced",

@@ -1113,3 +1113,40 @@ def test_key_waited_sums_the_run_queue_wait_of_the_keys_threads(tmp_path: Path) 
     assert chromium.key_waited(100, proc) == pytest.approx(2.5)
     assert chromium.cpu_sample(100, 1, proc)["key_waited"] == pytest.approx(2.5)
     assert chromium.key_waited(999, proc) == 0.0
+
+
+def test_a_uv_run_starts_vfido_run_with_built_in_uv_and_only_keys_that_verify(
+    tmp_path: Path,
+) -> None:
+    """``uv``: `vfido run --uv` for every key of :data:`chromium.UV_KEYS` (niced too); a floor
+    or cached key cannot verify a user and is refused before anything starts."""
+    py = "/usr/bin/python3"
+    plain, _ = chromium.key_argv("vfido_untraced", "t", tmp_path, py)
+    with_uv, _ = chromium.key_argv("vfido_untraced", "t", tmp_path, py, uv=True)
+    assert with_uv == [*plain, "--uv"]
+    niced, _ = chromium.key_argv("vfido_niced", "t", tmp_path, py, uv=True)
+    assert niced == ["nice", "-n", str(chromium.NICED), *with_uv]
+    base, _ = chromium.key_argv("vfido_base", "t", tmp_path, py, tmp_path / "old", uv=True)
+    assert base[-1] == "--uv"
+    for key in ("floor", "floor_sized", "vfido_cached", "floor_sized_niced"):
+        with pytest.raises(ValueError, match="cannot verify a user"):
+            chromium.key_argv(key, "t", tmp_path, py, uv=True)
+    with pytest.raises(ValueError, match="verify a user"):
+        chromium.run(tmp_path, lambda url: ["false"], keys=("floor", "vfido"), uv=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_uv_run_wants_every_ceremony_user_verified() -> None:
+    """``all_user_verified``: the page's UV flags, every ceremony's; one without it (or a
+    page from before the flag was noted) is an error, not a row."""
+    ceremonies = [
+        {"kind": kind, "i": i, "ok": True, "uv": True} for i in range(2) for kind in chromium.KINDS
+    ]
+    page = {"n": 2, "ceremonies": ceremonies}
+    assert chromium.all_user_verified(page) == 4
+    for unverified in (False, None):
+        page = {"n": 2, "ceremonies": [*ceremonies[:-1], {**ceremonies[-1], "uv": unverified}]}
+        if unverified is None:
+            del page["ceremonies"][-1]["uv"]
+        with pytest.raises(RuntimeError, match="without the UV flag"):
+            chromium.all_user_verified(page)
