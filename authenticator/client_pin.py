@@ -582,13 +582,14 @@ class ClientPin:
         # number of internal User Verification operations since the last pin entry including
         # all failed attempts").
         counted = {_UV_SINCE_PIN: _enc(min(since_pin + 1, 2**32 - 1))}
+        failed_attempt = {_UV_RETRIES: _enc(retries - 1), **counted}
         request = PresenceRequest(kind, rp_id=rp_id)
         cancelled = context.is_cancelled()
         instant = None if cancelled else instant_verification(self._user_verifier, request)
         if instant is None:
             # The user must act (fingerprint, ...). Persisted before the attempt: a retry
             # used up and the attempt counted, whatever becomes of the wait.
-            self._put({_UV_RETRIES: _enc(retries - 1), **counted})
+            self._put(failed_attempt)
             if cancelled:
                 result = PresenceResult.CANCELLED
             else:
@@ -614,7 +615,7 @@ class ClientPin:
                 raise CtapError(CtapStatus.KEEPALIVE_CANCEL)
             raise CtapError(CtapStatus.USER_ACTION_TIMEOUT)
         if instant is not None:
-            self._put({_UV_RETRIES: _enc(retries - 1), **counted})
+            self._put(failed_attempt)
         if retries - 1 <= 0:
             raise CtapError(CtapStatus.UV_BLOCKED)
         raise CtapError(CtapStatus.UV_INVALID)

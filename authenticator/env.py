@@ -91,14 +91,21 @@ class InstantPresence(Protocol):
     def instant_answer(self, request: PresenceRequest) -> PresenceResult | None: ...
 
 
-def instant_answer(presence: object, request: PresenceRequest) -> PresenceResult | None:
-    """``presence``'s :meth:`InstantPresence.instant_answer` for ``request``, or ``None`` if
-    it has none (it must then be asked)."""
-    method = getattr(presence, "instant_answer", None)
+def _offered_answer(
+    answerer: object, method_name: str, request: PresenceRequest
+) -> PresenceResult | None:
+    """``answerer``'s optional ``method_name(request)``, or ``None`` if it has no such method."""
+    method = getattr(answerer, method_name, None)
     if method is None:
         return None
     answer: PresenceResult | None = method(request)
     return answer
+
+
+def instant_answer(presence: object, request: PresenceRequest) -> PresenceResult | None:
+    """``presence``'s :meth:`InstantPresence.instant_answer` for ``request``, or ``None`` if
+    it has none (it must then be asked)."""
+    return _offered_answer(presence, "instant_answer", request)
 
 
 class Clock(Protocol):
@@ -158,8 +165,4 @@ class InstantVerifier(Protocol):
 def instant_verification(verifier: object, request: PresenceRequest) -> PresenceResult | None:
     """``verifier``'s :meth:`InstantVerifier.instant_verification` for ``request``, or
     ``None`` if it has none (the user must then act)."""
-    method = getattr(verifier, "instant_verification", None)
-    if method is None:
-        return None
-    answer: PresenceResult | None = method(request)
-    return answer
+    return _offered_answer(verifier, "instant_verification", request)

@@ -204,10 +204,9 @@ class PresenceBroker:
         """Built-in user verification (``vfido run --uv``): the user's explicit approval
         through the same front ends stands in for a fingerprint; ``uv_fails`` makes every
         verification fail, as a finger the sensor does not know would."""
-        if self.uv_fails:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("presence: user verification for %s fails (deny-uv)", question(request))
-            return PresenceResult.DENIED
+        instant = self.instant_verification(request)
+        if instant is not None:
+            return instant
         return self.request_presence(request, context, timeout)
 
     def instant_verification(self, request: PresenceRequest) -> PresenceResult | None:
